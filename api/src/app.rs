@@ -1,0 +1,275 @@
+//! The axum application: state, routes, middleware, and a server that binds before it runs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use switchyard_core::accounts::Accounts;
+use switchyard_core::auth::TokenKeys;
+use switchyard_core::{Db, ErrorCode};
+use switchyard_graphql::AppSchema;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+use tower_governor::{GovernorError, GovernorLayer};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::{Config, Environment};
+use crate::error::ApiError;
+use crate::routes;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<App>);
+
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub accounts: Accounts,
+    pub schema: AppSchema,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchyard API", description = "REST surface of Switchyard. GraphQL is at /graphql."),
+    modifiers(&BearerAuth),
+    tags((name = "auth"), (name = "stations"), (name = "health"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let db = Db::connect_lazy(config.app_database_url(), config.db_max_connections)?;
+        let keys = TokenKeys::new(
+            &config.jwt_secret,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_token_ttl.as_secs() as i64,
+            config.refresh_token_ttl.as_secs() as i64,
+        );
+        let accounts = Accounts::new(db.clone(), keys);
+        let schema = switchyard_graphql::build(db.clone(), accounts.clone(), config.graphql);
+        Ok(Self(Arc::new(App { config, db, accounts, schema })))
+    }
+}
+
+/// The whole router, and the OpenAPI document generated from the same route list.
+pub fn router(state: AppState) -> Router {
+    let config = &state.config;
+    let auth = OpenApiRouter::new()
+        .routes(routes!(routes::auth::signup))
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::refresh))
+        .routes(routes!(routes::auth::logout))
+        .layer(rate_limit(config));
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth)
+        .routes(routes!(routes::stations::list))
+        .routes(routes!(routes::stations::get))
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::readyz))
+        .routes(routes!(routes::health::metrics))
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+
+    let graphql = if config.environment == Environment::Production {
+        axum::routing::post(routes::graphql::post)
+    } else {
+        axum::routing::post(routes::graphql::post).get(routes::graphql::graphiql)
+    };
+
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static("idempotency-key"),
+        ]);
+
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = %request_id,
+            tenant.id = tracing::field::Empty,
+        )
+    });
+
+    api.route("/graphql", graphql)
+        .route("/api/v1/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(trace)
+                .layer(middleware::from_fn(crate::metrics::track))
+                .layer(middleware::from_fn(catalogue_errors))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+                .layer(cors)
+                .layer(CompressionLayer::new()),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route; see /api/v1/openapi.json and /graphql")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "this route does not accept this method")
+}
+
+/// Middleware that answers without a body (timeouts) get the catalogue shape here, so every error a client sees
+/// looks the same.
+async fn catalogue_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if is_json || !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let (code, message) = match response.status() {
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "the request took too long; try again"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "the body is larger than this server accepts"),
+        StatusCode::TOO_MANY_REQUESTS => (ErrorCode::RateLimited, "too many requests; wait and retry"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "unsupported content type"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "this route does not accept this method"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "not found"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::MalformedRequest, "the request could not be handled"),
+    };
+    let mut replaced = ApiError::new(code, message).into_response();
+    *replaced.status_mut() = response.status();
+    for name in [axum::http::header::RETRY_AFTER, axum::http::HeaderName::from_static("x-request-id")] {
+        if let Some(value) = response.headers().get(&name) {
+            replaced.headers_mut().insert(name, value.clone());
+        }
+    }
+    replaced
+}
+
+/// Keys rate limits by client address. `X-Forwarded-For` is believed only from a configured trusted proxy, and
+/// then its right-most address that is not itself a trusted proxy is the client.
+#[derive(Clone)]
+struct ClientIp {
+    trusted: Arc<Vec<IpAddr>>,
+}
+
+impl KeyExtractor for ClientIp {
+    type Key = IpAddr;
+
+    fn extract<T>(&self, req: &http::Request<T>) -> Result<IpAddr, GovernorError> {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or(GovernorError::UnableToExtractKey)?;
+        if !self.trusted.contains(&peer) {
+            return Ok(peer);
+        }
+        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        Ok(forwarded
+            .split(',')
+            .rev()
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .find(|ip| !self.trusted.contains(ip))
+            .unwrap_or(peer))
+    }
+}
+
+fn rate_limit(
+    config: &Config,
+) -> GovernorLayer<ClientIp, governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>, axum::body::Body> {
+    let mut builder = GovernorConfigBuilder::default().key_extractor(ClientIp {
+        trusted: Arc::new(config.trusted_proxies.clone()),
+    });
+    builder.period(config.auth_rate_replenish).burst_size(config.auth_rate_burst);
+    let governor = builder.finish().unwrap_or_else(|| unreachable_config());
+    GovernorLayer::new(governor).error_handler(|e| match e {
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            let mut response = ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many sign-in requests from this address; retry in {wait_time} s"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&wait_time.to_string()) {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+            }
+            response
+        }
+        _ => ApiError::new(ErrorCode::Internal, "internal error").into_response(),
+    })
+}
+
+#[expect(clippy::panic, reason = "Config::from_env guarantees a non-zero burst and period")]
+fn unreachable_config<T>() -> T {
+    panic!("rate limit configuration rejected despite validation")
+}
+
+/// A bound, not yet running, server: tests bind to port 0 and read the address before starting it.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen_addr).await?;
+        let state = AppState::new(config)?;
+        Ok(Self { listener, router: router(state) })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,182 @@
+//! Configuration, read from the environment once at start and validated. Every variable is in the README's table
+//! and in `.env.example`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use secrecy::{ExposeSecret, SecretString};
+use switchyard_graphql::Limits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub listen_addr: SocketAddr,
+    /// The app role's connection URL (`switchyard_app`).
+    pub app_database_url: SecretString,
+    pub db_max_connections: u32,
+    pub jwt_secret: SecretString,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub cors_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (a load balancer). Empty: the socket peer is the client.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Requests a client address may make to `/api/v1/auth/*` in a burst ...
+    pub auth_rate_burst: u32,
+    /// ... and the interval after which one more is allowed.
+    pub auth_rate_replenish: Duration,
+    pub graphql: Limits,
+    pub log_format: LogFormat,
+}
+
+/// The most an access token may live.
+pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+impl Config {
+    /// Reads and validates every setting; the error names the variable and what is wrong.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// As [`Config::from_env`], from any lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let var = |key: &str| get(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let parse = |key: &str, default: u64| -> anyhow::Result<u64> {
+            match var(key) {
+                None => Ok(default),
+                Some(v) => v.parse().with_context(|| format!("{key} must be a whole number, not {v:?}")),
+            }
+        };
+        let environment = match var("APP_ENV").as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => bail!("APP_ENV must be development or production, not {other:?}"),
+        };
+        let listen_addr = var("LISTEN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:8080".into())
+            .parse()
+            .context("LISTEN_ADDR must be an address like 127.0.0.1:8080")?;
+        let app_database_url = var("APP_DATABASE_URL").context("APP_DATABASE_URL is required (the app role's URL)")?;
+        let jwt_secret = var("JWT_SECRET").context("JWT_SECRET is required (at least 32 characters)")?;
+        if jwt_secret.len() < 32 {
+            bail!("JWT_SECRET must be at least 32 characters");
+        }
+        let access_token_ttl = Duration::from_secs(parse("ACCESS_TOKEN_TTL_SECS", 900)?);
+        if access_token_ttl.is_zero() || access_token_ttl > MAX_ACCESS_TOKEN_TTL {
+            bail!("ACCESS_TOKEN_TTL_SECS must be between 1 and 900");
+        }
+        let refresh_token_ttl = Duration::from_secs(parse("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?);
+        if refresh_token_ttl < access_token_ttl {
+            bail!("REFRESH_TOKEN_TTL_SECS must be at least ACCESS_TOKEN_TTL_SECS");
+        }
+        let list = |key: &str| -> Vec<String> {
+            var(key).map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        let trusted_proxies = list("TRUSTED_PROXIES")
+            .iter()
+            .map(|p| p.parse().with_context(|| format!("TRUSTED_PROXIES: {p:?} is not an IP address")))
+            .collect::<anyhow::Result<_>>()?;
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None if environment == Environment::Production => LogFormat::Json,
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("LOG_FORMAT must be text or json, not {other:?}"),
+        };
+        let defaults = Limits::default();
+        let graphql = Limits {
+            max_depth: parse("GRAPHQL_MAX_DEPTH", defaults.max_depth as u64)? as usize,
+            max_complexity: parse("GRAPHQL_MAX_COMPLEXITY", defaults.max_complexity as u64)? as usize,
+            max_aliases: parse("GRAPHQL_MAX_ALIASES", defaults.max_aliases as u64)? as usize,
+            max_directives: defaults.max_directives,
+            max_batch: parse("GRAPHQL_MAX_BATCH", defaults.max_batch as u64)? as usize,
+            introspection: environment == Environment::Development,
+        };
+        let auth_rate_burst = parse("AUTH_RATE_BURST", 10)?;
+        let auth_rate_replenish_ms = parse("AUTH_RATE_REPLENISH_MS", 1000)?;
+        if auth_rate_burst == 0 || auth_rate_replenish_ms == 0 {
+            bail!("AUTH_RATE_BURST and AUTH_RATE_REPLENISH_MS must be above 0");
+        }
+        Ok(Self {
+            environment,
+            listen_addr,
+            app_database_url: app_database_url.into(),
+            db_max_connections: parse("DB_MAX_CONNECTIONS", 20)?.clamp(1, 1000) as u32,
+            jwt_secret: jwt_secret.into(),
+            jwt_issuer: var("JWT_ISSUER").unwrap_or_else(|| "switchyard".into()),
+            jwt_audience: var("JWT_AUDIENCE").unwrap_or_else(|| "switchyard-api".into()),
+            access_token_ttl,
+            refresh_token_ttl,
+            request_timeout: Duration::from_secs(parse("REQUEST_TIMEOUT_SECS", 30)?.max(1)),
+            body_limit_bytes: parse("BODY_LIMIT_BYTES", 1024 * 1024)?.max(1024) as usize,
+            cors_origins: list("CORS_ORIGINS"),
+            trusted_proxies,
+            auth_rate_burst: u32::try_from(auth_rate_burst).context("AUTH_RATE_BURST is too large")?,
+            auth_rate_replenish: Duration::from_millis(auth_rate_replenish_ms),
+            graphql,
+            log_format,
+        })
+    }
+
+    pub fn app_database_url(&self) -> &str {
+        self.app_database_url.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] =
+        [("APP_DATABASE_URL", "postgres://app@localhost/db"), ("JWT_SECRET", "0123456789abcdef0123456789abcdef")];
+
+    #[test]
+    fn defaults_are_development_with_fifteen_minute_tokens() {
+        let c = config(&BASE).unwrap();
+        assert_eq!(c.environment, Environment::Development);
+        assert_eq!(c.access_token_ttl, Duration::from_secs(900));
+        assert!(c.graphql.introspection);
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn production_turns_off_introspection_and_logs_json() {
+        let c = config(&[BASE[0], BASE[1], ("APP_ENV", "production")]).unwrap();
+        assert!(!c.graphql.introspection);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let err = config(&[BASE[0], ("JWT_SECRET", "short")]).unwrap_err().to_string();
+        assert!(err.contains("JWT_SECRET"), "{err}");
+        let err = config(&[BASE[0], BASE[1], ("ACCESS_TOKEN_TTL_SECS", "3600")]).unwrap_err().to_string();
+        assert!(err.contains("ACCESS_TOKEN_TTL_SECS"), "{err}");
+        let err = config(&[BASE[0], BASE[1], ("TRUSTED_PROXIES", "nope")]).unwrap_err().to_string();
+        assert!(err.contains("TRUSTED_PROXIES"), "{err}");
+        let err = config(&[BASE[1]]).unwrap_err().to_string();
+        assert!(err.contains("APP_DATABASE_URL"), "{err}");
+    }
+}

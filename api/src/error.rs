@@ -1,0 +1,58 @@
+//! The REST edge of the error catalogue: `{"error":{"code","message"}}` with the code's HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use switchyard_core::ErrorCode;
+
+/// An error answered to a REST client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The offending input field, for `validation_failed`.
+    pub field: Option<&'static str>,
+    /// Extra, code-specific data (the tenants to choose from for `tenant_choice_required`).
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), field: None, details: None }
+    }
+
+    pub fn body(&self) -> Value {
+        let mut error = json!({ "code": self.code.as_str(), "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        if let Some(details) = &self.details {
+            error["details"] = details.clone();
+        }
+        json!({ "error": error })
+    }
+}
+
+impl From<switchyard_core::Error> for ApiError {
+    fn from(e: switchyard_core::Error) -> Self {
+        if let switchyard_core::Error::Internal(cause) = &e {
+            // Logged once, here; the client sees only the opaque message.
+            tracing::error!(error = ?cause, "internal error");
+        }
+        let details = match &e {
+            switchyard_core::Error::TenantChoiceRequired(tenants) => Some(json!({ "tenants": tenants })),
+            _ => None,
+        };
+        Self { code: e.code(), message: e.to_string(), field: e.field(), details }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.body())).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,13 @@
+//! Switchyard's HTTP service. `main.rs` only parses the command line and calls in here; tests use the same code.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod seed;
+pub mod telemetry;
+
+pub use app::{AppState, Server};
+pub use config::Config;

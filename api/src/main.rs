@@ -1,0 +1,87 @@
+//! The `switchyard` binary: `serve`, `migrate`, `seed-demo`, `print-schema`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sqlx::migrate::MigrateDatabase;
+use switchyard_api::{config::LogFormat, seed, telemetry, AppState, Config, Server};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "Switchyard: the cloud API for metered stations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve REST, GraphQL, health and metrics on LISTEN_ADDR.
+    Serve,
+    /// Create the database if missing and apply migrations, as the owner role (DATABASE_URL).
+    Migrate,
+    /// Create the demo tenant (idempotent) and print its logins.
+    SeedDemo,
+    /// Print the GraphQL SDL (the content of graphql/schema.graphql).
+    PrintSchema,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => {
+            let config = Config::from_env()?;
+            telemetry::init(config.log_format);
+            let server = Server::bind(config).await?;
+            let addr = server.local_addr()?;
+            tracing::info!(%addr, "listening");
+            println!("switchyard listening on http://{addr}");
+            server.run(shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate => {
+            telemetry::init(LogFormat::Text);
+            let url = std::env::var("DATABASE_URL").context("DATABASE_URL (the owner role's URL) is required")?;
+            if !sqlx::Postgres::database_exists(&url).await.context("while checking the database exists")? {
+                sqlx::Postgres::create_database(&url).await.context("while creating the database")?;
+                tracing::info!("database created");
+            }
+            let pool = sqlx::PgPool::connect(&url).await.context("while connecting as the owner role")?;
+            switchyard_core::db::MIGRATOR.run(&pool).await.context("while applying migrations")?;
+            let version = switchyard_core::db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+            println!("migrations applied (latest {version})");
+        }
+        Command::SeedDemo => {
+            let config = Config::from_env()?;
+            telemetry::init(config.log_format);
+            let state = AppState::new(config)?;
+            let tenant = seed::seed_demo(&state).await?;
+            println!("demo tenant {tenant} ({})", seed::DEMO_ORGANIZATION);
+            for (role, email, password) in seed::DEMO_LOGINS {
+                println!("  {:<8} {email:<32} {password}", role.as_str());
+            }
+        }
+        Command::PrintSchema => print!("{}", switchyard_graphql::sdl()),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,80 @@
+//! `POST /api/v1/auth/{signup,login,refresh,logout}`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use switchyard_core::accounts::TokenPair;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::ApiResult;
+use crate::extract::ApiJson;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// The operator's name; becomes the tenant's name.
+    organization: String,
+    email: String,
+    /// At least 10 characters.
+    password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+    /// Which tenant to sign in to, when the login belongs to several.
+    tenant_id: Option<Uuid>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
+}
+
+/// Creates a tenant and its owner, and signs the owner in.
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
+    responses((status = 201, body = TokenPair), (status = 409, description = "email already registered"),
+              (status = 422, description = "weak password or malformed email; `field` names it")))]
+pub async fn signup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SignupRequest>,
+) -> ApiResult<(StatusCode, Json<TokenPair>)> {
+    let pair = state.accounts.signup(&body.organization, &body.email, &body.password, request_id(&headers)).await?;
+    Ok((StatusCode::CREATED, Json(pair)))
+}
+
+/// Signs in. A login that belongs to several tenants must name one (`409 tenant_choice_required` lists them).
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenPair), (status = 401, description = "invalid_credentials"),
+              (status = 409, description = "tenant_choice_required, with `details.tenants`")))]
+pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(state.accounts.login(&body.email, &body.password, body.tenant_id).await?))
+}
+
+/// Spends a refresh token for a new pair. Presenting a spent token signs out its whole family.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair), (status = 401, description = "invalid, spent, revoked or expired")))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(state.accounts.refresh(&body.refresh_token).await?))
+}
+
+/// Revokes the refresh token and every token refreshed from the same login.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204)))]
+pub async fn logout(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshRequest>) -> ApiResult<StatusCode> {
+    state.accounts.logout(&body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

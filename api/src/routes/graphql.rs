@@ -1,0 +1,98 @@
+//! `POST /graphql` (single requests and batches) and GraphiQL on `GET /graphql` outside production.
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{BatchRequest, BatchResponse};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use switchyard_core::ErrorCode;
+use switchyard_graphql::{request_error, RequestId};
+
+use crate::app::AppState;
+use crate::extract::{bearer, request_id};
+
+fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    (status, Json(BatchResponse::Single(request_error(code, message)))).into_response()
+}
+
+/// Executes a GraphQL request. The body is read under the body limit and parsed here so that oversized bodies,
+/// malformed JSON and oversized batches are refused before anything is executed.
+pub async fn post(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("application/graphql-response+json"));
+    if !json {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "send the query as JSON with Content-Type: application/json",
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, state.config.body_limit_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge,
+                &format!("the body is larger than {} bytes", state.config.body_limit_bytes),
+            )
+        }
+    };
+    let batch = match parse(&bytes) {
+        Ok(batch) => batch,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest, &message),
+    };
+    if let BatchRequest::Batch(requests) = &batch {
+        let max = state.config.graphql.max_batch;
+        if requests.len() > max {
+            let message = format!("the batch has {} operations; at most {max} are allowed", requests.len());
+            return error_response(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, &message);
+        }
+    }
+    let actor = match bearer(&parts) {
+        None => None,
+        Some(token) => {
+            let authenticated = match token {
+                Ok(token) => state.accounts.authenticate(token, request_id(&parts)).await.map_err(Into::into),
+                Err(e) => Err(e),
+            };
+            match authenticated {
+                Ok(actor) => {
+                    tracing::Span::current().record("tenant.id", tracing::field::display(actor.tenant));
+                    Some(actor)
+                }
+                Err(e) => {
+                    let e: crate::error::ApiError = e;
+                    return error_response(StatusCode::UNAUTHORIZED, e.code, &e.message);
+                }
+            }
+        }
+    };
+    let request_id = request_id(&parts).map(RequestId);
+    let batch = match request_id {
+        Some(id) => batch.data(id),
+        None => batch,
+    };
+    let response = switchyard_graphql::execute(&state.schema, batch, actor, &state.db).await;
+    Json(response).into_response()
+}
+
+fn parse(bytes: &Bytes) -> Result<BatchRequest, String> {
+    serde_json::from_slice::<BatchRequest>(bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            "the body is not valid JSON".to_owned()
+        } else {
+            format!("the body is not a GraphQL request: {e}")
+        }
+    })
+}
+
+/// GraphiQL, an in-browser IDE (not served in production).
+pub async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}

@@ -1,0 +1,4 @@
+pub mod auth;
+pub mod graphql;
+pub mod health;
+pub mod stations;

@@ -1,0 +1,342 @@
+//! Sign-up, login, refresh, logout, invitation acceptance, and turning an access token into an [`Actor`].
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::{self, Entry};
+use crate::auth::{self, TokenKeys};
+use crate::db::{Db, TenantId, TenantTx};
+use crate::error::{Error, Result, TenantChoice};
+use crate::model::{Actor, Role};
+
+/// What every successful sign-up, login, refresh and invitation acceptance returns.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    /// A JWT for `Authorization: Bearer`, valid for `expires_in` seconds.
+    pub access_token: String,
+    /// An opaque token for `/api/v1/auth/refresh`; it can be used once.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub tenant_id: Uuid,
+}
+
+/// Account flows over the database and the token keys.
+#[derive(Clone)]
+pub struct Accounts {
+    db: Db,
+    keys: TokenKeys,
+}
+
+impl Accounts {
+    pub fn new(db: Db, keys: TokenKeys) -> Self {
+        Self { db, keys }
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    /// Creates a tenant and its first owner.
+    #[tracing::instrument(skip_all)]
+    pub async fn signup(
+        &self,
+        organization: &str,
+        email: &str,
+        password: &str,
+        request_id: Option<&str>,
+    ) -> Result<TokenPair> {
+        let organization = organization.trim();
+        if organization.is_empty() || organization.chars().count() > 200 {
+            return Err(Error::validation("organization", "must be 1 to 200 characters"));
+        }
+        let email = auth::normalize_email("email", email)?;
+        auth::check_password(password, &email)?;
+        let hash = auth::hash_password(password.to_owned()).await?;
+
+        let tenant = TenantId(Uuid::now_v7());
+        let user_id = Uuid::now_v7();
+        let mut tx = self.db.begin_tenant(tenant).await?;
+        sqlx::query("insert into tenant (id, name) values ($1, $2)")
+            .bind(tenant)
+            .bind(organization)
+            .execute(tx.conn())
+            .await?;
+        sqlx::query("insert into app_user (id, email, password_hash) values ($1, $2, $3)")
+            .bind(user_id)
+            .bind(&email)
+            .bind(&hash)
+            .execute(tx.conn())
+            .await?;
+        insert_membership(&mut tx, user_id, Role::Owner).await?;
+        audit::record_as(
+            &mut tx,
+            Some(user_id),
+            request_id,
+            Entry {
+                action: "tenant.signup",
+                object_type: "tenant",
+                object_id: Some(tenant.0),
+                detail: serde_json::json!({ "organization": organization }),
+            },
+        )
+        .await?;
+        let pair = self.issue_pair(&mut tx, user_id, Role::Owner, None).await?;
+        tx.commit().await?;
+        tracing::info!(tenant.id = %tenant, "tenant signed up");
+        Ok(pair)
+    }
+
+    /// Checks email and password and opens a session in one of the user's tenants.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, email: &str, password: &str, tenant_id: Option<Uuid>) -> Result<TokenPair> {
+        let email = auth::normalize_email("email", email)?;
+        let system = self.db.system();
+        let user = system.user_by_email(&email).await?;
+        let (user_id, stored) = match user {
+            Some(u) => (Some(u.id), Some(u.password_hash)),
+            None => (None, None),
+        };
+        if !auth::verify_password(password.to_owned(), stored).await? {
+            return Err(Error::InvalidCredentials);
+        }
+        let user_id = user_id.ok_or(Error::InvalidCredentials)?;
+        let memberships = system.user_memberships(user_id).await?;
+        let chosen = match tenant_id {
+            Some(id) => memberships.iter().find(|m| m.tenant_id.0 == id).ok_or(Error::InvalidCredentials)?,
+            None => match memberships.as_slice() {
+                [] => return Err(Error::InvalidCredentials),
+                [only] => only,
+                several => {
+                    return Err(Error::TenantChoiceRequired(
+                        several.iter().map(|m| TenantChoice { id: m.tenant_id.0, name: m.tenant_name.clone() }).collect(),
+                    ))
+                }
+            },
+        };
+        let mut tx = self.db.begin_tenant(chosen.tenant_id).await?;
+        let pair = self.issue_pair(&mut tx, user_id, chosen.role, None).await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// Spends a refresh token for a new pair. A token presented a second time revokes its whole family: either the
+    /// client or a thief holds a copy, and the family cannot tell which.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
+        let (mut tx, row) = self.find_refresh_token(refresh_token).await?;
+        if row.spent_at.is_some() && row.revoked_at.is_none() {
+            revoke_family(&mut tx, row.family_id).await?;
+            tx.commit().await?;
+            tracing::warn!(family = %row.family_id, "refresh token reused; family revoked");
+            return Err(Error::Unauthenticated(
+                "this refresh token was already used; every session of this login has been signed out",
+            ));
+        }
+        if row.revoked_at.is_some() || row.spent_at.is_some() {
+            return Err(Error::Unauthenticated("this refresh token has been revoked; log in again"));
+        }
+        if row.expires_at <= Utc::now() {
+            return Err(Error::Unauthenticated("this refresh token has expired; log in again"));
+        }
+        let role = current_role(&mut tx, row.user_id)
+            .await?
+            .ok_or(Error::Unauthenticated("this login no longer belongs to the tenant"))?;
+        sqlx::query("update refresh_token set spent_at = now() where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(row.id)
+            .execute(tx.conn())
+            .await?;
+        let pair = self.issue_pair(&mut tx, row.user_id, role, Some(row.family_id)).await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// Revokes the refresh token's family. Unknown tokens are accepted silently: logging out twice is fine.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, refresh_token: &str) -> Result<()> {
+        match self.find_refresh_token(refresh_token).await {
+            Ok((mut tx, row)) => {
+                revoke_family(&mut tx, row.family_id).await?;
+                tx.commit().await
+            }
+            Err(Error::Unauthenticated(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Accepts an invitation. A new email sets its password here; an existing login proves it with its password.
+    #[tracing::instrument(skip_all)]
+    pub async fn accept_invitation(&self, token: &str, password: &str, request_id: Option<&str>) -> Result<TokenPair> {
+        let hash = auth::token_hash(token);
+        let tenant = self.db.system().invitation_tenant(&hash).await?.ok_or(Error::NotFound("invitation"))?;
+        let mut tx = self.db.begin_tenant(tenant).await?;
+        let invitation: Option<(Uuid, String, Role, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+            sqlx::query_as(
+                "select id, email, role, expires_at, accepted_at, revoked_at from invitation
+                 where tenant_id = $1 and token_hash = $2 for update",
+            )
+            .bind(tenant)
+            .bind(&hash)
+            .fetch_optional(tx.conn())
+            .await?;
+        let (invitation_id, email, role, expires_at, accepted_at, revoked_at) =
+            invitation.ok_or(Error::NotFound("invitation"))?;
+        if accepted_at.is_some() {
+            return Err(Error::Conflict("this invitation has already been accepted".into()));
+        }
+        if revoked_at.is_some() || expires_at <= Utc::now() {
+            return Err(Error::Conflict("this invitation has expired or was withdrawn; ask for a new one".into()));
+        }
+        let existing: Option<(Uuid, String)> = sqlx::query_as("select id, password_hash from app_user where email = $1")
+            .bind(&email)
+            .fetch_optional(tx.conn())
+            .await?;
+        let user_id = match existing {
+            Some((id, stored)) => {
+                if !auth::verify_password(password.to_owned(), Some(stored)).await? {
+                    return Err(Error::InvalidCredentials);
+                }
+                id
+            }
+            None => {
+                auth::check_password(password, &email)?;
+                let hash = auth::hash_password(password.to_owned()).await?;
+                let id = Uuid::now_v7();
+                sqlx::query("insert into app_user (id, email, password_hash) values ($1, $2, $3)")
+                    .bind(id)
+                    .bind(&email)
+                    .bind(&hash)
+                    .execute(tx.conn())
+                    .await?;
+                id
+            }
+        };
+        if current_role(&mut tx, user_id).await?.is_some() {
+            return Err(Error::Conflict("this login is already a member of the tenant".into()));
+        }
+        insert_membership(&mut tx, user_id, role).await?;
+        sqlx::query("update invitation set accepted_at = now() where tenant_id = $1 and id = $2")
+            .bind(tenant)
+            .bind(invitation_id)
+            .execute(tx.conn())
+            .await?;
+        audit::record_as(
+            &mut tx,
+            Some(user_id),
+            request_id,
+            Entry {
+                action: "member.accept_invitation",
+                object_type: "member",
+                object_id: Some(user_id),
+                detail: serde_json::json!({ "invitation_id": invitation_id, "role": role }),
+            },
+        )
+        .await?;
+        let pair = self.issue_pair(&mut tx, user_id, role, None).await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// Turns a bearer token into the acting member. The role comes from the database, not the token, so a removed
+    /// member or a changed role takes effect at once.
+    pub async fn authenticate(&self, bearer: &str, request_id: Option<String>) -> Result<Actor> {
+        let claims = self.keys.verify(bearer)?;
+        let tenant = TenantId(claims.tenant);
+        let mut tx = self.db.begin_tenant(tenant).await?;
+        let role = current_role(&mut tx, claims.sub)
+            .await?
+            .ok_or(Error::Unauthenticated("this login no longer belongs to the tenant"))?;
+        Ok(Actor { tenant, user_id: claims.sub, role, request_id })
+    }
+
+    async fn find_refresh_token(&self, token: &str) -> Result<(TenantTx, RefreshRow)> {
+        let invalid = Error::Unauthenticated("the refresh token is not valid; log in again");
+        let hash = auth::token_hash(token);
+        let Some(tenant) = self.db.system().refresh_token_tenant(&hash).await? else {
+            return Err(invalid);
+        };
+        let mut tx = self.db.begin_tenant(tenant).await?;
+        let row: Option<RefreshRow> = sqlx::query_as(
+            "select id, user_id, family_id, expires_at, spent_at, revoked_at from refresh_token
+             where tenant_id = $1 and token_hash = $2 for update",
+        )
+        .bind(tenant)
+        .bind(&hash)
+        .fetch_optional(tx.conn())
+        .await?;
+        Ok((tx, row.ok_or(invalid)?))
+    }
+
+    async fn issue_pair(
+        &self,
+        tx: &mut TenantTx,
+        user_id: Uuid,
+        role: Role,
+        family: Option<Uuid>,
+    ) -> Result<TokenPair> {
+        let refresh_token = auth::random_token();
+        sqlx::query(
+            "insert into refresh_token (tenant_id, id, user_id, family_id, token_hash, expires_at)
+             values ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
+        )
+        .bind(tx.tenant())
+        .bind(Uuid::now_v7())
+        .bind(user_id)
+        .bind(family.unwrap_or_else(Uuid::now_v7))
+        .bind(auth::token_hash(&refresh_token))
+        .bind(self.keys.refresh_ttl_secs as f64)
+        .execute(tx.conn())
+        .await?;
+        Ok(TokenPair {
+            access_token: self.keys.issue(user_id, tx.tenant().0, role)?,
+            refresh_token,
+            token_type: "Bearer",
+            expires_in: self.keys.access_ttl_secs,
+            tenant_id: tx.tenant().0,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    id: Uuid,
+    user_id: Uuid,
+    family_id: Uuid,
+    expires_at: DateTime<Utc>,
+    spent_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+async fn revoke_family(tx: &mut TenantTx, family: Uuid) -> Result<()> {
+    sqlx::query(
+        "update refresh_token set revoked_at = now()
+         where tenant_id = $1 and family_id = $2 and revoked_at is null",
+    )
+    .bind(tx.tenant())
+    .bind(family)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+async fn insert_membership(tx: &mut TenantTx, user_id: Uuid, role: Role) -> Result<()> {
+    sqlx::query("insert into membership (tenant_id, user_id, role) values ($1, $2, $3)")
+        .bind(tx.tenant())
+        .bind(user_id)
+        .bind(role)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// The user's role in the transaction's tenant, if still a member.
+pub async fn current_role(tx: &mut TenantTx, user_id: Uuid) -> Result<Option<Role>> {
+    Ok(sqlx::query_scalar("select role from membership where tenant_id = $1 and user_id = $2")
+        .bind(tx.tenant())
+        .bind(user_id)
+        .fetch_optional(tx.conn())
+        .await?)
+}

@@ -1,0 +1,181 @@
+//! The only two ways into the database.
+//!
+//! * [`Db::begin_tenant`] → [`TenantTx`]: a transaction whose first statement binds `app.tenant_id`
+//!   transaction-locally, so row-level security confines every statement in it to one tenant. All tenant data is
+//!   read and written through it.
+//! * [`SystemDb`]: the short, reviewed list of lookups that must happen before a tenant is known. Each one calls a
+//!   `security definer` function owned by the `switchyard_system` role (migration 0002); the app role can read no
+//!   other tenant's row by itself.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::Role;
+
+/// A tenant's id. A distinct type so that a tenant is never confused with another id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(transparent)]
+#[serde(transparent)]
+pub struct TenantId(pub Uuid);
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The migrations in `migrations/`, embedded in every binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The app-role connection pool.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+}
+
+impl Db {
+    /// Connects lazily: the first query opens the first connection, so a service can start (and answer `/readyz`
+    /// with "not ready") while the database is still coming up.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
+        let options: PgConnectOptions = url.parse().map_err(anyhow::Error::from)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy_with(options.application_name("switchyard"));
+        Ok(Self { pool })
+    }
+
+    /// Begins a transaction confined to `tenant`.
+    pub async fn begin_tenant(&self, tenant: TenantId) -> Result<TenantTx> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select set_config('app.tenant_id', $1, true)")
+            .bind(tenant.0.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(TenantTx { tx, tenant })
+    }
+
+    /// The cross-tenant lookups.
+    pub fn system(&self) -> SystemDb {
+        SystemDb { pool: self.pool.clone() }
+    }
+
+    /// Pool figures for `/metrics`: (open connections, idle connections, maximum).
+    pub fn pool_usage(&self) -> (u32, usize, u32) {
+        (self.pool.size(), self.pool.num_idle(), self.pool.options().get_max_connections())
+    }
+
+    /// `select 1` and the latest migration applied equals the latest this binary knows.
+    pub async fn readiness(&self) -> Result<Readiness> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("select max(version) from _sqlx_migrations where success").fetch_one(&self.pool).await?;
+        let expected = MIGRATOR.iter().map(|m| m.version).max();
+        Ok(Readiness { applied, expected })
+    }
+
+    /// The raw pool, for the tests that inspect the catalogue and for `migrate`. Not for tenant data.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Migration state as seen by `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub applied: Option<i64>,
+    pub expected: Option<i64>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.applied == self.expected
+    }
+}
+
+/// A transaction confined to one tenant. Dropping it without [`TenantTx::commit`] rolls back.
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    /// The tenant this transaction is confined to. Queries bind it too: RLS is the backstop, not the only check.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// The connection, to run queries on.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A tenant a login belongs to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MembershipRow {
+    pub tenant_id: TenantId,
+    pub tenant_name: String,
+    pub role: Role,
+}
+
+/// The cross-tenant lookups. Each method is one reviewed `security definer` function; nothing else is reachable
+/// from here.
+#[derive(Clone, Debug)]
+pub struct SystemDb {
+    pool: PgPool,
+}
+
+impl SystemDb {
+    /// Login: every tenant a user is a member of, with its name and the user's role there.
+    pub async fn user_memberships(&self, user_id: Uuid) -> Result<Vec<MembershipRow>> {
+        Ok(sqlx::query_as("select tenant_id, tenant_name, role from sys_user_memberships($1)")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Refresh and logout: the tenant a refresh token (by its SHA-256) was issued in.
+    pub async fn refresh_token_tenant(&self, token_hash: &[u8]) -> Result<Option<TenantId>> {
+        Ok(sqlx::query_scalar("select sys_refresh_token_tenant($1)")
+            .bind(token_hash)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Invitation acceptance: the tenant an invitation token (by its SHA-256) belongs to.
+    pub async fn invitation_tenant(&self, token_hash: &[u8]) -> Result<Option<TenantId>> {
+        Ok(sqlx::query_scalar("select sys_invitation_tenant($1)")
+            .bind(token_hash)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+/// A login as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+}
+
+impl SystemDb {
+    /// Login: the user with this (lower-cased) email. Users are not tenant-owned; one login may belong to several
+    /// tenants.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as("select id, email, password_hash from app_user where email = $1")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,187 @@
+//! The one error catalogue shared by REST (`{"error":{"code","message"}}`) and GraphQL (`extensions.code`).
+
+use serde::Serialize;
+
+/// Every error code a client can see. The string form is the wire form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request body is not valid JSON or not the expected shape.
+    MalformedRequest,
+    /// A field is present but its value is not acceptable; `field` names it.
+    ValidationFailed,
+    /// No credentials, or credentials that are invalid, expired or revoked.
+    Unauthenticated,
+    /// Email and password do not match a login.
+    InvalidCredentials,
+    /// The caller's role does not allow this.
+    Forbidden,
+    /// The object does not exist for this tenant (also for other tenants' objects).
+    NotFound,
+    /// The change conflicts with existing data (a duplicate name, the last owner ...).
+    Conflict,
+    /// Login matched several tenants; choose one with `tenant_id`.
+    TenantChoiceRequired,
+    /// The body is larger than the configured limit.
+    PayloadTooLarge,
+    /// The body's content type is not `application/json`.
+    UnsupportedMediaType,
+    /// The HTTP method is not allowed on this route.
+    MethodNotAllowed,
+    /// Too many requests from this address; retry later.
+    RateLimited,
+    /// The request took longer than the configured timeout.
+    Timeout,
+    /// The GraphQL document is invalid or exceeds a limit (depth, complexity, aliases, batch size).
+    InvalidQuery,
+    /// Something failed on our side. The details are logged, never returned.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire string, as in responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed_request",
+            Self::ValidationFailed => "validation_failed",
+            Self::Unauthenticated => "unauthenticated",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::TenantChoiceRequired => "tenant_choice_required",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited => "rate_limited",
+            Self::Timeout => "timeout",
+            Self::InvalidQuery => "invalid_query",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status REST answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::MalformedRequest | Self::InvalidQuery => 400,
+            Self::Unauthenticated | Self::InvalidCredentials => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Timeout => 408,
+            Self::Conflict | Self::TenantChoiceRequired => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::ValidationFailed => 422,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+        }
+    }
+
+    /// Every code, for documentation and the catalogue test.
+    pub const ALL: [ErrorCode; 15] = [
+        Self::MalformedRequest,
+        Self::ValidationFailed,
+        Self::Unauthenticated,
+        Self::InvalidCredentials,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Conflict,
+        Self::TenantChoiceRequired,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::MethodNotAllowed,
+        Self::RateLimited,
+        Self::Timeout,
+        Self::InvalidQuery,
+        Self::Internal,
+    ];
+}
+
+/// A tenant the caller may choose at login.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantChoice {
+    pub id: uuid::Uuid,
+    pub name: String,
+}
+
+/// The domain error. `Display` is always safe to show a client: internal causes are kept in the value for the log
+/// line and never formatted into the message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {message}")]
+    Validation { field: &'static str, message: String },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("email or password is incorrect")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("this login belongs to several tenants; repeat the request with one of their ids as tenant_id")]
+    TenantChoiceRequired(Vec<TenantChoice>),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation { field, message: message.into() }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Validation { .. } => ErrorCode::ValidationFailed,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::InvalidCredentials => ErrorCode::InvalidCredentials,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::TenantChoiceRequired(_) => ErrorCode::TenantChoiceRequired,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The field a validation error names, for `{"error":{"field":..}}` and GraphQL `extensions.field`.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::Validation { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        // Constraint names are part of the schema's contract: each unique index a user can run into maps to a
+        // sentence they can act on.
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                let message = match db.constraint() {
+                    Some("venue_name_key") => "a venue with this name already exists",
+                    Some("station_name_key") => "a station with this name already exists at this venue",
+                    Some("app_user_email_key") => "an account with this email already exists",
+                    Some("invitation_pending_email_key") => "this email already has a pending invitation",
+                    Some("connector_number_key") => "this connector number is already used",
+                    _ => "this already exists",
+                };
+                return Self::Conflict(message.to_owned());
+            }
+            if db.is_foreign_key_violation() {
+                return Self::NotFound("referenced object");
+            }
+        }
+        Self::Internal(e.into())
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(e)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,17 @@
+//! Switchyard's core: domain types, tenancy-safe database access, auth, and the queries behind every API.
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod db;
+pub mod error;
+pub mod members;
+pub mod model;
+pub mod money;
+pub mod stations;
+pub mod tenants;
+pub mod venues;
+
+pub use db::{Db, SystemDb, TenantId, TenantTx};
+pub use error::{Error, ErrorCode, Result};
+pub use model::{Actor, Role, StationControl, StationKind, StationStatus};

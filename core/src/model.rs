@@ -1,0 +1,118 @@
+//! Domain enums and the acting user.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db::TenantId;
+
+macro_rules! domain_enum {
+    ($(#[$meta:meta])* $name:ident, $pg:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, async_graphql::Enum,
+                 utoipa::ToSchema)]
+        #[sqlx(type_name = $pg, rename_all = "snake_case")]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::error::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(crate::error::Error::validation(
+                        $pg,
+                        format!("must be one of: {}", [$($text),+].join(", ")),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+domain_enum!(
+    /// A member's role in a tenant.
+    Role, "member_role" {
+        /// Everything, including billing and other owners.
+        Owner => "owner",
+        /// Venues, stations, staff.
+        Manager => "manager",
+        /// Reads the tenant; runs the floor.
+        Staff => "staff",
+    }
+);
+
+domain_enum!(
+    /// What a station is.
+    StationKind, "station_kind" {
+        Pc => "pc",
+        Console => "console",
+        Arcade => "arcade",
+        KaraokeRoom => "karaoke_room",
+        EvCharger => "ev_charger",
+        PowerbankCabinet => "powerbank_cabinet",
+        Kiosk => "kiosk",
+    }
+);
+
+domain_enum!(
+    /// How a station is switched on and off.
+    StationControl, "station_control" {
+        /// A PC agent speaking the seed 000 WebSocket protocol.
+        Agent => "agent",
+        /// A Shelly smart plug (Gen1 HTTP or Gen2 RPC).
+        Shelly => "shelly",
+        /// A Tasmota smart plug over MQTT.
+        Tasmota => "tasmota",
+        /// A MikroTik router blocking a MAC or a port.
+        Mikrotik => "mikrotik",
+        /// An OCPP charge point.
+        Ocpp => "ocpp",
+        /// Staff switch it by hand.
+        Manual => "manual",
+    }
+);
+
+domain_enum!(
+    /// A station's (or connector's) last known state.
+    StationStatus, "station_status" {
+        Offline => "offline",
+        Online => "online",
+        InSession => "in_session",
+        Maintenance => "maintenance",
+    }
+);
+
+impl Role {
+    /// Owners and managers manage the tenant; staff read it.
+    pub fn can_manage(self) -> bool {
+        matches!(self, Role::Owner | Role::Manager)
+    }
+}
+
+/// Who is acting: an authenticated member of one tenant, with the request it acts in.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub tenant: TenantId,
+    pub user_id: Uuid,
+    pub role: Role,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// Fails with `forbidden` unless the actor may manage the tenant.
+    pub fn require_manager(&self) -> crate::error::Result<()> {
+        if self.role.can_manage() {
+            Ok(())
+        } else {
+            Err(crate::error::Error::Forbidden("this needs the owner or manager role"))
+        }
+    }
+}

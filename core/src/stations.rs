@@ -1,0 +1,320 @@
+//! Stations (the meterable units at a venue) and their connectors or slots.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::audit::{self, Entry};
+use crate::db::TenantTx;
+use crate::error::{Error, Result};
+use crate::model::{Actor, StationControl, StationKind, StationStatus};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Station {
+    pub id: Uuid,
+    pub venue_id: Uuid,
+    pub name: String,
+    pub kind: StationKind,
+    pub control: StationControl,
+    pub status: StationStatus,
+    /// How the control reaches the device (host, topic, MAC ...). Credentials are referenced, never stored here.
+    #[schema(value_type = Object)]
+    pub control_settings: Value,
+    pub location: String,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An EV connector or a powerbank slot.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Connector {
+    pub id: Uuid,
+    pub station_id: Uuid,
+    /// 1-based within the station.
+    pub number: i32,
+    pub status: StationStatus,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewStation {
+    pub venue_id: Uuid,
+    pub name: String,
+    pub kind: StationKind,
+    pub control: StationControl,
+    pub control_settings: Option<Value>,
+    pub location: Option<String>,
+    /// EV connectors or powerbank slots; only for `ev_charger` (default 1) and `powerbank_cabinet` (default 0).
+    pub connector_count: Option<i32>,
+}
+
+/// Fields left `None` keep their value. Kind and venue are fixed for a station's life.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StationPatch {
+    pub name: Option<String>,
+    pub control: Option<StationControl>,
+    pub control_settings: Option<Value>,
+    pub location: Option<String>,
+    /// Staff can put a station in or out of `maintenance`; other states are reported by devices.
+    pub status: Option<StationStatus>,
+}
+
+/// Filters for lists; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct StationFilter {
+    pub venue_id: Option<Uuid>,
+    pub kind: Option<StationKind>,
+    pub status: Option<StationStatus>,
+    pub include_archived: bool,
+}
+
+const COLUMNS: &str =
+    "id, venue_id, name, kind, control, status, control_settings, location, archived_at, created_at, updated_at";
+
+pub async fn list(tx: &mut TenantTx, filter: &StationFilter) -> Result<Vec<Station>> {
+    let sql = format!(
+        "select {COLUMNS} from station
+         where tenant_id = $1 and ($2::uuid is null or venue_id = $2) and ($3::station_kind is null or kind = $3)
+           and ($4::station_status is null or status = $4) and ($5 or archived_at is null)
+         order by lower(name), id"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(filter.venue_id)
+        .bind(filter.kind)
+        .bind(filter.status)
+        .bind(filter.include_archived)
+        .fetch_all(tx.conn())
+        .await?)
+}
+
+/// The unarchived stations of several venues (one query for a whole list of venues).
+pub async fn list_for_venues(tx: &mut TenantTx, venue_ids: &[Uuid]) -> Result<Vec<Station>> {
+    let sql = format!(
+        "select {COLUMNS} from station where tenant_id = $1 and venue_id = any($2) and archived_at is null
+         order by lower(name), id"
+    );
+    Ok(sqlx::query_as(&sql).bind(tx.tenant()).bind(venue_ids).fetch_all(tx.conn()).await?)
+}
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
+    let sql = format!("select {COLUMNS} from station where tenant_id = $1 and id = $2");
+    let station: Option<Station> = sqlx::query_as(&sql).bind(tx.tenant()).bind(id).fetch_optional(tx.conn()).await?;
+    station.ok_or(Error::NotFound("station"))
+}
+
+/// Connectors of several stations at once (one query for a whole list).
+pub async fn connectors(tx: &mut TenantTx, station_ids: &[Uuid]) -> Result<Vec<Connector>> {
+    Ok(sqlx::query_as(
+        "select id, station_id, number, status from connector
+         where tenant_id = $1 and station_id = any($2) order by station_id, number",
+    )
+    .bind(tx.tenant())
+    .bind(station_ids)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Result<Station> {
+    actor.require_manager()?;
+    let venue = crate::venues::get(tx, input.venue_id).await.map_err(|_| Error::NotFound("venue"))?;
+    if venue.archived_at.is_some() {
+        return Err(Error::Conflict("this venue is archived; stations cannot be added to it".into()));
+    }
+    let name = check_name(&input.name)?;
+    let settings = check_control_settings(input.control, input.control_settings.unwrap_or(Value::Null))?;
+    let location = check_location(input.location.as_deref().unwrap_or(""))?;
+    let connector_count = match (input.kind, input.connector_count) {
+        (StationKind::EvCharger | StationKind::PowerbankCabinet, Some(n)) if (0..=64).contains(&n) => n,
+        (StationKind::EvCharger | StationKind::PowerbankCabinet, Some(_)) => {
+            return Err(Error::validation("connectorCount", "must be between 0 and 64"))
+        }
+        (StationKind::EvCharger, None) => 1,
+        (_, None | Some(0)) => 0,
+        (_, Some(_)) => {
+            return Err(Error::validation(
+                "connectorCount",
+                "only ev_charger and powerbank_cabinet stations have connectors or slots",
+            ))
+        }
+    };
+    let id = Uuid::now_v7();
+    let sql = format!(
+        "insert into station (tenant_id, id, venue_id, name, kind, control, control_settings, location)
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning {COLUMNS}"
+    );
+    let station: Station = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(venue.id)
+        .bind(name)
+        .bind(input.kind)
+        .bind(input.control)
+        .bind(&settings)
+        .bind(location)
+        .fetch_one(tx.conn())
+        .await?;
+    sqlx::query(
+        "insert into connector (tenant_id, id, station_id, number)
+         select $1, gen_random_uuid(), $2, n from generate_series(1, $3) as n",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(connector_count)
+    .execute(tx.conn())
+    .await?;
+    let detail = serde_json::json!({
+        "venue_id": venue.id, "name": station.name, "kind": station.kind, "control": station.control,
+        "connectors": connector_count,
+    });
+    audit::record(tx, actor, entry("station.create", id, detail)).await?;
+    Ok(station)
+}
+
+pub async fn update(tx: &mut TenantTx, actor: &Actor, id: Uuid, patch: StationPatch) -> Result<Station> {
+    actor.require_manager()?;
+    let current = get(tx, id).await?;
+    if current.archived_at.is_some() {
+        return Err(Error::Conflict("this station is archived".into()));
+    }
+    let name = patch.name.as_deref().map(check_name).transpose()?.unwrap_or(&current.name).to_owned();
+    let control = patch.control.unwrap_or(current.control);
+    let settings = match (patch.control_settings, patch.control) {
+        (Some(s), _) => check_control_settings(control, s)?,
+        // A new control with the old settings must still be complete for the new control.
+        (None, Some(_)) => check_control_settings(control, current.control_settings.clone())?,
+        (None, None) => current.control_settings.clone(),
+    };
+    let location =
+        patch.location.as_deref().map(check_location).transpose()?.unwrap_or(&current.location).to_owned();
+    let status = match patch.status {
+        None => current.status,
+        Some(StationStatus::Maintenance) => StationStatus::Maintenance,
+        Some(StationStatus::Offline) if current.status == StationStatus::Maintenance => StationStatus::Offline,
+        Some(_) => {
+            return Err(Error::validation(
+                "status",
+                "staff can set maintenance, or offline to end maintenance; other states come from the device",
+            ))
+        }
+    };
+    let sql = format!(
+        "update station set name = $3, control = $4, control_settings = $5, location = $6, status = $7
+         where tenant_id = $1 and id = $2 returning {COLUMNS}"
+    );
+    let station: Station = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(name)
+        .bind(control)
+        .bind(&settings)
+        .bind(location)
+        .bind(status)
+        .fetch_one(tx.conn())
+        .await?;
+    let detail = serde_json::json!({
+        "name": station.name, "control": station.control, "status": station.status, "location": station.location,
+    });
+    audit::record(tx, actor, entry("station.update", id, detail)).await?;
+    Ok(station)
+}
+
+pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Station> {
+    actor.require_manager()?;
+    get(tx, id).await?;
+    let sql = format!(
+        "update station set archived_at = coalesce(archived_at, now()) where tenant_id = $1 and id = $2
+         returning {COLUMNS}"
+    );
+    let station: Station = sqlx::query_as(&sql).bind(tx.tenant()).bind(id).fetch_one(tx.conn()).await?;
+    audit::record(tx, actor, entry("station.archive", id, serde_json::json!({}))).await?;
+    Ok(station)
+}
+
+fn entry(action: &'static str, id: Uuid, detail: Value) -> Entry<'static> {
+    Entry { action, object_type: "station", object_id: Some(id), detail }
+}
+
+fn check_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::validation("name", "must be 1 to 100 characters"));
+    }
+    Ok(name)
+}
+
+fn check_location(location: &str) -> Result<&str> {
+    let location = location.trim();
+    if location.chars().count() > 200 {
+        return Err(Error::validation("location", "must be at most 200 characters"));
+    }
+    Ok(location)
+}
+
+/// Checks that the settings are an object holding what the control needs to reach the device, and no secrets.
+pub fn check_control_settings(control: StationControl, settings: Value) -> Result<Value> {
+    const FIELD: &str = "controlSettings";
+    let settings = match settings {
+        Value::Null => Value::Object(Default::default()),
+        v @ Value::Object(_) => v,
+        _ => return Err(Error::validation(FIELD, "must be a JSON object")),
+    };
+    if settings.to_string().len() > 4096 {
+        return Err(Error::validation(FIELD, "must be at most 4 KiB"));
+    }
+    let has_text = |key: &str| settings.get(key).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty());
+    for secret in ["password", "secret", "token", "api_key"] {
+        if settings.get(secret).is_some() {
+            return Err(Error::validation(
+                FIELD,
+                format!("must not hold `{secret}`; store the secret elsewhere and reference it as `credentials_ref`"),
+            ));
+        }
+    }
+    let missing = |what: &str| Err(Error::validation(FIELD, format!("{control:?} control needs {what}").to_lowercase()));
+    match control {
+        StationControl::Shelly => {
+            if !has_text("host") {
+                return missing("`host`");
+            }
+            match settings.get("generation") {
+                None => {}
+                Some(g) if g.as_u64() == Some(1) || g.as_u64() == Some(2) => {}
+                Some(_) => return Err(Error::validation(FIELD, "`generation` must be 1 or 2")),
+            }
+        }
+        StationControl::Tasmota if !has_text("topic") => return missing("`topic`"),
+        StationControl::Mikrotik if !has_text("host") || !(has_text("mac") || has_text("interface")) => {
+            return missing("`host` and either `mac` or `interface`")
+        }
+        StationControl::Ocpp if !has_text("charge_point_id") => return missing("`charge_point_id`"),
+        _ => {}
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn control_settings_need_what_the_control_uses() {
+        assert!(check_control_settings(StationControl::Shelly, json!({"host": "10.0.0.5", "generation": 2})).is_ok());
+        assert!(check_control_settings(StationControl::Shelly, json!({"generation": 2})).is_err());
+        assert!(check_control_settings(StationControl::Shelly, json!({"host": "h", "generation": 3})).is_err());
+        assert!(check_control_settings(StationControl::Tasmota, json!({"topic": "plug7"})).is_ok());
+        assert!(check_control_settings(StationControl::Mikrotik, json!({"host": "r", "mac": "aa:bb"})).is_ok());
+        assert!(check_control_settings(StationControl::Mikrotik, json!({"host": "r"})).is_err());
+        assert!(check_control_settings(StationControl::Ocpp, json!({})).is_err());
+        assert_eq!(check_control_settings(StationControl::Manual, Value::Null).ok(), Some(json!({})));
+        assert!(check_control_settings(StationControl::Agent, json!([1])).is_err());
+    }
+
+    #[test]
+    fn control_settings_refuse_inline_secrets() {
+        let err = check_control_settings(StationControl::Mikrotik, json!({"host": "r", "mac": "m", "password": "x"}));
+        assert!(matches!(err, Err(Error::Validation { field: "controlSettings", .. })));
+    }
+}

@@ -1,0 +1,51 @@
+//! `me` and `tenant`.
+
+use async_graphql::{Context, Object, SimpleObject};
+use switchyard_core::{tenants, Role};
+use uuid::Uuid;
+
+use crate::{actor, db, GqlResult};
+
+#[derive(Default)]
+pub struct AccountQuery;
+
+/// The signed-in member.
+#[derive(SimpleObject)]
+pub struct Me {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub tenant: Tenant,
+}
+
+#[derive(SimpleObject)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<tenants::Tenant> for Tenant {
+    fn from(t: tenants::Tenant) -> Self {
+        Self { id: t.id, name: t.name, created_at: t.created_at }
+    }
+}
+
+#[Object]
+impl AccountQuery {
+    /// Who is signed in, in which tenant, with which role.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        let actor = actor(ctx)?;
+        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let tenant = tenants::current(&mut tx).await.gql()?;
+        let email = tenants::user_email(&mut tx, actor.user_id).await.gql()?;
+        Ok(Me { user_id: actor.user_id, email, role: actor.role, tenant: tenant.into() })
+    }
+
+    /// The signed-in member's tenant.
+    async fn tenant(&self, ctx: &Context<'_>) -> async_graphql::Result<Tenant> {
+        let actor = actor(ctx)?;
+        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        Ok(tenants::current(&mut tx).await.gql()?.into())
+    }
+}

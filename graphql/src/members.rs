@@ -1,0 +1,129 @@
+//! Members and invitations.
+
+use async_graphql::{Context, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use switchyard_core::accounts::Accounts;
+use switchyard_core::{members, Role};
+use uuid::Uuid;
+
+use crate::{actor, db, GqlResult, ManagerGuard};
+
+#[derive(SimpleObject)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<members::Member> for Member {
+    fn from(m: members::Member) -> Self {
+        Self { user_id: m.user_id, email: m.email, role: m.role, created_at: m.created_at }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The invitation and its token. The token is shown only here; send it to the invitee, who passes it to
+/// `acceptInvitation`.
+#[derive(SimpleObject)]
+pub struct InvitationPayload {
+    pub invitation: Invitation,
+    pub token: String,
+}
+
+/// Tokens for the login that accepted an invitation, as REST's login returns them.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    pub tenant_id: Uuid,
+}
+
+#[derive(Default)]
+pub struct MemberQuery;
+
+#[Object]
+impl MemberQuery {
+    /// The tenant's members.
+    async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Member>> {
+        let actor = actor(ctx)?;
+        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        Ok(members::list(&mut tx).await.gql()?.into_iter().map(Member::from).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct MemberMutation;
+
+#[Object]
+impl MemberMutation {
+    /// Invites an email with a role (only owners invite owners). Valid for 7 days; inviting again replaces it.
+    #[graphql(guard = "ManagerGuard")]
+    async fn invite_member(&self, ctx: &Context<'_>, email: String, role: Role) -> async_graphql::Result<InvitationPayload> {
+        let actor = actor(ctx)?;
+        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (invitation, token) = members::invite(&mut tx, actor, &email, role).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(InvitationPayload {
+            invitation: Invitation {
+                id: invitation.id,
+                email: invitation.email,
+                role: invitation.role,
+                expires_at: invitation.expires_at,
+            },
+            token,
+        })
+    }
+
+    /// Accepts an invitation; needs no sign-in. A new email sets its password; an existing login gives its own.
+    async fn accept_invitation(
+        &self,
+        ctx: &Context<'_>,
+        token: String,
+        password: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let accounts = ctx.data::<Accounts>()?;
+        let request_id = ctx.data_opt::<RequestId>().map(|r| r.0.as_str());
+        let pair = accounts.accept_invitation(&token, &password, request_id).await.gql()?;
+        Ok(AuthPayload {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: pair.token_type.to_owned(),
+            expires_in: pair.expires_in,
+            tenant_id: pair.tenant_id,
+        })
+    }
+
+    /// Changes a member's role. Only owners grant or take away `OWNER`; the last owner keeps it.
+    #[graphql(guard = "ManagerGuard")]
+    async fn change_member_role(&self, ctx: &Context<'_>, user_id: Uuid, role: Role) -> async_graphql::Result<Member> {
+        let actor = actor(ctx)?;
+        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let member = members::change_role(&mut tx, actor, user_id, role).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(member.into())
+    }
+
+    /// Removes a member; their tokens stop working at once. The last owner cannot be removed.
+    #[graphql(guard = "ManagerGuard")]
+    async fn remove_member(&self, ctx: &Context<'_>, user_id: Uuid) -> async_graphql::Result<Member> {
+        let actor = actor(ctx)?;
+        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let member = members::remove(&mut tx, actor, user_id).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(member.into())
+    }
+}
+
+/// The request id, inserted by the API so unauthenticated mutations can still be traced in the audit log.
+#[derive(Clone)]
+pub struct RequestId(pub String);

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Switchyard's two commands for a newcomer:
+#   ./infra/dev.sh up     install what is missing, start a private Postgres, migrate, seed the demo tenant,
+#                         run the API and the workers; Ctrl-C stops everything it started.
+#   ./infra/dev.sh test   the same preparation against a fresh test database, then the whole test suite.
+# Set DATABASE_URL and APP_DATABASE_URL to use your own Postgres instead of the private one.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DATA=${SWITCHYARD_DATA_DIR:-$ROOT/.data}
+PG_PORT=${SWITCHYARD_PG_PORT:-55432}
+STARTED_PG=""
+CHILDREN=()
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root to run: $*"; fi
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+ensure_packages() {
+  command -v cargo >/dev/null || die "no Rust toolchain: install rustup (https://rustup.rs) and run this again"
+  local missing=()
+  [ -n "$(pg_bin)" ] || missing+=(postgresql)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  command -v cc >/dev/null || missing+=(build-essential)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Runs a Postgres server binary as the cluster's owner: postgres refuses to run as root.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then
+    say "using the Postgres at DATABASE_URL"
+    return
+  fi
+  local bin pgdata="$DATA/pg" sock="$DATA/pg-run"
+  bin=$(pg_bin)
+  mkdir -p "$pgdata" "$sock"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$pgdata" "$sock"; chmod 700 "$pgdata"; fi
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    say "creating a private Postgres cluster in $pgdata"
+    # Trust auth, bound to 127.0.0.1 and a private port: a local development cluster only.
+    as_pg "$bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; then
+    say "starting Postgres on 127.0.0.1:$PG_PORT"
+    as_pg "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
+      -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null
+    STARTED_PG="$pgdata"
+  fi
+}
+
+stop_postgres() {
+  if [ -n "$STARTED_PG" ]; then
+    say "stopping Postgres"
+    as_pg "$(pg_bin)/pg_ctl" -D "$STARTED_PG" -m fast -w stop >/dev/null || true
+    STARTED_PG=""
+  fi
+}
+
+cleanup() {
+  local pid
+  for pid in "${CHILDREN[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${CHILDREN[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_postgres
+}
+
+# The owner URL of database $1 (for migrations) and its app-role URL (for the services).
+set_urls() {
+  local db=$1
+  if [ -n "${DATABASE_URL:-}" ]; then
+    export DATABASE_URL="${DATABASE_URL%/*}/$db"
+    [ -n "${APP_DATABASE_URL:-}" ] || die "set APP_DATABASE_URL too (the switchyard_app role's URL)"
+    export APP_DATABASE_URL="${APP_DATABASE_URL%/*}/$db"
+  else
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/$db"
+    export APP_DATABASE_URL="postgres://switchyard_app@127.0.0.1:$PG_PORT/$db"
+  fi
+}
+
+jwt_secret() {
+  mkdir -p "$DATA"
+  [ -s "$DATA/jwt_secret" ] || (umask 077; head -c 48 /dev/urandom | base64 | tr -d '\n=/+' > "$DATA/jwt_secret")
+  cat "$DATA/jwt_secret"
+}
+
+up() {
+  ensure_packages
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  start_postgres
+  set_urls switchyard
+  export JWT_SECRET="${JWT_SECRET:-$(jwt_secret)}"
+  export LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
+  say "building"
+  (cd "$ROOT" && cargo build --bins)
+  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+  say "migrating"
+  "$bin/switchyard" migrate
+  say "seeding the demo tenant"
+  local logins
+  logins=$("$bin/switchyard" seed-demo)
+  "$bin/switchyard-workers" & CHILDREN+=($!)
+  "$bin/switchyard" serve & CHILDREN+=($!)
+  local url="http://$LISTEN_ADDR"
+  for _ in $(seq 1 100); do
+    curl -fsS "$url/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -fsS "$url/readyz" >/dev/null || die "the API did not become ready; see the log above"
+  cat <<MSG
+
+  Switchyard is running.
+    GraphQL (GraphiQL in a browser):  $url/graphql
+    REST + OpenAPI:                   $url/api/v1/openapi.json
+    Health / metrics:                 $url/readyz   $url/metrics
+  $logins
+  Sign in:  curl -s $url/api/v1/auth/login -H 'content-type: application/json' \\
+              -d '{"email":"owner@demo.switchyard.test","password":"demo-owner-pass-1"}'
+  Ctrl-C stops everything.
+
+MSG
+  wait -n "${CHILDREN[@]}" || true
+}
+
+test_suite() {
+  ensure_packages
+  trap cleanup EXIT
+  start_postgres
+  set_urls switchyard_test
+  say "preparing a fresh test database"
+  local admin="${DATABASE_URL%/*}/postgres"
+  psql -q -v ON_ERROR_STOP=1 "$admin" -c "drop database if exists switchyard_test with (force)" >/dev/null
+  (cd "$ROOT" && cargo build --workspace --bins)
+  "${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard" migrate
+  export TEST_DATABASE_URL="$DATABASE_URL" TEST_APP_DATABASE_URL="$APP_DATABASE_URL"
+  say "running the test suite"
+  (cd "$ROOT" && cargo test --workspace --no-fail-fast -- "$@")
+}
+
+case "${1:-}" in
+  up) up ;;
+  test) shift; test_suite "$@" ;;
+  *) echo "usage: $0 up | test [test-name-filter]" >&2; exit 2 ;;
+esac
