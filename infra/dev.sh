@@ -59,7 +59,7 @@ start_postgres() {
   if ! pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; then
     say "starting Postgres on 127.0.0.1:$PG_PORT"
     as_pg "$bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
-      -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null
+      -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=200 ${PG_EXTRA_OPTS:-}" start >/dev/null
     STARTED_PG="$pgdata"
   fi
 }
@@ -130,7 +130,7 @@ up() {
     Health / metrics:                 $url/readyz   $url/metrics
   $logins
   Sign in:  curl -s $url/api/v1/auth/login -H 'content-type: application/json' \\
-              -d '{"email":"owner@demo.switchyard.test","password":"demo-owner-pass-1"}'
+              -d '{"email":"owner@demo.switchyard.test","password":"Neon-Arcade-42"}'
   Ctrl-C stops everything.
 
 MSG
@@ -138,6 +138,7 @@ MSG
 }
 
 test_suite() {
+  export PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off"
   ensure_packages
   trap cleanup EXIT
   start_postgres

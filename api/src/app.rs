@@ -72,6 +72,8 @@ impl utoipa::Modify for BearerAuth {
 
 impl AppState {
     pub fn new(config: Config) -> anyhow::Result<Self> {
+        // Install the metrics recorder before the first request is counted.
+        crate::metrics::handle();
         let db = Db::connect_lazy(config.app_database_url(), config.db_max_connections)?;
         let keys = TokenKeys::new(
             &config.jwt_secret,

@@ -10,9 +10,9 @@ use crate::app::AppState;
 
 /// The demo logins: (role, email, password). Demo data only; never used outside a local demo.
 pub const DEMO_LOGINS: [(Role, &str, &str); 3] = [
-    (Role::Owner, "owner@demo.switchyard.test", "demo-owner-pass-1"),
-    (Role::Manager, "manager@demo.switchyard.test", "demo-manager-pass-1"),
-    (Role::Staff, "staff@demo.switchyard.test", "demo-staff-pass-1"),
+    (Role::Owner, "owner@demo.switchyard.test", "Neon-Arcade-42"),
+    (Role::Manager, "manager@demo.switchyard.test", "Harbour-Lights-42"),
+    (Role::Staff, "staff@demo.switchyard.test", "Pixel-Floor-42"),
 ];
 
 pub const DEMO_ORGANIZATION: &str = "Demo Play & Charge";

@@ -53,7 +53,8 @@ pub fn check_password(password: &str, email: &str) -> Result<()> {
     }
     const COMMON: [&str; 8] =
         ["password", "1234567890", "qwertyuiop", "letmein", "welcome", "iloveyou", "switchyard", "0123456789"];
-    if COMMON.iter().any(|c| lower.starts_with(c)) {
+    let core = lower.trim_end_matches(|c: char| !c.is_alphabetic());
+    if COMMON.iter().any(|c| lower == *c || core == *c) {
         return Err(Error::validation("password", "is too common; choose another"));
     }
     Ok(())

@@ -72,8 +72,17 @@ impl Db {
 
     /// `select 1` and the latest migration applied equals the latest this binary knows.
     pub async fn readiness(&self) -> Result<Readiness> {
-        let applied: Option<i64> =
-            sqlx::query_scalar("select max(version) from _sqlx_migrations where success").fetch_one(&self.pool).await?;
+        let table: Option<String> = sqlx::query_scalar("select to_regclass('public._sqlx_migrations')::text")
+            .fetch_one(&self.pool)
+            .await?;
+        let applied: Option<i64> = match table {
+            None => None,
+            Some(_) => {
+                sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
         let expected = MIGRATOR.iter().map(|m| m.version).max();
         Ok(Readiness { applied, expected })
     }

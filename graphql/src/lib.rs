@@ -35,7 +35,7 @@ pub fn build(db: Db, accounts: Accounts, limits: Limits) -> AppSchema {
         .data(accounts)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
-        .limit_recursive_depth(limits.max_depth.max(32))
+        .limit_recursive_depth((limits.max_depth * 2).max(64))
         .limit_directives(limits.max_directives)
         .extension(limits::AliasLimit(limits.max_aliases));
     if !limits.introspection {

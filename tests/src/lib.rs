@@ -1,0 +1,212 @@
+#![expect(clippy::expect_used, reason = "test harness: a failed setup step should fail the test at once")]
+
+//! The test harness: the real router on port 0 against the real test database, and helpers that speak to it
+//! over HTTP. `./infra/dev.sh test` prepares the database and sets `TEST_DATABASE_URL` (owner role) and
+//! `TEST_APP_DATABASE_URL` (app role).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use switchyard_api::{Config, Server};
+use uuid::Uuid;
+
+/// The secret the test apps sign with; tests forge tokens with it to check expiry and audience handling.
+pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+pub fn env_url(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set: run the suite with ./infra/dev.sh test"))
+}
+
+/// A running app.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    /// Owner-role pool, for inspecting stored state (bypasses nothing: owner is subject to forced RLS too).
+    pub owner: sqlx::PgPool,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the app with the test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the app with some settings overridden (`("APP_ENV", "production")` ...).
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("APP_DATABASE_URL".into(), env_url("TEST_APP_DATABASE_URL")),
+        ("JWT_SECRET".into(), TEST_JWT_SECRET.into()),
+        ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        ("AUTH_RATE_BURST".into(), "100000".into()),
+        ("DB_MAX_CONNECTIONS".into(), "8".into()),
+    ]);
+    for (k, v) in overrides {
+        vars.insert((*k).into(), (*v).into());
+    }
+    let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
+    let server = Server::bind(config).await.expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let owner = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy(&env_url("TEST_DATABASE_URL"))
+        .expect("owner pool");
+    TestApp { addr, client: reqwest::Client::new(), owner, _stop: stop }
+}
+
+/// A freshly signed-up tenant and its owner's tokens.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub email: String,
+    pub password: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+pub fn unique_email(prefix: &str) -> String {
+    format!("{prefix}-{}@example.com", Uuid::new_v4().simple())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends JSON, returns status and JSON body (`Value::Null` when the body is empty or not JSON).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// An owner-role transaction scoped to `tenant`, for asserting stored state. (The owner is subject to the forced
+    /// row-level security too, unless it is a superuser.)
+    pub async fn tenant_tx(&self, tenant: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = self.owner.begin().await.expect("begin");
+        sqlx::query("select set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await
+            .expect("set tenant");
+        tx
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, None, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    /// Runs a GraphQL operation and returns the whole response body.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let (status, body) = self
+            .send(reqwest::Method::POST, "/graphql", token, Some(json!({ "query": query, "variables": variables })))
+            .await;
+        assert!(status.is_success(), "graphql answered {status}: {body}");
+        body
+    }
+
+    /// Runs a GraphQL operation that must succeed and returns `data`.
+    pub async fn gql_ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.gql(Some(token), query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    pub async fn signup(&self) -> Tenant {
+        self.signup_named(&format!("Org {}", Uuid::new_v4().simple())).await
+    }
+
+    pub async fn signup_named(&self, organization: &str) -> Tenant {
+        let email = unique_email("owner");
+        let password = "correct-horse-battery".to_string();
+        let (status, body) = self
+            .post(
+                "/api/v1/auth/signup",
+                json!({ "organization": organization, "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Tenant {
+            id: body["tenant_id"].as_str().expect("tenant_id").parse().expect("uuid"),
+            email,
+            password,
+            access: body["access_token"].as_str().expect("access").into(),
+            refresh: body["refresh_token"].as_str().expect("refresh").into(),
+        }
+    }
+
+    /// Invites `role` into the tenant and accepts as a new user; returns (user id, access token).
+    pub async fn add_member(&self, owner: &Tenant, role: &str) -> (Uuid, String) {
+        let email = unique_email(role);
+        let data = self
+            .gql_ok(
+                &owner.access,
+                "mutation($e: String!, $r: Role!) { inviteMember(email: $e, role: $r) { token } }",
+                json!({ "e": email, "r": role }),
+            )
+            .await;
+        let token = data["inviteMember"]["token"].as_str().expect("token").to_owned();
+        let data = self
+            .gql(
+                None,
+                "mutation($t: String!, $p: String!) { acceptInvitation(token: $t, password: $p) { accessToken } }",
+                json!({ "t": token, "p": "another-good-password" }),
+            )
+            .await;
+        let access = data["data"]["acceptInvitation"]["accessToken"].as_str().expect("accepted").to_owned();
+        let me = self.gql_ok(&access, "{ me { userId } }", json!({})).await;
+        (me["me"]["userId"].as_str().expect("id").parse().expect("uuid"), access)
+    }
+
+    /// Creates a venue and returns its id.
+    pub async fn create_venue(&self, token: &str, name: &str) -> Uuid {
+        let data = self
+            .gql_ok(
+                token,
+                "mutation($i: CreateVenueInput!) { createVenue(input: $i) { id } }",
+                json!({ "i": { "name": name, "timezone": "Europe/Berlin", "currency": "EUR" } }),
+            )
+            .await;
+        data["createVenue"]["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    /// Creates a PC station (agent control) at `venue` and returns its id.
+    pub async fn create_station(&self, token: &str, venue: Uuid, name: &str) -> Uuid {
+        let data = self
+            .gql_ok(
+                token,
+                "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+                json!({ "i": { "venueId": venue, "name": name, "kind": "PC", "control": "AGENT" } }),
+            )
+            .await;
+        data["createStation"]["id"].as_str().expect("id").parse().expect("uuid")
+    }
+}
+
+/// The `extensions.code` of the first GraphQL error.
+pub fn gql_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("<no code>")
+}

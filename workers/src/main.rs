@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let config = WorkerConfig::from_env()?;
     let (stop_tx, stop_rx) = watch::channel(false);

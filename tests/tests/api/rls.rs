@@ -1,0 +1,137 @@
+//! The schema's tenancy guarantees, checked in the catalogue and through the app role's own connections.
+
+use switchyard_core::{Db, TenantId};
+use switchyard_tests::{env_url, spawn_app};
+
+#[tokio::test]
+async fn every_tenant_table_has_forced_rls_a_policy_and_tenant_leading_keys() {
+    let app = spawn_app().await;
+    let tables: Vec<(String, bool, bool, i64)> = sqlx::query_as(
+        "select c.relname::text, c.relrowsecurity, c.relforcerowsecurity,
+                (select count(*) from pg_policy p where p.polrelid = c.oid
+                   and pg_get_expr(p.polqual, p.polrelid) like '%current_setting(''app.tenant_id''%')
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where n.nspname = 'public' and c.relkind = 'r'
+           and exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id')
+         order by 1",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
+    for expected in ["audit_log", "connector", "invitation", "membership", "refresh_token", "station", "venue"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    for (table, enabled, forced, policies) in &tables {
+        assert!(*enabled && *forced, "{table}: row level security must be enabled and forced");
+        assert_eq!(*policies, 1, "{table}: needs exactly one tenant policy");
+    }
+
+    // Every primary key, unique constraint or index on these tables, and every foreign key between them, includes
+    // tenant_id. (References to the global app_user table cannot.)
+    let offenders: Vec<(String, String)> = sqlx::query_as(
+        "select c.conrelid::regclass::text, c.conname::text from pg_constraint c
+         where c.contype in ('p', 'u', 'f') and c.connamespace = 'public'::regnamespace
+           and (c.contype <> 'f' or exists (select 1 from pg_attribute a where a.attrelid = c.confrelid
+                                              and a.attname = 'tenant_id'))
+           and exists (select 1 from pg_attribute a where a.attrelid = c.conrelid and a.attname = 'tenant_id')
+           and not exists (select 1 from pg_attribute a where a.attrelid = c.conrelid and a.attname = 'tenant_id'
+                             and a.attnum = any(c.conkey))
+         union all
+         select i.indrelid::regclass::text, ic.relname::text from pg_index i join pg_class ic on ic.oid = i.indexrelid
+         where i.indisunique and ic.relnamespace = 'public'::regnamespace
+           and exists (select 1 from pg_attribute a where a.attrelid = i.indrelid and a.attname = 'tenant_id')
+           and not exists (select 1 from pg_attribute a where a.attrelid = i.indrelid and a.attname = 'tenant_id'
+                             and a.attnum = any(i.indkey::int2[]))",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(offenders, vec![], "keys without tenant_id");
+
+    // The tenant table itself is confined by its id.
+    let tenant: (bool, bool) =
+        sqlx::query_as("select relrowsecurity, relforcerowsecurity from pg_class where oid = 'public.tenant'::regclass")
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(tenant, (true, true));
+}
+
+#[tokio::test]
+async fn the_app_role_is_not_an_owner_and_cannot_bypass_rls() {
+    let app = spawn_app().await;
+    let role: (bool, bool, bool, bool) = sqlx::query_as(
+        "select rolsuper, rolbypassrls, rolcanlogin, rolcreaterole from pg_roles where rolname = 'switchyard_app'",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(role, (false, false, true, false));
+    let owned: i64 = sqlx::query_scalar(
+        "select count(*) from pg_class c join pg_roles r on r.oid = c.relowner
+         where r.rolname in ('switchyard_app') and c.relnamespace = 'public'::regnamespace",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(owned, 0, "the app role owns no table");
+    let whoami: String = sqlx::query_scalar("select current_user::text")
+        .fetch_one(Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap().pool())
+        .await
+        .unwrap();
+    assert_eq!(whoami, "switchyard_app", "the tests talk to the API as the app role");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_used_for_one_tenant_then_without_one_sees_nothing() {
+    let app = spawn_app().await;
+    let a = app.signup().await;
+    let venue = app.create_venue(&a.access, "Visible to A only").await;
+    app.create_station(&a.access, venue, "S").await;
+
+    // One connection in the pool, so the second use is certainly the same connection.
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let mut tx = db.begin_tenant(TenantId(a.id)).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("select count(*) from venue").fetch_one(tx.conn()).await.unwrap();
+    assert_eq!(seen, 1);
+    tx.commit().await.unwrap();
+
+    let pid_rows: (i32, Option<String>) =
+        sqlx::query_as("select pg_backend_pid(), nullif(current_setting('app.tenant_id', true), '')")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(pid_rows.1, None, "no tenant carried over");
+    for table in ["venue", "station", "connector", "membership", "refresh_token", "invitation", "audit_log", "tenant"] {
+        let n: i64 = sqlx::query_scalar(&format!("select count(*) from {table}")).fetch_one(db.pool()).await.unwrap();
+        assert_eq!(n, 0, "{table} visible without a tenant");
+    }
+
+    // A rolled-back tenant transaction carries nothing over either.
+    let tx = db.begin_tenant(TenantId(a.id)).await.unwrap();
+    drop(tx);
+    let n: i64 = sqlx::query_scalar("select count(*) from venue").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(n, 0);
+
+    // Writing another tenant's id is refused by the policy's check, not just filtered.
+    let b = app.signup().await;
+    let mut tx = db.begin_tenant(TenantId(b.id)).await.unwrap();
+    let err = sqlx::query("insert into venue (tenant_id, id, name, timezone, currency) values ($1, gen_random_uuid(), 'x', 'UTC', 'EUR')")
+        .bind(a.id)
+        .execute(tx.conn())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only_for_the_app_role() {
+    let app = spawn_app().await;
+    let a = app.signup().await;
+    app.create_venue(&a.access, "V").await;
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let mut tx = db.begin_tenant(TenantId(a.id)).await.unwrap();
+    let err = sqlx::query("delete from audit_log").execute(tx.conn()).await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+}
