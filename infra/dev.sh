@@ -25,6 +25,7 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 ensure_packages() {
   command -v cargo >/dev/null || die "no Rust toolchain: install rustup (https://rustup.rs) and run this again"
+  cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1 || rustup component add clippy rustfmt
   local missing=()
   [ -n "$(pg_bin)" ] || missing+=(postgresql)
   command -v psql >/dev/null || missing+=(postgresql-client)
@@ -49,6 +50,13 @@ start_postgres() {
   fi
   local bin pgdata="$DATA/pg" sock="$DATA/pg-run"
   bin=$(pg_bin)
+  mkdir -p "$DATA"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$DATA"; then
+    # The checkout is somewhere the postgres user cannot enter (under /root, say): keep the cluster in its home.
+    pgdata="$(getent passwd postgres | cut -d: -f6)/switchyard-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
+    sock="$pgdata-run"
+    say "postgres cannot reach $DATA; using $pgdata for the private cluster"
+  fi
   mkdir -p "$pgdata" "$sock"
   if [ "$(id -u)" = 0 ]; then chown postgres "$pgdata" "$sock"; chmod 700 "$pgdata"; fi
   if [ ! -f "$pgdata/PG_VERSION" ]; then
@@ -149,6 +157,10 @@ test_suite() {
   (cd "$ROOT" && cargo build --workspace --bins)
   "${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard" migrate
   export TEST_DATABASE_URL="$DATABASE_URL" TEST_APP_DATABASE_URL="$APP_DATABASE_URL"
+  if [ $# -eq 0 ]; then
+    say "checking formatting and lints"
+    (cd "$ROOT" && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings)
+  fi
   say "running the test suite"
   (cd "$ROOT" && cargo test --workspace --no-fail-fast -- "$@")
 }

@@ -65,7 +65,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -84,7 +89,12 @@ impl AppState {
         );
         let accounts = Accounts::new(db.clone(), keys);
         let schema = switchyard_graphql::build(db.clone(), accounts.clone(), config.graphql);
-        Ok(Self(Arc::new(App { config, db, accounts, schema })))
+        Ok(Self(Arc::new(App {
+            config,
+            db,
+            accounts,
+            schema,
+        })))
     }
 }
 
@@ -114,7 +124,12 @@ pub fn router(state: AppState) -> Router {
     };
 
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+        .allow_origin(AllowOrigin::list(
+            config
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([
             axum::http::header::AUTHORIZATION,
@@ -123,7 +138,11 @@ pub fn router(state: AppState) -> Router {
         ]);
 
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request| {
-        let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         tracing::info_span!(
             "request",
             method = %request.method(),
@@ -134,7 +153,10 @@ pub fn router(state: AppState) -> Router {
     });
 
     api.route("/graphql", graphql)
-        .route("/api/v1/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { axum::Json(openapi.as_ref().clone()) }),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
@@ -145,7 +167,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(trace)
                 .layer(middleware::from_fn(crate::metrics::track))
                 .layer(middleware::from_fn(catalogue_errors))
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    config.request_timeout,
+                ))
                 .layer(cors)
                 .layer(CompressionLayer::new()),
         )
@@ -153,11 +178,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such route; see /api/v1/openapi.json and /graphql")
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such route; see /api/v1/openapi.json and /graphql",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "this route does not accept this method")
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not accept this method",
+    )
 }
 
 /// Middleware that answers without a body (timeouts) get the catalogue shape here, so every error a client sees
@@ -174,17 +205,33 @@ async fn catalogue_errors(request: Request, next: Next) -> Response {
     }
     let (code, message) = match response.status() {
         StatusCode::REQUEST_TIMEOUT => (ErrorCode::Timeout, "the request took too long; try again"),
-        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "the body is larger than this server accepts"),
-        StatusCode::TOO_MANY_REQUESTS => (ErrorCode::RateLimited, "too many requests; wait and retry"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "unsupported content type"),
-        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "this route does not accept this method"),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            ErrorCode::PayloadTooLarge,
+            "the body is larger than this server accepts",
+        ),
+        StatusCode::TOO_MANY_REQUESTS => {
+            (ErrorCode::RateLimited, "too many requests; wait and retry")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            (ErrorCode::UnsupportedMediaType, "unsupported content type")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "this route does not accept this method",
+        ),
         StatusCode::NOT_FOUND => (ErrorCode::NotFound, "not found"),
         s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
-        _ => (ErrorCode::MalformedRequest, "the request could not be handled"),
+        _ => (
+            ErrorCode::MalformedRequest,
+            "the request could not be handled",
+        ),
     };
     let mut replaced = ApiError::new(code, message).into_response();
     *replaced.status_mut() = response.status();
-    for name in [axum::http::header::RETRY_AFTER, axum::http::HeaderName::from_static("x-request-id")] {
+    for name in [
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderName::from_static("x-request-id"),
+    ] {
         if let Some(value) = response.headers().get(&name) {
             replaced.headers_mut().insert(name, value.clone());
         }
@@ -211,7 +258,11 @@ impl KeyExtractor for ClientIp {
         if !self.trusted.contains(&peer) {
             return Ok(peer);
         }
-        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         Ok(forwarded
             .split(',')
             .rev()
@@ -223,12 +274,18 @@ impl KeyExtractor for ClientIp {
 
 fn rate_limit(
     config: &Config,
-) -> GovernorLayer<ClientIp, governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>, axum::body::Body> {
+) -> GovernorLayer<
+    ClientIp,
+    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+    axum::body::Body,
+> {
     let mut builder = GovernorConfigBuilder::default().key_extractor(ClientIp {
         trusted: Arc::new(config.trusted_proxies.clone()),
     });
-    builder.period(config.auth_rate_replenish).burst_size(config.auth_rate_burst);
-    let governor = builder.finish().unwrap_or_else(|| unreachable_config());
+    builder
+        .period(config.auth_rate_replenish)
+        .burst_size(config.auth_rate_burst);
+    let governor = builder.finish().unwrap_or_else(unreachable_config);
     GovernorLayer::new(governor).error_handler(|e| match e {
         GovernorError::TooManyRequests { wait_time, .. } => {
             let mut response = ApiError::new(
@@ -237,7 +294,9 @@ fn rate_limit(
             )
             .into_response();
             if let Ok(value) = HeaderValue::from_str(&wait_time.to_string()) {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
             }
             response
         }
@@ -245,7 +304,10 @@ fn rate_limit(
     })
 }
 
-#[expect(clippy::panic, reason = "Config::from_env guarantees a non-zero burst and period")]
+#[expect(
+    clippy::panic,
+    reason = "Config::from_env guarantees a non-zero burst and period"
+)]
 fn unreachable_config<T>() -> T {
     panic!("rate limit configuration rejected despite validation")
 }
@@ -260,7 +322,10 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen_addr).await?;
         let state = AppState::new(config)?;
-        Ok(Self { listener, router: router(state) })
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -268,10 +333,17 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         Ok(())
     }
 }

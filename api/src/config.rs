@@ -56,11 +56,17 @@ impl Config {
 
     /// As [`Config::from_env`], from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let var = |key: &str| get(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |key: &str| {
+            get(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let parse = |key: &str, default: u64| -> anyhow::Result<u64> {
             match var(key) {
                 None => Ok(default),
-                Some(v) => v.parse().with_context(|| format!("{key} must be a whole number, not {v:?}")),
+                Some(v) => v
+                    .parse()
+                    .with_context(|| format!("{key} must be a whole number, not {v:?}")),
             }
         };
         let environment = match var("APP_ENV").as_deref() {
@@ -72,8 +78,10 @@ impl Config {
             .unwrap_or_else(|| "127.0.0.1:8080".into())
             .parse()
             .context("LISTEN_ADDR must be an address like 127.0.0.1:8080")?;
-        let app_database_url = var("APP_DATABASE_URL").context("APP_DATABASE_URL is required (the app role's URL)")?;
-        let jwt_secret = var("JWT_SECRET").context("JWT_SECRET is required (at least 32 characters)")?;
+        let app_database_url =
+            var("APP_DATABASE_URL").context("APP_DATABASE_URL is required (the app role's URL)")?;
+        let jwt_secret =
+            var("JWT_SECRET").context("JWT_SECRET is required (at least 32 characters)")?;
         if jwt_secret.len() < 32 {
             bail!("JWT_SECRET must be at least 32 characters");
         }
@@ -81,17 +89,27 @@ impl Config {
         if access_token_ttl.is_zero() || access_token_ttl > MAX_ACCESS_TOKEN_TTL {
             bail!("ACCESS_TOKEN_TTL_SECS must be between 1 and 900");
         }
-        let refresh_token_ttl = Duration::from_secs(parse("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?);
+        let refresh_token_ttl =
+            Duration::from_secs(parse("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?);
         if refresh_token_ttl < access_token_ttl {
             bail!("REFRESH_TOKEN_TTL_SECS must be at least ACCESS_TOKEN_TTL_SECS");
         }
         let list = |key: &str| -> Vec<String> {
-            var(key).map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            var(key)
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let trusted_proxies = list("TRUSTED_PROXIES")
             .iter()
-            .map(|p| p.parse().with_context(|| format!("TRUSTED_PROXIES: {p:?} is not an IP address")))
+            .map(|p| {
+                p.parse()
+                    .with_context(|| format!("TRUSTED_PROXIES: {p:?} is not an IP address"))
+            })
             .collect::<anyhow::Result<_>>()?;
         let log_format = match var("LOG_FORMAT").as_deref() {
             None if environment == Environment::Production => LogFormat::Json,
@@ -102,7 +120,8 @@ impl Config {
         let defaults = Limits::default();
         let graphql = Limits {
             max_depth: parse("GRAPHQL_MAX_DEPTH", defaults.max_depth as u64)? as usize,
-            max_complexity: parse("GRAPHQL_MAX_COMPLEXITY", defaults.max_complexity as u64)? as usize,
+            max_complexity: parse("GRAPHQL_MAX_COMPLEXITY", defaults.max_complexity as u64)?
+                as usize,
             max_aliases: parse("GRAPHQL_MAX_ALIASES", defaults.max_aliases as u64)? as usize,
             max_directives: defaults.max_directives,
             max_batch: parse("GRAPHQL_MAX_BATCH", defaults.max_batch as u64)? as usize,
@@ -127,7 +146,8 @@ impl Config {
             body_limit_bytes: parse("BODY_LIMIT_BYTES", 1024 * 1024)?.max(1024) as usize,
             cors_origins: list("CORS_ORIGINS"),
             trusted_proxies,
-            auth_rate_burst: u32::try_from(auth_rate_burst).context("AUTH_RATE_BURST is too large")?,
+            auth_rate_burst: u32::try_from(auth_rate_burst)
+                .context("AUTH_RATE_BURST is too large")?,
             auth_rate_replenish: Duration::from_millis(auth_rate_replenish_ms),
             graphql,
             log_format,
@@ -145,12 +165,17 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
-    const BASE: [(&str, &str); 2] =
-        [("APP_DATABASE_URL", "postgres://app@localhost/db"), ("JWT_SECRET", "0123456789abcdef0123456789abcdef")];
+    const BASE: [(&str, &str); 2] = [
+        ("APP_DATABASE_URL", "postgres://app@localhost/db"),
+        ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+    ];
 
     #[test]
     fn defaults_are_development_with_fifteen_minute_tokens() {
@@ -170,11 +195,17 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_variable() {
-        let err = config(&[BASE[0], ("JWT_SECRET", "short")]).unwrap_err().to_string();
+        let err = config(&[BASE[0], ("JWT_SECRET", "short")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("JWT_SECRET"), "{err}");
-        let err = config(&[BASE[0], BASE[1], ("ACCESS_TOKEN_TTL_SECS", "3600")]).unwrap_err().to_string();
+        let err = config(&[BASE[0], BASE[1], ("ACCESS_TOKEN_TTL_SECS", "3600")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ACCESS_TOKEN_TTL_SECS"), "{err}");
-        let err = config(&[BASE[0], BASE[1], ("TRUSTED_PROXIES", "nope")]).unwrap_err().to_string();
+        let err = config(&[BASE[0], BASE[1], ("TRUSTED_PROXIES", "nope")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("TRUSTED_PROXIES"), "{err}");
         let err = config(&[BASE[1]]).unwrap_err().to_string();
         assert!(err.contains("APP_DATABASE_URL"), "{err}");

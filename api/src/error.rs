@@ -19,7 +19,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), field: None, details: None }
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+            details: None,
+        }
     }
 
     pub fn body(&self) -> Value {
@@ -41,16 +46,24 @@ impl From<switchyard_core::Error> for ApiError {
             tracing::error!(error = ?cause, "internal error");
         }
         let details = match &e {
-            switchyard_core::Error::TenantChoiceRequired(tenants) => Some(json!({ "tenants": tenants })),
+            switchyard_core::Error::TenantChoiceRequired(tenants) => {
+                Some(json!({ "tenants": tenants }))
+            }
             _ => None,
         };
-        Self { code: e.code(), message: e.to_string(), field: e.field(), details }
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+            field: e.field(),
+            details,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self.body())).into_response()
     }
 }

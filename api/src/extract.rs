@@ -29,14 +29,25 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => {
             // serde's text names the field and the expected type ("missing field `email`"), which is what a
             // person needs; it carries nothing internal.
-            ApiError::new(ErrorCode::ValidationFailed, format!("the body does not fit: {}", e.body_text_inner()))
+            ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!("the body does not fit: {}", e.body_text_inner()),
+            )
         }
-        JsonRejection::JsonSyntaxError(_) => ApiError::new(ErrorCode::MalformedRequest, "the body is not valid JSON"),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(ErrorCode::UnsupportedMediaType, "send the body as JSON with Content-Type: application/json")
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::new(ErrorCode::MalformedRequest, "the body is not valid JSON")
         }
-        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(ErrorCode::PayloadTooLarge, "the body is larger than this server accepts")
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        JsonRejection::BytesRejection(e)
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the body is larger than this server accepts",
+            )
         }
         _ => ApiError::new(ErrorCode::MalformedRequest, "the body could not be read"),
     }
@@ -50,7 +61,9 @@ impl BodyTextInner for axum::extract::rejection::JsonDataError {
     fn body_text_inner(&self) -> String {
         // axum prefixes "Failed to deserialize the JSON body into the target type: "; keep serde's part.
         let text = self.body_text();
-        text.split_once(": ").map(|(_, rest)| rest.to_owned()).unwrap_or(text)
+        text.split_once(": ")
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or(text)
     }
 }
 
@@ -61,13 +74,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|q| Self(q.0)).map_err(
-            |e: QueryRejection| {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e: QueryRejection| {
                 let text = e.body_text();
-                let text = text.split_once(": ").map(|(_, rest)| rest.to_owned()).unwrap_or(text);
-                ApiError::new(ErrorCode::ValidationFailed, format!("bad query parameter: {text}"))
-            },
-        )
+                let text = text
+                    .split_once(": ")
+                    .map(|(_, rest)| rest.to_owned())
+                    .unwrap_or(text);
+                ApiError::new(
+                    ErrorCode::ValidationFailed,
+                    format!("bad query parameter: {text}"),
+                )
+            })
     }
 }
 
@@ -78,19 +98,27 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state).await.map(|p| Self(p.0)).map_err(
-            |_: PathRejection| {
-                let mut e = ApiError::new(ErrorCode::ValidationFailed, "the id in the path must be a UUID");
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|_: PathRejection| {
+                let mut e = ApiError::new(
+                    ErrorCode::ValidationFailed,
+                    "the id in the path must be a UUID",
+                );
                 e.field = Some("id");
                 e
-            },
-        )
+            })
     }
 }
 
 /// The request id set by the request-id middleware.
 pub fn request_id(parts: &Parts) -> Option<String> {
-    parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// The bearer token, if the request sent one.
@@ -99,11 +127,17 @@ pub fn bearer(parts: &Parts) -> Option<Result<&str, ApiError>> {
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty());
     Some(token.ok_or_else(|| {
-        ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be `Bearer <access token>`")
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "the Authorization header must be `Bearer <access token>`",
+        )
     }))
 }
 
@@ -113,11 +147,20 @@ pub struct AuthActor(pub Actor);
 impl FromRequestParts<AppState> for AuthActor {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).unwrap_or_else(|| {
-            Err(ApiError::new(ErrorCode::Unauthenticated, "sign in first: send `Authorization: Bearer <access token>`"))
+            Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "sign in first: send `Authorization: Bearer <access token>`",
+            ))
         })?;
-        let actor = state.accounts.authenticate(token, request_id(parts)).await?;
+        let actor = state
+            .accounts
+            .authenticate(token, request_id(parts))
+            .await?;
         tracing::Span::current().record("tenant.id", tracing::field::display(actor.tenant));
         Ok(Self(actor))
     }

@@ -6,7 +6,11 @@ use sqlx::migrate::MigrateDatabase;
 use switchyard_api::{config::LogFormat, seed, telemetry, AppState, Config, Server};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Switchyard: the cloud API for metered stations")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard: the cloud API for metered stations"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,14 +44,29 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             telemetry::init(LogFormat::Text);
-            let url = std::env::var("DATABASE_URL").context("DATABASE_URL (the owner role's URL) is required")?;
-            if !sqlx::Postgres::database_exists(&url).await.context("while checking the database exists")? {
-                sqlx::Postgres::create_database(&url).await.context("while creating the database")?;
+            let url = std::env::var("DATABASE_URL")
+                .context("DATABASE_URL (the owner role's URL) is required")?;
+            if !sqlx::Postgres::database_exists(&url)
+                .await
+                .context("while checking the database exists")?
+            {
+                sqlx::Postgres::create_database(&url)
+                    .await
+                    .context("while creating the database")?;
                 tracing::info!("database created");
             }
-            let pool = sqlx::PgPool::connect(&url).await.context("while connecting as the owner role")?;
-            switchyard_core::db::MIGRATOR.run(&pool).await.context("while applying migrations")?;
-            let version = switchyard_core::db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+            let pool = sqlx::PgPool::connect(&url)
+                .await
+                .context("while connecting as the owner role")?;
+            switchyard_core::db::MIGRATOR
+                .run(&pool)
+                .await
+                .context("while applying migrations")?;
+            let version = switchyard_core::db::MIGRATOR
+                .iter()
+                .map(|m| m.version)
+                .max()
+                .unwrap_or(0);
             println!("migrations applied (latest {version})");
         }
         Command::SeedDemo => {

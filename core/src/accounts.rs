@@ -50,7 +50,10 @@ impl Accounts {
     ) -> Result<TokenPair> {
         let organization = organization.trim();
         if organization.is_empty() || organization.chars().count() > 200 {
-            return Err(Error::validation("organization", "must be 1 to 200 characters"));
+            return Err(Error::validation(
+                "organization",
+                "must be 1 to 200 characters",
+            ));
         }
         let email = auth::normalize_email("email", email)?;
         auth::check_password(password, &email)?;
@@ -91,7 +94,12 @@ impl Accounts {
 
     /// Checks email and password and opens a session in one of the user's tenants.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: &str, tenant_id: Option<Uuid>) -> Result<TokenPair> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        tenant_id: Option<Uuid>,
+    ) -> Result<TokenPair> {
         let email = auth::normalize_email("email", email)?;
         let system = self.db.system();
         let user = system.user_by_email(&email).await?;
@@ -105,13 +113,22 @@ impl Accounts {
         let user_id = user_id.ok_or(Error::InvalidCredentials)?;
         let memberships = system.user_memberships(user_id).await?;
         let chosen = match tenant_id {
-            Some(id) => memberships.iter().find(|m| m.tenant_id.0 == id).ok_or(Error::InvalidCredentials)?,
+            Some(id) => memberships
+                .iter()
+                .find(|m| m.tenant_id.0 == id)
+                .ok_or(Error::InvalidCredentials)?,
             None => match memberships.as_slice() {
                 [] => return Err(Error::InvalidCredentials),
                 [only] => only,
                 several => {
                     return Err(Error::TenantChoiceRequired(
-                        several.iter().map(|m| TenantChoice { id: m.tenant_id.0, name: m.tenant_name.clone() }).collect(),
+                        several
+                            .iter()
+                            .map(|m| TenantChoice {
+                                id: m.tenant_id.0,
+                                name: m.tenant_name.clone(),
+                            })
+                            .collect(),
                     ))
                 }
             },
@@ -136,20 +153,28 @@ impl Accounts {
             ));
         }
         if row.revoked_at.is_some() || row.spent_at.is_some() {
-            return Err(Error::Unauthenticated("this refresh token has been revoked; log in again"));
+            return Err(Error::Unauthenticated(
+                "this refresh token has been revoked; log in again",
+            ));
         }
         if row.expires_at <= Utc::now() {
-            return Err(Error::Unauthenticated("this refresh token has expired; log in again"));
+            return Err(Error::Unauthenticated(
+                "this refresh token has expired; log in again",
+            ));
         }
         let role = current_role(&mut tx, row.user_id)
             .await?
-            .ok_or(Error::Unauthenticated("this login no longer belongs to the tenant"))?;
+            .ok_or(Error::Unauthenticated(
+                "this login no longer belongs to the tenant",
+            ))?;
         sqlx::query("update refresh_token set spent_at = now() where tenant_id = $1 and id = $2")
             .bind(tx.tenant())
             .bind(row.id)
             .execute(tx.conn())
             .await?;
-        let pair = self.issue_pair(&mut tx, row.user_id, role, Some(row.family_id)).await?;
+        let pair = self
+            .issue_pair(&mut tx, row.user_id, role, Some(row.family_id))
+            .await?;
         tx.commit().await?;
         Ok(pair)
     }
@@ -169,31 +194,51 @@ impl Accounts {
 
     /// Accepts an invitation. A new email sets its password here; an existing login proves it with its password.
     #[tracing::instrument(skip_all)]
-    pub async fn accept_invitation(&self, token: &str, password: &str, request_id: Option<&str>) -> Result<TokenPair> {
+    pub async fn accept_invitation(
+        &self,
+        token: &str,
+        password: &str,
+        request_id: Option<&str>,
+    ) -> Result<TokenPair> {
         let hash = auth::token_hash(token);
-        let tenant = self.db.system().invitation_tenant(&hash).await?.ok_or(Error::NotFound("invitation"))?;
+        let tenant = self
+            .db
+            .system()
+            .invitation_tenant(&hash)
+            .await?
+            .ok_or(Error::NotFound("invitation"))?;
         let mut tx = self.db.begin_tenant(tenant).await?;
-        let invitation: Option<(Uuid, String, Role, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
-            sqlx::query_as(
-                "select id, email, role, expires_at, accepted_at, revoked_at from invitation
-                 where tenant_id = $1 and token_hash = $2 for update",
-            )
-            .bind(tenant)
-            .bind(&hash)
-            .fetch_optional(tx.conn())
-            .await?;
-        let (invitation_id, email, role, expires_at, accepted_at, revoked_at) =
-            invitation.ok_or(Error::NotFound("invitation"))?;
+        let invitation: Option<InvitationRow> = sqlx::query_as(
+            "select id, email, role, expires_at, accepted_at, revoked_at from invitation
+             where tenant_id = $1 and token_hash = $2 for update",
+        )
+        .bind(tenant)
+        .bind(&hash)
+        .fetch_optional(tx.conn())
+        .await?;
+        let InvitationRow {
+            id: invitation_id,
+            email,
+            role,
+            expires_at,
+            accepted_at,
+            revoked_at,
+        } = invitation.ok_or(Error::NotFound("invitation"))?;
         if accepted_at.is_some() {
-            return Err(Error::Conflict("this invitation has already been accepted".into()));
+            return Err(Error::Conflict(
+                "this invitation has already been accepted".into(),
+            ));
         }
         if revoked_at.is_some() || expires_at <= Utc::now() {
-            return Err(Error::Conflict("this invitation has expired or was withdrawn; ask for a new one".into()));
+            return Err(Error::Conflict(
+                "this invitation has expired or was withdrawn; ask for a new one".into(),
+            ));
         }
-        let existing: Option<(Uuid, String)> = sqlx::query_as("select id, password_hash from app_user where email = $1")
-            .bind(&email)
-            .fetch_optional(tx.conn())
-            .await?;
+        let existing: Option<(Uuid, String)> =
+            sqlx::query_as("select id, password_hash from app_user where email = $1")
+                .bind(&email)
+                .fetch_optional(tx.conn())
+                .await?;
         let user_id = match existing {
             Some((id, stored)) => {
                 if !auth::verify_password(password.to_owned(), Some(stored)).await? {
@@ -215,7 +260,9 @@ impl Accounts {
             }
         };
         if current_role(&mut tx, user_id).await?.is_some() {
-            return Err(Error::Conflict("this login is already a member of the tenant".into()));
+            return Err(Error::Conflict(
+                "this login is already a member of the tenant".into(),
+            ));
         }
         insert_membership(&mut tx, user_id, role).await?;
         sqlx::query("update invitation set accepted_at = now() where tenant_id = $1 and id = $2")
@@ -248,8 +295,15 @@ impl Accounts {
         let mut tx = self.db.begin_tenant(tenant).await?;
         let role = current_role(&mut tx, claims.sub)
             .await?
-            .ok_or(Error::Unauthenticated("this login no longer belongs to the tenant"))?;
-        Ok(Actor { tenant, user_id: claims.sub, role, request_id })
+            .ok_or(Error::Unauthenticated(
+                "this login no longer belongs to the tenant",
+            ))?;
+        Ok(Actor {
+            tenant,
+            user_id: claims.sub,
+            role,
+            request_id,
+        })
     }
 
     async fn find_refresh_token(&self, token: &str) -> Result<(TenantTx, RefreshRow)> {
@@ -301,6 +355,16 @@ impl Accounts {
 }
 
 #[derive(sqlx::FromRow)]
+struct InvitationRow {
+    id: Uuid,
+    email: String,
+    role: Role,
+    expires_at: DateTime<Utc>,
+    accepted_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
 struct RefreshRow {
     id: Uuid,
     user_id: Uuid,
@@ -334,9 +398,11 @@ async fn insert_membership(tx: &mut TenantTx, user_id: Uuid, role: Role) -> Resu
 
 /// The user's role in the transaction's tenant, if still a member.
 pub async fn current_role(tx: &mut TenantTx, user_id: Uuid) -> Result<Option<Role>> {
-    Ok(sqlx::query_scalar("select role from membership where tenant_id = $1 and user_id = $2")
-        .bind(tx.tenant())
-        .bind(user_id)
-        .fetch_optional(tx.conn())
-        .await?)
+    Ok(
+        sqlx::query_scalar("select role from membership where tenant_id = $1 and user_id = $2")
+            .bind(tx.tenant())
+            .bind(user_id)
+            .fetch_optional(tx.conn())
+            .await?,
+    )
 }

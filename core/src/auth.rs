@@ -1,6 +1,8 @@
 //! Credentials: password hashing and rules, email rules, access tokens (JWT) and refresh tokens.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -26,7 +28,9 @@ pub fn normalize_email(field: &'static str, email: &str) -> Result<String> {
     let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
     let domain_ok = !domain.contains('@')
         && domain.contains('.')
-        && domain.split('.').all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+        && domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
     if local.is_empty() || local.len() > 64 || !domain_ok {
         return Err(invalid());
     }
@@ -37,25 +41,48 @@ pub fn normalize_email(field: &'static str, email: &str) -> Result<String> {
 pub fn check_password(password: &str, email: &str) -> Result<()> {
     let len = password.chars().count();
     if len < MIN_PASSWORD_LEN {
-        return Err(Error::validation("password", format!("must be at least {MIN_PASSWORD_LEN} characters")));
+        return Err(Error::validation(
+            "password",
+            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+        ));
     }
     if len > MAX_PASSWORD_LEN {
-        return Err(Error::validation("password", format!("must be at most {MAX_PASSWORD_LEN} characters")));
+        return Err(Error::validation(
+            "password",
+            format!("must be at most {MAX_PASSWORD_LEN} characters"),
+        ));
     }
     let distinct: std::collections::HashSet<char> = password.chars().collect();
     if distinct.len() < 4 {
-        return Err(Error::validation("password", "must use at least 4 different characters"));
+        return Err(Error::validation(
+            "password",
+            "must use at least 4 different characters",
+        ));
     }
     let lower = password.to_lowercase();
     let local = email.split('@').next().unwrap_or_default();
     if local.len() >= 4 && lower.contains(local) {
-        return Err(Error::validation("password", "must not contain your email address"));
+        return Err(Error::validation(
+            "password",
+            "must not contain your email address",
+        ));
     }
-    const COMMON: [&str; 8] =
-        ["password", "1234567890", "qwertyuiop", "letmein", "welcome", "iloveyou", "switchyard", "0123456789"];
+    const COMMON: [&str; 8] = [
+        "password",
+        "1234567890",
+        "qwertyuiop",
+        "letmein",
+        "welcome",
+        "iloveyou",
+        "switchyard",
+        "0123456789",
+    ];
     let core = lower.trim_end_matches(|c: char| !c.is_alphabetic());
     if COMMON.iter().any(|c| lower == *c || core == *c) {
-        return Err(Error::validation("password", "is too common; choose another"));
+        return Err(Error::validation(
+            "password",
+            "is too common; choose another",
+        ));
     }
     Ok(())
 }
@@ -79,8 +106,11 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(dummy_hash);
-        let parsed = PasswordHash::new(&stored).map_err(|e| Error::Internal(anyhow::anyhow!("stored hash: {e}")))?;
-        let matches = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        let parsed = PasswordHash::new(&stored)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("stored hash: {e}")))?;
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
         Ok(known && matches)
     })
     .await
@@ -183,12 +213,16 @@ impl TokenKeys {
 
     /// Checks signature, algorithm, expiry, issuer and audience.
     pub fn verify(&self, token: &str) -> Result<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => Error::Unauthenticated("the access token has expired; refresh it"),
-                _ => Error::Unauthenticated("the access token is not valid"),
-            }
-        })
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => {
+                        Error::Unauthenticated("the access token has expired; refresh it")
+                    }
+                    _ => Error::Unauthenticated("the access token is not valid"),
+                }
+            })
     }
 }

@@ -62,19 +62,26 @@ impl Db {
 
     /// The cross-tenant lookups.
     pub fn system(&self) -> SystemDb {
-        SystemDb { pool: self.pool.clone() }
+        SystemDb {
+            pool: self.pool.clone(),
+        }
     }
 
     /// Pool figures for `/metrics`: (open connections, idle connections, maximum).
     pub fn pool_usage(&self) -> (u32, usize, u32) {
-        (self.pool.size(), self.pool.num_idle(), self.pool.options().get_max_connections())
+        (
+            self.pool.size(),
+            self.pool.num_idle(),
+            self.pool.options().get_max_connections(),
+        )
     }
 
     /// `select 1` and the latest migration applied equals the latest this binary knows.
     pub async fn readiness(&self) -> Result<Readiness> {
-        let table: Option<String> = sqlx::query_scalar("select to_regclass('public._sqlx_migrations')::text")
-            .fetch_one(&self.pool)
-            .await?;
+        let table: Option<String> =
+            sqlx::query_scalar("select to_regclass('public._sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await?;
         let applied: Option<i64> = match table {
             None => None,
             Some(_) => {
@@ -147,10 +154,12 @@ pub struct SystemDb {
 impl SystemDb {
     /// Login: every tenant a user is a member of, with its name and the user's role there.
     pub async fn user_memberships(&self, user_id: Uuid) -> Result<Vec<MembershipRow>> {
-        Ok(sqlx::query_as("select tenant_id, tenant_name, role from sys_user_memberships($1)")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("select tenant_id, tenant_name, role from sys_user_memberships($1)")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Refresh and logout: the tenant a refresh token (by its SHA-256) was issued in.
@@ -182,9 +191,11 @@ impl SystemDb {
     /// Login: the user with this (lower-cased) email. Users are not tenant-owned; one login may belong to several
     /// tenants.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
-        Ok(sqlx::query_as("select id, email, password_hash from app_user where email = $1")
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("select id, email, password_hash from app_user where email = $1")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }

@@ -110,7 +110,10 @@ pub struct TenantChoice {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{field}: {message}")]
-    Validation { field: &'static str, message: String },
+    Validation {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -129,7 +132,10 @@ pub enum Error {
 
 impl Error {
     pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Validation { field, message: message.into() }
+        Self::Validation {
+            field,
+            message: message.into(),
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -162,9 +168,13 @@ impl From<sqlx::Error> for Error {
             if db.is_unique_violation() {
                 let message = match db.constraint() {
                     Some("venue_name_key") => "a venue with this name already exists",
-                    Some("station_name_key") => "a station with this name already exists at this venue",
+                    Some("station_name_key") => {
+                        "a station with this name already exists at this venue"
+                    }
                     Some("app_user_email_key") => "an account with this email already exists",
-                    Some("invitation_pending_email_key") => "this email already has a pending invitation",
+                    Some("invitation_pending_email_key") => {
+                        "this email already has a pending invitation"
+                    }
                     Some("connector_number_key") => "this connector number is already used",
                     _ => "this already exists",
                 };

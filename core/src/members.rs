@@ -56,7 +56,12 @@ pub async fn get(tx: &mut TenantTx, user_id: Uuid) -> Result<Member> {
 
 /// Invites `email` with `role`. Returns the invitation and its token; only the token's hash is stored, so this
 /// is the one time it can be shown. Inviting an email again replaces its pending invitation.
-pub async fn invite(tx: &mut TenantTx, actor: &Actor, email: &str, role: Role) -> Result<(Invitation, String)> {
+pub async fn invite(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    email: &str,
+    role: Role,
+) -> Result<(Invitation, String)> {
     actor.require_manager()?;
     if role == Role::Owner && actor.role != Role::Owner {
         return Err(Error::Forbidden("only an owner can invite another owner"));
@@ -100,17 +105,29 @@ pub async fn invite(tx: &mut TenantTx, actor: &Actor, email: &str, role: Role) -
     audit::record(
         tx,
         actor,
-        Entry { action: "member.invite", object_type: "invitation", object_id: Some(invitation.id), detail },
+        Entry {
+            action: "member.invite",
+            object_type: "invitation",
+            object_id: Some(invitation.id),
+            detail,
+        },
     )
     .await?;
     Ok((invitation, token))
 }
 
-pub async fn change_role(tx: &mut TenantTx, actor: &Actor, user_id: Uuid, role: Role) -> Result<Member> {
+pub async fn change_role(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    user_id: Uuid,
+    role: Role,
+) -> Result<Member> {
     actor.require_manager()?;
     let target = get(tx, user_id).await?;
     if (target.role == Role::Owner || role == Role::Owner) && actor.role != Role::Owner {
-        return Err(Error::Forbidden("only an owner can grant or take away the owner role"));
+        return Err(Error::Forbidden(
+            "only an owner can grant or take away the owner role",
+        ));
     }
     if target.role == Role::Owner && role != Role::Owner {
         ensure_another_owner(tx, user_id).await?;
@@ -122,8 +139,17 @@ pub async fn change_role(tx: &mut TenantTx, actor: &Actor, user_id: Uuid, role: 
         .execute(tx.conn())
         .await?;
     let detail = serde_json::json!({ "from": target.role, "to": role });
-    audit::record(tx, actor, Entry { action: "member.change_role", object_type: "member", object_id: Some(user_id), detail })
-        .await?;
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "member.change_role",
+            object_type: "member",
+            object_id: Some(user_id),
+            detail,
+        },
+    )
+    .await?;
     get(tx, user_id).await
 }
 
@@ -143,20 +169,32 @@ pub async fn remove(tx: &mut TenantTx, actor: &Actor, user_id: Uuid) -> Result<M
         .execute(tx.conn())
         .await?;
     let detail = serde_json::json!({ "email": target.email, "role": target.role });
-    audit::record(tx, actor, Entry { action: "member.remove", object_type: "member", object_id: Some(user_id), detail })
-        .await?;
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "member.remove",
+            object_type: "member",
+            object_id: Some(user_id),
+            detail,
+        },
+    )
+    .await?;
     Ok(target)
 }
 
 /// Locks the owners' rows so two concurrent demotions cannot both pass, then checks one would remain.
 async fn ensure_another_owner(tx: &mut TenantTx, leaving: Uuid) -> Result<()> {
-    let owners: Vec<Uuid> =
-        sqlx::query_scalar("select user_id from membership where tenant_id = $1 and role = 'owner' for update")
-            .bind(tx.tenant())
-            .fetch_all(tx.conn())
-            .await?;
+    let owners: Vec<Uuid> = sqlx::query_scalar(
+        "select user_id from membership where tenant_id = $1 and role = 'owner' for update",
+    )
+    .bind(tx.tenant())
+    .fetch_all(tx.conn())
+    .await?;
     if owners.iter().all(|o| *o == leaving) {
-        return Err(Error::Conflict("a tenant must keep at least one owner; make someone else owner first".into()));
+        return Err(Error::Conflict(
+            "a tenant must keep at least one owner; make someone else owner first".into(),
+        ));
     }
     Ok(())
 }

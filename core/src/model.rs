@@ -112,7 +112,9 @@ impl Actor {
         if self.role.can_manage() {
             Ok(())
         } else {
-            Err(crate::error::Error::Forbidden("this needs the owner or manager role"))
+            Err(crate::error::Error::Forbidden(
+                "this needs the owner or manager role",
+            ))
         }
     }
 }

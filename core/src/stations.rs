@@ -95,12 +95,20 @@ pub async fn list_for_venues(tx: &mut TenantTx, venue_ids: &[Uuid]) -> Result<Ve
         "select {COLUMNS} from station where tenant_id = $1 and venue_id = any($2) and archived_at is null
          order by lower(name), id"
     );
-    Ok(sqlx::query_as(&sql).bind(tx.tenant()).bind(venue_ids).fetch_all(tx.conn()).await?)
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(venue_ids)
+        .fetch_all(tx.conn())
+        .await?)
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
     let sql = format!("select {COLUMNS} from station where tenant_id = $1 and id = $2");
-    let station: Option<Station> = sqlx::query_as(&sql).bind(tx.tenant()).bind(id).fetch_optional(tx.conn()).await?;
+    let station: Option<Station> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
     station.ok_or(Error::NotFound("station"))
 }
 
@@ -118,17 +126,29 @@ pub async fn connectors(tx: &mut TenantTx, station_ids: &[Uuid]) -> Result<Vec<C
 
 pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Result<Station> {
     actor.require_manager()?;
-    let venue = crate::venues::get(tx, input.venue_id).await.map_err(|_| Error::NotFound("venue"))?;
+    let venue = crate::venues::get(tx, input.venue_id)
+        .await
+        .map_err(|_| Error::NotFound("venue"))?;
     if venue.archived_at.is_some() {
-        return Err(Error::Conflict("this venue is archived; stations cannot be added to it".into()));
+        return Err(Error::Conflict(
+            "this venue is archived; stations cannot be added to it".into(),
+        ));
     }
     let name = check_name(&input.name)?;
-    let settings = check_control_settings(input.control, input.control_settings.unwrap_or(Value::Null))?;
+    let settings =
+        check_control_settings(input.control, input.control_settings.unwrap_or(Value::Null))?;
     let location = check_location(input.location.as_deref().unwrap_or(""))?;
     let connector_count = match (input.kind, input.connector_count) {
-        (StationKind::EvCharger | StationKind::PowerbankCabinet, Some(n)) if (0..=64).contains(&n) => n,
+        (StationKind::EvCharger | StationKind::PowerbankCabinet, Some(n))
+            if (0..=64).contains(&n) =>
+        {
+            n
+        }
         (StationKind::EvCharger | StationKind::PowerbankCabinet, Some(_)) => {
-            return Err(Error::validation("connectorCount", "must be between 0 and 64"))
+            return Err(Error::validation(
+                "connectorCount",
+                "must be between 0 and 64",
+            ))
         }
         (StationKind::EvCharger, None) => 1,
         (_, None | Some(0)) => 0,
@@ -172,13 +192,24 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Resu
     Ok(station)
 }
 
-pub async fn update(tx: &mut TenantTx, actor: &Actor, id: Uuid, patch: StationPatch) -> Result<Station> {
+pub async fn update(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    id: Uuid,
+    patch: StationPatch,
+) -> Result<Station> {
     actor.require_manager()?;
     let current = get(tx, id).await?;
     if current.archived_at.is_some() {
         return Err(Error::Conflict("this station is archived".into()));
     }
-    let name = patch.name.as_deref().map(check_name).transpose()?.unwrap_or(&current.name).to_owned();
+    let name = patch
+        .name
+        .as_deref()
+        .map(check_name)
+        .transpose()?
+        .unwrap_or(&current.name)
+        .to_owned();
     let control = patch.control.unwrap_or(current.control);
     let settings = match (patch.control_settings, patch.control) {
         (Some(s), _) => check_control_settings(control, s)?,
@@ -186,8 +217,13 @@ pub async fn update(tx: &mut TenantTx, actor: &Actor, id: Uuid, patch: StationPa
         (None, Some(_)) => check_control_settings(control, current.control_settings.clone())?,
         (None, None) => current.control_settings.clone(),
     };
-    let location =
-        patch.location.as_deref().map(check_location).transpose()?.unwrap_or(&current.location).to_owned();
+    let location = patch
+        .location
+        .as_deref()
+        .map(check_location)
+        .transpose()?
+        .unwrap_or(&current.location)
+        .to_owned();
     let status = match patch.status {
         None => current.status,
         Some(StationStatus::Maintenance) => StationStatus::Maintenance,
@@ -227,13 +263,27 @@ pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Stati
         "update station set archived_at = coalesce(archived_at, now()) where tenant_id = $1 and id = $2
          returning {COLUMNS}"
     );
-    let station: Station = sqlx::query_as(&sql).bind(tx.tenant()).bind(id).fetch_one(tx.conn()).await?;
-    audit::record(tx, actor, entry("station.archive", id, serde_json::json!({}))).await?;
+    let station: Station = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_one(tx.conn())
+        .await?;
+    audit::record(
+        tx,
+        actor,
+        entry("station.archive", id, serde_json::json!({})),
+    )
+    .await?;
     Ok(station)
 }
 
 fn entry(action: &'static str, id: Uuid, detail: Value) -> Entry<'static> {
-    Entry { action, object_type: "station", object_id: Some(id), detail }
+    Entry {
+        action,
+        object_type: "station",
+        object_id: Some(id),
+        detail,
+    }
 }
 
 fn check_name(name: &str) -> Result<&str> {
@@ -247,7 +297,10 @@ fn check_name(name: &str) -> Result<&str> {
 fn check_location(location: &str) -> Result<&str> {
     let location = location.trim();
     if location.chars().count() > 200 {
-        return Err(Error::validation("location", "must be at most 200 characters"));
+        return Err(Error::validation(
+            "location",
+            "must be at most 200 characters",
+        ));
     }
     Ok(location)
 }
@@ -263,7 +316,12 @@ pub fn check_control_settings(control: StationControl, settings: Value) -> Resul
     if settings.to_string().len() > 4096 {
         return Err(Error::validation(FIELD, "must be at most 4 KiB"));
     }
-    let has_text = |key: &str| settings.get(key).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty());
+    let has_text = |key: &str| {
+        settings
+            .get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.trim().is_empty())
+    };
     for secret in ["password", "secret", "token", "api_key"] {
         if settings.get(secret).is_some() {
             return Err(Error::validation(
@@ -272,7 +330,12 @@ pub fn check_control_settings(control: StationControl, settings: Value) -> Resul
             ));
         }
     }
-    let missing = |what: &str| Err(Error::validation(FIELD, format!("{control:?} control needs {what}").to_lowercase()));
+    let missing = |what: &str| {
+        Err(Error::validation(
+            FIELD,
+            format!("{control:?} control needs {what}").to_lowercase(),
+        ))
+    };
     match control {
         StationControl::Shelly => {
             if !has_text("host") {
@@ -285,10 +348,14 @@ pub fn check_control_settings(control: StationControl, settings: Value) -> Resul
             }
         }
         StationControl::Tasmota if !has_text("topic") => return missing("`topic`"),
-        StationControl::Mikrotik if !has_text("host") || !(has_text("mac") || has_text("interface")) => {
+        StationControl::Mikrotik
+            if !has_text("host") || !(has_text("mac") || has_text("interface")) =>
+        {
             return missing("`host` and either `mac` or `interface`")
         }
-        StationControl::Ocpp if !has_text("charge_point_id") => return missing("`charge_point_id`"),
+        StationControl::Ocpp if !has_text("charge_point_id") => {
+            return missing("`charge_point_id`")
+        }
         _ => {}
     }
     Ok(settings)
@@ -301,20 +368,44 @@ mod tests {
 
     #[test]
     fn control_settings_need_what_the_control_uses() {
-        assert!(check_control_settings(StationControl::Shelly, json!({"host": "10.0.0.5", "generation": 2})).is_ok());
+        assert!(check_control_settings(
+            StationControl::Shelly,
+            json!({"host": "10.0.0.5", "generation": 2})
+        )
+        .is_ok());
         assert!(check_control_settings(StationControl::Shelly, json!({"generation": 2})).is_err());
-        assert!(check_control_settings(StationControl::Shelly, json!({"host": "h", "generation": 3})).is_err());
+        assert!(check_control_settings(
+            StationControl::Shelly,
+            json!({"host": "h", "generation": 3})
+        )
+        .is_err());
         assert!(check_control_settings(StationControl::Tasmota, json!({"topic": "plug7"})).is_ok());
-        assert!(check_control_settings(StationControl::Mikrotik, json!({"host": "r", "mac": "aa:bb"})).is_ok());
+        assert!(check_control_settings(
+            StationControl::Mikrotik,
+            json!({"host": "r", "mac": "aa:bb"})
+        )
+        .is_ok());
         assert!(check_control_settings(StationControl::Mikrotik, json!({"host": "r"})).is_err());
         assert!(check_control_settings(StationControl::Ocpp, json!({})).is_err());
-        assert_eq!(check_control_settings(StationControl::Manual, Value::Null).ok(), Some(json!({})));
+        assert_eq!(
+            check_control_settings(StationControl::Manual, Value::Null).ok(),
+            Some(json!({}))
+        );
         assert!(check_control_settings(StationControl::Agent, json!([1])).is_err());
     }
 
     #[test]
     fn control_settings_refuse_inline_secrets() {
-        let err = check_control_settings(StationControl::Mikrotik, json!({"host": "r", "mac": "m", "password": "x"}));
-        assert!(matches!(err, Err(Error::Validation { field: "controlSettings", .. })));
+        let err = check_control_settings(
+            StationControl::Mikrotik,
+            json!({"host": "r", "mac": "m", "password": "x"}),
+        );
+        assert!(matches!(
+            err,
+            Err(Error::Validation {
+                field: "controlSettings",
+                ..
+            })
+        ));
     }
 }

@@ -15,10 +15,11 @@ pub struct Tenant {
 }
 
 pub async fn current(tx: &mut TenantTx) -> Result<Tenant> {
-    let tenant: Option<Tenant> = sqlx::query_as("select id, name, created_at from tenant where id = $1")
-        .bind(tx.tenant())
-        .fetch_optional(tx.conn())
-        .await?;
+    let tenant: Option<Tenant> =
+        sqlx::query_as("select id, name, created_at from tenant where id = $1")
+            .bind(tx.tenant())
+            .fetch_optional(tx.conn())
+            .await?;
     tenant.ok_or(Error::NotFound("tenant"))
 }
 

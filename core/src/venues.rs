@@ -39,24 +39,37 @@ pub struct VenuePatch {
     pub address: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, timezone, currency::text as currency, address, archived_at, created_at, updated_at";
+const COLUMNS: &str =
+    "id, name, timezone, currency::text as currency, address, archived_at, created_at, updated_at";
 
 pub async fn list(tx: &mut TenantTx, include_archived: bool) -> Result<Vec<Venue>> {
     let sql = format!(
         "select {COLUMNS} from venue where tenant_id = $1 and ($2 or archived_at is null) order by lower(name), id"
     );
-    Ok(sqlx::query_as(&sql).bind(tx.tenant()).bind(include_archived).fetch_all(tx.conn()).await?)
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(include_archived)
+        .fetch_all(tx.conn())
+        .await?)
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Venue> {
     let sql = format!("select {COLUMNS} from venue where tenant_id = $1 and id = $2");
-    let venue: Option<Venue> = sqlx::query_as(&sql).bind(tx.tenant()).bind(id).fetch_optional(tx.conn()).await?;
+    let venue: Option<Venue> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
     venue.ok_or(Error::NotFound("venue"))
 }
 
 pub async fn get_many(tx: &mut TenantTx, ids: &[Uuid]) -> Result<Vec<Venue>> {
     let sql = format!("select {COLUMNS} from venue where tenant_id = $1 and id = any($2)");
-    Ok(sqlx::query_as(&sql).bind(tx.tenant()).bind(ids).fetch_all(tx.conn()).await?)
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(ids)
+        .fetch_all(tx.conn())
+        .await?)
 }
 
 pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewVenue) -> Result<Venue> {
@@ -65,7 +78,10 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewVenue) -> Result
     let timezone = check_timezone(tx, &input.timezone).await?;
     let currency = input.currency.trim().to_owned();
     if crate::money::minor_units(&currency).is_none() {
-        return Err(Error::validation("currency", "must be an ISO 4217 code in capitals, like EUR or USD"));
+        return Err(Error::validation(
+            "currency",
+            "must be an ISO 4217 code in capitals, like EUR or USD",
+        ));
     }
     let address = check_address(input.address.as_deref().unwrap_or(""))?;
     let sql = format!(
@@ -81,19 +97,45 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewVenue) -> Result
         .bind(address)
         .fetch_one(tx.conn())
         .await?;
-    audit::record(tx, actor, entry("venue.create", venue.id, serde_json::json!({ "name": venue.name }))).await?;
+    audit::record(
+        tx,
+        actor,
+        entry(
+            "venue.create",
+            venue.id,
+            serde_json::json!({ "name": venue.name }),
+        ),
+    )
+    .await?;
     Ok(venue)
 }
 
-pub async fn update(tx: &mut TenantTx, actor: &Actor, id: Uuid, patch: VenuePatch) -> Result<Venue> {
+pub async fn update(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    id: Uuid,
+    patch: VenuePatch,
+) -> Result<Venue> {
     actor.require_manager()?;
     let current = get(tx, id).await?;
-    let name = patch.name.as_deref().map(check_name).transpose()?.unwrap_or(&current.name).to_owned();
+    let name = patch
+        .name
+        .as_deref()
+        .map(check_name)
+        .transpose()?
+        .unwrap_or(&current.name)
+        .to_owned();
     let timezone = match patch.timezone.as_deref() {
         Some(tz) => check_timezone(tx, tz).await?,
         None => current.timezone.clone(),
     };
-    let address = patch.address.as_deref().map(check_address).transpose()?.unwrap_or(&current.address).to_owned();
+    let address = patch
+        .address
+        .as_deref()
+        .map(check_address)
+        .transpose()?
+        .unwrap_or(&current.address)
+        .to_owned();
     let sql = format!(
         "update venue set name = $3, timezone = $4, address = $5 where tenant_id = $1 and id = $2 returning {COLUMNS}"
     );
@@ -118,7 +160,11 @@ pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Venue
         "update venue set archived_at = coalesce(archived_at, now()) where tenant_id = $1 and id = $2
          returning {COLUMNS}"
     );
-    let venue: Venue = sqlx::query_as(&sql).bind(tx.tenant()).bind(id).fetch_one(tx.conn()).await?;
+    let venue: Venue = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_one(tx.conn())
+        .await?;
     sqlx::query(
         "update station set archived_at = now() where tenant_id = $1 and venue_id = $2 and archived_at is null",
     )
@@ -131,7 +177,12 @@ pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Venue
 }
 
 fn entry(action: &'static str, id: Uuid, detail: serde_json::Value) -> Entry<'static> {
-    Entry { action, object_type: "venue", object_id: Some(id), detail }
+    Entry {
+        action,
+        object_type: "venue",
+        object_id: Some(id),
+        detail,
+    }
 }
 
 fn check_name(name: &str) -> Result<&str> {
@@ -145,7 +196,10 @@ fn check_name(name: &str) -> Result<&str> {
 fn check_address(address: &str) -> Result<&str> {
     let address = address.trim();
     if address.chars().count() > 500 {
-        return Err(Error::validation("address", "must be at most 500 characters"));
+        return Err(Error::validation(
+            "address",
+            "must be at most 500 characters",
+        ));
     }
     Ok(address)
 }
@@ -153,12 +207,16 @@ fn check_address(address: &str) -> Result<&str> {
 /// Postgres knows the IANA zone database; asking it keeps one source of truth for zone names.
 async fn check_timezone(tx: &mut TenantTx, timezone: &str) -> Result<String> {
     let timezone = timezone.trim();
-    let known: bool = sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
-        .bind(timezone)
-        .fetch_one(tx.conn())
-        .await?;
+    let known: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
+            .bind(timezone)
+            .fetch_one(tx.conn())
+            .await?;
     if !known || !timezone.contains('/') && timezone != "UTC" {
-        return Err(Error::validation("timezone", "must be an IANA time zone name, like Europe/Berlin or UTC"));
+        return Err(Error::validation(
+            "timezone",
+            "must be an IANA time zone name, like Europe/Berlin or UTC",
+        ));
     }
     Ok(timezone.to_owned())
 }

@@ -27,7 +27,11 @@ pub struct Tenant {
 
 impl From<tenants::Tenant> for Tenant {
     fn from(t: tenants::Tenant) -> Self {
-        Self { id: t.id, name: t.name, created_at: t.created_at }
+        Self {
+            id: t.id,
+            name: t.name,
+            created_at: t.created_at,
+        }
     }
 }
 
@@ -39,7 +43,12 @@ impl AccountQuery {
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
         let tenant = tenants::current(&mut tx).await.gql()?;
         let email = tenants::user_email(&mut tx, actor.user_id).await.gql()?;
-        Ok(Me { user_id: actor.user_id, email, role: actor.role, tenant: tenant.into() })
+        Ok(Me {
+            user_id: actor.user_id,
+            email,
+            role: actor.role,
+            tenant: tenant.into(),
+        })
     }
 
     /// The signed-in member's tenant.

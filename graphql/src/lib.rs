@@ -11,8 +11,8 @@ mod stations;
 mod venues;
 
 use async_graphql::{
-    BatchRequest, BatchResponse, Context, EmptySubscription, ErrorExtensions, MergedObject, Response, Schema,
-    ServerError,
+    BatchRequest, BatchResponse, Context, EmptySubscription, ErrorExtensions, MergedObject,
+    Response, Schema, ServerError,
 };
 use switchyard_core::accounts::Accounts;
 use switchyard_core::{Actor, Db, ErrorCode, Role};
@@ -21,23 +21,36 @@ pub use limits::Limits;
 pub use members::RequestId;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(account::AccountQuery, venues::VenueQuery, stations::StationQuery, members::MemberQuery);
+pub struct QueryRoot(
+    account::AccountQuery,
+    venues::VenueQuery,
+    stations::StationQuery,
+    members::MemberQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(venues::VenueMutation, stations::StationMutation, members::MemberMutation);
+pub struct MutationRoot(
+    venues::VenueMutation,
+    stations::StationMutation,
+    members::MemberMutation,
+);
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Builds the schema with its limits. Introspection is off when `limits.introspection` is false (production).
 pub fn build(db: Db, accounts: Accounts, limits: Limits) -> AppSchema {
-    let mut builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
-        .data(db)
-        .data(accounts)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .limit_recursive_depth((limits.max_depth * 2).max(64))
-        .limit_directives(limits.max_directives)
-        .extension(limits::AliasLimit(limits.max_aliases));
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .data(db)
+    .data(accounts)
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .limit_recursive_depth((limits.max_depth * 2).max(64))
+    .limit_directives(limits.max_directives)
+    .extension(limits::AliasLimit(limits.max_aliases));
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
@@ -46,22 +59,36 @@ pub fn build(db: Db, accounts: Accounts, limits: Limits) -> AppSchema {
 
 /// The exported SDL (`graphql/schema.graphql`).
 pub fn sdl() -> String {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription).finish().sdl()
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .finish()
+    .sdl()
 }
 
 /// Runs a single request or a batch for `actor` (none when unauthenticated), and gives every error a catalogue
 /// code: resolver errors carry theirs; parse, validation and limit errors get `invalid_query`.
-pub async fn execute(schema: &AppSchema, batch: BatchRequest, actor: Option<Actor>, db: &Db) -> BatchResponse {
+pub async fn execute(
+    schema: &AppSchema,
+    batch: BatchRequest,
+    actor: Option<Actor>,
+    db: &Db,
+) -> BatchResponse {
     let with_data = |request: async_graphql::Request| {
-        let loaders = actor.as_ref().map(|a| loaders::Loaders::new(db.clone(), a.tenant));
-        let request = match (&actor, loaders) {
+        let loaders = actor
+            .as_ref()
+            .map(|a| loaders::Loaders::new(db.clone(), a.tenant));
+        match (&actor, loaders) {
             (Some(a), Some(l)) => request.data(a.clone()).data(l),
             _ => request,
-        };
-        request
+        }
     };
     match batch {
-        BatchRequest::Single(request) => BatchResponse::Single(finish(schema.execute(with_data(request)).await)),
+        BatchRequest::Single(request) => {
+            BatchResponse::Single(finish(schema.execute(with_data(request)).await))
+        }
         BatchRequest::Batch(requests) => {
             let mut responses = Vec::with_capacity(requests.len());
             for request in requests {
@@ -74,7 +101,10 @@ pub async fn execute(schema: &AppSchema, batch: BatchRequest, actor: Option<Acto
 
 fn finish(mut response: Response) -> Response {
     for error in &mut response.errors {
-        let has_code = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
         if !has_code {
             error
                 .extensions
@@ -93,7 +123,10 @@ pub fn coded(code: ErrorCode, message: impl Into<String>) -> async_graphql::Erro
 /// A top-level error response (used by the API for batch and body limits before anything executes).
 pub fn request_error(code: ErrorCode, message: &str) -> Response {
     let mut error = ServerError::new(message, None);
-    error.extensions.get_or_insert_with(Default::default).set("code", code.as_str());
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code.as_str());
     Response::from_errors(vec![error])
 }
 
@@ -123,7 +156,10 @@ impl<T> GqlResult<T> for Result<T, switchyard_core::Error> {
 /// The authenticated actor, or `unauthenticated`.
 fn actor<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Actor> {
     ctx.data_opt::<Actor>().ok_or_else(|| {
-        coded(ErrorCode::Unauthenticated, "sign in first: send `Authorization: Bearer <access token>`")
+        coded(
+            ErrorCode::Unauthenticated,
+            "sign in first: send `Authorization: Bearer <access token>`",
+        )
     })
 }
 
@@ -139,7 +175,10 @@ impl async_graphql::Guard for ManagerGuard {
         let actor = actor(ctx)?;
         match actor.role {
             Role::Owner | Role::Manager => Ok(()),
-            Role::Staff => Err(coded(ErrorCode::Forbidden, "this needs the owner or manager role")),
+            Role::Staff => Err(coded(
+                ErrorCode::Forbidden,
+                "this needs the owner or manager role",
+            )),
         }
     }
 }

@@ -61,9 +61,17 @@ impl Extension for AliasLimitExtension {
             aliases += count_aliases(&fragment.node.selection_set.node);
         }
         if aliases > self.0 {
-            let mut error =
-                ServerError::new(format!("the query uses {aliases} aliases; at most {} are allowed", self.0), None);
-            error.extensions.get_or_insert_with(Default::default).set("code", ErrorCode::InvalidQuery.as_str());
+            let mut error = ServerError::new(
+                format!(
+                    "the query uses {aliases} aliases; at most {} are allowed",
+                    self.0
+                ),
+                None,
+            );
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", ErrorCode::InvalidQuery.as_str());
             return Err(error);
         }
         Ok(document)

@@ -21,8 +21,20 @@ pub struct Loaders {
 impl Loaders {
     pub fn new(db: Db, tenant: TenantId) -> Self {
         Self {
-            stations_by_venue: DataLoader::new(StationsByVenue { db: db.clone(), tenant }, tokio_spawn),
-            connectors_by_station: DataLoader::new(ConnectorsByStation { db: db.clone(), tenant }, tokio_spawn),
+            stations_by_venue: DataLoader::new(
+                StationsByVenue {
+                    db: db.clone(),
+                    tenant,
+                },
+                tokio_spawn,
+            ),
+            connectors_by_station: DataLoader::new(
+                ConnectorsByStation {
+                    db: db.clone(),
+                    tenant,
+                },
+                tokio_spawn,
+            ),
             venues: DataLoader::new(VenueById { db, tenant }, tokio_spawn),
         }
     }
@@ -67,7 +79,8 @@ impl Loader<Uuid> for ConnectorsByStation {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         let mut tx = self.db.begin_tenant(self.tenant).await.gql()?;
-        let mut out: HashMap<Uuid, Vec<Connector>> = keys.iter().map(|k| (*k, Vec::new())).collect();
+        let mut out: HashMap<Uuid, Vec<Connector>> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
         for connector in stations::connectors(&mut tx, keys).await.gql()? {
             if let Some(list) = out.get_mut(&connector.station_id) {
                 list.push(connector);
@@ -88,6 +101,11 @@ impl Loader<Uuid> for VenueById {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         let mut tx = self.db.begin_tenant(self.tenant).await.gql()?;
-        Ok(venues::get_many(&mut tx, keys).await.gql()?.into_iter().map(|v| (v.id, v)).collect())
+        Ok(venues::get_many(&mut tx, keys)
+            .await
+            .gql()?
+            .into_iter()
+            .map(|v| (v.id, v))
+            .collect())
     }
 }

@@ -18,7 +18,12 @@ pub struct Member {
 
 impl From<members::Member> for Member {
     fn from(m: members::Member) -> Self {
-        Self { user_id: m.user_id, email: m.email, role: m.role, created_at: m.created_at }
+        Self {
+            user_id: m.user_id,
+            email: m.email,
+            role: m.role,
+            created_at: m.created_at,
+        }
     }
 }
 
@@ -57,7 +62,12 @@ impl MemberQuery {
     async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Member>> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
-        Ok(members::list(&mut tx).await.gql()?.into_iter().map(Member::from).collect())
+        Ok(members::list(&mut tx)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Member::from)
+            .collect())
     }
 }
 
@@ -68,7 +78,12 @@ pub struct MemberMutation;
 impl MemberMutation {
     /// Invites an email with a role (only owners invite owners). Valid for 7 days; inviting again replaces it.
     #[graphql(guard = "ManagerGuard")]
-    async fn invite_member(&self, ctx: &Context<'_>, email: String, role: Role) -> async_graphql::Result<InvitationPayload> {
+    async fn invite_member(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        role: Role,
+    ) -> async_graphql::Result<InvitationPayload> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
         let (invitation, token) = members::invite(&mut tx, actor, &email, role).await.gql()?;
@@ -93,7 +108,10 @@ impl MemberMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let accounts = ctx.data::<Accounts>()?;
         let request_id = ctx.data_opt::<RequestId>().map(|r| r.0.as_str());
-        let pair = accounts.accept_invitation(&token, &password, request_id).await.gql()?;
+        let pair = accounts
+            .accept_invitation(&token, &password, request_id)
+            .await
+            .gql()?;
         Ok(AuthPayload {
             access_token: pair.access_token,
             refresh_token: pair.refresh_token,
@@ -105,17 +123,28 @@ impl MemberMutation {
 
     /// Changes a member's role. Only owners grant or take away `OWNER`; the last owner keeps it.
     #[graphql(guard = "ManagerGuard")]
-    async fn change_member_role(&self, ctx: &Context<'_>, user_id: Uuid, role: Role) -> async_graphql::Result<Member> {
+    async fn change_member_role(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Uuid,
+        role: Role,
+    ) -> async_graphql::Result<Member> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
-        let member = members::change_role(&mut tx, actor, user_id, role).await.gql()?;
+        let member = members::change_role(&mut tx, actor, user_id, role)
+            .await
+            .gql()?;
         tx.commit().await.gql()?;
         Ok(member.into())
     }
 
     /// Removes a member; their tokens stop working at once. The last owner cannot be removed.
     #[graphql(guard = "ManagerGuard")]
-    async fn remove_member(&self, ctx: &Context<'_>, user_id: Uuid) -> async_graphql::Result<Member> {
+    async fn remove_member(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Uuid,
+    ) -> async_graphql::Result<Member> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
         let member = members::remove(&mut tx, actor, user_id).await.gql()?;

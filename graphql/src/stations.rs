@@ -30,7 +30,12 @@ impl Station {
         self.0.venue_id
     }
     async fn venue(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Venue>> {
-        Ok(ctx.data::<Loaders>()?.venues.load_one(self.0.venue_id).await?.map(Venue))
+        Ok(ctx
+            .data::<Loaders>()?
+            .venues
+            .load_one(self.0.venue_id)
+            .await?
+            .map(Venue))
     }
     async fn name(&self) -> &str {
         &self.0.name
@@ -53,8 +58,20 @@ impl Station {
         &self.0.location
     }
     async fn connectors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Connector>> {
-        let connectors = ctx.data::<Loaders>()?.connectors_by_station.load_one(self.0.id).await?.unwrap_or_default();
-        Ok(connectors.into_iter().map(|c| Connector { id: c.id, number: c.number, status: c.status }).collect())
+        let connectors = ctx
+            .data::<Loaders>()?
+            .connectors_by_station
+            .load_one(self.0.id)
+            .await?
+            .unwrap_or_default();
+        Ok(connectors
+            .into_iter()
+            .map(|c| Connector {
+                id: c.id,
+                number: c.number,
+                status: c.status,
+            })
+            .collect())
     }
     async fn archived_at(&self) -> Option<DateTime<Utc>> {
         self.0.archived_at
@@ -106,8 +123,18 @@ impl StationQuery {
     ) -> async_graphql::Result<Vec<Station>> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
-        let filter = StationFilter { venue_id, kind, status, include_archived };
-        Ok(stations::list(&mut tx, &filter).await.gql()?.into_iter().map(Station).collect())
+        let filter = StationFilter {
+            venue_id,
+            kind,
+            status,
+            include_archived,
+        };
+        Ok(stations::list(&mut tx, &filter)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Station)
+            .collect())
     }
 
     /// One station (archived ones too); `not_found` for unknown ids and other tenants' stations.
@@ -124,7 +151,11 @@ pub struct StationMutation;
 #[Object]
 impl StationMutation {
     #[graphql(guard = "ManagerGuard")]
-    async fn create_station(&self, ctx: &Context<'_>, input: CreateStationInput) -> async_graphql::Result<Station> {
+    async fn create_station(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateStationInput,
+    ) -> async_graphql::Result<Station> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
         let input = NewStation {

@@ -42,7 +42,11 @@ impl Venue {
     /// The venue's unarchived stations.
     async fn stations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Station>> {
         let loaders = ctx.data::<Loaders>()?;
-        let stations = loaders.stations_by_venue.load_one(self.0.id).await?.unwrap_or_default();
+        let stations = loaders
+            .stations_by_venue
+            .load_one(self.0.id)
+            .await?
+            .unwrap_or_default();
         Ok(stations.into_iter().map(Station).collect())
     }
 }
@@ -78,7 +82,12 @@ impl VenueQuery {
     ) -> async_graphql::Result<Vec<Venue>> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
-        Ok(venues::list(&mut tx, include_archived).await.gql()?.into_iter().map(Venue).collect())
+        Ok(venues::list(&mut tx, include_archived)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Venue)
+            .collect())
     }
 
     /// One venue (archived ones too); `not_found` for unknown ids and other tenants' venues.
@@ -95,11 +104,19 @@ pub struct VenueMutation;
 #[Object]
 impl VenueMutation {
     #[graphql(guard = "ManagerGuard")]
-    async fn create_venue(&self, ctx: &Context<'_>, input: CreateVenueInput) -> async_graphql::Result<Venue> {
+    async fn create_venue(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateVenueInput,
+    ) -> async_graphql::Result<Venue> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
-        let input =
-            NewVenue { name: input.name, timezone: input.timezone, currency: input.currency, address: input.address };
+        let input = NewVenue {
+            name: input.name,
+            timezone: input.timezone,
+            currency: input.currency,
+            address: input.address,
+        };
         let venue = venues::create(&mut tx, actor, input).await.gql()?;
         tx.commit().await.gql()?;
         Ok(Venue(venue))
@@ -114,7 +131,11 @@ impl VenueMutation {
     ) -> async_graphql::Result<Venue> {
         let actor = actor(ctx)?;
         let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
-        let patch = VenuePatch { name: input.name, timezone: input.timezone, address: input.address };
+        let patch = VenuePatch {
+            name: input.name,
+            timezone: input.timezone,
+            address: input.address,
+        };
         let venue = venues::update(&mut tx, actor, id, patch).await.gql()?;
         tx.commit().await.gql()?;
         Ok(Venue(venue))

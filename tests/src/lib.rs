@@ -1,4 +1,7 @@
-#![expect(clippy::expect_used, reason = "test harness: a failed setup step should fail the test at once")]
+#![expect(
+    clippy::expect_used,
+    reason = "test harness: a failed setup step should fail the test at once"
+)]
 
 //! The test harness: the real router on port 0 against the real test database, and helpers that speak to it
 //! over HTTP. `./infra/dev.sh test` prepares the database and sets `TEST_DATABASE_URL` (owner role) and
@@ -16,7 +19,8 @@ use uuid::Uuid;
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 pub fn env_url(key: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set: run the suite with ./infra/dev.sh test"))
+    std::env::var(key)
+        .unwrap_or_else(|_| panic!("{key} is not set: run the suite with ./infra/dev.sh test"))
 }
 
 /// A running app.
@@ -56,7 +60,12 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .max_connections(2)
         .connect_lazy(&env_url("TEST_DATABASE_URL"))
         .expect("owner pool");
-    TestApp { addr, client: reqwest::Client::new(), owner, _stop: stop }
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        owner,
+        _stop: stop,
+    }
 }
 
 /// A freshly signed-up tenant and its owner's tokens.
@@ -112,17 +121,24 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, None, Some(body)).await
+        self.send(reqwest::Method::POST, path, None, Some(body))
+            .await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        self.send(reqwest::Method::GET, path, Some(token), None).await
+        self.send(reqwest::Method::GET, path, Some(token), None)
+            .await
     }
 
     /// Runs a GraphQL operation and returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let (status, body) = self
-            .send(reqwest::Method::POST, "/graphql", token, Some(json!({ "query": query, "variables": variables })))
+            .send(
+                reqwest::Method::POST,
+                "/graphql",
+                token,
+                Some(json!({ "query": query, "variables": variables })),
+            )
             .await;
         assert!(status.is_success(), "graphql answered {status}: {body}");
         body
@@ -136,7 +152,8 @@ impl TestApp {
     }
 
     pub async fn signup(&self) -> Tenant {
-        self.signup_named(&format!("Org {}", Uuid::new_v4().simple())).await
+        self.signup_named(&format!("Org {}", Uuid::new_v4().simple()))
+            .await
     }
 
     pub async fn signup_named(&self, organization: &str) -> Tenant {
@@ -150,7 +167,11 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         Tenant {
-            id: body["tenant_id"].as_str().expect("tenant_id").parse().expect("uuid"),
+            id: body["tenant_id"]
+                .as_str()
+                .expect("tenant_id")
+                .parse()
+                .expect("uuid"),
             email,
             password,
             access: body["access_token"].as_str().expect("access").into(),
@@ -168,7 +189,10 @@ impl TestApp {
                 json!({ "e": email, "r": role }),
             )
             .await;
-        let token = data["inviteMember"]["token"].as_str().expect("token").to_owned();
+        let token = data["inviteMember"]["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
         let data = self
             .gql(
                 None,
@@ -176,9 +200,19 @@ impl TestApp {
                 json!({ "t": token, "p": "another-good-password" }),
             )
             .await;
-        let access = data["data"]["acceptInvitation"]["accessToken"].as_str().expect("accepted").to_owned();
+        let access = data["data"]["acceptInvitation"]["accessToken"]
+            .as_str()
+            .expect("accepted")
+            .to_owned();
         let me = self.gql_ok(&access, "{ me { userId } }", json!({})).await;
-        (me["me"]["userId"].as_str().expect("id").parse().expect("uuid"), access)
+        (
+            me["me"]["userId"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+            access,
+        )
     }
 
     /// Creates a venue and returns its id.
@@ -190,7 +224,11 @@ impl TestApp {
                 json!({ "i": { "name": name, "timezone": "Europe/Berlin", "currency": "EUR" } }),
             )
             .await;
-        data["createVenue"]["id"].as_str().expect("id").parse().expect("uuid")
+        data["createVenue"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid")
     }
 
     /// Creates a PC station (agent control) at `venue` and returns its id.
@@ -202,11 +240,17 @@ impl TestApp {
                 json!({ "i": { "venueId": venue, "name": name, "kind": "PC", "control": "AGENT" } }),
             )
             .await;
-        data["createStation"]["id"].as_str().expect("id").parse().expect("uuid")
+        data["createStation"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid")
     }
 }
 
 /// The `extensions.code` of the first GraphQL error.
 pub fn gql_code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("<no code>")
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<no code>")
 }

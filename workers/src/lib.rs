@@ -21,11 +21,15 @@ impl WorkerConfig {
     pub fn from_env() -> anyhow::Result<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let poll_ms: u64 = var("WORKER_POLL_MS")
-            .map(|v| v.parse().context("WORKER_POLL_MS must be a whole number of milliseconds"))
+            .map(|v| {
+                v.parse()
+                    .context("WORKER_POLL_MS must be a whole number of milliseconds")
+            })
             .transpose()?
             .unwrap_or(1000);
         Ok(Self {
-            app_database_url: var("APP_DATABASE_URL").context("APP_DATABASE_URL is required (the app role's URL)")?,
+            app_database_url: var("APP_DATABASE_URL")
+                .context("APP_DATABASE_URL is required (the app role's URL)")?,
             poll_interval: Duration::from_millis(poll_ms.max(10)),
             metrics_addr: var("WORKER_METRICS_ADDR")
                 .unwrap_or_else(|| "127.0.0.1:9091".into())
@@ -39,15 +43,23 @@ impl WorkerConfig {
 /// `worker_passes_total`.
 pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let db = Db::connect_lazy(&config.app_database_url, 4)?;
-    sqlx::query("select 1").execute(db.pool()).await.context("while connecting to the database")?;
+    sqlx::query("select 1")
+        .execute(db.pool())
+        .await
+        .context("while connecting to the database")?;
 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     let _ = metrics::set_global_recorder(recorder);
-    let listener = tokio::net::TcpListener::bind(config.metrics_addr).await.context("while binding the metrics port")?;
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .context("while binding the metrics port")?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+        .route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        )
         .route("/healthz", axum::routing::get(|| async { "ok" }));
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {

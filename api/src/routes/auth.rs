@@ -49,7 +49,15 @@ pub async fn signup(
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<TokenPair>)> {
-    let pair = state.accounts.signup(&body.organization, &body.email, &body.password, request_id(&headers)).await?;
+    let pair = state
+        .accounts
+        .signup(
+            &body.organization,
+            &body.email,
+            &body.password,
+            request_id(&headers),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(pair)))
 }
 
@@ -57,8 +65,16 @@ pub async fn signup(
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenPair), (status = 401, description = "invalid_credentials"),
               (status = 409, description = "tenant_choice_required, with `details.tenants`")))]
-pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> ApiResult<Json<TokenPair>> {
-    Ok(Json(state.accounts.login(&body.email, &body.password, body.tenant_id).await?))
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(
+        state
+            .accounts
+            .login(&body.email, &body.password, body.tenant_id)
+            .await?,
+    ))
 }
 
 /// Spends a refresh token for a new pair. Presenting a spent token signs out its whole family.
@@ -74,7 +90,10 @@ pub async fn refresh(
 /// Revokes the refresh token and every token refreshed from the same login.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204)))]
-pub async fn logout(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshRequest>) -> ApiResult<StatusCode> {
+pub async fn logout(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<StatusCode> {
     state.accounts.logout(&body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,11 @@ use crate::app::AppState;
 use crate::extract::{bearer, request_id};
 
 fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    (status, Json(BatchResponse::Single(request_error(code, message)))).into_response()
+    (
+        status,
+        Json(BatchResponse::Single(request_error(code, message))),
+    )
+        .into_response()
 }
 
 /// Executes a GraphQL request. The body is read under the body limit and parsed here so that oversized bodies,
@@ -25,7 +29,9 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("application/graphql-response+json"));
+        .is_some_and(|v| {
+            v.starts_with("application/json") || v.starts_with("application/graphql-response+json")
+        });
     if !json {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -39,18 +45,30 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::PayloadTooLarge,
-                &format!("the body is larger than {} bytes", state.config.body_limit_bytes),
+                &format!(
+                    "the body is larger than {} bytes",
+                    state.config.body_limit_bytes
+                ),
             )
         }
     };
     let batch = match parse(&bytes) {
         Ok(batch) => batch,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest, &message),
+        Err(message) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedRequest,
+                &message,
+            )
+        }
     };
     if let BatchRequest::Batch(requests) = &batch {
         let max = state.config.graphql.max_batch;
         if requests.len() > max {
-            let message = format!("the batch has {} operations; at most {max} are allowed", requests.len());
+            let message = format!(
+                "the batch has {} operations; at most {max} are allowed",
+                requests.len()
+            );
             return error_response(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, &message);
         }
     }
@@ -58,12 +76,17 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
         None => None,
         Some(token) => {
             let authenticated = match token {
-                Ok(token) => state.accounts.authenticate(token, request_id(&parts)).await.map_err(Into::into),
+                Ok(token) => state
+                    .accounts
+                    .authenticate(token, request_id(&parts))
+                    .await
+                    .map_err(Into::into),
                 Err(e) => Err(e),
             };
             match authenticated {
                 Ok(actor) => {
-                    tracing::Span::current().record("tenant.id", tracing::field::display(actor.tenant));
+                    tracing::Span::current()
+                        .record("tenant.id", tracing::field::display(actor.tenant));
                     Some(actor)
                 }
                 Err(e) => {

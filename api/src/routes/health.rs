@@ -20,7 +20,10 @@ pub struct Health {
 /// Liveness: answers while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", reason: None })
+    Json(Health {
+        status: "ok",
+        reason: None,
+    })
 }
 
 /// Readiness: the database answers and every migration this binary knows is applied.
@@ -28,10 +31,22 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let not_ready = |reason: String| {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "not_ready", reason: Some(reason) }))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "not_ready",
+                reason: Some(reason),
+            }),
+        )
     };
     match state.db.readiness().await {
-        Ok(r) if r.is_ready() => (StatusCode::OK, Json(Health { status: "ok", reason: None })),
+        Ok(r) if r.is_ready() => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                reason: None,
+            }),
+        ),
         Ok(r) => not_ready(format!(
             "database is at migration {:?}, this build expects {:?}; run `switchyard migrate`",
             r.applied, r.expected

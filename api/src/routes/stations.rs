@@ -59,7 +59,10 @@ pub async fn list(
     }
     let stations = list
         .into_iter()
-        .map(|station| StationView { connectors: connectors.remove(&station.id).unwrap_or_default(), station })
+        .map(|station| StationView {
+            connectors: connectors.remove(&station.id).unwrap_or_default(),
+            station,
+        })
         .collect();
     Ok(Json(StationList { stations }))
 }
@@ -75,5 +78,8 @@ pub async fn get(
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
     let station = stations::get(&mut tx, id).await?;
     let connectors = stations::connectors(&mut tx, &[id]).await?;
-    Ok(Json(StationView { station, connectors }))
+    Ok(Json(StationView {
+        station,
+        connectors,
+    }))
 }

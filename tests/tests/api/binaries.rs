@@ -13,7 +13,11 @@ fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build with `cargo build --bins` (./infra/dev.sh test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build with `cargo build --bins` (./infra/dev.sh test does)",
+        path.display()
+    );
     path
 }
 
@@ -34,7 +38,11 @@ async fn wait_for_line(child: &mut Child, marker: &str) -> String {
 }
 
 fn sigterm(child: &Child) {
-    let status = std::process::Command::new("kill").arg("-TERM").arg(child.id().unwrap().to_string()).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -44,8 +52,17 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
     let owner_url = with_database(&env_url("TEST_DATABASE_URL"), &db);
     let app_url = with_database(&env_url("TEST_APP_DATABASE_URL"), &db);
     for _ in 0..2 {
-        let out = Command::new(binary("switchyard")).arg("migrate").env("DATABASE_URL", &owner_url).output().await.unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(binary("switchyard"))
+            .arg("migrate")
+            .env("DATABASE_URL", &owner_url)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
     }
 
@@ -61,7 +78,12 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let base = wait_for_line(&mut serve, "listening on ").await;
-    let ready: Value = reqwest::get(format!("{base}/readyz")).await.unwrap().json().await.unwrap();
+    let ready: Value = reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ok");
 
     // The seeded demo works against the same database through the real binary.
@@ -72,7 +94,11 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(printed.contains("owner@demo.switchyard.test"), "{printed}");
     let login = reqwest::Client::new()
@@ -82,7 +108,10 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    let token = login.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let token = login.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let stations: Value = reqwest::Client::new()
         .get(format!("{base}/api/v1/stations"))
         .bearer_auth(&token)
@@ -104,10 +133,18 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
 
     sigterm(&serve);
     let status = serve.wait().await.unwrap();
-    assert!(status.success(), "serve exits cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "serve exits cleanly on SIGTERM: {status:?}"
+    );
 
-    let admin = sqlx::PgPool::connect(&env_url("TEST_DATABASE_URL")).await.unwrap();
-    sqlx::query(&format!("drop database {db} with (force)")).execute(&admin).await.unwrap();
+    let admin = sqlx::PgPool::connect(&env_url("TEST_DATABASE_URL"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("drop database {db} with (force)"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -123,7 +160,12 @@ async fn the_workers_binary_runs_its_loop_exposes_metrics_and_stops_on_sigterm()
     let metrics_url = wait_for_line(&mut workers, "metrics on ").await;
     let mut passes = 0.0;
     for _ in 0..200 {
-        let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         passes = text
             .lines()
             .find_map(|l| l.strip_prefix("worker_passes_total "))

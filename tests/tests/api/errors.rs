@@ -12,31 +12,65 @@ async fn unknown_routes_methods_and_malformed_ids_get_catalogue_errors() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
 
-    let (status, body) = app.send(Method::DELETE, "/api/v1/stations", Some(&t.access), None).await;
+    let (status, body) = app
+        .send(Method::DELETE, "/api/v1/stations", Some(&t.access), None)
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"]["code"], "method_not_allowed");
 
     let (status, body) = app.get("/api/v1/stations/not-a-uuid", &t.access).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"], json!({"code": "validation_failed", "message": "the id in the path must be a UUID", "field": "id"}));
+    assert_eq!(
+        body["error"],
+        json!({"code": "validation_failed", "message": "the id in the path must be a UUID", "field": "id"})
+    );
 
-    let (status, body) = app.get(&format!("/api/v1/stations/{}", uuid::Uuid::new_v4()), &t.access).await;
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/stations/{}", uuid::Uuid::new_v4()),
+            &t.access,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["message"], "station not found");
 
     let (status, body) = app.get("/api/v1/stations?kind=spaceship", &t.access).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["error"]["message"].as_str().unwrap().contains("unknown variant `spaceship`"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `spaceship`"),
+        "{body}"
+    );
 
-    let (status, body) = app.send(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": 1}))).await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": 1})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["code"], "validation_failed");
 
     let (status, body) = app
-        .send(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": "a@b.co", "password": "x", "extra": 1})))
+        .send(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "a@b.co", "password": "x", "extra": 1})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["error"]["message"].as_str().unwrap().contains("unknown field `extra`"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `extra`"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -52,10 +86,25 @@ async fn an_oversized_rest_body_is_refused_with_413() {
 async fn every_response_carries_a_request_id() {
     let app = spawn_app().await;
     let response = app.client.get(app.url("/healthz")).send().await.unwrap();
-    let id = response.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(id.len(), 36, "{id}");
-    let response = app.client.get(app.url("/healthz")).header("x-request-id", "from-the-client").send().await.unwrap();
-    assert_eq!(response.headers().get("x-request-id").unwrap(), "from-the-client");
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "from-the-client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers().get("x-request-id").unwrap(),
+        "from-the-client"
+    );
 }
 
 #[tokio::test]
@@ -67,43 +116,81 @@ async fn health_readiness_and_metrics_report_the_service() {
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
     app.signup().await;
 
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let signup_line = text
         .lines()
-        .find(|l| l.starts_with("http_requests_total") && l.contains("route=\"/api/v1/auth/signup\"") && l.contains("status=\"201\""))
+        .find(|l| {
+            l.starts_with("http_requests_total")
+                && l.contains("route=\"/api/v1/auth/signup\"")
+                && l.contains("status=\"201\"")
+        })
         .unwrap_or_else(|| panic!("no signup counter in:\n{text}"));
     assert!(signup_line.contains("method=\"POST\""));
-    assert!(text.contains("http_request_duration_seconds_bucket"), "latency histogram");
-    assert!(text.lines().any(|l| l.starts_with("db_pool_connections{state=\"max\"} 8")), "{text}");
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "latency histogram"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("db_pool_connections{state=\"max\"} 8")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn readiness_fails_clearly_on_an_unmigrated_database() {
     let setup = spawn_app().await;
     let name = format!("switchyard_unmigrated_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("create database {name}")).execute(&setup.owner).await.unwrap();
+    sqlx::query(&format!("create database {name}"))
+        .execute(&setup.owner)
+        .await
+        .unwrap();
     let url = switchyard_tests::env_url("TEST_APP_DATABASE_URL");
     let url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
     let app = switchyard_tests::spawn_app_with(&[("APP_DATABASE_URL", &url)]).await;
     let (status, body) = app.send(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "not_ready");
-    assert!(body["reason"].as_str().unwrap().contains("switchyard migrate"), "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("switchyard migrate"),
+        "{body}"
+    );
     drop(app);
-    sqlx::query(&format!("drop database {name} with (force)")).execute(&setup.owner).await.unwrap();
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&setup.owner)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn the_openapi_document_covers_every_rest_route() {
     let app = spawn_app().await;
-    let (status, doc) = app.send(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let (status, doc) = app
+        .send(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let mut routes: Vec<String> = doc["paths"]
         .as_object()
         .unwrap()
         .iter()
-        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| format!("{} {path}", m.to_uppercase())))
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
         .collect();
     routes.sort();
     assert_eq!(
@@ -121,9 +208,21 @@ async fn the_openapi_document_covers_every_rest_route() {
         ]
     );
     let token_pair = &doc["components"]["schemas"]["TokenPair"]["properties"];
-    for field in ["access_token", "refresh_token", "token_type", "expires_in", "tenant_id"] {
-        assert!(token_pair.get(field).is_some(), "TokenPair.{field} documented");
+    for field in [
+        "access_token",
+        "refresh_token",
+        "token_type",
+        "expires_in",
+        "tenant_id",
+    ] {
+        assert!(
+            token_pair.get(field).is_some(),
+            "TokenPair.{field} documented"
+        );
     }
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let _: &Value = &doc;
 }

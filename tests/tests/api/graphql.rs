@@ -32,23 +32,49 @@ async fn venues_are_created_updated_listed_and_archived_with_an_audit_trail() {
             json!({"id": id}),
         )
         .await;
-    assert_eq!(updated["updateVenue"], json!({"name": "Early Bird", "timezone": "Asia/Tokyo"}));
+    assert_eq!(
+        updated["updateVenue"],
+        json!({"name": "Early Bird", "timezone": "Asia/Tokyo"})
+    );
 
     let other = app.create_venue(&t.access, "Second Site").await;
-    let list = app.gql_ok(&t.access, "{ venues { name } }", json!({})).await;
-    assert_eq!(list["venues"], json!([{"name": "Early Bird"}, {"name": "Second Site"}]));
+    let list = app
+        .gql_ok(&t.access, "{ venues { name } }", json!({}))
+        .await;
+    assert_eq!(
+        list["venues"],
+        json!([{"name": "Early Bird"}, {"name": "Second Site"}])
+    );
 
     let station = app.create_station(&t.access, other, "PC-1").await;
     let archived = app
-        .gql_ok(&t.access, "mutation($id: UUID!) { archiveVenue(id: $id) { archivedAt } }", json!({"id": other}))
+        .gql_ok(
+            &t.access,
+            "mutation($id: UUID!) { archiveVenue(id: $id) { archivedAt } }",
+            json!({"id": other}),
+        )
         .await;
     assert!(archived["archiveVenue"]["archivedAt"].is_string());
-    let list = app.gql_ok(&t.access, "{ venues { name } }", json!({})).await;
+    let list = app
+        .gql_ok(&t.access, "{ venues { name } }", json!({}))
+        .await;
     assert_eq!(list["venues"], json!([{"name": "Early Bird"}]));
-    let list = app.gql_ok(&t.access, "{ venues(includeArchived: true) { name } }", json!({})).await;
+    let list = app
+        .gql_ok(
+            &t.access,
+            "{ venues(includeArchived: true) { name } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(list["venues"].as_array().unwrap().len(), 2);
     // Its stations were archived with it.
-    let s = app.gql_ok(&t.access, "query($id: UUID!) { station(id: $id) { archivedAt } }", json!({"id": station})).await;
+    let s = app
+        .gql_ok(
+            &t.access,
+            "query($id: UUID!) { station(id: $id) { archivedAt } }",
+            json!({"id": station}),
+        )
+        .await;
     assert!(s["station"]["archivedAt"].is_string());
 
     let audit: Vec<(String, Option<Uuid>)> = sqlx::query_as(
@@ -59,7 +85,15 @@ async fn venues_are_created_updated_listed_and_archived_with_an_audit_trail() {
     .await
     .unwrap();
     let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(actions, ["venue.create", "venue.update", "venue.create", "venue.archive"]);
+    assert_eq!(
+        actions,
+        [
+            "venue.create",
+            "venue.update",
+            "venue.create",
+            "venue.archive"
+        ]
+    );
     assert_eq!(audit[1].1, Some(id));
     let request_ids: i64 = sqlx::query_scalar(
         "select count(*) from audit_log where tenant_id = $1 and request_id is not null and actor_user_id is not null",
@@ -68,7 +102,10 @@ async fn venues_are_created_updated_listed_and_archived_with_an_audit_trail() {
     .fetch_one(&mut *app.tenant_tx(t.id).await)
     .await
     .unwrap();
-    assert!(request_ids >= 5, "every mutation records its actor and request id");
+    assert!(
+        request_ids >= 5,
+        "every mutation records its actor and request id"
+    );
 }
 
 #[tokio::test]
@@ -77,24 +114,56 @@ async fn venue_input_errors_name_the_field_and_change_nothing() {
     let t = app.signup().await;
     app.create_venue(&t.access, "Taken").await;
     let cases = [
-        (json!({"name": "A", "timezone": "Mars/Olympus", "currency": "EUR"}), "validation_failed", Some("timezone")),
-        (json!({"name": "A", "timezone": "UTC", "currency": "eur"}), "validation_failed", Some("currency")),
-        (json!({"name": "A", "timezone": "UTC", "currency": "ABC"}), "validation_failed", Some("currency")),
-        (json!({"name": "   ", "timezone": "UTC", "currency": "EUR"}), "validation_failed", Some("name")),
-        (json!({"name": "taken", "timezone": "UTC", "currency": "EUR"}), "conflict", None),
+        (
+            json!({"name": "A", "timezone": "Mars/Olympus", "currency": "EUR"}),
+            "validation_failed",
+            Some("timezone"),
+        ),
+        (
+            json!({"name": "A", "timezone": "UTC", "currency": "eur"}),
+            "validation_failed",
+            Some("currency"),
+        ),
+        (
+            json!({"name": "A", "timezone": "UTC", "currency": "ABC"}),
+            "validation_failed",
+            Some("currency"),
+        ),
+        (
+            json!({"name": "   ", "timezone": "UTC", "currency": "EUR"}),
+            "validation_failed",
+            Some("name"),
+        ),
+        (
+            json!({"name": "taken", "timezone": "UTC", "currency": "EUR"}),
+            "conflict",
+            None,
+        ),
     ];
     for (input, code, field) in cases {
         let body = app
-            .gql(Some(&t.access), "mutation($i: CreateVenueInput!) { createVenue(input: $i) { id } }", json!({"i": input}))
+            .gql(
+                Some(&t.access),
+                "mutation($i: CreateVenueInput!) { createVenue(input: $i) { id } }",
+                json!({"i": input}),
+            )
             .await;
         assert_eq!(gql_code(&body), code, "{input} -> {body}");
         if let Some(field) = field {
             assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
         }
     }
-    let body = app.gql(Some(&t.access), "mutation { createVenue(input: {name: 5}) { id } }", json!({})).await;
+    let body = app
+        .gql(
+            Some(&t.access),
+            "mutation { createVenue(input: {name: 5}) { id } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(gql_code(&body), "invalid_query", "{body}");
-    let list = app.gql_ok(&t.access, "{ venues { name } }", json!({})).await;
+    let list = app
+        .gql_ok(&t.access, "{ venues { name } }", json!({}))
+        .await;
     assert_eq!(list["venues"], json!([{"name": "Taken"}]));
 }
 
@@ -103,7 +172,9 @@ async fn stations_of_several_kinds_are_created_filtered_updated_and_archived() {
     let app = spawn_app().await;
     let t = app.signup().await;
     let venue = app.create_venue(&t.access, "Hub").await;
-    let create = format!("mutation($i: CreateStationInput!) {{ createStation(input: $i) {{ {STATION_FIELDS} }} }}");
+    let create = format!(
+        "mutation($i: CreateStationInput!) {{ createStation(input: $i) {{ {STATION_FIELDS} }} }}"
+    );
     let charger = app
         .gql_ok(
             &t.access,
@@ -115,8 +186,14 @@ async fn stations_of_several_kinds_are_created_filtered_updated_and_archived() {
     let charger = &charger["createStation"];
     assert_eq!(charger["kind"], "EV_CHARGER");
     assert_eq!(charger["status"], "OFFLINE");
-    assert_eq!(charger["controlSettings"], json!({"charge_point_id": "CP-1"}));
-    assert_eq!(charger["connectors"], json!([{"number": 1, "status": "OFFLINE"}, {"number": 2, "status": "OFFLINE"}]));
+    assert_eq!(
+        charger["controlSettings"],
+        json!({"charge_point_id": "CP-1"})
+    );
+    assert_eq!(
+        charger["connectors"],
+        json!([{"number": 1, "status": "OFFLINE"}, {"number": 2, "status": "OFFLINE"}])
+    );
     let plug = app
         .gql_ok(
             &t.access,
@@ -128,10 +205,16 @@ async fn stations_of_several_kinds_are_created_filtered_updated_and_archived() {
     let plug_id = plug["createStation"]["id"].as_str().unwrap().to_owned();
     assert_eq!(plug["createStation"]["connectors"], json!([]));
 
-    let consoles = app.gql_ok(&t.access, "{ stations(kind: CONSOLE) { name } }", json!({})).await;
+    let consoles = app
+        .gql_ok(&t.access, "{ stations(kind: CONSOLE) { name } }", json!({}))
+        .await;
     assert_eq!(consoles["stations"], json!([{"name": "Console"}]));
     let at_venue = app
-        .gql_ok(&t.access, "query($v: UUID!) { stations(venueId: $v) { name venue { name } } }", json!({"v": venue}))
+        .gql_ok(
+            &t.access,
+            "query($v: UUID!) { stations(venueId: $v) { name venue { name } } }",
+            json!({"v": venue}),
+        )
         .await;
     assert_eq!(
         at_venue["stations"],
@@ -145,8 +228,17 @@ async fn stations_of_several_kinds_are_created_filtered_updated_and_archived() {
             json!({"id": plug_id}),
         )
         .await;
-    assert_eq!(updated["updateStation"], json!({"name": "Console 1", "status": "MAINTENANCE"}));
-    let in_maintenance = app.gql_ok(&t.access, "{ stations(status: MAINTENANCE) { name } }", json!({})).await;
+    assert_eq!(
+        updated["updateStation"],
+        json!({"name": "Console 1", "status": "MAINTENANCE"})
+    );
+    let in_maintenance = app
+        .gql_ok(
+            &t.access,
+            "{ stations(status: MAINTENANCE) { name } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(in_maintenance["stations"], json!([{"name": "Console 1"}]));
 
     let bad = app
@@ -164,14 +256,27 @@ async fn stations_of_several_kinds_are_created_filtered_updated_and_archived() {
             json!({"id": plug_id}),
         )
         .await;
-    assert_eq!(gql_code(&bad), "validation_failed", "switching to tasmota needs a topic: {bad}");
+    assert_eq!(
+        gql_code(&bad),
+        "validation_failed",
+        "switching to tasmota needs a topic: {bad}"
+    );
 
-    app.gql_ok(&t.access, "mutation($id: UUID!) { archiveStation(id: $id) { id } }", json!({"id": plug_id})).await;
-    let all = app.gql_ok(&t.access, "{ stations { name } }", json!({})).await;
+    app.gql_ok(
+        &t.access,
+        "mutation($id: UUID!) { archiveStation(id: $id) { id } }",
+        json!({"id": plug_id}),
+    )
+    .await;
+    let all = app
+        .gql_ok(&t.access, "{ stations { name } }", json!({}))
+        .await;
     assert_eq!(all["stations"], json!([{"name": "CP 1"}]));
 
     // The REST mirror shows the same stations in the seed 000 shape.
-    let (status, body) = app.get(&format!("/api/v1/stations?venue_id={venue}"), &t.access).await;
+    let (status, body) = app
+        .get(&format!("/api/v1/stations?venue_id={venue}"), &t.access)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let stations = body["stations"].as_array().unwrap();
     assert_eq!(stations.len(), 1);
@@ -180,11 +285,18 @@ async fn stations_of_several_kinds_are_created_filtered_updated_and_archived() {
     assert_eq!(stations[0]["control"], "ocpp");
     assert_eq!(stations[0]["location"], "Bay 1");
     assert_eq!(stations[0]["connectors"].as_array().unwrap().len(), 2);
-    let (status, one) = app.get(&format!("/api/v1/stations/{}", charger["id"].as_str().unwrap()), &t.access).await;
+    let (status, one) = app
+        .get(
+            &format!("/api/v1/stations/{}", charger["id"].as_str().unwrap()),
+            &t.access,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(one["name"], "CP 1");
     assert_eq!(one["venue_id"], venue.to_string());
-    let (_, archived) = app.get(&format!("/api/v1/stations/{plug_id}"), &t.access).await;
+    let (_, archived) = app
+        .get(&format!("/api/v1/stations/{plug_id}"), &t.access)
+        .await;
     assert!(archived["archived_at"].is_string());
 }
 
@@ -195,29 +307,63 @@ async fn station_input_errors_are_clear() {
     let venue = app.create_venue(&t.access, "V").await;
     let create = "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }";
     let cases = [
-        (json!({"venueId": venue, "name": "P", "kind": "PC", "control": "SHELLY"}), "validation_failed"),
-        (json!({"venueId": venue, "name": "P", "kind": "PC", "control": "MANUAL", "controlSettings": [1]}), "validation_failed"),
-        (json!({"venueId": venue, "name": "P", "kind": "PC", "control": "MANUAL", "connectorCount": 2}), "validation_failed"),
-        (json!({"venueId": venue, "name": "P", "kind": "EV_CHARGER", "control": "OCPP",
-                "controlSettings": {"charge_point_id": "x"}, "connectorCount": 99}), "validation_failed"),
-        (json!({"venueId": venue, "name": "P", "kind": "PC", "control": "MIKROTIK",
-                "controlSettings": {"host": "r", "mac": "m", "password": "hunter2"}}), "validation_failed"),
-        (json!({"venueId": Uuid::new_v4(), "name": "P", "kind": "PC", "control": "MANUAL"}), "not_found"),
-        (json!({"venueId": venue, "name": "P", "kind": "SPACESHIP", "control": "MANUAL"}), "invalid_query"),
-        (json!({"venueId": "not-a-uuid", "name": "P", "kind": "PC", "control": "MANUAL"}), "invalid_query"),
+        (
+            json!({"venueId": venue, "name": "P", "kind": "PC", "control": "SHELLY"}),
+            "validation_failed",
+        ),
+        (
+            json!({"venueId": venue, "name": "P", "kind": "PC", "control": "MANUAL", "controlSettings": [1]}),
+            "validation_failed",
+        ),
+        (
+            json!({"venueId": venue, "name": "P", "kind": "PC", "control": "MANUAL", "connectorCount": 2}),
+            "validation_failed",
+        ),
+        (
+            json!({"venueId": venue, "name": "P", "kind": "EV_CHARGER", "control": "OCPP",
+                "controlSettings": {"charge_point_id": "x"}, "connectorCount": 99}),
+            "validation_failed",
+        ),
+        (
+            json!({"venueId": venue, "name": "P", "kind": "PC", "control": "MIKROTIK",
+                "controlSettings": {"host": "r", "mac": "m", "password": "hunter2"}}),
+            "validation_failed",
+        ),
+        (
+            json!({"venueId": Uuid::new_v4(), "name": "P", "kind": "PC", "control": "MANUAL"}),
+            "not_found",
+        ),
+        (
+            json!({"venueId": venue, "name": "P", "kind": "SPACESHIP", "control": "MANUAL"}),
+            "invalid_query",
+        ),
+        (
+            json!({"venueId": "not-a-uuid", "name": "P", "kind": "PC", "control": "MANUAL"}),
+            "invalid_query",
+        ),
     ];
     for (input, code) in cases {
         let body = app.gql(Some(&t.access), create, json!({"i": input})).await;
         assert_eq!(gql_code(&body), code, "{input} -> {body}");
         let message = body["errors"][0]["message"].as_str().unwrap();
-        assert!(!message.to_lowercase().contains("sql"), "no internal text: {message}");
+        assert!(
+            !message.to_lowercase().contains("sql"),
+            "no internal text: {message}"
+        );
     }
     app.create_station(&t.access, venue, "Dup").await;
     let body = app
-        .gql(Some(&t.access), create, json!({"i": {"venueId": venue, "name": "DUP", "kind": "PC", "control": "AGENT"}}))
+        .gql(
+            Some(&t.access),
+            create,
+            json!({"i": {"venueId": venue, "name": "DUP", "kind": "PC", "control": "AGENT"}}),
+        )
         .await;
     assert_eq!(gql_code(&body), "conflict");
-    assert_eq!(body["errors"][0]["message"], "a station with this name already exists at this venue");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "a station with this name already exists at this venue"
+    );
     let count: i64 = sqlx::query_scalar("select count(*) from station where tenant_id = $1")
         .bind(t.id)
         .fetch_one(&mut *app.tenant_tx(t.id).await)
@@ -234,7 +380,13 @@ async fn staff_read_the_tenant_but_only_owners_and_managers_change_it() {
     let (_, staff) = app.add_member(&t, "STAFF").await;
     let (_, manager) = app.add_member(&t, "MANAGER").await;
 
-    let read = app.gql_ok(&staff, "{ venues { name } stations { id } members { role } }", json!({})).await;
+    let read = app
+        .gql_ok(
+            &staff,
+            "{ venues { name } stations { id } members { role } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(read["venues"], json!([{"name": "V"}]));
     let body = app
         .gql(Some(&staff), "mutation { createVenue(input: {name: \"X\", timezone: \"UTC\", currency: \"EUR\"}) { id } }", json!({}))
@@ -242,14 +394,24 @@ async fn staff_read_the_tenant_but_only_owners_and_managers_change_it() {
     assert_eq!(gql_code(&body), "forbidden", "{body}");
     assert_eq!(body["data"], Value::Null);
     let body = app
-        .gql(Some(&staff), "mutation($id: UUID!) { archiveVenue(id: $id) { id } }", json!({"id": venue}))
+        .gql(
+            Some(&staff),
+            "mutation($id: UUID!) { archiveVenue(id: $id) { id } }",
+            json!({"id": venue}),
+        )
         .await;
     assert_eq!(gql_code(&body), "forbidden");
 
     let made = app.create_station(&manager, venue, "By manager").await;
     assert!(!made.is_nil());
-    let venues = app.gql_ok(&t.access, "{ venues { name } }", json!({})).await;
-    assert_eq!(venues["venues"], json!([{"name": "V"}]), "staff changed nothing");
+    let venues = app
+        .gql_ok(&t.access, "{ venues { name } }", json!({}))
+        .await;
+    assert_eq!(
+        venues["venues"],
+        json!([{"name": "V"}]),
+        "staff changed nothing"
+    );
 }
 
 #[tokio::test]
@@ -257,7 +419,9 @@ async fn anonymous_requests_get_unauthenticated() {
     let app = spawn_app().await;
     let body = app.gql(None, "{ venues { id } }", json!({})).await;
     assert_eq!(gql_code(&body), "unauthenticated");
-    let (status, body) = app.send(reqwest::Method::GET, "/api/v1/stations", None, None).await;
+    let (status, body) = app
+        .send(reqwest::Method::GET, "/api/v1/stations", None, None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthenticated");
 }
@@ -267,29 +431,75 @@ async fn abusive_queries_are_rejected_before_execution_with_a_clear_error() {
     let app = spawn_app().await;
     let t = app.signup().await;
 
-    let deep = format!("{{ {}id{} }}", "venues { stations { venue { ".repeat(17), " } } }".repeat(17));
+    let deep = format!(
+        "{{ {}id{} }}",
+        "venues { stations { venue { ".repeat(17),
+        " } } }".repeat(17)
+    );
     let body = app.gql(Some(&t.access), &deep, json!({})).await;
     assert_eq!(gql_code(&body), "invalid_query", "{body}");
-    assert!(body["errors"][0]["message"].as_str().unwrap().to_lowercase().contains("nested too deep"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("nested too deep"),
+        "{body}"
+    );
 
-    let aliases: String = (0..1000).map(|i| format!("a{i}: me {{ email }} ")).collect();
-    let body = app.gql(Some(&t.access), &format!("{{ {aliases} }}"), json!({})).await;
+    let aliases: String = (0..1000)
+        .map(|i| format!("a{i}: me {{ email }} "))
+        .collect();
+    let body = app
+        .gql(Some(&t.access), &format!("{{ {aliases} }}"), json!({}))
+        .await;
     assert_eq!(gql_code(&body), "invalid_query");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("1000 aliases"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1000 aliases"),
+        "{body}"
+    );
 
-    let batch: Vec<Value> = (0..1000).map(|_| json!({"query": "{ me { email } }"})).collect();
-    let (status, body) = app.send(reqwest::Method::POST, "/graphql", Some(&t.access), Some(json!(batch))).await;
+    let batch: Vec<Value> = (0..1000)
+        .map(|_| json!({"query": "{ me { email } }"}))
+        .collect();
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/graphql",
+            Some(&t.access),
+            Some(json!(batch)),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(gql_code(&body), "invalid_query");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("1000 operations"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1000 operations"),
+        "{body}"
+    );
 
     let small_batch = json!([{"query": "{ me { role } }"}, {"query": "{ tenant { id } }"}]);
-    let (status, body) = app.send(reqwest::Method::POST, "/graphql", Some(&t.access), Some(small_batch)).await;
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/graphql",
+            Some(&t.access),
+            Some(small_batch),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body[0]["data"]["me"]["role"], "OWNER");
     assert_eq!(body[1]["data"]["tenant"]["id"], t.id.to_string());
 
-    let huge = format!("{{\"query\": \"{{ me {{ email }} }}\", \"variables\": {{\"x\": \"{}\"}}}}", "x".repeat(10 << 20));
+    let huge = format!(
+        "{{\"query\": \"{{ me {{ email }} }}\", \"variables\": {{\"x\": \"{}\"}}}}",
+        "x".repeat(10 << 20)
+    );
     let response = app
         .client
         .post(app.url("/graphql"))
@@ -303,7 +513,14 @@ async fn abusive_queries_are_rejected_before_execution_with_a_clear_error() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(gql_code(&body), "payload_too_large");
 
-    let response = app.client.post(app.url("/graphql")).header("content-type", "application/json").body("{").send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     assert_eq!(gql_code(&body), "malformed_request");
@@ -313,16 +530,34 @@ async fn abusive_queries_are_rejected_before_execution_with_a_clear_error() {
 async fn production_mode_turns_off_introspection_and_graphiql() {
     let dev = spawn_app().await;
     let t = dev.signup().await;
-    let body = dev.gql(Some(&t.access), "{ __schema { queryType { name } } }", json!({})).await;
+    let body = dev
+        .gql(
+            Some(&t.access),
+            "{ __schema { queryType { name } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(body["data"]["__schema"]["queryType"]["name"], "QueryRoot");
     let page = dev.client.get(dev.url("/graphql")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("graphiql"));
 
     let prod = spawn_app_with(&[("APP_ENV", "production")]).await;
-    let body = prod.gql(Some(&t.access), "{ __schema { queryType { name } } }", json!({})).await;
-    assert_eq!(body["data"]["__schema"], Value::Null, "introspection is off: {body}");
-    let (status, body) = prod.send(reqwest::Method::GET, "/graphql", None, None).await;
+    let body = prod
+        .gql(
+            Some(&t.access),
+            "{ __schema { queryType { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["__schema"],
+        Value::Null,
+        "introspection is off: {body}"
+    );
+    let (status, body) = prod
+        .send(reqwest::Method::GET, "/graphql", None, None)
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"]["code"], "method_not_allowed");
 }

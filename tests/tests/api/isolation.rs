@@ -49,17 +49,31 @@ async fn another_tenants_ids_are_not_found_in_every_graphql_field_and_rest_route
         assert_eq!(body["data"], Value::Null, "{query}");
     }
     // Nested fields resolve within B only.
-    let data = app.gql_ok(&b.access, "query($id: UUID!) { venue(id: $id) { stations { id } } }", json!({"id": b_venue})).await;
+    let data = app
+        .gql_ok(
+            &b.access,
+            "query($id: UUID!) { venue(id: $id) { stations { id } } }",
+            json!({"id": b_venue}),
+        )
+        .await;
     assert_eq!(data["venue"]["stations"], json!([]));
 
-    let (status, body) = app.get(&format!("/api/v1/stations/{a_station}"), &b.access).await;
+    let (status, body) = app
+        .get(&format!("/api/v1/stations/{a_station}"), &b.access)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
-    let (status, body) = app.get(&format!("/api/v1/stations?venue_id={a_venue}"), &b.access).await;
+    let (status, body) = app
+        .get(&format!("/api/v1/stations?venue_id={a_venue}"), &b.access)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["stations"], json!([]));
 
-    assert_eq!(snapshot(&app, a.id).await, before, "tenant A's rows are unchanged");
+    assert_eq!(
+        snapshot(&app, a.id).await,
+        before,
+        "tenant A's rows are unchanged"
+    );
 }
 
 #[tokio::test]
@@ -72,13 +86,24 @@ async fn lists_show_only_the_callers_tenant() {
     let b_venue = app.create_venue(&b.access, "Only B").await;
     app.create_station(&b.access, b_venue, "B-PC").await;
 
-    let data = app.gql_ok(&b.access, "{ venues { name } stations { name } members { email } tenant { id } }", json!({})).await;
+    let data = app
+        .gql_ok(
+            &b.access,
+            "{ venues { name } stations { name } members { email } tenant { id } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(data["venues"], json!([{"name": "Only B"}]));
     assert_eq!(data["stations"], json!([{"name": "B-PC"}]));
     assert_eq!(data["members"], json!([{"email": b.email.to_lowercase()}]));
     assert_eq!(data["tenant"]["id"], b.id.to_string());
     let (_, body) = app.get("/api/v1/stations", &b.access).await;
-    let names: Vec<&str> = body["stations"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = body["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["B-PC"]);
 }
 

@@ -1,4 +1,8 @@
 //! End-to-end tests of the API against the real test database. One binary, one module per area.
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests and their helpers: a failed step should fail the test"
+)]
 
 mod auth;
 mod binaries;

@@ -19,11 +19,25 @@ async fn every_tenant_table_has_forced_rls_a_policy_and_tenant_leading_keys() {
     .await
     .unwrap();
     let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
-    for expected in ["audit_log", "connector", "invitation", "membership", "refresh_token", "station", "venue"] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    for expected in [
+        "audit_log",
+        "connector",
+        "invitation",
+        "membership",
+        "refresh_token",
+        "station",
+        "venue",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
     for (table, enabled, forced, policies) in &tables {
-        assert!(*enabled && *forced, "{table}: row level security must be enabled and forced");
+        assert!(
+            *enabled && *forced,
+            "{table}: row level security must be enabled and forced"
+        );
         assert_eq!(*policies, 1, "{table}: needs exactly one tenant policy");
     }
 
@@ -77,10 +91,17 @@ async fn the_app_role_is_not_an_owner_and_cannot_bypass_rls() {
     .unwrap();
     assert_eq!(owned, 0, "the app role owns no table");
     let whoami: String = sqlx::query_scalar("select current_user::text")
-        .fetch_one(Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap().pool())
+        .fetch_one(
+            Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1)
+                .unwrap()
+                .pool(),
+        )
         .await
         .unwrap();
-    assert_eq!(whoami, "switchyard_app", "the tests talk to the API as the app role");
+    assert_eq!(
+        whoami, "switchyard_app",
+        "the tests talk to the API as the app role"
+    );
 }
 
 #[tokio::test]
@@ -93,25 +114,44 @@ async fn a_pooled_connection_used_for_one_tenant_then_without_one_sees_nothing()
     // One connection in the pool, so the second use is certainly the same connection.
     let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
     let mut tx = db.begin_tenant(TenantId(a.id)).await.unwrap();
-    let seen: i64 = sqlx::query_scalar("select count(*) from venue").fetch_one(tx.conn()).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("select count(*) from venue")
+        .fetch_one(tx.conn())
+        .await
+        .unwrap();
     assert_eq!(seen, 1);
     tx.commit().await.unwrap();
 
-    let pid_rows: (i32, Option<String>) =
-        sqlx::query_as("select pg_backend_pid(), nullif(current_setting('app.tenant_id', true), '')")
+    let pid_rows: (i32, Option<String>) = sqlx::query_as(
+        "select pg_backend_pid(), nullif(current_setting('app.tenant_id', true), '')",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(pid_rows.1, None, "no tenant carried over");
+    for table in [
+        "venue",
+        "station",
+        "connector",
+        "membership",
+        "refresh_token",
+        "invitation",
+        "audit_log",
+        "tenant",
+    ] {
+        let n: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
             .fetch_one(db.pool())
             .await
             .unwrap();
-    assert_eq!(pid_rows.1, None, "no tenant carried over");
-    for table in ["venue", "station", "connector", "membership", "refresh_token", "invitation", "audit_log", "tenant"] {
-        let n: i64 = sqlx::query_scalar(&format!("select count(*) from {table}")).fetch_one(db.pool()).await.unwrap();
         assert_eq!(n, 0, "{table} visible without a tenant");
     }
 
     // A rolled-back tenant transaction carries nothing over either.
     let tx = db.begin_tenant(TenantId(a.id)).await.unwrap();
     drop(tx);
-    let n: i64 = sqlx::query_scalar("select count(*) from venue").fetch_one(db.pool()).await.unwrap();
+    let n: i64 = sqlx::query_scalar("select count(*) from venue")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
     assert_eq!(n, 0);
 
     // Writing another tenant's id is refused by the policy's check, not just filtered.
@@ -132,6 +172,9 @@ async fn the_audit_log_is_append_only_for_the_app_role() {
     app.create_venue(&a.access, "V").await;
     let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
     let mut tx = db.begin_tenant(TenantId(a.id)).await.unwrap();
-    let err = sqlx::query("delete from audit_log").execute(tx.conn()).await.unwrap_err();
+    let err = sqlx::query("delete from audit_log")
+        .execute(tx.conn())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
