@@ -347,3 +347,53 @@ impl Server {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, forwarded: Option<&str>) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        let peer: SocketAddr = format!("{peer}:4000").parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        if let Some(f) = forwarded {
+            request
+                .headers_mut()
+                .insert("x-forwarded-for", f.parse().unwrap());
+        }
+        request
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let none = ClientIp {
+            trusted: Arc::new(vec![]),
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            none.extract(&request("203.0.113.9", Some("198.51.100.1")))
+                .unwrap(),
+            ip("203.0.113.9")
+        );
+
+        let lb = ClientIp {
+            trusted: Arc::new(vec![ip("10.0.0.2"), ip("10.0.0.3")]),
+        };
+        // From the load balancer: the right-most address that is not itself a proxy. A client cannot spoof its way
+        // past that by prepending addresses.
+        let spoofed = request("10.0.0.2", Some("1.2.3.4, 198.51.100.7, 10.0.0.3"));
+        assert_eq!(lb.extract(&spoofed).unwrap(), ip("198.51.100.7"));
+        assert_eq!(
+            lb.extract(&request("10.0.0.2", None)).unwrap(),
+            ip("10.0.0.2")
+        );
+        // Not from the load balancer: the header is ignored.
+        assert_eq!(
+            lb.extract(&request("203.0.113.9", Some("1.2.3.4")))
+                .unwrap(),
+            ip("203.0.113.9")
+        );
+    }
+}

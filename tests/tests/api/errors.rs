@@ -226,3 +226,48 @@ async fn the_openapi_document_covers_every_rest_route() {
     );
     let _: &Value = &doc;
 }
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let app =
+        switchyard_tests::spawn_app_with(&[("CORS_ORIGINS", "https://admin.example.com")]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(Method::OPTIONS, app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://admin.example.com").await.unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "https://admin.example.com"
+    );
+    let refused = preflight("https://evil.example.net").await.unwrap();
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
+
+#[tokio::test]
+async fn responses_are_compressed_when_the_client_accepts_gzip() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers().get("content-encoding").unwrap(), "gzip");
+    let compressed = response.bytes().await.unwrap();
+    assert_eq!(&compressed[..2], &[0x1f, 0x8b], "a gzip stream");
+}
