@@ -26,3 +26,18 @@ begin
   return new;
 end
 $$;
+
+-- Confines a tenant-owned table to the transaction's tenant: RLS enabled and forced (so even the table's owner is
+-- subject to it) and the one policy every tenant table has. `app.tenant_id` is set transaction-locally by TenantTx.
+create function confine_to_tenant(tbl regclass, tenant_column name default 'tenant_id') returns void
+language plpgsql as $fn$
+begin
+  execute format('alter table %s enable row level security', tbl);
+  execute format('alter table %s force row level security', tbl);
+  execute format(
+    $sql$create policy tenant_isolation on %1$s
+           using (%2$I = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
+           with check (%2$I = (select nullif(current_setting('app.tenant_id', true), '')::uuid))$sql$,
+    tbl, tenant_column);
+end
+$fn$;

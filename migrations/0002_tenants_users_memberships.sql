@@ -7,11 +7,7 @@ create table tenant (
   updated_at timestamptz not null default now()
 );
 create trigger tenant_updated_at before update on tenant for each row execute function set_updated_at();
-alter table tenant enable row level security;
-alter table tenant force row level security;
-create policy tenant_isolation on tenant
-  using (id = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
-  with check (id = (select nullif(current_setting('app.tenant_id', true), '')::uuid));
+select confine_to_tenant('tenant', 'id');
 
 -- A login. Not tenant-owned: one person can belong to several tenants. Emails are stored lower-cased.
 create table app_user (
@@ -34,11 +30,7 @@ create table membership (
 );
 create index membership_user_idx on membership (user_id);
 create trigger membership_updated_at before update on membership for each row execute function set_updated_at();
-alter table membership enable row level security;
-alter table membership force row level security;
-create policy tenant_isolation on membership
-  using (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
-  with check (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid));
+select confine_to_tenant('membership');
 
 -- Refresh tokens are opaque; only their SHA-256 is stored. Tokens of one login chain share a family: presenting a
 -- spent token revokes the whole family.
@@ -59,11 +51,7 @@ create table refresh_token (
 create index refresh_token_hash_idx on refresh_token (token_hash);
 create index refresh_token_family_idx on refresh_token (tenant_id, family_id);
 create trigger refresh_token_updated_at before update on refresh_token for each row execute function set_updated_at();
-alter table refresh_token enable row level security;
-alter table refresh_token force row level security;
-create policy tenant_isolation on refresh_token
-  using (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
-  with check (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid));
+select confine_to_tenant('refresh_token');
 
 create table invitation (
   tenant_id uuid not null references tenant (id),
@@ -83,11 +71,7 @@ create unique index invitation_pending_email_key on invitation (tenant_id, email
   where accepted_at is null and revoked_at is null;
 create index invitation_hash_idx on invitation (token_hash);
 create trigger invitation_updated_at before update on invitation for each row execute function set_updated_at();
-alter table invitation enable row level security;
-alter table invitation force row level security;
-create policy tenant_isolation on invitation
-  using (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
-  with check (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid));
+select confine_to_tenant('invitation');
 
 grant select, insert, update on app_user to switchyard_app;
 grant select, insert, update, delete on tenant, membership, refresh_token, invitation to switchyard_app;

@@ -12,11 +12,7 @@ create table venue (
 );
 create unique index venue_name_key on venue (tenant_id, lower(name)) where archived_at is null;
 create trigger venue_updated_at before update on venue for each row execute function set_updated_at();
-alter table venue enable row level security;
-alter table venue force row level security;
-create policy tenant_isolation on venue
-  using (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
-  with check (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid));
+select confine_to_tenant('venue');
 
 create type station_kind as enum
   ('pc', 'console', 'arcade', 'karaoke_room', 'ev_charger', 'powerbank_cabinet', 'kiosk');
@@ -42,11 +38,7 @@ create table station (
 create index station_venue_idx on station (tenant_id, venue_id);
 create unique index station_name_key on station (tenant_id, venue_id, lower(name)) where archived_at is null;
 create trigger station_updated_at before update on station for each row execute function set_updated_at();
-alter table station enable row level security;
-alter table station force row level security;
-create policy tenant_isolation on station
-  using (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
-  with check (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid));
+select confine_to_tenant('station');
 
 -- An EV connector or a powerbank slot, numbered from 1 within its station.
 create table connector (
@@ -62,11 +54,7 @@ create table connector (
   constraint connector_number_key unique (tenant_id, station_id, number)
 );
 create trigger connector_updated_at before update on connector for each row execute function set_updated_at();
-alter table connector enable row level security;
-alter table connector force row level security;
-create policy tenant_isolation on connector
-  using (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
-  with check (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid));
+select confine_to_tenant('connector');
 
 -- Every mutation, written in the same transaction as the change itself. Append-only for the app role.
 create table audit_log (
@@ -82,11 +70,7 @@ create table audit_log (
   primary key (tenant_id, id)
 );
 create index audit_log_created_idx on audit_log (tenant_id, created_at desc);
-alter table audit_log enable row level security;
-alter table audit_log force row level security;
-create policy tenant_isolation on audit_log
-  using (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid))
-  with check (tenant_id = (select nullif(current_setting('app.tenant_id', true), '')::uuid));
+select confine_to_tenant('audit_log');
 
 grant select, insert, update, delete on venue, station, connector to switchyard_app;
 grant select, insert on audit_log to switchyard_app;

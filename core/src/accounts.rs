@@ -9,6 +9,7 @@ use crate::auth::{self, TokenKeys};
 use crate::db::{Db, TenantId, TenantTx};
 use crate::error::{Error, Result, TenantChoice};
 use crate::model::{Actor, Role};
+use crate::validate;
 
 /// What every successful sign-up, login, refresh and invitation acceptance returns.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -48,13 +49,7 @@ impl Accounts {
         password: &str,
         request_id: Option<&str>,
     ) -> Result<TokenPair> {
-        let organization = organization.trim();
-        if organization.is_empty() || organization.chars().count() > 200 {
-            return Err(Error::validation(
-                "organization",
-                "must be 1 to 200 characters",
-            ));
-        }
+        let organization = validate::text("organization", organization, 1, 200)?;
         let email = auth::normalize_email("email", email)?;
         auth::check_password(password, &email)?;
         let hash = auth::hash_password(password.to_owned()).await?;

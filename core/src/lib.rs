@@ -10,6 +10,7 @@ pub mod model;
 pub mod money;
 pub mod stations;
 pub mod tenants;
+pub mod validate;
 pub mod venues;
 
 pub use db::{Db, SystemDb, TenantId, TenantTx};

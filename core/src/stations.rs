@@ -9,6 +9,7 @@ use crate::audit::{self, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::model::{Actor, StationControl, StationKind, StationStatus};
+use crate::validate;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Station {
@@ -134,10 +135,10 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Resu
             "this venue is archived; stations cannot be added to it".into(),
         ));
     }
-    let name = check_name(&input.name)?;
+    let name = validate::text("name", &input.name, 1, 100)?;
     let settings =
         check_control_settings(input.control, input.control_settings.unwrap_or(Value::Null))?;
-    let location = check_location(input.location.as_deref().unwrap_or(""))?;
+    let location = validate::text("location", input.location.as_deref().unwrap_or(""), 0, 200)?;
     let connector_count = match (input.kind, input.connector_count) {
         (StationKind::EvCharger | StationKind::PowerbankCabinet, Some(n))
             if (0..=64).contains(&n) =>
@@ -206,7 +207,7 @@ pub async fn update(
     let name = patch
         .name
         .as_deref()
-        .map(check_name)
+        .map(|n| validate::text("name", n, 1, 100))
         .transpose()?
         .unwrap_or(&current.name)
         .to_owned();
@@ -220,7 +221,7 @@ pub async fn update(
     let location = patch
         .location
         .as_deref()
-        .map(check_location)
+        .map(|l| validate::text("location", l, 0, 200))
         .transpose()?
         .unwrap_or(&current.location)
         .to_owned();
@@ -284,25 +285,6 @@ fn entry(action: &'static str, id: Uuid, detail: Value) -> Entry<'static> {
         object_id: Some(id),
         detail,
     }
-}
-
-fn check_name(name: &str) -> Result<&str> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::validation("name", "must be 1 to 100 characters"));
-    }
-    Ok(name)
-}
-
-fn check_location(location: &str) -> Result<&str> {
-    let location = location.trim();
-    if location.chars().count() > 200 {
-        return Err(Error::validation(
-            "location",
-            "must be at most 200 characters",
-        ));
-    }
-    Ok(location)
 }
 
 /// Checks that the settings are an object holding what the control needs to reach the device, and no secrets.

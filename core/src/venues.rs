@@ -8,6 +8,7 @@ use crate::audit::{self, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::model::Actor;
+use crate::validate;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Venue {
@@ -74,7 +75,7 @@ pub async fn get_many(tx: &mut TenantTx, ids: &[Uuid]) -> Result<Vec<Venue>> {
 
 pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewVenue) -> Result<Venue> {
     actor.require_manager()?;
-    let name = check_name(&input.name)?;
+    let name = validate::text("name", &input.name, 1, 100)?;
     let timezone = check_timezone(tx, &input.timezone).await?;
     let currency = input.currency.trim().to_owned();
     if crate::money::minor_units(&currency).is_none() {
@@ -83,7 +84,7 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewVenue) -> Result
             "must be an ISO 4217 code in capitals, like EUR or USD",
         ));
     }
-    let address = check_address(input.address.as_deref().unwrap_or(""))?;
+    let address = validate::text("address", input.address.as_deref().unwrap_or(""), 0, 500)?;
     let sql = format!(
         "insert into venue (tenant_id, id, name, timezone, currency, address) values ($1, $2, $3, $4, $5, $6)
          returning {COLUMNS}"
@@ -121,7 +122,7 @@ pub async fn update(
     let name = patch
         .name
         .as_deref()
-        .map(check_name)
+        .map(|n| validate::text("name", n, 1, 100))
         .transpose()?
         .unwrap_or(&current.name)
         .to_owned();
@@ -132,7 +133,7 @@ pub async fn update(
     let address = patch
         .address
         .as_deref()
-        .map(check_address)
+        .map(|a| validate::text("address", a, 0, 500))
         .transpose()?
         .unwrap_or(&current.address)
         .to_owned();
@@ -183,25 +184,6 @@ fn entry(action: &'static str, id: Uuid, detail: serde_json::Value) -> Entry<'st
         object_id: Some(id),
         detail,
     }
-}
-
-fn check_name(name: &str) -> Result<&str> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::validation("name", "must be 1 to 100 characters"));
-    }
-    Ok(name)
-}
-
-fn check_address(address: &str) -> Result<&str> {
-    let address = address.trim();
-    if address.chars().count() > 500 {
-        return Err(Error::validation(
-            "address",
-            "must be at most 500 characters",
-        ));
-    }
-    Ok(address)
 }
 
 /// Postgres knows the IANA zone database; asking it keeps one source of truth for zone names.

@@ -4,7 +4,7 @@ use async_graphql::{Context, Object, SimpleObject};
 use switchyard_core::{tenants, Role};
 use uuid::Uuid;
 
-use crate::{actor, db, GqlResult};
+use crate::{begin, GqlResult};
 
 #[derive(Default)]
 pub struct AccountQuery;
@@ -39,8 +39,7 @@ impl From<tenants::Tenant> for Tenant {
 impl AccountQuery {
     /// Who is signed in, in which tenant, with which role.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let tenant = tenants::current(&mut tx).await.gql()?;
         let email = tenants::user_email(&mut tx, actor.user_id).await.gql()?;
         Ok(Me {
@@ -53,8 +52,7 @@ impl AccountQuery {
 
     /// The signed-in member's tenant.
     async fn tenant(&self, ctx: &Context<'_>) -> async_graphql::Result<Tenant> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (_, mut tx) = begin(ctx).await?;
         Ok(tenants::current(&mut tx).await.gql()?.into())
     }
 }

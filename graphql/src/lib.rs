@@ -15,7 +15,7 @@ use async_graphql::{
     Response, Schema, ServerError,
 };
 use switchyard_core::accounts::Accounts;
-use switchyard_core::{Actor, Db, ErrorCode, Role};
+use switchyard_core::{Actor, Db, ErrorCode, Role, TenantTx};
 
 pub use limits::Limits;
 pub use members::RequestId;
@@ -163,8 +163,11 @@ fn actor<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Actor> {
     })
 }
 
-fn db<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Db> {
-    ctx.data::<Db>()
+/// The authenticated actor and a transaction confined to its tenant: how every resolver starts.
+async fn begin<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<(&'a Actor, TenantTx)> {
+    let actor = actor(ctx)?;
+    let tx = ctx.data::<Db>()?.begin_tenant(actor.tenant).await.gql()?;
+    Ok((actor, tx))
 }
 
 /// Lets only owners and managers through.

@@ -6,7 +6,7 @@ use switchyard_core::accounts::Accounts;
 use switchyard_core::{members, Role};
 use uuid::Uuid;
 
-use crate::{actor, db, GqlResult, ManagerGuard};
+use crate::{begin, GqlResult, ManagerGuard};
 
 #[derive(SimpleObject)]
 pub struct Member {
@@ -60,8 +60,7 @@ pub struct MemberQuery;
 impl MemberQuery {
     /// The tenant's members.
     async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Member>> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (_, mut tx) = begin(ctx).await?;
         Ok(members::list(&mut tx)
             .await
             .gql()?
@@ -84,8 +83,7 @@ impl MemberMutation {
         email: String,
         role: Role,
     ) -> async_graphql::Result<InvitationPayload> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let (invitation, token) = members::invite(&mut tx, actor, &email, role).await.gql()?;
         tx.commit().await.gql()?;
         Ok(InvitationPayload {
@@ -129,8 +127,7 @@ impl MemberMutation {
         user_id: Uuid,
         role: Role,
     ) -> async_graphql::Result<Member> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let member = members::change_role(&mut tx, actor, user_id, role)
             .await
             .gql()?;
@@ -145,8 +142,7 @@ impl MemberMutation {
         ctx: &Context<'_>,
         user_id: Uuid,
     ) -> async_graphql::Result<Member> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let member = members::remove(&mut tx, actor, user_id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(member.into())

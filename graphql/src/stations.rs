@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::loaders::Loaders;
 use crate::venues::Venue;
-use crate::{actor, db, GqlResult, ManagerGuard};
+use crate::{begin, GqlResult, ManagerGuard};
 
 pub struct Station(pub stations::Station);
 
@@ -121,8 +121,7 @@ impl StationQuery {
         status: Option<StationStatus>,
         #[graphql(default = false)] include_archived: bool,
     ) -> async_graphql::Result<Vec<Station>> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (_, mut tx) = begin(ctx).await?;
         let filter = StationFilter {
             venue_id,
             kind,
@@ -139,8 +138,7 @@ impl StationQuery {
 
     /// One station (archived ones too); `not_found` for unknown ids and other tenants' stations.
     async fn station(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Station> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (_, mut tx) = begin(ctx).await?;
         Ok(Station(stations::get(&mut tx, id).await.gql()?))
     }
 }
@@ -156,8 +154,7 @@ impl StationMutation {
         ctx: &Context<'_>,
         input: CreateStationInput,
     ) -> async_graphql::Result<Station> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let input = NewStation {
             venue_id: input.venue_id,
             name: input.name,
@@ -179,8 +176,7 @@ impl StationMutation {
         id: Uuid,
         input: UpdateStationInput,
     ) -> async_graphql::Result<Station> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let patch = StationPatch {
             name: input.name,
             control: input.control,
@@ -195,8 +191,7 @@ impl StationMutation {
 
     #[graphql(guard = "ManagerGuard")]
     async fn archive_station(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Station> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let station = stations::archive(&mut tx, actor, id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(Station(station))

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::loaders::Loaders;
 use crate::stations::Station;
-use crate::{actor, db, GqlResult, ManagerGuard};
+use crate::{begin, GqlResult, ManagerGuard};
 
 pub struct Venue(pub venues::Venue);
 
@@ -80,8 +80,7 @@ impl VenueQuery {
         ctx: &Context<'_>,
         #[graphql(default = false)] include_archived: bool,
     ) -> async_graphql::Result<Vec<Venue>> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (_, mut tx) = begin(ctx).await?;
         Ok(venues::list(&mut tx, include_archived)
             .await
             .gql()?
@@ -92,8 +91,7 @@ impl VenueQuery {
 
     /// One venue (archived ones too); `not_found` for unknown ids and other tenants' venues.
     async fn venue(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Venue> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (_, mut tx) = begin(ctx).await?;
         Ok(Venue(venues::get(&mut tx, id).await.gql()?))
     }
 }
@@ -109,8 +107,7 @@ impl VenueMutation {
         ctx: &Context<'_>,
         input: CreateVenueInput,
     ) -> async_graphql::Result<Venue> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let input = NewVenue {
             name: input.name,
             timezone: input.timezone,
@@ -129,8 +126,7 @@ impl VenueMutation {
         id: Uuid,
         input: UpdateVenueInput,
     ) -> async_graphql::Result<Venue> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let patch = VenuePatch {
             name: input.name,
             timezone: input.timezone,
@@ -144,8 +140,7 @@ impl VenueMutation {
     /// Archives the venue and its stations.
     #[graphql(guard = "ManagerGuard")]
     async fn archive_venue(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Venue> {
-        let actor = actor(ctx)?;
-        let mut tx = db(ctx)?.begin_tenant(actor.tenant).await.gql()?;
+        let (actor, mut tx) = begin(ctx).await?;
         let venue = venues::archive(&mut tx, actor, id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(Venue(venue))
