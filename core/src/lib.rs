@@ -8,6 +8,7 @@ pub mod error;
 pub mod members;
 pub mod model;
 pub mod money;
+pub mod pricing;
 pub mod stations;
 pub mod tenants;
 pub mod validate;

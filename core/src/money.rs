@@ -47,3 +47,33 @@ mod tests {
         assert!(CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0));
     }
 }
+
+/// Formats minor units for people, with the currency's decimals: `format(1250, "EUR")` is `12.50`.
+pub fn format(amount: i64, currency: &str) -> String {
+    let digits = u32::from(minor_units(currency).unwrap_or(2));
+    if digits == 0 {
+        return amount.to_string();
+    }
+    let scale = 10i64.pow(digits);
+    let sign = if amount < 0 { "-" } else { "" };
+    let abs = amount.unsigned_abs();
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / scale as u64,
+        abs % scale as u64,
+        width = digits as usize
+    )
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::format;
+
+    #[test]
+    fn formats_with_the_currency_decimals() {
+        assert_eq!(format(1250, "EUR"), "12.50");
+        assert_eq!(format(-5, "EUR"), "-0.05");
+        assert_eq!(format(1250, "JPY"), "1250");
+        assert_eq!(format(1250, "KWD"), "1.250");
+    }
+}
