@@ -30,6 +30,12 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Too many requests from this address; retry later.
     RateLimited,
+    /// The patron's wallet does not cover what the operation needs.
+    InsufficientFunds,
+    /// This `Idempotency-Key` was used before with a different request body.
+    IdempotencyKeyReused,
+    /// A state-changing request needs an `Idempotency-Key` header.
+    IdempotencyKeyRequired,
     /// The request took longer than the configured timeout.
     Timeout,
     /// The GraphQL document is invalid or exceeds a limit (depth, complexity, aliases, batch size).
@@ -54,6 +60,9 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyRequired => "idempotency_key_required",
             Self::Timeout => "timeout",
             Self::InvalidQuery => "invalid_query",
             Self::Internal => "internal",
@@ -63,7 +72,8 @@ impl ErrorCode {
     /// The HTTP status REST answers with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::MalformedRequest | Self::InvalidQuery => 400,
+            Self::MalformedRequest | Self::InvalidQuery | Self::IdempotencyKeyRequired => 400,
+            Self::InsufficientFunds => 402,
             Self::Unauthenticated | Self::InvalidCredentials => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
@@ -72,14 +82,17 @@ impl ErrorCode {
             Self::Conflict | Self::TenantChoiceRequired => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::ValidationFailed => 422,
+            Self::ValidationFailed | Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
             Self::Internal => 500,
         }
     }
 
     /// Every code, for documentation and the catalogue test.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
+        Self::InsufficientFunds,
+        Self::IdempotencyKeyReused,
+        Self::IdempotencyKeyRequired,
         Self::MalformedRequest,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -126,6 +139,10 @@ pub enum Error {
     Forbidden(&'static str),
     #[error("this login belongs to several tenants; repeat the request with one of their ids as tenant_id")]
     TenantChoiceRequired(Vec<TenantChoice>),
+    #[error("{0}")]
+    InsufficientFunds(String),
+    #[error("this Idempotency-Key was already used with a different request; use a new key for a new request")]
+    IdempotencyKeyReused,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -147,6 +164,8 @@ impl Error {
             Self::InvalidCredentials => ErrorCode::InvalidCredentials,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::TenantChoiceRequired(_) => ErrorCode::TenantChoiceRequired,
+            Self::InsufficientFunds(_) => ErrorCode::InsufficientFunds,
+            Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -176,6 +195,12 @@ impl From<sqlx::Error> for Error {
                         "this email already has a pending invitation"
                     }
                     Some("connector_number_key") => "this connector number is already used",
+                    Some("tariff_name_key") => "a tariff with this name already exists",
+                    Some("patron_email_key") => "a patron with this email already exists",
+                    Some("rfid_tag_pkey") => "this RFID tag already belongs to a patron",
+                    Some("session_station_running_key") => {
+                        "this station already has a running session"
+                    }
                     _ => "this already exists",
                 };
                 return Self::Conflict(message.to_owned());

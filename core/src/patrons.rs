@@ -1,0 +1,213 @@
+//! Patrons: a tenant's end customers, their RFID tags and their wallets.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::{self, Entry};
+use crate::db::TenantTx;
+use crate::error::{Error, Result};
+use crate::ledger::{self, Journal, Owner, Posted, Purpose};
+use crate::model::Actor;
+use crate::validate;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Patron {
+    pub id: Uuid,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub tier: String,
+    pub walk_in: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewPatron {
+    pub display_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub tier: Option<String>,
+}
+
+const COLUMNS: &str = "id, display_name, email, phone, tier, walk_in, created_at";
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Patron> {
+    let sql = format!("select {COLUMNS} from patron where tenant_id = $1 and id = $2");
+    let patron: Option<Patron> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    patron.ok_or(Error::NotFound("patron"))
+}
+
+pub async fn list(tx: &mut TenantTx, search: Option<&str>, limit: i64) -> Result<Vec<Patron>> {
+    let sql = format!(
+        "select {COLUMNS} from patron where tenant_id = $1
+           and ($2::text is null or display_name ilike '%' || $2 || '%' or email ilike '%' || $2 || '%')
+         order by lower(display_name), id limit $3"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(search)
+        .bind(limit.clamp(1, 500))
+        .fetch_all(tx.conn())
+        .await?)
+}
+
+/// Staff create patrons: regulars with contact details, or anonymous walk-ins.
+pub async fn create(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    input: NewPatron,
+    walk_in: bool,
+) -> Result<Patron> {
+    let name = validate::text("displayName", &input.display_name, 1, 100)?;
+    let email = input
+        .email
+        .as_deref()
+        .map(|e| crate::auth::normalize_email("email", e))
+        .transpose()?;
+    let phone = input
+        .phone
+        .as_deref()
+        .map(|p| validate::text("phone", p, 3, 32))
+        .transpose()?;
+    let tier = validate::text("tier", input.tier.as_deref().unwrap_or("standard"), 1, 32)?;
+    let sql = format!(
+        "insert into patron (tenant_id, id, display_name, email, phone, tier, walk_in) values ($1, $2, $3, $4, $5, $6, $7)
+         returning {COLUMNS}"
+    );
+    let patron: Patron = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(Uuid::now_v7())
+        .bind(name)
+        .bind(email)
+        .bind(phone)
+        .bind(tier)
+        .bind(walk_in)
+        .fetch_one(tx.conn())
+        .await?;
+    let detail = serde_json::json!({ "walk_in": walk_in, "tier": patron.tier });
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "patron.create",
+            object_type: "patron",
+            object_id: Some(patron.id),
+            detail,
+        },
+    )
+    .await?;
+    Ok(patron)
+}
+
+pub async fn set_tier(tx: &mut TenantTx, actor: &Actor, id: Uuid, tier: &str) -> Result<Patron> {
+    actor.require_manager()?;
+    get(tx, id).await?;
+    let tier = validate::text("tier", tier, 1, 32)?;
+    sqlx::query("update patron set tier = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(tier)
+        .execute(tx.conn())
+        .await?;
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "patron.set_tier",
+            object_type: "patron",
+            object_id: Some(id),
+            detail: serde_json::json!({ "tier": tier }),
+        },
+    )
+    .await?;
+    get(tx, id).await
+}
+
+/// Links an RFID tag to a patron. A tag belongs to one patron per tenant.
+pub async fn add_rfid_tag(tx: &mut TenantTx, actor: &Actor, id: Uuid, uid: &str) -> Result<()> {
+    get(tx, id).await?;
+    let uid = validate::text("uid", uid, 4, 64)?.to_uppercase();
+    sqlx::query("insert into rfid_tag (tenant_id, uid, patron_id) values ($1, $2, $3)")
+        .bind(tx.tenant())
+        .bind(&uid)
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "patron.add_rfid_tag",
+            object_type: "patron",
+            object_id: Some(id),
+            detail: serde_json::json!({ "uid": uid }),
+        },
+    )
+    .await
+}
+
+pub async fn rfid_tags(tx: &mut TenantTx, id: Uuid) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select uid from rfid_tag where tenant_id = $1 and patron_id = $2 order by uid",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+/// Staff took `amount` in cash at `venue` and credit it to the patron's wallet. `key` makes the top-up happen once
+/// however often it is retried.
+pub async fn top_up_cash(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    patron: Uuid,
+    venue: Uuid,
+    amount: i64,
+    key: &str,
+) -> Result<(Posted, i64)> {
+    get(tx, patron).await?;
+    let venue = crate::venues::get(tx, venue).await?;
+    if !(1..=crate::pricing::MAX_AMOUNT).contains(&amount) {
+        return Err(Error::validation(
+            "amount",
+            "must be a positive amount in minor units",
+        ));
+    }
+    let currency = venue.currency.as_str();
+    let wallet = ledger::account(tx, Owner::Patron(patron), Purpose::Wallet, currency).await?;
+    let drawer = ledger::account(tx, Owner::Venue(venue.id), Purpose::CashDrawer, currency).await?;
+    let posted = ledger::post(
+        tx,
+        Journal {
+            key: format!("topup:cash:{key}"),
+            kind: "top_up_cash",
+            memo: format!("cash top-up at {}", venue.name),
+            session_id: None,
+            currency,
+            entries: vec![(wallet, amount), (drawer, -amount)],
+        },
+    )
+    .await?;
+    if let Posted::New(journal) = posted {
+        let detail = serde_json::json!({ "amount": amount, "currency": currency, "venue_id": venue.id, "journal_id": journal });
+        audit::record(
+            tx,
+            actor,
+            Entry {
+                action: "patron.top_up_cash",
+                object_type: "patron",
+                object_id: Some(patron),
+                detail,
+            },
+        )
+        .await?;
+    }
+    let balance = ledger::balance(tx, Owner::Patron(patron), Purpose::Wallet, currency).await?;
+    Ok((posted, balance))
+}

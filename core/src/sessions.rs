@@ -1,0 +1,547 @@
+//! Metered sessions: start (walk-in cash or a patron's wallet), extend, stop, and the settlement that billing ticks
+//! and stops share. Every charge is `price(start..until) - already charged`, posted once under a per-session key.
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::audit::{self, Entry};
+use crate::db::TenantTx;
+use crate::error::{Error, Result};
+use crate::ledger::{self, Journal, Owner, Posted, Purpose};
+use crate::model::{Actor, StationStatus};
+use crate::pricing::{self, Price, Terms, Usage};
+use crate::{patrons, stations, tariffs, venues};
+
+/// A session's state. `active` → `ended` | `expired` | `bought_out` | `failed`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    async_graphql::Enum,
+    utoipa::ToSchema,
+)]
+#[sqlx(type_name = "session_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    Paused,
+    Ended,
+    Expired,
+    BoughtOut,
+    Failed,
+}
+
+/// How a session is paid.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Payment {
+    /// From the patron's wallet.
+    Wallet,
+    /// Cash taken by staff for the whole planned time, credited to the (walk-in) patron's wallet first.
+    Cash,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Session {
+    pub id: Uuid,
+    pub station_id: Uuid,
+    pub venue_id: Uuid,
+    pub patron_id: Uuid,
+    pub origin: String,
+    pub status: SessionStatus,
+    pub tariff_id: Uuid,
+    pub tariff_version: i32,
+    #[sqlx(json)]
+    pub terms: Terms,
+    pub timezone: String,
+    pub tier: String,
+    pub currency: String,
+    pub started_at: DateTime<Utc>,
+    pub planned_end_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub energy_wh: i64,
+    pub charged_amount: i64,
+    pub ticks: i32,
+}
+
+impl Session {
+    fn tz(&self) -> Tz {
+        self.timezone.parse().unwrap_or(Tz::UTC)
+    }
+
+    /// The usage up to `now`, bounded by the planned end and the actual end.
+    pub fn usage_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        [Some(now), self.planned_end_at, self.ended_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now)
+    }
+
+    /// The cumulative price of the usage up to `now`, with its explanation.
+    pub fn price_at(&self, now: DateTime<Utc>) -> Price {
+        let usage = Usage {
+            started_at: self.started_at,
+            until: self.usage_until(now),
+            energy_wh: self.energy_wh,
+            tier: Some(self.tier.as_str()),
+        };
+        pricing::price(&self.terms, self.tz(), usage)
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.status, SessionStatus::Active | SessionStatus::Paused)
+    }
+}
+
+const COLUMNS: &str = "id, station_id, venue_id, patron_id, origin, status, tariff_id, tariff_version, terms, timezone,
+    tier, currency::text as currency, started_at, planned_end_at, ended_at, energy_wh, charged_amount, ticks";
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
+    let sql = format!("select {COLUMNS} from session where tenant_id = $1 and id = $2");
+    let s: Option<Session> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    s.ok_or(Error::NotFound("session"))
+}
+
+async fn lock(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
+    let sql = format!("select {COLUMNS} from session where tenant_id = $1 and id = $2 for update");
+    let s: Option<Session> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    s.ok_or(Error::NotFound("session"))
+}
+
+/// Filters for lists; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub status: Option<SessionStatus>,
+    pub station_id: Option<Uuid>,
+    pub patron_id: Option<Uuid>,
+}
+
+pub async fn list(tx: &mut TenantTx, filter: &SessionFilter, limit: i64) -> Result<Vec<Session>> {
+    let sql = format!(
+        "select {COLUMNS} from session where tenant_id = $1 and ($2::session_status is null or status = $2)
+           and ($3::uuid is null or station_id = $3) and ($4::uuid is null or patron_id = $4)
+         order by started_at desc, id desc limit $5"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(filter.status)
+        .bind(filter.station_id)
+        .bind(filter.patron_id)
+        .bind(limit.clamp(1, 500))
+        .fetch_all(tx.conn())
+        .await?)
+}
+
+#[derive(Debug, Clone)]
+pub struct StartSession {
+    pub station_id: Uuid,
+    /// Without a patron, a cash session creates an anonymous walk-in patron.
+    pub patron_id: Option<Uuid>,
+    /// Planned minutes; `None` is open-ended (billed by ticks until stopped).
+    pub duration_minutes: Option<i64>,
+    pub payment: Payment,
+}
+
+/// Longest planned session: a week.
+pub const MAX_MINUTES: i64 = 7 * 24 * 60;
+
+/// Starts a session: prices the planned time, takes cash or checks the wallet, switches the station on.
+pub async fn start(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    input: StartSession,
+    tick: Duration,
+) -> Result<Session> {
+    let station = stations::get(tx, input.station_id).await?;
+    if station.archived_at.is_some() {
+        return Err(Error::Conflict("this station is archived".into()));
+    }
+    if station.status == StationStatus::Maintenance {
+        return Err(Error::Conflict("this station is in maintenance".into()));
+    }
+    let venue = venues::get(tx, station.venue_id).await?;
+    let tariff = tariffs::resolve(tx, &station).await?;
+    if tariff.terms.currency != venue.currency {
+        return Err(Error::Conflict(format!(
+            "the tariff is in {} but the venue bills in {}; fix the tariff",
+            tariff.terms.currency, venue.currency
+        )));
+    }
+    if let Some(m) = input.duration_minutes {
+        if !(1..=MAX_MINUTES).contains(&m) {
+            return Err(Error::validation(
+                "durationMinutes",
+                format!("must be between 1 and {MAX_MINUTES}"),
+            ));
+        }
+    }
+    let id = Uuid::now_v7();
+    let patron = match (input.patron_id, input.payment) {
+        (Some(p), _) => patrons::get(tx, p).await?,
+        (None, Payment::Cash) => {
+            let walk_in = patrons::NewPatron {
+                display_name: "Walk-in".into(),
+                ..Default::default()
+            };
+            patrons::create(tx, actor, walk_in, true).await?
+        }
+        (None, Payment::Wallet) => {
+            return Err(Error::validation(
+                "patronId",
+                "wallet payment needs a patron",
+            ))
+        }
+    };
+    let now = Utc::now();
+    let tz: Tz = venue.timezone.parse().unwrap_or(Tz::UTC);
+    let planned_end = input.duration_minutes.map(|m| now + Duration::minutes(m));
+    let planned_price = planned_end.map(|end| {
+        pricing::price(
+            &tariff.terms,
+            tz,
+            Usage {
+                started_at: now,
+                until: end,
+                energy_wh: 0,
+                tier: Some(&patron.tier),
+            },
+        )
+    });
+    let currency = venue.currency.as_str();
+
+    if input.payment == Payment::Cash {
+        let price = planned_price.as_ref().ok_or_else(|| {
+            Error::validation(
+                "durationMinutes",
+                "a cash session is prepaid: give its duration",
+            )
+        })?;
+        if price.amount > 0 {
+            patrons::top_up_cash(
+                tx,
+                actor,
+                patron.id,
+                venue.id,
+                price.amount,
+                &format!("session:{id}"),
+            )
+            .await?;
+        }
+    }
+    let wallet = ledger::balance(tx, Owner::Patron(patron.id), Purpose::Wallet, currency).await?;
+    let needed = planned_price.as_ref().map_or(1, |p| p.amount);
+    if wallet < needed {
+        let what = match &planned_price {
+            Some(p) => format!(
+                "{} for the planned time",
+                crate::money::format(p.amount, currency)
+            ),
+            None => "a positive balance for an open-ended session".to_owned(),
+        };
+        return Err(Error::InsufficientFunds(format!(
+            "the wallet holds {} but needs {what}; top it up first",
+            crate::money::format(wallet, currency)
+        )));
+    }
+
+    let sql = format!(
+        "insert into session (tenant_id, id, station_id, venue_id, patron_id, started_by, origin, tariff_id,
+            tariff_version, terms, timezone, tier, currency, started_at, planned_end_at, next_tick_at)
+         values ($1, $2, $3, $4, $5, $6, 'staff', $7, $8, $9, $10, $11, $12, $13, $14, $15) returning {COLUMNS}"
+    );
+    let session: Session = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(station.id)
+        .bind(venue.id)
+        .bind(patron.id)
+        .bind(actor.user_id)
+        .bind(tariff.id)
+        .bind(tariff.version)
+        .bind(sqlx::types::Json(&tariff.terms))
+        .bind(&venue.timezone)
+        .bind(&patron.tier)
+        .bind(currency)
+        .bind(now)
+        .bind(planned_end)
+        .bind(now + tick)
+        .fetch_one(tx.conn())
+        .await?;
+    switch(tx, &session, true, "switch_on").await?;
+    let detail = serde_json::json!({
+        "station_id": station.id, "patron_id": patron.id, "payment": input.payment,
+        "planned_end_at": planned_end, "tariff_id": tariff.id, "tariff_version": tariff.version,
+    });
+    audit::record(tx, actor, entry("session.start", id, detail)).await?;
+    Ok(session)
+}
+
+/// Adds minutes to a timed session, if the wallet covers the longer plan.
+pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) -> Result<Session> {
+    let session = lock(tx, id).await?;
+    if !session.is_running() {
+        return Err(Error::Conflict("this session has already ended".into()));
+    }
+    let Some(planned_end) = session.planned_end_at else {
+        return Err(Error::Conflict(
+            "an open-ended session runs until stopped; there is nothing to extend".into(),
+        ));
+    };
+    let total = (planned_end - session.started_at).num_minutes() + minutes;
+    if minutes < 1 || total > MAX_MINUTES {
+        return Err(Error::validation(
+            "minutes",
+            format!("must be at least 1, and a session at most {MAX_MINUTES} minutes"),
+        ));
+    }
+    let new_end = planned_end + Duration::minutes(minutes);
+    let longer = Session {
+        planned_end_at: Some(new_end),
+        ..session.clone()
+    };
+    let needed = longer.price_at(new_end).amount - session.charged_amount;
+    let wallet = ledger::balance(
+        tx,
+        Owner::Patron(session.patron_id),
+        Purpose::Wallet,
+        &session.currency,
+    )
+    .await?;
+    if wallet < needed {
+        return Err(Error::InsufficientFunds(format!(
+            "the wallet holds {} but the longer session needs {}; top it up first",
+            crate::money::format(wallet, &session.currency),
+            crate::money::format(needed, &session.currency)
+        )));
+    }
+    sqlx::query("update session set planned_end_at = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(new_end)
+        .execute(tx.conn())
+        .await?;
+    let session = get(tx, id).await?;
+    switch(tx, &session, true, "extend").await?;
+    audit::record(
+        tx,
+        actor,
+        entry(
+            "session.extend",
+            id,
+            serde_json::json!({ "minutes": minutes, "planned_end_at": new_end }),
+        ),
+    )
+    .await?;
+    Ok(session)
+}
+
+/// Ends a session now (or at its planned end if that has passed), settles what is due and switches the station
+/// off. Stopping an ended session returns it unchanged.
+pub async fn stop(
+    tx: &mut TenantTx,
+    actor: Option<&Actor>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Session> {
+    let session = lock(tx, id).await?;
+    if !session.is_running() {
+        return Ok(session);
+    }
+    let end = session.usage_until(now);
+    let status = if session.planned_end_at.is_some_and(|p| p <= now) {
+        SessionStatus::Expired
+    } else {
+        SessionStatus::Ended
+    };
+    settle(tx, &session, end, "final").await?;
+    sqlx::query("update session set status = $3, ended_at = $4, next_tick_at = null where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(status)
+        .bind(end)
+        .execute(tx.conn())
+        .await?;
+    let session = get(tx, id).await?;
+    switch(tx, &session, false, "switch_off").await?;
+    let detail = serde_json::json!({ "status": status, "ended_at": end, "charged_amount": session.charged_amount });
+    let entry = entry("session.stop", id, detail);
+    match actor {
+        Some(actor) => audit::record(tx, actor, entry).await?,
+        None => audit::record_as(tx, None, None, entry).await?,
+    }
+    Ok(session)
+}
+
+/// Charges what is due up to `until` under the key `session:<id>:<label>`: from the wallet as far as it goes, the
+/// rest as debt; the venue earns all of it. Returns the amount charged now (zero on a replay or nothing due).
+pub async fn settle(
+    tx: &mut TenantTx,
+    session: &Session,
+    until: DateTime<Utc>,
+    label: &str,
+) -> Result<i64> {
+    let price = session.price_at(until);
+    let due = price.amount - session.charged_amount;
+    if due <= 0 {
+        return Ok(0);
+    }
+    let currency = session.currency.as_str();
+    let patron = Owner::Patron(session.patron_id);
+    let available = ledger::balance(tx, patron, Purpose::Wallet, currency)
+        .await?
+        .max(0);
+    let from_wallet = due.min(available);
+    let wallet = ledger::account(tx, patron, Purpose::Wallet, currency).await?;
+    let debt = ledger::account(tx, patron, Purpose::Debt, currency).await?;
+    let revenue = ledger::account(
+        tx,
+        Owner::Venue(session.venue_id),
+        Purpose::Revenue,
+        currency,
+    )
+    .await?;
+    let posted = ledger::post(
+        tx,
+        Journal {
+            key: format!("session:{}:{label}", session.id),
+            kind: "session_charge",
+            memo: format!("session charge ({label})"),
+            session_id: Some(session.id),
+            currency,
+            entries: vec![
+                (wallet, -from_wallet),
+                (debt, -(due - from_wallet)),
+                (revenue, due),
+            ],
+        },
+    )
+    .await?;
+    if matches!(posted, Posted::Replay(_)) {
+        return Ok(0);
+    }
+    sqlx::query(
+        "update session set charged_amount = charged_amount + $3 where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(session.id)
+    .bind(due)
+    .execute(tx.conn())
+    .await?;
+    Ok(due)
+}
+
+/// The station's expected state follows the session, and a command for its control goes to the outbox.
+async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command: &str) -> Result<()> {
+    let (status, until) = if on {
+        (StationStatus::InSession, session.planned_end_at)
+    } else {
+        (StationStatus::Online, None)
+    };
+    sqlx::query(
+        "update station set expected_on = $3, expected_until = $4,
+           status = case when status = 'maintenance' then status else $5 end
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(session.station_id)
+    .bind(on)
+    .bind(until)
+    .bind(status)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query(
+        "insert into device_command (tenant_id, id, station_id, session_id, command, payload) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tx.tenant())
+    .bind(Uuid::now_v7())
+    .bind(session.station_id)
+    .bind(session.id)
+    .bind(command)
+    .bind(serde_json::json!({ "on": on, "until": until }))
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// One billing tick of one session (called by the workers, inside the session's tenant): charges the delta up to
+/// `now` as tick `n`, schedules the next tick, and ends the session once its planned end has passed.
+pub async fn bill_tick(
+    tx: &mut TenantTx,
+    id: Uuid,
+    now: DateTime<Utc>,
+    tick: Duration,
+) -> Result<i64> {
+    let session = lock(tx, id).await?;
+    if session.status != SessionStatus::Active {
+        return Ok(0);
+    }
+    if session.planned_end_at.is_some_and(|end| end <= now) {
+        let before = session.charged_amount;
+        let ended = stop(tx, None, id, now).await?;
+        return Ok(ended.charged_amount - before);
+    }
+    let n = session.ticks + 1;
+    let charged = settle(tx, &session, now, &format!("tick:{n}")).await?;
+    sqlx::query(
+        "update session set ticks = $3, next_tick_at = $4 where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(n)
+    .bind(
+        session
+            .planned_end_at
+            .map_or(now + tick, |end| end.min(now + tick)),
+    )
+    .execute(tx.conn())
+    .await?;
+    Ok(charged)
+}
+
+/// Device commands written for a station, oldest first (what the edge bridge will consume).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeviceCommand {
+    pub id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub command: String,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn device_commands(tx: &mut TenantTx, station: Uuid) -> Result<Vec<DeviceCommand>> {
+    Ok(sqlx::query_as(
+        "select id, session_id, command, payload, created_at from device_command
+         where tenant_id = $1 and station_id = $2 order by created_at, id",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+fn entry(action: &'static str, id: Uuid, detail: serde_json::Value) -> Entry<'static> {
+    Entry {
+        action,
+        object_type: "session",
+        object_id: Some(id),
+        detail,
+    }
+}

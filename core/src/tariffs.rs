@@ -1,0 +1,224 @@
+//! Tariffs: versioned pricing terms, assigned to a venue, a station kind at a venue, or one station.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::{self, Entry};
+use crate::db::TenantTx;
+use crate::error::{Error, Result};
+use crate::model::{Actor, StationKind};
+use crate::pricing::Terms;
+use crate::validate;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tariff {
+    pub id: Uuid,
+    pub name: String,
+    pub version: i32,
+    pub terms: Terms,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    name: String,
+    version: i32,
+    terms: sqlx::types::Json<Terms>,
+    archived_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Row> for Tariff {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            version: r.version,
+            terms: r.terms.0,
+            archived_at: r.archived_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+const SELECT: &str =
+    "select t.id, t.name, t.current_version as version, v.terms, t.archived_at, t.created_at
+     from tariff t join tariff_version v
+       on v.tenant_id = t.tenant_id and v.tariff_id = t.id and v.version = t.current_version";
+
+pub async fn list(tx: &mut TenantTx) -> Result<Vec<Tariff>> {
+    let sql = format!(
+        "{SELECT} where t.tenant_id = $1 and t.archived_at is null order by lower(t.name), t.id"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .fetch_all(tx.conn())
+        .await?;
+    Ok(rows.into_iter().map(Tariff::from).collect())
+}
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Tariff> {
+    let sql = format!("{SELECT} where t.tenant_id = $1 and t.id = $2");
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    row.map(Tariff::from).ok_or(Error::NotFound("tariff"))
+}
+
+pub async fn create(tx: &mut TenantTx, actor: &Actor, name: &str, terms: Terms) -> Result<Tariff> {
+    actor.require_manager()?;
+    let name = validate::text("name", name, 1, 100)?;
+    terms.validate()?;
+    let id = Uuid::now_v7();
+    sqlx::query("insert into tariff (tenant_id, id, name) values ($1, $2, $3)")
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(name)
+        .execute(tx.conn())
+        .await?;
+    insert_version(tx, id, 1, &terms).await?;
+    audit::record(
+        tx,
+        actor,
+        entry(
+            "tariff.create",
+            id,
+            serde_json::json!({ "name": name, "terms": terms }),
+        ),
+    )
+    .await?;
+    get(tx, id).await
+}
+
+/// Renames and/or adds a new version of the terms. Running sessions keep the version they started with.
+pub async fn update(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    id: Uuid,
+    name: Option<&str>,
+    terms: Option<Terms>,
+) -> Result<Tariff> {
+    actor.require_manager()?;
+    let current = get(tx, id).await?;
+    if let Some(name) = name {
+        let name = validate::text("name", name, 1, 100)?;
+        sqlx::query("update tariff set name = $3 where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(id)
+            .bind(name)
+            .execute(tx.conn())
+            .await?;
+    }
+    if let Some(terms) = terms.filter(|t| *t != current.terms) {
+        terms.validate()?;
+        let version = current.version + 1;
+        insert_version(tx, id, version, &terms).await?;
+        sqlx::query("update tariff set current_version = $3 where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(id)
+            .bind(version)
+            .execute(tx.conn())
+            .await?;
+    }
+    let updated = get(tx, id).await?;
+    let detail = serde_json::json!({ "name": updated.name, "version": updated.version });
+    audit::record(tx, actor, entry("tariff.update", id, detail)).await?;
+    Ok(updated)
+}
+
+async fn insert_version(tx: &mut TenantTx, id: Uuid, version: i32, terms: &Terms) -> Result<()> {
+    sqlx::query(
+        "insert into tariff_version (tenant_id, tariff_id, version, terms) values ($1, $2, $3, $4)",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(version)
+    .bind(sqlx::types::Json(terms))
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Where a tariff applies. `station_id` alone, or `venue_id` with an optional `station_kind`.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    pub venue_id: Uuid,
+    pub station_kind: Option<StationKind>,
+    pub station_id: Option<Uuid>,
+}
+
+/// Assigns `tariff` to `scope`, replacing whatever was assigned to exactly that scope.
+pub async fn assign(tx: &mut TenantTx, actor: &Actor, tariff: Uuid, scope: Scope) -> Result<()> {
+    actor.require_manager()?;
+    get(tx, tariff).await?;
+    crate::venues::get(tx, scope.venue_id).await?;
+    if let Some(station) = scope.station_id {
+        let station = crate::stations::get(tx, station).await?;
+        if station.venue_id != scope.venue_id {
+            return Err(Error::validation(
+                "stationId",
+                "the station is not at this venue",
+            ));
+        }
+    }
+    sqlx::query(
+        "delete from tariff_assignment where tenant_id = $1 and venue_id = $2
+           and station_kind is not distinct from $3 and station_id is not distinct from $4",
+    )
+    .bind(tx.tenant())
+    .bind(scope.venue_id)
+    .bind(scope.station_kind)
+    .bind(scope.station_id)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query(
+        "insert into tariff_assignment (tenant_id, id, tariff_id, venue_id, station_kind, station_id)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tx.tenant())
+    .bind(Uuid::now_v7())
+    .bind(tariff)
+    .bind(scope.venue_id)
+    .bind(scope.station_kind)
+    .bind(scope.station_id)
+    .execute(tx.conn())
+    .await?;
+    let detail = serde_json::json!({ "venue_id": scope.venue_id, "station_kind": scope.station_kind, "station_id": scope.station_id });
+    audit::record(tx, actor, entry("tariff.assign", tariff, detail)).await
+}
+
+/// The tariff in force for a station: its own assignment, else its kind's at the venue, else the venue's.
+pub async fn resolve(tx: &mut TenantTx, station: &crate::stations::Station) -> Result<Tariff> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "select a.tariff_id from tariff_assignment a join tariff t on t.tenant_id = a.tenant_id and t.id = a.tariff_id
+         where a.tenant_id = $1 and a.venue_id = $2 and t.archived_at is null
+           and (a.station_id = $3 or (a.station_id is null and (a.station_kind = $4 or a.station_kind is null)))
+         order by (a.station_id is not null) desc, (a.station_kind is not null) desc limit 1",
+    )
+    .bind(tx.tenant())
+    .bind(station.venue_id)
+    .bind(station.id)
+    .bind(station.kind)
+    .fetch_optional(tx.conn())
+    .await?;
+    match id {
+        Some(id) => get(tx, id).await,
+        None => Err(Error::Conflict(
+            "no tariff applies to this station; assign one to it, its kind or its venue".into(),
+        )),
+    }
+}
+
+fn entry(action: &'static str, id: Uuid, detail: serde_json::Value) -> Entry<'static> {
+    Entry {
+        action,
+        object_type: "tariff",
+        object_id: Some(id),
+        detail,
+    }
+}
