@@ -39,8 +39,7 @@ create table tariff_assignment (
   foreign key (tenant_id, station_id) references station (tenant_id, id)
 );
 create unique index tariff_assignment_scope_key
-  on tariff_assignment (tenant_id, venue_id, coalesce(station_kind::text, ''),
-                        coalesce(station_id, '00000000-0000-0000-0000-000000000000'::uuid));
+  on tariff_assignment (tenant_id, venue_id, station_kind, station_id) nulls not distinct;
 select confine_to_tenant('tariff_assignment');
 
 -- An end customer of one tenant.

@@ -53,7 +53,7 @@ impl std::ops::Deref for AppState {
 #[openapi(
     info(title = "Switchyard API", description = "REST surface of Switchyard. GraphQL is at /graphql."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "stations"), (name = "health"))
+    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -88,7 +88,10 @@ impl AppState {
             config.refresh_token_ttl.as_secs() as i64,
         );
         let accounts = Accounts::new(db.clone(), keys);
-        let schema = switchyard_graphql::build(db.clone(), accounts.clone(), config.graphql);
+        let tick = switchyard_graphql::BillingTick(chrono::Duration::seconds(
+            config.billing_tick.as_secs() as i64,
+        ));
+        let schema = switchyard_graphql::build(db.clone(), accounts.clone(), config.graphql, tick);
         Ok(Self(Arc::new(App {
             config,
             db,
@@ -111,6 +114,9 @@ pub fn router(state: AppState) -> Router {
         .merge(auth)
         .routes(routes!(routes::stations::list))
         .routes(routes!(routes::stations::get))
+        .routes(routes!(routes::sessions::start))
+        .routes(routes!(routes::sessions::extend))
+        .routes(routes!(routes::sessions::stop, routes::sessions::get))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
         .routes(routes!(routes::health::metrics))

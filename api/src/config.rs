@@ -42,6 +42,8 @@ pub struct Config {
     /// ... and the interval after which one more is allowed.
     pub auth_rate_replenish: Duration,
     pub graphql: Limits,
+    /// How often running sessions are billed.
+    pub billing_tick: Duration,
     pub log_format: LogFormat,
 }
 
@@ -150,6 +152,7 @@ impl Config {
                 .context("AUTH_RATE_BURST is too large")?,
             auth_rate_replenish: Duration::from_millis(auth_rate_replenish_ms),
             graphql,
+            billing_tick: Duration::from_secs(parse("BILLING_TICK_SEC", 30)?.clamp(1, 3600)),
             log_format,
         })
     }

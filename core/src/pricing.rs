@@ -7,7 +7,8 @@
 //!
 //! Rules, in order:
 //! 1. The first `free_minutes` are free.
-//! 2. The rest of the elapsed time is rounded **up** to whole `billing_step_secs`.
+//! 2. The rest of the elapsed time (to the millisecond) is rounded **up** to whole `billing_step_secs`: any
+//!    started step is billed.
 //! 3. Each second of that billed time costs the rate in force at that moment in the venue's time zone: the first
 //!    time-of-day band containing it, else `per_minute`. Per venue-local calendar day, `Σ rate × seconds / 60` is
 //!    rounded half-up to a minor unit, then capped at `daily_cap`.
@@ -175,8 +176,9 @@ pub struct Price {
 pub fn price(terms: &Terms, tz: Tz, usage: Usage<'_>) -> Price {
     let mut lines = Vec::new();
     let fmt = |amount: i64| crate::money::format(amount, &terms.currency);
-    let elapsed = (usage.until - usage.started_at).num_seconds().max(0);
-    let free = i64::from(terms.free_minutes) * 60;
+    // Milliseconds, so that any started step is billed however short the usage.
+    let elapsed_ms = (usage.until - usage.started_at).num_milliseconds().max(0);
+    let free_ms = i64::from(terms.free_minutes) * 60_000;
     if terms.free_minutes > 0 {
         lines.push(Line {
             kind: "free_period".into(),
@@ -186,10 +188,11 @@ pub fn price(terms: &Terms, tz: Tz, usage: Usage<'_>) -> Price {
     }
 
     let mut subtotal: i64 = 0;
-    if elapsed > free {
+    if elapsed_ms > free_ms {
         let step = i64::from(terms.billing_step_secs);
-        let billed = (elapsed - free + step - 1) / step * step;
-        let from = usage.started_at + Duration::seconds(free);
+        let step_ms = step * 1000;
+        let billed = (elapsed_ms - free_ms + step_ms - 1) / step_ms * step;
+        let from = usage.started_at + Duration::milliseconds(free_ms);
         let to = from + Duration::seconds(billed);
         for (day, rate_seconds) in rate_seconds_by_day(terms, tz, from, to) {
             let amount = i64::try_from((rate_seconds + 30) / 60).unwrap_or(i64::MAX);

@@ -7,7 +7,10 @@ mod account;
 mod limits;
 pub mod loaders;
 mod members;
+mod patrons;
+mod sessions;
 mod stations;
+mod tariffs;
 mod venues;
 
 use async_graphql::{
@@ -19,6 +22,7 @@ use switchyard_core::{Actor, Db, ErrorCode, Role, TenantTx};
 
 pub use limits::Limits;
 pub use members::RequestId;
+pub use sessions::BillingTick;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
@@ -26,6 +30,9 @@ pub struct QueryRoot(
     venues::VenueQuery,
     stations::StationQuery,
     members::MemberQuery,
+    tariffs::TariffQuery,
+    patrons::PatronQuery,
+    sessions::SessionQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -33,12 +40,15 @@ pub struct MutationRoot(
     venues::VenueMutation,
     stations::StationMutation,
     members::MemberMutation,
+    tariffs::TariffMutation,
+    patrons::PatronMutation,
+    sessions::SessionMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Builds the schema with its limits. Introspection is off when `limits.introspection` is false (production).
-pub fn build(db: Db, accounts: Accounts, limits: Limits) -> AppSchema {
+pub fn build(db: Db, accounts: Accounts, limits: Limits, tick: BillingTick) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
@@ -46,6 +56,7 @@ pub fn build(db: Db, accounts: Accounts, limits: Limits) -> AppSchema {
     )
     .data(db)
     .data(accounts)
+    .data(tick)
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth((limits.max_depth * 2).max(64))

@@ -196,6 +196,8 @@ async fn the_openapi_document_covers_every_rest_route() {
     assert_eq!(
         routes,
         [
+            "DELETE /api/v1/sessions/{id}",
+            "GET /api/v1/sessions/{id}",
             "GET /api/v1/stations",
             "GET /api/v1/stations/{id}",
             "GET /healthz",
@@ -205,6 +207,8 @@ async fn the_openapi_document_covers_every_rest_route() {
             "POST /api/v1/auth/logout",
             "POST /api/v1/auth/refresh",
             "POST /api/v1/auth/signup",
+            "POST /api/v1/sessions/start",
+            "PUT /api/v1/sessions/{id}/extend",
         ]
     );
     let token_pair = &doc["components"]["schemas"]["TokenPair"]["properties"];

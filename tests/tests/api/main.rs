@@ -11,3 +11,4 @@ mod graphql;
 mod isolation;
 mod members;
 mod rls;
+mod sessions;

@@ -1,0 +1,252 @@
+//! Sessions: start, extend, stop, and their live cost with its explanation.
+
+use async_graphql::{Context, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Duration, Utc};
+use switchyard_core::idempotency::{self, Begin};
+use switchyard_core::sessions::{self, Payment, SessionFilter, SessionStatus, StartSession};
+use uuid::Uuid;
+
+use crate::{begin, GqlResult};
+
+/// How often running sessions are billed (the workers' tick), set by the API from `BILLING_TICK_SEC`.
+#[derive(Clone, Copy)]
+pub struct BillingTick(pub Duration);
+
+pub struct Session(pub sessions::Session);
+
+/// An amount with the lines that explain it.
+#[derive(SimpleObject)]
+pub struct Cost {
+    pub amount: i64,
+    pub currency: String,
+    pub lines: Vec<CostLine>,
+}
+
+#[derive(SimpleObject)]
+pub struct CostLine {
+    /// `free_period`, `time`, `daily_cap`, `energy`, `minimum_charge`, `tier_discount`.
+    pub kind: String,
+    pub description: String,
+    pub amount: i64,
+}
+
+#[Object]
+impl Session {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn station_id(&self) -> Uuid {
+        self.0.station_id
+    }
+    async fn venue_id(&self) -> Uuid {
+        self.0.venue_id
+    }
+    async fn patron_id(&self) -> Uuid {
+        self.0.patron_id
+    }
+    async fn status(&self) -> SessionStatus {
+        self.0.status
+    }
+    async fn tariff_id(&self) -> Uuid {
+        self.0.tariff_id
+    }
+    /// The tariff version this session is priced by, whatever changed since.
+    async fn tariff_version(&self) -> i32 {
+        self.0.tariff_version
+    }
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+    async fn started_at(&self) -> DateTime<Utc> {
+        self.0.started_at
+    }
+    async fn planned_end_at(&self) -> Option<DateTime<Utc>> {
+        self.0.planned_end_at
+    }
+    async fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.0.ended_at
+    }
+    /// Seconds until the planned end (timed sessions that are running).
+    async fn remaining_seconds(&self) -> Option<i64> {
+        let end = self.0.planned_end_at?;
+        self.0
+            .is_running()
+            .then(|| (end - Utc::now()).num_seconds().max(0))
+    }
+    /// What has been charged to the ledger so far.
+    async fn charged_amount(&self) -> i64 {
+        self.0.charged_amount
+    }
+    /// The cost of the usage so far (or of the whole session once ended), with why.
+    async fn live_cost(&self) -> Cost {
+        let price = self.0.price_at(Utc::now());
+        Cost {
+            amount: price.amount,
+            currency: price.currency,
+            lines: price
+                .lines
+                .into_iter()
+                .map(|l| CostLine {
+                    kind: l.kind,
+                    description: l.description,
+                    amount: l.amount,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct StartSessionInput {
+    pub station_id: Uuid,
+    /// Omit for a cash walk-in: an anonymous patron is created.
+    pub patron_id: Option<Uuid>,
+    /// Omit for an open-ended session billed until stopped (wallet only).
+    pub duration_minutes: Option<i64>,
+    pub payment: Payment,
+}
+
+#[derive(Default)]
+pub struct SessionQuery;
+
+#[Object]
+impl SessionQuery {
+    async fn session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(Session(sessions::get(&mut tx, id).await.gql()?))
+    }
+
+    /// Sessions, newest first.
+    async fn sessions(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<SessionStatus>,
+        station_id: Option<Uuid>,
+        patron_id: Option<Uuid>,
+        #[graphql(default = 100)] limit: i64,
+    ) -> async_graphql::Result<Vec<Session>> {
+        let (_, mut tx) = begin(ctx).await?;
+        let filter = SessionFilter {
+            status,
+            station_id,
+            patron_id,
+        };
+        Ok(sessions::list(&mut tx, &filter, limit)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Session)
+            .collect())
+    }
+
+    /// The commands written for a station's control, oldest first (the edge bridge consumes them).
+    async fn device_commands(
+        &self,
+        ctx: &Context<'_>,
+        station_id: Uuid,
+    ) -> async_graphql::Result<Vec<DeviceCommand>> {
+        let (_, mut tx) = begin(ctx).await?;
+        switchyard_core::stations::get(&mut tx, station_id)
+            .await
+            .gql()?;
+        let commands = sessions::device_commands(&mut tx, station_id).await.gql()?;
+        Ok(commands
+            .into_iter()
+            .map(|c| DeviceCommand {
+                id: c.id,
+                session_id: c.session_id,
+                command: c.command,
+                payload: async_graphql::Json(c.payload),
+                created_at: c.created_at,
+            })
+            .collect())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct DeviceCommand {
+    pub id: Uuid,
+    pub session_id: Option<Uuid>,
+    /// `switch_on`, `extend`, `switch_off`.
+    pub command: String,
+    pub payload: async_graphql::Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct SessionMutation;
+
+#[Object]
+impl SessionMutation {
+    /// Starts a session. With `idempotencyKey`, a retried start returns the same session instead of a second one.
+    async fn start_session(
+        &self,
+        ctx: &Context<'_>,
+        input: StartSessionInput,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Session> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let tick = ctx.data::<BillingTick>()?.0;
+        let fingerprint = idempotency::fingerprint(&serde_json::json!({
+            "station_id": input.station_id, "patron_id": input.patron_id,
+            "duration_minutes": input.duration_minutes, "payment": input.payment,
+        }));
+        const SCOPE: &str = "graphql.startSession";
+        if let Some(key) = &idempotency_key {
+            if let Begin::Replay { body, .. } =
+                idempotency::begin(&mut tx, SCOPE, key, &fingerprint)
+                    .await
+                    .gql()?
+            {
+                let id = body["session_id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_default();
+                return Ok(Session(sessions::get(&mut tx, id).await.gql()?));
+            }
+        }
+        let start = StartSession {
+            station_id: input.station_id,
+            patron_id: input.patron_id,
+            duration_minutes: input.duration_minutes,
+            payment: input.payment,
+        };
+        let session = sessions::start(&mut tx, actor, start, tick).await.gql()?;
+        if let Some(key) = &idempotency_key {
+            idempotency::finish(
+                &mut tx,
+                SCOPE,
+                key,
+                201,
+                &serde_json::json!({ "session_id": session.id }),
+            )
+            .await
+            .gql()?;
+        }
+        tx.commit().await.gql()?;
+        Ok(Session(session))
+    }
+
+    /// Adds minutes to a timed session.
+    async fn extend_session(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        minutes: i64,
+    ) -> async_graphql::Result<Session> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let session = sessions::extend(&mut tx, actor, id, minutes).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(Session(session))
+    }
+
+    /// Stops a session now and settles it. Stopping it again returns it unchanged.
+    async fn stop_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let session = sessions::stop(&mut tx, Some(actor), id, Utc::now())
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(Session(session))
+    }
+}

@@ -1,0 +1,636 @@
+//! Sessions through REST and GraphQL: pricing, the ledger, idempotency, ticks and isolation.
+
+use chrono::Duration;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use switchyard_core::sessions;
+use switchyard_core::{Db, TenantId};
+use switchyard_tests::{env_url, gql_code, spawn_app, Tenant, TestApp};
+use uuid::Uuid;
+
+/// A tenant with a venue, a PC and a 10-per-minute tariff (1-minute steps) assigned to the venue.
+struct Floor {
+    t: Tenant,
+    venue: Uuid,
+    station: Uuid,
+    tariff: Uuid,
+}
+
+async fn floor(app: &TestApp) -> Floor {
+    let t = app.signup().await;
+    let venue = app.create_venue(&t.access, "Arcade").await;
+    let station = app.create_station(&t.access, venue, "PC-1").await;
+    let data = app
+        .gql_ok(
+            &t.access,
+            "mutation { createTariff(name: \"Standard\", terms: {currency: \"EUR\", perMinute: 10}) { id version } }",
+            json!({}),
+        )
+        .await;
+    let tariff: Uuid = data["createTariff"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(data["createTariff"]["version"], 1);
+    app.gql_ok(
+        &t.access,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+        json!({"t": tariff, "v": venue}),
+    )
+    .await;
+    Floor {
+        t,
+        venue,
+        station,
+        tariff,
+    }
+}
+
+async fn start(app: &TestApp, token: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
+    let mut request = app
+        .client
+        .post(app.url("/api/v1/sessions/start"))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn patron_with_cash(app: &TestApp, f: &Floor, amount: i64) -> Uuid {
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation { createPatron(input: {displayName: \"Ada\", tier: \"gold\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    let patron: Uuid = data["createPatron"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    top_up(app, f, patron, amount, &Uuid::new_v4().to_string()).await;
+    patron
+}
+
+async fn top_up(app: &TestApp, f: &Floor, patron: Uuid, amount: i64, key: &str) -> Value {
+    app.gql_ok(
+        &f.t.access,
+        "mutation($p: UUID!, $v: UUID!, $a: Int!, $k: String!) {
+           topUpCash(patronId: $p, venueId: $v, amount: $a, idempotencyKey: $k) { wallet(currency: \"EUR\") { balance } } }",
+        json!({"p": patron, "v": f.venue, "a": amount, "k": key}),
+    )
+    .await
+}
+
+async fn wallet(app: &TestApp, token: &str, patron: Uuid) -> Value {
+    let data = app
+        .gql_ok(
+            token,
+            "query($p: UUID!) { patron(id: $p) { wallet(currency: \"EUR\") { balance debt statement { kind amount balance } } } }",
+            json!({"p": patron}),
+        )
+        .await;
+    data["patron"]["wallet"].clone()
+}
+
+/// Every journal of the tenant sums to zero, and the sum of all entries is zero.
+async fn assert_ledger_balances(app: &TestApp, tenant: Uuid) {
+    let unbalanced: i64 = sqlx::query_scalar(
+        "select count(*) from (select journal_id from journal_entry where tenant_id = $1
+                               group by journal_id, currency having sum(amount) <> 0) j",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *app.tenant_tx(tenant).await)
+    .await
+    .unwrap();
+    assert_eq!(unbalanced, 0);
+}
+
+#[tokio::test]
+async fn a_walk_in_cash_session_is_prepaid_extended_stopped_and_leaves_a_balanced_ledger() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (status, started) = start(
+        &app,
+        &f.t.access,
+        Some("walk-in-1"),
+        json!({"station_id": f.station, "duration_minutes": 60, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    assert_eq!(started["status"], "active");
+    assert_eq!(started["duration_minutes"], 60);
+    assert_eq!(started["currency"], "EUR");
+    assert_eq!(started["tariff_version"], 1);
+    assert!(started["remaining_seconds"].as_i64().unwrap() > 3590);
+    let id = started["session_id"].as_str().unwrap().to_owned();
+    let patron: Uuid = started["patron_id"].as_str().unwrap().parse().unwrap();
+
+    // The cash for 60 minutes at 10 went into the walk-in's wallet.
+    let w = wallet(&app, &f.t.access, patron).await;
+    assert_eq!(w["balance"], 600);
+    assert_eq!(
+        w["statement"],
+        json!([{"kind": "top_up_cash", "amount": 600, "balance": 600}])
+    );
+    let station = app
+        .gql_ok(
+            &f.t.access,
+            "query($s: UUID!) { station(id: $s) { status } }",
+            json!({"s": f.station}),
+        )
+        .await;
+    assert_eq!(station["station"]["status"], "IN_SESSION");
+
+    // Extending needs money for the longer plan.
+    let (status, body) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/sessions/{id}/extend"),
+            Some(&f.t.access),
+            Some(json!({"minutes": 30})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_funds");
+    top_up(&app, &f, patron, 300, "more-cash").await;
+    let (status, extended) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/sessions/{id}/extend"),
+            Some(&f.t.access),
+            Some(json!({"minutes": 30})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{extended}");
+    assert_eq!(extended["duration_minutes"], 90);
+
+    // A second sessions on the same station is refused.
+    let (status, body) = start(
+        &app,
+        &f.t.access,
+        Some("walk-in-2"),
+        json!({"station_id": f.station, "duration_minutes": 5, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "this station already has a running session"
+    );
+
+    // Stopping after a moment bills one started minute: 10.
+    let (status, stopped) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{id}"),
+            Some(&f.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(stopped["status"], "ended");
+    assert_eq!(stopped["charged_amount"], 10);
+    assert_eq!(stopped["total_amount"], 10);
+    assert_eq!(stopped["cost_lines"][0]["kind"], "time");
+    let (_, again) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{id}"),
+            Some(&f.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(again["charged_amount"], 10, "stopping twice charges once");
+    assert_eq!(again["ended_at"], stopped["ended_at"]);
+
+    let w = wallet(&app, &f.t.access, patron).await;
+    assert_eq!(w["balance"], 890);
+    assert_eq!(w["debt"], 0);
+    let revenue: i64 = sqlx::query_scalar(
+        "select coalesce(sum(e.amount), 0)::bigint from journal_entry e join ledger_account a
+           on a.tenant_id = e.tenant_id and a.id = e.account_id
+         where a.tenant_id = $1 and a.owner_id = $2 and a.purpose = 'revenue'",
+    )
+    .bind(f.t.id)
+    .bind(f.venue)
+    .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(revenue, 10);
+    assert_ledger_balances(&app, f.t.id).await;
+
+    let commands = app
+        .gql_ok(
+            &f.t.access,
+            "query($s: UUID!) { deviceCommands(stationId: $s) { command } }",
+            json!({"s": f.station}),
+        )
+        .await;
+    let commands: Vec<&str> = commands["deviceCommands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["switch_on", "extend", "switch_off"]);
+    let station = app
+        .gql_ok(
+            &f.t.access,
+            "query($s: UUID!) { station(id: $s) { status } }",
+            json!({"s": f.station}),
+        )
+        .await;
+    assert_eq!(station["station"]["status"], "ONLINE");
+}
+
+#[tokio::test]
+async fn twenty_concurrent_duplicate_starts_make_one_session_and_twenty_identical_answers() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = patron_with_cash(&app, &f, 10_000).await;
+    let body = json!({"station_id": f.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"});
+    let answers =
+        futures_join_all((0..20).map(|_| start(&app, &f.t.access, Some("same-key"), body.clone())))
+            .await;
+    let first = &answers[0];
+    assert_eq!(first.0, StatusCode::CREATED, "{}", first.1);
+    for (status, answer) in &answers {
+        assert_eq!(*status, StatusCode::CREATED);
+        assert_eq!(answer["session_id"], first.1["session_id"]);
+        assert_eq!(answer["started_at"], first.1["started_at"]);
+    }
+    let count: i64 = sqlx::query_scalar("select count(*) from session where tenant_id = $1")
+        .bind(f.t.id)
+        .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    let commands: i64 =
+        sqlx::query_scalar("select count(*) from device_command where tenant_id = $1")
+            .bind(f.t.id)
+            .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(commands, 1, "one switch_on");
+
+    let mut other = body.clone();
+    other["duration_minutes"] = json!(45);
+    let (status, answer) = start(&app, &f.t.access, Some("same-key"), other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer["error"]["code"], "idempotency_key_reused");
+    let (status, answer) = start(&app, &f.t.access, None, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"]["code"], "idempotency_key_required");
+}
+
+/// Runs the futures concurrently on this task.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => done[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(done.into_iter().flatten());
+    out
+}
+
+#[tokio::test]
+async fn ticks_charge_the_running_price_and_add_up_to_the_final_price() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = patron_with_cash(&app, &f, 1_000).await;
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id status plannedEndAt } }",
+            json!({"s": f.station, "p": patron}),
+        )
+        .await;
+    assert_eq!(
+        data["startSession"]["plannedEndAt"],
+        Value::Null,
+        "open-ended"
+    );
+    let id: Uuid = data["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 2).unwrap();
+    let tick = Duration::seconds(30);
+    let mut tx = db.begin_tenant(TenantId(f.t.id)).await.unwrap();
+    let started = sessions::get(&mut tx, id).await.unwrap().started_at;
+    drop(tx);
+    let mut charged = 0;
+    // Ticks at irregular times, as workers that were late or restarted would run them.
+    for minutes in [0.4, 1.2, 5.0, 5.1, 29.9, 61.0] {
+        let at = started + Duration::milliseconds((minutes * 60_000.0) as i64);
+        let mut tx = db.begin_tenant(TenantId(f.t.id)).await.unwrap();
+        charged += sessions::bill_tick(&mut tx, id, at, tick).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    // 61 minutes at 10 (gold tier has no discount in this tariff).
+    assert_eq!(charged, 610);
+    let mut tx = db.begin_tenant(TenantId(f.t.id)).await.unwrap();
+    let stopped = sessions::stop(&mut tx, None, id, started + Duration::seconds(61 * 60 + 50))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        stopped.charged_amount, 620,
+        "the stop settles the last started minute"
+    );
+    assert_eq!(stopped.ticks, 6);
+    let journals: Vec<(String, i64)> = sqlx::query_as(
+        "select j.idempotency_key, sum(e.amount) filter (where e.amount > 0)::bigint from journal j
+         join journal_entry e on e.tenant_id = j.tenant_id and e.journal_id = j.id
+         where j.tenant_id = $1 and j.session_id = $2 group by j.idempotency_key, j.created_at order by j.created_at",
+    )
+    .bind(f.t.id)
+    .bind(id)
+    .fetch_all(&mut *app.tenant_tx(f.t.id).await)
+    .await
+    .unwrap();
+    let labels: Vec<&str> = journals
+        .iter()
+        .map(|(k, _)| k.rsplit_once(':').map_or("", |(_, l)| l))
+        .collect();
+    assert_eq!(journals.iter().map(|(_, a)| a).sum::<i64>(), 620);
+    assert_eq!(
+        labels,
+        ["1", "2", "3", "4", "5", "6", "final"],
+        "one journal per tick, then the final settlement"
+    );
+    assert_eq!(
+        wallet(&app, &f.t.access, patron).await["balance"],
+        1_000 - 620
+    );
+    assert_ledger_balances(&app, f.t.id).await;
+}
+
+#[tokio::test]
+async fn a_session_keeps_its_tariff_version_and_charges_beyond_the_wallet_become_debt() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = patron_with_cash(&app, &f, 50).await;
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id tariffVersion } }",
+            json!({"s": f.station, "p": patron}),
+        )
+        .await;
+    let id: Uuid = data["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let updated = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($t: UUID!) { updateTariff(id: $t, terms: {currency: \"EUR\", perMinute: 99}) { version terms { perMinute } } }",
+            json!({"t": f.tariff}),
+        )
+        .await;
+    assert_eq!(
+        updated["updateTariff"],
+        json!({"version": 2, "terms": {"perMinute": 99}})
+    );
+
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let mut tx = db.begin_tenant(TenantId(f.t.id)).await.unwrap();
+    let started = sessions::get(&mut tx, id).await.unwrap().started_at;
+    let stopped = sessions::stop(&mut tx, None, id, started + Duration::minutes(8))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(stopped.tariff_version, 1);
+    assert_eq!(
+        stopped.charged_amount, 80,
+        "8 minutes at version 1's 10, not 99"
+    );
+    let w = wallet(&app, &f.t.access, patron).await;
+    assert_eq!(w["balance"], 0);
+    assert_eq!(w["debt"], 30);
+    assert_ledger_balances(&app, f.t.id).await;
+}
+
+#[tokio::test]
+async fn starting_needs_a_tariff_money_and_a_free_station() {
+    let app = spawn_app().await;
+    let t = app.signup().await;
+    let venue = app.create_venue(&t.access, "No tariff yet").await;
+    let station = app.create_station(&t.access, venue, "PC").await;
+    let (status, body) = start(
+        &app,
+        &t.access,
+        Some("k1"),
+        json!({"station_id": station, "duration_minutes": 10, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no tariff applies"),
+        "{body}"
+    );
+
+    let f = floor(&app).await;
+    let broke = patron_with_cash(&app, &f, 5).await;
+    let (status, body) = start(
+        &app,
+        &f.t.access,
+        Some("k2"),
+        json!({"station_id": f.station, "patron_id": broke, "duration_minutes": 10, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        body["error"]["message"],
+        "the wallet holds 0.05 but needs 1.00 for the planned time; top it up first"
+    );
+    let (status, body) = start(
+        &app,
+        &f.t.access,
+        Some("k3"),
+        json!({"station_id": f.station, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "patronId");
+    let (status, body) = start(
+        &app,
+        &f.t.access,
+        Some("k4"),
+        json!({"station_id": f.station, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "durationMinutes");
+    let (status, body) = start(
+        &app,
+        &f.t.access,
+        Some("k5"),
+        json!({"station_id": f.station, "payment": "bitcoin"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `bitcoin`"),
+        "{body}"
+    );
+    let count: i64 = sqlx::query_scalar("select count(*) from session where tenant_id = $1")
+        .bind(f.t.id)
+        .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "nothing started");
+}
+
+#[tokio::test]
+async fn cash_top_ups_count_once_per_key() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = patron_with_cash(&app, &f, 100).await;
+    for _ in 0..3 {
+        top_up(&app, &f, patron, 250, "drawer-receipt-17").await;
+    }
+    assert_eq!(wallet(&app, &f.t.access, patron).await["balance"], 350);
+    let bad = app
+        .gql(
+            Some(&f.t.access),
+            "mutation($p: UUID!, $v: UUID!) { topUpCash(patronId: $p, venueId: $v, amount: -5, idempotencyKey: \"x\") { id } }",
+            json!({"p": patron, "v": f.venue}),
+        )
+        .await;
+    assert_eq!(gql_code(&bad), "validation_failed");
+    assert_eq!(bad["errors"][0]["extensions"]["field"], "amount");
+}
+
+#[tokio::test]
+async fn another_tenants_tariffs_patrons_and_sessions_are_not_found() {
+    let app = spawn_app().await;
+    let a = floor(&app).await;
+    let b = floor(&app).await;
+    let a_patron = patron_with_cash(&app, &a, 1_000).await;
+    let (_, started) = start(
+        &app,
+        &a.t.access,
+        Some("a-start"),
+        json!({"station_id": a.station, "patron_id": a_patron, "duration_minutes": 10, "payment": "wallet"}),
+    )
+    .await;
+    let a_session = started["session_id"].as_str().unwrap().to_owned();
+    let before = wallet(&app, &a.t.access, a_patron).await;
+
+    let cases: Vec<(&str, Value)> = vec![
+        ("query($id: UUID!) { session(id: $id) { id } }", json!({"id": a_session})),
+        ("mutation($id: UUID!) { stopSession(id: $id) { id } }", json!({"id": a_session})),
+        ("mutation($id: UUID!) { extendSession(id: $id, minutes: 5) { id } }", json!({"id": a_session})),
+        ("query($id: UUID!) { patron(id: $id) { id } }", json!({"id": a_patron})),
+        ("query($id: UUID!) { tariff(id: $id) { id } }", json!({"id": a.tariff})),
+        ("mutation($id: UUID!) { updateTariff(id: $id, name: \"x\") { id } }", json!({"id": a.tariff})),
+        ("mutation($id: UUID!) { setPatronTier(id: $id, tier: \"vip\") { id } }", json!({"id": a_patron})),
+        ("mutation($id: UUID!) { addRfidTag(patronId: $id, uid: \"ABCD1234\") { id } }", json!({"id": a_patron})),
+        ("query($id: UUID!) { deviceCommands(stationId: $id) { id } }", json!({"id": a.station})),
+        (
+            "mutation($p: UUID!, $v: UUID!) { topUpCash(patronId: $p, venueId: $v, amount: 5, idempotencyKey: \"b\") { id } }",
+            json!({"p": a_patron, "v": b.venue}),
+        ),
+        (
+            "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+            json!({"t": a.tariff, "v": b.venue}),
+        ),
+        (
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
+            json!({"s": b.station, "p": a_patron}),
+        ),
+    ];
+    for (query, variables) in cases {
+        let body = app.gql(Some(&b.t.access), query, variables).await;
+        assert_eq!(gql_code(&body), "not_found", "{query} -> {body}");
+    }
+    for method in [Method::GET, Method::DELETE] {
+        let (status, body) = app
+            .send(
+                method,
+                &format!("/api/v1/sessions/{a_session}"),
+                Some(&b.t.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    let (status, _) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/sessions/{a_session}/extend"),
+            Some(&b.t.access),
+            Some(json!({"minutes": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = start(
+        &app,
+        &b.t.access,
+        Some("b-start"),
+        json!({"station_id": a.station, "duration_minutes": 5, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let lists = app
+        .gql_ok(
+            &b.t.access,
+            "{ sessions { id } patrons { id } tariffs { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(lists["sessions"], json!([]));
+    assert_eq!(lists["patrons"], json!([]));
+    assert_eq!(
+        lists["tariffs"].as_array().unwrap().len(),
+        1,
+        "only B's own tariff"
+    );
+    assert_eq!(
+        wallet(&app, &a.t.access, a_patron).await,
+        before,
+        "A's wallet unchanged"
+    );
+    let (_, still) = app
+        .get(&format!("/api/v1/sessions/{a_session}"), &a.t.access)
+        .await;
+    assert_eq!(still["status"], "active");
+}
