@@ -153,7 +153,10 @@ test_suite() {
   set_urls switchyard_test
   say "preparing a fresh test database"
   local admin="${DATABASE_URL%/*}/postgres"
-  psql -q -v ON_ERROR_STOP=1 "$admin" -c "drop database if exists switchyard_test with (force)" >/dev/null
+  local db
+  for db in $(psql -qAt "$admin" -c "select datname from pg_database where datname like 'switchyard\_test%'"); do
+    psql -q -v ON_ERROR_STOP=1 "$admin" -c "drop database $db with (force)" >/dev/null
+  done
   (cd "$ROOT" && cargo build --workspace --bins)
   "${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard" migrate
   export TEST_DATABASE_URL="$DATABASE_URL" TEST_APP_DATABASE_URL="$APP_DATABASE_URL"

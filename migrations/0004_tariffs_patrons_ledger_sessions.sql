@@ -206,3 +206,29 @@ grant select, insert, update, delete on tariff, tariff_version, tariff_assignmen
   idempotency_key, device_command to switchyard_app;
 -- The ledger is append-only for the app role.
 grant select, insert on ledger_account, journal, journal_entry to switchyard_app;
+
+-- The billing tick claims due sessions across tenants: the one cross-tenant write, through one security-definer
+-- function. Claimed sessions get a lease (their next tick moves `p_lease_secs` ahead) so other workers skip them;
+-- the worker then bills each inside its own tenant and sets the real next tick. A worker that dies mid-batch
+-- leaves its sessions to be claimed again when the lease runs out.
+grant select (tenant_id, id, status, next_tick_at), update (next_tick_at) on session to switchyard_system;
+create policy system_claim_read on session for select to switchyard_system using (true);
+create policy system_claim_write on session for update to switchyard_system using (true) with check (true);
+
+create function sys_claim_due_sessions(p_now timestamptz, p_limit integer, p_lease_secs integer)
+returns table (tenant_id uuid, session_id uuid)
+language sql volatile security definer set search_path = public, pg_temp as $$
+  with due as (
+    select s.tenant_id, s.id from session s
+    where s.status = 'active' and s.next_tick_at <= p_now
+    order by s.next_tick_at
+    limit p_limit
+    for update skip locked
+  )
+  update session s set next_tick_at = p_now + make_interval(secs => p_lease_secs)
+  from due where s.tenant_id = due.tenant_id and s.id = due.id
+  returning s.tenant_id, s.id
+$$;
+alter function sys_claim_due_sessions(timestamptz, integer, integer) owner to switchyard_system;
+revoke all on function sys_claim_due_sessions(timestamptz, integer, integer) from public;
+grant execute on function sys_claim_due_sessions(timestamptz, integer, integer) to switchyard_app;

@@ -18,7 +18,9 @@ use crate::error::Result;
 use crate::model::Role;
 
 /// A tenant's id. A distinct type so that a tenant is never confused with another id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+)]
 #[sqlx(transparent)]
 #[serde(transparent)]
 pub struct TenantId(pub Uuid);
@@ -134,6 +136,12 @@ impl TenantTx {
         self.tx.commit().await?;
         Ok(())
     }
+
+    /// Rolls back now (dropping also rolls back, but only when the connection is next used).
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
 }
 
 /// A tenant a login belongs to.
@@ -176,6 +184,26 @@ impl SystemDb {
             .bind(token_hash)
             .fetch_one(&self.pool)
             .await?)
+    }
+}
+
+impl SystemDb {
+    /// Billing: claims up to `limit` active sessions whose next tick is due at `now`, across tenants, leasing them
+    /// for `lease_secs` so concurrent workers skip them.
+    pub async fn claim_due_sessions(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: i32,
+        lease_secs: i32,
+    ) -> Result<Vec<(TenantId, Uuid)>> {
+        Ok(
+            sqlx::query_as("select tenant_id, session_id from sys_claim_due_sessions($1, $2, $3)")
+                .bind(now)
+                .bind(limit)
+                .bind(lease_secs)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }
 

@@ -37,6 +37,55 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// A migrated database of its own, for tests whose subject looks across tenants (the billing claim, the workers):
+/// they must not see, nor be seen by, other tests' sessions. Old ones are dropped by `./infra/dev.sh test`.
+pub struct TestDatabase {
+    pub owner_url: String,
+    pub app_url: String,
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    format!(
+        "{}/{db}",
+        url.rsplit_once('/').map_or(url, |(base, _)| base)
+    )
+}
+
+pub async fn fresh_database() -> TestDatabase {
+    let name = format!("switchyard_test_{}", Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&env_url("TEST_DATABASE_URL"))
+        .await
+        .expect("owner connection");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    admin.close().await;
+    let owner_url = with_database(&env_url("TEST_DATABASE_URL"), &name);
+    let owner = sqlx::PgPool::connect(&owner_url)
+        .await
+        .expect("owner connection");
+    switchyard_core::db::MIGRATOR
+        .run(&owner)
+        .await
+        .expect("migrate");
+    owner.close().await;
+    TestDatabase {
+        app_url: with_database(&env_url("TEST_APP_DATABASE_URL"), &name),
+        owner_url,
+    }
+}
+
+/// Starts the app on a database of its own.
+pub async fn spawn_app_in(db: &TestDatabase) -> TestApp {
+    let mut app = spawn_app_with(&[("APP_DATABASE_URL", &db.app_url)]).await;
+    app.owner = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy(&db.owner_url)
+        .expect("owner pool");
+    app
+}
+
 /// Starts the app with some settings overridden (`("APP_ENV", "production")` ...).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let mut vars: HashMap<String, String> = HashMap::from([

@@ -1,6 +1,7 @@
-//! Switchyard's background workers. This release runs the job loop with no jobs registered yet: it connects,
-//! wakes on its interval, exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or Ctrl-C. Billing,
-//! debt collection, expiry and notifications plug into [`run`]'s loop.
+//! Switchyard's background workers: a loop that wakes every `WORKER_POLL_MS` and runs the billing tick (which also
+//! ends sessions at their planned end), exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or Ctrl-C.
+
+pub mod billing;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +16,7 @@ pub struct WorkerConfig {
     pub app_database_url: String,
     pub poll_interval: Duration,
     pub metrics_addr: SocketAddr,
+    pub billing: billing::Billing,
 }
 
 impl WorkerConfig {
@@ -27,7 +29,22 @@ impl WorkerConfig {
             })
             .transpose()?
             .unwrap_or(1000);
+        let number = |key: &str, default: i64| -> anyhow::Result<i64> {
+            var(key)
+                .map(|v| {
+                    v.parse()
+                        .with_context(|| format!("{key} must be a whole number"))
+                })
+                .transpose()
+                .map(|v| v.unwrap_or(default))
+        };
+        let billing = billing::Billing {
+            tick: chrono::Duration::seconds(number("BILLING_TICK_SEC", 30)?.clamp(1, 3600)),
+            batch: number("BILLING_BATCH", 500)?.clamp(1, 10_000) as i32,
+            lease_secs: number("BILLING_LEASE_SEC", 60)?.clamp(5, 3600) as i32,
+        };
         Ok(Self {
+            billing,
             app_database_url: var("APP_DATABASE_URL")
                 .context("APP_DATABASE_URL is required (the app role's URL)")?,
             poll_interval: Duration::from_millis(poll_ms.max(10)),
@@ -73,11 +90,23 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     println!("switchyard-workers running; metrics on http://{addr}/metrics");
 
     let mut interval = tokio::time::interval(config.poll_interval);
+    let stopping = stop.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = interval.tick() => {
                 metrics::counter!("worker_passes_total").increment(1);
+                // Drain what is due, batch by batch, then sleep until the next wake-up.
+                loop {
+                    match billing::run_once(&db, config.billing, chrono::Utc::now()).await {
+                        Ok(pass) if pass.claimed as i32 == config.billing.batch && !*stopping.borrow() => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::error!(error = ?e, "billing pass failed");
+                            break;
+                        }
+                    }
+                }
             }
         }
     }

@@ -149,8 +149,10 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn the_workers_binary_runs_its_loop_exposes_metrics_and_stops_on_sigterm() {
+    // Its own database: the real billing tick must not bill other tests' sessions.
+    let database = switchyard_tests::fresh_database().await;
     let mut workers = Command::new(binary("switchyard-workers"))
-        .env("APP_DATABASE_URL", env_url("TEST_APP_DATABASE_URL"))
+        .env("APP_DATABASE_URL", &database.app_url)
         .env("WORKER_METRICS_ADDR", "127.0.0.1:0")
         .env("WORKER_POLL_MS", "10")
         .stdout(Stdio::piped())

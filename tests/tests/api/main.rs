@@ -5,6 +5,7 @@
 )]
 
 mod auth;
+mod billing;
 mod binaries;
 mod errors;
 mod graphql;

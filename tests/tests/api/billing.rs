@@ -1,0 +1,194 @@
+//! The billing tick with several workers at once: every (session, tick) is charged exactly once.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use switchyard_core::Db;
+use switchyard_tests::{fresh_database, spawn_app_in, TestApp};
+use switchyard_workers::billing::{self, Billing};
+use uuid::Uuid;
+
+const TENANTS: usize = 10;
+const SESSIONS_PER_TENANT: i64 = 500;
+
+/// A tenant with a 10-per-minute tariff and `n` open-ended sessions started at `t0`, first tick due at t0 + 30 s.
+async fn tenant_with_sessions(app: &TestApp, n: i64, t0: DateTime<Utc>) -> Uuid {
+    let t = app.signup().await;
+    let venue = app.create_venue(&t.access, "V").await;
+    let data = app
+        .gql_ok(
+            &t.access,
+            "mutation { createTariff(name: \"T\", terms: {currency: \"EUR\", perMinute: 10}) { id } }",
+            json!({}),
+        )
+        .await;
+    let tariff: Uuid = data["createTariff"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let patron = app
+        .gql_ok(
+            &t.access,
+            "mutation { createPatron(input: {displayName: \"P\"}) { id } }",
+            json!({}),
+        )
+        .await["createPatron"]["id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    let mut tx = app.tenant_tx(t.id).await;
+    sqlx::query(
+        "insert into station (tenant_id, id, venue_id, name, kind, control)
+         select $1, gen_random_uuid(), $2, 'PC-' || n, 'pc', 'manual' from generate_series(1, $3) n",
+    )
+    .bind(t.id)
+    .bind(venue)
+    .bind(n)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into session (tenant_id, id, station_id, venue_id, patron_id, origin, tariff_id, tariff_version,
+                              terms, timezone, tier, currency, started_at, next_tick_at)
+         select $1, gen_random_uuid(), s.id, $2, $3, 'staff', $4, 1, v.terms, 'Europe/Berlin', 'standard', 'EUR',
+                $5, $5 + interval '30 seconds'
+         from station s, tariff_version v
+         where s.tenant_id = $1 and v.tenant_id = $1 and v.tariff_id = $4",
+    )
+    .bind(t.id)
+    .bind(venue)
+    .bind(patron)
+    .bind(tariff)
+    .bind(t0)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    t.id
+}
+
+/// Four workers, each with its own pool, drain everything due at `now`.
+async fn four_workers(url: &str, now: DateTime<Utc>) -> usize {
+    let billing = Billing {
+        tick: Duration::seconds(30),
+        batch: 37,
+        lease_secs: 60,
+    };
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let db = Db::connect_lazy(&url, 2).unwrap();
+                let mut billed = 0;
+                loop {
+                    let pass = billing::run_once(&db, billing, now).await.unwrap();
+                    assert_eq!(pass.failed, 0);
+                    billed += pass.billed;
+                    if pass.claimed == 0 {
+                        return billed;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    total
+}
+
+#[tokio::test]
+async fn four_workers_charge_every_session_tick_exactly_once() {
+    let database = fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let t0: DateTime<Utc> = "2001-01-01T12:00:00Z".parse().unwrap();
+    let mut tenants = Vec::new();
+    for _ in 0..TENANTS {
+        tenants.push(tenant_with_sessions(&app, SESSIONS_PER_TENANT, t0).await);
+    }
+    let total = TENANTS * SESSIONS_PER_TENANT as usize;
+    for tick in 1..=3 {
+        let billed = four_workers(&database.app_url, t0 + Duration::seconds(30 * tick)).await;
+        assert_eq!(billed, total, "tick {tick}: every session billed once");
+    }
+    for tenant in tenants {
+        let mut tx = app.tenant_tx(tenant).await;
+        // 90 s at 10/min in 1-minute steps = 20; tick 1 (30 s) charged 10, tick 2 (60 s) nothing, tick 3 (90 s) 10.
+        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+            "select s.ticks, s.charged_amount,
+                    (select count(*) from journal j where j.tenant_id = s.tenant_id and j.session_id = s.id),
+                    (select coalesce(sum(e.amount), 0)::bigint from journal j join journal_entry e
+                       on e.tenant_id = j.tenant_id and e.journal_id = j.id
+                     where j.tenant_id = s.tenant_id and j.session_id = s.id and e.amount > 0)
+             from session s where s.tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), SESSIONS_PER_TENANT as usize);
+        for (ticks, charged, journals, credited) in rows {
+            assert_eq!((ticks, charged, journals, credited), (3, 20, 2, 20));
+        }
+        let unbalanced: i64 = sqlx::query_scalar(
+            "select count(*) from (select 1 from journal_entry where tenant_id = $1
+                                   group by journal_id, currency having sum(amount) <> 0) j",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(unbalanced, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_after_claiming_delays_but_never_doubles_a_tick() {
+    let database = fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let t0: DateTime<Utc> = "2002-02-02T12:00:00Z".parse().unwrap();
+    let tenant = tenant_with_sessions(&app, 20, t0).await;
+    let db = Db::connect_lazy(&database.app_url, 2).unwrap();
+    let now = t0 + Duration::seconds(30);
+
+    // A worker claims the batch and dies before billing it: the sessions are leased for 60 s.
+    let claimed = db.system().claim_due_sessions(now, 1000, 60).await.unwrap();
+    let ours = claimed.iter().filter(|(t, _)| t.0 == tenant).count();
+    assert_eq!(ours, 20);
+    // Another worker billing a session and crashing before commit leaves nothing behind.
+    let (_, one) = claimed.iter().find(|(t, _)| t.0 == tenant).unwrap();
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(tenant))
+        .await
+        .unwrap();
+    switchyard_core::sessions::bill_tick(&mut tx, *one, now, Duration::seconds(30))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
+    let billing = Billing {
+        tick: Duration::seconds(30),
+        batch: 1000,
+        lease_secs: 60,
+    };
+    let pass = billing::run_once(&db, billing, now + Duration::seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(pass.billed, 0, "leased sessions are skipped");
+    let pass = billing::run_once(&db, billing, now + Duration::seconds(61))
+        .await
+        .unwrap();
+    assert_eq!(pass.billed, 20, "after the lease, the sessions are billed");
+
+    let mut tx = app.tenant_tx(tenant).await;
+    let keys: Vec<String> =
+        sqlx::query_scalar("select split_part(idempotency_key, ':', 3) || ':' || split_part(idempotency_key, ':', 4) from journal where tenant_id = $1 and session_id is not null")
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(keys.len(), 20);
+    assert!(keys.iter().all(|k| k == "tick:1"), "{keys:?}");
+}
