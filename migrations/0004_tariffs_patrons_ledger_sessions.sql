@@ -189,7 +189,7 @@ create table device_command (
   id uuid not null,
   station_id uuid not null,
   session_id uuid,
-  command text not null check (command in ('switch_on', 'switch_off', 'extend', 'warn')),
+  command text not null check (command in ('switch_on', 'switch_off', 'extend', 'warn', 'eject', 'accept_return')),
   payload jsonb not null default '{}',
   created_at timestamptz not null default now(),
   delivered_at timestamptz,

@@ -53,7 +53,7 @@ impl std::ops::Deref for AppState {
 #[openapi(
     info(title = "Switchyard API", description = "REST surface of Switchyard. GraphQL is at /graphql."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "health"))
+    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "rentals"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -115,6 +115,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::stations::list))
         .routes(routes!(routes::stations::get))
         .routes(routes!(routes::sessions::start))
+        .routes(routes!(routes::rentals::quote))
+        .routes(routes!(routes::rentals::start))
+        .routes(routes!(routes::rentals::stop))
+        .routes(routes!(routes::rentals::get))
         .routes(routes!(routes::sessions::extend))
         .routes(routes!(routes::sessions::stop, routes::sessions::get))
         .routes(routes!(routes::health::healthz))

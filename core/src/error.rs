@@ -30,6 +30,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Too many requests from this address; retry later.
     RateLimited,
+    /// The quote's time to live has passed; ask for a new quote.
+    QuoteExpired,
     /// The patron's wallet does not cover what the operation needs.
     InsufficientFunds,
     /// This `Idempotency-Key` was used before with a different request body.
@@ -60,6 +62,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",
+            Self::QuoteExpired => "quote_expired",
             Self::InsufficientFunds => "insufficient_funds",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyRequired => "idempotency_key_required",
@@ -72,7 +75,10 @@ impl ErrorCode {
     /// The HTTP status REST answers with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::MalformedRequest | Self::InvalidQuery | Self::IdempotencyKeyRequired => 400,
+            Self::MalformedRequest
+            | Self::InvalidQuery
+            | Self::IdempotencyKeyRequired
+            | Self::QuoteExpired => 400,
             Self::InsufficientFunds => 402,
             Self::Unauthenticated | Self::InvalidCredentials => 401,
             Self::Forbidden => 403,
@@ -89,7 +95,8 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and the catalogue test.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
+        Self::QuoteExpired,
         Self::InsufficientFunds,
         Self::IdempotencyKeyReused,
         Self::IdempotencyKeyRequired,
@@ -139,6 +146,8 @@ pub enum Error {
     Forbidden(&'static str),
     #[error("this login belongs to several tenants; repeat the request with one of their ids as tenant_id")]
     TenantChoiceRequired(Vec<TenantChoice>),
+    #[error("Quote expired")]
+    QuoteExpired,
     #[error("{0}")]
     InsufficientFunds(String),
     #[error("this Idempotency-Key was already used with a different request; use a new key for a new request")]
@@ -164,6 +173,7 @@ impl Error {
             Self::InvalidCredentials => ErrorCode::InvalidCredentials,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::TenantChoiceRequired(_) => ErrorCode::TenantChoiceRequired,
+            Self::QuoteExpired => ErrorCode::QuoteExpired,
             Self::InsufficientFunds(_) => ErrorCode::InsufficientFunds,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::Internal(_) => ErrorCode::Internal,
@@ -201,6 +211,9 @@ impl From<sqlx::Error> for Error {
                     Some("session_station_running_key") => {
                         "this station already has a running session"
                     }
+                    Some("asset_label_key") => "an asset with this label already exists",
+                    Some("asset_slot_key") => "that slot is already taken; retry",
+                    Some("session_quote_key") => "this quote was already used",
                     _ => "this already exists",
                 };
                 return Self::Conflict(message.to_owned());

@@ -12,6 +12,7 @@ pub mod model;
 pub mod money;
 pub mod patrons;
 pub mod pricing;
+pub mod rentals;
 pub mod sessions;
 pub mod stations;
 pub mod tariffs;

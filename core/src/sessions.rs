@@ -71,6 +71,11 @@ pub struct Session {
     pub energy_wh: i64,
     pub charged_amount: i64,
     pub ticks: i32,
+    /// Rentals: the powerbank, the quote it started from, where it came back, the deposit held.
+    pub asset_id: Option<Uuid>,
+    pub quote_id: Option<Uuid>,
+    pub return_station_id: Option<Uuid>,
+    pub deposit_amount: i64,
 }
 
 impl Session {
@@ -98,13 +103,24 @@ impl Session {
         pricing::price(&self.terms, self.tz(), usage)
     }
 
+    /// What the usage up to `now` costs the patron: the price, but a rental never costs more than its buyout
+    /// threshold (reaching it turns the rental into a purchase).
+    pub fn chargeable_at(&self, now: DateTime<Utc>) -> i64 {
+        let amount = self.price_at(now).amount;
+        match (self.asset_id, self.terms.buyout_threshold) {
+            (Some(_), Some(threshold)) => amount.min(threshold),
+            _ => amount,
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         matches!(self.status, SessionStatus::Active | SessionStatus::Paused)
     }
 }
 
 const COLUMNS: &str = "id, station_id, venue_id, patron_id, origin, status, tariff_id, tariff_version, terms, timezone,
-    tier, currency::text as currency, started_at, planned_end_at, ended_at, energy_wh, charged_amount, ticks";
+    tier, currency::text as currency, started_at, planned_end_at, ended_at, energy_wh, charged_amount, ticks,
+    asset_id, quote_id, return_station_id, deposit_amount";
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
     let sql = format!("select {COLUMNS} from session where tenant_id = $1 and id = $2");
@@ -262,29 +278,22 @@ pub async fn start(
         )));
     }
 
-    let sql = format!(
-        "insert into session (tenant_id, id, station_id, venue_id, patron_id, started_by, origin, tariff_id,
-            tariff_version, terms, timezone, tier, currency, started_at, planned_end_at, next_tick_at)
-         values ($1, $2, $3, $4, $5, $6, 'staff', $7, $8, $9, $10, $11, $12, $13, $14, $15) returning {COLUMNS}"
-    );
-    let session: Session = sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(id)
-        .bind(station.id)
-        .bind(venue.id)
-        .bind(patron.id)
-        .bind(actor.user_id)
-        .bind(tariff.id)
-        .bind(tariff.version)
-        .bind(sqlx::types::Json(&tariff.terms))
-        .bind(&venue.timezone)
-        .bind(&patron.tier)
-        .bind(currency)
-        .bind(now)
-        .bind(planned_end)
-        .bind(now + tick)
-        .fetch_one(tx.conn())
-        .await?;
+    let row = NewRow {
+        id,
+        station: &station,
+        venue: &venue,
+        patron: &patron,
+        started_by: Some(actor.user_id),
+        origin: "staff",
+        tariff: &tariff,
+        started_at: now,
+        planned_end_at: planned_end,
+        next_tick_at: now + tick,
+        asset_id: None,
+        quote_id: None,
+        deposit_amount: 0,
+    };
+    let session = insert(tx, row).await?;
     switch(tx, &session, true, "switch_on").await?;
     let detail = serde_json::json!({
         "station_id": station.id, "patron_id": patron.id, "payment": input.payment,
@@ -292,6 +301,55 @@ pub async fn start(
     });
     audit::record(tx, actor, entry("session.start", id, detail)).await?;
     Ok(session)
+}
+
+/// Everything a new session row needs.
+pub(crate) struct NewRow<'a> {
+    pub id: Uuid,
+    pub station: &'a stations::Station,
+    pub venue: &'a venues::Venue,
+    pub patron: &'a patrons::Patron,
+    pub started_by: Option<Uuid>,
+    pub origin: &'a str,
+    pub tariff: &'a tariffs::Tariff,
+    pub started_at: DateTime<Utc>,
+    pub planned_end_at: Option<DateTime<Utc>>,
+    pub next_tick_at: DateTime<Utc>,
+    pub asset_id: Option<Uuid>,
+    pub quote_id: Option<Uuid>,
+    pub deposit_amount: i64,
+}
+
+pub(crate) async fn insert(tx: &mut TenantTx, row: NewRow<'_>) -> Result<Session> {
+    let sql = format!(
+        "insert into session (tenant_id, id, station_id, venue_id, patron_id, started_by, origin, tariff_id,
+            tariff_version, terms, timezone, tier, currency, started_at, planned_end_at, next_tick_at, asset_id,
+            quote_id, deposit_amount)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+         returning {COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(row.id)
+        .bind(row.station.id)
+        .bind(row.venue.id)
+        .bind(row.patron.id)
+        .bind(row.started_by)
+        .bind(row.origin)
+        .bind(row.tariff.id)
+        .bind(row.tariff.version)
+        .bind(sqlx::types::Json(&row.tariff.terms))
+        .bind(&row.venue.timezone)
+        .bind(&row.patron.tier)
+        .bind(&row.venue.currency)
+        .bind(row.started_at)
+        .bind(row.planned_end_at)
+        .bind(row.next_tick_at)
+        .bind(row.asset_id)
+        .bind(row.quote_id)
+        .bind(row.deposit_amount)
+        .fetch_one(tx.conn())
+        .await?)
 }
 
 /// Adds minutes to a timed session, if the wallet covers the longer plan.
@@ -380,7 +438,9 @@ pub async fn stop(
         .execute(tx.conn())
         .await?;
     let session = get(tx, id).await?;
-    switch(tx, &session, false, "switch_off").await?;
+    if session.asset_id.is_none() {
+        switch(tx, &session, false, "switch_off").await?;
+    }
     let detail = serde_json::json!({ "status": status, "ended_at": end, "charged_amount": session.charged_amount });
     let entry = entry("session.stop", id, detail);
     match actor {
@@ -398,8 +458,7 @@ pub async fn settle(
     until: DateTime<Utc>,
     label: &str,
 ) -> Result<i64> {
-    let price = session.price_at(until);
-    let due = price.amount - session.charged_amount;
+    let due = session.chargeable_at(until) - session.charged_amount;
     if due <= 0 {
         return Ok(0);
     }
@@ -500,6 +559,12 @@ pub async fn bill_tick(
     }
     let n = session.ticks + 1;
     let charged = settle(tx, &session, now, &format!("tick:{n}")).await?;
+    if let (Some(_), Some(threshold)) = (session.asset_id, session.terms.buyout_threshold) {
+        if session.charged_amount + charged >= threshold {
+            crate::rentals::buy_out(tx, id, now).await?;
+            return Ok(charged);
+        }
+    }
     sqlx::query(
         "update session set ticks = $3, next_tick_at = $4 where tenant_id = $1 and id = $2",
     )

@@ -70,6 +70,21 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Tariff> {
     row.map(Tariff::from).ok_or(Error::NotFound("tariff"))
 }
 
+/// One version of a tariff (a quote pins the version it priced).
+pub async fn version(tx: &mut TenantTx, id: Uuid, version: i32) -> Result<Tariff> {
+    let row: Option<Row> = sqlx::query_as(
+        "select t.id, t.name, v.version, v.terms, t.archived_at, t.created_at
+         from tariff t join tariff_version v on v.tenant_id = t.tenant_id and v.tariff_id = t.id
+         where t.tenant_id = $1 and t.id = $2 and v.version = $3",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(version)
+    .fetch_optional(tx.conn())
+    .await?;
+    row.map(Tariff::from).ok_or(Error::NotFound("tariff"))
+}
+
 pub async fn create(tx: &mut TenantTx, actor: &Actor, name: &str, terms: Terms) -> Result<Tariff> {
     actor.require_manager()?;
     let name = validate::text("name", name, 1, 100)?;

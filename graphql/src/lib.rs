@@ -8,6 +8,7 @@ mod limits;
 pub mod loaders;
 mod members;
 mod patrons;
+mod rentals;
 mod sessions;
 mod stations;
 mod tariffs;
@@ -33,6 +34,7 @@ pub struct QueryRoot(
     tariffs::TariffQuery,
     patrons::PatronQuery,
     sessions::SessionQuery,
+    rentals::RentalQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -43,6 +45,7 @@ pub struct MutationRoot(
     tariffs::TariffMutation,
     patrons::PatronMutation,
     sessions::SessionMutation,
+    rentals::RentalMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

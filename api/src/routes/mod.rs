@@ -1,5 +1,6 @@
 pub mod auth;
 pub mod graphql;
 pub mod health;
+pub mod rentals;
 pub mod sessions;
 pub mod stations;

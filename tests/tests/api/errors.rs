@@ -197,6 +197,7 @@ async fn the_openapi_document_covers_every_rest_route() {
         routes,
         [
             "DELETE /api/v1/sessions/{id}",
+            "GET /api/v1/rentals/{id}",
             "GET /api/v1/sessions/{id}",
             "GET /api/v1/stations",
             "GET /api/v1/stations/{id}",
@@ -207,6 +208,9 @@ async fn the_openapi_document_covers_every_rest_route() {
             "POST /api/v1/auth/logout",
             "POST /api/v1/auth/refresh",
             "POST /api/v1/auth/signup",
+            "POST /api/v1/rentals/quote",
+            "POST /api/v1/rentals/start",
+            "POST /api/v1/rentals/stop",
             "POST /api/v1/sessions/start",
             "PUT /api/v1/sessions/{id}/extend",
         ]

@@ -11,5 +11,6 @@ mod errors;
 mod graphql;
 mod isolation;
 mod members;
+mod rentals;
 mod rls;
 mod sessions;

@@ -1,0 +1,511 @@
+//! Powerbank rentals (seed 004): quotes with a TTL, a start that holds the deposit and ejects a powerbank, a stop
+//! that docks it at any cabinet of the tenant, and automatic buyout when charges reach the tariff's threshold.
+//! A rental is a session with an asset; billing ticks charge it like any other session.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::{self, Entry};
+use crate::db::TenantTx;
+use crate::error::{Error, Result};
+use crate::ledger::{self, Journal, Owner, Purpose};
+use crate::model::{Actor, StationKind};
+use crate::sessions::{self, NewRow, Session, SessionStatus};
+use crate::{patrons, stations, tariffs, validate, venues};
+
+/// A priced offer, valid until `expires_at`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quote {
+    pub id: Uuid,
+    pub patron_id: Uuid,
+    pub station_id: Uuid,
+    pub currency: String,
+    pub price_per_hour: i64,
+    pub free_period_min: u32,
+    pub deposit: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct QuoteRow {
+    patron_id: Uuid,
+    station_id: Uuid,
+    tariff_id: Uuid,
+    tariff_version: i32,
+    expires_at: DateTime<Utc>,
+    consumed_at: Option<DateTime<Utc>>,
+}
+
+/// A powerbank.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Asset {
+    pub id: Uuid,
+    pub label: String,
+    /// `docked`, `rented`, `written_off`.
+    pub status: String,
+    pub station_id: Option<Uuid>,
+    /// The slot number when docked.
+    pub slot: Option<i32>,
+    pub patron_id: Option<Uuid>,
+}
+
+const ASSET_COLUMNS: &str = "a.id, a.label, a.status, a.station_id,
+    (select c.number from connector c where c.tenant_id = a.tenant_id and c.id = a.connector_id) as slot, a.patron_id";
+
+async fn cabinet(tx: &mut TenantTx, id: Uuid) -> Result<stations::Station> {
+    let station = stations::get(tx, id).await?;
+    if station.kind != StationKind::PowerbankCabinet {
+        return Err(Error::validation(
+            "station_id",
+            "this station is not a powerbank cabinet",
+        ));
+    }
+    if station.archived_at.is_some() {
+        return Err(Error::Conflict("this station is archived".into()));
+    }
+    Ok(station)
+}
+
+/// Prices a rental at a cabinet for a patron. Refused when the cabinet has no powerbank to give.
+pub async fn quote(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    patron_id: Uuid,
+    station_id: Uuid,
+    ttl_secs: i64,
+) -> Result<Quote> {
+    let patron = patrons::get(tx, patron_id).await?;
+    let station = cabinet(tx, station_id).await?;
+    let tariff = tariffs::resolve(tx, &station).await?;
+    let available: i64 = sqlx::query_scalar(
+        "select count(*) from asset where tenant_id = $1 and station_id = $2 and status = 'docked'",
+    )
+    .bind(tx.tenant())
+    .bind(station.id)
+    .fetch_one(tx.conn())
+    .await?;
+    if available == 0 {
+        return Err(Error::Conflict(
+            "this cabinet has no powerbank to rent right now".into(),
+        ));
+    }
+    let id = Uuid::now_v7();
+    let expires_at = Utc::now() + Duration::seconds(ttl_secs);
+    sqlx::query(
+        "insert into quote (tenant_id, id, patron_id, station_id, tariff_id, tariff_version, expires_at)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(patron.id)
+    .bind(station.id)
+    .bind(tariff.id)
+    .bind(tariff.version)
+    .bind(expires_at)
+    .execute(tx.conn())
+    .await?;
+    let detail = serde_json::json!({ "patron_id": patron.id, "station_id": station.id, "tariff_version": tariff.version });
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "rental.quote",
+            object_type: "quote",
+            object_id: Some(id),
+            detail,
+        },
+    )
+    .await?;
+    Ok(Quote {
+        id,
+        patron_id: patron.id,
+        station_id: station.id,
+        currency: tariff.terms.currency.clone(),
+        price_per_hour: tariff.terms.per_minute * 60,
+        free_period_min: tariff.terms.free_minutes,
+        deposit: tariff.terms.deposit,
+        expires_at,
+    })
+}
+
+/// Starts a rental from a quote: holds the deposit from the wallet, ejects a powerbank, starts billing.
+pub async fn start(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    quote_id: Uuid,
+    tick: Duration,
+) -> Result<(Session, Asset)> {
+    let quote: Option<QuoteRow> = sqlx::query_as(
+        "select patron_id, station_id, tariff_id, tariff_version, expires_at, consumed_at from quote
+         where tenant_id = $1 and id = $2 for update",
+    )
+    .bind(tx.tenant())
+    .bind(quote_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let QuoteRow {
+        patron_id,
+        station_id,
+        tariff_id,
+        tariff_version: version,
+        expires_at,
+        consumed_at,
+    } = quote.ok_or(Error::NotFound("quote"))?;
+    if consumed_at.is_some() {
+        return Err(Error::Conflict("this quote was already used".into()));
+    }
+    let now = Utc::now();
+    if expires_at <= now {
+        return Err(Error::QuoteExpired);
+    }
+    let patron = patrons::get(tx, patron_id).await?;
+    let station = cabinet(tx, station_id).await?;
+    let venue = venues::get(tx, station.venue_id).await?;
+    let tariff = tariffs::version(tx, tariff_id, version).await?;
+    let deposit = tariff.terms.deposit;
+    let currency = venue.currency.as_str();
+    let id = Uuid::now_v7();
+
+    let asset: Option<Asset> = sqlx::query_as(&format!(
+        "select {ASSET_COLUMNS} from asset a where a.tenant_id = $1 and a.station_id = $2 and a.status = 'docked'
+         order by slot, a.id limit 1 for update skip locked"
+    ))
+    .bind(tx.tenant())
+    .bind(station.id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let asset = asset
+        .ok_or_else(|| Error::Conflict("this cabinet has no powerbank to rent right now".into()))?;
+
+    let wallet = ledger::balance(tx, Owner::Patron(patron.id), Purpose::Wallet, currency).await?;
+    if wallet < deposit.max(1) {
+        return Err(Error::InsufficientFunds(format!(
+            "the wallet holds {} but the deposit is {}; top it up first",
+            crate::money::format(wallet, currency),
+            crate::money::format(deposit, currency)
+        )));
+    }
+    if deposit > 0 {
+        move_deposit(
+            tx,
+            patron.id,
+            currency,
+            deposit,
+            &format!("rental:{id}:deposit"),
+            true,
+            id,
+        )
+        .await?;
+    }
+    sqlx::query(
+        "update asset set status = 'rented', station_id = null, connector_id = null, patron_id = $3
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(asset.id)
+    .bind(patron.id)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query("update quote set consumed_at = now() where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(quote_id)
+        .execute(tx.conn())
+        .await?;
+    let row = NewRow {
+        id,
+        station: &station,
+        venue: &venue,
+        patron: &patron,
+        started_by: Some(actor.user_id),
+        origin: "patron",
+        tariff: &tariff,
+        started_at: now,
+        planned_end_at: None,
+        next_tick_at: now + tick,
+        asset_id: Some(asset.id),
+        quote_id: Some(quote_id),
+        deposit_amount: deposit,
+    };
+    let session = sessions::insert(tx, row).await?;
+    command(
+        tx,
+        station.id,
+        id,
+        "eject",
+        serde_json::json!({ "slot": asset.slot, "asset": asset.label }),
+    )
+    .await?;
+    let detail =
+        serde_json::json!({ "quote_id": quote_id, "asset_id": asset.id, "deposit": deposit });
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "rental.start",
+            object_type: "session",
+            object_id: Some(id),
+            detail,
+        },
+    )
+    .await?;
+    Ok((session, asset))
+}
+
+/// Ends a rental by docking its powerbank in a free slot of `station_id` (any cabinet of the tenant), releasing
+/// the deposit and settling the charge. Stopping an ended rental returns it unchanged.
+pub async fn stop(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    rental_id: Uuid,
+    station_id: Uuid,
+) -> Result<Session> {
+    let session = sessions::get(tx, rental_id).await?;
+    let Some(asset_id) = session.asset_id else {
+        return Err(Error::NotFound("rental"));
+    };
+    if !session.is_running() {
+        return Ok(session);
+    }
+    let station = cabinet(tx, station_id).await?;
+    let slot: Option<(Uuid, i32)> = sqlx::query_as(
+        "select c.id, c.number from connector c
+         where c.tenant_id = $1 and c.station_id = $2
+           and not exists (select 1 from asset a where a.tenant_id = c.tenant_id and a.connector_id = c.id)
+         order by c.number limit 1 for update skip locked",
+    )
+    .bind(tx.tenant())
+    .bind(station.id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let (slot_id, slot) = slot.ok_or_else(|| {
+        Error::Conflict("this cabinet has no free slot; return it to another".into())
+    })?;
+    sqlx::query(
+        "update asset set status = 'docked', station_id = $3, connector_id = $4, patron_id = null
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(asset_id)
+    .bind(station.id)
+    .bind(slot_id)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query("update session set return_station_id = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(rental_id)
+        .bind(station.id)
+        .execute(tx.conn())
+        .await?;
+    release_deposit(tx, &session).await?;
+    let ended = sessions::stop(tx, Some(actor), rental_id, Utc::now()).await?;
+    command(
+        tx,
+        station.id,
+        rental_id,
+        "accept_return",
+        serde_json::json!({ "slot": slot }),
+    )
+    .await?;
+    Ok(ended)
+}
+
+/// Charges reached the buyout threshold: the patron keeps the powerbank, the rental ends as `bought_out`, and the
+/// deposit goes back to the wallet (the threshold was the price).
+pub async fn buy_out(tx: &mut TenantTx, id: Uuid, now: DateTime<Utc>) -> Result<Session> {
+    let session = sessions::get(tx, id).await?;
+    sqlx::query(
+        "update session set status = $3, ended_at = $4, next_tick_at = null where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(SessionStatus::BoughtOut)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    if let Some(asset) = session.asset_id {
+        sqlx::query("update asset set status = 'written_off' where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(asset)
+            .execute(tx.conn())
+            .await?;
+    }
+    release_deposit(tx, &session).await?;
+    let detail = serde_json::json!({ "charged_amount": session.charged_amount, "asset_id": session.asset_id });
+    audit::record_as(
+        tx,
+        None,
+        None,
+        Entry {
+            action: "rental.buy_out",
+            object_type: "session",
+            object_id: Some(id),
+            detail,
+        },
+    )
+    .await?;
+    sessions::get(tx, id).await
+}
+
+/// Returns the deposit to the wallet; if the patron owes money, the released deposit pays that debt first.
+async fn release_deposit(tx: &mut TenantTx, session: &Session) -> Result<()> {
+    if session.deposit_amount == 0 {
+        return Ok(());
+    }
+    let key = format!("rental:{}:deposit_release", session.id);
+    move_deposit(
+        tx,
+        session.patron_id,
+        &session.currency,
+        session.deposit_amount,
+        &key,
+        false,
+        session.id,
+    )
+    .await?;
+    let patron = Owner::Patron(session.patron_id);
+    let owed = -ledger::balance(tx, patron, Purpose::Debt, &session.currency).await?;
+    let pay = owed.min(session.deposit_amount);
+    if pay > 0 {
+        let wallet = ledger::account(tx, patron, Purpose::Wallet, &session.currency).await?;
+        let debt = ledger::account(tx, patron, Purpose::Debt, &session.currency).await?;
+        ledger::post(
+            tx,
+            Journal {
+                key: format!("rental:{}:debt_from_deposit", session.id),
+                kind: "debt_payment",
+                memo: "debt paid from the released deposit".into(),
+                session_id: Some(session.id),
+                currency: &session.currency,
+                entries: vec![(wallet, -pay), (debt, pay)],
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Wallet → deposit hold (`hold`), or back.
+async fn move_deposit(
+    tx: &mut TenantTx,
+    patron: Uuid,
+    currency: &str,
+    amount: i64,
+    key: &str,
+    hold: bool,
+    session: Uuid,
+) -> Result<()> {
+    let wallet = ledger::account(tx, Owner::Patron(patron), Purpose::Wallet, currency).await?;
+    let held = ledger::account(tx, Owner::Patron(patron), Purpose::DepositHold, currency).await?;
+    let sign = if hold { 1 } else { -1 };
+    ledger::post(
+        tx,
+        Journal {
+            key: key.to_owned(),
+            kind: if hold {
+                "deposit_hold"
+            } else {
+                "deposit_release"
+            },
+            memo: if hold {
+                "deposit held".into()
+            } else {
+                "deposit released".into()
+            },
+            session_id: Some(session),
+            currency,
+            entries: vec![(wallet, -sign * amount), (held, sign * amount)],
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn command(
+    tx: &mut TenantTx,
+    station: Uuid,
+    session: Uuid,
+    command: &str,
+    payload: serde_json::Value,
+) -> Result<()> {
+    sqlx::query(
+        "insert into device_command (tenant_id, id, station_id, session_id, command, payload) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tx.tenant())
+    .bind(Uuid::now_v7())
+    .bind(station)
+    .bind(session)
+    .bind(command)
+    .bind(payload)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Docks a new powerbank in a slot of a cabinet.
+pub async fn dock(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    station_id: Uuid,
+    slot: i32,
+    label: &str,
+) -> Result<Asset> {
+    actor.require_manager()?;
+    let station = cabinet(tx, station_id).await?;
+    let label = validate::text("label", label, 1, 64)?;
+    let connector: Option<Uuid> = sqlx::query_scalar(
+        "select id from connector where tenant_id = $1 and station_id = $2 and number = $3",
+    )
+    .bind(tx.tenant())
+    .bind(station.id)
+    .bind(slot)
+    .fetch_optional(tx.conn())
+    .await?;
+    let connector =
+        connector.ok_or_else(|| Error::validation("slot", "this cabinet has no such slot"))?;
+    let id = Uuid::now_v7();
+    sqlx::query("insert into asset (tenant_id, id, label, station_id, connector_id) values ($1, $2, $3, $4, $5)")
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(label)
+        .bind(station.id)
+        .bind(connector)
+        .execute(tx.conn())
+        .await?;
+    let detail = serde_json::json!({ "station_id": station.id, "slot": slot, "label": label });
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "asset.dock",
+            object_type: "asset",
+            object_id: Some(id),
+            detail,
+        },
+    )
+    .await?;
+    asset(tx, id).await
+}
+
+pub async fn asset(tx: &mut TenantTx, id: Uuid) -> Result<Asset> {
+    let sql = format!("select {ASSET_COLUMNS} from asset a where a.tenant_id = $1 and a.id = $2");
+    let asset: Option<Asset> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    asset.ok_or(Error::NotFound("asset"))
+}
+
+/// The powerbanks docked at a cabinet, by slot.
+pub async fn docked(tx: &mut TenantTx, station_id: Uuid) -> Result<Vec<Asset>> {
+    let sql = format!(
+        "select {ASSET_COLUMNS} from asset a where a.tenant_id = $1 and a.station_id = $2 and a.status = 'docked'
+         order by slot"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(station_id)
+        .fetch_all(tx.conn())
+        .await?)
+}

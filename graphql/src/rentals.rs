@@ -1,0 +1,172 @@
+//! Powerbank assets and rentals (the seed 004 flow, also over REST).
+
+use async_graphql::{Context, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use switchyard_core::idempotency::{self, Begin};
+use switchyard_core::{rentals, sessions};
+use uuid::Uuid;
+
+use crate::sessions::{BillingTick, Session};
+use crate::{begin, GqlResult, ManagerGuard};
+
+/// How long a quote can be started.
+const QUOTE_TTL_SECS: i64 = 60;
+
+#[derive(SimpleObject)]
+pub struct Asset {
+    pub id: Uuid,
+    pub label: String,
+    /// `docked`, `rented`, `written_off`.
+    pub status: String,
+    pub station_id: Option<Uuid>,
+    pub slot: Option<i32>,
+    pub patron_id: Option<Uuid>,
+}
+
+impl From<rentals::Asset> for Asset {
+    fn from(a: rentals::Asset) -> Self {
+        Self {
+            id: a.id,
+            label: a.label,
+            status: a.status,
+            station_id: a.station_id,
+            slot: a.slot,
+            patron_id: a.patron_id,
+        }
+    }
+}
+
+/// A priced rental offer.
+#[derive(SimpleObject)]
+pub struct RentalQuote {
+    pub id: Uuid,
+    pub currency: String,
+    pub price_per_hour: i64,
+    pub free_period_min: u32,
+    pub deposit: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct RentalQuery;
+
+#[Object]
+impl RentalQuery {
+    /// The powerbanks docked at a cabinet, by slot.
+    async fn assets(
+        &self,
+        ctx: &Context<'_>,
+        station_id: Uuid,
+    ) -> async_graphql::Result<Vec<Asset>> {
+        let (_, mut tx) = begin(ctx).await?;
+        switchyard_core::stations::get(&mut tx, station_id)
+            .await
+            .gql()?;
+        Ok(rentals::docked(&mut tx, station_id)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Asset::from)
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct RentalMutation;
+
+#[Object]
+impl RentalMutation {
+    /// Puts a new powerbank in a cabinet slot.
+    #[graphql(guard = "ManagerGuard")]
+    async fn dock_asset(
+        &self,
+        ctx: &Context<'_>,
+        station_id: Uuid,
+        slot: i32,
+        label: String,
+    ) -> async_graphql::Result<Asset> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let asset = rentals::dock(&mut tx, actor, station_id, slot, &label)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(asset.into())
+    }
+
+    /// Prices a rental for a patron at a cabinet; start it within 60 seconds.
+    async fn quote(
+        &self,
+        ctx: &Context<'_>,
+        patron_id: Uuid,
+        station_id: Uuid,
+    ) -> async_graphql::Result<RentalQuote> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let q = rentals::quote(&mut tx, actor, patron_id, station_id, QUOTE_TTL_SECS)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(RentalQuote {
+            id: q.id,
+            currency: q.currency,
+            price_per_hour: q.price_per_hour,
+            free_period_min: q.free_period_min,
+            deposit: q.deposit,
+            expires_at: q.expires_at,
+        })
+    }
+
+    /// Starts a rental from a quote. With `idempotencyKey`, a retry returns the same rental.
+    async fn start_rental(
+        &self,
+        ctx: &Context<'_>,
+        quote_id: Uuid,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Session> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let tick = ctx.data::<BillingTick>()?.0;
+        const SCOPE: &str = "graphql.startRental";
+        let fingerprint = idempotency::fingerprint(&serde_json::json!({ "quote_id": quote_id }));
+        if let Some(key) = &idempotency_key {
+            if let Begin::Replay { body, .. } =
+                idempotency::begin(&mut tx, SCOPE, key, &fingerprint)
+                    .await
+                    .gql()?
+            {
+                let id = body["session_id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_default();
+                return Ok(Session(sessions::get(&mut tx, id).await.gql()?));
+            }
+        }
+        let (session, _) = rentals::start(&mut tx, actor, quote_id, tick).await.gql()?;
+        if let Some(key) = &idempotency_key {
+            idempotency::finish(
+                &mut tx,
+                SCOPE,
+                key,
+                200,
+                &serde_json::json!({ "session_id": session.id }),
+            )
+            .await
+            .gql()?;
+        }
+        tx.commit().await.gql()?;
+        Ok(Session(session))
+    }
+
+    /// Ends a rental where its powerbank was returned.
+    async fn stop_rental(
+        &self,
+        ctx: &Context<'_>,
+        rental_id: Uuid,
+        station_id: Uuid,
+    ) -> async_graphql::Result<Session> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let session = rentals::stop(&mut tx, actor, rental_id, station_id)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(Session(session))
+    }
+}

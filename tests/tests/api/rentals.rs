@@ -1,0 +1,629 @@
+//! The seed 004 rental contract, end to end.
+
+use chrono::Duration;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use switchyard_core::{sessions, Db, TenantId};
+use switchyard_tests::{env_url, gql_code, spawn_app, Tenant, TestApp};
+use uuid::Uuid;
+
+struct Cabinets {
+    t: Tenant,
+    venue: Uuid,
+    a: Uuid,
+    b: Uuid,
+    patron: Uuid,
+}
+
+async fn cabinet(app: &TestApp, t: &Tenant, venue: Uuid, name: &str, slots: i32) -> Uuid {
+    let data = app
+        .gql_ok(
+            &t.access,
+            "mutation($v: UUID!, $n: String!, $c: Int!) { createStation(input: {venueId: $v, name: $n,
+               kind: POWERBANK_CABINET, control: MANUAL, connectorCount: $c}) { id } }",
+            json!({"v": venue, "n": name, "c": slots}),
+        )
+        .await;
+    data["createStation"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Two cabinets (A with powerbanks pb-001 and pb-002, B empty), 60/hour after 5 free minutes, deposit 500,
+/// buyout at 5000, and a patron with `cash` in the wallet.
+async fn setup(app: &TestApp, cash: i64) -> Cabinets {
+    let t = app.signup().await;
+    let venue = app.create_venue(&t.access, "Mall").await;
+    let a = cabinet(app, &t, venue, "Cabinet A", 4).await;
+    let b = cabinet(app, &t, venue, "Cabinet B", 1).await;
+    let tariff = app
+        .gql_ok(
+            &t.access,
+            "mutation { createTariff(name: \"Powerbank\", terms: {currency: \"EUR\", perMinute: 1, freeMinutes: 5,
+               deposit: 500, buyoutThreshold: 5000}) { id } }",
+            json!({}),
+        )
+        .await["createTariff"]["id"]
+        .clone();
+    app.gql_ok(
+        &t.access,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v, stationKind: POWERBANK_CABINET}) { id } }",
+        json!({"t": tariff, "v": venue}),
+    )
+    .await;
+    for (slot, label) in [(1, "pb-001"), (2, "pb-002")] {
+        let docked = app
+            .gql_ok(
+                &t.access,
+                "mutation($s: UUID!, $n: Int!, $l: String!) { dockAsset(stationId: $s, slot: $n, label: $l) { label slot status } }",
+                json!({"s": a, "n": slot, "l": label}),
+            )
+            .await;
+        assert_eq!(
+            docked["dockAsset"],
+            json!({"label": label, "slot": slot, "status": "docked"})
+        );
+    }
+    let patron: Uuid = app
+        .gql_ok(
+            &t.access,
+            "mutation { createPatron(input: {displayName: \"Rita\"}) { id } }",
+            json!({}),
+        )
+        .await["createPatron"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    if cash > 0 {
+        app.gql_ok(
+            &t.access,
+            "mutation($p: UUID!, $v: UUID!, $a: Int!) { topUpCash(patronId: $p, venueId: $v, amount: $a, idempotencyKey: \"seed\") { id } }",
+            json!({"p": patron, "v": venue, "a": cash}),
+        )
+        .await;
+    }
+    Cabinets {
+        t,
+        venue,
+        a,
+        b,
+        patron,
+    }
+}
+
+async fn post(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn wallet(app: &TestApp, c: &Cabinets) -> Value {
+    app.gql_ok(
+        &c.t.access,
+        "query($p: UUID!) { patron(id: $p) { wallet(currency: \"EUR\") { balance depositHeld debt } } }",
+        json!({"p": c.patron}),
+    )
+    .await["patron"]["wallet"]
+        .clone()
+}
+
+async fn docked(app: &TestApp, c: &Cabinets, station: Uuid) -> Vec<(String, i64)> {
+    let data = app
+        .gql_ok(
+            &c.t.access,
+            "query($s: UUID!) { assets(stationId: $s) { label slot } }",
+            json!({"s": station}),
+        )
+        .await;
+    data["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["label"].as_str().unwrap().to_owned(),
+                a["slot"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_powerbank_is_quoted_rented_and_returned_to_another_cabinet() {
+    let app = spawn_app().await;
+    let c = setup(&app, 1_000).await;
+    let (status, quote) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    let quote_id = quote["quote_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        quote,
+        json!({"quote_id": quote_id, "price_per_hour": 60, "free_period_min": 5, "deposit": 500,
+               "expires_in_sec": 60, "currency": "EUR"})
+    );
+
+    let (status, started) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("rent-1"),
+        json!({"quote_id": quote_id}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(started["powerbank_id"], "pb-001");
+    assert_eq!(started["status"], "ACTIVE");
+    assert_eq!(started["total_amount"], 0);
+    let rental = started["rental_id"].as_str().unwrap().to_owned();
+    let (status, replay) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("rent-1"),
+        json!({"quote_id": quote_id}),
+    )
+    .await;
+    assert_eq!(
+        (status, &replay),
+        (StatusCode::OK, &started),
+        "a retried start replays"
+    );
+    let (status, body) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("rent-2"),
+        json!({"quote_id": quote_id}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["message"], "this quote was already used");
+
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 500, "depositHeld": 500, "debt": 0})
+    );
+    assert_eq!(docked(&app, &c, c.a).await, [("pb-002".to_owned(), 2)]);
+    let (status, got) = app
+        .get(&format!("/api/v1/rentals/{rental}"), &c.t.access)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        got,
+        json!({"rental_id": rental, "status": "ACTIVE", "powerbank_id": "pb-001", "started_at": started["started_at"],
+               "total_amount": 0, "current_debt": 0, "duration_minutes": 0})
+    );
+
+    let (status, stopped) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("stop-1"),
+        json!({"rental_id": rental, "station_id": c.b}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(stopped["status"], "FINISHED");
+    assert_eq!(stopped["total_amount"], 0, "inside the free period");
+    assert_eq!(stopped["duration_minutes"], 0);
+    assert!(stopped["finished_at"].is_string());
+    assert_eq!(docked(&app, &c, c.b).await, [("pb-001".to_owned(), 1)]);
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
+    );
+
+    let commands: Vec<(String, String)> = sqlx::query_as(
+        "select s.name, d.command from device_command d join station s on s.tenant_id = d.tenant_id and s.id = d.station_id
+         where d.tenant_id = $1 order by d.created_at, d.id",
+    )
+    .bind(c.t.id)
+    .fetch_all(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        commands,
+        [
+            ("Cabinet A".to_owned(), "eject".to_owned()),
+            ("Cabinet B".to_owned(), "accept_return".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_seed_004_error_case_answers_in_the_catalogue_shape() {
+    let app = spawn_app().await;
+    let c = setup(&app, 1_000).await;
+    let quote = |station: Uuid| {
+        post(
+            &app,
+            &c.t.access,
+            "/api/v1/rentals/quote",
+            None,
+            json!({"user_id": c.patron, "station_id": station}),
+        )
+    };
+
+    // An expired quote.
+    let (_, q) = quote(c.a).await;
+    let quote_id: Uuid = q["quote_id"].as_str().unwrap().parse().unwrap();
+    let mut tx = app.tenant_tx(c.t.id).await;
+    sqlx::query("update quote set expires_at = now() - interval '1 second' where tenant_id = $1 and id = $2")
+        .bind(c.t.id)
+        .bind(quote_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (status, body) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("e1"),
+        json!({"quote_id": quote_id}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body,
+        json!({"error": {"code": "quote_expired", "message": "Quote expired"}})
+    );
+
+    let (status, body) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("e2"),
+        json!({"quote_id": Uuid::new_v4()}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("not_found"))
+    );
+    let (status, body) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        None,
+        json!({"quote_id": quote_id}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("idempotency_key_required"))
+    );
+    let (status, body) = quote(c.b).await;
+    assert_eq!(status, StatusCode::CONFLICT, "B has no powerbank: {body}");
+    let pc = app
+        .create_station(&c.t.access, c.venue, "Not a cabinet")
+        .await;
+    let (status, body) = quote(pc).await;
+    assert_eq!(
+        (status, body["error"]["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("station_id"))
+    );
+    let (status, _) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": Uuid::new_v4(), "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user_id"),
+        "{body}"
+    );
+
+    // A patron who cannot cover the deposit.
+    let poor: Uuid = app
+        .gql_ok(
+            &c.t.access,
+            "mutation { createPatron(input: {displayName: \"Poor\"}) { id } }",
+            json!({}),
+        )
+        .await["createPatron"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (_, q) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": poor, "station_id": c.a}),
+    )
+    .await;
+    let (status, body) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("e3"),
+        json!({"quote_id": q["quote_id"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::PAYMENT_REQUIRED, json!("insufficient_funds"))
+    );
+
+    // Returning to a full cabinet: B has one slot; fill it first.
+    let (_, q1) = quote(c.a).await;
+    let (_, r1) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("r1"),
+        json!({"quote_id": q1["quote_id"]}),
+    )
+    .await;
+    let (_, q2) = quote(c.a).await;
+    let (_, r2) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("r2"),
+        json!({"quote_id": q2["quote_id"]}),
+    )
+    .await;
+    assert!(r2["rental_id"].is_string(), "{q2} {r2}");
+    let (status, _) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("s1"),
+        json!({"rental_id": r1["rental_id"], "station_id": c.b}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("s2"),
+        json!({"rental_id": r2["rental_id"], "station_id": c.b}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no free slot"));
+    let (_, still) = app
+        .get(
+            &format!("/api/v1/rentals/{}", r2["rental_id"].as_str().unwrap()),
+            &c.t.access,
+        )
+        .await;
+    assert_eq!(
+        still["status"], "ACTIVE",
+        "a refused return changes nothing"
+    );
+
+    // A session that is not a rental is not a rental.
+    let (status, _) = app
+        .get(&format!("/api/v1/rentals/{}", Uuid::new_v4()), &c.t.access)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_long_rental_runs_into_debt_and_is_bought_out_at_the_threshold() {
+    let app = spawn_app().await;
+    let c = setup(&app, 600).await;
+    let (_, q) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": c.a}),
+    )
+    .await;
+    let (_, r) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("long"),
+        json!({"quote_id": q["quote_id"]}),
+    )
+    .await;
+    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 100, "depositHeld": 500, "debt": 0})
+    );
+
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let tick = Duration::seconds(30);
+    let mut tx = db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+    let started = sessions::get(&mut tx, rental).await.unwrap().started_at;
+    // 65 minutes: 60 billable at 1/min.
+    assert_eq!(
+        sessions::bill_tick(&mut tx, rental, started + Duration::minutes(65), tick)
+            .await
+            .unwrap(),
+        60
+    );
+    // Three and a half days later the charges would pass 5000: the rental becomes a purchase at exactly 5000.
+    assert_eq!(
+        sessions::bill_tick(&mut tx, rental, started + Duration::hours(84), tick)
+            .await
+            .unwrap(),
+        4940
+    );
+    tx.commit().await.unwrap();
+
+    let (_, got) = app
+        .get(&format!("/api/v1/rentals/{rental}"), &c.t.access)
+        .await;
+    assert_eq!(got["status"], "BOUGHT_OUT");
+    assert_eq!(got["total_amount"], 5000);
+    // Wallet 100 paid 100, the rest (4900) became debt; the released deposit (500) paid part of it.
+    assert_eq!(got["current_debt"], 4400);
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 0, "depositHeld": 0, "debt": 4400})
+    );
+    let status: String =
+        sqlx::query_scalar("select status from asset where tenant_id = $1 and label = 'pb-001'")
+            .bind(c.t.id)
+            .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(status, "written_off");
+    let mut tx = db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+    assert_eq!(
+        sessions::bill_tick(&mut tx, rental, started + Duration::hours(90), tick)
+            .await
+            .unwrap(),
+        0,
+        "no charge after buyout"
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_quotes_rentals_and_assets_are_not_found() {
+    let app = spawn_app().await;
+    let a = setup(&app, 1_000).await;
+    let b = setup(&app, 1_000).await;
+    let (_, q) = post(
+        &app,
+        &a.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": a.patron, "station_id": a.a}),
+    )
+    .await;
+    let (_, q2) = post(
+        &app,
+        &a.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": a.patron, "station_id": a.a}),
+    )
+    .await;
+    let (_, r) = post(
+        &app,
+        &a.t.access,
+        "/api/v1/rentals/start",
+        Some("a"),
+        json!({"quote_id": q["quote_id"]}),
+    )
+    .await;
+    let rental = r["rental_id"].as_str().unwrap();
+
+    let (status, _) = post(
+        &app,
+        &b.t.access,
+        "/api/v1/rentals/start",
+        Some("b"),
+        json!({"quote_id": q2["quote_id"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = post(
+        &app,
+        &b.t.access,
+        "/api/v1/rentals/stop",
+        Some("b"),
+        json!({"rental_id": rental, "station_id": b.b}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/rentals/{rental}"),
+            Some(&b.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = post(
+        &app,
+        &b.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": a.patron, "station_id": b.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = post(
+        &app,
+        &b.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": b.patron, "station_id": a.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A's rental returned into B's cabinet: not found, and A's powerbank stays rented.
+    let (status, _) = post(
+        &app,
+        &a.t.access,
+        "/api/v1/rentals/stop",
+        Some("x"),
+        json!({"rental_id": rental, "station_id": b.b}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for (query, variables) in [
+        (
+            "query($s: UUID!) { assets(stationId: $s) { id } }",
+            json!({"s": a.a}),
+        ),
+        (
+            "mutation($s: UUID!) { dockAsset(stationId: $s, slot: 3, label: \"x\") { id } }",
+            json!({"s": a.a}),
+        ),
+        (
+            "mutation($p: UUID!, $s: UUID!) { quote(patronId: $p, stationId: $s) { id } }",
+            json!({"p": a.patron, "s": a.a}),
+        ),
+    ] {
+        let body = app.gql(Some(&b.t.access), query, variables).await;
+        assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
+    }
+    let (_, still) = app
+        .get(&format!("/api/v1/rentals/{rental}"), &a.t.access)
+        .await;
+    assert_eq!(still["status"], "ACTIVE");
+}
