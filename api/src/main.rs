@@ -78,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
             for (role, email, password) in seed::DEMO_LOGINS {
                 println!("  {:<8} {email:<32} {password}", role.as_str());
             }
+            println!(
+                "  patron   {} (gold tier, 50.00 EUR in the wallet)",
+                seed::DEMO_PATRON
+            );
         }
         Command::PrintSchema => print!("{}", switchyard_graphql::sdl()),
     }

@@ -1,10 +1,16 @@
-//! `switchyard seed-demo`: a demo tenant with owner, manager and staff logins, two venues and stations of
-//! several kinds. Running it again changes nothing.
+//! `switchyard seed-demo`: a demo tenant with owner, manager and staff logins, two venues, stations of several
+//! kinds, tariffs, six powerbanks in the cabinet, and a gold-tier patron with 50.00 in the wallet and an RFID tag.
+//! Running it again changes nothing.
 
 use serde_json::json;
+use switchyard_core::patrons::{self, NewPatron};
+use switchyard_core::pricing::{Band, Terms};
 use switchyard_core::stations::{self, NewStation};
+use switchyard_core::tariffs::{self, Scope};
 use switchyard_core::venues::{self, NewVenue};
-use switchyard_core::{members, Actor, Role, StationControl as C, StationKind as K, TenantId};
+use switchyard_core::{
+    members, rentals, Actor, Role, StationControl as C, StationKind as K, TenantId,
+};
 
 use crate::app::AppState;
 
@@ -20,6 +26,23 @@ pub const DEMO_LOGINS: [(Role, &str, &str); 3] = [
 ];
 
 pub const DEMO_ORGANIZATION: &str = "Demo Play & Charge";
+pub const DEMO_PATRON: &str = "Dana Demo";
+
+fn terms() -> Terms {
+    Terms {
+        currency: "EUR".into(),
+        per_minute: 0,
+        per_kwh: 0,
+        free_minutes: 0,
+        billing_step_secs: 60,
+        minimum_charge: 0,
+        daily_cap: None,
+        deposit: 0,
+        buyout_threshold: None,
+        tier_discounts_bp: Default::default(),
+        bands: vec![],
+    }
+}
 
 /// Seeds the demo tenant unless its owner exists; returns the tenant id either way.
 pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
@@ -128,6 +151,7 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
         ),
         (hub, "Ticket Kiosk", K::Kiosk, C::Manual, json!({}), None),
     ];
+    let mut cabinet = None;
     for (venue_id, name, kind, control, settings, connectors) in stations {
         let input = NewStation {
             venue_id,
@@ -138,8 +162,83 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
             location: None,
             connector_count: connectors,
         };
-        stations::create(&mut tx, &owner, input).await?;
+        let station = stations::create(&mut tx, &owner, input).await?;
+        if kind == K::PowerbankCabinet {
+            cabinet = Some(station.id);
+        }
     }
+
+    // Tariffs: play time at the arcade (evenings cheaper, gold members 10 % off), powerbanks and charging at the hub.
+    let play = Terms {
+        per_minute: 8,
+        billing_step_secs: 60,
+        daily_cap: Some(3000),
+        tier_discounts_bp: [("gold".to_owned(), 1000)].into(),
+        bands: vec![Band {
+            from_minute: 22 * 60,
+            to_minute: 6 * 60,
+            per_minute: 5,
+        }],
+        ..terms()
+    };
+    let play = tariffs::create(&mut tx, &owner, "Play time", play).await?;
+    tariffs::assign(
+        &mut tx,
+        &owner,
+        play.id,
+        Scope {
+            venue_id: arcade,
+            station_kind: None,
+            station_id: None,
+        },
+    )
+    .await?;
+    let powerbank = Terms {
+        per_minute: 1,
+        free_minutes: 5,
+        deposit: 500,
+        buyout_threshold: Some(2500),
+        ..terms()
+    };
+    let powerbank = tariffs::create(&mut tx, &owner, "Powerbank", powerbank).await?;
+    let cabinets = Scope {
+        venue_id: hub,
+        station_kind: Some(K::PowerbankCabinet),
+        station_id: None,
+    };
+    tariffs::assign(&mut tx, &owner, powerbank.id, cabinets).await?;
+    let charging = Terms {
+        per_kwh: 39,
+        per_minute: 0,
+        minimum_charge: 100,
+        ..terms()
+    };
+    let charging = tariffs::create(&mut tx, &owner, "Charging", charging).await?;
+    tariffs::assign(
+        &mut tx,
+        &owner,
+        charging.id,
+        Scope {
+            venue_id: hub,
+            station_kind: None,
+            station_id: None,
+        },
+    )
+    .await?;
+    if let Some(cabinet) = cabinet {
+        for slot in 1..=6 {
+            rentals::dock(&mut tx, &owner, cabinet, slot, &format!("pb-{slot:03}")).await?;
+        }
+    }
+    let patron = NewPatron {
+        display_name: DEMO_PATRON.into(),
+        email: Some("patron@demo.switchyard.test".into()),
+        tier: Some("gold".into()),
+        ..Default::default()
+    };
+    let patron = patrons::create(&mut tx, &owner, patron, false).await?;
+    patrons::add_rfid_tag(&mut tx, &owner, patron.id, "04A1B2C3").await?;
+    patrons::top_up_cash(&mut tx, &owner, patron.id, arcade, 5000, "demo-seed").await?;
     tx.commit().await?;
     tracing::info!(tenant.id = %tenant, "demo tenant seeded");
     Ok(tenant)
