@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::stations::list))
         .routes(routes!(routes::stations::get))
         .routes(routes!(routes::sessions::start))
+        .routes(routes!(routes::dashboard::get))
         .routes(routes!(routes::rentals::quote))
         .routes(routes!(routes::rentals::start))
         .routes(routes!(routes::rentals::stop))

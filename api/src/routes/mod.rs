@@ -1,4 +1,5 @@
 pub mod auth;
+pub mod dashboard;
 pub mod graphql;
 pub mod health;
 pub mod rentals;

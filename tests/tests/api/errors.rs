@@ -197,6 +197,7 @@ async fn the_openapi_document_covers_every_rest_route() {
         routes,
         [
             "DELETE /api/v1/sessions/{id}",
+            "GET /api/v1/dashboard",
             "GET /api/v1/rentals/{id}",
             "GET /api/v1/sessions/{id}",
             "GET /api/v1/stations",

@@ -171,7 +171,30 @@ async fn a_walk_in_cash_session_is_prepaid_extended_stopped_and_leaves_a_balance
     assert_eq!(status, StatusCode::OK, "{extended}");
     assert_eq!(extended["duration_minutes"], 90);
 
-    // A second sessions on the same station is refused.
+    // The dashboard shows the station busy with its remaining time and running cost.
+    let (status, dash) = app
+        .get(
+            &format!("/api/v1/dashboard?venue_id={}", f.venue),
+            &f.t.access,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let venue = &dash["venues"][0];
+    assert_eq!(venue["busy"], 1);
+    let tile = &venue["stations"][0];
+    assert_eq!(tile["station_id"], f.station.to_string());
+    assert_eq!(tile["status"], "in_session");
+    assert_eq!(tile["session"]["session_id"], id.as_str());
+    assert_eq!(
+        tile["session"]["running_cost"], 10,
+        "the first started minute"
+    );
+    assert!(
+        tile["session"]["remaining_seconds"].as_i64().unwrap() > 5_300,
+        "90 planned minutes"
+    );
+
+    // A second session on the same station is refused.
     let (status, body) = start(
         &app,
         &f.t.access,
