@@ -152,6 +152,8 @@ create table session (
   charged_amount bigint not null default 0 check (charged_amount >= 0),
   ticks integer not null default 0,
   next_tick_at timestamptz,
+  -- Warnings already sent for the current planned end: bit 1 = 5 minutes, bit 2 = 1 minute.
+  warnings_sent smallint not null default 0,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   primary key (tenant_id, id),

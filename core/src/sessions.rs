@@ -76,6 +76,7 @@ pub struct Session {
     pub quote_id: Option<Uuid>,
     pub return_station_id: Option<Uuid>,
     pub deposit_amount: i64,
+    pub warnings_sent: i16,
 }
 
 impl Session {
@@ -120,7 +121,7 @@ impl Session {
 
 const COLUMNS: &str = "id, station_id, venue_id, patron_id, origin, status, tariff_id, tariff_version, terms, timezone,
     tier, currency::text as currency, started_at, planned_end_at, ended_at, energy_wh, charged_amount, ticks,
-    asset_id, quote_id, return_station_id, deposit_amount";
+    asset_id, quote_id, return_station_id, deposit_amount, warnings_sent";
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
     let sql = format!("select {COLUMNS} from session where tenant_id = $1 and id = $2");
@@ -390,7 +391,8 @@ pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) ->
             crate::money::format(needed, &session.currency)
         )));
     }
-    sqlx::query("update session set planned_end_at = $3 where tenant_id = $1 and id = $2")
+    // A new planned end: its warnings are still to come.
+    sqlx::query("update session set planned_end_at = $3, warnings_sent = 0 where tenant_id = $1 and id = $2")
         .bind(tx.tenant())
         .bind(id)
         .bind(new_end)
@@ -565,20 +567,50 @@ pub async fn bill_tick(
             return Ok(charged);
         }
     }
+    let mut sent = session.warnings_sent;
+    let mut next = now + tick;
+    if let Some(end) = session.planned_end_at {
+        for (minutes, bit) in WARNINGS {
+            let due = end - Duration::minutes(minutes);
+            if sent & bit != 0 {
+                continue;
+            }
+            if due <= now {
+                warn(tx, &session, minutes).await?;
+                sent |= bit;
+            } else {
+                next = next.min(due);
+            }
+        }
+        next = next.min(end);
+    }
+    sqlx::query("update session set ticks = $3, next_tick_at = $4, warnings_sent = $5 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(n)
+        .bind(next)
+        .bind(sent)
+        .execute(tx.conn())
+        .await?;
+    Ok(charged)
+}
+
+/// Warnings before a planned end: (minutes before, bit in `warnings_sent`).
+const WARNINGS: [(i64, i16); 2] = [(5, 1), (1, 2)];
+
+/// Tells the station's control (a PC agent shows it) that the session ends in `minutes`.
+async fn warn(tx: &mut TenantTx, session: &Session, minutes: i64) -> Result<()> {
     sqlx::query(
-        "update session set ticks = $3, next_tick_at = $4 where tenant_id = $1 and id = $2",
+        "insert into device_command (tenant_id, id, station_id, session_id, command, payload) values ($1, $2, $3, $4, 'warn', $5)",
     )
     .bind(tx.tenant())
-    .bind(id)
-    .bind(n)
-    .bind(
-        session
-            .planned_end_at
-            .map_or(now + tick, |end| end.min(now + tick)),
-    )
+    .bind(Uuid::now_v7())
+    .bind(session.station_id)
+    .bind(session.id)
+    .bind(serde_json::json!({ "minutes": minutes, "planned_end_at": session.planned_end_at }))
     .execute(tx.conn())
     .await?;
-    Ok(charged)
+    Ok(())
 }
 
 /// Device commands written for a station, oldest first (what the edge bridge will consume).

@@ -657,3 +657,102 @@ async fn another_tenants_tariffs_patrons_and_sessions_are_not_found() {
         .await;
     assert_eq!(still["status"], "active");
 }
+
+#[tokio::test]
+async fn timed_sessions_are_warned_at_five_and_one_minute_and_end_on_time() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = patron_with_cash(&app, &f, 1_000).await;
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, durationMinutes: 10, payment: WALLET}) { id } }",
+            json!({"s": f.station, "p": patron}),
+        )
+        .await;
+    let id: Uuid = data["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let tick = Duration::seconds(30);
+    let tenant = TenantId(f.t.id);
+    let next_tick = |db: Db| async move {
+        let mut tx = db.begin_tenant(tenant).await.unwrap();
+        let next: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("select next_tick_at from session where id = $1")
+                .bind(id)
+                .fetch_one(tx.conn())
+                .await
+                .unwrap();
+        next
+    };
+    let mut tx = db.begin_tenant(tenant).await.unwrap();
+    let started = sessions::get(&mut tx, id).await.unwrap().started_at;
+    let end = started + Duration::minutes(10);
+    tx.commit().await.unwrap();
+    // Ticking at 4:45, the next tick is due exactly at the 5-minute warning.
+    let mut tx = db.begin_tenant(tenant).await.unwrap();
+    sessions::bill_tick(&mut tx, id, started + Duration::seconds(285), tick)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        next_tick(db.clone()).await,
+        Some(end - Duration::minutes(5))
+    );
+    for at in [
+        end - Duration::minutes(5),
+        end - Duration::seconds(90),
+        end - Duration::minutes(1),
+        end,
+    ] {
+        let mut tx = db.begin_tenant(tenant).await.unwrap();
+        sessions::bill_tick(&mut tx, id, at, tick).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let commands = app
+        .gql_ok(
+            &f.t.access,
+            "query($s: UUID!) { deviceCommands(stationId: $s) { command payload } }",
+            json!({"s": f.station}),
+        )
+        .await;
+    let seen: Vec<(String, Value)> = commands["deviceCommands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["command"].as_str().unwrap().to_owned(),
+                c["payload"]["minutes"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("switch_on".to_owned(), Value::Null),
+            ("warn".to_owned(), json!(5)),
+            ("warn".to_owned(), json!(1)),
+            ("switch_off".to_owned(), Value::Null)
+        ]
+    );
+    let (_, ended) = app
+        .get(&format!("/api/v1/sessions/{id}"), &f.t.access)
+        .await;
+    assert_eq!(ended["status"], "expired");
+    assert_eq!(
+        ended["ended_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        end
+    );
+    assert_eq!(
+        ended["charged_amount"], 100,
+        "exactly the 10 planned minutes"
+    );
+}
