@@ -40,6 +40,7 @@ pub struct App {
     pub db: Db,
     pub accounts: Accounts,
     pub schema: AppSchema,
+    pub payments: Arc<dyn switchyard_core::payments::PaymentProvider>,
 }
 
 impl std::ops::Deref for AppState {
@@ -53,7 +54,7 @@ impl std::ops::Deref for AppState {
 #[openapi(
     info(title = "Switchyard API", description = "REST surface of Switchyard. GraphQL is at /graphql."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "rentals"), (name = "health"))
+    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "rentals"), (name = "payments"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -92,11 +93,15 @@ impl AppState {
             config.billing_tick.as_secs() as i64,
         ));
         let schema = switchyard_graphql::build(db.clone(), accounts.clone(), config.graphql, tick);
+        let confirm_after =
+            chrono::Duration::milliseconds(config.dev_payment_confirm_after.as_millis() as i64);
+        let payments = Arc::new(switchyard_core::payments::dev::DevProvider { confirm_after });
         Ok(Self(Arc::new(App {
             config,
             db,
             accounts,
             schema,
+            payments,
         })))
     }
 }
@@ -116,6 +121,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::stations::get))
         .routes(routes!(routes::sessions::start))
         .routes(routes!(routes::dashboard::get))
+        .routes(routes!(routes::payments::intent))
+        .routes(routes!(routes::payments::status))
+        .routes(routes!(routes::payments::details))
+        .routes(routes!(routes::payments::cancel))
+        .routes(routes!(routes::payments::confirm))
+        .routes(routes!(routes::payments::stripe_webhook))
         .routes(routes!(routes::rentals::quote))
         .routes(routes!(routes::rentals::start))
         .routes(routes!(routes::rentals::stop))

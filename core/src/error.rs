@@ -30,6 +30,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Too many requests from this address; retry later.
     RateLimited,
+    /// A webhook's signature is missing, wrong or too old.
+    InvalidSignature,
     /// The quote's time to live has passed; ask for a new quote.
     QuoteExpired,
     /// The patron's wallet does not cover what the operation needs.
@@ -63,6 +65,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RateLimited => "rate_limited",
             Self::QuoteExpired => "quote_expired",
+            Self::InvalidSignature => "invalid_signature",
             Self::InsufficientFunds => "insufficient_funds",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyRequired => "idempotency_key_required",
@@ -78,7 +81,8 @@ impl ErrorCode {
             Self::MalformedRequest
             | Self::InvalidQuery
             | Self::IdempotencyKeyRequired
-            | Self::QuoteExpired => 400,
+            | Self::QuoteExpired
+            | Self::InvalidSignature => 400,
             Self::InsufficientFunds => 402,
             Self::Unauthenticated | Self::InvalidCredentials => 401,
             Self::Forbidden => 403,
@@ -95,7 +99,8 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and the catalogue test.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
+        Self::InvalidSignature,
         Self::QuoteExpired,
         Self::InsufficientFunds,
         Self::IdempotencyKeyReused,
@@ -149,6 +154,8 @@ pub enum Error {
     #[error("Quote expired")]
     QuoteExpired,
     #[error("{0}")]
+    InvalidSignature(&'static str),
+    #[error("{0}")]
     InsufficientFunds(String),
     #[error("this Idempotency-Key was already used with a different request; use a new key for a new request")]
     IdempotencyKeyReused,
@@ -174,6 +181,7 @@ impl Error {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::TenantChoiceRequired(_) => ErrorCode::TenantChoiceRequired,
             Self::QuoteExpired => ErrorCode::QuoteExpired,
+            Self::InvalidSignature(_) => ErrorCode::InvalidSignature,
             Self::InsufficientFunds(_) => ErrorCode::InsufficientFunds,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::Internal(_) => ErrorCode::Internal,

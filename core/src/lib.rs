@@ -11,6 +11,7 @@ pub mod members;
 pub mod model;
 pub mod money;
 pub mod patrons;
+pub mod payments;
 pub mod pricing;
 pub mod rentals;
 pub mod sessions;

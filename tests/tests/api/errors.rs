@@ -198,6 +198,8 @@ async fn the_openapi_document_covers_every_rest_route() {
         [
             "DELETE /api/v1/sessions/{id}",
             "GET /api/v1/dashboard",
+            "GET /api/v1/payments/intent/{id}",
+            "GET /api/v1/payments/status/{id}",
             "GET /api/v1/rentals/{id}",
             "GET /api/v1/sessions/{id}",
             "GET /api/v1/stations",
@@ -209,10 +211,14 @@ async fn the_openapi_document_covers_every_rest_route() {
             "POST /api/v1/auth/logout",
             "POST /api/v1/auth/refresh",
             "POST /api/v1/auth/signup",
+            "POST /api/v1/payments/cancel/{id}",
+            "POST /api/v1/payments/confirm/{id}",
+            "POST /api/v1/payments/intent",
             "POST /api/v1/rentals/quote",
             "POST /api/v1/rentals/start",
             "POST /api/v1/rentals/stop",
             "POST /api/v1/sessions/start",
+            "POST /webhooks/stripe",
             "PUT /api/v1/sessions/{id}/extend",
         ]
     );

@@ -11,6 +11,7 @@ mod errors;
 mod graphql;
 mod isolation;
 mod members;
+mod payments;
 mod rentals;
 mod rls;
 mod sessions;
