@@ -4,6 +4,8 @@
 //! patron has money with us; `debt` is negative when the patron owes; a venue's `revenue` grows positive; money
 //! arriving from outside (a venue's `cash_drawer`, card `clearing`) is the negative side of what it funds.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -12,14 +14,14 @@ use crate::db::TenantTx;
 use crate::error::{Error, Result};
 
 /// Who an account belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Owner {
     Patron(Uuid),
     Venue(Uuid),
 }
 
 /// What an account is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {
     Wallet,
     DepositHold,
@@ -30,6 +32,15 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    const ALL: [Purpose; 6] = [
+        Self::Wallet,
+        Self::DepositHold,
+        Self::Debt,
+        Self::Revenue,
+        Self::CashDrawer,
+        Self::Clearing,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Wallet => "wallet",
@@ -51,6 +62,9 @@ impl Owner {
     }
 }
 
+/// An account's natural key.
+pub type AccountKey = (Owner, Purpose, String);
+
 /// The account of (owner, purpose, currency), created on first use.
 pub async fn account(
     tx: &mut TenantTx,
@@ -58,31 +72,72 @@ pub async fn account(
     purpose: Purpose,
     currency: &str,
 ) -> Result<Uuid> {
-    let (kind, owner_id) = owner.parts();
+    let key = (owner, purpose, currency.to_owned());
+    let ids = accounts(tx, std::slice::from_ref(&key)).await?;
+    ids.get(&key)
+        .copied()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("account {key:?} was not created")))
+}
+
+/// The accounts of many keys at once (two statements whatever their number), created on first use.
+pub async fn accounts(tx: &mut TenantTx, keys: &[AccountKey]) -> Result<HashMap<AccountKey, Uuid>> {
     let tenant = tx.tenant();
+    let kinds: Vec<&str> = keys.iter().map(|(o, _, _)| o.parts().0).collect();
+    let owners: Vec<Uuid> = keys.iter().map(|(o, _, _)| o.parts().1).collect();
+    let purposes: Vec<&str> = keys.iter().map(|(_, p, _)| p.as_str()).collect();
+    let currencies: Vec<&str> = keys.iter().map(|(_, _, c)| c.as_str()).collect();
     sqlx::query(
         "insert into ledger_account (tenant_id, id, owner_kind, owner_id, purpose, currency)
-         values ($1, $2, $3, $4, $5, $6) on conflict (tenant_id, owner_kind, owner_id, purpose, currency) do nothing",
+         select $1, gen_random_uuid(), k, o, p, c
+         from unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) as t (k, o, p, c)
+         order by k, o, p, c
+         on conflict (tenant_id, owner_kind, owner_id, purpose, currency) do nothing",
     )
     .bind(tenant)
-    .bind(Uuid::now_v7())
-    .bind(kind)
-    .bind(owner_id)
-    .bind(purpose.as_str())
-    .bind(currency)
+    .bind(&kinds)
+    .bind(&owners)
+    .bind(&purposes)
+    .bind(&currencies)
     .execute(tx.conn())
     .await?;
-    Ok(sqlx::query_scalar(
-        "select id from ledger_account
-         where tenant_id = $1 and owner_kind = $2 and owner_id = $3 and purpose = $4 and currency = $5",
+    let rows: Vec<(Uuid, String, Uuid, String, String)> = sqlx::query_as(
+        "select a.id, a.owner_kind, a.owner_id, a.purpose, a.currency::text from ledger_account a
+         join unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) as t (k, o, p, c)
+           on a.owner_kind = t.k and a.owner_id = t.o and a.purpose = t.p and a.currency = t.c::bpchar
+         where a.tenant_id = $1",
     )
     .bind(tenant)
-    .bind(kind)
-    .bind(owner_id)
-    .bind(purpose.as_str())
-    .bind(currency)
-    .fetch_one(tx.conn())
-    .await?)
+    .bind(&kinds)
+    .bind(&owners)
+    .bind(&purposes)
+    .bind(&currencies)
+    .fetch_all(tx.conn())
+    .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for (id, kind, owner_id, purpose, currency) in rows {
+        let owner = if kind == "patron" {
+            Owner::Patron(owner_id)
+        } else {
+            Owner::Venue(owner_id)
+        };
+        if let Some(purpose) = Purpose::ALL.into_iter().find(|p| p.as_str() == purpose) {
+            out.insert((owner, purpose, currency), id);
+        }
+    }
+    Ok(out)
+}
+
+/// The balances of many accounts at once.
+pub async fn balances(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<HashMap<Uuid, i64>> {
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select account_id, sum(amount)::bigint from journal_entry
+         where tenant_id = $1 and account_id = any($2) group by account_id",
+    )
+    .bind(tx.tenant())
+    .bind(accounts)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The balance of (owner, purpose, currency); zero for an account never used.
@@ -130,60 +185,103 @@ pub enum Posted {
 
 /// Posts a balanced journal once. A second post with the same key writes nothing and answers `Replay`.
 pub async fn post(tx: &mut TenantTx, journal: Journal<'_>) -> Result<Posted> {
-    let entries: Vec<(Uuid, i64)> = journal
-        .entries
-        .into_iter()
-        .filter(|(_, a)| *a != 0)
-        .collect();
-    let sum: i128 = entries.iter().map(|(_, a)| i128::from(*a)).sum();
-    if sum != 0 {
-        return Err(Error::Internal(anyhow::anyhow!(
-            "journal {} does not balance ({sum})",
-            journal.key
-        )));
-    }
+    let mut posted = post_many(tx, vec![journal]).await?;
+    posted
+        .pop()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("no journal posted")))
+}
+
+/// Posts many balanced journals with two multi-row statements; each key is written once, whatever the retries.
+/// Answers in the order given.
+pub async fn post_many(tx: &mut TenantTx, journals: Vec<Journal<'_>>) -> Result<Vec<Posted>> {
     let tenant = tx.tenant();
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "insert into journal (tenant_id, id, idempotency_key, kind, memo, session_id) values ($1, $2, $3, $4, $5, $6)
+    for journal in &journals {
+        let sum: i128 = journal.entries.iter().map(|(_, a)| i128::from(*a)).sum();
+        if sum != 0 {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "journal {} does not balance ({sum})",
+                journal.key
+            )));
+        }
+    }
+    let ids: Vec<Uuid> = journals.iter().map(|_| Uuid::now_v7()).collect();
+    let keys: Vec<&str> = journals.iter().map(|j| j.key.as_str()).collect();
+    let kinds: Vec<&str> = journals.iter().map(|j| j.kind).collect();
+    let memos: Vec<&str> = journals.iter().map(|j| j.memo.as_str()).collect();
+    let sessions: Vec<Option<Uuid>> = journals.iter().map(|j| j.session_id).collect();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "insert into journal (tenant_id, id, idempotency_key, kind, memo, session_id)
+         select $1, id, k, kind, memo, s
+         from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[]) as t (id, k, kind, memo, s)
          on conflict (tenant_id, idempotency_key) do nothing returning id",
     )
     .bind(tenant)
-    .bind(Uuid::now_v7())
-    .bind(&journal.key)
-    .bind(journal.kind)
-    .bind(&journal.memo)
-    .bind(journal.session_id)
-    .fetch_optional(tx.conn())
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&kinds)
+    .bind(&memos)
+    .bind(&sessions)
+    .fetch_all(tx.conn())
     .await?;
-    let Some(id) = inserted else {
-        let existing: Uuid = sqlx::query_scalar(
-            "select id from journal where tenant_id = $1 and idempotency_key = $2",
-        )
-        .bind(tenant)
-        .bind(&journal.key)
-        .fetch_one(tx.conn())
-        .await?;
-        return Ok(Posted::Replay(existing));
-    };
-    if !entries.is_empty() {
-        let lines: Vec<i16> = (1..=entries.len()).map(|n| n as i16).collect();
-        let accounts: Vec<Uuid> = entries.iter().map(|(a, _)| *a).collect();
-        let amounts: Vec<i64> = entries.iter().map(|(_, a)| *a).collect();
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+
+    let (mut e_journal, mut e_line, mut e_account, mut e_amount, mut e_currency) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut replayed = Vec::new();
+    for (journal, id) in journals.iter().zip(&ids) {
+        if !inserted.contains(id) {
+            replayed.push(journal.key.as_str());
+            continue;
+        }
+        let mut line = 0i16;
+        for (account, amount) in journal.entries.iter().filter(|(_, a)| *a != 0) {
+            line += 1;
+            e_journal.push(*id);
+            e_line.push(line);
+            e_account.push(*account);
+            e_amount.push(*amount);
+            e_currency.push(journal.currency);
+        }
+    }
+    if !e_journal.is_empty() {
         sqlx::query(
             "insert into journal_entry (tenant_id, journal_id, line, account_id, amount, currency)
-             select $1, $2, line, account_id, amount, $6
-             from unnest($3::smallint[], $4::uuid[], $5::bigint[]) as t (line, account_id, amount)",
+             select $1, j, l, a, m, c from unnest($2::uuid[], $3::smallint[], $4::uuid[], $5::bigint[], $6::text[])
+               as t (j, l, a, m, c)",
         )
         .bind(tenant)
-        .bind(id)
-        .bind(&lines)
-        .bind(&accounts)
-        .bind(&amounts)
-        .bind(journal.currency)
+        .bind(&e_journal)
+        .bind(&e_line)
+        .bind(&e_account)
+        .bind(&e_amount)
+        .bind(&e_currency)
         .execute(tx.conn())
         .await?;
     }
-    Ok(Posted::New(id))
+    let existing: HashMap<String, Uuid> = if replayed.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, Uuid)>(
+            "select idempotency_key, id from journal where tenant_id = $1 and idempotency_key = any($2)",
+        )
+        .bind(tenant)
+        .bind(&replayed)
+        .fetch_all(tx.conn())
+        .await?
+        .into_iter()
+        .collect()
+    };
+    Ok(journals
+        .iter()
+        .zip(ids)
+        .map(|(journal, id)| {
+            if inserted.contains(&id) {
+                Posted::New(id)
+            } else {
+                Posted::Replay(existing.get(&journal.key).copied().unwrap_or(id))
+            }
+        })
+        .collect())
 }
 
 /// One line of a patron's wallet statement.

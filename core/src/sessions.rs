@@ -461,52 +461,112 @@ pub async fn settle(
     label: &str,
 ) -> Result<i64> {
     let due = session.chargeable_at(until) - session.charged_amount;
-    if due <= 0 {
-        return Ok(0);
-    }
-    let currency = session.currency.as_str();
-    let patron = Owner::Patron(session.patron_id);
-    let available = ledger::balance(tx, patron, Purpose::Wallet, currency)
-        .await?
-        .max(0);
-    let from_wallet = due.min(available);
-    let wallet = ledger::account(tx, patron, Purpose::Wallet, currency).await?;
-    let debt = ledger::account(tx, patron, Purpose::Debt, currency).await?;
-    let revenue = ledger::account(
+    let charged = charge_many(
         tx,
-        Owner::Venue(session.venue_id),
-        Purpose::Revenue,
-        currency,
+        &[Charge {
+            session,
+            due,
+            label: label.to_owned(),
+        }],
     )
     .await?;
-    let posted = ledger::post(
-        tx,
-        Journal {
-            key: format!("session:{}:{label}", session.id),
+    Ok(charged.into_iter().sum())
+}
+
+/// One amount to charge to one session.
+pub(crate) struct Charge<'a> {
+    pub session: &'a Session,
+    pub due: i64,
+    pub label: String,
+}
+
+/// Charges many sessions with a fixed number of statements: accounts and wallet balances are read in bulk, each
+/// charge takes what its patron's wallet still holds (several sessions of one patron share it, in order) and
+/// books the rest as debt, and all journals go in one multi-row insert. Returns what each charge took (zero where
+/// nothing was due or the journal already existed).
+pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Result<Vec<i64>> {
+    let due: Vec<&Charge<'_>> = charges.iter().filter(|c| c.due > 0).collect();
+    if due.is_empty() {
+        return Ok(vec![0; charges.len()]);
+    }
+    let mut keys: Vec<ledger::AccountKey> = Vec::with_capacity(due.len() * 3);
+    for c in &due {
+        let currency = c.session.currency.clone();
+        keys.push((
+            Owner::Patron(c.session.patron_id),
+            Purpose::Wallet,
+            currency.clone(),
+        ));
+        keys.push((
+            Owner::Patron(c.session.patron_id),
+            Purpose::Debt,
+            currency.clone(),
+        ));
+        keys.push((Owner::Venue(c.session.venue_id), Purpose::Revenue, currency));
+    }
+    let keys: Vec<ledger::AccountKey> = keys
+        .into_iter()
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    let accounts = ledger::accounts(tx, &keys).await?;
+    let account = |owner: Owner, purpose: Purpose, currency: &str| {
+        accounts
+            .get(&(owner, purpose, currency.to_owned()))
+            .copied()
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("missing ledger account")))
+    };
+    let wallets: Vec<Uuid> = keys
+        .iter()
+        .filter(|(_, p, _)| *p == Purpose::Wallet)
+        .filter_map(|k| accounts.get(k).copied())
+        .collect();
+    let mut available = ledger::balances(tx, &wallets).await?;
+
+    let mut journals = Vec::with_capacity(due.len());
+    for c in &due {
+        let s = c.session;
+        let wallet = account(Owner::Patron(s.patron_id), Purpose::Wallet, &s.currency)?;
+        let debt = account(Owner::Patron(s.patron_id), Purpose::Debt, &s.currency)?;
+        let revenue = account(Owner::Venue(s.venue_id), Purpose::Revenue, &s.currency)?;
+        let left = available.entry(wallet).or_insert(0);
+        let from_wallet = c.due.min((*left).max(0));
+        *left -= from_wallet;
+        journals.push(Journal {
+            key: format!("session:{}:{}", s.id, c.label),
             kind: "session_charge",
-            memo: format!("session charge ({label})"),
-            session_id: Some(session.id),
-            currency,
+            memo: format!("session charge ({})", c.label),
+            session_id: Some(s.id),
+            currency: &s.currency,
             entries: vec![
                 (wallet, -from_wallet),
-                (debt, -(due - from_wallet)),
-                (revenue, due),
+                (debt, -(c.due - from_wallet)),
+                (revenue, c.due),
             ],
-        },
-    )
-    .await?;
-    if matches!(posted, Posted::Replay(_)) {
-        return Ok(0);
+        });
     }
+    let posted = ledger::post_many(tx, journals).await?;
+    let mut taken: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+    for (c, p) in due.iter().zip(&posted) {
+        if matches!(p, Posted::New(_)) {
+            taken.insert(c.session.id, c.due);
+        }
+    }
+    let ids: Vec<Uuid> = taken.keys().copied().collect();
+    let amounts: Vec<i64> = ids.iter().map(|id| taken[id]).collect();
     sqlx::query(
-        "update session set charged_amount = charged_amount + $3 where tenant_id = $1 and id = $2",
+        "update session s set charged_amount = s.charged_amount + t.amount
+         from unnest($2::uuid[], $3::bigint[]) as t (id, amount) where s.tenant_id = $1 and s.id = t.id",
     )
     .bind(tx.tenant())
-    .bind(session.id)
-    .bind(due)
+    .bind(&ids)
+    .bind(&amounts)
     .execute(tx.conn())
     .await?;
-    Ok(due)
+    Ok(charges
+        .iter()
+        .map(|c| taken.get(&c.session.id).copied().unwrap_or(0))
+        .collect())
 }
 
 /// The station's expected state follows the session, and a command for its control goes to the outbox.
@@ -542,57 +602,114 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command: &str) -
     Ok(())
 }
 
-/// One billing tick of one session (called by the workers, inside the session's tenant): charges the delta up to
-/// `now` as tick `n`, schedules the next tick, and ends the session once its planned end has passed.
+/// One billing tick of one session (see [`bill_batch`]).
 pub async fn bill_tick(
     tx: &mut TenantTx,
     id: Uuid,
     now: DateTime<Utc>,
     tick: Duration,
 ) -> Result<i64> {
-    let session = lock(tx, id).await?;
-    if session.status != SessionStatus::Active {
-        return Ok(0);
+    Ok(bill_batch(tx, &[id], now, tick).await?.charged)
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Billed {
+    pub sessions: usize,
+    pub charged: i64,
+}
+
+/// One billing tick of many sessions of this tenant (called by the workers): each active one is charged the delta
+/// up to `now` as its tick `n`, gets its warnings, and its next tick is scheduled (at the next warning or the
+/// planned end when sooner than `tick`); sessions past their planned end are ended; rentals that reach their
+/// buyout threshold are bought out. Set-based: a fixed number of statements for the whole batch.
+pub async fn bill_batch(
+    tx: &mut TenantTx,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+    tick: Duration,
+) -> Result<Billed> {
+    let sql = format!(
+        "select {COLUMNS} from session where tenant_id = $1 and id = any($2) and status = 'active' order by id for update"
+    );
+    let locked: Vec<Session> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(ids)
+        .fetch_all(tx.conn())
+        .await?;
+    let mut billed = Billed::default();
+    let (ending, running): (Vec<Session>, Vec<Session>) = locked
+        .into_iter()
+        .partition(|s| s.planned_end_at.is_some_and(|end| end <= now));
+    for s in ending {
+        let ended = stop(tx, None, s.id, now).await?;
+        billed.sessions += 1;
+        billed.charged += ended.charged_amount - s.charged_amount;
     }
-    if session.planned_end_at.is_some_and(|end| end <= now) {
-        let before = session.charged_amount;
-        let ended = stop(tx, None, id, now).await?;
-        return Ok(ended.charged_amount - before);
+    if running.is_empty() {
+        return Ok(billed);
     }
-    let n = session.ticks + 1;
-    let charged = settle(tx, &session, now, &format!("tick:{n}")).await?;
-    if let (Some(_), Some(threshold)) = (session.asset_id, session.terms.buyout_threshold) {
-        if session.charged_amount + charged >= threshold {
-            crate::rentals::buy_out(tx, id, now).await?;
-            return Ok(charged);
-        }
-    }
-    let mut sent = session.warnings_sent;
-    let mut next = now + tick;
-    if let Some(end) = session.planned_end_at {
-        for (minutes, bit) in WARNINGS {
-            let due = end - Duration::minutes(minutes);
-            if sent & bit != 0 {
+
+    let charges: Vec<Charge<'_>> = running
+        .iter()
+        .map(|s| Charge {
+            session: s,
+            due: s.chargeable_at(now) - s.charged_amount,
+            label: format!("tick:{}", s.ticks + 1),
+        })
+        .collect();
+    let taken = charge_many(tx, &charges).await?;
+
+    let (mut ids, mut ticks, mut nexts, mut sents) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut buyouts = Vec::new();
+    for (s, charged) in running.iter().zip(taken) {
+        billed.sessions += 1;
+        billed.charged += charged;
+        if let (Some(_), Some(threshold)) = (s.asset_id, s.terms.buyout_threshold) {
+            if s.charged_amount + charged >= threshold {
+                buyouts.push(s.id);
                 continue;
             }
-            if due <= now {
-                warn(tx, &session, minutes).await?;
-                sent |= bit;
-            } else {
-                next = next.min(due);
-            }
         }
-        next = next.min(end);
+        let mut sent = s.warnings_sent;
+        let mut next = now + tick;
+        if let Some(end) = s.planned_end_at {
+            for (minutes, bit) in WARNINGS {
+                let due = end - Duration::minutes(minutes);
+                if sent & bit != 0 {
+                    continue;
+                }
+                if due <= now {
+                    warn(tx, s, minutes).await?;
+                    sent |= bit;
+                } else {
+                    next = next.min(due);
+                }
+            }
+            next = next.min(end);
+        }
+        ids.push(s.id);
+        ticks.push(s.ticks + 1);
+        nexts.push(next);
+        sents.push(sent);
     }
-    sqlx::query("update session set ticks = $3, next_tick_at = $4, warnings_sent = $5 where tenant_id = $1 and id = $2")
-        .bind(tx.tenant())
-        .bind(id)
-        .bind(n)
-        .bind(next)
-        .bind(sent)
-        .execute(tx.conn())
-        .await?;
-    Ok(charged)
+    sqlx::query(
+        "update session s set ticks = t.ticks, next_tick_at = t.next, warnings_sent = t.sent
+         from unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::smallint[]) as t (id, ticks, next, sent)
+         where s.tenant_id = $1 and s.id = t.id",
+    )
+    .bind(tx.tenant())
+    .bind(&ids)
+    .bind(&ticks)
+    .bind(&nexts)
+    .bind(&sents)
+    .execute(tx.conn())
+    .await?;
+    for id in buyouts {
+        crate::rentals::buy_out(tx, id, now).await?;
+    }
+    Ok(billed)
 }
 
 /// Warnings before a planned end: (minutes before, bit in `warnings_sent`).

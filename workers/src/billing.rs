@@ -1,4 +1,4 @@
-//! The billing tick: claim due sessions across tenants, then bill each inside its own tenant. Any number of
+//! The billing tick: claim due sessions across tenants, then bill each tenant's share in one set-based transaction. Any number of
 //! workers can run it at once: claims skip locked rows and lease what they take, and every charge is a journal
 //! with a per-(session, tick) key, so a tick is charged exactly once whatever crashes or overlaps.
 
@@ -43,17 +43,16 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
         ..Pass::default()
     };
     for (tenant, ids) in by_tenant {
-        // One transaction per session: a session that fails (and stays leased) does not hold back the others.
-        for id in ids {
-            match bill_one(db, tenant, id, now, billing.tick).await {
-                Ok(charged) => {
-                    pass.billed += 1;
-                    pass.charged += charged;
-                }
-                Err(e) => {
-                    pass.failed += 1;
-                    tracing::error!(tenant.id = %tenant, session.id = %id, error = ?e, "billing a session failed");
-                }
+        // One set-based transaction per tenant. If it fails, its sessions stay leased and are retried after the
+        // lease; other tenants are not held back.
+        match bill_tenant(db, tenant, &ids, now, billing.tick).await {
+            Ok(billed) => {
+                pass.billed += billed.sessions;
+                pass.charged += billed.charged;
+            }
+            Err(e) => {
+                pass.failed += ids.len();
+                tracing::error!(tenant.id = %tenant, sessions = ids.len(), error = ?e, "billing a tenant's batch failed");
             }
         }
     }
@@ -73,15 +72,15 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
     Ok(pass)
 }
 
-async fn bill_one(
+async fn bill_tenant(
     db: &Db,
     tenant: TenantId,
-    id: Uuid,
+    ids: &[Uuid],
     now: DateTime<Utc>,
     tick: Duration,
-) -> anyhow::Result<i64> {
+) -> anyhow::Result<sessions::Billed> {
     let mut tx = db.begin_tenant(tenant).await?;
-    let charged = sessions::bill_tick(&mut tx, id, now, tick).await?;
+    let billed = sessions::bill_batch(&mut tx, ids, now, tick).await?;
     tx.commit().await?;
-    Ok(charged)
+    Ok(billed)
 }
