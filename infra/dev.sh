@@ -168,8 +168,20 @@ test_suite() {
   (cd "$ROOT" && cargo test --workspace --no-fail-fast -- "$@")
 }
 
+# For developers: the benchmark programs (release build), figures printed for the README.
+bench() {
+  ensure_packages
+  trap cleanup EXIT
+  start_postgres
+  set_urls switchyard_bench
+  (cd "$ROOT" && cargo build --release --bins)
+  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+  "$bin/switchyard-workers" bench-billing "$@"
+}
+
 case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter]" >&2; exit 2 ;;
+  bench) shift; bench "$@" ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench [--sessions N --tenants N --batch N --workers N]" >&2; exit 2 ;;
 esac

@@ -113,20 +113,22 @@ create table journal_entry (
 create index journal_entry_account_idx on journal_entry (tenant_id, account_id);
 select confine_to_tenant('journal_entry');
 
+-- Each insert into journal_entry carries whole journals, and each journal's entries sum to zero per currency:
+-- checked once per statement over the rows it inserted (a transition table), not once per row.
 create function journal_balances() returns trigger language plpgsql as $$
+declare
+  unbalanced uuid;
 begin
-  if exists (
-    select 1 from journal_entry
-    where tenant_id = new.tenant_id and journal_id = new.journal_id
-    group by currency having sum(amount) <> 0
-  ) then
-    raise exception 'journal % does not balance', new.journal_id using errcode = 'check_violation';
+  select journal_id into unbalanced from inserted
+  group by tenant_id, journal_id, currency having sum(amount) <> 0 limit 1;
+  if found then
+    raise exception 'journal % does not balance', unbalanced using errcode = 'check_violation';
   end if;
   return null;
 end
 $$;
-create constraint trigger journal_entry_balanced after insert on journal_entry
-  deferrable initially deferred for each row execute function journal_balances();
+create trigger journal_entry_balanced after insert on journal_entry
+  referencing new table as inserted for each statement execute function journal_balances();
 
 create type session_status as enum ('active', 'paused', 'ended', 'expired', 'bought_out', 'failed');
 
@@ -223,7 +225,9 @@ language sql volatile security definer set search_path = public, pg_temp as $$
   with due as (
     select s.tenant_id, s.id from session s
     where s.status = 'active' and s.next_tick_at <= p_now
-    order by s.next_tick_at
+    -- Grouped by tenant, so that a batch bills many sessions per tenant transaction. Every pass drains all that
+    -- is due, so the order does not starve anyone.
+    order by s.tenant_id, s.next_tick_at
     limit p_limit
     for update skip locked
   )

@@ -1,6 +1,7 @@
 //! Switchyard's background workers: a loop that wakes every `WORKER_POLL_MS` and runs the billing tick (which also
 //! ends sessions at their planned end), exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or Ctrl-C.
 
+pub mod bench;
 pub mod billing;
 
 use std::net::SocketAddr;

@@ -1,7 +1,36 @@
 //! The `switchyard-workers` binary.
 
-use switchyard_workers::{run, WorkerConfig};
+use clap::{Parser, Subcommand};
+use switchyard_workers::{bench, run, WorkerConfig};
 use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard-workers",
+    version,
+    about = "Switchyard's background workers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the job loop (the default).
+    Run,
+    /// Time one billing tick over many sessions against one set-based SQL statement (see the README's figures).
+    BenchBilling {
+        #[arg(long, default_value_t = 100_000)]
+        sessions: i64,
+        #[arg(long, default_value_t = 1_000)]
+        tenants: i64,
+        #[arg(long, default_value_t = 2_000)]
+        batch: i32,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,6 +41,21 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::BenchBilling {
+        sessions,
+        tenants,
+        batch,
+        workers,
+    }) = Cli::parse().command
+    {
+        return bench::run(bench::BenchArgs {
+            sessions,
+            tenants,
+            batch,
+            workers,
+        })
+        .await;
+    }
     let config = WorkerConfig::from_env()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

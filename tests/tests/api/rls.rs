@@ -178,3 +178,38 @@ async fn the_audit_log_is_append_only_for_the_app_role() {
         .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
+
+#[tokio::test]
+async fn the_database_refuses_a_journal_that_does_not_balance() {
+    let app = spawn_app().await;
+    let a = app.signup().await;
+    let venue = app.create_venue(&a.access, "V").await;
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let mut tx = db.begin_tenant(TenantId(a.id)).await.unwrap();
+    let account: uuid::Uuid = sqlx::query_scalar(
+        "insert into ledger_account (tenant_id, id, owner_kind, owner_id, purpose, currency)
+         values ($1, gen_random_uuid(), 'venue', $2, 'revenue', 'EUR') returning id",
+    )
+    .bind(a.id)
+    .bind(venue)
+    .fetch_one(tx.conn())
+    .await
+    .unwrap();
+    let journal: uuid::Uuid = sqlx::query_scalar(
+        "insert into journal (tenant_id, id, idempotency_key, kind) values ($1, gen_random_uuid(), 'x', 'test') returning id",
+    )
+    .bind(a.id)
+    .fetch_one(tx.conn())
+    .await
+    .unwrap();
+    let err = sqlx::query(
+        "insert into journal_entry (tenant_id, journal_id, line, account_id, amount, currency) values ($1, $2, 1, $3, 100, 'EUR')",
+    )
+    .bind(a.id)
+    .bind(journal)
+    .bind(account)
+    .execute(tx.conn())
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("does not balance"), "{err}");
+}
