@@ -38,7 +38,7 @@ create table quote (
   foreign key (tenant_id, station_id) references station (tenant_id, id),
   foreign key (tenant_id, tariff_id, tariff_version) references tariff_version (tenant_id, tariff_id, version)
 );
-create index quote_expiry_idx on quote (tenant_id, expires_at) where consumed_at is null;
+create index quote_expiry_idx on quote (expires_at) where consumed_at is null;
 select confine_to_tenant('quote');
 
 alter table session add column asset_id uuid;

@@ -207,6 +207,19 @@ impl SystemDb {
     }
 }
 
+impl SystemDb {
+    /// Housekeeping: deletes idempotency keys past their window and quotes that expired unused a day before `now`.
+    /// Returns (keys, quotes) deleted.
+    pub async fn purge_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(i64, i64)> {
+        Ok(
+            sqlx::query_as("select keys, quotes from sys_purge_expired($1)")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
 /// A login as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {

@@ -18,6 +18,7 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub metrics_addr: SocketAddr,
     pub billing: billing::Billing,
+    pub housekeeping_interval: Duration,
 }
 
 impl WorkerConfig {
@@ -46,6 +47,9 @@ impl WorkerConfig {
         };
         Ok(Self {
             billing,
+            housekeeping_interval: Duration::from_secs(
+                number("HOUSEKEEPING_SEC", 300)?.clamp(1, 86_400) as u64,
+            ),
             app_database_url: var("APP_DATABASE_URL")
                 .context("APP_DATABASE_URL is required (the app role's URL)")?,
             poll_interval: Duration::from_millis(poll_ms.max(10)),
@@ -91,10 +95,18 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     println!("switchyard-workers running; metrics on http://{addr}/metrics");
 
     let mut interval = tokio::time::interval(config.poll_interval);
+    let mut housekeeping = tokio::time::interval(config.housekeeping_interval);
     let stopping = stop.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
+            _ = housekeeping.tick() => {
+                match db.system().purge_expired(chrono::Utc::now()).await {
+                    Ok((keys, quotes)) if keys + quotes > 0 => tracing::info!(keys, quotes, "purged expired keys and quotes"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = ?e, "housekeeping failed"),
+                }
+            }
             _ = interval.tick() => {
                 metrics::counter!("worker_passes_total").increment(1);
                 // Drain what is due, batch by batch, then sleep until the next wake-up.

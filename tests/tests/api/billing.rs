@@ -192,3 +192,67 @@ async fn a_worker_that_dies_after_claiming_delays_but_never_doubles_a_tick() {
     assert_eq!(keys.len(), 20);
     assert!(keys.iter().all(|k| k == "tick:1"), "{keys:?}");
 }
+
+#[tokio::test]
+async fn housekeeping_forgets_expired_idempotency_keys_and_stale_quotes_only() {
+    let database = fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let t = app.signup().await;
+    let venue = app.create_venue(&t.access, "V").await;
+    let station = app.create_station(&t.access, venue, "S").await;
+    let patron: Uuid = app
+        .gql_ok(
+            &t.access,
+            "mutation { createPatron(input: {displayName: \"P\"}) { id } }",
+            json!({}),
+        )
+        .await["createPatron"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tariff: Uuid = app
+        .gql_ok(&t.access, "mutation { createTariff(name: \"T\", terms: {currency: \"EUR\", perMinute: 1}) { id } }", json!({}))
+        .await["createTariff"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut tx = app.tenant_tx(t.id).await;
+    sqlx::query(
+        "insert into idempotency_key (tenant_id, key, scope, request_hash, expires_at) values
+           ($1, 'old', 's', '\\x00', now() - interval '1 hour'), ($1, 'new', 's', '\\x00', now() + interval '1 hour')",
+    )
+    .bind(t.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into quote (tenant_id, id, patron_id, station_id, tariff_id, tariff_version, expires_at) values
+           ($1, gen_random_uuid(), $2, $3, $4, 1, now() - interval '2 days'),
+           ($1, gen_random_uuid(), $2, $3, $4, 1, now() - interval '1 hour')",
+    )
+    .bind(t.id)
+    .bind(patron)
+    .bind(station)
+    .bind(tariff)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let db = Db::connect_lazy(&database.app_url, 1).unwrap();
+    assert_eq!(db.system().purge_expired(Utc::now()).await.unwrap(), (1, 1));
+    assert_eq!(db.system().purge_expired(Utc::now()).await.unwrap(), (0, 0));
+    let mut tx = app.tenant_tx(t.id).await;
+    let keys: Vec<String> = sqlx::query_scalar("select key from idempotency_key")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["new"]);
+    let quotes: i64 = sqlx::query_scalar("select count(*) from quote")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(quotes, 1, "the recently expired quote is kept for a day");
+}
