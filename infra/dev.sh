@@ -176,12 +176,16 @@ bench() {
   set_urls switchyard_bench
   (cd "$ROOT" && cargo build --release --bins)
   local bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-  "$bin/switchyard-workers" bench-billing "$@"
+  case "${1:-billing}" in
+    billing) shift || true; "$bin/switchyard-workers" bench-billing "$@" ;;
+    sessions) shift; "$bin/bench-sessions" "$@" ;;
+    *) die "bench what? billing | sessions" ;;
+  esac
 }
 
 case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench [--sessions N --tenants N --batch N --workers N]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions [options]" >&2; exit 2 ;;
 esac

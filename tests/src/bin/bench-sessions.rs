@@ -1,0 +1,198 @@
+//! `bench-sessions`: start/stop throughput and latency over REST with concurrent clients. It creates a database
+//! `switchyard_bench_sessions` next to `DATABASE_URL`'s (a superuser), migrates it, serves the real router on a free
+//! port in this process, signs up a tenant with one PC per client and a funded patron, then has every client start
+//! a 30-minute wallet session on its own PC and stop it, again and again, for `--seconds`.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a benchmark program: a failed setup step should stop it at once"
+)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::migrate::MigrateDatabase;
+use switchyard_api::{Config, Server};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == format!("--{name}"))
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    format!(
+        "{}/{db}",
+        url.rsplit_once('/').map_or(url, |(base, _)| base)
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let clients = arg("clients", 50) as usize;
+    let seconds = arg("seconds", 20);
+    let owner = with_database(&std::env::var("DATABASE_URL")?, "switchyard_bench_sessions");
+    let app_url = with_database(
+        &std::env::var("APP_DATABASE_URL")?,
+        "switchyard_bench_sessions",
+    );
+    if sqlx::Postgres::database_exists(&owner).await? {
+        sqlx::Postgres::drop_database(&owner).await?;
+    }
+    sqlx::Postgres::create_database(&owner).await?;
+    let pool = sqlx::PgPool::connect(&owner).await?;
+    switchyard_core::db::MIGRATOR.run(&pool).await?;
+    pool.close().await;
+
+    let vars = [
+        ("APP_DATABASE_URL", app_url.as_str()),
+        ("JWT_SECRET", "bench-secret-bench-secret-bench-secret-00"),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("APP_ENV", "production"),
+        ("DB_MAX_CONNECTIONS", "40"),
+        ("AUTH_RATE_BURST", "100000"),
+    ];
+    let config = Config::from_lookup(|k| {
+        vars.iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| (*v).to_owned())
+    })?;
+    let server = Server::bind(config).await?;
+    let base = format!("http://{}", server.local_addr()?);
+    tokio::spawn(server.run(std::future::pending()));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+
+    // Setup through the API.
+    let signup: Value = http
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&json!({"organization": "Bench", "email": "bench@example.com", "password": "load-test-passphrase-9"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = signup["access_token"].as_str().unwrap_or_else(|| panic!("sign-up failed: {signup}")).to_owned();
+    let gql = |query: String| {
+        let http = http.clone();
+        let base = base.clone();
+        let token = token.clone();
+        async move {
+            let body: Value = http
+                .post(format!("{base}/graphql"))
+                .bearer_auth(&token)
+                .json(&json!({"query": query}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::ensure!(body.get("errors").is_none(), "{body}");
+            anyhow::Ok(body["data"].clone())
+        }
+    };
+    let venue = gql(r#"mutation { createVenue(input: {name: "V", timezone: "Europe/Berlin", currency: "EUR"}) { id } }"#.into())
+        .await?["createVenue"]["id"]
+        .as_str()
+        .expect("venue")
+        .to_owned();
+    let tariff = gql(
+        r#"mutation { createTariff(name: "T", terms: {currency: "EUR", perMinute: 10}) { id } }"#
+            .into(),
+    )
+    .await?["createTariff"]["id"]
+        .as_str()
+        .expect("tariff")
+        .to_owned();
+    gql(format!(r#"mutation {{ assignTariff(input: {{tariffId: "{tariff}", venueId: "{venue}"}}) {{ id }} }}"#)).await?;
+    let patron = gql(r#"mutation { createPatron(input: {displayName: "P"}) { id } }"#.into())
+        .await?["createPatron"]["id"]
+        .as_str()
+        .expect("patron")
+        .to_owned();
+    gql(format!(
+        r#"mutation {{ topUpCash(patronId: "{patron}", venueId: "{venue}", amount: 1000000000, idempotencyKey: "bench") {{ id }} }}"#
+    ))
+    .await?;
+    let mut stations = Vec::new();
+    for i in 0..clients {
+        let data = gql(format!(
+            r#"mutation {{ createStation(input: {{venueId: "{venue}", name: "PC-{i}", kind: PC, control: AGENT}}) {{ id }} }}"#
+        ))
+        .await?;
+        stations.push(
+            data["createStation"]["id"]
+                .as_str()
+                .expect("station")
+                .to_owned(),
+        );
+    }
+
+    eprintln!("{clients} clients, {seconds} s ...");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for station in stations {
+        let (http, base, token, patron) =
+            (http.clone(), base.clone(), token.clone(), patron.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut starts, mut stops) = (Vec::new(), Vec::new());
+            while Instant::now() < deadline {
+                let at = Instant::now();
+                let response = http
+                    .post(format!("{base}/api/v1/sessions/start"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                    .json(&json!({"station_id": station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(response.status() == 201, "start answered {}", response.status());
+                let session: Value = response.json().await?;
+                starts.push(at.elapsed());
+                let at = Instant::now();
+                let id = session["session_id"].as_str().expect("session id");
+                let response = http.delete(format!("{base}/api/v1/sessions/{id}")).bearer_auth(&token).send().await?;
+                anyhow::ensure!(response.status() == 200, "stop answered {}", response.status());
+                stops.push(at.elapsed());
+            }
+            anyhow::Ok((starts, stops))
+        }));
+    }
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (s, t) = task.await??;
+        starts.extend(s);
+        stops.extend(t);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    starts.sort();
+    stops.sort();
+    println!("clients            {clients}");
+    println!("duration           {elapsed:.1} s");
+    println!(
+        "sessions           {} started and stopped ({:.0} start+stop pairs/s, {:.0} requests/s)",
+        stops.len(),
+        stops.len() as f64 / elapsed,
+        (starts.len() + stops.len()) as f64 / elapsed
+    );
+    println!(
+        "start latency      p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&starts, 0.50),
+        percentile(&starts, 0.99)
+    );
+    println!(
+        "stop latency       p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&stops, 0.50),
+        percentile(&stops, 0.99)
+    );
+    Ok(())
+}
