@@ -82,7 +82,10 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let token = signup["access_token"].as_str().unwrap_or_else(|| panic!("sign-up failed: {signup}")).to_owned();
+    let token = signup["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("sign-up failed: {signup}"))
+        .to_owned();
     let gql = |query: String| {
         let http = http.clone();
         let base = base.clone();
