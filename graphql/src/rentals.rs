@@ -2,11 +2,10 @@
 
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use switchyard_core::idempotency::{self, Begin};
-use switchyard_core::{rentals, sessions};
+use switchyard_core::rentals;
 use uuid::Uuid;
 
-use crate::sessions::{BillingTick, Session};
+use crate::sessions::{once, BillingTick, Session};
 use crate::{begin, GqlResult, ManagerGuard};
 
 /// How long a quote can be started.
@@ -122,37 +121,20 @@ impl RentalMutation {
         quote_id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Session> {
-        let (actor, mut tx) = begin(ctx).await?;
+        let (actor, tx) = begin(ctx).await?;
         let tick = ctx.data::<BillingTick>()?.0;
-        const SCOPE: &str = "graphql.startRental";
-        let fingerprint = idempotency::fingerprint(&serde_json::json!({ "quote_id": quote_id }));
-        if let Some(key) = &idempotency_key {
-            if let Begin::Replay { body, .. } =
-                idempotency::begin(&mut tx, SCOPE, key, &fingerprint)
-                    .await
-                    .gql()?
-            {
-                let id = body["session_id"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_default();
-                return Ok(Session(sessions::get(&mut tx, id).await.gql()?));
-            }
-        }
-        let (session, _) = rentals::start(&mut tx, actor, quote_id, tick).await.gql()?;
-        if let Some(key) = &idempotency_key {
-            idempotency::finish(
-                &mut tx,
-                SCOPE,
-                key,
-                200,
-                &serde_json::json!({ "session_id": session.id }),
-            )
-            .await
-            .gql()?;
-        }
-        tx.commit().await.gql()?;
-        Ok(Session(session))
+        let request = serde_json::json!({ "quote_id": quote_id });
+        once(
+            tx,
+            "graphql.startRental",
+            idempotency_key,
+            &request,
+            |mut tx| async move {
+                let (session, _) = rentals::start(&mut tx, actor, quote_id, tick).await?;
+                Ok((tx, session))
+            },
+        )
+        .await
     }
 
     /// Ends a rental where its powerbank was returned.

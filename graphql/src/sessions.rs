@@ -4,6 +4,7 @@ use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Duration, Utc};
 use switchyard_core::idempotency::{self, Begin};
 use switchyard_core::sessions::{self, Payment, SessionFilter, SessionStatus, StartSession};
+use switchyard_core::TenantTx;
 use uuid::Uuid;
 
 use crate::{begin, GqlResult};
@@ -173,6 +174,43 @@ pub struct DeviceCommand {
     pub created_at: DateTime<Utc>,
 }
 
+/// Runs a session-creating `run` once per idempotency key: a repeat with the same request returns the session the
+/// first one made; another request with the key is refused. Without a key, `run` simply runs.
+pub(crate) async fn once<F, Fut>(
+    mut tx: TenantTx,
+    scope: &str,
+    key: Option<String>,
+    request: &serde_json::Value,
+    run: F,
+) -> async_graphql::Result<Session>
+where
+    F: FnOnce(TenantTx) -> Fut,
+    Fut: std::future::Future<Output = switchyard_core::Result<(TenantTx, sessions::Session)>>,
+{
+    if let Some(key) = &key {
+        let fingerprint = idempotency::fingerprint(request);
+        if let Begin::Replay { body, .. } = idempotency::begin(&mut tx, scope, key, &fingerprint)
+            .await
+            .gql()?
+        {
+            let id = body["session_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default();
+            return Ok(Session(sessions::get(&mut tx, id).await.gql()?));
+        }
+    }
+    let (mut tx, session) = run(tx).await.gql()?;
+    if let Some(key) = &key {
+        let body = serde_json::json!({ "session_id": session.id });
+        idempotency::finish(&mut tx, scope, key, 201, &body)
+            .await
+            .gql()?;
+    }
+    tx.commit().await.gql()?;
+    Ok(Session(session))
+}
+
 #[derive(Default)]
 pub struct SessionMutation;
 
@@ -185,46 +223,29 @@ impl SessionMutation {
         input: StartSessionInput,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Session> {
-        let (actor, mut tx) = begin(ctx).await?;
+        let (actor, tx) = begin(ctx).await?;
         let tick = ctx.data::<BillingTick>()?.0;
-        let fingerprint = idempotency::fingerprint(&serde_json::json!({
+        let request = serde_json::json!({
             "station_id": input.station_id, "patron_id": input.patron_id,
             "duration_minutes": input.duration_minutes, "payment": input.payment,
-        }));
-        const SCOPE: &str = "graphql.startSession";
-        if let Some(key) = &idempotency_key {
-            if let Begin::Replay { body, .. } =
-                idempotency::begin(&mut tx, SCOPE, key, &fingerprint)
-                    .await
-                    .gql()?
-            {
-                let id = body["session_id"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_default();
-                return Ok(Session(sessions::get(&mut tx, id).await.gql()?));
-            }
-        }
+        });
         let start = StartSession {
             station_id: input.station_id,
             patron_id: input.patron_id,
             duration_minutes: input.duration_minutes,
             payment: input.payment,
         };
-        let session = sessions::start(&mut tx, actor, start, tick).await.gql()?;
-        if let Some(key) = &idempotency_key {
-            idempotency::finish(
-                &mut tx,
-                SCOPE,
-                key,
-                201,
-                &serde_json::json!({ "session_id": session.id }),
-            )
-            .await
-            .gql()?;
-        }
-        tx.commit().await.gql()?;
-        Ok(Session(session))
+        once(
+            tx,
+            "graphql.startSession",
+            idempotency_key,
+            &request,
+            |mut tx| async move {
+                let session = sessions::start(&mut tx, actor, start, tick).await?;
+                Ok((tx, session))
+            },
+        )
+        .await
     }
 
     /// Adds minutes to a timed session.

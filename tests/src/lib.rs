@@ -264,6 +264,22 @@ impl TestApp {
         )
     }
 
+    /// Creates a patron (tier `standard` unless given) and returns its id.
+    pub async fn create_patron(&self, token: &str, name: &str, tier: Option<&str>) -> Uuid {
+        let data = self
+            .gql_ok(
+                token,
+                "mutation($n: String!, $t: String) { createPatron(input: {displayName: $n, tier: $t}) { id } }",
+                json!({ "n": name, "t": tier }),
+            )
+            .await;
+        data["createPatron"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid")
+    }
+
     /// Creates a venue and returns its id.
     pub async fn create_venue(&self, token: &str, name: &str) -> Uuid {
         let data = self
@@ -295,6 +311,31 @@ impl TestApp {
             .parse()
             .expect("uuid")
     }
+}
+
+/// Polls all the futures concurrently on the current task (requests that must overlap) and returns their outputs
+/// in order.
+pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, future) in done.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 /// The `extensions.code` of the first GraphQL error.

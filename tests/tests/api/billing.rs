@@ -26,17 +26,7 @@ async fn tenant_with_sessions(app: &TestApp, n: i64, t0: DateTime<Utc>) -> Uuid 
         .unwrap()
         .parse()
         .unwrap();
-    let patron = app
-        .gql_ok(
-            &t.access,
-            "mutation { createPatron(input: {displayName: \"P\"}) { id } }",
-            json!({}),
-        )
-        .await["createPatron"]["id"]
-        .as_str()
-        .unwrap()
-        .parse::<Uuid>()
-        .unwrap();
+    let patron = app.create_patron(&t.access, "P", None).await;
     let mut tx = app.tenant_tx(t.id).await;
     sqlx::query(
         "insert into station (tenant_id, id, venue_id, name, kind, control)
@@ -200,17 +190,7 @@ async fn housekeeping_forgets_expired_idempotency_keys_and_stale_quotes_only() {
     let t = app.signup().await;
     let venue = app.create_venue(&t.access, "V").await;
     let station = app.create_station(&t.access, venue, "S").await;
-    let patron: Uuid = app
-        .gql_ok(
-            &t.access,
-            "mutation { createPatron(input: {displayName: \"P\"}) { id } }",
-            json!({}),
-        )
-        .await["createPatron"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let patron: Uuid = app.create_patron(&t.access, "P", None).await;
     let tariff: Uuid = app
         .gql_ok(&t.access, "mutation { createTariff(name: \"T\", terms: {currency: \"EUR\", perMinute: 1}) { id } }", json!({}))
         .await["createTariff"]["id"]

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use switchyard_core::payments::webhook;
-use switchyard_tests::{spawn_app_with, Tenant, TestApp};
+use switchyard_tests::{join_all, spawn_app_with, Tenant, TestApp};
 use uuid::Uuid;
 
 const SECRET: &str = "whsec_test_secret";
@@ -17,17 +17,7 @@ struct Shop {
 async fn shop(app: &TestApp) -> Shop {
     let t = app.signup().await;
     let venue = app.create_venue(&t.access, "Shop").await;
-    let patron: Uuid = app
-        .gql_ok(
-            &t.access,
-            "mutation { createPatron(input: {displayName: \"Kim\"}) { id } }",
-            json!({}),
-        )
-        .await["createPatron"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let patron: Uuid = app.create_patron(&t.access, "Kim", None).await;
     Shop { t, venue, patron }
 }
 
@@ -60,7 +50,12 @@ async fn balance(app: &TestApp, s: &Shop) -> i64 {
 async fn a_dev_payment_confirms_once_and_credits_the_wallet_once() {
     let app = spawn_app_with(&[("DEV_PAYMENT_CONFIRM_MS", "0")]).await;
     let s = shop(&app).await;
-    let answers = futures(10, || intent(&app, &s, 1_500, "topup-1")).await;
+    let answers = join_all(
+        (0..10)
+            .map(|_| intent(&app, &s, 1_500, "topup-1"))
+            .collect(),
+    )
+    .await;
     for (status, body) in &answers {
         assert_eq!(*status, StatusCode::CREATED, "{body}");
         assert_eq!(body["intent_id"], answers[0].1["intent_id"]);
@@ -81,33 +76,6 @@ async fn a_dev_payment_confirms_once_and_credits_the_wallet_once() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "same key, other amount"
     );
-}
-
-async fn futures<F, Fut, T>(n: usize, make: F) -> Vec<T>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let mut pending: Vec<std::pin::Pin<Box<Fut>>> = (0..n).map(|_| Box::pin(make())).collect();
-    let mut done: Vec<Option<T>> = (0..n).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut waiting = false;
-        for (i, f) in pending.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => waiting = true,
-                }
-            }
-        }
-        if waiting {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }
 
 #[tokio::test]

@@ -66,17 +66,7 @@ async fn setup(app: &TestApp, cash: i64) -> Cabinets {
             json!({"label": label, "slot": slot, "status": "docked"})
         );
     }
-    let patron: Uuid = app
-        .gql_ok(
-            &t.access,
-            "mutation { createPatron(input: {displayName: \"Rita\"}) { id } }",
-            json!({}),
-        )
-        .await["createPatron"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let patron: Uuid = app.create_patron(&t.access, "Rita", None).await;
     if cash > 0 {
         app.gql_ok(
             &t.access,
@@ -353,17 +343,7 @@ async fn every_seed_004_error_case_answers_in_the_catalogue_shape() {
     );
 
     // A patron who cannot cover the deposit.
-    let poor: Uuid = app
-        .gql_ok(
-            &c.t.access,
-            "mutation { createPatron(input: {displayName: \"Poor\"}) { id } }",
-            json!({}),
-        )
-        .await["createPatron"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let poor: Uuid = app.create_patron(&c.t.access, "Poor", None).await;
     let (_, q) = post(
         &app,
         &c.t.access,

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use switchyard_core::sessions;
 use switchyard_core::{Db, TenantId};
-use switchyard_tests::{env_url, gql_code, spawn_app, Tenant, TestApp};
+use switchyard_tests::{env_url, gql_code, join_all, spawn_app, Tenant, TestApp};
 use uuid::Uuid;
 
 /// A tenant with a venue, a PC and a 10-per-minute tariff (1-minute steps) assigned to the venue.
@@ -279,9 +279,12 @@ async fn twenty_concurrent_duplicate_starts_make_one_session_and_twenty_identica
     let f = floor(&app).await;
     let patron = patron_with_cash(&app, &f, 10_000).await;
     let body = json!({"station_id": f.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"});
-    let answers =
-        futures_join_all((0..20).map(|_| start(&app, &f.t.access, Some("same-key"), body.clone())))
-            .await;
+    let answers = join_all(
+        (0..20)
+            .map(|_| start(&app, &f.t.access, Some("same-key"), body.clone()))
+            .collect(),
+    )
+    .await;
     let first = &answers[0];
     assert_eq!(first.0, StatusCode::CREATED, "{}", first.1);
     for (status, answer) in &answers {
@@ -311,35 +314,6 @@ async fn twenty_concurrent_duplicate_starts_make_one_session_and_twenty_identica
     let (status, answer) = start(&app, &f.t.access, None, body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(answer["error"]["code"], "idempotency_key_required");
-}
-
-/// Runs the futures concurrently on this task.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.collect();
-    let mut out = Vec::with_capacity(handles.len());
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = handles.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.extend(done.into_iter().flatten());
-    out
 }
 
 #[tokio::test]
