@@ -133,7 +133,8 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
     s.ok_or(Error::NotFound("session"))
 }
 
-async fn lock(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
+/// The session, locked for the rest of the transaction.
+pub(crate) async fn lock(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
     let sql = format!("select {COLUMNS} from session where tenant_id = $1 and id = $2 for update");
     let s: Option<Session> = sqlx::query_as(&sql)
         .bind(tx.tenant())
