@@ -260,7 +260,8 @@ pub async fn stop(
     rental_id: Uuid,
     station_id: Uuid,
 ) -> Result<Session> {
-    let session = sessions::get(tx, rental_id).await?;
+    // Locked first: a concurrent stop waits here and then finds the rental ended.
+    let session = sessions::lock(tx, rental_id).await?;
     let Some(asset_id) = session.asset_id else {
         return Err(Error::NotFound("rental"));
     };
