@@ -8,7 +8,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${SWITCHYARD_DATA_DIR:-$ROOT/.data}
-PG_PORT=${SWITCHYARD_PG_PORT:-55432}
+# A port of its own per checkout, so that two checkouts on one machine never share a cluster.
+PG_PORT=${SWITCHYARD_PG_PORT:-$((55432 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()
 
@@ -63,6 +64,9 @@ start_postgres() {
     say "creating a private Postgres cluster in $pgdata"
     # Trust auth, bound to 127.0.0.1 and a private port: a local development cluster only.
     as_pg "$bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  if pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && [ ! -f "$pgdata/postmaster.pid" ]; then
+    die "port $PG_PORT is taken by another Postgres; set SWITCHYARD_PG_PORT to a free port"
   fi
   if ! pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; then
     say "starting Postgres on 127.0.0.1:$PG_PORT"

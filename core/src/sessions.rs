@@ -229,6 +229,7 @@ pub async fn start(
         }
     };
     let now = Utc::now();
+    let tick = crate::tenants::billing_tick(tx, tick).await?;
     let tz: Tz = venue.timezone.parse().unwrap_or(Tz::UTC);
     let planned_end = input.duration_minutes.map(|m| now + Duration::minutes(m));
     let planned_price = planned_end.map(|end| {
@@ -638,6 +639,7 @@ pub async fn bill_batch(
         .bind(ids)
         .fetch_all(tx.conn())
         .await?;
+    let tick = crate::tenants::billing_tick(tx, tick).await?;
     let mut billed = Billed::default();
     let (ending, running): (Vec<Session>, Vec<Session>) = locked
         .into_iter()

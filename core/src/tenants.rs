@@ -11,12 +11,14 @@ use crate::error::{Error, Result};
 pub struct Tenant {
     pub id: Uuid,
     pub name: String,
+    /// Overrides the deployment's billing tick for this tenant's sessions.
+    pub billing_tick_sec: Option<i32>,
     pub created_at: DateTime<Utc>,
 }
 
 pub async fn current(tx: &mut TenantTx) -> Result<Tenant> {
     let tenant: Option<Tenant> =
-        sqlx::query_as("select id, name, created_at from tenant where id = $1")
+        sqlx::query_as("select id, name, billing_tick_sec, created_at from tenant where id = $1")
             .bind(tx.tenant())
             .fetch_optional(tx.conn())
             .await?;
@@ -30,4 +32,51 @@ pub async fn user_email(tx: &mut TenantTx, user_id: Uuid) -> Result<String> {
         .fetch_optional(tx.conn())
         .await?;
     email.ok_or(Error::NotFound("user"))
+}
+
+/// The billing tick for this tenant's sessions: its own override, else `default`.
+pub async fn billing_tick(
+    tx: &mut TenantTx,
+    default: chrono::Duration,
+) -> Result<chrono::Duration> {
+    let own: Option<i32> = sqlx::query_scalar("select billing_tick_sec from tenant where id = $1")
+        .bind(tx.tenant())
+        .fetch_optional(tx.conn())
+        .await?
+        .flatten();
+    Ok(own.map_or(default, |s| chrono::Duration::seconds(i64::from(s))))
+}
+
+/// Sets (or, with `None`, clears) the tenant's billing tick. Owners only.
+pub async fn set_billing_tick(
+    tx: &mut TenantTx,
+    actor: &crate::Actor,
+    seconds: Option<i32>,
+) -> Result<Tenant> {
+    if actor.role != crate::Role::Owner {
+        return Err(Error::Forbidden(
+            "only an owner can change billing settings",
+        ));
+    }
+    if seconds.is_some_and(|s| !(1..=3600).contains(&s)) {
+        return Err(Error::validation("seconds", "must be between 1 and 3600"));
+    }
+    sqlx::query("update tenant set billing_tick_sec = $2 where id = $1")
+        .bind(tx.tenant())
+        .bind(seconds)
+        .execute(tx.conn())
+        .await?;
+    let detail = serde_json::json!({ "billing_tick_sec": seconds });
+    crate::audit::record(
+        tx,
+        actor,
+        crate::audit::Entry {
+            action: "tenant.set_billing_tick",
+            object_type: "tenant",
+            object_id: Some(tx.tenant().0),
+            detail,
+        },
+    )
+    .await?;
+    current(tx).await
 }

@@ -22,6 +22,8 @@ pub struct Me {
 pub struct Tenant {
     pub id: Uuid,
     pub name: String,
+    /// Seconds between billing ticks for this tenant, when it overrides the deployment's default.
+    pub billing_tick_sec: Option<i32>,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -30,6 +32,7 @@ impl From<tenants::Tenant> for Tenant {
         Self {
             id: t.id,
             name: t.name,
+            billing_tick_sec: t.billing_tick_sec,
             created_at: t.created_at,
         }
     }
@@ -54,5 +57,26 @@ impl AccountQuery {
     async fn tenant(&self, ctx: &Context<'_>) -> async_graphql::Result<Tenant> {
         let (_, mut tx) = begin(ctx).await?;
         Ok(tenants::current(&mut tx).await.gql()?.into())
+    }
+}
+
+#[derive(Default)]
+pub struct AccountMutation;
+
+#[async_graphql::Object]
+impl AccountMutation {
+    /// Overrides how often this tenant's running sessions are billed (1–3600 s); `null` restores the default.
+    /// Owners only.
+    async fn set_billing_tick(
+        &self,
+        ctx: &Context<'_>,
+        seconds: Option<i32>,
+    ) -> async_graphql::Result<Tenant> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let tenant = tenants::set_billing_tick(&mut tx, actor, seconds)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(tenant.into())
     }
 }

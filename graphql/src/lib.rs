@@ -39,6 +39,7 @@ pub struct QueryRoot(
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
+    account::AccountMutation,
     venues::VenueMutation,
     stations::StationMutation,
     members::MemberMutation,

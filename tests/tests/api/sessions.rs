@@ -730,3 +730,70 @@ async fn timed_sessions_are_warned_at_five_and_one_minute_and_end_on_time() {
         "exactly the 10 planned minutes"
     );
 }
+
+#[tokio::test]
+async fn an_owner_can_override_the_billing_tick_for_the_tenant() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (_, manager) = app.add_member(&f.t, "MANAGER").await;
+    let body = app
+        .gql(
+            Some(&manager),
+            "mutation { setBillingTick(seconds: 5) { billingTickSec } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "forbidden");
+    let body = app
+        .gql(
+            Some(&f.t.access),
+            "mutation { setBillingTick(seconds: 0) { billingTickSec } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "seconds");
+    let set = app
+        .gql_ok(
+            &f.t.access,
+            "mutation { setBillingTick(seconds: 5) { billingTickSec } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(set["setBillingTick"]["billingTickSec"], 5);
+
+    let patron = patron_with_cash(&app, &f, 1_000).await;
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id startedAt } }",
+            json!({"s": f.station, "p": patron}),
+        )
+        .await;
+    let id: Uuid = data["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (started, next): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "select started_at, next_tick_at from session where tenant_id = $1 and id = $2",
+        )
+        .bind(f.t.id)
+        .bind(id)
+        .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        next - started,
+        Duration::seconds(5),
+        "the first tick follows the tenant's own interval"
+    );
+    let cleared = app
+        .gql_ok(
+            &f.t.access,
+            "mutation { setBillingTick(seconds: null) { billingTickSec } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(cleared["setBillingTick"]["billingTickSec"], Value::Null);
+}
