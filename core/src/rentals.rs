@@ -228,10 +228,10 @@ pub async fn start(
         deposit_amount: deposit,
     };
     let session = sessions::insert(tx, row).await?;
-    command(
+    sessions::command(
         tx,
         station.id,
-        id,
+        Some(id),
         "eject",
         serde_json::json!({ "slot": asset.slot, "asset": asset.label }),
     )
@@ -300,10 +300,10 @@ pub async fn stop(
         .await?;
     release_deposit(tx, &session).await?;
     let ended = sessions::stop(tx, Some(actor), rental_id, Utc::now()).await?;
-    command(
+    sessions::command(
         tx,
         station.id,
-        rental_id,
+        Some(rental_id),
         "accept_return",
         serde_json::json!({ "slot": slot }),
     )
@@ -418,27 +418,6 @@ async fn move_deposit(
             entries: vec![(wallet, -sign * amount), (held, sign * amount)],
         },
     )
-    .await?;
-    Ok(())
-}
-
-async fn command(
-    tx: &mut TenantTx,
-    station: Uuid,
-    session: Uuid,
-    command: &str,
-    payload: serde_json::Value,
-) -> Result<()> {
-    sqlx::query(
-        "insert into device_command (tenant_id, id, station_id, session_id, command, payload) values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(tx.tenant())
-    .bind(Uuid::now_v7())
-    .bind(station)
-    .bind(session)
-    .bind(command)
-    .bind(payload)
-    .execute(tx.conn())
     .await?;
     Ok(())
 }

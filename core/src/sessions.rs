@@ -572,7 +572,7 @@ pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Re
 }
 
 /// The station's expected state follows the session, and a command for its control goes to the outbox.
-async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command: &str) -> Result<()> {
+async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &str) -> Result<()> {
     let (status, until) = if on {
         (StationStatus::InSession, session.planned_end_at)
     } else {
@@ -590,15 +590,34 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command: &str) -
     .bind(status)
     .execute(tx.conn())
     .await?;
+    command(
+        tx,
+        session.station_id,
+        Some(session.id),
+        command_name,
+        serde_json::json!({ "on": on, "until": until }),
+    )
+    .await
+}
+
+/// Writes a command for a station's control to the outbox (the edge bridge consumes it), in the caller's
+/// transaction: it exists exactly when the change that caused it commits.
+pub(crate) async fn command(
+    tx: &mut TenantTx,
+    station: Uuid,
+    session: Option<Uuid>,
+    command: &str,
+    payload: serde_json::Value,
+) -> Result<()> {
     sqlx::query(
         "insert into device_command (tenant_id, id, station_id, session_id, command, payload) values ($1, $2, $3, $4, $5, $6)",
     )
     .bind(tx.tenant())
     .bind(Uuid::now_v7())
-    .bind(session.station_id)
-    .bind(session.id)
+    .bind(station)
+    .bind(session)
     .bind(command)
-    .bind(serde_json::json!({ "on": on, "until": until }))
+    .bind(payload)
     .execute(tx.conn())
     .await?;
     Ok(())
@@ -720,17 +739,9 @@ const WARNINGS: [(i64, i16); 2] = [(5, 1), (1, 2)];
 
 /// Tells the station's control (a PC agent shows it) that the session ends in `minutes`.
 async fn warn(tx: &mut TenantTx, session: &Session, minutes: i64) -> Result<()> {
-    sqlx::query(
-        "insert into device_command (tenant_id, id, station_id, session_id, command, payload) values ($1, $2, $3, $4, 'warn', $5)",
-    )
-    .bind(tx.tenant())
-    .bind(Uuid::now_v7())
-    .bind(session.station_id)
-    .bind(session.id)
-    .bind(serde_json::json!({ "minutes": minutes, "planned_end_at": session.planned_end_at }))
-    .execute(tx.conn())
-    .await?;
-    Ok(())
+    let payload =
+        serde_json::json!({ "minutes": minutes, "planned_end_at": session.planned_end_at });
+    command(tx, session.station_id, Some(session.id), "warn", payload).await
 }
 
 /// Device commands written for a station, oldest first (what the edge bridge will consume).
