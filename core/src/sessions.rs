@@ -84,13 +84,12 @@ impl Session {
         self.timezone.parse().unwrap_or(Tz::UTC)
     }
 
-    /// The usage up to `now`, bounded by the planned end and the actual end.
+    /// Where the usage ends when looked at `now`: the actual end once ended (whatever `now` is), else `now`,
+    /// never past the planned end.
     pub fn usage_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        [Some(now), self.planned_end_at, self.ended_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now)
+        let until = self.ended_at.unwrap_or(now);
+        self.planned_end_at
+            .map_or(until, |planned| until.min(planned))
     }
 
     /// The cumulative price of the usage up to `now`, with its explanation.
@@ -104,14 +103,29 @@ impl Session {
         pricing::price(&self.terms, self.tz(), usage)
     }
 
-    /// What the usage up to `now` costs the patron: the price, but a rental never costs more than its buyout
-    /// threshold (reaching it turns the rental into a purchase).
-    pub fn chargeable_at(&self, now: DateTime<Utc>) -> i64 {
-        let amount = self.price_at(now).amount;
-        match (self.asset_id, self.terms.buyout_threshold) {
-            (Some(_), Some(threshold)) => amount.min(threshold),
-            _ => amount,
+    /// What the usage up to `now` costs the patron, explained: the price, except that a rental never costs more
+    /// than its buyout threshold (reaching it turns the rental into a purchase).
+    pub fn cost_at(&self, now: DateTime<Utc>) -> Price {
+        let mut price = self.price_at(now);
+        if let (Some(_), Some(threshold)) = (self.asset_id, self.terms.buyout_threshold) {
+            if price.amount > threshold {
+                price.lines.push(pricing::Line {
+                    kind: "buyout_cap".into(),
+                    description: format!(
+                        "a rental costs at most its buyout price, {}",
+                        crate::money::format(threshold, &self.currency)
+                    ),
+                    amount: threshold - price.amount,
+                });
+                price.amount = threshold;
+            }
         }
+        price
+    }
+
+    /// The amount of [`Session::cost_at`].
+    pub fn chargeable_at(&self, now: DateTime<Utc>) -> i64 {
+        self.cost_at(now).amount
     }
 
     pub fn is_running(&self) -> bool {

@@ -25,7 +25,7 @@ pub struct Cost {
 
 #[derive(SimpleObject)]
 pub struct CostLine {
-    /// `free_period`, `time`, `daily_cap`, `energy`, `minimum_charge`, `tier_discount`.
+    /// `free_period`, `time`, `daily_cap`, `energy`, `minimum_charge`, `tier_discount`, `buyout_cap`.
     pub kind: String,
     pub description: String,
     pub amount: i64,
@@ -80,7 +80,7 @@ impl Session {
     }
     /// The cost of the usage so far (or of the whole session once ended), with why.
     async fn live_cost(&self) -> Cost {
-        let price = self.0.price_at(Utc::now());
+        let price = self.0.cost_at(Utc::now());
         Cost {
             amount: price.amount,
             currency: price.currency,

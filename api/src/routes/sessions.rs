@@ -62,7 +62,7 @@ pub struct SessionView {
 impl From<Session> for SessionView {
     fn from(s: Session) -> Self {
         let now = Utc::now();
-        let price = s.price_at(now);
+        let price = s.cost_at(now);
         Self {
             session_id: s.id,
             station_id: s.station_id,

@@ -476,6 +476,23 @@ async fn a_long_rental_runs_into_debt_and_is_bought_out_at_the_threshold() {
         .await;
     assert_eq!(got["status"], "BOUGHT_OUT");
     assert_eq!(got["total_amount"], 5000);
+    let (_, session) = app
+        .get(&format!("/api/v1/sessions/{rental}"), &c.t.access)
+        .await;
+    assert_eq!(
+        session["total_amount"], 5000,
+        "the session view shows the capped cost too"
+    );
+    let lines = session["cost_lines"].as_array().unwrap();
+    assert_eq!(lines.last().unwrap()["kind"], "buyout_cap");
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["amount"].as_i64().unwrap())
+            .sum::<i64>(),
+        5000,
+        "the lines explain the total"
+    );
     // Wallet 100 paid 100, the rest (4900) became debt; the released deposit (500) paid part of it.
     assert_eq!(got["current_debt"], 4400);
     assert_eq!(
