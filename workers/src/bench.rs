@@ -132,8 +132,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Tenants with a venue, a 10-per-minute tariff, a funded patron, stations and one running session each.
-async fn setup(
+/// Tenants with a venue, a 10-per-minute tariff, a funded patron, and `per_tenant` stations each with a session
+/// started at `t0` (first tick due 30 s later). Runs as a superuser: it writes across tenants.
+pub async fn setup(
     owner: &PgPool,
     tenants: i64,
     per_tenant: i64,

@@ -184,3 +184,101 @@ async fn the_workers_binary_runs_its_loop_exposes_metrics_and_stops_on_sigterm()
     assert!(out.status.success(), "{:?}", out.status);
     assert!(String::from_utf8_lossy(&out.stdout).contains("switchyard-workers stopped"));
 }
+
+/// Reads a counter from a Prometheus text page (0 when absent).
+async fn counter(url: &str, line_prefix: &str) -> f64 {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn spawn_worker(app_url: &str) -> Child {
+    Command::new(binary("switchyard-workers"))
+        .env("APP_DATABASE_URL", app_url)
+        .env("WORKER_METRICS_ADDR", "127.0.0.1:0")
+        .env("WORKER_POLL_MS", "10")
+        .env("BILLING_BATCH", "20")
+        .env("BILLING_LEASE_SEC", "5")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_tick_leaves_no_duplicate_and_no_gap() {
+    let database = switchyard_tests::fresh_database().await;
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    // 2,000 sessions across 20 tenants, started an hour ago, all due.
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(1);
+    switchyard_workers::bench::setup(&owner, 20, 100, t0)
+        .await
+        .unwrap();
+    let total: i64 = sqlx::query_scalar("select count(*) from session")
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!(total, 2_000);
+
+    let mut first = spawn_worker(&database.app_url);
+    let metrics = wait_for_line(&mut first, "metrics on ").await;
+    let billed = "billing_sessions_total{outcome=\"billed\"} ";
+    let mut seen = 0.0;
+    while seen < 100.0 {
+        seen = counter(&metrics, billed).await;
+        tokio::task::yield_now().await;
+    }
+    // Mid-tick: it has billed some batches and is working through the rest.
+    first.start_kill().unwrap();
+    let status = first.wait().await.unwrap();
+    assert!(!status.success(), "killed");
+
+    let mut second = spawn_worker(&database.app_url);
+    wait_for_line(&mut second, "metrics on ").await;
+    // Wait (bounded) for every session's first tick: the dead worker's leased batch comes back after 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let done: i64 = sqlx::query_scalar("select count(*) from session where ticks >= 1")
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+        if done == total {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {done} of {total} sessions were billed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    sigterm(&second);
+    assert!(second.wait().await.unwrap().success());
+
+    let (ticks, tick_journals, other_ticks, unbalanced): (i64, i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from session where ticks = 1),
+                (select count(distinct idempotency_key) from journal where idempotency_key like 'session:%:tick:1'),
+                (select count(*) from journal where kind = 'session_charge' and idempotency_key not like 'session:%:tick:1'),
+                (select count(*) from (select 1 from journal_entry group by tenant_id, journal_id having sum(amount) <> 0) u)",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (ticks, tick_journals, other_ticks, unbalanced),
+        (total, total, 0, 0)
+    );
+    // Each session's charged amount is what its one journal credited, and covers at least the hour at 10/min.
+    let wrong: i64 = sqlx::query_scalar(
+        "select count(*) from session s where s.charged_amount < 600 or s.charged_amount <> (
+           select coalesce(sum(e.amount), 0) from journal j join journal_entry e
+             on e.tenant_id = j.tenant_id and e.journal_id = j.id
+           where j.tenant_id = s.tenant_id and j.session_id = s.id and e.amount > 0)",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
+}
