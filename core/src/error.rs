@@ -241,3 +241,34 @@ impl From<anyhow::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_unique_snake_case_and_an_error_status() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "{text} twice");
+            assert!(
+                text.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{text}"
+            );
+            assert!((400..600).contains(&code.http_status()), "{text}");
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(serde_json::json!(text)),
+                "wire form of {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn internal_errors_never_show_their_cause() {
+        let e = Error::Internal(anyhow::anyhow!("relation \"secret_table\" does not exist"));
+        assert_eq!(e.to_string(), "internal error");
+        assert_eq!(e.code().http_status(), 500);
+    }
+}

@@ -127,9 +127,7 @@ pub async fn connectors(tx: &mut TenantTx, station_ids: &[Uuid]) -> Result<Vec<C
 
 pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Result<Station> {
     actor.require_manager()?;
-    let venue = crate::venues::get(tx, input.venue_id)
-        .await
-        .map_err(|_| Error::NotFound("venue"))?;
+    let venue = crate::venues::get(tx, input.venue_id).await?;
     if venue.archived_at.is_some() {
         return Err(Error::Conflict(
             "this venue is archived; stations cannot be added to it".into(),

@@ -280,6 +280,20 @@ impl TestApp {
             .expect("uuid")
     }
 
+    /// Creates a tariff from GraphQL `TariffTermsInput` fields (e.g. `currency: "EUR", perMinute: 10`) and returns
+    /// its id.
+    pub async fn create_tariff(&self, token: &str, name: &str, terms: &str) -> Uuid {
+        let query = format!(
+            "mutation($n: String!) {{ createTariff(name: $n, terms: {{{terms}}}) {{ id }} }}"
+        );
+        let data = self.gql_ok(token, &query, json!({ "n": name })).await;
+        data["createTariff"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid")
+    }
+
     /// Creates a venue and returns its id.
     pub async fn create_venue(&self, token: &str, name: &str) -> Uuid {
         let data = self

@@ -121,9 +121,10 @@ fn json<T: Serialize>(value: T) -> ApiResult<Value> {
 
 /// A rental is a session with a powerbank; other sessions are not rentals.
 async fn rental(tx: &mut TenantTx, id: Uuid) -> Result<(Session, rentals::Asset), Error> {
-    let session = sessions::get(tx, id)
-        .await
-        .map_err(|_| Error::NotFound("rental"))?;
+    let session = sessions::get(tx, id).await.map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound("rental"),
+        other => other,
+    })?;
     let asset = session.asset_id.ok_or(Error::NotFound("rental"))?;
     Ok((session, rentals::asset(tx, asset).await?))
 }

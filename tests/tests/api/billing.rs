@@ -1,7 +1,6 @@
 //! The billing tick with several workers at once: every (session, tick) is charged exactly once.
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::json;
 use switchyard_core::Db;
 use switchyard_tests::{fresh_database, spawn_app_in, TestApp};
 use switchyard_workers::billing::{self, Billing};
@@ -14,18 +13,9 @@ const SESSIONS_PER_TENANT: i64 = 500;
 async fn tenant_with_sessions(app: &TestApp, n: i64, t0: DateTime<Utc>) -> Uuid {
     let t = app.signup().await;
     let venue = app.create_venue(&t.access, "V").await;
-    let data = app
-        .gql_ok(
-            &t.access,
-            "mutation { createTariff(name: \"T\", terms: {currency: \"EUR\", perMinute: 10}) { id } }",
-            json!({}),
-        )
+    let tariff = app
+        .create_tariff(&t.access, "T", r#"currency: "EUR", perMinute: 10"#)
         .await;
-    let tariff: Uuid = data["createTariff"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
     let patron = app.create_patron(&t.access, "P", None).await;
     let mut tx = app.tenant_tx(t.id).await;
     sqlx::query(
@@ -191,13 +181,9 @@ async fn housekeeping_forgets_expired_idempotency_keys_and_stale_quotes_only() {
     let venue = app.create_venue(&t.access, "V").await;
     let station = app.create_station(&t.access, venue, "S").await;
     let patron: Uuid = app.create_patron(&t.access, "P", None).await;
-    let tariff: Uuid = app
-        .gql_ok(&t.access, "mutation { createTariff(name: \"T\", terms: {currency: \"EUR\", perMinute: 1}) { id } }", json!({}))
-        .await["createTariff"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let tariff = app
+        .create_tariff(&t.access, "T", r#"currency: "EUR", perMinute: 1"#)
+        .await;
     let mut tx = app.tenant_tx(t.id).await;
     sqlx::query(
         "insert into idempotency_key (tenant_id, key, scope, request_hash, expires_at) values
