@@ -92,10 +92,14 @@ impl AppState {
         let tick = switchyard_graphql::BillingTick(chrono::Duration::seconds(
             config.billing_tick.as_secs() as i64,
         ));
-        let schema = switchyard_graphql::build(db.clone(), accounts.clone(), config.graphql, tick);
-        let confirm_after =
-            chrono::Duration::milliseconds(config.dev_payment_confirm_after.as_millis() as i64);
-        let payments = Arc::new(switchyard_core::payments::dev::DevProvider { confirm_after });
+        let payments = config.payments.build()?;
+        let schema = switchyard_graphql::build(
+            db.clone(),
+            accounts.clone(),
+            config.graphql,
+            tick,
+            payments.clone(),
+        );
         Ok(Self(Arc::new(App {
             config,
             db,

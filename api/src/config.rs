@@ -44,8 +44,8 @@ pub struct Config {
     pub graphql: Limits,
     /// How often running sessions are billed.
     pub billing_tick: Duration,
-    /// The dev payment emulator confirms a payment this long after it was created.
-    pub dev_payment_confirm_after: Duration,
+    /// The payment provider (dev emulator or Stripe) and its settings.
+    pub payments: switchyard_core::payments::ProviderSettings,
     /// Signing secret of the Stripe webhook endpoint (`whsec_…`); without it `/webhooks/stripe` answers 404.
     pub stripe_webhook_secret: Option<SecretString>,
     pub log_format: LogFormat,
@@ -117,10 +117,7 @@ impl Config {
                     .with_context(|| format!("TRUSTED_PROXIES: {p:?} is not an IP address"))
             })
             .collect::<anyhow::Result<_>>()?;
-        match var("PAYMENT_PROVIDER").as_deref() {
-            None | Some("dev") => {}
-            Some(other) => bail!("PAYMENT_PROVIDER must be dev (the Stripe provider is not available yet), not {other:?}"),
-        }
+        let payments = switchyard_core::payments::ProviderSettings::from_lookup(var)?;
         let log_format = match var("LOG_FORMAT").as_deref() {
             None if environment == Environment::Production => LogFormat::Json,
             None | Some("text") => LogFormat::Text,
@@ -161,10 +158,7 @@ impl Config {
             auth_rate_replenish: Duration::from_millis(auth_rate_replenish_ms),
             graphql,
             billing_tick: Duration::from_secs(parse("BILLING_TICK_SEC", 30)?.clamp(1, 3600)),
-            dev_payment_confirm_after: Duration::from_millis(parse(
-                "DEV_PAYMENT_CONFIRM_MS",
-                2000,
-            )?),
+            payments,
             stripe_webhook_secret: var("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             log_format,
         })

@@ -41,9 +41,9 @@ impl ApiError {
 
 impl From<switchyard_core::Error> for ApiError {
     fn from(e: switchyard_core::Error) -> Self {
-        if let switchyard_core::Error::Internal(cause) = &e {
+        if let Some(cause) = e.hidden_cause() {
             // Logged once, here; the client sees only the opaque message.
-            tracing::error!(error = ?cause, "internal error");
+            tracing::error!(error = ?cause, code = e.code().as_str(), "request failed");
         }
         let details = match &e {
             switchyard_core::Error::TenantChoiceRequired(tenants) => {

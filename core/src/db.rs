@@ -208,6 +208,24 @@ impl SystemDb {
 }
 
 impl SystemDb {
+    /// Claims up to `limit` debts due for collection (patron, currency) across tenants, leasing each for
+    /// `lease_secs` (a collector that dies leaves them to another after the lease).
+    pub async fn claim_due_debts(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: i32,
+        lease_secs: i32,
+    ) -> Result<Vec<(TenantId, Uuid, String)>> {
+        Ok(sqlx::query_as(
+            "select tenant_id, patron_id, currency from sys_claim_due_debts($1, $2, $3)",
+        )
+        .bind(now)
+        .bind(limit)
+        .bind(lease_secs)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Housekeeping: deletes idempotency keys past their window and quotes that expired unused a day before `now`.
     /// Returns (keys, quotes) deleted.
     pub async fn purge_expired(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(i64, i64)> {

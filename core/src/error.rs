@@ -36,6 +36,10 @@ pub enum ErrorCode {
     QuoteExpired,
     /// The patron's wallet does not cover what the operation needs.
     InsufficientFunds,
+    /// The card was declined (`message` says why, in the card network's words).
+    CardDeclined,
+    /// The payment provider could not be reached or answered with an error; retry later.
+    PaymentProviderUnavailable,
     /// This `Idempotency-Key` was used before with a different request body.
     IdempotencyKeyReused,
     /// A state-changing request needs an `Idempotency-Key` header.
@@ -67,6 +71,8 @@ impl ErrorCode {
             Self::QuoteExpired => "quote_expired",
             Self::InvalidSignature => "invalid_signature",
             Self::InsufficientFunds => "insufficient_funds",
+            Self::CardDeclined => "card_declined",
+            Self::PaymentProviderUnavailable => "payment_provider_unavailable",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyRequired => "idempotency_key_required",
             Self::Timeout => "timeout",
@@ -83,7 +89,8 @@ impl ErrorCode {
             | Self::IdempotencyKeyRequired
             | Self::QuoteExpired
             | Self::InvalidSignature => 400,
-            Self::InsufficientFunds => 402,
+            Self::InsufficientFunds | Self::CardDeclined => 402,
+            Self::PaymentProviderUnavailable => 502,
             Self::Unauthenticated | Self::InvalidCredentials => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
@@ -99,10 +106,12 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and the catalogue test.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::InvalidSignature,
         Self::QuoteExpired,
         Self::InsufficientFunds,
+        Self::CardDeclined,
+        Self::PaymentProviderUnavailable,
         Self::IdempotencyKeyReused,
         Self::IdempotencyKeyRequired,
         Self::MalformedRequest,
@@ -157,6 +166,10 @@ pub enum Error {
     InvalidSignature(&'static str),
     #[error("{0}")]
     InsufficientFunds(String),
+    #[error("the card was declined ({0})")]
+    CardDeclined(String),
+    #[error("the payment provider is unavailable; retry later")]
+    ProviderUnavailable(#[source] anyhow::Error),
     #[error("this Idempotency-Key was already used with a different request; use a new key for a new request")]
     IdempotencyKeyReused,
     #[error("internal error")]
@@ -168,6 +181,14 @@ impl Error {
         Self::Validation {
             field,
             message: message.into(),
+        }
+    }
+
+    /// The cause to log (never shown to a client), for errors whose message hides it.
+    pub fn hidden_cause(&self) -> Option<&anyhow::Error> {
+        match self {
+            Self::Internal(cause) | Self::ProviderUnavailable(cause) => Some(cause),
+            _ => None,
         }
     }
 
@@ -183,6 +204,8 @@ impl Error {
             Self::QuoteExpired => ErrorCode::QuoteExpired,
             Self::InvalidSignature(_) => ErrorCode::InvalidSignature,
             Self::InsufficientFunds(_) => ErrorCode::InsufficientFunds,
+            Self::CardDeclined(_) => ErrorCode::CardDeclined,
+            Self::ProviderUnavailable(_) => ErrorCode::PaymentProviderUnavailable,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::Internal(_) => ErrorCode::Internal,
         }

@@ -11,6 +11,7 @@ use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::ledger::{self, Journal, Owner, Purpose};
 use crate::model::{Actor, StationKind};
+use crate::payments::{self, PaymentProvider};
 use crate::sessions::{self, NewRow, Session, SessionStatus};
 use crate::{patrons, stations, tariffs, validate, venues};
 
@@ -129,10 +130,12 @@ pub async fn quote(
     })
 }
 
-/// Starts a rental from a quote: holds the deposit from the wallet, ejects a powerbank, starts billing.
+/// Starts a rental from a quote: holds the deposit (from the wallet when it covers it, else on the patron's saved
+/// card), ejects a powerbank, starts billing.
 pub async fn start(
     tx: &mut TenantTx,
     actor: &Actor,
+    provider: &dyn PaymentProvider,
     quote_id: Uuid,
     tick: Duration,
 ) -> Result<(Session, Asset)> {
@@ -179,14 +182,20 @@ pub async fn start(
         .ok_or_else(|| Error::Conflict("this cabinet has no powerbank to rent right now".into()))?;
 
     let wallet = ledger::balance(tx, Owner::Patron(patron.id), Purpose::Wallet, currency).await?;
-    if wallet < deposit.max(1) {
-        return Err(Error::InsufficientFunds(format!(
-            "the wallet holds {} but the deposit is {}; top it up first",
-            crate::money::format(wallet, currency),
-            crate::money::format(deposit, currency)
-        )));
-    }
-    if deposit > 0 {
+    let card = if wallet < deposit.max(1) {
+        let card = payments::cards::get(tx, patron.id, provider.name()).await?;
+        if card.is_none() {
+            return Err(Error::InsufficientFunds(format!(
+                "the wallet holds {} but the deposit is {}; top it up or save a card first",
+                crate::money::format(wallet, currency),
+                crate::money::format(deposit, currency)
+            )));
+        }
+        card
+    } else {
+        None
+    };
+    if card.is_none() && deposit > 0 {
         move_deposit(
             tx,
             patron.id,
@@ -228,6 +237,9 @@ pub async fn start(
         deposit_amount: deposit,
     };
     let session = sessions::insert(tx, row).await?;
+    if let (Some(card), true) = (&card, deposit > 0) {
+        payments::collect::hold_deposit(tx, provider, card, &session).await?;
+    }
     sessions::command(
         tx,
         station.id,
@@ -348,10 +360,23 @@ pub async fn buy_out(tx: &mut TenantTx, id: Uuid, now: DateTime<Utc>) -> Result<
     sessions::get(tx, id).await
 }
 
-/// Returns the deposit to the wallet; if the patron owes money, the released deposit pays that debt first.
+/// Returns the deposit to the wallet; if the patron owes money, the released deposit pays that debt first. A
+/// deposit held on a card is settled by the collector (capture what is owed, release the rest).
 async fn release_deposit(tx: &mut TenantTx, session: &Session) -> Result<()> {
     if session.deposit_amount == 0 {
         return Ok(());
+    }
+    if payments::collect::deposit_hold(tx, session.id)
+        .await?
+        .is_some()
+    {
+        return payments::collect::arm_settlement(
+            tx,
+            session.patron_id,
+            session.venue_id,
+            &session.currency,
+        )
+        .await;
     }
     let key = format!("rental:{}:deposit_release", session.id);
     move_deposit(

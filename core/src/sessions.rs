@@ -540,6 +540,7 @@ pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Re
     let mut available = ledger::balances(tx, &wallets).await?;
 
     let mut journals = Vec::with_capacity(due.len());
+    let mut debts = Vec::with_capacity(due.len());
     for c in &due {
         let s = c.session;
         let wallet = account(Owner::Patron(s.patron_id), Purpose::Wallet, &s.currency)?;
@@ -548,6 +549,7 @@ pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Re
         let left = available.entry(wallet).or_insert(0);
         let from_wallet = c.due.min((*left).max(0));
         *left -= from_wallet;
+        debts.push(c.due - from_wallet);
         journals.push(Journal {
             key: format!("session:{}:{}", s.id, c.label),
             kind: "session_charge",
@@ -563,11 +565,17 @@ pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Re
     }
     let posted = ledger::post_many(tx, journals).await?;
     let mut taken: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
-    for (c, p) in due.iter().zip(&posted) {
+    let mut owing = Vec::new();
+    for ((c, p), debt) in due.iter().zip(&posted).zip(debts) {
         if matches!(p, Posted::New(_)) {
             taken.insert(c.session.id, c.due);
+            if debt > 0 {
+                let s = c.session;
+                owing.push((s.patron_id, s.venue_id, s.currency.clone()));
+            }
         }
     }
+    crate::payments::collect::arm(tx, &owing).await?;
     let ids: Vec<Uuid> = taken.keys().copied().collect();
     let amounts: Vec<i64> = ids.iter().map(|id| taken[id]).collect();
     sqlx::query(

@@ -18,7 +18,10 @@ use async_graphql::{
     BatchRequest, BatchResponse, Context, EmptySubscription, ErrorExtensions, MergedObject,
     Response, Schema, ServerError,
 };
+use std::sync::Arc;
+
 use switchyard_core::accounts::Accounts;
+use switchyard_core::payments::PaymentProvider;
 use switchyard_core::{Actor, Db, ErrorCode, Role, TenantTx};
 
 pub use limits::Limits;
@@ -52,7 +55,13 @@ pub struct MutationRoot(
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Builds the schema with its limits. Introspection is off when `limits.introspection` is false (production).
-pub fn build(db: Db, accounts: Accounts, limits: Limits, tick: BillingTick) -> AppSchema {
+pub fn build(
+    db: Db,
+    accounts: Accounts,
+    limits: Limits,
+    tick: BillingTick,
+    payments: Arc<dyn PaymentProvider>,
+) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
@@ -61,6 +70,7 @@ pub fn build(db: Db, accounts: Accounts, limits: Limits, tick: BillingTick) -> A
     .data(db)
     .data(accounts)
     .data(tick)
+    .data(payments)
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth((limits.max_depth * 2).max(64))
@@ -154,8 +164,8 @@ trait GqlResult<T> {
 impl<T> GqlResult<T> for Result<T, switchyard_core::Error> {
     fn gql(self) -> async_graphql::Result<T> {
         self.map_err(|e| {
-            if let switchyard_core::Error::Internal(cause) = &e {
-                tracing::error!(error = ?cause, "internal error in a resolver");
+            if let Some(cause) = e.hidden_cause() {
+                tracing::error!(error = ?cause, code = e.code().as_str(), "resolver failed");
             }
             let field = e.field();
             let code = e.code();
@@ -179,6 +189,10 @@ fn actor<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Actor> {
 }
 
 /// The authenticated actor and a transaction confined to its tenant: how every resolver starts.
+fn provider<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a dyn PaymentProvider> {
+    Ok(ctx.data::<Arc<dyn PaymentProvider>>()?.as_ref())
+}
+
 async fn begin<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<(&'a Actor, TenantTx)> {
     let actor = actor(ctx)?;
     let tx = ctx.data::<Db>()?.begin_tenant(actor.tenant).await.gql()?;

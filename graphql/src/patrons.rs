@@ -4,9 +4,10 @@ use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use switchyard_core::ledger::{self, Owner, Purpose};
 use switchyard_core::patrons::{self, NewPatron};
+use switchyard_core::payments::{self, cards};
 use uuid::Uuid;
 
-use crate::{begin, GqlResult, ManagerGuard};
+use crate::{begin, provider, GqlResult, ManagerGuard};
 
 #[derive(SimpleObject)]
 #[graphql(complex)]
@@ -59,8 +60,123 @@ pub struct StatementLine {
     pub created_at: DateTime<Utc>,
 }
 
+/// A saved card (the provider keeps the card; we keep its reference).
+#[derive(SimpleObject)]
+pub struct Card {
+    pub provider: String,
+    pub brand: String,
+    pub last4: String,
+    pub saved_at: DateTime<Utc>,
+}
+
+/// A card payment: a top-up, an off-session debt charge or a rental's deposit hold.
+#[derive(SimpleObject)]
+pub struct CardPayment {
+    pub id: Uuid,
+    /// `top_up`, `debt` or `deposit`.
+    pub kind: String,
+    /// `pending`, `authorized` (a hold), `confirmed`, `failed` or `canceled`.
+    pub status: String,
+    pub amount: i64,
+    /// What a deposit hold's capture took.
+    pub captured_amount: i64,
+    pub refunded_amount: i64,
+    pub currency: String,
+    pub session_id: Option<Uuid>,
+    pub provider: String,
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<payments::Payment> for CardPayment {
+    fn from(p: payments::Payment) -> Self {
+        Self {
+            id: p.id,
+            kind: p.kind,
+            status: p.status,
+            amount: p.amount,
+            captured_amount: p.captured_amount,
+            refunded_amount: p.refunded_amount,
+            currency: p.currency,
+            session_id: p.session_id,
+            provider: p.provider,
+            failure_reason: p.failure_reason,
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// Collection of what a patron owes in one currency.
+#[derive(SimpleObject)]
+pub struct DebtCollection {
+    pub currency: String,
+    /// `due` (being collected), `no_card` (waiting for a saved card) or `exhausted` (declined too often).
+    pub status: String,
+    /// Declined charges in a row.
+    pub attempts: i32,
+    pub collected: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct Refund {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub amount: i64,
+    pub created_at: DateTime<Utc>,
+}
+
 #[ComplexObject]
 impl Patron {
+    /// The saved card of the configured provider, if any.
+    async fn card(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Card>> {
+        let (_, mut tx) = begin(ctx).await?;
+        let card = cards::get(&mut tx, self.id, provider(ctx)?.name())
+            .await
+            .gql()?;
+        Ok(card.map(|c| Card {
+            provider: c.provider,
+            brand: c.brand,
+            last4: c.last4,
+            saved_at: c.created_at,
+        }))
+    }
+
+    /// Card payments, newest first.
+    async fn payments(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] limit: i64,
+    ) -> async_graphql::Result<Vec<CardPayment>> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(payments::list_for_patron(&mut tx, self.id, limit)
+            .await
+            .gql()?
+            .into_iter()
+            .map(CardPayment::from)
+            .collect())
+    }
+
+    /// Debts being collected (empty when the patron owes nothing).
+    async fn debt_collection(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<DebtCollection>> {
+        let (_, mut tx) = begin(ctx).await?;
+        let rows = payments::collect::status_of(&mut tx, self.id).await.gql()?;
+        Ok(rows
+            .into_iter()
+            .map(|d| DebtCollection {
+                currency: d.currency,
+                status: d.status,
+                attempts: d.attempts,
+                collected: d.collected,
+                next_attempt_at: d.next_attempt_at,
+                last_error: d.last_error,
+            })
+            .collect())
+    }
     async fn rfid_tags(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
         let (_, mut tx) = begin(ctx).await?;
         patrons::rfid_tags(&mut tx, self.id).await.gql()
@@ -178,6 +294,52 @@ impl PatronMutation {
         let patron = patrons::set_tier(&mut tx, actor, id, &tier).await.gql()?;
         tx.commit().await.gql()?;
         Ok(patron.into())
+    }
+
+    /// Saves a card for off-session charges (debts) and deposit holds: `paymentMethod` is the token the patron's
+    /// app got from the provider (Stripe: a `pm_…` id). Replaces any saved card and restarts debt collection.
+    async fn save_patron_card(
+        &self,
+        ctx: &Context<'_>,
+        patron_id: Uuid,
+        payment_method: String,
+    ) -> async_graphql::Result<Patron> {
+        let (actor, mut tx) = begin(ctx).await?;
+        cards::save(&mut tx, actor, provider(ctx)?, patron_id, &payment_method)
+            .await
+            .gql()?;
+        let patron = patrons::get(&mut tx, patron_id).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(patron.into())
+    }
+
+    /// Refunds `amount` of a confirmed card top-up to the card (taking it out of the wallet). Managers and owners.
+    #[graphql(guard = "ManagerGuard")]
+    async fn refund_payment(
+        &self,
+        ctx: &Context<'_>,
+        payment_id: Uuid,
+        amount: i64,
+        idempotency_key: String,
+    ) -> async_graphql::Result<Refund> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let refund = payments::refund(
+            &mut tx,
+            actor,
+            provider(ctx)?,
+            payment_id,
+            amount,
+            &idempotency_key,
+        )
+        .await
+        .gql()?;
+        tx.commit().await.gql()?;
+        Ok(Refund {
+            id: refund.id,
+            payment_id: refund.payment_id,
+            amount: refund.amount,
+            created_at: refund.created_at,
+        })
     }
 
     /// Links an RFID tag (unique per tenant) to a patron.

@@ -123,6 +123,7 @@ impl RentalMutation {
     ) -> async_graphql::Result<Session> {
         let (actor, tx) = begin(ctx).await?;
         let tick = ctx.data::<BillingTick>()?.0;
+        let provider = crate::provider(ctx)?;
         let request = serde_json::json!({ "quote_id": quote_id });
         once(
             tx,
@@ -130,7 +131,7 @@ impl RentalMutation {
             idempotency_key,
             &request,
             |mut tx| async move {
-                let (session, _) = rentals::start(&mut tx, actor, quote_id, tick).await?;
+                let (session, _) = rentals::start(&mut tx, actor, provider, quote_id, tick).await?;
                 Ok((tx, session))
             },
         )

@@ -358,3 +358,4 @@ pub fn gql_code(body: &Value) -> &str {
         .as_str()
         .unwrap_or("<no code>")
 }
+pub mod stripe_fake;

@@ -1,8 +1,11 @@
 //! Switchyard's background workers: a loop that wakes every `WORKER_POLL_MS` and runs the billing tick (which also
-//! ends sessions at their planned end), exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or Ctrl-C.
+//! ends sessions at their planned end) and debt collection (which also settles rentals' card deposit holds),
+//! housekeeping every `HOUSEKEEPING_SEC`; it exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or
+//! Ctrl-C.
 
 pub mod bench;
 pub mod billing;
+pub mod debts;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +21,8 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub metrics_addr: SocketAddr,
     pub billing: billing::Billing,
+    pub debts: debts::Debts,
+    pub payments: switchyard_core::payments::ProviderSettings,
     pub housekeeping_interval: Duration,
 }
 
@@ -45,8 +50,22 @@ impl WorkerConfig {
             batch: number("BILLING_BATCH", 500)?.clamp(1, 10_000) as i32,
             lease_secs: number("BILLING_LEASE_SEC", 60)?.clamp(5, 3600) as i32,
         };
+        let debts = debts::Debts {
+            policy: switchyard_core::payments::collect::Policy {
+                step: number("DEBT_CHARGE_STEP", 100)?
+                    .clamp(1, switchyard_core::pricing::MAX_AMOUNT),
+                retry_base: chrono::Duration::seconds(
+                    number("DEBT_RETRY_BASE_SEC", 60)?.clamp(1, 86_400),
+                ),
+                max_attempts: number("DEBT_MAX_ATTEMPTS", 5)?.clamp(1, 100) as i32,
+            },
+            batch: number("DEBT_BATCH", 100)?.clamp(1, 10_000) as i32,
+            lease_secs: number("DEBT_LEASE_SEC", 120)?.clamp(5, 3600) as i32,
+        };
         Ok(Self {
             billing,
+            debts,
+            payments: switchyard_core::payments::ProviderSettings::from_lookup(var)?,
             housekeeping_interval: Duration::from_secs(
                 number("HOUSEKEEPING_SEC", 300)?.clamp(1, 86_400) as u64,
             ),
@@ -65,6 +84,7 @@ impl WorkerConfig {
 /// `worker_passes_total`.
 pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let db = Db::connect_lazy(&config.app_database_url, 4)?;
+    let provider = config.payments.build()?;
     sqlx::query("select 1")
         .execute(db.pool())
         .await
@@ -116,6 +136,16 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
                         Ok(_) => break,
                         Err(e) => {
                             tracing::error!(error = ?e, "billing pass failed");
+                            break;
+                        }
+                    }
+                }
+                loop {
+                    match debts::run_once(&db, provider.as_ref(), config.debts, chrono::Utc::now()).await {
+                        Ok(claimed) if claimed as i32 == config.debts.batch && !*stopping.borrow() => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::error!(error = ?e, "debt collection pass failed");
                             break;
                         }
                     }

@@ -173,6 +173,7 @@ pub async fn start(
 ) -> ApiResult<Response> {
     let value = json(&body)?;
     let tick = chrono::Duration::seconds(state.config.billing_tick.as_secs() as i64);
+    let provider = state.payments.clone();
     idempotent::run(
         &state,
         &actor,
@@ -181,7 +182,8 @@ pub async fn start(
         true,
         &value,
         |mut tx| async {
-            let (session, asset) = rentals::start(&mut tx, &actor, body.quote_id, tick).await?;
+            let (session, asset) =
+                rentals::start(&mut tx, &actor, provider.as_ref(), body.quote_id, tick).await?;
             let response = StartResponse {
                 rental_id: session.id,
                 powerbank_id: asset.label,

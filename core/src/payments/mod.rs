@@ -1,8 +1,12 @@
-//! Card payments that top up a patron's wallet, through a [`PaymentProvider`]: the dev emulator (default) or
-//! Stripe. A payment is `pending` until the provider confirms it (a webhook, a status poll, or the dev emulator's
-//! delay); confirming credits the wallet exactly once, and the terminal states never move back.
+//! Card payments through a [`PaymentProvider`]: the dev emulator (default) or Stripe. A payment is a wallet
+//! top-up (`pending` until the provider confirms it: a webhook, a status poll, or the dev emulator's delay), an
+//! off-session debt charge on a saved card, or a manual-capture deposit hold for a rental (`authorized`, then
+//! captured or canceled). Confirming books the money exactly once; the terminal states never move back.
 
+pub mod cards;
+pub mod collect;
 pub mod dev;
+pub mod stripe;
 pub mod webhook;
 
 use chrono::{DateTime, Utc};
@@ -20,9 +24,18 @@ use crate::{patrons, venues};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderStatus {
     Pending,
+    /// Authorized and waiting to be captured (a deposit hold).
+    Authorized,
     Succeeded,
     Failed(String),
     Canceled,
+}
+
+/// A patron's saved card at the provider.
+#[derive(Debug, Clone, Copy)]
+pub struct CardOnFile<'a> {
+    pub customer_ref: &'a str,
+    pub payment_method_ref: &'a str,
 }
 
 /// A new payment at the provider.
@@ -34,6 +47,11 @@ pub struct IntentRequest<'a> {
     pub currency: &'a str,
     /// Sent to the provider as its idempotency key, so a retried create makes one intent.
     pub idempotency_key: &'a str,
+    /// Charge this saved card now, without the patron present (debts, deposit holds). Without it the intent waits
+    /// for the patron's app to confirm it.
+    pub off_session: Option<CardOnFile<'a>>,
+    /// Authorize only; [`PaymentProvider::capture`] takes the money later.
+    pub manual_capture: bool,
 }
 
 /// The provider's side of a payment.
@@ -43,10 +61,33 @@ pub struct ProviderIntent {
     pub status: ProviderStatus,
 }
 
-/// A payment service provider.
+/// Saving a card (a payment method the patron's app tokenised at the provider) for later off-session charges.
+#[derive(Debug, Clone)]
+pub struct SaveCardRequest<'a> {
+    pub tenant_id: Uuid,
+    pub patron_id: Uuid,
+    pub patron_name: &'a str,
+    pub email: Option<&'a str>,
+    /// The patron's customer at the provider, if one exists already.
+    pub customer_ref: Option<&'a str>,
+    pub payment_method: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedCard {
+    pub customer_ref: String,
+    pub payment_method_ref: String,
+    pub brand: String,
+    pub last4: String,
+}
+
+/// A payment service provider. Errors: [`Error::CardDeclined`] when the card network says no,
+/// [`Error::ProviderUnavailable`] when the provider cannot be reached or fails.
 #[async_trait::async_trait]
 pub trait PaymentProvider: Send + Sync {
     fn name(&self) -> &'static str;
+    async fn save_card(&self, request: SaveCardRequest<'_>) -> Result<SavedCard>;
+    /// Creates an intent. A declined off-session charge is not an error: it comes back `Failed`.
     async fn create_intent(&self, request: IntentRequest<'_>) -> Result<ProviderIntent>;
     /// The provider's current status of an intent created at `created_at`.
     async fn status(
@@ -55,17 +96,98 @@ pub trait PaymentProvider: Send + Sync {
         amount: i64,
         created_at: DateTime<Utc>,
     ) -> Result<ProviderStatus>;
+    /// Captures `amount` of an authorized intent and releases the rest.
+    async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<()>;
+    /// Cancels a pending or authorized intent (releasing a hold).
     async fn cancel(&self, reference: &str) -> Result<()>;
+    /// Refunds `amount` of a succeeded intent; returns the refund's reference.
+    async fn refund(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<String>;
+}
+
+/// Which provider the API and the workers use: `PAYMENT_PROVIDER=dev` (the default) with `DEV_PAYMENT_CONFIRM_MS`,
+/// or `stripe` with `STRIPE_SECRET_KEY`, `STRIPE_API_BASE` and `STRIPE_TIMEOUT_MS`.
+#[derive(Debug, Clone)]
+pub enum ProviderSettings {
+    Dev {
+        confirm_after: chrono::Duration,
+    },
+    Stripe {
+        secret_key: secrecy::SecretString,
+        api_base: String,
+        timeout: std::time::Duration,
+    },
+}
+
+impl ProviderSettings {
+    /// Reads the settings through `var` (trimmed, empty = unset); the error names the variable.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let millis = |key: &str, default: u64| -> anyhow::Result<u64> {
+            var(key).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| anyhow::anyhow!("{key} must be a whole number of milliseconds"))
+            })
+        };
+        match var("PAYMENT_PROVIDER").as_deref() {
+            None | Some("dev") => Ok(Self::Dev {
+                confirm_after: chrono::Duration::milliseconds(
+                    millis("DEV_PAYMENT_CONFIRM_MS", 2000)?.min(86_400_000) as i64,
+                ),
+            }),
+            Some("stripe") => {
+                let secret_key = var("STRIPE_SECRET_KEY").ok_or_else(|| {
+                    anyhow::anyhow!("STRIPE_SECRET_KEY is required with PAYMENT_PROVIDER=stripe")
+                })?;
+                let api_base =
+                    var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com/".into());
+                if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+                    anyhow::bail!("STRIPE_API_BASE must be an http(s) URL, not {api_base:?}");
+                }
+                Ok(Self::Stripe {
+                    secret_key: secret_key.into(),
+                    api_base,
+                    timeout: std::time::Duration::from_millis(
+                        millis("STRIPE_TIMEOUT_MS", 10_000)?.max(1),
+                    ),
+                })
+            }
+            Some(other) => anyhow::bail!("PAYMENT_PROVIDER must be dev or stripe, not {other:?}"),
+        }
+    }
+
+    pub fn build(&self) -> Result<std::sync::Arc<dyn PaymentProvider>> {
+        use secrecy::ExposeSecret;
+        Ok(match self {
+            Self::Dev { confirm_after } => std::sync::Arc::new(dev::DevProvider {
+                confirm_after: *confirm_after,
+            }),
+            Self::Stripe {
+                secret_key,
+                api_base,
+                timeout,
+            } => std::sync::Arc::new(stripe::StripeProvider::new(
+                secret_key.expose_secret(),
+                api_base,
+                *timeout,
+            )?),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Payment {
     pub id: Uuid,
+    /// `top_up`, `debt` or `deposit`.
+    pub kind: String,
     pub patron_id: Uuid,
     pub venue_id: Uuid,
+    /// The rental a deposit hold is for.
+    pub session_id: Option<Uuid>,
     pub amount: i64,
+    /// What a deposit hold's capture took.
+    pub captured_amount: i64,
+    pub refunded_amount: i64,
     pub currency: String,
-    /// `pending`, `confirmed`, `failed`, `canceled`.
+    /// `pending`, `authorized` (a hold), `confirmed`, `failed`, `canceled`.
     pub status: String,
     pub provider: String,
     pub provider_ref: String,
@@ -75,8 +197,8 @@ pub struct Payment {
 }
 
 const COLUMNS: &str =
-    "id, patron_id, venue_id, amount, currency::text as currency, status, provider, provider_ref,
-    failure_reason, created_at, confirmed_at";
+    "id, kind, patron_id, venue_id, session_id, amount, captured_amount, refunded_amount, currency::text as currency,
+    status, provider, provider_ref, failure_reason, created_at, confirmed_at";
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Payment> {
     let sql = format!("select {COLUMNS} from payment where tenant_id = $1 and id = $2");
@@ -142,22 +264,25 @@ pub async fn create_intent(
             amount,
             currency: &venue.currency,
             idempotency_key: &format!("{}:{key}", tx.tenant()),
+            off_session: None,
+            manual_capture: false,
         })
         .await?;
-    sqlx::query(
-        "insert into payment (tenant_id, id, patron_id, venue_id, amount, currency, provider, provider_ref, idempotency_key)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    insert(
+        tx,
+        NewPayment {
+            id,
+            kind: "top_up",
+            patron_id,
+            venue_id: venue.id,
+            session_id: None,
+            amount,
+            currency: &venue.currency,
+            provider: provider.name(),
+            reference: &intent.reference,
+            key,
+        },
     )
-    .bind(tx.tenant())
-    .bind(id)
-    .bind(patron_id)
-    .bind(venue.id)
-    .bind(amount)
-    .bind(&venue.currency)
-    .bind(provider.name())
-    .bind(&intent.reference)
-    .bind(key)
-    .execute(tx.conn())
     .await?;
     let detail = serde_json::json!({ "amount": amount, "currency": venue.currency, "provider": provider.name() });
     audit::record(
@@ -175,6 +300,41 @@ pub async fn create_intent(
     apply(tx, id, intent.status).await
 }
 
+pub(crate) struct NewPayment<'a> {
+    pub id: Uuid,
+    pub kind: &'static str,
+    pub patron_id: Uuid,
+    pub venue_id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub provider: &'static str,
+    pub reference: &'a str,
+    pub key: &'a str,
+}
+
+pub(crate) async fn insert(tx: &mut TenantTx, p: NewPayment<'_>) -> Result<()> {
+    sqlx::query(
+        "insert into payment (tenant_id, id, kind, patron_id, venue_id, session_id, amount, currency, provider,
+           provider_ref, idempotency_key)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(tx.tenant())
+    .bind(p.id)
+    .bind(p.kind)
+    .bind(p.patron_id)
+    .bind(p.venue_id)
+    .bind(p.session_id)
+    .bind(p.amount)
+    .bind(p.currency)
+    .bind(p.provider)
+    .bind(p.reference)
+    .bind(p.key)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
 /// Moves a payment to what the provider reports. `confirmed` and `canceled` are final: a late `failed` after
 /// `confirmed` (events out of order) changes nothing. `failed` is not final, because the customer may retry the
 /// same intent and succeed. Confirming credits the wallet once.
@@ -185,11 +345,45 @@ pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Resul
     }
     match status {
         ProviderStatus::Pending => return Ok(payment),
+        ProviderStatus::Authorized => {
+            sqlx::query(
+                "update payment set status = 'authorized' where tenant_id = $1 and id = $2",
+            )
+            .bind(tx.tenant())
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        }
         ProviderStatus::Succeeded => {
-            let wallet = ledger::account(
+            // A top-up credits the wallet; a debt charge or a captured deposit pays the debt.
+            let (purpose, amount, kind, memo) = match payment.kind.as_str() {
+                "top_up" => (
+                    Purpose::Wallet,
+                    payment.amount,
+                    "top_up_card",
+                    "card top-up",
+                ),
+                "debt" => (
+                    Purpose::Debt,
+                    payment.amount,
+                    "debt_payment",
+                    "debt charged to the saved card",
+                ),
+                _ => (
+                    Purpose::Debt,
+                    payment.captured_amount,
+                    "debt_payment",
+                    "debt paid from the deposit hold",
+                ),
+            };
+            if amount == 0 {
+                // A hold succeeds only through our capture, which sets the amount first.
+                return Ok(payment);
+            }
+            let target = ledger::account(
                 tx,
                 Owner::Patron(payment.patron_id),
-                Purpose::Wallet,
+                purpose,
                 &payment.currency,
             )
             .await?;
@@ -204,11 +398,11 @@ pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Resul
                 tx,
                 Journal {
                     key: format!("payment:{}:confirmed", payment.id),
-                    kind: "top_up_card",
-                    memo: format!("card top-up ({})", payment.provider),
-                    session_id: None,
+                    kind,
+                    memo: format!("{memo} ({})", payment.provider),
+                    session_id: payment.session_id,
                     currency: &payment.currency,
-                    entries: vec![(wallet, payment.amount), (clearing, -payment.amount)],
+                    entries: vec![(target, amount), (clearing, -amount)],
                 },
             )
             .await?;
@@ -220,7 +414,20 @@ pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Resul
                 .bind(id)
                 .execute(tx.conn())
                 .await?;
-            metrics::counter!("payments_confirmed_total").increment(1);
+            if payment.kind == "debt" {
+                sqlx::query(
+                    "update debt_collection set collected = collected + $4
+                     where tenant_id = $1 and patron_id = $2 and currency = $3",
+                )
+                .bind(tx.tenant())
+                .bind(payment.patron_id)
+                .bind(&payment.currency)
+                .bind(amount)
+                .execute(tx.conn())
+                .await?;
+            }
+            metrics::counter!("payments_confirmed_total", "kind" => payment.kind.clone())
+                .increment(1);
         }
         ProviderStatus::Failed(reason) => {
             sqlx::query("update payment set status = 'failed', failure_reason = $3 where tenant_id = $1 and id = $2")
@@ -288,4 +495,157 @@ pub async fn cancel(
             "this payment is {other} and can no longer be canceled"
         ))),
     }
+}
+
+/// A refund of (part of) a confirmed card top-up.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Refund {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub amount: i64,
+    pub provider_ref: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Refunds `amount` of a confirmed top-up to the card, taking it back out of the wallet. `key` makes a retry
+/// return the same refund; the wallet must still hold the amount.
+pub async fn refund(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    provider: &dyn PaymentProvider,
+    payment_id: Uuid,
+    amount: i64,
+    key: &str,
+) -> Result<Refund> {
+    let key = crate::idempotency::check_key(key)?;
+    let existing: Option<Refund> = sqlx::query_as(
+        "select id, payment_id, amount, provider_ref, created_at from refund
+         where tenant_id = $1 and idempotency_key = $2",
+    )
+    .bind(tx.tenant())
+    .bind(key)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(done) = existing {
+        if done.payment_id != payment_id || done.amount != amount {
+            return Err(Error::IdempotencyKeyReused);
+        }
+        return Ok(done);
+    }
+    let payment = lock(tx, payment_id).await?;
+    if payment.kind != "top_up" || payment.status != "confirmed" {
+        return Err(Error::Conflict(
+            "only a confirmed card top-up can be refunded".into(),
+        ));
+    }
+    let left = payment.amount - payment.refunded_amount;
+    if !(1..=left).contains(&amount) {
+        return Err(Error::validation(
+            "amount",
+            format!(
+                "must be between 1 and the {} not yet refunded",
+                crate::money::format(left, &payment.currency)
+            ),
+        ));
+    }
+    let owner = Owner::Patron(payment.patron_id);
+    let wallet_balance = ledger::balance(tx, owner, Purpose::Wallet, &payment.currency).await?;
+    if wallet_balance < amount {
+        return Err(Error::InsufficientFunds(format!(
+            "the wallet holds only {}; a refund cannot take back money already spent",
+            crate::money::format(wallet_balance, &payment.currency)
+        )));
+    }
+    if provider.name() != payment.provider {
+        return Err(Error::Conflict(format!(
+            "this payment was made with the {} provider, which is not configured now",
+            payment.provider
+        )));
+    }
+    let id = Uuid::now_v7();
+    let reference = provider
+        .refund(
+            &payment.provider_ref,
+            amount,
+            &format!("{}:refund:{key}", tx.tenant()),
+        )
+        .await?;
+    sqlx::query(
+        "insert into refund (tenant_id, id, payment_id, amount, provider_ref, idempotency_key, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(payment_id)
+    .bind(amount)
+    .bind(&reference)
+    .bind(key)
+    .bind(actor.user_id)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query(
+        "update payment set refunded_amount = refunded_amount + $3 where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(payment_id)
+    .bind(amount)
+    .execute(tx.conn())
+    .await?;
+    let wallet = ledger::account(tx, owner, Purpose::Wallet, &payment.currency).await?;
+    let clearing = ledger::account(
+        tx,
+        Owner::Venue(payment.venue_id),
+        Purpose::Clearing,
+        &payment.currency,
+    )
+    .await?;
+    ledger::post(
+        tx,
+        Journal {
+            key: format!("refund:{id}"),
+            kind: "refund",
+            memo: format!("refund to the card ({})", payment.provider),
+            session_id: None,
+            currency: &payment.currency,
+            entries: vec![(wallet, -amount), (clearing, amount)],
+        },
+    )
+    .await?;
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "payment.refund",
+            object_type: "payment",
+            object_id: Some(payment_id),
+            detail: serde_json::json!({ "refund_id": id, "amount": amount }),
+        },
+    )
+    .await?;
+    metrics::counter!("payments_refunds_total", "provider" => provider.name()).increment(1);
+    sqlx::query_as(
+        "select id, payment_id, amount, provider_ref, created_at from refund where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_one(tx.conn())
+    .await
+    .map_err(Into::into)
+}
+
+/// The patron's payments, newest first.
+pub async fn list_for_patron(
+    tx: &mut TenantTx,
+    patron_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Payment>> {
+    let sql = format!(
+        "select {COLUMNS} from payment where tenant_id = $1 and patron_id = $2 order by created_at desc, id desc limit $3"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(patron_id)
+        .bind(limit.clamp(1, 500))
+        .fetch_all(tx.conn())
+        .await?)
 }

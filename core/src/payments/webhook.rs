@@ -123,6 +123,7 @@ pub async fn handle(db: &Db, event: Event) -> Result<Outcome> {
                 .unwrap_or_else(|| "payment_failed".into()),
         ),
         "payment_intent.canceled" => ProviderStatus::Canceled,
+        "payment_intent.amount_capturable_updated" => ProviderStatus::Authorized,
         _ => return Ok(Outcome::Ignored),
     };
     let metadata = &event.data.object.metadata;

@@ -7,6 +7,7 @@
 mod auth;
 mod billing;
 mod binaries;
+mod debts;
 mod errors;
 mod graphql;
 mod isolation;
@@ -15,3 +16,4 @@ mod payments;
 mod rentals;
 mod rls;
 mod sessions;
+mod stripe;

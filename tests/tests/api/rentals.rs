@@ -7,12 +7,12 @@ use switchyard_core::{sessions, Db, TenantId};
 use switchyard_tests::{env_url, gql_code, spawn_app, Tenant, TestApp};
 use uuid::Uuid;
 
-struct Cabinets {
-    t: Tenant,
-    venue: Uuid,
-    a: Uuid,
-    b: Uuid,
-    patron: Uuid,
+pub(crate) struct Cabinets {
+    pub t: Tenant,
+    pub venue: Uuid,
+    pub a: Uuid,
+    pub b: Uuid,
+    pub patron: Uuid,
 }
 
 async fn cabinet(app: &TestApp, t: &Tenant, venue: Uuid, name: &str, slots: i32) -> Uuid {
@@ -33,7 +33,7 @@ async fn cabinet(app: &TestApp, t: &Tenant, venue: Uuid, name: &str, slots: i32)
 
 /// Two cabinets (A with powerbanks pb-001 and pb-002, B empty), 60/hour after 5 free minutes, deposit 500,
 /// buyout at 5000, and a patron with `cash` in the wallet.
-async fn setup(app: &TestApp, cash: i64) -> Cabinets {
+pub(crate) async fn setup(app: &TestApp, cash: i64) -> Cabinets {
     let t = app.signup().await;
     let venue = app.create_venue(&t.access, "Mall").await;
     let a = cabinet(app, &t, venue, "Cabinet A", 4).await;
@@ -84,7 +84,7 @@ async fn setup(app: &TestApp, cash: i64) -> Cabinets {
     }
 }
 
-async fn post(
+pub(crate) async fn post(
     app: &TestApp,
     token: &str,
     path: &str,
@@ -104,7 +104,7 @@ async fn post(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn wallet(app: &TestApp, c: &Cabinets) -> Value {
+pub(crate) async fn wallet(app: &TestApp, c: &Cabinets) -> Value {
     app.gql_ok(
         &c.t.access,
         "query($p: UUID!) { patron(id: $p) { wallet(currency: \"EUR\") { balance depositHeld debt } } }",

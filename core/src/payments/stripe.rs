@@ -1,0 +1,219 @@
+//! The Stripe provider, on async-stripe. Every intent carries our `tenant_id` and `payment_id` in its metadata
+//! (the webhook routes on them) and every creating call sends an idempotency key, so a retried step never makes a
+//! second intent, capture or refund. The API base URL is a setting: tests run this code against a local fake.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::customer::CreateCustomer;
+use stripe_core::payment_intent::{
+    CancelPaymentIntent, CapturePaymentIntent, CreatePaymentIntent, CreatePaymentIntentOffSession,
+    RetrievePaymentIntent,
+};
+use stripe_core::refund::CreateRefund;
+use stripe_core::{PaymentIntent, PaymentIntentCaptureMethod, PaymentIntentStatus};
+use stripe_payment::payment_method::AttachPaymentMethod;
+
+use super::{
+    IntentRequest, PaymentProvider, ProviderIntent, ProviderStatus, SaveCardRequest, SavedCard,
+};
+use crate::error::{Error, Result};
+
+pub struct StripeProvider {
+    client: Client,
+}
+
+impl StripeProvider {
+    /// `base_url` is Stripe's (`https://api.stripe.com/`) or a fake's.
+    pub fn new(secret_key: &str, base_url: &str, timeout: Duration) -> Result<Self> {
+        let client = ClientBuilder::new(secret_key)
+            .url(base_url)
+            .timeout(timeout)
+            .app_info("switchyard", Some(env!("CARGO_PKG_VERSION").into()), None)
+            .build()
+            .map_err(|e| Error::Internal(anyhow::anyhow!("stripe client: {e}")))?;
+        Ok(Self { client })
+    }
+}
+
+fn key(value: &str) -> Result<RequestStrategy> {
+    IdempotencyKey::new(value)
+        .map(RequestStrategy::Idempotent)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("idempotency key: {e}")))
+}
+
+/// A card error is the card network's answer; anything else means Stripe could not do it now.
+fn failure(e: StripeError) -> Error {
+    match e {
+        StripeError::Stripe(api, _) if api.type_.as_str() == "card_error" => {
+            Error::CardDeclined(decline_reason(&api))
+        }
+        other => Error::ProviderUnavailable(anyhow::anyhow!("stripe: {other}")),
+    }
+}
+
+fn decline_reason(api: &stripe::ApiErrors) -> String {
+    api.decline_code
+        .clone()
+        .or_else(|| api.code.as_ref().map(|c| c.as_str().to_owned()))
+        .unwrap_or_else(|| "card_declined".into())
+}
+
+fn status_of(intent: &PaymentIntent) -> ProviderStatus {
+    match &intent.status {
+        PaymentIntentStatus::Succeeded => ProviderStatus::Succeeded,
+        PaymentIntentStatus::RequiresCapture => ProviderStatus::Authorized,
+        PaymentIntentStatus::Canceled => ProviderStatus::Canceled,
+        // A failed attempt returns the intent to `requires_payment_method` with the error attached.
+        PaymentIntentStatus::RequiresPaymentMethod => match &intent.last_payment_error {
+            Some(error) => ProviderStatus::Failed(decline_reason(error)),
+            None => ProviderStatus::Pending,
+        },
+        _ => ProviderStatus::Pending,
+    }
+}
+
+fn currency(code: &str) -> Result<stripe_types::Currency> {
+    code.to_ascii_lowercase()
+        .parse()
+        .map_err(|_| Error::validation("currency", "is not a currency Stripe knows"))
+}
+
+#[async_trait::async_trait]
+impl PaymentProvider for StripeProvider {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    async fn save_card(&self, request: SaveCardRequest<'_>) -> Result<SavedCard> {
+        let customer = match request.customer_ref {
+            Some(customer) => customer.to_owned(),
+            None => {
+                let metadata = HashMap::from([
+                    ("tenant_id".to_owned(), request.tenant_id.to_string()),
+                    ("patron_id".to_owned(), request.patron_id.to_string()),
+                ]);
+                let mut create = CreateCustomer::new()
+                    .name(request.patron_name)
+                    .metadata(metadata);
+                if let Some(email) = request.email {
+                    create = create.email(email);
+                }
+                let strategy = key(&format!(
+                    "customer:{}:{}",
+                    request.tenant_id, request.patron_id
+                ))?;
+                let customer = create
+                    .customize()
+                    .request_strategy(strategy)
+                    .send(&self.client)
+                    .await
+                    .map_err(failure)?;
+                customer.id.to_string()
+            }
+        };
+        let method = AttachPaymentMethod::new(request.payment_method)
+            .customer(customer.as_str())
+            .send(&self.client)
+            .await
+            .map_err(failure)?;
+        let (brand, last4) = method
+            .card
+            .map(|c| (c.brand, c.last4))
+            .unwrap_or_else(|| ("card".into(), String::new()));
+        Ok(SavedCard {
+            customer_ref: customer,
+            payment_method_ref: method.id.to_string(),
+            brand,
+            last4,
+        })
+    }
+
+    async fn create_intent(&self, request: IntentRequest<'_>) -> Result<ProviderIntent> {
+        let metadata = HashMap::from([
+            ("tenant_id".to_owned(), request.tenant_id.to_string()),
+            ("payment_id".to_owned(), request.payment_id.to_string()),
+        ]);
+        let mut create = CreatePaymentIntent::new(request.amount, currency(request.currency)?)
+            .metadata(metadata);
+        if request.manual_capture {
+            create = create.capture_method(PaymentIntentCaptureMethod::Manual);
+        }
+        if let Some(card) = request.off_session {
+            create = create
+                .customer(card.customer_ref)
+                .payment_method(card.payment_method_ref)
+                .off_session(CreatePaymentIntentOffSession::Bool(true))
+                .confirm(true);
+        }
+        let sent = create
+            .customize()
+            .request_strategy(key(request.idempotency_key)?)
+            .send(&self.client)
+            .await;
+        match sent {
+            Ok(intent) => Ok(ProviderIntent {
+                reference: intent.id.to_string(),
+                status: status_of(&intent),
+            }),
+            // An off-session charge the card network declines: Stripe answers 402 with the failed intent.
+            Err(StripeError::Stripe(api, _)) if api.type_.as_str() == "card_error" => {
+                let reason = decline_reason(&api);
+                match &api.payment_intent {
+                    Some(intent) => Ok(ProviderIntent {
+                        reference: intent.id.to_string(),
+                        status: ProviderStatus::Failed(reason),
+                    }),
+                    None => Err(Error::CardDeclined(reason)),
+                }
+            }
+            Err(other) => Err(failure(other)),
+        }
+    }
+
+    async fn status(
+        &self,
+        reference: &str,
+        _amount: i64,
+        _created_at: DateTime<Utc>,
+    ) -> Result<ProviderStatus> {
+        let intent = RetrievePaymentIntent::new(reference)
+            .send(&self.client)
+            .await
+            .map_err(failure)?;
+        Ok(status_of(&intent))
+    }
+
+    async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<()> {
+        CapturePaymentIntent::new(reference)
+            .amount_to_capture(amount)
+            .customize()
+            .request_strategy(key(idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+
+    async fn cancel(&self, reference: &str) -> Result<()> {
+        CancelPaymentIntent::new(reference)
+            .send(&self.client)
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+
+    async fn refund(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<String> {
+        let refund = CreateRefund::new()
+            .payment_intent(reference)
+            .amount(amount)
+            .customize()
+            .request_strategy(key(idempotency_key)?)
+            .send(&self.client)
+            .await
+            .map_err(failure)?;
+        Ok(refund.id.to_string())
+    }
+}

@@ -1,0 +1,411 @@
+//! Debt collection and card deposit holds, with the collector the workers run: on the dev provider, and the same
+//! flow through the real Stripe provider code against the local Stripe fake.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use switchyard_core::payments::collect::Policy;
+use switchyard_core::payments::{PaymentProvider, ProviderSettings};
+use switchyard_core::{sessions, Db, TenantId};
+use switchyard_tests::stripe_fake::StripeFake;
+use switchyard_tests::{fresh_database, spawn_app_with, TestApp, TestDatabase};
+use switchyard_workers::debts::{self, Debts};
+use uuid::Uuid;
+
+use crate::rentals::{post, setup, wallet, Cabinets};
+
+const POLICY: Policy = Policy {
+    step: 100,
+    retry_base: Duration::seconds(60),
+    max_attempts: 3,
+};
+
+fn settings(vars: &[(&str, &str)]) -> Arc<dyn PaymentProvider> {
+    let vars: HashMap<&str, &str> = vars.iter().copied().collect();
+    ProviderSettings::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned()))
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+struct World {
+    app: TestApp,
+    db: Db,
+    provider: Arc<dyn PaymentProvider>,
+    _database: TestDatabase,
+}
+
+async fn world(vars: &[(&str, &str)]) -> World {
+    let database = fresh_database().await;
+    let mut all = vec![("APP_DATABASE_URL", database.app_url.as_str())];
+    all.extend_from_slice(vars);
+    let mut app = spawn_app_with(&all).await;
+    app.owner = sqlx::PgPool::connect_lazy(&database.owner_url).unwrap();
+    World {
+        db: Db::connect_lazy(&database.app_url, 2).unwrap(),
+        provider: settings(vars),
+        app,
+        _database: database,
+    }
+}
+
+impl World {
+    /// One collector pass at `now`; returns how many debts it claimed.
+    async fn collect(&self, now: DateTime<Utc>) -> usize {
+        let config = Debts {
+            policy: POLICY,
+            batch: 10,
+            lease_secs: 60,
+        };
+        debts::run_once(&self.db, self.provider.as_ref(), config, now)
+            .await
+            .unwrap()
+    }
+
+    async fn bill(&self, c: &Cabinets, rental: Uuid, after: Duration) {
+        let mut tx = self.db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+        let started = sessions::get(&mut tx, rental).await.unwrap().started_at;
+        sessions::bill_tick(&mut tx, rental, started + after, Duration::seconds(30))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn save_card(&self, c: &Cabinets, token: &str) -> Value {
+        self.app
+            .gql_ok(
+                &c.t.access,
+                "mutation($p: UUID!, $m: String!) { savePatronCard(patronId: $p, paymentMethod: $m) {
+                   card { provider brand last4 } } }",
+                json!({"p": c.patron, "m": token}),
+            )
+            .await["savePatronCard"]["card"]
+            .clone()
+    }
+
+    async fn start(&self, c: &Cabinets, key: &str) -> (StatusCode, Value) {
+        let (_, q) = post(
+            &self.app,
+            &c.t.access,
+            "/api/v1/rentals/quote",
+            None,
+            json!({"user_id": c.patron, "station_id": c.a}),
+        )
+        .await;
+        post(
+            &self.app,
+            &c.t.access,
+            "/api/v1/rentals/start",
+            Some(key),
+            json!({"quote_id": q["quote_id"]}),
+        )
+        .await
+    }
+
+    async fn patron(&self, c: &Cabinets) -> Value {
+        self.app
+            .gql_ok(
+                &c.t.access,
+                "query($p: UUID!) { patron(id: $p) {
+                   debtCollection { currency status attempts collected lastError }
+                   payments { kind status amount capturedAmount failureReason } } }",
+                json!({"p": c.patron}),
+            )
+            .await["patron"]
+            .clone()
+    }
+
+    async fn unbalanced_journals(&self) -> i64 {
+        sqlx::query_scalar(
+            "select count(*) from (select 1 from journal_entry group by tenant_id, journal_id, currency
+               having sum(amount) <> 0) u",
+        )
+        .fetch_one(&self.app.owner)
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_declined_card_is_retried_with_back_off_until_exhausted_and_the_rental_ends_bought_out() {
+    let w = world(&[]).await;
+    let c = setup(&w.app, 600).await;
+    assert_eq!(
+        w.save_card(&c, "pm_card_chargeDeclined").await,
+        json!({"provider": "dev", "brand": "visa", "last4": "4242"})
+    );
+    let (status, r) = w.start(&c, "declined-1").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
+    // The wallet covered the deposit, so it was held from the wallet, not the card.
+    assert_eq!(
+        wallet(&w.app, &c).await,
+        json!({"balance": 100, "depositHeld": 500, "debt": 0})
+    );
+
+    // Three hours: 175 due, the wallet pays 100, 75 becomes debt and collection is due.
+    w.bill(&c, rental, Duration::hours(3)).await;
+    assert_eq!(
+        wallet(&w.app, &c).await,
+        json!({"balance": 0, "depositHeld": 500, "debt": 75})
+    );
+    let now = Utc::now();
+    assert_eq!(w.collect(now).await, 1);
+    let p = w.patron(&c).await;
+    assert_eq!(
+        p["debtCollection"],
+        json!([{"currency": "EUR", "status": "due", "attempts": 1, "collected": 0, "lastError": "card_declined"}])
+    );
+    assert_eq!(
+        w.collect(now + Duration::seconds(59)).await,
+        0,
+        "not before the back-off"
+    );
+    assert_eq!(w.collect(now + Duration::seconds(61)).await, 1);
+    assert_eq!(
+        w.collect(now + Duration::seconds(61 + 119)).await,
+        0,
+        "the second wait is twice as long"
+    );
+    assert_eq!(w.collect(now + Duration::seconds(61 + 121)).await, 1);
+    let p = w.patron(&c).await;
+    assert_eq!(
+        p["debtCollection"],
+        json!([{"currency": "EUR", "status": "exhausted", "attempts": 3, "collected": 0, "lastError": "card_declined"}])
+    );
+    assert_eq!(
+        p["payments"],
+        json!([
+            {"kind": "debt", "status": "failed", "amount": 75, "capturedAmount": 0, "failureReason": "card_declined"},
+            {"kind": "debt", "status": "failed", "amount": 75, "capturedAmount": 0, "failureReason": "card_declined"},
+            {"kind": "debt", "status": "failed", "amount": 75, "capturedAmount": 0, "failureReason": "card_declined"}
+        ])
+    );
+    assert_eq!(
+        w.collect(now + Duration::days(30)).await,
+        0,
+        "exhausted: no more attempts"
+    );
+
+    // The debt keeps growing until the charges reach the buyout threshold: the patron keeps the powerbank and the
+    // released deposit pays part of the debt.
+    w.bill(&c, rental, Duration::hours(84)).await;
+    let (_, got) = w
+        .app
+        .get(&format!("/api/v1/rentals/{rental}"), &c.t.access)
+        .await;
+    assert_eq!(got["status"], "BOUGHT_OUT");
+    assert_eq!(got["total_amount"], 5000);
+    assert_eq!(got["current_debt"], 4400);
+    assert_eq!(
+        wallet(&w.app, &c).await,
+        json!({"balance": 0, "depositHeld": 0, "debt": 4400})
+    );
+    assert_eq!(w.unbalanced_journals().await, 0);
+
+    // A new card starts collection over, and it pays in steps of DEBT_CHARGE_STEP.
+    w.save_card(&c, "pm_card_visa").await;
+    let later = now + Duration::days(31);
+    for _ in 0..44 {
+        assert_eq!(w.collect(later).await, 1);
+    }
+    assert_eq!(
+        w.collect(later).await,
+        1,
+        "the last pass finds nothing owed"
+    );
+    assert_eq!(w.collect(later).await, 0);
+    assert_eq!(
+        wallet(&w.app, &c).await,
+        json!({"balance": 0, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(w.patron(&c).await["debtCollection"], json!([]));
+    assert_eq!(w.unbalanced_journals().await, 0);
+}
+
+/// Saved card, deposit held on it, debt collected in steps, the hold captured for what is owed at the end.
+async fn card_hold_flow(w: &World, c: &Cabinets) -> Uuid {
+    let (status, body) = w.start(c, "no-card").await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_funds");
+
+    let card = w.save_card(c, "pm_card_visa").await;
+    assert_eq!(card["brand"], "visa");
+    assert_eq!(card["last4"], "4242");
+    let (status, r) = w.start(c, "with-card").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        w.patron(c).await["payments"],
+        json!([{"kind": "deposit", "status": "authorized", "amount": 500, "capturedAmount": 0, "failureReason": null}])
+    );
+    assert_eq!(
+        wallet(&w.app, c).await,
+        json!({"balance": 0, "depositHeld": 0, "debt": 0}),
+        "a card hold is not money in the ledger"
+    );
+
+    // 175 due with an empty wallet: debt, collected 100 then 75 from the card while the rental runs.
+    w.bill(c, rental, Duration::hours(3)).await;
+    let now = Utc::now();
+    assert_eq!(w.collect(now).await, 1);
+    assert_eq!(wallet(&w.app, c).await["debt"], 75);
+    assert_eq!(w.collect(now).await, 1);
+    assert_eq!(wallet(&w.app, c).await["debt"], 0);
+    assert_eq!(w.collect(now).await, 1, "finds nothing owed and ends");
+    assert_eq!(w.collect(now).await, 0);
+
+    // Two more hours (120 more) and the powerbank comes back: the hold is captured for the 120 owed.
+    w.bill(c, rental, Duration::hours(5)).await;
+    let (status, stopped) = post(
+        &w.app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("stop"),
+        json!({"rental_id": rental, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(w.collect(Utc::now()).await, 1);
+    let p = w.patron(c).await;
+    assert_eq!(p["debtCollection"], json!([]));
+    assert_eq!(
+        p["payments"],
+        json!([
+            {"kind": "debt", "status": "confirmed", "amount": 75, "capturedAmount": 0, "failureReason": null},
+            {"kind": "debt", "status": "confirmed", "amount": 100, "capturedAmount": 0, "failureReason": null},
+            {"kind": "deposit", "status": "confirmed", "amount": 500, "capturedAmount": 120, "failureReason": null}
+        ])
+    );
+    assert_eq!(
+        wallet(&w.app, c).await,
+        json!({"balance": 0, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(w.unbalanced_journals().await, 0);
+    rental
+}
+
+#[tokio::test]
+async fn a_deposit_held_on_the_card_pays_the_debt_and_the_rest_is_released() {
+    let w = world(&[]).await;
+    let c = setup(&w.app, 0).await;
+    card_hold_flow(&w, &c).await;
+
+    // A second rental that ends owing nothing: the hold is released, nothing captured.
+    let (_, r) = w.start(&c, "second").await;
+    let rental = r["rental_id"].clone();
+    post(
+        &w.app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("stop-2"),
+        json!({"rental_id": rental, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(w.collect(Utc::now()).await, 1);
+    let payments = w.patron(&c).await["payments"].clone();
+    assert_eq!(
+        payments[0],
+        json!({"kind": "deposit", "status": "canceled", "amount": 500, "capturedAmount": 0, "failureReason": null})
+    );
+}
+
+#[tokio::test]
+async fn the_stripe_provider_holds_captures_and_charges_off_session_with_idempotency_keys() {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    let c = setup(&w.app, 0).await;
+    card_hold_flow(&w, &c).await;
+
+    let customers = fake.requests_to("POST", "/v1/customers");
+    assert_eq!(customers.len(), 1);
+    assert_eq!(
+        customers[0].form["metadata[patron_id]"],
+        c.patron.to_string()
+    );
+    assert_eq!(
+        customers[0].authorization.as_deref(),
+        Some("Bearer sk_test_switchyard")
+    );
+    let attach = fake.requests_to("POST", "/v1/payment_methods/pm_card_visa/attach");
+    assert_eq!(attach.len(), 1);
+    assert_eq!(attach[0].form["customer"], "cus_fake000001");
+
+    let intents = fake.requests_to("POST", "/v1/payment_intents");
+    assert_eq!(intents.len(), 3, "one hold, two debt charges");
+    let hold = &intents[0].form;
+    assert_eq!(hold["capture_method"], "manual");
+    assert_eq!(hold["off_session"], "true");
+    assert_eq!(hold["confirm"], "true");
+    assert_eq!(hold["amount"], "500");
+    assert_eq!(hold["currency"], "eur");
+    assert_eq!(hold["customer"], "cus_fake000001");
+    assert_eq!(hold["metadata[tenant_id]"], c.t.id.to_string());
+    let charges: Vec<(&str, Option<&String>)> = intents[1..]
+        .iter()
+        .map(|r| (r.form["amount"].as_str(), r.form.get("capture_method")))
+        .collect();
+    assert_eq!(charges, [("100", None), ("75", None)]);
+    let keys: std::collections::HashSet<_> =
+        intents.iter().map(|r| r.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), 3, "every intent has its own idempotency key");
+    assert!(keys.iter().all(Option::is_some));
+
+    let hold_id = fake
+        .requests()
+        .iter()
+        .find_map(|r| {
+            r.path
+                .strip_prefix("/v1/payment_intents/")
+                .and_then(|p| p.strip_suffix("/capture"))
+                .map(str::to_owned)
+        })
+        .unwrap();
+    let capture = fake.requests_to("POST", &format!("/v1/payment_intents/{hold_id}/capture"));
+    assert_eq!(capture.len(), 1);
+    assert_eq!(capture[0].form["amount_to_capture"], "120");
+    assert!(capture[0].idempotency_key.is_some());
+    assert_eq!(fake.intent(&hold_id).unwrap()["amount_received"], 120);
+}
+
+#[tokio::test]
+async fn a_card_stripe_declines_fails_the_hold_and_collection_records_the_decline() {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    let c = setup(&w.app, 0).await;
+    w.save_card(&c, "pm_card_chargeDeclined").await;
+    let (status, body) = w.start(&c, "declined").await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert_eq!(body["error"]["code"], "card_declined");
+    assert_eq!(
+        body["error"]["message"],
+        "the card was declined (generic_decline)"
+    );
+    assert_eq!(
+        w.patron(&c).await["payments"],
+        json!([]),
+        "no rental, no payment"
+    );
+    let docked: i64 =
+        sqlx::query_scalar("select count(*) from asset where tenant_id = $1 and status = 'docked'")
+            .bind(c.t.id)
+            .fetch_one(&mut *w.app.tenant_tx(c.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(docked, 2, "no powerbank left the cabinet");
+}

@@ -1,0 +1,269 @@
+//! Wallet top-ups and refunds through the real Stripe provider code, against the local Stripe fake.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use switchyard_core::payments::webhook;
+use switchyard_tests::stripe_fake::StripeFake;
+use switchyard_tests::{gql_code, spawn_app_with, Tenant, TestApp};
+use uuid::Uuid;
+
+const SECRET: &str = "whsec_stripe_fake";
+
+async fn stripe_app(fake: &StripeFake) -> TestApp {
+    spawn_app_with(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &fake.url()),
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+    ])
+    .await
+}
+
+struct Shop {
+    t: Tenant,
+    venue: Uuid,
+    patron: Uuid,
+}
+
+async fn shop(app: &TestApp) -> Shop {
+    let t = app.signup().await;
+    let venue = app.create_venue(&t.access, "Arcade").await;
+    let patron = app.create_patron(&t.access, "Noor", None).await;
+    Shop { t, venue, patron }
+}
+
+async fn top_up(app: &TestApp, s: &Shop, amount: i64, key: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .post(app.url("/api/v1/payments/intent"))
+        .bearer_auth(&s.t.access)
+        .header("idempotency-key", key)
+        .json(&json!({"patron_id": s.patron, "venue_id": s.venue, "amount": amount}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn balance(app: &TestApp, s: &Shop) -> i64 {
+    app.gql_ok(
+        &s.t.access,
+        "query($p: UUID!) { patron(id: $p) { wallet(currency: \"EUR\") { balance } } }",
+        json!({"p": s.patron}),
+    )
+    .await["patron"]["wallet"]["balance"]
+        .as_i64()
+        .unwrap()
+}
+
+const REFUND: &str = "mutation($p: UUID!, $a: Int!, $k: String!) {
+    refundPayment(paymentId: $p, amount: $a, idempotencyKey: $k) { id paymentId amount } }";
+
+#[tokio::test]
+async fn a_stripe_top_up_is_created_once_confirmed_by_polling_or_webhook_and_refunded_once() {
+    let fake = StripeFake::start().await;
+    let app = stripe_app(&fake).await;
+    let s = shop(&app).await;
+
+    let (status, p) = top_up(&app, &s, 1_500, "stripe-topup-1").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(p["status"], "pending");
+    let id = p["intent_id"].as_str().unwrap().to_owned();
+    let (status, again) = top_up(&app, &s, 1_500, "stripe-topup-1").await;
+    assert_eq!(
+        (status, &again["intent_id"]),
+        (StatusCode::CREATED, &p["intent_id"])
+    );
+    let creates = fake.requests_to("POST", "/v1/payment_intents");
+    assert_eq!(creates.len(), 1, "a retried create makes one intent");
+    let form = &creates[0].form;
+    assert_eq!(form["amount"], "1500");
+    assert_eq!(form["currency"], "eur");
+    assert_eq!(form["metadata[tenant_id]"], s.t.id.to_string());
+    assert_eq!(form["metadata[payment_id]"], id);
+    assert!(
+        !form.contains_key("off_session"),
+        "the patron's app confirms a top-up"
+    );
+    assert_eq!(
+        creates[0].idempotency_key.as_deref(),
+        Some(format!("{}:stripe-topup-1", s.t.id).as_str())
+    );
+    let (_, body) = app
+        .get(&format!("/api/v1/payments/status/{id}"), &s.t.access)
+        .await;
+    assert_eq!(body["status"], "pending", "Stripe still waits for the card");
+    assert_eq!(balance(&app, &s).await, 0);
+
+    // The patron pays in the app; our status poll asks Stripe and credits the wallet once.
+    let pi: String =
+        sqlx::query_scalar("select provider_ref from payment where tenant_id = $1 and id = $2")
+            .bind(s.t.id)
+            .bind(id.parse::<Uuid>().unwrap())
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+    let object = fake.pay(&pi);
+    let (_, body) = app
+        .get(&format!("/api/v1/payments/status/{id}"), &s.t.access)
+        .await;
+    assert_eq!(body["status"], "confirmed");
+    assert_eq!(
+        fake.requests_to("GET", &format!("/v1/payment_intents/{pi}"))
+            .len(),
+        2
+    );
+    // Stripe's webhook for the same success arrives afterwards: recorded, no second credit.
+    let event = serde_json::to_vec(&json!({"id": "evt_paid", "object": "event",
+        "type": "payment_intent.succeeded", "data": {"object": object}}))
+    .unwrap();
+    let signature = webhook::sign(&event, SECRET, chrono::Utc::now().timestamp());
+    let response = app
+        .client
+        .post(app.url("/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(balance(&app, &s).await, 1_500);
+
+    // A refund goes to Stripe with its own idempotency key and takes the money back out of the wallet, once.
+    let refund = app
+        .gql_ok(
+            &s.t.access,
+            REFUND,
+            json!({"p": id, "a": 400, "k": "refund-1"}),
+        )
+        .await["refundPayment"]
+        .clone();
+    assert_eq!(refund["amount"], 400);
+    let replay = app
+        .gql_ok(
+            &s.t.access,
+            REFUND,
+            json!({"p": id, "a": 400, "k": "refund-1"}),
+        )
+        .await["refundPayment"]
+        .clone();
+    assert_eq!(replay, refund, "a retried refund is the same refund");
+    let refunds = fake.requests_to("POST", "/v1/refunds");
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].form["payment_intent"], pi);
+    assert_eq!(refunds[0].form["amount"], "400");
+    assert!(refunds[0]
+        .idempotency_key
+        .as_deref()
+        .unwrap()
+        .ends_with("refund-1"));
+    assert_eq!(balance(&app, &s).await, 1_100);
+    let refunded: i64 =
+        sqlx::query_scalar("select refunded_amount from payment where tenant_id = $1 and id = $2")
+            .bind(s.t.id)
+            .bind(id.parse::<Uuid>().unwrap())
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(refunded, 400);
+
+    // More than is left to refund, the same key for another amount, and a staff member: refused.
+    let over = app
+        .gql(
+            Some(&s.t.access),
+            REFUND,
+            json!({"p": id, "a": 1_101, "k": "refund-2"}),
+        )
+        .await;
+    assert_eq!(gql_code(&over), "validation_failed", "{over}");
+    let reused = app
+        .gql(
+            Some(&s.t.access),
+            REFUND,
+            json!({"p": id, "a": 10, "k": "refund-1"}),
+        )
+        .await;
+    assert_eq!(gql_code(&reused), "idempotency_key_reused");
+    let (_, staff) = app.add_member(&s.t, "STAFF").await;
+    let forbidden = app
+        .gql(
+            Some(&staff),
+            REFUND,
+            json!({"p": id, "a": 10, "k": "refund-3"}),
+        )
+        .await;
+    assert_eq!(gql_code(&forbidden), "forbidden");
+    // Another tenant's payment is not found, for refunds as for the REST routes.
+    let other = shop(&app).await;
+    let stranger = app
+        .gql(
+            Some(&other.t.access),
+            REFUND,
+            json!({"p": id, "a": 10, "k": "refund-4"}),
+        )
+        .await;
+    assert_eq!(gql_code(&stranger), "not_found");
+    assert_eq!(fake.requests_to("POST", "/v1/refunds").len(), 1);
+}
+
+#[tokio::test]
+async fn canceling_a_pending_stripe_top_up_cancels_the_intent_at_stripe() {
+    let fake = StripeFake::start().await;
+    let app = stripe_app(&fake).await;
+    let s = shop(&app).await;
+    let (_, p) = top_up(&app, &s, 700, "stripe-cancel").await;
+    let id = p["intent_id"].as_str().unwrap();
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/payments/cancel/{id}"),
+            Some(&s.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (StatusCode::OK, &json!("canceled"))
+    );
+    let pi = fake.requests_to("POST", "/v1/payment_intents")[0].clone();
+    let created = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/cancel"))
+        .count();
+    assert_eq!(created, 1);
+    assert_eq!(pi.form["amount"], "700");
+    let canceled: Vec<Value> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/cancel"))
+        .filter_map(|r| fake.intent(r.path.split('/').nth(3).unwrap()))
+        .collect();
+    assert_eq!(canceled[0]["status"], "canceled");
+}
+
+#[tokio::test]
+async fn an_unreachable_stripe_answers_502_without_internal_detail_and_stores_nothing() {
+    let app = spawn_app_with(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:9/"),
+        ("STRIPE_TIMEOUT_MS", "2000"),
+    ])
+    .await;
+    let s = shop(&app).await;
+    let (status, body) = top_up(&app, &s, 900, "down").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(
+        body["error"],
+        json!({"code": "payment_provider_unavailable",
+               "message": "the payment provider is unavailable; retry later"})
+    );
+    let stored: i64 = sqlx::query_scalar("select count(*) from payment where tenant_id = $1")
+        .bind(s.t.id)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
