@@ -118,6 +118,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::auth::login))
         .routes(routes!(routes::auth::refresh))
         .routes(routes!(routes::auth::logout))
+        .routes(routes!(routes::auth::patron_signup))
+        .routes(routes!(routes::auth::patron_login))
         .layer(rate_limit(config));
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth)

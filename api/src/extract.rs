@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use switchyard_core::{Actor, ErrorCode};
+use switchyard_core::{Actor, ErrorCode, Principal};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -157,11 +157,17 @@ impl FromRequestParts<AppState> for AuthActor {
                 "sign in first: send `Authorization: Bearer <access token>`",
             ))
         })?;
-        let actor = state
+        let principal = state
             .accounts
             .authenticate(token, request_id(parts))
             .await?;
-        tracing::Span::current().record("tenant.id", tracing::field::display(actor.tenant));
-        Ok(Self(actor))
+        tracing::Span::current().record("tenant.id", tracing::field::display(principal.tenant()));
+        match principal {
+            Principal::Member(actor) => Ok(Self(actor)),
+            Principal::Patron(_) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this route is for the operator's staff; patrons use GraphQL (myProfile, mySessions, myWallet)",
+            )),
+        }
     }
 }

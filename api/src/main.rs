@@ -78,8 +78,9 @@ async fn main() -> anyhow::Result<()> {
             for (role, email, password) in seed::DEMO_LOGINS {
                 println!("  {:<8} {email:<32} {password}", role.as_str());
             }
+            let (email, password) = seed::DEMO_PATRON_LOGIN;
             println!(
-                "  patron   {} (gold tier, 50.00 EUR in the wallet)",
+                "  patron   {email:<32} {password}  ({}: gold tier, 50.00 EUR; POST /api/v1/auth/patron/login with tenant_id {tenant})",
                 seed::DEMO_PATRON
             );
         }

@@ -3,7 +3,7 @@
 //! Running it again changes nothing.
 
 use serde_json::json;
-use switchyard_core::patrons::{self, NewPatron};
+use switchyard_core::patrons;
 use switchyard_core::pricing::{Band, Terms};
 use switchyard_core::stations::{self, NewStation};
 use switchyard_core::tariffs::{self, Scope};
@@ -27,6 +27,8 @@ pub const DEMO_LOGINS: [(Role, &str, &str); 3] = [
 
 pub const DEMO_ORGANIZATION: &str = "Demo Play & Charge";
 pub const DEMO_PATRON: &str = "Dana Demo";
+/// The demo patron's patron-app login (`POST /api/v1/auth/patron/login` with the demo tenant's id).
+pub const DEMO_PATRON_LOGIN: (&str, &str) = ("patron@demo.switchyard.test", "Golden-Ticket-42");
 
 fn terms() -> Terms {
     Terms {
@@ -66,10 +68,13 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
         .signup(DEMO_ORGANIZATION, owner_email, owner_password, None)
         .await?;
     let tenant = TenantId(pair.tenant_id);
-    let owner = state
+    let switchyard_core::Principal::Member(owner) = state
         .accounts
         .authenticate(&pair.access_token, None)
-        .await?;
+        .await?
+    else {
+        anyhow::bail!("the demo owner's token is not a member's");
+    };
 
     for (role, email, password) in &DEMO_LOGINS[1..] {
         let mut tx = state.db.begin_tenant(tenant).await?;
@@ -230,13 +235,19 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
             rentals::dock(&mut tx, &owner, cabinet, slot, &format!("pb-{slot:03}")).await?;
         }
     }
-    let patron = NewPatron {
-        display_name: DEMO_PATRON.into(),
-        email: Some("patron@demo.switchyard.test".into()),
-        tier: Some("gold".into()),
-        ..Default::default()
-    };
-    let patron = patrons::create(&mut tx, &owner, patron, false).await?;
+    tx.commit().await?;
+    // The demo patron has a patron-app login too.
+    let (email, password) = DEMO_PATRON_LOGIN;
+    state
+        .accounts
+        .patron_signup(tenant.0, DEMO_PATRON, email, password)
+        .await?;
+    let mut tx = state.db.begin_tenant(tenant).await?;
+    let patron = patrons::list(&mut tx, Some(email), 1)
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("the demo patron was not created"))?;
+    patrons::set_tier(&mut tx, &owner, patron.id, "gold").await?;
     patrons::add_rfid_tag(&mut tx, &owner, patron.id, "04A1B2C3").await?;
     patrons::top_up_cash(&mut tx, &owner, patron.id, arcade, 5000, "demo-seed").await?;
     tx.commit().await?;

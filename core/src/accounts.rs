@@ -5,10 +5,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::audit::{self, Entry};
-use crate::auth::{self, TokenKeys};
+use crate::auth::{self, PatronRole, TokenKeys, TokenRole};
 use crate::db::{Db, TenantId, TenantTx};
 use crate::error::{Error, Result, TenantChoice};
-use crate::model::{Actor, Role};
+use crate::model::{Actor, PatronActor, Principal, Role};
 use crate::validate;
 
 /// What every successful sign-up, login, refresh and invitation acceptance returns.
@@ -157,7 +157,7 @@ impl Accounts {
                 "this refresh token has expired; log in again",
             ));
         }
-        let role = current_role(&mut tx, row.user_id)
+        let role = current_token_role(&mut tx, row.subject, row.patron)
             .await?
             .ok_or(Error::Unauthenticated(
                 "this login no longer belongs to the tenant",
@@ -168,7 +168,7 @@ impl Accounts {
             .execute(tx.conn())
             .await?;
         let pair = self
-            .issue_pair(&mut tx, row.user_id, role, Some(row.family_id))
+            .issue_pair(&mut tx, row.subject, role, Some(row.family_id))
             .await?;
         tx.commit().await?;
         Ok(pair)
@@ -284,21 +284,117 @@ impl Accounts {
 
     /// Turns a bearer token into the acting member. The role comes from the database, not the token, so a removed
     /// member or a changed role takes effect at once.
-    pub async fn authenticate(&self, bearer: &str, request_id: Option<String>) -> Result<Actor> {
+    pub async fn authenticate(
+        &self,
+        bearer: &str,
+        request_id: Option<String>,
+    ) -> Result<Principal> {
         let claims = self.keys.verify(bearer)?;
         let tenant = TenantId(claims.tenant);
         let mut tx = self.db.begin_tenant(tenant).await?;
-        let role = current_role(&mut tx, claims.sub)
+        let patron = matches!(claims.role, TokenRole::Patron(_));
+        let role = current_token_role(&mut tx, claims.sub, patron)
             .await?
             .ok_or(Error::Unauthenticated(
                 "this login no longer belongs to the tenant",
             ))?;
-        Ok(Actor {
-            tenant,
-            user_id: claims.sub,
-            role,
-            request_id,
+        Ok(match role {
+            TokenRole::Member(role) => Principal::Member(Actor {
+                tenant,
+                user_id: claims.sub,
+                role,
+                request_id,
+            }),
+            TokenRole::Patron(_) => Principal::Patron(PatronActor {
+                tenant,
+                patron_id: claims.sub,
+                request_id,
+            }),
         })
+    }
+
+    /// A patron signs up with the operator `tenant_id` (from the operator's app or QR code).
+    #[tracing::instrument(skip_all)]
+    pub async fn patron_signup(
+        &self,
+        tenant_id: Uuid,
+        display_name: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<TokenPair> {
+        let display_name = validate::text("display_name", display_name, 1, 100)?;
+        let email = auth::normalize_email("email", email)?;
+        auth::check_password(password, &email)?;
+        let hash = auth::hash_password(password.to_owned()).await?;
+        let mut tx = self.db.begin_tenant(TenantId(tenant_id)).await?;
+        let exists: bool = sqlx::query_scalar("select exists (select 1 from tenant where id = $1)")
+            .bind(tenant_id)
+            .fetch_one(tx.conn())
+            .await?;
+        if !exists {
+            return Err(Error::NotFound("operator"));
+        }
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "insert into patron (tenant_id, id, display_name, email, password_hash) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(display_name)
+        .bind(&email)
+        .bind(&hash)
+        .execute(tx.conn())
+        .await?;
+        audit::record_as(
+            &mut tx,
+            None,
+            None,
+            Entry {
+                action: "patron.signup",
+                object_type: "patron",
+                object_id: Some(id),
+                detail: serde_json::json!({}),
+            },
+        )
+        .await?;
+        let pair = self
+            .issue_pair(&mut tx, id, PatronRole::Patron, None)
+            .await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// A patron logs in to its account at operator `tenant_id`.
+    #[tracing::instrument(skip_all)]
+    pub async fn patron_login(
+        &self,
+        tenant_id: Uuid,
+        email: &str,
+        password: &str,
+    ) -> Result<TokenPair> {
+        let email = auth::normalize_email("email", email)?;
+        let mut tx = self.db.begin_tenant(TenantId(tenant_id)).await?;
+        let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
+            "select id, password_hash from patron where tenant_id = $1 and email = $2",
+        )
+        .bind(tenant_id)
+        .bind(&email)
+        .fetch_optional(tx.conn())
+        .await?;
+        let (id, stored) = match row {
+            Some((id, hash)) => (Some(id), hash),
+            None => (None, None),
+        };
+        // Verified even when there is no such login, so the answer takes the same time.
+        if !auth::verify_password(password.to_owned(), stored).await? {
+            return Err(Error::InvalidCredentials);
+        }
+        let id = id.ok_or(Error::InvalidCredentials)?;
+        let pair = self
+            .issue_pair(&mut tx, id, PatronRole::Patron, None)
+            .await?;
+        tx.commit().await?;
+        Ok(pair)
     }
 
     async fn find_refresh_token(&self, token: &str) -> Result<(TenantTx, RefreshRow)> {
@@ -309,8 +405,9 @@ impl Accounts {
         };
         let mut tx = self.db.begin_tenant(tenant).await?;
         let row: Option<RefreshRow> = sqlx::query_as(
-            "select id, user_id, family_id, expires_at, spent_at, revoked_at from refresh_token
-             where tenant_id = $1 and token_hash = $2 for update",
+            "select id, coalesce(user_id, patron_id) as subject, patron_id is not null as patron, family_id,
+               expires_at, spent_at, revoked_at
+             from refresh_token where tenant_id = $1 and token_hash = $2 for update",
         )
         .bind(tenant)
         .bind(&hash)
@@ -322,25 +419,31 @@ impl Accounts {
     async fn issue_pair(
         &self,
         tx: &mut TenantTx,
-        user_id: Uuid,
-        role: Role,
+        subject: Uuid,
+        role: impl Into<TokenRole>,
         family: Option<Uuid>,
     ) -> Result<TokenPair> {
+        let role = role.into();
+        let (user_id, patron_id) = match role {
+            TokenRole::Member(_) => (Some(subject), None),
+            TokenRole::Patron(_) => (None, Some(subject)),
+        };
         let refresh_token = auth::random_token();
         sqlx::query(
-            "insert into refresh_token (tenant_id, id, user_id, family_id, token_hash, expires_at)
-             values ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
+            "insert into refresh_token (tenant_id, id, user_id, patron_id, family_id, token_hash, expires_at)
+             values ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
         )
         .bind(tx.tenant())
         .bind(Uuid::now_v7())
         .bind(user_id)
+        .bind(patron_id)
         .bind(family.unwrap_or_else(Uuid::now_v7))
         .bind(auth::token_hash(&refresh_token))
         .bind(self.keys.refresh_ttl_secs as f64)
         .execute(tx.conn())
         .await?;
         Ok(TokenPair {
-            access_token: self.keys.issue(user_id, tx.tenant().0, role)?,
+            access_token: self.keys.issue(subject, tx.tenant().0, role)?,
             refresh_token,
             token_type: "Bearer",
             expires_in: self.keys.access_ttl_secs,
@@ -362,7 +465,8 @@ struct InvitationRow {
 #[derive(sqlx::FromRow)]
 struct RefreshRow {
     id: Uuid,
-    user_id: Uuid,
+    subject: Uuid,
+    patron: bool,
     family_id: Uuid,
     expires_at: DateTime<Utc>,
     spent_at: Option<DateTime<Utc>>,
@@ -389,6 +493,25 @@ async fn insert_membership(tx: &mut TenantTx, user_id: Uuid, role: Role) -> Resu
         .execute(tx.conn())
         .await?;
     Ok(())
+}
+
+/// What a token's subject is now: a member's current role, or a patron that still has a login.
+async fn current_token_role(
+    tx: &mut TenantTx,
+    subject: Uuid,
+    patron: bool,
+) -> Result<Option<TokenRole>> {
+    if !patron {
+        return Ok(current_role(tx, subject).await?.map(TokenRole::Member));
+    }
+    let exists: bool = sqlx::query_scalar(
+        "select exists (select 1 from patron where tenant_id = $1 and id = $2 and password_hash is not null)",
+    )
+    .bind(tx.tenant())
+    .bind(subject)
+    .fetch_one(tx.conn())
+    .await?;
+    Ok(exists.then_some(TokenRole::Patron(PatronRole::Patron)))
 }
 
 /// The user's role in the transaction's tenant, if still a member.

@@ -142,6 +142,32 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// Who a token speaks for: a member with a role, or a patron (`"patron"`). On the wire it is the role's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenRole {
+    Member(Role),
+    Patron(PatronRole),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatronRole {
+    Patron,
+}
+
+impl From<PatronRole> for TokenRole {
+    fn from(role: PatronRole) -> Self {
+        Self::Patron(role)
+    }
+}
+
+impl From<Role> for TokenRole {
+    fn from(role: Role) -> Self {
+        Self::Member(role)
+    }
+}
+
 /// Access-token claims.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -149,8 +175,8 @@ pub struct Claims {
     pub sub: Uuid,
     /// The tenant the token acts in.
     pub tenant: Uuid,
-    /// The role when the token was issued (the database's current role is what counts).
-    pub role: Role,
+    /// The role when the token was issued (the database's current role is what counts), or `patron`.
+    pub role: TokenRole,
     pub iss: String,
     pub aud: String,
     pub iat: i64,
@@ -196,12 +222,12 @@ impl TokenKeys {
         }
     }
 
-    pub fn issue(&self, user: Uuid, tenant: Uuid, role: Role) -> Result<String> {
+    pub fn issue(&self, user: Uuid, tenant: Uuid, role: impl Into<TokenRole>) -> Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user,
             tenant,
-            role,
+            role: role.into(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,

@@ -23,4 +23,4 @@ pub mod venues;
 
 pub use db::{Db, SystemDb, TenantId, TenantTx};
 pub use error::{Error, ErrorCode, Result};
-pub use model::{Actor, Role, StationControl, StationKind, StationStatus};
+pub use model::{Actor, PatronActor, Principal, Role, StationControl, StationKind, StationStatus};

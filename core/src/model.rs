@@ -97,6 +97,30 @@ impl Role {
     }
 }
 
+/// A patron signed in to its own account (the patron app): it sees only its own sessions, wallet and cards.
+#[derive(Debug, Clone)]
+pub struct PatronActor {
+    pub tenant: TenantId,
+    pub patron_id: Uuid,
+    pub request_id: Option<String>,
+}
+
+/// Whoever a valid access token speaks for.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Member(Actor),
+    Patron(PatronActor),
+}
+
+impl Principal {
+    pub fn tenant(&self) -> TenantId {
+        match self {
+            Self::Member(a) => a.tenant,
+            Self::Patron(p) => p.tenant,
+        }
+    }
+}
+
 /// Who is acting: an authenticated member of one tenant, with the request it acts in.
 #[derive(Debug, Clone)]
 pub struct Actor {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use switchyard_core::accounts::Accounts;
 use switchyard_core::payments::PaymentProvider;
-use switchyard_core::{Actor, Db, ErrorCode, Role, TenantTx};
+use switchyard_core::{Actor, Db, ErrorCode, PatronActor, Principal, Role, TenantTx};
 
 pub use limits::Limits;
 pub use members::RequestId;
@@ -98,16 +98,17 @@ pub fn sdl() -> String {
 pub async fn execute(
     schema: &AppSchema,
     batch: BatchRequest,
-    actor: Option<Actor>,
+    principal: Option<Principal>,
     db: &Db,
 ) -> BatchResponse {
-    let with_data = |request: async_graphql::Request| {
-        let loaders = actor
-            .as_ref()
-            .map(|a| loaders::Loaders::new(db.clone(), a.tenant));
-        match (&actor, loaders) {
-            (Some(a), Some(l)) => request.data(a.clone()).data(l),
-            _ => request,
+    let with_data = |request: async_graphql::Request| match &principal {
+        None => request,
+        Some(p) => {
+            let request = request.data(loaders::Loaders::new(db.clone(), p.tenant()));
+            match p {
+                Principal::Member(actor) => request.data(actor.clone()),
+                Principal::Patron(patron) => request.data(patron.clone()),
+            }
         }
     };
     match batch {
@@ -178,14 +179,46 @@ impl<T> GqlResult<T> for Result<T, switchyard_core::Error> {
     }
 }
 
-/// The authenticated actor, or `unauthenticated`.
+/// The authenticated member, or `unauthenticated` (`forbidden` for a patron: staff fields are not theirs).
 fn actor<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Actor> {
-    ctx.data_opt::<Actor>().ok_or_else(|| {
-        coded(
-            ErrorCode::Unauthenticated,
-            "sign in first: send `Authorization: Bearer <access token>`",
-        )
-    })
+    if let Some(actor) = ctx.data_opt::<Actor>() {
+        return Ok(actor);
+    }
+    if ctx.data_opt::<PatronActor>().is_some() {
+        return Err(coded(
+            ErrorCode::Forbidden,
+            "this is for the operator's staff; patrons use myProfile, mySessions and myWallet",
+        ));
+    }
+    Err(coded(
+        ErrorCode::Unauthenticated,
+        "sign in first: send `Authorization: Bearer <access token>`",
+    ))
+}
+
+/// The signed-in patron and a transaction confined to its tenant (patron-only fields).
+async fn begin_patron<'a>(
+    ctx: &'a Context<'_>,
+) -> async_graphql::Result<(&'a PatronActor, TenantTx)> {
+    let Some(patron) = ctx.data_opt::<PatronActor>() else {
+        return Err(coded(
+            ErrorCode::Forbidden,
+            "this is for a signed-in patron (log in at /api/v1/auth/patron/login)",
+        ));
+    };
+    let tx = ctx.data::<Db>()?.begin_tenant(patron.tenant).await.gql()?;
+    Ok((patron, tx))
+}
+
+/// A transaction for reading patron `id`'s own things: staff may read any patron, a patron only itself.
+async fn begin_for_patron(ctx: &Context<'_>, id: uuid::Uuid) -> async_graphql::Result<TenantTx> {
+    if let Some(patron) = ctx.data_opt::<PatronActor>() {
+        if patron.patron_id != id {
+            return Err(coded(ErrorCode::NotFound, "patron not found"));
+        }
+        return ctx.data::<Db>()?.begin_tenant(patron.tenant).await.gql();
+    }
+    Ok(begin(ctx).await?.1)
 }
 
 /// The authenticated actor and a transaction confined to its tenant: how every resolver starts.

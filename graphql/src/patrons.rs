@@ -7,7 +7,8 @@ use switchyard_core::patrons::{self, NewPatron};
 use switchyard_core::payments::{self, cards};
 use uuid::Uuid;
 
-use crate::{begin, provider, GqlResult, ManagerGuard};
+use crate::sessions::Session;
+use crate::{begin, begin_for_patron, begin_patron, provider, GqlResult, ManagerGuard};
 
 #[derive(SimpleObject)]
 #[graphql(complex)]
@@ -131,7 +132,7 @@ pub struct Refund {
 impl Patron {
     /// The saved card of the configured provider, if any.
     async fn card(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Card>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let mut tx = begin_for_patron(ctx, self.id).await?;
         let card = cards::get(&mut tx, self.id, provider(ctx)?.name())
             .await
             .gql()?;
@@ -149,7 +150,7 @@ impl Patron {
         ctx: &Context<'_>,
         #[graphql(default = 50)] limit: i64,
     ) -> async_graphql::Result<Vec<CardPayment>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let mut tx = begin_for_patron(ctx, self.id).await?;
         Ok(payments::list_for_patron(&mut tx, self.id, limit)
             .await
             .gql()?
@@ -178,7 +179,7 @@ impl Patron {
             .collect())
     }
     async fn rfid_tags(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let mut tx = begin_for_patron(ctx, self.id).await?;
         patrons::rfid_tags(&mut tx, self.id).await.gql()
     }
 
@@ -189,7 +190,7 @@ impl Patron {
         currency: String,
         #[graphql(default = 50)] limit: i64,
     ) -> async_graphql::Result<Wallet> {
-        let (_, mut tx) = begin(ctx).await?;
+        let mut tx = begin_for_patron(ctx, self.id).await?;
         let owner = Owner::Patron(self.id);
         let balance = ledger::balance(&mut tx, owner, Purpose::Wallet, &currency)
             .await
@@ -257,6 +258,45 @@ impl PatronQuery {
     async fn patron(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Patron> {
         let (_, mut tx) = begin(ctx).await?;
         Ok(patrons::get(&mut tx, id).await.gql()?.into())
+    }
+
+    /// The signed-in patron (patron app): its profile, and through it its wallet, card and payments.
+    async fn my_profile(&self, ctx: &Context<'_>) -> async_graphql::Result<Patron> {
+        let (me, mut tx) = begin_patron(ctx).await?;
+        Ok(patrons::get(&mut tx, me.patron_id).await.gql()?.into())
+    }
+
+    /// The signed-in patron's sessions and rentals, newest first.
+    async fn my_sessions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] limit: i64,
+    ) -> async_graphql::Result<Vec<Session>> {
+        let (me, mut tx) = begin_patron(ctx).await?;
+        let filter = switchyard_core::sessions::SessionFilter {
+            status: None,
+            station_id: None,
+            patron_id: Some(me.patron_id),
+        };
+        Ok(switchyard_core::sessions::list(&mut tx, &filter, limit)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Session)
+            .collect())
+    }
+
+    /// The signed-in patron's wallet in `currency`, with its statement.
+    async fn my_wallet(
+        &self,
+        ctx: &Context<'_>,
+        currency: String,
+        #[graphql(default = 50)] limit: i64,
+    ) -> async_graphql::Result<Wallet> {
+        let (me, mut tx) = begin_patron(ctx).await?;
+        let patron: Patron = patrons::get(&mut tx, me.patron_id).await.gql()?.into();
+        drop(tx);
+        patron.wallet(ctx, currency, limit).await
     }
 }
 

@@ -1,4 +1,4 @@
-//! `POST /api/v1/auth/{signup,login,refresh,logout}`.
+//! `POST /api/v1/auth/{signup,login,refresh,logout}` and the patron app's `POST /api/v1/auth/patron/{signup,login}`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -34,6 +34,62 @@ pub struct LoginRequest {
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     refresh_token: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatronSignupRequest {
+    /// The operator (tenant) the patron signs up with, from the operator's app or QR code.
+    tenant_id: Uuid,
+    display_name: String,
+    email: String,
+    /// At least 10 characters.
+    password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatronLoginRequest {
+    tenant_id: Uuid,
+    email: String,
+    password: String,
+}
+
+/// A patron creates an account with an operator and is signed in (role `patron`: only its own sessions, wallet
+/// and cards, through GraphQL).
+#[utoipa::path(post, path = "/api/v1/auth/patron/signup", tag = "auth", request_body = PatronSignupRequest,
+    responses((status = 201, body = TokenPair), (status = 404, description = "unknown operator"),
+              (status = 409, description = "a patron with this email exists"),
+              (status = 422, description = "weak password or malformed email; `field` names it")))]
+pub async fn patron_signup(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PatronSignupRequest>,
+) -> ApiResult<(StatusCode, Json<TokenPair>)> {
+    let pair = state
+        .accounts
+        .patron_signup(
+            body.tenant_id,
+            &body.display_name,
+            &body.email,
+            &body.password,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(pair)))
+}
+
+/// A patron signs in to its account at an operator.
+#[utoipa::path(post, path = "/api/v1/auth/patron/login", tag = "auth", request_body = PatronLoginRequest,
+    responses((status = 200, body = TokenPair), (status = 401, description = "invalid_credentials")))]
+pub async fn patron_login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PatronLoginRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    Ok(Json(
+        state
+            .accounts
+            .patron_login(body.tenant_id, &body.email, &body.password)
+            .await?,
+    ))
 }
 
 fn request_id(headers: &HeaderMap) -> Option<&str> {

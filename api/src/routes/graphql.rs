@@ -84,10 +84,10 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
                 Err(e) => Err(e),
             };
             match authenticated {
-                Ok(actor) => {
+                Ok(principal) => {
                     tracing::Span::current()
-                        .record("tenant.id", tracing::field::display(actor.tenant));
-                    Some(actor)
+                        .record("tenant.id", tracing::field::display(principal.tenant()));
+                    Some(principal)
                 }
                 Err(e) => {
                     let e: crate::error::ApiError = e;

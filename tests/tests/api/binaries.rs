@@ -122,6 +122,40 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(stations["stations"].as_array().unwrap().len(), 9);
+    // The demo patron's app login works and sees its own wallet.
+    let tenant = printed
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse::<uuid::Uuid>()
+        .unwrap();
+    let patron: Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/patron/login"))
+        .json(
+            &serde_json::json!({"tenant_id": tenant, "email": "patron@demo.switchyard.test",
+                                  "password": "Golden-Ticket-42"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me: Value = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(patron["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({"query": "{ myProfile { displayName tier rfidTags } myWallet(currency: \"EUR\") { balance } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["data"],
+        serde_json::json!({"myProfile": {"displayName": "Dana Demo", "tier": "gold", "rfidTags": ["04A1B2C3"]},
+                           "myWallet": {"balance": 5000}})
+    );
     let again = Command::new(binary("switchyard"))
         .arg("seed-demo")
         .env("APP_DATABASE_URL", &app_url)

@@ -209,6 +209,8 @@ async fn the_openapi_document_covers_every_rest_route() {
             "GET /readyz",
             "POST /api/v1/auth/login",
             "POST /api/v1/auth/logout",
+            "POST /api/v1/auth/patron/login",
+            "POST /api/v1/auth/patron/signup",
             "POST /api/v1/auth/refresh",
             "POST /api/v1/auth/signup",
             "POST /api/v1/payments/cancel/{id}",

@@ -12,6 +12,7 @@ mod errors;
 mod graphql;
 mod isolation;
 mod members;
+mod patron_app;
 mod payments;
 mod rentals;
 mod rls;

@@ -9,14 +9,14 @@ use switchyard_tests::{env_url, gql_code, join_all, spawn_app, Tenant, TestApp};
 use uuid::Uuid;
 
 /// A tenant with a venue, a PC and a 10-per-minute tariff (1-minute steps) assigned to the venue.
-struct Floor {
-    t: Tenant,
-    venue: Uuid,
-    station: Uuid,
-    tariff: Uuid,
+pub(crate) struct Floor {
+    pub t: Tenant,
+    pub venue: Uuid,
+    pub station: Uuid,
+    pub tariff: Uuid,
 }
 
-async fn floor(app: &TestApp) -> Floor {
+pub(crate) async fn floor(app: &TestApp) -> Floor {
     let t = app.signup().await;
     let venue = app.create_venue(&t.access, "Arcade").await;
     let station = app.create_station(&t.access, venue, "PC-1").await;
@@ -47,7 +47,12 @@ async fn floor(app: &TestApp) -> Floor {
     }
 }
 
-async fn start(app: &TestApp, token: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn start(
+    app: &TestApp,
+    token: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
     let mut request = app
         .client
         .post(app.url("/api/v1/sessions/start"))
@@ -78,7 +83,13 @@ async fn patron_with_cash(app: &TestApp, f: &Floor, amount: i64) -> Uuid {
     patron
 }
 
-async fn top_up(app: &TestApp, f: &Floor, patron: Uuid, amount: i64, key: &str) -> Value {
+pub(crate) async fn top_up(
+    app: &TestApp,
+    f: &Floor,
+    patron: Uuid,
+    amount: i64,
+    key: &str,
+) -> Value {
     app.gql_ok(
         &f.t.access,
         "mutation($p: UUID!, $v: UUID!, $a: Int!, $k: String!) {
