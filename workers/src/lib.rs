@@ -1,4 +1,5 @@
-//! Switchyard's background workers: a loop that wakes every `WORKER_POLL_MS` and runs the billing tick (which also
+//! Switchyard's background workers: a loop that wakes every `WORKER_POLL_MS`, or when Postgres notifies
+//! `switchyard_work`, and runs the billing tick (which also
 //! ends sessions at their planned end) and debt collection (which also settles rentals' card deposit holds),
 //! housekeeping every `HOUSEKEEPING_SEC`; it exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or
 //! Ctrl-C.
@@ -114,6 +115,20 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     tracing::info!(%addr, "workers started; metrics at /metrics");
     println!("switchyard-workers running; metrics on http://{addr}/metrics");
 
+    // Woken at once when work becomes due (`notify switchyard_work`); the poll is the fallback.
+    let mut listener = match sqlx::postgres::PgListener::connect_with(db.pool()).await {
+        Ok(mut listener) => match listener.listen("switchyard_work").await {
+            Ok(()) => Some(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for work notifications; polling only");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for work notifications; polling only");
+            None
+        }
+    };
     let mut interval = tokio::time::interval(config.poll_interval);
     let mut housekeeping = tokio::time::interval(config.housekeeping_interval);
     let stopping = stop.clone();
@@ -127,29 +142,14 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
                     Err(e) => tracing::error!(error = ?e, "housekeeping failed"),
                 }
             }
-            _ = interval.tick() => {
-                metrics::counter!("worker_passes_total").increment(1);
-                // Drain what is due, batch by batch, then sleep until the next wake-up.
-                loop {
-                    match billing::run_once(&db, config.billing, chrono::Utc::now()).await {
-                        Ok(pass) if pass.claimed as i32 == config.billing.batch && !*stopping.borrow() => continue,
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::error!(error = ?e, "billing pass failed");
-                            break;
-                        }
-                    }
+            _ = interval.tick() => drain(&db, provider.as_ref(), &config, &stopping).await,
+            woken = next_notification(&mut listener) => {
+                if let Err(e) = woken {
+                    tracing::warn!(error = %e, "lost the notification connection; polling until it is back");
+                    tokio::time::sleep(config.poll_interval).await;
                 }
-                loop {
-                    match debts::run_once(&db, provider.as_ref(), config.debts, chrono::Utc::now()).await {
-                        Ok(claimed) if claimed as i32 == config.debts.batch && !*stopping.borrow() => continue,
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::error!(error = ?e, "debt collection pass failed");
-                            break;
-                        }
-                    }
-                }
+                metrics::counter!("worker_wakeups_total", "cause" => "notify").increment(1);
+                drain(&db, provider.as_ref(), &config, &stopping).await;
             }
         }
     }
@@ -157,4 +157,45 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     tracing::info!("workers stopped");
     println!("switchyard-workers stopped");
     Ok(())
+}
+
+async fn next_notification(
+    listener: &mut Option<sqlx::postgres::PgListener>,
+) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(listener) => listener.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// One wake-up: drain what is due, batch by batch — billing, then debt collection.
+async fn drain(
+    db: &Db,
+    provider: &dyn switchyard_core::payments::PaymentProvider,
+    config: &WorkerConfig,
+    stopping: &watch::Receiver<bool>,
+) {
+    metrics::counter!("worker_passes_total").increment(1);
+    loop {
+        match billing::run_once(db, config.billing, chrono::Utc::now()).await {
+            Ok(pass) if pass.claimed as i32 == config.billing.batch && !*stopping.borrow() => {
+                continue
+            }
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = ?e, "billing pass failed");
+                break;
+            }
+        }
+    }
+    loop {
+        match debts::run_once(db, provider, config.debts, chrono::Utc::now()).await {
+            Ok(claimed) if claimed as i32 == config.debts.batch && !*stopping.borrow() => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = ?e, "debt collection pass failed");
+                break;
+            }
+        }
+    }
 }

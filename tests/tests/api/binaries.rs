@@ -316,3 +316,78 @@ async fn a_worker_killed_mid_tick_leaves_no_duplicate_and_no_gap() {
     .unwrap();
     assert_eq!(wrong, 0);
 }
+
+#[tokio::test]
+async fn a_debt_wakes_the_workers_through_notify_long_before_their_next_poll() {
+    let w = crate::debts::world(&[]).await;
+    let c = crate::rentals::setup(&w.app, 0).await;
+    w.save_card(&c, "pm_card_visa").await;
+    let (_, r) = w.start(&c, "notify").await;
+    let rental: uuid::Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
+
+    // An hour between polls: after its first pass at start, only a notification can wake this worker in time.
+    let mut workers = Command::new(binary("switchyard-workers"))
+        .env("APP_DATABASE_URL", &w.database.app_url)
+        .env("WORKER_METRICS_ADDR", "127.0.0.1:0")
+        .env("WORKER_POLL_MS", "3600000")
+        .env("DEBT_CHARGE_STEP", "1000")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let metrics_url = wait_for_line(&mut workers, "metrics on ").await;
+    // Wait until the start-up pass is done and the worker listens (its pass counter reached 1).
+    let passes = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("worker_passes_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while passes(
+        &reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    ) < 1.0
+    {
+        assert!(std::time::Instant::now() < deadline, "the worker never ran");
+        tokio::task::yield_now().await;
+    }
+
+    // Three hours of use with an empty wallet: 175 of debt, due now.
+    w.bill(&c, rental, chrono::Duration::hours(3)).await;
+    let debt = || async {
+        w.app
+            .gql_ok(
+                &c.t.access,
+                "query($p: UUID!) { patron(id: $p) { wallet(currency: \"EUR\") { debt } } }",
+                serde_json::json!({"p": c.patron}),
+            )
+            .await["patron"]["wallet"]["debt"]
+            .as_i64()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while debt().await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notified worker did not collect the debt"
+        );
+        tokio::task::yield_now().await;
+    }
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("worker_wakeups_total{cause=\"notify\"}"),
+        "woken by the notification: {text}"
+    );
+    sigterm(&workers);
+    assert!(workers.wait().await.unwrap().success());
+}

@@ -31,14 +31,14 @@ fn settings(vars: &[(&str, &str)]) -> Arc<dyn PaymentProvider> {
         .unwrap()
 }
 
-struct World {
-    app: TestApp,
-    db: Db,
+pub(crate) struct World {
+    pub app: TestApp,
+    pub db: Db,
     provider: Arc<dyn PaymentProvider>,
-    _database: TestDatabase,
+    pub database: TestDatabase,
 }
 
-async fn world(vars: &[(&str, &str)]) -> World {
+pub(crate) async fn world(vars: &[(&str, &str)]) -> World {
     let database = fresh_database().await;
     let mut all = vec![("APP_DATABASE_URL", database.app_url.as_str())];
     all.extend_from_slice(vars);
@@ -48,7 +48,7 @@ async fn world(vars: &[(&str, &str)]) -> World {
         db: Db::connect_lazy(&database.app_url, 2).unwrap(),
         provider: settings(vars),
         app,
-        _database: database,
+        database,
     }
 }
 
@@ -65,7 +65,7 @@ impl World {
             .unwrap()
     }
 
-    async fn bill(&self, c: &Cabinets, rental: Uuid, after: Duration) {
+    pub(crate) async fn bill(&self, c: &Cabinets, rental: Uuid, after: Duration) {
         let mut tx = self.db.begin_tenant(TenantId(c.t.id)).await.unwrap();
         let started = sessions::get(&mut tx, rental).await.unwrap().started_at;
         sessions::bill_tick(&mut tx, rental, started + after, Duration::seconds(30))
@@ -74,7 +74,7 @@ impl World {
         tx.commit().await.unwrap();
     }
 
-    async fn save_card(&self, c: &Cabinets, token: &str) -> Value {
+    pub(crate) async fn save_card(&self, c: &Cabinets, token: &str) -> Value {
         self.app
             .gql_ok(
                 &c.t.access,
@@ -86,7 +86,7 @@ impl World {
             .clone()
     }
 
-    async fn start(&self, c: &Cabinets, key: &str) -> (StatusCode, Value) {
+    pub(crate) async fn start(&self, c: &Cabinets, key: &str) -> (StatusCode, Value) {
         let (_, q) = post(
             &self.app,
             &c.t.access,
