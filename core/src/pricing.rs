@@ -150,6 +150,9 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
 pub struct Usage<'a> {
     pub started_at: DateTime<Utc>,
     pub until: DateTime<Utc>,
+    /// Paused intervals (sorted, not overlapping): not billed. Time-of-day rates apply to the wall-clock time
+    /// actually used.
+    pub pauses: &'a [(DateTime<Utc>, DateTime<Utc>)],
     /// Energy delivered so far (EV charging), from meter readings.
     pub energy_wh: i64,
     pub tier: Option<&'a str>,
@@ -176,8 +179,6 @@ pub struct Price {
 pub fn price(terms: &Terms, tz: Tz, usage: Usage<'_>) -> Price {
     let mut lines = Vec::new();
     let fmt = |amount: i64| crate::money::format(amount, &terms.currency);
-    // Milliseconds, so that any started step is billed however short the usage.
-    let elapsed_ms = (usage.until - usage.started_at).num_milliseconds().max(0);
     let free_ms = i64::from(terms.free_minutes) * 60_000;
     if terms.free_minutes > 0 {
         lines.push(Line {
@@ -188,38 +189,38 @@ pub fn price(terms: &Terms, tz: Tz, usage: Usage<'_>) -> Price {
     }
 
     let mut subtotal: i64 = 0;
-    if elapsed_ms > free_ms {
-        let step = i64::from(terms.billing_step_secs);
-        let step_ms = step * 1000;
-        let billed = (elapsed_ms - free_ms + step_ms - 1) / step_ms * step;
-        let from = usage.started_at + Duration::milliseconds(free_ms);
-        let to = from + Duration::seconds(billed);
-        for (day, rate_seconds) in rate_seconds_by_day(terms, tz, from, to) {
-            let amount = i64::try_from((rate_seconds + 30) / 60).unwrap_or(i64::MAX);
-            if amount == 0 {
-                continue;
-            }
-            lines.push(Line {
-                kind: "time".into(),
-                description: format!(
-                    "{day}: time at the rates in force ({} billing steps)",
-                    step_label(step)
-                ),
-                amount,
-            });
-            let capped = match terms.daily_cap {
-                Some(cap) if amount > cap => {
-                    lines.push(Line {
-                        kind: "daily_cap".into(),
-                        description: format!("{day}: capped at {} a day", fmt(cap)),
-                        amount: cap - amount,
-                    });
-                    cap
-                }
-                _ => amount,
-            };
-            subtotal = subtotal.saturating_add(capped);
+    let step = i64::from(terms.billing_step_secs);
+    let mut by_day: BTreeMap<NaiveDate, i128> = BTreeMap::new();
+    for (from, to) in billed_spans(usage, free_ms, step * 1000) {
+        for (day, rate_ms) in rate_ms_by_day(terms, tz, from, to) {
+            *by_day.entry(day).or_default() += rate_ms;
         }
+    }
+    for (day, rate_ms) in by_day {
+        let amount = i64::try_from((rate_ms + 30_000) / 60_000).unwrap_or(i64::MAX);
+        if amount == 0 {
+            continue;
+        }
+        lines.push(Line {
+            kind: "time".into(),
+            description: format!(
+                "{day}: time at the rates in force ({} billing steps)",
+                step_label(step)
+            ),
+            amount,
+        });
+        let capped = match terms.daily_cap {
+            Some(cap) if amount > cap => {
+                lines.push(Line {
+                    kind: "daily_cap".into(),
+                    description: format!("{day}: capped at {} a day", fmt(cap)),
+                    amount: cap - amount,
+                });
+                cap
+            }
+            _ => amount,
+        };
+        subtotal = subtotal.saturating_add(capped);
     }
 
     if terms.per_kwh > 0 && usage.energy_wh > 0 {
@@ -267,6 +268,42 @@ pub fn price(terms: &Terms, tz: Tz, usage: Usage<'_>) -> Price {
     }
 }
 
+/// The wall-clock spans billed at the time rates: each active (unpaused) interval up to `until`, less the first
+/// `free_ms` of active time, rounded up to whole billing steps of `step_ms` — per interval, so a step started before
+/// a pause is billed where it started and what was billed never changes later.
+fn billed_spans(
+    usage: Usage<'_>,
+    free_ms: i64,
+    step_ms: i64,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut active = Vec::new();
+    let mut cursor = usage.started_at;
+    for &(from, to) in usage.pauses {
+        let (from, to) = (from.clamp(cursor, usage.until), to.max(cursor));
+        if from > cursor {
+            active.push((cursor, from));
+        }
+        cursor = to;
+    }
+    if usage.until > cursor {
+        active.push((cursor, usage.until));
+    }
+    let mut free_left = free_ms;
+    let mut spans = Vec::new();
+    for (from, to) in active {
+        let length = (to - from).num_milliseconds();
+        let free = free_left.min(length);
+        free_left -= free;
+        let used = length - free;
+        if used > 0 {
+            let billed = (used + step_ms - 1) / step_ms * step_ms;
+            let start = from + Duration::milliseconds(free);
+            spans.push((start, start + Duration::milliseconds(billed)));
+        }
+    }
+    spans
+}
+
 fn step_label(step: i64) -> String {
     if step % 60 == 0 {
         format!("{} min", step / 60)
@@ -275,9 +312,9 @@ fn step_label(step: i64) -> String {
     }
 }
 
-/// Σ rate × seconds over `[from, to)`, per venue-local calendar day. The interval is cut at every local midnight and
+/// Σ rate × milliseconds over `[from, to)`, per venue-local calendar day. The interval is cut at every local midnight and
 /// band edge; each piece has one rate.
-fn rate_seconds_by_day(
+fn rate_ms_by_day(
     terms: &Terms,
     tz: Tz,
     from: DateTime<Utc>,
@@ -322,8 +359,8 @@ fn rate_seconds_by_day(
             .iter()
             .find(|b| b.contains(minute))
             .map_or(terms.per_minute, |b| b.per_minute);
-        let seconds = (end - start).num_seconds();
-        *by_day.entry(local.date_naive()).or_default() += i128::from(rate) * i128::from(seconds);
+        let millis = (end - start).num_milliseconds();
+        *by_day.entry(local.date_naive()).or_default() += i128::from(rate) * i128::from(millis);
     }
     by_day
 }
@@ -357,6 +394,7 @@ mod tests {
         Usage {
             started_at: at(from),
             until: at(to),
+            pauses: &[],
             energy_wh: 0,
             tier: None,
         }
@@ -649,12 +687,12 @@ mod tests {
             for step in &ticks {
                 now += Duration::seconds(*step);
                 energy += wh_per_tick;
-                let cumulative = price(&terms, tz, Usage { started_at: start, until: now, energy_wh: energy, tier }).amount;
+                let cumulative = price(&terms, tz, Usage { started_at: start, pauses: &[], until: now, energy_wh: energy, tier }).amount;
                 prop_assert!(cumulative >= previous, "price went down: {previous} -> {cumulative}");
                 charged += cumulative - previous;
                 previous = cumulative;
             }
-            let one_shot = price(&terms, tz, Usage { started_at: start, until: now, energy_wh: energy, tier });
+            let one_shot = price(&terms, tz, Usage { started_at: start, pauses: &[], until: now, energy_wh: energy, tier });
             prop_assert_eq!(charged, one_shot.amount);
             prop_assert_eq!(one_shot.lines.iter().map(|l| l.amount).sum::<i64>(), one_shot.amount, "lines explain the total");
         }
@@ -664,7 +702,7 @@ mod tests {
         fn caps_are_never_exceeded(terms in arb_terms(), hours in 1i64..100, start_offset in 0i64..(400 * 86_400)) {
             prop_assume!(terms.daily_cap.is_some());
             let start = at("2026-01-01T00:00:00Z") + Duration::seconds(start_offset);
-            let p = price(&terms, chrono_tz::Europe::Berlin, Usage { started_at: start, until: start + Duration::hours(hours), energy_wh: 0, tier: None });
+            let p = price(&terms, chrono_tz::Europe::Berlin, Usage { started_at: start, pauses: &[], until: start + Duration::hours(hours), energy_wh: 0, tier: None });
             let cap = terms.daily_cap.unwrap_or_default();
             let mut day_totals: BTreeMap<String, i64> = BTreeMap::new();
             for line in p.lines.iter().filter(|l| l.kind == "time" || l.kind == "daily_cap") {
@@ -675,12 +713,74 @@ mod tests {
             }
         }
 
+        /// Pauses anywhere, ticks anywhere: the ticks still add up to the one-shot price of the same usage, and the
+        /// price never goes down as time passes (paused or not).
+        #[test]
+        fn with_pauses_tick_charges_still_sum_to_the_one_shot_price(
+            terms in arb_terms(),
+            start_offset in 0i64..(400 * 86_400),
+            steps in proptest::collection::vec((1i64..7_200, any::<bool>()), 1..40),
+            gold in any::<bool>(),
+        ) {
+            let tz = chrono_tz::Europe::Berlin;
+            let start = at("2026-01-01T00:00:00Z") + Duration::seconds(start_offset);
+            let tier = gold.then_some("gold");
+            let (mut now, mut charged, mut previous) = (start, 0, 0);
+            let mut pauses: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+            let mut paused_at: Option<DateTime<Utc>> = None;
+            for (step, toggle) in &steps {
+                now += Duration::seconds(*step);
+                if *toggle {
+                    match paused_at.take() {
+                        Some(from) => pauses.push((from, now)),
+                        None => paused_at = Some(now),
+                    }
+                }
+                let mut all = pauses.clone();
+                all.extend(paused_at.map(|from| (from, now)));
+                let cumulative = price(&terms, tz, Usage { started_at: start, until: now, pauses: &all, energy_wh: 0, tier }).amount;
+                prop_assert!(cumulative >= previous, "price went down: {previous} -> {cumulative}");
+                charged += cumulative - previous;
+                previous = cumulative;
+            }
+            let mut all = pauses.clone();
+            all.extend(paused_at.map(|from| (from, now)));
+            let one_shot = price(&terms, tz, Usage { started_at: start, until: now, pauses: &all, energy_wh: 0, tier });
+            prop_assert_eq!(charged, one_shot.amount);
+            prop_assert_eq!(one_shot.lines.iter().map(|l| l.amount).sum::<i64>(), one_shot.amount, "lines explain the total");
+        }
+
+        /// At a flat rate without a cap, a paused session costs what the same active time costs unpaused.
+        #[test]
+        fn paused_time_is_never_billed(
+            terms in arb_terms(),
+            active in proptest::collection::vec(1i64..3_600, 1..6),
+            gaps in proptest::collection::vec(1i64..3_600, 5),
+        ) {
+            // One-second steps: rounding is per active interval, so coarser steps may bill a started step twice.
+            let terms = Terms { bands: vec![], daily_cap: None, billing_step_secs: 1, ..terms };
+            let start = at("2026-03-01T08:00:00Z");
+            let (mut now, mut pauses, mut total) = (start, Vec::new(), 0);
+            for (i, secs) in active.iter().enumerate() {
+                now += Duration::seconds(*secs);
+                total += secs;
+                if i + 1 < active.len() {
+                    let resume = now + Duration::seconds(gaps[i]);
+                    pauses.push((now, resume));
+                    now = resume;
+                }
+            }
+            let paused = price(&terms, BERLIN, Usage { started_at: start, until: now, pauses: &pauses, energy_wh: 0, tier: None });
+            let straight = price(&terms, BERLIN, Usage { started_at: start, until: start + Duration::seconds(total), pauses: &[], energy_wh: 0, tier: None });
+            prop_assert_eq!(paused.amount, straight.amount);
+        }
+
         /// Inside the free period nothing is due, whatever else the tariff says (energy aside).
         #[test]
         fn the_free_period_is_respected(terms in arb_terms(), secs in 0i64..1800) {
             let start = at("2026-03-01T12:00:00Z");
             prop_assume!(secs <= i64::from(terms.free_minutes) * 60);
-            let p = price(&terms, chrono_tz::Europe::Berlin, Usage { started_at: start, until: start + Duration::seconds(secs), energy_wh: 0, tier: None });
+            let p = price(&terms, chrono_tz::Europe::Berlin, Usage { started_at: start, pauses: &[], until: start + Duration::seconds(secs), energy_wh: 0, tier: None });
             prop_assert_eq!(p.amount, 0);
         }
     }

@@ -77,6 +77,11 @@ pub struct Session {
     pub return_station_id: Option<Uuid>,
     pub deposit_amount: i64,
     pub warnings_sent: i16,
+    /// The open pause, while paused.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Closed pauses, oldest first: not billed.
+    #[sqlx(json)]
+    pub pauses: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Session {
@@ -92,11 +97,29 @@ impl Session {
             .map_or(until, |planned| until.min(planned))
     }
 
+    /// The pauses up to `now`, the open one included.
+    pub fn pauses_at(&self, now: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut pauses = self.pauses.clone();
+        if let Some(from) = self.paused_at {
+            pauses.push((from, now.max(from)));
+        }
+        pauses
+    }
+
+    /// Seconds left of a timed session at `now` (frozen while paused).
+    pub fn remaining_seconds(&self, now: DateTime<Utc>) -> Option<i64> {
+        let at = self.paused_at.unwrap_or(now);
+        self.planned_end_at
+            .map(|end| (end - at).num_seconds().max(0))
+    }
+
     /// The cumulative price of the usage up to `now`, with its explanation.
     pub fn price_at(&self, now: DateTime<Utc>) -> Price {
+        let pauses = self.pauses_at(now);
         let usage = Usage {
             started_at: self.started_at,
             until: self.usage_until(now),
+            pauses: &pauses,
             energy_wh: self.energy_wh,
             tier: Some(self.tier.as_str()),
         };
@@ -135,7 +158,7 @@ impl Session {
 
 const COLUMNS: &str = "id, station_id, venue_id, patron_id, origin, status, tariff_id, tariff_version, terms, timezone,
     tier, currency::text as currency, started_at, planned_end_at, ended_at, energy_wh, charged_amount, ticks,
-    asset_id, quote_id, return_station_id, deposit_amount, warnings_sent";
+    asset_id, quote_id, return_station_id, deposit_amount, warnings_sent, paused_at, pauses";
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
     let sql = format!("select {COLUMNS} from session where tenant_id = $1 and id = $2");
@@ -253,6 +276,7 @@ pub async fn start(
             Usage {
                 started_at: now,
                 until: end,
+                pauses: &[],
                 energy_wh: 0,
                 tier: Some(&patron.tier),
             },
@@ -429,6 +453,114 @@ pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) ->
     Ok(session)
 }
 
+/// Pauses a running session: the station is switched off, the time is not billed, and the remaining time is
+/// frozen. Pausing a paused session returns it unchanged. Rentals cannot pause (the powerbank is out).
+pub async fn pause(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Session> {
+    let session = lock(tx, id).await?;
+    match session.status {
+        SessionStatus::Paused => return Ok(session),
+        SessionStatus::Active => {}
+        _ => return Err(Error::Conflict("this session has already ended".into())),
+    }
+    if session.asset_id.is_some() {
+        return Err(Error::Conflict(
+            "a rental cannot be paused: the powerbank is with the patron".into(),
+        ));
+    }
+    if session.planned_end_at.is_some_and(|end| end <= now) {
+        return Err(Error::Conflict("this session's time is up".into()));
+    }
+    // Charge what was used so far, so the wallet shows it while the station waits.
+    settle(
+        tx,
+        &session,
+        now,
+        &format!("pause:{}", session.pauses.len() + 1),
+    )
+    .await?;
+    sqlx::query(
+        "update session set status = 'paused', paused_at = $3, next_tick_at = null where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    let session = get(tx, id).await?;
+    switch(tx, &session, false, "pause").await?;
+    audit::record(
+        tx,
+        actor,
+        entry("session.pause", id, serde_json::json!({ "paused_at": now })),
+    )
+    .await?;
+    Ok(session)
+}
+
+/// Resumes a paused session: the station is switched on again and a timed session's planned end moves later by
+/// the pause. Resuming an active session returns it unchanged.
+pub async fn resume(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    id: Uuid,
+    now: DateTime<Utc>,
+    tick: Duration,
+) -> Result<Session> {
+    let session = lock(tx, id).await?;
+    let Some(paused_at) = session.paused_at else {
+        return match session.status {
+            SessionStatus::Active => Ok(session),
+            _ => Err(Error::Conflict("this session has already ended".into())),
+        };
+    };
+    let paused = now.max(paused_at) - paused_at;
+    let planned_end = session.planned_end_at.map(|end| end + paused);
+    // Warnings already sent stay sent only if they are still due at the new end.
+    let mut sent = session.warnings_sent;
+    if let Some(end) = planned_end {
+        for (minutes, bit) in WARNINGS {
+            if end - Duration::minutes(minutes) > now {
+                sent &= !bit;
+            }
+        }
+    }
+    let tick = crate::tenants::billing_tick(tx, tick).await?;
+    let mut next = now + tick;
+    if let Some(end) = planned_end {
+        next = next.min(end);
+        for (minutes, bit) in WARNINGS {
+            let due = end - Duration::minutes(minutes);
+            if sent & bit == 0 && due > now {
+                next = next.min(due);
+            }
+        }
+    }
+    let pauses = session.pauses_at(now);
+    sqlx::query(
+        "update session set status = 'active', paused_at = null, pauses = $3, planned_end_at = $4,
+           warnings_sent = $5, next_tick_at = $6
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(sqlx::types::Json(&pauses))
+    .bind(planned_end)
+    .bind(sent)
+    .bind(next)
+    .execute(tx.conn())
+    .await?;
+    let session = get(tx, id).await?;
+    switch(tx, &session, true, "resume").await?;
+    let detail = serde_json::json!({ "paused_seconds": paused.num_seconds(), "planned_end_at": planned_end });
+    audit::record(tx, actor, entry("session.resume", id, detail)).await?;
+    Ok(session)
+}
+
 /// Ends a session now (or at its planned end if that has passed), settles what is due and switches the station
 /// off. Stopping an ended session returns it unchanged.
 pub async fn stop(
@@ -448,13 +580,18 @@ pub async fn stop(
         SessionStatus::Ended
     };
     settle(tx, &session, end, "final").await?;
-    sqlx::query("update session set status = $3, ended_at = $4, next_tick_at = null where tenant_id = $1 and id = $2")
-        .bind(tx.tenant())
-        .bind(id)
-        .bind(status)
-        .bind(end)
-        .execute(tx.conn())
-        .await?;
+    let pauses = session.pauses_at(end);
+    sqlx::query(
+        "update session set status = $3, ended_at = $4, next_tick_at = null, paused_at = null, pauses = $5
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(status)
+    .bind(end)
+    .bind(sqlx::types::Json(&pauses))
+    .execute(tx.conn())
+    .await?;
     let session = get(tx, id).await?;
     if session.asset_id.is_none() {
         switch(tx, &session, false, "switch_off").await?;

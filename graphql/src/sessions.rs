@@ -31,6 +31,13 @@ pub struct CostLine {
     pub amount: i64,
 }
 
+/// A paused interval of a session.
+#[derive(async_graphql::SimpleObject)]
+pub struct Pause {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
 #[Object]
 impl Session {
     async fn id(&self) -> Uuid {
@@ -67,12 +74,23 @@ impl Session {
     async fn ended_at(&self) -> Option<DateTime<Utc>> {
         self.0.ended_at
     }
-    /// Seconds until the planned end (timed sessions that are running).
+    /// Seconds until the planned end (timed sessions that are running; frozen while paused).
     async fn remaining_seconds(&self) -> Option<i64> {
-        let end = self.0.planned_end_at?;
         self.0
-            .is_running()
-            .then(|| (end - Utc::now()).num_seconds().max(0))
+            .remaining_seconds(Utc::now())
+            .filter(|_| self.0.is_running())
+    }
+    /// When the open pause began (paused sessions).
+    async fn paused_at(&self) -> Option<DateTime<Utc>> {
+        self.0.paused_at
+    }
+    /// Closed pauses, oldest first: time that was not billed.
+    async fn pauses(&self) -> Vec<Pause> {
+        self.0
+            .pauses
+            .iter()
+            .map(|&(from, to)| Pause { from, to })
+            .collect()
     }
     /// What has been charged to the ledger so far.
     async fn charged_amount(&self) -> i64 {
@@ -257,6 +275,27 @@ impl SessionMutation {
     ) -> async_graphql::Result<Session> {
         let (actor, mut tx) = begin(ctx).await?;
         let session = sessions::extend(&mut tx, actor, id, minutes).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(Session(session))
+    }
+
+    /// Pauses a running session: the station switches off, the time is not billed and the remaining time freezes.
+    async fn pause_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let session = sessions::pause(&mut tx, actor, id, Utc::now())
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(Session(session))
+    }
+
+    /// Resumes a paused session: the station switches on and the planned end moves later by the pause.
+    async fn resume_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let tick = ctx.data::<BillingTick>()?.0;
+        let session = sessions::resume(&mut tx, actor, id, Utc::now(), tick)
+            .await
+            .gql()?;
         tx.commit().await.gql()?;
         Ok(Session(session))
     }

@@ -104,7 +104,7 @@ pub async fn get(
             patron_id: s.patron_id,
             started_at: s.started_at,
             planned_end_at: s.planned_end_at,
-            remaining_seconds: s.planned_end_at.map(|e| (e - now).num_seconds().max(0)),
+            remaining_seconds: s.remaining_seconds(now),
             running_cost: s.chargeable_at(now),
         };
         by_station.insert(s.station_id, tile);

@@ -73,10 +73,7 @@ impl From<Session> for SessionView {
             planned_end_at: s.planned_end_at,
             ended_at: s.ended_at,
             duration_minutes: s.planned_end_at.map(|e| (e - s.started_at).num_minutes()),
-            remaining_seconds: s
-                .planned_end_at
-                .filter(|_| s.is_running())
-                .map(|e| (e - now).num_seconds().max(0)),
+            remaining_seconds: s.remaining_seconds(now).filter(|_| s.is_running()),
             currency: s.currency.clone(),
             charged_amount: s.charged_amount,
             total_amount: price.amount,

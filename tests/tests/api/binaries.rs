@@ -391,3 +391,80 @@ async fn a_debt_wakes_the_workers_through_notify_long_before_their_next_poll() {
     sigterm(&workers);
     assert!(workers.wait().await.unwrap().success());
 }
+
+#[tokio::test]
+async fn four_worker_processes_charge_every_tick_of_5000_sessions_exactly_once() {
+    let database = switchyard_tests::fresh_database().await;
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    // 5,000 sessions across 50 tenants, started an hour ago; 600/min in 1-second steps, so that every tick
+    // (one a second) charges something and writes its journal.
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(1);
+    switchyard_workers::bench::setup(&owner, 50, 100, t0)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update session set terms = terms || '{\"per_minute\": 600, \"billing_step_secs\": 1}'::jsonb",
+    )
+    .execute(&owner)
+    .await
+    .unwrap();
+
+    let workers: Vec<Child> = (0..4)
+        .map(|_| {
+            Command::new(binary("switchyard-workers"))
+                .env("APP_DATABASE_URL", &database.app_url)
+                .env("WORKER_METRICS_ADDR", "127.0.0.1:0")
+                .env("WORKER_POLL_MS", "10")
+                .env("BILLING_TICK_SEC", "1")
+                .env("BILLING_BATCH", "200")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let least: i32 = sqlx::query_scalar("select min(ticks) from session")
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+        if least >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after two minutes some session has only {least} ticks"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for mut worker in workers {
+        sigterm(&worker);
+        assert!(worker.wait().await.unwrap().success());
+    }
+
+    // Per session: one journal per tick, labelled 1..ticks (no duplicate, no gap), and the charged amount is
+    // exactly what those journals credited.
+    let (sessions, wrong, unbalanced): (i64, i64, i64) = sqlx::query_as(
+        "with per as (
+           select s.id, s.ticks, s.charged_amount,
+                  count(j.id) as journals,
+                  count(distinct j.idempotency_key) as keys,
+                  max(split_part(j.idempotency_key, ':', 4)::int) as last,
+                  (select coalesce(sum(e.amount), 0) from journal_entry e join journal jj
+                     on jj.tenant_id = e.tenant_id and jj.id = e.journal_id
+                   where jj.tenant_id = s.tenant_id and jj.session_id = s.id and e.amount > 0) as credited
+           from session s
+           left join journal j on j.tenant_id = s.tenant_id and j.session_id = s.id and j.kind = 'session_charge'
+           group by s.tenant_id, s.id)
+         select count(*),
+                count(*) filter (where journals <> ticks or keys <> ticks or last <> ticks or credited <> charged_amount),
+                (select count(*) from (select 1 from journal_entry group by tenant_id, journal_id having sum(amount) <> 0) u)
+         from per",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!((sessions, wrong, unbalanced), (5_000, 0, 0));
+}

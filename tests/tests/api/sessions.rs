@@ -808,3 +808,104 @@ async fn an_owner_can_override_the_billing_tick_for_the_tenant() {
         .await;
     assert_eq!(cleared["setBillingTick"]["billingTickSec"], Value::Null);
 }
+
+#[tokio::test]
+async fn a_paused_session_is_not_billed_its_end_moves_and_its_station_switches_off_and_on() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = patron_with_cash(&app, &f, 1_000).await;
+    let (status, s) = start(
+        &app,
+        &f.t.access,
+        Some("pause-1"),
+        json!({"station_id": f.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let id: Uuid = s["session_id"].as_str().unwrap().parse().unwrap();
+
+    // Through GraphQL, now: pause freezes the remaining time and switches the station off; resume switches it on.
+    const PAUSE: &str =
+        "mutation($id: UUID!) { pauseSession(id: $id) { status pausedAt remainingSeconds } }";
+    const RESUME: &str =
+        "mutation($id: UUID!) { resumeSession(id: $id) { status pausedAt pauses { from to } } }";
+    let paused = app.gql_ok(&f.t.access, PAUSE, json!({"id": id})).await["pauseSession"].clone();
+    assert_eq!(paused["status"], "PAUSED");
+    assert!(paused["pausedAt"].is_string());
+    let remaining = paused["remainingSeconds"].as_i64().unwrap();
+    assert!((1790..=1800).contains(&remaining), "{remaining}");
+    let again = app.gql_ok(&f.t.access, PAUSE, json!({"id": id})).await["pauseSession"].clone();
+    assert_eq!(again, paused, "pausing twice changes nothing");
+    let resumed = app.gql_ok(&f.t.access, RESUME, json!({"id": id})).await["resumeSession"].clone();
+    assert_eq!(resumed["status"], "ACTIVE");
+    assert_eq!(resumed["pauses"].as_array().unwrap().len(), 1);
+    let commands = app
+        .gql_ok(
+            &f.t.access,
+            "query($s: UUID!) { deviceCommands(stationId: $s) { command } }",
+            json!({"s": f.station}),
+        )
+        .await["deviceCommands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(commands, ["switch_on", "pause", "resume"]);
+    // Another tenant cannot pause it.
+    let other = app.signup().await;
+    let body = app.gql(Some(&other.access), PAUSE, json!({"id": id})).await;
+    assert_eq!(gql_code(&body), "not_found");
+
+    // With explicit times: paused from minute 5 to minute 15, the ten paused minutes are not billed and the
+    // planned end moves from minute 30 to minute 40.
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 2).unwrap();
+    let actor = switchyard_core::Actor {
+        tenant: TenantId(f.t.id),
+        user_id: Uuid::nil(),
+        role: switchyard_core::Role::Owner,
+        request_id: None,
+    };
+    let tick = Duration::seconds(30);
+    let mut tx = db.begin_tenant(TenantId(f.t.id)).await.unwrap();
+    let session = sessions::get(&mut tx, id).await.unwrap();
+    let (started, end) = (session.started_at, session.planned_end_at.unwrap());
+    let p = sessions::pause(&mut tx, &actor, id, started + Duration::minutes(5))
+        .await
+        .unwrap();
+    // Billing steps round up per active interval: the first (real, milliseconds-long) interval before the GraphQL
+    // pause started a minute (10); minutes 0 to 5 after it are five more (50); both are charged at the pause.
+    assert_eq!(p.charged_amount, 60);
+    assert_eq!(
+        sessions::bill_tick(&mut tx, id, started + Duration::minutes(12), tick)
+            .await
+            .unwrap(),
+        0,
+        "a paused session is not billed"
+    );
+    let r = sessions::resume(&mut tx, &actor, id, started + Duration::minutes(15), tick)
+        .await
+        .unwrap();
+    assert_eq!(r.planned_end_at, Some(end + Duration::minutes(10)));
+    assert_eq!(r.pauses.len(), 2);
+    assert_eq!(
+        sessions::bill_tick(&mut tx, id, started + Duration::minutes(20), tick)
+            .await
+            .unwrap(),
+        50,
+        "minutes 15 to 20 are billed, 5 to 15 are not"
+    );
+    let stopped = sessions::stop(&mut tx, None, id, started + Duration::minutes(25))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // The started minute, five minutes, then minutes 15 to 25; neither pause is billed.
+    assert_eq!(stopped.charged_amount, 160);
+    assert_eq!(stopped.pauses.len(), 2);
+    assert_eq!(
+        wallet(&app, &f.t.access, patron).await["balance"],
+        1_000 - 160
+    );
+    let body = app.gql(Some(&f.t.access), PAUSE, json!({"id": id})).await;
+    assert_eq!(gql_code(&body), "conflict", "an ended session cannot pause");
+}
