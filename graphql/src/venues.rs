@@ -2,6 +2,7 @@
 
 use async_graphql::{Context, InputObject, Object};
 use chrono::{DateTime, Utc};
+use switchyard_core::ledger::{self, Owner, Purpose};
 use switchyard_core::venues::{self, NewVenue, VenuePatch};
 use uuid::Uuid;
 
@@ -10,6 +11,15 @@ use crate::stations::Station;
 use crate::{begin, GqlResult, ManagerGuard};
 
 pub struct Venue(pub venues::Venue);
+
+/// A venue's ledger balances (minor units).
+#[derive(async_graphql::SimpleObject)]
+pub struct VenueBooks {
+    pub currency: String,
+    pub revenue: i64,
+    pub cash_drawer: i64,
+    pub card_clearing: i64,
+}
 
 #[Object]
 impl Venue {
@@ -38,6 +48,32 @@ impl Venue {
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+    /// The venue's money in its currency, from the ledger (owners and managers): `revenue` earned from sessions
+    /// and rentals, `cashDrawer` (negative: cash taken in, owed to the drawer), `cardClearing` (negative: card money
+    /// the provider collected for the venue, less refunds).
+    #[graphql(guard = "ManagerGuard")]
+    async fn books(&self, ctx: &Context<'_>) -> async_graphql::Result<VenueBooks> {
+        let (_, mut tx) = begin(ctx).await?;
+        let owner = Owner::Venue(self.0.id);
+        let currency = &self.0.currency;
+        let mut books = [0i64; 3];
+        for (slot, purpose) in
+            books
+                .iter_mut()
+                .zip([Purpose::Revenue, Purpose::CashDrawer, Purpose::Clearing])
+        {
+            *slot = ledger::balance(&mut tx, owner, purpose, currency)
+                .await
+                .gql()?;
+        }
+        let [revenue, cash_drawer, card_clearing] = books;
+        Ok(VenueBooks {
+            currency: currency.clone(),
+            revenue,
+            cash_drawer,
+            card_clearing,
+        })
     }
     /// The venue's unarchived stations.
     async fn stations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Station>> {

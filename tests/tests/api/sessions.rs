@@ -908,4 +908,20 @@ async fn a_paused_session_is_not_billed_its_end_moves_and_its_station_switches_o
     );
     let body = app.gql(Some(&f.t.access), PAUSE, json!({"id": id})).await;
     assert_eq!(gql_code(&body), "conflict", "an ended session cannot pause");
+
+    // The venue's books: the revenue earned, the cash taken in.
+    const BOOKS: &str =
+        "query($v: UUID!) { venue(id: $v) { books { currency revenue cashDrawer cardClearing } } }";
+    let books = app.gql_ok(&f.t.access, BOOKS, json!({"v": f.venue})).await;
+    assert_eq!(
+        books["venue"]["books"],
+        json!({"currency": "EUR", "revenue": 160, "cashDrawer": -1000, "cardClearing": 0})
+    );
+    let (_, staff) = app.add_member(&f.t, "STAFF").await;
+    let body = app.gql(Some(&staff), BOOKS, json!({"v": f.venue})).await;
+    assert_eq!(
+        gql_code(&body),
+        "forbidden",
+        "the books are for owners and managers"
+    );
 }
