@@ -8,20 +8,20 @@ use uuid::Uuid;
 
 const SECRET: &str = "whsec_test_secret";
 
-struct Shop {
-    t: Tenant,
-    venue: Uuid,
-    patron: Uuid,
+pub(crate) struct Shop {
+    pub t: Tenant,
+    pub venue: Uuid,
+    pub patron: Uuid,
 }
 
-async fn shop(app: &TestApp) -> Shop {
+pub(crate) async fn shop(app: &TestApp) -> Shop {
     let t = app.signup().await;
     let venue = app.create_venue(&t.access, "Shop").await;
     let patron: Uuid = app.create_patron(&t.access, "Kim", None).await;
     Shop { t, venue, patron }
 }
 
-async fn intent(app: &TestApp, s: &Shop, amount: i64, key: &str) -> (StatusCode, Value) {
+pub(crate) async fn intent(app: &TestApp, s: &Shop, amount: i64, key: &str) -> (StatusCode, Value) {
     let response = app
         .client
         .post(app.url("/api/v1/payments/intent"))
@@ -35,7 +35,7 @@ async fn intent(app: &TestApp, s: &Shop, amount: i64, key: &str) -> (StatusCode,
     (status, response.json().await.unwrap())
 }
 
-async fn balance(app: &TestApp, s: &Shop) -> i64 {
+pub(crate) async fn balance(app: &TestApp, s: &Shop) -> i64 {
     app.gql_ok(
         &s.t.access,
         "query($p: UUID!) { patron(id: $p) { wallet(currency: \"EUR\") { balance } } }",

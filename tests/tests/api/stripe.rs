@@ -4,8 +4,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use switchyard_core::payments::webhook;
 use switchyard_tests::stripe_fake::StripeFake;
-use switchyard_tests::{gql_code, spawn_app_with, Tenant, TestApp};
+use switchyard_tests::{gql_code, spawn_app_with, TestApp};
 use uuid::Uuid;
+
+use crate::payments::{balance, intent, shop};
 
 const SECRET: &str = "whsec_stripe_fake";
 
@@ -19,44 +21,6 @@ async fn stripe_app(fake: &StripeFake) -> TestApp {
     .await
 }
 
-struct Shop {
-    t: Tenant,
-    venue: Uuid,
-    patron: Uuid,
-}
-
-async fn shop(app: &TestApp) -> Shop {
-    let t = app.signup().await;
-    let venue = app.create_venue(&t.access, "Arcade").await;
-    let patron = app.create_patron(&t.access, "Noor", None).await;
-    Shop { t, venue, patron }
-}
-
-async fn top_up(app: &TestApp, s: &Shop, amount: i64, key: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .post(app.url("/api/v1/payments/intent"))
-        .bearer_auth(&s.t.access)
-        .header("idempotency-key", key)
-        .json(&json!({"patron_id": s.patron, "venue_id": s.venue, "amount": amount}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
-
-async fn balance(app: &TestApp, s: &Shop) -> i64 {
-    app.gql_ok(
-        &s.t.access,
-        "query($p: UUID!) { patron(id: $p) { wallet(currency: \"EUR\") { balance } } }",
-        json!({"p": s.patron}),
-    )
-    .await["patron"]["wallet"]["balance"]
-        .as_i64()
-        .unwrap()
-}
-
 const REFUND: &str = "mutation($p: UUID!, $a: Int!, $k: String!) {
     refundPayment(paymentId: $p, amount: $a, idempotencyKey: $k) { id paymentId amount } }";
 
@@ -66,11 +30,11 @@ async fn a_stripe_top_up_is_created_once_confirmed_by_polling_or_webhook_and_ref
     let app = stripe_app(&fake).await;
     let s = shop(&app).await;
 
-    let (status, p) = top_up(&app, &s, 1_500, "stripe-topup-1").await;
+    let (status, p) = intent(&app, &s, 1_500, "stripe-topup-1").await;
     assert_eq!(status, StatusCode::CREATED, "{p}");
     assert_eq!(p["status"], "pending");
     let id = p["intent_id"].as_str().unwrap().to_owned();
-    let (status, again) = top_up(&app, &s, 1_500, "stripe-topup-1").await;
+    let (status, again) = intent(&app, &s, 1_500, "stripe-topup-1").await;
     assert_eq!(
         (status, &again["intent_id"]),
         (StatusCode::CREATED, &p["intent_id"])
@@ -212,7 +176,7 @@ async fn canceling_a_pending_stripe_top_up_cancels_the_intent_at_stripe() {
     let fake = StripeFake::start().await;
     let app = stripe_app(&fake).await;
     let s = shop(&app).await;
-    let (_, p) = top_up(&app, &s, 700, "stripe-cancel").await;
+    let (_, p) = intent(&app, &s, 700, "stripe-cancel").await;
     let id = p["intent_id"].as_str().unwrap();
     let (status, body) = app
         .send(
@@ -253,7 +217,7 @@ async fn an_unreachable_stripe_answers_502_without_internal_detail_and_stores_no
     ])
     .await;
     let s = shop(&app).await;
-    let (status, body) = top_up(&app, &s, 900, "down").await;
+    let (status, body) = intent(&app, &s, 900, "down").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(
         body["error"],
