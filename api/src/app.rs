@@ -41,6 +41,8 @@ pub struct App {
     pub accounts: Accounts,
     pub schema: AppSchema,
     pub payments: Arc<dyn switchyard_core::payments::PaymentProvider>,
+    /// Tenants with new device commands (fed by `switchyard_commands` notifications; the edge tunnels listen).
+    pub commands: tokio::sync::broadcast::Sender<uuid::Uuid>,
 }
 
 impl std::ops::Deref for AppState {
@@ -106,6 +108,7 @@ impl AppState {
             accounts,
             schema,
             payments,
+            commands: tokio::sync::broadcast::channel(1024).0,
         })))
     }
 }
@@ -181,6 +184,7 @@ pub fn router(state: AppState) -> Router {
     });
 
     api.route("/graphql", graphql)
+        .route("/edge/v1/tunnel", get(routes::edge::tunnel))
         .route(
             "/api/v1/openapi.json",
             get(move || async move { axum::Json(openapi.as_ref().clone()) }),
@@ -350,6 +354,10 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen_addr).await?;
         let state = AppState::new(config)?;
+        tokio::spawn(routes::edge::listen_commands(
+            state.db.clone(),
+            state.commands.clone(),
+        ));
         Ok(Self {
             listener,
             router: router(state),

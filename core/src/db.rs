@@ -178,6 +178,16 @@ impl SystemDb {
             .await?)
     }
 
+    /// The edge tunnel: the (tenant, bridge) an unrevoked bridge token (by its SHA-256) belongs to.
+    pub async fn bridge_by_token(&self, token_hash: &[u8]) -> Result<Option<(TenantId, Uuid)>> {
+        Ok(
+            sqlx::query_as("select tenant_id, bridge_id from sys_bridge_by_token($1)")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// Invitation acceptance: the tenant an invitation token (by its SHA-256) belongs to.
     pub async fn invitation_tenant(&self, token_hash: &[u8]) -> Result<Option<TenantId>> {
         Ok(sqlx::query_scalar("select sys_invitation_tenant($1)")

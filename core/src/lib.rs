@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod bridges;
 pub mod db;
 pub mod error;
 pub mod idempotency;

@@ -4,6 +4,7 @@
 //! Every resolver reaches tenant data through `Db::begin_tenant(actor.tenant)`.
 
 mod account;
+mod bridges;
 mod limits;
 pub mod loaders;
 mod members;
@@ -38,6 +39,7 @@ pub struct QueryRoot(
     patrons::PatronQuery,
     sessions::SessionQuery,
     rentals::RentalQuery,
+    bridges::BridgeQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -50,6 +52,7 @@ pub struct MutationRoot(
     patrons::PatronMutation,
     sessions::SessionMutation,
     rentals::RentalMutation,
+    bridges::BridgeMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

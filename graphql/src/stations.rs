@@ -12,6 +12,15 @@ use crate::{begin, GqlResult, ManagerGuard};
 
 pub struct Station(pub stations::Station);
 
+/// A device report relayed by the edge bridge.
+#[derive(SimpleObject)]
+pub struct DeviceState {
+    /// `switched` or `device_state`.
+    pub kind: String,
+    pub report: Json<serde_json::Value>,
+    pub reported_at: DateTime<Utc>,
+}
+
 /// An EV connector or a powerbank slot.
 #[derive(SimpleObject)]
 pub struct Connector {
@@ -57,6 +66,19 @@ impl Station {
     async fn location(&self) -> &str {
         &self.0.location
     }
+    /// What the station's device last reported through the edge bridge (switched on/off, power, reachability).
+    async fn device_state(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DeviceState>> {
+        let (_, mut tx) = begin(ctx).await?;
+        let state = switchyard_core::bridges::device_state(&mut tx, self.0.id)
+            .await
+            .gql()?;
+        Ok(state.map(|(kind, body, at)| DeviceState {
+            kind,
+            report: Json(body),
+            reported_at: at,
+        }))
+    }
+
     async fn connectors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Connector>> {
         let connectors = ctx
             .data::<Loaders>()?

@@ -358,4 +358,5 @@ pub fn gql_code(body: &Value) -> &str {
         .as_str()
         .unwrap_or("<no code>")
 }
+pub mod shelly_fake;
 pub mod stripe_fake;

@@ -1,5 +1,6 @@
 pub mod auth;
 pub mod dashboard;
+pub mod edge;
 pub mod graphql;
 pub mod health;
 pub mod payments;

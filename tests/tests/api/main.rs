@@ -8,6 +8,7 @@ mod auth;
 mod billing;
 mod binaries;
 mod debts;
+mod edge;
 mod errors;
 mod graphql;
 mod isolation;

@@ -1,0 +1,175 @@
+//! The tunnel protocol between a venue's `edge-bridge` and the cloud (`/edge/v1/tunnel`), one JSON object per
+//! WebSocket text frame: `{"v": 1, "type": "...", ...}`.
+//!
+//! - The bridge opens with [`Up::Hello`]; the cloud answers [`Down::Welcome`] and the venue's [`Down::Schedule`].
+//! - Upstream events are numbered by the bridge (`seq`, from 1, never reused) and kept in its on-disk journal until
+//!   the cloud acknowledges them ([`Down::Ack`], cumulative); the cloud drops a `(bridge, seq)` it has seen.
+//! - Downstream commands carry ids; the bridge applies each once and answers [`Up::CommandDone`].
+//! - Both sides send heartbeats; [`Down::HeartbeatAck`] carries the server time, from which the bridge measures
+//!   its clock offset (NTP-style: offset = server − (sent + received) / 2).
+//! - A frame the other side cannot use gets [`Down::Error`] with a code; the connection stays usable.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The protocol version this crate speaks.
+pub const VERSION: u16 = 1;
+/// The largest frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// A frame: the version and one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub v: u16,
+    #[serde(flatten)]
+    pub message: T,
+}
+
+impl<T> Envelope<T> {
+    pub fn new(message: T) -> Self {
+        Self {
+            v: VERSION,
+            message,
+        }
+    }
+}
+
+/// Bridge → cloud.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Up {
+    Hello {
+        /// The bridge's software version.
+        version: String,
+        sent_at: DateTime<Utc>,
+    },
+    Event {
+        seq: u64,
+        occurred_at: DateTime<Utc>,
+        station_id: Option<Uuid>,
+        event: Event,
+    },
+    CommandDone {
+        id: Uuid,
+        ok: bool,
+        detail: Option<String>,
+    },
+    Heartbeat {
+        sent_at: DateTime<Utc>,
+    },
+}
+
+/// Something that happened at the venue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A station's device was switched (by the schedule, a command, or the device's own backup timer).
+    Switched { on: bool, reason: String },
+    /// What the device reports (power, energy, reachability).
+    DeviceState {
+        reachable: bool,
+        on: Option<bool>,
+        power_w: Option<f64>,
+        energy_wh: Option<i64>,
+    },
+}
+
+/// Cloud → bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Down {
+    Welcome {
+        bridge_id: Uuid,
+        venue_id: Uuid,
+        server_time: DateTime<Utc>,
+        /// The highest event sequence the cloud has recorded from this bridge.
+        last_seq: u64,
+    },
+    /// The desired state of every controlled station of the venue.
+    Schedule {
+        stations: Vec<StationPlan>,
+    },
+    Command {
+        id: Uuid,
+        station_id: Uuid,
+        command: String,
+        payload: serde_json::Value,
+    },
+    /// Every event up to `seq` is recorded.
+    Ack {
+        seq: u64,
+    },
+    HeartbeatAck {
+        sent_at: DateTime<Utc>,
+        server_time: DateTime<Utc>,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+/// One station's desired state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StationPlan {
+    pub station_id: Uuid,
+    pub name: String,
+    /// `shelly`, `tasmota`, `mikrotik`, `agent`, `ocpp`, `manual`.
+    pub control: String,
+    /// The control's settings (host, generation, topic …; never a secret).
+    pub settings: serde_json::Value,
+    /// On now?
+    pub on: bool,
+    /// Switch off at this time, whether or not the cloud can be reached then.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Parses a frame, checking its version.
+pub fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(format!("the frame is larger than {MAX_FRAME_BYTES} bytes"));
+    }
+    let envelope: Envelope<T> =
+        serde_json::from_str(text).map_err(|e| format!("not a valid frame: {e}"))?;
+    if envelope.v != VERSION {
+        return Err(format!(
+            "protocol version {} is not supported; this side speaks {VERSION}",
+            envelope.v
+        ));
+    }
+    Ok(envelope.message)
+}
+
+/// Serialises a message as a frame.
+pub fn encode<T: Serialize>(message: T) -> String {
+    serde_json::to_string(&Envelope::new(message)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_other_versions_are_refused() {
+        let up = Up::Event {
+            seq: 7,
+            occurred_at: "2026-01-01T00:00:00Z".parse().unwrap_or_default(),
+            station_id: None,
+            event: Event::Switched {
+                on: false,
+                reason: "schedule".into(),
+            },
+        };
+        let text = encode(&up);
+        assert!(
+            text.contains(r#""v":1"#) && text.contains(r#""type":"event""#),
+            "{text}"
+        );
+        assert_eq!(decode::<Up>(&text), Ok(up));
+        let other = text.replace(r#""v":1"#, r#""v":9"#);
+        assert!(decode::<Up>(&other).is_err());
+        assert!(decode::<Up>("{").is_err());
+        assert!(decode::<Up>(&"x".repeat(MAX_FRAME_BYTES + 1)).is_err());
+    }
+}

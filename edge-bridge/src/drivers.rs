@@ -1,0 +1,121 @@
+//! Device drivers. A station's control settings (from the cloud's schedule) choose one:
+//!
+//! - `shelly` with `generation` 1: HTTP `GET /relay/0?turn=on|off[&timer=<s>]`, `GET /status`;
+//! - `shelly` with `generation` 2: RPC `GET /rpc/Switch.Set?id=0&on=true|false[&toggle_after=<s>]`,
+//!   `GET /rpc/Switch.GetStatus?id=0`.
+//!
+//! Switching on for a planned time also arms the device's own backup timer (`timer` / `toggle_after`), so the
+//! plug switches itself off at the end even if the bridge dies. Other controls are not driven yet: the bridge
+//! reports them and leaves them alone.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard_edge_protocol::StationPlan;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Driver {
+    ShellyGen1 {
+        base: String,
+    },
+    ShellyGen2 {
+        base: String,
+    },
+    /// A control this bridge does not drive (yet).
+    Unsupported {
+        control: String,
+    },
+}
+
+/// What a device says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceStatus {
+    pub on: bool,
+    pub power_w: Option<f64>,
+    pub energy_wh: Option<i64>,
+}
+
+impl Driver {
+    pub fn for_plan(plan: &StationPlan) -> Self {
+        let host = plan.settings.get("host").and_then(Value::as_str);
+        match (plan.control.as_str(), host) {
+            ("shelly", Some(host)) => {
+                let base = format!("http://{host}");
+                match plan.settings.get("generation").and_then(Value::as_i64) {
+                    Some(2) => Self::ShellyGen2 { base },
+                    _ => Self::ShellyGen1 { base },
+                }
+            }
+            (control, _) => Self::Unsupported {
+                control: control.to_owned(),
+            },
+        }
+    }
+
+    pub fn drives(&self) -> bool {
+        !matches!(self, Self::Unsupported { .. })
+    }
+
+    /// Switches the device; `backup` arms its own timer to flip back after that long.
+    pub async fn switch(
+        &self,
+        http: &reqwest::Client,
+        on: bool,
+        backup: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        let secs = backup.map(|d| d.as_secs().max(1));
+        let url = match self {
+            Self::ShellyGen1 { base } => {
+                let turn = if on { "on" } else { "off" };
+                match secs {
+                    Some(s) if on => format!("{base}/relay/0?turn={turn}&timer={s}"),
+                    _ => format!("{base}/relay/0?turn={turn}"),
+                }
+            }
+            Self::ShellyGen2 { base } => match secs {
+                Some(s) if on => format!("{base}/rpc/Switch.Set?id=0&on={on}&toggle_after={s}"),
+                _ => format!("{base}/rpc/Switch.Set?id=0&on={on}"),
+            },
+            Self::Unsupported { .. } => return Ok(()),
+        };
+        http.get(&url).send().await?.error_for_status()?;
+        Ok(())
+    }
+
+    pub async fn status(&self, http: &reqwest::Client) -> anyhow::Result<Option<DeviceStatus>> {
+        Ok(match self {
+            Self::ShellyGen1 { base } => {
+                let body: Value = http
+                    .get(format!("{base}/status"))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                Some(DeviceStatus {
+                    on: body["relays"][0]["ison"].as_bool().unwrap_or(false),
+                    power_w: body["meters"][0]["power"].as_f64(),
+                    // Gen1 counts watt-minutes.
+                    energy_wh: body["meters"][0]["total"].as_i64().map(|wmin| wmin / 60),
+                })
+            }
+            Self::ShellyGen2 { base } => {
+                let body: Value = http
+                    .get(format!("{base}/rpc/Switch.GetStatus?id=0"))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                Some(DeviceStatus {
+                    on: body["output"].as_bool().unwrap_or(false),
+                    power_w: body["apower"].as_f64(),
+                    energy_wh: body["aenergy"]["total"]
+                        .as_f64()
+                        .map(|wh| wh.round() as i64),
+                })
+            }
+            Self::Unsupported { .. } => None,
+        })
+    }
+}

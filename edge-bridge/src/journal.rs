@@ -1,0 +1,187 @@
+//! The on-disk journal of upstream events: every event is appended (and flushed) before it is sent, and stays
+//! until the cloud acknowledges it, so events survive a lost link and a restart. The first line holds the next
+//! sequence number, so numbers are never reused even when every event has been acknowledged.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use switchyard_edge_protocol::{Event, Up};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub occurred_at: DateTime<Utc>,
+    pub station_id: Option<Uuid>,
+    pub event: Event,
+}
+
+impl Entry {
+    pub fn frame(&self) -> Up {
+        Up::Event {
+            seq: self.seq,
+            occurred_at: self.occurred_at,
+            station_id: self.station_id,
+            event: self.event.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    next_seq: u64,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    next_seq: u64,
+    pending: Vec<Entry>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut journal = Self {
+            path: path.to_owned(),
+            next_seq: 1,
+            pending: Vec::new(),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let mut lines = text.lines();
+                if let Some(header) = lines.next() {
+                    let header: Header = serde_json::from_str(header)?;
+                    journal.next_seq = header.next_seq;
+                }
+                for line in lines.filter(|l| !l.trim().is_empty()) {
+                    // A torn last line (power cut mid-write) is dropped; every complete line is kept.
+                    if let Ok(entry) = serde_json::from_str::<Entry>(line) {
+                        journal.next_seq = journal.next_seq.max(entry.seq + 1);
+                        journal.pending.push(entry);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => journal.rewrite()?,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(journal)
+    }
+
+    /// Appends an event with the next sequence number and returns it.
+    pub fn append(&mut self, station_id: Option<Uuid>, event: Event) -> anyhow::Result<Entry> {
+        let entry = Entry {
+            seq: self.next_seq,
+            occurred_at: Utc::now(),
+            station_id,
+            event,
+        };
+        self.next_seq += 1;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        writeln!(file, "{}", serde_json::to_string(&entry)?)?;
+        file.sync_data()?;
+        self.pending.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// The cloud has every event up to `seq`: forget them.
+    pub fn ack(&mut self, seq: u64) -> anyhow::Result<()> {
+        let before = self.pending.len();
+        self.pending.retain(|e| e.seq > seq);
+        if self.pending.len() != before {
+            self.rewrite()?;
+        }
+        Ok(())
+    }
+
+    /// The cloud recorded up to `seq` already (its Welcome): never number below it.
+    pub fn at_least(&mut self, seq: u64) -> anyhow::Result<()> {
+        if self.next_seq <= seq {
+            self.next_seq = seq + 1;
+            self.rewrite()?;
+        }
+        Ok(())
+    }
+
+    pub fn pending(&self) -> &[Entry] {
+        &self.pending
+    }
+
+    fn rewrite(&self) -> anyhow::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        writeln!(
+            file,
+            "{}",
+            serde_json::to_string(&Header {
+                next_seq: self.next_seq
+            })?
+        )?;
+        for entry in &self.pending {
+            writeln!(file, "{}", serde_json::to_string(entry)?)?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn switched(on: bool) -> Event {
+        Event::Switched {
+            on,
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn events_survive_a_reopen_until_acknowledged_and_numbers_are_never_reused(
+    ) -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("edge-journal-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("journal.jsonl");
+        let mut journal = Journal::open(&path)?;
+        assert_eq!(journal.append(None, switched(true))?.seq, 1);
+        assert_eq!(journal.append(None, switched(false))?.seq, 2);
+        assert_eq!(journal.append(None, switched(true))?.seq, 3);
+        drop(journal);
+
+        let mut journal = Journal::open(&path)?;
+        assert_eq!(
+            journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        journal.ack(2)?;
+        assert_eq!(
+            journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3]
+        );
+        journal.ack(3)?;
+        drop(journal);
+
+        let mut journal = Journal::open(&path)?;
+        assert!(journal.pending().is_empty());
+        assert_eq!(
+            journal.append(None, switched(false))?.seq,
+            4,
+            "not reused after a full ack"
+        );
+        journal.at_least(10)?;
+        assert_eq!(journal.append(None, switched(false))?.seq, 11);
+        // A torn last line is dropped, the rest kept.
+        drop(journal);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        write!(file, "{{\"seq\": 12, \"occ")?;
+        let journal = Journal::open(&path)?;
+        assert_eq!(
+            journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 11]
+        );
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}

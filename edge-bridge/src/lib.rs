@@ -1,0 +1,356 @@
+//! The venue's edge bridge: one outbound WebSocket tunnel to the cloud, the venue's devices driven to the cloud's
+//! schedule, and a local timer that ends sessions on time whether or not the cloud can be reached.
+//!
+//! Three parts share one state: the **tunnel** (connect with the bridge token, `hello`, then frames both ways;
+//! reconnects with exponential back-off and jitter), the **scheduler** (switches a station off when its planned
+//! time is up, by the cloud's clock as measured through heartbeats), and the **journal** (every upstream event is
+//! written to disk before it is sent and kept until acknowledged).
+
+pub mod drivers;
+pub mod journal;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
+use switchyard_edge_protocol::{decode, encode, Down, Event, StationPlan, Up, MAX_FRAME_BYTES};
+use tokio::sync::{watch, Mutex, Notify};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use drivers::Driver;
+use journal::Journal;
+
+/// Settings, from the environment (see the README).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ws(s)://…/edge/v1/tunnel`.
+    pub cloud_url: String,
+    pub token: String,
+    pub journal_path: PathBuf,
+    pub heartbeat: Duration,
+    /// The longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+}
+
+impl Config {
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let var = |k: &str| {
+            var(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let millis = |k: &str, default: u64| -> anyhow::Result<Duration> {
+            Ok(Duration::from_millis(var(k).map_or(Ok(default), |v| {
+                v.parse()
+                    .with_context(|| format!("{k} must be a whole number of milliseconds"))
+            })?))
+        };
+        let cloud_url = var("BRIDGE_CLOUD_URL").context(
+            "BRIDGE_CLOUD_URL is required (e.g. wss://switchyard.example.com/edge/v1/tunnel)",
+        )?;
+        if !(cloud_url.starts_with("ws://") || cloud_url.starts_with("wss://")) {
+            anyhow::bail!("BRIDGE_CLOUD_URL must be a ws:// or wss:// URL, not {cloud_url:?}");
+        }
+        Ok(Self {
+            cloud_url,
+            token: var("BRIDGE_TOKEN")
+                .context("BRIDGE_TOKEN is required (shown once by createBridge)")?,
+            journal_path: var("BRIDGE_JOURNAL")
+                .unwrap_or_else(|| "edge-bridge-journal.jsonl".into())
+                .into(),
+            heartbeat: millis("BRIDGE_HEARTBEAT_MS", 15_000)?.max(Duration::from_millis(50)),
+            reconnect_max: millis("BRIDGE_RECONNECT_MAX_MS", 30_000)?
+                .max(Duration::from_millis(100)),
+        })
+    }
+}
+
+/// A station as the bridge holds it: the cloud's plan, the driver, and what was last applied.
+struct Station {
+    plan: StationPlan,
+    driver: Driver,
+    applied: Option<bool>,
+}
+
+struct State {
+    journal: Journal,
+    stations: HashMap<Uuid, Station>,
+    /// Cloud clock − local clock, in milliseconds.
+    offset_ms: i64,
+}
+
+impl State {
+    fn cloud_now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.offset_ms)
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// A new event to send.
+    outbox: Notify,
+    /// The schedule changed.
+    replan: Notify,
+    http: reqwest::Client,
+}
+
+/// Runs the bridge until `stop` turns true.
+pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let journal = Journal::open(&config.journal_path)
+        .with_context(|| format!("opening the journal {}", config.journal_path.display()))?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            journal,
+            stations: HashMap::new(),
+            offset_ms: 0,
+        }),
+        outbox: Notify::new(),
+        replan: Notify::new(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?,
+    });
+    let scheduler = tokio::spawn(schedule_loop(shared.clone()));
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let outcome = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            outcome = tunnel(&config, &shared) => outcome,
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!("tunnel closed by the cloud");
+                backoff = Duration::from_millis(250);
+            }
+            Err(e) => tracing::warn!(error = %e, "tunnel down"),
+        }
+        let jitter = rand::random::<f64>() * backoff.as_secs_f64() / 2.0;
+        let wait = backoff + Duration::from_secs_f64(jitter);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        backoff = (backoff * 2).min(config.reconnect_max);
+    }
+    scheduler.abort();
+    tracing::info!("bridge stopped");
+    Ok(())
+}
+
+/// One connection: hello, then frames both ways until either side closes.
+async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
+    let mut request = config.cloud_url.as_str().into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {}", config.token).parse()?);
+    let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let (ws, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false).await?;
+    let (mut sink, mut stream) = ws.split();
+    let hello = Up::Hello {
+        version: env!("CARGO_PKG_VERSION").into(),
+        sent_at: Utc::now(),
+    };
+    sink.send(Message::text(encode(&hello))).await?;
+    tracing::info!(url = %config.cloud_url, "tunnel up");
+    let mut sent_up_to = 0u64;
+    let mut welcomed = false;
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(frame) = frame else { return Ok(()) };
+                let text = match frame? {
+                    Message::Text(text) => text,
+                    Message::Close(_) => return Ok(()),
+                    _ => continue,
+                };
+                let message: Down = match decode(&text) {
+                    Ok(m) => m,
+                    Err(e) => { tracing::warn!(error = %e, "unusable frame from the cloud"); continue }
+                };
+                for reply in handle(shared, message, &mut welcomed).await? {
+                    sink.send(Message::text(encode(&reply))).await?;
+                }
+                if welcomed {
+                    send_pending(shared, &mut sink, &mut sent_up_to).await?;
+                }
+            }
+            _ = shared.outbox.notified(), if welcomed => {
+                send_pending(shared, &mut sink, &mut sent_up_to).await?;
+            }
+            _ = heartbeat.tick() => {
+                sink.send(Message::text(encode(&Up::Heartbeat { sent_at: Utc::now() }))).await?;
+            }
+        }
+    }
+}
+
+async fn send_pending<S>(shared: &Shared, sink: &mut S, sent_up_to: &mut u64) -> anyhow::Result<()>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let frames: Vec<(u64, Up)> = {
+        let state = shared.state.lock().await;
+        state
+            .journal
+            .pending()
+            .iter()
+            .filter(|e| e.seq > *sent_up_to)
+            .map(|e| (e.seq, e.frame()))
+            .collect()
+    };
+    for (seq, frame) in frames {
+        sink.send(Message::text(encode(&frame))).await?;
+        *sent_up_to = seq;
+    }
+    Ok(())
+}
+
+/// Handles one message from the cloud; returns the frames to answer with.
+async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::Result<Vec<Up>> {
+    match message {
+        Down::Welcome { last_seq, .. } => {
+            let mut state = shared.state.lock().await;
+            // What the cloud has is acknowledged; numbering continues above it.
+            state.journal.ack(last_seq)?;
+            state.journal.at_least(last_seq)?;
+            *welcomed = true;
+            Ok(vec![])
+        }
+        Down::Schedule { stations } => {
+            {
+                let mut state = shared.state.lock().await;
+                let mut next = HashMap::new();
+                for plan in stations {
+                    let applied = state.stations.get(&plan.station_id).and_then(|s| s.applied);
+                    let driver = Driver::for_plan(&plan);
+                    next.insert(
+                        plan.station_id,
+                        Station {
+                            plan,
+                            driver,
+                            applied,
+                        },
+                    );
+                }
+                state.stations = next;
+            }
+            shared.replan.notify_one();
+            Ok(vec![])
+        }
+        Down::Command { id, .. } => {
+            // Switching follows the schedule that comes with every change; the command is acknowledged.
+            shared.replan.notify_one();
+            Ok(vec![Up::CommandDone {
+                id,
+                ok: true,
+                detail: None,
+            }])
+        }
+        Down::Ack { seq } => {
+            shared.state.lock().await.journal.ack(seq)?;
+            Ok(vec![])
+        }
+        Down::HeartbeatAck {
+            sent_at,
+            server_time,
+        } => {
+            let now = Utc::now();
+            let midpoint = sent_at + (now - sent_at) / 2;
+            shared.state.lock().await.offset_ms = (server_time - midpoint).num_milliseconds();
+            Ok(vec![])
+        }
+        Down::Error { code, message } => {
+            tracing::warn!(code, message, "the cloud refused a frame");
+            Ok(vec![])
+        }
+    }
+}
+
+/// Brings every driven station to its desired state, and sleeps until the next planned end (or a new schedule).
+async fn schedule_loop(shared: Arc<Shared>) {
+    loop {
+        let next_end = reconcile(&shared).await;
+        let wait = next_end
+            .map(|end| (end - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(3600))
+            .min(Duration::from_secs(3600));
+        tokio::select! {
+            _ = shared.replan.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One pass; returns the soonest local time at which a station must switch off.
+async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
+    let mut state = shared.state.lock().await;
+    let now = state.cloud_now();
+    let offset = chrono::Duration::milliseconds(state.offset_ms);
+    let mut soonest: Option<DateTime<Utc>> = None;
+    let mut events = Vec::new();
+    for station in state.stations.values_mut() {
+        if !station.driver.drives() {
+            continue;
+        }
+        let want = station.plan.on && station.plan.until.is_none_or(|until| until > now);
+        if let (true, Some(until)) = (want, station.plan.until) {
+            let local = until - offset;
+            soonest = Some(soonest.map_or(local, |s| s.min(local)));
+        }
+        if station.applied == Some(want) {
+            continue;
+        }
+        // The device's own timer ends the session a little after the bridge would, as a backup.
+        let backup = station
+            .plan
+            .until
+            .filter(|_| want)
+            .and_then(|until| (until - now + chrono::Duration::seconds(2)).to_std().ok());
+        match station.driver.switch(&shared.http, want, backup).await {
+            Ok(()) => {
+                let reason = if want {
+                    "schedule"
+                } else if station.plan.on {
+                    "planned_end"
+                } else {
+                    "schedule"
+                };
+                station.applied = Some(want);
+                events.push((
+                    station.plan.station_id,
+                    Event::Switched {
+                        on: want,
+                        reason: reason.into(),
+                    },
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(station = %station.plan.station_id, error = %e, "switching failed; retrying");
+                let retry = Utc::now() + chrono::Duration::seconds(1);
+                soonest = Some(soonest.map_or(retry, |s| s.min(retry)));
+            }
+        }
+    }
+    let mut appended = false;
+    for (station, event) in events {
+        match state.journal.append(Some(station), event) {
+            Ok(_) => appended = true,
+            Err(e) => tracing::error!(error = %e, "cannot write the journal"),
+        }
+    }
+    drop(state);
+    if appended {
+        shared.outbox.notify_one();
+    }
+    soonest
+}

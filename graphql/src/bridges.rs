@@ -1,0 +1,124 @@
+//! Edge bridges: register one per venue (the token is shown once), rotate or revoke its token, see its presence.
+
+use async_graphql::{Context, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use switchyard_core::bridges;
+use uuid::Uuid;
+
+use crate::{begin, GqlResult, ManagerGuard};
+
+#[derive(SimpleObject)]
+pub struct Bridge {
+    pub id: Uuid,
+    pub venue_id: Uuid,
+    pub name: String,
+    /// Connected now.
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The bridge software's version, as it said at its last hello.
+    pub version: Option<String>,
+    /// The bridge's clock offset from the cloud's, measured through heartbeats (ms).
+    pub clock_offset_ms: Option<i64>,
+    /// The highest event sequence recorded from it.
+    pub last_seq: i64,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<bridges::Bridge> for Bridge {
+    fn from(b: bridges::Bridge) -> Self {
+        Self {
+            id: b.id,
+            venue_id: b.venue_id,
+            name: b.name,
+            online: b.online,
+            last_seen_at: b.last_seen_at,
+            version: b.version,
+            clock_offset_ms: b.clock_offset_ms,
+            last_seq: b.last_seq,
+            revoked_at: b.revoked_at,
+            created_at: b.created_at,
+        }
+    }
+}
+
+/// A bridge and its token: shown this once (only a hash is kept). Put it in the bridge's `BRIDGE_TOKEN`.
+#[derive(SimpleObject)]
+pub struct BridgeWithToken {
+    pub bridge: Bridge,
+    pub token: String,
+}
+
+#[derive(Default)]
+pub struct BridgeQuery;
+
+#[Object]
+impl BridgeQuery {
+    /// The tenant's bridges (of one venue when `venueId` is given).
+    async fn bridges(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Option<Uuid>,
+    ) -> async_graphql::Result<Vec<Bridge>> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(bridges::list(&mut tx, venue_id)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Bridge::from)
+            .collect())
+    }
+
+    async fn bridge(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Bridge> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(bridges::get(&mut tx, id).await.gql()?.into())
+    }
+}
+
+#[derive(Default)]
+pub struct BridgeMutation;
+
+#[Object]
+impl BridgeMutation {
+    #[graphql(guard = "ManagerGuard")]
+    async fn create_bridge(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Uuid,
+        name: String,
+    ) -> async_graphql::Result<BridgeWithToken> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let (bridge, token) = bridges::create(&mut tx, actor, venue_id, &name)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(BridgeWithToken {
+            bridge: bridge.into(),
+            token,
+        })
+    }
+
+    /// A new token; the old one stops working at once (a connected bridge keeps its tunnel until it reconnects).
+    #[graphql(guard = "ManagerGuard")]
+    async fn rotate_bridge_token(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<BridgeWithToken> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let (bridge, token) = bridges::rotate(&mut tx, actor, id).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(BridgeWithToken {
+            bridge: bridge.into(),
+            token,
+        })
+    }
+
+    #[graphql(guard = "ManagerGuard")]
+    async fn revoke_bridge(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Bridge> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let bridge = bridges::revoke(&mut tx, actor, id).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(bridge.into())
+    }
+}

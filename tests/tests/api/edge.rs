@@ -1,0 +1,411 @@
+//! The edge bridge against the real API: registration, the tunnel, a Shelly plug switched by sessions, and the
+//! tunnel's refusals.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use switchyard_edge_protocol::{decode, encode, Down, Event, Up};
+use switchyard_tests::shelly_fake::ShellyFake;
+use switchyard_tests::{gql_code, spawn_app, Tenant, TestApp};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use crate::sessions::{start, top_up};
+
+struct Site {
+    t: Tenant,
+    venue: Uuid,
+    station: Uuid,
+    bridge: Uuid,
+    token: String,
+}
+
+/// A venue with a PC on a Shelly plug at `host` (Gen `generation`), a 10/min tariff, and a registered bridge.
+async fn site(app: &TestApp, host: &str, generation: i64) -> Site {
+    let f = crate::sessions::floor(app).await;
+    let station = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": f.venue, "name": "PC-Plug", "kind": "PC", "control": "SHELLY",
+                         "controlSettings": {"host": host, "generation": generation}}}),
+        )
+        .await["createStation"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let created = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"Front desk\") { token bridge { id online } } }",
+            json!({"v": f.venue}),
+        )
+        .await["createBridge"]
+        .clone();
+    assert_eq!(created["bridge"]["online"], false);
+    Site {
+        venue: f.venue,
+        station,
+        bridge: created["bridge"]["id"].as_str().unwrap().parse().unwrap(),
+        token: created["token"].as_str().unwrap().to_owned(),
+        t: f.t,
+    }
+}
+
+fn tunnel_url(app: &TestApp) -> String {
+    format!("ws://{}/edge/v1/tunnel", app.addr)
+}
+
+/// Runs an in-process bridge; dropping the sender stops it.
+fn run_bridge(
+    app: &TestApp,
+    token: &str,
+    journal: &std::path::Path,
+) -> tokio::sync::watch::Sender<bool> {
+    let config = edge_bridge::Config {
+        cloud_url: tunnel_url(app),
+        token: token.to_owned(),
+        journal_path: journal.to_owned(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(500),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+    stop
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn journal_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("edge-test-{}.jsonl", Uuid::new_v4().simple()))
+}
+
+#[tokio::test]
+async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_stops() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 2).await;
+    let journal = journal_path();
+    let _bridge = run_bridge(&app, &s.token, &journal);
+    let presence = "query($v: UUID!) { bridges(venueId: $v) { online version lastSeenAt } }";
+    wait_until("the bridge is online", || async {
+        app.gql_ok(&s.t.access, presence, json!({"v": s.venue}))
+            .await["bridges"][0]["online"]
+            == true
+    })
+    .await;
+    let bridges = app
+        .gql_ok(&s.t.access, presence, json!({"v": s.venue}))
+        .await;
+    assert_eq!(bridges["bridges"][0]["version"], env!("CARGO_PKG_VERSION"));
+
+    let patron = app.create_patron(&s.t.access, "Ivo", None).await;
+    let f = crate::sessions::Floor {
+        t: s.t.clone(),
+        venue: s.venue,
+        station: s.station,
+        tariff: Uuid::nil(),
+    };
+    top_up(&app, &f, patron, 1_000, "edge-cash").await;
+    let (status, session) = start(
+        &app,
+        &s.t.access,
+        Some("edge-1"),
+        json!({"station_id": s.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    // On connecting, the bridge brought the plug to the schedule (off); then the session switched it on.
+    let switches = plug.switches();
+    assert_eq!(
+        switches.iter().map(|s| s.on).collect::<Vec<_>>(),
+        [false, true]
+    );
+    let on = switches[1].clone();
+    // The plug's own backup timer ends the session even if the bridge dies: about 30 minutes (+2 s).
+    let backup = on.backup_secs.unwrap();
+    assert!((1795..=1803).contains(&backup), "{backup}");
+
+    let id = session["session_id"].as_str().unwrap();
+    let (status, _) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{id}"),
+            Some(&s.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    wait_until("the plug is off", || async { !plug.is_on() }).await;
+
+    // The bridge acknowledged the commands and reported both switches, each recorded once.
+    wait_until("both switches are recorded", || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from bridge_event where tenant_id = $1")
+            .bind(s.t.id)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+        n == 3
+    })
+    .await;
+    let events: Vec<(i64, Value)> = sqlx::query_as(
+        "select seq, body from bridge_event where tenant_id = $1 and bridge_id = $2 order by seq",
+    )
+    .bind(s.t.id)
+    .bind(s.bridge)
+    .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    let expected = [(1, false), (2, true), (3, false)].map(|(seq, on)| {
+        (
+            seq,
+            json!({"kind": "switched", "on": on, "reason": "schedule"}),
+        )
+    });
+    assert_eq!(events, expected);
+    wait_until("every command is acknowledged", || async {
+        let unacked: i64 = sqlx::query_scalar(
+            "select count(*) from device_command where tenant_id = $1 and station_id = $2 and acked_at is null",
+        )
+        .bind(s.t.id)
+        .bind(s.station)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap();
+        unacked == 0
+    })
+    .await;
+    let state = app
+        .gql_ok(
+            &s.t.access,
+            "query($s: UUID!) { station(id: $s) { deviceState { kind report } } }",
+            json!({"s": s.station}),
+        )
+        .await;
+    assert_eq!(
+        state["station"]["deviceState"],
+        json!({"kind": "switched", "report": {"kind": "switched", "on": false, "reason": "schedule"}})
+    );
+    let _ = std::fs::remove_file(&journal);
+}
+
+async fn connect(
+    app: &TestApp,
+    token: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut request = tunnel_url(app).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn next_down<S>(ws: &mut S) -> Down
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            return decode(&text).unwrap();
+        }
+    }
+}
+
+/// Skips schedules and commands until a frame of another kind arrives.
+async fn next_answer<S>(ws: &mut S) -> Down
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match next_down(ws).await {
+            Down::Schedule { .. } | Down::Command { .. } => continue,
+            other => return other,
+        }
+    }
+}
+
+fn status_of(error: tokio_tungstenite::tungstenite::Error) -> u16 {
+    match error {
+        tokio_tungstenite::tungstenite::Error::Http(response) => response.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_events() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+
+    assert_eq!(
+        status_of(connect(&app, "sybr_wrong").await.unwrap_err()),
+        401
+    );
+    let anonymous = tokio_tungstenite::connect_async(tunnel_url(&app))
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(anonymous), 401);
+
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    ws.send(Message::text(encode(&Up::Hello {
+        version: "test".into(),
+        sent_at: chrono::Utc::now(),
+    })))
+    .await
+    .unwrap();
+    let Down::Welcome {
+        bridge_id,
+        last_seq,
+        ..
+    } = next_down(&mut ws).await
+    else {
+        panic!("welcome first");
+    };
+    assert_eq!((bridge_id, last_seq), (s.bridge, 0));
+    let Down::Schedule { stations } = next_down(&mut ws).await else {
+        panic!("then the schedule");
+    };
+    // The floor's agent PC and the Shelly plug; manual stations are not the bridge's.
+    assert_eq!(stations.len(), 2);
+    let plug_plan = stations.iter().find(|p| p.station_id == s.station).unwrap();
+    assert_eq!(plug_plan.control, "shelly");
+    assert_eq!(plug_plan.settings["generation"], 1);
+    assert!(!plug_plan.on);
+
+    // Garbage, another protocol version, an unknown station: clear errors, and the connection goes on.
+    ws.send(Message::text("not json")).await.unwrap();
+    let Down::Error { code, .. } = next_answer(&mut ws).await else {
+        panic!()
+    };
+    assert_eq!(code, "malformed_frame");
+    ws.send(Message::text(
+        r#"{"v":9,"type":"heartbeat","sent_at":"2026-01-01T00:00:00Z"}"#,
+    ))
+    .await
+    .unwrap();
+    let Down::Error { code, message } = next_answer(&mut ws).await else {
+        panic!()
+    };
+    assert_eq!(code, "malformed_frame");
+    assert!(message.contains("version 9"), "{message}");
+    let event = |seq: u64, station: Option<Uuid>| Up::Event {
+        seq,
+        occurred_at: chrono::Utc::now(),
+        station_id: station,
+        event: Event::Switched {
+            on: true,
+            reason: "test".into(),
+        },
+    };
+    ws.send(Message::text(encode(event(1, Some(Uuid::new_v4())))))
+        .await
+        .unwrap();
+    let Down::Error { code, .. } = next_answer(&mut ws).await else {
+        panic!()
+    };
+    assert_eq!(code, "unknown_station");
+    // The same event twice: acknowledged twice, recorded once.
+    for _ in 0..2 {
+        ws.send(Message::text(encode(event(1, Some(s.station)))))
+            .await
+            .unwrap();
+        assert_eq!(next_answer(&mut ws).await, Down::Ack { seq: 1 });
+    }
+    let sent_at = chrono::Utc::now();
+    ws.send(Message::text(encode(&Up::Heartbeat { sent_at })))
+        .await
+        .unwrap();
+    let Down::HeartbeatAck {
+        sent_at: echoed, ..
+    } = next_answer(&mut ws).await
+    else {
+        panic!()
+    };
+    assert_eq!(echoed, sent_at);
+    let recorded: i64 =
+        sqlx::query_scalar("select count(*) from bridge_event where tenant_id = $1")
+            .bind(s.t.id)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(recorded, 1);
+
+    // An oversized frame closes the connection.
+    let _ = ws.send(Message::text("x".repeat(70 * 1024))).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+
+    // A rotated token replaces the old one; a revoked bridge cannot connect.
+    let rotated = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($b: UUID!) { rotateBridgeToken(id: $b) { token } }",
+            json!({"b": s.bridge}),
+        )
+        .await["rotateBridgeToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(status_of(connect(&app, &s.token).await.unwrap_err()), 401);
+    assert!(connect(&app, &rotated).await.is_ok());
+    app.gql_ok(
+        &s.t.access,
+        "mutation($b: UUID!) { revokeBridge(id: $b) { revokedAt } }",
+        json!({"b": s.bridge}),
+    )
+    .await;
+    assert_eq!(status_of(connect(&app, &rotated).await.unwrap_err()), 401);
+
+    // Another tenant's bridge is not found; staff cannot register bridges.
+    let other = app.signup().await;
+    let body = app
+        .gql(
+            Some(&other.access),
+            "query($b: UUID!) { bridge(id: $b) { id } }",
+            json!({"b": s.bridge}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "not_found");
+    let (_, staff) = app.add_member(&s.t, "STAFF").await;
+    let body = app
+        .gql(
+            Some(&staff),
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"x\") { token } }",
+            json!({"v": s.venue}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "forbidden");
+}
