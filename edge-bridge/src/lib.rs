@@ -307,6 +307,37 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
             let local = until - offset;
             soonest = Some(soonest.map_or(local, |s| s.min(local)));
         }
+        if station.applied.is_none() {
+            // First sight of this device (a new schedule, a restart): report what it actually is, and switch only
+            // if that differs from the plan.
+            match station.driver.status(&shared.http).await {
+                Ok(Some(status)) => {
+                    station.applied = Some(status.on);
+                    events.push((
+                        station.plan.station_id,
+                        Event::DeviceState {
+                            reachable: true,
+                            on: Some(status.on),
+                            power_w: status.power_w,
+                            energy_wh: status.energy_wh,
+                        },
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(station = %station.plan.station_id, error = %e, "device unreachable");
+                    events.push((
+                        station.plan.station_id,
+                        Event::DeviceState {
+                            reachable: false,
+                            on: None,
+                            power_w: None,
+                            energy_wh: None,
+                        },
+                    ));
+                }
+            }
+        }
         if station.applied == Some(want) {
             continue;
         }

@@ -358,5 +358,6 @@ pub fn gql_code(body: &Value) -> &str {
         .as_str()
         .unwrap_or("<no code>")
 }
+pub mod proxy;
 pub mod shelly_fake;
 pub mod stripe_fake;

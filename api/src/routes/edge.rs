@@ -183,6 +183,19 @@ async fn push(
     let commands = bridges::take_commands(&mut tx, bridge.venue_id).await?;
     let plans = bridges::schedule(&mut tx, bridge.venue_id).await?;
     tx.commit().await?;
+    let stations = plans
+        .into_iter()
+        .map(|p| StationPlan {
+            station_id: p.station_id,
+            name: p.name,
+            control: p.control,
+            settings: p.settings,
+            on: p.on,
+            until: p.until,
+        })
+        .collect();
+    // The schedule first: a command's acknowledgement then tells that the bridge has the schedule too.
+    send(socket, &Down::Schedule { stations }).await?;
     for c in commands {
         send(
             socket,
@@ -196,18 +209,7 @@ async fn push(
         .await?;
         metrics::counter!("edge_commands_delivered_total").increment(1);
     }
-    let stations = plans
-        .into_iter()
-        .map(|p| StationPlan {
-            station_id: p.station_id,
-            name: p.name,
-            control: p.control,
-            settings: p.settings,
-            on: p.on,
-            until: p.until,
-        })
-        .collect();
-    send(socket, &Down::Schedule { stations }).await
+    Ok(())
 }
 
 /// Handles one frame from the bridge; returns the answer, if any.

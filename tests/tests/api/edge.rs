@@ -130,13 +130,10 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
     .await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
     wait_until("the plug is on", || async { plug.is_on() }).await;
-    // On connecting, the bridge brought the plug to the schedule (off); then the session switched it on.
+    // On connecting, the bridge found the plug off, as planned, and left it; then the session switched it on.
     let switches = plug.switches();
-    assert_eq!(
-        switches.iter().map(|s| s.on).collect::<Vec<_>>(),
-        [false, true]
-    );
-    let on = switches[1].clone();
+    assert_eq!(switches.iter().map(|s| s.on).collect::<Vec<_>>(), [true]);
+    let on = switches[0].clone();
     // The plug's own backup timer ends the session even if the bridge dies: about 30 minutes (+2 s).
     let backup = on.backup_secs.unwrap();
     assert!((1795..=1803).contains(&backup), "{backup}");
@@ -171,13 +168,12 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
     .fetch_all(&mut *app.tenant_tx(s.t.id).await)
     .await
     .unwrap();
-    let expected = [(1, false), (2, true), (3, false)].map(|(seq, on)| {
-        (
-            seq,
-            json!({"kind": "switched", "on": on, "reason": "schedule"}),
-        )
-    });
-    assert_eq!(events, expected);
+    let seen = json!({"kind": "device_state", "reachable": true, "on": false, "power_w": 0.0, "energy_wh": 10});
+    let switched = |on: bool| json!({"kind": "switched", "on": on, "reason": "schedule"});
+    assert_eq!(
+        events,
+        [(1, seen), (2, switched(true)), (3, switched(false))]
+    );
     wait_until("every command is acknowledged", || async {
         let unacked: i64 = sqlx::query_scalar(
             "select count(*) from device_command where tenant_id = $1 and station_id = $2 and acked_at is null",
@@ -408,4 +404,150 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
         )
         .await;
     assert_eq!(gql_code(&body), "forbidden");
+}
+
+#[tokio::test]
+async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_arrive_once_even_across_a_restart(
+) {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let proxy = switchyard_tests::proxy::Proxy::start(app.addr).await;
+    let journal = journal_path();
+    let config = |journal: &std::path::Path| edge_bridge::Config {
+        cloud_url: format!("ws://{}/edge/v1/tunnel", proxy.addr),
+        token: s.token.clone(),
+        journal_path: journal.to_owned(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(300),
+    };
+    let (stop_first, stopped) = tokio::sync::watch::channel(false);
+    let first = tokio::spawn(edge_bridge::run(config(&journal), stopped));
+
+    let patron = app.create_patron(&s.t.access, "Oda", None).await;
+    let f = crate::sessions::Floor {
+        t: s.t.clone(),
+        venue: s.venue,
+        station: s.station,
+        tariff: Uuid::nil(),
+    };
+    top_up(&app, &f, patron, 1_000, "offline-cash").await;
+    let (status, _) = start(
+        &app,
+        &s.t.access,
+        Some("offline-1"),
+        json!({"station_id": s.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+
+    // The planned end comes in three seconds; the bridge gets the new schedule (a command's acknowledgement
+    // proves it), then the link drops.
+    let until = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut tx = app.tenant_tx(s.t.id).await;
+    sqlx::query("update station set expected_until = $3 where tenant_id = $1 and id = $2")
+        .bind(s.t.id)
+        .bind(s.station)
+        .bind(until)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let command: Uuid = sqlx::query_scalar(
+        "insert into device_command (tenant_id, id, station_id, command, payload)
+         values ($1, gen_random_uuid(), $2, 'extend', '{}') returning id",
+    )
+    .bind(s.t.id)
+    .bind(s.station)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    wait_until("the bridge has the new schedule", || async {
+        let acked: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "select acked_at from device_command where tenant_id = $1 and id = $2",
+        )
+        .bind(s.t.id)
+        .bind(command)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap();
+        acked.is_some()
+    })
+    .await;
+    proxy.cut();
+    wait_until("the bridge is seen offline", || async {
+        let online: bool =
+            sqlx::query_scalar("select online from bridge where tenant_id = $1 and id = $2")
+                .bind(s.t.id)
+                .bind(s.bridge)
+                .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+                .await
+                .unwrap();
+        !online
+    })
+    .await;
+
+    wait_until("the plug goes off without the cloud", || async {
+        !plug.is_on()
+    })
+    .await;
+    let off = plug.switches().last().unwrap().clone();
+    assert!(!off.on);
+    assert!(
+        off.at + Duration::from_millis(250) >= deadline
+            && off.at <= deadline + Duration::from_secs(2),
+        "off {:?} from the planned end",
+        off.at.checked_duration_since(deadline).map_or_else(
+            || format!("-{:?}", deadline - off.at),
+            |late| format!("+{late:?}")
+        )
+    );
+
+    // The bridge restarts while still cut off: the off event waits in its journal.
+    stop_first.send(true).unwrap();
+    first.await.unwrap().unwrap();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(text.contains("planned_end"), "{text}");
+    proxy.restore();
+    let (_stop_second, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config(&journal), stopped));
+    let recorded = || async {
+        sqlx::query_as::<_, (i64, Value)>(
+            "select seq, body from bridge_event where tenant_id = $1 and bridge_id = $2 order by seq",
+        )
+        .bind(s.t.id)
+        .bind(s.bridge)
+        .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap()
+    };
+    wait_until("the off event arrives", || async {
+        recorded()
+            .await
+            .iter()
+            .any(|(_, b)| b["reason"] == "planned_end")
+    })
+    .await;
+    let events = recorded().await;
+    let seqs: Vec<i64> = events.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "no gap"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, b)| b["reason"] == "planned_end")
+            .count(),
+        1,
+        "once: {events:?}"
+    );
+    wait_until("the journal is acknowledged", || async {
+        std::fs::read_to_string(&journal).unwrap().lines().count() == 1
+    })
+    .await;
+    let _ = std::fs::remove_file(&journal);
 }
