@@ -114,12 +114,13 @@ pub async fn revoke(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Bridge
 }
 
 async fn record(tx: &mut TenantTx, actor: &Actor, action: &'static str, id: Uuid) -> Result<()> {
+    let object_type = action.split('.').next().unwrap_or("bridge");
     audit::record(
         tx,
         actor,
         Entry {
             action,
-            object_type: "bridge",
+            object_type,
             object_id: Some(id),
             detail: serde_json::json!({}),
         },
@@ -159,15 +160,18 @@ pub struct StationPlan {
     pub settings: serde_json::Value,
     pub on: bool,
     pub until: Option<DateTime<Utc>>,
+    pub session_id: Option<Uuid>,
 }
 
 /// The desired state of the venue's controlled stations.
 pub async fn schedule(tx: &mut TenantTx, venue_id: Uuid) -> Result<Vec<StationPlan>> {
     Ok(sqlx::query_as(
-        "select id as station_id, name, control::text as control, control_settings as settings,
-                expected_on as on, expected_until as until
-         from station where tenant_id = $1 and venue_id = $2 and archived_at is null and control <> 'manual'
-         order by name",
+        "select s.id as station_id, s.name, s.control::text as control, s.control_settings as settings,
+                s.expected_on as on, s.expected_until as until,
+                (select x.id from session x where x.tenant_id = s.tenant_id and x.station_id = s.id
+                   and x.status = 'active' and x.asset_id is null limit 1) as session_id
+         from station s where s.tenant_id = $1 and s.venue_id = $2 and s.archived_at is null and s.control <> 'manual'
+         order by s.name",
     )
     .bind(tx.tenant())
     .bind(venue_id)
@@ -275,4 +279,34 @@ pub async fn device_state(
     .bind(station_id)
     .fetch_optional(tx.conn())
     .await?)
+}
+
+/// Issues a new key for the PC agent of an `agent` station: shown once; the station keeps only its SHA-256 (in
+/// `control_settings.agent_key_sha256`), which the bridge receives with the schedule and checks agents against.
+pub async fn issue_agent_key(tx: &mut TenantTx, actor: &Actor, station_id: Uuid) -> Result<String> {
+    actor.require_manager()?;
+    let station = crate::stations::get(tx, station_id).await?;
+    if station.control != crate::model::StationControl::Agent {
+        return Err(Error::Conflict(
+            "only a station controlled by a PC agent has an agent key".into(),
+        ));
+    }
+    let key = format!("syag_{}", auth::random_token());
+    let hash = hex_sha256(&key);
+    sqlx::query(
+        "update station set control_settings = control_settings || jsonb_build_object('agent_key_sha256', $3::text)
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(station_id)
+    .bind(&hash)
+    .execute(tx.conn())
+    .await?;
+    record(tx, actor, "station.issue_agent_key", station_id).await?;
+    Ok(key)
+}
+
+fn hex_sha256(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }

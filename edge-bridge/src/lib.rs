@@ -6,6 +6,7 @@
 //! time is up, by the cloud's clock as measured through heartbeats), and the **journal** (every upstream event is
 //! written to disk before it is sent and kept until acknowledged).
 
+pub mod agents;
 pub mod drivers;
 pub mod journal;
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// The longest wait between reconnection attempts.
     pub reconnect_max: Duration,
+    /// Where PC agents connect (`ws://<this>/ws/agent/<station id>`); none: no agent server.
+    pub agent_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -67,6 +70,15 @@ impl Config {
             heartbeat: millis("BRIDGE_HEARTBEAT_MS", 15_000)?.max(Duration::from_millis(50)),
             reconnect_max: millis("BRIDGE_RECONNECT_MAX_MS", 30_000)?
                 .max(Duration::from_millis(100)),
+            agent_listen: var("BRIDGE_AGENT_LISTEN")
+                .map(|a| {
+                    a.parse().with_context(|| {
+                        format!(
+                            "BRIDGE_AGENT_LISTEN must be an address like 0.0.0.0:8765, not {a:?}"
+                        )
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -76,6 +88,10 @@ struct Station {
     plan: StationPlan,
     driver: Driver,
     applied: Option<bool>,
+    /// Agents: the planned end the agent was last told, and the warnings sent for it (bits: 5 min, 1 min).
+    told_until: Option<DateTime<Utc>>,
+    told_session: Option<Uuid>,
+    warned: u8,
 }
 
 struct State {
@@ -93,6 +109,7 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
+    agents: agents::Agents,
     /// A new event to send.
     outbox: Notify,
     /// The schedule changed.
@@ -110,6 +127,7 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             stations: HashMap::new(),
             offset_ms: 0,
         }),
+        agents: agents::Agents::default(),
         outbox: Notify::new(),
         replan: Notify::new(),
         http: reqwest::Client::builder()
@@ -117,6 +135,16 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             .build()?,
     });
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));
+    let agent_server = match config.agent_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the agent server on {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "agent server listening");
+            Some(tokio::spawn(agents::serve(listener, shared.clone())))
+        }
+        None => None,
+    };
     let mut backoff = Duration::from_millis(250);
     loop {
         let outcome = tokio::select! {
@@ -139,6 +167,9 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         backoff = (backoff * 2).min(config.reconnect_max);
     }
     scheduler.abort();
+    if let Some(server) = agent_server {
+        server.abort();
+    }
     tracing::info!("bridge stopped");
     Ok(())
 }
@@ -231,7 +262,11 @@ async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::
                 let mut state = shared.state.lock().await;
                 let mut next = HashMap::new();
                 for plan in stations {
-                    let applied = state.stations.get(&plan.station_id).and_then(|s| s.applied);
+                    let known = state.stations.get(&plan.station_id);
+                    let applied = known.and_then(|s| s.applied);
+                    let told_until = known.and_then(|s| s.told_until);
+                    let told_session = known.and_then(|s| s.told_session);
+                    let warned = known.map_or(0, |s| s.warned);
                     let driver = Driver::for_plan(&plan);
                     next.insert(
                         plan.station_id,
@@ -239,6 +274,9 @@ async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::
                             plan,
                             driver,
                             applied,
+                            told_until,
+                            told_session,
+                            warned,
                         },
                     );
                 }
@@ -299,6 +337,13 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
     let mut soonest: Option<DateTime<Utc>> = None;
     let mut events = Vec::new();
     for station in state.stations.values_mut() {
+        if station.plan.control == "agent" {
+            if let Some(at) = tell_agent(&shared.agents, station, now, &mut events) {
+                let local = at - offset;
+                soonest = Some(soonest.map_or(local, |s| s.min(local)));
+            }
+            continue;
+        }
         if !station.driver.drives() {
             continue;
         }
@@ -384,4 +429,85 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
         shared.outbox.notify_one();
     }
     soonest
+}
+
+/// Brings a PC agent's station to its plan: start, extend, warn, stop. Returns when it next needs a look (the next
+/// warning or the end), by the cloud's clock.
+fn tell_agent(
+    agents: &agents::Agents,
+    station: &mut Station,
+    now: DateTime<Utc>,
+    events: &mut Vec<(Uuid, Event)>,
+) -> Option<DateTime<Utc>> {
+    let plan = &station.plan;
+    let id = plan.station_id;
+    let want = plan.on && plan.until.is_none_or(|until| until > now);
+    match (station.applied, want) {
+        (Some(true), true) => {
+            if let (Some(old), Some(new)) = (station.told_until, plan.until) {
+                if new > old {
+                    let extend = serde_json::json!({
+                        "type": "session_extend", "session_id": plan.session_id,
+                        "additional_seconds": (new - old).num_seconds(),
+                    });
+                    agents.send(id, &extend);
+                    station.told_until = Some(new);
+                    station.warned = 0;
+                }
+            }
+        }
+        (_, true) => {
+            agents.send(id, &agents::start_message(plan.session_id, plan.until, now));
+            station.applied = Some(true);
+            station.told_until = plan.until;
+            station.told_session = plan.session_id;
+            station.warned = 0;
+            events.push((
+                id,
+                Event::Switched {
+                    on: true,
+                    reason: "schedule".into(),
+                },
+            ));
+        }
+        (Some(true), false) => {
+            let action = plan
+                .settings
+                .get("stop_action")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("lock");
+            agents.send(
+                id,
+                &agents::stop_message(plan.session_id.or(station.told_session), action),
+            );
+            station.applied = Some(false);
+            let reason = if plan.on { "planned_end" } else { "schedule" };
+            events.push((
+                id,
+                Event::Switched {
+                    on: false,
+                    reason: reason.into(),
+                },
+            ));
+        }
+        (_, false) => station.applied = Some(false),
+    }
+    let until = plan.until.filter(|_| want)?;
+    let mut next = until;
+    for (minutes, bit) in [(5, 1u8), (1, 2u8)] {
+        let due = until - chrono::Duration::minutes(minutes);
+        if station.warned & bit != 0 {
+            continue;
+        }
+        if due <= now {
+            let warning = serde_json::json!({
+                "type": "session_warning", "session_id": plan.session_id, "minutes_left": minutes,
+            });
+            agents.send(id, &warning);
+            station.warned |= bit;
+        } else {
+            next = next.min(due);
+        }
+    }
+    Some(next)
 }

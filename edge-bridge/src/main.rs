@@ -18,6 +18,17 @@ struct Cli {
 enum Command {
     /// Connect to the cloud and drive the venue's devices (the default).
     Run,
+    /// Simulate a PC agent: connect to a bridge's agent server, print what it says, send heartbeats.
+    AgentSim {
+        /// `ws://<bridge>:<port>/ws/agent/<station id>`
+        #[arg(long)]
+        url: String,
+        /// The station's agent key (from `issueAgentKey`).
+        #[arg(long, env = "AGENT_KEY")]
+        key: String,
+        #[arg(long, default_value_t = 10_000)]
+        heartbeat_ms: u64,
+    },
 }
 
 #[tokio::main]
@@ -29,7 +40,19 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (Some(Command::Run) | None) = Cli::parse().command;
+    if let Some(Command::AgentSim {
+        url,
+        key,
+        heartbeat_ms,
+    }) = Cli::parse().command
+    {
+        return edge_bridge::agents::simulate(
+            &url,
+            &key,
+            std::time::Duration::from_millis(heartbeat_ms.max(100)),
+        )
+        .await;
+    }
     let config = edge_bridge::Config::from_lookup(|k| std::env::var(k).ok())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -114,6 +114,22 @@ impl BridgeMutation {
         })
     }
 
+    /// A new key for the PC agent of an `AGENT` station (shown once; the station keeps its SHA-256, and the bridge
+    /// checks agents against it). Put it in the agent's configuration.
+    #[graphql(guard = "ManagerGuard")]
+    async fn issue_agent_key(
+        &self,
+        ctx: &Context<'_>,
+        station_id: Uuid,
+    ) -> async_graphql::Result<String> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let key = bridges::issue_agent_key(&mut tx, actor, station_id)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(key)
+    }
+
     #[graphql(guard = "ManagerGuard")]
     async fn revoke_bridge(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Bridge> {
         let (actor, mut tx) = begin(ctx).await?;

@@ -192,6 +192,7 @@ async fn push(
             settings: p.settings,
             on: p.on,
             until: p.until,
+            session_id: p.session_id,
         })
         .collect();
     // The schedule first: a command's acknowledgement then tells that the bridge has the schedule too.

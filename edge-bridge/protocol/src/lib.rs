@@ -123,6 +123,9 @@ pub struct StationPlan {
     pub on: bool,
     /// Switch off at this time, whether or not the cloud can be reached then.
     pub until: Option<DateTime<Utc>>,
+    /// The running session (a PC agent shows it).
+    #[serde(default)]
+    pub session_id: Option<Uuid>,
 }
 
 /// Parses a frame, checking its version.

@@ -72,6 +72,7 @@ fn run_bridge(
         journal_path: journal.to_owned(),
         heartbeat: Duration::from_millis(200),
         reconnect_max: Duration::from_millis(500),
+        agent_listen: None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(edge_bridge::run(config, stopped));
@@ -420,6 +421,7 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
         journal_path: journal.to_owned(),
         heartbeat: Duration::from_millis(200),
         reconnect_max: Duration::from_millis(300),
+        agent_listen: None,
     };
     let (stop_first, stopped) = tokio::sync::watch::channel(false);
     let first = tokio::spawn(edge_bridge::run(config(&journal), stopped));
@@ -549,5 +551,159 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
         std::fs::read_to_string(&journal).unwrap().lines().count() == 1
     })
     .await;
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refused() {
+    use tokio::io::AsyncBufReadExt;
+
+    let app = spawn_app().await;
+    let f = crate::sessions::floor(&app).await;
+    let key = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($s: UUID!) { issueAgentKey(stationId: $s) }",
+            json!({"s": f.station}),
+        )
+        .await["issueAgentKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = app
+        .gql_ok(
+            &f.t.access,
+            "query($s: UUID!) { station(id: $s) { controlSettings } }",
+            json!({"s": f.station}),
+        )
+        .await;
+    let hash = stored["station"]["controlSettings"]["agent_key_sha256"]
+        .as_str()
+        .unwrap();
+    assert_eq!(hash.len(), 64, "only the key's SHA-256 is stored");
+    assert!(!stored.to_string().contains(&key));
+    let token = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"PCs\") { token } }",
+            json!({"v": f.venue}),
+        )
+        .await["createBridge"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        cloud_url: tunnel_url(&app),
+        token,
+        journal_path: journal.clone(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(500),
+        agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+    let url = format!("ws://127.0.0.1:{agent_port}/ws/agent/{}", f.station);
+
+    // A wrong key is refused with a reason (once the bridge has the schedule, the reason is about the key).
+    let refusal = |key: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut request = url.into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {key}").parse().unwrap());
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await else {
+                return String::new();
+            };
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Close(Some(frame))))) => frame.reason.to_string(),
+                _ => String::new(),
+            }
+        }
+    };
+    wait_until("the bridge knows the agent station", || async {
+        refusal("syag_wrong")
+            .await
+            .contains("key is missing or wrong")
+    })
+    .await;
+
+    let mut sim = tokio::process::Command::new(crate::binaries::binary("edge-bridge"))
+        .args([
+            "agent-sim",
+            "--url",
+            &url,
+            "--key",
+            &key,
+            "--heartbeat-ms",
+            "100",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+    async fn next(
+        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    }
+
+    let patron = app.create_patron(&f.t.access, "Kai", None).await;
+    top_up(&app, &f, patron, 2_000, "agent-cash").await;
+    let (status, session) = start(
+        &app,
+        &f.t.access,
+        Some("agent-1"),
+        json!({"station_id": f.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let started = next(&mut lines).await;
+    assert_eq!(started["type"], "session_start");
+    assert_eq!(started["session_id"], session["session_id"]);
+    let duration = started["duration_seconds"].as_i64().unwrap();
+    assert!((1790..=1800).contains(&duration), "{duration}");
+
+    let id = session["session_id"].as_str().unwrap();
+    let (status, _) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/sessions/{id}/extend"),
+            Some(&f.t.access),
+            Some(json!({"minutes": 10})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let extended = next(&mut lines).await;
+    assert_eq!(
+        extended,
+        json!({"type": "session_extend", "session_id": session["session_id"], "additional_seconds": 600})
+    );
+    let (status, _) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{id}"),
+            Some(&f.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let stopped = next(&mut lines).await;
+    assert_eq!(
+        stopped,
+        json!({"type": "session_stop", "session_id": session["session_id"], "action": "lock"})
+    );
     let _ = std::fs::remove_file(&journal);
 }

@@ -1,0 +1,270 @@
+//! The PC-agent server: a local WebSocket endpoint, `ws://<bridge>:<port>/ws/agent/<station id>`, speaking the
+//! seed 000 agent protocol. An agent authenticates with its station's key (`Authorization: Bearer <key>` or
+//! `?key=<key>`), which the bridge checks against the SHA-256 the cloud's schedule carries; a wrong key or an
+//! unknown station gets a close frame (1008) saying so.
+//!
+//! Bridge → agent (JSON text frames):
+//! - `{"type":"session_start","session_id","duration_seconds","timestamp"}` when the station's session starts (or
+//!   when the agent connects during one);
+//! - `{"type":"session_extend","session_id","additional_seconds"}` when the planned end moves later;
+//! - `{"type":"session_warning","session_id","minutes_left"}` 5 and 1 minutes before the end (from the bridge's
+//!   own clock, so also while the cloud is unreachable);
+//! - `{"type":"session_stop","session_id","action"}` at the end, `action` `lock`, `logoff` or `restart` (the
+//!   station's `stop_action` setting; `lock` by default).
+//!
+//! Agent → bridge: `{"type":"heartbeat","session_id","remaining_seconds","cpu_usage","ram_usage"}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use crate::Shared;
+
+/// Connected agents by station, and their last heartbeat.
+#[derive(Default)]
+pub struct Agents {
+    connected: std::sync::Mutex<HashMap<Uuid, mpsc::UnboundedSender<String>>>,
+    heartbeats: std::sync::Mutex<HashMap<Uuid, Value>>,
+}
+
+impl Agents {
+    /// Sends a message to the station's agent; false when no agent is connected.
+    pub fn send(&self, station: Uuid, message: &Value) -> bool {
+        let connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        connected
+            .get(&station)
+            .is_some_and(|tx| tx.send(message.to_string()).is_ok())
+    }
+
+    /// The station's agent's last heartbeat.
+    pub fn heartbeat(&self, station: Uuid) -> Option<Value> {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&station)
+            .cloned()
+    }
+}
+
+pub fn start_message(
+    session: Option<Uuid>,
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Value {
+    json!({
+        "type": "session_start",
+        "session_id": session,
+        "duration_seconds": until.map(|u| (u - now).num_seconds().max(0)),
+        "timestamp": now,
+    })
+}
+
+pub fn stop_message(session: Option<Uuid>, action: &str) -> Value {
+    json!({ "type": "session_stop", "session_id": session, "action": action })
+}
+
+/// Accepts agents until the task is dropped.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    while let Ok((stream, peer)) = listener.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = agent(stream, &shared).await {
+                tracing::info!(%peer, error = %e, "agent connection ended");
+            }
+        });
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[expect(
+    clippy::result_large_err,
+    reason = "the handshake callback's error type is tungstenite's"
+)]
+async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result<()> {
+    let mut seen: Option<(String, Option<String>)> = None;
+    let mut ws =
+        tokio_tungstenite::accept_hdr_async(stream, |request: &Request, response: Response| {
+            let key = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned)
+                .or_else(|| {
+                    request.uri().query().and_then(|q| {
+                        q.split('&')
+                            .find_map(|p| p.strip_prefix("key=").map(str::to_owned))
+                    })
+                });
+            seen = Some((request.uri().path().to_owned(), key));
+            Ok(response)
+        })
+        .await?;
+    let (path, key) = seen.unwrap_or_default();
+    let station = path
+        .strip_prefix("/ws/agent/")
+        .and_then(|id| id.parse::<Uuid>().ok());
+    let verdict = {
+        let state = shared.state.lock().await;
+        match station.and_then(|id| state.stations.get(&id)) {
+            None => Err(
+                "no agent station with this id at this venue; the path is /ws/agent/<station id>",
+            ),
+            Some(s) if s.plan.control != "agent" => {
+                Err("this station is not controlled by a PC agent")
+            }
+            Some(s) => {
+                let expected = s
+                    .plan
+                    .settings
+                    .get("agent_key_sha256")
+                    .and_then(Value::as_str);
+                match (expected, key) {
+                    (Some(expected), Some(key)) if sha256_hex(&key) == expected => {
+                        Ok((s.plan.on, s.plan.until, s.plan.session_id))
+                    }
+                    _ => Err("the agent key is missing or wrong for this station"),
+                }
+            }
+        }
+    };
+    let (on, until, session) = match verdict {
+        Ok(plan) => plan,
+        Err(reason) => {
+            ws.close(Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: reason.into(),
+            }))
+            .await?;
+            return Ok(());
+        }
+    };
+    let Some(station) = station else {
+        return Ok(());
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    shared
+        .agents
+        .connected
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(station, tx);
+    tracing::info!(%station, "agent connected");
+    let now = shared.state.lock().await.cloud_now();
+    if on && until.is_none_or(|u| u > now) {
+        ws.send(Message::text(
+            start_message(session, until, now).to_string(),
+        ))
+        .await?;
+    }
+    let result = async {
+        loop {
+            tokio::select! {
+                outgoing = rx.recv() => {
+                    let Some(text) = outgoing else { return Ok(()) };
+                    ws.send(Message::text(text)).await?;
+                }
+                incoming = ws.next() => {
+                    match incoming {
+                        None | Some(Ok(Message::Close(_))) => return Ok(()),
+                        Some(Err(e)) => return Err(anyhow::Error::from(e)),
+                        Some(Ok(Message::Text(text))) => {
+                            match serde_json::from_str::<Value>(&text) {
+                                Ok(v) if v["type"] == "heartbeat" => {
+                                    shared.agents.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).insert(station, v);
+                                }
+                                _ => {
+                                    let error = json!({"type": "error", "message": "expected a heartbeat"});
+                                    ws.send(Message::text(error.to_string())).await?;
+                                }
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    shared
+        .agents
+        .connected
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&station);
+    tracing::info!(%station, "agent disconnected");
+    result
+}
+
+/// `edge-bridge agent-sim`: a PC agent simulator speaking the protocol above. It connects to `url`
+/// (`ws://<bridge>/ws/agent/<station id>`) with `key`, prints every message it gets as one JSON line on stdout,
+/// and sends a heartbeat every `heartbeat` with the remaining time it counts down from `session_start`.
+pub async fn simulate(url: &str, key: &str, heartbeat: std::time::Duration) -> anyhow::Result<()> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let mut session: Option<Value> = None;
+    let mut ends: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(heartbeat);
+    loop {
+        tokio::select! {
+            frame = ws.next() => {
+                let text = match frame {
+                    None => return Ok(()),
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(frame))) => {
+                        let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                        println!("{}", json!({"type": "closed", "reason": reason}));
+                        return Ok(());
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                };
+                println!("{text}");
+                let message: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let seconds = |key: &str| message[key].as_u64().map(std::time::Duration::from_secs);
+                match message["type"].as_str() {
+                    Some("session_start") => {
+                        session = Some(message["session_id"].clone());
+                        ends = seconds("duration_seconds").map(|d| tokio::time::Instant::now() + d);
+                    }
+                    Some("session_extend") => {
+                        if let (Some(end), Some(more)) = (ends, seconds("additional_seconds")) {
+                            ends = Some(end + more);
+                        }
+                    }
+                    Some("session_stop") => {
+                        session = None;
+                        ends = None;
+                    }
+                    _ => {}
+                }
+            }
+            _ = tick.tick() => {
+                let remaining = ends.map(|e| e.saturating_duration_since(tokio::time::Instant::now()).as_secs());
+                let beat = json!({
+                    "type": "heartbeat", "session_id": session, "remaining_seconds": remaining,
+                    "cpu_usage": 12.5, "ram_usage": 41.0,
+                });
+                ws.send(Message::text(beat.to_string())).await?;
+            }
+        }
+    }
+}
