@@ -10,6 +10,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${SWITCHYARD_DATA_DIR:-$ROOT/.data}
 # A port of its own per checkout, so that two checkouts on one machine never share a cluster.
 PG_PORT=${SWITCHYARD_PG_PORT:-$((55432 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
+# The private MQTT broker (Tasmota plugs in the tests) gets a port of its own too.
+MQTT_PORT=${SWITCHYARD_MQTT_PORT:-$((51883 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()
 
@@ -32,6 +34,7 @@ ensure_packages() {
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v cc >/dev/null || missing+=(build-essential)
   command -v curl >/dev/null || missing+=(curl)
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -74,6 +77,26 @@ start_postgres() {
       -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=200 ${PG_EXTRA_OPTS:-}" start >/dev/null
     STARTED_PG="$pgdata"
   fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A private Mosquitto on 127.0.0.1:$MQTT_PORT, stopped with everything else; TEST_MQTT_URL points at it.
+start_mosquitto() {
+  local bin conf="$DATA/mosquitto.conf"
+  bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+  mkdir -p "$DATA"
+  if port_open "$MQTT_PORT"; then
+    say "using the MQTT broker already on 127.0.0.1:$MQTT_PORT"
+  else
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_PORT" > "$conf"
+    [ "$(id -u)" = 0 ] && printf 'user root\n' >> "$conf"
+    say "starting Mosquitto on 127.0.0.1:$MQTT_PORT"
+    "$bin" -c "$conf" >"$DATA/mosquitto.log" 2>&1 & CHILDREN+=($!)
+    for _ in $(seq 1 50); do port_open "$MQTT_PORT" && break; sleep 0.1; done
+    port_open "$MQTT_PORT" || die "Mosquitto did not start; see $DATA/mosquitto.log"
+  fi
+  export TEST_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT"
 }
 
 stop_postgres() {
@@ -154,6 +177,7 @@ test_suite() {
   ensure_packages
   trap cleanup EXIT
   start_postgres
+  start_mosquitto
   set_urls switchyard_test
   say "preparing a fresh test database"
   local admin="${DATABASE_URL%/*}/postgres"

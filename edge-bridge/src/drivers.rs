@@ -2,9 +2,11 @@
 //!
 //! - `shelly` with `generation` 1: HTTP `GET /relay/0?turn=on|off[&timer=<s>]`, `GET /status`;
 //! - `shelly` with `generation` 2: RPC `GET /rpc/Switch.Set?id=0&on=true|false[&toggle_after=<s>]`,
-//!   `GET /rpc/Switch.GetStatus?id=0`.
+//!   `GET /rpc/Switch.GetStatus?id=0`;
+//! - `tasmota` with `topic`: MQTT `cmnd/<topic>/POWER` `ON|OFF` after `cmnd/<topic>/PulseTime` (the backup
+//!   timer), state from `stat/<topic>/POWER` and `tele/<topic>/SENSOR` (needs `BRIDGE_MQTT_URL`).
 //!
-//! Switching on for a planned time also arms the device's own backup timer (`timer` / `toggle_after`), so the
+//! Switching on for a planned time also arms the device's own backup timer (`timer` / `toggle_after` / `PulseTime`), so the
 //! plug switches itself off at the end even if the bridge dies. Other controls are not driven yet: the bridge
 //! reports them and leaves them alone.
 
@@ -13,6 +15,14 @@ use std::time::Duration;
 use serde_json::Value;
 use switchyard_edge_protocol::StationPlan;
 
+use crate::mqtt::Mqtt;
+
+/// What drivers talk through.
+pub struct Io {
+    pub http: reqwest::Client,
+    pub mqtt: Option<Mqtt>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Driver {
     ShellyGen1 {
@@ -20,6 +30,9 @@ pub enum Driver {
     },
     ShellyGen2 {
         base: String,
+    },
+    Tasmota {
+        topic: String,
     },
     /// A control this bridge does not drive (yet).
     Unsupported {
@@ -46,6 +59,14 @@ impl Driver {
                     _ => Self::ShellyGen1 { base },
                 }
             }
+            ("tasmota", _) => match plan.settings.get("topic").and_then(Value::as_str) {
+                Some(topic) => Self::Tasmota {
+                    topic: topic.to_owned(),
+                },
+                None => Self::Unsupported {
+                    control: "tasmota".into(),
+                },
+            },
             (control, _) => Self::Unsupported {
                 control: control.to_owned(),
             },
@@ -57,12 +78,8 @@ impl Driver {
     }
 
     /// Switches the device; `backup` arms its own timer to flip back after that long.
-    pub async fn switch(
-        &self,
-        http: &reqwest::Client,
-        on: bool,
-        backup: Option<Duration>,
-    ) -> anyhow::Result<()> {
+    pub async fn switch(&self, io: &Io, on: bool, backup: Option<Duration>) -> anyhow::Result<()> {
+        let http = &io.http;
         let secs = backup.map(|d| d.as_secs().max(1));
         let url = match self {
             Self::ShellyGen1 { base } => {
@@ -76,14 +93,24 @@ impl Driver {
                 Some(s) if on => format!("{base}/rpc/Switch.Set?id=0&on={on}&toggle_after={s}"),
                 _ => format!("{base}/rpc/Switch.Set?id=0&on={on}"),
             },
+            Self::Tasmota { topic } => return mqtt(io)?.switch(topic, on, backup).await,
             Self::Unsupported { .. } => return Ok(()),
         };
         http.get(&url).send().await?.error_for_status()?;
         Ok(())
     }
 
-    pub async fn status(&self, http: &reqwest::Client) -> anyhow::Result<Option<DeviceStatus>> {
+    pub async fn status(&self, io: &Io) -> anyhow::Result<Option<DeviceStatus>> {
+        let http = &io.http;
         Ok(match self {
+            Self::Tasmota { topic } => {
+                let seen = mqtt(io)?.status(topic).await?;
+                Some(DeviceStatus {
+                    on: seen.on.unwrap_or(false),
+                    power_w: seen.power_w,
+                    energy_wh: seen.energy_wh,
+                })
+            }
             Self::ShellyGen1 { base } => {
                 let body: Value = http
                     .get(format!("{base}/status"))
@@ -118,4 +145,10 @@ impl Driver {
             Self::Unsupported { .. } => None,
         })
     }
+}
+
+fn mqtt(io: &Io) -> anyhow::Result<&Mqtt> {
+    io.mqtt.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("a Tasmota plug needs BRIDGE_MQTT_URL (the venue's MQTT broker)")
+    })
 }

@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod drivers;
 pub mod journal;
+pub mod mqtt;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub struct Config {
     pub reconnect_max: Duration,
     /// Where PC agents connect (`ws://<this>/ws/agent/<station id>`); none: no agent server.
     pub agent_listen: Option<std::net::SocketAddr>,
+    /// The venue's MQTT broker for Tasmota plugs (`mqtt://host:1883`).
+    pub mqtt_url: Option<String>,
 }
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
                     })
                 })
                 .transpose()?,
+            mqtt_url: var("BRIDGE_MQTT_URL"),
         })
     }
 }
@@ -114,7 +118,7 @@ struct Shared {
     outbox: Notify,
     /// The schedule changed.
     replan: Notify,
-    http: reqwest::Client,
+    io: drivers::Io,
 }
 
 /// Runs the bridge until `stop` turns true.
@@ -130,9 +134,16 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         agents: agents::Agents::default(),
         outbox: Notify::new(),
         replan: Notify::new(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?,
+        io: drivers::Io {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+            mqtt: config
+                .mqtt_url
+                .as_deref()
+                .map(mqtt::Mqtt::connect)
+                .transpose()?,
+        },
     });
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));
     let agent_server = match config.agent_listen {
@@ -355,7 +366,7 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
         if station.applied.is_none() {
             // First sight of this device (a new schedule, a restart): report what it actually is, and switch only
             // if that differs from the plan.
-            match station.driver.status(&shared.http).await {
+            match station.driver.status(&shared.io).await {
                 Ok(Some(status)) => {
                     station.applied = Some(status.on);
                     events.push((
@@ -392,7 +403,7 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
             .until
             .filter(|_| want)
             .and_then(|until| (until - now + chrono::Duration::seconds(2)).to_std().ok());
-        match station.driver.switch(&shared.http, want, backup).await {
+        match station.driver.switch(&shared.io, want, backup).await {
             Ok(()) => {
                 let reason = if want {
                     "schedule"

@@ -361,3 +361,4 @@ pub fn gql_code(body: &Value) -> &str {
 pub mod proxy;
 pub mod shelly_fake;
 pub mod stripe_fake;
+pub mod tasmota_sim;

@@ -73,6 +73,7 @@ fn run_bridge(
         heartbeat: Duration::from_millis(200),
         reconnect_max: Duration::from_millis(500),
         agent_listen: None,
+        mqtt_url: std::env::var("TEST_MQTT_URL").ok(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(edge_bridge::run(config, stopped));
@@ -422,6 +423,7 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
         heartbeat: Duration::from_millis(200),
         reconnect_max: Duration::from_millis(300),
         agent_listen: None,
+        mqtt_url: None,
     };
     let (stop_first, stopped) = tokio::sync::watch::channel(false);
     let first = tokio::spawn(edge_bridge::run(config(&journal), stopped));
@@ -605,6 +607,7 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
         heartbeat: Duration::from_millis(200),
         reconnect_max: Duration::from_millis(500),
         agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
+        mqtt_url: None,
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(edge_bridge::run(config, stopped));
@@ -705,5 +708,77 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
         stopped,
         json!({"type": "session_stop", "session_id": session["session_id"], "action": "lock"})
     );
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn a_session_switches_a_tasmota_plug_over_real_mqtt_with_its_pulse_time_backup() {
+    let mqtt = switchyard_tests::env_url("TEST_MQTT_URL");
+    let app = spawn_app().await;
+    let topic = format!("tasmota_{}", Uuid::new_v4().simple());
+    let plug = switchyard_tests::tasmota_sim::TasmotaSim::start(&mqtt, &topic).await;
+    let f = crate::sessions::floor(&app).await;
+    let station: Uuid = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": f.venue, "name": "Karaoke", "kind": "KARAOKE_ROOM", "control": "TASMOTA",
+                         "controlSettings": {"topic": topic}}}),
+        )
+        .await["createStation"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"Rooms\") { token } }",
+            json!({"v": f.venue}),
+        )
+        .await["createBridge"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let journal = journal_path();
+    let _bridge = run_bridge(&app, &token, &journal);
+    // On first sight the bridge asks the plug for its state (an empty POWER) and reports it.
+    wait_until("the plug's state is reported", || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'device_state'",
+        )
+        .bind(f.t.id)
+        .bind(station)
+        .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+        .await
+        .unwrap();
+        n == 1
+    })
+    .await;
+
+    let patron = app.create_patron(&f.t.access, "Mia", None).await;
+    top_up(&app, &f, patron, 1_000, "tasmota-cash").await;
+    let (status, session) = start(
+        &app,
+        &f.t.access,
+        Some("tasmota-1"),
+        json!({"station_id": station, "patron_id": patron, "duration_minutes": 20, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    // PulseTime is seconds + 100: about 20 minutes (+2 s) as the plug's own backup.
+    let pulse = plug.pulse_times()[0];
+    assert!((1295..=1303).contains(&pulse), "{pulse}");
+    let id = session["session_id"].as_str().unwrap();
+    app.send(
+        Method::DELETE,
+        &format!("/api/v1/sessions/{id}"),
+        Some(&f.t.access),
+        None,
+    )
+    .await;
+    wait_until("the plug is off", || async { !plug.is_on() }).await;
+    assert_eq!(plug.powers(), ["ON", "OFF"]);
     let _ = std::fs::remove_file(&journal);
 }

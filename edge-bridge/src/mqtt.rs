@@ -1,0 +1,162 @@
+//! The venue's MQTT broker, for Tasmota plugs: commands go to `cmnd/<topic>/POWER` (and `PulseTime`, the plug's own
+//! backup timer), state comes back on `stat/<topic>/POWER` and telemetry on `tele/<topic>/SENSOR`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::Notify;
+
+/// What a Tasmota plug last said.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    pub on: Option<bool>,
+    pub power_w: Option<f64>,
+    pub energy_wh: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct Mqtt {
+    client: AsyncClient,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+    changed: Arc<Notify>,
+}
+
+impl Mqtt {
+    /// Connects to `mqtt://host:port` and keeps the connection (and its subscriptions) up in the background.
+    pub fn connect(url: &str) -> anyhow::Result<Self> {
+        let rest = url.strip_prefix("mqtt://").ok_or_else(|| {
+            anyhow::anyhow!("BRIDGE_MQTT_URL must look like mqtt://host:1883, not {url:?}")
+        })?;
+        let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+        let port: u16 = port
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|_| anyhow::anyhow!("BRIDGE_MQTT_URL has a bad port: {url:?}"))?;
+        let id = format!("switchyard-bridge-{}", uuid::Uuid::new_v4().simple());
+        let mut options = MqttOptions::new(id, host, port);
+        options.set_keep_alive(Duration::from_secs(15));
+        let (client, mut events) = AsyncClient::new(options, 64);
+        let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
+        let changed = Arc::new(Notify::new());
+        let (subscriber, store, notify) = (client.clone(), seen.clone(), changed.clone());
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for filter in ["stat/+/POWER", "tele/+/SENSOR", "tele/+/STATE"] {
+                            let _ = subscriber.subscribe(filter, QoS::AtLeastOnce).await;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let mut parts = p.topic.split('/');
+                        let (Some(prefix), Some(topic), Some(kind)) =
+                            (parts.next(), parts.next(), parts.next())
+                        else {
+                            continue;
+                        };
+                        let text = String::from_utf8_lossy(&p.payload).to_string();
+                        let mut seen = store.lock().unwrap_or_else(|e| e.into_inner());
+                        let entry = seen.entry(topic.to_owned()).or_default();
+                        match (prefix, kind) {
+                            ("stat", "POWER") => entry.on = Some(text.eq_ignore_ascii_case("ON")),
+                            ("tele", "STATE") => {
+                                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                                    entry.on = v["POWER"]
+                                        .as_str()
+                                        .map(|s| s.eq_ignore_ascii_case("ON"))
+                                        .or(entry.on);
+                                }
+                            }
+                            ("tele", "SENSOR") => {
+                                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                                    entry.power_w = v["ENERGY"]["Power"].as_f64().or(entry.power_w);
+                                    entry.energy_wh = v["ENERGY"]["Total"]
+                                        .as_f64()
+                                        .map(|kwh| (kwh * 1000.0).round() as i64)
+                                        .or(entry.energy_wh);
+                                }
+                            }
+                            _ => {}
+                        }
+                        drop(seen);
+                        notify.notify_waiters();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            client,
+            seen,
+            changed,
+        })
+    }
+
+    /// Switches the plug; `backup` sets its `PulseTime` first, so it flips back by itself after that long.
+    pub async fn switch(
+        &self,
+        topic: &str,
+        on: bool,
+        backup: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        // PulseTime: 1–111 are tenths of a second, 112–64900 are seconds + 100.
+        let pulse = match backup {
+            Some(d) if on => (d.as_secs().clamp(12, 64_800) + 100).to_string(),
+            _ => "0".to_owned(),
+        };
+        self.client
+            .publish(
+                format!("cmnd/{topic}/PulseTime"),
+                QoS::AtLeastOnce,
+                false,
+                pulse,
+            )
+            .await?;
+        let power = if on { "ON" } else { "OFF" };
+        self.client
+            .publish(
+                format!("cmnd/{topic}/POWER"),
+                QoS::AtLeastOnce,
+                false,
+                power,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The plug's state: asks it (an empty `POWER` command makes Tasmota report) and waits up to 3 s.
+    pub async fn status(&self, topic: &str) -> anyhow::Result<Seen> {
+        let waiting = self.changed.notified();
+        tokio::pin!(waiting);
+        waiting.as_mut().enable();
+        self.client
+            .publish(format!("cmnd/{topic}/POWER"), QoS::AtLeastOnce, false, "")
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(seen) = self
+                .seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(topic)
+                .filter(|s| s.on.is_some())
+                .cloned()
+            {
+                return Ok(seen);
+            }
+            tokio::select! {
+                _ = &mut waiting => {
+                    waiting.set(self.changed.notified());
+                    waiting.as_mut().enable();
+                }
+                _ = tokio::time::sleep_until(deadline) => anyhow::bail!("the plug {topic} did not answer over MQTT"),
+            }
+        }
+    }
+}
