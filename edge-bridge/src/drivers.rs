@@ -4,7 +4,9 @@
 //! - `shelly` with `generation` 2: RPC `GET /rpc/Switch.Set?id=0&on=true|false[&toggle_after=<s>]`,
 //!   `GET /rpc/Switch.GetStatus?id=0`;
 //! - `tasmota` with `topic`: MQTT `cmnd/<topic>/POWER` `ON|OFF` after `cmnd/<topic>/PulseTime` (the backup
-//!   timer), state from `stat/<topic>/POWER` and `tele/<topic>/SENSOR` (needs `BRIDGE_MQTT_URL`).
+//!   timer), state from `stat/<topic>/POWER` and `tele/<topic>/SENSOR` (needs `BRIDGE_MQTT_URL`);
+//! - `mikrotik` with `host` and `mac` or `interface`: the RouterOS API (see [`crate::routeros`]); the login comes
+//!   from the bridge's credentials file under the station's `credentials_ref`.
 //!
 //! Switching on for a planned time also arms the device's own backup timer (`timer` / `toggle_after` / `PulseTime`), so the
 //! plug switches itself off at the end even if the bridge dies. Other controls are not driven yet: the bridge
@@ -21,6 +23,15 @@ use crate::mqtt::Mqtt;
 pub struct Io {
     pub http: reqwest::Client,
     pub mqtt: Option<Mqtt>,
+    /// Device logins by `credentials_ref` (the bridge's `BRIDGE_CREDENTIALS` file), never sent by the cloud.
+    pub credentials: std::collections::HashMap<String, Login>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Login {
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +44,16 @@ pub enum Driver {
     },
     Tasmota {
         topic: String,
+    },
+    Mikrotik {
+        host: String,
+        /// Block this MAC address with a drop rule ...
+        mac: Option<String>,
+        /// ... or disable this interface.
+        interface: Option<String>,
+        credentials_ref: Option<String>,
+        /// The rules' comment: `switchyard:<station id>`.
+        comment: String,
     },
     /// A control this bridge does not drive (yet).
     Unsupported {
@@ -59,6 +80,25 @@ impl Driver {
                     _ => Self::ShellyGen1 { base },
                 }
             }
+            ("mikrotik", Some(host)) => Self::Mikrotik {
+                host: host.to_owned(),
+                mac: plan
+                    .settings
+                    .get("mac")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                interface: plan
+                    .settings
+                    .get("interface")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                credentials_ref: plan
+                    .settings
+                    .get("credentials_ref")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                comment: format!("switchyard:{}", plan.station_id),
+            },
             ("tasmota", _) => match plan.settings.get("topic").and_then(Value::as_str) {
                 Some(topic) => Self::Tasmota {
                     topic: topic.to_owned(),
@@ -94,6 +134,7 @@ impl Driver {
                 _ => format!("{base}/rpc/Switch.Set?id=0&on={on}"),
             },
             Self::Tasmota { topic } => return mqtt(io)?.switch(topic, on, backup).await,
+            Self::Mikrotik { .. } => return self.router_switch(io, on).await,
             Self::Unsupported { .. } => return Ok(()),
         };
         http.get(&url).send().await?.error_for_status()?;
@@ -103,6 +144,11 @@ impl Driver {
     pub async fn status(&self, io: &Io) -> anyhow::Result<Option<DeviceStatus>> {
         let http = &io.http;
         Ok(match self {
+            Self::Mikrotik { .. } => Some(DeviceStatus {
+                on: self.router_allows(io).await?,
+                power_w: None,
+                energy_wh: None,
+            }),
             Self::Tasmota { topic } => {
                 let seen = mqtt(io)?.status(topic).await?;
                 Some(DeviceStatus {
@@ -151,4 +197,103 @@ fn mqtt(io: &Io) -> anyhow::Result<&Mqtt> {
     io.mqtt.as_ref().ok_or_else(|| {
         anyhow::anyhow!("a Tasmota plug needs BRIDGE_MQTT_URL (the venue's MQTT broker)")
     })
+}
+
+impl Driver {
+    async fn router(&self, io: &Io) -> anyhow::Result<crate::routeros::RouterOs> {
+        let Self::Mikrotik {
+            host,
+            credentials_ref,
+            ..
+        } = self
+        else {
+            anyhow::bail!("not a MikroTik station");
+        };
+        let login = credentials_ref
+            .as_ref()
+            .and_then(|r| io.credentials.get(r))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no login for credentials_ref {credentials_ref:?} in the bridge's BRIDGE_CREDENTIALS file"
+                )
+            })?;
+        crate::routeros::RouterOs::connect(host, &login.username, &login.password).await
+    }
+
+    /// Whether the router lets the station's traffic through now.
+    async fn router_allows(&self, io: &Io) -> anyhow::Result<bool> {
+        let Self::Mikrotik {
+            mac,
+            interface,
+            comment,
+            ..
+        } = self
+        else {
+            return Ok(false);
+        };
+        let mut router = self.router(io).await?;
+        if let Some(interface) = interface {
+            let rows = router
+                .call(&["/interface/print", &format!("?name={interface}")])
+                .await?;
+            return Ok(rows
+                .first()
+                .is_some_and(|r| r.get("disabled").map(String::as_str) != Some("true")));
+        }
+        let _ = mac;
+        let rules = router
+            .call(&["/ip/firewall/filter/print", &format!("?comment={comment}")])
+            .await?;
+        Ok(rules.is_empty())
+    }
+
+    async fn router_switch(&self, io: &Io, on: bool) -> anyhow::Result<()> {
+        let Self::Mikrotik {
+            mac,
+            interface,
+            comment,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let mut router = self.router(io).await?;
+        if let Some(interface) = interface {
+            let disabled = if on { "no" } else { "yes" };
+            router
+                .call(&[
+                    "/interface/set",
+                    &format!("=numbers={interface}"),
+                    &format!("=disabled={disabled}"),
+                ])
+                .await?;
+            return Ok(());
+        }
+        let mac = mac
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("a MikroTik station needs `mac` or `interface`"))?;
+        let rules = router
+            .call(&["/ip/firewall/filter/print", &format!("?comment={comment}")])
+            .await?;
+        if on {
+            for rule in rules {
+                if let Some(id) = rule.get(".id") {
+                    router
+                        .call(&["/ip/firewall/filter/remove", &format!("=.id={id}")])
+                        .await?;
+                }
+            }
+        } else if rules.is_empty() {
+            router
+                .call(&[
+                    "/ip/firewall/filter/add",
+                    "=chain=forward",
+                    &format!("=src-mac-address={mac}"),
+                    "=action=drop",
+                    &format!("=comment={comment}"),
+                ])
+                .await?;
+        }
+        Ok(())
+    }
 }

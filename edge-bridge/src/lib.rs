@@ -10,6 +10,7 @@ pub mod agents;
 pub mod drivers;
 pub mod journal;
 pub mod mqtt;
+pub mod routeros;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub struct Config {
     pub agent_listen: Option<std::net::SocketAddr>,
     /// The venue's MQTT broker for Tasmota plugs (`mqtt://host:1883`).
     pub mqtt_url: Option<String>,
+    /// A JSON file of device logins by `credentials_ref`: `{"<ref>": {"username": "...", "password": "..."}}`.
+    pub credentials_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
                 })
                 .transpose()?,
             mqtt_url: var("BRIDGE_MQTT_URL"),
+            credentials_file: var("BRIDGE_CREDENTIALS").map(PathBuf::from),
         })
     }
 }
@@ -143,6 +147,20 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
                 .as_deref()
                 .map(mqtt::Mqtt::connect)
                 .transpose()?,
+            credentials: match &config.credentials_file {
+                Some(path) => {
+                    serde_json::from_str(&std::fs::read_to_string(path).with_context(|| {
+                        format!("reading BRIDGE_CREDENTIALS {}", path.display())
+                    })?)
+                    .with_context(|| {
+                        format!(
+                            "BRIDGE_CREDENTIALS {} is not a JSON map of logins",
+                            path.display()
+                        )
+                    })?
+                }
+                None => Default::default(),
+            },
         },
     });
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));

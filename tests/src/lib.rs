@@ -359,6 +359,7 @@ pub fn gql_code(body: &Value) -> &str {
         .unwrap_or("<no code>")
 }
 pub mod proxy;
+pub mod routeros_fake;
 pub mod shelly_fake;
 pub mod stripe_fake;
 pub mod tasmota_sim;
