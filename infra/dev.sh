@@ -199,6 +199,12 @@ test_suite() {
 # For developers: the benchmark programs (release build), figures printed for the README.
 bench() {
   ensure_packages
+  if [ "${1:-}" = bridge ]; then
+    shift
+    (cd "$ROOT" && cargo build --release -p edge-bridge --bins)
+    "${CARGO_TARGET_DIR:-$ROOT/target}/release/bench-bridge" "$@"
+    return
+  fi
   trap cleanup EXIT
   start_postgres
   set_urls switchyard_bench
@@ -207,7 +213,7 @@ bench() {
   case "${1:-billing}" in
     billing) shift || true; "$bin/switchyard-workers" bench-billing "$@" ;;
     sessions) shift; "$bin/bench-sessions" "$@" ;;
-    *) die "bench what? billing | sessions" ;;
+    *) die "bench what? billing | sessions | bridge" ;;
   esac
 }
 
@@ -215,5 +221,5 @@ case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|bridge [options]" >&2; exit 2 ;;
 esac
