@@ -55,11 +55,12 @@ alter function sys_bridge_by_token(bytea) owner to switchyard_system;
 revoke all on function sys_bridge_by_token(bytea) from public;
 grant execute on function sys_bridge_by_token(bytea) to switchyard_app;
 
--- A new command wakes the tunnels of its tenant (`listen switchyard_commands`).
+-- A new command wakes the tunnels of its venue (`listen switchyard_commands`, payload `<tenant id>:<venue id>`).
 create function notify_command() returns trigger
 language plpgsql as $$
 begin
-  perform pg_notify('switchyard_commands', new.tenant_id::text);
+  perform pg_notify('switchyard_commands', new.tenant_id::text || ':' || coalesce(
+    (select s.venue_id::text from station s where s.tenant_id = new.tenant_id and s.id = new.station_id), ''));
   return null;
 end
 $$;

@@ -41,8 +41,9 @@ pub struct App {
     pub accounts: Accounts,
     pub schema: AppSchema,
     pub payments: Arc<dyn switchyard_core::payments::PaymentProvider>,
-    /// Tenants with new device commands (fed by `switchyard_commands` notifications; the edge tunnels listen).
-    pub commands: tokio::sync::broadcast::Sender<uuid::Uuid>,
+    /// (tenant, venue) pairs with new device commands (fed by `switchyard_commands` notifications; the edge
+    /// tunnels listen).
+    pub commands: tokio::sync::broadcast::Sender<(uuid::Uuid, uuid::Uuid)>,
 }
 
 impl std::ops::Deref for AppState {

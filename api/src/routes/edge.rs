@@ -2,8 +2,8 @@
 //!
 //! The bridge token is checked before the upgrade (a wrong or revoked token gets `401` and no socket). Then: the
 //! bridge says `hello`; the cloud answers `welcome` (with the last event sequence it recorded) and the venue's
-//! schedule, and delivers the command outbox. A new command for the tenant (Postgres `notify switchyard_commands`)
-//! makes every tunnel of that tenant send its venue's pending commands and a fresh schedule. Events are recorded
+//! schedule, and delivers the command outbox. A new command (Postgres `notify switchyard_commands`, naming its
+//! tenant and venue) makes the tunnels of that venue send its pending commands and a fresh schedule. Events are recorded
 //! once per (bridge, seq) and acknowledged; heartbeats are answered with the server time. A frame that cannot be
 //! used gets an `error` frame and the connection stays open; an oversized frame closes it (code 1009).
 
@@ -93,7 +93,7 @@ async fn serve(
     db: &Db,
     tenant: TenantId,
     bridge_id: Uuid,
-    mut commands: broadcast::Receiver<Uuid>,
+    mut commands: broadcast::Receiver<(Uuid, Uuid)>,
 ) -> anyhow::Result<()> {
     // Hello first.
     let version = loop {
@@ -162,8 +162,8 @@ async fn serve(
             }
             changed = commands.recv() => {
                 match changed {
-                    Ok(t) if t != tenant.0 => continue,
-                    // Our tenant, or we fell behind: push what is pending.
+                    Ok((t, venue)) if t != tenant.0 || venue != bridge.venue_id => continue,
+                    // Our venue, or we fell behind: push what is pending.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => push(&mut socket, db, tenant, &bridge).await?,
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
@@ -273,16 +273,19 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Opt
     }
 }
 
-/// Feeds `switchyard_commands` notifications (a tenant id each) to the tunnels, reconnecting if the listening
-/// connection drops.
-pub async fn listen_commands(db: Db, sender: broadcast::Sender<Uuid>) {
+/// Feeds `switchyard_commands` notifications (`<tenant id>:<venue id>`) to the tunnels, reconnecting if the
+/// listening connection drops.
+pub async fn listen_commands(db: Db, sender: broadcast::Sender<(Uuid, Uuid)>) {
     loop {
         match sqlx::postgres::PgListener::connect_with(db.pool()).await {
             Ok(mut listener) => {
                 if listener.listen("switchyard_commands").await.is_ok() {
                     while let Ok(n) = listener.recv().await {
-                        if let Ok(tenant) = n.payload().parse::<Uuid>() {
-                            let _ = sender.send(tenant);
+                        let parsed = n.payload().split_once(':').and_then(|(t, v)| {
+                            Some((t.parse::<Uuid>().ok()?, v.parse::<Uuid>().ok()?))
+                        });
+                        if let Some(target) = parsed {
+                            let _ = sender.send(target);
                         }
                     }
                 }
