@@ -213,7 +213,8 @@ bench() {
   case "${1:-billing}" in
     billing) shift || true; "$bin/switchyard-workers" bench-billing "$@" ;;
     sessions) shift; "$bin/bench-sessions" "$@" ;;
-    *) die "bench what? billing | sessions | bridge" ;;
+    tunnels) shift; ulimit -n "$(ulimit -Hn)"; "$bin/bench-tunnels" "$@" ;;
+    *) die "bench what? billing | sessions | tunnels | bridge" ;;
   esac
 }
 
@@ -221,5 +222,5 @@ case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|bridge [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|bridge [options]" >&2; exit 2 ;;
 esac
