@@ -26,7 +26,7 @@ fn with_database(url: &str, db: &str) -> String {
 }
 
 /// Reads the child's stdout until a line contains `marker`, returning the rest of that line after it.
-async fn wait_for_line(child: &mut Child, marker: &str) -> String {
+pub(crate) async fn wait_for_line(child: &mut Child, marker: &str) -> String {
     let stdout = child.stdout.as_mut().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await.unwrap() {

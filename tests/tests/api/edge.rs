@@ -883,3 +883,93 @@ async fn a_session_opens_and_closes_a_mikrotik_firewall_rule_through_the_routero
     .await;
     let _ = std::fs::remove_file(&journal);
 }
+
+#[tokio::test]
+async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_another() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 2).await;
+    // Two real API processes on the same database: the bridge holds its tunnel to B; the session starts on A.
+    let serve = || {
+        tokio::process::Command::new(crate::binaries::binary("switchyard"))
+            .arg("serve")
+            .env(
+                "APP_DATABASE_URL",
+                switchyard_tests::env_url("TEST_APP_DATABASE_URL"),
+            )
+            .env("JWT_SECRET", switchyard_tests::TEST_JWT_SECRET)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (serve(), serve());
+    let a_url = crate::binaries::wait_for_line(&mut a, "listening on ").await;
+    let b_url = crate::binaries::wait_for_line(&mut b, "listening on ").await;
+    assert_ne!(a_url, b_url);
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        cloud_url: format!(
+            "{}/edge/v1/tunnel",
+            b_url.trim().replacen("http://", "ws://", 1)
+        ),
+        token: s.token.clone(),
+        journal_path: journal.clone(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(500),
+        agent_listen: None,
+        mqtt_url: None,
+        credentials_file: None,
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+    wait_until("the bridge is online through B", || async {
+        app.gql_ok(
+            &s.t.access,
+            "query($b: UUID!) { bridge(id: $b) { online } }",
+            json!({"b": s.bridge}),
+        )
+        .await["bridge"]["online"]
+            == true
+    })
+    .await;
+    // It is B's tunnel: B's metrics count it, A's do not.
+    let open = |url: String| async move {
+        let text = reqwest::get(format!("{}/metrics", url.trim()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("edge_tunnels_open "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        (open(a_url.clone()).await, open(b_url.clone()).await),
+        (0.0, 1.0)
+    );
+
+    let patron = app.create_patron(&s.t.access, "Rae", None).await;
+    let f = crate::sessions::Floor {
+        t: s.t.clone(),
+        venue: s.venue,
+        station: s.station,
+        tariff: Uuid::nil(),
+    };
+    top_up(&app, &f, patron, 1_000, "replica-cash").await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/sessions/start", a_url.trim()))
+        .bearer_auth(&s.t.access)
+        .header("idempotency-key", "replica-1")
+        .json(&json!({"station_id": s.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    let _ = std::fs::remove_file(&journal);
+}
