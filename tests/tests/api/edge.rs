@@ -56,6 +56,40 @@ async fn site(app: &TestApp, host: &str, generation: i64) -> Site {
     }
 }
 
+/// A station controlled by `control` (with `settings`) at the floor's venue, and a bridge registered for the venue:
+/// the station's id and the bridge's token.
+async fn controlled_station(
+    app: &TestApp,
+    f: &crate::sessions::Floor,
+    kind: &str,
+    control: &str,
+    settings: Value,
+) -> (Uuid, String) {
+    let station = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": f.venue, "name": format!("{control} station"), "kind": kind,
+                         "control": control, "controlSettings": settings}}),
+        )
+        .await["createStation"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"Venue bridge\") { token } }",
+            json!({"v": f.venue}),
+        )
+        .await["createBridge"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (station, token)
+}
+
 fn tunnel_url(app: &TestApp) -> String {
     format!("ws://{}/edge/v1/tunnel", app.addr)
 }
@@ -739,28 +773,8 @@ async fn a_session_switches_a_tasmota_plug_over_real_mqtt_with_its_pulse_time_ba
     let topic = format!("tasmota_{}", Uuid::new_v4().simple());
     let plug = switchyard_tests::tasmota_sim::TasmotaSim::start(&mqtt, &topic).await;
     let f = crate::sessions::floor(&app).await;
-    let station: Uuid = app
-        .gql_ok(
-            &f.t.access,
-            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
-            json!({"i": {"venueId": f.venue, "name": "Karaoke", "kind": "KARAOKE_ROOM", "control": "TASMOTA",
-                         "controlSettings": {"topic": topic}}}),
-        )
-        .await["createStation"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token = app
-        .gql_ok(
-            &f.t.access,
-            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"Rooms\") { token } }",
-            json!({"v": f.venue}),
-        )
-        .await["createBridge"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (station, token) =
+        controlled_station(&app, &f, "KARAOKE_ROOM", "TASMOTA", json!({"topic": topic})).await;
     let journal = journal_path();
     let _bridge = run_bridge(&app, &token, &journal);
     // On first sight the bridge asks the plug for its state (an empty POWER) and reports it.
@@ -814,29 +828,9 @@ async fn a_session_opens_and_closes_a_mikrotik_firewall_rule_through_the_routero
     .await;
     let app = spawn_app().await;
     let f = crate::sessions::floor(&app).await;
-    let station: Uuid = app
-        .gql_ok(
-            &f.t.access,
-            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
-            json!({"i": {"venueId": f.venue, "name": "Console", "kind": "CONSOLE", "control": "MIKROTIK",
-                         "controlSettings": {"host": router.addr.to_string(), "mac": "AA:BB:CC:DD:EE:01",
-                                             "credentials_ref": "venue-router"}}}),
-        )
-        .await["createStation"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token = app
-        .gql_ok(
-            &f.t.access,
-            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"Router\") { token } }",
-            json!({"v": f.venue}),
-        )
-        .await["createBridge"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let settings = json!({"host": router.addr.to_string(), "mac": "AA:BB:CC:DD:EE:01",
+                          "credentials_ref": "venue-router"});
+    let (station, token) = controlled_station(&app, &f, "CONSOLE", "MIKROTIK", settings).await;
     let journal = journal_path();
     let _bridge = run_bridge(&app, &token, &journal);
     let comment = format!("switchyard:{station}");
