@@ -100,6 +100,8 @@ struct Station {
     told_until: Option<DateTime<Utc>>,
     told_session: Option<Uuid>,
     warned: u8,
+    /// The device's unreachability was reported (once, until it answers again).
+    unreachable: bool,
 }
 
 struct State {
@@ -306,6 +308,7 @@ async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::
                             told_until,
                             told_session,
                             warned,
+                            unreachable: known.is_some_and(|s| s.unreachable),
                         },
                     );
                 }
@@ -358,37 +361,82 @@ async fn schedule_loop(shared: Arc<Shared>) {
     }
 }
 
-/// One pass; returns the soonest local time at which a station must switch off.
+/// Device work found under the lock and done without it.
+struct Work {
+    station: Uuid,
+    driver: Driver,
+    /// The last known state; none: read the device first.
+    applied: Option<bool>,
+    want: bool,
+    backup: Option<Duration>,
+    reason: &'static str,
+    unreachable: bool,
+}
+
+/// One pass; returns the soonest local time at which a station must switch off. Device I/O happens without the
+/// state lock, so a slow or unreachable device never holds up the tunnel.
 async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
-    let mut state = shared.state.lock().await;
-    let now = state.cloud_now();
-    let offset = chrono::Duration::milliseconds(state.offset_ms);
     let mut soonest: Option<DateTime<Utc>> = None;
     let mut events = Vec::new();
-    for station in state.stations.values_mut() {
-        if station.plan.control == "agent" {
-            if let Some(at) = tell_agent(&shared.agents, station, now, &mut events) {
-                let local = at - offset;
+    let mut work = Vec::new();
+    {
+        let mut state = shared.state.lock().await;
+        let now = state.cloud_now();
+        let offset = chrono::Duration::milliseconds(state.offset_ms);
+        for station in state.stations.values_mut() {
+            if station.plan.control == "agent" {
+                if let Some(at) = tell_agent(&shared.agents, station, now, &mut events) {
+                    let local = at - offset;
+                    soonest = Some(soonest.map_or(local, |s| s.min(local)));
+                }
+                continue;
+            }
+            if !station.driver.drives() {
+                continue;
+            }
+            let want = station.plan.on && station.plan.until.is_none_or(|until| until > now);
+            if let (true, Some(until)) = (want, station.plan.until) {
+                let local = until - offset;
                 soonest = Some(soonest.map_or(local, |s| s.min(local)));
             }
-            continue;
+            if station.applied == Some(want) {
+                continue;
+            }
+            // The device's own timer ends the session a little after the bridge would, as a backup.
+            let backup = station
+                .plan
+                .until
+                .filter(|_| want)
+                .and_then(|until| (until - now + chrono::Duration::seconds(2)).to_std().ok());
+            work.push(Work {
+                station: station.plan.station_id,
+                driver: station.driver.clone(),
+                applied: station.applied,
+                want,
+                backup,
+                reason: if !want && station.plan.on {
+                    "planned_end"
+                } else {
+                    "schedule"
+                },
+                unreachable: station.unreachable,
+            });
         }
-        if !station.driver.drives() {
-            continue;
-        }
-        let want = station.plan.on && station.plan.until.is_none_or(|until| until > now);
-        if let (true, Some(until)) = (want, station.plan.until) {
-            let local = until - offset;
-            soonest = Some(soonest.map_or(local, |s| s.min(local)));
-        }
-        if station.applied.is_none() {
+    }
+
+    let mut applied = Vec::new();
+    let mut unreachable = Vec::new();
+    for item in work {
+        let mut known = item.applied;
+        if known.is_none() {
             // First sight of this device (a new schedule, a restart): report what it actually is, and switch only
-            // if that differs from the plan.
-            match station.driver.status(&shared.io).await {
+            // if that differs from the plan. An unreachable device is reported once, then retried quietly.
+            match item.driver.status(&shared.io).await {
                 Ok(Some(status)) => {
-                    station.applied = Some(status.on);
+                    known = Some(status.on);
+                    unreachable.push((item.station, false));
                     events.push((
-                        station.plan.station_id,
+                        item.station,
                         Event::DeviceState {
                             reachable: true,
                             on: Some(status.on),
@@ -397,53 +445,59 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
                         },
                     ));
                 }
-                Ok(None) => {}
+                Ok(None) => continue,
                 Err(e) => {
-                    tracing::warn!(station = %station.plan.station_id, error = %e, "device unreachable");
-                    events.push((
-                        station.plan.station_id,
-                        Event::DeviceState {
-                            reachable: false,
-                            on: None,
-                            power_w: None,
-                            energy_wh: None,
-                        },
-                    ));
+                    if !item.unreachable {
+                        tracing::warn!(station = %item.station, error = %e, "device unreachable");
+                        unreachable.push((item.station, true));
+                        events.push((
+                            item.station,
+                            Event::DeviceState {
+                                reachable: false,
+                                on: None,
+                                power_w: None,
+                                energy_wh: None,
+                            },
+                        ));
+                    }
                 }
             }
         }
-        if station.applied == Some(want) {
+        if known == Some(item.want) {
+            applied.push((item.station, item.want));
             continue;
         }
-        // The device's own timer ends the session a little after the bridge would, as a backup.
-        let backup = station
-            .plan
-            .until
-            .filter(|_| want)
-            .and_then(|until| (until - now + chrono::Duration::seconds(2)).to_std().ok());
-        match station.driver.switch(&shared.io, want, backup).await {
+        match item.driver.switch(&shared.io, item.want, item.backup).await {
             Ok(()) => {
-                let reason = if want {
-                    "schedule"
-                } else if station.plan.on {
-                    "planned_end"
-                } else {
-                    "schedule"
-                };
-                station.applied = Some(want);
+                applied.push((item.station, item.want));
                 events.push((
-                    station.plan.station_id,
+                    item.station,
                     Event::Switched {
-                        on: want,
-                        reason: reason.into(),
+                        on: item.want,
+                        reason: item.reason.into(),
                     },
                 ));
             }
             Err(e) => {
-                tracing::warn!(station = %station.plan.station_id, error = %e, "switching failed; retrying");
+                tracing::warn!(station = %item.station, error = %e, "switching failed; retrying");
+                if let Some(known) = known {
+                    applied.push((item.station, known));
+                }
                 let retry = Utc::now() + chrono::Duration::seconds(1);
                 soonest = Some(soonest.map_or(retry, |s| s.min(retry)));
             }
+        }
+    }
+
+    let mut state = shared.state.lock().await;
+    for (id, on) in applied {
+        if let Some(station) = state.stations.get_mut(&id) {
+            station.applied = Some(on);
+        }
+    }
+    for (id, flag) in unreachable {
+        if let Some(station) = state.stations.get_mut(&id) {
+            station.unreachable = flag;
         }
     }
     let mut appended = false;
