@@ -23,6 +23,9 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::error::ApiError;
 
+/// The error code that ends a tunnel: its bridge was revoked.
+const REVOKED: &str = "revoked";
+
 /// How long a bridge has to say hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -161,6 +164,13 @@ async fn serve(
                 };
                 if let Some(reply) = reply {
                     send(&mut socket, &reply).await?;
+                    if matches!(&reply, Down::Error { code, .. } if code == REVOKED) {
+                        let _ = socket.send(Message::Close(Some(CloseFrame {
+                            code: 1008,
+                            reason: "bridge revoked".into(),
+                        }))).await;
+                        return Ok(());
+                    }
                 }
             }
             changed = commands.recv() => {
@@ -223,6 +233,10 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Opt
         let reply = match message {
             Up::Hello { .. } => None,
             Up::Heartbeat { sent_at } => {
+                // A revoked bridge is cut off at its next heartbeat.
+                if bridges::get(&mut tx, bridge.id).await?.revoked_at.is_some() {
+                    return Ok(Some(error(REVOKED, "this bridge was revoked; the tunnel closes")));
+                }
                 bridges::seen(&mut tx, bridge.id, true, None, None).await?;
                 Some(Down::HeartbeatAck {
                     sent_at,

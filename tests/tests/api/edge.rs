@@ -425,7 +425,14 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
         .unwrap()
         .to_owned();
     assert_eq!(status_of(connect(&app, &s.token).await.unwrap_err()), 401);
-    assert!(connect(&app, &rotated).await.is_ok());
+    let mut open = connect(&app, &rotated).await.unwrap();
+    open.send(Message::text(encode(&Up::Hello {
+        version: "test".into(),
+        sent_at: chrono::Utc::now(),
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(next_down(&mut open).await, Down::Welcome { .. }));
     app.gql_ok(
         &s.t.access,
         "mutation($b: UUID!) { revokeBridge(id: $b) { revokedAt } }",
@@ -433,6 +440,26 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
     )
     .await;
     assert_eq!(status_of(connect(&app, &rotated).await.unwrap_err()), 401);
+    // A tunnel that was open when the bridge was revoked is cut off at its next heartbeat.
+    open.send(Message::text(encode(&Up::Heartbeat {
+        sent_at: chrono::Utc::now(),
+    })))
+    .await
+    .unwrap();
+    let Down::Error { code, .. } = next_answer(&mut open).await else {
+        panic!("an error frame")
+    };
+    assert_eq!(code, "revoked");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match open.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
 
     // Another tenant's bridge is not found; staff cannot register bridges.
     let other = app.signup().await;
