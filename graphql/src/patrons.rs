@@ -191,37 +191,7 @@ impl Patron {
         #[graphql(default = 50)] limit: i64,
     ) -> async_graphql::Result<Wallet> {
         let mut tx = begin_for_patron(ctx, self.id).await?;
-        let owner = Owner::Patron(self.id);
-        let balance = ledger::balance(&mut tx, owner, Purpose::Wallet, &currency)
-            .await
-            .gql()?;
-        let deposit_held = ledger::balance(&mut tx, owner, Purpose::DepositHold, &currency)
-            .await
-            .gql()?;
-        let debt = -ledger::balance(&mut tx, owner, Purpose::Debt, &currency)
-            .await
-            .gql()?;
-        let statement = ledger::wallet_statement(&mut tx, self.id, &currency, limit.clamp(1, 500))
-            .await
-            .gql()?;
-        Ok(Wallet {
-            currency,
-            balance,
-            deposit_held,
-            debt,
-            statement: statement
-                .into_iter()
-                .map(|l| StatementLine {
-                    journal_id: l.journal_id,
-                    kind: l.kind,
-                    memo: l.memo,
-                    session_id: l.session_id,
-                    amount: l.amount,
-                    balance: l.balance,
-                    created_at: l.created_at,
-                })
-                .collect(),
-        })
+        wallet_of(&mut tx, self.id, currency, limit).await
     }
 }
 
@@ -294,9 +264,7 @@ impl PatronQuery {
         #[graphql(default = 50)] limit: i64,
     ) -> async_graphql::Result<Wallet> {
         let (me, mut tx) = begin_patron(ctx).await?;
-        let patron: Patron = patrons::get(&mut tx, me.patron_id).await.gql()?.into();
-        drop(tx);
-        patron.wallet(ctx, currency, limit).await
+        wallet_of(&mut tx, me.patron_id, currency, limit).await
     }
 }
 
@@ -418,4 +386,44 @@ impl PatronMutation {
         tx.commit().await.gql()?;
         Ok(patron.into())
     }
+}
+
+/// A patron's wallet in `currency` with its last `limit` movements, from the ledger.
+async fn wallet_of(
+    tx: &mut switchyard_core::TenantTx,
+    patron: Uuid,
+    currency: String,
+    limit: i64,
+) -> async_graphql::Result<Wallet> {
+    let owner = Owner::Patron(patron);
+    let balance = ledger::balance(tx, owner, Purpose::Wallet, &currency)
+        .await
+        .gql()?;
+    let deposit_held = ledger::balance(tx, owner, Purpose::DepositHold, &currency)
+        .await
+        .gql()?;
+    let debt = -ledger::balance(tx, owner, Purpose::Debt, &currency)
+        .await
+        .gql()?;
+    let statement = ledger::wallet_statement(tx, patron, &currency, limit.clamp(1, 500))
+        .await
+        .gql()?;
+    Ok(Wallet {
+        currency,
+        balance,
+        deposit_held,
+        debt,
+        statement: statement
+            .into_iter()
+            .map(|l| StatementLine {
+                journal_id: l.journal_id,
+                kind: l.kind,
+                memo: l.memo,
+                session_id: l.session_id,
+                amount: l.amount,
+                balance: l.balance,
+                created_at: l.created_at,
+            })
+            .collect(),
+    })
 }

@@ -44,11 +44,21 @@ pub struct TestDatabase {
     pub app_url: String,
 }
 
-fn with_database(url: &str, db: &str) -> String {
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
     format!(
         "{}/{db}",
         url.rsplit_once('/').map_or(url, |(base, _)| base)
     )
+}
+
+/// A benchmark program's `--name <number>` argument, or `default`.
+pub fn bench_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == format!("--{name}"))
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
 }
 
 pub async fn fresh_database() -> TestDatabase {

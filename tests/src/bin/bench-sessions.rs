@@ -14,20 +14,7 @@ use serde_json::{json, Value};
 use sqlx::migrate::MigrateDatabase;
 use switchyard_api::{Config, Server};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == format!("--{name}"))
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    format!(
-        "{}/{db}",
-        url.rsplit_once('/').map_or(url, |(base, _)| base)
-    )
-}
+use switchyard_tests::{bench_arg as arg, with_database};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {

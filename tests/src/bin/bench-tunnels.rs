@@ -22,20 +22,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == format!("--{name}"))
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    format!(
-        "{}/{db}",
-        url.rsplit_once('/').map_or(url, |(base, _)| base)
-    )
-}
+use switchyard_tests::{bench_arg as arg, with_database};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

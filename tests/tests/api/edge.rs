@@ -90,6 +90,35 @@ async fn controlled_station(
     (station, token)
 }
 
+/// A patron with 1,000 in the wallet: its id.
+async fn funded_patron(app: &TestApp, t: &Tenant, venue: Uuid, key: &str) -> Uuid {
+    let patron = app.create_patron(&t.access, "Patron", None).await;
+    let f = crate::sessions::Floor {
+        t: t.clone(),
+        venue,
+        station: Uuid::nil(),
+        tariff: Uuid::nil(),
+    };
+    top_up(app, &f, patron, 1_000, key).await;
+    patron
+}
+
+/// A wallet session of `minutes` on `station` for a funded patron, started over REST: the session as it answers.
+async fn paid_session(
+    app: &TestApp,
+    t: &Tenant,
+    venue: Uuid,
+    station: Uuid,
+    minutes: i64,
+    key: &str,
+) -> Value {
+    let patron = funded_patron(app, t, venue, key).await;
+    let body = json!({"station_id": station, "patron_id": patron, "duration_minutes": minutes, "payment": "wallet"});
+    let (status, session) = start(app, &t.access, Some(key), body).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    session
+}
+
 fn tunnel_url(app: &TestApp) -> String {
     format!("ws://{}/edge/v1/tunnel", app.addr)
 }
@@ -162,22 +191,7 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
         .await;
     assert_eq!(bridges["bridges"][0]["version"], env!("CARGO_PKG_VERSION"));
 
-    let patron = app.create_patron(&s.t.access, "Ivo", None).await;
-    let f = crate::sessions::Floor {
-        t: s.t.clone(),
-        venue: s.venue,
-        station: s.station,
-        tariff: Uuid::nil(),
-    };
-    top_up(&app, &f, patron, 1_000, "edge-cash").await;
-    let (status, session) = start(
-        &app,
-        &s.t.access,
-        Some("edge-1"),
-        json!({"station_id": s.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = paid_session(&app, &s.t, s.venue, s.station, 30, "edge-1").await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
     // On connecting, the bridge found the plug off, as planned, and left it; then the session switched it on.
     let switches = plug.switches();
@@ -503,22 +517,7 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
     let (stop_first, stopped) = tokio::sync::watch::channel(false);
     let first = tokio::spawn(edge_bridge::run(config(&journal), stopped));
 
-    let patron = app.create_patron(&s.t.access, "Oda", None).await;
-    let f = crate::sessions::Floor {
-        t: s.t.clone(),
-        venue: s.venue,
-        station: s.station,
-        tariff: Uuid::nil(),
-    };
-    top_up(&app, &f, patron, 1_000, "offline-cash").await;
-    let (status, _) = start(
-        &app,
-        &s.t.access,
-        Some("offline-1"),
-        json!({"station_id": s.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED);
+    paid_session(&app, &s.t, s.venue, s.station, 30, "offline-1").await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
 
     // The planned end comes in three seconds; the bridge gets the new schedule (a command's acknowledgement
@@ -745,16 +744,7 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
         serde_json::from_str::<Value>(&line).unwrap()
     }
 
-    let patron = app.create_patron(&f.t.access, "Kai", None).await;
-    top_up(&app, &f, patron, 2_000, "agent-cash").await;
-    let (status, session) = start(
-        &app,
-        &f.t.access,
-        Some("agent-1"),
-        json!({"station_id": f.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = paid_session(&app, &f.t, f.venue, f.station, 30, "agent-1").await;
     let started = next(&mut lines).await;
     assert_eq!(started["type"], "session_start");
     assert_eq!(started["session_id"], session["session_id"]);
@@ -818,16 +808,7 @@ async fn a_session_switches_a_tasmota_plug_over_real_mqtt_with_its_pulse_time_ba
     })
     .await;
 
-    let patron = app.create_patron(&f.t.access, "Mia", None).await;
-    top_up(&app, &f, patron, 1_000, "tasmota-cash").await;
-    let (status, session) = start(
-        &app,
-        &f.t.access,
-        Some("tasmota-1"),
-        json!({"station_id": station, "patron_id": patron, "duration_minutes": 20, "payment": "wallet"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = paid_session(&app, &f.t, f.venue, station, 20, "tasmota-1").await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
     // PulseTime is seconds + 100: about 20 minutes (+2 s) as the plug's own backup.
     let pulse = plug.pulse_times()[0];
@@ -876,16 +857,7 @@ async fn a_session_opens_and_closes_a_mikrotik_firewall_rule_through_the_routero
         .iter()
         .all(|(name, ok)| name == "switchyard" && *ok));
 
-    let patron = app.create_patron(&f.t.access, "Lu", None).await;
-    top_up(&app, &f, patron, 1_000, "router-cash").await;
-    let (status, session) = start(
-        &app,
-        &f.t.access,
-        Some("router-1"),
-        json!({"station_id": station, "patron_id": patron, "duration_minutes": 15, "payment": "wallet"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = paid_session(&app, &f.t, f.venue, station, 15, "router-1").await;
     wait_until("the console is let through", || async {
         router.rules().is_empty()
     })
@@ -974,14 +946,7 @@ async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_anot
         (0.0, 1.0)
     );
 
-    let patron = app.create_patron(&s.t.access, "Rae", None).await;
-    let f = crate::sessions::Floor {
-        t: s.t.clone(),
-        venue: s.venue,
-        station: s.station,
-        tariff: Uuid::nil(),
-    };
-    top_up(&app, &f, patron, 1_000, "replica-cash").await;
+    let patron = funded_patron(&app, &s.t, s.venue, "replica-cash").await;
     let response = reqwest::Client::new()
         .post(format!("{}/api/v1/sessions/start", a_url.trim()))
         .bearer_auth(&s.t.access)
