@@ -11,7 +11,7 @@ use crate::auth;
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::model::Actor;
-use crate::{validate, venues};
+use crate::{sessions, validate, venues};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Bridge {
@@ -217,7 +217,8 @@ pub async fn command_done(tx: &mut TenantTx, id: Uuid, result: &str) -> Result<(
     Ok(())
 }
 
-/// Records an upstream event once; returns whether it was new. The station must be the bridge's venue's.
+/// Records an upstream event once; returns whether it was new. The station must be the bridge's venue's. A new
+/// report that a station was switched off is applied to its session ([`sessions::switched_off`]).
 pub async fn record_event(
     tx: &mut TenantTx,
     bridge: &Bridge,
@@ -263,6 +264,20 @@ pub async fn record_event(
     .bind(seq)
     .execute(tx.conn())
     .await?;
+    if let (true, Some(station), "switched", Some(false)) = (
+        inserted,
+        station_id,
+        kind,
+        body.get("on").and_then(serde_json::Value::as_bool),
+    ) {
+        let planned_end =
+            body.get("reason").and_then(serde_json::Value::as_str) == Some("planned_end");
+        let session = body
+            .get("session_id")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|id| id.parse().ok());
+        sessions::switched_off(tx, station, session, occurred_at, planned_end).await?;
+    }
     Ok(inserted)
 }
 

@@ -82,6 +82,8 @@ pub struct Session {
     /// Closed pauses, oldest first: not billed.
     #[sqlx(json)]
     pub pauses: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// When the station was actually switched off at the end, as its edge bridge reported it.
+    pub switched_off_at: Option<DateTime<Utc>>,
 }
 
 impl Session {
@@ -158,7 +160,7 @@ impl Session {
 
 const COLUMNS: &str = "id, station_id, venue_id, patron_id, origin, status, tariff_id, tariff_version, terms, timezone,
     tier, currency::text as currency, started_at, planned_end_at, ended_at, energy_wh, charged_amount, ticks,
-    asset_id, quote_id, return_station_id, deposit_amount, warnings_sent, paused_at, pauses";
+    asset_id, quote_id, return_station_id, deposit_amount, warnings_sent, paused_at, pauses, switched_off_at";
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
     let sql = format!("select {COLUMNS} from session where tenant_id = $1 and id = $2");
@@ -573,13 +575,24 @@ pub async fn stop(
     if !session.is_running() {
         return Ok(session);
     }
-    let end = session.usage_until(now);
     let status = if session.planned_end_at.is_some_and(|p| p <= now) {
         SessionStatus::Expired
     } else {
         SessionStatus::Ended
     };
-    settle(tx, &session, end, "final").await?;
+    finish(tx, actor, &session, session.usage_until(now), status).await
+}
+
+/// Ends a running session at `end` with `status`: settles, switches the station off, audits.
+async fn finish(
+    tx: &mut TenantTx,
+    actor: Option<&Actor>,
+    session: &Session,
+    end: DateTime<Utc>,
+    status: SessionStatus,
+) -> Result<Session> {
+    let id = session.id;
+    settle(tx, session, end, "final").await?;
     let pauses = session.pauses_at(end);
     sqlx::query(
         "update session set status = $3, ended_at = $4, next_tick_at = null, paused_at = null, pauses = $5
@@ -603,6 +616,134 @@ pub async fn stop(
         None => audit::record_as(tx, None, None, entry).await?,
     }
     Ok(session)
+}
+
+/// The station's edge bridge reports that it switched the station off at `at` (by the cloud's clock). The session
+/// the station last ran records it as its real end. When the bridge ended the session by its own timer
+/// (`planned_end`) earlier than the cloud did — the link was down while the session was extended, say — the
+/// session ends at `at` as `expired`, and what was charged past that moment goes back, to the patron's debt first
+/// and then the wallet. Any other switch-off (a pause, the cloud's own stop) only records the time. Applying the
+/// same report again changes nothing. Returns the session it concerned, if any.
+pub async fn switched_off(
+    tx: &mut TenantTx,
+    station: Uuid,
+    session: Option<Uuid>,
+    at: DateTime<Utc>,
+    planned_end: bool,
+) -> Result<Option<Session>> {
+    let at = at.min(Utc::now());
+    // The session the bridge names, else the one the station was running at `at`.
+    let last: Option<Uuid> = sqlx::query_scalar(
+        "select id from session where tenant_id = $1 and station_id = $2 and asset_id is null
+           and (id = $4 or $4 is null and started_at <= $3)
+         order by started_at desc limit 1",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .bind(at)
+    .bind(session)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some(id) = last else { return Ok(None) };
+    let mut session = lock(tx, id).await?;
+    if session.switched_off_at.is_some() || session.started_at > at {
+        return Ok(Some(session));
+    }
+    let ends_later = session.is_running() || session.ended_at.is_some_and(|end| end > at);
+    if planned_end && ends_later {
+        let charged = session.charged_amount;
+        session = if session.is_running() {
+            finish(
+                tx,
+                None,
+                &session,
+                session.usage_until(at),
+                SessionStatus::Expired,
+            )
+            .await?
+        } else {
+            let pauses: Vec<_> = session
+                .pauses
+                .iter()
+                .filter(|(from, _)| *from < at)
+                .map(|&(from, to)| (from, to.min(at)))
+                .collect();
+            sqlx::query(
+                "update session set ended_at = $3, pauses = $4 where tenant_id = $1 and id = $2",
+            )
+            .bind(tx.tenant())
+            .bind(id)
+            .bind(at)
+            .bind(sqlx::types::Json(&pauses))
+            .execute(tx.conn())
+            .await?;
+            get(tx, id).await?
+        };
+        let over = session.charged_amount - session.chargeable_at(at);
+        if over > 0 {
+            give_back(tx, &session, over).await?;
+        }
+        let detail = serde_json::json!({
+            "ended_at": session.usage_until(at), "charged_before": charged, "returned": over.max(0),
+        });
+        audit::record_as(tx, None, None, entry("session.ended_by_bridge", id, detail)).await?;
+    }
+    if !session.is_running() {
+        sqlx::query("update session set switched_off_at = $3 where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(id)
+            .bind(at)
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(Some(get(tx, id).await?))
+}
+
+/// Returns `amount` charged to a session beyond its real end: the venue's revenue gives it back, to the patron's
+/// debt as far as there is debt, the rest to the wallet. Posted once per session.
+async fn give_back(tx: &mut TenantTx, session: &Session, amount: i64) -> Result<()> {
+    let patron = Owner::Patron(session.patron_id);
+    let currency = session.currency.as_str();
+    let owed = -ledger::balance(tx, patron, Purpose::Debt, currency).await?;
+    let to_debt = amount.min(owed.max(0));
+    let journal = Journal {
+        key: format!("session:{}:ended_by_bridge", session.id),
+        kind: "session_correction",
+        memo: "charged past the station's real end, given back".into(),
+        session_id: Some(session.id),
+        currency,
+        entries: vec![
+            (
+                ledger::account(tx, patron, Purpose::Debt, currency).await?,
+                to_debt,
+            ),
+            (
+                ledger::account(tx, patron, Purpose::Wallet, currency).await?,
+                amount - to_debt,
+            ),
+            (
+                ledger::account(
+                    tx,
+                    Owner::Venue(session.venue_id),
+                    Purpose::Revenue,
+                    currency,
+                )
+                .await?,
+                -amount,
+            ),
+        ],
+    };
+    if let Posted::New(_) = ledger::post(tx, journal).await? {
+        sqlx::query(
+            "update session set charged_amount = charged_amount - $3 where tenant_id = $1 and id = $2",
+        )
+        .bind(tx.tenant())
+        .bind(session.id)
+        .bind(amount)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
 }
 
 /// Charges what is due up to `until` under the key `session:<id>:<label>`: from the wallet as far as it goes, the

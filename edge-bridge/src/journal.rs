@@ -69,11 +69,17 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Appends an event with the next sequence number and returns it.
-    pub fn append(&mut self, station_id: Option<Uuid>, event: Event) -> anyhow::Result<Entry> {
+    /// Appends an event that happened at `occurred_at` (by the cloud's clock) with the next sequence number and
+    /// returns it.
+    pub fn append(
+        &mut self,
+        station_id: Option<Uuid>,
+        occurred_at: DateTime<Utc>,
+        event: Event,
+    ) -> anyhow::Result<Entry> {
         let entry = Entry {
             seq: self.next_seq,
-            occurred_at: Utc::now(),
+            occurred_at,
             station_id,
             event,
         };
@@ -102,6 +108,18 @@ impl Journal {
             self.rewrite()?;
         }
         Ok(())
+    }
+
+    /// The session the bridge ended at its planned end on `station` and has not yet told the cloud about.
+    pub fn ended_unacknowledged(&self, station: Uuid) -> Option<Uuid> {
+        self.pending.iter().rev().find_map(|e| match &e.event {
+            Event::Switched {
+                on: false,
+                reason,
+                session_id,
+            } if e.station_id == Some(station) && reason == "planned_end" => *session_id,
+            _ => None,
+        })
     }
 
     pub fn pending(&self) -> &[Entry] {
@@ -135,6 +153,7 @@ mod tests {
         Event::Switched {
             on,
             reason: "test".into(),
+            session_id: None,
         }
     }
 
@@ -145,9 +164,9 @@ mod tests {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("journal.jsonl");
         let mut journal = Journal::open(&path)?;
-        assert_eq!(journal.append(None, switched(true))?.seq, 1);
-        assert_eq!(journal.append(None, switched(false))?.seq, 2);
-        assert_eq!(journal.append(None, switched(true))?.seq, 3);
+        assert_eq!(journal.append(None, Utc::now(), switched(true))?.seq, 1);
+        assert_eq!(journal.append(None, Utc::now(), switched(false))?.seq, 2);
+        assert_eq!(journal.append(None, Utc::now(), switched(true))?.seq, 3);
         drop(journal);
 
         let mut journal = Journal::open(&path)?;
@@ -166,12 +185,12 @@ mod tests {
         let mut journal = Journal::open(&path)?;
         assert!(journal.pending().is_empty());
         assert_eq!(
-            journal.append(None, switched(false))?.seq,
+            journal.append(None, Utc::now(), switched(false))?.seq,
             4,
             "not reused after a full ack"
         );
         journal.at_least(10)?;
-        assert_eq!(journal.append(None, switched(false))?.seq, 11);
+        assert_eq!(journal.append(None, Utc::now(), switched(false))?.seq, 11);
         // A torn last line is dropped, the rest kept.
         drop(journal);
         let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;

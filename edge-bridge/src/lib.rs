@@ -102,6 +102,19 @@ struct Station {
     warned: u8,
     /// The device's unreachability was reported (once, until it answers again).
     unreachable: bool,
+    /// The session this bridge ended at its planned end: never switched on again, even by a schedule that still
+    /// has it running (one sent before the cloud learnt of the end, or an extension that came too late).
+    ended: Option<Uuid>,
+}
+
+impl Station {
+    /// Should the station be on at `now` (the cloud's clock)?
+    fn wants_on(&self, now: DateTime<Utc>) -> bool {
+        let plan = &self.plan;
+        plan.on
+            && plan.until.is_none_or(|until| until > now)
+            && (plan.session_id.is_none() || plan.session_id != self.ended)
+    }
 }
 
 struct State {
@@ -250,7 +263,8 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                 send_pending(shared, &mut sink, &mut sent_up_to).await?;
             }
             _ = heartbeat.tick() => {
-                sink.send(Message::text(encode(&Up::Heartbeat { sent_at: Utc::now() }))).await?;
+                let clock_offset_ms = Some(shared.state.lock().await.offset_ms).filter(|_| welcomed);
+                sink.send(Message::text(encode(&Up::Heartbeat { sent_at: Utc::now(), clock_offset_ms }))).await?;
             }
         }
     }
@@ -298,6 +312,10 @@ async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::
                     let told_until = known.and_then(|s| s.told_until);
                     let told_session = known.and_then(|s| s.told_session);
                     let warned = known.map_or(0, |s| s.warned);
+                    let ended = known
+                        .and_then(|s| s.ended)
+                        .or_else(|| state.journal.ended_unacknowledged(plan.station_id))
+                        .filter(|ended| plan.session_id == Some(*ended));
                     let driver = Driver::for_plan(&plan);
                     next.insert(
                         plan.station_id,
@@ -309,6 +327,7 @@ async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::
                             told_session,
                             warned,
                             unreachable: known.is_some_and(|s| s.unreachable),
+                            ended,
                         },
                     );
                 }
@@ -370,6 +389,7 @@ struct Work {
     want: bool,
     backup: Option<Duration>,
     reason: &'static str,
+    session: Option<Uuid>,
     unreachable: bool,
 }
 
@@ -377,9 +397,10 @@ struct Work {
 /// state lock, so a slow or unreachable device never holds up the tunnel.
 async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
     let mut soonest: Option<DateTime<Utc>> = None;
-    let mut events = Vec::new();
+    // (station, when by the cloud's clock, what)
+    let mut events: Vec<(Uuid, DateTime<Utc>, Event)> = Vec::new();
     let mut work = Vec::new();
-    {
+    let offset = {
         let mut state = shared.state.lock().await;
         let now = state.cloud_now();
         let offset = chrono::Duration::milliseconds(state.offset_ms);
@@ -394,7 +415,10 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
             if !station.driver.drives() {
                 continue;
             }
-            let want = station.plan.on && station.plan.until.is_none_or(|until| until > now);
+            let want = station.wants_on(now);
+            if !want && station.plan.on {
+                station.ended = station.plan.session_id;
+            }
             if let (true, Some(until)) = (want, station.plan.until) {
                 let local = until - offset;
                 soonest = Some(soonest.map_or(local, |s| s.min(local)));
@@ -419,10 +443,13 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
                 } else {
                     "schedule"
                 },
+                session: station.plan.session_id,
                 unreachable: station.unreachable,
             });
         }
-    }
+        offset
+    };
+    let cloud_now = || Utc::now() + offset;
 
     let mut applied = Vec::new();
     let mut unreachable = Vec::new();
@@ -437,6 +464,7 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
                     unreachable.push((item.station, false));
                     events.push((
                         item.station,
+                        cloud_now(),
                         Event::DeviceState {
                             reachable: true,
                             on: Some(status.on),
@@ -452,6 +480,7 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
                         unreachable.push((item.station, true));
                         events.push((
                             item.station,
+                            cloud_now(),
                             Event::DeviceState {
                                 reachable: false,
                                 on: None,
@@ -472,9 +501,11 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
                 applied.push((item.station, item.want));
                 events.push((
                     item.station,
+                    cloud_now(),
                     Event::Switched {
                         on: item.want,
                         reason: item.reason.into(),
+                        session_id: item.session,
                     },
                 ));
             }
@@ -501,8 +532,8 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
         }
     }
     let mut appended = false;
-    for (station, event) in events {
-        match state.journal.append(Some(station), event) {
+    for (station, at, event) in events {
+        match state.journal.append(Some(station), at, event) {
             Ok(_) => appended = true,
             Err(e) => tracing::error!(error = %e, "cannot write the journal"),
         }
@@ -520,11 +551,14 @@ fn tell_agent(
     agents: &agents::Agents,
     station: &mut Station,
     now: DateTime<Utc>,
-    events: &mut Vec<(Uuid, Event)>,
+    events: &mut Vec<(Uuid, DateTime<Utc>, Event)>,
 ) -> Option<DateTime<Utc>> {
+    let want = station.wants_on(now);
+    if !want && station.plan.on {
+        station.ended = station.plan.session_id;
+    }
     let plan = &station.plan;
     let id = plan.station_id;
-    let want = plan.on && plan.until.is_none_or(|until| until > now);
     match (station.applied, want) {
         (Some(true), true) => {
             if let (Some(old), Some(new)) = (station.told_until, plan.until) {
@@ -547,9 +581,11 @@ fn tell_agent(
             station.warned = 0;
             events.push((
                 id,
+                now,
                 Event::Switched {
                     on: true,
                     reason: "schedule".into(),
+                    session_id: plan.session_id,
                 },
             ));
         }
@@ -559,17 +595,17 @@ fn tell_agent(
                 .get("stop_action")
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("lock");
-            agents.send(
-                id,
-                &agents::stop_message(plan.session_id.or(station.told_session), action),
-            );
+            let session = plan.session_id.or(station.told_session);
+            agents.send(id, &agents::stop_message(session, action));
             station.applied = Some(false);
             let reason = if plan.on { "planned_end" } else { "schedule" };
             events.push((
                 id,
+                now,
                 Event::Switched {
                     on: false,
                     reason: reason.into(),
+                    session_id: session,
                 },
             ));
         }

@@ -74,6 +74,11 @@ impl Session {
     async fn ended_at(&self) -> Option<DateTime<Utc>> {
         self.0.ended_at
     }
+    /// When the station was actually switched off at the end, as its edge bridge reported it (a bridge that ended
+    /// the session on time while offline reports it after reconnecting; billing ends there).
+    async fn switched_off_at(&self) -> Option<DateTime<Utc>> {
+        self.0.switched_off_at
+    }
     /// Seconds until the planned end (timed sessions that are running; frozen while paused).
     async fn remaining_seconds(&self) -> Option<i64> {
         self.0

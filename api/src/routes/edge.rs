@@ -232,12 +232,12 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Opt
         let mut tx = db.begin_tenant(tenant).await?;
         let reply = match message {
             Up::Hello { .. } => None,
-            Up::Heartbeat { sent_at } => {
+            Up::Heartbeat { sent_at, clock_offset_ms } => {
                 // A revoked bridge is cut off at its next heartbeat.
                 if bridges::get(&mut tx, bridge.id).await?.revoked_at.is_some() {
                     return Ok(Some(error(REVOKED, "this bridge was revoked; the tunnel closes")));
                 }
-                bridges::seen(&mut tx, bridge.id, true, None, None).await?;
+                bridges::seen(&mut tx, bridge.id, true, None, clock_offset_ms).await?;
                 Some(Down::HeartbeatAck {
                     sent_at,
                     server_time: Utc::now(),

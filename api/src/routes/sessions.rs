@@ -45,6 +45,8 @@ pub struct SessionView {
     started_at: DateTime<Utc>,
     planned_end_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
+    /// When the station was actually switched off at the end, as its edge bridge reported it.
+    switched_off_at: Option<DateTime<Utc>>,
     /// Planned length in minutes (timed sessions).
     duration_minutes: Option<i64>,
     remaining_seconds: Option<i64>,
@@ -72,6 +74,7 @@ impl From<Session> for SessionView {
             started_at: s.started_at,
             planned_end_at: s.planned_end_at,
             ended_at: s.ended_at,
+            switched_off_at: s.switched_off_at,
             duration_minutes: s.planned_end_at.map(|e| (e - s.started_at).num_minutes()),
             remaining_seconds: s.remaining_seconds(now).filter(|_| s.is_running()),
             currency: s.currency.clone(),

@@ -57,6 +57,10 @@ pub enum Up {
     },
     Heartbeat {
         sent_at: DateTime<Utc>,
+        /// The bridge's measured clock offset (cloud − bridge), once it has one; its events are stamped by the
+        /// cloud's clock.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock_offset_ms: Option<i64>,
     },
 }
 
@@ -64,8 +68,15 @@ pub enum Up {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    /// A station's device was switched (by the schedule, a command, or the device's own backup timer).
-    Switched { on: bool, reason: String },
+    /// A station's device was switched: `reason` `schedule` (the cloud's plan) or `planned_end` (the bridge's own
+    /// timer ended the session, whether or not the cloud could be reached).
+    Switched {
+        on: bool,
+        reason: String,
+        /// The session that was running (as the schedule named it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<Uuid>,
+    },
     /// What the device reports (power, energy, reachability).
     DeviceState {
         reachable: bool,
@@ -162,6 +173,7 @@ mod tests {
             event: Event::Switched {
                 on: false,
                 reason: "schedule".into(),
+                session_id: None,
             },
         };
         let text = encode(&up);

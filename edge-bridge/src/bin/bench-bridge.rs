@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
                             c.acked.fetch_add(1, Ordering::Relaxed);
                             Some(Down::Ack { seq })
                         }
-                        Ok(Up::Heartbeat { sent_at }) => Some(Down::HeartbeatAck {
+                        Ok(Up::Heartbeat { sent_at, .. }) => Some(Down::HeartbeatAck {
                             sent_at,
                             server_time: chrono::Utc::now(),
                         }),

@@ -231,12 +231,36 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
     .fetch_all(&mut *app.tenant_tx(s.t.id).await)
     .await
     .unwrap();
+    // The session records when the plug actually went off (after the stop: billing keeps the stop's time).
+    let off_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "select occurred_at from bridge_event where tenant_id = $1 and bridge_id = $2 and seq = 3",
+    )
+    .bind(s.t.id)
+    .bind(s.bridge)
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    let (status, stopped) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/sessions/{id}"),
+            Some(&s.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let at = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    assert_eq!(at(&stopped["switched_off_at"]), off_at, "{stopped}");
+    assert!(at(&stopped["ended_at"]) <= off_at, "{stopped}");
     let seen = json!({"kind": "device_state", "reachable": true, "on": false, "power_w": 0.0, "energy_wh": 10});
-    let switched = |on: bool| json!({"kind": "switched", "on": on, "reason": "schedule"});
-    assert_eq!(
-        events,
-        [(1, seen), (2, switched(true)), (3, switched(false))]
-    );
+    let on = json!({"kind": "switched", "on": true, "reason": "schedule", "session_id": session["session_id"]});
+    let off = json!({"kind": "switched", "on": false, "reason": "schedule"});
+    assert_eq!(events, [(1, seen), (2, on), (3, off)]);
     wait_until("every command is acknowledged", || async {
         let unacked: i64 = sqlx::query_scalar(
             "select count(*) from device_command where tenant_id = $1 and station_id = $2 and acked_at is null",
@@ -379,6 +403,7 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
         event: Event::Switched {
             on: true,
             reason: "test".into(),
+            session_id: None,
         },
     };
     ws.send(Message::text(encode(event(1, Some(Uuid::new_v4())))))
@@ -396,9 +421,12 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
         assert_eq!(next_answer(&mut ws).await, Down::Ack { seq: 1 });
     }
     let sent_at = chrono::Utc::now();
-    ws.send(Message::text(encode(&Up::Heartbeat { sent_at })))
-        .await
-        .unwrap();
+    ws.send(Message::text(encode(&Up::Heartbeat {
+        sent_at,
+        clock_offset_ms: None,
+    })))
+    .await
+    .unwrap();
     let Down::HeartbeatAck {
         sent_at: echoed, ..
     } = next_answer(&mut ws).await
@@ -457,6 +485,7 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
     // A tunnel that was open when the bridge was revoked is cut off at its next heartbeat.
     open.send(Message::text(encode(&Up::Heartbeat {
         sent_at: chrono::Utc::now(),
+        clock_offset_ms: None,
     })))
     .await
     .unwrap();
@@ -517,14 +546,22 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
     let (stop_first, stopped) = tokio::sync::watch::channel(false);
     let first = tokio::spawn(edge_bridge::run(config(&journal), stopped));
 
-    paid_session(&app, &s.t, s.venue, s.station, 30, "offline-1").await;
+    let session = paid_session(&app, &s.t, s.venue, s.station, 30, "offline-1").await;
+    let id: Uuid = session["session_id"].as_str().unwrap().parse().unwrap();
     wait_until("the plug is on", || async { plug.is_on() }).await;
 
-    // The planned end comes in three seconds; the bridge gets the new schedule (a command's acknowledgement
-    // proves it), then the link drops.
+    // The session's planned end comes in three seconds (a test cannot wait for a whole minute); the bridge gets
+    // the new schedule (a command's acknowledgement proves it), then the link drops.
     let until = chrono::Utc::now() + chrono::Duration::seconds(3);
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut tx = app.tenant_tx(s.t.id).await;
+    sqlx::query("update session set planned_end_at = $3 where tenant_id = $1 and id = $2")
+        .bind(s.t.id)
+        .bind(id)
+        .bind(until)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     sqlx::query("update station set expected_until = $3 where tenant_id = $1 and id = $2")
         .bind(s.t.id)
         .bind(s.station)
@@ -566,6 +603,16 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
         !online
     })
     .await;
+    // Staff extend the session while the venue is offline: the bridge cannot hear of it.
+    let (status, extended) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/sessions/{id}/extend"),
+            Some(&s.t.access),
+            Some(json!({"minutes": 10})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{extended}");
 
     wait_until("the plug goes off without the cloud", || async {
         !plug.is_on()
@@ -582,13 +629,27 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
             |late| format!("+{late:?}")
         )
     );
+    let switches_at_the_end = plug.switches().len();
 
-    // (The bridge may act a few milliseconds early, by its measured clock offset; the restart below must come
-    // after the planned end by any clock, or the new bridge would rightly switch the plug on again.)
-    wait_until("the planned end has passed", || async {
-        chrono::Utc::now() > until + chrono::Duration::milliseconds(500)
-    })
-    .await;
+    // Meanwhile the cloud's billing, thinking the session runs on, charges as far as five minutes from now.
+    let db =
+        switchyard_core::Db::connect_lazy(&switchyard_tests::env_url("TEST_APP_DATABASE_URL"), 1)
+            .unwrap();
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(s.t.id))
+        .await
+        .unwrap();
+    let billed = switchyard_core::sessions::bill_tick(
+        &mut tx,
+        id,
+        chrono::Utc::now() + chrono::Duration::minutes(5),
+        chrono::Duration::seconds(30),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(billed, 60, "six started minutes at 10 a minute");
+
     // The bridge restarts while still cut off: the off event waits in its journal.
     stop_first.send(true).unwrap();
     first.await.unwrap().unwrap();
@@ -598,8 +659,8 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
     let (_stop_second, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(edge_bridge::run(config(&journal), stopped));
     let recorded = || async {
-        sqlx::query_as::<_, (i64, Value)>(
-            "select seq, body from bridge_event where tenant_id = $1 and bridge_id = $2 order by seq",
+        sqlx::query_as::<_, (i64, Value, chrono::DateTime<chrono::Utc>)>(
+            "select seq, body, occurred_at from bridge_event where tenant_id = $1 and bridge_id = $2 order by seq",
         )
         .bind(s.t.id)
         .bind(s.bridge)
@@ -611,24 +672,77 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
         recorded()
             .await
             .iter()
-            .any(|(_, b)| b["reason"] == "planned_end")
+            .any(|(_, b, _)| b["reason"] == "planned_end")
     })
     .await;
     let events = recorded().await;
-    let seqs: Vec<i64> = events.iter().map(|(seq, _)| *seq).collect();
+    let seqs: Vec<i64> = events.iter().map(|(seq, _, _)| *seq).collect();
     assert_eq!(
         seqs,
         (1..=events.len() as i64).collect::<Vec<_>>(),
         "no gap"
     );
-    assert_eq!(
-        events
-            .iter()
-            .filter(|(_, b)| b["reason"] == "planned_end")
-            .count(),
-        1,
-        "once: {events:?}"
+    let ends: Vec<_> = events
+        .iter()
+        .filter(|(_, b, _)| b["reason"] == "planned_end")
+        .collect();
+    assert_eq!(ends.len(), 1, "once: {events:?}");
+    let (_, body, switched_off_at) = ends[0];
+    assert_eq!(body["session_id"], id.to_string());
+    assert!(
+        (*switched_off_at - until).num_milliseconds().abs() < 2_000,
+        "stamped by the cloud's clock: {switched_off_at} vs {until}"
     );
+
+    // The cloud takes the bridge's end as the session's: it expired then, one started minute is billed, and the
+    // five minutes charged past it went back to the wallet.
+    let ended = app
+        .gql_ok(
+            &s.t.access,
+            "query($id: UUID!) { session(id: $id) { status endedAt switchedOffAt chargedAmount patronId } }",
+            json!({"id": id}),
+        )
+        .await["session"]
+        .clone();
+    assert_eq!(ended["status"], "EXPIRED", "{ended}");
+    let at = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    assert_eq!(at(&ended["endedAt"]), *switched_off_at);
+    assert_eq!(at(&ended["switchedOffAt"]), *switched_off_at);
+    assert_eq!(ended["chargedAmount"], 10);
+    let patron: Uuid = ended["patronId"].as_str().unwrap().parse().unwrap();
+    let wallet = crate::sessions::wallet(&app, &s.t.access, patron).await;
+    assert_eq!(wallet["balance"], 990, "{wallet}");
+    assert_eq!(
+        wallet["statement"][0]["kind"], "session_correction",
+        "{wallet}"
+    );
+    assert_eq!(wallet["statement"][0]["amount"], 50, "{wallet}");
+    // The station is not switched on again, not by the restarted bridge nor by the schedule it got before the
+    // cloud heard of the end.
+    wait_until("the cloud's schedule has the station off", || async {
+        let on: bool =
+            sqlx::query_scalar("select expected_on from station where tenant_id = $1 and id = $2")
+                .bind(s.t.id)
+                .bind(s.station)
+                .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+                .await
+                .unwrap();
+        !on
+    })
+    .await;
+    assert_eq!(
+        plug.switches().len(),
+        switches_at_the_end,
+        "{:?}",
+        plug.switches()
+    );
+    assert!(!plug.is_on());
+
     wait_until("the journal is acknowledged", || async {
         std::fs::read_to_string(&journal).unwrap().lines().count() == 1
     })

@@ -99,7 +99,7 @@ pub(crate) async fn top_up(
     .await
 }
 
-async fn wallet(app: &TestApp, token: &str, patron: Uuid) -> Value {
+pub(crate) async fn wallet(app: &TestApp, token: &str, patron: Uuid) -> Value {
     let data = app
         .gql_ok(
             token,
@@ -447,6 +447,128 @@ async fn a_session_keeps_its_tariff_version_and_charges_beyond_the_wallet_become
     assert_eq!(w["balance"], 0);
     assert_eq!(w["debt"], 30);
     assert_ledger_balances(&app, f.t.id).await;
+}
+
+#[tokio::test]
+async fn a_bridge_reported_end_gives_back_what_was_charged_past_it_once_under_retries_and_concurrency(
+) {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = patron_with_cash(&app, &f, 30).await;
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
+            json!({"s": f.station, "p": patron}),
+        )
+        .await;
+    let id: Uuid = data["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 6).unwrap();
+    let tenant = TenantId(f.t.id);
+    // The cloud bills ten minutes (30 from the wallet, 70 as debt) while the bridge had already switched the
+    // station off, by its own timer, right at the start.
+    let mut tx = db.begin_tenant(tenant).await.unwrap();
+    let started = sessions::get(&mut tx, id).await.unwrap().started_at;
+    let billed = sessions::bill_tick(
+        &mut tx,
+        id,
+        started + Duration::minutes(10),
+        Duration::seconds(30),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(billed, 100);
+    let w = wallet(&app, &f.t.access, patron).await;
+    assert_eq!(
+        (w["balance"].as_i64(), w["debt"].as_i64()),
+        (Some(0), Some(70))
+    );
+    // (A moment after the start, already past: a report from the future is taken as now.)
+    let off_at = started + Duration::milliseconds(1);
+
+    // The report arrives five times at once, and once more later.
+    let report = || {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin_tenant(tenant).await.unwrap();
+            let s = sessions::switched_off(&mut tx, f.station, Some(id), off_at, true)
+                .await
+                .unwrap()
+                .unwrap();
+            tx.commit().await.unwrap();
+            s
+        }
+    };
+    let answers = futures_util::future::join_all((0..5).map(|_| report())).await;
+    let again = report().await;
+    for s in answers.iter().chain([&again]) {
+        assert_eq!(s.status, sessions::SessionStatus::Expired);
+        assert_eq!(
+            (s.ended_at, s.switched_off_at),
+            (Some(off_at), Some(off_at))
+        );
+        assert_eq!(s.charged_amount, 10, "one started minute");
+    }
+    // 90 charged past the end goes back: the 70 of debt first, then 20 to the wallet; once.
+    let w = wallet(&app, &f.t.access, patron).await;
+    assert_eq!(
+        (w["balance"].as_i64(), w["debt"].as_i64()),
+        (Some(20), Some(0)),
+        "{w}"
+    );
+    let corrections: i64 = sqlx::query_scalar(
+        "select count(*) from journal where tenant_id = $1 and session_id = $2 and kind = 'session_correction'",
+    )
+    .bind(f.t.id)
+    .bind(id)
+    .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(corrections, 1);
+    assert_ledger_balances(&app, f.t.id).await;
+
+    // A later switch-off that is not the bridge's timer (the cloud's own stop, a pause) changes no bill.
+    let f2 = floor(&app).await;
+    let other = patron_with_cash(&app, &f2, 100).await;
+    let data = app
+        .gql_ok(
+            &f2.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
+            json!({"s": f2.station, "p": other}),
+        )
+        .await;
+    let running: Uuid = data["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut tx = db.begin_tenant(TenantId(f2.t.id)).await.unwrap();
+    let s = sessions::switched_off(
+        &mut tx,
+        f2.station,
+        Some(running),
+        chrono::Utc::now(),
+        false,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        (s.status, s.ended_at, s.switched_off_at),
+        (sessions::SessionStatus::Active, None, None)
+    );
+    // Another tenant's station and session are not found by a report.
+    let mut tx = db.begin_tenant(TenantId(f2.t.id)).await.unwrap();
+    let none = sessions::switched_off(&mut tx, f.station, Some(id), off_at, true)
+        .await
+        .unwrap();
+    assert!(none.is_none());
 }
 
 #[tokio::test]
