@@ -46,7 +46,15 @@ impl Agents {
             .is_some_and(|tx| tx.send(message.to_string()).is_ok())
     }
 
-    /// The station's agent's last heartbeat.
+    /// Is the station's agent connected?
+    pub fn is_connected(&self, station: Uuid) -> bool {
+        self.connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&station)
+    }
+
+    /// The station's agent's last heartbeat (while connected).
     pub fn heartbeat(&self, station: Uuid) -> Option<Value> {
         self.heartbeats
             .lock()
@@ -203,6 +211,12 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
     shared
         .agents
         .connected
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&station);
+    shared
+        .agents
+        .heartbeats
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&station);

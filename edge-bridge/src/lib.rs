@@ -45,6 +45,8 @@ pub struct Config {
     pub mqtt_url: Option<String>,
     /// A JSON file of device logins by `credentials_ref`: `{"<ref>": {"username": "...", "password": "..."}}`.
     pub credentials_file: Option<PathBuf>,
+    /// How often devices are read and agents' heartbeats relayed (what changed is reported); none: never.
+    pub readings: Option<Duration>,
 }
 
 impl Config {
@@ -87,6 +89,9 @@ impl Config {
                 .transpose()?,
             mqtt_url: var("BRIDGE_MQTT_URL"),
             credentials_file: var("BRIDGE_CREDENTIALS").map(PathBuf::from),
+            readings: Some(millis("BRIDGE_READINGS_MS", 60_000)?)
+                .filter(|d| !d.is_zero())
+                .map(|d| d.max(Duration::from_millis(100))),
         })
     }
 }
@@ -102,6 +107,8 @@ struct Station {
     warned: u8,
     /// The device's unreachability was reported (once, until it answers again).
     unreachable: bool,
+    /// The last reading reported (device or agent state).
+    reported: Option<Event>,
     /// The session this bridge ended at its planned end: never switched on again, even by a schedule that still
     /// has it running (one sent before the cloud learnt of the end, or an extension that came too late).
     ended: Option<Uuid>,
@@ -179,6 +186,9 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         },
     });
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));
+    let readings = config
+        .readings
+        .map(|every| tokio::spawn(readings_loop(shared.clone(), every)));
     let agent_server = match config.agent_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -211,8 +221,8 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         backoff = (backoff * 2).min(config.reconnect_max);
     }
     scheduler.abort();
-    if let Some(server) = agent_server {
-        server.abort();
+    for task in [agent_server, readings].into_iter().flatten() {
+        task.abort();
     }
     tracing::info!("bridge stopped");
     Ok(())
@@ -327,6 +337,7 @@ async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::
                             told_session,
                             warned,
                             unreachable: known.is_some_and(|s| s.unreachable),
+                            reported: known.and_then(|s| s.reported.clone()),
                             ended,
                         },
                     );
@@ -543,6 +554,102 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
         shared.outbox.notify_one();
     }
     soonest
+}
+
+/// Every `every`: reads each device and each agent's last heartbeat, and reports what differs from the last
+/// report. A device found other than as it was set (switched by hand, say) is set right by the next pass.
+async fn readings_loop(shared: Arc<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        read_devices(&shared).await;
+    }
+}
+
+async fn read_devices(shared: &Shared) {
+    let (targets, offset) = {
+        let state = shared.state.lock().await;
+        let targets: Vec<(Uuid, Driver, bool)> = state
+            .stations
+            .values()
+            .filter(|s| s.plan.control == "agent" || s.driver.drives())
+            .map(|s| {
+                (
+                    s.plan.station_id,
+                    s.driver.clone(),
+                    s.plan.control == "agent",
+                )
+            })
+            .collect();
+        (targets, chrono::Duration::milliseconds(state.offset_ms))
+    };
+    let mut readings = Vec::with_capacity(targets.len());
+    for (id, driver, agent) in targets {
+        let event = if agent {
+            let beat = shared.agents.heartbeat(id).unwrap_or_default();
+            Event::AgentState {
+                connected: shared.agents.is_connected(id),
+                session_id: beat["session_id"].as_str().and_then(|s| s.parse().ok()),
+                remaining_seconds: beat["remaining_seconds"].as_i64(),
+                cpu_usage: beat["cpu_usage"].as_f64(),
+                ram_usage: beat["ram_usage"].as_f64(),
+            }
+        } else {
+            match driver.status(&shared.io).await {
+                Ok(Some(status)) => Event::DeviceState {
+                    reachable: true,
+                    on: Some(status.on),
+                    power_w: status.power_w,
+                    energy_wh: status.energy_wh,
+                },
+                Ok(None) => continue,
+                Err(_) => Event::DeviceState {
+                    reachable: false,
+                    on: None,
+                    power_w: None,
+                    energy_wh: None,
+                },
+            }
+        };
+        readings.push((id, Utc::now() + offset, event));
+    }
+    let (mut drifted, mut appended) = (false, false);
+    {
+        let mut state = shared.state.lock().await;
+        let State {
+            journal, stations, ..
+        } = &mut *state;
+        for (id, at, event) in readings {
+            let Some(station) = stations.get_mut(&id) else {
+                continue;
+            };
+            if station.reported.as_ref() == Some(&event) {
+                continue;
+            }
+            if let Event::DeviceState { reachable, on, .. } = &event {
+                station.unreachable = !reachable;
+                if let (Some(on), Some(applied)) = (*on, station.applied) {
+                    if on != applied {
+                        tracing::warn!(station = %id, on, "the device is not as it was set; setting it right");
+                        station.applied = Some(on);
+                        drifted = true;
+                    }
+                }
+            }
+            station.reported = Some(event.clone());
+            match journal.append(Some(id), at, event) {
+                Ok(_) => appended = true,
+                Err(e) => tracing::error!(error = %e, "cannot write the journal"),
+            }
+        }
+    }
+    if drifted {
+        shared.replan.notify_one();
+    }
+    if appended {
+        shared.outbox.notify_one();
+    }
 }
 
 /// Brings a PC agent's station to its plan: start, extend, warn, stop. Returns when it next needs a look (the next

@@ -65,6 +65,13 @@ impl ShellyFake {
             .clone()
     }
 
+    /// Someone presses the plug's button: the relay changes, no request is recorded.
+    pub fn press(&self, on: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.on = on;
+        state.flip_at = None;
+    }
+
     pub fn is_on(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.settle();

@@ -77,12 +77,25 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session_id: Option<Uuid>,
     },
-    /// What the device reports (power, energy, reachability).
+    /// What the device reports (power, energy, reachability): on first sight, and at each reading that differs
+    /// from the last one reported.
     DeviceState {
         reachable: bool,
         on: Option<bool>,
         power_w: Option<f64>,
         energy_wh: Option<i64>,
+    },
+    /// A PC agent's state: connected or not, and its last heartbeat.
+    AgentState {
+        connected: bool,
+        #[serde(default)]
+        session_id: Option<Uuid>,
+        #[serde(default)]
+        remaining_seconds: Option<i64>,
+        #[serde(default)]
+        cpu_usage: Option<f64>,
+        #[serde(default)]
+        ram_usage: Option<f64>,
     },
 }
 

@@ -138,6 +138,7 @@ fn run_bridge(
         agent_listen: None,
         mqtt_url: std::env::var("TEST_MQTT_URL").ok(),
         credentials_file: credentials(),
+        readings: None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(edge_bridge::run(config, stopped));
@@ -542,6 +543,7 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
         agent_listen: None,
         mqtt_url: None,
         credentials_file: None,
+        readings: None,
     };
     let (stop_first, stopped) = tokio::sync::watch::channel(false);
     let first = tokio::spawn(edge_bridge::run(config(&journal), stopped));
@@ -554,53 +556,10 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
     // the new schedule (a command's acknowledgement proves it), then the link drops.
     let until = chrono::Utc::now() + chrono::Duration::seconds(3);
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut tx = app.tenant_tx(s.t.id).await;
-    sqlx::query("update session set planned_end_at = $3 where tenant_id = $1 and id = $2")
-        .bind(s.t.id)
-        .bind(id)
-        .bind(until)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("update station set expected_until = $3 where tenant_id = $1 and id = $2")
-        .bind(s.t.id)
-        .bind(s.station)
-        .bind(until)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let command: Uuid = sqlx::query_scalar(
-        "insert into device_command (tenant_id, id, station_id, command, payload)
-         values ($1, gen_random_uuid(), $2, 'extend', '{}') returning id",
-    )
-    .bind(s.t.id)
-    .bind(s.station)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    wait_until("the bridge has the new schedule", || async {
-        let acked: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-            "select acked_at from device_command where tenant_id = $1 and id = $2",
-        )
-        .bind(s.t.id)
-        .bind(command)
-        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-        .await
-        .unwrap();
-        acked.is_some()
-    })
-    .await;
+    end_soon(&app, s.t.id, s.station, until).await;
     proxy.cut();
     wait_until("the bridge is seen offline", || async {
-        let online: bool =
-            sqlx::query_scalar("select online from bridge where tenant_id = $1 and id = $2")
-                .bind(s.t.id)
-                .bind(s.bridge)
-                .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-                .await
-                .unwrap();
-        !online
+        !bridge_online(&app, s.t.id).await
     })
     .await;
     // Staff extend the session while the venue is offline: the bridge cannot hear of it.
@@ -750,12 +709,8 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
     let _ = std::fs::remove_file(&journal);
 }
 
-#[tokio::test]
-async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refused() {
-    use tokio::io::AsyncBufReadExt;
-
-    let app = spawn_app().await;
-    let f = crate::sessions::floor(&app).await;
+/// An agent key for the floor's station, and a bridge token for its venue.
+async fn agent_station(app: &TestApp, f: &crate::sessions::Floor) -> (String, String) {
     let key = app
         .gql_ok(
             &f.t.access,
@@ -766,6 +721,66 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
         .as_str()
         .unwrap()
         .to_owned();
+    let token = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"PCs\") { token } }",
+            json!({"v": f.venue}),
+        )
+        .await["createBridge"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (key, token)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// The real `edge-bridge agent-sim` on `url` with `key`, heartbeating every 100 ms: the process and its output
+/// (one JSON line per message it got).
+fn agent_sim(url: &str, key: &str) -> (tokio::process::Child, Lines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut sim = tokio::process::Command::new(crate::binaries::binary("edge-bridge"))
+        .args([
+            "agent-sim",
+            "--url",
+            url,
+            "--key",
+            key,
+            "--heartbeat-ms",
+            "100",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+    (sim, lines)
+}
+
+/// The agent simulator's next message.
+async fn next(lines: &mut Lines) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    serde_json::from_str::<Value>(&line).unwrap()
+}
+
+#[tokio::test]
+async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refused() {
+    let app = spawn_app().await;
+    let f = crate::sessions::floor(&app).await;
+    let (key, token) = agent_station(&app, &f).await;
     let stored = app
         .gql_ok(
             &f.t.access,
@@ -778,21 +793,7 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
         .unwrap();
     assert_eq!(hash.len(), 64, "only the key's SHA-256 is stored");
     assert!(!stored.to_string().contains(&key));
-    let token = app
-        .gql_ok(
-            &f.t.access,
-            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"PCs\") { token } }",
-            json!({"v": f.venue}),
-        )
-        .await["createBridge"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let agent_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let agent_port = free_port();
     let journal = journal_path();
     let config = edge_bridge::Config {
         cloud_url: tunnel_url(&app),
@@ -803,6 +804,7 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
         agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
         mqtt_url: None,
         credentials_file: None,
+        readings: None,
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(edge_bridge::run(config, stopped));
@@ -832,32 +834,7 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
     })
     .await;
 
-    let mut sim = tokio::process::Command::new(crate::binaries::binary("edge-bridge"))
-        .args([
-            "agent-sim",
-            "--url",
-            &url,
-            "--key",
-            &key,
-            "--heartbeat-ms",
-            "100",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
-    async fn next(
-        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    ) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::from_str::<Value>(&line).unwrap()
-    }
-
+    let (_sim, mut lines) = agent_sim(&url, &key);
     let session = paid_session(&app, &f.t, f.venue, f.station, 30, "agent-1").await;
     let started = next(&mut lines).await;
     assert_eq!(started["type"], "session_start");
@@ -893,6 +870,213 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
     assert_eq!(
         stopped,
         json!({"type": "session_stop", "session_id": session["session_id"], "action": "lock"})
+    );
+    let _ = std::fs::remove_file(&journal);
+}
+
+/// Moves the planned end of the station's running session to `until` and waits until the bridge has the new
+/// schedule (a command's acknowledgement proves it). Tests use it for planned ends seconds away.
+async fn end_soon(
+    app: &TestApp,
+    tenant: Uuid,
+    station: Uuid,
+    until: chrono::DateTime<chrono::Utc>,
+) {
+    let mut tx = app.tenant_tx(tenant).await;
+    sqlx::query(
+        "update session set planned_end_at = $3 where tenant_id = $1 and station_id = $2 and status = 'active'",
+    )
+    .bind(tenant)
+    .bind(station)
+    .bind(until)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("update station set expected_until = $3 where tenant_id = $1 and id = $2")
+        .bind(tenant)
+        .bind(station)
+        .bind(until)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let command: Uuid = sqlx::query_scalar(
+        "insert into device_command (tenant_id, id, station_id, command, payload)
+         values ($1, gen_random_uuid(), $2, 'extend', '{}') returning id",
+    )
+    .bind(tenant)
+    .bind(station)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    wait_until("the bridge has the new schedule", || async {
+        let acked: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "select acked_at from device_command where tenant_id = $1 and id = $2",
+        )
+        .bind(tenant)
+        .bind(command)
+        .fetch_one(&mut *app.tenant_tx(tenant).await)
+        .await
+        .unwrap();
+        acked.is_some()
+    })
+    .await;
+}
+
+async fn bridge_online(app: &TestApp, tenant: Uuid) -> bool {
+    sqlx::query_scalar("select bool_or(online) from bridge where tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(&mut *app.tenant_tx(tenant).await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_pc_agent_is_warned_on_time_with_the_tunnel_cut_and_its_heartbeats_reach_the_cloud() {
+    let app = spawn_app().await;
+    let f = crate::sessions::floor(&app).await;
+    let (key, token) = agent_station(&app, &f).await;
+    let proxy = switchyard_tests::proxy::Proxy::start(app.addr).await;
+    let agent_port = free_port();
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        cloud_url: format!("ws://{}/edge/v1/tunnel", proxy.addr),
+        token,
+        journal_path: journal.clone(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(300),
+        agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
+        mqtt_url: None,
+        credentials_file: None,
+        readings: Some(Duration::from_millis(100)),
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+    let url = format!("ws://127.0.0.1:{agent_port}/ws/agent/{}", f.station);
+    wait_until("the bridge is online", || bridge_online(&app, f.t.id)).await;
+    let session = paid_session(&app, &f.t, f.venue, f.station, 30, "agent-offline").await;
+    // The agent is refused until the bridge has the schedule with its station; then it gets the session.
+    let (_sim, mut lines, first) = loop {
+        let (sim, mut lines) = agent_sim(&url, &key);
+        let first = next(&mut lines).await;
+        if first["type"] != "closed" {
+            break (sim, lines, first);
+        }
+    };
+    assert_eq!(first["type"], "session_start", "{first}");
+    assert_eq!(first["session_id"], session["session_id"]);
+
+    // The agent's heartbeats reach the cloud as the station's device state.
+    let state = "query($s: UUID!) { station(id: $s) { deviceState { kind report reportedAt } } }";
+    wait_until("the agent's heartbeat is relayed", || async {
+        let data = app
+            .gql_ok(&f.t.access, state, json!({"s": f.station}))
+            .await;
+        let d = &data["station"]["deviceState"];
+        d["kind"] == "agent_state"
+            && d["report"]["connected"] == true
+            && d["report"]["cpu_usage"] == 12.5
+            && d["report"]["remaining_seconds"]
+                .as_i64()
+                .is_some_and(|r| r > 1700)
+    })
+    .await;
+
+    // The end comes in 62 seconds: the 5-minute warning is due at once (the link is still up).
+    let until = chrono::Utc::now() + chrono::Duration::seconds(62);
+    let due = Instant::now() + Duration::from_secs(2);
+    end_soon(&app, f.t.id, f.station, until).await;
+    let warned = loop {
+        let m = next(&mut lines).await;
+        if m["type"] == "session_warning" {
+            break m;
+        }
+    };
+    assert_eq!(warned["minutes_left"], 5, "{warned}");
+
+    // The link drops; the 1-minute warning still comes on time, from the bridge's own clock.
+    proxy.cut();
+    wait_until("the bridge is seen offline", || async {
+        !bridge_online(&app, f.t.id).await
+    })
+    .await;
+    let warned = loop {
+        let m = next(&mut lines).await;
+        if m["type"] == "session_warning" {
+            break m;
+        }
+    };
+    let at = Instant::now();
+    assert_eq!(warned["minutes_left"], 1, "{warned}");
+    assert!(
+        at + Duration::from_millis(250) >= due && at <= due + Duration::from_secs(2),
+        "warned {:?} after it was due",
+        at.checked_duration_since(due)
+    );
+    assert!(
+        !bridge_online(&app, f.t.id).await,
+        "the warning came while offline"
+    );
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn a_plug_switched_by_hand_during_a_session_is_reported_and_set_right() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 2).await;
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        cloud_url: tunnel_url(&app),
+        token: s.token.clone(),
+        journal_path: journal.clone(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(500),
+        agent_listen: None,
+        mqtt_url: None,
+        credentials_file: None,
+        readings: Some(Duration::from_millis(100)),
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+    paid_session(&app, &s.t, s.venue, s.station, 30, "by-hand").await;
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    let state = "query($s: UUID!) { station(id: $s) { deviceState { kind report } } }";
+    let reading = || async {
+        app.gql_ok(&s.t.access, state, json!({"s": s.station}))
+            .await["station"]["deviceState"]
+            .clone()
+    };
+    wait_until("the plug's power reading reaches the cloud", || async {
+        let d = reading().await;
+        d["kind"] == "device_state" && d["report"]["on"] == true && d["report"]["power_w"] == 120.5
+    })
+    .await;
+
+    // Someone switches the plug off at its button: the bridge sees it, reports it, and switches it back on.
+    plug.press(false);
+    wait_until("the plug is on again", || async {
+        plug.switches().len() == 2
+    })
+    .await;
+    assert!(plug.is_on());
+    assert_eq!(
+        plug.switches().iter().map(|s| s.on).collect::<Vec<_>>(),
+        [true, true]
+    );
+    let reports: Vec<Value> = sqlx::query_scalar(
+        "select body from bridge_event where tenant_id = $1 and bridge_id = $2 and kind = 'device_state' order by seq",
+    )
+    .bind(s.t.id)
+    .bind(s.bridge)
+    .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r["on"] == false && r["power_w"] == 0.0),
+        "the hand switch is reported: {reports:?}"
     );
     let _ = std::fs::remove_file(&journal);
 }
@@ -1029,6 +1213,7 @@ async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_anot
         agent_listen: None,
         mqtt_url: None,
         credentials_file: None,
+        readings: None,
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(edge_bridge::run(config, stopped));
