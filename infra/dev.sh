@@ -12,6 +12,8 @@ DATA=${SWITCHYARD_DATA_DIR:-$ROOT/.data}
 PG_PORT=${SWITCHYARD_PG_PORT:-$((55432 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 # The private MQTT broker (Tasmota plugs in the tests) gets a port of its own too.
 MQTT_PORT=${SWITCHYARD_MQTT_PORT:-$((51883 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
+# And the private Redis (wake-ups between API replicas in the tests).
+REDIS_PORT=${SWITCHYARD_REDIS_PORT:-$((56379 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()
 
@@ -35,6 +37,7 @@ ensure_packages() {
   command -v cc >/dev/null || missing+=(build-essential)
   command -v curl >/dev/null || missing+=(curl)
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -97,6 +100,23 @@ start_mosquitto() {
     port_open "$MQTT_PORT" || die "Mosquitto did not start; see $DATA/mosquitto.log"
   fi
   export TEST_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT"
+}
+
+# A private Redis on 127.0.0.1:$REDIS_PORT (no persistence), stopped with everything else; TEST_REDIS_URL points at it.
+start_redis() {
+  local bin
+  bin=$(command -v redis-server || echo /usr/bin/redis-server)
+  mkdir -p "$DATA"
+  if port_open "$REDIS_PORT"; then
+    say "using the Redis already on 127.0.0.1:$REDIS_PORT"
+  else
+    say "starting Redis on 127.0.0.1:$REDIS_PORT"
+    "$bin" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+      >"$DATA/redis.log" 2>&1 & CHILDREN+=($!)
+    for _ in $(seq 1 50); do port_open "$REDIS_PORT" && break; sleep 0.1; done
+    port_open "$REDIS_PORT" || die "Redis did not start; see $DATA/redis.log"
+  fi
+  export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 }
 
 stop_postgres() {
@@ -178,6 +198,7 @@ test_suite() {
   trap cleanup EXIT
   start_postgres
   start_mosquitto
+  start_redis
   set_urls switchyard_test
   say "preparing a fresh test database"
   local admin="${DATABASE_URL%/*}/postgres"

@@ -83,7 +83,8 @@ impl AppState {
     pub fn new(config: Config) -> anyhow::Result<Self> {
         // Install the metrics recorder before the first request is counted.
         crate::metrics::handle();
-        let db = Db::connect_lazy(config.app_database_url(), config.db_max_connections)?;
+        let db = Db::connect_lazy(config.app_database_url(), config.db_max_connections)?
+            .with_signals(config.signals.clone());
         let keys = TokenKeys::new(
             &config.jwt_secret,
             &config.jwt_issuer,
@@ -355,10 +356,13 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen_addr).await?;
         let state = AppState::new(config)?;
-        tokio::spawn(routes::edge::listen_commands(
-            state.db.clone(),
-            state.commands.clone(),
-        ));
+        tokio::spawn(
+            state
+                .db
+                .signals()
+                .clone()
+                .listen(state.db.clone(), state.commands.clone()),
+        );
         Ok(Self {
             listener,
             router: router(state),

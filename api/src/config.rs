@@ -49,6 +49,8 @@ pub struct Config {
     /// Signing secret of the Stripe webhook endpoint (`whsec_…`); without it `/webhooks/stripe` answers 404.
     pub stripe_webhook_secret: Option<SecretString>,
     pub log_format: LogFormat,
+    /// How replicas wake each other (bridge commands): Redis pub/sub at `REDIS_URL`, else Postgres `notify`.
+    pub signals: switchyard_core::signals::Signals,
 }
 
 /// The most an access token may live.
@@ -161,6 +163,7 @@ impl Config {
             payments,
             stripe_webhook_secret: var("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             log_format,
+            signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
         })
     }
 

@@ -203,6 +203,18 @@ pub async fn take_commands(tx: &mut TenantTx, venue_id: Uuid) -> Result<Vec<Outg
     .await?)
 }
 
+/// Does the venue have commands not yet delivered? (A tunnel asks at each heartbeat, in case a wake-up was lost.)
+pub async fn has_pending_commands(tx: &mut TenantTx, venue_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from device_command c join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
+                        where c.tenant_id = $1 and s.venue_id = $2 and c.delivered_at is null)",
+    )
+    .bind(tx.tenant())
+    .bind(venue_id)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
 /// The bridge applied a command (or could not).
 pub async fn command_done(tx: &mut TenantTx, id: Uuid, result: &str) -> Result<()> {
     sqlx::query(
@@ -318,6 +330,7 @@ pub async fn issue_agent_key(tx: &mut TenantTx, actor: &Actor, station_id: Uuid)
     .execute(tx.conn())
     .await?;
     record(tx, actor, "station.issue_agent_key", station_id).await?;
+    tx.wake_venue(station.venue_id).await?;
     Ok(key)
 }
 

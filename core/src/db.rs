@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::Role;
+use crate::signals::Signals;
 
 /// A tenant's id. A distinct type so that a tenant is never confused with another id.
 #[derive(
@@ -38,6 +39,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: PgPool,
+    signals: Signals,
 }
 
 impl Db {
@@ -49,7 +51,20 @@ impl Db {
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_lazy_with(options.application_name("switchyard"));
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            signals: Signals::default(),
+        })
+    }
+
+    /// Wake-ups travel by `signals` (Postgres `notify` unless set).
+    pub fn with_signals(mut self, signals: Signals) -> Self {
+        self.signals = signals;
+        self
+    }
+
+    pub fn signals(&self) -> &Signals {
+        &self.signals
     }
 
     /// Begins a transaction confined to `tenant`.
@@ -59,7 +74,12 @@ impl Db {
             .bind(tenant.0.to_string())
             .execute(&mut *tx)
             .await?;
-        Ok(TenantTx { tx, tenant })
+        Ok(TenantTx {
+            tx,
+            tenant,
+            signals: self.signals.clone(),
+            wake: Vec::new(),
+        })
     }
 
     /// The cross-tenant lookups.
@@ -119,6 +139,9 @@ impl Readiness {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: TenantId,
+    signals: Signals,
+    /// Venues to wake after the commit (Redis).
+    wake: Vec<Uuid>,
 }
 
 impl TenantTx {
@@ -134,6 +157,19 @@ impl TenantTx {
 
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
+        self.signals.after_commit(self.tenant, &self.wake).await;
+        Ok(())
+    }
+
+    /// The venue's bridge should look at its commands and schedule again once this transaction commits.
+    pub async fn wake_venue(&mut self, venue: Uuid) -> Result<()> {
+        let sent = self
+            .signals
+            .in_transaction(&mut self.tx, self.tenant, venue)
+            .await?;
+        if !sent && !self.wake.contains(&venue) {
+            self.wake.push(venue);
+        }
         Ok(())
     }
 

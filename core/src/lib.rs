@@ -16,6 +16,7 @@ pub mod payments;
 pub mod pricing;
 pub mod rentals;
 pub mod sessions;
+pub mod signals;
 pub mod stations;
 pub mod tariffs;
 pub mod tenants;

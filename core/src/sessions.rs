@@ -901,7 +901,7 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &s
 }
 
 /// Writes a command for a station's control to the outbox (the edge bridge consumes it), in the caller's
-/// transaction: it exists exactly when the change that caused it commits.
+/// transaction: it exists exactly when the change that caused it commits, and the venue's tunnel is woken then.
 pub(crate) async fn command(
     tx: &mut TenantTx,
     station: Uuid,
@@ -909,8 +909,10 @@ pub(crate) async fn command(
     command: &str,
     payload: serde_json::Value,
 ) -> Result<()> {
-    sqlx::query(
-        "insert into device_command (tenant_id, id, station_id, session_id, command, payload) values ($1, $2, $3, $4, $5, $6)",
+    let venue: Uuid = sqlx::query_scalar(
+        "insert into device_command (tenant_id, id, station_id, session_id, command, payload)
+         values ($1, $2, $3, $4, $5, $6)
+         returning (select venue_id from station where tenant_id = $1 and id = $3)",
     )
     .bind(tx.tenant())
     .bind(Uuid::now_v7())
@@ -918,9 +920,9 @@ pub(crate) async fn command(
     .bind(session)
     .bind(command)
     .bind(payload)
-    .execute(tx.conn())
+    .fetch_one(tx.conn())
     .await?;
-    Ok(())
+    tx.wake_venue(venue).await
 }
 
 /// One billing tick of one session (see [`bill_batch`]).

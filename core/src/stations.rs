@@ -188,6 +188,8 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Resu
         "connectors": connector_count,
     });
     audit::record(tx, actor, entry("station.create", id, detail)).await?;
+    // The venue's bridge gets a schedule with the new station (and its control settings).
+    tx.wake_venue(station.venue_id).await?;
     Ok(station)
 }
 
@@ -252,6 +254,7 @@ pub async fn update(
         "name": station.name, "control": station.control, "status": station.status, "location": station.location,
     });
     audit::record(tx, actor, entry("station.update", id, detail)).await?;
+    tx.wake_venue(station.venue_id).await?;
     Ok(station)
 }
 
@@ -273,6 +276,7 @@ pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Stati
         entry("station.archive", id, serde_json::json!({})),
     )
     .await?;
+    tx.wake_venue(station.venue_id).await?;
     Ok(station)
 }
 

@@ -44,6 +44,17 @@ pub struct TestDatabase {
     pub app_url: String,
 }
 
+/// An app-role pool on the test database that wakes bridges the way the test apps do (the suite's Redis).
+pub fn app_db(max_connections: u32) -> switchyard_core::Db {
+    let signals = switchyard_core::signals::Signals::from_url(
+        std::env::var("TEST_REDIS_URL").ok().as_deref(),
+    )
+    .expect("TEST_REDIS_URL");
+    switchyard_core::Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), max_connections)
+        .expect("app pool")
+        .with_signals(signals)
+}
+
 /// `url` with its database name replaced by `db`.
 pub fn with_database(url: &str, db: &str) -> String {
     format!(
@@ -105,6 +116,10 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("AUTH_RATE_BURST".into(), "100000".into()),
         ("DB_MAX_CONNECTIONS".into(), "8".into()),
     ]);
+    // Wake-ups go through the suite's Redis (an override of "" falls back to Postgres notify).
+    if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
+        vars.insert("REDIS_URL".into(), redis);
+    }
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());
     }

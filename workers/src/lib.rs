@@ -25,6 +25,8 @@ pub struct WorkerConfig {
     pub debts: debts::Debts,
     pub payments: switchyard_core::payments::ProviderSettings,
     pub housekeeping_interval: Duration,
+    /// How the API replicas are woken for new bridge commands: Redis at `REDIS_URL`, else Postgres `notify`.
+    pub signals: switchyard_core::signals::Signals,
 }
 
 impl WorkerConfig {
@@ -64,6 +66,7 @@ impl WorkerConfig {
             lease_secs: number("DEBT_LEASE_SEC", 120)?.clamp(5, 3600) as i32,
         };
         Ok(Self {
+            signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
             billing,
             debts,
             payments: switchyard_core::payments::ProviderSettings::from_lookup(var)?,
@@ -84,7 +87,7 @@ impl WorkerConfig {
 /// Runs until `stop` turns true. Each wake-up is one pass over due work (none yet) and is counted in
 /// `worker_passes_total`.
 pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let db = Db::connect_lazy(&config.app_database_url, 4)?;
+    let db = Db::connect_lazy(&config.app_database_url, 4)?.with_signals(config.signals.clone());
     let provider = config.payments.build()?;
     sqlx::query("select 1")
         .execute(db.pool())

@@ -2,9 +2,10 @@
 //!
 //! The bridge token is checked before the upgrade (a wrong or revoked token gets `401` and no socket). Then: the
 //! bridge says `hello`; the cloud answers `welcome` (with the last event sequence it recorded) and the venue's
-//! schedule, and delivers the command outbox. A new command (Postgres `notify switchyard_commands`, naming its
-//! tenant and venue) makes the tunnels of that venue send its pending commands and a fresh schedule. Events are recorded
-//! once per (bridge, seq) and acknowledged; heartbeats are answered with the server time. A frame that cannot be
+//! schedule, and delivers the command outbox. A wake-up for the venue (`switchyard_core::signals`: Postgres
+//! `notify` or Redis pub/sub, so it reaches whichever replica holds the tunnel) makes the tunnel send the pending
+//! commands and a fresh schedule; so does a heartbeat that finds commands undelivered (a lost wake-up). Events are
+//! recorded once per (bridge, seq) and acknowledged; heartbeats are answered with the server time. A frame that cannot be
 //! used gets an `error` frame and the connection stays open; an oversized frame closes it (code 1009).
 
 use std::time::Duration;
@@ -158,10 +159,13 @@ async fn serve(
                         return Err(e.into());
                     }
                 };
-                let reply = match decode::<Up>(&text) {
+                let (reply, pending) = match decode::<Up>(&text) {
                     Ok(message) => receive(db, tenant, &bridge, message).await,
-                    Err(e) => Some(error("malformed_frame", e)),
+                    Err(e) => (Some(error("malformed_frame", e)), false),
                 };
+                if pending {
+                    push(&mut socket, db, tenant, &bridge).await?;
+                }
                 if let Some(reply) = reply {
                     send(&mut socket, &reply).await?;
                     if matches!(&reply, Down::Error { code, .. } if code == REVOKED) {
@@ -226,8 +230,9 @@ async fn push(
     Ok(())
 }
 
-/// Handles one frame from the bridge; returns the answer, if any.
-async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Option<Down> {
+/// Handles one frame from the bridge; returns the answer, if any, and whether commands wait undelivered.
+async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> (Option<Down>, bool) {
+    let mut pending = false;
     let result: Result<Option<Down>, switchyard_core::Error> = async {
         let mut tx = db.begin_tenant(tenant).await?;
         let reply = match message {
@@ -238,6 +243,7 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Opt
                     return Ok(Some(error(REVOKED, "this bridge was revoked; the tunnel closes")));
                 }
                 bridges::seen(&mut tx, bridge.id, true, None, clock_offset_ms).await?;
+                pending = bridges::has_pending_commands(&mut tx, bridge.venue_id).await?;
                 Some(Down::HeartbeatAck {
                     sent_at,
                     server_time: Utc::now(),
@@ -272,7 +278,7 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Opt
         Ok(reply)
     }
     .await;
-    match result {
+    let reply = match result {
         Ok(reply) => reply,
         Err(switchyard_core::Error::NotFound(what)) => Some(error(
             "unknown_station",
@@ -287,28 +293,6 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Opt
                 "the frame could not be handled; send it again",
             ))
         }
-    }
-}
-
-/// Feeds `switchyard_commands` notifications (`<tenant id>:<venue id>`) to the tunnels, reconnecting if the
-/// listening connection drops.
-pub async fn listen_commands(db: Db, sender: broadcast::Sender<(Uuid, Uuid)>) {
-    loop {
-        match sqlx::postgres::PgListener::connect_with(db.pool()).await {
-            Ok(mut listener) => {
-                if listener.listen("switchyard_commands").await.is_ok() {
-                    while let Ok(n) = listener.recv().await {
-                        let parsed = n.payload().split_once(':').and_then(|(t, v)| {
-                            Some((t.parse::<Uuid>().ok()?, v.parse::<Uuid>().ok()?))
-                        });
-                        if let Some(target) = parsed {
-                            let _ = sender.send(target);
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for device commands"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    };
+    (reply, pending)
 }

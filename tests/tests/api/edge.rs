@@ -591,9 +591,7 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
     let switches_at_the_end = plug.switches().len();
 
     // Meanwhile the cloud's billing, thinking the session runs on, charges as far as five minutes from now.
-    let db =
-        switchyard_core::Db::connect_lazy(&switchyard_tests::env_url("TEST_APP_DATABASE_URL"), 1)
-            .unwrap();
+    let db = switchyard_tests::app_db(1);
     let mut tx = db
         .begin_tenant(switchyard_core::TenantId(s.t.id))
         .await
@@ -875,39 +873,46 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
 }
 
 /// Moves the planned end of the station's running session to `until` and waits until the bridge has the new
-/// schedule (a command's acknowledgement proves it). Tests use it for planned ends seconds away.
+/// schedule (the acknowledgement of a command sent with it proves it). Tests use it for planned ends seconds away.
 async fn end_soon(
     app: &TestApp,
     tenant: Uuid,
     station: Uuid,
     until: chrono::DateTime<chrono::Utc>,
 ) {
-    let mut tx = app.tenant_tx(tenant).await;
+    let db = switchyard_tests::app_db(1);
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(tenant))
+        .await
+        .unwrap();
     sqlx::query(
         "update session set planned_end_at = $3 where tenant_id = $1 and station_id = $2 and status = 'active'",
     )
     .bind(tenant)
     .bind(station)
     .bind(until)
-    .execute(&mut *tx)
+    .execute(tx.conn())
     .await
     .unwrap();
-    sqlx::query("update station set expected_until = $3 where tenant_id = $1 and id = $2")
-        .bind(tenant)
-        .bind(station)
-        .bind(until)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let venue: Uuid = sqlx::query_scalar(
+        "update station set expected_until = $3 where tenant_id = $1 and id = $2 returning venue_id",
+    )
+    .bind(tenant)
+    .bind(station)
+    .bind(until)
+    .fetch_one(tx.conn())
+    .await
+    .unwrap();
     let command: Uuid = sqlx::query_scalar(
         "insert into device_command (tenant_id, id, station_id, command, payload)
          values ($1, gen_random_uuid(), $2, 'extend', '{}') returning id",
     )
     .bind(tenant)
     .bind(station)
-    .fetch_one(&mut *tx)
+    .fetch_one(tx.conn())
     .await
     .unwrap();
+    tx.wake_venue(venue).await.unwrap();
     tx.commit().await.unwrap();
     wait_until("the bridge has the new schedule", || async {
         let acked: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
@@ -1176,11 +1181,25 @@ async fn a_session_opens_and_closes_a_mikrotik_firewall_rule_through_the_routero
 }
 
 #[tokio::test]
-async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_another() {
+async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_another_through_redis()
+{
+    let redis = switchyard_tests::env_url("TEST_REDIS_URL");
+    across_replicas(&redis).await;
+}
+
+#[tokio::test]
+async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_another_through_postgres(
+) {
+    across_replicas("").await;
+}
+
+/// Two real API processes on the same database, waking each other through `redis_url` (empty: Postgres
+/// `notify`): the bridge holds its tunnel to B; the session starts on A, and its command reaches the plug long
+/// before the bridge's next heartbeat (which would also collect it).
+async fn across_replicas(redis_url: &str) {
     let app = spawn_app().await;
     let plug = ShellyFake::start().await;
     let s = site(&app, &plug.host(), 2).await;
-    // Two real API processes on the same database: the bridge holds its tunnel to B; the session starts on A.
     let serve = || {
         tokio::process::Command::new(crate::binaries::binary("switchyard"))
             .arg("serve")
@@ -1190,6 +1209,7 @@ async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_anot
             )
             .env("JWT_SECRET", switchyard_tests::TEST_JWT_SECRET)
             .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("REDIS_URL", redis_url)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -1208,7 +1228,7 @@ async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_anot
         ),
         token: s.token.clone(),
         journal_path: journal.clone(),
-        heartbeat: Duration::from_millis(200),
+        heartbeat: Duration::from_secs(600),
         reconnect_max: Duration::from_millis(500),
         agent_listen: None,
         mqtt_url: None,
@@ -1255,6 +1275,32 @@ async fn a_session_started_on_one_api_process_reaches_a_bridge_connected_to_anot
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn with_wake_ups_lost_a_command_reaches_the_bridge_at_its_next_heartbeat() {
+    // Nothing listens at this Redis: every wake-up is lost.
+    let app = switchyard_tests::spawn_app_with(&[("REDIS_URL", "redis://127.0.0.1:9")]).await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        cloud_url: tunnel_url(&app),
+        token: s.token.clone(),
+        journal_path: journal.clone(),
+        heartbeat: Duration::from_millis(300),
+        reconnect_max: Duration::from_millis(500),
+        agent_listen: None,
+        mqtt_url: None,
+        credentials_file: None,
+        readings: None,
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+    wait_until("the bridge is online", || bridge_online(&app, s.t.id)).await;
+    paid_session(&app, &s.t, s.venue, s.station, 30, "lost-wake").await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
     let _ = std::fs::remove_file(&journal);
 }

@@ -1,0 +1,160 @@
+//! Wake-ups between processes: "this venue has new device commands", so that whichever API replica holds the
+//! venue's bridge tunnel pushes them at once. Two carriers, chosen by `REDIS_URL`:
+//!
+//! - **Postgres** `notify` (the default): one database is all it needs; the wake-up is sent inside the transaction
+//!   that wrote the commands, so it is delivered exactly when they commit.
+//! - **Redis** pub/sub: for several API replicas; published right after the commit, which keeps Postgres commits
+//!   free of the notify queue's global lock.
+//!
+//! A lost wake-up (Redis down for a moment) only delays the commands until the bridge's next heartbeat, when the
+//! tunnel looks for anything undelivered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, OnceCell};
+use uuid::Uuid;
+
+use crate::db::{Db, TenantId};
+use crate::error::{Error, Result};
+
+/// The channel (Postgres `listen` / Redis `subscribe`); payload `<tenant id>:<venue id>`.
+pub const COMMANDS: &str = "switchyard_commands";
+
+/// How wake-ups travel between processes.
+#[derive(Clone, Default)]
+pub enum Signals {
+    #[default]
+    Postgres,
+    Redis(Arc<Redis>),
+}
+
+pub struct Redis {
+    client: redis::Client,
+    publisher: OnceCell<redis::aio::ConnectionManager>,
+}
+
+impl std::fmt::Debug for Signals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Postgres => "postgres",
+            Self::Redis(_) => "redis",
+        })
+    }
+}
+
+impl Signals {
+    /// Redis pub/sub at `url` (`redis://host:6379`), else Postgres `notify`. The URL is checked now; the
+    /// connection is made on first use.
+    pub fn from_url(url: Option<&str>) -> anyhow::Result<Self> {
+        Ok(match url {
+            None => Self::Postgres,
+            Some(url) => Self::Redis(Arc::new(Redis {
+                client: redis::Client::open(url).map_err(|e| {
+                    anyhow::anyhow!("REDIS_URL must be a URL like redis://127.0.0.1:6379 ({e})")
+                })?,
+                publisher: OnceCell::new(),
+            })),
+        })
+    }
+
+    fn payload(tenant: TenantId, venue: Uuid) -> String {
+        format!("{}:{venue}", tenant.0)
+    }
+
+    /// Postgres: notifies inside the transaction (delivered at its commit).
+    pub(crate) async fn in_transaction(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        tenant: TenantId,
+        venue: Uuid,
+    ) -> Result<bool> {
+        if let Self::Postgres = self {
+            sqlx::query("select pg_notify($1, $2)")
+                .bind(COMMANDS)
+                .bind(Self::payload(tenant, venue))
+                .execute(conn)
+                .await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Redis: publishes after the commit. A failure is logged, not returned: the commit has happened, and the
+    /// bridge's next heartbeat collects the commands anyway.
+    pub(crate) async fn after_commit(&self, tenant: TenantId, venues: &[Uuid]) {
+        let Self::Redis(redis) = self else { return };
+        if venues.is_empty() {
+            return;
+        }
+        let published = async {
+            let mut conn = redis
+                .publisher
+                .get_or_try_init(|| redis.client.get_connection_manager())
+                .await?
+                .clone();
+            for venue in venues {
+                redis::cmd("PUBLISH")
+                    .arg(COMMANDS)
+                    .arg(Self::payload(tenant, *venue))
+                    .exec_async(&mut conn)
+                    .await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), published).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish a wake-up to Redis"),
+            Err(_) => tracing::warn!("publishing a wake-up to Redis timed out"),
+        }
+    }
+
+    /// Feeds every wake-up, `(tenant, venue)`, to `sender` for as long as the process runs, reconnecting after a
+    /// lost connection.
+    pub async fn listen(self, db: Db, sender: broadcast::Sender<(Uuid, Uuid)>) {
+        loop {
+            let result = match &self {
+                Self::Postgres => listen_postgres(&db, &sender).await,
+                Self::Redis(redis) => listen_redis(redis, &sender).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(carrier = ?self, error = %e, "cannot listen for wake-ups; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn parse(payload: &str) -> Option<(Uuid, Uuid)> {
+    let (tenant, venue) = payload.split_once(':')?;
+    Some((tenant.parse().ok()?, venue.parse().ok()?))
+}
+
+async fn listen_postgres(db: &Db, sender: &broadcast::Sender<(Uuid, Uuid)>) -> Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(db.pool()).await?;
+    listener.listen(COMMANDS).await?;
+    tracing::info!("listening for wake-ups on Postgres");
+    loop {
+        let n = listener.recv().await?;
+        if let Some(target) = parse(n.payload()) {
+            let _ = sender.send(target);
+        }
+    }
+}
+
+async fn listen_redis(redis: &Redis, sender: &broadcast::Sender<(Uuid, Uuid)>) -> Result<()> {
+    use futures_util::StreamExt;
+    let internal = |e: redis::RedisError| Error::Internal(e.into());
+    let mut pubsub = redis.client.get_async_pubsub().await.map_err(internal)?;
+    pubsub.subscribe(COMMANDS).await.map_err(internal)?;
+    tracing::info!("listening for wake-ups on Redis");
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        if let Some(target) = message.get_payload::<String>().ok().and_then(|p| parse(&p)) {
+            let _ = sender.send(target);
+        }
+    }
+    Err(Error::Internal(anyhow::anyhow!(
+        "the Redis subscription ended"
+    )))
+}
