@@ -10,9 +10,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${SWITCHYARD_DATA_DIR:-$ROOT/.data}
 # A port of its own per checkout, so that two checkouts on one machine never share a cluster.
 PG_PORT=${SWITCHYARD_PG_PORT:-$((55432 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
-# The private MQTT broker (Tasmota plugs in the tests) gets a port of its own too.
+# The private MQTT broker (Tasmota plugs: the demo's and the tests') gets a port of its own too.
 MQTT_PORT=${SWITCHYARD_MQTT_PORT:-$((51883 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
-# And the private Redis (wake-ups between API replicas in the tests).
+# And the private Redis (wake-ups between API replicas in the tests), and the demo's simulated devices (4 ports).
+DEVICES_PORT=${SWITCHYARD_DEVICES_PORT:-$((47000 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000 * 4))}
 REDIS_PORT=${SWITCHYARD_REDIS_PORT:-$((56379 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()
@@ -84,7 +85,7 @@ start_postgres() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# A private Mosquitto on 127.0.0.1:$MQTT_PORT, stopped with everything else; TEST_MQTT_URL points at it.
+# A private Mosquitto on 127.0.0.1:$MQTT_PORT, stopped with everything else; MQTT_URL points at it.
 start_mosquitto() {
   local bin conf="$DATA/mosquitto.conf"
   bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
@@ -99,7 +100,7 @@ start_mosquitto() {
     for _ in $(seq 1 50); do port_open "$MQTT_PORT" && break; sleep 0.1; done
     port_open "$MQTT_PORT" || die "Mosquitto did not start; see $DATA/mosquitto.log"
   fi
-  export TEST_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT"
+  MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT"
 }
 
 # A private Redis on 127.0.0.1:$REDIS_PORT (no persistence), stopped with everything else; TEST_REDIS_URL points at it.
@@ -158,6 +159,7 @@ up() {
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   start_postgres
+  start_mosquitto
   set_urls switchyard
   export JWT_SECRET="${JWT_SECRET:-$(jwt_secret)}"
   export LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
@@ -167,8 +169,11 @@ up() {
   say "migrating"
   "$bin/switchyard" migrate
   say "seeding the demo tenant"
-  local logins
-  logins=$("$bin/switchyard" seed-demo)
+  local logins credentials="$DATA/demo-credentials.json"
+  # The demo router's login, known to the bridge and the simulated router only (never to the cloud).
+  [ -s "$credentials" ] || (umask 077; printf '{"demo-router": {"username": "switchyard", "password": "%s"}}\n' \
+    "$(head -c 18 /dev/urandom | base64 | tr -d '\n=/+')" > "$credentials")
+  logins=$("$bin/switchyard" seed-demo --devices "$DEVICES_PORT" --bridge-env "$DATA/demo-bridge.env")
   "$bin/switchyard-workers" & CHILDREN+=($!)
   "$bin/switchyard" serve & CHILDREN+=($!)
   local url="http://$LISTEN_ADDR"
@@ -177,6 +182,7 @@ up() {
     sleep 0.2
   done
   curl -fsS "$url/readyz" >/dev/null || die "the API did not become ready; see the log above"
+  start_demo_venue "$bin" "$credentials"
   cat <<MSG
 
   Switchyard is running.
@@ -184,6 +190,8 @@ up() {
     REST + OpenAPI:                   $url/api/v1/openapi.json
     Health / metrics:                 $url/readyz   $url/metrics
   $logins
+  Demo arcade: its edge bridge is connected; simulated devices print their switches here (PS5-01 and
+  Pinball on Shelly plugs, PC-03 behind the MikroTik, Karaoke Room A on Tasmota; PC-01/PC-02 run agents).
   Sign in:  curl -s $url/api/v1/auth/login -H 'content-type: application/json' \\
               -d '{"email":"owner@demo.switchyard.test","password":"Neon-Arcade-42"}'
   Ctrl-C stops everything.
@@ -192,12 +200,29 @@ MSG
   wait -n "${CHILDREN[@]}" || true
 }
 
+# The demo arcade's venue side: its simulated devices, its edge bridge (token and agent keys from the seed), and an
+# agent simulator on each agent PC.
+start_demo_venue() {
+  local bin=$1 credentials=$2 agent_port=$((DEVICES_PORT + 3)) pair
+  "$bin/demo-devices" --base "$DEVICES_PORT" --mqtt "$MQTT_URL" --credentials "$credentials" & CHILDREN+=($!)
+  # shellcheck disable=SC1091
+  . "$DATA/demo-bridge.env"
+  BRIDGE_TOKEN="$BRIDGE_TOKEN" BRIDGE_CLOUD_URL="ws://$LISTEN_ADDR/edge/v1/tunnel" \
+    BRIDGE_JOURNAL="$DATA/demo-bridge-journal.jsonl" BRIDGE_AGENT_LISTEN="127.0.0.1:$agent_port" \
+    BRIDGE_MQTT_URL="$MQTT_URL" BRIDGE_CREDENTIALS="$credentials" "$bin/edge-bridge" & CHILDREN+=($!)
+  for pair in $DEMO_AGENTS; do
+    "$bin/edge-bridge" agent-sim --url "ws://127.0.0.1:$agent_port/ws/agent/${pair%%=*}" --key "${pair#*=}" \
+      --retry-ms 2000 & CHILDREN+=($!)
+  done
+}
+
 test_suite() {
   export PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off"
   ensure_packages
   trap cleanup EXIT
   start_postgres
   start_mosquitto
+  export TEST_MQTT_URL="$MQTT_URL"
   start_redis
   set_urls switchyard_test
   say "preparing a fresh test database"

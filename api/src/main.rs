@@ -23,7 +23,15 @@ enum Command {
     /// Create the database if missing and apply migrations, as the owner role (DATABASE_URL).
     Migrate,
     /// Create the demo tenant (idempotent) and print its logins.
-    SeedDemo,
+    SeedDemo {
+        /// Also point the demo arcade at simulated devices from this port on 127.0.0.1 (`demo-devices --base`)
+        /// and write its bridge's settings (a fresh token, the agent PCs' keys) to `--bridge-env`.
+        #[arg(long, requires = "bridge_env")]
+        devices: Option<u16>,
+        /// Where to write the demo bridge's settings, as `KEY=value` lines.
+        #[arg(long)]
+        bridge_env: Option<std::path::PathBuf>,
+    },
     /// Print the GraphQL SDL (the content of graphql/schema.graphql).
     PrintSchema,
 }
@@ -69,11 +77,29 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or(0);
             println!("migrations applied (latest {version})");
         }
-        Command::SeedDemo => {
+        Command::SeedDemo {
+            devices,
+            bridge_env,
+        } => {
             let config = Config::from_env()?;
             telemetry::init(config.log_format);
             let state = AppState::new(config)?;
             let tenant = seed::seed_demo(&state).await?;
+            if let (Some(base), Some(path)) = (devices, bridge_env) {
+                let bridge = seed::demo_bridge(&state, base).await?;
+                let agents: Vec<String> = bridge
+                    .agents
+                    .iter()
+                    .map(|(station, key)| format!("{station}={key}"))
+                    .collect();
+                let text = format!(
+                    "BRIDGE_TOKEN={}\nDEMO_AGENTS=\"{}\"\n",
+                    bridge.token,
+                    agents.join(" ")
+                );
+                write_private(&path, &text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             println!("demo tenant {tenant} ({})", seed::DEMO_ORGANIZATION);
             for (role, email, password) in seed::DEMO_LOGINS {
                 println!("  {:<8} {email:<32} {password}", role.as_str());
@@ -87,6 +113,19 @@ async fn main() -> anyhow::Result<()> {
         Command::PrintSchema => print!("{}", switchyard_graphql::sdl()),
     }
     Ok(())
+}
+
+/// Writes a file only its owner can read (it holds a token).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 async fn shutdown_signal() {

@@ -3,11 +3,11 @@
 //! Running it again changes nothing.
 
 use serde_json::json;
-use switchyard_core::patrons;
 use switchyard_core::pricing::{Band, Terms};
-use switchyard_core::stations::{self, NewStation};
+use switchyard_core::stations::{self, NewStation, StationFilter, StationPatch};
 use switchyard_core::tariffs::{self, Scope};
 use switchyard_core::venues::{self, NewVenue};
+use switchyard_core::{bridges, patrons};
 use switchyard_core::{
     members, rentals, Actor, Role, StationControl as C, StationKind as K, TenantId,
 };
@@ -269,4 +269,72 @@ async fn venue(
         address: Some(address.into()),
     };
     Ok(venues::create(tx, owner, input).await?.id)
+}
+
+/// What the demo bridge needs to run: its token, and each agent PC's station id and key.
+pub struct DemoBridge {
+    pub token: String,
+    pub agents: Vec<(uuid::Uuid, String)>,
+}
+
+/// Points the demo arcade's devices at the simulated ones on 127.0.0.1 (`demo-devices --base <base>`: the Gen2
+/// plug at `base`, the Gen1 plug at `base + 1`, the router at `base + 2`), makes sure the arcade has a bridge,
+/// and gives it a fresh token and its PCs fresh agent keys (only hashes are stored, so each run issues new ones).
+pub async fn demo_bridge(state: &AppState, base: u16) -> anyhow::Result<DemoBridge> {
+    let (_, owner_email, owner_password) = DEMO_LOGINS[0];
+    let pair = state
+        .accounts
+        .login(owner_email, owner_password, None)
+        .await?;
+    let switchyard_core::Principal::Member(owner) = state
+        .accounts
+        .authenticate(&pair.access_token, None)
+        .await?
+    else {
+        anyhow::bail!("the demo owner's token is not a member's");
+    };
+    let mut tx = state.db.begin_tenant(owner.tenant).await?;
+    let arcade = venues::list(&mut tx, false)
+        .await?
+        .into_iter()
+        .find(|v| v.name == "Downtown Arcade")
+        .ok_or_else(|| {
+            anyhow::anyhow!("the demo arcade is missing; run seed-demo on a fresh database")
+        })?;
+    let filter = StationFilter {
+        venue_id: Some(arcade.id),
+        ..StationFilter::default()
+    };
+    let local = |offset: u16| format!("127.0.0.1:{}", base + offset);
+    let mut agents = Vec::new();
+    for station in stations::list(&mut tx, &filter).await? {
+        let settings = match station.name.as_str() {
+            "PS5-01" => json!({"host": local(0), "generation": 2}),
+            "Pinball" => json!({"host": local(1), "generation": 1}),
+            "PC-03" => {
+                json!({"host": local(2), "mac": "02:00:00:00:00:03", "credentials_ref": "demo-router"})
+            }
+            _ if station.control == C::Agent => {
+                let key = bridges::issue_agent_key(&mut tx, &owner, station.id).await?;
+                agents.push((station.id, key));
+                continue;
+            }
+            _ => continue,
+        };
+        let patch = StationPatch {
+            control_settings: Some(settings),
+            ..StationPatch::default()
+        };
+        stations::update(&mut tx, &owner, station.id, patch).await?;
+    }
+    let existing = bridges::list(&mut tx, Some(arcade.id))
+        .await?
+        .into_iter()
+        .find(|b| b.revoked_at.is_none());
+    let (_, token) = match existing {
+        Some(bridge) => bridges::rotate(&mut tx, &owner, bridge.id).await?,
+        None => bridges::create(&mut tx, &owner, arcade.id, "Arcade bridge").await?,
+    };
+    tx.commit().await?;
+    Ok(DemoBridge { token, agents })
 }

@@ -28,6 +28,9 @@ enum Command {
         key: String,
         #[arg(long, default_value_t = 10_000)]
         heartbeat_ms: u64,
+        /// Reconnect this long after the connection ends or is refused (as a real agent would); 0: exit instead.
+        #[arg(long, default_value_t = 0)]
+        retry_ms: u64,
     },
 }
 
@@ -44,14 +47,20 @@ async fn main() -> anyhow::Result<()> {
         url,
         key,
         heartbeat_ms,
+        retry_ms,
     }) = Cli::parse().command
     {
-        return edge_bridge::agents::simulate(
-            &url,
-            &key,
-            std::time::Duration::from_millis(heartbeat_ms.max(100)),
-        )
-        .await;
+        let heartbeat = std::time::Duration::from_millis(heartbeat_ms.max(100));
+        loop {
+            let outcome = edge_bridge::agents::simulate(&url, &key, heartbeat).await;
+            if retry_ms == 0 {
+                return outcome;
+            }
+            if let Err(e) = outcome {
+                tracing::info!(error = %e, "agent connection failed; retrying");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(retry_ms)).await;
+        }
     }
     let config = edge_bridge::Config::from_lookup(|k| std::env::var(k).ok())?;
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -34,6 +34,16 @@ impl RouterOsFake {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("bind: {e}"));
+        Self::start_on(listener, user, password, interfaces)
+    }
+
+    /// Serves on `listener` (a fixed address, for the demo).
+    pub fn start_on(
+        listener: TcpListener,
+        user: &str,
+        password: &str,
+        interfaces: &[&str],
+    ) -> Self {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|e| panic!("addr: {e}"));

@@ -43,7 +43,15 @@ struct Handler(Arc<Mutex<State>>);
 
 impl ShellyFake {
     pub async fn start() -> Self {
-        let server = MockServer::start().await;
+        Self::serve(MockServer::start().await).await
+    }
+
+    /// A plug listening on `listener` (a fixed address, for the demo).
+    pub async fn start_on(listener: std::net::TcpListener) -> Self {
+        Self::serve(MockServer::builder().listener(listener).start().await).await
+    }
+
+    async fn serve(server: MockServer) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         Mock::given(any())
             .respond_with(Handler(state.clone()))

@@ -1,0 +1,98 @@
+//! `demo-devices`: the demo venue's simulated devices, for `./infra/dev.sh up`, so the demo bridge switches
+//! something you can watch. At fixed local ports from `--base`:
+//!
+//! | port | device | demo station |
+//! |---|---|---|
+//! | base | Shelly Gen2 plug (RPC) | PS5-01 |
+//! | base + 1 | Shelly Gen1 plug | Pinball |
+//! | base + 2 | MikroTik router (RouterOS API), login `demo-router` from `--credentials` | PC-03 |
+//!
+//! and a Tasmota plug, topic `karaoke-a` (Karaoke Room A), on the `--mqtt` broker. Every change of a device is
+//! printed as one line.
+
+use std::time::Duration;
+
+use clap::Parser;
+use switchyard_tests::routeros_fake::RouterOsFake;
+use switchyard_tests::shelly_fake::ShellyFake;
+use switchyard_tests::tasmota_sim::TasmotaSim;
+
+#[derive(Parser)]
+#[command(name = "demo-devices", about = "The demo venue's simulated devices")]
+struct Args {
+    /// The first of three consecutive ports on 127.0.0.1.
+    #[arg(long)]
+    base: u16,
+    /// The MQTT broker the Tasmota plug joins.
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// The bridge's credentials file; the router accepts its `demo-router` login.
+    #[arg(long)]
+    credentials: std::path::PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bind = |offset: u16| {
+        let addr = format!("127.0.0.1:{}", args.base + offset);
+        std::net::TcpListener::bind(&addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    };
+    let ps5 = ShellyFake::start_on(bind(0)?).await;
+    let pinball = ShellyFake::start_on(bind(1)?).await;
+    let logins: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&args.credentials)?)?;
+    let login = &logins["demo-router"];
+    let (user, password) = (
+        login["username"].as_str().unwrap_or_default(),
+        login["password"].as_str().unwrap_or_default(),
+    );
+    let router_listener = bind(2)?;
+    router_listener.set_nonblocking(true)?;
+    let router = RouterOsFake::start_on(
+        tokio::net::TcpListener::from_std(router_listener)?,
+        user,
+        password,
+        &[],
+    );
+    let karaoke = match &args.mqtt {
+        Some(url) => Some(TasmotaSim::start(url, "karaoke-a").await),
+        None => None,
+    };
+    println!(
+        "demo devices: PS5-01 (Shelly Gen2) {}, Pinball (Shelly Gen1) {}, PC-03 (MikroTik) {}{}",
+        ps5.host(),
+        pinball.host(),
+        router.addr,
+        if karaoke.is_some() {
+            ", Karaoke Room A (Tasmota karaoke-a)"
+        } else {
+            ""
+        }
+    );
+    // A demo's console output: the devices are looked at a few times a second and every change is printed.
+    let mut last: Vec<Option<bool>> = vec![None; 4];
+    let mut look = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        look.tick().await;
+        let now = [
+            ("PS5-01 plug", Some(ps5.is_on())),
+            ("Pinball plug", Some(pinball.is_on())),
+            // The router lets PC-03 through when no drop rule names it.
+            ("PC-03 network", Some(router.rules().is_empty())),
+            (
+                "Karaoke Room A plug",
+                karaoke.as_ref().map(TasmotaSim::is_on),
+            ),
+        ];
+        for (i, (name, state)) in now.into_iter().enumerate() {
+            if state != last[i] {
+                if let Some(on) = state {
+                    println!("{name}: {}", if on { "ON" } else { "OFF" });
+                }
+                last[i] = state;
+            }
+        }
+    }
+}
