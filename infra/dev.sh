@@ -259,7 +259,11 @@ bench() {
   case "${1:-billing}" in
     billing) shift || true; "$bin/switchyard-workers" bench-billing "$@" ;;
     sessions) shift; "$bin/bench-sessions" "$@" ;;
-    tunnels) shift; ulimit -n "$(ulimit -Hn)"; "$bin/bench-tunnels" "$@" ;;
+    tunnels) shift; ulimit -n "$(ulimit -Hn)"
+      # Once with wake-ups through Postgres notify (one replica), once through Redis (several).
+      REDIS_URL="" "$bin/bench-tunnels" "$@"
+      start_redis
+      REDIS_URL="$TEST_REDIS_URL" "$bin/bench-tunnels" "$@" ;;
     *) die "bench what? billing | sessions | tunnels | bridge" ;;
   esac
 }

@@ -2,7 +2,8 @@
 //! `DATABASE_URL`'s (a superuser), inserts `--tunnels` venues (across 100 tenants), each with a station and a
 //! bridge, runs the real `switchyard serve` binary (release, next to this one), reads its resident memory, opens
 //! every tunnel (hello, welcome, schedule), reads the memory again, then issues `--commands` device commands one at a
-//! time to random venues and times each from the insert to its arrival at that venue's tunnel.
+//! time to random venues and times each from the insert to its arrival at that venue's tunnel. The wake-up goes
+//! through Redis when `REDIS_URL` is set (as with several replicas), else through Postgres `notify`.
 
 #![expect(
     clippy::expect_used,
@@ -175,19 +176,32 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid);
 
+    // Wake-ups travel as the server's do: Redis pub/sub when REDIS_URL is set, else Postgres notify.
+    let signals = switchyard_core::signals::Signals::from_url(
+        std::env::var("REDIS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .as_deref(),
+    )?;
+    println!("wake-ups through {signals:?}");
+    let app = switchyard_core::Db::connect_lazy(&app_url, 2)?.with_signals(signals);
     let mut latencies = Vec::with_capacity(commands);
     for k in 0..commands {
         let i = (k * 7919 + 13) % tunnels;
         let id = Uuid::now_v7();
         let sent = Instant::now();
+        // As the app writes a command: the outbox row and the venue's wake-up, committed together.
+        let mut tx = app.begin_tenant(switchyard_core::TenantId(t[i])).await?;
         sqlx::query(
             "insert into device_command (tenant_id, id, station_id, command, payload) values ($1, $2, $3, 'warn', '{}')",
         )
         .bind(t[i])
         .bind(id)
         .bind(s[i])
-        .execute(&owner)
+        .execute(tx.conn())
         .await?;
+        tx.wake_venue(v[i]).await?;
+        tx.commit().await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(at) = arrived.lock().expect("lock").get(&id) {
