@@ -50,6 +50,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings from `file` (`KEY=value` lines, the format of systemd's `EnvironmentFile`), each overridden by
+    /// the environment variable of the same name.
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let from_file = match file {
+            Some(path) => parse_settings(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the settings file {}", path.display()))?,
+            )
+            .with_context(|| format!("in the settings file {}", path.display()))?,
+            None => HashMap::new(),
+        };
+        Self::from_lookup(|k| std::env::var(k).ok().or_else(|| from_file.get(k).cloned()))
+    }
+
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let var = |k: &str| {
             var(k)
@@ -94,6 +108,27 @@ impl Config {
                 .map(|d| d.max(Duration::from_millis(100))),
         })
     }
+}
+
+/// Parses `KEY=value` lines: blank lines and `#` comments are skipped, a value may be quoted.
+pub fn parse_settings(text: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut settings = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .with_context(|| format!("line {} is not KEY=value: {line:?}", n + 1))?;
+        let value = value.trim();
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        settings.insert(key.trim().to_owned(), unquoted.to_owned());
+    }
+    Ok(settings)
 }
 
 /// A station as the bridge holds it: the cloud's plan, the driver, and what was last applied.
@@ -736,4 +771,28 @@ fn tell_agent(
         }
     }
     Some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settings_file_is_read_and_the_environment_wins() -> anyhow::Result<()> {
+        let text = "# the venue's bridge\nBRIDGE_CLOUD_URL=wss://cloud.example/edge/v1/tunnel\n\nBRIDGE_TOKEN=\"sybr_file\"\nBRIDGE_READINGS_MS = 0\n";
+        let file = parse_settings(text)?;
+        assert_eq!(file["BRIDGE_TOKEN"], "sybr_file");
+        let env = HashMap::from([("BRIDGE_TOKEN", "sybr_env")]);
+        let config = Config::from_lookup(|k| {
+            env.get(k)
+                .map(|v| (*v).to_owned())
+                .or_else(|| file.get(k).cloned())
+        })?;
+        assert_eq!(config.cloud_url, "wss://cloud.example/edge/v1/tunnel");
+        assert_eq!(config.token, "sybr_env");
+        assert_eq!(config.readings, None, "0 turns readings off");
+        let error = parse_settings("BRIDGE_TOKEN=x\nnonsense\n").unwrap_err();
+        assert!(error.to_string().contains("line 2"), "{error}");
+        Ok(())
+    }
 }

@@ -10,6 +10,9 @@ use tokio::sync::watch;
     about = "Switchyard's per-venue edge bridge"
 )]
 struct Cli {
+    /// A settings file of `KEY=value` lines (the environment overrides it); see the README for the keys.
+    #[arg(long, env = "BRIDGE_CONFIG", global = true)]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -43,12 +46,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let cli = Cli::parse();
     if let Some(Command::AgentSim {
         url,
         key,
         heartbeat_ms,
         retry_ms,
-    }) = Cli::parse().command
+    }) = cli.command
     {
         let heartbeat = std::time::Duration::from_millis(heartbeat_ms.max(100));
         loop {
@@ -62,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_millis(retry_ms)).await;
         }
     }
-    let config = edge_bridge::Config::from_lookup(|k| std::env::var(k).ok())?;
+    let config = edge_bridge::Config::load(cli.config.as_deref())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut term =

@@ -1,8 +1,9 @@
 //! `bench-bridge`: the edge bridge's memory with many devices. It starts a stand-in cloud (a WebSocket server
 //! speaking the tunnel protocol) whose schedule lists `--devices` Shelly Gen2 plugs (half of them on for an hour),
 //! and one HTTP server playing all the plugs; then it runs the real `edge-bridge` binary next to it, waits until
-//! every device has been read and switched and every event acknowledged, lets a few heartbeats pass, and prints the
-//! bridge's resident memory (VmRSS, and the peak VmHWM) and the size of the binary, stripped.
+//! every device has been read and switched and every event acknowledged, lets a few heartbeats (and readings of
+//! every device, every 500 ms) pass, and prints the bridge's resident memory (VmRSS, and the peak VmHWM) and the
+//! size of the binary, stripped.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,25 +36,39 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let counters = Arc::new(Counters::default());
 
-    // All the plugs: one tiny HTTP server answering Switch.GetStatus and Switch.Set.
+    // All the plugs: one tiny HTTP server answering Switch.GetStatus and Switch.Set, each plug at its own path
+    // (`host` = `<addr>/plug-<i>`) with its own relay state.
     let plugs = TcpListener::bind("127.0.0.1:0").await?;
     let plug_addr = plugs.local_addr()?;
     let c = counters.clone();
+    let relays: Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>> = Arc::default();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = plugs.accept().await {
-            let c = c.clone();
+            let (c, relays) = (c.clone(), relays.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let Ok(n) = stream.read(&mut buf).await else {
                     return;
                 };
                 let request = String::from_utf8_lossy(&buf[..n]);
-                let body = if request.contains("Switch.Set") {
-                    c.switches.fetch_add(1, Ordering::Relaxed);
-                    r#"{"was_on":false}"#
-                } else {
-                    c.reads.fetch_add(1, Ordering::Relaxed);
-                    r#"{"id":0,"output":false,"apower":0.0,"aenergy":{"total":1.0}}"#
+                let path = request.split_whitespace().nth(1).unwrap_or_default();
+                let plug = path.split('/').nth(1).unwrap_or_default().to_owned();
+                let body = {
+                    let mut relays = relays.lock().unwrap_or_else(|e| e.into_inner());
+                    if path.contains("Switch.Set") {
+                        c.switches.fetch_add(1, Ordering::Relaxed);
+                        let was = relays
+                            .insert(plug, path.contains("on=true"))
+                            .unwrap_or(false);
+                        format!(r#"{{"was_on":{was}}}"#)
+                    } else {
+                        c.reads.fetch_add(1, Ordering::Relaxed);
+                        let on = relays.get(&plug).copied().unwrap_or(false);
+                        let power = if on { 120.0 } else { 0.0 };
+                        format!(
+                            r#"{{"id":0,"output":{on},"apower":{power},"aenergy":{{"total":1.0}}}}"#
+                        )
+                    }
                 };
                 let response = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -82,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
                         station_id: Uuid::new_v4(),
                         name: format!("plug-{i}"),
                         control: "shelly".into(),
-                        settings: serde_json::json!({"host": plug_addr.to_string(), "generation": 2}),
+                        settings: serde_json::json!({"host": format!("{plug_addr}/plug-{i}"), "generation": 2}),
                         on: i % 2 == 0,
                         until: (i % 2 == 0).then_some(until),
                         session_id: None,
@@ -137,6 +152,8 @@ async fn main() -> anyhow::Result<()> {
         .env("BRIDGE_TOKEN", "bench")
         .env("BRIDGE_JOURNAL", &journal)
         .env("BRIDGE_HEARTBEAT_MS", "200")
+        // Every device read twice a second, so the memory includes the readings' work.
+        .env("BRIDGE_READINGS_MS", "500")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
