@@ -13,7 +13,7 @@ PG_PORT=${SWITCHYARD_PG_PORT:-$((55432 + $(printf '%s' "$ROOT" | cksum | cut -d'
 # The private MQTT broker (Tasmota plugs: the demo's and the tests') gets a port of its own too.
 MQTT_PORT=${SWITCHYARD_MQTT_PORT:-$((51883 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 # And the private Redis (wake-ups between API replicas in the tests), and the demo's simulated devices (4 ports).
-DEVICES_PORT=${SWITCHYARD_DEVICES_PORT:-$((47000 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000 * 4))}
+DEVICES_PORT=${SWITCHYARD_DEVICES_PORT:-$((21000 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000 * 4))}
 REDIS_PORT=${SWITCHYARD_REDIS_PORT:-$((56379 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()

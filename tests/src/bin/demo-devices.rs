@@ -7,8 +7,8 @@
 //! | base + 1 | Shelly Gen1 plug | Pinball |
 //! | base + 2 | MikroTik router (RouterOS API), login `demo-router` from `--credentials` | PC-03 |
 //!
-//! and a Tasmota plug, topic `karaoke-a` (Karaoke Room A), on the `--mqtt` broker. Every change of a device is
-//! printed as one line.
+//! and a Tasmota plug, topic `karaoke-a` (Karaoke Room A), on the `--mqtt` broker. Every switching request a plug
+//! gets, and every change of the router's rules, is printed as one line.
 
 use std::time::Duration;
 
@@ -71,28 +71,37 @@ async fn main() -> anyhow::Result<()> {
             ""
         }
     );
-    // A demo's console output: the devices are looked at a few times a second and every change is printed.
-    let mut last: Vec<Option<bool>> = vec![None; 4];
+    // A demo's console output: every switching request the plugs got, and the router's state as it changes.
+    let mut seen = [0usize; 3];
+    let mut router_open: Option<bool> = None;
     let mut look = tokio::time::interval(Duration::from_millis(250));
     loop {
         look.tick().await;
-        let now = [
-            ("PS5-01 plug", Some(ps5.is_on())),
-            ("Pinball plug", Some(pinball.is_on())),
-            // The router lets PC-03 through when no drop rule names it.
-            ("PC-03 network", Some(router.rules().is_empty())),
+        let plugs: [(&str, Vec<bool>); 3] = [
+            ("PS5-01 plug", ps5.switches().iter().map(|s| s.on).collect()),
+            (
+                "Pinball plug",
+                pinball.switches().iter().map(|s| s.on).collect(),
+            ),
             (
                 "Karaoke Room A plug",
-                karaoke.as_ref().map(TasmotaSim::is_on),
+                karaoke
+                    .as_ref()
+                    .map(|k| k.powers().iter().map(|p| p == "ON").collect())
+                    .unwrap_or_default(),
             ),
         ];
-        for (i, (name, state)) in now.into_iter().enumerate() {
-            if state != last[i] {
-                if let Some(on) = state {
-                    println!("{name}: {}", if on { "ON" } else { "OFF" });
-                }
-                last[i] = state;
+        for (i, (name, switches)) in plugs.iter().enumerate() {
+            for on in &switches[seen[i].min(switches.len())..] {
+                println!("{name}: switched {}", if *on { "ON" } else { "OFF" });
             }
+            seen[i] = switches.len();
+        }
+        // The router lets PC-03 through when no drop rule names it.
+        let open = router.rules().is_empty();
+        if router_open != Some(open) && !router.logins().is_empty() {
+            println!("PC-03 network: {}", if open { "open" } else { "blocked" });
+            router_open = Some(open);
         }
     }
 }
