@@ -12,8 +12,9 @@ DATA=${SWITCHYARD_DATA_DIR:-$ROOT/.data}
 PG_PORT=${SWITCHYARD_PG_PORT:-$((55432 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 # The private MQTT broker (Tasmota plugs: the demo's and the tests') gets a port of its own too.
 MQTT_PORT=${SWITCHYARD_MQTT_PORT:-$((51883 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
-# And the private Redis (wake-ups between API replicas in the tests), and the demo's simulated devices (4 ports).
-DEVICES_PORT=${SWITCHYARD_DEVICES_PORT:-$((21000 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000 * 4))}
+# And the private Redis (wake-ups between API replicas in the tests), and the demo venue's 5 ports: its simulated
+# devices, the bridge's agent server and its /metrics (below the kernel's ephemeral range).
+DEVICES_PORT=${SWITCHYARD_DEVICES_PORT:-$((21000 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000 * 5))}
 REDIS_PORT=${SWITCHYARD_REDIS_PORT:-$((56379 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()
@@ -190,8 +191,9 @@ up() {
     REST + OpenAPI:                   $url/api/v1/openapi.json
     Health / metrics:                 $url/readyz   $url/metrics
   $logins
-  Demo arcade: its edge bridge is connected; simulated devices print their switches here (PS5-01 and
-  Pinball on Shelly plugs, PC-03 behind the MikroTik, Karaoke Room A on Tasmota; PC-01/PC-02 run agents).
+  Demo arcade: its edge bridge is connected (metrics: http://127.0.0.1:$((DEVICES_PORT + 4))/metrics); simulated
+  devices print their switches here (PS5-01 and Pinball on Shelly plugs, PC-03 behind the MikroTik, Karaoke
+  Room A on Tasmota; PC-01/PC-02 run agents).
   Sign in:  curl -s $url/api/v1/auth/login -H 'content-type: application/json' \\
               -d '{"email":"owner@demo.switchyard.test","password":"Neon-Arcade-42"}'
   Ctrl-C stops everything.
@@ -209,7 +211,8 @@ start_demo_venue() {
   . "$DATA/demo-bridge.env"
   BRIDGE_TOKEN="$BRIDGE_TOKEN" BRIDGE_CLOUD_URL="ws://$LISTEN_ADDR/edge/v1/tunnel" \
     BRIDGE_JOURNAL="$DATA/demo-bridge-journal.jsonl" BRIDGE_AGENT_LISTEN="127.0.0.1:$agent_port" \
-    BRIDGE_MQTT_URL="$MQTT_URL" BRIDGE_CREDENTIALS="$credentials" "$bin/edge-bridge" & CHILDREN+=($!)
+    BRIDGE_MQTT_URL="$MQTT_URL" BRIDGE_CREDENTIALS="$credentials" \
+    BRIDGE_METRICS_LISTEN="127.0.0.1:$((DEVICES_PORT + 4))" "$bin/edge-bridge" & CHILDREN+=($!)
   for pair in $DEMO_AGENTS; do
     "$bin/edge-bridge" agent-sim --url "ws://127.0.0.1:$agent_port/ws/agent/${pair%%=*}" --key "${pair#*=}" \
       --retry-ms 2000 & CHILDREN+=($!)

@@ -46,6 +46,14 @@ impl Agents {
             .is_some_and(|tx| tx.send(message.to_string()).is_ok())
     }
 
+    /// How many agents are connected.
+    pub fn connected_count(&self) -> usize {
+        self.connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     /// Is the station's agent connected?
     pub fn is_connected(&self, station: Uuid) -> bool {
         self.connected

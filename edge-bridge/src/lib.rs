@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod drivers;
 pub mod journal;
+pub mod metrics;
 pub mod mqtt;
 pub mod routeros;
 
@@ -47,6 +48,8 @@ pub struct Config {
     pub credentials_file: Option<PathBuf>,
     /// How often devices are read and agents' heartbeats relayed (what changed is reported); none: never.
     pub readings: Option<Duration>,
+    /// Where `/metrics` is served; none: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -106,6 +109,17 @@ impl Config {
             readings: Some(millis("BRIDGE_READINGS_MS", 60_000)?)
                 .filter(|d| !d.is_zero())
                 .map(|d| d.max(Duration::from_millis(100))),
+            metrics_listen: match var("BRIDGE_METRICS_LISTEN").as_deref() {
+                Some("off") => None,
+                listen => Some(
+                    listen
+                        .unwrap_or("127.0.0.1:9464")
+                        .parse()
+                        .with_context(|| {
+                            "BRIDGE_METRICS_LISTEN must be an address like 127.0.0.1:9464, or off"
+                        })?,
+                ),
+            },
         })
     }
 }
@@ -174,6 +188,7 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
+    counters: metrics::Counters,
     agents: agents::Agents,
     /// A new event to send.
     outbox: Notify,
@@ -193,6 +208,7 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             offset_ms: 0,
         }),
         agents: agents::Agents::default(),
+        counters: metrics::Counters::default(),
         outbox: Notify::new(),
         replan: Notify::new(),
         io: drivers::Io {
@@ -224,6 +240,16 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
     let readings = config
         .readings
         .map(|every| tokio::spawn(readings_loop(shared.clone(), every)));
+    let metrics_server = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding /metrics on {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(listener, shared.clone())))
+        }
+        None => None,
+    };
     let agent_server = match config.agent_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -240,6 +266,11 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             _ = stop.wait_for(|s| *s) => break,
             outcome = tunnel(&config, &shared) => outcome,
         };
+        shared
+            .counters
+            .tunnel_up
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        metrics::Counters::add(&shared.counters.tunnels_lost, 1);
         match outcome {
             Ok(()) => {
                 tracing::info!("tunnel closed by the cloud");
@@ -256,7 +287,10 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         backoff = (backoff * 2).min(config.reconnect_max);
     }
     scheduler.abort();
-    for task in [agent_server, readings].into_iter().flatten() {
+    for task in [agent_server, readings, metrics_server]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     tracing::info!("bridge stopped");
@@ -281,6 +315,10 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     };
     sink.send(Message::text(encode(&hello))).await?;
     tracing::info!(url = %config.cloud_url, "tunnel up");
+    shared
+        .counters
+        .tunnel_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut sent_up_to = 0u64;
     let mut welcomed = false;
     let mut heartbeat = tokio::time::interval(config.heartbeat);
@@ -383,6 +421,7 @@ async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::
             Ok(vec![])
         }
         Down::Command { id, .. } => {
+            metrics::Counters::add(&shared.counters.commands, 1);
             // Switching follows the schedule that comes with every change; the command is acknowledged.
             shared.replan.notify_one();
             Ok(vec![Up::CommandDone {
@@ -579,10 +618,7 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
     }
     let mut appended = false;
     for (station, at, event) in events {
-        match state.journal.append(Some(station), at, event) {
-            Ok(_) => appended = true,
-            Err(e) => tracing::error!(error = %e, "cannot write the journal"),
-        }
+        appended |= journal_event(&mut state.journal, &shared.counters, station, at, event);
     }
     drop(state);
     if appended {
@@ -673,10 +709,7 @@ async fn read_devices(shared: &Shared) {
                 }
             }
             station.reported = Some(event.clone());
-            match journal.append(Some(id), at, event) {
-                Ok(_) => appended = true,
-                Err(e) => tracing::error!(error = %e, "cannot write the journal"),
-            }
+            appended |= journal_event(journal, &shared.counters, id, at, event);
         }
     }
     if drifted {
@@ -684,6 +717,26 @@ async fn read_devices(shared: &Shared) {
     }
     if appended {
         shared.outbox.notify_one();
+    }
+}
+
+/// Writes an event about `station` to the journal (to be sent); false if the disk refused it.
+fn journal_event(
+    journal: &mut Journal,
+    counters: &metrics::Counters,
+    station: Uuid,
+    at: DateTime<Utc>,
+    event: Event,
+) -> bool {
+    match journal.append(Some(station), at, event) {
+        Ok(_) => {
+            metrics::Counters::add(&counters.events, 1);
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write the journal");
+            false
+        }
     }
 }
 

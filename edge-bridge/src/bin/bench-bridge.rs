@@ -154,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         .env("BRIDGE_HEARTBEAT_MS", "200")
         // Every device read twice a second, so the memory includes the readings' work.
         .env("BRIDGE_READINGS_MS", "500")
+        .env("BRIDGE_METRICS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
