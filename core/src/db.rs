@@ -157,7 +157,7 @@ impl TenantTx {
 
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
-        self.signals.after_commit(self.tenant, &self.wake).await;
+        self.signals.after_commit(self.tenant, self.wake);
         Ok(())
     }
 

@@ -80,33 +80,37 @@ impl Signals {
         Ok(false)
     }
 
-    /// Redis: publishes after the commit. A failure is logged, not returned: the commit has happened, and the
-    /// bridge's next heartbeat collects the commands anyway.
-    pub(crate) async fn after_commit(&self, tenant: TenantId, venues: &[Uuid]) {
+    /// Redis: publishes after the commit, in the background so that a slow or absent Redis never holds up the
+    /// request. A failure is logged: the commit has happened, and the bridge's next heartbeat collects the
+    /// commands anyway.
+    pub(crate) fn after_commit(&self, tenant: TenantId, venues: Vec<Uuid>) {
         let Self::Redis(redis) = self else { return };
         if venues.is_empty() {
             return;
         }
-        let published = async {
-            let mut conn = redis
-                .publisher
-                .get_or_try_init(|| redis.client.get_connection_manager())
-                .await?
-                .clone();
-            for venue in venues {
-                redis::cmd("PUBLISH")
-                    .arg(COMMANDS)
-                    .arg(Self::payload(tenant, *venue))
-                    .exec_async(&mut conn)
-                    .await?;
+        let redis = redis.clone();
+        tokio::spawn(async move {
+            let published = async {
+                let mut conn = redis
+                    .publisher
+                    .get_or_try_init(|| redis.client.get_connection_manager())
+                    .await?
+                    .clone();
+                for venue in venues {
+                    redis::cmd("PUBLISH")
+                        .arg(COMMANDS)
+                        .arg(Self::payload(tenant, venue))
+                        .exec_async(&mut conn)
+                        .await?;
+                }
+                Ok::<_, redis::RedisError>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(5), published).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish a wake-up to Redis"),
+                Err(_) => tracing::warn!("publishing a wake-up to Redis timed out"),
             }
-            Ok::<_, redis::RedisError>(())
-        };
-        match tokio::time::timeout(Duration::from_secs(2), published).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish a wake-up to Redis"),
-            Err(_) => tracing::warn!("publishing a wake-up to Redis timed out"),
-        }
+        });
     }
 
     /// Feeds every wake-up, `(tenant, venue)`, to `sender` for as long as the process runs, reconnecting after a

@@ -119,6 +119,27 @@ async fn paid_session(
     session
 }
 
+/// A wallet session of `minutes` on `station`, started through GraphQL: its id.
+async fn graphql_session(
+    app: &TestApp,
+    t: &Tenant,
+    station: Uuid,
+    patron: Uuid,
+    minutes: i64,
+) -> Uuid {
+    app.gql_ok(
+        &t.access,
+        "mutation($s: UUID!, $p: UUID!, $m: Int!) {
+           startSession(input: {stationId: $s, patronId: $p, durationMinutes: $m, payment: WALLET}) { id } }",
+        json!({"s": station, "p": patron, "m": minutes}),
+    )
+    .await["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn tunnel_url(app: &TestApp) -> String {
     format!("ws://{}/edge/v1/tunnel", app.addr)
 }
@@ -193,7 +214,8 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
         .await;
     assert_eq!(bridges["bridges"][0]["version"], env!("CARGO_PKG_VERSION"));
 
-    let session = paid_session(&app, &s.t, s.venue, s.station, 30, "edge-1").await;
+    let patron = funded_patron(&app, &s.t, s.venue, "edge-1").await;
+    let session = graphql_session(&app, &s.t, s.station, patron, 30).await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
     // On connecting, the bridge found the plug off, as planned, and left it; then the session switched it on.
     let switches = plug.switches();
@@ -203,16 +225,15 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
     let backup = on.backup_secs.unwrap();
     assert!((1795..=1803).contains(&backup), "{backup}");
 
-    let id = session["session_id"].as_str().unwrap();
-    let (status, _) = app
-        .send(
-            Method::DELETE,
-            &format!("/api/v1/sessions/{id}"),
-            Some(&s.t.access),
-            None,
+    let id = session.to_string();
+    let stopped = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($id: UUID!) { stopSession(id: $id) { status } }",
+            json!({"id": session}),
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stopped["stopSession"]["status"], "ENDED");
     wait_until("the plug is off", || async { !plug.is_on() }).await;
 
     // The bridge acknowledged the commands and reported both switches, each recorded once.
@@ -266,7 +287,7 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
     );
     assert!(at(&stopped["ended_at"]) <= off_at, "{stopped}");
     let seen = json!({"kind": "device_state", "reachable": true, "on": false, "power_w": 0.0, "energy_wh": 10});
-    let on = json!({"kind": "switched", "on": true, "reason": "schedule", "session_id": session["session_id"]});
+    let on = json!({"kind": "switched", "on": true, "reason": "schedule", "session_id": session});
     let off = json!({"kind": "switched", "on": false, "reason": "schedule"});
     assert_eq!(events, [(1, seen), (2, on), (3, off)]);
     wait_until("every command is acknowledged", || async {
@@ -1032,6 +1053,111 @@ async fn a_pc_agent_is_warned_on_time_with_the_tunnel_cut_and_its_heartbeats_rea
         !bridge_online(&app, f.t.id).await,
         "the warning came while offline"
     );
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn sessions_started_through_graphql_end_at_their_planned_end_on_the_plug_and_the_agent() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 2).await;
+    let pc: Uuid = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": s.venue, "name": "PC-Agent", "kind": "PC", "control": "AGENT"}}),
+        )
+        .await["createStation"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($s: UUID!) { issueAgentKey(stationId: $s) }",
+            json!({"s": pc}),
+        )
+        .await["issueAgentKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent_port = free_port();
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        cloud_url: tunnel_url(&app),
+        token: s.token.clone(),
+        journal_path: journal.clone(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(500),
+        agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
+        mqtt_url: None,
+        credentials_file: None,
+        readings: None,
+        metrics_listen: None,
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+
+    let patron = funded_patron(&app, &s.t, s.venue, "expiry").await;
+    let on_plug = graphql_session(&app, &s.t, s.station, patron, 30).await;
+    let on_pc = graphql_session(&app, &s.t, pc, patron, 30).await;
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    let url = format!("ws://127.0.0.1:{agent_port}/ws/agent/{pc}");
+    let (_sim, mut lines, first) = loop {
+        let (sim, mut lines) = agent_sim(&url, &key);
+        let first = next(&mut lines).await;
+        if first["type"] != "closed" {
+            break (sim, lines, first);
+        }
+    };
+    assert_eq!(first["type"], "session_start", "{first}");
+    assert_eq!(first["session_id"], on_pc.to_string());
+
+    // Both planned ends come in two seconds (a test cannot wait for a whole minute).
+    let until = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    end_soon(&app, s.t.id, s.station, until).await;
+    end_soon(&app, s.t.id, pc, until).await;
+    let stop = loop {
+        let m = next(&mut lines).await;
+        if m["type"] == "session_stop" {
+            break m;
+        }
+        assert_eq!(m["type"], "session_warning", "{m}");
+    };
+    let agent_stopped = Instant::now();
+    assert_eq!(stop["session_id"], on_pc.to_string());
+    assert_eq!(stop["action"], "lock");
+    wait_until("the plug is off", || async { !plug.is_on() }).await;
+    let off = plug.switches().last().unwrap().clone();
+    for (what, at) in [("plug", off.at), ("agent", agent_stopped)] {
+        assert!(
+            at + Duration::from_millis(250) >= deadline && at <= deadline + Duration::from_secs(2),
+            "{what} stopped {:?} after the planned end",
+            at.checked_duration_since(deadline)
+        );
+    }
+    // The cloud takes the bridge's reports: both sessions expired, and record when they were switched off.
+    for id in [on_plug, on_pc] {
+        let query = "query($id: UUID!) { session(id: $id) { status endedAt switchedOffAt } }";
+        wait_until("the session is expired", || async {
+            app.gql_ok(&s.t.access, query, json!({"id": id})).await["session"]["status"]
+                == "EXPIRED"
+        })
+        .await;
+        let ended = app.gql_ok(&s.t.access, query, json!({"id": id})).await["session"].clone();
+        let at = |v: &Value| {
+            v.as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+        };
+        // Billing ends at the planned end (never after it), or at the switch-off if that came first.
+        let (end, off) = (at(&ended["endedAt"]), at(&ended["switchedOffAt"]));
+        assert!(end <= off && end <= until, "{ended}");
+        assert!((off - until).num_milliseconds().abs() < 2_000, "{ended}");
+    }
     let _ = std::fs::remove_file(&journal);
 }
 
