@@ -202,11 +202,15 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
     let s = site(&app, &plug.host(), 2).await;
     let journal = journal_path();
     let _bridge = run_bridge(&app, &s.token, &journal);
-    let presence = "query($v: UUID!) { bridges(venueId: $v) { online version lastSeenAt } }";
-    wait_until("the bridge is online", || async {
-        app.gql_ok(&s.t.access, presence, json!({"v": s.venue}))
-            .await["bridges"][0]["online"]
-            == true
+    let presence =
+        "query($v: UUID!) { bridges(venueId: $v) { online version lastSeenAt clockOffsetMs } }";
+    // Online, and its measured clock offset reported with its heartbeats (one clock here: a few ms at most).
+    wait_until("the bridge is online with its clock offset", || async {
+        let b = app
+            .gql_ok(&s.t.access, presence, json!({"v": s.venue}))
+            .await["bridges"][0]
+            .clone();
+        b["online"] == true && b["clockOffsetMs"].as_i64().is_some_and(|o| o.abs() < 100)
     })
     .await;
     let bridges = app
