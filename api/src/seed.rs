@@ -68,13 +68,7 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
         .signup(DEMO_ORGANIZATION, owner_email, owner_password, None)
         .await?;
     let tenant = TenantId(pair.tenant_id);
-    let switchyard_core::Principal::Member(owner) = state
-        .accounts
-        .authenticate(&pair.access_token, None)
-        .await?
-    else {
-        anyhow::bail!("the demo owner's token is not a member's");
-    };
+    let owner = member(state, &pair.access_token).await?;
 
     for (role, email, password) in &DEMO_LOGINS[1..] {
         let mut tx = state.db.begin_tenant(tenant).await?;
@@ -271,6 +265,14 @@ async fn venue(
     Ok(venues::create(tx, owner, input).await?.id)
 }
 
+/// The member an access token stands for.
+async fn member(state: &AppState, access_token: &str) -> anyhow::Result<Actor> {
+    match state.accounts.authenticate(access_token, None).await? {
+        switchyard_core::Principal::Member(actor) => Ok(actor),
+        _ => anyhow::bail!("the demo owner's token is not a member's"),
+    }
+}
+
 /// What the demo bridge needs to run: its token, and each agent PC's station id and key.
 pub struct DemoBridge {
     pub token: String,
@@ -286,13 +288,7 @@ pub async fn demo_bridge(state: &AppState, base: u16) -> anyhow::Result<DemoBrid
         .accounts
         .login(owner_email, owner_password, None)
         .await?;
-    let switchyard_core::Principal::Member(owner) = state
-        .accounts
-        .authenticate(&pair.access_token, None)
-        .await?
-    else {
-        anyhow::bail!("the demo owner's token is not a member's");
-    };
+    let owner = member(state, &pair.access_token).await?;
     let mut tx = state.db.begin_tenant(owner.tenant).await?;
     let arcade = venues::list(&mut tx, false)
         .await?

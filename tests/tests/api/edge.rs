@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::sessions::{start, top_up};
+use crate::sessions::{start, top_up, wallet_session};
 
 struct Site {
     t: Tenant,
@@ -119,52 +119,44 @@ async fn paid_session(
     session
 }
 
-/// A wallet session of `minutes` on `station`, started through GraphQL: its id.
-async fn graphql_session(
-    app: &TestApp,
-    t: &Tenant,
-    station: Uuid,
-    patron: Uuid,
-    minutes: i64,
-) -> Uuid {
-    app.gql_ok(
-        &t.access,
-        "mutation($s: UUID!, $p: UUID!, $m: Int!) {
-           startSession(input: {stationId: $s, patronId: $p, durationMinutes: $m, payment: WALLET}) { id } }",
-        json!({"s": station, "p": patron, "m": minutes}),
-    )
-    .await["startSession"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn tunnel_url(app: &TestApp) -> String {
     format!("ws://{}/edge/v1/tunnel", app.addr)
 }
 
+/// A bridge's settings for a test: fast heartbeats and reconnects, no agents, MQTT, readings or metrics.
+fn bridge_config(cloud_url: String, token: &str, journal: &std::path::Path) -> edge_bridge::Config {
+    edge_bridge::Config {
+        cloud_url,
+        token: token.to_owned(),
+        journal_path: journal.to_owned(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(300),
+        agent_listen: None,
+        mqtt_url: None,
+        credentials_file: None,
+        readings: None,
+        metrics_listen: None,
+    }
+}
+
 /// Runs an in-process bridge; dropping the sender stops it.
+fn start_bridge(config: edge_bridge::Config) -> tokio::sync::watch::Sender<bool> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+    stop
+}
+
+/// A bridge for the app with the test MQTT broker and router logins.
 fn run_bridge(
     app: &TestApp,
     token: &str,
     journal: &std::path::Path,
 ) -> tokio::sync::watch::Sender<bool> {
-    let config = edge_bridge::Config {
-        cloud_url: tunnel_url(app),
-        token: token.to_owned(),
-        journal_path: journal.to_owned(),
-        heartbeat: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(500),
-        agent_listen: None,
+    start_bridge(edge_bridge::Config {
         mqtt_url: std::env::var("TEST_MQTT_URL").ok(),
         credentials_file: credentials(),
-        readings: None,
-        metrics_listen: None,
-    };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(edge_bridge::run(config, stopped));
-    stop
+        ..bridge_config(tunnel_url(app), token, journal)
+    })
 }
 
 async fn wait_until<F, Fut>(what: &str, mut check: F)
@@ -219,7 +211,7 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
     assert_eq!(bridges["bridges"][0]["version"], env!("CARGO_PKG_VERSION"));
 
     let patron = funded_patron(&app, &s.t, s.venue, "edge-1").await;
-    let session = graphql_session(&app, &s.t, s.station, patron, 30).await;
+    let session = wallet_session(&app, &s.t.access, s.station, patron, Some(30)).await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
     // On connecting, the bridge found the plug off, as planned, and left it; then the session switched it on.
     let switches = plug.switches();
@@ -566,17 +558,12 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
     let s = site(&app, &plug.host(), 1).await;
     let proxy = switchyard_tests::proxy::Proxy::start(app.addr).await;
     let journal = journal_path();
-    let config = |journal: &std::path::Path| edge_bridge::Config {
-        cloud_url: format!("ws://{}/edge/v1/tunnel", proxy.addr),
-        token: s.token.clone(),
-        journal_path: journal.to_owned(),
-        heartbeat: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(300),
-        agent_listen: None,
-        mqtt_url: None,
-        credentials_file: None,
-        readings: None,
-        metrics_listen: None,
+    let config = |journal: &std::path::Path| {
+        bridge_config(
+            format!("ws://{}/edge/v1/tunnel", proxy.addr),
+            &s.token,
+            journal,
+        )
     };
     let (stop_first, stopped) = tokio::sync::watch::channel(false);
     let first = tokio::spawn(edge_bridge::run(config(&journal), stopped));
@@ -646,8 +633,7 @@ async fn with_the_tunnel_cut_the_station_still_goes_off_on_time_and_the_events_a
     let text = std::fs::read_to_string(&journal).unwrap();
     assert!(text.contains("planned_end"), "{text}");
     proxy.restore();
-    let (_stop_second, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(edge_bridge::run(config(&journal), stopped));
+    let _stop_second = start_bridge(config(&journal));
     let recorded = || async {
         sqlx::query_as::<_, (i64, Value, chrono::DateTime<chrono::Utc>)>(
             "select seq, body, occurred_at from bridge_event where tenant_id = $1 and bridge_id = $2 order by seq",
@@ -827,19 +813,10 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
     let agent_port = free_port();
     let journal = journal_path();
     let config = edge_bridge::Config {
-        cloud_url: tunnel_url(&app),
-        token,
-        journal_path: journal.clone(),
-        heartbeat: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(500),
         agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
-        mqtt_url: None,
-        credentials_file: None,
-        readings: None,
-        metrics_listen: None,
+        ..bridge_config(tunnel_url(&app), &token, &journal)
     };
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(edge_bridge::run(config, stopped));
+    let _stop = start_bridge(config);
     let url = format!("ws://127.0.0.1:{agent_port}/ws/agent/{}", f.station);
 
     // A wrong key is refused with a reason (once the bridge has the schedule, the reason is about the key).
@@ -979,19 +956,15 @@ async fn a_pc_agent_is_warned_on_time_with_the_tunnel_cut_and_its_heartbeats_rea
     let agent_port = free_port();
     let journal = journal_path();
     let config = edge_bridge::Config {
-        cloud_url: format!("ws://{}/edge/v1/tunnel", proxy.addr),
-        token,
-        journal_path: journal.clone(),
-        heartbeat: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(300),
         agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
-        mqtt_url: None,
-        credentials_file: None,
         readings: Some(Duration::from_millis(100)),
-        metrics_listen: None,
+        ..bridge_config(
+            format!("ws://{}/edge/v1/tunnel", proxy.addr),
+            &token,
+            &journal,
+        )
     };
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(edge_bridge::run(config, stopped));
+    let _stop = start_bridge(config);
     let url = format!("ws://127.0.0.1:{agent_port}/ws/agent/{}", f.station);
     wait_until("the bridge is online", || bridge_online(&app, f.t.id)).await;
     let session = paid_session(&app, &f.t, f.venue, f.station, 30, "agent-offline").await;
@@ -1089,23 +1062,14 @@ async fn sessions_started_through_graphql_end_at_their_planned_end_on_the_plug_a
     let agent_port = free_port();
     let journal = journal_path();
     let config = edge_bridge::Config {
-        cloud_url: tunnel_url(&app),
-        token: s.token.clone(),
-        journal_path: journal.clone(),
-        heartbeat: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(500),
         agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
-        mqtt_url: None,
-        credentials_file: None,
-        readings: None,
-        metrics_listen: None,
+        ..bridge_config(tunnel_url(&app), &s.token, &journal)
     };
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(edge_bridge::run(config, stopped));
+    let _stop = start_bridge(config);
 
     let patron = funded_patron(&app, &s.t, s.venue, "expiry").await;
-    let on_plug = graphql_session(&app, &s.t, s.station, patron, 30).await;
-    let on_pc = graphql_session(&app, &s.t, pc, patron, 30).await;
+    let on_plug = wallet_session(&app, &s.t.access, s.station, patron, Some(30)).await;
+    let on_pc = wallet_session(&app, &s.t.access, pc, patron, Some(30)).await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
     let url = format!("ws://127.0.0.1:{agent_port}/ws/agent/{pc}");
     let (_sim, mut lines, first) = loop {
@@ -1173,19 +1137,11 @@ async fn a_plug_switched_by_hand_during_a_session_is_reported_and_set_right() {
     let journal = journal_path();
     let metrics_port = free_port();
     let config = edge_bridge::Config {
-        cloud_url: tunnel_url(&app),
-        token: s.token.clone(),
-        journal_path: journal.clone(),
-        heartbeat: Duration::from_millis(200),
-        reconnect_max: Duration::from_millis(500),
-        agent_listen: None,
-        mqtt_url: None,
-        credentials_file: None,
         readings: Some(Duration::from_millis(100)),
         metrics_listen: Some(format!("127.0.0.1:{metrics_port}").parse().unwrap()),
+        ..bridge_config(tunnel_url(&app), &s.token, &journal)
     };
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(edge_bridge::run(config, stopped));
+    let _stop = start_bridge(config);
     paid_session(&app, &s.t, s.venue, s.station, 30, "by-hand").await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
     let state = "query($s: UUID!) { station(id: $s) { deviceState { kind report } } }";
@@ -1364,22 +1320,17 @@ async fn across_replicas(redis_url: &str) {
     assert_ne!(a_url, b_url);
     let journal = journal_path();
     let config = edge_bridge::Config {
-        cloud_url: format!(
-            "{}/edge/v1/tunnel",
-            b_url.trim().replacen("http://", "ws://", 1)
-        ),
-        token: s.token.clone(),
-        journal_path: journal.clone(),
         heartbeat: Duration::from_secs(600),
-        reconnect_max: Duration::from_millis(500),
-        agent_listen: None,
-        mqtt_url: None,
-        credentials_file: None,
-        readings: None,
-        metrics_listen: None,
+        ..bridge_config(
+            format!(
+                "{}/edge/v1/tunnel",
+                b_url.trim().replacen("http://", "ws://", 1)
+            ),
+            &s.token,
+            &journal,
+        )
     };
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(edge_bridge::run(config, stopped));
+    let _stop = start_bridge(config);
     wait_until("the bridge is online through B", || async {
         app.gql_ok(
             &s.t.access,
@@ -1430,19 +1381,10 @@ async fn with_wake_ups_lost_a_command_reaches_the_bridge_at_its_next_heartbeat()
     let s = site(&app, &plug.host(), 1).await;
     let journal = journal_path();
     let config = edge_bridge::Config {
-        cloud_url: tunnel_url(&app),
-        token: s.token.clone(),
-        journal_path: journal.clone(),
         heartbeat: Duration::from_millis(300),
-        reconnect_max: Duration::from_millis(500),
-        agent_listen: None,
-        mqtt_url: None,
-        credentials_file: None,
-        readings: None,
-        metrics_listen: None,
+        ..bridge_config(tunnel_url(&app), &s.token, &journal)
     };
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(edge_bridge::run(config, stopped));
+    let _stop = start_bridge(config);
     wait_until("the bridge is online", || bridge_online(&app, s.t.id)).await;
     paid_session(&app, &s.t, s.venue, s.station, 30, "lost-wake").await;
     wait_until("the plug is on", || async { plug.is_on() }).await;

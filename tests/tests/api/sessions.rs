@@ -99,6 +99,27 @@ pub(crate) async fn top_up(
     .await
 }
 
+/// A wallet session on `station` for `patron`, started through GraphQL (open-ended without `minutes`): its id.
+pub(crate) async fn wallet_session(
+    app: &TestApp,
+    token: &str,
+    station: Uuid,
+    patron: Uuid,
+    minutes: Option<i64>,
+) -> Uuid {
+    app.gql_ok(
+        token,
+        "mutation($s: UUID!, $p: UUID!, $m: Int) {
+           startSession(input: {stationId: $s, patronId: $p, durationMinutes: $m, payment: WALLET}) { id } }",
+        json!({"s": station, "p": patron, "m": minutes}),
+    )
+    .await["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 pub(crate) async fn wallet(app: &TestApp, token: &str, patron: Uuid) -> Value {
     let data = app
         .gql_ok(
@@ -455,18 +476,7 @@ async fn a_bridge_reported_end_gives_back_what_was_charged_past_it_once_under_re
     let app = spawn_app().await;
     let f = floor(&app).await;
     let patron = patron_with_cash(&app, &f, 30).await;
-    let data = app
-        .gql_ok(
-            &f.t.access,
-            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
-            json!({"s": f.station, "p": patron}),
-        )
-        .await;
-    let id: Uuid = data["startSession"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = wallet_session(&app, &f.t.access, f.station, patron, None).await;
     let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 6).unwrap();
     let tenant = TenantId(f.t.id);
     // The cloud bills ten minutes (30 from the wallet, 70 as debt) while the bridge had already switched the
@@ -535,18 +545,7 @@ async fn a_bridge_reported_end_gives_back_what_was_charged_past_it_once_under_re
     // A later switch-off that is not the bridge's timer (the cloud's own stop, a pause) changes no bill.
     let f2 = floor(&app).await;
     let other = patron_with_cash(&app, &f2, 100).await;
-    let data = app
-        .gql_ok(
-            &f2.t.access,
-            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
-            json!({"s": f2.station, "p": other}),
-        )
-        .await;
-    let running: Uuid = data["startSession"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let running = wallet_session(&app, &f2.t.access, f2.station, other, None).await;
     let mut tx = db.begin_tenant(TenantId(f2.t.id)).await.unwrap();
     let s = sessions::switched_off(
         &mut tx,
