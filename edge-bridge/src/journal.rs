@@ -1,6 +1,11 @@
 //! The on-disk journal of upstream events: every event is appended (and flushed) before it is sent, and stays
 //! until the cloud acknowledges it, so events survive a lost link and a restart. The first line holds the next
 //! sequence number, so numbers are never reused even when every event has been acknowledged.
+//!
+//! Acknowledged events leave memory at once but the file only when it is rewritten: when nothing is pending, or
+//! once the acknowledged lines are at least as many as the pending ones (and 1,024) — so draining a long offline
+//! backlog one acknowledgement at a time costs linear, not quadratic, disk work. An acknowledged event that is
+//! still on disk when the bridge restarts is acknowledged again by the cloud's `welcome` (its `last_seq`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,7 +43,14 @@ pub struct Journal {
     path: PathBuf,
     next_seq: u64,
     pending: Vec<Entry>,
+    /// Acknowledged events still in the file.
+    stale: usize,
+    /// Times the file was rewritten (for the tests).
+    rewrites: usize,
 }
+
+/// Fewest acknowledged lines worth a rewrite while events are pending.
+const COMPACT_AFTER: usize = 1024;
 
 impl Journal {
     /// Opens (or creates) the journal at `path`.
@@ -47,6 +59,8 @@ impl Journal {
             path: path.to_owned(),
             next_seq: 1,
             pending: Vec::new(),
+            stale: 0,
+            rewrites: 0,
         };
         match std::fs::read_to_string(path) {
             Ok(text) => {
@@ -95,7 +109,10 @@ impl Journal {
     pub fn ack(&mut self, seq: u64) -> anyhow::Result<()> {
         let before = self.pending.len();
         self.pending.retain(|e| e.seq > seq);
-        if self.pending.len() != before {
+        self.stale += before - self.pending.len();
+        if self.stale > 0
+            && (self.pending.is_empty() || self.stale >= COMPACT_AFTER.max(self.pending.len()))
+        {
             self.rewrite()?;
         }
         Ok(())
@@ -126,7 +143,9 @@ impl Journal {
         &self.pending
     }
 
-    fn rewrite(&self) -> anyhow::Result<()> {
+    fn rewrite(&mut self) -> anyhow::Result<()> {
+        self.stale = 0;
+        self.rewrites += 1;
         let tmp = self.path.with_extension("tmp");
         let mut file = std::fs::File::create(&tmp)?;
         writeln!(
@@ -201,6 +220,44 @@ mod tests {
             [4, 11]
         );
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn draining_a_long_backlog_one_ack_at_a_time_rewrites_the_file_a_few_times_only(
+    ) -> anyhow::Result<()> {
+        let path =
+            std::env::temp_dir().join(format!("edge-journal-{}.jsonl", Uuid::new_v4().simple()));
+        let mut journal = Journal::open(&path)?;
+        for _ in 0..5_000 {
+            journal.append(None, Utc::now(), switched(false))?;
+        }
+        let before = journal.rewrites;
+        for seq in 1..=2_600 {
+            journal.ack(seq)?;
+        }
+        // Half acknowledged: the file was compacted once; a restart now resends only what the rewrite kept.
+        assert_eq!(journal.rewrites - before, 1);
+        drop(journal);
+        let mut journal = Journal::open(&path)?;
+        let first = journal.pending().first().map(|e| e.seq);
+        assert!(first.is_some_and(|s| s > 2_000 && s <= 2_601), "{first:?}");
+        journal.ack(2_600)?; // the cloud's welcome
+        assert_eq!(journal.pending().first().map(|e| e.seq), Some(2_601));
+        for seq in 2_601..=5_000 {
+            journal.ack(seq)?;
+        }
+        assert!(journal.pending().is_empty());
+        assert!(journal.rewrites <= 4, "{} rewrites", journal.rewrites);
+        drop(journal);
+        assert!(Journal::open(&path)?.pending().is_empty());
+        assert_eq!(
+            Journal::open(&path)?
+                .append(None, Utc::now(), switched(true))?
+                .seq,
+            5_001
+        );
+        std::fs::remove_file(&path)?;
         Ok(())
     }
 }

@@ -359,11 +359,11 @@ where
 {
     let frames: Vec<(u64, Up)> = {
         let state = shared.state.lock().await;
-        state
-            .journal
-            .pending()
+        // Pending events are in sequence order: skip what this connection sent without looking at it.
+        let pending = state.journal.pending();
+        let unsent = pending.partition_point(|e| e.seq <= *sent_up_to);
+        pending[unsent..]
             .iter()
-            .filter(|e| e.seq > *sent_up_to)
             .map(|e| (e.seq, e.frame()))
             .collect()
     };
@@ -846,6 +846,20 @@ mod tests {
         assert_eq!(config.readings, None, "0 turns readings off");
         let error = parse_settings("BRIDGE_TOKEN=x\nnonsense\n").unwrap_err();
         assert!(error.to_string().contains("line 2"), "{error}");
+
+        // Through a real file (the suite's environment sets no BRIDGE_* variable).
+        let path =
+            std::env::temp_dir().join(format!("bridge-settings-{}.env", Uuid::new_v4().simple()));
+        std::fs::write(&path, text)?;
+        let loaded = Config::load(Some(&path));
+        std::fs::remove_file(&path)?;
+        let loaded = loaded?;
+        assert_eq!(
+            (loaded.token.as_str(), loaded.readings),
+            ("sybr_file", None)
+        );
+        let missing = Config::load(Some(&path)).err().map(|e| format!("{e:#}"));
+        assert!(missing.is_some_and(|e| e.contains("reading the settings file")));
         Ok(())
     }
 }
