@@ -4,8 +4,9 @@
 //! bridge says `hello`; the cloud answers `welcome` (with the last event sequence it recorded) and the venue's
 //! schedule, and delivers the command outbox. A wake-up for the venue (`switchyard_core::signals`: Postgres
 //! `notify` or Redis pub/sub, so it reaches whichever replica holds the tunnel) makes the tunnel send the pending
-//! commands and a fresh schedule; so does a heartbeat that finds commands undelivered (a lost wake-up). Events are
-//! recorded once per (bridge, seq) and acknowledged; heartbeats are answered with the server time. A frame that cannot be
+//! commands and a fresh schedule; so does a heartbeat that finds commands undelivered or the schedule other than
+//! the one last sent (a lost wake-up). Events are recorded once per (bridge, seq) and acknowledged; heartbeats are
+//! answered with the server time. A frame that cannot be
 //! used gets an `error` frame and the connection stays open; an oversized frame closes it (code 1009).
 
 use std::time::Duration;
@@ -140,7 +141,7 @@ async fn serve(
         },
     )
     .await?;
-    push(&mut socket, db, tenant, &bridge).await?;
+    let mut sent = push(&mut socket, db, tenant, &bridge).await?;
 
     loop {
         tokio::select! {
@@ -159,13 +160,10 @@ async fn serve(
                         return Err(e.into());
                     }
                 };
-                let (reply, pending) = match decode::<Up>(&text) {
+                let reply = match decode::<Up>(&text) {
                     Ok(message) => receive(db, tenant, &bridge, message).await,
-                    Err(e) => (Some(error("malformed_frame", e)), false),
+                    Err(e) => Some(error("malformed_frame", e)),
                 };
-                if pending {
-                    push(&mut socket, db, tenant, &bridge).await?;
-                }
                 if let Some(reply) = reply {
                     send(&mut socket, &reply).await?;
                     if matches!(&reply, Down::Error { code, .. } if code == REVOKED) {
@@ -175,13 +173,17 @@ async fn serve(
                         }))).await;
                         return Ok(());
                     }
+                    // A heartbeat is also when a lost wake-up is made good.
+                    if matches!(reply, Down::HeartbeatAck { .. }) && stale(db, tenant, &bridge, &sent).await? {
+                        sent = push(&mut socket, db, tenant, &bridge).await?;
+                    }
                 }
             }
             changed = commands.recv() => {
                 match changed {
                     Ok((t, venue)) if t != tenant.0 || venue != bridge.venue_id => continue,
                     // Our venue, or we fell behind: push what is pending.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => push(&mut socket, db, tenant, &bridge).await?,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => sent = push(&mut socket, db, tenant, &bridge).await?,
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
             }
@@ -189,18 +191,13 @@ async fn serve(
     }
 }
 
-/// Sends the venue's pending commands and its schedule.
-async fn push(
-    socket: &mut WebSocket,
-    db: &Db,
-    tenant: TenantId,
+/// The venue's schedule as the bridge gets it.
+async fn schedule(
+    tx: &mut switchyard_core::TenantTx,
     bridge: &Bridge,
-) -> anyhow::Result<()> {
-    let mut tx = db.begin_tenant(tenant).await?;
-    let commands = bridges::take_commands(&mut tx, bridge.venue_id).await?;
-    let plans = bridges::schedule(&mut tx, bridge.venue_id).await?;
-    tx.commit().await?;
-    let stations = plans
+) -> anyhow::Result<Vec<StationPlan>> {
+    Ok(bridges::schedule(tx, bridge.venue_id)
+        .await?
         .into_iter()
         .map(|p| StationPlan {
             station_id: p.station_id,
@@ -211,9 +208,43 @@ async fn push(
             until: p.until,
             session_id: p.session_id,
         })
-        .collect();
+        .collect())
+}
+
+/// Does the bridge miss something: undelivered commands, or a schedule other than the one last sent? (A heartbeat
+/// asks, in case a wake-up was lost.)
+async fn stale(
+    db: &Db,
+    tenant: TenantId,
+    bridge: &Bridge,
+    sent: &[StationPlan],
+) -> anyhow::Result<bool> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let pending = bridges::has_pending_commands(&mut tx, bridge.venue_id).await?;
+    let current = schedule(&mut tx, bridge).await?;
+    tx.commit().await?;
+    Ok(pending || current != sent)
+}
+
+/// Sends the venue's schedule and its pending commands; returns the schedule sent.
+async fn push(
+    socket: &mut WebSocket,
+    db: &Db,
+    tenant: TenantId,
+    bridge: &Bridge,
+) -> anyhow::Result<Vec<StationPlan>> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let commands = bridges::take_commands(&mut tx, bridge.venue_id).await?;
+    let stations = schedule(&mut tx, bridge).await?;
+    tx.commit().await?;
     // The schedule first: a command's acknowledgement then tells that the bridge has the schedule too.
-    send(socket, &Down::Schedule { stations }).await?;
+    send(
+        socket,
+        &Down::Schedule {
+            stations: stations.clone(),
+        },
+    )
+    .await?;
     for c in commands {
         send(
             socket,
@@ -227,12 +258,11 @@ async fn push(
         .await?;
         metrics::counter!("edge_commands_delivered_total").increment(1);
     }
-    Ok(())
+    Ok(stations)
 }
 
-/// Handles one frame from the bridge; returns the answer, if any, and whether commands wait undelivered.
-async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> (Option<Down>, bool) {
-    let mut pending = false;
+/// Handles one frame from the bridge; returns the answer, if any.
+async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Option<Down> {
     let result: Result<Option<Down>, switchyard_core::Error> = async {
         let mut tx = db.begin_tenant(tenant).await?;
         let reply = match message {
@@ -243,7 +273,6 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> (Op
                     return Ok(Some(error(REVOKED, "this bridge was revoked; the tunnel closes")));
                 }
                 bridges::seen(&mut tx, bridge.id, true, None, clock_offset_ms).await?;
-                pending = bridges::has_pending_commands(&mut tx, bridge.venue_id).await?;
                 Some(Down::HeartbeatAck {
                     sent_at,
                     server_time: Utc::now(),
@@ -278,7 +307,7 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> (Op
         Ok(reply)
     }
     .await;
-    let reply = match result {
+    match result {
         Ok(reply) => reply,
         Err(switchyard_core::Error::NotFound(what)) => Some(error(
             "unknown_station",
@@ -293,6 +322,5 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> (Op
                 "the frame could not be handled; send it again",
             ))
         }
-    };
-    (reply, pending)
+    }
 }

@@ -1374,19 +1374,46 @@ async fn across_replicas(redis_url: &str) {
 }
 
 #[tokio::test]
-async fn with_wake_ups_lost_a_command_reaches_the_bridge_at_its_next_heartbeat() {
+async fn with_wake_ups_lost_commands_and_schedule_changes_reach_the_bridge_at_its_next_heartbeat() {
     // Nothing listens at this Redis: every wake-up is lost.
     let app = switchyard_tests::spawn_app_with(&[("REDIS_URL", "redis://127.0.0.1:9")]).await;
     let plug = ShellyFake::start().await;
     let s = site(&app, &plug.host(), 1).await;
     let journal = journal_path();
+    let metrics_port = free_port();
     let config = edge_bridge::Config {
         heartbeat: Duration::from_millis(300),
+        metrics_listen: Some(format!("127.0.0.1:{metrics_port}").parse().unwrap()),
         ..bridge_config(tunnel_url(&app), &s.token, &journal)
     };
     let _stop = start_bridge(config);
     wait_until("the bridge is online", || bridge_online(&app, s.t.id)).await;
     paid_session(&app, &s.t, s.venue, s.station, 30, "lost-wake").await;
     wait_until("the plug is on", || async { plug.is_on() }).await;
+
+    // A new station is a schedule change without a command: the next heartbeat brings it too.
+    let stations = || async {
+        let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("edge_bridge_stations "))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    let before = stations().await.unwrap();
+    app.gql_ok(
+        &s.t.access,
+        "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+        json!({"i": {"venueId": s.venue, "name": "Second plug", "kind": "CONSOLE", "control": "SHELLY",
+                     "controlSettings": {"host": plug.host(), "generation": 1}}}),
+    )
+    .await;
+    wait_until("the bridge has the new station", || async {
+        stations().await == Some(before + 1)
+    })
+    .await;
     let _ = std::fs::remove_file(&journal);
 }
