@@ -174,7 +174,7 @@ async fn serve(
                         return Ok(());
                     }
                     // A heartbeat is also when a lost wake-up is made good.
-                    if matches!(reply, Down::HeartbeatAck { .. }) && stale(db, tenant, &bridge, &sent).await? {
+                    if matches!(reply, Down::HeartbeatAck { .. }) && stale(db, tenant, &bridge, sent).await? {
                         sent = push(&mut socket, db, tenant, &bridge).await?;
                     }
                 }
@@ -211,40 +211,41 @@ async fn schedule(
         .collect())
 }
 
+/// A schedule's fingerprint: what a tunnel keeps of the schedule it last sent (a few bytes, however many
+/// stations).
+fn fingerprint(stations: &[StationPlan]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(stations)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Does the bridge miss something: undelivered commands, or a schedule other than the one last sent? (A heartbeat
 /// asks, in case a wake-up was lost.)
-async fn stale(
-    db: &Db,
-    tenant: TenantId,
-    bridge: &Bridge,
-    sent: &[StationPlan],
-) -> anyhow::Result<bool> {
+async fn stale(db: &Db, tenant: TenantId, bridge: &Bridge, sent: u64) -> anyhow::Result<bool> {
     let mut tx = db.begin_tenant(tenant).await?;
     let pending = bridges::has_pending_commands(&mut tx, bridge.venue_id).await?;
     let current = schedule(&mut tx, bridge).await?;
     tx.commit().await?;
-    Ok(pending || current != sent)
+    Ok(pending || fingerprint(&current) != sent)
 }
 
-/// Sends the venue's schedule and its pending commands; returns the schedule sent.
+/// Sends the venue's schedule and its pending commands; returns the schedule's fingerprint.
 async fn push(
     socket: &mut WebSocket,
     db: &Db,
     tenant: TenantId,
     bridge: &Bridge,
-) -> anyhow::Result<Vec<StationPlan>> {
+) -> anyhow::Result<u64> {
     let mut tx = db.begin_tenant(tenant).await?;
     let commands = bridges::take_commands(&mut tx, bridge.venue_id).await?;
     let stations = schedule(&mut tx, bridge).await?;
     tx.commit().await?;
     // The schedule first: a command's acknowledgement then tells that the bridge has the schedule too.
-    send(
-        socket,
-        &Down::Schedule {
-            stations: stations.clone(),
-        },
-    )
-    .await?;
+    let sent = fingerprint(&stations);
+    send(socket, &Down::Schedule { stations }).await?;
     for c in commands {
         send(
             socket,
@@ -258,7 +259,7 @@ async fn push(
         .await?;
         metrics::counter!("edge_commands_delivered_total").increment(1);
     }
-    Ok(stations)
+    Ok(sent)
 }
 
 /// Handles one frame from the bridge; returns the answer, if any.
