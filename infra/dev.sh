@@ -263,9 +263,10 @@ bench() {
     billing) shift || true; "$bin/switchyard-workers" bench-billing "$@" ;;
     sessions) shift; "$bin/bench-sessions" "$@" ;;
     tunnels) shift; ulimit -n "$(ulimit -Hn)"
-      # Once with wake-ups through Postgres notify (one replica), once through Redis (several).
-      REDIS_URL="" "$bin/bench-tunnels" "$@"
+      # Once with wake-ups through Postgres notify (one replica), once through Redis (several). Redis starts first:
+      # 10,000 loopback connections leave many ports of the kernel's ephemeral range busy for a while.
       start_redis
+      REDIS_URL="" "$bin/bench-tunnels" "$@"
       REDIS_URL="$TEST_REDIS_URL" "$bin/bench-tunnels" "$@" ;;
     *) die "bench what? billing | sessions | tunnels | bridge" ;;
   esac
