@@ -240,26 +240,12 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
     let readings = config
         .readings
         .map(|every| tokio::spawn(readings_loop(shared.clone(), every)));
-    let metrics_server = match config.metrics_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding /metrics on {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
-            Some(tokio::spawn(metrics::serve(listener, shared.clone())))
-        }
-        None => None,
-    };
-    let agent_server = match config.agent_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the agent server on {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "agent server listening");
-            Some(tokio::spawn(agents::serve(listener, shared.clone())))
-        }
-        None => None,
-    };
+    let metrics_server = bind(config.metrics_listen, "the /metrics server")
+        .await?
+        .map(|listener| tokio::spawn(metrics::serve(listener, shared.clone())));
+    let agent_server = bind(config.agent_listen, "the agent server")
+        .await?
+        .map(|listener| tokio::spawn(agents::serve(listener, shared.clone())));
     let mut backoff = Duration::from_millis(250);
     loop {
         let outcome = tokio::select! {
@@ -295,6 +281,19 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
     }
     tracing::info!("bridge stopped");
     Ok(())
+}
+
+/// The listener of one of the bridge's local servers, when it has an address.
+async fn bind(
+    addr: Option<std::net::SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+    Ok(Some(listener))
 }
 
 /// One connection: hello, then frames both ways until either side closes.
