@@ -414,7 +414,9 @@ async fn four_worker_processes_charge_every_tick_of_5000_sessions_exactly_once()
                 .unwrap()
         })
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // A liveness bound, not a speed test (about 30 s alone here): generous, since the rest of the suite shares
+    // the two cores and the disk.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
         let least: i32 = sqlx::query_scalar("select min(ticks) from session")
             .fetch_one(&owner)
@@ -425,7 +427,7 @@ async fn four_worker_processes_charge_every_tick_of_5000_sessions_exactly_once()
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "after two minutes some session has only {least} ticks"
+            "after five minutes some session has only {least} ticks"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
