@@ -222,3 +222,129 @@ async fn housekeeping_forgets_expired_idempotency_keys_and_stale_quotes_only() {
         .unwrap();
     assert_eq!(quotes, 1, "the recently expired quote is kept for a day");
 }
+
+/// Every session's (ticks, next tick) as the owner sees them.
+async fn tick_state(owner: &sqlx::PgPool) -> std::collections::HashMap<Uuid, (i32, DateTime<Utc>)> {
+    let rows: Vec<(Uuid, i32, DateTime<Utc>)> =
+        sqlx::query_as("select id, ticks, next_tick_at from session")
+            .fetch_all(owner)
+            .await
+            .unwrap();
+    rows.into_iter().map(|(id, t, n)| (id, (t, n))).collect()
+}
+
+#[tokio::test]
+async fn an_overloaded_worker_serves_the_longest_waiting_session_next_and_starves_no_tenant() {
+    let database = fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let t0: DateTime<Utc> = "2003-03-03T12:00:00Z".parse().unwrap();
+    let mut tenants = Vec::new();
+    for _ in 0..3 {
+        tenants.push(tenant_with_sessions(&app, 20, t0).await);
+    }
+    // First ticks due one after another, 100 ms apart, the tenants interleaved: the tenant whose id sorts last
+    // holds the oldest due session, so an order by tenant would pass it over.
+    sqlx::query(
+        "update session s set next_tick_at = $1 + o.n * interval '100 ms'
+         from (select tenant_id, id, row_number() over (order by k, tenant_id desc) as n
+               from (select tenant_id, id, row_number() over (partition by tenant_id order by id) as k
+                     from session) r) o
+         where s.tenant_id = o.tenant_id and s.id = o.id",
+    )
+    .bind(t0)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+
+    // One worker that bills 3 sessions a second, while 60 sessions with a 10 s tick want 6 a second.
+    let db = Db::connect_lazy(&database.app_url, 2).unwrap();
+    let billing = Billing {
+        tick: Duration::seconds(10),
+        batch: 3,
+        lease_secs: 60,
+    };
+    let mut longest_wait = Duration::zero();
+    for second in 0..100 {
+        let now = t0 + Duration::seconds(10 + second);
+        let before = tick_state(&app.owner).await;
+        let pass = billing::run_once(&db, billing, now).await.unwrap();
+        assert_eq!((pass.claimed, pass.billed), (3, 3), "more is due than one pass bills");
+        let after = tick_state(&app.owner).await;
+        let (served, waiting): (Vec<_>, Vec<_>) = before
+            .iter()
+            .filter(|(_, (_, next))| *next <= now)
+            .partition(|(id, (ticks, _))| after[*id].0 == ticks + 1);
+        assert_eq!(served.len(), 3);
+        // The longest-waiting due sessions were served: none left waiting was due earlier than one served.
+        let newest_served = served.iter().map(|(_, (_, next))| *next).max().unwrap();
+        let oldest_left = waiting.iter().map(|(_, (_, next))| *next).min();
+        assert!(
+            oldest_left.is_none_or(|left| left >= newest_served),
+            "second {second}: a session due at {oldest_left:?} was passed over for one due at {newest_served}"
+        );
+        for (_, (_, next)) in &served {
+            longest_wait = longest_wait.max(now - *next);
+        }
+    }
+    // Overload spreads evenly: 60 sessions at 3 a second is one round every 20 s, so no session waits longer
+    // than a round plus the 10 s by which the first pass came after the first due time; every tenant is billed.
+    assert!(longest_wait <= Duration::seconds(30), "{longest_wait}");
+    let ticks = tick_state(&app.owner).await;
+    let least = ticks.values().map(|(t, _)| *t).min().unwrap();
+    assert!(least >= 4, "some session was billed only {least} times in 100 s");
+    for tenant in tenants {
+        let billed: i64 =
+            sqlx::query_scalar("select count(*) from session where tenant_id = $1 and ticks >= 4")
+                .bind(tenant)
+                .fetch_one(&app.owner)
+                .await
+                .unwrap();
+        assert_eq!(billed, 20, "every session of tenant {tenant}");
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_tick_is_charged_once_by_its_journal_key() {
+    let database = fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let t0: DateTime<Utc> = "2004-04-04T12:00:00Z".parse().unwrap();
+    let tenant = tenant_with_sessions(&app, 1, t0).await;
+    let db = Db::connect_lazy(&database.app_url, 2).unwrap();
+    let now = t0 + Duration::seconds(30);
+    let tick = |db: Db| async move {
+        let mut tx = db.begin_tenant(switchyard_core::TenantId(tenant)).await.unwrap();
+        let ids: Vec<Uuid> = sqlx::query_scalar("select id from session")
+            .fetch_all(tx.conn())
+            .await
+            .unwrap();
+        let billed = switchyard_core::sessions::bill_batch(&mut tx, &ids, now, Duration::seconds(30))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        billed.charged
+    };
+    assert_eq!(tick(db.clone()).await, 10, "tick 1: the first minute at 10/min");
+
+    // The same tick again, as a worker holding a stale copy of the session would bill it (the row's counter and
+    // charged amount as they were before tick 1): only the journal key `session:<id>:tick:1` stands in its way.
+    sqlx::query("update session set ticks = 0, charged_amount = 0, next_tick_at = $1")
+        .bind(now)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(tick(db.clone()).await, 0, "the replayed tick charges nothing");
+
+    let mut tx = app.tenant_tx(tenant).await;
+    let journals: Vec<(String, i64)> = sqlx::query_as(
+        "select j.idempotency_key, sum(e.amount) filter (where e.amount > 0)::bigint
+         from journal j join journal_entry e on e.tenant_id = j.tenant_id and e.journal_id = j.id
+         where j.tenant_id = $1 and j.kind = 'session_charge' group by j.idempotency_key",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    assert!(journals[0].0.ends_with(":tick:1"), "{journals:?}");
+    assert_eq!(journals[0].1, 10, "the patron paid the first minute once");
+}
