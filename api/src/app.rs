@@ -206,9 +206,28 @@ pub fn router(state: AppState) -> Router {
                     config.request_timeout,
                 ))
                 .layer(cors)
-                .layer(CompressionLayer::new()),
+                .layer(CompressionLayer::new())
+                .layer(catch_panics()),
         )
         .with_state(state)
+}
+
+/// A handler that panics answers `500 internal` in the catalogue's shape, and the panic is logged with the
+/// request's span; the connection and the process carry on.
+pub(crate) fn catch_panics(
+) -> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send + 'static>) -> Response>
+{
+    fn answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        tracing::error!(panic = message, "a request handler panicked");
+        metrics::counter!("http_panics_total").increment(1);
+        ApiError::new(ErrorCode::Internal, "internal error").into_response()
+    }
+    tower_http::catch_panic::CatchPanicLayer::custom(answer as fn(_) -> Response)
 }
 
 async fn not_found() -> ApiError {
@@ -350,12 +369,38 @@ fn unreachable_config<T>() -> T {
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    /// `/metrics` on a listener of its own (`METRICS_LISTEN_ADDR`).
+    metrics: Option<(TcpListener, Router)>,
 }
 
 impl Server {
+    /// Binds the API (and the metrics listener, when configured). In production it first refuses a database login
+    /// that would bypass row-level security.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen_addr).await?;
+        let metrics_addr = config.metrics_listen_addr;
+        let production = config.environment == Environment::Production;
         let state = AppState::new(config)?;
+        if production {
+            state.db.check_app_role().await?;
+        }
+        let metrics = match metrics_addr {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen on METRICS_LISTEN_ADDR {addr}: {e}")
+                })?;
+                let metrics_state = state.clone();
+                let router = Router::new().route(
+                    "/metrics",
+                    get(move || {
+                        let state = metrics_state.clone();
+                        async move { routes::health::render_metrics(&state) }
+                    }),
+                );
+                Some((listener, router))
+            }
+        };
         tokio::spawn(
             state
                 .db
@@ -366,6 +411,7 @@ impl Server {
         Ok(Self {
             listener,
             router: router(state),
+            metrics,
         })
     }
 
@@ -373,11 +419,26 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Where `/metrics` listens apart from the API, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        if let Some((listener, router)) = self.metrics {
+            // Scrapes stop with the process; they hold no work that a graceful stop must finish.
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            });
+        }
         axum::serve(
             self.listener,
             self.router
@@ -405,6 +466,49 @@ mod tests {
                 .insert("x-forwarded-for", f.parse().unwrap());
         }
         request
+    }
+
+    fn handler_bug() -> &'static str {
+        std::panic::panic_any("handler bug with secret detail")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape_and_the_server_goes_on() {
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async { handler_bug() }),
+            )
+            .route("/fine", get(|| async { "fine" }))
+            .layer(catch_panics());
+        let response = app
+            .clone()
+            .oneshot(
+                http::Request::get("/boom")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 10_000)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "internal", "message": "internal error"}})
+        );
+        let response = app
+            .oneshot(
+                http::Request::get("/fine")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum LogFormat {
 pub struct Config {
     pub environment: Environment,
     pub listen_addr: SocketAddr,
+    /// Where `/metrics` is served apart from the API (`METRICS_LISTEN_ADDR`). Unset: on the API port in
+    /// development, nowhere in production.
+    pub metrics_listen_addr: Option<SocketAddr>,
     /// The app role's connection URL (`switchyard_app`).
     pub app_database_url: SecretString,
     pub db_max_connections: u32,
@@ -119,7 +122,17 @@ impl Config {
                     .with_context(|| format!("TRUSTED_PROXIES: {p:?} is not an IP address"))
             })
             .collect::<anyhow::Result<_>>()?;
+        if environment == Environment::Production {
+            switchyard_core::payments::ProviderSettings::check_production(var)?;
+        }
         let payments = switchyard_core::payments::ProviderSettings::from_lookup(var)?;
+        let metrics_listen_addr = var("METRICS_LISTEN_ADDR")
+            .map(|v| {
+                v.parse().with_context(|| {
+                    format!("METRICS_LISTEN_ADDR must be an address like 0.0.0.0:9090, not {v:?}")
+                })
+            })
+            .transpose()?;
         let log_format = match var("LOG_FORMAT").as_deref() {
             None if environment == Environment::Production => LogFormat::Json,
             None | Some("text") => LogFormat::Text,
@@ -144,6 +157,7 @@ impl Config {
         Ok(Self {
             environment,
             listen_addr,
+            metrics_listen_addr,
             app_database_url: app_database_url.into(),
             db_max_connections: parse("DB_MAX_CONNECTIONS", 20)?.clamp(1, 1000) as u32,
             jwt_secret: jwt_secret.into(),
@@ -169,6 +183,11 @@ impl Config {
 
     pub fn app_database_url(&self) -> &str {
         self.app_database_url.expose_secret()
+    }
+
+    /// Whether `/metrics` answers on the API port: in development unless it has a listener of its own.
+    pub fn metrics_on_api_port(&self) -> bool {
+        self.metrics_listen_addr.is_none() && self.environment == Environment::Development
     }
 }
 
@@ -199,9 +218,60 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
     }
 
+    const STRIPE: [(&str, &str); 2] = [
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_x"),
+    ];
+
+    #[test]
+    fn production_refuses_the_dev_payment_provider_and_an_implicit_one() {
+        let err = config(&[BASE[0], BASE[1], ("APP_ENV", "production")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PAYMENT_PROVIDER set explicitly"), "{err}");
+        let err = config(&[
+            BASE[0],
+            BASE[1],
+            ("APP_ENV", "production"),
+            ("PAYMENT_PROVIDER", "dev"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PAYMENT_PROVIDER=dev"), "{err}");
+        assert!(config(&[BASE[0], BASE[1], ("PAYMENT_PROVIDER", "dev")]).is_ok());
+    }
+
+    #[test]
+    fn metrics_leave_the_api_port_in_production_or_when_given_their_own() {
+        let dev = config(&BASE).unwrap();
+        assert!(dev.metrics_on_api_port());
+        let own = config(&[BASE[0], BASE[1], ("METRICS_LISTEN_ADDR", "127.0.0.1:9090")]).unwrap();
+        assert!(!own.metrics_on_api_port());
+        let prod = config(&[
+            BASE[0],
+            BASE[1],
+            ("APP_ENV", "production"),
+            STRIPE[0],
+            STRIPE[1],
+        ])
+        .unwrap();
+        assert!(!prod.metrics_on_api_port());
+        let err = config(&[BASE[0], BASE[1], ("METRICS_LISTEN_ADDR", "nine")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("METRICS_LISTEN_ADDR"), "{err}");
+    }
+
     #[test]
     fn production_turns_off_introspection_and_logs_json() {
-        let c = config(&[BASE[0], BASE[1], ("APP_ENV", "production")]).unwrap();
+        let c = config(&[
+            BASE[0],
+            BASE[1],
+            ("APP_ENV", "production"),
+            STRIPE[0],
+            STRIPE[1],
+        ])
+        .unwrap();
         assert!(!c.graphql.introspection);
         assert_eq!(c.log_format, LogFormat::Json);
     }

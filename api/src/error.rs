@@ -6,6 +6,9 @@ use axum::Json;
 use serde_json::{json, Value};
 use switchyard_core::ErrorCode;
 
+/// Seconds a client should wait after `unavailable` (a database outage) before retrying.
+pub const RETRY_AFTER_UNAVAILABLE: &str = "5";
+
 /// An error answered to a REST client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -64,7 +67,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.body())).into_response()
+        let mut response = (status, Json(self.body())).into_response();
+        if self.code == ErrorCode::Unavailable {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+            );
+        }
+        response
     }
 }
 

@@ -116,6 +116,37 @@ impl Db {
         Ok(Readiness { applied, expected })
     }
 
+    /// Refuses, with a message naming what is wrong, a login role that would make row-level security moot: a
+    /// superuser, a role with `BYPASSRLS`, or one that owns tables (owners may alter policies). Production
+    /// services call this at start; the app role `switchyard_app` passes.
+    pub async fn check_app_role(&self) -> anyhow::Result<()> {
+        let (name, superuser, bypass, owns): (String, bool, bool, bool) = sqlx::query_as(
+            "select r.rolname::text, r.rolsuper, r.rolbypassrls,
+                    exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                            where n.nspname = 'public' and c.relowner = r.oid)
+             from pg_roles r where r.rolname = current_user",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot check the database role of APP_DATABASE_URL: {e}"))?;
+        let problems: Vec<&str> = [
+            (superuser, "is a superuser"),
+            (bypass, "has BYPASSRLS"),
+            (owns, "owns tables"),
+        ]
+        .into_iter()
+        .filter_map(|(bad, what)| bad.then_some(what))
+        .collect();
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "APP_DATABASE_URL logs in as {name:?}, which {}; production needs the app role \
+                 (switchyard_app: no superuser, no BYPASSRLS, owns nothing), or tenants are not kept apart",
+                problems.join(" and ")
+            );
+        }
+        Ok(())
+    }
+
     /// The raw pool, for the tests that inspect the catalogue and for `migrate`. Not for tenant data.
     pub fn pool(&self) -> &PgPool {
         &self.pool

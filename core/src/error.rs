@@ -48,6 +48,8 @@ pub enum ErrorCode {
     Timeout,
     /// The GraphQL document is invalid or exceeds a limit (depth, complexity, aliases, batch size).
     InvalidQuery,
+    /// A dependency (the database) is down or overloaded; retry after `Retry-After` seconds. Not a sign-out.
+    Unavailable,
     /// Something failed on our side. The details are logged, never returned.
     Internal,
 }
@@ -77,6 +79,7 @@ impl ErrorCode {
             Self::IdempotencyKeyRequired => "idempotency_key_required",
             Self::Timeout => "timeout",
             Self::InvalidQuery => "invalid_query",
+            Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
     }
@@ -102,11 +105,12 @@ impl ErrorCode {
             Self::ValidationFailed | Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
             Self::Internal => 500,
+            Self::Unavailable => 503,
         }
     }
 
     /// Every code, for documentation and the catalogue test.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidSignature,
         Self::QuoteExpired,
         Self::InsufficientFunds,
@@ -128,6 +132,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::Timeout,
         Self::InvalidQuery,
+        Self::Unavailable,
         Self::Internal,
     ];
 }
@@ -172,6 +177,8 @@ pub enum Error {
     ProviderUnavailable(#[source] anyhow::Error),
     #[error("this Idempotency-Key was already used with a different request; use a new key for a new request")]
     IdempotencyKeyReused,
+    #[error("the service is briefly unavailable; retry in a few seconds")]
+    Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -187,7 +194,9 @@ impl Error {
     /// The cause to log (never shown to a client), for errors whose message hides it.
     pub fn hidden_cause(&self) -> Option<&anyhow::Error> {
         match self {
-            Self::Internal(cause) | Self::ProviderUnavailable(cause) => Some(cause),
+            Self::Internal(cause) | Self::ProviderUnavailable(cause) | Self::Unavailable(cause) => {
+                Some(cause)
+            }
             _ => None,
         }
     }
@@ -207,6 +216,7 @@ impl Error {
             Self::CardDeclined(_) => ErrorCode::CardDeclined,
             Self::ProviderUnavailable(_) => ErrorCode::PaymentProviderUnavailable,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -253,7 +263,32 @@ impl From<sqlx::Error> for Error {
                 return Self::NotFound("referenced object");
             }
         }
+        if is_outage(&e) {
+            return Self::Unavailable(e.into());
+        }
         Self::Internal(e.into())
+    }
+}
+
+/// Whether `e` says the database cannot be reached or cannot take more work (so the client should retry, not sign
+/// out): no connection from the pool in time, a broken or refused connection, the server shutting down or starting
+/// up, too many connections.
+pub fn is_outage(e: &sqlx::Error) -> bool {
+    match e {
+        // A broken wire conversation (a proxy or balancer in front of Postgres closing on us) counts too: the
+        // client's request was fine and a retry may well succeed.
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: admin/crash shutdown, cannot connect now; 53300: too many
+            // connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 
@@ -286,6 +321,22 @@ mod tests {
                 "wire form of {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_database_outage_is_unavailable_not_internal() {
+        let e = Error::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+        assert_eq!(e.code().http_status(), 503);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            Error::from(sqlx::Error::Io(refused)).code(),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(
+            Error::from(sqlx::Error::RowNotFound).code(),
+            ErrorCode::Internal
+        );
     }
 
     #[test]

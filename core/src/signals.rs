@@ -113,6 +113,25 @@ impl Signals {
         });
     }
 
+    /// For `/readyz`: `None` without Redis, else whether Redis answers a `PING` within two seconds.
+    pub async fn redis_reachable(&self) -> Option<bool> {
+        let Self::Redis(redis) = self else {
+            return None;
+        };
+        let ping = async {
+            let mut conn = redis
+                .publisher
+                .get_or_try_init(|| redis.client.get_connection_manager())
+                .await?
+                .clone();
+            redis::cmd("PING").exec_async(&mut conn).await
+        };
+        Some(matches!(
+            tokio::time::timeout(Duration::from_secs(2), ping).await,
+            Ok(Ok(()))
+        ))
+    }
+
     /// Feeds every wake-up, `(tenant, venue)`, to `sender` for as long as the process runs, reconnecting after a
     /// lost connection.
     pub async fn listen(self, db: Db, sender: broadcast::Sender<(Uuid, Uuid)>) {

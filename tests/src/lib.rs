@@ -26,6 +26,8 @@ pub fn env_url(key: &str) -> String {
 /// A running app.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `/metrics` apart from the API, when `METRICS_LISTEN_ADDR` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     /// Owner-role pool, for inspecting stored state (bypasses nothing: owner is subject to forced RLS too).
     pub owner: sqlx::PgPool,
@@ -107,6 +109,15 @@ pub async fn spawn_app_in(db: &TestDatabase) -> TestApp {
     app
 }
 
+/// A production configuration as the guards at start-up accept it: an explicit payment provider (Stripe, at an
+/// address where nothing listens; tests that use it do not take card payments).
+pub const PRODUCTION: [(&str, &str); 4] = [
+    ("APP_ENV", "production"),
+    ("PAYMENT_PROVIDER", "stripe"),
+    ("STRIPE_SECRET_KEY", "sk_test_unused"),
+    ("STRIPE_API_BASE", "http://127.0.0.1:9/"),
+];
+
 /// Starts the app with some settings overridden (`("APP_ENV", "production")` ...).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let mut vars: HashMap<String, String> = HashMap::from([
@@ -126,6 +137,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("addr");
+    let metrics_addr = server.metrics_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
         let _ = stopped.await;
@@ -136,6 +148,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .expect("owner pool");
     TestApp {
         addr,
+        metrics_addr,
         client: reqwest::Client::new(),
         owner,
         _stop: stop,

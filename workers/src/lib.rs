@@ -27,6 +27,9 @@ pub struct WorkerConfig {
     pub housekeeping_interval: Duration,
     /// How the API replicas are woken for new bridge commands: Redis at `REDIS_URL`, else Postgres `notify`.
     pub signals: switchyard_core::signals::Signals,
+    /// `APP_ENV=production`: an explicit payment provider and a database role under row-level security, checked
+    /// at start.
+    pub production: bool,
 }
 
 impl WorkerConfig {
@@ -65,7 +68,18 @@ impl WorkerConfig {
             batch: number("DEBT_BATCH", 100)?.clamp(1, 10_000) as i32,
             lease_secs: number("DEBT_LEASE_SEC", 120)?.clamp(5, 3600) as i32,
         };
+        let production = match var("APP_ENV").as_deref() {
+            None | Some("development") => false,
+            Some("production") => true,
+            Some(other) => {
+                anyhow::bail!("APP_ENV must be development or production, not {other:?}")
+            }
+        };
+        if production {
+            switchyard_core::payments::ProviderSettings::check_production(var)?;
+        }
         Ok(Self {
+            production,
             signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
             billing,
             debts,
@@ -93,6 +107,9 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
         .execute(db.pool())
         .await
         .context("while connecting to the database")?;
+    if config.production {
+        db.check_app_role().await?;
+    }
 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();

@@ -11,6 +11,7 @@ use switchyard_core::ErrorCode;
 use switchyard_graphql::{request_error, RequestId};
 
 use crate::app::AppState;
+use crate::error::RETRY_AFTER_UNAVAILABLE;
 use crate::extract::{bearer, request_id};
 
 fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
@@ -90,8 +91,18 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
                     Some(principal)
                 }
                 Err(e) => {
+                    // Invalid tokens answer 401; an outage while checking one answers 503 (never a sign-out).
                     let e: crate::error::ApiError = e;
-                    return error_response(StatusCode::UNAUTHORIZED, e.code, &e.message);
+                    let status = StatusCode::from_u16(e.code.http_status())
+                        .unwrap_or(StatusCode::UNAUTHORIZED);
+                    let mut response = error_response(status, e.code, &e.message);
+                    if e.code == ErrorCode::Unavailable {
+                        response.headers_mut().insert(
+                            header::RETRY_AFTER,
+                            header::HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+                        );
+                    }
+                    return response;
                 }
             }
         }
@@ -102,7 +113,30 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
         None => batch,
     };
     let response = switchyard_graphql::execute(&state.schema, batch, actor, &state.db).await;
-    Json(response).into_response()
+    // A field that failed because the database is down makes the whole answer a 503 with `Retry-After`, as REST
+    // does, so clients back off instead of treating it as data.
+    let unavailable = match &response {
+        BatchResponse::Single(r) => has_code(r, ErrorCode::Unavailable),
+        BatchResponse::Batch(rs) => rs.iter().any(|r| has_code(r, ErrorCode::Unavailable)),
+    };
+    let mut response = Json(response).into_response();
+    if unavailable {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+        );
+    }
+    response
+}
+
+fn has_code(response: &async_graphql::Response, code: ErrorCode) -> bool {
+    response.errors.iter().any(|e| {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .is_some_and(|v| *v == async_graphql::Value::from(code.as_str()))
+    })
 }
 
 fn parse(bytes: &Bytes) -> Result<BatchRequest, String> {

@@ -120,6 +120,20 @@ pub enum ProviderSettings {
 
 impl ProviderSettings {
     /// Reads the settings through `var` (trimmed, empty = unset); the error names the variable.
+    /// A production deployment must name the provider that takes the money: the dev emulator confirms any top-up
+    /// by itself, so `PAYMENT_PROVIDER` unset or `dev` stops the start with this error.
+    pub fn check_production(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        match var("PAYMENT_PROVIDER").as_deref() {
+            None => {
+                anyhow::bail!("APP_ENV=production needs PAYMENT_PROVIDER set explicitly (stripe)")
+            }
+            Some("dev") => anyhow::bail!(
+                "PAYMENT_PROVIDER=dev is the development emulator; APP_ENV=production needs stripe"
+            ),
+            Some(_) => Ok(()),
+        }
+    }
+
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let millis = |key: &str, default: u64| -> anyhow::Result<u64> {
             var(key).map_or(Ok(default), |v| {

@@ -45,7 +45,10 @@ async fn main() -> anyhow::Result<()> {
         ("APP_DATABASE_URL", app_url.as_str()),
         ("JWT_SECRET", "bench-secret-bench-secret-bench-secret-00"),
         ("LISTEN_ADDR", "127.0.0.1:0"),
-        ("APP_ENV", "production"),
+        switchyard_tests::PRODUCTION[0],
+        switchyard_tests::PRODUCTION[1],
+        switchyard_tests::PRODUCTION[2],
+        switchyard_tests::PRODUCTION[3],
         ("DB_MAX_CONNECTIONS", "40"),
         ("AUTH_RATE_BURST", "100000"),
     ];

@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         .env("APP_DATABASE_URL", &app_url)
         .env("JWT_SECRET", "bench-secret-bench-secret-bench-secret-00")
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("APP_ENV", "production")
+        .envs(switchyard_tests::PRODUCTION)
         .env("DB_MAX_CONNECTIONS", "20")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())

@@ -71,7 +71,7 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
         .env("APP_DATABASE_URL", &app_url)
         .env("JWT_SECRET", TEST_JWT_SECRET)
         .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("APP_ENV", "production")
+        .envs(switchyard_tests::PRODUCTION)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

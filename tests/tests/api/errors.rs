@@ -113,7 +113,13 @@ async fn health_readiness_and_metrics_report_the_service() {
     let (status, body) = app.send(Method::GET, "/healthz", None, None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
     let (status, body) = app.send(Method::GET, "/readyz", None, None).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"status": "ok", "checks": {"database": "ok", "redis": "ok"}})
+        )
+    );
     app.signup().await;
 
     let text = app

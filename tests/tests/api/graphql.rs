@@ -542,7 +542,7 @@ async fn production_mode_turns_off_introspection_and_graphiql() {
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("graphiql"));
 
-    let prod = spawn_app_with(&[("APP_ENV", "production")]).await;
+    let prod = spawn_app_with(&switchyard_tests::PRODUCTION).await;
     let body = prod
         .gql(
             Some(&t.access),

@@ -15,6 +15,7 @@ mod isolation;
 mod members;
 mod patron_app;
 mod payments;
+mod production;
 mod rentals;
 mod rls;
 mod sessions;

@@ -165,7 +165,7 @@ async fn pending_dev_payments_are_confirmed_or_canceled_and_test_amounts_decline
         (StatusCode::UNPROCESSABLE_ENTITY, json!("amount"))
     );
 
-    let prod = spawn_app_with(&[("APP_ENV", "production")]).await;
+    let prod = spawn_app_with(&switchyard_tests::PRODUCTION).await;
     let (code, _) = prod
         .send(
             Method::POST,
