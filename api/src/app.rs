@@ -41,6 +41,8 @@ pub struct App {
     pub accounts: Accounts,
     pub schema: AppSchema,
     pub payments: Arc<dyn switchyard_core::payments::PaymentProvider>,
+    /// Each tenant's turns (`TENANT_MAX_CONCURRENT_REQUESTS`).
+    pub tenants: crate::fairness::TenantLimiter,
     /// (tenant, venue) pairs with new device commands (fed by `switchyard_commands` notifications; the edge
     /// tunnels listen).
     pub commands: tokio::sync::broadcast::Sender<(uuid::Uuid, uuid::Uuid)>,
@@ -105,6 +107,10 @@ impl AppState {
             payments.clone(),
         );
         Ok(Self(Arc::new(App {
+            tenants: crate::fairness::TenantLimiter::new(
+                config.tenant_max_concurrent,
+                config.tenant_queue,
+            ),
             config,
             db,
             accounts,
@@ -125,7 +131,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::auth::logout))
         .routes(routes!(routes::auth::patron_signup))
         .routes(routes!(routes::auth::patron_login))
-        .layer(rate_limit(config));
+        .layer(rate_limit(
+            config,
+            config.auth_rate_burst,
+            config.auth_rate_replenish,
+            "too many sign-in requests from this address",
+        ));
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth)
         .routes(routes!(routes::stations::list))
@@ -193,6 +204,16 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::fairness::tenant_share,
+        ))
+        .layer(rate_limit(
+            config,
+            config.rate_burst,
+            config.rate_replenish,
+            "too many requests from this address",
+        ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(
             ServiceBuilder::new()
@@ -309,7 +330,7 @@ impl KeyExtractor for ClientIp {
             .map(|c| c.0.ip())
             .ok_or(GovernorError::UnableToExtractKey)?;
         if !self.trusted.contains(&peer) {
-            return Ok(peer);
+            return Ok(limit_key(peer));
         }
         let forwarded = req
             .headers()
@@ -321,12 +342,31 @@ impl KeyExtractor for ClientIp {
             .rev()
             .filter_map(|s| s.trim().parse::<IpAddr>().ok())
             .find(|ip| !self.trusted.contains(ip))
-            .unwrap_or(peer))
+            .map_or(limit_key(peer), limit_key))
     }
 }
 
+/// What a rate limit counts by: an IPv4 address, or an IPv6 /64 (one subscriber's whole block: an attacker gets
+/// 2^64 addresses from it, so counting single IPv6 addresses would limit nothing).
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// A per-address limit: `burst` requests at once, one more every `period`.
 fn rate_limit(
     config: &Config,
+    burst: u32,
+    period: std::time::Duration,
+    what: &'static str,
 ) -> GovernorLayer<
     ClientIp,
     governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
@@ -335,15 +375,13 @@ fn rate_limit(
     let mut builder = GovernorConfigBuilder::default().key_extractor(ClientIp {
         trusted: Arc::new(config.trusted_proxies.clone()),
     });
-    builder
-        .period(config.auth_rate_replenish)
-        .burst_size(config.auth_rate_burst);
+    builder.period(period).burst_size(burst);
     let governor = builder.finish().unwrap_or_else(unreachable_config);
-    GovernorLayer::new(governor).error_handler(|e| match e {
+    GovernorLayer::new(governor).error_handler(move |e| match e {
         GovernorError::TooManyRequests { wait_time, .. } => {
             let mut response = ApiError::new(
                 ErrorCode::RateLimited,
-                format!("too many sign-in requests from this address; retry in {wait_time} s"),
+                format!("{what}; retry in {wait_time} s"),
             )
             .into_response();
             if let Ok(value) = HeaderValue::from_str(&wait_time.to_string()) {
@@ -476,10 +514,7 @@ mod tests {
     async fn a_panicking_handler_answers_500_in_the_error_shape_and_the_server_goes_on() {
         use tower::ServiceExt;
         let app = Router::new()
-            .route(
-                "/boom",
-                get(|| async { handler_bug() }),
-            )
+            .route("/boom", get(|| async { handler_bug() }))
             .route("/fine", get(|| async { "fine" }))
             .layer(catch_panics());
         let response = app
@@ -509,6 +544,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let none = ClientIp {
+            trusted: Arc::new(vec![]),
+        };
+        let one = none.extract(&request("[2001:db8:1:2::9]", None)).unwrap();
+        let other = none
+            .extract(&request("[2001:db8:1:2:ffff:1:2:3]", None))
+            .unwrap();
+        assert_eq!(one, other, "two addresses of one /64 share a limit");
+        assert_eq!(one, ip("2001:db8:1:2::"));
+        let next = none.extract(&request("[2001:db8:1:3::9]", None)).unwrap();
+        assert_ne!(one, next, "the next /64 is another client");
+        assert_eq!(
+            none.extract(&request("[::ffff:198.51.100.7]", None))
+                .unwrap(),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]

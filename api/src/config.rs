@@ -44,6 +44,13 @@ pub struct Config {
     pub auth_rate_burst: u32,
     /// ... and the interval after which one more is allowed.
     pub auth_rate_replenish: Duration,
+    /// Requests a client address (an IPv6 /64) may make to any route in a burst ...
+    pub rate_burst: u32,
+    /// ... and the interval after which one more is allowed.
+    pub rate_replenish: Duration,
+    /// Requests of one tenant served at once; more wait up to `tenant_queue` for a turn, then answer 429.
+    pub tenant_max_concurrent: usize,
+    pub tenant_queue: Duration,
     pub graphql: Limits,
     /// How often running sessions are billed.
     pub billing_tick: Duration,
@@ -147,6 +154,8 @@ impl Config {
             max_aliases: parse("GRAPHQL_MAX_ALIASES", defaults.max_aliases as u64)? as usize,
             max_directives: defaults.max_directives,
             max_batch: parse("GRAPHQL_MAX_BATCH", defaults.max_batch as u64)? as usize,
+            max_connections: parse("GRAPHQL_MAX_CONNECTIONS", defaults.max_connections as u64)?
+                .clamp(1, 100) as usize,
             introspection: environment == Environment::Development,
         };
         let auth_rate_burst = parse("AUTH_RATE_BURST", 10)?;
@@ -154,12 +163,18 @@ impl Config {
         if auth_rate_burst == 0 || auth_rate_replenish_ms == 0 {
             bail!("AUTH_RATE_BURST and AUTH_RATE_REPLENISH_MS must be above 0");
         }
+        let rate_burst = parse("RATE_BURST", 200)?;
+        let rate_replenish_ms = parse("RATE_REPLENISH_MS", 10)?;
+        if rate_burst == 0 || rate_replenish_ms == 0 {
+            bail!("RATE_BURST and RATE_REPLENISH_MS must be above 0");
+        }
+        let db_max_connections = parse("DB_MAX_CONNECTIONS", 20)?.clamp(1, 1000) as u32;
         Ok(Self {
             environment,
             listen_addr,
             metrics_listen_addr,
             app_database_url: app_database_url.into(),
-            db_max_connections: parse("DB_MAX_CONNECTIONS", 20)?.clamp(1, 1000) as u32,
+            db_max_connections,
             jwt_secret: jwt_secret.into(),
             jwt_issuer: var("JWT_ISSUER").unwrap_or_else(|| "switchyard".into()),
             jwt_audience: var("JWT_AUDIENCE").unwrap_or_else(|| "switchyard-api".into()),
@@ -172,6 +187,16 @@ impl Config {
             auth_rate_burst: u32::try_from(auth_rate_burst)
                 .context("AUTH_RATE_BURST is too large")?,
             auth_rate_replenish: Duration::from_millis(auth_rate_replenish_ms),
+            rate_burst: u32::try_from(rate_burst).context("RATE_BURST is too large")?,
+            rate_replenish: Duration::from_millis(rate_replenish_ms),
+            // By default a quarter of the pool: a tenant's requests (each holding few connections) never take
+            // all of it.
+            tenant_max_concurrent: parse(
+                "TENANT_MAX_CONCURRENT_REQUESTS",
+                u64::from(db_max_connections / 4).max(1),
+            )?
+            .clamp(1, 100_000) as usize,
+            tenant_queue: Duration::from_millis(parse("TENANT_QUEUE_MS", 5000)?),
             graphql,
             billing_tick: Duration::from_secs(parse("BILLING_TICK_SEC", 30)?.clamp(1, 3600)),
             payments,

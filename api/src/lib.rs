@@ -4,6 +4,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod fairness;
 pub mod idempotent;
 pub mod metrics;
 pub mod routes;

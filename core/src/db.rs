@@ -40,6 +40,30 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct Db {
     pool: PgPool,
     signals: Signals,
+    /// A request-scoped handle's share of the pool (see [`Db::limited`]); `None`: unbounded.
+    permits: Option<std::sync::Arc<Share>>,
+}
+
+/// The transactions a request-scoped handle may hold at once, and how many it held at most.
+#[derive(Debug)]
+struct Share {
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
+    in_use: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+/// One transaction's turn in its request's share; given back when the transaction ends.
+struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    share: std::sync::Arc<Share>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.share
+            .in_use
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Db {
@@ -54,7 +78,30 @@ impl Db {
         Ok(Self {
             pool,
             signals: Signals::default(),
+            permits: None,
         })
+    }
+
+    /// A handle for one request that holds at most `connections` transactions at once; further ones wait for one
+    /// of them to end. A GraphQL request resolves list items concurrently, so without this one request could take
+    /// every pooled connection and make everyone else's requests time out.
+    pub fn limited(&self, connections: usize) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            signals: self.signals.clone(),
+            permits: Some(std::sync::Arc::new(Share {
+                turns: std::sync::Arc::new(tokio::sync::Semaphore::new(connections.max(1))),
+                in_use: 0.into(),
+                peak: 0.into(),
+            })),
+        }
+    }
+
+    /// For a [`Db::limited`] handle: the most transactions it held at once so far.
+    pub fn peak_transactions(&self) -> Option<usize> {
+        self.permits
+            .as_ref()
+            .map(|s| s.peak.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Wake-ups travel by `signals` (Postgres `notify` unless set).
@@ -69,6 +116,35 @@ impl Db {
 
     /// Begins a transaction confined to `tenant`.
     pub async fn begin_tenant(&self, tenant: TenantId) -> Result<TenantTx> {
+        let turn = match &self.permits {
+            None => None,
+            // Bounded: a turn stuck for this long means the request is deadlocked on itself; answer rather than
+            // hang.
+            Some(share) => {
+                let permit = tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    share.turns.clone().acquire_owned(),
+                )
+                .await
+                .map_err(|_| {
+                    crate::Error::Unavailable(anyhow::anyhow!(
+                        "no turn in the request's share of connections within 30 s"
+                    ))
+                })?
+                .map_err(|e| crate::Error::Internal(e.into()))?;
+                let now = share
+                    .in_use
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                share
+                    .peak
+                    .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                Some(Turn {
+                    _permit: permit,
+                    share: share.clone(),
+                })
+            }
+        };
         let mut tx = self.pool.begin().await?;
         sqlx::query("select set_config('app.tenant_id', $1, true)")
             .bind(tenant.0.to_string())
@@ -79,6 +155,7 @@ impl Db {
             tenant,
             signals: self.signals.clone(),
             wake: Vec::new(),
+            _turn: turn,
         })
     }
 
@@ -173,6 +250,8 @@ pub struct TenantTx {
     signals: Signals,
     /// Venues to wake after the commit (Redis).
     wake: Vec<Uuid>,
+    /// The request's share of the pool this transaction uses, given back when it ends.
+    _turn: Option<Turn>,
 }
 
 impl TenantTx {

@@ -104,9 +104,11 @@ pub async fn execute(
     principal: Option<Principal>,
     db: &Db,
 ) -> BatchResponse {
+    // Resolvers read the request's own, bounded handle (request data comes before the schema's).
     let with_data = |request: async_graphql::Request| match &principal {
-        None => request,
+        None => request.data(db.clone()),
         Some(p) => {
+            let request = request.data(db.clone());
             let request = request.data(loaders::Loaders::new(db.clone(), p.tenant()));
             match p {
                 Principal::Member(actor) => request.data(actor.clone()),

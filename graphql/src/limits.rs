@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_directives: usize,
     /// Operations in one batch request (checked by the API before execution).
     pub max_batch: usize,
+    /// Database transactions one request may hold at once (`Db::limited`).
+    pub max_connections: usize,
     pub introspection: bool,
 }
 
@@ -28,6 +30,7 @@ impl Default for Limits {
             max_aliases: 30,
             max_directives: 10,
             max_batch: 10,
+            max_connections: 2,
             introspection: true,
         }
     }

@@ -125,6 +125,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("JWT_SECRET".into(), TEST_JWT_SECRET.into()),
         ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
         ("AUTH_RATE_BURST".into(), "100000".into()),
+        ("RATE_BURST".into(), "100000".into()),
+        ("TENANT_MAX_CONCURRENT_REQUESTS".into(), "1000".into()),
         ("DB_MAX_CONNECTIONS".into(), "8".into()),
     ]);
     // Wake-ups go through the suite's Redis (an override of "" falls back to Postgres notify).

@@ -112,7 +112,8 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
         Some(id) => batch.data(id),
         None => batch,
     };
-    let response = switchyard_graphql::execute(&state.schema, batch, actor, &state.db).await;
+    let db = state.db.limited(state.config.graphql.max_connections);
+    let response = switchyard_graphql::execute(&state.schema, batch, actor, &db).await;
     // A field that failed because the database is down makes the whole answer a 503 with `Retry-After`, as REST
     // does, so clients back off instead of treating it as data.
     let unavailable = match &response {

@@ -51,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
         switchyard_tests::PRODUCTION[3],
         ("DB_MAX_CONNECTIONS", "40"),
         ("AUTH_RATE_BURST", "100000"),
+        // The benchmark is one client and one tenant driving the API as hard as it can.
+        ("RATE_BURST", "100000000"),
+        ("TENANT_MAX_CONCURRENT_REQUESTS", "100000"),
     ];
     let config = Config::from_lookup(|k| {
         vars.iter()

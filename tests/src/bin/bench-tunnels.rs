@@ -110,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .envs(switchyard_tests::PRODUCTION)
         .env("DB_MAX_CONNECTIONS", "20")
+        // Thousands of tunnels from one address, all at once.
+        .env("RATE_BURST", "100000000")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

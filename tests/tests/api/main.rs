@@ -10,6 +10,7 @@ mod binaries;
 mod debts;
 mod edge;
 mod errors;
+mod fairness;
 mod graphql;
 mod isolation;
 mod members;
