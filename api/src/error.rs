@@ -11,8 +11,10 @@ use switchyard_core::ErrorCode;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    /// The offending input field, for `validation_failed`.
-    pub field: Option<&'static str>,
+    /// The offending input field, for `validation_failed` (a JSON path like `input.name` for nested fields).
+    pub field: Option<String>,
+    /// Seconds for the `Retry-After` header, for `rate_limited`.
+    pub retry_after: Option<u64>,
     /// Extra, code-specific data (the tenants to choose from for `tenant_choice_required`).
     pub details: Option<Value>,
 }
@@ -24,12 +26,13 @@ impl ApiError {
             message: message.into(),
             field: None,
             details: None,
+            retry_after: None,
         }
     }
 
     pub fn body(&self) -> Value {
         let mut error = json!({ "code": self.code.as_str(), "message": self.message });
-        if let Some(field) = self.field {
+        if let Some(field) = &self.field {
             error["field"] = json!(field);
         }
         if let Some(details) = &self.details {
@@ -54,8 +57,9 @@ impl From<switchyard_core::Error> for ApiError {
         Self {
             code: e.code(),
             message: e.to_string(),
-            field: e.field(),
+            field: e.field().map(str::to_owned),
             details,
+            retry_after: e.retry_after(),
         }
     }
 }
@@ -64,7 +68,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.body())).into_response()
+        let mut response = (status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }
 

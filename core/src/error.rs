@@ -28,7 +28,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The HTTP method is not allowed on this route.
     MethodNotAllowed,
-    /// Too many requests from this address; retry later.
+    /// Too many requests from this address, or failed sign-ins for this account; retry later.
     RateLimited,
     /// A webhook's signature is missing, wrong or too old.
     InvalidSignature,
@@ -172,6 +172,9 @@ pub enum Error {
     ProviderUnavailable(#[source] anyhow::Error),
     #[error("this Idempotency-Key was already used with a different request; use a new key for a new request")]
     IdempotencyKeyReused,
+    /// A password check that must wait (failures of the account or address, or too many checks at once).
+    #[error("too many sign-in attempts; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -207,7 +210,16 @@ impl Error {
             Self::CardDeclined(_) => ErrorCode::CardDeclined,
             Self::ProviderUnavailable(_) => ErrorCode::PaymentProviderUnavailable,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Seconds to send as `Retry-After`, for `rate_limited`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 
