@@ -261,6 +261,38 @@ mod tests {
     }
 
     #[test]
+    fn the_password_throttle_has_safe_defaults_and_refuses_zero_thresholds() {
+        let c = config(&BASE).unwrap();
+        assert_eq!(c.auth_limits.failures_before_lock, 5);
+        assert_eq!(c.auth_limits.lock, Duration::from_secs(900));
+        assert!(c.auth_limits.hash_concurrency >= 1);
+        assert_eq!(c.refresh_family_ttl, Duration::from_secs(30 * 24 * 3600));
+        let c = config(&[
+            BASE[0],
+            BASE[1],
+            ("AUTH_FAILURES_BEFORE_LOCK", "3"),
+            ("AUTH_LOCK_SECS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(c.auth_limits.failures_before_lock, 3);
+        assert_eq!(c.auth_limits.lock, Duration::from_secs(60));
+        for key in [
+            "AUTH_FAILURES_BEFORE_LOCK",
+            "AUTH_LOCK_SECS",
+            "AUTH_HASH_CONCURRENCY",
+        ] {
+            let err = config(&[BASE[0], BASE[1], (key, "0")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = config(&[BASE[0], BASE[1], ("REFRESH_FAMILY_TTL_SECS", "10")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("REFRESH_FAMILY_TTL_SECS"), "{err}");
+    }
+
+    #[test]
     fn bad_settings_name_the_variable() {
         let err = config(&[BASE[0], ("JWT_SECRET", "short")])
             .unwrap_err()
