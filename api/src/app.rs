@@ -87,14 +87,15 @@ impl AppState {
         crate::metrics::handle();
         let db = Db::connect_lazy(config.app_database_url(), config.db_max_connections)?
             .with_signals(config.signals.clone());
-        let keys = TokenKeys::new(
+        let mut keys = TokenKeys::new(
             &config.jwt_secret,
             &config.jwt_issuer,
             &config.jwt_audience,
             config.access_token_ttl.as_secs() as i64,
             config.refresh_token_ttl.as_secs() as i64,
         );
-        let accounts = Accounts::new(db.clone(), keys);
+        keys.refresh_family_ttl_secs = config.refresh_family_ttl.as_secs() as i64;
+        let accounts = Accounts::with_limits(db.clone(), keys, config.auth_limits);
         let tick = switchyard_graphql::BillingTick(chrono::Duration::seconds(
             config.billing_tick.as_secs() as i64,
         ));
@@ -320,6 +321,29 @@ struct ClientIp {
     trusted: Arc<Vec<IpAddr>>,
 }
 
+/// The client's key from the connection's peer and the headers (its address; an IPv6 client's /64): the one rule
+/// for the rate limiters and the password-check throttle.
+pub(crate) fn client_ip(
+    trusted: &[IpAddr],
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return limit_key(peer);
+    }
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let client = forwarded
+        .split(',')
+        .rev()
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer);
+    limit_key(client)
+}
+
 impl KeyExtractor for ClientIp {
     type Key = IpAddr;
 
@@ -329,20 +353,7 @@ impl KeyExtractor for ClientIp {
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .ok_or(GovernorError::UnableToExtractKey)?;
-        if !self.trusted.contains(&peer) {
-            return Ok(limit_key(peer));
-        }
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        Ok(forwarded
-            .split(',')
-            .rev()
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .find(|ip| !self.trusted.contains(ip))
-            .map_or(limit_key(peer), limit_key))
+        Ok(client_ip(&self.trusted, peer, req.headers()))
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub jwt_audience: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// The absolute lifetime of a refresh-token family (a login), however often it is refreshed.
+    pub refresh_family_ttl: Duration,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
     pub cors_origins: Vec<String>,
@@ -51,6 +53,8 @@ pub struct Config {
     /// Requests of one tenant served at once; more wait up to `tenant_queue` for a turn, then answer 429.
     pub tenant_max_concurrent: usize,
     pub tenant_queue: Duration,
+    /// The password-check throttle and the Argon2 concurrency cap.
+    pub auth_limits: switchyard_core::throttle::AuthLimits,
     pub graphql: Limits,
     /// How often running sessions are billed.
     pub billing_tick: Duration,
@@ -112,6 +116,11 @@ impl Config {
         if refresh_token_ttl < access_token_ttl {
             bail!("REFRESH_TOKEN_TTL_SECS must be at least ACCESS_TOKEN_TTL_SECS");
         }
+        let refresh_family_ttl =
+            Duration::from_secs(parse("REFRESH_FAMILY_TTL_SECS", 30 * 24 * 3600)?);
+        if refresh_family_ttl < access_token_ttl {
+            bail!("REFRESH_FAMILY_TTL_SECS must be at least ACCESS_TOKEN_TTL_SECS");
+        }
         let list = |key: &str| -> Vec<String> {
             var(key)
                 .map(|v| {
@@ -169,6 +178,49 @@ impl Config {
             bail!("RATE_BURST and RATE_REPLENISH_MS must be above 0");
         }
         let db_max_connections = parse("DB_MAX_CONNECTIONS", 20)?.clamp(1, 1000) as u32;
+        let auth_defaults = switchyard_core::throttle::AuthLimits::default();
+        let at_least_one = |key: &str, default: u64| -> anyhow::Result<u64> {
+            let v = parse(key, default)?;
+            if v == 0 {
+                bail!("{key} must be above 0");
+            }
+            Ok(v)
+        };
+        let auth_limits = switchyard_core::throttle::AuthLimits {
+            failures_before_lock: u32::try_from(at_least_one(
+                "AUTH_FAILURES_BEFORE_LOCK",
+                u64::from(auth_defaults.failures_before_lock),
+            )?)
+            .context("AUTH_FAILURES_BEFORE_LOCK is too large")?,
+            ip_failures_before_lock: u32::try_from(at_least_one(
+                "AUTH_IP_FAILURES_BEFORE_LOCK",
+                u64::from(auth_defaults.ip_failures_before_lock),
+            )?)
+            .context("AUTH_IP_FAILURES_BEFORE_LOCK is too large")?,
+            lock: Duration::from_secs(
+                at_least_one("AUTH_LOCK_SECS", auth_defaults.lock.as_secs())?.min(86_400),
+            ),
+            backoff_base: Duration::from_millis(
+                parse(
+                    "AUTH_BACKOFF_BASE_MS",
+                    auth_defaults.backoff_base.as_millis() as u64,
+                )?
+                .min(3_600_000),
+            ),
+            max_keys: auth_defaults.max_keys,
+            hash_concurrency: at_least_one(
+                "AUTH_HASH_CONCURRENCY",
+                auth_defaults.hash_concurrency as u64,
+            )?
+            .min(1024) as usize,
+            hash_wait: Duration::from_millis(
+                parse(
+                    "AUTH_HASH_WAIT_MS",
+                    auth_defaults.hash_wait.as_millis() as u64,
+                )?
+                .min(60_000),
+            ),
+        };
         Ok(Self {
             environment,
             listen_addr,
@@ -180,6 +232,7 @@ impl Config {
             jwt_audience: var("JWT_AUDIENCE").unwrap_or_else(|| "switchyard-api".into()),
             access_token_ttl,
             refresh_token_ttl,
+            refresh_family_ttl,
             request_timeout: Duration::from_secs(parse("REQUEST_TIMEOUT_SECS", 30)?.max(1)),
             body_limit_bytes: parse("BODY_LIMIT_BYTES", 1024 * 1024)?.max(1024) as usize,
             cors_origins: list("CORS_ORIGINS"),
@@ -197,6 +250,7 @@ impl Config {
             )?
             .clamp(1, 100_000) as usize,
             tenant_queue: Duration::from_millis(parse("TENANT_QUEUE_MS", 5000)?),
+            auth_limits,
             graphql,
             billing_tick: Duration::from_secs(parse("BILLING_TICK_SEC", 30)?.clamp(1, 3600)),
             payments,
@@ -299,6 +353,38 @@ mod tests {
         .unwrap();
         assert!(!c.graphql.introspection);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_password_throttle_has_safe_defaults_and_refuses_zero_thresholds() {
+        let c = config(&BASE).unwrap();
+        assert_eq!(c.auth_limits.failures_before_lock, 5);
+        assert_eq!(c.auth_limits.lock, Duration::from_secs(900));
+        assert!(c.auth_limits.hash_concurrency >= 1);
+        assert_eq!(c.refresh_family_ttl, Duration::from_secs(30 * 24 * 3600));
+        let c = config(&[
+            BASE[0],
+            BASE[1],
+            ("AUTH_FAILURES_BEFORE_LOCK", "3"),
+            ("AUTH_LOCK_SECS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(c.auth_limits.failures_before_lock, 3);
+        assert_eq!(c.auth_limits.lock, Duration::from_secs(60));
+        for key in [
+            "AUTH_FAILURES_BEFORE_LOCK",
+            "AUTH_LOCK_SECS",
+            "AUTH_HASH_CONCURRENCY",
+        ] {
+            let err = config(&[BASE[0], BASE[1], (key, "0")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = config(&[BASE[0], BASE[1], ("REFRESH_FAMILY_TTL_SECS", "10")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("REFRESH_FAMILY_TTL_SECS"), "{err}");
     }
 
     #[test]

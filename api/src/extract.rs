@@ -4,6 +4,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use switchyard_core::validate::{is_forbidden_char, CONTROL_CHARACTER_MESSAGE};
 use switchyard_core::{Actor, ErrorCode, Principal};
 
 use crate::app::AppState;
@@ -17,10 +18,67 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        // Every text input of every route passes here, so one check covers them all.
+        if let Some(field) = control_character(&value, String::new()) {
+            let mut e = ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!("{field}: {CONTROL_CHARACTER_MESSAGE}"),
+            );
+            e.field = Some(field);
+            return Err(e);
         }
+        serde_path_to_error::deserialize::<_, T>(value)
+            .map(Self)
+            .map_err(|e| {
+                // serde's text names the field and the expected type ("organization: invalid type ...",
+                // "missing field `email`"), which is what a person needs; it carries nothing internal.
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let text = if path == "." {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                };
+                ApiError::new(
+                    ErrorCode::ValidationFailed,
+                    format!("the body does not fit: {text}"),
+                )
+            })
+    }
+}
+
+/// The path (`name`, `input.items[2].label`) of the first string or key holding a control character, if any.
+pub fn control_character(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    let field = |path: String| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        }
+    };
+    match value {
+        Value::String(text) => text.chars().any(is_forbidden_char).then(|| field(path)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| control_character(item, format!("{}[{i}]", field(path.clone())))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.chars().any(is_forbidden_char) {
+                return Some(field(path.clone()));
+            }
+            control_character(item, inner)
+        }),
+        _ => None,
     }
 }
 
@@ -106,9 +164,30 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
                     ErrorCode::ValidationFailed,
                     "the id in the path must be a UUID",
                 );
-                e.field = Some("id");
+                e.field = Some("id".to_owned());
                 e
             })
+    }
+}
+
+/// The client's address for the password-check throttle: the socket peer, or what a trusted proxy forwarded (the
+/// rule the auth rate limiter uses).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Self(peer.map(|peer| {
+            crate::app::client_ip(&state.config.trusted_proxies, peer, &parts.headers)
+        })))
     }
 }
 

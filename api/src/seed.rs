@@ -58,14 +58,24 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
     {
         let pair = state
             .accounts
-            .login(owner_email, owner_password, None)
+            .login(owner_email, owner_password, None, None)
             .await?;
         tracing::info!("demo tenant already seeded");
         return Ok(TenantId(pair.tenant_id));
     }
+    let outcome = state
+        .accounts
+        .signup(DEMO_ORGANIZATION, owner_email, owner_password, None, None)
+        .await?;
+    if matches!(
+        outcome,
+        switchyard_core::accounts::SignupOutcome::EmailTaken
+    ) {
+        anyhow::bail!("the demo owner's email already has a login outside the demo");
+    }
     let pair = state
         .accounts
-        .signup(DEMO_ORGANIZATION, owner_email, owner_password, None)
+        .login(owner_email, owner_password, None, None)
         .await?;
     let tenant = TenantId(pair.tenant_id);
     let owner = member(state, &pair.access_token).await?;
@@ -76,7 +86,7 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
         tx.commit().await?;
         state
             .accounts
-            .accept_invitation(&token, password, None)
+            .accept_invitation(&token, Some(password), None, None)
             .await?;
     }
 
@@ -286,7 +296,7 @@ pub async fn demo_bridge(state: &AppState, base: u16) -> anyhow::Result<DemoBrid
     let (_, owner_email, owner_password) = DEMO_LOGINS[0];
     let pair = state
         .accounts
-        .login(owner_email, owner_password, None)
+        .login(owner_email, owner_password, None, None)
         .await?;
     let owner = member(state, &pair.access_token).await?;
     let mut tx = state.db.begin_tenant(owner.tenant).await?;

@@ -1,5 +1,7 @@
 //! Sign-up, login, refresh, logout, invitation acceptance, and turning an access token into an [`Actor`].
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -9,6 +11,7 @@ use crate::auth::{self, PatronRole, TokenKeys, TokenRole};
 use crate::db::{Db, TenantId, TenantTx};
 use crate::error::{Error, Result, TenantChoice};
 use crate::model::{Actor, PatronActor, Principal, Role};
+use crate::throttle::{Attempt, AuthLimits, Throttle};
 use crate::validate;
 
 /// What every successful sign-up, login, refresh and invitation acceptance returns.
@@ -24,35 +27,59 @@ pub struct TokenPair {
     pub tenant_id: Uuid,
 }
 
-/// Account flows over the database and the token keys.
+/// What a sign-up did. Both answer the caller the same way: only the owner of an existing email may learn that it
+/// exists (by email, once messaging exists). No tokens are issued: the owner signs in with the password.
+#[derive(Debug)]
+pub enum SignupOutcome {
+    /// A new tenant and its owner.
+    Created { tenant: TenantId, user_id: Uuid },
+    /// The email already has a login; nothing was created.
+    EmailTaken,
+}
+
+/// Account flows over the database and the token keys, behind the password-check throttle.
 #[derive(Clone)]
 pub struct Accounts {
     db: Db,
     keys: TokenKeys,
+    throttle: Throttle,
 }
 
 impl Accounts {
     pub fn new(db: Db, keys: TokenKeys) -> Self {
-        Self { db, keys }
+        Self::with_limits(db, keys, AuthLimits::default())
+    }
+
+    pub fn with_limits(db: Db, keys: TokenKeys, limits: AuthLimits) -> Self {
+        Self {
+            db,
+            keys,
+            throttle: Throttle::new(limits),
+        }
     }
 
     pub fn keys(&self) -> &TokenKeys {
         &self.keys
     }
 
-    /// Creates a tenant and its first owner.
+    /// Creates a tenant and its first owner. An email that already has a login creates nothing, and the caller
+    /// cannot tell (the same work is done: the password is hashed either way).
     #[tracing::instrument(skip_all)]
     pub async fn signup(
         &self,
         organization: &str,
         email: &str,
         password: &str,
+        client: Option<IpAddr>,
         request_id: Option<&str>,
-    ) -> Result<TokenPair> {
+    ) -> Result<SignupOutcome> {
         let organization = validate::text("organization", organization, 1, 200)?;
         let email = auth::normalize_email("email", email)?;
         auth::check_password(password, &email)?;
-        let hash = auth::hash_password(password.to_owned()).await?;
+        // A locked email or address cannot sign up either; the lock is keyed by the email as typed, so this says
+        // nothing about whether it exists.
+        self.throttle.check(&Attempt::member(&email, client))?;
+        let hash = auth::hash_password(&self.throttle, password.to_owned()).await?;
 
         let tenant = TenantId(Uuid::now_v7());
         let user_id = Uuid::now_v7();
@@ -62,12 +89,21 @@ impl Accounts {
             .bind(organization)
             .execute(tx.conn())
             .await?;
-        sqlx::query("insert into app_user (id, email, password_hash) values ($1, $2, $3)")
-            .bind(user_id)
-            .bind(&email)
-            .bind(&hash)
-            .execute(tx.conn())
-            .await?;
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "insert into app_user (id, email, password_hash) values ($1, $2, $3)
+             on conflict (email) do nothing returning id",
+        )
+        .bind(user_id)
+        .bind(&email)
+        .bind(&hash)
+        .fetch_optional(tx.conn())
+        .await?;
+        if inserted.is_none() {
+            tx.rollback().await?;
+            metrics::counter!("switchyard_signup_email_taken_total").increment(1);
+            tracing::info!("sign-up for an email that has a login; nothing created");
+            return Ok(SignupOutcome::EmailTaken);
+        }
         insert_membership(&mut tx, user_id, Role::Owner).await?;
         audit::record_as(
             &mut tx,
@@ -81,32 +117,40 @@ impl Accounts {
             },
         )
         .await?;
-        let pair = self.issue_pair(&mut tx, user_id, Role::Owner, None).await?;
         tx.commit().await?;
         tracing::info!(tenant.id = %tenant, "tenant signed up");
-        Ok(pair)
+        Ok(SignupOutcome::Created { tenant, user_id })
     }
 
-    /// Checks email and password and opens a session in one of the user's tenants.
+    /// Checks email and password (through the throttle) and opens a session in one of the user's tenants.
     #[tracing::instrument(skip_all)]
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         tenant_id: Option<Uuid>,
+        client: Option<IpAddr>,
     ) -> Result<TokenPair> {
         let email = auth::normalize_email("email", email)?;
+        let attempt = Attempt::member(&email, client);
+        self.throttle.check(&attempt)?;
         let system = self.db.system();
         let user = system.user_by_email(&email).await?;
-        let (user_id, stored) = match user {
-            Some(u) => (Some(u.id), Some(u.password_hash)),
-            None => (None, None),
+        let (user_id, stored, confined) = match user {
+            Some(u) => (Some(u.id), Some(u.password_hash), u.unverified_tenant_id),
+            None => (None, None, None),
         };
-        if !auth::verify_password(password.to_owned(), stored).await? {
+        if !auth::verify_password(&self.throttle, password.to_owned(), stored).await? {
+            self.throttle.failed(&attempt);
             return Err(Error::InvalidCredentials);
         }
+        self.throttle.succeeded(&attempt);
         let user_id = user_id.ok_or(Error::InvalidCredentials)?;
-        let memberships = system.user_memberships(user_id).await?;
+        let mut memberships = system.user_memberships(user_id).await?;
+        // An unverified login (created by an invitation) reaches only the tenant that invited it.
+        if let Some(only) = confined {
+            memberships.retain(|m| m.tenant_id.0 == only);
+        }
         let chosen = match tenant_id {
             Some(id) => memberships
                 .iter()
@@ -157,6 +201,12 @@ impl Accounts {
                 "this refresh token has expired; log in again",
             ));
         }
+        // The absolute lifetime: refreshing slides the token's expiry, never the family's.
+        if row.family_expires_at <= Utc::now() {
+            return Err(Error::Unauthenticated(
+                "this sign-in has reached its longest allowed lifetime; log in again",
+            ));
+        }
         let role = current_token_role(&mut tx, row.subject, row.patron)
             .await?
             .ok_or(Error::Unauthenticated(
@@ -168,7 +218,12 @@ impl Accounts {
             .execute(tx.conn())
             .await?;
         let pair = self
-            .issue_pair(&mut tx, row.subject, role, Some(row.family_id))
+            .issue_pair(
+                &mut tx,
+                row.subject,
+                role,
+                Some((row.family_id, row.family_expires_at)),
+            )
             .await?;
         tx.commit().await?;
         Ok(pair)
@@ -187,12 +242,15 @@ impl Accounts {
         }
     }
 
-    /// Accepts an invitation. A new email sets its password here; an existing login proves it with its password.
+    /// Accepts an invitation. No password travels for an existing login: it accepts signed in (`signed_in` is the
+    /// user of the access token presented). A new email sets its password here and becomes an unverified login that
+    /// reaches only this tenant until its email is verified.
     #[tracing::instrument(skip_all)]
     pub async fn accept_invitation(
         &self,
         token: &str,
-        password: &str,
+        password: Option<&str>,
+        signed_in: Option<Uuid>,
         request_id: Option<&str>,
     ) -> Result<TokenPair> {
         let hash = auth::token_hash(token);
@@ -229,28 +287,56 @@ impl Accounts {
                 "this invitation has expired or was withdrawn; ask for a new one".into(),
             ));
         }
-        let existing: Option<(Uuid, String)> =
-            sqlx::query_as("select id, password_hash from app_user where email = $1")
+        let existing: Option<(Uuid, Option<Uuid>)> =
+            sqlx::query_as("select id, unverified_tenant_id from app_user where email = $1")
                 .bind(&email)
                 .fetch_optional(tx.conn())
                 .await?;
-        let user_id = match existing {
-            Some((id, stored)) => {
-                if !auth::verify_password(password.to_owned(), Some(stored)).await? {
-                    return Err(Error::InvalidCredentials);
+        let user_id = match (existing, password) {
+            (Some((id, confined)), None) => {
+                if signed_in != Some(id) {
+                    return Err(match signed_in {
+                        None => Error::Unauthenticated(
+                            "sign in as the invited login and accept with its access token",
+                        ),
+                        Some(_) => Error::Forbidden(
+                            "this invitation was sent to another login's email address",
+                        ),
+                    });
+                }
+                if confined.is_some_and(|t| t != tenant.0) {
+                    return Err(Error::Forbidden(
+                        "this login's email is not verified yet; it can join another tenant once it is",
+                    ));
                 }
                 id
             }
-            None => {
+            (Some(_), Some(_)) => {
+                return Err(Error::validation(
+                    "password",
+                    "this invitation is for an existing login: sign in with it and accept without a password",
+                ))
+            }
+            (None, None) => {
+                return Err(Error::validation(
+                    "password",
+                    "choose a password for the new login",
+                ))
+            }
+            (None, Some(password)) => {
                 auth::check_password(password, &email)?;
-                let hash = auth::hash_password(password.to_owned()).await?;
+                let hash = auth::hash_password(&self.throttle, password.to_owned()).await?;
                 let id = Uuid::now_v7();
-                sqlx::query("insert into app_user (id, email, password_hash) values ($1, $2, $3)")
-                    .bind(id)
-                    .bind(&email)
-                    .bind(&hash)
-                    .execute(tx.conn())
-                    .await?;
+                sqlx::query(
+                    "insert into app_user (id, email, password_hash, unverified_tenant_id)
+                     values ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(&email)
+                .bind(&hash)
+                .bind(tenant)
+                .execute(tx.conn())
+                .await?;
                 id
             }
         };
@@ -325,7 +411,7 @@ impl Accounts {
         let display_name = validate::text("display_name", display_name, 1, 100)?;
         let email = auth::normalize_email("email", email)?;
         auth::check_password(password, &email)?;
-        let hash = auth::hash_password(password.to_owned()).await?;
+        let hash = auth::hash_password(&self.throttle, password.to_owned()).await?;
         let mut tx = self.db.begin_tenant(TenantId(tenant_id)).await?;
         let exists: bool = sqlx::query_scalar("select exists (select 1 from tenant where id = $1)")
             .bind(tenant_id)
@@ -364,15 +450,18 @@ impl Accounts {
         Ok(pair)
     }
 
-    /// A patron logs in to its account at operator `tenant_id`.
+    /// A patron logs in to its account at operator `tenant_id` (through the throttle).
     #[tracing::instrument(skip_all)]
     pub async fn patron_login(
         &self,
         tenant_id: Uuid,
         email: &str,
         password: &str,
+        client: Option<IpAddr>,
     ) -> Result<TokenPair> {
         let email = auth::normalize_email("email", email)?;
+        let attempt = Attempt::patron(tenant_id, &email, client);
+        self.throttle.check(&attempt)?;
         let mut tx = self.db.begin_tenant(TenantId(tenant_id)).await?;
         let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
             "select id, password_hash from patron where tenant_id = $1 and email = $2",
@@ -386,9 +475,11 @@ impl Accounts {
             None => (None, None),
         };
         // Verified even when there is no such login, so the answer takes the same time.
-        if !auth::verify_password(password.to_owned(), stored).await? {
+        if !auth::verify_password(&self.throttle, password.to_owned(), stored).await? {
+            self.throttle.failed(&attempt);
             return Err(Error::InvalidCredentials);
         }
+        self.throttle.succeeded(&attempt);
         let id = id.ok_or(Error::InvalidCredentials)?;
         let pair = self
             .issue_pair(&mut tx, id, PatronRole::Patron, None)
@@ -406,7 +497,7 @@ impl Accounts {
         let mut tx = self.db.begin_tenant(tenant).await?;
         let row: Option<RefreshRow> = sqlx::query_as(
             "select id, coalesce(user_id, patron_id) as subject, patron_id is not null as patron, family_id,
-               expires_at, spent_at, revoked_at
+               expires_at, family_expires_at, spent_at, revoked_at
              from refresh_token where tenant_id = $1 and token_hash = $2 for update",
         )
         .bind(tenant)
@@ -421,7 +512,7 @@ impl Accounts {
         tx: &mut TenantTx,
         subject: Uuid,
         role: impl Into<TokenRole>,
-        family: Option<Uuid>,
+        family: Option<(Uuid, DateTime<Utc>)>,
     ) -> Result<TokenPair> {
         let role = role.into();
         let (user_id, patron_id) = match role {
@@ -429,17 +520,27 @@ impl Accounts {
             TokenRole::Patron(_) => (None, Some(subject)),
         };
         let refresh_token = auth::random_token();
+        // A new family gets its absolute deadline; a refreshed token inherits it, and never outlives it.
+        let (family_id, family_expires_at) = match family {
+            Some(family) => family,
+            None => (
+                Uuid::now_v7(),
+                Utc::now() + chrono::Duration::seconds(self.keys.refresh_family_ttl_secs),
+            ),
+        };
         sqlx::query(
-            "insert into refresh_token (tenant_id, id, user_id, patron_id, family_id, token_hash, expires_at)
-             values ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
+            "insert into refresh_token
+               (tenant_id, id, user_id, patron_id, family_id, token_hash, expires_at, family_expires_at)
+             values ($1, $2, $3, $4, $5, $6, least(now() + make_interval(secs => $7), $8), $8)",
         )
         .bind(tx.tenant())
         .bind(Uuid::now_v7())
         .bind(user_id)
         .bind(patron_id)
-        .bind(family.unwrap_or_else(Uuid::now_v7))
+        .bind(family_id)
         .bind(auth::token_hash(&refresh_token))
         .bind(self.keys.refresh_ttl_secs as f64)
+        .bind(family_expires_at)
         .execute(tx.conn())
         .await?;
         Ok(TokenPair {
@@ -469,6 +570,7 @@ struct RefreshRow {
     patron: bool,
     family_id: Uuid,
     expires_at: DateTime<Utc>,
+    family_expires_at: DateTime<Utc>,
     spent_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::Role;
+use crate::throttle::Throttle;
 
 const MIN_PASSWORD_LEN: usize = 10;
 const MAX_PASSWORD_LEN: usize = 256;
@@ -87,34 +88,39 @@ pub fn check_password(password: &str, email: &str) -> Result<()> {
     Ok(())
 }
 
-/// Hashes with Argon2id on a blocking thread: hashing takes tens of milliseconds of CPU by design.
-pub async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Error::Internal(anyhow::anyhow!("hashing password: {e}")))
-    })
-    .await
-    .map_err(|e| Error::Internal(e.into()))?
+/// Hashes with Argon2id on a blocking thread, under the throttle's concurrency cap: hashing takes tens of
+/// milliseconds of CPU and ~19 MiB of memory by design.
+pub async fn hash_password(throttle: &Throttle, password: String) -> Result<String> {
+    throttle
+        .hashing(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| Error::Internal(anyhow::anyhow!("hashing password: {e}")))
+        })
+        .await
 }
 
-/// Verifies on a blocking thread. With no stored hash it still spends the same work on a dummy hash, so a
-/// missing account takes as long as a wrong password.
-pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        let known = stored.is_some();
-        let stored = stored.unwrap_or_else(dummy_hash);
-        let parsed = PasswordHash::new(&stored)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("stored hash: {e}")))?;
-        let matches = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        Ok(known && matches)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.into()))?
+/// Verifies on a blocking thread under the cap. With no stored hash it still spends the same work on a dummy hash,
+/// so a missing account takes as long as a wrong password.
+pub async fn verify_password(
+    throttle: &Throttle,
+    password: String,
+    stored: Option<String>,
+) -> Result<bool> {
+    throttle
+        .hashing(move || {
+            let known = stored.is_some();
+            let stored = stored.unwrap_or_else(dummy_hash);
+            let parsed = PasswordHash::new(&stored)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("stored hash: {e}")))?;
+            let matches = Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok();
+            Ok(known && matches)
+        })
+        .await
 }
 
 fn dummy_hash() -> String {
@@ -193,8 +199,10 @@ pub struct TokenKeys {
     audience: String,
     /// Access-token lifetime in seconds.
     pub access_ttl_secs: i64,
-    /// Refresh-token lifetime in seconds.
+    /// Refresh-token lifetime in seconds (sliding: each refresh issues a token good for this long) ...
     pub refresh_ttl_secs: i64,
+    /// ... within the family's absolute lifetime, counted from the login (30 days unless set).
+    pub refresh_family_ttl_secs: i64,
 }
 
 impl TokenKeys {
@@ -219,6 +227,7 @@ impl TokenKeys {
             audience: audience.to_owned(),
             access_ttl_secs,
             refresh_ttl_secs,
+            refresh_family_ttl_secs: 30 * 24 * 3600,
         }
     }
 

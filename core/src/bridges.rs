@@ -44,7 +44,8 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Bridge> {
 pub async fn list(tx: &mut TenantTx, venue: Option<Uuid>) -> Result<Vec<Bridge>> {
     let sql = format!(
         "select {COLUMNS} from bridge where tenant_id = $1 and ($2::uuid is null or venue_id = $2)
-         order by created_at"
+         order by created_at limit {}",
+        crate::validate::LIST_CAP
     );
     Ok(sqlx::query_as(&sql)
         .bind(tx.tenant())

@@ -400,17 +400,19 @@ pub struct UserRow {
     pub id: Uuid,
     pub email: String,
     pub password_hash: String,
+    /// Set for a login created by an invitation whose email is not verified: the only tenant it reaches.
+    pub unverified_tenant_id: Option<Uuid>,
 }
 
 impl SystemDb {
     /// Login: the user with this (lower-cased) email. Users are not tenant-owned; one login may belong to several
     /// tenants.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
-        Ok(
-            sqlx::query_as("select id, email, password_hash from app_user where email = $1")
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "select id, email, password_hash, unverified_tenant_id from app_user where email = $1",
         )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }

@@ -28,7 +28,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The HTTP method is not allowed on this route.
     MethodNotAllowed,
-    /// Too many requests from this address; retry later.
+    /// Too many requests from this address, or failed sign-ins for this account; retry later.
     RateLimited,
     /// A webhook's signature is missing, wrong or too old.
     InvalidSignature,
@@ -179,6 +179,9 @@ pub enum Error {
     IdempotencyKeyReused,
     #[error("the service is briefly unavailable; retry in a few seconds")]
     Unavailable(#[source] anyhow::Error),
+    /// A password check that must wait (failures of the account or address, or too many checks at once).
+    #[error("too many sign-in attempts; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -217,7 +220,16 @@ impl Error {
             Self::ProviderUnavailable(_) => ErrorCode::PaymentProviderUnavailable,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Seconds to send as `Retry-After`, for `rate_limited`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 

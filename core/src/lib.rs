@@ -20,6 +20,7 @@ pub mod signals;
 pub mod stations;
 pub mod tariffs;
 pub mod tenants;
+pub mod throttle;
 pub mod validate;
 pub mod venues;
 

@@ -34,9 +34,10 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<Member>> {
     Ok(sqlx::query_as(
         "select m.user_id, u.email, m.role, m.created_at
          from membership m join app_user u on u.id = m.user_id
-         where m.tenant_id = $1 order by m.role, u.email",
+         where m.tenant_id = $1 order by m.role, u.email limit $2",
     )
     .bind(tx.tenant())
+    .bind(crate::validate::LIST_CAP)
     .fetch_all(tx.conn())
     .await?)
 }

@@ -153,10 +153,11 @@ pub async fn add_rfid_tag(tx: &mut TenantTx, actor: &Actor, id: Uuid, uid: &str)
 
 pub async fn rfid_tags(tx: &mut TenantTx, id: Uuid) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "select uid from rfid_tag where tenant_id = $1 and patron_id = $2 order by uid",
+        "select uid from rfid_tag where tenant_id = $1 and patron_id = $2 order by uid limit $3",
     )
     .bind(tx.tenant())
     .bind(id)
+    .bind(crate::validate::LIST_CAP)
     .fetch_all(tx.conn())
     .await?)
 }

@@ -406,8 +406,9 @@ pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) ->
             "an open-ended session runs until stopped; there is nothing to extend".into(),
         ));
     };
-    let total = (planned_end - session.started_at).num_minutes() + minutes;
-    if minutes < 1 || total > MAX_MINUTES {
+    // `minutes` is range-checked before any arithmetic: a huge value would overflow the sum and `Duration`.
+    let planned = (planned_end - session.started_at).num_minutes();
+    if !(1..=MAX_MINUTES).contains(&minutes) || planned.saturating_add(minutes) > MAX_MINUTES {
         return Err(Error::validation(
             "minutes",
             format!("must be at least 1, and a session at most {MAX_MINUTES} minutes"),
@@ -1056,13 +1057,21 @@ pub struct DeviceCommand {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn device_commands(tx: &mut TenantTx, station: Uuid) -> Result<Vec<DeviceCommand>> {
+/// The station's latest `limit` (1–500) commands, oldest first.
+pub async fn device_commands(
+    tx: &mut TenantTx,
+    station: Uuid,
+    limit: i64,
+) -> Result<Vec<DeviceCommand>> {
     Ok(sqlx::query_as(
-        "select id, session_id, command, payload, created_at from device_command
-         where tenant_id = $1 and station_id = $2 order by created_at, id",
+        "select * from (
+           select id, session_id, command, payload, created_at from device_command
+           where tenant_id = $1 and station_id = $2 order by created_at desc, id desc limit $3
+         ) latest order by created_at, id",
     )
     .bind(tx.tenant())
     .bind(station)
+    .bind(limit.clamp(1, 500))
     .fetch_all(tx.conn())
     .await?)
 }

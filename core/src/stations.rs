@@ -78,7 +78,8 @@ pub async fn list(tx: &mut TenantTx, filter: &StationFilter) -> Result<Vec<Stati
         "select {COLUMNS} from station
          where tenant_id = $1 and ($2::uuid is null or venue_id = $2) and ($3::station_kind is null or kind = $3)
            and ($4::station_status is null or status = $4) and ($5 or archived_at is null)
-         order by lower(name), id"
+         order by lower(name), id limit {}",
+        crate::validate::LIST_CAP
     );
     Ok(sqlx::query_as(&sql)
         .bind(tx.tenant())

@@ -51,7 +51,8 @@ const SELECT: &str =
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<Tariff>> {
     let sql = format!(
-        "{SELECT} where t.tenant_id = $1 and t.archived_at is null order by lower(t.name), t.id"
+        "{SELECT} where t.tenant_id = $1 and t.archived_at is null order by lower(t.name), t.id limit {}",
+        crate::validate::LIST_CAP
     );
     let rows: Vec<Row> = sqlx::query_as(&sql)
         .bind(tx.tenant())

@@ -2,8 +2,26 @@
 
 use crate::error::{Error, Result};
 
-/// Trims `value` and checks its length in characters is within `min..=max`.
+/// The most rows any list without its own `limit` argument returns (members, tariffs, venues, stations, bridges):
+/// a tenant far beyond the product's scale still gets a bounded answer.
+pub const LIST_CAP: i64 = 1000;
+
+/// A character no text input may hold: control characters (NUL, escape, C1 ...), except tab and line breaks.
+/// Postgres cannot store NUL in text at all, and the others only ever arrive by mistake or malice.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// The message for a field that holds a forbidden character.
+pub const CONTROL_CHARACTER_MESSAGE: &str =
+    "must not contain control characters (such as NUL); only tabs and line breaks are allowed";
+
+/// Trims `value` and checks its length in characters is within `min..=max` and that it holds no control
+/// characters.
 pub fn text<'a>(field: &'static str, value: &'a str, min: usize, max: usize) -> Result<&'a str> {
+    if value.chars().any(is_forbidden_char) {
+        return Err(Error::validation(field, CONTROL_CHARACTER_MESSAGE));
+    }
     let value = value.trim();
     let len = value.chars().count();
     if len < min || len > max {
@@ -30,5 +48,7 @@ mod tests {
         ));
         assert!(text("name", "abcde", 1, 4).is_err());
         assert_eq!(text("address", "", 0, 4).ok(), Some(""));
+        assert!(text("name", "a\0b", 1, 4).is_err());
+        assert_eq!(text("note", "a\nb", 1, 4).ok(), Some("a\nb"));
     }
 }

@@ -45,7 +45,8 @@ const COLUMNS: &str =
 
 pub async fn list(tx: &mut TenantTx, include_archived: bool) -> Result<Vec<Venue>> {
     let sql = format!(
-        "select {COLUMNS} from venue where tenant_id = $1 and ($2 or archived_at is null) order by lower(name), id"
+        "select {COLUMNS} from venue where tenant_id = $1 and ($2 or archived_at is null) order by lower(name), id limit {}",
+        crate::validate::LIST_CAP
     );
     Ok(sqlx::query_as(&sql)
         .bind(tx.tenant())

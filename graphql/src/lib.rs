@@ -78,7 +78,8 @@ pub fn build(
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth((limits.max_depth * 2).max(64))
     .limit_directives(limits.max_directives)
-    .extension(limits::AliasLimit(limits.max_aliases));
+    .extension(limits::AliasLimit(limits.max_aliases))
+    .extension(limits::TextInputs);
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

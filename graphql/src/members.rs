@@ -3,7 +3,7 @@
 use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use switchyard_core::accounts::Accounts;
-use switchyard_core::{members, Role};
+use switchyard_core::{members, Actor, Role};
 use uuid::Uuid;
 
 use crate::{begin, GqlResult, ManagerGuard};
@@ -97,17 +97,20 @@ impl MemberMutation {
         })
     }
 
-    /// Accepts an invitation; needs no sign-in. A new email sets its password; an existing login gives its own.
+    /// Accepts an invitation. For an email that already has a login, that login accepts signed in (its access
+    /// token, from any of its tenants) and gives no password. A new email gives the password of its new login,
+    /// which stays confined to this tenant until its email is verified.
     async fn accept_invitation(
         &self,
         ctx: &Context<'_>,
         token: String,
-        password: String,
+        password: Option<String>,
     ) -> async_graphql::Result<AuthPayload> {
         let accounts = ctx.data::<Accounts>()?;
         let request_id = ctx.data_opt::<RequestId>().map(|r| r.0.as_str());
+        let signed_in = ctx.data_opt::<Actor>().map(|a| a.user_id);
         let pair = accounts
-            .accept_invitation(&token, &password, request_id)
+            .accept_invitation(&token, password.as_deref(), signed_in, request_id)
             .await
             .gql()?;
         Ok(AuthPayload {

@@ -163,17 +163,21 @@ impl SessionQuery {
             .collect())
     }
 
-    /// The commands written for a station's control, oldest first (the edge bridge consumes them).
+    /// The latest `limit` (at most 500) commands written for a station's control, oldest first (the edge bridge
+    /// consumes them).
     async fn device_commands(
         &self,
         ctx: &Context<'_>,
         station_id: Uuid,
+        #[graphql(default = 100)] limit: i64,
     ) -> async_graphql::Result<Vec<DeviceCommand>> {
         let (_, mut tx) = begin(ctx).await?;
         switchyard_core::stations::get(&mut tx, station_id)
             .await
             .gql()?;
-        let commands = sessions::device_commands(&mut tx, station_id).await.gql()?;
+        let commands = sessions::device_commands(&mut tx, station_id, limit)
+            .await
+            .gql()?;
         Ok(commands
             .into_iter()
             .map(|c| DeviceCommand {

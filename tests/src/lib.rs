@@ -127,6 +127,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("AUTH_RATE_BURST".into(), "100000".into()),
         ("RATE_BURST".into(), "100000".into()),
         ("TENANT_MAX_CONCURRENT_REQUESTS".into(), "1000".into()),
+        // No back-off between a test's deliberate wrong passwords; the throttle's own tests set it.
+        ("AUTH_BACKOFF_BASE_MS".into(), "0".into()),
         ("DB_MAX_CONNECTIONS".into(), "8".into()),
     ]);
     // Wake-ups go through the suite's Redis (an override of "" falls back to Postgres notify).
@@ -254,7 +256,15 @@ impl TestApp {
                 json!({ "organization": organization, "email": email, "password": password }),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["status"], "accepted", "{body}");
+        let (status, body) = self
+            .post(
+                "/api/v1/auth/login",
+                json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
         Tenant {
             id: body["tenant_id"]
                 .as_str()

@@ -3,13 +3,22 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchyard_core::accounts::TokenPair;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiResult;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ClientAddr};
+
+/// The one answer to every accepted sign-up, whether or not the email already had a login: only its owner may
+/// learn that (by email, once messaging exists).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignupAccepted {
+    /// Always `accepted`.
+    status: &'static str,
+    message: &'static str,
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -79,15 +88,17 @@ pub async fn patron_signup(
 
 /// A patron signs in to its account at an operator.
 #[utoipa::path(post, path = "/api/v1/auth/patron/login", tag = "auth", request_body = PatronLoginRequest,
-    responses((status = 200, body = TokenPair), (status = 401, description = "invalid_credentials")))]
+    responses((status = 200, body = TokenPair), (status = 401, description = "invalid_credentials"),
+              (status = 429, description = "rate_limited: too many failures for this login or address; `Retry-After`")))]
 pub async fn patron_login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<PatronLoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     Ok(Json(
         state
             .accounts
-            .patron_login(body.tenant_id, &body.email, &body.password)
+            .patron_login(body.tenant_id, &body.email, &body.password, client)
             .await?,
     ))
 }
@@ -96,39 +107,52 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
 
-/// Creates a tenant and its owner, and signs the owner in.
+/// Creates a tenant and its owner; the owner then signs in with `/api/v1/auth/login`. An email that already has a
+/// login creates nothing and answers the same.
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
-    responses((status = 201, body = TokenPair), (status = 409, description = "email already registered"),
-              (status = 422, description = "weak password or malformed email; `field` names it")))]
+    responses((status = 202, body = SignupAccepted),
+              (status = 422, description = "weak password or malformed email; `field` names it"),
+              (status = 429, description = "rate_limited; `Retry-After`")))]
 pub async fn signup(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<SignupRequest>,
-) -> ApiResult<(StatusCode, Json<TokenPair>)> {
-    let pair = state
+) -> ApiResult<(StatusCode, Json<SignupAccepted>)> {
+    state
         .accounts
         .signup(
             &body.organization,
             &body.email,
             &body.password,
+            client,
             request_id(&headers),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(pair)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SignupAccepted {
+            status: "accepted",
+            message: "sign in with this email and password at /api/v1/auth/login; \
+                      if the email already has an account, nothing was created",
+        }),
+    ))
 }
 
 /// Signs in. A login that belongs to several tenants must name one (`409 tenant_choice_required` lists them).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenPair), (status = 401, description = "invalid_credentials"),
-              (status = 409, description = "tenant_choice_required, with `details.tenants`")))]
+              (status = 409, description = "tenant_choice_required, with `details.tenants`"),
+              (status = 429, description = "rate_limited: too many failures for this login or address; `Retry-After`")))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     Ok(Json(
         state
             .accounts
-            .login(&body.email, &body.password, body.tenant_id)
+            .login(&body.email, &body.password, body.tenant_id, client)
             .await?,
     ))
 }

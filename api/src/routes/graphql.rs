@@ -99,7 +99,7 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
                     if e.code == ErrorCode::Unavailable {
                         response.headers_mut().insert(
                             header::RETRY_AFTER,
-                            header::HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+                            header::HeaderValue::from(RETRY_AFTER_UNAVAILABLE),
                         );
                     }
                     return response;
@@ -125,7 +125,7 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response.headers_mut().insert(
             header::RETRY_AFTER,
-            header::HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
+            header::HeaderValue::from(RETRY_AFTER_UNAVAILABLE),
         );
     }
     response

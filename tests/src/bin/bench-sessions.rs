@@ -67,10 +67,16 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(clients)
         .build()?;
 
-    // Setup through the API.
+    // Setup through the API: sign up, then sign in.
+    let credentials = json!({"email": "bench@example.com", "password": "load-test-passphrase-9"});
+    http.post(format!("{base}/api/v1/auth/signup"))
+        .json(&json!({"organization": "Bench", "email": credentials["email"], "password": credentials["password"]}))
+        .send()
+        .await?
+        .error_for_status()?;
     let signup: Value = http
-        .post(format!("{base}/api/v1/auth/signup"))
-        .json(&json!({"organization": "Bench", "email": "bench@example.com", "password": "load-test-passphrase-9"}))
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&credentials)
         .send()
         .await?
         .json()

@@ -5,7 +5,7 @@ use switchyard_tests::{spawn_app, spawn_app_with, unique_email, TEST_JWT_SECRET}
 use uuid::Uuid;
 
 #[tokio::test]
-async fn signup_creates_a_tenant_with_its_owner_and_returns_a_working_token_pair() {
+async fn signup_creates_a_tenant_with_its_owner_whose_login_returns_a_working_token_pair() {
     let app = spawn_app().await;
     let email = unique_email("Founder");
     let (status, body) = app
@@ -14,7 +14,16 @@ async fn signup_creates_a_tenant_with_its_owner_and_returns_a_working_token_pair
             json!({ "organization": "  Pixel Palace  ", "email": email, "password": "a-long-enough-secret" }),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "accepted");
+    assert!(body.get("access_token").is_none(), "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/login",
+            json!({ "email": email, "password": "a-long-enough-secret" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
     assert!(body["refresh_token"]
@@ -142,21 +151,57 @@ async fn signup_rejects_weak_passwords_malformed_emails_and_bad_bodies_naming_th
 }
 
 #[tokio::test]
-async fn signing_up_twice_with_one_email_is_a_conflict() {
+async fn signing_up_with_a_taken_email_answers_like_a_new_sign_up_and_creates_nothing() {
     let app = spawn_app().await;
     let tenant = app.signup().await;
-    let (status, body) = app
+    let hash_before: String =
+        sqlx::query_scalar("select password_hash from app_user where email = $1")
+            .bind(tenant.email.to_lowercase())
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    let (taken_status, taken) = app
         .post(
             "/api/v1/auth/signup",
-            json!({"organization": "Other", "email": tenant.email.to_uppercase(), "password": "a-long-enough-secret"}),
+            json!({"organization": "Squatter Org", "email": tenant.email.to_uppercase(), "password": "a-long-enough-secret"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["error"]["code"], "conflict");
+    let (new_status, new) = app
+        .post(
+            "/api/v1/auth/signup",
+            json!({"organization": "Honest Org", "email": unique_email("fresh"), "password": "a-long-enough-secret"}),
+        )
+        .await;
+    // The caller cannot tell the two apart.
+    assert_eq!(taken_status, StatusCode::ACCEPTED, "{taken}");
+    assert_eq!((taken_status, &taken), (new_status, &new));
+    // Nothing was created for the taken email: still one login with its own password, in one tenant.
+    let logins: Vec<String> =
+        sqlx::query_scalar("select password_hash from app_user where email = $1")
+            .bind(tenant.email.to_lowercase())
+            .fetch_all(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(logins, vec![hash_before]);
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": tenant.email, "password": tenant.password}),
+        )
+        .await;
     assert_eq!(
-        body["error"]["message"],
-        "an account with this email already exists"
+        status,
+        StatusCode::OK,
+        "one tenant only, no choice needed: {body}"
     );
+    assert_eq!(body["tenant_id"], tenant.id.to_string());
+    let (status, _) = app
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": tenant.email, "password": "a-long-enough-secret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -199,7 +244,7 @@ async fn a_login_in_several_tenants_must_choose_one() {
     let app = spawn_app().await;
     let first = app.signup_named("Alpha Arcade").await;
     let second = app.signup_named("Beta Bowling").await;
-    // Invite the first owner into the second tenant; they accept with their existing password.
+    // Invite the first owner into the second tenant; they accept signed in, with no password.
     let data = app
         .gql_ok(
             &second.access,
@@ -209,9 +254,9 @@ async fn a_login_in_several_tenants_must_choose_one() {
         .await;
     let accepted = app
         .gql(
-            None,
-            "mutation($t: String!, $p: String!) { acceptInvitation(token: $t, password: $p) { tenantId } }",
-            json!({"t": data["inviteMember"]["token"], "p": first.password}),
+            Some(&first.access),
+            "mutation($t: String!) { acceptInvitation(token: $t) { tenantId } }",
+            json!({"t": data["inviteMember"]["token"]}),
         )
         .await;
     assert_eq!(
@@ -497,4 +542,290 @@ async fn auth_routes_are_rate_limited_per_client_address_with_a_catalogue_error(
     // Other routes are not limited.
     let (status, _) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Logs in and returns (status, Retry-After, body).
+async fn login_attempt(
+    app: &switchyard_tests::TestApp,
+    path: &str,
+    body: Value,
+    forwarded_for: Option<&str>,
+) -> (StatusCode, Option<u64>, Value) {
+    let mut request = app.client.post(app.url(path)).json(&body);
+    if let Some(ip) = forwarded_for {
+        request = request.header("x-forwarded-for", ip);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// The message with its digits taken out (the seconds to wait can differ by one between two answers).
+fn without_digits(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .collect()
+}
+
+#[tokio::test]
+async fn failed_passwords_lock_an_account_with_retry_after_the_same_for_unknown_emails() {
+    let app = spawn_app_with(&[
+        ("AUTH_FAILURES_BEFORE_LOCK", "3"),
+        ("AUTH_LOCK_SECS", "600"),
+    ])
+    .await;
+    let tenant = app.signup().await;
+    let nobody = unique_email("nobody");
+    for _ in 0..3 {
+        for email in [&tenant.email, &nobody] {
+            let (status, _, body) = login_attempt(
+                &app,
+                "/api/v1/auth/login",
+                json!({"email": email, "password": "wrong-password-1"}),
+                None,
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        }
+    }
+    // Locked now: even the right password waits, and an unknown email answers exactly alike.
+    let (known_status, known_retry, known) = login_attempt(
+        &app,
+        "/api/v1/auth/login",
+        json!({"email": tenant.email, "password": tenant.password}),
+        None,
+    )
+    .await;
+    let (unknown_status, unknown_retry, unknown) = login_attempt(
+        &app,
+        "/api/v1/auth/login",
+        json!({"email": nobody, "password": tenant.password}),
+        None,
+    )
+    .await;
+    assert_eq!(known_status, StatusCode::TOO_MANY_REQUESTS, "{known}");
+    assert_eq!(unknown_status, StatusCode::TOO_MANY_REQUESTS, "{unknown}");
+    assert_eq!(known["error"]["code"], "rate_limited");
+    assert_eq!(unknown["error"]["code"], "rate_limited");
+    assert_eq!(without_digits(&known), without_digits(&unknown));
+    let (known_retry, unknown_retry) = (known_retry.unwrap(), unknown_retry.unwrap());
+    assert!((590..=600).contains(&known_retry), "{known_retry}");
+    assert!(known_retry.abs_diff(unknown_retry) <= 1);
+    assert!(
+        known["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("retry in {known_retry} s")),
+        "{known}"
+    );
+    // Another login from the same address is not affected (the address allows many more failures).
+    let other = app.signup().await;
+    let (status, _, body) = login_attempt(
+        &app,
+        "/api/v1/auth/login",
+        json!({"email": other.email, "password": other.password}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Patron logins go through the same throttle, per operator and email.
+    let patron_email = unique_email("patron");
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/patron/signup",
+            json!({"tenant_id": tenant.id, "display_name": "Pat", "email": patron_email, "password": "patron-secret-77"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for _ in 0..3 {
+        let (status, _, _) = login_attempt(
+            &app,
+            "/api/v1/auth/patron/login",
+            json!({"tenant_id": tenant.id, "email": patron_email, "password": "wrong-password-1"}),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, retry, body) = login_attempt(
+        &app,
+        "/api/v1/auth/patron/login",
+        json!({"tenant_id": tenant.id, "email": patron_email, "password": "patron-secret-77"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(retry.is_some());
+}
+
+#[tokio::test]
+async fn failed_passwords_lock_the_client_address_behind_a_trusted_proxy() {
+    let app = spawn_app_with(&[
+        ("AUTH_FAILURES_BEFORE_LOCK", "100"),
+        ("AUTH_IP_FAILURES_BEFORE_LOCK", "4"),
+        ("AUTH_LOCK_SECS", "600"),
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let tenant = app.signup().await;
+    // Four different accounts guessed from one client address.
+    for _ in 0..4 {
+        let (status, _, body) = login_attempt(
+            &app,
+            "/api/v1/auth/login",
+            json!({"email": unique_email("spray"), "password": "wrong-password-1"}),
+            Some("198.51.100.7"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    // That address is locked out for every account, the right password included ...
+    let (status, retry, body) = login_attempt(
+        &app,
+        "/api/v1/auth/login",
+        json!({"email": tenant.email, "password": tenant.password}),
+        Some("198.51.100.7"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(retry.is_some_and(|r| r > 500), "{retry:?}");
+    // ... sign-up too ...
+    let (status, _, body) = login_attempt(
+        &app,
+        "/api/v1/auth/signup",
+        json!({"organization": "Later", "email": unique_email("later"), "password": "a-long-enough-secret"}),
+        Some("198.51.100.7"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // ... while another client behind the same proxy signs in.
+    let (status, _, body) = login_attempt(
+        &app,
+        "/api/v1/auth/login",
+        json!({"email": tenant.email, "password": tenant.password}),
+        Some("198.51.100.8"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn password_hashing_runs_under_a_concurrency_cap_and_the_excess_is_refused_with_429() {
+    let app = spawn_app_with(&[("AUTH_HASH_CONCURRENCY", "1"), ("AUTH_HASH_WAIT_MS", "0")]).await;
+    let attempts: Vec<_> = (0..16)
+        .map(|_| {
+            login_attempt(
+                &app,
+                "/api/v1/auth/login",
+                json!({"email": unique_email("flood"), "password": "wrong-password-1"}),
+                None,
+            )
+        })
+        .collect();
+    let answers = switchyard_tests::join_all(attempts).await;
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, _, _)| *status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    let checked = answers
+        .iter()
+        .filter(|(status, _, _)| *status == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(!refused.is_empty(), "all 16 ran at once: {answers:?}");
+    assert!(checked >= 1, "{answers:?}");
+    assert_eq!(refused.len() + checked, 16, "{answers:?}");
+    for (_, retry, body) in refused {
+        assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        assert_eq!(*retry, Some(1));
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_token_family_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
+    let app = spawn_app().await;
+    let tenant = app.signup().await;
+    let deadline = |token: String| {
+        let app = &app;
+        async move {
+            let row: (
+                chrono::DateTime<chrono::Utc>,
+                chrono::DateTime<chrono::Utc>,
+                Uuid,
+            ) = sqlx::query_as(
+                "select family_expires_at, expires_at, family_id from refresh_token
+                     where tenant_id = $1 and token_hash = sha256($2::bytea)",
+            )
+            .bind(tenant.id)
+            .bind(token.as_bytes())
+            .fetch_one(&mut *app.tenant_tx(tenant.id).await)
+            .await
+            .unwrap();
+            row
+        }
+    };
+    let (first_family_end, first_end, family) = deadline(tenant.refresh.clone()).await;
+    let days = (first_family_end - chrono::Utc::now()).num_hours();
+    assert!((30 * 24 - 1..=30 * 24).contains(&days), "{days} h");
+    assert!(first_end <= first_family_end);
+
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": tenant.refresh}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = body["refresh_token"].as_str().unwrap().to_owned();
+    let (second_family_end, _, second_family) = deadline(second.clone()).await;
+    assert_eq!(second_family, family);
+    assert_eq!(
+        second_family_end, first_family_end,
+        "refreshing never moves the family's deadline"
+    );
+
+    // The family reaches its deadline while the token itself would still slide for weeks.
+    let mut tx = app.tenant_tx(tenant.id).await;
+    sqlx::query(
+        "update refresh_token set family_expires_at = now() - interval '1 second'
+         where tenant_id = $1 and family_id = $2",
+    )
+    .bind(tenant.id)
+    .bind(family)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (status, body) = app
+        .post("/api/v1/auth/refresh", json!({"refresh_token": second}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert_eq!(
+        body["error"]["message"],
+        "this sign-in has reached its longest allowed lifetime; log in again"
+    );
+    // A fresh login starts a new family with a new deadline.
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": tenant.email, "password": tenant.password}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, _, new_family) = deadline(body["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_ne!(new_family, family);
 }

@@ -136,7 +136,7 @@ async fn health_readiness_and_metrics_report_the_service() {
         .find(|l| {
             l.starts_with("http_requests_total")
                 && l.contains("route=\"/api/v1/auth/signup\"")
-                && l.contains("status=\"201\"")
+                && l.contains("status=\"202\"")
         })
         .unwrap_or_else(|| panic!("no signup counter in:\n{text}"));
     assert!(signup_line.contains("method=\"POST\""));
@@ -293,4 +293,166 @@ async fn responses_are_compressed_when_the_client_accepts_gzip() {
     assert_eq!(response.headers().get("content-encoding").unwrap(), "gzip");
     let compressed = response.bytes().await.unwrap();
     assert_eq!(&compressed[..2], &[0x1f, 0x8b], "a gzip stream");
+}
+
+#[tokio::test]
+async fn control_characters_in_any_text_input_are_refused_with_422_naming_the_field() {
+    let app = spawn_app().await;
+    // REST: a NUL in a sign-up field used to reach Postgres and answer 500.
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/signup",
+            json!({"organization": "Nul\u{0}Org", "email": switchyard_tests::unique_email("nul"), "password": "a-long-enough-secret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "validation_failed");
+    assert_eq!(body["error"]["field"], "organization");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("control characters"),
+        "{body}"
+    );
+    let t = app.signup().await;
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/patron/signup",
+            json!({"tenant_id": t.id, "display_name": "Esc\u{1b}ape", "email": switchyard_tests::unique_email("p"), "password": "a-long-enough-secret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "display_name");
+
+    // GraphQL: in a variable (the path inside the input object is named) ...
+    let venue = app
+        .gql(
+            Some(&t.access),
+            "mutation($i: CreateVenueInput!) { createVenue(input: $i) { id } }",
+            json!({"i": {"name": "Bad\u{0}Venue", "timezone": "Europe/Berlin", "currency": "EUR"}}),
+        )
+        .await;
+    assert_eq!(
+        switchyard_tests::gql_code(&venue),
+        "validation_failed",
+        "{venue}"
+    );
+    assert_eq!(venue["errors"][0]["extensions"]["field"], "i.name");
+    assert!(venue["data"].is_null(), "{venue}");
+    // ... and in a literal.
+    let patron = app
+        .gql(
+            Some(&t.access),
+            r#"mutation { createPatron(input: {displayName: "Nul\u0000Pat"}) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        switchyard_tests::gql_code(&patron),
+        "validation_failed",
+        "{patron}"
+    );
+    assert_eq!(
+        patron["errors"][0]["extensions"]["field"],
+        "input.displayName"
+    );
+    // Nothing was stored; tabs and line breaks are still fine.
+    let venues = app
+        .gql_ok(&t.access, "{ venues { name } }", json!({}))
+        .await;
+    assert_eq!(venues["venues"], json!([]));
+    app.create_patron(&t.access, "Line\nBreak", None).await;
+}
+
+#[tokio::test]
+async fn an_enormous_extension_is_refused_with_422_and_changes_nothing() {
+    let app = spawn_app().await;
+    let f = crate::sessions::floor(&app).await;
+    let (status, started) = crate::sessions::start(
+        &app,
+        &f.t.access,
+        Some("huge-1"),
+        json!({"station_id": f.station, "duration_minutes": 60, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["session_id"].as_str().unwrap();
+    for minutes in [i64::MAX, i64::MAX - 59, i64::MIN, 0] {
+        let (status, body) = app
+            .send(
+                Method::PUT,
+                &format!("/api/v1/sessions/{id}/extend"),
+                Some(&f.t.access),
+                Some(json!({ "minutes": minutes })),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{minutes}: {body}"
+        );
+        assert_eq!(body["error"]["code"], "validation_failed");
+        assert_eq!(body["error"]["field"], "minutes");
+    }
+    let gql = app
+        .gql(
+            Some(&f.t.access),
+            "mutation($id: UUID!, $m: Int!) { extendSession(id: $id, minutes: $m) { id } }",
+            json!({"id": id, "m": i32::MAX}),
+        )
+        .await;
+    assert_eq!(
+        switchyard_tests::gql_code(&gql),
+        "validation_failed",
+        "{gql}"
+    );
+    let (status, session) = app
+        .get(&format!("/api/v1/sessions/{id}"), &f.t.access)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(session["duration_minutes"], 60, "{session}");
+}
+
+#[tokio::test]
+async fn device_commands_are_a_bounded_list_of_the_latest() {
+    let app = spawn_app().await;
+    let f = crate::sessions::floor(&app).await;
+    for i in 0..3 {
+        let (status, started) = crate::sessions::start(
+            &app,
+            &f.t.access,
+            Some(&format!("round-{i}")),
+            json!({"station_id": f.station, "duration_minutes": 10, "payment": "cash"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{started}");
+        let (status, body) = app
+            .send(
+                Method::DELETE,
+                &format!(
+                    "/api/v1/sessions/{}",
+                    started["session_id"].as_str().unwrap()
+                ),
+                Some(&f.t.access),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let query = "query($s: UUID!, $l: Int!) { deviceCommands(stationId: $s, limit: $l) { command createdAt } }";
+    let all = app
+        .gql_ok(&f.t.access, query, json!({"s": f.station, "l": 100}))
+        .await;
+    let all = all["deviceCommands"].as_array().unwrap().clone();
+    assert_eq!(all.len(), 6, "{all:?}");
+    let latest = app
+        .gql_ok(&f.t.access, query, json!({"s": f.station, "l": 2}))
+        .await;
+    // The latest two, oldest first.
+    assert_eq!(latest["deviceCommands"], json!(all[4..].to_vec()));
+    let capped = app
+        .gql_ok(&f.t.access, query, json!({"s": f.station, "l": 1_000_000}))
+        .await;
+    assert_eq!(capped["deviceCommands"].as_array().unwrap().len(), 6);
 }

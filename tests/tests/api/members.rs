@@ -194,3 +194,127 @@ async fn a_removed_member_loses_access_at_once() {
     .unwrap();
     assert_eq!(audit, 1);
 }
+
+const ACCEPT: &str = "mutation($t: String!, $p: String) { acceptInvitation(token: $t, password: $p) { accessToken tenantId } }";
+
+async fn invite(app: &switchyard_tests::TestApp, token: &str, email: &str) -> String {
+    let data = app
+        .gql_ok(
+            token,
+            "mutation($e: String!) { inviteMember(email: $e, role: STAFF) { token } }",
+            json!({"e": email}),
+        )
+        .await;
+    data["inviteMember"]["token"].as_str().unwrap().to_owned()
+}
+
+async fn is_member(app: &switchyard_tests::TestApp, tenant: uuid::Uuid, email: &str) -> bool {
+    sqlx::query_scalar(
+        "select exists (select 1 from membership m join app_user u on u.id = m.user_id
+                        where m.tenant_id = $1 and u.email = $2)",
+    )
+    .bind(tenant)
+    .bind(email.to_lowercase())
+    .fetch_one(&mut *app.tenant_tx(tenant).await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_invitation_for_an_existing_login_is_accepted_only_by_that_login_signed_in_without_a_password(
+) {
+    let app = spawn_app().await;
+    let victim = app.signup().await;
+    let attacker = app.signup().await;
+    let token = invite(&app, &attacker.access, &victim.email).await;
+
+    // The inviter holds the token; a password guess through it gets no tokens and no membership, right or wrong.
+    for guess in [victim.password.as_str(), "wrong-guess-123"] {
+        let guessed = app.gql(None, ACCEPT, json!({"t": token, "p": guess})).await;
+        assert!(guessed["data"].is_null(), "{guessed}");
+        assert_eq!(gql_code(&guessed), "validation_failed", "{guessed}");
+        assert_eq!(guessed["errors"][0]["extensions"]["field"], "password");
+    }
+    let anonymous = app.gql(None, ACCEPT, json!({"t": token})).await;
+    assert_eq!(gql_code(&anonymous), "unauthenticated", "{anonymous}");
+    let as_inviter = app
+        .gql(Some(&attacker.access), ACCEPT, json!({"t": token}))
+        .await;
+    assert_eq!(gql_code(&as_inviter), "forbidden", "{as_inviter}");
+    assert!(!is_member(&app, attacker.id, &victim.email).await);
+
+    // The invited login, signed in, accepts.
+    let accepted = app
+        .gql(Some(&victim.access), ACCEPT, json!({"t": token}))
+        .await;
+    assert_eq!(
+        accepted["data"]["acceptInvitation"]["tenantId"],
+        attacker.id.to_string(),
+        "{accepted}"
+    );
+    assert!(is_member(&app, attacker.id, &victim.email).await);
+}
+
+#[tokio::test]
+async fn a_login_created_from_an_invitation_is_unverified_and_reaches_only_the_inviting_tenant() {
+    let app = spawn_app().await;
+    let first = app.signup().await;
+    let second = app.signup().await;
+    let email = unique_email("newcomer");
+    let token = invite(&app, &first.access, &email).await;
+    let accepted = app
+        .gql(None, ACCEPT, json!({"t": token, "p": "newcomer-secret-9"}))
+        .await;
+    let access = accepted["data"]["acceptInvitation"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{accepted}"))
+        .to_owned();
+    let confined: Option<uuid::Uuid> =
+        sqlx::query_scalar("select unverified_tenant_id from app_user where email = $1")
+            .bind(email.to_lowercase())
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(confined, Some(first.id));
+
+    // Another tenant's invitation cannot be accepted by it ...
+    let other = invite(&app, &second.access, &email).await;
+    let refused = app.gql(Some(&access), ACCEPT, json!({"t": other})).await;
+    assert_eq!(gql_code(&refused), "forbidden", "{refused}");
+    assert!(!is_member(&app, second.id, &email).await);
+    // ... sign-up creates no tenant under it ...
+    let (status, _) = app
+        .post(
+            "/api/v1/auth/signup",
+            json!({"organization": "Own Org", "email": email, "password": "newcomer-secret-9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // ... and login lists the inviting tenant only (even if a membership elsewhere existed).
+    let mut tx = app.tenant_tx(second.id).await;
+    sqlx::query(
+        "insert into membership (tenant_id, user_id, role)
+         select $1, id, 'staff' from app_user where email = $2",
+    )
+    .bind(second.id)
+    .bind(email.to_lowercase())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": email, "password": "newcomer-secret-9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tenant_id"], first.id.to_string());
+    let (status, _) = app
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": email, "password": "newcomer-secret-9", "tenant_id": second.id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
