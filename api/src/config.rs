@@ -65,6 +65,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How replicas wake each other (bridge commands): Redis pub/sub at `REDIS_URL`, else Postgres `notify`.
     pub signals: switchyard_core::signals::Signals,
+    /// Per-tunnel limits of `/edge/v1/tunnel` (`EDGE_*`).
+    pub edge: crate::routes::edge::EdgeLimits,
 }
 
 /// The most an access token may live.
@@ -257,6 +259,7 @@ impl Config {
             stripe_webhook_secret: var("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             log_format,
             signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
+            edge: crate::routes::edge::EdgeLimits::from_lookup(var)?,
         })
     }
 

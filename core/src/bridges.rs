@@ -24,12 +24,18 @@ pub struct Bridge {
     pub clock_offset_ms: Option<i64>,
     pub last_seq: i64,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When its live tunnel last went down (a report of something done offline must be later than this).
+    pub tunnel_down_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str =
     "id, venue_id, name, online, last_seen_at, version, clock_offset_ms, last_seq, revoked_at,
-    created_at";
+    tunnel_down_at, created_at";
+
+/// How far a switch-off may come before what the bridge knew, for the bridge's and the cloud's clocks (the bridge
+/// stamps events by the cloud's clock as it measures it through heartbeats).
+pub const CLOCK_TOLERANCE: chrono::Duration = chrono::Duration::seconds(2);
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Bridge> {
     let sql = format!("select {COLUMNS} from bridge where tenant_id = $1 and id = $2");
@@ -97,12 +103,14 @@ pub async fn rotate(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<(Bridg
         .execute(tx.conn())
         .await?;
     record(tx, actor, "bridge.rotate", id).await?;
+    // Its open tunnels hear of it and close (they hold the old token).
+    tx.wake_venue(bridge.venue_id).await?;
     Ok((get(tx, id).await?, token))
 }
 
 pub async fn revoke(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Bridge> {
     actor.require_manager()?;
-    get(tx, id).await?;
+    let bridge = get(tx, id).await?;
     sqlx::query(
         "update bridge set revoked_at = coalesce(revoked_at, now()), online = false where tenant_id = $1 and id = $2",
     )
@@ -111,6 +119,8 @@ pub async fn revoke(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Bridge
     .execute(tx.conn())
     .await?;
     record(tx, actor, "bridge.revoke", id).await?;
+    // Its open tunnels hear of it and close at once.
+    tx.wake_venue(bridge.venue_id).await?;
     get(tx, id).await
 }
 
@@ -150,6 +160,156 @@ pub async fn seen(
     .execute(tx.conn())
     .await?;
     Ok(())
+}
+
+/// A new tunnel of the bridge said hello: it becomes the live one (an older tunnel of the same bridge is woken,
+/// finds itself replaced and closes). Returns the tunnel's id.
+pub async fn open_tunnel(tx: &mut TenantTx, bridge: &Bridge) -> Result<Uuid> {
+    let tunnel = Uuid::now_v7();
+    sqlx::query("update bridge set tunnel_id = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(bridge.id)
+        .bind(tunnel)
+        .execute(tx.conn())
+        .await?;
+    tx.wake_venue(bridge.venue_id).await?;
+    Ok(tunnel)
+}
+
+/// May this tunnel go on?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelStanding {
+    Live,
+    /// Another connection of the same bridge took over.
+    Replaced,
+    /// The token it connected with was rotated or the bridge revoked.
+    Revoked,
+}
+
+/// Whether `tunnel` (connected with the token of hash `token_hash`) is still the bridge's live tunnel. Locks the
+/// bridge row for the transaction, so a tunnel that takes commands in it cannot be replaced meanwhile.
+pub async fn tunnel_standing(
+    tx: &mut TenantTx,
+    id: Uuid,
+    token_hash: &[u8],
+    tunnel: Uuid,
+) -> Result<TunnelStanding> {
+    let row: Option<(bool, Option<Uuid>)> = sqlx::query_as(
+        "select token_hash = $3 and revoked_at is null, tunnel_id from bridge
+         where tenant_id = $1 and id = $2 for share",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(token_hash)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(match row {
+        None | Some((false, _)) => TunnelStanding::Revoked,
+        Some((true, live)) if live != Some(tunnel) => TunnelStanding::Replaced,
+        Some(_) => TunnelStanding::Live,
+    })
+}
+
+/// The tunnel closed: if it was the live one, the bridge is offline from now, and its reports of what it did
+/// offline must be later than this moment.
+pub async fn tunnel_closed(tx: &mut TenantTx, id: Uuid, tunnel: Uuid) -> Result<()> {
+    sqlx::query(
+        "update bridge set online = false, last_seen_at = now(), tunnel_down_at = now(), tunnel_id = null
+         where tenant_id = $1 and id = $2 and tunnel_id = $3",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(tunnel)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// The schedule just sent to the bridge, as (session, planned end) pairs: remembers each session's planned end as
+/// delivered, when it changed (what
+/// the bridge knew is what it may later say it acted on).
+pub async fn delivered(
+    tx: &mut TenantTx,
+    bridge_id: Uuid,
+    plans: &[(Uuid, Option<DateTime<Utc>>)],
+) -> Result<()> {
+    let (sessions, untils): (Vec<Uuid>, Vec<Option<DateTime<Utc>>>) = plans.iter().copied().unzip();
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into bridge_delivery (tenant_id, bridge_id, session_id, until)
+         select $1, $2, p.session_id, p.until from unnest($3::uuid[], $4::timestamptz[]) as p (session_id, until)
+         where not exists (
+           select 1 from (select d.until from bridge_delivery d
+                          where d.tenant_id = $1 and d.bridge_id = $2 and d.session_id = p.session_id
+                          order by d.delivered_at desc limit 1) last
+           where last.until is not distinct from p.until)
+         on conflict do nothing",
+    )
+    .bind(tx.tenant())
+    .bind(bridge_id)
+    .bind(&sessions)
+    .bind(&untils)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Something a bridge sent that was refused, as owners see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Anomaly {
+    pub id: Uuid,
+    pub bridge_id: Uuid,
+    /// `end_refused` (a switch-off the bridge could not have made), `seq_out_of_window`, `flood`.
+    pub kind: String,
+    pub station_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub seq: Option<i64>,
+    pub detail: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Keeps a refused report as an anomaly and counts it (`edge_anomalies_total{kind}`).
+pub async fn anomaly(
+    tx: &mut TenantTx,
+    bridge_id: Uuid,
+    kind: &'static str,
+    station_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    seq: Option<i64>,
+    detail: serde_json::Value,
+) -> Result<()> {
+    sqlx::query(
+        "insert into bridge_anomaly (tenant_id, id, bridge_id, kind, station_id, session_id, seq, detail)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(tx.tenant())
+    .bind(Uuid::now_v7())
+    .bind(bridge_id)
+    .bind(kind)
+    .bind(station_id)
+    .bind(session_id)
+    .bind(seq)
+    .bind(&detail)
+    .execute(tx.conn())
+    .await?;
+    tracing::warn!(bridge.id = %bridge_id, kind, %detail, "bridge report refused");
+    metrics::counter!("edge_anomalies_total", "kind" => kind).increment(1);
+    Ok(())
+}
+
+/// The bridge's anomalies, newest first.
+pub async fn anomalies(tx: &mut TenantTx, bridge_id: Uuid, limit: i64) -> Result<Vec<Anomaly>> {
+    Ok(sqlx::query_as(
+        "select id, bridge_id, kind, station_id, session_id, seq, detail, created_at from bridge_anomaly
+         where tenant_id = $1 and bridge_id = $2 order by created_at desc, id desc limit $3",
+    )
+    .bind(tx.tenant())
+    .bind(bridge_id)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?)
 }
 
 /// One station's desired state, as the bridge gets it.
@@ -216,43 +376,93 @@ pub async fn has_pending_commands(tx: &mut TenantTx, venue_id: Uuid) -> Result<b
     .await?)
 }
 
-/// The bridge applied a command (or could not).
-pub async fn command_done(tx: &mut TenantTx, id: Uuid, result: &str) -> Result<()> {
-    sqlx::query(
-        "update device_command set acked_at = coalesce(acked_at, now()), result = coalesce(result, $3)
-         where tenant_id = $1 and id = $2",
+/// The bridge applied a command (or could not). Only a command for a station of the bridge's own venue; another
+/// venue's command is not found.
+pub async fn command_done(tx: &mut TenantTx, venue_id: Uuid, id: Uuid, result: &str) -> Result<()> {
+    let done = sqlx::query(
+        "update device_command c set acked_at = coalesce(c.acked_at, now()), result = coalesce(c.result, $4)
+         from station s
+         where c.tenant_id = $1 and c.id = $2 and s.tenant_id = c.tenant_id and s.id = c.station_id
+           and s.venue_id = $3",
     )
     .bind(tx.tenant())
     .bind(id)
+    .bind(venue_id)
     .bind(result)
     .execute(tx.conn())
-    .await?;
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Err(Error::NotFound("command"));
+    }
     Ok(())
 }
 
-/// Records an upstream event once; returns whether it was new. The station must be the bridge's venue's. A new
-/// report that a station was switched off is applied to its session ([`sessions::switched_off`]).
+/// What became of an upstream event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    /// Recorded before (a redelivery): dropped.
+    Duplicate,
+    /// Its sequence number is beyond the window above the last recorded one: refused, kept as an anomaly, not
+    /// recorded (so it cannot move the sequence the bridge is welcomed with).
+    OutOfWindow {
+        last_seq: i64,
+    },
+}
+
+/// Records an upstream event once. The station must be the bridge's venue's, and `seq` at most `window` above the
+/// last recorded one. A new report that a station was switched off is applied to its session
+/// ([`sessions::switched_off`]) when the bridge could have made it ([`judge_switch_off`]); otherwise it is kept
+/// as an anomaly and changes nothing.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "an event's parts as the tunnel has them; a struct would only repeat them"
+)]
 pub async fn record_event(
     tx: &mut TenantTx,
     bridge: &Bridge,
     seq: i64,
+    window: i64,
     station_id: Option<Uuid>,
     kind: &str,
     body: &serde_json::Value,
     occurred_at: DateTime<Utc>,
-) -> Result<bool> {
-    if let Some(station) = station_id {
-        let known: bool = sqlx::query_scalar(
-            "select exists (select 1 from station where tenant_id = $1 and id = $2 and venue_id = $3)",
+) -> Result<Recorded> {
+    let control: Option<String> = match station_id {
+        Some(station) => Some(
+            sqlx::query_scalar(
+                "select control::text from station where tenant_id = $1 and id = $2 and venue_id = $3",
+            )
+            .bind(tx.tenant())
+            .bind(station)
+            .bind(bridge.venue_id)
+            .fetch_optional(tx.conn())
+            .await?
+            .ok_or(Error::NotFound("station"))?,
+        ),
+        None => None,
+    };
+    // The row is locked: events of one bridge are judged one at a time against its current state.
+    let (last_seq, tunnel_down_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "select last_seq, tunnel_down_at from bridge where tenant_id = $1 and id = $2 for update",
+    )
+    .bind(tx.tenant())
+    .bind(bridge.id)
+    .fetch_one(tx.conn())
+    .await?;
+    if seq > last_seq.saturating_add(window) {
+        anomaly(
+            tx,
+            bridge.id,
+            "seq_out_of_window",
+            station_id,
+            None,
+            Some(seq),
+            serde_json::json!({ "last_seq": last_seq, "window": window }),
         )
-        .bind(tx.tenant())
-        .bind(station)
-        .bind(bridge.venue_id)
-        .fetch_one(tx.conn())
         .await?;
-        if !known {
-            return Err(Error::NotFound("station"));
-        }
+        return Ok(Recorded::OutOfWindow { last_seq });
     }
     let inserted = sqlx::query(
         "insert into bridge_event (tenant_id, bridge_id, seq, station_id, kind, body, occurred_at)
@@ -285,13 +495,113 @@ pub async fn record_event(
     ) {
         let planned_end =
             body.get("reason").and_then(serde_json::Value::as_str) == Some("planned_end");
-        let session = body
+        let named = body
             .get("session_id")
             .and_then(serde_json::Value::as_str)
             .and_then(|id| id.parse().ok());
-        sessions::switched_off(tx, station, session, occurred_at, planned_end).await?;
+        let at = occurred_at.min(Utc::now());
+        let report = SwitchOff {
+            bridge: bridge.id,
+            manual: control.as_deref() == Some("manual"),
+            tunnel_down_at,
+            at,
+            planned_end,
+        };
+        if let Some(session) = sessions::switched_off_session(tx, station, named, at).await? {
+            let locked = sessions::lock(tx, session).await?;
+            match judge_switch_off(tx, &report, &locked).await? {
+                None => {
+                    sessions::switched_off(tx, station, Some(session), at, planned_end).await?;
+                }
+                Some(why) => {
+                    let detail = serde_json::json!({
+                        "why": why, "occurred_at": occurred_at, "reason": body.get("reason"),
+                    });
+                    anomaly(
+                        tx,
+                        bridge.id,
+                        "end_refused",
+                        Some(station),
+                        Some(session),
+                        Some(seq),
+                        detail,
+                    )
+                    .await?;
+                }
+            }
+        }
     }
-    Ok(inserted)
+    Ok(if inserted {
+        Recorded::New
+    } else {
+        Recorded::Duplicate
+    })
+}
+
+/// A bridge's report that it switched a station off.
+struct SwitchOff {
+    bridge: Uuid,
+    /// The station is manual: no bridge controls it.
+    manual: bool,
+    tunnel_down_at: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+    planned_end: bool,
+}
+
+/// Could the bridge have switched the session's station off as it reports? `None` if so, else why not. A bridge
+/// reports only what it could have done: never for a manual station; an end by its own timer (`planned_end`) that
+/// would end the session earlier than the cloud has it no earlier than the later of the planned end as last
+/// delivered to that bridge (before the switch-off) and the moment its tunnel went down, and never for a session
+/// the cloud settled while the tunnel was up; any other switch-off of an ended session no earlier than its end.
+async fn judge_switch_off(
+    tx: &mut TenantTx,
+    report: &SwitchOff,
+    session: &sessions::Session,
+) -> Result<Option<&'static str>> {
+    if report.manual {
+        return Ok(Some("the station is manual; no bridge controls it"));
+    }
+    let at = report.at + CLOCK_TOLERANCE;
+    let ends_later = session.is_running() || session.ended_at.is_some_and(|end| end > report.at);
+    if !report.planned_end {
+        return Ok(match session.ended_at {
+            Some(end) if !session.is_running() && at < end => {
+                Some("the session had not ended yet at the reported switch-off")
+            }
+            _ => None,
+        });
+    }
+    if !ends_later {
+        return Ok(None);
+    }
+    if let Some(end) = session.ended_at.filter(|_| !session.is_running()) {
+        if report.tunnel_down_at.is_none_or(|down| end <= down) {
+            return Ok(Some("the cloud ended the session while the tunnel was up"));
+        }
+    }
+    let delivered: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "select until from bridge_delivery where tenant_id = $1 and bridge_id = $2 and session_id = $3
+           and delivered_at <= $4
+         order by delivered_at desc limit 1",
+    )
+    .bind(tx.tenant())
+    .bind(report.bridge)
+    .bind(session.id)
+    .bind(report.at)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some(Some(until)) = delivered else {
+        return Ok(Some(
+            "the bridge had been given no planned end for this session",
+        ));
+    };
+    if at < until {
+        return Ok(Some("before the planned end the bridge had been given"));
+    }
+    if report.tunnel_down_at.is_some_and(|down| at < down) {
+        return Ok(Some("before the tunnel went down"));
+    }
+    Ok(None)
 }
 
 /// What the station's device last reported (the newest event about it), if anything.

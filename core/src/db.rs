@@ -394,6 +394,22 @@ impl SystemDb {
     }
 }
 
+impl SystemDb {
+    /// Housekeeping: deletes bridge events received, and planned ends delivered to bridges, before `before` (the
+    /// retention period). Anomalies are kept. Returns (events, deliveries) deleted.
+    pub async fn purge_bridge_events(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(i64, i64)> {
+        Ok(
+            sqlx::query_as("select events, deliveries from sys_purge_bridge_events($1)")
+                .bind(before)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
 /// A login as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {

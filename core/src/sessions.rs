@@ -633,19 +633,9 @@ pub async fn switched_off(
     planned_end: bool,
 ) -> Result<Option<Session>> {
     let at = at.min(Utc::now());
-    // The session the bridge names, else the one the station was running at `at`.
-    let last: Option<Uuid> = sqlx::query_scalar(
-        "select id from session where tenant_id = $1 and station_id = $2 and asset_id is null
-           and (id = $4 or $4 is null and started_at <= $3)
-         order by started_at desc limit 1",
-    )
-    .bind(tx.tenant())
-    .bind(station)
-    .bind(at)
-    .bind(session)
-    .fetch_optional(tx.conn())
-    .await?;
-    let Some(id) = last else { return Ok(None) };
+    let Some(id) = switched_off_session(tx, station, session, at).await? else {
+        return Ok(None);
+    };
     let mut session = lock(tx, id).await?;
     if session.switched_off_at.is_some() || session.started_at > at {
         return Ok(Some(session));
@@ -698,6 +688,27 @@ pub async fn switched_off(
             .await?;
     }
     Ok(Some(get(tx, id).await?))
+}
+
+/// The session a switch-off report at `at` concerns: the one the bridge names (if it ran on `station`), else the
+/// one the station was running at `at`.
+pub async fn switched_off_session(
+    tx: &mut TenantTx,
+    station: Uuid,
+    session: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "select id from session where tenant_id = $1 and station_id = $2 and asset_id is null
+           and (id = $4 or $4 is null and started_at <= $3)
+         order by started_at desc limit 1",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .bind(at)
+    .bind(session)
+    .fetch_optional(tx.conn())
+    .await?)
 }
 
 /// Returns `amount` charged to a session beyond its real end: the venue's revenue gives it back, to the patron's

@@ -101,7 +101,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
@@ -134,6 +134,10 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
     let station = path
         .strip_prefix("/ws/agent/")
         .and_then(|id| id.parse::<Uuid>().ok());
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    // Under the state lock, which the scheduler holds while it tells agents: either the scheduler already started
+    // the session (told no one, the agent was not here) and the start is queued here, or it has not and will send it
+    // to the agent registered here. Never both: an agent gets exactly one `session_start`.
     let verdict = {
         let state = shared.state.lock().await;
         match station.and_then(|id| state.stations.get(&id)) {
@@ -151,15 +155,26 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
                     .and_then(Value::as_str);
                 match (expected, key) {
                     (Some(expected), Some(key)) if sha256_hex(&key) == expected => {
-                        Ok((s.plan.on, s.plan.until, s.plan.session_id))
+                        let now = state.cloud_now();
+                        if s.applied == Some(true) && s.wants_on(now) {
+                            let start = start_message(s.plan.session_id, s.plan.until, now);
+                            let _ = tx.send(start.to_string());
+                        }
+                        shared
+                            .agents
+                            .connected
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(s.plan.station_id, tx);
+                        Ok(())
                     }
                     _ => Err("the agent key is missing or wrong for this station"),
                 }
             }
         }
     };
-    let (on, until, session) = match verdict {
-        Ok(plan) => plan,
+    match verdict {
+        Ok(()) => {}
         Err(reason) => {
             ws.close(Some(CloseFrame {
                 code: CloseCode::Policy,
@@ -172,21 +187,7 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
     let Some(station) = station else {
         return Ok(());
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    shared
-        .agents
-        .connected
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(station, tx);
     tracing::info!(%station, "agent connected");
-    let now = shared.state.lock().await.cloud_now();
-    if on && until.is_none_or(|u| u > now) {
-        ws.send(Message::text(
-            start_message(session, until, now).to_string(),
-        ))
-        .await?;
-    }
     let result = async {
         loop {
             tokio::select! {

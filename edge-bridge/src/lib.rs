@@ -85,6 +85,21 @@ impl Config {
         if !(cloud_url.starts_with("ws://") || cloud_url.starts_with("wss://")) {
             anyhow::bail!("BRIDGE_CLOUD_URL must be a ws:// or wss:// URL, not {cloud_url:?}");
         }
+        // The token and every command travel in the tunnel: in clear text only to this machine, or when a
+        // developer says so.
+        let allow_insecure = match var("BRIDGE_ALLOW_INSECURE").as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                anyhow::bail!("BRIDGE_ALLOW_INSECURE must be true or false, not {other:?}")
+            }
+        };
+        if cloud_url.starts_with("ws://") && !allow_insecure && !is_loopback(&cloud_url) {
+            anyhow::bail!(
+                "BRIDGE_CLOUD_URL {cloud_url:?} is ws:// (unencrypted) to another machine: use wss://, or set \
+                 BRIDGE_ALLOW_INSECURE=true for development"
+            );
+        }
         Ok(Self {
             cloud_url,
             token: var("BRIDGE_TOKEN")
@@ -122,6 +137,19 @@ impl Config {
             },
         })
     }
+}
+
+/// Does the URL point at this machine (`localhost`, `127.0.0.0/8`, `::1`)?
+fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<tokio_tungstenite::tungstenite::http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses `KEY=value` lines: blank lines and `#` comments are skipped, a value may be quoted.
@@ -296,6 +324,9 @@ async fn bind(
     Ok(Some(listener))
 }
 
+/// Heartbeats without any answer after which the tunnel counts as half-open and is dialled again.
+pub const HALF_OPEN_HEARTBEATS: u32 = 3;
+
 /// One connection: hello, then frames both ways until either side closes.
 async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let mut request = config.cloud_url.as_str().into_client_request()?;
@@ -305,8 +336,13 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let ws_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    let (ws, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false).await?;
+    // A handshake into a dead link would wait for ever: it gets as long as an answer to heartbeats does.
+    let (ws, _) = tokio::time::timeout(
+        config.heartbeat * HALF_OPEN_HEARTBEATS,
+        tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false),
+    )
+    .await
+    .context("the cloud did not answer the connection in time")??;
     let (mut sink, mut stream) = ws.split();
     let hello = Up::Hello {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -321,10 +357,15 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let mut sent_up_to = 0u64;
     let mut welcomed = false;
     let mut heartbeat = tokio::time::interval(config.heartbeat);
+    // A link that drops without a reset (a dead NAT entry, a pulled cable upstream) leaves the socket open and
+    // silent: when nothing at all comes back for a few heartbeats, the tunnel is given up and dialled again.
+    let silence_limit = config.heartbeat * HALF_OPEN_HEARTBEATS;
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             frame = stream.next() => {
                 let Some(frame) = frame else { return Ok(()) };
+                last_heard = tokio::time::Instant::now();
                 let text = match frame? {
                     Message::Text(text) => text,
                     Message::Close(_) => return Ok(()),
@@ -345,6 +386,10 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                 send_pending(shared, &mut sink, &mut sent_up_to).await?;
             }
             _ = heartbeat.tick() => {
+                if last_heard.elapsed() > silence_limit {
+                    metrics::Counters::add(&shared.counters.half_open, 1);
+                    anyhow::bail!("no answer from the cloud for {silence_limit:?}; the tunnel is half-open");
+                }
                 let clock_offset_ms = Some(shared.state.lock().await.offset_ms).filter(|_| welcomed);
                 sink.send(Message::text(encode(&Up::Heartbeat { sent_at: Utc::now(), clock_offset_ms }))).await?;
             }
@@ -694,9 +739,9 @@ async fn read_devices(shared: &Shared) {
             let Some(station) = stations.get_mut(&id) else {
                 continue;
             };
-            if station.reported.as_ref() == Some(&event) {
-                continue;
-            }
+            // Compared with what was applied before anything else: a device pressed back to the state it was last
+            // reported in (ON by hand just after the bridge switched it off) reads the same as that report, and must
+            // still be set right.
             if let Event::DeviceState { reachable, on, .. } = &event {
                 station.unreachable = !reachable;
                 if let (Some(on), Some(applied)) = (*on, station.applied) {
@@ -706,6 +751,9 @@ async fn read_devices(shared: &Shared) {
                         drifted = true;
                     }
                 }
+            }
+            if station.reported.as_ref() == Some(&event) {
+                continue;
             }
             station.reported = Some(event.clone());
             appended |= journal_event(journal, &shared.counters, id, at, event);
@@ -828,6 +876,181 @@ fn tell_agent(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ws_cloud_url_is_refused_unless_it_is_loopback_or_allowed_for_development() {
+        let config = |url: &str, insecure: Option<&str>| {
+            let env = HashMap::from([
+                ("BRIDGE_CLOUD_URL", url.to_owned()),
+                ("BRIDGE_TOKEN", "sybr_x".to_owned()),
+            ]);
+            Config::from_lookup(|k| {
+                if k == "BRIDGE_ALLOW_INSECURE" {
+                    insecure.map(str::to_owned)
+                } else {
+                    env.get(k).cloned()
+                }
+            })
+        };
+        let refused = config("ws://cloud.example/edge/v1/tunnel", None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.contains("wss://") && refused.contains("BRIDGE_ALLOW_INSECURE"),
+            "{refused}"
+        );
+        assert!(config("ws://10.0.0.5:8080/edge/v1/tunnel", Some("false")).is_err());
+        for url in [
+            "ws://127.0.0.1:8080/edge/v1/tunnel",
+            "ws://localhost:8080/edge/v1/tunnel",
+            "ws://[::1]:8080/edge/v1/tunnel",
+            "wss://cloud.example/edge/v1/tunnel",
+        ] {
+            assert!(config(url, None).is_ok(), "{url}");
+        }
+        assert!(config("ws://cloud.example/edge/v1/tunnel", Some("true")).is_ok());
+        assert!(config("ws://cloud.example/edge/v1/tunnel", Some("maybe")).is_err());
+    }
+
+    /// A bridge state with one agent station running a session until ten minutes from now; the agent's key.
+    fn agent_bridge(
+        journal: &std::path::Path,
+    ) -> anyhow::Result<(Arc<Shared>, Uuid, &'static str)> {
+        let key = "syag_test-key";
+        let plan = StationPlan {
+            station_id: Uuid::new_v4(),
+            name: "PC-1".into(),
+            control: "agent".into(),
+            settings: serde_json::json!({ "agent_key_sha256": agents::sha256_hex(key) }),
+            on: true,
+            until: Some(Utc::now() + chrono::Duration::minutes(10)),
+            session_id: Some(Uuid::new_v4()),
+        };
+        let id = plan.station_id;
+        let station = Station {
+            driver: Driver::for_plan(&plan),
+            plan,
+            applied: None,
+            told_until: None,
+            told_session: None,
+            warned: 0,
+            unreachable: false,
+            reported: None,
+            ended: None,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                journal: Journal::open(journal)?,
+                stations: HashMap::from([(id, station)]),
+                offset_ms: 0,
+            }),
+            counters: metrics::Counters::default(),
+            agents: agents::Agents::default(),
+            outbox: Notify::new(),
+            replan: Notify::new(),
+            io: drivers::Io {
+                http: reqwest::Client::new(),
+                mqtt: None,
+                credentials: HashMap::new(),
+            },
+        });
+        Ok((shared, id, key))
+    }
+
+    type AgentSocket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn connect_agent(
+        shared: &Shared,
+        addr: std::net::SocketAddr,
+        station: Uuid,
+        key: &str,
+    ) -> anyhow::Result<AgentSocket> {
+        let mut request = format!("ws://{addr}/ws/agent/{station}").into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse()?);
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !shared.agents.is_connected(station) {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the agent never registered"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(ws)
+    }
+
+    /// The types of the messages the agent gets up to a marker the bridge sends after everything else.
+    async fn received_until_marker(
+        shared: &Shared,
+        station: Uuid,
+        ws: &mut AgentSocket,
+    ) -> anyhow::Result<Vec<String>> {
+        anyhow::ensure!(shared
+            .agents
+            .send(station, &serde_json::json!({"type": "marker"})));
+        let mut types = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await?
+                .context("the agent socket closed")??;
+            let Message::Text(text) = frame else { continue };
+            let message: serde_json::Value = serde_json::from_str(&text)?;
+            let kind = message["type"].as_str().unwrap_or_default().to_owned();
+            if kind == "marker" {
+                return Ok(types);
+            }
+            types.push(kind);
+        }
+    }
+
+    /// The interleaving behind the once-flaky
+    /// `edge::sessions_started_through_graphql_end_at_their_planned_end_on_the_plug_and_the_agent`: the agent
+    /// connects after the schedule arrived but before the scheduler's pass. The connection used to send its own
+    /// `session_start` and the scheduler then another.
+    #[tokio::test]
+    async fn an_agent_connecting_around_the_schedulers_pass_gets_exactly_one_session_start(
+    ) -> anyhow::Result<()> {
+        let journal =
+            std::env::temp_dir().join(format!("bridge-agent-{}.jsonl", Uuid::new_v4().simple()));
+        let (shared, station, key) = agent_bridge(&journal)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(agents::serve(listener, shared.clone()));
+
+        // Connected before the scheduler looks: the scheduler's pass starts the session, once.
+        let mut ws = connect_agent(&shared, addr, station, key).await?;
+        reconcile(&shared).await;
+        assert_eq!(
+            received_until_marker(&shared, station, &mut ws).await?,
+            ["session_start"]
+        );
+
+        // Connecting again in the middle of the session: the connection starts it, once; a pass changes nothing.
+        ws.close(None).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while shared.agents.is_connected(station) {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the agent never left"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut ws = connect_agent(&shared, addr, station, key).await?;
+        reconcile(&shared).await;
+        assert_eq!(
+            received_until_marker(&shared, station, &mut ws).await?,
+            ["session_start"]
+        );
+        server.abort();
+        let _ = std::fs::remove_file(&journal);
+        Ok(())
+    }
 
     #[test]
     fn a_settings_file_is_read_and_the_environment_wins() -> anyhow::Result<()> {

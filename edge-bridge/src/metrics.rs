@@ -15,6 +15,8 @@ use crate::Shared;
 pub struct Counters {
     pub tunnel_up: AtomicBool,
     pub tunnels_lost: AtomicU64,
+    /// Tunnels given up because the cloud stopped answering (half-open).
+    pub half_open: AtomicU64,
     pub events: AtomicU64,
     pub commands: AtomicU64,
 }
@@ -61,7 +63,7 @@ async fn render(shared: &Shared) -> String {
             state.offset_ms,
         )
     };
-    let metrics: [(&str, &str, &str, String); 9] = [
+    let metrics: [(&str, &str, &str, String); 10] = [
         (
             "edge_bridge_tunnel_up",
             "gauge",
@@ -73,6 +75,12 @@ async fn render(shared: &Shared) -> String {
             "counter",
             "tunnels that ended or could not be opened",
             c.tunnels_lost.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "edge_bridge_tunnels_half_open_total",
+            "counter",
+            "tunnels given up because heartbeats went unanswered",
+            c.half_open.load(Ordering::Relaxed).to_string(),
         ),
         (
             "edge_bridge_journal_pending",

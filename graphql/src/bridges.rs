@@ -1,6 +1,6 @@
 //! Edge bridges: register one per venue (the token is shown once), rotate or revoke its token, see its presence.
 
-use async_graphql::{Context, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use switchyard_core::bridges;
 use uuid::Uuid;
@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::{begin, GqlResult, ManagerGuard};
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Bridge {
     pub id: Uuid,
     pub venue_id: Uuid,
@@ -22,7 +23,50 @@ pub struct Bridge {
     /// The highest event sequence recorded from it.
     pub last_seq: i64,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When its tunnel last went down.
+    pub tunnel_down_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Something the bridge sent that the cloud refused: a switch-off it could not have made (`end_refused`), an event
+/// sequence beyond the window (`seq_out_of_window`), a flood of frames (`flood`).
+#[derive(SimpleObject)]
+pub struct BridgeAnomaly {
+    pub id: Uuid,
+    pub kind: String,
+    pub station_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub seq: Option<i64>,
+    /// Why it was refused, and what was reported.
+    pub detail: async_graphql::Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl Bridge {
+    /// What this bridge sent that was refused, newest first (at most `limit`, 100 by default).
+    #[graphql(guard = "ManagerGuard")]
+    async fn anomalies(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100, validator(minimum = 1, maximum = 500))] limit: i64,
+    ) -> async_graphql::Result<Vec<BridgeAnomaly>> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(bridges::anomalies(&mut tx, self.id, limit)
+            .await
+            .gql()?
+            .into_iter()
+            .map(|a| BridgeAnomaly {
+                id: a.id,
+                kind: a.kind,
+                station_id: a.station_id,
+                session_id: a.session_id,
+                seq: a.seq,
+                detail: async_graphql::Json(a.detail),
+                created_at: a.created_at,
+            })
+            .collect())
+    }
 }
 
 impl From<bridges::Bridge> for Bridge {
@@ -37,6 +81,7 @@ impl From<bridges::Bridge> for Bridge {
             clock_offset_ms: b.clock_offset_ms,
             last_seq: b.last_seq,
             revoked_at: b.revoked_at,
+            tunnel_down_at: b.tunnel_down_at,
             created_at: b.created_at,
         }
     }
@@ -98,7 +143,7 @@ impl BridgeMutation {
         })
     }
 
-    /// A new token; the old one stops working at once (a connected bridge keeps its tunnel until it reconnects).
+    /// A new token; the old one stops working at once, and the bridge's open tunnels close.
     #[graphql(guard = "ManagerGuard")]
     async fn rotate_bridge_token(
         &self,

@@ -23,6 +23,8 @@ struct State {
     on: bool,
     flip_at: Option<Instant>,
     switches: Vec<Switch>,
+    /// Someone presses the button right after the next switching request: the relay ends up so.
+    pressed_after_next_switch: Option<bool>,
 }
 
 impl State {
@@ -80,6 +82,14 @@ impl ShellyFake {
         state.flip_at = None;
     }
 
+    /// Someone will press the button to `on` right after the next switching request (before anyone can look).
+    pub fn press_after_next_switch(&self, on: bool) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pressed_after_next_switch = Some(on);
+    }
+
     pub fn is_on(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.settle();
@@ -104,6 +114,10 @@ impl Respond for Handler {
                 backup_secs,
                 at: Instant::now(),
             });
+            if let Some(pressed) = state.pressed_after_next_switch.take() {
+                state.on = pressed;
+                state.flip_at = None;
+            }
             was
         };
         match request.url.path() {

@@ -25,6 +25,8 @@ pub struct WorkerConfig {
     pub debts: debts::Debts,
     pub payments: switchyard_core::payments::ProviderSettings,
     pub housekeeping_interval: Duration,
+    /// How long bridge events (and the planned ends delivered to bridges) are kept; housekeeping deletes older.
+    pub bridge_event_retention: chrono::Duration,
     /// How the API replicas are woken for new bridge commands: Redis at `REDIS_URL`, else Postgres `notify`.
     pub signals: switchyard_core::signals::Signals,
     /// `APP_ENV=production`: an explicit payment provider and a database role under row-level security, checked
@@ -86,6 +88,9 @@ impl WorkerConfig {
             payments: switchyard_core::payments::ProviderSettings::from_lookup(var)?,
             housekeeping_interval: Duration::from_secs(
                 number("HOUSEKEEPING_SEC", 300)?.clamp(1, 86_400) as u64,
+            ),
+            bridge_event_retention: chrono::Duration::days(
+                number("BRIDGE_EVENT_RETENTION_DAYS", 30)?.clamp(1, 3650),
             ),
             app_database_url: var("APP_DATABASE_URL")
                 .context("APP_DATABASE_URL is required (the app role's URL)")?,
@@ -160,6 +165,12 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
                     Ok((keys, quotes)) if keys + quotes > 0 => tracing::info!(keys, quotes, "purged expired keys and quotes"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = ?e, "housekeeping failed"),
+                }
+                let before = chrono::Utc::now() - config.bridge_event_retention;
+                match db.system().purge_bridge_events(before).await {
+                    Ok((events, deliveries)) if events + deliveries > 0 => tracing::info!(events, deliveries, "purged old bridge events"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = ?e, "bridge event housekeeping failed"),
                 }
             }
             _ = interval.tick() => drain(&db, provider.as_ref(), &config, &stopping).await,

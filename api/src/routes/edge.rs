@@ -8,6 +8,12 @@
 //! the one last sent (a lost wake-up). Events are recorded once per (bridge, seq) and acknowledged; heartbeats are
 //! answered with the server time. A frame that cannot be
 //! used gets an `error` frame and the connection stays open; an oversized frame closes it (code 1009).
+//!
+//! Guards ([`EdgeLimits`]): a socket that has not said hello by a deadline is closed, pings or not; one live tunnel
+//! per bridge (a new hello replaces the older tunnel, which closes; only the live one takes commands); rotating or
+//! revoking the token closes the bridge's tunnels at once (the change wakes them); an event's `seq` may be at most
+//! a window above the last recorded one; frames per second and bytes per minute are capped per tunnel (a flood
+//! closes it with 1008).
 
 use std::time::Duration;
 
@@ -28,8 +34,44 @@ use crate::error::ApiError;
 /// The error code that ends a tunnel: its bridge was revoked.
 const REVOKED: &str = "revoked";
 
-/// How long a bridge has to say hello after connecting.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The error code that ends a tunnel: a newer tunnel of the same bridge took over.
+const REPLACED: &str = "replaced";
+
+/// Per-tunnel limits (settings `EDGE_*`, see the README).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    /// How long a socket has to say hello, whatever else it sends.
+    pub hello_timeout: Duration,
+    /// Frames a tunnel may send in one second ...
+    pub max_frames_per_sec: u32,
+    /// ... and bytes in one minute; past either, the tunnel is closed.
+    pub max_bytes_per_min: u64,
+    /// How far above the last recorded sequence an event's `seq` may be.
+    pub seq_window: i64,
+}
+
+impl EdgeLimits {
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let number =
+            |key: &str, default: u64| -> anyhow::Result<u64> {
+                match var(key) {
+                    None => Ok(default),
+                    Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).with_context(|| {
+                        format!("{key} must be a whole number above 0, not {v:?}")
+                    }),
+                }
+            };
+        Ok(Self {
+            hello_timeout: Duration::from_millis(number("EDGE_HELLO_TIMEOUT_MS", 10_000)?),
+            max_frames_per_sec: u32::try_from(number("EDGE_MAX_FRAMES_PER_SEC", 200)?)
+                .context("EDGE_MAX_FRAMES_PER_SEC is too large")?,
+            max_bytes_per_min: number("EDGE_MAX_BYTES_PER_MIN", 16 * 1024 * 1024)?,
+            seq_window: i64::try_from(number("EDGE_SEQ_WINDOW", 1_000_000)?)
+                .context("EDGE_SEQ_WINDOW is too large")?,
+        })
+    }
+}
 
 pub async fn tunnel(
     State(state): State<AppState>,
@@ -61,6 +103,8 @@ pub async fn tunnel(
         })?;
     let commands = state.commands.subscribe();
     let db = state.db.clone();
+    let limits = state.config.edge;
+    let token_hash = auth::token_hash(token);
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
@@ -69,12 +113,20 @@ pub async fn tunnel(
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("edge_tunnels_open").increment(1.0);
-            if let Err(e) = serve(socket, &db, tenant, bridge_id, commands).await {
+            let mut tunnel = None;
+            let me = Tunnel {
+                db: &db,
+                tenant,
+                bridge_id,
+                token_hash: &token_hash,
+                limits,
+            };
+            if let Err(e) = serve(socket, &me, commands, &mut tunnel).await {
                 tracing::info!(bridge.id = %bridge_id, error = %e, "tunnel ended");
             }
             metrics::gauge!("edge_tunnels_open").decrement(1.0);
-            if let Ok(mut tx) = db.begin_tenant(tenant).await {
-                if bridges::seen(&mut tx, bridge_id, false, None, None)
+            if let (Some(tunnel), Ok(mut tx)) = (tunnel, db.begin_tenant(tenant).await) {
+                if bridges::tunnel_closed(&mut tx, bridge_id, tunnel)
                     .await
                     .is_ok()
                 {
@@ -96,21 +148,102 @@ fn error(code: &str, message: impl Into<String>) -> Down {
     }
 }
 
-async fn serve(
-    mut socket: WebSocket,
-    db: &Db,
+/// One tunnel's fixed facts.
+struct Tunnel<'a> {
+    db: &'a Db,
     tenant: TenantId,
     bridge_id: Uuid,
+    /// The hash of the token it connected with: when the bridge's token changes, the tunnel ends.
+    token_hash: &'a [u8],
+    limits: EdgeLimits,
+}
+
+/// Counts what a tunnel receives, in fixed one-second and one-minute windows.
+struct Meter {
+    second: (tokio::time::Instant, u32),
+    minute: (tokio::time::Instant, u64),
+}
+
+impl Meter {
+    fn new() -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            second: (now, 0),
+            minute: (now, 0),
+        }
+    }
+
+    /// Counts one frame of `bytes`; false when a limit is passed.
+    fn allow(&mut self, bytes: usize, limits: &EdgeLimits) -> bool {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.second.0) >= Duration::from_secs(1) {
+            self.second = (now, 0);
+        }
+        if now.duration_since(self.minute.0) >= Duration::from_secs(60) {
+            self.minute = (now, 0);
+        }
+        self.second.1 += 1;
+        self.minute.1 += bytes as u64;
+        self.second.1 <= limits.max_frames_per_sec && self.minute.1 <= limits.max_bytes_per_min
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// Ends the tunnel if it is no longer its bridge's live one (token rotated, bridge revoked, a newer tunnel):
+/// true when it ended.
+async fn ended(socket: &mut WebSocket, me: &Tunnel<'_>, tunnel: Uuid) -> anyhow::Result<bool> {
+    let mut tx = me.db.begin_tenant(me.tenant).await?;
+    let standing = bridges::tunnel_standing(&mut tx, me.bridge_id, me.token_hash, tunnel).await?;
+    tx.commit().await?;
+    let (code, message, reason) = match standing {
+        bridges::TunnelStanding::Live => return Ok(false),
+        bridges::TunnelStanding::Revoked => (
+            REVOKED,
+            "this bridge's token was rotated or the bridge revoked; the tunnel closes",
+            "bridge token rotated or revoked",
+        ),
+        bridges::TunnelStanding::Replaced => (
+            REPLACED,
+            "another connection of this bridge took over; this tunnel closes",
+            "replaced by a newer tunnel",
+        ),
+    };
+    tracing::info!(bridge.id = %me.bridge_id, code, "tunnel closed by the cloud");
+    let _ = send(socket, &error(code, message)).await;
+    close(socket, 1008, reason).await;
+    Ok(true)
+}
+
+async fn serve(
+    mut socket: WebSocket,
+    me: &Tunnel<'_>,
     mut commands: broadcast::Receiver<(Uuid, Uuid)>,
+    tunnel_id: &mut Option<Uuid>,
 ) -> anyhow::Result<()> {
-    // Hello first.
+    let (db, tenant) = (me.db, me.tenant);
+    let mut meter = Meter::new();
+    // Hello first, by a deadline that nothing else the socket sends (pings, other frames) moves.
+    let deadline = tokio::time::Instant::now() + me.limits.hello_timeout;
     let version = loop {
-        let frame = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
+        let frame = tokio::time::timeout_at(deadline, socket.recv()).await;
         let Ok(Some(Ok(frame))) = frame else {
             let _ = send(&mut socket, &error("hello_timeout", "say hello first")).await;
+            close(&mut socket, 1008, "no hello in time").await;
             return Ok(());
         };
         let Message::Text(text) = frame else { continue };
+        if !meter.allow(text.len(), &me.limits) {
+            close(&mut socket, 1008, "too many frames").await;
+            return Ok(());
+        }
         match decode::<Up>(&text) {
             Ok(Up::Hello { version, .. }) => break version,
             Ok(_) => {
@@ -123,13 +256,15 @@ async fn serve(
             Err(e) => send(&mut socket, &error("malformed_frame", e)).await?,
         }
     };
-    let bridge = {
+    let (bridge, tunnel) = {
         let mut tx = db.begin_tenant(tenant).await?;
-        bridges::seen(&mut tx, bridge_id, true, Some(&version), None).await?;
-        let bridge = bridges::get(&mut tx, bridge_id).await?;
+        bridges::seen(&mut tx, me.bridge_id, true, Some(&version), None).await?;
+        let bridge = bridges::get(&mut tx, me.bridge_id).await?;
+        let tunnel = bridges::open_tunnel(&mut tx, &bridge).await?;
         tx.commit().await?;
-        bridge
+        (bridge, tunnel)
     };
+    *tunnel_id = Some(tunnel);
     tracing::info!(bridge.id = %bridge.id, venue.id = %bridge.venue_id, version, "bridge connected");
     send(
         &mut socket,
@@ -141,7 +276,9 @@ async fn serve(
         },
     )
     .await?;
-    let mut sent = push(&mut socket, db, tenant, &bridge).await?;
+    let Some(mut sent) = push(&mut socket, me, &bridge, tunnel).await? else {
+        return Ok(());
+    };
 
     loop {
         tokio::select! {
@@ -150,45 +287,73 @@ async fn serve(
                 let text = match frame {
                     Ok(Message::Text(text)) => text,
                     Ok(Message::Close(_)) => return Ok(()),
-                    Ok(_) => continue,
+                    Ok(other) => {
+                        // Pings and binary frames count towards the limits too.
+                        if !meter.allow(other.into_data().len(), &me.limits) {
+                            flood(&mut socket, me).await?;
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         // Oversized frames end up here: close with "message too big".
-                        let _ = socket.send(Message::Close(Some(CloseFrame {
-                            code: 1009,
-                            reason: "frame too large or malformed".into(),
-                        }))).await;
+                        close(&mut socket, 1009, "frame too large or malformed").await;
                         return Err(e.into());
                     }
                 };
+                if !meter.allow(text.len(), &me.limits) {
+                    flood(&mut socket, me).await?;
+                    return Ok(());
+                }
                 let reply = match decode::<Up>(&text) {
-                    Ok(message) => receive(db, tenant, &bridge, message).await,
+                    // A heartbeat also checks that the tunnel may go on (should a wake-up have been lost).
+                    Ok(Up::Heartbeat { .. }) if ended(&mut socket, me, tunnel).await? => return Ok(()),
+                    Ok(message) => receive(me, &bridge, message).await,
                     Err(e) => Some(error("malformed_frame", e)),
                 };
                 if let Some(reply) = reply {
                     send(&mut socket, &reply).await?;
-                    if matches!(&reply, Down::Error { code, .. } if code == REVOKED) {
-                        let _ = socket.send(Message::Close(Some(CloseFrame {
-                            code: 1008,
-                            reason: "bridge revoked".into(),
-                        }))).await;
-                        return Ok(());
-                    }
                     // A heartbeat is also when a lost wake-up is made good.
                     if matches!(reply, Down::HeartbeatAck { .. }) && stale(db, tenant, &bridge, sent).await? {
-                        sent = push(&mut socket, db, tenant, &bridge).await?;
+                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel).await? else { return Ok(()) };
+                        sent = now_sent;
                     }
                 }
             }
             changed = commands.recv() => {
                 match changed {
                     Ok((t, venue)) if t != tenant.0 || venue != bridge.venue_id => continue,
-                    // Our venue, or we fell behind: push what is pending.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => sent = push(&mut socket, db, tenant, &bridge).await?,
+                    // Our venue, or we fell behind: push what is pending (if this is still the live tunnel).
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel).await? else { return Ok(()) };
+                        sent = now_sent;
+                    }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
             }
         }
     }
+}
+
+/// The tunnel sent more than its limits allow: kept as an anomaly, and closed.
+async fn flood(socket: &mut WebSocket, me: &Tunnel<'_>) -> anyhow::Result<()> {
+    metrics::counter!("edge_tunnels_flooded_total").increment(1);
+    let mut tx = me.db.begin_tenant(me.tenant).await?;
+    let detail = serde_json::json!({
+        "max_frames_per_sec": me.limits.max_frames_per_sec, "max_bytes_per_min": me.limits.max_bytes_per_min,
+    });
+    bridges::anomaly(&mut tx, me.bridge_id, "flood", None, None, None, detail).await?;
+    tx.commit().await?;
+    let _ = send(
+        socket,
+        &error(
+            "rate_limited",
+            "this tunnel sent more frames or bytes than allowed; it closes",
+        ),
+    )
+    .await;
+    close(socket, 1008, "rate limit").await;
+    Ok(())
 }
 
 /// The venue's schedule as the bridge gets it.
@@ -232,16 +397,30 @@ async fn stale(db: &Db, tenant: TenantId, bridge: &Bridge, sent: u64) -> anyhow:
     Ok(pending || fingerprint(&current) != sent)
 }
 
-/// Sends the venue's schedule and its pending commands; returns the schedule's fingerprint.
+/// Sends the venue's schedule and its pending commands; returns the schedule's fingerprint. If the tunnel is no
+/// longer its bridge's live one, it takes nothing, ends the tunnel and returns `None`.
 async fn push(
     socket: &mut WebSocket,
-    db: &Db,
-    tenant: TenantId,
+    me: &Tunnel<'_>,
     bridge: &Bridge,
-) -> anyhow::Result<u64> {
-    let mut tx = db.begin_tenant(tenant).await?;
+    tunnel: Uuid,
+) -> anyhow::Result<Option<u64>> {
+    let mut tx = me.db.begin_tenant(me.tenant).await?;
+    // Checked in the transaction that takes the commands (it locks the bridge row): a replaced tunnel takes none.
+    if bridges::tunnel_standing(&mut tx, bridge.id, me.token_hash, tunnel).await?
+        != bridges::TunnelStanding::Live
+    {
+        tx.rollback().await?;
+        let _ = ended(socket, me, tunnel).await?;
+        return Ok(None);
+    }
     let commands = bridges::take_commands(&mut tx, bridge.venue_id).await?;
     let stations = schedule(&mut tx, bridge).await?;
+    let planned: Vec<_> = stations
+        .iter()
+        .filter_map(|p| p.session_id.map(|s| (s, p.until.filter(|_| p.on))))
+        .collect();
+    bridges::delivered(&mut tx, bridge.id, &planned).await?;
     tx.commit().await?;
     // The schedule first: a command's acknowledgement then tells that the bridge has the schedule too.
     let sent = fingerprint(&stations);
@@ -259,20 +438,16 @@ async fn push(
         .await?;
         metrics::counter!("edge_commands_delivered_total").increment(1);
     }
-    Ok(sent)
+    Ok(Some(sent))
 }
 
 /// Handles one frame from the bridge; returns the answer, if any.
-async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Option<Down> {
+async fn receive(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> {
     let result: Result<Option<Down>, switchyard_core::Error> = async {
-        let mut tx = db.begin_tenant(tenant).await?;
+        let mut tx = me.db.begin_tenant(me.tenant).await?;
         let reply = match message {
             Up::Hello { .. } => None,
             Up::Heartbeat { sent_at, clock_offset_ms } => {
-                // A revoked bridge is cut off at its next heartbeat.
-                if bridges::get(&mut tx, bridge.id).await?.revoked_at.is_some() {
-                    return Ok(Some(error(REVOKED, "this bridge was revoked; the tunnel closes")));
-                }
                 bridges::seen(&mut tx, bridge.id, true, None, clock_offset_ms).await?;
                 Some(Down::HeartbeatAck {
                     sent_at,
@@ -281,7 +456,12 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Opt
             }
             Up::CommandDone { id, ok, detail } => {
                 let result = if ok { "ok".to_owned() } else { detail.unwrap_or_else(|| "failed".into()) };
-                bridges::command_done(&mut tx, id, &result).await?;
+                match bridges::command_done(&mut tx, bridge.venue_id, id, &result).await {
+                    Err(switchyard_core::Error::NotFound(_)) => {
+                        return Ok(Some(error("unknown_command", "no such command for this bridge's venue")));
+                    }
+                    other => other?,
+                }
                 None
             }
             Up::Event {
@@ -298,10 +478,29 @@ async fn receive(db: &Db, tenant: TenantId, bridge: &Bridge, message: Up) -> Opt
                 }
                 let body = serde_json::to_value(&event).unwrap_or_default();
                 let kind = body["kind"].as_str().unwrap_or("event").to_owned();
-                let new = bridges::record_event(&mut tx, bridge, seq, station_id, &kind, &body, occurred_at).await?;
-                metrics::counter!("edge_events_total", "outcome" => if new { "recorded" } else { "duplicate" })
-                    .increment(1);
-                Some(Down::Ack { seq: seq as u64 })
+                let recorded = bridges::record_event(
+                    &mut tx, bridge, seq, me.limits.seq_window, station_id, &kind, &body, occurred_at,
+                )
+                .await?;
+                let outcome = match recorded {
+                    bridges::Recorded::New => "recorded",
+                    bridges::Recorded::Duplicate => "duplicate",
+                    bridges::Recorded::OutOfWindow { .. } => "refused",
+                };
+                metrics::counter!("edge_events_total", "outcome" => outcome).increment(1);
+                match recorded {
+                    bridges::Recorded::OutOfWindow { last_seq } => {
+                        // Kept as an anomaly (committed below), not acknowledged.
+                        Some(error(
+                            "bad_sequence",
+                            format!(
+                                "seq {seq} is too far above the last recorded {last_seq} (window {})",
+                                me.limits.seq_window
+                            ),
+                        ))
+                    }
+                    _ => Some(Down::Ack { seq: seq as u64 }),
+                }
             }
         };
         tx.commit().await?;

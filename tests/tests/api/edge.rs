@@ -507,13 +507,7 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
     )
     .await;
     assert_eq!(status_of(connect(&app, &rotated).await.unwrap_err()), 401);
-    // A tunnel that was open when the bridge was revoked is cut off at its next heartbeat.
-    open.send(Message::text(encode(&Up::Heartbeat {
-        sent_at: chrono::Utc::now(),
-        clock_offset_ms: None,
-    })))
-    .await
-    .unwrap();
+    // A tunnel that was open when the bridge was revoked is cut off at once, without waiting for a heartbeat.
     let Down::Error { code, .. } = next_answer(&mut open).await else {
         panic!("an error frame")
     };
@@ -1416,4 +1410,668 @@ async fn with_wake_ups_lost_commands_and_schedule_changes_reach_the_bridge_at_it
     })
     .await;
     let _ = std::fs::remove_file(&journal);
+}
+
+/// Says hello on a raw tunnel and reads the welcome and the first schedule: the welcome's `last_seq`.
+async fn hello<S>(ws: &mut S) -> u64
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    ws.send(Message::text(encode(&Up::Hello {
+        version: "attacker".into(),
+        sent_at: chrono::Utc::now(),
+    })))
+    .await
+    .unwrap();
+    let Down::Welcome { last_seq, .. } = next_down(ws).await else {
+        panic!("welcome first");
+    };
+    assert!(matches!(next_down(ws).await, Down::Schedule { .. }));
+    last_seq
+}
+
+/// Reads until the socket closes: the close frame's code, if any (a bounded wait).
+async fn closed_with<S>(ws: &mut S, within: Duration) -> Option<u16>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(within, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the tunnel did not close in time"))
+}
+
+/// A bridge's switch-off report as a frame.
+fn switched_off(
+    seq: u64,
+    station: Uuid,
+    session: Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Message {
+    Message::text(encode(&Up::Event {
+        seq,
+        occurred_at: at,
+        station_id: Some(station),
+        event: Event::Switched {
+            on: false,
+            reason: "planned_end".into(),
+            session_id: Some(session),
+        },
+    }))
+}
+
+const ANOMALIES: &str =
+    "query($b: UUID!) { bridge(id: $b) { lastSeq anomalies { kind stationId sessionId seq detail } } }";
+
+#[tokio::test]
+async fn a_bridge_token_cannot_end_sessions_in_the_past_ended_ones_or_manual_ones_and_each_try_is_an_anomaly(
+) {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let session = paid_session(&app, &s.t, s.venue, s.station, 30, "past-end").await;
+    let id: Uuid = session["session_id"].as_str().unwrap().parse().unwrap();
+    let manual: Uuid = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": s.venue, "name": "Karaoke", "kind": "KARAOKE_ROOM", "control": "MANUAL"}}),
+        )
+        .await["createStation"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let second_plug: Uuid = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": s.venue, "name": "PC-Plug-2", "kind": "PC", "control": "SHELLY",
+                         "controlSettings": {"host": plug.host(), "generation": 1}}}),
+        )
+        .await["createStation"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let patron = funded_patron(&app, &s.t, s.venue, "past-end-2").await;
+    let on_manual = wallet_session(&app, &s.t.access, manual, patron, Some(30)).await;
+    // A third session that the cloud ends itself, with the tunnel up.
+    let stopped = wallet_session(&app, &s.t.access, second_plug, patron, Some(30)).await;
+    let query = "query($id: UUID!) { session(id: $id) { status startedAt endedAt switchedOffAt chargedAmount patronId } }";
+    let state = |id: Uuid| {
+        let app = &app;
+        let token = s.t.access.clone();
+        async move { app.gql_ok(&token, query, json!({"id": id})).await["session"].clone() }
+    };
+    let started = |v: &Value| {
+        v["startedAt"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    hello(&mut ws).await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($id: UUID!) { stopSession(id: $id) { status } }",
+        json!({"id": stopped}),
+    )
+    .await;
+    let before: Vec<Value> =
+        futures_util::future::join_all([id, on_manual, stopped].map(state)).await;
+    let wallets_before = crate::sessions::wallet(&app, &s.t.access, patron).await;
+    let first_wallet = crate::sessions::wallet(
+        &app,
+        &s.t.access,
+        before[0]["patronId"].as_str().unwrap().parse().unwrap(),
+    )
+    .await;
+
+    // One second after each start (for the stopped session: halfway through it), "the planned end came".
+    for (seq, (station, session, snapshot)) in [
+        (s.station, id, &before[0]),
+        (manual, on_manual, &before[1]),
+        (second_plug, stopped, &before[2]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seq = seq as u64 + 1;
+        let at = match snapshot["endedAt"].as_str() {
+            Some(ended) => {
+                let ended = ended.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+                started(snapshot) + (ended - started(snapshot)) / 2
+            }
+            None => started(snapshot) + chrono::Duration::seconds(1),
+        };
+        ws.send(switched_off(seq, station, session, at))
+            .await
+            .unwrap();
+        // Acknowledged (the bridge must not send it for ever), recorded, and refused.
+        assert_eq!(next_answer(&mut ws).await, Down::Ack { seq });
+    }
+
+    // Nothing changed: not the sessions, not the money.
+    let after: Vec<Value> =
+        futures_util::future::join_all([id, on_manual, stopped].map(state)).await;
+    assert_eq!(after, before);
+    assert_eq!(after[0]["status"], "ACTIVE");
+    assert_eq!(after[1]["status"], "ACTIVE");
+    assert_eq!(after[0]["switchedOffAt"], Value::Null);
+    assert_eq!(after[2]["switchedOffAt"], Value::Null);
+    assert_eq!(
+        crate::sessions::wallet(&app, &s.t.access, patron).await,
+        wallets_before
+    );
+    assert_eq!(
+        crate::sessions::wallet(
+            &app,
+            &s.t.access,
+            after[0]["patronId"].as_str().unwrap().parse().unwrap()
+        )
+        .await,
+        first_wallet
+    );
+
+    // Owners see each refusal.
+    let bridge = app
+        .gql_ok(&s.t.access, ANOMALIES, json!({"b": s.bridge}))
+        .await["bridge"]
+        .clone();
+    let anomalies = bridge["anomalies"].as_array().unwrap();
+    assert_eq!(anomalies.len(), 3, "{bridge}");
+    for (anomaly, (station, session, why)) in anomalies.iter().rev().zip([
+        (
+            s.station,
+            id,
+            "before the planned end the bridge had been given",
+        ),
+        (
+            manual,
+            on_manual,
+            "the station is manual; no bridge controls it",
+        ),
+        (
+            second_plug,
+            stopped,
+            "the cloud ended the session while the tunnel was up",
+        ),
+    ]) {
+        assert_eq!(anomaly["kind"], "end_refused", "{anomaly}");
+        assert_eq!(anomaly["stationId"], station.to_string());
+        assert_eq!(anomaly["sessionId"], session.to_string());
+        assert_eq!(anomaly["detail"]["why"], why, "{anomaly}");
+    }
+    // Staff do not see them; another tenant does not find the bridge.
+    let (_, staff) = app.add_member(&s.t, "STAFF").await;
+    let body = app
+        .gql(Some(&staff), ANOMALIES, json!({"b": s.bridge}))
+        .await;
+    assert_eq!(gql_code(&body), "forbidden");
+    let other = app.signup().await;
+    let body = app
+        .gql(Some(&other.access), ANOMALIES, json!({"b": s.bridge}))
+        .await;
+    assert_eq!(gql_code(&body), "not_found");
+}
+
+#[tokio::test]
+async fn rotating_or_revoking_a_token_closes_its_tunnels_at_once_and_a_second_connection_replaces_the_first(
+) {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+
+    // A second connection with the same token: the first is told and closed, the second takes the commands.
+    let mut first = connect(&app, &s.token).await.unwrap();
+    hello(&mut first).await;
+    let mut second = connect(&app, &s.token).await.unwrap();
+    hello(&mut second).await;
+    let Down::Error { code, .. } = next_answer(&mut first).await else {
+        panic!("an error frame")
+    };
+    assert_eq!(code, "replaced");
+    assert_eq!(
+        closed_with(&mut first, Duration::from_secs(10)).await,
+        Some(1008)
+    );
+    paid_session(&app, &s.t, s.venue, s.station, 30, "replaced").await;
+    let command = loop {
+        if let Down::Command { id, station_id, .. } = next_down(&mut second).await {
+            assert_eq!(station_id, s.station);
+            break id;
+        }
+    };
+    let delivered: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "select delivered_at from device_command where tenant_id = $1 and id = $2",
+    )
+    .bind(s.t.id)
+    .bind(command)
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert!(delivered.is_some());
+
+    // Rotating the token closes the live tunnel without waiting for its heartbeat.
+    let rotated = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($b: UUID!) { rotateBridgeToken(id: $b) { token } }",
+            json!({"b": s.bridge}),
+        )
+        .await["rotateBridgeToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let Down::Error { code, .. } = next_answer(&mut second).await else {
+        panic!("an error frame")
+    };
+    assert_eq!(code, "revoked");
+    assert_eq!(
+        closed_with(&mut second, Duration::from_secs(10)).await,
+        Some(1008)
+    );
+    wait_until("the bridge is seen offline", || async {
+        !bridge_online(&app, s.t.id).await
+    })
+    .await;
+
+    // So does revoking the bridge.
+    let mut third = connect(&app, &rotated).await.unwrap();
+    hello(&mut third).await;
+    wait_until("the bridge is online", || bridge_online(&app, s.t.id)).await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($b: UUID!) { revokeBridge(id: $b) { revokedAt } }",
+        json!({"b": s.bridge}),
+    )
+    .await;
+    let Down::Error { code, .. } = next_answer(&mut third).await else {
+        panic!("an error frame")
+    };
+    assert_eq!(code, "revoked");
+    assert_eq!(
+        closed_with(&mut third, Duration::from_secs(10)).await,
+        Some(1008)
+    );
+}
+
+#[tokio::test]
+async fn a_sequence_jump_is_refused_and_cannot_make_the_real_bridge_drop_its_journal() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    assert_eq!(hello(&mut ws).await, 0);
+    let jump = 1u64 << 62;
+    ws.send(Message::text(encode(&Up::Event {
+        seq: jump,
+        occurred_at: chrono::Utc::now(),
+        station_id: Some(s.station),
+        event: Event::Switched {
+            on: true,
+            reason: "test".into(),
+            session_id: None,
+        },
+    })))
+    .await
+    .unwrap();
+    let Down::Error { code, message } = next_answer(&mut ws).await else {
+        panic!("an error frame")
+    };
+    assert_eq!(code, "bad_sequence");
+    assert!(message.contains("too far above"), "{message}");
+    let bridge = app
+        .gql_ok(&s.t.access, ANOMALIES, json!({"b": s.bridge}))
+        .await["bridge"]
+        .clone();
+    assert_eq!(bridge["lastSeq"], 0, "{bridge}");
+    assert_eq!(
+        bridge["anomalies"][0]["kind"], "seq_out_of_window",
+        "{bridge}"
+    );
+    assert_eq!(bridge["anomalies"][0]["seq"], jump as i64, "{bridge}");
+    drop(ws);
+
+    // The real bridge's events (the plug switched on for a session) are journaled from 1 and all arrive.
+    let journal = journal_path();
+    let _stop = start_bridge(bridge_config(tunnel_url(&app), &s.token, &journal));
+    paid_session(&app, &s.t, s.venue, s.station, 30, "jump").await;
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    wait_until("the journal is acknowledged", || async {
+        std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            <= 1
+            && !sqlx::query_scalar::<_, Vec<i64>>(
+                "select coalesce(array_agg(seq order by seq), '{}') from bridge_event where tenant_id = $1",
+            )
+            .bind(s.t.id)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "select seq from bridge_event where tenant_id = $1 and bridge_id = $2 order by seq",
+    )
+    .bind(s.t.id)
+    .bind(s.bridge)
+    .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "from 1, no gap"
+    );
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn a_socket_that_never_says_hello_is_closed_by_the_deadline_even_while_it_pings() {
+    let app = switchyard_tests::spawn_app_with(&[("EDGE_HELLO_TIMEOUT_MS", "500")]).await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    let opened = Instant::now();
+    // Pings keep coming (every 100 ms) until the cloud closes the socket; the deadline is not moved by them.
+    let mut pings = tokio::time::interval(Duration::from_millis(100));
+    let closed = loop {
+        tokio::select! {
+            _ = pings.tick() => {
+                if ws.send(Message::Ping(vec![1].into())).await.is_err() {
+                    break true;
+                }
+            }
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break true,
+                Some(Ok(_)) => {}
+            },
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(15),
+            "still open after 15 s of pings"
+        );
+    };
+    assert!(closed);
+    assert!(
+        opened.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        opened.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_tunnel_that_floods_frames_or_bytes_is_closed_and_the_flood_is_an_anomaly() {
+    let app = switchyard_tests::spawn_app_with(&[
+        ("EDGE_MAX_FRAMES_PER_SEC", "20"),
+        ("EDGE_MAX_BYTES_PER_MIN", "20000"),
+    ])
+    .await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let heartbeat = || {
+        Message::text(encode(&Up::Heartbeat {
+            sent_at: chrono::Utc::now(),
+            clock_offset_ms: None,
+        }))
+    };
+
+    // Frames: 40 heartbeats at once. (The close frame may be lost to a reset while frames still arrive: the
+    // socket closes either way, and the anomaly below tells why.)
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    hello(&mut ws).await;
+    for _ in 0..40 {
+        if ws.send(heartbeat()).await.is_err() {
+            break;
+        }
+    }
+    let code = closed_with(&mut ws, Duration::from_secs(10)).await;
+    assert!(matches!(code, Some(1008) | None), "{code:?}");
+
+    // Bytes: a few frames, each 4 KB of malformed text.
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    hello(&mut ws).await;
+    for _ in 0..8 {
+        if ws.send(Message::text("x".repeat(4 * 1024))).await.is_err() {
+            break;
+        }
+    }
+    let code = closed_with(&mut ws, Duration::from_secs(10)).await;
+    assert!(matches!(code, Some(1008) | None), "{code:?}");
+
+    let bridge = app
+        .gql_ok(&s.t.access, ANOMALIES, json!({"b": s.bridge}))
+        .await["bridge"]
+        .clone();
+    let kinds: Vec<&str> = bridge["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["flood", "flood"], "{bridge}");
+    // Within the limits, a tunnel is served as before.
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    hello(&mut ws).await;
+    ws.send(heartbeat()).await.unwrap();
+    assert!(matches!(
+        next_answer(&mut ws).await,
+        Down::HeartbeatAck { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_bridge_can_acknowledge_only_its_own_venues_commands() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    // Another venue of the same tenant, with a plug, a session, and so a command waiting there.
+    let other_venue = app.create_venue(&s.t.access, "Second venue").await;
+    let f = crate::sessions::Floor {
+        t: s.t.clone(),
+        venue: other_venue,
+        station: Uuid::nil(),
+        tariff: Uuid::nil(),
+    };
+    let (elsewhere, _) = controlled_station(
+        &app,
+        &f,
+        "PC",
+        "SHELLY",
+        json!({"host": plug.host(), "generation": 1}),
+    )
+    .await;
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let command: Uuid = sqlx::query_scalar(
+        "insert into device_command (tenant_id, id, station_id, command, payload)
+         values ($1, gen_random_uuid(), $2, 'switch_on', '{}') returning id",
+    )
+    .bind(s.t.id)
+    .bind(elsewhere)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    hello(&mut ws).await;
+    ws.send(Message::text(encode(&Up::CommandDone {
+        id: command,
+        ok: false,
+        detail: Some("forged".into()),
+    })))
+    .await
+    .unwrap();
+    let Down::Error { code, .. } = next_answer(&mut ws).await else {
+        panic!("an error frame")
+    };
+    assert_eq!(code, "unknown_command");
+    let (acked, result): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) = sqlx::query_as(
+        "select acked_at, result from device_command where tenant_id = $1 and id = $2",
+    )
+    .bind(s.t.id)
+    .bind(command)
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!((acked, result), (None, None));
+}
+
+#[tokio::test]
+async fn a_bridge_whose_link_dies_silently_notices_and_dials_again() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let proxy = switchyard_tests::proxy::Proxy::start(app.addr).await;
+    let journal = journal_path();
+    let _stop = start_bridge(bridge_config(
+        format!("ws://{}/edge/v1/tunnel", proxy.addr),
+        &s.token,
+        &journal,
+    ));
+    wait_until("the bridge is online", || bridge_online(&app, s.t.id)).await;
+    let dialled = proxy.accepted();
+
+    // The link goes silent: no reset, no close, nothing answers.
+    proxy.stall();
+    wait_until("the bridge dials again", || async {
+        proxy.accepted() > dialled
+    })
+    .await;
+    proxy.restore();
+    // Through a fresh tunnel, a new session reaches the plug.
+    paid_session(&app, &s.t, s.venue, s.station, 30, "half-open").await;
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn a_plug_pressed_on_by_hand_right_after_the_bridge_switched_it_off_is_set_right() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 2).await;
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        readings: Some(Duration::from_millis(100)),
+        ..bridge_config(tunnel_url(&app), &s.token, &journal)
+    };
+    let _stop = start_bridge(config);
+    let session = paid_session(&app, &s.t, s.venue, s.station, 30, "pressed-on").await;
+    let id: Uuid = session["session_id"].as_str().unwrap().parse().unwrap();
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    let state = "query($s: UUID!) { station(id: $s) { deviceState { kind report } } }";
+    wait_until("the plug's ON reading reaches the cloud", || async {
+        let d = app
+            .gql_ok(&s.t.access, state, json!({"s": s.station}))
+            .await["station"]["deviceState"]
+            .clone();
+        d["kind"] == "device_state" && d["report"]["on"] == true
+    })
+    .await;
+
+    // The session stops; someone presses the plug ON before the bridge reads it again. Every reading from then on
+    // equals the last one reported (ON, same load), but it is not what was set.
+    plug.press_after_next_switch(true);
+    let stopped = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($id: UUID!) { stopSession(id: $id) { status } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(stopped["stopSession"]["status"], "ENDED", "{stopped}");
+    wait_until("the bridge switched the plug off", || async {
+        plug.switches().iter().any(|s| !s.on)
+    })
+    .await;
+    wait_until("the plug is set right", || async {
+        !plug.is_on() && plug.switches().iter().filter(|s| !s.on).count() == 2
+    })
+    .await;
+    assert_eq!(
+        plug.switches().iter().map(|s| s.on).collect::<Vec<_>>(),
+        [true, false, false]
+    );
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn bridge_events_past_the_retention_period_are_purged_and_anomalies_kept() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    hello(&mut ws).await;
+    for seq in 1..=3u64 {
+        ws.send(Message::text(encode(&Up::Event {
+            seq,
+            occurred_at: chrono::Utc::now(),
+            station_id: Some(s.station),
+            event: Event::Switched {
+                on: true,
+                reason: "test".into(),
+                session_id: None,
+            },
+        })))
+        .await
+        .unwrap();
+        assert_eq!(next_answer(&mut ws).await, Down::Ack { seq });
+    }
+    ws.send(Message::text(encode(&Up::Event {
+        seq: u64::MAX >> 2,
+        occurred_at: chrono::Utc::now(),
+        station_id: None,
+        event: Event::Switched {
+            on: true,
+            reason: "test".into(),
+            session_id: None,
+        },
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(next_answer(&mut ws).await, Down::Error { .. }));
+    // Two of the three were received 40 days ago.
+    let mut tx = app.tenant_tx(s.t.id).await;
+    sqlx::query(
+        "update bridge_event set received_at = now() - interval '40 days' where tenant_id = $1 and seq <= 2",
+    )
+    .bind(s.t.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let db = switchyard_tests::app_db(1);
+    let before = chrono::Utc::now() - chrono::Duration::days(30);
+    let (events, _) = db.system().purge_bridge_events(before).await.unwrap();
+    assert!(events >= 2, "{events}");
+    let kept: Vec<i64> =
+        sqlx::query_scalar("select seq from bridge_event where tenant_id = $1 order by seq")
+            .bind(s.t.id)
+            .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(kept, [3]);
+    let bridge = app
+        .gql_ok(&s.t.access, ANOMALIES, json!({"b": s.bridge}))
+        .await["bridge"]
+        .clone();
+    assert_eq!(bridge["anomalies"].as_array().unwrap().len(), 1, "{bridge}");
+    assert_eq!(bridge["lastSeq"], 3);
 }
