@@ -46,6 +46,8 @@ pub enum ErrorCode {
     IdempotencyKeyRequired,
     /// The request took longer than the configured timeout.
     Timeout,
+    /// Not yet possible (a webhook naming a payment whose record is still being written); send it again later.
+    RetryLater,
     /// The GraphQL document is invalid or exceeds a limit (depth, complexity, aliases, batch size).
     InvalidQuery,
     /// Something failed on our side. The details are logged, never returned.
@@ -76,6 +78,7 @@ impl ErrorCode {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyRequired => "idempotency_key_required",
             Self::Timeout => "timeout",
+            Self::RetryLater => "retry_later",
             Self::InvalidQuery => "invalid_query",
             Self::Internal => "internal",
         }
@@ -102,11 +105,12 @@ impl ErrorCode {
             Self::ValidationFailed | Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
             Self::Internal => 500,
+            Self::RetryLater => 503,
         }
     }
 
     /// Every code, for documentation and the catalogue test.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidSignature,
         Self::QuoteExpired,
         Self::InsufficientFunds,
@@ -127,6 +131,7 @@ impl ErrorCode {
         Self::MethodNotAllowed,
         Self::RateLimited,
         Self::Timeout,
+        Self::RetryLater,
         Self::InvalidQuery,
         Self::Internal,
     ];
@@ -158,6 +163,9 @@ pub enum Error {
     InvalidCredentials,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// `forbidden` with a message that names a limit (e.g. a tenant's cash top-up cap).
+    #[error("{0}")]
+    ForbiddenOver(String),
     #[error("this login belongs to several tenants; repeat the request with one of their ids as tenant_id")]
     TenantChoiceRequired(Vec<TenantChoice>),
     #[error("Quote expired")]
@@ -172,6 +180,8 @@ pub enum Error {
     ProviderUnavailable(#[source] anyhow::Error),
     #[error("this Idempotency-Key was already used with a different request; use a new key for a new request")]
     IdempotencyKeyReused,
+    #[error("{0}")]
+    RetryLater(&'static str),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -199,7 +209,7 @@ impl Error {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::InvalidCredentials => ErrorCode::InvalidCredentials,
-            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Forbidden(_) | Self::ForbiddenOver(_) => ErrorCode::Forbidden,
             Self::TenantChoiceRequired(_) => ErrorCode::TenantChoiceRequired,
             Self::QuoteExpired => ErrorCode::QuoteExpired,
             Self::InvalidSignature(_) => ErrorCode::InvalidSignature,
@@ -207,6 +217,7 @@ impl Error {
             Self::CardDeclined(_) => ErrorCode::CardDeclined,
             Self::ProviderUnavailable(_) => ErrorCode::PaymentProviderUnavailable,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            Self::RetryLater(_) => ErrorCode::RetryLater,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -268,7 +268,11 @@ async fn an_overloaded_worker_serves_the_longest_waiting_session_next_and_starve
         let now = t0 + Duration::seconds(10 + second);
         let before = tick_state(&app.owner).await;
         let pass = billing::run_once(&db, billing, now).await.unwrap();
-        assert_eq!((pass.claimed, pass.billed), (3, 3), "more is due than one pass bills");
+        assert_eq!(
+            (pass.claimed, pass.billed),
+            (3, 3),
+            "more is due than one pass bills"
+        );
         let after = tick_state(&app.owner).await;
         let (served, waiting): (Vec<_>, Vec<_>) = before
             .iter()
@@ -291,7 +295,10 @@ async fn an_overloaded_worker_serves_the_longest_waiting_session_next_and_starve
     assert!(longest_wait <= Duration::seconds(30), "{longest_wait}");
     let ticks = tick_state(&app.owner).await;
     let least = ticks.values().map(|(t, _)| *t).min().unwrap();
-    assert!(least >= 4, "some session was billed only {least} times in 100 s");
+    assert!(
+        least >= 4,
+        "some session was billed only {least} times in 100 s"
+    );
     for tenant in tenants {
         let billed: i64 =
             sqlx::query_scalar("select count(*) from session where tenant_id = $1 and ticks >= 4")
@@ -312,18 +319,26 @@ async fn a_replayed_tick_is_charged_once_by_its_journal_key() {
     let db = Db::connect_lazy(&database.app_url, 2).unwrap();
     let now = t0 + Duration::seconds(30);
     let tick = |db: Db| async move {
-        let mut tx = db.begin_tenant(switchyard_core::TenantId(tenant)).await.unwrap();
+        let mut tx = db
+            .begin_tenant(switchyard_core::TenantId(tenant))
+            .await
+            .unwrap();
         let ids: Vec<Uuid> = sqlx::query_scalar("select id from session")
             .fetch_all(tx.conn())
             .await
             .unwrap();
-        let billed = switchyard_core::sessions::bill_batch(&mut tx, &ids, now, Duration::seconds(30))
-            .await
-            .unwrap();
+        let billed =
+            switchyard_core::sessions::bill_batch(&mut tx, &ids, now, Duration::seconds(30))
+                .await
+                .unwrap();
         tx.commit().await.unwrap();
         billed.charged
     };
-    assert_eq!(tick(db.clone()).await, 10, "tick 1: the first minute at 10/min");
+    assert_eq!(
+        tick(db.clone()).await,
+        10,
+        "tick 1: the first minute at 10/min"
+    );
 
     // The same tick again, as a worker holding a stale copy of the session would bill it (the row's counter and
     // charged amount as they were before tick 1): only the journal key `session:<id>:tick:1` stands in its way.
@@ -332,7 +347,11 @@ async fn a_replayed_tick_is_charged_once_by_its_journal_key() {
         .execute(&app.owner)
         .await
         .unwrap();
-    assert_eq!(tick(db.clone()).await, 0, "the replayed tick charges nothing");
+    assert_eq!(
+        tick(db.clone()).await,
+        0,
+        "the replayed tick charges nothing"
+    );
 
     let mut tx = app.tenant_tx(tenant).await;
     let journals: Vec<(String, i64)> = sqlx::query_as(

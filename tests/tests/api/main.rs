@@ -13,6 +13,7 @@ mod errors;
 mod graphql;
 mod isolation;
 mod members;
+mod money;
 mod patron_app;
 mod payments;
 mod rentals;
