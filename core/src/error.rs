@@ -46,6 +46,8 @@ pub enum ErrorCode {
     IdempotencyKeyRequired,
     /// The request took longer than the configured timeout.
     Timeout,
+    /// Not yet possible (a webhook naming a payment whose record is still being written); send it again later.
+    RetryLater,
     /// The GraphQL document is invalid or exceeds a limit (depth, complexity, aliases, batch size).
     InvalidQuery,
     /// A dependency (the database) is down or overloaded; retry after `Retry-After` seconds. Not a sign-out.
@@ -78,6 +80,7 @@ impl ErrorCode {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyRequired => "idempotency_key_required",
             Self::Timeout => "timeout",
+            Self::RetryLater => "retry_later",
             Self::InvalidQuery => "invalid_query",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
@@ -106,11 +109,12 @@ impl ErrorCode {
             Self::RateLimited => 429,
             Self::Internal => 500,
             Self::Unavailable => 503,
+            Self::RetryLater => 503,
         }
     }
 
     /// Every code, for documentation and the catalogue test.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::InvalidSignature,
         Self::QuoteExpired,
         Self::InsufficientFunds,
@@ -131,6 +135,7 @@ impl ErrorCode {
         Self::MethodNotAllowed,
         Self::RateLimited,
         Self::Timeout,
+        Self::RetryLater,
         Self::InvalidQuery,
         Self::Unavailable,
         Self::Internal,
@@ -163,6 +168,9 @@ pub enum Error {
     InvalidCredentials,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// `forbidden` with a message that names a limit (e.g. a tenant's cash top-up cap).
+    #[error("{0}")]
+    ForbiddenOver(String),
     #[error("this login belongs to several tenants; repeat the request with one of their ids as tenant_id")]
     TenantChoiceRequired(Vec<TenantChoice>),
     #[error("Quote expired")]
@@ -182,6 +190,8 @@ pub enum Error {
     /// A password check that must wait (failures of the account or address, or too many checks at once).
     #[error("too many sign-in attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    RetryLater(&'static str),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -211,7 +221,7 @@ impl Error {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::InvalidCredentials => ErrorCode::InvalidCredentials,
-            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Forbidden(_) | Self::ForbiddenOver(_) => ErrorCode::Forbidden,
             Self::TenantChoiceRequired(_) => ErrorCode::TenantChoiceRequired,
             Self::QuoteExpired => ErrorCode::QuoteExpired,
             Self::InvalidSignature(_) => ErrorCode::InvalidSignature,
@@ -221,6 +231,7 @@ impl Error {
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::RetryLater(_) => ErrorCode::RetryLater,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

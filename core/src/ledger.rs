@@ -127,6 +127,29 @@ pub async fn accounts(tx: &mut TenantTx, keys: &[AccountKey]) -> Result<HashMap<
     Ok(out)
 }
 
+/// Serialises every movement out of these accounts until the transaction ends: a debit that checks a balance first
+/// (a refund, a session charge, a deposit hold) takes the lock, then reads the balance, so two of them cannot both
+/// spend the same money. The ledger is append-only (the app role may not update `ledger_account`, so it cannot
+/// `select .. for update` it): the lock is a transaction-scoped advisory lock per account, taken in id order so that
+/// two transactions locking several accounts cannot deadlock. A hash collision only makes two unrelated
+/// transactions wait for each other.
+pub async fn lock(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<()> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let mut ids = accounts.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query(
+        "select count(pg_advisory_xact_lock(hashtextextended('ledger_account:' || a::text, 0)))
+         from (select a from unnest($1::uuid[]) as t (a) order by a) s",
+    )
+    .bind(&ids)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
 /// The balances of many accounts at once.
 pub async fn balances(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<HashMap<Uuid, i64>> {
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(

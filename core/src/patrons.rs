@@ -181,6 +181,16 @@ pub async fn top_up_cash(
         ));
     }
     let currency = venue.currency.as_str();
+    if !actor.role.can_manage() {
+        // Cash is the easiest money to get wrong or to take: a large amount needs someone who answers for the till.
+        let cap = crate::tenants::staff_cash_top_up_cap(tx).await?;
+        if amount > cap {
+            return Err(Error::ForbiddenOver(format!(
+                "staff may top up at most {} {currency} in cash at once; a manager or owner can take more",
+                crate::money::format(cap, currency)
+            )));
+        }
+    }
     let wallet = ledger::account(tx, Owner::Patron(patron), Purpose::Wallet, currency).await?;
     let drawer = ledger::account(tx, Owner::Venue(venue.id), Purpose::CashDrawer, currency).await?;
     let posted = ledger::post(
@@ -195,6 +205,19 @@ pub async fn top_up_cash(
         },
     )
     .await?;
+    if let Posted::Replay(journal) = posted {
+        // The key was used before: only the same top-up may replay it (the journal outlives any request store).
+        let entries: Vec<(Uuid, i64)> = sqlx::query_as(
+            "select account_id, amount from journal_entry where tenant_id = $1 and journal_id = $2 order by line",
+        )
+        .bind(tx.tenant())
+        .bind(journal)
+        .fetch_all(tx.conn())
+        .await?;
+        if entries != [(wallet, amount), (drawer, -amount)] {
+            return Err(Error::IdempotencyKeyReused);
+        }
+    }
     if let Posted::New(journal) = posted {
         let detail = serde_json::json!({ "amount": amount, "currency": currency, "venue_id": venue.id, "journal_id": journal });
         audit::record(

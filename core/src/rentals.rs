@@ -181,6 +181,10 @@ pub async fn start(
     let asset = asset
         .ok_or_else(|| Error::Conflict("this cabinet has no powerbank to rent right now".into()))?;
 
+    // The deposit moves out of the wallet: lock it before reading it, as every debit that checks the balance does.
+    let wallet_account =
+        ledger::account(tx, Owner::Patron(patron.id), Purpose::Wallet, currency).await?;
+    ledger::lock(tx, &[wallet_account]).await?;
     let wallet = ledger::balance(tx, Owner::Patron(patron.id), Purpose::Wallet, currency).await?;
     let card = if wallet < deposit.max(1) {
         let card = payments::cards::get(tx, patron.id, provider.name()).await?;
@@ -195,18 +199,6 @@ pub async fn start(
     } else {
         None
     };
-    if card.is_none() && deposit > 0 {
-        move_deposit(
-            tx,
-            patron.id,
-            currency,
-            deposit,
-            &format!("rental:{id}:deposit"),
-            true,
-            id,
-        )
-        .await?;
-    }
     sqlx::query(
         "update asset set status = 'rented', station_id = null, connector_id = null, patron_id = $3
          where tenant_id = $1 and id = $2",
@@ -237,6 +229,19 @@ pub async fn start(
         deposit_amount: deposit,
     };
     let session = sessions::insert(tx, row).await?;
+    // After the session row: the deposit's journal names the session (a foreign key since migration 0019).
+    if card.is_none() && deposit > 0 {
+        move_deposit(
+            tx,
+            patron.id,
+            currency,
+            deposit,
+            &format!("rental:{id}:deposit"),
+            true,
+            id,
+        )
+        .await?;
+    }
     if let (Some(card), true) = (&card, deposit > 0) {
         payments::collect::hold_deposit(tx, provider, card, &session).await?;
     }

@@ -827,6 +827,8 @@ pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Re
         .filter(|(_, p, _)| *p == Purpose::Wallet)
         .filter_map(|k| accounts.get(k).copied())
         .collect();
+    // A refund or a deposit hold may be taking from the same wallets: lock them before reading what they hold.
+    ledger::lock(tx, &wallets).await?;
     let mut available = ledger::balances(tx, &wallets).await?;
 
     let mut journals = Vec::with_capacity(due.len());

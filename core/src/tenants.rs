@@ -13,12 +13,14 @@ pub struct Tenant {
     pub name: String,
     /// Overrides the deployment's billing tick for this tenant's sessions.
     pub billing_tick_sec: Option<i32>,
+    /// The most a STAFF member may top up in cash at once (minor units).
+    pub staff_cash_top_up_cap: i64,
     pub created_at: DateTime<Utc>,
 }
 
 pub async fn current(tx: &mut TenantTx) -> Result<Tenant> {
     let tenant: Option<Tenant> =
-        sqlx::query_as("select id, name, billing_tick_sec, created_at from tenant where id = $1")
+        sqlx::query_as("select id, name, billing_tick_sec, staff_cash_top_up_cap, created_at from tenant where id = $1")
             .bind(tx.tenant())
             .fetch_optional(tx.conn())
             .await?;
@@ -45,6 +47,53 @@ pub async fn billing_tick(
         .await?
         .flatten();
     Ok(own.map_or(default, |s| chrono::Duration::seconds(i64::from(s))))
+}
+
+/// The most a STAFF member may top up in cash at once (minor units; default 20000).
+pub async fn staff_cash_top_up_cap(tx: &mut TenantTx) -> Result<i64> {
+    let cap: Option<i64> =
+        sqlx::query_scalar("select staff_cash_top_up_cap from tenant where id = $1")
+            .bind(tx.tenant())
+            .fetch_optional(tx.conn())
+            .await?;
+    cap.ok_or(Error::NotFound("tenant"))
+}
+
+/// Sets the most a STAFF member may top up in cash at once. Owners only.
+pub async fn set_staff_cash_top_up_cap(
+    tx: &mut TenantTx,
+    actor: &crate::Actor,
+    amount: i64,
+) -> Result<Tenant> {
+    if actor.role != crate::Role::Owner {
+        return Err(Error::Forbidden("only an owner can change cash settings"));
+    }
+    if !(0..=crate::pricing::MAX_AMOUNT).contains(&amount) {
+        return Err(Error::validation(
+            "amount",
+            format!(
+                "must be between 0 and {} minor units",
+                crate::pricing::MAX_AMOUNT
+            ),
+        ));
+    }
+    sqlx::query("update tenant set staff_cash_top_up_cap = $2 where id = $1")
+        .bind(tx.tenant())
+        .bind(amount)
+        .execute(tx.conn())
+        .await?;
+    crate::audit::record(
+        tx,
+        actor,
+        crate::audit::Entry {
+            action: "tenant.set_staff_cash_top_up_cap",
+            object_type: "tenant",
+            object_id: Some(tx.tenant().0),
+            detail: serde_json::json!({ "staff_cash_top_up_cap": amount }),
+        },
+    )
+    .await?;
+    current(tx).await
 }
 
 /// Sets (or, with `None`, clears) the tenant's billing tick. Owners only.

@@ -24,6 +24,9 @@ pub struct Tenant {
     pub name: String,
     /// Seconds between billing ticks for this tenant, when it overrides the deployment's default.
     pub billing_tick_sec: Option<i32>,
+    /// The most a STAFF member may top up in cash at once (minor units of the venue's currency); more needs a
+    /// manager or an owner.
+    pub staff_cash_top_up_cap: i64,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -33,6 +36,7 @@ impl From<tenants::Tenant> for Tenant {
             id: t.id,
             name: t.name,
             billing_tick_sec: t.billing_tick_sec,
+            staff_cash_top_up_cap: t.staff_cash_top_up_cap,
             created_at: t.created_at,
         }
     }
@@ -74,6 +78,21 @@ impl AccountMutation {
     ) -> async_graphql::Result<Tenant> {
         let (actor, mut tx) = begin(ctx).await?;
         let tenant = tenants::set_billing_tick(&mut tx, actor, seconds)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(tenant.into())
+    }
+
+    /// Sets the most a STAFF member may top up in cash at once (minor units, default 20000); managers and owners
+    /// are not capped. Owners only.
+    async fn set_staff_cash_top_up_cap(
+        &self,
+        ctx: &Context<'_>,
+        amount: i64,
+    ) -> async_graphql::Result<Tenant> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let tenant = tenants::set_staff_cash_top_up_cap(&mut tx, actor, amount)
             .await
             .gql()?;
         tx.commit().await.gql()?;

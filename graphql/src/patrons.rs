@@ -2,6 +2,7 @@
 
 use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use switchyard_core::idempotency::{self, Begin};
 use switchyard_core::ledger::{self, Owner, Purpose};
 use switchyard_core::patrons::{self, NewPatron};
 use switchyard_core::payments::{self, cards};
@@ -366,7 +367,9 @@ impl PatronMutation {
         Ok(patron.into())
     }
 
-    /// Records cash taken at a venue into the patron's wallet. `idempotencyKey` makes a retried top-up count once.
+    /// Records cash taken at a venue into the patron's wallet. `idempotencyKey` makes a retried top-up count once;
+    /// the same key with another patron, venue or amount is refused (`idempotency_key_reused`). STAFF may take at
+    /// most the tenant's `staffCashTopUpCap` at once.
     async fn top_up_cash(
         &self,
         ctx: &Context<'_>,
@@ -376,10 +379,22 @@ impl PatronMutation {
         idempotency_key: String,
     ) -> async_graphql::Result<Patron> {
         let (actor, mut tx) = begin(ctx).await?;
-        let key = switchyard_core::idempotency::check_key(&idempotency_key)
+        let key = idempotency::check_key(&idempotency_key).gql()?.to_owned();
+        // The request store REST uses: the same key replays only the same request.
+        let scope = "graphql.topUpCash";
+        let request =
+            serde_json::json!({ "patron_id": patron_id, "venue_id": venue_id, "amount": amount });
+        let fingerprint = idempotency::fingerprint(&request);
+        if let Begin::Replay { .. } = idempotency::begin(&mut tx, scope, &key, &fingerprint)
+            .await
             .gql()?
-            .to_owned();
+        {
+            return Ok(patrons::get(&mut tx, patron_id).await.gql()?.into());
+        }
         patrons::top_up_cash(&mut tx, actor, patron_id, venue_id, amount, &key)
+            .await
+            .gql()?;
+        idempotency::finish(&mut tx, scope, &key, 200, &request)
             .await
             .gql()?;
         let patron = patrons::get(&mut tx, patron_id).await.gql()?;

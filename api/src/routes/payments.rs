@@ -183,15 +183,18 @@ pub async fn confirm(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookAck {
     received: bool,
-    /// `applied`, `duplicate` or `ignored`.
+    /// `applied`, `duplicate`, `ignored` or `mismatch` (the event's intent, amount or currency is not the stored
+    /// payment's; nothing changed).
     outcome: &'static str,
 }
 
-/// Stripe events. The signature (`Stripe-Signature`, 300 s tolerance) is checked over the raw body first.
+/// Stripe events. The signature (`Stripe-Signature`, 300 s tolerance) is checked over the raw body first. An event
+/// that names a payment of ours not recorded yet answers `503 retry_later`, so that Stripe delivers it again.
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "payments",
     params(("Stripe-Signature" = String, Header)),
     responses((status = 200, body = WebhookAck), (status = 400, description = "invalid_signature or malformed_request"),
-              (status = 404, description = "no webhook secret configured")))]
+              (status = 404, description = "no webhook secret configured"),
+              (status = 503, description = "retry_later: the payment is not recorded yet")))]
 pub async fn stripe_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -349,12 +349,28 @@ pub(crate) async fn insert(tx: &mut TenantTx, p: NewPayment<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Moves a payment to what the provider reports. `confirmed` and `canceled` are final: a late `failed` after
-/// `confirmed` (events out of order) changes nothing. `failed` is not final, because the customer may retry the
-/// same intent and succeed. Confirming credits the wallet once.
+/// Whether a payment in `current` state may move to what the provider now reports. The states form a lattice that
+/// only climbs, so events delivered in any order converge: `confirmed` and `canceled` are final; `authorized`
+/// (money held) moves only on to `confirmed` (captured) or `canceled` (released) — a late `failed` cannot take a
+/// hold or a confirmed payment back; `failed` is not final, because the customer may retry the same intent and
+/// succeed; `pending` is never reported over anything.
+pub fn may_move(current: &str, reported: &ProviderStatus) -> bool {
+    match (current, reported) {
+        ("confirmed" | "canceled", _) | (_, ProviderStatus::Pending) => false,
+        ("authorized", ProviderStatus::Failed(_) | ProviderStatus::Authorized) => false,
+        ("pending" | "failed" | "authorized", _) => true,
+        _ => false,
+    }
+}
+
+/// Moves a payment to what the provider reports, as far as [`may_move`] allows (otherwise it changes nothing).
+/// Confirming credits the wallet once.
 pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Result<Payment> {
     let payment = lock(tx, id).await?;
-    if matches!(payment.status.as_str(), "confirmed" | "canceled") {
+    if !may_move(&payment.status, &status) {
+        if matches!(status, ProviderStatus::Failed(_)) && payment.status == "authorized" {
+            tracing::info!(payment = %id, "a late failure does not undo an authorized hold");
+        }
         return Ok(payment);
     }
     match status {
@@ -532,6 +548,8 @@ pub async fn refund(
     key: &str,
 ) -> Result<Refund> {
     let key = crate::idempotency::check_key(key)?;
+    // Locked first, so a concurrent retry with the same key waits here and then finds the refund the first made.
+    let payment = lock(tx, payment_id).await?;
     let existing: Option<Refund> = sqlx::query_as(
         "select id, payment_id, amount, provider_ref, created_at from refund
          where tenant_id = $1 and idempotency_key = $2",
@@ -546,7 +564,6 @@ pub async fn refund(
         }
         return Ok(done);
     }
-    let payment = lock(tx, payment_id).await?;
     if payment.kind != "top_up" || payment.status != "confirmed" {
         return Err(Error::Conflict(
             "only a confirmed card top-up can be refunded".into(),
@@ -563,6 +580,10 @@ pub async fn refund(
         ));
     }
     let owner = Owner::Patron(payment.patron_id);
+    let wallet = ledger::account(tx, owner, Purpose::Wallet, &payment.currency).await?;
+    // Two refunds of two top-ups share the wallet: without the lock both could read the same balance and take it
+    // twice. The payment row lock above only serialises refunds of one payment.
+    ledger::lock(tx, &[wallet]).await?;
     let wallet_balance = ledger::balance(tx, owner, Purpose::Wallet, &payment.currency).await?;
     if wallet_balance < amount {
         return Err(Error::InsufficientFunds(format!(
@@ -605,7 +626,6 @@ pub async fn refund(
     .bind(amount)
     .execute(tx.conn())
     .await?;
-    let wallet = ledger::account(tx, owner, Purpose::Wallet, &payment.currency).await?;
     let clearing = ledger::account(
         tx,
         Owner::Venue(payment.venue_id),
@@ -662,4 +682,42 @@ pub async fn list_for_patron(
         .bind(limit.clamp(1, 500))
         .fetch_all(tx.conn())
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{may_move, ProviderStatus};
+
+    #[test]
+    fn payment_states_only_climb_whatever_order_the_provider_reports_in() {
+        let failed = || ProviderStatus::Failed("card_declined".into());
+        for final_state in ["confirmed", "canceled"] {
+            for reported in [
+                ProviderStatus::Pending,
+                ProviderStatus::Authorized,
+                ProviderStatus::Succeeded,
+                failed(),
+                ProviderStatus::Canceled,
+            ] {
+                assert!(
+                    !may_move(final_state, &reported),
+                    "{final_state} {reported:?}"
+                );
+            }
+        }
+        assert!(
+            !may_move("authorized", &failed()),
+            "a late failure keeps the hold"
+        );
+        assert!(!may_move("authorized", &ProviderStatus::Pending));
+        assert!(may_move("authorized", &ProviderStatus::Succeeded));
+        assert!(may_move("authorized", &ProviderStatus::Canceled));
+        assert!(
+            may_move("failed", &ProviderStatus::Succeeded),
+            "a retried card"
+        );
+        assert!(may_move("pending", &failed()));
+        assert!(may_move("pending", &ProviderStatus::Authorized));
+        assert!(!may_move("pending", &ProviderStatus::Pending));
+    }
 }

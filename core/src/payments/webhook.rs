@@ -2,6 +2,7 @@
 //! (in the tenant the payment belongs to) before any effect, so redeliveries are no-ops; effects go through
 //! [`super::apply`], whose transitions make any delivery order converge.
 
+use chrono::Utc;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -79,6 +80,14 @@ pub struct EventData {
 
 #[derive(Debug, Deserialize)]
 pub struct EventObject {
+    /// The intent's id at Stripe (`pi_…`), compared with the payment's stored reference.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Minor units and a lowercase ISO code, compared with the stored payment.
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub currency: Option<String>,
     #[serde(default)]
     pub metadata: std::collections::HashMap<String, String>,
     #[serde(default)]
@@ -95,8 +104,12 @@ pub struct PaymentError {
 pub enum Outcome {
     Applied,
     Duplicate,
-    /// Not a payment event of ours (another type, or no routing metadata); acknowledged so Stripe stops retrying.
+    /// Not a payment event of ours (another type, no routing metadata, an unknown tenant, or a payment that was
+    /// never recorded); acknowledged so Stripe stops retrying.
     Ignored,
+    /// The event's intent id, amount or currency is not the stored payment's: nothing changed, the mismatch is
+    /// logged and counted (`payments_webhook_mismatch_total`). Acknowledged: a redelivery would not match either.
+    Mismatch,
 }
 
 impl Outcome {
@@ -105,8 +118,43 @@ impl Outcome {
             Self::Applied => "applied",
             Self::Duplicate => "duplicate",
             Self::Ignored => "ignored",
+            Self::Mismatch => "mismatch",
         }
     }
+}
+
+/// How long an event may name a payment we have not recorded before it is ignored rather than retried. Stripe
+/// can announce an intent (an off-session charge succeeds at once) before the transaction that creates it
+/// commits; answering `503` makes Stripe deliver it again. A payment id is a UUIDv7, so its age is known: one that
+/// is still missing an hour after it was made belongs to a transaction that rolled back and will never exist.
+pub const UNKNOWN_PAYMENT_RETRY_SECS: u64 = 3600;
+
+/// The first field in which `object` differs from the stored payment, if any.
+fn mismatch(object: &EventObject, payment: &super::Payment) -> Option<&'static str> {
+    if object.id.as_deref() != Some(payment.provider_ref.as_str()) {
+        Some("id")
+    } else if object.amount != Some(payment.amount) {
+        Some("amount")
+    } else if !object
+        .currency
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case(&payment.currency))
+    {
+        Some("currency")
+    } else {
+        None
+    }
+}
+
+/// Whether a payment id was made recently enough that its row may still be on its way (see
+/// [`UNKNOWN_PAYMENT_RETRY_SECS`]). Ids that are not UUIDv7 are never ours.
+fn may_still_appear(payment: Uuid) -> bool {
+    let Some(made) = payment.get_timestamp() else {
+        return false;
+    };
+    let (secs, _) = made.to_unix();
+    let now = Utc::now().timestamp().max(0) as u64;
+    now.saturating_sub(secs) < UNKNOWN_PAYMENT_RETRY_SECS
 }
 
 /// Routes a verified event to its tenant (from the metadata we set on the intent), records it, and applies it.
@@ -139,9 +187,31 @@ pub async fn handle(db: &Db, event: Event) -> Result<Outcome> {
         return Ok(Outcome::Ignored);
     };
     let mut tx = db.begin_tenant(TenantId(tenant)).await?;
-    if super::get(&mut tx, payment).await.is_err() {
-        tracing::warn!(event = %event.id, "stripe event for an unknown payment");
-        return Ok(Outcome::Ignored);
+    let stored = match super::get(&mut tx, payment).await {
+        Ok(stored) => stored,
+        Err(Error::NotFound(_)) => {
+            let known_tenant: bool =
+                sqlx::query_scalar("select exists (select 1 from tenant where id = $1)")
+                    .bind(tenant)
+                    .fetch_one(tx.conn())
+                    .await?;
+            if known_tenant && may_still_appear(payment) {
+                tracing::warn!(event = %event.id, %payment, "stripe event for a payment not recorded yet; asking for a retry");
+                metrics::counter!("payments_webhook_retry_total").increment(1);
+                return Err(Error::RetryLater(
+                    "the payment this event names is not recorded yet; deliver it again later",
+                ));
+            }
+            tracing::warn!(event = %event.id, %payment, "stripe event for an unknown payment");
+            return Ok(Outcome::Ignored);
+        }
+        Err(other) => return Err(other),
+    };
+    if let Some(field) = mismatch(&event.data.object, &stored) {
+        // Nothing is recorded or changed: an event that does not describe the payment it names must not move it.
+        tracing::error!(event = %event.id, %payment, field, "stripe event does not match the stored payment");
+        metrics::counter!("payments_webhook_mismatch_total", "field" => field).increment(1);
+        return Ok(Outcome::Mismatch);
     }
     let recorded: Option<String> = sqlx::query_scalar(
         "insert into webhook_event (tenant_id, provider, event_id, event_type) values ($1, 'stripe', $2, $3)

@@ -14,6 +14,7 @@ mod fairness;
 mod graphql;
 mod isolation;
 mod members;
+mod money;
 mod patron_app;
 mod payments;
 mod production;

@@ -181,10 +181,11 @@ async fn pending_dev_payments_are_confirmed_or_canceled_and_test_amounts_decline
     );
 }
 
-fn event(id: &str, kind: &str, tenant: Uuid, payment: &str) -> Vec<u8> {
+/// A payment_intent event about `intent` (the intent's id at the provider and its amount, in EUR).
+fn event(id: &str, kind: &str, tenant: Uuid, payment: &str, intent: (&str, i64)) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": id, "object": "event", "type": kind,
-        "data": {"object": {"id": "pi_123", "object": "payment_intent",
+        "data": {"object": {"id": intent.0, "object": "payment_intent", "amount": intent.1, "currency": "eur",
                             "metadata": {"tenant_id": tenant, "payment_id": payment},
                             "last_payment_error": if kind.ends_with("failed") { json!({"code": "card_declined"}) } else { Value::Null }}}
     }))
@@ -209,6 +210,16 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The payment's reference at its provider (what Stripe events name as the intent's id).
+async fn provider_ref(app: &TestApp, s: &Shop, payment: &str) -> String {
+    sqlx::query_scalar("select provider_ref from payment where tenant_id = $1 and id = $2")
+        .bind(s.t.id)
+        .bind(payment.parse::<Uuid>().unwrap())
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn stripe_webhooks_are_verified_recorded_once_and_converge_in_any_order() {
     let app = spawn_app_with(&[
@@ -220,7 +231,14 @@ async fn stripe_webhooks_are_verified_recorded_once_and_converge_in_any_order() 
     let (_, p) = intent(&app, &s, 1_000, "w1").await;
     let first = p["intent_id"].as_str().unwrap().to_owned();
 
-    let body = event("evt_1", "payment_intent.succeeded", s.t.id, &first);
+    let first_ref = provider_ref(&app, &s, &first).await;
+    let body = event(
+        "evt_1",
+        "payment_intent.succeeded",
+        s.t.id,
+        &first,
+        (&first_ref, 1_000),
+    );
     let (code, answer) = deliver(&app, &body, &webhook::sign(&body, "whsec_forged", now())).await;
     assert_eq!(
         (code, answer["error"]["code"].clone()),
@@ -255,7 +273,13 @@ async fn stripe_webhooks_are_verified_recorded_once_and_converge_in_any_order() 
     assert_eq!(answer["outcome"], "duplicate");
     assert_eq!(balance(&app, &s).await, 1_000);
     // A late failure for an already succeeded intent changes nothing.
-    let late = event("evt_0", "payment_intent.payment_failed", s.t.id, &first);
+    let late = event(
+        "evt_0",
+        "payment_intent.payment_failed",
+        s.t.id,
+        &first,
+        (&first_ref, 1_000),
+    );
     deliver(&app, &late, &webhook::sign(&late, SECRET, now())).await;
     let (_, status) = app
         .get(&format!("/api/v1/payments/status/{first}"), &s.t.access)
@@ -265,11 +289,12 @@ async fn stripe_webhooks_are_verified_recorded_once_and_converge_in_any_order() 
     // Failed first, then the retry succeeded: confirmed.
     let (_, p) = intent(&app, &s, 400, "w2").await;
     let second = p["intent_id"].as_str().unwrap().to_owned();
+    let second_ref = provider_ref(&app, &s, &second).await;
     for (id, kind) in [
         ("evt_2", "payment_intent.payment_failed"),
         ("evt_3", "payment_intent.succeeded"),
     ] {
-        let body = event(id, kind, s.t.id, &second);
+        let body = event(id, kind, s.t.id, &second, (&second_ref, 400));
         let (code, _) = deliver(&app, &body, &webhook::sign(&body, SECRET, now())).await;
         assert_eq!(code, StatusCode::OK);
     }
@@ -293,11 +318,25 @@ async fn stripe_webhooks_are_verified_recorded_once_and_converge_in_any_order() 
     let (code, _) = deliver(&app, &junk, &webhook::sign(&junk, SECRET, now())).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 
-    // An event naming another tenant for this payment is ignored: the payment is not found there.
+    // An event naming another tenant for this payment changes nothing: the payment is not found there. Its id is
+    // recent, so it might be a payment still being written: Stripe is asked to retry (503), nothing is recorded.
     let intruder = app.signup().await;
-    let cross = event("evt_4", "payment_intent.canceled", intruder.id, &second);
-    let (_, answer) = deliver(&app, &cross, &webhook::sign(&cross, SECRET, now())).await;
-    assert_eq!(answer["outcome"], "ignored");
+    let cross = event(
+        "evt_4",
+        "payment_intent.canceled",
+        intruder.id,
+        &second,
+        (&second_ref, 400),
+    );
+    let (code, answer) = deliver(&app, &cross, &webhook::sign(&cross, SECRET, now())).await;
+    assert_eq!(
+        (code, &answer["error"]["code"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("retry_later"))
+    );
+    let (_, status) = app
+        .get(&format!("/api/v1/payments/status/{second}"), &s.t.access)
+        .await;
+    assert_eq!(status["status"], "confirmed");
 
     let unconfigured = spawn_app_with(&[]).await;
     let (code, _) = deliver(&unconfigured, &body, &webhook::sign(&body, SECRET, now())).await;
