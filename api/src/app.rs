@@ -11,6 +11,8 @@ use axum::routing::get;
 use axum::Router;
 use switchyard_core::accounts::Accounts;
 use switchyard_core::auth::TokenKeys;
+use switchyard_core::events::EventHub;
+use switchyard_core::signals::Listeners;
 use switchyard_core::{Db, ErrorCode};
 use switchyard_graphql::AppSchema;
 use tokio::net::TcpListener;
@@ -46,6 +48,10 @@ pub struct App {
     /// (tenant, venue) pairs with new device commands (fed by `switchyard_commands` notifications; the edge
     /// tunnels listen).
     pub commands: tokio::sync::broadcast::Sender<(uuid::Uuid, uuid::Uuid)>,
+    /// (tenant, last seq) live-event announcements (fed by `switchyard_events`; the hub listens).
+    pub announcements: tokio::sync::broadcast::Sender<(uuid::Uuid, i64)>,
+    /// This process's fan-out of live events to GraphQL subscriptions.
+    pub events: Arc<EventHub>,
 }
 
 impl std::ops::Deref for AppState {
@@ -100,12 +106,14 @@ impl AppState {
             config.billing_tick.as_secs() as i64,
         ));
         let payments = config.payments.build()?;
+        let events = EventHub::new(db.clone(), config.live_events);
         let schema = switchyard_graphql::build(
             db.clone(),
             accounts.clone(),
             config.graphql,
             tick,
             payments.clone(),
+            events.clone(),
         );
         Ok(Self(Arc::new(App {
             tenants: crate::fairness::TenantLimiter::new(
@@ -118,6 +126,8 @@ impl AppState {
             schema,
             payments,
             commands: tokio::sync::broadcast::channel(1024).0,
+            announcements: tokio::sync::broadcast::channel(4096).0,
+            events,
         })))
     }
 }
@@ -198,6 +208,7 @@ pub fn router(state: AppState) -> Router {
     });
 
     api.route("/graphql", graphql)
+        .route("/graphql/ws", get(routes::graphql_ws::upgrade))
         .route("/edge/v1/tunnel", get(routes::edge::tunnel))
         .route(
             "/api/v1/openapi.json",
@@ -450,12 +461,20 @@ impl Server {
                 Some((listener, router))
             }
         };
+        // Subscribe to announcements before listening, so that none is sent to nobody.
+        let announcements = state.announcements.subscribe();
+        tokio::spawn(state.db.signals().clone().listen(
+            state.db.clone(),
+            Listeners {
+                commands: state.commands.clone(),
+                events: state.announcements.clone(),
+            },
+        ));
         tokio::spawn(
             state
-                .db
-                .signals()
+                .events
                 .clone()
-                .listen(state.db.clone(), state.commands.clone()),
+                .run(announcements, std::time::Duration::from_secs(2)),
         );
         Ok(Self {
             listener,

@@ -67,6 +67,10 @@ pub struct Config {
     pub signals: switchyard_core::signals::Signals,
     /// Per-tunnel limits of `/edge/v1/tunnel` (`EDGE_*`).
     pub edge: crate::routes::edge::EdgeLimits,
+    /// Live events: queue per tenant, subscriptions per tenant, the resume window (`LIVE_EVENT_*`).
+    pub live_events: switchyard_core::events::HubLimits,
+    /// Subscriptions one `/graphql/ws` connection may run at once.
+    pub subscriptions_per_connection: usize,
 }
 
 /// The most an access token may live.
@@ -260,6 +264,16 @@ impl Config {
             log_format,
             signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
             edge: crate::routes::edge::EdgeLimits::from_lookup(var)?,
+            live_events: switchyard_core::events::HubLimits {
+                queue: parse("LIVE_EVENT_QUEUE", 1024)?.clamp(16, 1_000_000) as usize,
+                per_tenant: parse("SUBSCRIPTIONS_PER_TENANT", 5000)?.clamp(1, 10_000_000) as usize,
+                window: chrono::Duration::seconds(
+                    parse("LIVE_EVENT_WINDOW_SECS", 900)?.clamp(10, 7 * 86_400) as i64,
+                ),
+                max_replay: parse("LIVE_EVENT_MAX_REPLAY", 1000)?.clamp(1, 100_000) as i64,
+            },
+            subscriptions_per_connection: parse("SUBSCRIPTIONS_PER_CONNECTION", 20)?.clamp(1, 1000)
+                as usize,
         })
     }
 

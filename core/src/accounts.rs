@@ -375,6 +375,16 @@ impl Accounts {
         bearer: &str,
         request_id: Option<String>,
     ) -> Result<Principal> {
+        Ok(self.authenticate_until(bearer, request_id).await?.0)
+    }
+
+    /// As [`Accounts::authenticate`], with the token's expiry (Unix seconds): a long-lived connection (a
+    /// subscription) ends there unless the client authenticates again.
+    pub async fn authenticate_until(
+        &self,
+        bearer: &str,
+        request_id: Option<String>,
+    ) -> Result<(Principal, i64)> {
         let claims = self.keys.verify(bearer)?;
         let tenant = TenantId(claims.tenant);
         let mut tx = self.db.begin_tenant(tenant).await?;
@@ -384,7 +394,7 @@ impl Accounts {
             .ok_or(Error::Unauthenticated(
                 "this login no longer belongs to the tenant",
             ))?;
-        Ok(match role {
+        let principal = match role {
             TokenRole::Member(role) => Principal::Member(Actor {
                 tenant,
                 user_id: claims.sub,
@@ -396,7 +406,8 @@ impl Accounts {
                 patron_id: claims.sub,
                 request_id,
             }),
-        })
+        };
+        Ok((principal, claims.exp))
     }
 
     /// A patron signs up with the operator `tenant_id` (from the operator's app or QR code).

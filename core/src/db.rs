@@ -155,6 +155,7 @@ impl Db {
             tenant,
             signals: self.signals.clone(),
             wake: Vec::new(),
+            events: Vec::new(),
             _turn: turn,
         })
     }
@@ -250,6 +251,8 @@ pub struct TenantTx {
     signals: Signals,
     /// Venues to wake after the commit (Redis).
     wake: Vec<Uuid>,
+    /// Live events to write as the last step before the commit.
+    events: Vec<crate::events::NewEvent>,
     /// The request's share of the pool this transaction uses, given back when it ends.
     _turn: Option<Turn>,
 }
@@ -265,10 +268,30 @@ impl TenantTx {
         &mut self.tx
     }
 
-    pub async fn commit(self) -> Result<()> {
+    /// Commits, writing the transaction's live events first and announcing them (see [`crate::events`]).
+    pub async fn commit(mut self) -> Result<()> {
+        let mut announced = None;
+        if !self.events.is_empty() {
+            let last = crate::events::write(&mut self.tx, self.tenant, &self.events).await?;
+            if !self
+                .signals
+                .announce_in_transaction(&mut self.tx, self.tenant, last)
+                .await?
+            {
+                announced = Some(last);
+            }
+        }
         self.tx.commit().await?;
         self.signals.after_commit(self.tenant, self.wake);
+        if let Some(last) = announced {
+            self.signals.announce_after_commit(self.tenant, last);
+        }
         Ok(())
+    }
+
+    /// Others hear of this change once the transaction commits (and never if it rolls back).
+    pub fn emit(&mut self, event: crate::events::NewEvent) {
+        self.events.push(event);
     }
 
     /// The venue's bridge should look at its commands and schedule again once this transaction commits.
@@ -407,6 +430,16 @@ impl SystemDb {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+}
+
+impl SystemDb {
+    /// Housekeeping: deletes live events created before `before` (past the resume window). Returns how many.
+    pub async fn purge_live_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<i64> {
+        Ok(sqlx::query_scalar("select sys_purge_live_events($1)")
+            .bind(before)
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 

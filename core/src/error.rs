@@ -192,6 +192,9 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     RetryLater(&'static str),
+    /// `rate_limited` for a held limit that is not about sign-ins (live subscriptions, say).
+    #[error("{0}")]
+    TooMany(&'static str),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -230,7 +233,7 @@ impl Error {
             Self::ProviderUnavailable(_) => ErrorCode::PaymentProviderUnavailable,
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::Unavailable(_) => ErrorCode::Unavailable,
-            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::RateLimited { .. } | Self::TooMany(_) => ErrorCode::RateLimited,
             Self::RetryLater(_) => ErrorCode::RetryLater,
             Self::Internal(_) => ErrorCode::Internal,
         }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bridges;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod ledger;
 pub mod members;

@@ -169,6 +169,11 @@ pub async fn remove(tx: &mut TenantTx, actor: &Actor, user_id: Uuid) -> Result<M
         .bind(user_id)
         .execute(tx.conn())
         .await?;
+    // Ends the removed member's live connections at once.
+    tx.emit(
+        crate::events::NewEvent::new("member.removed", serde_json::json!({ "role": target.role }))
+            .user(user_id),
+    );
     let detail = serde_json::json!({ "email": target.email, "role": target.role });
     audit::record(
         tx,

@@ -21,6 +21,13 @@ use crate::error::{Error, Result};
 /// The channel (Postgres `listen` / Redis `subscribe`); payload `<tenant id>:<venue id>`.
 pub const COMMANDS: &str = "switchyard_commands";
 
+/// What a listener hears: commands for a venue, or a tenant's new live events up to a number.
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    pub commands: broadcast::Sender<(Uuid, Uuid)>,
+    pub events: broadcast::Sender<(Uuid, i64)>,
+}
+
 /// How wake-ups travel between processes.
 #[derive(Clone, Default)]
 pub enum Signals {
@@ -80,12 +87,47 @@ impl Signals {
         Ok(false)
     }
 
+    /// Postgres: announces a tenant's new live events inside the transaction (delivered at its commit). Returns
+    /// false when the announcement must be published after the commit instead.
+    pub(crate) async fn announce_in_transaction(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        tenant: TenantId,
+        last: i64,
+    ) -> Result<bool> {
+        if let Self::Postgres = self {
+            sqlx::query("select pg_notify($1, $2)")
+                .bind(crate::events::CHANNEL)
+                .bind(crate::events::announcement(tenant, last))
+                .execute(conn)
+                .await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Redis: announces a tenant's new live events after the commit (in the background, like wake-ups).
+    pub(crate) fn announce_after_commit(&self, tenant: TenantId, last: i64) {
+        self.publish(
+            crate::events::CHANNEL,
+            vec![crate::events::announcement(tenant, last)],
+        );
+    }
+
     /// Redis: publishes after the commit, in the background so that a slow or absent Redis never holds up the
     /// request. A failure is logged: the commit has happened, and the bridge's next heartbeat collects the
     /// commands anyway.
     pub(crate) fn after_commit(&self, tenant: TenantId, venues: Vec<Uuid>) {
+        let payloads = venues
+            .into_iter()
+            .map(|venue| Self::payload(tenant, venue))
+            .collect();
+        self.publish(COMMANDS, payloads);
+    }
+
+    fn publish(&self, channel: &'static str, payloads: Vec<String>) {
         let Self::Redis(redis) = self else { return };
-        if venues.is_empty() {
+        if payloads.is_empty() {
             return;
         }
         let redis = redis.clone();
@@ -96,10 +138,10 @@ impl Signals {
                     .get_or_try_init(|| redis.client.get_connection_manager())
                     .await?
                     .clone();
-                for venue in venues {
+                for payload in payloads {
                     redis::cmd("PUBLISH")
-                        .arg(COMMANDS)
-                        .arg(Self::payload(tenant, venue))
+                        .arg(channel)
+                        .arg(payload)
                         .exec_async(&mut conn)
                         .await?;
                 }
@@ -107,8 +149,8 @@ impl Signals {
             };
             match tokio::time::timeout(Duration::from_secs(5), published).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish a wake-up to Redis"),
-                Err(_) => tracing::warn!("publishing a wake-up to Redis timed out"),
+                Ok(Err(e)) => tracing::warn!(error = %e, channel, "cannot publish to Redis"),
+                Err(_) => tracing::warn!(channel, "publishing to Redis timed out"),
             }
         });
     }
@@ -132,13 +174,13 @@ impl Signals {
         ))
     }
 
-    /// Feeds every wake-up, `(tenant, venue)`, to `sender` for as long as the process runs, reconnecting after a
-    /// lost connection.
-    pub async fn listen(self, db: Db, sender: broadcast::Sender<(Uuid, Uuid)>) {
+    /// Feeds every wake-up, `(tenant, venue)`, and every live-event announcement, `(tenant, last seq)`, to
+    /// `listeners` for as long as the process runs, reconnecting after a lost connection.
+    pub async fn listen(self, db: Db, listeners: Listeners) {
         loop {
             let result = match &self {
-                Self::Postgres => listen_postgres(&db, &sender).await,
-                Self::Redis(redis) => listen_redis(redis, &sender).await,
+                Self::Postgres => listen_postgres(&db, &listeners).await,
+                Self::Redis(redis) => listen_redis(redis, &listeners).await,
             };
             if let Err(e) = result {
                 tracing::warn!(carrier = ?self, error = %e, "cannot listen for wake-ups; retrying");
@@ -153,28 +195,42 @@ fn parse(payload: &str) -> Option<(Uuid, Uuid)> {
     Some((tenant.parse().ok()?, venue.parse().ok()?))
 }
 
-async fn listen_postgres(db: &Db, sender: &broadcast::Sender<(Uuid, Uuid)>) -> Result<()> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(db.pool()).await?;
-    listener.listen(COMMANDS).await?;
-    tracing::info!("listening for wake-ups on Postgres");
-    loop {
-        let n = listener.recv().await?;
-        if let Some(target) = parse(n.payload()) {
-            let _ = sender.send(target);
+fn dispatch(listeners: &Listeners, channel: &str, payload: &str) {
+    if channel == COMMANDS {
+        if let Some(target) = parse(payload) {
+            let _ = listeners.commands.send(target);
         }
+    } else if let Some(announced) = crate::events::parse_announcement(payload) {
+        let _ = listeners.events.send(announced);
     }
 }
 
-async fn listen_redis(redis: &Redis, sender: &broadcast::Sender<(Uuid, Uuid)>) -> Result<()> {
+async fn listen_postgres(db: &Db, listeners: &Listeners) -> Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(db.pool()).await?;
+    listener
+        .listen_all([COMMANDS, crate::events::CHANNEL])
+        .await?;
+    tracing::info!("listening for wake-ups and live events on Postgres");
+    loop {
+        let n = listener.recv().await?;
+        dispatch(listeners, n.channel(), n.payload());
+    }
+}
+
+async fn listen_redis(redis: &Redis, listeners: &Listeners) -> Result<()> {
     use futures_util::StreamExt;
     let internal = |e: redis::RedisError| Error::Internal(e.into());
     let mut pubsub = redis.client.get_async_pubsub().await.map_err(internal)?;
-    pubsub.subscribe(COMMANDS).await.map_err(internal)?;
-    tracing::info!("listening for wake-ups on Redis");
+    pubsub
+        .subscribe(&[COMMANDS, crate::events::CHANNEL])
+        .await
+        .map_err(internal)?;
+    tracing::info!("listening for wake-ups and live events on Redis");
+    // A reconnection may have missed announcements: the hub's periodic look finds their events.
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
-        if let Some(target) = message.get_payload::<String>().ok().and_then(|p| parse(&p)) {
-            let _ = sender.send(target);
+        if let Ok(payload) = message.get_payload::<String>() {
+            dispatch(listeners, message.get_channel_name(), &payload);
         }
     }
     Err(Error::Internal(anyhow::anyhow!(

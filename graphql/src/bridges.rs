@@ -45,7 +45,10 @@ pub struct BridgeAnomaly {
 #[ComplexObject]
 impl Bridge {
     /// What this bridge sent that was refused, newest first (at most `limit`, 100 by default).
-    #[graphql(guard = "ManagerGuard")]
+    #[graphql(
+        guard = "ManagerGuard",
+        complexity = "crate::rows(limit, child_complexity)"
+    )]
     async fn anomalies(
         &self,
         ctx: &Context<'_>,

@@ -6,6 +6,7 @@
 mod account;
 mod bridges;
 mod limits;
+pub mod live;
 pub mod loaders;
 mod members;
 mod patrons;
@@ -16,8 +17,8 @@ mod tariffs;
 mod venues;
 
 use async_graphql::{
-    BatchRequest, BatchResponse, Context, EmptySubscription, ErrorExtensions, MergedObject,
-    Response, Schema, ServerError,
+    BatchRequest, BatchResponse, Context, ErrorExtensions, MergedObject, Response, Schema,
+    ServerError,
 };
 use std::sync::Arc;
 
@@ -55,7 +56,9 @@ pub struct MutationRoot(
     bridges::BridgeMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub use live::SubscriptionRoot;
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema with its limits. Introspection is off when `limits.introspection` is false (production).
 pub fn build(
@@ -64,13 +67,15 @@ pub fn build(
     limits: Limits,
     tick: BillingTick,
     payments: Arc<dyn PaymentProvider>,
+    events: Arc<switchyard_core::events::EventHub>,
 ) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot,
     )
     .data(db)
+    .data(events)
     .data(accounts)
     .data(tick)
     .data(payments)
@@ -91,7 +96,7 @@ pub fn sdl() -> String {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot,
     )
     .finish()
     .sdl()
@@ -150,6 +155,14 @@ fn finish(mut response: Response) -> Response {
 /// A GraphQL error with a catalogue code.
 pub fn coded(code: ErrorCode, message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code.as_str()))
+}
+
+/// The complexity of a list field: each of the up to `limit` rows costs what one row's selection costs, so a
+/// request for many rows with many fields each is refused before it runs (`GRAPHQL_MAX_COMPLEXITY`).
+pub(crate) fn rows(limit: i64, child_complexity: usize) -> usize {
+    (limit.clamp(1, 500) as usize)
+        .saturating_mul(child_complexity.max(1))
+        .saturating_add(1)
 }
 
 /// A top-level error response (used by the API for batch and body limits before anything executes).

@@ -26,7 +26,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_depth: 12,
-            max_complexity: 500,
+            max_complexity: 5000,
             max_aliases: 30,
             max_directives: 10,
             max_batch: 10,

@@ -146,6 +146,7 @@ impl Patron {
     }
 
     /// Card payments, newest first.
+    #[graphql(complexity = "crate::rows(limit, child_complexity)")]
     async fn payments(
         &self,
         ctx: &Context<'_>,
@@ -211,6 +212,7 @@ pub struct PatronQuery;
 #[Object]
 impl PatronQuery {
     /// Patrons by name, optionally matching `search` in name or email.
+    #[graphql(complexity = "crate::rows(limit, child_complexity)")]
     async fn patrons(
         &self,
         ctx: &Context<'_>,
@@ -238,6 +240,7 @@ impl PatronQuery {
     }
 
     /// The signed-in patron's sessions and rentals, newest first.
+    #[graphql(complexity = "crate::rows(limit, child_complexity)")]
     async fn my_sessions(
         &self,
         ctx: &Context<'_>,

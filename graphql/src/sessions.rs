@@ -141,6 +141,7 @@ impl SessionQuery {
     }
 
     /// Sessions, newest first.
+    #[graphql(complexity = "crate::rows(limit, child_complexity)")]
     async fn sessions(
         &self,
         ctx: &Context<'_>,
@@ -165,6 +166,7 @@ impl SessionQuery {
 
     /// The latest `limit` (at most 500) commands written for a station's control, oldest first (the edge bridge
     /// consumes them).
+    #[graphql(complexity = "crate::rows(limit, child_complexity)")]
     async fn device_commands(
         &self,
         ctx: &Context<'_>,

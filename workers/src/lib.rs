@@ -27,6 +27,8 @@ pub struct WorkerConfig {
     pub housekeeping_interval: Duration,
     /// How long bridge events (and the planned ends delivered to bridges) are kept; housekeeping deletes older.
     pub bridge_event_retention: chrono::Duration,
+    /// How long live events are kept for subscribers that resume (`LIVE_EVENT_WINDOW_SECS`, as the API's).
+    pub live_event_window: chrono::Duration,
     /// How the API replicas are woken for new bridge commands: Redis at `REDIS_URL`, else Postgres `notify`.
     pub signals: switchyard_core::signals::Signals,
     /// `APP_ENV=production`: an explicit payment provider and a database role under row-level security, checked
@@ -91,6 +93,9 @@ impl WorkerConfig {
             ),
             bridge_event_retention: chrono::Duration::days(
                 number("BRIDGE_EVENT_RETENTION_DAYS", 30)?.clamp(1, 3650),
+            ),
+            live_event_window: chrono::Duration::seconds(
+                number("LIVE_EVENT_WINDOW_SECS", 900)?.clamp(10, 7 * 86_400),
             ),
             app_database_url: var("APP_DATABASE_URL")
                 .context("APP_DATABASE_URL is required (the app role's URL)")?,
@@ -171,6 +176,13 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
                     Ok((events, deliveries)) if events + deliveries > 0 => tracing::info!(events, deliveries, "purged old bridge events"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = ?e, "bridge event housekeeping failed"),
+                }
+                // Kept a little past the resume window, so that a resume at its edge still finds its events.
+                let before = chrono::Utc::now() - config.live_event_window - chrono::Duration::minutes(1);
+                match db.system().purge_live_events(before).await {
+                    Ok(n) if n > 0 => tracing::info!(events = n, "purged old live events"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = ?e, "live event housekeeping failed"),
                 }
             }
             _ = interval.tick() => drain(&db, provider.as_ref(), &config, &stopping).await,

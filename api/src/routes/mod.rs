@@ -2,6 +2,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod edge;
 pub mod graphql;
+pub mod graphql_ws;
 pub mod health;
 pub mod payments;
 pub mod rentals;

@@ -188,3 +188,41 @@ async fn a_tenant_with_too_many_requests_at_once_waits_its_turn_while_others_go_
         .await;
     assert_eq!(data["venues"], json!([{"name": "Main hall"}]));
 }
+
+#[tokio::test]
+async fn list_fields_count_every_row_they_may_return_in_the_complexity() {
+    let app = switchyard_tests::spawn_app().await;
+    let t = app.signup().await;
+    app.create_patron(&t.access, "P", None).await;
+    let wide = |limit: u32| {
+        (0..10)
+            .map(|a| {
+                format!(
+                    "a{a}: patrons(limit: {limit}) {{ id displayName tier wallet(currency: \"EUR\") {{ balance debt }} }}"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // Ten aliases of 500 patrons with their wallets: refused before anything runs.
+    let body = app
+        .gql(Some(&t.access), &format!("{{ {} }}", wide(500)), json!({}))
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "invalid_query",
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("complex"),
+        "{body}"
+    );
+    assert!(body.get("data").is_none_or(Value::is_null), "{body}");
+    // The same shape over ten rows each is fine.
+    let data = app
+        .gql_ok(&t.access, &format!("{{ {} }}", wide(10)), json!({}))
+        .await;
+    assert_eq!(data["a9"][0]["displayName"], "P");
+}

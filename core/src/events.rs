@@ -1,0 +1,391 @@
+//! Live events: what subscribers hear about.
+//!
+//! A change that others must hear about calls [`TenantTx::emit`](crate::TenantTx::emit); the events are written
+//! as the transaction's last step (an outbox), numbered per tenant in commit order (`live_event_counter`), and
+//! announced after the commit: Postgres `notify` on [`CHANNEL`] (delivered exactly at the commit) or Redis pub/sub
+//! (published right after it). Each API process keeps one [`EventHub`]: on an announcement it reads the tenant's
+//! new rows once and hands them to every local subscriber of that tenant through a bounded broadcast queue. A
+//! subscriber that falls behind the queue is told to resync; one that reconnects with the last number it saw gets
+//! what it missed from the table ([`EventHub::replay`]) for as long as the rows are kept (the resume window).
+//!
+//! Nothing is announced for a rolled-back transaction (the rows never existed), and a lost announcement only
+//! delays delivery until the next announcement or the hub's periodic look ([`EventHub::run`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::db::{Db, TenantId};
+use crate::error::{Error, Result};
+
+/// The announcement channel (Postgres `listen` / Redis `subscribe`); payload `<tenant id>:<last seq>`.
+pub const CHANNEL: &str = "switchyard_events";
+
+/// An event about to be written. `kind` is `<topic>.<what>`: `session.started`, `station.status`, ...
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub venue: Option<Uuid>,
+    pub station: Option<Uuid>,
+    pub subject: Option<Uuid>,
+    pub patron: Option<Uuid>,
+    pub user: Option<Uuid>,
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: &'static str, data: serde_json::Value) -> Self {
+        Self {
+            kind,
+            venue: None,
+            station: None,
+            subject: None,
+            patron: None,
+            user: None,
+            data,
+        }
+    }
+
+    /// The venue it happened in: scoped staff of other venues do not hear it.
+    pub fn venue(mut self, venue: Uuid) -> Self {
+        self.venue = Some(venue);
+        self
+    }
+
+    pub fn station(mut self, station: Uuid) -> Self {
+        self.station = Some(station);
+        self
+    }
+
+    /// The session, rental, SOS, task or bridge it is about.
+    pub fn subject(mut self, subject: Uuid) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+
+    /// The patron it belongs to: that patron hears it (and members do); other patrons never.
+    pub fn patron(mut self, patron: Option<Uuid>) -> Self {
+        self.patron = patron;
+        self
+    }
+
+    /// The login it concerns (a task's assignee, a removed member).
+    pub fn user(mut self, user: Uuid) -> Self {
+        self.user = Some(user);
+        self
+    }
+}
+
+/// A committed event.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Event {
+    pub tenant_id: Uuid,
+    pub seq: i64,
+    pub kind: String,
+    pub venue_id: Option<Uuid>,
+    pub station_id: Option<Uuid>,
+    pub subject_id: Option<Uuid>,
+    pub patron_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Event {
+    /// The topic: the part of `kind` before the dot.
+    pub fn topic(&self) -> &str {
+        self.kind.split_once('.').map_or(&self.kind, |(t, _)| t)
+    }
+}
+
+/// Writes `events` in the transaction and returns the tenant's last number. The counter row is locked until the
+/// commit, so it must be the transaction's last write (`TenantTx::commit` calls this).
+pub(crate) async fn write(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    events: &[NewEvent],
+) -> Result<i64> {
+    let n = events.len() as i64;
+    let last: i64 = sqlx::query_scalar(
+        "insert into live_event_counter (tenant_id, last_seq) values ($1, $2)
+         on conflict (tenant_id) do update
+           set last_seq = live_event_counter.last_seq + excluded.last_seq, updated_at = now()
+         returning last_seq",
+    )
+    .bind(tenant.0)
+    .bind(n)
+    .fetch_one(&mut *conn)
+    .await?;
+    let column = |f: fn(&NewEvent) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "insert into live_event (tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data)
+         select $1, $2 + t.n, t.kind, t.venue, t.station, t.subject, t.patron, t.login, t.data
+         from unnest($3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::jsonb[])
+           with ordinality as t(kind, venue, station, subject, patron, login, data, n)",
+    )
+    .bind(tenant.0)
+    .bind(last - n)
+    .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
+    .bind(column(|e| e.venue))
+    .bind(column(|e| e.station))
+    .bind(column(|e| e.subject))
+    .bind(column(|e| e.patron))
+    .bind(column(|e| e.user))
+    .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(last)
+}
+
+/// The payload of an announcement.
+pub(crate) fn announcement(tenant: TenantId, last: i64) -> String {
+    format!("{}:{last}", tenant.0)
+}
+
+pub(crate) fn parse_announcement(payload: &str) -> Option<(Uuid, i64)> {
+    let (tenant, last) = payload.split_once(':')?;
+    Some((tenant.parse().ok()?, last.parse().ok()?))
+}
+
+/// What a subscriber receives from the hub.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Event(Arc<Event>),
+    /// Events were missed (the subscriber was too slow, or asked to resume from beyond the window): fetch the
+    /// state afresh, then subscribe again without a resume point.
+    Resync,
+}
+
+/// Settings of a hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Events queued for one tenant's subscribers in this process; a subscriber further behind is resynced.
+    pub queue: usize,
+    /// Subscriptions one tenant may hold in this process.
+    pub per_tenant: usize,
+    /// How long events are kept for resuming.
+    pub window: chrono::Duration,
+    /// The most events one resume replays; a longer gap is a resync.
+    pub max_replay: i64,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            queue: 1024,
+            per_tenant: 5000,
+            window: chrono::Duration::minutes(15),
+            max_replay: 1000,
+        }
+    }
+}
+
+struct Feed {
+    sender: broadcast::Sender<Arc<Event>>,
+    /// The last number handed to the sender; only the task holding this lock reads new rows.
+    last: tokio::sync::Mutex<i64>,
+    subscribers: AtomicUsize,
+}
+
+/// One API process's fan-out of committed events to its subscribers.
+pub struct EventHub {
+    db: Db,
+    limits: HubLimits,
+    feeds: Mutex<HashMap<Uuid, Arc<Feed>>>,
+}
+
+/// A live subscription to one tenant's events; counted against the tenant's limit until dropped.
+pub struct Subscription {
+    pub receiver: broadcast::Receiver<Arc<Event>>,
+    feed: Arc<Feed>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.feed.subscribers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl EventHub {
+    pub fn new(db: Db, limits: HubLimits) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            limits,
+            feeds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn limits(&self) -> HubLimits {
+        self.limits
+    }
+
+    /// Subscriptions held in this process, all tenants together (for `/metrics`).
+    pub fn subscriptions(&self) -> usize {
+        self.feeds
+            .lock()
+            .map(|f| {
+                f.values()
+                    .map(|f| f.subscribers.load(Ordering::SeqCst))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Subscribes to `tenant`'s events from now on. Refused with `rate_limited` when the tenant holds its limit.
+    pub async fn subscribe(&self, tenant: TenantId) -> Result<Subscription> {
+        // A tenant new to this process starts from its current number: everything later is read on announcement.
+        let mut tx = self.db.begin_tenant(tenant).await?;
+        let start: Option<i64> =
+            sqlx::query_scalar("select last_seq from live_event_counter where tenant_id = $1")
+                .bind(tenant.0)
+                .fetch_optional(tx.conn())
+                .await?;
+        tx.rollback().await?;
+        let start = start.unwrap_or(0);
+        // Counted under the map's lock, so that the clean-up in `catch_up` never drops a feed being joined.
+        let (feed, before) = {
+            let mut feeds = self.lock();
+            let feed = feeds
+                .entry(tenant.0)
+                .or_insert_with(|| {
+                    Arc::new(Feed {
+                        sender: broadcast::channel(self.limits.queue.max(1)).0,
+                        last: tokio::sync::Mutex::new(start),
+                        subscribers: AtomicUsize::new(0),
+                    })
+                })
+                .clone();
+            let before = feed.subscribers.fetch_add(1, Ordering::SeqCst);
+            (feed, before)
+        };
+        let subscription = Subscription {
+            receiver: feed.sender.subscribe(),
+            feed,
+        };
+        if before >= self.limits.per_tenant {
+            return Err(Error::TooMany(
+                "this account holds as many live subscriptions as it may; close some first",
+            ));
+        }
+        Ok(subscription)
+    }
+
+    /// The tenant's events after `after`, oldest first, or `None` when some of them are no longer kept (or more
+    /// than the replay limit are missing): the subscriber must resync.
+    pub async fn replay(&self, tenant: TenantId, after: i64) -> Result<Option<Vec<Event>>> {
+        let mut tx = self.db.begin_tenant(tenant).await?;
+        let last: i64 = sqlx::query_scalar(
+            "select coalesce((select last_seq from live_event_counter where tenant_id = $1), 0)",
+        )
+        .bind(tenant.0)
+        .fetch_one(tx.conn())
+        .await?;
+        if after > last || after < 0 {
+            return Ok(None);
+        }
+        if last - after > self.limits.max_replay {
+            return Ok(None);
+        }
+        let events: Vec<Event> = sqlx::query_as(
+            "select tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data, created_at
+             from live_event where tenant_id = $1 and seq > $2 and seq <= $3 and created_at >= $4 order by seq",
+        )
+        .bind(tenant.0)
+        .bind(after)
+        .bind(last)
+        .bind(Utc::now() - self.limits.window)
+        .fetch_all(tx.conn())
+        .await?;
+        tx.rollback().await?;
+        // Every number in (after, last] must be there: a purged or out-of-window one means a gap.
+        if events.len() as i64 != last - after {
+            return Ok(None);
+        }
+        Ok(Some(events))
+    }
+
+    /// An announcement: reads `tenant`'s new events (if anyone here listens) and hands them to its subscribers.
+    pub async fn announce(&self, tenant: Uuid, last: i64) {
+        let Some(feed) = self.feed(tenant) else {
+            return;
+        };
+        let mut seen = feed.last.lock().await;
+        if *seen >= last {
+            return;
+        }
+        if let Err(e) = self.deliver(tenant, &feed, &mut seen).await {
+            tracing::warn!(tenant.id = %tenant, error = %e, "cannot read new live events");
+        }
+    }
+
+    async fn deliver(&self, tenant: Uuid, feed: &Feed, seen: &mut i64) -> Result<()> {
+        let mut tx = self.db.begin_tenant(TenantId(tenant)).await?;
+        let events: Vec<Event> = sqlx::query_as(
+            "select tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data, created_at
+             from live_event where tenant_id = $1 and seq > $2 order by seq",
+        )
+        .bind(tenant)
+        .bind(*seen)
+        .fetch_all(tx.conn())
+        .await?;
+        tx.rollback().await?;
+        for event in events {
+            *seen = event.seq;
+            metrics::counter!("live_events_delivered_total").increment(1);
+            // No receivers is fine: the last subscriber may just have left.
+            let _ = feed.sender.send(Arc::new(event));
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Feed>>> {
+        self.feeds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn feed(&self, tenant: Uuid) -> Option<Arc<Feed>> {
+        self.lock().get(&tenant).cloned()
+    }
+
+    /// Runs for as long as the process does: delivers on every announcement, looks for missed ones every
+    /// `poll`, and forgets tenants nobody here listens to.
+    pub async fn run(
+        self: Arc<Self>,
+        mut announcements: broadcast::Receiver<(Uuid, i64)>,
+        poll: Duration,
+    ) {
+        let mut ticker = tokio::time::interval(poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = announcements.recv() => match received {
+                    Ok((tenant, last)) => {
+                        let hub = self.clone();
+                        // One slow tenant must not hold up the others.
+                        tokio::spawn(async move { hub.announce(tenant, last).await });
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = ticker.tick() => self.catch_up().await,
+            }
+        }
+    }
+
+    /// Looks at every tenant with subscribers here for events not yet delivered (a lost announcement).
+    async fn catch_up(&self) {
+        let tenants: Vec<Uuid> = {
+            let mut feeds = self.lock();
+            feeds.retain(|_, f| f.subscribers.load(Ordering::SeqCst) > 0);
+            feeds.keys().copied().collect()
+        };
+        for tenant in tenants {
+            self.announce(tenant, i64::MAX).await;
+        }
+    }
+}

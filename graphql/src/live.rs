@@ -1,0 +1,314 @@
+//! Subscriptions: live events over `/graphql/ws`, confined like queries.
+//!
+//! Every field is one filtered view of the tenant's event stream ([`switchyard_core::events`]). A field taking
+//! `after` resumes: the events after that number are replayed first, then the live ones follow, each once, in
+//! order. When the events asked for are no longer kept, or the subscriber falls too far behind, it receives one
+//! `stream.resync` event and the stream ends: fetch the state with queries, then subscribe again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use async_graphql::futures_util::stream::{self, Stream, StreamExt};
+use async_graphql::{Context, Json, Object, Subscription, ID};
+use chrono::{DateTime, Utc};
+use switchyard_core::events::{Event, EventHub, Subscription as HubSubscription};
+use switchyard_core::{ErrorCode, Principal, Role};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use crate::{coded, GqlResult};
+
+/// The kind of the one event sent before a stream ends because events were missed.
+pub const RESYNC: &str = "stream.resync";
+
+/// A `/graphql/ws` connection's subscription slots (`SUBSCRIPTIONS_PER_CONNECTION`), put in the connection's data.
+#[derive(Clone)]
+pub struct ConnectionSlots(pub Arc<Semaphore>);
+
+/// Something that changed.
+pub struct LiveEvent(Arc<Event>);
+
+#[Object]
+impl LiveEvent {
+    /// The tenant's event number: pass the last one seen as `after` when subscribing again.
+    async fn seq(&self) -> i64 {
+        self.0.seq
+    }
+
+    /// `<topic>.<what>`: `session.started`, `station.status`, `wallet.changed`, ..., or `stream.resync`.
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+
+    async fn venue_id(&self) -> Option<ID> {
+        self.0.venue_id.map(id)
+    }
+
+    async fn station_id(&self) -> Option<ID> {
+        self.0.station_id.map(id)
+    }
+
+    /// The session, rental, SOS, task or bridge the event is about.
+    async fn subject_id(&self) -> Option<ID> {
+        self.0.subject_id.map(id)
+    }
+
+    async fn patron_id(&self) -> Option<ID> {
+        self.0.patron_id.map(id)
+    }
+
+    /// When the change was committed.
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// The kind's details (see the README's table of event kinds).
+    async fn data(&self) -> Json<&serde_json::Value> {
+        Json(&self.0.data)
+    }
+}
+
+fn id(u: Uuid) -> ID {
+    ID(u.to_string())
+}
+
+/// Whether `principal` may hear `event`: the same confinement as queries. The tenant is already the subscriber's
+/// (the hub keeps one stream per tenant).
+pub fn visible(principal: &Principal, event: &Event) -> bool {
+    if event.topic() == "member" {
+        // Membership changes steer connections; they are not news.
+        return false;
+    }
+    match principal {
+        // A patron hears only what is its own: its sessions, rentals, wallet, payments and alerts.
+        Principal::Patron(patron) => event.patron_id == Some(patron.patron_id),
+        Principal::Member(actor) => match actor.role {
+            Role::Owner | Role::Manager | Role::Staff => true,
+        },
+    }
+}
+
+/// Which events a field carries, besides confinement.
+struct Filter {
+    topics: &'static [&'static str],
+    venue: Option<Uuid>,
+}
+
+impl Filter {
+    fn passes(&self, event: &Event) -> bool {
+        (self.topics.is_empty() || self.topics.contains(&event.topic()))
+            && self.venue.is_none_or(|v| event.venue_id == Some(v))
+    }
+}
+
+fn parse_venue(venue_id: Option<ID>) -> async_graphql::Result<Option<Uuid>> {
+    venue_id
+        .map(|v| {
+            v.parse::<Uuid>()
+                .map_err(|_| coded(ErrorCode::NotFound, "venue not found"))
+        })
+        .transpose()
+}
+
+struct State {
+    principal: Principal,
+    filter: Filter,
+    replay: VecDeque<Arc<Event>>,
+    last: i64,
+    live: HubSubscription,
+    resync: bool,
+    done: bool,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+/// Opens a confined stream: slots first (connection, then tenant), then the live queue, then the replay, so that
+/// nothing committed between the two is missed; live events already replayed are skipped by number.
+async fn open(
+    ctx: &Context<'_>,
+    filter: Filter,
+    after: Option<i64>,
+) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
+    let principal = ctx
+        .data_opt::<Principal>()
+        .cloned()
+        .ok_or_else(|| {
+            coded(
+                ErrorCode::Unauthenticated,
+                "subscriptions need a signed-in connection: send {\"authorization\": \"Bearer <access token>\"} in connection_init",
+            )
+        })?;
+    let slot = match ctx.data_opt::<ConnectionSlots>() {
+        None => None,
+        Some(slots) => Some(slots.0.clone().try_acquire_owned().map_err(|_| {
+            coded(
+                ErrorCode::RateLimited,
+                "this connection runs as many subscriptions as it may; complete one first",
+            )
+        })?),
+    };
+    let hub = ctx.data::<Arc<EventHub>>()?;
+    let tenant = principal.tenant();
+    let live = hub.subscribe(tenant).await.gql()?;
+    let (replay, resync) = match after {
+        None => (VecDeque::new(), false),
+        Some(after) => match hub.replay(tenant, after).await.gql()? {
+            Some(events) => (events.into_iter().map(Arc::new).collect(), false),
+            None => (VecDeque::new(), true),
+        },
+    };
+    metrics::counter!("graphql_subscriptions_total").increment(1);
+    let state = State {
+        principal,
+        filter,
+        replay,
+        last: after.unwrap_or(0),
+        live,
+        resync,
+        done: false,
+        _slot: slot,
+    };
+    Ok(stream::unfold(state, next).boxed())
+}
+
+async fn next(mut s: State) -> Option<(LiveEvent, State)> {
+    loop {
+        if s.done {
+            return None;
+        }
+        if s.resync {
+            s.done = true;
+            return Some((resync(&s), s));
+        }
+        let event = match s.replay.pop_front() {
+            Some(event) => event,
+            None => match s.live.receiver.recv().await {
+                Ok(event) => event,
+                Err(RecvError::Lagged(_)) => {
+                    metrics::counter!("graphql_subscriptions_resynced_total").increment(1);
+                    s.resync = true;
+                    continue;
+                }
+                Err(RecvError::Closed) => return None,
+            },
+        };
+        if event.seq <= s.last {
+            continue;
+        }
+        s.last = event.seq;
+        if visible(&s.principal, &event) && s.filter.passes(&event) {
+            return Some((LiveEvent(event), s));
+        }
+    }
+}
+
+fn resync(s: &State) -> LiveEvent {
+    LiveEvent(Arc::new(Event {
+        tenant_id: s.principal.tenant().0,
+        seq: s.last,
+        kind: RESYNC.to_owned(),
+        venue_id: None,
+        station_id: None,
+        subject_id: None,
+        patron_id: None,
+        user_id: None,
+        data: serde_json::json!({
+            "reason": "events were missed; read the current state, then subscribe again without `after`"
+        }),
+        created_at: Utc::now(),
+    }))
+}
+
+fn members_only(ctx: &Context<'_>) -> async_graphql::Result<()> {
+    match ctx.data_opt::<Principal>() {
+        Some(Principal::Patron(_)) => Err(coded(
+            ErrorCode::Forbidden,
+            "this is for the operator's staff; patrons subscribe to myEvents",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Everything the subscriber may hear, optionally of one venue; `after` resumes after that event number.
+    async fn live_events(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Option<ID>,
+        after: Option<i64>,
+    ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
+        let filter = Filter {
+            topics: &[],
+            venue: parse_venue(venue_id)?,
+        };
+        open(ctx, filter, after).await
+    }
+
+    /// Stations and their devices: status, online/offline (bridge and agent liveness), device state; and the
+    /// venue's bridges going online or offline.
+    async fn station_changes(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Option<ID>,
+        after: Option<i64>,
+    ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
+        members_only(ctx)?;
+        let filter = Filter {
+            topics: &["station", "bridge"],
+            venue: parse_venue(venue_id)?,
+        };
+        open(ctx, filter, after).await
+    }
+
+    /// Session lifecycle: started, extended, paused, resumed, warned (5 and 1 minutes), stopped, expired — each
+    /// with the inputs of the live cost (`data.pricing`), so a client can tick the cost itself.
+    async fn session_events(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Option<ID>,
+        after: Option<i64>,
+    ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
+        let filter = Filter {
+            topics: &["session", "rental"],
+            venue: parse_venue(venue_id)?,
+        };
+        open(ctx, filter, after).await
+    }
+
+    /// Bridges going online and offline.
+    async fn bridge_changes(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<i64>,
+    ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
+        members_only(ctx)?;
+        let filter = Filter {
+            topics: &["bridge"],
+            venue: None,
+        };
+        open(ctx, filter, after).await
+    }
+
+    /// The signed-in patron's own sessions, rentals, wallet, payments and alerts.
+    async fn my_events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<i64>,
+    ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
+        if !matches!(ctx.data_opt::<Principal>(), Some(Principal::Patron(_))) {
+            return Err(coded(
+                ErrorCode::Forbidden,
+                "this is for a signed-in patron; members subscribe to liveEvents",
+            ));
+        }
+        let filter = Filter {
+            topics: &[],
+            venue: None,
+        };
+        open(ctx, filter, after).await
+    }
+}
