@@ -119,6 +119,9 @@ pub async fn revoke(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Bridge
     .execute(tx.conn())
     .await?;
     record(tx, actor, "bridge.revoke", id).await?;
+    if bridge.online {
+        announce(tx, id, bridge.venue_id, false);
+    }
     // Its open tunnels hear of it and close at once.
     tx.wake_venue(bridge.venue_id).await?;
     get(tx, id).await
@@ -147,19 +150,40 @@ pub async fn seen(
     version: Option<&str>,
     clock_offset_ms: Option<i64>,
 ) -> Result<()> {
-    sqlx::query(
-        "update bridge set online = $3, last_seen_at = now(), version = coalesce($4, version),
-           clock_offset_ms = coalesce($5, clock_offset_ms)
-         where tenant_id = $1 and id = $2",
+    let changed: Option<(Uuid, bool)> = sqlx::query_as(
+        "update bridge b set online = $3, last_seen_at = now(), version = coalesce($4, b.version),
+           clock_offset_ms = coalesce($5, b.clock_offset_ms)
+         from (select online from bridge where tenant_id = $1 and id = $2) before
+         where b.tenant_id = $1 and b.id = $2
+         returning b.venue_id, before.online",
     )
     .bind(tx.tenant())
     .bind(id)
     .bind(online)
     .bind(version)
     .bind(clock_offset_ms)
-    .execute(tx.conn())
+    .fetch_optional(tx.conn())
     .await?;
+    if let Some((venue, was)) = changed {
+        if was != online {
+            announce(tx, id, venue, online);
+        }
+    }
     Ok(())
+}
+
+/// Tells live subscribers that a bridge went online or offline.
+fn announce(tx: &mut TenantTx, bridge: Uuid, venue: Uuid, online: bool) {
+    let kind = if online {
+        "bridge.online"
+    } else {
+        "bridge.offline"
+    };
+    tx.emit(
+        crate::events::NewEvent::new(kind, serde_json::json!({ "online": online }))
+            .venue(venue)
+            .subject(bridge),
+    );
 }
 
 /// A new tunnel of the bridge said hello: it becomes the live one (an older tunnel of the same bridge is woken,
@@ -213,15 +237,20 @@ pub async fn tunnel_standing(
 /// The tunnel closed: if it was the live one, the bridge is offline from now, and its reports of what it did
 /// offline must be later than this moment.
 pub async fn tunnel_closed(tx: &mut TenantTx, id: Uuid, tunnel: Uuid) -> Result<()> {
-    sqlx::query(
-        "update bridge set online = false, last_seen_at = now(), tunnel_down_at = now(), tunnel_id = null
-         where tenant_id = $1 and id = $2 and tunnel_id = $3",
+    let closed: Option<(Uuid, bool)> = sqlx::query_as(
+        "update bridge b set online = false, last_seen_at = now(), tunnel_down_at = now(), tunnel_id = null
+         from (select online from bridge where tenant_id = $1 and id = $2) before
+         where b.tenant_id = $1 and b.id = $2 and b.tunnel_id = $3
+         returning b.venue_id, before.online",
     )
     .bind(tx.tenant())
     .bind(id)
     .bind(tunnel)
-    .execute(tx.conn())
+    .fetch_optional(tx.conn())
     .await?;
+    if let Some((venue, true)) = closed {
+        announce(tx, id, venue, false);
+    }
     Ok(())
 }
 
@@ -487,6 +516,18 @@ pub async fn record_event(
     .bind(seq)
     .execute(tx.conn())
     .await?;
+    if let (true, Some(station)) = (inserted, station_id) {
+        // Device state and agent liveness, as the bridge saw them.
+        tx.emit(
+            crate::events::NewEvent::new(
+                "station.device",
+                serde_json::json!({ "kind": kind, "body": body, "occurredAt": occurred_at }),
+            )
+            .venue(bridge.venue_id)
+            .station(station)
+            .subject(bridge.id),
+        );
+    }
     if let (true, Some(station), "switched", Some(false)) = (
         inserted,
         station_id,

@@ -281,6 +281,7 @@ pub async fn post_many(tx: &mut TenantTx, journals: Vec<Journal<'_>>) -> Result<
         .execute(tx.conn())
         .await?;
     }
+    announce_patron_changes(tx, &journals, &ids, &inserted).await?;
     let existing: HashMap<String, Uuid> = if replayed.is_empty() {
         HashMap::new()
     } else {
@@ -305,6 +306,69 @@ pub async fn post_many(tx: &mut TenantTx, journals: Vec<Journal<'_>>) -> Result<
             }
         })
         .collect())
+}
+
+/// Tells live subscribers whose money moved: one `wallet.changed` event per (new journal, patron), with the
+/// change of each of the patron's accounts (wallet, debt, deposit hold) and the journal's kind. Subscribers add the
+/// changes to the balances they read, or read them again.
+async fn announce_patron_changes(
+    tx: &mut TenantTx,
+    journals: &[Journal<'_>],
+    ids: &[Uuid],
+    inserted: &std::collections::HashSet<Uuid>,
+) -> Result<()> {
+    let accounts: Vec<Uuid> = journals
+        .iter()
+        .zip(ids)
+        .filter(|(_, id)| inserted.contains(id))
+        .flat_map(|(j, _)| {
+            j.entries
+                .iter()
+                .filter(|(_, a)| *a != 0)
+                .map(|(acc, _)| *acc)
+        })
+        .collect();
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let owners: HashMap<Uuid, (Uuid, String)> = sqlx::query_as::<_, (Uuid, Uuid, String)>(
+        "select id, owner_id, purpose from ledger_account
+         where tenant_id = $1 and id = any($2) and owner_kind = 'patron'",
+    )
+    .bind(tx.tenant())
+    .bind(&accounts)
+    .fetch_all(tx.conn())
+    .await?
+    .into_iter()
+    .map(|(id, owner, purpose)| (id, (owner, purpose)))
+    .collect();
+    for (journal, id) in journals.iter().zip(ids) {
+        if !inserted.contains(id) {
+            continue;
+        }
+        let mut changes: HashMap<Uuid, serde_json::Map<String, serde_json::Value>> = HashMap::new();
+        for (account, amount) in &journal.entries {
+            if let (Some((patron, purpose)), true) = (owners.get(account), *amount != 0) {
+                let change = changes.entry(*patron).or_default();
+                let sum = change.get(purpose).and_then(|v| v.as_i64()).unwrap_or(0) + amount;
+                change.insert(purpose.clone(), sum.into());
+            }
+        }
+        for (patron, change) in changes {
+            tx.emit(
+                crate::events::NewEvent::new(
+                    "wallet.changed",
+                    serde_json::json!({
+                        "journalId": id, "kind": journal.kind, "memo": journal.memo,
+                        "currency": journal.currency, "sessionId": journal.session_id, "changes": change,
+                    }),
+                )
+                .subject(*id)
+                .patron(Some(patron)),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One line of a patron's wallet statement.

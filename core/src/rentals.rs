@@ -229,6 +229,12 @@ pub async fn start(
         deposit_amount: deposit,
     };
     let session = sessions::insert(tx, row).await?;
+    sessions::announce(
+        tx,
+        &session,
+        "session.started",
+        serde_json::json!({ "origin": "rental", "assetId": asset.id, "deposit": deposit }),
+    );
     // After the session row: the deposit's journal names the session (a foreign key since migration 0019).
     if card.is_none() && deposit > 0 {
         move_deposit(
@@ -349,6 +355,8 @@ pub async fn buy_out(tx: &mut TenantTx, id: Uuid, now: DateTime<Utc>) -> Result<
             .await?;
     }
     release_deposit(tx, &session).await?;
+    let bought = sessions::get(tx, id).await?;
+    sessions::announce(tx, &bought, "session.bought_out", serde_json::json!({}));
     let detail = serde_json::json!({ "charged_amount": session.charged_amount, "asset_id": session.asset_id });
     audit::record_as(
         tx,

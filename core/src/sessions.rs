@@ -158,6 +158,46 @@ impl Session {
     }
 }
 
+/// Tells live subscribers about a session's change (`session.<what>`), with what a client needs to tick the
+/// cost itself: the tariff's terms, tier, time zone, pauses, and the cost and charges so far.
+pub(crate) fn announce(
+    tx: &mut TenantTx,
+    s: &Session,
+    kind: &'static str,
+    extra: serde_json::Value,
+) {
+    let now = Utc::now();
+    let mut data = serde_json::json!({
+        "status": s.status,
+        "rental": s.asset_id.is_some(),
+        "startedAt": s.started_at,
+        "plannedEndAt": s.planned_end_at,
+        "endedAt": s.ended_at,
+        "remainingSeconds": if s.is_running() { s.remaining_seconds(now) } else { None },
+        "cost": s.chargeable_at(now),
+        "chargedAmount": s.charged_amount,
+        "currency": s.currency,
+        "pricing": {
+            "terms": s.terms,
+            "tier": s.tier,
+            "timezone": s.timezone,
+            "pauses": s.pauses,
+            "pausedAt": s.paused_at,
+            "energyWh": s.energy_wh,
+        },
+    });
+    if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    tx.emit(
+        crate::events::NewEvent::new(kind, data)
+            .venue(s.venue_id)
+            .station(s.station_id)
+            .subject(s.id)
+            .patron(Some(s.patron_id)),
+    );
+}
+
 const COLUMNS: &str = "id, station_id, venue_id, patron_id, origin, status, tariff_id, tariff_version, terms, timezone,
     tier, currency::text as currency, started_at, planned_end_at, ended_at, energy_wh, charged_amount, ticks,
     asset_id, quote_id, return_station_id, deposit_amount, warnings_sent, paused_at, pauses, switched_off_at";
@@ -338,6 +378,12 @@ pub async fn start(
     };
     let session = insert(tx, row).await?;
     switch(tx, &session, true, "switch_on").await?;
+    announce(
+        tx,
+        &session,
+        "session.started",
+        serde_json::json!({ "origin": "staff" }),
+    );
     let detail = serde_json::json!({
         "station_id": station.id, "patron_id": patron.id, "payment": input.payment,
         "planned_end_at": planned_end, "tariff_id": tariff.id, "tariff_version": tariff.version,
@@ -443,6 +489,12 @@ pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) ->
         .await?;
     let session = get(tx, id).await?;
     switch(tx, &session, true, "extend").await?;
+    announce(
+        tx,
+        &session,
+        "session.extended",
+        serde_json::json!({ "minutes": minutes }),
+    );
     audit::record(
         tx,
         actor,
@@ -496,6 +548,7 @@ pub async fn pause(
     .await?;
     let session = get(tx, id).await?;
     switch(tx, &session, false, "pause").await?;
+    announce(tx, &session, "session.paused", serde_json::json!({}));
     audit::record(
         tx,
         actor,
@@ -559,6 +612,12 @@ pub async fn resume(
     .await?;
     let session = get(tx, id).await?;
     switch(tx, &session, true, "resume").await?;
+    announce(
+        tx,
+        &session,
+        "session.resumed",
+        serde_json::json!({ "pausedSeconds": paused.num_seconds() }),
+    );
     let detail = serde_json::json!({ "paused_seconds": paused.num_seconds(), "planned_end_at": planned_end });
     audit::record(tx, actor, entry("session.resume", id, detail)).await?;
     Ok(session)
@@ -610,6 +669,12 @@ async fn finish(
     if session.asset_id.is_none() {
         switch(tx, &session, false, "switch_off").await?;
     }
+    let kind = if status == SessionStatus::Expired {
+        "session.expired"
+    } else {
+        "session.stopped"
+    };
+    announce(tx, &session, kind, serde_json::json!({}));
     let detail = serde_json::json!({ "status": status, "ended_at": end, "charged_amount": session.charged_amount });
     let entry = entry("session.stop", id, detail);
     match actor {
@@ -892,18 +957,26 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &s
     } else {
         (StationStatus::Online, None)
     };
-    sqlx::query(
+    let status: StationStatus = sqlx::query_scalar(
         "update station set expected_on = $3, expected_until = $4,
            status = case when status = 'maintenance' then status else $5 end
-         where tenant_id = $1 and id = $2",
+         where tenant_id = $1 and id = $2 returning status",
     )
     .bind(tx.tenant())
     .bind(session.station_id)
     .bind(on)
     .bind(until)
     .bind(status)
-    .execute(tx.conn())
+    .fetch_one(tx.conn())
     .await?;
+    tx.emit(
+        crate::events::NewEvent::new(
+            "station.status",
+            serde_json::json!({ "status": status, "expectedOn": on, "until": until, "sessionId": session.id }),
+        )
+        .venue(session.venue_id)
+        .station(session.station_id),
+    );
     command(
         tx,
         session.station_id,
@@ -1055,6 +1128,12 @@ const WARNINGS: [(i64, i16); 2] = [(5, 1), (1, 2)];
 
 /// Tells the station's control (a PC agent shows it) that the session ends in `minutes`.
 async fn warn(tx: &mut TenantTx, session: &Session, minutes: i64) -> Result<()> {
+    announce(
+        tx,
+        session,
+        "session.warned",
+        serde_json::json!({ "minutes": minutes }),
+    );
     let payload =
         serde_json::json!({ "minutes": minutes, "planned_end_at": session.planned_end_at });
     command(tx, session.station_id, Some(session.id), "warn", payload).await

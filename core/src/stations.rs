@@ -255,6 +255,16 @@ pub async fn update(
         "name": station.name, "control": station.control, "status": station.status, "location": station.location,
     });
     audit::record(tx, actor, entry("station.update", id, detail)).await?;
+    if station.status != current.status {
+        tx.emit(
+            crate::events::NewEvent::new(
+                "station.status",
+                serde_json::json!({ "status": station.status, "by": "staff" }),
+            )
+            .venue(station.venue_id)
+            .station(station.id),
+        );
+    }
     tx.wake_venue(station.venue_id).await?;
     Ok(station)
 }

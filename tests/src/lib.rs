@@ -413,3 +413,75 @@ pub mod routeros_fake;
 pub mod shelly_fake;
 pub mod stripe_fake;
 pub mod tasmota_sim;
+
+/// Any GraphQL operation for the graphql-ws-client library, answering the raw `{"data": .., "errors": ..}`.
+#[derive(serde::Serialize)]
+pub struct Operation {
+    pub query: String,
+    pub variables: Value,
+}
+
+impl graphql_ws_client::graphql::GraphqlOperation for Operation {
+    type Response = Value;
+    type Error = serde_json::Error;
+
+    fn decode(&self, data: Value) -> Result<Value, serde_json::Error> {
+        Ok(data)
+    }
+}
+
+/// A subscription opened with the graphql-ws-client library.
+pub type Subscription = graphql_ws_client::Subscription<Operation>;
+
+impl TestApp {
+    /// `/graphql/ws` of this app.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql/ws", self.addr)
+    }
+
+    /// Opens a graphql-transport-ws connection signed in with `token` (in `connection_init`) and subscribes.
+    pub async fn subscribe(
+        &self,
+        token: &str,
+        query: &str,
+        variables: Value,
+    ) -> Result<Subscription, graphql_ws_client::Error> {
+        subscribe_at(&self.ws_url(), token, query, variables).await
+    }
+}
+
+/// As [`TestApp::subscribe`], at any `/graphql/ws` URL (another API process).
+pub async fn subscribe_at(
+    url: &str,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> Result<Subscription, graphql_ws_client::Error> {
+    use graphql_ws_transport::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws url");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        graphql_ws_transport::tungstenite::http::HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (connection, _) = graphql_ws_transport::connect_async(request)
+        .await
+        .expect("connect to /graphql/ws");
+    graphql_ws_client::Client::build(connection)
+        .payload(serde_json::json!({ "authorization": format!("Bearer {token}") }))?
+        .subscribe(Operation {
+            query: query.to_owned(),
+            variables,
+        })
+        .await
+}
+
+/// The subscription's next response, waiting at most a generous 60 s for it (a bound on a hang, not a timing).
+pub async fn next_response(subscription: &mut Subscription) -> Value {
+    use futures_util::StreamExt;
+    match tokio::time::timeout(std::time::Duration::from_secs(60), subscription.next()).await {
+        Ok(Some(Ok(response))) => response,
+        Ok(Some(Err(e))) => panic!("the subscription failed: {e}"),
+        Ok(None) => panic!("the subscription ended"),
+        Err(_) => panic!("no event within 60 s"),
+    }
+}

@@ -346,7 +346,26 @@ pub(crate) async fn insert(tx: &mut TenantTx, p: NewPayment<'_>) -> Result<()> {
     .bind(p.key)
     .execute(tx.conn())
     .await?;
+    let payment = get(tx, p.id).await?;
+    announce(tx, &payment, "payment.created");
     Ok(())
+}
+
+/// Tells live subscribers (the patron's app among them) that a payment was created or changed state.
+fn announce(tx: &mut TenantTx, payment: &Payment, kind: &'static str) {
+    tx.emit(
+        crate::events::NewEvent::new(
+            kind,
+            serde_json::json!({
+                "kind": payment.kind, "status": payment.status, "amount": payment.amount,
+                "currency": payment.currency, "sessionId": payment.session_id,
+                "failureReason": payment.failure_reason,
+            }),
+        )
+        .venue(payment.venue_id)
+        .subject(payment.id)
+        .patron(Some(payment.patron_id)),
+    );
 }
 
 /// Whether a payment in `current` state may move to what the provider now reports. The states form a lattice that
@@ -476,7 +495,9 @@ pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Resul
                 .await?;
         }
     }
-    get(tx, id).await
+    let payment = get(tx, id).await?;
+    announce(tx, &payment, "payment.changed");
+    Ok(payment)
 }
 
 /// The payment, after asking the provider about it if it is still pending.

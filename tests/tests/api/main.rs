@@ -13,6 +13,7 @@ mod errors;
 mod fairness;
 mod graphql;
 mod isolation;
+mod live;
 mod members;
 mod money;
 mod patron_app;
