@@ -12,7 +12,7 @@ use async_graphql::futures_util::stream::{self, Stream, StreamExt};
 use async_graphql::{Context, Json, Object, Subscription, ID};
 use chrono::{DateTime, Utc};
 use switchyard_core::events::{Event, EventHub, Subscription as HubSubscription};
-use switchyard_core::{ErrorCode, Principal, Role};
+use switchyard_core::{Db, ErrorCode, Principal, Role};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
@@ -67,6 +67,37 @@ impl LiveEvent {
     async fn data(&self) -> Json<&serde_json::Value> {
         Json(&self.0.data)
     }
+}
+
+/// The venue dashboard after the event `seq` (0 for the first snapshot).
+pub struct DashboardUpdate {
+    seq: i64,
+    dashboard: switchyard_core::dashboard::Dashboard,
+}
+
+#[Object]
+impl DashboardUpdate {
+    /// The last event the snapshot includes.
+    async fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    /// The grid, shaped as `GET /api/v1/dashboard` answers it.
+    async fn dashboard(&self) -> Json<&switchyard_core::dashboard::Dashboard> {
+        Json(&self.dashboard)
+    }
+}
+
+async fn snapshot(
+    db: &Db,
+    principal: &Principal,
+    venue: Option<Uuid>,
+    seq: i64,
+) -> switchyard_core::Result<DashboardUpdate> {
+    let mut tx = db.begin_tenant(principal.tenant()).await?;
+    let dashboard = switchyard_core::dashboard::build(&mut tx, venue, Utc::now()).await?;
+    tx.rollback().await?;
+    Ok(DashboardUpdate { seq, dashboard })
 }
 
 fn id(u: Uuid) -> ID {
@@ -291,6 +322,45 @@ impl SubscriptionRoot {
             venue: None,
         };
         open(ctx, filter, after).await
+    }
+
+    /// The venue dashboard as a stream: the whole grid (stations, running sessions with their remaining time and
+    /// cost) at once, then again after every change of a station, session or bridge of the venue (changes that
+    /// arrive together give one snapshot). Ends after a `stream.resync`; subscribe again.
+    async fn dashboard(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = DashboardUpdate>> {
+        members_only(ctx)?;
+        let venue = parse_venue(venue_id)?;
+        let principal = ctx
+            .data_opt::<Principal>()
+            .cloned()
+            .ok_or_else(|| coded(ErrorCode::Unauthenticated, "sign in first"))?;
+        let db = ctx.data::<Db>()?.clone();
+        // The venue is checked (and the first snapshot taken) before anything streams: another tenant's or an
+        // unknown venue is `not_found`.
+        let first = snapshot(&db, &principal, venue, 0).await.gql()?;
+        let filter = Filter {
+            topics: &["station", "session", "bridge"],
+            venue,
+        };
+        let changes = open(ctx, filter, None).await?;
+        let updates = changes.ready_chunks(256).then(move |batch| {
+            let (db, principal) = (db.clone(), principal.clone());
+            async move {
+                let seq = batch.last().map_or(0, |e| e.0.seq);
+                snapshot(&db, &principal, venue, seq).await
+            }
+        });
+        Ok(stream::once(async move { first })
+            .chain(
+                updates
+                    .take_while(|r| std::future::ready(r.is_ok()))
+                    .filter_map(|r| std::future::ready(r.ok())),
+            )
+            .boxed())
     }
 
     /// The signed-in patron's own sessions, rentals, wallet, payments and alerts.

@@ -1,15 +1,11 @@
 //! `GET /api/v1/dashboard`: the seed 000 live station grid — each station with its running session's remaining
 //! time and running cost.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use switchyard_core::sessions::{self, SessionFilter, SessionStatus};
-use switchyard_core::stations::{self, StationFilter};
-use switchyard_core::{venues, StationKind, StationStatus};
+use chrono::Utc;
+use serde::Deserialize;
+use switchyard_core::dashboard::{self, Dashboard};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -22,45 +18,6 @@ pub struct DashboardQuery {
     venue_id: Option<Uuid>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Dashboard {
-    generated_at: DateTime<Utc>,
-    venues: Vec<VenueTile>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct VenueTile {
-    venue_id: Uuid,
-    name: String,
-    currency: String,
-    /// Stations with a running session.
-    busy: usize,
-    stations: Vec<StationTile>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct StationTile {
-    station_id: Uuid,
-    name: String,
-    kind: StationKind,
-    status: StationStatus,
-    /// The running session, if any (rentals are counted in `rentals_running` instead).
-    session: Option<RunningSession>,
-    /// Powerbank cabinets: rentals started here and still running.
-    rentals_running: usize,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct RunningSession {
-    session_id: Uuid,
-    patron_id: Uuid,
-    started_at: DateTime<Utc>,
-    planned_end_at: Option<DateTime<Utc>>,
-    remaining_seconds: Option<i64>,
-    /// The cost of the usage so far, in minor units.
-    running_cost: i64,
-}
-
 /// Every unarchived station of the tenant (or of one venue) with what is running on it.
 #[utoipa::path(get, path = "/api/v1/dashboard", tag = "sessions", params(DashboardQuery), security(("bearer" = [])),
     responses((status = 200, body = Dashboard)))]
@@ -69,72 +26,8 @@ pub async fn get(
     AuthActor(actor): AuthActor,
     ApiQuery(query): ApiQuery<DashboardQuery>,
 ) -> ApiResult<Json<Dashboard>> {
-    let now = Utc::now();
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
-    let venue_list = match query.venue_id {
-        Some(id) => vec![venues::get(&mut tx, id).await?],
-        None => venues::list(&mut tx, false).await?,
-    };
-    let station_list = stations::list(
-        &mut tx,
-        &StationFilter {
-            venue_id: query.venue_id,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let running = sessions::list(
-        &mut tx,
-        &SessionFilter {
-            status: Some(SessionStatus::Active),
-            ..Default::default()
-        },
-        10_000,
-    )
-    .await?;
-    let mut by_station: HashMap<Uuid, RunningSession> = HashMap::new();
-    let mut rentals: HashMap<Uuid, usize> = HashMap::new();
-    for s in running {
-        if s.asset_id.is_some() {
-            *rentals.entry(s.station_id).or_default() += 1;
-            continue;
-        }
-        let tile = RunningSession {
-            session_id: s.id,
-            patron_id: s.patron_id,
-            started_at: s.started_at,
-            planned_end_at: s.planned_end_at,
-            remaining_seconds: s.remaining_seconds(now),
-            running_cost: s.chargeable_at(now),
-        };
-        by_station.insert(s.station_id, tile);
-    }
-    let venues = venue_list
-        .into_iter()
-        .map(|v| {
-            let stations: Vec<StationTile> = station_list
-                .iter()
-                .filter(|s| s.venue_id == v.id)
-                .map(|s| StationTile {
-                    station_id: s.id,
-                    name: s.name.clone(),
-                    kind: s.kind,
-                    status: s.status,
-                    session: by_station.remove(&s.id),
-                    rentals_running: rentals.get(&s.id).copied().unwrap_or(0),
-                })
-                .collect();
-            VenueTile {
-                venue_id: v.id,
-                name: v.name,
-                currency: v.currency,
-                busy: stations.iter().filter(|s| s.session.is_some()).count(),
-                stations,
-            }
-        })
-        .collect();
-    Ok(Json(Dashboard {
-        generated_at: now,
-        venues,
-    }))
+    let dashboard = dashboard::build(&mut tx, query.venue_id, Utc::now()).await?;
+    tx.rollback().await?;
+    Ok(Json(dashboard))
 }

@@ -651,3 +651,223 @@ async fn older_clients_speaking_the_legacy_graphql_ws_protocol_subscribe_too() {
         250
     );
 }
+
+#[tokio::test]
+async fn an_event_committed_on_one_api_process_reaches_subscribers_on_another_through_redis() {
+    across_replicas(&switchyard_tests::env_url("TEST_REDIS_URL")).await;
+}
+
+#[tokio::test]
+async fn an_event_committed_on_one_api_process_reaches_subscribers_on_another_through_postgres() {
+    across_replicas("").await;
+}
+
+/// Two real API processes on one database, announcing through `redis_url` (empty: Postgres `notify`): a patron
+/// and its operator subscribe on B, the operator tops the wallet up through A, both hear it on B.
+async fn across_replicas(redis_url: &str) {
+    let app = switchyard_tests::spawn_app().await;
+    let f = floor(&app).await;
+    let (patron, patron_token) = patron_login(&app, f.t.id, "replica").await;
+    let serve = || {
+        tokio::process::Command::new(crate::binaries::binary("switchyard"))
+            .arg("serve")
+            .env(
+                "APP_DATABASE_URL",
+                switchyard_tests::env_url("TEST_APP_DATABASE_URL"),
+            )
+            .env("JWT_SECRET", switchyard_tests::TEST_JWT_SECRET)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("REDIS_URL", redis_url)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (serve(), serve());
+    let a_url = crate::binaries::wait_for_line(&mut a, "listening on ").await;
+    let b_url = crate::binaries::wait_for_line(&mut b, "listening on ").await;
+    let b_ws = format!(
+        "{}/graphql/ws",
+        b_url.trim().replacen("http://", "ws://", 1)
+    );
+    let after = from_now(&app, f.t.id).await;
+    let q = |field: &str| {
+        format!("subscription($after: Int) {{ {field}(after: $after) {{ {FIELDS} }} }}")
+    };
+    let mut owner = switchyard_tests::subscribe_at(
+        &b_ws,
+        &f.t.access,
+        &q("liveEvents"),
+        json!({"after": after}),
+    )
+    .await
+    .unwrap();
+    let mut mine = switchyard_tests::subscribe_at(
+        &b_ws,
+        &patron_token,
+        &q("myEvents"),
+        json!({"after": after}),
+    )
+    .await
+    .unwrap();
+    let response = app
+        .client
+        .post(format!("{}/graphql", a_url.trim()))
+        .bearer_auth(&f.t.access)
+        .json(&json!({
+            "query": "mutation($p: UUID!, $v: UUID!) {
+                topUpCash(patronId: $p, venueId: $v, amount: 700, idempotencyKey: \"replica\") { id } }",
+            "variables": {"p": patron, "v": f.venue},
+        }))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("errors").is_none(), "{body}");
+    for (sub, field) in [(&mut owner, "liveEvents"), (&mut mine, "myEvents")] {
+        let event = next(sub, field).await;
+        assert_eq!(event["kind"], "wallet.changed", "{event}");
+        assert_eq!(event["seq"].as_i64(), Some(after + 1));
+        assert_eq!(event["data"]["changes"]["wallet"], 700);
+        assert_eq!(event["patronId"], patron.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_connection_runs_at_most_its_share_of_subscriptions() {
+    let app = switchyard_tests::spawn_app_with(&[("SUBSCRIPTIONS_PER_CONNECTION", "2")]).await;
+    let t = app.signup().await;
+    let mut ws = signed_in(&app, &t.access)
+        .await
+        .unwrap_or_else(|| panic!("signed in"));
+    let after = from_now(&app, t.id).await;
+    for id in ["1", "2", "3"] {
+        let query = format!("subscription {{ liveEvents(after: {after}) {{ {FIELDS} }} }}");
+        let subscribe = json!({"id": id, "type": "subscribe", "payload": {"query": query}});
+        ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    }
+    // One of the three (whichever the server opens last) is refused with a code and completed; the other two
+    // stay open.
+    let refused = loop {
+        if let Read::Text(v) = read(&mut ws).await {
+            break v;
+        }
+    };
+    assert_eq!(refused["type"], "next");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "rate_limited",
+        "{refused}"
+    );
+    let Read::Text(done) = read(&mut ws).await else {
+        panic!("closed")
+    };
+    assert_eq!(done, json!({"id": refused["id"], "type": "complete"}));
+    // The two open ones hear the next event, each once.
+    let patron = app.create_patron(&t.access, "P", None).await;
+    let venue = app.create_venue(&t.access, "V").await;
+    app.gql_ok(
+        &t.access,
+        "mutation($p: UUID!, $v: UUID!) { topUpCash(patronId: $p, venueId: $v, amount: 5, idempotencyKey: \"k\") { id } }",
+        json!({"p": patron, "v": venue}),
+    )
+    .await;
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        if let Read::Text(v) = read(&mut ws).await {
+            assert_eq!(
+                v["payload"]["data"]["liveEvents"]["kind"], "wallet.changed",
+                "{v}"
+            );
+            heard.push(v["id"].as_str().unwrap().to_owned());
+        }
+    }
+    heard.sort();
+    assert!(
+        !heard.contains(&refused["id"].as_str().unwrap().to_owned()),
+        "{heard:?}"
+    );
+    heard.dedup();
+    assert_eq!(heard.len(), 2);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_its_queue_is_told_to_resync() {
+    let app = switchyard_tests::spawn_app().await;
+    let t = app.signup().await;
+    let db = switchyard_tests::app_db(2);
+    let limits = switchyard_core::events::HubLimits {
+        queue: 16,
+        ..Default::default()
+    };
+    let hub = switchyard_core::events::EventHub::new(db.clone(), limits);
+    let tenant = switchyard_core::TenantId(t.id);
+    let mut slow = hub.subscribe(tenant).await.unwrap();
+    let mut tx = db.begin_tenant(tenant).await.unwrap();
+    for n in 0..40 {
+        tx.emit(switchyard_core::events::NewEvent::new(
+            "test.burst",
+            json!({ "n": n }),
+        ));
+    }
+    tx.commit().await.unwrap();
+    // Delivered to the queue before the subscriber reads anything: it is 24 behind a queue of 16.
+    hub.announce(t.id, i64::MAX).await;
+    let lagged = slow.receiver.recv().await;
+    assert!(
+        matches!(
+            lagged,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(24))
+        ),
+        "{lagged:?}"
+    );
+    // The GraphQL stream turns this into one `stream.resync` and ends (graphql/src/live.rs); a subscriber that
+    // keeps up gets every event: the newest 16 are still queued, in order.
+    let next = slow.receiver.recv().await.unwrap();
+    assert_eq!(next.data["n"], 24);
+}
+
+#[tokio::test]
+async fn the_venue_dashboard_streams_a_fresh_grid_after_every_change_and_is_confined() {
+    let app = switchyard_tests::spawn_app().await;
+    let f = floor(&app).await;
+    let other = floor(&app).await;
+    let patron = app.create_patron(&f.t.access, "Ada", None).await;
+    top_up(&app, &f, patron, 5_000, "dash-cash").await;
+    let q = "subscription($v: ID) { dashboard(venueId: $v) { seq dashboard } }";
+    let mut sub = app
+        .subscribe(&f.t.access, q, json!({"v": f.venue}))
+        .await
+        .unwrap();
+    let first = next(&mut sub, "dashboard").await;
+    assert_eq!(first["seq"], 0);
+    let tile = &first["dashboard"]["venues"][0]["stations"][0];
+    assert_eq!(tile["station_id"], f.station.to_string(), "{first}");
+    assert_eq!(tile["session"], Value::Null);
+
+    // The first snapshot is taken after the stream opened: a session started now shows in a later one.
+    let session = wallet_session(&app, &f.t.access, f.station, patron, Some(30)).await;
+    let busy = loop {
+        let update = next(&mut sub, "dashboard").await;
+        let tile = update["dashboard"]["venues"][0]["stations"][0].clone();
+        if tile["session"] != Value::Null {
+            break update;
+        }
+    };
+    let tile = &busy["dashboard"]["venues"][0]["stations"][0];
+    assert_eq!(tile["session"]["session_id"], session.to_string(), "{busy}");
+    assert_eq!(tile["status"], "in_session");
+    assert_eq!(busy["dashboard"]["venues"][0]["busy"], 1);
+    assert!(busy["seq"].as_i64().unwrap() > 0);
+
+    // Another tenant's venue is not found; patrons are refused.
+    let mut theirs = app
+        .subscribe(&f.t.access, q, json!({"v": other.venue}))
+        .await
+        .unwrap();
+    let refused = next_response(&mut theirs).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "not_found",
+        "{refused}"
+    );
+}

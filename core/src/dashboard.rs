@@ -1,0 +1,127 @@
+//! The venue dashboard (seed 000's live station grid): each station with its running session's remaining time and
+//! running cost. Served by `GET /api/v1/dashboard` and streamed by the `dashboard` subscription.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::db::TenantTx;
+use crate::error::Result;
+use crate::sessions::{self, SessionFilter, SessionStatus};
+use crate::stations::{self, StationFilter};
+use crate::{venues, StationKind, StationStatus};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Dashboard {
+    generated_at: DateTime<Utc>,
+    venues: Vec<VenueTile>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VenueTile {
+    venue_id: Uuid,
+    name: String,
+    currency: String,
+    /// Stations with a running session.
+    busy: usize,
+    stations: Vec<StationTile>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StationTile {
+    station_id: Uuid,
+    name: String,
+    kind: StationKind,
+    status: StationStatus,
+    /// The running session, if any (rentals are counted in `rentals_running` instead).
+    session: Option<RunningSession>,
+    /// Powerbank cabinets: rentals started here and still running.
+    rentals_running: usize,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunningSession {
+    session_id: Uuid,
+    patron_id: Uuid,
+    started_at: DateTime<Utc>,
+    planned_end_at: Option<DateTime<Utc>>,
+    remaining_seconds: Option<i64>,
+    /// The cost of the usage so far, in minor units.
+    running_cost: i64,
+}
+
+/// Every unarchived station of the tenant (or of one venue) with what is running on it, at `now`.
+pub async fn build(
+    tx: &mut TenantTx,
+    venue_id: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Dashboard> {
+    let venue_list = match venue_id {
+        Some(id) => vec![venues::get(tx, id).await?],
+        None => venues::list(tx, false).await?,
+    };
+    let station_list = stations::list(
+        tx,
+        &StationFilter {
+            venue_id,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let running = sessions::list(
+        tx,
+        &SessionFilter {
+            status: Some(SessionStatus::Active),
+            ..Default::default()
+        },
+        10_000,
+    )
+    .await?;
+    let mut by_station: HashMap<Uuid, RunningSession> = HashMap::new();
+    let mut rentals: HashMap<Uuid, usize> = HashMap::new();
+    for s in running {
+        if s.asset_id.is_some() {
+            *rentals.entry(s.station_id).or_default() += 1;
+            continue;
+        }
+        let tile = RunningSession {
+            session_id: s.id,
+            patron_id: s.patron_id,
+            started_at: s.started_at,
+            planned_end_at: s.planned_end_at,
+            remaining_seconds: s.remaining_seconds(now),
+            running_cost: s.chargeable_at(now),
+        };
+        by_station.insert(s.station_id, tile);
+    }
+    let venues = venue_list
+        .into_iter()
+        .map(|v| {
+            let stations: Vec<StationTile> = station_list
+                .iter()
+                .filter(|s| s.venue_id == v.id)
+                .map(|s| StationTile {
+                    station_id: s.id,
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    status: s.status,
+                    session: by_station.remove(&s.id),
+                    rentals_running: rentals.get(&s.id).copied().unwrap_or(0),
+                })
+                .collect();
+            VenueTile {
+                venue_id: v.id,
+                name: v.name,
+                currency: v.currency,
+                busy: stations.iter().filter(|s| s.session.is_some()).count(),
+                stations,
+            }
+        })
+        .collect();
+    Ok(Dashboard {
+        generated_at: now,
+        venues,
+    })
+}
