@@ -268,7 +268,11 @@ bench() {
       start_redis
       REDIS_URL="" "$bin/bench-tunnels" "$@"
       REDIS_URL="$TEST_REDIS_URL" "$bin/bench-tunnels" "$@" ;;
-    *) die "bench what? billing | sessions | tunnels | bridge" ;;
+    live) shift; ulimit -n "$(ulimit -Hn)"
+      # Two API replicas announcing through Redis (as in production with several replicas).
+      start_redis
+      REDIS_URL="$TEST_REDIS_URL" "$bin/bench-live" "$@" ;;
+    *) die "bench what? billing | sessions | tunnels | live | bridge" ;;
   esac
 }
 
@@ -276,5 +280,5 @@ case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|bridge [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge [options]" >&2; exit 2 ;;
 esac
