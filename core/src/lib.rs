@@ -16,7 +16,9 @@ pub mod patrons;
 pub mod payments;
 pub mod pricing;
 pub mod rentals;
+pub mod scope;
 pub mod sessions;
+pub mod staff;
 pub mod signals;
 pub mod stations;
 pub mod tariffs;
@@ -27,4 +29,6 @@ pub mod venues;
 
 pub use db::{Db, SystemDb, TenantId, TenantTx};
 pub use error::{Error, ErrorCode, Result};
-pub use model::{Actor, PatronActor, Principal, Role, StationControl, StationKind, StationStatus};
+pub use model::{
+    Actor, PatronActor, Principal, RequestClient, Role, StationControl, StationKind, StationStatus,
+};

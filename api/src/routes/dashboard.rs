@@ -71,10 +71,15 @@ pub async fn get(
 ) -> ApiResult<Json<Dashboard>> {
     let now = Utc::now();
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
-    let venue_list = match query.venue_id {
-        Some(id) => vec![venues::get(&mut tx, id).await?],
+    let mut venue_list = match query.venue_id {
+        Some(id) => {
+            actor.check_venue(id, "venue")?;
+            vec![venues::get(&mut tx, id).await?]
+        }
         None => venues::list(&mut tx, false).await?,
     };
+    // A member scoped to some venues sees only those.
+    venue_list.retain(|v| actor.sees_venue(v.id));
     let station_list = stations::list(
         &mut tx,
         &StationFilter {
