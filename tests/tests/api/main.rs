@@ -21,4 +21,5 @@ mod production;
 mod rentals;
 mod rls;
 mod sessions;
+mod staff;
 mod stripe;
