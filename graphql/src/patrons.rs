@@ -398,6 +398,7 @@ impl PatronMutation {
         idempotency_key: String,
     ) -> async_graphql::Result<Patron> {
         let (actor, mut tx) = begin(ctx).await?;
+        actor.check_venue(venue_id, "venue").gql()?;
         let key = idempotency::check_key(&idempotency_key).gql()?.to_owned();
         // The request store REST uses: the same key replays only the same request.
         let scope = "graphql.topUpCash";
