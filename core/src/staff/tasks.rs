@@ -90,9 +90,16 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewTask) -> Result<
 
 /// The assignee must be a member who works at the task's venue.
 async fn check_assignee(tx: &mut TenantTx, venue: Uuid, assignee: Uuid) -> Result<()> {
-    let member = crate::members::get(tx, assignee)
-        .await
-        .map_err(|_| Error::validation("assigneeUserId", "is not a member of this operator"))?;
+    let member = match crate::members::get(tx, assignee).await {
+        Ok(member) => member,
+        Err(Error::NotFound(_)) => {
+            return Err(Error::validation(
+                "assigneeUserId",
+                "is not a member of this operator",
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     if member
         .venue_ids
         .as_ref()

@@ -68,13 +68,14 @@ async fn a_staff_member_scoped_to_one_venue_sees_only_that_venue_and_not_found_f
     let app = spawn_app().await;
     let f = floor(&app).await;
     let (other, other_station) = second_venue(&app, &f).await;
-    let (_, other_session) = start(
+    let (code, other_session) = start(
         &app,
         &f.t.access,
-        None,
+        Some("other-venue-walk-in"),
         json!({"station_id": other_station, "duration_minutes": 30, "payment": "cash"}),
     )
     .await;
+    assert_eq!(code, StatusCode::CREATED, "{other_session}");
     let other_session = other_session["session_id"].as_str().unwrap().to_owned();
     let (staff_id, staff) = add_scoped(&app, &f.t.access, "STAFF", &[f.venue]).await;
 
@@ -403,7 +404,7 @@ async fn staff_clock_in_once_at_a_time_show_on_shift_and_their_hours_add_up() {
         .gql_ok(
             &f.t.access,
             "query($f: DateTime!, $t: DateTime!) { shiftHours(from: $f, to: $t) { userId hours shifts } }",
-            json!({"f": "2020-01-01T00:00:00Z", "t": "2999-01-01T00:00:00Z"}),
+            json!({"f": chrono::Utc::now() - chrono::Duration::days(1), "t": chrono::Utc::now() + chrono::Duration::hours(1)}),
         )
         .await;
     assert_eq!(hours["shiftHours"], json!([{"userId": staff_id, "hours": 8.0, "shifts": 1}]));
