@@ -48,10 +48,10 @@ pub async fn list(tx: &mut TenantTx) -> Result<Vec<Member>> {
          where m.tenant_id = $1 order by m.role, u.email limit $2"
     );
     Ok(sqlx::query_as(&sql)
-    .bind(tx.tenant())
-    .bind(crate::validate::LIST_CAP)
-    .fetch_all(tx.conn())
-    .await?)
+        .bind(tx.tenant())
+        .bind(crate::validate::LIST_CAP)
+        .fetch_all(tx.conn())
+        .await?)
 }
 
 pub async fn get(tx: &mut TenantTx, user_id: Uuid) -> Result<Member> {
@@ -61,10 +61,10 @@ pub async fn get(tx: &mut TenantTx, user_id: Uuid) -> Result<Member> {
          where m.tenant_id = $1 and m.user_id = $2"
     );
     let member: Option<Member> = sqlx::query_as(&sql)
-    .bind(tx.tenant())
-    .bind(user_id)
-    .fetch_optional(tx.conn())
-    .await?;
+        .bind(tx.tenant())
+        .bind(user_id)
+        .fetch_optional(tx.conn())
+        .await?;
     member.ok_or(Error::NotFound("member"))
 }
 

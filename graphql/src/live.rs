@@ -372,7 +372,12 @@ mod tests {
         let manager = member(Role::Manager, Some(vec![mine]));
         let everywhere = member(Role::Staff, None);
         let owner = member(Role::Owner, Some(vec![mine]));
-        for kind in ["sos.raised", "task.created", "session.started", "station.status"] {
+        for kind in [
+            "sos.raised",
+            "task.created",
+            "session.started",
+            "station.status",
+        ] {
             assert!(visible(&staff, &event(kind, Some(mine))), "{kind}");
             assert!(!visible(&staff, &event(kind, Some(other))), "{kind}");
             assert!(!visible(&manager, &event(kind, Some(other))), "{kind}");

@@ -266,7 +266,9 @@ impl SessionMutation {
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Session> {
         let (actor, mut tx) = begin(ctx).await?;
-        scope::station(&mut tx, actor, input.station_id).await.gql()?;
+        scope::station(&mut tx, actor, input.station_id)
+            .await
+            .gql()?;
         let tick = ctx.data::<BillingTick>()?.0;
         let request = serde_json::json!({
             "station_id": input.station_id, "patron_id": input.patron_id,

@@ -41,7 +41,11 @@ pub struct NewSafetyEntry {
 }
 
 /// Records an intervention about a patron or a station (any member, in their venues).
-pub async fn record(tx: &mut TenantTx, actor: &Actor, input: NewSafetyEntry) -> Result<SafetyEntry> {
+pub async fn record(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    input: NewSafetyEntry,
+) -> Result<SafetyEntry> {
     let kind = input.kind.trim();
     if kind.is_empty()
         || kind.len() > 40

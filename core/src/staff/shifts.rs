@@ -25,7 +25,8 @@ pub struct Shift {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
-const SELECT: &str = "select s.id, s.user_id, coalesce(u.email, '') as email, s.venue_id, s.started_at, s.ended_at
+const SELECT: &str =
+    "select s.id, s.user_id, coalesce(u.email, '') as email, s.venue_id, s.started_at, s.ended_at
     from staff_shift s left join app_user u on u.id = s.user_id";
 
 /// Clocks the member in at `venue`; refused while they have an open shift.

@@ -159,7 +159,13 @@ pub async fn acknowledge(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<S
     )
     .await?;
     emit(tx, "sos.acknowledged", &sos);
-    audit::record_in(tx, actor, Some(sos.venue_id), entry("sos.acknowledge", &sos)).await?;
+    audit::record_in(
+        tx,
+        actor,
+        Some(sos.venue_id),
+        entry("sos.acknowledge", &sos),
+    )
+    .await?;
     Ok(sos)
 }
 

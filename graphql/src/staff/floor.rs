@@ -58,7 +58,11 @@ impl FloorQuery {
     }
 
     /// One safety log entry; `not_found` outside the member's venues.
-    async fn safety_entry(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<SafetyEntry> {
+    async fn safety_entry(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<SafetyEntry> {
         let (actor, mut tx) = begin(ctx).await?;
         safety::get(&mut tx, actor, id).await.gql()
     }
@@ -149,7 +153,11 @@ impl FloorMutation {
 
     /// Takes a patron's flag away (owners and managers); answers whether it was flagged.
     #[graphql(guard = "ManagerGuard")]
-    async fn unflag_patron(&self, ctx: &Context<'_>, patron_id: Uuid) -> async_graphql::Result<bool> {
+    async fn unflag_patron(
+        &self,
+        ctx: &Context<'_>,
+        patron_id: Uuid,
+    ) -> async_graphql::Result<bool> {
         let (actor, mut tx) = begin(ctx).await?;
         let was = safety::unflag(&mut tx, actor, patron_id).await.gql()?;
         tx.commit().await.gql()?;
