@@ -13,6 +13,7 @@ async fn snapshot(app: &TestApp, t: &Tenant) -> Vec<(String,)> {
          union all select row(k.*)::text from staff_task k where tenant_id = $1
          union all select row(h.*)::text from staff_shift h where tenant_id = $1
          union all select row(e.*)::text from safety_entry e where tenant_id = $1
+         union all select row(p.id, p.flagged_at, p.flag_reason)::text from patron p where tenant_id = $1
          order by 1",
     )
     .bind(t.id)
@@ -58,6 +59,7 @@ async fn another_tenants_sos_task_shift_and_safety_ids_are_not_found_and_change_
         )
         .await;
     let entry = id(&data["recordSafetyEntry"]["id"]);
+    let patron = app.create_patron(&a.t.access, "Kim", None).await;
     let before = snapshot(&app, &a.t).await;
     let (b_user, _) = app.add_member(&b, "STAFF").await;
 
@@ -105,6 +107,14 @@ async fn another_tenants_sos_task_shift_and_safety_ids_are_not_found_and_change_
         (
             "query($id: UUID!) { safetyEntry(id: $id) { id } }",
             json!({"id": entry}),
+        ),
+        (
+            "mutation($p: UUID!) { flagPatron(patronId: $p, reason: \"x\") { reason } }",
+            json!({"p": patron}),
+        ),
+        (
+            "mutation($p: UUID!) { unflagPatron(patronId: $p) }",
+            json!({"p": patron}),
         ),
         (
             "mutation($v: UUID!) { raiseSos(input: {venueId: $v, severity: LOW}) { id } }",
