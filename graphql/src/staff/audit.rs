@@ -38,6 +38,10 @@ impl AuditQuery {
         guard = "ManagerGuard",
         complexity = "crate::rows(limit, child_complexity)"
     )]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a GraphQL field's arguments are its filters"
+    )]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
