@@ -182,3 +182,67 @@ async fn the_audit_log_shows_who_did_what_from_where_and_scoped_managers_read_th
         .await;
     assert_eq!(body["errors"][0]["extensions"]["field"], "limit");
 }
+
+#[tokio::test]
+async fn staff_starting_a_session_for_a_flagged_patron_are_warned_until_a_manager_unflags_it() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = app.create_patron(&f.t.access, "Flo", None).await;
+    crate::sessions::top_up(&app, &f, patron, 1000, "flagged-top-up").await;
+    let (_, staff) = add_scoped(&app, &f.t.access, "STAFF", &[f.venue]).await;
+    let flag = app
+        .gql_ok(
+            &staff,
+            "mutation($p: UUID!) { flagPatron(patronId: $p, reason: \"threatened staff\") { patronId reason } }",
+            json!({"p": patron}),
+        )
+        .await;
+    assert_eq!(
+        flag["flagPatron"],
+        json!({"patronId": patron, "reason": "threatened staff"})
+    );
+    let started = app
+        .gql_ok(
+            &staff,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, durationMinutes: 10, payment: WALLET}) { id patronFlag } }",
+            json!({"s": f.station, "p": patron}),
+        )
+        .await;
+    assert_eq!(started["startSession"]["patronFlag"], "threatened staff");
+
+    let body = app
+        .gql(
+            Some(&staff),
+            "mutation($p: UUID!) { unflagPatron(patronId: $p) }",
+            json!({"p": patron}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "forbidden", "staff do not unflag");
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($p: UUID!) { unflagPatron(patronId: $p) }",
+            json!({"p": patron}),
+        )
+        .await;
+    assert_eq!(data["unflagPatron"], true);
+    let seen = app
+        .gql_ok(
+            &staff,
+            "query($p: UUID!) { patron(id: $p) { flagged flagReason } }",
+            json!({"p": patron}),
+        )
+        .await;
+    assert_eq!(
+        seen["patron"],
+        json!({"flagged": false, "flagReason": null})
+    );
+    let stored: Option<String> =
+        sqlx::query_scalar("select flag_reason from patron where tenant_id = $1 and id = $2")
+            .bind(f.t.id)
+            .bind(patron)
+            .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(stored, None);
+}
