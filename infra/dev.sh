@@ -8,14 +8,15 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${SWITCHYARD_DATA_DIR:-$ROOT/.data}
-# A port of its own per checkout, so that two checkouts on one machine never share a cluster.
-PG_PORT=${SWITCHYARD_PG_PORT:-$((55432 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
+# A port of its own per checkout, so that two checkouts on one machine never share a cluster. Every private port is
+# below the kernel's ephemeral range (32768 and up), where an outgoing connection could be holding it.
+PG_PORT=${SWITCHYARD_PG_PORT:-$((11432 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 # The private MQTT broker (Tasmota plugs: the demo's and the tests') gets a port of its own too.
-MQTT_PORT=${SWITCHYARD_MQTT_PORT:-$((51883 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
+MQTT_PORT=${SWITCHYARD_MQTT_PORT:-$((12883 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 # And the private Redis (wake-ups between API replicas in the tests), and the demo venue's 5 ports: its simulated
 # devices, the bridge's agent server and its /metrics (below the kernel's ephemeral range).
 DEVICES_PORT=${SWITCHYARD_DEVICES_PORT:-$((21000 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000 * 5))}
-REDIS_PORT=${SWITCHYARD_REDIS_PORT:-$((56379 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
+REDIS_PORT=${SWITCHYARD_REDIS_PORT:-$((16379 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()
 

@@ -192,6 +192,20 @@ impl FromRequestParts<AppState> for ClientAddr {
 }
 
 /// The request id set by the request-id middleware.
+/// The client's address and user agent, for the audit log.
+pub fn request_client(parts: &Parts, state: &AppState) -> switchyard_core::RequestClient {
+    let ip = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| crate::app::client_ip(&state.config.trusted_proxies, c.0.ip(), &parts.headers));
+    let user_agent = parts
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    switchyard_core::RequestClient { ip, user_agent }
+}
+
 pub fn request_id(parts: &Parts) -> Option<String> {
     parts
         .headers
@@ -242,7 +256,10 @@ impl FromRequestParts<AppState> for AuthActor {
             .await?;
         tracing::Span::current().record("tenant.id", tracing::field::display(principal.tenant()));
         match principal {
-            Principal::Member(actor) => Ok(Self(actor)),
+            Principal::Member(mut actor) => {
+                actor.client = request_client(parts, state);
+                Ok(Self(actor))
+            }
             Principal::Patron(_) => Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "this route is for the operator's staff; patrons use GraphQL (myProfile, mySessions, myWallet)",

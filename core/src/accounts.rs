@@ -346,6 +346,7 @@ impl Accounts {
             ));
         }
         insert_membership(&mut tx, user_id, role).await?;
+        crate::members::apply_invited_scope(&mut tx, invitation_id, user_id).await?;
         sqlx::query("update invitation set accepted_at = now() where tenant_id = $1 and id = $2")
             .bind(tenant)
             .bind(invitation_id)
@@ -400,6 +401,8 @@ impl Accounts {
                 user_id: claims.sub,
                 role,
                 request_id,
+                venues: crate::members::venue_scope(&mut tx, claims.sub, role).await?,
+                client: Default::default(),
             }),
             TokenRole::Patron(_) => Principal::Patron(PatronActor {
                 tenant,

@@ -1,10 +1,11 @@
 //! The audit log: one row per mutation, written in the mutation's own transaction.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::db::TenantTx;
-use crate::error::Result;
-use crate::model::Actor;
+use crate::error::{Error, Result};
+use crate::model::{Actor, RequestClient};
 
 /// What happened, to which object.
 pub struct Entry<'a> {
@@ -14,9 +15,24 @@ pub struct Entry<'a> {
     pub detail: serde_json::Value,
 }
 
-/// Records `entry` as done by `actor` (user and request id).
+/// Records `entry` as done by `actor` (user, request id, client address and user agent).
 pub async fn record(tx: &mut TenantTx, actor: &Actor, entry: Entry<'_>) -> Result<()> {
-    record_as(tx, Some(actor.user_id), actor.request_id.as_deref(), entry).await
+    record_in(tx, actor, None, entry).await
+}
+
+/// As [`record`], for an entry about something in `venue`: managers scoped to venues read the entries of theirs.
+pub async fn record_in(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    venue: Option<Uuid>,
+    entry: Entry<'_>,
+) -> Result<()> {
+    let source = Source {
+        request_id: actor.request_id.as_deref(),
+        client: &actor.client,
+        venue,
+    };
+    insert(tx, Some(actor.user_id), source, entry).await
 }
 
 /// Records `entry` for a user who is not yet an [`Actor`] (sign-up, invitation acceptance).
@@ -26,10 +42,39 @@ pub async fn record_as(
     request_id: Option<&str>,
     entry: Entry<'_>,
 ) -> Result<()> {
+    let client = RequestClient::default();
+    let source = Source {
+        request_id,
+        client: &client,
+        venue: None,
+    };
+    insert(tx, user_id, source, entry).await
+}
+
+struct Source<'a> {
+    request_id: Option<&'a str>,
+    client: &'a RequestClient,
+    venue: Option<Uuid>,
+}
+
+async fn insert(
+    tx: &mut TenantTx,
+    user_id: Option<Uuid>,
+    source: Source<'_>,
+    entry: Entry<'_>,
+) -> Result<()> {
     let tenant = tx.tenant();
+    // A user agent is the client's own text: kept short and printable.
+    let user_agent = source.client.user_agent.as_deref().map(|ua| {
+        ua.chars()
+            .filter(|c| !crate::validate::is_forbidden_char(*c))
+            .take(500)
+            .collect::<String>()
+    });
     sqlx::query(
-        "insert into audit_log (tenant_id, id, actor_user_id, action, object_type, object_id, request_id, detail)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "insert into audit_log (tenant_id, id, actor_user_id, action, object_type, object_id, request_id, detail,
+                                ip, user_agent, venue_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9::inet, $10, $11)",
     )
     .bind(tenant)
     .bind(Uuid::now_v7())
@@ -37,9 +82,77 @@ pub async fn record_as(
     .bind(entry.action)
     .bind(entry.object_type)
     .bind(entry.object_id)
-    .bind(request_id)
+    .bind(source.request_id)
     .bind(entry.detail)
+    .bind(source.client.ip.map(|ip| ip.to_string()))
+    .bind(user_agent)
+    .bind(source.venue)
     .execute(tx.conn())
     .await?;
     Ok(())
+}
+
+/// What the audit log reader asks for; every filter is optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor_user_id: Option<Uuid>,
+    pub object_type: Option<String>,
+    pub object_id: Option<Uuid>,
+    pub action: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// One audit entry as read back.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub actor_user_id: Option<Uuid>,
+    pub action: String,
+    pub object_type: String,
+    pub object_id: Option<Uuid>,
+    pub venue_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The newest entries matching `filter`. Owners and managers only; a manager scoped to venues reads the entries
+/// recorded for those venues (entries about no venue — members, tariffs, the tenant — are for owners and unscoped
+/// managers).
+pub async fn list(tx: &mut TenantTx, actor: &Actor, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
+    actor.require_manager()?;
+    if let (Some(from), Some(to)) = (filter.from, filter.to) {
+        if to < from {
+            return Err(Error::validation("to", "must not be before `from`"));
+        }
+    }
+    if !(1..=500).contains(&filter.limit) {
+        return Err(Error::validation("limit", "must be between 1 and 500"));
+    }
+    Ok(sqlx::query_as(
+        "select id, actor_user_id, action, object_type, object_id, venue_id, request_id, host(ip) as ip,
+                user_agent, detail, created_at
+         from audit_log
+         where tenant_id = $1 and ($2::uuid is null or actor_user_id = $2)
+           and ($3::text is null or object_type = $3) and ($4::uuid is null or object_id = $4)
+           and ($5::text is null or action = $5) and ($6::timestamptz is null or created_at >= $6)
+           and ($7::timestamptz is null or created_at < $7)
+           and ($8::uuid[] is null or venue_id = any($8))
+         order by created_at desc, id desc limit $9",
+    )
+    .bind(tx.tenant())
+    .bind(filter.actor_user_id)
+    .bind(&filter.object_type)
+    .bind(filter.object_id)
+    .bind(&filter.action)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(actor.venue_filter())
+    .bind(filter.limit)
+    .fetch_all(tx.conn())
+    .await?)
 }

@@ -11,7 +11,7 @@ use crate::db::TenantTx;
 use crate::error::Result;
 use crate::sessions::{self, SessionFilter, SessionStatus};
 use crate::stations::{self, StationFilter};
-use crate::{venues, StationKind, StationStatus};
+use crate::{venues, Actor, StationKind, StationStatus};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Dashboard {
@@ -52,16 +52,23 @@ pub struct RunningSession {
     running_cost: i64,
 }
 
-/// Every unarchived station of the tenant (or of one venue) with what is running on it, at `now`.
+/// Every unarchived station of the tenant (or of one venue) that `actor` may see, with what is running on it, at
+/// `now`. A venue outside a scoped member's venues is `not_found`.
 pub async fn build(
     tx: &mut TenantTx,
+    actor: &Actor,
     venue_id: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Dashboard> {
-    let venue_list = match venue_id {
-        Some(id) => vec![venues::get(tx, id).await?],
+    let mut venue_list = match venue_id {
+        Some(id) => {
+            actor.check_venue(id, "venue")?;
+            vec![venues::get(tx, id).await?]
+        }
         None => venues::list(tx, false).await?,
     };
+    // A member scoped to some venues sees only those.
+    venue_list.retain(|v| actor.sees_venue(v.id));
     let station_list = stations::list(
         tx,
         &StationFilter {

@@ -281,6 +281,7 @@ impl From<sqlx::Error> for Error {
                     Some("asset_label_key") => "an asset with this label already exists",
                     Some("asset_slot_key") => "that slot is already taken; retry",
                     Some("session_quote_key") => "this quote was already used",
+                    Some("staff_shift_open_key") => "you are already clocked in; clock out first",
                     _ => "this already exists",
                 };
                 return Self::Conflict(message.to_owned());

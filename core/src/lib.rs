@@ -17,8 +17,10 @@ pub mod patrons;
 pub mod payments;
 pub mod pricing;
 pub mod rentals;
+pub mod scope;
 pub mod sessions;
 pub mod signals;
+pub mod staff;
 pub mod stations;
 pub mod tariffs;
 pub mod tenants;
@@ -28,4 +30,6 @@ pub mod venues;
 
 pub use db::{Db, SystemDb, TenantId, TenantTx};
 pub use error::{Error, ErrorCode, Result};
-pub use model::{Actor, PatronActor, Principal, Role, StationControl, StationKind, StationStatus};
+pub use model::{
+    Actor, PatronActor, Principal, RequestClient, Role, StationControl, StationKind, StationStatus,
+};

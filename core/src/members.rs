@@ -18,40 +18,53 @@ pub struct Member {
     pub user_id: Uuid,
     pub email: String,
     pub role: Role,
+    /// The venues the member is scoped to; `None`: every venue (always for owners).
+    pub venue_ids: Option<Vec<Uuid>>,
     pub created_at: DateTime<Utc>,
 }
+
+/// The member columns, with the venue scope (`m` is the membership).
+const MEMBER_COLUMNS: &str = "m.user_id, u.email, m.role,
+    case when m.all_venues or m.role = 'owner' then null
+         else array(select mv.venue_id from member_venue mv
+                    where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id order by mv.venue_id) end as venue_ids,
+    m.created_at";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Invitation {
     pub id: Uuid,
     pub email: String,
     pub role: Role,
+    /// The venues the invitation grants; `None`: every venue.
+    pub venue_ids: Option<Vec<Uuid>>,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
 }
 
 pub async fn list(tx: &mut TenantTx) -> Result<Vec<Member>> {
-    Ok(sqlx::query_as(
-        "select m.user_id, u.email, m.role, m.created_at
+    let sql = format!(
+        "select {MEMBER_COLUMNS}
          from membership m join app_user u on u.id = m.user_id
-         where m.tenant_id = $1 order by m.role, u.email limit $2",
-    )
-    .bind(tx.tenant())
-    .bind(crate::validate::LIST_CAP)
-    .fetch_all(tx.conn())
-    .await?)
+         where m.tenant_id = $1 order by m.role, u.email limit $2"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(crate::validate::LIST_CAP)
+        .fetch_all(tx.conn())
+        .await?)
 }
 
 pub async fn get(tx: &mut TenantTx, user_id: Uuid) -> Result<Member> {
-    let member: Option<Member> = sqlx::query_as(
-        "select m.user_id, u.email, m.role, m.created_at
+    let sql = format!(
+        "select {MEMBER_COLUMNS}
          from membership m join app_user u on u.id = m.user_id
-         where m.tenant_id = $1 and m.user_id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(user_id)
-    .fetch_optional(tx.conn())
-    .await?;
+         where m.tenant_id = $1 and m.user_id = $2"
+    );
+    let member: Option<Member> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(user_id)
+        .fetch_optional(tx.conn())
+        .await?;
     member.ok_or(Error::NotFound("member"))
 }
 
@@ -63,10 +76,26 @@ pub async fn invite(
     email: &str,
     role: Role,
 ) -> Result<(Invitation, String)> {
+    invite_scoped(tx, actor, email, role, None).await
+}
+
+/// As [`invite`], for some venues only (`None`: every venue the inviter sees). Owners are never scoped.
+pub async fn invite_scoped(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    email: &str,
+    role: Role,
+    venues: Option<Vec<Uuid>>,
+) -> Result<(Invitation, String)> {
     actor.require_manager()?;
     if role == Role::Owner && actor.role != Role::Owner {
         return Err(Error::Forbidden("only an owner can invite another owner"));
     }
+    let venues = if role == Role::Owner {
+        None
+    } else {
+        grantable_scope(tx, actor, venues).await?
+    };
     let email = auth::normalize_email("email", email)?;
     let already: bool = sqlx::query_scalar(
         "select exists (select 1 from membership m join app_user u on u.id = m.user_id
@@ -89,9 +118,9 @@ pub async fn invite(
     .await?;
     let token = auth::random_token();
     let invitation: Invitation = sqlx::query_as(
-        "insert into invitation (tenant_id, id, email, role, token_hash, invited_by, expires_at)
-         values ($1, $2, $3, $4, $5, $6, now() + make_interval(days => $7))
-         returning id, email, role, expires_at, created_at",
+        "insert into invitation (tenant_id, id, email, role, token_hash, invited_by, expires_at, venue_ids)
+         values ($1, $2, $3, $4, $5, $6, now() + make_interval(days => $7), $8)
+         returning id, email, role, venue_ids, expires_at, created_at",
     )
     .bind(tx.tenant())
     .bind(Uuid::now_v7())
@@ -100,9 +129,11 @@ pub async fn invite(
     .bind(auth::token_hash(&token))
     .bind(actor.user_id)
     .bind(INVITATION_TTL_DAYS)
+    .bind(&venues)
     .fetch_one(tx.conn())
     .await?;
-    let detail = serde_json::json!({ "email": invitation.email, "role": role });
+    let detail =
+        serde_json::json!({ "email": invitation.email, "role": role, "venue_ids": venues });
     audit::record(
         tx,
         actor,
@@ -133,6 +164,11 @@ pub async fn change_role(
     if target.role == Role::Owner && role != Role::Owner {
         ensure_another_owner(tx, user_id).await?;
     }
+    if actor.venues.is_some() && !within(&target.venue_ids, actor) {
+        return Err(Error::Forbidden(
+            "this member works in venues outside yours; ask an owner",
+        ));
+    }
     sqlx::query("update membership set role = $3 where tenant_id = $1 and user_id = $2")
         .bind(tx.tenant())
         .bind(user_id)
@@ -158,6 +194,11 @@ pub async fn change_role(
 pub async fn remove(tx: &mut TenantTx, actor: &Actor, user_id: Uuid) -> Result<Member> {
     actor.require_manager()?;
     let target = get(tx, user_id).await?;
+    if actor.venues.is_some() && !within(&target.venue_ids, actor) {
+        return Err(Error::Forbidden(
+            "this member works in venues outside yours; ask an owner",
+        ));
+    }
     if target.role == Role::Owner {
         if actor.role != Role::Owner {
             return Err(Error::Forbidden("only an owner can remove an owner"));
@@ -203,4 +244,155 @@ async fn ensure_another_owner(tx: &mut TenantTx, leaving: Uuid) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The venues a member of `role` may see now (`None`: every venue). Read on every request with the role, so a
+/// change of scope takes effect at once (for subscriptions, at the next authentication).
+pub async fn venue_scope(
+    tx: &mut TenantTx,
+    user_id: Uuid,
+    role: Role,
+) -> Result<Option<Vec<Uuid>>> {
+    if role == Role::Owner {
+        return Ok(None);
+    }
+    let scope: Option<Option<Vec<Uuid>>> = sqlx::query_scalar(
+        "select case when m.all_venues then null
+                     else array(select mv.venue_id from member_venue mv
+                                where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id) end
+         from membership m where m.tenant_id = $1 and m.user_id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(user_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(scope.flatten())
+}
+
+/// Whether every venue of a member's scope (`None`: all) is within `actor`'s.
+fn within(scope: &Option<Vec<Uuid>>, actor: &Actor) -> bool {
+    match (scope, &actor.venues) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(theirs), Some(_)) => theirs.iter().all(|v| actor.sees_venue(*v)),
+    }
+}
+
+/// Checks a scope `actor` wants to grant: every venue must exist and be one the actor sees (`not_found`
+/// otherwise, as for any venue out of sight). A scoped actor asking for every venue grants its own venues.
+async fn grantable_scope(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    venues: Option<Vec<Uuid>>,
+) -> Result<Option<Vec<Uuid>>> {
+    let Some(mut venues) = venues.or_else(|| actor.venues.clone()) else {
+        return Ok(None);
+    };
+    venues.sort();
+    venues.dedup();
+    if venues.is_empty() {
+        return Err(Error::validation(
+            "venueIds",
+            "list at least one venue, or leave it out for every venue",
+        ));
+    }
+    if venues.len() > 200 {
+        return Err(Error::validation("venueIds", "at most 200 venues"));
+    }
+    let known: i64 =
+        sqlx::query_scalar("select count(*) from venue where tenant_id = $1 and id = any($2)")
+            .bind(tx.tenant())
+            .bind(&venues)
+            .fetch_one(tx.conn())
+            .await?;
+    if known != venues.len() as i64 || !venues.iter().all(|v| actor.sees_venue(*v)) {
+        return Err(Error::NotFound("venue"));
+    }
+    Ok(Some(venues))
+}
+
+/// Writes a member's scope (`None`: every venue).
+async fn write_scope(tx: &mut TenantTx, user_id: Uuid, venues: Option<&[Uuid]>) -> Result<()> {
+    sqlx::query("delete from member_venue where tenant_id = $1 and user_id = $2")
+        .bind(tx.tenant())
+        .bind(user_id)
+        .execute(tx.conn())
+        .await?;
+    sqlx::query("update membership set all_venues = $3 where tenant_id = $1 and user_id = $2")
+        .bind(tx.tenant())
+        .bind(user_id)
+        .bind(venues.is_none())
+        .execute(tx.conn())
+        .await?;
+    if let Some(venues) = venues {
+        sqlx::query(
+            "insert into member_venue (tenant_id, user_id, venue_id) select $1, $2, unnest($3::uuid[])",
+        )
+        .bind(tx.tenant())
+        .bind(user_id)
+        .bind(venues)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
+}
+
+/// On acceptance: the new membership gets the invitation's venues.
+pub async fn apply_invited_scope(
+    tx: &mut TenantTx,
+    invitation_id: Uuid,
+    user_id: Uuid,
+) -> Result<()> {
+    let venues: Option<Option<Vec<Uuid>>> =
+        sqlx::query_scalar("select venue_ids from invitation where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(invitation_id)
+            .fetch_optional(tx.conn())
+            .await?;
+    if let Some(Some(venues)) = venues {
+        write_scope(tx, user_id, Some(&venues)).await?;
+    }
+    Ok(())
+}
+
+/// Changes the venues a staff member or manager works in (`None`: every venue). Owners and managers only; a
+/// scoped manager grants only its own venues, to members within them.
+pub async fn set_venues(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    user_id: Uuid,
+    venues: Option<Vec<Uuid>>,
+) -> Result<Member> {
+    actor.require_manager()?;
+    let target = get(tx, user_id).await?;
+    if target.role == Role::Owner {
+        return Err(Error::validation(
+            "userId",
+            "owners see every venue; change the role first",
+        ));
+    }
+    if !within(&target.venue_ids, actor) {
+        return Err(Error::Forbidden(
+            "this member works in venues outside yours; ask an owner",
+        ));
+    }
+    if venues.is_none() && actor.venues.is_some() {
+        return Err(Error::Forbidden(
+            "only a member who sees every venue can grant every venue",
+        ));
+    }
+    let venues = grantable_scope(tx, actor, venues).await?;
+    write_scope(tx, user_id, venues.as_deref()).await?;
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "member.set_venues",
+            object_type: "member",
+            object_id: Some(user_id),
+            detail: serde_json::json!({ "from": target.venue_ids, "to": venues }),
+        },
+    )
+    .await?;
+    get(tx, user_id).await
 }

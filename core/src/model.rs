@@ -128,6 +128,17 @@ pub struct Actor {
     pub user_id: Uuid,
     pub role: Role,
     pub request_id: Option<String>,
+    /// The venues this member may see and act in; `None` is every venue (always for owners).
+    pub venues: Option<Vec<Uuid>>,
+    /// Where the request came from, for the audit log (set by the API; `None` elsewhere).
+    pub client: RequestClient,
+}
+
+/// The client side of a request, as the audit log records it.
+#[derive(Debug, Clone, Default)]
+pub struct RequestClient {
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
 }
 
 impl Actor {
@@ -140,5 +151,25 @@ impl Actor {
                 "this needs the owner or manager role",
             ))
         }
+    }
+
+    /// Whether the member may see `venue` (owners and unscoped members see every venue).
+    pub fn sees_venue(&self, venue: Uuid) -> bool {
+        self.venues.as_ref().is_none_or(|v| v.contains(&venue))
+    }
+
+    /// `not_found` (named `what`) unless the member may see `venue`: an object of another venue is answered as
+    /// one of another tenant would be.
+    pub fn check_venue(&self, venue: Uuid, what: &'static str) -> crate::error::Result<()> {
+        if self.sees_venue(venue) {
+            Ok(())
+        } else {
+            Err(crate::error::Error::NotFound(what))
+        }
+    }
+
+    /// The venue list to bind into a query (`$n::uuid[] is null or venue_id = any($n)`).
+    pub fn venue_filter(&self) -> Option<&[Uuid]> {
+        self.venues.as_deref()
     }
 }

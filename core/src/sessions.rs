@@ -229,12 +229,15 @@ pub struct SessionFilter {
     pub status: Option<SessionStatus>,
     pub station_id: Option<Uuid>,
     pub patron_id: Option<Uuid>,
+    /// Only these venues' sessions (a scoped member's venues); `None`: every venue.
+    pub venues: Option<Vec<Uuid>>,
 }
 
 pub async fn list(tx: &mut TenantTx, filter: &SessionFilter, limit: i64) -> Result<Vec<Session>> {
     let sql = format!(
         "select {COLUMNS} from session where tenant_id = $1 and ($2::session_status is null or status = $2)
            and ($3::uuid is null or station_id = $3) and ($4::uuid is null or patron_id = $4)
+           and ($6::uuid[] is null or venue_id = any($6))
          order by started_at desc, id desc limit $5"
     );
     Ok(sqlx::query_as(&sql)
@@ -243,6 +246,7 @@ pub async fn list(tx: &mut TenantTx, filter: &SessionFilter, limit: i64) -> Resu
         .bind(filter.station_id)
         .bind(filter.patron_id)
         .bind(limit.clamp(1, 500))
+        .bind(&filter.venues)
         .fetch_all(tx.conn())
         .await?)
 }

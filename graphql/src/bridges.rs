@@ -2,7 +2,7 @@
 
 use async_graphql::{ComplexObject, Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use switchyard_core::bridges;
+use switchyard_core::{bridges, scope};
 use uuid::Uuid;
 
 use crate::{begin, GqlResult, ManagerGuard};
@@ -108,18 +108,21 @@ impl BridgeQuery {
         ctx: &Context<'_>,
         venue_id: Option<Uuid>,
     ) -> async_graphql::Result<Vec<Bridge>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
         Ok(bridges::list(&mut tx, venue_id)
             .await
             .gql()?
             .into_iter()
+            .filter(|b| actor.sees_venue(b.venue_id))
             .map(Bridge::from)
             .collect())
     }
 
     async fn bridge(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Bridge> {
-        let (_, mut tx) = begin(ctx).await?;
-        Ok(bridges::get(&mut tx, id).await.gql()?.into())
+        let (actor, mut tx) = begin(ctx).await?;
+        let bridge = bridges::get(&mut tx, id).await.gql()?;
+        actor.check_venue(bridge.venue_id, "bridge").gql()?;
+        Ok(bridge.into())
     }
 }
 
@@ -136,6 +139,7 @@ impl BridgeMutation {
         name: String,
     ) -> async_graphql::Result<BridgeWithToken> {
         let (actor, mut tx) = begin(ctx).await?;
+        actor.check_venue(venue_id, "venue").gql()?;
         let (bridge, token) = bridges::create(&mut tx, actor, venue_id, &name)
             .await
             .gql()?;
@@ -154,6 +158,7 @@ impl BridgeMutation {
         id: Uuid,
     ) -> async_graphql::Result<BridgeWithToken> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::bridge(&mut tx, actor, id).await.gql()?;
         let (bridge, token) = bridges::rotate(&mut tx, actor, id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(BridgeWithToken {
@@ -171,6 +176,7 @@ impl BridgeMutation {
         station_id: Uuid,
     ) -> async_graphql::Result<String> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::station(&mut tx, actor, station_id).await.gql()?;
         let key = bridges::issue_agent_key(&mut tx, actor, station_id)
             .await
             .gql()?;
@@ -181,6 +187,7 @@ impl BridgeMutation {
     #[graphql(guard = "ManagerGuard")]
     async fn revoke_bridge(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Bridge> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::bridge(&mut tx, actor, id).await.gql()?;
         let bridge = bridges::revoke(&mut tx, actor, id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(bridge.into())

@@ -12,6 +12,7 @@ mod members;
 mod patrons;
 mod rentals;
 mod sessions;
+mod staff;
 mod stations;
 mod tariffs;
 mod venues;
@@ -41,6 +42,7 @@ pub struct QueryRoot(
     sessions::SessionQuery,
     rentals::RentalQuery,
     bridges::BridgeQuery,
+    staff::StaffQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -54,6 +56,7 @@ pub struct MutationRoot(
     sessions::SessionMutation,
     rentals::RentalMutation,
     bridges::BridgeMutation,
+    staff::StaffMutation,
 );
 
 pub use live::SubscriptionRoot;

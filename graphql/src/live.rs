@@ -94,8 +94,13 @@ async fn snapshot(
     venue: Option<Uuid>,
     seq: i64,
 ) -> switchyard_core::Result<DashboardUpdate> {
-    let mut tx = db.begin_tenant(principal.tenant()).await?;
-    let dashboard = switchyard_core::dashboard::build(&mut tx, venue, Utc::now()).await?;
+    let Principal::Member(actor) = principal else {
+        return Err(switchyard_core::Error::Forbidden(
+            "the dashboard is for the operator's staff",
+        ));
+    };
+    let mut tx = db.begin_tenant(actor.tenant).await?;
+    let dashboard = switchyard_core::dashboard::build(&mut tx, actor, venue, Utc::now()).await?;
     tx.rollback().await?;
     Ok(DashboardUpdate { seq, dashboard })
 }
@@ -114,8 +119,11 @@ pub fn visible(principal: &Principal, event: &Event) -> bool {
     match principal {
         // A patron hears only what is its own: its sessions, rentals, wallet, payments and alerts.
         Principal::Patron(patron) => event.patron_id == Some(patron.patron_id),
+        // A member scoped to some venues hears nothing of the others; events of no venue (bridges of the tenant,
+        // a patron flagged without a venue) reach every member.
         Principal::Member(actor) => match actor.role {
-            Role::Owner | Role::Manager | Role::Staff => true,
+            Role::Owner => true,
+            Role::Manager | Role::Staff => event.venue_id.is_none_or(|v| actor.sees_venue(v)),
         },
     }
 }
@@ -363,6 +371,24 @@ impl SubscriptionRoot {
             .boxed())
     }
 
+    /// Staff alerts: SOS (`sos.raised`, `sos.acknowledged`, `sos.responded`, `sos.resolved`) and tasks
+    /// (`task.created`, `task.assigned`, `task.completed`, `task.cancelled`), optionally of one venue, within the
+    /// member's venue scope. Every member of the venue hears them (on shift or not: a client that wants only its
+    /// shift's alerts filters on its own clock-in).
+    async fn staff_alerts(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Option<ID>,
+        after: Option<i64>,
+    ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
+        members_only(ctx)?;
+        let filter = Filter {
+            topics: &["sos", "task"],
+            venue: parse_venue(venue_id)?,
+        };
+        open(ctx, filter, after).await
+    }
+
     /// The signed-in patron's own sessions, rentals, wallet, payments and alerts.
     async fn my_events(
         &self,
@@ -380,5 +406,73 @@ impl SubscriptionRoot {
             venue: None,
         };
         open(ctx, filter, after).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_core::{Actor, TenantId};
+
+    fn event(kind: &str, venue: Option<Uuid>) -> Event {
+        Event {
+            tenant_id: Uuid::nil(),
+            seq: 1,
+            kind: kind.to_owned(),
+            venue_id: venue,
+            station_id: None,
+            subject_id: None,
+            patron_id: None,
+            user_id: None,
+            data: serde_json::json!({}),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn member(role: Role, venues: Option<Vec<Uuid>>) -> Principal {
+        Principal::Member(Actor {
+            tenant: TenantId(Uuid::nil()),
+            user_id: Uuid::now_v7(),
+            role,
+            request_id: None,
+            venues,
+            client: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_scoped_member_hears_only_its_venues_and_an_owner_hears_all() {
+        let (mine, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let staff = member(Role::Staff, Some(vec![mine]));
+        let manager = member(Role::Manager, Some(vec![mine]));
+        let everywhere = member(Role::Staff, None);
+        let owner = member(Role::Owner, Some(vec![mine]));
+        for kind in [
+            "sos.raised",
+            "task.created",
+            "session.started",
+            "station.status",
+        ] {
+            assert!(visible(&staff, &event(kind, Some(mine))), "{kind}");
+            assert!(!visible(&staff, &event(kind, Some(other))), "{kind}");
+            assert!(!visible(&manager, &event(kind, Some(other))), "{kind}");
+            assert!(visible(&everywhere, &event(kind, Some(other))), "{kind}");
+            assert!(visible(&owner, &event(kind, Some(other))), "{kind}");
+        }
+        assert!(visible(&staff, &event("patron.flagged", None)));
+        assert!(!visible(&staff, &event("member.removed", None)));
+    }
+
+    #[test]
+    fn staff_alerts_carry_sos_and_task_events_of_the_chosen_venue() {
+        let venue = Uuid::now_v7();
+        let filter = Filter {
+            topics: &["sos", "task"],
+            venue: Some(venue),
+        };
+        assert!(filter.passes(&event("sos.raised", Some(venue))));
+        assert!(filter.passes(&event("task.assigned", Some(venue))));
+        assert!(!filter.passes(&event("session.started", Some(venue))));
+        assert!(!filter.passes(&event("sos.raised", Some(Uuid::now_v7()))));
     }
 }

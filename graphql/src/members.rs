@@ -13,6 +13,8 @@ pub struct Member {
     pub user_id: Uuid,
     pub email: String,
     pub role: Role,
+    /// The venues the member works in; `null`: every venue (always for owners).
+    pub venue_ids: Option<Vec<Uuid>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -22,6 +24,7 @@ impl From<members::Member> for Member {
             user_id: m.user_id,
             email: m.email,
             role: m.role,
+            venue_ids: m.venue_ids,
             created_at: m.created_at,
         }
     }
@@ -32,6 +35,8 @@ pub struct Invitation {
     pub id: Uuid,
     pub email: String,
     pub role: Role,
+    /// The venues it grants; `null`: every venue.
+    pub venue_ids: Option<Vec<Uuid>>,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -76,21 +81,26 @@ pub struct MemberMutation;
 #[Object]
 impl MemberMutation {
     /// Invites an email with a role (only owners invite owners). Valid for 7 days; inviting again replaces it.
+    /// `venueIds` confines a staff member or manager to those venues (omitted: every venue the inviter sees).
     #[graphql(guard = "ManagerGuard")]
     async fn invite_member(
         &self,
         ctx: &Context<'_>,
         email: String,
         role: Role,
+        venue_ids: Option<Vec<Uuid>>,
     ) -> async_graphql::Result<InvitationPayload> {
         let (actor, mut tx) = begin(ctx).await?;
-        let (invitation, token) = members::invite(&mut tx, actor, &email, role).await.gql()?;
+        let (invitation, token) = members::invite_scoped(&mut tx, actor, &email, role, venue_ids)
+            .await
+            .gql()?;
         tx.commit().await.gql()?;
         Ok(InvitationPayload {
             invitation: Invitation {
                 id: invitation.id,
                 email: invitation.email,
                 role: invitation.role,
+                venue_ids: invitation.venue_ids,
                 expires_at: invitation.expires_at,
             },
             token,
@@ -132,6 +142,23 @@ impl MemberMutation {
     ) -> async_graphql::Result<Member> {
         let (actor, mut tx) = begin(ctx).await?;
         let member = members::change_role(&mut tx, actor, user_id, role)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(member.into())
+    }
+
+    /// Sets the venues a staff member or manager works in (`null`: every venue). A manager confined to some
+    /// venues grants only those, and only to members within them. Takes effect at the member's next request.
+    #[graphql(guard = "ManagerGuard")]
+    async fn set_member_venues(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Uuid,
+        venue_ids: Option<Vec<Uuid>>,
+    ) -> async_graphql::Result<Member> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let member = members::set_venues(&mut tx, actor, user_id, venue_ids)
             .await
             .gql()?;
         tx.commit().await.gql()?;

@@ -131,6 +131,21 @@ pub struct Refund {
 
 #[ComplexObject]
 impl Patron {
+    /// Whether staff flagged this patron (safety log); members only, `null` for the patron itself.
+    async fn flagged(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<bool>> {
+        Ok(crate::staff::flag_for_members(ctx, self.id)
+            .await?
+            .map(|f| f.is_some()))
+    }
+
+    /// Why staff flagged this patron; members only.
+    async fn flag_reason(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(crate::staff::flag_for_members(ctx, self.id)
+            .await?
+            .flatten()
+            .map(|f| f.reason))
+    }
+
     /// The saved card of the configured provider, if any.
     async fn card(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Card>> {
         let mut tx = begin_for_patron(ctx, self.id).await?;
@@ -251,6 +266,7 @@ impl PatronQuery {
             status: None,
             station_id: None,
             patron_id: Some(me.patron_id),
+            venues: None,
         };
         Ok(switchyard_core::sessions::list(&mut tx, &filter, limit)
             .await
@@ -382,6 +398,7 @@ impl PatronMutation {
         idempotency_key: String,
     ) -> async_graphql::Result<Patron> {
         let (actor, mut tx) = begin(ctx).await?;
+        actor.check_venue(venue_id, "venue").gql()?;
         let key = idempotency::check_key(&idempotency_key).gql()?.to_owned();
         // The request store REST uses: the same key replays only the same request.
         let scope = "graphql.topUpCash";

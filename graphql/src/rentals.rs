@@ -57,8 +57,11 @@ impl RentalQuery {
         ctx: &Context<'_>,
         station_id: Uuid,
     ) -> async_graphql::Result<Vec<Asset>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
         switchyard_core::stations::get(&mut tx, station_id)
+            .await
+            .gql()?;
+        switchyard_core::scope::station(&mut tx, actor, station_id)
             .await
             .gql()?;
         Ok(rentals::docked(&mut tx, station_id)
@@ -85,6 +88,9 @@ impl RentalMutation {
         label: String,
     ) -> async_graphql::Result<Asset> {
         let (actor, mut tx) = begin(ctx).await?;
+        switchyard_core::scope::station(&mut tx, actor, station_id)
+            .await
+            .gql()?;
         let asset = rentals::dock(&mut tx, actor, station_id, slot, &label)
             .await
             .gql()?;
@@ -100,6 +106,9 @@ impl RentalMutation {
         station_id: Uuid,
     ) -> async_graphql::Result<RentalQuote> {
         let (actor, mut tx) = begin(ctx).await?;
+        switchyard_core::scope::station(&mut tx, actor, station_id)
+            .await
+            .gql()?;
         let q = rentals::quote(&mut tx, actor, patron_id, station_id, QUOTE_TTL_SECS)
             .await
             .gql()?;
@@ -146,6 +155,10 @@ impl RentalMutation {
         station_id: Uuid,
     ) -> async_graphql::Result<Session> {
         let (actor, mut tx) = begin(ctx).await?;
+        // A powerbank may be returned to any cabinet: the cabinet must be one of the member's venues.
+        switchyard_core::scope::station(&mut tx, actor, station_id)
+            .await
+            .gql()?;
         let session = rentals::stop(&mut tx, actor, rental_id, station_id)
             .await
             .gql()?;

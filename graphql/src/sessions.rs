@@ -4,7 +4,7 @@ use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Duration, Utc};
 use switchyard_core::idempotency::{self, Begin};
 use switchyard_core::sessions::{self, Payment, SessionFilter, SessionStatus, StartSession};
-use switchyard_core::TenantTx;
+use switchyard_core::{scope, TenantTx};
 use uuid::Uuid;
 
 use crate::{begin, GqlResult};
@@ -40,6 +40,15 @@ pub struct Pause {
 
 #[Object]
 impl Session {
+    /// Why the session's patron is flagged (the safety log), so staff starting a session are warned; `null` when
+    /// not flagged, and always for the patron itself.
+    async fn patron_flag(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(crate::staff::flag_for_members(ctx, self.0.patron_id)
+            .await?
+            .flatten()
+            .map(|f| f.reason))
+    }
+
     async fn id(&self) -> Uuid {
         self.0.id
     }
@@ -136,8 +145,10 @@ pub struct SessionQuery;
 #[Object]
 impl SessionQuery {
     async fn session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
-        let (_, mut tx) = begin(ctx).await?;
-        Ok(Session(sessions::get(&mut tx, id).await.gql()?))
+        let (actor, mut tx) = begin(ctx).await?;
+        let session = sessions::get(&mut tx, id).await.gql()?;
+        actor.check_venue(session.venue_id, "session").gql()?;
+        Ok(Session(session))
     }
 
     /// Sessions, newest first.
@@ -150,11 +161,12 @@ impl SessionQuery {
         patron_id: Option<Uuid>,
         #[graphql(default = 100)] limit: i64,
     ) -> async_graphql::Result<Vec<Session>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
         let filter = SessionFilter {
             status,
             station_id,
             patron_id,
+            venues: actor.venues.clone(),
         };
         Ok(sessions::list(&mut tx, &filter, limit)
             .await
@@ -173,10 +185,11 @@ impl SessionQuery {
         station_id: Uuid,
         #[graphql(default = 100)] limit: i64,
     ) -> async_graphql::Result<Vec<DeviceCommand>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
         switchyard_core::stations::get(&mut tx, station_id)
             .await
             .gql()?;
+        scope::station(&mut tx, actor, station_id).await.gql()?;
         let commands = sessions::device_commands(&mut tx, station_id, limit)
             .await
             .gql()?;
@@ -252,7 +265,10 @@ impl SessionMutation {
         input: StartSessionInput,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Session> {
-        let (actor, tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
+        scope::station(&mut tx, actor, input.station_id)
+            .await
+            .gql()?;
         let tick = ctx.data::<BillingTick>()?.0;
         let request = serde_json::json!({
             "station_id": input.station_id, "patron_id": input.patron_id,
@@ -285,6 +301,7 @@ impl SessionMutation {
         minutes: i64,
     ) -> async_graphql::Result<Session> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::session(&mut tx, actor, id).await.gql()?;
         let session = sessions::extend(&mut tx, actor, id, minutes).await.gql()?;
         tx.commit().await.gql()?;
         Ok(Session(session))
@@ -293,6 +310,7 @@ impl SessionMutation {
     /// Pauses a running session: the station switches off, the time is not billed and the remaining time freezes.
     async fn pause_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::session(&mut tx, actor, id).await.gql()?;
         let session = sessions::pause(&mut tx, actor, id, Utc::now())
             .await
             .gql()?;
@@ -303,6 +321,7 @@ impl SessionMutation {
     /// Resumes a paused session: the station switches on and the planned end moves later by the pause.
     async fn resume_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::session(&mut tx, actor, id).await.gql()?;
         let tick = ctx.data::<BillingTick>()?.0;
         let session = sessions::resume(&mut tx, actor, id, Utc::now(), tick)
             .await
@@ -314,6 +333,7 @@ impl SessionMutation {
     /// Stops a session now and settles it. Stopping it again returns it unchanged.
     async fn stop_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::session(&mut tx, actor, id).await.gql()?;
         let session = sessions::stop(&mut tx, Some(actor), id, Utc::now())
             .await
             .gql()?;

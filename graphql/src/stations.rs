@@ -3,7 +3,7 @@
 use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use switchyard_core::stations::{self, NewStation, StationFilter, StationPatch};
-use switchyard_core::{StationControl, StationKind, StationStatus};
+use switchyard_core::{scope, StationControl, StationKind, StationStatus};
 use uuid::Uuid;
 
 use crate::loaders::Loaders;
@@ -143,7 +143,7 @@ impl StationQuery {
         status: Option<StationStatus>,
         #[graphql(default = false)] include_archived: bool,
     ) -> async_graphql::Result<Vec<Station>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
         let filter = StationFilter {
             venue_id,
             kind,
@@ -154,14 +154,17 @@ impl StationQuery {
             .await
             .gql()?
             .into_iter()
+            .filter(|s| actor.sees_venue(s.venue_id))
             .map(Station)
             .collect())
     }
 
     /// One station (archived ones too); `not_found` for unknown ids and other tenants' stations.
     async fn station(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Station> {
-        let (_, mut tx) = begin(ctx).await?;
-        Ok(Station(stations::get(&mut tx, id).await.gql()?))
+        let (actor, mut tx) = begin(ctx).await?;
+        let station = stations::get(&mut tx, id).await.gql()?;
+        actor.check_venue(station.venue_id, "station").gql()?;
+        Ok(Station(station))
     }
 }
 
@@ -177,6 +180,7 @@ impl StationMutation {
         input: CreateStationInput,
     ) -> async_graphql::Result<Station> {
         let (actor, mut tx) = begin(ctx).await?;
+        actor.check_venue(input.venue_id, "venue").gql()?;
         let input = NewStation {
             venue_id: input.venue_id,
             name: input.name,
@@ -199,6 +203,7 @@ impl StationMutation {
         input: UpdateStationInput,
     ) -> async_graphql::Result<Station> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::station(&mut tx, actor, id).await.gql()?;
         let patch = StationPatch {
             name: input.name,
             control: input.control,
@@ -214,6 +219,7 @@ impl StationMutation {
     #[graphql(guard = "ManagerGuard")]
     async fn archive_station(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Station> {
         let (actor, mut tx) = begin(ctx).await?;
+        scope::station(&mut tx, actor, id).await.gql()?;
         let station = stations::archive(&mut tx, actor, id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(Station(station))

@@ -203,6 +203,7 @@ impl TariffMutation {
         input: AssignTariffInput,
     ) -> async_graphql::Result<Tariff> {
         let (actor, mut tx) = begin(ctx).await?;
+        actor.check_venue(input.venue_id, "venue").gql()?;
         let scope = Scope {
             venue_id: input.venue_id,
             station_kind: input.station_kind,

@@ -116,18 +116,20 @@ impl VenueQuery {
         ctx: &Context<'_>,
         #[graphql(default = false)] include_archived: bool,
     ) -> async_graphql::Result<Vec<Venue>> {
-        let (_, mut tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
         Ok(venues::list(&mut tx, include_archived)
             .await
             .gql()?
             .into_iter()
+            .filter(|v| actor.sees_venue(v.id))
             .map(Venue)
             .collect())
     }
 
     /// One venue (archived ones too); `not_found` for unknown ids and other tenants' venues.
     async fn venue(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Venue> {
-        let (_, mut tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
+        actor.check_venue(id, "venue").gql()?;
         Ok(Venue(venues::get(&mut tx, id).await.gql()?))
     }
 }
@@ -144,6 +146,7 @@ impl VenueMutation {
         input: CreateVenueInput,
     ) -> async_graphql::Result<Venue> {
         let (actor, mut tx) = begin(ctx).await?;
+        switchyard_core::scope::require_all_venues(actor).gql()?;
         let input = NewVenue {
             name: input.name,
             timezone: input.timezone,
@@ -163,6 +166,7 @@ impl VenueMutation {
         input: UpdateVenueInput,
     ) -> async_graphql::Result<Venue> {
         let (actor, mut tx) = begin(ctx).await?;
+        actor.check_venue(id, "venue").gql()?;
         let patch = VenuePatch {
             name: input.name,
             timezone: input.timezone,
@@ -177,6 +181,7 @@ impl VenueMutation {
     #[graphql(guard = "ManagerGuard")]
     async fn archive_venue(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Venue> {
         let (actor, mut tx) = begin(ctx).await?;
+        actor.check_venue(id, "venue").gql()?;
         let venue = venues::archive(&mut tx, actor, id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(Venue(venue))

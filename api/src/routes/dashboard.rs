@@ -27,7 +27,7 @@ pub async fn get(
     ApiQuery(query): ApiQuery<DashboardQuery>,
 ) -> ApiResult<Json<Dashboard>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
-    let dashboard = dashboard::build(&mut tx, query.venue_id, Utc::now()).await?;
+    let dashboard = dashboard::build(&mut tx, &actor, query.venue_id, Utc::now()).await?;
     tx.rollback().await?;
     Ok(Json(dashboard))
 }

@@ -85,9 +85,12 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
                 Err(e) => Err(e),
             };
             match authenticated {
-                Ok(principal) => {
+                Ok(mut principal) => {
                     tracing::Span::current()
                         .record("tenant.id", tracing::field::display(principal.tenant()));
+                    if let switchyard_core::Principal::Member(actor) = &mut principal {
+                        actor.client = crate::extract::request_client(&parts, &state);
+                    }
                     Some(principal)
                 }
                 Err(e) => {

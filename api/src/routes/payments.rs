@@ -92,6 +92,7 @@ pub async fn intent(
         true,
         &value,
         |mut tx| async {
+            actor.check_venue(body.venue_id, "venue")?;
             let payment = payments::create_intent(
                 &mut tx,
                 &actor,

@@ -140,6 +140,7 @@ pub async fn quote(
     ApiJson(body): ApiJson<QuoteRequest>,
 ) -> ApiResult<Json<QuoteResponse>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
+    switchyard_core::scope::station(&mut tx, &actor, body.station_id).await?;
     let quote = rentals::quote(
         &mut tx,
         &actor,
@@ -217,6 +218,7 @@ pub async fn stop(
         &value,
         |mut tx| async {
             rental(&mut tx, body.rental_id).await?;
+            switchyard_core::scope::station(&mut tx, &actor, body.station_id).await?;
             let s = rentals::stop(&mut tx, &actor, body.rental_id, body.station_id).await?;
             let response = StopResponse {
                 rental_id: s.id,
@@ -242,6 +244,7 @@ pub async fn get(
 ) -> ApiResult<Json<RentalResponse>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
     let (s, asset) = rental(&mut tx, id).await.map_err(ApiError::from)?;
+    actor.check_venue(s.venue_id, "rental")?;
     let debt = -ledger::balance(
         &mut tx,
         Owner::Patron(s.patron_id),

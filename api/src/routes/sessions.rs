@@ -116,6 +116,7 @@ pub async fn start(
         true,
         &value,
         |mut tx| async {
+            switchyard_core::scope::station(&mut tx, &actor, body.station_id).await?;
             let input = StartSession {
                 station_id: body.station_id,
                 patron_id: body.patron_id,
@@ -150,6 +151,7 @@ pub async fn extend(
         false,
         &value,
         |mut tx| async {
+            switchyard_core::scope::session(&mut tx, &actor, id).await?;
             let session = sessions::extend(&mut tx, &actor, id, body.minutes).await?;
             Ok((tx, StatusCode::OK, to_value(session.into())?))
         },
@@ -166,6 +168,7 @@ pub async fn stop(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<SessionView>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
+    switchyard_core::scope::session(&mut tx, &actor, id).await?;
     let session = sessions::stop(&mut tx, Some(&actor), id, Utc::now()).await?;
     tx.commit().await?;
     Ok(Json(session.into()))
@@ -180,5 +183,7 @@ pub async fn get(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<SessionView>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
-    Ok(Json(sessions::get(&mut tx, id).await?.into()))
+    let session = sessions::get(&mut tx, id).await?;
+    actor.check_venue(session.venue_id, "session")?;
+    Ok(Json(session.into()))
 }

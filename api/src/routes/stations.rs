@@ -51,7 +51,8 @@ pub async fn list(
         status: query.status,
         include_archived: query.include_archived,
     };
-    let list = stations::list(&mut tx, &filter).await?;
+    let mut list = stations::list(&mut tx, &filter).await?;
+    list.retain(|s| actor.sees_venue(s.venue_id));
     let ids: Vec<Uuid> = list.iter().map(|s| s.id).collect();
     let mut connectors: HashMap<Uuid, Vec<Connector>> = HashMap::new();
     for c in stations::connectors(&mut tx, &ids).await? {
@@ -77,6 +78,7 @@ pub async fn get(
 ) -> ApiResult<Json<StationView>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
     let station = stations::get(&mut tx, id).await?;
+    actor.check_venue(station.venue_id, "station")?;
     let connectors = stations::connectors(&mut tx, &[id]).await?;
     Ok(Json(StationView {
         station,

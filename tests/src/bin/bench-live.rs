@@ -32,7 +32,8 @@ use switchyard_tests::{bench_arg as arg, with_database};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -60,8 +61,11 @@ async fn subscriber(addr: &str, token: &str) -> Ws {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
-    ws.send(Message::text(init.to_string())).await.expect("init");
+    let init =
+        json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
+    ws.send(Message::text(init.to_string()))
+        .await
+        .expect("init");
     loop {
         let Some(Ok(Message::Text(text))) = ws.next().await else {
             panic!("no connection_ack");
@@ -82,9 +86,13 @@ async fn subscriber(addr: &str, token: &str) -> Ws {
 fn listen(mut ws: Ws, arrivals: Arc<Mutex<Vec<(i64, Instant)>>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(Ok(message)) = ws.next().await {
-            let Message::Text(text) = message else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
             let at = Instant::now();
-            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
             if let Some(n) = v["payload"]["data"]["liveEvents"]["data"]["n"].as_i64() {
                 arrivals.lock().expect("lock").push((n, at));
             }
@@ -119,7 +127,12 @@ async fn run(
                 .map(|(_, at)| *at)
                 .collect();
             if got.len() >= clients || Instant::now() > deadline {
-                assert_eq!(got.len(), clients, "event {n} reached {} of {clients} clients in 10 s", got.len());
+                assert_eq!(
+                    got.len(),
+                    clients,
+                    "event {n} reached {} of {clients} clients in 10 s",
+                    got.len()
+                );
                 latencies.extend(got.into_iter().map(|at| at - sent));
                 break;
             }
@@ -131,7 +144,9 @@ async fn run(
 
 fn summary(mut latencies: Vec<Duration>) -> String {
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+    };
     format!(
         "{} deliveries: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
@@ -149,7 +164,9 @@ async fn main() -> anyhow::Result<()> {
     let idle = arg("idle", 10_000) as usize;
     let owner_url = with_database(&std::env::var("DATABASE_URL")?, "switchyard_bench_live");
     let app_url = with_database(&std::env::var("APP_DATABASE_URL")?, "switchyard_bench_live");
-    let redis = std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty());
+    let redis = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
     if sqlx::Postgres::database_exists(&owner_url).await? {
         sqlx::Postgres::drop_database(&owner_url).await?;
     }
@@ -161,10 +178,12 @@ async fn main() -> anyhow::Result<()> {
         .bind(tenant)
         .execute(&owner)
         .await?;
-    sqlx::query("insert into app_user (id, email, password_hash) values ($1, 'owner@bench.test', 'x')")
-        .bind(user)
-        .execute(&owner)
-        .await?;
+    sqlx::query(
+        "insert into app_user (id, email, password_hash) values ($1, 'owner@bench.test', 'x')",
+    )
+    .bind(user)
+    .execute(&owner)
+    .await?;
     sqlx::query("insert into membership (tenant_id, user_id, role) values ($1, $2, 'owner')")
         .bind(tenant)
         .bind(user)
@@ -181,28 +200,33 @@ async fn main() -> anyhow::Result<()> {
 
     let exe = std::env::current_exe()?;
     let serve = || -> anyhow::Result<tokio::process::Child> {
-        Ok(tokio::process::Command::new(exe.with_file_name("switchyard"))
-            .arg("serve")
-            .env("APP_DATABASE_URL", &app_url)
-            .env("JWT_SECRET", SECRET)
-            .env("ACCESS_TOKEN_TTL_SECS", "900")
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .envs(switchyard_tests::PRODUCTION)
-            .env("REDIS_URL", redis.clone().unwrap_or_default())
-            .env("DB_MAX_CONNECTIONS", "20")
-            .env("RATE_BURST", "100000000")
-            .env("SUBSCRIPTIONS_PER_TENANT", "1000000")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?)
+        Ok(
+            tokio::process::Command::new(exe.with_file_name("switchyard"))
+                .arg("serve")
+                .env("APP_DATABASE_URL", &app_url)
+                .env("JWT_SECRET", SECRET)
+                .env("ACCESS_TOKEN_TTL_SECS", "900")
+                .env("LISTEN_ADDR", "127.0.0.1:0")
+                .envs(switchyard_tests::PRODUCTION)
+                .env("REDIS_URL", redis.clone().unwrap_or_default())
+                .env("DB_MAX_CONNECTIONS", "20")
+                .env("RATE_BURST", "100000000")
+                .env("SUBSCRIPTIONS_PER_TENANT", "1000000")
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?,
+        )
     };
     let mut replicas = Vec::new();
     for _ in 0..2 {
         let mut child = serve()?;
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
         let addr = loop {
-            let line = lines.next_line().await?.expect("the server printed its address");
+            let line = lines
+                .next_line()
+                .await?
+                .expect("the server printed its address");
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.trim().trim_start_matches("http://").to_owned();
             }
@@ -221,7 +245,10 @@ async fn main() -> anyhow::Result<()> {
     // The subscription is open once a first event arrives.
     warm_up(&db, tenant, &arrivals, 1).await;
     let latency = run(&db, tenant, "bench.tick", 1, events, 1, &arrivals).await;
-    println!("latency, commit → one subscriber on the other replica: {}", summary(latency));
+    println!(
+        "latency, commit → one subscriber on the other replica: {}",
+        summary(latency)
+    );
     one.abort();
 
     // 2. An SOS to many staff clients over both replicas.
@@ -232,8 +259,20 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(listen(subscriber(addr, &token).await, arrivals.clone()));
     }
     warm_up(&db, tenant, &arrivals, staff).await;
-    let fanout = run(&db, tenant, "sos.raised", 1_000_000, alerts, staff, &arrivals).await;
-    println!("fan-out, an SOS to {staff} staff clients over two replicas: {}", summary(fanout));
+    let fanout = run(
+        &db,
+        tenant,
+        "sos.raised",
+        1_000_000,
+        alerts,
+        staff,
+        &arrivals,
+    )
+    .await;
+    println!(
+        "fan-out, an SOS to {staff} staff clients over two replicas: {}",
+        summary(fanout)
+    );
     for task in tasks {
         task.abort();
     }
@@ -268,13 +307,23 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Commits marker events until every one of `clients` has received one (subscriptions open asynchronously).
-async fn warm_up(db: &Db, tenant: TenantId, arrivals: &Arc<Mutex<Vec<(i64, Instant)>>>, clients: usize) {
+async fn warm_up(
+    db: &Db,
+    tenant: TenantId,
+    arrivals: &Arc<Mutex<Vec<(i64, Instant)>>>,
+    clients: usize,
+) {
     for _ in 0..600 {
         let mut tx = db.begin_tenant(tenant).await.expect("begin");
         tx.emit(NewEvent::new("bench.warm_up", json!({ "n": -1 })));
         tx.commit().await.expect("commit");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let warm = arrivals.lock().expect("lock").iter().filter(|(n, _)| *n == -1).count();
+        let warm = arrivals
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(n, _)| *n == -1)
+            .count();
         if warm >= clients {
             arrivals.lock().expect("lock").clear();
             return;

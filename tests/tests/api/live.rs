@@ -871,3 +871,53 @@ async fn the_venue_dashboard_streams_a_fresh_grid_after_every_change_and_is_conf
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn an_sos_reaches_the_staff_of_its_venue_at_once_and_no_one_scoped_elsewhere() {
+    let app = switchyard_tests::spawn_app().await;
+    let f = floor(&app).await;
+    let hall = app.create_venue(&f.t.access, "Hall B").await;
+    let (staff, staff_token) = app.add_member(&f.t, "STAFF").await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
+        json!({"u": staff, "v": [hall]}),
+    )
+    .await;
+    let after = from_now(&app, f.t.id).await;
+    let q = format!("subscription($after: Int) {{ staffAlerts(after: $after) {{ {FIELDS} }} }}");
+    let mut owner = app
+        .subscribe(&f.t.access, &q, json!({"after": after}))
+        .await
+        .unwrap();
+    let mut scoped = app
+        .subscribe(&staff_token, &q, json!({"after": after}))
+        .await
+        .unwrap();
+    let raise = |venue: Uuid, note: &'static str| {
+        let token = f.t.access.clone();
+        let app = &app;
+        async move {
+            app.gql_ok(
+                &token,
+                "mutation($v: UUID!, $n: String) { raiseSos(input: {venueId: $v, severity: HIGH, note: $n}) { id } }",
+                json!({"v": venue, "n": note}),
+            )
+            .await["raiseSos"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let in_arcade = raise(f.venue, "a fall by PC-1").await;
+    let heard = next(&mut owner, "staffAlerts").await;
+    assert_eq!(heard["kind"], "sos.raised", "{heard}");
+    assert_eq!(heard["subjectId"], in_arcade);
+    assert_eq!(heard["venueId"], f.venue.to_string());
+    // The member scoped to Hall B hears Hall B's SOS first: the arcade's never reached it.
+    let in_hall = raise(hall, "smoke").await;
+    let first = next(&mut scoped, "staffAlerts").await;
+    assert_eq!(first["subjectId"], in_hall, "{first}");
+    assert_eq!(first["venueId"], hall.to_string());
+    assert_eq!(next(&mut owner, "staffAlerts").await["subjectId"], in_hall);
+}

@@ -22,4 +22,5 @@ mod production;
 mod rentals;
 mod rls;
 mod sessions;
+mod staff;
 mod stripe;

@@ -986,6 +986,8 @@ async fn a_paused_session_is_not_billed_its_end_moves_and_its_station_switches_o
         user_id: Uuid::nil(),
         role: switchyard_core::Role::Owner,
         request_id: None,
+        venues: None,
+        client: Default::default(),
     };
     let tick = Duration::seconds(30);
     let mut tx = db.begin_tenant(TenantId(f.t.id)).await.unwrap();

@@ -1,0 +1,147 @@
+//! A member confined to some venues: what it sees, and what a scoped manager may grant.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use switchyard_tests::{gql_code, spawn_app};
+use uuid::Uuid;
+
+use super::{add_scoped, id, second_venue};
+use crate::sessions::{floor, start};
+
+#[tokio::test]
+async fn a_staff_member_scoped_to_one_venue_sees_only_that_venue_and_not_found_for_the_other() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (other, other_station) = second_venue(&app, &f).await;
+    let (code, other_session) = start(
+        &app,
+        &f.t.access,
+        Some("other-venue-walk-in"),
+        json!({"station_id": other_station, "duration_minutes": 30, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{other_session}");
+    let other_session = other_session["session_id"].as_str().unwrap().to_owned();
+    let (staff_id, staff) = add_scoped(&app, &f.t.access, "STAFF", &[f.venue]).await;
+
+    let data = app
+        .gql_ok(
+            &staff,
+            "{ venues { id } stations { id } sessions { id } members { userId venueIds } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["venues"], json!([{"id": f.venue}]));
+    assert_eq!(data["stations"], json!([{"id": f.station}]));
+    assert_eq!(
+        data["sessions"],
+        json!([]),
+        "the other venue's session is not listed"
+    );
+    let me = data["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["userId"] == json!(staff_id))
+        .unwrap();
+    assert_eq!(me["venueIds"], json!([f.venue]));
+
+    for (query, variables) in [
+        ("query($id: UUID!) { venue(id: $id) { id } }", json!({"id": other})),
+        ("query($id: UUID!) { station(id: $id) { id } }", json!({"id": other_station})),
+        ("query($id: UUID!) { session(id: $id) { id } }", json!({"id": other_session})),
+        ("mutation($id: UUID!) { stopSession(id: $id) { id } }", json!({"id": other_session})),
+        ("query($id: UUID!) { deviceCommands(stationId: $id) { id } }", json!({"id": other_station})),
+        (
+            "mutation($s: UUID!) { startSession(input: {stationId: $s, durationMinutes: 10, payment: CASH}) { id } }",
+            json!({"s": other_station}),
+        ),
+        (
+            "mutation($v: UUID!) { raiseSos(input: {venueId: $v, severity: HIGH}) { id } }",
+            json!({"v": other}),
+        ),
+        ("mutation($v: UUID!) { clockIn(venueId: $v) { id } }", json!({"v": other})),
+    ] {
+        let body = app.gql(Some(&staff), query, variables).await;
+        assert_eq!(gql_code(&body), "not_found", "{query} -> {body}");
+    }
+    let status: String =
+        sqlx::query_scalar("select status::text from session where tenant_id = $1 and id = $2")
+            .bind(f.t.id)
+            .bind(id(&json!(other_session)))
+            .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(status, "active", "the other venue's session still runs");
+
+    // REST answers the same way.
+    let (code, body) = app
+        .get(&format!("/api/v1/stations/{other_station}"), &staff)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let (code, body) = app
+        .get(&format!("/api/v1/sessions/{other_session}"), &staff)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let (_, body) = app.get("/api/v1/dashboard", &staff).await;
+    let venues: Vec<&Value> = body["venues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["venue_id"])
+        .collect();
+    assert_eq!(venues, [&json!(f.venue)]);
+
+    // Widened by the owner, the member sees both at its next request.
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($u: UUID!) { setMemberVenues(userId: $u, venueIds: null) { venueIds } }",
+            json!({"u": staff_id}),
+        )
+        .await;
+    assert_eq!(data["setMemberVenues"]["venueIds"], Value::Null);
+    let data = app.gql_ok(&staff, "{ venues { id } }", json!({})).await;
+    assert_eq!(data["venues"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_scoped_manager_grants_only_its_own_venues() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (other, _) = second_venue(&app, &f).await;
+    let (_, manager) = add_scoped(&app, &f.t.access, "MANAGER", &[f.venue]).await;
+    let (staff_id, _) = add_scoped(&app, &manager, "STAFF", &[f.venue]).await;
+
+    let set = "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { venueIds } }";
+    let body = app
+        .gql(Some(&manager), set, json!({"u": staff_id, "v": [other]}))
+        .await;
+    assert_eq!(gql_code(&body), "not_found", "{body}");
+    let body = app
+        .gql(Some(&manager), set, json!({"u": staff_id, "v": null}))
+        .await;
+    assert_eq!(gql_code(&body), "forbidden", "{body}");
+    let body = app
+        .gql(Some(&manager), set, json!({"u": staff_id, "v": []}))
+        .await;
+    assert_eq!(gql_code(&body), "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "venueIds");
+    let body = app
+        .gql(
+            Some(&manager),
+            "mutation($v: [UUID!]) { inviteMember(email: \"x@example.com\", role: STAFF, venueIds: $v) { token } }",
+            json!({"v": [other]}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "not_found", "{body}");
+    let stored: Vec<Uuid> = sqlx::query_scalar(
+        "select venue_id from member_venue where tenant_id = $1 and user_id = $2",
+    )
+    .bind(f.t.id)
+    .bind(staff_id)
+    .fetch_all(&mut *app.tenant_tx(f.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(stored, [f.venue], "the staff member's venues are unchanged");
+}
