@@ -173,6 +173,7 @@ async fn every_subscription_field_is_confined_to_the_tenant_and_a_patron_hears_o
         "sessionEvents",
         "stationChanges",
         "bridgeChanges",
+        "staffAlerts",
     ];
     let (a_after, b_after) = (from_now(&app, a.t.id).await, from_now(&app, b.t.id).await);
     let mut b_subs = Vec::new();
@@ -212,7 +213,9 @@ async fn every_subscription_field_is_confined_to_the_tenant_and_a_patron_hears_o
         "{response}"
     );
 
-    // In A: pa's wallet is topped up and a session runs and stops; a bridge comes online and goes.
+    // In A: an SOS and a bridge online; pa's wallet is topped up and a session runs and stops.
+    raise_sos(&app, &a).await;
+    set_bridge_online(&app, &a).await;
     top_up(&app, &a, pa, 3_000, "pa-cash").await;
     let session = wallet_session(&app, &a.t.access, a.station, pa, Some(20)).await;
     app.gql_ok(
@@ -247,6 +250,7 @@ async fn every_subscription_field_is_confined_to_the_tenant_and_a_patron_hears_o
     top_up(&app, &b, pb, 3_000, "pb-cash").await;
     let b_session = wallet_session(&app, &b.t.access, b.station, pb, Some(20)).await;
     set_bridge_online(&app, &b).await;
+    let b_sos = raise_sos(&app, &b).await;
     let first = next(&mut pb_sub, "myEvents").await;
     assert_eq!(first["patronId"], pb.to_string(), "{first}");
     for (field, sub) in &mut b_subs {
@@ -260,9 +264,23 @@ async fn every_subscription_field_is_confined_to_the_tenant_and_a_patron_hears_o
             "sessionEvents" => assert_eq!(first["subjectId"], b_session.to_string(), "{first}"),
             "stationChanges" => assert_eq!(first["stationId"], b.station.to_string(), "{first}"),
             "bridgeChanges" => assert_eq!(first["kind"], "bridge.online", "{first}"),
+            "staffAlerts" => assert_eq!(first["subjectId"], b_sos, "{first}"),
             _ => assert_eq!(first["patronId"], pb.to_string(), "{field}: {first}"),
         }
     }
+}
+
+/// An SOS raised by `f`'s owner in its venue: its id.
+async fn raise_sos(app: &TestApp, f: &Floor) -> String {
+    app.gql_ok(
+        &f.t.access,
+        "mutation($v: UUID!) { raiseSos(input: {venueId: $v, severity: CRITICAL}) { id } }",
+        json!({"v": f.venue}),
+    )
+    .await["raiseSos"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A bridge of `f`'s venue reported online (as its tunnel does on hello).
