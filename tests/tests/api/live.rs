@@ -939,3 +939,58 @@ async fn an_sos_reaches_the_staff_of_its_venue_at_once_and_no_one_scoped_elsewhe
     assert_eq!(first["venueId"], hall.to_string());
     assert_eq!(next(&mut owner, "staffAlerts").await["subjectId"], in_hall);
 }
+
+#[tokio::test]
+async fn a_tenant_holds_at_most_its_share_of_subscriptions_on_a_process() {
+    // Three: each signed-in member connection holds one (it watches for the member's removal) besides its
+    // subscriptions.
+    let app = switchyard_tests::spawn_app_with(&[("SUBSCRIPTIONS_PER_TENANT", "3")]).await;
+    let t = app.signup().await;
+    let other = app.signup().await;
+    let q = format!("subscription {{ liveEvents {{ {FIELDS} }} }}");
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": q}});
+    let mut first = signed_in(&app, &t.access)
+        .await
+        .unwrap_or_else(|| panic!("signed in"));
+    first
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    let mut second = signed_in(&app, &t.access)
+        .await
+        .unwrap_or_else(|| panic!("signed in"));
+    second
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    let Read::Text(refused) = read(&mut second).await else {
+        panic!("closed")
+    };
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "rate_limited",
+        "{refused}"
+    );
+    assert!(refused["payload"]["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("live subscriptions"));
+    // Another tenant is not affected.
+    let after = from_now(&app, other.id).await;
+    let resumed = format!("subscription {{ liveEvents(after: {after}) {{ {FIELDS} }} }}");
+    let mut theirs = app
+        .subscribe(&other.access, &resumed, json!({}))
+        .await
+        .unwrap();
+    let patron = app.create_patron(&other.access, "P", None).await;
+    let venue = app.create_venue(&other.access, "V").await;
+    app.gql_ok(
+        &other.access,
+        "mutation($p: UUID!, $v: UUID!) { topUpCash(patronId: $p, venueId: $v, amount: 5, idempotencyKey: \"k\") { id } }",
+        json!({"p": patron, "v": venue}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut theirs, "liveEvents").await["kind"],
+        "wallet.changed"
+    );
+}
