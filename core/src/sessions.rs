@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::audit::{self, Entry};
+use crate::audit::{self, By, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::ledger::{self, Journal, Owner, Posted, Purpose};
@@ -220,14 +220,44 @@ pub struct StartSession {
 /// Longest planned session: a week.
 pub const MAX_MINUTES: i64 = 7 * 24 * 60;
 
-/// Starts a session: prices the planned time, takes cash or checks the wallet, switches the station on.
+/// Starts a session for staff: prices the planned time, takes cash or checks the wallet, switches the station on.
 pub async fn start(
     tx: &mut TenantTx,
     actor: &Actor,
     input: StartSession,
     tick: Duration,
 ) -> Result<Session> {
+    start_by(tx, By::Member(actor), input, None, tick).await
+}
+
+/// The one way a session starts, for staff and patrons alike: prices the planned time, takes cash (staff) or the
+/// planned price from the patron's saved card (`card`, into the wallet first), checks the wallet, switches the
+/// station on. A patron starts only its own sessions, only on a self-service station, and pays from its wallet
+/// or card.
+pub async fn start_by(
+    tx: &mut TenantTx,
+    by: By<'_>,
+    input: StartSession,
+    card: Option<&dyn crate::payments::PaymentProvider>,
+    tick: Duration,
+) -> Result<Session> {
     let station = stations::get(tx, input.station_id).await?;
+    if let By::Patron(me) = by {
+        if input.patron_id != Some(me.patron_id) {
+            return Err(Error::NotFound("patron"));
+        }
+        if input.payment == Payment::Cash {
+            return Err(Error::validation(
+                "payWith",
+                "a patron pays from the wallet or the saved card; cash is taken by staff",
+            ));
+        }
+        if !station.self_service {
+            return Err(Error::Forbidden(
+                "this station is not self-service: ask the staff to start it for you",
+            ));
+        }
+    }
     if station.archived_at.is_some() {
         return Err(Error::Conflict("this station is archived".into()));
     }
@@ -251,16 +281,16 @@ pub async fn start(
         }
     }
     let id = Uuid::now_v7();
-    let patron = match (input.patron_id, input.payment) {
-        (Some(p), _) => patrons::get(tx, p).await?,
-        (None, Payment::Cash) => {
+    let patron = match (input.patron_id, input.payment, by) {
+        (Some(p), _, _) => patrons::get(tx, p).await?,
+        (None, Payment::Cash, By::Member(actor)) => {
             let walk_in = patrons::NewPatron {
                 display_name: "Walk-in".into(),
                 ..Default::default()
             };
             patrons::create(tx, actor, walk_in, true).await?
         }
-        (None, Payment::Wallet) => {
+        (None, _, _) => {
             return Err(Error::validation(
                 "patronId",
                 "wallet payment needs a patron",
@@ -286,7 +316,7 @@ pub async fn start(
     });
     let currency = venue.currency.as_str();
 
-    if input.payment == Payment::Cash {
+    if let (Payment::Cash, By::Member(actor)) = (input.payment, by) {
         let price = planned_price.as_ref().ok_or_else(|| {
             Error::validation(
                 "durationMinutes",
@@ -301,6 +331,27 @@ pub async fn start(
                 venue.id,
                 price.amount,
                 &format!("session:{id}"),
+            )
+            .await?;
+        }
+    }
+    if let Some(provider) = card {
+        let price = planned_price.as_ref().ok_or_else(|| {
+            Error::validation(
+                "minutes",
+                "a session paid by card is prepaid: give its duration",
+            )
+        })?;
+        if price.amount > 0 {
+            let key = format!("session:{id}:card");
+            crate::payments::cards::charge_to_wallet(
+                tx,
+                by,
+                provider,
+                patron.id,
+                venue.id,
+                price.amount,
+                &key,
             )
             .await?;
         }
@@ -326,8 +377,12 @@ pub async fn start(
         station: &station,
         venue: &venue,
         patron: &patron,
-        started_by: Some(actor.user_id),
-        origin: "staff",
+        started_by: by.user_id(),
+        origin: if by.patron_id().is_some() {
+            "patron"
+        } else {
+            "staff"
+        },
         tariff: &tariff,
         started_at: now,
         planned_end_at: planned_end,
@@ -341,8 +396,9 @@ pub async fn start(
     let detail = serde_json::json!({
         "station_id": station.id, "patron_id": patron.id, "payment": input.payment,
         "planned_end_at": planned_end, "tariff_id": tariff.id, "tariff_version": tariff.version,
+        "card": card.is_some(),
     });
-    audit::record(tx, actor, entry("session.start", id, detail)).await?;
+    audit::record_by(tx, by, entry("session.start", id, detail)).await?;
     Ok(session)
 }
 
@@ -396,7 +452,12 @@ pub(crate) async fn insert(tx: &mut TenantTx, row: NewRow<'_>) -> Result<Session
 }
 
 /// Adds minutes to a timed session, if the wallet covers the longer plan.
-pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) -> Result<Session> {
+pub async fn extend(
+    tx: &mut TenantTx,
+    by: impl Into<By<'_>>,
+    id: Uuid,
+    minutes: i64,
+) -> Result<Session> {
     let session = lock(tx, id).await?;
     if !session.is_running() {
         return Err(Error::Conflict("this session has already ended".into()));
@@ -443,9 +504,9 @@ pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) ->
         .await?;
     let session = get(tx, id).await?;
     switch(tx, &session, true, "extend").await?;
-    audit::record(
+    audit::record_by(
         tx,
-        actor,
+        by.into(),
         entry(
             "session.extend",
             id,
@@ -460,7 +521,7 @@ pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) ->
 /// frozen. Pausing a paused session returns it unchanged. Rentals cannot pause (the powerbank is out).
 pub async fn pause(
     tx: &mut TenantTx,
-    actor: &Actor,
+    by: impl Into<By<'_>>,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Session> {
@@ -496,9 +557,9 @@ pub async fn pause(
     .await?;
     let session = get(tx, id).await?;
     switch(tx, &session, false, "pause").await?;
-    audit::record(
+    audit::record_by(
         tx,
-        actor,
+        by.into(),
         entry("session.pause", id, serde_json::json!({ "paused_at": now })),
     )
     .await?;
@@ -509,7 +570,7 @@ pub async fn pause(
 /// the pause. Resuming an active session returns it unchanged.
 pub async fn resume(
     tx: &mut TenantTx,
-    actor: &Actor,
+    by: impl Into<By<'_>>,
     id: Uuid,
     now: DateTime<Utc>,
     tick: Duration,
@@ -560,7 +621,7 @@ pub async fn resume(
     let session = get(tx, id).await?;
     switch(tx, &session, true, "resume").await?;
     let detail = serde_json::json!({ "paused_seconds": paused.num_seconds(), "planned_end_at": planned_end });
-    audit::record(tx, actor, entry("session.resume", id, detail)).await?;
+    audit::record_by(tx, by.into(), entry("session.resume", id, detail)).await?;
     Ok(session)
 }
 
@@ -569,6 +630,16 @@ pub async fn resume(
 pub async fn stop(
     tx: &mut TenantTx,
     actor: Option<&Actor>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Session> {
+    stop_by(tx, actor.map_or(By::System, By::Member), id, now).await
+}
+
+/// [`stop`], by anyone (a patron stopping its own session, say).
+pub async fn stop_by(
+    tx: &mut TenantTx,
+    by: By<'_>,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Session> {
@@ -581,13 +652,13 @@ pub async fn stop(
     } else {
         SessionStatus::Ended
     };
-    finish(tx, actor, &session, session.usage_until(now), status).await
+    finish(tx, by, &session, session.usage_until(now), status).await
 }
 
 /// Ends a running session at `end` with `status`: settles, switches the station off, audits.
 async fn finish(
     tx: &mut TenantTx,
-    actor: Option<&Actor>,
+    by: By<'_>,
     session: &Session,
     end: DateTime<Utc>,
     status: SessionStatus,
@@ -611,11 +682,7 @@ async fn finish(
         switch(tx, &session, false, "switch_off").await?;
     }
     let detail = serde_json::json!({ "status": status, "ended_at": end, "charged_amount": session.charged_amount });
-    let entry = entry("session.stop", id, detail);
-    match actor {
-        Some(actor) => audit::record(tx, actor, entry).await?,
-        None => audit::record_as(tx, None, None, entry).await?,
-    }
+    audit::record_by(tx, by, entry("session.stop", id, detail)).await?;
     Ok(session)
 }
 
@@ -646,7 +713,7 @@ pub async fn switched_off(
         session = if session.is_running() {
             finish(
                 tx,
-                None,
+                By::System,
                 &session,
                 session.usage_until(at),
                 SessionStatus::Expired,

@@ -9,8 +9,10 @@ mod limits;
 pub mod live;
 pub mod loaders;
 mod members;
+mod patron_actions;
 mod patrons;
 mod rentals;
+mod self_service;
 mod sessions;
 mod stations;
 mod tariffs;
@@ -41,6 +43,8 @@ pub struct QueryRoot(
     sessions::SessionQuery,
     rentals::RentalQuery,
     bridges::BridgeQuery,
+    patron_actions::PatronActionQuery,
+    self_service::SelfServiceQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -54,6 +58,8 @@ pub struct MutationRoot(
     sessions::SessionMutation,
     rentals::RentalMutation,
     bridges::BridgeMutation,
+    patron_actions::PatronActionMutation,
+    self_service::SelfServiceMutation,
 );
 
 pub use live::SubscriptionRoot;
