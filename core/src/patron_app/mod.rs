@@ -65,6 +65,14 @@ pub async fn start(
     pay_with: PayWith,
     tick: Duration,
 ) -> Result<Session> {
+    if let Some(m) = minutes {
+        if !(1..=sessions::MAX_MINUTES).contains(&m) {
+            return Err(Error::validation(
+                "minutes",
+                format!("must be between 1 and {}", sessions::MAX_MINUTES),
+            ));
+        }
+    }
     let input = StartSession {
         station_id: station.id,
         patron_id: Some(me.patron_id),

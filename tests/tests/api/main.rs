@@ -15,6 +15,7 @@ mod graphql;
 mod isolation;
 mod members;
 mod money;
+mod patron_actions;
 mod patron_app;
 mod payments;
 mod production;
