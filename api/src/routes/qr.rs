@@ -40,7 +40,7 @@ fn encode(payload: &str) -> ApiResult<QrCode> {
         .map_err(|e| Error::Internal(anyhow::anyhow!("QR encoding failed: {e}")).into())
 }
 
-fn svg(payload: &str) -> ApiResult<Response> {
+fn render_svg(payload: &str) -> ApiResult<Response> {
     let image = encode(payload)?
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(256, 256)
@@ -50,7 +50,7 @@ fn svg(payload: &str) -> ApiResult<Response> {
 }
 
 /// The code as an 8-bit greyscale PNG, black modules on white with the quiet zone.
-fn png(payload: &str) -> ApiResult<Response> {
+fn render_png(payload: &str) -> ApiResult<Response> {
     let code = encode(payload)?;
     let width = code.width();
     let side = (width + 2 * QUIET_ZONE) * PNG_SCALE;
@@ -96,7 +96,7 @@ pub async fn station_svg(
     AuthActor(actor): AuthActor,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
-    svg(&payload(&state, &actor, Target::Station, id).await?)
+    render_svg(&payload(&state, &actor, Target::Station, id).await?)
 }
 
 /// A station's QR code as PNG, for printing.
@@ -108,7 +108,7 @@ pub async fn station_png(
     AuthActor(actor): AuthActor,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
-    png(&payload(&state, &actor, Target::Station, id).await?)
+    render_png(&payload(&state, &actor, Target::Station, id).await?)
 }
 
 /// A venue's entrance QR code payload (members; patrons scan it to check in).
@@ -132,7 +132,7 @@ pub async fn venue_svg(
     AuthActor(actor): AuthActor,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
-    svg(&payload(&state, &actor, Target::Venue, id).await?)
+    render_svg(&payload(&state, &actor, Target::Venue, id).await?)
 }
 
 /// A venue's entrance QR code as PNG.
@@ -144,5 +144,5 @@ pub async fn venue_png(
     AuthActor(actor): AuthActor,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
-    png(&payload(&state, &actor, Target::Venue, id).await?)
+    render_png(&payload(&state, &actor, Target::Venue, id).await?)
 }

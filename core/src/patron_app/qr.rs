@@ -167,15 +167,16 @@ mod tests {
                 token
             })
         );
-        for bad in [
-            "",
-            "https://example.com",
-            &text.replace("://s/", "://x/"),
-            &format!("{text}/extra"),
-            &format(Target::Venue, tenant, id, "short"),
-            &format(Target::Venue, tenant, id, &"é".repeat(40)),
-            &text.replace(&tenant.to_string(), "not-a-uuid"),
-        ] {
+        let bad_ones: Vec<String> = vec![
+            String::new(),
+            "https://example.com".into(),
+            text.replace("://s/", "://x/"),
+            format!("{text}/extra"),
+            format(Target::Venue, tenant, id, "short"),
+            format(Target::Venue, tenant, id, &"é".repeat(40)),
+            text.replace(&tenant.to_string(), "not-a-uuid"),
+        ];
+        for bad in &bad_ones {
             assert!(
                 matches!(parse("qr", bad), Err(Error::Validation { field: "qr", .. })),
                 "{bad}"
