@@ -73,7 +73,8 @@ pub struct StationFilter {
     pub include_archived: bool,
 }
 
-const COLUMNS: &str = "id, venue_id, name, kind, control, status, control_settings, location, self_service,
+const COLUMNS: &str =
+    "id, venue_id, name, kind, control, status, control_settings, location, self_service,
     archived_at, created_at, updated_at";
 
 pub async fn list(tx: &mut TenantTx, filter: &StationFilter) -> Result<Vec<Station>> {

@@ -45,7 +45,8 @@ pub struct VenuePatch {
     pub address: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, timezone, currency::text as currency, address, latitude, longitude, geofence_m,
+const COLUMNS: &str =
+    "id, name, timezone, currency::text as currency, address, latitude, longitude, geofence_m,
     archived_at, created_at, updated_at";
 
 pub async fn list(tx: &mut TenantTx, include_archived: bool) -> Result<Vec<Venue>> {

@@ -27,7 +27,10 @@ async fn replayed(
     request: &Value,
 ) -> async_graphql::Result<Option<Uuid>> {
     let fingerprint = idempotency::fingerprint(request);
-    match idempotency::begin(tx, scope, key, &fingerprint).await.gql()? {
+    match idempotency::begin(tx, scope, key, &fingerprint)
+        .await
+        .gql()?
+    {
         Begin::Fresh => Ok(None),
         Begin::Replay { body, .. } => Ok(Some(
             body["id"]
@@ -145,12 +148,20 @@ impl PatronActionMutation {
 
     /// Pauses one of the patron's running sessions (not a rental): the station switches off and the time is not
     /// billed. Pausing a paused session returns it unchanged.
-    async fn pause_my_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
+    async fn pause_my_session(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<Session> {
         act(ctx, id, Act::Pause).await
     }
 
     /// Resumes one of the patron's paused sessions; its planned end moves later by the pause.
-    async fn resume_my_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Session> {
+    async fn resume_my_session(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<Session> {
         act(ctx, id, Act::Resume).await
     }
 

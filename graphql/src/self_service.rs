@@ -135,16 +135,15 @@ impl SelfServiceMutation {
         longitude: Option<f64>,
         radius_m: Option<i32>,
     ) -> async_graphql::Result<Venue> {
-        let fence = match (latitude, longitude, radius_m) {
-            (Some(lat), Some(lon), Some(r)) => Some((lat, lon, r)),
-            (None, None, None) => None,
-            _ => {
-                return Err(coded(
+        let fence =
+            match (latitude, longitude, radius_m) {
+                (Some(lat), Some(lon), Some(r)) => Some((lat, lon, r)),
+                (None, None, None) => None,
+                _ => return Err(coded(
                     ErrorCode::ValidationFailed,
                     "give latitude, longitude and radiusM together, or none to clear the geofence",
-                ))
-            }
-        };
+                )),
+            };
         let (actor, mut tx) = begin(ctx).await?;
         let venue = checkins::set_geofence(&mut tx, actor, venue_id, fence)
             .await

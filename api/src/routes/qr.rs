@@ -64,7 +64,8 @@ fn render_png(payload: &str) -> ApiResult<Response> {
             pixels[row * side + x * PNG_SCALE..row * side + (x + 1) * PNG_SCALE].fill(0);
         }
     }
-    let failed = |e: png::EncodingError| Error::Internal(anyhow::anyhow!("PNG encoding failed: {e}"));
+    let failed =
+        |e: png::EncodingError| Error::Internal(anyhow::anyhow!("PNG encoding failed: {e}"));
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, side as u32, side as u32);
     encoder.set_color(png::ColorType::Grayscale);

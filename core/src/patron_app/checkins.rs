@@ -44,10 +44,16 @@ pub fn distance_m(from: (f64, f64), to: (f64, f64)) -> f64 {
 
 fn check_point(latitude: f64, longitude: f64) -> Result<()> {
     if !(latitude.is_finite() && (-90.0..=90.0).contains(&latitude)) {
-        return Err(Error::validation("latitude", "must be between -90 and 90 degrees"));
+        return Err(Error::validation(
+            "latitude",
+            "must be between -90 and 90 degrees",
+        ));
     }
     if !(longitude.is_finite() && (-180.0..=180.0).contains(&longitude)) {
-        return Err(Error::validation("longitude", "must be between -180 and 180 degrees"));
+        return Err(Error::validation(
+            "longitude",
+            "must be between -180 and 180 degrees",
+        ));
     }
     Ok(())
 }
@@ -64,7 +70,10 @@ pub async fn set_geofence(
     if let Some((latitude, longitude, radius)) = fence {
         check_point(latitude, longitude)?;
         if !(10..=100_000).contains(&radius) {
-            return Err(Error::validation("radiusM", "must be between 10 and 100000 metres"));
+            return Err(Error::validation(
+                "radiusM",
+                "must be between 10 and 100000 metres",
+            ));
         }
     }
     sqlx::query("update venue set latitude = $3, longitude = $4, geofence_m = $5 where tenant_id = $1 and id = $2")

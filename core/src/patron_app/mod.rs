@@ -35,7 +35,11 @@ pub enum PayWith {
 }
 
 /// The station a patron names: by id, or by the payload of the QR code printed on it (exactly one).
-pub async fn station(tx: &mut TenantTx, id: Option<Uuid>, qr_payload: Option<&str>) -> Result<Station> {
+pub async fn station(
+    tx: &mut TenantTx,
+    id: Option<Uuid>,
+    qr_payload: Option<&str>,
+) -> Result<Station> {
     match (id, qr_payload) {
         (Some(id), None) => stations::get(tx, id).await,
         (None, Some(text)) => qr::station(tx, "qr", text).await,
@@ -168,5 +172,14 @@ pub async fn top_up(
     key: &str,
 ) -> Result<payments::Payment> {
     let key = format!("patron:{}:top-up:{key}", me.patron_id);
-    cards::charge_to_wallet(tx, By::Patron(me), provider, me.patron_id, venue, amount, &key).await
+    cards::charge_to_wallet(
+        tx,
+        By::Patron(me),
+        provider,
+        me.patron_id,
+        venue,
+        amount,
+        &key,
+    )
+    .await
 }

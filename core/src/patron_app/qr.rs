@@ -53,7 +53,12 @@ pub fn format(target: Target, tenant: Uuid, id: Uuid, token: &str) -> String {
 
 /// Reads a payload; anything that is not one answers `validation_failed` on `field`.
 pub fn parse(field: &'static str, text: &str) -> Result<Payload> {
-    let bad = || Error::validation(field, "this is not a Switchyard QR code; scan the code on the station or at the door");
+    let bad = || {
+        Error::validation(
+            field,
+            "this is not a Switchyard QR code; scan the code on the station or at the door",
+        )
+    };
     let rest = text.trim().strip_prefix(SCHEME).ok_or_else(bad)?;
     let parts: Vec<&str> = rest.split('/').collect();
     let [letter, tenant, id, token] = parts.as_slice() else {
@@ -64,7 +69,8 @@ pub fn parse(field: &'static str, text: &str) -> Result<Payload> {
         "v" => Target::Venue,
         _ => return Err(bad()),
     };
-    let token_ok = (32..=128).contains(&token.len()) && token.chars().all(|c| c.is_ascii_alphanumeric());
+    let token_ok =
+        (32..=128).contains(&token.len()) && token.chars().all(|c| c.is_ascii_alphanumeric());
     if !token_ok {
         return Err(bad());
     }
@@ -119,7 +125,12 @@ pub async fn rotate(tx: &mut TenantTx, actor: &Actor, target: Target, id: Uuid) 
 
 /// The id a scanned payload names, if it is a current code of this tenant for `target`; `not_found` otherwise
 /// (another tenant's code, a rotated one, a venue's code where a station's is wanted).
-async fn resolve(tx: &mut TenantTx, target: Target, field: &'static str, text: &str) -> Result<Uuid> {
+async fn resolve(
+    tx: &mut TenantTx,
+    target: Target,
+    field: &'static str,
+    text: &str,
+) -> Result<Uuid> {
     let payload = parse(field, text)?;
     if payload.target != target || payload.tenant != tx.tenant().0 {
         return Err(Error::NotFound(target.table()));

@@ -183,7 +183,8 @@ pub async fn charge_to_wallet(
         },
     )
     .await?;
-    let detail = serde_json::json!({ "amount": amount, "currency": venue.currency, "off_session": true });
+    let detail =
+        serde_json::json!({ "amount": amount, "currency": venue.currency, "off_session": true });
     audit::record_by(
         tx,
         by,

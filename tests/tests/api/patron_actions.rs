@@ -55,11 +55,13 @@ pub(crate) async fn qr_payload(app: &TestApp, token: &str, what: &str, id: Uuid)
     body["payload"].as_str().unwrap().to_owned()
 }
 
-pub(crate) const START: &str = "mutation($s: UUID, $qr: String, $m: Int, $pay: PayWith!, $k: String!) {
+pub(crate) const START: &str =
+    "mutation($s: UUID, $qr: String, $m: Int, $pay: PayWith!, $k: String!) {
     startMySession(stationId: $s, qr: $qr, minutes: $m, payWith: $pay, idempotencyKey: $k) {
       id patronId stationId status plannedEndAt chargedAmount } }";
 
-const SESSION: &str = "id status plannedEndAt chargedAmount liveCost { amount lines { kind amount } }";
+const SESSION: &str =
+    "id status plannedEndAt chargedAmount liveCost { amount lines { kind amount } }";
 
 /// Runs a patron mutation on session `id` (`extendMySession` takes `minutes: 10`) and returns the whole body.
 async fn on_session(app: &TestApp, token: &str, mutation: &str, id: &Value) -> Value {
@@ -73,7 +75,11 @@ async fn on_session(app: &TestApp, token: &str, mutation: &str, id: &Value) -> V
 }
 
 /// One stored column of one session.
-async fn session_row(app: &TestApp, tenant: Uuid, id: &Value) -> (String, String, Option<Uuid>, i64) {
+async fn session_row(
+    app: &TestApp,
+    tenant: Uuid,
+    id: &Value,
+) -> (String, String, Option<Uuid>, i64) {
     sqlx::query_as(
         "select status::text, origin, started_by, charged_amount from session where tenant_id = $1 and id = $2",
     )
@@ -96,7 +102,8 @@ async fn shop(app: &TestApp, cash: i64) -> (Floor, Patron) {
 }
 
 #[tokio::test]
-async fn a_patron_starts_a_session_from_the_station_qr_code_then_extends_pauses_resumes_and_stops_it() {
+async fn a_patron_starts_a_session_from_the_station_qr_code_then_extends_pauses_resumes_and_stops_it(
+) {
     let app = switchyard_tests::spawn_app().await;
     let (f, me) = shop(&app, 2_000).await;
     let payload = qr_payload(&app, &f.t.access, "stations", f.station).await;
@@ -133,9 +140,15 @@ async fn a_patron_starts_a_session_from_the_station_qr_code_then_extends_pauses_
         chrono::Duration::minutes(10)
     );
     let paused = on_session(&app, &me.token, "pauseMySession", &id).await;
-    assert_eq!(paused["data"]["pauseMySession"]["status"], "PAUSED", "{paused}");
+    assert_eq!(
+        paused["data"]["pauseMySession"]["status"], "PAUSED",
+        "{paused}"
+    );
     let resumed = on_session(&app, &me.token, "resumeMySession", &id).await;
-    assert_eq!(resumed["data"]["resumeMySession"]["status"], "ACTIVE", "{resumed}");
+    assert_eq!(
+        resumed["data"]["resumeMySession"]["status"], "ACTIVE",
+        "{resumed}"
+    );
     let stopped = on_session(&app, &me.token, "stopMySession", &id).await;
     let stopped = &stopped["data"]["stopMySession"];
     assert_eq!(stopped["status"], "ENDED");
@@ -145,7 +158,10 @@ async fn a_patron_starts_a_session_from_the_station_qr_code_then_extends_pauses_
     assert_eq!(stopped["liveCost"]["amount"], 20);
     assert_eq!(session_row(&app, f.t.id, &id).await.3, 20);
     let again = on_session(&app, &me.token, "stopMySession", &id).await;
-    assert_eq!(again["data"]["stopMySession"]["chargedAmount"], 20, "stopping twice");
+    assert_eq!(
+        again["data"]["stopMySession"]["chargedAmount"], 20,
+        "stopping twice"
+    );
 
     // History, live cost and the wallet agree with the ledger.
     let data = app
@@ -159,7 +175,14 @@ async fn a_patron_starts_a_session_from_the_station_qr_code_then_extends_pauses_
         )
         .await;
     let lines = data["mySession"]["liveCost"]["lines"].as_array().unwrap();
-    assert_eq!(lines.iter().map(|l| l["amount"].as_i64().unwrap()).sum::<i64>(), 20, "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["amount"].as_i64().unwrap())
+            .sum::<i64>(),
+        20,
+        "{lines:?}"
+    );
     assert_eq!(data["mySessions"], json!([{"id": id}]));
     assert_eq!(data["myWallet"]["balance"], 1_980);
     let charges: Vec<&Value> = data["myWallet"]["statement"]
@@ -169,7 +192,11 @@ async fn a_patron_starts_a_session_from_the_station_qr_code_then_extends_pauses_
         .filter(|l| l["kind"] == "session_charge")
         .collect();
     let charge = json!({"kind": "session_charge", "amount": -10, "sessionId": id});
-    assert_eq!(charges, vec![&charge, &charge], "one at the pause, one at the stop");
+    assert_eq!(
+        charges,
+        vec![&charge, &charge],
+        "one at the pause, one at the stop"
+    );
 }
 
 #[tokio::test]
@@ -191,11 +218,19 @@ async fn a_station_that_is_not_self_service_refuses_patron_starts_but_staff_can_
         .await
         .unwrap();
     assert_eq!(count, 0);
-    let staff = crate::sessions::wallet_session(&app, &f.t.access, f.station, me.id, Some(10)).await;
+    let staff =
+        crate::sessions::wallet_session(&app, &f.t.access, f.station, me.id, Some(10)).await;
     let data = app
-        .gql_ok(&me.token, "query($id: UUID!) { mySession(id: $id) { status } }", json!({"id": staff}))
+        .gql_ok(
+            &me.token,
+            "query($id: UUID!) { mySession(id: $id) { status } }",
+            json!({"id": staff}),
+        )
         .await;
-    assert_eq!(data["mySession"]["status"], "ACTIVE", "staff started it for the patron");
+    assert_eq!(
+        data["mySession"]["status"], "ACTIVE",
+        "staff started it for the patron"
+    );
 }
 
 #[tokio::test]
@@ -209,22 +244,38 @@ async fn another_patrons_or_tenants_sessions_answer_not_found_and_stay_unchanged
     let (g, stranger) = shop(&app, 2_000).await;
 
     for intruder in [&neighbour, &stranger] {
-        for mutation in ["extendMySession", "pauseMySession", "resumeMySession", "stopMySession"] {
+        for mutation in [
+            "extendMySession",
+            "pauseMySession",
+            "resumeMySession",
+            "stopMySession",
+        ] {
             let body = on_session(&app, &intruder.token, mutation, &id).await;
             assert_eq!(gql_code(&body), "not_found", "{mutation}: {body}");
             assert_eq!(body["errors"][0]["message"], "session not found");
         }
         let body = app
-            .gql(Some(&intruder.token), "query($id: UUID!) { mySession(id: $id) { id } }", json!({"id": id}))
+            .gql(
+                Some(&intruder.token),
+                "query($id: UUID!) { mySession(id: $id) { id } }",
+                json!({"id": id}),
+            )
             .await;
         assert_eq!(gql_code(&body), "not_found");
     }
     let data = app
-        .gql_ok(&me.token, &format!("query($id: UUID!) {{ mySession(id: $id) {{ {SESSION} }} }}"), json!({"id": id}))
+        .gql_ok(
+            &me.token,
+            &format!("query($id: UUID!) {{ mySession(id: $id) {{ {SESSION} }} }}"),
+            json!({"id": id}),
+        )
         .await;
     assert_eq!(data["mySession"]["status"], "ACTIVE");
     assert_eq!(data["mySession"]["plannedEndAt"], mine["plannedEndAt"]);
-    assert_eq!(session_row(&app, f.t.id, &id).await, ("active".into(), "patron".into(), None, 0));
+    assert_eq!(
+        session_row(&app, f.t.id, &id).await,
+        ("active".into(), "patron".into(), None, 0)
+    );
 
     // Another tenant's station, by id or by its code, and its QR endpoints.
     let payload = qr_payload(&app, &f.t.access, "stations", f.station).await;
@@ -237,7 +288,10 @@ async fn another_patrons_or_tenants_sessions_answer_not_found_and_stay_unchanged
     }
     for suffix in ["qr", "qr.svg", "qr.png"] {
         let (status, body) = app
-            .get(&format!("/api/v1/stations/{}/{suffix}", f.station), &g.t.access)
+            .get(
+                &format!("/api/v1/stations/{}/{suffix}", f.station),
+                &g.t.access,
+            )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{suffix}: {body}");
         let (status, body) = app
@@ -272,7 +326,9 @@ async fn qr_codes_print_as_svg_and_png_and_a_rotated_or_wrong_payload_is_refused
     let png = response.bytes().await.unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // A patron does not print codes.
-    let (status, _) = app.get(&format!("/api/v1/stations/{}/qr", f.station), &me.token).await;
+    let (status, _) = app
+        .get(&format!("/api/v1/stations/{}/qr", f.station), &me.token)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let rotated = app
@@ -286,7 +342,10 @@ async fn qr_codes_print_as_svg_and_png_and_a_rotated_or_wrong_payload_is_refused
         .unwrap()
         .to_owned();
     assert_ne!(rotated, old);
-    assert_eq!(qr_payload(&app, &f.t.access, "stations", f.station).await, rotated);
+    assert_eq!(
+        qr_payload(&app, &f.t.access, "stations", f.station).await,
+        rotated
+    );
     let venue_code = qr_payload(&app, &f.t.access, "venues", f.venue).await;
     let forged = format!("{}{}", &rotated[..rotated.len() - 4], "0000");
     for (payload, code) in [
@@ -301,7 +360,10 @@ async fn qr_codes_print_as_svg_and_png_and_a_rotated_or_wrong_payload_is_refused
     }
     let vars = json!({"s": f.station, "qr": rotated, "m": 10, "pay": "WALLET", "k": "both"});
     let body = app.gql(Some(&me.token), START, vars).await;
-    assert_eq!(body["errors"][0]["extensions"]["field"], "stationId", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"], "stationId",
+        "{body}"
+    );
     let vars = json!({"qr": rotated, "m": 10, "pay": "WALLET", "k": "new"});
     let started = app.gql_ok(&me.token, START, vars).await;
     assert_eq!(started["startMySession"]["status"], "ACTIVE");
@@ -312,20 +374,52 @@ async fn bad_input_to_patron_mutations_answers_a_clear_4xx_code() {
     let app = switchyard_tests::spawn_app().await;
     let (f, me) = shop(&app, 50).await;
     for (vars, code, field) in [
-        (json!({"s": f.station, "m": 0, "pay": "WALLET", "k": "a"}), "validation_failed", Some("minutes")),
-        (json!({"s": f.station, "m": 10, "pay": "WALLET", "k": " "}), "validation_failed", Some("Idempotency-Key")),
-        (json!({"s": f.station, "m": 10, "pay": "WALLET", "k": "b"}), "insufficient_funds", None),
-        (json!({"s": f.station, "pay": "CARD", "k": "c"}), "validation_failed", Some("minutes")),
-        (json!({"s": f.station, "m": 10, "pay": "CARD", "k": "d"}), "validation_failed", Some("payWith")),
-        (json!({"m": 10, "pay": "WALLET", "k": "e"}), "validation_failed", Some("stationId")),
+        (
+            json!({"s": f.station, "m": 0, "pay": "WALLET", "k": "a"}),
+            "validation_failed",
+            Some("minutes"),
+        ),
+        (
+            json!({"s": f.station, "m": 10, "pay": "WALLET", "k": " "}),
+            "validation_failed",
+            Some("Idempotency-Key"),
+        ),
+        (
+            json!({"s": f.station, "m": 10, "pay": "WALLET", "k": "b"}),
+            "insufficient_funds",
+            None,
+        ),
+        (
+            json!({"s": f.station, "pay": "CARD", "k": "c"}),
+            "validation_failed",
+            Some("minutes"),
+        ),
+        (
+            json!({"s": f.station, "m": 10, "pay": "CARD", "k": "d"}),
+            "validation_failed",
+            Some("payWith"),
+        ),
+        (
+            json!({"m": 10, "pay": "WALLET", "k": "e"}),
+            "validation_failed",
+            Some("stationId"),
+        ),
     ] {
         let body = app.gql(Some(&me.token), START, vars.clone()).await;
         assert_eq!(gql_code(&body), code, "{vars}: {body}");
-        assert_eq!(body["errors"][0]["extensions"]["field"].as_str(), field, "{body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["field"].as_str(),
+            field,
+            "{body}"
+        );
     }
     // Staff use startSession; the patron mutations are the patron's.
     let body = app
-        .gql(Some(&f.t.access), START, json!({"s": f.station, "m": 10, "pay": "WALLET", "k": "f"}))
+        .gql(
+            Some(&f.t.access),
+            START,
+            json!({"s": f.station, "m": 10, "pay": "WALLET", "k": "f"}),
+        )
         .await;
     assert_eq!(gql_code(&body), "forbidden");
     let count: i64 = sqlx::query_scalar("select count(*) from session where tenant_id = $1")

@@ -12,7 +12,14 @@ const CHECK_IN: &str = "mutation($qr: String!, $lat: Float!, $lon: Float!) {
 const CHECK_OUT: &str = "mutation($id: UUID!) { checkOut(id: $id) { id checkedOutAt } }";
 const FLOOR: &str = "query($v: UUID!) { venueFloor(venueId: $v) { count checkIns { patronId } } }";
 
-async fn geofence(app: &TestApp, token: &str, venue: Uuid, lat: f64, lon: f64, radius: i32) -> Value {
+async fn geofence(
+    app: &TestApp,
+    token: &str,
+    venue: Uuid,
+    lat: f64,
+    lon: f64,
+    radius: i32,
+) -> Value {
     app.gql(
         Some(token),
         "mutation($v: UUID!, $lat: Float, $lon: Float, $r: Int) {
@@ -23,12 +30,20 @@ async fn geofence(app: &TestApp, token: &str, venue: Uuid, lat: f64, lon: f64, r
 }
 
 async fn check_in(app: &TestApp, p: &Patron, qr: &str, lat: f64, lon: f64) -> Value {
-    app.gql(Some(&p.token), CHECK_IN, json!({"qr": qr, "lat": lat, "lon": lon}))
-        .await
+    app.gql(
+        Some(&p.token),
+        CHECK_IN,
+        json!({"qr": qr, "lat": lat, "lon": lon}),
+    )
+    .await
 }
 
 /// The live events of a kind, as (patron, subject, venue).
-async fn events(app: &TestApp, tenant: Uuid, kind: &str) -> Vec<(Option<Uuid>, Option<Uuid>, Option<Uuid>)> {
+async fn events(
+    app: &TestApp,
+    tenant: Uuid,
+    kind: &str,
+) -> Vec<(Option<Uuid>, Option<Uuid>, Option<Uuid>)> {
     sqlx::query_as(
         "select patron_id, subject_id, venue_id from live_event where tenant_id = $1 and kind = $2 order by seq",
     )
@@ -63,7 +78,10 @@ async fn a_patron_checks_in_inside_the_geofence_one_venue_at_a_time_and_staff_se
     let far = check_in(&app, &me, &arcade_qr, 52.5319, 13.4132).await;
     assert_eq!(gql_code(&far), "forbidden", "{far}");
     assert!(
-        far["errors"][0]["message"].as_str().unwrap().contains("check in within 100 m"),
+        far["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("check in within 100 m"),
         "{far}"
     );
     let body = check_in(&app, &me, &arcade_qr, 52.52235, 13.4132).await;
@@ -72,7 +90,10 @@ async fn a_patron_checks_in_inside_the_geofence_one_venue_at_a_time_and_staff_se
     assert_eq!(inside["patronId"], me.id.to_string());
     assert_eq!(inside["distanceM"], 50);
     let again = check_in(&app, &me, &arcade_qr, 52.5219, 13.4132).await;
-    assert_eq!(again["data"]["checkIn"]["id"], inside["id"], "checking in twice keeps one check-in");
+    assert_eq!(
+        again["data"]["checkIn"]["id"], inside["id"],
+        "checking in twice keeps one check-in"
+    );
     let elsewhere = check_in(&app, &me, &harbour_qr, 52.5163, 13.3777).await;
     assert_eq!(gql_code(&elsewhere), "conflict", "{elsewhere}");
     assert_eq!(
@@ -93,21 +114,38 @@ async fn a_patron_checks_in_inside_the_geofence_one_venue_at_a_time_and_staff_se
 
     // Only the patron itself checks out, once.
     let other = patron(&app, f.t.id, "ola").await;
-    let body = app.gql(Some(&other.token), CHECK_OUT, json!({"id": id})).await;
+    let body = app
+        .gql(Some(&other.token), CHECK_OUT, json!({"id": id}))
+        .await;
     assert_eq!(gql_code(&body), "not_found", "{body}");
     let g = floor(&app).await;
     let stranger = patron(&app, g.t.id, "sol").await;
-    let body = app.gql(Some(&stranger.token), CHECK_OUT, json!({"id": id})).await;
+    let body = app
+        .gql(Some(&stranger.token), CHECK_OUT, json!({"id": id}))
+        .await;
     assert_eq!(gql_code(&body), "not_found", "{body}");
     let body = check_in(&app, &stranger, &arcade_qr, 52.5219, 13.4132).await;
-    assert_eq!(gql_code(&body), "not_found", "another operator's code: {body}");
-    let body = app.gql(Some(&g.t.access), FLOOR, json!({"v": f.venue})).await;
-    assert_eq!(gql_code(&body), "not_found", "another operator's floor: {body}");
+    assert_eq!(
+        gql_code(&body),
+        "not_found",
+        "another operator's code: {body}"
+    );
+    let body = app
+        .gql(Some(&g.t.access), FLOOR, json!({"v": f.venue}))
+        .await;
+    assert_eq!(
+        gql_code(&body),
+        "not_found",
+        "another operator's floor: {body}"
+    );
 
     let out = app.gql_ok(&me.token, CHECK_OUT, json!({"id": id})).await;
     assert!(out["checkOut"]["checkedOutAt"].is_string());
     let twice = app.gql_ok(&me.token, CHECK_OUT, json!({"id": id})).await;
-    assert_eq!(twice["checkOut"]["checkedOutAt"], out["checkOut"]["checkedOutAt"]);
+    assert_eq!(
+        twice["checkOut"]["checkedOutAt"],
+        out["checkOut"]["checkedOutAt"]
+    );
     assert_eq!(
         events(&app, f.t.id, "checkin.closed").await,
         vec![(Some(me.id), Some(id), Some(f.venue))],
@@ -131,7 +169,8 @@ async fn a_patron_checks_in_inside_the_geofence_one_venue_at_a_time_and_staff_se
 }
 
 #[tokio::test]
-async fn check_in_input_and_geofence_settings_are_checked_and_a_venue_without_a_fence_needs_no_location() {
+async fn check_in_input_and_geofence_settings_are_checked_and_a_venue_without_a_fence_needs_no_location(
+) {
     let app = switchyard_tests::spawn_app().await;
     let f = floor(&app).await;
     let me = patron(&app, f.t.id, "kai").await;
@@ -159,7 +198,11 @@ async fn check_in_input_and_geofence_settings_are_checked_and_a_venue_without_a_
     assert_eq!(gql_code(&body), "validation_failed", "{body}");
     let station_code = qr_payload(&app, &f.t.access, "stations", f.station).await;
     let body = check_in(&app, &me, &station_code, 0.0, 0.0).await;
-    assert_eq!(gql_code(&body), "not_found", "a station's code is not a venue's: {body}");
+    assert_eq!(
+        gql_code(&body),
+        "not_found",
+        "a station's code is not a venue's: {body}"
+    );
 
     // No fence set: the code alone checks in, wherever the patron is.
     let body = check_in(&app, &me, &qr, -33.86, 151.21).await;

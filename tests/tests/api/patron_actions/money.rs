@@ -12,7 +12,11 @@ const TOP_UP: &str = "mutation($v: UUID!, $a: Int!, $k: String!) {
     topUpMyWallet(venueId: $v, amount: $a, idempotencyKey: $k) { id kind status amount currency } }";
 
 /// (kind, amount) of every journal entry on the patron's wallet, oldest first, and the payments' (status, amount).
-async fn books(app: &TestApp, tenant: Uuid, patron: Uuid) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+async fn books(
+    app: &TestApp,
+    tenant: Uuid,
+    patron: Uuid,
+) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
     let mut tx = app.tenant_tx(tenant).await;
     let wallet = sqlx::query_as(
         "select j.kind, e.amount from journal_entry e
@@ -40,8 +44,13 @@ async fn books(app: &TestApp, tenant: Uuid, patron: Uuid) -> (Vec<(String, i64)>
 async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent_duplicates() {
     let app = switchyard_tests::spawn_app().await;
     let (f, me) = shop(&app, 0).await;
-    let saved = app.gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"})).await;
-    assert_eq!(saved["saveMyCard"], json!({"brand": "visa", "last4": "4242"}));
+    let saved = app
+        .gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
+    assert_eq!(
+        saved["saveMyCard"],
+        json!({"brand": "visa", "last4": "4242"})
+    );
 
     let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": "card-1"});
     let (a, b) = tokio::join!(
@@ -62,7 +71,10 @@ async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent
     // Thirty minutes at 10 a minute, charged to the card once and credited to the wallet the session draws on.
     assert_eq!(
         books(&app, f.t.id, me.id).await,
-        (vec![("top_up_card".into(), 300)], vec![("confirmed".into(), 300)])
+        (
+            vec![("top_up_card".into(), 300)],
+            vec![("confirmed".into(), 300)]
+        )
     );
     let reused = json!({"s": f.station, "m": 45, "pay": "CARD", "k": "card-1"});
     let body = app.gql(Some(&me.token), START, reused).await;
@@ -70,10 +82,18 @@ async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent
 
     // A declined card starts nothing and books nothing.
     let declined = patron(&app, f.t.id, "dee").await;
-    app.gql_ok(&declined.token, SAVE_CARD, json!({"pm": "pm_card_chargeDeclined"}))
-        .await;
-    app.gql_ok(&f.t.access, "mutation($id: UUID!) { stopSession(id: $id) { id } }", json!({"id": id}))
-        .await;
+    app.gql_ok(
+        &declined.token,
+        SAVE_CARD,
+        json!({"pm": "pm_card_chargeDeclined"}),
+    )
+    .await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($id: UUID!) { stopSession(id: $id) { id } }",
+        json!({"id": id}),
+    )
+    .await;
     let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": "card-2"});
     let body = app.gql(Some(&declined.token), START, vars).await;
     assert_eq!(gql_code(&body), "card_declined", "{body}");
@@ -86,8 +106,13 @@ async fn a_patron_tops_up_by_card_once_per_key_and_a_declined_card_credits_nothi
     let (f, me) = shop(&app, 0).await;
     let vars = json!({"v": f.venue, "a": 1_500, "k": "top-1"});
     let body = app.gql(Some(&me.token), TOP_UP, vars.clone()).await;
-    assert_eq!(gql_code(&body), "validation_failed", "no card saved yet: {body}");
-    app.gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"})).await;
+    assert_eq!(
+        gql_code(&body),
+        "validation_failed",
+        "no card saved yet: {body}"
+    );
+    app.gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
 
     let (a, b) = tokio::join!(
         app.gql(Some(&me.token), TOP_UP, vars.clone()),
@@ -96,28 +121,66 @@ async fn a_patron_tops_up_by_card_once_per_key_and_a_declined_card_credits_nothi
     let paid = &a["data"]["topUpMyWallet"];
     assert_eq!(paid["status"], "confirmed", "{a}");
     assert_eq!(paid["kind"], "top_up");
-    assert_eq!((paid["amount"].clone(), paid["currency"].clone()), (json!(1500), json!("EUR")));
+    assert_eq!(
+        (paid["amount"].clone(), paid["currency"].clone()),
+        (json!(1500), json!("EUR"))
+    );
     assert_eq!(b["data"]["topUpMyWallet"]["id"], paid["id"], "{b}");
     let retry = app.gql_ok(&me.token, TOP_UP, vars).await;
     assert_eq!(retry["topUpMyWallet"]["id"], paid["id"]);
 
-    let body = app.gql(Some(&me.token), TOP_UP, json!({"v": f.venue, "a": 900, "k": "top-1"})).await;
+    let body = app
+        .gql(
+            Some(&me.token),
+            TOP_UP,
+            json!({"v": f.venue, "a": 900, "k": "top-1"}),
+        )
+        .await;
     assert_eq!(gql_code(&body), "idempotency_key_reused", "{body}");
     // The dev provider declines amounts ending in 02.
-    let body = app.gql(Some(&me.token), TOP_UP, json!({"v": f.venue, "a": 1_002, "k": "top-2"})).await;
+    let body = app
+        .gql(
+            Some(&me.token),
+            TOP_UP,
+            json!({"v": f.venue, "a": 1_002, "k": "top-2"}),
+        )
+        .await;
     assert_eq!(gql_code(&body), "card_declined", "{body}");
-    let body = app.gql(Some(&me.token), TOP_UP, json!({"v": f.venue, "a": 0, "k": "top-3"})).await;
+    let body = app
+        .gql(
+            Some(&me.token),
+            TOP_UP,
+            json!({"v": f.venue, "a": 0, "k": "top-3"}),
+        )
+        .await;
     assert_eq!(body["errors"][0]["extensions"]["field"], "amount", "{body}");
     let (g, _) = shop(&app, 0).await;
-    let body = app.gql(Some(&me.token), TOP_UP, json!({"v": g.venue, "a": 100, "k": "top-4"})).await;
-    assert_eq!(gql_code(&body), "not_found", "another tenant's venue: {body}");
+    let body = app
+        .gql(
+            Some(&me.token),
+            TOP_UP,
+            json!({"v": g.venue, "a": 100, "k": "top-4"}),
+        )
+        .await;
+    assert_eq!(
+        gql_code(&body),
+        "not_found",
+        "another tenant's venue: {body}"
+    );
 
     assert_eq!(
         books(&app, f.t.id, me.id).await,
-        (vec![("top_up_card".into(), 1_500)], vec![("confirmed".into(), 1_500)])
+        (
+            vec![("top_up_card".into(), 1_500)],
+            vec![("confirmed".into(), 1_500)]
+        )
     );
     let wallet = app
-        .gql_ok(&me.token, "{ myWallet(currency: \"EUR\") { balance } }", json!({}))
+        .gql_ok(
+            &me.token,
+            "{ myWallet(currency: \"EUR\") { balance } }",
+            json!({}),
+        )
         .await;
     assert_eq!(wallet["myWallet"]["balance"], 1_500);
 }
@@ -138,7 +201,9 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
         json!({"p": me.id, "v": c.venue}),
     )
     .await;
-    let body = app.gql(Some(&me.token), RENT, json!({"s": c.a, "k": "r0"})).await;
+    let body = app
+        .gql(Some(&me.token), RENT, json!({"s": c.a, "k": "r0"}))
+        .await;
     assert_eq!(gql_code(&body), "forbidden", "not self-service yet: {body}");
     self_service(&app, &c.t.access, c.a).await;
     let code = qr_payload(&app, &c.t.access, "stations", c.a).await;
@@ -159,17 +224,28 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
     .fetch_one(&mut *app.tenant_tx(c.t.id).await)
     .await
     .unwrap();
-    assert_eq!((label.as_str(), holder), ("pb-001", Some(me.id)), "one powerbank out");
+    assert_eq!(
+        (label.as_str(), holder),
+        ("pb-001", Some(me.id)),
+        "one powerbank out"
+    );
     let wallet = |token: &str| {
         let token = token.to_owned();
         let app = &app;
         async move {
-            app.gql_ok(&token, "{ myWallet(currency: \"EUR\") { balance depositHeld } }", json!({}))
-                .await["myWallet"]
+            app.gql_ok(
+                &token,
+                "{ myWallet(currency: \"EUR\") { balance depositHeld } }",
+                json!({}),
+            )
+            .await["myWallet"]
                 .clone()
         }
     };
-    assert_eq!(wallet(&me.token).await, json!({"balance": 500, "depositHeld": 500}));
+    assert_eq!(
+        wallet(&me.token).await,
+        json!({"balance": 500, "depositHeld": 500})
+    );
 
     // A rental is neither paused nor stopped from the app: it ends where the powerbank is docked.
     for mutation in ["pauseMySession", "stopMySession"] {
@@ -177,11 +253,19 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
         assert_eq!(gql_code(&body), "conflict", "{mutation}: {body}");
     }
     let stranger = patron(&app, c.t.id, "sly").await;
-    let body = app.gql(Some(&stranger.token), RETURN, json!({"r": rental, "s": c.b})).await;
+    let body = app
+        .gql(
+            Some(&stranger.token),
+            RETURN,
+            json!({"r": rental, "s": c.b}),
+        )
+        .await;
     assert_eq!(gql_code(&body), "not_found", "{body}");
     assert_eq!(body["errors"][0]["message"], "rental not found");
 
-    let returned = app.gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.b})).await;
+    let returned = app
+        .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.b}))
+        .await;
     assert_eq!(
         returned["returnMyPowerbank"],
         json!({"id": rental, "status": "ENDED", "chargedAmount": 0}),
@@ -197,7 +281,15 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
     .await
     .unwrap();
     assert_eq!(back, (Some(c.b), "docked".to_owned()));
-    assert_eq!(wallet(&me.token).await, json!({"balance": 1000, "depositHeld": 0}));
-    let again: Value = app.gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.a})).await;
-    assert_eq!(again["returnMyPowerbank"]["status"], "ENDED", "returning twice changes nothing");
+    assert_eq!(
+        wallet(&me.token).await,
+        json!({"balance": 1000, "depositHeld": 0})
+    );
+    let again: Value = app
+        .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.a}))
+        .await;
+    assert_eq!(
+        again["returnMyPowerbank"]["status"], "ENDED",
+        "returning twice changes nothing"
+    );
 }
