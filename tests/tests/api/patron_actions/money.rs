@@ -252,16 +252,26 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
         let body = super::on_session(&app, &me.token, mutation, &rental).await;
         assert_eq!(gql_code(&body), "conflict", "{mutation}: {body}");
     }
-    let stranger = patron(&app, c.t.id, "sly").await;
+    let neighbour = patron(&app, c.t.id, "sly").await;
     let body = app
         .gql(
-            Some(&stranger.token),
+            Some(&neighbour.token),
             RETURN,
             json!({"r": rental, "s": c.b}),
         )
         .await;
     assert_eq!(gql_code(&body), "not_found", "{body}");
     assert_eq!(body["errors"][0]["message"], "rental not found");
+    // Another operator's patron reaches neither the rental nor the cabinet, by id or by its code.
+    let (_, outsider) = shop(&app, 1_000).await;
+    for (query, vars) in [
+        (RETURN, json!({"r": rental, "s": c.b})),
+        (RENT, json!({"s": c.a, "k": "o1"})),
+        (RENT, json!({"qr": code, "k": "o2"})),
+    ] {
+        let body = app.gql(Some(&outsider.token), query, vars).await;
+        assert_eq!(gql_code(&body), "not_found", "{body}");
+    }
 
     let returned = app
         .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.b}))
