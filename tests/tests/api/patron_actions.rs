@@ -134,12 +134,23 @@ async fn a_patron_starts_a_session_from_the_station_qr_code_then_extends_pauses_
     .unwrap();
     assert_eq!(audit["by_patron"], me.id.to_string());
 
-    let extended = on_session(&app, &me.token, "extendMySession", &id).await;
+    // Extended by 10 minutes once however often the keyed request is retried; the key is not for 20 minutes.
+    let extend = "mutation($id: UUID!, $m: Int!) { extendMySession(id: $id, minutes: $m, idempotencyKey: \"ext\") {
+        plannedEndAt } }";
     let end = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
-    assert_eq!(
-        end(&extended["data"]["extendMySession"]["plannedEndAt"]) - end(&started["plannedEndAt"]),
-        chrono::Duration::minutes(10)
-    );
+    for _ in 0..2 {
+        let extended = app
+            .gql_ok(&me.token, extend, json!({"id": id, "m": 10}))
+            .await;
+        assert_eq!(
+            end(&extended["extendMySession"]["plannedEndAt"]) - end(&started["plannedEndAt"]),
+            chrono::Duration::minutes(10)
+        );
+    }
+    let body = app
+        .gql(Some(&me.token), extend, json!({"id": id, "m": 20}))
+        .await;
+    assert_eq!(gql_code(&body), "idempotency_key_reused", "{body}");
     let paused = on_session(&app, &me.token, "pauseMySession", &id).await;
     assert_eq!(
         paused["data"]["pauseMySession"]["status"], "PAUSED",

@@ -216,6 +216,10 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
     let rental = a["data"]["rentMyPowerbank"]["id"].clone();
     assert_eq!(a["data"]["rentMyPowerbank"]["status"], "ACTIVE", "{a}");
     assert_eq!(b["data"]["rentMyPowerbank"]["id"], rental, "{b}");
+    let other = app
+        .gql(Some(&me.token), RENT, json!({"s": c.b, "k": "r1"}))
+        .await;
+    assert_eq!(gql_code(&other), "idempotency_key_reused", "{other}");
     let rental_id: Uuid = rental.as_str().unwrap().parse().unwrap();
     let (label, holder): (String, Option<Uuid>) = sqlx::query_as(
         "select label, patron_id from asset where tenant_id = $1 and status = 'rented'",
