@@ -217,6 +217,15 @@ pub struct StartSession {
     pub payment: Payment,
 }
 
+/// Paying a start with the patron's saved card: the planned time's price is charged now and credited to the wallet.
+#[derive(Clone, Copy)]
+pub struct CardPrepay<'a> {
+    pub provider: &'a dyn crate::payments::PaymentProvider,
+    /// Stable across retries of one request (derived from the client's idempotency key), so that a start retried
+    /// after a failure finds the same charge at the provider instead of making a second one.
+    pub key: &'a str,
+}
+
 /// Longest planned session: a week.
 pub const MAX_MINUTES: i64 = 7 * 24 * 60;
 
@@ -238,7 +247,7 @@ pub async fn start_by(
     tx: &mut TenantTx,
     by: By<'_>,
     input: StartSession,
-    card: Option<&dyn crate::payments::PaymentProvider>,
+    card: Option<CardPrepay<'_>>,
     tick: Duration,
 ) -> Result<Session> {
     let station = stations::get(tx, input.station_id).await?;
@@ -335,23 +344,37 @@ pub async fn start_by(
             .await?;
         }
     }
-    if let Some(provider) = card {
+    if let Some(card) = card {
         let price = planned_price.as_ref().ok_or_else(|| {
             Error::validation(
                 "minutes",
                 "a session paid by card is prepaid: give its duration",
             )
         })?;
+        // The card is charged before the row that would find the station busy: look first, so that a busy
+        // station costs the patron nothing.
+        let busy: bool = sqlx::query_scalar(
+            "select exists (select 1 from session where tenant_id = $1 and station_id = $2
+                              and status in ('active', 'paused'))",
+        )
+        .bind(tx.tenant())
+        .bind(station.id)
+        .fetch_one(tx.conn())
+        .await?;
+        if busy {
+            return Err(Error::Conflict(
+                "this station already has a running session".into(),
+            ));
+        }
         if price.amount > 0 {
-            let key = format!("session:{id}:card");
             crate::payments::cards::charge_to_wallet(
                 tx,
                 by,
-                provider,
+                card.provider,
                 patron.id,
                 venue.id,
                 price.amount,
-                &key,
+                &format!("session-start:{}", card.key),
             )
             .await?;
         }

@@ -95,17 +95,15 @@ impl PatronActionMutation {
         if let Some(id) = replayed(&mut tx, &scope, key, &request).await? {
             return Ok(Session(sessions::get(&mut tx, id).await.gql()?));
         }
-        let session = patron_app::start(
-            &mut tx,
-            me,
-            provider(ctx)?,
-            &station,
+        let mine = patron_app::StartMine {
+            station: &station,
             minutes,
             pay_with,
-            tick,
-        )
-        .await
-        .gql()?;
+            key,
+        };
+        let session = patron_app::start(&mut tx, me, provider(ctx)?, mine, tick)
+            .await
+            .gql()?;
         remember(&mut tx, &scope, key, session.id).await?;
         tx.commit().await.gql()?;
         Ok(Session(session))

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::PatronActor;
 use crate::payments::{self, cards, PaymentProvider};
 use crate::rentals::{self, Asset};
-use crate::sessions::{self, Payment, Session, StartSession};
+use crate::sessions::{self, CardPrepay, Payment, Session, StartSession};
 use crate::stations::{self, Station};
 
 /// How long a patron's own rental quote lives: it is used at once.
@@ -59,16 +59,30 @@ pub async fn own_session(tx: &mut TenantTx, me: &PatronActor, id: Uuid) -> Resul
     Ok(session)
 }
 
+/// What a patron asks to start.
+pub struct StartMine<'a> {
+    pub station: &'a Station,
+    /// Planned minutes; `None` runs until stopped (wallet only).
+    pub minutes: Option<i64>,
+    pub pay_with: PayWith,
+    /// The request's idempotency key: a card charge made for it is found again on a retry, never made twice.
+    pub key: &'a str,
+}
+
 /// Starts a session for the patron on a self-service station, through the one start staff use too.
 pub async fn start(
     tx: &mut TenantTx,
     me: &PatronActor,
     provider: &dyn PaymentProvider,
-    station: &Station,
-    minutes: Option<i64>,
-    pay_with: PayWith,
+    mine: StartMine<'_>,
     tick: Duration,
 ) -> Result<Session> {
+    let StartMine {
+        station,
+        minutes,
+        pay_with,
+        key,
+    } = mine;
     if let Some(m) = minutes {
         if !(1..=sessions::MAX_MINUTES).contains(&m) {
             return Err(Error::validation(
@@ -83,7 +97,11 @@ pub async fn start(
         duration_minutes: minutes,
         payment: Payment::Wallet,
     };
-    let card = (pay_with == PayWith::Card).then_some(provider);
+    let key = format!("patron:{}:{key}", me.patron_id);
+    let card = (pay_with == PayWith::Card).then_some(CardPrepay {
+        provider,
+        key: &key,
+    });
     sessions::start_by(tx, By::Patron(me), input, card, tick).await
 }
 

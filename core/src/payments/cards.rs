@@ -1,7 +1,9 @@
-//! A patron's saved card: what off-session debt charges and rental deposit holds use.
+//! A patron's saved card: what off-session debt charges, rental deposit holds and the patron app's card payments
+//! (a start paid by card, a top-up) use.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sha2::Digest;
 use uuid::Uuid;
 
 use super::{
@@ -162,7 +164,12 @@ pub async fn charge_to_wallet(
             tenant_id: tx.tenant().0,
             amount,
             currency: &venue.currency,
-            idempotency_key: &format!("{}:{key}", tx.tenant()),
+            // Hashed: our key may be longer than a provider accepts (Stripe: 255 characters).
+            idempotency_key: &format!(
+                "{}:card:{}",
+                tx.tenant(),
+                hex::encode(sha2::Sha256::digest(key.as_bytes()))
+            ),
             off_session: Some(card.on_file()),
             manual_capture: false,
         })

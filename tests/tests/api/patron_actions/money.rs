@@ -80,6 +80,15 @@ async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent
     let body = app.gql(Some(&me.token), START, reused).await;
     assert_eq!(gql_code(&body), "idempotency_key_reused", "{body}");
 
+    // A busy station costs the next patron nothing.
+    let next = patron(&app, f.t.id, "bea").await;
+    app.gql_ok(&next.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
+    let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": "card-1"});
+    let body = app.gql(Some(&next.token), START, vars).await;
+    assert_eq!(gql_code(&body), "conflict", "{body}");
+    assert_eq!(books(&app, f.t.id, next.id).await, (vec![], vec![]));
+
     // A declined card starts nothing and books nothing.
     let declined = patron(&app, f.t.id, "dee").await;
     app.gql_ok(
