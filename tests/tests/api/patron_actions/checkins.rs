@@ -216,3 +216,83 @@ async fn check_in_input_and_geofence_settings_are_checked_and_a_venue_without_a_
     .unwrap();
     assert_eq!(count, 1);
 }
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A graphql-transport-ws client subscribed to `myEvents` from the first kept event on, as `token`.
+async fn my_events(app: &TestApp, token: &str) -> Socket {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut request = format!("ws://{}/graphql/ws", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init =
+        json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
+    ws.send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut ws).await["type"], "connection_ack");
+    let query = "subscription { myEvents(after: 0) { kind subjectId patronId venueId } }";
+    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+    ws.send(Message::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    ws
+}
+
+async fn next_message(ws: &mut Socket) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            let message: Value = serde_json::from_str(text.as_str()).unwrap();
+            if message["type"] != "ping" {
+                return message;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn check_in_events_reach_the_patron_over_a_subscription_and_no_other_patron() {
+    let app = switchyard_tests::spawn_app().await;
+    let f = floor(&app).await;
+    let qr = qr_payload(&app, &f.t.access, "venues", f.venue).await;
+    let me = patron(&app, f.t.id, "ivy").await;
+    let other = patron(&app, f.t.id, "zed").await;
+    let mut mine = my_events(&app, &me.token).await;
+
+    let body = check_in(&app, &me, &qr, 52.0, 13.0).await;
+    let id = body["data"]["checkIn"]["id"].clone();
+    app.gql_ok(&me.token, CHECK_OUT, json!({"id": id})).await;
+    let theirs = check_in(&app, &other, &qr, 52.0, 13.0).await;
+    let their_id = theirs["data"]["checkIn"]["id"].clone();
+
+    for kind in ["checkin.opened", "checkin.closed"] {
+        let message = next_message(&mut mine).await;
+        assert_eq!(message["type"], "next", "{message}");
+        assert_eq!(
+            message["payload"]["data"]["myEvents"],
+            json!({"kind": kind, "subjectId": id, "patronId": me.id, "venueId": f.venue}),
+        );
+    }
+    // The other patron's stream starts at the same first event number and yet holds only its own check-in.
+    let mut theirs = my_events(&app, &other.token).await;
+    let message = next_message(&mut theirs).await;
+    assert_eq!(
+        message["payload"]["data"]["myEvents"],
+        json!({"kind": "checkin.opened", "subjectId": their_id, "patronId": other.id, "venueId": f.venue}),
+        "{message}"
+    );
+}
