@@ -175,7 +175,23 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
         if kind == K::PowerbankCabinet {
             cabinet = Some(station.id);
         }
+        // Patrons may start these from the app (by their QR codes): the console and the powerbank cabinet.
+        if matches!(name, "PS5-01" | "Powerbank Cabinet") {
+            let patch = StationPatch {
+                self_service: Some(true),
+                ..StationPatch::default()
+            };
+            stations::update(&mut tx, &owner, station.id, patch).await?;
+        }
     }
+    // Check-in at the arcade's door: within 150 m of Alexanderplatz.
+    switchyard_core::patron_app::checkins::set_geofence(
+        &mut tx,
+        &owner,
+        arcade,
+        Some((52.5219, 13.4132, 150)),
+    )
+    .await?;
 
     // Tariffs: play time at the arcade (evenings cheaper, gold members 10 % off), powerbanks and charging at the hub.
     let play = Terms {

@@ -5,7 +5,45 @@ use uuid::Uuid;
 
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
-use crate::model::{Actor, RequestClient};
+use crate::model::{Actor, PatronActor, RequestClient};
+
+/// Who did something: a member, a patron in its own app, or the system (workers, bridges).
+#[derive(Debug, Clone, Copy)]
+pub enum By<'a> {
+    Member(&'a Actor),
+    Patron(&'a PatronActor),
+    System,
+}
+
+impl By<'_> {
+    /// The member's login, if a member acted.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            By::Member(a) => Some(a.user_id),
+            _ => None,
+        }
+    }
+
+    /// The patron, if a patron acted.
+    pub fn patron_id(&self) -> Option<Uuid> {
+        match self {
+            By::Patron(p) => Some(p.patron_id),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> From<&'a Actor> for By<'a> {
+    fn from(actor: &'a Actor) -> Self {
+        By::Member(actor)
+    }
+}
+
+impl<'a> From<&'a PatronActor> for By<'a> {
+    fn from(patron: &'a PatronActor) -> Self {
+        By::Patron(patron)
+    }
+}
 
 /// What happened, to which object.
 pub struct Entry<'a> {
@@ -33,6 +71,21 @@ pub async fn record_in(
         venue,
     };
     insert(tx, Some(actor.user_id), source, entry).await
+}
+
+/// Records `entry` as done by `by`. A patron has no login row to point at, so its id goes into the detail
+/// (`by_patron`) with its request id.
+pub async fn record_by(tx: &mut TenantTx, by: By<'_>, mut entry: Entry<'_>) -> Result<()> {
+    match by {
+        By::Member(actor) => record(tx, actor, entry).await,
+        By::Patron(patron) => {
+            if let Some(detail) = entry.detail.as_object_mut() {
+                detail.insert("by_patron".into(), serde_json::json!(patron.patron_id));
+            }
+            record_as(tx, None, patron.request_id.as_deref(), entry).await
+        }
+        By::System => record_as(tx, None, None, entry).await,
+    }
 }
 
 /// Records `entry` for a user who is not yet an [`Actor`] (sign-up, invitation acceptance).

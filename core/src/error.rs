@@ -282,6 +282,9 @@ impl From<sqlx::Error> for Error {
                     Some("asset_slot_key") => "that slot is already taken; retry",
                     Some("session_quote_key") => "this quote was already used",
                     Some("staff_shift_open_key") => "you are already clocked in; clock out first",
+                    Some("venue_checkin_open_key") => {
+                        "this patron is already checked in somewhere; check out first"
+                    }
                     _ => "this already exists",
                 };
                 return Self::Conflict(message.to_owned());

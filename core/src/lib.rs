@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod members;
 pub mod model;
 pub mod money;
+pub mod patron_app;
 pub mod patrons;
 pub mod payments;
 pub mod pricing;

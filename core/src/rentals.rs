@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::audit::{self, Entry};
+use crate::audit::{self, By, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::ledger::{self, Journal, Owner, Purpose};
@@ -71,7 +71,7 @@ async fn cabinet(tx: &mut TenantTx, id: Uuid) -> Result<stations::Station> {
 /// Prices a rental at a cabinet for a patron. Refused when the cabinet has no powerbank to give.
 pub async fn quote(
     tx: &mut TenantTx,
-    actor: &Actor,
+    by: impl Into<By<'_>>,
     patron_id: Uuid,
     station_id: Uuid,
     ttl_secs: i64,
@@ -107,9 +107,9 @@ pub async fn quote(
     .execute(tx.conn())
     .await?;
     let detail = serde_json::json!({ "patron_id": patron.id, "station_id": station.id, "tariff_version": tariff.version });
-    audit::record(
+    audit::record_by(
         tx,
-        actor,
+        by.into(),
         Entry {
             action: "rental.quote",
             object_type: "quote",
@@ -134,11 +134,12 @@ pub async fn quote(
 /// card), ejects a powerbank, starts billing.
 pub async fn start(
     tx: &mut TenantTx,
-    actor: &Actor,
+    by: impl Into<By<'_>>,
     provider: &dyn PaymentProvider,
     quote_id: Uuid,
     tick: Duration,
 ) -> Result<(Session, Asset)> {
+    let by: By<'_> = by.into();
     let quote: Option<QuoteRow> = sqlx::query_as(
         "select patron_id, station_id, tariff_id, tariff_version, expires_at, consumed_at from quote
          where tenant_id = $1 and id = $2 for update",
@@ -218,7 +219,7 @@ pub async fn start(
         station: &station,
         venue: &venue,
         patron: &patron,
-        started_by: Some(actor.user_id),
+        started_by: by.user_id(),
         origin: "patron",
         tariff: &tariff,
         started_at: now,
@@ -261,9 +262,9 @@ pub async fn start(
     .await?;
     let detail =
         serde_json::json!({ "quote_id": quote_id, "asset_id": asset.id, "deposit": deposit });
-    audit::record(
+    audit::record_by(
         tx,
-        actor,
+        by,
         Entry {
             action: "rental.start",
             object_type: "session",
@@ -279,7 +280,7 @@ pub async fn start(
 /// the deposit and settling the charge. Stopping an ended rental returns it unchanged.
 pub async fn stop(
     tx: &mut TenantTx,
-    actor: &Actor,
+    by: impl Into<By<'_>>,
     rental_id: Uuid,
     station_id: Uuid,
 ) -> Result<Session> {
@@ -322,7 +323,7 @@ pub async fn stop(
         .execute(tx.conn())
         .await?;
     release_deposit(tx, &session).await?;
-    let ended = sessions::stop(tx, Some(actor), rental_id, Utc::now()).await?;
+    let ended = sessions::stop_by(tx, by.into(), rental_id, Utc::now()).await?;
     sessions::command(
         tx,
         station.id,

@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::audit::{self, Entry};
+use crate::audit::{self, By, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::ledger::{self, Journal, Owner, Posted, Purpose};
@@ -261,17 +261,56 @@ pub struct StartSession {
     pub payment: Payment,
 }
 
+/// Paying a start with the patron's saved card: the planned time's price is charged now and credited to the wallet.
+#[derive(Clone, Copy)]
+pub struct CardPrepay<'a> {
+    pub provider: &'a dyn crate::payments::PaymentProvider,
+    /// Stable across retries of one request (derived from the client's idempotency key), so that a start retried
+    /// after a failure finds the same charge at the provider instead of making a second one.
+    pub key: &'a str,
+}
+
 /// Longest planned session: a week.
 pub const MAX_MINUTES: i64 = 7 * 24 * 60;
 
-/// Starts a session: prices the planned time, takes cash or checks the wallet, switches the station on.
+/// Starts a session for staff: prices the planned time, takes cash or checks the wallet, switches the station on.
 pub async fn start(
     tx: &mut TenantTx,
     actor: &Actor,
     input: StartSession,
     tick: Duration,
 ) -> Result<Session> {
+    start_by(tx, By::Member(actor), input, None, tick).await
+}
+
+/// The one way a session starts, for staff and patrons alike: prices the planned time, takes cash (staff) or the
+/// planned price from the patron's saved card (`card`, into the wallet first), checks the wallet, switches the
+/// station on. A patron starts only its own sessions, only on a self-service station, and pays from its wallet
+/// or card.
+pub async fn start_by(
+    tx: &mut TenantTx,
+    by: By<'_>,
+    input: StartSession,
+    card: Option<CardPrepay<'_>>,
+    tick: Duration,
+) -> Result<Session> {
     let station = stations::get(tx, input.station_id).await?;
+    if let By::Patron(me) = by {
+        if input.patron_id != Some(me.patron_id) {
+            return Err(Error::NotFound("patron"));
+        }
+        if input.payment == Payment::Cash {
+            return Err(Error::validation(
+                "payWith",
+                "a patron pays from the wallet or the saved card; cash is taken by staff",
+            ));
+        }
+        if !station.self_service {
+            return Err(Error::Forbidden(
+                "this station is not self-service: ask the staff to start it for you",
+            ));
+        }
+    }
     if station.archived_at.is_some() {
         return Err(Error::Conflict("this station is archived".into()));
     }
@@ -295,16 +334,16 @@ pub async fn start(
         }
     }
     let id = Uuid::now_v7();
-    let patron = match (input.patron_id, input.payment) {
-        (Some(p), _) => patrons::get(tx, p).await?,
-        (None, Payment::Cash) => {
+    let patron = match (input.patron_id, input.payment, by) {
+        (Some(p), _, _) => patrons::get(tx, p).await?,
+        (None, Payment::Cash, By::Member(actor)) => {
             let walk_in = patrons::NewPatron {
                 display_name: "Walk-in".into(),
                 ..Default::default()
             };
             patrons::create(tx, actor, walk_in, true).await?
         }
-        (None, Payment::Wallet) => {
+        (None, _, _) => {
             return Err(Error::validation(
                 "patronId",
                 "wallet payment needs a patron",
@@ -330,7 +369,7 @@ pub async fn start(
     });
     let currency = venue.currency.as_str();
 
-    if input.payment == Payment::Cash {
+    if let (Payment::Cash, By::Member(actor)) = (input.payment, by) {
         let price = planned_price.as_ref().ok_or_else(|| {
             Error::validation(
                 "durationMinutes",
@@ -345,6 +384,41 @@ pub async fn start(
                 venue.id,
                 price.amount,
                 &format!("session:{id}"),
+            )
+            .await?;
+        }
+    }
+    if let Some(card) = card {
+        let price = planned_price.as_ref().ok_or_else(|| {
+            Error::validation(
+                "minutes",
+                "a session paid by card is prepaid: give its duration",
+            )
+        })?;
+        // The card is charged before the row that would find the station busy: look first, so that a busy
+        // station costs the patron nothing.
+        let busy: bool = sqlx::query_scalar(
+            "select exists (select 1 from session where tenant_id = $1 and station_id = $2
+                              and status in ('active', 'paused'))",
+        )
+        .bind(tx.tenant())
+        .bind(station.id)
+        .fetch_one(tx.conn())
+        .await?;
+        if busy {
+            return Err(Error::Conflict(
+                "this station already has a running session".into(),
+            ));
+        }
+        if price.amount > 0 {
+            crate::payments::cards::charge_to_wallet(
+                tx,
+                by,
+                card.provider,
+                patron.id,
+                venue.id,
+                price.amount,
+                &format!("session-start:{}", card.key),
             )
             .await?;
         }
@@ -370,8 +444,12 @@ pub async fn start(
         station: &station,
         venue: &venue,
         patron: &patron,
-        started_by: Some(actor.user_id),
-        origin: "staff",
+        started_by: by.user_id(),
+        origin: if by.patron_id().is_some() {
+            "patron"
+        } else {
+            "staff"
+        },
         tariff: &tariff,
         started_at: now,
         planned_end_at: planned_end,
@@ -386,13 +464,14 @@ pub async fn start(
         tx,
         &session,
         "session.started",
-        serde_json::json!({ "origin": "staff" }),
+        serde_json::json!({ "origin": session.origin }),
     );
     let detail = serde_json::json!({
         "station_id": station.id, "patron_id": patron.id, "payment": input.payment,
         "planned_end_at": planned_end, "tariff_id": tariff.id, "tariff_version": tariff.version,
+        "card": card.is_some(),
     });
-    audit::record(tx, actor, entry("session.start", id, detail)).await?;
+    audit::record_by(tx, by, entry("session.start", id, detail)).await?;
     Ok(session)
 }
 
@@ -446,7 +525,12 @@ pub(crate) async fn insert(tx: &mut TenantTx, row: NewRow<'_>) -> Result<Session
 }
 
 /// Adds minutes to a timed session, if the wallet covers the longer plan.
-pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) -> Result<Session> {
+pub async fn extend(
+    tx: &mut TenantTx,
+    by: impl Into<By<'_>>,
+    id: Uuid,
+    minutes: i64,
+) -> Result<Session> {
     let session = lock(tx, id).await?;
     if !session.is_running() {
         return Err(Error::Conflict("this session has already ended".into()));
@@ -499,9 +583,9 @@ pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) ->
         "session.extended",
         serde_json::json!({ "minutes": minutes }),
     );
-    audit::record(
+    audit::record_by(
         tx,
-        actor,
+        by.into(),
         entry(
             "session.extend",
             id,
@@ -516,7 +600,7 @@ pub async fn extend(tx: &mut TenantTx, actor: &Actor, id: Uuid, minutes: i64) ->
 /// frozen. Pausing a paused session returns it unchanged. Rentals cannot pause (the powerbank is out).
 pub async fn pause(
     tx: &mut TenantTx,
-    actor: &Actor,
+    by: impl Into<By<'_>>,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Session> {
@@ -553,9 +637,9 @@ pub async fn pause(
     let session = get(tx, id).await?;
     switch(tx, &session, false, "pause").await?;
     announce(tx, &session, "session.paused", serde_json::json!({}));
-    audit::record(
+    audit::record_by(
         tx,
-        actor,
+        by.into(),
         entry("session.pause", id, serde_json::json!({ "paused_at": now })),
     )
     .await?;
@@ -566,7 +650,7 @@ pub async fn pause(
 /// the pause. Resuming an active session returns it unchanged.
 pub async fn resume(
     tx: &mut TenantTx,
-    actor: &Actor,
+    by: impl Into<By<'_>>,
     id: Uuid,
     now: DateTime<Utc>,
     tick: Duration,
@@ -623,7 +707,7 @@ pub async fn resume(
         serde_json::json!({ "pausedSeconds": paused.num_seconds() }),
     );
     let detail = serde_json::json!({ "paused_seconds": paused.num_seconds(), "planned_end_at": planned_end });
-    audit::record(tx, actor, entry("session.resume", id, detail)).await?;
+    audit::record_by(tx, by.into(), entry("session.resume", id, detail)).await?;
     Ok(session)
 }
 
@@ -632,6 +716,16 @@ pub async fn resume(
 pub async fn stop(
     tx: &mut TenantTx,
     actor: Option<&Actor>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Session> {
+    stop_by(tx, actor.map_or(By::System, By::Member), id, now).await
+}
+
+/// [`stop`], by anyone (a patron stopping its own session, say).
+pub async fn stop_by(
+    tx: &mut TenantTx,
+    by: By<'_>,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Session> {
@@ -644,13 +738,13 @@ pub async fn stop(
     } else {
         SessionStatus::Ended
     };
-    finish(tx, actor, &session, session.usage_until(now), status).await
+    finish(tx, by, &session, session.usage_until(now), status).await
 }
 
 /// Ends a running session at `end` with `status`: settles, switches the station off, audits.
 async fn finish(
     tx: &mut TenantTx,
-    actor: Option<&Actor>,
+    by: By<'_>,
     session: &Session,
     end: DateTime<Utc>,
     status: SessionStatus,
@@ -680,11 +774,7 @@ async fn finish(
     };
     announce(tx, &session, kind, serde_json::json!({}));
     let detail = serde_json::json!({ "status": status, "ended_at": end, "charged_amount": session.charged_amount });
-    let entry = entry("session.stop", id, detail);
-    match actor {
-        Some(actor) => audit::record(tx, actor, entry).await?,
-        None => audit::record_as(tx, None, None, entry).await?,
-    }
+    audit::record_by(tx, by, entry("session.stop", id, detail)).await?;
     Ok(session)
 }
 
@@ -715,7 +805,7 @@ pub async fn switched_off(
         session = if session.is_running() {
             finish(
                 tx,
-                None,
+                By::System,
                 &session,
                 session.usage_until(at),
                 SessionStatus::Expired,

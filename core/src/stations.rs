@@ -23,6 +23,8 @@ pub struct Station {
     #[schema(value_type = Object)]
     pub control_settings: Value,
     pub location: String,
+    /// Patrons may start sessions on it themselves (patron app, QR code). Default false.
+    pub self_service: bool,
     pub archived_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -59,6 +61,7 @@ pub struct StationPatch {
     pub location: Option<String>,
     /// Staff can put a station in or out of `maintenance`; other states are reported by devices.
     pub status: Option<StationStatus>,
+    pub self_service: Option<bool>,
 }
 
 /// Filters for lists; `None` matches all.
@@ -71,7 +74,8 @@ pub struct StationFilter {
 }
 
 const COLUMNS: &str =
-    "id, venue_id, name, kind, control, status, control_settings, location, archived_at, created_at, updated_at";
+    "id, venue_id, name, kind, control, status, control_settings, location, self_service,
+    archived_at, created_at, updated_at";
 
 pub async fn list(tx: &mut TenantTx, filter: &StationFilter) -> Result<Vec<Station>> {
     let sql = format!(
@@ -237,8 +241,10 @@ pub async fn update(
             ))
         }
     };
+    let self_service = patch.self_service.unwrap_or(current.self_service);
     let sql = format!(
-        "update station set name = $3, control = $4, control_settings = $5, location = $6, status = $7
+        "update station set name = $3, control = $4, control_settings = $5, location = $6, status = $7,
+           self_service = $8
          where tenant_id = $1 and id = $2 returning {COLUMNS}"
     );
     let station: Station = sqlx::query_as(&sql)
@@ -249,10 +255,12 @@ pub async fn update(
         .bind(&settings)
         .bind(location)
         .bind(status)
+        .bind(self_service)
         .fetch_one(tx.conn())
         .await?;
     let detail = serde_json::json!({
         "name": station.name, "control": station.control, "status": station.status, "location": station.location,
+        "self_service": station.self_service,
     });
     audit::record(tx, actor, entry("station.update", id, detail)).await?;
     if station.status != current.status {

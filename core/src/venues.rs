@@ -19,6 +19,11 @@ pub struct Venue {
     /// ISO 4217 code; every amount at this venue is in its minor units.
     pub currency: String,
     pub address: String,
+    /// Where the venue is (WGS 84 degrees) and how far from there a patron may check in, in metres: all three or
+    /// none (then check-in needs no location).
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub geofence_m: Option<i32>,
     pub archived_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -41,7 +46,8 @@ pub struct VenuePatch {
 }
 
 const COLUMNS: &str =
-    "id, name, timezone, currency::text as currency, address, archived_at, created_at, updated_at";
+    "id, name, timezone, currency::text as currency, address, latitude, longitude, geofence_m,
+    archived_at, created_at, updated_at";
 
 pub async fn list(tx: &mut TenantTx, include_archived: bool) -> Result<Vec<Venue>> {
     let sql = format!(

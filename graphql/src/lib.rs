@@ -9,8 +9,10 @@ mod limits;
 pub mod live;
 pub mod loaders;
 mod members;
+mod patron_actions;
 mod patrons;
 mod rentals;
+mod self_service;
 mod sessions;
 mod staff;
 mod stations;
@@ -43,6 +45,8 @@ pub struct QueryRoot(
     rentals::RentalQuery,
     bridges::BridgeQuery,
     staff::StaffQuery,
+    patron_actions::PatronActionQuery,
+    self_service::SelfServiceQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -57,6 +61,8 @@ pub struct MutationRoot(
     rentals::RentalMutation,
     bridges::BridgeMutation,
     staff::StaffMutation,
+    patron_actions::PatronActionMutation,
+    self_service::SelfServiceMutation,
 );
 
 pub use live::SubscriptionRoot;

@@ -66,6 +66,10 @@ impl Station {
     async fn location(&self) -> &str {
         &self.0.location
     }
+    /// Patrons may start sessions on it themselves (patron app, QR code).
+    async fn self_service(&self) -> bool {
+        self.0.self_service
+    }
     /// What the station's device last reported through the edge bridge (switched on/off, power, reachability).
     async fn device_state(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DeviceState>> {
         let (_, mut tx) = begin(ctx).await?;
@@ -127,6 +131,8 @@ pub struct UpdateStationInput {
     pub control_settings: Option<Json<serde_json::Value>>,
     pub location: Option<String>,
     pub status: Option<StationStatus>,
+    /// Let patrons start sessions on it themselves (patron app, QR code).
+    pub self_service: Option<bool>,
 }
 
 #[derive(Default)]
@@ -210,6 +216,7 @@ impl StationMutation {
             control_settings: input.control_settings.map(|j| j.0),
             location: input.location,
             status: input.status,
+            self_service: input.self_service,
         };
         let station = stations::update(&mut tx, actor, id, patch).await.gql()?;
         tx.commit().await.gql()?;

@@ -40,6 +40,17 @@ impl Venue {
     async fn address(&self) -> &str {
         &self.0.address
     }
+    /// Where the venue is (WGS 84 degrees), for check-in; set with `setVenueGeofence`.
+    async fn latitude(&self) -> Option<f64> {
+        self.0.latitude
+    }
+    async fn longitude(&self) -> Option<f64> {
+        self.0.longitude
+    }
+    /// How far from the venue's point a patron may check in, in metres (none: check-in needs no location).
+    async fn geofence_m(&self) -> Option<i32> {
+        self.0.geofence_m
+    }
     async fn archived_at(&self) -> Option<DateTime<Utc>> {
         self.0.archived_at
     }

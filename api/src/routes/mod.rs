@@ -5,6 +5,7 @@ pub mod graphql;
 pub mod graphql_ws;
 pub mod health;
 pub mod payments;
+pub mod qr;
 pub mod rentals;
 pub mod sessions;
 pub mod stations;

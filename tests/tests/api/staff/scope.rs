@@ -61,6 +61,7 @@ async fn a_staff_member_scoped_to_one_venue_sees_only_that_venue_and_not_found_f
             json!({"v": other}),
         ),
         ("mutation($v: UUID!) { clockIn(venueId: $v) { id } }", json!({"v": other})),
+        ("query($v: UUID!) { venueFloor(venueId: $v) { count } }", json!({"v": other})),
     ] {
         let body = app.gql(Some(&staff), query, variables).await;
         assert_eq!(gql_code(&body), "not_found", "{query} -> {body}");
@@ -83,6 +84,24 @@ async fn a_staff_member_scoped_to_one_venue_sees_only_that_venue_and_not_found_f
         .get(&format!("/api/v1/sessions/{other_session}"), &staff)
         .await;
     assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    for qr in [
+        format!("/api/v1/stations/{other_station}/qr"),
+        format!("/api/v1/venues/{other}/qr"),
+    ] {
+        let (code, body) = app.get(&qr, &staff).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{qr}: {body}");
+    }
+    let (code, body) = app
+        .get(&format!("/api/v1/stations/{}/qr", f.station), &staff)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body["payload"]
+            .as_str()
+            .unwrap()
+            .starts_with("switchyard://s/"),
+        "{body}"
+    );
     let (_, body) = app.get("/api/v1/dashboard", &staff).await;
     let venues: Vec<&Value> = body["venues"]
         .as_array()

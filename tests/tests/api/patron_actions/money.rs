@@ -1,0 +1,318 @@
+//! Money in the patron app: sessions paid by the saved card, card top-ups and powerbank rentals, each once per
+//! idempotency key under retries and concurrent duplicates.
+
+use serde_json::{json, Value};
+use switchyard_tests::{gql_code, TestApp};
+use uuid::Uuid;
+
+use super::{patron, qr_payload, self_service, shop, START};
+
+const SAVE_CARD: &str = "mutation($pm: String!) { saveMyCard(paymentMethod: $pm) { brand last4 } }";
+const TOP_UP: &str = "mutation($v: UUID!, $a: Int!, $k: String!) {
+    topUpMyWallet(venueId: $v, amount: $a, idempotencyKey: $k) { id kind status amount currency } }";
+
+/// (kind, amount) of every journal entry on the patron's wallet, oldest first, and the payments' (status, amount).
+async fn books(
+    app: &TestApp,
+    tenant: Uuid,
+    patron: Uuid,
+) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let mut tx = app.tenant_tx(tenant).await;
+    let wallet = sqlx::query_as(
+        "select j.kind, e.amount from journal_entry e
+           join journal j on j.tenant_id = e.tenant_id and j.id = e.journal_id
+           join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+         where e.tenant_id = $1 and a.owner_id = $2 and a.purpose = 'wallet' order by j.created_at, j.id",
+    )
+    .bind(tenant)
+    .bind(patron)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let payments = sqlx::query_as(
+        "select status, amount from payment where tenant_id = $1 and patron_id = $2 order by created_at",
+    )
+    .bind(tenant)
+    .bind(patron)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    (wallet, payments)
+}
+
+#[tokio::test]
+async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent_duplicates() {
+    let app = switchyard_tests::spawn_app().await;
+    let (f, me) = shop(&app, 0).await;
+    let saved = app
+        .gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
+    assert_eq!(
+        saved["saveMyCard"],
+        json!({"brand": "visa", "last4": "4242"})
+    );
+
+    let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": "card-1"});
+    let (a, b) = tokio::join!(
+        app.gql(Some(&me.token), START, vars.clone()),
+        app.gql(Some(&me.token), START, vars.clone())
+    );
+    let retry = app.gql(Some(&me.token), START, vars.clone()).await;
+    let id = a["data"]["startMySession"]["id"].clone();
+    assert!(id.is_string(), "{a}");
+    assert_eq!(b["data"]["startMySession"]["id"], id, "{b}");
+    assert_eq!(retry["data"]["startMySession"]["id"], id, "{retry}");
+    let sessions: i64 = sqlx::query_scalar("select count(*) from session where tenant_id = $1")
+        .bind(f.t.id)
+        .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 1);
+    // Thirty minutes at 10 a minute, charged to the card once and credited to the wallet the session draws on.
+    assert_eq!(
+        books(&app, f.t.id, me.id).await,
+        (
+            vec![("top_up_card".into(), 300)],
+            vec![("confirmed".into(), 300)]
+        )
+    );
+    let reused = json!({"s": f.station, "m": 45, "pay": "CARD", "k": "card-1"});
+    let body = app.gql(Some(&me.token), START, reused).await;
+    assert_eq!(gql_code(&body), "idempotency_key_reused", "{body}");
+
+    // A busy station costs the next patron nothing.
+    let next = patron(&app, f.t.id, "bea").await;
+    app.gql_ok(&next.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
+    let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": "card-1"});
+    let body = app.gql(Some(&next.token), START, vars).await;
+    assert_eq!(gql_code(&body), "conflict", "{body}");
+    assert_eq!(books(&app, f.t.id, next.id).await, (vec![], vec![]));
+
+    // A declined card starts nothing and books nothing.
+    let declined = patron(&app, f.t.id, "dee").await;
+    app.gql_ok(
+        &declined.token,
+        SAVE_CARD,
+        json!({"pm": "pm_card_chargeDeclined"}),
+    )
+    .await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($id: UUID!) { stopSession(id: $id) { id } }",
+        json!({"id": id}),
+    )
+    .await;
+    let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": "card-2"});
+    let body = app.gql(Some(&declined.token), START, vars).await;
+    assert_eq!(gql_code(&body), "card_declined", "{body}");
+    assert_eq!(books(&app, f.t.id, declined.id).await, (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn a_patron_tops_up_by_card_once_per_key_and_a_declined_card_credits_nothing() {
+    let app = switchyard_tests::spawn_app().await;
+    let (f, me) = shop(&app, 0).await;
+    let vars = json!({"v": f.venue, "a": 1_500, "k": "top-1"});
+    let body = app.gql(Some(&me.token), TOP_UP, vars.clone()).await;
+    assert_eq!(
+        gql_code(&body),
+        "validation_failed",
+        "no card saved yet: {body}"
+    );
+    app.gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
+
+    let (a, b) = tokio::join!(
+        app.gql(Some(&me.token), TOP_UP, vars.clone()),
+        app.gql(Some(&me.token), TOP_UP, vars.clone())
+    );
+    let paid = &a["data"]["topUpMyWallet"];
+    assert_eq!(paid["status"], "confirmed", "{a}");
+    assert_eq!(paid["kind"], "top_up");
+    assert_eq!(
+        (paid["amount"].clone(), paid["currency"].clone()),
+        (json!(1500), json!("EUR"))
+    );
+    assert_eq!(b["data"]["topUpMyWallet"]["id"], paid["id"], "{b}");
+    let retry = app.gql_ok(&me.token, TOP_UP, vars).await;
+    assert_eq!(retry["topUpMyWallet"]["id"], paid["id"]);
+
+    let body = app
+        .gql(
+            Some(&me.token),
+            TOP_UP,
+            json!({"v": f.venue, "a": 900, "k": "top-1"}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "idempotency_key_reused", "{body}");
+    // The dev provider declines amounts ending in 02.
+    let body = app
+        .gql(
+            Some(&me.token),
+            TOP_UP,
+            json!({"v": f.venue, "a": 1_002, "k": "top-2"}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "card_declined", "{body}");
+    let body = app
+        .gql(
+            Some(&me.token),
+            TOP_UP,
+            json!({"v": f.venue, "a": 0, "k": "top-3"}),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "amount", "{body}");
+    let (g, _) = shop(&app, 0).await;
+    let body = app
+        .gql(
+            Some(&me.token),
+            TOP_UP,
+            json!({"v": g.venue, "a": 100, "k": "top-4"}),
+        )
+        .await;
+    assert_eq!(
+        gql_code(&body),
+        "not_found",
+        "another tenant's venue: {body}"
+    );
+
+    assert_eq!(
+        books(&app, f.t.id, me.id).await,
+        (
+            vec![("top_up_card".into(), 1_500)],
+            vec![("confirmed".into(), 1_500)]
+        )
+    );
+    let wallet = app
+        .gql_ok(
+            &me.token,
+            "{ myWallet(currency: \"EUR\") { balance } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(wallet["myWallet"]["balance"], 1_500);
+}
+
+const RENT: &str = "mutation($s: UUID, $qr: String, $k: String!) {
+    rentMyPowerbank(stationId: $s, qr: $qr, idempotencyKey: $k) { id status } }";
+const RETURN: &str = "mutation($r: UUID!, $s: UUID!) {
+    returnMyPowerbank(rentalId: $r, stationId: $s) { id status chargedAmount } }";
+
+#[tokio::test]
+async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_returns_it_to_another() {
+    let app = switchyard_tests::spawn_app().await;
+    let c = crate::rentals::setup(&app, 0).await;
+    let me = patron(&app, c.t.id, "rita").await;
+    app.gql_ok(
+        &c.t.access,
+        "mutation($p: UUID!, $v: UUID!) { topUpCash(patronId: $p, venueId: $v, amount: 1000, idempotencyKey: \"rita\") { id } }",
+        json!({"p": me.id, "v": c.venue}),
+    )
+    .await;
+    let body = app
+        .gql(Some(&me.token), RENT, json!({"s": c.a, "k": "r0"}))
+        .await;
+    assert_eq!(gql_code(&body), "forbidden", "not self-service yet: {body}");
+    self_service(&app, &c.t.access, c.a).await;
+    let code = qr_payload(&app, &c.t.access, "stations", c.a).await;
+
+    let vars = json!({"qr": code, "k": "r1"});
+    let (a, b) = tokio::join!(
+        app.gql(Some(&me.token), RENT, vars.clone()),
+        app.gql(Some(&me.token), RENT, vars.clone())
+    );
+    let rental = a["data"]["rentMyPowerbank"]["id"].clone();
+    assert_eq!(a["data"]["rentMyPowerbank"]["status"], "ACTIVE", "{a}");
+    assert_eq!(b["data"]["rentMyPowerbank"]["id"], rental, "{b}");
+    let other = app
+        .gql(Some(&me.token), RENT, json!({"s": c.b, "k": "r1"}))
+        .await;
+    assert_eq!(gql_code(&other), "idempotency_key_reused", "{other}");
+    let rental_id: Uuid = rental.as_str().unwrap().parse().unwrap();
+    let (label, holder): (String, Option<Uuid>) = sqlx::query_as(
+        "select label, patron_id from asset where tenant_id = $1 and status = 'rented'",
+    )
+    .bind(c.t.id)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        (label.as_str(), holder),
+        ("pb-001", Some(me.id)),
+        "one powerbank out"
+    );
+    let wallet = |token: &str| {
+        let token = token.to_owned();
+        let app = &app;
+        async move {
+            app.gql_ok(
+                &token,
+                "{ myWallet(currency: \"EUR\") { balance depositHeld } }",
+                json!({}),
+            )
+            .await["myWallet"]
+                .clone()
+        }
+    };
+    assert_eq!(
+        wallet(&me.token).await,
+        json!({"balance": 500, "depositHeld": 500})
+    );
+
+    // A rental is neither paused nor stopped from the app: it ends where the powerbank is docked.
+    for mutation in ["pauseMySession", "stopMySession"] {
+        let body = super::on_session(&app, &me.token, mutation, &rental).await;
+        assert_eq!(gql_code(&body), "conflict", "{mutation}: {body}");
+    }
+    let neighbour = patron(&app, c.t.id, "sly").await;
+    let body = app
+        .gql(
+            Some(&neighbour.token),
+            RETURN,
+            json!({"r": rental, "s": c.b}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "not_found", "{body}");
+    assert_eq!(body["errors"][0]["message"], "rental not found");
+    // Another operator's patron reaches neither the rental nor the cabinet, by id or by its code.
+    let (_, outsider) = shop(&app, 1_000).await;
+    for (query, vars) in [
+        (RETURN, json!({"r": rental, "s": c.b})),
+        (RENT, json!({"s": c.a, "k": "o1"})),
+        (RENT, json!({"qr": code, "k": "o2"})),
+    ] {
+        let body = app.gql(Some(&outsider.token), query, vars).await;
+        assert_eq!(gql_code(&body), "not_found", "{body}");
+    }
+
+    let returned = app
+        .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.b}))
+        .await;
+    assert_eq!(
+        returned["returnMyPowerbank"],
+        json!({"id": rental, "status": "ENDED", "chargedAmount": 0}),
+        "within the five free minutes"
+    );
+    let back: (Option<Uuid>, String) = sqlx::query_as(
+        "select s.return_station_id, a.status from session s join asset a on a.tenant_id = s.tenant_id and a.id = s.asset_id
+         where s.tenant_id = $1 and s.id = $2",
+    )
+    .bind(c.t.id)
+    .bind(rental_id)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(back, (Some(c.b), "docked".to_owned()));
+    assert_eq!(
+        wallet(&me.token).await,
+        json!({"balance": 1000, "depositHeld": 0})
+    );
+    let again: Value = app
+        .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.a}))
+        .await;
+    assert_eq!(
+        again["returnMyPowerbank"]["status"], "ENDED",
+        "returning twice changes nothing"
+    );
+}
