@@ -168,6 +168,15 @@ async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
             }
         }
     };
+    // The legacy protocol refuses an init with a `connection_error` message and then ends the stream: close with
+    // the code that says why, as for graphql-transport-ws.
+    let close = close.or_else(|| {
+        session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refused
+            .take()
+    });
     if let Some((code, reason)) = close {
         let _ = sink
             .send(Message::Close(Some(CloseFrame {

@@ -994,3 +994,22 @@ async fn a_tenant_holds_at_most_its_share_of_subscriptions_on_a_process() {
         "wallet.changed"
     );
 }
+
+#[tokio::test]
+async fn a_legacy_client_with_a_bad_token_is_told_why_and_closed_with_4401() {
+    let app = switchyard_tests::spawn_app().await;
+    let mut request = app.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("graphql-ws"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({"type": "connection_init", "payload": {"authorization": "Bearer expired-or-forged"}});
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    let Read::Text(error) = read(&mut ws).await else {
+        panic!("no connection_error")
+    };
+    assert_eq!(error["type"], "connection_error", "{error}");
+    let (code, _) = closed(&mut ws).await;
+    assert_eq!(code, 4401);
+}
