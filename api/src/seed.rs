@@ -43,6 +43,7 @@ fn terms() -> Terms {
         buyout_threshold: None,
         tier_discounts_bp: Default::default(),
         bands: vec![],
+        pausable: true,
     }
 }
 

@@ -65,6 +65,14 @@ pub struct Terms {
     /// Tier name → discount in basis points (1000 = 10 %).
     pub tier_discounts_bp: BTreeMap<String, u32>,
     pub bands: Vec<Band>,
+    /// Whether a patron may pause a session on its own (staff always may). Terms stored before this setting
+    /// existed allow it.
+    #[serde(default = "allowed")]
+    pub pausable: bool,
+}
+
+fn allowed() -> bool {
+    true
 }
 
 impl Terms {
@@ -383,6 +391,7 @@ mod tests {
             buyout_threshold: None,
             tier_discounts_bp: BTreeMap::new(),
             bands: vec![],
+            pausable: true,
         }
     }
 
@@ -658,6 +667,7 @@ mod tests {
                                 per_minute,
                             })
                             .collect(),
+                        pausable: true,
                     };
                     t.bands.truncate(2);
                     t

@@ -34,6 +34,9 @@ pub struct TariffTerms {
     pub tier_discounts: Vec<TierDiscount>,
     #[graphql(default)]
     pub bands: Vec<Band>,
+    /// Whether a patron may pause its own session from the app (staff always may).
+    #[graphql(default = true)]
+    pub pausable: bool,
 }
 
 /// A discount for patrons of one tier, in basis points (1000 = 10 %).
@@ -79,6 +82,7 @@ impl From<TariffTerms> for Terms {
                     per_minute: b.per_minute,
                 })
                 .collect(),
+            pausable: t.pausable,
         }
     }
 }
@@ -109,6 +113,7 @@ impl From<Terms> for TariffTerms {
                     per_minute: b.per_minute,
                 })
                 .collect(),
+            pausable: t.pausable,
         }
     }
 }

@@ -126,6 +126,9 @@ pub async fn act(
     let now = Utc::now();
     match act {
         Act::Extend(minutes) => sessions::extend(tx, me, id, minutes).await,
+        Act::Pause if !session.terms.pausable => Err(Error::Forbidden(
+            "this tariff does not let sessions be paused from the app; ask the staff",
+        )),
         Act::Pause => sessions::pause(tx, me, id, now).await,
         Act::Resume => sessions::resume(tx, me, id, now, tick).await,
         Act::Stop if session.asset_id.is_some() => Err(Error::Conflict(

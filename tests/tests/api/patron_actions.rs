@@ -373,3 +373,40 @@ async fn bad_input_to_patron_mutations_answers_a_clear_4xx_code() {
         .unwrap();
     assert_eq!(count, 0, "nothing started");
 }
+
+#[tokio::test]
+async fn a_tariff_that_is_not_pausable_refuses_a_patrons_pause_but_staff_may_still_pause() {
+    let app = switchyard_tests::spawn_app().await;
+    let (f, me) = shop(&app, 2_000).await;
+    let data = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($id: UUID!) { updateTariff(id: $id, terms: {currency: \"EUR\", perMinute: 10, pausable: false}) {
+               version terms { pausable } } }",
+            json!({"id": f.tariff}),
+        )
+        .await;
+    assert_eq!(data["updateTariff"]["terms"]["pausable"], false, "{data}");
+    let vars = json!({"s": f.station, "m": 20, "pay": "WALLET", "k": "no-pause"});
+    let body = app.gql(Some(&me.token), START, vars).await;
+    let id = body["data"]["startMySession"]["id"].clone();
+    assert!(id.is_string(), "{body}");
+    let refused = on_session(&app, &me.token, "pauseMySession", &id).await;
+    assert_eq!(gql_code(&refused), "forbidden", "{refused}");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("paused"),
+        "{refused}"
+    );
+    assert_eq!(session_row(&app, f.t.id, &id).await.0, "active");
+    let paused = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($id: UUID!) { pauseSession(id: $id) { status } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(paused["pauseSession"]["status"], "PAUSED");
+}
