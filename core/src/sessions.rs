@@ -466,6 +466,14 @@ pub async fn start_by(
         "session.started",
         serde_json::json!({ "origin": session.origin }),
     );
+    crate::staff::safety::warn_if_flagged(
+        tx,
+        session.patron_id,
+        session.venue_id,
+        "safety.flagged_session",
+        session.id,
+    )
+    .await?;
     let detail = serde_json::json!({
         "station_id": station.id, "patron_id": patron.id, "payment": input.payment,
         "planned_end_at": planned_end, "tariff_id": tariff.id, "tariff_version": tariff.version,

@@ -383,7 +383,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
         members_only(ctx)?;
         let filter = Filter {
-            topics: &["sos", "task"],
+            topics: &["sos", "task", "safety"],
             venue: parse_venue(venue_id)?,
         };
         open(ctx, filter, after).await

@@ -164,6 +164,14 @@ pub async fn check_in(
             .patron(Some(me.patron_id))
             .subject(checkin.id),
     );
+    crate::staff::safety::warn_if_flagged(
+        tx,
+        me.patron_id,
+        venue.id,
+        "safety.flagged_check_in",
+        checkin.id,
+    )
+    .await?;
     audit::record_by(tx, By::Patron(me), entry("checkin.open", checkin.id, data)).await?;
     Ok(checkin)
 }

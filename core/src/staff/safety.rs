@@ -239,3 +239,33 @@ pub async fn unflag(tx: &mut TenantTx, actor: &Actor, patron: Uuid) -> Result<bo
     audit::record(tx, actor, entry).await?;
     Ok(was)
 }
+
+/// Warns the venue's staff when a flagged patron arrives (`what`: `check_in` or `session`): a
+/// `safety.flagged_<what>` live event with the flag's reason, which the patron never hears (it names no patron as
+/// its owner). Nothing when the patron is not flagged.
+pub async fn warn_if_flagged(
+    tx: &mut TenantTx,
+    patron: Uuid,
+    venue: Uuid,
+    kind: &'static str,
+    subject: Uuid,
+) -> Result<()> {
+    let reason: Option<Option<String>> = sqlx::query_scalar(
+        "select flag_reason from patron where tenant_id = $1 and id = $2 and flagged_at is not null",
+    )
+    .bind(tx.tenant())
+    .bind(patron)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(reason) = reason {
+        tx.emit(
+            NewEvent::new(
+                kind,
+                json!({ "patron_id": patron, "reason": reason, "about": subject }),
+            )
+            .venue(venue)
+            .subject(subject),
+        );
+    }
+    Ok(())
+}

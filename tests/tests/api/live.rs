@@ -1013,3 +1013,52 @@ async fn a_legacy_client_with_a_bad_token_is_told_why_and_closed_with_4401() {
     let (code, _) = closed(&mut ws).await;
     assert_eq!(code, 4401);
 }
+
+#[tokio::test]
+async fn staff_hear_at_once_when_a_flagged_patron_starts_a_session_and_the_patron_never_does() {
+    let app = switchyard_tests::spawn_app().await;
+    let f = floor(&app).await;
+    let (patron, patron_token) = patron_login(&app, f.t.id, "flagged").await;
+    top_up(&app, &f, patron, 5_000, "flag-cash").await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($p: UUID!) { flagPatron(patronId: $p, reason: \"aggressive last visit\") { patronId } }",
+        json!({"p": patron}),
+    )
+    .await;
+    let after = from_now(&app, f.t.id).await;
+    let alerts =
+        format!("subscription($after: Int) {{ staffAlerts(after: $after) {{ {FIELDS} }} }}");
+    let mine = format!("subscription($after: Int) {{ myEvents(after: $after) {{ {FIELDS} }} }}");
+    let mut staff = app
+        .subscribe(&f.t.access, &alerts, json!({"after": after}))
+        .await
+        .unwrap();
+    let mut own = app
+        .subscribe(&patron_token, &mine, json!({"after": after}))
+        .await
+        .unwrap();
+    let session = wallet_session(&app, &f.t.access, f.station, patron, Some(15)).await;
+    let warned = next(&mut staff, "staffAlerts").await;
+    assert_eq!(warned["kind"], "safety.flagged_session", "{warned}");
+    assert_eq!(warned["subjectId"], session.to_string());
+    assert_eq!(warned["venueId"], f.venue.to_string());
+    assert_eq!(warned["data"]["reason"], "aggressive last visit");
+    assert_eq!(
+        warned["patronId"],
+        Value::Null,
+        "the event is not the patron's"
+    );
+    // The patron hears its session and wallet, never the warning (a top-up marks the end).
+    top_up(&app, &f, patron, 100, "flag-marker").await;
+    let seen = until(&mut own, "myEvents", "wallet.changed").await;
+    assert!(
+        seen.iter()
+            .all(|e| !e["kind"].as_str().unwrap().starts_with("safety.")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| e["kind"] == "session.started"),
+        "{seen:?}"
+    );
+}
