@@ -26,6 +26,10 @@ use crate::error::ApiError;
 /// Close codes of the graphql-transport-ws protocol.
 const UNAUTHORIZED: u16 = 4401;
 const FORBIDDEN: u16 = 4403;
+const INIT_TIMED_OUT: u16 = 4408;
+
+/// How long a new socket may take to send `connection_init`.
+const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The largest client message (a subscribe with its query).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -89,7 +93,6 @@ async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
     let init_session = session.clone();
     let mut graphql = GraphQLWebSocket::new(state.schema.clone(), incoming, protocol)
         .connection_data(slots)
-        .keepalive_timeout(std::time::Duration::from_secs(60))
         .on_connection_init(move |payload| async move {
             let outcome = authenticate(&init_state, payload).await;
             let mut session = init_session.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,9 +117,15 @@ async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
     // Membership removals and expiry are watched once signed in.
     let mut watch: Option<switchyard_core::events::Subscription> = None;
     let mut expires_at: Option<tokio::time::Instant> = None;
+    // A socket must sign in soon (the protocol's 4408); once signed in, the token's expiry bounds its life, so an
+    // idle subscriber needs no pings and a vanished one is gone within a token lifetime.
+    let init_deadline = tokio::time::Instant::now() + INIT_TIMEOUT;
     let close = loop {
         let message = tokio::select! {
             message = graphql.next() => message,
+            _ = sleep_until(Some(init_deadline)), if expires_at.is_none() => {
+                break Some((INIT_TIMED_OUT, "send connection_init first".to_owned()));
+            }
             _ = sleep_until(expires_at) => {
                 break Some((FORBIDDEN, "the access token expired; connect again with a fresh one".to_owned()));
             }

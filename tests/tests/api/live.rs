@@ -1062,3 +1062,17 @@ async fn staff_hear_at_once_when_a_flagged_patron_starts_a_session_and_the_patro
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_socket_that_never_signs_in_is_closed_with_4408() {
+    let app = switchyard_tests::spawn_app().await;
+    let mut request = app.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!(code, 4408, "{reason}");
+    assert!(reason.contains("connection_init"), "{reason}");
+}
