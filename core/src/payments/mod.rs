@@ -328,25 +328,25 @@ pub(crate) struct NewPayment<'a> {
 }
 
 pub(crate) async fn insert(tx: &mut TenantTx, p: NewPayment<'_>) -> Result<()> {
-    sqlx::query(
+    let sql = format!(
         "insert into payment (tenant_id, id, kind, patron_id, venue_id, session_id, amount, currency, provider,
            provider_ref, idempotency_key)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(tx.tenant())
-    .bind(p.id)
-    .bind(p.kind)
-    .bind(p.patron_id)
-    .bind(p.venue_id)
-    .bind(p.session_id)
-    .bind(p.amount)
-    .bind(p.currency)
-    .bind(p.provider)
-    .bind(p.reference)
-    .bind(p.key)
-    .execute(tx.conn())
-    .await?;
-    let payment = get(tx, p.id).await?;
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning {COLUMNS}"
+    );
+    let payment: Payment = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(p.id)
+        .bind(p.kind)
+        .bind(p.patron_id)
+        .bind(p.venue_id)
+        .bind(p.session_id)
+        .bind(p.amount)
+        .bind(p.currency)
+        .bind(p.provider)
+        .bind(p.reference)
+        .bind(p.key)
+        .fetch_one(tx.conn())
+        .await?;
     announce(tx, &payment, "payment.created");
     Ok(())
 }

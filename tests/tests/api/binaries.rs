@@ -37,6 +37,24 @@ pub(crate) async fn wait_for_line(child: &mut Child, marker: &str) -> String {
     panic!("the process ended before printing {marker:?}");
 }
 
+/// A real `switchyard serve` on the test database, waking its peers through `redis_url` (empty: Postgres
+/// `notify`), and the URL it listens on.
+pub(crate) async fn api_replica(redis_url: &str) -> (Child, String) {
+    let mut child = Command::new(binary("switchyard"))
+        .arg("serve")
+        .env("APP_DATABASE_URL", env_url("TEST_APP_DATABASE_URL"))
+        .env("JWT_SECRET", TEST_JWT_SECRET)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("REDIS_URL", redis_url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = wait_for_line(&mut child, "listening on ").await;
+    (child, url.trim().to_owned())
+}
+
 fn sigterm(child: &Child) {
     let status = std::process::Command::new("kill")
         .arg("-TERM")

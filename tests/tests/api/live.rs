@@ -686,25 +686,8 @@ async fn across_replicas(redis_url: &str) {
     let app = switchyard_tests::spawn_app().await;
     let f = floor(&app).await;
     let (patron, patron_token) = patron_login(&app, f.t.id, "replica").await;
-    let serve = || {
-        tokio::process::Command::new(crate::binaries::binary("switchyard"))
-            .arg("serve")
-            .env(
-                "APP_DATABASE_URL",
-                switchyard_tests::env_url("TEST_APP_DATABASE_URL"),
-            )
-            .env("JWT_SECRET", switchyard_tests::TEST_JWT_SECRET)
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("REDIS_URL", redis_url)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let (mut a, mut b) = (serve(), serve());
-    let a_url = crate::binaries::wait_for_line(&mut a, "listening on ").await;
-    let b_url = crate::binaries::wait_for_line(&mut b, "listening on ").await;
+    let (_a, a_url) = crate::binaries::api_replica(redis_url).await;
+    let (_b, b_url) = crate::binaries::api_replica(redis_url).await;
     let b_ws = format!(
         "{}/graphql/ws",
         b_url.trim().replacen("http://", "ws://", 1)
