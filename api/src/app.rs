@@ -216,6 +216,7 @@ pub fn router(state: AppState) -> Router {
     api.route("/graphql", graphql)
         .route("/graphql/ws", get(routes::graphql_ws::upgrade))
         .route("/edge/v1/tunnel", get(routes::edge::tunnel))
+        .route("/ocpp/{charge_point_id}", get(crate::ocpp::connect))
         .route(
             "/api/v1/openapi.json",
             get(move || async move { axum::Json(openapi.as_ref().clone()) }),

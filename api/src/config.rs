@@ -67,6 +67,8 @@ pub struct Config {
     pub signals: switchyard_core::signals::Signals,
     /// Per-tunnel limits of `/edge/v1/tunnel` (`EDGE_*`).
     pub edge: crate::routes::edge::EdgeLimits,
+    /// The OCPP central system's timing (`OCPP_*`).
+    pub ocpp: crate::ocpp::OcppSettings,
     /// Live events: queue per tenant, subscriptions per tenant, the resume window (`LIVE_EVENT_*`).
     pub live_events: switchyard_core::events::HubLimits,
     /// Subscriptions one `/graphql/ws` connection may run at once.
@@ -264,6 +266,7 @@ impl Config {
             log_format,
             signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
             edge: crate::routes::edge::EdgeLimits::from_lookup(var)?,
+            ocpp: crate::ocpp::OcppSettings::from_lookup(var)?,
             live_events: switchyard_core::events::HubLimits {
                 queue: parse("LIVE_EVENT_QUEUE", 1024)?.clamp(16, 1_000_000) as usize,
                 per_tenant: parse("SUBSCRIPTIONS_PER_TENANT", 5000)?.clamp(1, 10_000_000) as usize,

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod fairness;
 pub mod idempotent;
 pub mod metrics;
+pub mod ocpp;
 pub mod routes;
 pub mod seed;
 pub mod telemetry;

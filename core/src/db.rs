@@ -443,6 +443,32 @@ impl SystemDb {
     }
 }
 
+impl SystemDb {
+    /// A connecting charger: the tenant and charger holding an OCPP identity, and its password's hash.
+    pub async fn charger_identity(
+        &self,
+        charge_point_id: &str,
+    ) -> Result<Option<(TenantId, Uuid, Option<Vec<u8>>)>> {
+        Ok(sqlx::query_as(
+            "select tenant_id, charger_id, password_hash from sys_charger_identity($1)",
+        )
+        .bind(charge_point_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A charger with an unknown identity: the tenant that takes such chargers as pending with this onboarding
+    /// key (by its SHA-256).
+    pub async fn tenant_by_onboarding_key(&self, key_hash: &[u8]) -> Result<Option<TenantId>> {
+        Ok(
+            sqlx::query_scalar("select sys_tenant_by_onboarding_key($1)")
+                .bind(key_hash)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
 /// A login as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {

@@ -132,12 +132,32 @@ pub async fn set_tier(tx: &mut TenantTx, actor: &Actor, id: Uuid, tier: &str) ->
 pub async fn add_rfid_tag(tx: &mut TenantTx, actor: &Actor, id: Uuid, uid: &str) -> Result<()> {
     get(tx, id).await?;
     let uid = validate::text("uid", uid, 4, 64)?.to_uppercase();
-    sqlx::query("insert into rfid_tag (tenant_id, uid, patron_id) values ($1, $2, $3)")
-        .bind(tx.tenant())
-        .bind(&uid)
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
+    let version: i64 = sqlx::query_scalar(
+        "update tenant set tag_list_version = tag_list_version + 1 where id = $1 returning tag_list_version",
+    )
+    .bind(tx.tenant())
+    .fetch_one(tx.conn())
+    .await?;
+    // A tag kept blocked and unowned (first seen in a charger's offline transaction) can be given to a patron.
+    let linked = sqlx::query(
+        "insert into rfid_tag (tenant_id, uid, patron_id, version) values ($1, $2, $3, $4)
+         on conflict (tenant_id, uid) do update set patron_id = excluded.patron_id, blocked = false,
+           version = excluded.version, updated_at = now()
+         where rfid_tag.patron_id is null",
+    )
+    .bind(tx.tenant())
+    .bind(&uid)
+    .bind(id)
+    .bind(version)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if linked == 0 {
+        return Err(Error::Conflict(
+            "this RFID tag already belongs to a patron".into(),
+        ));
+    }
+    crate::charging::tags::tags_changed(tx).await?;
     audit::record(
         tx,
         actor,

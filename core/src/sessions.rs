@@ -10,7 +10,7 @@ use crate::audit::{self, By, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::ledger::{self, Journal, Owner, Posted, Purpose};
-use crate::model::{Actor, StationStatus};
+use crate::model::{Actor, StationControl, StationStatus};
 use crate::pricing::{self, Price, Terms, Usage};
 use crate::{patrons, stations, tariffs, venues};
 
@@ -84,6 +84,10 @@ pub struct Session {
     pub pauses: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     /// When the station was actually switched off at the end, as its edge bridge reported it.
     pub switched_off_at: Option<DateTime<Utc>>,
+    /// A charger's connector the session runs on.
+    pub connector: Option<i32>,
+    /// The power last read (W), where a meter reports it.
+    pub power_w: Option<i32>,
 }
 
 impl Session {
@@ -200,7 +204,8 @@ pub(crate) fn announce(
 
 const COLUMNS: &str = "id, station_id, venue_id, patron_id, origin, status, tariff_id, tariff_version, terms, timezone,
     tier, currency::text as currency, started_at, planned_end_at, ended_at, energy_wh, charged_amount, ticks,
-    asset_id, quote_id, return_station_id, deposit_amount, warnings_sent, paused_at, pauses, switched_off_at";
+    asset_id, quote_id, return_station_id, deposit_amount, warnings_sent, paused_at, pauses, switched_off_at,
+    connector, power_w";
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Session> {
     let sql = format!("select {COLUMNS} from session where tenant_id = $1 and id = $2");
@@ -532,6 +537,184 @@ pub(crate) async fn insert(tx: &mut TenantTx, row: NewRow<'_>) -> Result<Session
         .await?)
 }
 
+/// A session a device started itself — a charger's transaction on `connector`, for the patron whose tag it
+/// was, from `started_at` (the charger's time, no later than now) and meter reading `meter_start_wh`: open-ended,
+/// billed by the tick, no command sent (the device is already on).
+pub async fn start_from_device(
+    tx: &mut TenantTx,
+    station: &stations::Station,
+    connector: i32,
+    patron_id: Uuid,
+    started_at: DateTime<Utc>,
+    meter_start_wh: i64,
+) -> Result<Session> {
+    let venue = venues::get(tx, station.venue_id).await?;
+    let tariff = tariffs::resolve(tx, station).await?;
+    if tariff.terms.currency != venue.currency {
+        return Err(Error::Conflict(format!(
+            "the tariff is in {} but the venue bills in {}; fix the tariff",
+            tariff.terms.currency, venue.currency
+        )));
+    }
+    let patron = patrons::get(tx, patron_id).await?;
+    let now = Utc::now();
+    let started_at = started_at.min(now);
+    let tick = crate::tenants::billing_tick(tx, Duration::seconds(30)).await?;
+    let id = Uuid::now_v7();
+    let row = NewRow {
+        id,
+        station,
+        venue: &venue,
+        patron: &patron,
+        started_by: None,
+        origin: "device",
+        tariff: &tariff,
+        started_at,
+        planned_end_at: None,
+        next_tick_at: now + tick,
+        asset_id: None,
+        quote_id: None,
+        deposit_amount: 0,
+    };
+    insert(tx, row).await?;
+    attach_meter(tx, id, connector, meter_start_wh).await?;
+    let session = get(tx, id).await?;
+    let status: StationStatus = sqlx::query_scalar(
+        "update station set expected_on = true, expected_until = null,
+           status = case when status = 'maintenance' then status else 'in_session' end
+         where tenant_id = $1 and id = $2 returning status",
+    )
+    .bind(tx.tenant())
+    .bind(station.id)
+    .fetch_one(tx.conn())
+    .await?;
+    tx.emit(
+        crate::events::NewEvent::new(
+            "station.status",
+            serde_json::json!({ "status": status, "expectedOn": true, "sessionId": id }),
+        )
+        .venue(station.venue_id)
+        .station(station.id),
+    );
+    announce(
+        tx,
+        &session,
+        "session.started",
+        serde_json::json!({ "origin": "device", "connector": connector }),
+    );
+    let detail = serde_json::json!({
+        "station_id": station.id, "patron_id": patron.id, "connector": connector,
+        "meter_start_wh": meter_start_wh, "tariff_id": tariff.id, "tariff_version": tariff.version,
+    });
+    audit::record_by(tx, By::System, entry("session.start", id, detail)).await?;
+    Ok(session)
+}
+
+/// A session's device started metering on `connector` at reading `meter_start_wh`.
+pub async fn attach_meter(
+    tx: &mut TenantTx,
+    id: Uuid,
+    connector: i32,
+    meter_start_wh: i64,
+) -> Result<()> {
+    sqlx::query(
+        "update session set connector = $3, meter_start_wh = $4, meter_last_wh = $4
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(connector)
+    .bind(meter_start_wh.max(0))
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// A meter reading for a running session: `register_wh` is the meter's energy register (a charger's
+/// `Energy.Active.Import.Register`, a plug's total), `power_w` the power now. The first reading is the session's
+/// baseline; its energy is the register's rise since then (a register that goes back — a meter reset — is not
+/// taken). The live cost follows (`session.metered`).
+pub async fn meter(
+    tx: &mut TenantTx,
+    id: Uuid,
+    register_wh: i64,
+    power_w: Option<i32>,
+) -> Result<Session> {
+    let register_wh = register_wh.max(0);
+    let updated: Option<Uuid> = sqlx::query_scalar(
+        "update session set
+           meter_start_wh = coalesce(meter_start_wh, $3),
+           meter_last_wh = greatest(coalesce(meter_last_wh, $3), $3),
+           energy_wh = greatest(energy_wh, $3 - coalesce(meter_start_wh, $3)),
+           power_w = coalesce($4, power_w)
+         where tenant_id = $1 and id = $2 and status in ('active', 'paused') returning id",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(register_wh)
+    .bind(power_w)
+    .fetch_optional(tx.conn())
+    .await?;
+    let session = get(tx, id).await?;
+    if updated.is_some() {
+        announce(
+            tx,
+            &session,
+            "session.metered",
+            serde_json::json!({ "energyWh": session.energy_wh, "powerW": session.power_w }),
+        );
+    }
+    Ok(session)
+}
+
+/// Fails a session whose device never started (a charger refused the remote start): it ends as `failed` at once,
+/// and everything charged for it goes back to the patron (debt first, then wallet).
+pub async fn fail_unstarted(tx: &mut TenantTx, id: Uuid, reason: &str) -> Result<Session> {
+    let session = lock(tx, id).await?;
+    if !session.is_running() {
+        return Ok(session);
+    }
+    let now = Utc::now();
+    sqlx::query(
+        "update session set status = 'failed', ended_at = $3, next_tick_at = null, paused_at = null
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    if session.charged_amount > 0 {
+        give_back(
+            tx,
+            &session,
+            session.charged_amount,
+            "failed",
+            "the device never started: all given back",
+        )
+        .await?;
+    }
+    let session = get(tx, id).await?;
+    sqlx::query(
+        "update station set expected_on = false, expected_until = null,
+           status = case when status = 'in_session' then 'online' else status end
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(session.station_id)
+    .execute(tx.conn())
+    .await?;
+    announce(
+        tx,
+        &session,
+        "session.stopped",
+        serde_json::json!({ "reason": reason }),
+    );
+    let detail = serde_json::json!({ "status": "failed", "reason": reason });
+    audit::record_by(tx, By::System, entry("session.fail", id, detail)).await?;
+    Ok(session)
+}
+
 /// Adds minutes to a timed session, if the wallet covers the longer plan.
 pub async fn extend(
     tx: &mut TenantTx,
@@ -839,7 +1022,14 @@ pub async fn switched_off(
         };
         let over = session.charged_amount - session.chargeable_at(at);
         if over > 0 {
-            give_back(tx, &session, over).await?;
+            give_back(
+                tx,
+                &session,
+                over,
+                "ended_by_bridge",
+                "charged past the station's real end, given back",
+            )
+            .await?;
         }
         let detail = serde_json::json!({
             "ended_at": session.usage_until(at), "charged_before": charged, "returned": over.max(0),
@@ -880,15 +1070,21 @@ pub async fn switched_off_session(
 
 /// Returns `amount` charged to a session beyond its real end: the venue's revenue gives it back, to the patron's
 /// debt as far as there is debt, the rest to the wallet. Posted once per session.
-async fn give_back(tx: &mut TenantTx, session: &Session, amount: i64) -> Result<()> {
+async fn give_back(
+    tx: &mut TenantTx,
+    session: &Session,
+    amount: i64,
+    label: &str,
+    memo: &str,
+) -> Result<()> {
     let patron = Owner::Patron(session.patron_id);
     let currency = session.currency.as_str();
     let owed = -ledger::balance(tx, patron, Purpose::Debt, currency).await?;
     let to_debt = amount.min(owed.max(0));
     let journal = Journal {
-        key: format!("session:{}:ended_by_bridge", session.id),
+        key: format!("session:{}:{label}", session.id),
         kind: "session_correction",
-        memo: "charged past the station's real end, given back".into(),
+        memo: memo.into(),
         session_id: Some(session.id),
         currency,
         entries: vec![
@@ -1098,6 +1294,16 @@ pub(crate) async fn command(
     command: &str,
     payload: serde_json::Value,
 ) -> Result<()> {
+    let control: Option<StationControl> =
+        sqlx::query_scalar("select control from station where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(station)
+            .fetch_optional(tx.conn())
+            .await?;
+    if control == Some(StationControl::Ocpp) {
+        // A charger is driven by the central system itself, not by the venue's bridge.
+        return crate::charging::transactions::session_command(tx, station, session, command).await;
+    }
     let venue: Uuid = sqlx::query_scalar(
         "insert into device_command (tenant_id, id, station_id, session_id, command, payload)
          values ($1, $2, $3, $4, $5, $6)

@@ -193,6 +193,7 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Resu
         "connectors": connector_count,
     });
     audit::record(tx, actor, entry("station.create", id, detail)).await?;
+    crate::charging::follow_station(tx, &station).await?;
     // The venue's bridge gets a schedule with the new station (and its control settings).
     tx.wake_venue(station.venue_id).await?;
     Ok(station)
@@ -263,6 +264,7 @@ pub async fn update(
         "self_service": station.self_service,
     });
     audit::record(tx, actor, entry("station.update", id, detail)).await?;
+    crate::charging::follow_station(tx, &station).await?;
     if station.status != current.status {
         tx.emit(
             crate::events::NewEvent::new(
@@ -295,6 +297,7 @@ pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Stati
         entry("station.archive", id, serde_json::json!({})),
     )
     .await?;
+    crate::charging::follow_station(tx, &station).await?;
     tx.wake_venue(station.venue_id).await?;
     Ok(station)
 }

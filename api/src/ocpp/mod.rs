@@ -1,0 +1,684 @@
+//! `GET /ocpp/{chargePointId}`: the OCPP-J central system (1.6 and 2.0.1), over a WebSocket per charger.
+//!
+//! Before the upgrade: the subprotocol is negotiated (`ocpp2.0.1` preferred, then `ocpp1.6`; a charger offering
+//! neither gets `400` and no socket) and the charger authenticates with HTTP Basic (`chargePointId:password`,
+//! security profiles 1 and 2; TLS is terminated in front). An identity nobody registered gets `401`, unless the
+//! tenant whose onboarding key it presents takes unknown chargers as pending.
+//!
+//! After it, a [`run`] loop serves the connection — the same loop serves a charger whose frames an edge bridge
+//! relays — over two channels, so the socket's own pump ([`pump`]) keeps the WebSocket details: pings every
+//! `OCPP_PING_SECS`, a charger silent for `OCPP_DEAD_AFTER_SECS` is dead and closed. The loop answers the
+//! charger's CALLs in order, each in its own tenant transaction (a CALL id seen again is answered again, not
+//! applied again); and sends the central system's calls from the outbox one at a time, each answered or timed out
+//! (`OCPP_CALL_TIMEOUT_SECS`) before the next. A wake-up for the charger's venue (the signals the bridges use)
+//! makes it look for calls at once; a 30-second check makes up for a lost wake-up and notices a newer connection
+//! of the same charger, which replaces this one.
+
+pub mod rpc;
+mod v16;
+mod v201;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use switchyard_core::charging::{self, calls, Charger, Protocol, Registration};
+use switchyard_core::{Db, TenantId, TenantTx};
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use rpc::{ErrorKind, Frame, RpcError};
+
+/// Settings `OCPP_*` (see the README).
+#[derive(Debug, Clone, Copy)]
+pub struct OcppSettings {
+    /// The heartbeat interval a BootNotification answer asks for.
+    pub heartbeat: Duration,
+    /// How long a call to a charger waits for its answer.
+    pub call_timeout: Duration,
+    /// How long a call waits for its charger to be connected before it expires.
+    pub call_ttl: Duration,
+    /// WebSocket pings to a directly connected charger ...
+    pub ping_interval: Duration,
+    /// ... and the silence after which it is taken for dead.
+    pub dead_after: Duration,
+}
+
+impl OcppSettings {
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let secs = |key: &str, default: u64, max: u64| -> anyhow::Result<Duration> {
+            let value = match var(key) {
+                None => default,
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .with_context(|| {
+                        format!(
+                            "{key} must be a whole number of seconds from 1 to {max}, not {v:?}"
+                        )
+                    })?,
+            };
+            Ok(Duration::from_secs(value))
+        };
+        Ok(Self {
+            heartbeat: secs("OCPP_HEARTBEAT_SECS", 300, 86_400)?,
+            call_timeout: secs("OCPP_CALL_TIMEOUT_SECS", 30, 3600)?,
+            call_ttl: secs("OCPP_CALL_TTL_SECS", 600, 7 * 86_400)?,
+            ping_interval: secs("OCPP_PING_SECS", 20, 3600)?,
+            dead_after: secs("OCPP_DEAD_AFTER_SECS", 50, 7200)?,
+        })
+    }
+}
+
+/// The largest frame a charger may send (a long local list answer, a big configuration).
+const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// The subprotocols, in the order the central system prefers them.
+const SUBPROTOCOLS: [&str; 2] = ["ocpp2.0.1", "ocpp1.6"];
+
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(identity): Path<String>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let offered: Vec<String> = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect();
+    let Some(chosen) = SUBPROTOCOLS
+        .iter()
+        .find(|p| offered.iter().any(|o| o == *p))
+    else {
+        metrics::counter!("ocpp_connections_refused_total", "reason" => "subprotocol").increment(1);
+        return (
+            StatusCode::BAD_REQUEST,
+            "offer the WebSocket subprotocol ocpp1.6 or ocpp2.0.1",
+        )
+            .into_response();
+    };
+    let protocol = Protocol::parse(chosen).unwrap_or(Protocol::V16);
+    let password = basic_password(&headers, &identity);
+    let login = charging::login(
+        &state.db.system(),
+        &state.db,
+        &identity,
+        password.as_deref(),
+    )
+    .await;
+    let (tenant, charger_id) = match login {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            metrics::counter!("ocpp_connections_refused_total", "reason" => "auth").increment(1);
+            tracing::info!(charge_point_id = %identity, "charger refused: unknown identity or wrong password");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    "Basic realm=\"switchyard-ocpp\"",
+                )],
+                "unknown charge point or wrong password",
+            )
+                .into_response();
+        }
+        Err(e) => {
+            if let Some(cause) = e.hidden_cause() {
+                tracing::error!(error = ?cause, "charger login failed");
+            }
+            return (StatusCode::SERVICE_UNAVAILABLE, "retry later").into_response();
+        }
+    };
+    let settings = state.config.ocpp;
+    let db = state.db.clone();
+    let commands = state.commands.subscribe();
+    upgrade
+        .protocols([*chosen])
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| async move {
+            let (to_engine, incoming) = mpsc::channel(16);
+            let (outgoing, from_engine) = mpsc::channel(16);
+            let pumping = tokio::spawn(pump(socket, to_engine, from_engine, settings));
+            let link = Link {
+                db,
+                tenant,
+                charger_id,
+                protocol,
+                via_bridge: None,
+                settings,
+            };
+            run(link, incoming, outgoing, commands).await;
+            let _ = pumping.await;
+        })
+}
+
+/// The password of an HTTP Basic `Authorization` header whose user is the charger's identity.
+fn basic_password(headers: &HeaderMap, identity: &str) -> Option<String> {
+    use base64::Engine;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let encoded = value.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    (user == identity).then(|| password.to_owned())
+}
+
+/// What the connection loop sends out.
+#[derive(Debug)]
+pub enum Out {
+    Text(String),
+    Close(u16, &'static str),
+}
+
+/// Moves frames between a charger's WebSocket and the connection loop, and keeps the socket alive: a ping every
+/// `ping_interval`, and a charger that sent nothing (not even a pong) for `dead_after` is closed.
+async fn pump(
+    mut socket: WebSocket,
+    to_engine: mpsc::Sender<String>,
+    mut from_engine: mpsc::Receiver<Out>,
+    settings: OcppSettings,
+) {
+    let mut heard = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval(settings.ping_interval);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            frame = socket.recv() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    heard = tokio::time::Instant::now();
+                    if to_engine.send(text.to_string()).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => heard = tokio::time::Instant::now(),
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "charger socket failed");
+                    let _ = socket.send(close_frame(1009, "frame too large or malformed")).await;
+                    break;
+                }
+            },
+            out = from_engine.recv() => match out {
+                Some(Out::Text(text)) => {
+                    if socket.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Out::Close(code, reason)) => {
+                    let _ = socket.send(close_frame(code, reason)).await;
+                    break;
+                }
+                None => {
+                    let _ = socket.send(close_frame(1000, "closing")).await;
+                    break;
+                }
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() >= settings.dead_after {
+                    metrics::counter!("ocpp_connections_dead_total").increment(1);
+                    tracing::info!("charger silent too long; closing its connection");
+                    let _ = socket.send(close_frame(1001, "no answer to pings")).await;
+                    break;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// One charger connection's fixed facts.
+pub struct Link {
+    pub db: Db,
+    pub tenant: TenantId,
+    pub charger_id: Uuid,
+    pub protocol: Protocol,
+    pub via_bridge: Option<Uuid>,
+    pub settings: OcppSettings,
+}
+
+/// A call of ours waiting for the charger's answer.
+struct InFlight {
+    call: Uuid,
+    deadline: tokio::time::Instant,
+}
+
+/// The connection loop (see the module's documentation). Ends when `incoming` closes, or when a newer connection of
+/// the charger replaced this one (then it asks the pump to close).
+pub async fn run(
+    link: Link,
+    mut incoming: mpsc::Receiver<String>,
+    outgoing: mpsc::Sender<Out>,
+    mut commands: broadcast::Receiver<(Uuid, Uuid)>,
+) {
+    let connection = Uuid::now_v7();
+    let venue = match opened(&link, connection).await {
+        Ok(venue) => venue,
+        Err(e) => {
+            tracing::warn!(charger.id = %link.charger_id, error = %e, "charger connection could not start");
+            let _ = outgoing.send(Out::Close(1011, "try again")).await;
+            return;
+        }
+    };
+    metrics::gauge!("ocpp_connections_open").increment(1.0);
+    tracing::info!(charger.id = %link.charger_id, protocol = link.protocol.as_str(), "charger connected");
+    let mut conn = Conn {
+        link: &link,
+        connection,
+        venue,
+        in_flight: None,
+        answered: VecDeque::new(),
+        outgoing: &outgoing,
+    };
+    let mut check = tokio::time::interval(Duration::from_secs(30));
+    check.tick().await;
+    let ended: anyhow::Result<()> = async {
+        if !conn.send_next().await? {
+            return Ok(());
+        }
+        loop {
+            let deadline = conn.in_flight.as_ref().map(|f| f.deadline);
+            tokio::select! {
+                text = incoming.recv() => {
+                    let Some(text) = text else { return Ok(()) };
+                    if !conn.receive(&text).await? {
+                        return Ok(());
+                    }
+                }
+                wake = commands.recv() => match wake {
+                    Ok((tenant, venue)) if tenant != link.tenant.0 || venue != conn.venue => {}
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !conn.send_next().await? {
+                            return Ok(());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = sleep_until(deadline) => {
+                    if let Some(flight) = conn.in_flight.take() {
+                        conn.finish(flight.call, calls::Outcome::TimedOut).await?;
+                    }
+                    if !conn.send_next().await? {
+                        return Ok(());
+                    }
+                }
+                _ = check.tick() => {
+                    if !conn.send_next().await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(e) = ended {
+        tracing::warn!(charger.id = %link.charger_id, error = %e, "charger connection failed");
+    }
+    metrics::gauge!("ocpp_connections_open").decrement(1.0);
+    if let Ok(mut tx) = link.db.begin_tenant(link.tenant).await {
+        if charging::disconnected(&mut tx, link.charger_id, connection)
+            .await
+            .is_ok()
+        {
+            let _ = tx.commit().await;
+        }
+    }
+    tracing::info!(charger.id = %link.charger_id, "charger disconnected");
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Marks the connection live; returns the venue whose wake-ups concern it (nil while pending).
+async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Uuid> {
+    let mut tx = link.db.begin_tenant(link.tenant).await?;
+    let charger = charging::connected(
+        &mut tx,
+        link.charger_id,
+        connection,
+        link.protocol,
+        link.via_bridge,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(charger.venue_id.unwrap_or(Uuid::nil()))
+}
+
+/// How many answers to the charger's CALLs are kept to answer a repeated CALL id.
+const ANSWERS_KEPT: usize = 32;
+
+struct Conn<'a> {
+    link: &'a Link,
+    connection: Uuid,
+    venue: Uuid,
+    in_flight: Option<InFlight>,
+    answered: VecDeque<(String, String)>,
+    outgoing: &'a mpsc::Sender<Out>,
+}
+
+impl Conn<'_> {
+    async fn send(&self, text: String) -> anyhow::Result<()> {
+        self.outgoing
+            .send(Out::Text(text))
+            .await
+            .map_err(|_| anyhow::anyhow!("the socket is gone"))
+    }
+
+    /// Sends the next call from the outbox unless one is in flight. False when this connection was replaced.
+    async fn send_next(&mut self) -> anyhow::Result<bool> {
+        if self.in_flight.is_some() {
+            return Ok(true);
+        }
+        let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
+        if !charging::is_live(&mut tx, self.link.charger_id, self.connection).await? {
+            tx.rollback().await?;
+            tracing::info!(charger.id = %self.link.charger_id, "a newer connection of the charger took over");
+            let _ = self
+                .outgoing
+                .send(Out::Close(1000, "replaced by a newer connection"))
+                .await;
+            return Ok(false);
+        }
+        let charger = charging::get(&mut tx, self.link.charger_id).await?;
+        self.venue = charger.venue_id.unwrap_or(Uuid::nil());
+        let ttl = chrono::Duration::from_std(self.link.settings.call_ttl)
+            .unwrap_or(chrono::Duration::minutes(10));
+        let call = calls::take_next(&mut tx, self.link.charger_id, self.connection, ttl).await?;
+        tx.commit().await?;
+        if let Some(call) = call {
+            self.send(rpc::call(&call.id.to_string(), &call.action, &call.payload))
+                .await?;
+            self.in_flight = Some(InFlight {
+                call: call.id,
+                deadline: tokio::time::Instant::now() + self.link.settings.call_timeout,
+            });
+        }
+        Ok(true)
+    }
+
+    async fn finish(&mut self, call: Uuid, outcome: calls::Outcome) -> anyhow::Result<()> {
+        let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
+        let charger = charging::get(&mut tx, self.link.charger_id).await?;
+        calls::finished(&mut tx, &charger, call, outcome).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Handles one text frame; false when the connection must end.
+    async fn receive(&mut self, text: &str) -> anyhow::Result<bool> {
+        let protocol = self.link.protocol;
+        let frame = match rpc::parse(text) {
+            Ok(frame) => frame,
+            Err((id, error)) => {
+                metrics::counter!("ocpp_messages_total", "action" => "unparsed", "outcome" => "error").increment(1);
+                self.send(rpc::error(&id, protocol, &error)).await?;
+                return Ok(true);
+            }
+        };
+        match frame {
+            Frame::Call {
+                id,
+                action,
+                payload,
+            } => {
+                if let Some((_, answer)) = self.answered.iter().find(|(seen, _)| *seen == id) {
+                    metrics::counter!("ocpp_messages_total", "action" => action, "outcome" => "repeated").increment(1);
+                    let answer = answer.clone();
+                    self.send(answer).await?;
+                    return Ok(true);
+                }
+                let started = std::time::Instant::now();
+                let (answer, outcome) = match self.handle(&action, payload).await {
+                    Ok(result) => (rpc::result(&id, &result), "ok"),
+                    Err(error) => (rpc::error(&id, protocol, &error), "error"),
+                };
+                metrics::histogram!("ocpp_message_seconds").record(started.elapsed().as_secs_f64());
+                metrics::counter!("ocpp_messages_total", "action" => known_action(&action), "outcome" => outcome)
+                    .increment(1);
+                if self.answered.len() == ANSWERS_KEPT {
+                    self.answered.pop_front();
+                }
+                self.answered.push_back((id, answer.clone()));
+                self.send(answer).await?;
+            }
+            Frame::Result { id, payload } => {
+                self.answer(&id, calls::Outcome::Answered(payload)).await?
+            }
+            Frame::Error {
+                id,
+                code,
+                description,
+            } => {
+                self.answer(&id, calls::Outcome::Error(code, description))
+                    .await?
+            }
+        }
+        Ok(true)
+    }
+
+    /// The charger answered a call of ours: an answer to anything but the call in flight is dropped.
+    async fn answer(&mut self, id: &str, outcome: calls::Outcome) -> anyhow::Result<()> {
+        let ours = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.call.to_string() == id);
+        if !ours {
+            tracing::info!(charger.id = %self.link.charger_id, message.id = id, "answer to no call in flight; dropped");
+            return Ok(());
+        }
+        if let Some(flight) = self.in_flight.take() {
+            self.finish(flight.call, outcome).await?;
+        }
+        self.send_next().await?;
+        Ok(())
+    }
+
+    /// Answers one CALL in its own transaction: committed with a result, rolled back with an error.
+    async fn handle(&mut self, action: &str, payload: Value) -> Result<Value, RpcError> {
+        let result: Result<Value, Fail> = async {
+            let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
+            let charger = charging::get(&mut tx, self.link.charger_id).await?;
+            if charger.registration != Registration::Accepted
+                && !matches!(action, "BootNotification" | "Heartbeat")
+            {
+                return Err(Fail::Rpc(RpcError::new(
+                    ErrorKind::SecurityError,
+                    "this charger is not accepted yet: only BootNotification and Heartbeat are answered",
+                )));
+            }
+            charging::seen(&mut tx, charger.id).await?;
+            let mut cx = Cx {
+                tx: &mut tx,
+                charger: &charger,
+                settings: &self.link.settings,
+            };
+            let answer = match self.link.protocol {
+                Protocol::V16 => v16::handle(&mut cx, action, payload).await?,
+                Protocol::V201 => v201::handle(&mut cx, action, payload).await?,
+            };
+            tx.commit().await?;
+            Ok(answer)
+        }
+        .await;
+        result.map_err(|fail| match fail {
+            Fail::Rpc(e) => e,
+            Fail::Core(e) => match e {
+                switchyard_core::Error::Validation { .. }
+                | switchyard_core::Error::NotFound(_)
+                | switchyard_core::Error::Conflict(_) => {
+                    RpcError::new(ErrorKind::GenericError, e.to_string())
+                }
+                other => {
+                    if let Some(cause) = other.hidden_cause() {
+                        tracing::error!(error = ?cause, action, "OCPP message failed");
+                    }
+                    RpcError::new(
+                        ErrorKind::InternalError,
+                        "the central system could not handle this message now; send it again",
+                    )
+                }
+            },
+        })
+    }
+}
+
+/// The action as a metric label: known OCPP names only (a charger cannot mint labels).
+fn known_action(action: &str) -> &'static str {
+    const KNOWN: [&str; 22] = [
+        "Authorize",
+        "BootNotification",
+        "DataTransfer",
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "Heartbeat",
+        "MeterValues",
+        "StartTransaction",
+        "StatusNotification",
+        "StopTransaction",
+        "TransactionEvent",
+        "NotifyEvent",
+        "NotifyReport",
+        "SecurityEventNotification",
+        "LogStatusNotification",
+        "ReservationStatusUpdate",
+        "NotifyChargingLimit",
+        "NotifyEVChargingNeeds",
+        "ClearedChargingLimit",
+        "NotifyMonitoringReport",
+        "ReportChargingProfiles",
+        "NotifyCustomerInformation",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == action)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Why a handler did not produce an answer.
+pub(crate) enum Fail {
+    Rpc(RpcError),
+    Core(switchyard_core::Error),
+}
+
+impl From<RpcError> for Fail {
+    fn from(e: RpcError) -> Self {
+        Self::Rpc(e)
+    }
+}
+
+impl From<switchyard_core::Error> for Fail {
+    fn from(e: switchyard_core::Error) -> Self {
+        Self::Core(e)
+    }
+}
+
+/// What a handler works with.
+pub(crate) struct Cx<'a> {
+    pub tx: &'a mut TenantTx,
+    pub charger: &'a Charger,
+    pub settings: &'a OcppSettings,
+}
+
+/// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with
+/// `unitOfMeasure`): the energy register in Wh and the power in W, where present. Phase values are skipped (only
+/// totals count); a measurand left out is the energy register, as both versions define.
+pub(crate) fn readings(meter_values: &[Value]) -> (Option<i64>, Option<i32>) {
+    let (mut energy, mut power) = (None, None);
+    for meter_value in meter_values {
+        let Some(samples) = meter_value.get("sampledValue").and_then(Value::as_array) else {
+            continue;
+        };
+        for sample in samples {
+            if sample.get("phase").is_some() {
+                continue;
+            }
+            let measurand = sample
+                .get("measurand")
+                .and_then(Value::as_str)
+                .unwrap_or("Energy.Active.Import.Register");
+            let value = match sample.get("value") {
+                Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+                Some(Value::Number(n)) => n.as_f64(),
+                _ => None,
+            };
+            let Some(value) = value.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let (unit, multiplier) = match sample.get("unitOfMeasure") {
+                Some(u) => (
+                    u.get("unit").and_then(Value::as_str).unwrap_or(""),
+                    u.get("multiplier").and_then(Value::as_i64).unwrap_or(0),
+                ),
+                None => (sample.get("unit").and_then(Value::as_str).unwrap_or(""), 0),
+            };
+            let scale = 10f64.powi(multiplier.clamp(-9, 9) as i32)
+                * if unit.starts_with('k') { 1000.0 } else { 1.0 };
+            match measurand {
+                "Energy.Active.Import.Register" => {
+                    energy = Some((value * scale).round().clamp(0.0, i64::MAX as f64) as i64)
+                }
+                "Power.Active.Import" => {
+                    power = Some((value * scale).round().clamp(0.0, i32::MAX as f64) as i32)
+                }
+                _ => {}
+            }
+        }
+    }
+    (energy, power)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn readings_take_totals_in_wh_and_w() {
+        let v16 = json!([{ "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
+            { "value": "12.5", "measurand": "Energy.Active.Import.Register", "unit": "kWh" },
+            { "value": "7200", "measurand": "Power.Active.Import", "unit": "W" },
+            { "value": "2400", "measurand": "Power.Active.Import", "unit": "W", "phase": "L1" },
+        ]}]);
+        assert_eq!(
+            readings(v16.as_array().map(Vec::as_slice).unwrap_or_default()),
+            (Some(12_500), Some(7_200))
+        );
+        let v201 = json!([{ "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
+            { "value": 3.2, "unitOfMeasure": { "unit": "Wh", "multiplier": 3 } },
+        ]}]);
+        assert_eq!(
+            readings(v201.as_array().map(Vec::as_slice).unwrap_or_default()),
+            (Some(3_200), None)
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! OCPP 2.0.1: the charging station's messages and their answers. An EVSE is a connector here (one connector per
+//! EVSE, as nearly every AC and DC charger has it); `evseId` is the station's connector number.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_core::charging::calls::{self, Request};
+use switchyard_core::charging::tags::Verdict;
+use switchyard_core::charging::transactions::{self, Start, Stop};
+use switchyard_core::charging::{self, Boot, Registration};
+
+use super::rpc::{decode, limit, ErrorKind, RpcError};
+use super::{readings, Cx, Fail};
+
+const CONNECTOR_STATUSES: [&str; 5] = [
+    "Available",
+    "Occupied",
+    "Reserved",
+    "Unavailable",
+    "Faulted",
+];
+const EVENT_TYPES: [&str; 3] = ["Started", "Updated", "Ended"];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChargingStation {
+    model: String,
+    vendor_name: String,
+    serial_number: Option<String>,
+    firmware_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BootNotification {
+    charging_station: ChargingStation,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusNotification {
+    timestamp: DateTime<Utc>,
+    connector_status: String,
+    evse_id: u32,
+    #[allow(dead_code)]
+    connector_id: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdToken {
+    id_token: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Authorize {
+    id_token: IdToken,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TransactionInfo {
+    transaction_id: String,
+    stopped_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Evse {
+    id: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TransactionEvent {
+    event_type: String,
+    timestamp: DateTime<Utc>,
+    #[allow(dead_code)]
+    trigger_reason: String,
+    seq_no: i32,
+    offline: Option<bool>,
+    reservation_id: Option<i32>,
+    transaction_info: TransactionInfo,
+    id_token: Option<IdToken>,
+    evse: Option<Evse>,
+    meter_value: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MeterValues {
+    evse_id: u32,
+    meter_value: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DataTransfer {
+    vendor_id: String,
+}
+
+fn id_token_info(verdict: &Verdict) -> Value {
+    let mut info = json!({ "status": verdict.status.as_str() });
+    if let Some(expiry) = verdict.expires_at {
+        info["cacheExpiryDateTime"] = json!(expiry);
+    }
+    if let Some(parent) = &verdict.parent {
+        info["groupIdToken"] = json!({ "idToken": parent, "type": "ISO14443" });
+    }
+    info
+}
+
+fn evse(id: u32) -> Result<i32, RpcError> {
+    if (1..=64).contains(&id) {
+        Ok(id as i32)
+    } else {
+        Err(RpcError::new(
+            ErrorKind::PropertyConstraintViolation,
+            "evseId must be between 1 and 64",
+        ))
+    }
+}
+
+fn token(id_token: &IdToken) -> Result<(), RpcError> {
+    limit("idToken", &id_token.id_token, 36)?;
+    limit("type", &id_token.kind, 20)
+}
+
+/// A cost in minor units as the charger shows it: in the currency's major units.
+fn major_units(amount: i64, currency: &str) -> Value {
+    let text = switchyard_core::money::format(amount, currency);
+    text.parse::<f64>().map_or(Value::Null, |v| json!(v))
+}
+
+pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Result<Value, Fail> {
+    let now = Utc::now();
+    Ok(match action {
+        "BootNotification" => {
+            let boot: BootNotification = decode(payload)?;
+            limit("vendorName", &boot.charging_station.vendor_name, 50)?;
+            limit("model", &boot.charging_station.model, 20)?;
+            limit("reason", &boot.reason, 30)?;
+            let status = charging::boot(
+                cx.tx,
+                cx.charger,
+                Boot {
+                    vendor: boot.charging_station.vendor_name,
+                    model: boot.charging_station.model,
+                    serial_number: boot.charging_station.serial_number,
+                    firmware_version: boot.charging_station.firmware_version,
+                },
+            )
+            .await?;
+            let (status, interval) = match status {
+                Registration::Accepted => ("Accepted", cx.settings.heartbeat.as_secs()),
+                Registration::Pending => ("Pending", 60),
+                Registration::Rejected => ("Rejected", 300),
+            };
+            json!({ "status": status, "currentTime": now, "interval": interval })
+        }
+        "Heartbeat" => json!({ "currentTime": now }),
+        "StatusNotification" => {
+            let status: StatusNotification = decode(payload)?;
+            if !CONNECTOR_STATUSES.contains(&status.connector_status.as_str()) {
+                return Err(RpcError::new(
+                    ErrorKind::PropertyConstraintViolation,
+                    format!(
+                        "connectorStatus must be one of {}",
+                        CONNECTOR_STATUSES.join(", ")
+                    ),
+                )
+                .into());
+            }
+            let number = evse(status.evse_id)?;
+            charging::connector_status(
+                cx.tx,
+                cx.charger,
+                number,
+                &status.connector_status,
+                None,
+                status.timestamp.min(now),
+            )
+            .await?;
+            json!({})
+        }
+        "Authorize" => {
+            let authorize: Authorize = decode(payload)?;
+            token(&authorize.id_token)?;
+            let verdict =
+                transactions::authorize(cx.tx, cx.charger, &authorize.id_token.id_token).await?;
+            json!({ "idTokenInfo": id_token_info(&verdict) })
+        }
+        "TransactionEvent" => transaction_event(cx, decode(payload)?).await?,
+        "MeterValues" => {
+            let values: MeterValues = decode(payload)?;
+            let number = evse(values.evse_id)?;
+            let (energy, power) = readings(&values.meter_value);
+            if let Some(t) = running_on(cx, number).await? {
+                if let Some(cost) = transactions::meter(cx.tx, &t, energy, power).await? {
+                    // The running cost on the charger's display.
+                    let currency = session_currency(cx, &t).await?;
+                    let request = Request::cost_updated(major_units(cost, &currency), &t.ocpp_id);
+                    calls::enqueue(cx.tx, cx.charger, request, t.session_id, None).await?;
+                }
+            }
+            json!({})
+        }
+        "DataTransfer" => {
+            let transfer: DataTransfer = decode(payload)?;
+            limit("vendorId", &transfer.vendor_id, 255)?;
+            json!({ "status": "UnknownVendorId" })
+        }
+        "NotifyEvent"
+        | "NotifyReport"
+        | "SecurityEventNotification"
+        | "FirmwareStatusNotification"
+        | "LogStatusNotification"
+        | "ReservationStatusUpdate"
+        | "NotifyChargingLimit"
+        | "ClearedChargingLimit"
+        | "NotifyMonitoringReport"
+        | "ReportChargingProfiles"
+        | "NotifyCustomerInformation"
+        | "NotifyDisplayMessages"
+        | "PublishFirmwareStatusNotification" => json!({}),
+        "NotifyEVChargingNeeds" => json!({ "status": "Rejected" }),
+        "Get15118EVCertificate"
+        | "GetCertificateStatus"
+        | "SignCertificate"
+        | "NotifyEVChargingSchedule" => {
+            return Err(RpcError::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "{action} (ISO 15118 and certificates) is not supported by this central system"
+                ),
+            )
+            .into())
+        }
+        other => {
+            return Err(RpcError::new(
+                ErrorKind::NotImplemented,
+                format!("{other} is not an OCPP 2.0.1 action this central system knows"),
+            )
+            .into())
+        }
+    })
+}
+
+async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<Value, Fail> {
+    if !EVENT_TYPES.contains(&event.event_type.as_str()) {
+        return Err(RpcError::new(
+            ErrorKind::PropertyConstraintViolation,
+            "eventType must be Started, Updated or Ended",
+        )
+        .into());
+    }
+    limit("transactionId", &event.transaction_info.transaction_id, 36)?;
+    if let Some(t) = &event.id_token {
+        token(t)?;
+    }
+    let ocpp_id = event.transaction_info.transaction_id.clone();
+    let (energy, power) = readings(event.meter_value.as_deref().unwrap_or_default());
+    let mut existing = transactions::by_ocpp_id(cx.tx, cx.charger.id, &ocpp_id).await?;
+    let mut answer = json!({});
+    // A transaction becomes a billed one once a token is known (it may start before authorization, when the cable
+    // is plugged in).
+    if existing.is_none() && event.event_type != "Ended" {
+        let Some(id_token) = &event.id_token else {
+            return Ok(answer);
+        };
+        let connector = match &event.evse {
+            Some(e) => evse(e.id)?,
+            None => 1,
+        };
+        let (transaction, verdict) = transactions::start(
+            cx.tx,
+            cx.charger,
+            Start {
+                connector,
+                id_tag: id_token.id_token.clone(),
+                meter_start_wh: energy.unwrap_or(0),
+                at: event.timestamp,
+                ocpp_id: Some(ocpp_id.clone()),
+                reservation_id: event.reservation_id,
+                offline: event.offline.unwrap_or(false),
+            },
+        )
+        .await?;
+        answer["idTokenInfo"] = id_token_info(&verdict);
+        transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type).await?;
+        return Ok(answer);
+    }
+    let Some(transaction) = existing.take() else {
+        // Ended for a transaction never heard of: answered and recorded.
+        transactions::stop(
+            cx.tx,
+            cx.charger,
+            &ocpp_id,
+            Stop {
+                meter_stop_wh: energy,
+                at: event.timestamp,
+                reason: event.transaction_info.stopped_reason.clone(),
+            },
+        )
+        .await?;
+        return Ok(answer);
+    };
+    if !transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type).await? {
+        // Seen before (its answer was lost): answered again, not applied again.
+        return Ok(answer);
+    }
+    if let Some(id_token) = &event.id_token {
+        let verdict = transactions::authorize(cx.tx, cx.charger, &id_token.id_token).await?;
+        answer["idTokenInfo"] = id_token_info(&verdict);
+    }
+    match event.event_type.as_str() {
+        "Ended" => {
+            let stopped = transactions::stop(
+                cx.tx,
+                cx.charger,
+                &ocpp_id,
+                Stop {
+                    meter_stop_wh: energy,
+                    at: event.timestamp,
+                    reason: event.transaction_info.stopped_reason.clone(),
+                },
+            )
+            .await?;
+            if let transactions::Stopped::Known(t, Some(cost)) = stopped {
+                let currency = session_currency(cx, &t).await?;
+                answer["totalCost"] = major_units(cost, &currency);
+            }
+        }
+        _ => {
+            if let Some(cost) = transactions::meter(cx.tx, &transaction, energy, power).await? {
+                let currency = session_currency(cx, &transaction).await?;
+                answer["totalCost"] = major_units(cost, &currency);
+            }
+        }
+    }
+    Ok(answer)
+}
+
+async fn session_currency(cx: &mut Cx<'_>, t: &transactions::Transaction) -> Result<String, Fail> {
+    match t.session_id {
+        Some(s) => Ok(switchyard_core::sessions::get(cx.tx, s).await?.currency),
+        None => Ok(String::new()),
+    }
+}
+
+async fn running_on(
+    cx: &mut Cx<'_>,
+    connector: i32,
+) -> Result<Option<transactions::Transaction>, Fail> {
+    let Some(station) = cx.charger.station_id else {
+        return Ok(None);
+    };
+    let running = transactions::list(cx.tx, station, 20).await?;
+    Ok(running.into_iter().find(|t| {
+        t.connector == connector && t.stopped_at.is_none() && t.charger_id == cx.charger.id
+    }))
+}

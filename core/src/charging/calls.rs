@@ -1,0 +1,714 @@
+//! Calls from the central system to chargers: an outbox (`ocpp_call`) written in the transaction of the change that
+//! causes it, so that it exists exactly when that change commits. Whichever API replica holds the charger's
+//! connection is woken (the venue wake-up the bridges use) and sends the calls in order, one in flight at a time;
+//! the answer, a CALLERROR or a timeout is written back, and what the answer means is applied (a refused remote
+//! start fails its session, an accepted local list moves the charger's version, a reported configuration is
+//! kept).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::tags::ListEntry;
+use super::{Charger, Protocol};
+use crate::audit::{self, Entry};
+use crate::db::TenantTx;
+use crate::error::{Error, Result};
+use crate::events::NewEvent;
+use crate::model::Actor;
+
+/// A call as written: the OCPP action and its payload, for the charger's version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub action: &'static str,
+    pub payload: Value,
+}
+
+impl Request {
+    fn new(action: &'static str, payload: Value) -> Self {
+        Self { action, payload }
+    }
+
+    /// Asks the charger to send a BootNotification again.
+    pub fn trigger_boot(protocol: Protocol) -> Self {
+        Self::trigger(protocol, "BootNotification", None)
+    }
+
+    /// TriggerMessage for `message` (1.6 names: BootNotification, Heartbeat, MeterValues, StatusNotification ...).
+    pub fn trigger(protocol: Protocol, message: &str, connector: Option<i32>) -> Self {
+        match protocol {
+            Protocol::V16 => {
+                let mut p = json!({ "requestedMessage": message });
+                if let Some(c) = connector {
+                    p["connectorId"] = c.into();
+                }
+                Self::new("TriggerMessage", p)
+            }
+            Protocol::V201 => {
+                let mut p = json!({ "requestedMessage": message });
+                if let Some(c) = connector {
+                    p["evse"] = json!({ "id": c });
+                }
+                Self::new("TriggerMessage", p)
+            }
+        }
+    }
+
+    /// 2.0.1 CostUpdated: the running cost (in the currency's major units) on the charger's display.
+    pub fn cost_updated(total_cost: Value, transaction: &str) -> Self {
+        Self::new(
+            "CostUpdated",
+            json!({ "totalCost": total_cost, "transactionId": transaction }),
+        )
+    }
+
+    /// Sends the local authorization list: the whole list or the changes, bringing the charger to `version`.
+    pub fn local_list(protocol: Protocol, version: i64, full: bool, entries: &[ListEntry]) -> Self {
+        let update = if full { "Full" } else { "Differential" };
+        let version = i32::try_from(version).unwrap_or(i32::MAX);
+        match protocol {
+            Protocol::V16 => {
+                let list: Vec<Value> = entries
+                    .iter()
+                    .map(|e| {
+                        let mut info = json!({ "status": e.status.v16() });
+                        if let Some(x) = e.expires_at {
+                            info["expiryDate"] = json!(x);
+                        }
+                        if let Some(p) = &e.parent {
+                            info["parentIdTag"] = json!(p);
+                        }
+                        json!({ "idTag": e.uid, "idTagInfo": info })
+                    })
+                    .collect();
+                Self::new(
+                    "SendLocalList",
+                    json!({ "listVersion": version, "updateType": update, "localAuthorizationList": list }),
+                )
+            }
+            Protocol::V201 => {
+                let list: Vec<Value> = entries
+                    .iter()
+                    .map(|e| {
+                        let mut info = json!({ "status": e.status.as_str() });
+                        if let Some(x) = e.expires_at {
+                            info["cacheExpiryDateTime"] = json!(x);
+                        }
+                        if let Some(p) = &e.parent {
+                            info["groupIdToken"] = json!({ "idToken": p, "type": "ISO14443" });
+                        }
+                        json!({
+                            "idToken": { "idToken": e.uid, "type": "ISO14443" },
+                            "idTokenInfo": info,
+                        })
+                    })
+                    .collect();
+                Self::new(
+                    "SendLocalList",
+                    json!({ "versionNumber": version, "updateType": update, "localAuthorizationList": list }),
+                )
+            }
+        }
+    }
+}
+
+/// A call as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Call {
+    pub id: Uuid,
+    pub charger_id: Uuid,
+    pub action: String,
+    pub payload: Value,
+    /// `pending`, `sent`, `answered`, `error` (a CALLERROR or a lost connection), `timeout`, `expired`.
+    pub status: String,
+    pub response: Option<Value>,
+    pub error: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str =
+    "id, charger_id, action, payload, status, response, error, session_id, created_at, sent_at,
+    answered_at";
+
+/// Writes a call to the outbox and wakes the charger's connection.
+pub async fn enqueue(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    request: Request,
+    session: Option<Uuid>,
+    requested_by: Option<Uuid>,
+) -> Result<Call> {
+    let sql = format!(
+        "insert into ocpp_call (tenant_id, id, charger_id, action, payload, session_id, requested_by)
+         values ($1, $2, $3, $4, $5, $6, $7) returning {COLUMNS}"
+    );
+    let call: Call = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(Uuid::now_v7())
+        .bind(charger.id)
+        .bind(request.action)
+        .bind(&request.payload)
+        .bind(session)
+        .bind(requested_by)
+        .fetch_one(tx.conn())
+        .await?;
+    super::wake(tx, charger).await?;
+    Ok(call)
+}
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Call> {
+    let sql = format!("select {COLUMNS} from ocpp_call where tenant_id = $1 and id = $2");
+    sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(Error::NotFound("charger call"))
+}
+
+/// A charger's latest calls, newest first.
+pub async fn list(tx: &mut TenantTx, charger: Uuid, limit: i64) -> Result<Vec<Call>> {
+    let sql = format!(
+        "select {COLUMNS} from ocpp_call where tenant_id = $1 and charger_id = $2 order by created_at desc, id desc
+         limit $3"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(charger)
+        .bind(limit.clamp(1, 500))
+        .fetch_all(tx.conn())
+        .await?)
+}
+
+/// Takes the charger's oldest pending call for `connection` (marking it sent), after expiring calls that waited
+/// longer than `ttl` for a connection. `None` when nothing waits.
+pub async fn take_next(
+    tx: &mut TenantTx,
+    charger: Uuid,
+    connection: Uuid,
+    ttl: chrono::Duration,
+) -> Result<Option<Call>> {
+    sqlx::query(
+        "update ocpp_call set status = 'expired', error = 'the charger was not connected in time'
+         where tenant_id = $1 and charger_id = $2 and status = 'pending' and created_at < $3",
+    )
+    .bind(tx.tenant())
+    .bind(charger)
+    .bind(Utc::now() - ttl)
+    .execute(tx.conn())
+    .await?;
+    let sql = format!(
+        "update ocpp_call set status = 'sent', sent_at = now(), connection_id = $3
+         where tenant_id = $1 and id = (
+           select id from ocpp_call where tenant_id = $1 and charger_id = $2 and status = 'pending'
+           order by created_at, id limit 1 for update skip locked)
+         returning {COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(charger)
+        .bind(connection)
+        .fetch_optional(tx.conn())
+        .await?)
+}
+
+/// How a call ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The CALLRESULT's payload.
+    Answered(Value),
+    /// A CALLERROR: code and description.
+    Error(String, String),
+    TimedOut,
+}
+
+/// Writes a call's outcome (once: a late answer to a call already timed out changes nothing) and applies what it
+/// means.
+pub async fn finished(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    id: Uuid,
+    outcome: Outcome,
+) -> Result<()> {
+    let (status, response, error) = match &outcome {
+        Outcome::Answered(p) => ("answered", Some(p.clone()), None),
+        Outcome::Error(code, text) => ("error", None, Some(format!("{code}: {text}"))),
+        Outcome::TimedOut => (
+            "timeout",
+            None,
+            Some("the charger did not answer in time".to_owned()),
+        ),
+    };
+    let sql = format!(
+        "update ocpp_call set status = $3, response = $4, error = $5, answered_at = now()
+         where tenant_id = $1 and id = $2 and status = 'sent' returning {COLUMNS}"
+    );
+    let Some(call): Option<Call> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(status)
+        .bind(&response)
+        .bind(&error)
+        .fetch_optional(tx.conn())
+        .await?
+    else {
+        return Ok(());
+    };
+    let accepted = response
+        .as_ref()
+        .and_then(|r| r.get("status"))
+        .and_then(Value::as_str)
+        .is_some_and(|s| s == "Accepted");
+    match call.action.as_str() {
+        "RemoteStartTransaction" | "RequestStartTransaction" if !accepted => {
+            if let Some(session) = call.session_id {
+                super::transactions::remote_start_refused(tx, session).await?;
+            }
+        }
+        "SendLocalList" if accepted => {
+            let version = call
+                .payload
+                .get("listVersion")
+                .or_else(|| call.payload.get("versionNumber"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            sqlx::query(
+                "update charger set local_list_version = greatest(local_list_version, $3)
+                 where tenant_id = $1 and id = $2",
+            )
+            .bind(tx.tenant())
+            .bind(charger.id)
+            .bind(version)
+            .execute(tx.conn())
+            .await?;
+            // More changes may have come meanwhile (or the list was cut): keep going.
+            let charger = super::get(tx, charger.id).await?;
+            super::tags::sync_local_list(tx, &charger).await?;
+        }
+        "GetConfiguration" | "GetVariables" => {
+            if let Some(r) = &response {
+                sqlx::query(
+                    "update charger set configuration = $3 where tenant_id = $1 and id = $2",
+                )
+                .bind(tx.tenant())
+                .bind(charger.id)
+                .bind(r)
+                .execute(tx.conn())
+                .await?;
+            }
+        }
+        "SetChargingProfile" if accepted => {
+            let limit = power_limit_of(&call.payload);
+            sqlx::query("update charger set power_limit_w = $3 where tenant_id = $1 and id = $2")
+                .bind(tx.tenant())
+                .bind(charger.id)
+                .bind(limit)
+                .execute(tx.conn())
+                .await?;
+        }
+        "ClearChargingProfile" if accepted => {
+            sqlx::query("update charger set power_limit_w = null where tenant_id = $1 and id = $2")
+                .bind(tx.tenant())
+                .bind(charger.id)
+                .execute(tx.conn())
+                .await?;
+        }
+        "ReserveNow" => {
+            if let Some(reservation) = call
+                .payload
+                .get("reservationId")
+                .or_else(|| call.payload.get("id"))
+            {
+                sqlx::query(
+                    "update charging_reservation set status = $3 where tenant_id = $1 and id = $2 and status = 'requested'",
+                )
+                .bind(tx.tenant())
+                .bind(reservation.as_i64().unwrap_or(0) as i32)
+                .bind(if accepted { "accepted" } else { "refused" })
+                .execute(tx.conn())
+                .await?;
+            }
+        }
+        "CancelReservation" if accepted => {
+            if let Some(reservation) = call.payload.get("reservationId") {
+                sqlx::query(
+                    "update charging_reservation set status = 'cancelled' where tenant_id = $1 and id = $2",
+                )
+                .bind(tx.tenant())
+                .bind(reservation.as_i64().unwrap_or(0) as i32)
+                .execute(tx.conn())
+                .await?;
+            }
+        }
+        _ => {}
+    }
+    metrics::counter!("ocpp_calls_total", "action" => call.action.clone(), "outcome" => status)
+        .increment(1);
+    if let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) {
+        tx.emit(
+            NewEvent::new(
+                "charger.call",
+                json!({
+                    "callId": call.id, "chargerId": charger.id, "action": call.action, "status": call.status,
+                    "response": call.response, "error": call.error,
+                }),
+            )
+            .venue(venue)
+            .station(station),
+        );
+    }
+    Ok(())
+}
+
+/// The power limit (W) a SetChargingProfile payload sets: its first schedule period's limit when the rate unit
+/// is W; amperes are converted at 230 V per phase.
+fn power_limit_of(payload: &Value) -> Option<i32> {
+    let profile = payload
+        .get("csChargingProfiles")
+        .or_else(|| payload.get("chargingProfile"))?;
+    let schedule = profile.get("chargingSchedule")?;
+    let schedule = schedule
+        .as_array()
+        .and_then(|s| s.first())
+        .unwrap_or(schedule);
+    let unit = schedule.get("chargingRateUnit")?.as_str()?;
+    let period = schedule
+        .get("chargingSchedulePeriod")?
+        .as_array()?
+        .first()?;
+    let limit = period.get("limit")?.as_f64()?;
+    let phases = period
+        .get("numberPhases")
+        .and_then(Value::as_f64)
+        .unwrap_or(3.0);
+    let watts = if unit == "A" {
+        limit * 230.0 * phases
+    } else {
+        limit
+    };
+    Some(watts.round().clamp(1.0, i32::MAX as f64) as i32)
+}
+
+/// Calls sent on a connection that is gone (all but `keep`) will never be answered: they fail.
+pub async fn lost(tx: &mut TenantTx, charger: Uuid, keep: Option<Uuid>) -> Result<()> {
+    sqlx::query(
+        "update ocpp_call set status = 'error', error = 'the connection to the charger was lost before it answered',
+           answered_at = now()
+         where tenant_id = $1 and charger_id = $2 and status = 'sent' and connection_id is distinct from $3",
+    )
+    .bind(tx.tenant())
+    .bind(charger)
+    .bind(keep)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Sends a charger its new Basic auth password.
+pub(super) async fn send_password(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    password: &str,
+    by: Option<Uuid>,
+) -> Result<()> {
+    let request = match charger.protocol() {
+        Protocol::V16 => Request::new(
+            "ChangeConfiguration",
+            json!({ "key": "AuthorizationKey", "value": password }),
+        ),
+        Protocol::V201 => Request::new(
+            "SetVariables",
+            json!({ "setVariableData": [{
+                "attributeValue": password,
+                "component": { "name": "SecurityCtrlr" },
+                "variable": { "name": "BasicAuthPassword" },
+            }]}),
+        ),
+    };
+    enqueue(tx, charger, request, None, by).await?;
+    Ok(())
+}
+
+/// What an operator can ask of a charger (GraphQL `chargerCommand`, REST); each becomes the call of the charger's
+/// version.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `Soft` or `Hard` (2.0.1: `OnIdle` / `Immediate`).
+    Reset {
+        hard: bool,
+    },
+    UnlockConnector {
+        connector: i32,
+    },
+    /// Connector 0 is the whole charger.
+    ChangeAvailability {
+        connector: i32,
+        operative: bool,
+    },
+    Trigger {
+        message: String,
+        connector: Option<i32>,
+    },
+    GetConfiguration {
+        keys: Vec<String>,
+    },
+    ChangeConfiguration {
+        key: String,
+        value: String,
+    },
+    /// A power limit for the whole charger (W), or none to clear it.
+    PowerLimit {
+        watts: Option<i32>,
+    },
+    SyncLocalList,
+    GetLocalListVersion,
+    DataTransfer {
+        vendor_id: String,
+        message_id: Option<String>,
+        data: Option<String>,
+    },
+}
+
+/// Writes an operator's command to the outbox; returns the call (follow it with [`get`]).
+pub async fn command(tx: &mut TenantTx, actor: &Actor, id: Uuid, command: Command) -> Result<Call> {
+    actor.require_manager()?;
+    let charger = super::get(tx, id).await?;
+    if let Some(venue) = charger.venue_id {
+        actor.check_venue(venue, "charger")?;
+    }
+    let v16 = charger.protocol() == Protocol::V16;
+    let request = match &command {
+        Command::Reset { hard } => {
+            if v16 {
+                Request::new(
+                    "Reset",
+                    json!({ "type": if *hard { "Hard" } else { "Soft" } }),
+                )
+            } else {
+                Request::new(
+                    "Reset",
+                    json!({ "type": if *hard { "Immediate" } else { "OnIdle" } }),
+                )
+            }
+        }
+        Command::UnlockConnector { connector } => {
+            connector_in_range(*connector, 1)?;
+            if v16 {
+                Request::new("UnlockConnector", json!({ "connectorId": connector }))
+            } else {
+                Request::new(
+                    "UnlockConnector",
+                    json!({ "evseId": connector, "connectorId": 1 }),
+                )
+            }
+        }
+        Command::ChangeAvailability {
+            connector,
+            operative,
+        } => {
+            connector_in_range(*connector, 0)?;
+            if v16 {
+                let kind = if *operative {
+                    "Operative"
+                } else {
+                    "Inoperative"
+                };
+                Request::new(
+                    "ChangeAvailability",
+                    json!({ "connectorId": connector, "type": kind }),
+                )
+            } else {
+                let status = if *operative {
+                    "Operative"
+                } else {
+                    "Inoperative"
+                };
+                let mut p = json!({ "operationalStatus": status });
+                if *connector > 0 {
+                    p["evse"] = json!({ "id": connector });
+                }
+                Request::new("ChangeAvailability", p)
+            }
+        }
+        Command::Trigger { message, connector } => {
+            let known_v16 = [
+                "BootNotification",
+                "DiagnosticsStatusNotification",
+                "FirmwareStatusNotification",
+                "Heartbeat",
+                "MeterValues",
+                "StatusNotification",
+            ];
+            let known_v201 = [
+                "BootNotification",
+                "LogStatusNotification",
+                "FirmwareStatusNotification",
+                "Heartbeat",
+                "MeterValues",
+                "SignChargingStationCertificate",
+                "SignV2GCertificate",
+                "StatusNotification",
+                "TransactionEvent",
+                "SignCombinedCertificate",
+                "PublishFirmwareStatusNotification",
+            ];
+            let known: &[&str] = if v16 { &known_v16 } else { &known_v201 };
+            if !known.contains(&message.as_str()) {
+                return Err(Error::validation(
+                    "message",
+                    format!("this charger can be asked for one of {}", known.join(", ")),
+                ));
+            }
+            Request::trigger(charger.protocol(), message, *connector)
+        }
+        Command::GetConfiguration { keys } => {
+            if v16 {
+                let mut p = json!({});
+                if !keys.is_empty() {
+                    p["key"] = json!(keys);
+                }
+                Request::new("GetConfiguration", p)
+            } else {
+                if keys.is_empty() {
+                    return Err(Error::validation(
+                        "keys",
+                        "an OCPP 2.0.1 charger is asked for named variables: give them as Component.Variable",
+                    ));
+                }
+                let data: Vec<Value> = keys
+                    .iter()
+                    .map(|k| {
+                        let (component, variable) = k.split_once('.').unwrap_or(("OCPPCommCtrlr", k));
+                        json!({ "component": { "name": component }, "variable": { "name": variable } })
+                    })
+                    .collect();
+                Request::new("GetVariables", json!({ "getVariableData": data }))
+            }
+        }
+        Command::ChangeConfiguration { key, value } => {
+            if key.is_empty() || key.len() > 50 || value.len() > 500 {
+                return Err(Error::validation(
+                    "key",
+                    "a key of 1 to 50 characters and a value of at most 500",
+                ));
+            }
+            if v16 {
+                Request::new("ChangeConfiguration", json!({ "key": key, "value": value }))
+            } else {
+                let (component, variable) = key.split_once('.').unwrap_or(("OCPPCommCtrlr", key));
+                Request::new(
+                    "SetVariables",
+                    json!({ "setVariableData": [{
+                        "attributeValue": value, "component": { "name": component },
+                        "variable": { "name": variable },
+                    }]}),
+                )
+            }
+        }
+        Command::PowerLimit { watts: Some(w) } => {
+            if !(100..=1_000_000).contains(w) {
+                return Err(Error::validation(
+                    "watts",
+                    "must be between 100 and 1000000",
+                ));
+            }
+            let schedule = json!({
+                "chargingRateUnit": "W",
+                "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": w }],
+            });
+            if v16 {
+                Request::new(
+                    "SetChargingProfile",
+                    json!({ "connectorId": 0, "csChargingProfiles": {
+                        "chargingProfileId": 1, "stackLevel": 0,
+                        "chargingProfilePurpose": "ChargePointMaxProfile",
+                        "chargingProfileKind": "Absolute", "chargingSchedule": schedule,
+                    }}),
+                )
+            } else {
+                let mut schedule = schedule;
+                schedule["id"] = json!(1);
+                Request::new(
+                    "SetChargingProfile",
+                    json!({ "evseId": 0, "chargingProfile": {
+                        "id": 1, "stackLevel": 0, "chargingProfilePurpose": "ChargingStationMaxProfile",
+                        "chargingProfileKind": "Absolute", "chargingSchedule": [schedule],
+                    }}),
+                )
+            }
+        }
+        Command::PowerLimit { watts: None } => {
+            if v16 {
+                Request::new("ClearChargingProfile", json!({ "id": 1 }))
+            } else {
+                Request::new("ClearChargingProfile", json!({ "chargingProfileId": 1 }))
+            }
+        }
+        Command::SyncLocalList => {
+            // From scratch: the whole list.
+            sqlx::query(
+                "update charger set local_list_version = 0 where tenant_id = $1 and id = $2",
+            )
+            .bind(tx.tenant())
+            .bind(charger.id)
+            .execute(tx.conn())
+            .await?;
+            let charger = super::get(tx, id).await?;
+            super::tags::sync_local_list(tx, &charger).await?;
+            let calls = list(tx, charger.id, 1).await?;
+            record(tx, actor, &charger, "SendLocalList").await?;
+            return calls.into_iter().next().ok_or(Error::Conflict(
+                "this charger cannot take a local list now (it is not accepted)".into(),
+            ));
+        }
+        Command::GetLocalListVersion => Request::new("GetLocalListVersion", json!({})),
+        Command::DataTransfer {
+            vendor_id,
+            message_id,
+            data,
+        } => {
+            let mut p = json!({ "vendorId": vendor_id });
+            if let Some(m) = message_id {
+                p["messageId"] = json!(m);
+            }
+            if let Some(d) = data {
+                p["data"] = json!(d);
+            }
+            Request::new("DataTransfer", p)
+        }
+    };
+    let action = request.action;
+    let call = enqueue(tx, &charger, request, None, Some(actor.user_id)).await?;
+    record(tx, actor, &charger, action).await?;
+    Ok(call)
+}
+
+fn connector_in_range(connector: i32, min: i32) -> Result<()> {
+    if (min..=64).contains(&connector) {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            "connector",
+            format!("must be between {min} and 64"),
+        ))
+    }
+}
+
+async fn record(tx: &mut TenantTx, actor: &Actor, charger: &Charger, action: &str) -> Result<()> {
+    audit::record_in(
+        tx,
+        actor,
+        charger.venue_id,
+        Entry {
+            action: "charger.command",
+            object_type: "charger",
+            object_id: Some(charger.id),
+            detail: json!({ "action": action }),
+        },
+    )
+    .await
+}

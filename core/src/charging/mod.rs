@@ -1,0 +1,706 @@
+//! Charging (seed 002): the cloud as an OCPP central system. This module holds what does not depend on the
+//! protocol version — chargers and their identities, connections, boots, connector status, tags, transactions
+//! billed as metered sessions, and the outbox of calls to chargers; `switchyard-api`'s `ocpp` module speaks
+//! OCPP-J 1.6 and 2.0.1 on top of it.
+//!
+//! A charger belongs to one station (kind `ev_charger`, control `ocpp`, `control_settings.charge_point_id`), or,
+//! while an operator has not adopted it yet, to no station (`registration = pending`). Its identity is unique
+//! across the platform (a directory only listed functions reach), its HTTP Basic password is stored as a SHA-256.
+//! Its state lives in the database, never only in the process that holds its connection: `connection_id` names the
+//! live connection (a newer one replaces it), and calls to it are rows any replica can write.
+
+pub mod calls;
+pub mod tags;
+pub mod transactions;
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::{self, Entry};
+use crate::db::{SystemDb, TenantId, TenantTx};
+use crate::error::{Error, Result};
+use crate::events::NewEvent;
+use crate::model::{Actor, StationControl, StationKind};
+use crate::stations::Station;
+
+/// How a charger registration stands (BootNotification's answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "charger_registration", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+/// The OCPP version a charger speaks (its WebSocket subprotocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Protocol {
+    #[serde(rename = "ocpp1.6")]
+    V16,
+    #[serde(rename = "ocpp2.0.1")]
+    V201,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V16 => "ocpp1.6",
+            Self::V201 => "ocpp2.0.1",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ocpp1.6" => Some(Self::V16),
+            "ocpp2.0.1" => Some(Self::V201),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Charger {
+    pub id: Uuid,
+    pub station_id: Option<Uuid>,
+    /// The station's venue (none while pending).
+    pub venue_id: Option<Uuid>,
+    pub charge_point_id: String,
+    pub registration: Registration,
+    /// `ocpp1.6` or `ocpp2.0.1`, as last connected.
+    pub protocol: Option<String>,
+    pub vendor: String,
+    pub model: String,
+    pub serial_number: String,
+    pub firmware_version: String,
+    pub boot_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub online: bool,
+    #[serde(skip)]
+    pub connection_id: Option<Uuid>,
+    pub via_bridge: Option<Uuid>,
+    pub heartbeat_secs: i32,
+    pub local_list_version: i64,
+    pub power_limit_w: Option<i32>,
+    pub configuration: serde_json::Value,
+    /// Whether a password is set (the password itself is shown once, when set).
+    pub has_password: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Charger {
+    /// The version its calls are written for (1.6 until it has connected).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+            .as_deref()
+            .and_then(Protocol::parse)
+            .unwrap_or(Protocol::V16)
+    }
+}
+
+const COLUMNS: &str = "c.id, c.station_id, s.venue_id, c.charge_point_id, c.registration, c.protocol, c.vendor,
+    c.model, c.serial_number, c.firmware_version, c.boot_at, c.last_seen_at, c.online, c.connection_id,
+    c.via_bridge, c.heartbeat_secs, c.local_list_version, c.power_limit_w, c.configuration,
+    c.password_hash is not null as has_password, c.created_at";
+
+fn select(filter: &str) -> String {
+    format!(
+        "select {COLUMNS} from charger c left join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
+         where c.tenant_id = $1 and {filter}"
+    )
+}
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Charger> {
+    sqlx::query_as(&select("c.id = $2"))
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(Error::NotFound("charger"))
+}
+
+/// The charger of a station.
+pub async fn of_station(tx: &mut TenantTx, station: Uuid) -> Result<Charger> {
+    sqlx::query_as(&select("c.station_id = $2"))
+        .bind(tx.tenant())
+        .bind(station)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(Error::NotFound("charger"))
+}
+
+/// Chargers, at one venue or all; pending chargers (no venue yet) with `pending`.
+pub async fn list(
+    tx: &mut TenantTx,
+    venue: Option<Uuid>,
+    venues: Option<&[Uuid]>,
+) -> Result<Vec<Charger>> {
+    let sql = select(
+        "($2::uuid is null or s.venue_id = $2) and ($3::uuid[] is null or s.venue_id = any($3))
+         order by c.charge_point_id limit 1000",
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(venue)
+        .bind(venues)
+        .fetch_all(tx.conn())
+        .await?)
+}
+
+/// Checks an identity as OCPP allows it in a URL: 1–48 of letters, digits and `. _ : * + @ -`.
+pub fn check_identity(id: &str) -> Result<&str> {
+    let ok = (1..=48).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:*+@-".contains(c));
+    if ok {
+        Ok(id)
+    } else {
+        Err(Error::validation(
+            "chargePointId",
+            "must be 1 to 48 letters, digits or . _ : * + @ - (it is the last part of the charger's URL)",
+        ))
+    }
+}
+
+async fn claim(tx: &mut TenantTx, identity: &str, charger: Uuid) -> Result<()> {
+    let claimed: bool = sqlx::query_scalar("select sys_claim_charge_point_id($1, $2)")
+        .bind(identity)
+        .bind(charger)
+        .fetch_one(tx.conn())
+        .await?;
+    if claimed {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "the charge point id {identity:?} is taken; every charger needs an id of its own"
+        )))
+    }
+}
+
+async fn release(tx: &mut TenantTx, identity: &str) -> Result<()> {
+    sqlx::query("select sys_release_charge_point_id($1)")
+        .bind(identity)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Keeps a station's charger in step with its control settings (called by station create and update): an `ocpp`
+/// station has a charger under `control_settings.charge_point_id`; another control releases its identity.
+pub async fn follow_station(tx: &mut TenantTx, station: &Station) -> Result<()> {
+    let current: Option<(Uuid, String)> = sqlx::query_as(
+        "select id, charge_point_id from charger where tenant_id = $1 and station_id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(station.id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let wanted = (station.control == StationControl::Ocpp && station.archived_at.is_none())
+        .then(|| {
+            station
+                .control_settings
+                .get("charge_point_id")
+                .and_then(serde_json::Value::as_str)
+                .map(str::trim)
+        })
+        .flatten();
+    match (current, wanted) {
+        (None, None) => {}
+        (Some((_, old)), Some(new)) if old == new => {}
+        (None, Some(new)) => {
+            if station.kind != StationKind::EvCharger {
+                return Err(Error::validation(
+                    "control",
+                    "the ocpp control is for ev_charger stations",
+                ));
+            }
+            let new = check_identity(new)?;
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "insert into charger (tenant_id, id, station_id, charge_point_id) values ($1, $2, $3, $4)",
+            )
+            .bind(tx.tenant())
+            .bind(id)
+            .bind(station.id)
+            .bind(new)
+            .execute(tx.conn())
+            .await?;
+            claim(tx, new, id).await?;
+        }
+        (Some((id, old)), Some(new)) => {
+            let new = check_identity(new)?;
+            release(tx, &old).await?;
+            claim(tx, new, id).await?;
+            // A new identity is a new charger as far as the wire goes: it needs a new password too.
+            sqlx::query(
+                "update charger set charge_point_id = $3, password_hash = null where tenant_id = $1 and id = $2",
+            )
+            .bind(tx.tenant())
+            .bind(id)
+            .bind(new)
+            .execute(tx.conn())
+            .await?;
+        }
+        (Some((_, old)), None) => release(tx, &old).await?,
+    }
+    Ok(())
+}
+
+/// A new random charger password: 32 characters (OCPP allows 16–40), letters, digits, `-` and `_`.
+fn new_password() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Sets a new HTTP Basic password for a charger and returns it (shown once; only its hash is kept). A connected
+/// charger is sent the new password at once (1.6 `ChangeConfiguration AuthorizationKey`, 2.0.1 `SetVariables
+/// SecurityCtrlr.BasicAuthPassword`), so that it uses it when it next connects; its current connection goes on.
+pub async fn set_password(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<(Charger, String)> {
+    actor.require_manager()?;
+    let charger = get(tx, id).await?;
+    if let Some(venue) = charger.venue_id {
+        actor.check_venue(venue, "charger")?;
+    }
+    let password = new_password();
+    sqlx::query("update charger set password_hash = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(crate::auth::token_hash(&password))
+        .execute(tx.conn())
+        .await?;
+    if charger.online {
+        calls::send_password(tx, &charger, &password, Some(actor.user_id)).await?;
+    }
+    record(
+        tx,
+        actor,
+        "charger.set_password",
+        &charger,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok((get(tx, id).await?, password))
+}
+
+/// What happens to a charger whose identity nobody registered: `refuse` (the default), or `pending` — a charger
+/// that presents the tenant's onboarding key as its password is kept as pending for an operator to adopt. Returns
+/// a new onboarding key when `new_key` (shown once).
+pub async fn set_onboarding(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    accept_pending: bool,
+    new_key: bool,
+) -> Result<Option<String>> {
+    if actor.role != crate::model::Role::Owner {
+        return Err(Error::Forbidden(
+            "only an owner decides which chargers may join",
+        ));
+    }
+    let key = new_key.then(new_password);
+    sqlx::query(
+        "update tenant set unknown_chargers = $2,
+           charger_onboarding_key_hash = coalesce($3, charger_onboarding_key_hash)
+         where id = $1",
+    )
+    .bind(tx.tenant())
+    .bind(if accept_pending { "pending" } else { "refuse" })
+    .bind(key.as_deref().map(crate::auth::token_hash))
+    .execute(tx.conn())
+    .await?;
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "charging.onboarding",
+            object_type: "tenant",
+            object_id: Some(tx.tenant().0),
+            detail: serde_json::json!({ "pending": accept_pending, "new_key": new_key }),
+        },
+    )
+    .await?;
+    Ok(key)
+}
+
+/// A connecting charger's identity, checked across tenants: the tenant and charger whose identity and password
+/// match. An unknown identity presenting a tenant's onboarding key is registered there as pending.
+pub async fn login(
+    system: &SystemDb,
+    db: &crate::Db,
+    identity: &str,
+    password: Option<&str>,
+) -> Result<Option<(TenantId, Uuid)>> {
+    let presented = password.map(crate::auth::token_hash);
+    if let Some((tenant, charger, hash)) = system.charger_identity(identity).await? {
+        let ok = match (&hash, &presented) {
+            (Some(stored), Some(given)) => constant_time_eq(stored, given),
+            _ => false,
+        };
+        return Ok(ok.then_some((tenant, charger)));
+    }
+    let (Some(given), Ok(identity)) = (presented, check_identity(identity)) else {
+        return Ok(None);
+    };
+    let Some(tenant) = system.tenant_by_onboarding_key(&given).await? else {
+        return Ok(None);
+    };
+    let mut tx = db.begin_tenant(tenant).await?;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into charger (tenant_id, id, charge_point_id, registration, password_hash)
+         values ($1, $2, $3, 'pending', $4)",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(identity)
+    .bind(&given)
+    .execute(tx.conn())
+    .await?;
+    claim(&mut tx, identity, id).await?;
+    tx.emit(NewEvent::new(
+        "charger.pending",
+        serde_json::json!({ "chargerId": id, "chargePointId": identity }),
+    ));
+    audit::record_as(
+        &mut tx,
+        None,
+        None,
+        Entry {
+            action: "charger.pending",
+            object_type: "charger",
+            object_id: Some(id),
+            detail: serde_json::json!({ "charge_point_id": identity }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some((tenant, id)))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Adopts a pending charger onto a station (kind `ev_charger`, without a charger): it becomes accepted, gets the
+/// station's control and a new password, which it is sent at once; then it is asked to boot again. Returns the
+/// password (shown once).
+pub async fn adopt(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    id: Uuid,
+    station_id: Uuid,
+) -> Result<(Charger, String)> {
+    actor.require_manager()?;
+    let charger = get(tx, id).await?;
+    if charger.registration != Registration::Pending {
+        return Err(Error::Conflict(
+            "this charger is not waiting to be adopted".into(),
+        ));
+    }
+    let station = crate::stations::get(tx, station_id).await?;
+    actor.check_venue(station.venue_id, "station")?;
+    if station.kind != StationKind::EvCharger {
+        return Err(Error::validation(
+            "stationId",
+            "a charger goes on an ev_charger station",
+        ));
+    }
+    let taken: bool = sqlx::query_scalar(
+        "select exists (select 1 from charger where tenant_id = $1 and station_id = $2)",
+    )
+    .bind(tx.tenant())
+    .bind(station.id)
+    .fetch_one(tx.conn())
+    .await?;
+    if taken {
+        return Err(Error::Conflict("this station already has a charger".into()));
+    }
+    let mut settings = station.control_settings.clone();
+    if let Some(map) = settings.as_object_mut() {
+        map.insert(
+            "charge_point_id".into(),
+            charger.charge_point_id.clone().into(),
+        );
+    }
+    sqlx::query(
+        "update station set control = 'ocpp', control_settings = $3 where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(station.id)
+    .bind(&settings)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query(
+        "update charger set station_id = $3, registration = 'accepted' where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(station.id)
+    .execute(tx.conn())
+    .await?;
+    let adopted = get(tx, id).await?;
+    let password = new_password();
+    sqlx::query("update charger set password_hash = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(crate::auth::token_hash(&password))
+        .execute(tx.conn())
+        .await?;
+    if adopted.online {
+        calls::send_password(tx, &adopted, &password, Some(actor.user_id)).await?;
+        calls::enqueue(
+            tx,
+            &adopted,
+            calls::Request::trigger_boot(adopted.protocol()),
+            None,
+            Some(actor.user_id),
+        )
+        .await?;
+    }
+    // The connection still listens as a pending charger: wake it under both.
+    tx.wake_venue(Uuid::nil()).await?;
+    tx.wake_venue(station.venue_id).await?;
+    record(
+        tx,
+        actor,
+        "charger.adopt",
+        &adopted,
+        serde_json::json!({ "station_id": station.id }),
+    )
+    .await?;
+    Ok((get(tx, id).await?, password))
+}
+
+/// A connection of the charger opened (directly, or through a bridge): it becomes the live one (an older one sees
+/// that it was replaced and closes), and the charger is online.
+pub async fn connected(
+    tx: &mut TenantTx,
+    id: Uuid,
+    connection: Uuid,
+    protocol: Protocol,
+    via_bridge: Option<Uuid>,
+) -> Result<Charger> {
+    sqlx::query(
+        "update charger set online = true, connection_id = $3, protocol = $4, via_bridge = $5, last_seen_at = now()
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(connection)
+    .bind(protocol.as_str())
+    .bind(via_bridge)
+    .execute(tx.conn())
+    .await?;
+    let charger = get(tx, id).await?;
+    // Calls sent on an older connection and never answered will not be answered now.
+    calls::lost(tx, id, Some(connection)).await?;
+    station_presence(tx, &charger, true).await?;
+    wake(tx, &charger).await?;
+    Ok(charger)
+}
+
+/// Is `connection` still the charger's live connection?
+pub async fn is_live(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select coalesce((select connection_id = $3 from charger where tenant_id = $1 and id = $2), false)",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(connection)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
+/// The connection ended: if it was the live one, the charger is offline and calls it left unanswered fail.
+pub async fn disconnected(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Result<()> {
+    let was_live: bool = sqlx::query_scalar(
+        "update charger set online = false, connection_id = null
+         where tenant_id = $1 and id = $2 and connection_id = $3 returning true",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(connection)
+    .fetch_optional(tx.conn())
+    .await?
+    .unwrap_or(false);
+    if was_live {
+        calls::lost(tx, id, None).await?;
+        let charger = get(tx, id).await?;
+        station_presence(tx, &charger, false).await?;
+    }
+    Ok(())
+}
+
+/// The station of a charger that came online or went offline follows (a station in a session or in maintenance
+/// keeps that status), and the change is heard live.
+async fn station_presence(tx: &mut TenantTx, charger: &Charger, online: bool) -> Result<()> {
+    let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) else {
+        return Ok(());
+    };
+    let (from, to) = if online {
+        ("offline", "online")
+    } else {
+        ("online", "offline")
+    };
+    sqlx::query(
+        "update station set status = $4::station_status
+         where tenant_id = $1 and id = $2 and status = $3::station_status",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .bind(from)
+    .bind(to)
+    .execute(tx.conn())
+    .await?;
+    let kind = if online {
+        "charger.online"
+    } else {
+        "charger.offline"
+    };
+    tx.emit(
+        NewEvent::new(
+            kind,
+            serde_json::json!({ "chargerId": charger.id, "chargePointId": charger.charge_point_id }),
+        )
+        .venue(venue)
+        .station(station),
+    );
+    Ok(())
+}
+
+/// Wakes whichever process holds the charger's connection (and, for its venue, the bridge).
+pub(crate) async fn wake(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
+    tx.wake_venue(charger.venue_id.unwrap_or(Uuid::nil())).await
+}
+
+/// The charger said something: it is alive (kept at most once per minute per charger, to spare writes).
+pub async fn seen(tx: &mut TenantTx, id: Uuid) -> Result<()> {
+    sqlx::query(
+        "update charger set last_seen_at = now()
+         where tenant_id = $1 and id = $2 and (last_seen_at is null or last_seen_at < now() - interval '1 minute')",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// What a BootNotification says about the charger.
+#[derive(Debug, Clone, Default)]
+pub struct Boot {
+    pub vendor: String,
+    pub model: String,
+    pub serial_number: Option<String>,
+    pub firmware_version: Option<String>,
+}
+
+/// A BootNotification: the charger's facts are kept; the answer is its registration. An accepted charger whose
+/// local authorization list is behind gets the list.
+pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Registration> {
+    let cut = |s: &str| s.chars().take(50).collect::<String>();
+    sqlx::query(
+        "update charger set vendor = $3, model = $4, serial_number = $5, firmware_version = $6, boot_at = now(),
+           last_seen_at = now()
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(charger.id)
+    .bind(cut(&boot.vendor))
+    .bind(cut(&boot.model))
+    .bind(cut(boot.serial_number.as_deref().unwrap_or("")))
+    .bind(cut(boot.firmware_version.as_deref().unwrap_or("")))
+    .execute(tx.conn())
+    .await?;
+    if charger.registration == Registration::Accepted {
+        tags::sync_local_list(tx, charger).await?;
+    }
+    if let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) {
+        tx.emit(
+            NewEvent::new(
+                "charger.boot",
+                serde_json::json!({
+                    "chargerId": charger.id, "vendor": boot.vendor, "model": boot.model,
+                    "firmwareVersion": boot.firmware_version,
+                }),
+            )
+            .venue(venue)
+            .station(station),
+        );
+    }
+    Ok(charger.registration)
+}
+
+/// A StatusNotification: connector `number` (0 is the charger as a whole) reports an OCPP status (`Available`,
+/// `Charging`, `Faulted` ...). A connector the station did not list yet is added (up to 64).
+pub async fn connector_status(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    number: i32,
+    status: &str,
+    error_code: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) else {
+        return Ok(());
+    };
+    if (1..=64).contains(&number) {
+        sqlx::query(
+            "insert into connector (tenant_id, id, station_id, number, status, ocpp_status, error_code, status_at)
+             values ($1, gen_random_uuid(), $2, $3, 'online', $4, $5, $6)
+             on conflict (tenant_id, station_id, number) do update
+               set ocpp_status = excluded.ocpp_status, error_code = excluded.error_code,
+                   status_at = excluded.status_at,
+                   status = case when excluded.ocpp_status in ('Unavailable', 'Faulted') then 'maintenance'
+                                 when excluded.ocpp_status in ('Charging', 'SuspendedEV', 'SuspendedEVSE', 'Occupied')
+                                   then 'in_session'
+                                 else 'online' end::station_status
+               where connector.status_at is null or connector.status_at <= excluded.status_at",
+        )
+        .bind(tx.tenant())
+        .bind(station)
+        .bind(number)
+        .bind(status.chars().take(30).collect::<String>())
+        .bind(error_code.map(|e| e.chars().take(50).collect::<String>()))
+        .bind(at)
+        .execute(tx.conn())
+        .await?;
+    }
+    tx.emit(
+        NewEvent::new(
+            "station.connector",
+            serde_json::json!({
+                "chargerId": charger.id, "connector": number, "status": status, "errorCode": error_code,
+                "at": at,
+            }),
+        )
+        .venue(venue)
+        .station(station),
+    );
+    Ok(())
+}
+
+async fn record(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    action: &'static str,
+    charger: &Charger,
+    detail: serde_json::Value,
+) -> Result<()> {
+    audit::record_in(
+        tx,
+        actor,
+        charger.venue_id,
+        Entry {
+            action,
+            object_type: "charger",
+            object_id: Some(charger.id),
+            detail,
+        },
+    )
+    .await
+}

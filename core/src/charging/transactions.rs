@@ -1,0 +1,636 @@
+//! Charging transactions: a charger's StartTransaction / TransactionEvent(Started) becomes a metered session of the
+//! tag's patron (open-ended, billed by the billing tick from the wallet, energy from the meter values), and its
+//! Stop ends the session at the charger's time with the final meter. A session started in the cloud (staff, the
+//! patron app) asks the charger to start (RemoteStartTransaction / RequestStartTransaction) with a tag made for the
+//! session, and the charger's transaction joins that session.
+//!
+//! Robustness, as the field learned it: a StartTransaction sent twice (its answer lost) gets the same transaction;
+//! a stop for an unknown transaction is answered and recorded; a transaction run offline with a tag nobody knows
+//! is kept (the tag stored blocked) rather than lost; 2.0.1 events repeated with a seen `seqNo` are answered, not
+//! applied.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::calls::{self, Request};
+use super::tags::{self, TagStatus, Verdict};
+use super::{Charger, Protocol};
+use crate::audit::{self, By, Entry};
+use crate::db::TenantTx;
+use crate::error::{Error, Result};
+use crate::model::Actor;
+use crate::sessions::{self, Session};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Transaction {
+    pub id: Uuid,
+    pub charger_id: Uuid,
+    pub station_id: Uuid,
+    pub connector: i32,
+    pub ocpp_id: String,
+    pub id_tag: String,
+    pub auth_status: String,
+    pub session_id: Option<Uuid>,
+    pub meter_start_wh: i64,
+    pub meter_last_wh: i64,
+    pub power_w: Option<i32>,
+    pub started_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub stop_reason: Option<String>,
+    pub offline: bool,
+}
+
+impl Transaction {
+    pub fn energy_wh(&self) -> i64 {
+        (self.meter_last_wh - self.meter_start_wh).max(0)
+    }
+}
+
+const COLUMNS: &str =
+    "id, charger_id, station_id, connector, ocpp_id, id_tag, auth_status, session_id,
+    meter_start_wh, meter_last_wh, power_w, started_at, stopped_at, stop_reason, offline";
+
+/// A station's transactions, newest first.
+pub async fn list(tx: &mut TenantTx, station: Uuid, limit: i64) -> Result<Vec<Transaction>> {
+    let sql = format!(
+        "select {COLUMNS} from charging_transaction where tenant_id = $1 and station_id = $2
+         order by started_at desc limit $3"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(station)
+        .bind(limit.clamp(1, 500))
+        .fetch_all(tx.conn())
+        .await?)
+}
+
+pub async fn by_ocpp_id(
+    tx: &mut TenantTx,
+    charger: Uuid,
+    ocpp_id: &str,
+) -> Result<Option<Transaction>> {
+    let sql = format!(
+        "select {COLUMNS} from charging_transaction where tenant_id = $1 and charger_id = $2 and ocpp_id = $3"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(charger)
+        .bind(ocpp_id)
+        .fetch_optional(tx.conn())
+        .await?)
+}
+
+/// The tag a session started in the cloud hands the charger (RemoteStart's idTag): 20 characters (1.6's limit)
+/// drawn from the session id's random part.
+pub fn session_tag(session: Uuid) -> String {
+    let hex = session.simple().to_string();
+    format!("SY{}", &hex[14..32])
+}
+
+/// Authorize: judges a tag at this charger. A tag that a session started in the cloud handed the charger is
+/// accepted there.
+pub async fn authorize(tx: &mut TenantTx, charger: &Charger, uid: &str) -> Result<Verdict> {
+    if waiting_session(tx, charger, uid, None).await?.is_some() {
+        return Ok(Verdict {
+            status: TagStatus::Accepted,
+            expires_at: None,
+            parent: None,
+            patron_id: None,
+        });
+    }
+    tags::judge(tx, uid, charger.station_id, Utc::now()).await
+}
+
+/// A running session at the charger's station that waits for the charger to start (it was started in the cloud)
+/// and handed it `uid`.
+async fn waiting_session(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    uid: &str,
+    connector: Option<i32>,
+) -> Result<Option<Session>> {
+    let Some(station) = charger.station_id else {
+        return Ok(None);
+    };
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "select s.id from session s where s.tenant_id = $1 and s.station_id = $2 and s.status in ('active', 'paused')
+           and ($3::int is null or s.connector is null or s.connector = $3)
+           and not exists (select 1 from charging_transaction t where t.tenant_id = s.tenant_id
+                             and t.session_id = s.id)",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .bind(connector)
+    .fetch_all(tx.conn())
+    .await?;
+    for id in ids {
+        if session_tag(id) == uid {
+            return Ok(Some(sessions::get(tx, id).await?));
+        }
+    }
+    Ok(None)
+}
+
+/// A transaction's start as a charger reports it.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub connector: i32,
+    pub id_tag: String,
+    pub meter_start_wh: i64,
+    pub at: DateTime<Utc>,
+    /// 2.0.1: the charger's transaction id; 1.6: none (the central system hands one out).
+    pub ocpp_id: Option<String>,
+    pub reservation_id: Option<i32>,
+    pub offline: bool,
+}
+
+/// Starts a transaction (once: the same start reported again gets the same transaction). Returns it with the tag's
+/// verdict as the charger should hear it.
+pub async fn start(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    start: Start,
+) -> Result<(Transaction, Verdict)> {
+    let station_id = charger
+        .station_id
+        .ok_or(Error::Conflict("this charger is not adopted yet".into()))?;
+    let connector = start.connector.clamp(1, 64);
+    // Same start again (its answer was lost)?
+    let sql = format!(
+        "select {COLUMNS} from charging_transaction
+         where tenant_id = $1 and charger_id = $2 and connector = $3 and id_tag = $4 and started_at = $5
+           and meter_start_wh = $6"
+    );
+    let again: Option<Transaction> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(charger.id)
+        .bind(connector)
+        .bind(&start.id_tag)
+        .bind(start.at)
+        .bind(start.meter_start_wh)
+        .fetch_optional(tx.conn())
+        .await?;
+    let again = match (again, &start.ocpp_id) {
+        (Some(t), _) => Some(t),
+        (None, Some(ocpp_id)) => by_ocpp_id(tx, charger.id, ocpp_id).await?,
+        (None, None) => None,
+    };
+    if let Some(t) = again {
+        let verdict = tags::judge(tx, &t.id_tag, Some(station_id), t.started_at).await?;
+        let status = if t.session_id.is_some() {
+            TagStatus::Accepted
+        } else {
+            verdict.status
+        };
+        return Ok((t, Verdict { status, ..verdict }));
+    }
+
+    let waiting = waiting_session(tx, charger, &start.id_tag, Some(connector)).await?;
+    let mut verdict = match &waiting {
+        Some(s) => Verdict {
+            status: TagStatus::Accepted,
+            expires_at: None,
+            parent: None,
+            patron_id: Some(s.patron_id),
+        },
+        None => tags::judge(tx, &start.id_tag, Some(station_id), start.at).await?,
+    };
+    if waiting.is_none() && verdict.status == TagStatus::Accepted {
+        let busy: bool = sqlx::query_scalar(
+            "select exists (select 1 from session where tenant_id = $1 and station_id = $2
+                              and coalesce(connector, 0) = $3 and status in ('active', 'paused'))",
+        )
+        .bind(tx.tenant())
+        .bind(station_id)
+        .bind(connector)
+        .fetch_one(tx.conn())
+        .await?;
+        if busy {
+            verdict.status = TagStatus::ConcurrentTx;
+        }
+    }
+    if verdict.status == TagStatus::Invalid && start.offline {
+        tags::keep_unknown(tx, &start.id_tag).await?;
+    }
+    let session = match (waiting, verdict.status, verdict.patron_id) {
+        (Some(s), _, _) => {
+            sessions::attach_meter(tx, s.id, connector, start.meter_start_wh).await?;
+            Some(s.id)
+        }
+        (None, TagStatus::Accepted, Some(patron)) => {
+            let station = crate::stations::get(tx, station_id).await?;
+            let s = sessions::start_from_device(
+                tx,
+                &station,
+                connector,
+                patron,
+                start.at,
+                start.meter_start_wh,
+            )
+            .await?;
+            Some(s.id)
+        }
+        _ => None,
+    };
+    let ocpp_id = match start.ocpp_id {
+        Some(id) => id,
+        None => sqlx::query_scalar::<_, i32>("select nextval('ocpp_transaction_id_seq')::int")
+            .fetch_one(tx.conn())
+            .await?
+            .to_string(),
+    };
+    let sql = format!(
+        "insert into charging_transaction (tenant_id, id, charger_id, station_id, connector, ocpp_id, id_tag,
+           auth_status, session_id, meter_start_wh, meter_last_wh, started_at, offline, reservation_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13) returning {COLUMNS}"
+    );
+    let transaction: Transaction = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(Uuid::now_v7())
+        .bind(charger.id)
+        .bind(station_id)
+        .bind(connector)
+        .bind(&ocpp_id)
+        .bind(&start.id_tag)
+        .bind(verdict.status.as_str())
+        .bind(session)
+        .bind(start.meter_start_wh.max(0))
+        .bind(start.at)
+        .bind(start.offline)
+        .bind(start.reservation_id)
+        .fetch_one(tx.conn())
+        .await?;
+    if let Some(reservation) = start.reservation_id {
+        sqlx::query(
+            "update charging_reservation set status = 'used' where tenant_id = $1 and id = $2
+               and charger_id = $3 and status in ('requested', 'accepted')",
+        )
+        .bind(tx.tenant())
+        .bind(reservation)
+        .bind(charger.id)
+        .execute(tx.conn())
+        .await?;
+    }
+    if transaction.session_id.is_none() {
+        audit::record_as(
+            tx,
+            None,
+            None,
+            Entry {
+                action: "charging.unbilled_transaction",
+                object_type: "charger",
+                object_id: Some(charger.id),
+                detail: json!({
+                    "transaction": transaction.ocpp_id, "id_tag": transaction.id_tag,
+                    "auth_status": transaction.auth_status, "offline": transaction.offline,
+                }),
+            },
+        )
+        .await?;
+    }
+    metrics::counter!("ocpp_transactions_started_total", "auth" => verdict.status.as_str())
+        .increment(1);
+    Ok((transaction, verdict))
+}
+
+/// A meter reading for a transaction: the energy register (Wh) and the power (W) at `at`. The session's energy and
+/// so its live cost follow. Returns the session's cost so far (for the charger's display), if it is billed.
+pub async fn meter(
+    tx: &mut TenantTx,
+    transaction: &Transaction,
+    register_wh: Option<i64>,
+    power_w: Option<i32>,
+) -> Result<Option<i64>> {
+    sqlx::query(
+        "update charging_transaction set meter_last_wh = greatest(meter_last_wh, coalesce($3, meter_last_wh)),
+           power_w = coalesce($4, power_w)
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(transaction.id)
+    .bind(register_wh.map(|r| r.max(0)))
+    .bind(power_w)
+    .execute(tx.conn())
+    .await?;
+    let Some(session) = transaction.session_id else {
+        return Ok(None);
+    };
+    let session = match register_wh {
+        Some(r) => sessions::meter(tx, session, r, power_w).await?,
+        None => sessions::get(tx, session).await?,
+    };
+    Ok(Some(session.chargeable_at(Utc::now())))
+}
+
+/// A transaction's stop as a charger reports it.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    pub meter_stop_wh: Option<i64>,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+}
+
+/// What a stop found.
+#[derive(Debug)]
+pub enum Stopped {
+    /// The transaction, stopped now or before (a repeated stop changes nothing); the session's final cost.
+    Known(Box<Transaction>, Option<i64>),
+    /// No such transaction (or `-1`): answered and recorded, nothing else.
+    Unknown,
+}
+
+/// Stops a transaction at the charger's time with its final meter; its session ends there and is settled.
+pub async fn stop(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    ocpp_id: &str,
+    stop: Stop,
+) -> Result<Stopped> {
+    let Some(transaction) = by_ocpp_id(tx, charger.id, ocpp_id).await? else {
+        audit::record_as(
+            tx,
+            None,
+            None,
+            Entry {
+                action: "charging.unknown_transaction_stop",
+                object_type: "charger",
+                object_id: Some(charger.id),
+                detail: json!({ "transaction": ocpp_id, "meter_stop_wh": stop.meter_stop_wh, "at": stop.at }),
+            },
+        )
+        .await?;
+        metrics::counter!("ocpp_unknown_transaction_stops_total").increment(1);
+        return Ok(Stopped::Unknown);
+    };
+    if transaction.stopped_at.is_some() {
+        let cost = match transaction.session_id {
+            Some(s) => Some(sessions::get(tx, s).await?.charged_amount),
+            None => None,
+        };
+        return Ok(Stopped::Known(Box::new(transaction), cost));
+    }
+    let at = stop.at.min(Utc::now()).max(transaction.started_at);
+    let sql = format!(
+        "update charging_transaction set stopped_at = $3, stop_reason = $4,
+           meter_last_wh = greatest(meter_last_wh, coalesce($5, meter_last_wh))
+         where tenant_id = $1 and id = $2 returning {COLUMNS}"
+    );
+    let transaction: Transaction = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(transaction.id)
+        .bind(at)
+        .bind(
+            stop.reason
+                .as_deref()
+                .map(|r| r.chars().take(50).collect::<String>()),
+        )
+        .bind(stop.meter_stop_wh.map(|m| m.max(0)))
+        .fetch_one(tx.conn())
+        .await?;
+    let cost = match transaction.session_id {
+        Some(session) => {
+            if let Some(m) = stop.meter_stop_wh {
+                sessions::meter(tx, session, m, Some(0)).await?;
+            }
+            let ended = sessions::stop_by(tx, By::System, session, at).await?;
+            Some(ended.charged_amount)
+        }
+        None => None,
+    };
+    metrics::counter!("ocpp_transactions_stopped_total").increment(1);
+    Ok(Stopped::Known(Box::new(transaction), cost))
+}
+
+/// 2.0.1: records a TransactionEvent's `seqNo` for a transaction; false when it was seen before (answer it, do not
+/// apply it again).
+pub async fn first_seen(
+    tx: &mut TenantTx,
+    transaction: Uuid,
+    seq_no: i32,
+    event: &str,
+) -> Result<bool> {
+    let inserted = sqlx::query(
+        "insert into charging_transaction_event (tenant_id, transaction_id, seq_no, event_type)
+         values ($1, $2, $3, $4) on conflict do nothing",
+    )
+    .bind(tx.tenant())
+    .bind(transaction)
+    .bind(seq_no)
+    .bind(event)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// A session's command for its station's charger (from `sessions`): switching on asks the charger to start with
+/// the session's tag, switching off asks it to stop the session's running transaction. Other commands (warnings,
+/// extensions) mean nothing to a charger.
+pub(crate) async fn session_command(
+    tx: &mut TenantTx,
+    station: Uuid,
+    session: Option<Uuid>,
+    command: &str,
+) -> Result<()> {
+    let Some(session) = session else {
+        return Ok(());
+    };
+    let Ok(charger) = super::of_station(tx, station).await else {
+        return Ok(());
+    };
+    let request = match command {
+        "switch_on" => {
+            let s = sessions::get(tx, session).await?;
+            if s.origin == "device" {
+                return Ok(());
+            }
+            let tag = session_tag(session);
+            let connector = s.connector.unwrap_or(1);
+            match charger.protocol() {
+                Protocol::V16 => Request {
+                    action: "RemoteStartTransaction",
+                    payload: json!({ "connectorId": connector, "idTag": tag }),
+                },
+                Protocol::V201 => Request {
+                    action: "RequestStartTransaction",
+                    payload: json!({
+                        "evseId": connector,
+                        "remoteStartId": remote_start_id(session),
+                        "idToken": { "idToken": tag, "type": "Central" },
+                    }),
+                },
+            }
+        }
+        "switch_off" => {
+            let running: Option<String> = sqlx::query_scalar(
+                "select ocpp_id from charging_transaction where tenant_id = $1 and session_id = $2
+                   and stopped_at is null",
+            )
+            .bind(tx.tenant())
+            .bind(session)
+            .fetch_optional(tx.conn())
+            .await?;
+            let Some(ocpp_id) = running else {
+                return Ok(());
+            };
+            match charger.protocol() {
+                Protocol::V16 => Request {
+                    action: "RemoteStopTransaction",
+                    payload: json!({ "transactionId": ocpp_id.parse::<i64>().unwrap_or(-1) }),
+                },
+                Protocol::V201 => Request {
+                    action: "RequestStopTransaction",
+                    payload: json!({ "transactionId": ocpp_id }),
+                },
+            }
+        }
+        _ => return Ok(()),
+    };
+    calls::enqueue(tx, &charger, request, Some(session), None).await?;
+    Ok(())
+}
+
+/// 2.0.1's `remoteStartId`: a positive integer from the session id.
+fn remote_start_id(session: Uuid) -> i64 {
+    let bytes = session.as_bytes();
+    i64::from(u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) >> 1)
+}
+
+/// The charger refused a remote start: the session that waited for it fails, and what it charged goes back.
+pub(crate) async fn remote_start_refused(tx: &mut TenantTx, session: Uuid) -> Result<()> {
+    let started: bool = sqlx::query_scalar(
+        "select exists (select 1 from charging_transaction where tenant_id = $1 and session_id = $2)",
+    )
+    .bind(tx.tenant())
+    .bind(session)
+    .fetch_one(tx.conn())
+    .await?;
+    if !started {
+        sessions::fail_unstarted(tx, session, "the charger refused to start").await?;
+    }
+    Ok(())
+}
+
+/// Reserves a connector (0: any) of a charger for a patron until `expires_at` (ReserveNow); the reservation's
+/// standing follows the charger's answer.
+pub async fn reserve(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    charger_id: Uuid,
+    connector: i32,
+    patron_id: Uuid,
+    expires_at: DateTime<Utc>,
+) -> Result<(i32, calls::Call)> {
+    actor.require_manager()?;
+    let charger = super::get(tx, charger_id).await?;
+    let station = charger
+        .station_id
+        .ok_or(Error::Conflict("this charger is not adopted yet".into()))?;
+    if let Some(venue) = charger.venue_id {
+        actor.check_venue(venue, "charger")?;
+    }
+    if !(0..=64).contains(&connector) {
+        return Err(Error::validation("connector", "must be between 0 and 64"));
+    }
+    if expires_at <= Utc::now() {
+        return Err(Error::validation("expiresAt", "must be in the future"));
+    }
+    crate::patrons::get(tx, patron_id).await?;
+    let tag: String = sqlx::query_scalar(
+        "select uid from rfid_tag where tenant_id = $1 and patron_id = $2 and not blocked order by uid limit 1",
+    )
+    .bind(tx.tenant())
+    .bind(patron_id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(|| Error::validation("patronId", "this patron has no usable RFID tag to reserve with"))?;
+    let id: i32 = sqlx::query_scalar(
+        "insert into charging_reservation (tenant_id, charger_id, station_id, connector, patron_id, id_tag,
+           expires_at) values ($1, $2, $3, $4, $5, $6, $7) returning id",
+    )
+    .bind(tx.tenant())
+    .bind(charger.id)
+    .bind(station)
+    .bind(connector)
+    .bind(patron_id)
+    .bind(&tag)
+    .bind(expires_at)
+    .fetch_one(tx.conn())
+    .await?;
+    let request = match charger.protocol() {
+        Protocol::V16 => Request {
+            action: "ReserveNow",
+            payload: json!({
+                "connectorId": connector, "expiryDate": expires_at, "idTag": tag, "reservationId": id,
+            }),
+        },
+        Protocol::V201 => {
+            let mut p = json!({
+                "id": id, "expiryDateTime": expires_at, "idToken": { "idToken": tag, "type": "ISO14443" },
+            });
+            if connector > 0 {
+                p["evseId"] = json!(connector);
+            }
+            Request {
+                action: "ReserveNow",
+                payload: p,
+            }
+        }
+    };
+    let call = calls::enqueue(tx, &charger, request, None, Some(actor.user_id)).await?;
+    audit::record_in(
+        tx,
+        actor,
+        charger.venue_id,
+        Entry {
+            action: "charger.reserve",
+            object_type: "charger",
+            object_id: Some(charger.id),
+            detail: json!({ "reservation": id, "patron_id": patron_id, "expires_at": expires_at }),
+        },
+    )
+    .await?;
+    Ok((id, call))
+}
+
+/// Cancels a reservation (CancelReservation).
+pub async fn cancel_reservation(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    reservation: i32,
+) -> Result<calls::Call> {
+    actor.require_manager()?;
+    let charger_id: Uuid = sqlx::query_scalar(
+        "select charger_id from charging_reservation where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(reservation)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(Error::NotFound("reservation"))?;
+    let charger = super::get(tx, charger_id).await?;
+    if let Some(venue) = charger.venue_id {
+        actor.check_venue(venue, "reservation")?;
+    }
+    let request = Request {
+        action: "CancelReservation",
+        payload: json!({ "reservationId": reservation }),
+    };
+    calls::enqueue(tx, &charger, request, None, Some(actor.user_id)).await
+}
+
+/// The reservation of a patron's tag at this charger (a reservation's idTag may start there).
+pub async fn reservation_of(
+    tx: &mut TenantTx,
+    reservation: i32,
+) -> Result<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "select id_tag, status from charging_reservation where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(reservation)
+    .fetch_optional(tx.conn())
+    .await?)
+}
