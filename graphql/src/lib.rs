@@ -5,6 +5,7 @@
 
 mod account;
 mod bridges;
+mod charging;
 mod limits;
 pub mod live;
 pub mod loaders;
@@ -44,6 +45,7 @@ pub struct QueryRoot(
     sessions::SessionQuery,
     rentals::RentalQuery,
     bridges::BridgeQuery,
+    charging::ChargingQuery,
     staff::StaffQuery,
     patron_actions::PatronActionQuery,
     self_service::SelfServiceQuery,
@@ -60,6 +62,7 @@ pub struct MutationRoot(
     sessions::SessionMutation,
     rentals::RentalMutation,
     bridges::BridgeMutation,
+    charging::ChargingMutation,
     staff::StaffMutation,
     patron_actions::PatronActionMutation,
     self_service::SelfServiceMutation,

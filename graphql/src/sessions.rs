@@ -106,6 +106,22 @@ impl Session {
             .map(|&(from, to)| Pause { from, to })
             .collect()
     }
+    /// Who started it: `staff`, `patron`, or `device` (a charger's own transaction).
+    async fn origin(&self) -> &str {
+        &self.0.origin
+    }
+    /// Energy metered so far (Wh), where the station's device reports a meter.
+    async fn energy_wh(&self) -> i64 {
+        self.0.energy_wh
+    }
+    /// The power last read (W), where the device reports it.
+    async fn power_w(&self) -> Option<i32> {
+        self.0.power_w
+    }
+    /// The charger connector it runs on.
+    async fn connector(&self) -> Option<i32> {
+        self.0.connector
+    }
     /// What has been charged to the ledger so far.
     async fn charged_amount(&self) -> i64 {
         self.0.charged_amount

@@ -6,6 +6,7 @@
 
 mod auth;
 mod billing;
+mod charging;
 mod binaries;
 mod debts;
 mod edge;

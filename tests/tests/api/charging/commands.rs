@@ -1,0 +1,313 @@
+//! Calls from the central system: operator commands answered by the charger, the local list kept in step with the
+//! tenant's tags, reservations, and chargers that join as pending and are adopted.
+
+use serde_json::{json, Value};
+use switchyard_tests::ocpp_peer::{ocpp_url, ChargePoint, OcppVersion};
+use switchyard_tests::spawn_app;
+use uuid::Uuid;
+
+use super::{boot, charger, site, until_charger, uuid};
+
+async fn command(app: &switchyard_tests::TestApp, token: &str, charger: Uuid, command: Value) -> Value {
+    app.gql_ok(
+        token,
+        "mutation($c: UUID!, $k: ChargerCommandInput!) {
+           chargerCommand(id: $c, command: $k, waitSeconds: 20) { id action status payload response error } }",
+        json!({"c": charger, "k": command}),
+    )
+    .await["chargerCommand"]
+        .clone()
+}
+
+#[tokio::test]
+async fn operator_commands_reach_the_charger_and_its_answers_are_kept() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.next_received("SendLocalList").await;
+
+    let got = command(&app, &s.t.access, s.charger, json!({"kind": "GET_CONFIGURATION"})).await;
+    assert_eq!((got["action"].as_str(), got["status"].as_str()), (Some("GetConfiguration"), Some("answered")), "{got}");
+    assert!(got["response"]["configurationKey"].is_array(), "{got}");
+    let c = charger(&app, &s.t, s.charger).await;
+    assert_eq!(c["configuration"], got["response"]);
+
+    let changed = command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "CHANGE_CONFIGURATION", "key": "HeartbeatInterval", "value": "120"}),
+    )
+    .await;
+    assert_eq!(changed["status"], "answered", "{changed}");
+    assert_eq!(
+        cp.next_received("GetConfiguration").await,
+        json!({}),
+        "GetConfiguration came first"
+    );
+    assert_eq!(
+        cp.next_received("ChangeConfiguration").await,
+        json!({"key": "HeartbeatInterval", "value": "120"})
+    );
+
+    for (input, action, payload) in [
+        (json!({"kind": "HARD_RESET"}), "Reset", json!({"type": "Hard"})),
+        (json!({"kind": "UNLOCK_CONNECTOR", "connector": 2}), "UnlockConnector", json!({"connectorId": 2})),
+        (
+            json!({"kind": "CHANGE_AVAILABILITY", "connector": 0, "operative": false}),
+            "ChangeAvailability",
+            json!({"connectorId": 0, "type": "Inoperative"}),
+        ),
+        (
+            json!({"kind": "TRIGGER_MESSAGE", "message": "StatusNotification", "connector": 1}),
+            "TriggerMessage",
+            json!({"requestedMessage": "StatusNotification", "connectorId": 1}),
+        ),
+        (json!({"kind": "GET_LOCAL_LIST_VERSION"}), "GetLocalListVersion", json!({})),
+        (
+            json!({"kind": "DATA_TRANSFER", "vendorId": "com.acme", "data": "hello"}),
+            "DataTransfer",
+            json!({"vendorId": "com.acme", "data": "hello"}),
+        ),
+    ] {
+        let call = command(&app, &s.t.access, s.charger, input.clone()).await;
+        assert_eq!(call["status"], "answered", "{input}: {call}");
+        assert_eq!(cp.next_received(action).await, payload, "{input}");
+    }
+
+    let limited = command(&app, &s.t.access, s.charger, json!({"kind": "SET_POWER_LIMIT", "watts": 7400})).await;
+    assert_eq!(limited["status"], "answered", "{limited}");
+    let profile = cp.next_received("SetChargingProfile").await;
+    assert_eq!(profile["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"], 7400);
+    assert_eq!(charger(&app, &s.t, s.charger).await["powerLimitW"], 7400);
+    command(&app, &s.t.access, s.charger, json!({"kind": "SET_POWER_LIMIT"})).await;
+    assert_eq!(cp.next_received("ClearChargingProfile").await, json!({"id": 1}));
+    assert_eq!(charger(&app, &s.t, s.charger).await["powerLimitW"], Value::Null);
+
+    // A charger that answers with a CALLERROR: kept as the call's error.
+    cp.reply_error("Reset", "NotSupported").await;
+    let refused = command(&app, &s.t.access, s.charger, json!({"kind": "SOFT_RESET"})).await;
+    assert_eq!(refused["status"], "error", "{refused}");
+    assert!(refused["error"].as_str().is_some_and(|e| e.starts_with("NotSupported")), "{refused}");
+
+    // Vendor data the central system does not know.
+    let transfer = cp
+        .call("DataTransfer", json!({"vendorId": "com.other", "messageId": "x"}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(transfer, json!({"status": "UnknownVendorId"}));
+
+    // Bad commands are refused before anything is sent.
+    let bad = app
+        .gql(
+            Some(&s.t.access),
+            "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: TRIGGER_MESSAGE, message: \"Selfdestruct\"}) { id } }",
+            json!({"c": s.charger}),
+        )
+        .await;
+    assert_eq!(switchyard_tests::gql_code(&bad), "VALIDATION_FAILED", "{bad}");
+}
+
+#[tokio::test]
+async fn a_charger_that_does_not_answer_times_out_and_the_next_call_goes_out() {
+    let app = switchyard_tests::spawn_app_with(&[("OCPP_CALL_TIMEOUT_SECS", "1")]).await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.next_received("SendLocalList").await;
+    cp.reply_silent("Reset").await;
+    let first = command(&app, &s.t.access, s.charger, json!({"kind": "SOFT_RESET"})).await;
+    assert_eq!(first["status"], "timeout", "{first}");
+    let second = command(&app, &s.t.access, s.charger, json!({"kind": "GET_LOCAL_LIST_VERSION"})).await;
+    assert_eq!(second["status"], "answered", "{second}");
+}
+
+#[tokio::test]
+async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let full = cp.next_received("SendLocalList").await;
+    assert_eq!(full["updateType"], "Full");
+    let v1 = full["listVersion"].as_i64().unwrap_or_else(|| panic!("{full}"));
+    until_charger(&app, &s.t, s.charger, "list v1", |c| c["localListVersion"].as_i64() == Some(v1)).await;
+
+    let other = app.create_patron(&s.t.access, "Second driver", None).await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($p: UUID!) { addRfidTag(patronId: $p, uid: \"NEWTAG01\") { id } }",
+        json!({"p": other}),
+    )
+    .await;
+    let diff = cp.next_received("SendLocalList").await;
+    assert_eq!(diff["updateType"], "Differential");
+    assert_eq!(
+        diff["localAuthorizationList"],
+        json!([{"idTag": "NEWTAG01", "idTagInfo": {"status": "Accepted"}}])
+    );
+    let v2 = diff["listVersion"].as_i64().unwrap_or_default();
+    assert!(v2 > v1);
+    until_charger(&app, &s.t, s.charger, "list v2", |c| c["localListVersion"].as_i64() == Some(v2)).await;
+
+    app.gql_ok(
+        &s.t.access,
+        "mutation { updateRfidTag(uid: \"NEWTAG01\", patch: {blocked: true}) { blocked } }",
+        json!({}),
+    )
+    .await;
+    let blocked = cp.next_received("SendLocalList").await;
+    assert_eq!(
+        blocked["localAuthorizationList"],
+        json!([{"idTag": "NEWTAG01", "idTagInfo": {"status": "Blocked"}}])
+    );
+
+    // Asked for, the whole list again.
+    command(&app, &s.t.access, s.charger, json!({"kind": "SYNC_LOCAL_LIST"})).await;
+    let again = cp.next_received("SendLocalList").await;
+    assert_eq!(again["updateType"], "Full");
+    assert_eq!(again["localAuthorizationList"].as_array().map(Vec::len), Some(2), "{again}");
+}
+
+#[tokio::test]
+async fn reservations_are_made_used_and_cancelled() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.next_received("SendLocalList").await;
+    let until = chrono::Utc::now() + chrono::Duration::minutes(30);
+    let data = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!, $p: UUID!, $e: DateTime!) {
+               reserveCharger(id: $c, connector: 1, patronId: $p, expiresAt: $e, waitSeconds: 20) { id call { status } } }",
+            json!({"c": s.charger, "p": s.patron, "e": until}),
+        )
+        .await;
+    let reservation = data["reserveCharger"]["id"].as_i64().unwrap_or_else(|| panic!("{data}"));
+    assert_eq!(data["reserveCharger"]["call"]["status"], "answered");
+    let asked = cp.next_received("ReserveNow").await;
+    assert_eq!((asked["reservationId"].as_i64(), asked["idTag"].as_str()), (Some(reservation), Some(s.tag.as_str())));
+    let status: String = sqlx::query_scalar("select status from charging_reservation where id = $1")
+        .bind(reservation as i32)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, "accepted");
+    cp.call(
+        "StartTransaction",
+        json!({"connectorId": 1, "idTag": s.tag, "meterStart": 0, "timestamp": chrono::Utc::now(),
+               "reservationId": reservation}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let status: String = sqlx::query_scalar("select status from charging_reservation where id = $1")
+        .bind(reservation as i32)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, "used");
+
+    let data = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!, $p: UUID!, $e: DateTime!) {
+               reserveCharger(id: $c, connector: 2, patronId: $p, expiresAt: $e, waitSeconds: 20) { id } }",
+            json!({"c": s.charger, "p": s.patron, "e": until}),
+        )
+        .await;
+    let second = data["reserveCharger"]["id"].as_i64().unwrap_or_default();
+    cp.next_received("ReserveNow").await;
+    let cancelled = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($r: Int!) { cancelChargerReservation(reservationId: $r, waitSeconds: 20) { status } }",
+            json!({"r": second}),
+        )
+        .await;
+    assert_eq!(cancelled["cancelChargerReservation"]["status"], "answered");
+    assert_eq!(cp.next_received("CancelReservation").await, json!({"reservationId": second}));
+    let status: String = sqlx::query_scalar("select status from charging_reservation where id = $1")
+        .bind(second as i32)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, "cancelled");
+}
+
+#[tokio::test]
+async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopted() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let id = format!("NEW-{}", &Uuid::new_v4().simple().to_string()[..10]);
+    let url = ocpp_url(app.addr, &id);
+    // Refused while the tenant takes no unknown chargers.
+    let refused = ChargePoint::connect(&url, &id, Some("anything-at-all"), OcppVersion::V16).await;
+    assert_eq!(refused.err().and_then(|e| e.status), Some(401));
+    let key = app
+        .gql_ok(
+            &s.t.access,
+            "mutation { setChargerOnboarding(acceptPending: true, newKey: true) }",
+            json!({}),
+        )
+        .await["setChargerOnboarding"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key"))
+        .to_owned();
+    let mut cp = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let boot = cp
+        .call("BootNotification", json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Pending");
+    let refused = cp.call("Authorize", json!({"idTag": s.tag})).await;
+    assert_eq!(refused.err().map(|e| e.code), Some("SecurityError".into()));
+
+    let pending = app.gql_ok(&s.t.access, "{ chargers { id chargePointId registration stationId } }", json!({})).await;
+    let listed = pending["chargers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["chargePointId"] == id.as_str()).cloned())
+        .unwrap_or_else(|| panic!("{pending}"));
+    assert_eq!((listed["registration"].clone(), listed["stationId"].clone()), (json!("pending"), Value::Null));
+
+    let station = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": s.venue, "name": "Bay 9", "kind": "EV_CHARGER", "control": "MANUAL"}}),
+        )
+        .await;
+    let station = uuid(&station["createStation"]["id"]);
+    let adopted = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!, $s: UUID!) { adoptCharger(id: $c, stationId: $s) { password charger { registration stationId } } }",
+            json!({"c": listed["id"], "s": station}),
+        )
+        .await;
+    assert_eq!(adopted["adoptCharger"]["charger"]["registration"], "accepted");
+    let password = adopted["adoptCharger"]["password"].as_str().unwrap_or_default().to_owned();
+    // The charger is sent its own password, and asked to boot again.
+    let change = cp.next_received("ChangeConfiguration").await;
+    assert_eq!(change, json!({"key": "AuthorizationKey", "value": password}));
+    let trigger = cp.next_received("TriggerMessage").await;
+    assert_eq!(trigger, json!({"requestedMessage": "BootNotification"}));
+    let boot = cp
+        .call("BootNotification", json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Accepted");
+    cp.close().await;
+    // From now on it connects with its own password; the onboarding key no longer opens it.
+    let old = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16).await;
+    assert_eq!(old.err().and_then(|e| e.status), Some(401));
+    let mut cp = ChargePoint::connect(&url, &id, Some(&password), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(cp.call("Heartbeat", json!({})).await.is_ok());
+    let station_row = app
+        .gql_ok(&s.t.access, "query($s: UUID!) { station(id: $s) { control controlSettings } }", json!({"s": station}))
+        .await;
+    assert_eq!(station_row["station"]["control"], "OCPP");
+    assert_eq!(station_row["station"]["controlSettings"]["charge_point_id"], id.as_str());
+}

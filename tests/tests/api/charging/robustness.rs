@@ -1,0 +1,247 @@
+//! What the field learned the hard way: refused handshakes, malformed and schema-invalid frames answered with the
+//! right CALLERROR, repeated CALL ids and repeated starts applied once, stops for unknown transactions answered,
+//! a newer connection replacing the old, a silent charger found dead, and tenants that never meet.
+
+use serde_json::{json, Value};
+use switchyard_tests::ocpp_peer::{ocpp_url, ChargePoint, OcppVersion};
+use switchyard_tests::{gql_code, spawn_app, spawn_app_with};
+
+use super::{boot, charger, charger_station, site, until_charger};
+
+#[tokio::test]
+async fn handshakes_without_a_known_identity_password_or_subprotocol_are_refused() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let url = ocpp_url(app.addr, &s.identity);
+    let wrong = ChargePoint::connect(&url, &s.identity, Some("not-the-password"), OcppVersion::V16).await;
+    assert_eq!(wrong.err().and_then(|e| e.status), Some(401));
+    let none = ChargePoint::connect(&url, &s.identity, None, OcppVersion::V16).await;
+    assert_eq!(none.err().and_then(|e| e.status), Some(401));
+    let unknown_url = ocpp_url(app.addr, "NO-SUCH-CP");
+    let unknown = ChargePoint::connect(&unknown_url, "NO-SUCH-CP", Some(&s.password), OcppVersion::V16).await;
+    assert_eq!(unknown.err().and_then(|e| e.status), Some(401));
+    let other = ChargePoint::connect_offering(
+        &url,
+        &s.identity,
+        Some(&s.password),
+        OcppVersion::V16,
+        &["ocpp2.1", "wamp"],
+    )
+    .await;
+    assert_eq!(other.err().and_then(|e| e.status), Some(400));
+    // Offered both: the newer one is chosen.
+    let both = ChargePoint::connect_offering(
+        &url,
+        &s.identity,
+        Some(&s.password),
+        OcppVersion::V201,
+        &["ocpp1.6", "ocpp2.0.1"],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(both.subprotocol.as_deref(), Some("ocpp2.0.1"));
+}
+
+fn error_code(frame: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(frame).unwrap_or_else(|e| panic!("{frame}: {e}"));
+    assert_eq!(v[0], 4, "not a CALLERROR: {frame}");
+    (
+        v[1].as_str().unwrap_or_default().to_owned(),
+        v[2].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    assert_eq!(
+        error_code(&cp.raw("this is not json").await),
+        ("-1".into(), "ProtocolError".into())
+    );
+    let cases = [
+        (r#"[2,"m1","StartTransaction",{"connectorId":1}]"#, "OccurenceConstraintViolation"),
+        (r#"[2,"m2","Authorize",{"idTag":5}]"#, "TypeConstraintViolation"),
+        (r#"[2,"m3","Authorize",{"idTag":"ABCDEFGHIJKLMNOPQRSTUVWXYZ"}]"#, "PropertyConstraintViolation"),
+        (
+            r#"[2,"m4","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Exploding"}]"#,
+            "PropertyConstraintViolation",
+        ),
+        (r#"[2,"m5","Explode",{}]"#, "NotImplemented"),
+        (r#"[2,"m6","Heartbeat",[1]]"#, "FormationViolation"),
+        (r#"[2,"m7","RemoteStartTransaction",{"idTag":"X"}]"#, "NotSupported"),
+    ];
+    for (frame, code) in cases {
+        let (id, got) = error_code(&cp.raw(frame).await);
+        assert_eq!(got, code, "{frame}");
+        let sent: Value = serde_json::from_str(frame).unwrap_or_default();
+        assert_eq!(id, sent[1].as_str().unwrap_or_default(), "{frame}");
+    }
+    // Still answered after all that.
+    let beat = cp.call("Heartbeat", json!({})).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(beat["currentTime"].is_string(), "{beat}");
+    // The 2.0.1 spelling of the same errors.
+    let s2 = site(&app).await;
+    let mut cp2 = boot(&app, &s2, OcppVersion::V201).await;
+    assert_eq!(error_code(&cp2.raw("{").await).1, "RpcFrameworkError");
+    assert_eq!(
+        error_code(&cp2.raw(r#"[2,"n1","Authorize",{}]"#).await).1,
+        "OccurrenceConstraintViolation"
+    );
+    assert_eq!(error_code(&cp2.raw(r#"[2,"n2","Heartbeat",7]"#).await).1, "FormatViolation");
+}
+
+#[tokio::test]
+async fn repeated_call_ids_and_repeated_starts_are_answered_the_same_and_applied_once() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let frame = format!(
+        r#"[2,"dup-1","StartTransaction",{{"connectorId":1,"idTag":"{}","meterStart":100,"timestamp":"{at}"}}]"#,
+        s.tag
+    );
+    let first = cp.raw(&frame).await;
+    let again = cp.raw(&frame).await;
+    assert_eq!(first, again);
+    let answer: Value = serde_json::from_str(&first).unwrap_or_default();
+    assert_eq!(answer[2]["idTagInfo"]["status"], "Accepted", "{first}");
+    // The same start under a new message id (the charger lost the answer and retried): the same transaction.
+    let retried = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 100, "timestamp": at}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(retried["transactionId"], answer[2]["transactionId"]);
+    let c = charger(&app, &s.t, s.charger).await;
+    assert_eq!(c["transactions"].as_array().map(Vec::len), Some(1), "{c}");
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let sessions: i64 = sqlx::query_scalar("select count(*) from session where station_id = $1")
+        .bind(s.station)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sessions, 1);
+
+    // Stops for transactions nobody knows are answered, and recorded.
+    for unknown in [424_242, -1] {
+        let stop = cp
+            .call(
+                "StopTransaction",
+                json!({"transactionId": unknown, "meterStop": 10, "timestamp": chrono::Utc::now()}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stop, json!({}));
+    }
+    let recorded: Vec<Value> = sqlx::query_scalar(
+        "select detail->'transaction' from audit_log where action = 'charging.unknown_transaction_stop'
+         and object_id = $1 order by created_at",
+    )
+    .bind(s.charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recorded, vec![json!("424242"), json!("-1")]);
+}
+
+#[tokio::test]
+async fn a_new_connection_replaces_the_old_and_a_silent_charger_is_found_dead() {
+    let app = spawn_app_with(&[("OCPP_PING_SECS", "1"), ("OCPP_DEAD_AFTER_SECS", "2")]).await;
+    let s = site(&app).await;
+    let mut old = boot(&app, &s, OcppVersion::V16).await;
+    let mut new = boot(&app, &s, OcppVersion::V16).await;
+    let (code, reason) = old.closed().await;
+    assert_eq!((code, reason.as_str()), (1000, "replaced by a newer connection"));
+    let beat = new.call("Heartbeat", json!({})).await;
+    assert!(beat.is_ok(), "{beat:?}");
+    let c = until_charger(&app, &s.t, s.charger, "online", |c| c["online"] == true).await;
+    assert_eq!(c["online"], true);
+    new.close().await;
+    until_charger(&app, &s.t, s.charger, "offline", |c| c["online"] == false).await;
+
+    // A charger that stops answering (power cut: no close, no pongs) is taken for dead within the setting.
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = ocpp_url(app.addr, &s.identity)
+        .into_client_request()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", s.identity, s.password));
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Basic {auth}").parse().unwrap_or_else(|e| panic!("{e}")),
+    );
+    headers.insert("sec-websocket-protocol", "ocpp1.6".parse().unwrap_or_else(|e| panic!("{e}")));
+    let (silent, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    until_charger(&app, &s.t, s.charger, "online through the silent socket", |c| c["online"] == true).await;
+    // Never read from: pings go unanswered.
+    until_charger(&app, &s.t, s.charger, "found dead", |c| c["online"] == false).await;
+    drop(silent);
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_chargers_calls_or_tags() {
+    let app = spawn_app().await;
+    let a = site(&app).await;
+    let b = site(&app).await;
+    let mut cp_a = boot(&app, &a, OcppVersion::V16).await;
+    let data = app
+        .gql_ok(
+            &a.t.access,
+            "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: HARD_RESET}) { id } }",
+            json!({"c": a.charger}),
+        )
+        .await;
+    let call = data["chargerCommand"]["id"].clone();
+    cp_a.next_received("Reset").await;
+
+    for (query, vars) in [
+        ("query($c: UUID!) { charger(id: $c) { id } }", json!({"c": a.charger})),
+        ("query($s: UUID!) { charger(stationId: $s) { id } }", json!({"s": a.station})),
+        ("query($c: UUID!) { chargerCall(id: $c) { id } }", json!({"c": call})),
+        (
+            "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: SOFT_RESET}) { id } }",
+            json!({"c": a.charger}),
+        ),
+        ("mutation($c: UUID!) { setChargerPassword(id: $c) { password } }", json!({"c": a.charger})),
+        (
+            "mutation($c: UUID!, $s: UUID!) { adoptCharger(id: $c, stationId: $s) { password } }",
+            json!({"c": a.charger, "s": b.station}),
+        ),
+        (
+            "mutation($u: String!) { updateRfidTag(uid: $u, patch: {blocked: true}) { uid } }",
+            json!({"u": a.tag}),
+        ),
+    ] {
+        let body = app.gql(Some(&b.t.access), query, vars).await;
+        assert_eq!(gql_code(&body), "NOT_FOUND", "{query}: {body}");
+    }
+    let listed = app.gql_ok(&b.t.access, "{ chargers { id } rfidTags { uid } }", json!({})).await;
+    assert_eq!(listed["chargers"], json!([{"id": b.charger.to_string()}]));
+    assert_eq!(listed["rfidTags"], json!([{"uid": b.tag}]));
+
+    // A's tag means nothing at B's charger.
+    let mut cp_b = boot(&app, &b, OcppVersion::V16).await;
+    let auth = cp_b.call("Authorize", json!({"idTag": a.tag})).await;
+    assert_eq!(auth.unwrap_or_else(|e| panic!("{e}"))["idTagInfo"]["status"], "Invalid");
+    // An identity is one charger's on the whole platform.
+    let taken = app
+        .gql(
+            Some(&b.t.access),
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": b.venue, "name": "Copycat", "kind": "EV_CHARGER", "control": "OCPP",
+                          "controlSettings": {"charge_point_id": a.identity}}}),
+        )
+        .await;
+    assert_eq!(gql_code(&taken), "CONFLICT", "{taken}");
+    // A's charger is untouched and still A's.
+    let c = charger(&app, &a.t, a.charger).await;
+    assert_eq!(c["online"], true);
+    let (_, _, _) = charger_station(&app, &b.t, b.venue, &format!("{}-2", b.identity)).await;
+}

@@ -1,0 +1,167 @@
+//! OCPP 2.0.1: TransactionEvent with sequence numbers (repeats answered, not applied), offline events, the running
+//! cost on the charger's display, NoCredit, and RequestStart/RequestStop from the cloud.
+
+use serde_json::json;
+use switchyard_tests::ocpp_peer::OcppVersion;
+use switchyard_tests::spawn_app;
+
+use super::{boot, charger, session, site, uuid, wallet};
+
+fn energy(wh: i64) -> serde_json::Value {
+    json!([{ "timestamp": chrono::Utc::now(), "sampledValue": [
+        { "value": wh, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "Wh" } },
+    ]}])
+}
+
+#[tokio::test]
+async fn a_v201_transaction_event_stream_is_billed_once_with_its_running_cost() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V201).await;
+    let list = cp.next_received("SendLocalList").await;
+    assert_eq!(list["updateType"], "Full");
+    assert_eq!(list["localAuthorizationList"][0]["idToken"]["idToken"], s.tag.as_str());
+
+    cp.call(
+        "StatusNotification",
+        json!({"timestamp": chrono::Utc::now(), "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let auth = cp
+        .call("Authorize", json!({"idToken": {"idToken": s.tag, "type": "ISO14443"}}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(auth["idTokenInfo"]["status"], "Accepted");
+
+    let tx_id = "TX-2001";
+    let event = |kind: &str, seq: i64, wh: i64| {
+        json!({
+            "eventType": kind, "timestamp": chrono::Utc::now(), "triggerReason": "MeterValuePeriodic",
+            "seqNo": seq, "transactionInfo": {"transactionId": tx_id},
+            "idToken": {"idToken": s.tag, "type": "ISO14443"}, "evse": {"id": 1, "connectorId": 1},
+            "meterValue": energy(wh),
+        })
+    };
+    let started = cp
+        .call("TransactionEvent", event("Started", 0, 40_000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted");
+    let c = charger(&app, &s.t, s.charger).await;
+    let session_id = uuid(&c["transactions"][0]["sessionId"]);
+
+    // 2 kWh so far: 0.60 EUR on the display.
+    let updated = cp
+        .call("TransactionEvent", event("Updated", 1, 42_000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(updated["totalCost"], 0.6, "{updated}");
+    // The same seqNo again (an answer lost): answered, not applied — the meter in it is ignored.
+    let repeated = cp
+        .call("TransactionEvent", event("Updated", 1, 90_000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(repeated.get("totalCost"), None, "{repeated}");
+    assert_eq!(session(&app, &s.t, session_id).await["energyWh"], 2000);
+
+    // A standalone MeterValues: the running cost is sent to the display.
+    cp.call("MeterValues", json!({"evseId": 1, "meterValue": energy(45_000)}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cost = cp.next_received("CostUpdated").await;
+    assert_eq!(cost, json!({"totalCost": 1.5, "transactionId": tx_id}));
+
+    let ended = cp
+        .call("TransactionEvent", {
+            let mut e = event("Ended", 2, 50_000);
+            e["transactionInfo"]["stoppedReason"] = json!("EVDisconnected");
+            e
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ended["totalCost"], 3.0, "{ended}");
+    let done = session(&app, &s.t, session_id).await;
+    assert_eq!((done["status"].clone(), done["energyWh"].clone()), (json!("ENDED"), json!(10_000)));
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (700, 0));
+    let t = &charger(&app, &s.t, s.charger).await["transactions"][0];
+    assert_eq!(t["stopReason"], "EVDisconnected");
+
+    // An event for a transaction run while offline, with its old timestamps: kept.
+    let old = chrono::Utc::now() - chrono::Duration::hours(2);
+    let offline = cp
+        .call(
+            "TransactionEvent",
+            json!({
+                "eventType": "Started", "timestamp": old, "triggerReason": "Authorized", "seqNo": 3,
+                "offline": true, "transactionInfo": {"transactionId": "TX-OFF"},
+                "idToken": {"idToken": "UNSEEN77", "type": "ISO14443"}, "evse": {"id": 2},
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(offline["idTokenInfo"]["status"], "Invalid");
+    let transactions = charger(&app, &s.t, s.charger).await["transactions"].clone();
+    assert!(
+        transactions
+            .as_array()
+            .is_some_and(|l| l.iter().any(|t| t["ocppId"] == "TX-OFF" && t["offline"] == true)),
+        "{transactions}"
+    );
+}
+
+#[tokio::test]
+async fn v201_chargers_hear_no_credit_and_are_started_and_stopped_by_request() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V201).await;
+    cp.next_received("SendLocalList").await;
+    let broke = app.create_patron(&s.t.access, "Broke", None).await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($p: UUID!) { addRfidTag(patronId: $p, uid: \"NOMONEY1\") { id } }",
+        json!({"p": broke}),
+    )
+    .await;
+    cp.next_received("SendLocalList").await;
+    let auth = cp
+        .call("Authorize", json!({"idToken": {"idToken": "NOMONEY1", "type": "ISO14443"}}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(auth["idTokenInfo"]["status"], "NoCredit");
+
+    let data = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
+            json!({"s": s.station, "p": s.patron}),
+        )
+        .await;
+    let session_id = uuid(&data["startSession"]["id"]);
+    let request = cp.next_received("RequestStartTransaction").await;
+    assert_eq!(request["evseId"], 1);
+    assert_eq!(request["idToken"]["type"], "Central");
+    let token = request["idToken"]["idToken"].as_str().unwrap_or_default().to_owned();
+    let started = cp
+        .call(
+            "TransactionEvent",
+            json!({
+                "eventType": "Started", "timestamp": chrono::Utc::now(), "triggerReason": "RemoteStart",
+                "seqNo": 0, "transactionInfo": {"transactionId": "R-1", "remoteStartId": request["remoteStartId"]},
+                "idToken": {"idToken": token, "type": "Central"}, "evse": {"id": 1, "connectorId": 1},
+                "meterValue": energy(1_000),
+            }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted");
+    let c = charger(&app, &s.t, s.charger).await;
+    assert_eq!(uuid(&c["transactions"][0]["sessionId"]), session_id);
+    app.gql_ok(
+        &s.t.access,
+        "mutation($s: UUID!) { stopSession(id: $s) { status } }",
+        json!({"s": session_id}),
+    )
+    .await;
+    assert_eq!(cp.next_received("RequestStopTransaction").await, json!({"transactionId": "R-1"}));
+}
