@@ -41,11 +41,32 @@ ensure_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+  # Debian's Python with its venv module, for the OCPP test peer's private environment (prepare_ocpp_peer).
+  [ -x /usr/bin/python3 ] || missing+=(python3)
+  /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+# The OCPP test peer (tests/ocpp: a charge point and a central system written with the Python `ocpp` package) runs
+# in a private virtual environment, $DATA/ocpp-venv, with the exact versions of tests/ocpp/requirements.txt. It is
+# made again only when that file (or Debian's Python) changed; SWITCHYARD_OCPP_PYTHON points the tests at it.
+prepare_ocpp_peer() {
+  local venv="$DATA/ocpp-venv" requirements="$ROOT/tests/ocpp/requirements.txt" want
+  want=$({ cat "$requirements"; /usr/bin/python3 --version; } | sha256sum | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/requirements.sha256" 2>/dev/null)" != "$want" ]; then
+    say "preparing the OCPP test peer's Python in $venv"
+    rm -rf "$venv"
+    mkdir -p "$DATA"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
+      || die "could not install tests/ocpp/requirements.txt into $venv"
+    printf '%s\n' "$want" > "$venv/requirements.sha256"
+  fi
+  export SWITCHYARD_OCPP_PYTHON="$venv/bin/python"
 }
 
 # Runs a Postgres server binary as the cluster's owner: postgres refuses to run as root.
@@ -158,6 +179,7 @@ jwt_secret() {
 
 up() {
   ensure_packages
+  prepare_ocpp_peer
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   start_postgres
@@ -223,6 +245,7 @@ start_demo_venue() {
 test_suite() {
   export PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off"
   ensure_packages
+  prepare_ocpp_peer
   trap cleanup EXIT
   start_postgres
   start_mosquitto
@@ -249,6 +272,7 @@ test_suite() {
 # For developers: the benchmark programs (release build), figures printed for the README.
 bench() {
   ensure_packages
+  prepare_ocpp_peer
   if [ "${1:-}" = bridge ]; then
     shift
     (cd "$ROOT" && cargo build --release -p edge-bridge --bins)

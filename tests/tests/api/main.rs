@@ -17,6 +17,7 @@ mod isolation;
 mod live;
 mod members;
 mod money;
+mod ocpp_peer;
 mod patron_actions;
 mod patron_app;
 mod payments;
