@@ -277,7 +277,11 @@ impl ChargingQuery {
 
     /// A call made to a charger (follow a command's progress).
     #[graphql(guard = "ManagerGuard")]
-    async fn charger_call(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<ChargerCall> {
+    async fn charger_call(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<ChargerCall> {
         let (actor, mut tx) = begin(ctx).await?;
         let call = calls::get(&mut tx, id).await.gql()?;
         let charger = charging::get(&mut tx, call.charger_id).await.gql()?;
@@ -414,12 +418,18 @@ pub struct ChargerReservation {
 
 /// Waits until a call is answered (or failed), up to `seconds`, looking again every 100 ms; returns it as it is
 /// then.
-async fn follow(ctx: &Context<'_>, call: calls::Call, seconds: i32) -> async_graphql::Result<ChargerCall> {
+async fn follow(
+    ctx: &Context<'_>,
+    call: calls::Call,
+    seconds: i32,
+) -> async_graphql::Result<ChargerCall> {
     let (actor, _) = (crate::actor(ctx)?, ());
     let db = ctx.data::<Db>()?;
-    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds.clamp(0, 30) as u64);
+    let until =
+        tokio::time::Instant::now() + std::time::Duration::from_secs(seconds.clamp(0, 30) as u64);
     let mut call = call;
-    while matches!(call.status.as_str(), "pending" | "sent") && tokio::time::Instant::now() < until {
+    while matches!(call.status.as_str(), "pending" | "sent") && tokio::time::Instant::now() < until
+    {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let mut tx = db.begin_tenant(actor.tenant).await.gql()?;
         call = calls::get(&mut tx, call.id).await.gql()?;
@@ -460,7 +470,9 @@ impl ChargingMutation {
         station_id: Uuid,
     ) -> async_graphql::Result<ChargerWithPassword> {
         let (actor, mut tx) = begin(ctx).await?;
-        let (charger, password) = charging::adopt(&mut tx, actor, id, station_id).await.gql()?;
+        let (charger, password) = charging::adopt(&mut tx, actor, id, station_id)
+            .await
+            .gql()?;
         tx.commit().await.gql()?;
         Ok(ChargerWithPassword {
             charger: charger.into(),

@@ -348,12 +348,12 @@ impl ChargePoint {
             url.to_owned(),
             "--version".to_owned(),
             version.as_str().to_owned(),
-            "--user".to_owned(),
-            id.to_owned(),
+            // `=`-joined: a value may begin with `-` (random passwords do).
+            format!("--user={id}"),
             format!("--subprotocols={}", subprotocols.join(",")),
         ];
         if let Some(password) = password {
-            args.extend(["--password".to_owned(), password.to_owned()]);
+            args.push(format!("--password={password}"));
         }
         let mut process = PeerProcess::spawn(
             format!("the OCPP charge point {id}"),

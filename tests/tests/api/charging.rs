@@ -225,7 +225,10 @@ async fn a_v16_charger_boots_reports_and_bills_a_transaction_by_energy_from_the_
     })
     .await;
     assert_eq!(c["online"], true);
-    assert_eq!((c["vendor"].as_str(), c["model"].as_str()), (Some("Acme"), Some("AC22")));
+    assert_eq!(
+        (c["vendor"].as_str(), c["model"].as_str()),
+        (Some("Acme"), Some("AC22"))
+    );
     assert_eq!(c["firmwareVersion"], "1.2.3");
     assert_eq!(c["protocol"], "ocpp1.6");
 
@@ -337,10 +340,18 @@ async fn tags_are_judged_blocked_expired_by_parent_and_by_the_patrons_money() {
     let app = switchyard_tests::spawn_app().await;
     let s = site(&app).await;
     let mut cp = boot(&app, &s, OcppVersion::V16).await;
-    let status_of = |v: Value| v["idTagInfo"]["status"].as_str().unwrap_or_default().to_owned();
+    let status_of = |v: Value| {
+        v["idTagInfo"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
 
     let unknown = cp.call("Authorize", json!({"idTag": "NOBODY01"})).await;
-    assert_eq!(status_of(unknown.unwrap_or_else(|e| panic!("{e}"))), "Invalid");
+    assert_eq!(
+        status_of(unknown.unwrap_or_else(|e| panic!("{e}"))),
+        "Invalid"
+    );
 
     // A second tag of the patron under the first as parent; the parent blocked blocks it.
     let child = format!("{}C", s.tag);
@@ -369,7 +380,11 @@ async fn tags_are_judged_blocked_expired_by_parent_and_by_the_patrons_money() {
     .await;
     for tag in [&s.tag, &child] {
         let answer = cp.call("Authorize", json!({"idTag": tag})).await;
-        assert_eq!(status_of(answer.unwrap_or_else(|e| panic!("{e}"))), "Blocked", "{tag}");
+        assert_eq!(
+            status_of(answer.unwrap_or_else(|e| panic!("{e}"))),
+            "Blocked",
+            "{tag}"
+        );
     }
     app.gql_ok(
         &s.t.access,
@@ -378,7 +393,10 @@ async fn tags_are_judged_blocked_expired_by_parent_and_by_the_patrons_money() {
     )
     .await;
     let expired = cp.call("Authorize", json!({"idTag": s.tag})).await;
-    assert_eq!(status_of(expired.unwrap_or_else(|e| panic!("{e}"))), "Expired");
+    assert_eq!(
+        status_of(expired.unwrap_or_else(|e| panic!("{e}"))),
+        "Expired"
+    );
 
     // A patron without money: refused (1.6 has no NoCredit: Blocked).
     let broke = app.create_patron(&s.t.access, "Broke", None).await;
@@ -389,7 +407,10 @@ async fn tags_are_judged_blocked_expired_by_parent_and_by_the_patrons_money() {
     )
     .await;
     let answer = cp.call("Authorize", json!({"idTag": "broke001"})).await;
-    assert_eq!(status_of(answer.unwrap_or_else(|e| panic!("{e}"))), "Blocked");
+    assert_eq!(
+        status_of(answer.unwrap_or_else(|e| panic!("{e}"))),
+        "Blocked"
+    );
     // And its start is kept but not billed.
     let start = cp
         .call(
@@ -418,7 +439,9 @@ async fn a_transaction_run_offline_with_an_unknown_tag_is_kept_and_the_tag_store
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(start["idTagInfo"]["status"], "Invalid");
-    let id = start["transactionId"].as_i64().unwrap_or_else(|| panic!("{start}"));
+    let id = start["transactionId"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{start}"));
     let stop = cp
         .call(
             "StopTransaction",
@@ -428,15 +451,22 @@ async fn a_transaction_run_offline_with_an_unknown_tag_is_kept_and_the_tag_store
     assert_eq!(stop.unwrap_or_else(|e| panic!("{e}")), json!({}));
     let c = charger(&app, &s.t, s.charger).await;
     let t = &c["transactions"][0];
-    assert_eq!((t["offline"].clone(), t["energyWh"].clone()), (json!(true), json!(4000)));
+    assert_eq!(
+        (t["offline"].clone(), t["energyWh"].clone()),
+        (json!(true), json!(4000))
+    );
     assert_eq!(t["sessionId"], Value::Null);
     let tags = app
-        .gql_ok(&s.t.access, "{ rfidTags { uid patronId blocked } }", json!({}))
+        .gql_ok(
+            &s.t.access,
+            "{ rfidTags { uid patronId blocked } }",
+            json!({}),
+        )
         .await;
     assert!(
-        tags["rfidTags"]
-            .as_array()
-            .is_some_and(|l| l.contains(&json!({"uid": "STRANGER", "patronId": null, "blocked": true}))),
+        tags["rfidTags"].as_array().is_some_and(
+            |l| l.contains(&json!({"uid": "STRANGER", "patronId": null, "blocked": true}))
+        ),
         "{tags}"
     );
     // Given to a patron, it works.
@@ -447,7 +477,10 @@ async fn a_transaction_run_offline_with_an_unknown_tag_is_kept_and_the_tag_store
     )
     .await;
     let auth = cp.call("Authorize", json!({"idTag": "STRANGER"})).await;
-    assert_eq!(auth.unwrap_or_else(|e| panic!("{e}"))["idTagInfo"]["status"], "Accepted");
+    assert_eq!(
+        auth.unwrap_or_else(|e| panic!("{e}"))["idTagInfo"]["status"],
+        "Accepted"
+    );
 }
 
 #[tokio::test]
@@ -466,11 +499,17 @@ async fn sessions_started_and_stopped_in_the_cloud_drive_the_charger_remotely() 
     let session_id = uuid(&data["startSession"]["id"]);
     let remote = cp.next_received("RemoteStartTransaction").await;
     assert_eq!(remote["connectorId"], 1);
-    let tag = remote["idTag"].as_str().unwrap_or_else(|| panic!("{remote}")).to_owned();
+    let tag = remote["idTag"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{remote}"))
+        .to_owned();
     assert_eq!(tag.len(), 20);
     // The charger authorizes the handed tag and starts: the transaction joins the cloud's session.
     let auth = cp.call("Authorize", json!({"idTag": tag})).await;
-    assert_eq!(auth.unwrap_or_else(|e| panic!("{e}"))["idTagInfo"]["status"], "Accepted");
+    assert_eq!(
+        auth.unwrap_or_else(|e| panic!("{e}"))["idTagInfo"]["status"],
+        "Accepted"
+    );
     let start = cp
         .call(
             "StartTransaction",
@@ -478,7 +517,9 @@ async fn sessions_started_and_stopped_in_the_cloud_drive_the_charger_remotely() 
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let transaction_id = start["transactionId"].as_i64().unwrap_or_else(|| panic!("{start}"));
+    let transaction_id = start["transactionId"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{start}"));
     let c = charger(&app, &s.t, s.charger).await;
     assert_eq!(uuid(&c["transactions"][0]["sessionId"]), session_id);
     cp.call(
@@ -498,7 +539,10 @@ async fn sessions_started_and_stopped_in_the_cloud_drive_the_charger_remotely() 
     let stop = cp.next_received("RemoteStopTransaction").await;
     assert_eq!(stop, json!({"transactionId": transaction_id}));
     let ended = session(&app, &s.t, session_id).await;
-    assert_eq!((ended["status"].clone(), ended["energyWh"].clone()), (json!("ENDED"), json!(2000)));
+    assert_eq!(
+        (ended["status"].clone(), ended["energyWh"].clone()),
+        (json!("ENDED"), json!(2000))
+    );
     assert_eq!(ended["chargedAmount"], 60);
     assert_eq!(wallet(&app, &s.t, s.patron).await, (940, 0));
     until_call(&app, &s.t, s.charger, "RemoteStopTransaction", |c| {
@@ -524,7 +568,10 @@ pub(crate) async fn until_call(
                 json!({"c": charger}),
             )
             .await;
-        let calls = data["charger"]["calls"].as_array().cloned().unwrap_or_default();
+        let calls = data["charger"]["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if let Some(call) = calls.iter().find(|c| c["action"] == action) {
             if check(call) {
                 return call.clone();
@@ -561,7 +608,10 @@ async fn a_refused_remote_start_fails_its_session_and_costs_nothing() {
             assert_eq!(s2["chargedAmount"], 0);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "session never failed: {s2}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "session never failed: {s2}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(wallet(&app, &s.t, s.patron).await, (1000, 0));

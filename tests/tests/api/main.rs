@@ -6,8 +6,8 @@
 
 mod auth;
 mod billing;
-mod charging;
 mod binaries;
+mod charging;
 mod debts;
 mod edge;
 mod errors;

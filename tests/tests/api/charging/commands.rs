@@ -8,7 +8,12 @@ use uuid::Uuid;
 
 use super::{boot, charger, site, until_charger, uuid};
 
-async fn command(app: &switchyard_tests::TestApp, token: &str, charger: Uuid, command: Value) -> Value {
+async fn command(
+    app: &switchyard_tests::TestApp,
+    token: &str,
+    charger: Uuid,
+    command: Value,
+) -> Value {
     app.gql_ok(
         token,
         "mutation($c: UUID!, $k: ChargerCommandInput!) {
@@ -26,8 +31,18 @@ async fn operator_commands_reach_the_charger_and_its_answers_are_kept() {
     let mut cp = boot(&app, &s, OcppVersion::V16).await;
     cp.next_received("SendLocalList").await;
 
-    let got = command(&app, &s.t.access, s.charger, json!({"kind": "GET_CONFIGURATION"})).await;
-    assert_eq!((got["action"].as_str(), got["status"].as_str()), (Some("GetConfiguration"), Some("answered")), "{got}");
+    let got = command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "GET_CONFIGURATION"}),
+    )
+    .await;
+    assert_eq!(
+        (got["action"].as_str(), got["status"].as_str()),
+        (Some("GetConfiguration"), Some("answered")),
+        "{got}"
+    );
     assert!(got["response"]["configurationKey"].is_array(), "{got}");
     let c = charger(&app, &s.t, s.charger).await;
     assert_eq!(c["configuration"], got["response"]);
@@ -51,8 +66,16 @@ async fn operator_commands_reach_the_charger_and_its_answers_are_kept() {
     );
 
     for (input, action, payload) in [
-        (json!({"kind": "HARD_RESET"}), "Reset", json!({"type": "Hard"})),
-        (json!({"kind": "UNLOCK_CONNECTOR", "connector": 2}), "UnlockConnector", json!({"connectorId": 2})),
+        (
+            json!({"kind": "HARD_RESET"}),
+            "Reset",
+            json!({"type": "Hard"}),
+        ),
+        (
+            json!({"kind": "UNLOCK_CONNECTOR", "connector": 2}),
+            "UnlockConnector",
+            json!({"connectorId": 2}),
+        ),
         (
             json!({"kind": "CHANGE_AVAILABILITY", "connector": 0, "operative": false}),
             "ChangeAvailability",
@@ -63,7 +86,11 @@ async fn operator_commands_reach_the_charger_and_its_answers_are_kept() {
             "TriggerMessage",
             json!({"requestedMessage": "StatusNotification", "connectorId": 1}),
         ),
-        (json!({"kind": "GET_LOCAL_LIST_VERSION"}), "GetLocalListVersion", json!({})),
+        (
+            json!({"kind": "GET_LOCAL_LIST_VERSION"}),
+            "GetLocalListVersion",
+            json!({}),
+        ),
         (
             json!({"kind": "DATA_TRANSFER", "vendorId": "com.acme", "data": "hello"}),
             "DataTransfer",
@@ -75,24 +102,53 @@ async fn operator_commands_reach_the_charger_and_its_answers_are_kept() {
         assert_eq!(cp.next_received(action).await, payload, "{input}");
     }
 
-    let limited = command(&app, &s.t.access, s.charger, json!({"kind": "SET_POWER_LIMIT", "watts": 7400})).await;
+    let limited = command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "SET_POWER_LIMIT", "watts": 7400}),
+    )
+    .await;
     assert_eq!(limited["status"], "answered", "{limited}");
     let profile = cp.next_received("SetChargingProfile").await;
-    assert_eq!(profile["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"], 7400);
+    assert_eq!(
+        profile["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"],
+        7400
+    );
     assert_eq!(charger(&app, &s.t, s.charger).await["powerLimitW"], 7400);
-    command(&app, &s.t.access, s.charger, json!({"kind": "SET_POWER_LIMIT"})).await;
-    assert_eq!(cp.next_received("ClearChargingProfile").await, json!({"id": 1}));
-    assert_eq!(charger(&app, &s.t, s.charger).await["powerLimitW"], Value::Null);
+    command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "SET_POWER_LIMIT"}),
+    )
+    .await;
+    assert_eq!(
+        cp.next_received("ClearChargingProfile").await,
+        json!({"id": 1})
+    );
+    assert_eq!(
+        charger(&app, &s.t, s.charger).await["powerLimitW"],
+        Value::Null
+    );
 
     // A charger that answers with a CALLERROR: kept as the call's error.
     cp.reply_error("Reset", "NotSupported").await;
     let refused = command(&app, &s.t.access, s.charger, json!({"kind": "SOFT_RESET"})).await;
     assert_eq!(refused["status"], "error", "{refused}");
-    assert!(refused["error"].as_str().is_some_and(|e| e.starts_with("NotSupported")), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("NotSupported")),
+        "{refused}"
+    );
 
     // Vendor data the central system does not know.
     let transfer = cp
-        .call("DataTransfer", json!({"vendorId": "com.other", "messageId": "x"}))
+        .call(
+            "DataTransfer",
+            json!({"vendorId": "com.other", "messageId": "x"}),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(transfer, json!({"status": "UnknownVendorId"}));
@@ -105,7 +161,11 @@ async fn operator_commands_reach_the_charger_and_its_answers_are_kept() {
             json!({"c": s.charger}),
         )
         .await;
-    assert_eq!(switchyard_tests::gql_code(&bad), "VALIDATION_FAILED", "{bad}");
+    assert_eq!(
+        switchyard_tests::gql_code(&bad),
+        "validation_failed",
+        "{bad}"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +177,13 @@ async fn a_charger_that_does_not_answer_times_out_and_the_next_call_goes_out() {
     cp.reply_silent("Reset").await;
     let first = command(&app, &s.t.access, s.charger, json!({"kind": "SOFT_RESET"})).await;
     assert_eq!(first["status"], "timeout", "{first}");
-    let second = command(&app, &s.t.access, s.charger, json!({"kind": "GET_LOCAL_LIST_VERSION"})).await;
+    let second = command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "GET_LOCAL_LIST_VERSION"}),
+    )
+    .await;
     assert_eq!(second["status"], "answered", "{second}");
 }
 
@@ -128,8 +194,13 @@ async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
     let mut cp = boot(&app, &s, OcppVersion::V16).await;
     let full = cp.next_received("SendLocalList").await;
     assert_eq!(full["updateType"], "Full");
-    let v1 = full["listVersion"].as_i64().unwrap_or_else(|| panic!("{full}"));
-    until_charger(&app, &s.t, s.charger, "list v1", |c| c["localListVersion"].as_i64() == Some(v1)).await;
+    let v1 = full["listVersion"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{full}"));
+    until_charger(&app, &s.t, s.charger, "list v1", |c| {
+        c["localListVersion"].as_i64() == Some(v1)
+    })
+    .await;
 
     let other = app.create_patron(&s.t.access, "Second driver", None).await;
     app.gql_ok(
@@ -146,7 +217,10 @@ async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
     );
     let v2 = diff["listVersion"].as_i64().unwrap_or_default();
     assert!(v2 > v1);
-    until_charger(&app, &s.t, s.charger, "list v2", |c| c["localListVersion"].as_i64() == Some(v2)).await;
+    until_charger(&app, &s.t, s.charger, "list v2", |c| {
+        c["localListVersion"].as_i64() == Some(v2)
+    })
+    .await;
 
     app.gql_ok(
         &s.t.access,
@@ -161,10 +235,20 @@ async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
     );
 
     // Asked for, the whole list again.
-    command(&app, &s.t.access, s.charger, json!({"kind": "SYNC_LOCAL_LIST"})).await;
+    command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "SYNC_LOCAL_LIST"}),
+    )
+    .await;
     let again = cp.next_received("SendLocalList").await;
     assert_eq!(again["updateType"], "Full");
-    assert_eq!(again["localAuthorizationList"].as_array().map(Vec::len), Some(2), "{again}");
+    assert_eq!(
+        again["localAuthorizationList"].as_array().map(Vec::len),
+        Some(2),
+        "{again}"
+    );
 }
 
 #[tokio::test]
@@ -182,15 +266,21 @@ async fn reservations_are_made_used_and_cancelled() {
             json!({"c": s.charger, "p": s.patron, "e": until}),
         )
         .await;
-    let reservation = data["reserveCharger"]["id"].as_i64().unwrap_or_else(|| panic!("{data}"));
+    let reservation = data["reserveCharger"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{data}"));
     assert_eq!(data["reserveCharger"]["call"]["status"], "answered");
     let asked = cp.next_received("ReserveNow").await;
-    assert_eq!((asked["reservationId"].as_i64(), asked["idTag"].as_str()), (Some(reservation), Some(s.tag.as_str())));
-    let status: String = sqlx::query_scalar("select status from charging_reservation where id = $1")
-        .bind(reservation as i32)
-        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (asked["reservationId"].as_i64(), asked["idTag"].as_str()),
+        (Some(reservation), Some(s.tag.as_str()))
+    );
+    let status: String =
+        sqlx::query_scalar("select status from charging_reservation where id = $1")
+            .bind(reservation as i32)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, "accepted");
     cp.call(
         "StartTransaction",
@@ -199,11 +289,12 @@ async fn reservations_are_made_used_and_cancelled() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let status: String = sqlx::query_scalar("select status from charging_reservation where id = $1")
-        .bind(reservation as i32)
-        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let status: String =
+        sqlx::query_scalar("select status from charging_reservation where id = $1")
+            .bind(reservation as i32)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, "used");
 
     let data = app
@@ -224,12 +315,16 @@ async fn reservations_are_made_used_and_cancelled() {
         )
         .await;
     assert_eq!(cancelled["cancelChargerReservation"]["status"], "answered");
-    assert_eq!(cp.next_received("CancelReservation").await, json!({"reservationId": second}));
-    let status: String = sqlx::query_scalar("select status from charging_reservation where id = $1")
-        .bind(second as i32)
-        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cp.next_received("CancelReservation").await,
+        json!({"reservationId": second})
+    );
+    let status: String =
+        sqlx::query_scalar("select status from charging_reservation where id = $1")
+            .bind(second as i32)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, "cancelled");
 }
 
@@ -256,19 +351,35 @@ async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopt
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
     let boot = cp
-        .call("BootNotification", json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}))
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(boot["status"], "Pending");
     let refused = cp.call("Authorize", json!({"idTag": s.tag})).await;
     assert_eq!(refused.err().map(|e| e.code), Some("SecurityError".into()));
 
-    let pending = app.gql_ok(&s.t.access, "{ chargers { id chargePointId registration stationId } }", json!({})).await;
+    let pending = app
+        .gql_ok(
+            &s.t.access,
+            "{ chargers { id chargePointId registration stationId } }",
+            json!({}),
+        )
+        .await;
     let listed = pending["chargers"]
         .as_array()
-        .and_then(|l| l.iter().find(|c| c["chargePointId"] == id.as_str()).cloned())
+        .and_then(|l| {
+            l.iter()
+                .find(|c| c["chargePointId"] == id.as_str())
+                .cloned()
+        })
         .unwrap_or_else(|| panic!("{pending}"));
-    assert_eq!((listed["registration"].clone(), listed["stationId"].clone()), (json!("pending"), Value::Null));
+    assert_eq!(
+        (listed["registration"].clone(), listed["stationId"].clone()),
+        (json!("pending"), Value::Null)
+    );
 
     let station = app
         .gql_ok(
@@ -285,15 +396,27 @@ async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopt
             json!({"c": listed["id"], "s": station}),
         )
         .await;
-    assert_eq!(adopted["adoptCharger"]["charger"]["registration"], "accepted");
-    let password = adopted["adoptCharger"]["password"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        adopted["adoptCharger"]["charger"]["registration"],
+        "accepted"
+    );
+    let password = adopted["adoptCharger"]["password"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     // The charger is sent its own password, and asked to boot again.
     let change = cp.next_received("ChangeConfiguration").await;
-    assert_eq!(change, json!({"key": "AuthorizationKey", "value": password}));
+    assert_eq!(
+        change,
+        json!({"key": "AuthorizationKey", "value": password})
+    );
     let trigger = cp.next_received("TriggerMessage").await;
     assert_eq!(trigger, json!({"requestedMessage": "BootNotification"}));
     let boot = cp
-        .call("BootNotification", json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}))
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(boot["status"], "Accepted");
@@ -306,8 +429,15 @@ async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopt
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(cp.call("Heartbeat", json!({})).await.is_ok());
     let station_row = app
-        .gql_ok(&s.t.access, "query($s: UUID!) { station(id: $s) { control controlSettings } }", json!({"s": station}))
+        .gql_ok(
+            &s.t.access,
+            "query($s: UUID!) { station(id: $s) { control controlSettings } }",
+            json!({"s": station}),
+        )
         .await;
     assert_eq!(station_row["station"]["control"], "OCPP");
-    assert_eq!(station_row["station"]["controlSettings"]["charge_point_id"], id.as_str());
+    assert_eq!(
+        station_row["station"]["controlSettings"]["charge_point_id"],
+        id.as_str()
+    );
 }

@@ -13,12 +13,24 @@ async fn handshakes_without_a_known_identity_password_or_subprotocol_are_refused
     let app = spawn_app().await;
     let s = site(&app).await;
     let url = ocpp_url(app.addr, &s.identity);
-    let wrong = ChargePoint::connect(&url, &s.identity, Some("not-the-password"), OcppVersion::V16).await;
+    let wrong = ChargePoint::connect(
+        &url,
+        &s.identity,
+        Some("not-the-password"),
+        OcppVersion::V16,
+    )
+    .await;
     assert_eq!(wrong.err().and_then(|e| e.status), Some(401));
     let none = ChargePoint::connect(&url, &s.identity, None, OcppVersion::V16).await;
     assert_eq!(none.err().and_then(|e| e.status), Some(401));
     let unknown_url = ocpp_url(app.addr, "NO-SUCH-CP");
-    let unknown = ChargePoint::connect(&unknown_url, "NO-SUCH-CP", Some(&s.password), OcppVersion::V16).await;
+    let unknown = ChargePoint::connect(
+        &unknown_url,
+        "NO-SUCH-CP",
+        Some(&s.password),
+        OcppVersion::V16,
+    )
+    .await;
     assert_eq!(unknown.err().and_then(|e| e.status), Some(401));
     let other = ChargePoint::connect_offering(
         &url,
@@ -61,16 +73,28 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         ("-1".into(), "ProtocolError".into())
     );
     let cases = [
-        (r#"[2,"m1","StartTransaction",{"connectorId":1}]"#, "OccurenceConstraintViolation"),
-        (r#"[2,"m2","Authorize",{"idTag":5}]"#, "TypeConstraintViolation"),
-        (r#"[2,"m3","Authorize",{"idTag":"ABCDEFGHIJKLMNOPQRSTUVWXYZ"}]"#, "PropertyConstraintViolation"),
+        (
+            r#"[2,"m1","StartTransaction",{"connectorId":1}]"#,
+            "OccurenceConstraintViolation",
+        ),
+        (
+            r#"[2,"m2","Authorize",{"idTag":5}]"#,
+            "TypeConstraintViolation",
+        ),
+        (
+            r#"[2,"m3","Authorize",{"idTag":"ABCDEFGHIJKLMNOPQRSTUVWXYZ"}]"#,
+            "PropertyConstraintViolation",
+        ),
         (
             r#"[2,"m4","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Exploding"}]"#,
             "PropertyConstraintViolation",
         ),
         (r#"[2,"m5","Explode",{}]"#, "NotImplemented"),
         (r#"[2,"m6","Heartbeat",[1]]"#, "FormationViolation"),
-        (r#"[2,"m7","RemoteStartTransaction",{"idTag":"X"}]"#, "NotSupported"),
+        (
+            r#"[2,"m7","RemoteStartTransaction",{"idTag":"X"}]"#,
+            "NotSupported",
+        ),
     ];
     for (frame, code) in cases {
         let (id, got) = error_code(&cp.raw(frame).await);
@@ -79,7 +103,10 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         assert_eq!(id, sent[1].as_str().unwrap_or_default(), "{frame}");
     }
     // Still answered after all that.
-    let beat = cp.call("Heartbeat", json!({})).await.unwrap_or_else(|e| panic!("{e}"));
+    let beat = cp
+        .call("Heartbeat", json!({}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(beat["currentTime"].is_string(), "{beat}");
     // The 2.0.1 spelling of the same errors.
     let s2 = site(&app).await;
@@ -89,7 +116,10 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         error_code(&cp2.raw(r#"[2,"n1","Authorize",{}]"#).await).1,
         "OccurrenceConstraintViolation"
     );
-    assert_eq!(error_code(&cp2.raw(r#"[2,"n2","Heartbeat",7]"#).await).1, "FormatViolation");
+    assert_eq!(
+        error_code(&cp2.raw(r#"[2,"n2","Heartbeat",7]"#).await).1,
+        "FormatViolation"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +185,10 @@ async fn a_new_connection_replaces_the_old_and_a_silent_charger_is_found_dead() 
     let mut old = boot(&app, &s, OcppVersion::V16).await;
     let mut new = boot(&app, &s, OcppVersion::V16).await;
     let (code, reason) = old.closed().await;
-    assert_eq!((code, reason.as_str()), (1000, "replaced by a newer connection"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (1000, "replaced by a newer connection")
+    );
     let beat = new.call("Heartbeat", json!({})).await;
     assert!(beat.is_ok(), "{beat:?}");
     let c = until_charger(&app, &s.t, s.charger, "online", |c| c["online"] == true).await;
@@ -169,19 +202,35 @@ async fn a_new_connection_replaces_the_old_and_a_silent_charger_is_found_dead() 
     let mut request = ocpp_url(app.addr, &s.identity)
         .into_client_request()
         .unwrap_or_else(|e| panic!("{e}"));
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", s.identity, s.password));
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", s.identity, s.password));
     let headers = request.headers_mut();
     headers.insert(
         "authorization",
-        format!("Basic {auth}").parse().unwrap_or_else(|e| panic!("{e}")),
+        format!("Basic {auth}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
     );
-    headers.insert("sec-websocket-protocol", "ocpp1.6".parse().unwrap_or_else(|e| panic!("{e}")));
+    headers.insert(
+        "sec-websocket-protocol",
+        "ocpp1.6".parse().unwrap_or_else(|e| panic!("{e}")),
+    );
     let (silent, _) = tokio_tungstenite::connect_async(request)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    until_charger(&app, &s.t, s.charger, "online through the silent socket", |c| c["online"] == true).await;
+    until_charger(
+        &app,
+        &s.t,
+        s.charger,
+        "online through the silent socket",
+        |c| c["online"] == true,
+    )
+    .await;
     // Never read from: pings go unanswered.
-    until_charger(&app, &s.t, s.charger, "found dead", |c| c["online"] == false).await;
+    until_charger(&app, &s.t, s.charger, "found dead", |c| {
+        c["online"] == false
+    })
+    .await;
     drop(silent);
 }
 
@@ -202,14 +251,26 @@ async fn tenants_never_see_each_others_chargers_calls_or_tags() {
     cp_a.next_received("Reset").await;
 
     for (query, vars) in [
-        ("query($c: UUID!) { charger(id: $c) { id } }", json!({"c": a.charger})),
-        ("query($s: UUID!) { charger(stationId: $s) { id } }", json!({"s": a.station})),
-        ("query($c: UUID!) { chargerCall(id: $c) { id } }", json!({"c": call})),
+        (
+            "query($c: UUID!) { charger(id: $c) { id } }",
+            json!({"c": a.charger}),
+        ),
+        (
+            "query($s: UUID!) { charger(stationId: $s) { id } }",
+            json!({"s": a.station}),
+        ),
+        (
+            "query($c: UUID!) { chargerCall(id: $c) { id } }",
+            json!({"c": call}),
+        ),
         (
             "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: SOFT_RESET}) { id } }",
             json!({"c": a.charger}),
         ),
-        ("mutation($c: UUID!) { setChargerPassword(id: $c) { password } }", json!({"c": a.charger})),
+        (
+            "mutation($c: UUID!) { setChargerPassword(id: $c) { password } }",
+            json!({"c": a.charger}),
+        ),
         (
             "mutation($c: UUID!, $s: UUID!) { adoptCharger(id: $c, stationId: $s) { password } }",
             json!({"c": a.charger, "s": b.station}),
@@ -220,16 +281,25 @@ async fn tenants_never_see_each_others_chargers_calls_or_tags() {
         ),
     ] {
         let body = app.gql(Some(&b.t.access), query, vars).await;
-        assert_eq!(gql_code(&body), "NOT_FOUND", "{query}: {body}");
+        assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
     }
-    let listed = app.gql_ok(&b.t.access, "{ chargers { id } rfidTags { uid } }", json!({})).await;
+    let listed = app
+        .gql_ok(
+            &b.t.access,
+            "{ chargers { id } rfidTags { uid } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(listed["chargers"], json!([{"id": b.charger.to_string()}]));
     assert_eq!(listed["rfidTags"], json!([{"uid": b.tag}]));
 
     // A's tag means nothing at B's charger.
     let mut cp_b = boot(&app, &b, OcppVersion::V16).await;
     let auth = cp_b.call("Authorize", json!({"idTag": a.tag})).await;
-    assert_eq!(auth.unwrap_or_else(|e| panic!("{e}"))["idTagInfo"]["status"], "Invalid");
+    assert_eq!(
+        auth.unwrap_or_else(|e| panic!("{e}"))["idTagInfo"]["status"],
+        "Invalid"
+    );
     // An identity is one charger's on the whole platform.
     let taken = app
         .gql(
@@ -239,7 +309,7 @@ async fn tenants_never_see_each_others_chargers_calls_or_tags() {
                           "controlSettings": {"charge_point_id": a.identity}}}),
         )
         .await;
-    assert_eq!(gql_code(&taken), "CONFLICT", "{taken}");
+    assert_eq!(gql_code(&taken), "conflict", "{taken}");
     // A's charger is untouched and still A's.
     let c = charger(&app, &a.t, a.charger).await;
     assert_eq!(c["online"], true);

@@ -20,7 +20,10 @@ async fn a_v201_transaction_event_stream_is_billed_once_with_its_running_cost() 
     let mut cp = boot(&app, &s, OcppVersion::V201).await;
     let list = cp.next_received("SendLocalList").await;
     assert_eq!(list["updateType"], "Full");
-    assert_eq!(list["localAuthorizationList"][0]["idToken"]["idToken"], s.tag.as_str());
+    assert_eq!(
+        list["localAuthorizationList"][0]["idToken"]["idToken"],
+        s.tag.as_str()
+    );
 
     cp.call(
         "StatusNotification",
@@ -29,7 +32,10 @@ async fn a_v201_transaction_event_stream_is_billed_once_with_its_running_cost() 
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let auth = cp
-        .call("Authorize", json!({"idToken": {"idToken": s.tag, "type": "ISO14443"}}))
+        .call(
+            "Authorize",
+            json!({"idToken": {"idToken": s.tag, "type": "ISO14443"}}),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(auth["idTokenInfo"]["status"], "Accepted");
@@ -66,9 +72,12 @@ async fn a_v201_transaction_event_stream_is_billed_once_with_its_running_cost() 
     assert_eq!(session(&app, &s.t, session_id).await["energyWh"], 2000);
 
     // A standalone MeterValues: the running cost is sent to the display.
-    cp.call("MeterValues", json!({"evseId": 1, "meterValue": energy(45_000)}))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    cp.call(
+        "MeterValues",
+        json!({"evseId": 1, "meterValue": energy(45_000)}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let cost = cp.next_received("CostUpdated").await;
     assert_eq!(cost, json!({"totalCost": 1.5, "transactionId": tx_id}));
 
@@ -82,7 +91,10 @@ async fn a_v201_transaction_event_stream_is_billed_once_with_its_running_cost() 
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ended["totalCost"], 3.0, "{ended}");
     let done = session(&app, &s.t, session_id).await;
-    assert_eq!((done["status"].clone(), done["energyWh"].clone()), (json!("ENDED"), json!(10_000)));
+    assert_eq!(
+        (done["status"].clone(), done["energyWh"].clone()),
+        (json!("ENDED"), json!(10_000))
+    );
     assert_eq!(wallet(&app, &s.t, s.patron).await, (700, 0));
     let t = &charger(&app, &s.t, s.charger).await["transactions"][0];
     assert_eq!(t["stopReason"], "EVDisconnected");
@@ -103,9 +115,9 @@ async fn a_v201_transaction_event_stream_is_billed_once_with_its_running_cost() 
     assert_eq!(offline["idTokenInfo"]["status"], "Invalid");
     let transactions = charger(&app, &s.t, s.charger).await["transactions"].clone();
     assert!(
-        transactions
-            .as_array()
-            .is_some_and(|l| l.iter().any(|t| t["ocppId"] == "TX-OFF" && t["offline"] == true)),
+        transactions.as_array().is_some_and(|l| l
+            .iter()
+            .any(|t| t["ocppId"] == "TX-OFF" && t["offline"] == true)),
         "{transactions}"
     );
 }
@@ -125,7 +137,10 @@ async fn v201_chargers_hear_no_credit_and_are_started_and_stopped_by_request() {
     .await;
     cp.next_received("SendLocalList").await;
     let auth = cp
-        .call("Authorize", json!({"idToken": {"idToken": "NOMONEY1", "type": "ISO14443"}}))
+        .call(
+            "Authorize",
+            json!({"idToken": {"idToken": "NOMONEY1", "type": "ISO14443"}}),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(auth["idTokenInfo"]["status"], "NoCredit");
@@ -141,7 +156,10 @@ async fn v201_chargers_hear_no_credit_and_are_started_and_stopped_by_request() {
     let request = cp.next_received("RequestStartTransaction").await;
     assert_eq!(request["evseId"], 1);
     assert_eq!(request["idToken"]["type"], "Central");
-    let token = request["idToken"]["idToken"].as_str().unwrap_or_default().to_owned();
+    let token = request["idToken"]["idToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let started = cp
         .call(
             "TransactionEvent",
@@ -163,5 +181,8 @@ async fn v201_chargers_hear_no_credit_and_are_started_and_stopped_by_request() {
         json!({"s": session_id}),
     )
     .await;
-    assert_eq!(cp.next_received("RequestStopTransaction").await, json!({"transactionId": "R-1"}));
+    assert_eq!(
+        cp.next_received("RequestStopTransaction").await,
+        json!({"transactionId": "R-1"})
+    );
 }
