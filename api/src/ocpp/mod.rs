@@ -506,48 +506,52 @@ impl Conn<'_> {
     async fn handle(&mut self, action: &str, payload: Value) -> Result<Value, RpcError> {
         let result: Result<Value, Fail> = async {
             let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
-            let charger = charging::get(&mut tx, self.link.charger_id).await?;
-            if charger.registration != Registration::Accepted
-                && !matches!(action, "BootNotification" | "Heartbeat")
-            {
-                return Err(Fail::Rpc(RpcError::new(
-                    ErrorKind::SecurityError,
-                    "this charger is not accepted yet: only BootNotification and Heartbeat are answered",
-                )));
-            }
-            charging::seen(&mut tx, charger.id).await?;
-            let mut cx = Cx {
-                tx: &mut tx,
-                charger: &charger,
-                settings: &self.link.settings,
-            };
-            let answer = match self.link.protocol {
-                Protocol::V16 => v16::handle(&mut cx, action, payload).await?,
-                Protocol::V201 => v201::handle(&mut cx, action, payload).await?,
-            };
+            let answer = apply(
+                &mut tx,
+                self.link.charger_id,
+                self.link.protocol,
+                &self.link.settings,
+                action,
+                payload,
+            )
+            .await?;
             tx.commit().await?;
             Ok(answer)
         }
         .await;
-        result.map_err(|fail| match fail {
-            Fail::Rpc(e) => e,
-            Fail::Core(e) => match e {
-                switchyard_core::Error::Validation { .. }
-                | switchyard_core::Error::NotFound(_)
-                | switchyard_core::Error::Conflict(_) => {
-                    RpcError::new(ErrorKind::GenericError, e.to_string())
-                }
-                other => {
-                    if let Some(cause) = other.hidden_cause() {
-                        tracing::error!(error = ?cause, action, "OCPP message failed");
-                    }
-                    RpcError::new(
-                        ErrorKind::InternalError,
-                        "the central system could not handle this message now; send it again",
-                    )
-                }
-            },
-        })
+        result.map_err(Fail::into_rpc)
+    }
+}
+
+/// Applies one CALL of a charger in `tx` and returns its CALLRESULT payload (the caller commits). Used for live
+/// frames and for messages a bridge kept in its journal while its tunnel was down (applied in the transaction that
+/// records the journal event, so exactly once).
+pub async fn apply(
+    tx: &mut TenantTx,
+    charger_id: Uuid,
+    protocol: Protocol,
+    settings: &OcppSettings,
+    action: &str,
+    payload: Value,
+) -> Result<Value, Fail> {
+    let charger = charging::get(tx, charger_id).await?;
+    if charger.registration != Registration::Accepted
+        && !matches!(action, "BootNotification" | "Heartbeat")
+    {
+        return Err(Fail::Rpc(RpcError::new(
+            ErrorKind::SecurityError,
+            "this charger is not accepted yet: only BootNotification and Heartbeat are answered",
+        )));
+    }
+    charging::seen(tx, charger.id).await?;
+    let mut cx = Cx {
+        tx,
+        charger: &charger,
+        settings,
+    };
+    match protocol {
+        Protocol::V16 => v16::handle(&mut cx, action, payload).await,
+        Protocol::V201 => v201::handle(&mut cx, action, payload).await,
     }
 }
 
@@ -585,9 +589,35 @@ fn known_action(action: &str) -> &'static str {
 }
 
 /// Why a handler did not produce an answer.
-pub(crate) enum Fail {
+#[derive(Debug)]
+pub enum Fail {
     Rpc(RpcError),
     Core(switchyard_core::Error),
+}
+
+impl Fail {
+    /// The CALLERROR to answer with (internal causes are logged, never sent).
+    pub fn into_rpc(self) -> RpcError {
+        match self {
+            Fail::Rpc(e) => e,
+            Fail::Core(e) => match e {
+                switchyard_core::Error::Validation { .. }
+                | switchyard_core::Error::NotFound(_)
+                | switchyard_core::Error::Conflict(_) => {
+                    RpcError::new(ErrorKind::GenericError, e.to_string())
+                }
+                other => {
+                    if let Some(cause) = other.hidden_cause() {
+                        tracing::error!(error = ?cause, "OCPP message failed");
+                    }
+                    RpcError::new(
+                        ErrorKind::InternalError,
+                        "the central system could not handle this message now; send it again",
+                    )
+                }
+            },
+        }
+    }
 }
 
 impl From<RpcError> for Fail {
