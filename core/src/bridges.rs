@@ -528,6 +528,18 @@ pub async fn record_event(
             .subject(bridge.id),
         );
     }
+    if let (true, Some(station), "device_state", Some(register)) = (
+        inserted,
+        station_id,
+        kind,
+        body.get("energy_wh").and_then(serde_json::Value::as_i64),
+    ) {
+        let power = body
+            .get("power_w")
+            .and_then(serde_json::Value::as_f64)
+            .map(|w| w.round().clamp(0.0, f64::from(i32::MAX)) as i32);
+        meter_plug(tx, station, register, power, occurred_at).await?;
+    }
     if let (true, Some(station), "switched", Some(false)) = (
         inserted,
         station_id,
@@ -577,6 +589,52 @@ pub async fn record_event(
     } else {
         Recorded::Duplicate
     })
+}
+
+/// A plug's energy counter (Wh) read at `at` meters the session running on its station: the session's baseline is
+/// the last reading from before it started (the plug was off then, so nothing is lost between the start and the
+/// first reading), and its energy is the counter's rise since — billed where the tariff has energy terms. A
+/// reading from before the session, or with no session running, changes nothing.
+async fn meter_plug(
+    tx: &mut TenantTx,
+    station: Uuid,
+    register: i64,
+    power: Option<i32>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let running: Option<(Uuid, DateTime<Utc>, Option<i64>)> = sqlx::query_as(
+        "select id, started_at, meter_start_wh from session
+         where tenant_id = $1 and station_id = $2 and status in ('active', 'paused') and asset_id is null",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some((session, started_at, baseline)) = running else {
+        return Ok(());
+    };
+    if at < started_at {
+        return Ok(());
+    }
+    if baseline.is_none() {
+        let before: Option<i64> = sqlx::query_scalar(
+            "select (body->>'energy_wh')::bigint from bridge_event
+             where tenant_id = $1 and station_id = $2 and kind = 'device_state' and occurred_at <= $3
+               and body ? 'energy_wh'
+             order by occurred_at desc limit 1",
+        )
+        .bind(tx.tenant())
+        .bind(station)
+        .bind(started_at)
+        .fetch_optional(tx.conn())
+        .await?
+        .flatten();
+        if let Some(before) = before.filter(|b| *b <= register) {
+            sessions::meter(tx, session, before, None).await?;
+        }
+    }
+    sessions::meter(tx, session, register, power).await?;
+    Ok(())
 }
 
 /// A bridge's report that it switched a station off.

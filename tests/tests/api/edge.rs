@@ -2058,3 +2058,86 @@ async fn bridge_events_past_the_retention_period_are_purged_and_anomalies_kept()
     assert_eq!(bridge["anomalies"].as_array().unwrap().len(), 1, "{bridge}");
     assert_eq!(bridge["lastSeq"], 3);
 }
+
+#[tokio::test]
+async fn a_plugs_energy_counter_bills_the_session_on_its_station_by_the_kwh() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 2).await;
+    // 1.00 EUR per kWh on this station, no time charge.
+    let tariff = app
+        .create_tariff(&s.t.access, "Metered", "currency: \"EUR\", perKwh: 100")
+        .await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($t: UUID!, $v: UUID!, $s: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v, stationId: $s}) { id } }",
+        json!({"t": tariff, "v": s.venue, "s": s.station}),
+    )
+    .await;
+    let patron = funded_patron(&app, &s.t, s.venue, "energy-plug").await;
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    ws.send(Message::text(encode(&Up::Hello {
+        version: "test".into(),
+        sent_at: chrono::Utc::now(),
+    })))
+    .await
+    .unwrap();
+    let reading = |seq: u64, wh: i64, at: chrono::DateTime<chrono::Utc>| {
+        Message::text(encode(&Up::Event {
+            seq,
+            occurred_at: at,
+            station_id: Some(s.station),
+            event: Event::DeviceState {
+                reachable: true,
+                on: Some(true),
+                power_w: Some(800.0),
+                energy_wh: Some(wh),
+            },
+        }))
+    };
+    assert!(matches!(next_down(&mut ws).await, Down::Welcome { .. }));
+    let acked = |down: Down, want: u64| matches!(down, Down::Ack { seq } if seq == want);
+    // The plug's counter before the session: the baseline.
+    ws.send(reading(1, 5_000, chrono::Utc::now()))
+        .await
+        .unwrap();
+    assert!(acked(next_answer(&mut ws).await, 1));
+    let session = wallet_session(&app, &s.t.access, s.station, patron, None).await;
+    ws.send(reading(2, 5_500, chrono::Utc::now()))
+        .await
+        .unwrap();
+    assert!(acked(next_answer(&mut ws).await, 2));
+    let live = app
+        .gql_ok(
+            &s.t.access,
+            "query($s: UUID!) { session(id: $s) { energyWh powerW liveCost { amount lines { kind description } } } }",
+            json!({"s": session}),
+        )
+        .await;
+    assert_eq!(live["session"]["energyWh"], 500, "{live}");
+    assert_eq!(live["session"]["powerW"], 800);
+    assert_eq!(live["session"]["liveCost"]["amount"], 50);
+    assert_eq!(live["session"]["liveCost"]["lines"][0]["kind"], "energy");
+    // The same reading again (the bridge resent it) changes nothing; a later one adds up.
+    ws.send(reading(2, 9_999, chrono::Utc::now()))
+        .await
+        .unwrap();
+    assert!(acked(next_answer(&mut ws).await, 2));
+    ws.send(reading(3, 7_000, chrono::Utc::now()))
+        .await
+        .unwrap();
+    assert!(acked(next_answer(&mut ws).await, 3));
+    let stopped = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($s: UUID!) { stopSession(id: $s) { status energyWh chargedAmount } }",
+            json!({"s": session}),
+        )
+        .await;
+    assert_eq!(
+        stopped["stopSession"],
+        json!({"status": "ENDED", "energyWh": 2000, "chargedAmount": 200})
+    );
+    let wallet = crate::sessions::wallet(&app, &s.t.access, patron).await;
+    assert_eq!(wallet["balance"], 800);
+}
