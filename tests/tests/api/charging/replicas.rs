@@ -12,12 +12,19 @@ async fn across_replicas(redis_url: &str) {
     let s = site(&app).await;
     let (_a, a_url) = crate::binaries::api_replica(redis_url).await;
     let (_b, b_url) = crate::binaries::api_replica(redis_url).await;
-    let ws = format!("{}/ocpp/{}", a_url.replacen("http://", "ws://", 1), s.identity);
+    let ws = format!(
+        "{}/ocpp/{}",
+        a_url.replacen("http://", "ws://", 1),
+        s.identity
+    );
     let mut cp = ChargePoint::connect(&ws, &s.identity, Some(&s.password), OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
     let boot = cp
-        .call("BootNotification", json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"}))
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"}),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(boot["status"], "Accepted");
@@ -38,8 +45,14 @@ async fn across_replicas(redis_url: &str) {
         .json()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(answer["data"]["chargerCommand"]["status"], "answered", "{answer}");
-    assert!(answer["data"]["chargerCommand"]["response"]["listVersion"].is_i64(), "{answer}");
+    assert_eq!(
+        answer["data"]["chargerCommand"]["status"], "answered",
+        "{answer}"
+    );
+    assert!(
+        answer["data"]["chargerCommand"]["response"]["listVersion"].is_i64(),
+        "{answer}"
+    );
     assert_eq!(cp.next_received("GetLocalListVersion").await, json!({}));
 
     // A session started on B starts the charger on A.
@@ -57,7 +70,10 @@ async fn across_replicas(redis_url: &str) {
         .json()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(started["data"]["startSession"]["id"].is_string(), "{started}");
+    assert!(
+        started["data"]["startSession"]["id"].is_string(),
+        "{started}"
+    );
     let remote = cp.next_received("RemoteStartTransaction").await;
     assert_eq!(remote["connectorId"], 1);
 }

@@ -186,3 +186,100 @@ async fn v201_chargers_hear_no_credit_and_are_started_and_stopped_by_request() {
         json!({"transactionId": "R-1"})
     );
 }
+
+#[tokio::test]
+async fn v201_chargers_get_every_operator_command_in_their_own_schema() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V201).await;
+    cp.next_received("SendLocalList").await;
+    let command = |kind: serde_json::Value| {
+        let app = &app;
+        let token = s.t.access.clone();
+        let charger = s.charger;
+        async move {
+            app.gql_ok(
+                &token,
+                "mutation($c: UUID!, $k: ChargerCommandInput!) {
+                   chargerCommand(id: $c, command: $k, waitSeconds: 20) { action status response error } }",
+                json!({"c": charger, "k": kind}),
+            )
+            .await["chargerCommand"]
+                .clone()
+        }
+    };
+    // Every call below is checked against the 2.0.1 schema by the charge point: a payload that did not fit would
+    // come back refused (an error status), not answered.
+    let got =
+        command(json!({"kind": "GET_CONFIGURATION", "keys": ["OCPPCommCtrlr.HeartbeatInterval"]}))
+            .await;
+    assert_eq!(
+        (got["action"].as_str(), got["status"].as_str()),
+        (Some("GetVariables"), Some("answered")),
+        "{got}"
+    );
+    assert_eq!(
+        got["response"]["getVariableResult"][0]["attributeStatus"], "Accepted",
+        "{got}"
+    );
+    assert_eq!(
+        cp.next_received("GetVariables").await,
+        json!({"getVariableData": [{"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]})
+    );
+    let set = command(json!({"kind": "CHANGE_CONFIGURATION", "key": "OCPPCommCtrlr.HeartbeatInterval", "value": "90"})).await;
+    assert_eq!(
+        (set["action"].as_str(), set["status"].as_str()),
+        (Some("SetVariables"), Some("answered")),
+        "{set}"
+    );
+    cp.next_received("SetVariables").await;
+    for (kind, action) in [
+        (json!({"kind": "SOFT_RESET"}), "Reset"),
+        (
+            json!({"kind": "UNLOCK_CONNECTOR", "connector": 1}),
+            "UnlockConnector",
+        ),
+        (
+            json!({"kind": "CHANGE_AVAILABILITY", "connector": 1, "operative": false}),
+            "ChangeAvailability",
+        ),
+        (
+            json!({"kind": "TRIGGER_MESSAGE", "message": "Heartbeat"}),
+            "TriggerMessage",
+        ),
+        (
+            json!({"kind": "SET_POWER_LIMIT", "watts": 11000}),
+            "SetChargingProfile",
+        ),
+        (json!({"kind": "SET_POWER_LIMIT"}), "ClearChargingProfile"),
+        (
+            json!({"kind": "GET_LOCAL_LIST_VERSION"}),
+            "GetLocalListVersion",
+        ),
+    ] {
+        let call = command(kind.clone()).await;
+        assert_eq!(
+            (call["action"].as_str(), call["status"].as_str()),
+            (Some(action), Some("answered")),
+            "{kind}: {call}"
+        );
+        let received = cp.next_received_full(action).await;
+        assert_eq!(received.refused, None, "{kind}");
+    }
+    let until = chrono::Utc::now() + chrono::Duration::minutes(20);
+    let reserved = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!, $p: UUID!, $e: DateTime!) {
+               reserveCharger(id: $c, connector: 1, patronId: $p, expiresAt: $e, waitSeconds: 20) { id call { status } } }",
+            json!({"c": s.charger, "p": s.patron, "e": until}),
+        )
+        .await;
+    assert_eq!(
+        reserved["reserveCharger"]["call"]["status"], "answered",
+        "{reserved}"
+    );
+    let asked = cp.next_received("ReserveNow").await;
+    assert_eq!(asked["id"], reserved["reserveCharger"]["id"]);
+    assert_eq!(asked["evseId"], 1);
+}
