@@ -857,6 +857,46 @@ pub async fn switched_off(
     Ok(Some(get(tx, id).await?))
 }
 
+/// Voids a running session that never really began (a powerbank its cabinet could not eject): it ends as `failed`
+/// now, nothing is due, and whatever a billing tick charged meanwhile goes back (journal `session:<id>:voided`).
+/// Voiding a session that is no longer running returns it unchanged.
+pub(crate) async fn void(tx: &mut TenantTx, id: Uuid, reason: &str) -> Result<Session> {
+    let session = lock(tx, id).await?;
+    if !session.is_running() {
+        return Ok(session);
+    }
+    sqlx::query(
+        "update session set status = $3, ended_at = now(), next_tick_at = null, paused_at = null
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(SessionStatus::Failed)
+    .execute(tx.conn())
+    .await?;
+    let voided = get(tx, id).await?;
+    if voided.charged_amount > 0 {
+        give_back_as(
+            tx,
+            &voided,
+            voided.charged_amount,
+            "voided",
+            "the session was voided, its charges given back",
+        )
+        .await?;
+    }
+    let voided = get(tx, id).await?;
+    announce(
+        tx,
+        &voided,
+        "session.failed",
+        serde_json::json!({ "reason": reason }),
+    );
+    let detail = serde_json::json!({ "reason": reason });
+    audit::record_as(tx, None, None, entry("session.void", id, detail)).await?;
+    Ok(voided)
+}
+
 /// The session a switch-off report at `at` concerns: the one the bridge names (if it ran on `station`), else the
 /// one the station was running at `at`.
 pub async fn switched_off_session(
@@ -881,14 +921,32 @@ pub async fn switched_off_session(
 /// Returns `amount` charged to a session beyond its real end: the venue's revenue gives it back, to the patron's
 /// debt as far as there is debt, the rest to the wallet. Posted once per session.
 async fn give_back(tx: &mut TenantTx, session: &Session, amount: i64) -> Result<()> {
+    give_back_as(
+        tx,
+        session,
+        amount,
+        "ended_by_bridge",
+        "charged past the station's real end, given back",
+    )
+    .await
+}
+
+/// [`give_back`] under the key `session:<id>:<label>`.
+async fn give_back_as(
+    tx: &mut TenantTx,
+    session: &Session,
+    amount: i64,
+    label: &str,
+    memo: &str,
+) -> Result<()> {
     let patron = Owner::Patron(session.patron_id);
     let currency = session.currency.as_str();
     let owed = -ledger::balance(tx, patron, Purpose::Debt, currency).await?;
     let to_debt = amount.min(owed.max(0));
     let journal = Journal {
-        key: format!("session:{}:ended_by_bridge", session.id),
+        key: format!("session:{}:{label}", session.id),
         kind: "session_correction",
-        memo: "charged past the station's real end, given back".into(),
+        memo: memo.into(),
         session_id: Some(session.id),
         currency,
         entries: vec![
