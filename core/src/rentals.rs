@@ -80,7 +80,9 @@ pub async fn quote(
     let station = cabinet(tx, station_id).await?;
     let tariff = tariffs::resolve(tx, &station).await?;
     let available: i64 = sqlx::query_scalar(
-        "select count(*) from asset where tenant_id = $1 and station_id = $2 and status = 'docked'",
+        "select count(*) from asset a where a.tenant_id = $1 and a.station_id = $2 and a.status = 'docked'
+           and not exists (select 1 from connector c where c.tenant_id = a.tenant_id and c.id = a.connector_id
+                           and c.fault is not null)",
     )
     .bind(tx.tenant())
     .bind(station.id)
@@ -173,6 +175,8 @@ pub async fn start(
 
     let asset: Option<Asset> = sqlx::query_as(&format!(
         "select {ASSET_COLUMNS} from asset a where a.tenant_id = $1 and a.station_id = $2 and a.status = 'docked'
+           and not exists (select 1 from connector c where c.tenant_id = a.tenant_id and c.id = a.connector_id
+                           and c.fault is not null)
          order by slot, a.id limit 1 for update skip locked"
     ))
     .bind(tx.tenant())
