@@ -775,3 +775,48 @@ async fn another_tenants_cabinets_commands_and_powerbanks_are_not_found_through_
     .await;
     assert_eq!(asset_seen, 0);
 }
+
+#[tokio::test]
+async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_rental_voided() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    // No simulator for this cabinet: nobody answers on its topics.
+    app.gql_ok(
+        &c.t.access,
+        "mutation($s: UUID!, $i: UpdateStationInput!) { updateStation(id: $s, input: $i) { control } }",
+        json!({"s": c.a, "i": {"controlSettings": {"cabinet_id": s.cabinet_a, "eject_timeout_secs": 1}}}),
+    )
+    .await;
+    let (_bridge, journal) = bridge(&app, &s);
+    wait_until("the bridge is online", || async {
+        let data = app
+            .gql_ok(&c.t.access, "{ bridges { online } }", json!({}))
+            .await;
+        data["bridges"][0]["online"] == true
+    })
+    .await;
+    let (id, _) = rent(&app, c, c.a, "eject-unanswered").await;
+    wait_until("the rental is voided", || async {
+        rental(&app, c, id).await["status"] == "FAILED"
+    })
+    .await;
+    let reason: Value = sqlx::query_scalar(
+        "select body->'reason' from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'cabinet_ejected'",
+    )
+    .bind(c.t.id)
+    .bind(c.a)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(reason, "timeout");
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(
+        docked(&app, c, c.a).await,
+        [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
+    );
+    let _ = std::fs::remove_file(&journal);
+}
