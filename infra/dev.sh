@@ -216,7 +216,8 @@ up() {
   $logins
   Demo arcade: its edge bridge is connected (metrics: http://127.0.0.1:$((DEVICES_PORT + 4))/metrics); simulated
   devices print their switches here (PS5-01 and Pinball on Shelly plugs, PC-03 behind the MikroTik, Karaoke
-  Room A on Tasmota; PC-01/PC-02 run agents).
+  Room A on Tasmota; PC-01/PC-02 run agents). The harbour hub's powerbank cabinet runs on the cabinet simulator
+  behind the hub's bridge (its ejects and returns print here as JSON lines).
   Sign in:  curl -s $url/api/v1/auth/login -H 'content-type: application/json' \\
               -d '{"email":"owner@demo.switchyard.test","password":"Neon-Arcade-42"}'
   Ctrl-C stops everything.
@@ -226,7 +227,7 @@ MSG
 }
 
 # The demo arcade's venue side: its simulated devices, its edge bridge (token and agent keys from the seed), and an
-# agent simulator on each agent PC.
+# agent simulator on each agent PC; and the hub's simulated powerbank cabinet with the hub's bridge.
 start_demo_venue() {
   local bin=$1 credentials=$2 agent_port=$((DEVICES_PORT + 3)) pair
   "$bin/demo-devices" --base "$DEVICES_PORT" --mqtt "$MQTT_URL" --credentials "$credentials" & CHILDREN+=($!)
@@ -240,6 +241,12 @@ start_demo_venue() {
     "$bin/edge-bridge" agent-sim --url "ws://127.0.0.1:$agent_port/ws/agent/${pair%%=*}" --key "${pair#*=}" \
       --retry-ms 2000 & CHILDREN+=($!)
   done
+  # The harbour hub's powerbank cabinet: simulated on the same broker (its powerbanks as the database has them),
+  # driven by the hub's own bridge.
+  "$bin/edge-bridge" cabinet-sim --mqtt "$MQTT_URL" --cabinet "$DEMO_CABINET" --charge-ms 10000 & CHILDREN+=($!)
+  BRIDGE_TOKEN="$HUB_BRIDGE_TOKEN" BRIDGE_CLOUD_URL="ws://$LISTEN_ADDR/edge/v1/tunnel" \
+    BRIDGE_JOURNAL="$DATA/demo-hub-bridge-journal.jsonl" BRIDGE_MQTT_URL="$MQTT_URL" BRIDGE_METRICS_LISTEN=off \
+    "$bin/edge-bridge" & CHILDREN+=($!)
 }
 
 test_suite() {

@@ -93,9 +93,11 @@ async fn main() -> anyhow::Result<()> {
                     .map(|(station, key)| format!("{station}={key}"))
                     .collect();
                 let text = format!(
-                    "BRIDGE_TOKEN={}\nDEMO_AGENTS=\"{}\"\n",
+                    "BRIDGE_TOKEN={}\nDEMO_AGENTS=\"{}\"\nHUB_BRIDGE_TOKEN={}\nDEMO_CABINET={}\n",
                     bridge.token,
-                    agents.join(" ")
+                    agents.join(" "),
+                    bridge.hub_token,
+                    bridge.cabinet
                 );
                 write_private(&path, &text)
                     .with_context(|| format!("writing {}", path.display()))?;

@@ -300,11 +300,17 @@ async fn member(state: &AppState, access_token: &str) -> anyhow::Result<Actor> {
     }
 }
 
-/// What the demo bridge needs to run: its token, and each agent PC's station id and key.
+/// What the demo bridge needs to run: its token, and each agent PC's station id and key; and the harbour hub's
+/// bridge (for its powerbank cabinet): its token and the cabinet for `edge-bridge cabinet-sim --cabinet`.
 pub struct DemoBridge {
     pub token: String,
     pub agents: Vec<(uuid::Uuid, String)>,
+    pub hub_token: String,
+    pub cabinet: String,
 }
+
+/// The demo cabinet's id on the MQTT broker.
+pub const DEMO_CABINET_ID: &str = "harbour-cabinet";
 
 /// Points the demo arcade's devices at the simulated ones on 127.0.0.1 (`demo-devices --base <base>`: the Gen2
 /// plug at `base`, the Gen1 plug at `base + 1`, the router at `base + 2`), makes sure the arcade has a bridge,
@@ -358,6 +364,64 @@ pub async fn demo_bridge(state: &AppState, base: u16) -> anyhow::Result<DemoBrid
         Some(bridge) => bridges::rotate(&mut tx, &owner, bridge.id).await?,
         None => bridges::create(&mut tx, &owner, arcade.id, "Arcade bridge").await?,
     };
+    let (hub_token, cabinet) = demo_cabinet(&mut tx, &owner).await?;
     tx.commit().await?;
-    Ok(DemoBridge { token, agents })
+    Ok(DemoBridge {
+        token,
+        agents,
+        hub_token,
+        cabinet,
+    })
+}
+
+/// Puts the harbour hub's powerbank cabinet on the cabinet protocol (`cabinet_id` [`DEMO_CABINET_ID`]), gives the
+/// hub a bridge with a fresh token, and describes the cabinet as the database has it (the powerbanks docked in
+/// their slots, so a rental still out from an earlier run stays out) for `edge-bridge cabinet-sim --cabinet`.
+async fn demo_cabinet(
+    tx: &mut switchyard_core::TenantTx,
+    owner: &Actor,
+) -> anyhow::Result<(String, String)> {
+    let hub = venues::list(tx, false)
+        .await?
+        .into_iter()
+        .find(|v| v.name == "Harbour Charging Hub")
+        .ok_or_else(|| {
+            anyhow::anyhow!("the demo hub is missing; run seed-demo on a fresh database")
+        })?;
+    let filter = StationFilter {
+        venue_id: Some(hub.id),
+        kind: Some(K::PowerbankCabinet),
+        ..StationFilter::default()
+    };
+    let cabinet = stations::list(tx, &filter)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the demo cabinet is missing"))?;
+    let patch = StationPatch {
+        control: Some(C::Cabinet),
+        control_settings: Some(json!({ "cabinet_id": DEMO_CABINET_ID })),
+        ..StationPatch::default()
+    };
+    stations::update(tx, owner, cabinet.id, patch).await?;
+    let slots = stations::connectors(tx, &[cabinet.id]).await?.len();
+    let docked = rentals::docked(tx, cabinet.id).await?;
+    let powerbanks: Vec<String> = (1..=slots)
+        .map(|n| {
+            docked
+                .iter()
+                .find(|a| a.slot == Some(n as i32))
+                .map_or("-".to_owned(), |a| format!("{}@{}", a.label, 100 - 9 * n))
+        })
+        .collect();
+    let spec = format!("{DEMO_CABINET_ID}:{slots}:{}", powerbanks.join(","));
+    let existing = bridges::list(tx, Some(hub.id))
+        .await?
+        .into_iter()
+        .find(|b| b.revoked_at.is_none());
+    let (_, token) = match existing {
+        Some(bridge) => bridges::rotate(tx, owner, bridge.id).await?,
+        None => bridges::create(tx, owner, hub.id, "Hub bridge").await?,
+    };
+    Ok((token, spec))
 }

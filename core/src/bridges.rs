@@ -290,7 +290,9 @@ pub async fn delivered(
 pub struct Anomaly {
     pub id: Uuid,
     pub bridge_id: Uuid,
-    /// `end_refused` (a switch-off the bridge could not have made), `seq_out_of_window`, `flood`.
+    /// `end_refused` (a switch-off the bridge could not have made), `seq_out_of_window`, `flood`; from cabinets
+    /// (see [`crate::cabinets`]): `unknown_asset`, `asset_out_of_place`, `slot_occupied`, `unknown_slot`,
+    /// `unknown_eject`, `eject_after_void`, `bad_report`.
     pub kind: String,
     pub station_id: Option<Uuid>,
     pub session_id: Option<Uuid>,
@@ -539,6 +541,22 @@ pub async fn record_event(
             .and_then(serde_json::Value::as_f64)
             .map(|w| w.round().clamp(0.0, f64::from(i32::MAX)) as i32);
         meter_plug(tx, station, register, power, occurred_at).await?;
+    }
+    if let (true, Some(station), Some("cabinet")) = (inserted, station_id, control.as_deref()) {
+        let found =
+            crate::cabinets::apply(tx, bridge.venue_id, station, kind, body, occurred_at).await?;
+        for (what, session, detail) in found {
+            anomaly(
+                tx,
+                bridge.id,
+                what,
+                Some(station),
+                session,
+                Some(seq),
+                detail,
+            )
+            .await?;
+        }
     }
     if let (true, Some(station), "switched", Some(false)) = (
         inserted,

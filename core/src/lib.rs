@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod bridges;
+pub mod cabinets;
 pub mod charging;
 pub mod dashboard;
 pub mod db;

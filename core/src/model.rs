@@ -77,6 +77,8 @@ domain_enum!(
         Ocpp => "ocpp",
         /// Staff switch it by hand.
         Manual => "manual",
+        /// A powerbank cabinet speaking the open cabinet protocol over the venue's MQTT broker, through the bridge.
+        Cabinet => "cabinet",
     }
 );
 

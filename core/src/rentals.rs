@@ -80,7 +80,9 @@ pub async fn quote(
     let station = cabinet(tx, station_id).await?;
     let tariff = tariffs::resolve(tx, &station).await?;
     let available: i64 = sqlx::query_scalar(
-        "select count(*) from asset where tenant_id = $1 and station_id = $2 and status = 'docked'",
+        "select count(*) from asset a where a.tenant_id = $1 and a.station_id = $2 and a.status = 'docked'
+           and not exists (select 1 from connector c where c.tenant_id = a.tenant_id and c.id = a.connector_id
+                           and c.fault is not null)",
     )
     .bind(tx.tenant())
     .bind(station.id)
@@ -173,6 +175,8 @@ pub async fn start(
 
     let asset: Option<Asset> = sqlx::query_as(&format!(
         "select {ASSET_COLUMNS} from asset a where a.tenant_id = $1 and a.station_id = $2 and a.status = 'docked'
+           and not exists (select 1 from connector c where c.tenant_id = a.tenant_id and c.id = a.connector_id
+                           and c.fault is not null)
          order by slot, a.id limit 1 for update skip locked"
     ))
     .bind(tx.tenant())
@@ -306,24 +310,7 @@ pub async fn stop(
     let (slot_id, slot) = slot.ok_or_else(|| {
         Error::Conflict("this cabinet has no free slot; return it to another".into())
     })?;
-    sqlx::query(
-        "update asset set status = 'docked', station_id = $3, connector_id = $4, patron_id = null
-         where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(asset_id)
-    .bind(station.id)
-    .bind(slot_id)
-    .execute(tx.conn())
-    .await?;
-    sqlx::query("update session set return_station_id = $3 where tenant_id = $1 and id = $2")
-        .bind(tx.tenant())
-        .bind(rental_id)
-        .bind(station.id)
-        .execute(tx.conn())
-        .await?;
-    release_deposit(tx, &session).await?;
-    let ended = sessions::stop_by(tx, by.into(), rental_id, Utc::now()).await?;
+    let ended = end_in_slot(tx, by.into(), &session, asset_id, station.id, slot_id).await?;
     sessions::command(
         tx,
         station.id,
@@ -333,6 +320,123 @@ pub async fn stop(
     )
     .await?;
     Ok(ended)
+}
+
+/// Docks the rental's powerbank in the slot `slot_id` of cabinet `station`, releases the deposit and settles.
+async fn end_in_slot(
+    tx: &mut TenantTx,
+    by: By<'_>,
+    session: &Session,
+    asset_id: Uuid,
+    station: Uuid,
+    slot_id: Uuid,
+) -> Result<Session> {
+    dock_asset(tx, asset_id, station, slot_id).await?;
+    sqlx::query("update session set return_station_id = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(session.id)
+        .bind(station)
+        .execute(tx.conn())
+        .await?;
+    release_deposit(tx, session).await?;
+    sessions::stop_by(tx, by, session.id, Utc::now()).await
+}
+
+async fn dock_asset(tx: &mut TenantTx, asset_id: Uuid, station: Uuid, slot_id: Uuid) -> Result<()> {
+    sqlx::query(
+        "update asset set status = 'docked', station_id = $3, connector_id = $4, patron_id = null
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(asset_id)
+    .bind(station)
+    .bind(slot_id)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// A cabinet reports the rental's powerbank put into its slot `slot_id` (any cabinet of the tenant): the rental
+/// ends there, as a stop would end it (no `accept_return` command: the powerbank is in already). A rental that is
+/// no longer running is returned unchanged.
+pub(crate) async fn returned_in_slot(
+    tx: &mut TenantTx,
+    rental_id: Uuid,
+    station: Uuid,
+    slot_id: Uuid,
+) -> Result<Session> {
+    let session = sessions::lock(tx, rental_id).await?;
+    let Some(asset_id) = session.asset_id.filter(|_| session.is_running()) else {
+        return Ok(session);
+    };
+    let ended = end_in_slot(tx, By::System, &session, asset_id, station, slot_id).await?;
+    let detail =
+        serde_json::json!({ "asset_id": asset_id, "station_id": station, "by": "cabinet" });
+    audit::record_as(
+        tx,
+        None,
+        None,
+        Entry {
+            action: "rental.returned",
+            object_type: "session",
+            object_id: Some(rental_id),
+            detail,
+        },
+    )
+    .await?;
+    Ok(ended)
+}
+
+/// The cabinet could not eject the rental's powerbank: the rental is voided (`failed`, nothing charged, the deposit
+/// released) and the powerbank stays docked in slot `slot` of `station` (or the first free slot, should another
+/// powerbank have been docked there meanwhile). Idempotent: a rental that is no longer running is returned unchanged.
+pub(crate) async fn eject_failed(
+    tx: &mut TenantTx,
+    rental_id: Uuid,
+    station: Uuid,
+    slot: Option<i32>,
+    reason: &str,
+) -> Result<Session> {
+    let session = sessions::lock(tx, rental_id).await?;
+    let Some(asset_id) = session.asset_id.filter(|_| session.is_running()) else {
+        return Ok(session);
+    };
+    let slot_id: Option<Uuid> = sqlx::query_scalar(
+        "select c.id from connector c
+         where c.tenant_id = $1 and c.station_id = $2
+           and not exists (select 1 from asset a where a.tenant_id = c.tenant_id and a.connector_id = c.id)
+         order by c.number = $3 desc nulls last, c.number limit 1 for update",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .bind(slot)
+    .fetch_optional(tx.conn())
+    .await?;
+    let still_out: bool =
+        sqlx::query_scalar("select status = 'rented' from asset where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(asset_id)
+            .fetch_one(tx.conn())
+            .await?;
+    if let (Some(slot_id), true) = (slot_id, still_out) {
+        dock_asset(tx, asset_id, station, slot_id).await?;
+    }
+    release_deposit(tx, &session).await?;
+    let voided = sessions::void(tx, rental_id, reason).await?;
+    let detail = serde_json::json!({ "asset_id": asset_id, "station_id": station, "slot": slot, "reason": reason });
+    audit::record_as(
+        tx,
+        None,
+        None,
+        Entry {
+            action: "rental.eject_failed",
+            object_type: "session",
+            object_id: Some(rental_id),
+            detail,
+        },
+    )
+    .await?;
+    Ok(voided)
 }
 
 /// Charges reached the buyout threshold: the patron keeps the powerbank, the rental ends as `bought_out`, and the

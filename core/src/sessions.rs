@@ -667,34 +667,13 @@ pub async fn meter(
     Ok(session)
 }
 
-/// Fails a session whose device never started (a charger refused the remote start): it ends as `failed` at once,
-/// and everything charged for it goes back to the patron (debt first, then wallet).
+/// Fails a session whose device never started (a charger refused the remote start): it is voided ([`void`]:
+/// `failed`, everything charged given back) and its station no longer expected on.
 pub async fn fail_unstarted(tx: &mut TenantTx, id: Uuid, reason: &str) -> Result<Session> {
-    let session = lock(tx, id).await?;
-    if !session.is_running() {
-        return Ok(session);
+    if !lock(tx, id).await?.is_running() {
+        return get(tx, id).await;
     }
-    let now = Utc::now();
-    sqlx::query(
-        "update session set status = 'failed', ended_at = $3, next_tick_at = null, paused_at = null
-         where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(id)
-    .bind(now)
-    .execute(tx.conn())
-    .await?;
-    if session.charged_amount > 0 {
-        give_back(
-            tx,
-            &session,
-            session.charged_amount,
-            "failed",
-            "the device never started: all given back",
-        )
-        .await?;
-    }
-    let session = get(tx, id).await?;
+    let session = void(tx, id, reason).await?;
     sqlx::query(
         "update station set expected_on = false, expected_until = null,
            status = case when status = 'in_session' then 'online' else status end
@@ -704,14 +683,6 @@ pub async fn fail_unstarted(tx: &mut TenantTx, id: Uuid, reason: &str) -> Result
     .bind(session.station_id)
     .execute(tx.conn())
     .await?;
-    announce(
-        tx,
-        &session,
-        "session.stopped",
-        serde_json::json!({ "reason": reason }),
-    );
-    let detail = serde_json::json!({ "status": "failed", "reason": reason });
-    audit::record_by(tx, By::System, entry("session.fail", id, detail)).await?;
     Ok(session)
 }
 
@@ -1047,6 +1018,46 @@ pub async fn switched_off(
     Ok(Some(get(tx, id).await?))
 }
 
+/// Voids a running session that never really began (a powerbank its cabinet could not eject): it ends as `failed`
+/// now, nothing is due, and whatever a billing tick charged meanwhile goes back (journal `session:<id>:voided`).
+/// Voiding a session that is no longer running returns it unchanged.
+pub(crate) async fn void(tx: &mut TenantTx, id: Uuid, reason: &str) -> Result<Session> {
+    let session = lock(tx, id).await?;
+    if !session.is_running() {
+        return Ok(session);
+    }
+    sqlx::query(
+        "update session set status = $3, ended_at = now(), next_tick_at = null, paused_at = null
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(SessionStatus::Failed)
+    .execute(tx.conn())
+    .await?;
+    let voided = get(tx, id).await?;
+    if voided.charged_amount > 0 {
+        give_back(
+            tx,
+            &voided,
+            voided.charged_amount,
+            "voided",
+            "the session was voided, its charges given back",
+        )
+        .await?;
+    }
+    let voided = get(tx, id).await?;
+    announce(
+        tx,
+        &voided,
+        "session.failed",
+        serde_json::json!({ "reason": reason }),
+    );
+    let detail = serde_json::json!({ "reason": reason });
+    audit::record_as(tx, None, None, entry("session.void", id, detail)).await?;
+    Ok(voided)
+}
+
 /// The session a switch-off report at `at` concerns: the one the bridge names (if it ran on `station`), else the
 /// one the station was running at `at`.
 pub async fn switched_off_session(
@@ -1068,8 +1079,9 @@ pub async fn switched_off_session(
     .await?)
 }
 
-/// Returns `amount` charged to a session beyond its real end: the venue's revenue gives it back, to the patron's
-/// debt as far as there is debt, the rest to the wallet. Posted once per session.
+/// Returns `amount` charged to a session beyond its real end (or to a voided one) under the key
+/// `session:<id>:<label>`: the venue's revenue gives it back, to the patron's debt as far as there is debt, the rest
+/// to the wallet. Posted once per (session, label).
 async fn give_back(
     tx: &mut TenantTx,
     session: &Session,

@@ -38,6 +38,18 @@ pub struct Connector {
     /// 1-based within the station.
     pub number: i32,
     pub status: StationStatus,
+    /// A cabinet's slot as the cabinet last reported it (control `cabinet`): the powerbank it holds, its charge in
+    /// percent, whether it is charging, and a fault; when it was reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_asset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charging: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,8 +133,8 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
 /// Connectors of several stations at once (one query for a whole list).
 pub async fn connectors(tx: &mut TenantTx, station_ids: &[Uuid]) -> Result<Vec<Connector>> {
     Ok(sqlx::query_as(
-        "select id, station_id, number, status from connector
-         where tenant_id = $1 and station_id = any($2) order by station_id, number",
+        "select id, station_id, number, status, reported_asset, battery_pct, charging, fault, reported_at
+         from connector where tenant_id = $1 and station_id = any($2) order by station_id, number",
     )
     .bind(tx.tenant())
     .bind(station_ids)
@@ -361,6 +373,15 @@ pub fn check_control_settings(control: StationControl, settings: Value) -> Resul
         }
         StationControl::Ocpp if !has_text("charge_point_id") => {
             return missing("`charge_point_id`")
+        }
+        StationControl::Cabinet => {
+            // One MQTT topic level: `cabinet/<cabinet_id>/...`.
+            let id = settings.get("cabinet_id").and_then(Value::as_str);
+            if !id.is_some_and(|id| {
+                !id.trim().is_empty() && id.len() <= 64 && !id.contains(['/', '+', '#'])
+            }) {
+                return missing("`cabinet_id` (up to 64 characters, no `/`, `+` or `#`)");
+            }
         }
         _ => {}
     }

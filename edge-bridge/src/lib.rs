@@ -7,6 +7,8 @@
 //! written to disk before it is sent and kept until acknowledged).
 
 pub mod agents;
+pub mod cabinet_sim;
+pub mod cabinets;
 pub mod drivers;
 pub mod journal;
 pub mod metrics;
@@ -206,6 +208,11 @@ struct State {
     stations: HashMap<Uuid, Station>,
     /// Cloud clock − local clock, in milliseconds.
     offset_ms: i64,
+    /// Cabinets: the eject commands sent (each is sent once), those answered, and cabinet events that came before
+    /// the schedule named their cabinet (by cabinet id).
+    ejects_sent: std::collections::HashSet<Uuid>,
+    ejects_answered: std::collections::HashSet<Uuid>,
+    unrouted: Vec<(String, DateTime<Utc>, Event)>,
 }
 
 impl State {
@@ -234,6 +241,9 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             journal,
             stations: HashMap::new(),
             offset_ms: 0,
+            ejects_sent: Default::default(),
+            ejects_answered: Default::default(),
+            unrouted: Vec::new(),
         }),
         agents: agents::Agents::default(),
         counters: metrics::Counters::default(),
@@ -264,6 +274,11 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             },
         },
     });
+    let cabinet_listener = shared
+        .io
+        .mqtt
+        .as_ref()
+        .map(|mqtt| tokio::spawn(cabinet_loop(shared.clone(), mqtt.cabinet_messages())));
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));
     let readings = config
         .readings
@@ -301,7 +316,7 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         backoff = (backoff * 2).min(config.reconnect_max);
     }
     scheduler.abort();
-    for task in [agent_server, readings, metrics_server]
+    for task in [agent_server, readings, metrics_server, cabinet_listener]
         .into_iter()
         .flatten()
     {
@@ -419,7 +434,11 @@ where
 }
 
 /// Handles one message from the cloud; returns the frames to answer with.
-async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::Result<Vec<Up>> {
+async fn handle(
+    shared: &Arc<Shared>,
+    message: Down,
+    welcomed: &mut bool,
+) -> anyhow::Result<Vec<Up>> {
     match message {
         Down::Welcome { last_seq, .. } => {
             let mut state = shared.state.lock().await;
@@ -463,6 +482,15 @@ async fn handle(shared: &Shared, message: Down, welcomed: &mut bool) -> anyhow::
             }
             shared.replan.notify_one();
             Ok(vec![])
+        }
+        Down::Command {
+            id,
+            station_id,
+            command,
+            payload,
+        } if command == "eject" && shared.state.lock().await.is_cabinet(station_id) => {
+            metrics::Counters::add(&shared.counters.commands, 1);
+            Ok(vec![eject(shared, id, station_id, &payload).await])
         }
         Down::Command { id, .. } => {
             metrics::Counters::add(&shared.counters.commands, 1);
@@ -529,8 +557,10 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
     // (station, when by the cloud's clock, what)
     let mut events: Vec<(Uuid, DateTime<Utc>, Event)> = Vec::new();
     let mut work = Vec::new();
+    let mut appended = false;
     let offset = {
         let mut state = shared.state.lock().await;
+        appended |= route_cabinets(&mut state, shared.io.mqtt.as_ref(), &shared.counters);
         let now = state.cloud_now();
         let offset = chrono::Duration::milliseconds(state.offset_ms);
         for station in state.stations.values_mut() {
@@ -660,7 +690,6 @@ async fn reconcile(shared: &Shared) -> Option<DateTime<Utc>> {
             station.unreachable = flag;
         }
     }
-    let mut appended = false;
     for (station, at, event) in events {
         appended |= journal_event(&mut state.journal, &shared.counters, station, at, event);
     }
@@ -765,6 +794,185 @@ async fn read_devices(shared: &Shared) {
     if appended {
         shared.outbox.notify_one();
     }
+}
+
+impl State {
+    fn is_cabinet(&self, station: Uuid) -> bool {
+        self.stations
+            .get(&station)
+            .is_some_and(|s| cabinets::cabinet_id(&s.plan).is_some())
+    }
+}
+
+/// Asks a cabinet to eject (each command once: a command seen again is only acknowledged again). If the cabinet
+/// cannot be asked, or does not answer within its `eject_timeout_secs`, the bridge reports the eject failed itself,
+/// so the cloud voids the rental instead of billing a powerbank nobody got.
+async fn eject(shared: &Arc<Shared>, id: Uuid, station: Uuid, payload: &serde_json::Value) -> Up {
+    let done = |ok: bool, detail: &str| Up::CommandDone {
+        id,
+        ok,
+        detail: Some(detail.to_owned()),
+    };
+    let (cabinet, timeout) = {
+        let mut state = shared.state.lock().await;
+        let Some(plan) = state.stations.get(&station).map(|s| s.plan.clone()) else {
+            return done(false, "not a cabinet");
+        };
+        if !state.ejects_sent.insert(id) {
+            return done(true, "already sent to the cabinet");
+        }
+        (
+            cabinets::cabinet_id(&plan).unwrap_or_default().to_owned(),
+            cabinets::eject_timeout(&plan),
+        )
+    };
+    let slot = payload
+        .get("slot")
+        .and_then(serde_json::Value::as_i64)
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or(0);
+    let asset = payload
+        .get("asset")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let body = serde_json::json!({ "request_id": id, "slot": slot, "asset": asset });
+    let sent = match &shared.io.mqtt {
+        Some(mqtt) => {
+            mqtt.publish_json(cabinets::eject_topic(&cabinet), &body)
+                .await
+        }
+        None => Err(anyhow::anyhow!(
+            "a cabinet needs BRIDGE_MQTT_URL (the venue's MQTT broker)"
+        )),
+    };
+    let failed = |reason: &str| Event::CabinetEjected {
+        request_id: id,
+        ok: false,
+        slot,
+        asset: asset.clone(),
+        reason: Some(reason.to_owned()),
+    };
+    if let Err(e) = sent {
+        tracing::warn!(%station, error = %e, "cannot ask the cabinet to eject");
+        report_eject(shared, station, failed("unreachable")).await;
+        return done(false, &e.to_string());
+    }
+    let (waiting, timed_out) = (shared.clone(), failed("timeout"));
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        if !waiting.state.lock().await.ejects_answered.contains(&id) {
+            tracing::warn!(%station, "the cabinet did not answer the eject in time");
+            report_eject(&waiting, station, timed_out).await;
+        }
+    });
+    done(true, "sent to the cabinet")
+}
+
+/// Journals an eject's outcome the bridge decided itself (the cabinet could not be asked, or did not answer).
+async fn report_eject(shared: &Shared, station: Uuid, event: Event) {
+    let appended = {
+        let mut state = shared.state.lock().await;
+        if let Event::CabinetEjected { request_id, .. } = &event {
+            state.ejects_answered.insert(*request_id);
+        }
+        let now = state.cloud_now();
+        journal_event(&mut state.journal, &shared.counters, station, now, event)
+    };
+    if appended {
+        shared.outbox.notify_one();
+    }
+}
+
+/// Relays what the venue's cabinets publish: events as they come, each cabinet's state when it changed.
+async fn cabinet_loop(
+    shared: Arc<Shared>,
+    mut messages: tokio::sync::broadcast::Receiver<mqtt::CabinetMessage>,
+) {
+    loop {
+        let message = match messages.recv().await {
+            Ok(message) => message,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "cabinet messages were dropped");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let appended = {
+            let mut state = shared.state.lock().await;
+            if message.what != "state" {
+                match cabinets::event_of(&message.what, &message.payload) {
+                    Some(event) => {
+                        if let Event::CabinetEjected { request_id, .. } = &event {
+                            // A late answer (after the bridge's timeout) is still reported: the cloud tells.
+                            state.ejects_answered.insert(*request_id);
+                        }
+                        let now = state.cloud_now();
+                        state.unrouted.push((message.cabinet.clone(), now, event));
+                    }
+                    None => tracing::warn!(
+                        cabinet = %message.cabinet, what = %message.what,
+                        "a cabinet message that is not the protocol's"
+                    ),
+                }
+            }
+            route_cabinets(&mut state, shared.io.mqtt.as_ref(), &shared.counters)
+        };
+        if appended {
+            shared.outbox.notify_one();
+        }
+    }
+}
+
+/// The most cabinet events kept while their cabinet is not in the schedule.
+const UNROUTED_MAX: usize = 1000;
+
+/// Journals the cabinet events whose cabinet the schedule names, and each cabinet's state where it differs from the
+/// last one reported. True if something was journaled.
+fn route_cabinets(
+    state: &mut State,
+    mqtt: Option<&mqtt::Mqtt>,
+    counters: &metrics::Counters,
+) -> bool {
+    let now = state.cloud_now();
+    let State {
+        journal,
+        stations,
+        unrouted,
+        ..
+    } = state;
+    let by_cabinet: HashMap<String, Uuid> = stations
+        .values()
+        .filter_map(|s| cabinets::cabinet_id(&s.plan).map(|c| (c.to_owned(), s.plan.station_id)))
+        .collect();
+    let mut appended = false;
+    let mut kept = Vec::new();
+    for (cabinet, at, event) in unrouted.drain(..) {
+        match by_cabinet.get(&cabinet) {
+            Some(station) => appended |= journal_event(journal, counters, *station, at, event),
+            None => kept.push((cabinet, at, event)),
+        }
+    }
+    let excess = kept.len().saturating_sub(UNROUTED_MAX);
+    kept.drain(..excess);
+    *unrouted = kept;
+    let Some(mqtt) = mqtt else { return appended };
+    for (cabinet, id) in by_cabinet {
+        let Some(event) = mqtt
+            .cabinet_state(&cabinet)
+            .and_then(|body| cabinets::state_event(&body))
+        else {
+            continue;
+        };
+        let Some(station) = stations.get_mut(&id) else {
+            continue;
+        };
+        if station.reported.as_ref() == Some(&event) {
+            continue;
+        }
+        station.reported = Some(event.clone());
+        appended |= journal_event(journal, counters, id, now, event);
+    }
+    appended
 }
 
 /// Writes an event about `station` to the journal (to be sent); false if the disk refused it.
@@ -944,6 +1152,9 @@ mod tests {
                 journal: Journal::open(journal)?,
                 stations: HashMap::from([(id, station)]),
                 offset_ms: 0,
+                ejects_sent: Default::default(),
+                ejects_answered: Default::default(),
+                unrouted: Vec::new(),
             }),
             counters: metrics::Counters::default(),
             agents: agents::Agents::default(),

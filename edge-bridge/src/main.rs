@@ -35,6 +35,24 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         retry_ms: u64,
     },
+    /// Simulate powerbank cabinets on an MQTT broker (the open cabinet protocol); prints what happens as JSON lines.
+    CabinetSim {
+        /// The broker, `mqtt://host:1883`.
+        #[arg(long, env = "BRIDGE_MQTT_URL")]
+        mqtt: String,
+        /// A cabinet, `<id>:<slots>[:<label>@<battery>,...]` (powerbanks fill the slots from 1); repeat for more.
+        #[arg(long = "cabinet", required = true)]
+        cabinets: Vec<edge_bridge::cabinet_sim::CabinetSpec>,
+        /// A jammed slot, `<cabinet id>:<slot>` (its ejects fail with `jammed`); repeat for more.
+        #[arg(long = "jammed")]
+        jammed: Vec<String>,
+        /// The share of ejects that fail with `motor_error`, 0.0–1.0.
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// Each powerbank below 100 % gains 1 % this often; 0: never.
+        #[arg(long, default_value_t = 60_000)]
+        charge_ms: u64,
+    },
 }
 
 #[tokio::main]
@@ -47,6 +65,33 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::CabinetSim {
+        mqtt,
+        cabinets,
+        jammed,
+        fail_rate,
+        charge_ms,
+    }) = cli.command
+    {
+        let jammed = jammed
+            .iter()
+            .map(|j| {
+                let (cabinet, slot) = j
+                    .rsplit_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("--jammed is <cabinet id>:<slot>, not {j:?}"))?;
+                Ok((cabinet.to_owned(), slot.parse()?))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let config = edge_bridge::cabinet_sim::SimConfig {
+            mqtt_url: mqtt,
+            cabinets,
+            jammed,
+            fail_rate,
+            charge_every: Some(std::time::Duration::from_millis(charge_ms))
+                .filter(|d| !d.is_zero()),
+        };
+        return edge_bridge::cabinet_sim::start(config).await?.wait().await;
+    }
     if let Some(Command::AgentSim {
         url,
         key,

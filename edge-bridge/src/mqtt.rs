@@ -1,12 +1,22 @@
 //! The venue's MQTT broker, for Tasmota plugs: commands go to `cmnd/<topic>/POWER` (and `PulseTime`, the plug's own
-//! backup timer), state comes back on `stat/<topic>/POWER` and telemetry on `tele/<topic>/SENSOR`.
+//! backup timer), state comes back on `stat/<topic>/POWER` and telemetry on `tele/<topic>/SENSOR`. Powerbank
+//! cabinets (the open cabinet protocol, [`crate::cabinets`]) talk on `cabinet/<id>/...`: what they say is handed
+//! on as [`CabinetMessage`]s, and each cabinet's last `state` is kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
+
+/// Something a cabinet published: `cabinet/<cabinet>/<what>` (`evt/ejected`, `evt/returned`, `state`).
+#[derive(Debug, Clone)]
+pub struct CabinetMessage {
+    pub cabinet: String,
+    pub what: String,
+    pub payload: serde_json::Value,
+}
 
 /// What a Tasmota plug last said.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +31,9 @@ pub struct Mqtt {
     client: AsyncClient,
     seen: Arc<Mutex<HashMap<String, Seen>>>,
     changed: Arc<Notify>,
+    cabinets: broadcast::Sender<CabinetMessage>,
+    /// Each cabinet's last `state` (retained on the broker, so known soon after connecting).
+    cabinet_states: Arc<Mutex<HashMap<String, serde_json::Value>>>,
 }
 
 impl Mqtt {
@@ -41,13 +54,44 @@ impl Mqtt {
         let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
         let changed = Arc::new(Notify::new());
         let (subscriber, store, notify) = (client.clone(), seen.clone(), changed.clone());
+        let (cabinets, _) = broadcast::channel(1024);
+        let cabinet_states: Arc<Mutex<HashMap<String, serde_json::Value>>> = Arc::default();
+        let (to_cabinets, states) = (cabinets.clone(), cabinet_states.clone());
         tokio::spawn(async move {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        for filter in ["stat/+/POWER", "tele/+/SENSOR", "tele/+/STATE"] {
+                        for filter in [
+                            "stat/+/POWER",
+                            "tele/+/SENSOR",
+                            "tele/+/STATE",
+                            "cabinet/+/evt/+",
+                            "cabinet/+/state",
+                        ] {
                             let _ = subscriber.subscribe(filter, QoS::AtLeastOnce).await;
                         }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic.starts_with("cabinet/") => {
+                        let mut parts = p.topic.splitn(3, '/').skip(1);
+                        let (Some(cabinet), Some(what)) = (parts.next(), parts.next()) else {
+                            continue;
+                        };
+                        let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                        else {
+                            tracing::warn!(topic = %p.topic, "a cabinet sent something that is not JSON");
+                            continue;
+                        };
+                        if what == "state" {
+                            states
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(cabinet.to_owned(), payload.clone());
+                        }
+                        let _ = to_cabinets.send(CabinetMessage {
+                            cabinet: cabinet.to_owned(),
+                            what: what.to_owned(),
+                            payload,
+                        });
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let mut parts = p.topic.split('/');
@@ -95,7 +139,35 @@ impl Mqtt {
             client,
             seen,
             changed,
+            cabinets,
+            cabinet_states,
         })
+    }
+
+    /// What cabinets publish from now on.
+    pub fn cabinet_messages(&self) -> broadcast::Receiver<CabinetMessage> {
+        self.cabinets.subscribe()
+    }
+
+    /// The cabinet's last `state`, if it has published one.
+    pub fn cabinet_state(&self, cabinet: &str) -> Option<serde_json::Value> {
+        self.cabinet_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(cabinet)
+            .cloned()
+    }
+
+    /// Publishes a JSON message (QoS 1, not retained).
+    pub async fn publish_json(
+        &self,
+        topic: String,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, body.to_string())
+            .await?;
+        Ok(())
     }
 
     /// Switches the plug; `backup` sets its `PulseTime` first, so it flips back by itself after that long.

@@ -28,6 +28,15 @@ pub struct Connector {
     /// 1-based within the station.
     pub number: i32,
     pub status: StationStatus,
+    /// A cabinet's slot as the cabinet last reported it (control `CABINET`): the powerbank's label ...
+    pub reported_asset: Option<String>,
+    /// ... its charge in percent ...
+    pub battery: Option<i32>,
+    /// ... whether it is charging ...
+    pub charging: Option<bool>,
+    /// ... and what is wrong with the slot (`jammed` ...), if anything.
+    pub fault: Option<String>,
+    pub reported_at: Option<DateTime<Utc>>,
 }
 
 #[Object]
@@ -59,7 +68,7 @@ impl Station {
         self.0.status
     }
     /// How the control reaches the device: `host`/`generation` (shelly), `topic` (tasmota), `host` with `mac` or
-    /// `interface` (mikrotik), `charge_point_id` (ocpp). Secrets are referenced as `credentials_ref`.
+    /// `interface` (mikrotik), `charge_point_id` (ocpp), `cabinet_id` (cabinet: its id on the venue's MQTT broker). Secrets are referenced as `credentials_ref`.
     async fn control_settings(&self) -> Json<&serde_json::Value> {
         Json(&self.0.control_settings)
     }
@@ -96,6 +105,11 @@ impl Station {
                 id: c.id,
                 number: c.number,
                 status: c.status,
+                reported_asset: c.reported_asset,
+                battery: c.battery_pct.map(i32::from),
+                charging: c.charging,
+                fault: c.fault,
+                reported_at: c.reported_at,
             })
             .collect())
     }

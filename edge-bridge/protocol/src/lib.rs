@@ -97,6 +97,38 @@ pub enum Event {
         #[serde(default)]
         ram_usage: Option<f64>,
     },
+    /// A powerbank cabinet answered an `eject` command (`request_id` is the command's id): `ok`, or not and why
+    /// (`jammed`, `empty`, `mismatch`, `motor_error`, `timeout` ...). The asset is the label the cabinet read.
+    CabinetEjected {
+        request_id: Uuid,
+        ok: bool,
+        slot: i32,
+        #[serde(default)]
+        asset: Option<String>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// A powerbank was put into a slot of a cabinet.
+    CabinetReturned { slot: i32, asset: String },
+    /// Every slot of a cabinet as it reports them (on a change).
+    CabinetState { slots: Vec<SlotState> },
+}
+
+/// One slot of a powerbank cabinet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotState {
+    pub slot: i32,
+    /// The powerbank's label, if the slot holds one.
+    #[serde(default)]
+    pub asset: Option<String>,
+    /// Its charge, 0–100 %.
+    #[serde(default)]
+    pub battery: Option<i32>,
+    #[serde(default)]
+    pub charging: bool,
+    /// What is wrong with the slot (`jammed` ...), if anything.
+    #[serde(default)]
+    pub fault: Option<String>,
 }
 
 /// Cloud → bridge.
@@ -139,7 +171,7 @@ pub enum Down {
 pub struct StationPlan {
     pub station_id: Uuid,
     pub name: String,
-    /// `shelly`, `tasmota`, `mikrotik`, `agent`, `ocpp`, `manual`.
+    /// `shelly`, `tasmota`, `mikrotik`, `agent`, `ocpp`, `cabinet`, `manual`.
     pub control: String,
     /// The control's settings (host, generation, topic …; never a secret).
     pub settings: serde_json::Value,

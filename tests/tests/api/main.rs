@@ -7,6 +7,7 @@
 mod auth;
 mod billing;
 mod binaries;
+mod cabinets;
 mod charging;
 mod debts;
 mod edge;

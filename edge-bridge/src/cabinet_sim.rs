@@ -1,0 +1,471 @@
+//! `edge-bridge cabinet-sim`: powerbank cabinets on an MQTT broker, speaking the open cabinet protocol
+//! ([`crate::cabinets`]) as a real cabinet would, for the demo and the tests.
+//!
+//! Each cabinet has numbered slots holding powerbanks (a label and a charge). It answers `cmd/eject`: the slot's
+//! powerbank leaves, or the eject fails (`jammed` for a jammed slot, `empty`, `mismatch` when the slot holds another
+//! powerbank than the one named, `no_such_slot`, or `motor_error` at the configured failure rate); a request id it
+//! answered before gets the same answer again and ejects nothing. It publishes its `state` (retained) on every
+//! change, and charges its powerbanks by 1 % every `charge_every`. Two more topics stand in for a person at the
+//! cabinet: `cabinet/<id>/sim/insert` `{"slot", "asset", "battery"}` puts a powerbank into a slot (reported as
+//! `evt/returned`), and `cabinet/<id>/sim/jam` `{"slot", "jammed"}` jams or frees a slot. Every action is printed
+//! as a JSON line.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// One simulated cabinet as configured: `<id>:<slots>[:<label>@<battery>,...]` (powerbanks fill slots from 1; `-`
+/// leaves a slot empty; a battery left out is 100).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CabinetSpec {
+    pub id: String,
+    pub slots: usize,
+    /// By slot from 1: the powerbank's label and charge, or none.
+    pub powerbanks: Vec<Option<(String, i32)>>,
+}
+
+impl std::str::FromStr for CabinetSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let mut parts = text.splitn(3, ':');
+        let id = parts.next().unwrap_or_default().trim().to_owned();
+        anyhow::ensure!(
+            crate::cabinets::is_valid_id(&id),
+            "a cabinet id is 1–64 characters without `/`, `+` or `#`: {text:?}"
+        );
+        let slots: usize = parts
+            .next()
+            .context("write a cabinet as <id>:<slots>[:<label>@<battery>,...]")?
+            .trim()
+            .parse()
+            .context("the number of slots must be a whole number")?;
+        anyhow::ensure!((1..=64).contains(&slots), "a cabinet has 1 to 64 slots");
+        let powerbanks = parts
+            .next()
+            .map(|list| {
+                list.split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| {
+                        if p.trim() == "-" {
+                            return Ok(None);
+                        }
+                        let (label, battery) = p.split_once('@').unwrap_or((p, "100"));
+                        let battery: i32 = battery
+                            .trim()
+                            .parse()
+                            .with_context(|| format!("a battery level must be 0–100: {p:?}"))?;
+                        Ok(Some((label.trim().to_owned(), battery.clamp(0, 100))))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        anyhow::ensure!(
+            powerbanks.len() <= slots,
+            "cabinet {id} has {slots} slots but {} are listed",
+            powerbanks.len()
+        );
+        Ok(Self {
+            id,
+            slots,
+            powerbanks,
+        })
+    }
+}
+
+/// The simulator's settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// `mqtt://host:port`
+    pub mqtt_url: String,
+    pub cabinets: Vec<CabinetSpec>,
+    /// Slots jammed from the start: (cabinet id, slot).
+    pub jammed: Vec<(String, i32)>,
+    /// The share of ejects that fail with `motor_error` (0.0–1.0).
+    pub fail_rate: f64,
+    /// Every this long, each powerbank below 100 % gains 1 %; none: never.
+    pub charge_every: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    powerbank: Option<(String, i32)>,
+    jammed: bool,
+}
+
+struct Cabinet {
+    slots: Vec<Slot>,
+    /// Answers by request id: a repeated request gets the same answer.
+    answered: HashMap<Uuid, Value>,
+}
+
+impl Cabinet {
+    fn state(&self) -> Value {
+        let slots: Vec<Value> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                json!({
+                    "slot": i + 1,
+                    "asset": s.powerbank.as_ref().map(|(label, _)| label),
+                    "battery": s.powerbank.as_ref().map(|(_, battery)| battery),
+                    "charging": s.powerbank.as_ref().is_some_and(|(_, b)| *b < 100),
+                    "fault": s.jammed.then_some("jammed"),
+                })
+            })
+            .collect();
+        json!({ "slots": slots })
+    }
+
+    fn slot_mut(&mut self, body: &Value) -> Option<(i32, &mut Slot)> {
+        let n = body.get("slot").and_then(Value::as_i64)?;
+        let index = usize::try_from(n).ok()?.checked_sub(1)?;
+        let slot = self.slots.get_mut(index)?;
+        Some((i32::try_from(n).ok()?, slot))
+    }
+
+    /// Answers an eject request.
+    fn eject(&mut self, body: &Value, fail_rate: f64) -> Value {
+        let request = body.get("request_id").cloned().unwrap_or(Value::Null);
+        let key: Option<Uuid> = request.as_str().and_then(|s| s.parse().ok());
+        if let Some(answer) = key.and_then(|k| self.answered.get(&k)) {
+            return answer.clone();
+        }
+        let named = body.get("asset").and_then(Value::as_str).map(str::to_owned);
+        let slot_number = body.get("slot").cloned().unwrap_or(Value::Null);
+        let answer = match self.slot_mut(body) {
+            None => json!({"request_id": request, "ok": false, "slot": slot_number, "asset": named,
+                           "reason": "no_such_slot"}),
+            Some((n, slot)) => {
+                let held = slot.powerbank.as_ref().map(|(label, _)| label.clone());
+                let reason = if slot.jammed {
+                    Some("jammed")
+                } else if held.is_none() {
+                    Some("empty")
+                } else if named.is_some() && named != held {
+                    Some("mismatch")
+                } else if fail_rate > 0.0 && rand::random::<f64>() < fail_rate {
+                    Some("motor_error")
+                } else {
+                    None
+                };
+                if reason.is_none() {
+                    slot.powerbank = None;
+                }
+                json!({"request_id": request, "ok": reason.is_none(), "slot": n, "asset": held, "reason": reason})
+            }
+        };
+        if let Some(key) = key {
+            self.answered.insert(key, answer.clone());
+        }
+        answer
+    }
+
+    /// A powerbank put into a slot: the `evt/returned` to publish, or why not.
+    fn insert(&mut self, body: &Value) -> Result<Value, &'static str> {
+        let asset = body
+            .get("asset")
+            .and_then(Value::as_str)
+            .filter(|a| !a.trim().is_empty())
+            .ok_or("an insert needs an asset")?
+            .to_owned();
+        let battery = body
+            .get("battery")
+            .and_then(Value::as_i64)
+            .map_or(50, |b| b.clamp(0, 100) as i32);
+        let (n, slot) = self.slot_mut(body).ok_or("no such slot")?;
+        if slot.powerbank.is_some() {
+            return Err("the slot is taken");
+        }
+        slot.powerbank = Some((asset.clone(), battery));
+        Ok(json!({ "slot": n, "asset": asset }))
+    }
+
+    /// One charging step; true if anything changed.
+    fn charge(&mut self) -> bool {
+        let mut changed = false;
+        for (_, battery) in self.slots.iter_mut().filter_map(|s| s.powerbank.as_mut()) {
+            if *battery < 100 {
+                *battery += 1;
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+fn print(cabinet: &str, what: &str, body: &Value) {
+    println!(
+        "{}",
+        json!({ "cabinet": cabinet, "event": what, "body": body })
+    );
+}
+
+/// A running simulator; dropping it stops it.
+pub struct Sim {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sim {
+    /// Runs until stopped or the process ends.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("the cabinet simulator died")
+    }
+}
+
+/// Starts the simulator; returns once it has subscribed to its topics and published every cabinet's state, so a
+/// test may publish to it right away.
+pub async fn start(config: SimConfig) -> anyhow::Result<Sim> {
+    let rest = config.mqtt_url.strip_prefix("mqtt://").with_context(|| {
+        format!(
+            "the MQTT URL must look like mqtt://host:1883, not {:?}",
+            config.mqtt_url
+        )
+    })?;
+    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+    let port: u16 = port
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("bad port in {:?}", config.mqtt_url))?;
+    anyhow::ensure!(!config.cabinets.is_empty(), "simulate at least one cabinet");
+    let mut cabinets: HashMap<String, Cabinet> = HashMap::new();
+    for spec in &config.cabinets {
+        let mut slots = vec![
+            Slot {
+                powerbank: None,
+                jammed: false
+            };
+            spec.slots
+        ];
+        for (slot, powerbank) in slots.iter_mut().zip(&spec.powerbanks) {
+            slot.powerbank = powerbank.clone();
+        }
+        cabinets.insert(
+            spec.id.clone(),
+            Cabinet {
+                slots,
+                answered: HashMap::new(),
+            },
+        );
+    }
+    for (id, n) in &config.jammed {
+        let slot = usize::try_from(*n)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| cabinets.get_mut(id)?.slots.get_mut(i))
+            .with_context(|| format!("--jammed {id}:{n}: no such cabinet or slot"))?;
+        slot.jammed = true;
+    }
+    let mut options = MqttOptions::new(
+        format!("switchyard-cabinet-sim-{}", Uuid::new_v4().simple()),
+        host,
+        port,
+    );
+    options.set_keep_alive(Duration::from_secs(15));
+    let (client, mut events) = AsyncClient::new(options, 256);
+    let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();
+    let fail_rate = config.fail_rate.clamp(0.0, 1.0);
+    let charge_every = config.charge_every;
+    let task = tokio::spawn(async move {
+        let mut ready_tx = Some(ready_tx);
+        let mut waiting_subacks = 0usize;
+        let mut charging = charge_every.map(|every| {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        loop {
+            let next = tokio::select! {
+                event = events.poll() => Some(event),
+                _ = async {
+                    match charging.as_mut() {
+                        Some(tick) => { tick.tick().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => None,
+            };
+            let mut publish: Vec<(String, Value, bool)> = Vec::new();
+            let mut subscribed = false;
+            match next {
+                None => {
+                    for (id, cabinet) in cabinets.iter_mut() {
+                        if cabinet.charge() {
+                            publish.push((format!("cabinet/{id}/state"), cabinet.state(), true));
+                        }
+                    }
+                }
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                    waiting_subacks = 0;
+                    for id in cabinets.keys() {
+                        for filter in [format!("cabinet/{id}/cmd/+"), format!("cabinet/{id}/sim/+")]
+                        {
+                            if client.subscribe(filter, QoS::AtLeastOnce).await.is_ok() {
+                                waiting_subacks += 1;
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                    waiting_subacks = waiting_subacks.saturating_sub(1);
+                    if waiting_subacks == 0 {
+                        subscribed = true;
+                        // Subscribed (again): every cabinet says how it is.
+                        for (id, cabinet) in &cabinets {
+                            print(id, "state", &cabinet.state());
+                            publish.push((format!("cabinet/{id}/state"), cabinet.state(), true));
+                        }
+                    }
+                }
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    let mut parts = p.topic.splitn(3, '/').skip(1);
+                    let (Some(id), Some(what)) = (parts.next(), parts.next()) else {
+                        continue;
+                    };
+                    let Some(cabinet) = cabinets.get_mut(id) else {
+                        continue;
+                    };
+                    let body: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    match what {
+                        "cmd/eject" => {
+                            let answer = cabinet.eject(&body, fail_rate);
+                            print(id, "ejected", &answer);
+                            publish.push((format!("cabinet/{id}/evt/ejected"), answer, false));
+                        }
+                        "sim/insert" => match cabinet.insert(&body) {
+                            Ok(returned) => {
+                                print(id, "returned", &returned);
+                                publish.push((
+                                    format!("cabinet/{id}/evt/returned"),
+                                    returned,
+                                    false,
+                                ));
+                            }
+                            Err(why) => print(
+                                id,
+                                "insert_refused",
+                                &json!({ "why": why, "request": body }),
+                            ),
+                        },
+                        "sim/jam" => {
+                            let jammed =
+                                body.get("jammed").and_then(Value::as_bool).unwrap_or(true);
+                            match cabinet.slot_mut(&body) {
+                                Some((n, slot)) => {
+                                    slot.jammed = jammed;
+                                    print(id, "jam", &json!({ "slot": n, "jammed": jammed }));
+                                }
+                                None => print(id, "jam_refused", &json!({ "why": "no such slot" })),
+                            }
+                        }
+                        _ => continue,
+                    }
+                    publish.push((format!("cabinet/{id}/state"), cabinet.state(), true));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cabinet simulator: MQTT connection lost; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            for (topic, body, retain) in publish {
+                if let Err(e) = client
+                    .publish(topic, QoS::AtLeastOnce, retain, body.to_string())
+                    .await
+                {
+                    tracing::warn!(error = %e, "cabinet simulator: cannot publish");
+                }
+            }
+            if subscribed {
+                if let Some(ready) = ready_tx.take() {
+                    let _ = ready.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), ready)
+        .await
+        .context("the cabinet simulator could not reach the MQTT broker")?
+        .context("the cabinet simulator stopped")?;
+    Ok(Sim { task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cabinet_spec_lists_its_slots() -> anyhow::Result<()> {
+        let spec: CabinetSpec = "hub-1:4:pb-001@80,-,pb-003".parse()?;
+        assert_eq!(
+            spec,
+            CabinetSpec {
+                id: "hub-1".into(),
+                slots: 4,
+                powerbanks: vec![
+                    Some(("pb-001".into(), 80)),
+                    None,
+                    Some(("pb-003".into(), 100))
+                ],
+            }
+        );
+        assert_eq!("hub-2:2".parse::<CabinetSpec>()?.powerbanks, vec![]);
+        for bad in ["a/b:2", "hub:0", "hub:1:x,y", "hub", "hub:2:pb@lots"] {
+            assert!(bad.parse::<CabinetSpec>().is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_eject_is_answered_once_per_request_and_a_jammed_slot_fails() {
+        let mut cabinet = Cabinet {
+            slots: vec![
+                Slot {
+                    powerbank: Some(("pb-1".into(), 90)),
+                    jammed: false,
+                },
+                Slot {
+                    powerbank: Some(("pb-2".into(), 90)),
+                    jammed: true,
+                },
+            ],
+            answered: HashMap::new(),
+        };
+        let request = Uuid::new_v4();
+        let first = cabinet.eject(
+            &json!({"request_id": request, "slot": 1, "asset": "pb-1"}),
+            0.0,
+        );
+        assert_eq!(first["ok"], true);
+        assert!(cabinet.slots[0].powerbank.is_none());
+        // Retried: the same answer, nothing ejected again (the slot is empty now, which would fail).
+        assert_eq!(
+            cabinet.eject(&json!({"request_id": request, "slot": 1}), 0.0),
+            first
+        );
+        let jammed = cabinet.eject(&json!({"request_id": Uuid::new_v4(), "slot": 2}), 0.0);
+        assert_eq!(
+            (jammed["ok"].clone(), jammed["reason"].clone()),
+            (json!(false), json!("jammed"))
+        );
+        assert!(cabinet.slots[1].powerbank.is_some());
+        assert_eq!(
+            cabinet.insert(&json!({"slot": 1, "asset": "pb-9"})),
+            Ok(json!({"slot": 1, "asset": "pb-9"}))
+        );
+        assert!(cabinet
+            .insert(&json!({"slot": 1, "asset": "pb-8"}))
+            .is_err());
+    }
+}

@@ -1,0 +1,822 @@
+//! Powerbank cabinets on the open cabinet protocol: the real bridge library and the real `cabinet-sim` over the real
+//! Mosquitto broker, and raw tunnel frames for replays and reports a cabinet should not make.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use switchyard_edge_protocol::{decode, encode, Down, Event, SlotState, Up};
+use switchyard_tests::{env_url, spawn_app, TestApp};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use crate::rentals::{post, setup, wallet, Cabinets};
+
+/// The two cabinets of [`setup`] (A: four slots with pb-001 and pb-002; B: one empty slot) put on the cabinet
+/// protocol under fresh cabinet ids, and a bridge for their venue: the ids and the bridge's token.
+struct Site {
+    c: Cabinets,
+    cabinet_a: String,
+    cabinet_b: String,
+    bridge: Uuid,
+    token: String,
+}
+
+async fn site(app: &TestApp) -> Site {
+    let c = setup(app, 1_000).await;
+    let suffix = Uuid::new_v4().simple().to_string();
+    let (cabinet_a, cabinet_b) = (format!("cab-a-{suffix}"), format!("cab-b-{suffix}"));
+    for (station, id) in [(c.a, &cabinet_a), (c.b, &cabinet_b)] {
+        app.gql_ok(
+            &c.t.access,
+            "mutation($s: UUID!, $i: UpdateStationInput!) { updateStation(id: $s, input: $i) { control } }",
+            json!({"s": station, "i": {"control": "CABINET", "controlSettings": {"cabinet_id": id}}}),
+        )
+        .await;
+    }
+    let created = app
+        .gql_ok(
+            &c.t.access,
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"Mall bridge\") { token bridge { id } } }",
+            json!({"v": c.venue}),
+        )
+        .await["createBridge"]
+        .clone();
+    Site {
+        c,
+        cabinet_a,
+        cabinet_b,
+        bridge: created["bridge"]["id"].as_str().unwrap().parse().unwrap(),
+        token: created["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The simulator for the site: A holds pb-001 (90 %) and pb-002 (80 %), B is empty; ejects fail at `fail_rate`.
+async fn simulator(s: &Site, fail_rate: f64) -> edge_bridge::cabinet_sim::Sim {
+    let config = edge_bridge::cabinet_sim::SimConfig {
+        mqtt_url: env_url("TEST_MQTT_URL"),
+        cabinets: vec![
+            format!("{}:4:pb-001@90,pb-002@80", s.cabinet_a)
+                .parse()
+                .unwrap(),
+            format!("{}:1", s.cabinet_b).parse().unwrap(),
+        ],
+        jammed: vec![],
+        fail_rate,
+        charge_every: None,
+    };
+    edge_bridge::cabinet_sim::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("the cabinet simulator did not start: {e:#}"))
+}
+
+/// The real bridge (library) for the site, on the test broker; dropping the sender stops it.
+fn bridge(app: &TestApp, s: &Site) -> (tokio::sync::watch::Sender<bool>, std::path::PathBuf) {
+    let journal =
+        std::env::temp_dir().join(format!("cabinet-test-{}.jsonl", Uuid::new_v4().simple()));
+    let config = edge_bridge::Config {
+        cloud_url: format!("ws://{}/edge/v1/tunnel", app.addr),
+        token: s.token.clone(),
+        journal_path: journal.clone(),
+        heartbeat: Duration::from_millis(200),
+        reconnect_max: Duration::from_millis(300),
+        agent_listen: None,
+        mqtt_url: Some(env_url("TEST_MQTT_URL")),
+        credentials_file: None,
+        readings: None,
+        metrics_listen: None,
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(config, stopped));
+    (stop, journal)
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publishes to the test broker, as a person at the cabinet would (through the simulator's `sim/*` topics).
+async fn publish(topic: &str, body: Value) {
+    let url = env_url("TEST_MQTT_URL");
+    let rest = url.trim_start_matches("mqtt://");
+    let (host, port) = rest.rsplit_once(':').unwrap();
+    let options = rumqttc::MqttOptions::new(
+        format!("cabinet-test-{}", Uuid::new_v4().simple()),
+        host,
+        port.trim_end_matches('/').parse().unwrap(),
+    );
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 10);
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, body.to_string())
+        .await
+        .unwrap();
+    // Until the broker acknowledges it (QoS 1).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "the broker never took {topic}");
+        let event = tokio::time::timeout(Duration::from_secs(10), events.poll())
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("MQTT: {e}"));
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+            break;
+        }
+    }
+    let _ = client.disconnect().await;
+}
+
+/// Quotes and starts a rental at `station`: its id and the powerbank it got.
+async fn rent(app: &TestApp, c: &Cabinets, station: Uuid, key: &str) -> (Uuid, String) {
+    let (status, quote) = post(
+        app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": station}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    let (status, started) = post(
+        app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some(key),
+        json!({"quote_id": quote["quote_id"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    (
+        started["rental_id"].as_str().unwrap().parse().unwrap(),
+        started["powerbank_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn rental(app: &TestApp, c: &Cabinets, id: Uuid) -> Value {
+    let (status, body) = app.get(&format!("/api/v1/rentals/{id}"), &c.t.access).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The cabinet's slots as GraphQL shows them: (number, powerbank, battery, fault).
+async fn slots(app: &TestApp, c: &Cabinets, station: Uuid) -> Vec<(i64, Value, Value, Value)> {
+    let data = app
+        .gql_ok(
+            &c.t.access,
+            "query($s: UUID!) { station(id: $s) { connectors { number reportedAsset battery charging fault reportedAt } } }",
+            json!({"s": station}),
+        )
+        .await;
+    data["station"]["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["number"].as_i64().unwrap(),
+                s["reportedAsset"].clone(),
+                s["battery"].clone(),
+                s["fault"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The powerbanks docked at a cabinet: (label, slot).
+async fn docked(app: &TestApp, c: &Cabinets, station: Uuid) -> Vec<(String, i64)> {
+    let data = app
+        .gql_ok(
+            &c.t.access,
+            "query($s: UUID!) { assets(stationId: $s) { label slot } }",
+            json!({"s": station}),
+        )
+        .await;
+    data["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["label"].as_str().unwrap().to_owned(),
+                a["slot"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The eject answers recorded for a cabinet.
+async fn ejects(app: &TestApp, c: &Cabinets, station: Uuid) -> i64 {
+    count(
+        app,
+        c.t.id,
+        "select count(*) from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'cabinet_ejected'",
+        station,
+    )
+    .await
+}
+
+async fn count(app: &TestApp, tenant: Uuid, sql: &str, id: Uuid) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(tenant)
+        .bind(id)
+        .fetch_one(&mut *app.tenant_tx(tenant).await)
+        .await
+        .unwrap()
+}
+
+/// The journals of a session, by kind, in order.
+async fn journals(app: &TestApp, tenant: Uuid, session: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "select kind from journal where tenant_id = $1 and session_id = $2 order by created_at, idempotency_key",
+    )
+    .bind(tenant)
+    .bind(session)
+    .fetch_all(&mut *app.tenant_tx(tenant).await)
+    .await
+    .unwrap()
+}
+
+async fn anomalies(app: &TestApp, c: &Cabinets, bridge: Uuid) -> Vec<String> {
+    let data = app
+        .gql_ok(
+            &c.t.access,
+            "{ bridges { id anomalies { kind } } }",
+            json!({}),
+        )
+        .await;
+    data["bridges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["id"] == json!(bridge))
+        .flat_map(|b| b["anomalies"].as_array().unwrap().clone())
+        .map(|a| a["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rental_ejects_its_powerbank_through_the_bridge_and_the_cabinet_reports_its_slots() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    let _sim = simulator(&s, 0.0).await;
+    let (_bridge, journal) = bridge(&app, &s);
+    wait_until("cabinet A's slots reach the cloud", || async {
+        slots(&app, c, c.a).await[1].2 == json!(80)
+    })
+    .await;
+    assert_eq!(
+        slots(&app, c, c.a).await,
+        [
+            (1, json!("pb-001"), json!(90), Value::Null),
+            (2, json!("pb-002"), json!(80), Value::Null),
+            (3, Value::Null, Value::Null, Value::Null),
+            (4, Value::Null, Value::Null, Value::Null),
+        ]
+    );
+
+    let (id, powerbank) = rent(&app, c, c.a, "eject-ok").await;
+    assert_eq!(powerbank, "pb-001");
+    wait_until("the cabinet reports slot 1 empty", || async {
+        ejects(&app, c, c.a).await == 1 && slots(&app, c, c.a).await[0].1.is_null()
+    })
+    .await;
+    let ejected: Vec<Value> = sqlx::query_scalar(
+        "select body from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'cabinet_ejected'",
+    )
+    .bind(c.t.id)
+    .bind(c.a)
+    .fetch_all(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    let command: Uuid = sqlx::query_scalar(
+        "select id from device_command where tenant_id = $1 and session_id = $2 and command = 'eject'",
+    )
+    .bind(c.t.id)
+    .bind(id)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        ejected,
+        [
+            json!({"kind": "cabinet_ejected", "request_id": command, "ok": true, "slot": 1, "asset": "pb-001",
+                "reason": null})
+        ]
+    );
+    assert_eq!(rental(&app, c, id).await["status"], "ACTIVE");
+    assert_eq!(docked(&app, c, c.a).await, [("pb-002".to_owned(), 2)]);
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 500, "depositHeld": 500, "debt": 0})
+    );
+    assert!(anomalies(&app, c, s.bridge).await.is_empty());
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn a_failed_eject_voids_the_rental_releases_its_deposit_and_a_jammed_slot_is_not_rented_from()
+{
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    // Every eject fails (`motor_error`).
+    let _sim = simulator(&s, 1.0).await;
+    let (_bridge, journal) = bridge(&app, &s);
+    wait_until("cabinet A's slots reach the cloud", || async {
+        slots(&app, c, c.a).await[1].2 == json!(80)
+    })
+    .await;
+
+    let (id, powerbank) = rent(&app, c, c.a, "eject-fails").await;
+    assert_eq!(powerbank, "pb-001");
+    wait_until("the rental is voided", || async {
+        rental(&app, c, id).await["status"] == "FAILED"
+    })
+    .await;
+    let got = rental(&app, c, id).await;
+    assert_eq!(got["total_amount"], 0, "{got}");
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0}),
+        "the deposit is back in the wallet, nothing charged"
+    );
+    assert_eq!(
+        journals(&app, c.t.id, id).await,
+        ["deposit_hold", "deposit_release"]
+    );
+    // The powerbank never left its slot.
+    assert_eq!(
+        docked(&app, c, c.a).await,
+        [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
+    );
+    assert_eq!(
+        slots(&app, c, c.a).await[0],
+        (1, json!("pb-001"), json!(90), Value::Null)
+    );
+    let failed = count(
+        &app,
+        c.t.id,
+        "select count(*) from live_event where tenant_id = $1 and subject_id = $2 and kind = 'session.failed'",
+        id,
+    )
+    .await;
+    assert_eq!(failed, 1);
+
+    // Slot 1 jams: once the cabinet says so, the next rental is given the powerbank in slot 2.
+    publish(
+        &format!("cabinet/{}/sim/jam", s.cabinet_a),
+        json!({"slot": 1, "jammed": true}),
+    )
+    .await;
+    wait_until("the jam reaches the cloud", || async {
+        slots(&app, c, c.a).await[0].3 == json!("jammed")
+    })
+    .await;
+    let (next, powerbank) = rent(&app, c, c.a, "eject-next").await;
+    assert_eq!(powerbank, "pb-002");
+    wait_until("that rental is voided too", || async {
+        rental(&app, c, next).await["status"] == "FAILED"
+    })
+    .await;
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
+    );
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
+async fn a_powerbank_put_into_another_cabinet_ends_its_rental_there_with_the_final_bill() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    let _sim = simulator(&s, 0.0).await;
+    let (_bridge, journal) = bridge(&app, &s);
+    wait_until("cabinet A's slots reach the cloud", || async {
+        slots(&app, c, c.a).await[1].2 == json!(80)
+    })
+    .await;
+    let (id, _) = rent(&app, c, c.a, "rent-return").await;
+    wait_until("the cabinet reports slot 1 empty", || async {
+        ejects(&app, c, c.a).await == 1 && slots(&app, c, c.a).await[0].1.is_null()
+    })
+    .await;
+    // Ten minutes out: five free, then 1 a minute.
+    let mut tx = app.tenant_tx(c.t.id).await;
+    sqlx::query(
+        "update session set started_at = started_at - interval '10 minutes' where tenant_id = $1 and id = $2",
+    )
+    .bind(c.t.id)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    publish(
+        &format!("cabinet/{}/sim/insert", s.cabinet_b),
+        json!({"slot": 1, "asset": "pb-001", "battery": 40}),
+    )
+    .await;
+    wait_until("the rental ends", || async {
+        rental(&app, c, id).await["status"] == "FINISHED"
+    })
+    .await;
+    let got = rental(&app, c, id).await;
+    let total = got["total_amount"].as_i64().unwrap();
+    assert!((5..=6).contains(&total), "{got}");
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 1_000 - total, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(docked(&app, c, c.b).await, [("pb-001".to_owned(), 1)]);
+    wait_until("cabinet B's slot reaches the cloud", || async {
+        slots(&app, c, c.b).await[0].2 == json!(40)
+    })
+    .await;
+    assert_eq!(
+        slots(&app, c, c.b).await,
+        [(1, json!("pb-001"), json!(40), Value::Null)]
+    );
+    let (returned_to, next_tick): (Option<Uuid>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as(
+            "select return_station_id, next_tick_at from session where tenant_id = $1 and id = $2",
+        )
+        .bind(c.t.id)
+        .bind(id)
+        .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        (returned_to, next_tick),
+        (Some(c.b), None),
+        "returned to B, billing over"
+    );
+    let kinds = journals(&app, c.t.id, id).await;
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| k.as_str() == "deposit_release")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    // No `accept_return` command: the powerbank is in already.
+    let accept = count(
+        &app,
+        c.t.id,
+        "select count(*) from device_command where tenant_id = $1 and session_id = $2 and command = 'accept_return'",
+        id,
+    )
+    .await;
+    assert_eq!(accept, 0);
+    let _ = std::fs::remove_file(&journal);
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw tunnel with the bridge's token, welcomed.
+async fn tunnel(app: &TestApp, token: &str) -> Socket {
+    let mut request = format!("ws://{}/edge/v1/tunnel", app.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let hello = Up::Hello {
+        version: "test".into(),
+        sent_at: chrono::Utc::now(),
+    };
+    ws.send(Message::text(encode(&hello))).await.unwrap();
+    loop {
+        if let Down::Welcome { .. } = next_down(&mut ws).await {
+            return ws;
+        }
+    }
+}
+
+async fn next_down(ws: &mut Socket) -> Down {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            return decode(&text).unwrap();
+        }
+    }
+}
+
+/// Sends an event and waits for its answer: acknowledged (true) or an error frame (false, with its code).
+async fn report(
+    ws: &mut Socket,
+    seq: u64,
+    station: Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+    event: Event,
+) -> Result<(), String> {
+    let frame = Up::Event {
+        seq,
+        occurred_at: at,
+        station_id: Some(station),
+        event,
+    };
+    ws.send(Message::text(encode(&frame))).await.unwrap();
+    loop {
+        match next_down(ws).await {
+            Down::Ack { seq: acked } if acked >= seq => return Ok(()),
+            Down::Error { code, .. } => return Err(code),
+            _ => {}
+        }
+    }
+}
+
+async fn eject_command(app: &TestApp, tenant: Uuid, rental: Uuid) -> Uuid {
+    sqlx::query_scalar(
+        "select id from device_command where tenant_id = $1 and session_id = $2 and command = 'eject'",
+    )
+    .bind(tenant)
+    .bind(rental)
+    .fetch_one(&mut *app.tenant_tx(tenant).await)
+    .await
+    .unwrap()
+}
+
+/// Counts of the tenant's journals, ended rentals and assets: what a replay must leave as it is.
+async fn footprint(app: &TestApp, tenant: Uuid) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "select (select count(*) from journal where tenant_id = $1),
+                (select count(*) from session where tenant_id = $1 and status not in ('active', 'paused')),
+                (select count(*) from asset where tenant_id = $1)",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *app.tenant_tx(tenant).await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn replayed_and_repeated_cabinet_reports_change_nothing_twice_and_an_unknown_powerbank_is_docked_as_an_anomaly(
+) {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    let mut ws = tunnel(&app, &s.token).await;
+    let now = chrono::Utc::now();
+
+    // A failed eject voids the rental; the same frame again, and the same report under a new number, do nothing.
+    let (first, _) = rent(&app, c, c.a, "replay-1").await;
+    let request = eject_command(&app, c.t.id, first).await;
+    let failed = Event::CabinetEjected {
+        request_id: request,
+        ok: false,
+        slot: 1,
+        asset: Some("pb-001".into()),
+        reason: Some("jammed".into()),
+    };
+    report(&mut ws, 1, c.a, now, failed.clone()).await.unwrap();
+    assert_eq!(rental(&app, c, first).await["status"], "FAILED");
+    let voided = (wallet(&app, c).await, footprint(&app, c.t.id).await);
+    assert_eq!(
+        voided.0,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
+    );
+    report(&mut ws, 1, c.a, now, failed.clone()).await.unwrap();
+    report(&mut ws, 2, c.a, now, failed).await.unwrap();
+    assert_eq!(
+        (wallet(&app, c).await, footprint(&app, c.t.id).await),
+        voided
+    );
+    assert_eq!(
+        docked(&app, c, c.a).await,
+        [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
+    );
+
+    // A rental whose eject worked ends when its powerbank comes back into B; the same return again does nothing.
+    let (second, powerbank) = rent(&app, c, c.a, "replay-2").await;
+    assert_eq!(powerbank, "pb-001");
+    let request = eject_command(&app, c.t.id, second).await;
+    let ejected = Event::CabinetEjected {
+        request_id: request,
+        ok: true,
+        slot: 1,
+        asset: Some("pb-001".into()),
+        reason: None,
+    };
+    report(&mut ws, 3, c.a, now, ejected).await.unwrap();
+    assert_eq!(rental(&app, c, second).await["status"], "ACTIVE");
+    let returned = Event::CabinetReturned {
+        slot: 1,
+        asset: "pb-001".into(),
+    };
+    report(&mut ws, 4, c.b, now, returned.clone())
+        .await
+        .unwrap();
+    assert_eq!(rental(&app, c, second).await["status"], "FINISHED");
+    let ended = (wallet(&app, c).await, footprint(&app, c.t.id).await);
+    report(&mut ws, 4, c.b, now, returned.clone())
+        .await
+        .unwrap();
+    report(&mut ws, 5, c.b, now, returned).await.unwrap();
+    assert_eq!(
+        (wallet(&app, c).await, footprint(&app, c.t.id).await),
+        ended
+    );
+    assert_eq!(docked(&app, c, c.b).await, [("pb-001".to_owned(), 1)]);
+    assert!(anomalies(&app, c, s.bridge).await.is_empty());
+
+    // A powerbank the tenant does not know is docked where it was put, and kept as an anomaly; one put into a slot
+    // the cloud has taken changes nothing but is kept too.
+    let stranger = Event::CabinetReturned {
+        slot: 3,
+        asset: "pb-777".into(),
+    };
+    report(&mut ws, 6, c.a, now, stranger).await.unwrap();
+    assert_eq!(
+        docked(&app, c, c.a).await,
+        [("pb-002".to_owned(), 2), ("pb-777".to_owned(), 3)]
+    );
+    let crowded = Event::CabinetReturned {
+        slot: 2,
+        asset: "pb-888".into(),
+    };
+    report(&mut ws, 7, c.a, now, crowded).await.unwrap();
+    assert_eq!(
+        anomalies(&app, c, s.bridge).await,
+        ["slot_occupied", "unknown_asset"]
+    );
+
+    // Slot states: a newer report is kept, an older one that arrives late is not.
+    let state = |battery: i32| Event::CabinetState {
+        slots: vec![SlotState {
+            slot: 2,
+            asset: Some("pb-002".into()),
+            battery: Some(battery),
+            charging: true,
+            fault: None,
+        }],
+    };
+    report(&mut ws, 8, c.a, now, state(70)).await.unwrap();
+    report(
+        &mut ws,
+        9,
+        c.a,
+        now - chrono::Duration::seconds(30),
+        state(20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        slots(&app, c, c.a).await[1],
+        (2, json!("pb-002"), json!(70), Value::Null)
+    );
+    let slot_events = count(
+        &app,
+        c.t.id,
+        "select count(*) from live_event where tenant_id = $1 and station_id = $2 and kind = 'station.slot'",
+        c.a,
+    )
+    .await;
+    assert_eq!(slot_events, 1);
+}
+
+#[tokio::test]
+async fn another_tenants_cabinets_commands_and_powerbanks_are_not_found_through_a_bridge() {
+    let app = spawn_app().await;
+    let mine = site(&app).await;
+    let theirs = site(&app).await;
+    let (rented, _) = rent(&app, &theirs.c, theirs.c.a, "theirs-1").await;
+    let their_command = eject_command(&app, theirs.c.t.id, rented).await;
+    let their_asset: Uuid =
+        sqlx::query_scalar("select id from asset where tenant_id = $1 and label = 'pb-002'")
+            .bind(theirs.c.t.id)
+            .fetch_one(&mut *app.tenant_tx(theirs.c.t.id).await)
+            .await
+            .unwrap();
+    let before = (
+        wallet(&app, &theirs.c).await,
+        footprint(&app, theirs.c.t.id).await,
+    );
+
+    let mut ws = tunnel(&app, &mine.token).await;
+    let now = chrono::Utc::now();
+    // Their cabinet is not a station of this bridge's venue.
+    let returned = Event::CabinetReturned {
+        slot: 1,
+        asset: "pb-001".into(),
+    };
+    assert_eq!(
+        report(&mut ws, 1, theirs.c.a, now, returned.clone()).await,
+        Err("unknown_station".to_owned())
+    );
+    // Their eject command is unknown here; their powerbank's label names nothing of this tenant's.
+    let failed = Event::CabinetEjected {
+        request_id: their_command,
+        ok: false,
+        slot: 1,
+        asset: Some("pb-001".into()),
+        reason: Some("jammed".into()),
+    };
+    report(&mut ws, 2, mine.c.a, now, failed).await.unwrap();
+    report(&mut ws, 3, mine.c.b, now, returned).await.unwrap();
+    assert_eq!(
+        anomalies(&app, &mine.c, mine.bridge).await,
+        ["asset_out_of_place", "unknown_eject"],
+        "the label names this tenant's own pb-001 (docked in A), never the other tenant's rented one"
+    );
+    assert_eq!(
+        docked(&app, &mine.c, mine.c.b).await,
+        [("pb-001".to_owned(), 1)]
+    );
+    assert_eq!(rental(&app, &theirs.c, rented).await["status"], "ACTIVE");
+    assert_eq!(
+        (
+            wallet(&app, &theirs.c).await,
+            footprint(&app, theirs.c.t.id).await
+        ),
+        before
+    );
+    // Their cabinet and powerbank answer not found to this tenant.
+    for (query, id) in [
+        ("query($i: UUID!) { station(id: $i) { id } }", theirs.c.a),
+        (
+            "query($i: UUID!) { assets(stationId: $i) { id } }",
+            theirs.c.a,
+        ),
+    ] {
+        let body = app
+            .gql(Some(&mine.c.t.access), query, json!({"i": id}))
+            .await;
+        assert_eq!(switchyard_tests::gql_code(&body), "not_found", "{body}");
+    }
+    let (status, _) = app
+        .get(&format!("/api/v1/rentals/{rented}"), &mine.c.t.access)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let asset_seen = count(
+        &app,
+        mine.c.t.id,
+        "select count(*) from asset where tenant_id = $1 and id = $2",
+        their_asset,
+    )
+    .await;
+    assert_eq!(asset_seen, 0);
+}
+
+#[tokio::test]
+async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_rental_voided() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    // No simulator for this cabinet: nobody answers on its topics.
+    app.gql_ok(
+        &c.t.access,
+        "mutation($s: UUID!, $i: UpdateStationInput!) { updateStation(id: $s, input: $i) { control } }",
+        json!({"s": c.a, "i": {"controlSettings": {"cabinet_id": s.cabinet_a, "eject_timeout_secs": 1}}}),
+    )
+    .await;
+    let (_bridge, journal) = bridge(&app, &s);
+    wait_until("the bridge is online", || async {
+        let data = app
+            .gql_ok(&c.t.access, "{ bridges { online } }", json!({}))
+            .await;
+        data["bridges"][0]["online"] == true
+    })
+    .await;
+    let (id, _) = rent(&app, c, c.a, "eject-unanswered").await;
+    wait_until("the rental is voided", || async {
+        rental(&app, c, id).await["status"] == "FAILED"
+    })
+    .await;
+    let reason: Value = sqlx::query_scalar(
+        "select body->'reason' from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'cabinet_ejected'",
+    )
+    .bind(c.t.id)
+    .bind(c.a)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(reason, "timeout");
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(
+        docked(&app, c, c.a).await,
+        [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
+    );
+    let _ = std::fs::remove_file(&journal);
+}
