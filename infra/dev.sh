@@ -217,7 +217,8 @@ up() {
   Demo arcade: its edge bridge is connected (metrics: http://127.0.0.1:$((DEVICES_PORT + 4))/metrics); simulated
   devices print their switches here (PS5-01 and Pinball on Shelly plugs, PC-03 behind the MikroTik, Karaoke
   Room A on Tasmota; PC-01/PC-02 run agents). The harbour hub's powerbank cabinet runs on the cabinet simulator
-  behind the hub's bridge (its ejects and returns print here as JSON lines).
+  behind the hub's bridge (its ejects and returns print here as JSON lines). The hub's "Charger 1" (CP-001) is a
+  simulated OCPP 1.6 charger on $url/ocpp/CP-001: start a session on it (startSession) and it charges at 7.4 kW.
   Sign in:  curl -s $url/api/v1/auth/login -H 'content-type: application/json' \\
               -d '{"email":"owner@demo.switchyard.test","password":"Neon-Arcade-42"}'
   Ctrl-C stops everything.
@@ -230,9 +231,12 @@ MSG
 # agent simulator on each agent PC; and the hub's simulated powerbank cabinet with the hub's bridge.
 start_demo_venue() {
   local bin=$1 credentials=$2 agent_port=$((DEVICES_PORT + 3)) pair
-  "$bin/demo-devices" --base "$DEVICES_PORT" --mqtt "$MQTT_URL" --credentials "$credentials" & CHILDREN+=($!)
   # shellcheck disable=SC1091
   . "$DATA/demo-bridge.env"
+  # The simulated devices, and the harbour hub's EV charger connected straight to the API's OCPP endpoint.
+  "$bin/demo-devices" --base "$DEVICES_PORT" --mqtt "$MQTT_URL" --credentials "$credentials" \
+    --charger-url "ws://$LISTEN_ADDR/ocpp/$DEMO_CHARGER_ID" --charger-id "$DEMO_CHARGER_ID" \
+    --charger-password "$DEMO_CHARGER_PASSWORD" & CHILDREN+=($!)
   BRIDGE_TOKEN="$BRIDGE_TOKEN" BRIDGE_CLOUD_URL="ws://$LISTEN_ADDR/edge/v1/tunnel" \
     BRIDGE_JOURNAL="$DATA/demo-bridge-journal.jsonl" BRIDGE_AGENT_LISTEN="127.0.0.1:$agent_port" \
     BRIDGE_MQTT_URL="$MQTT_URL" BRIDGE_CREDENTIALS="$credentials" \

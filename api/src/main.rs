@@ -93,11 +93,13 @@ async fn main() -> anyhow::Result<()> {
                     .map(|(station, key)| format!("{station}={key}"))
                     .collect();
                 let text = format!(
-                    "BRIDGE_TOKEN={}\nDEMO_AGENTS=\"{}\"\nHUB_BRIDGE_TOKEN={}\nDEMO_CABINET={}\n",
+                    "BRIDGE_TOKEN={}\nDEMO_AGENTS=\"{}\"\nHUB_BRIDGE_TOKEN={}\nDEMO_CABINET={}\nDEMO_CHARGER_ID={}\nDEMO_CHARGER_PASSWORD={}\n",
                     bridge.token,
                     agents.join(" "),
                     bridge.hub_token,
-                    bridge.cabinet
+                    bridge.cabinet,
+                    bridge.charger.0,
+                    bridge.charger.1
                 );
                 write_private(&path, &text)
                     .with_context(|| format!("writing {}", path.display()))?;

@@ -307,6 +307,8 @@ pub struct DemoBridge {
     pub agents: Vec<(uuid::Uuid, String)>,
     pub hub_token: String,
     pub cabinet: String,
+    /// The hub's charger: its identity and a fresh password (for the simulated charger).
+    pub charger: (String, String),
 }
 
 /// The demo cabinet's id on the MQTT broker.
@@ -365,13 +367,31 @@ pub async fn demo_bridge(state: &AppState, base: u16) -> anyhow::Result<DemoBrid
         None => bridges::create(&mut tx, &owner, arcade.id, "Arcade bridge").await?,
     };
     let (hub_token, cabinet) = demo_cabinet(&mut tx, &owner).await?;
+    let charger = demo_charger(&mut tx, &owner).await?;
     tx.commit().await?;
     Ok(DemoBridge {
         token,
         agents,
         hub_token,
         cabinet,
+        charger,
     })
+}
+
+/// Gives the harbour hub's charger a fresh password (only its hash is stored, so each run sets a new one): its
+/// identity and password, for the simulated charger.
+async fn demo_charger(
+    tx: &mut switchyard_core::TenantTx,
+    owner: &Actor,
+) -> anyhow::Result<(String, String)> {
+    let charger = switchyard_core::charging::list(tx, None, None)
+        .await?
+        .into_iter()
+        .find(|c| c.charge_point_id == "CP-001")
+        .ok_or_else(|| anyhow::anyhow!("the demo charger CP-001 is missing"))?;
+    let (charger, password) =
+        switchyard_core::charging::set_password(tx, owner, charger.id).await?;
+    Ok((charger.charge_point_id, password))
 }
 
 /// Puts the harbour hub's powerbank cabinet on the cabinet protocol (`cabinet_id` [`DEMO_CABINET_ID`]), gives the

@@ -408,6 +408,7 @@ pub fn gql_code(body: &Value) -> &str {
         .as_str()
         .unwrap_or("<no code>")
 }
+pub mod charger_sim;
 pub mod ocpp_peer;
 pub mod proxy;
 pub mod routeros_fake;

@@ -7,7 +7,8 @@
 //! | base + 1 | Shelly Gen1 plug | Pinball |
 //! | base + 2 | MikroTik router (RouterOS API), login `demo-router` from `--credentials` | PC-03 |
 //!
-//! and a Tasmota plug, topic `karaoke-a` (Karaoke Room A), on the `--mqtt` broker. Every switching request a plug
+//! and a Tasmota plug, topic `karaoke-a` (Karaoke Room A), on the `--mqtt` broker; with `--charger-url`, the
+//! harbour hub's EV charger (OCPP 1.6, `switchyard_tests::charger_sim`) connected to the API. Every switching request a plug
 //! gets, and every change of the router's rules, is printed as one line.
 
 use std::time::Duration;
@@ -29,6 +30,15 @@ struct Args {
     /// The bridge's credentials file; the router accepts its `demo-router` login.
     #[arg(long)]
     credentials: std::path::PathBuf,
+    /// A simulated OCPP 1.6 charger connects here (`ws://host/ocpp/<id>`) ...
+    #[arg(long, requires_all = ["charger_id", "charger_password"])]
+    charger_url: Option<String>,
+    /// ... with this identity ...
+    #[arg(long)]
+    charger_id: Option<String>,
+    /// ... and this password.
+    #[arg(long)]
+    charger_password: Option<String>,
 }
 
 #[tokio::main]
@@ -56,6 +66,15 @@ async fn main() -> anyhow::Result<()> {
         password,
         &[],
     );
+    if let (Some(url), Some(id), Some(password)) =
+        (&args.charger_url, &args.charger_id, &args.charger_password)
+    {
+        tokio::spawn(switchyard_tests::charger_sim::run(
+            url.clone(),
+            id.clone(),
+            password.clone(),
+        ));
+    }
     let karaoke = match &args.mqtt {
         Some(url) => Some(TasmotaSim::start(url, "karaoke-a").await),
         None => None,
