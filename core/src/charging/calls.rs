@@ -649,21 +649,13 @@ pub async fn command(tx: &mut TenantTx, actor: &Actor, id: Uuid, command: Comman
             }
         }
         Command::SyncLocalList => {
-            // From scratch: the whole list.
-            sqlx::query(
-                "update charger set local_list_version = 0 where tenant_id = $1 and id = $2",
-            )
-            .bind(tx.tenant())
-            .bind(charger.id)
-            .execute(tx.conn())
-            .await?;
-            let charger = super::get(tx, id).await?;
-            super::tags::sync_local_list(tx, &charger).await?;
-            let calls = list(tx, charger.id, 1).await?;
+            let call = super::tags::send_full_list(tx, &charger)
+                .await?
+                .ok_or(Error::Conflict(
+                    "this charger cannot take a local list now (it is not accepted)".into(),
+                ))?;
             record(tx, actor, &charger, "SendLocalList").await?;
-            return calls.into_iter().next().ok_or(Error::Conflict(
-                "this charger cannot take a local list now (it is not accepted)".into(),
-            ));
+            return Ok(call);
         }
         Command::GetLocalListVersion => Request::new("GetLocalListVersion", json!({})),
         Command::DataTransfer {

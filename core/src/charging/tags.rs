@@ -254,15 +254,29 @@ pub const LIST_CHUNK: i64 = 500;
 /// waiting: the whole list (`Full`) for a charger that has none, else the tags changed since its version
 /// (`Differential`).
 pub async fn sync_local_list(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
+    queue_list(tx, charger, false).await.map(|_| ())
+}
+
+/// Queues the whole local list for a charger (an operator's `SYNC_LOCAL_LIST`), even while another update is under
+/// way; returns the call, `None` for a charger that is not accepted.
+pub async fn send_full_list(tx: &mut TenantTx, charger: &Charger) -> Result<Option<calls::Call>> {
+    queue_list(tx, charger, true).await
+}
+
+async fn queue_list(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    force_full: bool,
+) -> Result<Option<calls::Call>> {
     if charger.registration != super::Registration::Accepted {
-        return Ok(());
+        return Ok(None);
     }
     let current: i64 = sqlx::query_scalar("select tag_list_version from tenant where id = $1")
         .bind(tx.tenant())
         .fetch_one(tx.conn())
         .await?;
-    if charger.local_list_version >= current {
-        return Ok(());
+    if charger.local_list_version >= current && !force_full {
+        return Ok(None);
     }
     let waiting: bool = sqlx::query_scalar(
         "select exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
@@ -272,16 +286,16 @@ pub async fn sync_local_list(tx: &mut TenantTx, charger: &Charger) -> Result<()>
     .bind(charger.id)
     .fetch_one(tx.conn())
     .await?;
-    if waiting {
-        return Ok(());
+    if waiting && !force_full {
+        return Ok(None);
     }
-    let full = charger.local_list_version == 0;
+    let full = force_full || charger.local_list_version == 0;
     let sql = format!(
         "select {TAG_COLUMNS} from rfid_tag where tenant_id = $1 and version > $2 order by version limit $3"
     );
     let changed: Vec<Tag> = sqlx::query_as(&sql)
         .bind(tx.tenant())
-        .bind(charger.local_list_version)
+        .bind(if full { -1 } else { charger.local_list_version })
         .bind(LIST_CHUNK)
         .fetch_all(tx.conn())
         .await?;
@@ -305,8 +319,9 @@ pub async fn sync_local_list(tx: &mut TenantTx, charger: &Charger) -> Result<()>
         })
         .collect();
     let request = calls::Request::local_list(charger.protocol(), version, full, &entries);
-    calls::enqueue(tx, charger, request, None, None).await?;
-    Ok(())
+    Ok(Some(
+        calls::enqueue(tx, charger, request, None, None).await?,
+    ))
 }
 
 /// One entry of a local authorization list.
