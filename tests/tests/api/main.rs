@@ -10,6 +10,7 @@ mod binaries;
 mod charging;
 mod debts;
 mod edge;
+mod edge_ocpp;
 mod errors;
 mod fairness;
 mod graphql;
