@@ -457,3 +457,99 @@ async fn a_bridge_of_another_tenant_cannot_open_a_chargers_connection() {
     running.stop().await;
     annex.stop().await;
 }
+
+#[tokio::test]
+async fn a_v201_charger_behind_the_bridge_runs_a_transaction_offline_that_is_billed_once_when_the_tunnel_returns(
+) {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let (_, token) = bridge(&app, &s.t, s.venue).await;
+    let proxy = Proxy::start(app.addr).await;
+    let running = RunningBridge::start(
+        &format!("ws://{}/edge/v1/tunnel", proxy.addr),
+        &token,
+        &journal_path(),
+        free_port(),
+    );
+    running
+        .until_metric("edge_bridge_tunnel_up", |v| v == 1.0)
+        .await;
+    let mut cp = ChargePoint::connect(
+        &running.url(&s.identity),
+        &s.identity,
+        Some(&s.password),
+        OcppVersion::V201,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(cp.subprotocol.as_deref(), Some("ocpp2.0.1"));
+    let boot = call(
+        &mut cp,
+        "BootNotification",
+        json!({"reason": "PowerUp", "chargingStation": {"vendorName": "Acme", "model": "DC50"}}),
+    )
+    .await;
+    assert_eq!(boot["status"], "Accepted", "{boot}");
+    let list = cp.next_received("SendLocalList").await;
+    assert_eq!(list["updateType"], "Full", "{list}");
+
+    proxy.cut();
+    running
+        .until_metric("edge_bridge_tunnel_up", |v| v == 0.0)
+        .await;
+    let token_of = |uid: &str| json!({"idToken": uid, "type": "ISO14443"});
+    let auth = call(&mut cp, "Authorize", json!({"idToken": token_of(&s.tag)})).await;
+    assert_eq!(auth["idTokenInfo"]["status"], "Accepted", "{auth}");
+    let unknown = call(
+        &mut cp,
+        "Authorize",
+        json!({"idToken": token_of("NOBODY42")}),
+    )
+    .await;
+    assert_eq!(unknown["idTokenInfo"]["status"], "Invalid", "{unknown}");
+    let event = |kind: &str, seq: i64, wh: i64| {
+        json!({
+            "eventType": kind, "timestamp": chrono::Utc::now(), "triggerReason": "Authorized",
+            "seqNo": seq, "transactionInfo": {"transactionId": "TX-OFF-1"},
+            "idToken": token_of(&s.tag), "evse": {"id": 1, "connectorId": 1},
+            "meterValue": [{ "timestamp": chrono::Utc::now(), "sampledValue": [
+                { "value": wh, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "Wh" } },
+            ]}],
+        })
+    };
+    let started = call(&mut cp, "TransactionEvent", event("Started", 0, 40_000)).await;
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
+    call(&mut cp, "TransactionEvent", event("Ended", 1, 50_000)).await;
+    running
+        .until_metric("edge_bridge_journal_pending", |v| v == 2.0)
+        .await;
+
+    proxy.restore();
+    let c = until_charger(
+        &app,
+        &s.t,
+        s.charger,
+        "the offline transaction replayed",
+        |c| {
+            c["transactions"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| !t["stoppedAt"].is_null()))
+        },
+    )
+    .await;
+    let t = &c["transactions"][0];
+    assert_eq!(c["transactions"].as_array().map(Vec::len), Some(1), "{c}");
+    assert_eq!(
+        (&t["ocppId"], &t["offline"], &t["energyWh"]),
+        (&json!("TX-OFF-1"), &json!(true), &json!(10_000)),
+        "{c}"
+    );
+    let done = session(&app, &s.t, uuid(&t["sessionId"])).await;
+    assert_eq!(
+        (&done["status"], &done["chargedAmount"]),
+        (&json!("ENDED"), &json!(300)),
+        "{done}"
+    );
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (700, 0));
+    running.stop().await;
+}
