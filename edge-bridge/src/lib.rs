@@ -13,6 +13,7 @@ pub mod drivers;
 pub mod journal;
 pub mod metrics;
 pub mod mqtt;
+pub mod ocpp;
 pub mod routeros;
 
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ pub struct Config {
     pub readings: Option<Duration>,
     /// Where `/metrics` is served; none: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where the venue's chargers connect (`ws://<this>/ocpp/<chargePointId>`); none: no OCPP server.
+    pub ocpp_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -117,6 +120,15 @@ impl Config {
                     a.parse().with_context(|| {
                         format!(
                             "BRIDGE_AGENT_LISTEN must be an address like 0.0.0.0:8765, not {a:?}"
+                        )
+                    })
+                })
+                .transpose()?,
+            ocpp_listen: var("BRIDGE_OCPP_LISTEN")
+                .map(|a| {
+                    a.parse().with_context(|| {
+                        format!(
+                            "BRIDGE_OCPP_LISTEN must be an address like 0.0.0.0:9000, not {a:?}"
                         )
                     })
                 })
@@ -225,6 +237,8 @@ struct Shared {
     state: Mutex<State>,
     counters: metrics::Counters,
     agents: agents::Agents,
+    /// Chargers connected to the local OCPP server.
+    ocpp: ocpp::Ocpp,
     /// A new event to send.
     outbox: Notify,
     /// The schedule changed.
@@ -246,6 +260,11 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             unrouted: Vec::new(),
         }),
         agents: agents::Agents::default(),
+        ocpp: {
+            let path = ocpp::store_path(&config.journal_path);
+            ocpp::Ocpp::open(&path)
+                .with_context(|| format!("opening the OCPP state {}", path.display()))?
+        },
         counters: metrics::Counters::default(),
         outbox: Notify::new(),
         replan: Notify::new(),
@@ -289,12 +308,16 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
     let agent_server = bind(config.agent_listen, "the agent server")
         .await?
         .map(|listener| tokio::spawn(agents::serve(listener, shared.clone())));
+    let ocpp_server = bind(config.ocpp_listen, "the OCPP server")
+        .await?
+        .map(|listener| tokio::spawn(ocpp::serve(listener, shared.clone())));
     let mut backoff = Duration::from_millis(250);
     loop {
         let outcome = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             outcome = tunnel(&config, &shared) => outcome,
         };
+        shared.ocpp.tunnel_down();
         shared
             .counters
             .tunnel_up
@@ -316,9 +339,15 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         backoff = (backoff * 2).min(config.reconnect_max);
     }
     scheduler.abort();
-    for task in [agent_server, readings, metrics_server, cabinet_listener]
-        .into_iter()
-        .flatten()
+    for task in [
+        agent_server,
+        ocpp_server,
+        readings,
+        metrics_server,
+        cabinet_listener,
+    ]
+    .into_iter()
+    .flatten()
     {
         task.abort();
     }
@@ -365,10 +394,6 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     };
     sink.send(Message::text(encode(&hello))).await?;
     tracing::info!(url = %config.cloud_url, "tunnel up");
-    shared
-        .counters
-        .tunnel_up
-        .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut sent_up_to = 0u64;
     let mut welcomed = false;
     let mut heartbeat = tokio::time::interval(config.heartbeat);
@@ -376,6 +401,9 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     // silent: when nothing at all comes back for a few heartbeats, the tunnel is given up and dialled again.
     let silence_limit = config.heartbeat * HALF_OPEN_HEARTBEATS;
     let mut last_heard = tokio::time::Instant::now();
+    // Frames of relayed chargers; what a former tunnel left unsent is stale.
+    let mut relayed = shared.ocpp.up_rx.lock().await;
+    while relayed.try_recv().is_ok() {}
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -390,12 +418,25 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                     Ok(m) => m,
                     Err(e) => { tracing::warn!(error = %e, "unusable frame from the cloud"); continue }
                 };
+                let was_welcomed = welcomed;
                 for reply in handle(shared, message, &mut welcomed).await? {
                     sink.send(Message::text(encode(&reply))).await?;
                 }
                 if welcomed {
                     send_pending(shared, &mut sink, &mut sent_up_to).await?;
                 }
+                // The journal first (a charger's offline messages), then its live connection.
+                if welcomed && !was_welcomed {
+                    shared.ocpp.tunnel_up();
+                    // Up once the cloud welcomed it.
+                    shared
+                        .counters
+                        .tunnel_up
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Some(up) = relayed.recv(), if welcomed => {
+                sink.send(Message::text(encode(&up))).await?;
             }
             _ = shared.outbox.notified(), if welcomed => {
                 send_pending(shared, &mut sink, &mut sent_up_to).await?;
@@ -517,6 +558,13 @@ async fn handle(
         }
         Down::Error { code, message } => {
             tracing::warn!(code, message, "the cloud refused a frame");
+            Ok(vec![])
+        }
+        relayed @ (Down::OcppOpened { .. }
+        | Down::OcppRefused { .. }
+        | Down::OcppFrame { .. }
+        | Down::OcppClose { .. }) => {
+            shared.ocpp.down(relayed);
             Ok(vec![])
         }
     }
@@ -1158,6 +1206,7 @@ mod tests {
             }),
             counters: metrics::Counters::default(),
             agents: agents::Agents::default(),
+            ocpp: ocpp::Ocpp::open(&ocpp::store_path(journal))?,
             outbox: Notify::new(),
             replan: Notify::new(),
             io: drivers::Io {

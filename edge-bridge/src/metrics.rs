@@ -63,7 +63,7 @@ async fn render(shared: &Shared) -> String {
             state.offset_ms,
         )
     };
-    let metrics: [(&str, &str, &str, String); 10] = [
+    let metrics: [(&str, &str, &str, String); 12] = [
         (
             "edge_bridge_tunnel_up",
             "gauge",
@@ -117,6 +117,22 @@ async fn render(shared: &Shared) -> String {
             "gauge",
             "PC agents connected",
             shared.agents.connected_count().to_string(),
+        ),
+        (
+            "edge_bridge_ocpp_chargers_connected",
+            "gauge",
+            "chargers connected to the local OCPP server",
+            shared.ocpp.connected().to_string(),
+        ),
+        (
+            "edge_bridge_ocpp_offline_messages_total",
+            "counter",
+            "charger messages the bridge answered itself while the tunnel was down",
+            shared
+                .ocpp
+                .offline_messages
+                .load(Ordering::Relaxed)
+                .to_string(),
         ),
         (
             "edge_bridge_clock_offset_ms",

@@ -534,6 +534,43 @@ pub async fn apply(
     action: &str,
     payload: Value,
 ) -> Result<Value, Fail> {
+    apply_with(tx, charger_id, protocol, settings, action, payload, None).await
+}
+
+/// As [`apply`], for a message an edge bridge answered itself while its tunnel was down and kept in its journal:
+/// a transaction it reports started offline, and a 1.6 start keeps the transaction id the bridge handed out
+/// (`transaction_id`; the charger knows the transaction by it).
+pub async fn apply_journaled(
+    tx: &mut TenantTx,
+    charger_id: Uuid,
+    protocol: Protocol,
+    settings: &OcppSettings,
+    action: &str,
+    payload: Value,
+    transaction_id: Option<String>,
+) -> Result<Value, Fail> {
+    let replay = Replay { transaction_id };
+    apply_with(
+        tx,
+        charger_id,
+        protocol,
+        settings,
+        action,
+        payload,
+        Some(replay),
+    )
+    .await
+}
+
+async fn apply_with(
+    tx: &mut TenantTx,
+    charger_id: Uuid,
+    protocol: Protocol,
+    settings: &OcppSettings,
+    action: &str,
+    payload: Value,
+    replay: Option<Replay>,
+) -> Result<Value, Fail> {
     let charger = charging::get(tx, charger_id).await?;
     if charger.registration != Registration::Accepted
         && !matches!(action, "BootNotification" | "Heartbeat")
@@ -548,6 +585,7 @@ pub async fn apply(
         tx,
         charger: &charger,
         settings,
+        replay,
     };
     match protocol {
         Protocol::V16 => v16::handle(&mut cx, action, payload).await,
@@ -637,6 +675,14 @@ pub(crate) struct Cx<'a> {
     pub tx: &'a mut TenantTx,
     pub charger: &'a Charger,
     pub settings: &'a OcppSettings,
+    /// Set when the message comes from a bridge's journal (see [`apply_journaled`]).
+    pub replay: Option<Replay>,
+}
+
+/// A journaled message's facts beyond its payload.
+pub(crate) struct Replay {
+    /// The transaction id the bridge answered a 1.6 `StartTransaction` with.
+    pub transaction_id: Option<String>,
 }
 
 /// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with

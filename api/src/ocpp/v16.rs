@@ -210,7 +210,9 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 )
                 .into());
             }
-            let offline = start.timestamp < now - OFFLINE_AFTER;
+            // Replayed from a bridge's journal: started while the venue was offline, under the bridge's id.
+            let replay = cx.replay.take();
+            let offline = replay.is_some() || start.timestamp < now - OFFLINE_AFTER;
             let (transaction, verdict) = transactions::start(
                 cx.tx,
                 cx.charger,
@@ -219,7 +221,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                     id_tag: start.id_tag,
                     meter_start_wh: start.meter_start.max(0),
                     at: start.timestamp,
-                    ocpp_id: None,
+                    ocpp_id: replay.and_then(|r| r.transaction_id),
                     reservation_id: start.reservation_id,
                     offline,
                 },

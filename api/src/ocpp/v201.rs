@@ -286,7 +286,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
                 at: event.timestamp,
                 ocpp_id: Some(ocpp_id.clone()),
                 reservation_id: event.reservation_id,
-                offline: event.offline.unwrap_or(false),
+                offline: event.offline.unwrap_or(false) || cx.replay.is_some(),
             },
         )
         .await?;

@@ -24,6 +24,7 @@ use axum::response::Response;
 use chrono::Utc;
 use switchyard_core::bridges::{self, Bridge};
 use switchyard_core::{auth, Db, ErrorCode, TenantId};
+use switchyard_edge_protocol::Event;
 use switchyard_edge_protocol::{decode, encode, Down, StationPlan, Up, MAX_FRAME_BYTES};
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -104,6 +105,7 @@ pub async fn tunnel(
     let commands = state.commands.subscribe();
     let db = state.db.clone();
     let limits = state.config.edge;
+    let ocpp = state.config.ocpp;
     let token_hash = auth::token_hash(token);
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
@@ -120,6 +122,7 @@ pub async fn tunnel(
                 bridge_id,
                 token_hash: &token_hash,
                 limits,
+                ocpp,
             };
             if let Err(e) = serve(socket, &me, commands, &mut tunnel).await {
                 tracing::info!(bridge.id = %bridge_id, error = %e, "tunnel ended");
@@ -156,6 +159,8 @@ struct Tunnel<'a> {
     /// The hash of the token it connected with: when the bridge's token changes, the tunnel ends.
     token_hash: &'a [u8],
     limits: EdgeLimits,
+    /// For the chargers the bridge relays.
+    ocpp: crate::ocpp::OcppSettings,
 }
 
 /// Counts what a tunnel receives, in fixed one-second and one-minute windows.
@@ -279,6 +284,14 @@ async fn serve(
     let Some(mut sent) = push(&mut socket, me, &bridge, tunnel).await? else {
         return Ok(());
     };
+    // Chargers relayed by this tunnel; they end with it.
+    let (mut relays, mut from_relays) = super::edge_ocpp::Relays::new(
+        db.clone(),
+        tenant,
+        bridge.clone(),
+        me.ocpp,
+        commands.resubscribe(),
+    );
 
     loop {
         tokio::select! {
@@ -308,6 +321,17 @@ async fn serve(
                 let reply = match decode::<Up>(&text) {
                     // A heartbeat also checks that the tunnel may go on (should a wake-up have been lost).
                     Ok(Up::Heartbeat { .. }) if ended(&mut socket, me, tunnel).await? => return Ok(()),
+                    Ok(Up::OcppOpen { conn, charge_point_id, subprotocol, password }) => Some(
+                        relays.open(conn, &charge_point_id, &subprotocol, password.as_deref()).await,
+                    ),
+                    Ok(Up::OcppFrame { conn, text }) => {
+                        relays.frame(conn, text).await;
+                        None
+                    }
+                    Ok(Up::OcppClosed { conn }) => {
+                        relays.closed(conn);
+                        None
+                    }
                     Ok(message) => receive(me, &bridge, message).await,
                     Err(e) => Some(error("malformed_frame", e)),
                 };
@@ -318,6 +342,11 @@ async fn serve(
                         let Some(now_sent) = push(&mut socket, me, &bridge, tunnel).await? else { return Ok(()) };
                         sent = now_sent;
                     }
+                }
+            }
+            Some((conn, out)) = from_relays.recv() => {
+                if let Some(down) = relays.out(conn, out) {
+                    send(&mut socket, &down).await?;
                 }
             }
             changed = commands.recv() => {
@@ -446,7 +475,7 @@ async fn receive(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> 
     let result: Result<Option<Down>, switchyard_core::Error> = async {
         let mut tx = me.db.begin_tenant(me.tenant).await?;
         let reply = match message {
-            Up::Hello { .. } => None,
+            Up::Hello { .. } | Up::OcppOpen { .. } | Up::OcppFrame { .. } | Up::OcppClosed { .. } => None,
             Up::Heartbeat { sent_at, clock_offset_ms } => {
                 bridges::seen(&mut tx, bridge.id, true, None, clock_offset_ms).await?;
                 Some(Down::HeartbeatAck {
@@ -477,6 +506,12 @@ async fn receive(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> 
                     return Ok(Some(error("bad_sequence", "seq starts at 1")));
                 }
                 let body = serde_json::to_value(&event).unwrap_or_default();
+                let journaled = match event {
+                    Event::Ocpp { charge_point_id, subprotocol, action, payload, transaction_id } => {
+                        Some(super::edge_ocpp::Journaled { charge_point_id, subprotocol, action, payload, transaction_id })
+                    }
+                    _ => None,
+                };
                 let kind = body["kind"].as_str().unwrap_or("event").to_owned();
                 let recorded = bridges::record_event(
                     &mut tx, bridge, seq, me.limits.seq_window, station_id, &kind, &body, occurred_at,
@@ -487,6 +522,10 @@ async fn receive(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> 
                     bridges::Recorded::Duplicate => "duplicate",
                     bridges::Recorded::OutOfWindow { .. } => "refused",
                 };
+                // A charger's message kept while the tunnel was down: applied with its record, so exactly once.
+                if let (bridges::Recorded::New, Some(message)) = (&recorded, journaled) {
+                    super::edge_ocpp::replay(&mut tx, bridge, &me.ocpp, message).await?;
+                }
                 metrics::counter!("edge_events_total", "outcome" => outcome).increment(1);
                 match recorded {
                     bridges::Recorded::OutOfWindow { last_seq } => {

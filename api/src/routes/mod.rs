@@ -1,6 +1,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod edge;
+pub mod edge_ocpp;
 pub mod graphql;
 pub mod graphql_ws;
 pub mod health;

@@ -704,3 +704,44 @@ async fn record(
     )
     .await
 }
+
+/// A charger that connected to an edge bridge, checked in the bridge's own tenant: the charger under `identity`
+/// whose station is at `venue` (the bridge's) and whose password matches. Never the cross-tenant directory — a
+/// bridge reaches only its own tenant's chargers at its own venue, and anything else (another tenant's identity,
+/// another venue's charger, a pending one, a wrong password) answers `None`, as an unknown identity does.
+pub async fn relay_login(
+    tx: &mut TenantTx,
+    venue: Uuid,
+    identity: &str,
+    password: Option<&str>,
+) -> Result<Option<Uuid>> {
+    let found: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
+        "select c.id, c.password_hash from charger c
+           join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
+         where c.tenant_id = $1 and c.charge_point_id = $2 and s.venue_id = $3",
+    )
+    .bind(tx.tenant())
+    .bind(identity)
+    .bind(venue)
+    .fetch_optional(tx.conn())
+    .await?;
+    let presented = password.map(crate::auth::token_hash);
+    Ok(match (found, presented) {
+        (Some((id, Some(stored))), Some(given)) if constant_time_eq(&stored, &given) => Some(id),
+        _ => None,
+    })
+}
+
+/// The charger under `identity` at `venue` in this tenant, if any (for messages a bridge journaled for it).
+pub async fn at_venue(tx: &mut TenantTx, venue: Uuid, identity: &str) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "select c.id from charger c
+           join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
+         where c.tenant_id = $1 and c.charge_point_id = $2 and s.venue_id = $3",
+    )
+    .bind(tx.tenant())
+    .bind(identity)
+    .bind(venue)
+    .fetch_optional(tx.conn())
+    .await?)
+}

@@ -62,6 +62,21 @@ pub enum Up {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         clock_offset_ms: Option<i64>,
     },
+    /// A charger connected to the bridge's local OCPP server (`/ocpp/{charge_point_id}`): the cloud checks the
+    /// identity and password (the bridge does not judge them) and answers [`Down::OcppOpened`] or
+    /// [`Down::OcppRefused`]. `conn` names this connection in the frames that follow.
+    OcppOpen {
+        conn: Uuid,
+        charge_point_id: String,
+        /// `ocpp1.6` or `ocpp2.0.1`.
+        subprotocol: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+    },
+    /// One OCPP-J text frame from the charger, relayed live (never journaled).
+    OcppFrame { conn: Uuid, text: String },
+    /// The charger's local socket closed.
+    OcppClosed { conn: Uuid },
 }
 
 /// Something that happened at the venue.
@@ -96,6 +111,19 @@ pub enum Event {
         cpu_usage: Option<f64>,
         #[serde(default)]
         ram_usage: Option<f64>,
+    },
+    /// A transaction message a charger sent while the tunnel was down (OCPP `StartTransaction`,
+    /// `StopTransaction`, `MeterValues`, `TransactionEvent`), answered by the bridge as a local controller and
+    /// kept in the journal, so the cloud applies it once, in order, when the tunnel returns.
+    Ocpp {
+        charge_point_id: String,
+        /// `ocpp1.6` or `ocpp2.0.1`.
+        subprotocol: String,
+        action: String,
+        payload: serde_json::Value,
+        /// The transaction id the bridge handed out (1.6 `StartTransaction`): the cloud keeps it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transaction_id: Option<String>,
     },
     /// A powerbank cabinet answered an `eject` command (`request_id` is the command's id): `ok`, or not and why
     /// (`jammed`, `empty`, `mismatch`, `motor_error`, `timeout` ...). The asset is the label the cabinet read.
@@ -164,6 +192,26 @@ pub enum Down {
         code: String,
         message: String,
     },
+    /// The charger of [`Up::OcppOpen`] is this tenant's, at this venue, with that password: its frames flow.
+    OcppOpened {
+        conn: Uuid,
+    },
+    /// It is not (unknown here, wrong password, another venue's): the bridge closes the charger's socket.
+    OcppRefused {
+        conn: Uuid,
+        reason: String,
+    },
+    /// One OCPP-J text frame for the charger.
+    OcppFrame {
+        conn: Uuid,
+        text: String,
+    },
+    /// The central system ended the charger's connection (replaced by a newer one, …).
+    OcppClose {
+        conn: Uuid,
+        code: u16,
+        reason: String,
+    },
 }
 
 /// One station's desired state.
@@ -231,5 +279,43 @@ mod tests {
         assert!(decode::<Up>(&other).is_err());
         assert!(decode::<Up>("{").is_err());
         assert!(decode::<Up>(&"x".repeat(MAX_FRAME_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn relayed_charger_frames_and_journaled_charger_messages_round_trip() {
+        let conn = Uuid::nil();
+        let open = Up::OcppOpen {
+            conn,
+            charge_point_id: "CP-1".into(),
+            subprotocol: "ocpp1.6".into(),
+            password: None,
+        };
+        let text = encode(&open);
+        assert!(
+            text.contains(r#""type":"ocpp_open""#) && !text.contains("password"),
+            "{text}"
+        );
+        assert_eq!(decode::<Up>(&text), Ok(open));
+        let down = Down::OcppClose {
+            conn,
+            code: 1000,
+            reason: "replaced".into(),
+        };
+        assert_eq!(decode::<Down>(&encode(&down)), Ok(down));
+        let event = Up::Event {
+            seq: 3,
+            occurred_at: "2026-01-01T00:00:00Z".parse().unwrap_or_default(),
+            station_id: None,
+            event: Event::Ocpp {
+                charge_point_id: "CP-1".into(),
+                subprotocol: "ocpp1.6".into(),
+                action: "StartTransaction".into(),
+                payload: serde_json::json!({"connectorId": 1}),
+                transaction_id: Some("1500000001".into()),
+            },
+        };
+        let text = encode(&event);
+        assert!(text.contains(r#""kind":"ocpp""#), "{text}");
+        assert_eq!(decode::<Up>(&text), Ok(event));
     }
 }

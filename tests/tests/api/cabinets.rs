@@ -83,6 +83,7 @@ fn bridge(app: &TestApp, s: &Site) -> (tokio::sync::watch::Sender<bool>, std::pa
         heartbeat: Duration::from_millis(200),
         reconnect_max: Duration::from_millis(300),
         agent_listen: None,
+        ocpp_listen: None,
         mqtt_url: Some(env_url("TEST_MQTT_URL")),
         credentials_file: None,
         readings: None,

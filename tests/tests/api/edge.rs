@@ -136,6 +136,7 @@ fn bridge_config(cloud_url: String, token: &str, journal: &std::path::Path) -> e
         credentials_file: None,
         readings: None,
         metrics_listen: None,
+        ocpp_listen: None,
     }
 }
 

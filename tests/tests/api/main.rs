@@ -11,6 +11,7 @@ mod cabinets;
 mod charging;
 mod debts;
 mod edge;
+mod edge_ocpp;
 mod errors;
 mod fairness;
 mod graphql;
