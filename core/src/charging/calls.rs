@@ -192,15 +192,17 @@ pub async fn take_next(
     connection: Uuid,
     ttl: chrono::Duration,
 ) -> Result<Option<Call>> {
-    sqlx::query(
+    let expired: Vec<(String, Option<Uuid>)> = sqlx::query_as(
         "update ocpp_call set status = 'expired', error = 'the charger was not connected in time'
-         where tenant_id = $1 and charger_id = $2 and status = 'pending' and created_at < $3",
+         where tenant_id = $1 and charger_id = $2 and status = 'pending' and created_at < $3
+         returning action, session_id",
     )
     .bind(tx.tenant())
     .bind(charger)
     .bind(Utc::now() - ttl)
-    .execute(tx.conn())
+    .fetch_all(tx.conn())
     .await?;
+    unstarted(tx, &expired).await?;
     let sql = format!(
         "update ocpp_call set status = 'sent', sent_at = now(), connection_id = $3
          where tenant_id = $1 and id = (
@@ -395,16 +397,30 @@ fn power_limit_of(payload: &Value) -> Option<i32> {
 
 /// Calls sent on a connection that is gone (all but `keep`) will never be answered: they fail.
 pub async fn lost(tx: &mut TenantTx, charger: Uuid, keep: Option<Uuid>) -> Result<()> {
-    sqlx::query(
+    let lost: Vec<(String, Option<Uuid>)> = sqlx::query_as(
         "update ocpp_call set status = 'error', error = 'the connection to the charger was lost before it answered',
            answered_at = now()
-         where tenant_id = $1 and charger_id = $2 and status = 'sent' and connection_id is distinct from $3",
+         where tenant_id = $1 and charger_id = $2 and status = 'sent' and connection_id is distinct from $3
+         returning action, session_id",
     )
     .bind(tx.tenant())
     .bind(charger)
     .bind(keep)
-    .execute(tx.conn())
+    .fetch_all(tx.conn())
     .await?;
+    unstarted(tx, &lost).await
+}
+
+/// Remote starts that will never be answered (expired, or their connection lost) fail the sessions waiting for
+/// them, as a refusal does.
+async fn unstarted(tx: &mut TenantTx, calls: &[(String, Option<Uuid>)]) -> Result<()> {
+    for (action, session) in calls {
+        if let ("RemoteStartTransaction" | "RequestStartTransaction", Some(session)) =
+            (action.as_str(), session)
+        {
+            super::transactions::remote_start_refused(tx, *session).await?;
+        }
+    }
     Ok(())
 }
 

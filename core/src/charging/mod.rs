@@ -209,7 +209,9 @@ pub async fn follow_station(tx: &mut TenantTx, station: &Station) -> Result<()> 
         .flatten();
     match (current, wanted) {
         (None, None) => {}
-        (Some((_, old)), Some(new)) if old == new => {}
+        // Claimed again (a no-op when it is still this charger's): the identity may have been released while the
+        // station had another control.
+        (Some((id, old)), Some(new)) if old == new => claim(tx, new, id).await?,
         (None, Some(new)) => {
             if station.kind != StationKind::EvCharger {
                 return Err(Error::validation(

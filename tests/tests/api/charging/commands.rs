@@ -441,3 +441,55 @@ async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopt
         id.as_str()
     );
 }
+
+#[tokio::test]
+async fn a_remote_start_that_waits_past_its_time_to_live_expires_and_fails_its_session() {
+    let app = switchyard_tests::spawn_app_with(&[("OCPP_CALL_TTL_SECS", "1")]).await;
+    let s = site(&app).await;
+    // The charger is not connected: the remote start waits in the outbox.
+    let data = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
+            json!({"s": s.station, "p": s.patron}),
+        )
+        .await;
+    let session = uuid(&data["startSession"]["id"]);
+    // Until the database's clock has the call older than its time to live.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let old: bool = sqlx::query_scalar(
+            "select bool_and(now() - created_at > interval '1 second') from ocpp_call where charger_id = $1",
+        )
+        .bind(s.charger)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        if old {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never aged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    // The stale remote start is not sent; the session that waited for it fails at no cost.
+    let calls = super::until_call(&app, &s.t, s.charger, "RemoteStartTransaction", |c| {
+        c["status"] == "expired"
+    })
+    .await;
+    assert_eq!(calls["error"], "the charger was not connected in time");
+    let failed = super::session(&app, &s.t, session).await;
+    assert_eq!(
+        (failed["status"].clone(), failed["chargedAmount"].clone()),
+        (json!("FAILED"), json!(0))
+    );
+    assert_eq!(super::wallet(&app, &s.t, s.patron).await, (1000, 0));
+    // What it is sent instead is the local list.
+    assert_eq!(
+        cp.next_received("SendLocalList").await["updateType"],
+        "Full"
+    );
+}
