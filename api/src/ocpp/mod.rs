@@ -685,6 +685,20 @@ pub(crate) struct Replay {
     pub transaction_id: Option<String>,
 }
 
+/// The transaction running on a connector of this charger, if any.
+pub(crate) async fn running_on(
+    cx: &mut Cx<'_>,
+    connector: i32,
+) -> Result<Option<charging::transactions::Transaction>, Fail> {
+    let Some(station) = cx.charger.station_id else {
+        return Ok(None);
+    };
+    let running = charging::transactions::list(cx.tx, station, 20).await?;
+    Ok(running
+        .into_iter()
+        .find(|t| t.connector == connector && t.stopped_at.is_none() && t.charger_id == cx.charger.id))
+}
+
 /// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with
 /// `unitOfMeasure`): the energy register in Wh and the power in W, where present. Phase values are skipped (only
 /// totals count); a measurand left out is the energy register, as both versions define.

@@ -8,7 +8,7 @@ use switchyard_core::charging::transactions::{self, Start, Stop, Stopped};
 use switchyard_core::charging::{self, Boot, Registration};
 
 use super::rpc::{decode, limit, ErrorKind, RpcError};
-use super::{readings, Cx, Fail};
+use super::{readings, running_on, Cx, Fail};
 
 /// A transaction whose start is older than this when it arrives was kept by the charger while it was offline.
 const OFFLINE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
@@ -318,18 +318,4 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
             .into())
         }
     })
-}
-
-/// The transaction running on a connector of this charger, if any.
-async fn running_on(
-    cx: &mut Cx<'_>,
-    connector: i32,
-) -> Result<Option<transactions::Transaction>, Fail> {
-    let Some(station) = cx.charger.station_id else {
-        return Ok(None);
-    };
-    let running = transactions::list(cx.tx, station, 20).await?;
-    Ok(running.into_iter().find(|t| {
-        t.connector == connector && t.stopped_at.is_none() && t.charger_id == cx.charger.id
-    }))
 }

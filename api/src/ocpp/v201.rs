@@ -10,7 +10,7 @@ use switchyard_core::charging::transactions::{self, Start, Stop};
 use switchyard_core::charging::{self, Boot, Registration};
 
 use super::rpc::{decode, limit, ErrorKind, RpcError};
-use super::{readings, Cx, Fail};
+use super::{readings, running_on, Cx, Fail};
 
 const CONNECTOR_STATUSES: [&str; 5] = [
     "Available",
@@ -350,17 +350,4 @@ async fn session_currency(cx: &mut Cx<'_>, t: &transactions::Transaction) -> Res
         Some(s) => Ok(switchyard_core::sessions::get(cx.tx, s).await?.currency),
         None => Ok(String::new()),
     }
-}
-
-async fn running_on(
-    cx: &mut Cx<'_>,
-    connector: i32,
-) -> Result<Option<transactions::Transaction>, Fail> {
-    let Some(station) = cx.charger.station_id else {
-        return Ok(None);
-    };
-    let running = transactions::list(cx.tx, station, 20).await?;
-    Ok(running.into_iter().find(|t| {
-        t.connector == connector && t.stopped_at.is_none() && t.charger_id == cx.charger.id
-    }))
 }
