@@ -694,9 +694,9 @@ pub(crate) async fn running_on(
         return Ok(None);
     };
     let running = charging::transactions::list(cx.tx, station, 20).await?;
-    Ok(running
-        .into_iter()
-        .find(|t| t.connector == connector && t.stopped_at.is_none() && t.charger_id == cx.charger.id))
+    Ok(running.into_iter().find(|t| {
+        t.connector == connector && t.stopped_at.is_none() && t.charger_id == cx.charger.id
+    }))
 }
 
 /// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with

@@ -617,3 +617,59 @@ async fn a_refused_remote_start_fails_its_session_and_costs_nothing() {
     }
     assert_eq!(wallet(&app, &s.t, s.patron).await, (1000, 0));
 }
+
+#[tokio::test]
+async fn the_patron_app_and_rest_start_and_stop_charging_remotely_too() {
+    let app = switchyard_tests::spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.next_received("SendLocalList").await;
+    crate::patron_actions::self_service(&app, &s.t.access, s.station).await;
+    let me = crate::patron_actions::patron(&app, s.t.id, "Eve").await;
+    top_up(&app, &s.t, s.venue, me.id, 500).await;
+    let started = app
+        .gql_ok(
+            &me.token,
+            crate::patron_actions::START,
+            json!({"s": s.station, "m": null, "pay": "WALLET", "k": Uuid::new_v4().to_string()}),
+        )
+        .await;
+    let session_id = uuid(&started["startMySession"]["id"]);
+    let remote = cp.next_received("RemoteStartTransaction").await;
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": remote["idTag"], "meterStart": 0, "timestamp": chrono::Utc::now()}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let transaction_id = start["transactionId"].clone();
+    assert_eq!(
+        uuid(&charger(&app, &s.t, s.charger).await["transactions"][0]["sessionId"]),
+        session_id
+    );
+    let stopped = app
+        .gql_ok(
+            &me.token,
+            "mutation($id: UUID!) { stopMySession(id: $id) { status } }",
+            json!({"id": session_id}),
+        )
+        .await;
+    assert_eq!(stopped["stopMySession"]["status"], "ENDED");
+    assert_eq!(
+        cp.next_received("RemoteStopTransaction").await,
+        json!({"transactionId": transaction_id})
+    );
+
+    // Staff over REST.
+    let (status, body) = crate::sessions::start(
+        &app,
+        &s.t.access,
+        Some(&Uuid::new_v4().to_string()),
+        json!({"station_id": s.station, "patron_id": s.patron, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let remote = cp.next_received("RemoteStartTransaction").await;
+    assert_eq!(remote["idTag"].as_str().map(str::len), Some(20));
+}
