@@ -308,7 +308,10 @@ bench() {
       # Two API replicas announcing through Redis (as in production with several replicas).
       start_redis
       REDIS_URL="$TEST_REDIS_URL" "$bin/bench-live" "$@" ;;
-    *) die "bench what? billing | sessions | tunnels | live | bridge" ;;
+    ocpp) shift; ulimit -n "$(ulimit -Hn)"
+      # 10,000 chargers on the API, then the same load on the Python central system (tests/ocpp).
+      "$bin/bench-ocpp" "$@" ;;
+    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp" ;;
   esac
 }
 
@@ -316,5 +319,5 @@ case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge|ocpp [options]" >&2; exit 2 ;;
 esac

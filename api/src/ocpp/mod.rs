@@ -295,8 +295,13 @@ pub async fn run(
         answered: VecDeque::new(),
         outgoing: &outgoing,
     };
-    let mut check = tokio::time::interval(Duration::from_secs(30));
-    check.tick().await;
+    // Each connection's check at its own moment in the 30 seconds (from its id's random bits), so that thousands of
+    // chargers connecting at once do not check at once ever after.
+    let offset = Duration::from_millis(u64::from(connection.as_bytes()[15]) * 30_000 / 256);
+    let mut check = tokio::time::interval_at(
+        tokio::time::Instant::now() + CHECK_EVERY + offset,
+        CHECK_EVERY,
+    );
     let ended: anyhow::Result<()> = async {
         if !conn.send_next().await? {
             return Ok(());
@@ -373,8 +378,12 @@ async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Uuid> {
     Ok(charger.venue_id.unwrap_or(Uuid::nil()))
 }
 
-/// How many answers to the charger's CALLs are kept to answer a repeated CALL id.
-const ANSWERS_KEPT: usize = 32;
+/// How many answers to the charger's CALLs are kept to answer a repeated CALL id (a charger repeats the one it
+/// had no answer to).
+const ANSWERS_KEPT: usize = 8;
+
+/// How often a connection looks for calls on its own (making up for a lost wake-up) and whether it was replaced.
+const CHECK_EVERY: Duration = Duration::from_secs(30);
 
 struct Conn<'a> {
     link: &'a Link,
@@ -399,7 +408,10 @@ impl Conn<'_> {
             return Ok(true);
         }
         let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
-        if !charging::is_live(&mut tx, self.link.charger_id, self.connection).await? {
+        // One query when nothing waits (the usual case of the 30-second check and of a venue's wake-ups).
+        let Some((venue, pending)) =
+            charging::standing(&mut tx, self.link.charger_id, self.connection).await?
+        else {
             tx.rollback().await?;
             tracing::info!(charger.id = %self.link.charger_id, "a newer connection of the charger took over");
             let _ = self
@@ -407,9 +419,12 @@ impl Conn<'_> {
                 .send(Out::Close(1000, "replaced by a newer connection"))
                 .await;
             return Ok(false);
+        };
+        self.venue = venue;
+        if !pending {
+            tx.commit().await?;
+            return Ok(true);
         }
-        let charger = charging::get(&mut tx, self.link.charger_id).await?;
-        self.venue = charger.venue_id.unwrap_or(Uuid::nil());
         let ttl = chrono::Duration::from_std(self.link.settings.call_ttl)
             .unwrap_or(chrono::Duration::minutes(10));
         let call = calls::take_next(&mut tx, self.link.charger_id, self.connection, ttl).await?;

@@ -505,16 +505,30 @@ pub async fn connected(
     Ok(charger)
 }
 
-/// Is `connection` still the charger's live connection?
-pub async fn is_live(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "select coalesce((select connection_id = $3 from charger where tenant_id = $1 and id = $2), false)",
+/// What a connection looks up when it has nothing in flight, in one query: `None` when it is no longer the
+/// charger's live connection, else the venue whose wake-ups concern it (nil while pending) and whether a call
+/// waits for it.
+pub async fn standing(
+    tx: &mut TenantTx,
+    id: Uuid,
+    connection: Uuid,
+) -> Result<Option<(Uuid, bool)>> {
+    let row: Option<(bool, Option<Uuid>, bool)> = sqlx::query_as(
+        "select c.connection_id is not distinct from $3, s.venue_id,
+           exists (select 1 from ocpp_call o where o.tenant_id = c.tenant_id and o.charger_id = c.id
+                     and o.status = 'pending')
+         from charger c left join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
+         where c.tenant_id = $1 and c.id = $2",
     )
     .bind(tx.tenant())
     .bind(id)
     .bind(connection)
-    .fetch_one(tx.conn())
-    .await?)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(match row {
+        Some((true, venue, pending)) => Some((venue.unwrap_or(Uuid::nil()), pending)),
+        _ => None,
+    })
 }
 
 /// The connection ended: if it was the live one, the charger is offline and calls it left unanswered fail.
