@@ -734,7 +734,8 @@ pub async fn relay_login(
     let found: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
         "select c.id, c.password_hash from charger c
            join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
-         where c.tenant_id = $1 and c.charge_point_id = $2 and s.venue_id = $3",
+         where c.tenant_id = $1 and c.charge_point_id = $2 and s.venue_id = $3 and s.control = 'ocpp'
+           and s.archived_at is null",
     )
     .bind(tx.tenant())
     .bind(identity)
@@ -753,7 +754,8 @@ pub async fn at_venue(tx: &mut TenantTx, venue: Uuid, identity: &str) -> Result<
     Ok(sqlx::query_scalar(
         "select c.id from charger c
            join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
-         where c.tenant_id = $1 and c.charge_point_id = $2 and s.venue_id = $3",
+         where c.tenant_id = $1 and c.charge_point_id = $2 and s.venue_id = $3 and s.control = 'ocpp'
+           and s.archived_at is null",
     )
     .bind(tx.tenant())
     .bind(identity)
