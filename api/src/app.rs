@@ -52,6 +52,8 @@ pub struct App {
     pub announcements: tokio::sync::broadcast::Sender<(uuid::Uuid, i64)>,
     /// This process's fan-out of live events to GraphQL subscriptions.
     pub events: Arc<EventHub>,
+    /// Wake-ups for this process's charger connections (fed by the same signals as `commands`).
+    pub charger_wakes: Arc<crate::ocpp::wakes::Wakes>,
 }
 
 impl std::ops::Deref for AppState {
@@ -115,6 +117,7 @@ impl AppState {
             payments.clone(),
             events.clone(),
         );
+        let commands = tokio::sync::broadcast::channel(1024).0;
         Ok(Self(Arc::new(App {
             tenants: crate::fairness::TenantLimiter::new(
                 config.tenant_max_concurrent,
@@ -125,7 +128,8 @@ impl AppState {
             accounts,
             schema,
             payments,
-            commands: tokio::sync::broadcast::channel(1024).0,
+            charger_wakes: crate::ocpp::wakes::Wakes::new(commands.clone()),
+            commands,
             announcements: tokio::sync::broadcast::channel(4096).0,
             events,
         })))

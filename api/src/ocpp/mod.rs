@@ -17,6 +17,7 @@
 pub mod rpc;
 mod v16;
 mod v201;
+pub mod wakes;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use switchyard_core::charging::{self, calls, Charger, Protocol, Registration};
 use switchyard_core::{Db, TenantId, TenantTx};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -140,7 +141,7 @@ pub async fn connect(
     };
     let settings = state.config.ocpp;
     let db = state.db.clone();
-    let commands = state.commands.subscribe();
+    let wakes = state.charger_wakes.clone();
     upgrade
         .protocols([*chosen])
         .max_message_size(MAX_FRAME_BYTES)
@@ -159,7 +160,7 @@ pub async fn connect(
                 via_bridge: None,
                 settings,
             };
-            run(link, incoming, outgoing, commands).await;
+            run(link, incoming, outgoing, wakes).await;
             let _ = pumping.await;
         })
 }
@@ -274,11 +275,13 @@ pub async fn run(
     link: Link,
     mut incoming: mpsc::Receiver<String>,
     outgoing: mpsc::Sender<Out>,
-    mut commands: broadcast::Receiver<(Uuid, Uuid)>,
+    wakes: std::sync::Arc<wakes::Wakes>,
 ) {
     let connection = Uuid::now_v7();
-    let venue = match opened(&link, connection).await {
-        Ok(venue) => venue,
+    // Registered before the connection is marked live, so that no wake-up for it can come in between.
+    let wake = wakes.register(link.tenant.0, link.charger_id, connection);
+    match opened(&link, connection).await {
+        Ok(()) => {}
         Err(e) => {
             tracing::warn!(charger.id = %link.charger_id, error = %e, "charger connection could not start");
             let _ = outgoing.send(Out::Close(1011, "try again")).await;
@@ -290,7 +293,6 @@ pub async fn run(
     let mut conn = Conn {
         link: &link,
         connection,
-        venue,
         in_flight: None,
         answered: VecDeque::new(),
         outgoing: &outgoing,
@@ -315,15 +317,11 @@ pub async fn run(
                         return Ok(());
                     }
                 }
-                wake = commands.recv() => match wake {
-                    Ok((tenant, venue)) if tenant != link.tenant.0 || venue != conn.venue => {}
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if !conn.send_next().await? {
-                            return Ok(());
-                        }
+                _ = wake.notify.notified() => {
+                    if !conn.send_next().await? {
+                        return Ok(());
                     }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                },
+                }
                 _ = sleep_until(deadline) => {
                     if let Some(flight) = conn.in_flight.take() {
                         conn.finish(flight.call, calls::Outcome::TimedOut).await?;
@@ -363,10 +361,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Marks the connection live; returns the venue whose wake-ups concern it (nil while pending).
-async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Uuid> {
+/// Marks the connection live.
+async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<()> {
     let mut tx = link.db.begin_tenant(link.tenant).await?;
-    let charger = charging::connected(
+    charging::connected(
         &mut tx,
         link.charger_id,
         connection,
@@ -375,7 +373,7 @@ async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Uuid> {
     )
     .await?;
     tx.commit().await?;
-    Ok(charger.venue_id.unwrap_or(Uuid::nil()))
+    Ok(())
 }
 
 /// How many answers to the charger's CALLs are kept to answer a repeated CALL id (a charger repeats the one it
@@ -388,7 +386,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(30);
 struct Conn<'a> {
     link: &'a Link,
     connection: Uuid,
-    venue: Uuid,
     in_flight: Option<InFlight>,
     answered: VecDeque<(String, String)>,
     outgoing: &'a mpsc::Sender<Out>,
@@ -409,7 +406,7 @@ impl Conn<'_> {
         }
         let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
         // One query when nothing waits (the usual case of the 30-second check and of a venue's wake-ups).
-        let Some((venue, pending)) =
+        let Some(pending) =
             charging::standing(&mut tx, self.link.charger_id, self.connection).await?
         else {
             tx.rollback().await?;
@@ -420,7 +417,6 @@ impl Conn<'_> {
                 .await;
             return Ok(false);
         };
-        self.venue = venue;
         if !pending {
             tx.commit().await?;
             return Ok(true);

@@ -18,7 +18,7 @@ use switchyard_core::bridges::Bridge;
 use switchyard_core::charging::{self, Protocol};
 use switchyard_core::{Db, TenantId, TenantTx};
 use switchyard_edge_protocol::Down;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::ocpp::{self, Fail, Link, OcppSettings, Out};
@@ -29,7 +29,7 @@ pub(crate) struct Relays {
     tenant: TenantId,
     bridge: Bridge,
     settings: OcppSettings,
-    commands: broadcast::Receiver<(Uuid, Uuid)>,
+    wakes: std::sync::Arc<crate::ocpp::wakes::Wakes>,
     /// Each connection's channel into its loop.
     conns: HashMap<Uuid, mpsc::Sender<String>>,
     /// What the loops send out, by connection (`None`: the loop ended). Unbounded, so that a loop waiting to send
@@ -43,7 +43,7 @@ impl Relays {
         tenant: TenantId,
         bridge: Bridge,
         settings: OcppSettings,
-        commands: broadcast::Receiver<(Uuid, Uuid)>,
+        wakes: std::sync::Arc<crate::ocpp::wakes::Wakes>,
     ) -> (Self, mpsc::UnboundedReceiver<(Uuid, Option<Out>)>) {
         let (back, from_loops) = mpsc::unbounded_channel();
         (
@@ -52,7 +52,7 @@ impl Relays {
                 tenant,
                 bridge,
                 settings,
-                commands,
+                wakes,
                 conns: HashMap::new(),
                 back,
             },
@@ -114,7 +114,7 @@ impl Relays {
             settings: self.settings,
         };
         let back = self.back.clone();
-        let commands = self.commands.resubscribe();
+        let wakes = self.wakes.clone();
         tokio::spawn(async move {
             let (outgoing, mut from_loop) = mpsc::channel(16);
             let forward = async {
@@ -124,7 +124,7 @@ impl Relays {
                     }
                 }
             };
-            tokio::join!(ocpp::run(link, incoming, outgoing, commands), forward);
+            tokio::join!(ocpp::run(link, incoming, outgoing, wakes), forward);
             let _ = back.send((conn, None));
         });
         metrics::counter!("edge_ocpp_connections_total", "outcome" => "opened").increment(1);

@@ -463,9 +463,7 @@ pub async fn adopt(
         )
         .await?;
     }
-    // The connection still listens as a pending charger: wake it under both.
-    tx.wake_venue(Uuid::nil()).await?;
-    tx.wake_venue(station.venue_id).await?;
+    wake(tx, &adopted).await?;
     record(
         tx,
         actor,
@@ -506,19 +504,13 @@ pub async fn connected(
 }
 
 /// What a connection looks up when it has nothing in flight, in one query: `None` when it is no longer the
-/// charger's live connection, else the venue whose wake-ups concern it (nil while pending) and whether a call
-/// waits for it.
-pub async fn standing(
-    tx: &mut TenantTx,
-    id: Uuid,
-    connection: Uuid,
-) -> Result<Option<(Uuid, bool)>> {
-    let row: Option<(bool, Option<Uuid>, bool)> = sqlx::query_as(
-        "select c.connection_id is not distinct from $3, s.venue_id,
+/// charger's live connection, else whether a call waits for it.
+pub async fn standing(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Result<Option<bool>> {
+    let row: Option<(bool, bool)> = sqlx::query_as(
+        "select c.connection_id is not distinct from $3,
            exists (select 1 from ocpp_call o where o.tenant_id = c.tenant_id and o.charger_id = c.id
                      and o.status = 'pending')
-         from charger c left join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
-         where c.tenant_id = $1 and c.id = $2",
+         from charger c where c.tenant_id = $1 and c.id = $2",
     )
     .bind(tx.tenant())
     .bind(id)
@@ -526,7 +518,7 @@ pub async fn standing(
     .fetch_optional(tx.conn())
     .await?;
     Ok(match row {
-        Some((true, venue, pending)) => Some((venue.unwrap_or(Uuid::nil()), pending)),
+        Some((true, pending)) => Some(pending),
         _ => None,
     })
 }
@@ -588,9 +580,10 @@ async fn station_presence(tx: &mut TenantTx, charger: &Charger, online: bool) ->
     Ok(())
 }
 
-/// Wakes whichever process holds the charger's connection (and, for its venue, the bridge).
+/// Wakes whichever process holds the charger's connection: the wake-up signal names the charger itself (bridge
+/// tunnels listen for their venue's id, so they are not disturbed).
 pub(crate) async fn wake(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
-    tx.wake_venue(charger.venue_id.unwrap_or(Uuid::nil())).await
+    tx.wake_venue(charger.id).await
 }
 
 /// The charger said something: it is alive (kept at most once per minute per charger, to spare writes).
