@@ -294,6 +294,36 @@ impl TenantTx {
         self.events.push(event);
     }
 
+    /// Marks a point to roll back to without losing the whole transaction (a part that may fail on its own).
+    pub async fn savepoint(&mut self) -> Result<Savepoint> {
+        sqlx::query("savepoint switchyard_part")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(Savepoint {
+            events: self.events.len(),
+            wake: self.wake.len(),
+        })
+    }
+
+    /// Undoes everything since `point`: its writes, and the events and wake-ups it emitted (a Postgres `notify`
+    /// inside it is undone by Postgres itself).
+    pub async fn rollback_to(&mut self, point: Savepoint) -> Result<()> {
+        sqlx::query("rollback to savepoint switchyard_part")
+            .execute(&mut *self.tx)
+            .await?;
+        self.events.truncate(point.events);
+        self.wake.truncate(point.wake);
+        Ok(())
+    }
+
+    /// Keeps what was done since `point`.
+    pub async fn release(&mut self, _point: Savepoint) -> Result<()> {
+        sqlx::query("release savepoint switchyard_part")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// The venue's bridge should look at its commands and schedule again once this transaction commits.
     pub async fn wake_venue(&mut self, venue: Uuid) -> Result<()> {
         let sent = self
@@ -467,6 +497,13 @@ impl SystemDb {
                 .await?,
         )
     }
+}
+
+/// A point inside a [`TenantTx`] (see [`TenantTx::savepoint`]).
+#[derive(Debug)]
+pub struct Savepoint {
+    events: usize,
+    wake: usize,
 }
 
 /// A login as stored.

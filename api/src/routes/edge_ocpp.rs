@@ -210,10 +210,7 @@ pub(crate) async fn replay(
         outcome("unknown_charger");
         return Ok(());
     };
-    sqlx::query("savepoint ocpp_replay")
-        .execute(tx.conn())
-        .await
-        .map_err(switchyard_core::Error::from)?;
+    let point = tx.savepoint().await?;
     let applied = ocpp::apply_journaled(
         tx,
         charger_id,
@@ -226,18 +223,13 @@ pub(crate) async fn replay(
     .await;
     match applied {
         Ok(_) => {
-            sqlx::query("release savepoint ocpp_replay")
-                .execute(tx.conn())
-                .await
-                .map_err(switchyard_core::Error::from)?;
+            tx.release(point).await?;
             outcome("applied");
             Ok(())
         }
         Err(fail) => {
-            sqlx::query("rollback to savepoint ocpp_replay")
-                .execute(tx.conn())
-                .await
-                .map_err(switchyard_core::Error::from)?;
+            // Its writes, and the live events and wake-ups they emitted, are undone.
+            tx.rollback_to(point).await?;
             match fail {
                 Fail::Core(e) if e.hidden_cause().is_some() => Err(e),
                 other => {

@@ -1059,3 +1059,39 @@ async fn a_socket_that_never_signs_in_is_closed_with_4408() {
     assert_eq!(code, 4408, "{reason}");
     assert!(reason.contains("connection_init"), "{reason}");
 }
+
+#[tokio::test]
+async fn what_a_part_rolled_back_to_its_savepoint_emitted_is_never_heard() {
+    let app = switchyard_tests::spawn_app().await;
+    let t = app.signup().await;
+    let db = switchyard_tests::app_db(1);
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(t.id))
+        .await
+        .unwrap();
+    tx.emit(switchyard_core::events::NewEvent::new(
+        "test.kept",
+        json!({}),
+    ));
+    let point = tx.savepoint().await.unwrap();
+    tx.emit(switchyard_core::events::NewEvent::new(
+        "test.undone",
+        json!({}),
+    ));
+    tx.rollback_to(point).await.unwrap();
+    let point = tx.savepoint().await.unwrap();
+    tx.emit(switchyard_core::events::NewEvent::new(
+        "test.released",
+        json!({}),
+    ));
+    tx.release(point).await.unwrap();
+    tx.commit().await.unwrap();
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "select kind from live_event where tenant_id = $1 and kind like 'test.%' order by seq",
+    )
+    .bind(t.id)
+    .fetch_all(&mut *app.tenant_tx(t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(kinds, ["test.kept", "test.released"]);
+}
