@@ -132,12 +132,7 @@ pub async fn set_tier(tx: &mut TenantTx, actor: &Actor, id: Uuid, tier: &str) ->
 pub async fn add_rfid_tag(tx: &mut TenantTx, actor: &Actor, id: Uuid, uid: &str) -> Result<()> {
     get(tx, id).await?;
     let uid = validate::text("uid", uid, 4, 64)?.to_uppercase();
-    let version: i64 = sqlx::query_scalar(
-        "update tenant set tag_list_version = tag_list_version + 1 where id = $1 returning tag_list_version",
-    )
-    .bind(tx.tenant())
-    .fetch_one(tx.conn())
-    .await?;
+    let version = crate::charging::tags::next_version(tx).await?;
     // A tag kept blocked and unowned (first seen in a charger's offline transaction) can be given to a patron.
     let linked = sqlx::query(
         "insert into rfid_tag (tenant_id, uid, patron_id, version) values ($1, $2, $3, $4)

@@ -269,9 +269,7 @@ impl ChargingQuery {
                 ))
             }
         };
-        if let Some(venue) = charger.venue_id {
-            actor.check_venue(venue, "charger").gql()?;
-        }
+        charger.check_scope(actor, "charger").gql()?;
         Ok(charger.into())
     }
 
@@ -285,9 +283,7 @@ impl ChargingQuery {
         let (actor, mut tx) = begin(ctx).await?;
         let call = calls::get(&mut tx, id).await.gql()?;
         let charger = charging::get(&mut tx, call.charger_id).await.gql()?;
-        if let Some(venue) = charger.venue_id {
-            actor.check_venue(venue, "charger call").gql()?;
-        }
+        charger.check_scope(actor, "charger call").gql()?;
         Ok(call.into())
     }
 

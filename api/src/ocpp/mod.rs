@@ -696,18 +696,27 @@ pub(crate) struct Replay {
     pub transaction_id: Option<String>,
 }
 
+/// A BootNotification's answer (both versions): the registration, the time, and the interval — the heartbeat for
+/// an accepted charger, when to boot again otherwise.
+pub(crate) fn boot_answer(
+    registration: Registration,
+    settings: &OcppSettings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    let (status, interval) = match registration {
+        Registration::Accepted => ("Accepted", settings.heartbeat.as_secs()),
+        Registration::Pending => ("Pending", 60),
+        Registration::Rejected => ("Rejected", 300),
+    };
+    serde_json::json!({ "status": status, "currentTime": now, "interval": interval })
+}
+
 /// The transaction running on a connector of this charger, if any.
 pub(crate) async fn running_on(
     cx: &mut Cx<'_>,
     connector: i32,
 ) -> Result<Option<charging::transactions::Transaction>, Fail> {
-    let Some(station) = cx.charger.station_id else {
-        return Ok(None);
-    };
-    let running = charging::transactions::list(cx.tx, station, 20).await?;
-    Ok(running.into_iter().find(|t| {
-        t.connector == connector && t.stopped_at.is_none() && t.charger_id == cx.charger.id
-    }))
+    Ok(charging::transactions::running_on(cx.tx, cx.charger.id, connector).await?)
 }
 
 /// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with

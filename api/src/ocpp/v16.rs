@@ -5,10 +5,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_core::charging::tags::Verdict;
 use switchyard_core::charging::transactions::{self, Start, Stop, Stopped};
-use switchyard_core::charging::{self, Boot, Registration};
+use switchyard_core::charging::{self, Boot};
 
 use super::rpc::{decode, limit, ErrorKind, RpcError};
-use super::{readings, running_on, Cx, Fail};
+use super::{boot_answer, readings, running_on, Cx, Fail};
 
 /// A transaction whose start is older than this when it arrives was kept by the charger while it was offline.
 const OFFLINE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
@@ -168,12 +168,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 },
             )
             .await?;
-            let (status, interval) = match status {
-                Registration::Accepted => ("Accepted", cx.settings.heartbeat.as_secs()),
-                Registration::Pending => ("Pending", 60),
-                Registration::Rejected => ("Rejected", 300),
-            };
-            json!({ "status": status, "currentTime": now, "interval": interval })
+            boot_answer(status, cx.settings, now)
         }
         "Heartbeat" => json!({ "currentTime": now }),
         "StatusNotification" => {

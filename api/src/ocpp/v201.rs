@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 use switchyard_core::charging::calls::{self, Request};
 use switchyard_core::charging::tags::Verdict;
 use switchyard_core::charging::transactions::{self, Start, Stop};
-use switchyard_core::charging::{self, Boot, Registration};
+use switchyard_core::charging::{self, Boot};
 
 use super::rpc::{decode, limit, ErrorKind, RpcError};
-use super::{readings, running_on, Cx, Fail};
+use super::{boot_answer, readings, running_on, Cx, Fail};
 
 const CONNECTOR_STATUSES: [&str; 5] = [
     "Available",
@@ -130,7 +130,9 @@ fn token(id_token: &IdToken) -> Result<(), RpcError> {
     limit("type", &id_token.kind, 20)
 }
 
-/// A cost in minor units as the charger shows it: in the currency's major units.
+/// A cost in minor units as the charger's display shows it, in the currency's major units: OCPP's `totalCost` is
+/// a JSON number, so the exact decimal text (`money::format`) is read as the nearest double — for display only, the
+/// ledger never sees it.
 fn major_units(amount: i64, currency: &str) -> Value {
     let text = switchyard_core::money::format(amount, currency);
     text.parse::<f64>().map_or(Value::Null, |v| json!(v))
@@ -155,12 +157,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 },
             )
             .await?;
-            let (status, interval) = match status {
-                Registration::Accepted => ("Accepted", cx.settings.heartbeat.as_secs()),
-                Registration::Pending => ("Pending", 60),
-                Registration::Rejected => ("Rejected", 300),
-            };
-            json!({ "status": status, "currentTime": now, "interval": interval })
+            boot_answer(status, cx.settings, now)
         }
         "Heartbeat" => json!({ "currentTime": now }),
         "StatusNotification" => {

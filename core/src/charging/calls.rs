@@ -493,9 +493,7 @@ pub enum Command {
 pub async fn command(tx: &mut TenantTx, actor: &Actor, id: Uuid, command: Command) -> Result<Call> {
     actor.require_manager()?;
     let charger = super::get(tx, id).await?;
-    if let Some(venue) = charger.venue_id {
-        actor.check_venue(venue, "charger")?;
-    }
+    charger.check_scope(actor, "charger")?;
     let v16 = charger.protocol() == Protocol::V16;
     let request = match &command {
         Command::Reset { hard } => {

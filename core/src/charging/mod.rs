@@ -91,6 +91,14 @@ pub struct Charger {
 }
 
 impl Charger {
+    /// A member scoped to venues reaches a charger of one of them (a pending charger, at no venue yet, any manager).
+    pub fn check_scope(&self, actor: &Actor, what: &'static str) -> Result<()> {
+        match self.venue_id {
+            Some(venue) => actor.check_venue(venue, what),
+            None => Ok(()),
+        }
+    }
+
     /// The version its calls are written for (1.6 until it has connected).
     pub fn protocol(&self) -> Protocol {
         self.protocol
@@ -265,19 +273,8 @@ fn new_password() -> String {
 pub async fn set_password(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<(Charger, String)> {
     actor.require_manager()?;
     let charger = get(tx, id).await?;
-    if let Some(venue) = charger.venue_id {
-        actor.check_venue(venue, "charger")?;
-    }
-    let password = new_password();
-    sqlx::query("update charger set password_hash = $3 where tenant_id = $1 and id = $2")
-        .bind(tx.tenant())
-        .bind(id)
-        .bind(crate::auth::token_hash(&password))
-        .execute(tx.conn())
-        .await?;
-    if charger.online {
-        calls::send_password(tx, &charger, &password, Some(actor.user_id)).await?;
-    }
+    charger.check_scope(actor, "charger")?;
+    let password = give_password(tx, &charger, actor).await?;
     record(
         tx,
         actor,
@@ -287,6 +284,21 @@ pub async fn set_password(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<
     )
     .await?;
     Ok((get(tx, id).await?, password))
+}
+
+/// Stores a new password's hash for a charger and returns the password; a connected charger is sent it at once.
+async fn give_password(tx: &mut TenantTx, charger: &Charger, actor: &Actor) -> Result<String> {
+    let password = new_password();
+    sqlx::query("update charger set password_hash = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(charger.id)
+        .bind(crate::auth::token_hash(&password))
+        .execute(tx.conn())
+        .await?;
+    if charger.online {
+        calls::send_password(tx, charger, &password, Some(actor.user_id)).await?;
+    }
+    Ok(password)
 }
 
 /// What happens to a charger whose identity nobody registered: `refuse` (the default), or `pending` — a charger
@@ -445,15 +457,8 @@ pub async fn adopt(
     .execute(tx.conn())
     .await?;
     let adopted = get(tx, id).await?;
-    let password = new_password();
-    sqlx::query("update charger set password_hash = $3 where tenant_id = $1 and id = $2")
-        .bind(tx.tenant())
-        .bind(id)
-        .bind(crate::auth::token_hash(&password))
-        .execute(tx.conn())
-        .await?;
+    let password = give_password(tx, &adopted, actor).await?;
     if adopted.online {
-        calls::send_password(tx, &adopted, &password, Some(actor.user_id)).await?;
         calls::enqueue(
             tx,
             &adopted,

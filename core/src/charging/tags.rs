@@ -147,7 +147,8 @@ pub async fn keep_unknown(tx: &mut TenantTx, uid: &str) -> Result<()> {
     Ok(())
 }
 
-async fn next_version(tx: &mut TenantTx) -> Result<i64> {
+/// The tenant's next local-list version, for a tag about to change.
+pub(crate) async fn next_version(tx: &mut TenantTx) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "update tenant set tag_list_version = tag_list_version + 1 where id = $1 returning tag_list_version",
     )

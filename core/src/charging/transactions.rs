@@ -82,6 +82,25 @@ pub async fn by_ocpp_id(
         .await?)
 }
 
+/// The transaction running on a connector of a charger, if any.
+pub async fn running_on(
+    tx: &mut TenantTx,
+    charger: Uuid,
+    connector: i32,
+) -> Result<Option<Transaction>> {
+    let sql = format!(
+        "select {COLUMNS} from charging_transaction
+         where tenant_id = $1 and charger_id = $2 and connector = $3 and stopped_at is null
+         order by started_at desc limit 1"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(charger)
+        .bind(connector)
+        .fetch_optional(tx.conn())
+        .await?)
+}
+
 /// The tag a session started in the cloud hands the charger (RemoteStart's idTag): 20 characters (1.6's limit)
 /// drawn from the session id's random part.
 pub fn session_tag(session: Uuid) -> String {
@@ -528,9 +547,7 @@ pub async fn reserve(
     let station = charger
         .station_id
         .ok_or(Error::Conflict("this charger is not adopted yet".into()))?;
-    if let Some(venue) = charger.venue_id {
-        actor.check_venue(venue, "charger")?;
-    }
+    charger.check_scope(actor, "charger")?;
     if !(0..=64).contains(&connector) {
         return Err(Error::validation("connector", "must be between 0 and 64"));
     }
@@ -611,9 +628,7 @@ pub async fn cancel_reservation(
     .await?
     .ok_or(Error::NotFound("reservation"))?;
     let charger = super::get(tx, charger_id).await?;
-    if let Some(venue) = charger.venue_id {
-        actor.check_venue(venue, "reservation")?;
-    }
+    charger.check_scope(actor, "reservation")?;
     let request = Request {
         action: "CancelReservation",
         payload: json!({ "reservationId": reservation }),

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{boot, charger, site, until_charger, uuid};
 
-async fn command(
+pub(super) async fn command(
     app: &switchyard_tests::TestApp,
     token: &str,
     charger: Uuid,
@@ -251,6 +251,15 @@ async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
     );
 }
 
+/// A reservation's standing as stored.
+async fn reservation_status(app: &switchyard_tests::TestApp, s: &super::Site, id: i64) -> String {
+    sqlx::query_scalar("select status from charging_reservation where id = $1")
+        .bind(id as i32)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[tokio::test]
 async fn reservations_are_made_used_and_cancelled() {
     let app = spawn_app().await;
@@ -275,13 +284,7 @@ async fn reservations_are_made_used_and_cancelled() {
         (asked["reservationId"].as_i64(), asked["idTag"].as_str()),
         (Some(reservation), Some(s.tag.as_str()))
     );
-    let status: String =
-        sqlx::query_scalar("select status from charging_reservation where id = $1")
-            .bind(reservation as i32)
-            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(status, "accepted");
+    assert_eq!(reservation_status(&app, &s, reservation).await, "accepted");
     cp.call(
         "StartTransaction",
         json!({"connectorId": 1, "idTag": s.tag, "meterStart": 0, "timestamp": chrono::Utc::now(),
@@ -289,13 +292,7 @@ async fn reservations_are_made_used_and_cancelled() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let status: String =
-        sqlx::query_scalar("select status from charging_reservation where id = $1")
-            .bind(reservation as i32)
-            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(status, "used");
+    assert_eq!(reservation_status(&app, &s, reservation).await, "used");
 
     let data = app
         .gql_ok(
@@ -319,13 +316,7 @@ async fn reservations_are_made_used_and_cancelled() {
         cp.next_received("CancelReservation").await,
         json!({"reservationId": second})
     );
-    let status: String =
-        sqlx::query_scalar("select status from charging_reservation where id = $1")
-            .bind(second as i32)
-            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(status, "cancelled");
+    assert_eq!(reservation_status(&app, &s, second).await, "cancelled");
 }
 
 #[tokio::test]

@@ -193,21 +193,8 @@ async fn v201_chargers_get_every_operator_command_in_their_own_schema() {
     let s = site(&app).await;
     let mut cp = boot(&app, &s, OcppVersion::V201).await;
     cp.next_received("SendLocalList").await;
-    let command = |kind: serde_json::Value| {
-        let app = &app;
-        let token = s.t.access.clone();
-        let charger = s.charger;
-        async move {
-            app.gql_ok(
-                &token,
-                "mutation($c: UUID!, $k: ChargerCommandInput!) {
-                   chargerCommand(id: $c, command: $k, waitSeconds: 20) { action status response error } }",
-                json!({"c": charger, "k": kind}),
-            )
-            .await["chargerCommand"]
-                .clone()
-        }
-    };
+    let command =
+        |kind: serde_json::Value| super::commands::command(&app, &s.t.access, s.charger, kind);
     // Every call below is checked against the 2.0.1 schema by the charge point: a payload that did not fit would
     // come back refused (an error status), not answered.
     let got =
