@@ -53,7 +53,8 @@ pub struct App {
     /// This process's fan-out of live events to GraphQL subscriptions.
     pub events: Arc<EventHub>,
     /// Wake-ups for this process's charger connections (fed by the same signals as `commands`).
-    pub charger_wakes: Arc<crate::ocpp::wakes::Wakes>,
+    /// What this process's charger connections share (wake-ups, the group commit of meter values).
+    pub chargers: Arc<crate::ocpp::Shared>,
 }
 
 impl std::ops::Deref for AppState {
@@ -118,6 +119,11 @@ impl AppState {
             events.clone(),
         );
         let commands = tokio::sync::broadcast::channel(1024).0;
+        let chargers = crate::ocpp::Shared::new(
+            db.clone(),
+            commands.clone(),
+            config.db_max_connections as usize / 2,
+        );
         Ok(Self(Arc::new(App {
             tenants: crate::fairness::TenantLimiter::new(
                 config.tenant_max_concurrent,
@@ -128,7 +134,7 @@ impl AppState {
             accounts,
             schema,
             payments,
-            charger_wakes: crate::ocpp::wakes::Wakes::new(commands.clone()),
+            chargers,
             commands,
             announcements: tokio::sync::broadcast::channel(4096).0,
             events,

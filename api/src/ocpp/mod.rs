@@ -14,6 +14,7 @@
 //! makes it look for calls at once; a 30-second check makes up for a lost wake-up and notices a newer connection
 //! of the same charger, which replaces this one.
 
+pub mod meters;
 pub mod rpc;
 mod v16;
 mod v201;
@@ -141,7 +142,7 @@ pub async fn connect(
     };
     let settings = state.config.ocpp;
     let db = state.db.clone();
-    let wakes = state.charger_wakes.clone();
+    let chargers = state.chargers.clone();
     upgrade
         .protocols([*chosen])
         .max_message_size(MAX_FRAME_BYTES)
@@ -160,7 +161,7 @@ pub async fn connect(
                 via_bridge: None,
                 settings,
             };
-            run(link, incoming, outgoing, wakes).await;
+            run(link, incoming, outgoing, chargers).await;
             let _ = pumping.await;
         })
 }
@@ -253,6 +254,28 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
     }))
 }
 
+/// What every charger connection of this process shares.
+pub struct Shared {
+    /// Wake-ups, handed to the charger's connections only.
+    pub wakes: std::sync::Arc<wakes::Wakes>,
+    /// The group commit of meter values and seen marks.
+    pub meters: std::sync::Arc<meters::Meters>,
+}
+
+impl Shared {
+    /// `meter_slots`: how many tenants' meter flushes may hold a database connection at once.
+    pub fn new(
+        db: Db,
+        signals: tokio::sync::broadcast::Sender<(Uuid, Uuid)>,
+        meter_slots: usize,
+    ) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            wakes: wakes::Wakes::new(signals),
+            meters: meters::Meters::new(db, meter_slots),
+        })
+    }
+}
+
 /// One charger connection's fixed facts.
 pub struct Link {
     pub db: Db,
@@ -275,13 +298,15 @@ pub async fn run(
     link: Link,
     mut incoming: mpsc::Receiver<String>,
     outgoing: mpsc::Sender<Out>,
-    wakes: std::sync::Arc<wakes::Wakes>,
+    shared: std::sync::Arc<Shared>,
 ) {
     let connection = Uuid::now_v7();
     // Registered before the connection is marked live, so that no wake-up for it can come in between.
-    let wake = wakes.register(link.tenant.0, link.charger_id, connection);
-    match opened(&link, connection).await {
-        Ok(()) => {}
+    let wake = shared
+        .wakes
+        .register(link.tenant.0, link.charger_id, connection);
+    let registration = match opened(&link, connection).await {
+        Ok(registration) => registration,
         Err(e) => {
             tracing::warn!(charger.id = %link.charger_id, error = %e, "charger connection could not start");
             let _ = outgoing.send(Out::Close(1011, "try again")).await;
@@ -292,7 +317,10 @@ pub async fn run(
     tracing::info!(charger.id = %link.charger_id, protocol = link.protocol.as_str(), "charger connected");
     let mut conn = Conn {
         link: &link,
+        shared: &shared,
         connection,
+        accepted: registration == Registration::Accepted,
+        seen_at: tokio::time::Instant::now(),
         in_flight: None,
         answered: VecDeque::new(),
         outgoing: &outgoing,
@@ -361,10 +389,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Marks the connection live.
-async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<()> {
+/// Marks the connection live; the charger's registration.
+async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Registration> {
     let mut tx = link.db.begin_tenant(link.tenant).await?;
-    charging::connected(
+    let charger = charging::connected(
         &mut tx,
         link.charger_id,
         connection,
@@ -373,7 +401,7 @@ async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<()> {
     )
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(charger.registration)
 }
 
 /// How many answers to the charger's CALLs are kept to answer a repeated CALL id (a charger repeats the one it
@@ -383,9 +411,18 @@ const ANSWERS_KEPT: usize = 8;
 /// How often a connection looks for calls on its own (making up for a lost wake-up) and whether it was replaced.
 const CHECK_EVERY: Duration = Duration::from_secs(30);
 
+/// How often a charger's seen mark is written at most (as [`charging::seen`] keeps it).
+const SEEN_EVERY: Duration = Duration::from_secs(60);
+
 struct Conn<'a> {
     link: &'a Link,
+    shared: &'a Shared,
     connection: Uuid,
+    /// Whether the charger is accepted (it never goes back): then heartbeats and 1.6 meter values take the short
+    /// way ([`Conn::handle`]).
+    accepted: bool,
+    /// When the charger's seen mark was last written.
+    seen_at: tokio::time::Instant,
     in_flight: Option<InFlight>,
     answered: VecDeque<(String, String)>,
     outgoing: &'a mpsc::Sender<Out>,
@@ -513,24 +550,64 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Answers one CALL in its own transaction: committed with a result, rolled back with an error.
+    /// Answers one CALL. An accepted charger's heartbeat is answered at once (its seen mark, due once a minute,
+    /// goes to the group commit) and its 1.6 meter values are stored by the group commit ([`meters`]); every other
+    /// CALL runs in its own transaction: committed with a result, rolled back with an error.
     async fn handle(&mut self, action: &str, payload: Value) -> Result<Value, RpcError> {
-        let result: Result<Value, Fail> = async {
+        let seen_due = self.seen_at.elapsed() >= SEEN_EVERY;
+        if self.accepted {
+            let reading = match (self.link.protocol, action) {
+                (_, "Heartbeat") if !seen_due => {
+                    return Ok(serde_json::json!({ "currentTime": chrono::Utc::now() }))
+                }
+                (_, "Heartbeat") => None,
+                (Protocol::V16, "MeterValues") => {
+                    Some(v16::meter_reading(self.link.charger_id, payload)?)
+                }
+                _ => return self.apply(action, payload).await,
+            };
+            let seen = seen_due.then_some(self.link.charger_id);
+            if !self
+                .shared
+                .meters
+                .record(self.link.tenant, reading, seen)
+                .await
+            {
+                return Err(retry_later());
+            }
+            if seen_due {
+                self.seen_at = tokio::time::Instant::now();
+            }
+            return Ok(match action {
+                "Heartbeat" => serde_json::json!({ "currentTime": chrono::Utc::now() }),
+                _ => serde_json::json!({}),
+            });
+        }
+        self.apply(action, payload).await
+    }
+
+    /// Answers one CALL in its own transaction (see [`apply`]).
+    async fn apply(&mut self, action: &str, payload: Value) -> Result<Value, RpcError> {
+        let result: Result<(Value, Registration), Fail> = async {
             let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
-            let answer = apply(
+            let answer = apply_with(
                 &mut tx,
                 self.link.charger_id,
                 self.link.protocol,
                 &self.link.settings,
                 action,
                 payload,
+                None,
             )
             .await?;
             tx.commit().await?;
             Ok(answer)
         }
         .await;
-        result.map_err(Fail::into_rpc)
+        let (answer, registration) = result.map_err(Fail::into_rpc)?;
+        self.seen_at = tokio::time::Instant::now();
+        self.accepted = registration == Registration::Accepted;
+        Ok(answer)
     }
 }
 
@@ -545,7 +622,8 @@ pub async fn apply(
     action: &str,
     payload: Value,
 ) -> Result<Value, Fail> {
-    apply_with(tx, charger_id, protocol, settings, action, payload, None).await
+    let (answer, _) = apply_with(tx, charger_id, protocol, settings, action, payload, None).await?;
+    Ok(answer)
 }
 
 /// As [`apply`], for a message an edge bridge answered itself while its tunnel was down and kept in its journal:
@@ -561,7 +639,7 @@ pub async fn apply_journaled(
     transaction_id: Option<String>,
 ) -> Result<Value, Fail> {
     let replay = Replay { transaction_id };
-    apply_with(
+    let (answer, _) = apply_with(
         tx,
         charger_id,
         protocol,
@@ -570,7 +648,8 @@ pub async fn apply_journaled(
         payload,
         Some(replay),
     )
-    .await
+    .await?;
+    Ok(answer)
 }
 
 async fn apply_with(
@@ -581,7 +660,7 @@ async fn apply_with(
     action: &str,
     payload: Value,
     replay: Option<Replay>,
-) -> Result<Value, Fail> {
+) -> Result<(Value, Registration), Fail> {
     let charger = charging::get(tx, charger_id).await?;
     if charger.registration != Registration::Accepted
         && !matches!(action, "BootNotification" | "Heartbeat")
@@ -591,17 +670,18 @@ async fn apply_with(
             "this charger is not accepted yet: only BootNotification and Heartbeat are answered",
         )));
     }
-    charging::seen(tx, charger.id).await?;
+    charging::seen(tx, &[charger.id]).await?;
     let mut cx = Cx {
         tx,
         charger: &charger,
         settings,
         replay,
     };
-    match protocol {
+    let answer = match protocol {
         Protocol::V16 => v16::handle(&mut cx, action, payload).await,
         Protocol::V201 => v201::handle(&mut cx, action, payload).await,
-    }
+    }?;
+    Ok((answer, charger.registration))
 }
 
 /// The action as a metric label: known OCPP names only (a charger cannot mint labels).
@@ -659,14 +739,19 @@ impl Fail {
                     if let Some(cause) = other.hidden_cause() {
                         tracing::error!(error = ?cause, "OCPP message failed");
                     }
-                    RpcError::new(
-                        ErrorKind::InternalError,
-                        "the central system could not handle this message now; send it again",
-                    )
+                    retry_later()
                 }
             },
         }
     }
+}
+
+/// The CALLERROR for a message not stored now for an internal reason (the charger sends it again).
+fn retry_later() -> RpcError {
+    RpcError::new(
+        ErrorKind::InternalError,
+        "the central system could not handle this message now; send it again",
+    )
 }
 
 impl From<RpcError> for Fail {

@@ -4,11 +4,12 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_core::charging::tags::Verdict;
-use switchyard_core::charging::transactions::{self, Start, Stop, Stopped};
+use switchyard_core::charging::transactions::{self, Reading, Start, Stop, Stopped};
 use switchyard_core::charging::{self, Boot};
+use uuid::Uuid;
 
 use super::rpc::{decode, limit, ErrorKind, RpcError};
-use super::{boot_answer, readings, running_on, Cx, Fail};
+use super::{boot_answer, readings, Cx, Fail};
 
 /// A transaction whose start is older than this when it arrives was kept by the charger while it was offline.
 const OFFLINE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
@@ -150,6 +151,19 @@ fn id_tag_info(verdict: &Verdict) -> Value {
     info
 }
 
+/// A MeterValues CALL as the reading it gives (the CALLERROR to answer if it breaks the schema).
+pub(super) fn meter_reading(charger: Uuid, payload: Value) -> Result<Reading, RpcError> {
+    let values: MeterValues = decode(payload)?;
+    let (energy_wh, power_w) = readings(&values.meter_value);
+    Ok(Reading {
+        charger,
+        transaction: values.transaction_id.map(|id| id.to_string()),
+        connector: connector(values.connector_id)?,
+        energy_wh,
+        power_w,
+    })
+}
+
 pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Result<Value, Fail> {
     let now = Utc::now();
     Ok(match action {
@@ -263,16 +277,8 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
             }
         }
         "MeterValues" => {
-            let values: MeterValues = decode(payload)?;
-            let number = connector(values.connector_id)?;
-            let (energy, power) = readings(&values.meter_value);
-            let transaction = match values.transaction_id {
-                Some(id) => transactions::by_ocpp_id(cx.tx, cx.charger.id, &id.to_string()).await?,
-                None => running_on(cx, number).await?,
-            };
-            if let Some(t) = transaction.filter(|t| t.stopped_at.is_none()) {
-                transactions::meter(cx.tx, &t, energy, power).await?;
-            }
+            let reading = meter_reading(cx.charger.id, payload)?;
+            transactions::record(cx.tx, &[reading]).await?;
             json!({})
         }
         "DataTransfer" => {

@@ -106,7 +106,7 @@ pub async fn tunnel(
     let db = state.db.clone();
     let limits = state.config.edge;
     let ocpp = state.config.ocpp;
-    let charger_wakes = state.charger_wakes.clone();
+    let chargers = state.chargers.clone();
     let token_hash = auth::token_hash(token);
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
@@ -124,7 +124,7 @@ pub async fn tunnel(
                 token_hash: &token_hash,
                 limits,
                 ocpp,
-                charger_wakes,
+                chargers,
             };
             if let Err(e) = serve(socket, &me, commands, &mut tunnel).await {
                 tracing::info!(bridge.id = %bridge_id, error = %e, "tunnel ended");
@@ -163,7 +163,7 @@ struct Tunnel<'a> {
     limits: EdgeLimits,
     /// For the chargers the bridge relays.
     ocpp: crate::ocpp::OcppSettings,
-    charger_wakes: std::sync::Arc<crate::ocpp::wakes::Wakes>,
+    chargers: std::sync::Arc<crate::ocpp::Shared>,
 }
 
 /// Counts what a tunnel receives, in fixed one-second and one-minute windows.
@@ -293,7 +293,7 @@ async fn serve(
         tenant,
         bridge.clone(),
         me.ocpp,
-        me.charger_wakes.clone(),
+        me.chargers.clone(),
     );
 
     loop {

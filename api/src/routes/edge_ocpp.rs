@@ -29,7 +29,7 @@ pub(crate) struct Relays {
     tenant: TenantId,
     bridge: Bridge,
     settings: OcppSettings,
-    wakes: std::sync::Arc<crate::ocpp::wakes::Wakes>,
+    chargers: std::sync::Arc<crate::ocpp::Shared>,
     /// Each connection's channel into its loop.
     conns: HashMap<Uuid, mpsc::Sender<String>>,
     /// What the loops send out, by connection (`None`: the loop ended). Unbounded, so that a loop waiting to send
@@ -43,7 +43,7 @@ impl Relays {
         tenant: TenantId,
         bridge: Bridge,
         settings: OcppSettings,
-        wakes: std::sync::Arc<crate::ocpp::wakes::Wakes>,
+        chargers: std::sync::Arc<crate::ocpp::Shared>,
     ) -> (Self, mpsc::UnboundedReceiver<(Uuid, Option<Out>)>) {
         let (back, from_loops) = mpsc::unbounded_channel();
         (
@@ -52,7 +52,7 @@ impl Relays {
                 tenant,
                 bridge,
                 settings,
-                wakes,
+                chargers,
                 conns: HashMap::new(),
                 back,
             },
@@ -114,7 +114,7 @@ impl Relays {
             settings: self.settings,
         };
         let back = self.back.clone();
-        let wakes = self.wakes.clone();
+        let chargers = self.chargers.clone();
         tokio::spawn(async move {
             let (outgoing, mut from_loop) = mpsc::channel(16);
             let forward = async {
@@ -124,7 +124,7 @@ impl Relays {
                     }
                 }
             };
-            tokio::join!(ocpp::run(link, incoming, outgoing, wakes), forward);
+            tokio::join!(ocpp::run(link, incoming, outgoing, chargers), forward);
             let _ = back.send((conn, None));
         });
         metrics::counter!("edge_ocpp_connections_total", "outcome" => "opened").increment(1);

@@ -591,14 +591,18 @@ pub(crate) async fn wake(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
     tx.wake_venue(charger.id).await
 }
 
-/// The charger said something: it is alive (kept at most once per minute per charger, to spare writes).
-pub async fn seen(tx: &mut TenantTx, id: Uuid) -> Result<()> {
+/// These chargers said something: they are alive (kept at most once per minute per charger, to spare writes).
+pub async fn seen(tx: &mut TenantTx, ids: &[Uuid]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "update charger set last_seen_at = now()
-         where tenant_id = $1 and id = $2 and (last_seen_at is null or last_seen_at < now() - interval '1 minute')",
+         where tenant_id = $1 and id = any($2)
+           and (last_seen_at is null or last_seen_at < now() - interval '1 minute')",
     )
     .bind(tx.tenant())
-    .bind(id)
+    .bind(ids)
     .execute(tx.conn())
     .await?;
     Ok(())

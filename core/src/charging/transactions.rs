@@ -314,6 +314,69 @@ pub async fn start(
     Ok((transaction, verdict))
 }
 
+/// A meter reading a charger sent: for a transaction by its OCPP id, or (none given) for whatever runs on the
+/// connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub charger: Uuid,
+    pub transaction: Option<String>,
+    pub connector: i32,
+    /// The energy register in Wh.
+    pub energy_wh: Option<i64>,
+    pub power_w: Option<i32>,
+}
+
+/// Records readings of this tenant's chargers: the running transactions they name take them in one statement
+/// (a stopped or unknown transaction takes nothing), and the sessions of billed ones are metered (live energy and
+/// cost, `session.metered`). Many chargers' readings in one call is how a busy process keeps up (group commit,
+/// `switchyard-api`'s `ocpp::meters`).
+pub async fn record(tx: &mut TenantTx, readings: &[Reading]) -> Result<()> {
+    if readings.is_empty() {
+        return Ok(());
+    }
+    let chargers: Vec<Uuid> = readings.iter().map(|r| r.charger).collect();
+    let ids: Vec<Option<&str>> = readings.iter().map(|r| r.transaction.as_deref()).collect();
+    let connectors: Vec<i32> = readings.iter().map(|r| r.connector).collect();
+    let energy: Vec<Option<i64>> = readings
+        .iter()
+        .map(|r| r.energy_wh.map(|e| e.max(0)))
+        .collect();
+    let power: Vec<Option<i32>> = readings.iter().map(|r| r.power_w).collect();
+    let metered: Vec<(Option<Uuid>, Option<i64>, Option<i32>)> = sqlx::query_as(
+        "with r as (
+           select * from unnest($2::uuid[], $3::text[], $4::int4[], $5::int8[], $6::int4[])
+             as r(charger_id, ocpp_id, connector, energy, power)
+         ), m as (
+           select distinct on (t.id) t.id, r.energy, r.power from r
+           join lateral (
+             select t.id from charging_transaction t
+             where t.tenant_id = $1 and t.charger_id = r.charger_id and t.stopped_at is null
+               and case when r.ocpp_id is null then t.connector = r.connector else t.ocpp_id = r.ocpp_id end
+             order by t.started_at desc limit 1
+           ) t on true
+         )
+         update charging_transaction t
+           set meter_last_wh = greatest(t.meter_last_wh, coalesce(m.energy, t.meter_last_wh)),
+               power_w = coalesce(m.power, t.power_w)
+         from m where t.tenant_id = $1 and t.id = m.id
+         returning t.session_id, m.energy, m.power",
+    )
+    .bind(tx.tenant())
+    .bind(&chargers)
+    .bind(&ids)
+    .bind(&connectors)
+    .bind(&energy)
+    .bind(&power)
+    .fetch_all(tx.conn())
+    .await?;
+    for (session, energy, power) in metered {
+        if let (Some(session), Some(energy)) = (session, energy) {
+            sessions::meter(tx, session, energy, power).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A meter reading for a transaction: the energy register (Wh) and the power (W) at `at`. The session's energy and
 /// so its live cost follow. Returns the session's cost so far (for the charger's display), if it is billed.
 pub async fn meter(

@@ -2,6 +2,7 @@
 //! both ways against the official JSON schemas), scripted through `switchyard_tests::ocpp_peer`.
 
 mod commands;
+mod meters;
 mod replicas;
 mod robustness;
 mod v201;

@@ -1,0 +1,126 @@
+//! Group commit for what chargers send most: 1.6 MeterValues, and the "seen" mark of heartbeats (and of any
+//! message that takes this way). A connection hands its message here and waits; the answer goes to the charger
+//! only once the reading is committed, so a MeterValues answered is a MeterValues stored.
+//!
+//! Each tenant has a queue. The first message into an idle queue starts a flush for that tenant: it waits for one
+//! of a few database slots, takes everything queued by then (up to [`MAX_BATCH`]) and writes it in one tenant
+//! transaction — one statement for all the readings, one for the seen marks — then goes again while the queue is
+//! not empty. Under light load a batch is one message (no added wait); under heavy load the messages that arrive
+//! while a flush runs share the next one, so the transactions per second stay near what the database does best
+//! and the messages per second grow with the batch. A batch that fails is retried one message at a time, so one
+//! bad message fails alone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use switchyard_core::charging::{self, transactions::Reading};
+use switchyard_core::{Db, TenantId};
+use tokio::sync::{oneshot, Semaphore};
+use uuid::Uuid;
+
+/// The most messages one transaction takes.
+const MAX_BATCH: usize = 500;
+
+pub struct Meters {
+    db: Db,
+    slots: Semaphore,
+    queues: Mutex<HashMap<TenantId, Vec<Item>>>,
+}
+
+struct Item {
+    reading: Option<Reading>,
+    seen: Option<Uuid>,
+    done: oneshot::Sender<bool>,
+}
+
+impl Meters {
+    /// `slots`: how many tenants' flushes may hold a database connection at once.
+    pub fn new(db: Db, slots: usize) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            slots: Semaphore::new(slots.max(1)),
+            queues: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Stores a reading and/or a charger's seen mark of this tenant; true once committed, false when it could not
+    /// be (the charger is told to send it again).
+    pub async fn record(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        reading: Option<Reading>,
+        seen: Option<Uuid>,
+    ) -> bool {
+        let (done, answer) = oneshot::channel();
+        let start = {
+            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            let idle = !queues.contains_key(&tenant);
+            queues.entry(tenant).or_default().push(Item {
+                reading,
+                seen,
+                done,
+            });
+            idle
+        };
+        if start {
+            tokio::spawn(self.clone().flush(tenant));
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// Writes a tenant's queue until it is empty; then the queue goes (under the same lock a new message checks, so
+    /// no message is left without a flush).
+    async fn flush(self: Arc<Self>, tenant: TenantId) {
+        loop {
+            let Ok(_slot) = self.slots.acquire().await else {
+                return;
+            };
+            let items: Vec<Item> = {
+                let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(queue) = queues.get_mut(&tenant) else {
+                    return;
+                };
+                if queue.is_empty() {
+                    queues.remove(&tenant);
+                    return;
+                }
+                let take = queue.len().min(MAX_BATCH);
+                queue.drain(..take).collect()
+            };
+            metrics::histogram!("ocpp_meter_batch_size").record(items.len() as f64);
+            let ok = self.write(tenant, &items).await.is_ok();
+            if !ok && items.len() > 1 {
+                // One at a time, so that what fails fails alone.
+                for item in items {
+                    let ok = self
+                        .write(tenant, std::slice::from_ref(&item))
+                        .await
+                        .is_ok();
+                    let _ = item.done.send(ok);
+                }
+                continue;
+            }
+            for item in items {
+                let _ = item.done.send(ok);
+            }
+        }
+    }
+
+    async fn write(&self, tenant: TenantId, items: &[Item]) -> switchyard_core::Result<()> {
+        let readings: Vec<Reading> = items.iter().filter_map(|i| i.reading.clone()).collect();
+        let seen: Vec<Uuid> = items.iter().filter_map(|i| i.seen).collect();
+        let result = async {
+            let mut tx = self.db.begin_tenant(tenant).await?;
+            charging::transactions::record(&mut tx, &readings).await?;
+            charging::seen(&mut tx, &seen).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = &result {
+            if let Some(cause) = e.hidden_cause() {
+                tracing::error!(tenant.id = %tenant, messages = items.len(), error = ?cause, "storing meter values failed");
+            }
+        }
+        result
+    }
+}
