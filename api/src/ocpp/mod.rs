@@ -441,12 +441,12 @@ impl Conn<'_> {
         if self.in_flight.is_some() {
             return Ok(true);
         }
-        let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
+        // A hot path, read only: every connection runs it every 30 seconds.
+        let mut tx = self.link.db.begin_tenant_hot(self.link.tenant).await?;
         // One query when nothing waits (the usual case of the 30-second check and of a venue's wake-ups).
-        let Some(pending) =
-            charging::standing(&mut tx, self.link.charger_id, self.connection).await?
-        else {
-            tx.rollback().await?;
+        let standing = charging::standing(&mut tx, self.link.charger_id, self.connection).await?;
+        tx.commit().await?;
+        let Some(pending) = standing else {
             tracing::info!(charger.id = %self.link.charger_id, "a newer connection of the charger took over");
             let _ = self
                 .outgoing
@@ -455,11 +455,12 @@ impl Conn<'_> {
             return Ok(false);
         };
         if !pending {
-            tx.commit().await?;
             return Ok(true);
         }
+        // Taking a call is written durably: a call taken is a call sent, never sent twice.
         let ttl = chrono::Duration::from_std(self.link.settings.call_ttl)
             .unwrap_or(chrono::Duration::minutes(10));
+        let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
         let call = calls::take_next(&mut tx, self.link.charger_id, self.connection, ttl).await?;
         tx.commit().await?;
         if let Some(call) = call {

@@ -351,7 +351,7 @@ pub async fn record(tx: &mut TenantTx, readings: &[Reading]) -> Result<()> {
            join lateral (
              select t.id from charging_transaction t
              where t.tenant_id = $1 and t.charger_id = r.charger_id and t.stopped_at is null
-               and case when r.ocpp_id is null then t.connector = r.connector else t.ocpp_id = r.ocpp_id end
+               and (t.ocpp_id = r.ocpp_id or r.ocpp_id is null and t.connector = r.connector)
              order by t.started_at desc limit 1
            ) t on true
          )
