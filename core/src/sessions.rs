@@ -937,6 +937,8 @@ async fn finish(
     announce(tx, &session, kind, serde_json::json!({}));
     let detail = serde_json::json!({ "status": status, "ended_at": end, "charged_amount": session.charged_amount });
     audit::record_by(tx, by, entry("session.stop", id, detail)).await?;
+    // The patron's receipt, queued with the end itself (once per session).
+    crate::notify::flows::receipt(tx, &session).await?;
     Ok(session)
 }
 

@@ -1,0 +1,259 @@
+//! The messages of the account flows and of the business events, each written in the caller's transaction.
+//!
+//! One-time login tokens (email verification, password reset) live in `login_token`, a table of logins like
+//! `app_user` (not tenant-owned); only their SHA-256 is stored. The message that carries a token is queued in the
+//! outbox of the tenant the flow happens in.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{enqueue, Channel, Kind, Locale, NewMessage};
+use crate::auth;
+use crate::db::TenantTx;
+use crate::error::Result;
+use crate::model::Role;
+
+/// How long a verification code is good for.
+pub const VERIFY_TTL_HOURS: i64 = 24;
+/// How long a password-reset code is good for.
+pub const RESET_TTL_MINUTES: i64 = 30;
+
+/// Queues the invitation's email (the only place its token goes).
+pub async fn invitation(
+    tx: &mut TenantTx,
+    invitation: Uuid,
+    email: &str,
+    role: Role,
+    locale: Locale,
+    token: &str,
+    days: i64,
+) -> Result<()> {
+    enqueue(
+        tx,
+        NewMessage {
+            event_key: format!("invitation:{invitation}"),
+            channel: Channel::Email,
+            recipient: email.to_owned(),
+            kind: Kind::Invitation,
+            locale,
+            data: json!({ "role": role.as_str(), "days": days }),
+            secret: Some(token.to_owned()),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Issues a verification code for `user` and queues it to `email`.
+pub async fn verification(
+    tx: &mut TenantTx,
+    user: Uuid,
+    email: &str,
+    locale: Locale,
+) -> Result<()> {
+    let token = auth::random_token();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into login_token (id, user_id, purpose, token_hash, expires_at)
+         values ($1, $2, 'verify_email', $3, now() + make_interval(hours => $4))",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(auth::token_hash(&token))
+    .bind(VERIFY_TTL_HOURS as i32)
+    .execute(tx.conn())
+    .await?;
+    enqueue(
+        tx,
+        NewMessage {
+            event_key: format!("verify_email:{id}"),
+            channel: Channel::Email,
+            recipient: email.to_owned(),
+            kind: Kind::VerifyEmail,
+            locale,
+            data: json!({}),
+            secret: Some(token),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Issues a password-reset code for `user` (voiding any earlier unused one) and queues it to `email`.
+pub async fn password_reset(
+    tx: &mut TenantTx,
+    user: Uuid,
+    email: &str,
+    locale: Locale,
+) -> Result<()> {
+    sqlx::query(
+        "update login_token set used_at = now()
+         where user_id = $1 and purpose = 'password_reset' and used_at is null",
+    )
+    .bind(user)
+    .execute(tx.conn())
+    .await?;
+    let token = auth::random_token();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into login_token (id, user_id, purpose, token_hash, expires_at)
+         values ($1, $2, 'password_reset', $3, now() + make_interval(mins => $4))",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(auth::token_hash(&token))
+    .bind(RESET_TTL_MINUTES as i32)
+    .execute(tx.conn())
+    .await?;
+    enqueue(
+        tx,
+        NewMessage {
+            event_key: format!("password_reset:{id}"),
+            channel: Channel::Email,
+            recipient: email.to_owned(),
+            kind: Kind::PasswordReset,
+            locale,
+            data: json!({}),
+            secret: Some(token),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A money amount for a message: `12.34 EUR` (two decimals; the currencies Switchyard runs in have two).
+pub fn money(amount: i64, currency: &str) -> String {
+    let sign = if amount < 0 { "-" } else { "" };
+    let a = amount.unsigned_abs();
+    format!("{sign}{}.{:02} {currency}", a / 100, a % 100)
+}
+
+fn when(at: DateTime<Utc>, timezone: &str) -> String {
+    match timezone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => at
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string(),
+        Err(_) => at.format("%Y-%m-%d %H:%M UTC").to_string(),
+    }
+}
+
+/// Queues the receipt of an ended session to its patron, if the patron has an email address and has not turned
+/// receipts off. Once per session (`session:<id>:receipt`).
+pub async fn receipt(tx: &mut TenantTx, session: &crate::sessions::Session) -> Result<()> {
+    let Some(ended) = session.ended_at else {
+        return Ok(());
+    };
+    let patron: Option<(Option<String>, String, String, bool)> = sqlx::query_as(
+        "select email, display_name, locale, receipts_email from patron where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(session.patron_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some((Some(email), name, locale, true)) = patron else {
+        return Ok(());
+    };
+    let (venue, station): (String, String) = sqlx::query_as(
+        "select v.name, s.name from station s join venue v on v.tenant_id = s.tenant_id and v.id = s.venue_id
+         where s.tenant_id = $1 and s.id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(session.station_id)
+    .fetch_one(tx.conn())
+    .await?;
+    let price = session.cost_at(ended);
+    let lines: Vec<serde_json::Value> = price
+        .lines
+        .iter()
+        .map(|l| json!({ "description": l.description, "amount": money(l.amount, &session.currency) }))
+        .collect();
+    // The debt account holds what is owed as a negative balance.
+    let debt = -crate::ledger::balance(
+        tx,
+        crate::ledger::Owner::Patron(session.patron_id),
+        crate::ledger::Purpose::Debt,
+        &session.currency,
+    )
+    .await?;
+    enqueue(
+        tx,
+        NewMessage {
+            event_key: format!("session:{}:receipt", session.id),
+            channel: Channel::Email,
+            recipient: email,
+            kind: Kind::Receipt,
+            locale: Locale::from_stored(&locale),
+            data: json!({
+                "name": name,
+                "venue": venue,
+                "station": station,
+                "session_id": session.id,
+                "started_at": when(session.started_at, &session.timezone),
+                "ended_at": when(ended, &session.timezone),
+                "lines": lines,
+                "total": money(price.amount, &session.currency),
+                "debt": (debt > 0).then(|| money(debt, &session.currency)),
+            }),
+            secret: None,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues an SOS to every owner and every manager who sees its venue, by email, each in the member's language.
+pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> {
+    let recipients: Vec<(String, String)> = sqlx::query_as(
+        "select u.email, u.locale from membership m join app_user u on u.id = m.user_id
+         where m.tenant_id = $1 and (m.role = 'owner' or (m.role = 'manager' and (
+           not exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id)
+           or exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id
+                      and mv.venue_id = $2))))",
+    )
+    .bind(tx.tenant())
+    .bind(sos.venue_id)
+    .fetch_all(tx.conn())
+    .await?;
+    let (venue, timezone): (String, String) =
+        sqlx::query_as("select name, timezone from venue where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(sos.venue_id)
+            .fetch_one(tx.conn())
+            .await?;
+    let station: Option<String> = match sos.station_id {
+        Some(id) => {
+            sqlx::query_scalar("select name from station where tenant_id = $1 and id = $2")
+                .bind(tx.tenant())
+                .bind(id)
+                .fetch_optional(tx.conn())
+                .await?
+        }
+        None => None,
+    };
+    for (email, locale) in recipients {
+        enqueue(
+            tx,
+            NewMessage {
+                event_key: format!("sos:{}", sos.id),
+                channel: Channel::Email,
+                recipient: email,
+                kind: Kind::Sos,
+                locale: Locale::from_stored(&locale),
+                data: json!({
+                    "venue": venue,
+                    "station": station,
+                    "severity": sos.severity.as_str(),
+                    "location": (!sos.location.is_empty()).then_some(&sos.location),
+                    "note": (!sos.note.is_empty()).then_some(&sos.note),
+                    "sos_id": sos.id,
+                    "raised_at": when(sos.raised_at, &timezone),
+                }),
+                secret: None,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
