@@ -188,7 +188,10 @@ impl crate::TestApp {
     pub async fn verify_email(&self, email: &str) {
         let token = wait_for_link(email, "/verify-email", 1).await.token();
         let (status, body) = self
-            .post("/api/v1/auth/verify-email", serde_json::json!({ "token": token }))
+            .post(
+                "/api/v1/auth/verify-email",
+                serde_json::json!({ "token": token }),
+            )
             .await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     }

@@ -19,6 +19,7 @@ mod isolation;
 mod live;
 mod members;
 mod money;
+mod notifications;
 mod ocpp_peer;
 mod patron_actions;
 mod patron_app;
