@@ -41,6 +41,8 @@ ensure_packages() {
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v cc >/dev/null || missing+=(build-essential)
   command -v curl >/dev/null || missing+=(curl)
+  # openssl makes the push tests' provider keys (FCM RSA, APNs P-256).
+  command -v openssl >/dev/null || missing+=(openssl)
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
   # Debian's Python with its venv module, for the OCPP test peer's private environment (prepare_ocpp_peer).

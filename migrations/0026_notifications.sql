@@ -1,4 +1,4 @@
--- Notifications: an outbox of messages (email now; SMS and push later) written in the same transaction as the
+-- Notifications: an outbox of messages (email, SMS, push) written in the same transaction as the
 -- event that causes them and delivered by switchyard-workers. One row per (event key, channel, recipient): the
 -- unique key makes enqueueing idempotent, so a retried business step never queues a second message.
 create table notification (
@@ -40,37 +40,16 @@ create trigger notification_due after insert on notification
   for each row when (new.status = 'pending' and new.next_attempt_at <= now())
   execute function notify_work();
 
--- The delivery claim, across tenants: the longest-waiting due messages first, skipping rows another worker holds,
--- each leased (next_attempt_at moved past the lease) under a fresh claim id.
-grant select (tenant_id, id, status, next_attempt_at, claim_id), update (next_attempt_at, claim_id)
+-- The delivery claim (sys_claim_due_notifications, at the end) reads and leases rows across tenants.
+grant select (tenant_id, id, status, channel, next_attempt_at, claim_id), update (next_attempt_at, claim_id)
   on notification to switchyard_system;
 create policy system_claim_read on notification for select to switchyard_system using (true);
 create policy system_claim_write on notification for update to switchyard_system using (true) with check (true);
 
-create function sys_claim_due_notifications(p_now timestamptz, p_limit integer, p_lease_secs integer)
-returns table (tenant_id uuid, notification_id uuid, claim_id uuid)
-language sql volatile security definer set search_path = public, pg_temp as $$
-  with due as (
-    select n.tenant_id, n.id from notification n
-    where n.status = 'pending' and n.next_attempt_at <= p_now
-    order by n.next_attempt_at, n.tenant_id, n.id
-    limit p_limit
-    for update skip locked
-  )
-  update notification n set next_attempt_at = p_now + make_interval(secs => p_lease_secs),
-    claim_id = gen_random_uuid()
-  from due where n.tenant_id = due.tenant_id and n.id = due.id
-  returning n.tenant_id, n.id, n.claim_id
-$$;
-alter function sys_claim_due_notifications(timestamptz, integer, integer) owner to switchyard_system;
-revoke all on function sys_claim_due_notifications(timestamptz, integer, integer) from public;
-grant execute on function sys_claim_due_notifications(timestamptz, integer, integer) to switchyard_app;
 
 -- The language messages are written in, per login and per patron.
 alter table app_user add column locale text not null default 'en' check (locale in ('en', 'de'));
 alter table patron add column locale text not null default 'en' check (locale in ('en', 'de'));
--- A patron with an email address gets a receipt after each session unless it turns them off.
-alter table patron add column receipts_email boolean not null default true;
 -- The language the inviter chose for the invitee: the invitation's email, and the new login's messages after.
 alter table invitation add column locale text not null default 'en' check (locale in ('en', 'de'));
 -- When the login proved it reads its email (the verification code, or a password reset by email). Sign-up logins
@@ -112,3 +91,63 @@ $$;
 alter function sys_revoke_user_refresh_tokens(uuid) owner to switchyard_system;
 revoke all on function sys_revoke_user_refresh_tokens(uuid) from public;
 grant execute on function sys_revoke_user_refresh_tokens(uuid) to switchyard_app;
+
+-- A member's phone number (E.164), for SMS (an SOS, say). Patrons already have one.
+alter table app_user add column phone text check (phone ~ '^\+[1-9][0-9]{6,14}$');
+
+-- Devices that take push messages: a member's or a patron's app registers its FCM or APNs token. A token belongs to
+-- one subject of one tenant (registering it again moves it).
+create table push_device (
+  tenant_id uuid not null references tenant (id),
+  id uuid not null,
+  subject_id uuid not null,
+  platform text not null check (platform in ('fcm', 'apns')),
+  token text not null check (length(token) between 8 and 4096),
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  primary key (tenant_id, id),
+  constraint push_device_token_key unique (tenant_id, platform, token)
+);
+create index push_device_subject_idx on push_device (tenant_id, subject_id);
+create trigger push_device_updated_at before update on push_device for each row execute function set_updated_at();
+select confine_to_tenant('push_device');
+grant select, insert, update, delete on push_device to switchyard_app;
+
+-- Which channels a member or patron (the subject) wants for each kind of message; no row: the defaults (receipts,
+-- low balance and reports by email, session warnings by push, SOS by email, SMS and push).
+create table notification_preference (
+  tenant_id uuid not null references tenant (id),
+  subject_id uuid not null,
+  topic text not null check (topic in ('receipts', 'low_balance', 'session_warnings', 'sos', 'reports')),
+  channels text[] not null check (channels <@ array['email', 'sms', 'push']::text[]),
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  primary key (tenant_id, subject_id, topic)
+);
+create trigger notification_preference_updated_at before update on notification_preference
+  for each row execute function set_updated_at();
+select confine_to_tenant('notification_preference');
+grant select, insert, update, delete on notification_preference to switchyard_app;
+
+-- The delivery claim, across tenants: the longest-waiting due messages first, skipping rows another worker holds,
+-- each leased (next_attempt_at moved past the lease) under a fresh claim id; only the channels the calling worker
+-- can deliver.
+create function sys_claim_due_notifications(p_now timestamptz, p_limit integer, p_lease_secs integer,
+                                            p_channels text[])
+returns table (tenant_id uuid, notification_id uuid, claim_id uuid)
+language sql volatile security definer set search_path = public, pg_temp as $$
+  with due as (
+    select n.tenant_id, n.id from notification n
+    where n.status = 'pending' and n.next_attempt_at <= p_now and n.channel = any(p_channels)
+    order by n.next_attempt_at, n.tenant_id, n.id
+    limit p_limit
+    for update skip locked
+  )
+  update notification n set next_attempt_at = p_now + make_interval(secs => p_lease_secs),
+    claim_id = gen_random_uuid()
+  from due where n.tenant_id = due.tenant_id and n.id = due.id
+  returning n.tenant_id, n.id, n.claim_id
+$$;
+alter function sys_claim_due_notifications(timestamptz, integer, integer, text[]) owner to switchyard_system;
+revoke all on function sys_claim_due_notifications(timestamptz, integer, integer, text[]) from public;
+grant execute on function sys_claim_due_notifications(timestamptz, integer, integer, text[]) to switchyard_app;

@@ -623,20 +623,22 @@ impl SystemDb {
         Ok(Some((user, revoked)))
     }
 
-    /// Notifications: claims up to `limit` due messages across tenants, leasing each for `lease_secs` under a fresh
-    /// claim id (see [`crate::notify::deliver`]).
+    /// Notifications: claims up to `limit` due messages of `channels` across tenants, leasing each for `lease_secs`
+    /// under a fresh claim id (see [`crate::notify::deliver`]).
     pub async fn claim_due_notifications(
         &self,
         now: chrono::DateTime<chrono::Utc>,
         limit: i32,
         lease_secs: i32,
+        channels: &[String],
     ) -> Result<Vec<crate::notify::deliver::Claimed>> {
         Ok(sqlx::query_as(
-            "select tenant_id, notification_id, claim_id from sys_claim_due_notifications($1, $2, $3)",
+            "select tenant_id, notification_id, claim_id from sys_claim_due_notifications($1, $2, $3, $4)",
         )
         .bind(now)
         .bind(limit)
         .bind(lease_secs)
+        .bind(channels)
         .fetch_all(&self.pool)
         .await?)
     }

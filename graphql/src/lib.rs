@@ -42,6 +42,7 @@ pub struct QueryRoot(
     stations::StationQuery,
     members::MemberQuery,
     notifications::NotificationQuery,
+    notifications::PreferenceQuery,
     tariffs::TariffQuery,
     patrons::PatronQuery,
     sessions::SessionQuery,

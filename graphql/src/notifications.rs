@@ -1,10 +1,11 @@
-//! The notification outbox as owners and managers see it, a member's password and language, and a patron's
-//! message preferences.
+//! The notification outbox as owners and managers see it; a member's password and phone; everyone's language,
+//! channels per topic and push devices.
 
 use async_graphql::{ComplexObject, Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use switchyard_core::accounts::Accounts;
-use switchyard_core::notify::{self, Locale};
+use switchyard_core::notify::subjects::{self, Platform, Subject, Topic};
+use switchyard_core::notify::{self, Channel, Locale};
 use switchyard_core::ErrorCode;
 use uuid::Uuid;
 
@@ -168,37 +169,234 @@ impl NotificationMutation {
         Ok(true)
     }
 
-    /// The language of the signed-in member's messages: `en` or `de`.
+    /// The language of the signed-in member's or patron's messages: `en` or `de`.
     async fn set_my_locale(
         &self,
         ctx: &Context<'_>,
         locale: String,
     ) -> async_graphql::Result<String> {
         let locale = Locale::input("locale", Some(&locale)).gql()?;
-        let (actor, mut tx) = begin(ctx).await?;
-        notify::set_member_locale(&mut tx, actor.user_id, locale)
-            .await
-            .gql()?;
+        let (subject, mut tx) = begin_subject(ctx).await?;
+        match subject {
+            Subject::Member(user) => notify::set_member_locale(&mut tx, user, locale).await,
+            Subject::Patron(patron) => {
+                notify::set_patron_preferences(&mut tx, patron, Some(locale)).await
+            }
+        }
+        .gql()?;
         tx.commit().await.gql()?;
         Ok(locale.as_str().to_owned())
     }
 
-    /// The signed-in patron's message preferences: its language (`en`, `de`) and whether receipts come by email.
-    async fn set_my_message_preferences(
+    /// The signed-in member's mobile number for SMS (`+4915123456789`); `null` removes it. (A patron's number is
+    /// its profile's `phone`.)
+    async fn set_my_phone(
         &self,
         ctx: &Context<'_>,
-        locale: Option<String>,
-        receipts_by_email: Option<bool>,
+        phone: Option<String>,
     ) -> async_graphql::Result<bool> {
-        let locale = match locale {
-            Some(l) => Some(Locale::input("locale", Some(&l)).gql()?),
-            None => None,
-        };
-        let (patron, mut tx) = begin_patron(ctx).await?;
-        notify::set_patron_preferences(&mut tx, patron.patron_id, locale, receipts_by_email)
+        let (actor, mut tx) = begin(ctx).await?;
+        subjects::set_member_phone(&mut tx, actor.user_id, phone.as_deref())
             .await
             .gql()?;
         tx.commit().await.gql()?;
         Ok(true)
+    }
+
+    /// The channels the signed-in member or patron wants `topic` by (an empty list: none).
+    async fn set_my_notification_channels(
+        &self,
+        ctx: &Context<'_>,
+        topic: NotificationTopic,
+        channels: Vec<NotificationChannel>,
+    ) -> async_graphql::Result<TopicChannels> {
+        let (subject, mut tx) = begin_subject(ctx).await?;
+        let list: Vec<Channel> = channels.iter().map(|c| Channel::from(*c)).collect();
+        subjects::set_channels(&mut tx, subject, topic.into(), &list)
+            .await
+            .gql()?;
+        let now = subjects::channels(&mut tx, subject, topic.into())
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(TopicChannels {
+            topic,
+            channels: now.into_iter().map(NotificationChannel::from).collect(),
+        })
+    }
+
+    /// Registers the signed-in member's or patron's device for push messages (the token its platform gave the
+    /// app). Registering a token again moves it to whoever registers it.
+    async fn register_push_device(
+        &self,
+        ctx: &Context<'_>,
+        platform: PushPlatform,
+        token: String,
+    ) -> async_graphql::Result<PushDevice> {
+        let (subject, mut tx) = begin_subject(ctx).await?;
+        let device = subjects::register_device(&mut tx, subject, platform.into(), &token)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(device.into())
+    }
+
+    /// Removes one of the signed-in member's or patron's devices; anyone else's id answers `not_found`.
+    async fn remove_push_device(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<bool> {
+        let (subject, mut tx) = begin_subject(ctx).await?;
+        subjects::remove_device(&mut tx, subject, id).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+pub struct PreferenceQuery;
+
+#[Object]
+impl PreferenceQuery {
+    /// The channels the signed-in member or patron gets each topic by.
+    async fn my_notification_channels(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<TopicChannels>> {
+        let (subject, mut tx) = begin_subject(ctx).await?;
+        let all = subjects::all_channels(&mut tx, subject).await.gql()?;
+        Ok(all
+            .into_iter()
+            .map(|(topic, channels)| TopicChannels {
+                topic: topic.into(),
+                channels: channels
+                    .into_iter()
+                    .map(NotificationChannel::from)
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// The signed-in member's or patron's push devices.
+    async fn my_push_devices(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<PushDevice>> {
+        let (subject, mut tx) = begin_subject(ctx).await?;
+        Ok(subjects::devices(&mut tx, subject)
+            .await
+            .gql()?
+            .into_iter()
+            .map(PushDevice::from)
+            .collect())
+    }
+}
+
+/// The signed-in member or patron, and a transaction in its tenant.
+async fn begin_subject(
+    ctx: &Context<'_>,
+) -> async_graphql::Result<(Subject, switchyard_core::TenantTx)> {
+    if ctx.data_opt::<switchyard_core::PatronActor>().is_some() {
+        let (patron, tx) = begin_patron(ctx).await?;
+        return Ok((Subject::Patron(patron.patron_id), tx));
+    }
+    let (actor, tx) = begin(ctx).await?;
+    Ok((Subject::Member(actor.user_id), tx))
+}
+
+/// What a message is about, as people choose channels for it.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationTopic {
+    Receipts,
+    LowBalance,
+    SessionWarnings,
+    Sos,
+    Reports,
+}
+
+impl From<NotificationTopic> for Topic {
+    fn from(t: NotificationTopic) -> Self {
+        match t {
+            NotificationTopic::Receipts => Topic::Receipts,
+            NotificationTopic::LowBalance => Topic::LowBalance,
+            NotificationTopic::SessionWarnings => Topic::SessionWarnings,
+            NotificationTopic::Sos => Topic::Sos,
+            NotificationTopic::Reports => Topic::Reports,
+        }
+    }
+}
+
+impl From<Topic> for NotificationTopic {
+    fn from(t: Topic) -> Self {
+        match t {
+            Topic::Receipts => NotificationTopic::Receipts,
+            Topic::LowBalance => NotificationTopic::LowBalance,
+            Topic::SessionWarnings => NotificationTopic::SessionWarnings,
+            Topic::Sos => NotificationTopic::Sos,
+            Topic::Reports => NotificationTopic::Reports,
+        }
+    }
+}
+
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationChannel {
+    Email,
+    Sms,
+    Push,
+}
+
+impl From<NotificationChannel> for Channel {
+    fn from(c: NotificationChannel) -> Self {
+        match c {
+            NotificationChannel::Email => Channel::Email,
+            NotificationChannel::Sms => Channel::Sms,
+            NotificationChannel::Push => Channel::Push,
+        }
+    }
+}
+
+impl From<Channel> for NotificationChannel {
+    fn from(c: Channel) -> Self {
+        match c {
+            Channel::Email => NotificationChannel::Email,
+            Channel::Sms => NotificationChannel::Sms,
+            Channel::Push => NotificationChannel::Push,
+        }
+    }
+}
+
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum PushPlatform {
+    /// Firebase Cloud Messaging (Android, web).
+    Fcm,
+    /// Apple Push Notification service (iOS).
+    Apns,
+}
+
+impl From<PushPlatform> for Platform {
+    fn from(p: PushPlatform) -> Self {
+        match p {
+            PushPlatform::Fcm => Platform::Fcm,
+            PushPlatform::Apns => Platform::Apns,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct TopicChannels {
+    pub topic: NotificationTopic,
+    pub channels: Vec<NotificationChannel>,
+}
+
+/// A registered push device (its token is not shown again).
+#[derive(SimpleObject)]
+pub struct PushDevice {
+    pub id: Uuid,
+    /// `fcm` or `apns`.
+    pub platform: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<subjects::Device> for PushDevice {
+    fn from(d: subjects::Device) -> Self {
+        Self {
+            id: d.id,
+            platform: d.platform,
+            created_at: d.created_at,
+        }
     }
 }

@@ -75,6 +75,7 @@ pub fn transports() -> Transports {
     let smtp = SmtpTransport::new(&smtp_settings()).unwrap_or_else(|e| panic!("smtp: {e}"));
     Transports {
         email: Some(Arc::new(smtp)),
+        ..Transports::default()
     }
 }
 

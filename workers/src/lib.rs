@@ -40,6 +40,10 @@ pub struct WorkerConfig {
     pub notify: switchyard_core::notify::deliver::Settings,
     /// The SMTP server email goes through (`SMTP_*`); unset, email waits in the outbox.
     pub smtp: Option<switchyard_core::notify::smtp::SmtpSettings>,
+    /// The SMS provider (`SMS_*`); unset, SMS waits in the outbox.
+    pub sms: Option<switchyard_core::notify::sms::SmsSettings>,
+    /// The push providers (`FCM_*`, `APNS_*`); unset, push messages wait in the outbox.
+    pub push: Option<switchyard_core::notify::push::PushSettings>,
 }
 
 impl WorkerConfig {
@@ -99,6 +103,8 @@ impl WorkerConfig {
             link_base: var("NOTIFY_LINK_BASE").unwrap_or_else(|| "http://127.0.0.1:8080".into()),
         };
         let smtp = switchyard_core::notify::smtp::SmtpSettings::from_lookup(var)?;
+        let sms = switchyard_core::notify::sms::SmsSettings::from_lookup(var)?;
+        let push = switchyard_core::notify::push::PushSettings::from_lookup(var)?;
         if let Some(smtp) = &smtp {
             // A send must end well before its lease does, or another worker could send the message again.
             if smtp.timeout.as_secs() * 2 > notify.lease_secs as u64 {
@@ -112,6 +118,8 @@ impl WorkerConfig {
         Ok(Self {
             notify,
             smtp,
+            sms,
+            push,
             production,
             signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
             billing,
@@ -254,7 +262,21 @@ pub fn transports(config: &WorkerConfig) -> anyhow::Result<Transports> {
             None
         }
     };
-    Ok(Transports { email })
+    let sms = match &config.sms {
+        Some(sms) => Some(
+            std::sync::Arc::new(notify::sms::TwilioSms::new(sms.clone())?)
+                as std::sync::Arc<dyn notify::deliver::Transport>,
+        ),
+        None => None,
+    };
+    let push = match &config.push {
+        Some(push) => Some(
+            std::sync::Arc::new(notify::push::PushTransport::new(push.clone())?)
+                as std::sync::Arc<dyn notify::deliver::Transport>,
+        ),
+        None => None,
+    };
+    Ok(Transports { email, sms, push })
 }
 
 /// One wake-up: drain what is due, batch by batch — billing, then debt collection, then notifications.

@@ -82,10 +82,32 @@ pub trait Transport: Send + Sync {
     async fn send(&self, message: &Outgoing) -> std::result::Result<(), SendError>;
 }
 
-/// The transports a worker has, by channel; a channel without one is left pending.
+/// The transports a worker has, by channel; a channel without one is not claimed (its messages wait).
 #[derive(Clone, Default)]
 pub struct Transports {
     pub email: Option<Arc<dyn Transport>>,
+    pub sms: Option<Arc<dyn Transport>>,
+    pub push: Option<Arc<dyn Transport>>,
+}
+
+impl Transports {
+    fn for_channel(&self, channel: &str) -> Option<&Arc<dyn Transport>> {
+        match channel {
+            "email" => self.email.as_ref(),
+            "sms" => self.sms.as_ref(),
+            "push" => self.push.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The channels this worker can deliver.
+    pub fn channels(&self) -> Vec<String> {
+        ["email", "sms", "push"]
+            .into_iter()
+            .filter(|c| self.for_channel(c).is_some())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// A claimed message.
@@ -96,10 +118,15 @@ pub struct Claimed {
     pub claim_id: Uuid,
 }
 
-/// Claims up to `settings.batch` due messages at `now` across tenants.
-pub async fn claim(db: &Db, settings: &Settings, now: DateTime<Utc>) -> Result<Vec<Claimed>> {
+/// Claims up to `settings.batch` due messages of `channels` at `now` across tenants.
+pub async fn claim(
+    db: &Db,
+    settings: &Settings,
+    channels: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<Claimed>> {
     db.system()
-        .claim_due_notifications(now, settings.batch, settings.lease_secs)
+        .claim_due_notifications(now, settings.batch, settings.lease_secs, channels)
         .await
 }
 
@@ -352,10 +379,11 @@ pub async fn run_once(
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> Result<Pass> {
-    let Some(email) = &transports.email else {
+    let channels = transports.channels();
+    if channels.is_empty() {
         return Ok(Pass::default());
-    };
-    let claimed = claim(db, settings, now).await?;
+    }
+    let claimed = claim(db, settings, &channels, now).await?;
     let mut pass = Pass {
         claimed: claimed.len(),
         ..Pass::default()
@@ -363,7 +391,13 @@ pub async fn run_once(
     for c in &claimed {
         match begin(db, c, settings, now).await {
             Ok(Begin::Send(message)) => {
-                let result = email.send(&message).await;
+                let result = match transports.for_channel(&message.channel) {
+                    Some(transport) => transport.send(&message).await,
+                    None => Err(SendError {
+                        permanent: false,
+                        safe: "no transport for this channel".into(),
+                    }),
+                };
                 if let Err(e) = &result {
                     tracing::warn!(tenant.id = %message.tenant, notification = %message.id, attempts = message.attempts, error = %e.safe, "a message was not delivered");
                 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::subjects::{self, Subject, Topic};
 use super::{enqueue, Channel, Kind, Locale, NewMessage};
 use crate::auth;
 use crate::db::TenantTx;
@@ -139,20 +140,19 @@ fn when(at: DateTime<Utc>, timezone: &str) -> String {
     }
 }
 
-/// Queues the receipt of an ended session to its patron, if the patron has an email address and has not turned
-/// receipts off. Once per session (`session:<id>:receipt`).
+/// Queues the receipt of an ended session to its patron, on the channels the patron chose for receipts (email by
+/// default). Once per session and channel (`session:<id>:receipt`).
 pub async fn receipt(tx: &mut TenantTx, session: &crate::sessions::Session) -> Result<()> {
     let Some(ended) = session.ended_at else {
         return Ok(());
     };
-    let patron: Option<(Option<String>, String, String, bool)> = sqlx::query_as(
-        "select email, display_name, locale, receipts_email from patron where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(session.patron_id)
-    .fetch_optional(tx.conn())
-    .await?;
-    let Some((Some(email), name, locale, true)) = patron else {
+    let name: Option<String> =
+        sqlx::query_scalar("select display_name from patron where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(session.patron_id)
+            .fetch_optional(tx.conn())
+            .await?;
+    let Some(name) = name else {
         return Ok(());
     };
     let (venue, station): (String, String) = sqlx::query_as(
@@ -177,40 +177,39 @@ pub async fn receipt(tx: &mut TenantTx, session: &crate::sessions::Session) -> R
         &session.currency,
     )
     .await?;
-    enqueue(
+    let data = json!({
+        "name": name,
+        "venue": venue,
+        "station": station,
+        "session_id": session.id,
+        "started_at": when(session.started_at, &session.timezone),
+        "ended_at": when(ended, &session.timezone),
+        "lines": lines,
+        "total": money(price.amount, &session.currency),
+        "debt": (debt > 0).then(|| money(debt, &session.currency)),
+    });
+    subjects::to_subject(
         tx,
-        NewMessage {
-            event_key: format!("session:{}:receipt", session.id),
-            channel: Channel::Email,
-            recipient: email,
-            kind: Kind::Receipt,
-            locale: Locale::from_stored(&locale),
-            data: json!({
-                "name": name,
-                "venue": venue,
-                "station": station,
-                "session_id": session.id,
-                "started_at": when(session.started_at, &session.timezone),
-                "ended_at": when(ended, &session.timezone),
-                "lines": lines,
-                "total": money(price.amount, &session.currency),
-                "debt": (debt > 0).then(|| money(debt, &session.currency)),
-            }),
-            secret: None,
-        },
+        Subject::Patron(session.patron_id),
+        Topic::Receipts,
+        Kind::Receipt,
+        &format!("session:{}:receipt", session.id),
+        data,
     )
     .await?;
     Ok(())
 }
 
-/// Queues an SOS to every owner and every manager who sees its venue, by email, each in the member's language.
+/// Queues an SOS to every owner and every manager who sees its venue, on the channels each chose for SOS (email,
+/// SMS and push by default), each in the member's language.
 pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> {
-    let recipients: Vec<(String, String)> = sqlx::query_as(
-        "select u.email, u.locale from membership m join app_user u on u.id = m.user_id
+    let recipients: Vec<Uuid> = sqlx::query_scalar(
+        "select m.user_id from membership m
          where m.tenant_id = $1 and (m.role = 'owner' or (m.role = 'manager' and (
            not exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id)
            or exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id
-                      and mv.venue_id = $2))))",
+                      and mv.venue_id = $2))))
+         order by m.user_id",
     )
     .bind(tx.tenant())
     .bind(sos.venue_id)
@@ -232,26 +231,23 @@ pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> 
         }
         None => None,
     };
-    for (email, locale) in recipients {
-        enqueue(
+    let data = json!({
+        "venue": venue,
+        "station": station,
+        "severity": sos.severity.as_str(),
+        "location": (!sos.location.is_empty()).then_some(&sos.location),
+        "note": (!sos.note.is_empty()).then_some(&sos.note),
+        "sos_id": sos.id,
+        "raised_at": when(sos.raised_at, &timezone),
+    });
+    for user in recipients {
+        subjects::to_subject(
             tx,
-            NewMessage {
-                event_key: format!("sos:{}", sos.id),
-                channel: Channel::Email,
-                recipient: email,
-                kind: Kind::Sos,
-                locale: Locale::from_stored(&locale),
-                data: json!({
-                    "venue": venue,
-                    "station": station,
-                    "severity": sos.severity.as_str(),
-                    "location": (!sos.location.is_empty()).then_some(&sos.location),
-                    "note": (!sos.note.is_empty()).then_some(&sos.note),
-                    "sos_id": sos.id,
-                    "raised_at": when(sos.raised_at, &timezone),
-                }),
-                secret: None,
-            },
+            Subject::Member(user),
+            Topic::Sos,
+            Kind::Sos,
+            &format!("sos:{}", sos.id),
+            data.clone(),
         )
         .await?;
     }

@@ -1,5 +1,4 @@
-//! Notifications: the outbox of messages to people (email now; SMS and push have a channel in the table but no
-//! transport yet).
+//! Notifications: the outbox of messages to people, by email ([`smtp`]), SMS ([`sms`]) and push ([`push`]).
 //!
 //! A message is written with [`enqueue`] in the same [`TenantTx`] as the change that causes it, so it exists
 //! exactly when that change commits. It is one row per (event key, channel, recipient): enqueueing the same event
@@ -10,7 +9,10 @@
 
 pub mod deliver;
 pub mod flows;
+pub mod push;
+pub mod sms;
 pub mod smtp;
+pub mod subjects;
 pub mod templates;
 
 use chrono::{DateTime, Utc};
@@ -108,16 +110,26 @@ impl Locale {
 }
 
 /// A delivery channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     Email,
+    Sms,
+    Push,
 }
 
 impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 
@@ -232,22 +244,17 @@ pub async fn set_member_locale(tx: &mut TenantTx, user: Uuid, locale: Locale) ->
     Ok(())
 }
 
-/// A patron's message preferences (what is `None` stays as it is).
+/// A patron's message language (`None` leaves it as it is).
 pub async fn set_patron_preferences(
     tx: &mut TenantTx,
     patron: Uuid,
     locale: Option<Locale>,
-    receipts_by_email: Option<bool>,
 ) -> Result<()> {
-    sqlx::query(
-        "update patron set locale = coalesce($3, locale), receipts_email = coalesce($4, receipts_email)
-         where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(patron)
-    .bind(locale.map(Locale::as_str))
-    .bind(receipts_by_email)
-    .execute(tx.conn())
-    .await?;
+    sqlx::query("update patron set locale = coalesce($3, locale) where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(patron)
+        .bind(locale.map(Locale::as_str))
+        .execute(tx.conn())
+        .await?;
     Ok(())
 }

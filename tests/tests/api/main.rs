@@ -20,6 +20,7 @@ mod live;
 mod members;
 mod money;
 mod notifications;
+mod notify_channels;
 mod ocpp_peer;
 mod patron_actions;
 mod patron_app;
