@@ -29,7 +29,7 @@ pub struct TokenPair {
 }
 
 /// What a sign-up did. Both answer the caller the same way: only the owner of an existing email may learn that it
-/// exists (by email, once messaging exists). No tokens are issued: the owner signs in with the password.
+/// exists (it is not told yet). No tokens are issued: the owner signs in with the password.
 #[derive(Debug)]
 pub enum SignupOutcome {
     /// A new tenant and its owner.

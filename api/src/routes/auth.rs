@@ -12,7 +12,7 @@ use crate::error::ApiResult;
 use crate::extract::{ApiJson, ClientAddr};
 
 /// The one answer to every accepted sign-up, whether or not the email already had a login: only its owner may
-/// learn that (by email, once messaging exists).
+/// learn that (it is not told yet).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SignupAccepted {
     /// Always `accepted`.

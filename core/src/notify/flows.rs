@@ -253,3 +253,104 @@ pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> 
     }
     Ok(())
 }
+
+/// A wallet that falls below this (minor units of its currency: 5.00) gets a low-balance notice.
+pub const LOW_BALANCE_MINOR: i64 = 500;
+
+async fn patron_name(tx: &mut TenantTx, patron: Uuid) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "select display_name from patron where tenant_id = $1 and id = $2 and not walk_in",
+    )
+    .bind(tx.tenant())
+    .bind(patron)
+    .fetch_optional(tx.conn())
+    .await?)
+}
+
+/// Queues a low-balance notice: `patron`'s wallet in `currency` fell from at least [`LOW_BALANCE_MINOR`] to
+/// `balance`. At most one a day per wallet (`low_balance:<patron>:<currency>:<date>`).
+pub async fn low_balance(
+    tx: &mut TenantTx,
+    patron: Uuid,
+    currency: &str,
+    balance: i64,
+) -> Result<()> {
+    let Some(name) = patron_name(tx, patron).await? else {
+        return Ok(());
+    };
+    subjects::to_subject(
+        tx,
+        Subject::Patron(patron),
+        Topic::LowBalance,
+        Kind::LowBalance,
+        &format!(
+            "low_balance:{patron}:{currency}:{}",
+            Utc::now().date_naive()
+        ),
+        json!({
+            "name": name,
+            "balance": money(balance, currency),
+            "threshold": money(LOW_BALANCE_MINOR, currency),
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues a debt notice: a charge to `patron` was booked (partly) as debt. At most one a day per currency
+/// (`debt:<patron>:<currency>:<date>`), with what is owed in all.
+pub async fn debt(tx: &mut TenantTx, patron: Uuid, currency: &str) -> Result<()> {
+    let Some(name) = patron_name(tx, patron).await? else {
+        return Ok(());
+    };
+    let owed = -crate::ledger::balance(
+        tx,
+        crate::ledger::Owner::Patron(patron),
+        crate::ledger::Purpose::Debt,
+        currency,
+    )
+    .await?;
+    if owed <= 0 {
+        return Ok(());
+    }
+    subjects::to_subject(
+        tx,
+        Subject::Patron(patron),
+        Topic::LowBalance,
+        Kind::Debt,
+        &format!("debt:{patron}:{currency}:{}", Utc::now().date_naive()),
+        json!({ "name": name, "debt": money(owed, currency) }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues a session's warning (`minutes` before its planned end) to its patron, on its session-warning channels
+/// (push by default). Once per session and warning.
+pub async fn session_warning(
+    tx: &mut TenantTx,
+    session: &crate::sessions::Session,
+    minutes: i64,
+) -> Result<()> {
+    let Some(name) = patron_name(tx, session.patron_id).await? else {
+        return Ok(());
+    };
+    let (venue, station): (String, String) = sqlx::query_as(
+        "select v.name, s.name from station s join venue v on v.tenant_id = s.tenant_id and v.id = s.venue_id
+         where s.tenant_id = $1 and s.id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(session.station_id)
+    .fetch_one(tx.conn())
+    .await?;
+    subjects::to_subject(
+        tx,
+        Subject::Patron(session.patron_id),
+        Topic::SessionWarnings,
+        Kind::SessionWarning,
+        &format!("session:{}:warn:{minutes}", session.id),
+        json!({ "name": name, "venue": venue, "station": station, "minutes": minutes }),
+    )
+    .await?;
+    Ok(())
+}

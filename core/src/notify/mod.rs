@@ -32,15 +32,21 @@ pub enum Kind {
     PasswordReset,
     Receipt,
     Sos,
+    LowBalance,
+    Debt,
+    SessionWarning,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Invitation,
         Kind::VerifyEmail,
         Kind::PasswordReset,
         Kind::Receipt,
         Kind::Sos,
+        Kind::LowBalance,
+        Kind::Debt,
+        Kind::SessionWarning,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +56,9 @@ impl Kind {
             Kind::PasswordReset => "password_reset",
             Kind::Receipt => "receipt",
             Kind::Sos => "sos",
+            Kind::LowBalance => "low_balance",
+            Kind::Debt => "debt",
+            Kind::SessionWarning => "session_warning",
         }
     }
 
@@ -63,7 +72,9 @@ impl Kind {
             Kind::Invitation => Some("/invitations/accept"),
             Kind::VerifyEmail => Some("/verify-email"),
             Kind::PasswordReset => Some("/reset-password"),
-            Kind::Receipt | Kind::Sos => None,
+            Kind::Receipt | Kind::Sos | Kind::LowBalance | Kind::Debt | Kind::SessionWarning => {
+                None
+            }
         }
     }
 }

@@ -36,6 +36,12 @@ const FILES: &[(&str, &str)] = templates!(
     "de" / "receipt",
     "en" / "sos",
     "de" / "sos",
+    "en" / "low_balance",
+    "de" / "low_balance",
+    "en" / "debt",
+    "de" / "debt",
+    "en" / "session_warning",
+    "de" / "session_warning",
 );
 
 const LAYOUT: &str = include_str!("../../templates/notify/layout.html");
@@ -139,7 +145,8 @@ mod tests {
                 let data = serde_json::json!({
                     "role": "staff", "days": 7, "name": "Dana", "venue": "Downtown", "station": "PC-01",
                     "total": "1.20 EUR", "lines": [{"description": "10 min", "amount": "1.20 EUR"}],
-                    "severity": "high", "sos_id": "x",
+                    "severity": "high", "sos_id": "x", "balance": "1.00 EUR", "threshold": "5.00 EUR",
+                    "debt": "2.00 EUR", "minutes": 5,
                 });
                 let r = render(
                     kind,

@@ -972,3 +972,154 @@ async fn the_workers_binary_delivers_email_over_smtp_and_counts_it() {
     assert!(sent >= 1.0, "{text}");
     let _ = workers.kill().await;
 }
+
+#[tokio::test]
+async fn a_patron_hears_of_a_low_balance_and_a_debt_by_email_and_of_a_session_warning_on_its_chosen_channel(
+) {
+    // Its own database: the billing pass below must not bill other tests' sessions.
+    let database = switchyard_tests::fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let db = Db::connect_lazy(&database.app_url, 4).unwrap_or_else(|e| panic!("{e}"));
+    let t = app.signup_named("Neon Lanes").await;
+    let venue = app.create_venue(&t.access, "Lanes").await;
+    let station = app.create_station(&t.access, venue, "PC-7").await;
+    let tariff = app
+        .create_tariff(&t.access, "Pricey", "currency: \"EUR\", perMinute: 500")
+        .await;
+    app.gql_ok(
+        &t.access,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+        json!({"t": tariff, "v": venue}),
+    )
+    .await;
+    let email = unique_email("spender");
+    let (status, pair) = app
+        .post(
+            "/api/v1/auth/patron/signup",
+            json!({"tenant_id": t.id, "display_name": "Sam", "email": email, "password": "sam-spends-a-lot"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{pair}");
+    let patron_token = pair["access_token"].as_str().unwrap_or_default().to_owned();
+    let me = app
+        .gql_ok(&patron_token, "{ myProfile { id } }", json!({}))
+        .await;
+    let patron = me["myProfile"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // Warnings by email rather than push (the default), so the sink shows them.
+    app.gql_ok(
+        &patron_token,
+        "mutation { setMyNotificationChannels(topic: SESSION_WARNINGS, channels: [EMAIL]) { topic } }",
+        json!({}),
+    )
+    .await;
+    app.gql_ok(
+        &t.access,
+        "mutation($p: UUID!, $v: UUID!) { topUpCash(patronId: $p, venueId: $v, amount: 6000, idempotencyKey: \"sam\") { id } }",
+        json!({"p": patron, "v": venue}),
+    )
+    .await;
+
+    // A 10-minute session at 5.00/min: 5.5 minutes in, the billing tick warns (5 minutes left) and has charged
+    // 30.00 of the 60.00.
+    let (status, started) = crate::sessions::start(
+        &app,
+        &t.access,
+        Some(&Uuid::new_v4().to_string()),
+        json!({"station_id": station, "patron_id": patron, "duration_minutes": 10, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let session = started["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let started_at: chrono::DateTime<Utc> = started["started_at"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{started}"));
+    let billing = switchyard_workers::billing::Billing {
+        tick: Duration::seconds(30),
+        batch: 100,
+        lease_secs: 60,
+    };
+    let at = started_at + Duration::seconds(330);
+    switchyard_workers::billing::run_once(&db, billing, at)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let warned = mail::wait_matching_in(&db, &email, 1, |m| m.subject.contains("min left")).await;
+    assert_eq!(warned[0].subject, "5 min left on PC-7");
+    assert!(
+        warned[0].text().contains("Hello Sam,"),
+        "{}",
+        warned[0].text()
+    );
+    assert!(
+        warned[0].text().contains("ends in 5 minutes"),
+        "{}",
+        warned[0].text()
+    );
+
+    // Stopped now, the session keeps what the tick charged (30.00 of the 60.00); the wallet holds 30.00.
+    let (status, _) = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/sessions/{session}"),
+            Some(&t.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // An open-ended session on another PC, billed 6.5 minutes in: 35.00 due, 30.00 from the wallet (which falls
+    // below 5.00) and 5.00 as debt. One notice of each, in the patron's language (English).
+    let other = app.create_station(&t.access, venue, "PC-8").await;
+    let (status, started) = crate::sessions::start(
+        &app,
+        &t.access,
+        Some(&Uuid::new_v4().to_string()),
+        json!({"station_id": other, "patron_id": patron, "payment": "wallet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let started_at: chrono::DateTime<Utc> = started["started_at"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{started}"));
+    switchyard_workers::billing::run_once(&db, billing, started_at + Duration::seconds(390))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let low = mail::wait_matching_in(&db, &email, 1, |m| m.subject.contains("is low")).await;
+    assert_eq!(
+        low[0].subject,
+        "Your balance at Neon Lanes is low: 0.00 EUR"
+    );
+    assert!(
+        low[0].text().contains("below 5.00 EUR"),
+        "{}",
+        low[0].text()
+    );
+    let owed = mail::wait_matching_in(&db, &email, 1, |m| m.subject.starts_with("You owe")).await;
+    assert_eq!(owed[0].subject, "You owe Neon Lanes 5.00 EUR");
+    assert!(
+        owed[0].text().contains("you owe 5.00 EUR"),
+        "{}",
+        owed[0].text()
+    );
+
+    // Another tick the same day books more debt: no second notice of either.
+    switchyard_workers::billing::run_once(&db, billing, started_at + Duration::seconds(450))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "select kind from notification where recipient = $1 and kind in ('low_balance', 'debt', 'session_warning')
+         order by kind",
+    )
+    .bind(&email)
+    .fetch_all(&mut *app.tenant_tx(t.id).await)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(kinds, vec!["debt", "low_balance", "session_warning"]);
+}
