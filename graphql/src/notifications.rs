@@ -19,6 +19,7 @@ pub struct Notification {
     pub event_key: String,
     /// `email` (SMS and push are not delivered yet).
     pub channel: String,
+    /// The email address or phone number; for push, the platform and the device token's last six characters.
     pub recipient: String,
     /// The template: `invitation`, `verify_email`, `password_reset`, `receipt`, `sos`.
     pub kind: String,
@@ -40,7 +41,7 @@ impl From<notify::Notification> for Notification {
             id: n.id,
             event_key: n.event_key,
             channel: n.channel,
-            recipient: n.recipient,
+            recipient: shown_recipient(&n.recipient),
             kind: n.kind,
             locale: n.locale,
             status: n.status,
@@ -51,6 +52,24 @@ impl From<notify::Notification> for Notification {
             sent_at: n.sent_at,
             created_at: n.created_at,
         }
+    }
+}
+
+/// A push recipient is a device token: owners see its platform and last six characters only.
+fn shown_recipient(recipient: &str) -> String {
+    match recipient.split_once(':') {
+        Some((platform @ ("fcm" | "apns"), token)) => {
+            let tail: String = token
+                .chars()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("{platform}:…{tail}")
+        }
+        _ => recipient.to_owned(),
     }
 }
 

@@ -81,13 +81,24 @@ pub async fn verification(
     Ok(())
 }
 
-/// Issues a password-reset code for `user` (voiding any earlier unused one) and queues it to `email`.
+/// Issues a password-reset code for `user` (voiding any earlier unused one) and queues it to `email`. A code
+/// issued less than a minute ago and still unused is left alone, so repeated requests cannot flood a mailbox.
 pub async fn password_reset(
     tx: &mut TenantTx,
     user: Uuid,
     email: &str,
     locale: Locale,
 ) -> Result<()> {
+    let recent: bool = sqlx::query_scalar(
+        "select exists (select 1 from login_token where user_id = $1 and purpose = 'password_reset'
+                        and used_at is null and created_at > now() - interval '1 minute')",
+    )
+    .bind(user)
+    .fetch_one(tx.conn())
+    .await?;
+    if recent {
+        return Ok(());
+    }
     sqlx::query(
         "update login_token set used_at = now()
          where user_id = $1 and purpose = 'password_reset' and used_at is null",

@@ -454,6 +454,18 @@ async fn sms_and_push_go_through_the_providers_http_apis_on_each_persons_chosen_
         "the manager's; the owner chose push only"
     );
 
+    // The owner's log shows a push recipient's platform and the token's last characters only.
+    let log = gql_ok(
+        &app,
+        &f.t.access,
+        "{ notifications(first: 50) { items { channel recipient } } }",
+        json!({}),
+    )
+    .await;
+    let text = log.to_string();
+    assert!(text.contains("fcm:…oken-1"), "{text}");
+    assert!(!text.contains("fcm-owner-token-1"), "{text}");
+
     // A second SOS: the SMS service is down now (503): a retry later, not a loss.
     gql_ok(
         &app,
