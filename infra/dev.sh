@@ -306,7 +306,23 @@ test_suite() {
   start_redis
   # A fresh mail folder per run; the tests read what the sink received there.
   rm -rf "$DATA/test-mail"
-  start_mail_sink "$DATA/test-mail" --username switchyard-tests --password sink-password-1
+  # A private CA and a certificate for 127.0.0.1 signed by it, so the tests can take the STARTTLS path (made once,
+  # kept in .data; the tests trust the CA as SMTP_CA_FILE would).
+  local tls="$DATA/test-mail-tls"
+  if [ ! -s "$tls/ca.pem" ] || [ ! -s "$tls/cert.pem" ]; then
+    rm -rf "$tls" && mkdir -p "$tls"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+      > "$tls/server.ext"
+    { openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Switchyard test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem" \
+      && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$tls/key.pem" -out "$tls/server.csr" \
+      && openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$tls/server.ext" -out "$tls/cert.pem"; } >/dev/null 2>&1 \
+      || die "openssl could not make the test SMTP certificate"
+  fi
+  start_mail_sink "$DATA/test-mail" --username switchyard-tests --password sink-password-1 \
+    --tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem"
+  export TEST_SMTP_CA="$tls/ca.pem"
   export TEST_SMTP_PORT="$SMTP_SINK_PORT" TEST_MAIL_DIR="$DATA/test-mail"
   export TEST_SMTP_USERNAME=switchyard-tests TEST_SMTP_PASSWORD=sink-password-1
   set_urls switchyard_test

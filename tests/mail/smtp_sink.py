@@ -4,8 +4,9 @@ Every accepted message becomes two files in --dir, written atomically (a tempora
 <n>.eml, the message exactly as received, and <n>.json with the envelope and the decoded parts the tests read
 (mail_from, rcpt_tos, subject, from, to, message_id, content_language, text, html). Recipients at two reserved
 domains exercise failures: anything @refused.test is refused for good (550), anything @tempfail.test for now (451).
-With --username/--password it offers AUTH PLAIN and LOGIN (without TLS: a local sink only) and accepts only those
-credentials; mail without AUTH is accepted too, so the demo works either way. It prints "listening" once ready.
+With --username/--password it offers AUTH PLAIN and LOGIN (also without TLS: a local sink only) and accepts only those
+credentials; mail without AUTH is accepted too, so the demo works either way. With --tls-cert/--tls-key it offers
+STARTTLS (not required), and each record says whether the message came over TLS. It prints "listening" once ready.
 """
 
 import argparse
@@ -16,6 +17,7 @@ import itertools
 import json
 import os
 import signal
+import ssl
 import time
 
 from aiosmtpd.controller import Controller
@@ -45,6 +47,7 @@ class Sink:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "authenticated_as": getattr(session, "authenticated_as", None),
+            "tls": session.ssl is not None,
             "subject": str(message.get("subject", "")),
             "from": str(message.get("from", "")),
             "to": str(message.get("to", "")),
@@ -70,6 +73,8 @@ def main():
     parser.add_argument("--dir", required=True)
     parser.add_argument("--username")
     parser.add_argument("--password")
+    parser.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="... and its private key (PEM)")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
 
@@ -85,7 +90,11 @@ def main():
 
     kwargs = {}
     if args.username:
-        kwargs = dict(authenticator=authenticator, auth_require_tls=False, auth_required=False)
+        kwargs.update(authenticator=authenticator, auth_require_tls=False, auth_required=False)
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        kwargs.update(tls_context=context, require_starttls=False)
     controller = Controller(Sink(args.dir), hostname=args.host, port=args.port, **kwargs)
     controller.start()
     print(f"listening on {args.host}:{args.port}, writing to {args.dir}", flush=True)

@@ -20,6 +20,8 @@ pub struct Mail {
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub authenticated_as: Option<String>,
+    /// Whether the message came over TLS (STARTTLS).
+    pub tls: bool,
     pub subject: String,
     pub from: String,
     pub to: String,
@@ -67,6 +69,7 @@ pub fn smtp_settings() -> SmtpSettings {
         from_address: "noreply@switchyard.test".into(),
         from_name: "Switchyard Tests".into(),
         timeout: Duration::from_secs(10),
+        ca_pem: None,
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -32,6 +33,8 @@ pub struct SmtpSettings {
     pub from_address: String,
     pub from_name: String,
     pub timeout: Duration,
+    /// A certificate (PEM) to trust besides the public roots (`SMTP_CA_FILE`: a private relay's own CA).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl SmtpSettings {
@@ -76,7 +79,18 @@ impl SmtpSettings {
                 .parse()
                 .map_err(|_| anyhow::anyhow!("SMTP_TIMEOUT_MS must be a whole number"))?,
         };
+        let ca_pem = match var("SMTP_CA_FILE") {
+            None => None,
+            Some(file) => {
+                let pem = std::fs::read(&file)
+                    .map_err(|e| anyhow::anyhow!("SMTP_CA_FILE {file:?}: {e}"))?;
+                lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                    .map_err(|_| anyhow::anyhow!("SMTP_CA_FILE is not a PEM certificate"))?;
+                Some(pem)
+            }
+        };
         Ok(Some(Self {
+            ca_pem,
             host,
             port,
             security,
@@ -98,14 +112,18 @@ pub struct SmtpTransport {
 
 impl SmtpTransport {
     pub fn new(settings: &SmtpSettings) -> anyhow::Result<Self> {
+        let tls = || -> anyhow::Result<TlsParameters> {
+            let mut builder = TlsParameters::builder(settings.host.clone());
+            if let Some(pem) = &settings.ca_pem {
+                builder = builder.add_root_certificate(Certificate::from_pem(pem)?);
+            }
+            Ok(builder.build_rustls()?)
+        };
+        let plain = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.clone());
         let builder = match settings.security {
-            Security::None => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.clone())
-            }
-            Security::StartTls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)?
-            }
-            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host)?,
+            Security::None => plain,
+            Security::StartTls => plain.tls(Tls::Required(tls()?)),
+            Security::Tls => plain.tls(Tls::Wrapper(tls()?)),
         };
         let mut builder = builder.port(settings.port).timeout(Some(settings.timeout));
         if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
@@ -183,9 +201,16 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendError {
             ),
         };
     }
+    // A refused certificate arrives as an I/O error around rustls' own; look down the chain for it.
+    let mut tls_refused = false;
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        tls_refused |= cause.to_string().contains("certificate");
+        source = cause.source();
+    }
     let safe = if e.is_timeout() {
         "the mail server did not answer in time"
-    } else if e.is_tls() {
+    } else if e.is_tls() || tls_refused {
         "a secure connection to the mail server failed"
     } else {
         "the mail server could not be reached"

@@ -1136,3 +1136,64 @@ async fn a_patron_hears_of_a_low_balance_and_a_debt_by_email_and_of_a_session_wa
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(kinds, vec!["debt", "low_balance", "session_warning"]);
 }
+
+#[tokio::test]
+async fn email_goes_over_starttls_to_a_server_whose_certificate_is_trusted_and_waits_for_one_that_is_not(
+) {
+    let database = switchyard_tests::fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let db = Db::connect_lazy(&database.app_url, 4).unwrap_or_else(|e| panic!("{e}"));
+    let t = app.signup().await;
+    mail::deliver_now(&db).await;
+    let transport = |ca: Option<Vec<u8>>| {
+        let settings = switchyard_core::notify::smtp::SmtpSettings {
+            security: switchyard_core::notify::smtp::Security::StartTls,
+            ca_pem: ca,
+            ..mail::smtp_settings()
+        };
+        deliver::Transports {
+            email: Some(std::sync::Arc::new(
+                switchyard_core::notify::smtp::SmtpTransport::new(&settings)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )),
+            sms: None,
+            push: None,
+        }
+    };
+    let ca =
+        std::fs::read(switchyard_tests::env_url("TEST_SMTP_CA")).unwrap_or_else(|e| panic!("{e}"));
+
+    // The sink's self-signed certificate is not trusted by default: the message waits, with a plain reason.
+    let email = unique_email("tls");
+    invite(&app, &t.access, &email, None).await;
+    let now = Utc::now();
+    let pass = deliver::run_once(&db, &transport(None), &mail::settings(), now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pass.retried, 1, "{pass:?}");
+    let r = rows(&app, t.id, &email).await;
+    assert_eq!((r[0].1.as_str(), r[0].2), ("pending", 1));
+    assert_eq!(
+        r[0].3.as_deref(),
+        Some("a secure connection to the mail server failed")
+    );
+
+    // Trusted through SMTP_CA_FILE's certificate, it goes over STARTTLS, with the login.
+    let pass = deliver::run_once(
+        &db,
+        &transport(Some(ca)),
+        &mail::settings(),
+        now + Duration::seconds(31),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pass.sent, 1, "{pass:?}");
+    let got = mail::received_by(&email);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls, "delivered over STARTTLS");
+    assert_eq!(got[0].authenticated_as.as_deref(), Some("switchyard-tests"));
+    assert!(
+        !mail::received_by(&t.email).iter().any(|m| m.tls),
+        "plain SMTP stays plain"
+    );
+}
