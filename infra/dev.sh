@@ -17,6 +17,8 @@ MQTT_PORT=${SWITCHYARD_MQTT_PORT:-$((12883 + $(printf '%s' "$ROOT" | cksum | cut
 # devices, the bridge's agent server and its /metrics (below the kernel's ephemeral range).
 DEVICES_PORT=${SWITCHYARD_DEVICES_PORT:-$((21000 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000 * 5))}
 REDIS_PORT=${SWITCHYARD_REDIS_PORT:-$((16379 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
+# The SMTP sink that the demo's and the tests' email is delivered to (tests/mail/smtp_sink.py).
+SMTP_SINK_PORT=${SWITCHYARD_SMTP_PORT:-$((14025 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()
 
@@ -39,6 +41,8 @@ ensure_packages() {
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v cc >/dev/null || missing+=(build-essential)
   command -v curl >/dev/null || missing+=(curl)
+  # openssl makes the push tests' provider keys (FCM RSA, APNs P-256).
+  command -v openssl >/dev/null || missing+=(openssl)
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
   # Debian's Python with its venv module, for the OCPP test peer's private environment (prepare_ocpp_peer).
@@ -67,6 +71,36 @@ prepare_ocpp_peer() {
     printf '%s\n' "$want" > "$venv/requirements.sha256"
   fi
   export SWITCHYARD_OCPP_PYTHON="$venv/bin/python"
+}
+
+# The SMTP sink (tests/mail/smtp_sink.py, on the PyPI package aiosmtpd) runs in a private virtual environment,
+# $DATA/mail-venv, with the exact versions of tests/mail/requirements.txt, made again only when that file changed.
+prepare_mail_sink() {
+  local venv="$DATA/mail-venv" requirements="$ROOT/tests/mail/requirements.txt" want
+  want=$({ cat "$requirements"; /usr/bin/python3 --version; } | sha256sum | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/requirements.sha256" 2>/dev/null)" != "$want" ]; then
+    say "preparing the SMTP sink's Python in $venv"
+    rm -rf "$venv"
+    mkdir -p "$DATA"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
+      || die "could not install tests/mail/requirements.txt into $venv"
+    printf '%s\n' "$want" > "$venv/requirements.sha256"
+  fi
+}
+
+# Starts the SMTP sink on 127.0.0.1:$SMTP_SINK_PORT writing every message it accepts to folder $1 (as .eml and
+# .json); stopped with everything else. The tests' sink asks for a login (AUTH, no TLS: local only).
+start_mail_sink() {
+  local folder=$1; shift
+  prepare_mail_sink
+  mkdir -p "$folder"
+  port_open "$SMTP_SINK_PORT" && die "port $SMTP_SINK_PORT is taken; set SWITCHYARD_SMTP_PORT to a free port"
+  say "starting the SMTP sink on 127.0.0.1:$SMTP_SINK_PORT (mail goes to $folder)"
+  "$DATA/mail-venv/bin/python" "$ROOT/tests/mail/smtp_sink.py" --port "$SMTP_SINK_PORT" --dir "$folder" "$@" \
+    >"$DATA/smtp-sink.log" 2>&1 & CHILDREN+=($!)
+  for _ in $(seq 1 100); do port_open "$SMTP_SINK_PORT" && break; sleep 0.1; done
+  port_open "$SMTP_SINK_PORT" || die "the SMTP sink did not start; see $DATA/smtp-sink.log"
 }
 
 # Runs a Postgres server binary as the cluster's owner: postgres refuses to run as root.
@@ -184,6 +218,12 @@ up() {
   trap 'exit 130' INT TERM
   start_postgres
   start_mosquitto
+  start_mail_sink "$DATA/mail"
+  # The workers deliver the demo's email to the sink unless you set SMTP_HOST to a server of your own.
+  if [ -z "${SMTP_HOST:-}" ]; then
+    export SMTP_HOST=127.0.0.1 SMTP_PORT="$SMTP_SINK_PORT" SMTP_SECURITY=none
+    export SMTP_FROM_ADDRESS="${SMTP_FROM_ADDRESS:-noreply@demo.switchyard.test}"
+  fi
   set_urls switchyard
   export JWT_SECRET="${JWT_SECRET:-$(jwt_secret)}"
   export LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
@@ -213,6 +253,8 @@ up() {
     GraphQL (GraphiQL in a browser):  $url/graphql
     REST + OpenAPI:                   $url/api/v1/openapi.json
     Health / metrics:                 $url/readyz   $url/metrics
+    Mail (invitations, codes, receipts, SOS) from the demo, one .eml and one .json per message:
+                                      $DATA/mail/   (SMTP sink on 127.0.0.1:$SMTP_SINK_PORT)
   $logins
   Demo arcade: its edge bridge is connected (metrics: http://127.0.0.1:$((DEVICES_PORT + 4))/metrics); simulated
   devices print their switches here (PS5-01 and Pinball on Shelly plugs, PC-03 behind the MikroTik, Karaoke
@@ -262,6 +304,27 @@ test_suite() {
   start_mosquitto
   export TEST_MQTT_URL="$MQTT_URL"
   start_redis
+  # A fresh mail folder per run; the tests read what the sink received there.
+  rm -rf "$DATA/test-mail"
+  # A private CA and a certificate for 127.0.0.1 signed by it, so the tests can take the STARTTLS path (made once,
+  # kept in .data; the tests trust the CA as SMTP_CA_FILE would).
+  local tls="$DATA/test-mail-tls"
+  if [ ! -s "$tls/ca.pem" ] || [ ! -s "$tls/cert.pem" ]; then
+    rm -rf "$tls" && mkdir -p "$tls"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+      > "$tls/server.ext"
+    { openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Switchyard test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem" \
+      && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$tls/key.pem" -out "$tls/server.csr" \
+      && openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$tls/server.ext" -out "$tls/cert.pem"; } >/dev/null 2>&1 \
+      || die "openssl could not make the test SMTP certificate"
+  fi
+  start_mail_sink "$DATA/test-mail" --username switchyard-tests --password sink-password-1 \
+    --tls-cert "$tls/cert.pem" --tls-key "$tls/key.pem"
+  export TEST_SMTP_CA="$tls/ca.pem"
+  export TEST_SMTP_PORT="$SMTP_SINK_PORT" TEST_MAIL_DIR="$DATA/test-mail"
+  export TEST_SMTP_USERNAME=switchyard-tests TEST_SMTP_PASSWORD=sink-password-1
   set_urls switchyard_test
   say "preparing a fresh test database"
   local admin="${DATABASE_URL%/*}/postgres"

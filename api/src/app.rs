@@ -152,6 +152,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::auth::logout))
         .routes(routes!(routes::auth::patron_signup))
         .routes(routes!(routes::auth::patron_login))
+        .routes(routes!(routes::auth::verify_email))
+        .routes(routes!(routes::auth::forgot_password))
+        .routes(routes!(routes::auth::reset_password))
         .layer(rate_limit(
             config,
             config.auth_rate_burst,

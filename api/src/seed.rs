@@ -66,7 +66,14 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
     }
     let outcome = state
         .accounts
-        .signup(DEMO_ORGANIZATION, owner_email, owner_password, None, None)
+        .signup(
+            DEMO_ORGANIZATION,
+            owner_email,
+            owner_password,
+            switchyard_core::notify::Locale::En,
+            None,
+            None,
+        )
         .await?;
     if matches!(
         outcome,

@@ -11,6 +11,7 @@ use crate::auth::{self, PatronRole, TokenKeys, TokenRole};
 use crate::db::{Db, TenantId, TenantTx};
 use crate::error::{Error, Result, TenantChoice};
 use crate::model::{Actor, PatronActor, Principal, Role};
+use crate::notify::{self, Locale};
 use crate::throttle::{Attempt, AuthLimits, Throttle};
 use crate::validate;
 
@@ -28,7 +29,7 @@ pub struct TokenPair {
 }
 
 /// What a sign-up did. Both answer the caller the same way: only the owner of an existing email may learn that it
-/// exists (by email, once messaging exists). No tokens are issued: the owner signs in with the password.
+/// exists (it is not told yet). No tokens are issued: the owner signs in with the password.
 #[derive(Debug)]
 pub enum SignupOutcome {
     /// A new tenant and its owner.
@@ -70,6 +71,7 @@ impl Accounts {
         organization: &str,
         email: &str,
         password: &str,
+        locale: Locale,
         client: Option<IpAddr>,
         request_id: Option<&str>,
     ) -> Result<SignupOutcome> {
@@ -89,13 +91,17 @@ impl Accounts {
             .bind(organization)
             .execute(tx.conn())
             .await?;
+        // Unverified until the emailed code comes back: until then the login reaches only this tenant.
         let inserted: Option<Uuid> = sqlx::query_scalar(
-            "insert into app_user (id, email, password_hash) values ($1, $2, $3)
+            "insert into app_user (id, email, password_hash, locale, unverified_tenant_id)
+             values ($1, $2, $3, $4, $5)
              on conflict (email) do nothing returning id",
         )
         .bind(user_id)
         .bind(&email)
         .bind(&hash)
+        .bind(locale.as_str())
+        .bind(tenant)
         .fetch_optional(tx.conn())
         .await?;
         if inserted.is_none() {
@@ -105,6 +111,7 @@ impl Accounts {
             return Ok(SignupOutcome::EmailTaken);
         }
         insert_membership(&mut tx, user_id, Role::Owner).await?;
+        notify::flows::verification(&mut tx, user_id, &email, locale).await?;
         audit::record_as(
             &mut tx,
             Some(user_id),
@@ -262,7 +269,7 @@ impl Accounts {
             .ok_or(Error::NotFound("invitation"))?;
         let mut tx = self.db.begin_tenant(tenant).await?;
         let invitation: Option<InvitationRow> = sqlx::query_as(
-            "select id, email, role, expires_at, accepted_at, revoked_at from invitation
+            "select id, email, role, locale, expires_at, accepted_at, revoked_at from invitation
              where tenant_id = $1 and token_hash = $2 for update",
         )
         .bind(tenant)
@@ -273,10 +280,12 @@ impl Accounts {
             id: invitation_id,
             email,
             role,
+            locale,
             expires_at,
             accepted_at,
             revoked_at,
         } = invitation.ok_or(Error::NotFound("invitation"))?;
+        let locale = notify::Locale::from_stored(&locale);
         if accepted_at.is_some() {
             return Err(Error::Conflict(
                 "this invitation has already been accepted".into(),
@@ -328,15 +337,17 @@ impl Accounts {
                 let hash = auth::hash_password(&self.throttle, password.to_owned()).await?;
                 let id = Uuid::now_v7();
                 sqlx::query(
-                    "insert into app_user (id, email, password_hash, unverified_tenant_id)
-                     values ($1, $2, $3, $4)",
+                    "insert into app_user (id, email, password_hash, unverified_tenant_id, locale)
+                     values ($1, $2, $3, $4, $5)",
                 )
                 .bind(id)
                 .bind(&email)
                 .bind(&hash)
                 .bind(tenant)
+                .bind(locale.as_str())
                 .execute(tx.conn())
                 .await?;
+                notify::flows::verification(&mut tx, id, &email, locale).await?;
                 id
             }
         };
@@ -367,6 +378,117 @@ impl Accounts {
         let pair = self.issue_pair(&mut tx, user_id, role, None).await?;
         tx.commit().await?;
         Ok(pair)
+    }
+
+    /// Verifies a login's email with the code it was sent: the login is no longer confined to the tenant it was
+    /// created in. A wrong, used or expired code answers `validation_failed` (the same for all three).
+    #[tracing::instrument(skip_all)]
+    pub async fn verify_email(&self, token: &str) -> Result<()> {
+        let token = validate::text("token", token, 1, 200)?;
+        match self
+            .db
+            .system()
+            .verify_email(&auth::token_hash(token))
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(Error::validation(
+                "token",
+                "this code is not valid, was used already or has expired; ask for a new one",
+            )),
+        }
+    }
+
+    /// Sends a password-reset code to `email` if it has a login. The caller learns nothing: the answer is the same
+    /// whether or not the email exists. The message goes through the outbox of the login's first tenant (by name),
+    /// whose name it carries.
+    #[tracing::instrument(skip_all)]
+    pub async fn request_password_reset(&self, email: &str, client: Option<IpAddr>) -> Result<()> {
+        let email = auth::normalize_email("email", email)?;
+        // Keyed like a sign-in, so one address cannot be flooded with resets through this route either.
+        self.throttle.check(&Attempt::member(&email, client))?;
+        let system = self.db.system();
+        let Some(user) = system.user_by_email(&email).await? else {
+            tracing::info!("password reset asked for an email without a login; nothing sent");
+            return Ok(());
+        };
+        let memberships = system.user_memberships(user.id).await?;
+        let Some(first) = memberships.first() else {
+            return Ok(());
+        };
+        let mut tx = self.db.begin_tenant(first.tenant_id).await?;
+        let locale: String = sqlx::query_scalar("select locale from app_user where id = $1")
+            .bind(user.id)
+            .fetch_one(tx.conn())
+            .await?;
+        notify::flows::password_reset(&mut tx, user.id, &email, Locale::from_stored(&locale))
+            .await?;
+        tx.commit().await
+    }
+
+    /// Completes a password reset: the code works once, within 30 minutes; the new password must pass the usual
+    /// checks; every refresh-token family of the login, in every tenant, is revoked in the same transaction; and
+    /// the email counts as verified (the code came through it).
+    #[tracing::instrument(skip_all)]
+    pub async fn reset_password(&self, token: &str, password: &str) -> Result<()> {
+        let token = validate::text("token", token, 1, 200)?;
+        let invalid = || {
+            Error::validation(
+                "token",
+                "this reset code is not valid, was used already or has expired; ask for a new one",
+            )
+        };
+        let hash = auth::token_hash(token);
+        let system = self.db.system();
+        let (_, email) = system
+            .password_reset_user(&hash)
+            .await?
+            .ok_or_else(invalid)?;
+        auth::check_password(password, &email)?;
+        let password_hash = auth::hash_password(&self.throttle, password.to_owned()).await?;
+        let (user, families) = system
+            .complete_password_reset(&hash, &password_hash)
+            .await?
+            .ok_or_else(invalid)?;
+        tracing::info!(user = %user, revoked = families, "password reset");
+        Ok(())
+    }
+
+    /// Changes a member's password: the current one must be right (checked through the throttle).
+    #[tracing::instrument(skip_all)]
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current: &str,
+        new: &str,
+        client: Option<IpAddr>,
+    ) -> Result<()> {
+        let system = self.db.system();
+        let user = system
+            .user_by_id(user_id)
+            .await?
+            .ok_or(Error::Unauthenticated("this login no longer exists"))?;
+        let attempt = Attempt::member(&user.email, client);
+        self.throttle.check(&attempt)?;
+        if !auth::verify_password(&self.throttle, current.to_owned(), Some(user.password_hash))
+            .await?
+        {
+            self.throttle.failed(&attempt);
+            return Err(Error::validation(
+                "currentPassword",
+                "the current password is not right",
+            ));
+        }
+        self.throttle.succeeded(&attempt);
+        auth::check_password(new, &user.email).map_err(|e| match e {
+            Error::Validation { message, .. } => Error::Validation {
+                field: "newPassword",
+                message,
+            },
+            other => other,
+        })?;
+        let hash = auth::hash_password(&self.throttle, new.to_owned()).await?;
+        system.set_password(user_id, &hash).await
     }
 
     /// Turns a bearer token into the acting member. The role comes from the database, not the token, so a removed
@@ -572,6 +694,7 @@ struct InvitationRow {
     id: Uuid,
     email: String,
     role: Role,
+    locale: String,
     expires_at: DateTime<Utc>,
     accepted_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,

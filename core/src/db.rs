@@ -553,6 +553,121 @@ impl SystemDb {
     }
 }
 
+impl SystemDb {
+    /// A login by id (changing a password).
+    pub async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as(
+            "select id, email, password_hash, unverified_tenant_id from app_user where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Sets a login's password hash.
+    pub async fn set_password(&self, id: Uuid, password_hash: &str) -> Result<()> {
+        sqlx::query("update app_user set password_hash = $2 where id = $1")
+            .bind(id)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Spends a verification code (by its SHA-256): the login's email is verified and it is no longer confined to
+    /// one tenant. `None` for a wrong, used or expired code.
+    pub async fn verify_email(&self, token_hash: &[u8]) -> Result<Option<Uuid>> {
+        let mut tx = self.pool.begin().await?;
+        let user: Option<Uuid> = sqlx::query_scalar(
+            "update login_token set used_at = now()
+             where token_hash = $1 and purpose = 'verify_email' and used_at is null and expires_at > now()
+             returning user_id",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(user) = user {
+            sqlx::query(
+                "update app_user set email_verified_at = coalesce(email_verified_at, now()), unverified_tenant_id = null
+                 where id = $1",
+            )
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// The login (id, email) a live password-reset code (by its SHA-256) belongs to, without spending it.
+    pub async fn password_reset_user(&self, token_hash: &[u8]) -> Result<Option<(Uuid, String)>> {
+        Ok(sqlx::query_as(
+            "select u.id, u.email from login_token t join app_user u on u.id = t.user_id
+             where t.token_hash = $1 and t.purpose = 'password_reset' and t.used_at is null and t.expires_at > now()",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Spends a password-reset code and sets the new password hash; in the same transaction the email counts as
+    /// verified and every refresh-token family of the login, in every tenant, is revoked (a reviewed
+    /// security-definer function). Returns (user, refresh tokens revoked); `None` if the code was spent meanwhile.
+    pub async fn complete_password_reset(
+        &self,
+        token_hash: &[u8],
+        password_hash: &str,
+    ) -> Result<Option<(Uuid, i64)>> {
+        let mut tx = self.pool.begin().await?;
+        let user: Option<Uuid> = sqlx::query_scalar(
+            "update login_token set used_at = now()
+             where token_hash = $1 and purpose = 'password_reset' and used_at is null and expires_at > now()
+             returning user_id",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "update app_user set password_hash = $2, email_verified_at = coalesce(email_verified_at, now()),
+               unverified_tenant_id = null
+             where id = $1",
+        )
+        .bind(user)
+        .bind(password_hash)
+        .execute(&mut *tx)
+        .await?;
+        let revoked: i64 = sqlx::query_scalar("select sys_revoke_user_refresh_tokens($1)")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((user, revoked)))
+    }
+
+    /// Notifications: claims up to `limit` due messages of `channels` across tenants, leasing each for `lease_secs`
+    /// under a fresh claim id (see [`crate::notify::deliver`]).
+    pub async fn claim_due_notifications(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: i32,
+        lease_secs: i32,
+        channels: &[String],
+    ) -> Result<Vec<crate::notify::deliver::Claimed>> {
+        Ok(sqlx::query_as(
+            "select tenant_id, notification_id, claim_id from sys_claim_due_notifications($1, $2, $3, $4)",
+        )
+        .bind(now)
+        .bind(limit)
+        .bind(lease_secs)
+        .bind(channels)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 /// How a tenant transaction is run ([`Db::begin_tenant_hot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pace {

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod members;
 pub mod model;
 pub mod money;
+pub mod notify;
 pub mod patron_app;
 pub mod patrons;
 pub mod payments;

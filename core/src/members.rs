@@ -68,15 +68,16 @@ pub async fn get(tx: &mut TenantTx, user_id: Uuid) -> Result<Member> {
     member.ok_or(Error::NotFound("member"))
 }
 
-/// Invites `email` with `role`. Returns the invitation and its token; only the token's hash is stored, so this
-/// is the one time it can be shown. Inviting an email again replaces its pending invitation.
+/// Invites `email` with `role` and queues the invitation's email (in English). Returns the invitation and its
+/// token, for in-process callers only (the demo seed): only the token's hash is stored, and the API never shows the
+/// token to the inviter: it reaches the invitee by email. Inviting an email again replaces its pending invitation.
 pub async fn invite(
     tx: &mut TenantTx,
     actor: &Actor,
     email: &str,
     role: Role,
 ) -> Result<(Invitation, String)> {
-    invite_scoped(tx, actor, email, role, None).await
+    invite_scoped(tx, actor, email, role, None, crate::notify::Locale::En).await
 }
 
 /// As [`invite`], for some venues only (`None`: every venue the inviter sees). Owners are never scoped.
@@ -86,6 +87,7 @@ pub async fn invite_scoped(
     email: &str,
     role: Role,
     venues: Option<Vec<Uuid>>,
+    locale: crate::notify::Locale,
 ) -> Result<(Invitation, String)> {
     actor.require_manager()?;
     if role == Role::Owner && actor.role != Role::Owner {
@@ -118,8 +120,8 @@ pub async fn invite_scoped(
     .await?;
     let token = auth::random_token();
     let invitation: Invitation = sqlx::query_as(
-        "insert into invitation (tenant_id, id, email, role, token_hash, invited_by, expires_at, venue_ids)
-         values ($1, $2, $3, $4, $5, $6, now() + make_interval(days => $7), $8)
+        "insert into invitation (tenant_id, id, email, role, token_hash, invited_by, expires_at, venue_ids, locale)
+         values ($1, $2, $3, $4, $5, $6, now() + make_interval(days => $7), $8, $9)
          returning id, email, role, venue_ids, expires_at, created_at",
     )
     .bind(tx.tenant())
@@ -130,7 +132,18 @@ pub async fn invite_scoped(
     .bind(actor.user_id)
     .bind(INVITATION_TTL_DAYS)
     .bind(&venues)
+    .bind(locale.as_str())
     .fetch_one(tx.conn())
+    .await?;
+    crate::notify::flows::invitation(
+        tx,
+        invitation.id,
+        &invitation.email,
+        role,
+        locale,
+        &token,
+        i64::from(INVITATION_TTL_DAYS),
+    )
     .await?;
     let detail =
         serde_json::json!({ "email": invitation.email, "role": role, "venue_ids": venues });

@@ -937,6 +937,8 @@ async fn finish(
     announce(tx, &session, kind, serde_json::json!({}));
     let detail = serde_json::json!({ "status": status, "ended_at": end, "charged_amount": session.charged_amount });
     audit::record_by(tx, by, entry("session.stop", id, detail)).await?;
+    // The patron's receipt, queued with the end itself (once per session).
+    crate::notify::flows::receipt(tx, &session).await?;
     Ok(session)
 }
 
@@ -1205,6 +1207,7 @@ pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Re
     // A refund or a deposit hold may be taking from the same wallets: lock them before reading what they hold.
     ledger::lock(tx, &wallets).await?;
     let mut available = ledger::balances(tx, &wallets).await?;
+    let before = available.clone();
 
     let mut journals = Vec::with_capacity(due.len());
     let mut debts = Vec::with_capacity(due.len());
@@ -1243,6 +1246,27 @@ pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Re
         }
     }
     crate::payments::collect::arm(tx, &owing).await?;
+    // Notices: a wallet that fell below the low-balance mark, and a charge that left a debt (rare; a few
+    // queries each).
+    for c in &due {
+        let s = c.session;
+        if !taken.contains_key(&s.id) {
+            continue;
+        }
+        let wallet = account(Owner::Patron(s.patron_id), Purpose::Wallet, &s.currency)?;
+        let (was, now) = (
+            before.get(&wallet).copied().unwrap_or(0),
+            available.get(&wallet).copied().unwrap_or(0),
+        );
+        if was >= crate::notify::flows::LOW_BALANCE_MINOR
+            && now < crate::notify::flows::LOW_BALANCE_MINOR
+        {
+            crate::notify::flows::low_balance(tx, s.patron_id, &s.currency, now.max(0)).await?;
+        }
+    }
+    for (patron, _, currency) in &owing {
+        crate::notify::flows::debt(tx, *patron, currency).await?;
+    }
     let ids: Vec<Uuid> = taken.keys().copied().collect();
     let amounts: Vec<i64> = ids.iter().map(|id| taken[id]).collect();
     sqlx::query(
@@ -1456,6 +1480,7 @@ async fn warn(tx: &mut TenantTx, session: &Session, minutes: i64) -> Result<()> 
     );
     let payload =
         serde_json::json!({ "minutes": minutes, "planned_end_at": session.planned_end_at });
+    crate::notify::flows::session_warning(tx, session, minutes).await?;
     command(tx, session.station_id, Some(session.id), "warn", payload).await
 }
 

@@ -10,6 +10,7 @@ mod limits;
 pub mod live;
 pub mod loaders;
 mod members;
+mod notifications;
 mod patron_actions;
 mod patrons;
 mod rentals;
@@ -40,6 +41,8 @@ pub struct QueryRoot(
     venues::VenueQuery,
     stations::StationQuery,
     members::MemberQuery,
+    notifications::NotificationQuery,
+    notifications::PreferenceQuery,
     tariffs::TariffQuery,
     patrons::PatronQuery,
     sessions::SessionQuery,
@@ -57,6 +60,7 @@ pub struct MutationRoot(
     venues::VenueMutation,
     stations::StationMutation,
     members::MemberMutation,
+    notifications::NotificationMutation,
     tariffs::TariffMutation,
     patrons::PatronMutation,
     sessions::SessionMutation,

@@ -44,8 +44,8 @@ pub struct Invitation {
 /// `acceptInvitation`.
 #[derive(SimpleObject)]
 pub struct InvitationPayload {
+    /// The invitation. Its token goes to the invitee's mailbox only, never to the inviter.
     pub invitation: Invitation,
-    pub token: String,
 }
 
 /// Tokens for the login that accepted an invitation, as REST's login returns them.
@@ -80,7 +80,8 @@ pub struct MemberMutation;
 
 #[Object]
 impl MemberMutation {
-    /// Invites an email with a role (only owners invite owners). Valid for 7 days; inviting again replaces it.
+    /// Invites an email with a role (only owners invite owners) and emails the invitation, with its token, to that
+    /// address. Valid for 7 days; inviting again replaces it.
     /// `venueIds` confines a staff member or manager to those venues (omitted: every venue the inviter sees).
     #[graphql(guard = "ManagerGuard")]
     async fn invite_member(
@@ -89,11 +90,17 @@ impl MemberMutation {
         email: String,
         role: Role,
         venue_ids: Option<Vec<Uuid>>,
+        #[graphql(
+            desc = "the invitee's language for the invitation and its later messages: `en` (default) or `de`"
+        )]
+        locale: Option<String>,
     ) -> async_graphql::Result<InvitationPayload> {
+        let locale = switchyard_core::notify::Locale::input("locale", locale.as_deref()).gql()?;
         let (actor, mut tx) = begin(ctx).await?;
-        let (invitation, token) = members::invite_scoped(&mut tx, actor, &email, role, venue_ids)
-            .await
-            .gql()?;
+        let (invitation, _token) =
+            members::invite_scoped(&mut tx, actor, &email, role, venue_ids, locale)
+                .await
+                .gql()?;
         tx.commit().await.gql()?;
         Ok(InvitationPayload {
             invitation: Invitation {
@@ -103,7 +110,6 @@ impl MemberMutation {
                 venue_ids: invitation.venue_ids,
                 expires_at: invitation.expires_at,
             },
-            token,
         })
     }
 

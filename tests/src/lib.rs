@@ -278,20 +278,11 @@ impl TestApp {
         }
     }
 
-    /// Invites `role` into the tenant and accepts as a new user; returns (user id, access token).
+    /// Invites `role` into the tenant and accepts as a new user with the token from the invitation's email;
+    /// returns (user id, access token).
     pub async fn add_member(&self, owner: &Tenant, role: &str) -> (Uuid, String) {
         let email = unique_email(role);
-        let data = self
-            .gql_ok(
-                &owner.access,
-                "mutation($e: String!, $r: Role!) { inviteMember(email: $e, role: $r) { token } }",
-                json!({ "e": email, "r": role }),
-            )
-            .await;
-        let token = data["inviteMember"]["token"]
-            .as_str()
-            .expect("token")
-            .to_owned();
+        let token = self.invite_by_email(&owner.access, &email, role).await;
         let data = self
             .gql(
                 None,
@@ -409,6 +400,7 @@ pub fn gql_code(body: &Value) -> &str {
         .unwrap_or("<no code>")
 }
 pub mod charger_sim;
+pub mod mail;
 pub mod ocpp_peer;
 pub mod proxy;
 pub mod routeros_fake;

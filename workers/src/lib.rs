@@ -1,6 +1,7 @@
 //! Switchyard's background workers: a loop that wakes every `WORKER_POLL_MS`, or when Postgres notifies
 //! `switchyard_work`, and runs the billing tick (which also
-//! ends sessions at their planned end) and debt collection (which also settles rentals' card deposit holds),
+//! ends sessions at their planned end), debt collection (which also settles rentals' card deposit holds) and the
+//! delivery of the notification outbox (email over SMTP),
 //! housekeeping every `HOUSEKEEPING_SEC`; it exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or
 //! Ctrl-C.
 
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use switchyard_core::notify::{self, deliver::Transports, smtp::SmtpTransport};
 use switchyard_core::Db;
 use tokio::sync::watch;
 
@@ -34,6 +36,14 @@ pub struct WorkerConfig {
     /// `APP_ENV=production`: an explicit payment provider and a database role under row-level security, checked
     /// at start.
     pub production: bool,
+    /// Delivering the notification outbox (`NOTIFY_*`).
+    pub notify: switchyard_core::notify::deliver::Settings,
+    /// The SMTP server email goes through (`SMTP_*`); unset, email waits in the outbox.
+    pub smtp: Option<switchyard_core::notify::smtp::SmtpSettings>,
+    /// The SMS provider (`SMS_*`); unset, SMS waits in the outbox.
+    pub sms: Option<switchyard_core::notify::sms::SmsSettings>,
+    /// The push providers (`FCM_*`, `APNS_*`); unset, push messages wait in the outbox.
+    pub push: Option<switchyard_core::notify::push::PushSettings>,
 }
 
 impl WorkerConfig {
@@ -82,7 +92,34 @@ impl WorkerConfig {
         if production {
             switchyard_core::payments::ProviderSettings::check_production(var)?;
         }
+        let notify = switchyard_core::notify::deliver::Settings {
+            batch: number("NOTIFY_BATCH", 100)?.clamp(1, 10_000) as i32,
+            lease_secs: number("NOTIFY_LEASE_SEC", 120)?.clamp(5, 3600) as i32,
+            max_attempts: number("NOTIFY_MAX_ATTEMPTS", 5)?.clamp(1, 100) as i32,
+            retry_base: chrono::Duration::seconds(
+                number("NOTIFY_RETRY_BASE_SEC", 30)?.clamp(1, 86_400),
+            ),
+            per_tenant_per_minute: number("NOTIFY_TENANT_PER_MINUTE", 120)?.clamp(1, 1_000_000),
+            link_base: var("NOTIFY_LINK_BASE").unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+        };
+        let smtp = switchyard_core::notify::smtp::SmtpSettings::from_lookup(var)?;
+        let sms = switchyard_core::notify::sms::SmsSettings::from_lookup(var)?;
+        let push = switchyard_core::notify::push::PushSettings::from_lookup(var)?;
+        if let Some(smtp) = &smtp {
+            // A send must end well before its lease does, or another worker could send the message again.
+            if smtp.timeout.as_secs() * 2 > notify.lease_secs as u64 {
+                anyhow::bail!(
+                    "NOTIFY_LEASE_SEC ({}) must be at least twice SMTP_TIMEOUT_MS ({} ms)",
+                    notify.lease_secs,
+                    smtp.timeout.as_millis()
+                );
+            }
+        }
         Ok(Self {
+            notify,
+            smtp,
+            sms,
+            push,
             production,
             signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
             billing,
@@ -113,6 +150,7 @@ impl WorkerConfig {
 pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let db = Db::connect_lazy(&config.app_database_url, 4)?.with_signals(config.signals.clone());
     let provider = config.payments.build()?;
+    let transports = transports(&config)?;
     sqlx::query("select 1")
         .execute(db.pool())
         .await
@@ -185,14 +223,14 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
                     Err(e) => tracing::error!(error = ?e, "live event housekeeping failed"),
                 }
             }
-            _ = interval.tick() => drain(&db, provider.as_ref(), &config, &stopping).await,
+            _ = interval.tick() => drain(&db, provider.as_ref(), &transports, &config, &stopping).await,
             woken = next_notification(&mut listener) => {
                 if let Err(e) = woken {
                     tracing::warn!(error = %e, "lost the notification connection; polling until it is back");
                     tokio::time::sleep(config.poll_interval).await;
                 }
                 metrics::counter!("worker_wakeups_total", "cause" => "notify").increment(1);
-                drain(&db, provider.as_ref(), &config, &stopping).await;
+                drain(&db, provider.as_ref(), &transports, &config, &stopping).await;
             }
         }
     }
@@ -211,10 +249,41 @@ async fn next_notification(
     }
 }
 
-/// One wake-up: drain what is due, batch by batch — billing, then debt collection.
+/// The notification transports the settings give: email over SMTP when `SMTP_HOST` is set.
+pub fn transports(config: &WorkerConfig) -> anyhow::Result<Transports> {
+    let email = match &config.smtp {
+        Some(smtp) => {
+            let transport = SmtpTransport::new(smtp).context("while setting up SMTP")?;
+            tracing::info!(host = %smtp.host, port = smtp.port, "email goes out through SMTP");
+            Some(std::sync::Arc::new(transport) as std::sync::Arc<dyn notify::deliver::Transport>)
+        }
+        None => {
+            tracing::warn!("SMTP_HOST is not set: email waits in the outbox, undelivered");
+            None
+        }
+    };
+    let sms = match &config.sms {
+        Some(sms) => Some(
+            std::sync::Arc::new(notify::sms::TwilioSms::new(sms.clone())?)
+                as std::sync::Arc<dyn notify::deliver::Transport>,
+        ),
+        None => None,
+    };
+    let push = match &config.push {
+        Some(push) => Some(
+            std::sync::Arc::new(notify::push::PushTransport::new(push.clone())?)
+                as std::sync::Arc<dyn notify::deliver::Transport>,
+        ),
+        None => None,
+    };
+    Ok(Transports { email, sms, push })
+}
+
+/// One wake-up: drain what is due, batch by batch — billing, then debt collection, then notifications.
 async fn drain(
     db: &Db,
     provider: &dyn switchyard_core::payments::PaymentProvider,
+    transports: &Transports,
     config: &WorkerConfig,
     stopping: &watch::Receiver<bool>,
 ) {
@@ -237,6 +306,18 @@ async fn drain(
             Ok(_) => break,
             Err(e) => {
                 tracing::error!(error = ?e, "debt collection pass failed");
+                break;
+            }
+        }
+    }
+    loop {
+        match notify::deliver::run_once(db, transports, &config.notify, chrono::Utc::now()).await {
+            Ok(pass) if pass.claimed as i32 == config.notify.batch && !*stopping.borrow() => {
+                continue
+            }
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = ?e, "notification pass failed");
                 break;
             }
         }

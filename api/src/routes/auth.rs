@@ -12,7 +12,7 @@ use crate::error::ApiResult;
 use crate::extract::{ApiJson, ClientAddr};
 
 /// The one answer to every accepted sign-up, whether or not the email already had a login: only its owner may
-/// learn that (by email, once messaging exists).
+/// learn that (it is not told yet).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SignupAccepted {
     /// Always `accepted`.
@@ -28,6 +28,8 @@ pub struct SignupRequest {
     email: String,
     /// At least 10 characters.
     password: String,
+    /// The language of the owner's messages: `en` (default) or `de`.
+    locale: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -119,12 +121,14 @@ pub async fn signup(
     ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<SignupAccepted>)> {
+    let locale = switchyard_core::notify::Locale::input("locale", body.locale.as_deref())?;
     state
         .accounts
         .signup(
             &body.organization,
             &body.email,
             &body.password,
+            locale,
             client,
             request_id(&headers),
         )
@@ -133,8 +137,8 @@ pub async fn signup(
         StatusCode::ACCEPTED,
         Json(SignupAccepted {
             status: "accepted",
-            message: "sign in with this email and password at /api/v1/auth/login; \
-                      if the email already has an account, nothing was created",
+            message: "confirm the email address with the code we sent to it, and sign in with this email \
+                      and password at /api/v1/auth/login; if the email already has an account, nothing was created",
         }),
     ))
 }
@@ -176,4 +180,93 @@ pub async fn logout(
 ) -> ApiResult<StatusCode> {
     state.accounts.logout(&body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The code from the email.
+    token: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotPasswordRequest {
+    email: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    /// The code from the password-reset email.
+    token: String,
+    /// The new password (at least 10 characters).
+    password: String,
+}
+
+/// What the account-flow routes answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FlowAnswer {
+    /// `verified`, `accepted` or `reset`.
+    status: &'static str,
+    message: &'static str,
+}
+
+/// Confirms a login's email address with the code sent to it (at sign-up, or on accepting an invitation as a new
+/// login). Until then the login reaches only the tenant it was created in.
+#[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth", request_body = TokenRequest,
+    responses((status = 200, body = FlowAnswer),
+              (status = 422, description = "validation_failed: the code is wrong, used or expired")))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> ApiResult<Json<FlowAnswer>> {
+    state.accounts.verify_email(&body.token).await?;
+    Ok(Json(FlowAnswer {
+        status: "verified",
+        message: "the email address is confirmed",
+    }))
+}
+
+/// Asks for a password-reset code by email. The answer is the same whether or not the email has a login.
+#[utoipa::path(post, path = "/api/v1/auth/password/forgot", tag = "auth", request_body = ForgotPasswordRequest,
+    responses((status = 202, body = FlowAnswer),
+              (status = 422, description = "validation_failed: not an email address"),
+              (status = 429, description = "rate_limited; `Retry-After`")))]
+pub async fn forgot_password(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    ApiJson(body): ApiJson<ForgotPasswordRequest>,
+) -> ApiResult<(StatusCode, Json<FlowAnswer>)> {
+    state
+        .accounts
+        .request_password_reset(&body.email, client)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(FlowAnswer {
+            status: "accepted",
+            message: "if this email has a login, a reset code is on its way; it works once, within 30 minutes",
+        }),
+    ))
+}
+
+/// Sets a new password with the code from the reset email (once, within 30 minutes). Every session of the login,
+/// in every tenant, is signed out.
+#[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "auth", request_body = ResetPasswordRequest,
+    responses((status = 200, body = FlowAnswer),
+              (status = 422, description = "validation_failed: the code is wrong, used or expired (`field` token), or the password is weak (`field` password)")))]
+pub async fn reset_password(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ResetPasswordRequest>,
+) -> ApiResult<Json<FlowAnswer>> {
+    state
+        .accounts
+        .reset_password(&body.token, &body.password)
+        .await?;
+    Ok(Json(FlowAnswer {
+        status: "reset",
+        message:
+            "the password is changed and every session of this login is signed out; sign in again",
+    }))
 }

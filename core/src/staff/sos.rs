@@ -106,6 +106,8 @@ pub async fn raise(tx: &mut TenantTx, raiser: Raiser<'_>, input: NewSos) -> Resu
         .fetch_one(tx.conn())
         .await?;
     emit(tx, "sos.raised", &sos);
+    // Owners and the managers of the venue hear of it by email too, queued with the SOS itself.
+    crate::notify::flows::sos(tx, &sos).await?;
     let entry = entry("sos.raise", &sos);
     match raiser {
         Raiser::Member(actor) => audit::record_in(tx, actor, Some(sos.venue_id), entry).await?,

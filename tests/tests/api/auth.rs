@@ -244,19 +244,17 @@ async fn a_login_in_several_tenants_must_choose_one() {
     let app = spawn_app().await;
     let first = app.signup_named("Alpha Arcade").await;
     let second = app.signup_named("Beta Bowling").await;
-    // Invite the first owner into the second tenant; they accept signed in, with no password.
-    let data = app
-        .gql_ok(
-            &second.access,
-            "mutation($e: String!) { inviteMember(email: $e, role: STAFF) { token } }",
-            json!({"e": first.email}),
-        )
+    // Invite the first owner (its email verified) into the second tenant; they accept signed in, with no password,
+    // with the token from the invitation email.
+    app.verify_email(&first.email).await;
+    let token = app
+        .invite_by_email(&second.access, &first.email, "STAFF")
         .await;
     let accepted = app
         .gql(
             Some(&first.access),
             "mutation($t: String!) { acceptInvitation(token: $t) { tenantId } }",
-            json!({"t": data["inviteMember"]["token"]}),
+            json!({"t": token}),
         )
         .await;
     assert_eq!(

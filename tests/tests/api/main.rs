@@ -19,6 +19,8 @@ mod isolation;
 mod live;
 mod members;
 mod money;
+mod notifications;
+mod notify_channels;
 mod ocpp_peer;
 mod patron_actions;
 mod patron_app;

@@ -149,7 +149,7 @@ async fn a_scoped_manager_grants_only_its_own_venues() {
     let body = app
         .gql(
             Some(&manager),
-            "mutation($v: [UUID!]) { inviteMember(email: \"x@example.com\", role: STAFF, venueIds: $v) { token } }",
+            "mutation($v: [UUID!]) { inviteMember(email: \"x@example.com\", role: STAFF, venueIds: $v) { invitation { id } } }",
             json!({"v": [other]}),
         )
         .await;

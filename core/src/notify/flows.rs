@@ -1,0 +1,367 @@
+//! The messages of the account flows and of the business events, each written in the caller's transaction.
+//!
+//! One-time login tokens (email verification, password reset) live in `login_token`, a table of logins like
+//! `app_user` (not tenant-owned); only their SHA-256 is stored. The message that carries a token is queued in the
+//! outbox of the tenant the flow happens in.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::subjects::{self, Subject, Topic};
+use super::{enqueue, Channel, Kind, Locale, NewMessage};
+use crate::auth;
+use crate::db::TenantTx;
+use crate::error::Result;
+use crate::model::Role;
+
+/// How long a verification code is good for.
+pub const VERIFY_TTL_HOURS: i64 = 24;
+/// How long a password-reset code is good for.
+pub const RESET_TTL_MINUTES: i64 = 30;
+
+/// Queues the invitation's email (the only place its token goes).
+pub async fn invitation(
+    tx: &mut TenantTx,
+    invitation: Uuid,
+    email: &str,
+    role: Role,
+    locale: Locale,
+    token: &str,
+    days: i64,
+) -> Result<()> {
+    enqueue(
+        tx,
+        NewMessage {
+            event_key: format!("invitation:{invitation}"),
+            channel: Channel::Email,
+            recipient: email.to_owned(),
+            kind: Kind::Invitation,
+            locale,
+            data: json!({ "role": role.as_str(), "days": days }),
+            secret: Some(token.to_owned()),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Issues a verification code for `user` and queues it to `email`.
+pub async fn verification(
+    tx: &mut TenantTx,
+    user: Uuid,
+    email: &str,
+    locale: Locale,
+) -> Result<()> {
+    let token = auth::random_token();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into login_token (id, user_id, purpose, token_hash, expires_at)
+         values ($1, $2, 'verify_email', $3, now() + make_interval(hours => $4))",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(auth::token_hash(&token))
+    .bind(VERIFY_TTL_HOURS as i32)
+    .execute(tx.conn())
+    .await?;
+    enqueue(
+        tx,
+        NewMessage {
+            event_key: format!("verify_email:{id}"),
+            channel: Channel::Email,
+            recipient: email.to_owned(),
+            kind: Kind::VerifyEmail,
+            locale,
+            data: json!({}),
+            secret: Some(token),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Issues a password-reset code for `user` (voiding any earlier unused one) and queues it to `email`. A code
+/// issued less than a minute ago and still unused is left alone, so repeated requests cannot flood a mailbox.
+pub async fn password_reset(
+    tx: &mut TenantTx,
+    user: Uuid,
+    email: &str,
+    locale: Locale,
+) -> Result<()> {
+    let recent: bool = sqlx::query_scalar(
+        "select exists (select 1 from login_token where user_id = $1 and purpose = 'password_reset'
+                        and used_at is null and created_at > now() - interval '1 minute')",
+    )
+    .bind(user)
+    .fetch_one(tx.conn())
+    .await?;
+    if recent {
+        return Ok(());
+    }
+    sqlx::query(
+        "update login_token set used_at = now()
+         where user_id = $1 and purpose = 'password_reset' and used_at is null",
+    )
+    .bind(user)
+    .execute(tx.conn())
+    .await?;
+    let token = auth::random_token();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into login_token (id, user_id, purpose, token_hash, expires_at)
+         values ($1, $2, 'password_reset', $3, now() + make_interval(mins => $4))",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(auth::token_hash(&token))
+    .bind(RESET_TTL_MINUTES as i32)
+    .execute(tx.conn())
+    .await?;
+    enqueue(
+        tx,
+        NewMessage {
+            event_key: format!("password_reset:{id}"),
+            channel: Channel::Email,
+            recipient: email.to_owned(),
+            kind: Kind::PasswordReset,
+            locale,
+            data: json!({}),
+            secret: Some(token),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A money amount for a message: `12.34 EUR` (two decimals; the currencies Switchyard runs in have two).
+pub fn money(amount: i64, currency: &str) -> String {
+    let sign = if amount < 0 { "-" } else { "" };
+    let a = amount.unsigned_abs();
+    format!("{sign}{}.{:02} {currency}", a / 100, a % 100)
+}
+
+fn when(at: DateTime<Utc>, timezone: &str) -> String {
+    match timezone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => at
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string(),
+        Err(_) => at.format("%Y-%m-%d %H:%M UTC").to_string(),
+    }
+}
+
+/// Queues the receipt of an ended session to its patron, on the channels the patron chose for receipts (email by
+/// default). Once per session and channel (`session:<id>:receipt`).
+pub async fn receipt(tx: &mut TenantTx, session: &crate::sessions::Session) -> Result<()> {
+    let Some(ended) = session.ended_at else {
+        return Ok(());
+    };
+    let name: Option<String> =
+        sqlx::query_scalar("select display_name from patron where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(session.patron_id)
+            .fetch_optional(tx.conn())
+            .await?;
+    let Some(name) = name else {
+        return Ok(());
+    };
+    let (venue, station): (String, String) = sqlx::query_as(
+        "select v.name, s.name from station s join venue v on v.tenant_id = s.tenant_id and v.id = s.venue_id
+         where s.tenant_id = $1 and s.id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(session.station_id)
+    .fetch_one(tx.conn())
+    .await?;
+    let price = session.cost_at(ended);
+    let lines: Vec<serde_json::Value> = price
+        .lines
+        .iter()
+        .map(|l| json!({ "description": l.description, "amount": money(l.amount, &session.currency) }))
+        .collect();
+    // The debt account holds what is owed as a negative balance.
+    let debt = -crate::ledger::balance(
+        tx,
+        crate::ledger::Owner::Patron(session.patron_id),
+        crate::ledger::Purpose::Debt,
+        &session.currency,
+    )
+    .await?;
+    let data = json!({
+        "name": name,
+        "venue": venue,
+        "station": station,
+        "session_id": session.id,
+        "started_at": when(session.started_at, &session.timezone),
+        "ended_at": when(ended, &session.timezone),
+        "lines": lines,
+        "total": money(price.amount, &session.currency),
+        "debt": (debt > 0).then(|| money(debt, &session.currency)),
+    });
+    subjects::to_subject(
+        tx,
+        Subject::Patron(session.patron_id),
+        Topic::Receipts,
+        Kind::Receipt,
+        &format!("session:{}:receipt", session.id),
+        data,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues an SOS to every owner and every manager who sees its venue, on the channels each chose for SOS (email,
+/// SMS and push by default), each in the member's language.
+pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> {
+    let recipients: Vec<Uuid> = sqlx::query_scalar(
+        "select m.user_id from membership m
+         where m.tenant_id = $1 and (m.role = 'owner' or (m.role = 'manager' and (
+           not exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id)
+           or exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id
+                      and mv.venue_id = $2))))
+         order by m.user_id",
+    )
+    .bind(tx.tenant())
+    .bind(sos.venue_id)
+    .fetch_all(tx.conn())
+    .await?;
+    let (venue, timezone): (String, String) =
+        sqlx::query_as("select name, timezone from venue where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(sos.venue_id)
+            .fetch_one(tx.conn())
+            .await?;
+    let station: Option<String> = match sos.station_id {
+        Some(id) => {
+            sqlx::query_scalar("select name from station where tenant_id = $1 and id = $2")
+                .bind(tx.tenant())
+                .bind(id)
+                .fetch_optional(tx.conn())
+                .await?
+        }
+        None => None,
+    };
+    let data = json!({
+        "venue": venue,
+        "station": station,
+        "severity": sos.severity.as_str(),
+        "location": (!sos.location.is_empty()).then_some(&sos.location),
+        "note": (!sos.note.is_empty()).then_some(&sos.note),
+        "sos_id": sos.id,
+        "raised_at": when(sos.raised_at, &timezone),
+    });
+    for user in recipients {
+        subjects::to_subject(
+            tx,
+            Subject::Member(user),
+            Topic::Sos,
+            Kind::Sos,
+            &format!("sos:{}", sos.id),
+            data.clone(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A wallet that falls below this (minor units of its currency: 5.00) gets a low-balance notice.
+pub const LOW_BALANCE_MINOR: i64 = 500;
+
+async fn patron_name(tx: &mut TenantTx, patron: Uuid) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "select display_name from patron where tenant_id = $1 and id = $2 and not walk_in",
+    )
+    .bind(tx.tenant())
+    .bind(patron)
+    .fetch_optional(tx.conn())
+    .await?)
+}
+
+/// Queues a low-balance notice: `patron`'s wallet in `currency` fell from at least [`LOW_BALANCE_MINOR`] to
+/// `balance`. At most one a day per wallet (`low_balance:<patron>:<currency>:<date>`).
+pub async fn low_balance(
+    tx: &mut TenantTx,
+    patron: Uuid,
+    currency: &str,
+    balance: i64,
+) -> Result<()> {
+    let Some(name) = patron_name(tx, patron).await? else {
+        return Ok(());
+    };
+    subjects::to_subject(
+        tx,
+        Subject::Patron(patron),
+        Topic::LowBalance,
+        Kind::LowBalance,
+        &format!(
+            "low_balance:{patron}:{currency}:{}",
+            Utc::now().date_naive()
+        ),
+        json!({
+            "name": name,
+            "balance": money(balance, currency),
+            "threshold": money(LOW_BALANCE_MINOR, currency),
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues a debt notice: a charge to `patron` was booked (partly) as debt. At most one a day per currency
+/// (`debt:<patron>:<currency>:<date>`), with what is owed in all.
+pub async fn debt(tx: &mut TenantTx, patron: Uuid, currency: &str) -> Result<()> {
+    let Some(name) = patron_name(tx, patron).await? else {
+        return Ok(());
+    };
+    let owed = -crate::ledger::balance(
+        tx,
+        crate::ledger::Owner::Patron(patron),
+        crate::ledger::Purpose::Debt,
+        currency,
+    )
+    .await?;
+    if owed <= 0 {
+        return Ok(());
+    }
+    subjects::to_subject(
+        tx,
+        Subject::Patron(patron),
+        Topic::LowBalance,
+        Kind::Debt,
+        &format!("debt:{patron}:{currency}:{}", Utc::now().date_naive()),
+        json!({ "name": name, "debt": money(owed, currency) }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues a session's warning (`minutes` before its planned end) to its patron, on its session-warning channels
+/// (push by default). Once per session and warning.
+pub async fn session_warning(
+    tx: &mut TenantTx,
+    session: &crate::sessions::Session,
+    minutes: i64,
+) -> Result<()> {
+    let Some(name) = patron_name(tx, session.patron_id).await? else {
+        return Ok(());
+    };
+    let (venue, station): (String, String) = sqlx::query_as(
+        "select v.name, s.name from station s join venue v on v.tenant_id = s.tenant_id and v.id = s.venue_id
+         where s.tenant_id = $1 and s.id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(session.station_id)
+    .fetch_one(tx.conn())
+    .await?;
+    subjects::to_subject(
+        tx,
+        Subject::Patron(session.patron_id),
+        Topic::SessionWarnings,
+        Kind::SessionWarning,
+        &format!("session:{}:warn:{minutes}", session.id),
+        json!({ "name": name, "venue": venue, "station": station, "minutes": minutes }),
+    )
+    .await?;
+    Ok(())
+}
