@@ -54,6 +54,8 @@ pub struct App {
     pub events: Arc<EventHub>,
     /// Wake-ups for this process's charger connections (fed by the same signals as `commands`).
     pub charger_wakes: Arc<crate::ocpp::wakes::Wakes>,
+    /// The object store of receipts, invoices and reports (off without `S3_BUCKET`).
+    pub documents: switchyard_core::documents::Store,
 }
 
 impl std::ops::Deref for AppState {
@@ -67,7 +69,7 @@ impl std::ops::Deref for AppState {
 #[openapi(
     info(title = "Switchyard API", description = "REST surface of Switchyard. GraphQL is at /graphql."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "rentals"), (name = "payments"), (name = "health"))
+    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "rentals"), (name = "payments"), (name = "reports"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -109,6 +111,7 @@ impl AppState {
         ));
         let payments = config.payments.build()?;
         let events = EventHub::new(db.clone(), config.live_events);
+        let documents = switchyard_core::documents::Store::new(&config.documents);
         let schema = switchyard_graphql::build(
             db.clone(),
             accounts.clone(),
@@ -116,6 +119,7 @@ impl AppState {
             tick,
             payments.clone(),
             events.clone(),
+            documents.clone(),
         );
         let commands = tokio::sync::broadcast::channel(1024).0;
         Ok(Self(Arc::new(App {
@@ -132,6 +136,7 @@ impl AppState {
             commands,
             announcements: tokio::sync::broadcast::channel(4096).0,
             events,
+            documents,
         })))
     }
 }
@@ -176,6 +181,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::rentals::get))
         .routes(routes!(routes::sessions::extend))
         .routes(routes!(routes::sessions::stop, routes::sessions::get))
+        .routes(routes!(routes::reports::create, routes::reports::get))
+        .routes(routes!(routes::reports::by_session))
+        .routes(routes!(routes::reports::set_contact))
+        .routes(routes!(routes::reports::receipt))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
         .routes(routes!(routes::health::metrics))
@@ -454,6 +463,9 @@ impl Server {
         let state = AppState::new(config)?;
         if production {
             state.db.check_app_role().await?;
+        }
+        if state.config.documents.create_bucket {
+            state.documents.prepare().await?;
         }
         let metrics = match metrics_addr {
             None => None,
