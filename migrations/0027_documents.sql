@@ -63,7 +63,10 @@ create table invoice (
   primary key (tenant_id, id),
   foreign key (tenant_id, patron_id) references patron (tenant_id, id),
   constraint invoice_number_key unique (tenant_id, year, number),
-  constraint invoice_numbered check ((status = 'draft') = (number is null) and (number is null) = (year is null)),
+  -- Issued and paid invoices have a number, drafts none; a void one has one if it was issued before.
+  constraint invoice_numbered check ((number is null) = (year is null)
+                                     and (status not in ('issued', 'paid') or number is not null)
+                                     and (status <> 'draft' or number is null)),
   constraint invoice_paid check ((status = 'paid') = (paid_at is not null))
 );
 create index invoice_patron_idx on invoice (tenant_id, patron_id, created_at desc);

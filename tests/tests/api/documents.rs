@@ -288,13 +288,13 @@ async fn a_receipt_is_handed_only_to_its_tenant_and_to_its_own_patron() {
 
     // Another patron of the same operator, another tenant, an unknown id: not found, and no URL anywhere.
     let other = app.gql(Some(&sam_token), MINE, json!({"s": session})).await;
-    assert_eq!(gql_code(&other), "NOT_FOUND", "{other}");
+    assert_eq!(gql_code(&other), "not_found", "{other}");
     assert!(!other.to_string().contains("X-Amz"), "{other}");
     let stranger: Tenant = app.signup().await;
     let theirs = app
         .gql(Some(&stranger.access), RECEIPT, json!({"s": session}))
         .await;
-    assert_eq!(gql_code(&theirs), "NOT_FOUND", "{theirs}");
+    assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
     assert!(!theirs.to_string().contains("X-Amz"), "{theirs}");
     let (status, body) = app
         .get(
@@ -307,16 +307,16 @@ async fn a_receipt_is_handed_only_to_its_tenant_and_to_its_own_patron() {
     let unknown = app
         .gql(Some(&f.t.access), RECEIPT, json!({"s": Uuid::new_v4()}))
         .await;
-    assert_eq!(gql_code(&unknown), "NOT_FOUND", "{unknown}");
+    assert_eq!(gql_code(&unknown), "not_found", "{unknown}");
     // A staff token cannot use the patron field, nor a patron the staff one.
     let staff_on_patron_field = app
         .gql(Some(&f.t.access), MINE, json!({"s": session}))
         .await;
-    assert_eq!(gql_code(&staff_on_patron_field), "FORBIDDEN");
+    assert_eq!(gql_code(&staff_on_patron_field), "forbidden");
     let patron_on_staff_field = app
         .gql(Some(&noor_token), RECEIPT, json!({"s": session}))
         .await;
-    assert_eq!(gql_code(&patron_on_staff_field), "FORBIDDEN");
+    assert_eq!(gql_code(&patron_on_staff_field), "forbidden");
 }
 
 #[tokio::test]
@@ -339,7 +339,7 @@ async fn receipts_refuse_running_sessions_and_tax_settings_refuse_bad_values() {
             json!({"s": running["session_id"]}),
         )
         .await;
-    assert_eq!(gql_code(&answer), "CONFLICT", "{answer}");
+    assert_eq!(gql_code(&answer), "conflict", "{answer}");
     assert!(answer["errors"][0]["message"]
         .as_str()
         .unwrap()
@@ -367,7 +367,7 @@ async fn receipts_refuse_running_sessions_and_tax_settings_refuse_bad_values() {
                 json!({"v": f.venue}),
             )
             .await;
-        assert_eq!(gql_code(&answer), "VALIDATION_FAILED", "{answer}");
+        assert_eq!(gql_code(&answer), "validation_failed", "{answer}");
         assert!(!answer.to_string().contains("sqlx"), "{answer}");
     }
     // Another tenant's venue: not found; staff: forbidden.
@@ -379,7 +379,7 @@ async fn receipts_refuse_running_sessions_and_tax_settings_refuse_bad_values() {
             json!({"v": f.venue}),
         )
         .await;
-    assert_eq!(gql_code(&answer), "NOT_FOUND", "{answer}");
+    assert_eq!(gql_code(&answer), "not_found", "{answer}");
     let (_, staff) = app.add_member(&f.t, "STAFF").await;
     let answer = app
         .gql(
@@ -388,7 +388,7 @@ async fn receipts_refuse_running_sessions_and_tax_settings_refuse_bad_values() {
             json!({"v": f.venue}),
         )
         .await;
-    assert_eq!(gql_code(&answer), "FORBIDDEN", "{answer}");
+    assert_eq!(gql_code(&answer), "forbidden", "{answer}");
     let answer = app
         .gql(
             Some(&staff),
@@ -396,7 +396,7 @@ async fn receipts_refuse_running_sessions_and_tax_settings_refuse_bad_values() {
             json!({}),
         )
         .await;
-    assert_eq!(gql_code(&answer), "FORBIDDEN", "{answer}");
+    assert_eq!(gql_code(&answer), "forbidden", "{answer}");
 }
 
 const INVOICE_FIELDS: &str =
@@ -439,20 +439,20 @@ async fn an_invoice_goes_from_draft_to_issued_to_paid_and_its_pdf_lists_its_sess
 
     // A session is on one invoice at a time; sessions must be the patron's, ended, known.
     let again = draft(&app, &f, ada, &[two]).await;
-    assert_eq!(gql_code(&again), "CONFLICT", "{again}");
+    assert_eq!(gql_code(&again), "conflict", "{again}");
     let bob = patron(&app, &f, "Bob").await;
     let bobs = ended_session(&app, &f, bob).await;
     let mixed = draft(&app, &f, ada, &[bobs]).await;
-    assert_eq!(gql_code(&mixed), "VALIDATION_FAILED", "{mixed}");
+    assert_eq!(gql_code(&mixed), "validation_failed", "{mixed}");
     assert_eq!(mixed["errors"][0]["extensions"]["field"], "sessionIds");
     let none = draft(&app, &f, ada, &[]).await;
-    assert_eq!(gql_code(&none), "VALIDATION_FAILED", "{none}");
+    assert_eq!(gql_code(&none), "validation_failed", "{none}");
     let unknown = draft(&app, &f, ada, &[Uuid::new_v4()]).await;
-    assert_eq!(gql_code(&unknown), "NOT_FOUND", "{unknown}");
+    assert_eq!(gql_code(&unknown), "not_found", "{unknown}");
 
     // Paying a draft is refused; issuing numbers it and prints it.
     let early = invoice_op(&app, &f.t.access, "markInvoicePaid", &inv["id"]).await;
-    assert_eq!(gql_code(&early), "CONFLICT", "{early}");
+    assert_eq!(gql_code(&early), "conflict", "{early}");
     let issued = invoice_op(&app, &f.t.access, "issueInvoice", &inv["id"]).await["data"]
         ["issueInvoice"]
         .clone();
@@ -484,7 +484,7 @@ async fn an_invoice_goes_from_draft_to_issued_to_paid_and_its_pdf_lists_its_sess
     let repaid = invoice_op(&app, &f.t.access, "markInvoicePaid", &inv["id"]).await;
     assert_eq!(repaid["data"]["markInvoicePaid"]["paidAt"], paid["paidAt"]);
     let voided = invoice_op(&app, &f.t.access, "voidInvoice", &inv["id"]).await;
-    assert_eq!(gql_code(&voided), "CONFLICT", "{voided}");
+    assert_eq!(gql_code(&voided), "conflict", "{voided}");
 
     // A voided draft frees its session for another invoice.
     let bobs_invoice = draft(&app, &f, bob, &[bobs]).await["data"]["createInvoice"]["id"].clone();
@@ -513,13 +513,13 @@ async fn an_invoice_goes_from_draft_to_issued_to_paid_and_its_pdf_lists_its_sess
             json!({"i": inv["id"]}),
         )
         .await;
-    assert_eq!(gql_code(&theirs), "NOT_FOUND", "{theirs}");
+    assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
     assert!(!theirs.to_string().contains("X-Amz"));
     let theirs = invoice_op(&app, &stranger.access, "voidInvoice", &inv["id"]).await;
-    assert_eq!(gql_code(&theirs), "NOT_FOUND", "{theirs}");
+    assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
     let (_, staff) = app.add_member(&f.t, "STAFF").await;
     let denied = invoice_op(&app, &staff, "issueInvoice", &inv["id"]).await;
-    assert_eq!(gql_code(&denied), "FORBIDDEN", "{denied}");
+    assert_eq!(gql_code(&denied), "forbidden", "{denied}");
 }
 
 /// The acting owner as the core library sees it.

@@ -377,7 +377,7 @@ async fn reports_refuse_bad_input_and_other_tenants_clearly() {
         .await;
     assert_eq!(
         switchyard_tests::gql_code(&bad),
-        "VALIDATION_FAILED",
+        "validation_failed",
         "{bad}"
     );
     assert_eq!(bad["errors"][0]["extensions"]["field"], "template");
