@@ -112,11 +112,13 @@ pub async fn create(
                 &mut tx,
                 &actor,
                 &store,
-                &kind,
-                body.session_id,
-                body.email.as_deref(),
-                body.phone.as_deref(),
-                body.data,
+                reports::NewReport {
+                    kind: &kind,
+                    session_id: body.session_id,
+                    email: body.email.as_deref(),
+                    phone: body.phone.as_deref(),
+                    data: body.data,
+                },
             )
             .await?;
             let view = view(&store, actor.tenant, report).await?;

@@ -441,18 +441,32 @@ pub async fn set_contact(
     contact(tx, actor, session_id).await
 }
 
+/// What a report is made from (`POST /api/v1/reports/{kind}`).
+pub struct NewReport<'a> {
+    /// The kind's key.
+    pub kind: &'a str,
+    pub session_id: Uuid,
+    /// Recipients; each defaults to the session's contact.
+    pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub data: Value,
+}
+
 /// Generates a report of `kind` for a kiosk session from `data`, stores its PDF and, when an email or phone is
 /// given (here or on the session), queues its delivery (`delivery = pending`). Any member of the session's venue.
 pub async fn create(
     tx: &mut TenantTx,
     actor: &Actor,
     store: &Store,
-    kind_key: &str,
-    session_id: Uuid,
-    email: Option<&str>,
-    phone_number: Option<&str>,
-    data: Value,
+    new: NewReport<'_>,
 ) -> Result<Report> {
+    let NewReport {
+        kind: kind_key,
+        session_id,
+        email,
+        phone: phone_number,
+        data,
+    } = new;
     let kind = kind(tx, kind_key).await?;
     let session = visible_session(tx, actor, session_id).await?;
     let station = stations::get(tx, session.station_id).await?;

@@ -598,3 +598,48 @@ async fn invoice_numbers_are_gap_free_under_concurrent_issues_and_a_rolled_back_
     let theirs = invoice_op(&app, &g.t.access, "issueInvoice", &theirs).await;
     assert_eq!(theirs["data"]["issueInvoice"]["number"], 1, "{theirs}");
 }
+
+#[tokio::test]
+async fn a_walk_in_cash_sessions_receipt_says_cash_and_names_no_customer() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (status, body) = start(
+        &app,
+        &f.t.access,
+        Some("cash-1"),
+        json!({"station_id": f.station, "duration_minutes": 30, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let session = body["session_id"].as_str().unwrap();
+    let (status, _) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{session}"),
+            Some(&f.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let data = app
+        .gql_ok(&f.t.access, RECEIPT, json!({"s": session}))
+        .await;
+    let text = pdf_text(
+        &download(
+            &app,
+            data["sessionReceipt"]["download"]["url"].as_str().unwrap(),
+        )
+        .await,
+    )
+    .await;
+    assert!(text.contains("Paid by: Cash"), "{text}");
+    assert!(!text.contains("Customer:"), "{text}");
+    // Without legal details the organisation's name is the issuer.
+    let name = app
+        .gql_ok(&f.t.access, "{ tenant { name } }", json!({}))
+        .await["tenant"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.starts_with(&name), "{text}");
+}
