@@ -212,6 +212,23 @@ impl From<reports::ReportKind> for ReportKind {
     }
 }
 
+/// A venue's month: the sessions that ended in it and what they were charged, with the PDF.
+#[derive(SimpleObject)]
+pub struct VenueMonthlyReport {
+    pub venue_id: Uuid,
+    pub year: i32,
+    pub month: u32,
+    pub currency: String,
+    pub sessions: i64,
+    pub minutes: i64,
+    pub energy_wh: i64,
+    /// Charged, tax included (minor units).
+    pub total: i64,
+    pub tax: i64,
+    pub net: i64,
+    pub download: DocumentLink,
+}
+
 #[derive(Default)]
 pub struct DocumentQuery;
 
@@ -303,6 +320,37 @@ impl DocumentQuery {
         let (actor, mut tx) = begin(ctx).await?;
         actor.check_venue(venue_id, "venue").gql()?;
         Ok(documents::venue_tax(&mut tx, venue_id).await.gql()?.into())
+    }
+
+    /// The monthly PDF report of a venue (sessions ended in that month of the venue's time zone), made and stored
+    /// on request. Owners and managers of the venue.
+    #[graphql(guard = "ManagerGuard")]
+    async fn venue_monthly_report(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Uuid,
+        year: i32,
+        month: u32,
+    ) -> async_graphql::Result<VenueMonthlyReport> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let store = store(ctx)?;
+        let r = documents::monthly::generate(&mut tx, actor, store, venue_id, year, month)
+            .await
+            .gql()?;
+        let link = store.link(actor.tenant, &r.object_key).await.gql()?;
+        Ok(VenueMonthlyReport {
+            venue_id: r.venue_id,
+            year: r.year,
+            month: r.month,
+            currency: r.currency,
+            sessions: r.sessions,
+            minutes: r.minutes,
+            energy_wh: r.energy_wh,
+            total: r.split.gross,
+            tax: r.split.tax,
+            net: r.split.net,
+            download: link.into(),
+        })
     }
 
     /// The tenant's kiosk report kinds.

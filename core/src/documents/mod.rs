@@ -9,6 +9,7 @@
 
 pub mod delivery;
 pub mod invoices;
+pub mod monthly;
 pub mod pdf;
 pub mod receipts;
 pub mod reports;

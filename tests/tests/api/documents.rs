@@ -643,3 +643,85 @@ async fn a_walk_in_cash_sessions_receipt_says_cash_and_names_no_customer() {
         .to_owned();
     assert!(text.starts_with(&name), "{text}");
 }
+
+#[tokio::test]
+async fn a_venues_monthly_report_sums_the_months_ended_sessions_with_their_tax() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    legal_and_tax(&app, &f).await;
+    let ada = patron(&app, &f, "Ada").await;
+    ended_session(&app, &f, ada).await;
+    ended_session(&app, &f, ada).await;
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Europe::Berlin);
+    let (year, month) = (chrono::Datelike::year(&now), chrono::Datelike::month(&now));
+    const Q: &str = "query($v: UUID!, $y: Int!, $m: Int!) { venueMonthlyReport(venueId: $v, year: $y, month: $m) {
+        sessions minutes total tax net currency download { url } } }";
+    let data = app
+        .gql_ok(&f.t.access, Q, json!({"v": f.venue, "y": year, "m": month}))
+        .await;
+    let r = &data["venueMonthlyReport"];
+    assert_eq!(
+        (
+            r["sessions"].clone(),
+            r["minutes"].clone(),
+            r["total"].clone(),
+            r["tax"].clone(),
+            r["net"].clone()
+        ),
+        (json!(2), json!(60), json!(600), json!(96), json!(504)),
+        "{r}"
+    );
+    let url = r["download"]["url"].as_str().unwrap();
+    assert!(
+        url.contains(&format!(
+            "/{}/venue-reports/{}/{year:04}-{month:02}.pdf",
+            f.t.id, f.venue
+        )),
+        "{url}"
+    );
+    let text = pdf_text(&download(&app, url).await).await;
+    for needle in [
+        format!("Monthly report {year}-{month:02}: Arcade"),
+        "Sessions".into(),
+        "6.00 EUR".into(),
+        "of which VAT 19%".into(),
+        "0.96 EUR".into(),
+        "pc (2 sessions)".into(),
+        "Wallet (2 sessions)".into(),
+        "PC-1 (2 sessions)".into(),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} missing from:\n{text}");
+    }
+    // Another month has none; bad months, other tenants and staff are refused.
+    let empty = app
+        .gql_ok(&f.t.access, Q, json!({"v": f.venue, "y": 2001, "m": 1}))
+        .await;
+    assert_eq!(empty["venueMonthlyReport"]["sessions"], 0);
+    let bad = app
+        .gql(
+            Some(&f.t.access),
+            Q,
+            json!({"v": f.venue, "y": year, "m": 13}),
+        )
+        .await;
+    assert_eq!(gql_code(&bad), "validation_failed", "{bad}");
+    assert_eq!(bad["errors"][0]["extensions"]["field"], "month");
+    let stranger = app.signup().await;
+    let theirs = app
+        .gql(
+            Some(&stranger.access),
+            Q,
+            json!({"v": f.venue, "y": year, "m": month}),
+        )
+        .await;
+    assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
+    let (_, staff) = app.add_member(&f.t, "STAFF").await;
+    let denied = app
+        .gql(
+            Some(&staff),
+            Q,
+            json!({"v": f.venue, "y": year, "m": month}),
+        )
+        .await;
+    assert_eq!(gql_code(&denied), "forbidden", "{denied}");
+}
