@@ -353,6 +353,24 @@ impl DocumentQuery {
         })
     }
 
+    /// Sessions (started), payments (created) or ledger entries (of journals written) in `[from, to)` as CSV
+    /// (RFC 4180, header line, amounts in minor units, at most 50,000 rows and 366 days). Owners and managers;
+    /// the ledger only for members who see every venue.
+    #[graphql(guard = "ManagerGuard")]
+    async fn export_csv(
+        &self,
+        ctx: &Context<'_>,
+        what: documents::export::Export,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        venue_id: Option<Uuid>,
+    ) -> async_graphql::Result<String> {
+        let (actor, mut tx) = begin(ctx).await?;
+        documents::export::csv(&mut tx, actor, what, from, to, venue_id)
+            .await
+            .gql()
+    }
+
     /// The tenant's kiosk report kinds.
     async fn report_kinds(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ReportKind>> {
         let (_, mut tx) = begin(ctx).await?;

@@ -8,6 +8,7 @@
 //! Delivery by email or SMS belongs to the messaging outbox: [`delivery`] is the hook it calls.
 
 pub mod delivery;
+pub mod export;
 pub mod invoices;
 pub mod monthly;
 pub mod pdf;

@@ -725,3 +725,118 @@ async fn a_venues_monthly_report_sums_the_months_ended_sessions_with_their_tax()
         .await;
     assert_eq!(gql_code(&denied), "forbidden", "{denied}");
 }
+
+#[tokio::test]
+async fn sessions_payments_and_ledger_entries_export_as_csv_for_a_period() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let ada = patron(&app, &f, "Ada").await;
+    let session = ended_session(&app, &f, ada).await;
+    let from = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let to = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    const Q: &str = "query($w: Export!, $f: DateTime!, $t: DateTime!, $v: UUID) {
+        exportCsv(what: $w, from: $f, to: $t, venueId: $v) }";
+    let sessions = app
+        .gql_ok(
+            &f.t.access,
+            Q,
+            json!({"w": "SESSIONS", "f": from, "t": to, "v": f.venue}),
+        )
+        .await["exportCsv"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lines: Vec<&str> = sessions.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines[0],
+        "id,venue_id,station_id,station,patron_id,status,payment_method,started_at,ended_at,energy_wh,charged_amount,currency"
+    );
+    assert_eq!(lines.len(), 2, "{sessions}");
+    assert!(
+        lines[1].starts_with(&format!("{session},{},", f.venue)),
+        "{sessions}"
+    );
+    // Stopped after its planned end: it ended at that end, as `expired`.
+    assert!(
+        lines[1].contains(",PC-1,") && lines[1].contains(",expired,wallet,"),
+        "{sessions}"
+    );
+    assert!(lines[1].ends_with(",0,300,EUR"), "{sessions}");
+
+    // The ledger: every journal balances in the export too, and the session's charge is there.
+    let ledger = app
+        .gql_ok(&f.t.access, Q, json!({"w": "LEDGER", "f": from, "t": to}))
+        .await["exportCsv"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rows: Vec<Vec<&str>> = ledger
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(rows.len() >= 4, "{ledger}");
+    let mut sums = std::collections::HashMap::<&str, i64>::new();
+    for r in &rows {
+        *sums.entry(r[0]).or_default() += r[9].parse::<i64>().unwrap();
+    }
+    assert!(sums.values().all(|s| *s == 0), "{ledger}");
+    assert!(
+        rows.iter()
+            .any(|r| r[4] == session.to_string() && r[8] == "wallet" && r[9] == "-300"),
+        "{ledger}"
+    );
+    let payments = app
+        .gql_ok(&f.t.access, Q, json!({"w": "PAYMENTS", "f": from, "t": to}))
+        .await["exportCsv"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(payments
+        .starts_with("id,patron_id,venue_id,kind,status,provider,amount,currency,created_at"));
+
+    // Bad periods, other tenants' venues, staff.
+    let bad = app
+        .gql(
+            Some(&f.t.access),
+            Q,
+            json!({"w": "SESSIONS", "f": to, "t": from}),
+        )
+        .await;
+    assert_eq!(gql_code(&bad), "validation_failed", "{bad}");
+    let stranger = app.signup().await;
+    let theirs = app
+        .gql(
+            Some(&stranger.access),
+            Q,
+            json!({"w": "SESSIONS", "f": from, "t": to, "v": f.venue}),
+        )
+        .await;
+    assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
+    let own = app
+        .gql_ok(
+            &stranger.access,
+            Q,
+            json!({"w": "SESSIONS", "f": from, "t": to}),
+        )
+        .await;
+    assert_eq!(
+        own["exportCsv"]
+            .as_str()
+            .unwrap()
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .count(),
+        1
+    );
+    let (_, staff) = app.add_member(&f.t, "STAFF").await;
+    let denied = app
+        .gql(
+            Some(&staff),
+            Q,
+            json!({"w": "SESSIONS", "f": from, "t": to}),
+        )
+        .await;
+    assert_eq!(gql_code(&denied), "forbidden", "{denied}");
+}
