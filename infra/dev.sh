@@ -19,6 +19,8 @@ DEVICES_PORT=${SWITCHYARD_DEVICES_PORT:-$((21000 + $(printf '%s' "$ROOT" | cksum
 REDIS_PORT=${SWITCHYARD_REDIS_PORT:-$((16379 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 # The SMTP sink that the demo's and the tests' email is delivered to (tests/mail/smtp_sink.py).
 SMTP_SINK_PORT=${SWITCHYARD_SMTP_PORT:-$((14025 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
+# The private S3-compatible server (moto in server mode) for receipts, invoices and reports.
+S3_PORT=${SWITCHYARD_S3_PORT:-$((14100 + $(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 1000))}
 STARTED_PG=""
 CHILDREN=()
 
@@ -101,6 +103,47 @@ start_mail_sink() {
     >"$DATA/smtp-sink.log" 2>&1 & CHILDREN+=($!)
   for _ in $(seq 1 100); do port_open "$SMTP_SINK_PORT" && break; sleep 0.1; done
   port_open "$SMTP_SINK_PORT" || die "the SMTP sink did not start; see $DATA/smtp-sink.log"
+}
+
+# The S3-compatible server (moto in server mode) and pypdf, which the tests read the PDFs back with, live in a
+# private virtual environment, $DATA/s3-venv, with the exact versions of tests/s3/requirements.txt; made again only
+# when that file (or Debian's Python) changed. SWITCHYARD_S3_PYTHON points the tests at it.
+prepare_s3_server() {
+  local venv="$DATA/s3-venv" requirements="$ROOT/tests/s3/requirements.txt" want
+  want=$({ cat "$requirements"; /usr/bin/python3 --version; } | sha256sum | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/requirements.sha256" 2>/dev/null)" != "$want" ]; then
+    say "preparing the S3-compatible server (moto) in $venv"
+    rm -rf "$venv"
+    mkdir -p "$DATA"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
+      || die "could not install tests/s3/requirements.txt into $venv"
+    printf '%s\n' "$want" > "$venv/requirements.sha256"
+  fi
+  export SWITCHYARD_S3_PYTHON="$venv/bin/python"
+}
+
+# A private S3-compatible server on 127.0.0.1:$S3_PORT (in memory: its objects go when it stops), with the bucket
+# $1 created; stopped with everything else. Exports the S3_* settings for the API (unless S3_BUCKET is set: then
+# that store is used and nothing is started).
+start_s3() {
+  local bucket=$1
+  if [ -n "${S3_BUCKET:-}" ]; then
+    say "using the object store at ${S3_ENDPOINT:-AWS}, bucket $S3_BUCKET"
+    return
+  fi
+  if port_open "$S3_PORT"; then
+    say "using the S3-compatible server already on 127.0.0.1:$S3_PORT"
+  else
+    say "starting the S3-compatible server (moto) on 127.0.0.1:$S3_PORT"
+    "$DATA/s3-venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$DATA/s3.log" 2>&1 & CHILDREN+=($!)
+    for _ in $(seq 1 100); do port_open "$S3_PORT" && break; sleep 0.1; done
+    port_open "$S3_PORT" || die "the S3-compatible server did not start; see $DATA/s3.log"
+  fi
+  curl -fsS -o /dev/null -X PUT "http://127.0.0.1:$S3_PORT/$bucket" || die "could not create the bucket $bucket"
+  # moto accepts any key pair; these only have to be present and signed with.
+  export S3_ENDPOINT="http://127.0.0.1:$S3_PORT" S3_REGION=us-east-1 S3_BUCKET="$bucket" S3_FORCE_PATH_STYLE=true \
+    S3_ACCESS_KEY_ID=switchyard-dev S3_SECRET_ACCESS_KEY=switchyard-dev-secret
 }
 
 # Runs a Postgres server binary as the cluster's owner: postgres refuses to run as root.
@@ -214,6 +257,7 @@ jwt_secret() {
 up() {
   ensure_packages
   prepare_ocpp_peer
+  prepare_s3_server
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   start_postgres
@@ -224,6 +268,7 @@ up() {
     export SMTP_HOST=127.0.0.1 SMTP_PORT="$SMTP_SINK_PORT" SMTP_SECURITY=none
     export SMTP_FROM_ADDRESS="${SMTP_FROM_ADDRESS:-noreply@demo.switchyard.test}"
   fi
+  start_s3 switchyard-documents
   set_urls switchyard
   export JWT_SECRET="${JWT_SECRET:-$(jwt_secret)}"
   export LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
@@ -255,6 +300,8 @@ up() {
     Health / metrics:                 $url/readyz   $url/metrics
     Mail (invitations, codes, receipts, SOS) from the demo, one .eml and one .json per message:
                                       $DATA/mail/   (SMTP sink on 127.0.0.1:$SMTP_SINK_PORT)
+    Documents (receipts, invoices, reports): ${S3_ENDPOINT:-AWS}/${S3_BUCKET} (in memory; download links from
+      sessionReceipt, invoice { download }, GET /api/v1/reports/{id})
   $logins
   Demo arcade: its edge bridge is connected (metrics: http://127.0.0.1:$((DEVICES_PORT + 4))/metrics); simulated
   devices print their switches here (PS5-01 and Pinball on Shelly plugs, PC-03 behind the MikroTik, Karaoke
@@ -299,6 +346,7 @@ test_suite() {
   export PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off"
   ensure_packages
   prepare_ocpp_peer
+  prepare_s3_server
   trap cleanup EXIT
   start_postgres
   start_mosquitto
@@ -325,6 +373,7 @@ test_suite() {
   export TEST_SMTP_CA="$tls/ca.pem"
   export TEST_SMTP_PORT="$SMTP_SINK_PORT" TEST_MAIL_DIR="$DATA/test-mail"
   export TEST_SMTP_USERNAME=switchyard-tests TEST_SMTP_PASSWORD=sink-password-1
+  start_s3 switchyard-test
   set_urls switchyard_test
   say "preparing a fresh test database"
   local admin="${DATABASE_URL%/*}/postgres"
@@ -374,7 +423,12 @@ bench() {
     ocpp) shift; ulimit -n "$(ulimit -Hn)"
       # 10,000 chargers on the API, then the same load on the Python central system (tests/ocpp).
       "$bin/bench-ocpp" "$@" ;;
-    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp" ;;
+    receipts) shift
+      # Generation alone, then generation and upload to the local S3-compatible server.
+      prepare_s3_server
+      start_s3 switchyard-bench
+      "$bin/bench-receipts" "$@" ;;
+    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp | receipts" ;;
   esac
 }
 
@@ -382,5 +436,5 @@ case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge|ocpp [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge|ocpp|receipts [options]" >&2; exit 2 ;;
 esac

@@ -55,6 +55,8 @@ pub struct App {
     /// Wake-ups for this process's charger connections (fed by the same signals as `commands`).
     /// What this process's charger connections share (wake-ups, the group commit of meter values).
     pub chargers: Arc<crate::ocpp::Shared>,
+    /// The object store of receipts, invoices and reports (off without `S3_BUCKET`).
+    pub documents: switchyard_core::documents::Store,
 }
 
 impl std::ops::Deref for AppState {
@@ -68,7 +70,7 @@ impl std::ops::Deref for AppState {
 #[openapi(
     info(title = "Switchyard API", description = "REST surface of Switchyard. GraphQL is at /graphql."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "rentals"), (name = "payments"), (name = "health"))
+    tags((name = "auth"), (name = "stations"), (name = "sessions"), (name = "rentals"), (name = "payments"), (name = "reports"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -110,6 +112,7 @@ impl AppState {
         ));
         let payments = config.payments.build()?;
         let events = EventHub::new(db.clone(), config.live_events);
+        let documents = switchyard_core::documents::Store::new(&config.documents);
         let schema = switchyard_graphql::build(
             db.clone(),
             accounts.clone(),
@@ -117,6 +120,7 @@ impl AppState {
             tick,
             payments.clone(),
             events.clone(),
+            documents.clone(),
         );
         let commands = tokio::sync::broadcast::channel(1024).0;
         let chargers = crate::ocpp::Shared::new(
@@ -138,6 +142,7 @@ impl AppState {
             commands,
             announcements: tokio::sync::broadcast::channel(4096).0,
             events,
+            documents,
         })))
     }
 }
@@ -185,6 +190,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::rentals::get))
         .routes(routes!(routes::sessions::extend))
         .routes(routes!(routes::sessions::stop, routes::sessions::get))
+        .routes(routes!(routes::reports::create, routes::reports::get))
+        .routes(routes!(routes::reports::by_session))
+        .routes(routes!(routes::reports::set_contact))
+        .routes(routes!(routes::reports::receipt))
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
         .routes(routes!(routes::health::metrics))
@@ -463,6 +472,9 @@ impl Server {
         let state = AppState::new(config)?;
         if production {
             state.db.check_app_role().await?;
+        }
+        if state.config.documents.create_bucket {
+            state.documents.prepare().await?;
         }
         let metrics = match metrics_addr {
             None => None,

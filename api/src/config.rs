@@ -73,6 +73,8 @@ pub struct Config {
     pub live_events: switchyard_core::events::HubLimits,
     /// Subscriptions one `/graphql/ws` connection may run at once.
     pub subscriptions_per_connection: usize,
+    /// Where receipts, invoices and reports are stored (`S3_*`, `DOCUMENT_URL_TTL_SECS`).
+    pub documents: switchyard_core::documents::StoreSettings,
 }
 
 /// The most an access token may live.
@@ -277,6 +279,7 @@ impl Config {
             },
             subscriptions_per_connection: parse("SUBSCRIPTIONS_PER_CONNECTION", 20)?.clamp(1, 1000)
                 as usize,
+            documents: switchyard_core::documents::StoreSettings::from_lookup(var)?,
         })
     }
 

@@ -62,6 +62,8 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
             .login(owner_email, owner_password, None, None)
             .await?;
         tracing::info!("demo tenant already seeded");
+        let owner = member(state, &pair.access_token).await?;
+        demo_documents(state, &owner).await?;
         return Ok(TenantId(pair.tenant_id));
     }
     let outcome = state
@@ -279,8 +281,32 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
     patrons::add_rfid_tag(&mut tx, &owner, patron.id, "04A1B2C3").await?;
     patrons::top_up_cash(&mut tx, &owner, patron.id, arcade, 5000, "demo-seed").await?;
     tx.commit().await?;
+    demo_documents(state, &owner).await?;
     tracing::info!(tenant.id = %tenant, "demo tenant seeded");
     Ok(tenant)
+}
+
+/// The demo's documents: legal details for receipts and invoices, 19 % VAT included at both venues, and seed
+/// 003's two report kinds (`diagnostics`, `thickness`). Idempotent (run on every seed).
+async fn demo_documents(state: &AppState, owner: &Actor) -> anyhow::Result<()> {
+    use switchyard_core::documents::{self, reports};
+    let mut tx = state.db.begin_tenant(owner.tenant).await?;
+    documents::set_legal(
+        &mut tx,
+        owner,
+        Some("Demo Play & Charge GmbH".into()),
+        Some("Alexanderplatz 1, 10178 Berlin, Germany".into()),
+        Some("DE123456789".into()),
+    )
+    .await?;
+    for venue in venues::list(&mut tx, false).await? {
+        documents::set_venue_tax(&mut tx, owner, venue.id, 1900, Some("VAT".into())).await?;
+    }
+    for (key, title, template) in reports::demo_kinds() {
+        reports::define_kind(&mut tx, owner, key, title, template).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn venue(

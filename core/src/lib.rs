@@ -8,6 +8,7 @@ pub mod cabinets;
 pub mod charging;
 pub mod dashboard;
 pub mod db;
+pub mod documents;
 pub mod error;
 pub mod events;
 pub mod idempotency;

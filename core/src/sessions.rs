@@ -464,6 +464,20 @@ pub async fn start_by(
         deposit_amount: 0,
     };
     let session = insert(tx, row).await?;
+    // Its receipt says how it was paid (the wallet unless recorded here; migration 0027).
+    let paid_by = match (input.payment, card.is_some()) {
+        (_, true) => Some("card"),
+        (Payment::Cash, false) => Some("cash"),
+        (Payment::Wallet, false) => None,
+    };
+    if let Some(method) = paid_by {
+        sqlx::query("update session set payment_method = $3 where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(session.id)
+            .bind(method)
+            .execute(tx.conn())
+            .await?;
+    }
     switch(tx, &session, true, "switch_on").await?;
     announce(
         tx,

@@ -6,6 +6,7 @@
 mod account;
 mod bridges;
 mod charging;
+mod documents;
 mod limits;
 pub mod live;
 pub mod loaders;
@@ -52,6 +53,7 @@ pub struct QueryRoot(
     staff::StaffQuery,
     patron_actions::PatronActionQuery,
     self_service::SelfServiceQuery,
+    documents::DocumentQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -70,6 +72,7 @@ pub struct MutationRoot(
     staff::StaffMutation,
     patron_actions::PatronActionMutation,
     self_service::SelfServiceMutation,
+    documents::DocumentMutation,
 );
 
 pub use live::SubscriptionRoot;
@@ -84,6 +87,7 @@ pub fn build(
     tick: BillingTick,
     payments: Arc<dyn PaymentProvider>,
     events: Arc<switchyard_core::events::EventHub>,
+    documents: switchyard_core::documents::Store,
 ) -> AppSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
@@ -95,6 +99,7 @@ pub fn build(
     .data(accounts)
     .data(tick)
     .data(payments)
+    .data(documents)
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_recursive_depth((limits.max_depth * 2).max(64))

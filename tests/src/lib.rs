@@ -118,6 +118,16 @@ pub const PRODUCTION: [(&str, &str); 4] = [
     ("STRIPE_API_BASE", "http://127.0.0.1:9/"),
 ];
 
+/// The object-store settings the test apps take from the environment (`./infra/dev.sh test` sets them).
+pub const S3_SETTINGS: [&str; 6] = [
+    "S3_ENDPOINT",
+    "S3_REGION",
+    "S3_BUCKET",
+    "S3_FORCE_PATH_STYLE",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+];
+
 /// Starts the app with some settings overridden (`("APP_ENV", "production")` ...).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let mut vars: HashMap<String, String> = HashMap::from([
@@ -134,6 +144,12 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     // Wake-ups go through the suite's Redis (an override of "" falls back to Postgres notify).
     if let Ok(redis) = std::env::var("TEST_REDIS_URL") {
         vars.insert("REDIS_URL".into(), redis);
+    }
+    // The object store `./infra/dev.sh test` started (documents).
+    for key in S3_SETTINGS {
+        if let Ok(value) = std::env::var(key) {
+            vars.insert(key.into(), value);
+        }
     }
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());

@@ -8,5 +8,6 @@ pub mod health;
 pub mod payments;
 pub mod qr;
 pub mod rentals;
+pub mod reports;
 pub mod sessions;
 pub mod stations;

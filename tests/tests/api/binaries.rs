@@ -130,6 +130,23 @@ async fn switchyard_migrates_a_fresh_database_serves_it_and_stops_on_sigterm() {
         .as_str()
         .unwrap()
         .to_owned();
+    // The demo's documents: seed 003's two report kinds and the issuer's legal name.
+    let documents: Value = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"query": "{ reportKinds { key } legalDetails { legalName } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        documents["data"],
+        serde_json::json!({"reportKinds": [{"key": "diagnostics"}, {"key": "thickness"}],
+                           "legalDetails": {"legalName": "Demo Play & Charge GmbH"}}),
+        "{documents}"
+    );
     let stations: Value = reqwest::Client::new()
         .get(format!("{base}/api/v1/stations"))
         .bearer_auth(&token)

@@ -207,7 +207,10 @@ async fn the_openapi_document_covers_every_rest_route() {
             "GET /api/v1/payments/intent/{id}",
             "GET /api/v1/payments/status/{id}",
             "GET /api/v1/rentals/{id}",
+            "GET /api/v1/reports/session/{id}",
+            "GET /api/v1/reports/{id}",
             "GET /api/v1/sessions/{id}",
+            "GET /api/v1/sessions/{id}/receipt",
             "GET /api/v1/stations",
             "GET /api/v1/stations/{id}",
             "GET /api/v1/stations/{id}/qr",
@@ -234,8 +237,10 @@ async fn the_openapi_document_covers_every_rest_route() {
             "POST /api/v1/rentals/quote",
             "POST /api/v1/rentals/start",
             "POST /api/v1/rentals/stop",
+            "POST /api/v1/reports/{id}",
             "POST /api/v1/sessions/start",
             "POST /webhooks/stripe",
+            "PUT /api/v1/sessions/{id}/contact",
             "PUT /api/v1/sessions/{id}/extend",
         ]
     );
