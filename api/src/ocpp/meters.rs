@@ -74,6 +74,14 @@ impl Meters {
     /// Writes a tenant's queue until it is empty; then the queue goes (under the same lock a new message checks, so
     /// no message is left without a flush).
     async fn flush(self: Arc<Self>, tenant: TenantId) {
+        // Should this task end early (a panic), the tenant's queue goes with it: the waiting messages are answered
+        // "send it again" (their senders dropped) and the next message starts a new flush, rather than waiting on a
+        // flush that is gone.
+        let mut gone = Gone {
+            meters: &self,
+            tenant,
+            armed: true,
+        };
         loop {
             let Ok(_slot) = self.slots.acquire().await else {
                 return;
@@ -81,10 +89,12 @@ impl Meters {
             let items: Vec<Item> = {
                 let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(queue) = queues.get_mut(&tenant) else {
+                    gone.armed = false;
                     return;
                 };
                 if queue.is_empty() {
                     queues.remove(&tenant);
+                    gone.armed = false;
                     return;
                 }
                 let take = queue.len().min(MAX_BATCH);
@@ -127,5 +137,23 @@ impl Meters {
             }
         }
         result
+    }
+}
+
+/// Drops a tenant's queue when its flush ends early; disarmed by a normal end (which removed the queue itself, under
+/// the lock a new message checks).
+struct Gone<'a> {
+    meters: &'a Meters,
+    tenant: TenantId,
+    armed: bool,
+}
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut queues = self.meters.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.remove(&self.tenant);
     }
 }
