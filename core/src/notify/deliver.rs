@@ -7,7 +7,8 @@
 //! at once on a permanent refusal).
 //!
 //! **At least once.** The attempt is committed before the message goes out and the outcome after, so two workers
-//! never send the same message while a lease holds (the lease is longer than the transport's timeout), and a worker
+//! never send the same message while a lease holds (the lease is longer than the transport's timeout and starts again
+//! when an attempt begins, so a long batch does not outrun it), and a worker
 //! that dies before sending leaves the message to the next pass after the lease. A worker that dies after the
 //! server accepted the message but before the outcome is written leaves it `pending`, and the next pass sends it
 //! again: the only window for a duplicate. Each email carries a stable `Message-ID` (`<notification id@switchyard>`)
@@ -236,13 +237,17 @@ pub async fn begin(
             .increment(1);
         return Ok(Begin::Broken);
     };
+    // The lease starts again with the attempt (by the database's clock): a batch that has run a while must not let
+    // another worker claim a message this one is about to send.
     let attempts: i32 = sqlx::query_scalar(
-        "update notification set attempts = attempts + 1, last_attempt_at = $3
+        "update notification set attempts = attempts + 1, last_attempt_at = $3,
+           next_attempt_at = greatest(next_attempt_at, now() + make_interval(secs => $4))
          where tenant_id = $1 and id = $2 returning attempts",
     )
     .bind(tenant)
     .bind(claimed.notification_id)
     .bind(now)
+    .bind(f64::from(settings.lease_secs))
     .fetch_one(tx.conn())
     .await?;
     tx.commit().await?;

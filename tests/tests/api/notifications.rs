@@ -683,7 +683,8 @@ async fn each_message_is_delivered_once_by_two_overlapping_workers_and_after_a_c
     if let Some(first) = first {
         first.await.unwrap_or_else(|e| panic!("{}", e.safe));
     }
-    let after_lease = now + Duration::seconds(i64::from(settings.lease_secs) + 1);
+    // (Well after: the lease started again when the attempt began, by the database's clock.)
+    let after_lease = now + Duration::seconds(i64::from(settings.lease_secs) + 60);
     deliver::run_once(&db, &transports, &settings, after_lease)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -701,12 +702,47 @@ async fn each_message_is_delivered_once_by_two_overlapping_workers_and_after_a_c
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(late_record, deliver::Outcome::Lost);
 
+    // A batch that has run a while: its claim's lease is nearly over when a message's attempt begins. The lease
+    // starts again with the attempt, so no other worker claims the message while it is being sent.
+    let slow = unique_email("slow");
+    invite(&app, &t.access, &slow, None).await;
+    let claimed = deliver::claim(&db, &settings, &["email".to_owned()], Utc::now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(claimed.len(), 1);
+    let mut tx = app.tenant_tx(t.id).await;
+    sqlx::query("update notification set next_attempt_at = now() + interval '5 seconds' where recipient = $1")
+        .bind(&slow)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let Ok(Begin::Send(_)) = deliver::begin(&db, &claimed[0], &settings, Utc::now()).await else {
+        panic!("the claimed message should be sent");
+    };
+    let other = deliver::claim(
+        &db,
+        &settings,
+        &["email".to_owned()],
+        Utc::now() + Duration::seconds(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        other.is_empty(),
+        "claimed again while its attempt runs: {other:?}"
+    );
+    deliver::run_once(&db, &transports, &settings, Utc::now() + Duration::hours(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(copies(&slow).len(), 1);
+
     // A pass after everything was sent sends nothing more.
     let pass = deliver::run_once(&db, &transports, &settings, Utc::now() + Duration::hours(2))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pass.claimed, 0);
-    for e in emails.iter().chain([&late]) {
+    for e in emails.iter().chain([&late, &slow]) {
         assert_eq!(copies(e).len(), 1, "{e}");
     }
 }
