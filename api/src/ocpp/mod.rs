@@ -8,9 +8,10 @@
 //! After it, a [`run`] loop serves the connection — the same loop serves a charger whose frames an edge bridge
 //! relays — over two channels, so the socket's own pump ([`pump`]) keeps the WebSocket details: pings every
 //! `OCPP_PING_SECS`, a charger silent for `OCPP_DEAD_AFTER_SECS` is dead and closed. The loop answers the
-//! charger's CALLs in order, each in its own tenant transaction (a CALL id seen again is answered again, not
-//! applied again); and sends the central system's calls from the outbox one at a time, each answered or timed out
-//! (`OCPP_CALL_TIMEOUT_SECS`) before the next. A wake-up for the charger's venue (the signals the bridges use)
+//! charger's CALLs in order, each in its own tenant transaction — but an accepted charger's heartbeats (answered
+//! from memory) and 1.6 meter values (stored by the group commit of [`meters`]) — and a CALL id seen again is
+//! answered again, not applied again; and it sends the central system's calls from the outbox one at a time, each
+//! answered or timed out (`OCPP_CALL_TIMEOUT_SECS`) before the next. A wake-up for the charger's venue (the signals the bridges use)
 //! makes it look for calls at once; a 30-second check makes up for a lost wake-up and notices a newer connection
 //! of the same charger, which replaces this one.
 
