@@ -57,38 +57,33 @@ ensure_packages() {
   fi
 }
 
-# The OCPP test peer (tests/ocpp: a charge point and a central system written with the Python `ocpp` package) runs
-# in a private virtual environment, $DATA/ocpp-venv, with the exact versions of tests/ocpp/requirements.txt. It is
-# made again only when that file (or Debian's Python) changed; SWITCHYARD_OCPP_PYTHON points the tests at it.
-prepare_ocpp_peer() {
-  local venv="$DATA/ocpp-venv" requirements="$ROOT/tests/ocpp/requirements.txt" want
+# A private Python virtual environment, $DATA/<$1>-venv, with the exact versions of tests/<$1>/requirements.txt;
+# made again only when that file (or Debian's Python) changed. $2 names it in the log; $3, a program it must hold.
+python_venv() {
+  local name=$1 what=$2 program=${3:-python}
+  local venv="$DATA/$name-venv" requirements="$ROOT/tests/$name/requirements.txt" want
   want=$({ cat "$requirements"; /usr/bin/python3 --version; } | sha256sum | cut -d' ' -f1)
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/requirements.sha256" 2>/dev/null)" != "$want" ]; then
-    say "preparing the OCPP test peer's Python in $venv"
+  if [ ! -x "$venv/bin/$program" ] || [ "$(cat "$venv/requirements.sha256" 2>/dev/null)" != "$want" ]; then
+    say "preparing $what in $venv"
     rm -rf "$venv"
     mkdir -p "$DATA"
     /usr/bin/python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
-      || die "could not install tests/ocpp/requirements.txt into $venv"
+      || die "could not install tests/$name/requirements.txt into $venv"
     printf '%s\n' "$want" > "$venv/requirements.sha256"
   fi
-  export SWITCHYARD_OCPP_PYTHON="$venv/bin/python"
 }
 
-# The SMTP sink (tests/mail/smtp_sink.py, on the PyPI package aiosmtpd) runs in a private virtual environment,
-# $DATA/mail-venv, with the exact versions of tests/mail/requirements.txt, made again only when that file changed.
+# The OCPP test peer (tests/ocpp: a charge point and a central system written with the Python `ocpp` package);
+# SWITCHYARD_OCPP_PYTHON points the tests at it.
+prepare_ocpp_peer() {
+  python_venv ocpp "the OCPP test peer's Python"
+  export SWITCHYARD_OCPP_PYTHON="$DATA/ocpp-venv/bin/python"
+}
+
+# The SMTP sink (tests/mail/smtp_sink.py, on the PyPI package aiosmtpd).
 prepare_mail_sink() {
-  local venv="$DATA/mail-venv" requirements="$ROOT/tests/mail/requirements.txt" want
-  want=$({ cat "$requirements"; /usr/bin/python3 --version; } | sha256sum | cut -d' ' -f1)
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/requirements.sha256" 2>/dev/null)" != "$want" ]; then
-    say "preparing the SMTP sink's Python in $venv"
-    rm -rf "$venv"
-    mkdir -p "$DATA"
-    /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
-      || die "could not install tests/mail/requirements.txt into $venv"
-    printf '%s\n' "$want" > "$venv/requirements.sha256"
-  fi
+  python_venv mail "the SMTP sink's Python"
 }
 
 # Starts the SMTP sink on 127.0.0.1:$SMTP_SINK_PORT writing every message it accepts to folder $1 (as .eml and
@@ -105,22 +100,11 @@ start_mail_sink() {
   port_open "$SMTP_SINK_PORT" || die "the SMTP sink did not start; see $DATA/smtp-sink.log"
 }
 
-# The S3-compatible server (moto in server mode) and pypdf, which the tests read the PDFs back with, live in a
-# private virtual environment, $DATA/s3-venv, with the exact versions of tests/s3/requirements.txt; made again only
-# when that file (or Debian's Python) changed. SWITCHYARD_S3_PYTHON points the tests at it.
+# The S3-compatible server (moto in server mode) and pypdf, which the tests read the PDFs back with;
+# SWITCHYARD_S3_PYTHON points the tests at it.
 prepare_s3_server() {
-  local venv="$DATA/s3-venv" requirements="$ROOT/tests/s3/requirements.txt" want
-  want=$({ cat "$requirements"; /usr/bin/python3 --version; } | sha256sum | cut -d' ' -f1)
-  if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/requirements.sha256" 2>/dev/null)" != "$want" ]; then
-    say "preparing the S3-compatible server (moto) in $venv"
-    rm -rf "$venv"
-    mkdir -p "$DATA"
-    /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
-      || die "could not install tests/s3/requirements.txt into $venv"
-    printf '%s\n' "$want" > "$venv/requirements.sha256"
-  fi
-  export SWITCHYARD_S3_PYTHON="$venv/bin/python"
+  python_venv s3 "the S3-compatible server (moto)" moto_server
+  export SWITCHYARD_S3_PYTHON="$DATA/s3-venv/bin/python"
 }
 
 # A private S3-compatible server on 127.0.0.1:$S3_PORT (in memory: its objects go when it stops), with the bucket
