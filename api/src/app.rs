@@ -126,7 +126,10 @@ impl AppState {
         let chargers = crate::ocpp::Shared::new(
             db.clone(),
             commands.clone(),
-            config.db_max_connections as usize / 2,
+            config
+                .ocpp
+                .meter_flushes
+                .unwrap_or(config.db_max_connections as usize / 2),
         );
         Ok(Self(Arc::new(App {
             tenants: crate::fairness::TenantLimiter::new(

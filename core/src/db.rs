@@ -66,6 +66,9 @@ impl Drop for Turn {
     }
 }
 
+/// How long a pooled connection may sit idle before it is pinged on its way out ([`Db::connect_lazy`]).
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Db {
     /// Connects lazily: the first query opens the first connection, so a service can start (and answer `/readyz`
     /// with "not ready") while the database is still coming up.
@@ -74,6 +77,18 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(5))
+            // A connection used within the last few seconds is handed out as it is; one idle for longer is pinged
+            // first (a round trip), so one the database dropped while it sat idle is caught before use, while a
+            // busy pool does not pay a round trip per transaction.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options.application_name("switchyard"));
         Ok(Self {
             pool,
@@ -162,17 +177,21 @@ impl Db {
                 })
             }
         };
-        let mut tx = self.pool.begin().await?;
-        let confine = match pace {
-            Pace::Normal => "select set_config('app.tenant_id', $1, true)",
+        // One round trip: the transaction begins and is confined in the same simple query. The tenant id is a
+        // UUID (hex digits and dashes), so writing it into the text cannot change the statement.
+        let settings = match pace {
+            Pace::Normal => "",
             Pace::Hot => {
-                "select set_config('app.tenant_id', $1, true), set_config('synchronous_commit', 'off', true),
-                   set_config('plan_cache_mode', 'force_generic_plan', true)"
+                ", set_config('synchronous_commit', 'off', true), \
+                 set_config('plan_cache_mode', 'force_generic_plan', true)"
             }
         };
-        sqlx::query(confine)
-            .bind(tenant.0.to_string())
-            .execute(&mut *tx)
+        let tx = self
+            .pool
+            .begin_with(format!(
+                "begin; select set_config('app.tenant_id', '{}', true){settings}",
+                tenant.0
+            ))
             .await?;
         Ok(TenantTx {
             tx,

@@ -50,6 +50,8 @@ pub struct OcppSettings {
     pub ping_interval: Duration,
     /// ... and the silence after which it is taken for dead.
     pub dead_after: Duration,
+    /// How many tenants' meter-value flushes may hold a database connection at once (`None`: half the pool).
+    pub meter_flushes: Option<usize>,
 }
 
 impl OcppSettings {
@@ -76,6 +78,17 @@ impl OcppSettings {
             call_ttl: secs("OCPP_CALL_TTL_SECS", 600, 7 * 86_400)?,
             ping_interval: secs("OCPP_PING_SECS", 20, 3600)?,
             dead_after: secs("OCPP_DEAD_AFTER_SECS", 50, 7200)?,
+            meter_flushes: match var("OCPP_METER_FLUSHES") {
+                None => None,
+                Some(v) => Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .with_context(|| {
+                            format!("OCPP_METER_FLUSHES must be a whole number from 1 to 1000, not {v:?}")
+                        })?,
+                ),
+            },
         })
     }
 }
