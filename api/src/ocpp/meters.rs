@@ -1,6 +1,8 @@
 //! Group commit for what chargers send most: 1.6 MeterValues, and the "seen" mark of heartbeats (and of any
-//! message that takes this way). A connection hands its message here and waits; the answer goes to the charger
-//! only once the reading is committed, so a MeterValues answered is a MeterValues stored. The commit does not wait
+//! message that takes this way); and, in the same transactions, the check every connection makes when it has
+//! nothing in flight (whether it is still the charger's live one and whether a call waits for it). A connection
+//! hands its message or check here and waits; the answer goes to the charger only once the reading is committed,
+//! so a MeterValues answered is a MeterValues stored. The commit does not wait
 //! for the disk ([`switchyard_core::Db::begin_tenant_hot`]): a reading is an energy register the charger's next
 //! reading states again, so a crash of Postgres that forgets the last fraction of a second of them loses nothing
 //! that lasts, and waiting for the disk (3 ms a flush on the benchmark machine) would bound the rate instead.
@@ -33,8 +35,14 @@ pub struct Meters {
 struct Item {
     reading: Option<Reading>,
     seen: Option<Uuid>,
-    done: oneshot::Sender<bool>,
+    /// A connection's check: (charger, connection).
+    check: Option<(Uuid, Uuid)>,
+    done: oneshot::Sender<Answer>,
 }
+
+/// What a flush tells each waiting item: `None` when its transaction failed, else the check's standing (as
+/// [`charging::standing`] gives it; `None` for an item without a check).
+type Answer = Option<Option<bool>>;
 
 impl Meters {
     /// `slots`: how many tenants' flushes may hold a database connection at once.
@@ -54,6 +62,29 @@ impl Meters {
         reading: Option<Reading>,
         seen: Option<Uuid>,
     ) -> bool {
+        self.queue(tenant, reading, seen, None).await.is_some()
+    }
+
+    /// A connection's check ([`charging::standing`]): `None` when it is no longer the charger's live connection,
+    /// else whether a call waits for it; an error when the database could not answer.
+    pub async fn standing(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        charger: Uuid,
+        connection: Uuid,
+    ) -> anyhow::Result<Option<bool>> {
+        self.queue(tenant, None, None, Some((charger, connection)))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the charger's check could not be read"))
+    }
+
+    async fn queue(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        reading: Option<Reading>,
+        seen: Option<Uuid>,
+        check: Option<(Uuid, Uuid)>,
+    ) -> Answer {
         let (done, answer) = oneshot::channel();
         let start = {
             let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
@@ -61,6 +92,7 @@ impl Meters {
             queues.entry(tenant).or_default().push(Item {
                 reading,
                 seen,
+                check,
                 done,
             });
             idle
@@ -68,7 +100,7 @@ impl Meters {
         if start {
             tokio::spawn(self.clone().flush(tenant));
         }
-        answer.await.unwrap_or(false)
+        answer.await.unwrap_or(None)
     }
 
     /// Writes a tenant's queue until it is empty; then the queue goes (under the same lock a new message checks, so
@@ -101,34 +133,56 @@ impl Meters {
                 queue.drain(..take).collect()
             };
             metrics::histogram!("ocpp_meter_batch_size").record(items.len() as f64);
-            let ok = self.write(tenant, &items).await.is_ok();
-            if !ok && items.len() > 1 {
-                // One at a time, so that what fails fails alone.
-                for item in items {
-                    let ok = self
-                        .write(tenant, std::slice::from_ref(&item))
-                        .await
-                        .is_ok();
-                    let _ = item.done.send(ok);
+            let answers = match self.write(tenant, &items).await {
+                Ok(answers) => answers,
+                Err(_) if items.len() > 1 => {
+                    // One at a time, so that what fails fails alone.
+                    for item in items {
+                        let answer = self
+                            .write(tenant, std::slice::from_ref(&item))
+                            .await
+                            .ok()
+                            .and_then(|mut a| a.pop())
+                            .flatten();
+                        let _ = item.done.send(answer);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            for item in items {
-                let _ = item.done.send(ok);
+                Err(_) => vec![None; items.len()],
+            };
+            for (item, answer) in items.into_iter().zip(answers) {
+                let _ = item.done.send(answer);
             }
         }
     }
 
-    async fn write(&self, tenant: TenantId, items: &[Item]) -> switchyard_core::Result<()> {
+    /// One transaction for the items; each item's answer, in order.
+    async fn write(
+        &self,
+        tenant: TenantId,
+        items: &[Item],
+    ) -> switchyard_core::Result<Vec<Answer>> {
         let readings: Vec<Reading> = items.iter().filter_map(|i| i.reading.clone()).collect();
         let seen: Vec<Uuid> = items.iter().filter_map(|i| i.seen).collect();
-        let result = async {
+        let checks: Vec<(Uuid, Uuid)> = items.iter().filter_map(|i| i.check).collect();
+        let result: switchyard_core::Result<Vec<Answer>> = async {
             // Kept plans, and a commit that does not wait for the disk: each reading is a register the next one
-            // states again.
+            // states again, and a check reads only.
             let mut tx = self.db.begin_tenant_hot(tenant).await?;
             charging::transactions::record(&mut tx, &readings).await?;
             charging::seen(&mut tx, &seen).await?;
-            tx.commit().await
+            let mut standing = charging::standing(&mut tx, &checks).await?.into_iter();
+            tx.commit().await?;
+            Ok(items
+                .iter()
+                .map(|i| {
+                    Some(if i.check.is_some() {
+                        standing.next().flatten()
+                    } else {
+                        None
+                    })
+                })
+                .collect())
         }
         .await;
         if let Err(e) = &result {

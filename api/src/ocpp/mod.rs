@@ -455,11 +455,13 @@ impl Conn<'_> {
         if self.in_flight.is_some() {
             return Ok(true);
         }
-        // A hot path, read only: every connection runs it every 30 seconds.
-        let mut tx = self.link.db.begin_tenant_hot(self.link.tenant).await?;
-        // One query when nothing waits (the usual case of the 30-second check and of a venue's wake-ups).
-        let standing = charging::standing(&mut tx, self.link.charger_id, self.connection).await?;
-        tx.commit().await?;
+        // A hot path, read only: every connection runs it every 30 seconds, so it shares the group commit's
+        // transactions with the tenant's other chargers (one query for all of them).
+        let standing = self
+            .shared
+            .meters
+            .standing(self.link.tenant, self.link.charger_id, self.connection)
+            .await?;
         let Some(pending) = standing else {
             tracing::info!(charger.id = %self.link.charger_id, "a newer connection of the charger took over");
             let _ = self

@@ -508,24 +508,35 @@ pub async fn connected(
     Ok(charger)
 }
 
-/// What a connection looks up when it has nothing in flight, in one query: `None` when it is no longer the
-/// charger's live connection, else whether a call waits for it.
-pub async fn standing(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Result<Option<bool>> {
-    let row: Option<(bool, bool)> = sqlx::query_as(
-        "select c.connection_id is not distinct from $3,
-           exists (select 1 from ocpp_call o where o.tenant_id = c.tenant_id and o.charger_id = c.id
-                     and o.status = 'pending')
-         from charger c where c.tenant_id = $1 and c.id = $2",
+/// What connections look up when they have nothing in flight, for several of a tenant's chargers in one query: for
+/// each (charger, connection) in order, `None` when it is no longer the charger's live connection, else whether a
+/// call waits for it.
+pub async fn standing(
+    tx: &mut TenantTx,
+    connections: &[(Uuid, Uuid)],
+) -> Result<Vec<Option<bool>>> {
+    let mut answers = vec![None; connections.len()];
+    if connections.is_empty() {
+        return Ok(answers);
+    }
+    let (chargers, ids): (Vec<Uuid>, Vec<Uuid>) = connections.iter().copied().unzip();
+    let rows: Vec<(i64, bool)> = sqlx::query_as(
+        "select x.i, exists (select 1 from ocpp_call o where o.tenant_id = c.tenant_id and o.charger_id = c.id
+                               and o.status = 'pending')
+           from unnest($2::uuid[], $3::uuid[]) with ordinality as x(charger_id, connection_id, i)
+           join charger c on c.tenant_id = $1 and c.id = x.charger_id and c.connection_id = x.connection_id",
     )
     .bind(tx.tenant())
-    .bind(id)
-    .bind(connection)
-    .fetch_optional(tx.conn())
+    .bind(&chargers)
+    .bind(&ids)
+    .fetch_all(tx.conn())
     .await?;
-    Ok(match row {
-        Some((true, pending)) => Some(pending),
-        _ => None,
-    })
+    for (i, pending) in rows {
+        if let Some(answer) = usize::try_from(i - 1).ok().and_then(|i| answers.get_mut(i)) {
+            *answer = Some(pending);
+        }
+    }
+    Ok(answers)
 }
 
 /// The connection ended: if it was the live one, the charger is offline and calls it left unanswered fail.
