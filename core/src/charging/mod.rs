@@ -524,7 +524,11 @@ pub async fn standing(
         "select x.i, exists (select 1 from ocpp_call o where o.tenant_id = c.tenant_id and o.charger_id = c.id
                                and o.status = 'pending')
            from unnest($2::uuid[], $3::uuid[]) with ordinality as x(charger_id, connection_id, i)
-           join charger c on c.tenant_id = $1 and c.id = x.charger_id and c.connection_id = x.connection_id",
+           -- lateral: one index lookup per charger, whatever the plan thinks of the array's length
+           cross join lateral (
+             select c.id, c.tenant_id from charger c
+              where c.tenant_id = $1 and c.id = x.charger_id and c.connection_id = x.connection_id
+           ) c",
     )
     .bind(tx.tenant())
     .bind(&chargers)
