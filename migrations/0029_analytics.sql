@@ -148,7 +148,8 @@ create table analytics_daily_summary (
 );
 select confine_to_tenant('analytics_daily_summary');
 
-grant select, insert, delete on analytics_journal_queue, analytics_session_queue to switchyard_app;
+-- `update` only because `select … for update` needs it: the pass locks the rows it deletes.
+grant select, insert, update, delete on analytics_journal_queue, analytics_session_queue to switchyard_app;
 grant select, insert, update on analytics_revenue_day, analytics_session_day, analytics_busy_hour, analytics_patron,
   analytics_debt to switchyard_app;
 grant select, insert on analytics_daily_summary to switchyard_app;

@@ -8,11 +8,6 @@
 //! times (each in its own tenant transaction, as a GraphQL resolver runs it) over the last 28 days and over a
 //! whole year, printing p50 and p99.
 
-#![expect(
-    clippy::expect_used,
-    reason = "a benchmark program: a failed setup step should stop it at once"
-)]
-
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -250,10 +245,11 @@ async fn main() -> anyhow::Result<()> {
     .fetch_one(&owner)
     .await?;
     assert_eq!(rolled, ledger, "the rollups must equal the ledger");
-    let (count, secs_sum): (i64, i64) =
-        sqlx::query_as("select sum(sessions)::bigint, sum(duration_secs)::bigint from analytics_session_day")
-            .fetch_one(&owner)
-            .await?;
+    let (count, secs_sum): (i64, i64) = sqlx::query_as(
+        "select sum(sessions)::bigint, sum(duration_secs)::bigint from analytics_session_day",
+    )
+    .fetch_one(&owner)
+    .await?;
     let busy: i64 = sqlx::query_scalar("select sum(busy_secs)::bigint from analytics_busy_hour")
         .fetch_one(&owner)
         .await?;
@@ -307,14 +303,12 @@ async fn main() -> anyhow::Result<()> {
                 let n = match name {
                     "revenueByDay" => queries::revenue_by_day(&mut tx, &scope).await?.len(),
                     "revenueByVenue" => queries::revenue_by_venue(&mut tx, &scope).await?.len(),
-                    "revenueByStationKind" => {
-                        queries::revenue_by_station_kind(&mut tx, &scope).await?.len()
-                    }
-                    "revenueByPaymentMethod" => {
-                        queries::revenue_by_payment_method(&mut tx, &scope)
-                            .await?
-                            .len()
-                    }
+                    "revenueByStationKind" => queries::revenue_by_station_kind(&mut tx, &scope)
+                        .await?
+                        .len(),
+                    "revenueByPaymentMethod" => queries::revenue_by_payment_method(&mut tx, &scope)
+                        .await?
+                        .len(),
                     "sessions" => queries::session_stats(&mut tx, &scope).await?.sessions as usize,
                     "utilisation" => queries::utilisation(&mut tx, &scope).await?.len(),
                     "dailyMetrics" => queries::daily_metrics(&mut tx, &scope).await?.len(),
@@ -322,12 +316,10 @@ async fn main() -> anyhow::Result<()> {
                     "debtsOutstanding" => {
                         queries::debts_outstanding(&mut tx, &actor, 10).await?.len()
                     }
-                    _ => {
-                        queries::projection(&mut tx, &actor, None, today, 7)
-                            .await?
-                            .days
-                            .len()
-                    }
+                    _ => queries::projection(&mut tx, &actor, None, today, 7)
+                        .await?
+                        .days
+                        .len(),
                 };
                 tx.commit().await?;
                 times.push(started.elapsed());

@@ -29,7 +29,9 @@ async fn past_session(
     minutes: i64,
 ) -> Uuid {
     let body = match patron {
-        Some(p) => json!({"station_id": station, "patron_id": p, "duration_minutes": minutes, "payment": "wallet"}),
+        Some(p) => {
+            json!({"station_id": station, "patron_id": p, "duration_minutes": minutes, "payment": "wallet"})
+        }
         None => json!({"station_id": station, "duration_minutes": minutes, "payment": "cash"}),
     };
     let (status, body) = start(app, &f.t.access, Some(&Uuid::new_v4().to_string()), body).await;
@@ -129,7 +131,7 @@ async fn roll_up(app: &TestApp, db: &Db, tenant: Uuid) {
     for _ in 0..200 {
         rollup::run_once(db, rollup::Settings::default())
             .await
-            .unwrap_or_else(|e| panic!("rollup pass: {e}"));
+            .unwrap_or_else(|e| panic!("rollup pass: {e:?}"));
         if queued(app, tenant).await == 0 {
             return;
         }
@@ -182,7 +184,8 @@ const DEBTS: &str = "query($f: NaiveDate!, $t: NaiveDate!) { analytics(from: $f,
     debtsOutstanding(largest: 5) { currency total patrons largest { patronId displayName owed } } } }";
 
 #[tokio::test]
-async fn the_analytics_equal_what_the_ledger_and_the_sessions_say_once_the_workers_rolled_them_up() {
+async fn the_analytics_equal_what_the_ledger_and_the_sessions_say_once_the_workers_rolled_them_up()
+{
     let app = spawn_app().await;
     let db = app_db(4);
     let f = floor(&app).await;
@@ -352,13 +355,13 @@ async fn the_projection_is_the_trailing_28_day_average_of_each_weekday() {
         )
         .await;
     let p = &data["revenueProjection"];
-    assert_eq!(
-        p["basisFrom"],
-        (later - Duration::days(28)).to_string()
-    );
+    assert_eq!(p["basisFrom"], (later - Duration::days(28)).to_string());
     assert_eq!(p["basisTo"], (later - Duration::days(1)).to_string());
     assert!(
-        p["method"].as_str().unwrap().contains("28-day weekday average"),
+        p["method"]
+            .as_str()
+            .unwrap()
+            .contains("28-day weekday average"),
         "{p}"
     );
     let days: Vec<Value> = (0..7)
@@ -404,7 +407,9 @@ async fn overlapping_rollup_passes_count_every_journal_and_session_once() {
     .unwrap();
     assert!(held);
     assert_eq!(
-        rollup::drain_tenant(&db, TenantId(f.t.id), 2).await.unwrap(),
+        rollup::drain_tenant(&db, TenantId(f.t.id), 2)
+            .await
+            .unwrap(),
         None
     );
     assert!(queued(&app, f.t.id).await > 0);
@@ -428,7 +433,7 @@ async fn overlapping_rollup_passes_count_every_journal_and_session_once() {
     );
     pass.await.unwrap_or_else(|e| panic!("pass: {e}"));
     for w in workers {
-        w.await.unwrap().unwrap_or_else(|e| panic!("worker: {e}"));
+        w.await.unwrap().unwrap_or_else(|e| panic!("worker: {e:?}"));
     }
     roll_up(&app, &db, f.t.id).await;
 
@@ -474,6 +479,12 @@ async fn a_venue_scoped_manager_sees_its_venue_only_and_other_tenants_venues_are
     let f = floor(&app).await;
     let hall = app.create_venue(&f.t.access, "Hall B").await;
     let hall_pc = app.create_station(&f.t.access, hall, "PC-B").await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+        json!({"t": f.tariff, "v": hall}),
+    )
+    .await;
     past_session(&app, &f, f.station, None, 10).await;
     past_session(&app, &f, hall_pc, None, 25).await;
     roll_up(&app, &db, f.t.id).await;
@@ -645,7 +656,11 @@ async fn an_owner_who_opted_in_gets_the_daily_summary_by_email_once() {
         "Utilisation: 2.1 % of station time in session",
         "(Europe/Berlin)",
     ] {
-        assert!(mail.text().contains(line), "{line:?} missing:\n{}", mail.text());
+        assert!(
+            mail.text().contains(line),
+            "{line:?} missing:\n{}",
+            mail.text()
+        );
     }
     // Delivering again, and another pass, send nothing more.
     summary::run_once(&db, tomorrow, 5_000)
