@@ -14,7 +14,7 @@ create table analytics_journal_queue (
   queued_at timestamptz not null default now(),
   primary key (tenant_id, journal_id)
 );
-create index analytics_journal_queue_age_idx on analytics_journal_queue (tenant_id, queued_at);
+create index analytics_journal_queue_age_idx on analytics_journal_queue (tenant_id, queued_at, journal_id);
 select confine_to_tenant('analytics_journal_queue');
 
 create table analytics_session_queue (
@@ -23,7 +23,7 @@ create table analytics_session_queue (
   queued_at timestamptz not null default now(),
   primary key (tenant_id, session_id)
 );
-create index analytics_session_queue_age_idx on analytics_session_queue (tenant_id, queued_at);
+create index analytics_session_queue_age_idx on analytics_session_queue (tenant_id, queued_at, session_id);
 select confine_to_tenant('analytics_session_queue');
 
 -- Journal entries come in whole journals per statement (the balance check relies on it too): one queue row per
@@ -102,7 +102,8 @@ create table analytics_busy_hour (
   primary key (tenant_id, venue_id, day, hour, station_kind),
   foreign key (tenant_id, venue_id) references venue (tenant_id, id)
 );
-create index analytics_busy_hour_idx on analytics_busy_hour (tenant_id, day);
+-- Covering: the heatmap and the daily metrics read a period's rows from the index alone.
+create index analytics_busy_hour_idx on analytics_busy_hour (tenant_id, day) include (venue_id, hour, busy_secs);
 select confine_to_tenant('analytics_busy_hour');
 
 -- Per patron and venue, all time: what the venue earned from the patron (revenue entries of the patron's sessions)
