@@ -72,11 +72,11 @@ async fn main() -> anyhow::Result<()> {
     timed(
         "tenant, venues, stations, tariff, patrons",
         &format!(
-            "with t as (insert into tenant (id, name) values ('{tenant}', 'Bench Arcades') returning id),
+            "with t as (insert into tenant (id, name) values ('{tenant}'::uuid, 'Bench Arcades') returning id),
                   v as (insert into venue (tenant_id, id, name, timezone, currency)
-                        select '{tenant}', {venue}, 'Venue ' || i, 'Europe/Berlin', 'EUR'
+                        select '{tenant}'::uuid, {venue}, 'Venue ' || i, 'Europe/Berlin', 'EUR'
                           from generate_series(0, {venues} - 1) i returning 1),
-                  tf as (insert into tariff (tenant_id, id, name) values ('{tenant}', {tariff}, 'Standard') returning 1)
+                  tf as (insert into tariff (tenant_id, id, name) values ('{tenant}'::uuid, {tariff}, 'Standard') returning 1)
              select 1",
             venue = id("venue", "i"),
             tariff = id("tariff", "0"),
@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         "stations",
         &format!(
             "insert into station (tenant_id, id, venue_id, name, kind, control)
-             select '{tenant}', {station}, {venue}, 'Station ' || i,
+             select '{tenant}'::uuid, {station}, {venue}, 'Station ' || i,
                     (array['pc', 'console', 'ev_charger'])[i % 3 + 1]::station_kind, 'manual'
                from generate_series(0, {stations} - 1) i",
             station = id("station", "i"),
@@ -101,9 +101,9 @@ async fn main() -> anyhow::Result<()> {
         "tariff version, patrons",
         &format!(
             "with tv as (insert into tariff_version (tenant_id, tariff_id, version, terms)
-                         values ('{tenant}', {tariff}, 1, '{{\"currency\": \"EUR\", \"per_minute\": 10}}') returning 1)
+                         values ('{tenant}'::uuid, {tariff}, 1, '{{\"currency\": \"EUR\", \"per_minute\": 10}}') returning 1)
              insert into patron (tenant_id, id, display_name)
-             select '{tenant}', {patron}, 'Patron ' || i from generate_series(0, {patrons} - 1) i",
+             select '{tenant}'::uuid, {patron}, 'Patron ' || i from generate_series(0, {patrons} - 1) i",
             tariff = id("tariff", "0"),
             patron = id("patron", "i"),
         ),
@@ -114,13 +114,13 @@ async fn main() -> anyhow::Result<()> {
         "ledger accounts",
         &format!(
             "insert into ledger_account (tenant_id, id, owner_kind, owner_id, purpose, currency)
-             select '{tenant}', {wallet}, 'patron', {patron}, 'wallet', 'EUR' from generate_series(0, {patrons} - 1) i
+             select '{tenant}'::uuid, {wallet}, 'patron', {patron}, 'wallet', 'EUR' from generate_series(0, {patrons} - 1) i
              union all
-             select '{tenant}', {debt}, 'patron', {patron}, 'debt', 'EUR' from generate_series(0, {patrons} - 1) i
+             select '{tenant}'::uuid, {debt}, 'patron', {patron}, 'debt', 'EUR' from generate_series(0, {patrons} - 1) i
              union all
-             select '{tenant}', {revenue}, 'venue', {venue}, 'revenue', 'EUR' from generate_series(0, {venues} - 1) i
+             select '{tenant}'::uuid, {revenue}, 'venue', {venue}, 'revenue', 'EUR' from generate_series(0, {venues} - 1) i
              union all
-             select '{tenant}', {drawer}, 'venue', {venue}, 'cash_drawer', 'EUR' from generate_series(0, {venues} - 1) i",
+             select '{tenant}'::uuid, {drawer}, 'venue', {venue}, 'cash_drawer', 'EUR' from generate_series(0, {venues} - 1) i",
             wallet = id("wallet", "i"),
             debt = id("debt", "i"),
             revenue = id("revenue", "i"),
@@ -140,14 +140,14 @@ async fn main() -> anyhow::Result<()> {
             "insert into session (tenant_id, id, station_id, venue_id, patron_id, origin, status, tariff_id,
                                   tariff_version, terms, timezone, tier, currency, started_at, planned_end_at,
                                   ended_at, energy_wh, charged_amount, payment_method)
-             select '{tenant}', {session}, {station}, {venue}, {patron}, 'staff', 'ended', {tariff}, 1,
+             select '{tenant}'::uuid, {session}, {station}, {venue}, {patron}, 'staff', 'ended', {tariff}, 1,
                     '{{\"currency\": \"EUR\", \"per_minute\": 10}}', 'Europe/Berlin', 'standard', 'EUR',
                     s.start, s.start + s.len, s.start + s.len,
                     case when (i % {stations}) % 3 = 2 then (i % 50) * 1000 else 0 end,
                     extract(epoch from s.len)::bigint / 6,
                     (array['wallet', 'wallet', 'wallet', 'wallet', 'wallet', 'wallet', 'wallet', 'cash', 'cash',
                            'card'])[i % 10 + 1]
-               from generate_series(0, {sessions} - 1) i,
+               from generate_series(0::bigint, {sessions} - 1) i,
                     lateral (select date_trunc('day', now()) - make_interval(days => (i % 365)::int)
                                     + make_interval(mins => ((i * 7919) % 1260)::int) as start,
                                     make_interval(mins => (10 + (i * 31) % 170)::int) as len) s",
@@ -166,8 +166,8 @@ async fn main() -> anyhow::Result<()> {
             "insert into journal (tenant_id, id, idempotency_key, kind, memo, session_id, created_at)
              select s.tenant_id, {journal}, 'session:' || s.id || ':final', 'session_charge', 'session charge (final)',
                     s.id, s.ended_at
-               from generate_series(0, {sessions} - 1) i
-               join session s on s.tenant_id = '{tenant}' and s.id = {session}",
+               from generate_series(0::bigint, {sessions} - 1) i
+               join session s on s.tenant_id = '{tenant}'::uuid and s.id = {session}",
             journal = id("journal", "i"),
             session = id("session", "i"),
         ),
@@ -180,9 +180,9 @@ async fn main() -> anyhow::Result<()> {
         "journal entries",
         &format!(
             "insert into journal_entry (tenant_id, journal_id, line, account_id, amount, currency)
-             select '{tenant}', {journal}, e.line, e.account, e.amount, 'EUR'
-               from generate_series(0, {sessions} - 1) i
-               join session s on s.tenant_id = '{tenant}' and s.id = {session},
+             select '{tenant}'::uuid, {journal}, e.line, e.account, e.amount, 'EUR'
+               from generate_series(0::bigint, {sessions} - 1) i
+               join session s on s.tenant_id = '{tenant}'::uuid and s.id = {session},
                lateral (values
                  (1::smallint, case when s.payment_method = 'cash' then {drawer} else {wallet} end,
                   -(s.charged_amount - case when i % 20 = 0 and s.payment_method <> 'cash' then s.charged_amount / 2 else 0 end)),
