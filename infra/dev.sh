@@ -412,7 +412,10 @@ bench() {
       prepare_s3_server
       start_s3 switchyard-bench
       "$bin/bench-receipts" "$@" ;;
-    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp | receipts" ;;
+    analytics) shift
+      # 1,000,000 sessions in one tenant, the workers' rollup, then every analytics query's p50/p99.
+      "$bin/bench-analytics" "$@" ;;
+    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp | receipts | analytics" ;;
   esac
 }
 
@@ -420,5 +423,5 @@ case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge|ocpp|receipts [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge|ocpp|receipts|analytics [options]" >&2; exit 2 ;;
 esac

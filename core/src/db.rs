@@ -687,6 +687,35 @@ impl SystemDb {
     }
 }
 
+impl SystemDb {
+    /// Analytics: up to `limit` tenants with rows waiting in the rollup queues, the longest-waiting first (see
+    /// [`crate::analytics::rollup`]).
+    pub async fn analytics_pending_tenants(&self, limit: i32) -> Result<Vec<TenantId>> {
+        Ok(
+            sqlx::query_scalar("select tenant_id from sys_analytics_pending_tenants($1)")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The daily summary: up to `limit` (tenant, venue, venue-local day) whose day before `now`'s has no summary
+    /// yet, at venues with an owner who chose a channel for it (see [`crate::analytics::summary`]).
+    pub async fn daily_summaries_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: i32,
+    ) -> Result<Vec<(TenantId, Uuid, chrono::NaiveDate)>> {
+        Ok(
+            sqlx::query_as("select tenant_id, venue_id, day from sys_daily_summaries_due($1, $2)")
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
+
 /// How a tenant transaction is run ([`Db::begin_tenant_hot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pace {

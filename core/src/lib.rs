@@ -1,6 +1,7 @@
 //! Switchyard's core: domain types, tenancy-safe database access, auth, and the queries behind every API.
 
 pub mod accounts;
+pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod bridges;

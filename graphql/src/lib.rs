@@ -4,6 +4,7 @@
 //! Every resolver reaches tenant data through `Db::begin_tenant(actor.tenant)`.
 
 mod account;
+mod analytics;
 mod bridges;
 mod charging;
 mod documents;
@@ -54,6 +55,7 @@ pub struct QueryRoot(
     patron_actions::PatronActionQuery,
     self_service::SelfServiceQuery,
     documents::DocumentQuery,
+    analytics::AnalyticsQuery,
 );
 
 #[derive(MergedObject, Default)]

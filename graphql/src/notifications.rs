@@ -325,6 +325,8 @@ pub enum NotificationTopic {
     SessionWarnings,
     Sos,
     Reports,
+    /// Owners: each venue's figures of the day before, once a venue-local day (no channels until chosen).
+    DailySummary,
 }
 
 impl From<NotificationTopic> for Topic {
@@ -335,6 +337,7 @@ impl From<NotificationTopic> for Topic {
             NotificationTopic::SessionWarnings => Topic::SessionWarnings,
             NotificationTopic::Sos => Topic::Sos,
             NotificationTopic::Reports => Topic::Reports,
+            NotificationTopic::DailySummary => Topic::DailySummary,
         }
     }
 }
@@ -347,6 +350,7 @@ impl From<Topic> for NotificationTopic {
             Topic::SessionWarnings => NotificationTopic::SessionWarnings,
             Topic::Sos => NotificationTopic::Sos,
             Topic::Reports => NotificationTopic::Reports,
+            Topic::DailySummary => NotificationTopic::DailySummary,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Switchyard's background workers: a loop that wakes every `WORKER_POLL_MS`, or when Postgres notifies
 //! `switchyard_work`, and runs the billing tick (which also
 //! ends sessions at their planned end), debt collection (which also settles rentals' card deposit holds) and the
-//! delivery of the notification outbox (email over SMTP),
+//! analytics rollups with the owners' daily summaries, the delivery of the notification outbox (email over SMTP),
 //! housekeeping every `HOUSEKEEPING_SEC`; it exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or
 //! Ctrl-C.
 
@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use switchyard_core::analytics;
 use switchyard_core::notify::{self, deliver::Transports, smtp::SmtpTransport};
 use switchyard_core::Db;
 use tokio::sync::watch;
@@ -44,6 +45,8 @@ pub struct WorkerConfig {
     pub sms: Option<switchyard_core::notify::sms::SmsSettings>,
     /// The push providers (`FCM_*`, `APNS_*`); unset, push messages wait in the outbox.
     pub push: Option<switchyard_core::notify::push::PushSettings>,
+    /// The analytics rollup pass (`ANALYTICS_BATCH`, `ANALYTICS_TENANTS`).
+    pub analytics: switchyard_core::analytics::rollup::Settings,
 }
 
 impl WorkerConfig {
@@ -115,7 +118,12 @@ impl WorkerConfig {
                 );
             }
         }
+        let analytics = switchyard_core::analytics::rollup::Settings {
+            batch: number("ANALYTICS_BATCH", 5_000)?.clamp(1, 100_000),
+            tenants: number("ANALYTICS_TENANTS", 100)?.clamp(1, 10_000) as i32,
+        };
         Ok(Self {
+            analytics,
             notify,
             smtp,
             sms,
@@ -279,7 +287,8 @@ pub fn transports(config: &WorkerConfig) -> anyhow::Result<Transports> {
     Ok(Transports { email, sms, push })
 }
 
-/// One wake-up: drain what is due, batch by batch — billing, then debt collection, then notifications.
+/// One wake-up: drain what is due, batch by batch — billing, then debt collection, then the analytics rollups and
+/// the daily summaries they feed, then notifications.
 async fn drain(
     db: &Db,
     provider: &dyn switchyard_core::payments::PaymentProvider,
@@ -309,6 +318,14 @@ async fn drain(
                 break;
             }
         }
+    }
+    match analytics::rollup::run_once(db, config.analytics).await {
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = ?e, "analytics rollup pass failed"),
+    }
+    match analytics::summary::run_once(db, chrono::Utc::now(), config.analytics.batch).await {
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = ?e, "daily summary pass failed"),
     }
     loop {
         match notify::deliver::run_once(db, transports, &config.notify, chrono::Utc::now()).await {

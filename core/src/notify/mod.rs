@@ -35,10 +35,12 @@ pub enum Kind {
     LowBalance,
     Debt,
     SessionWarning,
+    /// A venue's figures of one venue-local day, to owners who opted in (see [`crate::analytics::summary`]).
+    DailySummary,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Invitation,
         Kind::VerifyEmail,
         Kind::PasswordReset,
@@ -47,6 +49,7 @@ impl Kind {
         Kind::LowBalance,
         Kind::Debt,
         Kind::SessionWarning,
+        Kind::DailySummary,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Kind {
             Kind::LowBalance => "low_balance",
             Kind::Debt => "debt",
             Kind::SessionWarning => "session_warning",
+            Kind::DailySummary => "daily_summary",
         }
     }
 
@@ -72,9 +76,12 @@ impl Kind {
             Kind::Invitation => Some("/invitations/accept"),
             Kind::VerifyEmail => Some("/verify-email"),
             Kind::PasswordReset => Some("/reset-password"),
-            Kind::Receipt | Kind::Sos | Kind::LowBalance | Kind::Debt | Kind::SessionWarning => {
-                None
-            }
+            Kind::Receipt
+            | Kind::Sos
+            | Kind::LowBalance
+            | Kind::Debt
+            | Kind::SessionWarning
+            | Kind::DailySummary => None,
         }
     }
 }

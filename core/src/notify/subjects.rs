@@ -31,15 +31,18 @@ pub enum Topic {
     SessionWarnings,
     Sos,
     Reports,
+    /// The daily summary of each venue, for owners; nobody gets it until they choose a channel (opt-in).
+    DailySummary,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 6] = [
         Topic::Receipts,
         Topic::LowBalance,
         Topic::SessionWarnings,
         Topic::Sos,
         Topic::Reports,
+        Topic::DailySummary,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Topic {
             Topic::SessionWarnings => "session_warnings",
             Topic::Sos => "sos",
             Topic::Reports => "reports",
+            Topic::DailySummary => "daily_summary",
         }
     }
 
@@ -58,6 +62,7 @@ impl Topic {
             Topic::Receipts | Topic::LowBalance | Topic::Reports => &[Channel::Email],
             Topic::SessionWarnings => &[Channel::Push],
             Topic::Sos => &[Channel::Email, Channel::Sms, Channel::Push],
+            Topic::DailySummary => &[],
         }
     }
 }

@@ -42,6 +42,8 @@ const FILES: &[(&str, &str)] = templates!(
     "de" / "debt",
     "en" / "session_warning",
     "de" / "session_warning",
+    "en" / "daily_summary",
+    "de" / "daily_summary",
 );
 
 const LAYOUT: &str = include_str!("../../templates/notify/layout.html");

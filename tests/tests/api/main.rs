@@ -4,6 +4,7 @@
     reason = "tests and their helpers: a failed step should fail the test"
 )]
 
+mod analytics;
 mod auth;
 mod billing;
 mod binaries;
