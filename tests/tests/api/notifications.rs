@@ -827,6 +827,7 @@ async fn a_refused_message_is_dead_at_once_and_a_deferred_one_after_its_attempts
             switchyard_core::notify::smtp::SmtpTransport::new(&unreachable)
                 .unwrap_or_else(|e| panic!("{e}")),
         )),
+        documents: mail::documents(),
     };
     let someone = unique_email("later");
     invite(&app, &t.access, &someone, None).await;
@@ -1194,6 +1195,7 @@ async fn email_goes_over_starttls_to_a_server_whose_certificate_is_trusted_and_w
             )),
             sms: None,
             push: None,
+            documents: mail::documents(),
         }
     };
     let ca =
