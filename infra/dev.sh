@@ -412,7 +412,13 @@ bench() {
       prepare_s3_server
       start_s3 switchyard-bench
       "$bin/bench-receipts" "$@" ;;
-    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp | receipts" ;;
+    outbox) shift
+      # Emails through the workers' delivery pass to the real SMTP sink, counted where the sink writes them.
+      rm -rf "$DATA/bench-mail"
+      start_mail_sink "$DATA/bench-mail"
+      SMTP_HOST=127.0.0.1 SMTP_PORT="$SMTP_SINK_PORT" SMTP_SECURITY=none SMTP_FROM_ADDRESS=bench@switchyard.test \
+        BENCH_MAIL_DIR="$DATA/bench-mail" "$bin/bench-outbox" "$@" ;;
+    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp | receipts | outbox" ;;
   esac
 }
 

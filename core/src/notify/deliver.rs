@@ -247,6 +247,10 @@ pub async fn begin(
     let (Some(kind), Ok(rendered)) = (kind, rendered.as_ref()) else {
         tracing::error!(notification = %claimed.notification_id, error = ?rendered.err(), "a message cannot be rendered");
         give_up(&mut tx, claimed, "the message could not be rendered").await?;
+        if let (Some(Kind::Report), Some(report)) = (kind, uuid_in(&row.data, "report_id")) {
+            let method = if row.channel == "sms" { "sms" } else { "email" };
+            documents::mark_report_delivered(&mut tx, report, method, false).await?;
+        }
         tx.commit().await?;
         metrics::counter!("notifications_sent_total", "channel" => row.channel, "outcome" => "dead")
             .increment(1);

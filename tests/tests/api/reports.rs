@@ -11,7 +11,7 @@ use crate::documents::{download, pdf_text};
 use crate::sessions::{floor, start, top_up, Floor};
 
 /// A kiosk station at the floor's venue, a running session on it, and the seed's two report kinds.
-async fn kiosk(app: &TestApp, f: &Floor) -> Uuid {
+pub(crate) async fn kiosk(app: &TestApp, f: &Floor) -> Uuid {
     for (key, title, template) in demo_kinds() {
         let kind = app
             .gql_ok(
@@ -47,7 +47,7 @@ async fn kiosk(app: &TestApp, f: &Floor) -> Uuid {
     body["session_id"].as_str().unwrap().parse().unwrap()
 }
 
-fn diagnostics() -> Value {
+pub(crate) fn diagnostics() -> Value {
     json!({
         "vehicle": {"vin": "WVWZZZ1JZXW000001", "make": "Volkswagen", "model": "Golf", "mileage_km": 123456},
         "dtc_codes": [
@@ -58,7 +58,7 @@ fn diagnostics() -> Value {
     })
 }
 
-async fn post_report(
+pub(crate) async fn post_report(
     app: &TestApp,
     token: &str,
     kind: &str,
