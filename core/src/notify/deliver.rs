@@ -531,8 +531,9 @@ pub async fn run_once(
     };
     // Each message is begun, sent and recorded on its own, several at once: a slow server answers one message
     // late, not the whole batch.
-    let mut results = futures_util::stream::iter(claimed.iter())
-        .map(|c| deliver_one(db, transports, settings, now, c))
+    // Owned claims (not references into the batch), so the pass stays a `Send` future that can be spawned.
+    let mut results = futures_util::stream::iter(claimed)
+        .map(|c| async move { deliver_one(db, transports, settings, now, &c).await })
         .buffer_unordered(settings.concurrency.max(1));
     while let Some(step) = results.next().await {
         match step {

@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = arg("concurrency", 8).max(1) as usize;
     let folder = PathBuf::from(std::env::var("BENCH_MAIL_DIR")?);
     let owner = with_database(&std::env::var("DATABASE_URL")?, "switchyard_bench_outbox");
-    let app_url = with_database(&std::env::var("APP_DATABASE_URL")?, "switchyard_bench_outbox");
+    let app_url = with_database(
+        &std::env::var("APP_DATABASE_URL")?,
+        "switchyard_bench_outbox",
+    );
     if sqlx::Postgres::database_exists(&owner).await? {
         sqlx::Postgres::drop_database(&owner).await?;
     }
@@ -97,9 +100,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let var = |k: &str| match k {
-        "SMTP_FROM_ADDRESS" => Some(
-            std::env::var(k).unwrap_or_else(|_| "bench@switchyard.test".into()),
-        ),
+        "SMTP_FROM_ADDRESS" => {
+            Some(std::env::var(k).unwrap_or_else(|_| "bench@switchyard.test".into()))
+        }
         _ => std::env::var(k).ok().filter(|v| !v.is_empty()),
     };
     let smtp = SmtpSettings::from_lookup(var)?.expect("SMTP_HOST is set");

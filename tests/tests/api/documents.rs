@@ -514,7 +514,9 @@ async fn an_invoice_goes_from_draft_to_issued_to_paid_and_its_pdf_lists_its_sess
     };
     let outsider = scoped(elsewhere).await;
     let one = "query($i: UUID!) { invoice(id: $i) { id status download { url } } }";
-    let hidden = app.gql(Some(&outsider), one, json!({"i": bobs_invoice})).await;
+    let hidden = app
+        .gql(Some(&outsider), one, json!({"i": bobs_invoice}))
+        .await;
     assert_eq!(gql_code(&hidden), "not_found", "{hidden}");
     assert!(!hidden.to_string().contains("X-Amz"));
     let listed = app

@@ -572,7 +572,8 @@ async fn a_receipt_with_the_cost_lines_is_emailed_in_the_patrons_language_when_i
         .await;
     assert_eq!(status, StatusCode::OK, "{receipt}");
     assert_eq!(receipt["total"].as_i64(), Some(total));
-    let served = crate::documents::download(&app, receipt["url"].as_str().unwrap_or_default()).await;
+    let served =
+        crate::documents::download(&app, receipt["url"].as_str().unwrap_or_default()).await;
     assert_eq!(served, bytes, "the emailed receipt is the stored one");
 
     // Stopping again changes nothing and queues no second receipt.
@@ -1264,7 +1265,8 @@ async fn email_goes_over_starttls_to_a_server_whose_certificate_is_trusted_and_w
 }
 
 #[tokio::test]
-async fn a_password_reset_for_a_login_in_two_tenants_goes_through_its_home_tenant_not_the_first_by_name() {
+async fn a_password_reset_for_a_login_in_two_tenants_goes_through_its_home_tenant_not_the_first_by_name(
+) {
     let app = spawn_app().await;
     // The login signs up "Zephyr Home" first, then joins "Aardvark Annex" (first by name) by invitation.
     let home = app.signup_named("Zephyr Home").await;
@@ -1287,10 +1289,7 @@ async fn a_password_reset_for_a_login_in_two_tenants_goes_through_its_home_tenan
     );
 
     let (status, _) = app
-        .post(
-            "/api/v1/auth/password/forgot",
-            json!({"email": home.email}),
-        )
+        .post("/api/v1/auth/password/forgot", json!({"email": home.email}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let m = mail::wait_for_link(&home.email, "/reset-password", 1).await;

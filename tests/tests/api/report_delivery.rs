@@ -165,7 +165,8 @@ async fn a_report_is_emailed_with_its_pdf_and_texted_a_link_to_the_same_pdf_once
     assert_eq!(again.claimed, 0);
     let sent = rows(&app, f.t.id, &id).await;
     assert!(
-        sent.iter().all(|(_, _, status, attempts)| status == "sent" && *attempts == 2),
+        sent.iter()
+            .all(|(_, _, status, attempts)| status == "sent" && *attempts == 2),
         "{sent:?}"
     );
 
@@ -184,7 +185,10 @@ async fn a_report_is_emailed_with_its_pdf_and_texted_a_link_to_the_same_pdf_once
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
     let (_, fresh) = app.get(&format!("/api/v1/reports/{id}"), &f.t.access).await;
-    assert_eq!(download(&app, fresh["url"].as_str().unwrap()).await, attached);
+    assert_eq!(
+        download(&app, fresh["url"].as_str().unwrap()).await,
+        attached
+    );
 
     // The SMS: one request, to the number, with a link that downloads the same PDF.
     let requests = sms.received_requests().await.unwrap_or_default();
