@@ -174,7 +174,11 @@ async fn a_report_is_emailed_with_its_pdf_and_texted_a_link_to_the_same_pdf_once
     let got = mail_for(&email, 1).await;
     assert_eq!(got.len(), 1, "{got:?}");
     let m = &got[0];
-    assert!(m.subject.contains("Diagnostics"), "{}", m.subject);
+    assert!(
+        m.subject.starts_with("Vehicle diagnostics report from "),
+        "{}",
+        m.subject
+    );
     assert!(m.text().contains("attached"), "{}", m.text());
     assert_eq!(m.attachments.len(), 1, "{:?}", m.attachments);
     assert_eq!(m.attachments[0].filename, format!("report-{id}.pdf"));
