@@ -1,6 +1,6 @@
-//! Email over SMTP with `lettre` (async, rustls): the email [`Transport`] of the workers. Connections are pooled
-//! (lettre's pool: reused while idle under a minute, up to 10 at once), so a batch does not pay a handshake and a
-//! login per message.
+//! Email over SMTP with `lettre` (async, rustls): the email [`Transport`] of the workers. Each message opens its own
+//! connection (lettre's connection pool is off: a sequential benchmark run with it stalled, cause not yet found; see
+//! the README's Figures).
 
 use std::time::Duration;
 
