@@ -415,7 +415,13 @@ bench() {
     analytics) shift
       # 1,000,000 sessions in one tenant, the workers' rollup, then every analytics query's p50/p99.
       "$bin/bench-analytics" "$@" ;;
-    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp | receipts | analytics" ;;
+    outbox) shift
+      # Emails through the workers' delivery pass to the real SMTP sink, counted where the sink writes them.
+      rm -rf "$DATA/bench-mail"
+      start_mail_sink "$DATA/bench-mail"
+      SMTP_HOST=127.0.0.1 SMTP_PORT="$SMTP_SINK_PORT" SMTP_SECURITY=none SMTP_FROM_ADDRESS=bench@switchyard.test \
+        BENCH_MAIL_DIR="$DATA/bench-mail" "$bin/bench-outbox" "$@" ;;
+    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp | receipts | analytics | outbox" ;;
   esac
 }
 
@@ -423,5 +429,5 @@ case "${1:-}" in
   up) up ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge|ocpp|receipts|analytics [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge|ocpp|receipts|analytics|outbox [options]" >&2; exit 2 ;;
 esac

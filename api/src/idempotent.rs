@@ -35,6 +35,38 @@ where
     F: FnOnce(TenantTx) -> Fut,
     Fut: std::future::Future<Output = ApiResult<(TenantTx, StatusCode, Value)>>,
 {
+    let (status, value, replayed) =
+        run_value(state, actor, scope, key, required, body, run).await?;
+    Ok(respond(status, value, replayed))
+}
+
+/// The response of [`run`]'s outcome; a replay is marked `Idempotent-Replayed: true`.
+pub fn respond(status: StatusCode, value: Value, replayed: bool) -> Response {
+    let mut response = (status, Json(value)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// As [`run`], answering the status and body (stored, or replayed: the third value) for the caller to finish — a
+/// route whose answer holds something that expires (a presigned URL) builds it fresh from the stored body.
+pub async fn run_value<F, Fut>(
+    state: &AppState,
+    actor: &Actor,
+    scope: &str,
+    key: Option<String>,
+    required: bool,
+    body: &Value,
+    run: F,
+) -> ApiResult<(StatusCode, Value, bool)>
+where
+    F: FnOnce(TenantTx) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<(TenantTx, StatusCode, Value)>>,
+{
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
     let Some(key) = key else {
         if required {
@@ -45,21 +77,16 @@ where
         }
         let (tx, status, value) = run(tx).await?;
         tx.commit().await?;
-        return Ok((status, Json(value)).into_response());
+        return Ok((status, value, false));
     };
     if let Begin::Replay { status, body } =
         idempotency::begin(&mut tx, scope, &key, &idempotency::fingerprint(body)).await?
     {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-        let mut response = (status, Json(body)).into_response();
-        response.headers_mut().insert(
-            "idempotent-replayed",
-            axum::http::HeaderValue::from_static("true"),
-        );
-        return Ok(response);
+        return Ok((status, body, true));
     }
     let (mut tx, status, value) = run(tx).await?;
     idempotency::finish(&mut tx, scope, &key, status.as_u16(), &value).await?;
     tx.commit().await?;
-    Ok((status, Json(value)).into_response())
+    Ok((status, value, false))
 }

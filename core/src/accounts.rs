@@ -400,8 +400,8 @@ impl Accounts {
     }
 
     /// Sends a password-reset code to `email` if it has a login. The caller learns nothing: the answer is the same
-    /// whether or not the email exists. The message goes through the outbox of the login's first tenant (by name),
-    /// whose name it carries.
+    /// whether or not the email exists. The message goes through the outbox of the login's home tenant — the tenant
+    /// it is confined to while unverified, else the one it joined first — whose name it carries.
     #[tracing::instrument(skip_all)]
     pub async fn request_password_reset(&self, email: &str, client: Option<IpAddr>) -> Result<()> {
         let email = auth::normalize_email("email", email)?;
@@ -412,11 +412,13 @@ impl Accounts {
             tracing::info!("password reset asked for an email without a login; nothing sent");
             return Ok(());
         };
-        let memberships = system.user_memberships(user.id).await?;
-        let Some(first) = memberships.first() else {
+        // The outbox is per tenant: the message goes through the login's home tenant (see `SystemDb::user_home_tenant`),
+        // a stable choice no other tenant can move by renaming itself. A login in no tenant has nothing to sign in to.
+        let Some(home) = system.user_home_tenant(user.id).await? else {
+            tracing::info!("password reset asked for a login in no tenant; nothing sent");
             return Ok(());
         };
-        let mut tx = self.db.begin_tenant(first.tenant_id).await?;
+        let mut tx = self.db.begin_tenant(home).await?;
         let locale: String = sqlx::query_scalar("select locale from app_user where id = $1")
             .bind(user.id)
             .fetch_one(tx.conn())

@@ -430,6 +430,15 @@ impl SystemDb {
         )
     }
 
+    /// Account mail (a password reset): the login's home tenant — the one it is confined to while unverified, else
+    /// the one it joined first; `None` for a login in no tenant.
+    pub async fn user_home_tenant(&self, user_id: Uuid) -> Result<Option<TenantId>> {
+        Ok(sqlx::query_scalar("select sys_user_home_tenant($1)")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Invitation acceptance: the tenant an invitation token (by its SHA-256) belongs to.
     pub async fn invitation_tenant(&self, token_hash: &[u8]) -> Result<Option<TenantId>> {
         Ok(sqlx::query_scalar("select sys_invitation_tenant($1)")

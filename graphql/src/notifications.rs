@@ -11,67 +11,8 @@ use uuid::Uuid;
 
 use crate::{actor, begin, begin_patron, coded, rows, GqlResult, ManagerGuard};
 
-/// One message in the outbox. Its text and any one-time token it carried are never shown.
-#[derive(SimpleObject)]
-pub struct Notification {
-    pub id: Uuid,
-    /// What caused it (`invitation:<id>`, `session:<id>:receipt`, `sos:<id>` …).
-    pub event_key: String,
-    /// `email` (SMS and push are not delivered yet).
-    pub channel: String,
-    /// The email address or phone number; for push, the platform and the device token's last six characters.
-    pub recipient: String,
-    /// The template: `invitation`, `verify_email`, `password_reset`, `receipt`, `sos`.
-    pub kind: String,
-    pub locale: String,
-    /// `pending` (waiting or retrying), `sent`, `dead` (given up).
-    pub status: String,
-    pub attempts: i32,
-    /// Why the last attempt failed, in general words (`the mail server answered 550 (refused)`).
-    pub last_error: Option<String>,
-    pub next_attempt_at: DateTime<Utc>,
-    pub last_attempt_at: Option<DateTime<Utc>>,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<notify::Notification> for Notification {
-    fn from(n: notify::Notification) -> Self {
-        Self {
-            id: n.id,
-            event_key: n.event_key,
-            channel: n.channel,
-            recipient: shown_recipient(&n.recipient),
-            kind: n.kind,
-            locale: n.locale,
-            status: n.status,
-            attempts: n.attempts,
-            last_error: n.last_error,
-            next_attempt_at: n.next_attempt_at,
-            last_attempt_at: n.last_attempt_at,
-            sent_at: n.sent_at,
-            created_at: n.created_at,
-        }
-    }
-}
-
-/// A push recipient is a device token: owners see its platform and last six characters only.
-fn shown_recipient(recipient: &str) -> String {
-    match recipient.split_once(':') {
-        Some((platform @ ("fcm" | "apns"), token)) => {
-            let tail: String = token
-                .chars()
-                .rev()
-                .take(6)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            format!("{platform}:…{tail}")
-        }
-        _ => recipient.to_owned(),
-    }
-}
+/// One message in the outbox: the core's row type, shown as it is (one shape, one place).
+pub use switchyard_core::notify::Notification;
 
 /// A page of messages, newest first.
 #[derive(SimpleObject)]
@@ -143,10 +84,7 @@ impl NotificationQuery {
             .gql()?;
         let more = items.len() as i64 > first;
         items.truncate(first as usize);
-        Ok(NotificationPage {
-            items: items.into_iter().map(Notification::from).collect(),
-            more,
-        })
+        Ok(NotificationPage { items, more })
     }
 
     /// One message; another tenant's id answers `not_found`.
@@ -158,7 +96,7 @@ impl NotificationQuery {
     ) -> async_graphql::Result<Notification> {
         let (actor, mut tx) = begin(ctx).await?;
         check_reader(actor)?;
-        Ok(notify::get(&mut tx, id).await.gql()?.into())
+        notify::get(&mut tx, id).await.gql()
     }
 }
 

@@ -2,7 +2,8 @@
 
 Every accepted message becomes two files in --dir, written atomically (a temporary name, then a rename):
 <n>.eml, the message exactly as received, and <n>.json with the envelope and the decoded parts the tests read
-(mail_from, rcpt_tos, subject, from, to, message_id, content_language, text, html). Recipients at two reserved
+(mail_from, rcpt_tos, subject, from, to, message_id, content_language, text, html, and attachments: each file's
+filename, content_type and base64 content). Recipients at two reserved
 domains exercise failures: anything @refused.test is refused for good (550), anything @tempfail.test for now (451).
 With --username/--password it offers AUTH PLAIN and LOGIN (also without TLS: a local sink only) and accepts only those
 credentials; mail without AUTH is accepted too, so the demo works either way. With --tls-cert/--tls-key it offers
@@ -11,6 +12,7 @@ STARTTLS (not required), and each record says whether the message came over TLS.
 
 import argparse
 import asyncio
+import base64
 import email
 import email.policy
 import itertools
@@ -43,6 +45,14 @@ class Sink:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         text = message.get_body(preferencelist=("plain",))
         html = message.get_body(preferencelist=("html",))
+        attachments = [
+            {
+                "filename": part.get_filename(),
+                "content_type": part.get_content_type(),
+                "content": base64.b64encode(part.get_payload(decode=True) or b"").decode(),
+            }
+            for part in message.iter_attachments()
+        ]
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
@@ -55,6 +65,7 @@ class Sink:
             "content_language": str(message.get("content-language", "")),
             "text": text.get_content().replace("\r\n", "\n") if text is not None else None,
             "html": html.get_content().replace("\r\n", "\n") if html is not None else None,
+            "attachments": attachments,
             "received_at": time.time(),
         }
         name = f"{time.time_ns()}-{os.getpid()}-{next(self.counter)}"

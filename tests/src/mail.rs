@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_core::documents::{Store, StoreSettings};
 use switchyard_core::notify::deliver::{self, Settings, Transports};
 use switchyard_core::notify::smtp::{Security, SmtpSettings, SmtpTransport};
 use switchyard_core::Db;
@@ -29,6 +30,28 @@ pub struct Mail {
     pub content_language: String,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// The message's attachments (the sink records them base64-encoded).
+    #[serde(default)]
+    pub attachments: Vec<MailAttachment>,
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MailAttachment {
+    pub filename: String,
+    pub content_type: String,
+    /// The file, base64-encoded.
+    pub content: String,
+}
+
+impl MailAttachment {
+    /// The file's bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.content)
+            .unwrap_or_else(|e| panic!("attachment {}: {e}", self.filename))
+    }
 }
 
 impl Mail {
@@ -73,11 +96,20 @@ pub fn smtp_settings() -> SmtpSettings {
     }
 }
 
-/// The email transport the workers would build from [`smtp_settings`].
+/// The document store of the suite (`S3_*` from `./infra/dev.sh test`), as the workers would build it: receipts
+/// and reports to attach or link come from it.
+pub fn documents() -> Store {
+    let settings = StoreSettings::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|e| panic!("S3 settings: {e}"));
+    Store::new(&settings)
+}
+
+/// The email transport the workers would build from [`smtp_settings`], with the suite's document store.
 pub fn transports() -> Transports {
     let smtp = SmtpTransport::new(&smtp_settings()).unwrap_or_else(|e| panic!("smtp: {e}"));
     Transports {
         email: Some(Arc::new(smtp)),
+        documents: documents(),
         ..Transports::default()
     }
 }

@@ -47,6 +47,9 @@ pub struct WorkerConfig {
     pub push: Option<switchyard_core::notify::push::PushSettings>,
     /// The analytics rollup pass (`ANALYTICS_BATCH`, `ANALYTICS_TENANTS`).
     pub analytics: switchyard_core::analytics::rollup::Settings,
+    /// The document store (`S3_*`) receipt and report PDFs are read from to attach or link them; unset, receipts
+    /// go without their PDF and report messages wait.
+    pub documents: switchyard_core::documents::StoreSettings,
 }
 
 impl WorkerConfig {
@@ -104,6 +107,7 @@ impl WorkerConfig {
             ),
             per_tenant_per_minute: number("NOTIFY_TENANT_PER_MINUTE", 120)?.clamp(1, 1_000_000),
             link_base: var("NOTIFY_LINK_BASE").unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+            concurrency: number("NOTIFY_CONCURRENCY", 8)?.clamp(1, 64) as usize,
         };
         let smtp = switchyard_core::notify::smtp::SmtpSettings::from_lookup(var)?;
         let sms = switchyard_core::notify::sms::SmsSettings::from_lookup(var)?;
@@ -124,6 +128,7 @@ impl WorkerConfig {
         };
         Ok(Self {
             analytics,
+            documents: switchyard_core::documents::StoreSettings::from_lookup(var)?,
             notify,
             smtp,
             sms,
@@ -156,7 +161,10 @@ impl WorkerConfig {
 /// Runs until `stop` turns true. Each wake-up is one pass over due work (none yet) and is counted in
 /// `worker_passes_total`.
 pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let db = Db::connect_lazy(&config.app_database_url, 4)?.with_signals(config.signals.clone());
+    // One connection per message sent at once, and a few for billing, debts and housekeeping.
+    let connections = (config.notify.concurrency as u32 + 2).max(4);
+    let db = Db::connect_lazy(&config.app_database_url, connections)?
+        .with_signals(config.signals.clone());
     let provider = config.payments.build()?;
     let transports = transports(&config)?;
     sqlx::query("select 1")
@@ -284,7 +292,12 @@ pub fn transports(config: &WorkerConfig) -> anyhow::Result<Transports> {
         ),
         None => None,
     };
-    Ok(Transports { email, sms, push })
+    Ok(Transports {
+        email,
+        sms,
+        push,
+        documents: switchyard_core::documents::Store::new(&config.documents),
+    })
 }
 
 /// One wake-up: drain what is due, batch by batch — billing, then debt collection, then the analytics rollups and

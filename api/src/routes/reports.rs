@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_core::documents::{receipts, reports, Store};
+use switchyard_core::notify;
 use switchyard_core::{Error, TenantId};
 use uuid::Uuid;
 
@@ -45,8 +46,13 @@ pub struct ReportView {
     byte_size: i32,
     sent_to_email: Option<String>,
     sent_to_phone: Option<String>,
-    /// `none` (no recipient), `pending` (queued for the messaging outbox), `sent`, `failed`.
+    /// `none` (no recipient), `pending` (queued in the messaging outbox), `sent` (every channel), `failed` (one
+    /// was given up).
     delivery: String,
+    /// The email's delivery (`pending`, `sent`, `failed`); null when no email goes out.
+    email_delivery: Option<String>,
+    /// The SMS's delivery; null when no SMS goes out.
+    sms_delivery: Option<String>,
     sent_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     /// The data it was made from.
@@ -71,6 +77,8 @@ async fn view(store: &Store, tenant: TenantId, r: reports::Report) -> Result<Rep
         sent_to_email: r.sent_to_email,
         sent_to_phone: r.sent_to_phone,
         delivery: r.delivery,
+        email_delivery: r.email_delivery,
+        sms_delivery: r.sms_delivery,
         sent_at: r.sent_at,
         created_at: r.created_at,
         metadata: r.data,
@@ -100,7 +108,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let value = json(&body)?;
     let store = state.documents.clone();
-    let outcome = idempotent::run(
+    let outcome = idempotent::run_value(
         &state,
         &actor,
         &format!("reports.create:{kind}"),
@@ -121,15 +129,37 @@ pub async fn create(
                 },
             )
             .await?;
-            let view = view(&store, actor.tenant, report).await?;
-            Ok((tx, StatusCode::CREATED, json(view)?))
+            // Its delivery rides on outbox rows written in this same transaction.
+            notify::flows::report(&mut tx, &report).await?;
+            // Only the id is stored for a replay: the answer's link expires, so every answer is made fresh.
+            Ok((
+                tx,
+                StatusCode::CREATED,
+                serde_json::json!({ "id": report.id }),
+            ))
         },
     )
     .await;
-    if let Err(e) = &outcome {
+    let answer = async {
+        let (status, stored, replayed) = outcome?;
+        let id: Uuid = stored
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!("a stored report answer without its id"))
+            })?;
+        let mut tx = state.db.begin_tenant(actor.tenant).await?;
+        let report = reports::get(&mut tx, &actor, id).await?;
+        tx.commit().await?;
+        let view = view(&store, actor.tenant, report).await?;
+        Ok(idempotent::respond(status, json(view)?, replayed))
+    };
+    let answer: ApiResult<Response> = answer.await;
+    if let Err(e) = &answer {
         metrics::counter!("reports_failed_total", "reason" => e.code.as_str()).increment(1);
     }
-    outcome
+    answer
 }
 
 /// A report's metadata and a fresh download URL. Another tenant's or another venue's → 404.

@@ -1,13 +1,13 @@
-//! The hook between documents and the messaging outbox (issue 12's notifications half, built separately). Nothing
-//! here sends anything: the outbox's workers call these to get what to send and to record what they sent.
+//! The hook between documents and the messaging outbox. Nothing here sends anything: the outbox's workers call
+//! these to get what to send and to record what they sent.
 //!
 //! * A receipt to email after a session, rental or charge ends: [`receipt_attachment`] makes the receipt if it
 //!   was not made yet and returns the PDF to attach.
-//! * A kiosk report to deliver (seed 003: the PDF attached to an email, a link by SMS): reports created with an
-//!   email or phone are `delivery = 'pending'`; [`pending_reports`] lists them (oldest first, claimed with
-//!   `for update skip locked` in the caller's transaction), [`report_attachment`] gives the PDF,
-//!   [`report_link`] a presigned URL for the SMS, and [`mark_report_delivered`] records the outcome once per
-//!   channel and counts it in `reports_delivered_total{method}` / `reports_failed_total{reason}`.
+//! * A kiosk report to deliver (seed 003: the PDF attached to an email, a link by SMS) rides on outbox rows
+//!   written in the report's own transaction (`notify::flows::report`), which calls [`queue_report`] to mark the
+//!   channels pending; at send time [`report_attachment`] gives the PDF, [`report_link`] a fresh presigned URL for
+//!   the SMS, and [`mark_report_delivered`] records each channel's final outcome once and counts it in
+//!   `reports_delivered_total{method}` / `reports_failed_total{reason}`.
 
 use uuid::Uuid;
 
@@ -17,9 +17,21 @@ use crate::db::TenantTx;
 use crate::error::{Error, Result};
 
 /// A PDF to attach: file name and bytes.
+#[derive(Clone)]
 pub struct Attachment {
     pub filename: String,
     pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Attachment({}, {} bytes)",
+            self.filename,
+            self.bytes.len()
+        )
+    }
 }
 
 /// The receipt of an ended session as an email attachment (made now if it was not yet; the caller commits).
@@ -35,31 +47,27 @@ pub async fn receipt_attachment(
     })
 }
 
-/// A report waiting for delivery.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PendingReport {
-    pub id: Uuid,
-    pub session_id: Uuid,
-    pub kind: String,
-    pub object_key: String,
-    pub sent_to_email: Option<String>,
-    pub sent_to_phone: Option<String>,
-}
-
-/// Up to `limit` reports of this tenant waiting for delivery, oldest first, locked for the caller's transaction
-/// (other workers skip them).
-pub async fn pending_reports(tx: &mut TenantTx, limit: i64) -> Result<Vec<PendingReport>> {
-    Ok(sqlx::query_as(
-        "select r.id, r.session_id, k.key as kind, r.object_key, r.sent_to_email, r.sent_to_phone
-           from report r join report_kind k on k.tenant_id = r.tenant_id and k.id = r.kind_id
-          where r.tenant_id = $1 and r.delivery = 'pending'
-          order by r.created_at, r.id limit $2
-          for update of r skip locked",
+/// Records that `report` is to be delivered on the channels given (an address each; `None`: not on that channel),
+/// in the transaction that writes the outbox rows for them. Without any, the report's delivery stays `none`.
+pub async fn queue_report(
+    tx: &mut TenantTx,
+    report: Uuid,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "update report set email_delivery = case when $3 then 'pending' end,
+                           sms_delivery = case when $4 then 'pending' end,
+                           delivery = case when $3 or $4 then 'pending' else 'none' end
+          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
-    .bind(limit.clamp(1, 1000))
-    .fetch_all(tx.conn())
-    .await?)
+    .bind(report)
+    .bind(email.is_some())
+    .bind(phone.is_some())
+    .execute(tx.conn())
+    .await?;
+    Ok(())
 }
 
 async fn key_of(tx: &mut TenantTx, report: Uuid) -> Result<String> {
@@ -91,30 +99,53 @@ pub async fn report_link(tx: &mut TenantTx, store: &Store, report: Uuid) -> Resu
     store.link(tx.tenant(), &key).await
 }
 
-/// Records a delivery attempt's outcome: `sent` (with `sent_at`) or `failed`. `method` is `email` or `sms`.
-/// Recording `sent` again for a report already sent changes nothing and counts nothing.
+/// Records the final outcome of one channel's delivery (`method` is `email` or `sms`): `sent` or `failed`, once per
+/// channel — recording a channel again changes nothing and counts nothing — and counts it in
+/// `reports_delivered_total{method}` or `reports_failed_total{reason="delivery"}`. The report's `delivery` then sums
+/// its channels up: `pending` while one is, else `sent` when every channel asked for was sent, else `failed`;
+/// `sent_at` is when the first channel was sent.
 pub async fn mark_report_delivered(
     tx: &mut TenantTx,
     report: Uuid,
     method: &'static str,
     ok: bool,
 ) -> Result<()> {
-    let changed = sqlx::query(
-        "update report set delivery = $3, sent_at = case when $3 = 'sent' then now() else sent_at end
-          where tenant_id = $1 and id = $2 and delivery <> 'sent'",
+    let column = match method {
+        "email" => "email_delivery",
+        "sms" => "sms_delivery",
+        _ => return Err(Error::validation("method", "email or sms")),
+    };
+    // `column` is one of two fixed names, never input.
+    let sql = format!(
+        "update report set {column} = $3,
+                sent_at = case when $3 = 'sent' then coalesce(sent_at, now()) else sent_at end
+          where tenant_id = $1 and id = $2 and {column} = 'pending'"
+    );
+    let changed = sqlx::query(&sql)
+        .bind(tx.tenant())
+        .bind(report)
+        .bind(if ok { "sent" } else { "failed" })
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+    if changed == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "update report set delivery = case
+             when 'pending' in (coalesce(email_delivery, ''), coalesce(sms_delivery, '')) then 'pending'
+             when 'failed' in (coalesce(email_delivery, ''), coalesce(sms_delivery, '')) then 'failed'
+             else 'sent' end
+          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
     .bind(report)
-    .bind(if ok { "sent" } else { "failed" })
     .execute(tx.conn())
-    .await?
-    .rows_affected();
-    if changed > 0 {
-        if ok {
-            metrics::counter!("reports_delivered_total", "method" => method).increment(1);
-        } else {
-            metrics::counter!("reports_failed_total", "reason" => "delivery").increment(1);
-        }
+    .await?;
+    if ok {
+        metrics::counter!("reports_delivered_total", "method" => method).increment(1);
+    } else {
+        metrics::counter!("reports_failed_total", "reason" => "delivery").increment(1);
     }
     Ok(())
 }

@@ -377,11 +377,14 @@ pub async fn void(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Invoice>
         "void" => return Ok(invoice),
         _ => return Err(Error::Conflict("a paid invoice cannot be voided".into())),
     }
-    sqlx::query("delete from invoice_session where tenant_id = $1 and invoice_id = $2")
-        .bind(tx.tenant())
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
+    // The links stay (they are the invoice's venue scope), marked void, which frees the sessions for another invoice.
+    sqlx::query(
+        "update invoice_session set voided = true where tenant_id = $1 and invoice_id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .execute(tx.conn())
+    .await?;
     sqlx::query(
         "update invoice set status = 'void', voided_at = now() where tenant_id = $1 and id = $2",
     )

@@ -56,8 +56,11 @@ pub struct Report {
     pub byte_size: i32,
     pub sent_to_email: Option<String>,
     pub sent_to_phone: Option<String>,
-    /// `none`, `pending`, `sent`, `failed`.
+    /// `none`, `pending`, `sent`, `failed`: the channels below summed up.
     pub delivery: String,
+    /// Each channel's delivery: `None` when not asked for, else `pending`, `sent`, `failed`.
+    pub email_delivery: Option<String>,
+    pub sms_delivery: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -65,7 +68,7 @@ pub struct Report {
 const KIND_COLUMNS: &str = "id, key, title, template, created_at";
 const COLUMNS: &str =
     "r.id, r.session_id, k.key as kind, r.data, r.object_key, r.byte_size, r.sent_to_email,
-    r.sent_to_phone, r.delivery, r.sent_at, r.created_at";
+    r.sent_to_phone, r.delivery, r.email_delivery, r.sms_delivery, r.sent_at, r.created_at";
 const FROM: &str = "report r join report_kind k on k.tenant_id = r.tenant_id and k.id = r.kind_id";
 
 /// Checks a template's shape (see the module's table); the error names what is wrong.
@@ -452,8 +455,9 @@ pub struct NewReport<'a> {
     pub data: Value,
 }
 
-/// Generates a report of `kind` for a kiosk session from `data`, stores its PDF and, when an email or phone is
-/// given (here or on the session), queues its delivery (`delivery = pending`). Any member of the session's venue.
+/// Generates a report of `kind` for a kiosk session from `data` and stores its PDF; the email and phone given (here
+/// or on the session) are recorded as `sent_to_*`. Its delivery is queued by the caller in the same transaction
+/// (`notify::flows::report`, the messaging outbox's side). Any member of the session's venue.
 pub async fn create(
     tx: &mut TenantTx,
     actor: &Actor,
@@ -507,15 +511,10 @@ pub async fn create(
     );
     let key = store::key(tx.tenant(), "reports", id);
     let size = i32::try_from(bytes.len()).map_err(|e| Error::Internal(e.into()))?;
-    let delivery = if email.is_some() || phone_number.is_some() {
-        "pending"
-    } else {
-        "none"
-    };
     sqlx::query(
         "insert into report (tenant_id, id, session_id, kind_id, data, object_key, byte_size, sent_to_email,
                              sent_to_phone, delivery)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'none')",
     )
     .bind(tx.tenant())
     .bind(id)
@@ -526,7 +525,6 @@ pub async fn create(
     .bind(size)
     .bind(&email)
     .bind(&phone_number)
-    .bind(delivery)
     .execute(tx.conn())
     .await?;
     store.put_pdf(&key, bytes).await?;
@@ -538,7 +536,8 @@ pub async fn create(
             action: "report.create",
             object_type: "report",
             object_id: Some(id),
-            detail: serde_json::json!({ "kind": kind.key, "session_id": session_id, "delivery": delivery }),
+            detail: serde_json::json!({ "kind": kind.key, "session_id": session_id,
+                                          "email": email.is_some(), "phone": phone_number.is_some() }),
         },
     )
     .await?;

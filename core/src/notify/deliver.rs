@@ -21,10 +21,14 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use futures_util::StreamExt;
+
 use super::templates::{self, Rendered};
 use super::{Kind, Locale};
 use crate::db::{Db, TenantId};
-use crate::error::Result;
+use crate::documents::delivery::{self as documents, Attachment};
+use crate::documents::Store;
+use crate::error::{Error, Result};
 
 /// Settings of the delivery pass.
 #[derive(Debug, Clone)]
@@ -39,6 +43,8 @@ pub struct Settings {
     pub per_tenant_per_minute: i64,
     /// Where links in messages lead (`<base>/verify-email?token=…`).
     pub link_base: String,
+    /// Messages of one claimed batch sent at once (`NOTIFY_CONCURRENCY`); each is begun, sent and recorded on its own.
+    pub concurrency: usize,
 }
 
 impl Default for Settings {
@@ -50,6 +56,7 @@ impl Default for Settings {
             retry_base: Duration::seconds(30),
             per_tenant_per_minute: 120,
             link_base: "http://127.0.0.1:8080".into(),
+            concurrency: 8,
         }
     }
 }
@@ -67,6 +74,12 @@ pub struct Outgoing {
     pub tenant_name: String,
     pub attempts: i32,
     pub rendered: Rendered,
+    /// The message's data (a receipt's session, a report's id …).
+    pub data: Value,
+    /// PDFs to attach (email only): a receipt, a report. Filled by [`prepare`].
+    pub attachments: Vec<Attachment>,
+    /// A document's download link for a channel that cannot attach (a report by SMS). Filled by [`prepare`].
+    pub link: Option<String>,
 }
 
 /// Why a send failed, in words safe to show an owner (no server text, no addresses, no credentials).
@@ -83,12 +96,14 @@ pub trait Transport: Send + Sync {
     async fn send(&self, message: &Outgoing) -> std::result::Result<(), SendError>;
 }
 
-/// The transports a worker has, by channel; a channel without one is not claimed (its messages wait).
+/// The transports a worker has, by channel; a channel without one is not claimed (its messages wait). And the
+/// document store the attachments and links of receipts and reports come from (off: receipts go without their PDF).
 #[derive(Clone, Default)]
 pub struct Transports {
     pub email: Option<Arc<dyn Transport>>,
     pub sms: Option<Arc<dyn Transport>>,
     pub push: Option<Arc<dyn Transport>>,
+    pub documents: Store,
 }
 
 impl Transports {
@@ -232,6 +247,10 @@ pub async fn begin(
     let (Some(kind), Ok(rendered)) = (kind, rendered.as_ref()) else {
         tracing::error!(notification = %claimed.notification_id, error = ?rendered.err(), "a message cannot be rendered");
         give_up(&mut tx, claimed, "the message could not be rendered").await?;
+        if let (Some(Kind::Report), Some(report)) = (kind, uuid_in(&row.data, "report_id")) {
+            let method = if row.channel == "sms" { "sms" } else { "email" };
+            documents::mark_report_delivered(&mut tx, report, method, false).await?;
+        }
         tx.commit().await?;
         metrics::counter!("notifications_sent_total", "channel" => row.channel, "outcome" => "dead")
             .increment(1);
@@ -262,7 +281,56 @@ pub async fn begin(
         tenant_name,
         attempts,
         rendered: rendered.clone(),
+        data: row.data,
+        attachments: Vec::new(),
+        link: None,
     })))
+}
+
+fn uuid_in(data: &Value, field: &str) -> Option<Uuid> {
+    data.get(field)?.as_str()?.parse().ok()
+}
+
+/// Fetches what a message carries besides its text, after its attempt began: a receipt email's PDF (made now if the
+/// receipt was not made yet), a report email's PDF, a report SMS's fresh download link. A document that cannot be
+/// read now fails the attempt like a refused send (retried; a report that no longer exists is given up).
+pub async fn prepare(
+    db: &Db,
+    store: &Store,
+    message: &mut Outgoing,
+) -> std::result::Result<(), SendError> {
+    let wanted = match (message.kind, message.channel.as_str()) {
+        // Without a document store a receipt still goes out, without its PDF.
+        (Kind::Receipt, "email") if store.is_on() => uuid_in(&message.data, "session_id"),
+        (Kind::Report, "email" | "sms") => uuid_in(&message.data, "report_id"),
+        _ => None,
+    };
+    let Some(id) = wanted else {
+        return Ok(());
+    };
+    let fetched = async {
+        let mut tx = db.begin_tenant(message.tenant).await?;
+        match (message.kind, message.channel.as_str()) {
+            (Kind::Receipt, _) => {
+                let pdf = documents::receipt_attachment(&mut tx, store, id).await?;
+                message.attachments.push(pdf);
+            }
+            (_, "email") => {
+                let pdf = documents::report_attachment(&mut tx, store, id).await?;
+                message.attachments.push(pdf);
+            }
+            _ => message.link = Some(documents::report_link(&mut tx, store, id).await?.url),
+        }
+        // A receipt made for the email is kept (the same one the API hands out later).
+        tx.commit().await
+    };
+    fetched.await.map_err(|e: Error| {
+        tracing::warn!(tenant.id = %message.tenant, notification = %message.id, error = ?e, "a message's document could not be read");
+        SendError {
+            permanent: matches!(e, Error::NotFound(_)),
+            safe: "the document to send could not be read".into(),
+        }
+    })
 }
 
 async fn give_up(tx: &mut crate::TenantTx, claimed: &Claimed, why: &str) -> Result<()> {
@@ -355,12 +423,27 @@ pub async fn record(
             )
         }
     };
-    tx.commit().await?;
     let outcome = if updated.rows_affected() == 1 {
         outcome
     } else {
         Outcome::Lost
     };
+    // A report's channel is done once it was sent or given up: recorded on the report in the same transaction, so
+    // the report and its outbox row never disagree (and a late, lost claim records nothing).
+    if message.kind == Kind::Report && matches!(outcome, Outcome::Sent | Outcome::Dead) {
+        if let (Some(report), Some(method)) = (
+            uuid_in(&message.data, "report_id"),
+            match message.channel.as_str() {
+                "email" => Some("email"),
+                "sms" => Some("sms"),
+                _ => None,
+            },
+        ) {
+            documents::mark_report_delivered(&mut tx, report, method, outcome == Outcome::Sent)
+                .await?;
+        }
+    }
+    tx.commit().await?;
     metrics::counter!("notifications_sent_total", "channel" => message.channel.clone(), "outcome" => outcome.as_str())
         .increment(1);
     Ok(outcome)
@@ -375,6 +458,59 @@ pub struct Pass {
     pub dead: usize,
     pub throttled: usize,
     pub skipped: usize,
+}
+
+enum Step {
+    Sent,
+    Retried,
+    Dead,
+    Throttled,
+    Skipped,
+    /// A database error; the message stays leased and is tried again after the lease.
+    Failed,
+}
+
+async fn deliver_one(
+    db: &Db,
+    transports: &Transports,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    c: &Claimed,
+) -> Step {
+    match begin(db, c, settings, now).await {
+        Ok(Begin::Send(mut message)) => {
+            let result = match transports.for_channel(&message.channel) {
+                Some(transport) => match prepare(db, &transports.documents, &mut message).await {
+                    Ok(()) => transport.send(&message).await,
+                    Err(e) => Err(e),
+                },
+                None => Err(SendError {
+                    permanent: false,
+                    safe: "no transport for this channel".into(),
+                }),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(tenant.id = %message.tenant, notification = %message.id, attempts = message.attempts, error = %e.safe, "a message was not delivered");
+            }
+            match record(db, &message, result, settings, now).await {
+                Ok(Outcome::Sent) => Step::Sent,
+                Ok(Outcome::Retry) => Step::Retried,
+                Ok(Outcome::Dead) => Step::Dead,
+                Ok(Outcome::Lost) => Step::Skipped,
+                Err(e) => {
+                    tracing::error!(notification = %message.id, error = ?e, "recording a delivery failed");
+                    Step::Failed
+                }
+            }
+        }
+        Ok(Begin::Skip) => Step::Skipped,
+        Ok(Begin::Throttled) => Step::Throttled,
+        Ok(Begin::Broken) => Step::Dead,
+        Err(e) => {
+            tracing::error!(notification = %c.notification_id, error = ?e, "starting a delivery failed");
+            Step::Failed
+        }
+    }
 }
 
 /// Claims and delivers one batch of messages due at `now`. A channel without a transport is not claimed at all.
@@ -393,36 +529,20 @@ pub async fn run_once(
         claimed: claimed.len(),
         ..Pass::default()
     };
-    for c in &claimed {
-        match begin(db, c, settings, now).await {
-            Ok(Begin::Send(message)) => {
-                let result = match transports.for_channel(&message.channel) {
-                    Some(transport) => transport.send(&message).await,
-                    None => Err(SendError {
-                        permanent: false,
-                        safe: "no transport for this channel".into(),
-                    }),
-                };
-                if let Err(e) = &result {
-                    tracing::warn!(tenant.id = %message.tenant, notification = %message.id, attempts = message.attempts, error = %e.safe, "a message was not delivered");
-                }
-                match record(db, &message, result, settings, now).await {
-                    Ok(Outcome::Sent) => pass.sent += 1,
-                    Ok(Outcome::Retry) => pass.retried += 1,
-                    Ok(Outcome::Dead) => pass.dead += 1,
-                    Ok(Outcome::Lost) => pass.skipped += 1,
-                    Err(e) => {
-                        tracing::error!(notification = %message.id, error = ?e, "recording a delivery failed")
-                    }
-                }
-            }
-            Ok(Begin::Skip) => pass.skipped += 1,
-            Ok(Begin::Throttled) => pass.throttled += 1,
-            Ok(Begin::Broken) => pass.dead += 1,
-            Err(e) => {
-                // The message stays leased and is tried again after the lease.
-                tracing::error!(notification = %c.notification_id, error = ?e, "starting a delivery failed")
-            }
+    // Each message is begun, sent and recorded on its own, several at once: a slow server answers one message
+    // late, not the whole batch.
+    // Owned claims (not references into the batch), so the pass stays a `Send` future that can be spawned.
+    let mut results = futures_util::stream::iter(claimed)
+        .map(|c| async move { deliver_one(db, transports, settings, now, &c).await })
+        .buffer_unordered(settings.concurrency.max(1));
+    while let Some(step) = results.next().await {
+        match step {
+            Step::Sent => pass.sent += 1,
+            Step::Retried => pass.retried += 1,
+            Step::Dead => pass.dead += 1,
+            Step::Throttled => pass.throttled += 1,
+            Step::Skipped => pass.skipped += 1,
+            Step::Failed => {}
         }
     }
     if pass.claimed > 0 {

@@ -2,7 +2,7 @@
 //!
 //! One-time login tokens (email verification, password reset) live in `login_token`, a table of logins like
 //! `app_user` (not tenant-owned); only their SHA-256 is stored. The message that carries a token is queued in the
-//! outbox of the tenant the flow happens in.
+//! outbox of the tenant the flow happens in (see `accounts` for which tenant that is for a password reset).
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -46,32 +46,58 @@ pub async fn invitation(
     Ok(())
 }
 
-/// Issues a verification code for `user` and queues it to `email`.
-pub async fn verification(
+/// A one-time login token's purpose: its `login_token.purpose`, the message that carries it, how long it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoginToken {
+    VerifyEmail,
+    PasswordReset,
+}
+
+impl LoginToken {
+    fn kind(self) -> Kind {
+        match self {
+            LoginToken::VerifyEmail => Kind::VerifyEmail,
+            LoginToken::PasswordReset => Kind::PasswordReset,
+        }
+    }
+
+    fn ttl_minutes(self) -> i64 {
+        match self {
+            LoginToken::VerifyEmail => VERIFY_TTL_HOURS * 60,
+            LoginToken::PasswordReset => RESET_TTL_MINUTES,
+        }
+    }
+}
+
+/// Issues a one-time token for `user` (only its SHA-256 is stored) and queues the message that carries it to `email`.
+async fn issue_login_token(
     tx: &mut TenantTx,
+    purpose: LoginToken,
     user: Uuid,
     email: &str,
     locale: Locale,
 ) -> Result<()> {
+    let kind = purpose.kind();
     let token = auth::random_token();
     let id = Uuid::now_v7();
     sqlx::query(
         "insert into login_token (id, user_id, purpose, token_hash, expires_at)
-         values ($1, $2, 'verify_email', $3, now() + make_interval(hours => $4))",
+         values ($1, $2, $3, $4, now() + make_interval(mins => $5))",
     )
     .bind(id)
     .bind(user)
+    .bind(kind.as_str())
     .bind(auth::token_hash(&token))
-    .bind(VERIFY_TTL_HOURS as i32)
+    .bind(purpose.ttl_minutes() as i32)
     .execute(tx.conn())
     .await?;
     enqueue(
         tx,
         NewMessage {
-            event_key: format!("verify_email:{id}"),
+            event_key: format!("{}:{id}", kind.as_str()),
             channel: Channel::Email,
             recipient: email.to_owned(),
-            kind: Kind::VerifyEmail,
+            kind,
             locale,
             data: json!({}),
             secret: Some(token),
@@ -79,6 +105,16 @@ pub async fn verification(
     )
     .await?;
     Ok(())
+}
+
+/// Issues a verification code for `user` and queues it to `email`.
+pub async fn verification(
+    tx: &mut TenantTx,
+    user: Uuid,
+    email: &str,
+    locale: Locale,
+) -> Result<()> {
+    issue_login_token(tx, LoginToken::VerifyEmail, user, email, locale).await
 }
 
 /// Issues a password-reset code for `user` (voiding any earlier unused one) and queues it to `email`. A code
@@ -106,32 +142,7 @@ pub async fn password_reset(
     .bind(user)
     .execute(tx.conn())
     .await?;
-    let token = auth::random_token();
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "insert into login_token (id, user_id, purpose, token_hash, expires_at)
-         values ($1, $2, 'password_reset', $3, now() + make_interval(mins => $4))",
-    )
-    .bind(id)
-    .bind(user)
-    .bind(auth::token_hash(&token))
-    .bind(RESET_TTL_MINUTES as i32)
-    .execute(tx.conn())
-    .await?;
-    enqueue(
-        tx,
-        NewMessage {
-            event_key: format!("password_reset:{id}"),
-            channel: Channel::Email,
-            recipient: email.to_owned(),
-            kind: Kind::PasswordReset,
-            locale,
-            data: json!({}),
-            secret: Some(token),
-        },
-    )
-    .await?;
-    Ok(())
+    issue_login_token(tx, LoginToken::PasswordReset, user, email, locale).await
 }
 
 /// A money amount for a message: `12.34 EUR` (two decimals; the currencies Switchyard runs in have two).
@@ -364,4 +375,61 @@ pub async fn session_warning(
     )
     .await?;
     Ok(())
+}
+
+/// Queues a kiosk report's delivery (seed 003) in the report's own transaction: an email with the PDF attached to
+/// its `sent_to_email`, an SMS with a download link to its `sent_to_phone`, one outbox row per (report, channel,
+/// recipient) under `report:<id>`. When the session's patron has chosen channels for reports, only those of the two
+/// are used; without a choice every address given gets its message. Written in the patron's language (English for
+/// an anonymous kiosk user). Marks the channels pending on the report ([`crate::documents::delivery::queue_report`]).
+pub async fn report(tx: &mut TenantTx, report: &crate::documents::reports::Report) -> Result<()> {
+    let (patron, locale, title): (Uuid, String, String) = sqlx::query_as(
+        "select s.patron_id, p.locale, k.title from report r
+           join session s on s.tenant_id = r.tenant_id and s.id = r.session_id
+           join patron p on p.tenant_id = s.tenant_id and p.id = s.patron_id
+           join report_kind k on k.tenant_id = r.tenant_id and k.id = r.kind_id
+          where r.tenant_id = $1 and r.id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(report.id)
+    .fetch_one(tx.conn())
+    .await?;
+    let chosen = subjects::chosen(tx, Subject::Patron(patron), Topic::Reports).await?;
+    let wants = |c: Channel| chosen.as_ref().is_none_or(|list| list.contains(&c));
+    let email = report
+        .sent_to_email
+        .as_deref()
+        .filter(|_| wants(Channel::Email));
+    // Providers take E.164: the number as typed, without its spaces, dashes and brackets.
+    let phone = report
+        .sent_to_phone
+        .as_deref()
+        .filter(|_| wants(Channel::Sms))
+        .map(|p| {
+            p.chars()
+                .filter(|c| c.is_ascii_digit() || *c == '+')
+                .collect::<String>()
+        });
+    let data = json!({ "title": title, "report_id": report.id, "session_id": report.session_id });
+    for (channel, recipient) in [
+        (Channel::Email, email.map(str::to_owned)),
+        (Channel::Sms, phone.clone()),
+    ] {
+        if let Some(recipient) = recipient {
+            enqueue(
+                tx,
+                NewMessage {
+                    event_key: format!("report:{}", report.id),
+                    channel,
+                    recipient,
+                    kind: Kind::Report,
+                    locale: Locale::from_stored(&locale),
+                    data: data.clone(),
+                    secret: None,
+                },
+            )
+            .await?;
+        }
+    }
+    crate::documents::delivery::queue_report(tx, report.id, email, phone.as_deref()).await
 }

@@ -37,10 +37,12 @@ pub enum Kind {
     SessionWarning,
     /// A venue's figures of one venue-local day, to owners who opted in (see [`crate::analytics::summary`]).
     DailySummary,
+    /// A kiosk report (seed 003): the PDF attached to an email, or a link to it by SMS.
+    Report,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Invitation,
         Kind::VerifyEmail,
         Kind::PasswordReset,
@@ -50,6 +52,7 @@ impl Kind {
         Kind::Debt,
         Kind::SessionWarning,
         Kind::DailySummary,
+        Kind::Report,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Kind {
             Kind::Debt => "debt",
             Kind::SessionWarning => "session_warning",
             Kind::DailySummary => "daily_summary",
+            Kind::Report => "report",
         }
     }
 
@@ -81,7 +85,8 @@ impl Kind {
             | Kind::LowBalance
             | Kind::Debt
             | Kind::SessionWarning
-            | Kind::DailySummary => None,
+            | Kind::DailySummary
+            | Kind::Report => None,
         }
     }
 }
@@ -191,23 +196,44 @@ pub async fn enqueue(tx: &mut TenantTx, message: NewMessage) -> Result<bool> {
     Ok(inserted.is_some())
 }
 
-/// A message as owners and managers see it: never its one-time token or its body.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One message in the outbox, as owners and managers see it (the GraphQL `Notification` is this type). Its text
+/// and any one-time token it carried are never shown; a push recipient shows only its platform and the device
+/// token's last six characters.
+#[derive(Debug, Clone, sqlx::FromRow, async_graphql::SimpleObject)]
 pub struct Notification {
     pub id: Uuid,
+    /// What caused it (`invitation:<id>`, `session:<id>:receipt`, `sos:<id>`, `report:<id>` …).
     pub event_key: String,
+    /// `email`, `sms` or `push`.
     pub channel: String,
+    /// The email address or phone number; for push, the platform and the device token's last six characters.
     pub recipient: String,
+    /// The template: `invitation`, `verify_email`, `password_reset`, `receipt`, `sos`, `low_balance`, `debt`,
+    /// `session_warning`, `report`.
     pub kind: String,
     pub locale: String,
+    /// `pending` (waiting or retrying), `sent`, `dead` (given up).
     pub status: String,
     pub attempts: i32,
-    /// A short, classified reason (`smtp 550 (permanent)`, `timed out` …), never the server's own text.
+    /// Why the last attempt failed, in general words (`the mail server answered 550 (refused)`), never the server's
+    /// own text.
     pub last_error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub sent_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Notification {
+    /// The row as it may be shown: a push device token cut to its platform and last six characters.
+    fn shown(mut self) -> Self {
+        if let Some((platform @ ("fcm" | "apns"), token)) = self.recipient.split_once(':') {
+            let skip = token.chars().count().saturating_sub(6);
+            let tail: String = token.chars().skip(skip).collect();
+            self.recipient = format!("{platform}:…{tail}");
+        }
+        self
+    }
 }
 
 const COLUMNS: &str =
@@ -232,13 +258,14 @@ pub async fn list(
          where tenant_id = $1 and ($2::text is null or status = $2) and ($3::uuid is null or id < $3)
          order by id desc limit $4"
     );
-    Ok(sqlx::query_as(&sql)
+    let rows: Vec<Notification> = sqlx::query_as(&sql)
         .bind(tx.tenant())
         .bind(status)
         .bind(after)
         .bind(limit.clamp(1, 500))
         .fetch_all(tx.conn())
-        .await?)
+        .await?;
+    Ok(rows.into_iter().map(Notification::shown).collect())
 }
 
 /// One message; another tenant's id answers `not_found`.
@@ -249,7 +276,8 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Notification> {
         .bind(id)
         .fetch_optional(tx.conn())
         .await?;
-    row.ok_or(Error::NotFound("notification"))
+    row.map(Notification::shown)
+        .ok_or(Error::NotFound("notification"))
 }
 
 /// The language of a member's messages.

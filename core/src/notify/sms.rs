@@ -116,8 +116,11 @@ impl Transport for TwilioSms {
             s.api_base.trim_end_matches('/'),
             s.account_sid
         );
-        // A text message carries the subject line, prefixed with whose message it is.
-        let body = format!("{}: {}", m.tenant_name, m.rendered.subject);
+        // A text message carries the subject line, prefixed with whose message it is, and a document's link.
+        let body = match &m.link {
+            Some(link) => format!("{}: {} {link}", m.tenant_name, m.rendered.subject),
+            None => format!("{}: {}", m.tenant_name, m.rendered.subject),
+        };
         let response = self
             .client
             .post(url)

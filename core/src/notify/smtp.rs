@@ -1,9 +1,12 @@
-//! Email over SMTP with `lettre` (async, rustls): the email [`Transport`] of the workers.
+//! Email over SMTP with `lettre` (async, rustls): the email [`Transport`] of the workers. Each message opens its own
+//! connection (lettre's connection pool is off: a sequential benchmark run with it stalled, cause not yet found; see
+//! the README's Figures).
 
 use std::time::Duration;
 
+use lettre::message::header::ContentType;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -162,12 +165,24 @@ impl SmtpTransport {
                 HeaderName::new_from_ascii_str("Content-Language"),
                 m.locale.as_str().to_owned(),
             ))
-            .multipart(MultiPart::alternative_plain_html(
-                m.rendered.text.clone(),
-                m.rendered.html.clone(),
-            ))
+            .multipart(body(m))
             .map_err(|_| permanent("the message could not be built"))
     }
+}
+
+/// Plain text and HTML as alternatives; with attachments (a receipt's or report's PDF), that pair and the files in a
+/// `multipart/mixed`.
+fn body(m: &Outgoing) -> MultiPart {
+    let text = MultiPart::alternative_plain_html(m.rendered.text.clone(), m.rendered.html.clone());
+    if m.attachments.is_empty() {
+        return text;
+    }
+    let pdf = ContentType::parse("application/pdf").unwrap_or(ContentType::TEXT_PLAIN);
+    m.attachments
+        .iter()
+        .fold(MultiPart::mixed().multipart(text), |mixed, a| {
+            mixed.singlepart(Attachment::new(a.filename.clone()).body(a.bytes.clone(), pdf.clone()))
+        })
 }
 
 #[async_trait::async_trait]

@@ -69,6 +69,17 @@ impl Topic {
 
 /// The channels `subject` wants for `topic`.
 pub async fn channels(tx: &mut TenantTx, subject: Subject, topic: Topic) -> Result<Vec<Channel>> {
+    Ok(chosen(tx, subject, topic)
+        .await?
+        .unwrap_or_else(|| topic.defaults().to_vec()))
+}
+
+/// The channels `subject` chose for `topic`, or `None` when it never chose (the defaults apply then).
+pub async fn chosen(
+    tx: &mut TenantTx,
+    subject: Subject,
+    topic: Topic,
+) -> Result<Option<Vec<Channel>>> {
     let chosen: Option<Vec<String>> = sqlx::query_scalar(
         "select channels from notification_preference where tenant_id = $1 and subject_id = $2 and topic = $3",
     )
@@ -77,10 +88,7 @@ pub async fn channels(tx: &mut TenantTx, subject: Subject, topic: Topic) -> Resu
     .bind(topic.as_str())
     .fetch_optional(tx.conn())
     .await?;
-    Ok(match chosen {
-        Some(list) => list.iter().filter_map(|c| Channel::parse(c)).collect(),
-        None => topic.defaults().to_vec(),
-    })
+    Ok(chosen.map(|list| list.iter().filter_map(|c| Channel::parse(c)).collect()))
 }
 
 /// Every topic with the channels `subject` gets it by.

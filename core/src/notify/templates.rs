@@ -44,6 +44,8 @@ const FILES: &[(&str, &str)] = templates!(
     "de" / "session_warning",
     "en" / "daily_summary",
     "de" / "daily_summary",
+    "en" / "report",
+    "de" / "report",
 );
 
 const LAYOUT: &str = include_str!("../../templates/notify/layout.html");
@@ -148,7 +150,7 @@ mod tests {
                     "role": "staff", "days": 7, "name": "Dana", "venue": "Downtown", "station": "PC-01",
                     "total": "1.20 EUR", "lines": [{"description": "10 min", "amount": "1.20 EUR"}],
                     "severity": "high", "sos_id": "x", "balance": "1.00 EUR", "threshold": "5.00 EUR",
-                    "debt": "2.00 EUR", "minutes": 5,
+                    "debt": "2.00 EUR", "minutes": 5, "title": "Diagnostics", "report_id": "r1",
                 });
                 let r = render(
                     kind,

@@ -490,9 +490,42 @@ async fn an_invoice_goes_from_draft_to_issued_to_paid_and_its_pdf_lists_its_sess
     let bobs_invoice = draft(&app, &f, bob, &[bobs]).await["data"]["createInvoice"]["id"].clone();
     let v = invoice_op(&app, &f.t.access, "voidInvoice", &bobs_invoice).await;
     assert_eq!(v["data"]["voidInvoice"]["status"], "VOID", "{v}");
-    assert_eq!(v["data"]["voidInvoice"]["sessionIds"], json!([]));
+    // It still lists the session it was about (and so keeps its venue scope), though the session is free again.
+    assert_eq!(v["data"]["voidInvoice"]["sessionIds"], json!([bobs]));
     let redo = draft(&app, &f, bob, &[bobs]).await;
     assert_eq!(redo["data"]["createInvoice"]["status"], "DRAFT", "{redo}");
+
+    // A void invoice stays confined to its venue: a manager of another venue sees neither it nor its link, a
+    // manager of its venue does.
+    let elsewhere = app.create_venue(&f.t.access, "Elsewhere").await;
+    let scoped = |venue: Uuid| {
+        let app = &app;
+        let f = &f;
+        async move {
+            let (user, token) = app.add_member(&f.t, "MANAGER").await;
+            app.gql_ok(
+                &f.t.access,
+                "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
+                json!({"u": user, "v": [venue]}),
+            )
+            .await;
+            token
+        }
+    };
+    let outsider = scoped(elsewhere).await;
+    let one = "query($i: UUID!) { invoice(id: $i) { id status download { url } } }";
+    let hidden = app
+        .gql(Some(&outsider), one, json!({"i": bobs_invoice}))
+        .await;
+    assert_eq!(gql_code(&hidden), "not_found", "{hidden}");
+    assert!(!hidden.to_string().contains("X-Amz"));
+    let listed = app
+        .gql_ok(&outsider, "{ invoices(status: VOID) { id } }", json!({}))
+        .await;
+    assert_eq!(listed["invoices"], json!([]), "{listed}");
+    let insider = scoped(f.venue).await;
+    let seen = app.gql_ok(&insider, one, json!({"i": bobs_invoice})).await;
+    assert_eq!(seen["invoice"]["status"], "VOID", "{seen}");
 
     // Lists by patron and status.
     let list = app

@@ -29,6 +29,7 @@ mod patron_app;
 mod payments;
 mod production;
 mod rentals;
+mod report_delivery;
 mod reports;
 mod rls;
 mod sessions;

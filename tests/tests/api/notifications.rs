@@ -548,6 +548,34 @@ async fn a_receipt_with_the_cost_lines_is_emailed_in_the_patrons_language_when_i
     }
     assert!(m.html().contains("Ihre Sitzung an PC-1 ist beendet"));
 
+    // The receipt's PDF rides along (text and HTML stay the alternative body): the session's own receipt, the same
+    // document the API hands out afterwards, with its total.
+    assert_eq!(m.attachments.len(), 1, "{:?}", m.attachments);
+    let pdf = &m.attachments[0];
+    assert_eq!(
+        (pdf.filename.as_str(), pdf.content_type.as_str()),
+        (format!("receipt-{session}.pdf").as_str(), "application/pdf")
+    );
+    let bytes = pdf.bytes();
+    assert!(bytes.starts_with(b"%PDF-"));
+    let text = crate::documents::pdf_text(&bytes).await;
+    for needle in [
+        format!("Session {session}"),
+        "Station: PC-1".to_owned(),
+        "Customer: Dana".to_owned(),
+        money.clone(),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} missing from:\n{text}");
+    }
+    let (status, receipt) = app
+        .get(&format!("/api/v1/sessions/{session}/receipt"), &f.t.access)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(receipt["total"].as_i64(), Some(total));
+    let served =
+        crate::documents::download(&app, receipt["url"].as_str().unwrap_or_default()).await;
+    assert_eq!(served, bytes, "the emailed receipt is the stored one");
+
     // Stopping again changes nothing and queues no second receipt.
     app.send(
         reqwest::Method::DELETE,
@@ -827,6 +855,7 @@ async fn a_refused_message_is_dead_at_once_and_a_deferred_one_after_its_attempts
             switchyard_core::notify::smtp::SmtpTransport::new(&unreachable)
                 .unwrap_or_else(|e| panic!("{e}")),
         )),
+        documents: mail::documents(),
     };
     let someone = unique_email("later");
     invite(&app, &t.access, &someone, None).await;
@@ -1194,6 +1223,7 @@ async fn email_goes_over_starttls_to_a_server_whose_certificate_is_trusted_and_w
             )),
             sms: None,
             push: None,
+            documents: mail::documents(),
         }
     };
     let ca =
@@ -1231,5 +1261,49 @@ async fn email_goes_over_starttls_to_a_server_whose_certificate_is_trusted_and_w
     assert!(
         !mail::received_by(&t.email).iter().any(|m| m.tls),
         "plain SMTP stays plain"
+    );
+}
+
+#[tokio::test]
+async fn a_password_reset_for_a_login_in_two_tenants_goes_through_its_home_tenant_not_the_first_by_name(
+) {
+    let app = spawn_app().await;
+    // The login signs up "Zephyr Home" first, then joins "Aardvark Annex" (first by name) by invitation.
+    let home = app.signup_named("Zephyr Home").await;
+    let other = app.signup_named("Aardvark Annex").await;
+    app.verify_email(&home.email).await;
+    let token = app
+        .invite_by_email(&other.access, &home.email, "STAFF")
+        .await;
+    let accepted = app
+        .gql(
+            Some(&home.access),
+            "mutation($t: String!) { acceptInvitation(token: $t) { tenantId } }",
+            json!({"t": token}),
+        )
+        .await;
+    assert_eq!(
+        accepted["data"]["acceptInvitation"]["tenantId"],
+        other.id.to_string(),
+        "{accepted}"
+    );
+
+    let (status, _) = app
+        .post("/api/v1/auth/password/forgot", json!({"email": home.email}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let m = mail::wait_for_link(&home.email, "/reset-password", 1).await;
+    assert!(m.text().contains("(Zephyr Home)"), "{}", m.text());
+    assert!(m.from.contains("Zephyr Home via"), "{}", m.from);
+    // The row is in the home tenant's outbox (its owners' delivery status), none in the other's.
+    let at_home = rows(&app, home.id, &home.email).await;
+    let elsewhere = rows(&app, other.id, &home.email).await;
+    assert!(
+        at_home.iter().any(|r| r.0 == "password_reset"),
+        "{at_home:?}"
+    );
+    assert!(
+        !elsewhere.iter().any(|r| r.0 == "password_reset"),
+        "{elsewhere:?}"
     );
 }

@@ -299,6 +299,7 @@ async fn sms_and_push_go_through_the_providers_http_apis_on_each_persons_chosen_
         push: Some(Arc::new(
             PushTransport::new(push_settings).unwrap_or_else(|e| panic!("{e}")),
         )),
+        documents: mail::documents(),
     };
     let deliver_all = || async {
         loop {
