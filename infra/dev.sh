@@ -389,8 +389,16 @@ bench() {
   trap cleanup EXIT
   start_postgres
   set_urls switchyard_bench
-  (cd "$ROOT" && cargo build --release --bins)
-  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+  # SWITCHYARD_BENCH_PROFILE=debug runs the debug build the test command already made (no release build; figures
+  # are then a lower bound, worth it on a busy machine). The README's figures name the build they were taken with.
+  local bin
+  if [ "${SWITCHYARD_BENCH_PROFILE:-release}" = debug ]; then
+    (cd "$ROOT" && cargo build --bins)
+    bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+  else
+    (cd "$ROOT" && cargo build --release --bins)
+    bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+  fi
   case "${1:-billing}" in
     billing) shift || true; "$bin/switchyard-workers" bench-billing "$@" ;;
     sessions) shift; "$bin/bench-sessions" "$@" ;;
