@@ -272,10 +272,15 @@ async fn queue_list(
     if charger.registration != super::Registration::Accepted {
         return Ok(None);
     }
-    let current: i64 = sqlx::query_scalar("select tag_list_version from tenant where id = $1")
-        .bind(tx.tenant())
-        .fetch_one(tx.conn())
-        .await?;
+    // Shared-locked: a tag change holds this row (it bumps the version) until it commits, so an update decided here
+    // waits for a change under way and reads its version. Without the lock a charger's answer to the last update
+    // could read the old version while the change, seeing that update still in flight, left the new one to it —
+    // and neither would send it.
+    let current: i64 =
+        sqlx::query_scalar("select tag_list_version from tenant where id = $1 for share")
+            .bind(tx.tenant())
+            .fetch_one(tx.conn())
+            .await?;
     if charger.local_list_version >= current && !force_full {
         return Ok(None);
     }
