@@ -246,6 +246,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/openapi.json",
             get(move || async move { axum::Json(openapi.as_ref().clone()) }),
         )
+        .merge(crate::console::routes(config.console_dir.as_deref()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

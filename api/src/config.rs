@@ -75,6 +75,9 @@ pub struct Config {
     pub subscriptions_per_connection: usize,
     /// Where receipts, invoices and reports are stored (`S3_*`, `DOCUMENT_URL_TTL_SECS`).
     pub documents: switchyard_core::documents::StoreSettings,
+    /// The built web console (`CONSOLE_DIR`, a folder holding `index.html`), served under `/console`; unset: no
+    /// console on this server.
+    pub console_dir: Option<std::path::PathBuf>,
 }
 
 /// The most an access token may live.
@@ -280,6 +283,20 @@ impl Config {
             subscriptions_per_connection: parse("SUBSCRIPTIONS_PER_CONNECTION", 20)?.clamp(1, 1000)
                 as usize,
             documents: switchyard_core::documents::StoreSettings::from_lookup(var)?,
+            console_dir: match var("CONSOLE_DIR") {
+                None => None,
+                Some(dir) => {
+                    let dir = std::path::PathBuf::from(dir);
+                    if !dir.join("index.html").is_file() {
+                        bail!(
+                            "CONSOLE_DIR must be the built console, a folder holding index.html (npm run build in \
+                             console/ makes console/dist); {} has none",
+                            dir.display()
+                        );
+                    }
+                    Some(dir)
+                }
+            },
         })
     }
 

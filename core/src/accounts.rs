@@ -456,6 +456,15 @@ impl Accounts {
         Ok(())
     }
 
+    /// Signs a login out of every device and tenant: its refresh tokens stop working at once, its access tokens
+    /// within their lifetime (at most 15 minutes).
+    #[tracing::instrument(skip_all)]
+    pub async fn sign_out_everywhere(&self, user_id: Uuid) -> Result<i64> {
+        let revoked = self.db.system().revoke_refresh_tokens(user_id).await?;
+        tracing::info!(user = %user_id, revoked, "signed out everywhere");
+        Ok(revoked)
+    }
+
     /// Changes a member's password: the current one must be right (checked through the throttle).
     #[tracing::instrument(skip_all)]
     pub async fn change_password(

@@ -602,6 +602,17 @@ impl SystemDb {
         Ok(())
     }
 
+    /// Signs a login out everywhere: every refresh-token family of it, in every tenant, is revoked (the reviewed
+    /// function a password reset uses). Returns how many refresh tokens were revoked.
+    pub async fn revoke_refresh_tokens(&self, user: Uuid) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("select sys_revoke_user_refresh_tokens($1)")
+                .bind(user)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Spends a verification code (by its SHA-256): the login's email is verified and it is no longer confined to
     /// one tenant. `None` for a wrong, used or expired code.
     pub async fn verify_email(&self, token_hash: &[u8]) -> Result<Option<Uuid>> {

@@ -126,6 +126,16 @@ impl NotificationMutation {
         Ok(true)
     }
 
+    /// Signs the signed-in login out on every device and in every tenant: every refresh token stops working at
+    /// once (access tokens end within their lifetime). Returns how many refresh tokens were revoked.
+    async fn sign_out_everywhere(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        let actor = actor(ctx)?;
+        ctx.data::<Accounts>()?
+            .sign_out_everywhere(actor.user_id)
+            .await
+            .gql()
+    }
+
     /// The language of the signed-in member's or patron's messages: `en` or `de`.
     async fn set_my_locale(
         &self,

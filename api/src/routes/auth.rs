@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use switchyard_core::accounts::TokenPair;
@@ -44,7 +45,66 @@ pub struct LoginRequest {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    refresh_token: String,
+    /// The refresh token; the web console leaves it out and sends its cookie (see `x-switchyard-refresh`).
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// The cookie that holds the web console's refresh token: `HttpOnly` (no script reads it), `SameSite=Strict`, sent
+/// only to `/api/v1/auth`.
+const REFRESH_COOKIE: &str = "switchyard_refresh";
+
+/// A browser client (the web console) asks with `x-switchyard-refresh: cookie` to keep its refresh token in the
+/// cookie rather than receive it: the answer's `refresh_token` is then empty.
+fn wants_cookie(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-switchyard-refresh")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cookie"))
+}
+
+/// The refresh token of a request: the body's, else (a console request) its cookie's.
+fn presented(headers: &HeaderMap, body: RefreshRequest) -> ApiResult<String> {
+    if let Some(token) = body.refresh_token {
+        return Ok(token);
+    }
+    let cookie = wants_cookie(headers)
+        .then(|| {
+            headers
+                .get_all(axum::http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(name, _)| *name == REFRESH_COOKIE)
+                .map(|(_, value)| value.to_owned())
+        })
+        .flatten()
+        .filter(|v| !v.is_empty());
+    cookie.ok_or_else(|| {
+        switchyard_core::Error::Unauthenticated("no refresh token: give refresh_token, or sign in again").into()
+    })
+}
+
+/// The answer carrying a new pair: as JSON, or (a console request) with the refresh token moved into the cookie.
+fn issued(state: &AppState, headers: &HeaderMap, mut pair: TokenPair) -> Response {
+    if !wants_cookie(headers) {
+        return Json(pair).into_response();
+    }
+    let cookie = refresh_cookie(
+        state,
+        &std::mem::take(&mut pair.refresh_token),
+        state.config.refresh_token_ttl.as_secs(),
+    );
+    ([(axum::http::header::SET_COOKIE, cookie)], Json(pair)).into_response()
+}
+
+fn refresh_cookie(state: &AppState, value: &str, max_age: u64) -> String {
+    let secure = if state.config.environment == crate::config::Environment::Production {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{REFRESH_COOKIE}={value}; Path=/api/v1/auth; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -150,15 +210,15 @@ pub async fn signup(
               (status = 429, description = "rate_limited: too many failures for this login or address; `Retry-After`")))]
 pub async fn login(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
-) -> ApiResult<Json<TokenPair>> {
-    Ok(Json(
-        state
-            .accounts
-            .login(&body.email, &body.password, body.tenant_id, client)
-            .await?,
-    ))
+) -> ApiResult<Response> {
+    let pair = state
+        .accounts
+        .login(&body.email, &body.password, body.tenant_id, client)
+        .await?;
+    Ok(issued(&state, &headers, pair))
 }
 
 /// Spends a refresh token for a new pair. Presenting a spent token signs out its whole family.
@@ -166,9 +226,12 @@ pub async fn login(
     responses((status = 200, body = TokenPair), (status = 401, description = "invalid, spent, revoked or expired")))]
 pub async fn refresh(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<RefreshRequest>,
-) -> ApiResult<Json<TokenPair>> {
-    Ok(Json(state.accounts.refresh(&body.refresh_token).await?))
+) -> ApiResult<Response> {
+    let token = presented(&headers, body)?;
+    let pair = state.accounts.refresh(&token).await?;
+    Ok(issued(&state, &headers, pair))
 }
 
 /// Revokes the refresh token and every token refreshed from the same login.
@@ -176,10 +239,18 @@ pub async fn refresh(
     responses((status = 204)))]
 pub async fn logout(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<RefreshRequest>,
-) -> ApiResult<StatusCode> {
-    state.accounts.logout(&body.refresh_token).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> ApiResult<Response> {
+    if let Ok(token) = presented(&headers, body) {
+        state.accounts.logout(&token).await?;
+    }
+    let cleared = refresh_cookie(&state, "", 0);
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(axum::http::header::SET_COOKIE, cleared)],
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
