@@ -44,12 +44,17 @@ pub struct StationTile {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RunningSession {
     session_id: Uuid,
+    /// `active` or `paused`.
+    status: SessionStatus,
     patron_id: Uuid,
+    patron_name: String,
     started_at: DateTime<Utc>,
     planned_end_at: Option<DateTime<Utc>>,
     remaining_seconds: Option<i64>,
     /// The cost of the usage so far, in minor units.
     running_cost: i64,
+    /// What it will cost a minute after `generated_at` if nothing changes (a console ticks between the two).
+    cost_in_a_minute: i64,
 }
 
 /// Every unarchived station of the tenant (or of one venue) that `actor` may see, with what is running on it, at
@@ -77,15 +82,24 @@ pub async fn build(
         },
     )
     .await?;
-    let running = sessions::list(
-        tx,
-        &SessionFilter {
-            status: Some(SessionStatus::Active),
+    let mut running = Vec::new();
+    for status in [SessionStatus::Active, SessionStatus::Paused] {
+        let filter = SessionFilter {
+            status: Some(status),
             ..Default::default()
-        },
-        10_000,
+        };
+        running.extend(sessions::list(tx, &filter, 10_000).await?);
+    }
+    let patrons: Vec<Uuid> = running.iter().map(|s| s.patron_id).collect();
+    let names: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
+        "select id, display_name from patron where tenant_id = $1 and id = any($2)",
     )
-    .await?;
+    .bind(tx.tenant())
+    .bind(&patrons)
+    .fetch_all(tx.conn())
+    .await?
+    .into_iter()
+    .collect();
     let mut by_station: HashMap<Uuid, RunningSession> = HashMap::new();
     let mut rentals: HashMap<Uuid, usize> = HashMap::new();
     for s in running {
@@ -95,11 +109,14 @@ pub async fn build(
         }
         let tile = RunningSession {
             session_id: s.id,
+            status: s.status,
+            patron_name: names.get(&s.patron_id).cloned().unwrap_or_default(),
             patron_id: s.patron_id,
             started_at: s.started_at,
             planned_end_at: s.planned_end_at,
             remaining_seconds: s.remaining_seconds(now),
             running_cost: s.chargeable_at(now),
+            cost_in_a_minute: s.chargeable_at(now + chrono::Duration::minutes(1)),
         };
         by_station.insert(s.station_id, tile);
     }

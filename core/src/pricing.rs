@@ -183,6 +183,48 @@ pub struct Price {
     pub lines: Vec<Line>,
 }
 
+/// The longest usage a price preview covers: a week.
+pub const MAX_PREVIEW_MINUTES: i64 = 7 * 24 * 60;
+
+/// What `terms` would charge for `minutes` from `start` in the time zone `timezone` (a tariff editor's live
+/// preview): the same pricing a session gets, with its lines. The error names the input that is wrong.
+pub fn preview(
+    terms: &Terms,
+    timezone: &str,
+    start: DateTime<Utc>,
+    minutes: i64,
+    tier: Option<&str>,
+    energy_wh: i64,
+) -> Result<Price> {
+    terms.validate()?;
+    let tz: Tz = timezone.parse().map_err(|_| {
+        Error::validation("timezone", "must be an IANA time zone, like Europe/Berlin")
+    })?;
+    if !(1..=MAX_PREVIEW_MINUTES).contains(&minutes) {
+        return Err(Error::validation(
+            "minutes",
+            format!("must be between 1 and {MAX_PREVIEW_MINUTES}"),
+        ));
+    }
+    if !(0..=1_000_000_000).contains(&energy_wh) {
+        return Err(Error::validation(
+            "energyWh",
+            "must be between 0 and 1000000000",
+        ));
+    }
+    Ok(price(
+        terms,
+        tz,
+        Usage {
+            started_at: start,
+            until: start + Duration::minutes(minutes),
+            pauses: &[],
+            energy_wh,
+            tier,
+        },
+    ))
+}
+
 /// Prices `usage` under `terms` in the venue's time zone `tz`.
 pub fn price(terms: &Terms, tz: Tz, usage: Usage<'_>) -> Price {
     let mut lines = Vec::new();

@@ -31,6 +31,24 @@ pub struct CostLine {
     pub amount: i64,
 }
 
+impl From<switchyard_core::pricing::Price> for Cost {
+    fn from(price: switchyard_core::pricing::Price) -> Self {
+        Cost {
+            amount: price.amount,
+            currency: price.currency,
+            lines: price
+                .lines
+                .into_iter()
+                .map(|l| CostLine {
+                    kind: l.kind,
+                    description: l.description,
+                    amount: l.amount,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A paused interval of a session.
 #[derive(async_graphql::SimpleObject)]
 pub struct Pause {
@@ -128,20 +146,7 @@ impl Session {
     }
     /// The cost of the usage so far (or of the whole session once ended), with why.
     async fn live_cost(&self) -> Cost {
-        let price = self.0.cost_at(Utc::now());
-        Cost {
-            amount: price.amount,
-            currency: price.currency,
-            lines: price
-                .lines
-                .into_iter()
-                .map(|l| CostLine {
-                    kind: l.kind,
-                    description: l.description,
-                    amount: l.amount,
-                })
-                .collect(),
-        }
+        self.0.cost_at(Utc::now()).into()
     }
 }
 

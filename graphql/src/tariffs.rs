@@ -161,6 +161,32 @@ impl TariffQuery {
         let (_, mut tx) = begin(ctx).await?;
         Ok(tariffs::get(&mut tx, id).await.gql()?.into())
     }
+
+    /// What `terms` would charge for `minutes` from `startAt` in `timezone` (a patron of `tier`, `energyWh`
+    /// delivered), with the lines that explain it: a tariff editor's live preview. Nothing is stored. Members only.
+    async fn price_preview(
+        &self,
+        ctx: &Context<'_>,
+        terms: TariffTerms,
+        timezone: String,
+        start_at: DateTime<Utc>,
+        minutes: i64,
+        tier: Option<String>,
+        #[graphql(default)] energy_wh: i64,
+    ) -> async_graphql::Result<crate::sessions::Cost> {
+        crate::actor(ctx)?;
+        let terms: Terms = terms.into();
+        Ok(switchyard_core::pricing::preview(
+            &terms,
+            &timezone,
+            start_at,
+            minutes,
+            tier.as_deref(),
+            energy_wh,
+        )
+        .gql()?
+        .into())
+    }
 }
 
 #[derive(Default)]

@@ -81,7 +81,10 @@ fn presented(headers: &HeaderMap, body: RefreshRequest) -> ApiResult<String> {
         .flatten()
         .filter(|v| !v.is_empty());
     cookie.ok_or_else(|| {
-        switchyard_core::Error::Unauthenticated("no refresh token: give refresh_token, or sign in again").into()
+        switchyard_core::Error::Unauthenticated(
+            "no refresh token: give refresh_token, or sign in again",
+        )
+        .into()
     })
 }
 

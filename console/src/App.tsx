@@ -1,0 +1,76 @@
+import { useEffect, useState } from 'react';
+import { auth } from './api/auth';
+import { request } from './api/client';
+import { Me, SignOutEverywhere, type MeResult } from './api/generated';
+import { closeLive } from './api/live';
+import { SosAlerts } from './alerts/SosAlerts';
+import { ForgotPage, LoginPage, SignupPage } from './auth/pages';
+import { FloorPage } from './floor/FloorPage';
+import { t } from './i18n';
+import { go, usePage } from './router';
+import { SetupPage } from './setup/SetupPage';
+
+type Member = MeResult['me'];
+
+export function App() {
+  const page = usePage();
+  const [checked, setChecked] = useState(false);
+  const [me, setMe] = useState<Member | null>(null);
+
+  useEffect(() => {
+    const load = async (signedIn: boolean) => {
+      if (!signedIn) {
+        setMe(null);
+        closeLive();
+        return;
+      }
+      try {
+        setMe((await request(Me, {})).me);
+      } catch {
+        setMe(null);
+      }
+    };
+    const off = auth.onChange((s) => void load(s));
+    // A reload: the cookie may still hold a sign-in.
+    void auth.refresh().finally(() => setChecked(true));
+    return off;
+  }, []);
+
+  if (!checked) return <p className="centered">…</p>;
+  if (!me) {
+    if (page === 'signup') return <SignupPage />;
+    if (page === 'forgot') return <ForgotPage />;
+    return <LoginPage />;
+  }
+  return (
+    <div className="shell">
+      <header className="top">
+        <strong className="brand">{t.appName}</strong>
+        <span className="tenant">{me.tenant.name}</span>
+        <nav aria-label={t.nav.main}>
+          <a href="/console/floor" aria-current={page === 'floor' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('floor'); }}>
+            {t.nav.floor}
+          </a>
+          <a href="/console/setup" aria-current={page === 'setup' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('setup'); }}>
+            {t.nav.setup}
+          </a>
+        </nav>
+        <span className="who">{me.email}</span>
+        <button type="button" onClick={() => void auth.logout()}>
+          {t.nav.signOut}
+        </button>
+        <button
+          type="button"
+          onClick={async () => {
+            await request(SignOutEverywhere, {});
+            auth.dropped();
+          }}
+        >
+          {t.nav.signOutEverywhere}
+        </button>
+      </header>
+      <SosAlerts />
+      <main>{page === 'setup' ? <SetupPage /> : <FloorPage />}</main>
+    </div>
+  );
+}

@@ -1,0 +1,86 @@
+// The live floor's arithmetic, apart from React so it is tested alone: the tiles as the dashboard snapshot gives them,
+// and the remaining time and cost ticking between snapshots.
+
+export type RunningSession = {
+  session_id: string;
+  status: 'active' | 'paused';
+  patron_id: string;
+  patron_name: string;
+  started_at: string;
+  planned_end_at: string | null;
+  remaining_seconds: number | null;
+  running_cost: number;
+  cost_in_a_minute: number;
+};
+
+export type StationTile = {
+  station_id: string;
+  name: string;
+  kind: string;
+  status: 'offline' | 'online' | 'in_session' | 'maintenance';
+  session: RunningSession | null;
+  rentals_running: number;
+};
+
+export type VenueTile = {
+  venue_id: string;
+  name: string;
+  currency: string;
+  busy: number;
+  stations: StationTile[];
+};
+
+export type Snapshot = { generated_at: string; venues: VenueTile[] };
+
+/** Seconds left at `now` (ms): counted down from the planned end; null for an open-ended session. A paused session
+ * keeps what it had. */
+export function remainingAt(s: RunningSession, generatedAt: number, now: number): number | null {
+  if (s.remaining_seconds === null) return null;
+  if (s.status === 'paused') return s.remaining_seconds;
+  const elapsed = Math.max(0, (now - generatedAt) / 1000);
+  return Math.max(0, Math.floor(s.remaining_seconds - elapsed));
+}
+
+/** The cost at `now` (ms), in minor units: between the snapshot's cost and its cost a minute on, by the time passed
+ * since the snapshot (the server prices both with the session's own tariff; a paused session does not move). */
+export function costAt(s: RunningSession, generatedAt: number, now: number): number {
+  if (s.status === 'paused') return s.running_cost;
+  const f = Math.min(1, Math.max(0, (now - generatedAt) / 60_000));
+  return Math.round(s.running_cost + (s.cost_in_a_minute - s.running_cost) * f);
+}
+
+/** The warning a tile shows: 5 and 1 minutes before the planned end. */
+export function warning(remaining: number | null): 'warn1' | 'warn5' | null {
+  if (remaining === null) return null;
+  if (remaining <= 60) return 'warn1';
+  if (remaining <= 300) return 'warn5';
+  return null;
+}
+
+/** How many decimal places a currency's minor unit has (EUR 2, JPY 0, KWD 3). */
+export function minorDigits(currency: string): number {
+  try {
+    return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
+  } catch {
+    return 2;
+  }
+}
+
+/** Minor units as money: 1234 EUR → "€12.34". */
+export function money(amount: number, currency: string, locale = 'en'): string {
+  const digits = minorDigits(currency);
+  try {
+    return new Intl.NumberFormat(locale, { style: 'currency', currency }).format(amount / 10 ** digits);
+  } catch {
+    return `${(amount / 10 ** digits).toFixed(digits)} ${currency}`;
+  }
+}
+
+/** 754 → "12:34"; 3754 → "1:02:34". */
+export function clock(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  const mm = h > 0 ? String(m).padStart(2, '0') : String(m);
+  return `${h > 0 ? `${h}:` : ''}${mm}:${String(s).padStart(2, '0')}`;
+}

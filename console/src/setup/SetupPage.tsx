@@ -1,0 +1,231 @@
+import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
+import { ApiError } from '../api/auth';
+import { request } from '../api/client';
+import {
+  AssignTariff,
+  CreateStation,
+  CreateTariff,
+  CreateVenue,
+  PricePreview,
+  StationControlValues,
+  StationKindValues,
+  Venues,
+  type PricePreviewResult,
+  type StationControl,
+  type StationKind,
+  type VenuesResult,
+} from '../api/generated';
+import { money } from '../floor/model';
+import { t } from '../i18n';
+import { toMinor } from './money';
+
+type Venue = VenuesResult['venues'][number];
+
+function useSubmit(): [string | null, string | null, (what: string, f: () => Promise<unknown>) => (e: FormEvent) => Promise<void>] {
+  const [error, setError] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const submit = (what: string, f: () => Promise<unknown>) => async (e: FormEvent) => {
+    e.preventDefault();
+    setError(null);
+    setSaved(null);
+    try {
+      await f();
+      setSaved(t.setup.saved(what));
+    } catch (err) {
+      setError(err instanceof ApiError ? (err.field ? `${err.field}: ${err.message}` : err.message) : t.errors.generic);
+    }
+  };
+  return [error, saved, submit];
+}
+
+function Outcome({ error, saved }: { error: string | null; saved: string | null }) {
+  return (
+    <>
+      {error && <p role="alert" className="error">{error}</p>}
+      {saved && <p role="status" className="saved">{saved}</p>}
+    </>
+  );
+}
+
+function Text(props: { label: string; value: string; set: (v: string) => void; type?: string; required?: boolean; min?: number; step?: string }) {
+  return (
+    <label>
+      {props.label}
+      <input type={props.type ?? 'text'} value={props.value} min={props.min} step={props.step} required={props.required ?? true} onChange={(e) => props.set(e.target.value)} />
+    </label>
+  );
+}
+
+function Panel({ title, children }: { title: string; children: ReactNode }) {
+  const id = `panel-${title.toLowerCase().replace(/\W+/g, '-')}`;
+  return (
+    <section className="panel" aria-labelledby={id}>
+      <h2 id={id}>{title}</h2>
+      {children}
+    </section>
+  );
+}
+
+/** First-run set-up: a venue, its stations, and a tariff with a live price preview. */
+export function SetupPage() {
+  const [venues, setVenues] = useState<Venue[]>([]);
+  const [venueId, setVenueId] = useState('');
+  const reload = async () => {
+    const v = (await request(Venues, {})).venues;
+    setVenues(v);
+    setVenueId((current) => current || v[0]?.id || '');
+  };
+  useEffect(() => {
+    void reload();
+  }, []);
+  const venue = venues.find((v) => v.id === venueId);
+  return (
+    <div className="setup">
+      <h1>{t.setup.title}</h1>
+      <VenueForm onCreated={async (id) => { await reload(); setVenueId(id); }} />
+      {venues.length > 0 && (
+        <label className="venue-pick">
+          {t.floor.venue}{' '}
+          <select value={venueId} onChange={(e) => setVenueId(e.target.value)}>
+            {venues.map((v) => (
+              <option key={v.id} value={v.id}>{v.name}</option>
+            ))}
+          </select>
+        </label>
+      )}
+      {venue && <StationForm venue={venue} />}
+      {venue && <TariffForm venue={venue} />}
+    </div>
+  );
+}
+
+function VenueForm({ onCreated }: { onCreated: (id: string) => Promise<void> }) {
+  const [name, setName] = useState('');
+  const [timezone, setTimezone] = useState(() => Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC');
+  const [currency, setCurrency] = useState('EUR');
+  const [address, setAddress] = useState('');
+  const [error, saved, submit] = useSubmit();
+  return (
+    <Panel title={t.setup.venue}>
+      <form
+        onSubmit={submit(t.setup.venue, async () => {
+          const v = await request(CreateVenue, { input: { name, timezone, currency, address: address || null } });
+          await onCreated(v.createVenue.id);
+        })}
+      >
+        <Text label={t.setup.venueName} value={name} set={setName} />
+        <Text label={t.setup.timezone} value={timezone} set={setTimezone} />
+        <Text label={t.setup.currency} value={currency} set={(v) => setCurrency(v.toUpperCase())} />
+        <Text label={t.setup.address} value={address} set={setAddress} required={false} />
+        <button type="submit">{t.setup.createVenue}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
+
+function StationForm({ venue }: { venue: Venue }) {
+  const [name, setName] = useState('');
+  const [kind, setKind] = useState<StationKind>('PC');
+  const [control, setControl] = useState<StationControl>('MANUAL');
+  const [error, saved, submit] = useSubmit();
+  return (
+    <Panel title={t.setup.station}>
+      <form onSubmit={submit(t.setup.station, () => request(CreateStation, { input: { venueId: venue.id, name, kind, control } }))}>
+        <Text label={t.setup.stationName} value={name} set={setName} />
+        <label>
+          {t.setup.kind}
+          <select value={kind} onChange={(e) => setKind(e.target.value as StationKind)}>
+            {StationKindValues.map((k) => <option key={k} value={k}>{k.replace(/_/g, ' ').toLowerCase()}</option>)}
+          </select>
+        </label>
+        <label>
+          {t.setup.control}
+          <select value={control} onChange={(e) => setControl(e.target.value as StationControl)}>
+            {StationControlValues.map((c) => <option key={c} value={c}>{c.toLowerCase()}</option>)}
+          </select>
+        </label>
+        <button type="submit">{t.setup.createStation}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
+
+function TariffForm({ venue }: { venue: Venue }) {
+  const [name, setName] = useState('Standard');
+  const [perHour, setPerHour] = useState('6.00');
+  const [freeMinutes, setFreeMinutes] = useState('0');
+  const [minimum, setMinimum] = useState('0');
+  const [minutes, setMinutes] = useState('90');
+  const [startAt, setStartAt] = useState(() => new Date().toISOString().slice(0, 16));
+  const [preview, setPreview] = useState<PricePreviewResult['pricePreview'] | null>(null);
+  const [previewError, setPreviewError] = useState<string | null>(null);
+  const [error, saved, submit] = useSubmit();
+  const terms = () => ({
+    currency: venue.currency,
+    perMinute: Math.round(toMinor(perHour, venue.currency) / 60),
+    freeMinutes: Number.parseInt(freeMinutes, 10) || 0,
+    minimumCharge: toMinor(minimum, venue.currency),
+  });
+  useEffect(() => {
+    const timer = setTimeout(async () => {
+      try {
+        const r = await request(PricePreview, {
+          terms: terms(),
+          timezone: venue.timezone,
+          startAt: new Date(startAt).toISOString(),
+          minutes: Number.parseInt(minutes, 10) || 0,
+        });
+        setPreview(r.pricePreview);
+        setPreviewError(null);
+      } catch (e) {
+        setPreview(null);
+        setPreviewError(e instanceof ApiError ? e.message : t.errors.generic);
+      }
+    }, 200);
+    return () => clearTimeout(timer);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [perHour, freeMinutes, minimum, minutes, startAt, venue.id]);
+  return (
+    <Panel title={t.setup.tariff}>
+      <form
+        onSubmit={submit(t.setup.tariff, async () => {
+          const created = await request(CreateTariff, { name, terms: terms() });
+          await request(AssignTariff, { input: { tariffId: created.createTariff.id, venueId: venue.id } });
+        })}
+      >
+        <Text label={t.setup.tariffName} value={name} set={setName} />
+        <Text label={`${t.setup.perHour} (${venue.currency})`} value={perHour} set={setPerHour} type="number" step="0.01" min={0} />
+        <Text label={t.setup.freeMinutes} value={freeMinutes} set={setFreeMinutes} type="number" min={0} />
+        <Text label={`${t.setup.minimumCharge} (${venue.currency})`} value={minimum} set={setMinimum} type="number" step="0.01" min={0} />
+        <fieldset className="preview">
+          <legend>{t.setup.preview}</legend>
+          <Text label={`${t.setup.previewFor} (${t.floor.minutes})`} value={minutes} set={setMinutes} type="number" min={1} />
+          <Text label={t.setup.previewAt} value={startAt} set={setStartAt} type="datetime-local" />
+          <div aria-live="polite" className="preview-result">
+            {preview && (
+              <table>
+                <tbody>
+                  {preview.lines.map((l, i) => (
+                    <tr key={i}>
+                      <td>{l.description}</td>
+                      <td className="num">{money(l.amount, preview.currency)}</td>
+                    </tr>
+                  ))}
+                  <tr className="total">
+                    <th scope="row">{t.setup.total}</th>
+                    <td className="num" data-testid="preview-total">{money(preview.amount, preview.currency)}</td>
+                  </tr>
+                </tbody>
+              </table>
+            )}
+            {previewError && <p className="error">{previewError}</p>}
+          </div>
+        </fieldset>
+        <button type="submit">{t.setup.createTariff}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
