@@ -50,6 +50,12 @@ ensure_packages() {
   # Debian's Python with its venv module, for the OCPP test peer's private environment (prepare_ocpp_peer).
   [ -x /usr/bin/python3 ] || missing+=(python3)
   /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  # The web console: Node.js and npm to build it (Debian's are enough), and Debian's Chromium for its browser tests.
+  if [ "${SWITCHYARD_CONSOLE:-on}" != off ]; then
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -219,6 +225,28 @@ cleanup() {
   stop_postgres
 }
 
+# Builds the web console into console/dist (dependencies from the npm registry at the lockfile's versions, installed
+# again only when the lockfile changed): the codegen checks every operation against graphql/schema.graphql, then the
+# type check and the Vite build. With "test", the console's own unit tests (Vitest) run too.
+build_console() {
+  local dir="$ROOT/console" stamp
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -ge 18 ] || die "the console needs Node.js 18 or newer (found $(node --version))"
+  stamp="$(cksum < "$dir/package-lock.json")"
+  if [ ! -d "$dir/node_modules" ] || [ "$(cat "$dir/node_modules/.switchyard-lock" 2>/dev/null)" != "$stamp" ]; then
+    say "installing the console's npm packages"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in console/"
+    printf '%s' "$stamp" > "$dir/node_modules/.switchyard-lock"
+  fi
+  say "building the web console"
+  (cd "$dir" && npm run --silent build) || die "the console did not build (see above)"
+  if [ "${1:-}" = test ]; then
+    say "testing the web console (Vitest)"
+    (cd "$dir" && npx vitest run) || die "the console's unit tests failed"
+  fi
+}
+
 # The owner URL of database $1 (for migrations) and its app-role URL (for the services).
 set_urls() {
   local db=$1
@@ -258,6 +286,10 @@ up() {
   export LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
   say "building"
   (cd "$ROOT" && cargo build --bins)
+  if [ "${SWITCHYARD_CONSOLE:-on}" != off ]; then
+    build_console
+    export CONSOLE_DIR="$ROOT/console/dist"
+  fi
   local bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
   say "migrating"
   "$bin/switchyard" migrate
@@ -279,6 +311,7 @@ up() {
   cat <<MSG
 
   Switchyard is running.
+    Web console:                      $url/console/   (${CONSOLE_DIR:-not built: SWITCHYARD_CONSOLE=off})
     GraphQL (GraphiQL in a browser):  $url/graphql
     REST + OpenAPI:                   $url/api/v1/openapi.json
     Health / metrics:                 $url/readyz   $url/metrics
@@ -328,6 +361,8 @@ start_demo_venue() {
 
 test_suite() {
   export PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off"
+  # The console's tests are part of the suite.
+  SWITCHYARD_CONSOLE=on
   ensure_packages
   prepare_ocpp_peer
   prepare_s3_server
@@ -368,6 +403,8 @@ test_suite() {
   (cd "$ROOT" && cargo build --workspace --bins)
   "${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard" migrate
   export TEST_DATABASE_URL="$DATABASE_URL" TEST_APP_DATABASE_URL="$APP_DATABASE_URL"
+  build_console test
+  export TEST_CONSOLE_ROOT="$ROOT/console" TEST_SCREENSHOT_DIR="$DATA/screenshots"
   if [ $# -eq 0 ]; then
     say "checking formatting and lints"
     (cd "$ROOT" && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings)

@@ -51,9 +51,11 @@ export function App() {
           <a href="/console/floor" aria-current={page === 'floor' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('floor'); }}>
             {t.nav.floor}
           </a>
-          <a href="/console/setup" aria-current={page === 'setup' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('setup'); }}>
-            {t.nav.setup}
-          </a>
+          {me.role !== 'STAFF' && (
+            <a href="/console/setup" aria-current={page === 'setup' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('setup'); }}>
+              {t.nav.setup}
+            </a>
+          )}
         </nav>
         <span className="who">{me.email}</span>
         <button type="button" onClick={() => void auth.logout()}>
@@ -70,7 +72,7 @@ export function App() {
         </button>
       </header>
       <SosAlerts />
-      <main>{page === 'setup' ? <SetupPage /> : <FloorPage />}</main>
+      <main>{page === 'setup' && me.role !== 'STAFF' ? <SetupPage /> : <FloorPage />}</main>
     </div>
   );
 }

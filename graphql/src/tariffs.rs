@@ -164,6 +164,10 @@ impl TariffQuery {
 
     /// What `terms` would charge for `minutes` from `startAt` in `timezone` (a patron of `tier`, `energyWh`
     /// delivered), with the lines that explain it: a tariff editor's live preview. Nothing is stored. Members only.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a GraphQL field's arguments are its parameters"
+    )]
     async fn price_preview(
         &self,
         ctx: &Context<'_>,

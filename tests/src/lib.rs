@@ -175,6 +175,9 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     }
 }
 
+/// The password of every login [`TestApp::add_member`] creates.
+pub const MEMBER_PASSWORD: &str = "another-good-password";
+
 /// A freshly signed-up tenant and its owner's tokens.
 #[derive(Debug, Clone)]
 pub struct Tenant {
@@ -274,6 +277,12 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["status"], "accepted", "{body}");
+        self.login(&email, &password).await
+    }
+
+    /// Signs in an owner who signed up elsewhere (in a browser, say).
+    pub async fn login(&self, email: &str, password: &str) -> Tenant {
+        let (email, password) = (email.to_owned(), password.to_owned());
         let (status, body) = self
             .post(
                 "/api/v1/auth/login",
@@ -297,13 +306,20 @@ impl TestApp {
     /// Invites `role` into the tenant and accepts as a new user with the token from the invitation's email;
     /// returns (user id, access token).
     pub async fn add_member(&self, owner: &Tenant, role: &str) -> (Uuid, String) {
+        let (id, _, access) = self.add_member_login(owner, role).await;
+        (id, access)
+    }
+
+    /// As [`TestApp::add_member`], with the new login's email (its password is [`MEMBER_PASSWORD`]): (user id,
+    /// email, access token).
+    pub async fn add_member_login(&self, owner: &Tenant, role: &str) -> (Uuid, String, String) {
         let email = unique_email(role);
         let token = self.invite_by_email(&owner.access, &email, role).await;
         let data = self
             .gql(
                 None,
                 "mutation($t: String!, $p: String!) { acceptInvitation(token: $t, password: $p) { accessToken } }",
-                json!({ "t": token, "p": "another-good-password" }),
+                json!({ "t": token, "p": MEMBER_PASSWORD }),
             )
             .await;
         let access = data["data"]["acceptInvitation"]["accessToken"]
@@ -317,6 +333,7 @@ impl TestApp {
                 .expect("id")
                 .parse()
                 .expect("uuid"),
+            email,
             access,
         )
     }

@@ -3,6 +3,12 @@ import { auth } from './auth';
 import type { Operation } from './operation';
 
 let client: Client | null = null;
+let connected = false;
+const watchers = new Set<(connected: boolean) => void>();
+function connection(state: boolean) {
+  connected = state;
+  watchers.forEach((w) => w(state));
+}
 
 /** The one `/graphql/ws` connection (graphql-transport-ws), signed in with the current access token and opened
  * again with a fresh one when the server closes it for an expired token (4403). */
@@ -18,6 +24,7 @@ function live(): Client {
         await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** retries, 10_000)));
       },
       connectionParams: async () => ({ authorization: `Bearer ${(await auth.accessToken()) ?? ''}` }),
+      on: { connected: () => connection(true), closed: () => connection(false) },
     });
   }
   return client;
@@ -27,6 +34,7 @@ function live(): Client {
 export function closeLive(): void {
   client?.dispose();
   client = null;
+  connection(false);
 }
 
 export type LiveHandlers<R> = {
@@ -41,11 +49,10 @@ export type LiveHandlers<R> = {
 export function subscribe<R, V>(op: Operation<R, V>, variables: V, h: LiveHandlers<R>): () => void {
   let stopped = false;
   let stop = () => {};
+  const watch = (state: boolean) => h.status?.(state);
+  watchers.add(watch);
   const open = () => {
-    const c = live();
-    const offConnected = c.on('connected', () => h.status?.(true));
-    const offClosed = c.on('closed', () => h.status?.(false));
-    const cancel = c.subscribe<R>(
+    const cancel = live().subscribe<R>(
       { query: op.text, operationName: op.name, variables: variables as Record<string, unknown> },
       {
         next: (m) => {
@@ -53,21 +60,17 @@ export function subscribe<R, V>(op: Operation<R, V>, variables: V, h: LiveHandle
         },
         error: (e) => h.error?.(e),
         complete: () => {
-          offConnected();
-          offClosed();
           if (!stopped) open();
         },
       },
     );
-    stop = () => {
-      offConnected();
-      offClosed();
-      cancel();
-    };
+    stop = cancel;
   };
   open();
+  watch(connected);
   return () => {
     stopped = true;
+    watchers.delete(watch);
     stop();
   };
 }

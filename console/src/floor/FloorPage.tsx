@@ -39,8 +39,14 @@ export function FloorPage() {
   const venues = snapshot?.data.venues ?? [];
   const venue = venues.find((v) => v.venue_id === venueId) ?? venues[0];
 
-  if (!snapshot) return <p role="status">{t.floor.loading}</p>;
-  if (!venue) return <p>{t.floor.noVenues}</p>;
+  if (!snapshot || !venue) {
+    return (
+      <section aria-labelledby="floor-title">
+        <h1 id="floor-title">{t.floor.title}</h1>
+        {snapshot ? <p>{t.floor.noVenues}</p> : <p role="status">{t.floor.loading}</p>}
+      </section>
+    );
+  }
   return (
     <section aria-labelledby="floor-title">
       <div className="floor-head">
@@ -103,8 +109,8 @@ function Tile({ station, venue, at, now }: { station: StationTile; venue: VenueT
       <h2>{station.name}</h2>
       <p className="kind">{station.kind.replace(/_/g, ' ')}</p>
       <p className="state">
-        <span className={`dot ${station.status}`} aria-hidden="true" /> {statusText(station)} ·{' '}
-        {station.status === 'offline' ? t.floor.offline : t.floor.online}
+        <span className={`dot ${station.status}`} aria-hidden="true" /> {statusText(station)}
+        {s && station.status === 'offline' && ` · ${t.floor.offline}`}
       </p>
       {s && (
         <div className="session">

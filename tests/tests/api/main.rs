@@ -10,6 +10,7 @@ mod billing;
 mod binaries;
 mod cabinets;
 mod charging;
+mod console;
 mod debts;
 mod documents;
 mod edge;

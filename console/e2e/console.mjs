@@ -1,0 +1,212 @@
+// The console end to end in real Chromium (Debian's, driven by playwright-core), against a real API. Run by the Rust
+// test `console::…` (tests/tests/api/console.rs), which starts the API, reads this script's JSON lines on stdout and
+// answers on stdin:
+//   → {"event":"owner_ready"}            the owner signed up, signed in and set up a venue, a station and a tariff
+//   ← {"staff":{…},"other":{…},"venueId":…}  two staff logins (one of this venue, one of another) and the venue
+//   → {"event":"figure",…}               measured figures
+//   → {"event":"done"}
+// Settings (environment): CONSOLE_URL, OWNER_ORG, OWNER_EMAIL, OWNER_PASSWORD, SCREENSHOT_DIR, CHROMIUM.
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const base = process.env.CONSOLE_URL;
+const shots = process.env.SCREENSHOT_DIR;
+const owner = { org: process.env.OWNER_ORG, email: process.env.OWNER_EMAIL, password: process.env.OWNER_PASSWORD };
+/** How long any one expected change may take: generous, for a loaded machine. */
+const WAIT = 30_000;
+
+const say = (event) => process.stdout.write(`${JSON.stringify(event)}\n`);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function hear() {
+  const { value, done } = await lines.next();
+  if (done) throw new Error('the test closed stdin');
+  return JSON.parse(value);
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+/** axe-core on the page as it is: any serious or critical violation fails, listed. */
+async function accessible(page, screen) {
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' ')) }));
+  });
+  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  check(bad.length === 0, `accessibility (axe-core) on the ${screen} screen: ${JSON.stringify(bad)}`);
+  say({ event: 'accessible', screen, minor: result.length });
+}
+
+async function shot(page, name) {
+  if (!shots) return;
+  mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+async function signIn(page, email, password) {
+  await page.goto(`${base}/console/login`);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Live floor' }).waitFor({ timeout: WAIT });
+}
+
+const tile = (page, name) => page.locator('li.tile', { has: page.getByRole('heading', { name, exact: true }) });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const ownerContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await ownerContext.newPage();
+  page.setDefaultTimeout(WAIT);
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+  // Sign up and sign in.
+  await page.goto(`${base}/console/signup`);
+  await accessible(page, 'sign-up');
+  await page.getByLabel('Business name').fill(owner.org);
+  await page.getByLabel('Email').fill(owner.email);
+  await page.getByLabel('Password').fill(owner.password);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByText('Check your email for the code').waitFor();
+  await page.goto(`${base}/console/login`);
+  await accessible(page, 'sign-in');
+  await shot(page, 'sign-in');
+  await signIn(page, owner.email, owner.password);
+  await page.getByText('No venue yet').waitFor();
+  // No token where a script or a URL would carry it.
+  const stored = await page.evaluate(() => [localStorage.length, sessionStorage.length, document.cookie, location.href]);
+  check(stored[0] === 0 && stored[1] === 0 && stored[2] === '' && !/token/i.test(stored[3]), `tokens leaked: ${stored}`);
+
+  // First-run set-up: venue, station, tariff with its live price preview.
+  await page.getByRole('link', { name: 'Set-up' }).click();
+  await page.getByLabel('Venue name').fill('Harbour Arcade');
+  await page.getByLabel('Time zone').fill('Europe/Berlin');
+  await page.getByLabel('Currency').fill('EUR');
+  await page.getByLabel('Address').fill('Quay 1, Hamburg');
+  await page.getByRole('button', { name: 'Create venue' }).click();
+  await page.getByText('Venue saved.').waitFor();
+  await page.getByLabel('Station name').fill('PC-01');
+  await page.getByLabel('Kind').selectOption('PC');
+  await page.getByLabel('Control').selectOption('MANUAL');
+  await page.getByRole('button', { name: 'Add station' }).click();
+  await page.getByText('Station saved.').waitFor();
+  await page.getByLabel('Tariff name').fill('Evening');
+  await page.getByLabel('Price per hour (EUR)').fill('60');
+  await page.getByLabel('For a session of (Minutes)').fill('90');
+  // 90 minutes at 60.00 an hour, priced by the server from the terms as typed.
+  await page.getByTestId('preview-total').filter({ hasText: '€90.00' }).waitFor();
+  await page.getByLabel('Free minutes').fill('30');
+  await page.getByTestId('preview-total').filter({ hasText: '€60.00' }).waitFor();
+  await page.getByLabel('Free minutes').fill('0');
+  await page.getByTestId('preview-total').filter({ hasText: '€90.00' }).waitFor();
+  await accessible(page, 'set-up');
+  await shot(page, 'set-up');
+  await page.getByRole('button', { name: 'Create tariff and apply it to the venue' }).click();
+  await page.getByText('Tariff saved.').waitFor();
+  say({ event: 'owner_ready' });
+  const { staff, other, venueId } = await hear();
+
+  // The floor: start a walk-in session from the tile; the clock and the cost tick.
+  await page.getByRole('link', { name: 'Floor' }).click();
+  const pc = tile(page, 'PC-01');
+  await pc.getByRole('button', { name: 'Start' }).click();
+  await pc.getByLabel('Walk-in (cash)').check();
+  await pc.getByLabel('Minutes').fill('60');
+  await pc.getByRole('button', { name: 'Start session' }).click();
+  await pc.getByText('In use').waitFor();
+  const cost = pc.locator('.cost output');
+  const first = await cost.textContent();
+  await cost.filter({ hasNotText: first }).waitFor();
+  const later = await cost.textContent();
+  say({ event: 'cost_ticked', from: first, to: later });
+  await pc.locator('.remaining').filter({ hasText: /^(59|60):\d\d left$/ }).waitFor();
+  await page.getByRole('status').filter({ hasText: 'Live' }).waitFor();
+  await accessible(page, 'floor');
+  await shot(page, 'floor');
+
+  // Staff of the venue stop it in their own browser; the owner's tile changes without a reload.
+  const staffContext = await browser.newContext({ viewport: { width: 1024, height: 1366 }, isMobile: false });
+  const staffPage = await staffContext.newPage();
+  staffPage.setDefaultTimeout(WAIT);
+  await signIn(staffPage, staff.email, staff.password);
+  const staffTile = tile(staffPage, 'PC-01');
+  await staffTile.getByText('In use').waitFor();
+  await shot(staffPage, 'floor-tablet');
+  await staffTile.getByRole('button', { name: 'Stop' }).click();
+  await staffTile.getByRole('button', { name: 'Start' }).waitFor();
+  await pc.getByRole('button', { name: 'Start' }).waitFor();
+  check((await pc.locator('.session').count()) === 0, 'the owner still sees a session on PC-01');
+
+  // Staff of another venue do not see it.
+  const otherContext = await browser.newContext();
+  const otherPage = await otherContext.newPage();
+  otherPage.setDefaultTimeout(WAIT);
+  await signIn(otherPage, other.email, other.password);
+  await tile(otherPage, 'Counter').waitFor();
+  check((await tile(otherPage, 'PC-01').count()) === 0, 'staff of another venue see PC-01');
+  check((await otherPage.locator('ul.tiles[aria-label="Harbour Arcade"]').count()) === 0, 'staff of another venue see Harbour Arcade');
+
+  // An SOS raised through the API appears on the owner's screen.
+  const login = await fetch(`${base}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: staff.email, password: staff.password }),
+  }).then((r) => r.json());
+  const note = `Smoke at PC-01 ${Date.now()}`;
+  const raisedAt = Date.now();
+  const raised = await fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${login.access_token}` },
+    body: JSON.stringify({
+      query: 'mutation($i: RaiseSosInput!) { raiseSos(input: $i) { id } }',
+      variables: { i: { venueId, location: 'PC corner', severity: 'HIGH', note } },
+    }),
+  }).then((r) => r.json());
+  check(raised.data?.raiseSos?.id, `raiseSos failed: ${JSON.stringify(raised)}`);
+  const alert = page.getByRole('alert').filter({ hasText: note });
+  await alert.waitFor();
+  say({ event: 'figure', name: 'sos_to_screen_ms', value: Date.now() - raisedAt });
+  await shot(page, 'sos');
+  await alert.getByRole('button', { name: 'Acknowledge' }).click();
+  await alert.getByText('(Acknowledged)').waitFor();
+  await alert.getByRole('button', { name: 'Resolve' }).click();
+  await alert.waitFor({ state: 'detached' });
+
+  // Signing out everywhere ends the staff's browser sign-in too: its next refresh is refused.
+  await staffPage.getByRole('button', { name: 'Sign out everywhere' }).click();
+  await staffPage.getByRole('heading', { name: 'Sign in' }).waitFor();
+  const refreshed = await staffPage.evaluate(() =>
+    fetch('/api/v1/auth/refresh', { method: 'POST', headers: { 'content-type': 'application/json', 'x-switchyard-refresh': 'cookie' }, body: '{}' }).then((r) => r.status),
+  );
+  check(refreshed === 401, `a refresh after signing out everywhere answered ${refreshed}`);
+
+  check(consoleErrors.length === 0, `errors in the owner's page: ${consoleErrors.join('; ')}`);
+  say({ event: 'done' });
+} catch (e) {
+  // What each page showed when it failed, for whoever reads the log.
+  if (shots) {
+    mkdirSync(shots, { recursive: true });
+    let i = 0;
+    for (const context of browser.contexts()) {
+      for (const p of context.pages()) {
+        await p.screenshot({ path: join(shots, `failure-${i++}.png`), fullPage: true }).catch(() => {});
+      }
+    }
+  }
+  throw e;
+} finally {
+  await browser.close();
+  process.stdin.destroy();
+}

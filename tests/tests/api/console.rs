@@ -1,0 +1,483 @@
+//! The web console: its files under `/console`, the refresh cookie it signs in with, signing out everywhere, the
+//! price preview and floor tiles it shows — and the whole console end to end in real Chromium
+//! (`console/e2e/console.mjs`, driven here).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use switchyard_tests::{spawn_app, spawn_app_with, unique_email, MEMBER_PASSWORD};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use uuid::Uuid;
+
+/// A console build of its own: an index page and one fingerprinted asset.
+fn tiny_console() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-console-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>console</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.join("assets/app-1a2b.js"), "console.log(1)").unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn the_console_is_served_under_console_with_deep_links_security_headers_and_caching() {
+    let dir = tiny_console();
+    let app = spawn_app_with(&[("CONSOLE_DIR", dir.to_str().unwrap())]).await;
+    for path in ["/console/", "/console/floor", "/console/setup/anything"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers().clone();
+        assert_eq!(h["cache-control"], "no-cache", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(
+            r.text().await.unwrap(),
+            "<!doctype html><title>console</title>",
+            "{path}"
+        );
+    }
+    let r = app
+        .client
+        .get(app.url("/console/assets/app-1a2b.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(r.text().await.unwrap(), "console.log(1)");
+    // The API beside it is untouched.
+    let r = app
+        .client
+        .get(app.url("/api/v1/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // A server without a console says so on every console path.
+    let bare = spawn_app().await;
+    let r = bare
+        .client
+        .get(bare.url("/console/floor"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CONSOLE_DIR"),
+        "{body}"
+    );
+}
+
+/// The `switchyard_refresh` cookie a response sets, as (value, attributes).
+fn refresh_cookie(r: &reqwest::Response) -> (String, String) {
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let (pair, attributes) = set.split_once(';').unwrap();
+    let value = pair.strip_prefix("switchyard_refresh=").unwrap().to_owned();
+    (value, attributes.to_owned())
+}
+
+async fn cookie_post(
+    app: &switchyard_tests::TestApp,
+    path: &str,
+    cookie: Option<&str>,
+    body: Value,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .header("x-switchyard-refresh", "cookie")
+        .json(&body);
+    if let Some(c) = cookie {
+        request = request.header("cookie", format!("other=1; switchyard_refresh={c}"));
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_browser_keeps_its_refresh_token_in_an_http_only_cookie_that_rotates_and_signs_out() {
+    let app = spawn_app().await;
+    let owner = app.signup().await;
+    let creds = json!({"email": owner.email, "password": owner.password});
+    let r = cookie_post(&app, "/api/v1/auth/login", None, creds.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (first, attributes) = refresh_cookie(&r);
+    for a in [
+        "Path=/api/v1/auth",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Max-Age=2592000",
+    ] {
+        assert!(attributes.contains(a), "{attributes}");
+    }
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["refresh_token"], "",
+        "the token stays out of script's reach: {body}"
+    );
+    assert!(body["access_token"].as_str().unwrap().len() > 20);
+
+    // The cookie refreshes (and rotates); the spent one is refused and, as a reuse, signs the family out.
+    let r = cookie_post(&app, "/api/v1/auth/refresh", Some(&first), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (second, _) = refresh_cookie(&r);
+    assert_ne!(second, first);
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = app.gql_ok(&access, "{ me { email } }", json!({})).await;
+    assert_eq!(me["me"]["email"], owner.email.as_str());
+    let r = cookie_post(&app, "/api/v1/auth/refresh", Some(&first), json!({})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = cookie_post(&app, "/api/v1/auth/refresh", Some(&second), json!({})).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "reuse revoked the family"
+    );
+
+    // No cookie and no token: a clear 401.
+    let r = cookie_post(&app, "/api/v1/auth/refresh", None, json!({})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
+
+    // Logout revokes the cookie's token and clears the cookie.
+    let r = cookie_post(&app, "/api/v1/auth/login", None, creds).await;
+    let (third, _) = refresh_cookie(&r);
+    let r = cookie_post(&app, "/api/v1/auth/logout", Some(&third), json!({})).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (cleared, attributes) = refresh_cookie(&r);
+    assert_eq!(cleared, "");
+    assert!(attributes.contains("Max-Age=0"), "{attributes}");
+    let r = cookie_post(&app, "/api/v1/auth/refresh", Some(&third), json!({})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn signing_out_everywhere_ends_every_refresh_token_of_the_login() {
+    let app = spawn_app().await;
+    let owner = app.signup().await;
+    let creds = json!({"email": owner.email, "password": owner.password});
+    let r = cookie_post(&app, "/api/v1/auth/login", None, creds).await;
+    let (browser, _) = refresh_cookie(&r);
+    let revoked = app
+        .gql_ok(&owner.access, "mutation { signOutEverywhere }", json!({}))
+        .await;
+    assert_eq!(revoked["signOutEverywhere"], 2, "{revoked}");
+    let r = cookie_post(&app, "/api/v1/auth/refresh", Some(&browser), json!({})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (status, _) = app
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": owner.refresh}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let anonymous = app
+        .gql(None, "mutation { signOutEverywhere }", json!({}))
+        .await;
+    assert_eq!(switchyard_tests::gql_code(&anonymous), "unauthenticated");
+}
+
+const PREVIEW: &str = "query($t: TariffTermsInput!, $z: String!, $s: DateTime!, $m: Int!) {
+  pricePreview(terms: $t, timezone: $z, startAt: $s, minutes: $m) { amount currency lines { kind description amount } } }";
+
+#[tokio::test]
+async fn the_price_preview_prices_terms_as_typed_and_names_what_is_wrong() {
+    let app = spawn_app().await;
+    let owner = app.signup().await;
+    let vars = |terms: Value, zone: &str, minutes: i64| json!({"t": terms, "z": zone, "s": "2026-12-02T18:00:00Z", "m": minutes});
+    let data = app
+        .gql_ok(
+            &owner.access,
+            PREVIEW,
+            vars(
+                json!({"currency": "EUR", "perMinute": 100, "freeMinutes": 30}),
+                "Europe/Berlin",
+                90,
+            ),
+        )
+        .await;
+    let p = &data["pricePreview"];
+    assert_eq!(
+        (p["amount"].clone(), p["currency"].clone()),
+        (json!(6000), json!("EUR"))
+    );
+    let kinds: Vec<&str> = p["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["free_period", "time"], "{p}");
+    let line_sum: i64 = p["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(line_sum, 6000);
+
+    for (terms, zone, minutes, field) in [
+        (json!({"currency": "EUR"}), "Mars/Olympus", 10, "timezone"),
+        (json!({"currency": "EUR"}), "UTC", 0, "minutes"),
+        (json!({"currency": "eur"}), "UTC", 10, "currency"),
+        (
+            json!({"currency": "EUR", "perMinute": -1}),
+            "UTC",
+            10,
+            "perMinute",
+        ),
+    ] {
+        let body = app
+            .gql(Some(&owner.access), PREVIEW, vars(terms, zone, minutes))
+            .await;
+        assert_eq!(
+            switchyard_tests::gql_code(&body),
+            "validation_failed",
+            "{body}"
+        );
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+    }
+    let body = app
+        .gql(None, PREVIEW, vars(json!({"currency": "EUR"}), "UTC", 10))
+        .await;
+    assert_eq!(switchyard_tests::gql_code(&body), "unauthenticated");
+}
+
+#[tokio::test]
+async fn floor_tiles_name_the_patron_keep_paused_sessions_and_give_the_cost_a_minute_on() {
+    let app = spawn_app().await;
+    let owner = app.signup().await;
+    let venue = app.create_venue(&owner.access, "Floor").await;
+    let station = app.create_station(&owner.access, venue, "PC-07").await;
+    let tariff = app
+        .create_tariff(
+            &owner.access,
+            "Per minute",
+            "currency: \"EUR\", perMinute: 10",
+        )
+        .await;
+    app.gql_ok(
+        &owner.access,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+        json!({"t": tariff, "v": venue}),
+    )
+    .await;
+    let data = app
+        .gql_ok(
+            &owner.access,
+            "mutation($s: UUID!) { startSession(input: {stationId: $s, durationMinutes: 30, payment: CASH}) { id patronId } }",
+            json!({"s": station}),
+        )
+        .await;
+    let session = data["startSession"]["id"].as_str().unwrap().to_owned();
+    let tile = |d: &Value| {
+        d["venues"][0]["stations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "PC-07")
+            .cloned()
+            .unwrap()
+    };
+    let (_, d) = app.get("/api/v1/dashboard", &owner.access).await;
+    let s = &tile(&d)["session"];
+    assert_eq!(s["session_id"], session.as_str());
+    assert_eq!(s["status"], "active");
+    assert!(!s["patron_name"].as_str().unwrap().is_empty(), "{s}");
+    assert_eq!(
+        s["cost_in_a_minute"].as_i64().unwrap() - s["running_cost"].as_i64().unwrap(),
+        10,
+        "a minute at 0.10 a minute: {s}"
+    );
+
+    app.gql_ok(
+        &owner.access,
+        "mutation($s: UUID!) { pauseSession(id: $s) { id } }",
+        json!({"s": session}),
+    )
+    .await;
+    let (_, d) = app.get("/api/v1/dashboard", &owner.access).await;
+    let s = &tile(&d)["session"];
+    assert_eq!(
+        (s["session_id"].as_str(), s["status"].as_str()),
+        (Some(session.as_str()), Some("paused")),
+        "{d}"
+    );
+    assert_eq!(
+        s["cost_in_a_minute"], s["running_cost"],
+        "a paused session does not cost more: {s}"
+    );
+}
+
+/// The console's own folder (`TEST_CONSOLE_ROOT`, set by `./infra/dev.sh test` after it built the console).
+fn console_root() -> std::path::PathBuf {
+    std::env::var("TEST_CONSOLE_ROOT")
+        .unwrap_or_else(|_| {
+            panic!("TEST_CONSOLE_ROOT is not set: run the suite with ./infra/dev.sh test, which builds the console")
+        })
+        .into()
+}
+
+/// The next JSON line of the browser script, within a generous bound.
+async fn next_event(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    waiting_for: &str,
+) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(240), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("the browser script said nothing for 240 s while {waiting_for}"))
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!("the browser script ended while {waiting_for}; its error is above")
+        });
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[tokio::test]
+async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_stop_sessions_and_sos_arrive(
+) {
+    let root = console_root();
+    let dist = root.join("dist");
+    let app = spawn_app_with(&[("CONSOLE_DIR", dist.to_str().unwrap())]).await;
+    let email = unique_email("console-owner");
+    let password = "Harbour-Arcade-2026";
+    let shots = std::env::var("TEST_SCREENSHOT_DIR").unwrap_or_default();
+    let mut child = tokio::process::Command::new("node")
+        .arg(root.join("e2e/console.mjs"))
+        .current_dir(&root)
+        .env("CONSOLE_URL", format!("http://{}", app.addr))
+        .env("OWNER_ORG", "Harbour Arcade GmbH")
+        .env("OWNER_EMAIL", &email)
+        .env("OWNER_PASSWORD", password)
+        .env("SCREENSHOT_DIR", &shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("node could not start ({e}): ./infra/dev.sh test installs it"));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut screens = Vec::new();
+    loop {
+        let e = next_event(&mut lines, "the owner signed up and set up").await;
+        match e["event"].as_str() {
+            Some("owner_ready") => break,
+            Some("accessible") => screens.push(e["screen"].as_str().unwrap().to_owned()),
+            _ => panic!("unexpected {e}"),
+        }
+    }
+
+    // What the browser made is in the database: the owner's tenant, its venue, station and tariff.
+    let owner = app.login(&email, password).await;
+    let venues = app
+        .gql_ok(&owner.access, "{ venues { id name timezone currency stations { name kind control } } tariffs { name terms { perMinute } } }", json!({}))
+        .await;
+    let venue = &venues["venues"][0];
+    assert_eq!(
+        (
+            venue["name"].clone(),
+            venue["timezone"].clone(),
+            venue["currency"].clone()
+        ),
+        (
+            json!("Harbour Arcade"),
+            json!("Europe/Berlin"),
+            json!("EUR")
+        )
+    );
+    assert_eq!(
+        venue["stations"],
+        json!([{"name": "PC-01", "kind": "PC", "control": "MANUAL"}])
+    );
+    assert_eq!(
+        venues["tariffs"],
+        json!([{"name": "Evening", "terms": {"perMinute": 100}}])
+    );
+    let venue_id: Uuid = venue["id"].as_str().unwrap().parse().unwrap();
+
+    // Staff of this venue, and staff of another venue of the same tenant.
+    let other_venue = app.create_venue(&owner.access, "Second Venue").await;
+    app.create_station(&owner.access, other_venue, "Counter")
+        .await;
+    let mut logins = Vec::new();
+    for scope in [venue_id, other_venue] {
+        let (id, member_email, _) = app.add_member_login(&owner, "STAFF").await;
+        app.gql_ok(
+            &owner.access,
+            "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
+            json!({"u": id, "v": [scope]}),
+        )
+        .await;
+        logins.push(json!({"email": member_email, "password": MEMBER_PASSWORD}));
+    }
+    let answer = json!({"staff": logins[0], "other": logins[1], "venueId": venue_id});
+    stdin
+        .write_all(format!("{answer}\n").as_bytes())
+        .await
+        .unwrap();
+    // Nothing more to say: the script's stdin ends, so it can exit once done.
+    drop(stdin);
+
+    let mut figures = Vec::new();
+    let mut ticked = None;
+    loop {
+        let e = next_event(&mut lines, "the floor, staff and SOS steps ran").await;
+        match e["event"].as_str() {
+            Some("done") => break,
+            Some("accessible") => screens.push(e["screen"].as_str().unwrap().to_owned()),
+            Some("figure") => figures.push(e),
+            Some("cost_ticked") => ticked = Some(e),
+            _ => panic!("unexpected {e}"),
+        }
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the browser script failed: {status}");
+    assert_eq!(screens, ["sign-up", "sign-in", "set-up", "floor"]);
+    let ticked = ticked.unwrap();
+    assert_ne!(ticked["from"], ticked["to"], "{ticked}");
+    println!("console figures: {figures:?}");
+
+    // The session the owner started in the browser was stopped by the staff member, and the SOS was resolved.
+    let sessions = app
+        .gql_ok(&owner.access, "{ sessions(limit: 10) { status stationId } stations { id name } incidents { status note } }", json!({}))
+        .await;
+    assert_eq!(sessions["sessions"][0]["status"], "ENDED", "{sessions}");
+    let pc = sessions["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "PC-01")
+        .map(|s| s["id"].clone());
+    assert_eq!(
+        Some(sessions["sessions"][0]["stationId"].clone()),
+        pc,
+        "{sessions}"
+    );
+    assert_eq!(sessions["incidents"][0]["status"], "RESOLVED", "{sessions}");
+}
