@@ -184,6 +184,31 @@ try {
   await alert.getByRole('button', { name: 'Resolve' }).click();
   await alert.waitFor({ state: 'detached' });
 
+  // The session in the history, with its cost lines.
+  await page.getByRole('link', { name: 'Sessions' }).click();
+  const row = page.getByRole('row').filter({ hasText: 'PC-01' }).filter({ hasText: 'ended' });
+  await row.getByRole('button').click();
+  await page.getByRole('heading', { name: 'Session: PC-01 (ended)' }).waitFor();
+  const total = await page.getByTestId('session-total').textContent();
+  check(/^€\d+\.\d\d$/.test(total ?? ''), `the session's total reads ${total}`);
+  check(total === (await row.locator('td.num').textContent()), `the detail's total ${total} is not what the row charged`);
+  await accessible(page, 'sessions');
+  await shot(page, 'sessions');
+
+  // A new patron, and cash taken at the venue into the wallet.
+  await page.getByRole('link', { name: 'Patrons' }).click();
+  await page.getByLabel('Name', { exact: true }).fill('Mia Jones');
+  await page.getByLabel('Email', { exact: true }).fill('mia@example.com');
+  await page.getByRole('button', { name: 'Add patron' }).click();
+  await page.getByRole('heading', { name: 'Mia Jones' }).waitFor();
+  await page.getByTestId('wallet-balance').filter({ hasText: '€0.00' }).waitFor();
+  await page.getByLabel('Amount (EUR)').fill('20');
+  await page.getByRole('button', { name: 'Record cash top-up' }).click();
+  await page.getByTestId('wallet-balance').filter({ hasText: '€20.00' }).waitFor();
+  await page.getByRole('row').filter({ hasText: '€20.00' }).first().waitFor();
+  await accessible(page, 'patrons');
+  await shot(page, 'patrons');
+
   // Signing out everywhere ends the staff's browser sign-in too: its next refresh is refused.
   await staffPage.getByRole('button', { name: 'Sign out everywhere' }).click();
   await staffPage.getByRole('heading', { name: 'Sign in' }).waitFor();

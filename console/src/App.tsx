@@ -6,6 +6,8 @@ import { closeLive } from './api/live';
 import { SosAlerts } from './alerts/SosAlerts';
 import { ForgotPage, LoginPage, SignupPage } from './auth/pages';
 import { FloorPage } from './floor/FloorPage';
+import { PatronsPage } from './patrons/PatronsPage';
+import { SessionsPage } from './sessions/SessionsPage';
 import { t } from './i18n';
 import { go, usePage } from './router';
 import { SetupPage } from './setup/SetupPage';
@@ -51,6 +53,11 @@ export function App() {
           <a href="/console/floor" aria-current={page === 'floor' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('floor'); }}>
             {t.nav.floor}
           </a>
+          {(['sessions', 'patrons'] as const).map((p) => (
+            <a key={p} href={`/console/${p}`} aria-current={page === p ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go(p); }}>
+              {t.nav[p]}
+            </a>
+          ))}
           {me.role !== 'STAFF' && (
             <a href="/console/setup" aria-current={page === 'setup' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('setup'); }}>
               {t.nav.setup}
@@ -72,7 +79,17 @@ export function App() {
         </button>
       </header>
       <SosAlerts />
-      <main>{page === 'setup' && me.role !== 'STAFF' ? <SetupPage /> : <FloorPage />}</main>
+      <main>
+        {page === 'setup' && me.role !== 'STAFF' ? (
+          <SetupPage />
+        ) : page === 'sessions' ? (
+          <SessionsPage />
+        ) : page === 'patrons' ? (
+          <PatronsPage />
+        ) : (
+          <FloorPage />
+        )}
+      </main>
     </div>
   );
 }

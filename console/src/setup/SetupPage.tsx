@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
+import { useEffect, useState } from 'react';
 import { ApiError } from '../api/auth';
 import { request } from '../api/client';
 import {
@@ -17,54 +17,10 @@ import {
 } from '../api/generated';
 import { money } from '../floor/model';
 import { t } from '../i18n';
+import { Outcome, Panel, Text, useSubmit } from '../ui';
 import { toMinor } from './money';
 
 type Venue = VenuesResult['venues'][number];
-
-function useSubmit(): [string | null, string | null, (what: string, f: () => Promise<unknown>) => (e: FormEvent) => Promise<void>] {
-  const [error, setError] = useState<string | null>(null);
-  const [saved, setSaved] = useState<string | null>(null);
-  const submit = (what: string, f: () => Promise<unknown>) => async (e: FormEvent) => {
-    e.preventDefault();
-    setError(null);
-    setSaved(null);
-    try {
-      await f();
-      setSaved(t.setup.saved(what));
-    } catch (err) {
-      setError(err instanceof ApiError ? (err.field ? `${err.field}: ${err.message}` : err.message) : t.errors.generic);
-    }
-  };
-  return [error, saved, submit];
-}
-
-function Outcome({ error, saved }: { error: string | null; saved: string | null }) {
-  return (
-    <>
-      {error && <p role="alert" className="error">{error}</p>}
-      {saved && <p role="status" className="saved">{saved}</p>}
-    </>
-  );
-}
-
-function Text(props: { label: string; value: string; set: (v: string) => void; type?: string; required?: boolean; min?: number; step?: string }) {
-  return (
-    <label>
-      {props.label}
-      <input type={props.type ?? 'text'} value={props.value} min={props.min} step={props.step} required={props.required ?? true} onChange={(e) => props.set(e.target.value)} />
-    </label>
-  );
-}
-
-function Panel({ title, children }: { title: string; children: ReactNode }) {
-  const id = `panel-${title.toLowerCase().replace(/\W+/g, '-')}`;
-  return (
-    <section className="panel" aria-labelledby={id}>
-      <h2 id={id}>{title}</h2>
-      {children}
-    </section>
-  );
-}
 
 /** First-run set-up: a venue, its stations, and a tariff with a live price preview. */
 export function SetupPage() {

@@ -458,7 +458,10 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         .unwrap()
         .unwrap();
     assert!(status.success(), "the browser script failed: {status}");
-    assert_eq!(screens, ["sign-up", "sign-in", "set-up", "floor"]);
+    assert_eq!(
+        screens,
+        ["sign-up", "sign-in", "set-up", "floor", "sessions", "patrons"]
+    );
     let ticked = ticked.unwrap();
     assert_ne!(ticked["from"], ticked["to"], "{ticked}");
     println!("console figures: {figures:?}");
@@ -480,4 +483,18 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         "{sessions}"
     );
     assert_eq!(sessions["incidents"][0]["status"], "RESOLVED", "{sessions}");
+
+    // The patron added in the browser holds the cash taken for it, once.
+    let patrons = app
+        .gql_ok(
+            &owner.access,
+            "{ patrons(search: \"Mia\") { displayName email wallet(currency: \"EUR\") { balance statement { amount } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        patrons["patrons"],
+        json!([{"displayName": "Mia Jones", "email": "mia@example.com",
+                "wallet": {"balance": 2000, "statement": [{"amount": 2000}]}}])
+    );
 }

@@ -1,0 +1,51 @@
+import { useState, type FormEvent, type ReactNode } from 'react';
+import { ApiError } from './api/auth';
+import { t } from './i18n';
+
+// Form pieces every console page uses.
+
+export function useSubmit(): [string | null, string | null, (what: string, f: () => Promise<unknown>) => (e: FormEvent) => Promise<void>] {
+  const [error, setError] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const submit = (what: string, f: () => Promise<unknown>) => async (e: FormEvent) => {
+    e.preventDefault();
+    setError(null);
+    setSaved(null);
+    try {
+      await f();
+      setSaved(t.setup.saved(what));
+    } catch (err) {
+      setError(err instanceof ApiError ? (err.field ? `${err.field}: ${err.message}` : err.message) : t.errors.generic);
+    }
+  };
+  return [error, saved, submit];
+}
+
+export function Outcome({ error, saved }: { error: string | null; saved: string | null }) {
+  return (
+    <>
+      {error && <p role="alert" className="error">{error}</p>}
+      {saved && <p role="status" className="saved">{saved}</p>}
+    </>
+  );
+}
+
+export function Text(props: { label: string; value: string; set: (v: string) => void; type?: string; required?: boolean; min?: number; step?: string }) {
+  return (
+    <label>
+      {props.label}
+      <input type={props.type ?? 'text'} value={props.value} min={props.min} step={props.step} required={props.required ?? true} onChange={(e) => props.set(e.target.value)} />
+    </label>
+  );
+}
+
+export function Panel({ title, children }: { title: string; children: ReactNode }) {
+  const id = `panel-${title.toLowerCase().replace(/\W+/g, '-')}`;
+  return (
+    <section className="panel" aria-labelledby={id}>
+      <h2 id={id}>{title}</h2>
+      {children}
+    </section>
+  );
+}
+
