@@ -116,7 +116,7 @@ try {
   await page.getByRole('button', { name: 'Create tariff and apply it to the venue' }).click();
   await page.getByText('Tariff saved.').waitFor();
   say({ event: 'owner_ready' });
-  const { staff, other, venueId } = await hear();
+  const { staff, other, venueId, invitee } = await hear();
 
   // The floor: start a walk-in session from the tile; the clock and the cost tick.
   await page.getByRole('link', { name: 'Floor' }).click();
@@ -208,6 +208,20 @@ try {
   await page.getByRole('row').filter({ hasText: '€20.00' }).first().waitFor();
   await accessible(page, 'patrons');
   await shot(page, 'patrons');
+
+  // Staff: both members listed with their venue; a manager of this venue invited by email; the audit log.
+  await page.getByRole('link', { name: 'Staff' }).click();
+  await page.getByLabel(`Venues of ${staff.email}`).filter({ has: page.locator('option:checked', { hasText: 'Harbour Arcade' }) }).waitFor();
+  await page.getByLabel(`Venues of ${other.email}`).filter({ has: page.locator('option:checked', { hasText: 'Second Venue' }) }).waitFor();
+  const invite = page.getByRole('region', { name: 'Invite a member' });
+  await invite.getByLabel('Email').fill(invitee);
+  await invite.getByLabel('Role').selectOption('MANAGER');
+  await invite.getByLabel('Venues').selectOption({ label: 'Harbour Arcade' });
+  await invite.getByRole('button', { name: 'Send invitation' }).click();
+  await page.getByText(`Invitation emailed to ${invitee}.`).waitFor();
+  await page.getByRole('cell', { name: 'member.invite' }).first().waitFor();
+  await accessible(page, 'staff');
+  await shot(page, 'staff');
 
   // Signing out everywhere ends the staff's browser sign-in too: its next refresh is refused.
   await staffPage.getByRole('button', { name: 'Sign out everywhere' }).click();

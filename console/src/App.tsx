@@ -11,6 +11,7 @@ import { SessionsPage } from './sessions/SessionsPage';
 import { t } from './i18n';
 import { go, usePage } from './router';
 import { SetupPage } from './setup/SetupPage';
+import { StaffPage } from './staff/StaffPage';
 
 type Member = MeResult['me'];
 
@@ -58,11 +59,12 @@ export function App() {
               {t.nav[p]}
             </a>
           ))}
-          {me.role !== 'STAFF' && (
-            <a href="/console/setup" aria-current={page === 'setup' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('setup'); }}>
-              {t.nav.setup}
-            </a>
-          )}
+          {me.role !== 'STAFF' &&
+            (['staff', 'setup'] as const).map((p) => (
+              <a key={p} href={`/console/${p}`} aria-current={page === p ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go(p); }}>
+                {t.nav[p]}
+              </a>
+            ))}
         </nav>
         <span className="who">{me.email}</span>
         <button type="button" onClick={() => void auth.logout()}>
@@ -82,6 +84,8 @@ export function App() {
       <main>
         {page === 'setup' && me.role !== 'STAFF' ? (
           <SetupPage />
+        ) : page === 'staff' && me.role !== 'STAFF' ? (
+          <StaffPage />
         ) : page === 'sessions' ? (
           <SessionsPage />
         ) : page === 'patrons' ? (

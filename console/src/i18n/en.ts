@@ -1,7 +1,7 @@
 // Every string the console shows, in English. Another language is another file of the same shape (`Strings`).
 export const en = {
   appName: 'Switchyard',
-  nav: { floor: 'Floor', sessions: 'Sessions', patrons: 'Patrons', setup: 'Set-up', signOut: 'Sign out', signOutEverywhere: 'Sign out everywhere', main: 'Main' },
+  nav: { floor: 'Floor', sessions: 'Sessions', patrons: 'Patrons', staff: 'Staff', setup: 'Set-up', signOut: 'Sign out', signOutEverywhere: 'Sign out everywhere', main: 'Main' },
   login: {
     title: 'Sign in',
     email: 'Email',
@@ -102,6 +102,26 @@ export const en = {
     when: 'When',
     what: 'What',
     none: 'No patrons found.',
+  },
+  staff: {
+    title: 'Staff',
+    email: 'Email',
+    role: 'Role',
+    venues: 'Venues',
+    allVenues: 'All venues',
+    since: 'Member since',
+    remove: 'Remove',
+    invite: 'Invite a member',
+    inviteSubmit: 'Send invitation',
+    invited: (email: string) => `Invitation emailed to ${email}.`,
+    roleOf: (email: string) => `Role of ${email}`,
+    venuesOf: (email: string) => `Venues of ${email}`,
+    removeOf: (email: string) => `Remove ${email}`,
+    audit: 'Audit log',
+    when: 'When',
+    who: 'Who',
+    action: 'Action',
+    object: 'Object',
   },
   sos: {
     title: 'SOS',

@@ -433,7 +433,9 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         .await;
         logins.push(json!({"email": member_email, "password": MEMBER_PASSWORD}));
     }
-    let answer = json!({"staff": logins[0], "other": logins[1], "venueId": venue_id});
+    let invitee = unique_email("console-manager");
+    let answer =
+        json!({"staff": logins[0], "other": logins[1], "venueId": venue_id, "invitee": invitee});
     stdin
         .write_all(format!("{answer}\n").as_bytes())
         .await
@@ -460,7 +462,7 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     assert!(status.success(), "the browser script failed: {status}");
     assert_eq!(
         screens,
-        ["sign-up", "sign-in", "set-up", "floor", "sessions", "patrons"]
+        ["sign-up", "sign-in", "set-up", "floor", "sessions", "patrons", "staff"]
     );
     let ticked = ticked.unwrap();
     assert_ne!(ticked["from"], ticked["to"], "{ticked}");
@@ -483,6 +485,28 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         "{sessions}"
     );
     assert_eq!(sessions["incidents"][0]["status"], "RESOLVED", "{sessions}");
+
+    // The invitation sent from the browser reached the invitee, who joins as a manager of that venue only.
+    let token = switchyard_tests::mail::wait_for_link(&invitee, "/invitations/accept", 1)
+        .await
+        .token();
+    let accepted = app
+        .gql(
+            None,
+            "mutation($t: String!) { acceptInvitation(token: $t, password: \"Manager-of-the-harbour-1\") { accessToken } }",
+            json!({"t": token}),
+        )
+        .await;
+    let manager = accepted["data"]["acceptInvitation"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{accepted}"));
+    let me = app
+        .gql_ok(manager, "{ me { role } venues { name } }", json!({}))
+        .await;
+    assert_eq!(
+        me,
+        json!({"me": {"role": "MANAGER"}, "venues": [{"name": "Harbour Arcade"}]})
+    );
 
     // The patron added in the browser holds the cash taken for it, once.
     let patrons = app

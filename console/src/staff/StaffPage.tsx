@@ -1,0 +1,159 @@
+import { useEffect, useState } from 'react';
+import { ApiError } from '../api/auth';
+import { request } from '../api/client';
+import {
+  AuditLog,
+  ChangeMemberRole,
+  InviteMember,
+  Members,
+  RemoveMember,
+  RoleValues,
+  SetMemberVenues,
+  type AuditLogResult,
+  type MembersResult,
+  type Role,
+} from '../api/generated';
+import { t } from '../i18n';
+import { Outcome, Panel, Text } from '../ui';
+
+type Data = MembersResult;
+
+/** Members with their roles and venue scope, invitations, and the audit log (owners and managers). */
+export function StaffPage() {
+  const [data, setData] = useState<Data | null>(null);
+  const [audit, setAudit] = useState<AuditLogResult['auditLog']>([]);
+  const [error, setError] = useState<string | null>(null);
+  const load = async () => {
+    setData(await request(Members, {}));
+    setAudit((await request(AuditLog, { limit: 50 })).auditLog);
+  };
+  useEffect(() => {
+    void load();
+  }, []);
+  const act = async (f: () => Promise<unknown>) => {
+    setError(null);
+    try {
+      await f();
+    } catch (e) {
+      setError(e instanceof ApiError ? e.message : t.errors.generic);
+    }
+    await load();
+  };
+  if (!data) return null;
+  const venueName = (id: string) => data.venues.find((v) => v.id === id)?.name ?? id;
+  const email = (id: string | null) => data.members.find((m) => m.userId === id)?.email ?? '—';
+  return (
+    <section aria-labelledby="staff-title">
+      <h1 id="staff-title">{t.staff.title}</h1>
+      {error && <p role="alert" className="error">{error}</p>}
+      <table className="list">
+        <thead>
+          <tr>
+            <th scope="col">{t.staff.email}</th>
+            <th scope="col">{t.staff.role}</th>
+            <th scope="col">{t.staff.venues}</th>
+            <th scope="col"><span className="sr-only">{t.staff.remove}</span></th>
+          </tr>
+        </thead>
+        <tbody>
+          {data.members.map((m) => (
+            <tr key={m.userId}>
+              <td>{m.email}</td>
+              <td>
+                <select aria-label={t.staff.roleOf(m.email)} value={m.role} onChange={(e) => act(() => request(ChangeMemberRole, { userId: m.userId, role: e.target.value as Role }))}>
+                  {RoleValues.map((r) => <option key={r} value={r}>{r.toLowerCase()}</option>)}
+                </select>
+              </td>
+              <td>
+                {m.role === 'OWNER' ? (
+                  t.staff.allVenues
+                ) : (
+                  <select
+                    aria-label={t.staff.venuesOf(m.email)}
+                    value={m.venueIds?.[0] ?? ''}
+                    onChange={(e) => act(() => request(SetMemberVenues, { userId: m.userId, venueIds: e.target.value ? [e.target.value] : null }))}
+                  >
+                    <option value="">{t.staff.allVenues}</option>
+                    {data.venues.map((v) => <option key={v.id} value={v.id}>{v.name}</option>)}
+                  </select>
+                )}
+                {(m.venueIds?.length ?? 0) > 1 && ` (+${(m.venueIds?.length ?? 1) - 1})`}
+              </td>
+              <td>
+                <button type="button" className="danger" aria-label={t.staff.removeOf(m.email)} onClick={() => act(() => request(RemoveMember, { userId: m.userId }))}>
+                  {t.staff.remove}
+                </button>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <Invite venues={data.venues} onInvited={load} />
+      <h2>{t.staff.audit}</h2>
+      <table className="list">
+        <thead>
+          <tr>
+            <th scope="col">{t.staff.when}</th>
+            <th scope="col">{t.staff.who}</th>
+            <th scope="col">{t.staff.action}</th>
+            <th scope="col">{t.staff.object}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {audit.map((a) => (
+            <tr key={a.id}>
+              <td>{new Date(a.createdAt).toLocaleString('en-GB')}</td>
+              <td>{email(a.actorUserId)}</td>
+              <td>{a.action}</td>
+              <td>{a.objectType}{a.objectType === 'venue' && a.objectId ? ` ${venueName(a.objectId)}` : ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
+function Invite({ venues, onInvited }: { venues: Data['venues']; onInvited: () => Promise<void> }) {
+  const [email, setEmail] = useState('');
+  const [role, setRole] = useState<Role>('STAFF');
+  const [venue, setVenue] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  return (
+    <Panel title={t.staff.invite}>
+      <form
+        onSubmit={async (e) => {
+          e.preventDefault();
+          setError(null);
+          setSaved(null);
+          try {
+            await request(InviteMember, { email, role, venueIds: venue ? [venue] : null });
+            setSaved(t.staff.invited(email));
+            setEmail('');
+            await onInvited();
+          } catch (err) {
+            setError(err instanceof ApiError ? (err.field ? `${err.field}: ${err.message}` : err.message) : t.errors.generic);
+          }
+        }}
+      >
+        <Text label={t.staff.email} value={email} set={setEmail} type="email" />
+        <label>
+          {t.staff.role}
+          <select value={role} onChange={(e) => setRole(e.target.value as Role)}>
+            {RoleValues.map((r) => <option key={r} value={r}>{r.toLowerCase()}</option>)}
+          </select>
+        </label>
+        <label>
+          {t.staff.venues}
+          <select value={venue} onChange={(e) => setVenue(e.target.value)}>
+            <option value="">{t.staff.allVenues}</option>
+            {venues.map((v) => <option key={v.id} value={v.id}>{v.name}</option>)}
+          </select>
+        </label>
+        <button type="submit">{t.staff.inviteSubmit}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
