@@ -223,6 +223,20 @@ try {
   await accessible(page, 'staff');
   await shot(page, 'staff');
 
+  // Reports: once the workers' pass has rolled the day up, its session and revenue; the sessions as CSV.
+  say({ event: 'roll_up' });
+  await hear();
+  await page.getByRole('link', { name: 'Reports' }).click();
+  await page.getByLabel('To').fill(new Date(Date.now() + 2 * 86_400_000).toISOString().slice(0, 10));
+  await page.getByTestId('sessions-count').filter({ hasText: /^1$/ }).waitFor();
+  check((await page.locator('svg.chart rect').count()) >= 1, 'no revenue bar');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Sessions (CSV)' }).click()]);
+  const csv = await (await download.createReadStream()).toArray().then((chunks) => Buffer.concat(chunks).toString('utf8'));
+  check(csv.split('\n').filter((l) => l.trim()).length >= 2, `the sessions CSV holds no session: ${csv}`);
+  say({ event: 'csv', name: download.suggestedFilename(), lines: csv.split('\n').filter((l) => l.trim()).length });
+  await accessible(page, 'reports');
+  await shot(page, 'reports');
+
   // Signing out everywhere ends the staff's browser sign-in too: its next refresh is refused.
   await staffPage.getByRole('button', { name: 'Sign out everywhere' }).click();
   await staffPage.getByRole('heading', { name: 'Sign in' }).waitFor();

@@ -10,6 +10,7 @@ import { PatronsPage } from './patrons/PatronsPage';
 import { SessionsPage } from './sessions/SessionsPage';
 import { t } from './i18n';
 import { go, usePage } from './router';
+import { ReportsPage } from './reports/ReportsPage';
 import { SetupPage } from './setup/SetupPage';
 import { StaffPage } from './staff/StaffPage';
 
@@ -60,7 +61,7 @@ export function App() {
             </a>
           ))}
           {me.role !== 'STAFF' &&
-            (['staff', 'setup'] as const).map((p) => (
+            (['staff', 'reports', 'setup'] as const).map((p) => (
               <a key={p} href={`/console/${p}`} aria-current={page === p ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go(p); }}>
                 {t.nav[p]}
               </a>
@@ -84,6 +85,8 @@ export function App() {
       <main>
         {page === 'setup' && me.role !== 'STAFF' ? (
           <SetupPage />
+        ) : page === 'reports' && me.role !== 'STAFF' ? (
+          <ReportsPage />
         ) : page === 'staff' && me.role !== 'STAFF' ? (
           <StaffPage />
         ) : page === 'sessions' ? (

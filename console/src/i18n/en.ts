@@ -1,7 +1,7 @@
 // Every string the console shows, in English. Another language is another file of the same shape (`Strings`).
 export const en = {
   appName: 'Switchyard',
-  nav: { floor: 'Floor', sessions: 'Sessions', patrons: 'Patrons', staff: 'Staff', setup: 'Set-up', signOut: 'Sign out', signOutEverywhere: 'Sign out everywhere', main: 'Main' },
+  nav: { floor: 'Floor', sessions: 'Sessions', patrons: 'Patrons', staff: 'Staff', reports: 'Reports', setup: 'Set-up', signOut: 'Sign out', signOutEverywhere: 'Sign out everywhere', main: 'Main' },
   login: {
     title: 'Sign in',
     email: 'Email',
@@ -122,6 +122,26 @@ export const en = {
     who: 'Who',
     action: 'Action',
     object: 'Object',
+  },
+  reports: {
+    title: 'Reports',
+    from: 'From',
+    to: 'To',
+    revenue: 'Revenue by day',
+    noRevenue: 'No revenue in this period.',
+    byVenue: 'Revenue by venue',
+    sessions: 'Sessions',
+    average: 'Average length',
+    energy: 'Energy',
+    utilisation: 'Utilisation by hour of the week',
+    days: ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'],
+    top: 'Top patrons',
+    spent: 'Spent',
+    export: 'Export',
+    exportSessions: 'Sessions (CSV)',
+    exportPayments: 'Payments (CSV)',
+    exportLedger: 'Ledger (CSV)',
+    note: 'Figures are rolled up by the workers within a minute of each change.',
   },
   sos: {
     title: 'SOS',

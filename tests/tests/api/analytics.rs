@@ -112,7 +112,7 @@ async fn station(app: &TestApp, token: &str, venue: Uuid, name: &str, kind: &str
 }
 
 /// Rows of `tenant` still waiting in the rollup queues.
-async fn queued(app: &TestApp, tenant: Uuid) -> i64 {
+pub(crate) async fn queued(app: &TestApp, tenant: Uuid) -> i64 {
     let mut tx = app.tenant_tx(tenant).await;
     let n: i64 = sqlx::query_scalar(
         "select (select count(*) from analytics_journal_queue where tenant_id = $1)
@@ -127,7 +127,7 @@ async fn queued(app: &TestApp, tenant: Uuid) -> i64 {
 }
 
 /// Runs the workers' rollup pass until `tenant`'s queues are empty (bounded: other tests' tenants share the pass).
-async fn roll_up(app: &TestApp, db: &Db, tenant: Uuid) {
+pub(crate) async fn roll_up(app: &TestApp, db: &Db, tenant: Uuid) {
     for _ in 0..200 {
         rollup::run_once(db, rollup::Settings::default())
             .await

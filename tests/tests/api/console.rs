@@ -440,11 +440,10 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         .write_all(format!("{answer}\n").as_bytes())
         .await
         .unwrap();
-    // Nothing more to say: the script's stdin ends, so it can exit once done.
-    drop(stdin);
 
     let mut figures = Vec::new();
     let mut ticked = None;
+    let mut csv = None;
     loop {
         let e = next_event(&mut lines, "the floor, staff and SOS steps ran").await;
         match e["event"].as_str() {
@@ -452,9 +451,18 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
             Some("accessible") => screens.push(e["screen"].as_str().unwrap().to_owned()),
             Some("figure") => figures.push(e),
             Some("cost_ticked") => ticked = Some(e),
+            Some("roll_up") => {
+                // The workers' analytics pass, as `switchyard-workers` runs it, then the script goes on.
+                let db = switchyard_tests::app_db(2);
+                super::analytics::roll_up(&app, &db, owner.id).await;
+                stdin.write_all(b"{}\n").await.unwrap();
+            }
+            Some("csv") => csv = Some(e),
             _ => panic!("unexpected {e}"),
         }
     }
+    // Nothing more to say: the script's stdin ends, so it can exit.
+    drop(stdin);
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .unwrap()
@@ -462,11 +470,16 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     assert!(status.success(), "the browser script failed: {status}");
     assert_eq!(
         screens,
-        ["sign-up", "sign-in", "set-up", "floor", "sessions", "patrons", "staff"]
+        ["sign-up", "sign-in", "set-up", "floor", "sessions", "patrons", "staff", "reports"]
     );
     let ticked = ticked.unwrap();
     assert_ne!(ticked["from"], ticked["to"], "{ticked}");
     println!("console figures: {figures:?}");
+    let csv = csv.unwrap();
+    assert!(
+        csv["name"].as_str().unwrap().starts_with("sessions-"),
+        "{csv}"
+    );
 
     // The session the owner started in the browser was stopped by the staff member, and the SOS was resolved.
     let sessions = app
