@@ -115,6 +115,27 @@ try {
   await shot(page, 'set-up');
   await page.getByRole('button', { name: 'Create tariff and apply it to the venue' }).click();
   await page.getByText('Tariff saved.').waitFor();
+  // The venue's edge bridge: registered, and its install command with the token shown once.
+  await page.getByLabel('Bridge name').fill('Front desk');
+  await page.getByRole('button', { name: 'Register bridge' }).click();
+  const command = await page.getByTestId('bridge-command').textContent();
+  const token = /BRIDGE_TOKEN=(\S+) edge-bridge$/.exec(command ?? '')?.[1];
+  check(token && command.startsWith('BRIDGE_CLOUD_URL=ws://') && command.includes('/edge/v1/tunnel'), `the install command reads ${command}`);
+  await page.getByText('Front desk · offline').waitFor();
+
+  // Settings: the billing tick, the staff cash cap and the legal details on documents.
+  await page.getByRole('link', { name: 'Settings' }).click();
+  await page.getByLabel('Billing tick (seconds; empty for the default)').fill('15');
+  await page.getByLabel('Most a staff member may top up in cash at once (EUR)').fill('150');
+  await page.getByRole('button', { name: 'Save billing settings' }).click();
+  await page.getByText('Billing saved.').waitFor();
+  await page.getByLabel('Legal name').fill('Harbour Arcade GmbH');
+  await page.getByLabel('Legal address').fill('Quay 1, 20457 Hamburg');
+  await page.getByLabel('Tax id').fill('DE123456789');
+  await page.getByRole('button', { name: 'Save legal details' }).click();
+  await page.getByText('Legal details on receipts and invoices saved.').waitFor();
+  await accessible(page, 'settings');
+  say({ event: 'bridge', token });
   say({ event: 'owner_ready' });
   const { staff, other, venueId, invitee } = await hear();
 

@@ -11,6 +11,7 @@ import { SessionsPage } from './sessions/SessionsPage';
 import { t } from './i18n';
 import { go, usePage } from './router';
 import { ReportsPage } from './reports/ReportsPage';
+import { SettingsPage } from './settings/SettingsPage';
 import { SetupPage } from './setup/SetupPage';
 import { StaffPage } from './staff/StaffPage';
 
@@ -61,7 +62,7 @@ export function App() {
             </a>
           ))}
           {me.role !== 'STAFF' &&
-            (['staff', 'reports', 'setup'] as const).map((p) => (
+            (me.role === 'OWNER' ? (['staff', 'reports', 'setup', 'settings'] as const) : (['staff', 'reports', 'setup'] as const)).map((p) => (
               <a key={p} href={`/console/${p}`} aria-current={page === p ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go(p); }}>
                 {t.nav[p]}
               </a>
@@ -85,6 +86,8 @@ export function App() {
       <main>
         {page === 'setup' && me.role !== 'STAFF' ? (
           <SetupPage />
+        ) : page === 'settings' && me.role === 'OWNER' ? (
+          <SettingsPage />
         ) : page === 'reports' && me.role !== 'STAFF' ? (
           <ReportsPage />
         ) : page === 'staff' && me.role !== 'STAFF' ? (

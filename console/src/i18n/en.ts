@@ -1,7 +1,7 @@
 // Every string the console shows, in English. Another language is another file of the same shape (`Strings`).
 export const en = {
   appName: 'Switchyard',
-  nav: { floor: 'Floor', sessions: 'Sessions', patrons: 'Patrons', staff: 'Staff', reports: 'Reports', setup: 'Set-up', signOut: 'Sign out', signOutEverywhere: 'Sign out everywhere', main: 'Main' },
+  nav: { floor: 'Floor', sessions: 'Sessions', patrons: 'Patrons', staff: 'Staff', reports: 'Reports', settings: 'Settings', setup: 'Set-up', signOut: 'Sign out', signOutEverywhere: 'Sign out everywhere', main: 'Main' },
   login: {
     title: 'Sign in',
     email: 'Email',
@@ -143,6 +143,18 @@ export const en = {
     exportLedger: 'Ledger (CSV)',
     note: 'Figures are rolled up by the workers within a minute of each change.',
   },
+  settings: {
+    title: 'Settings',
+    billing: 'Billing',
+    billingTick: 'Billing tick (seconds; empty for the default)',
+    cashCap: 'Most a staff member may top up in cash at once',
+    saveBilling: 'Save billing settings',
+    legal: 'Legal details on receipts and invoices',
+    legalName: 'Legal name',
+    legalAddress: 'Legal address',
+    taxId: 'Tax id',
+    saveLegal: 'Save legal details',
+  },
   sos: {
     title: 'SOS',
     raised: 'SOS raised',
@@ -175,6 +187,14 @@ export const en = {
     previewAt: 'starting',
     total: 'Total',
     saved: (what: string) => `${what} saved.`,
+    bridge: 'Edge bridge',
+    bridgeName: 'Bridge name',
+    createBridge: 'Register bridge',
+    bridgeInstall: 'Run this on the venue\'s bridge computer (the token is shown once):',
+    copy: 'Copy',
+    copied: 'Copied.',
+    online: 'online',
+    offline: 'offline',
   },
   errors: {
     generic: 'Something went wrong. Try again.',

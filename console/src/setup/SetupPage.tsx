@@ -3,6 +3,8 @@ import { ApiError } from '../api/auth';
 import { request } from '../api/client';
 import {
   AssignTariff,
+  Bridges,
+  CreateBridge,
   CreateStation,
   CreateTariff,
   CreateVenue,
@@ -10,6 +12,7 @@ import {
   StationControlValues,
   StationKindValues,
   Venues,
+  type BridgesResult,
   type PricePreviewResult,
   type StationControl,
   type StationKind,
@@ -51,6 +54,7 @@ export function SetupPage() {
       )}
       {venue && <StationForm venue={venue} />}
       {venue && <TariffForm venue={venue} />}
+      {venue && <BridgeForm venue={venue} />}
     </div>
   );
 }
@@ -182,6 +186,61 @@ function TariffForm({ venue }: { venue: Venue }) {
         <button type="submit">{t.setup.createTariff}</button>
         <Outcome error={error} saved={saved} />
       </form>
+    </Panel>
+  );
+}
+
+function BridgeForm({ venue }: { venue: Venue }) {
+  const [name, setName] = useState('');
+  const [bridges, setBridges] = useState<BridgesResult['bridges']>([]);
+  const [command, setCommand] = useState<string | null>(null);
+  const [copied, setCopied] = useState(false);
+  const [error, saved, submit] = useSubmit();
+  const load = async () => setBridges((await request(Bridges, { venueId: venue.id })).bridges);
+  useEffect(() => {
+    setCommand(null);
+    void load();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [venue.id]);
+  const cloud = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/edge/v1/tunnel`;
+  return (
+    <Panel title={t.setup.bridge}>
+      <ul>
+        {bridges.filter((b) => !b.revokedAt).map((b) => (
+          <li key={b.id}>
+            {b.name} · {b.online ? t.setup.online : t.setup.offline}
+          </li>
+        ))}
+      </ul>
+      <form
+        onSubmit={submit(t.setup.bridge, async () => {
+          const r = await request(CreateBridge, { venueId: venue.id, name });
+          setCommand(`BRIDGE_CLOUD_URL=${cloud} BRIDGE_TOKEN=${r.createBridge.token} edge-bridge`);
+          setCopied(false);
+          setName('');
+          await load();
+        })}
+      >
+        <Text label={t.setup.bridgeName} value={name} set={setName} />
+        <button type="submit">{t.setup.createBridge}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+      {command && (
+        <div className="install">
+          <p id="bridge-install">{t.setup.bridgeInstall}</p>
+          <pre aria-labelledby="bridge-install" data-testid="bridge-command">{command}</pre>
+          <button
+            type="button"
+            onClick={async () => {
+              await navigator.clipboard?.writeText(command).catch(() => undefined);
+              setCopied(true);
+            }}
+          >
+            {t.setup.copy}
+          </button>
+          {copied && <span role="status"> {t.setup.copied}</span>}
+        </div>
+      )}
     </Panel>
   );
 }

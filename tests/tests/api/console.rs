@@ -381,10 +381,12 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut screens = Vec::new();
+    let mut bridge_token = None;
     loop {
         let e = next_event(&mut lines, "the owner signed up and set up").await;
         match e["event"].as_str() {
             Some("owner_ready") => break,
+            Some("bridge") => bridge_token = e["token"].as_str().map(str::to_owned),
             Some("accessible") => screens.push(e["screen"].as_str().unwrap().to_owned()),
             _ => panic!("unexpected {e}"),
         }
@@ -417,6 +419,42 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         json!([{"name": "Evening", "terms": {"perMinute": 100}}])
     );
     let venue_id: Uuid = venue["id"].as_str().unwrap().parse().unwrap();
+    let settings = app
+        .gql_ok(
+            &owner.access,
+            "{ tenant { billingTickSec staffCashTopUpCap } legalDetails { legalName legalAddress taxId } bridges { name venueId online } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        settings,
+        json!({
+            "tenant": {"billingTickSec": 15, "staffCashTopUpCap": 15000},
+            "legalDetails": {"legalName": "Harbour Arcade GmbH", "legalAddress": "Quay 1, 20457 Hamburg", "taxId": "DE123456789"},
+            "bridges": [{"name": "Front desk", "venueId": venue_id, "online": false}],
+        })
+    );
+    // The token the page showed is the bridge's: the tunnel takes it.
+    let token = bridge_token.unwrap();
+    let upgrade = |bearer: String| {
+        app.client
+            .get(app.url("/edge/v1/tunnel"))
+            .bearer_auth(bearer)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+    };
+    let opened = upgrade(token.clone()).await.unwrap();
+    assert_eq!(
+        opened.status(),
+        StatusCode::SWITCHING_PROTOCOLS,
+        "the console's bridge token was refused"
+    );
+    drop(opened);
+    let wrong = upgrade(format!("{token}x")).await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 
     // Staff of this venue, and staff of another venue of the same tenant.
     let other_venue = app.create_venue(&owner.access, "Second Venue").await;
@@ -470,7 +508,10 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     assert!(status.success(), "the browser script failed: {status}");
     assert_eq!(
         screens,
-        ["sign-up", "sign-in", "set-up", "floor", "sessions", "patrons", "staff", "reports"]
+        [
+            "sign-up", "sign-in", "set-up", "settings", "floor", "sessions", "patrons", "staff",
+            "reports"
+        ]
     );
     let ticked = ticked.unwrap();
     assert_ne!(ticked["from"], ticked["to"], "{ticked}");

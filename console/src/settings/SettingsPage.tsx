@@ -1,0 +1,70 @@
+import { useEffect, useState } from 'react';
+import { request } from '../api/client';
+import { SetBillingTick, SetLegalDetails, Settings, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
+import { minorDigits } from '../floor/model';
+import { t } from '../i18n';
+import { toMinor } from '../setup/money';
+import { Outcome, Panel, Text, useSubmit } from '../ui';
+
+/** The tenant's settings (owners): the billing tick, the staff cash top-up cap, and the legal details on documents. */
+export function SettingsPage() {
+  const [data, setData] = useState<SettingsResult | null>(null);
+  // Amounts are minor units of the venues' currency (the first venue's; EUR before there is one).
+  const [currency, setCurrency] = useState('EUR');
+  useEffect(() => {
+    void request(Settings, {}).then(setData);
+    void request(Venues, {}).then((r) => setCurrency(r.venues[0]?.currency ?? 'EUR'));
+  }, []);
+  if (!data) return null;
+  return (
+    <section aria-labelledby="settings-title">
+      <h1 id="settings-title">{t.settings.title}</h1>
+      <Billing key={currency} data={data} currency={currency} />
+      <Legal data={data} />
+    </section>
+  );
+}
+
+function Billing({ data, currency }: { data: SettingsResult; currency: string }) {
+  const digits = minorDigits(currency);
+  const [tick, setTick] = useState(data.tenant.billingTickSec?.toString() ?? '');
+  const [cap, setCap] = useState((data.tenant.staffCashTopUpCap / 10 ** digits).toFixed(digits));
+  const [error, saved, submit] = useSubmit();
+  return (
+    <Panel title={t.settings.billing}>
+      <form
+        onSubmit={submit(t.settings.billing, async () => {
+          await request(SetBillingTick, { seconds: tick.trim() ? Number.parseInt(tick, 10) : null });
+          await request(SetStaffCashTopUpCap, { amount: toMinor(cap, currency) });
+        })}
+      >
+        <Text label={t.settings.billingTick} value={tick} set={setTick} type="number" min={1} required={false} />
+        <Text label={`${t.settings.cashCap} (${currency})`} value={cap} set={setCap} type="number" step="0.01" min={0} />
+        <button type="submit">{t.settings.saveBilling}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
+
+function Legal({ data }: { data: SettingsResult }) {
+  const [name, setName] = useState(data.legalDetails.legalName ?? '');
+  const [address, setAddress] = useState(data.legalDetails.legalAddress ?? '');
+  const [taxId, setTaxId] = useState(data.legalDetails.taxId ?? '');
+  const [error, saved, submit] = useSubmit();
+  return (
+    <Panel title={t.settings.legal}>
+      <form
+        onSubmit={submit(t.settings.legal, () =>
+          request(SetLegalDetails, { legalName: name || null, legalAddress: address || null, taxId: taxId || null }),
+        )}
+      >
+        <Text label={t.settings.legalName} value={name} set={setName} required={false} />
+        <Text label={t.settings.legalAddress} value={address} set={setAddress} required={false} />
+        <Text label={t.settings.taxId} value={taxId} set={setTaxId} required={false} />
+        <button type="submit">{t.settings.saveLegal}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
