@@ -5,6 +5,7 @@ import { Me, SignOutEverywhere, type MeResult } from './api/generated';
 import { closeLive } from './api/live';
 import { SosAlerts } from './alerts/SosAlerts';
 import { ForgotPage, LoginPage, SignupPage } from './auth/pages';
+import { ChargersPage } from './chargers/ChargersPage';
 import { FloorPage } from './floor/FloorPage';
 import { PatronsPage } from './patrons/PatronsPage';
 import { SessionsPage } from './sessions/SessionsPage';
@@ -56,7 +57,7 @@ export function App() {
           <a href="/console/floor" aria-current={page === 'floor' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('floor'); }}>
             {t.nav.floor}
           </a>
-          {(['sessions', 'patrons'] as const).map((p) => (
+          {(['sessions', 'patrons', 'chargers'] as const).map((p) => (
             <a key={p} href={`/console/${p}`} aria-current={page === p ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go(p); }}>
               {t.nav[p]}
             </a>
@@ -92,6 +93,8 @@ export function App() {
           <ReportsPage />
         ) : page === 'staff' && me.role !== 'STAFF' ? (
           <StaffPage />
+        ) : page === 'chargers' ? (
+          <ChargersPage />
         ) : page === 'sessions' ? (
           <SessionsPage />
         ) : page === 'patrons' ? (

@@ -163,8 +163,9 @@ function Tile({ station, venue, at, now }: { station: StationTile; venue: VenueT
 
 type Patron = FindPatronsResult['patrons'][number];
 
-function StartForm(props: {
-  station: StationTile;
+/** Starts a session on a station: walk-in cash or a patron's wallet (found by search), for some minutes. */
+export function StartForm(props: {
+  station: Pick<StationTile, 'station_id' | 'name'>;
   onDone: () => void;
   start: (input: { stationId: string; patronId?: string; durationMinutes?: number; payment: 'CASH' | 'WALLET' }) => Promise<void>;
 }) {

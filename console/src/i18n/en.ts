@@ -1,7 +1,7 @@
 // Every string the console shows, in English. Another language is another file of the same shape (`Strings`).
 export const en = {
   appName: 'Switchyard',
-  nav: { floor: 'Floor', sessions: 'Sessions', patrons: 'Patrons', staff: 'Staff', reports: 'Reports', settings: 'Settings', setup: 'Set-up', signOut: 'Sign out', signOutEverywhere: 'Sign out everywhere', main: 'Main' },
+  nav: { floor: 'Floor', sessions: 'Sessions', patrons: 'Patrons', staff: 'Staff', reports: 'Reports', chargers: 'Chargers', settings: 'Settings', setup: 'Set-up', signOut: 'Sign out', signOutEverywhere: 'Sign out everywhere', main: 'Main' },
   login: {
     title: 'Sign in',
     email: 'Email',
@@ -154,6 +154,22 @@ export const en = {
     legalAddress: 'Legal address',
     taxId: 'Tax id',
     saveLegal: 'Save legal details',
+  },
+  chargers: {
+    title: 'Chargers',
+    none: 'No chargers yet: add a station of kind EV charger with control OCPP.',
+    connector: (n: number) => `Connector ${n}`,
+    online: 'online',
+    offline: 'offline',
+    limit: 'Power limit',
+    noLimit: 'none',
+    start: 'Start charging',
+    stop: 'Stop charging',
+    unlock: 'Unlock connector 1',
+    reset: 'Soft reset',
+    transactions: 'Latest transactions',
+    running: 'charging',
+    answered: (action: string, status: string) => `${action}: ${status}`,
   },
   sos: {
     title: 'SOS',

@@ -576,3 +576,88 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
                 "wallet": {"balance": 2000, "statement": [{"amount": 2000}]}}])
     );
 }
+
+#[tokio::test]
+async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_transaction() {
+    use switchyard_tests::ocpp_peer::OcppVersion;
+    let root = console_root();
+    let app = spawn_app_with(&[("CONSOLE_DIR", root.join("dist").to_str().unwrap())]).await;
+    let s = super::charging::site(&app).await;
+    let mut cp = super::charging::boot(&app, &s, OcppVersion::V16).await;
+    let shots = std::env::var("TEST_SCREENSHOT_DIR").unwrap_or_default();
+    let mut child = tokio::process::Command::new("node")
+        .arg(root.join("e2e/chargers.mjs"))
+        .current_dir(&root)
+        .env("CONSOLE_URL", format!("http://{}", app.addr))
+        .env("OWNER_EMAIL", &s.t.email)
+        .env("OWNER_PASSWORD", &s.t.password)
+        .env("CHARGER", &s.identity)
+        .env("PATRON", "Driver")
+        .env("SCREENSHOT_DIR", &shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("node could not start ({e}): ./infra/dev.sh test installs it"));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+
+    let e = next_event(&mut lines, "the owner started charging").await;
+    assert_eq!(e["event"], "start_clicked", "{e}");
+    // The charger hears the remote start, starts with the handed tag and meters 5 kWh.
+    let remote = cp.next_received("RemoteStartTransaction").await;
+    let tag = remote["idTag"].as_str().unwrap().to_owned();
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": tag, "meterStart": 10000, "timestamp": chrono::Utc::now()}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let transaction = start["transactionId"].as_i64().unwrap();
+    cp.call(
+        "MeterValues",
+        json!({"connectorId": 1, "transactionId": transaction, "meterValue": [{
+            "timestamp": chrono::Utc::now(), "sampledValue": [{"value": "15000"}]}]}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    stdin.write_all(b"{}\n").await.unwrap();
+
+    let e = next_event(&mut lines, "the owner stopped charging").await;
+    assert_eq!(e["event"], "stop_clicked", "{e}");
+    assert_eq!(
+        cp.next_received("RemoteStopTransaction").await,
+        json!({"transactionId": transaction})
+    );
+    cp.call(
+        "StopTransaction",
+        json!({"transactionId": transaction, "meterStop": 15000, "timestamp": chrono::Utc::now(), "reason": "Remote"}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    stdin.write_all(b"{}\n").await.unwrap();
+    drop(stdin);
+
+    let e = next_event(&mut lines, "the command and the accessibility check").await;
+    assert_eq!(e["event"], "done", "{e}");
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the browser script failed: {status}");
+    // 5 kWh at 0.30 from the wallet's 10.00.
+    assert_eq!(
+        super::charging::wallet(&app, &s.t, s.patron).await,
+        (850, 0)
+    );
+    let c = super::charging::charger(&app, &s.t, s.charger).await;
+    assert_eq!(
+        (
+            c["transactions"][0]["energyWh"].clone(),
+            c["transactions"][0]["stopReason"].clone()
+        ),
+        (json!(5000), json!("Remote"))
+    );
+}

@@ -1,0 +1,82 @@
+// The chargers screen end to end in Debian's Chromium, run by the Rust test `console::in_chromium_…_charger…`, which
+// drives the charge point (the `ocpp` package's, over the real OCPP endpoint) and answers on stdin:
+//   → {"event":"start_clicked"}  ← {}   the charger took the remote start, started and metered 5 kWh
+//   → {"event":"stop_clicked"}   ← {}   the charger took the remote stop and stopped
+//   → {"event":"done"}
+// Settings (environment): CONSOLE_URL, OWNER_EMAIL, OWNER_PASSWORD, CHARGER, PATRON, SCREENSHOT_DIR, CHROMIUM.
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const base = process.env.CONSOLE_URL;
+const shots = process.env.SCREENSHOT_DIR;
+const WAIT = 30_000;
+const say = (event) => process.stdout.write(`${JSON.stringify(event)}\n`);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const hear = async () => JSON.parse((await lines.next()).value);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+  page.setDefaultTimeout(WAIT);
+  await page.goto(`${base}/console/login`);
+  await page.getByLabel('Email').fill(process.env.OWNER_EMAIL);
+  await page.getByLabel('Password').fill(process.env.OWNER_PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Live floor' }).waitFor();
+  await page.getByRole('link', { name: 'Chargers' }).click();
+  const card = page.locator('li.tile', { hasText: process.env.CHARGER });
+  await card.getByText('Acme AC22 1.2.3 · OCPP 1.6').waitFor();
+  await card.getByText('online', { exact: true }).first().waitFor();
+  await card.getByText('Connector 2:').waitFor();
+
+  // Remote start from the wallet of the site's patron.
+  await card.getByRole('button', { name: 'Start charging' }).click();
+  await card.getByLabel("Patron's wallet").first().check();
+  await card.getByLabel('Find patron').fill(process.env.PATRON);
+  await card.getByRole('combobox', { name: "Patron's wallet" }).selectOption({ label: process.env.PATRON });
+  await card.getByRole('button', { name: 'Start session' }).click();
+  say({ event: 'start_clicked' });
+  await hear();
+  await card.getByText(/5\.00 kWh · charging$/).waitFor();
+  await card.getByRole('button', { name: 'Stop charging' }).click();
+  say({ event: 'stop_clicked' });
+  await hear();
+  await card.getByText(/5\.00 kWh · Remote$/).waitFor();
+  await card.getByRole('button', { name: 'Start charging' }).waitFor();
+
+  // A command and its answer.
+  await card.getByRole('button', { name: 'Unlock connector 1' }).click();
+  await card.getByText('UnlockConnector: answered').waitFor();
+
+  await page.evaluate(axeSource);
+  const bad = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id}: ${v.help}`);
+  });
+  if (bad.length) throw new Error(`accessibility (axe-core) on the chargers screen: ${bad.join('; ')}`);
+  if (shots) {
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: join(shots, 'chargers.png'), fullPage: true });
+  }
+  say({ event: 'done' });
+} catch (e) {
+  if (shots) {
+    mkdirSync(shots, { recursive: true });
+    for (const context of browser.contexts()) {
+      for (const p of context.pages()) await p.screenshot({ path: join(shots, 'chargers-failure.png'), fullPage: true }).catch(() => {});
+    }
+  }
+  throw e;
+} finally {
+  await browser.close();
+  process.stdin.destroy();
+}
