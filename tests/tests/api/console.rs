@@ -85,6 +85,7 @@ async fn the_console_is_served_under_console_with_deep_links_security_headers_an
             .contains("CONSOLE_DIR"),
         "{body}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The `switchyard_refresh` cookie a response sets, as (value, attributes).
