@@ -85,7 +85,7 @@ function statusText(s: StationTile): string {
   return t.floor.free;
 }
 
-function Tile({ station, venue, at, now }: { station: StationTile; venue: VenueTile; at: number; now: number }) {
+export function Tile({ station, venue, at, now }: { station: StationTile; venue: VenueTile; at: number; now: number }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [starting, setStarting] = useState(false);
