@@ -129,3 +129,131 @@ pub async fn set_billing_tick(
     .await?;
     current(tx).await
 }
+
+/// How the tenant's messages and console look: its logo (an https URL it hosts) and its accent colour (`#rrggbb`).
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct Branding {
+    pub logo_url: Option<String>,
+    pub color: Option<String>,
+}
+
+/// The accent colour of messages and the console when a tenant has not chosen one.
+pub const DEFAULT_BRAND_COLOR: &str = "#2b6cb0";
+
+pub async fn branding(tx: &mut TenantTx) -> Result<Branding> {
+    let branding: Option<Branding> = sqlx::query_as(
+        "select brand_logo_url as logo_url, brand_color as color from tenant where id = $1",
+    )
+    .bind(tx.tenant())
+    .fetch_optional(tx.conn())
+    .await?;
+    branding.ok_or(Error::NotFound("tenant"))
+}
+
+/// Checks a logo URL: absolute `https`, with a host, at most 500 characters, nothing a mail client or an HTML
+/// attribute could read differently.
+fn logo_url(value: &str) -> Result<String> {
+    let bad = |why: &str| Error::validation("logoUrl", why.to_owned());
+    if value.len() > 500 {
+        return Err(bad("must be at most 500 characters"));
+    }
+    let url = reqwest::Url::parse(value)
+        .map_err(|_| bad("must be a full address such as https://example.com/logo.png"))?;
+    if url.scheme() != "https" || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad(
+            "must be an https address (mail clients refuse to load plain http images)",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry a user name or password"));
+    }
+    let url = url.to_string();
+    if url.len() > 500 || url.contains(['"', '<', '>', ' ']) {
+        return Err(bad("must be at most 500 characters of a plain address"));
+    }
+    Ok(url)
+}
+
+fn brand_color(value: &str) -> Result<String> {
+    let color = value.to_ascii_lowercase();
+    let hex = color.strip_prefix('#').unwrap_or("");
+    if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::validation(
+            "color",
+            "must be a colour as #rrggbb, for example #2b6cb0",
+        ));
+    }
+    Ok(color)
+}
+
+fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Sets (an empty or missing value clears) the tenant's logo and accent colour. Owners only.
+pub async fn set_branding(
+    tx: &mut TenantTx,
+    actor: &crate::Actor,
+    logo_url: Option<&str>,
+    color: Option<&str>,
+) -> Result<Branding> {
+    if actor.role != crate::Role::Owner {
+        return Err(Error::Forbidden("only an owner can change the branding"));
+    }
+    let logo = given(logo_url).map(self::logo_url).transpose()?;
+    let color = given(color).map(brand_color).transpose()?;
+    sqlx::query("update tenant set brand_logo_url = $2, brand_color = $3 where id = $1")
+        .bind(tx.tenant())
+        .bind(&logo)
+        .bind(&color)
+        .execute(tx.conn())
+        .await?;
+    crate::audit::record(
+        tx,
+        actor,
+        crate::audit::Entry {
+            action: "tenant.set_branding",
+            object_type: "tenant",
+            object_id: Some(tx.tenant().0),
+            detail: serde_json::json!({ "logo_url": logo, "color": color }),
+        },
+    )
+    .await?;
+    branding(tx).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logo_must_be_a_plain_https_address() {
+        assert_eq!(
+            logo_url("https://cdn.example.com/logo.png").unwrap(),
+            "https://cdn.example.com/logo.png"
+        );
+        for bad in [
+            "http://example.com/logo.png",
+            "javascript:alert(1)",
+            "logo.png",
+            "https://user:pw@example.com/l.png",
+            "data:image/png;base64,AAAA",
+        ] {
+            assert!(logo_url(bad).is_err(), "{bad}");
+        }
+        assert!(logo_url(&format!("https://e.com/{}", "a".repeat(500))).is_err());
+        // Quotes and angle brackets come back percent-encoded, so the stored address is attribute-safe.
+        assert_eq!(
+            logo_url("https://e.com/a\"b<c>.png").unwrap(),
+            "https://e.com/a%22b%3Cc%3E.png"
+        );
+    }
+
+    #[test]
+    fn a_colour_is_six_hex_digits() {
+        assert_eq!(brand_color("#2B6CB0").unwrap(), "#2b6cb0");
+        for bad in ["2b6cb0", "#fff", "#12345g", "red", "#1234567"] {
+            assert!(brand_color(bad).is_err(), "{bad}");
+        }
+    }
+}

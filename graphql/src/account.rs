@@ -42,6 +42,24 @@ impl From<tenants::Tenant> for Tenant {
     }
 }
 
+/// How the tenant's messages and console look.
+#[derive(SimpleObject)]
+pub struct Branding {
+    /// The logo (an https address the tenant hosts), shown in its emails' heading and the console's header.
+    pub logo_url: Option<String>,
+    /// The accent colour (`#rrggbb`) of emails and the console; `null` is Switchyard's blue.
+    pub color: Option<String>,
+}
+
+impl From<tenants::Branding> for Branding {
+    fn from(b: tenants::Branding) -> Self {
+        Self {
+            logo_url: b.logo_url,
+            color: b.color,
+        }
+    }
+}
+
 #[Object]
 impl AccountQuery {
     /// Who is signed in, in which tenant, with which role.
@@ -61,6 +79,12 @@ impl AccountQuery {
     async fn tenant(&self, ctx: &Context<'_>) -> async_graphql::Result<Tenant> {
         let (_, mut tx) = begin(ctx).await?;
         Ok(tenants::current(&mut tx).await.gql()?.into())
+    }
+
+    /// The tenant's logo and accent colour. Every member.
+    async fn branding(&self, ctx: &Context<'_>) -> async_graphql::Result<Branding> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(tenants::branding(&mut tx).await.gql()?.into())
     }
 }
 
@@ -97,5 +121,21 @@ impl AccountMutation {
             .gql()?;
         tx.commit().await.gql()?;
         Ok(tenant.into())
+    }
+
+    /// Sets the tenant's logo (an https address, at most 500 characters) and accent colour (`#rrggbb`); an empty
+    /// or missing value clears one. Owners only.
+    async fn set_branding(
+        &self,
+        ctx: &Context<'_>,
+        logo_url: Option<String>,
+        color: Option<String>,
+    ) -> async_graphql::Result<Branding> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let branding = tenants::set_branding(&mut tx, actor, logo_url.as_deref(), color.as_deref())
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(branding.into())
     }
 }

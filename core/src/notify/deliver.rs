@@ -222,6 +222,7 @@ pub async fn begin(
         .bind(tenant)
         .fetch_one(tx.conn())
         .await?;
+    let branding = crate::tenants::branding(&mut tx).await?;
     let kind = Kind::parse(&row.kind);
     let locale = Locale::from_stored(&row.locale);
     let link = kind.and_then(|k| k.link_path()).and_then(|path| {
@@ -238,7 +239,10 @@ pub async fn begin(
             templates::render(
                 k,
                 locale,
-                &tenant_name,
+                templates::Sender {
+                    name: &tenant_name,
+                    branding: &branding,
+                },
                 &row.data,
                 row.secret.as_deref(),
                 link.as_deref(),

@@ -76,12 +76,19 @@ fn environment_once() -> Result<&'static Environment<'static>, String> {
         .map_err(Clone::clone)
 }
 
-/// Renders `kind` in `locale` for `tenant` with the message's `data` (and its one-time `token`, and the `link`
+/// Whose message it is: the tenant's name, and its logo and accent colour for the HTML part.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub name: &'a str,
+    pub branding: &'a crate::tenants::Branding,
+}
+
+/// Renders `kind` in `locale` for `sender` with the message's `data` (and its one-time `token`, and the `link`
 /// built from it, when it carries one).
 pub fn render(
     kind: Kind,
     locale: Locale,
-    tenant: &str,
+    sender: Sender<'_>,
     data: &Value,
     token: Option<&str>,
     link: Option<&str>,
@@ -89,6 +96,7 @@ pub fn render(
     let env = environment_once()?;
     let name = format!("{}/{}.txt", locale.as_str(), kind.as_str());
     let template = env.get_template(&name).map_err(|e| format!("{e:#}"))?;
+    let tenant = sender.name;
     let ctx = context! {
         tenant => tenant,
         token => token,
@@ -122,6 +130,8 @@ pub fn render(
         .and_then(|t| {
             t.render(context! {
                 tenant => tenant,
+                logo => sender.branding.logo_url.as_deref(),
+                color => sender.branding.color.as_deref().unwrap_or(crate::tenants::DEFAULT_BRAND_COLOR),
                 subject => &subject,
                 locale => locale.as_str(),
                 paragraphs => paragraphs,
@@ -155,7 +165,10 @@ mod tests {
                 let r = render(
                     kind,
                     locale,
-                    "Bob's <Bar> & Grill",
+                    Sender {
+                        name: "Bob's <Bar> & Grill",
+                        branding: &crate::tenants::Branding::default(),
+                    },
                     &data,
                     Some("tok123"),
                     Some("https://example.test/x?token=tok123"),
@@ -169,7 +182,38 @@ mod tests {
                 );
                 assert!(!r.html.contains("<Bar>"));
                 assert!(r.text.contains("Bob's <Bar> & Grill") || r.subject.contains("Bob's"));
+                assert!(!r.html.contains("<img"), "no logo, no image");
+                assert!(r.html.contains(crate::tenants::DEFAULT_BRAND_COLOR));
             }
         }
+    }
+
+    #[test]
+    fn the_html_part_shows_the_tenants_logo_and_colour() {
+        let branding = crate::tenants::Branding {
+            logo_url: Some("https://cdn.example.com/logo.png?v=1&s=2".into()),
+            color: Some("#aa3300".into()),
+        };
+        let r = render(
+            Kind::Receipt,
+            Locale::En,
+            Sender {
+                name: "Arcade",
+                branding: &branding,
+            },
+            &serde_json::json!({"total": "1.20 EUR", "lines": []}),
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(
+            r.html
+                // Escaped for the attribute (`/` as `&#x2f;`), which the mail client reads back as the address.
+                .contains(r#"<img src="https:&#x2f;&#x2f;cdn.example.com&#x2f;logo.png?v=1&amp;s=2" alt="Arcade""#),
+            "{}",
+            r.html
+        );
+        assert!(r.html.contains("#aa3300"), "{}", r.html);
+        assert!(!r.text.contains("logo.png"), "the text part has no logo");
     }
 }

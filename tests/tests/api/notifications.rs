@@ -1307,3 +1307,91 @@ async fn a_password_reset_for_a_login_in_two_tenants_goes_through_its_home_tenan
         "{elsewhere:?}"
     );
 }
+
+#[tokio::test]
+async fn a_tenants_logo_and_colour_head_its_emails_and_only_an_owner_sets_them() {
+    const SET: &str = "mutation($l: String, $c: String) { setBranding(logoUrl: $l, color: $c) { logoUrl color } }";
+    let app = spawn_app().await;
+    let t = app.signup_named("Pixel Palace").await;
+    let other = app.signup_named("Elsewhere").await;
+
+    // Bad values are refused naming the field; nothing is stored.
+    for (logo, color, field) in [
+        ("http://cdn.example.com/logo.png", "#112233", "logoUrl"),
+        ("javascript:alert(1)", "#112233", "logoUrl"),
+        ("https://cdn.example.com/logo.png", "red", "color"),
+    ] {
+        let body = app
+            .gql(Some(&t.access), SET, json!({"l": logo, "c": color}))
+            .await;
+        assert_eq!(gql_code(&body), "validation_failed", "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+    }
+    let (_, staff) = app.add_member(&t, "MANAGER").await;
+    let body = app
+        .gql(Some(&staff), SET, json!({"l": null, "c": "#112233"}))
+        .await;
+    assert_eq!(gql_code(&body), "forbidden", "{body}");
+    let read = "query { branding { logoUrl color } }";
+    assert_eq!(
+        app.gql_ok(&staff, read, json!({})).await["branding"],
+        json!({"logoUrl": null, "color": null})
+    );
+
+    let set = app
+        .gql_ok(
+            &t.access,
+            SET,
+            json!({"l": " https://cdn.example.com/pixel.png ", "c": "#AA3300"}),
+        )
+        .await;
+    assert_eq!(
+        set["setBranding"],
+        json!({"logoUrl": "https://cdn.example.com/pixel.png", "color": "#aa3300"})
+    );
+    // Every member reads it; another tenant keeps its own (none).
+    assert_eq!(
+        app.gql_ok(&staff, read, json!({})).await["branding"],
+        set["setBranding"]
+    );
+    assert_eq!(
+        app.gql_ok(&other.access, read, json!({})).await["branding"],
+        json!({"logoUrl": null, "color": null})
+    );
+
+    // The next email of this tenant carries the logo and colour in its HTML part, not in its text.
+    let email = unique_email("branded");
+    let body = invite(&app, &t.access, &email, None).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let m = mail::wait_for_link(&email, "/invitations/accept", 1).await;
+    assert!(
+        m.html().contains(
+            r#"<img src="https:&#x2f;&#x2f;cdn.example.com&#x2f;pixel.png" alt="Pixel Palace""#
+        ),
+        "{}",
+        m.html()
+    );
+    assert!(
+        m.html().contains("border-bottom: 2px solid #aa3300"),
+        "{}",
+        m.html()
+    );
+    assert!(!m.text().contains("pixel.png"), "{}", m.text());
+
+    // Empty values clear both; the change is in the audit log.
+    let cleared = app
+        .gql_ok(&t.access, SET, json!({"l": "", "c": null}))
+        .await;
+    assert_eq!(
+        cleared["setBranding"],
+        json!({"logoUrl": null, "color": null})
+    );
+    let audit: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where tenant_id = $1 and action = 'tenant.set_branding'",
+    )
+    .bind(t.id)
+    .fetch_one(&mut *app.tenant_tx(t.id).await)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(audit, 2);
+}
