@@ -17,7 +17,7 @@ use crate::error::ApiError;
 /// What a console page may load and talk to: its own origin only (the API and `/graphql/ws` live there), no
 /// framing, no inline scripts.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-     img-src 'self' data: blob:; connect-src 'self' ws: wss:; media-src 'self' data:; frame-ancestors 'none'; \
+     img-src 'self' https: data: blob:; connect-src 'self' ws: wss:; media-src 'self' data:; frame-ancestors 'none'; \
      base-uri 'none'; form-action 'self'";
 
 /// The routes under `/console`: the files of `dir`, or (no console built) a clear 404 on every console path.

@@ -134,6 +134,19 @@ try {
   await page.getByLabel('Tax id').fill('DE123456789');
   await page.getByRole('button', { name: 'Save legal details' }).click();
   await page.getByText('Legal details on receipts and invoices saved.').waitFor();
+  // Branding: a light brand colour is kept for emails but darkened for the console so white text on it stays
+  // readable; the whole console takes the accent at once.
+  await page.getByLabel('Logo address (https; empty for none)').fill('https://cdn.example.test/harbour.png');
+  await page.getByLabel('Use an accent colour').check();
+  await page.getByLabel('Accent colour', { exact: true }).fill('#ffd700');
+  const shown = await page.getByText(/The console shows it as #[0-9a-f]{6}/).textContent();
+  const accent = /#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})/.exec(shown);
+  await page.getByRole('button', { name: 'Save branding' }).click();
+  await page.getByText('Branding of emails and the console saved.').waitFor();
+  const rgb = `rgb(${parseInt(accent[1], 16)}, ${parseInt(accent[2], 16)}, ${parseInt(accent[3], 16)})`;
+  const background = await page.getByRole('button', { name: 'Save branding' }).evaluate((b) => getComputedStyle(b).backgroundColor);
+  check(background === rgb, `the accent ${accent[0]} colours the buttons (${background})`);
+  check(accent[0] !== '#ffd700', 'the light colour was darkened for the console');
   await accessible(page, 'settings');
   say({ event: 'bridge', token });
   say({ event: 'owner_ready' });

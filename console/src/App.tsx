@@ -4,6 +4,7 @@ import { request } from './api/client';
 import { Me, SignOutEverywhere, type MeResult } from './api/generated';
 import { closeLive } from './api/live';
 import { SosAlerts } from './alerts/SosAlerts';
+import { applyBranding } from './brand/apply';
 import { ForgotPage, LoginPage, SignupPage } from './auth/pages';
 import { ChargersPage } from './chargers/ChargersPage';
 import { FloorPage } from './floor/FloorPage';
@@ -22,16 +23,20 @@ export function App() {
   const page = usePage();
   const [checked, setChecked] = useState(false);
   const [me, setMe] = useState<Member | null>(null);
+  const [logo, setLogo] = useState<string | null>(null);
 
   useEffect(() => {
     const load = async (signedIn: boolean) => {
       if (!signedIn) {
         setMe(null);
+        setLogo(applyBranding(null));
         closeLive();
         return;
       }
       try {
-        setMe((await request(Me, {})).me);
+        const r = await request(Me, {});
+        setMe(r.me);
+        setLogo(applyBranding(r.branding));
       } catch {
         setMe(null);
       }
@@ -51,6 +56,7 @@ export function App() {
   return (
     <div className="shell">
       <header className="top">
+        {logo && <img className="logo" src={logo} alt="" />}
         <strong className="brand">{t.appName}</strong>
         <span className="tenant">{me.tenant.name}</span>
         <nav aria-label={t.nav.main}>

@@ -1,7 +1,10 @@
 import { useEffect, useState } from 'react';
 import { request } from '../api/client';
 import {
+  AddRfidTag,
   CreatePatron,
+  FlagPatron,
+  UnflagPatron,
   FindPatrons,
   PatronDetail,
   TopUpCash,
@@ -81,6 +84,45 @@ function NewPatron({ onCreated }: { onCreated: (id: string) => void }) {
   );
 }
 
+/** Linking a tag, and flagging or unflagging the patron (managers and owners take a flag away). */
+function TagsAndFlag({ p, reload }: { p: PatronDetailResult['patron']; reload: () => Promise<void> }) {
+  const [uid, setUid] = useState('');
+  const [reason, setReason] = useState('');
+  const [tagError, tagSaved, submitTag] = useSubmit();
+  const [flagError, flagSaved, submitFlag] = useSubmit();
+  return (
+    <div className="columns">
+      <form
+        onSubmit={submitTag(t.patrons.addTag, async () => {
+          await request(AddRfidTag, { patronId: p.id, uid: uid.trim() });
+          setUid('');
+          await reload();
+        })}
+      >
+        <h3>{t.patrons.addTag}</h3>
+        <Text label={t.patrons.tagUid} value={uid} set={setUid} />
+        <button type="submit">{t.patrons.addTagSubmit}</button>
+        <Outcome error={tagError} saved={tagSaved} />
+      </form>
+      <form
+        onSubmit={submitFlag(t.patrons.flag, async () => {
+          if (p.flagged) await request(UnflagPatron, { patronId: p.id });
+          else await request(FlagPatron, { patronId: p.id, reason: reason.trim() });
+          setReason('');
+          await reload();
+        })}
+      >
+        <h3>{t.patrons.flag}</h3>
+        {!p.flagged && <Text label={t.patrons.flagReason} value={reason} set={setReason} />}
+        <button type="submit">
+          {p.flagged ? t.patrons.unflag : t.patrons.flagSubmit}
+        </button>
+        <Outcome error={flagError} saved={flagSaved} />
+      </form>
+    </div>
+  );
+}
+
 function Patron({ id, venues }: { id: string; venues: Venue[] }) {
   const [venueId, setVenueId] = useState(venues[0].id);
   const venue = venues.find((v) => v.id === venueId) ?? venues[0];
@@ -112,7 +154,17 @@ function Patron({ id, venues }: { id: string; venues: Venue[] }) {
         <dd>{money(w.depositHeld, w.currency)}</dd>
         <dt>{t.patrons.debt}</dt>
         <dd>{money(w.debt, w.currency)}</dd>
+        {p.debtCollection.map((d) => (
+          <div key={d.currency}>
+            <dt>{`${t.patrons.collection} (${d.currency})`}</dt>
+            <dd>
+              {t.patrons.collectionLine(d.status, d.attempts, d.nextAttemptAt ? new Date(d.nextAttemptAt).toLocaleString('en-GB') : null)}
+              {d.lastError ? ` · ${d.lastError}` : ''}
+            </dd>
+          </div>
+        ))}
       </dl>
+      <TagsAndFlag p={p} reload={load} />
       <form
         onSubmit={submit(t.patrons.topUp, async () => {
           await request(TopUpCash, { patronId: p.id, venueId, amount: toMinor(amount, venue.currency), idempotencyKey: key });

@@ -1,12 +1,15 @@
 import { useEffect, useState } from 'react';
 import { request } from '../api/client';
-import { SetBillingTick, SetLegalDetails, Settings, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
+import { SetBillingTick, SetBranding, SetLegalDetails, Settings, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
+import { accentFor } from '../brand/accent';
+import { applyBranding } from '../brand/apply';
 import { minorDigits } from '../floor/model';
 import { t } from '../i18n';
 import { toMinor } from '../setup/money';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 
-/** The tenant's settings (owners): the billing tick, the staff cash top-up cap, and the legal details on documents. */
+/** The tenant's settings (owners): the billing tick, the staff cash top-up cap, the legal details on documents, and
+ * the branding of emails and the console. */
 export function SettingsPage() {
   const [data, setData] = useState<SettingsResult | null>(null);
   // Amounts are minor units of the venues' currency (the first venue's; EUR before there is one).
@@ -21,6 +24,7 @@ export function SettingsPage() {
       <h1 id="settings-title">{t.settings.title}</h1>
       <Billing key={currency} data={data} currency={currency} />
       <Legal data={data} />
+      <Brand data={data} />
     </section>
   );
 }
@@ -63,6 +67,44 @@ function Legal({ data }: { data: SettingsResult }) {
         <Text label={t.settings.legalAddress} value={address} set={setAddress} required={false} />
         <Text label={t.settings.taxId} value={taxId} set={setTaxId} required={false} />
         <button type="submit">{t.settings.saveLegal}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
+
+function Brand({ data }: { data: SettingsResult }) {
+  const [logo, setLogo] = useState(data.branding.logoUrl ?? '');
+  const [useColor, setUseColor] = useState(data.branding.color != null);
+  const [color, setColor] = useState(data.branding.color ?? '#0b5cad');
+  const [error, saved, submit] = useSubmit();
+  const accent = useColor ? accentFor(color) : null;
+  return (
+    <Panel title={t.settings.branding}>
+      <form
+        onSubmit={submit(t.settings.branding, async () => {
+          const r = await request(SetBranding, { logoUrl: logo.trim() || null, color: useColor ? color : null });
+          applyBranding(r.setBranding);
+        })}
+      >
+        <Text label={t.settings.logoUrl} value={logo} set={setLogo} type="url" required={false} />
+        <label className="inline">
+          <input type="checkbox" checked={useColor} onChange={(e) => setUseColor(e.target.checked)} />
+          {t.settings.useColor}
+        </label>
+        {useColor ? (
+          <>
+            <Text label={t.settings.color} value={color} set={setColor} type="color" />
+            {accent && accent !== color.toLowerCase() && (
+              <p>
+                <span className="swatch" style={{ background: accent }} aria-hidden="true" /> {t.settings.consoleAccent(accent)}
+              </p>
+            )}
+          </>
+        ) : (
+          <p>{t.settings.noColor}</p>
+        )}
+        <button type="submit">{t.settings.saveBranding}</button>
         <Outcome error={error} saved={saved} />
       </form>
     </Panel>

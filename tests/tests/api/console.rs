@@ -423,7 +423,7 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     let settings = app
         .gql_ok(
             &owner.access,
-            "{ tenant { billingTickSec staffCashTopUpCap } legalDetails { legalName legalAddress taxId } bridges { name venueId online } }",
+            "{ tenant { billingTickSec staffCashTopUpCap } legalDetails { legalName legalAddress taxId } branding { logoUrl color } bridges { name venueId online } }",
             json!({}),
         )
         .await;
@@ -432,6 +432,8 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         json!({
             "tenant": {"billingTickSec": 15, "staffCashTopUpCap": 15000},
             "legalDetails": {"legalName": "Harbour Arcade GmbH", "legalAddress": "Quay 1, 20457 Hamburg", "taxId": "DE123456789"},
+            // The brand colour is stored as chosen (emails use it); only the console darkens it.
+            "branding": {"logoUrl": "https://cdn.example.test/harbour.png", "color": "#ffd700"},
             "bridges": [{"name": "Front desk", "venueId": venue_id, "online": false}],
         })
     );
