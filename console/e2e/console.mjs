@@ -136,6 +136,13 @@ try {
   await page.getByText('Legal details on receipts and invoices saved.').waitFor();
   // Branding: a light brand colour is kept for emails but darkened for the console so white text on it stays
   // readable; the whole console takes the accent at once.
+  // The logo's host is the tenant's own; here the browser is answered a 1×1 PNG instead of going out.
+  await page.route('https://cdn.example.test/**', (route) =>
+    route.fulfill({
+      contentType: 'image/png',
+      body: Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M/wHwAEBgIApD5fRAAAAABJRU5ErkJggg==', 'base64'),
+    }),
+  );
   await page.getByLabel('Logo address (https; empty for none)').fill('https://cdn.example.test/harbour.png');
   await page.getByLabel('Use an accent colour').check();
   await page.getByLabel('Accent colour', { exact: true }).fill('#ffd700');
@@ -147,6 +154,10 @@ try {
   const background = await page.getByRole('button', { name: 'Save branding' }).evaluate((b) => getComputedStyle(b).backgroundColor);
   check(background === rgb, `the accent ${accent[0]} colours the buttons (${background})`);
   check(accent[0] !== '#ffd700', 'the light colour was darkened for the console');
+  const logo = page.locator('header img.logo');
+  await logo.waitFor();
+  check((await logo.getAttribute('src')) === 'https://cdn.example.test/harbour.png', 'the header shows the saved logo');
+  check(await logo.evaluate((img) => img.complete && img.naturalWidth === 1), 'the logo loaded');
   await accessible(page, 'settings');
   say({ event: 'bridge', token });
   say({ event: 'owner_ready' });
@@ -240,6 +251,14 @@ try {
   await page.getByRole('button', { name: 'Record cash top-up' }).click();
   await page.getByTestId('wallet-balance').filter({ hasText: '€20.00' }).waitFor();
   await page.getByRole('row').filter({ hasText: '€20.00' }).first().waitFor();
+  // Her RFID card linked, and a flag with its reason (the test reads both back from the API).
+  await page.getByLabel('Tag UID (as the reader shows it)').fill('04A1B2C3');
+  await page.getByRole('button', { name: 'Link tag' }).click();
+  await page.getByText('RFID tags: 04A1B2C3').waitFor();
+  await page.getByLabel('Reason (staff see it when they start a session)').fill('Left without paying once');
+  await page.getByRole('button', { name: 'Flag patron' }).click();
+  await page.getByText('Flagged: Left without paying once').waitFor();
+  await page.getByRole('button', { name: 'Remove the flag' }).waitFor();
   await accessible(page, 'patrons');
   await shot(page, 'patrons');
 

@@ -4,7 +4,7 @@ import { request } from './api/client';
 import { Me, SignOutEverywhere, type MeResult } from './api/generated';
 import { closeLive } from './api/live';
 import { SosAlerts } from './alerts/SosAlerts';
-import { applyBranding } from './brand/apply';
+import { applyBranding, onLogo } from './brand/apply';
 import { ForgotPage, LoginPage, SignupPage } from './auth/pages';
 import { ChargersPage } from './chargers/ChargersPage';
 import { FloorPage } from './floor/FloorPage';
@@ -29,22 +29,26 @@ export function App() {
     const load = async (signedIn: boolean) => {
       if (!signedIn) {
         setMe(null);
-        setLogo(applyBranding(null));
+        applyBranding(null);
         closeLive();
         return;
       }
       try {
         const r = await request(Me, {});
         setMe(r.me);
-        setLogo(applyBranding(r.branding));
+        applyBranding(r.branding);
       } catch {
         setMe(null);
       }
     };
     const off = auth.onChange((s) => void load(s));
+    const offLogo = onLogo(setLogo);
     // A reload: the cookie may still hold a sign-in.
     void auth.refresh().finally(() => setChecked(true));
-    return off;
+    return () => {
+      off();
+      offLogo();
+    };
   }, []);
 
   if (!checked) return <p className="centered">…</p>;

@@ -371,6 +371,38 @@ async fn announce_patron_changes(
     Ok(())
 }
 
+/// One ledger entry of a session's money: which journal, which account (whose, what for), how much.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SessionEntry {
+    pub journal_id: Uuid,
+    pub kind: String,
+    pub memo: String,
+    /// `patron` or `venue`.
+    pub owner_kind: String,
+    /// `wallet`, `deposit_hold`, `debt`, `revenue`, `cash_drawer` or `clearing`.
+    pub purpose: String,
+    pub amount: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every ledger entry written for `session`, oldest first (at most 500): where its money came from and went.
+pub async fn session_entries(tx: &mut TenantTx, session: Uuid) -> Result<Vec<SessionEntry>> {
+    Ok(sqlx::query_as(
+        "select j.id as journal_id, j.kind, j.memo, a.owner_kind, a.purpose, e.amount, a.currency::text as currency,
+                j.created_at
+         from journal j
+         join journal_entry e on e.tenant_id = j.tenant_id and e.journal_id = j.id
+         join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+         where j.tenant_id = $1 and j.session_id = $2
+         order by j.created_at, j.id, e.line limit 500",
+    )
+    .bind(tx.tenant())
+    .bind(session)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
 /// One line of a patron's wallet statement.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StatementLine {

@@ -236,15 +236,27 @@ pub struct SessionFilter {
     pub patron_id: Option<Uuid>,
     /// Only these venues' sessions (a scoped member's venues); `None`: every venue.
     pub venues: Option<Vec<Uuid>>,
+    /// Only this venue's sessions (a filter the caller chose, on top of `venues`).
+    pub venue_id: Option<Uuid>,
+    /// Only sessions started at or after this instant ...
+    pub started_from: Option<DateTime<Utc>>,
+    /// ... and before this one.
+    pub started_before: Option<DateTime<Utc>>,
 }
 
 pub async fn list(tx: &mut TenantTx, filter: &SessionFilter, limit: i64) -> Result<Vec<Session>> {
     let sql = format!(
         "select {COLUMNS} from session where tenant_id = $1 and ($2::session_status is null or status = $2)
            and ($3::uuid is null or station_id = $3) and ($4::uuid is null or patron_id = $4)
-           and ($6::uuid[] is null or venue_id = any($6))
+           and ($6::uuid[] is null or venue_id = any($6)) and ($7::uuid is null or venue_id = $7)
+           and ($8::timestamptz is null or started_at >= $8) and ($9::timestamptz is null or started_at < $9)
          order by started_at desc, id desc limit $5"
     );
+    if let (Some(from), Some(before)) = (filter.started_from, filter.started_before) {
+        if before <= from {
+            return Err(Error::validation("to", "must be later than from"));
+        }
+    }
     Ok(sqlx::query_as(&sql)
         .bind(tx.tenant())
         .bind(filter.status)
@@ -252,8 +264,35 @@ pub async fn list(tx: &mut TenantTx, filter: &SessionFilter, limit: i64) -> Resu
         .bind(filter.patron_id)
         .bind(limit.clamp(1, 500))
         .bind(&filter.venues)
+        .bind(filter.venue_id)
+        .bind(filter.started_from)
+        .bind(filter.started_before)
         .fetch_all(tx.conn())
         .await?)
+}
+
+/// How a session was paid: `wallet`, `cash` (taken by staff for a walk-in) or `card` (the saved card charged at
+/// the start).
+pub async fn payment_method(tx: &mut TenantTx, id: Uuid) -> Result<String> {
+    let method: Option<String> =
+        sqlx::query_scalar("select payment_method from session where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?;
+    method.ok_or(Error::NotFound("session"))
+}
+
+/// The commands written for a session's station on its behalf (switch on, extend, switch off), oldest first.
+pub async fn commands_of(tx: &mut TenantTx, session: Uuid) -> Result<Vec<DeviceCommand>> {
+    Ok(sqlx::query_as(
+        "select id, session_id, command, payload, created_at from device_command
+         where tenant_id = $1 and session_id = $2 order by created_at, id limit 500",
+    )
+    .bind(tx.tenant())
+    .bind(session)
+    .fetch_all(tx.conn())
+    .await?)
 }
 
 #[derive(Debug, Clone)]

@@ -266,7 +266,7 @@ impl PatronQuery {
             status: None,
             station_id: None,
             patron_id: Some(me.patron_id),
-            venues: None,
+            ..Default::default()
         };
         Ok(switchyard_core::sessions::list(&mut tx, &filter, limit)
             .await

@@ -148,6 +148,66 @@ impl Session {
     async fn live_cost(&self) -> Cost {
         self.0.cost_at(Utc::now()).into()
     }
+
+    /// How it was paid: `wallet`, `cash` (taken by staff for a walk-in) or `card` (the saved card charged at the
+    /// start). Members only.
+    async fn payment_method(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(sessions::payment_method(&mut tx, self.0.id).await.gql()?)
+    }
+
+    /// Every ledger entry written for it, oldest first: what each journal took from whose account and put where.
+    /// Members only.
+    async fn ledger_entries(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<SessionLedgerEntry>> {
+        let (_, mut tx) = begin(ctx).await?;
+        let entries = switchyard_core::ledger::session_entries(&mut tx, self.0.id)
+            .await
+            .gql()?;
+        Ok(entries
+            .into_iter()
+            .map(|e| SessionLedgerEntry {
+                journal_id: e.journal_id,
+                kind: e.kind,
+                memo: e.memo,
+                owner_kind: e.owner_kind,
+                purpose: e.purpose,
+                amount: e.amount,
+                currency: e.currency,
+                created_at: e.created_at,
+            })
+            .collect())
+    }
+
+    /// The commands its station's control was sent for it (switch on, extend, switch off), oldest first. Members
+    /// only.
+    async fn device_commands(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<DeviceCommand>> {
+        let (_, mut tx) = begin(ctx).await?;
+        let commands = sessions::commands_of(&mut tx, self.0.id).await.gql()?;
+        Ok(commands.into_iter().map(DeviceCommand::from).collect())
+    }
+}
+
+/// One ledger entry of a session: an amount moved on one account by one journal.
+#[derive(SimpleObject)]
+pub struct SessionLedgerEntry {
+    pub journal_id: Uuid,
+    /// What the journal was: `session_charge`, `cash_top_up`, `deposit_hold`, ...
+    pub kind: String,
+    pub memo: String,
+    /// Whose account: `patron` or `venue`.
+    pub owner_kind: String,
+    /// What the account is for: `wallet`, `deposit_hold`, `debt`, `revenue`, `cash_drawer`, `clearing`.
+    pub purpose: String,
+    /// Minor units; the entries of one journal sum to zero.
+    pub amount: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(InputObject)]
@@ -172,14 +232,22 @@ impl SessionQuery {
         Ok(Session(session))
     }
 
-    /// Sessions, newest first.
+    /// Sessions, newest first (`limit` at most 500): of one status, station, patron or venue, started in
+    /// `[from, to)`; a venue-scoped member sees its venues' only.
     #[graphql(complexity = "crate::rows(limit, child_complexity)")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each argument is one optional filter of the query"
+    )]
     async fn sessions(
         &self,
         ctx: &Context<'_>,
         status: Option<SessionStatus>,
         station_id: Option<Uuid>,
         patron_id: Option<Uuid>,
+        venue_id: Option<Uuid>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
         #[graphql(default = 100)] limit: i64,
     ) -> async_graphql::Result<Vec<Session>> {
         let (actor, mut tx) = begin(ctx).await?;
@@ -188,6 +256,9 @@ impl SessionQuery {
             station_id,
             patron_id,
             venues: actor.venues.clone(),
+            venue_id,
+            started_from: from,
+            started_before: to,
         };
         Ok(sessions::list(&mut tx, &filter, limit)
             .await
@@ -216,13 +287,7 @@ impl SessionQuery {
             .gql()?;
         Ok(commands
             .into_iter()
-            .map(|c| DeviceCommand {
-                id: c.id,
-                session_id: c.session_id,
-                command: c.command,
-                payload: async_graphql::Json(c.payload),
-                created_at: c.created_at,
-            })
+            .map(DeviceCommand::from)
             .collect())
     }
 }
@@ -235,6 +300,18 @@ pub struct DeviceCommand {
     pub command: String,
     pub payload: async_graphql::Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+}
+
+impl From<sessions::DeviceCommand> for DeviceCommand {
+    fn from(c: sessions::DeviceCommand) -> Self {
+        Self {
+            id: c.id,
+            session_id: c.session_id,
+            command: c.command,
+            payload: async_graphql::Json(c.payload),
+            created_at: c.created_at,
+        }
+    }
 }
 
 /// Runs a session-creating `run` once per idempotency key: a repeat with the same request returns the session the

@@ -569,13 +569,14 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     let patrons = app
         .gql_ok(
             &owner.access,
-            "{ patrons(search: \"Mia\") { displayName email wallet(currency: \"EUR\") { balance statement { amount } } } }",
+            "{ patrons(search: \"Mia\") { displayName email rfidTags flagged flagReason wallet(currency: \"EUR\") { balance statement { amount } } } }",
             json!({}),
         )
         .await;
     assert_eq!(
         patrons["patrons"],
         json!([{"displayName": "Mia Jones", "email": "mia@example.com",
+                "rfidTags": ["04A1B2C3"], "flagged": true, "flagReason": "Left without paying once",
                 "wallet": {"balance": 2000, "statement": [{"amount": 2000}]}}])
     );
 }
