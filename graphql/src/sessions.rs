@@ -285,10 +285,7 @@ impl SessionQuery {
         let commands = sessions::device_commands(&mut tx, station_id, limit)
             .await
             .gql()?;
-        Ok(commands
-            .into_iter()
-            .map(DeviceCommand::from)
-            .collect())
+        Ok(commands.into_iter().map(DeviceCommand::from).collect())
     }
 }
 

@@ -1048,3 +1048,117 @@ async fn a_paused_session_is_not_billed_its_end_moves_and_its_station_switches_o
         "the books are for owners and managers"
     );
 }
+
+#[tokio::test]
+async fn a_sessions_detail_shows_its_payment_ledger_and_device_commands_and_lists_filter_by_venue_and_period(
+) {
+    const DETAIL: &str = "query($id: UUID!) { session(id: $id) { paymentMethod chargedAmount
+        ledgerEntries { journalId kind ownerKind purpose amount currency } deviceCommands { command sessionId } } }";
+    const LIST: &str = "query($v: UUID, $f: DateTime, $t: DateTime) { sessions(venueId: $v, from: $f, to: $t) { id } }";
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let second = app.create_venue(&f.t.access, "Annex").await;
+    let annex_pc = app.create_station(&f.t.access, second, "PC-9").await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+        json!({"t": f.tariff, "v": second}),
+    )
+    .await;
+    let before = chrono::Utc::now() - Duration::seconds(1);
+    let mut ids = Vec::new();
+    for (station, key) in [(f.station, "detail-1"), (annex_pc, "detail-2")] {
+        let (status, started) = start(
+            &app,
+            &f.t.access,
+            Some(key),
+            json!({"station_id": station, "duration_minutes": 30, "payment": "cash"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{started}");
+        ids.push(started["session_id"].as_str().unwrap().to_owned());
+    }
+    let after = chrono::Utc::now() + Duration::seconds(1);
+    app.gql_ok(
+        &f.t.access,
+        "mutation($s: UUID!) { stopSession(id: $s) { status } }",
+        json!({"s": ids[0]}),
+    )
+    .await;
+
+    // Lists: by venue, and by when they started.
+    let list = |v: Option<Uuid>,
+                from: Option<chrono::DateTime<chrono::Utc>>,
+                to: Option<chrono::DateTime<chrono::Utc>>| {
+        let app = &app;
+        let token = f.t.access.clone();
+        async move {
+            let body = app
+                .gql_ok(&token, LIST, json!({"v": v, "f": from, "t": to}))
+                .await;
+            body["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(Some(f.venue), None, None).await, vec![ids[0].clone()]);
+    assert_eq!(list(Some(second), None, None).await, vec![ids[1].clone()]);
+    assert_eq!(
+        list(None, Some(before), Some(after)).await,
+        vec![ids[1].clone(), ids[0].clone()],
+        "newest first"
+    );
+    assert!(list(None, Some(after), None).await.is_empty());
+    assert!(list(None, None, Some(before)).await.is_empty());
+    let backwards = app
+        .gql(Some(&f.t.access), LIST, json!({"f": after, "t": before}))
+        .await;
+    assert_eq!(gql_code(&backwards), "validation_failed", "{backwards}");
+    assert_eq!(backwards["errors"][0]["extensions"]["field"], "to");
+
+    // The stopped session's detail: paid in cash, its money in balanced journals, its switch on and off.
+    let detail = app.gql_ok(&f.t.access, DETAIL, json!({"id": ids[0]})).await["session"].clone();
+    assert_eq!(detail["paymentMethod"], "cash");
+    let entries = detail["ledgerEntries"].as_array().unwrap();
+    assert!(!entries.is_empty(), "{detail}");
+    let mut journals: std::collections::BTreeMap<&str, i64> = Default::default();
+    for e in entries {
+        *journals
+            .entry(e["journalId"].as_str().unwrap())
+            .or_default() += e["amount"].as_i64().unwrap();
+        assert_eq!(e["currency"], "EUR");
+    }
+    assert!(
+        journals.values().all(|sum| *sum == 0),
+        "every journal balances: {detail}"
+    );
+    let revenue: i64 = entries
+        .iter()
+        .filter(|e| e["ownerKind"] == "venue" && e["purpose"] == "revenue")
+        .map(|e| e["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        revenue,
+        detail["chargedAmount"].as_i64().unwrap(),
+        "the venue's revenue entries are what the session charged: {detail}"
+    );
+    let commands: Vec<&str> = detail["deviceCommands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, vec!["switch_on", "switch_off"], "{detail}");
+
+    // Another tenant's session is not found, and the other tenant's lists hold none of these.
+    let other = app.signup().await;
+    let body = app
+        .gql(Some(&other.access), DETAIL, json!({"id": ids[0]}))
+        .await;
+    assert_eq!(gql_code(&body), "not_found", "{body}");
+    let theirs = app.gql_ok(&other.access, LIST, json!({"v": f.venue})).await;
+    assert_eq!(theirs["sessions"], json!([]));
+}
