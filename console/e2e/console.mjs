@@ -237,6 +237,20 @@ try {
   const total = await page.getByTestId('session-total').textContent();
   check(/^€\d+\.\d\d$/.test(total ?? ''), `the session's total reads ${total}`);
   check(total === (await row.locator('td.num').textContent()), `the detail's total ${total} is not what the row charged`);
+  // How it was paid and where the money went: the cash walk-in's wallet paid the venue's revenue.
+  await page.getByTestId('session-paid-by').filter({ hasText: 'cash' }).waitFor();
+  const money = page.getByTestId('session-money');
+  await money.getByRole('row').filter({ hasText: 'patron wallet' }).filter({ hasText: `-${total}` }).waitFor();
+  await money.getByRole('row').filter({ hasText: 'venue revenue' }).filter({ hasText: total }).waitFor();
+  // Filters: the other venue has no session; nor has a period that starts tomorrow.
+  await page.getByLabel('Venue').selectOption({ label: 'Second Venue' });
+  await page.getByText('No sessions.').waitFor();
+  await page.getByLabel('Venue').selectOption({ label: 'Harbour Arcade' });
+  await row.waitFor();
+  await page.getByLabel('Started on or after').fill(new Date(Date.now() + 86_400_000).toISOString().slice(0, 10));
+  await page.getByText('No sessions.').waitFor();
+  await page.getByLabel('Started on or after').fill('');
+  await row.waitFor();
   await accessible(page, 'sessions');
   await shot(page, 'sessions');
 
@@ -273,8 +287,46 @@ try {
   await invite.getByRole('button', { name: 'Send invitation' }).click();
   await page.getByText(`Invitation emailed to ${invitee}.`).waitFor();
   await page.getByRole('cell', { name: 'member.invite' }).first().waitFor();
+  // The audit log filtered to one action, then to one kind of object.
+  const auditLog = page.getByTestId('audit-log');
+  await page.getByLabel('Action (exact, e.g. member.invite)').fill('member.invite');
+  await auditLog.getByRole('row').filter({ hasText: 'venue.create' }).first().waitFor({ state: 'detached' });
+  const invites = await auditLog.locator('tbody tr').allTextContents();
+  check(invites.length >= 1 && invites.every((r) => r.includes('member.invite')), `filtered to member.invite: ${invites.join(' | ')}`);
+  await page.getByLabel('Action (exact, e.g. member.invite)').fill('');
+  await page.getByLabel('Object').selectOption('tenant');
+  await auditLog.getByRole('row').filter({ hasText: 'tenant.set_branding' }).first().waitFor();
+  await auditLog.getByRole('row').filter({ hasText: 'member.invite' }).first().waitFor({ state: 'detached' });
   await accessible(page, 'staff');
   await shot(page, 'staff');
+
+  // Shifts and tasks: the owner clocks in, gives the staff member a task; the staff member's screen shows it
+  // (pushed) and marks it done; the owner's open list empties (pushed); clocking out counts the shift.
+  await page.getByRole('link', { name: 'Shifts & tasks' }).click();
+  await page.getByRole('button', { name: 'Clock in' }).click();
+  await page.getByText(/On shift since .* at Harbour Arcade\./).waitFor();
+  await page.getByTestId('on-shift').getByText(owner.email).waitFor();
+  const newTask = page.getByRole('region', { name: 'New task' });
+  await newTask.getByLabel('Venue').selectOption({ label: 'Harbour Arcade' });
+  await newTask.getByLabel('Station').selectOption({ label: 'PC-01' });
+  await newTask.getByLabel('Title').fill('Replace the PC-01 headset');
+  await newTask.getByLabel('Assignee').selectOption({ label: staff.email.toLowerCase() }); // stored lower-cased
+  await newTask.getByRole('button', { name: 'Create task' }).click();
+  const ownerTask = page.getByRole('listitem', { name: 'Replace the PC-01 headset' });
+  await ownerTask.waitFor();
+  await staffPage.getByRole('link', { name: 'Shifts & tasks' }).click();
+  const staffTask = staffPage.getByRole('listitem', { name: 'Replace the PC-01 headset' });
+  await staffTask.getByText('PC-01').waitFor();
+  await accessible(staffPage, 'work (staff)');
+  await staffTask.getByRole('button', { name: 'Done' }).click();
+  await ownerTask.waitFor({ state: 'detached' });
+  await page.getByLabel('State').selectOption('DONE');
+  await ownerTask.waitFor();
+  await accessible(page, 'work');
+  await shot(page, 'work');
+  await page.getByRole('button', { name: 'Clock out' }).click();
+  await page.getByText('Nobody is on shift.').waitFor();
+  await page.getByTestId('hours').getByRole('row').filter({ hasText: owner.email }).getByRole('cell', { name: '1', exact: true }).waitFor();
 
   // Reports: once the workers' pass has rolled the day up, its session and revenue; the sessions as CSV.
   say({ event: 'roll_up' });

@@ -16,6 +16,7 @@ import { ReportsPage } from './reports/ReportsPage';
 import { SettingsPage } from './settings/SettingsPage';
 import { SetupPage } from './setup/SetupPage';
 import { StaffPage } from './staff/StaffPage';
+import { WorkPage } from './work/WorkPage';
 
 type Member = MeResult['me'];
 
@@ -67,7 +68,7 @@ export function App() {
           <a href="/console/floor" aria-current={page === 'floor' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('floor'); }}>
             {t.nav.floor}
           </a>
-          {(['sessions', 'patrons', 'chargers'] as const).map((p) => (
+          {(['sessions', 'patrons', 'chargers', 'work'] as const).map((p) => (
             <a key={p} href={`/console/${p}`} aria-current={page === p ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go(p); }}>
               {t.nav[p]}
             </a>
@@ -103,6 +104,8 @@ export function App() {
           <ReportsPage />
         ) : page === 'staff' && me.role !== 'STAFF' ? (
           <StaffPage />
+        ) : page === 'work' ? (
+          <WorkPage />
         ) : page === 'chargers' ? (
           <ChargersPage />
         ) : page === 'sessions' ? (

@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'react';
 
-export type Page = 'login' | 'signup' | 'forgot' | 'floor' | 'sessions' | 'patrons' | 'staff' | 'reports' | 'chargers' | 'settings' | 'setup';
-const PAGES: Page[] = ['login', 'signup', 'forgot', 'floor', 'sessions', 'patrons', 'staff', 'reports', 'chargers', 'settings', 'setup'];
+export type Page = 'login' | 'signup' | 'forgot' | 'floor' | 'sessions' | 'patrons' | 'staff' | 'reports' | 'chargers' | 'settings' | 'setup' | 'work';
+const PAGES: Page[] = ['login', 'signup', 'forgot', 'floor', 'sessions', 'patrons', 'staff', 'reports', 'chargers', 'settings', 'setup', 'work'];
 const BASE = '/console/';
 
 /** The page a console path names (`/console/floor` → floor); unknown paths go to the floor. */

@@ -5,40 +5,100 @@ import {
   Sessions,
   SessionStatusValues,
   Stations,
+  Venues,
   type SessionDetailResult,
   type SessionsResult,
   type SessionStatus,
+  type StationsResult,
+  type VenuesResult,
 } from '../api/generated';
 import { money } from '../floor/model';
 import { t } from '../i18n';
 
 const when = (iso: string | null) => (iso ? new Date(iso).toLocaleString('en-GB') : '—');
 
-/** Sessions, newest first, filtered by status; a session's detail with its cost lines and pauses. */
+/** A `yyyy-mm-dd` date field as the start of that day in the browser's time zone (ISO), or null when empty. */
+export function dayStart(day: string): string | null {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) return null;
+  const [y, m, d] = day.split('-').map(Number);
+  return new Date(y, m - 1, d).toISOString();
+}
+
+/** Sessions, newest first, filtered by status, venue, station and start date; a session's detail with its cost
+ * lines, pauses, how it was paid, its money movements and its device commands. */
 export function SessionsPage() {
   const [status, setStatus] = useState<SessionStatus | ''>('');
+  const [venueId, setVenueId] = useState('');
+  const [stationId, setStationId] = useState('');
+  const [from, setFrom] = useState('');
+  const [to, setTo] = useState('');
   const [rows, setRows] = useState<SessionsResult['sessions'] | null>(null);
-  const [names, setNames] = useState<Record<string, string>>({});
+  const [failed, setFailed] = useState<string | null>(null);
+  const [stations, setStations] = useState<StationsResult['stations']>([]);
+  const [venues, setVenues] = useState<VenuesResult['venues']>([]);
   const [open, setOpen] = useState<string | null>(null);
+  const names: Record<string, string> = Object.fromEntries(stations.map((s) => [s.id, s.name]));
   useEffect(() => {
-    void request(Stations, {}).then((r) => setNames(Object.fromEntries(r.stations.map((s) => [s.id, s.name]))));
+    void request(Stations, {}).then((r) => setStations(r.stations));
+    void request(Venues, {}).then((r) => setVenues(r.venues));
   }, []);
   useEffect(() => {
     setRows(null);
-    void request(Sessions, { status: status || null, limit: 100 }).then((r) => setRows(r.sessions));
-  }, [status]);
+    setFailed(null);
+    request(Sessions, {
+      status: status || null,
+      venueId: venueId || null,
+      stationId: stationId || null,
+      from: dayStart(from),
+      to: dayStart(to),
+      limit: 100,
+    }).then(
+      (r) => setRows(r.sessions),
+      (e: unknown) => setFailed(e instanceof Error ? e.message : String(e)),
+    );
+  }, [status, venueId, stationId, from, to]);
   return (
     <section aria-labelledby="sessions-title">
       <h1 id="sessions-title">{t.sessions.title}</h1>
-      <label className="inline">
-        {t.sessions.status}{' '}
-        <select value={status} onChange={(e) => setStatus(e.target.value as SessionStatus | '')}>
-          <option value="">{t.sessions.any}</option>
-          {SessionStatusValues.map((s) => (
-            <option key={s} value={s}>{s.toLowerCase().replace('_', ' ')}</option>
-          ))}
-        </select>
-      </label>
+      <fieldset className="filters">
+        <legend>{t.sessions.filters}</legend>
+        <label>
+          {t.sessions.status}
+          <select value={status} onChange={(e) => setStatus(e.target.value as SessionStatus | '')}>
+            <option value="">{t.sessions.any}</option>
+            {SessionStatusValues.map((s) => (
+              <option key={s} value={s}>{s.toLowerCase().replace('_', ' ')}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {t.sessions.venue}
+          <select value={venueId} onChange={(e) => { setVenueId(e.target.value); setStationId(''); }}>
+            <option value="">{t.sessions.allVenues}</option>
+            {venues.map((v) => (
+              <option key={v.id} value={v.id}>{v.name}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {t.sessions.station}
+          <select value={stationId} onChange={(e) => setStationId(e.target.value)}>
+            <option value="">{t.sessions.allStations}</option>
+            {stations.filter((s) => !venueId || s.venueId === venueId).map((s) => (
+              <option key={s.id} value={s.id}>{s.name}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {t.sessions.from}
+          <input type="date" value={from} onChange={(e) => setFrom(e.target.value)} />
+        </label>
+        <label>
+          {t.sessions.to}
+          <input type="date" value={to} onChange={(e) => setTo(e.target.value)} />
+        </label>
+      </fieldset>
+      {failed && <p role="alert" className="error">{failed}</p>}
       {rows && rows.length === 0 && <p>{t.sessions.none}</p>}
       {rows && rows.length > 0 && (
         <table className="list">
@@ -114,6 +174,42 @@ function Detail({ id, station, names, onClose }: { id: string; station?: string;
             ))}
           </ul>
         </>
+      )}
+      <p>
+        {t.sessions.paid}: <span data-testid="session-paid-by">{t.sessions.paidBy[s.paymentMethod] ?? s.paymentMethod}</span>
+      </p>
+      <h3>{t.sessions.money}</h3>
+      <table className="list" data-testid="session-money">
+        <thead>
+          <tr>
+            <th scope="col">{t.patrons.when}</th>
+            <th scope="col">{t.sessions.journal}</th>
+            <th scope="col">{t.sessions.account}</th>
+            <th scope="col" className="num">{t.patrons.amount}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {s.ledgerEntries.map((e, i) => (
+            <tr key={i}>
+              <td>{when(e.createdAt)}</td>
+              <td>{e.memo || e.kind.replace(/_/g, ' ')}</td>
+              <td>{`${e.ownerKind} ${e.purpose.replace(/_/g, ' ')}`}</td>
+              <td className="num">{money(e.amount, e.currency)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <h3>{t.sessions.device}</h3>
+      {s.deviceCommands.length === 0 ? (
+        <p>{t.sessions.noDevice}</p>
+      ) : (
+        <ol data-testid="session-device">
+          {s.deviceCommands.map((c) => (
+            <li key={c.id}>
+              {when(c.createdAt)} · {c.command.replace(/_/g, ' ')}
+            </li>
+          ))}
+        </ol>
       )}
       <button type="button" onClick={onClose}>{t.sessions.close}</button>
     </section>

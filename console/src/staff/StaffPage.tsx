@@ -14,6 +14,7 @@ import {
   type Role,
 } from '../api/generated';
 import { t } from '../i18n';
+import { dayStart } from '../sessions/SessionsPage';
 import { Outcome, Panel, Text } from '../ui';
 
 type Data = MembersResult;
@@ -21,11 +22,12 @@ type Data = MembersResult;
 /** Members with their roles and venue scope, invitations, and the audit log (owners and managers). */
 export function StaffPage() {
   const [data, setData] = useState<Data | null>(null);
-  const [audit, setAudit] = useState<AuditLogResult['auditLog']>([]);
   const [error, setError] = useState<string | null>(null);
+  // Bumped after every change, so the audit log shows it.
+  const [generation, setGeneration] = useState(0);
   const load = async () => {
     setData(await request(Members, {}));
-    setAudit((await request(AuditLog, { limit: 50 })).auditLog);
+    setGeneration((g) => g + 1);
   };
   useEffect(() => {
     void load();
@@ -40,8 +42,6 @@ export function StaffPage() {
     await load();
   };
   if (!data) return null;
-  const venueName = (id: string) => data.venues.find((v) => v.id === id)?.name ?? id;
-  const email = (id: string | null) => data.members.find((m) => m.userId === id)?.email ?? '—';
   return (
     <section aria-labelledby="staff-title">
       <h1 id="staff-title">{t.staff.title}</h1>
@@ -89,27 +89,7 @@ export function StaffPage() {
         </tbody>
       </table>
       <Invite venues={data.venues} onInvited={load} />
-      <h2>{t.staff.audit}</h2>
-      <table className="list">
-        <thead>
-          <tr>
-            <th scope="col">{t.staff.when}</th>
-            <th scope="col">{t.staff.who}</th>
-            <th scope="col">{t.staff.action}</th>
-            <th scope="col">{t.staff.object}</th>
-          </tr>
-        </thead>
-        <tbody>
-          {audit.map((a) => (
-            <tr key={a.id}>
-              <td>{new Date(a.createdAt).toLocaleString('en-GB')}</td>
-              <td>{email(a.actorUserId)}</td>
-              <td>{a.action}</td>
-              <td>{a.objectType}{a.objectType === 'venue' && a.objectId ? ` ${venueName(a.objectId)}` : ''}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <Audit data={data} generation={generation} />
     </section>
   );
 }
@@ -155,5 +135,94 @@ function Invite({ venues, onInvited }: { venues: Data['venues']; onInvited: () =
         <Outcome error={error} saved={saved} />
       </form>
     </Panel>
+  );
+}
+
+/** What the audit log records changes of. */
+const AUDITED = ['tenant', 'venue', 'station', 'tariff', 'patron', 'rfid_tag', 'session', 'asset', 'quote', 'member', 'invitation', 'charger', 'payment', 'invoice', 'report', 'report_kind', 'shift', 'task', 'sos', 'safety_entry', 'venue_checkin'];
+
+/** The audit log, newest first, filtered by who, what kind of object, which action and when. */
+function Audit({ data, generation }: { data: Data; generation: number }) {
+  const [actor, setActor] = useState('');
+  const [objectType, setObjectType] = useState('');
+  const [action, setAction] = useState('');
+  const [from, setFrom] = useState('');
+  const [to, setTo] = useState('');
+  const [audit, setAudit] = useState<AuditLogResult['auditLog']>([]);
+  const [failed, setFailed] = useState<string | null>(null);
+  useEffect(() => {
+    setFailed(null);
+    request(AuditLog, {
+      actorUserId: actor || null,
+      objectType: objectType || null,
+      action: action.trim() || null,
+      from: dayStart(from),
+      to: dayStart(to),
+      limit: 100,
+    }).then(
+      (r) => setAudit(r.auditLog),
+      (e: unknown) => setFailed(e instanceof ApiError ? e.message : t.errors.generic),
+    );
+  }, [actor, objectType, action, from, to, generation]);
+  const venueName = (id: string) => data.venues.find((v) => v.id === id)?.name ?? id;
+  const email = (id: string | null) => data.members.find((m) => m.userId === id)?.email ?? '—';
+  return (
+    <>
+      <h2>{t.staff.audit}</h2>
+      <fieldset className="filters">
+        <legend>{t.staff.auditFilters}</legend>
+        <label>
+          {t.staff.who}
+          <select value={actor} onChange={(e) => setActor(e.target.value)}>
+            <option value="">{t.staff.anyone}</option>
+            {data.members.map((m) => (
+              <option key={m.userId} value={m.userId}>{m.email}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {t.staff.object}
+          <select value={objectType} onChange={(e) => setObjectType(e.target.value)}>
+            <option value="">{t.staff.anything}</option>
+            {AUDITED.map((o) => (
+              <option key={o} value={o}>{o.replace(/_/g, ' ')}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {t.staff.actionExact}
+          <input type="search" value={action} onChange={(e) => setAction(e.target.value)} />
+        </label>
+        <label>
+          {t.sessions.from}
+          <input type="date" value={from} onChange={(e) => setFrom(e.target.value)} />
+        </label>
+        <label>
+          {t.staff.before}
+          <input type="date" value={to} onChange={(e) => setTo(e.target.value)} />
+        </label>
+      </fieldset>
+      {failed && <p role="alert" className="error">{failed}</p>}
+      <table className="list" data-testid="audit-log">
+        <thead>
+          <tr>
+            <th scope="col">{t.staff.when}</th>
+            <th scope="col">{t.staff.who}</th>
+            <th scope="col">{t.staff.action}</th>
+            <th scope="col">{t.staff.object}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {audit.map((a) => (
+            <tr key={a.id}>
+              <td>{new Date(a.createdAt).toLocaleString('en-GB')}</td>
+              <td>{email(a.actorUserId)}</td>
+              <td>{a.action}</td>
+              <td>{a.objectType}{a.objectType === 'venue' && a.objectId ? ` ${venueName(a.objectId)}` : ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </>
   );
 }

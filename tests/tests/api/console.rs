@@ -464,8 +464,10 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     app.create_station(&owner.access, other_venue, "Counter")
         .await;
     let mut logins = Vec::new();
+    let mut staff_ids = Vec::new();
     for scope in [venue_id, other_venue] {
         let (id, member_email, _) = app.add_member_login(&owner, "STAFF").await;
+        staff_ids.push(id);
         app.gql_ok(
             &owner.access,
             "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
@@ -512,9 +514,35 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     assert_eq!(
         screens,
         [
-            "sign-up", "sign-in", "set-up", "settings", "floor", "sessions", "patrons", "staff",
+            "sign-up",
+            "sign-in",
+            "set-up",
+            "settings",
+            "floor",
+            "sessions",
+            "patrons",
+            "staff",
+            "work (staff)",
+            "work",
             "reports"
         ]
+    );
+    // The task the owner gave in the browser was done by the staff member in theirs; the owner's shift ended.
+    let work = app
+        .gql_ok(
+            &owner.access,
+            "query($f: DateTime!, $t: DateTime!) { tasks(state: DONE) { title stationId completedBy } onShift { id } shiftHours(from: $f, to: $t) { email shifts } }",
+            json!({"f": chrono::Utc::now() - chrono::Duration::days(1), "t": chrono::Utc::now()}),
+        )
+        .await;
+    assert_eq!(work["tasks"].as_array().unwrap().len(), 1, "{work}");
+    assert_eq!(work["tasks"][0]["title"], "Replace the PC-01 headset");
+    assert_eq!(work["tasks"][0]["completedBy"], json!(staff_ids[0]));
+    assert!(work["tasks"][0]["stationId"].is_string(), "{work}");
+    assert_eq!(work["onShift"], json!([]));
+    assert_eq!(
+        work["shiftHours"],
+        json!([{"email": owner.email, "shifts": 1}])
     );
     let ticked = ticked.unwrap();
     assert_ne!(ticked["from"], ticked["to"], "{ticked}");
