@@ -17,6 +17,7 @@ import { SettingsPage } from './settings/SettingsPage';
 import { SetupPage } from './setup/SetupPage';
 import { StaffPage } from './staff/StaffPage';
 import { WorkPage } from './work/WorkPage';
+import { RentalsPage } from './rentals/RentalsPage';
 
 type Member = MeResult['me'];
 
@@ -68,7 +69,7 @@ export function App() {
           <a href="/console/floor" aria-current={page === 'floor' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('floor'); }}>
             {t.nav.floor}
           </a>
-          {(['sessions', 'patrons', 'chargers', 'work'] as const).map((p) => (
+          {(['sessions', 'patrons', 'rentals', 'chargers', 'work'] as const).map((p) => (
             <a key={p} href={`/console/${p}`} aria-current={page === p ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go(p); }}>
               {t.nav[p]}
             </a>
@@ -104,6 +105,8 @@ export function App() {
           <ReportsPage />
         ) : page === 'staff' && me.role !== 'STAFF' ? (
           <StaffPage />
+        ) : page === 'rentals' ? (
+          <RentalsPage />
         ) : page === 'work' ? (
           <WorkPage />
         ) : page === 'chargers' ? (

@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'react';
 
-export type Page = 'login' | 'signup' | 'forgot' | 'floor' | 'sessions' | 'patrons' | 'staff' | 'reports' | 'chargers' | 'settings' | 'setup' | 'work';
-const PAGES: Page[] = ['login', 'signup', 'forgot', 'floor', 'sessions', 'patrons', 'staff', 'reports', 'chargers', 'settings', 'setup', 'work'];
+export type Page = 'login' | 'signup' | 'forgot' | 'floor' | 'sessions' | 'patrons' | 'staff' | 'reports' | 'chargers' | 'settings' | 'setup' | 'work' | 'rentals';
+const PAGES: Page[] = ['login', 'signup', 'forgot', 'floor', 'sessions', 'patrons', 'staff', 'reports', 'chargers', 'settings', 'setup', 'work', 'rentals'];
 const BASE = '/console/';
 
 /** The page a console path names (`/console/floor` → floor); unknown paths go to the floor. */

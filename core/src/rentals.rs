@@ -632,3 +632,14 @@ pub async fn docked(tx: &mut TenantTx, station_id: Uuid) -> Result<Vec<Asset>> {
         .fetch_all(tx.conn())
         .await?)
 }
+
+/// A powerbank's label.
+pub async fn asset_label(tx: &mut TenantTx, asset: Uuid) -> Result<String> {
+    let label: Option<String> =
+        sqlx::query_scalar("select label from asset where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(asset)
+            .fetch_optional(tx.conn())
+            .await?;
+    label.ok_or(Error::NotFound("asset"))
+}

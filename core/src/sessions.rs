@@ -271,6 +271,17 @@ pub async fn list(tx: &mut TenantTx, filter: &SessionFilter, limit: i64) -> Resu
         .await?)
 }
 
+/// A patron's name as sessions show it: `None` for an anonymous walk-in.
+pub async fn patron_name(tx: &mut TenantTx, patron: Uuid) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "select display_name from patron where tenant_id = $1 and id = $2 and not walk_in",
+    )
+    .bind(tx.tenant())
+    .bind(patron)
+    .fetch_optional(tx.conn())
+    .await?)
+}
+
 /// How a session was paid: `wallet`, `cash` (taken by staff for a walk-in) or `card` (the saved card charged at
 /// the start).
 pub async fn payment_method(tx: &mut TenantTx, id: Uuid) -> Result<String> {

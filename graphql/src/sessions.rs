@@ -149,6 +149,27 @@ impl Session {
         self.0.cost_at(Utc::now()).into()
     }
 
+    /// The patron's name (`null` for an anonymous walk-in). Members only.
+    async fn patron_name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(sessions::patron_name(&mut tx, self.0.patron_id)
+            .await
+            .gql()?)
+    }
+
+    /// The powerbank a rental took (its label); `null` for other sessions. Members only.
+    async fn asset_label(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let Some(asset) = self.0.asset_id else {
+            return Ok(None);
+        };
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(Some(
+            switchyard_core::rentals::asset_label(&mut tx, asset)
+                .await
+                .gql()?,
+        ))
+    }
+
     /// How it was paid: `wallet`, `cash` (taken by staff for a walk-in) or `card` (the saved card charged at the
     /// start). Members only.
     async fn payment_method(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {

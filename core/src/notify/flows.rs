@@ -14,6 +14,7 @@ use crate::auth;
 use crate::db::TenantTx;
 use crate::error::Result;
 use crate::model::Role;
+use crate::sessions::patron_name;
 
 /// How long a verification code is good for.
 pub const VERIFY_TTL_HOURS: i64 = 24;
@@ -278,16 +279,6 @@ pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> 
 
 /// A wallet that falls below this (minor units of its currency: 5.00) gets a low-balance notice.
 pub const LOW_BALANCE_MINOR: i64 = 500;
-
-async fn patron_name(tx: &mut TenantTx, patron: Uuid) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "select display_name from patron where tenant_id = $1 and id = $2 and not walk_in",
-    )
-    .bind(tx.tenant())
-    .bind(patron)
-    .fetch_optional(tx.conn())
-    .await?)
-}
 
 /// Queues a low-balance notice: `patron`'s wallet in `currency` fell from at least [`LOW_BALANCE_MINOR`] to
 /// `balance`. At most one a day per wallet (`low_balance:<patron>:<currency>:<date>`).

@@ -693,3 +693,73 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         (json!(5000), json!("Remote"))
     );
 }
+
+#[tokio::test]
+async fn in_chromium_staff_dock_rent_and_take_back_a_powerbank_at_manual_cabinets() {
+    let root = console_root();
+    let app = spawn_app_with(&[("CONSOLE_DIR", root.join("dist").to_str().unwrap())]).await;
+    let c = super::rentals::setup(&app, 2_000).await;
+    let mut child = tokio::process::Command::new("node")
+        .arg(root.join("e2e/rentals.mjs"))
+        .current_dir(&root)
+        .env("CONSOLE_URL", format!("http://{}", app.addr))
+        .env("OWNER_EMAIL", &c.t.email)
+        .env("OWNER_PASSWORD", &c.t.password)
+        .env("PATRON", "Rita")
+        .env(
+            "SCREENSHOT_DIR",
+            std::env::var("TEST_SCREENSHOT_DIR").unwrap_or_default(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("node could not start ({e}): ./infra/dev.sh test installs it"));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let done = next_event(&mut lines, "the rental ran").await;
+    assert_eq!(done["event"], "done", "{done}");
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the browser script failed: {status}");
+
+    // What the browser did is what the database holds: the rental ended at no cost with its deposit released,
+    // the powerbank back in cabinet A, the new one docked in B.
+    assert_eq!(
+        super::rentals::wallet(&app, &c).await,
+        json!({"balance": 2_000, "depositHeld": 0, "debt": 0})
+    );
+    let ended = app
+        .gql_ok(
+            &c.t.access,
+            "query($p: UUID!) { sessions(patronId: $p) { status chargedAmount assetLabel stationId } }",
+            json!({"p": c.patron}),
+        )
+        .await;
+    assert_eq!(
+        ended["sessions"],
+        json!([{"status": "ENDED", "chargedAmount": 0, "assetLabel": done["label"], "stationId": c.a}])
+    );
+    let docked = |station: Uuid| {
+        let app = &app;
+        let token = c.t.access.clone();
+        async move {
+            app.gql_ok(
+                &token,
+                "query($s: UUID!) { assets(stationId: $s) { label slot status } }",
+                json!({"s": station}),
+            )
+            .await["assets"]
+                .clone()
+        }
+    };
+    assert_eq!(
+        docked(c.a).await,
+        json!([{"label": "pb-001", "slot": 1, "status": "docked"}, {"label": "pb-002", "slot": 2, "status": "docked"}])
+    );
+    assert_eq!(
+        docked(c.b).await,
+        json!([{"label": "pb-003", "slot": 1, "status": "docked"}])
+    );
+}

@@ -1,0 +1,244 @@
+import { useEffect, useState } from 'react';
+import { ApiError } from '../api/auth';
+import { request } from '../api/client';
+import {
+  CabinetAssets,
+  Cabinets,
+  DockAsset,
+  FindPatrons,
+  LiveEvents,
+  QuoteRental,
+  StartRental,
+  StopRental,
+  type CabinetAssetsResult,
+  type CabinetsResult,
+  type FindPatronsResult,
+  type QuoteRentalResult,
+} from '../api/generated';
+import { subscribe } from '../api/live';
+import { money } from '../floor/model';
+import { t } from '../i18n';
+import { Outcome, Panel, Text, useSubmit } from '../ui';
+
+type Cabinet = CabinetsResult['stations'][number];
+type Assets = Record<string, CabinetAssetsResult['assets']>;
+
+const when = (iso: string) => new Date(iso).toLocaleString('en-GB');
+
+/** Powerbank cabinets and rentals: each cabinet's slots (what it reports, what is docked), docking a powerbank,
+ * renting one to a patron from a quote, and the running rentals, returned to any cabinet. Reloaded on live events. */
+export function RentalsPage() {
+  const [data, setData] = useState<CabinetsResult | null>(null);
+  const [assets, setAssets] = useState<Assets>({});
+  const [error, setError] = useState<string | null>(null);
+  const [note, setNote] = useState<string | null>(null);
+  const load = async () => {
+    const r = await request(Cabinets, {});
+    const pairs = await Promise.all(r.stations.map(async (c) => [c.id, (await request(CabinetAssets, { stationId: c.id })).assets] as const));
+    setData(r);
+    setAssets(Object.fromEntries(pairs));
+  };
+  useEffect(() => {
+    void load();
+    return subscribe(LiveEvents, {}, { next: () => void load() });
+  }, []);
+  if (!data) return null;
+  const cabinets = data.stations;
+  const name = (id: string) => cabinets.find((c) => c.id === id)?.name ?? '';
+  const rentals = data.sessions.filter((s) => cabinets.some((c) => c.id === s.stationId));
+
+  return (
+    <section aria-labelledby="rentals-title">
+      <h1 id="rentals-title">{t.rentals.title}</h1>
+      {error && <p role="alert" className="error">{error}</p>}
+      {note && <p role="status" className="saved">{note}</p>}
+      {cabinets.length === 0 && <p>{t.rentals.noCabinets}</p>}
+      <ul className="tiles">
+        {cabinets.map((c) => (
+          <CabinetCard key={c.id} cabinet={c} assets={assets[c.id] ?? []} reload={load} />
+        ))}
+      </ul>
+      <Panel title={t.rentals.running}>
+        {rentals.length === 0 ? (
+          <p>{t.rentals.none}</p>
+        ) : (
+          <table className="list" data-testid="rentals">
+            <thead>
+              <tr>
+                <th scope="col">{t.rentals.patron}</th>
+                <th scope="col">{t.rentals.powerbank}</th>
+                <th scope="col">{t.rentals.from}</th>
+                <th scope="col">{t.rentals.since}</th>
+                <th scope="col" className="num">{t.rentals.cost}</th>
+                <th scope="col">{t.rentals.returnTo}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rentals.map((r) => (
+                <tr key={r.id}>
+                  <td>{r.patronName ?? t.rentals.walkIn}</td>
+                  <td>{r.assetLabel ?? '—'}</td>
+                  <td>{name(r.stationId)}</td>
+                  <td>{when(r.startedAt)}</td>
+                  <td className="num">{money(r.liveCost.amount, r.currency)}</td>
+                  <td>
+                    <ReturnForm
+                      label={r.assetLabel ?? ''}
+                      cabinets={cabinets}
+                      onReturn={async (stationId) => {
+                        setError(null);
+                        setNote(null);
+                        try {
+                          const done = await request(StopRental, { rentalId: r.id, stationId });
+                          setNote(t.rentals.returned(r.assetLabel ?? '', name(stationId), money(done.stopRental.chargedAmount, r.currency)));
+                        } catch (e) {
+                          setError(e instanceof ApiError ? e.message : t.errors.generic);
+                        }
+                        await load();
+                      }}
+                    />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Panel>
+      {cabinets.length > 0 && <Rent cabinets={cabinets} assets={assets} onRented={load} />}
+    </section>
+  );
+}
+
+function CabinetCard({ cabinet: c, assets, reload }: { cabinet: Cabinet; assets: CabinetAssetsResult['assets']; reload: () => Promise<void> }) {
+  const free = c.connectors.filter((s) => !assets.some((a) => a.slot === s.number));
+  const [slot, setSlot] = useState('');
+  const [label, setLabel] = useState('');
+  const [error, saved, submit] = useSubmit();
+  const chosen = slot || String(free[0]?.number ?? '');
+  return (
+    <li className="tile" aria-label={c.name}>
+      <h2>{c.name}</h2>
+      <p>{t.rentals.cabinetLine(c.control.toLowerCase(), c.status.toLowerCase())}</p>
+      <ul className="slots">
+        {c.connectors.map((s) => {
+          const docked = assets.find((a) => a.slot === s.number);
+          const reported = s.reportedAsset ? ` · ${t.rentals.reports(s.reportedAsset, s.battery, s.charging)}` : '';
+          return (
+            <li key={s.number}>
+              {t.rentals.slot(s.number)}: {docked ? docked.label : t.rentals.empty}
+              {reported}
+            </li>
+          );
+        })}
+      </ul>
+      {free.length > 0 && (
+        <form
+          onSubmit={submit(t.rentals.dock, async () => {
+            await request(DockAsset, { stationId: c.id, slot: Number(chosen), label: label.trim() });
+            setLabel('');
+            await reload();
+          })}
+        >
+          <label>
+            {t.rentals.slotLabel}
+            <select value={chosen} onChange={(e) => setSlot(e.target.value)}>
+              {free.map((s) => (
+                <option key={s.number} value={s.number}>{s.number}</option>
+              ))}
+            </select>
+          </label>
+          <Text label={t.rentals.label} value={label} set={setLabel} />
+          <button type="submit">{t.rentals.dockSubmit}</button>
+          <Outcome error={error} saved={saved} />
+        </form>
+      )}
+    </li>
+  );
+}
+
+function ReturnForm({ label, cabinets, onReturn }: { label: string; cabinets: Cabinet[]; onReturn: (stationId: string) => Promise<void> }) {
+  const [to, setTo] = useState(cabinets[0]?.id ?? '');
+  return (
+    <form
+      className="inline-form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        void onReturn(to);
+      }}
+    >
+      <label className="inline">
+        <span className="sr-only">{t.rentals.returnOf(label)}</span>
+        <select value={to} onChange={(e) => setTo(e.target.value)}>
+          {cabinets.map((c) => (
+            <option key={c.id} value={c.id}>{c.name}</option>
+          ))}
+        </select>
+      </label>
+      <button type="submit" aria-label={t.rentals.returnOf(label)}>{t.rentals.returnSubmit}</button>
+    </form>
+  );
+}
+
+/** A staff-run rental: the patron, the cabinet, the quote (price, free minutes, deposit), then the start. */
+function Rent({ cabinets, assets, onRented }: { cabinets: Cabinet[]; assets: Assets; onRented: () => Promise<void> }) {
+  const [search, setSearch] = useState('');
+  const [found, setFound] = useState<FindPatronsResult['patrons']>([]);
+  const [patron, setPatron] = useState('');
+  const [cabinet, setCabinet] = useState(cabinets[0].id);
+  const [quote, setQuote] = useState<QuoteRentalResult['quote'] | null>(null);
+  // One key per rental: a double click or a retry starts it once.
+  const [key, setKey] = useState(() => crypto.randomUUID());
+  const [error, saved, submit] = useSubmit();
+  useEffect(() => {
+    if (!search.trim()) return setFound([]);
+    const timer = setTimeout(() => void request(FindPatrons, { search }).then((r) => setFound(r.patrons)), 200);
+    return () => clearTimeout(timer);
+  }, [search]);
+  const chosen = patron || found[0]?.id || '';
+  const docked = (assets[cabinet] ?? []).length;
+  return (
+    <Panel title={t.rentals.rent}>
+      <form
+        onSubmit={submit(t.rentals.rent, async () => {
+          if (!quote) {
+            setQuote((await request(QuoteRental, { patronId: chosen, stationId: cabinet })).quote);
+            return;
+          }
+          await request(StartRental, { quoteId: quote.id, idempotencyKey: key });
+          setQuote(null);
+          setKey(crypto.randomUUID());
+          await onRented();
+        })}
+      >
+        <label>
+          {t.rentals.findPatron}
+          <input type="search" value={search} onChange={(e) => { setSearch(e.target.value); setQuote(null); }} />
+        </label>
+        <label>
+          {t.rentals.patron}
+          <select value={chosen} onChange={(e) => { setPatron(e.target.value); setQuote(null); }} required>
+            {found.map((p) => (
+              <option key={p.id} value={p.id}>{p.displayName}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {t.rentals.cabinet}
+          <select value={cabinet} onChange={(e) => { setCabinet(e.target.value); setQuote(null); }}>
+            {cabinets.map((c) => (
+              <option key={c.id} value={c.id}>{c.name}</option>
+            ))}
+          </select>
+        </label>
+        <p>{t.rentals.docked(docked)}</p>
+        {quote && (
+          <p data-testid="quote">
+            {t.rentals.quote(money(quote.pricePerHour, quote.currency), quote.freePeriodMin, money(quote.deposit, quote.currency))}
+          </p>
+        )}
+        <button type="submit" disabled={!chosen}>{quote ? t.rentals.start : t.rentals.getQuote}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
