@@ -40,7 +40,7 @@ try {
   // Remote start from the wallet of the site's patron.
   await card.getByRole('button', { name: 'Start charging' }).click();
   await card.getByLabel("Patron's wallet").first().check();
-  await card.getByLabel('Find patron').fill(process.env.PATRON);
+  await card.getByLabel('Find patron', { exact: true }).fill(process.env.PATRON);
   await card.getByRole('combobox', { name: "Patron's wallet" }).selectOption({ label: process.env.PATRON });
   await card.getByRole('button', { name: 'Start session' }).click();
   say({ event: 'start_clicked' });
@@ -54,7 +54,23 @@ try {
 
   // A command and its answer.
   await card.getByRole('button', { name: 'Unlock connector 1' }).click();
-  await card.getByText('UnlockConnector: answered').waitFor();
+  await card.getByRole('status').getByText('UnlockConnector: Unlocked', { exact: true }).waitFor();
+
+  // The less frequent commands: a power limit, a reservation for the patron and its cancellation, each with the
+  // charger's answer, and the call log.
+  await card.getByText('More commands and the call log').click();
+  await card.getByLabel('Power limit (kW)').fill('7.4');
+  await card.getByRole('button', { name: 'Set power limit' }).click();
+  await card.getByRole('status').getByText('SetChargingProfile: Accepted', { exact: true }).waitFor();
+  await card.getByText('Power limit: 7.4 kW').waitFor();
+  await card.getByLabel('Find patron to reserve for').fill(process.env.PATRON);
+  await card.getByRole('combobox', { name: 'Reserve for' }).selectOption({ label: process.env.PATRON });
+  await card.getByRole('button', { name: 'Reserve', exact: true }).click();
+  const reserved = await card.getByRole('status').getByText(/^Reservation \d+: Accepted$/).textContent();
+  const reservation = Number(/\d+/.exec(reserved)[0]);
+  await card.getByRole('button', { name: `Cancel reservation ${reservation}` }).click();
+  await card.getByRole('status').getByText('CancelReservation: Accepted', { exact: true }).waitFor();
+  await card.getByTestId('calls').getByText(/ReserveNow: Accepted$/).waitFor();
 
   await page.evaluate(axeSource);
   const bad = await page.evaluate(async () => {
@@ -67,7 +83,7 @@ try {
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: join(shots, 'chargers.png'), fullPage: true });
   }
-  say({ event: 'done' });
+  say({ event: 'done', reservation });
 } catch (e) {
   if (shots) {
     mkdirSync(shots, { recursive: true });

@@ -1,7 +1,19 @@
 import { useEffect, useState } from 'react';
 import { ApiError } from '../api/auth';
 import { request } from '../api/client';
-import { ChargerCommand, Chargers, StartSession, LiveEvents, StopSession, type ChargerCommandKind, type ChargersResult } from '../api/generated';
+import {
+  CancelChargerReservation,
+  ChargerCommand,
+  Chargers,
+  FindPatrons,
+  LiveEvents,
+  ReserveCharger,
+  StartSession,
+  StopSession,
+  type ChargerCommandKind,
+  type ChargersResult,
+  type FindPatronsResult,
+} from '../api/generated';
 import { subscribe } from '../api/live';
 import { StartForm } from '../floor/FloorPage';
 import { t } from '../i18n';
@@ -51,7 +63,7 @@ function ChargerCard({ charger: c, station, reload }: { charger: Charger; statio
   const command = (kind: ChargerCommandKind, connector?: number) =>
     act(async () => {
       const r = await request(ChargerCommand, { id: c.id, command: { kind, connector: connector ?? null, keys: [] } });
-      return t.chargers.answered(r.chargerCommand.action, r.chargerCommand.status);
+      return t.chargers.answered(r.chargerCommand.action, said(r.chargerCommand));
     });
   return (
     <li className={`tile ${c.online ? 'online' : 'offline'}`} aria-label={`${station?.name ?? c.chargePointId}: ${c.online ? t.chargers.online : t.chargers.offline}`}>
@@ -100,6 +112,22 @@ function ChargerCard({ charger: c, station, reload }: { charger: Charger; statio
         <button type="button" disabled={!c.online} onClick={() => command('UNLOCK_CONNECTOR', 1)}>{t.chargers.unlock}</button>
         <button type="button" disabled={!c.online} onClick={() => command('SOFT_RESET')}>{t.chargers.reset}</button>
       </div>
+      <details className="more">
+        <summary>{t.chargers.more}</summary>
+        <Commands charger={c} act={act} />
+        {c.calls.length > 0 && (
+          <>
+            <h3>{t.chargers.calls}</h3>
+            <ul className="transactions" data-testid="calls">
+              {c.calls.map((x) => (
+                <li key={x.id}>
+                  {new Date(x.createdAt).toLocaleTimeString('en-GB')} · {x.action}: {said(x)}
+                </li>
+              ))}
+            </ul>
+          </>
+        )}
+      </details>
       {starting && c.stationId && (
         <StartForm
           station={{ station_id: c.stationId, name: station?.name ?? c.chargePointId }}
@@ -108,5 +136,100 @@ function ChargerCard({ charger: c, station, reload }: { charger: Charger; statio
         />
       )}
     </li>
+  );
+}
+
+/** What a charger said to a call: the `status` of its answer (`Accepted`, `Rejected`, ...), else the call's state. */
+export function said(call: { status: string; response?: unknown }): string {
+  const r = call.response as { status?: unknown } | null | undefined;
+  return typeof r?.status === 'string' ? r.status : call.status;
+}
+
+/** The less frequent commands: a power limit, a connector's availability, a local list sync, a hard reset, and a
+ * reservation for a patron (cancelled from here too). */
+function Commands({ charger: c, act }: { charger: Charger; act: (f: () => Promise<string | void>) => Promise<void> }) {
+  const [kw, setKw] = useState(c.powerLimitW ? String(c.powerLimitW / 1000) : '');
+  const [search, setSearch] = useState('');
+  const [found, setFound] = useState<FindPatronsResult['patrons']>([]);
+  const [patron, setPatron] = useState('');
+  const [minutes, setMinutes] = useState('30');
+  const [reservation, setReservation] = useState<number | null>(null);
+  useEffect(() => {
+    if (!search.trim()) return setFound([]);
+    const timer = setTimeout(() => void request(FindPatrons, { search }).then((r) => setFound(r.patrons)), 200);
+    return () => clearTimeout(timer);
+  }, [search]);
+  const run = (kind: ChargerCommandKind, extra: { connector?: number; operative?: boolean; watts?: number } = {}) =>
+    act(async () => {
+      const r = await request(ChargerCommand, { id: c.id, command: { kind, keys: [], ...extra } });
+      return t.chargers.answered(r.chargerCommand.action, said(r.chargerCommand));
+    });
+  const chosen = patron || found[0]?.id || '';
+  return (
+    <div className="columns">
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          void run('SET_POWER_LIMIT', { watts: Math.round(Number.parseFloat(kw) * 1000) });
+        }}
+      >
+        <label>
+          {t.chargers.limitKw}
+          <input type="number" min={0.1} step={0.1} value={kw} onChange={(e) => setKw(e.target.value)} required />
+        </label>
+        <button type="submit" disabled={!c.online}>{t.chargers.setLimit}</button>
+      </form>
+      <div>
+        <button type="button" disabled={!c.online} onClick={() => void run('CHANGE_AVAILABILITY', { connector: 1, operative: false })}>{t.chargers.inoperative}</button>{' '}
+        <button type="button" disabled={!c.online} onClick={() => void run('CHANGE_AVAILABILITY', { connector: 1, operative: true })}>{t.chargers.operative}</button>{' '}
+        <button type="button" disabled={!c.online} onClick={() => void run('SYNC_LOCAL_LIST')}>{t.chargers.sync}</button>{' '}
+        <button type="button" disabled={!c.online} onClick={() => void run('HARD_RESET')}>{t.chargers.hardReset}</button>
+      </div>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          void act(async () => {
+            const expiresAt = new Date(Date.now() + Number.parseInt(minutes, 10) * 60_000).toISOString();
+            const r = await request(ReserveCharger, { id: c.id, patronId: chosen, expiresAt });
+            const answer = said(r.reserveCharger.call);
+            setReservation(answer === 'Accepted' ? r.reserveCharger.id : null);
+            return t.chargers.reserved(r.reserveCharger.id, answer);
+          });
+        }}
+      >
+        <h3>{t.chargers.reserve}</h3>
+        <label>
+          {t.chargers.findPatron}
+          <input type="search" value={search} onChange={(e) => setSearch(e.target.value)} />
+        </label>
+        <label>
+          {t.chargers.reserveFor}
+          <select value={chosen} onChange={(e) => setPatron(e.target.value)} required>
+            {found.map((p) => (
+              <option key={p.id} value={p.id}>{p.displayName}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {t.chargers.minutes}
+          <input type="number" min={1} max={1440} value={minutes} onChange={(e) => setMinutes(e.target.value)} required />
+        </label>
+        <button type="submit" disabled={!c.online || !chosen}>{t.chargers.reserveSubmit}</button>
+        {reservation !== null && (
+          <button
+            type="button"
+            onClick={() =>
+              void act(async () => {
+                const r = await request(CancelChargerReservation, { reservationId: reservation });
+                setReservation(null);
+                return t.chargers.answered(r.cancelChargerReservation.action, said(r.cancelChargerReservation));
+              })
+            }
+          >
+            {t.chargers.cancelReservation(reservation)}
+          </button>
+        )}
+      </form>
+    </div>
   );
 }

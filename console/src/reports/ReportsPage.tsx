@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'react';
 import { ApiError } from '../api/auth';
 import { request } from '../api/client';
-import { Analytics, ExportCsv, type AnalyticsResult, type Export } from '../api/generated';
+import { Analytics, Debts, ExportCsv, Outlook, type AnalyticsResult, type DebtsResult, type Export, type OutlookResult } from '../api/generated';
 import { clock, money } from '../floor/model';
 import { t } from '../i18n';
 import { bars, everyDay, heat } from './chart';
@@ -14,6 +14,16 @@ export function ReportsPage() {
   const [from, setFrom] = useState(() => isoDay(new Date(Date.now() - 29 * 86_400_000)));
   const [data, setData] = useState<AnalyticsResult['analytics'] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [outlook, setOutlook] = useState<OutlookResult['revenueProjection'] | null>(null);
+  // Debts are a patron's, not a venue's: only members who see every venue get them (others are refused).
+  const [debts, setDebts] = useState<DebtsResult['analytics']['debtsOutstanding'] | null>(null);
+  useEffect(() => {
+    void request(Outlook, { days: 7 }).then((r) => setOutlook(r.revenueProjection));
+    request(Debts, { from: isoDay(new Date()), to: isoDay(new Date()) }).then(
+      (r) => setDebts(r.analytics.debtsOutstanding),
+      () => setDebts(null),
+    );
+  }, []);
   useEffect(() => {
     setError(null);
     request(Analytics, { from, to })
@@ -85,6 +95,35 @@ export function ReportsPage() {
               ))}
             </tbody>
           </table>
+          <div className="columns">
+            <Amounts title={t.reports.byKind} rows={data.revenueByStationKind.map((r) => [r.stationKind.toLowerCase().replace(/_/g, ' '), money(r.amount, r.currency)])} />
+            <Amounts title={t.reports.byMethod} rows={data.revenueByPaymentMethod.map((r) => [r.paymentMethod, money(r.amount, r.currency)])} />
+          </div>
+          <h2>{t.reports.daily}</h2>
+          <table className="list" data-testid="daily">
+            <thead>
+              <tr>
+                <th scope="col">{t.reports.day}</th>
+                <th scope="col" className="num">{t.reports.sessions}</th>
+                <th scope="col" className="num">{t.reports.average}</th>
+                <th scope="col" className="num">{t.reports.energy}</th>
+                <th scope="col" className="num">{t.reports.usage}</th>
+                <th scope="col" className="num">{t.reports.revenue}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {data.dailyMetrics.filter((d) => d.sessions > 0 || d.revenue.length > 0).map((d) => (
+                <tr key={d.day}>
+                  <td>{d.day}</td>
+                  <td className="num">{d.sessions}</td>
+                  <td className="num">{clock(d.averageDurationSecs)}</td>
+                  <td className="num">{(d.energyWh / 1000).toFixed(1)} kWh</td>
+                  <td className="num">{Math.round(d.utilisation * 100)} %</td>
+                  <td className="num">{d.revenue.map((r) => money(r.amount, r.currency)).join(', ') || '—'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
           <h2>{t.reports.utilisation}</h2>
           <table className="heat">
             <thead>
@@ -125,6 +164,41 @@ export function ReportsPage() {
           </table>
         </>
       )}
+      {outlook && (
+        <>
+          <h2>{t.reports.outlook}</h2>
+          <p className="note">{t.reports.outlookBasis(outlook.basisFrom, outlook.basisTo)}</p>
+          {outlook.days.length === 0 && <p>{t.reports.noBasis}</p>}
+          <table className="list" data-testid="outlook">
+            <tbody>
+              {outlook.days.map((d) => (
+                <tr key={`${d.day}-${d.currency}`}>
+                  <td>{d.day}</td>
+                  <td className="num">{money(d.amount, d.currency)}</td>
+                </tr>
+              ))}
+              {outlook.totals.map((d) => (
+                <tr key={d.currency} className="total">
+                  <th scope="row">{t.reports.projectedTotal}</th>
+                  <td className="num">{money(d.amount, d.currency)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </>
+      )}
+      {debts && (
+        <>
+          <h2>{t.reports.debts}</h2>
+          {debts.length === 0 && <p>{t.reports.noDebts}</p>}
+          {debts.map((d) => (
+            <div key={d.currency}>
+              <p>{t.reports.debtLine(money(d.total, d.currency), d.patrons)}</p>
+              <Amounts title="" rows={d.largest.map((p) => [p.displayName, money(p.owed, d.currency)])} />
+            </div>
+          ))}
+        </>
+      )}
       <h2>{t.reports.export}</h2>
       <div className="actions">
         <button type="button" onClick={() => download('SESSIONS')}>{t.reports.exportSessions}</button>
@@ -132,5 +206,23 @@ export function ReportsPage() {
         <button type="button" onClick={() => download('LEDGER')}>{t.reports.exportLedger}</button>
       </div>
     </section>
+  );
+}
+
+function Amounts({ title, rows }: { title: string; rows: [string, string][] }) {
+  return (
+    <div>
+      {title && <h2>{title}</h2>}
+      <table className="list">
+        <tbody>
+          {rows.map(([label, amount], i) => (
+            <tr key={i}>
+              <td>{label}</td>
+              <td className="num">{amount}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
   );
 }

@@ -672,8 +672,21 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
     stdin.write_all(b"{}\n").await.unwrap();
     drop(stdin);
 
-    let e = next_event(&mut lines, "the command and the accessibility check").await;
+    let e = next_event(&mut lines, "the commands and the accessibility check").await;
     assert_eq!(e["event"], "done", "{e}");
+    // The charger heard each command as the owner gave it (and the library found each valid).
+    let profile = cp.next_received("SetChargingProfile").await;
+    assert_eq!(
+        profile["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"],
+        7400,
+        "{profile}"
+    );
+    let reserve = cp.next_received("ReserveNow").await;
+    assert_eq!(reserve["reservationId"], e["reservation"], "{reserve}");
+    assert_eq!(
+        cp.next_received("CancelReservation").await,
+        json!({"reservationId": e["reservation"]})
+    );
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .unwrap()
@@ -692,6 +705,7 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         ),
         (json!(5000), json!("Remote"))
     );
+    assert_eq!(c["powerLimitW"], 7400, "{c}");
 }
 
 #[tokio::test]
