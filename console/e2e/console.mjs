@@ -80,6 +80,13 @@ try {
   await page.getByLabel('Password').fill(owner.password);
   await page.getByRole('button', { name: 'Create account' }).click();
   await page.getByText('Check your email for the code').waitFor();
+  // The link in the verification email confirms the address (and leaves no token in the address bar).
+  say({ event: 'signed_up' });
+  const { verify } = await hear();
+  await page.goto(`${base}${verify}`);
+  await page.getByText('Your email address is confirmed.').waitFor();
+  check(!/token/.test(page.url()), `the token stayed in the address bar: ${page.url()}`);
+  await accessible(page, 'verify-email');
   await page.goto(`${base}/console/login`);
   await accessible(page, 'sign-in');
   await shot(page, 'sign-in');
@@ -286,6 +293,18 @@ try {
   await invite.getByLabel('Venues').selectOption({ label: 'Harbour Arcade' });
   await invite.getByRole('button', { name: 'Send invitation' }).click();
   await page.getByText(`Invitation emailed to ${invitee}.`).waitFor();
+  // The invitee opens the emailed link in a browser of its own and joins with a password it chooses.
+  say({ event: 'invited' });
+  const { accept } = await hear();
+  const inviteePage = await (await browser.newContext()).newPage();
+  inviteePage.setDefaultTimeout(WAIT);
+  await inviteePage.goto(`${base}${accept}`);
+  await inviteePage.getByRole('heading', { name: 'Join the team' }).waitFor();
+  check(!/token/.test(inviteePage.url()), `the token stayed in the address bar: ${inviteePage.url()}`);
+  await accessible(inviteePage, 'accept-invitation');
+  await inviteePage.getByLabel('New password').fill('Manager-of-the-harbour-1');
+  await inviteePage.getByRole('button', { name: 'Join' }).click();
+  await inviteePage.getByText('You joined the team.').waitFor();
   await page.getByRole('cell', { name: 'member.invite' }).first().waitFor();
   // The audit log filtered to one action, then to one kind of object.
   const auditLog = page.getByTestId('audit-log');

@@ -5,7 +5,7 @@ import { Me, SignOutEverywhere, type MeResult } from './api/generated';
 import { closeLive } from './api/live';
 import { SosAlerts } from './alerts/SosAlerts';
 import { applyBranding, onLogo } from './brand/apply';
-import { ForgotPage, LoginPage, SignupPage } from './auth/pages';
+import { AcceptInvitationPage, ForgotPage, LoginPage, ResetPasswordPage, SignupPage, VerifyEmailPage } from './auth/pages';
 import { ChargersPage } from './chargers/ChargersPage';
 import { FloorPage } from './floor/FloorPage';
 import { PatronsPage } from './patrons/PatronsPage';
@@ -53,6 +53,10 @@ export function App() {
     };
   }, []);
 
+  // An emailed link opens its page whether or not someone is signed in here.
+  if (page === 'verify-email') return <VerifyEmailPage />;
+  if (page === 'reset-password') return <ResetPasswordPage />;
+  if (page === 'invitations') return <AcceptInvitationPage />;
   if (!checked) return <p className="centered">…</p>;
   if (!me) {
     if (page === 'signup') return <SignupPage />;

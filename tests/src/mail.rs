@@ -64,6 +64,19 @@ impl Mail {
     }
 
     /// The one-time token in the message's link (`…?token=<token>`).
+    /// The path and query of the first link in the text part that leads to `path` (`/console/verify-email?token=…`),
+    /// without its origin (the test serves the console elsewhere than `NOTIFY_LINK_BASE`).
+    pub fn link_path(&self, path: &str) -> String {
+        let text = self.text();
+        let start = text
+            .find(&format!("{path}?token="))
+            .unwrap_or_else(|| panic!("no link to {path} in the message: {text}"));
+        text[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect()
+    }
+
     pub fn token(&self) -> String {
         let text = self.text();
         let start = text

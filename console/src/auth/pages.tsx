@@ -1,7 +1,7 @@
-import { useState, type FormEvent, type ReactNode } from 'react';
+import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
 import { auth, restError, ApiError } from '../api/auth';
 import { t } from '../i18n';
-import { go } from '../router';
+import { go, takeToken } from '../router';
 
 function errorText(e: unknown): string {
   if (e instanceof ApiError) return e.code === 'network' ? t.errors.network : e.message;
@@ -108,11 +108,13 @@ export function SignupPage() {
   );
 }
 
-export function ForgotPage() {
+/** Asks for a reset code by email, then sets a new password with it; opened from the email's link (`code`
+ * given), it starts at the second step. */
+export function ForgotPage({ code: emailed }: { code?: string } = {}) {
   const [email, setEmail] = useState('');
-  const [code, setCode] = useState('');
+  const [code, setCode] = useState(emailed ?? '');
   const [password, setPassword] = useState('');
-  const [stage, setStage] = useState<'ask' | 'reset' | 'done'>('ask');
+  const [stage, setStage] = useState<'ask' | 'reset' | 'done'>(emailed ? 'reset' : 'ask');
   const [error, setError] = useState<string | null>(null);
   const ask = async (e: FormEvent) => {
     e.preventDefault();
@@ -144,7 +146,7 @@ export function ForgotPage() {
       )}
       {stage === 'reset' && (
         <form onSubmit={reset}>
-          <p role="status">{t.forgot.done}</p>
+          {!emailed && <p role="status">{t.forgot.done}</p>}
           <Field label={t.forgot.code} name="code" value={code} set={setCode} autoComplete="one-time-code" />
           <Field label={t.forgot.newPassword} name="password" type="password" value={password} set={setPassword} autoComplete="new-password" />
           <button type="submit">{t.forgot.reset}</button>
@@ -152,6 +154,73 @@ export function ForgotPage() {
       )}
       {stage === 'done' && <p role="status">{t.forgot.resetDone}</p>}
       {error && <p role="alert" className="error">{error}</p>}
+      <p><Link to="login">{t.forgot.back}</Link></p>
+    </Card>
+  );
+}
+
+/** The reset link from the email: the code filled in, a new password asked for. */
+export function ResetPasswordPage() {
+  const [code] = useState(takeToken);
+  return <ForgotPage code={code} />;
+}
+
+/** The verification link from the email: the address is confirmed at once. */
+export function VerifyEmailPage() {
+  const [token] = useState(takeToken);
+  const [state, setState] = useState<'working' | 'done' | string>('working');
+  useEffect(() => {
+    post('/api/v1/auth/verify-email', { token }).then(
+      () => setState('done'),
+      (e: unknown) => setState(errorText(e)),
+    );
+  }, [token]);
+  return (
+    <Card title={t.verify.title}>
+      {state === 'working' && <p role="status">{t.verify.working}</p>}
+      {state === 'done' && <p role="status">{t.verify.done}</p>}
+      {state !== 'working' && state !== 'done' && <p role="alert" className="error">{state}</p>}
+      <p><Link to="login">{t.forgot.back}</Link></p>
+    </Card>
+  );
+}
+
+/** The invitation link from the email: a new login chooses its password and joins the team (a login that exists
+ * already joins with the password it has, left empty here). */
+export function AcceptInvitationPage() {
+  const [token] = useState(takeToken);
+  const [password, setPassword] = useState('');
+  const [done, setDone] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setError(null);
+    const r = await fetch('/graphql', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        query: 'mutation($t: String!, $p: String) { acceptInvitation(token: $t, password: $p) { tenantId } }',
+        variables: { t: token, p: password || null },
+      }),
+    }).then((r) => r.json() as Promise<{ errors?: { message: string }[] }>, () => ({ errors: [{ message: t.errors.network }] }));
+    if (r.errors?.length) setError(r.errors[0].message);
+    else setDone(true);
+  };
+  return (
+    <Card title={t.accept.title}>
+      {done ? (
+        <p role="status">{t.accept.done}</p>
+      ) : (
+        <form onSubmit={submit}>
+          <p>{t.accept.intro}</p>
+          <label>
+            {t.accept.password}
+            <input name="password" type="password" value={password} autoComplete="new-password" onChange={(e) => setPassword(e.target.value)} />
+          </label>
+          {error && <p role="alert" className="error">{error}</p>}
+          <button type="submit">{t.accept.submit}</button>
+        </form>
+      )}
       <p><Link to="login">{t.forgot.back}</Link></p>
     </Card>
   );

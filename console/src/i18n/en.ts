@@ -18,6 +18,18 @@ export const en = {
     done: 'Check your email for the code that confirms your address, then sign in.',
     haveAccount: 'Already have an account? Sign in',
   },
+  verify: {
+    title: 'Confirm your email address',
+    working: 'Confirming…',
+    done: 'Your email address is confirmed. You can sign in to every team you belong to.',
+  },
+  accept: {
+    title: 'Join the team',
+    intro: 'Choose a password for your new login. If you already have a Switchyard login with this email, leave it empty.',
+    password: 'New password',
+    submit: 'Join',
+    done: 'You joined the team. Sign in with your email and password.',
+  },
   forgot: {
     title: 'Reset your password',
     submit: 'Email me a reset code',

@@ -74,12 +74,13 @@ impl Kind {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Where the message's link leads (under `NOTIFY_LINK_BASE`), for kinds that carry a one-time token.
+    /// Where the message's link leads (under `NOTIFY_LINK_BASE`), for kinds that carry a one-time token: the web
+    /// console's pages that complete each flow.
     pub fn link_path(self) -> Option<&'static str> {
         match self {
-            Kind::Invitation => Some("/invitations/accept"),
-            Kind::VerifyEmail => Some("/verify-email"),
-            Kind::PasswordReset => Some("/reset-password"),
+            Kind::Invitation => Some("/console/invitations/accept"),
+            Kind::VerifyEmail => Some("/console/verify-email"),
+            Kind::PasswordReset => Some("/console/reset-password"),
             Kind::Receipt
             | Kind::Sos
             | Kind::LowBalance

@@ -387,6 +387,16 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         let e = next_event(&mut lines, "the owner signed up and set up").await;
         match e["event"].as_str() {
             Some("owner_ready") => break,
+            Some("signed_up") => {
+                // The verification email's link, for the browser to open.
+                let m =
+                    switchyard_tests::mail::wait_for_link(&email, "/console/verify-email", 1).await;
+                let answer = json!({"verify": m.link_path("/console/verify-email")});
+                stdin
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
             Some("bridge") => bridge_token = e["token"].as_str().map(str::to_owned),
             Some("accessible") => screens.push(e["screen"].as_str().unwrap().to_owned()),
             _ => panic!("unexpected {e}"),
@@ -501,6 +511,20 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
                 stdin.write_all(b"{}\n").await.unwrap();
             }
             Some("csv") => csv = Some(e),
+            Some("invited") => {
+                // The invitation email's link, for the invitee's browser to open.
+                let m = switchyard_tests::mail::wait_for_link(
+                    &invitee,
+                    "/console/invitations/accept",
+                    1,
+                )
+                .await;
+                let answer = json!({"accept": m.link_path("/console/invitations/accept")});
+                stdin
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
             _ => panic!("unexpected {e}"),
         }
     }
@@ -515,17 +539,32 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         screens,
         [
             "sign-up",
+            "verify-email",
             "sign-in",
             "set-up",
             "settings",
             "floor",
             "sessions",
             "patrons",
+            "accept-invitation",
             "staff",
             "work (staff)",
             "work",
             "reports"
         ]
+    );
+    // The owner's address was confirmed from the emailed link: the login is no longer confined to its tenant.
+    let (verified, confined): (Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>) =
+        sqlx::query_as(
+            "select email_verified_at, unverified_tenant_id from app_user where email = $1",
+        )
+        .bind(&email)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        verified.is_some() && confined.is_none(),
+        "{verified:?} {confined:?}"
     );
     // The task the owner gave in the browser was done by the staff member in theirs; the owner's shift ended.
     let work = app
@@ -571,22 +610,15 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     );
     assert_eq!(sessions["incidents"][0]["status"], "RESOLVED", "{sessions}");
 
-    // The invitation sent from the browser reached the invitee, who joins as a manager of that venue only.
-    let token = switchyard_tests::mail::wait_for_link(&invitee, "/invitations/accept", 1)
-        .await
-        .token();
-    let accepted = app
-        .gql(
-            None,
-            "mutation($t: String!) { acceptInvitation(token: $t, password: \"Manager-of-the-harbour-1\") { accessToken } }",
-            json!({"t": token}),
-        )
-        .await;
-    let manager = accepted["data"]["acceptInvitation"]["accessToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{accepted}"));
+    // The invitation sent from the browser reached the invitee, who joined from its link in a browser with a
+    // password of its own, as a manager of that venue only; the owner's address was confirmed from its link.
+    let manager = app.login(&invitee, "Manager-of-the-harbour-1").await;
     let me = app
-        .gql_ok(manager, "{ me { role } venues { name } }", json!({}))
+        .gql_ok(
+            &manager.access,
+            "{ me { role } venues { name } }",
+            json!({}),
+        )
         .await;
     assert_eq!(
         me,

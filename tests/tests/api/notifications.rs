@@ -1029,7 +1029,7 @@ async fn the_workers_binary_delivers_email_over_smtp_and_counts_it() {
     assert!(m.from.contains("via Switchyard Mailer"), "{}", m.from);
     assert!(
         m.text()
-            .contains("https://console.example/invitations/accept?token="),
+            .contains("https://console.example/console/invitations/accept?token="),
         "{}",
         m.text()
     );
