@@ -39,6 +39,52 @@ pub struct StationTile {
     session: Option<RunningSession>,
     /// Powerbank cabinets: rentals started here and still running.
     rentals_running: usize,
+    /// What the station's device last reported through the venue's bridge (`None`: nothing yet).
+    device: Option<DeviceReport>,
+}
+
+/// A device's latest report, as the floor shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeviceReport {
+    /// The event: `device_state` (a reading), `switched`, or another bridge event kind.
+    kind: String,
+    /// Whether the bridge reached the device (readings only).
+    reachable: Option<bool>,
+    /// Whether its power is on (plugs).
+    on: Option<bool>,
+    power_w: Option<f64>,
+    reported_at: DateTime<Utc>,
+}
+
+/// The newest bridge event of each of `stations` (one index probe each).
+async fn device_reports(
+    tx: &mut TenantTx,
+    stations: &[Uuid],
+) -> Result<HashMap<Uuid, DeviceReport>> {
+    let rows: Vec<(Uuid, String, serde_json::Value, DateTime<Utc>)> = sqlx::query_as(
+        "select s.id, e.kind, e.body, e.occurred_at from unnest($2::uuid[]) s (id)
+         cross join lateral (
+           select kind, body, occurred_at from bridge_event b
+           where b.tenant_id = $1 and b.station_id = s.id order by occurred_at desc limit 1
+         ) e",
+    )
+    .bind(tx.tenant())
+    .bind(stations)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(station, kind, body, reported_at)| {
+            let report = DeviceReport {
+                kind,
+                reachable: body.get("reachable").and_then(serde_json::Value::as_bool),
+                on: body.get("on").and_then(serde_json::Value::as_bool),
+                power_w: body.get("power_w").and_then(serde_json::Value::as_f64),
+                reported_at,
+            };
+            (station, report)
+        })
+        .collect())
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -82,6 +128,8 @@ pub async fn build(
         },
     )
     .await?;
+    let ids: Vec<Uuid> = station_list.iter().map(|s| s.id).collect();
+    let mut devices = device_reports(tx, &ids).await?;
     let mut running = Vec::new();
     for status in [SessionStatus::Active, SessionStatus::Paused] {
         let filter = SessionFilter {
@@ -133,6 +181,7 @@ pub async fn build(
                     status: s.status,
                     session: by_station.remove(&s.id),
                     rentals_running: rentals.get(&s.id).copied().unwrap_or(0),
+                    device: devices.remove(&s.id),
                 })
                 .collect();
             VenueTile {

@@ -13,7 +13,7 @@ import {
 } from '../api/generated';
 import { subscribe } from '../api/live';
 import { t } from '../i18n';
-import { clock, costAt, money, remainingAt, warning, type Snapshot, type StationTile, type VenueTile } from './model';
+import { clock, costAt, deviceLine, money, remainingAt, warning, type Snapshot, type StationTile, type VenueTile } from './model';
 
 /** The live floor: every station of a venue as a tile, pushed by the `dashboard` subscription; the clock and the
  * cost tick every second between snapshots. */
@@ -112,6 +112,11 @@ export function Tile({ station, venue, at, now }: { station: StationTile; venue:
         <span className={`dot ${station.status}`} aria-hidden="true" /> {statusText(station)}
         {s && station.status === 'offline' && ` · ${t.floor.offline}`}
       </p>
+      {station.device && (
+        <p className={deviceLine(station.device).problem ? 'device problem' : 'device'} title={new Date(station.device.reported_at).toLocaleString('en-GB')}>
+          {deviceLine(station.device).text}
+        </p>
+      )}
       {s && (
         <div className="session">
           <p className="patron">{s.patron_name}</p>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clock, costAt, money, remainingAt, warning, type RunningSession } from './model';
+import { clock, costAt, deviceLine, money, remainingAt, warning, type RunningSession } from './model';
 
 const session = (over: Partial<RunningSession> = {}): RunningSession => ({
   session_id: 's',
@@ -55,5 +55,18 @@ describe('the floor tile arithmetic', () => {
     expect(clock(0)).toBe('0:00');
     expect(clock(754)).toBe('12:34');
     expect(clock(3754)).toBe('1:02:34');
+  });
+});
+
+describe('deviceLine', () => {
+  const at = '2026-12-03T10:00:00Z';
+  it('reads a plug reading as power and watts', () => {
+    expect(deviceLine({ kind: 'device_state', reachable: true, on: true, power_w: 85, reported_at: at })).toEqual({ text: 'device: power on, 85 W', problem: false });
+  });
+  it('marks an unreachable device as a problem', () => {
+    expect(deviceLine({ kind: 'device_state', reachable: false, on: null, power_w: null, reported_at: at }).problem).toBe(true);
+  });
+  it('names other events by their kind', () => {
+    expect(deviceLine({ kind: 'agent_hello', reachable: null, on: null, power_w: null, reported_at: at }).text).toBe('device: agent hello');
   });
 });

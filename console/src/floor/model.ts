@@ -1,6 +1,8 @@
 // The live floor's arithmetic, apart from React so it is tested alone: the tiles as the dashboard snapshot gives them,
 // and the remaining time and cost ticking between snapshots.
 
+import { t } from '../i18n';
+
 export type RunningSession = {
   session_id: string;
   status: 'active' | 'paused';
@@ -20,7 +22,27 @@ export type StationTile = {
   status: 'offline' | 'online' | 'in_session' | 'maintenance';
   session: RunningSession | null;
   rentals_running: number;
+  /** What the station's device last reported through the venue's bridge. */
+  device?: DeviceReport | null;
 };
+
+export type DeviceReport = {
+  kind: string;
+  reachable: boolean | null;
+  on: boolean | null;
+  power_w: number | null;
+  reported_at: string;
+};
+
+/** A device's latest report in a few words: unreachable, on or off, the power drawn; other events by their kind. */
+export function deviceLine(d: DeviceReport): { text: string; problem: boolean } {
+  if (d.reachable === false) return { text: t.floor.deviceUnreachable, problem: true };
+  const parts: string[] = [];
+  if (d.on !== null) parts.push(d.on ? t.floor.powerOn : t.floor.powerOff);
+  if (d.power_w !== null) parts.push(`${d.power_w} W`);
+  if (parts.length === 0) parts.push(d.kind.replace(/_/g, ' '));
+  return { text: t.floor.device(parts.join(', ')), problem: false };
+}
 
 export type VenueTile = {
   venue_id: string;

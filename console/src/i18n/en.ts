@@ -41,6 +41,10 @@ export const en = {
     back: 'Back to sign in',
   },
   floor: {
+    deviceUnreachable: 'device unreachable',
+    powerOn: 'power on',
+    powerOff: 'power off',
+    device: (what: string) => `device: ${what}`,
     title: 'Live floor',
     venue: 'Venue',
     noVenues: 'No venue yet. Start with the set-up.',

@@ -1150,6 +1150,31 @@ async fn a_plug_switched_by_hand_during_a_session_is_reported_and_set_right() {
         d["kind"] == "device_state" && d["report"]["on"] == true && d["report"]["power_w"] == 120.5
     })
     .await;
+    // The floor's tile shows the same reading.
+    let (_, d) = app.get("/api/v1/dashboard", &s.t.access).await;
+    let tile = d["venues"][0]["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["station_id"] == json!(s.station))
+        .cloned()
+        .unwrap_or_else(|| panic!("no tile for the station: {d}"));
+    let device = &tile["device"];
+    assert_eq!(
+        (
+            &device["kind"],
+            &device["reachable"],
+            &device["on"],
+            &device["power_w"]
+        ),
+        (
+            &json!("device_state"),
+            &json!(true),
+            &json!(true),
+            &json!(120.5)
+        ),
+        "{d}"
+    );
 
     // Someone switches the plug off at its button: the bridge sees it, reports it, and switches it back on.
     plug.press(false);
