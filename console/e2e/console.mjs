@@ -104,11 +104,26 @@ try {
   await page.getByLabel('Address').fill('Quay 1, Hamburg');
   await page.getByRole('button', { name: 'Create venue' }).click();
   await page.getByText('Venue saved.').waitFor();
+  // Where patrons may check in.
+  await page.getByLabel('Latitude (°)').fill('53.5413');
+  await page.getByLabel('Longitude (°)').fill('9.9843');
+  await page.getByLabel('Radius (metres)').fill('150');
+  await page.getByRole('button', { name: 'Save check-in location' }).click();
+  await page.getByText('Check-in location saved.').waitFor();
   await page.getByLabel('Station name').fill('PC-01');
   await page.getByLabel('Kind').selectOption('PC');
   await page.getByLabel('Control').selectOption('MANUAL');
   await page.getByRole('button', { name: 'Add station' }).click();
-  await page.getByText('Station saved.').waitFor();
+  await page.getByText('Station PC-01 saved.').waitFor();
+  // A console on a Shelly plug: the control asks for what reaches the device.
+  await page.getByLabel('Station name').fill('PS5-01');
+  await page.getByLabel('Kind').selectOption('CONSOLE');
+  await page.getByLabel('Control').selectOption('SHELLY');
+  await page.getByLabel('Device address (host or IP on the venue network)').fill('10.0.0.7');
+  await page.getByLabel('Shelly generation (1 or 2)').fill('2');
+  await page.getByLabel('Patrons may start it themselves (app, QR code)').check();
+  await page.getByRole('button', { name: 'Add station' }).click();
+  await page.getByText('Station PS5-01 saved.').waitFor();
   await page.getByLabel('Tariff name').fill('Evening');
   await page.getByLabel('Price per hour (EUR)').fill('60');
   await page.getByLabel('For a session of (Minutes)').fill('90');

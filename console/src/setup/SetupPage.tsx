@@ -9,7 +9,9 @@ import {
   CreateTariff,
   CreateVenue,
   PricePreview,
+  SetVenueGeofence,
   StationControlValues,
+  UpdateStation,
   StationKindValues,
   Venues,
   type BridgesResult,
@@ -21,6 +23,7 @@ import {
 import { money } from '../floor/model';
 import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
+import { controlFields, controlSettings, hasConnectors } from './control';
 import { toMinor } from './money';
 
 type Venue = VenuesResult['venues'][number];
@@ -52,6 +55,7 @@ export function SetupPage() {
           </select>
         </label>
       )}
+      {venue && <LocationForm key={venue.id} venue={venue} onSaved={reload} />}
       {venue && <StationForm venue={venue} />}
       {venue && <TariffForm venue={venue} />}
       {venue && <BridgeForm venue={venue} />}
@@ -84,14 +88,60 @@ function VenueForm({ onCreated }: { onCreated: (id: string) => Promise<void> }) 
   );
 }
 
+function LocationForm({ venue, onSaved }: { venue: Venue; onSaved: () => Promise<void> }) {
+  const [lat, setLat] = useState(venue.latitude?.toString() ?? '');
+  const [lon, setLon] = useState(venue.longitude?.toString() ?? '');
+  const [radius, setRadius] = useState(venue.geofenceM?.toString() ?? '');
+  const [error, saved, submit] = useSubmit();
+  const num = (v: string) => (v.trim() ? Number(v) : null);
+  return (
+    <Panel title={t.setup.location}>
+      <p className="note">{t.setup.locationHelp}</p>
+      <form
+        onSubmit={submit(t.setup.location, async () => {
+          await request(SetVenueGeofence, { venueId: venue.id, latitude: num(lat), longitude: num(lon), radiusM: num(radius) });
+          await onSaved();
+        })}
+      >
+        <div className="columns">
+          <Text label={t.setup.latitude} value={lat} set={setLat} type="number" step="any" required={false} />
+          <Text label={t.setup.longitude} value={lon} set={setLon} type="number" step="any" required={false} />
+          <Text label={t.setup.radius} value={radius} set={setRadius} type="number" min={10} required={false} />
+        </div>
+        <button type="submit">{t.setup.saveLocation}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
+
 function StationForm({ venue }: { venue: Venue }) {
   const [name, setName] = useState('');
   const [kind, setKind] = useState<StationKind>('PC');
   const [control, setControl] = useState<StationControl>('MANUAL');
+  const [values, setValues] = useState<Record<string, string>>({});
+  const [connectors, setConnectors] = useState('1');
+  const [selfService, setSelfService] = useState(false);
   const [error, saved, submit] = useSubmit();
   return (
     <Panel title={t.setup.station}>
-      <form onSubmit={submit(t.setup.station, () => request(CreateStation, { input: { venueId: venue.id, name, kind, control } }))}>
+      <form
+        onSubmit={submit(`${t.setup.station} ${name}`, async () => {
+          const created = await request(CreateStation, {
+            input: {
+              venueId: venue.id,
+              name,
+              kind,
+              control,
+              controlSettings: controlSettings(control, values),
+              connectorCount: hasConnectors(kind) ? Number.parseInt(connectors, 10) : null,
+            },
+          });
+          if (selfService) await request(UpdateStation, { id: created.createStation.id, input: { selfService: true } });
+          setName('');
+          setValues({});
+        })}
+      >
         <Text label={t.setup.stationName} value={name} set={setName} />
         <label>
           {t.setup.kind}
@@ -104,6 +154,23 @@ function StationForm({ venue }: { venue: Venue }) {
           <select value={control} onChange={(e) => setControl(e.target.value as StationControl)}>
             {StationControlValues.map((c) => <option key={c} value={c}>{c.toLowerCase()}</option>)}
           </select>
+        </label>
+        {controlFields(control).map((f) => (
+          <Text
+            key={`${control}-${f.key}`}
+            label={f.label}
+            value={values[f.key] ?? ''}
+            set={(v) => setValues((old) => ({ ...old, [f.key]: v }))}
+            type={f.numeric ? 'number' : 'text'}
+            required={f.required}
+          />
+        ))}
+        {hasConnectors(kind) && (
+          <Text label={t.setup.connectors} value={connectors} set={setConnectors} type="number" min={kind === 'EV_CHARGER' ? 1 : 0} />
+        )}
+        <label className="inline">
+          <input type="checkbox" checked={selfService} onChange={(e) => setSelfService(e.target.checked)} />
+          {t.setup.selfService}
         </label>
         <button type="submit">{t.setup.createStation}</button>
         <Outcome error={error} saved={saved} />

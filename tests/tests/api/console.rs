@@ -406,7 +406,7 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     // What the browser made is in the database: the owner's tenant, its venue, station and tariff.
     let owner = app.login(&email, password).await;
     let venues = app
-        .gql_ok(&owner.access, "{ venues { id name timezone currency stations { name kind control } } tariffs { name terms { perMinute } } }", json!({}))
+        .gql_ok(&owner.access, "{ venues { id name timezone currency latitude longitude geofenceM stations { name kind control controlSettings selfService } } tariffs { name terms { perMinute } } }", json!({}))
         .await;
     let venue = &venues["venues"][0];
     assert_eq!(
@@ -423,7 +423,15 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     );
     assert_eq!(
         venue["stations"],
-        json!([{"name": "PC-01", "kind": "PC", "control": "MANUAL"}])
+        json!([
+            {"name": "PC-01", "kind": "PC", "control": "MANUAL", "controlSettings": {}, "selfService": false},
+            {"name": "PS5-01", "kind": "CONSOLE", "control": "SHELLY",
+             "controlSettings": {"host": "10.0.0.7", "generation": 2}, "selfService": true},
+        ])
+    );
+    assert_eq!(
+        (&venue["latitude"], &venue["longitude"], &venue["geofenceM"]),
+        (&json!(53.5413), &json!(9.9843), &json!(150))
     );
     assert_eq!(
         venues["tariffs"],
