@@ -42,7 +42,8 @@ pub struct App {
     pub db: Db,
     pub accounts: Accounts,
     pub schema: AppSchema,
-    pub payments: Arc<dyn switchyard_core::payments::PaymentProvider>,
+    /// The platform's payment provider and tenants' own accounts.
+    pub payments: switchyard_core::payments::accounts::Providers,
     /// Each tenant's turns (`TENANT_MAX_CONCURRENT_REQUESTS`).
     pub tenants: crate::fairness::TenantLimiter,
     /// (tenant, venue) pairs with new device commands (fed by `switchyard_commands` notifications; the edge
@@ -110,7 +111,10 @@ impl AppState {
         let tick = switchyard_graphql::BillingTick(chrono::Duration::seconds(
             config.billing_tick.as_secs() as i64,
         ));
-        let payments = config.payments.build()?;
+        let payments = switchyard_core::payments::accounts::Providers::new(
+            config.payments.build()?,
+            config.payment_accounts.clone(),
+        );
         let events = EventHub::new(db.clone(), config.live_events);
         let documents = switchyard_core::documents::Store::new(&config.documents);
         let schema = switchyard_graphql::build(
@@ -187,6 +191,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::payments::cancel))
         .routes(routes!(routes::payments::confirm))
         .routes(routes!(routes::payments::stripe_webhook))
+        .routes(routes!(routes::payments::tenant_stripe_webhook))
         .routes(routes!(routes::rentals::quote))
         .routes(routes!(routes::rentals::start))
         .routes(routes!(routes::rentals::stop))

@@ -60,6 +60,8 @@ pub struct Config {
     pub billing_tick: Duration,
     /// The payment provider (dev emulator or Stripe) and its settings.
     pub payments: switchyard_core::payments::ProviderSettings,
+    /// Tenants' own Stripe accounts: `STRIPE_API_BASE`, `STRIPE_TIMEOUT_MS`, and `SECRETS_KEY` that seals their keys.
+    pub payment_accounts: switchyard_core::payments::accounts::AccountSettings,
     /// Signing secret of the Stripe webhook endpoint (`whsec_…`); without it `/webhooks/stripe` answers 404.
     pub stripe_webhook_secret: Option<SecretString>,
     pub log_format: LogFormat,
@@ -155,6 +157,8 @@ impl Config {
             switchyard_core::payments::ProviderSettings::check_production(var)?;
         }
         let payments = switchyard_core::payments::ProviderSettings::from_lookup(var)?;
+        let payment_accounts =
+            switchyard_core::payments::accounts::AccountSettings::from_lookup(var)?;
         let metrics_listen_addr = var("METRICS_LISTEN_ADDR")
             .map(|v| {
                 v.parse().with_context(|| {
@@ -267,6 +271,7 @@ impl Config {
             graphql,
             billing_tick: Duration::from_secs(parse("BILLING_TICK_SEC", 30)?.clamp(1, 3600)),
             payments,
+            payment_accounts,
             stripe_webhook_secret: var("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             log_format,
             signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,

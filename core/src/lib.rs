@@ -24,6 +24,7 @@ pub mod payments;
 pub mod pricing;
 pub mod rentals;
 pub mod scope;
+pub mod secrets;
 pub mod sessions;
 pub mod signals;
 pub mod staff;

@@ -42,6 +42,45 @@ impl From<tenants::Tenant> for Tenant {
     }
 }
 
+/// The tenant's own payment provider account, as an owner sees it: never a secret.
+#[derive(SimpleObject)]
+pub struct PaymentAccount {
+    /// `stripe`.
+    pub provider: String,
+    pub publishable_key: Option<String>,
+    /// The secret key's kind and last four characters (`sk_live_…abcd`).
+    pub secret_key_hint: String,
+    /// Whether a webhook signing secret is stored (then Stripe's events go to `webhookPath`).
+    pub webhook_secret_set: bool,
+    /// Where to point the account's Stripe webhook, under the API's address: `/webhooks/stripe/{tenant id}`.
+    pub webhook_path: String,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl PaymentAccount {
+    fn of(tenant: Uuid, a: switchyard_core::payments::accounts::Account) -> Self {
+        Self {
+            provider: a.provider,
+            publishable_key: a.publishable_key,
+            secret_key_hint: a.secret_key_hint,
+            webhook_secret_set: a.webhook_secret_set,
+            webhook_path: format!("/webhooks/stripe/{tenant}"),
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+fn owner(actor: &switchyard_core::Actor) -> async_graphql::Result<()> {
+    if actor.role == Role::Owner {
+        Ok(())
+    } else {
+        Err(switchyard_core::Error::Forbidden(
+            "only an owner sees the payment provider account",
+        ))
+        .gql()
+    }
+}
+
 /// How the tenant's messages and console look.
 #[derive(SimpleObject)]
 pub struct Branding {
@@ -79,6 +118,19 @@ impl AccountQuery {
     async fn tenant(&self, ctx: &Context<'_>) -> async_graphql::Result<Tenant> {
         let (_, mut tx) = begin(ctx).await?;
         Ok(tenants::current(&mut tx).await.gql()?.into())
+    }
+
+    /// The tenant's own payment provider account (`null`: its patrons pay through the platform's). Owners only.
+    async fn payment_account(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<PaymentAccount>> {
+        let (actor, mut tx) = begin(ctx).await?;
+        owner(actor)?;
+        let account = switchyard_core::payments::accounts::get(&mut tx)
+            .await
+            .gql()?;
+        Ok(account.map(|a| PaymentAccount::of(actor.tenant.0, a)))
     }
 
     /// The tenant's logo and accent colour. Every member.
@@ -137,5 +189,43 @@ impl AccountMutation {
             .gql()?;
         tx.commit().await.gql()?;
         Ok(branding.into())
+    }
+
+    /// Stores the tenant's own Stripe keys, so its patrons' top-ups, saved cards, deposit holds and debt charges go
+    /// to its own Stripe account: the secret (or restricted) key, optionally the publishable key for its apps and
+    /// the webhook signing secret (left out: the stored one stays). Kept server-side, sealed; never shown again.
+    /// Owners only; `conflict` when the deployment has no `SECRETS_KEY`.
+    async fn set_payment_account(
+        &self,
+        ctx: &Context<'_>,
+        secret_key: String,
+        publishable_key: Option<String>,
+        webhook_secret: Option<String>,
+    ) -> async_graphql::Result<PaymentAccount> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let providers = ctx.data::<switchyard_core::payments::accounts::Providers>()?;
+        let account = switchyard_core::payments::accounts::set(
+            &mut tx,
+            actor,
+            providers.sealer(),
+            &secret_key,
+            publishable_key.as_deref(),
+            webhook_secret.as_deref(),
+        )
+        .await
+        .gql()?;
+        tx.commit().await.gql()?;
+        Ok(PaymentAccount::of(actor.tenant.0, account))
+    }
+
+    /// Forgets the tenant's Stripe keys: new payments go through the platform's provider again (earlier ones stay
+    /// with the account that made them). Answers whether keys were stored. Owners only.
+    async fn remove_payment_account(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let removed = switchyard_core::payments::accounts::remove(&mut tx, actor)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(removed)
     }
 }

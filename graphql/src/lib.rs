@@ -87,7 +87,7 @@ pub fn build(
     accounts: Accounts,
     limits: Limits,
     tick: BillingTick,
-    payments: Arc<dyn PaymentProvider>,
+    payments: switchyard_core::payments::accounts::Providers,
     events: Arc<switchyard_core::events::EventHub>,
     documents: switchyard_core::documents::Store,
 ) -> AppSchema {
@@ -264,8 +264,16 @@ async fn begin_for_patron(ctx: &Context<'_>, id: uuid::Uuid) -> async_graphql::R
 }
 
 /// The authenticated actor and a transaction confined to its tenant: how every resolver starts.
-fn provider<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a dyn PaymentProvider> {
-    Ok(ctx.data::<Arc<dyn PaymentProvider>>()?.as_ref())
+/// The payment provider the tenant of `tx` uses now: its own Stripe account when it stored keys, else the
+/// platform's.
+async fn provider(
+    ctx: &Context<'_>,
+    tx: &mut TenantTx,
+) -> async_graphql::Result<Arc<dyn PaymentProvider>> {
+    ctx.data::<switchyard_core::payments::accounts::Providers>()?
+        .current(tx)
+        .await
+        .gql()
 }
 
 async fn begin<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<(&'a Actor, TenantTx)> {

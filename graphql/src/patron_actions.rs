@@ -101,7 +101,8 @@ impl PatronActionMutation {
             pay_with,
             key,
         };
-        let session = patron_app::start(&mut tx, me, provider(ctx)?, mine, tick)
+        let provider = provider(ctx, &mut tx).await?;
+        let session = patron_app::start(&mut tx, me, provider.as_ref(), mine, tick)
             .await
             .gql()?;
         remember(&mut tx, &scope, key, session.id).await?;
@@ -177,7 +178,8 @@ impl PatronActionMutation {
         payment_method: String,
     ) -> async_graphql::Result<Card> {
         let (me, mut tx) = begin_patron(ctx).await?;
-        let card = patron_app::save_card(&mut tx, me, provider(ctx)?, &payment_method)
+        let provider = provider(ctx, &mut tx).await?;
+        let card = patron_app::save_card(&mut tx, me, provider.as_ref(), &payment_method)
             .await
             .gql()?;
         tx.commit().await.gql()?;
@@ -206,7 +208,8 @@ impl PatronActionMutation {
         if let Some(id) = replayed(&mut tx, &scope, key, &request).await? {
             return Ok(payments::get(&mut tx, id).await.gql()?.into());
         }
-        let payment = patron_app::top_up(&mut tx, me, provider(ctx)?, venue_id, amount, key)
+        let provider = provider(ctx, &mut tx).await?;
+        let payment = patron_app::top_up(&mut tx, me, provider.as_ref(), venue_id, amount, key)
             .await
             .gql()?;
         remember(&mut tx, &scope, key, payment.id).await?;
@@ -235,7 +238,8 @@ impl PatronActionMutation {
         if let Some(id) = replayed(&mut tx, &scope, key, &request).await? {
             return Ok(Session(sessions::get(&mut tx, id).await.gql()?));
         }
-        let (rental, _) = patron_app::rent(&mut tx, me, provider(ctx)?, &cabinet, tick)
+        let provider = provider(ctx, &mut tx).await?;
+        let (rental, _) = patron_app::rent(&mut tx, me, provider.as_ref(), &cabinet, tick)
             .await
             .gql()?;
         remember(&mut tx, &scope, key, rental.id).await?;

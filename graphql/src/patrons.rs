@@ -149,9 +149,8 @@ impl Patron {
     /// The saved card of the configured provider, if any.
     async fn card(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Card>> {
         let mut tx = begin_for_patron(ctx, self.id).await?;
-        let card = cards::get(&mut tx, self.id, provider(ctx)?.name())
-            .await
-            .gql()?;
+        let provider = provider(ctx, &mut tx).await?;
+        let card = cards::get(&mut tx, self.id, provider.name()).await.gql()?;
         Ok(card.map(|c| Card {
             provider: c.provider,
             brand: c.brand,
@@ -333,9 +332,16 @@ impl PatronMutation {
         payment_method: String,
     ) -> async_graphql::Result<Patron> {
         let (actor, mut tx) = begin(ctx).await?;
-        cards::save(&mut tx, actor, provider(ctx)?, patron_id, &payment_method)
-            .await
-            .gql()?;
+        let provider = provider(ctx, &mut tx).await?;
+        cards::save(
+            &mut tx,
+            actor,
+            provider.as_ref(),
+            patron_id,
+            &payment_method,
+        )
+        .await
+        .gql()?;
         let patron = patrons::get(&mut tx, patron_id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(patron.into())
@@ -351,10 +357,16 @@ impl PatronMutation {
         idempotency_key: String,
     ) -> async_graphql::Result<Refund> {
         let (actor, mut tx) = begin(ctx).await?;
+        // The account that took the payment gives it back.
+        let provider = ctx
+            .data::<switchyard_core::payments::accounts::Providers>()?
+            .for_payment(&mut tx, payment_id)
+            .await
+            .gql()?;
         let refund = payments::refund(
             &mut tx,
             actor,
-            provider(ctx)?,
+            provider.as_ref(),
             payment_id,
             amount,
             &idempotency_key,

@@ -130,9 +130,9 @@ impl RentalMutation {
         quote_id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Session> {
-        let (actor, tx) = begin(ctx).await?;
+        let (actor, mut tx) = begin(ctx).await?;
         let tick = ctx.data::<BillingTick>()?.0;
-        let provider = crate::provider(ctx)?;
+        let provider = crate::provider(ctx, &mut tx).await?;
         let request = serde_json::json!({ "quote_id": quote_id });
         once(
             tx,
@@ -140,7 +140,8 @@ impl RentalMutation {
             idempotency_key,
             &request,
             |mut tx| async move {
-                let (session, _) = rentals::start(&mut tx, actor, provider, quote_id, tick).await?;
+                let (session, _) =
+                    rentals::start(&mut tx, actor, provider.as_ref(), quote_id, tick).await?;
                 Ok((tx, session))
             },
         )

@@ -152,9 +152,7 @@ impl Session {
     /// The patron's name (`null` for an anonymous walk-in). Members only.
     async fn patron_name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
         let (_, mut tx) = begin(ctx).await?;
-        Ok(sessions::patron_name(&mut tx, self.0.patron_id)
-            .await
-            .gql()?)
+        sessions::patron_name(&mut tx, self.0.patron_id).await.gql()
     }
 
     /// The powerbank a rental took (its label); `null` for other sessions. Members only.
@@ -174,7 +172,7 @@ impl Session {
     /// start). Members only.
     async fn payment_method(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
         let (_, mut tx) = begin(ctx).await?;
-        Ok(sessions::payment_method(&mut tx, self.0.id).await.gql()?)
+        sessions::payment_method(&mut tx, self.0.id).await.gql()
     }
 
     /// Every ledger entry written for it, oldest first: what each journal took from whose account and put where.

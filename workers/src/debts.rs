@@ -4,8 +4,8 @@
 //! crash makes no second charge.
 
 use chrono::{DateTime, Utc};
+use switchyard_core::payments::accounts::Providers;
 use switchyard_core::payments::collect::{self, Outcome, Policy};
-use switchyard_core::payments::PaymentProvider;
 use switchyard_core::Db;
 
 /// Settings of the job.
@@ -19,7 +19,7 @@ pub struct Debts {
 /// Claims and works one batch of due debts; returns how many were claimed.
 pub async fn run_once(
     db: &Db,
-    provider: &dyn PaymentProvider,
+    providers: &Providers,
     debts: Debts,
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
@@ -30,8 +30,17 @@ pub async fn run_once(
     for (tenant, patron, currency) in &claimed {
         let result = async {
             let mut tx = db.begin_tenant(*tenant).await?;
-            let outcome =
-                collect::collect(&mut tx, provider, debts.policy, *patron, currency, now).await?;
+            // Through the tenant's own account when it has one: its patrons' cards were saved there.
+            let provider = providers.current(&mut tx).await?;
+            let outcome = collect::collect(
+                &mut tx,
+                provider.as_ref(),
+                debts.policy,
+                *patron,
+                currency,
+                now,
+            )
+            .await?;
             tx.commit().await?;
             Ok::<_, switchyard_core::Error>(outcome)
         }

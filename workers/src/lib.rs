@@ -27,6 +27,9 @@ pub struct WorkerConfig {
     pub billing: billing::Billing,
     pub debts: debts::Debts,
     pub payments: switchyard_core::payments::ProviderSettings,
+    /// Tenants' own Stripe accounts (`STRIPE_API_BASE`, `STRIPE_TIMEOUT_MS`, `SECRETS_KEY`): their debts are
+    /// collected through them.
+    pub payment_accounts: switchyard_core::payments::accounts::AccountSettings,
     pub housekeeping_interval: Duration,
     /// How long bridge events (and the planned ends delivered to bridges) are kept; housekeeping deletes older.
     pub bridge_event_retention: chrono::Duration,
@@ -138,6 +141,9 @@ impl WorkerConfig {
             billing,
             debts,
             payments: switchyard_core::payments::ProviderSettings::from_lookup(var)?,
+            payment_accounts: switchyard_core::payments::accounts::AccountSettings::from_lookup(
+                var,
+            )?,
             housekeeping_interval: Duration::from_secs(
                 number("HOUSEKEEPING_SEC", 300)?.clamp(1, 86_400) as u64,
             ),
@@ -165,7 +171,10 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     let connections = (config.notify.concurrency as u32 + 2).max(4);
     let db = Db::connect_lazy(&config.app_database_url, connections)?
         .with_signals(config.signals.clone());
-    let provider = config.payments.build()?;
+    let providers = switchyard_core::payments::accounts::Providers::new(
+        config.payments.build()?,
+        config.payment_accounts.clone(),
+    );
     let transports = transports(&config)?;
     sqlx::query("select 1")
         .execute(db.pool())
@@ -239,14 +248,14 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
                     Err(e) => tracing::error!(error = ?e, "live event housekeeping failed"),
                 }
             }
-            _ = interval.tick() => drain(&db, provider.as_ref(), &transports, &config, &stopping).await,
+            _ = interval.tick() => drain(&db, &providers, &transports, &config, &stopping).await,
             woken = next_notification(&mut listener) => {
                 if let Err(e) = woken {
                     tracing::warn!(error = %e, "lost the notification connection; polling until it is back");
                     tokio::time::sleep(config.poll_interval).await;
                 }
                 metrics::counter!("worker_wakeups_total", "cause" => "notify").increment(1);
-                drain(&db, provider.as_ref(), &transports, &config, &stopping).await;
+                drain(&db, &providers, &transports, &config, &stopping).await;
             }
         }
     }
@@ -304,7 +313,7 @@ pub fn transports(config: &WorkerConfig) -> anyhow::Result<Transports> {
 /// the daily summaries they feed, then notifications.
 async fn drain(
     db: &Db,
-    provider: &dyn switchyard_core::payments::PaymentProvider,
+    providers: &switchyard_core::payments::accounts::Providers,
     transports: &Transports,
     config: &WorkerConfig,
     stopping: &watch::Receiver<bool>,
@@ -323,7 +332,7 @@ async fn drain(
         }
     }
     loop {
-        match debts::run_once(db, provider, config.debts, chrono::Utc::now()).await {
+        match debts::run_once(db, providers, config.debts, chrono::Utc::now()).await {
             Ok(claimed) if claimed as i32 == config.debts.batch && !*stopping.borrow() => continue,
             Ok(_) => break,
             Err(e) => {

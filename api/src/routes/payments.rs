@@ -93,10 +93,11 @@ pub async fn intent(
         &value,
         |mut tx| async {
             actor.check_venue(body.venue_id, "venue")?;
+            let provider = state.payments.current(&mut tx).await?;
             let payment = payments::create_intent(
                 &mut tx,
                 &actor,
-                state.payments.as_ref(),
+                provider.as_ref(),
                 body.patron_id,
                 body.venue_id,
                 body.amount,
@@ -120,7 +121,8 @@ pub async fn status(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<StatusView>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
-    let p = payments::refresh(&mut tx, state.payments.as_ref(), id).await?;
+    let provider = state.payments.for_payment(&mut tx, id).await?;
+    let p = payments::refresh(&mut tx, provider.as_ref(), id).await?;
     tx.commit().await?;
     Ok(Json(StatusView {
         intent_id: p.id,
@@ -138,7 +140,8 @@ pub async fn details(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<PaymentView>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
-    let p = payments::refresh(&mut tx, state.payments.as_ref(), id).await?;
+    let provider = state.payments.for_payment(&mut tx, id).await?;
+    let p = payments::refresh(&mut tx, provider.as_ref(), id).await?;
     tx.commit().await?;
     Ok(Json(p.into()))
 }
@@ -152,7 +155,8 @@ pub async fn cancel(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<PaymentView>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
-    let p = payments::cancel(&mut tx, &actor, state.payments.as_ref(), id).await?;
+    let provider = state.payments.for_payment(&mut tx, id).await?;
+    let p = payments::cancel(&mut tx, &actor, provider.as_ref(), id).await?;
     tx.commit().await?;
     Ok(Json(p.into()))
 }
@@ -165,7 +169,9 @@ pub async fn confirm(
     AuthActor(actor): AuthActor,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<PaymentView>> {
-    if state.config.environment != Environment::Development || state.payments.name() != "dev" {
+    if state.config.environment != Environment::Development
+        || state.payments.platform().name() != "dev"
+    {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             "manual confirmation exists only in development",
@@ -228,7 +234,58 @@ pub async fn stripe_webhook(
             "the body is not a Stripe event",
         )
     })?;
-    let outcome = webhook::handle(&state.db, event).await?;
+    let outcome = webhook::handle(&state.db, event, webhook::Sender::Platform).await?;
+    Ok(Json(WebhookAck {
+        received: true,
+        outcome: outcome.as_str(),
+    }))
+}
+
+/// Stripe events from a tenant's own Stripe account (see `setPaymentAccount`), verified with the signing secret
+/// that tenant stored; they move only payments made through that account. `404` for a tenant without one.
+#[utoipa::path(post, path = "/webhooks/stripe/{tenant_id}", tag = "payments",
+    params(("tenant_id" = Uuid, Path), ("Stripe-Signature" = String, Header)),
+    responses((status = 200, body = WebhookAck), (status = 400, description = "invalid_signature or malformed_request"),
+              (status = 404, description = "this tenant has no webhook signing secret"),
+              (status = 503, description = "retry_later: the payment is not recorded yet")))]
+pub async fn tenant_stripe_webhook(
+    State(state): State<AppState>,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<WebhookAck>> {
+    let not_here = || {
+        ApiError::new(
+            ErrorCode::NotFound,
+            "no Stripe webhook is configured for this tenant",
+        )
+    };
+    let mut tx = state
+        .db
+        .begin_tenant(switchyard_core::TenantId(tenant_id))
+        .await?;
+    let secret = state
+        .payments
+        .webhook_secret(&mut tx)
+        .await?
+        .ok_or_else(not_here)?;
+    tx.commit().await?;
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::from(Error::InvalidSignature(
+                "the Stripe-Signature header is missing",
+            ))
+        })?;
+    webhook::verify(&body, signature, &secret, Utc::now().timestamp())?;
+    let event: webhook::Event = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            "the body is not a Stripe event",
+        )
+    })?;
+    let outcome = webhook::handle(&state.db, event, webhook::Sender::Tenant(tenant_id)).await?;
     Ok(Json(WebhookAck {
         received: true,
         outcome: outcome.as_str(),

@@ -174,7 +174,7 @@ pub async fn start(
 ) -> ApiResult<Response> {
     let value = json(&body)?;
     let tick = chrono::Duration::seconds(state.config.billing_tick.as_secs() as i64);
-    let provider = state.payments.clone();
+    let providers = state.payments.clone();
     idempotent::run(
         &state,
         &actor,
@@ -183,6 +183,7 @@ pub async fn start(
         true,
         &value,
         |mut tx| async {
+            let provider = providers.current(&mut tx).await?;
             let (session, asset) =
                 rentals::start(&mut tx, &actor, provider.as_ref(), body.quote_id, tick).await?;
             let response = StartResponse {

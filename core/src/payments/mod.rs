@@ -3,6 +3,7 @@
 //! off-session debt charge on a saved card, or a manual-capture deposit hold for a rental (`authorized`, then
 //! captured or canceled). Confirming books the money exactly once; the terminal states never move back.
 
+pub mod accounts;
 pub mod cards;
 pub mod collect;
 pub mod dev;

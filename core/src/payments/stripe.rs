@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 
 pub struct StripeProvider {
     client: Client,
+    /// `stripe` for the platform's account, `stripe:tenant` for a tenant's own (see [`super::accounts`]).
+    name: &'static str,
 }
 
 impl StripeProvider {
@@ -34,7 +36,17 @@ impl StripeProvider {
             .app_info("switchyard", Some(env!("CARGO_PKG_VERSION").into()), None)
             .build()
             .map_err(|e| Error::Internal(anyhow::anyhow!("stripe client: {e}")))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            name: "stripe",
+        })
+    }
+
+    /// The same, speaking for a tenant's own Stripe account: its payments and cards are recorded as
+    /// `stripe:tenant`, so they are never looked up, refreshed or refunded through another account.
+    pub fn for_tenant(mut self) -> Self {
+        self.name = super::accounts::TENANT_PROVIDER;
+        self
     }
 }
 
@@ -84,7 +96,7 @@ fn currency(code: &str) -> Result<stripe_types::Currency> {
 #[async_trait::async_trait]
 impl PaymentProvider for StripeProvider {
     fn name(&self) -> &'static str {
-        "stripe"
+        self.name
     }
 
     async fn save_card(&self, request: SaveCardRequest<'_>) -> Result<SavedCard> {

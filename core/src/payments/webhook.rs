@@ -157,8 +157,19 @@ fn may_still_appear(payment: Uuid) -> bool {
     now.saturating_sub(secs) < UNKNOWN_PAYMENT_RETRY_SECS
 }
 
-/// Routes a verified event to its tenant (from the metadata we set on the intent), records it, and applies it.
-pub async fn handle(db: &Db, event: Event) -> Result<Outcome> {
+/// Which Stripe account sent a verified event: the platform's (`/webhooks/stripe`), or one tenant's own
+/// (`/webhooks/stripe/{tenant id}`, verified with that tenant's signing secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    Platform,
+    Tenant(Uuid),
+}
+
+/// Routes a verified event to its tenant (from the metadata we set on the intent), records it, and applies it. An
+/// event moves only payments its sender made: the platform's account its `stripe` payments, a tenant's account
+/// that tenant's `stripe:tenant` ones — so a tenant holding its own signing secret cannot confirm a payment the
+/// platform's account was to take, nor another tenant's.
+pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
     let status = match event.kind.as_str() {
         "payment_intent.succeeded" => ProviderStatus::Succeeded,
         "payment_intent.payment_failed" => ProviderStatus::Failed(
@@ -186,6 +197,14 @@ pub async fn handle(db: &Db, event: Event) -> Result<Outcome> {
         tracing::warn!(event = %event.id, "stripe event without our metadata");
         return Ok(Outcome::Ignored);
     };
+    let made_by = match sender {
+        Sender::Platform => "stripe",
+        Sender::Tenant(own) if own == tenant => super::accounts::TENANT_PROVIDER,
+        Sender::Tenant(_) => {
+            tracing::warn!(event = %event.id, "stripe event at a tenant's endpoint names another tenant");
+            return Ok(Outcome::Ignored);
+        }
+    };
     let mut tx = db.begin_tenant(TenantId(tenant)).await?;
     let stored = match super::get(&mut tx, payment).await {
         Ok(stored) => stored,
@@ -207,6 +226,11 @@ pub async fn handle(db: &Db, event: Event) -> Result<Outcome> {
         }
         Err(other) => return Err(other),
     };
+    if stored.provider != made_by {
+        tracing::warn!(event = %event.id, %payment, provider = stored.provider, "stripe event from an account that did not make the payment");
+        metrics::counter!("payments_webhook_mismatch_total", "field" => "account").increment(1);
+        return Ok(Outcome::Mismatch);
+    }
     if let Some(field) = mismatch(&event.data.object, &stored) {
         // Nothing is recorded or changed: an event that does not describe the payment it names must not move it.
         tracing::error!(event = %event.id, %payment, field, "stripe event does not match the stored payment");

@@ -60,7 +60,11 @@ impl World {
             batch: 10,
             lease_secs: 60,
         };
-        debts::run_once(&self.db, self.provider.as_ref(), config, now)
+        let providers = switchyard_core::payments::accounts::Providers::new(
+            self.provider.clone(),
+            Default::default(),
+        );
+        debts::run_once(&self.db, &providers, config, now)
             .await
             .unwrap()
     }

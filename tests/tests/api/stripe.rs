@@ -231,3 +231,214 @@ async fn an_unreachable_stripe_answers_502_without_internal_detail_and_stores_no
         .unwrap();
     assert_eq!(stored, 0);
 }
+
+/// 32 bytes of base64: the deployment key that seals tenants' secrets in these tests.
+const SECRETS_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const TENANT_KEY: &str = "sk_test_tenantOwnKey1234";
+const TENANT_WEBHOOK: &str = "whsec_tenant_secret_1";
+const SET_ACCOUNT: &str = "mutation($s: String!, $p: String, $w: String) {
+    setPaymentAccount(secretKey: $s, publishableKey: $p, webhookSecret: $w) {
+      provider publishableKey secretKeyHint webhookSecretSet webhookPath } }";
+
+/// Posts a Stripe event about intent `object` to `path`, signed with `secret`; (status, body).
+async fn deliver(
+    app: &TestApp,
+    path: &str,
+    secret: &str,
+    id: &str,
+    object: &Value,
+) -> (StatusCode, Value) {
+    let event = serde_json::to_vec(&json!({"id": id, "object": "event",
+        "type": "payment_intent.succeeded", "data": {"object": object}}))
+    .unwrap();
+    let signature = webhook::sign(&event, secret, chrono::Utc::now().timestamp());
+    let response = app
+        .client
+        .post(app.url(path))
+        .header("stripe-signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn provider_of(app: &TestApp, tenant: Uuid, payment: &str) -> (String, String) {
+    sqlx::query_as("select provider, provider_ref from payment where tenant_id = $1 and id = $2")
+        .bind(tenant)
+        .bind(payment.parse::<Uuid>().unwrap())
+        .fetch_one(&mut *app.tenant_tx(tenant).await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tenants_own_stripe_keys_are_sealed_take_its_new_payments_and_its_webhook_moves_only_those(
+) {
+    let fake = StripeFake::start().await;
+    let app = spawn_app_with(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &fake.url()),
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ("SECRETS_KEY", SECRETS_KEY),
+    ])
+    .await;
+    let s = shop(&app).await;
+    let other = shop(&app).await;
+    let bearer = |key: &str| Some(format!("Bearer {key}"));
+
+    // Before the tenant has keys, its top-ups go through the platform's account.
+    let (_, platform) = intent(&app, &s, 700, "before-keys").await;
+    let platform_id = platform["intent_id"].as_str().unwrap().to_owned();
+    let (provider, platform_pi) = provider_of(&app, s.t.id, &platform_id).await;
+    assert_eq!(provider, "stripe");
+    assert_eq!(
+        fake.requests_to("POST", "/v1/payment_intents")[0].authorization,
+        bearer("sk_test_switchyard")
+    );
+
+    // Only an owner sees or sets the account; a malformed key is refused by name.
+    let (_, manager) = app.add_member(&s.t, "MANAGER").await;
+    let body = app
+        .gql(Some(&manager), SET_ACCOUNT, json!({"s": TENANT_KEY}))
+        .await;
+    assert_eq!(gql_code(&body), "forbidden", "{body}");
+    let body = app
+        .gql(
+            Some(&manager),
+            "{ paymentAccount { secretKeyHint } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "forbidden", "{body}");
+    let body = app
+        .gql(
+            Some(&s.t.access),
+            SET_ACCOUNT,
+            json!({"s": "pk_test_abc123456789"}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "secretKey");
+
+    // Stored: the answer and the audit log show a hint, never the key; the row holds it sealed.
+    let set = app
+        .gql_ok(
+            &s.t.access,
+            SET_ACCOUNT,
+            json!({"s": TENANT_KEY, "p": "pk_test_abc123456789", "w": TENANT_WEBHOOK}),
+        )
+        .await;
+    assert_eq!(
+        set["setPaymentAccount"],
+        json!({"provider": "stripe", "publishableKey": "pk_test_abc123456789", "secretKeyHint": "sk_test_…1234",
+               "webhookSecretSet": true, "webhookPath": format!("/webhooks/stripe/{}", s.t.id)})
+    );
+    let (sealed, audit): (Vec<u8>, String) = sqlx::query_as(
+        "select a.secret_key_sealed, (select string_agg(detail::text, ' ') from audit_log
+                                      where tenant_id = $1 and action = 'tenant.set_payment_account')
+         from payment_account a where a.tenant_id = $1",
+    )
+    .bind(s.t.id)
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert!(!sealed
+        .windows(TENANT_KEY.len())
+        .any(|w| w == TENANT_KEY.as_bytes()));
+    assert!(
+        !audit.contains("tenantOwnKey") && audit.contains("sk_test_…1234"),
+        "{audit}"
+    );
+    assert_eq!(
+        app.gql_ok(
+            &other.t.access,
+            "{ paymentAccount { secretKeyHint } }",
+            json!({})
+        )
+        .await["paymentAccount"],
+        Value::Null,
+        "another tenant's account is not this one's"
+    );
+
+    // The next top-up goes through the tenant's own account and is recorded as made there.
+    let (_, own) = intent(&app, &s, 1_200, "after-keys").await;
+    let own_id = own["intent_id"].as_str().unwrap().to_owned();
+    let (provider, own_pi) = provider_of(&app, s.t.id, &own_id).await;
+    assert_eq!(provider, "stripe:tenant");
+    let creates = fake.requests_to("POST", "/v1/payment_intents");
+    assert_eq!(creates.len(), 2);
+    assert_eq!(creates[1].authorization, bearer(TENANT_KEY));
+    // The other tenant still pays through the platform.
+    intent(&app, &other, 300, "other-tenant").await;
+    assert_eq!(
+        fake.requests_to("POST", "/v1/payment_intents")[2].authorization,
+        bearer("sk_test_switchyard")
+    );
+
+    // The tenant's webhook, signed with its own secret, confirms its own payment once.
+    let own_object = fake.pay(&own_pi);
+    let path = format!("/webhooks/stripe/{}", s.t.id);
+    let (status, ack) = deliver(&app, &path, TENANT_WEBHOOK, "evt_own", &own_object).await;
+    assert_eq!(
+        (status, ack["outcome"].as_str()),
+        (StatusCode::OK, Some("applied")),
+        "{ack}"
+    );
+    assert_eq!(balance(&app, &s).await, 1_200);
+    // Signed with anything else it is refused; the platform's endpoint does not move it.
+    let (status, _) = deliver(&app, &path, SECRET, "evt_forged", &own_object).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, ack) = deliver(&app, "/webhooks/stripe", SECRET, "evt_cross", &own_object).await;
+    assert_eq!(ack["outcome"], "mismatch", "{ack}");
+    // Nor can the tenant's secret confirm the payment the platform's account was to take.
+    let platform_object = fake.pay(&platform_pi);
+    let (_, ack) = deliver(&app, &path, TENANT_WEBHOOK, "evt_grab", &platform_object).await;
+    assert_eq!(ack["outcome"], "mismatch", "{ack}");
+    assert_eq!(balance(&app, &s).await, 1_200, "still only the own payment");
+    // A tenant without a webhook secret has no endpoint; one naming another tenant is ignored.
+    let (status, _) = deliver(
+        &app,
+        &format!("/webhooks/stripe/{}", other.t.id),
+        TENANT_WEBHOOK,
+        "evt_other",
+        &own_object,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let mut foreign = own_object.clone();
+    foreign["metadata"]["tenant_id"] = json!(other.t.id);
+    let (_, ack) = deliver(&app, &path, TENANT_WEBHOOK, "evt_foreign", &foreign).await;
+    assert_eq!(ack["outcome"], "ignored", "{ack}");
+
+    // The earlier payment is still asked about through the account that made it: the platform's.
+    let (_, body) = app
+        .get(
+            &format!("/api/v1/payments/status/{platform_id}"),
+            &s.t.access,
+        )
+        .await;
+    assert_eq!(body["status"], "confirmed", "{body}");
+    let polls = fake.requests_to("GET", &format!("/v1/payment_intents/{platform_pi}"));
+    assert_eq!(
+        polls.last().unwrap().authorization,
+        bearer("sk_test_switchyard")
+    );
+    assert_eq!(balance(&app, &s).await, 1_900);
+
+    // Removed: payments go through the platform's account again.
+    let removed = app
+        .gql_ok(&s.t.access, "mutation { removePaymentAccount }", json!({}))
+        .await;
+    assert_eq!(removed["removePaymentAccount"], true);
+    intent(&app, &s, 500, "after-removal").await;
+    assert_eq!(
+        fake.requests_to("POST", "/v1/payment_intents")
+            .last()
+            .unwrap()
+            .authorization,
+        bearer("sk_test_switchyard")
+    );
+}
