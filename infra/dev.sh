@@ -266,6 +266,13 @@ jwt_secret() {
   cat "$DATA/jwt_secret"
 }
 
+# The key that seals tenants' payment provider keys in the database: 32 random bytes, kept with the data.
+secrets_key() {
+  mkdir -p "$DATA"
+  [ -s "$DATA/secrets_key" ] || (umask 077; head -c 32 /dev/urandom | base64 | tr -d '\n' > "$DATA/secrets_key")
+  cat "$DATA/secrets_key"
+}
+
 up() {
   ensure_packages
   prepare_ocpp_peer
@@ -283,6 +290,7 @@ up() {
   start_s3 switchyard-documents
   set_urls switchyard
   export JWT_SECRET="${JWT_SECRET:-$(jwt_secret)}"
+  export SECRETS_KEY="${SECRETS_KEY:-$(secrets_key)}"
   export LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
   say "building"
   (cd "$ROOT" && cargo build --bins)

@@ -180,6 +180,15 @@ try {
   await logo.waitFor();
   check((await logo.getAttribute('src')) === 'https://cdn.example.test/harbour.png', 'the header shows the saved logo');
   check(await logo.evaluate((img) => img.complete && img.naturalWidth === 1), 'the logo loaded');
+  // The venue's own Stripe keys: stored, then shown only as a hint with the webhook address; the fields empty again.
+  await page.getByLabel('Secret key (sk_live_… or a restricted rk_live_…)').fill('sk_test_harbourOwnKey1234');
+  await page.getByLabel('Publishable key (pk_…, for your apps; optional)').fill('pk_test_harbour12345');
+  await page.getByLabel('Webhook signing secret (whsec_…; empty keeps the stored one)').fill('whsec_harbour_secret_1');
+  await page.getByRole('button', { name: 'Save payment keys' }).click();
+  await page.getByTestId('payment-account').filter({ hasText: 'Your own Stripe account (sk_test_…1234)' }).waitFor();
+  await page.getByText(/Point the account's Stripe webhook at http:\/\/.+\/webhooks\/stripe\/[0-9a-f-]{36}$/).waitFor();
+  check((await page.getByLabel('Secret key (sk_live_… or a restricted rk_live_…)').inputValue()) === '', 'the secret key left the page');
+  check(!(await page.content()).includes('harbourOwnKey'), 'the secret key is nowhere in the page');
   await accessible(page, 'settings');
   say({ event: 'bridge', token });
   say({ event: 'owner_ready' });

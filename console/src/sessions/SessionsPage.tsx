@@ -43,6 +43,8 @@ export function SessionsPage() {
     void request(Venues, {}).then((r) => setVenues(r.venues));
   }, []);
   useEffect(() => {
+    // A later filter's answer wins even when an earlier one arrives after it.
+    let current = true;
     setRows(null);
     setFailed(null);
     request(Sessions, {
@@ -53,9 +55,12 @@ export function SessionsPage() {
       to: dayStart(to),
       limit: 100,
     }).then(
-      (r) => setRows(r.sessions),
-      (e: unknown) => setFailed(e instanceof Error ? e.message : String(e)),
+      (r) => current && setRows(r.sessions),
+      (e: unknown) => current && setFailed(e instanceof Error ? e.message : String(e)),
     );
+    return () => {
+      current = false;
+    };
   }, [status, venueId, stationId, from, to]);
   return (
     <section aria-labelledby="sessions-title">

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
 import { request } from '../api/client';
-import { SetBillingTick, SetBranding, SetLegalDetails, Settings, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
+import { PaymentAccount, RemovePaymentAccount, SetBillingTick, SetBranding, SetLegalDetails, SetPaymentAccount, Settings, type PaymentAccountResult, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
 import { accentFor } from '../brand/accent';
 import { applyBranding } from '../brand/apply';
 import { minorDigits } from '../floor/model';
@@ -9,7 +9,7 @@ import { toMinor } from '../setup/money';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 
 /** The tenant's settings (owners): the billing tick, the staff cash top-up cap, the legal details on documents, and
- * the branding of emails and the console. */
+ * the branding of emails and the console, and the tenant's own payment provider keys. */
 export function SettingsPage() {
   const [data, setData] = useState<SettingsResult | null>(null);
   // Amounts are minor units of the venues' currency (the first venue's; EUR before there is one).
@@ -25,6 +25,7 @@ export function SettingsPage() {
       <Billing key={currency} data={data} currency={currency} />
       <Legal data={data} />
       <Brand data={data} />
+      <Payments />
     </section>
   );
 }
@@ -105,6 +106,62 @@ function Brand({ data }: { data: SettingsResult }) {
           <p>{t.settings.noColor}</p>
         )}
         <button type="submit">{t.settings.saveBranding}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
+
+/** The tenant's own Stripe keys: entered once, stored sealed on the server, shown only as a hint afterwards. */
+function Payments() {
+  const [account, setAccount] = useState<PaymentAccountResult['paymentAccount'] | undefined>(undefined);
+  const [secretKey, setSecretKey] = useState('');
+  const [publishableKey, setPublishableKey] = useState('');
+  const [webhookSecret, setWebhookSecret] = useState('');
+  const [error, saved, submit] = useSubmit();
+  useEffect(() => {
+    void request(PaymentAccount, {}).then((r) => setAccount(r.paymentAccount));
+  }, []);
+  if (account === undefined) return null;
+  return (
+    <Panel title={t.settings.payments}>
+      {account ? (
+        <>
+          <p data-testid="payment-account">{t.settings.paymentsOwn(account.secretKeyHint, new Date(account.updatedAt).toLocaleString('en-GB'))}</p>
+          <p>{account.webhookSecretSet ? t.settings.webhookAt(`${location.origin}${account.webhookPath}`) : t.settings.noWebhook}</p>
+        </>
+      ) : (
+        <p>{t.settings.paymentsPlatform}</p>
+      )}
+      <form
+        autoComplete="off"
+        onSubmit={submit(t.settings.payments, async () => {
+          const r = await request(SetPaymentAccount, {
+            secretKey: secretKey.trim(),
+            publishableKey: publishableKey.trim() || null,
+            webhookSecret: webhookSecret.trim() || null,
+          });
+          setAccount(r.setPaymentAccount);
+          // The secrets leave the page once stored.
+          setSecretKey('');
+          setWebhookSecret('');
+        })}
+      >
+        <Text label={t.settings.secretKey} value={secretKey} set={setSecretKey} type="password" />
+        <Text label={t.settings.publishableKey} value={publishableKey} set={setPublishableKey} required={false} />
+        <Text label={t.settings.webhookSecret} value={webhookSecret} set={setWebhookSecret} type="password" required={false} />
+        <button type="submit">{t.settings.savePayments}</button>
+        {account && (
+          <button
+            type="button"
+            onClick={submit(t.settings.payments, async () => {
+              await request(RemovePaymentAccount, {});
+              setAccount(null);
+            })}
+          >
+            {t.settings.removePayments}
+          </button>
+        )}
         <Outcome error={error} saved={saved} />
       </form>
     </Panel>

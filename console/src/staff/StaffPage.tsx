@@ -151,6 +151,8 @@ function Audit({ data, generation }: { data: Data; generation: number }) {
   const [audit, setAudit] = useState<AuditLogResult['auditLog']>([]);
   const [failed, setFailed] = useState<string | null>(null);
   useEffect(() => {
+    // A later filter's answer wins even when an earlier one arrives after it.
+    let current = true;
     setFailed(null);
     request(AuditLog, {
       actorUserId: actor || null,
@@ -160,9 +162,12 @@ function Audit({ data, generation }: { data: Data; generation: number }) {
       to: dayStart(to),
       limit: 100,
     }).then(
-      (r) => setAudit(r.auditLog),
-      (e: unknown) => setFailed(e instanceof ApiError ? e.message : t.errors.generic),
+      (r) => current && setAudit(r.auditLog),
+      (e: unknown) => current && setFailed(e instanceof ApiError ? e.message : t.errors.generic),
     );
+    return () => {
+      current = false;
+    };
   }, [actor, objectType, action, from, to, generation]);
   const venueName = (id: string) => data.venues.find((v) => v.id === id)?.name ?? id;
   const email = (id: string | null) => data.members.find((m) => m.userId === id)?.email ?? '—';

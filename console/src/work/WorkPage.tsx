@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { ApiError } from '../api/auth';
 import { request } from '../api/client';
 import {
@@ -56,7 +56,14 @@ export function WorkPage() {
     const now = new Date();
     setShifts(await request(OnShift, { from: weekStart(now).toISOString(), to: new Date(now.getTime() + 60_000).toISOString() }));
   };
-  const loadTasks = async () => setTasks((await request(Tasks, { mine, state })).tasks);
+  // Tasks of the filter as it is now: an answer to an earlier filter that arrives late is dropped.
+  const filter = useRef({ mine, state });
+  filter.current = { mine, state };
+  const loadTasks = async () => {
+    const asked = filter.current;
+    const r = await request(Tasks, asked);
+    if (filter.current.mine === asked.mine && filter.current.state === asked.state) setTasks(r.tasks);
+  };
   useEffect(() => {
     void request(Me, {}).then((r) => {
       setMe({ userId: r.me.userId, role: r.me.role });

@@ -166,7 +166,7 @@ pub enum Sender {
 }
 
 /// Routes a verified event to its tenant (from the metadata we set on the intent), records it, and applies it. An
-/// event moves only payments its sender made: the platform's account its `stripe` payments, a tenant's account
+/// event moves only payments its sender made: the platform's endpoint the platform's payments, a tenant's endpoint
 /// that tenant's `stripe:tenant` ones — so a tenant holding its own signing secret cannot confirm a payment the
 /// platform's account was to take, nor another tenant's.
 pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
@@ -197,9 +197,11 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
         tracing::warn!(event = %event.id, "stripe event without our metadata");
         return Ok(Outcome::Ignored);
     };
-    let made_by = match sender {
-        Sender::Platform => "stripe",
-        Sender::Tenant(own) if own == tenant => super::accounts::TENANT_PROVIDER,
+    // Whether the sender's account made a payment recorded as made by `provider`.
+    let tenant_made = |provider: &str| provider == super::accounts::TENANT_PROVIDER;
+    let from_tenant = match sender {
+        Sender::Platform => false,
+        Sender::Tenant(own) if own == tenant => true,
         Sender::Tenant(_) => {
             tracing::warn!(event = %event.id, "stripe event at a tenant's endpoint names another tenant");
             return Ok(Outcome::Ignored);
@@ -226,7 +228,7 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
         }
         Err(other) => return Err(other),
     };
-    if stored.provider != made_by {
+    if tenant_made(&stored.provider) != from_tenant {
         tracing::warn!(event = %event.id, %payment, provider = stored.provider, "stripe event from an account that did not make the payment");
         metrics::counter!("payments_webhook_mismatch_total", "field" => "account").increment(1);
         return Ok(Outcome::Mismatch);

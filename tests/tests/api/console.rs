@@ -361,7 +361,14 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
 ) {
     let root = console_root();
     let dist = root.join("dist");
-    let app = spawn_app_with(&[("CONSOLE_DIR", dist.to_str().unwrap())]).await;
+    let app = spawn_app_with(&[
+        ("CONSOLE_DIR", dist.to_str().unwrap()),
+        (
+            "SECRETS_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ),
+    ])
+    .await;
     let email = unique_email("console-owner");
     let password = "Harbour-Arcade-2026";
     let shots = std::env::var("TEST_SCREENSHOT_DIR").unwrap_or_default();
@@ -441,7 +448,7 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     let settings = app
         .gql_ok(
             &owner.access,
-            "{ tenant { billingTickSec staffCashTopUpCap } legalDetails { legalName legalAddress taxId } branding { logoUrl color } bridges { name venueId online } }",
+            "{ tenant { billingTickSec staffCashTopUpCap } legalDetails { legalName legalAddress taxId } branding { logoUrl color } paymentAccount { publishableKey secretKeyHint webhookSecretSet } bridges { name venueId online } }",
             json!({}),
         )
         .await;
@@ -452,6 +459,7 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
             "legalDetails": {"legalName": "Harbour Arcade GmbH", "legalAddress": "Quay 1, 20457 Hamburg", "taxId": "DE123456789"},
             // The brand colour is stored as chosen (emails use it); only the console darkens it.
             "branding": {"logoUrl": "https://cdn.example.test/harbour.png", "color": "#ffd700"},
+            "paymentAccount": {"publishableKey": "pk_test_harbour12345", "secretKeyHint": "sk_test_…1234", "webhookSecretSet": true},
             "bridges": [{"name": "Front desk", "venueId": venue_id, "online": false}],
         })
     );

@@ -240,6 +240,7 @@ async fn the_openapi_document_covers_every_rest_route() {
             "POST /api/v1/reports/{id}",
             "POST /api/v1/sessions/start",
             "POST /webhooks/stripe",
+            "POST /webhooks/stripe/{tenant_id}",
             "PUT /api/v1/sessions/{id}/contact",
             "PUT /api/v1/sessions/{id}/extend",
         ]
