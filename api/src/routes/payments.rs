@@ -214,6 +214,24 @@ pub async fn stripe_webhook(
             "the Stripe webhook is not configured here",
         ));
     };
+    accept(
+        &state,
+        &headers,
+        &body,
+        secret.expose_secret(),
+        webhook::Sender::Platform,
+    )
+    .await
+}
+
+/// Verifies a Stripe event's signature over the raw body with `secret`, then handles it as sent by `sender`.
+async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &str,
+    sender: webhook::Sender,
+) -> ApiResult<Json<WebhookAck>> {
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
@@ -222,19 +240,14 @@ pub async fn stripe_webhook(
                 "the Stripe-Signature header is missing",
             ))
         })?;
-    webhook::verify(
-        &body,
-        signature,
-        secret.expose_secret(),
-        Utc::now().timestamp(),
-    )?;
-    let event: webhook::Event = serde_json::from_slice(&body).map_err(|_| {
+    webhook::verify(body, signature, secret, Utc::now().timestamp())?;
+    let event: webhook::Event = serde_json::from_slice(body).map_err(|_| {
         ApiError::new(
             ErrorCode::MalformedRequest,
             "the body is not a Stripe event",
         )
     })?;
-    let outcome = webhook::handle(&state.db, event, webhook::Sender::Platform).await?;
+    let outcome = webhook::handle(&state.db, event, sender).await?;
     Ok(Json(WebhookAck {
         received: true,
         outcome: outcome.as_str(),
@@ -270,24 +283,12 @@ pub async fn tenant_stripe_webhook(
         .await?
         .ok_or_else(not_here)?;
     tx.commit().await?;
-    let signature = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::from(Error::InvalidSignature(
-                "the Stripe-Signature header is missing",
-            ))
-        })?;
-    webhook::verify(&body, signature, &secret, Utc::now().timestamp())?;
-    let event: webhook::Event = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::new(
-            ErrorCode::MalformedRequest,
-            "the body is not a Stripe event",
-        )
-    })?;
-    let outcome = webhook::handle(&state.db, event, webhook::Sender::Tenant(tenant_id)).await?;
-    Ok(Json(WebhookAck {
-        received: true,
-        outcome: outcome.as_str(),
-    }))
+    accept(
+        &state,
+        &headers,
+        &body,
+        &secret,
+        webhook::Sender::Tenant(tenant_id),
+    )
+    .await
 }

@@ -14,15 +14,9 @@ import {
 } from '../api/generated';
 import { money } from '../floor/model';
 import { t } from '../i18n';
+import { dayStart, Period } from '../period';
 
 const when = (iso: string | null) => (iso ? new Date(iso).toLocaleString('en-GB') : '—');
-
-/** A `yyyy-mm-dd` date field as the start of that day in the browser's time zone (ISO), or null when empty. */
-export function dayStart(day: string): string | null {
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) return null;
-  const [y, m, d] = day.split('-').map(Number);
-  return new Date(y, m - 1, d).toISOString();
-}
 
 /** Sessions, newest first, filtered by status, venue, station and start date; a session's detail with its cost
  * lines, pauses, how it was paid, its money movements and its device commands. */
@@ -94,14 +88,7 @@ export function SessionsPage() {
             ))}
           </select>
         </label>
-        <label>
-          {t.sessions.from}
-          <input type="date" value={from} onChange={(e) => setFrom(e.target.value)} />
-        </label>
-        <label>
-          {t.sessions.to}
-          <input type="date" value={to} onChange={(e) => setTo(e.target.value)} />
-        </label>
+        <Period from={from} setFrom={setFrom} to={to} setTo={setTo} toLabel={t.sessions.to} />
       </fieldset>
       {failed && <p role="alert" className="error">{failed}</p>}
       {rows && rows.length === 0 && <p>{t.sessions.none}</p>}

@@ -14,7 +14,7 @@ import {
   type Role,
 } from '../api/generated';
 import { t } from '../i18n';
-import { dayStart } from '../sessions/SessionsPage';
+import { dayStart, Period } from '../period';
 import { Outcome, Panel, Text } from '../ui';
 
 type Data = MembersResult;
@@ -198,14 +198,7 @@ function Audit({ data, generation }: { data: Data; generation: number }) {
           {t.staff.actionExact}
           <input type="search" value={action} onChange={(e) => setAction(e.target.value)} />
         </label>
-        <label>
-          {t.sessions.from}
-          <input type="date" value={from} onChange={(e) => setFrom(e.target.value)} />
-        </label>
-        <label>
-          {t.staff.before}
-          <input type="date" value={to} onChange={(e) => setTo(e.target.value)} />
-        </label>
+        <Period from={from} setFrom={setFrom} to={to} setTo={setTo} toLabel={t.staff.before} />
       </fieldset>
       {failed && <p role="alert" className="error">{failed}</p>}
       <table className="list" data-testid="audit-log">

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dayStart } from './SessionsPage';
+import { dayStart } from './period';
 
 describe('dayStart', () => {
   it("is the start of the day in the browser's time zone", () => {
