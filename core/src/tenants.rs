@@ -27,6 +27,27 @@ pub async fn current(tx: &mut TenantTx) -> Result<Tenant> {
     tenant.ok_or(Error::NotFound("tenant"))
 }
 
+/// Records a change of the tenant's own settings in its audit log (object `tenant`).
+pub(crate) async fn record_change(
+    tx: &mut TenantTx,
+    actor: &crate::Actor,
+    action: &'static str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    let tenant = tx.tenant().0;
+    crate::audit::record(
+        tx,
+        actor,
+        crate::audit::Entry {
+            action,
+            object_type: "tenant",
+            object_id: Some(tenant),
+            detail,
+        },
+    )
+    .await
+}
+
 /// The acting user's email (users are global; the caller has already been checked as a member).
 pub async fn user_email(tx: &mut TenantTx, user_id: Uuid) -> Result<String> {
     let email: Option<String> = sqlx::query_scalar("select email from app_user where id = $1")
@@ -82,15 +103,11 @@ pub async fn set_staff_cash_top_up_cap(
         .bind(amount)
         .execute(tx.conn())
         .await?;
-    crate::audit::record(
+    record_change(
         tx,
         actor,
-        crate::audit::Entry {
-            action: "tenant.set_staff_cash_top_up_cap",
-            object_type: "tenant",
-            object_id: Some(tx.tenant().0),
-            detail: serde_json::json!({ "staff_cash_top_up_cap": amount }),
-        },
+        "tenant.set_staff_cash_top_up_cap",
+        serde_json::json!({ "staff_cash_top_up_cap": amount }),
     )
     .await?;
     current(tx).await
@@ -116,17 +133,7 @@ pub async fn set_billing_tick(
         .execute(tx.conn())
         .await?;
     let detail = serde_json::json!({ "billing_tick_sec": seconds });
-    crate::audit::record(
-        tx,
-        actor,
-        crate::audit::Entry {
-            action: "tenant.set_billing_tick",
-            object_type: "tenant",
-            object_id: Some(tx.tenant().0),
-            detail,
-        },
-    )
-    .await?;
+    record_change(tx, actor, "tenant.set_billing_tick", detail).await?;
     current(tx).await
 }
 
@@ -208,15 +215,11 @@ pub async fn set_branding(
         .bind(&color)
         .execute(tx.conn())
         .await?;
-    crate::audit::record(
+    record_change(
         tx,
         actor,
-        crate::audit::Entry {
-            action: "tenant.set_branding",
-            object_type: "tenant",
-            object_id: Some(tx.tenant().0),
-            detail: serde_json::json!({ "logo_url": logo, "color": color }),
-        },
+        "tenant.set_branding",
+        serde_json::json!({ "logo_url": logo, "color": color }),
     )
     .await?;
     branding(tx).await

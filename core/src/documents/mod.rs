@@ -86,19 +86,10 @@ pub async fn set_legal(
         .bind(&tax_id)
         .execute(tx.conn())
         .await?;
-    audit::record(
-        tx,
-        actor,
-        Entry {
-            action: "tenant.set_legal",
-            object_type: "tenant",
-            object_id: Some(tx.tenant().0),
-            detail: serde_json::json!({
-                "legal_name": legal_name, "legal_address": legal_address, "tax_id": tax_id,
-            }),
-        },
-    )
-    .await?;
+    let detail = serde_json::json!({
+        "legal_name": legal_name, "legal_address": legal_address, "tax_id": tax_id,
+    });
+    crate::tenants::record_change(tx, actor, "tenant.set_legal", detail).await?;
     legal(tx).await
 }
 

@@ -16,7 +16,6 @@ use serde::Serialize;
 
 use super::stripe::StripeProvider;
 use super::PaymentProvider;
-use crate::audit::{self, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::model::{Actor, Role};
@@ -284,18 +283,13 @@ pub async fn set(
     .bind(&sealed_webhook)
     .execute(tx.conn())
     .await?;
-    audit::record(
-        tx,
-        actor,
-        Entry {
-            action: "tenant.set_payment_account",
-            object_type: "tenant",
-            object_id: Some(tenant),
-            // Never the keys: which kind, and whether a webhook secret came with it.
-            detail: serde_json::json!({ "secret_key": hint(secret_key), "webhook_secret": webhook_secret.is_some() }),
-        },
-    )
-    .await?;
+    // Never the keys: which kind, and whether a webhook secret came with it.
+    // Never the keys: which kind, and whether a webhook secret came with it.
+    let detail = serde_json::json!({
+        "secret_key": hint(secret_key),
+        "webhook_secret": webhook_secret.is_some(),
+    });
+    crate::tenants::record_change(tx, actor, "tenant.set_payment_account", detail).await?;
     get(tx).await?.ok_or(Error::NotFound("payment account"))
 }
 
@@ -310,15 +304,11 @@ pub async fn remove(tx: &mut TenantTx, actor: &Actor) -> Result<bool> {
         .rows_affected()
         > 0;
     if removed {
-        audit::record(
+        crate::tenants::record_change(
             tx,
             actor,
-            Entry {
-                action: "tenant.remove_payment_account",
-                object_type: "tenant",
-                object_id: Some(tx.tenant().0),
-                detail: serde_json::json!({}),
-            },
+            "tenant.remove_payment_account",
+            serde_json::json!({}),
         )
         .await?;
     }
