@@ -228,20 +228,24 @@ pub fn router(state: AppState) -> Router {
             axum::http::HeaderName::from_static("idempotency-key"),
         ]);
 
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request| {
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        tracing::info_span!(
-            "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            request_id = %request_id,
-            tenant.id = tracing::field::Empty,
-        )
-    });
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                request_id = %request_id,
+                tenant.id = tracing::field::Empty,
+            )
+        })
+        // One line per request at `info` (status and latency), inside the request's span: in JSON each carries the
+        // request id and, once signed in, the tenant id.
+        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO));
 
     api.route("/graphql", graphql)
         .route("/graphql/ws", get(routes::graphql_ws::upgrade))

@@ -14,11 +14,7 @@ pub enum Environment {
     Production,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use switchyard_core::telemetry::LogFormat;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -166,12 +162,10 @@ impl Config {
                 })
             })
             .transpose()?;
-        let log_format = match var("LOG_FORMAT").as_deref() {
-            None if environment == Environment::Production => LogFormat::Json,
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => bail!("LOG_FORMAT must be text or json, not {other:?}"),
-        };
+        let log_format = LogFormat::from_setting(
+            var("LOG_FORMAT").as_deref(),
+            environment == Environment::Production,
+        )?;
         let defaults = Limits::default();
         let graphql = Limits {
             max_depth: parse("GRAPHQL_MAX_DEPTH", defaults.max_depth as u64)? as usize,

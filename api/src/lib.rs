@@ -11,7 +11,7 @@ pub mod metrics;
 pub mod ocpp;
 pub mod routes;
 pub mod seed;
-pub mod telemetry;
+pub use switchyard_core::telemetry;
 
 pub use app::{AppState, Server};
 pub use config::Config;

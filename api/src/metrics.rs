@@ -8,6 +8,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Session durations: 1 minute to a day (a rental may run that long).
+pub const SESSION_BUCKETS: &[f64] = &[
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+];
+
 /// The process-wide recorder, installed on first use (several apps in one test process share it).
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -19,6 +24,12 @@ pub fn handle() -> &'static PrometheusHandle {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ],
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("sessions_duration_seconds".into()),
+                    SESSION_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         match builder.install_recorder() {
             Ok(handle) => handle,

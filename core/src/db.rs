@@ -325,6 +325,7 @@ impl TenantTx {
             }
         }
         self.tx.commit().await?;
+        crate::events::count_committed(&self.events);
         self.signals.after_commit(self.tenant, self.wake);
         if let Some(last) = announced {
             self.signals.announce_after_commit(self.tenant, last);
@@ -512,6 +513,31 @@ impl SystemDb {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+}
+
+/// Platform-wide figures for `/metrics` (counts and ages across tenants, no tenant's rows).
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+pub struct PlatformGauges {
+    pub sessions_active: i64,
+    pub rentals_active: i64,
+    /// How long the oldest session due for billing has waited unclaimed (0: none is waiting).
+    pub billing_oldest_due_seconds: f64,
+    /// Bridges, chargers and PC agents silent or disconnected for five minutes or more.
+    pub bridges_offline: i64,
+    pub chargers_offline: i64,
+    pub agents_offline: i64,
+}
+
+impl SystemDb {
+    pub async fn platform_gauges(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PlatformGauges> {
+        Ok(sqlx::query_as("select * from sys_platform_gauges($1)")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 

@@ -39,6 +39,47 @@ pub struct NewEvent {
     pub data: serde_json::Value,
 }
 
+/// Session metrics from a committed transaction's events (never from one that rolled back): starts, ends by
+/// outcome and durations, each labelled `kind` = `session` or `rental` (seeds 000, 003 and 004).
+pub(crate) fn count_committed(events: &[NewEvent]) {
+    for event in events {
+        let kind = if event
+            .data
+            .get("rental")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
+        {
+            "rental"
+        } else {
+            "session"
+        };
+        let outcome = match event.kind {
+            "session.started" => {
+                metrics::counter!("sessions_created_total", "kind" => kind).increment(1);
+                continue;
+            }
+            "session.stopped" => "stopped",
+            "session.expired" => "expired",
+            "session.failed" => "failed",
+            "session.bought_out" => "bought_out",
+            _ => continue,
+        };
+        metrics::counter!("sessions_completed_total", "kind" => kind, "outcome" => outcome)
+            .increment(1);
+        let at = |key: &str| {
+            event
+                .data
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        };
+        if let (Some(start), Some(end)) = (at("startedAt"), at("endedAt")) {
+            let seconds = (end - start).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("sessions_duration_seconds", "kind" => kind).record(seconds);
+        }
+    }
+}
+
 impl NewEvent {
     pub fn new(kind: &'static str, data: serde_json::Value) -> Self {
         Self {

@@ -30,6 +30,7 @@ pub mod signals;
 pub mod staff;
 pub mod stations;
 pub mod tariffs;
+pub mod telemetry;
 pub mod tenants;
 pub mod throttle;
 pub mod validate;

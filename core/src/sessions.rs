@@ -1434,6 +1434,8 @@ pub async fn bill_tick(
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Billed {
     pub sessions: usize,
+    /// Sessions that were charged something (one journal each).
+    pub charges: usize,
     pub charged: i64,
 }
 
@@ -1463,6 +1465,7 @@ pub async fn bill_batch(
     for s in ending {
         let ended = stop(tx, None, s.id, now).await?;
         billed.sessions += 1;
+        billed.charges += usize::from(ended.charged_amount > s.charged_amount);
         billed.charged += ended.charged_amount - s.charged_amount;
     }
     if running.is_empty() {
@@ -1484,6 +1487,7 @@ pub async fn bill_batch(
     let mut buyouts = Vec::new();
     for (s, charged) in running.iter().zip(taken) {
         billed.sessions += 1;
+        billed.charges += usize::from(charged > 0);
         billed.charged += charged;
         if let (Some(_), Some(threshold)) = (s.asset_id, s.terms.buyout_threshold) {
             if s.charged_amount + charged >= threshold {

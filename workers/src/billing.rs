@@ -14,6 +14,8 @@ use uuid::Uuid;
 pub struct Pass {
     pub claimed: usize,
     pub billed: usize,
+    /// Billed sessions that were charged something (one journal each).
+    pub charges: usize,
     pub failed: usize,
     /// Minor units charged (mixed currencies; for progress logs only).
     pub charged: i64,
@@ -48,6 +50,7 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
         match bill_tenant(db, tenant, &ids, now, billing.tick).await {
             Ok(billed) => {
                 pass.billed += billed.sessions;
+                pass.charges += billed.charges;
                 pass.charged += billed.charged;
             }
             Err(e) => {
@@ -60,6 +63,7 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
         .increment(pass.billed as u64);
     metrics::counter!("billing_sessions_total", "outcome" => "failed")
         .increment(pass.failed as u64);
+    metrics::counter!("billing_charges_total").increment(pass.charges as u64);
     metrics::histogram!("billing_pass_seconds").record(started.elapsed().as_secs_f64());
     if pass.claimed > 0 {
         tracing::info!(

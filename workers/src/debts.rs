@@ -3,6 +3,9 @@
 //! tick's, so any number of workers can run it; provider calls carry idempotency keys, so a pass retried after a
 //! crash makes no second charge.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
 use chrono::{DateTime, Utc};
 use switchyard_core::payments::accounts::Providers;
 use switchyard_core::payments::collect::{self, Outcome, Policy};
@@ -14,6 +17,32 @@ pub struct Debts {
     pub policy: Policy,
     pub batch: i32,
     pub lease_secs: i32,
+}
+
+/// How many of the latest charge attempts `debt_collection_success_rate` is taken over.
+const RATE_WINDOW: usize = 100;
+
+/// The outcomes of this process's latest charge attempts (true: collected), newest last.
+static RECENT: Mutex<VecDeque<bool>> = Mutex::new(VecDeque::new());
+
+/// Records a charge attempt's outcome and sets `debt_collection_success_rate`: the share of the latest
+/// [`RATE_WINDOW`] attempts (collected, declined or failed) that collected; 1 before any attempt.
+pub fn record_attempt(collected: Option<bool>) {
+    let mut recent = RECENT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(collected) = collected {
+        recent.push_back(collected);
+        while recent.len() > RATE_WINDOW {
+            recent.pop_front();
+        }
+    }
+    let rate = if recent.is_empty() {
+        1.0
+    } else {
+        recent.iter().filter(|ok| **ok).count() as f64 / recent.len() as f64
+    };
+    metrics::gauge!("debt_collection_success_rate").set(rate);
 }
 
 /// Claims and works one batch of due debts; returns how many were claimed.
@@ -49,8 +78,14 @@ pub async fn run_once(
             Ok(outcome) => {
                 metrics::counter!("debt_collection_passes_total", "outcome" => outcome.label())
                     .increment(1);
-                if let Outcome::Collected(amount) = outcome {
-                    metrics::counter!("debt_collected_minor_units_total").increment(amount as u64);
+                match outcome {
+                    Outcome::Collected(amount) => {
+                        metrics::counter!("debt_collected_minor_units_total")
+                            .increment(amount as u64);
+                        record_attempt(Some(true));
+                    }
+                    Outcome::Declined { .. } => record_attempt(Some(false)),
+                    _ => {}
                 }
                 tracing::info!(tenant.id = %tenant, patron.id = %patron, currency, outcome = ?outcome, "debt collection");
             }
@@ -58,6 +93,7 @@ pub async fn run_once(
                 // The pair stays leased and is retried after the lease.
                 metrics::counter!("debt_collection_passes_total", "outcome" => "error")
                     .increment(1);
+                record_attempt(Some(false));
                 tracing::error!(tenant.id = %tenant, patron.id = %patron, error = ?e, "debt collection failed");
             }
         }

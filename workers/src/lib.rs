@@ -31,6 +31,8 @@ pub struct WorkerConfig {
     /// collected through them.
     pub payment_accounts: switchyard_core::payments::accounts::AccountSettings,
     pub housekeeping_interval: Duration,
+    /// How often the platform-wide gauges of `/metrics` are read from the database (`METRICS_SAMPLE_MS`).
+    pub sample_interval: Duration,
     /// How long bridge events (and the planned ends delivered to bridges) are kept; housekeeping deletes older.
     pub bridge_event_retention: chrono::Duration,
     /// How long live events are kept for subscribers that resume (`LIVE_EVENT_WINDOW_SECS`, as the API's).
@@ -147,6 +149,9 @@ impl WorkerConfig {
             housekeeping_interval: Duration::from_secs(
                 number("HOUSEKEEPING_SEC", 300)?.clamp(1, 86_400) as u64,
             ),
+            sample_interval: Duration::from_millis(
+                number("METRICS_SAMPLE_MS", 15_000)?.clamp(10, 3_600_000) as u64,
+            ),
             bridge_event_retention: chrono::Duration::days(
                 number("BRIDGE_EVENT_RETENTION_DAYS", 30)?.clamp(1, 3650),
             ),
@@ -224,6 +229,8 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     };
     let mut interval = tokio::time::interval(config.poll_interval);
     let mut housekeeping = tokio::time::interval(config.housekeeping_interval);
+    let mut sampling = tokio::time::interval(config.sample_interval);
+    debts::record_attempt(None);
     let stopping = stop.clone();
     loop {
         tokio::select! {
@@ -248,6 +255,7 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
                     Err(e) => tracing::error!(error = ?e, "live event housekeeping failed"),
                 }
             }
+            _ = sampling.tick() => sample(&db).await,
             _ = interval.tick() => drain(&db, &providers, &transports, &config, &stopping).await,
             woken = next_notification(&mut listener) => {
                 if let Err(e) = woken {
@@ -263,6 +271,28 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     tracing::info!("workers stopped");
     println!("switchyard-workers stopped");
     Ok(())
+}
+
+/// Reads the platform-wide gauges (sessions and rentals running, the billing backlog's age, bridges, chargers and
+/// PC agents offline) and this process's pool usage into `/metrics`. Every worker exports the same platform
+/// figures; dashboards and alert rules take their `max`.
+async fn sample(db: &Db) {
+    match db.system().platform_gauges(chrono::Utc::now()).await {
+        Ok(g) => {
+            metrics::gauge!("sessions_active", "kind" => "session").set(g.sessions_active as f64);
+            metrics::gauge!("sessions_active", "kind" => "rental").set(g.rentals_active as f64);
+            metrics::gauge!("active_rentals_total").set(g.rentals_active as f64);
+            metrics::gauge!("billing_oldest_due_seconds").set(g.billing_oldest_due_seconds);
+            metrics::gauge!("edge_bridges_offline").set(g.bridges_offline as f64);
+            metrics::gauge!("ocpp_chargers_offline").set(g.chargers_offline as f64);
+            metrics::gauge!("agents_offline").set(g.agents_offline as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the platform gauges"),
+    }
+    let (size, idle, max) = db.pool_usage();
+    metrics::gauge!("db_pool_connections", "state" => "open").set(f64::from(size));
+    metrics::gauge!("db_pool_connections", "state" => "idle").set(idle as f64);
+    metrics::gauge!("db_pool_connections", "state" => "max").set(f64::from(max));
 }
 
 async fn next_notification(

@@ -34,13 +34,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Logs as the API writes them: `LOG_FORMAT`, JSON by default in production.
+    let setting = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let production = setting("APP_ENV").as_deref() == Some("production");
+    switchyard_core::telemetry::init(switchyard_core::telemetry::LogFormat::from_setting(
+        setting("LOG_FORMAT").as_deref(),
+        production,
+    )?);
     if let Some(Command::BenchBilling {
         sessions,
         tenants,

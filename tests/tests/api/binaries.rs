@@ -55,7 +55,7 @@ pub(crate) async fn api_replica(redis_url: &str) -> (Child, String) {
     (child, url.trim().to_owned())
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let status = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(child.id().unwrap().to_string())

@@ -24,6 +24,7 @@ mod members;
 mod money;
 mod notifications;
 mod notify_channels;
+mod observability;
 mod ocpp_peer;
 mod patron_actions;
 mod patron_app;

@@ -1,0 +1,268 @@
+//! What an operator watches: the seed metrics (sessions, rentals, billing charges, debt collection), the
+//! platform gauges the alert rules fire on, and JSON logs that carry the request id and the tenant id.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchyard_tests::{spawn_app, TestApp};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use uuid::Uuid;
+
+use crate::binaries::{binary, sigterm, wait_for_line};
+use crate::sessions::{floor, top_up, wallet_session};
+
+/// The value of the sample `name` (with its labels, exactly as rendered) on a Prometheus text page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn page(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_workers_export_platform_gauges_that_count_what_the_database_holds() {
+    let database = switchyard_tests::fresh_database().await;
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    // Six sessions across two tenants, started an hour ago and due for billing.
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(1);
+    switchyard_workers::bench::setup(&owner, 2, 3, t0)
+        .await
+        .unwrap();
+    let (tenant, venue, station): (Uuid, Uuid, Uuid) =
+        sqlx::query_as("select tenant_id, venue_id, id from station order by id limit 1")
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+    // Two bridges of the venue, offline: one silent for ten minutes (counted), one for a minute (not yet).
+    for (minutes, name) in [(10, "Back room"), (1, "Front desk")] {
+        sqlx::query(
+            "insert into bridge (tenant_id, id, venue_id, name, token_hash, online, last_seen_at)
+             values ($1, $2, $3, $4, $5, false, now() - make_interval(mins => $6))",
+        )
+        .bind(tenant)
+        .bind(Uuid::new_v4())
+        .bind(venue)
+        .bind(name)
+        .bind(Uuid::new_v4().as_bytes().to_vec())
+        .bind(minutes)
+        .execute(&owner)
+        .await
+        .unwrap();
+    }
+    // Two PC-agent stations: one agent reported disconnected ten minutes ago, the other reconnected since.
+    let bridge: Uuid = sqlx::query_scalar("select id from bridge where name = 'Back room'")
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    let other: Uuid = sqlx::query_scalar(
+        "select id from station where tenant_id = $1 and id <> $2 order by id limit 1",
+    )
+    .bind(tenant)
+    .bind(station)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    sqlx::query("update station set control = 'agent' where id = any($1)")
+        .bind(vec![station, other])
+        .execute(&owner)
+        .await
+        .unwrap();
+    for (seq, at, connected, which) in [
+        (1i64, 20, true, station),
+        (2, 10, false, station),
+        (3, 12, false, other),
+        (4, 2, true, other),
+    ] {
+        sqlx::query(
+            "insert into bridge_event (tenant_id, bridge_id, seq, station_id, kind, body, occurred_at)
+             values ($1, $2, $3, $4, 'agent_state', $5, now() - make_interval(mins => $6))",
+        )
+        .bind(tenant)
+        .bind(bridge)
+        .bind(seq)
+        .bind(which)
+        .bind(json!({ "connected": connected }))
+        .bind(at)
+        .execute(&owner)
+        .await
+        .unwrap();
+    }
+
+    // What the app role reads across tenants (counts only).
+    let db = switchyard_core::Db::connect_lazy(&database.app_url, 2).unwrap();
+    let gauges = db
+        .system()
+        .platform_gauges(chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            gauges.sessions_active,
+            gauges.rentals_active,
+            gauges.bridges_offline,
+            gauges.chargers_offline,
+            gauges.agents_offline
+        ),
+        (6, 0, 1, 0, 1)
+    );
+    assert!(
+        (3500.0..3700.0).contains(&gauges.billing_oldest_due_seconds),
+        "the billing backlog is an hour old: {}",
+        gauges.billing_oldest_due_seconds
+    );
+
+    // The workers export them, and bill the backlog: six charges, after which nothing waits.
+    let mut workers = Command::new(binary("switchyard-workers"))
+        .env("APP_DATABASE_URL", &database.app_url)
+        .env("WORKER_METRICS_ADDR", "127.0.0.1:0")
+        .env("WORKER_POLL_MS", "20")
+        .env("METRICS_SAMPLE_MS", "20")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let metrics = wait_for_line(&mut workers, "metrics on ").await;
+    let want = [
+        ("billing_charges_total", 6.0),
+        ("sessions_active{kind=\"session\"}", 6.0),
+        ("sessions_active{kind=\"rental\"}", 0.0),
+        ("active_rentals_total", 0.0),
+        ("edge_bridges_offline", 1.0),
+        ("ocpp_chargers_offline", 0.0),
+        ("agents_offline", 1.0),
+        ("billing_oldest_due_seconds", 0.0),
+        ("debt_collection_success_rate", 1.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = page(&metrics).await;
+        let seen: Vec<Option<f64>> = want.iter().map(|(name, _)| sample(&text, name)).collect();
+        if want.iter().zip(&seen).all(|((_, v), s)| *s == Some(*v)) {
+            assert!(sample(&text, "db_pool_connections{state=\"max\"}").is_some_and(|m| m >= 4.0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers' gauges never matched {want:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let charged: i64 =
+        sqlx::query_scalar("select count(*) from journal where kind = 'session_charge'")
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+    assert_eq!(charged, 6, "one charge journal per counted charge");
+}
+
+/// The API counts session starts, ends by outcome and durations when their transaction commits.
+#[tokio::test]
+async fn session_starts_ends_and_durations_are_counted_on_the_apis_metrics() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = app.create_patron(&f.t.access, "Metered Mo", None).await;
+    top_up(&app, &f, patron, 5_000, &Uuid::new_v4().to_string()).await;
+    let metrics = app.url("/metrics");
+    let before = page(&metrics).await;
+    let count = |text: &str, name: &str| sample(text, name).unwrap_or(0.0);
+    let session = wallet_session(&app, &f.t.access, f.station, patron, None).await;
+    // A start that fails (the station is busy) is not counted: only committed starts are.
+    let busy = app
+        .gql(
+            Some(&f.t.access),
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
+            json!({"s": f.station, "p": patron}),
+        )
+        .await;
+    assert!(busy["errors"].is_array(), "{busy}");
+    let stopped = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($id: UUID!) { stopSession(id: $id) { status } }",
+            json!({"id": session}),
+        )
+        .await;
+    assert_eq!(stopped["stopSession"]["status"], "ENDED");
+    let after = page(&metrics).await;
+    // Other tests share the process's recorder: what this test did is at least what it added.
+    for name in [
+        "sessions_created_total{kind=\"session\"}",
+        "sessions_completed_total{kind=\"session\",outcome=\"stopped\"}",
+        "sessions_duration_seconds_count{kind=\"session\"}",
+    ] {
+        assert!(
+            count(&after, name) >= count(&before, name) + 1.0,
+            "{name}: {} then {}",
+            count(&before, name),
+            count(&after, name)
+        );
+    }
+    assert!(
+        after.contains("sessions_duration_seconds_bucket{kind=\"session\",le=\"60\"}"),
+        "durations are a histogram with buckets"
+    );
+}
+
+/// In production the API logs one JSON object per line; each request's line carries its request id and, once the
+/// caller is signed in, the tenant id.
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_the_tenant_id() {
+    let app: TestApp = spawn_app().await;
+    let t = app.signup().await;
+    let mut server = Command::new(binary("switchyard"))
+        .arg("serve")
+        .env(
+            "APP_DATABASE_URL",
+            switchyard_tests::env_url("TEST_APP_DATABASE_URL"),
+        )
+        .env("JWT_SECRET", switchyard_tests::TEST_JWT_SECRET)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = wait_for_line(&mut server, "listening on ").await;
+    let request_id = format!("obs-{}", Uuid::new_v4());
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/stations"))
+        .bearer_auth(&t.access)
+        .header("x-request-id", &request_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], request_id.as_str());
+    // Stop the server, then read everything it logged.
+    sigterm(&server);
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(server.wait().await.unwrap().success());
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "listening"));
+    let request = lines
+        .iter()
+        .find(|l| l["span"]["request_id"] == request_id.as_str())
+        .unwrap_or_else(|| panic!("no line of request {request_id}: {stderr}"));
+    assert_eq!(request["level"], "INFO");
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["span"]["path"], "/api/v1/stations");
+    assert_eq!(request["span"]["tenant.id"], t.id.to_string());
+}
