@@ -50,6 +50,8 @@ ensure_packages() {
   # Debian's Python with its venv module, for the OCPP test peer's private environment (prepare_ocpp_peer).
   [ -x /usr/bin/python3 ] || missing+=(python3)
   /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  # The test command validates the compose file with Debian's docker-compose (a client only; no engine needed).
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
   # The web console: Node.js and npm to build it (Debian's are enough), and Debian's Chromium for its browser tests.
   if [ "${SWITCHYARD_CONSOLE:-on}" != off ]; then
     command -v node >/dev/null || missing+=(nodejs)
@@ -247,6 +249,50 @@ build_console() {
   fi
 }
 
+# promtool, from Debian's prometheus package: the one on the PATH, else the package's promtool unpacked under
+# $DATA/tools (downloaded, not installed: no Prometheus service is set up on the machine). Sets PROMTOOL.
+ensure_promtool() {
+  PROMTOOL=$(command -v promtool || echo "$DATA/tools/promtool")
+  [ -x "$PROMTOOL" ] && return
+  say "fetching promtool (Debian's prometheus package, unpacked into $DATA/tools)"
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) \
+    || { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq && (cd "$tmp" && apt-get download prometheus >/dev/null); } \
+    || die "could not download Debian's prometheus package (for promtool)"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/unpacked"
+  mkdir -p "$DATA/tools"
+  cp "$tmp/unpacked/usr/bin/promtool" "$PROMTOOL"
+  rm -rf "$tmp"
+}
+
+# The production files, checked as they would be deployed: the Prometheus rules (promtool check and unit tests),
+# the Prometheus configuration, the Grafana dashboards (exactly what infra/grafana/dashboards.py writes), the
+# compose file (docker-compose config, with every required value given), and the Kubernetes manifests (rendered
+# by kubectl's kustomize, validated strictly against the Kubernetes schemas by kubernetes-validate).
+check_deploy() {
+  local infra="$ROOT/infra" work="$DATA/deploy-check"
+  python_venv deploy "the deployment checks' tools (kubectl, kubernetes-validate)" kubectl
+  ensure_promtool
+  say "checking the Prometheus rules, the Grafana dashboards, the compose file and the Kubernetes manifests"
+  rm -rf "$work" && mkdir -p "$work"
+  "$PROMTOOL" check rules "$infra/prometheus/rules.yml" >/dev/null || die "infra/prometheus/rules.yml is invalid"
+  "$PROMTOOL" test rules "$infra/prometheus/tests/rules.test.yml" || die "the alert rules' unit tests failed"
+  sed "s|/etc/prometheus/rules.yml|$infra/prometheus/rules.yml|" "$infra/prometheus/prometheus.yml" > "$work/prometheus.yml"
+  "$PROMTOOL" check config "$work/prometheus.yml" >/dev/null || die "infra/prometheus/prometheus.yml is invalid"
+  /usr/bin/python3 "$infra/grafana/dashboards.py" --check || die "the dashboards differ from infra/grafana/dashboards.py"
+  sed -n 's/^\([A-Z0-9_]*\)=$/\1=check-value-0123456789/p; s/^\([A-Z0-9_]*=..*\)$/\1/p' "$infra/compose/env.example" > "$work/compose.env"
+  docker-compose -f "$infra/compose/compose.yml" --env-file "$work/compose.env" config -q \
+    || die "infra/compose/compose.yml is invalid"
+  local overlay
+  for overlay in "$infra"/k8s/overlays/*/; do
+    "$DATA/deploy-venv/bin/kubectl" kustomize "$overlay" > "$work/$(basename "$overlay").yaml" \
+      || die "kustomize could not render $overlay"
+    "$DATA/deploy-venv/bin/kubernetes-validate" --strict --quiet "$work/$(basename "$overlay").yaml" \
+      || die "the manifests of $overlay do not validate"
+  done
+}
+
 # The owner URL of database $1 (for migrations) and its app-role URL (for the services).
 set_urls() {
   local db=$1
@@ -414,6 +460,7 @@ test_suite() {
   build_console test
   export TEST_CONSOLE_ROOT="$ROOT/console" TEST_SCREENSHOT_DIR="$DATA/screenshots"
   if [ $# -eq 0 ]; then
+    check_deploy
     say "checking formatting and lints"
     (cd "$ROOT" && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings)
   fi

@@ -70,6 +70,27 @@ async fn main() -> anyhow::Result<()> {
                 .run(&pool)
                 .await
                 .context("while applying migrations")?;
+            // Containers and Kubernetes Jobs have no psql: the app role's password can be set here.
+            if let Some(password) = std::env::var("APP_ROLE_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty())
+            {
+                anyhow::ensure!(
+                    password.len() >= 16,
+                    "APP_ROLE_PASSWORD must be at least 16 characters"
+                );
+                let statement: String = sqlx::query_scalar(
+                    "select format('alter role switchyard_app password %L', $1::text)",
+                )
+                .bind(&password)
+                .fetch_one(&pool)
+                .await?;
+                sqlx::raw_sql(&statement)
+                    .execute(&pool)
+                    .await
+                    .context("while setting the app role's password")?;
+                println!("the switchyard_app role's password is set");
+            }
             let version = switchyard_core::db::MIGRATOR
                 .iter()
                 .map(|m| m.version)

@@ -12,6 +12,7 @@ mod cabinets;
 mod charging;
 mod console;
 mod debts;
+mod deploy;
 mod documents;
 mod edge;
 mod edge_ocpp;
