@@ -58,6 +58,8 @@ pub struct App {
     pub chargers: Arc<crate::ocpp::Shared>,
     /// The object store of receipts, invoices and reports (off without `S3_BUCKET`).
     pub documents: switchyard_core::documents::Store,
+    /// Closes this process's WebSockets when it stops (`crate::drain`).
+    pub drain: crate::drain::Drain,
 }
 
 impl std::ops::Deref for AppState {
@@ -150,6 +152,7 @@ impl AppState {
             announcements: tokio::sync::broadcast::channel(4096).0,
             events,
             documents,
+            drain: crate::drain::Drain::default(),
         })))
     }
 }
@@ -471,6 +474,7 @@ fn unreachable_config<T>() -> T {
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    drain: crate::drain::Drain,
     /// `/metrics` on a listener of its own (`METRICS_LISTEN_ADDR`).
     metrics: Option<(TcpListener, Router)>,
 }
@@ -523,6 +527,7 @@ impl Server {
         );
         Ok(Self {
             listener,
+            drain: state.drain.clone(),
             router: router(state),
             metrics,
         })
@@ -539,7 +544,8 @@ impl Server {
             .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and closes its
+    /// WebSockets with `1012 service restart` (waiting up to 10 s for them to go).
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -557,8 +563,21 @@ impl Server {
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown({
+            let drain = self.drain.clone();
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    "stopping: closing WebSockets so that their peers reconnect elsewhere"
+                );
+                drain.start();
+            }
+        })
         .await?;
+        let left = self.drain.settled(std::time::Duration::from_secs(10)).await;
+        if left > 0 {
+            tracing::warn!(left, "WebSockets still open at exit");
+        }
         Ok(())
     }
 }

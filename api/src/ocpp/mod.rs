@@ -157,6 +157,7 @@ pub async fn connect(
     let settings = state.config.ocpp;
     let db = state.db.clone();
     let chargers = state.chargers.clone();
+    let drain = state.drain.clone();
     upgrade
         .protocols([*chosen])
         .max_message_size(MAX_FRAME_BYTES)
@@ -166,7 +167,14 @@ pub async fn connect(
         .on_upgrade(move |socket| async move {
             let (to_engine, incoming) = mpsc::channel(16);
             let (outgoing, from_engine) = mpsc::channel(16);
-            let pumping = tokio::spawn(pump(socket, to_engine, from_engine, settings));
+            let _held = drain.hold();
+            let pumping = tokio::spawn(pump(
+                socket,
+                to_engine,
+                from_engine,
+                settings,
+                drain.clone(),
+            ));
             let link = Link {
                 db,
                 tenant,
@@ -204,12 +212,14 @@ pub enum Out {
 }
 
 /// Moves frames between a charger's WebSocket and the connection loop, and keeps the socket alive: a ping every
-/// `ping_interval`, and a charger that sent nothing (not even a pong) for `dead_after` is closed.
+/// `ping_interval`, and a charger that sent nothing (not even a pong) for `dead_after` is closed. When the process
+/// stops, the socket closes with `1012` and the charger reconnects to another replica.
 async fn pump(
     mut socket: WebSocket,
     to_engine: mpsc::Sender<String>,
     mut from_engine: mpsc::Receiver<Out>,
     settings: OcppSettings,
+    drain: crate::drain::Drain,
 ) {
     let mut heard = tokio::time::Instant::now();
     let mut ping = tokio::time::interval(settings.ping_interval);
@@ -246,6 +256,10 @@ async fn pump(
                     break;
                 }
             },
+            _ = drain.started() => {
+                let _ = socket.send(close_frame(crate::drain::RESTART, crate::drain::RESTART_REASON)).await;
+                break;
+            }
             _ = ping.tick() => {
                 if heard.elapsed() >= settings.dead_after {
                     metrics::counter!("ocpp_connections_dead_total").increment(1);

@@ -108,6 +108,7 @@ pub async fn tunnel(
     let ocpp = state.config.ocpp;
     let chargers = state.chargers.clone();
     let token_hash = auth::token_hash(token);
+    let drain = state.drain.clone();
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
@@ -116,6 +117,7 @@ pub async fn tunnel(
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("edge_tunnels_open").increment(1.0);
+            let _held = drain.hold();
             let mut tunnel = None;
             let me = Tunnel {
                 db: &db,
@@ -125,6 +127,7 @@ pub async fn tunnel(
                 limits,
                 ocpp,
                 chargers,
+                drain: drain.clone(),
             };
             if let Err(e) = serve(socket, &me, commands, &mut tunnel).await {
                 tracing::info!(bridge.id = %bridge_id, error = %e, "tunnel ended");
@@ -164,6 +167,8 @@ struct Tunnel<'a> {
     /// For the chargers the bridge relays.
     ocpp: crate::ocpp::OcppSettings,
     chargers: std::sync::Arc<crate::ocpp::Shared>,
+    /// The process is stopping: the tunnel closes so that the bridge reconnects to another replica.
+    drain: crate::drain::Drain,
 }
 
 /// Counts what a tunnel receives, in fixed one-second and one-minute windows.
@@ -346,6 +351,10 @@ async fn serve(
                         sent = now_sent;
                     }
                 }
+            }
+            _ = me.drain.started() => {
+                close(&mut socket, crate::drain::RESTART, crate::drain::RESTART_REASON).await;
+                return Ok(());
             }
             Some((conn, out)) = from_relays.recv() => {
                 if let Some(down) = relays.out(conn, out) {

@@ -74,6 +74,7 @@ struct Session {
 
 async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
     metrics::gauge!("graphql_ws_connections_open").increment(1.0);
+    let _held = state.drain.hold();
     let (mut sink, source) = socket.split();
     let session = Arc::new(Mutex::new(Session::default()));
     let incoming = source
@@ -128,6 +129,10 @@ async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
             }
             _ = sleep_until(expires_at) => {
                 break Some((FORBIDDEN, "the access token expired; connect again with a fresh one".to_owned()));
+            }
+            // The process is stopping: the client reconnects (to another replica) and resumes with `after`.
+            _ = state.drain.started() => {
+                break Some((crate::drain::RESTART, crate::drain::RESTART_REASON.to_owned()));
             }
             removed = removal(&mut watch, &session) => {
                 if removed {

@@ -2167,3 +2167,130 @@ async fn a_plugs_energy_counter_bills_the_session_on_its_station_by_the_kwh() {
     let wallet = crate::sessions::wallet(&app, &s.t.access, patron).await;
     assert_eq!(wallet["balance"], 800);
 }
+
+/// A load balancer in front of two replicas, reduced to what matters here: each new connection goes to the first
+/// upstream that accepts it.
+async fn failover(upstreams: Vec<std::net::SocketAddr>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstreams = upstreams.clone();
+            tokio::spawn(async move {
+                for upstream in upstreams {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A rolling update: the replica holding the bridge's tunnel and a subscriber's socket is stopped (SIGTERM). It
+/// closes both with `1012` and exits cleanly; the bridge reconnects through the balancer to the other replica, and
+/// a session started meanwhile still switches its plug — no command is lost.
+#[tokio::test]
+async fn a_stopping_replica_closes_its_websockets_and_the_bridge_carries_on_with_another() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 2).await;
+    let redis = switchyard_tests::env_url("TEST_REDIS_URL");
+    let (_a, a_url) = crate::binaries::api_replica(&redis).await;
+    let (mut b, b_url) = crate::binaries::api_replica(&redis).await;
+    let address =
+        |url: &str| -> std::net::SocketAddr { url.trim_start_matches("http://").parse().unwrap() };
+    // B first while it is up, then A.
+    let balancer = failover(vec![address(&b_url), address(&a_url)]).await;
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        heartbeat: Duration::from_secs(600),
+        ..bridge_config(
+            format!("ws://{balancer}/edge/v1/tunnel"),
+            &s.token,
+            &journal,
+        )
+    };
+    let _stop = start_bridge(config);
+    let tunnels = |url: String| async move {
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("edge_tunnels_open "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_until("the bridge's tunnel is on B", || async {
+        tunnels(b_url.clone()).await == 1.0
+    })
+    .await;
+
+    // A subscriber on B, signed in.
+    let mut request = format!("ws://{}/graphql/ws", address(&b_url))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+        .send(Message::text(
+            json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", s.t.access)}})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(60), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
+
+    crate::binaries::sigterm(&b);
+    // A session started while B stops: its command waits in the database for the bridge's next tunnel.
+    let patron = funded_patron(&app, &s.t, s.venue, "rolling-cash").await;
+    let response = reqwest::Client::new()
+        .post(format!("{a_url}/api/v1/sessions/start"))
+        .bearer_auth(&s.t.access)
+        .header("idempotency-key", "rolling-1")
+        .json(&json!({"station_id": s.station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    // The subscriber is told to reconnect: 1012 service restart.
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("B closes the subscriber's socket")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    let frame = closed.expect("a close frame with a code");
+    assert_eq!(u16::from(frame.code), 1012);
+    assert!(frame.reason.contains("reconnect"), "{}", frame.reason);
+    let status = tokio::time::timeout(Duration::from_secs(60), b.wait())
+        .await
+        .expect("B exits once its sockets are closed")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    wait_until("the bridge's tunnel is on A", || async {
+        tunnels(a_url.clone()).await == 1.0
+    })
+    .await;
+    wait_until("the plug is on", || async { plug.is_on() }).await;
+    let _ = std::fs::remove_file(&journal);
+}
