@@ -421,6 +421,8 @@ test_suite() {
   prepare_ocpp_peer
   prepare_s3_server
   trap cleanup EXIT
+  # Tests that change cluster-wide things (a role's password) do so only on the private cluster.
+  [ -n "${DATABASE_URL:-}" ] || export TEST_PRIVATE_CLUSTER=1
   start_postgres
   start_mosquitto
   export TEST_MQTT_URL="$MQTT_URL"
@@ -457,6 +459,8 @@ test_suite() {
   (cd "$ROOT" && cargo build --workspace --bins)
   "${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard" migrate
   export TEST_DATABASE_URL="$DATABASE_URL" TEST_APP_DATABASE_URL="$APP_DATABASE_URL"
+  # pg_dump and pg_restore of the same Postgres version as the cluster (the backup test).
+  TEST_PG_BIN="$(pg_bin)"; export TEST_PG_BIN
   build_console test
   export TEST_CONSOLE_ROOT="$ROOT/console" TEST_SCREENSHOT_DIR="$DATA/screenshots"
   if [ $# -eq 0 ]; then

@@ -504,3 +504,54 @@ async fn four_worker_processes_charge_every_tick_of_5000_sessions_exactly_once()
     .unwrap();
     assert_eq!((sessions, wrong, unbalanced), (5_000, 0, 0));
 }
+
+/// Containers have no psql: `migrate` sets the app role's password from APP_ROLE_PASSWORD (quoted safely).
+#[tokio::test]
+async fn migrate_sets_the_app_roles_password_when_given_one() {
+    let database = switchyard_tests::fresh_database().await;
+    let migrate = |password: &'static str| {
+        let url = database.owner_url.clone();
+        async move {
+            Command::new(binary("switchyard"))
+                .arg("migrate")
+                .env("DATABASE_URL", url)
+                .env("APP_ROLE_PASSWORD", password)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = migrate("short").await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("APP_ROLE_PASSWORD must be at least 16 characters"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The role is cluster-wide: only on the test command's own cluster is it changed (and then reset).
+    if std::env::var("TEST_PRIVATE_CLUSTER").as_deref() != Ok("1") {
+        return;
+    }
+    let out = migrate("it's a long pass; drop role x --").await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("password is set"));
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    let (scram, roles): (bool, i64) = sqlx::query_as(
+        "select (select rolpassword like 'SCRAM-SHA-256$%' from pg_authid where rolname = 'switchyard_app'),
+                (select count(*) from pg_roles where rolname like 'switchyard%')",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    sqlx::query("alter role switchyard_app password null")
+        .execute(&owner)
+        .await
+        .unwrap();
+    assert!(scram, "the password is stored (hashed)");
+    assert_eq!(roles, 2, "the quote was data, not SQL");
+}

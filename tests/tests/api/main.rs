@@ -6,6 +6,7 @@
 
 mod analytics;
 mod auth;
+mod backup;
 mod billing;
 mod binaries;
 mod cabinets;
