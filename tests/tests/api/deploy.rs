@@ -264,3 +264,95 @@ fn dashboards_and_rules_name_only_metrics_the_services_export() {
         "metrics no service exports: {unknown:#?}"
     );
 }
+
+/// The edge bridge's Debian package (infra/edge/build-deb.sh) holds the binary, its systemd unit and a private
+/// settings file, and its install script fills the settings given on the install command line, once.
+#[tokio::test]
+async fn the_edge_bridge_package_installs_its_binary_unit_and_settings() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = std::env::temp_dir().join(format!("switchyard-deb-{}", uuid::Uuid::new_v4()));
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            // The package's contents are what is checked; a quick compression keeps the test short.
+            .env("DEB_COMPRESSION", "gzip")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let binary = crate::binaries::binary("edge-bridge");
+    let script = repo().join("infra/edge/build-deb.sh");
+    let package = run(
+        "bash",
+        &[
+            script.to_str().unwrap(),
+            "--binary",
+            binary.to_str().unwrap(),
+            "--out",
+            work.to_str().unwrap(),
+            "--arch",
+            "amd64",
+        ],
+    );
+    let package = package.trim();
+    assert!(package.ends_with("_amd64.deb"), "{package}");
+    let info = run("dpkg-deb", &["--field", package, "Package", "Architecture"]);
+    assert_eq!(info, "Package: edge-bridge\nArchitecture: amd64\n");
+
+    let root = work.join("root");
+    run("dpkg-deb", &["-x", package, root.to_str().unwrap()]);
+    run(
+        "dpkg-deb",
+        &["-e", package, work.join("DEBIAN").to_str().unwrap()],
+    );
+    let unit =
+        std::fs::read_to_string(root.join("lib/systemd/system/edge-bridge.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/edge-bridge run"));
+    assert!(unit.contains("EnvironmentFile=/etc/switchyard/edge-bridge.env"));
+    let version = run(
+        root.join("usr/bin/edge-bridge").to_str().unwrap(),
+        &["--version"],
+    );
+    assert!(version.starts_with("edge-bridge "), "{version}");
+    let settings = root.join("etc/switchyard/edge-bridge.env");
+    assert_eq!(
+        std::fs::metadata(&settings).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the token is readable by root only"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("DEBIAN/conffiles")).unwrap(),
+        "/etc/switchyard/edge-bridge.env\n"
+    );
+
+    // `sudo BRIDGE_CLOUD_URL=… BRIDGE_TOKEN=… apt install ./edge-bridge.deb` fills them in; an upgrade with other
+    // values keeps what the file says.
+    let postinst = work.join("DEBIAN/postinst");
+    for token in ["first-token", "second-token"] {
+        let out = std::process::Command::new("sh")
+            .arg(&postinst)
+            .arg("configure")
+            .env("DPKG_ROOT", &root)
+            .env("BRIDGE_CLOUD_URL", "wss://cloud.example/edge/v1/tunnel")
+            .env("BRIDGE_TOKEN", token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let filled = std::fs::read_to_string(&settings).unwrap();
+    assert!(
+        filled.contains("\nBRIDGE_CLOUD_URL=wss://cloud.example/edge/v1/tunnel\n"),
+        "{filled}"
+    );
+    assert!(filled.contains("\nBRIDGE_TOKEN=first-token\n"), "{filled}");
+    let _ = std::fs::remove_dir_all(&work);
+}
