@@ -228,3 +228,65 @@ async fn a_database_outage_answers_503_unavailable_and_everything_resumes_after_
         (StatusCode::OK, json!("ok"))
     );
 }
+
+/// A rolling update: a new release's pods are not ready until its migrations ran; the old release stays ready
+/// on the newer schema (migrations are additive), so traffic always has somewhere to go.
+#[tokio::test]
+async fn readiness_waits_for_this_builds_migrations_and_survives_the_next_releases() {
+    let database = switchyard_tests::fresh_database().await;
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let ready = || async {
+        let response = reqwest::get(app.url("/readyz")).await.unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    let (status, _) = ready().await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The database is one migration behind this build: not ready, saying what to do.
+    let latest: i64 = sqlx::query_scalar("select max(version) from _sqlx_migrations")
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    let row: (String, Vec<u8>) =
+        sqlx::query_as("select description, checksum from _sqlx_migrations where version = $1")
+            .bind(latest)
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+    sqlx::query("update _sqlx_migrations set version = -version where version = $1")
+        .bind(latest)
+        .execute(&owner)
+        .await
+        .unwrap();
+    let (status, body) = ready().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["database"], "not_migrated");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("run `switchyard migrate`"),
+        "{body}"
+    );
+
+    // The next release migrated past this build: still ready.
+    sqlx::query("update _sqlx_migrations set version = $1 where version = -$1")
+        .bind(latest)
+        .execute(&owner)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into _sqlx_migrations (version, description, success, checksum, execution_time)
+         values ($1, $2, true, $3, 1)",
+    )
+    .bind(latest + 1)
+    .bind(format!("after {}", row.0))
+    .bind(row.1)
+    .execute(&owner)
+    .await
+    .unwrap();
+    let (status, body) = ready().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["database"], "ok");
+}
