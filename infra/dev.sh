@@ -3,6 +3,7 @@
 #   ./infra/dev.sh up     install what is missing, start a private Postgres, migrate, seed the demo tenant,
 #                         run the API and the workers; Ctrl-C stops everything it started.
 #   ./infra/dev.sh test   the same preparation against a fresh test database, then the whole test suite.
+#   ./infra/dev.sh docs   build the manual (docs/, mdBook) into .data/book.
 # Set DATABASE_URL and APP_DATABASE_URL to use your own Postgres instead of the private one.
 set -euo pipefail
 
@@ -293,6 +294,27 @@ check_deploy() {
   done
 }
 
+# The manual (docs/) with mdBook from crates.io (installed once into $DATA/tools), built in a copy beside the
+# OpenAPI document and the GraphQL schema of this build, into $DATA/book. Needs the `switchyard` binary built.
+MDBOOK_VERSION=0.5.4
+build_docs() {
+  local mdbook="$DATA/tools/bin/mdbook" stage="$DATA/docs-build"
+  if [ ! -x "$mdbook" ] || ! "$mdbook" --version | grep -q "v$MDBOOK_VERSION"; then
+    say "installing mdBook $MDBOOK_VERSION into $DATA/tools (once)"
+    CARGO_TARGET_DIR="$DATA/tools/build" cargo install mdbook --locked --no-default-features \
+      --version "$MDBOOK_VERSION" --root "$DATA/tools" --quiet || die "could not install mdBook"
+    rm -rf "$DATA/tools/build"
+  fi
+  say "building the manual into $DATA/book"
+  rm -rf "$stage" && cp -r "$ROOT/docs" "$stage"
+  mkdir -p "$stage/src/reference"
+  "${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard" print-openapi > "$stage/src/reference/openapi.json"
+  cp "$ROOT/graphql/schema.graphql" "$stage/src/reference/schema.graphql"
+  "$mdbook" build "$stage" --dest-dir "$DATA/book" >/dev/null 2>"$DATA/mdbook.log" \
+    || { cat "$DATA/mdbook.log" >&2; die "the manual did not build"; }
+  ! grep -q WARN "$DATA/mdbook.log" || { cat "$DATA/mdbook.log" >&2; die "the manual built with warnings"; }
+}
+
 # The owner URL of database $1 (for migrations) and its app-role URL (for the services).
 set_urls() {
   local db=$1
@@ -465,6 +487,7 @@ test_suite() {
   export TEST_CONSOLE_ROOT="$ROOT/console" TEST_SCREENSHOT_DIR="$DATA/screenshots"
   if [ $# -eq 0 ]; then
     check_deploy
+    build_docs
     say "checking formatting and lints"
     (cd "$ROOT" && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings)
   fi
@@ -472,7 +495,7 @@ test_suite() {
   (cd "$ROOT" && cargo test --workspace --no-fail-fast -- "$@")
 }
 
-# For developers: the benchmark programs (release build), figures printed for the README.
+# For developers: the benchmark programs (release build), figures printed for the manual's Figures chapter.
 bench() {
   ensure_packages
   prepare_ocpp_peer
@@ -486,7 +509,7 @@ bench() {
   start_postgres
   set_urls switchyard_bench
   # SWITCHYARD_BENCH_PROFILE=debug runs the debug build the test command already made (no release build; figures
-  # are then a lower bound, worth it on a busy machine). The README's figures name the build they were taken with.
+  # are then a lower bound, worth it on a busy machine). The manual's figures name the build they were taken with.
   local bin
   if [ "${SWITCHYARD_BENCH_PROFILE:-release}" = debug ]; then
     (cd "$ROOT" && cargo build --bins)
@@ -533,9 +556,17 @@ bench() {
   esac
 }
 
+docs() {
+  command -v cargo >/dev/null || die "no Rust toolchain: install rustup (https://rustup.rs) and run this again"
+  (cd "$ROOT" && cargo build --bin switchyard)
+  build_docs
+  say "the manual is in $DATA/book/index.html"
+}
+
 case "${1:-}" in
   up) up ;;
+  docs) docs ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | bench billing|sessions|tunnels|live|bridge|ocpp|receipts|analytics|outbox [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | docs | bench billing|sessions|tunnels|live|bridge|ocpp|receipts|analytics|outbox|console [options]" >&2; exit 2 ;;
 esac

@@ -160,55 +160,7 @@ impl AppState {
 /// The whole router, and the OpenAPI document generated from the same route list.
 pub fn router(state: AppState) -> Router {
     let config = &state.config;
-    let auth = OpenApiRouter::new()
-        .routes(routes!(routes::auth::signup))
-        .routes(routes!(routes::auth::login))
-        .routes(routes!(routes::auth::refresh))
-        .routes(routes!(routes::auth::logout))
-        .routes(routes!(routes::auth::patron_signup))
-        .routes(routes!(routes::auth::patron_login))
-        .routes(routes!(routes::auth::verify_email))
-        .routes(routes!(routes::auth::forgot_password))
-        .routes(routes!(routes::auth::reset_password))
-        .layer(rate_limit(
-            config,
-            config.auth_rate_burst,
-            config.auth_rate_replenish,
-            "too many sign-in requests from this address",
-        ));
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(auth)
-        .routes(routes!(routes::stations::list))
-        .routes(routes!(routes::stations::get))
-        .routes(routes!(routes::qr::station))
-        .routes(routes!(routes::qr::station_svg))
-        .routes(routes!(routes::qr::station_png))
-        .routes(routes!(routes::qr::venue))
-        .routes(routes!(routes::qr::venue_svg))
-        .routes(routes!(routes::qr::venue_png))
-        .routes(routes!(routes::sessions::start))
-        .routes(routes!(routes::dashboard::get))
-        .routes(routes!(routes::payments::intent))
-        .routes(routes!(routes::payments::status))
-        .routes(routes!(routes::payments::details))
-        .routes(routes!(routes::payments::cancel))
-        .routes(routes!(routes::payments::confirm))
-        .routes(routes!(routes::payments::stripe_webhook))
-        .routes(routes!(routes::payments::tenant_stripe_webhook))
-        .routes(routes!(routes::rentals::quote))
-        .routes(routes!(routes::rentals::start))
-        .routes(routes!(routes::rentals::stop))
-        .routes(routes!(routes::rentals::get))
-        .routes(routes!(routes::sessions::extend))
-        .routes(routes!(routes::sessions::stop, routes::sessions::get))
-        .routes(routes!(routes::reports::create, routes::reports::get))
-        .routes(routes!(routes::reports::by_session))
-        .routes(routes!(routes::reports::set_contact))
-        .routes(routes!(routes::reports::receipt))
-        .routes(routes!(routes::health::healthz))
-        .routes(routes!(routes::health::readyz))
-        .routes(routes!(routes::health::metrics))
-        .split_for_parts();
+    let (api, openapi) = rest(config).split_for_parts();
     let openapi = Arc::new(openapi);
 
     let graphql = if config.environment == Environment::Production {
@@ -288,6 +240,70 @@ pub fn router(state: AppState) -> Router {
                 .layer(catch_panics()),
         )
         .with_state(state)
+}
+
+/// The REST API's OpenAPI document (`switchyard print-openapi`; served at `/api/v1/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    // The routes' settings (rate limits) do not show in the document: the defaults build it.
+    let config = Config::from_lookup(|key| match key {
+        "APP_DATABASE_URL" => Some("postgres://unused/unused".into()),
+        "JWT_SECRET" => Some("an-unused-secret-only-to-build-the-routes".into()),
+        _ => None,
+    })
+    .expect("the defaults form a valid configuration");
+    rest(&config).split_for_parts().1
+}
+
+/// The REST routes with their OpenAPI description, from one list.
+fn rest(config: &Config) -> OpenApiRouter<AppState> {
+    let auth = OpenApiRouter::new()
+        .routes(routes!(routes::auth::signup))
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::refresh))
+        .routes(routes!(routes::auth::logout))
+        .routes(routes!(routes::auth::patron_signup))
+        .routes(routes!(routes::auth::patron_login))
+        .routes(routes!(routes::auth::verify_email))
+        .routes(routes!(routes::auth::forgot_password))
+        .routes(routes!(routes::auth::reset_password))
+        .layer(rate_limit(
+            config,
+            config.auth_rate_burst,
+            config.auth_rate_replenish,
+            "too many sign-in requests from this address",
+        ));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth)
+        .routes(routes!(routes::stations::list))
+        .routes(routes!(routes::stations::get))
+        .routes(routes!(routes::qr::station))
+        .routes(routes!(routes::qr::station_svg))
+        .routes(routes!(routes::qr::station_png))
+        .routes(routes!(routes::qr::venue))
+        .routes(routes!(routes::qr::venue_svg))
+        .routes(routes!(routes::qr::venue_png))
+        .routes(routes!(routes::sessions::start))
+        .routes(routes!(routes::dashboard::get))
+        .routes(routes!(routes::payments::intent))
+        .routes(routes!(routes::payments::status))
+        .routes(routes!(routes::payments::details))
+        .routes(routes!(routes::payments::cancel))
+        .routes(routes!(routes::payments::confirm))
+        .routes(routes!(routes::payments::stripe_webhook))
+        .routes(routes!(routes::payments::tenant_stripe_webhook))
+        .routes(routes!(routes::rentals::quote))
+        .routes(routes!(routes::rentals::start))
+        .routes(routes!(routes::rentals::stop))
+        .routes(routes!(routes::rentals::get))
+        .routes(routes!(routes::sessions::extend))
+        .routes(routes!(routes::sessions::stop, routes::sessions::get))
+        .routes(routes!(routes::reports::create, routes::reports::get))
+        .routes(routes!(routes::reports::by_session))
+        .routes(routes!(routes::reports::set_contact))
+        .routes(routes!(routes::reports::receipt))
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::readyz))
+        .routes(routes!(routes::health::metrics))
 }
 
 /// A handler that panics answers `500 internal` in the catalogue's shape, and the panic is logged with the

@@ -1,4 +1,4 @@
-//! Configuration, read from the environment once at start and validated. Every variable is in the README's table
+//! Configuration, read from the environment once at start and validated. Every variable is in the manual's table
 //! and in `.env.example`.
 
 use std::net::{IpAddr, SocketAddr};

@@ -34,6 +34,8 @@ enum Command {
     },
     /// Print the GraphQL SDL (the content of graphql/schema.graphql).
     PrintSchema,
+    /// Print the REST API's OpenAPI document (as served at /api/v1/openapi.json).
+    PrintOpenapi,
 }
 
 #[tokio::main]
@@ -136,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::PrintSchema => print!("{}", switchyard_graphql::sdl()),
+        Command::PrintOpenapi => println!(
+            "{}",
+            serde_json::to_string_pretty(&switchyard_api::app::openapi_document())?
+        ),
     }
     Ok(())
 }

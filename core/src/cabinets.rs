@@ -1,4 +1,4 @@
-//! Powerbank cabinets that the edge bridge drives (control `cabinet`, the open cabinet protocol in the README): what
+//! Powerbank cabinets that the edge bridge drives (control `cabinet`, the open cabinet protocol in the manual): what
 //! their reports do in the cloud. An eject that failed voids its rental; a powerbank put into any slot of any of the
 //! tenant's cabinets ends its rental there; slot and battery states are kept on the slots (connectors). Every report
 //! can arrive twice (the bridge resends until acknowledged, a cabinet may repeat itself) and changes things once.

@@ -1,4 +1,4 @@
-//! Powerbank cabinets: the open cabinet protocol, JSON over the venue's MQTT broker (see the README).
+//! Powerbank cabinets: the open cabinet protocol, JSON over the venue's MQTT broker (see the manual).
 //!
 //! - bridge → cabinet `cabinet/<id>/cmd/eject` `{"request_id", "slot", "asset"}` (QoS 1): eject the powerbank in
 //!   that slot. `request_id` is the cloud's command id; a cabinet answers a request id it has answered before with

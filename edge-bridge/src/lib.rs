@@ -33,7 +33,7 @@ use uuid::Uuid;
 use drivers::Driver;
 use journal::Journal;
 
-/// Settings, from the environment (see the README).
+/// Settings, from the environment (see the manual).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `ws(s)://…/edge/v1/tunnel`.

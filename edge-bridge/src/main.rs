@@ -10,7 +10,7 @@ use tokio::sync::watch;
     about = "Switchyard's per-venue edge bridge"
 )]
 struct Cli {
-    /// A settings file of `KEY=value` lines (the environment overrides it); see the README for the keys.
+    /// A settings file of `KEY=value` lines (the environment overrides it); see the manual for the keys.
     #[arg(long, env = "BRIDGE_CONFIG", global = true)]
     config: Option<std::path::PathBuf>,
     #[command(subcommand)]

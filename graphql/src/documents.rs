@@ -471,7 +471,7 @@ impl DocumentMutation {
     }
 
     /// Defines or redefines a kiosk report kind (`key` as in `POST /api/v1/reports/{key}`) with its template (see
-    /// the README). Owners and managers.
+    /// the manual). Owners and managers.
     #[graphql(guard = "ManagerGuard")]
     async fn define_report_kind(
         &self,

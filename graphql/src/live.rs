@@ -63,7 +63,7 @@ impl LiveEvent {
         self.0.created_at
     }
 
-    /// The kind's details (see the README's table of event kinds).
+    /// The kind's details (see the manual's table of event kinds).
     async fn data(&self) -> Json<&serde_json::Value> {
         Json(&self.0.data)
     }

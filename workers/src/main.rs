@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Run the job loop (the default).
     Run,
-    /// Time one billing tick over many sessions against one set-based SQL statement (see the README's figures).
+    /// Time one billing tick over many sessions against one set-based SQL statement (see the manual's figures).
     BenchBilling {
         #[arg(long, default_value_t = 100_000)]
         sessions: i64,

@@ -37,7 +37,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use rpc::{ErrorKind, Frame, RpcError};
 
-/// Settings `OCPP_*` (see the README).
+/// Settings `OCPP_*` (see the manual).
 #[derive(Debug, Clone, Copy)]
 pub struct OcppSettings {
     /// The heartbeat interval a BootNotification answer asks for.

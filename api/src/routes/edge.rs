@@ -38,7 +38,7 @@ const REVOKED: &str = "revoked";
 /// The error code that ends a tunnel: a newer tunnel of the same bridge took over.
 const REPLACED: &str = "replaced";
 
-/// Per-tunnel limits (settings `EDGE_*`, see the README).
+/// Per-tunnel limits (settings `EDGE_*`, see the manual).
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeLimits {
     /// How long a socket has to say hello, whatever else it sends.

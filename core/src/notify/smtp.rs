@@ -1,6 +1,6 @@
 //! Email over SMTP with `lettre` (async, rustls): the email [`Transport`] of the workers. Each message opens its own
 //! connection (lettre's connection pool is off: a sequential benchmark run with it stalled, cause not yet found; see
-//! the README's Figures).
+//! the manual's Figures).
 
 use std::time::Duration;
 

@@ -356,3 +356,96 @@ async fn the_edge_bridge_package_installs_its_binary_unit_and_settings() {
     assert!(filled.contains("\nBRIDGE_TOKEN=first-token\n"), "{filled}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Words in backticks of the shape of a setting (`SOME_NAME`).
+fn setting_names(text: &str) -> BTreeSet<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| {
+            w.len() > 3
+                && w.contains('_')
+                && w.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && w.starts_with(|c: char| c.is_ascii_uppercase())
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The configuration reference and the code agree: every setting a service reads is documented, and every
+/// documented one is read (by a service, or by `dev.sh`).
+#[test]
+fn the_configuration_reference_lists_every_setting_the_code_reads_and_no_other() {
+    let reference = std::fs::read_to_string(repo().join("docs/src/configuration.md")).unwrap();
+    // The first column of the table's rows.
+    let documented: BTreeSet<String> = reference
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .flat_map(|row| setting_names(row.split(" | ").next().unwrap_or_default()))
+        .collect();
+    let mut files = Vec::new();
+    for dir in [
+        "api/src",
+        "core/src",
+        "workers/src",
+        "edge-bridge/src",
+        "graphql/src",
+    ] {
+        rust_files(&repo().join(dir), &mut files);
+    }
+    let mut read = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for literal in text.split('"').skip(1).step_by(2) {
+            if literal.len() > 3
+                && literal.contains('_')
+                && literal
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            {
+                read.insert(literal.to_owned());
+            }
+        }
+    }
+    // Literals of that shape that are not settings: an enum value, cargo's variable, a simulator's flag.
+    for not_a_setting in ["BOUGHT_OUT", "CARGO_PKG_VERSION", "AGENT_KEY"] {
+        assert!(
+            read.remove(not_a_setting),
+            "{not_a_setting} is still in the code"
+        );
+    }
+    let missing: Vec<&String> = read.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "settings the code reads but the reference omits: {missing:?}"
+    );
+    let dev_sh = std::fs::read_to_string(repo().join("infra/dev.sh")).unwrap();
+    let stale: Vec<&String> = documented
+        .difference(&read)
+        .filter(|name| !dev_sh.contains(name.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "documented settings nothing reads: {stale:?}"
+    );
+    assert!(documented.len() > 120, "{} settings", documented.len());
+}
+
+/// Each alert has a section saying what to do about it.
+#[test]
+fn every_alert_has_a_section_in_the_operations_chapter() {
+    let rules = std::fs::read_to_string(repo().join("infra/prometheus/rules.yml")).unwrap();
+    let operations = std::fs::read_to_string(repo().join("docs/src/operations.md")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 12, "{alerts:?}");
+    for alert in alerts {
+        assert!(
+            operations.contains(&format!("\n#### {alert}\n")),
+            "docs/src/operations.md has no section for {alert}"
+        );
+    }
+}

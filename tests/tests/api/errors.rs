@@ -187,6 +187,11 @@ async fn the_openapi_document_covers_every_rest_route() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    // `switchyard print-openapi` (the manual publishes it) prints the same document.
+    assert_eq!(
+        serde_json::to_value(switchyard_api::app::openapi_document()).unwrap(),
+        doc
+    );
     let mut routes: Vec<String> = doc["paths"]
         .as_object()
         .unwrap()
