@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         Command::PrintSchema => print!("{}", switchyard_graphql::sdl()),
         Command::PrintOpenapi => println!(
             "{}",
-            serde_json::to_string_pretty(&switchyard_api::app::openapi_document())?
+            serde_json::to_string_pretty(&switchyard_api::app::openapi_document()?)?
         ),
     }
     Ok(())
