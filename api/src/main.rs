@@ -44,16 +44,21 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let config = Config::from_env()?;
-            telemetry::init(config.log_format);
+            let telemetry = telemetry::init(
+                config.log_format,
+                telemetry::Tracing::from_env("switchyard")?,
+            )?;
             let server = Server::bind(config).await?;
             let addr = server.local_addr()?;
             tracing::info!(%addr, "listening");
             println!("switchyard listening on http://{addr}");
-            server.run(shutdown_signal()).await?;
+            let served = server.run(shutdown_signal()).await;
             tracing::info!("stopped");
+            telemetry.shutdown().await;
+            served?;
         }
         Command::Migrate => {
-            telemetry::init(LogFormat::Text);
+            telemetry::init(LogFormat::Text, None)?;
             let url = std::env::var("DATABASE_URL")
                 .context("DATABASE_URL (the owner role's URL) is required")?;
             if !sqlx::Postgres::database_exists(&url)
@@ -105,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
             bridge_env,
         } => {
             let config = Config::from_env()?;
-            telemetry::init(config.log_format);
+            telemetry::init(config.log_format, None)?;
             let state = AppState::new(config)?;
             let tenant = seed::seed_demo(&state).await?;
             if let (Some(base), Some(path)) = (devices, bridge_env) {

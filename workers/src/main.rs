@@ -37,10 +37,13 @@ async fn main() -> anyhow::Result<()> {
     // Logs as the API writes them: `LOG_FORMAT`, JSON by default in production.
     let setting = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let production = setting("APP_ENV").as_deref() == Some("production");
-    switchyard_core::telemetry::init(switchyard_core::telemetry::LogFormat::from_setting(
-        setting("LOG_FORMAT").as_deref(),
-        production,
-    )?);
+    let telemetry = switchyard_core::telemetry::init(
+        switchyard_core::telemetry::LogFormat::from_setting(
+            setting("LOG_FORMAT").as_deref(),
+            production,
+        )?,
+        switchyard_core::telemetry::Tracing::from_env("switchyard-workers")?,
+    )?;
     if let Some(Command::BenchBilling {
         sessions,
         tenants,
@@ -74,5 +77,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("stop requested");
         let _ = stop_tx.send(true);
     });
-    run(config, stop_rx).await
+    let ran = run(config, stop_rx).await;
+    telemetry.shutdown().await;
+    ran
 }

@@ -266,3 +266,95 @@ async fn json_logs_carry_the_request_id_and_the_tenant_id() {
     assert_eq!(request["span"]["path"], "/api/v1/stations");
     assert_eq!(request["span"]["tenant.id"], t.id.to_string());
 }
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the API's request spans go to an OpenTelemetry collector (here a local
+/// HTTP fake standing in for one) as OTLP/JSON traces, named by `OTEL_SERVICE_NAME`, with the request id; what is
+/// still queued when the server stops is sent before it exits.
+#[tokio::test]
+async fn request_spans_are_exported_as_opentelemetry_traces_when_a_collector_is_configured() {
+    use wiremock::matchers::{method, path};
+    let collector = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&collector)
+        .await;
+    let app: TestApp = spawn_app().await;
+    let t = app.signup().await;
+    let mut server = Command::new(binary("switchyard"))
+        .arg("serve")
+        .env(
+            "APP_DATABASE_URL",
+            switchyard_tests::env_url("TEST_APP_DATABASE_URL"),
+        )
+        .env("JWT_SECRET", switchyard_tests::TEST_JWT_SECRET)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.uri())
+        .env("OTEL_SERVICE_NAME", "switchyard-api-test")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = wait_for_line(&mut server, "listening on ").await;
+    let request_id = format!("otel-{}", Uuid::new_v4());
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/stations"))
+        .bearer_auth(&t.access)
+        .header("x-request-id", &request_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    sigterm(&server);
+    assert!(server.wait().await.unwrap().success());
+
+    let exports: Vec<Value> = collector
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.headers["content-type"], "application/json");
+            serde_json::from_slice(&r.body).unwrap()
+        })
+        .collect();
+    assert!(!exports.is_empty(), "nothing reached the collector");
+    let string = |v: &Value| v["value"]["stringValue"].as_str().map(str::to_owned);
+    let attribute = |attrs: &Value, key: &str| {
+        attrs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["key"] == key)
+            .and_then(string)
+    };
+    let mut found = None;
+    for export in &exports {
+        for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+            let service = attribute(&resource["resource"]["attributes"], "service.name");
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    if attribute(&span["attributes"], "request_id").as_deref()
+                        == Some(request_id.as_str())
+                    {
+                        found = Some((service.clone(), span.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let (service, span) =
+        found.unwrap_or_else(|| panic!("no span of request {request_id} in {exports:?}"));
+    assert_eq!(service.as_deref(), Some("switchyard-api-test"));
+    assert_eq!(span["name"], "request");
+    assert_eq!(
+        attribute(&span["attributes"], "path").as_deref(),
+        Some("/api/v1/stations")
+    );
+    assert_eq!(
+        attribute(&span["attributes"], "tenant.id"),
+        Some(t.id.to_string())
+    );
+    assert_eq!(span["traceId"].as_str().map(str::len), Some(32));
+}
