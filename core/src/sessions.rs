@@ -913,7 +913,7 @@ pub async fn resume(
     let pauses = session.pauses_at(now);
     sqlx::query(
         "update session set status = 'active', paused_at = null, pauses = $3, planned_end_at = $4,
-           warnings_sent = $5, next_tick_at = $6
+           warnings_sent = $5, next_tick_at = $6, billing_leased_until = null
          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
@@ -1232,6 +1232,30 @@ pub(crate) struct Charge<'a> {
 /// books the rest as debt, and all journals go in one multi-row insert. Returns what each charge took (zero where
 /// nothing was due or the journal already existed).
 pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Result<Vec<i64>> {
+    let taken = post_charges(tx, charges).await?;
+    let (ids, amounts): (Vec<Uuid>, Vec<i64>) = charges
+        .iter()
+        .zip(&taken)
+        .filter(|(_, t)| **t > 0)
+        .map(|(c, t)| (c.session.id, *t))
+        .unzip();
+    if !ids.is_empty() {
+        sqlx::query(
+            "update session s set charged_amount = s.charged_amount + t.amount
+             from unnest($2::uuid[], $3::bigint[]) as t (id, amount) where s.tenant_id = $1 and s.id = t.id",
+        )
+        .bind(tx.tenant())
+        .bind(&ids)
+        .bind(&amounts)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(taken)
+}
+
+/// [`charge_many`] without adding what each charge took to its session's charged amount: the caller does, in
+/// the update it makes to those sessions anyway.
+async fn post_charges(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Result<Vec<i64>> {
     let due: Vec<&Charge<'_>> = charges.iter().filter(|c| c.due > 0).collect();
     if due.is_empty() {
         return Ok(vec![0; charges.len()]);
@@ -1331,17 +1355,6 @@ pub(crate) async fn charge_many(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Re
     for (patron, _, currency) in &owing {
         crate::notify::flows::debt(tx, *patron, currency).await?;
     }
-    let ids: Vec<Uuid> = taken.keys().copied().collect();
-    let amounts: Vec<i64> = ids.iter().map(|id| taken[id]).collect();
-    sqlx::query(
-        "update session s set charged_amount = s.charged_amount + t.amount
-         from unnest($2::uuid[], $3::bigint[]) as t (id, amount) where s.tenant_id = $1 and s.id = t.id",
-    )
-    .bind(tx.tenant())
-    .bind(&ids)
-    .bind(&amounts)
-    .execute(tx.conn())
-    .await?;
     Ok(charges
         .iter()
         .map(|c| taken.get(&c.session.id).copied().unwrap_or(0))
@@ -1480,10 +1493,12 @@ pub async fn bill_batch(
             label: format!("tick:{}", s.ticks + 1),
         })
         .collect();
-    let taken = charge_many(tx, &charges).await?;
+    let taken = post_charges(tx, &charges).await?;
 
-    let (mut ids, mut ticks, mut nexts, mut sents) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // One update per session and tick: what it was charged, its tick number, when it is next due, and the end of
+    // the claim's lease. A session bought out now gets its charge on its own; `buy_out` then ends it.
+    let (mut ids, mut ticks, mut nexts, mut sents, mut amounts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut buyouts = Vec::new();
     for (s, charged) in running.iter().zip(taken) {
         billed.sessions += 1;
@@ -1491,7 +1506,7 @@ pub async fn bill_batch(
         billed.charged += charged;
         if let (Some(_), Some(threshold)) = (s.asset_id, s.terms.buyout_threshold) {
             if s.charged_amount + charged >= threshold {
-                buyouts.push(s.id);
+                buyouts.push((s.id, charged));
                 continue;
             }
         }
@@ -1516,20 +1531,32 @@ pub async fn bill_batch(
         ticks.push(s.ticks + 1);
         nexts.push(next);
         sents.push(sent);
+        amounts.push(charged);
     }
     sqlx::query(
-        "update session s set ticks = t.ticks, next_tick_at = t.next, warnings_sent = t.sent
-         from unnest($2::uuid[], $3::int[], $4::timestamptz[], $5::smallint[]) as t (id, ticks, next, sent)
+        "update session s set charged_amount = s.charged_amount + t.amount, ticks = t.ticks, next_tick_at = t.next,
+           warnings_sent = t.sent, billing_leased_until = null
+         from unnest($2::uuid[], $3::bigint[], $4::int[], $5::timestamptz[], $6::smallint[])
+           as t (id, amount, ticks, next, sent)
          where s.tenant_id = $1 and s.id = t.id",
     )
     .bind(tx.tenant())
     .bind(&ids)
+    .bind(&amounts)
     .bind(&ticks)
     .bind(&nexts)
     .bind(&sents)
     .execute(tx.conn())
     .await?;
-    for id in buyouts {
+    for (id, charged) in buyouts {
+        sqlx::query(
+            "update session set charged_amount = charged_amount + $3 where tenant_id = $1 and id = $2",
+        )
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(charged)
+        .execute(tx.conn())
+        .await?;
         crate::rentals::buy_out(tx, id, now).await?;
     }
     Ok(billed)

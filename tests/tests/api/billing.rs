@@ -367,3 +367,188 @@ async fn a_replayed_tick_is_charged_once_by_its_journal_key() {
     assert!(journals[0].0.ends_with(":tick:1"), "{journals:?}");
     assert_eq!(journals[0].1, 10, "the patron paid the first minute once");
 }
+
+/// The SQLSTATE and message of a statement the database refuses, run in a fresh transaction of `tenant`.
+async fn refused(app: &TestApp, tenant: Uuid, statements: &[String]) -> (String, String) {
+    let mut tx = app.tenant_tx(tenant).await;
+    let (last, before) = statements.split_last().unwrap();
+    for sql in before {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    let err = sqlx::query(last).execute(&mut *tx).await.unwrap_err();
+    let Some(db) = err.as_database_error() else {
+        panic!("not a database error: {err}")
+    };
+    (
+        db.code().unwrap_or_default().into_owned(),
+        db.message().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_ledger_checks_every_reference_once_per_statement_and_is_never_rewritten() {
+    let database = fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let t0: DateTime<Utc> = "2002-02-02T12:00:00Z".parse().unwrap();
+    let (a, b) = (
+        tenant_with_sessions(&app, 1, t0).await,
+        tenant_with_sessions(&app, 1, t0).await,
+    );
+    let mut ids = Vec::new();
+    for tenant in [a, b] {
+        let mut tx = app.tenant_tx(tenant).await;
+        let (session, venue): (Uuid, Uuid) =
+            sqlx::query_as("select id, venue_id from session where tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        let accounts: Vec<Uuid> = sqlx::query_scalar(
+            "insert into ledger_account (tenant_id, id, owner_kind, owner_id, purpose, currency)
+             select $1, gen_random_uuid(), 'venue', $2, p, 'EUR' from unnest(array['revenue', 'cash_drawer']) p
+             returning id",
+        )
+        .bind(tenant)
+        .bind(venue)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        ids.push((session, accounts[0], accounts[1]));
+    }
+    let [(session, revenue, drawer), (their_session, their_account, _)] = ids[..] else {
+        unreachable!()
+    };
+    let journal = |id: Uuid, session: &str| {
+        format!("insert into journal (tenant_id, id, idempotency_key, kind, session_id) values ('{a}', '{id}', '{id}', 'test', {session})")
+    };
+    let entries = |journal: Uuid, lines: &[(Uuid, i64, &str)]| {
+        let values: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(n, (account, amount, currency))| {
+                format!(
+                    "('{a}', '{journal}', {}, '{account}', {amount}, '{currency}')",
+                    n + 1
+                )
+            })
+            .collect();
+        format!(
+            "insert into journal_entry (tenant_id, journal_id, line, account_id, amount, currency) values {}",
+            values.join(", ")
+        )
+    };
+    let j = Uuid::new_v4();
+
+    // A journal's session must exist in its tenant.
+    let (code, message) = refused(&app, a, &[journal(j, &format!("'{}'", Uuid::new_v4()))]).await;
+    assert_eq!(code, "23503", "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+    let (code, _) = refused(&app, a, &[journal(j, &format!("'{their_session}'"))]).await;
+    assert_eq!(code, "23503");
+
+    // Entries must belong to a journal of their tenant, to accounts of their tenant in their currency, and balance.
+    let (code, message) = refused(
+        &app,
+        a,
+        &[entries(
+            Uuid::new_v4(),
+            &[(revenue, 100, "EUR"), (drawer, -100, "EUR")],
+        )],
+    )
+    .await;
+    assert_eq!(code, "23503", "{message}");
+    let (code, message) = refused(
+        &app,
+        a,
+        &[
+            journal(j, "null"),
+            entries(j, &[(revenue, 100, "EUR"), (their_account, -100, "EUR")]),
+        ],
+    )
+    .await;
+    assert_eq!(code, "23503", "{message}");
+    assert!(message.contains(&their_account.to_string()), "{message}");
+    let (code, _) = refused(
+        &app,
+        a,
+        &[
+            journal(j, "null"),
+            entries(j, &[(revenue, 100, "USD"), (drawer, -100, "USD")]),
+        ],
+    )
+    .await;
+    assert_eq!(code, "23503");
+    let (code, message) = refused(
+        &app,
+        a,
+        &[
+            journal(j, "null"),
+            entries(j, &[(revenue, 100, "EUR"), (drawer, -90, "EUR")]),
+        ],
+    )
+    .await;
+    assert_eq!(code, "23514");
+    assert!(message.contains("does not balance"), "{message}");
+
+    // A whole, valid journal goes in, with its entries.
+    let mut tx = app.tenant_tx(a).await;
+    sqlx::query(&journal(j, &format!("'{session}'")))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(&entries(j, &[(revenue, 100, "EUR"), (drawer, -100, "EUR")]))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = app.tenant_tx(a).await;
+    let lines: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select account_id, amount from journal_entry where tenant_id = $1 and journal_id = $2 order by line",
+    )
+    .bind(a)
+    .bind(j)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(lines, vec![(revenue, 100), (drawer, -100)]);
+    drop(tx);
+
+    // Nothing it refers to can go away or change its key afterwards, not even for the owner.
+    for sql in [
+        format!("update journal set memo = 'x' where id = '{j}'"),
+        format!("delete from journal where id = '{j}'"),
+        format!("update journal_entry set amount = 0 where journal_id = '{j}'"),
+        format!("delete from journal_entry where journal_id = '{j}'"),
+        "truncate journal_entry".to_owned(),
+        format!("update ledger_account set currency = 'USD' where id = '{revenue}'"),
+        format!("delete from ledger_account where id = '{drawer}'"),
+        format!("delete from session where id = '{session}'"),
+        format!("update session set id = gen_random_uuid() where id = '{session}'"),
+    ] {
+        let (code, message) = refused(&app, a, std::slice::from_ref(&sql)).await;
+        assert_eq!(code, "23001", "{sql}: {message}");
+    }
+    // And the app role may not even try to delete a session.
+    let db = Db::connect_lazy(&database.app_url, 1).unwrap();
+    let mut tx = db.begin_tenant(switchyard_core::TenantId(a)).await.unwrap();
+    let err = sqlx::query("delete from session")
+        .execute(tx.conn())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    drop(tx);
+
+    // The session and its journal are still there.
+    let mut tx = app.tenant_tx(a).await;
+    let kept: i64 = sqlx::query_scalar(
+        "select count(*) from journal j join session s on s.tenant_id = j.tenant_id and s.id = j.session_id
+         where j.tenant_id = $1 and j.id = $2",
+    )
+    .bind(a)
+    .bind(j)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(kept, 1);
+}
