@@ -73,7 +73,7 @@ begin
   limit 1;
   if found then
     raise exception 'journal refers to session %, which does not exist', missing
-      using errcode = 'foreign_key_violation';
+      using errcode = 'foreign_key_violation', constraint = 'journal_session_fk';
   end if;
   return null;
 end
@@ -98,7 +98,7 @@ begin
   limit 1;
   if found then
     raise exception 'journal entries refer to journal %, which does not exist', bad
-      using errcode = 'foreign_key_violation';
+      using errcode = 'foreign_key_violation', constraint = 'journal_entry_tenant_id_journal_id_fkey';
   end if;
   select i.account_id into bad from inserted i
   where not exists (
@@ -108,7 +108,7 @@ begin
   limit 1;
   if found then
     raise exception 'a journal entry refers to account %, which does not exist in its currency', bad
-      using errcode = 'foreign_key_violation';
+      using errcode = 'foreign_key_violation', constraint = 'journal_entry_account_currency_fk';
   end if;
   return null;
 end
