@@ -452,19 +452,18 @@ impl SystemDb {
 }
 
 impl SystemDb {
-    /// Billing: claims up to `limit` active sessions whose next tick is due at `now`, across tenants, leasing them
-    /// for `lease_secs` so concurrent workers skip them.
-    pub async fn claim_due_sessions(
+    /// Billing: up to `limit` active sessions whose next tick is due at `now`, across tenants, longest-waiting
+    /// first. Nothing is locked or written: the worker bills each tenant's share under a lock of its own and
+    /// re-checks what is still due (see `sessions::bill_due`).
+    pub async fn due_sessions(
         &self,
         now: chrono::DateTime<chrono::Utc>,
         limit: i32,
-        lease_secs: i32,
     ) -> Result<Vec<(TenantId, Uuid)>> {
         Ok(
-            sqlx::query_as("select tenant_id, session_id from sys_claim_due_sessions($1, $2, $3)")
+            sqlx::query_as("select tenant_id, session_id from sys_due_sessions($1, $2)")
                 .bind(now)
                 .bind(limit)
-                .bind(lease_secs)
                 .fetch_all(&self.pool)
                 .await?,
         )

@@ -913,7 +913,7 @@ pub async fn resume(
     let pauses = session.pauses_at(now);
     sqlx::query(
         "update session set status = 'active', paused_at = null, pauses = $3, planned_end_at = $4,
-           warnings_sent = $5, next_tick_at = $6, billing_leased_until = null
+           warnings_sent = $5, next_tick_at = $6
          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
@@ -1452,10 +1452,10 @@ pub struct Billed {
     pub charged: i64,
 }
 
-/// One billing tick of many sessions of this tenant (called by the workers): each active one is charged the delta
-/// up to `now` as its tick `n`, gets its warnings, and its next tick is scheduled (at the next warning or the
-/// planned end when sooner than `tick`); sessions past their planned end are ended; rentals that reach their
-/// buyout threshold are bought out. Set-based: a fixed number of statements for the whole batch.
+/// One billing tick of many sessions of this tenant: each active one is charged the delta up to `now` as its tick
+/// `n`, gets its warnings, and its next tick is scheduled (at the next warning or the planned end when sooner than
+/// `tick`); sessions past their planned end are ended; rentals that reach their buyout threshold are bought out.
+/// Set-based: a fixed number of statements for the whole batch.
 pub async fn bill_batch(
     tx: &mut TenantTx,
     ids: &[Uuid],
@@ -1470,6 +1470,36 @@ pub async fn bill_batch(
         .bind(ids)
         .fetch_all(tx.conn())
         .await?;
+    bill_locked(tx, locked, now, tick).await
+}
+
+/// [`bill_batch`] of those of `ids` that are still due at `now` (the workers' tick): a session another worker
+/// billed since it was found due is passed over once its tick commits, so no tick is billed twice.
+pub async fn bill_due(
+    tx: &mut TenantTx,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+    tick: Duration,
+) -> Result<Billed> {
+    let sql = format!(
+        "select {COLUMNS} from session
+         where tenant_id = $1 and id = any($2) and status = 'active' and next_tick_at <= $3 order by id for update"
+    );
+    let locked: Vec<Session> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(ids)
+        .bind(now)
+        .fetch_all(tx.conn())
+        .await?;
+    bill_locked(tx, locked, now, tick).await
+}
+
+async fn bill_locked(
+    tx: &mut TenantTx,
+    locked: Vec<Session>,
+    now: DateTime<Utc>,
+    tick: Duration,
+) -> Result<Billed> {
     let tick = crate::tenants::billing_tick(tx, tick).await?;
     let mut billed = Billed::default();
     let (ending, running): (Vec<Session>, Vec<Session>) = locked
@@ -1495,8 +1525,8 @@ pub async fn bill_batch(
         .collect();
     let taken = post_charges(tx, &charges).await?;
 
-    // One update per session and tick: what it was charged, its tick number, when it is next due, and the end of
-    // the claim's lease. A session bought out now gets its charge on its own; `buy_out` then ends it.
+    // One update per session and tick: what it was charged, its tick number and when it is next due. A session
+    // bought out now gets its charge on its own; `buy_out` then ends it.
     let (mut ids, mut ticks, mut nexts, mut sents, mut amounts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut buyouts = Vec::new();
@@ -1535,7 +1565,7 @@ pub async fn bill_batch(
     }
     sqlx::query(
         "update session s set charged_amount = s.charged_amount + t.amount, ticks = t.ticks, next_tick_at = t.next,
-           warnings_sent = t.sent, billing_leased_until = null
+           warnings_sent = t.sent
          from unnest($2::uuid[], $3::bigint[], $4::int[], $5::timestamptz[], $6::smallint[])
            as t (id, amount, ticks, next, sent)
          where s.tenant_id = $1 and s.id = t.id",

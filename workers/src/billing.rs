@@ -1,24 +1,46 @@
-//! The billing tick: claim due sessions across tenants, then bill each tenant's share in one set-based transaction. Any number of
-//! workers can run it at once: claims skip locked rows and lease what they take, and every charge is a journal
-//! with a per-(session, tick) key, so a tick is charged exactly once whatever crashes or overlaps.
-
-use std::collections::BTreeMap;
-use std::time::Instant;
+//! The billing tick: find the sessions due across tenants, longest-waiting first, then bill each tenant's share in
+//! one set-based tenant transaction. Any number of workers can run it at once: a worker bills a tenant under a
+//! transaction-scoped advisory lock and skips a tenant another worker holds; it locks only the sessions still due
+//! (one billed meanwhile is passed over); and every charge is a journal with a per-(session, tick) key, so a tick
+//! is charged exactly once whatever crashes or overlaps. A worker that dies mid-tick leaves nothing behind: its
+//! transaction and its locks go with it.
 
 use chrono::{DateTime, Duration, Utc};
-use switchyard_core::{sessions, Db, TenantId};
+use switchyard_core::{sessions, Db, TenantId, TenantTx};
 use uuid::Uuid;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pass {
-    pub claimed: usize,
+    /// Sessions found due (at most the batch).
+    pub due: usize,
     pub billed: usize,
     /// Billed sessions that were charged something (one journal each).
     pub charges: usize,
+    /// Due sessions of tenants another worker was billing (it bills them).
+    pub busy: usize,
     pub failed: usize,
     /// Minor units charged (mixed currencies; for progress logs only).
     pub charged: i64,
+}
+
+impl Pass {
+    fn add(&mut self, billed: sessions::Billed) {
+        self.billed += billed.sessions;
+        self.charges += billed.charges;
+        self.charged += billed.charged;
+    }
+
+    fn record_failure(&mut self, tenant: TenantId, sessions: usize, e: anyhow::Error) {
+        self.failed += sessions;
+        tracing::error!(tenant.id = %tenant, sessions, error = ?e, "billing a tenant's batch failed");
+    }
+
+    /// Whether another pass straight away would find more to do: the batch was full and this pass got on with
+    /// it (a worker that found every tenant taken waits for its next wake-up instead of spinning).
+    pub fn more(&self, batch: i32) -> bool {
+        self.due as i64 >= i64::from(batch) && self.billed > 0
+    }
 }
 
 /// Settings of the tick.
@@ -26,37 +48,45 @@ pub struct Pass {
 pub struct Billing {
     pub tick: Duration,
     pub batch: i32,
-    pub lease_secs: i32,
 }
 
-/// Claims and bills one batch of sessions due at `now`.
+/// Bills one batch of the sessions due at `now`.
 pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::Result<Pass> {
-    let started = Instant::now();
-    let claimed = db
-        .system()
-        .claim_due_sessions(now, billing.batch, billing.lease_secs)
-        .await?;
-    let mut by_tenant: BTreeMap<TenantId, Vec<Uuid>> = BTreeMap::new();
-    for (tenant, session) in &claimed {
-        by_tenant.entry(*tenant).or_default().push(*session);
+    let started = std::time::Instant::now();
+    let due = db.system().due_sessions(now, billing.batch).await?;
+    // Grouped by tenant, the tenant of the longest-waiting session first.
+    let mut by_tenant: Vec<(TenantId, Vec<Uuid>)> = Vec::new();
+    let mut position = std::collections::HashMap::new();
+    for (tenant, session) in &due {
+        let at = *position.entry(*tenant).or_insert_with(|| {
+            by_tenant.push((*tenant, Vec::new()));
+            by_tenant.len() - 1
+        });
+        by_tenant[at].1.push(*session);
     }
     let mut pass = Pass {
-        claimed: claimed.len(),
+        due: due.len(),
         ..Pass::default()
     };
-    for (tenant, ids) in by_tenant {
-        // One set-based transaction per tenant. If it fails, its sessions stay leased and are retried after the
-        // lease; other tenants are not held back.
-        match bill_tenant(db, tenant, &ids, now, billing.tick).await {
-            Ok(billed) => {
-                pass.billed += billed.sessions;
-                pass.charges += billed.charges;
-                pass.charged += billed.charged;
+    let mut first_busy = None;
+    for (tenant, ids) in &by_tenant {
+        // One set-based transaction per tenant. If it fails, its sessions stay due and the next pass tries again;
+        // other tenants are not held back.
+        match bill_tenant(db, *tenant, ids, now, billing.tick, false).await {
+            Ok(Some(billed)) => pass.add(billed),
+            Ok(None) => {
+                pass.busy += ids.len();
+                first_busy = first_busy.or(Some((*tenant, ids)));
             }
-            Err(e) => {
-                pass.failed += ids.len();
-                tracing::error!(tenant.id = %tenant, sessions = ids.len(), error = ?e, "billing a tenant's batch failed");
-            }
+            Err(e) => pass.record_failure(*tenant, ids.len(), e),
+        }
+    }
+    // Every tenant found due was being billed by another worker: rather than read the same list again at once,
+    // wait for the first of them to be done and bill what it left.
+    if let (0, Some((tenant, ids))) = (pass.billed, first_busy) {
+        match bill_tenant(db, tenant, ids, now, billing.tick, true).await {
+            Ok(billed) => pass.add(billed.unwrap_or_default()),
+            Err(e) => pass.record_failure(tenant, ids.len(), e),
         }
     }
     metrics::counter!("billing_sessions_total", "outcome" => "billed")
@@ -65,10 +95,11 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
         .increment(pass.failed as u64);
     metrics::counter!("billing_charges_total").increment(pass.charges as u64);
     metrics::histogram!("billing_pass_seconds").record(started.elapsed().as_secs_f64());
-    if pass.claimed > 0 {
+    if pass.billed + pass.failed > 0 {
         tracing::info!(
-            claimed = pass.claimed,
+            due = pass.due,
             billed = pass.billed,
+            busy = pass.busy,
             failed = pass.failed,
             "billing pass"
         );
@@ -76,15 +107,45 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
     Ok(pass)
 }
 
+/// Takes this tenant's billing lock for the rest of the transaction: false when another worker holds it (or, with
+/// `wait`, once that worker is done). A worker cut off from the database mid-tick (its host gone, the connection
+/// still open) holds it at most [`HELD_IDLE_SECS`]: the server ends a transaction left idle that long, and its
+/// locks with it.
+pub async fn lock_tenant(tx: &mut TenantTx, wait: bool) -> anyhow::Result<bool> {
+    let lock = if wait {
+        "pg_advisory_xact_lock(hashtextextended('switchyard.billing:' || $1::text, 0)) is not null"
+    } else {
+        "pg_try_advisory_xact_lock(hashtextextended('switchyard.billing:' || $1::text, 0))"
+    };
+    let (_, locked): (String, bool) = sqlx::query_as(&format!(
+        "select set_config('idle_in_transaction_session_timeout', $2, true), {lock}"
+    ))
+    .bind(tx.tenant())
+    .bind(format!("{HELD_IDLE_SECS}s"))
+    .fetch_one(tx.conn())
+    .await?;
+    Ok(locked)
+}
+
+/// How long a tenant's billing transaction may sit idle before the server ends it.
+pub const HELD_IDLE_SECS: u32 = 60;
+
+/// Bills those of `ids` still due, unless another worker is billing this tenant (`None`; with `wait`, once it is
+/// done).
 async fn bill_tenant(
     db: &Db,
     tenant: TenantId,
     ids: &[Uuid],
     now: DateTime<Utc>,
     tick: Duration,
-) -> anyhow::Result<sessions::Billed> {
+    wait: bool,
+) -> anyhow::Result<Option<sessions::Billed>> {
     let mut tx = db.begin_tenant(tenant).await?;
-    let billed = sessions::bill_batch(&mut tx, ids, now, tick).await?;
+    if !lock_tenant(&mut tx, wait).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let billed = sessions::bill_due(&mut tx, ids, now, tick).await?;
     tx.commit().await?;
-    Ok(billed)
+    Ok(Some(billed))
 }

@@ -79,7 +79,6 @@ impl WorkerConfig {
         let billing = billing::Billing {
             tick: chrono::Duration::seconds(number("BILLING_TICK_SEC", 30)?.clamp(1, 3600)),
             batch: number("BILLING_BATCH", 500)?.clamp(1, 10_000) as i32,
-            lease_secs: number("BILLING_LEASE_SEC", 60)?.clamp(5, 3600) as i32,
         };
         let debts = debts::Debts {
             policy: switchyard_core::payments::collect::Policy {
@@ -351,9 +350,7 @@ async fn drain(
     metrics::counter!("worker_passes_total").increment(1);
     loop {
         match billing::run_once(db, config.billing, chrono::Utc::now()).await {
-            Ok(pass) if pass.claimed as i32 == config.billing.batch && !*stopping.borrow() => {
-                continue
-            }
+            Ok(pass) if pass.more(config.billing.batch) && !*stopping.borrow() => continue,
             Ok(_) => break,
             Err(e) => {
                 tracing::error!(error = ?e, "billing pass failed");

@@ -53,7 +53,6 @@ async fn four_workers(url: &str, now: DateTime<Utc>) -> usize {
     let billing = Billing {
         tick: Duration::seconds(30),
         batch: 37,
-        lease_secs: 60,
     };
     let workers: Vec<_> = (0..4)
         .map(|_| {
@@ -65,7 +64,7 @@ async fn four_workers(url: &str, now: DateTime<Utc>) -> usize {
                     let pass = billing::run_once(&db, billing, now).await.unwrap();
                     assert_eq!(pass.failed, 0);
                     billed += pass.billed;
-                    if pass.claimed == 0 {
+                    if pass.due == 0 {
                         return billed;
                     }
                 }
@@ -125,42 +124,57 @@ async fn four_workers_charge_every_session_tick_exactly_once() {
 }
 
 #[tokio::test]
-async fn a_worker_that_dies_after_claiming_delays_but_never_doubles_a_tick() {
+async fn a_tenant_being_billed_is_left_to_its_worker_and_a_worker_that_dies_leaves_nothing_behind()
+{
     let database = fresh_database().await;
     let app = spawn_app_in(&database).await;
     let t0: DateTime<Utc> = "2002-02-02T12:00:00Z".parse().unwrap();
     let tenant = tenant_with_sessions(&app, 20, t0).await;
-    let db = Db::connect_lazy(&database.app_url, 2).unwrap();
+    let other = tenant_with_sessions(&app, 5, t0).await;
+    let db = Db::connect_lazy(&database.app_url, 4).unwrap();
     let now = t0 + Duration::seconds(30);
-
-    // A worker claims the batch and dies before billing it: the sessions are leased for 60 s.
-    let claimed = db.system().claim_due_sessions(now, 1000, 60).await.unwrap();
-    let ours = claimed.iter().filter(|(t, _)| t.0 == tenant).count();
-    assert_eq!(ours, 20);
-    // Another worker billing a session and crashing before commit leaves nothing behind.
-    let (_, one) = claimed.iter().find(|(t, _)| t.0 == tenant).unwrap();
-    let mut tx = db
-        .begin_tenant(switchyard_core::TenantId(tenant))
-        .await
-        .unwrap();
-    switchyard_core::sessions::bill_tick(&mut tx, *one, now, Duration::seconds(30))
-        .await
-        .unwrap();
-    tx.rollback().await.unwrap();
-
     let billing = Billing {
         tick: Duration::seconds(30),
         batch: 1000,
-        lease_secs: 60,
     };
-    let pass = billing::run_once(&db, billing, now + Duration::seconds(10))
+
+    // A worker is billing the first tenant (it holds the tenant's billing lock and has charged one session so
+    // far): another worker leaves that tenant to it, bills the other tenant, and finds the same 25 sessions due
+    // (it wrote nothing to them).
+    let mut busy = db
+        .begin_tenant(switchyard_core::TenantId(tenant))
         .await
         .unwrap();
-    assert_eq!(pass.billed, 0, "leased sessions are skipped");
-    let pass = billing::run_once(&db, billing, now + Duration::seconds(61))
+    assert!(billing::lock_tenant(&mut busy, false).await.unwrap());
+    let one: Uuid = sqlx::query_scalar("select id from session order by id limit 1")
+        .fetch_one(busy.conn())
         .await
         .unwrap();
-    assert_eq!(pass.billed, 20, "after the lease, the sessions are billed");
+    switchyard_core::sessions::bill_tick(&mut busy, one, now, Duration::seconds(30))
+        .await
+        .unwrap();
+    let pass = billing::run_once(&db, billing, now).await.unwrap();
+    assert_eq!(
+        (pass.due, pass.billed, pass.busy, pass.failed),
+        (25, 5, 20, 0),
+        "the busy tenant is skipped, the other billed"
+    );
+    assert!(!pass.more(billing.batch));
+    let billed_other: i64 =
+        sqlx::query_scalar("select count(*) from session where tenant_id = $1 and ticks = 1")
+            .bind(other)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(billed_other, 5);
+
+    // That worker dies before committing (its transaction ends without a commit): its charge and its lock go
+    // with it, and the next pass bills all 20, each once.
+    busy.rollback().await.unwrap();
+    let pass = billing::run_once(&db, billing, now).await.unwrap();
+    assert_eq!((pass.due, pass.billed, pass.busy), (20, 20, 0));
+    let pass = billing::run_once(&db, billing, now).await.unwrap();
+    assert_eq!(pass, billing::Pass::default(), "nothing is due twice");
 
     let mut tx = app.tenant_tx(tenant).await;
     let keys: Vec<String> =
@@ -261,7 +275,6 @@ async fn an_overloaded_worker_serves_the_longest_waiting_session_next_and_starve
     let billing = Billing {
         tick: Duration::seconds(10),
         batch: 3,
-        lease_secs: 60,
     };
     let mut longest_wait = Duration::zero();
     for second in 0..100 {
@@ -269,7 +282,7 @@ async fn an_overloaded_worker_serves_the_longest_waiting_session_next_and_starve
         let before = tick_state(&app.owner).await;
         let pass = billing::run_once(&db, billing, now).await.unwrap();
         assert_eq!(
-            (pass.claimed, pass.billed),
+            (pass.due, pass.billed),
             (3, 3),
             "more is due than one pass bills"
         );

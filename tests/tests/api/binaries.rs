@@ -256,7 +256,6 @@ fn spawn_worker(app_url: &str) -> Child {
         .env("WORKER_METRICS_ADDR", "127.0.0.1:0")
         .env("WORKER_POLL_MS", "10")
         .env("BILLING_BATCH", "20")
-        .env("BILLING_LEASE_SEC", "5")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -1121,7 +1121,6 @@ async fn a_patron_hears_of_a_low_balance_and_a_debt_by_email_and_of_a_session_wa
     let billing = switchyard_workers::billing::Billing {
         tick: Duration::seconds(30),
         batch: 100,
-        lease_secs: 60,
     };
     let at = started_at + Duration::seconds(330);
     switchyard_workers::billing::run_once(&db, billing, at)
