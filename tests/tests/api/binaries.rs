@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use switchyard_tests::{env_url, TEST_JWT_SECRET};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -553,4 +553,185 @@ async fn migrate_sets_the_app_roles_password_when_given_one() {
         .unwrap();
     assert!(scram, "the password is stored (hashed)");
     assert_eq!(roles, 2, "the quote was data, not SQL");
+}
+
+/// Issue 14's failover: six clients start and stop sessions through replica A, each request with its own
+/// idempotency key; A is killed (SIGKILL) in the middle, and every client carries on through replica B, sending the
+/// request that was in flight again with the same key. Nothing committed is lost or doubled: every start a client
+/// saw acknowledged (by A or B) is the one session its key made, replaying any key to B answers the same session,
+/// every session is stopped and has its `switch_on` and `switch_off` commands, and the wallet paid exactly what
+/// the sessions were charged.
+#[tokio::test]
+async fn an_api_killed_mid_load_loses_no_committed_write_and_no_device_command() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const CLIENTS: usize = 6;
+    const PAIRS: usize = 12;
+    const KILL_AFTER: usize = 24;
+    const FUNDS: i64 = 1_000_000;
+
+    let app = switchyard_tests::spawn_app().await;
+    let f = crate::sessions::floor(&app).await;
+    let patron = app.create_patron(&f.t.access, "Kim", None).await;
+    crate::sessions::top_up(&app, &f, patron, FUNDS, "failover-funds").await;
+    let mut stations = vec![f.station];
+    for i in 1..CLIENTS {
+        stations.push(
+            app.create_station(&f.t.access, f.venue, &format!("Seat-{i}"))
+                .await,
+        );
+    }
+
+    let redis = env_url("TEST_REDIS_URL");
+    let (mut a, a_url) = api_replica(&redis).await;
+    let (_b, b_url) = api_replica(&redis).await;
+    let a_dead = Arc::new(AtomicBool::new(false));
+    let pairs_done = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+
+    // Sends `request` (built for a base URL) to A until A is known dead, then to B; a request whose answer never
+    // came (the connection died under it) is sent again to B, unchanged.
+    async fn send(
+        http: &reqwest::Client,
+        a_dead: &AtomicBool,
+        (a_url, b_url): (&str, &str),
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> (bool, reqwest::StatusCode, Value) {
+        if !a_dead.load(Ordering::SeqCst) {
+            if let Ok(response) = build(http, a_url).send().await {
+                let status = response.status();
+                if let Ok(body) = response.json::<Value>().await {
+                    return (true, status, body);
+                }
+            }
+            a_dead.store(true, Ordering::SeqCst);
+        }
+        let response = build(http, b_url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("replica B: {e}"));
+        let status = response.status();
+        (false, status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    let mut clients = Vec::new();
+    for (i, station) in stations.iter().copied().enumerate() {
+        let (http, a_dead, pairs_done) = (http.clone(), a_dead.clone(), pairs_done.clone());
+        let (a_url, b_url, token) = (a_url.clone(), b_url.clone(), f.t.access.clone());
+        clients.push(tokio::spawn(async move {
+            let urls = (a_url.as_str(), b_url.as_str());
+            // (key, session id, answered by A)
+            let mut acknowledged: Vec<(String, String, bool)> = Vec::new();
+            for k in 0..PAIRS {
+                let key = format!("failover-{i}-{k}");
+                let body = json!({"station_id": station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"});
+                let (by_a, status, started) = send(&http, &a_dead, urls, |http, base| {
+                    http.post(format!("{base}/api/v1/sessions/start"))
+                        .bearer_auth(&token)
+                        .header("idempotency-key", &key)
+                        .json(&body)
+                })
+                .await;
+                assert_eq!(status, 201, "{key}: {started}");
+                let id = started["session_id"].as_str().unwrap_or_else(|| panic!("{started}")).to_owned();
+                acknowledged.push((key.clone(), id.clone(), by_a));
+                let (_, status, stopped) = send(&http, &a_dead, urls, |http, base| {
+                    http.delete(format!("{base}/api/v1/sessions/{id}")).bearer_auth(&token)
+                })
+                .await;
+                assert_eq!(status, 200, "{key}: {stopped}");
+                assert_eq!(stopped["status"], "ended", "{stopped}");
+                pairs_done.fetch_add(1, Ordering::SeqCst);
+            }
+            acknowledged
+        }));
+    }
+
+    // A dies once a third of the work is done, with requests in flight.
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while pairs_done.load(Ordering::SeqCst) < KILL_AFTER {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the clients made no progress through A"));
+    a.start_kill().unwrap();
+    let exit = a.wait().await.unwrap();
+    assert!(!exit.success(), "A was killed: {exit:?}");
+
+    let mut acknowledged = Vec::new();
+    for client in clients {
+        acknowledged.extend(client.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), CLIENTS * PAIRS);
+    let by_a = acknowledged.iter().filter(|(_, _, a)| *a).count();
+    assert!(
+        (KILL_AFTER..CLIENTS * PAIRS).contains(&by_a),
+        "{by_a} starts answered by A"
+    );
+
+    // Replaying every key to B answers the session that key made, whoever answered first.
+    for (key, id, _) in &acknowledged {
+        let (i, _) = key.trim_start_matches("failover-").split_once('-').unwrap();
+        let station = stations[i.parse::<usize>().unwrap()];
+        let replay = http
+            .post(format!("{b_url}/api/v1/sessions/start"))
+            .bearer_auth(&f.t.access)
+            .header("idempotency-key", key)
+            .json(&json!({"station_id": station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(replay.status(), 201, "{key}");
+        let body: Value = replay.json().await.unwrap();
+        assert_eq!(
+            body["session_id"].as_str(),
+            Some(id.as_str()),
+            "{key}: {body}"
+        );
+    }
+
+    // The database holds exactly those sessions, each ended, with both of its commands.
+    let mut tx = app.tenant_tx(f.t.id).await;
+    let rows: Vec<(uuid::Uuid, String, i64, i64, i64)> = sqlx::query_as(
+        "select s.id, s.status::text, s.charged_amount,
+                (select count(*) from device_command c where c.tenant_id = s.tenant_id and c.session_id = s.id
+                   and c.command = 'switch_on'),
+                (select count(*) from device_command c where c.tenant_id = s.tenant_id and c.session_id = s.id
+                   and c.command = 'switch_off')
+         from session s where s.tenant_id = $1",
+    )
+    .bind(f.t.id)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let mut made: Vec<String> = acknowledged.iter().map(|(_, id, _)| id.clone()).collect();
+    made.sort();
+    let mut stored: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
+    stored.sort();
+    assert_eq!(stored, made, "one session per acknowledged key, none other");
+    for (id, status, _, on, off) in &rows {
+        assert_eq!(
+            (status.as_str(), *on, *off),
+            ("ended", 1, 1),
+            "session {id}"
+        );
+    }
+    let charged: i64 = rows.iter().map(|r| r.2).sum();
+    let wallet: i64 = sqlx::query_scalar(
+        "select coalesce(sum(e.amount), 0)::bigint from journal_entry e
+         join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+         where e.tenant_id = $1 and a.owner_kind = 'patron' and a.owner_id = $2 and a.purpose = 'wallet'",
+    )
+    .bind(f.t.id)
+    .bind(patron)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        wallet,
+        FUNDS - charged,
+        "the wallet paid what the sessions were charged"
+    );
 }
