@@ -70,15 +70,18 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
     };
     let mut first_busy = None;
     for (tenant, ids) in &by_tenant {
-        // One set-based transaction per tenant. If it fails, its sessions stay due and the next pass tries again;
-        // other tenants are not held back.
+        // One set-based transaction per tenant. If it fails, its sessions are tried again a minute later; other
+        // tenants are not held back.
         match bill_tenant(db, *tenant, ids, now, billing.tick, false).await {
             Ok(Some(billed)) => pass.add(billed),
             Ok(None) => {
                 pass.busy += ids.len();
                 first_busy = first_busy.or(Some((*tenant, ids)));
             }
-            Err(e) => pass.record_failure(*tenant, ids.len(), e),
+            Err(e) => {
+                pass.record_failure(*tenant, ids.len(), e);
+                defer(db, *tenant, ids, now).await;
+            }
         }
     }
     // Every tenant found due was being billed by another worker: rather than read the same list again at once,
@@ -86,7 +89,10 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
     if let (0, Some((tenant, ids))) = (pass.billed, first_busy) {
         match bill_tenant(db, tenant, ids, now, billing.tick, true).await {
             Ok(billed) => pass.add(billed.unwrap_or_default()),
-            Err(e) => pass.record_failure(tenant, ids.len(), e),
+            Err(e) => {
+                pass.record_failure(tenant, ids.len(), e);
+                defer(db, tenant, ids, now).await;
+            }
         }
     }
     metrics::counter!("billing_sessions_total", "outcome" => "billed")
@@ -129,6 +135,33 @@ pub async fn lock_tenant(tx: &mut TenantTx, wait: bool) -> anyhow::Result<bool> 
 
 /// How long a tenant's billing transaction may sit idle before the server ends it.
 pub const HELD_IDLE_SECS: u32 = 60;
+
+/// How long sessions whose billing failed wait before they are tried again.
+pub const RETRY_FAILED_SECS: i64 = 60;
+
+/// Moves the next tick of sessions whose billing failed [`RETRY_FAILED_SECS`] ahead, so that they do not stay at
+/// the head of the due list and hold every other tenant back. Nothing is lost: the next tick charges everything
+/// from the start up to then.
+async fn defer(db: &Db, tenant: TenantId, ids: &[Uuid], now: DateTime<Utc>) {
+    let until = now + Duration::seconds(RETRY_FAILED_SECS);
+    let deferred = async {
+        let mut tx = db.begin_tenant(tenant).await?;
+        sqlx::query(
+            "update session set next_tick_at = $3
+             where tenant_id = $1 and id = any($2) and status = 'active' and next_tick_at < $3",
+        )
+        .bind(tenant)
+        .bind(ids)
+        .bind(until)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = deferred.await {
+        tracing::error!(tenant.id = %tenant, error = ?e, "deferring a failed billing batch failed");
+    }
+}
 
 /// Bills those of `ids` still due, unless another worker is billing this tenant (`None`; with `wait`, once it is
 /// done).

@@ -565,3 +565,86 @@ async fn the_ledger_checks_every_reference_once_per_statement_and_is_never_rewri
     .unwrap();
     assert_eq!(kept, 1);
 }
+
+#[tokio::test]
+async fn a_tenant_whose_billing_fails_is_retried_a_minute_later_and_holds_no_one_back() {
+    let database = fresh_database().await;
+    let app = spawn_app_in(&database).await;
+    let t0: DateTime<Utc> = "2005-05-05T12:00:00Z".parse().unwrap();
+    let failing = tenant_with_sessions(&app, 10, t0).await;
+    let healthy = tenant_with_sessions(&app, 5, t0 + Duration::seconds(1)).await;
+    // The failing tenant's journals are refused (as a fault in its data would be); its sessions are the oldest due.
+    sqlx::query(&format!(
+        "create function refuse_for_test() returns trigger language plpgsql as $$
+         begin
+           if new.tenant_id = '{failing}' then raise exception 'refused for the test'; end if;
+           return new;
+         end $$"
+    ))
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    sqlx::query(
+        "create trigger refuse_for_test before insert on journal for each row execute function refuse_for_test()",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+
+    let db = Db::connect_lazy(&database.app_url, 2).unwrap();
+    let billing = Billing {
+        tick: Duration::seconds(30),
+        batch: 5,
+    };
+    let now = t0 + Duration::seconds(40);
+    let mut passes = Vec::new();
+    for _ in 0..3 {
+        let pass = billing::run_once(&db, billing, now).await.unwrap();
+        passes.push((pass.due, pass.billed, pass.failed));
+    }
+    // Five failing sessions, the other five, then the healthy tenant: a batch never sees the same failure twice.
+    assert_eq!(passes, [(5, 0, 5), (5, 0, 5), (5, 5, 0)]);
+    let state = |tenant: Uuid| {
+        let owner = app.owner.clone();
+        async move {
+            sqlx::query_as::<_, (i32, DateTime<Utc>, i64)>(
+                "select ticks, next_tick_at, charged_amount from session where tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_all(&owner)
+            .await
+            .unwrap()
+        }
+    };
+    for (ticks, next, charged) in state(failing).await {
+        assert_eq!((ticks, next, charged), (0, now + Duration::seconds(60), 0));
+    }
+    for (ticks, _, charged) in state(healthy).await {
+        assert_eq!((ticks, charged), (1, 10));
+    }
+    assert_eq!(
+        billing::run_once(&db, billing, now).await.unwrap(),
+        billing::Pass::default()
+    );
+
+    // Once the fault is gone, a minute later, they are billed for all the time since they started.
+    sqlx::query("drop trigger refuse_for_test on journal")
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let later = now + Duration::seconds(60);
+    let mut billed = 0;
+    loop {
+        let pass = billing::run_once(&db, billing, later).await.unwrap();
+        assert_eq!(pass.failed, 0);
+        if pass.due == 0 {
+            break;
+        }
+        billed += pass.billed;
+    }
+    assert_eq!(billed, 15);
+    for (ticks, _, charged) in state(failing).await {
+        // 100 s at 10/min in whole minutes.
+        assert_eq!((ticks, charged), (1, 20));
+    }
+}
