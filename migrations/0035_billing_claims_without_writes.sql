@@ -25,37 +25,8 @@ alter function sys_due_sessions(timestamptz, integer) owner to switchyard_system
 revoke all on function sys_due_sessions(timestamptz, integer) from public;
 grant execute on function sys_due_sessions(timestamptz, integer) to switchyard_app;
 
-create or replace function sys_platform_gauges(p_now timestamptz)
-returns table (
-  sessions_active bigint,
-  rentals_active bigint,
-  billing_oldest_due_seconds double precision,
-  bridges_offline bigint,
-  chargers_offline bigint,
-  agents_offline bigint
-)
-language sql stable security definer set search_path = public, pg_temp as $$
-  select
-    (select count(*) from session where status in ('active', 'paused') and asset_id is null),
-    (select count(*) from session where status in ('active', 'paused') and asset_id is not null),
-    -- How long the longest-waiting due session has waited (a session being billed right now included).
-    coalesce((select extract(epoch from p_now - min(next_tick_at))::double precision
-              from session where status = 'active' and next_tick_at <= p_now), 0),
-    -- Bridges and chargers that were once connected and have been silent for five minutes.
-    (select count(*) from bridge
-      where revoked_at is null and not online and last_seen_at < p_now - interval '5 minutes'),
-    (select count(*) from charger
-      where station_id is not null and not online and last_seen_at < p_now - interval '5 minutes'),
-    -- PC agents that their bridge last reported disconnected, five minutes ago or more.
-    (select count(*) from station s
-      cross join lateral (
-        select b.body, b.occurred_at from bridge_event b
-        where b.tenant_id = s.tenant_id and b.station_id = s.id and b.kind = 'agent_state'
-        order by b.occurred_at desc limit 1
-      ) e
-      where s.control = 'agent' and s.archived_at is null
-        and e.body ->> 'connected' = 'false' and e.occurred_at < p_now - interval '5 minutes')
-$$;
+-- `sys_platform_gauges` (migration 0033) is unchanged: its oldest due session now also counts one a worker is
+-- billing at this moment, which is what a backlog is.
 
 -- The ledger's idempotency keys are compared byte by byte: they are identifiers, never sorted for people, and a
 -- locale-aware comparison on every probe of the unique index cost the tick's journal inserts.

@@ -1462,14 +1462,7 @@ pub async fn bill_batch(
     now: DateTime<Utc>,
     tick: Duration,
 ) -> Result<Billed> {
-    let sql = format!(
-        "select {COLUMNS} from session where tenant_id = $1 and id = any($2) and status = 'active' order by id for update"
-    );
-    let locked: Vec<Session> = sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(ids)
-        .fetch_all(tx.conn())
-        .await?;
+    let locked = lock_active(tx, ids, None).await?;
     bill_locked(tx, locked, now, tick).await
 }
 
@@ -1481,17 +1474,27 @@ pub async fn bill_due(
     now: DateTime<Utc>,
     tick: Duration,
 ) -> Result<Billed> {
+    let locked = lock_active(tx, ids, Some(now)).await?;
+    bill_locked(tx, locked, now, tick).await
+}
+
+/// Locks the active sessions of `ids` (in id order), those due by `due_at` when given.
+async fn lock_active(
+    tx: &mut TenantTx,
+    ids: &[Uuid],
+    due_at: Option<DateTime<Utc>>,
+) -> Result<Vec<Session>> {
     let sql = format!(
         "select {COLUMNS} from session
-         where tenant_id = $1 and id = any($2) and status = 'active' and next_tick_at <= $3 order by id for update"
+         where tenant_id = $1 and id = any($2) and status = 'active' and ($3::timestamptz is null or next_tick_at <= $3)
+         order by id for update"
     );
-    let locked: Vec<Session> = sqlx::query_as(&sql)
+    Ok(sqlx::query_as(&sql)
         .bind(tx.tenant())
         .bind(ids)
-        .bind(now)
+        .bind(due_at)
         .fetch_all(tx.conn())
-        .await?;
-    bill_locked(tx, locked, now, tick).await
+        .await?)
 }
 
 async fn bill_locked(
