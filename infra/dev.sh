@@ -521,6 +521,10 @@ bench() {
   case "${1:-billing}" in
     billing) shift || true; "$bin/switchyard-workers" bench-billing "$@" ;;
     sessions) shift; "$bin/bench-sessions" "$@" ;;
+    load) shift; ulimit -n "$(ulimit -Hn)"
+      # Two API processes behind a balancer, two workers, edge bridges and simulated plugs, against pgbench.
+      start_redis
+      REDIS_URL="$TEST_REDIS_URL" PGBENCH="$(pg_bin)/pgbench" "$bin/bench-load" "$@" ;;
     tunnels) shift; ulimit -n "$(ulimit -Hn)"
       # Once with wake-ups through Postgres notify (one replica), once through Redis (several). Redis starts first:
       # 10,000 loopback connections leave many ports of the kernel's ephemeral range busy for a while.
@@ -552,7 +556,7 @@ bench() {
       # The live floor of a 200-station venue in Chromium: render time and lag under 50 changes a second.
       build_console
       CONSOLE_ROOT="$ROOT/console" "$bin/bench-console" "$@" ;;
-    *) die "bench what? billing | sessions | tunnels | live | bridge | ocpp | receipts | analytics | outbox | console" ;;
+    *) die "bench what? billing | sessions | load | tunnels | live | bridge | ocpp | receipts | analytics | outbox | console" ;;
   esac
 }
 
@@ -568,5 +572,5 @@ case "${1:-}" in
   docs) docs ;;
   test) shift; test_suite "$@" ;;
   bench) shift; bench "$@" ;;
-  *) echo "usage: $0 up | test [test-name-filter] | docs | bench billing|sessions|tunnels|live|bridge|ocpp|receipts|analytics|outbox|console [options]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | test [test-name-filter] | docs | bench billing|sessions|load|tunnels|live|bridge|ocpp|receipts|analytics|outbox|console [options]" >&2; exit 2 ;;
 esac

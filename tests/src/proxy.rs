@@ -89,3 +89,28 @@ impl Proxy {
         self.accepted.load(Ordering::SeqCst)
     }
 }
+
+/// A round-robin TCP load balancer on a free local port in front of `upstreams` (the local proxy of a
+/// several-replica deployment): each new connection goes to the next upstream; an upstream that refuses is skipped.
+pub async fn balancer(upstreams: Vec<SocketAddr>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let _ = client.set_nodelay(true);
+            let (upstreams, next) = (upstreams.clone(), next.clone());
+            tokio::spawn(async move {
+                for _ in 0..upstreams.len() {
+                    let at = next.fetch_add(1, Ordering::Relaxed) % upstreams.len();
+                    if let Ok(mut server) = TcpStream::connect(upstreams[at]).await {
+                        let _ = server.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
