@@ -15,11 +15,6 @@
 //! with live subscriptions open throughout. Finally the ledger: each station's regular paid exactly what the stops of
 //! their sessions charged.
 
-#![expect(
-    clippy::expect_used,
-    reason = "a benchmark program: a failed setup step should stop it at once"
-)]
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
