@@ -146,32 +146,32 @@ impl Event {
 }
 
 /// Writes `events` in the transaction and returns the tenant's last number. The counter row is locked until the
-/// commit, so it must be the transaction's last write (`TenantTx::commit` calls this).
+/// commit, so it must be the transaction's last write (`TenantTx::commit` calls this), and it is one statement: the
+/// counter is every writing transaction's of the tenant, so each round trip held under it is paid by them all.
 pub(crate) async fn write(
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
     events: &[NewEvent],
 ) -> Result<i64> {
-    let n = events.len() as i64;
-    let last: i64 = sqlx::query_scalar(
-        "insert into live_event_counter (tenant_id, last_seq) values ($1, $2)
-         on conflict (tenant_id) do update
-           set last_seq = live_event_counter.last_seq + excluded.last_seq, updated_at = now()
-         returning last_seq",
-    )
-    .bind(tenant.0)
-    .bind(n)
-    .fetch_one(&mut *conn)
-    .await?;
     let column = |f: fn(&NewEvent) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "insert into live_event (tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data)
-         select $1, $2 + t.n, t.kind, t.venue, t.station, t.subject, t.patron, t.login, t.data
-         from unnest($3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::jsonb[])
-           with ordinality as t(kind, venue, station, subject, patron, login, data, n)",
+    // A data-modifying `with` runs to completion whether or not the outer query reads it.
+    let last: i64 = sqlx::query_scalar(
+        "with counter as (
+           insert into live_event_counter (tenant_id, last_seq) values ($1, $2)
+           on conflict (tenant_id) do update
+             set last_seq = live_event_counter.last_seq + excluded.last_seq, updated_at = now()
+           returning last_seq
+         ), written as (
+           insert into live_event (tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data)
+           select $1, counter.last_seq - $2 + t.n, t.kind, t.venue, t.station, t.subject, t.patron, t.login, t.data
+           from counter,
+             unnest($3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::jsonb[])
+               with ordinality as t(kind, venue, station, subject, patron, login, data, n)
+         )
+         select last_seq from counter",
     )
     .bind(tenant.0)
-    .bind(last - n)
+    .bind(events.len() as i64)
     .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
     .bind(column(|e| e.venue))
     .bind(column(|e| e.station))
@@ -179,7 +179,7 @@ pub(crate) async fn write(
     .bind(column(|e| e.patron))
     .bind(column(|e| e.user))
     .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(last)
 }

@@ -62,6 +62,47 @@ impl Timings {
     }
 }
 
+/// CPU seconds used so far by every running program of this machine, by name (Linux `/proc`; `pgbench` and
+/// Postgres backends that have exited are not counted).
+fn cpu_by_program() -> std::collections::BTreeMap<String, f64> {
+    // Clock ticks per second: 100 on every Linux this runs on (`getconf CLK_TCK`).
+    const TICKS: f64 = 100.0;
+    let mut used = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+            .sum();
+        *used.entry(stat[open + 1..close].to_owned()).or_insert(0.0) += ticks / TICKS;
+    }
+    used
+}
+
+/// What each program used between `before` and now, the busiest first: "postgres 12.1 s, switchyard 8.0 s, ...".
+fn cpu_since(before: &std::collections::BTreeMap<String, f64>) -> String {
+    let mut used: Vec<(String, f64)> = cpu_by_program()
+        .into_iter()
+        .map(|(name, now)| {
+            let was = before.get(&name).copied().unwrap_or(0.0);
+            (name, now - was)
+        })
+        .filter(|(_, s)| *s >= 0.05)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used.iter()
+        .take(6)
+        .map(|(name, s)| format!("{name} {s:.1} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The binaries next to this one (`cargo build --release --bins` puts them together).
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?
@@ -576,6 +617,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Reads through the stack.
     let expected: Arc<HashSet<Uuid>> = Arc::new(arcade.iter().copied().collect());
+    let cpu = cpu_by_program();
     let (lists, took) = for_a_while(readers, seconds, |_, deadline| {
         let (api, token, venue, expected) = (
             f.api.clone(),
@@ -597,9 +639,11 @@ async fn main() -> anyhow::Result<()> {
     let mut reads = Timings(lists.into_iter().flat_map(|t| t.0).collect());
     let read_rate = reads.0.len() as f64 / took;
     println!("{}", reads.line("reads (station list)", took));
+    println!("  CPU              {}", cpu_since(&cpu));
 
     // 3. Start+stop pairs, each client on its own station.
     let all: Vec<Uuid> = f.stations.iter().flatten().copied().collect();
+    let cpu = cpu_by_program();
     let (pairs, took) = for_a_while(pairs_clients, seconds, |c, deadline| {
         let (api, token, station, patron) = (f.api.clone(), f.token.clone(), all[c], f.patrons[c]);
         async move {
@@ -636,6 +680,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", starts.line("session starts", took));
     println!("{}", stops.line("session stops", took));
     println!("{}", pair_times.line("start+stop pairs", took));
+    println!("  CPU              {}", cpu_since(&cpu));
     // Every command of those sessions reaches its plug through a bridge.
     let drained = Instant::now();
     let (commands, undelivered) = loop {
@@ -682,6 +727,7 @@ async fn main() -> anyhow::Result<()> {
         "patron app",
     ];
     let mix_clients = readers.max(roles.len());
+    let cpu = cpu_by_program();
     let (mixed, took) = for_a_while(mix_clients, seconds, |c, deadline| {
         let role = roles[c % roles.len()];
         let (api, token, app_token) = (f.api.clone(), f.token.clone(), f.app_token.clone());
@@ -764,6 +810,7 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
     );
     println!("{}", all_mixed.line("  every request", took));
+    println!("  CPU              {}", cpu_since(&cpu));
     for m in &mixed {
         charged[m.4 .0] += m.4 .1;
     }
