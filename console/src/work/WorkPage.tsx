@@ -46,7 +46,7 @@ export function WorkPage() {
   const [tasks, setTasks] = useState<TasksResult['tasks']>([]);
   const [members, setMembers] = useState<MembersResult | null>(null);
   const [stations, setStations] = useState<StationsResult['stations']>([]);
-  const [venues, setVenues] = useState<VenuesResult['venues']>([]);
+  const [venues, setVenues] = useState<VenuesResult['venues'] | null>(null);
   const [state, setState] = useState<TaskState>('OPEN');
   const [mine, setMine] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -84,7 +84,8 @@ export function WorkPage() {
     });
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [mine, state]);
-  if (!me || !shifts) return null;
+  // The clock-in form chooses among the venues: until they are here it would have nothing to submit.
+  if (!me || !shifts || !venues) return null;
 
   const venueName = (id: string) => venues.find((v) => v.id === id)?.name ?? '';
   const email = (id: string | null | undefined) => (id ? members?.members.find((m) => m.userId === id)?.email ?? (id === me.userId ? t.work.me : '—') : '—');
@@ -236,7 +237,7 @@ function ClockInForm({ venues, onClockIn }: { venues: VenuesResult['venues']; on
           ))}
         </select>
       </label>
-      <button type="submit">{t.work.clockIn}</button>
+      <button type="submit" disabled={!chosen}>{t.work.clockIn}</button>
     </form>
   );
 }
