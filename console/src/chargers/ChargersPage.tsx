@@ -155,16 +155,23 @@ function Commands({ charger: c, act }: { charger: Charger; act: (f: () => Promis
   const [minutes, setMinutes] = useState('30');
   const [reservation, setReservation] = useState<number | null>(null);
   useEffect(() => {
-    if (!search.trim()) return setFound([]);
-    const timer = setTimeout(() => void request(FindPatrons, { search }).then((r) => setFound(r.patrons)), 200);
-    return () => clearTimeout(timer);
+    // The last search's patrons go at once (a quick click would take its first); a late answer to it is dropped.
+    setFound([]);
+    if (!search.trim()) return;
+    let current = true;
+    const timer = setTimeout(() => void request(FindPatrons, { search }).then((r) => current && setFound(r.patrons)), 200);
+    return () => {
+      current = false;
+      clearTimeout(timer);
+    };
   }, [search]);
   const run = (kind: ChargerCommandKind, extra: { connector?: number; operative?: boolean; watts?: number } = {}) =>
     act(async () => {
       const r = await request(ChargerCommand, { id: c.id, command: { kind, keys: [], ...extra } });
       return t.chargers.answered(r.chargerCommand.action, said(r.chargerCommand));
     });
-  const chosen = patron || found[0]?.id || '';
+  // Only a patron the list shows: one chosen from an earlier search's list is not the one on the screen.
+  const chosen = found.some((p) => p.id === patron) ? patron : found[0]?.id ?? '';
   return (
     <div className="columns">
       <form

@@ -190,11 +190,18 @@ function Rent({ cabinets, assets, onRented }: { cabinets: Cabinet[]; assets: Ass
   const [key, setKey] = useState(() => crypto.randomUUID());
   const [error, saved, submit] = useSubmit();
   useEffect(() => {
-    if (!search.trim()) return setFound([]);
-    const timer = setTimeout(() => void request(FindPatrons, { search }).then((r) => setFound(r.patrons)), 200);
-    return () => clearTimeout(timer);
+    // The last search's patrons go at once (a quick click would take its first); a late answer to it is dropped.
+    setFound([]);
+    if (!search.trim()) return;
+    let current = true;
+    const timer = setTimeout(() => void request(FindPatrons, { search }).then((r) => current && setFound(r.patrons)), 200);
+    return () => {
+      current = false;
+      clearTimeout(timer);
+    };
   }, [search]);
-  const chosen = patron || found[0]?.id || '';
+  // Only a patron the list shows: one chosen from an earlier search's list is not the one on the screen.
+  const chosen = found.some((p) => p.id === patron) ? patron : found[0]?.id ?? '';
   const docked = (assets[cabinet] ?? []).length;
   return (
     <Panel title={t.rentals.rent}>

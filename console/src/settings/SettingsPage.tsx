@@ -12,13 +12,14 @@ import { Outcome, Panel, Text, useSubmit } from '../ui';
  * the branding of emails and the console, and the tenant's own payment provider keys. */
 export function SettingsPage() {
   const [data, setData] = useState<SettingsResult | null>(null);
-  // Amounts are minor units of the venues' currency (the first venue's; EUR before there is one).
-  const [currency, setCurrency] = useState('EUR');
+  // Amounts are minor units of the venues' currency (the first venue's; EUR before there is one). Until the venues
+  // are here the billing form would show and save the cap in EUR's minor units, whatever the venues' currency.
+  const [currency, setCurrency] = useState<string | null>(null);
   useEffect(() => {
     void request(Settings, {}).then(setData);
     void request(Venues, {}).then((r) => setCurrency(r.venues[0]?.currency ?? 'EUR'));
   }, []);
-  if (!data) return null;
+  if (!data || !currency) return null;
   return (
     <section aria-labelledby="settings-title">
       <h1 id="settings-title">{t.settings.title}</h1>
