@@ -195,6 +195,7 @@ impl Db {
             .await?;
         Ok(TenantTx {
             tx,
+            pool: self.pool.clone(),
             tenant,
             signals: self.signals.clone(),
             wake: Vec::new(),
@@ -292,6 +293,8 @@ impl Readiness {
 /// A transaction confined to one tenant. Dropping it without [`TenantTx::commit`] rolls back.
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
+    /// Where the events are numbered after the commit.
+    pool: PgPool,
     tenant: TenantId,
     signals: Signals,
     /// Venues to wake after the commit (Redis).
@@ -315,22 +318,14 @@ impl TenantTx {
 
     /// Commits, writing the transaction's live events first and announcing them (see [`crate::events`]).
     pub async fn commit(mut self) -> Result<()> {
-        let mut announced = None;
         if !self.events.is_empty() {
-            let last = crate::events::write(&mut self.tx, self.tenant, &self.events).await?;
-            if !self
-                .signals
-                .announce_in_transaction(&mut self.tx, self.tenant, last)
-                .await?
-            {
-                announced = Some(last);
-            }
+            crate::events::write(&mut self.tx, self.tenant, &self.events).await?;
         }
         self.tx.commit().await?;
         crate::events::count_committed(&self.events);
         self.signals.after_commit(self.tenant, self.wake);
-        if let Some(last) = announced {
-            self.signals.announce_after_commit(self.tenant, last);
+        if !self.events.is_empty() {
+            crate::events::number(&self.pool, &self.signals, self.tenant).await;
         }
         Ok(())
     }

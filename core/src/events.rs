@@ -1,9 +1,10 @@
 //! Live events: what subscribers hear about.
 //!
 //! A change that others must hear about calls [`TenantTx::emit`](crate::TenantTx::emit); the events are written
-//! as the transaction's last step (an outbox), numbered per tenant in commit order (`live_event_counter`), and
-//! announced after the commit: Postgres `notify` on [`CHANNEL`] (delivered exactly at the commit) or Redis pub/sub
-//! (published right after it). Each API process keeps one [`EventHub`]: on an announcement it reads the tenant's
+//! as the transaction's last step (an outbox, `live_event_pending`); right after the commit they are numbered per
+//! tenant ([`number`]: every committed pending event of the tenant, in one batch under a per-tenant lock, so that
+//! a tenant's writers never wait for each other's commits) and announced: Postgres `notify` on [`CHANNEL`]
+//! (delivered at the numbering's commit) or Redis pub/sub (published right after it). Each API process keeps one [`EventHub`]: on an announcement it reads the tenant's
 //! new rows once and hands them to every local subscriber of that tenant through a bounded broadcast queue. A
 //! subscriber that falls behind the queue is told to resync; one that reconnects with the last number it saw gets
 //! what it missed from the table ([`EventHub::replay`]) for as long as the rows are kept (the resume window).
@@ -145,33 +146,21 @@ impl Event {
     }
 }
 
-/// Writes `events` in the transaction and returns the tenant's last number. The counter row is locked until the
-/// commit, so it must be the transaction's last write (`TenantTx::commit` calls this), and it is one statement: the
-/// counter is every writing transaction's of the tenant, so each round trip held under it is paid by them all.
+/// Appends `events` to the tenant's pending events in the transaction; [`number`] numbers them after the commit.
 pub(crate) async fn write(
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
     events: &[NewEvent],
-) -> Result<i64> {
+) -> Result<()> {
     let column = |f: fn(&NewEvent) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
-    // A data-modifying `with` runs to completion whether or not the outer query reads it.
-    let last: i64 = sqlx::query_scalar(
-        "with counter as (
-           insert into live_event_counter (tenant_id, last_seq) values ($1, $2)
-           on conflict (tenant_id) do update
-             set last_seq = live_event_counter.last_seq + excluded.last_seq, updated_at = now()
-           returning last_seq
-         ), written as (
-           insert into live_event (tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data)
-           select $1, counter.last_seq - $2 + t.n, t.kind, t.venue, t.station, t.subject, t.patron, t.login, t.data
-           from counter,
-             unnest($3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::jsonb[])
-               with ordinality as t(kind, venue, station, subject, patron, login, data, n)
-         )
-         select last_seq from counter",
+    sqlx::query(
+        "insert into live_event_pending (tenant_id, kind, venue_id, station_id, subject_id, patron_id, user_id, data)
+         select $1, t.kind, t.venue, t.station, t.subject, t.patron, t.login, t.data
+         from unnest($2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::jsonb[])
+           with ordinality as t(kind, venue, station, subject, patron, login, data, n)
+         order by t.n",
     )
     .bind(tenant.0)
-    .bind(events.len() as i64)
     .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
     .bind(column(|e| e.venue))
     .bind(column(|e| e.station))
@@ -179,9 +168,53 @@ pub(crate) async fn write(
     .bind(column(|e| e.patron))
     .bind(column(|e| e.user))
     .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
-    .fetch_one(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(last)
+    Ok(())
+}
+
+/// Numbers the tenant's committed pending events (a transaction's own, and any that committed beside it) and
+/// announces the new last number. Called after the commit, outside any transaction: when it returns, the
+/// committing transaction's events are numbered, by this call or by one that held the tenant's numbering before
+/// it. A failure is logged, not returned (the commit has happened): the hub's periodic look numbers what is left.
+pub(crate) async fn number(
+    pool: &sqlx::PgPool,
+    signals: &crate::signals::Signals,
+    tenant: TenantId,
+) {
+    let in_database = signals.in_database();
+    let numbered: std::result::Result<Option<i64>, sqlx::Error> =
+        sqlx::query_scalar("select sys_number_live_events($1, $2)")
+            .bind(tenant.0)
+            .bind(in_database)
+            .fetch_one(pool)
+            .await;
+    match numbered {
+        Ok(Some(last)) if !in_database => signals.announce_after_commit(tenant, last),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            tenant.id = %tenant.0, error = %e,
+            "live events committed but not numbered yet; the periodic look numbers them"
+        ),
+    }
+}
+
+/// Numbers events whose writer committed before `before` but never numbered them (its process stopped in
+/// between) and announces them. Returns how many tenants had such events.
+pub async fn number_stranded(db: &Db, before: DateTime<Utc>) -> Result<usize> {
+    let in_database = db.signals().in_database();
+    let numbered: Vec<(Uuid, i64)> =
+        sqlx::query_as("select tenant_id, last_seq from sys_number_stranded_live_events($1, $2)")
+            .bind(before)
+            .bind(in_database)
+            .fetch_all(db.pool())
+            .await?;
+    if !in_database {
+        for (tenant, last) in &numbered {
+            db.signals().announce_after_commit(TenantId(*tenant), *last);
+        }
+    }
+    Ok(numbered.len())
 }
 
 /// The payload of an announcement.
@@ -418,13 +451,24 @@ impl EventHub {
         }
     }
 
-    /// Looks at every tenant with subscribers here for events not yet delivered (a lost announcement).
+    /// Looks at every tenant with subscribers here for events not yet delivered (a lost announcement), after
+    /// numbering any a writer left unnumbered.
     async fn catch_up(&self) {
         let tenants: Vec<Uuid> = {
             let mut feeds = self.lock();
             feeds.retain(|_, f| f.subscribers.load(Ordering::SeqCst) > 0);
             feeds.keys().copied().collect()
         };
+        // Events a writer committed but never numbered (it stopped in between), after a grace period in which
+        // their writer would have.
+        match number_stranded(&self.db, Utc::now() - chrono::Duration::seconds(5)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                tenants = n,
+                "numbered live events their writer left unnumbered"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot number stranded live events"),
+        }
         for tenant in tenants {
             self.announce(tenant, i64::MAX).await;
         }

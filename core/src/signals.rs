@@ -87,23 +87,10 @@ impl Signals {
         Ok(false)
     }
 
-    /// Postgres: announces a tenant's new live events inside the transaction (delivered at its commit). Returns
-    /// false when the announcement must be published after the commit instead.
-    pub(crate) async fn announce_in_transaction(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        tenant: TenantId,
-        last: i64,
-    ) -> Result<bool> {
-        if let Self::Postgres = self {
-            sqlx::query("select pg_notify($1, $2)")
-                .bind(crate::events::CHANNEL)
-                .bind(crate::events::announcement(tenant, last))
-                .execute(conn)
-                .await?;
-            return Ok(true);
-        }
-        Ok(false)
+    /// Postgres: live events are announced by the database itself, at the commit of their numbering
+    /// (`sys_number_live_events`); Redis: the numbering's caller publishes them ([`Signals::announce_after_commit`]).
+    pub(crate) fn in_database(&self) -> bool {
+        matches!(self, Self::Postgres)
     }
 
     /// Redis: announces a tenant's new live events after the commit (in the background, like wake-ups).

@@ -1095,3 +1095,118 @@ async fn what_a_part_rolled_back_to_its_savepoint_emitted_is_never_heard() {
     .unwrap();
     assert_eq!(kinds, ["test.kept", "test.released"]);
 }
+
+#[tokio::test]
+async fn events_committed_side_by_side_are_numbered_without_gaps_by_the_time_each_commit_returns() {
+    let app = switchyard_tests::spawn_app().await;
+    let t = app.signup().await;
+    let q = format!("subscription($after: Int) {{ liveEvents(after: $after) {{ {FIELDS} }} }}");
+    let after = from_now(&app, t.id).await;
+    let mut sub = app
+        .subscribe(&t.access, &q, json!({"after": after}))
+        .await
+        .unwrap();
+    // 24 transactions of one tenant commit at once, two events each; each checks, once its commit returned, that
+    // its own events are numbered (by its own numbering or by one that ran beside it).
+    let db = switchyard_tests::app_db(12);
+    let writers = (0..24).map(|n| {
+        let db = db.clone();
+        let owner = app.owner.clone();
+        async move {
+            let mut tx = db
+                .begin_tenant(switchyard_core::TenantId(t.id))
+                .await
+                .unwrap();
+            for part in ["first", "second"] {
+                tx.emit(switchyard_core::events::NewEvent::new(
+                    "test.side_by_side",
+                    json!({"writer": n, "part": part}),
+                ));
+            }
+            tx.commit().await.unwrap();
+            let seqs: Vec<i64> = sqlx::query_scalar(
+                "select seq from live_event where tenant_id = $1 and data->>'writer' = $2 order by seq",
+            )
+            .bind(t.id)
+            .bind(n.to_string())
+            .fetch_all(&owner)
+            .await
+            .unwrap();
+            assert_eq!(seqs.len(), 2, "writer {n}'s events are numbered once its commit returns: {seqs:?}");
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    let stored: Vec<(i64, Value)> = sqlx::query_as(
+        "select seq, data from live_event where tenant_id = $1 and seq > $2 order by seq",
+    )
+    .bind(t.id)
+    .bind(after)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    let seqs: Vec<i64> = stored.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (after + 1..=after + 48).collect::<Vec<_>>(),
+        "no gaps, no repeats"
+    );
+    // Within a transaction, its events keep the order they were emitted in.
+    for n in 0..24 {
+        let parts: Vec<&str> = stored
+            .iter()
+            .filter(|(_, d)| d["writer"] == n)
+            .map(|(_, d)| d["part"].as_str().unwrap())
+            .collect();
+        assert_eq!(parts, ["first", "second"], "writer {n}");
+    }
+    let pending: i64 =
+        sqlx::query_scalar("select count(*) from live_event_pending where tenant_id = $1")
+            .bind(t.id)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0);
+    // A subscriber hears all 48, in number order.
+    for expected in after + 1..=after + 48 {
+        let event = next(&mut sub, "liveEvents").await;
+        assert_eq!(event["seq"].as_i64(), Some(expected), "{event}");
+        assert_eq!(event["kind"], "test.side_by_side");
+    }
+}
+
+#[tokio::test]
+async fn events_whose_writer_stopped_before_numbering_them_are_numbered_and_heard_all_the_same() {
+    let app = switchyard_tests::spawn_app().await;
+    let t = app.signup().await;
+    let q = format!("subscription($after: Int) {{ liveEvents(after: $after) {{ {FIELDS} }} }}");
+    let after = from_now(&app, t.id).await;
+    let mut sub = app
+        .subscribe(&t.access, &q, json!({"after": after}))
+        .await
+        .unwrap();
+    // What a writer that committed and then stopped leaves behind: its events appended, never numbered.
+    sqlx::query(
+        "insert into live_event_pending (tenant_id, kind, data, created_at)
+         values ($1, 'test.stranded', '{\"n\": 1}', now() - interval '1 minute'),
+                ($1, 'test.stranded', '{\"n\": 2}', now() - interval '1 minute')",
+    )
+    .bind(t.id)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    // The API's periodic look numbers and announces them.
+    for n in 1..=2 {
+        let event = next(&mut sub, "liveEvents").await;
+        assert_eq!(event["kind"], "test.stranded", "{event}");
+        assert_eq!(event["seq"].as_i64(), Some(after + n), "{event}");
+        assert_eq!(event["data"]["n"], n, "{event}");
+    }
+    assert_eq!(from_now(&app, t.id).await, after + 2);
+    let pending: i64 =
+        sqlx::query_scalar("select count(*) from live_event_pending where tenant_id = $1")
+            .bind(t.id)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0);
+}

@@ -1,0 +1,104 @@
+-- Live events were numbered inside the transaction that emitted them: it took its tenant's counter row as its last
+-- step and held it until its commit was on disk, so a tenant's writing transactions committed one at a time (about
+-- 240 a second here, whatever the cores). Now a transaction only appends its events to `live_event_pending`, and
+-- right after its commit calls `sys_number_live_events`, which numbers every committed pending event of the tenant
+-- under a transaction-scoped advisory lock and moves it to `live_event`. One call numbers all that committed while
+-- the previous one held the lock, so a busy tenant pays one flush per batch, not one per transaction; a call that
+-- finds its events already numbered writes nothing.
+--
+-- What clients see is unchanged: numbers per tenant with no gaps, never going back. A number is handed out only
+-- to a committed event, under the lock, and the lock is released after the numbering commit is visible, so no
+-- reader ever sees n + 1 before n. Events of a transaction that waited for another (a row lock) are appended, and
+-- so numbered, after the other's.
+create table live_event_pending (
+  id bigint generated always as identity primary key,
+  -- No reference to `tenant`: the row lives for milliseconds and `live_event` checks the reference when it lands,
+  -- once per batch, instead of every writing transaction taking a share lock on its tenant's row.
+  tenant_id uuid not null,
+  kind text not null check (kind ~ '^[a-z_]+\.[a-z_]+$'),
+  venue_id uuid,
+  station_id uuid,
+  subject_id uuid,
+  patron_id uuid,
+  user_id uuid,
+  data jsonb not null default '{}',
+  created_at timestamptz not null default now()
+);
+create index live_event_pending_tenant_idx on live_event_pending (tenant_id, id);
+select confine_to_tenant('live_event_pending');
+grant select, insert on live_event_pending to switchyard_app;
+
+-- Only the numbering writes events and counters now.
+revoke insert on live_event from switchyard_app;
+revoke insert, update on live_event_counter from switchyard_app;
+
+grant select, delete on live_event_pending to switchyard_system;
+create policy system_numbering on live_event_pending for all to switchyard_system using (true);
+grant insert on live_event to switchyard_system;
+create policy system_numbering_insert on live_event for insert to switchyard_system with check (true);
+grant select, insert, update on live_event_counter to switchyard_system;
+create policy system_numbering on live_event_counter for all to switchyard_system using (true) with check (true);
+
+-- Numbers the tenant's committed pending events in the order they were appended and returns the tenant's last
+-- number, or null when there was nothing to number (another call did it). With `p_notify` the new last number is
+-- announced on `switchyard_events` at this call's commit (Postgres signals); otherwise the caller publishes it.
+-- Call it outside any transaction: the lock is held until this call's commit.
+create function sys_number_live_events(p_tenant uuid, p_notify boolean) returns bigint
+language plpgsql volatile security definer set search_path = public, pg_temp as $$
+declare
+  v_last bigint;
+  v_n bigint;
+begin
+  -- An advisory lock, not the counter row: a call that finds nothing to number takes no row lock, gets no
+  -- transaction id, and its commit waits for no flush.
+  perform pg_advisory_xact_lock(hashtextextended('switchyard.live_event:' || p_tenant::text, 0));
+  -- Each statement below sees what committed before the lock was granted (read committed, a fresh snapshot).
+  select coalesce((select last_seq from live_event_counter where tenant_id = p_tenant), 0) into v_last;
+  with moved as (
+    delete from live_event_pending where tenant_id = p_tenant returning *
+  ), landed as (
+    insert into live_event (tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data, created_at)
+    select tenant_id, v_last + row_number() over (order by id), kind, venue_id, station_id, subject_id, patron_id,
+           user_id, data, created_at
+    from moved
+    returning 1
+  )
+  select count(*) into v_n from landed;
+  if v_n = 0 then
+    return null;
+  end if;
+  v_last := v_last + v_n;
+  insert into live_event_counter (tenant_id, last_seq) values (p_tenant, v_last)
+  on conflict (tenant_id) do update set last_seq = excluded.last_seq, updated_at = now();
+  if p_notify then
+    perform pg_notify('switchyard_events', p_tenant::text || ':' || v_last::text);
+  end if;
+  return v_last;
+end
+$$;
+alter function sys_number_live_events(uuid, boolean) owner to switchyard_system;
+revoke all on function sys_number_live_events(uuid, boolean) from public;
+grant execute on function sys_number_live_events(uuid, boolean) to switchyard_app;
+
+-- Events whose writer committed but never numbered them (its process died in between): numbered by the API's
+-- periodic look. Returns each tenant numbered and its last number.
+create function sys_number_stranded_live_events(p_before timestamptz, p_notify boolean)
+returns table (tenant_id uuid, last_seq bigint)
+language plpgsql volatile security definer set search_path = public, pg_temp as $$
+declare
+  v_tenant uuid;
+  v_last bigint;
+begin
+  for v_tenant in select distinct p.tenant_id from live_event_pending p where p.created_at < p_before loop
+    v_last := sys_number_live_events(v_tenant, p_notify);
+    if v_last is not null then
+      tenant_id := v_tenant;
+      last_seq := v_last;
+      return next;
+    end if;
+  end loop;
+end
+$$;
+alter function sys_number_stranded_live_events(timestamptz, boolean) owner to switchyard_system;
+revoke all on function sys_number_stranded_live_events(timestamptz, boolean) from public;
+grant execute on function sys_number_stranded_live_events(timestamptz, boolean) to switchyard_app;
