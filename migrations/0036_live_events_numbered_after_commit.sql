@@ -11,7 +11,7 @@
 -- reader ever sees n + 1 before n. Events of a transaction that waited for another (a row lock) are appended, and
 -- so numbered, after the other's.
 create table live_event_pending (
-  id bigint generated always as identity primary key,
+  id bigint generated always as identity,
   -- No reference to `tenant`: the row lives for milliseconds and `live_event` checks the reference when it lands,
   -- once per batch, instead of every writing transaction taking a share lock on its tenant's row.
   tenant_id uuid not null,
@@ -22,9 +22,9 @@ create table live_event_pending (
   patron_id uuid,
   user_id uuid,
   data jsonb not null default '{}',
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  primary key (tenant_id, id)
 );
-create index live_event_pending_tenant_idx on live_event_pending (tenant_id, id);
 select confine_to_tenant('live_event_pending');
 grant select, insert on live_event_pending to switchyard_app;
 

@@ -521,23 +521,25 @@ impl Accounts {
     ) -> Result<(Principal, i64)> {
         let claims = self.keys.verify(bearer)?;
         let tenant = TenantId(claims.tenant);
-        let mut tx = self.db.begin_tenant(tenant).await?;
         let patron = matches!(claims.role, TokenRole::Patron(_));
-        let role = current_token_role(&mut tx, claims.sub, patron)
+        let gone = || Error::Unauthenticated("this login no longer belongs to the tenant");
+        let (role, venues) = self
+            .db
+            .system()
+            .token_principal(tenant, claims.sub, patron)
             .await?
-            .ok_or(Error::Unauthenticated(
-                "this login no longer belongs to the tenant",
-            ))?;
-        let principal = match role {
-            TokenRole::Member(role) => Principal::Member(Actor {
+            .ok_or_else(gone)?;
+        let principal = match (patron, role) {
+            (false, Some(role)) => Principal::Member(Actor {
                 tenant,
                 user_id: claims.sub,
                 role,
                 request_id,
-                venues: crate::members::venue_scope(&mut tx, claims.sub, role).await?,
+                venues,
                 client: Default::default(),
             }),
-            TokenRole::Patron(_) => Principal::Patron(PatronActor {
+            (false, None) => return Err(gone()),
+            (true, _) => Principal::Patron(PatronActor {
                 tenant,
                 patron_id: claims.sub,
                 request_id,

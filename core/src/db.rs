@@ -195,6 +195,7 @@ impl Db {
             .await?;
         Ok(TenantTx {
             tx,
+            pace,
             pool: self.pool.clone(),
             tenant,
             signals: self.signals.clone(),
@@ -293,8 +294,9 @@ impl Readiness {
 /// A transaction confined to one tenant. Dropping it without [`TenantTx::commit`] rolls back.
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
-    /// Where the events are numbered after the commit.
+    /// Where the events are numbered after the commit (at the transaction's pace).
     pool: PgPool,
+    pace: Pace,
     tenant: TenantId,
     signals: Signals,
     /// Venues to wake after the commit (Redis).
@@ -325,7 +327,13 @@ impl TenantTx {
         crate::events::count_committed(&self.events);
         self.signals.after_commit(self.tenant, self.wake);
         if !self.events.is_empty() {
-            crate::events::number(&self.pool, &self.signals, self.tenant).await;
+            crate::events::number(
+                &self.pool,
+                &self.signals,
+                self.tenant,
+                self.pace == Pace::Hot,
+            )
+            .await;
         }
         Ok(())
     }
@@ -397,6 +405,27 @@ pub struct MembershipRow {
 #[derive(Clone, Debug)]
 pub struct SystemDb {
     pool: PgPool,
+}
+
+impl SystemDb {
+    /// What a verified token's subject is in its tenant now: a member's role and venue scope (`None`: every
+    /// venue), or for a patron no role; `None` when the subject no longer belongs to the tenant. One statement,
+    /// outside any transaction (`sys_token_principal`, confined to `tenant`).
+    pub async fn token_principal(
+        &self,
+        tenant: TenantId,
+        subject: Uuid,
+        patron: bool,
+    ) -> Result<Option<(Option<crate::model::Role>, Option<Vec<Uuid>>)>> {
+        Ok(
+            sqlx::query_as("select role, venues from sys_token_principal($1, $2, $3)")
+                .bind(tenant.0)
+                .bind(subject)
+                .bind(patron)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
 }
 
 impl SystemDb {

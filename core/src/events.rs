@@ -181,16 +181,23 @@ pub(crate) async fn number(
     pool: &sqlx::PgPool,
     signals: &crate::signals::Signals,
     tenant: TenantId,
+    hot: bool,
 ) {
     let in_database = signals.in_database();
-    let numbered: std::result::Result<Option<i64>, sqlx::Error> =
-        sqlx::query_scalar("select sys_number_live_events($1, $2)")
-            .bind(tenant.0)
-            .bind(in_database)
-            .fetch_one(pool)
-            .await;
+    // After a hot transaction (one that did not wait for the disk) the numbering does not wait either; the setting
+    // counts at this statement's own commit.
+    let sql = if hot {
+        "select sys_number_live_events($1, $2), set_config('synchronous_commit', 'off', true)"
+    } else {
+        "select sys_number_live_events($1, $2), ''"
+    };
+    let numbered: std::result::Result<(Option<i64>, String), sqlx::Error> = sqlx::query_as(sql)
+        .bind(tenant.0)
+        .bind(in_database)
+        .fetch_one(pool)
+        .await;
     match numbered {
-        Ok(Some(last)) if !in_database => signals.announce_after_commit(tenant, last),
+        Ok((Some(last), _)) if !in_database => signals.announce_after_commit(tenant, last),
         Ok(_) => {}
         Err(e) => tracing::warn!(
             tenant.id = %tenant.0, error = %e,
