@@ -42,7 +42,8 @@ create policy system_numbering on live_event_counter for all to switchyard_syste
 -- Numbers the tenant's committed pending events in the order they were appended and returns the tenant's last
 -- number, or null when there was nothing to number (another call did it). With `p_notify` the new last number is
 -- announced on `switchyard_events` at this call's commit (Postgres signals); otherwise the caller publishes it.
--- Call it outside any transaction: the lock is held until this call's commit.
+-- Called right after the writer's commit, outside any transaction; or as a transaction's last step (the billing
+-- tick's), which then holds the tenant's numbering until it commits.
 create function sys_number_live_events(p_tenant uuid, p_notify boolean) returns bigint
 language plpgsql volatile security definer set search_path = public, pg_temp as $$
 declare

@@ -197,6 +197,7 @@ impl Db {
             tx,
             pace,
             pool: self.pool.clone(),
+            number_before_commit: false,
             tenant,
             signals: self.signals.clone(),
             wake: Vec::new(),
@@ -297,6 +298,7 @@ pub struct TenantTx {
     /// Where the events are numbered after the commit (at the transaction's pace).
     pool: PgPool,
     pace: Pace,
+    number_before_commit: bool,
     tenant: TenantId,
     signals: Signals,
     /// Venues to wake after the commit (Redis).
@@ -320,22 +322,44 @@ impl TenantTx {
 
     /// Commits, writing the transaction's live events first and announcing them (see [`crate::events`]).
     pub async fn commit(mut self) -> Result<()> {
+        let mut numbered = None;
         if !self.events.is_empty() {
             crate::events::write(&mut self.tx, self.tenant, &self.events).await?;
+            if self.number_before_commit {
+                numbered = Some(
+                    crate::events::number_in_transaction(&mut self.tx, &self.signals, self.tenant)
+                        .await?,
+                );
+            }
         }
         self.tx.commit().await?;
         crate::events::count_committed(&self.events);
         self.signals.after_commit(self.tenant, self.wake);
-        if !self.events.is_empty() {
-            crate::events::number(
-                &self.pool,
-                &self.signals,
-                self.tenant,
-                self.pace == Pace::Hot,
-            )
-            .await;
+        match numbered {
+            Some(Some(last)) if !self.signals.in_database() => {
+                self.signals.announce_after_commit(self.tenant, last)
+            }
+            Some(_) => {}
+            None if self.events.is_empty() => {}
+            None => {
+                crate::events::number(
+                    &self.pool,
+                    &self.signals,
+                    self.tenant,
+                    self.pace == Pace::Hot,
+                )
+                .await
+            }
         }
         Ok(())
+    }
+
+    /// Numbers this transaction's events as its last step before the commit, holding the tenant's numbering until
+    /// then, instead of right after it. For a batch that is its tenant's only writer for the moment (the billing
+    /// tick, under its tenant's billing lock): it saves a commit of its own per batch, but any other writer of the
+    /// tenant that commits meanwhile waits for this one's commit before its events are numbered.
+    pub fn number_events_before_commit(&mut self) {
+        self.number_before_commit = true;
     }
 
     /// Others hear of this change once the transaction commits (and never if it rolls back).

@@ -206,6 +206,21 @@ pub(crate) async fn number(
     }
 }
 
+/// Numbers the tenant's pending events, this transaction's own among them, inside the transaction: the tenant's
+/// numbering is held until it commits (see [`crate::TenantTx::number_events_before_commit`]). Returns the new last
+/// number for the caller to publish after the commit when the database does not announce it.
+pub(crate) async fn number_in_transaction(
+    conn: &mut sqlx::PgConnection,
+    signals: &crate::signals::Signals,
+    tenant: TenantId,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("select sys_number_live_events($1, $2)")
+        .bind(tenant.0)
+        .bind(signals.in_database())
+        .fetch_one(conn)
+        .await?)
+}
+
 /// Numbers events whose writer committed before `before` but never numbered them (its process stopped in
 /// between) and announces them. Returns how many tenants had such events.
 pub async fn number_stranded(db: &Db, before: DateTime<Utc>) -> Result<usize> {

@@ -179,6 +179,8 @@ async fn bill_tenant(
         return Ok(None);
     }
     let billed = sessions::bill_due(&mut tx, ids, now, tick).await?;
+    // The tick is the tenant's only biller (its lock): one commit per batch, the events numbered inside it.
+    tx.number_events_before_commit();
     tx.commit().await?;
     Ok(Some(billed))
 }

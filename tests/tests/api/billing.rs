@@ -120,6 +120,19 @@ async fn four_workers_charge_every_session_tick_exactly_once() {
         .await
         .unwrap();
         assert_eq!(unbalanced, 0);
+        // The ticks' live events (wallet changes) were numbered in their own transactions: none is left pending,
+        // and the tenant's numbers run without a gap.
+        let (events, first, last, pending): (i64, Option<i64>, Option<i64>, i64) = sqlx::query_as(
+            "select count(*), min(seq), max(seq),
+                    (select count(*) from live_event_pending where tenant_id = $1)
+             from live_event where tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert!(events > 0);
+        assert_eq!((first, last, pending), (Some(1), Some(events), 0));
     }
 }
 
