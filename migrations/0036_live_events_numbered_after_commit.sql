@@ -39,16 +39,23 @@ create policy system_numbering_insert on live_event for insert to switchyard_sys
 grant select, insert, update on live_event_counter to switchyard_system;
 create policy system_numbering on live_event_counter for all to switchyard_system using (true) with check (true);
 
--- Numbers the tenant's committed pending events in the order they were appended and returns the tenant's last
--- number, or null when there was nothing to number (another call did it). With `p_notify` the new last number is
--- announced on `switchyard_events` at this call's commit (Postgres signals); otherwise the caller publishes it.
+-- Numbers the tenant's committed pending events in the order they were appended, then the events given as arrays
+-- (a transaction's own, when it numbers them as its last step instead of appending them), and returns the tenant's
+-- last number, or null when there was nothing to number (another call did it). With `p_notify` the new last number
+-- is announced on `switchyard_events` at this call's commit (Postgres signals); otherwise the caller publishes it.
 -- Called right after the writer's commit, outside any transaction; or as a transaction's last step (the billing
 -- tick's), which then holds the tenant's numbering until it commits.
-create function sys_number_live_events(p_tenant uuid, p_notify boolean) returns bigint
+create function sys_number_live_events(
+  p_tenant uuid, p_notify boolean,
+  p_kinds text[] default '{}', p_venues uuid[] default '{}', p_stations uuid[] default '{}',
+  p_subjects uuid[] default '{}', p_patrons uuid[] default '{}', p_users uuid[] default '{}',
+  p_data jsonb[] default '{}'
+) returns bigint
 language plpgsql volatile security definer set search_path = public, pg_temp as $$
 declare
   v_last bigint;
   v_n bigint;
+  v_given bigint;
 begin
   -- An advisory lock, not the counter row: a call that finds nothing to number takes no row lock, gets no
   -- transaction id, and its commit waits for no flush.
@@ -65,10 +72,15 @@ begin
     returning 1
   )
   select count(*) into v_n from landed;
-  if v_n = 0 then
+  insert into live_event (tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data)
+  select p_tenant, v_last + v_n + t.n, t.kind, t.venue, t.station, t.subject, t.patron, t.login, t.data
+  from unnest(p_kinds, p_venues, p_stations, p_subjects, p_patrons, p_users, p_data)
+    with ordinality as t(kind, venue, station, subject, patron, login, data, n);
+  get diagnostics v_given = row_count;
+  if v_n + v_given = 0 then
     return null;
   end if;
-  v_last := v_last + v_n;
+  v_last := v_last + v_n + v_given;
   insert into live_event_counter (tenant_id, last_seq) values (p_tenant, v_last)
   on conflict (tenant_id) do update set last_seq = excluded.last_seq, updated_at = now();
   if p_notify then
@@ -77,9 +89,12 @@ begin
   return v_last;
 end
 $$;
-alter function sys_number_live_events(uuid, boolean) owner to switchyard_system;
-revoke all on function sys_number_live_events(uuid, boolean) from public;
-grant execute on function sys_number_live_events(uuid, boolean) to switchyard_app;
+alter function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[])
+  owner to switchyard_system;
+revoke all on function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[])
+  from public;
+grant execute on function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[])
+  to switchyard_app;
 
 -- Events whose writer committed but never numbered them (its process died in between): numbered by the API's
 -- periodic look. Returns each tenant numbered and its last number.

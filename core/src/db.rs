@@ -323,14 +323,18 @@ impl TenantTx {
     /// Commits, writing the transaction's live events first and announcing them (see [`crate::events`]).
     pub async fn commit(mut self) -> Result<()> {
         let mut numbered = None;
-        if !self.events.is_empty() {
+        if self.number_before_commit && !self.events.is_empty() {
+            numbered = Some(
+                crate::events::number_in_transaction(
+                    &mut self.tx,
+                    &self.signals,
+                    self.tenant,
+                    &self.events,
+                )
+                .await?,
+            );
+        } else if !self.events.is_empty() {
             crate::events::write(&mut self.tx, self.tenant, &self.events).await?;
-            if self.number_before_commit {
-                numbered = Some(
-                    crate::events::number_in_transaction(&mut self.tx, &self.signals, self.tenant)
-                        .await?,
-                );
-            }
         }
         self.tx.commit().await?;
         crate::events::count_committed(&self.events);

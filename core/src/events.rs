@@ -206,19 +206,31 @@ pub(crate) async fn number(
     }
 }
 
-/// Numbers the tenant's pending events, this transaction's own among them, inside the transaction: the tenant's
-/// numbering is held until it commits (see [`crate::TenantTx::number_events_before_commit`]). Returns the new last
-/// number for the caller to publish after the commit when the database does not announce it.
+/// Numbers the tenant's committed pending events and then `events` (this transaction's own, not appended) inside
+/// the transaction: the tenant's numbering is held until it commits (see
+/// [`crate::TenantTx::number_events_before_commit`]). Returns the new last number for the caller to publish after
+/// the commit when the database does not announce it.
 pub(crate) async fn number_in_transaction(
     conn: &mut sqlx::PgConnection,
     signals: &crate::signals::Signals,
     tenant: TenantId,
+    events: &[NewEvent],
 ) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar("select sys_number_live_events($1, $2)")
-        .bind(tenant.0)
-        .bind(signals.in_database())
-        .fetch_one(conn)
-        .await?)
+    let column = |f: fn(&NewEvent) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
+    Ok(
+        sqlx::query_scalar("select sys_number_live_events($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(tenant.0)
+            .bind(signals.in_database())
+            .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
+            .bind(column(|e| e.venue))
+            .bind(column(|e| e.station))
+            .bind(column(|e| e.subject))
+            .bind(column(|e| e.patron))
+            .bind(column(|e| e.user))
+            .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// Numbers events whose writer committed before `before` but never numbered them (its process stopped in
