@@ -4,10 +4,12 @@
 //! as the transaction's last step (an outbox, `live_event_pending`); right after the commit they are numbered per
 //! tenant ([`number`]: every committed pending event of the tenant, in one batch under a per-tenant lock, so that
 //! a tenant's writers never wait for each other's commits) and announced: Postgres `notify` on [`CHANNEL`]
-//! (delivered at the numbering's commit) or Redis pub/sub (published right after it). Each API process keeps one [`EventHub`]: on an announcement it reads the tenant's
-//! new rows once and hands them to every local subscriber of that tenant through a bounded broadcast queue. A
-//! subscriber that falls behind the queue is told to resync; one that reconnects with the last number it saw gets
-//! what it missed from the table ([`EventHub::replay`]) for as long as the rows are kept (the resume window).
+//! (delivered at the numbering's commit) or Redis pub/sub (published right after it). Each API process keeps one
+//! [`EventHub`]: on an announcement it reads the tenant's new rows once and hands them to every local subscriber of
+//! that tenant through a bounded broadcast queue. A subscriber that falls behind the queue is told to resync; one
+//! that reconnects with the last number it saw gets what it missed from the table ([`EventHub::replay`]) for as
+//! long as the rows are kept (the resume window). The billing tick numbers its events inside its own transaction
+//! instead ([`crate::TenantTx::number_events_before_commit`]).
 //!
 //! Nothing is announced for a rolled-back transaction (the rows never existed), and a lost announcement only
 //! delays delivery until the next announcement or the hub's periodic look ([`EventHub::run`]).
