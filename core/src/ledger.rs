@@ -79,13 +79,18 @@ pub async fn account(
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("account {key:?} was not created")))
 }
 
-/// The accounts of many keys at once (two statements whatever their number), created on first use.
+/// The accounts of many keys at once, created on first use: one statement when they all exist (the usual case),
+/// three when some must be created, whatever their number.
 pub async fn accounts(tx: &mut TenantTx, keys: &[AccountKey]) -> Result<HashMap<AccountKey, Uuid>> {
-    let tenant = tx.tenant();
     let kinds: Vec<&str> = keys.iter().map(|(o, _, _)| o.parts().0).collect();
     let owners: Vec<Uuid> = keys.iter().map(|(o, _, _)| o.parts().1).collect();
     let purposes: Vec<&str> = keys.iter().map(|(_, p, _)| p.as_str()).collect();
     let currencies: Vec<&str> = keys.iter().map(|(_, _, c)| c.as_str()).collect();
+    let columns = (&kinds[..], &owners[..], &purposes[..], &currencies[..]);
+    let found = existing_accounts(tx, columns).await?;
+    if keys.iter().all(|k| found.contains_key(k)) {
+        return Ok(found);
+    }
     sqlx::query(
         "insert into ledger_account (tenant_id, id, owner_kind, owner_id, purpose, currency)
          select $1, gen_random_uuid(), k, o, p, c
@@ -93,24 +98,32 @@ pub async fn accounts(tx: &mut TenantTx, keys: &[AccountKey]) -> Result<HashMap<
          order by k, o, p, c
          on conflict (tenant_id, owner_kind, owner_id, purpose, currency) do nothing",
     )
-    .bind(tenant)
+    .bind(tx.tenant())
     .bind(&kinds)
     .bind(&owners)
     .bind(&purposes)
     .bind(&currencies)
     .execute(tx.conn())
     .await?;
+    existing_accounts(tx, columns).await
+}
+
+/// The accounts that exist of the keys given as columns (owner kinds, owners, purposes, currencies).
+async fn existing_accounts(
+    tx: &mut TenantTx,
+    (kinds, owners, purposes, currencies): (&[&str], &[Uuid], &[&str], &[&str]),
+) -> Result<HashMap<AccountKey, Uuid>> {
     let rows: Vec<(Uuid, String, Uuid, String, String)> = sqlx::query_as(
         "select a.id, a.owner_kind, a.owner_id, a.purpose, a.currency::text from ledger_account a
          join unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) as t (k, o, p, c)
            on a.owner_kind = t.k and a.owner_id = t.o and a.purpose = t.p and a.currency = t.c::bpchar
          where a.tenant_id = $1",
     )
-    .bind(tenant)
-    .bind(&kinds)
-    .bind(&owners)
-    .bind(&purposes)
-    .bind(&currencies)
+    .bind(tx.tenant())
+    .bind(kinds)
+    .bind(owners)
+    .bind(purposes)
+    .bind(currencies)
     .fetch_all(tx.conn())
     .await?;
     let mut out = HashMap::with_capacity(rows.len());
