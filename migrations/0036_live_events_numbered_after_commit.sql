@@ -28,12 +28,13 @@ create table live_event_pending (
 select confine_to_tenant('live_event_pending');
 grant select, insert on live_event_pending to switchyard_app;
 
--- Only the numbering writes events and counters now.
-revoke insert on live_event from switchyard_app;
-revoke insert, update on live_event_counter from switchyard_app;
-
+-- The app role keeps its grants on `live_event` and `live_event_counter` for one release: the previous release's
+-- processes still number their events inside their transactions, under the counter row, while a rollout runs. The
+-- numbering below takes that row too (`for update`) before it reads the last number, so old and new writers never
+-- hand out the same number. A later migration takes the grants away.
 grant select, delete on live_event_pending to switchyard_system;
-create policy system_numbering on live_event_pending for all to switchyard_system using (true);
+create policy system_numbering_read on live_event_pending for select to switchyard_system using (true);
+create policy system_numbering_delete on live_event_pending for delete to switchyard_system using (true);
 grant insert on live_event to switchyard_system;
 create policy system_numbering_insert on live_event for insert to switchyard_system with check (true);
 grant select, insert, update on live_event_counter to switchyard_system;
@@ -49,7 +50,7 @@ create function sys_number_live_events(
   p_tenant uuid, p_notify boolean,
   p_kinds text[] default '{}', p_venues uuid[] default '{}', p_stations uuid[] default '{}',
   p_subjects uuid[] default '{}', p_patrons uuid[] default '{}', p_users uuid[] default '{}',
-  p_data jsonb[] default '{}'
+  p_data jsonb[] default '{}', p_lock_timeout_ms integer default null
 ) returns bigint
 language plpgsql volatile security definer set search_path = public, pg_temp as $$
 declare
@@ -57,11 +58,23 @@ declare
   v_n bigint;
   v_given bigint;
 begin
+  -- A transaction's own events are written for the tenant the transaction is confined to, never another.
+  if cardinality(p_kinds) > 0
+     and p_tenant is distinct from nullif(current_setting('app.tenant_id', true), '')::uuid then
+    raise exception 'live events of another tenant' using errcode = '42501';
+  end if;
+  -- After a commit, a numbering that waits this long gives up (its events are numbered by the periodic look).
+  if p_lock_timeout_ms is not null then
+    perform set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+  end if;
   -- An advisory lock, not the counter row: a call that finds nothing to number takes no row lock, gets no
   -- transaction id, and its commit waits for no flush.
   perform pg_advisory_xact_lock(hashtextextended('switchyard.live_event:' || p_tenant::text, 0));
   -- Each statement below sees what committed before the lock was granted (read committed, a fresh snapshot).
-  select coalesce((select last_seq from live_event_counter where tenant_id = p_tenant), 0) into v_last;
+  if cardinality(p_kinds) = 0 and not exists (select 1 from live_event_pending where tenant_id = p_tenant) then
+    return null;
+  end if;
+  select coalesce((select last_seq from live_event_counter where tenant_id = p_tenant for update), 0) into v_last;
   with moved as (
     delete from live_event_pending where tenant_id = p_tenant returning *
   ), landed as (
@@ -89,32 +102,20 @@ begin
   return v_last;
 end
 $$;
-alter function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[])
+alter function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[], integer)
   owner to switchyard_system;
-revoke all on function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[])
+revoke all on function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[], integer)
   from public;
-grant execute on function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[])
+grant execute on function sys_number_live_events(uuid, boolean, text[], uuid[], uuid[], uuid[], uuid[], uuid[], jsonb[], integer)
   to switchyard_app;
 
--- Events whose writer committed but never numbered them (its process died in between): numbered by the API's
--- periodic look. Returns each tenant numbered and its last number.
-create function sys_number_stranded_live_events(p_before timestamptz, p_notify boolean)
-returns table (tenant_id uuid, last_seq bigint)
-language plpgsql volatile security definer set search_path = public, pg_temp as $$
-declare
-  v_tenant uuid;
-  v_last bigint;
-begin
-  for v_tenant in select distinct p.tenant_id from live_event_pending p where p.created_at < p_before loop
-    v_last := sys_number_live_events(v_tenant, p_notify);
-    if v_last is not null then
-      tenant_id := v_tenant;
-      last_seq := v_last;
-      return next;
-    end if;
-  end loop;
-end
+-- Tenants with events whose writer committed but never numbered them (its process stopped in between), past a
+-- grace period in which the writer would have: the API's periodic look numbers each with `sys_number_live_events`,
+-- one tenant per statement, so that it never holds two tenants' numbering at once.
+create function sys_stranded_live_event_tenants(p_grace interval) returns setof uuid
+language sql stable security definer set search_path = public, pg_temp as $$
+  select distinct p.tenant_id from live_event_pending p where p.created_at < now() - p_grace order by 1
 $$;
-alter function sys_number_stranded_live_events(timestamptz, boolean) owner to switchyard_system;
-revoke all on function sys_number_stranded_live_events(timestamptz, boolean) from public;
-grant execute on function sys_number_stranded_live_events(timestamptz, boolean) to switchyard_app;
+alter function sys_stranded_live_event_tenants(interval) owner to switchyard_system;
+revoke all on function sys_stranded_live_event_tenants(interval) from public;
+grant execute on function sys_stranded_live_event_tenants(interval) to switchyard_app;

@@ -178,35 +178,49 @@ pub(crate) async fn write(
 /// Numbers the tenant's committed pending events (a transaction's own, and any that committed beside it) and
 /// announces the new last number. Called after the commit, outside any transaction: when it returns, the
 /// committing transaction's events are numbered, by this call or by one that held the tenant's numbering before
-/// it. A failure is logged, not returned (the commit has happened): the hub's periodic look numbers what is left.
+/// it. It runs as a task of its own, so a request dropped after its commit (its client gone) still numbers its
+/// events. A failure (or a wait for the tenant's numbering longer than [`NUMBERING_WAIT_MS`]) is logged, not
+/// returned — the commit has happened — and the hub's periodic look numbers what is left.
 pub(crate) async fn number(
     pool: &sqlx::PgPool,
     signals: &crate::signals::Signals,
     tenant: TenantId,
     hot: bool,
 ) {
-    let in_database = signals.in_database();
-    // After a hot transaction (one that did not wait for the disk) the numbering does not wait either; the setting
-    // counts at this statement's own commit.
-    let sql = if hot {
-        "select sys_number_live_events($1, $2), set_config('synchronous_commit', 'off', true)"
-    } else {
-        "select sys_number_live_events($1, $2), ''"
-    };
-    let numbered: std::result::Result<(Option<i64>, String), sqlx::Error> = sqlx::query_as(sql)
-        .bind(tenant.0)
-        .bind(in_database)
-        .fetch_one(pool)
-        .await;
-    match numbered {
-        Ok((Some(last), _)) if !in_database => signals.announce_after_commit(tenant, last),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
-            tenant.id = %tenant.0, error = %e,
-            "live events committed but not numbered yet; the periodic look numbers them"
-        ),
+    let (pool, signals) = (pool.clone(), signals.clone());
+    let numbering = tokio::spawn(async move {
+        let in_database = signals.in_database();
+        // After a hot transaction (one that did not wait for the disk) the numbering does not wait either; the
+        // setting counts at this statement's own commit.
+        let sql = if hot {
+            "select sys_number_live_events($1, $2, p_lock_timeout_ms => $3),
+                    set_config('synchronous_commit', 'off', true)"
+        } else {
+            "select sys_number_live_events($1, $2, p_lock_timeout_ms => $3), ''"
+        };
+        let numbered: std::result::Result<(Option<i64>, String), sqlx::Error> = sqlx::query_as(sql)
+            .bind(tenant.0)
+            .bind(in_database)
+            .bind(NUMBERING_WAIT_MS)
+            .fetch_one(&pool)
+            .await;
+        match numbered {
+            Ok((Some(last), _)) if !in_database => signals.announce_after_commit(tenant, last),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                tenant.id = %tenant.0, error = %e,
+                "live events committed but not numbered yet; the periodic look numbers them"
+            ),
+        }
+    });
+    if let Err(e) = numbering.await {
+        tracing::warn!(tenant.id = %tenant.0, error = %e, "the numbering of live events stopped");
     }
 }
+
+/// How long a numbering after a commit waits for the tenant's numbering held by another (a stalled billing
+/// transaction, say) before it leaves its events to the periodic look.
+pub const NUMBERING_WAIT_MS: i32 = 5_000;
 
 /// Numbers the tenant's committed pending events and then `events` (this transaction's own, not appended) inside
 /// the transaction: the tenant's numbering is held until it commits (see
@@ -235,22 +249,17 @@ pub(crate) async fn number_in_transaction(
     )
 }
 
-/// Numbers events whose writer committed before `before` but never numbered them (its process stopped in
-/// between) and announces them. Returns how many tenants had such events.
-pub async fn number_stranded(db: &Db, before: DateTime<Utc>) -> Result<usize> {
-    let in_database = db.signals().in_database();
-    let numbered: Vec<(Uuid, i64)> =
-        sqlx::query_as("select tenant_id, last_seq from sys_number_stranded_live_events($1, $2)")
-            .bind(before)
-            .bind(in_database)
+/// Numbers the events whose writer committed more than five seconds ago but never numbered them (its process
+/// stopped in between), one tenant at a time, and announces them. Returns how many tenants had such events.
+pub async fn number_stranded(db: &Db) -> Result<usize> {
+    let tenants: Vec<Uuid> =
+        sqlx::query_scalar("select sys_stranded_live_event_tenants(interval '5 seconds')")
             .fetch_all(db.pool())
             .await?;
-    if !in_database {
-        for (tenant, last) in &numbered {
-            db.signals().announce_after_commit(TenantId(*tenant), *last);
-        }
+    for tenant in &tenants {
+        number(db.pool(), db.signals(), TenantId(*tenant), false).await;
     }
-    Ok(numbered.len())
+    Ok(tenants.len())
 }
 
 /// The payload of an announcement.
@@ -497,7 +506,7 @@ impl EventHub {
         };
         // Events a writer committed but never numbered (it stopped in between), after a grace period in which
         // their writer would have.
-        match number_stranded(&self.db, Utc::now() - chrono::Duration::seconds(5)).await {
+        match number_stranded(&self.db).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 tenants = n,

@@ -1210,3 +1210,36 @@ async fn events_whose_writer_stopped_before_numbering_them_are_numbered_and_hear
             .unwrap();
     assert_eq!(pending, 0);
 }
+
+#[tokio::test]
+async fn a_transaction_can_number_events_only_of_the_tenant_it_is_confined_to() {
+    let app = switchyard_tests::spawn_app().await;
+    let a = app.signup().await;
+    let b = app.signup().await;
+    let db = switchyard_tests::app_db(1);
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(a.id))
+        .await
+        .unwrap();
+    let refused = sqlx::query(
+        "select sys_number_live_events($1, true, array['test.forged'], array[null::uuid], array[null::uuid],
+                array[null::uuid], array[null::uuid], array[null::uuid], array['{}'::jsonb])",
+    )
+    .bind(b.id)
+    .execute(tx.conn())
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("live events of another tenant"),
+        "{refused}"
+    );
+    drop(tx);
+    let forged: i64 =
+        sqlx::query_scalar("select count(*) from live_event where kind = 'test.forged'")
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(forged, 0);
+}
