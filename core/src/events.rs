@@ -148,30 +148,37 @@ impl Event {
     }
 }
 
+/// Binds `events` as the seven arrays `unnest` takes: kinds, venues, stations, subjects, patrons, logins, data.
+fn bind_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    events: &[NewEvent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let column = |f: fn(&NewEvent) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
+    query
+        .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(column(|e| e.venue))
+        .bind(column(|e| e.station))
+        .bind(column(|e| e.subject))
+        .bind(column(|e| e.patron))
+        .bind(column(|e| e.user))
+        .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+}
+
 /// Appends `events` to the tenant's pending events in the transaction; [`number`] numbers them after the commit.
 pub(crate) async fn write(
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
     events: &[NewEvent],
 ) -> Result<()> {
-    let column = |f: fn(&NewEvent) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
+    let query = sqlx::query(
         "insert into live_event_pending (tenant_id, kind, venue_id, station_id, subject_id, patron_id, user_id, data)
          select $1, t.kind, t.venue, t.station, t.subject, t.patron, t.login, t.data
          from unnest($2::text[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::jsonb[])
            with ordinality as t(kind, venue, station, subject, patron, login, data, n)
          order by t.n",
     )
-    .bind(tenant.0)
-    .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
-    .bind(column(|e| e.venue))
-    .bind(column(|e| e.station))
-    .bind(column(|e| e.subject))
-    .bind(column(|e| e.patron))
-    .bind(column(|e| e.user))
-    .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
+    .bind(tenant.0);
+    bind_events(query, events).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -232,21 +239,11 @@ pub(crate) async fn number_in_transaction(
     tenant: TenantId,
     events: &[NewEvent],
 ) -> Result<Option<i64>> {
-    let column = |f: fn(&NewEvent) -> Option<Uuid>| events.iter().map(f).collect::<Vec<_>>();
-    Ok(
-        sqlx::query_scalar("select sys_number_live_events($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(tenant.0)
-            .bind(signals.in_database())
-            .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
-            .bind(column(|e| e.venue))
-            .bind(column(|e| e.station))
-            .bind(column(|e| e.subject))
-            .bind(column(|e| e.patron))
-            .bind(column(|e| e.user))
-            .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
-            .fetch_one(conn)
-            .await?,
-    )
+    let query = sqlx::query("select sys_number_live_events($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(tenant.0)
+        .bind(signals.in_database());
+    let row = bind_events(query, events).fetch_one(conn).await?;
+    Ok(sqlx::Row::try_get(&row, 0)?)
 }
 
 /// Numbers the events whose writer committed more than five seconds ago but never numbered them (its process

@@ -5,18 +5,17 @@ import {
   CancelChargerReservation,
   ChargerCommand,
   Chargers,
-  FindPatrons,
   LiveEvents,
   ReserveCharger,
   StartSession,
   StopSession,
   type ChargerCommandKind,
   type ChargersResult,
-  type FindPatronsResult,
 } from '../api/generated';
 import { subscribe } from '../api/live';
 import { StartForm } from '../floor/FloorPage';
 import { t } from '../i18n';
+import { usePatronSearch } from '../patrons/search';
 
 type Charger = ChargersResult['chargers'][number];
 type Station = ChargersResult['stations'][number];
@@ -150,28 +149,15 @@ export function said(call: { status: string; response?: unknown }): string {
 function Commands({ charger: c, act }: { charger: Charger; act: (f: () => Promise<string | void>) => Promise<void> }) {
   const [kw, setKw] = useState(c.powerLimitW ? String(c.powerLimitW / 1000) : '');
   const [search, setSearch] = useState('');
-  const [found, setFound] = useState<FindPatronsResult['patrons']>([]);
   const [patron, setPatron] = useState('');
+  const { found, chosen } = usePatronSearch(search, patron);
   const [minutes, setMinutes] = useState('30');
   const [reservation, setReservation] = useState<number | null>(null);
-  useEffect(() => {
-    // The last search's patrons go at once (a quick click would take its first); a late answer to it is dropped.
-    setFound([]);
-    if (!search.trim()) return;
-    let current = true;
-    const timer = setTimeout(() => void request(FindPatrons, { search }).then((r) => current && setFound(r.patrons)), 200);
-    return () => {
-      current = false;
-      clearTimeout(timer);
-    };
-  }, [search]);
   const run = (kind: ChargerCommandKind, extra: { connector?: number; operative?: boolean; watts?: number } = {}) =>
     act(async () => {
       const r = await request(ChargerCommand, { id: c.id, command: { kind, keys: [], ...extra } });
       return t.chargers.answered(r.chargerCommand.action, said(r.chargerCommand));
     });
-  // Only a patron the list shows: one chosen from an earlier search's list is not the one on the screen.
-  const chosen = found.some((p) => p.id === patron) ? patron : found[0]?.id ?? '';
   return (
     <div className="columns">
       <form

@@ -5,19 +5,18 @@ import {
   CabinetAssets,
   Cabinets,
   DockAsset,
-  FindPatrons,
   LiveEvents,
   QuoteRental,
   StartRental,
   StopRental,
   type CabinetAssetsResult,
   type CabinetsResult,
-  type FindPatronsResult,
   type QuoteRentalResult,
 } from '../api/generated';
 import { subscribe } from '../api/live';
 import { money } from '../floor/model';
 import { t } from '../i18n';
+import { usePatronSearch } from '../patrons/search';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 
 type Cabinet = CabinetsResult['stations'][number];
@@ -182,26 +181,13 @@ function ReturnForm({ label, cabinets, onReturn }: { label: string; cabinets: Ca
 /** A staff-run rental: the patron, the cabinet, the quote (price, free minutes, deposit), then the start. */
 function Rent({ cabinets, assets, onRented }: { cabinets: Cabinet[]; assets: Assets; onRented: () => Promise<void> }) {
   const [search, setSearch] = useState('');
-  const [found, setFound] = useState<FindPatronsResult['patrons']>([]);
   const [patron, setPatron] = useState('');
+  const { found, chosen } = usePatronSearch(search, patron);
   const [cabinet, setCabinet] = useState(cabinets[0].id);
   const [quote, setQuote] = useState<QuoteRentalResult['quote'] | null>(null);
   // One key per rental: a double click or a retry starts it once.
   const [key, setKey] = useState(() => crypto.randomUUID());
   const [error, saved, submit] = useSubmit();
-  useEffect(() => {
-    // The last search's patrons go at once (a quick click would take its first); a late answer to it is dropped.
-    setFound([]);
-    if (!search.trim()) return;
-    let current = true;
-    const timer = setTimeout(() => void request(FindPatrons, { search }).then((r) => current && setFound(r.patrons)), 200);
-    return () => {
-      current = false;
-      clearTimeout(timer);
-    };
-  }, [search]);
-  // Only a patron the list shows: one chosen from an earlier search's list is not the one on the screen.
-  const chosen = found.some((p) => p.id === patron) ? patron : found[0]?.id ?? '';
   const docked = (assets[cabinet] ?? []).length;
   return (
     <Panel title={t.rentals.rent}>

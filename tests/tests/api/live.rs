@@ -1096,16 +1096,34 @@ async fn what_a_part_rolled_back_to_its_savepoint_emitted_is_never_heard() {
     assert_eq!(kinds, ["test.kept", "test.released"]);
 }
 
+/// The tenant's last event number now and a `liveEvents` subscription of `t`'s owner that hears everything after it.
+async fn all_events_from_now(
+    app: &TestApp,
+    t: &switchyard_tests::Tenant,
+) -> (i64, switchyard_tests::Subscription) {
+    let q = format!("subscription($after: Int) {{ liveEvents(after: $after) {{ {FIELDS} }} }}");
+    let after = from_now(app, t.id).await;
+    let sub = app
+        .subscribe(&t.access, &q, json!({"after": after}))
+        .await
+        .unwrap();
+    (after, sub)
+}
+
+/// Events of the tenant appended but not yet numbered.
+async fn pending(app: &TestApp, tenant: Uuid) -> i64 {
+    sqlx::query_scalar("select count(*) from live_event_pending where tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn events_committed_side_by_side_are_numbered_without_gaps_by_the_time_each_commit_returns() {
     let app = switchyard_tests::spawn_app().await;
     let t = app.signup().await;
-    let q = format!("subscription($after: Int) {{ liveEvents(after: $after) {{ {FIELDS} }} }}");
-    let after = from_now(&app, t.id).await;
-    let mut sub = app
-        .subscribe(&t.access, &q, json!({"after": after}))
-        .await
-        .unwrap();
+    let (after, mut sub) = all_events_from_now(&app, &t).await;
     // 24 transactions of one tenant commit at once, two events each; each checks, once its commit returned, that
     // its own events are numbered (by its own numbering or by one that ran beside it).
     let db = switchyard_tests::app_db(12);
@@ -1159,13 +1177,7 @@ async fn events_committed_side_by_side_are_numbered_without_gaps_by_the_time_eac
             .collect();
         assert_eq!(parts, ["first", "second"], "writer {n}");
     }
-    let pending: i64 =
-        sqlx::query_scalar("select count(*) from live_event_pending where tenant_id = $1")
-            .bind(t.id)
-            .fetch_one(&app.owner)
-            .await
-            .unwrap();
-    assert_eq!(pending, 0);
+    assert_eq!(pending(&app, t.id).await, 0);
     // A subscriber hears all 48, in number order.
     for expected in after + 1..=after + 48 {
         let event = next(&mut sub, "liveEvents").await;
@@ -1178,12 +1190,7 @@ async fn events_committed_side_by_side_are_numbered_without_gaps_by_the_time_eac
 async fn events_whose_writer_stopped_before_numbering_them_are_numbered_and_heard_all_the_same() {
     let app = switchyard_tests::spawn_app().await;
     let t = app.signup().await;
-    let q = format!("subscription($after: Int) {{ liveEvents(after: $after) {{ {FIELDS} }} }}");
-    let after = from_now(&app, t.id).await;
-    let mut sub = app
-        .subscribe(&t.access, &q, json!({"after": after}))
-        .await
-        .unwrap();
+    let (after, mut sub) = all_events_from_now(&app, &t).await;
     // What a writer that committed and then stopped leaves behind: its events appended, never numbered.
     sqlx::query(
         "insert into live_event_pending (tenant_id, kind, data, created_at)
@@ -1202,13 +1209,7 @@ async fn events_whose_writer_stopped_before_numbering_them_are_numbered_and_hear
         assert_eq!(event["data"]["n"], n, "{event}");
     }
     assert_eq!(from_now(&app, t.id).await, after + 2);
-    let pending: i64 =
-        sqlx::query_scalar("select count(*) from live_event_pending where tenant_id = $1")
-            .bind(t.id)
-            .fetch_one(&app.owner)
-            .await
-            .unwrap();
-    assert_eq!(pending, 0);
+    assert_eq!(pending(&app, t.id).await, 0);
 }
 
 #[tokio::test]
