@@ -433,6 +433,7 @@ pub fn gql_code(body: &Value) -> &str {
         .unwrap_or("<no code>")
 }
 pub mod charger_sim;
+pub mod cpu;
 pub mod mail;
 pub mod ocpp_peer;
 pub mod proxy;

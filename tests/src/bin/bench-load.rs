@@ -31,7 +31,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use switchyard_tests::shelly_fake::ShellyFake;
-use switchyard_tests::{bench_arg as arg, with_database};
+use switchyard_tests::{bench_arg as arg, cpu, with_database};
 
 const DB: &str = "switchyard_bench_load";
 const JWT: &str = "bench-secret-bench-secret-bench-secret-00";
@@ -60,51 +60,6 @@ impl Timings {
             self.ms(0.99)
         )
     }
-}
-
-/// CPU seconds used so far by every running process of this machine: pid → (program, seconds) (Linux `/proc`).
-fn cpu_by_process() -> std::collections::HashMap<u32, (String, f64)> {
-    // Clock ticks per second: 100 on every Linux this runs on (`getconf CLK_TCK`).
-    const TICKS: f64 = 100.0;
-    let mut used = std::collections::HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-            .sum();
-        used.insert(pid, (stat[open + 1..close].to_owned(), ticks / TICKS));
-    }
-    used
-}
-
-/// What each program used since `before`, the busiest first: "postgres 12.1 s, switchyard 8.0 s, ...". Processes
-/// that ended in between are not counted.
-fn cpu_since(before: &std::collections::HashMap<u32, (String, f64)>) -> String {
-    let mut by_program: std::collections::HashMap<String, f64> = Default::default();
-    for (pid, (name, now)) in cpu_by_process() {
-        let was = before
-            .get(&pid)
-            .filter(|(n, _)| *n == name)
-            .map_or(0.0, |(_, s)| *s);
-        *by_program.entry(name).or_default() += now - was;
-    }
-    let mut used: Vec<(String, f64)> = by_program.into_iter().filter(|(_, s)| *s >= 0.05).collect();
-    used.sort_by(|a, b| b.1.total_cmp(&a.1));
-    used.iter()
-        .take(5)
-        .map(|(name, s)| format!("{name} {s:.1} s"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The binaries next to this one (`cargo build --release --bins` puts them together).
@@ -702,7 +657,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Reads through the stack.
     let expected: Arc<HashSet<Uuid>> = Arc::new(arcade.iter().copied().collect());
-    let cpu = cpu_by_process();
+    let cpu = cpu::by_process();
     let (lists, took) = for_a_while(readers, seconds, |_, deadline| {
         let (api, token, venue, expected) = (
             f.api.clone(),
@@ -724,11 +679,11 @@ async fn main() -> anyhow::Result<()> {
     let mut reads = Timings(lists.into_iter().flat_map(|t| t.0).collect());
     let read_rate = reads.0.len() as f64 / took;
     println!("{}", reads.line("reads (station list)", took));
-    println!("  CPU              {}", cpu_since(&cpu));
+    println!("  CPU              {}", cpu::since(&cpu));
 
     // 3. Start+stop pairs, each client on its own station.
     let all: Vec<Uuid> = f.stations.iter().flatten().copied().collect();
-    let cpu = cpu_by_process();
+    let cpu = cpu::by_process();
     let (pairs, took) = for_a_while(pairs_clients, seconds, |c, deadline| {
         let (api, token, station, patron) = (f.api.clone(), f.token.clone(), all[c], f.patrons[c]);
         async move {
@@ -765,7 +720,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", starts.line("session starts", took));
     println!("{}", stops.line("session stops", took));
     println!("{}", pair_times.line("start+stop pairs", took));
-    println!("  CPU              {}", cpu_since(&cpu));
+    println!("  CPU              {}", cpu::since(&cpu));
     // Every command of those sessions reaches its plug through a bridge.
     let drained = Instant::now();
     let (commands, undelivered) = loop {
@@ -818,7 +773,7 @@ async fn main() -> anyhow::Result<()> {
     ];
     // One session client per station of the second venue at most.
     let mix_clients = readers.max(roles.len()).min(STATIONS_PER_VENUE);
-    let cpu = cpu_by_process();
+    let cpu = cpu::by_process();
     let (mixed, took) = for_a_while(mix_clients, seconds, |c, deadline| {
         let role = roles[c % roles.len()];
         let (api, token, app_token) = (f.api.clone(), f.token.clone(), f.app_token.clone());
@@ -906,7 +861,7 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
     );
     println!("{}", all_mixed.line("  every request", took));
-    println!("  CPU              {}", cpu_since(&cpu));
+    println!("  CPU              {}", cpu::since(&cpu));
     for m in &mixed {
         charged[m.station] += m.charged;
     }

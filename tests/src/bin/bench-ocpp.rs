@@ -11,8 +11,9 @@
 //!    from the CALL sent to its CALLRESULT received;
 //! 2. the **ramp**: the chargers in a transaction send MeterValues faster, step by step (`--step-seconds` each,
 //!    after 2 s to settle, the rate ×1.5 a step), until the step's MeterValues p99 passes `--p99-ms` (50) or the
-//!    server no longer keeps up (fewer than 90 % of the MeterValues asked for are answered in the step); the highest rate that
-//!    passed is the server's sustainable rate at that p99.
+//!    server no longer keeps up (fewer than 90 % of the MeterValues asked for are answered in the step); then
+//!    `--refine` (3) more steps, each halfway between the highest rate that passed and the lowest that failed. The
+//!    highest rate that passed is the server's sustainable rate at that p99.
 //!
 //! Then it does the same against the Python central system of `tests/ocpp/central_system.py` (the `ocpp` package's
 //! server example; `SWITCHYARD_OCPP_PYTHON`), unless `--python 0`. A charger sends one CALL at a time and waits for
@@ -34,7 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use switchyard_tests::{bench_arg as arg, with_database};
+use switchyard_tests::{bench_arg as arg, cpu, with_database};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -245,7 +246,10 @@ async fn run_charger(
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
             changed = period.changed(), if transaction.is_some() => {
-                changed?;
+                if changed.is_err() {
+                    // The run is over.
+                    return Ok(());
+                }
                 every = *period.borrow_and_update();
                 let now = tokio::time::Instant::now();
                 next_meter = Some(now + every.mul_f64(spread(charger.index * 7 + 3 + n as usize)));
@@ -326,6 +330,7 @@ async fn load(
     seconds: u64,
     step_seconds: u64,
     p99_ms: f64,
+    refine: usize,
 ) -> anyhow::Result<Outcome> {
     use base64::Engine;
     println!("\n== {} ({chargers} chargers) ==", server.name);
@@ -408,9 +413,12 @@ async fn load(
         rss_kib(server.pid).saturating_sub(before) as f64 / chargers as f64
     );
 
-    // 2. The ramp: MeterValues faster, step by step, until the p99 or the rate gives.
+    // 2. The ramp: MeterValues faster, ×1.5 a step until a step fails; then `refine` steps halve the gap between
+    // the last rate that passed and the first that failed.
     let mut target = (heartbeat_rate + transacting as f64 / METER_EVERY.as_secs_f64()) * 1.5;
     let mut sustained = (0.0, f64::NAN);
+    let (mut passed, mut failed): (f64, Option<f64>) = (0.0, None);
+    let mut refining = 0;
     loop {
         let meter_rate = (target - heartbeat_rate).max(1.0);
         let every = Duration::from_secs_f64(transacting as f64 / meter_rate);
@@ -422,8 +430,10 @@ async fn load(
         tokio::time::sleep(Duration::from_secs(2)).await;
         stats.start();
         let t = Instant::now();
+        let cpu_before = cpu::by_process();
         tokio::time::sleep(Duration::from_secs(step_seconds)).await;
         let w = stats.stop(t.elapsed().as_secs_f64());
+        let used = cpu::by_program(&cpu_before);
         let kept_up = w.meter.len() as f64 >= 0.9 * meter_rate * w.seconds;
         let p99 = w.pct(0.99);
         let pass = kept_up && p99 <= p99_ms && w.failed == 0;
@@ -438,11 +448,35 @@ async fn load(
                 "p99 over the bound"
             }
         );
-        if !pass {
-            break;
+        let all: f64 = used.iter().map(|(_, s)| s).sum();
+        println!(
+            "      CPU {:.0} µs a message all told: {}",
+            all * 1e6 / (w.rate() * w.seconds).max(1.0),
+            used.iter()
+                .take(4)
+                .map(|(name, s)| format!(
+                    "{name} {:.0} µs",
+                    s * 1e6 / (w.rate() * w.seconds).max(1.0)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if pass {
+            passed = target;
+            if w.rate() > sustained.0 {
+                sustained = (w.rate(), p99);
+            }
+        } else {
+            failed = Some(target);
         }
-        sustained = (w.rate(), p99);
-        target *= 1.5;
+        target = match failed {
+            None => target * 1.5,
+            Some(_) if refining == refine => break,
+            Some(failed) => {
+                refining += 1;
+                (passed + failed) / 2.0
+            }
+        };
     }
     println!(
         "{}: sustained {:.0} messages/s with MeterValues p99 {:.1} ms (bound {p99_ms} ms); load average {}",
@@ -541,6 +575,7 @@ async fn main() -> anyhow::Result<()> {
     let step_seconds = arg("step-seconds", 10);
     let p99_ms = arg("p99-ms", 50) as f64;
     let python = arg("python", 1) != 0;
+    let refine = arg("refine", 3) as usize;
     println!(
         "bench-ocpp: {chargers} chargers, {seconds} s fixed load, ramp steps of {step_seconds} s, p99 bound \
          {p99_ms} ms; {} cores; load average {}",
@@ -589,6 +624,7 @@ async fn main() -> anyhow::Result<()> {
         seconds,
         step_seconds,
         p99_ms,
+        refine,
     )
     .await?;
     api.kill().await?;
@@ -630,6 +666,7 @@ async fn main() -> anyhow::Result<()> {
         seconds,
         step_seconds,
         p99_ms,
+        refine,
     )
     .await?;
     central.kill().await?;
