@@ -321,9 +321,11 @@ pub async fn post_many(tx: &mut TenantTx, journals: Vec<Journal<'_>>) -> Result<
         .collect())
 }
 
-/// Tells live subscribers whose money moved: one `wallet.changed` event per (new journal, patron), with the
-/// change of each of the patron's accounts (wallet, debt, deposit hold) and the journal's kind. Subscribers add the
-/// changes to the balances they read, or read them again.
+/// Tells live subscribers whose money moved: one `wallet.changed` event per patron, kind of journal and currency
+/// among the new journals, with the change of each of the patron's accounts (wallet, debt, deposit hold) summed over
+/// them, their ids (`journalIds`) and sessions (`sessionIds`); `journalId`, `memo` and `sessionId` are those of the
+/// journal when there is one (a billing tick of a patron paying for several sessions posts several at once).
+/// Subscribers add the changes to the balances they read, or read them again.
 async fn announce_patron_changes(
     tx: &mut TenantTx,
     journals: &[Journal<'_>],
@@ -355,31 +357,59 @@ async fn announce_patron_changes(
     .into_iter()
     .map(|(id, owner, purpose)| (id, (owner, purpose)))
     .collect();
+    /// One event's worth: a patron's changes from journals of one kind and currency.
+    #[derive(Default)]
+    struct Moved<'a> {
+        journals: Vec<(Uuid, &'a Journal<'a>)>,
+        changes: serde_json::Map<String, serde_json::Value>,
+    }
+    let mut moved: Vec<((Uuid, &str, &str), Moved<'_>)> = Vec::new();
+    let mut position: HashMap<(Uuid, &str, &str), usize> = HashMap::new();
     for (journal, id) in journals.iter().zip(ids) {
         if !inserted.contains(id) {
             continue;
         }
-        let mut changes: HashMap<Uuid, serde_json::Map<String, serde_json::Value>> = HashMap::new();
         for (account, amount) in &journal.entries {
-            if let (Some((patron, purpose)), true) = (owners.get(account), *amount != 0) {
-                let change = changes.entry(*patron).or_default();
-                let sum = change.get(purpose).and_then(|v| v.as_i64()).unwrap_or(0) + amount;
-                change.insert(purpose.clone(), sum.into());
+            let (Some((patron, purpose)), true) = (owners.get(account), *amount != 0) else {
+                continue;
+            };
+            let group = (*patron, journal.kind, journal.currency);
+            let at = *position.entry(group).or_insert_with(|| {
+                moved.push((group, Moved::default()));
+                moved.len() - 1
+            });
+            let m = &mut moved[at].1;
+            if m.journals.last().map(|(j, _)| j) != Some(id) {
+                m.journals.push((*id, journal));
             }
+            let sum = m.changes.get(purpose).and_then(|v| v.as_i64()).unwrap_or(0) + amount;
+            m.changes.insert(purpose.clone(), sum.into());
         }
-        for (patron, change) in changes {
-            tx.emit(
-                crate::events::NewEvent::new(
-                    "wallet.changed",
-                    serde_json::json!({
-                        "journalId": id, "kind": journal.kind, "memo": journal.memo,
-                        "currency": journal.currency, "sessionId": journal.session_id, "changes": change,
-                    }),
-                )
-                .subject(*id)
-                .patron(Some(patron)),
-            );
+    }
+    for ((patron, kind, currency), m) in moved {
+        let single = match m.journals.as_slice() {
+            [(id, journal)] => Some((*id, *journal)),
+            _ => None,
+        };
+        let mut sessions: Vec<Uuid> = m.journals.iter().filter_map(|(_, j)| j.session_id).collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        let mut event = crate::events::NewEvent::new(
+            "wallet.changed",
+            serde_json::json!({
+                "journalId": single.map(|(id, _)| id),
+                "memo": single.map(|(_, j)| j.memo.as_str()),
+                "sessionId": single.and_then(|(_, j)| j.session_id),
+                "journalIds": m.journals.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                "sessionIds": sessions,
+                "kind": kind, "currency": currency, "changes": m.changes,
+            }),
+        )
+        .patron(Some(patron));
+        if let Some((id, _)) = single {
+            event = event.subject(id);
         }
+        tx.emit(event);
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ pub struct BenchArgs {
     pub tenants: i64,
     pub batch: i32,
     pub workers: usize,
+    pub concurrency: usize,
 }
 
 fn with_database(url: &str, db: &str) -> String {
@@ -74,12 +75,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     reset(&owner, t0).await?;
 
     eprintln!(
-        "switchyard billing tick: {} worker(s), batches of {} ...",
-        args.workers, args.batch
+        "switchyard billing tick: {} worker(s), batches of {}, {} tenants at once in each ...",
+        args.workers, args.batch, args.concurrency
     );
     let billing = Billing {
         tick: Duration::seconds(30),
         batch: args.batch,
+        concurrency: args.concurrency,
     };
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -113,10 +115,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("sessions           {total} across {} tenants", args.tenants);
     println!("bare SQL statement {:.2} s", bare.as_secs_f64());
     println!(
-        "switchyard tick    {:.2} s ({} workers, batch {})",
+        "switchyard tick    {:.2} s ({} workers, batch {}, {} tenants at once in each)",
         ours.as_secs_f64(),
         args.workers,
-        args.batch
+        args.batch,
+        args.concurrency
     );
     println!(
         "ratio              {:.2}x",

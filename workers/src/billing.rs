@@ -6,6 +6,7 @@
 //! transaction and its locks go with it.
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
 use switchyard_core::{sessions, Db, TenantId, TenantTx};
 use uuid::Uuid;
 
@@ -48,6 +49,9 @@ impl Pass {
 pub struct Billing {
     pub tick: Duration,
     pub batch: i32,
+    /// How many tenants' transactions of a pass run at once (each holds a database connection meanwhile): while
+    /// one waits for the database, the next is priced.
+    pub concurrency: usize,
 }
 
 /// Bills one batch of the sessions due at `now`.
@@ -68,11 +72,20 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
         due: due.len(),
         ..Pass::default()
     };
+    // One set-based transaction per tenant, `concurrency` of them at once. If one fails, its sessions are tried
+    // again a minute later; other tenants are not held back.
+    let outcomes: Vec<anyhow::Result<Option<sessions::Billed>>> =
+        futures_util::stream::iter(0..by_tenant.len())
+            .map(|i| {
+                let (tenant, ids) = &by_tenant[i];
+                bill_tenant(db, *tenant, ids, now, billing.tick, false)
+            })
+            .buffered(billing.concurrency.max(1))
+            .collect()
+            .await;
     let mut first_busy = None;
-    for (tenant, ids) in &by_tenant {
-        // One set-based transaction per tenant. If it fails, its sessions are tried again a minute later; other
-        // tenants are not held back.
-        match bill_tenant(db, *tenant, ids, now, billing.tick, false).await {
+    for ((tenant, ids), outcome) in by_tenant.iter().zip(outcomes) {
+        match outcome {
             Ok(Some(billed)) => pass.add(billed),
             Ok(None) => {
                 pass.busy += ids.len();

@@ -79,6 +79,7 @@ impl WorkerConfig {
         let billing = billing::Billing {
             tick: chrono::Duration::seconds(number("BILLING_TICK_SEC", 30)?.clamp(1, 3600)),
             batch: number("BILLING_BATCH", 500)?.clamp(1, 10_000) as i32,
+            concurrency: number("BILLING_CONCURRENCY", 4)?.clamp(1, 64) as usize,
         };
         let debts = debts::Debts {
             policy: switchyard_core::payments::collect::Policy {

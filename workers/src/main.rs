@@ -29,6 +29,9 @@ enum Command {
         batch: i32,
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Tenants' transactions at once in each worker (`BILLING_CONCURRENCY`).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
     },
 }
 
@@ -49,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         tenants,
         batch,
         workers,
+        concurrency,
     }) = Cli::parse().command
     {
         return bench::run(bench::BenchArgs {
@@ -56,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             tenants,
             batch,
             workers,
+            concurrency,
         })
         .await;
     }

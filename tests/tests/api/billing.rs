@@ -53,6 +53,7 @@ async fn four_workers(url: &str, now: DateTime<Utc>) -> usize {
     let billing = Billing {
         tick: Duration::seconds(30),
         batch: 37,
+        concurrency: 3,
     };
     let workers: Vec<_> = (0..4)
         .map(|_| {
@@ -149,6 +150,7 @@ async fn a_tenant_being_billed_is_left_to_its_worker_and_a_worker_that_dies_leav
     let billing = Billing {
         tick: Duration::seconds(30),
         batch: 1000,
+        concurrency: 2,
     };
 
     // A worker is billing the first tenant (it holds the tenant's billing lock and has charged one session so
@@ -288,6 +290,7 @@ async fn an_overloaded_worker_serves_the_longest_waiting_session_next_and_starve
     let billing = Billing {
         tick: Duration::seconds(10),
         batch: 3,
+        concurrency: 2,
     };
     let mut longest_wait = Duration::zero();
     for second in 0..100 {
@@ -608,6 +611,7 @@ async fn a_tenant_whose_billing_fails_is_retried_a_minute_later_and_holds_no_one
     let billing = Billing {
         tick: Duration::seconds(30),
         batch: 5,
+        concurrency: 2,
     };
     let now = t0 + Duration::seconds(40);
     let mut passes = Vec::new();

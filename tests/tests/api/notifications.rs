@@ -651,6 +651,7 @@ async fn each_message_is_delivered_once_by_two_overlapping_workers_and_after_a_c
     // Two workers' passes at once, each claiming small batches until nothing is left.
     let settings = Settings {
         batch: 3,
+        concurrency: 2,
         ..mail::settings()
     };
     let transports = mail::transports();
@@ -1121,6 +1122,7 @@ async fn a_patron_hears_of_a_low_balance_and_a_debt_by_email_and_of_a_session_wa
     let billing = switchyard_workers::billing::Billing {
         tick: Duration::seconds(30),
         batch: 100,
+        concurrency: 2,
     };
     let at = started_at + Duration::seconds(330);
     switchyard_workers::billing::run_once(&db, billing, at)
