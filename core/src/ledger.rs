@@ -391,7 +391,11 @@ async fn announce_patron_changes(
             [(id, journal)] => Some((*id, *journal)),
             _ => None,
         };
-        let mut sessions: Vec<Uuid> = m.journals.iter().filter_map(|(_, j)| j.session_id).collect();
+        let mut sessions: Vec<Uuid> = m
+            .journals
+            .iter()
+            .filter_map(|(_, j)| j.session_id)
+            .collect();
         sessions.sort_unstable();
         sessions.dedup();
         let mut event = crate::events::NewEvent::new(

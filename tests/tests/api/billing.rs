@@ -134,6 +134,51 @@ async fn four_workers_charge_every_session_tick_exactly_once() {
         .unwrap();
         assert!(events > 0);
         assert_eq!((first, last, pending), (Some(1), Some(events), 0));
+        // One wallet.changed per batch for the tenant's one patron, not one per journal: together they name every
+        // charge journal once, and their changes add up to what the journals took from the patron.
+        let changed: Vec<serde_json::Value> = sqlx::query_scalar(
+            "select data from live_event where tenant_id = $1 and kind = 'wallet.changed' order by seq",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let journals: Vec<Uuid> = sqlx::query_scalar(
+            "select id from journal where tenant_id = $1 and kind = 'session_charge' order by id",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(journals.len(), 2 * SESSIONS_PER_TENANT as usize);
+        assert!(
+            changed.len() * 10 <= journals.len(),
+            "{} wallet.changed events for {} journals",
+            changed.len(),
+            journals.len()
+        );
+        let mut named: Vec<Uuid> = changed
+            .iter()
+            .flat_map(|d| d["journalIds"].as_array().unwrap().clone())
+            .map(|id| id.as_str().unwrap().parse().unwrap())
+            .collect();
+        named.sort();
+        assert_eq!(named, journals);
+        let taken: i64 = changed
+            .iter()
+            .map(|d| {
+                assert_eq!(
+                    (d["kind"].as_str(), d["currency"].as_str()),
+                    (Some("session_charge"), Some("EUR")),
+                    "{d}"
+                );
+                let several = d["journalIds"].as_array().unwrap().len() > 1;
+                assert_eq!(d["journalId"].is_null(), several, "{d}");
+                d["changes"]["wallet"].as_i64().unwrap_or(0)
+                    + d["changes"]["debt"].as_i64().unwrap_or(0)
+            })
+            .sum();
+        assert_eq!(taken, -20 * SESSIONS_PER_TENANT);
     }
 }
 
