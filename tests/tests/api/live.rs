@@ -1213,7 +1213,8 @@ async fn events_whose_writer_stopped_before_numbering_them_are_numbered_and_hear
 }
 
 #[tokio::test]
-async fn a_transaction_can_number_events_only_of_the_tenant_it_is_confined_to() {
+async fn a_transaction_can_number_events_only_of_the_tenant_it_is_confined_to_and_never_write_them_itself(
+) {
     let app = switchyard_tests::spawn_app().await;
     let a = app.signup().await;
     let b = app.signup().await;
@@ -1237,6 +1238,30 @@ async fn a_transaction_can_number_events_only_of_the_tenant_it_is_confined_to() 
         "{refused}"
     );
     drop(tx);
+    // Nor can it write a number of its own: only the numbering writes the events and the counter.
+    for forge in [
+        "insert into live_event (tenant_id, seq, kind) values ($1, 1000000, 'test.forged')",
+        "update live_event_counter set last_seq = last_seq + 1 where tenant_id = $1",
+        "insert into live_event_counter (tenant_id, last_seq) values ($1, 1000000)",
+    ] {
+        let mut tx = db
+            .begin_tenant(switchyard_core::TenantId(a.id))
+            .await
+            .unwrap();
+        let refused = sqlx::query(forge)
+            .bind(a.id)
+            .execute(tx.conn())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused
+                .as_database_error()
+                .and_then(|e| e.code())
+                .as_deref(),
+            Some("42501"),
+            "{forge}: {refused}"
+        );
+    }
     let forged: i64 =
         sqlx::query_scalar("select count(*) from live_event where kind = 'test.forged'")
             .fetch_one(&app.owner)
