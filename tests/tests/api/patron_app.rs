@@ -180,6 +180,35 @@ async fn a_patron_signs_up_logs_in_and_sees_only_its_own_sessions_wallet_and_car
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the family was revoked");
+
+    // A patron whose login is taken away (its password gone) is refused at its next request, with a token still
+    // within its lifetime: each request asks whether the patron still has a login.
+    let token = renewed["access_token"].as_str().unwrap();
+    sqlx::query("update patron set password_hash = null where tenant_id = $1 and id = $2")
+        .bind(f.t.id)
+        .bind(noor)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let (status, refused) = app
+        .send(
+            Method::POST,
+            "/graphql",
+            Some(token),
+            Some(json!({"query": "{ myProfile { id } }"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert_eq!(gql_code(&refused), "unauthenticated", "{refused}");
+    // The cross-tenant role that asks reads whether a patron has a login, never the password hashes.
+    let (hashes, has_login): (bool, bool) = sqlx::query_as(
+        "select has_column_privilege('switchyard_system', 'patron', 'password_hash', 'select'),
+                has_column_privilege('switchyard_system', 'patron', 'has_login', 'select')",
+    )
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!((hashes, has_login), (false, true));
 }
 
 #[tokio::test]
