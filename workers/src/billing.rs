@@ -74,17 +74,24 @@ pub async fn run_once(db: &Db, billing: Billing, now: DateTime<Utc>) -> anyhow::
     };
     // One set-based transaction per tenant, `concurrency` of them at once. If one fails, its sessions are tried
     // again a minute later; other tenants are not held back.
-    let outcomes: Vec<anyhow::Result<Option<sessions::Billed>>> =
+    // Unordered, so that a slow tenant does not keep the next ones from starting; put back in order after.
+    let mut outcomes: Vec<(usize, anyhow::Result<Option<sessions::Billed>>)> =
         futures_util::stream::iter(0..by_tenant.len())
             .map(|i| {
                 let (tenant, ids) = &by_tenant[i];
-                bill_tenant(db, *tenant, ids, now, billing.tick, false)
+                async move {
+                    (
+                        i,
+                        bill_tenant(db, *tenant, ids, now, billing.tick, false).await,
+                    )
+                }
             })
-            .buffered(billing.concurrency.max(1))
+            .buffer_unordered(billing.concurrency.max(1))
             .collect()
             .await;
+    outcomes.sort_by_key(|(i, _)| *i);
     let mut first_busy = None;
-    for ((tenant, ids), outcome) in by_tenant.iter().zip(outcomes) {
+    for ((tenant, ids), (_, outcome)) in by_tenant.iter().zip(outcomes) {
         match outcome {
             Ok(Some(billed)) => pass.add(billed),
             Ok(None) => {

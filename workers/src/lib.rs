@@ -172,8 +172,9 @@ impl WorkerConfig {
 /// Runs until `stop` turns true. Each wake-up is one pass over due work (none yet) and is counted in
 /// `worker_passes_total`.
 pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    // One connection per message sent at once, and a few for billing, debts and housekeeping.
-    let connections = (config.notify.concurrency as u32 + 2).max(4);
+    // The passes run one after another: one connection per message sent at once or per tenant billed at once
+    // (whichever is more), one the wake-up listener keeps, and one to spare.
+    let connections = (config.notify.concurrency.max(config.billing.concurrency) as u32 + 2).max(4);
     let db = Db::connect_lazy(&config.app_database_url, connections)?
         .with_signals(config.signals.clone());
     let providers = switchyard_core::payments::accounts::Providers::new(

@@ -90,7 +90,7 @@ pub fn parse(text: &str) -> Result<Frame, (String, RpcError)> {
             RpcError::new(ErrorKind::RpcFramework, "the message is not valid JSON"),
         )
     })?;
-    let Some(items) = value.as_array() else {
+    let Value::Array(mut items) = value else {
         return Err((
             "-1".into(),
             RpcError::new(ErrorKind::RpcFramework, "an OCPP-J message is a JSON array"),
@@ -114,14 +114,15 @@ pub fn parse(text: &str) -> Result<Frame, (String, RpcError)> {
             RpcError::new(ErrorKind::RpcFramework, what.to_owned()),
         ))
     };
+    // The payload is moved out of the message, not copied.
     match items.first().and_then(Value::as_u64) {
-        Some(2) => match (items.get(2), items.get(3), items.len()) {
-            (Some(Value::String(action)), Some(payload @ Value::Object(_)), 4) => Ok(Frame::Call {
+        Some(2) if items.len() == 4 => match (items.pop(), items.pop()) {
+            (Some(payload @ Value::Object(_)), Some(Value::String(action))) => Ok(Frame::Call {
                 id,
-                action: action.clone(),
-                payload: payload.clone(),
+                action,
+                payload,
             }),
-            (Some(Value::String(_)), Some(_), 4) => Err((
+            (Some(_), Some(Value::String(_))) => Err((
                 id.clone(),
                 RpcError::new(
                     ErrorKind::Formation,
@@ -130,13 +131,12 @@ pub fn parse(text: &str) -> Result<Frame, (String, RpcError)> {
             )),
             _ => bad("a CALL is [2, id, action, payload]"),
         },
-        Some(3) => match (items.get(2), items.len()) {
-            (Some(payload), 3) => Ok(Frame::Result {
-                id,
-                payload: payload.clone(),
-            }),
-            _ => bad("a CALLRESULT is [3, id, payload]"),
-        },
+        Some(2) => bad("a CALL is [2, id, action, payload]"),
+        Some(3) if items.len() == 3 => Ok(Frame::Result {
+            payload: items.pop().unwrap_or(Value::Null),
+            id,
+        }),
+        Some(3) => bad("a CALLRESULT is [3, id, payload]"),
         Some(4) => Ok(Frame::Error {
             id,
             code: items

@@ -59,7 +59,7 @@ async fn four_workers(url: &str, now: DateTime<Utc>) -> usize {
         .map(|_| {
             let url = url.to_owned();
             tokio::spawn(async move {
-                let db = Db::connect_lazy(&url, 2).unwrap();
+                let db = Db::connect_lazy(&url, 3).unwrap();
                 let mut billed = 0;
                 loop {
                     let pass = billing::run_once(&db, billing, now).await.unwrap();

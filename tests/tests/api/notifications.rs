@@ -651,7 +651,6 @@ async fn each_message_is_delivered_once_by_two_overlapping_workers_and_after_a_c
     // Two workers' passes at once, each claiming small batches until nothing is left.
     let settings = Settings {
         batch: 3,
-        concurrency: 2,
         ..mail::settings()
     };
     let transports = mail::transports();
