@@ -1219,47 +1219,43 @@ async fn a_transaction_can_number_events_only_of_the_tenant_it_is_confined_to_an
     let a = app.signup().await;
     let b = app.signup().await;
     let db = switchyard_tests::app_db(1);
-    let mut tx = db
-        .begin_tenant(switchyard_core::TenantId(a.id))
-        .await
-        .unwrap();
-    let refused = sqlx::query(
+    /// What a transaction confined to `tenant` is told when it runs `sql` with `bind`.
+    async fn refused(db: &switchyard_core::Db, tenant: Uuid, sql: &str, bind: Uuid) -> sqlx::Error {
+        let mut tx = db
+            .begin_tenant(switchyard_core::TenantId(tenant))
+            .await
+            .unwrap();
+        sqlx::query(sql)
+            .bind(bind)
+            .execute(tx.conn())
+            .await
+            .unwrap_err()
+    }
+    let numbering = refused(
+        &db,
+        a.id,
         "select sys_number_live_events($1, true, array['test.forged'], array[null::uuid], array[null::uuid],
                 array[null::uuid], array[null::uuid], array[null::uuid], array['{}'::jsonb])",
+        b.id,
     )
-    .bind(b.id)
-    .execute(tx.conn())
-    .await
-    .unwrap_err();
+    .await;
     assert!(
-        refused
+        numbering
             .to_string()
             .contains("live events of another tenant"),
-        "{refused}"
+        "{numbering}"
     );
-    drop(tx);
     // Nor can it write a number of its own: only the numbering writes the events and the counter.
     for forge in [
         "insert into live_event (tenant_id, seq, kind) values ($1, 1000000, 'test.forged')",
         "update live_event_counter set last_seq = last_seq + 1 where tenant_id = $1",
         "insert into live_event_counter (tenant_id, last_seq) values ($1, 1000000)",
     ] {
-        let mut tx = db
-            .begin_tenant(switchyard_core::TenantId(a.id))
-            .await
-            .unwrap();
-        let refused = sqlx::query(forge)
-            .bind(a.id)
-            .execute(tx.conn())
-            .await
-            .unwrap_err();
+        let error = refused(&db, a.id, forge, a.id).await;
         assert_eq!(
-            refused
-                .as_database_error()
-                .and_then(|e| e.code())
-                .as_deref(),
+            error.as_database_error().and_then(|e| e.code()).as_deref(),
             Some("42501"),
-            "{forge}: {refused}"
+            "{forge}: {error}"
         );
     }
     let forged: i64 =
