@@ -38,16 +38,15 @@ pub fn check_key(key: &str) -> Result<&str> {
 pub async fn begin(tx: &mut TenantTx, scope: &str, key: &str, fingerprint: &[u8]) -> Result<Begin> {
     let key = check_key(key)?;
     let tenant = tx.tenant();
-    sqlx::query("delete from idempotency_key where tenant_id = $1 and scope = $2 and key = $3 and expires_at < now()")
-        .bind(tenant)
-        .bind(scope)
-        .bind(key)
-        .execute(tx.conn())
-        .await?;
+    // A key whose record expired starts afresh, in the same statement that claims a new one.
     let fresh: Option<String> = sqlx::query_scalar(
         "insert into idempotency_key (tenant_id, key, scope, request_hash, expires_at)
          values ($1, $2, $3, $4, now() + make_interval(hours => $5))
-         on conflict (tenant_id, scope, key) do nothing returning key",
+         on conflict (tenant_id, scope, key) do update
+           set request_hash = excluded.request_hash, status = null, response = null, created_at = now(),
+               expires_at = excluded.expires_at
+           where idempotency_key.expires_at < now()
+         returning key",
     )
     .bind(tenant)
     .bind(key)

@@ -42,6 +42,31 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Patron> {
     patron.ok_or(Error::NotFound("patron"))
 }
 
+/// [`get`], and the patron's safety flag with it: `Some(reason)` when staff flagged the patron (the reason is
+/// optional), `None` when not.
+pub async fn get_with_flag(
+    tx: &mut TenantTx,
+    id: Uuid,
+) -> Result<(Patron, Option<Option<String>>)> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        patron: Patron,
+        flagged: bool,
+        flag_reason: Option<String>,
+    }
+    let sql = format!(
+        "select {COLUMNS}, flagged_at is not null as flagged, flag_reason from patron where tenant_id = $1 and id = $2"
+    );
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    let row = row.ok_or(Error::NotFound("patron"))?;
+    Ok((row.patron, row.flagged.then_some(row.flag_reason)))
+}
+
 pub async fn list(tx: &mut TenantTx, search: Option<&str>, limit: i64) -> Result<Vec<Patron>> {
     let sql = format!(
         "select {COLUMNS} from patron where tenant_id = $1

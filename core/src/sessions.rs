@@ -389,14 +389,14 @@ pub async fn start_by(
         }
     }
     let id = Uuid::now_v7();
-    let patron = match (input.patron_id, input.payment, by) {
-        (Some(p), _, _) => patrons::get(tx, p).await?,
+    let (patron, flag) = match (input.patron_id, input.payment, by) {
+        (Some(p), _, _) => patrons::get_with_flag(tx, p).await?,
         (None, Payment::Cash, By::Member(actor)) => {
             let walk_in = patrons::NewPatron {
                 display_name: "Walk-in".into(),
                 ..Default::default()
             };
-            patrons::create(tx, actor, walk_in, true).await?
+            (patrons::create(tx, actor, walk_in, true).await?, None)
         }
         (None, _, _) => {
             return Err(Error::validation(
@@ -406,7 +406,6 @@ pub async fn start_by(
         }
     };
     let now = Utc::now();
-    let tick = crate::tenants::billing_tick(tx, tick).await?;
     let tz: Tz = venue.timezone.parse().unwrap_or(Tz::UTC);
     let planned_end = input.duration_minutes.map(|m| now + Duration::minutes(m));
     let planned_price = planned_end.map(|end| {
@@ -508,7 +507,8 @@ pub async fn start_by(
         tariff: &tariff,
         started_at: now,
         planned_end_at: planned_end,
-        next_tick_at: now + tick,
+        ticks_from: now,
+        tick,
         asset_id: None,
         quote_id: None,
         deposit_amount: 0,
@@ -535,14 +535,14 @@ pub async fn start_by(
         "session.started",
         serde_json::json!({ "origin": session.origin }),
     );
-    crate::staff::safety::warn_if_flagged(
+    crate::staff::safety::warn_of_flag(
         tx,
+        flag,
         session.patron_id,
         session.venue_id,
         "safety.flagged_session",
         session.id,
-    )
-    .await?;
+    );
     let detail = serde_json::json!({
         "station_id": station.id, "patron_id": patron.id, "payment": input.payment,
         "planned_end_at": planned_end, "tariff_id": tariff.id, "tariff_version": tariff.version,
@@ -563,7 +563,10 @@ pub(crate) struct NewRow<'a> {
     pub tariff: &'a tariffs::Tariff,
     pub started_at: DateTime<Utc>,
     pub planned_end_at: Option<DateTime<Utc>>,
-    pub next_tick_at: DateTime<Utc>,
+    /// The first tick is due one tick after `ticks_from`: the deployment's billing `tick`, or the tenant's own
+    /// (`billing_tick_sec`) where it set one (read by the insert itself).
+    pub ticks_from: DateTime<Utc>,
+    pub tick: Duration,
     pub asset_id: Option<Uuid>,
     pub quote_id: Option<Uuid>,
     pub deposit_amount: i64,
@@ -574,7 +577,9 @@ pub(crate) async fn insert(tx: &mut TenantTx, row: NewRow<'_>) -> Result<Session
         "insert into session (tenant_id, id, station_id, venue_id, patron_id, started_by, origin, tariff_id,
             tariff_version, terms, timezone, tier, currency, started_at, planned_end_at, next_tick_at, asset_id,
             quote_id, deposit_amount)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                 $20 + make_interval(secs => coalesce((select billing_tick_sec from tenant where id = $1), $16)),
+                 $17, $18, $19)
          returning {COLUMNS}"
     );
     Ok(sqlx::query_as(&sql)
@@ -593,10 +598,11 @@ pub(crate) async fn insert(tx: &mut TenantTx, row: NewRow<'_>) -> Result<Session
         .bind(&row.venue.currency)
         .bind(row.started_at)
         .bind(row.planned_end_at)
-        .bind(row.next_tick_at)
+        .bind(row.tick.num_seconds() as f64)
         .bind(row.asset_id)
         .bind(row.quote_id)
         .bind(row.deposit_amount)
+        .bind(row.ticks_from)
         .fetch_one(tx.conn())
         .await?)
 }
@@ -623,7 +629,6 @@ pub async fn start_from_device(
     let patron = patrons::get(tx, patron_id).await?;
     let now = Utc::now();
     let started_at = started_at.min(now);
-    let tick = crate::tenants::billing_tick(tx, Duration::seconds(30)).await?;
     let id = Uuid::now_v7();
     let row = NewRow {
         id,
@@ -635,7 +640,8 @@ pub async fn start_from_device(
         tariff: &tariff,
         started_at,
         planned_end_at: None,
-        next_tick_at: now + tick,
+        ticks_from: now,
+        tick: Duration::seconds(30),
         asset_id: None,
         quote_id: None,
         deposit_amount: 0,
@@ -976,20 +982,29 @@ async fn finish(
     status: SessionStatus,
 ) -> Result<Session> {
     let id = session.id;
-    settle(tx, session, end, "final").await?;
+    let due = session.chargeable_at(end) - session.charged_amount;
+    let final_charge = Charge {
+        session,
+        due,
+        label: "final".to_owned(),
+    };
+    let taken: i64 = post_charges(tx, &[final_charge]).await?.into_iter().sum();
     let pauses = session.pauses_at(end);
-    sqlx::query(
-        "update session set status = $3, ended_at = $4, next_tick_at = null, paused_at = null, pauses = $5
-         where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(id)
-    .bind(status)
-    .bind(end)
-    .bind(sqlx::types::Json(&pauses))
-    .execute(tx.conn())
-    .await?;
-    let session = get(tx, id).await?;
+    // What the final charge took goes onto the session in the same update that ends it.
+    let sql = format!(
+        "update session set status = $3, ended_at = $4, next_tick_at = null, paused_at = null, pauses = $5,
+           charged_amount = charged_amount + $6
+         where tenant_id = $1 and id = $2 returning {COLUMNS}"
+    );
+    let session: Session = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(status)
+        .bind(end)
+        .bind(sqlx::types::Json(&pauses))
+        .bind(taken)
+        .fetch_one(tx.conn())
+        .await?;
     if session.asset_id.is_none() {
         switch(tx, &session, false, "switch_off").await?;
     }
@@ -1368,10 +1383,10 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &s
     } else {
         (StationStatus::Online, None)
     };
-    let status: StationStatus = sqlx::query_scalar(
+    let (status, control): (StationStatus, StationControl) = sqlx::query_as(
         "update station set expected_on = $3, expected_until = $4,
            status = case when status = 'maintenance' then status else $5 end
-         where tenant_id = $1 and id = $2 returning status",
+         where tenant_id = $1 and id = $2 returning status, control",
     )
     .bind(tx.tenant())
     .bind(session.station_id)
@@ -1388,14 +1403,26 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &s
         .venue(session.venue_id)
         .station(session.station_id),
     );
-    command(
+    let target = Target {
+        station: session.station_id,
+        venue: session.venue_id,
+        control,
+    };
+    command_to(
         tx,
-        session.station_id,
+        target,
         Some(session.id),
         command_name,
         serde_json::json!({ "on": on, "until": until }),
     )
     .await
+}
+
+/// Where a device command goes: the station, its venue (whose bridge is woken) and how it is controlled.
+struct Target {
+    station: Uuid,
+    venue: Uuid,
+    control: StationControl,
 }
 
 /// Writes a command for a station's control to the outbox (the edge bridge consumes it), in the caller's
@@ -1407,30 +1434,52 @@ pub(crate) async fn command(
     command: &str,
     payload: serde_json::Value,
 ) -> Result<()> {
-    let control: Option<StationControl> =
-        sqlx::query_scalar("select control from station where tenant_id = $1 and id = $2")
+    let found: Option<(Uuid, StationControl)> =
+        sqlx::query_as("select venue_id, control from station where tenant_id = $1 and id = $2")
             .bind(tx.tenant())
             .bind(station)
             .fetch_optional(tx.conn())
             .await?;
-    if control == Some(StationControl::Ocpp) {
+    let (venue, control) = found.ok_or(Error::NotFound("station"))?;
+    let target = Target {
+        station,
+        venue,
+        control,
+    };
+    command_to(tx, target, session, command, payload).await
+}
+
+/// [`command`] to a station whose venue and control the caller already read.
+async fn command_to(
+    tx: &mut TenantTx,
+    target: Target,
+    session: Option<Uuid>,
+    command: &str,
+    payload: serde_json::Value,
+) -> Result<()> {
+    if target.control == StationControl::Ocpp {
         // A charger is driven by the central system itself, not by the venue's bridge.
-        return crate::charging::transactions::session_command(tx, station, session, command).await;
+        return crate::charging::transactions::session_command(
+            tx,
+            target.station,
+            session,
+            command,
+        )
+        .await;
     }
-    let venue: Uuid = sqlx::query_scalar(
+    sqlx::query(
         "insert into device_command (tenant_id, id, station_id, session_id, command, payload)
-         values ($1, $2, $3, $4, $5, $6)
-         returning (select venue_id from station where tenant_id = $1 and id = $3)",
+         values ($1, $2, $3, $4, $5, $6)",
     )
     .bind(tx.tenant())
     .bind(Uuid::now_v7())
-    .bind(station)
+    .bind(target.station)
     .bind(session)
     .bind(command)
     .bind(payload)
-    .fetch_one(tx.conn())
+    .execute(tx.conn())
     .await?;
-    tx.wake_venue(venue).await
+    tx.wake_venue(target.venue).await
 }
 
 /// One billing tick of one session (see [`bill_batch`]).

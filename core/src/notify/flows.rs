@@ -169,23 +169,19 @@ pub async fn receipt(tx: &mut TenantTx, session: &crate::sessions::Session) -> R
     let Some(ended) = session.ended_at else {
         return Ok(());
     };
-    let name: Option<String> =
-        sqlx::query_scalar("select display_name from patron where tenant_id = $1 and id = $2")
-            .bind(tx.tenant())
-            .bind(session.patron_id)
-            .fetch_optional(tx.conn())
-            .await?;
-    let Some(name) = name else {
-        return Ok(());
-    };
-    let (venue, station): (String, String) = sqlx::query_as(
-        "select v.name, s.name from station s join venue v on v.tenant_id = s.tenant_id and v.id = s.venue_id
-         where s.tenant_id = $1 and s.id = $2",
+    let names: Option<(String, String, String)> = sqlx::query_as(
+        "select p.display_name, v.name, s.name
+         from patron p, station s join venue v on v.tenant_id = s.tenant_id and v.id = s.venue_id
+         where p.tenant_id = $1 and p.id = $2 and s.tenant_id = $1 and s.id = $3",
     )
     .bind(tx.tenant())
+    .bind(session.patron_id)
     .bind(session.station_id)
-    .fetch_one(tx.conn())
+    .fetch_optional(tx.conn())
     .await?;
+    let Some((name, venue, station)) = names else {
+        return Ok(());
+    };
     let price = session.cost_at(ended);
     let lines: Vec<serde_json::Value> = price
         .lines

@@ -88,7 +88,12 @@ pub async fn chosen(
     .bind(topic.as_str())
     .fetch_optional(tx.conn())
     .await?;
-    Ok(chosen.map(|list| list.iter().filter_map(|c| Channel::parse(c)).collect()))
+    Ok(chosen.as_deref().map(parse_channels))
+}
+
+/// The channels of a stored choice (names this version no longer knows are skipped).
+fn parse_channels(list: &[String]) -> Vec<Channel> {
+    list.iter().filter_map(|c| Channel::parse(c)).collect()
 }
 
 /// Every topic with the channels `subject` gets it by.
@@ -241,47 +246,54 @@ struct Addresses {
     email: Option<String>,
     phone: Option<String>,
     locale: Locale,
-    devices: Vec<(String, String)>,
+    /// `platform:token` of each registered device (at most 20, oldest first).
+    devices: Vec<String>,
+    /// The channels the subject chose for the topic asked about, `None` when it never chose.
+    chosen: Option<Vec<String>>,
 }
 
-async fn addresses(tx: &mut TenantTx, subject: Subject) -> Result<Option<Addresses>> {
-    let row: Option<(Option<String>, Option<String>, String)> = match subject {
-        Subject::Member(id) => {
-            sqlx::query_as(
-                "select u.email, u.phone, u.locale from app_user u
-                 join membership m on m.user_id = u.id and m.tenant_id = $1 where u.id = $2",
-            )
-            .bind(tx.tenant())
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await?
+/// How to reach `subject`, and the channels it chose for `topic`, in one read; `None` when the subject is gone.
+async fn addresses(tx: &mut TenantTx, subject: Subject, topic: Topic) -> Result<Option<Addresses>> {
+    // The subject's own row, by kind; its devices and its choice for the topic ride along as sub-selects.
+    let own = match subject {
+        Subject::Member(_) => {
+            "select u.email, u.phone, u.locale from app_user u
+             join membership m on m.user_id = u.id and m.tenant_id = $1 where u.id = $2"
         }
-        Subject::Patron(id) => {
-            sqlx::query_as(
-                "select email, phone, locale from patron where tenant_id = $1 and id = $2",
-            )
-            .bind(tx.tenant())
-            .bind(id)
-            .fetch_optional(tx.conn())
-            .await?
+        Subject::Patron(_) => {
+            "select email, phone, locale from patron where tenant_id = $1 and id = $2"
         }
     };
-    let Some((email, phone, locale)) = row else {
-        return Ok(None);
-    };
-    let devices: Vec<(String, String)> = sqlx::query_as(
-        "select platform, token from push_device where tenant_id = $1 and subject_id = $2 order by created_at limit 20",
+    let sql = format!(
+        "select o.email, o.phone, o.locale,
+           array(select d.platform || ':' || d.token from push_device d
+                 where d.tenant_id = $1 and d.subject_id = $2 order by d.created_at limit 20),
+           (select p.channels from notification_preference p
+            where p.tenant_id = $1 and p.subject_id = $2 and p.topic = $3)
+         from ({own}) o"
+    );
+    type Row = (
+        Option<String>,
+        Option<String>,
+        String,
+        Vec<String>,
+        Option<Vec<String>>,
+    );
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(subject.id())
+        .bind(topic.as_str())
+        .fetch_optional(tx.conn())
+        .await?;
+    Ok(
+        row.map(|(email, phone, locale, devices, chosen)| Addresses {
+            email,
+            phone,
+            locale: Locale::from_stored(&locale),
+            devices,
+            chosen,
+        }),
     )
-    .bind(tx.tenant())
-    .bind(subject.id())
-    .fetch_all(tx.conn())
-    .await?;
-    Ok(Some(Addresses {
-        email,
-        phone,
-        locale: Locale::from_stored(&locale),
-        devices,
-    }))
 }
 
 /// Queues the message of event `event_key` to `subject` on every channel it chose for `topic` that it can be
@@ -294,19 +306,19 @@ pub async fn to_subject(
     event_key: &str,
     data: Value,
 ) -> Result<usize> {
-    let Some(to) = addresses(tx, subject).await? else {
+    let Some(to) = addresses(tx, subject, topic).await? else {
         return Ok(0);
     };
+    let channels = match &to.chosen {
+        Some(list) => parse_channels(list),
+        None => topic.defaults().to_vec(),
+    };
     let mut recipients: Vec<(Channel, String)> = Vec::new();
-    for channel in channels(tx, subject, topic).await? {
+    for channel in channels {
         match channel {
             Channel::Email => recipients.extend(to.email.clone().map(|e| (channel, e))),
             Channel::Sms => recipients.extend(to.phone.clone().map(|p| (channel, p))),
-            Channel::Push => recipients.extend(
-                to.devices
-                    .iter()
-                    .map(|(platform, token)| (channel, format!("{platform}:{token}"))),
-            ),
+            Channel::Push => recipients.extend(to.devices.iter().map(|d| (channel, d.clone()))),
         }
     }
     let mut queued = 0;

@@ -250,14 +250,28 @@ pub async fn warn_if_flagged(
     kind: &'static str,
     subject: Uuid,
 ) -> Result<()> {
-    let reason: Option<Option<String>> = sqlx::query_scalar(
+    let flag: Option<Option<String>> = sqlx::query_scalar(
         "select flag_reason from patron where tenant_id = $1 and id = $2 and flagged_at is not null",
     )
     .bind(tx.tenant())
     .bind(patron)
     .fetch_optional(tx.conn())
     .await?;
-    if let Some(reason) = reason {
+    warn_of_flag(tx, flag, patron, venue, kind, subject);
+    Ok(())
+}
+
+/// [`warn_if_flagged`] for a caller that read the patron's flag itself (`Some(reason)` when flagged, the reason
+/// optional; see [`crate::patrons::get_with_flag`]).
+pub fn warn_of_flag(
+    tx: &mut TenantTx,
+    flag: Option<Option<String>>,
+    patron: Uuid,
+    venue: Uuid,
+    kind: &'static str,
+    subject: Uuid,
+) {
+    if let Some(reason) = flag {
         tx.emit(
             NewEvent::new(
                 kind,
@@ -267,5 +281,4 @@ pub async fn warn_if_flagged(
             .subject(subject),
         );
     }
-    Ok(())
 }

@@ -1,7 +1,9 @@
 //! `bench-sessions`: start/stop throughput and latency over REST with concurrent clients. It creates a database
 //! `switchyard_bench_sessions` next to `DATABASE_URL`'s (a superuser), migrates it, serves the real router on a free
-//! port in this process, signs up a tenant with one PC per client and a funded patron, then has every client start
-//! a 30-minute wallet session on its own PC and stop it, again and again, for `--seconds`.
+//! port in this process, signs up a tenant with one PC per client and `--patrons` funded patrons (one per client
+//! unless told: `--patrons 1` has every client bill the same wallet, which its lock then serializes), then has
+//! every client start a 30-minute wallet session on its own PC for its patron and stop it, again and again, for
+//! `--seconds`.
 
 #![expect(
     clippy::expect_used,
@@ -28,6 +30,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let clients = arg("clients", 50) as usize;
     let seconds = arg("seconds", 20);
+    let patron_count = (arg("patrons", clients as u64) as usize).clamp(1, clients.max(1));
     let owner = with_database(&std::env::var("DATABASE_URL")?, "switchyard_bench_sessions");
     let app_url = with_database(
         &std::env::var("APP_DATABASE_URL")?,
@@ -116,15 +119,22 @@ async fn main() -> anyhow::Result<()> {
         .expect("tariff")
         .to_owned();
     gql(format!(r#"mutation {{ assignTariff(input: {{tariffId: "{tariff}", venueId: "{venue}"}}) {{ id }} }}"#)).await?;
-    let patron = gql(r#"mutation { createPatron(input: {displayName: "P"}) { id } }"#.into())
-        .await?["createPatron"]["id"]
-        .as_str()
-        .expect("patron")
-        .to_owned();
-    gql(format!(
-        r#"mutation {{ topUpCash(patronId: "{patron}", venueId: "{venue}", amount: 1000000000, idempotencyKey: "bench") {{ id }} }}"#
-    ))
-    .await?;
+    let mut patrons = Vec::new();
+    for i in 0..patron_count {
+        let data = gql(format!(
+            r#"mutation {{ createPatron(input: {{displayName: "P{i}"}}) {{ id }} }}"#
+        ))
+        .await?;
+        let patron = data["createPatron"]["id"]
+            .as_str()
+            .expect("patron")
+            .to_owned();
+        gql(format!(
+            r#"mutation {{ topUpCash(patronId: "{patron}", venueId: "{venue}", amount: 1000000000, idempotencyKey: "bench-{i}") {{ id }} }}"#
+        ))
+        .await?;
+        patrons.push(patron);
+    }
     let mut stations = Vec::new();
     for i in 0..clients {
         let data = gql(format!(
@@ -139,13 +149,17 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    eprintln!("{clients} clients, {seconds} s ...");
+    eprintln!("{clients} clients, {patron_count} patrons, {seconds} s ...");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for station in stations {
-        let (http, base, token, patron) =
-            (http.clone(), base.clone(), token.clone(), patron.clone());
+    for (i, station) in stations.into_iter().enumerate() {
+        let (http, base, token, patron) = (
+            http.clone(),
+            base.clone(),
+            token.clone(),
+            patrons[i % patron_count].clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let (mut starts, mut stops) = (Vec::new(), Vec::new());
             while Instant::now() < deadline {
@@ -178,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     starts.sort();
     stops.sort();
-    println!("clients            {clients}");
+    println!("clients            {clients} ({patron_count} patrons)");
     println!("duration           {elapsed:.1} s");
     println!(
         "sessions           {} started and stopped ({:.0} start+stop pairs/s, {:.0} requests/s)",

@@ -624,3 +624,45 @@ async fn another_tenants_quotes_rentals_and_assets_are_not_found() {
         .await;
     assert_eq!(still["status"], "ACTIVE");
 }
+
+#[tokio::test]
+async fn a_rentals_first_tick_follows_the_tenants_own_interval() {
+    let app = spawn_app().await;
+    let c = setup(&app, 1_000).await;
+    let set = app
+        .gql_ok(
+            &c.t.access,
+            "mutation { setBillingTick(seconds: 7) { billingTickSec } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(set["setBillingTick"]["billingTickSec"], 7);
+    let (_, quote) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": c.a}),
+    )
+    .await;
+    let (status, started) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("rent-tick"),
+        json!({"quote_id": quote["quote_id"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let id: Uuid = started["rental_id"].as_str().unwrap().parse().unwrap();
+    let (started_at, next): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "select started_at, next_tick_at from session where tenant_id = $1 and id = $2",
+        )
+        .bind(c.t.id)
+        .bind(id)
+        .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(next - started_at, chrono::Duration::seconds(7));
+}
