@@ -1383,10 +1383,10 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &s
     } else {
         (StationStatus::Online, None)
     };
-    let (status, control): (StationStatus, StationControl) = sqlx::query_as(
+    let (status, control, venue): (StationStatus, StationControl, Uuid) = sqlx::query_as(
         "update station set expected_on = $3, expected_until = $4,
            status = case when status = 'maintenance' then status else $5 end
-         where tenant_id = $1 and id = $2 returning status, control",
+         where tenant_id = $1 and id = $2 returning status, control, venue_id",
     )
     .bind(tx.tenant())
     .bind(session.station_id)
@@ -1403,9 +1403,10 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &s
         .venue(session.venue_id)
         .station(session.station_id),
     );
+    // The station's venue as it is now (its bridge gets the command), which may not be the session's.
     let target = Target {
         station: session.station_id,
-        venue: session.venue_id,
+        venue,
         control,
     };
     command_to(
