@@ -1,6 +1,7 @@
-import { useEffect, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { ApiError } from '../api/auth';
 import { request } from '../api/client';
+import { newest } from '../api/newest';
 import {
   CancelChargerReservation,
   ChargerCommand,
@@ -24,7 +25,12 @@ type Station = ChargersResult['stations'][number];
  * remote start and stop, and a few commands. */
 export function ChargersPage() {
   const [data, setData] = useState<ChargersResult | null>(null);
-  const load = async () => setData(await request(Chargers, {}));
+  const order = useRef(newest()).current;
+  const load = async () => {
+    const n = order.ask();
+    const result = await request(Chargers, {});
+    if (order.fresher(n)) setData(result);
+  };
   useEffect(() => {
     void load();
     // Any change the member may hear (a connector's status, a charger online, a transaction) reloads the list.

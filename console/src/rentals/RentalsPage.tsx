@@ -1,6 +1,7 @@
-import { useEffect, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { ApiError } from '../api/auth';
 import { request } from '../api/client';
+import { newest } from '../api/newest';
 import {
   CabinetAssets,
   Cabinets,
@@ -31,9 +32,12 @@ export function RentalsPage() {
   const [assets, setAssets] = useState<Assets>({});
   const [error, setError] = useState<string | null>(null);
   const [note, setNote] = useState<string | null>(null);
+  const order = useRef(newest()).current;
   const load = async () => {
+    const n = order.ask();
     const r = await request(Cabinets, {});
     const pairs = await Promise.all(r.stations.map(async (c) => [c.id, (await request(CabinetAssets, { stationId: c.id })).assets] as const));
+    if (!order.fresher(n)) return;
     setData(r);
     setAssets(Object.fromEntries(pairs));
   };
