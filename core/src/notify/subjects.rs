@@ -309,10 +309,10 @@ pub async fn to_subject(
     let Some(to) = addresses(tx, subject, topic).await? else {
         return Ok(0);
     };
-    let channels = match &to.chosen {
-        Some(list) => parse_channels(list),
-        None => topic.defaults().to_vec(),
-    };
+    let channels = to
+        .chosen
+        .as_deref()
+        .map_or_else(|| topic.defaults().to_vec(), parse_channels);
     let mut recipients: Vec<(Channel, String)> = Vec::new();
     for channel in channels {
         match channel {

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::rentals::{post, setup, wallet, Cabinets};
+use crate::rentals::{rent, setup, wallet, Cabinets};
 
 /// The two cabinets of [`setup`] (A: four slots with pb-001 and pb-002; B: one empty slot) put on the cabinet
 /// protocol under fresh cabinet ids, and a bridge for their venue: the ids and the bridge's token.
@@ -134,32 +134,6 @@ async fn publish(topic: &str, body: Value) {
         }
     }
     let _ = client.disconnect().await;
-}
-
-/// Quotes and starts a rental at `station`: its id and the powerbank it got.
-async fn rent(app: &TestApp, c: &Cabinets, station: Uuid, key: &str) -> (Uuid, String) {
-    let (status, quote) = post(
-        app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": station}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{quote}");
-    let (status, started) = post(
-        app,
-        &c.t.access,
-        "/api/v1/rentals/start",
-        Some(key),
-        json!({"quote_id": quote["quote_id"]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{started}");
-    (
-        started["rental_id"].as_str().unwrap().parse().unwrap(),
-        started["powerbank_id"].as_str().unwrap().to_owned(),
-    )
 }
 
 async fn rental(app: &TestApp, c: &Cabinets, id: Uuid) -> Value {

@@ -104,6 +104,32 @@ pub(crate) async fn post(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Quotes and starts a rental at `station`: its id and the powerbank it got.
+pub(crate) async fn rent(app: &TestApp, c: &Cabinets, station: Uuid, key: &str) -> (Uuid, String) {
+    let (status, quote) = post(
+        app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": station}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    let (status, started) = post(
+        app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some(key),
+        json!({"quote_id": quote["quote_id"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    (
+        started["rental_id"].as_str().unwrap().parse().unwrap(),
+        started["powerbank_id"].as_str().unwrap().to_owned(),
+    )
+}
+
 pub(crate) async fn wallet(app: &TestApp, c: &Cabinets) -> Value {
     app.gql_ok(
         &c.t.access,
@@ -637,24 +663,7 @@ async fn a_rentals_first_tick_follows_the_tenants_own_interval() {
         )
         .await;
     assert_eq!(set["setBillingTick"]["billingTickSec"], 7);
-    let (_, quote) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": c.a}),
-    )
-    .await;
-    let (status, started) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/start",
-        Some("rent-tick"),
-        json!({"quote_id": quote["quote_id"]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{started}");
-    let id: Uuid = started["rental_id"].as_str().unwrap().parse().unwrap();
+    let (id, _) = rent(&app, &c, c.a, "rent-tick").await;
     let (started_at, next): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
         sqlx::query_as(
             "select started_at, next_tick_at from session where tenant_id = $1 and id = $2",
@@ -664,5 +673,5 @@ async fn a_rentals_first_tick_follows_the_tenants_own_interval() {
         .fetch_one(&mut *app.tenant_tx(c.t.id).await)
         .await
         .unwrap();
-    assert_eq!(next - started_at, chrono::Duration::seconds(7));
+    assert_eq!(next - started_at, Duration::seconds(7));
 }
