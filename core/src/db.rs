@@ -40,6 +40,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct Db {
     pool: PgPool,
     signals: Signals,
+    /// The numberings of live events after commits, shared by every handle on this pool.
+    numbering: std::sync::Arc<crate::events::Numbering>,
     /// A request-scoped handle's share of the pool (see [`Db::limited`]); `None`: unbounded.
     permits: Option<std::sync::Arc<Share>>,
 }
@@ -93,6 +95,7 @@ impl Db {
         Ok(Self {
             pool,
             signals: Signals::default(),
+            numbering: Default::default(),
             permits: None,
         })
     }
@@ -104,6 +107,7 @@ impl Db {
         Self {
             pool: self.pool.clone(),
             signals: self.signals.clone(),
+            numbering: self.numbering.clone(),
             permits: Some(std::sync::Arc::new(Share {
                 turns: std::sync::Arc::new(tokio::sync::Semaphore::new(connections.max(1))),
                 in_use: 0.into(),
@@ -127,6 +131,10 @@ impl Db {
 
     pub fn signals(&self) -> &Signals {
         &self.signals
+    }
+
+    pub(crate) fn numbering(&self) -> &std::sync::Arc<crate::events::Numbering> {
+        &self.numbering
     }
 
     /// Begins a transaction confined to `tenant`.
@@ -200,6 +208,7 @@ impl Db {
             number_before_commit: false,
             tenant,
             signals: self.signals.clone(),
+            numbering: self.numbering.clone(),
             wake: Vec::new(),
             events: Vec::new(),
             _turn: turn,
@@ -301,6 +310,7 @@ pub struct TenantTx {
     number_before_commit: bool,
     tenant: TenantId,
     signals: Signals,
+    numbering: std::sync::Arc<crate::events::Numbering>,
     /// Venues to wake after the commit (Redis).
     wake: Vec<Uuid>,
     /// Live events to write as the last step before the commit.
@@ -346,13 +356,14 @@ impl TenantTx {
             Some(_) => {}
             None if self.events.is_empty() => {}
             None => {
-                crate::events::number(
-                    &self.pool,
-                    &self.signals,
-                    self.tenant,
-                    self.pace == Pace::Hot,
-                )
-                .await
+                self.numbering
+                    .number(
+                        &self.pool,
+                        &self.signals,
+                        self.tenant,
+                        self.pace == Pace::Hot,
+                    )
+                    .await
             }
         }
         Ok(())

@@ -2,7 +2,7 @@
 //!
 //! A change that others must hear about calls [`TenantTx::emit`](crate::TenantTx::emit); the events are written
 //! as the transaction's last step (an outbox, `live_event_pending`); right after the commit they are numbered per
-//! tenant ([`number`]: every committed pending event of the tenant, in one batch under a per-tenant lock, so that
+//! tenant ([`Numbering::number`]: every committed pending event of the tenant, in one batch under a per-tenant lock, so that
 //! a tenant's writers never wait for each other's commits) and announced: Postgres `notify` on [`CHANNEL`]
 //! (delivered at the numbering's commit) or Redis pub/sub (published right after it). Each API process keeps one
 //! [`EventHub`]: on an announcement it reads the tenant's new rows once and hands them to every local subscriber of
@@ -164,7 +164,8 @@ fn bind_events<'q>(
         .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
 }
 
-/// Appends `events` to the tenant's pending events in the transaction; [`number`] numbers them after the commit.
+/// Appends `events` to the tenant's pending events in the transaction; [`Numbering::number`] numbers them after the
+/// commit.
 pub(crate) async fn write(
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
@@ -182,46 +183,154 @@ pub(crate) async fn write(
     Ok(())
 }
 
-/// Numbers the tenant's committed pending events (a transaction's own, and any that committed beside it) and
-/// announces the new last number. Called after the commit, outside any transaction: when it returns, the
-/// committing transaction's events are numbered, by this call or by one that held the tenant's numbering before
-/// it. It runs as a task of its own, so a request dropped after its commit (its client gone) still numbers its
-/// events. A failure (or a wait for the tenant's numbering longer than [`NUMBERING_WAIT_MS`]) is logged, not
-/// returned — the commit has happened — and the hub's periodic look numbers what is left.
-pub(crate) async fn number(
+/// The numberings after commits in this process, one at a time per tenant. A commit whose tenant is being numbered
+/// joins the tenant's next round instead of calling the database itself: that round starts when the running one ends,
+/// numbers every event committed by then (the joiners' among them) in one call, and then lets all its joiners go.
+/// Without it each commit made its own call, which waited on the tenant's numbering lock while holding a pooled
+/// connection: with 50 clients starting and stopping sessions for one tenant, a third of the API's connections
+/// stood waiting there.
+#[derive(Debug, Default)]
+pub(crate) struct Numbering {
+    /// A tenant is here while its round runs; what it holds is its next round's joiners.
+    tenants: Mutex<HashMap<TenantId, NextRound>>,
+}
+
+#[derive(Debug, Default)]
+struct NextRound {
+    joiners: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Whether a joiner's commit waited for the disk (then the round's own commit does too).
+    durable: bool,
+}
+
+impl Numbering {
+    /// Numbers the tenant's committed pending events (a transaction's own, and any that committed beside it) and
+    /// announces the new last number. Called after the commit, outside any transaction: when it returns, the
+    /// committing transaction's events are numbered, by this process's round that started after the commit or by
+    /// one that held the tenant's numbering before it. The rounds run as a task of their own, so a request dropped
+    /// after its commit (its client gone) still numbers its events. A failure (or a wait for the tenant's
+    /// numbering longer than [`NUMBERING_WAIT_MS`]) is logged, not returned — the commit has happened — and the
+    /// hub's periodic look numbers what is left.
+    pub(crate) async fn number(
+        self: &Arc<Self>,
+        pool: &sqlx::PgPool,
+        signals: &crate::signals::Signals,
+        tenant: TenantId,
+        hot: bool,
+    ) {
+        let (joined, done) = tokio::sync::oneshot::channel();
+        let joined = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            match tenants.get_mut(&tenant) {
+                Some(next) => {
+                    next.joiners.push(joined);
+                    next.durable |= !hot;
+                    None
+                }
+                None => {
+                    tenants.insert(tenant, NextRound::default());
+                    Some(joined)
+                }
+            }
+        };
+        let Some(joined) = joined else {
+            // An error: the rounds' task ended early (see `Rounds`); the periodic look numbers what is left.
+            let _ = done.await;
+            return;
+        };
+        let rounds = Rounds {
+            numbering: self.clone(),
+            tenant,
+            armed: true.into(),
+        };
+        let (pool, signals) = (pool.clone(), signals.clone());
+        tokio::spawn(async move {
+            let mut round = NextRound {
+                joiners: vec![joined],
+                durable: !hot,
+            };
+            loop {
+                number_once(&pool, &signals, tenant, !round.durable).await;
+                for joiner in round.joiners.drain(..) {
+                    let _ = joiner.send(());
+                }
+                let mut tenants = rounds
+                    .numbering
+                    .tenants
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let next = tenants.entry(tenant).or_default();
+                if next.joiners.is_empty() {
+                    tenants.remove(&tenant);
+                    rounds.disarm();
+                    return;
+                }
+                round = std::mem::take(next);
+            }
+        });
+        // This commit's round is the first; the task goes on with the rounds joined meanwhile without it.
+        let _ = done.await;
+    }
+}
+
+/// Should the rounds' task end early (a panic), the tenant's entry goes with it: its joiners are let go (their
+/// senders dropped; the periodic look numbers their events) and the next commit starts a new round, rather than
+/// joining rounds that will never run. Disarmed by a normal end, which removed the entry itself under the lock a
+/// commit checks.
+struct Rounds {
+    numbering: Arc<Numbering>,
+    tenant: TenantId,
+    armed: std::cell::Cell<bool>,
+}
+
+impl Rounds {
+    fn disarm(&self) {
+        self.armed.set(false);
+    }
+}
+
+impl Drop for Rounds {
+    fn drop(&mut self) {
+        if self.armed.get() {
+            let mut tenants = self
+                .numbering
+                .tenants
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            tenants.remove(&self.tenant);
+            tracing::warn!(tenant.id = %self.tenant.0, "the numbering of live events stopped early");
+        }
+    }
+}
+
+/// One call numbering the tenant's committed pending events; the new last number is announced.
+async fn number_once(
     pool: &sqlx::PgPool,
     signals: &crate::signals::Signals,
     tenant: TenantId,
     hot: bool,
 ) {
-    let (pool, signals) = (pool.clone(), signals.clone());
-    let numbering = tokio::spawn(async move {
-        let in_database = signals.in_database();
-        // After a hot transaction (one that did not wait for the disk) the numbering does not wait either; the
-        // setting counts at this statement's own commit.
-        let sql = if hot {
-            "select sys_number_live_events($1, $2, p_lock_timeout_ms => $3),
-                    set_config('synchronous_commit', 'off', true)"
-        } else {
-            "select sys_number_live_events($1, $2, p_lock_timeout_ms => $3), ''"
-        };
-        let numbered: std::result::Result<(Option<i64>, String), sqlx::Error> = sqlx::query_as(sql)
-            .bind(tenant.0)
-            .bind(in_database)
-            .bind(NUMBERING_WAIT_MS)
-            .fetch_one(&pool)
-            .await;
-        match numbered {
-            Ok((Some(last), _)) if !in_database => signals.announce_after_commit(tenant, last),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                tenant.id = %tenant.0, error = %e,
-                "live events committed but not numbered yet; the periodic look numbers them"
-            ),
-        }
-    });
-    if let Err(e) = numbering.await {
-        tracing::warn!(tenant.id = %tenant.0, error = %e, "the numbering of live events stopped");
+    let in_database = signals.in_database();
+    // After hot transactions (ones that did not wait for the disk) the numbering does not wait either; the
+    // setting counts at this statement's own commit.
+    let sql = if hot {
+        "select sys_number_live_events($1, $2, p_lock_timeout_ms => $3),
+                set_config('synchronous_commit', 'off', true)"
+    } else {
+        "select sys_number_live_events($1, $2, p_lock_timeout_ms => $3), ''"
+    };
+    let numbered: std::result::Result<(Option<i64>, String), sqlx::Error> = sqlx::query_as(sql)
+        .bind(tenant.0)
+        .bind(in_database)
+        .bind(NUMBERING_WAIT_MS)
+        .fetch_one(pool)
+        .await;
+    match numbered {
+        Ok((Some(last), _)) if !in_database => signals.announce_after_commit(tenant, last),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            tenant.id = %tenant.0, error = %e,
+            "live events committed but not numbered yet; the periodic look numbers them"
+        ),
     }
 }
 
@@ -254,7 +363,9 @@ pub async fn number_stranded(db: &Db) -> Result<usize> {
             .fetch_all(db.pool())
             .await?;
     for tenant in &tenants {
-        number(db.pool(), db.signals(), TenantId(*tenant), false).await;
+        db.numbering()
+            .number(db.pool(), db.signals(), TenantId(*tenant), false)
+            .await;
     }
     Ok(tenants.len())
 }

@@ -2,8 +2,9 @@
 //! `switchyard_bench_sessions` next to `DATABASE_URL`'s (a superuser), migrates it, serves the real router on a free
 //! port in this process, signs up a tenant with one PC per client and `--patrons` funded patrons (one per client
 //! unless told: `--patrons 1` has every client bill the same wallet, which its lock then serializes), then has
-//! every client start a 30-minute wallet session on its own PC for its patron and stop it, again and again, for
-//! `--seconds`.
+//! every client start a 30-minute wallet session on its own PC for its patron and stop it, again and again: for
+//! `--warmup` seconds (default 3), after which every table is analyzed (as autovacuum does on a deployment that has
+//! been running), then for `--seconds`, which are measured.
 
 #![expect(
     clippy::expect_used,
@@ -31,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
     let clients = arg("clients", 50) as usize;
     let seconds = arg("seconds", 20);
     let patron_count = (arg("patrons", clients as u64) as usize).clamp(1, clients.max(1));
+    let warmup = arg("warmup", 3);
     let owner = with_database(&std::env::var("DATABASE_URL")?, "switchyard_bench_sessions");
     let app_url = with_database(
         &std::env::var("APP_DATABASE_URL")?,
@@ -149,47 +151,32 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    // A deployment that has been running has statistics on its tables (autovacuum analyzes them as they grow); a
+    // database created a moment ago has none, and the plans made then (kept per connection) scan where they would
+    // probe a key. The warm-up runs the same load, then the tables are analyzed, as autovacuum would have done.
+    let clients_of = |stations: &[String]| -> Vec<Client> {
+        stations
+            .iter()
+            .enumerate()
+            .map(|(i, station)| Client {
+                http: http.clone(),
+                base: base.clone(),
+                token: token.clone(),
+                station: station.clone(),
+                patron: patrons[i % patron_count].clone(),
+            })
+            .collect()
+    };
+    if warmup > 0 {
+        eprintln!("{clients} clients, {patron_count} patrons, warm-up {warmup} s ...");
+        let (_, stops, _) = run(clients_of(&stations), warmup).await?;
+        let pool = sqlx::PgPool::connect(&owner).await?;
+        sqlx::query("analyze").execute(&pool).await?;
+        pool.close().await;
+        eprintln!("warm-up: {} pairs, then ANALYZE", stops.len());
+    }
     eprintln!("{clients} clients, {patron_count} patrons, {seconds} s ...");
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (i, station) in stations.into_iter().enumerate() {
-        let (http, base, token, patron) = (
-            http.clone(),
-            base.clone(),
-            token.clone(),
-            patrons[i % patron_count].clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let (mut starts, mut stops) = (Vec::new(), Vec::new());
-            while Instant::now() < deadline {
-                let at = Instant::now();
-                let response = http
-                    .post(format!("{base}/api/v1/sessions/start"))
-                    .bearer_auth(&token)
-                    .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-                    .json(&json!({"station_id": station, "patron_id": patron, "duration_minutes": 30, "payment": "wallet"}))
-                    .send()
-                    .await?;
-                anyhow::ensure!(response.status() == 201, "start answered {}", response.status());
-                let session: Value = response.json().await?;
-                starts.push(at.elapsed());
-                let at = Instant::now();
-                let id = session["session_id"].as_str().expect("session id");
-                let response = http.delete(format!("{base}/api/v1/sessions/{id}")).bearer_auth(&token).send().await?;
-                anyhow::ensure!(response.status() == 200, "stop answered {}", response.status());
-                stops.push(at.elapsed());
-            }
-            anyhow::Ok((starts, stops))
-        }));
-    }
-    let (mut starts, mut stops) = (Vec::new(), Vec::new());
-    for task in tasks {
-        let (s, t) = task.await??;
-        starts.extend(s);
-        stops.extend(t);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (mut starts, mut stops, elapsed) = run(clients_of(&stations), seconds).await?;
     starts.sort();
     stops.sort();
     println!("clients            {clients} ({patron_count} patrons)");
@@ -211,4 +198,61 @@ async fn main() -> anyhow::Result<()> {
         percentile(&stops, 0.99)
     );
     Ok(())
+}
+
+/// One client's PC, patron and credentials.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    station: String,
+    patron: String,
+}
+
+/// Every client starts and stops sessions until `seconds` have passed: the start and stop latencies, and the time
+/// it took.
+async fn run(
+    clients: Vec<Client>,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in clients {
+        tasks.push(tokio::spawn(async move {
+            let (mut starts, mut stops) = (Vec::new(), Vec::new());
+            while Instant::now() < deadline {
+                let at = Instant::now();
+                let response = c
+                    .http
+                    .post(format!("{}/api/v1/sessions/start", c.base))
+                    .bearer_auth(&c.token)
+                    .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                    .json(&json!({"station_id": c.station, "patron_id": c.patron, "duration_minutes": 30, "payment": "wallet"}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(response.status() == 201, "start answered {}", response.status());
+                let session: Value = response.json().await?;
+                starts.push(at.elapsed());
+                let at = Instant::now();
+                let id = session["session_id"].as_str().expect("session id");
+                let response = c
+                    .http
+                    .delete(format!("{}/api/v1/sessions/{id}", c.base))
+                    .bearer_auth(&c.token)
+                    .send()
+                    .await?;
+                anyhow::ensure!(response.status() == 200, "stop answered {}", response.status());
+                stops.push(at.elapsed());
+            }
+            anyhow::Ok((starts, stops))
+        }));
+    }
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (s, t) = task.await??;
+        starts.extend(s);
+        stops.extend(t);
+    }
+    Ok((starts, stops, started.elapsed().as_secs_f64()))
 }
