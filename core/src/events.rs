@@ -2,8 +2,8 @@
 //!
 //! A change that others must hear about calls [`TenantTx::emit`](crate::TenantTx::emit); the events are written
 //! as the transaction's last step (an outbox, `live_event_pending`); right after the commit they are numbered per
-//! tenant ([`Numbering::number`]: every committed pending event of the tenant, in one batch under a per-tenant lock, so that
-//! a tenant's writers never wait for each other's commits) and announced: Postgres `notify` on [`CHANNEL`]
+//! tenant ([`Numbering::number`]: every committed pending event of the tenant, in one batch under a per-tenant lock,
+//! so that a tenant's writers never wait for each other's commits) and announced: Postgres `notify` on [`CHANNEL`]
 //! (delivered at the numbering's commit) or Redis pub/sub (published right after it). Each API process keeps one
 //! [`EventHub`]: on an announcement it reads the tenant's new rows once and hands them to every local subscriber of
 //! that tenant through a bounded broadcast queue. A subscriber that falls behind the queue is told to resync; one
@@ -184,8 +184,8 @@ pub(crate) async fn write(
 }
 
 /// The numberings after commits in this process, one at a time per tenant. A commit whose tenant is being numbered
-/// joins the tenant's next round instead of calling the database itself: that round starts when the running one ends,
-/// numbers every event committed by then (the joiners' among them) in one call, and then lets all its joiners go.
+/// joins the tenant's next round instead of calling the database itself: that round starts when the running one
+/// ends, numbers every event committed by then (the joiners' among them) in one call, and then lets its joiners go.
 /// Without it each commit made its own call, which waited on the tenant's numbering lock while holding a pooled
 /// connection: with 50 clients starting and stopping sessions for one tenant, a third of the API's connections
 /// stood waiting there.
