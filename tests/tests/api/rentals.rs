@@ -664,14 +664,8 @@ async fn a_rentals_first_tick_follows_the_tenants_own_interval() {
         .await;
     assert_eq!(set["setBillingTick"]["billingTickSec"], 7);
     let (id, _) = rent(&app, &c, c.a, "rent-tick").await;
-    let (started_at, next): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as(
-            "select started_at, next_tick_at from session where tenant_id = $1 and id = $2",
-        )
-        .bind(c.t.id)
-        .bind(id)
-        .fetch_one(&mut *app.tenant_tx(c.t.id).await)
-        .await
-        .unwrap();
-    assert_eq!(next - started_at, Duration::seconds(7));
+    assert_eq!(
+        crate::sessions::first_tick_after(&app, c.t.id, id).await,
+        Duration::seconds(7)
+    );
 }

@@ -47,6 +47,20 @@ pub(crate) async fn floor(app: &TestApp) -> Floor {
     }
 }
 
+/// How long after its start a session's first billing tick is due (as stored).
+pub(crate) async fn first_tick_after(app: &TestApp, tenant: Uuid, session: Uuid) -> Duration {
+    let (started, next): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "select started_at, next_tick_at from session where tenant_id = $1 and id = $2",
+        )
+        .bind(tenant)
+        .bind(session)
+        .fetch_one(&mut *app.tenant_tx(tenant).await)
+        .await
+        .unwrap();
+    next - started
+}
+
 pub(crate) async fn start(
     app: &TestApp,
     token: &str,
@@ -906,17 +920,8 @@ async fn an_owner_can_override_the_billing_tick_for_the_tenant() {
         .unwrap()
         .parse()
         .unwrap();
-    let (started, next): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as(
-            "select started_at, next_tick_at from session where tenant_id = $1 and id = $2",
-        )
-        .bind(f.t.id)
-        .bind(id)
-        .fetch_one(&mut *app.tenant_tx(f.t.id).await)
-        .await
-        .unwrap();
     assert_eq!(
-        next - started,
+        first_tick_after(&app, f.t.id, id).await,
         Duration::seconds(5),
         "the first tick follows the tenant's own interval"
     );
