@@ -163,11 +163,11 @@ pub async fn lock(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<()> {
     Ok(())
 }
 
-/// The balances of many accounts at once.
-pub async fn balances(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<HashMap<Uuid, i64>> {
+/// The balances of many patron accounts at once (kept per account, migration 0040); an account without a movement
+/// yet is missing (zero).
+pub async fn patron_balances(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<HashMap<Uuid, i64>> {
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "select account_id, sum(amount)::bigint from journal_entry
-         where tenant_id = $1 and account_id = any($2) group by account_id",
+        "select account_id, balance from ledger_balance where tenant_id = $1 and account_id = any($2)",
     )
     .bind(tx.tenant())
     .bind(accounts)
@@ -176,7 +176,8 @@ pub async fn balances(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<HashMap<Uu
     Ok(rows.into_iter().collect())
 }
 
-/// The balance of (owner, purpose, currency); zero for an account never used.
+/// The balance of (owner, purpose, currency); zero for an account never used. A patron's is kept per account
+/// (one probe); a venue's is the sum of its entries.
 pub async fn balance(
     tx: &mut TenantTx,
     owner: Owner,
@@ -184,18 +185,27 @@ pub async fn balance(
     currency: &str,
 ) -> Result<i64> {
     let (kind, owner_id) = owner.parts();
-    Ok(sqlx::query_scalar(
-        "select coalesce(sum(e.amount), 0)::bigint from journal_entry e
-         join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
-         where a.tenant_id = $1 and a.owner_kind = $2 and a.owner_id = $3 and a.purpose = $4 and a.currency = $5",
-    )
-    .bind(tx.tenant())
-    .bind(kind)
-    .bind(owner_id)
-    .bind(purpose.as_str())
-    .bind(currency)
-    .fetch_one(tx.conn())
-    .await?)
+    let sql = match owner {
+        Owner::Patron(_) => {
+            "select coalesce((select b.balance from ledger_account a
+               join ledger_balance b on b.tenant_id = a.tenant_id and b.account_id = a.id
+               where a.tenant_id = $1 and a.owner_kind = $2 and a.owner_id = $3 and a.purpose = $4
+                 and a.currency = $5), 0)::bigint"
+        }
+        Owner::Venue(_) => {
+            "select coalesce(sum(e.amount), 0)::bigint from journal_entry e
+             join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+             where a.tenant_id = $1 and a.owner_kind = $2 and a.owner_id = $3 and a.purpose = $4 and a.currency = $5"
+        }
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(tx.tenant())
+        .bind(kind)
+        .bind(owner_id)
+        .bind(purpose.as_str())
+        .bind(currency)
+        .fetch_one(tx.conn())
+        .await?)
 }
 
 /// A journal to post.

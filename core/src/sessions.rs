@@ -607,9 +607,14 @@ pub(crate) async fn insert(tx: &mut TenantTx, row: NewRow<'_>) -> Result<Session
         .await?)
 }
 
+/// The oldest start a device's session is billed from: a transaction kept offline longer than any charger keeps
+/// one, or a clock that was reset, counts from here.
+pub const DEVICE_START_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(366);
+
 /// A session a device started itself — a charger's transaction on `connector`, for the patron whose tag it
-/// was, from `started_at` (the charger's time, no later than now) and meter reading `meter_start_wh`: open-ended,
-/// billed by the tick, no command sent (the device is already on).
+/// was, from `started_at` (the charger's time, no later than now and no earlier than [`DEVICE_START_MAX_AGE`] ago:
+/// a charger whose clock was reset says 1970) and meter reading `meter_start_wh`: open-ended, billed by the tick,
+/// no command sent (the device is already on).
 pub async fn start_from_device(
     tx: &mut TenantTx,
     station: &stations::Station,
@@ -628,7 +633,7 @@ pub async fn start_from_device(
     }
     let patron = patrons::get(tx, patron_id).await?;
     let now = Utc::now();
-    let started_at = started_at.min(now);
+    let started_at = started_at.clamp(now - DEVICE_START_MAX_AGE, now);
     let id = Uuid::now_v7();
     let row = NewRow {
         id,
@@ -1309,7 +1314,7 @@ async fn post_charges(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Result<Vec<i
         .collect();
     // A refund or a deposit hold may be taking from the same wallets: lock them before reading what they hold.
     ledger::lock(tx, &wallets).await?;
-    let mut available = ledger::balances(tx, &wallets).await?;
+    let mut available = ledger::patron_balances(tx, &wallets).await?;
     let before = available.clone();
 
     let mut journals = Vec::with_capacity(due.len());

@@ -21,6 +21,8 @@ pub struct BenchArgs {
     pub batch: i32,
     pub workers: usize,
     pub concurrency: usize,
+    /// Entries in each patron's wallet before the tick.
+    pub history: i64,
 }
 
 fn with_database(url: &str, db: &str) -> String {
@@ -56,6 +58,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     setup(&owner, args.tenants, per_tenant, t0).await?;
+    if args.history > 0 {
+        history(&owner, args.history).await?;
+    }
     eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
 
     eprintln!("bare limit: one set-based SQL statement ...");
@@ -112,7 +117,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     batches.sort();
     let ms = |d: StdDuration| d.as_secs_f64() * 1000.0;
     let avg = batches.iter().map(|d| ms(*d)).sum::<f64>() / batches.len().max(1) as f64;
-    println!("sessions           {total} across {} tenants", args.tenants);
+    println!(
+        "sessions           {total} across {} tenants, {} earlier entries in each wallet",
+        args.tenants,
+        args.history + 1
+    );
     println!("bare SQL statement {:.2} s", bare.as_secs_f64());
     println!(
         "switchyard tick    {:.2} s ({} workers, batch {}, {} tenants at once in each)",
@@ -201,6 +210,37 @@ pub async fn setup(
     Ok(())
 }
 
+/// `entries` earlier movements in each tenant's wallet (top-ups of one cent, as a regular's history of charges
+/// and top-ups would be), written before the tick so that the tick reads wallets with a history.
+async fn history(owner: &PgPool, entries: i64) -> anyhow::Result<()> {
+    let mut conn = owner.acquire().await?;
+    for sql in [
+        "create temporary table bench_history as
+           select w.tenant_id as tenant, w.id as wallet, d.id as drawer, gen_random_uuid() as journal, n
+           from ledger_account w
+           join ledger_account d on d.tenant_id = w.tenant_id and d.purpose = 'cash_drawer'
+           cross join generate_series(1, $1) n
+           where w.purpose = 'wallet'",
+        "insert into journal (tenant_id, id, idempotency_key, kind)
+           select tenant, journal, 'bench:history:' || n, 'top_up_cash' from bench_history",
+        "insert into journal_entry (tenant_id, journal_id, line, account_id, amount, currency)
+           select tenant, journal, 1, wallet, 1, 'EUR' from bench_history
+           union all select tenant, journal, 2, drawer, -1, 'EUR' from bench_history",
+        "drop table bench_history",
+    ] {
+        let query = if sql.contains("$1") {
+            sqlx::query(sql).bind(entries)
+        } else {
+            sqlx::query(sql)
+        };
+        conn.execute(query)
+            .await
+            .with_context(|| format!("history: {sql}"))?;
+    }
+    conn.execute("analyze").await?;
+    Ok(())
+}
+
 /// The bare limit: price every due session in SQL (10 per started minute), write its journal and two entries, and
 /// update it — one statement, across tenants, no row-level security in the way.
 const BARE: &str = "
@@ -240,6 +280,19 @@ async fn check(owner: &PgPool, total: i64) -> anyhow::Result<()> {
         journals == total && unbalanced == 0,
         "{journals} charge journals for {total} sessions, {unbalanced} unbalanced"
     );
+    // Each patron account's kept balance is the sum of its entries.
+    let drifted: i64 = sqlx::query_scalar(
+        "select count(*) from ledger_account a
+         left join ledger_balance b on b.tenant_id = a.tenant_id and b.account_id = a.id
+         where a.owner_kind = 'patron' and coalesce(b.balance, 0) <>
+           (select coalesce(sum(e.amount), 0) from journal_entry e where e.tenant_id = a.tenant_id and e.account_id = a.id)",
+    )
+    .fetch_one(owner)
+    .await?;
+    anyhow::ensure!(
+        drifted == 0,
+        "{drifted} patron balances differ from their entries"
+    );
     Ok(())
 }
 
@@ -253,6 +306,15 @@ async fn reset(owner: &PgPool, t0: DateTime<Utc>) -> anyhow::Result<()> {
     conn.execute("delete from journal_entry e using journal j where e.tenant_id = j.tenant_id and e.journal_id = j.id and j.kind = 'session_charge'").await?;
     conn.execute("delete from journal where kind = 'session_charge'")
         .await?;
+    // The kept balances follow inserts only (the ledger is append-only): count them again.
+    conn.execute("delete from ledger_balance").await?;
+    conn.execute(
+        "insert into ledger_balance (tenant_id, account_id, balance)
+         select e.tenant_id, e.account_id, sum(e.amount)::bigint from journal_entry e
+         join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+         where a.owner_kind = 'patron' group by e.tenant_id, e.account_id",
+    )
+    .await?;
     conn.execute(
         sqlx::query("update session set charged_amount = 0, ticks = 0, next_tick_at = $1 + interval '30 seconds'").bind(t0),
     )

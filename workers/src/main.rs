@@ -32,6 +32,9 @@ enum Command {
         /// Tenants' transactions at once in each worker (`BILLING_CONCURRENCY`).
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Entries already in each patron's wallet before the tick (a regular's history of earlier charges).
+        #[arg(long, default_value_t = 0)]
+        history: i64,
     },
 }
 
@@ -53,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         batch,
         workers,
         concurrency,
+        history,
     }) = Cli::parse().command
     {
         return bench::run(bench::BenchArgs {
@@ -61,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
             batch,
             workers,
             concurrency,
+            history,
         })
         .await;
     }
