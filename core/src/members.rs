@@ -188,6 +188,9 @@ pub async fn change_role(
         .bind(role)
         .execute(tx.conn())
         .await?;
+    if target.role != role {
+        changed(tx, user_id);
+    }
     let detail = serde_json::json!({ "from": target.role, "to": role });
     audit::record(
         tx,
@@ -201,6 +204,12 @@ pub async fn change_role(
     )
     .await?;
     get(tx, user_id).await
+}
+
+/// Tells the member's live connections that what they were signed in with no longer holds (they close, and the
+/// member connects again with the new role or venues). Membership events are not news: no subscriber hears them.
+fn changed(tx: &mut TenantTx, user_id: Uuid) {
+    tx.emit(crate::events::NewEvent::new("member.changed", serde_json::json!({})).user(user_id));
 }
 
 /// Removes a member; their refresh tokens go with the membership and their access tokens stop working at once.
@@ -396,6 +405,7 @@ pub async fn set_venues(
     }
     let venues = grantable_scope(tx, actor, venues).await?;
     write_scope(tx, user_id, venues.as_deref()).await?;
+    changed(tx, user_id);
     audit::record(
         tx,
         actor,

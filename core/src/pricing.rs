@@ -206,6 +206,12 @@ pub fn preview(
             format!("must be between 1 and {MAX_PREVIEW_MINUTES}"),
         ));
     }
+    if !(1970..=9999).contains(&chrono::Datelike::year(&start)) {
+        return Err(Error::validation(
+            "startAt",
+            "must be a time in the years 1970 to 9999",
+        ));
+    }
     if !(0..=1_000_000_000).contains(&energy_wh) {
         return Err(Error::validation(
             "energyWh",
@@ -419,6 +425,30 @@ fn rate_ms_by_day(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_preview_far_outside_the_calendar_is_refused_not_overflowed() {
+        for start in [
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::UNIX_EPOCH - Duration::seconds(1),
+        ] {
+            let refused = preview(&terms(), "Europe/Berlin", start, 60, None, 0);
+            assert!(
+                matches!(&refused, Err(Error::Validation { field, .. }) if *field == "startAt"),
+                "{start}: {refused:?}"
+            );
+        }
+        let fine = preview(
+            &terms(),
+            "Europe/Berlin",
+            DateTime::<Utc>::UNIX_EPOCH,
+            60,
+            None,
+            0,
+        );
+        assert_eq!(fine.map(|p| p.amount).ok(), Some(600));
+    }
 
     fn terms() -> Terms {
         Terms {

@@ -158,6 +158,12 @@ pub async fn start(
         expires_at,
         consumed_at,
     } = quote.ok_or(Error::NotFound("quote"))?;
+    let station = cabinet(tx, station_id).await?;
+    // A member confined to other venues than the cabinet's is told the quote does not exist, before anything else
+    // is said of it.
+    if let By::Member(actor) = &by {
+        actor.check_venue(station.venue_id, "quote")?;
+    }
     if consumed_at.is_some() {
         return Err(Error::Conflict("this quote was already used".into()));
     }
@@ -166,7 +172,6 @@ pub async fn start(
         return Err(Error::QuoteExpired);
     }
     let patron = patrons::get(tx, patron_id).await?;
-    let station = cabinet(tx, station_id).await?;
     let venue = venues::get(tx, station.venue_id).await?;
     let tariff = tariffs::version(tx, tariff_id, version).await?;
     let deposit = tariff.terms.deposit;

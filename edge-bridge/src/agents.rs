@@ -91,7 +91,8 @@ pub fn stop_message(session: Option<Uuid>, action: &str) -> Value {
 
 /// Accepts agents until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    while let Ok((stream, peer)) = listener.accept().await {
+    loop {
+        let (stream, peer) = crate::next_connection(&listener, "agents").await;
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = agent(stream, &shared).await {
@@ -112,7 +113,7 @@ pub(crate) fn sha256_hex(text: &str) -> String {
 )]
 async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result<()> {
     let mut seen: Option<(String, Option<String>)> = None;
-    let mut ws =
+    let handshake =
         tokio_tungstenite::accept_hdr_async(stream, |request: &Request, response: Response| {
             let key = request
                 .headers()
@@ -128,8 +129,15 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
                 });
             seen = Some((request.uri().path().to_owned(), key));
             Ok(response)
-        })
-        .await?;
+        });
+    let mut ws = tokio::time::timeout(crate::HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no WebSocket handshake within {:?}",
+                crate::HANDSHAKE_TIMEOUT
+            )
+        })??;
     let (path, key) = seen.unwrap_or_default();
     let station = path
         .strip_prefix("/ws/agent/")

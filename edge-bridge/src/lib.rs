@@ -227,6 +227,29 @@ struct State {
     unrouted: Vec<(String, DateTime<Utc>, Event)>,
 }
 
+/// How long a peer on the LAN (a charger, an agent, a scraper) has to finish its WebSocket or HTTP request.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The next connection to one of the bridge's local servers. An accept that fails (out of file descriptors, say) is
+/// logged and tried again after a moment: it never ends the server.
+pub(crate) async fn next_connection(
+    listener: &tokio::net::TcpListener,
+    server: &'static str,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(connection) => return connection,
+            Err(e) => {
+                tracing::warn!(server, error = %e, "cannot accept a connection; trying again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The largest difference from the cloud's clock the bridge takes: a day.
+const MAX_CLOCK_OFFSET_MS: u64 = 86_400_000;
+
 impl State {
     fn cloud_now(&self) -> DateTime<Utc> {
         Utc::now() + chrono::Duration::milliseconds(self.offset_ms)
@@ -553,7 +576,16 @@ async fn handle(
         } => {
             let now = Utc::now();
             let midpoint = sent_at + (now - sent_at) / 2;
-            shared.state.lock().await.offset_ms = (server_time - midpoint).num_milliseconds();
+            let offset_ms = (server_time - midpoint).num_milliseconds();
+            // A clock a day off is broken, not skewed: times shifted by it could leave the calendar.
+            if offset_ms.unsigned_abs() <= MAX_CLOCK_OFFSET_MS {
+                shared.state.lock().await.offset_ms = offset_ms;
+            } else {
+                tracing::warn!(
+                    offset_ms,
+                    "the cloud's clock is more than a day from ours; its time is ignored"
+                );
+            }
             Ok(vec![])
         }
         Down::Error { code, message } => {
@@ -1167,6 +1199,90 @@ mod tests {
         }
         assert!(config("ws://cloud.example/edge/v1/tunnel", Some("true")).is_ok());
         assert!(config("ws://cloud.example/edge/v1/tunnel", Some("maybe")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cloud_clock_a_day_off_is_ignored_and_a_skewed_one_is_followed() -> anyhow::Result<()>
+    {
+        let journal =
+            std::env::temp_dir().join(format!("bridge-clock-{}.jsonl", Uuid::new_v4().simple()));
+        let (shared, _, _) = agent_bridge(&journal)?;
+        let mut welcomed = true;
+        for server_time in [
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::<Utc>::MIN_UTC,
+            Utc::now() + chrono::Duration::days(2),
+        ] {
+            let sent_at = Utc::now();
+            handle(
+                &shared,
+                Down::HeartbeatAck {
+                    sent_at,
+                    server_time,
+                },
+                &mut welcomed,
+            )
+            .await?;
+            let state = shared.state.lock().await;
+            assert_eq!(state.offset_ms, 0, "{server_time}");
+            // Scheduling reads the cloud's time; it must not overflow.
+            assert!((state.cloud_now() - Utc::now()).num_seconds().abs() < 60);
+        }
+        let sent_at = Utc::now();
+        let server_time = sent_at + chrono::Duration::minutes(5);
+        handle(
+            &shared,
+            Down::HeartbeatAck {
+                sent_at,
+                server_time,
+            },
+            &mut welcomed,
+        )
+        .await?;
+        let offset = shared.state.lock().await.offset_ms;
+        assert!((240_000..=300_000).contains(&offset), "{offset}");
+        let _ = std::fs::remove_file(&journal);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_lan_peer_that_never_finishes_its_request_is_let_go() -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let journal =
+            std::env::temp_dir().join(format!("bridge-idle-{}.jsonl", Uuid::new_v4().simple()));
+        let (shared, _, _) = agent_bridge(&journal)?;
+        let mut servers = Vec::new();
+        let mut silent = Vec::new();
+        for serve in [0, 1, 2] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            servers.push(match serve {
+                0 => tokio::spawn(agents::serve(listener, shared.clone())),
+                1 => tokio::spawn(ocpp::serve(listener, shared.clone())),
+                _ => tokio::spawn(metrics::serve(listener, shared.clone())),
+            });
+            silent.push((addr, tokio::net::TcpStream::connect(addr).await?));
+        }
+        for (addr, stream) in &mut silent {
+            // Connected and silent: the bridge closes its end after the handshake timeout (bounded generously here).
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut byte)).await;
+            assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{addr}: {read:?}");
+        }
+        // The scrape endpoint still answers after it.
+        let mut again = tokio::net::TcpStream::connect(silent[2].0).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut again, b"GET /nothing HTTP/1.1\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(60), again.read_to_end(&mut answer)).await;
+        assert!(
+            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 404"),
+            "{answer:?}"
+        );
+        for server in servers {
+            server.abort();
+        }
+        let _ = std::fs::remove_file(&journal);
+        Ok(())
     }
 
     /// A bridge state with one agent station running a session until ten minutes from now; the agent's key.

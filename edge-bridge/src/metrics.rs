@@ -29,11 +29,14 @@ impl Counters {
 
 /// Answers `GET /metrics` until the task is dropped; anything else gets `404`.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    while let Ok((mut stream, _)) = listener.accept().await {
+    loop {
+        let (mut stream, _) = crate::next_connection(&listener, "metrics").await;
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut request = [0u8; 1024];
-            let Ok(n) = stream.read(&mut request).await else {
+            let Ok(Ok(n)) =
+                tokio::time::timeout(crate::HANDSHAKE_TIMEOUT, stream.read(&mut request)).await
+            else {
                 return;
             };
             let head = String::from_utf8_lossy(&request[..n]);

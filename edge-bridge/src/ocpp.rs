@@ -456,7 +456,8 @@ fn basic_password(request: &Request, identity: &str) -> Option<String> {
 /// Accepts chargers until the task is dropped (which closes their connections too).
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut connections = tokio::task::JoinSet::new();
-    while let Ok((stream, peer)) = listener.accept().await {
+    loop {
+        let (stream, peer) = crate::next_connection(&listener, "ocpp").await;
         while connections.try_join_next().is_some() {}
         let shared = shared.clone();
         connections.spawn(async move {
@@ -476,7 +477,7 @@ async fn charger(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Resu
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_CHARGER_FRAME))
         .max_frame_size(Some(MAX_CHARGER_FRAME));
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         |request: &Request, mut response: Response| {
             let admitted = shared.ocpp.admit(request)?;
@@ -487,8 +488,15 @@ async fn charger(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Resu
             Ok(response)
         },
         Some(config),
-    )
-    .await?;
+    );
+    let ws = tokio::time::timeout(crate::HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no WebSocket handshake within {:?}",
+                crate::HANDSHAKE_TIMEOUT
+            )
+        })??;
     let Some(hello) = hello else { return Ok(()) };
     let id = Uuid::now_v7();
     tracing::info!(

@@ -6,6 +6,12 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The longest word read from a router: filter rules and interface rows are short; a longer one is not a router's.
+const MAX_WORD_BYTES: usize = 64 * 1024;
+
+/// How long one command's whole answer may take.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// RouterOS's variable-length word length.
 pub fn encode_length(len: usize) -> Vec<u8> {
     let len = len as u32;
@@ -82,14 +88,30 @@ impl RouterOs {
             if len == 0 {
                 return Ok(words);
             }
+            if len > MAX_WORD_BYTES {
+                anyhow::bail!(
+                    "RouterOS sent a word of {len} bytes (at most {MAX_WORD_BYTES} are read)"
+                );
+            }
             let mut word = vec![0; len];
             self.stream.read_exact(&mut word).await?;
             words.push(String::from_utf8_lossy(&word).into_owned());
         }
     }
 
-    /// Runs a command; returns its `!re` rows as `key=value` maps.
+    /// Runs a command; returns its `!re` rows as `key=value` maps. A router that does not finish its answer within
+    /// [`CALL_TIMEOUT`] fails the call (the next reconcile tries again), so one silent router never holds up the
+    /// bridge's other devices.
     pub async fn call(
+        &mut self,
+        words: &[&str],
+    ) -> anyhow::Result<Vec<std::collections::HashMap<String, String>>> {
+        tokio::time::timeout(CALL_TIMEOUT, self.exchange(words))
+            .await
+            .map_err(|_| anyhow::anyhow!("RouterOS did not answer within {CALL_TIMEOUT:?}"))?
+    }
+
+    async fn exchange(
         &mut self,
         words: &[&str],
     ) -> anyhow::Result<Vec<std::collections::HashMap<String, String>>> {
@@ -147,5 +169,32 @@ mod tests {
         assert_eq!(encode_length(0x4000), [0xC0, 0x40, 0x00]);
         assert_eq!(encode_length(0x20_0000), [0xE0, 0x20, 0x00, 0x00]);
         assert_eq!(encode_length(0x1000_0000), [0xF0, 0x10, 0x00, 0x00, 0x00]);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_announces_a_huge_word_is_refused_without_allocating_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            // Whatever the login says, the answer starts with a word of 4 GiB.
+            socket
+                .write_all(&[0xF0, 0xFF, 0xFF, 0xFF, 0xFF])
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            let _ = socket.read_to_end(&mut rest).await;
+        });
+        let refused = RouterOs::connect(&addr, "admin", "secret")
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("4294967295 bytes")),
+            "{refused:?}"
+        );
+        peer.abort();
     }
 }

@@ -530,7 +530,7 @@ impl Conn<'_> {
                 payload,
             } => {
                 if let Some((_, answer)) = self.answered.iter().find(|(seen, _)| *seen == id) {
-                    metrics::counter!("ocpp_messages_total", "action" => action, "outcome" => "repeated").increment(1);
+                    metrics::counter!("ocpp_messages_total", "action" => known_action(&action), "outcome" => "repeated").increment(1);
                     let answer = answer.clone();
                     self.send(answer).await?;
                     return Ok(true);

@@ -134,11 +134,16 @@ async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
             _ = state.drain.started() => {
                 break Some((crate::drain::RESTART, crate::drain::RESTART_REASON.to_owned()));
             }
-            removed = removal(&mut watch, &session) => {
-                if removed {
+            membership = membership(&mut watch, &session) => match membership {
+                Membership::Removed => {
                     break Some((FORBIDDEN, "this login no longer belongs to the tenant".to_owned()));
                 }
-                continue;
+                // What it was signed in with no longer holds: connecting again (with the same token) reads the new
+                // role and venues, and resumes with `after`.
+                Membership::Changed => {
+                    break Some((crate::drain::RESTART, "this login's role or venues changed; connect again".to_owned()));
+                }
+                Membership::Same => continue,
             }
         };
         let Some(message) = message else { break None };
@@ -210,12 +215,21 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Resolves true when the signed-in member is removed from the tenant; false to be asked again; never while
-/// nothing is watched.
-async fn removal(
+/// What became of the signed-in member's membership.
+enum Membership {
+    Removed,
+    /// Another role or other venues.
+    Changed,
+    /// Nothing yet; ask again.
+    Same,
+}
+
+/// Resolves when the signed-in member is removed from the tenant or its role or venues change (or `Same`, to be
+/// asked again); never while nothing is watched.
+async fn membership(
     watch: &mut Option<switchyard_core::events::Subscription>,
     session: &Mutex<Session>,
-) -> bool {
+) -> Membership {
     let Some(subscription) = watch else {
         return std::future::pending().await;
     };
@@ -227,12 +241,17 @@ async fn removal(
         return std::future::pending().await;
     };
     match subscription.receiver.recv().await {
-        Ok(event) => event.kind == "member.removed" && event.user_id == Some(user),
+        Ok(event) if event.user_id == Some(user) => match event.kind.as_str() {
+            "member.removed" => Membership::Removed,
+            "member.changed" => Membership::Changed,
+            _ => Membership::Same,
+        },
+        Ok(_) => Membership::Same,
         // Missed events may have held the removal; the token's expiry still bounds how long it is heard.
-        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => false,
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Membership::Same,
         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
             *watch = None;
-            false
+            Membership::Same
         }
     }
 }

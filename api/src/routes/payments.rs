@@ -122,7 +122,7 @@ pub async fn status(
 ) -> ApiResult<Json<StatusView>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
     let provider = state.payments.for_payment(&mut tx, id).await?;
-    let p = payments::refresh(&mut tx, provider.as_ref(), id).await?;
+    let p = payments::refresh_for(&mut tx, &actor, provider.as_ref(), id).await?;
     tx.commit().await?;
     Ok(Json(StatusView {
         intent_id: p.id,
@@ -141,7 +141,7 @@ pub async fn details(
 ) -> ApiResult<Json<PaymentView>> {
     let mut tx = state.db.begin_tenant(actor.tenant).await?;
     let provider = state.payments.for_payment(&mut tx, id).await?;
-    let p = payments::refresh(&mut tx, provider.as_ref(), id).await?;
+    let p = payments::refresh_for(&mut tx, &actor, provider.as_ref(), id).await?;
     tx.commit().await?;
     Ok(Json(p.into()))
 }

@@ -44,6 +44,8 @@ impl Scope {
         to: NaiveDate,
     ) -> Result<Self> {
         actor.require_manager()?;
+        check_day("from", from)?;
+        check_day("to", to)?;
         if to < from {
             return Err(Error::validation("to", "must not be before from"));
         }
@@ -72,6 +74,20 @@ impl Scope {
     }
 }
 
+/// A day a period may start or end on: in the years 1970 to 9999 (dates far outside would overflow the calendar
+/// arithmetic of a period).
+pub(crate) fn check_day(field: &'static str, day: NaiveDate) -> Result<()> {
+    use chrono::Datelike;
+    if (1970..=9999).contains(&day.year()) {
+        Ok(())
+    } else {
+        Err(Error::validation(
+            field,
+            "must be a date in the years 1970 to 9999",
+        ))
+    }
+}
+
 /// Rounds `numerator / denominator` half away from zero (integer minor units; `denominator` > 0).
 pub(crate) fn div_round(numerator: i64, denominator: i64) -> i64 {
     if denominator <= 0 {
@@ -87,7 +103,25 @@ pub(crate) fn div_round(numerator: i64, denominator: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::div_round;
+    use super::{check_day, div_round};
+    use chrono::NaiveDate;
+
+    #[test]
+    fn a_period_day_far_outside_the_calendar_is_refused() {
+        for bad in [
+            NaiveDate::MAX,
+            NaiveDate::MIN,
+            NaiveDate::from_ymd_opt(1969, 12, 31).unwrap_or_default(),
+        ] {
+            assert!(check_day("from", bad).is_err(), "{bad}");
+        }
+        for good in [
+            NaiveDate::from_ymd_opt(1970, 1, 1),
+            NaiveDate::from_ymd_opt(9999, 12, 31),
+        ] {
+            assert!(good.is_some_and(|d| check_day("to", d).is_ok()), "{good:?}");
+        }
+    }
 
     #[test]
     fn division_rounds_half_away_from_zero() {

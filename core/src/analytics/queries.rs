@@ -420,6 +420,7 @@ pub async fn projection(
     if !(1..=90).contains(&days) {
         return Err(Error::validation("days", "must be 1 to 90"));
     }
+    super::check_day("today", today)?;
     let basis_from = today - Duration::days(PROJECTION_BASIS_DAYS);
     let basis_to = today - Duration::days(1);
     let scope = Scope::new(tx, actor, venue, basis_from, basis_to).await?;

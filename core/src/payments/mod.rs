@@ -501,6 +501,17 @@ pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Resul
     Ok(payment)
 }
 
+/// [`refresh`] for a member: one scoped to other venues than the payment's is told it does not exist.
+pub async fn refresh_for(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    provider: &dyn PaymentProvider,
+    id: Uuid,
+) -> Result<Payment> {
+    actor.check_venue(get(tx, id).await?.venue_id, "payment")?;
+    refresh(tx, provider, id).await
+}
+
 /// The payment, after asking the provider about it if it is still pending.
 pub async fn refresh(
     tx: &mut TenantTx,
@@ -524,7 +535,7 @@ pub async fn cancel(
     provider: &dyn PaymentProvider,
     id: Uuid,
 ) -> Result<Payment> {
-    let payment = refresh(tx, provider, id).await?;
+    let payment = refresh_for(tx, actor, provider, id).await?;
     match payment.status.as_str() {
         "pending" => {
             provider.cancel(&payment.provider_ref).await?;
@@ -572,6 +583,7 @@ pub async fn refund(
     let key = crate::idempotency::check_key(key)?;
     // Locked first, so a concurrent retry with the same key waits here and then finds the refund the first made.
     let payment = lock(tx, payment_id).await?;
+    actor.check_venue(payment.venue_id, "payment")?;
     let existing: Option<Refund> = sqlx::query_as(
         "select id, payment_id, amount, provider_ref, created_at from refund
          where tenant_id = $1 and idempotency_key = $2",

@@ -12,36 +12,47 @@ use super::ProviderStatus;
 use crate::db::{Db, TenantId};
 use crate::error::{Error, Result};
 
+/// The `v1` signatures of one header that are checked; more are ignored.
+const MAX_SIGNATURES: usize = 4;
+
 /// How old a signed timestamp may be (Stripe's default).
 pub const TOLERANCE_SECS: i64 = 300;
 
 /// Checks `Stripe-Signature: t=<unix>,v1=<hex hmac>[,v1=…]` against `HMAC-SHA256(secret, "<t>.<payload>")`.
 pub fn verify(payload: &[u8], header: &str, secret: &str, now: i64) -> Result<()> {
     let mut timestamp = None;
-    let mut signatures = Vec::new();
+    let mut signatures: Vec<Vec<u8>> = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
-            Some(("v1", s)) => signatures.extend(hex::decode(s).ok()),
+            // A SHA-256 MAC is 32 bytes; Stripe sends one or two (while a secret is rolled). Anything else, and any
+            // beyond the first few, cannot be one of ours: the body is hashed once, however long the header.
+            Some(("v1", s)) if s.len() == 64 && signatures.len() < MAX_SIGNATURES => {
+                signatures.extend(hex::decode(s).ok())
+            }
             _ => {}
         }
     }
     let timestamp = timestamp.ok_or(Error::InvalidSignature(
         "the Stripe-Signature header has no timestamp",
     ))?;
-    if (now - timestamp).abs() > TOLERANCE_SECS {
+    if now.abs_diff(timestamp) > TOLERANCE_SECS.unsigned_abs() {
         return Err(Error::InvalidSignature(
             "the signature's timestamp is outside the 300 s tolerance",
         ));
     }
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return Err(Error::InvalidSignature("no v1 signature matches this body"));
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(payload);
+    let expected = mac.finalize();
+    // Compared in constant time (`CtOutput`'s equality).
     let valid = signatures.iter().any(|signature| {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-            return false;
-        };
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(payload);
-        mac.verify_slice(signature).is_ok()
+        hmac::digest::CtOutput::<Hmac<Sha256>>::new(
+            hmac::digest::generic_array::GenericArray::clone_from_slice(signature),
+        ) == expected
     });
     if valid {
         Ok(())
@@ -287,5 +298,45 @@ mod tests {
             verify(body, &two, "whsec_test", 1_700_000_000).is_ok(),
             "any matching v1 counts"
         );
+        let rolled = format!("t=1700000000,v1={},{}", "ab".repeat(32), &header[13..]);
+        assert!(
+            verify(body, &rolled, "whsec_test", 1_700_000_000).is_ok(),
+            "the second of two (a secret being rolled) counts: {rolled}"
+        );
+        assert!(
+            verify(body, &header, "whsec_test", i64::MIN).is_err(),
+            "a timestamp far away is refused, not overflowed"
+        );
+    }
+
+    #[test]
+    fn a_header_of_many_signatures_checks_only_the_first_few_well_formed_ones() {
+        let body = br#"{"id":"evt_1"}"#;
+        let good = sign(body, "whsec_test", 1_700_000_000);
+        let junk = format!(",v1={}", "0".repeat(64)).repeat(50_000);
+        let empties = ",v1=".repeat(50_000);
+        // Empty and malformed entries are skipped and do not take a place; the good one after them still counts.
+        assert!(verify(
+            body,
+            &format!("{good}{empties}"),
+            "whsec_test",
+            1_700_000_000
+        )
+        .is_ok());
+        assert!(verify(
+            body,
+            &format!("t=1700000000{empties},{}", &good[13..]),
+            "whsec_test",
+            1_700_000_000
+        )
+        .is_ok());
+        // A good one behind thousands of well-formed wrong ones is not looked at.
+        assert!(verify(
+            body,
+            &format!("t=1700000000{junk},{}", &good[13..]),
+            "whsec_test",
+            1_700_000_000
+        )
+        .is_err());
     }
 }

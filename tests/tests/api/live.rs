@@ -619,6 +619,51 @@ async fn a_member_removed_from_the_tenant_stops_hearing_at_once() {
 }
 
 #[tokio::test]
+async fn a_member_whose_role_or_venues_change_is_asked_to_connect_again_and_can() {
+    let app = switchyard_tests::spawn_app().await;
+    let f = floor(&app).await;
+    let (member, token) = app.add_member(&f.t, "MANAGER").await;
+    let changes = [
+        (
+            "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
+            json!({"u": member, "v": [f.venue]}),
+        ),
+        (
+            "mutation($u: UUID!) { changeMemberRole(userId: $u, role: STAFF) { role } }",
+            json!({"u": member}),
+        ),
+    ];
+    for (mutation, variables) in changes {
+        // Acknowledged: from here the server watches the member's membership.
+        let mut ws = signed_in(&app, &token)
+            .await
+            .unwrap_or_else(|| panic!("the member signs in"));
+        app.gql_ok(&f.t.access, mutation, variables).await;
+        let (code, reason) = closed(&mut ws).await;
+        assert_eq!(code, 1012, "{mutation}: {reason}");
+        assert!(reason.contains("role or venues changed"), "{reason}");
+    }
+    // The same token signs in again, now as what the member has become.
+    let mut ws = signed_in(&app, &token)
+        .await
+        .unwrap_or_else(|| panic!("the member signs in again"));
+    let me = json!({"id": "1", "type": "subscribe", "payload": {"query": "{ me { role } }"}});
+    ws.send(Message::text(me.to_string())).await.unwrap();
+    let answer = loop {
+        match read(&mut ws).await {
+            Read::Text(v) if v["type"] == "next" => break v,
+            Read::Text(_) => continue,
+            Read::Closed(code, reason) => panic!("closed {code}: {reason}"),
+        }
+    };
+    assert_eq!(
+        answer["payload"]["data"]["me"],
+        json!({"role": "STAFF"}),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn older_clients_speaking_the_legacy_graphql_ws_protocol_subscribe_too() {
     let app = switchyard_tests::spawn_app().await;
     let f = floor(&app).await;

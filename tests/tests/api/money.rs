@@ -681,3 +681,194 @@ async fn the_database_keeps_entries_in_their_accounts_currency_and_every_referen
     .await;
     assert!(commands >= 1, "session {session} wrote its switch-on");
 }
+
+/// Moves `amount` into the patron's wallet from the venue's cash drawer, the way a staff cash top-up does.
+async fn top_up(s: &Shop, amount: i64, key: &str) {
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let mut tx = db.begin_tenant(TenantId(s.t.id)).await.unwrap();
+    let wallet = ledger::account(&mut tx, Owner::Patron(s.patron), Purpose::Wallet, "EUR")
+        .await
+        .unwrap();
+    let drawer = ledger::account(&mut tx, Owner::Venue(s.venue), Purpose::CashDrawer, "EUR")
+        .await
+        .unwrap();
+    ledger::post(
+        &mut tx,
+        Journal {
+            key: key.to_owned(),
+            kind: "top_up_cash",
+            memo: "cash".into(),
+            session_id: None,
+            currency: "EUR",
+            entries: vec![(drawer, -amount), (wallet, amount)],
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_patron_accounts_kept_balance_follows_its_entries_under_concurrent_and_retried_postings()
+{
+    let app = spawn_app_with(&[]).await;
+    let s = shop(&app).await;
+    let other = shop(&app).await;
+    top_up(&s, 10_000, "first").await;
+    // 12 charges and 12 top-ups at once, each sent twice (a retry): each key moves the money once.
+    let keys: Vec<(i64, String, String)> = (0..24)
+        .map(|i| {
+            (
+                i / 2,
+                format!("spend-{}", i / 2),
+                format!("top-up-{}", i / 2),
+            )
+        })
+        .collect();
+    let mut postings: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = Vec::new();
+    for (n, spent, topped) in &keys {
+        postings.push(Box::pin(spend(&s, 100 + n, spent)));
+        postings.push(Box::pin(top_up(&s, 10 + n, topped)));
+    }
+    switchyard_tests::join_all(postings).await;
+    let expected =
+        10_000 - (0..12).map(|n| 100 + n).sum::<i64>() + (0..12).map(|n| 10 + n).sum::<i64>();
+
+    // What the patron sees, what the ledger reads, and the sum of the entries agree.
+    assert_eq!(balance(&app, &s).await, expected);
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let mut tx = db.begin_tenant(TenantId(s.t.id)).await.unwrap();
+    let read = ledger::balance(&mut tx, Owner::Patron(s.patron), Purpose::Wallet, "EUR")
+        .await
+        .unwrap();
+    assert_eq!(read, expected);
+    drop(tx);
+    let kept: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "select a.id, b.balance,
+                (select sum(e.amount)::bigint from journal_entry e where e.tenant_id = a.tenant_id and e.account_id = a.id)
+         from ledger_account a join ledger_balance b on b.tenant_id = a.tenant_id and b.account_id = a.id
+         where a.tenant_id = $1",
+    )
+    .bind(s.t.id)
+    .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept.len(),
+        1,
+        "one kept balance, the wallet's (venue accounts are summed): {kept:?}"
+    );
+    assert_eq!((kept[0].1, kept[0].2), (expected, expected));
+
+    // The app role reads kept balances, never writes them; another tenant sees none of them.
+    let mut tx = db.begin_tenant(TenantId(s.t.id)).await.unwrap();
+    let refused =
+        sqlx::query("update ledger_balance set balance = balance + 1 where tenant_id = $1")
+            .bind(s.t.id)
+            .execute(tx.conn())
+            .await
+            .unwrap_err();
+    assert_eq!(
+        refused
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some("42501"),
+        "{refused}"
+    );
+    drop(tx);
+    let mut tx = db.begin_tenant(TenantId(other.t.id)).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("select count(*) from ledger_balance where account_id = $1")
+        .bind(kept[0].0)
+        .fetch_one(tx.conn())
+        .await
+        .unwrap();
+    assert_eq!(seen, 0, "another tenant does not see the kept balance");
+    drop(tx);
+    assert_eq!(balance(&app, &other).await, 0);
+}
+
+#[tokio::test]
+async fn a_manager_confined_to_another_venue_finds_no_payment_of_this_one_to_read_cancel_or_refund()
+{
+    let app = spawn_app_with(&[("DEV_PAYMENT_CONFIRM_MS", "0")]).await;
+    let s = shop(&app).await;
+    let elsewhere = app.create_venue(&s.t.access, "Elsewhere").await;
+    let (_, manager) = crate::staff::add_scoped(&app, &s.t.access, "MANAGER", &[elsewhere]).await;
+    let (status, paid) = intent(&app, &s, 1_000, "scoped-top-up").await;
+    assert_eq!(
+        (status, &paid["status"]),
+        (StatusCode::CREATED, &json!("confirmed")),
+        "{paid}"
+    );
+    let id = paid["intent_id"].as_str().unwrap();
+
+    for path in [
+        format!("/api/v1/payments/status/{id}"),
+        format!("/api/v1/payments/intent/{id}"),
+    ] {
+        let seen = app
+            .client
+            .get(app.url(&path))
+            .bearer_auth(&manager)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(seen.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: Value = seen.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+        let owner = app
+            .client
+            .get(app.url(&path))
+            .bearer_auth(&s.t.access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(owner.status(), StatusCode::OK, "{path}");
+    }
+    // Not found before anything else is said of it (a confirmed payment answers the owner 409).
+    let cancel = format!("/api/v1/payments/cancel/{id}");
+    let refused = app
+        .client
+        .post(app.url(&cancel))
+        .bearer_auth(&manager)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let owner = app
+        .client
+        .post(app.url(&cancel))
+        .bearer_auth(&s.t.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(owner.status(), StatusCode::CONFLICT);
+
+    let refund = app
+        .gql(
+            Some(&manager),
+            REFUND,
+            json!({"p": id, "a": 500, "k": "scoped-refund"}),
+        )
+        .await;
+    assert_eq!(gql_code(&refund), "not_found", "{refund}");
+    assert_eq!(balance(&app, &s).await, 1_000, "nothing left the wallet");
+    let refunds = scalar_i64(
+        &app,
+        s.t.id,
+        "select count(*) from refund where tenant_id = $1",
+    )
+    .await;
+    assert_eq!(refunds, 0);
+    // The owner, who sees every venue, can.
+    let done = app
+        .gql(
+            Some(&s.t.access),
+            REFUND,
+            json!({"p": id, "a": 500, "k": "owner-refund"}),
+        )
+        .await;
+    assert_eq!(done["data"]["refundPayment"]["amount"], 500, "{done}");
+    assert_eq!(balance(&app, &s).await, 500);
+}

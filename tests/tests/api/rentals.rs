@@ -669,3 +669,42 @@ async fn a_rentals_first_tick_follows_the_tenants_own_interval() {
         Duration::seconds(7)
     );
 }
+
+#[tokio::test]
+async fn a_member_confined_to_another_venue_cannot_start_a_rental_from_this_ones_quote() {
+    let app = spawn_app().await;
+    let c = setup(&app, 10_000).await;
+    let elsewhere = app.create_venue(&c.t.access, "Elsewhere").await;
+    let (_, manager) = crate::staff::add_scoped(&app, &c.t.access, "MANAGER", &[elsewhere]).await;
+    let (status, quote) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    let (status, refused) = post(
+        &app,
+        &manager,
+        "/api/v1/rentals/start",
+        Some("scoped-start"),
+        json!({"quote_id": quote["quote_id"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_found", "{refused}");
+    // Nothing moved: both powerbanks still docked, no deposit held, and the quote is still good for the owner.
+    assert_eq!(docked(&app, &c, c.a).await.len(), 2);
+    let (status, started) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("owner-start"),
+        json!({"quote_id": quote["quote_id"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(docked(&app, &c, c.a).await.len(), 1);
+}

@@ -12,7 +12,12 @@ use uuid::Uuid;
 use crate::sessions::Floor;
 
 /// Invites `role` confined to `venues` and accepts as a new login; returns (user id, access token).
-async fn add_scoped(app: &TestApp, by: &str, role: &str, venues: &[Uuid]) -> (Uuid, String) {
+pub(crate) async fn add_scoped(
+    app: &TestApp,
+    by: &str,
+    role: &str,
+    venues: &[Uuid],
+) -> (Uuid, String) {
     let email = unique_email(role);
     let data = app
         .gql_ok(

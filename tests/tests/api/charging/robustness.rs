@@ -179,6 +179,35 @@ async fn repeated_call_ids_and_repeated_starts_are_answered_the_same_and_applied
 }
 
 #[tokio::test]
+async fn a_start_stamped_by_a_reset_clock_is_billed_from_a_year_ago_at_most() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let before = chrono::Utc::now();
+    let started = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 0, "timestamp": "1970-01-01T00:00:00Z"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(started["idTagInfo"]["status"], "Accepted", "{started}");
+    let after = chrono::Utc::now();
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let from: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select started_at from session where station_id = $1")
+            .bind(s.station)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let year = switchyard_core::sessions::DEVICE_START_MAX_AGE;
+    assert!(
+        from >= before - year && from <= after - year,
+        "billed from {from}, not a year before {before}..{after}"
+    );
+}
+
+#[tokio::test]
 async fn a_new_connection_replaces_the_old_and_a_silent_charger_is_found_dead() {
     let app = spawn_app_with(&[("OCPP_PING_SECS", "1"), ("OCPP_DEAD_AFTER_SECS", "2")]).await;
     let s = site(&app).await;
