@@ -870,8 +870,12 @@ pub(crate) fn readings(meter_values: &[Value]) -> (Option<i64>, Option<i32>) {
             let scale = 10f64.powi(multiplier.clamp(-9, 9) as i32)
                 * if unit.starts_with('k') { 1000.0 } else { 1.0 };
             match measurand {
+                // A register beyond a terawatt-hour is not a reading (`rpc::MAX_REGISTER_WH`): left out.
                 "Energy.Active.Import.Register" => {
-                    energy = Some((value * scale).round().clamp(0.0, i64::MAX as f64) as i64)
+                    let wh = (value * scale).round();
+                    if (0.0..=rpc::MAX_REGISTER_WH as f64).contains(&wh) {
+                        energy = Some(wh as i64);
+                    }
                 }
                 "Power.Active.Import" => {
                     power = Some((value * scale).round().clamp(0.0, i32::MAX as f64) as i32)
@@ -905,6 +909,23 @@ mod tests {
         assert_eq!(
             readings(v201.as_array().map(Vec::as_slice).unwrap_or_default()),
             (Some(3_200), None)
+        );
+    }
+
+    #[test]
+    fn a_register_beyond_any_meters_is_not_a_reading() {
+        let absurd = json!([{ "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
+            { "value": "1e30", "measurand": "Energy.Active.Import.Register", "unit": "Wh" },
+            { "value": "7200", "measurand": "Power.Active.Import", "unit": "W" },
+        ]}]);
+        assert_eq!(
+            readings(absurd.as_array().map(Vec::as_slice).unwrap_or_default()),
+            (None, Some(7_200))
+        );
+        let largest = json!([{ "sampledValue": [{ "value": "1000000000", "unit": "kWh" }] }]);
+        assert_eq!(
+            readings(largest.as_array().map(Vec::as_slice).unwrap_or_default()),
+            (Some(rpc::MAX_REGISTER_WH), None)
         );
     }
 }

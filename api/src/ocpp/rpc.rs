@@ -188,6 +188,22 @@ pub fn decode<T: DeserializeOwned>(payload: Value) -> Result<T, RpcError> {
     })
 }
 
+/// The largest energy register taken, in Wh: a terawatt-hour, more than a 350 kW charger delivers in 300 years. A
+/// larger one is a broken meter or a made-up number, and would price a session at the limit of the money type.
+pub const MAX_REGISTER_WH: i64 = 1_000_000_000_000;
+
+/// A starting meter register (`meterStart`): at most [`MAX_REGISTER_WH`]; a negative one counts as 0.
+pub fn register(field: &str, wh: i64) -> Result<i64, RpcError> {
+    if wh <= MAX_REGISTER_WH {
+        Ok(wh.max(0))
+    } else {
+        Err(RpcError::new(
+            ErrorKind::PropertyConstraintViolation,
+            format!("{field} must be at most {MAX_REGISTER_WH} Wh"),
+        ))
+    }
+}
+
 /// A string property of at most `max` characters (OCPP's CiString limits).
 pub fn limit(field: &str, value: &str, max: usize) -> Result<(), RpcError> {
     if value.chars().count() > max {

@@ -8,7 +8,7 @@ use switchyard_core::charging::transactions::{self, Reading, Start, Stop, Stoppe
 use switchyard_core::charging::{self, Boot};
 use uuid::Uuid;
 
-use super::rpc::{decode, limit, ErrorKind, RpcError};
+use super::rpc::{self, decode, limit, ErrorKind, RpcError};
 use super::{boot_answer, readings, Cx, Fail};
 
 /// A transaction whose start is older than this when it arrives was kept by the charger while it was offline.
@@ -228,7 +228,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 Start {
                     connector: number,
                     id_tag: start.id_tag,
-                    meter_start_wh: start.meter_start.max(0),
+                    meter_start_wh: rpc::register("meterStart", start.meter_start)?,
                     at: start.timestamp,
                     ocpp_id: replay.and_then(|r| r.transaction_id),
                     reservation_id: start.reservation_id,
@@ -258,7 +258,10 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 cx.charger,
                 &stop.transaction_id.to_string(),
                 Stop {
-                    meter_stop_wh: Some(meter_stop.max(0)),
+                    // A stop is never refused (the transaction would run on); a register beyond any meter's is
+                    // left out, and the last reading stands.
+                    meter_stop_wh: (meter_stop <= rpc::MAX_REGISTER_WH)
+                        .then_some(meter_stop.max(0)),
                     at: stop.timestamp,
                     reason: stop.reason,
                 },

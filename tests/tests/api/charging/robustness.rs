@@ -208,6 +208,69 @@ async fn a_start_stamped_by_a_reset_clock_is_billed_from_a_year_ago_at_most() {
 }
 
 #[tokio::test]
+async fn a_meter_register_beyond_any_meters_is_refused_at_the_start_and_left_out_after() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let refused = cp
+        .raw(&format!(
+            r#"[2,"big-start","StartTransaction",{{"connectorId":1,"idTag":"{}","meterStart":9000000000000000,"timestamp":"{at}"}}]"#,
+            s.tag
+        ))
+        .await;
+    assert_eq!(
+        error_code(&refused),
+        (
+            "big-start".to_owned(),
+            "PropertyConstraintViolation".to_owned()
+        )
+    );
+    let started = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 1000, "timestamp": at}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let transaction = started["transactionId"].clone();
+    for (register, expected) in [("1500", 1500), ("1e30", 1500), ("2000", 2000)] {
+        cp.call(
+            "MeterValues",
+            json!({"connectorId": 1, "transactionId": transaction, "meterValue": [{"timestamp": chrono::Utc::now(),
+                   "sampledValue": [{"value": register, "unit": "Wh"}]}]}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut tx = app.tenant_tx(s.t.id).await;
+        let last: i64 = sqlx::query_scalar(
+            "select meter_last_wh from charging_transaction where charger_id = $1",
+        )
+        .bind(s.charger)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(last, expected, "after {register}");
+    }
+    // A stop is never refused: an absurd meterStop is left out and the last reading stands.
+    cp.call(
+        "StopTransaction",
+        json!({"transactionId": transaction, "meterStop": 9_000_000_000_000_000i64, "timestamp": chrono::Utc::now()}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let (last, stopped): (i64, bool) = sqlx::query_as(
+        "select meter_last_wh, stopped_at is not null from charging_transaction where charger_id = $1",
+    )
+    .bind(s.charger)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((last, stopped), (2000, true));
+}
+
+#[tokio::test]
 async fn a_new_connection_replaces_the_old_and_a_silent_charger_is_found_dead() {
     let app = spawn_app_with(&[("OCPP_PING_SECS", "1"), ("OCPP_DEAD_AFTER_SECS", "2")]).await;
     let s = site(&app).await;
