@@ -4,8 +4,9 @@
 -- kept in `ledger_balance`, moved by the same statement that inserts the entries (a statement-level trigger over
 -- its transition table), so reading it is one primary-key probe whatever the history.
 --
--- Only patron accounts (wallet, deposit hold, debt): their movements are already serialised per account (a debit
--- takes the account's lock, `ledger::lock`), so the kept row adds no waiting. A venue's revenue account is credited
+-- Only patron accounts (wallet, deposit hold, debt): a debit already takes the account's lock (`ledger::lock`) until
+-- its commit, so the kept row adds little waiting (a credit, a top-up, now waits for a movement of the same patron
+-- account that has not committed yet). A venue's revenue account is credited
 -- by every session of the venue; keeping its balance in one row would make every stop of the venue wait for the one
 -- before it to commit. Its balance is still the sum of its entries, read only by the books view.
 --
