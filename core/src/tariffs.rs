@@ -175,6 +175,8 @@ pub async fn assign(tx: &mut TenantTx, actor: &Actor, tariff: Uuid, scope: Scope
     crate::venues::get(tx, scope.venue_id).await?;
     if let Some(station) = scope.station_id {
         let station = crate::stations::get(tx, station).await?;
+        // At a venue the member may not see: no such station, as for any other of its ids.
+        actor.check_venue(station.venue_id, "station")?;
         if station.venue_id != scope.venue_id {
             return Err(Error::validation(
                 "stationId",

@@ -53,9 +53,11 @@ pub(crate) async fn check_venue(tx: &mut TenantTx, actor: &Actor, venue: Uuid) -
     Ok(())
 }
 
-/// Checks an optional station exists and stands at `venue`.
+/// Checks an optional station exists and stands at `venue`. A station at a venue the member may not see does not
+/// exist for it (`not_found`, as any other of its ids).
 pub(crate) async fn check_station(
     tx: &mut TenantTx,
+    member: Option<&Actor>,
     venue: Uuid,
     station: Option<Uuid>,
 ) -> Result<()> {
@@ -63,6 +65,9 @@ pub(crate) async fn check_station(
         return Ok(());
     };
     let at: Uuid = crate::stations::get(tx, station).await?.venue_id;
+    if let Some(actor) = member {
+        actor.check_venue(at, "station")?;
+    }
     if at != venue {
         return Err(Error::validation(
             "stationId",

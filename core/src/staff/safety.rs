@@ -64,7 +64,7 @@ pub async fn record(
         ));
     }
     check_venue(tx, actor, input.venue_id).await?;
-    check_station(tx, input.venue_id, input.station_id).await?;
+    check_station(tx, Some(actor), input.venue_id, input.station_id).await?;
     if let Some(patron) = input.patron_id {
         check_patron(tx, patron).await?;
     }

@@ -83,7 +83,11 @@ pub async fn raise(tx: &mut TenantTx, raiser: Raiser<'_>, input: NewSos) -> Resu
             crate::venues::get(tx, input.venue_id).await?;
         }
     }
-    check_station(tx, input.venue_id, input.station_id).await?;
+    let member = match raiser {
+        Raiser::Member(actor) => Some(actor),
+        Raiser::Patron(_) => None,
+    };
+    check_station(tx, member, input.venue_id, input.station_id).await?;
     let (user, patron) = match raiser {
         Raiser::Member(a) => (Some(a.user_id), None),
         Raiser::Patron(p) => (None, Some(p.patron_id)),

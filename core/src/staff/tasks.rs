@@ -63,7 +63,7 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewTask) -> Result<
     let title = crate::validate::text("title", &input.title, 1, 200)?.to_owned();
     let note = optional_text("note", input.note.as_deref(), 2000)?;
     check_venue(tx, actor, input.venue_id).await?;
-    check_station(tx, input.venue_id, input.station_id).await?;
+    check_station(tx, Some(actor), input.venue_id, input.station_id).await?;
     if let Some(assignee) = input.assignee_user_id {
         check_assignee(tx, input.venue_id, assignee).await?;
     }

@@ -246,3 +246,37 @@ async fn staff_starting_a_session_for_a_flagged_patron_are_warned_until_a_manage
             .unwrap();
     assert_eq!(stored, None);
 }
+
+#[tokio::test]
+async fn a_station_of_a_venue_the_member_cannot_see_is_not_found_where_an_owner_hears_it_is_elsewhere(
+) {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (_, elsewhere) = second_venue(&app, &f).await;
+    let (_, manager) = add_scoped(&app, &f.t.access, "MANAGER", &[f.venue]).await;
+    let attempts = [
+        (
+            "mutation($v: UUID!, $s: UUID!) { raiseSos(input: {venueId: $v, stationId: $s, severity: LOW}) { id } }",
+            json!({"v": f.venue, "s": elsewhere}),
+        ),
+        (
+            "mutation($v: UUID!, $s: UUID!) { createTask(input: {venueId: $v, stationId: $s, title: \"Clean\"}) { id } }",
+            json!({"v": f.venue, "s": elsewhere}),
+        ),
+        (
+            "mutation($t: UUID!, $v: UUID!, $s: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v, stationId: $s}) { id } }",
+            json!({"t": f.tariff, "v": f.venue, "s": elsewhere}),
+        ),
+    ];
+    for (mutation, variables) in attempts {
+        let scoped = app.gql(Some(&manager), mutation, variables.clone()).await;
+        assert_eq!(gql_code(&scoped), "not_found", "{mutation}: {scoped}");
+        let owner = app.gql(Some(&f.t.access), mutation, variables).await;
+        assert_eq!(gql_code(&owner), "validation_failed", "{mutation}: {owner}");
+    }
+    // Nothing was written by either.
+    let sos = app
+        .gql_ok(&f.t.access, "{ incidents { id } tasks { id } }", json!({}))
+        .await;
+    assert_eq!(sos, json!({"incidents": [], "tasks": []}));
+}
