@@ -130,14 +130,7 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
             seen = Some((request.uri().path().to_owned(), key));
             Ok(response)
         });
-    let mut ws = tokio::time::timeout(crate::HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no WebSocket handshake within {:?}",
-                crate::HANDSHAKE_TIMEOUT
-            )
-        })??;
+    let mut ws = crate::within_handshake(handshake).await??;
     let (path, key) = seen.unwrap_or_default();
     let station = path
         .strip_prefix("/ws/agent/")

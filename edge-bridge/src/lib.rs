@@ -230,6 +230,15 @@ struct State {
 /// How long a peer on the LAN (a charger, an agent, a scraper) has to finish its WebSocket or HTTP request.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `handshake` (a LAN peer's WebSocket handshake), given up after [`HANDSHAKE_TIMEOUT`].
+pub(crate) async fn within_handshake<T>(
+    handshake: impl std::future::Future<Output = T>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| anyhow::anyhow!("no WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"))
+}
+
 /// The next connection to one of the bridge's local servers. An accept that fails (out of file descriptors, say) is
 /// logged and tried again after a moment: it never ends the server.
 pub(crate) async fn next_connection(
@@ -1207,38 +1216,33 @@ mod tests {
         let journal =
             std::env::temp_dir().join(format!("bridge-clock-{}.jsonl", Uuid::new_v4().simple()));
         let (shared, _, _) = agent_bridge(&journal)?;
-        let mut welcomed = true;
-        for server_time in [
-            DateTime::<Utc>::MAX_UTC,
-            DateTime::<Utc>::MIN_UTC,
-            Utc::now() + chrono::Duration::days(2),
-        ] {
-            let sent_at = Utc::now();
-            handle(
-                &shared,
-                Down::HeartbeatAck {
+        // The server time the cloud gives for the moment a heartbeat was sent.
+        type Clock = fn(DateTime<Utc>) -> DateTime<Utc>;
+        // The cloud's answer to a heartbeat sent just now.
+        let ack = |server_time: Clock| {
+            let shared = shared.clone();
+            async move {
+                let sent_at = Utc::now();
+                let ack = Down::HeartbeatAck {
                     sent_at,
-                    server_time,
-                },
-                &mut welcomed,
-            )
-            .await?;
+                    server_time: server_time(sent_at),
+                };
+                handle(&shared, ack, &mut true).await
+            }
+        };
+        let far: [(&str, Clock); 3] = [
+            ("the last time there is", |_| DateTime::<Utc>::MAX_UTC),
+            ("the first time there is", |_| DateTime::<Utc>::MIN_UTC),
+            ("two days ahead", |t| t + chrono::Duration::days(2)),
+        ];
+        for (server_time, at) in far {
+            ack(at).await?;
             let state = shared.state.lock().await;
             assert_eq!(state.offset_ms, 0, "{server_time}");
             // Scheduling reads the cloud's time; it must not overflow.
             assert!((state.cloud_now() - Utc::now()).num_seconds().abs() < 60);
         }
-        let sent_at = Utc::now();
-        let server_time = sent_at + chrono::Duration::minutes(5);
-        handle(
-            &shared,
-            Down::HeartbeatAck {
-                sent_at,
-                server_time,
-            },
-            &mut welcomed,
-        )
-        .await?;
+        ack(|t| t + chrono::Duration::minutes(5)).await?;
         let offset = shared.state.lock().await.offset_ms;
         assert!((240_000..=300_000).contains(&offset), "{offset}");
         let _ = std::fs::remove_file(&journal);

@@ -489,14 +489,7 @@ async fn charger(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Resu
         },
         Some(config),
     );
-    let ws = tokio::time::timeout(crate::HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no WebSocket handshake within {:?}",
-                crate::HANDSHAKE_TIMEOUT
-            )
-        })??;
+    let ws = crate::within_handshake(handshake).await??;
     let Some(hello) = hello else { return Ok(()) };
     let id = Uuid::now_v7();
     tracing::info!(

@@ -22,23 +22,29 @@ const TOP_UP: &str = "mutation($p: UUID!, $v: UUID!, $a: Int!, $k: String!) {
 
 /// Takes `amount` out of the patron's wallet as the venue's revenue, the way a session charge does.
 async fn spend(s: &Shop, amount: i64, key: &str) {
+    post(s, Purpose::Revenue, -amount, "session_charge", key).await;
+}
+
+/// Moves `amount` into the patron's wallet from the venue's account of `purpose` (out of it when negative), as a
+/// journal of `kind` under `key`.
+async fn post(s: &Shop, purpose: Purpose, amount: i64, kind: &'static str, key: &str) {
     let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
     let mut tx = db.begin_tenant(TenantId(s.t.id)).await.unwrap();
     let wallet = ledger::account(&mut tx, Owner::Patron(s.patron), Purpose::Wallet, "EUR")
         .await
         .unwrap();
-    let revenue = ledger::account(&mut tx, Owner::Venue(s.venue), Purpose::Revenue, "EUR")
+    let venue = ledger::account(&mut tx, Owner::Venue(s.venue), purpose, "EUR")
         .await
         .unwrap();
     ledger::post(
         &mut tx,
         Journal {
             key: key.to_owned(),
-            kind: "session_charge",
-            memo: "spent".into(),
+            kind,
+            memo: kind.into(),
             session_id: None,
             currency: "EUR",
-            entries: vec![(wallet, -amount), (revenue, amount)],
+            entries: vec![(wallet, amount), (venue, -amount)],
         },
     )
     .await
@@ -684,28 +690,7 @@ async fn the_database_keeps_entries_in_their_accounts_currency_and_every_referen
 
 /// Moves `amount` into the patron's wallet from the venue's cash drawer, the way a staff cash top-up does.
 async fn top_up(s: &Shop, amount: i64, key: &str) {
-    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
-    let mut tx = db.begin_tenant(TenantId(s.t.id)).await.unwrap();
-    let wallet = ledger::account(&mut tx, Owner::Patron(s.patron), Purpose::Wallet, "EUR")
-        .await
-        .unwrap();
-    let drawer = ledger::account(&mut tx, Owner::Venue(s.venue), Purpose::CashDrawer, "EUR")
-        .await
-        .unwrap();
-    ledger::post(
-        &mut tx,
-        Journal {
-            key: key.to_owned(),
-            kind: "top_up_cash",
-            memo: "cash".into(),
-            session_id: None,
-            currency: "EUR",
-            entries: vec![(drawer, -amount), (wallet, amount)],
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    post(s, Purpose::CashDrawer, amount, "top_up_cash", key).await;
 }
 
 #[tokio::test]
