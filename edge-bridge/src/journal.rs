@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use switchyard_edge_protocol::{Event, Up};
+use switchyard_edge_protocol::{encode, Event, Up, MAX_FRAME_BYTES};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ impl Journal {
     }
 
     /// Appends an event that happened at `occurred_at` (by the cloud's clock) with the next sequence number and
-    /// returns it.
+    /// returns it. An event too large for a tunnel frame is refused: kept, it would stop every event behind it.
     pub fn append(
         &mut self,
         station_id: Option<Uuid>,
@@ -97,6 +97,9 @@ impl Journal {
             station_id,
             event,
         };
+        if encode(entry.frame()).len() > MAX_FRAME_BYTES {
+            anyhow::bail!("the event is larger than a tunnel frame ({MAX_FRAME_BYTES} bytes)");
+        }
         self.next_seq += 1;
         let mut file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
         writeln!(file, "{}", serde_json::to_string(&entry)?)?;
@@ -220,6 +223,30 @@ mod tests {
             [4, 11]
         );
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_event_too_large_for_a_frame_is_refused_and_the_numbering_goes_on() -> anyhow::Result<()> {
+        let path =
+            std::env::temp_dir().join(format!("edge-journal-{}.jsonl", Uuid::new_v4().simple()));
+        let mut journal = Journal::open(&path)?;
+        let huge = Event::Ocpp {
+            charge_point_id: "CP-1".into(),
+            subprotocol: "ocpp1.6".into(),
+            action: "DataTransfer".into(),
+            payload: serde_json::json!({ "data": "x".repeat(MAX_FRAME_BYTES) }),
+            transaction_id: None,
+        };
+        assert!(journal.append(None, Utc::now(), huge).is_err());
+        assert_eq!(journal.append(None, Utc::now(), switched(true))?.seq, 1);
+        drop(journal);
+        let journal = Journal::open(&path)?;
+        assert_eq!(
+            journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1]
+        );
+        std::fs::remove_file(&path)?;
         Ok(())
     }
 

@@ -427,7 +427,7 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     sink.send(Message::text(encode(&hello))).await?;
     tracing::info!(url = %config.cloud_url, "tunnel up");
     let mut sent_up_to = 0u64;
-    let mut welcomed = false;
+    let mut link = Link::default();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     // A link that drops without a reset (a dead NAT entry, a pulled cable upstream) leaves the socket open and
     // silent: when nothing at all comes back for a few heartbeats, the tunnel is given up and dialled again.
@@ -450,15 +450,15 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                     Ok(m) => m,
                     Err(e) => { tracing::warn!(error = %e, "unusable frame from the cloud"); continue }
                 };
-                let was_welcomed = welcomed;
-                for reply in handle(shared, message, &mut welcomed).await? {
+                let was_welcomed = link.welcomed;
+                for reply in handle(shared, message, &mut link).await? {
                     sink.send(Message::text(encode(&reply))).await?;
                 }
-                if welcomed {
+                if link.welcomed {
                     send_pending(shared, &mut sink, &mut sent_up_to).await?;
                 }
                 // The journal first (a charger's offline messages), then its live connection.
-                if welcomed && !was_welcomed {
+                if link.welcomed && !was_welcomed {
                     shared.ocpp.tunnel_up();
                     // Up once the cloud welcomed it.
                     shared
@@ -467,10 +467,10 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            Some(up) = relayed.recv(), if welcomed => {
+            Some(up) = relayed.recv(), if link.welcomed => {
                 sink.send(Message::text(encode(&up))).await?;
             }
-            _ = shared.outbox.notified(), if welcomed => {
+            _ = shared.outbox.notified(), if link.welcomed => {
                 send_pending(shared, &mut sink, &mut sent_up_to).await?;
             }
             _ = heartbeat.tick() => {
@@ -478,7 +478,7 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                     metrics::Counters::add(&shared.counters.half_open, 1);
                     anyhow::bail!("no answer from the cloud for {silence_limit:?}; the tunnel is half-open");
                 }
-                let clock_offset_ms = Some(shared.state.lock().await.offset_ms).filter(|_| welcomed);
+                let clock_offset_ms = Some(shared.state.lock().await.offset_ms).filter(|_| link.welcomed);
                 sink.send(Message::text(encode(&Up::Heartbeat { sent_at: Utc::now(), clock_offset_ms }))).await?;
             }
         }
@@ -506,54 +506,72 @@ where
     Ok(())
 }
 
+/// What one tunnel connection knows of its own: whether the cloud welcomed it, and the parts of a schedule sent in
+/// several frames so far.
+#[derive(Default)]
+struct Link {
+    welcomed: bool,
+    schedule_parts: Vec<StationPlan>,
+}
+
+/// Makes `stations` the schedule: what the bridge knew of a station that stays is kept, a station that left is
+/// forgotten, and the scheduler looks again.
+async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
+    let mut state = shared.state.lock().await;
+    let mut next = HashMap::new();
+    for plan in stations {
+        let known = state.stations.get(&plan.station_id);
+        let applied = known.and_then(|s| s.applied);
+        let told_until = known.and_then(|s| s.told_until);
+        let told_session = known.and_then(|s| s.told_session);
+        let warned = known.map_or(0, |s| s.warned);
+        let ended = known
+            .and_then(|s| s.ended)
+            .or_else(|| state.journal.ended_unacknowledged(plan.station_id))
+            .filter(|ended| plan.session_id == Some(*ended));
+        let driver = Driver::for_plan(&plan);
+        next.insert(
+            plan.station_id,
+            Station {
+                plan,
+                driver,
+                applied,
+                told_until,
+                told_session,
+                warned,
+                unreachable: known.is_some_and(|s| s.unreachable),
+                reported: known.and_then(|s| s.reported.clone()),
+                ended,
+            },
+        );
+    }
+    state.stations = next;
+    drop(state);
+    shared.replan.notify_one();
+}
+
 /// Handles one message from the cloud; returns the frames to answer with.
-async fn handle(
-    shared: &Arc<Shared>,
-    message: Down,
-    welcomed: &mut bool,
-) -> anyhow::Result<Vec<Up>> {
+async fn handle(shared: &Arc<Shared>, message: Down, link: &mut Link) -> anyhow::Result<Vec<Up>> {
     match message {
         Down::Welcome { last_seq, .. } => {
             let mut state = shared.state.lock().await;
             // What the cloud has is acknowledged; numbering continues above it.
             state.journal.ack(last_seq)?;
             state.journal.at_least(last_seq)?;
-            *welcomed = true;
+            link.welcomed = true;
             Ok(vec![])
         }
         Down::Schedule { stations } => {
-            {
-                let mut state = shared.state.lock().await;
-                let mut next = HashMap::new();
-                for plan in stations {
-                    let known = state.stations.get(&plan.station_id);
-                    let applied = known.and_then(|s| s.applied);
-                    let told_until = known.and_then(|s| s.told_until);
-                    let told_session = known.and_then(|s| s.told_session);
-                    let warned = known.map_or(0, |s| s.warned);
-                    let ended = known
-                        .and_then(|s| s.ended)
-                        .or_else(|| state.journal.ended_unacknowledged(plan.station_id))
-                        .filter(|ended| plan.session_id == Some(*ended));
-                    let driver = Driver::for_plan(&plan);
-                    next.insert(
-                        plan.station_id,
-                        Station {
-                            plan,
-                            driver,
-                            applied,
-                            told_until,
-                            told_session,
-                            warned,
-                            unreachable: known.is_some_and(|s| s.unreachable),
-                            reported: known.and_then(|s| s.reported.clone()),
-                            ended,
-                        },
-                    );
-                }
-                state.stations = next;
+            link.schedule_parts.clear();
+            apply_schedule(shared, stations).await;
+            Ok(vec![])
+        }
+        Down::SchedulePart { stations, last } => {
+            link.schedule_parts.extend(stations);
+            if last {
+                let stations = std::mem::take(&mut link.schedule_parts);
+                apply_schedule(shared, stations).await;
             }
-            shared.replan.notify_one();
             Ok(vec![])
         }
         Down::Command {
@@ -1211,6 +1229,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_schedule_in_parts_is_applied_whole_at_its_last_part_and_never_half(
+    ) -> anyhow::Result<()> {
+        let journal =
+            std::env::temp_dir().join(format!("bridge-parts-{}.jsonl", Uuid::new_v4().simple()));
+        let (shared, first, _) = agent_bridge(&journal)?;
+        let plan = |name: &str| StationPlan {
+            station_id: Uuid::new_v4(),
+            name: name.into(),
+            control: "manual".into(),
+            settings: serde_json::json!({}),
+            on: false,
+            until: None,
+            session_id: None,
+        };
+        let planned = |shared: Arc<Shared>| async move {
+            let state = shared.state.lock().await;
+            let mut names: Vec<String> = state
+                .stations
+                .values()
+                .map(|s| s.plan.name.clone())
+                .collect();
+            names.sort();
+            names
+        };
+        let (a, b, c) = (plan("A"), plan("B"), plan("C"));
+
+        // Until the last part, the schedule the bridge had stands.
+        let mut link = Link::default();
+        let part = |stations: Vec<StationPlan>, last| Down::SchedulePart { stations, last };
+        handle(&shared, part(vec![a.clone()], false), &mut link).await?;
+        assert_eq!(planned(shared.clone()).await, ["PC-1"]);
+        assert!(shared.state.lock().await.stations.contains_key(&first));
+        handle(&shared, part(vec![b.clone()], true), &mut link).await?;
+        assert_eq!(planned(shared.clone()).await, ["A", "B"]);
+
+        // A tunnel that drops between parts applies none of them; the next connection starts afresh.
+        let mut dropped = Link::default();
+        handle(&shared, part(vec![c.clone()], false), &mut dropped).await?;
+        let mut next = Link::default();
+        handle(&shared, part(vec![b.clone()], true), &mut next).await?;
+        assert_eq!(planned(shared.clone()).await, ["B"]);
+
+        // A whole schedule replaces parts gathered so far.
+        handle(&shared, part(vec![c], false), &mut next).await?;
+        handle(&shared, Down::Schedule { stations: vec![a] }, &mut next).await?;
+        assert!(next.schedule_parts.is_empty());
+        assert_eq!(planned(shared.clone()).await, ["A"]);
+        let _ = std::fs::remove_file(&journal);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_cloud_clock_a_day_off_is_ignored_and_a_skewed_one_is_followed() -> anyhow::Result<()>
     {
         let journal =
@@ -1227,7 +1297,15 @@ mod tests {
                     sent_at,
                     server_time: server_time(sent_at),
                 };
-                handle(&shared, ack, &mut true).await
+                handle(
+                    &shared,
+                    ack,
+                    &mut Link {
+                        welcomed: true,
+                        ..Link::default()
+                    },
+                )
+                .await
             }
         };
         let far: [(&str, Clock); 3] = [

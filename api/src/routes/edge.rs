@@ -465,7 +465,9 @@ async fn push(
     tx.commit().await?;
     // The schedule first: a command's acknowledgement then tells that the bridge has the schedule too.
     let sent = fingerprint(&stations);
-    send(socket, &Down::Schedule { stations }).await?;
+    for frame in switchyard_edge_protocol::schedule_frames(stations) {
+        send(socket, &frame).await?;
+    }
     for c in commands {
         send(
             socket,

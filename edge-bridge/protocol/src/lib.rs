@@ -174,6 +174,12 @@ pub enum Down {
     Schedule {
         stations: Vec<StationPlan>,
     },
+    /// A schedule too large for one frame, sent in parts (see [`schedule_frames`]): the bridge gathers the parts
+    /// and applies them as one schedule at the part marked `last`. A tunnel that drops between parts applies none.
+    SchedulePart {
+        stations: Vec<StationPlan>,
+        last: bool,
+    },
     Command {
         id: Uuid,
         station_id: Uuid,
@@ -230,6 +236,41 @@ pub struct StationPlan {
     /// The running session (a PC agent shows it).
     #[serde(default)]
     pub session_id: Option<Uuid>,
+}
+
+/// The frames that carry a venue's schedule: one [`Down::Schedule`] when it fits in a frame, otherwise
+/// [`Down::SchedulePart`]s, each within [`MAX_FRAME_BYTES`]. (A station's plan is far smaller than a frame: its
+/// settings are at most 4 KiB.)
+pub fn schedule_frames(stations: Vec<StationPlan>) -> Vec<Down> {
+    let whole = Down::Schedule { stations };
+    if encode(&whole).len() <= MAX_FRAME_BYTES {
+        return vec![whole];
+    }
+    let Down::Schedule { stations } = whole else {
+        unreachable!()
+    };
+    // Room for the envelope (`{"v":1,"type":"schedule_part","last":false,"stations":[]}`) and the commas.
+    const BUDGET: usize = MAX_FRAME_BYTES - 256;
+    let mut parts: Vec<Vec<StationPlan>> = vec![vec![]];
+    let mut size = 0;
+    for plan in stations {
+        let len = serde_json::to_string(&plan).map_or(0, |s| s.len()) + 1;
+        if size + len > BUDGET && parts.last().is_some_and(|p| !p.is_empty()) {
+            parts.push(vec![]);
+            size = 0;
+        }
+        size += len;
+        parts.last_mut().expect("one part at least").push(plan);
+    }
+    let count = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, stations)| Down::SchedulePart {
+            stations,
+            last: i + 1 == count,
+        })
+        .collect()
 }
 
 /// Parses a frame, checking its version.
@@ -317,5 +358,42 @@ mod tests {
         let text = encode(&event);
         assert!(text.contains(r#""kind":"ocpp""#), "{text}");
         assert_eq!(decode::<Up>(&text), Ok(event));
+    }
+
+    #[test]
+    fn a_schedule_too_large_for_a_frame_goes_in_parts_that_each_fit() {
+        let plan = |i: u128| StationPlan {
+            station_id: Uuid::from_u128(i),
+            name: format!("PC-{i}"),
+            control: "tasmota".into(),
+            settings: serde_json::json!({"topic": format!("plug{i}"), "note": "x".repeat(4000)}),
+            on: i % 2 == 0,
+            until: None,
+            session_id: None,
+        };
+        let small: Vec<_> = (0..3).map(plan).collect();
+        assert_eq!(
+            schedule_frames(small.clone()),
+            vec![Down::Schedule { stations: small }]
+        );
+
+        let large: Vec<_> = (0..40).map(plan).collect();
+        let frames = schedule_frames(large.clone());
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        let mut gathered = vec![];
+        for (i, frame) in frames.iter().enumerate() {
+            let text = encode(frame);
+            assert!(
+                text.len() <= MAX_FRAME_BYTES,
+                "part {i}: {} bytes",
+                text.len()
+            );
+            let Ok(Down::SchedulePart { stations, last }) = decode::<Down>(&text) else {
+                panic!("part {i} is a schedule part");
+            };
+            assert_eq!(last, i + 1 == frames.len());
+            gathered.extend(stations);
+        }
+        assert_eq!(gathered, large);
     }
 }

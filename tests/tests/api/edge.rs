@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use switchyard_edge_protocol::{decode, encode, Down, Event, Up};
+use switchyard_edge_protocol::{decode, encode, Down, Event, StationPlan, Up, MAX_FRAME_BYTES};
 use switchyard_tests::shelly_fake::ShellyFake;
 use switchyard_tests::{gql_code, spawn_app, Tenant, TestApp};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -352,7 +352,7 @@ where
 {
     loop {
         match next_down(ws).await {
-            Down::Schedule { .. } | Down::Command { .. } => continue,
+            Down::Schedule { .. } | Down::SchedulePart { .. } | Down::Command { .. } => continue,
             other => return other,
         }
     }
@@ -363,6 +363,105 @@ fn status_of(error: tokio_tungstenite::tungstenite::Error) -> u16 {
         tokio_tungstenite::tungstenite::Error::Http(response) => response.status().as_u16(),
         other => panic!("expected an HTTP refusal, got {other}"),
     }
+}
+
+/// Reads one whole schedule, in one frame or in parts (every frame read is checked against the frame limit by
+/// `decode`): its plans and the number of frames it came in.
+async fn next_schedule<S>(ws: &mut S) -> (Vec<StationPlan>, usize)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut plans = vec![];
+    let mut frames = 0;
+    loop {
+        match next_down(ws).await {
+            Down::Schedule { stations } if frames == 0 => return (stations, 1),
+            Down::SchedulePart { stations, last } => {
+                frames += 1;
+                plans.extend(stations);
+                if last {
+                    return (plans, frames);
+                }
+            }
+            Down::Command { .. } if frames == 0 => continue,
+            other => panic!("a schedule's parts come together, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_venue_whose_schedule_outgrows_a_frame_gets_it_in_parts_and_keeps_its_tunnel() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    // Twenty stations with the largest settings allowed: about 80 KiB of schedule, more than a frame holds.
+    let mut created = vec![];
+    for i in 0..20 {
+        let id = app
+            .gql_ok(
+                &s.t.access,
+                "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+                json!({"i": {"venueId": s.venue, "name": format!("Karaoke {i}"), "kind": "KARAOKE_ROOM",
+                             "control": "TASMOTA",
+                             "controlSettings": {"topic": format!("room{i}"), "note": "n".repeat(4000)}}}),
+            )
+            .await["createStation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        created.push(id);
+    }
+
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    ws.send(Message::text(encode(&Up::Hello {
+        version: "test".into(),
+        sent_at: chrono::Utc::now(),
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(next_down(&mut ws).await, Down::Welcome { .. }));
+    let (plans, frames) = next_schedule(&mut ws).await;
+    assert!(frames >= 2, "the schedule came in {frames} frame(s)");
+    // The floor's agent PC, the Shelly plug and the twenty rooms, each once, with their settings whole.
+    assert_eq!(plans.len(), 22);
+    let mut ids: Vec<String> = plans.iter().map(|p| p.station_id.to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 22);
+    let room = plans.iter().find(|p| p.name == "Karaoke 7").unwrap();
+    assert_eq!(room.settings["topic"], "room7");
+    assert_eq!(room.settings["note"].as_str().unwrap().len(), 4000);
+    assert!(MAX_FRAME_BYTES < plans.iter().map(|p| p.settings.to_string().len()).sum());
+
+    // A change reaches the same tunnel as a new schedule, in parts again.
+    app.gql_ok(
+        &s.t.access,
+        "mutation($s: UUID!) { updateStation(id: $s, input: {name: \"Karaoke Seven\"}) { name } }",
+        json!({"s": created[7]}),
+    )
+    .await;
+    // (A schedule pushed before the change may come first.)
+    let plans = loop {
+        let (plans, frames) = next_schedule(&mut ws).await;
+        assert!(frames >= 2);
+        if plans.iter().any(|p| p.name == "Karaoke Seven") {
+            break plans;
+        }
+    };
+    assert_eq!(plans.len(), 22);
+    assert!(!plans.iter().any(|p| p.name == "Karaoke 7"));
+
+    // The tunnel stands: a heartbeat is answered.
+    ws.send(Message::text(encode(&Up::Heartbeat {
+        sent_at: chrono::Utc::now(),
+        clock_offset_ms: None,
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(
+        next_answer(&mut ws).await,
+        Down::HeartbeatAck { .. }
+    ));
 }
 
 #[tokio::test]
