@@ -242,26 +242,26 @@ pub struct StationPlan {
 /// [`Down::SchedulePart`]s, each within [`MAX_FRAME_BYTES`]. (A station's plan is far smaller than a frame: its
 /// settings are at most 4 KiB.)
 pub fn schedule_frames(stations: Vec<StationPlan>) -> Vec<Down> {
-    let whole = Down::Schedule { stations };
-    if encode(&whole).len() <= MAX_FRAME_BYTES {
-        return vec![whole];
-    }
-    let Down::Schedule { stations } = whole else {
-        unreachable!()
-    };
     // Room for the envelope (`{"v":1,"type":"schedule_part","last":false,"stations":[]}`) and the commas.
     const BUDGET: usize = MAX_FRAME_BYTES - 256;
-    let mut parts: Vec<Vec<StationPlan>> = vec![vec![]];
-    let mut size = 0;
-    for plan in stations {
-        let len = serde_json::to_string(&plan).map_or(0, |s| s.len()) + 1;
-        if size + len > BUDGET && parts.last().is_some_and(|p| !p.is_empty()) {
-            parts.push(vec![]);
+    let sizes: Vec<usize> = stations
+        .iter()
+        .map(|plan| serde_json::to_string(plan).map_or(0, |s| s.len()) + 1)
+        .collect();
+    if sizes.iter().sum::<usize>() <= BUDGET {
+        return vec![Down::Schedule { stations }];
+    }
+    let mut parts = vec![];
+    let (mut part, mut size) = (vec![], 0);
+    for (plan, len) in stations.into_iter().zip(sizes) {
+        if size + len > BUDGET && !part.is_empty() {
+            parts.push(std::mem::take(&mut part));
             size = 0;
         }
         size += len;
-        parts.last_mut().expect("one part at least").push(plan);
+        part.push(plan);
     }
+    parts.push(part);
     let count = parts.len();
     parts
         .into_iter()
@@ -367,7 +367,7 @@ mod tests {
             name: format!("PC-{i}"),
             control: "tasmota".into(),
             settings: serde_json::json!({"topic": format!("plug{i}"), "note": "x".repeat(4000)}),
-            on: i % 2 == 0,
+            on: i.is_multiple_of(2),
             until: None,
             session_id: None,
         };
