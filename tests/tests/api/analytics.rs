@@ -12,11 +12,42 @@ use uuid::Uuid;
 
 use crate::sessions::{floor, start, top_up, Floor};
 
-/// The venue-local date now (the test venues are in Europe/Berlin).
+/// A fixed-offset zone where it is about noon now: the test venues are put in it, so sessions backdated by minutes
+/// never cross the venue's midnight, whatever the hour the suite runs at.
+fn zone() -> String {
+    let offset = 12 - chrono::Timelike::hour(&Utc::now()) as i32;
+    match offset {
+        0 => "UTC".into(),
+        // The POSIX names: `Etc/GMT-2` is two hours ahead of UTC.
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    }
+}
+
+/// The venue-local date now (within an hour of noon there, so the same date for the whole test).
 fn today() -> NaiveDate {
-    Utc::now()
-        .with_timezone(&chrono_tz::Europe::Berlin)
-        .date_naive()
+    let zone: chrono_tz::Tz = zone().parse().unwrap();
+    Utc::now().with_timezone(&zone).date_naive()
+}
+
+/// Puts `venue` in the [`zone`] where it is about noon.
+async fn at_noon(app: &TestApp, token: &str, venue: Uuid) {
+    let zone = zone();
+    let updated = app
+        .gql_ok(
+            token,
+            "mutation($v: UUID!, $z: String!) { updateVenue(id: $v, input: {timezone: $z}) { timezone } }",
+            json!({"v": venue, "z": zone}),
+        )
+        .await;
+    assert_eq!(updated["updateVenue"]["timezone"], zone);
+}
+
+/// The sessions' floor, its venue at noon.
+async fn noon_floor(app: &TestApp) -> Floor {
+    let f = floor(app).await;
+    at_noon(app, &f.t.access, f.venue).await;
+    f
 }
 
 /// A prepaid session of `minutes` at 0.10/min that lies wholly in the past, then stopped: it costs `minutes × 10`.
@@ -188,7 +219,7 @@ async fn the_analytics_equal_what_the_ledger_and_the_sessions_say_once_the_worke
 {
     let app = spawn_app().await;
     let db = app_db(4);
-    let f = floor(&app).await;
+    let f = noon_floor(&app).await;
     let console = station(&app, &f.t.access, f.venue, "PS5-1", "CONSOLE").await;
     let ada = app.create_patron(&f.t.access, "Ada", None).await;
     top_up(&app, &f, ada, 5_000, &Uuid::new_v4().to_string()).await;
@@ -337,7 +368,7 @@ async fn the_analytics_equal_what_the_ledger_and_the_sessions_say_once_the_worke
 async fn the_projection_is_the_trailing_28_day_average_of_each_weekday() {
     let app = spawn_app().await;
     let db = app_db(2);
-    let f = floor(&app).await;
+    let f = noon_floor(&app).await;
     past_session(&app, &f, f.station, None, 30).await;
     roll_up(&app, &db, f.t.id).await;
     // Seen from a week later, today is one of the four Wednesdays (or whatever today is) of the basis: the same
@@ -386,7 +417,7 @@ async fn the_projection_is_the_trailing_28_day_average_of_each_weekday() {
 async fn overlapping_rollup_passes_count_every_journal_and_session_once() {
     let app = spawn_app().await;
     let db = app_db(8);
-    let f = floor(&app).await;
+    let f = noon_floor(&app).await;
     let ada = app.create_patron(&f.t.access, "Ada", None).await;
     top_up(&app, &f, ada, 50_000, &Uuid::new_v4().to_string()).await;
     for minutes in [5, 6, 7, 8, 9, 10] {
@@ -475,8 +506,9 @@ async fn overlapping_rollup_passes_count_every_journal_and_session_once() {
 async fn a_venue_scoped_manager_sees_its_venue_only_and_other_tenants_venues_are_not_found() {
     let app = spawn_app().await;
     let db = app_db(2);
-    let f = floor(&app).await;
+    let f = noon_floor(&app).await;
     let hall = app.create_venue(&f.t.access, "Hall B").await;
+    at_noon(&app, &f.t.access, hall).await;
     let hall_pc = app.create_station(&f.t.access, hall, "PC-B").await;
     app.gql_ok(
         &f.t.access,
@@ -580,7 +612,7 @@ async fn a_venue_scoped_manager_sees_its_venue_only_and_other_tenants_venues_are
 async fn an_owner_who_opted_in_gets_the_daily_summary_by_email_once() {
     let app = spawn_app().await;
     let db = app_db(4);
-    let f = floor(&app).await;
+    let f = noon_floor(&app).await;
     // Nobody gets it by default.
     let mine = app
         .gql_ok(
@@ -653,7 +685,7 @@ async fn an_owner_who_opted_in_gets_the_daily_summary_by_email_once() {
         "Energy delivered: 0.000 kWh",
         // 1,800 busy seconds of one station's 86,400.
         "Utilisation: 2.1 % of station time in session",
-        "(Europe/Berlin)",
+        &format!("({})", zone()),
     ] {
         assert!(
             mail.text().contains(line),
