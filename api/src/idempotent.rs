@@ -79,8 +79,13 @@ where
         tx.commit().await?;
         return Ok((status, value, false));
     };
-    if let Begin::Replay { status, body } =
-        idempotency::begin(&mut tx, scope, &key, &idempotency::fingerprint(body)).await?
+    if let Begin::Replay { status, body } = idempotency::begin(
+        &mut tx,
+        scope,
+        &key,
+        &idempotency::fingerprint_by(actor.user_id, body),
+    )
+    .await?
     {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         return Ok((status, body, true));

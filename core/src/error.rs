@@ -40,7 +40,7 @@ pub enum ErrorCode {
     CardDeclined,
     /// The payment provider could not be reached or answered with an error; retry later.
     PaymentProviderUnavailable,
-    /// This `Idempotency-Key` was used before with a different request body.
+    /// This `Idempotency-Key` was used before with a different request body, or by another member.
     IdempotencyKeyReused,
     /// A state-changing request needs an `Idempotency-Key` header.
     IdempotencyKeyRequired,
@@ -183,7 +183,7 @@ pub enum Error {
     CardDeclined(String),
     #[error("the payment provider is unavailable; retry later")]
     ProviderUnavailable(#[source] anyhow::Error),
-    #[error("this Idempotency-Key was already used with a different request; use a new key for a new request")]
+    #[error("this Idempotency-Key was already used with a different request (or by another member); use a new key for a new request")]
     IdempotencyKeyReused,
     #[error("the service is briefly unavailable; retry in a few seconds")]
     Unavailable(#[source] anyhow::Error),

@@ -24,6 +24,13 @@ pub fn fingerprint(body: &Value) -> Vec<u8> {
     Sha256::digest(body.to_string().as_bytes()).to_vec()
 }
 
+/// The fingerprint of a member's request: a key replays only to the member who first sent it, who was allowed to
+/// see its answer. Another member sending the same key and body is refused as a reused key, never shown the answer
+/// (the scope check of a route runs after the replay would have been answered).
+pub fn fingerprint_by(user: uuid::Uuid, body: &Value) -> Vec<u8> {
+    fingerprint(&serde_json::json!({ "by": user, "request": body }))
+}
+
 pub fn check_key(key: &str) -> Result<&str> {
     let key = key.trim();
     if key.is_empty() || key.len() > 200 || !key.chars().all(|c| c.is_ascii_graphic()) {

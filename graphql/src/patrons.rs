@@ -416,7 +416,7 @@ impl PatronMutation {
         let scope = "graphql.topUpCash";
         let request =
             serde_json::json!({ "patron_id": patron_id, "venue_id": venue_id, "amount": amount });
-        let fingerprint = idempotency::fingerprint(&request);
+        let fingerprint = idempotency::fingerprint_by(actor.user_id, &request);
         if let Begin::Replay { .. } = idempotency::begin(&mut tx, scope, &key, &fingerprint)
             .await
             .gql()?

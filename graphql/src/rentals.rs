@@ -136,6 +136,7 @@ impl RentalMutation {
         let request = serde_json::json!({ "quote_id": quote_id });
         once(
             tx,
+            actor,
             "graphql.startRental",
             idempotency_key,
             &request,

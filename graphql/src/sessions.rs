@@ -4,7 +4,7 @@ use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Duration, Utc};
 use switchyard_core::idempotency::{self, Begin};
 use switchyard_core::sessions::{self, Payment, SessionFilter, SessionStatus, StartSession};
-use switchyard_core::{scope, TenantTx};
+use switchyard_core::{scope, Actor, TenantTx};
 use uuid::Uuid;
 
 use crate::{begin, GqlResult};
@@ -334,6 +334,7 @@ impl From<sessions::DeviceCommand> for DeviceCommand {
 /// first one made; another request with the key is refused. Without a key, `run` simply runs.
 pub(crate) async fn once<F, Fut>(
     mut tx: TenantTx,
+    actor: &Actor,
     scope: &str,
     key: Option<String>,
     request: &serde_json::Value,
@@ -344,7 +345,7 @@ where
     Fut: std::future::Future<Output = switchyard_core::Result<(TenantTx, sessions::Session)>>,
 {
     if let Some(key) = &key {
-        let fingerprint = idempotency::fingerprint(request);
+        let fingerprint = idempotency::fingerprint_by(actor.user_id, request);
         if let Begin::Replay { body, .. } = idempotency::begin(&mut tx, scope, key, &fingerprint)
             .await
             .gql()?
@@ -396,6 +397,7 @@ impl SessionMutation {
         };
         once(
             tx,
+            actor,
             "graphql.startSession",
             idempotency_key,
             &request,

@@ -707,4 +707,51 @@ async fn a_member_confined_to_another_venue_cannot_start_a_rental_from_this_ones
     .await;
     assert_eq!(status, StatusCode::OK, "{started}");
     assert_eq!(docked(&app, &c, c.a).await.len(), 1);
+
+    // The owner's key and body, sent by the confined member: refused as a reused key, the rental not shown.
+    let (status, replay) = post(
+        &app,
+        &manager,
+        "/api/v1/rentals/start",
+        Some("owner-start"),
+        json!({"quote_id": quote["quote_id"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{replay}");
+    assert_eq!(replay["error"]["code"], "idempotency_key_reused");
+    assert!(!replay
+        .to_string()
+        .contains(started["rental_id"].as_str().unwrap()));
+    // The owner's own retry still replays.
+    let (status, again) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("owner-start"),
+        json!({"quote_id": quote["quote_id"]}),
+    )
+    .await;
+    assert_eq!((status, &again), (StatusCode::OK, &started));
+
+    // Likewise over GraphQL: the second powerbank, started by the owner with a key the member then sends.
+    let (_, quote) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": c.a}),
+    )
+    .await;
+    let start =
+        "mutation($q: UUID!) { startRental(quoteId: $q, idempotencyKey: \"gql-owner\") { id } }";
+    let owned = app
+        .gql_ok(&c.t.access, start, json!({"q": quote["quote_id"]}))
+        .await;
+    let rental = owned["startRental"]["id"].as_str().unwrap();
+    let replay = app
+        .gql(Some(&manager), start, json!({"q": quote["quote_id"]}))
+        .await;
+    assert_eq!(gql_code(&replay), "idempotency_key_reused", "{replay}");
+    assert!(!replay.to_string().contains(rental));
+    assert_eq!(docked(&app, &c, c.a).await.len(), 0);
 }
