@@ -366,10 +366,37 @@ async fn a_client_that_reconnects_with_the_last_number_it_saw_receives_what_it_m
         next(&mut bogus, "liveEvents").await["kind"],
         "stream.resync"
     );
-    sqlx::query("select sys_purge_live_events(now() + interval '1 minute')")
-        .execute(&app.owner)
-        .await
-        .unwrap();
+    // The events are an hour old; the purge's cutoff is clamped to a minute ago, so a caller asking for more
+    // (here: everything) purges them and keeps what is newer.
+    let app_db = switchyard_tests::app_db(1);
+    sqlx::query(
+        "update live_event set created_at = created_at - interval '1 hour' where tenant_id = $1",
+    )
+    .bind(f.t.id)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let kept = |app: &switchyard_tests::TestApp| {
+        let owner = app.owner.clone();
+        let tenant = f.t.id;
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from live_event where tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&owner)
+                .await
+                .unwrap()
+        }
+    };
+    let far = chrono::Utc::now() + chrono::Duration::days(365);
+    app_db.system().purge_live_events(far).await.unwrap();
+    assert_eq!(kept(&app).await, 0);
+    top_up(&app, &f, patron, 500, "fifth").await;
+    assert_eq!(
+        next(&mut sub, "liveEvents").await["seq"].as_i64(),
+        Some(last + 4)
+    );
+    app_db.system().purge_live_events(far).await.unwrap();
+    assert_eq!(kept(&app).await, 1);
     let mut purged = app
         .subscribe(&f.t.access, &q, json!({"after": last}))
         .await
@@ -1288,6 +1315,16 @@ async fn a_transaction_can_number_events_only_of_the_tenant_it_is_confined_to_an
         numbering
             .to_string()
             .contains("live events of another tenant"),
+        "{numbering}"
+    );
+    // Nor number another tenant's pending events without events of its own.
+    let numbering = refused(&db, a.id, "select sys_number_live_events($1, true)", b.id).await;
+    assert_eq!(
+        numbering
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some("42501"),
         "{numbering}"
     );
     // Nor can it write a number of its own: only the numbering writes the events and the counter.
