@@ -63,6 +63,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How replicas wake each other (bridge commands): Redis pub/sub at `REDIS_URL`, else Postgres `notify`.
     pub signals: switchyard_core::signals::Signals,
+    /// How long a frame may wait for a WebSocket peer to take it (`WS_WRITE_TIMEOUT_MS`; see [`crate::ws`]).
+    pub ws_write_timeout: Duration,
     /// Per-tunnel limits of `/edge/v1/tunnel` (`EDGE_*`).
     pub edge: crate::routes::edge::EdgeLimits,
     /// The OCPP central system's timing (`OCPP_*`).
@@ -269,6 +271,7 @@ impl Config {
             stripe_webhook_secret: var("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             log_format,
             signals: switchyard_core::signals::Signals::from_url(var("REDIS_URL").as_deref())?,
+            ws_write_timeout: crate::ws::write_timeout(var)?,
             edge: crate::routes::edge::EdgeLimits::from_lookup(var)?,
             ocpp: crate::ocpp::OcppSettings::from_lookup(var)?,
             live_events: switchyard_core::events::HubLimits {

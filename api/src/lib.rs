@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ocpp;
 pub mod routes;
 pub mod seed;
+pub mod ws;
 pub use switchyard_core::telemetry;
 
 pub use app::{AppState, Server};

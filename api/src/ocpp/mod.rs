@@ -50,6 +50,8 @@ pub struct OcppSettings {
     pub ping_interval: Duration,
     /// ... and the silence after which it is taken for dead.
     pub dead_after: Duration,
+    /// How long a frame may wait for the charger to take it (`WS_WRITE_TIMEOUT_MS`).
+    pub write_timeout: Duration,
     /// How many tenants' meter-value flushes may hold a database connection at once (`None`: half the pool).
     pub meter_flushes: Option<usize>,
 }
@@ -78,6 +80,7 @@ impl OcppSettings {
             call_ttl: secs("OCPP_CALL_TTL_SECS", 600, 7 * 86_400)?,
             ping_interval: secs("OCPP_PING_SECS", 20, 3600)?,
             dead_after: secs("OCPP_DEAD_AFTER_SECS", 50, 7200)?,
+            write_timeout: crate::ws::write_timeout(&var)?,
             meter_flushes: match var("OCPP_METER_FLUSHES") {
                 None => None,
                 Some(v) => Some(
@@ -221,6 +224,7 @@ async fn pump(
     settings: OcppSettings,
     drain: crate::drain::Drain,
 ) {
+    let within = settings.write_timeout;
     let mut heard = tokio::time::Instant::now();
     let mut ping = tokio::time::interval(settings.ping_interval);
     ping.tick().await;
@@ -237,42 +241,47 @@ async fn pump(
                 Some(Ok(_)) => heard = tokio::time::Instant::now(),
                 Some(Err(e)) => {
                     tracing::info!(error = %e, "charger socket failed");
-                    let _ = socket.send(close_frame(1009, "frame too large or malformed")).await;
+                    let _ = write(&mut socket, close_frame(1009, "frame too large or malformed"), within).await;
                     break;
                 }
             },
             out = from_engine.recv() => match out {
                 Some(Out::Text(text)) => {
-                    if socket.send(Message::text(text)).await.is_err() {
+                    if write(&mut socket, Message::text(text), within).await.is_err() {
                         break;
                     }
                 }
                 Some(Out::Close(code, reason)) => {
-                    let _ = socket.send(close_frame(code, reason)).await;
+                    let _ = write(&mut socket, close_frame(code, reason), within).await;
                     break;
                 }
                 None => {
-                    let _ = socket.send(close_frame(1000, "closing")).await;
+                    let _ = write(&mut socket, close_frame(1000, "closing"), within).await;
                     break;
                 }
             },
             _ = drain.started() => {
-                let _ = socket.send(close_frame(crate::drain::RESTART, crate::drain::RESTART_REASON)).await;
+                let _ = write(&mut socket, close_frame(crate::drain::RESTART, crate::drain::RESTART_REASON), within).await;
                 break;
             }
             _ = ping.tick() => {
                 if heard.elapsed() >= settings.dead_after {
                     metrics::counter!("ocpp_connections_dead_total").increment(1);
                     tracing::info!("charger silent too long; closing its connection");
-                    let _ = socket.send(close_frame(1001, "no answer to pings")).await;
+                    let _ = write(&mut socket, close_frame(1001, "no answer to pings"), within).await;
                     break;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if write(&mut socket, Message::Ping(Default::default()), within).await.is_err() {
                     break;
                 }
             }
         }
     }
+}
+
+/// Sends a frame to the charger, unless it takes nothing for `within`.
+async fn write(socket: &mut WebSocket, frame: Message, within: Duration) -> anyhow::Result<()> {
+    crate::ws::send(socket, frame, within, "charger").await
 }
 
 fn close_frame(code: u16, reason: &'static str) -> Message {

@@ -49,6 +49,8 @@ pub struct EdgeLimits {
     pub max_bytes_per_min: u64,
     /// How far above the last recorded sequence an event's `seq` may be.
     pub seq_window: i64,
+    /// How long a frame may wait for the bridge to take it (`WS_WRITE_TIMEOUT_MS`).
+    pub write_timeout: Duration,
 }
 
 impl EdgeLimits {
@@ -70,6 +72,7 @@ impl EdgeLimits {
             max_bytes_per_min: number("EDGE_MAX_BYTES_PER_MIN", 16 * 1024 * 1024)?,
             seq_window: i64::try_from(number("EDGE_SEQ_WINDOW", 1_000_000)?)
                 .context("EDGE_SEQ_WINDOW is too large")?,
+            write_timeout: crate::ws::write_timeout(&var)?,
         })
     }
 }
@@ -144,9 +147,10 @@ pub async fn tunnel(
         }))
 }
 
-async fn send(socket: &mut WebSocket, message: &Down) -> anyhow::Result<()> {
-    socket.send(Message::text(encode(message))).await?;
-    Ok(())
+/// Sends a frame, unless the bridge takes nothing for the write timeout.
+async fn send(socket: &mut WebSocket, me: &Tunnel<'_>, message: &Down) -> anyhow::Result<()> {
+    let frame = Message::text(encode(message));
+    crate::ws::send(socket, frame, me.limits.write_timeout, "tunnel").await
 }
 
 fn error(code: &str, message: impl Into<String>) -> Down {
@@ -201,13 +205,12 @@ impl Meter {
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+async fn close(socket: &mut WebSocket, me: &Tunnel<'_>, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = crate::ws::send(socket, frame, me.limits.write_timeout, "tunnel").await;
 }
 
 /// Ends the tunnel if it is no longer its bridge's live one (token rotated, bridge revoked, a newer tunnel):
@@ -230,8 +233,8 @@ async fn ended(socket: &mut WebSocket, me: &Tunnel<'_>, tunnel: Uuid) -> anyhow:
         ),
     };
     tracing::info!(bridge.id = %me.bridge_id, code, "tunnel closed by the cloud");
-    let _ = send(socket, &error(code, message)).await;
-    close(socket, 1008, reason).await;
+    let _ = send(socket, me, &error(code, message)).await;
+    close(socket, me, 1008, reason).await;
     Ok(true)
 }
 
@@ -248,13 +251,13 @@ async fn serve(
     let version = loop {
         let frame = tokio::time::timeout_at(deadline, socket.recv()).await;
         let Ok(Some(Ok(frame))) = frame else {
-            let _ = send(&mut socket, &error("hello_timeout", "say hello first")).await;
-            close(&mut socket, 1008, "no hello in time").await;
+            let _ = send(&mut socket, me, &error("hello_timeout", "say hello first")).await;
+            close(&mut socket, me, 1008, "no hello in time").await;
             return Ok(());
         };
         let Message::Text(text) = frame else { continue };
         if !meter.allow(text.len(), &me.limits) {
-            close(&mut socket, 1008, "too many frames").await;
+            close(&mut socket, me, 1008, "too many frames").await;
             return Ok(());
         }
         match decode::<Up>(&text) {
@@ -262,11 +265,12 @@ async fn serve(
             Ok(_) => {
                 send(
                     &mut socket,
+                    me,
                     &error("hello_expected", "the first frame must be hello"),
                 )
                 .await?
             }
-            Err(e) => send(&mut socket, &error("malformed_frame", e)).await?,
+            Err(e) => send(&mut socket, me, &error("malformed_frame", e)).await?,
         }
     };
     let (bridge, tunnel) = {
@@ -281,6 +285,7 @@ async fn serve(
     tracing::info!(bridge.id = %bridge.id, venue.id = %bridge.venue_id, version, "bridge connected");
     send(
         &mut socket,
+        me,
         &Down::Welcome {
             bridge_id: bridge.id,
             venue_id: bridge.venue_id,
@@ -318,7 +323,7 @@ async fn serve(
                     }
                     Err(e) => {
                         // Oversized frames end up here: close with "message too big".
-                        close(&mut socket, 1009, "frame too large or malformed").await;
+                        close(&mut socket, me, 1009, "frame too large or malformed").await;
                         return Err(e.into());
                     }
                 };
@@ -344,7 +349,7 @@ async fn serve(
                     Err(e) => Some(error("malformed_frame", e)),
                 };
                 if let Some(reply) = reply {
-                    send(&mut socket, &reply).await?;
+                    send(&mut socket, me, &reply).await?;
                     // A heartbeat is also when a lost wake-up is made good.
                     if matches!(reply, Down::HeartbeatAck { .. }) && stale(db, tenant, &bridge, sent).await? {
                         let Some(now_sent) = push(&mut socket, me, &bridge, tunnel).await? else { return Ok(()) };
@@ -353,12 +358,12 @@ async fn serve(
                 }
             }
             _ = me.drain.started() => {
-                close(&mut socket, crate::drain::RESTART, crate::drain::RESTART_REASON).await;
+                close(&mut socket, me, crate::drain::RESTART, crate::drain::RESTART_REASON).await;
                 return Ok(());
             }
             Some((conn, out)) = from_relays.recv() => {
                 if let Some(down) = relays.out(conn, out) {
-                    send(&mut socket, &down).await?;
+                    send(&mut socket, me, &down).await?;
                 }
             }
             changed = commands.recv() => {
@@ -387,13 +392,14 @@ async fn flood(socket: &mut WebSocket, me: &Tunnel<'_>) -> anyhow::Result<()> {
     tx.commit().await?;
     let _ = send(
         socket,
+        me,
         &error(
             "rate_limited",
             "this tunnel sent more frames or bytes than allowed; it closes",
         ),
     )
     .await;
-    close(socket, 1008, "rate limit").await;
+    close(socket, me, 1008, "rate limit").await;
     Ok(())
 }
 
@@ -466,11 +472,12 @@ async fn push(
     // The schedule first: a command's acknowledgement then tells that the bridge has the schedule too.
     let sent = fingerprint(&stations);
     for frame in switchyard_edge_protocol::schedule_frames(stations) {
-        send(socket, &frame).await?;
+        send(socket, me, &frame).await?;
     }
     for c in commands {
         send(
             socket,
+            me,
             &Down::Command {
                 id: c.id,
                 station_id: c.station_id,

@@ -75,6 +75,7 @@ struct Session {
 async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
     metrics::gauge!("graphql_ws_connections_open").increment(1.0);
     let _held = state.drain.hold();
+    let within = state.config.ws_write_timeout;
     let (mut sink, source) = socket.split();
     let session = Arc::new(Mutex::new(Session::default()));
     let incoming = source
@@ -172,7 +173,11 @@ async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
                         }
                     }
                 }
-                if sink.send(Message::Text(text.into())).await.is_err() {
+                let frame = Message::Text(text.into());
+                if crate::ws::send(&mut sink, frame, within, "graphql")
+                    .await
+                    .is_err()
+                {
                     break None;
                 }
             }
@@ -197,14 +202,13 @@ async fn serve(state: AppState, socket: WebSocket, protocol: Protocols) {
             .take()
     });
     if let Some((code, reason)) = close {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = crate::ws::send(&mut sink, frame, within, "graphql").await;
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(within, sink.close()).await;
     metrics::gauge!("graphql_ws_connections_open").decrement(1.0);
 }
 

@@ -389,12 +389,9 @@ where
     }
 }
 
-#[tokio::test]
-async fn a_venue_whose_schedule_outgrows_a_frame_gets_it_in_parts_and_keeps_its_tunnel() {
-    let app = spawn_app().await;
-    let plug = ShellyFake::start().await;
-    let s = site(&app, &plug.host(), 1).await;
-    // Twenty stations with the largest settings allowed: about 80 KiB of schedule, more than a frame holds.
+/// Twenty karaoke rooms on Tasmota at the site's venue, with the largest settings allowed: about 80 KiB of
+/// schedule, more than a frame holds. Their ids.
+async fn twenty_rooms(app: &TestApp, s: &Site) -> Vec<String> {
     let mut created = vec![];
     for i in 0..20 {
         let id = app
@@ -411,6 +408,81 @@ async fn a_venue_whose_schedule_outgrows_a_frame_gets_it_in_parts_and_keeps_its_
             .to_owned();
         created.push(id);
     }
+    created
+}
+
+#[tokio::test]
+async fn a_tunnel_whose_bridge_stops_reading_ends_once_a_write_waits_past_the_write_timeout() {
+    let app = switchyard_tests::spawn_app_with(&[("WS_WRITE_TIMEOUT_MS", "1000")]).await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let rooms = twenty_rooms(&app, &s).await;
+    // A bridge on a socket with a small receive buffer: it says hello, reads the welcome, then reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let mut request = tunnel_url(&app).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", s.token).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    ws.send(Message::text(encode(&Up::Hello {
+        version: "stalled".into(),
+        sent_at: chrono::Utc::now(),
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(next_down(&mut ws).await, Down::Welcome { .. }));
+    assert!(bridge_online(&app, s.t.id).await);
+
+    // Every rename sends an 80 KiB schedule the bridge never takes: the buffers fill, a write waits, and after
+    // the write timeout the cloud ends the tunnel (the bridge goes offline). Without the timeout the write would
+    // wait for ever and the bridge would stay online.
+    let mut renames = 0;
+    while bridge_online(&app, s.t.id).await {
+        assert!(
+            renames < 3_000,
+            "the tunnel still stands after {renames} schedules"
+        );
+        app.gql_ok(
+            &s.t.access,
+            "mutation($s: UUID!, $n: String!) { updateStation(id: $s, input: {name: $n}) { name } }",
+            json!({"s": rooms[renames % rooms.len()], "n": format!("Room {renames}")}),
+        )
+        .await;
+        renames += 1;
+    }
+    let metrics_url = match app.metrics_addr {
+        Some(addr) => format!("http://{addr}/metrics"),
+        None => app.url("/metrics"),
+    };
+    let metrics = app
+        .client
+        .get(metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ws_writes_stalled_total{socket=\"tunnel\"}")),
+        "{metrics}"
+    );
+    drop(ws);
+}
+
+#[tokio::test]
+async fn a_venue_whose_schedule_outgrows_a_frame_gets_it_in_parts_and_keeps_its_tunnel() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let created = twenty_rooms(&app, &s).await;
 
     let mut ws = connect(&app, &s.token).await.unwrap();
     ws.send(Message::text(encode(&Up::Hello {
