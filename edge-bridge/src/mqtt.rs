@@ -26,14 +26,61 @@ pub struct Seen {
     pub energy_wh: Option<i64>,
 }
 
+/// The most topics (plugs, cabinets) the bridge remembers what they last said, per kind.
+const MAX_TOPICS: usize = 4096;
+
+/// What each topic last said, for at most `cap` topics: a new topic past the cap takes the place of the one heard
+/// from longest ago (a device that still talks is back at its next report), so something on the venue's broker
+/// publishing under ever new names cannot grow the bridge's memory.
+struct Recent<V> {
+    cap: usize,
+    heard: u64,
+    entries: HashMap<String, (u64, V)>,
+}
+
+impl<V: Default> Recent<V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            heard: 0,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// The topic's entry, marked as heard now (made, in the place of the stalest, if new).
+    fn heard(&mut self, topic: &str) -> &mut V {
+        self.heard += 1;
+        if !self.entries.contains_key(topic) && self.entries.len() >= self.cap {
+            let stalest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (heard, _))| *heard)
+                .map(|(topic, _)| topic.clone());
+            if let Some(stalest) = stalest {
+                self.entries.remove(&stalest);
+            }
+        }
+        let entry = self
+            .entries
+            .entry(topic.to_owned())
+            .or_insert_with(|| (0, V::default()));
+        entry.0 = self.heard;
+        &mut entry.1
+    }
+
+    fn get(&self, topic: &str) -> Option<&V> {
+        self.entries.get(topic).map(|(_, v)| v)
+    }
+}
+
 #[derive(Clone)]
 pub struct Mqtt {
     client: AsyncClient,
-    seen: Arc<Mutex<HashMap<String, Seen>>>,
+    seen: Arc<Mutex<Recent<Seen>>>,
     changed: Arc<Notify>,
     cabinets: broadcast::Sender<CabinetMessage>,
     /// Each cabinet's last `state` (retained on the broker, so known soon after connecting).
-    cabinet_states: Arc<Mutex<HashMap<String, serde_json::Value>>>,
+    cabinet_states: Arc<Mutex<Recent<serde_json::Value>>>,
 }
 
 impl Mqtt {
@@ -51,11 +98,11 @@ impl Mqtt {
         let mut options = MqttOptions::new(id, host, port);
         options.set_keep_alive(Duration::from_secs(15));
         let (client, mut events) = AsyncClient::new(options, 64);
-        let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
+        let seen = Arc::new(Mutex::new(Recent::<Seen>::new(MAX_TOPICS)));
         let changed = Arc::new(Notify::new());
         let (subscriber, store, notify) = (client.clone(), seen.clone(), changed.clone());
         let (cabinets, _) = broadcast::channel(1024);
-        let cabinet_states: Arc<Mutex<HashMap<String, serde_json::Value>>> = Arc::default();
+        let cabinet_states = Arc::new(Mutex::new(Recent::<serde_json::Value>::new(MAX_TOPICS)));
         let (to_cabinets, states) = (cabinets.clone(), cabinet_states.clone());
         tokio::spawn(async move {
             loop {
@@ -82,10 +129,10 @@ impl Mqtt {
                             continue;
                         };
                         if what == "state" {
-                            states
+                            *states
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .insert(cabinet.to_owned(), payload.clone());
+                                .heard(cabinet) = payload.clone();
                         }
                         let _ = to_cabinets.send(CabinetMessage {
                             cabinet: cabinet.to_owned(),
@@ -102,7 +149,7 @@ impl Mqtt {
                         };
                         let text = String::from_utf8_lossy(&p.payload).to_string();
                         let mut seen = store.lock().unwrap_or_else(|e| e.into_inner());
-                        let entry = seen.entry(topic.to_owned()).or_default();
+                        let entry = seen.heard(topic);
                         match (prefix, kind) {
                             ("stat", "POWER") => entry.on = Some(text.eq_ignore_ascii_case("ON")),
                             ("tele", "STATE") => {
@@ -230,5 +277,30 @@ impl Mqtt {
                 _ = tokio::time::sleep_until(deadline) => anyhow::bail!("the plug {topic} did not answer over MQTT"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_past_the_cap_take_the_place_of_the_stalest_and_a_talking_plug_stays() {
+        let mut seen = Recent::<Seen>::new(3);
+        seen.heard("plug1").on = Some(true);
+        seen.heard("plug2").on = Some(false);
+        // A flood of made-up names, while plug1 keeps reporting.
+        for i in 0..1000 {
+            seen.heard(&format!("noise{i}"));
+            seen.heard("plug1").power_w = Some(f64::from(i));
+        }
+        assert_eq!(seen.entries.len(), 3);
+        let plug1 = seen.get("plug1").cloned().unwrap_or_default();
+        assert_eq!((plug1.on, plug1.power_w), (Some(true), Some(999.0)));
+        // plug2 went quiet and gave its place up; it is back at its next report.
+        assert!(seen.get("plug2").is_none());
+        seen.heard("plug2").on = Some(true);
+        assert_eq!(seen.get("plug2").and_then(|s| s.on), Some(true));
+        assert_eq!(seen.entries.len(), 3);
     }
 }
