@@ -424,14 +424,16 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
         sent_at: Utc::now(),
     };
-    sink.send(Message::text(encode(&hello))).await?;
+    // A link that died with frames still to send fills the socket's buffers: a frame the cloud takes nothing of
+    // for as long as a heartbeat may go unanswered gives the tunnel up too, instead of waiting in the write.
+    let silence_limit = config.heartbeat * HALF_OPEN_HEARTBEATS;
+    write(&mut sink, Message::text(encode(&hello)), silence_limit).await?;
     tracing::info!(url = %config.cloud_url, "tunnel up");
     let mut sent_up_to = 0u64;
     let mut link = Link::default();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     // A link that drops without a reset (a dead NAT entry, a pulled cable upstream) leaves the socket open and
     // silent: when nothing at all comes back for a few heartbeats, the tunnel is given up and dialled again.
-    let silence_limit = config.heartbeat * HALF_OPEN_HEARTBEATS;
     let mut last_heard = tokio::time::Instant::now();
     // Frames of relayed chargers; what a former tunnel left unsent is stale.
     let mut relayed = shared.ocpp.up_rx.lock().await;
@@ -452,10 +454,10 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                 };
                 let was_welcomed = link.welcomed;
                 for reply in handle(shared, message, &mut link).await? {
-                    sink.send(Message::text(encode(&reply))).await?;
+                    write(&mut sink, Message::text(encode(&reply)), silence_limit).await?;
                 }
                 if link.welcomed {
-                    send_pending(shared, &mut sink, &mut sent_up_to).await?;
+                    send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
                 }
                 // The journal first (a charger's offline messages), then its live connection.
                 if link.welcomed && !was_welcomed {
@@ -468,10 +470,10 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                 }
             }
             Some(up) = relayed.recv(), if link.welcomed => {
-                sink.send(Message::text(encode(&up))).await?;
+                write(&mut sink, Message::text(encode(&up)), silence_limit).await?;
             }
             _ = shared.outbox.notified(), if link.welcomed => {
-                send_pending(shared, &mut sink, &mut sent_up_to).await?;
+                send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silence_limit {
@@ -479,13 +481,30 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                     anyhow::bail!("no answer from the cloud for {silence_limit:?}; the tunnel is half-open");
                 }
                 let clock_offset_ms = Some(shared.state.lock().await.offset_ms).filter(|_| link.welcomed);
-                sink.send(Message::text(encode(&Up::Heartbeat { sent_at: Utc::now(), clock_offset_ms }))).await?;
+                let beat = Up::Heartbeat { sent_at: Utc::now(), clock_offset_ms };
+                write(&mut sink, Message::text(encode(&beat)), silence_limit).await?;
             }
         }
     }
 }
 
-async fn send_pending<S>(shared: &Shared, sink: &mut S, sent_up_to: &mut u64) -> anyhow::Result<()>
+/// Sends a frame to the cloud, unless the cloud takes nothing of it for `within`.
+async fn write<S>(sink: &mut S, frame: Message, within: Duration) -> anyhow::Result<()>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    match tokio::time::timeout(within, sink.send(frame)).await {
+        Ok(sent) => Ok(sent?),
+        Err(_) => anyhow::bail!("the cloud took no frame for {within:?}; the tunnel is half-open"),
+    }
+}
+
+async fn send_pending<S>(
+    shared: &Shared,
+    sink: &mut S,
+    sent_up_to: &mut u64,
+    within: Duration,
+) -> anyhow::Result<()>
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
@@ -500,7 +519,7 @@ where
             .collect()
     };
     for (seq, frame) in frames {
-        sink.send(Message::text(encode(&frame))).await?;
+        write(sink, Message::text(encode(&frame)), within).await?;
         *sent_up_to = seq;
     }
     Ok(())
@@ -1226,6 +1245,64 @@ mod tests {
         }
         assert!(config("ws://cloud.example/edge/v1/tunnel", Some("true")).is_ok());
         assert!(config("ws://cloud.example/edge/v1/tunnel", Some("maybe")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cloud_that_takes_no_frames_gives_the_tunnel_up_instead_of_holding_it_in_a_write(
+    ) -> anyhow::Result<()> {
+        let journal =
+            std::env::temp_dir().join(format!("bridge-stalled-{}.jsonl", Uuid::new_v4().simple()));
+        let (shared, _, _) = agent_bridge(&journal)?;
+        // A backlog of about 9 MB: more than the socket's buffers hold.
+        {
+            let mut state = shared.state.lock().await;
+            for _ in 0..300 {
+                let event = Event::Ocpp {
+                    charge_point_id: "CP-1".into(),
+                    subprotocol: "ocpp1.6".into(),
+                    action: "MeterValues".into(),
+                    payload: serde_json::json!({ "data": "x".repeat(30_000) }),
+                    transaction_id: None,
+                };
+                state.journal.append(None, Utc::now(), event)?;
+            }
+        }
+        // A cloud that welcomes the bridge and then reads nothing, on a socket with a small receive buffer.
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        socket.bind("127.0.0.1:0".parse()?)?;
+        let listener = socket.listen(8)?;
+        let addr = listener.local_addr()?;
+        let cloud = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await?;
+            let mut ws = tokio_tungstenite::accept_async(stream).await?;
+            let welcome = Down::Welcome {
+                bridge_id: Uuid::nil(),
+                venue_id: Uuid::nil(),
+                server_time: Utc::now(),
+                last_seq: 0,
+            };
+            ws.send(Message::text(encode(&welcome))).await?;
+            std::future::pending::<()>().await;
+            drop(ws);
+            anyhow::Ok(())
+        });
+        let config = Config::from_lookup(|key| match key {
+            "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),
+            "BRIDGE_TOKEN" => Some("sybr_test".into()),
+            "BRIDGE_HEARTBEAT_MS" => Some("200".into()),
+            _ => None,
+        })?;
+        // Without a bound on the write, the tunnel would wait in it for ever (heartbeats and their silence check
+        // included) and this would time out.
+        let ended = tokio::time::timeout(Duration::from_secs(60), tunnel(&config, &shared)).await;
+        let Ok(Err(e)) = ended else {
+            panic!("the tunnel should end with an error, not {ended:?}");
+        };
+        assert!(e.to_string().contains("took no frame"), "{e}");
+        cloud.abort();
+        let _ = std::fs::remove_file(&journal);
+        Ok(())
     }
 
     #[tokio::test]
