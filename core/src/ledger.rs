@@ -177,7 +177,7 @@ pub async fn patron_balances(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<Has
 }
 
 /// The balance of (owner, purpose, currency); zero for an account never used. A patron's is kept per account
-/// (one probe); a venue's is the sum of its entries.
+/// (one probe); a venue's is kept by the rollup pass, plus the entries of the journals still queued for it.
 pub async fn balance(
     tx: &mut TenantTx,
     owner: Owner,
@@ -192,10 +192,18 @@ pub async fn balance(
                where a.tenant_id = $1 and a.owner_kind = $2 and a.owner_id = $3 and a.purpose = $4
                  and a.currency = $5), 0)::bigint"
         }
+        // Kept by the rollup pass, plus the entries of journals it has not taken yet (migration 0042): one snapshot
+        // sees each journal on exactly one side.
         Owner::Venue(_) => {
-            "select coalesce(sum(e.amount), 0)::bigint from journal_entry e
-             join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
-             where a.tenant_id = $1 and a.owner_kind = $2 and a.owner_id = $3 and a.purpose = $4 and a.currency = $5"
+            "select coalesce((
+               select coalesce((select b.balance from ledger_venue_balance b
+                                 where b.tenant_id = a.tenant_id and b.account_id = a.id), 0)
+                    + coalesce((select sum(e.amount) from analytics_journal_queue q
+                                  join journal_entry e on e.tenant_id = q.tenant_id and e.journal_id = q.journal_id
+                                 where q.tenant_id = a.tenant_id and e.account_id = a.id), 0)
+               from ledger_account a
+               where a.tenant_id = $1 and a.owner_kind = $2 and a.owner_id = $3 and a.purpose = $4
+                 and a.currency = $5), 0)::bigint"
         }
     };
     Ok(sqlx::query_scalar(sql)

@@ -315,6 +315,15 @@ async fn reset(owner: &PgPool, t0: DateTime<Utc>) -> anyhow::Result<()> {
          where a.owner_kind = 'patron' group by e.tenant_id, e.account_id",
     )
     .await?;
+    // The venues' kept balances hold every entry now that the queue is empty.
+    conn.execute("delete from ledger_venue_balance").await?;
+    conn.execute(
+        "insert into ledger_venue_balance (tenant_id, account_id, balance)
+         select e.tenant_id, e.account_id, sum(e.amount)::bigint from journal_entry e
+         join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+         where a.owner_kind = 'venue' group by e.tenant_id, e.account_id",
+    )
+    .await?;
     conn.execute(
         sqlx::query("update session set charged_amount = 0, ticks = 0, next_tick_at = $1 + interval '30 seconds'").bind(t0),
     )

@@ -1,6 +1,6 @@
 //! The rollup pass: adds what the queues hold to the rollup tables, per tenant, in batches.
 //!
-//! **Exactly once.** The database queues a journal that moved revenue or debt (`analytics_journal_queue`, a
+//! **Exactly once.** The database queues a journal that moved a venue's money or a debt (`analytics_journal_queue`, a
 //! statement trigger on `journal_entry`) and a session that reached an end (`analytics_session_queue`, a row trigger
 //! on `session`) in the transaction that writes them, so a rolled-back change queues nothing and a committed one is
 //! queued exactly once. A pass takes one tenant at a time in a [`TenantTx`]: a transaction-scoped advisory lock on
@@ -154,8 +154,8 @@ pub async fn roll_up_batch(
     Ok(Some((journals.len(), sessions.len())))
 }
 
-/// Revenue by venue-local day, station kind and payment method; what each patron's sessions earned; what each patron
-/// owes. Entries are summed exactly as they stand in the ledger.
+/// Revenue by venue-local day, station kind and payment method; what each patron's sessions earned; the venue
+/// accounts' kept balances; what each patron owes. Entries are summed exactly as they stand in the ledger.
 async fn journals_into_rollups(tx: &mut TenantTx, journals: &[Uuid]) -> Result<()> {
     let tenant = tx.tenant();
     sqlx::query(
@@ -194,6 +194,23 @@ async fn journals_into_rollups(tx: &mut TenantTx, journals: &[Uuid]) -> Result<(
           order by 2, 3, 4
          on conflict (tenant_id, patron_id, venue_id, currency)
          do update set spent = p.spent + excluded.spent, updated_at = now()",
+    )
+    .bind(tenant)
+    .bind(journals)
+    .execute(tx.conn())
+    .await?;
+    // The venue's books: what these journals moved on its accounts joins the kept balances (migration 0042); until
+    // now `ledger::balance` counted them from the queue.
+    sqlx::query(
+        "insert into ledger_venue_balance as b (tenant_id, account_id, balance)
+         select e.tenant_id, e.account_id, sum(e.amount)::bigint
+           from journal_entry e
+           join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id and a.owner_kind = 'venue'
+          where e.tenant_id = $1 and e.journal_id = any($2)
+          group by 1, 2
+          order by 2
+         on conflict (tenant_id, account_id)
+         do update set balance = b.balance + excluded.balance, updated_at = now()",
     )
     .bind(tenant)
     .bind(journals)
