@@ -194,7 +194,7 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
             tokio::select! {
                 outgoing = rx.recv() => {
                     let Some(text) = outgoing else { return Ok(()) };
-                    ws.send(Message::text(text)).await?;
+                    crate::write(&mut ws, Message::text(text), crate::LAN_WRITE_TIMEOUT).await?;
                 }
                 incoming = ws.next() => {
                     match incoming {
@@ -207,7 +207,8 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
                                 }
                                 _ => {
                                     let error = json!({"type": "error", "message": "expected a heartbeat"});
-                                    ws.send(Message::text(error.to_string())).await?;
+                                    let error = Message::text(error.to_string());
+                                    crate::write(&mut ws, error, crate::LAN_WRITE_TIMEOUT).await?;
                                 }
                             }
                         }

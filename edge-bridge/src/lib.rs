@@ -488,14 +488,17 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     }
 }
 
-/// Sends a frame to the cloud, unless the cloud takes nothing of it for `within`.
-async fn write<S>(sink: &mut S, frame: Message, within: Duration) -> anyhow::Result<()>
+/// How long a LAN peer (a charger, an agent) may take nothing of a frame sent to it before it is dropped.
+pub(crate) const LAN_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends a frame to the cloud or a LAN peer, unless the peer takes nothing of it for `within`.
+pub(crate) async fn write<S>(sink: &mut S, frame: Message, within: Duration) -> anyhow::Result<()>
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
     match tokio::time::timeout(within, sink.send(frame)).await {
         Ok(sent) => Ok(sent?),
-        Err(_) => anyhow::bail!("the cloud took no frame for {within:?}; the tunnel is half-open"),
+        Err(_) => anyhow::bail!("the peer took no frame for {within:?}"),
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use switchyard_edge_protocol::{encode, Down, Event, Up, MAX_FRAME_BYTES};
@@ -506,7 +506,7 @@ async fn charger(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Resu
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
                         if let Some(answer) = from_charger(shared, id, text.as_str()).await {
-                            sink.send(Message::text(answer)).await?;
+                            crate::write(&mut sink, Message::text(answer), crate::LAN_WRITE_TIMEOUT).await?;
                         }
                     }
                     Some(Ok(Message::Close(_))) | None => return Ok(()),
@@ -515,10 +515,10 @@ async fn charger(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Resu
                 },
                 out = outbox.recv() => match out {
                     Some(close @ Message::Close(_)) => {
-                        let _ = sink.send(close).await;
+                        let _ = crate::write(&mut sink, close, crate::LAN_WRITE_TIMEOUT).await;
                         return Ok(());
                     }
-                    Some(message) => sink.send(message).await?,
+                    Some(message) => crate::write(&mut sink, message, crate::LAN_WRITE_TIMEOUT).await?,
                     None => return Ok(()),
                 },
             }
