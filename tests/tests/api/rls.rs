@@ -4,6 +4,27 @@ use switchyard_core::{Db, TenantId};
 use switchyard_tests::{env_url, spawn_app};
 
 #[tokio::test]
+async fn every_security_definer_function_runs_as_the_system_role_with_a_fixed_search_path() {
+    let app = spawn_app().await;
+    // Owned by the migrating role instead, a function reads as that role: everything when it is a superuser,
+    // nothing under forced row-level security when it is not (migration 0043 mended one such).
+    let functions: Vec<(String, String, bool)> = sqlx::query_as(
+        "select p.proname::text, pg_get_userbyid(p.proowner)::text,
+                coalesce(array_to_string(p.proconfig, ',') like '%search_path=%', false)
+         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+         where n.nspname = 'public' and p.prosecdef order by 1",
+    )
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert!(functions.len() >= 20, "{functions:?}");
+    for (name, owner, pinned) in &functions {
+        assert_eq!(owner, "switchyard_system", "{name} is owned by {owner}");
+        assert!(pinned, "{name} runs with the caller's search_path");
+    }
+}
+
+#[tokio::test]
 async fn every_tenant_table_has_forced_rls_a_policy_and_tenant_leading_keys() {
     let app = spawn_app().await;
     let tables: Vec<(String, bool, bool, i64)> = sqlx::query_as(
