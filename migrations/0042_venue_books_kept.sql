@@ -1,18 +1,18 @@
 -- A venue's books (revenue, cash drawer, card clearing) were the sums of all the venue's entries, so the books view
 -- cost more with every session the venue ever had. A kept balance per venue account, moved with every entry, would
 -- make each stop of the venue wait for the one before it to commit (every stop credits the revenue account). So the
--- venue's balances are kept by the rollup pass instead, off the paying path:
+-- venue's balances are kept as the rollup pass takes journals off the analytics queue, off the paying path:
 --
 -- * the analytics queue now takes every journal with an entry on a venue account (it took those on revenue and
---   debt accounts: card top-ups and refunds, which move clearing, are added);
--- * the rollup pass adds the venue-account entries of the journals it takes off the queue to
---   `ledger_venue_balance`, in the transaction that deletes them from the queue;
+--   debt accounts: card top-ups and refunds, which move clearing, and cash top-ups are added);
+-- * deleting journals from the queue adds their venue-account entries to `ledger_venue_balance`: a statement
+--   trigger, in the deleting transaction, so whichever worker binary takes them (an older release during a
+--   rollout or after a rollback too) keeps the balances right;
 -- * a venue account's balance is its kept balance plus its entries in journals still queued, read in one
 --   statement (one snapshot), so it equals the sum of all its entries at every moment, whether or not the pass
 --   has run.
 --
--- Like the analytics rollups, the kept part is derived data written by the workers (the app role); the entries stay
--- the truth (append-only).
+-- The app role may read the kept balances, never write them; the trigger's function writes them as the system role.
 create table ledger_venue_balance (
   tenant_id uuid not null,
   account_id uuid not null,
@@ -22,7 +22,32 @@ create table ledger_venue_balance (
   foreign key (tenant_id, account_id) references ledger_account (tenant_id, id)
 );
 select confine_to_tenant('ledger_venue_balance');
-grant select, insert, update on ledger_venue_balance to switchyard_app;
+grant select on ledger_venue_balance to switchyard_app;
+
+create function ledger_venue_balances_follow() returns trigger
+language plpgsql security definer set search_path = public, pg_temp as $$
+begin
+  -- In account order, as the patrons' kept balances (0040).
+  insert into ledger_venue_balance as b (tenant_id, account_id, balance)
+  select e.tenant_id, e.account_id, sum(e.amount)::bigint
+  from taken t
+  join journal_entry e on e.tenant_id = t.tenant_id and e.journal_id = t.journal_id
+  join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+  where a.owner_kind = 'venue'
+  group by e.tenant_id, e.account_id
+  order by e.tenant_id, e.account_id
+  on conflict (tenant_id, account_id) do update set balance = b.balance + excluded.balance, updated_at = now();
+  return null;
+end
+$$;
+create trigger analytics_journal_queue_books after delete on analytics_journal_queue
+  referencing old table as taken for each statement execute function ledger_venue_balances_follow();
+alter function ledger_venue_balances_follow() owner to switchyard_system;
+revoke all on function ledger_venue_balances_follow() from public;
+grant select (tenant_id, journal_id, account_id, amount) on journal_entry to switchyard_system;
+create policy system_venue_books on journal_entry for select to switchyard_system using (true);
+grant select, insert, update on ledger_venue_balance to switchyard_system;
+create policy system_venue_books on ledger_venue_balance for all to switchyard_system using (true) with check (true);
 
 create or replace function analytics_queue_journals() returns trigger language plpgsql as $$
 begin

@@ -154,8 +154,9 @@ pub async fn roll_up_batch(
     Ok(Some((journals.len(), sessions.len())))
 }
 
-/// Revenue by venue-local day, station kind and payment method; what each patron's sessions earned; the venue
-/// accounts' kept balances; what each patron owes. Entries are summed exactly as they stand in the ledger.
+/// Revenue by venue-local day, station kind and payment method; what each patron's sessions earned; what each patron
+/// owes. Entries are summed exactly as they stand in the ledger. (The venue accounts' kept balances follow the
+/// deletion from the queue itself: a database trigger, migration 0042.)
 async fn journals_into_rollups(tx: &mut TenantTx, journals: &[Uuid]) -> Result<()> {
     let tenant = tx.tenant();
     sqlx::query(
@@ -194,23 +195,6 @@ async fn journals_into_rollups(tx: &mut TenantTx, journals: &[Uuid]) -> Result<(
           order by 2, 3, 4
          on conflict (tenant_id, patron_id, venue_id, currency)
          do update set spent = p.spent + excluded.spent, updated_at = now()",
-    )
-    .bind(tenant)
-    .bind(journals)
-    .execute(tx.conn())
-    .await?;
-    // The venue's books: what these journals moved on its accounts joins the kept balances (migration 0042); until
-    // now `ledger::balance` counted them from the queue.
-    sqlx::query(
-        "insert into ledger_venue_balance as b (tenant_id, account_id, balance)
-         select e.tenant_id, e.account_id, sum(e.amount)::bigint
-           from journal_entry e
-           join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id and a.owner_kind = 'venue'
-          where e.tenant_id = $1 and e.journal_id = any($2)
-          group by 1, 2
-          order by 2
-         on conflict (tenant_id, account_id)
-         do update set balance = b.balance + excluded.balance, updated_at = now()",
     )
     .bind(tenant)
     .bind(journals)

@@ -15,7 +15,9 @@ use crate::sessions::{floor, start, top_up, Floor};
 /// A fixed-offset zone where it is about noon now: the test venues are put in it, so sessions backdated by minutes
 /// never cross the venue's midnight, whatever the hour the suite runs at.
 fn zone() -> String {
-    let offset = 12 - chrono::Timelike::hour(&Utc::now()) as i32;
+    // Worked out once per test process, so an hour turning during a test changes nothing.
+    static START: std::sync::OnceLock<chrono::DateTime<Utc>> = std::sync::OnceLock::new();
+    let offset = 12 - chrono::Timelike::hour(START.get_or_init(Utc::now)) as i32;
     match offset {
         0 => "UTC".into(),
         // The POSIX names: `Etc/GMT-2` is two hours ahead of UTC.
@@ -801,6 +803,21 @@ async fn a_venues_books_equal_its_entries_whether_or_not_the_rollup_pass_has_tak
     )
     .await;
     assert_eq!(kept, expected.iter().sum::<i64>());
+
+    // The kept balances move only with the queue (a database trigger): the app role may not write them.
+    let mut tx = db.begin_tenant(TenantId(f.t.id)).await.unwrap();
+    let forged =
+        sqlx::query("update ledger_venue_balance set balance = balance + 1 where tenant_id = $1")
+            .bind(f.t.id)
+            .execute(tx.conn())
+            .await
+            .unwrap_err();
+    assert_eq!(
+        forged.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("42501"),
+        "{forged}"
+    );
+    drop(tx);
 
     // New money after the pass: kept plus queued again.
     past_session(&app, &f, f.station, None, 10).await;
