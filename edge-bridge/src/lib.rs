@@ -420,10 +420,7 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     .await
     .context("the cloud did not answer the connection in time")??;
     let (mut sink, mut stream) = ws.split();
-    let hello = Up::Hello {
-        version: env!("CARGO_PKG_VERSION").into(),
-        sent_at: Utc::now(),
-    };
+    let hello = Up::hello(env!("CARGO_PKG_VERSION"));
     // A link that died with frames still to send fills the socket's buffers: a frame the cloud takes nothing of
     // for as long as a heartbeat may go unanswered gives the tunnel up too, instead of waiting in the write.
     let silence_limit = config.heartbeat * HALF_OPEN_HEARTBEATS;
@@ -438,6 +435,8 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     // Frames of relayed chargers; what a former tunnel left unsent is stale.
     let mut relayed = shared.ocpp.up_rx.lock().await;
     while relayed.try_recv().is_ok() {}
+    // Journaled events still to send on this connection after the last batch.
+    let mut more = false;
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -457,7 +456,7 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                     write(&mut sink, Message::text(encode(&reply)), silence_limit).await?;
                 }
                 if link.welcomed {
-                    send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
+                    more = send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
                 }
                 // The journal first (a charger's offline messages), then its live connection.
                 if link.welcomed && !was_welcomed {
@@ -473,7 +472,11 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                 write(&mut sink, Message::text(encode(&up)), silence_limit).await?;
             }
             _ = shared.outbox.notified(), if link.welcomed => {
-                send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
+                more = send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
+            }
+            // A backlog goes a batch at a time, with the cloud's frames read between batches.
+            _ = std::future::ready(()), if more && link.welcomed => {
+                more = send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silence_limit {
@@ -502,12 +505,17 @@ where
     }
 }
 
+/// The most journaled events sent in one go: between batches the tunnel reads what the cloud sent (its
+/// acknowledgements, a schedule), so that a long backlog never has both sides writing into full buffers at once.
+const SEND_BATCH: usize = 64;
+
+/// Sends the next [`SEND_BATCH`] journaled events this connection has not sent; true when more remain.
 async fn send_pending<S>(
     shared: &Shared,
     sink: &mut S,
     sent_up_to: &mut u64,
     within: Duration,
-) -> anyhow::Result<()>
+) -> anyhow::Result<bool>
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
@@ -518,14 +526,16 @@ where
         let unsent = pending.partition_point(|e| e.seq <= *sent_up_to);
         pending[unsent..]
             .iter()
+            .take(SEND_BATCH + 1)
             .map(|e| (e.seq, e.frame()))
             .collect()
     };
-    for (seq, frame) in frames {
+    let more = frames.len() > SEND_BATCH;
+    for (seq, frame) in frames.into_iter().take(SEND_BATCH) {
         write(sink, Message::text(encode(&frame)), within).await?;
         *sent_up_to = seq;
     }
-    Ok(())
+    Ok(more)
 }
 
 /// What one tunnel connection knows of its own: whether the cloud welcomed it, and the parts of a schedule sent in
@@ -1304,6 +1314,91 @@ mod tests {
         };
         assert!(e.to_string().contains("took no frame"), "{e}");
         cloud.abort();
+        let _ = std::fs::remove_file(&journal);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_long_backlog_goes_in_batches_with_the_clouds_frames_read_between_them(
+    ) -> anyhow::Result<()> {
+        use std::io::Write;
+        const BACKLOG: u64 = 4_000;
+        let journal =
+            std::env::temp_dir().join(format!("bridge-backlog-{}.jsonl", Uuid::new_v4().simple()));
+        drop(Journal::open(&journal)?);
+        {
+            let mut file = std::fs::OpenOptions::new().append(true).open(&journal)?;
+            for seq in 1..=BACKLOG {
+                let entry = journal::Entry {
+                    seq,
+                    occurred_at: Utc::now(),
+                    station_id: None,
+                    event: Event::Switched {
+                        on: false,
+                        reason: "schedule".into(),
+                        session_id: None,
+                    },
+                };
+                writeln!(file, "{}", serde_json::to_string(&entry)?)?;
+            }
+        }
+        let (shared, _, _) = agent_bridge(&journal)?;
+        assert_eq!(
+            shared.state.lock().await.journal.pending().len(),
+            BACKLOG as usize
+        );
+        // A cloud that welcomes the bridge, sends a command at once and reads: the command's answer comes between
+        // the backlog's batches, not after all of it (sending everything first is what lets both sides end up
+        // writing into full buffers when the cloud answers every event).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cloud = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await?;
+            let mut ws = tokio_tungstenite::accept_async(stream).await?;
+            let welcome = Down::Welcome {
+                bridge_id: Uuid::nil(),
+                venue_id: Uuid::nil(),
+                server_time: Utc::now(),
+                last_seq: 0,
+            };
+            ws.send(Message::text(encode(&welcome))).await?;
+            let command = Uuid::new_v4();
+            ws.send(Message::text(encode(&Down::Command {
+                id: command,
+                station_id: Uuid::new_v4(),
+                command: "switch_on".into(),
+                payload: serde_json::json!({}),
+            })))
+            .await?;
+            let mut events = 0u64;
+            while let Some(frame) = ws.next().await {
+                let Message::Text(text) = frame? else {
+                    continue;
+                };
+                match decode::<Up>(&text) {
+                    Ok(Up::Event { .. }) => events += 1,
+                    Ok(Up::CommandDone { id, .. }) if id == command => return anyhow::Ok(events),
+                    _ => {}
+                }
+            }
+            anyhow::bail!("the tunnel ended before the command was answered")
+        });
+        let config = Config::from_lookup(|key| match key {
+            "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),
+            "BRIDGE_TOKEN" => Some("sybr_test".into()),
+            _ => None,
+        })?;
+        let bridge = tokio::spawn({
+            let shared = shared.clone();
+            async move { tunnel(&config, &shared).await }
+        });
+        let before = tokio::time::timeout(Duration::from_secs(60), cloud).await???;
+        bridge.abort();
+        // Each batch is followed by a read with even odds: half the backlog is 31 batches.
+        assert!(
+            before < BACKLOG / 2,
+            "the command was answered after {before} of {BACKLOG} events"
+        );
         let _ = std::fs::remove_file(&journal);
         Ok(())
     }

@@ -101,7 +101,14 @@ pub async fn fresh_database() -> TestDatabase {
 
 /// Starts the app on a database of its own.
 pub async fn spawn_app_in(db: &TestDatabase) -> TestApp {
-    let mut app = spawn_app_with(&[("APP_DATABASE_URL", &db.app_url)]).await;
+    spawn_app_in_with(db, &[]).await
+}
+
+/// Starts the app on a database of its own, with settings overridden.
+pub async fn spawn_app_in_with(db: &TestDatabase, overrides: &[(&str, &str)]) -> TestApp {
+    let mut settings = vec![("APP_DATABASE_URL", db.app_url.as_str())];
+    settings.extend_from_slice(overrides);
+    let mut app = spawn_app_with(&settings).await;
     app.owner = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect_lazy(&db.owner_url)
@@ -175,6 +182,24 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     }
 }
 
+/// The Prometheus page at `url` (`http://host:port/metrics`); panics when it does not answer.
+pub async fn metrics_page(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .expect("the metrics page answers")
+        .text()
+        .await
+        .expect("the metrics page's text")
+}
+
+/// The value of the sample `name` on a metrics page: its name with its labels as the page writes them
+/// (`ws_writes_stalled_total{socket="tunnel"}`); `None` when the page has no such sample.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The password of every login [`TestApp::add_member`] creates.
 pub const MEMBER_PASSWORD: &str = "another-good-password";
 
@@ -195,6 +220,15 @@ pub fn unique_email(prefix: &str) -> String {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The app's metrics page: from its own listener when `METRICS_LISTEN_ADDR` gave it one, else from the API's port.
+    pub async fn metrics_text(&self) -> String {
+        metrics_page(&format!(
+            "http://{}/metrics",
+            self.metrics_addr.unwrap_or(self.addr)
+        ))
+        .await
     }
 
     /// Sends JSON, returns status and JSON body (`Value::Null` when the body is empty or not JSON).

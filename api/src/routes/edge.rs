@@ -248,7 +248,7 @@ async fn serve(
     let mut meter = Meter::new();
     // Hello first, by a deadline that nothing else the socket sends (pings, other frames) moves.
     let deadline = tokio::time::Instant::now() + me.limits.hello_timeout;
-    let version = loop {
+    let (version, features) = loop {
         let frame = tokio::time::timeout_at(deadline, socket.recv()).await;
         let Ok(Some(Ok(frame))) = frame else {
             let _ = send(&mut socket, me, &error("hello_timeout", "say hello first")).await;
@@ -261,7 +261,9 @@ async fn serve(
             return Ok(());
         }
         match decode::<Up>(&text) {
-            Ok(Up::Hello { version, .. }) => break version,
+            Ok(Up::Hello {
+                version, features, ..
+            }) => break (version, features),
             Ok(_) => {
                 send(
                     &mut socket,
@@ -282,6 +284,9 @@ async fn serve(
         (bridge, tunnel)
     };
     *tunnel_id = Some(tunnel);
+    let takes_parts = features
+        .iter()
+        .any(|f| f == switchyard_edge_protocol::FEATURE_SCHEDULE_PARTS);
     tracing::info!(bridge.id = %bridge.id, venue.id = %bridge.venue_id, version, "bridge connected");
     send(
         &mut socket,
@@ -294,7 +299,7 @@ async fn serve(
         },
     )
     .await?;
-    let Some(mut sent) = push(&mut socket, me, &bridge, tunnel).await? else {
+    let Some(mut sent) = push(&mut socket, me, &bridge, tunnel, takes_parts).await? else {
         return Ok(());
     };
     // Chargers relayed by this tunnel; they end with it.
@@ -352,7 +357,7 @@ async fn serve(
                     send(&mut socket, me, &reply).await?;
                     // A heartbeat is also when a lost wake-up is made good.
                     if matches!(reply, Down::HeartbeatAck { .. }) && stale(db, tenant, &bridge, sent).await? {
-                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel).await? else { return Ok(()) };
+                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel, takes_parts).await? else { return Ok(()) };
                         sent = now_sent;
                     }
                 }
@@ -371,7 +376,7 @@ async fn serve(
                     Ok((t, venue)) if t != tenant.0 || venue != bridge.venue_id => continue,
                     // Our venue, or we fell behind: push what is pending (if this is still the live tunnel).
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel).await? else { return Ok(()) };
+                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel, takes_parts).await? else { return Ok(()) };
                         sent = now_sent;
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
@@ -445,12 +450,15 @@ async fn stale(db: &Db, tenant: TenantId, bridge: &Bridge, sent: u64) -> anyhow:
 }
 
 /// Sends the venue's schedule and its pending commands; returns the schedule's fingerprint. If the tunnel is no
-/// longer its bridge's live one, it takes nothing, ends the tunnel and returns `None`.
+/// longer its bridge's live one, or the schedule needs parts that the bridge does not take (`takes_parts`: it
+/// announced [`switchyard_edge_protocol::FEATURE_SCHEDULE_PARTS`]), it takes nothing, ends the tunnel and returns
+/// `None`.
 async fn push(
     socket: &mut WebSocket,
     me: &Tunnel<'_>,
     bridge: &Bridge,
     tunnel: Uuid,
+    takes_parts: bool,
 ) -> anyhow::Result<Option<u64>> {
     let mut tx = me.db.begin_tenant(me.tenant).await?;
     // Checked in the transaction that takes the commands (it locks the bridge row): a replaced tunnel takes none.
@@ -461,17 +469,36 @@ async fn push(
         let _ = ended(socket, me, tunnel).await?;
         return Ok(None);
     }
+    // The commands before the schedule (the schedule's read sees all that their transactions wrote).
     let commands = bridges::take_commands(&mut tx, bridge.venue_id).await?;
     let stations = schedule(&mut tx, bridge).await?;
+    let sent = fingerprint(&stations);
     let planned: Vec<_> = stations
         .iter()
         .filter_map(|p| p.session_id.map(|s| (s, p.until.filter(|_| p.on))))
         .collect();
+    let frames = switchyard_edge_protocol::schedule_frames(stations);
+    if frames.len() > 1 && !takes_parts {
+        // An older bridge would skip the parts and keep switching to a schedule it no longer has: it is refused, and
+        // the commands go back to wait for a bridge that can take the schedule.
+        tx.rollback().await?;
+        tracing::warn!(bridge.id = %bridge.id, parts = frames.len(), "a bridge too old for its venue's schedule refused");
+        send(
+            socket,
+            me,
+            &error(
+                "upgrade_required",
+                "this venue's schedule is larger than one frame and this bridge cannot take it in parts: upgrade edge-bridge",
+            ),
+        )
+        .await?;
+        close(socket, me, 1008, "upgrade required").await;
+        return Ok(None);
+    }
     bridges::delivered(&mut tx, bridge.id, &planned).await?;
     tx.commit().await?;
     // The schedule first: a command's acknowledgement then tells that the bridge has the schedule too.
-    let sent = fingerprint(&stations);
-    for frame in switchyard_edge_protocol::schedule_frames(stations) {
+    for frame in frames {
         send(socket, me, &frame).await?;
     }
     for c in commands {

@@ -17,6 +17,10 @@ use uuid::Uuid;
 pub const VERSION: u16 = 1;
 /// The largest frame either side accepts.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// What a bridge of this crate announces in its [`Up::Hello`]: it gathers [`Down::SchedulePart`]s. The cloud sends a
+/// schedule larger than a frame only to a bridge that announces this; it refuses an older bridge
+/// (`upgrade_required`) rather than leave it on a schedule it cannot have.
+pub const FEATURE_SCHEDULE_PARTS: &str = "schedule_parts";
 
 /// A frame: the version and one message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +47,10 @@ pub enum Up {
         /// The bridge's software version.
         version: String,
         sent_at: DateTime<Utc>,
+        /// The protocol features the bridge takes beyond version 1's first release ([`FEATURE_SCHEDULE_PARTS`]);
+        /// absent from older bridges.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     Event {
         seq: u64,
@@ -77,6 +85,17 @@ pub enum Up {
     OcppFrame { conn: Uuid, text: String },
     /// The charger's local socket closed.
     OcppClosed { conn: Uuid },
+}
+
+impl Up {
+    /// The hello of a bridge of this crate, sent now: `version` and every feature this crate takes.
+    pub fn hello(version: impl Into<String>) -> Self {
+        Up::Hello {
+            version: version.into(),
+            sent_at: Utc::now(),
+            features: vec![FEATURE_SCHEDULE_PARTS.into()],
+        }
+    }
 }
 
 /// Something that happened at the venue.
@@ -320,6 +339,19 @@ mod tests {
         assert!(decode::<Up>(&other).is_err());
         assert!(decode::<Up>("{").is_err());
         assert!(decode::<Up>(&"x".repeat(MAX_FRAME_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn a_hello_announces_schedule_parts_and_an_older_one_without_features_still_reads() {
+        let text = encode(Up::hello("1.2.3"));
+        assert!(text.contains(r#""features":["schedule_parts"]"#), "{text}");
+        let older = r#"{"v":1,"type":"hello","version":"0.0.9","sent_at":"2026-01-01T00:00:00Z"}"#;
+        match decode::<Up>(older) {
+            Ok(Up::Hello {
+                version, features, ..
+            }) => assert_eq!((version.as_str(), features.len()), ("0.0.9", 0)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -152,10 +152,7 @@ async fn main() -> anyhow::Result<()> {
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             };
-            let hello = Up::Hello {
-                version: "bench".into(),
-                sent_at: chrono::Utc::now(),
-            };
+            let hello = Up::hello("bench");
             ws.send(Message::text(encode(&hello))).await.expect("hello");
             let mut scheduled = false;
             while let Some(Ok(frame)) = ws.next().await {

@@ -744,8 +744,11 @@ async fn entries(app: &TestApp, f: &Floor) -> [i64; 3] {
 #[tokio::test]
 async fn a_venues_books_equal_its_entries_whether_or_not_the_rollup_pass_has_taken_their_journals()
 {
-    let app = switchyard_tests::spawn_app_with(&[("DEV_PAYMENT_CONFIRM_MS", "0")]).await;
-    let db = app_db(4);
+    // A database of its own: no other test's rollup pass takes this tenant's journals before the test does.
+    let database = switchyard_tests::fresh_database().await;
+    let app =
+        switchyard_tests::spawn_app_in_with(&database, &[("DEV_PAYMENT_CONFIRM_MS", "0")]).await;
+    let db = switchyard_core::Db::connect_lazy(&database.app_url, 4).unwrap();
     let f = noon_floor(&app).await;
     let ada = app.create_patron(&f.t.access, "Ada", None).await;
     top_up(&app, &f, ada, 5_000, &Uuid::new_v4().to_string()).await;
@@ -767,8 +770,18 @@ async fn a_venues_books_equal_its_entries_whether_or_not_the_rollup_pass_has_tak
     assert_eq!(entries(&app, &f).await, expected);
     assert_eq!(books(&app, &f).await, expected, "all still queued");
 
-    // Taken off the queue into the kept balances, part by part: the books never move.
-    // (Another test's pass, which takes every tenant's queue, may take some of them first: the books hold either way.)
+    // Taken off the queue into the kept balances, one journal at a time: the books never move.
+    // (Its own database: every one of them is still queued, none taken by another test's pass.)
+    let journals = stored(
+        &app,
+        f.t.id,
+        "select count(*) from analytics_journal_queue where tenant_id = $1",
+    )
+    .await;
+    assert!(
+        journals >= 4,
+        "the cash top-up, two stops and the card top-up are queued: {journals}"
+    );
     let mut kept_accounts = 0;
     while queued(&app, f.t.id).await > 0 {
         rollup::roll_up_batch(&db, TenantId(f.t.id), 1)

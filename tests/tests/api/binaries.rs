@@ -231,7 +231,7 @@ async fn the_workers_binary_runs_its_loop_exposes_metrics_and_stops_on_sigterm()
     let metrics_url = wait_for_line(&mut workers, "metrics on ").await;
     // Bounded by time, not by attempts: other tests may keep the machine busy.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while counter(&metrics_url, "worker_passes_total ").await < 2.0 {
+    while counter(&metrics_url, "worker_passes_total").await < 2.0 {
         assert!(std::time::Instant::now() < deadline, "the job loop runs");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -242,12 +242,8 @@ async fn the_workers_binary_runs_its_loop_exposes_metrics_and_stops_on_sigterm()
 }
 
 /// Reads a counter from a Prometheus text page (0 when absent).
-async fn counter(url: &str, line_prefix: &str) -> f64 {
-    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+async fn counter(url: &str, name: &str) -> f64 {
+    switchyard_tests::metric(&switchyard_tests::metrics_page(url).await, name).unwrap_or(0.0)
 }
 
 fn spawn_worker(app_url: &str) -> Child {
@@ -280,7 +276,7 @@ async fn a_worker_killed_mid_tick_leaves_no_duplicate_and_no_gap() {
 
     let mut first = spawn_worker(&database.app_url);
     let metrics = wait_for_line(&mut first, "metrics on ").await;
-    let billed = "billing_sessions_total{outcome=\"billed\"} ";
+    let billed = "billing_sessions_total{outcome=\"billed\"}";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while counter(&metrics, billed).await < 100.0 {
         assert!(
@@ -365,22 +361,8 @@ async fn a_debt_wakes_the_workers_through_notify_long_before_their_next_poll() {
         .unwrap();
     let metrics_url = wait_for_line(&mut workers, "metrics on ").await;
     // Wait until the start-up pass is done and the worker listens (its pass counter reached 1).
-    let passes = |text: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("worker_passes_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while passes(
-        &reqwest::get(&metrics_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    ) < 1.0
-    {
+    while counter(&metrics_url, "worker_passes_total").await < 1.0 {
         assert!(std::time::Instant::now() < deadline, "the worker never ran");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -406,14 +388,10 @@ async fn a_debt_wakes_the_workers_through_notify_long_before_their_next_poll() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let text = reqwest::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = switchyard_tests::metrics_page(&metrics_url).await;
     assert!(
-        text.contains("worker_wakeups_total{cause=\"notify\"}"),
+        switchyard_tests::metric(&text, "worker_wakeups_total{cause=\"notify\"}").unwrap_or(0.0)
+            >= 1.0,
         "woken by the notification: {text}"
     );
     sigterm(&workers);

@@ -470,10 +470,7 @@ async fn tunnel(app: &TestApp, token: &str) -> Socket {
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let hello = Up::Hello {
-        version: "test".into(),
-        sent_at: chrono::Utc::now(),
-    };
+    let hello = Up::hello("test");
     ws.send(Message::text(encode(&hello))).await.unwrap();
     loop {
         if let Down::Welcome { .. } = next_down(&mut ws).await {

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use switchyard_edge_protocol::{decode, encode, Down, Event, StationPlan, Up, MAX_FRAME_BYTES};
 use switchyard_tests::shelly_fake::ShellyFake;
-use switchyard_tests::{gql_code, spawn_app, Tenant, TestApp};
+use switchyard_tests::{gql_code, metric, metrics_page, spawn_app, Tenant, TestApp};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
@@ -429,12 +429,9 @@ async fn a_tunnel_whose_bridge_stops_reading_ends_once_a_write_waits_past_the_wr
     let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
-    ws.send(Message::text(encode(&Up::Hello {
-        version: "stalled".into(),
-        sent_at: chrono::Utc::now(),
-    })))
-    .await
-    .unwrap();
+    ws.send(Message::text(encode(Up::hello("stalled"))))
+        .await
+        .unwrap();
     assert!(matches!(next_down(&mut ws).await, Down::Welcome { .. }));
     assert!(bridge_online(&app, s.t.id).await);
 
@@ -455,23 +452,9 @@ async fn a_tunnel_whose_bridge_stops_reading_ends_once_a_write_waits_past_the_wr
         .await;
         renames += 1;
     }
-    let metrics_url = match app.metrics_addr {
-        Some(addr) => format!("http://{addr}/metrics"),
-        None => app.url("/metrics"),
-    };
-    let metrics = app
-        .client
-        .get(metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("ws_writes_stalled_total{socket=\"tunnel\"}")),
+        metric(&metrics, "ws_writes_stalled_total{socket=\"tunnel\"}").unwrap_or(0.0) >= 1.0,
         "{metrics}"
     );
     drop(ws);
@@ -485,12 +468,9 @@ async fn a_venue_whose_schedule_outgrows_a_frame_gets_it_in_parts_and_keeps_its_
     let created = twenty_rooms(&app, &s).await;
 
     let mut ws = connect(&app, &s.token).await.unwrap();
-    ws.send(Message::text(encode(&Up::Hello {
-        version: "test".into(),
-        sent_at: chrono::Utc::now(),
-    })))
-    .await
-    .unwrap();
+    ws.send(Message::text(encode(Up::hello("test"))))
+        .await
+        .unwrap();
     assert!(matches!(next_down(&mut ws).await, Down::Welcome { .. }));
     let (plans, frames) = next_schedule(&mut ws).await;
     assert!(frames >= 2, "the schedule came in {frames} frame(s)");
@@ -537,6 +517,81 @@ async fn a_venue_whose_schedule_outgrows_a_frame_gets_it_in_parts_and_keeps_its_
 }
 
 #[tokio::test]
+async fn a_bridge_that_cannot_take_schedule_parts_is_refused_and_its_commands_wait_for_one_that_can(
+) {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    twenty_rooms(&app, &s).await;
+    let session = paid_session(&app, &s.t, s.venue, s.station, 30, "old-bridge").await;
+    let pending = || async {
+        let undelivered: i64 = sqlx::query_scalar(
+            "select count(*) from device_command where tenant_id = $1 and station_id = $2 and delivered_at is null",
+        )
+        .bind(s.t.id)
+        .bind(s.station)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap();
+        undelivered
+    };
+    assert_eq!(pending().await, 1);
+
+    // A bridge from before schedule parts says hello without features: it is told to upgrade and closed, not left
+    // on a schedule it would never receive.
+    let mut old = connect(&app, &s.token).await.unwrap();
+    old.send(Message::text(encode(&Up::Hello {
+        version: "0.0.9".into(),
+        sent_at: chrono::Utc::now(),
+        features: vec![],
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(next_down(&mut old).await, Down::Welcome { .. }));
+    let Down::Error { code, message } = next_down(&mut old).await else {
+        panic!("an error frame, not a schedule")
+    };
+    assert_eq!(code, "upgrade_required");
+    assert!(message.contains("upgrade edge-bridge"), "{message}");
+    assert_eq!(
+        closed_with(&mut old, Duration::from_secs(10)).await,
+        Some(1008)
+    );
+    // Nothing was taken: the plug's command still waits, and the bridge shows offline with its version.
+    assert_eq!(pending().await, 1);
+    wait_until("the refused bridge shows offline", || async {
+        let bridge = app
+            .gql_ok(
+                &s.t.access,
+                "query($b: UUID!) { bridge(id: $b) { online version } }",
+                json!({"b": s.bridge}),
+            )
+            .await;
+        bridge["bridge"] == json!({"online": false, "version": "0.0.9"})
+    })
+    .await;
+
+    // The same bridge upgraded gets the schedule in parts, then the command.
+    let mut new = connect(&app, &s.token).await.unwrap();
+    new.send(Message::text(encode(Up::hello("test"))))
+        .await
+        .unwrap();
+    assert!(matches!(next_down(&mut new).await, Down::Welcome { .. }));
+    let (plans, frames) = next_schedule(&mut new).await;
+    assert!(frames >= 2, "{frames}");
+    let planned = plans.iter().find(|p| p.station_id == s.station).unwrap();
+    assert_eq!(
+        planned.session_id.map(|id| id.to_string()),
+        session["session_id"].as_str().map(str::to_owned)
+    );
+    let Down::Command { station_id, .. } = next_down(&mut new).await else {
+        panic!("the command after the schedule")
+    };
+    assert_eq!(station_id, s.station);
+    assert_eq!(pending().await, 0);
+}
+
+#[tokio::test]
 async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_events() {
     let app = spawn_app().await;
     let plug = ShellyFake::start().await;
@@ -552,12 +607,9 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
     assert_eq!(status_of(anonymous), 401);
 
     let mut ws = connect(&app, &s.token).await.unwrap();
-    ws.send(Message::text(encode(&Up::Hello {
-        version: "test".into(),
-        sent_at: chrono::Utc::now(),
-    })))
-    .await
-    .unwrap();
+    ws.send(Message::text(encode(Up::hello("test"))))
+        .await
+        .unwrap();
     let Down::Welcome {
         bridge_id,
         last_seq,
@@ -665,12 +717,9 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
         .to_owned();
     assert_eq!(status_of(connect(&app, &s.token).await.unwrap_err()), 401);
     let mut open = connect(&app, &rotated).await.unwrap();
-    open.send(Message::text(encode(&Up::Hello {
-        version: "test".into(),
-        sent_at: chrono::Utc::now(),
-    })))
-    .await
-    .unwrap();
+    open.send(Message::text(encode(Up::hello("test"))))
+        .await
+        .unwrap();
     assert!(matches!(next_down(&mut open).await, Down::Welcome { .. }));
     app.gql_ok(
         &s.t.access,
@@ -1517,16 +1566,11 @@ async fn across_replicas(redis_url: &str) {
     .await;
     // It is B's tunnel: B's metrics count it, A's do not.
     let open = |url: String| async move {
-        let text = reqwest::get(format!("{}/metrics", url.trim()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("edge_tunnels_open "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+        metric(
+            &metrics_page(&format!("{}/metrics", url.trim())).await,
+            "edge_tunnels_open",
+        )
+        .unwrap_or(0.0)
     };
     assert_eq!(
         (open(a_url.clone()).await, open(b_url.clone()).await),
@@ -1567,15 +1611,10 @@ async fn with_wake_ups_lost_commands_and_schedule_changes_reach_the_bridge_at_it
 
     // A new station is a schedule change without a command: the next heartbeat brings it too.
     let stations = || async {
-        let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("edge_bridge_stations "))
-            .and_then(|v| v.trim().parse::<u32>().ok())
+        metric(
+            &metrics_page(&format!("http://127.0.0.1:{metrics_port}/metrics")).await,
+            "edge_bridge_stations",
+        )
     };
     let before = stations().await.unwrap();
     app.gql_ok(
@@ -1586,7 +1625,7 @@ async fn with_wake_ups_lost_commands_and_schedule_changes_reach_the_bridge_at_it
     )
     .await;
     wait_until("the bridge has the new station", || async {
-        stations().await == Some(before + 1)
+        stations().await == Some(before + 1.0)
     })
     .await;
     let _ = std::fs::remove_file(&journal);
@@ -1599,12 +1638,9 @@ where
         + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
         + Unpin,
 {
-    ws.send(Message::text(encode(&Up::Hello {
-        version: "attacker".into(),
-        sent_at: chrono::Utc::now(),
-    })))
-    .await
-    .unwrap();
+    ws.send(Message::text(encode(Up::hello("attacker"))))
+        .await
+        .unwrap();
     let Down::Welcome { last_seq, .. } = next_down(ws).await else {
         panic!("welcome first");
     };
@@ -2276,12 +2312,9 @@ async fn a_plugs_energy_counter_bills_the_session_on_its_station_by_the_kwh() {
     .await;
     let patron = funded_patron(&app, &s.t, s.venue, "energy-plug").await;
     let mut ws = connect(&app, &s.token).await.unwrap();
-    ws.send(Message::text(encode(&Up::Hello {
-        version: "test".into(),
-        sent_at: chrono::Utc::now(),
-    })))
-    .await
-    .unwrap();
+    ws.send(Message::text(encode(Up::hello("test"))))
+        .await
+        .unwrap();
     let reading = |seq: u64, wh: i64, at: chrono::DateTime<chrono::Utc>| {
         Message::text(encode(&Up::Event {
             seq,
@@ -2389,16 +2422,11 @@ async fn a_stopping_replica_closes_its_websockets_and_the_bridge_carries_on_with
     };
     let _stop = start_bridge(config);
     let tunnels = |url: String| async move {
-        let text = reqwest::get(format!("{url}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("edge_tunnels_open "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+        metric(
+            &metrics_page(&format!("{}/metrics", url.trim())).await,
+            "edge_tunnels_open",
+        )
+        .unwrap_or(0.0)
     };
     wait_until("the bridge's tunnel is on B", || async {
         tunnels(b_url.clone()).await == 1.0

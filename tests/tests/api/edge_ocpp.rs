@@ -91,9 +91,7 @@ impl RunningBridge {
             .text()
             .await
             .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
+        switchyard_tests::metric(&text, name)
     }
 
     async fn until_metric(&self, name: &str, check: impl Fn(f64) -> bool) {

@@ -122,15 +122,7 @@ async fn health_readiness_and_metrics_report_the_service() {
     );
     app.signup().await;
 
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     let signup_line = text
         .lines()
         .find(|l| {

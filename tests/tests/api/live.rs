@@ -301,10 +301,7 @@ async fn set_bridge_online(app: &TestApp, f: &Floor) {
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
     let (mut tunnel, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let hello = switchyard_edge_protocol::Up::Hello {
-        version: "test".into(),
-        sent_at: chrono::Utc::now(),
-    };
+    let hello = switchyard_edge_protocol::Up::hello("test");
     tunnel
         .send(Message::text(switchyard_edge_protocol::encode(&hello)))
         .await

@@ -281,15 +281,7 @@ async fn a_webhook_whose_intent_amount_or_currency_differs_changes_nothing_and_i
         recorded_events(&app, &s).await.is_empty(),
         "nothing recorded"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("payments_webhook_mismatch_total"),
         "the mismatch is counted"

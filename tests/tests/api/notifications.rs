@@ -1034,19 +1034,12 @@ async fn the_workers_binary_delivers_email_over_smtp_and_counts_it() {
         m.text()
     );
     assert!(m.subject.starts_with("Einladung zu "));
-    let text = reqwest::get(&metrics)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
-    let sent: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("notifications_sent_total{channel=\"email\",outcome=\"sent\"} ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let text = switchyard_tests::metrics_page(&metrics).await;
+    let sent = switchyard_tests::metric(
+        &text,
+        "notifications_sent_total{channel=\"email\",outcome=\"sent\"}",
+    )
+    .unwrap_or(0.0);
     assert!(sent >= 1.0, "{text}");
     let _ = workers.kill().await;
 }

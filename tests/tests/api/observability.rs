@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use switchyard_tests::{spawn_app, TestApp};
+use switchyard_tests::{metric, metrics_page, spawn_app, TestApp};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use uuid::Uuid;
@@ -14,16 +14,6 @@ use crate::binaries::{binary, sigterm, wait_for_line};
 use crate::sessions::{floor, top_up, wallet_session};
 
 /// The value of the sample `name` (with its labels, exactly as rendered) on a Prometheus text page.
-fn sample(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-async fn page(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test]
 async fn the_workers_export_platform_gauges_that_count_what_the_database_holds() {
     let database = switchyard_tests::fresh_database().await;
@@ -141,10 +131,10 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
     ];
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = page(&metrics).await;
-        let seen: Vec<Option<f64>> = want.iter().map(|(name, _)| sample(&text, name)).collect();
+        let text = metrics_page(&metrics).await;
+        let seen: Vec<Option<f64>> = want.iter().map(|(name, _)| metric(&text, name)).collect();
         if want.iter().zip(&seen).all(|((_, v), s)| *s == Some(*v)) {
-            assert!(sample(&text, "db_pool_connections{state=\"max\"}").is_some_and(|m| m >= 4.0));
+            assert!(metric(&text, "db_pool_connections{state=\"max\"}").is_some_and(|m| m >= 4.0));
             break;
         }
         assert!(
@@ -168,9 +158,8 @@ async fn session_starts_ends_and_durations_are_counted_on_the_apis_metrics() {
     let f = floor(&app).await;
     let patron = app.create_patron(&f.t.access, "Metered Mo", None).await;
     top_up(&app, &f, patron, 5_000, &Uuid::new_v4().to_string()).await;
-    let metrics = app.url("/metrics");
-    let before = page(&metrics).await;
-    let count = |text: &str, name: &str| sample(text, name).unwrap_or(0.0);
+    let before = app.metrics_text().await;
+    let count = |text: &str, name: &str| metric(text, name).unwrap_or(0.0);
     let session = wallet_session(&app, &f.t.access, f.station, patron, None).await;
     // A start that fails (the station is busy) is not counted: only committed starts are.
     let busy = app
@@ -189,7 +178,7 @@ async fn session_starts_ends_and_durations_are_counted_on_the_apis_metrics() {
         )
         .await;
     assert_eq!(stopped["stopSession"]["status"], "ENDED");
-    let after = page(&metrics).await;
+    let after = app.metrics_text().await;
     // Other tests share the process's recorder: what this test did is at least what it added.
     for name in [
         "sessions_created_total{kind=\"session\"}",

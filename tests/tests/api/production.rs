@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use switchyard_api::{Config, Server};
 use switchyard_tests::proxy::Proxy;
-use switchyard_tests::{env_url, spawn_app_with, TEST_JWT_SECRET};
+use switchyard_tests::{env_url, metrics_page, spawn_app_with, TEST_JWT_SECRET};
 use tokio::process::Command;
 
 use crate::binaries::binary;
@@ -119,12 +119,7 @@ async fn metrics_can_listen_apart_from_the_api_and_leave_its_port() {
     // A request counted on the API shows on the metrics listener.
     app.send(Method::GET, "/healthz", None, None).await;
     let metrics = app.metrics_addr.expect("a metrics listener");
-    let text = reqwest::get(format!("http://{metrics}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_page(&format!("http://{metrics}/metrics")).await;
     assert!(text.contains("db_pool_connections"), "{text}");
     assert!(text.contains("/healthz"), "{text}");
 

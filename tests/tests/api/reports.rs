@@ -213,15 +213,7 @@ async fn a_kiosk_report_is_generated_stored_listed_and_queued_for_delivery_to_th
     assert!(got["sent_at"].is_string());
 
     // Metrics (seed 003).
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("reports_generated_total{kind=\"diagnostics\"}"),
         "{metrics}"
