@@ -171,13 +171,6 @@ pub async fn connect(
             let (to_engine, incoming) = mpsc::channel(16);
             let (outgoing, from_engine) = mpsc::channel(16);
             let _held = drain.hold();
-            let pumping = tokio::spawn(pump(
-                socket,
-                to_engine,
-                from_engine,
-                settings,
-                drain.clone(),
-            ));
             let link = Link {
                 db,
                 tenant,
@@ -186,8 +179,12 @@ pub async fn connect(
                 via_bridge: None,
                 settings,
             };
-            run(link, incoming, outgoing, chargers).await;
-            let _ = pumping.await;
+            // The socket's pump and the connection loop share one task: a frame handed from one to the other wakes
+            // no other task (and no other thread), which is most of what a message costs the process.
+            tokio::join!(
+                pump(socket, to_engine, from_engine, settings, drain.clone()),
+                run(link, incoming, outgoing, chargers),
+            );
         })
 }
 
