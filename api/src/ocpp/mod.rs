@@ -6,7 +6,7 @@
 //! tenant whose onboarding key it presents takes unknown chargers as pending.
 //!
 //! After it, a [`run`] loop serves the connection — the same loop serves a charger whose frames an edge bridge
-//! relays — over two channels, so the socket's own pump ([`pump`]) keeps the WebSocket details: pings every
+//! relays — over two channels, so the socket's own pump ([`pump`], in the same task) keeps the WebSocket details: pings every
 //! `OCPP_PING_SECS`, a charger silent for `OCPP_DEAD_AFTER_SECS` is dead and closed. The loop answers the
 //! charger's CALLs in order, each in its own tenant transaction — but an accepted charger's heartbeats (answered
 //! from memory) and 1.6 meter values (stored by the group commit of [`meters`]) — and a CALL id seen again is

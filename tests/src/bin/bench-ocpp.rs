@@ -12,8 +12,9 @@
 //! 2. the **ramp**: the chargers in a transaction send MeterValues faster, step by step (`--step-seconds` each,
 //!    after 2 s to settle, the rate ×1.5 a step), until the step's MeterValues p99 passes `--p99-ms` (50) or the
 //!    server no longer keeps up (fewer than 90 % of the MeterValues asked for are answered in the step); then
-//!    `--refine` (3) more steps, each halfway between the highest rate that passed and the lowest that failed. The
-//!    highest rate that passed is the server's sustainable rate at that p99.
+//!    `--refine` (3) more steps, each halfway between the highest rate that passed (never below the fixed load) and
+//!    the lowest that failed. The highest rate that passed, the fixed load included, is the server's sustainable
+//!    rate at that p99 (none when no step held the bound).
 //!
 //! Then it does the same against the Python central system of `tests/ocpp/central_system.py` (the `ocpp` package's
 //! server example; `SWITCHYARD_OCPP_PYTHON`), unless `--python 0`. A charger sends one CALL at a time and waits for
@@ -394,10 +395,10 @@ async fn load(
     // 1. The fixed load.
     let heartbeat_rate = chargers as f64 / HEARTBEAT.as_secs_f64();
     let transacting = chargers.div_ceil(4);
+    let fixed_rate = heartbeat_rate + transacting as f64 / METER_EVERY.as_secs_f64();
     println!(
-        "fixed load: heartbeat every 60 s, MeterValues every 10 s on {transacting} chargers (≈{:.0} messages/s), \
-         {seconds} s; load average {}",
-        heartbeat_rate + transacting as f64 / METER_EVERY.as_secs_f64(),
+        "fixed load: heartbeat every 60 s, MeterValues every 10 s on {transacting} chargers (≈{fixed_rate:.0} \
+         messages/s), {seconds} s; load average {}",
         loadavg()
     );
     // One full MeterValues interval first, so that every charger is on its schedule.
@@ -414,10 +415,15 @@ async fn load(
     );
 
     // 2. The ramp: MeterValues faster, ×1.5 a step until a step fails; then `refine` steps halve the gap between
-    // the last rate that passed and the first that failed.
-    let mut target = (heartbeat_rate + transacting as f64 / METER_EVERY.as_secs_f64()) * 1.5;
-    let mut sustained = (0.0, f64::NAN);
-    let (mut passed, mut failed): (f64, Option<f64>) = (0.0, None);
+    // the last rate that passed and the first that failed, never below the fixed load (the lowest rate the
+    // comparison means: under it the heartbeats alone would make the rate). The fixed load counts as a step.
+    let mut target = fixed_rate * 1.5;
+    let mut sustained = if fixed.failed == 0 && fixed.pct(0.99) <= p99_ms {
+        (fixed.rate(), fixed.pct(0.99))
+    } else {
+        (0.0, f64::NAN)
+    };
+    let (mut passed, mut failed): (f64, Option<f64>) = (fixed_rate, None);
     let mut refining = 0;
     loop {
         let meter_rate = (target - heartbeat_rate).max(1.0);
@@ -672,12 +678,16 @@ async fn main() -> anyhow::Result<()> {
     central.kill().await?;
     println!(
         "\nsustained at MeterValues p99 ≤ {p99_ms} ms: Switchyard {:.0} messages/s (p99 {:.1} ms), Python {:.0} \
-         messages/s (p99 {:.1} ms): {:.1}×",
+         messages/s (p99 {:.1} ms): {}",
         switchyard.sustained,
         switchyard.sustained_p99,
         baseline.sustained,
         baseline.sustained_p99,
-        switchyard.sustained / baseline.sustained
+        if baseline.sustained > 0.0 {
+            format!("{:.1}×", switchyard.sustained / baseline.sustained)
+        } else {
+            "no ratio (no step of Python's, the fixed load included, held the bound)".into()
+        }
     );
     Ok(())
 }
