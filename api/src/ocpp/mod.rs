@@ -6,8 +6,8 @@
 //! tenant whose onboarding key it presents takes unknown chargers as pending.
 //!
 //! After it, a [`run`] loop serves the connection — the same loop serves a charger whose frames an edge bridge
-//! relays — over two channels, so the socket's own pump ([`pump`], in the same task) keeps the WebSocket details: pings every
-//! `OCPP_PING_SECS`, a charger silent for `OCPP_DEAD_AFTER_SECS` is dead and closed. The loop answers the
+//! relays — over two channels, so the socket's own pump ([`pump`], in the same task) keeps the WebSocket details:
+//! pings every `OCPP_PING_SECS`, a charger silent for `OCPP_DEAD_AFTER_SECS` is dead and closed. The loop answers the
 //! charger's CALLs in order, each in its own tenant transaction — but an accepted charger's heartbeats (answered
 //! from memory) and 1.6 meter values (stored by the group commit of [`meters`]) — and a CALL id seen again is
 //! answered again, not applied again; and it sends the central system's calls from the outbox one at a time, each
@@ -180,7 +180,7 @@ pub async fn connect(
                 settings,
             };
             // The socket's pump and the connection loop share one task: a frame handed from one to the other wakes
-            // no other task (and no other thread), which is most of what a message costs the process.
+            // no other task.
             tokio::join!(
                 pump(socket, to_engine, from_engine, settings, drain.clone()),
                 run(link, incoming, outgoing, chargers),
