@@ -179,7 +179,14 @@ try {
   const logo = page.locator('header img.logo');
   await logo.waitFor();
   check((await logo.getAttribute('src')) === 'https://cdn.example.test/harbour.png', 'the header shows the saved logo');
-  check(await logo.evaluate((img) => img.complete && img.naturalWidth === 1), 'the logo loaded');
+  // The element is there before its image has loaded: wait for the load itself (bounded generously).
+  const loaded = await logo
+    .evaluate((img) => img.complete ? img.naturalWidth : new Promise((done) => {
+      img.addEventListener('load', () => done(img.naturalWidth), { once: true });
+      img.addEventListener('error', () => done(0), { once: true });
+    }))
+    .catch(() => 0);
+  check(loaded === 1, `the logo loaded (natural width ${loaded})`);
   // The venue's own Stripe keys: stored, then shown only as a hint with the webhook address; the fields empty again.
   await page.getByLabel('Secret key (sk_live_… or a restricted rk_live_…)').fill('sk_test_harbourOwnKey1234');
   await page.getByLabel('Publishable key (pk_…, for your apps; optional)').fill('pk_test_harbour12345');
