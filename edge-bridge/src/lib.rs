@@ -345,6 +345,7 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         .map(|listener| tokio::spawn(ocpp::serve(listener, shared.clone())));
     let mut backoff = Duration::from_millis(250);
     loop {
+        let began = tokio::time::Instant::now();
         let outcome = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             outcome = tunnel(&config, &shared) => outcome,
@@ -356,10 +357,13 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             .store(false, std::sync::atomic::Ordering::Relaxed);
         metrics::Counters::add(&shared.counters.tunnels_lost, 1);
         match outcome {
-            Ok(()) => {
+            // A tunnel the cloud closes at once (it refused this bridge, say) backs off like a failure, so that
+            // a refused bridge does not knock several times a second.
+            Ok(()) if began.elapsed() >= TUNNEL_SETTLED => {
                 tracing::info!("tunnel closed by the cloud");
                 backoff = Duration::from_millis(250);
             }
+            Ok(()) => tracing::warn!("tunnel closed by the cloud right after it opened"),
             Err(e) => tracing::warn!(error = %e, "tunnel down"),
         }
         let jitter = rand::random::<f64>() * backoff.as_secs_f64() / 2.0;
@@ -437,6 +441,7 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     while relayed.try_recv().is_ok() {}
     // Journaled events still to send on this connection after the last batch.
     let mut more = false;
+    let mut chargers_live = false;
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -458,9 +463,7 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                 if link.welcomed {
                     more = send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
                 }
-                // The journal first (a charger's offline messages), then its live connection.
                 if link.welcomed && !was_welcomed {
-                    shared.ocpp.tunnel_up();
                     // Up once the cloud welcomed it.
                     shared
                         .counters
@@ -488,8 +491,17 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                 write(&mut sink, Message::text(encode(&beat)), silence_limit).await?;
             }
         }
+        // The whole journal first (a charger's offline messages, in order), then its live connection: chargers'
+        // frames go live only once the backlog has gone, so a live one never overtakes a journaled one.
+        if link.welcomed && !more && !chargers_live {
+            shared.ocpp.tunnel_up();
+            chargers_live = true;
+        }
     }
 }
+
+/// How long a tunnel must have lasted for its close to start the next one without backing off.
+const TUNNEL_SETTLED: Duration = Duration::from_secs(30);
 
 /// How long a LAN peer (a charger, an agent) may take nothing of a frame sent to it before it is dropped.
 pub(crate) const LAN_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -1352,7 +1364,9 @@ mod tests {
         // writing into full buffers when the cloud answers every event).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let seen_by_cloud = shared.clone();
         let cloud = tokio::spawn(async move {
+            let shared = seen_by_cloud;
             let (stream, _) = listener.accept().await?;
             let mut ws = tokio_tungstenite::accept_async(stream).await?;
             let welcome = Down::Welcome {
@@ -1371,17 +1385,32 @@ mod tests {
             })))
             .await?;
             let mut events = 0u64;
+            let mut answered_after = None;
             while let Some(frame) = ws.next().await {
                 let Message::Text(text) = frame? else {
                     continue;
                 };
                 match decode::<Up>(&text) {
                     Ok(Up::Event { .. }) => events += 1,
-                    Ok(Up::CommandDone { id, .. }) if id == command => return anyhow::Ok(events),
+                    Ok(Up::CommandDone { id, .. }) if id == command => {
+                        answered_after = Some(events)
+                    }
                     _ => {}
                 }
+                if events == BACKLOG {
+                    if let Some(before) = answered_after {
+                        // Chargers go live once the backlog has gone (so a live frame never overtakes it).
+                        for _ in 0..600 {
+                            if shared.ocpp.is_live() {
+                                return anyhow::Ok(before);
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        anyhow::bail!("chargers never went live after the backlog");
+                    }
+                }
             }
-            anyhow::bail!("the tunnel ended before the command was answered")
+            anyhow::bail!("the tunnel ended before the command was answered and the backlog sent")
         });
         let config = Config::from_lookup(|key| match key {
             "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),

@@ -13,7 +13,6 @@ use uuid::Uuid;
 use crate::binaries::{binary, sigterm, wait_for_line};
 use crate::sessions::{floor, top_up, wallet_session};
 
-/// The value of the sample `name` (with its labels, exactly as rendered) on a Prometheus text page.
 #[tokio::test]
 async fn the_workers_export_platform_gauges_that_count_what_the_database_holds() {
     let database = switchyard_tests::fresh_database().await;
