@@ -151,13 +151,13 @@ impl Ocpp {
         }
     }
 
-    /// The tunnel is gone: the bridge answers every charger itself until the next one.
     /// Whether chargers' frames go live through the tunnel (else to the journal).
     #[cfg(test)]
     pub(crate) fn is_live(&self) -> bool {
         self.online.load(Ordering::SeqCst)
     }
 
+    /// The tunnel is gone: the bridge answers every charger itself until the next one.
     pub(crate) fn tunnel_down(&self) {
         self.online.store(false, Ordering::SeqCst);
         for conn in lock(&self.conns).values_mut() {
