@@ -380,9 +380,22 @@ pub struct OutgoingCommand {
     pub payload: serde_json::Value,
 }
 
-/// Takes the venue's undelivered commands, oldest first, marking them delivered.
-pub async fn take_commands(tx: &mut TenantTx, venue_id: Uuid) -> Result<Vec<OutgoingCommand>> {
-    Ok(sqlx::query_as(
+/// How long a command taken by a tunnel but never acknowledged is sent again to the bridge's next tunnel (seconds).
+/// A command is taken before its frame is written; if the API process dies in between, or the write fails, the
+/// bridge reconnects within its backoff (30 s at most) and gets it then. A command older than this is not sent
+/// again: an eject minutes late would hand a powerbank to nobody.
+pub const COMMAND_RESEND_SECS: i64 = 300;
+
+/// Takes the venue's undelivered commands, marking them delivered, in the order they were written. With `resend`
+/// (a tunnel's first take) it also takes again those a tunnel took in the last [`COMMAND_RESEND_SECS`] that were
+/// never acknowledged: the bridge applies each command id once (switching follows the schedule; a cabinet answers a
+/// request id it has seen without ejecting again).
+pub async fn take_commands(
+    tx: &mut TenantTx,
+    venue_id: Uuid,
+    resend: bool,
+) -> Result<Vec<OutgoingCommand>> {
+    let mut commands: Vec<OutgoingCommand> = sqlx::query_as(
         "update device_command c set delivered_at = now()
          from station s
          where c.tenant_id = $1 and s.tenant_id = c.tenant_id and s.id = c.station_id and s.venue_id = $2
@@ -392,7 +405,30 @@ pub async fn take_commands(tx: &mut TenantTx, venue_id: Uuid) -> Result<Vec<Outg
     .bind(tx.tenant())
     .bind(venue_id)
     .fetch_all(tx.conn())
-    .await?)
+    .await?;
+    if resend {
+        let again: Vec<OutgoingCommand> = sqlx::query_as(
+            "update device_command c set delivered_at = now()
+             from station s
+             where c.tenant_id = $1 and s.tenant_id = c.tenant_id and s.id = c.station_id and s.venue_id = $2
+               and c.acked_at is null and c.delivered_at is not null
+               and c.created_at > now() - make_interval(secs => $3)
+               and c.delivered_at < now()
+             returning c.id, c.station_id, c.command, c.payload",
+        )
+        .bind(tx.tenant())
+        .bind(venue_id)
+        .bind(COMMAND_RESEND_SECS as f64)
+        .fetch_all(tx.conn())
+        .await?;
+        if !again.is_empty() {
+            metrics::counter!("edge_commands_resent_total").increment(again.len() as u64);
+        }
+        commands.extend(again);
+    }
+    // Ids are UUIDv7: their order is the order the commands were written.
+    commands.sort_by_key(|c| c.id);
+    Ok(commands)
 }
 
 /// Does the venue have commands not yet delivered? (A tunnel asks at each heartbeat, in case a wake-up was lost.)

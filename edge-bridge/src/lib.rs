@@ -430,7 +430,6 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let silence_limit = config.heartbeat * HALF_OPEN_HEARTBEATS;
     write(&mut sink, Message::text(encode(&hello)), silence_limit).await?;
     tracing::info!(url = %config.cloud_url, "tunnel up");
-    let mut sent_up_to = 0u64;
     let mut link = Link::default();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
     // A link that drops without a reset (a dead NAT entry, a pulled cable upstream) leaves the socket open and
@@ -461,7 +460,7 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                     write(&mut sink, Message::text(encode(&reply)), silence_limit).await?;
                 }
                 if link.welcomed {
-                    more = send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
+                    more = send_pending(shared, &mut sink, &mut link, silence_limit).await?;
                 }
                 if link.welcomed && !was_welcomed {
                     // Up once the cloud welcomed it.
@@ -475,11 +474,12 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
                 write(&mut sink, Message::text(encode(&up)), silence_limit).await?;
             }
             _ = shared.outbox.notified(), if link.welcomed => {
-                more = send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
+                more = send_pending(shared, &mut sink, &mut link, silence_limit).await?;
             }
-            // A backlog goes a batch at a time, with the cloud's frames read between batches.
-            _ = std::future::ready(()), if more && link.welcomed => {
-                more = send_pending(shared, &mut sink, &mut sent_up_to, silence_limit).await?;
+            // A backlog goes a batch at a time, with the cloud's frames read between batches; with
+            // [`IN_FLIGHT`] events unanswered it waits for the cloud's answers (read above) instead.
+            _ = std::future::ready(()), if more && link.welcomed && link.in_flight < IN_FLIGHT => {
+                more = send_pending(shared, &mut sink, &mut link, silence_limit).await?;
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silence_limit {
@@ -521,41 +521,55 @@ where
 /// acknowledgements, a schedule), so that a long backlog never has both sides writing into full buffers at once.
 const SEND_BATCH: usize = 64;
 
-/// Sends the next [`SEND_BATCH`] journaled events this connection has not sent; true when more remain.
+/// The most journaled events a tunnel has sent that the cloud has not answered yet (it answers each with an `ack`,
+/// or an `error` when it refuses one). A longer backlog goes on as the answers come back, so the answers never pile
+/// up unread in the buffers of a link that is slower than the cloud.
+const IN_FLIGHT: u64 = 256;
+
+/// Sends the next journaled events this connection has not sent: at most [`SEND_BATCH`], and no more than leaves
+/// [`IN_FLIGHT`] unanswered. True when more remain to send.
 async fn send_pending<S>(
     shared: &Shared,
     sink: &mut S,
-    sent_up_to: &mut u64,
+    link: &mut Link,
     within: Duration,
 ) -> anyhow::Result<bool>
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
+    let room = usize::try_from(IN_FLIGHT.saturating_sub(link.in_flight))
+        .unwrap_or(0)
+        .min(SEND_BATCH);
     let frames: Vec<(u64, Up)> = {
         let state = shared.state.lock().await;
         // Pending events are in sequence order: skip what this connection sent without looking at it.
         let pending = state.journal.pending();
-        let unsent = pending.partition_point(|e| e.seq <= *sent_up_to);
+        let unsent = pending.partition_point(|e| e.seq <= link.sent_up_to);
         pending[unsent..]
             .iter()
-            .take(SEND_BATCH + 1)
+            .take(room + 1)
             .map(|e| (e.seq, e.frame()))
             .collect()
     };
-    let more = frames.len() > SEND_BATCH;
-    for (seq, frame) in frames.into_iter().take(SEND_BATCH) {
+    let more = frames.len() > room;
+    for (seq, frame) in frames.into_iter().take(room) {
         write(sink, Message::text(encode(&frame)), within).await?;
-        *sent_up_to = seq;
+        link.sent_up_to = seq;
+        link.in_flight += 1;
     }
     Ok(more)
 }
 
-/// What one tunnel connection knows of its own: whether the cloud welcomed it, and the parts of a schedule sent in
-/// several frames so far.
+/// What one tunnel connection knows of its own: whether the cloud welcomed it, the parts of a schedule sent in
+/// several frames so far, and the journaled events it sent.
 #[derive(Default)]
 struct Link {
     welcomed: bool,
     schedule_parts: Vec<StationPlan>,
+    /// The last journaled event sent on this connection.
+    sent_up_to: u64,
+    /// Events sent on this connection that the cloud has not answered yet.
+    in_flight: u64,
 }
 
 /// Makes `stations` the schedule: what the bridge knew of a station that stays is kept, a station that left is
@@ -638,6 +652,7 @@ async fn handle(shared: &Arc<Shared>, message: Down, link: &mut Link) -> anyhow:
             }])
         }
         Down::Ack { seq } => {
+            link.in_flight = link.in_flight.saturating_sub(1);
             shared.state.lock().await.journal.ack(seq)?;
             Ok(vec![])
         }
@@ -660,6 +675,8 @@ async fn handle(shared: &Arc<Shared>, message: Down, link: &mut Link) -> anyhow:
             Ok(vec![])
         }
         Down::Error { code, message } => {
+            // Most likely the answer to an event it refused (the event stays in the journal for the next tunnel).
+            link.in_flight = link.in_flight.saturating_sub(1);
             tracing::warn!(code, message, "the cloud refused a frame");
             Ok(vec![])
         }
@@ -1331,7 +1348,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_long_backlog_goes_in_batches_with_the_clouds_frames_read_between_them(
+    async fn a_long_backlog_goes_in_batches_with_the_clouds_frames_read_between_them_and_waits_for_its_answers(
     ) -> anyhow::Result<()> {
         use std::io::Write;
         const BACKLOG: u64 = 4_000;
@@ -1359,9 +1376,11 @@ mod tests {
             shared.state.lock().await.journal.pending().len(),
             BACKLOG as usize
         );
-        // A cloud that welcomes the bridge, sends a command at once and reads: the command's answer comes between
+        // A cloud that welcomes the bridge, sends a command at once and reads. The command's answer comes between
         // the backlog's batches, not after all of it (sending everything first is what lets both sides end up
-        // writing into full buffers when the cloud answers every event).
+        // writing into full buffers when the cloud answers every event). The cloud holds its answers at first: the
+        // bridge stops at IN_FLIGHT unanswered events (two heartbeats later it still has), and goes on once they
+        // come; from then on each event is answered as it arrives, like the real cloud does.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let seen_by_cloud = shared.clone();
@@ -1386,18 +1405,46 @@ mod tests {
             .await?;
             let mut events = 0u64;
             let mut answered_after = None;
+            let mut holding = true;
+            let mut beats_while_full = 0;
             while let Some(frame) = ws.next().await {
                 let Message::Text(text) = frame? else {
                     continue;
                 };
                 match decode::<Up>(&text) {
-                    Ok(Up::Event { .. }) => events += 1,
+                    Ok(Up::Event { seq, .. }) => {
+                        events += 1;
+                        anyhow::ensure!(
+                            !holding || events <= IN_FLIGHT,
+                            "the bridge sent {events} events with none answered"
+                        );
+                        if !holding {
+                            ws.send(Message::text(encode(&Down::Ack { seq }))).await?;
+                        }
+                    }
                     Ok(Up::CommandDone { id, .. }) if id == command => {
                         answered_after = Some(events)
+                    }
+                    Ok(Up::Heartbeat { sent_at, .. }) => {
+                        let ack = Down::HeartbeatAck {
+                            sent_at,
+                            server_time: Utc::now(),
+                        };
+                        ws.send(Message::text(encode(&ack))).await?;
+                        if holding && events == IN_FLIGHT {
+                            beats_while_full += 1;
+                            if beats_while_full == 2 {
+                                holding = false;
+                                for seq in 1..=events {
+                                    ws.send(Message::text(encode(&Down::Ack { seq }))).await?;
+                                }
+                            }
+                        }
                     }
                     _ => {}
                 }
                 if events == BACKLOG {
+                    anyhow::ensure!(!holding, "the whole backlog came with none answered");
                     if let Some(before) = answered_after {
                         // Chargers go live once the backlog has gone (so a live frame never overtakes it).
                         for _ in 0..600 {
@@ -1415,19 +1462,30 @@ mod tests {
         let config = Config::from_lookup(|key| match key {
             "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),
             "BRIDGE_TOKEN" => Some("sybr_test".into()),
+            "BRIDGE_HEARTBEAT_MS" => Some("1000".into()),
             _ => None,
         })?;
         let bridge = tokio::spawn({
             let shared = shared.clone();
             async move { tunnel(&config, &shared).await }
         });
-        let before = tokio::time::timeout(Duration::from_secs(60), cloud).await???;
-        bridge.abort();
+        let before = tokio::time::timeout(Duration::from_secs(120), cloud).await???;
         // Each batch is followed by a read with even odds: half the backlog is 31 batches.
         assert!(
             before < BACKLOG / 2,
             "the command was answered after {before} of {BACKLOG} events"
         );
+        // Every event was answered: the journal is left with none of them.
+        let mut left = BACKLOG as usize;
+        for _ in 0..600 {
+            left = shared.state.lock().await.journal.pending().len();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(left, 0, "events never acknowledged");
+        bridge.abort();
         let _ = std::fs::remove_file(&journal);
         Ok(())
     }

@@ -299,7 +299,7 @@ async fn serve(
         },
     )
     .await?;
-    let Some(mut sent) = push(&mut socket, me, &bridge, tunnel, takes_parts).await? else {
+    let Some(mut sent) = push(&mut socket, me, &bridge, tunnel, takes_parts, true).await? else {
         return Ok(());
     };
     // Chargers relayed by this tunnel; they end with it.
@@ -357,7 +357,7 @@ async fn serve(
                     send(&mut socket, me, &reply).await?;
                     // A heartbeat is also when a lost wake-up is made good.
                     if matches!(reply, Down::HeartbeatAck { .. }) && stale(db, tenant, &bridge, sent).await? {
-                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel, takes_parts).await? else { return Ok(()) };
+                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel, takes_parts, false).await? else { return Ok(()) };
                         sent = now_sent;
                     }
                 }
@@ -376,7 +376,7 @@ async fn serve(
                     Ok((t, venue)) if t != tenant.0 || venue != bridge.venue_id => continue,
                     // Our venue, or we fell behind: push what is pending (if this is still the live tunnel).
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel, takes_parts).await? else { return Ok(()) };
+                        let Some(now_sent) = push(&mut socket, me, &bridge, tunnel, takes_parts, false).await? else { return Ok(()) };
                         sent = now_sent;
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
@@ -449,7 +449,8 @@ async fn stale(db: &Db, tenant: TenantId, bridge: &Bridge, sent: u64) -> anyhow:
     Ok(pending || fingerprint(&current) != sent)
 }
 
-/// Sends the venue's schedule and its pending commands; returns the schedule's fingerprint. If the tunnel is no
+/// Sends the venue's schedule and its pending commands (on a tunnel's first push, `resend`, also the recent ones
+/// an earlier tunnel took but never saw acknowledged); returns the schedule's fingerprint. If the tunnel is no
 /// longer its bridge's live one, or the schedule needs parts that the bridge does not take (`takes_parts`: it
 /// announced [`switchyard_edge_protocol::FEATURE_SCHEDULE_PARTS`]), it takes nothing, ends the tunnel and returns
 /// `None`.
@@ -459,6 +460,7 @@ async fn push(
     bridge: &Bridge,
     tunnel: Uuid,
     takes_parts: bool,
+    resend: bool,
 ) -> anyhow::Result<Option<u64>> {
     let mut tx = me.db.begin_tenant(me.tenant).await?;
     // Checked in the transaction that takes the commands (it locks the bridge row): a replaced tunnel takes none.
@@ -470,7 +472,7 @@ async fn push(
         return Ok(None);
     }
     // The commands before the schedule (the schedule's read sees all that their transactions wrote).
-    let commands = bridges::take_commands(&mut tx, bridge.venue_id).await?;
+    let commands = bridges::take_commands(&mut tx, bridge.venue_id, resend).await?;
     let stations = schedule(&mut tx, bridge).await?;
     let sent = fingerprint(&stations);
     let planned: Vec<_> = stations

@@ -2149,6 +2149,127 @@ async fn a_bridge_can_acknowledge_only_its_own_venues_commands() {
     assert_eq!((acked, result), (None, None));
 }
 
+/// The commands a tunnel sends before the first heartbeat is answered (a tunnel's commands follow its hello).
+async fn commands_until_heartbeat_ack<S>(ws: &mut S) -> Vec<(Uuid, String)>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    ws.send(Message::text(encode(&Up::Heartbeat {
+        sent_at: chrono::Utc::now(),
+        clock_offset_ms: None,
+    })))
+    .await
+    .unwrap();
+    let mut commands = vec![];
+    loop {
+        match next_down(ws).await {
+            Down::Command { id, command, .. } => commands.push((id, command)),
+            Down::HeartbeatAck { .. } => return commands,
+            Down::Schedule { .. } | Down::SchedulePart { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A command is marked delivered before its frame is written, so an API process that dies in between (or a write
+/// that fails) would lose it. The bridge's next tunnel gets again every recent command that was never acknowledged,
+/// until it is; an acknowledged one, or one older than the resend window, is not sent again.
+#[tokio::test]
+async fn a_command_taken_but_never_acknowledged_is_sent_again_to_the_next_tunnel_until_it_is() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let session = paid_session(&app, &s.t, s.venue, s.station, 30, "resend").await;
+    let row = |id: Uuid| {
+        let app = &app;
+        let tenant = s.t.id;
+        async move {
+            let row: (Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>) =
+                sqlx::query_as("select delivered_at, acked_at from device_command where tenant_id = $1 and id = $2")
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_one(&mut *app.tenant_tx(tenant).await)
+                    .await
+                    .unwrap();
+            row
+        }
+    };
+
+    // The first tunnel takes the switch-on and dies before acknowledging it.
+    let mut first = connect(&app, &s.token).await.unwrap();
+    hello(&mut first).await;
+    let taken = commands_until_heartbeat_ack(&mut first).await;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let (on, ref command) = taken[0];
+    assert_eq!(command, "switch_on");
+    drop(first);
+    let (delivered, acked) = row(on).await;
+    assert!(delivered.is_some() && acked.is_none());
+
+    // The next tunnel gets it again, and acknowledges it.
+    let mut second = connect(&app, &s.token).await.unwrap();
+    hello(&mut second).await;
+    assert_eq!(
+        commands_until_heartbeat_ack(&mut second).await,
+        vec![(on, "switch_on".to_owned())]
+    );
+    second
+        .send(Message::text(encode(&Up::CommandDone {
+            id: on,
+            ok: true,
+            detail: None,
+        })))
+        .await
+        .unwrap();
+    wait_until("the switch-on is acknowledged", || async {
+        row(on).await.1.is_some()
+    })
+    .await;
+    second.close(None).await.unwrap();
+
+    // Stopping writes the switch-off; a tunnel takes it (not the acknowledged switch-on) and dies.
+    let id = session["session_id"].as_str().unwrap();
+    let (status, stopped) = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/sessions/{id}"),
+            Some(&s.t.access),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    let mut third = connect(&app, &s.token).await.unwrap();
+    hello(&mut third).await;
+    let taken = commands_until_heartbeat_ack(&mut third).await;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let (off, ref command) = taken[0];
+    assert_eq!(command, "switch_off");
+    drop(third);
+
+    // Once older than the resend window it is not sent again (the schedule has switched the plug off by then).
+    let mut tx = app.tenant_tx(s.t.id).await;
+    sqlx::query(
+        "update device_command set created_at = now() - make_interval(secs => $3) where tenant_id = $1 and id = $2",
+    )
+    .bind(s.t.id)
+    .bind(off)
+    .bind(switchyard_core::bridges::COMMAND_RESEND_SECS as f64 + 1.0)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut fourth = connect(&app, &s.token).await.unwrap();
+    hello(&mut fourth).await;
+    assert_eq!(commands_until_heartbeat_ack(&mut fourth).await, vec![]);
+    assert_eq!(
+        row(off).await.1,
+        None,
+        "still unacknowledged, for staff to see"
+    );
+}
+
 #[tokio::test]
 async fn a_bridge_whose_link_dies_silently_notices_and_dials_again() {
     let app = spawn_app().await;
