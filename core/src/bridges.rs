@@ -431,6 +431,19 @@ pub async fn take_commands(
     Ok(commands)
 }
 
+/// Is a bridge of the venue connected: online, not revoked, and heard from in the last two minutes (a tunnel whose
+/// API process died without saying so stops counting then)?
+pub async fn venue_connected(tx: &mut TenantTx, venue_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from bridge where tenant_id = $1 and venue_id = $2 and online and revoked_at is null
+                          and last_seen_at > now() - interval '2 minutes')",
+    )
+    .bind(tx.tenant())
+    .bind(venue_id)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
 /// Does the venue have commands not yet delivered? (A tunnel asks at each heartbeat, in case a wake-up was lost.)
 pub async fn has_pending_commands(tx: &mut TenantTx, venue_id: Uuid) -> Result<bool> {
     Ok(sqlx::query_scalar(

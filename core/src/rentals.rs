@@ -10,7 +10,7 @@ use crate::audit::{self, By, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::ledger::{self, Journal, Owner, Purpose};
-use crate::model::{Actor, StationKind};
+use crate::model::{Actor, StationControl, StationKind};
 use crate::payments::{self, PaymentProvider};
 use crate::sessions::{self, NewRow, Session, SessionStatus};
 use crate::{patrons, stations, tariffs, validate, venues};
@@ -171,6 +171,15 @@ pub async fn start(
     if expires_at <= now {
         return Err(Error::QuoteExpired);
     }
+    // A cabinet the bridge drives ejects only while its venue's bridge is connected: rather than bill a rental whose
+    // powerbank would come out whenever the bridge comes back, the start is refused (the quote stays usable).
+    if station.control == StationControl::Cabinet
+        && !crate::bridges::venue_connected(tx, station.venue_id).await?
+    {
+        return Err(Error::Conflict(
+            "this cabinet is offline (its venue's edge bridge is not connected), so it cannot eject a powerbank now: try again shortly or ask staff".into(),
+        ));
+    }
     let patron = patrons::get(tx, patron_id).await?;
     let venue = venues::get(tx, station.venue_id).await?;
     let tariff = tariffs::version(tx, tariff_id, version).await?;
@@ -284,6 +293,36 @@ pub async fn start(
     )
     .await?;
     Ok((session, asset))
+}
+
+/// How long an eject may wait for its venue's bridge to take it (seconds). A patron waits at the cabinet for a
+/// minute or two; an eject delivered later would hand a powerbank to nobody.
+pub const EJECT_DEADLINE_SECS: i64 = 120;
+
+/// Voids the rentals at `venue_id`'s cabinets whose eject no bridge took within [`EJECT_DEADLINE_SECS`] (the bridge
+/// dropped right after the start and came back later): the eject is closed unsent (`result` `expired`), the deposit
+/// released and whatever was billed given back, as for an eject the cabinet refused. Called by a tunnel before it
+/// takes the venue's commands; the rentals voided.
+pub async fn expire_ejects(tx: &mut TenantTx, venue_id: Uuid) -> Result<Vec<Uuid>> {
+    let expired: Vec<(Uuid, Uuid, Option<i32>)> = sqlx::query_as(
+        "update device_command c set delivered_at = now(), acked_at = now(), result = 'expired'
+         from station s
+         where c.tenant_id = $1 and s.tenant_id = c.tenant_id and s.id = c.station_id and s.venue_id = $2
+           and c.delivered_at is null and c.command = 'eject' and c.session_id is not null
+           and c.created_at <= now() - make_interval(secs => $3)
+         returning c.session_id, c.station_id, (c.payload->>'slot')::int",
+    )
+    .bind(tx.tenant())
+    .bind(venue_id)
+    .bind(EJECT_DEADLINE_SECS as f64)
+    .fetch_all(tx.conn())
+    .await?;
+    let mut voided = Vec::with_capacity(expired.len());
+    for (rental, station, slot) in expired {
+        eject_failed(tx, rental, station, slot, "cabinet_unreachable").await?;
+        voided.push(rental);
+    }
+    Ok(voided)
 }
 
 /// Ends a rental by docking its powerbank in a free slot of `station_id` (any cabinet of the tenant), releasing

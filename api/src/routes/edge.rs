@@ -472,6 +472,11 @@ async fn push(
         return Ok(None);
     }
     // The commands before the schedule (the schedule's read sees all that their transactions wrote).
+    // An eject that waited past its deadline is not sent late: its rental is voided instead.
+    for rental in switchyard_core::rentals::expire_ejects(&mut tx, bridge.venue_id).await? {
+        tracing::warn!(bridge.id = %bridge.id, rental.id = %rental, "an eject no bridge took in time: rental voided");
+        metrics::counter!("edge_ejects_expired_total").increment(1);
+    }
     let commands = bridges::take_commands(&mut tx, bridge.venue_id, resend).await?;
     let stations = schedule(&mut tx, bridge).await?;
     let sent = fingerprint(&stations);

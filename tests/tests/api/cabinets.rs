@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::rentals::{rent, setup, wallet, Cabinets};
+use crate::rentals::{post, rent, setup, wallet, Cabinets};
 
 /// The two cabinets of [`setup`] (A: four slots with pb-001 and pb-002; B: one empty slot) put on the cabinet
 /// protocol under fresh cabinet ids, and a bridge for their venue: the ids and the bridge's token.
@@ -670,6 +670,8 @@ async fn another_tenants_cabinets_commands_and_powerbanks_are_not_found_through_
     let app = spawn_app().await;
     let mine = site(&app).await;
     let theirs = site(&app).await;
+    // Their cabinet rents only with their bridge connected.
+    let _their_tunnel = tunnel(&app, &theirs.token).await;
     let (rented, _) = rent(&app, &theirs.c, theirs.c.a, "theirs-1").await;
     let their_command = eject_command(&app, theirs.c.t.id, rented).await;
     let their_asset: Uuid =
@@ -791,4 +793,115 @@ async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_re
         [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
     );
     let _ = std::fs::remove_file(&journal);
+}
+
+/// A cabinet whose venue's bridge is not connected cannot eject: renting there is refused with a reason a patron can
+/// act on, and nothing is taken (the quote stays usable). An eject the bridge never took (it dropped right after
+/// the start and came back later) is not sent once its deadline has passed: the rental is voided, the powerbank
+/// stays docked and everything the patron paid comes back.
+#[tokio::test]
+async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_deadline_voids_the_rental_unsent(
+) {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    let before = (wallet(&app, c).await, footprint(&app, c.t.id).await);
+    let (status, quote) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    let start = json!({"quote_id": quote["quote_id"]});
+    let (status, refused) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("away-1"),
+        start.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cabinet is offline") && message.contains("try again"),
+        "{message}"
+    );
+    assert_eq!(
+        (wallet(&app, c).await, footprint(&app, c.t.id).await),
+        before
+    );
+    assert_eq!(
+        docked(&app, c, c.a).await,
+        [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
+    );
+
+    // With the bridge connected the same quote rents; the tunnel takes the eject.
+    let mut ws = tunnel(&app, &s.token).await;
+    let (status, started) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("away-2"),
+        start,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let rented: Uuid = started["rental_id"].as_str().unwrap().parse().unwrap();
+    let eject = eject_command(&app, c.t.id, rented).await;
+    loop {
+        if let Down::Command { id, .. } = next_down(&mut ws).await {
+            assert_eq!(id, eject);
+            break;
+        }
+    }
+    drop(ws);
+    // As if the bridge had dropped before taking it, and came back after the deadline.
+    let mut tx = app.tenant_tx(c.t.id).await;
+    sqlx::query(
+        "update device_command set delivered_at = null, created_at = now() - make_interval(secs => $3)
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(c.t.id)
+    .bind(eject)
+    .bind(switchyard_core::rentals::EJECT_DEADLINE_SECS as f64 + 1.0)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut ws = tunnel(&app, &s.token).await;
+    ws.send(Message::text(encode(&Up::Heartbeat {
+        sent_at: chrono::Utc::now(),
+        clock_offset_ms: None,
+    })))
+    .await
+    .unwrap();
+    loop {
+        match next_down(&mut ws).await {
+            Down::HeartbeatAck { .. } => break,
+            Down::Command { id, .. } => panic!("the expired eject {id} was sent"),
+            _ => {}
+        }
+    }
+    assert_eq!(rental(&app, c, rented).await["status"], "FAILED");
+    let (result, acked): (Option<String>, bool) = sqlx::query_as(
+        "select result, acked_at is not null from device_command where tenant_id = $1 and id = $2",
+    )
+    .bind(c.t.id)
+    .bind(eject)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!((result.as_deref(), acked), (Some("expired"), true));
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(
+        docked(&app, c, c.a).await,
+        [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
+    );
 }
