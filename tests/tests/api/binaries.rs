@@ -538,7 +538,8 @@ async fn migrate_sets_the_app_roles_password_when_given_one() {
 /// request that was in flight again with the same key. Nothing committed is lost or doubled: every start a client
 /// saw acknowledged (by A or B) is the one session its key made, replaying any key to B answers the same session,
 /// every session is stopped and has its `switch_on` and `switch_off` commands, and the wallet paid exactly what
-/// the sessions were charged.
+/// the sessions were charged. The venue's real bridge, its tunnel on A until A dies and then on B, acknowledges
+/// every one of those commands: also those A took from the outbox just before it was killed.
 #[tokio::test]
 async fn an_api_killed_mid_load_loses_no_committed_write_and_no_device_command() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -567,6 +568,60 @@ async fn an_api_killed_mid_load_loses_no_committed_write_and_no_device_command()
     let a_dead = Arc::new(AtomicBool::new(false));
     let pairs_done = Arc::new(AtomicUsize::new(0));
     let http = reqwest::Client::new();
+
+    // The venue's bridge, through a balancer that dials A while A is up, then B.
+    let token = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"Failover bridge\") { token } }",
+            json!({"v": f.venue}),
+        )
+        .await["createBridge"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let address =
+        |url: &str| -> std::net::SocketAddr { url.trim_start_matches("http://").parse().unwrap() };
+    let balancer = crate::edge::failover(vec![address(&a_url), address(&b_url)]).await;
+    let journal =
+        std::env::temp_dir().join(format!("failover-{}.jsonl", uuid::Uuid::new_v4().simple()));
+    let (_stop_bridge, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(edge_bridge::run(
+        edge_bridge::Config {
+            cloud_url: format!("ws://{balancer}/edge/v1/tunnel"),
+            token,
+            journal_path: journal.clone(),
+            heartbeat: std::time::Duration::from_secs(1),
+            reconnect_max: std::time::Duration::from_millis(500),
+            agent_listen: None,
+            mqtt_url: None,
+            credentials_file: None,
+            readings: None,
+            metrics_listen: None,
+            ocpp_listen: None,
+        },
+        stopped,
+    ));
+    // Counted in one tenant transaction: (commands, acknowledged), and whether the bridge is online.
+    let commands = || async {
+        let row: (i64, i64, bool) = sqlx::query_as(
+            "select (select count(*) from device_command where tenant_id = $1),
+                    (select count(*) from device_command where tenant_id = $1 and acked_at is not null),
+                    (select bool_or(online) from bridge where tenant_id = $1)",
+        )
+        .bind(f.t.id)
+        .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+        .await
+        .unwrap();
+        row
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while !commands().await.2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the bridge never came online"));
 
     // Sends `request` (built for a base URL) to A until A is known dead, then to B; a request whose answer never
     // came (the connection died under it) is sent again to B, unchanged.
@@ -712,4 +767,23 @@ async fn an_api_killed_mid_load_loses_no_committed_write_and_no_device_command()
         FUNDS - charged,
         "the wallet paid what the sessions were charged"
     );
+    drop(tx);
+
+    // Every command reached the bridge and was acknowledged, whichever replica wrote it and whichever took it.
+    let all = CLIENTS as i64 * PAIRS as i64 * 2;
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(180), async {
+        loop {
+            let (written, acked, _) = commands().await;
+            if (written, acked) == (all, all) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        let (written, acked, _) = commands().await;
+        panic!("{acked} of {written} commands acknowledged, {all} expected");
+    }
+    let _ = std::fs::remove_file(&journal);
 }

@@ -2498,7 +2498,7 @@ async fn a_plugs_energy_counter_bills_the_session_on_its_station_by_the_kwh() {
 
 /// A load balancer in front of two replicas, reduced to what matters here: each new connection goes to the first
 /// upstream that accepts it.
-async fn failover(upstreams: Vec<std::net::SocketAddr>) -> std::net::SocketAddr {
+pub(crate) async fn failover(upstreams: Vec<std::net::SocketAddr>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
