@@ -388,8 +388,8 @@ pub const COMMAND_RESEND_SECS: i64 = 300;
 
 /// Takes the venue's undelivered commands, marking them delivered, in the order they were written. With `resend`
 /// (a tunnel's first take) it also takes again those a tunnel took in the last [`COMMAND_RESEND_SECS`] that were
-/// never acknowledged: the bridge applies each command id once (switching follows the schedule; a cabinet answers a
-/// request id it has seen without ejecting again).
+/// never acknowledged (an eject only within its [`crate::rentals::EJECT_DEADLINE_SECS`]): sending one again is
+/// harmless (switching follows the schedule; a cabinet answers a request id it has seen without ejecting again).
 pub async fn take_commands(
     tx: &mut TenantTx,
     venue_id: Uuid,
@@ -414,11 +414,13 @@ pub async fn take_commands(
                and c.acked_at is null and c.delivered_at is not null
                and c.created_at > now() - make_interval(secs => $3)
                and c.delivered_at < now()
+               and not (c.command = 'eject' and c.created_at <= now() - make_interval(secs => $4))
              returning c.id, c.station_id, c.command, c.payload",
         )
         .bind(tx.tenant())
         .bind(venue_id)
         .bind(COMMAND_RESEND_SECS as f64)
+        .bind(crate::rentals::EJECT_DEADLINE_SECS as f64)
         .fetch_all(tx.conn())
         .await?;
         if !again.is_empty() {

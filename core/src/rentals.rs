@@ -299,30 +299,55 @@ pub async fn start(
 /// minute or two; an eject delivered later would hand a powerbank to nobody.
 pub const EJECT_DEADLINE_SECS: i64 = 120;
 
-/// Voids the rentals at `venue_id`'s cabinets whose eject no bridge took within [`EJECT_DEADLINE_SECS`] (the bridge
-/// dropped right after the start and came back later): the eject is closed unsent (`result` `expired`), the deposit
-/// released and whatever was billed given back, as for an eject the cabinet refused. Called by a tunnel before it
-/// takes the venue's commands; the rentals voided.
-pub async fn expire_ejects(tx: &mut TenantTx, venue_id: Uuid) -> Result<Vec<Uuid>> {
-    let expired: Vec<(Uuid, Uuid, Option<i32>)> = sqlx::query_as(
-        "update device_command c set delivered_at = now(), acked_at = now(), result = 'expired'
-         from station s
-         where c.tenant_id = $1 and s.tenant_id = c.tenant_id and s.id = c.station_id and s.venue_id = $2
+/// The ejects at `venue_id`'s bridge-driven cabinets (control `cabinet`; a manual cabinet's eject is only a record)
+/// that no bridge took within [`EJECT_DEADLINE_SECS`] (the bridge dropped right after the start and came back
+/// later), in their rentals' order: each goes to [`expire_eject`] in a transaction of its own.
+pub async fn overdue_ejects(tx: &mut TenantTx, venue_id: Uuid) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "select c.id from device_command c
+         join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
+         where c.tenant_id = $1 and s.venue_id = $2 and s.control = 'cabinet'
            and c.delivered_at is null and c.command = 'eject' and c.session_id is not null
            and c.created_at <= now() - make_interval(secs => $3)
-         returning c.session_id, c.station_id, (c.payload->>'slot')::int",
+         order by c.session_id",
     )
     .bind(tx.tenant())
     .bind(venue_id)
     .bind(EJECT_DEADLINE_SECS as f64)
     .fetch_all(tx.conn())
+    .await?)
+}
+
+/// Closes an overdue eject unsent (`result` `expired`) and voids its rental as for an eject the cabinet refused:
+/// the deposit released, whatever was billed given back, the powerbank left docked. The rental is locked first, as a
+/// billing tick or a stop locks it. The rental voided, or none when the eject was taken or closed meanwhile.
+pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uuid>> {
+    let found: Option<(Option<Uuid>, Uuid, Option<i32>)> = sqlx::query_as(
+        "select session_id, station_id, (payload->>'slot')::int from device_command
+         where tenant_id = $1 and id = $2 and command = 'eject'",
+    )
+    .bind(tx.tenant())
+    .bind(command)
+    .fetch_optional(tx.conn())
     .await?;
-    let mut voided = Vec::with_capacity(expired.len());
-    for (rental, station, slot) in expired {
-        eject_failed(tx, rental, station, slot, "cabinet_unreachable").await?;
-        voided.push(rental);
+    let Some((Some(rental), station, slot)) = found else {
+        return Ok(None);
+    };
+    sessions::lock(tx, rental).await?;
+    let closed = sqlx::query(
+        "update device_command set delivered_at = now(), acked_at = now(), result = 'expired'
+         where tenant_id = $1 and id = $2 and delivered_at is null",
+    )
+    .bind(tx.tenant())
+    .bind(command)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if closed == 0 {
+        return Ok(None);
     }
-    Ok(voided)
+    eject_failed(tx, rental, station, slot, "cabinet_unreachable").await?;
+    Ok(Some(rental))
 }
 
 /// Ends a rental by docking its powerbank in a free slot of `station_id` (any cabinet of the tenant), releasing

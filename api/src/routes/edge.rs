@@ -462,6 +462,7 @@ async fn push(
     takes_parts: bool,
     resend: bool,
 ) -> anyhow::Result<Option<u64>> {
+    expire_overdue_ejects(me, bridge).await?;
     let mut tx = me.db.begin_tenant(me.tenant).await?;
     // Checked in the transaction that takes the commands (it locks the bridge row): a replaced tunnel takes none.
     if bridges::tunnel_standing(&mut tx, bridge.id, me.token_hash, tunnel).await?
@@ -472,11 +473,6 @@ async fn push(
         return Ok(None);
     }
     // The commands before the schedule (the schedule's read sees all that their transactions wrote).
-    // An eject that waited past its deadline is not sent late: its rental is voided instead.
-    for rental in switchyard_core::rentals::expire_ejects(&mut tx, bridge.venue_id).await? {
-        tracing::warn!(bridge.id = %bridge.id, rental.id = %rental, "an eject no bridge took in time: rental voided");
-        metrics::counter!("edge_ejects_expired_total").increment(1);
-    }
     let commands = bridges::take_commands(&mut tx, bridge.venue_id, resend).await?;
     let stations = schedule(&mut tx, bridge).await?;
     let sent = fingerprint(&stations);
@@ -523,6 +519,36 @@ async fn push(
         metrics::counter!("edge_commands_delivered_total").increment(1);
     }
     Ok(Some(sent))
+}
+
+/// An eject that waited past its deadline is not sent late: its rental is voided instead, one rental per
+/// transaction (locked as a billing tick locks it). One that cannot be voided now is logged and tried at the next
+/// push; it is not sent meanwhile.
+async fn expire_overdue_ejects(me: &Tunnel<'_>, bridge: &Bridge) -> anyhow::Result<()> {
+    use switchyard_core::rentals;
+    let mut tx = me.db.begin_tenant(me.tenant).await?;
+    let overdue = rentals::overdue_ejects(&mut tx, bridge.venue_id).await?;
+    tx.commit().await?;
+    for command in overdue {
+        let voided = async {
+            let mut tx = me.db.begin_tenant(me.tenant).await?;
+            let voided = rentals::expire_eject(&mut tx, command).await?;
+            tx.commit().await?;
+            anyhow::Ok(voided)
+        }
+        .await;
+        match voided {
+            Ok(Some(rental)) => {
+                tracing::warn!(bridge.id = %bridge.id, rental.id = %rental, "an eject no bridge took in time: rental voided");
+                metrics::counter!("edge_ejects_expired_total").increment(1);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(bridge.id = %bridge.id, command.id = %command, error = ?e, "an overdue eject could not be expired")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Handles one frame from the bridge; returns the answer, if any.

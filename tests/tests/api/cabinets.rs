@@ -859,33 +859,63 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
         }
     }
     drop(ws);
-    // As if the bridge had dropped before taking it, and came back after the deadline.
-    let mut tx = app.tenant_tx(c.t.id).await;
-    sqlx::query(
-        "update device_command set delivered_at = null, created_at = now() - make_interval(secs => $3)
-         where tenant_id = $1 and id = $2",
-    )
-    .bind(c.t.id)
-    .bind(eject)
-    .bind(switchyard_core::rentals::EJECT_DEADLINE_SECS as f64 + 1.0)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    let mut ws = tunnel(&app, &s.token).await;
-    ws.send(Message::text(encode(&Up::Heartbeat {
-        sent_at: chrono::Utc::now(),
-        clock_offset_ms: None,
-    })))
-    .await
-    .unwrap();
-    loop {
-        match next_down(&mut ws).await {
-            Down::HeartbeatAck { .. } => break,
-            Down::Command { id, .. } => panic!("the expired eject {id} was sent"),
-            _ => {}
+    // Once the server has seen that tunnel end, nothing else can take the eject behind the test's back.
+    let offline = || async {
+        let online: bool =
+            sqlx::query_scalar("select online from bridge where tenant_id = $1 and id = $2")
+                .bind(c.t.id)
+                .bind(s.bridge)
+                .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+                .await
+                .unwrap();
+        !online
+    };
+    wait_until("the dropped tunnel is seen gone", offline).await;
+    let age = |delivered: bool| {
+        let app = &app;
+        async move {
+            let mut tx = app.tenant_tx(c.t.id).await;
+            sqlx::query(
+                "update device_command set delivered_at = case when $4 then delivered_at end,
+                        created_at = now() - make_interval(secs => $3)
+                 where tenant_id = $1 and id = $2",
+            )
+            .bind(c.t.id)
+            .bind(eject)
+            .bind(switchyard_core::rentals::EJECT_DEADLINE_SECS as f64 + 1.0)
+            .bind(delivered)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
         }
-    }
+    };
+    // Taken but never acknowledged, and past the deadline: not sent again (the bridge's own report decides).
+    let quiet = |ws: Socket| async move {
+        let mut ws = ws;
+        ws.send(Message::text(encode(&Up::Heartbeat {
+            sent_at: chrono::Utc::now(),
+            clock_offset_ms: None,
+        })))
+        .await
+        .unwrap();
+        loop {
+            match next_down(&mut ws).await {
+                Down::HeartbeatAck { .. } => break,
+                Down::Command { id, .. } => panic!("the overdue eject {id} was sent"),
+                _ => {}
+            }
+        }
+        ws
+    };
+    age(true).await;
+    let ws = quiet(tunnel(&app, &s.token).await).await;
+    assert_eq!(rental(&app, c, rented).await["status"], "ACTIVE");
+    drop(ws);
+    wait_until("the second tunnel is seen gone", offline).await;
+    // As if the bridge had dropped before taking it, and came back after the deadline: voided, not sent.
+    age(false).await;
+    let ws = quiet(tunnel(&app, &s.token).await).await;
     assert_eq!(rental(&app, c, rented).await["status"], "FAILED");
     let (result, acked): (Option<String>, bool) = sqlx::query_as(
         "select result, acked_at is not null from device_command where tenant_id = $1 and id = $2",
@@ -904,4 +934,33 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
         docked(&app, c, c.a).await,
         [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
     );
+
+    // A manual cabinet's eject is only a record: however old, no tunnel voids its rental.
+    app.gql_ok(
+        &c.t.access,
+        "mutation($s: UUID!, $i: UpdateStationInput!) { updateStation(id: $s, input: $i) { control } }",
+        json!({"s": c.a, "i": {"control": "MANUAL"}}),
+    )
+    .await;
+    drop(ws);
+    wait_until("the third tunnel is seen gone", offline).await;
+    let (manual, _) = rent(&app, c, c.a, "away-manual").await;
+    let eject = eject_command(&app, c.t.id, manual).await;
+    let mut tx = app.tenant_tx(c.t.id).await;
+    sqlx::query("update device_command set created_at = now() - interval '1 hour' where tenant_id = $1 and id = $2")
+        .bind(c.t.id)
+        .bind(eject)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut ws = tunnel(&app, &s.token).await;
+    ws.send(Message::text(encode(&Up::Heartbeat {
+        sent_at: chrono::Utc::now(),
+        clock_offset_ms: None,
+    })))
+    .await
+    .unwrap();
+    while !matches!(next_down(&mut ws).await, Down::HeartbeatAck { .. }) {}
+    assert_eq!(rental(&app, c, manual).await["status"], "ACTIVE");
 }
