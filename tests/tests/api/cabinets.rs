@@ -893,19 +893,8 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
     // Taken but never acknowledged, and past the deadline: not sent again (the bridge's own report decides).
     let quiet = |ws: Socket| async move {
         let mut ws = ws;
-        ws.send(Message::text(encode(&Up::Heartbeat {
-            sent_at: chrono::Utc::now(),
-            clock_offset_ms: None,
-        })))
-        .await
-        .unwrap();
-        loop {
-            match next_down(&mut ws).await {
-                Down::HeartbeatAck { .. } => break,
-                Down::Command { id, .. } => panic!("the overdue eject {id} was sent"),
-                _ => {}
-            }
-        }
+        let sent = crate::edge::commands_until_heartbeat_ack(&mut ws).await;
+        assert_eq!(sent, vec![], "the overdue eject was sent");
         ws
     };
     age(true).await;
@@ -955,12 +944,6 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
         .unwrap();
     tx.commit().await.unwrap();
     let mut ws = tunnel(&app, &s.token).await;
-    ws.send(Message::text(encode(&Up::Heartbeat {
-        sent_at: chrono::Utc::now(),
-        clock_offset_ms: None,
-    })))
-    .await
-    .unwrap();
-    while !matches!(next_down(&mut ws).await, Down::HeartbeatAck { .. }) {}
+    crate::edge::commands_until_heartbeat_ack(&mut ws).await;
     assert_eq!(rental(&app, c, manual).await["status"], "ACTIVE");
 }

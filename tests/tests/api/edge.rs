@@ -2150,7 +2150,7 @@ async fn a_bridge_can_acknowledge_only_its_own_venues_commands() {
 }
 
 /// The commands a tunnel sends before the first heartbeat is answered (a tunnel's commands follow its hello).
-async fn commands_until_heartbeat_ack<S>(ws: &mut S) -> Vec<(Uuid, String)>
+pub(crate) async fn commands_until_heartbeat_ack<S>(ws: &mut S) -> Vec<(Uuid, String)>
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
         + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
