@@ -296,27 +296,10 @@ pub async fn start(
 }
 
 /// How long an eject may wait for its venue's bridge to take it (seconds). A patron waits at the cabinet for a
-/// minute or two; an eject delivered later would hand a powerbank to nobody.
+/// minute or two; an eject delivered later would hand a powerbank to nobody. A bridge-driven cabinet's eject that
+/// no tunnel took by then is never taken ([`crate::bridges::take_commands`]); the workers find it
+/// ([`crate::db::SystemDb::overdue_ejects`]) and close it with [`expire_eject`].
 pub const EJECT_DEADLINE_SECS: i64 = 120;
-
-/// The ejects at `venue_id`'s bridge-driven cabinets (control `cabinet`; a manual cabinet's eject is only a record)
-/// that no bridge took within [`EJECT_DEADLINE_SECS`] (the bridge dropped right after the start and came back
-/// later), in their rentals' order: each goes to [`expire_eject`] in a transaction of its own.
-pub async fn overdue_ejects(tx: &mut TenantTx, venue_id: Uuid) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
-        "select c.id from device_command c
-         join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
-         where c.tenant_id = $1 and s.venue_id = $2 and s.control = 'cabinet'
-           and c.delivered_at is null and c.command = 'eject' and c.session_id is not null
-           and c.created_at <= now() - make_interval(secs => $3)
-         order by c.session_id",
-    )
-    .bind(tx.tenant())
-    .bind(venue_id)
-    .bind(EJECT_DEADLINE_SECS as f64)
-    .fetch_all(tx.conn())
-    .await?)
-}
 
 /// Closes an overdue eject unsent (`result` `expired`) and voids its rental as for an eject the cabinet refused:
 /// the deposit released, whatever was billed given back, the powerbank left docked. The rental is locked first, as a

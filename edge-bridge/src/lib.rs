@@ -570,6 +570,9 @@ struct Link {
     sent_up_to: u64,
     /// Events sent on this connection that the cloud has not answered yet.
     in_flight: u64,
+    /// The cloud names the event an error answers ([`switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS`]), so an
+    /// error without one answers no event.
+    numbered_errors: bool,
 }
 
 /// Makes `stations` the schedule: what the bridge knew of a station that stays is kept, a station that left is
@@ -611,12 +614,17 @@ async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
 /// Handles one message from the cloud; returns the frames to answer with.
 async fn handle(shared: &Arc<Shared>, message: Down, link: &mut Link) -> anyhow::Result<Vec<Up>> {
     match message {
-        Down::Welcome { last_seq, .. } => {
+        Down::Welcome {
+            last_seq, features, ..
+        } => {
             let mut state = shared.state.lock().await;
             // What the cloud has is acknowledged; numbering continues above it.
             state.journal.ack(last_seq)?;
             state.journal.at_least(last_seq)?;
             link.welcomed = true;
+            link.numbered_errors = features
+                .iter()
+                .any(|f| f == switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS);
             Ok(vec![])
         }
         Down::Schedule { stations } => {
@@ -674,10 +682,13 @@ async fn handle(shared: &Arc<Shared>, message: Down, link: &mut Link) -> anyhow:
             }
             Ok(vec![])
         }
-        Down::Error { code, message } => {
-            // Most likely the answer to an event it refused (the event stays in the journal for the next tunnel).
-            link.in_flight = link.in_flight.saturating_sub(1);
-            tracing::warn!(code, message, "the cloud refused a frame");
+        Down::Error { code, message, seq } => {
+            // The answer to an event it refused (the event stays in the journal for the next tunnel) when it names
+            // one; from an older cloud, which names none, most likely so.
+            if seq.is_some() || !link.numbered_errors {
+                link.in_flight = link.in_flight.saturating_sub(1);
+            }
+            tracing::warn!(code, message, seq, "the cloud refused a frame");
             Ok(vec![])
         }
         relayed @ (Down::OcppOpened { .. }
@@ -1323,6 +1334,7 @@ mod tests {
                 venue_id: Uuid::nil(),
                 server_time: Utc::now(),
                 last_seq: 0,
+                features: vec![],
             };
             ws.send(Message::text(encode(&welcome))).await?;
             std::future::pending::<()>().await;
@@ -1350,27 +1362,8 @@ mod tests {
     #[tokio::test]
     async fn a_long_backlog_goes_in_batches_with_the_clouds_frames_read_between_them_and_waits_for_its_answers(
     ) -> anyhow::Result<()> {
-        use std::io::Write;
         const BACKLOG: u64 = 4_000;
-        let journal =
-            std::env::temp_dir().join(format!("bridge-backlog-{}.jsonl", Uuid::new_v4().simple()));
-        drop(Journal::open(&journal)?);
-        {
-            let mut file = std::fs::OpenOptions::new().append(true).open(&journal)?;
-            for seq in 1..=BACKLOG {
-                let entry = journal::Entry {
-                    seq,
-                    occurred_at: Utc::now(),
-                    station_id: None,
-                    event: Event::Switched {
-                        on: false,
-                        reason: "schedule".into(),
-                        session_id: None,
-                    },
-                };
-                writeln!(file, "{}", serde_json::to_string(&entry)?)?;
-            }
-        }
+        let journal = journal_of("backlog", BACKLOG)?;
         let (shared, _, _) = agent_bridge(&journal)?;
         assert_eq!(
             shared.state.lock().await.journal.pending().len(),
@@ -1393,6 +1386,7 @@ mod tests {
                 venue_id: Uuid::nil(),
                 server_time: Utc::now(),
                 last_seq: 0,
+                features: vec![],
             };
             ws.send(Message::text(encode(&welcome))).await?;
             let command = Uuid::new_v4();
@@ -1487,6 +1481,132 @@ mod tests {
         assert_eq!(left, 0, "events never acknowledged");
         bridge.abort();
         let _ = std::fs::remove_file(&journal);
+        Ok(())
+    }
+
+    /// A journal file holding `count` switch events, numbered from 1.
+    fn journal_of(name: &str, count: u64) -> anyhow::Result<std::path::PathBuf> {
+        use std::io::Write;
+        let journal =
+            std::env::temp_dir().join(format!("bridge-{name}-{}.jsonl", Uuid::new_v4().simple()));
+        drop(Journal::open(&journal)?);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&journal)?;
+        for seq in 1..=count {
+            let entry = journal::Entry {
+                seq,
+                occurred_at: Utc::now(),
+                station_id: None,
+                event: Event::Switched {
+                    on: false,
+                    reason: "schedule".into(),
+                    session_id: None,
+                },
+            };
+            writeln!(file, "{}", serde_json::to_string(&entry)?)?;
+        }
+        Ok(journal)
+    }
+
+    /// A cloud that numbers its errors: one that answers no event (an unknown command's) frees no room in the window,
+    /// so the bridge stays at [`IN_FLIGHT`] unanswered events; one naming an event does, and that event stays in the
+    /// journal. From a cloud that does not number them, any error counts as an answer, as before.
+    #[tokio::test]
+    async fn only_an_error_that_answers_an_event_frees_room_for_the_next_one() -> anyhow::Result<()>
+    {
+        for numbered in [true, false] {
+            let journal = journal_of("errors", IN_FLIGHT + 4)?;
+            let (shared, _, _) = agent_bridge(&journal)?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let cloud = tokio::spawn(async move {
+                let (stream, _) = listener.accept().await?;
+                let mut ws = tokio_tungstenite::accept_async(stream).await?;
+                let features = if numbered {
+                    vec![switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS.into()]
+                } else {
+                    vec![]
+                };
+                let welcome = Down::Welcome {
+                    bridge_id: Uuid::nil(),
+                    venue_id: Uuid::nil(),
+                    server_time: Utc::now(),
+                    last_seq: 0,
+                    features,
+                };
+                ws.send(Message::text(encode(&welcome))).await?;
+                let error = |seq| {
+                    Message::text(encode(&Down::Error {
+                        code: "unknown_command".into(),
+                        message: "no such command".into(),
+                        seq,
+                    }))
+                };
+                let mut events = 0u64;
+                let mut beats = 0;
+                let mut released = false;
+                while let Some(frame) = ws.next().await {
+                    let Message::Text(text) = frame? else {
+                        continue;
+                    };
+                    match decode::<Up>(&text) {
+                        Ok(Up::Event { .. }) => {
+                            events += 1;
+                            if events == IN_FLIGHT {
+                                // Full: errors that answer no event.
+                                for _ in 0..3 {
+                                    ws.send(error(None)).await?;
+                                }
+                            } else if events > IN_FLIGHT {
+                                anyhow::ensure!(
+                                    !numbered || released,
+                                    "an error naming no event freed room"
+                                );
+                                return anyhow::Ok(());
+                            }
+                        }
+                        Ok(Up::Heartbeat { sent_at, .. }) => {
+                            let ack = Down::HeartbeatAck {
+                                sent_at,
+                                server_time: Utc::now(),
+                            };
+                            ws.send(Message::text(encode(&ack))).await?;
+                            if events == IN_FLIGHT && !released {
+                                beats += 1;
+                                if beats == 2 {
+                                    // Still full two heartbeats later: an error naming the first event makes room.
+                                    anyhow::ensure!(
+                                        numbered,
+                                        "an older cloud's errors freed no room"
+                                    );
+                                    ws.send(error(Some(1))).await?;
+                                    released = true;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                anyhow::bail!("the tunnel ended")
+            });
+            let config = Config::from_lookup(|key| match key {
+                "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),
+                "BRIDGE_TOKEN" => Some("sybr_test".into()),
+                "BRIDGE_HEARTBEAT_MS" => Some("1000".into()),
+                _ => None,
+            })?;
+            let bridge = tokio::spawn({
+                let shared = shared.clone();
+                async move { tunnel(&config, &shared).await }
+            });
+            tokio::time::timeout(Duration::from_secs(120), cloud).await???;
+            bridge.abort();
+            // Nothing was acknowledged: the refused event and the rest wait for the next tunnel.
+            assert_eq!(
+                shared.state.lock().await.journal.pending().len(),
+                (IN_FLIGHT + 4) as usize
+            );
+            let _ = std::fs::remove_file(&journal);
+        }
         Ok(())
     }
 

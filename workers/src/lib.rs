@@ -1,13 +1,14 @@
 //! Switchyard's background workers: a loop that wakes every `WORKER_POLL_MS`, or when Postgres notifies
 //! `switchyard_work`, and runs the billing tick (which also
-//! ends sessions at their planned end), debt collection (which also settles rentals' card deposit holds) and the
-//! analytics rollups with the owners' daily summaries, the delivery of the notification outbox (email over SMTP),
+//! ends sessions at their planned end), debt collection (which also settles rentals' card deposit holds), the
+//! voiding of rentals whose eject no bridge took in time, the analytics rollups with the owners' daily summaries, the delivery of the notification outbox (email over SMTP),
 //! housekeeping every `HOUSEKEEPING_SEC`; it exposes `/healthz` and `/metrics`, and stops cleanly on SIGTERM or
 //! Ctrl-C.
 
 pub mod bench;
 pub mod billing;
 pub mod debts;
+pub mod ejects;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -340,8 +341,11 @@ pub fn transports(config: &WorkerConfig) -> anyhow::Result<Transports> {
     })
 }
 
-/// One wake-up: drain what is due, batch by batch — billing, then debt collection, then the analytics rollups and
-/// the daily summaries they feed, then notifications.
+/// How many overdue ejects one pass voids before the next batch is read.
+const EJECT_BATCH: i32 = 100;
+
+/// One wake-up: drain what is due, batch by batch — billing, then debt collection, then rentals whose eject no
+/// bridge took in time, then the analytics rollups and the daily summaries they feed, then notifications.
 async fn drain(
     db: &Db,
     providers: &switchyard_core::payments::accounts::Providers,
@@ -366,6 +370,16 @@ async fn drain(
             Ok(_) => break,
             Err(e) => {
                 tracing::error!(error = ?e, "debt collection pass failed");
+                break;
+            }
+        }
+    }
+    loop {
+        match ejects::run_once(db, EJECT_BATCH).await {
+            Ok(more) if more && !*stopping.borrow() => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = ?e, "overdue eject pass failed");
                 break;
             }
         }

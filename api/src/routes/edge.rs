@@ -157,6 +157,7 @@ fn error(code: &str, message: impl Into<String>) -> Down {
     Down::Error {
         code: code.into(),
         message: message.into(),
+        seq: None,
     }
 }
 
@@ -296,6 +297,7 @@ async fn serve(
             venue_id: bridge.venue_id,
             server_time: Utc::now(),
             last_seq: u64::try_from(bridge.last_seq).unwrap_or(0),
+            features: vec![switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS.into()],
         },
     )
     .await?;
@@ -351,7 +353,11 @@ async fn serve(
                         None
                     }
                     Ok(message) => receive(me, &bridge, message).await,
-                    Err(e) => Some(error("malformed_frame", e)),
+                    Err(e) => Some(Down::Error {
+                        code: "malformed_frame".into(),
+                        message: e.to_string(),
+                        seq: malformed_event_seq(&text),
+                    }),
                 };
                 if let Some(reply) = reply {
                     send(&mut socket, me, &reply).await?;
@@ -462,7 +468,6 @@ async fn push(
     takes_parts: bool,
     resend: bool,
 ) -> anyhow::Result<Option<u64>> {
-    expire_overdue_ejects(me, bridge).await?;
     let mut tx = me.db.begin_tenant(me.tenant).await?;
     // Checked in the transaction that takes the commands (it locks the bridge row): a replaced tunnel takes none.
     if bridges::tunnel_standing(&mut tx, bridge.id, me.token_hash, tunnel).await?
@@ -521,38 +526,30 @@ async fn push(
     Ok(Some(sent))
 }
 
-/// An eject that waited past its deadline is not sent late: its rental is voided instead, one rental per
-/// transaction (locked as a billing tick locks it). One that cannot be voided now is logged and tried at the next
-/// push; it is not sent meanwhile.
-async fn expire_overdue_ejects(me: &Tunnel<'_>, bridge: &Bridge) -> anyhow::Result<()> {
-    use switchyard_core::rentals;
-    let mut tx = me.db.begin_tenant(me.tenant).await?;
-    let overdue = rentals::overdue_ejects(&mut tx, bridge.venue_id).await?;
-    tx.commit().await?;
-    for command in overdue {
-        let voided = async {
-            let mut tx = me.db.begin_tenant(me.tenant).await?;
-            let voided = rentals::expire_eject(&mut tx, command).await?;
-            tx.commit().await?;
-            anyhow::Ok(voided)
-        }
-        .await;
-        match voided {
-            Ok(Some(rental)) => {
-                tracing::warn!(bridge.id = %bridge.id, rental.id = %rental, "an eject no bridge took in time: rental voided");
-                metrics::counter!("edge_ejects_expired_total").increment(1);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(bridge.id = %bridge.id, command.id = %command, error = ?e, "an overdue eject could not be expired")
-            }
-        }
-    }
-    Ok(())
+/// The `seq` of a frame that reads as an event but not as one this cloud takes (a field it does not know, another
+/// protocol version): its `malformed_frame` error answers that event.
+fn malformed_event_seq(text: &str) -> Option<u64> {
+    let frame: serde_json::Value = serde_json::from_str(text).ok()?;
+    (frame["type"] == "event")
+        .then(|| frame["seq"].as_u64())
+        .flatten()
 }
 
-/// Handles one frame from the bridge; returns the answer, if any.
+/// Handles one frame from the bridge; returns the answer, if any. An error that answers an event names its `seq`
+/// ([`switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS`]): the bridge counts its events awaiting an answer by it.
 async fn receive(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> {
+    let event = match &message {
+        Up::Event { seq, .. } => Some(*seq),
+        _ => None,
+    };
+    let mut reply = answer(me, bridge, message).await;
+    if let Some(Down::Error { seq, .. }) = &mut reply {
+        *seq = event;
+    }
+    reply
+}
+
+async fn answer(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> {
     let result: Result<Option<Down>, switchyard_core::Error> = async {
         let mut tx = me.db.begin_tenant(me.tenant).await?;
         let reply = match message {

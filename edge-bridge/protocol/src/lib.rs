@@ -21,6 +21,10 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// schedule larger than a frame only to a bridge that announces this; it refuses an older bridge
 /// (`upgrade_required`) rather than leave it on a schedule it cannot have.
 pub const FEATURE_SCHEDULE_PARTS: &str = "schedule_parts";
+/// What a cloud that numbers its errors announces in its [`Down::Welcome`]: an [`Down::Error`] that answers an
+/// event carries that event's `seq`, and one without a `seq` answers no event. A bridge counts its events awaiting an
+/// answer by it; with an older cloud it counts every error as an answer.
+pub const FEATURE_NUMBERED_ERRORS: &str = "numbered_errors";
 
 /// A frame: the version and one message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,11 +192,13 @@ pub enum Down {
         server_time: DateTime<Utc>,
         /// The highest event sequence the cloud has recorded from this bridge.
         last_seq: u64,
+        /// The protocol features the cloud offers beyond version 1's first release ([`FEATURE_NUMBERED_ERRORS`]);
+        /// none from an older cloud.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// The desired state of every controlled station of the venue.
-    Schedule {
-        stations: Vec<StationPlan>,
-    },
+    Schedule { stations: Vec<StationPlan> },
     /// A schedule too large for one frame, sent in parts (see [`schedule_frames`]): the bridge gathers the parts
     /// and applies them as one schedule at the part marked `last`. A tunnel that drops between parts applies none.
     SchedulePart {
@@ -206,9 +212,7 @@ pub enum Down {
         payload: serde_json::Value,
     },
     /// Every event up to `seq` is recorded.
-    Ack {
-        seq: u64,
-    },
+    Ack { seq: u64 },
     HeartbeatAck {
         sent_at: DateTime<Utc>,
         server_time: DateTime<Utc>,
@@ -216,21 +220,17 @@ pub enum Down {
     Error {
         code: String,
         message: String,
+        /// The event this refuses (from a cloud that announces [`FEATURE_NUMBERED_ERRORS`]); none when it answers
+        /// another frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// The charger of [`Up::OcppOpen`] is this tenant's, at this venue, with that password: its frames flow.
-    OcppOpened {
-        conn: Uuid,
-    },
+    OcppOpened { conn: Uuid },
     /// It is not (unknown here, wrong password, another venue's): the bridge closes the charger's socket.
-    OcppRefused {
-        conn: Uuid,
-        reason: String,
-    },
+    OcppRefused { conn: Uuid, reason: String },
     /// One OCPP-J text frame for the charger.
-    OcppFrame {
-        conn: Uuid,
-        text: String,
-    },
+    OcppFrame { conn: Uuid, text: String },
     /// The central system ended the charger's connection (replaced by a newer one, …).
     OcppClose {
         conn: Uuid,
@@ -352,6 +352,36 @@ mod tests {
             }) => assert_eq!((version.as_str(), features.len()), ("0.0.9", 0)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_older_clouds_welcome_and_errors_read_without_features_or_seq() {
+        let welcome = r#"{"v":1,"type":"welcome","bridge_id":"00000000-0000-0000-0000-000000000000","venue_id":"00000000-0000-0000-0000-000000000000","server_time":"2026-01-01T00:00:00Z","last_seq":7}"#;
+        match decode::<Down>(welcome) {
+            Ok(Down::Welcome {
+                last_seq, features, ..
+            }) => assert_eq!((last_seq, features.len()), (7, 0)),
+            other => panic!("{other:?}"),
+        }
+        let error = r#"{"v":1,"type":"error","code":"bad_sequence","message":"seq starts at 1"}"#;
+        match decode::<Down>(error) {
+            Ok(Down::Error { code, seq, .. }) => {
+                assert_eq!((code.as_str(), seq), ("bad_sequence", None))
+            }
+            other => panic!("{other:?}"),
+        }
+        let numbered = encode(Down::Error {
+            code: "internal".into(),
+            message: "send it again".into(),
+            seq: Some(12),
+        });
+        assert!(numbered.contains(r#""seq":12"#), "{numbered}");
+        let unnumbered = encode(Down::Error {
+            code: "unknown_command".into(),
+            message: "no such command".into(),
+            seq: None,
+        });
+        assert!(!unnumbered.contains("seq"), "{unnumbered}");
     }
 
     #[test]

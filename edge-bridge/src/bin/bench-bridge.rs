@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
                                 venue_id: Uuid::new_v4(),
                                 server_time: chrono::Utc::now(),
                                 last_seq: 0,
+                                features: vec![],
                             };
                             if ws.send(Message::text(encode(&welcome))).await.is_err() {
                                 return;

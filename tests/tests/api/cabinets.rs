@@ -902,10 +902,24 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
     assert_eq!(rental(&app, c, rented).await["status"], "ACTIVE");
     drop(ws);
     wait_until("the second tunnel is seen gone", offline).await;
-    // As if the bridge had dropped before taking it, and came back after the deadline: voided, not sent.
+    // As if the bridge had dropped before taking it and were still away after the deadline: the workers' pass
+    // voids the rental, whatever the bridge does, and a tunnel that opens later sends nothing.
     age(false).await;
-    let ws = quiet(tunnel(&app, &s.token).await).await;
+    let db = switchyard_tests::app_db(2);
+    let pass = || switchyard_workers::ejects::run_once(&db, 100);
+    assert!(
+        !pass().await.unwrap(),
+        "one overdue eject is not a full batch"
+    );
     assert_eq!(rental(&app, c, rented).await["status"], "FAILED");
+    // Voided once: a second pass (another worker, a retry) finds nothing left to void.
+    let voided = (wallet(&app, c).await, footprint(&app, c.t.id).await);
+    pass().await.unwrap();
+    assert_eq!(
+        (wallet(&app, c).await, footprint(&app, c.t.id).await),
+        voided
+    );
+    let ws = quiet(tunnel(&app, &s.token).await).await;
     let (result, acked): (Option<String>, bool) = sqlx::query_as(
         "select result, acked_at is not null from device_command where tenant_id = $1 and id = $2",
     )
@@ -943,6 +957,7 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    pass().await.unwrap();
     let mut ws = tunnel(&app, &s.token).await;
     crate::edge::commands_until_heartbeat_ack(&mut ws).await;
     assert_eq!(rental(&app, c, manual).await["status"], "ACTIVE");

@@ -548,7 +548,7 @@ async fn a_bridge_that_cannot_take_schedule_parts_is_refused_and_its_commands_wa
     .await
     .unwrap();
     assert!(matches!(next_down(&mut old).await, Down::Welcome { .. }));
-    let Down::Error { code, message } = next_down(&mut old).await else {
+    let Down::Error { code, message, .. } = next_down(&mut old).await else {
         panic!("an error frame, not a schedule")
     };
     assert_eq!(code, "upgrade_required");
@@ -613,12 +613,17 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
     let Down::Welcome {
         bridge_id,
         last_seq,
+        features,
         ..
     } = next_down(&mut ws).await
     else {
         panic!("welcome first");
     };
     assert_eq!((bridge_id, last_seq), (s.bridge, 0));
+    assert_eq!(
+        features,
+        [switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS]
+    );
     let Down::Schedule { stations } = next_down(&mut ws).await else {
         panic!("then the schedule");
     };
@@ -631,20 +636,31 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
 
     // Garbage, another protocol version, an unknown station: clear errors, and the connection goes on.
     ws.send(Message::text("not json")).await.unwrap();
-    let Down::Error { code, .. } = next_answer(&mut ws).await else {
+    let Down::Error { code, seq, .. } = next_answer(&mut ws).await else {
         panic!()
     };
-    assert_eq!(code, "malformed_frame");
+    // An error that answers no event names none (the bridge counts the events awaiting an answer by it).
+    assert_eq!((code.as_str(), seq), ("malformed_frame", None));
     ws.send(Message::text(
         r#"{"v":9,"type":"heartbeat","sent_at":"2026-01-01T00:00:00Z"}"#,
     ))
     .await
     .unwrap();
-    let Down::Error { code, message } = next_answer(&mut ws).await else {
+    let Down::Error { code, message, .. } = next_answer(&mut ws).await else {
         panic!()
     };
     assert_eq!(code, "malformed_frame");
     assert!(message.contains("version 9"), "{message}");
+    // An event this cloud cannot read is still answered by its number.
+    ws.send(Message::text(
+        r#"{"v":9,"type":"event","seq":5,"occurred_at":"2026-01-01T00:00:00Z","kind":"switched"}"#,
+    ))
+    .await
+    .unwrap();
+    let Down::Error { code, seq, .. } = next_answer(&mut ws).await else {
+        panic!()
+    };
+    assert_eq!((code.as_str(), seq), ("malformed_frame", Some(5)));
     let event = |seq: u64, station: Option<Uuid>| Up::Event {
         seq,
         occurred_at: chrono::Utc::now(),
@@ -658,10 +674,10 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
     ws.send(Message::text(encode(event(1, Some(Uuid::new_v4())))))
         .await
         .unwrap();
-    let Down::Error { code, .. } = next_answer(&mut ws).await else {
+    let Down::Error { code, seq, .. } = next_answer(&mut ws).await else {
         panic!()
     };
-    assert_eq!(code, "unknown_station");
+    assert_eq!((code.as_str(), seq), ("unknown_station", Some(1)));
     // The same event twice: acknowledged twice, recorded once.
     for _ in 0..2 {
         ws.send(Message::text(encode(event(1, Some(s.station)))))
@@ -1944,10 +1960,10 @@ async fn a_sequence_jump_is_refused_and_cannot_make_the_real_bridge_drop_its_jou
     })))
     .await
     .unwrap();
-    let Down::Error { code, message } = next_answer(&mut ws).await else {
+    let Down::Error { code, message, seq } = next_answer(&mut ws).await else {
         panic!("an error frame")
     };
-    assert_eq!(code, "bad_sequence");
+    assert_eq!((code.as_str(), seq), ("bad_sequence", Some(jump)));
     assert!(message.contains("too far above"), "{message}");
     let bridge = app
         .gql_ok(&s.t.access, ANOMALIES, json!({"b": s.bridge}))
