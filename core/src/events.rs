@@ -15,7 +15,7 @@
 //! delays delivery until the next announcement or the hub's periodic look ([`EventHub::run`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -580,7 +580,9 @@ impl EventHub {
     }
 
     /// Runs for as long as the process does: delivers on every announcement, looks for missed ones every
-    /// `poll`, and forgets tenants nobody here listens to.
+    /// `poll`, and forgets tenants nobody here listens to. The look runs beside the announcements, one at a time:
+    /// numbering other tenants' stranded events can wait on their numbering locks, and announcements must not
+    /// wait for it.
     pub async fn run(
         self: Arc<Self>,
         mut announcements: broadcast::Receiver<(Uuid, i64)>,
@@ -588,6 +590,7 @@ impl EventHub {
     ) {
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let looking = Arc::new(AtomicBool::new(false));
         loop {
             tokio::select! {
                 received = announcements.recv() => match received {
@@ -596,22 +599,44 @@ impl EventHub {
                         // One slow tenant must not hold up the others.
                         tokio::spawn(async move { hub.announce(tenant, last).await });
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.look(&looking),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = ticker.tick() => self.catch_up().await,
+                _ = ticker.tick() => self.look(&looking),
             }
         }
     }
 
-    /// Looks at every tenant with subscribers here for events not yet delivered (a lost announcement), after
-    /// numbering any a writer left unnumbered.
+    /// Starts a [`Self::catch_up`] unless one is running.
+    fn look(self: &Arc<Self>, looking: &Arc<AtomicBool>) {
+        if looking.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        /// Lets the next look start when this one ends, however it ends.
+        struct Done(Arc<AtomicBool>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let (hub, done) = (self.clone(), Done(looking.clone()));
+        tokio::spawn(async move {
+            let _done = done;
+            hub.catch_up().await;
+        });
+    }
+
+    /// Looks at every tenant with subscribers here for events not yet delivered (a lost announcement), then
+    /// numbers any a writer left unnumbered (their numbering announces them).
     async fn catch_up(&self) {
         let tenants: Vec<Uuid> = {
             let mut feeds = self.lock();
             feeds.retain(|_, f| f.subscribers.load(Ordering::SeqCst) > 0);
             feeds.keys().copied().collect()
         };
+        for tenant in tenants {
+            self.announce(tenant, i64::MAX).await;
+        }
         // Events a writer committed but never numbered (it stopped in between), after a grace period in which
         // their writer would have.
         match number_stranded(&self.db).await {
@@ -621,9 +646,6 @@ impl EventHub {
                 "numbered live events their writer left unnumbered"
             ),
             Err(e) => tracing::warn!(error = %e, "cannot number stranded live events"),
-        }
-        for tenant in tenants {
-            self.announce(tenant, i64::MAX).await;
         }
     }
 }
