@@ -386,20 +386,20 @@ pub struct OutgoingCommand {
 /// again: an eject minutes late would hand a powerbank to nobody.
 pub const COMMAND_RESEND_SECS: i64 = 300;
 
-/// The condition, over a command `c` of a station `s`, of an eject at a bridge-driven cabinet older than `$3`
-/// seconds ([`crate::rentals::EJECT_DEADLINE_SECS`]). Undelivered, it is never taken: it would hand a powerbank to
-/// nobody. The workers close it and void its rental (`sys_overdue_ejects`, [`crate::rentals::expire_eject`]).
-macro_rules! overdue_eject {
+/// The condition, over a command `c`, that it is not past its deadline: only a bridge-driven cabinet's eject has
+/// one ([`crate::rentals::EJECT_DEADLINE_SECS`], fixed when it was written). Undelivered past it, it is never
+/// taken: it would hand a powerbank to nobody. The workers close it and void its rental (`sys_overdue_ejects`,
+/// [`crate::rentals::expire_eject`]).
+macro_rules! in_time {
     () => {
-        "s.control = 'cabinet' and c.command = 'eject' and c.session_id is not null
-         and c.created_at <= now() - make_interval(secs => $3)"
+        "(c.deadline_at is null or c.deadline_at > now())"
     };
 }
 
 /// Takes the venue's undelivered commands, marking them delivered, in the order they were written. With `resend`
 /// (a tunnel's first take) it also takes again those a tunnel took in the last [`COMMAND_RESEND_SECS`] that were
 /// never acknowledged (an eject only within its [`crate::rentals::EJECT_DEADLINE_SECS`]; one never taken by then is
-/// not taken at all, see `overdue_eject!`): sending one again is harmless (switching follows the schedule; a
+/// not taken at all, see `in_time!`): sending one again is harmless (switching follows the schedule; a
 /// cabinet answers a request id it has seen without ejecting again).
 pub async fn take_commands(
     tx: &mut TenantTx,
@@ -410,14 +410,13 @@ pub async fn take_commands(
         "update device_command c set delivered_at = now()
          from station s
          where c.tenant_id = $1 and s.tenant_id = c.tenant_id and s.id = c.station_id and s.venue_id = $2
-           and c.delivered_at is null and not (",
-        overdue_eject!(),
-        ")
+           and c.delivered_at is null and ",
+        in_time!(),
+        "
          returning c.id, c.station_id, c.command, c.payload"
     ))
     .bind(tx.tenant())
     .bind(venue_id)
-    .bind(crate::rentals::EJECT_DEADLINE_SECS as f64)
     .fetch_all(tx.conn())
     .await?;
     if resend {
@@ -464,13 +463,12 @@ pub async fn venue_connected(tx: &mut TenantTx, venue_id: Uuid) -> Result<bool> 
 pub async fn has_pending_commands(tx: &mut TenantTx, venue_id: Uuid) -> Result<bool> {
     Ok(sqlx::query_scalar(concat!(
         "select exists (select 1 from device_command c join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
-                        where c.tenant_id = $1 and s.venue_id = $2 and c.delivered_at is null and not (",
-        overdue_eject!(),
-        "))"
+                        where c.tenant_id = $1 and s.venue_id = $2 and c.delivered_at is null and ",
+        in_time!(),
+        ")"
     ))
     .bind(tx.tenant())
     .bind(venue_id)
-    .bind(crate::rentals::EJECT_DEADLINE_SECS as f64)
     .fetch_one(tx.conn())
     .await?)
 }

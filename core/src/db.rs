@@ -565,17 +565,14 @@ impl SystemDb {
 }
 
 impl SystemDb {
-    /// Ejects at bridge-driven cabinets that no tunnel took within `deadline_secs`, oldest first, at most `limit`,
-    /// as (tenant, command); each goes to [`crate::rentals::expire_eject`] in a transaction of its own tenant.
-    pub async fn overdue_ejects(
-        &self,
-        deadline_secs: i64,
-        limit: i32,
-    ) -> Result<Vec<(TenantId, Uuid)>> {
+    /// Ejects at bridge-driven cabinets that no tunnel took by their deadline, the longest overdue first, at most
+    /// `limit`, none of `skip`, as (tenant, command); each goes to [`crate::rentals::expire_eject`] in a
+    /// transaction of its own tenant.
+    pub async fn overdue_ejects(&self, limit: i32, skip: &[Uuid]) -> Result<Vec<(TenantId, Uuid)>> {
         Ok(
             sqlx::query_as("select tenant_id, command_id from sys_overdue_ejects($1, $2)")
-                .bind(deadline_secs as f64)
                 .bind(limit)
+                .bind(skip)
                 .fetch_all(&self.pool)
                 .await?,
         )

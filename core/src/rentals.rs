@@ -296,14 +296,16 @@ pub async fn start(
 }
 
 /// How long an eject may wait for its venue's bridge to take it (seconds). A patron waits at the cabinet for a
-/// minute or two; an eject delivered later would hand a powerbank to nobody. A bridge-driven cabinet's eject that
-/// no tunnel took by then is never taken ([`crate::bridges::take_commands`]); the workers find it
-/// ([`crate::db::SystemDb::overdue_ejects`]) and close it with [`expire_eject`].
+/// minute or two; an eject delivered later would hand a powerbank to nobody. A bridge-driven cabinet's eject gets
+/// its deadline when it is written (`device_command.deadline_at`); one no tunnel took by then is never taken
+/// ([`crate::bridges::take_commands`]): the workers find it ([`crate::db::SystemDb::overdue_ejects`]) and close it
+/// with [`expire_eject`].
 pub const EJECT_DEADLINE_SECS: i64 = 120;
 
 /// Closes an overdue eject unsent (`result` `expired`) and voids its rental as for an eject the cabinet refused:
 /// the deposit released, whatever was billed given back, the powerbank left docked. The rental is locked first, as a
-/// billing tick or a stop locks it. The rental voided, or none when the eject was taken or closed meanwhile.
+/// billing tick or a stop locks it. The rental voided, or none when the eject was taken or closed meanwhile, is not
+/// past its deadline, or its rental had already ended (the eject is closed then all the same).
 pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uuid>> {
     let found: Option<(Option<Uuid>, Uuid, Option<i32>)> = sqlx::query_as(
         "select session_id, station_id, (payload->>'slot')::int from device_command
@@ -316,17 +318,17 @@ pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uui
     let Some((Some(rental), station, slot)) = found else {
         return Ok(None);
     };
-    sessions::lock(tx, rental).await?;
+    let session = sessions::lock(tx, rental).await?;
     let closed = sqlx::query(
         "update device_command set delivered_at = now(), acked_at = now(), result = 'expired'
-         where tenant_id = $1 and id = $2 and delivered_at is null",
+         where tenant_id = $1 and id = $2 and delivered_at is null and deadline_at <= now()",
     )
     .bind(tx.tenant())
     .bind(command)
     .execute(tx.conn())
     .await?
     .rows_affected();
-    if closed == 0 {
+    if closed == 0 || !session.is_running() {
         return Ok(None);
     }
     eject_failed(tx, rental, station, slot, "cabinet_unreachable").await?;

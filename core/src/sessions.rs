@@ -1473,9 +1473,14 @@ async fn command_to(
         )
         .await;
     }
+    // A bridge-driven cabinet's eject for a rental has a deadline: past it, it is never sent (see
+    // `crate::rentals::EJECT_DEADLINE_SECS`).
+    let deadline =
+        (target.control == StationControl::Cabinet && command == "eject" && session.is_some())
+            .then_some(crate::rentals::EJECT_DEADLINE_SECS as f64);
     sqlx::query(
-        "insert into device_command (tenant_id, id, station_id, session_id, command, payload)
-         values ($1, $2, $3, $4, $5, $6)",
+        "insert into device_command (tenant_id, id, station_id, session_id, command, payload, deadline_at)
+         values ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
     )
     .bind(tx.tenant())
     .bind(Uuid::now_v7())
@@ -1483,6 +1488,7 @@ async fn command_to(
     .bind(session)
     .bind(command)
     .bind(payload)
+    .bind(deadline)
     .execute(tx.conn())
     .await?;
     tx.wake_venue(target.venue).await

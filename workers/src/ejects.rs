@@ -1,21 +1,42 @@
-//! Ejects past their deadline: an eject at a bridge-driven cabinet that no tunnel took within
-//! [`EJECT_DEADLINE_SECS`] is never sent (it would hand a powerbank to nobody). This pass finds such ejects across
-//! tenants, closes each unsent (`result` `expired`) and voids its rental like a failed eject — charges given back,
-//! deposit released, the powerbank still docked — one rental per tenant transaction, the rental locked first as a
-//! billing tick locks it. Voiding is idempotent (an eject already closed is left alone), so workers running the
-//! pass at once, or a pass retried, void a rental once.
+//! Ejects past their deadline: an eject at a bridge-driven cabinet that no tunnel took by its deadline
+//! ([`switchyard_core::rentals::EJECT_DEADLINE_SECS`] after it was written) is never sent (it would hand a
+//! powerbank to nobody). This pass finds such ejects across tenants, closes each unsent (`result` `expired`) and
+//! voids its rental like a failed eject — charges given back, deposit released, the powerbank still docked — one
+//! rental per tenant transaction, the rental locked first as a billing tick locks it. Voiding is idempotent (an
+//! eject already closed is left alone), so workers running the pass at once, or a pass retried, void a rental once.
 
-use switchyard_core::rentals::{self, EJECT_DEADLINE_SECS};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use switchyard_core::rentals;
 use switchyard_core::Db;
+use uuid::Uuid;
+
+/// How long an eject this process failed to void is left out of its passes, so that a few that keep failing do
+/// not hold up the ones behind them.
+const RETRY_FAILED: Duration = Duration::from_secs(60);
+
+/// The ejects this process failed to void, and when.
+static FAILED: Mutex<Option<HashMap<Uuid, Instant>>> = Mutex::new(None);
+
+fn failed() -> std::sync::MutexGuard<'static, Option<HashMap<Uuid, Instant>>> {
+    FAILED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Voids the rentals of at most `limit` overdue ejects; returns whether a full batch was closed (more may wait).
-/// A rental that cannot be voided now is logged and found again by the next wake-up's pass.
+/// An eject that cannot be voided now is logged and tried again after [`RETRY_FAILED`].
 pub async fn run_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
-    let overdue = db
-        .system()
-        .overdue_ejects(EJECT_DEADLINE_SECS, limit)
-        .await?;
-    let mut failed = 0;
+    let skip: Vec<Uuid> = {
+        let mut failed = failed();
+        let failed = failed.get_or_insert_with(HashMap::new);
+        failed.retain(|_, at| at.elapsed() < RETRY_FAILED);
+        failed.keys().copied().collect()
+    };
+    let overdue = db.system().overdue_ejects(limit, &skip).await?;
+    let mut failures = 0;
     for (tenant, command) in &overdue {
         let voided = async {
             let mut tx = db.begin_tenant(*tenant).await?;
@@ -32,11 +53,14 @@ pub async fn run_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
             }
             Ok(None) => {}
             Err(e) => {
-                failed += 1;
+                failures += 1;
+                failed()
+                    .get_or_insert_with(HashMap::new)
+                    .insert(*command, Instant::now());
                 tracing::error!(tenant.id = %tenant, command.id = %command, error = ?e,
-                    "an overdue eject could not be expired")
+                    "an overdue eject could not be expired; tried again in a minute")
             }
         }
     }
-    Ok(overdue.len() == limit as usize && failed == 0)
+    Ok(overdue.len() == limit as usize && failures == 0)
 }

@@ -871,13 +871,34 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
         !online
     };
     wait_until("the dropped tunnel is seen gone", offline).await;
+    // Written at a bridge-driven cabinet, the eject has its deadline.
+    let deadline = |command: Uuid| {
+        let app = &app;
+        async move {
+            let deadline: Option<f64> = sqlx::query_scalar(
+                "select extract(epoch from deadline_at - created_at)::float8 from device_command
+                 where tenant_id = $1 and id = $2",
+            )
+            .bind(c.t.id)
+            .bind(command)
+            .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+            .await
+            .unwrap();
+            deadline.map(|secs| secs.round() as i64)
+        }
+    };
+    assert_eq!(
+        deadline(eject).await,
+        Some(switchyard_core::rentals::EJECT_DEADLINE_SECS)
+    );
     let age = |delivered: bool| {
         let app = &app;
         async move {
             let mut tx = app.tenant_tx(c.t.id).await;
             sqlx::query(
                 "update device_command set delivered_at = case when $4 then delivered_at end,
-                        created_at = now() - make_interval(secs => $3)
+                        created_at = now() - make_interval(secs => $3),
+                        deadline_at = now() - interval '1 second'
                  where tenant_id = $1 and id = $2",
             )
             .bind(c.t.id)
@@ -897,29 +918,35 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
         assert_eq!(sent, vec![], "the overdue eject was sent");
         ws
     };
+    let db = switchyard_tests::app_db(2);
+    let pass = || async {
+        switchyard_workers::ejects::run_once(&db, 100)
+            .await
+            .unwrap()
+    };
     age(true).await;
     let ws = quiet(tunnel(&app, &s.token).await).await;
+    pass().await;
     assert_eq!(rental(&app, c, rented).await["status"], "ACTIVE");
     drop(ws);
     wait_until("the second tunnel is seen gone", offline).await;
-    // As if the bridge had dropped before taking it and were still away after the deadline: the workers' pass
-    // voids the rental, whatever the bridge does, and a tunnel that opens later sends nothing.
+    // As if the bridge had dropped before taking it: past the deadline no tunnel takes it (the rental still
+    // running until the workers look) ...
     age(false).await;
-    let db = switchyard_tests::app_db(2);
-    let pass = || switchyard_workers::ejects::run_once(&db, 100);
-    assert!(
-        !pass().await.unwrap(),
-        "one overdue eject is not a full batch"
-    );
+    let ws = quiet(tunnel(&app, &s.token).await).await;
+    assert_eq!(rental(&app, c, rented).await["status"], "ACTIVE");
+    drop(ws);
+    wait_until("the third tunnel is seen gone", offline).await;
+    // ... and the workers' pass voids the rental, whatever the bridge does.
+    pass().await;
     assert_eq!(rental(&app, c, rented).await["status"], "FAILED");
     // Voided once: a second pass (another worker, a retry) finds nothing left to void.
     let voided = (wallet(&app, c).await, footprint(&app, c.t.id).await);
-    pass().await.unwrap();
+    pass().await;
     assert_eq!(
         (wallet(&app, c).await, footprint(&app, c.t.id).await),
         voided
     );
-    let ws = quiet(tunnel(&app, &s.token).await).await;
     let (result, acked): (Option<String>, bool) = sqlx::query_as(
         "select result, acked_at is not null from device_command where tenant_id = $1 and id = $2",
     )
@@ -938,17 +965,23 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
         [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
     );
 
-    // A manual cabinet's eject is only a record: however old, no tunnel voids its rental.
-    app.gql_ok(
-        &c.t.access,
-        "mutation($s: UUID!, $i: UpdateStationInput!) { updateStation(id: $s, input: $i) { control } }",
-        json!({"s": c.a, "i": {"control": "MANUAL"}}),
-    )
-    .await;
-    drop(ws);
-    wait_until("the third tunnel is seen gone", offline).await;
+    // A manual cabinet's eject is only a record: it has no deadline, and making the station bridge-driven later
+    // does not give it one.
+    let control = |to: &'static str| {
+        let app = &app;
+        async move {
+            app.gql_ok(
+                &c.t.access,
+                "mutation($s: UUID!, $i: UpdateStationInput!) { updateStation(id: $s, input: $i) { control } }",
+                json!({"s": c.a, "i": {"control": to}}),
+            )
+            .await;
+        }
+    };
+    control("MANUAL").await;
     let (manual, _) = rent(&app, c, c.a, "away-manual").await;
     let eject = eject_command(&app, c.t.id, manual).await;
+    assert_eq!(deadline(eject).await, None);
     let mut tx = app.tenant_tx(c.t.id).await;
     sqlx::query("update device_command set created_at = now() - interval '1 hour' where tenant_id = $1 and id = $2")
         .bind(c.t.id)
@@ -957,8 +990,7 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    pass().await.unwrap();
-    let mut ws = tunnel(&app, &s.token).await;
-    crate::edge::commands_until_heartbeat_ack(&mut ws).await;
+    control("CABINET").await;
+    pass().await;
     assert_eq!(rental(&app, c, manual).await["status"], "ACTIVE");
 }
