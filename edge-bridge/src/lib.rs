@@ -1341,12 +1341,7 @@ mod tests {
             drop(ws);
             anyhow::Ok(())
         });
-        let config = Config::from_lookup(|key| match key {
-            "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),
-            "BRIDGE_TOKEN" => Some("sybr_test".into()),
-            "BRIDGE_HEARTBEAT_MS" => Some("200".into()),
-            _ => None,
-        })?;
+        let config = cloud_at(addr, 200)?;
         // Without a bound on the write, the tunnel would wait in it for ever (heartbeats and their silence check
         // included) and this would time out.
         let ended = tokio::time::timeout(Duration::from_secs(60), tunnel(&config, &shared)).await;
@@ -1453,12 +1448,7 @@ mod tests {
             }
             anyhow::bail!("the tunnel ended before the command was answered and the backlog sent")
         });
-        let config = Config::from_lookup(|key| match key {
-            "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),
-            "BRIDGE_TOKEN" => Some("sybr_test".into()),
-            "BRIDGE_HEARTBEAT_MS" => Some("1000".into()),
-            _ => None,
-        })?;
+        let config = cloud_at(addr, 1000)?;
         let bridge = tokio::spawn({
             let shared = shared.clone();
             async move { tunnel(&config, &shared).await }
@@ -1482,6 +1472,16 @@ mod tests {
         bridge.abort();
         let _ = std::fs::remove_file(&journal);
         Ok(())
+    }
+
+    /// A bridge's settings for a stand-in cloud listening at `addr`, heartbeats every `heartbeat_ms`.
+    fn cloud_at(addr: std::net::SocketAddr, heartbeat_ms: u64) -> anyhow::Result<Config> {
+        Config::from_lookup(|key| match key {
+            "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),
+            "BRIDGE_TOKEN" => Some("sybr_test".into()),
+            "BRIDGE_HEARTBEAT_MS" => Some(heartbeat_ms.to_string()),
+            _ => None,
+        })
     }
 
     /// A journal file holding `count` switch events, numbered from 1.
@@ -1588,12 +1588,7 @@ mod tests {
                 }
                 anyhow::bail!("the tunnel ended")
             });
-            let config = Config::from_lookup(|key| match key {
-                "BRIDGE_CLOUD_URL" => Some(format!("ws://{addr}/edge/v1/tunnel")),
-                "BRIDGE_TOKEN" => Some("sybr_test".into()),
-                "BRIDGE_HEARTBEAT_MS" => Some("1000".into()),
-                _ => None,
-            })?;
+            let config = cloud_at(addr, 1000)?;
             let bridge = tokio::spawn({
                 let shared = shared.clone();
                 async move { tunnel(&config, &shared).await }
