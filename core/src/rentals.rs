@@ -335,6 +335,154 @@ pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uui
     Ok(Some(rental))
 }
 
+/// An eject a tunnel took but whose bridge never acknowledged it, now past its deadline, while its rental still runs.
+/// The API process that took it may have died before the frame left it (the patron got nothing), or after (the
+/// cabinet ejected and the acknowledgement was lost). The bridge's own report settles it when it comes; until then
+/// staff look at the cabinet and settle it ([`settle_eject`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnansweredEject {
+    pub command_id: Uuid,
+    pub rental_id: Uuid,
+    pub station_id: Uuid,
+    pub venue_id: Uuid,
+    pub patron_id: Uuid,
+    pub slot: Option<i32>,
+    pub asset_label: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub taken_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+}
+
+/// The tenant's unanswered ejects ([`UnansweredEject`]), oldest first, in `venues` (`None`: every venue) and in
+/// `venue` if given; at most `limit` (1–500).
+pub async fn unanswered_ejects(
+    tx: &mut TenantTx,
+    venues: Option<&[Uuid]>,
+    venue: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<UnansweredEject>> {
+    Ok(sqlx::query_as(
+        "select c.id as command_id, s.id as rental_id, c.station_id, s.venue_id, s.patron_id,
+                (c.payload->>'slot')::int as slot, c.payload->>'asset' as asset_label, c.created_at,
+                c.delivered_at as taken_at, c.deadline_at
+           from device_command c
+           join session s on s.tenant_id = c.tenant_id and s.id = c.session_id
+          where c.tenant_id = $1 and c.command = 'eject' and c.acked_at is null and c.delivered_at is not null
+            and c.deadline_at <= now() and s.status in ('active', 'paused')
+            and ($2::uuid[] is null or s.venue_id = any($2)) and ($3::uuid is null or s.venue_id = $3)
+          order by c.created_at, c.id limit $4",
+    )
+    .bind(tx.tenant())
+    .bind(venues)
+    .bind(venue)
+    .bind(limit.clamp(1, 500))
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+/// What staff found at the cabinet for an unanswered eject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EjectFinding {
+    /// The powerbank is gone from its slot: the patron has it, the rental goes on.
+    Ejected,
+    /// The powerbank is still in its slot: the rental is voided as for a failed eject (nothing charged, the
+    /// deposit released, the powerbank docked).
+    NotEjected,
+}
+
+impl EjectFinding {
+    fn result(self) -> &'static str {
+        match self {
+            Self::Ejected => "staff_ejected",
+            Self::NotEjected => "staff_not_ejected",
+        }
+    }
+}
+
+/// Settles an unanswered eject ([`UnansweredEject`]) by what staff found at the cabinet: the command is closed with
+/// `result` `staff_ejected` or `staff_not_ejected` and, for the latter, the rental voided. The same finding again
+/// (a retry, a second member at the same time: the rental is locked first) returns the rental unchanged. A conflict
+/// when the eject is still within its deadline or was answered otherwise (by the bridge, the workers or another
+/// finding); not found for an unknown command, one that is not a rental's eject, or one of a venue the member does
+/// not see. A bridge's report that comes later still counts: a failure voids a rental staff thought ejected, and an
+/// eject reported after a void is kept as an anomaly.
+pub async fn settle_eject(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    command: Uuid,
+    finding: EjectFinding,
+) -> Result<Session> {
+    let found: Option<(Option<Uuid>, Uuid, Option<i32>)> = sqlx::query_as(
+        "select session_id, station_id, (payload->>'slot')::int from device_command
+         where tenant_id = $1 and id = $2 and command = 'eject'",
+    )
+    .bind(tx.tenant())
+    .bind(command)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some((Some(rental), station, slot)) = found else {
+        return Err(Error::NotFound("eject"));
+    };
+    let session = sessions::lock(tx, rental).await?;
+    actor.check_venue(session.venue_id, "eject")?;
+    // Under the rental's lock: whoever settles it first decides, the other sees the outcome.
+    let (taken, answered, result, overdue): (bool, bool, Option<String>, bool) = sqlx::query_as(
+        "select delivered_at is not null, acked_at is not null, result, coalesce(deadline_at <= now(), false)
+         from device_command where tenant_id = $1 and id = $2 for update",
+    )
+    .bind(tx.tenant())
+    .bind(command)
+    .fetch_one(tx.conn())
+    .await?;
+    if answered {
+        return if result.as_deref() == Some(finding.result()) {
+            Ok(session)
+        } else {
+            Err(Error::Conflict(format!(
+                "this eject was already answered ({}); reload the rental to see its outcome",
+                result.as_deref().unwrap_or("by the bridge")
+            )))
+        };
+    }
+    if !taken || !overdue {
+        return Err(Error::Conflict(
+            "this eject is not waiting for staff: only an eject its bridge took and never answered within the \
+             deadline can be settled by hand; wait for the cabinet's answer"
+                .into(),
+        ));
+    }
+    if !session.is_running() {
+        return Err(Error::Conflict(
+            "this rental has already ended; there is nothing to settle".into(),
+        ));
+    }
+    sqlx::query(
+        "update device_command set acked_at = now(), result = $3 where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(command)
+    .bind(finding.result())
+    .execute(tx.conn())
+    .await?;
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "rental.eject_settled",
+            object_type: "session",
+            object_id: Some(rental),
+            detail: serde_json::json!({ "command_id": command, "finding": finding.result() }),
+        },
+    )
+    .await?;
+    match finding {
+        EjectFinding::Ejected => Ok(session),
+        EjectFinding::NotEjected => {
+            eject_failed(tx, rental, station, slot, "eject_unanswered").await
+        }
+    }
+}
+
 /// Ends a rental by docking its powerbank in a free slot of `station_id` (any cabinet of the tenant), releasing
 /// the deposit and settling the charge. Stopping an ended rental returns it unchanged.
 pub async fn stop(

@@ -297,7 +297,7 @@ pub async fn payment_method(tx: &mut TenantTx, id: Uuid) -> Result<String> {
 /// The commands written for a session's station on its behalf (switch on, extend, switch off), oldest first.
 pub async fn commands_of(tx: &mut TenantTx, session: Uuid) -> Result<Vec<DeviceCommand>> {
     Ok(sqlx::query_as(
-        "select id, session_id, command, payload, created_at from device_command
+        "select id, session_id, command, payload, created_at, delivered_at, acked_at, result, deadline_at from device_command
          where tenant_id = $1 and session_id = $2 order by created_at, id limit 500",
     )
     .bind(tx.tenant())
@@ -1681,6 +1681,15 @@ pub struct DeviceCommand {
     pub command: String,
     pub payload: serde_json::Value,
     pub created_at: DateTime<Utc>,
+    /// When a tunnel took it to send it to the venue's bridge (or when the workers closed it unsent).
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When the bridge acknowledged it (or it was closed otherwise: `result` says how).
+    pub acked_at: Option<DateTime<Utc>>,
+    /// `ok`, the bridge's error, `expired` (closed unsent past its deadline), `staff_ejected` /
+    /// `staff_not_ejected` (an eject settled by hand).
+    pub result: Option<String>,
+    /// For a bridge-driven cabinet's eject: when its answer is due.
+    pub deadline_at: Option<DateTime<Utc>>,
 }
 
 /// The station's latest `limit` (1–500) commands, oldest first.
@@ -1691,7 +1700,7 @@ pub async fn device_commands(
 ) -> Result<Vec<DeviceCommand>> {
     Ok(sqlx::query_as(
         "select * from (
-           select id, session_id, command, payload, created_at from device_command
+           select id, session_id, command, payload, created_at, delivered_at, acked_at, result, deadline_at from device_command
            where tenant_id = $1 and station_id = $2 order by created_at desc, id desc limit $3
          ) latest order by created_at, id",
     )

@@ -263,7 +263,6 @@ async fn begin_for_patron(ctx: &Context<'_>, id: uuid::Uuid) -> async_graphql::R
     Ok(begin(ctx).await?.1)
 }
 
-/// The authenticated actor and a transaction confined to its tenant: how every resolver starts.
 /// The payment provider the tenant of `tx` uses now: its own Stripe account when it stored keys, else the
 /// platform's.
 async fn provider(
@@ -276,6 +275,7 @@ async fn provider(
         .gql()
 }
 
+/// The authenticated actor and a transaction confined to its tenant: how every resolver starts.
 async fn begin<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<(&'a Actor, TenantTx)> {
     let actor = actor(ctx)?;
     let tx = ctx.data::<Db>()?.begin_tenant(actor.tenant).await.gql()?;

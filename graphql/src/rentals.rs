@@ -1,6 +1,6 @@
 //! Powerbank assets and rentals (the seed 004 flow, also over REST).
 
-use async_graphql::{Context, Object, SimpleObject};
+use async_graphql::{Context, Enum, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use switchyard_core::rentals;
 use uuid::Uuid;
@@ -46,6 +46,54 @@ pub struct RentalQuote {
     pub expires_at: DateTime<Utc>,
 }
 
+/// An eject its venue's bridge took and never answered, past its deadline, while the rental still runs: the
+/// powerbank may be out or still in its slot. Staff look at the cabinet and settle it with `settleEject`.
+#[derive(SimpleObject)]
+pub struct UnansweredEject {
+    /// The eject command (`settleEject`'s `commandId`).
+    pub command_id: Uuid,
+    pub rental_id: Uuid,
+    pub station_id: Uuid,
+    pub venue_id: Uuid,
+    pub patron_id: Uuid,
+    pub slot: Option<i32>,
+    /// The powerbank the rental was for.
+    pub asset_label: Option<String>,
+    /// When the rental asked for the eject.
+    pub created_at: DateTime<Utc>,
+    /// When a tunnel took it to send it to the bridge.
+    pub taken_at: DateTime<Utc>,
+    /// When the cabinet's answer was due.
+    pub deadline_at: DateTime<Utc>,
+}
+
+impl From<rentals::UnansweredEject> for UnansweredEject {
+    fn from(e: rentals::UnansweredEject) -> Self {
+        Self {
+            command_id: e.command_id,
+            rental_id: e.rental_id,
+            station_id: e.station_id,
+            venue_id: e.venue_id,
+            patron_id: e.patron_id,
+            slot: e.slot,
+            asset_label: e.asset_label,
+            created_at: e.created_at,
+            taken_at: e.taken_at,
+            deadline_at: e.deadline_at,
+        }
+    }
+}
+
+/// What staff found at the cabinet for an unanswered eject.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum EjectFinding {
+    /// The powerbank is gone from its slot: the patron has it and the rental goes on.
+    Ejected,
+    /// The powerbank is still in its slot: the rental is voided as for a failed eject (nothing charged, the deposit
+    /// released, the powerbank docked).
+    NotEjected,
+}
+
 #[derive(Default)]
 pub struct RentalQuery;
 
@@ -70,6 +118,26 @@ impl RentalQuery {
             .into_iter()
             .map(Asset::from)
             .collect())
+    }
+
+    /// Ejects waiting for staff ([`UnansweredEject`]), oldest first: of one venue, or of every venue the member
+    /// sees; at most `limit` (1–500).
+    #[graphql(complexity = "crate::rows(limit, child_complexity)")]
+    async fn unanswered_ejects(
+        &self,
+        ctx: &Context<'_>,
+        venue_id: Option<Uuid>,
+        #[graphql(default = 100)] limit: i64,
+    ) -> async_graphql::Result<Vec<UnansweredEject>> {
+        let (actor, mut tx) = begin(ctx).await?;
+        Ok(
+            rentals::unanswered_ejects(&mut tx, actor.venue_filter(), venue_id, limit)
+                .await
+                .gql()?
+                .into_iter()
+                .map(UnansweredEject::from)
+                .collect(),
+        )
     }
 }
 
@@ -147,6 +215,28 @@ impl RentalMutation {
             },
         )
         .await
+    }
+
+    /// Settles an unanswered eject (see `unansweredEjects`) by what was found at the cabinet; the rental as it is
+    /// then (`FAILED` once voided). The same finding again returns the same rental; an eject still within its
+    /// deadline, or answered otherwise, is a conflict. Owners and managers only: a void gives the patron's money back.
+    #[graphql(guard = "ManagerGuard")]
+    async fn settle_eject(
+        &self,
+        ctx: &Context<'_>,
+        command_id: Uuid,
+        finding: EjectFinding,
+    ) -> async_graphql::Result<Session> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let finding = match finding {
+            EjectFinding::Ejected => rentals::EjectFinding::Ejected,
+            EjectFinding::NotEjected => rentals::EjectFinding::NotEjected,
+        };
+        let session = rentals::settle_eject(&mut tx, actor, command_id, finding)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(Session(session))
     }
 
     /// Ends a rental where its powerbank was returned.

@@ -312,10 +312,20 @@ impl SessionQuery {
 pub struct DeviceCommand {
     pub id: Uuid,
     pub session_id: Option<Uuid>,
-    /// `switch_on`, `extend`, `switch_off`.
+    /// `switch_on`, `extend`, `switch_off`, `warn`, `pause`, `resume`, `eject`, `accept_return`.
     pub command: String,
     pub payload: async_graphql::Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    /// When a tunnel took it to send it to the venue's bridge (or the workers closed it unsent); none while it
+    /// waits.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When the bridge acknowledged it, or it was closed otherwise (`result` says how).
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// `ok`, the bridge's error text, `expired` (closed unsent past its deadline), `staff_ejected` or
+    /// `staff_not_ejected` (an eject settled by hand).
+    pub result: Option<String>,
+    /// A bridge-driven cabinet's eject: when the cabinet's answer is due.
+    pub deadline_at: Option<DateTime<Utc>>,
 }
 
 impl From<sessions::DeviceCommand> for DeviceCommand {
@@ -326,6 +336,10 @@ impl From<sessions::DeviceCommand> for DeviceCommand {
             command: c.command,
             payload: async_graphql::Json(c.payload),
             created_at: c.created_at,
+            delivered_at: c.delivered_at,
+            acknowledged_at: c.acked_at,
+            result: c.result,
+            deadline_at: c.deadline_at,
         }
     }
 }

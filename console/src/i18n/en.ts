@@ -259,6 +259,15 @@ export const en = {
     quote: (perHour: string, free: number, deposit: string) => `${perHour} an hour after ${free} free minutes; deposit ${deposit}, released on return.`,
     getQuote: 'Get a price',
     start: 'Start rental',
+    unanswered: 'Ejects waiting for you',
+    unansweredHelp:
+      'The cabinet never answered these ejects. Look at the slot: if the powerbank is gone the patron has it and the rental goes on; if it is still there the rental is voided and the patron pays nothing.',
+    unansweredLine: (label: string, cabinet: string, slot: number | null | undefined, since: string) =>
+      `${label} from ${cabinet}${slot != null ? `, slot ${slot}` : ''}, asked ${since}`,
+    gone: (label: string) => `${label} is gone`,
+    stillThere: (label: string) => `${label} is still in its slot`,
+    settledGone: (label: string) => `${label}: the rental goes on.`,
+    settledThere: (label: string) => `${label}: the rental was voided; the patron pays nothing.`,
   },
   work: {
     title: 'Shifts and tasks',

@@ -8,6 +8,7 @@ import {
   DockAsset,
   LiveEvents,
   QuoteRental,
+  SettleEject,
   StartRental,
   StopRental,
   type CabinetAssetsResult,
@@ -21,6 +22,8 @@ import { usePatronSearch } from '../patrons/search';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 
 type Cabinet = CabinetsResult['stations'][number];
+type Unanswered = CabinetsResult['unansweredEjects'][number];
+type Finding = 'EJECTED' | 'NOT_EJECTED';
 type Assets = Record<string, CabinetAssetsResult['assets']>;
 
 const when = (iso: string) => new Date(iso).toLocaleString('en-GB');
@@ -61,6 +64,24 @@ export function RentalsPage() {
           <CabinetCard key={c.id} cabinet={c} assets={assets[c.id] ?? []} reload={load} />
         ))}
       </ul>
+      {data.unansweredEjects.length > 0 && (
+        <UnansweredEjects
+          ejects={data.unansweredEjects}
+          cabinet={name}
+          settle={async (e, finding) => {
+            setError(null);
+            setNote(null);
+            try {
+              await request(SettleEject, { commandId: e.commandId, finding });
+              const label = e.assetLabel ?? '';
+              setNote(finding === 'EJECTED' ? t.rentals.settledGone(label) : t.rentals.settledThere(label));
+            } catch (err) {
+              setError(err instanceof ApiError ? err.message : t.errors.generic);
+            }
+            await load();
+          }}
+        />
+      )}
       <Panel title={t.rentals.running}>
         {rentals.length === 0 ? (
           <p>{t.rentals.none}</p>
@@ -156,6 +177,35 @@ function CabinetCard({ cabinet: c, assets, reload }: { cabinet: Cabinet; assets:
         </form>
       )}
     </li>
+  );
+}
+
+/** Ejects a bridge took and never answered: staff look at the slot and say what they found. */
+export function UnansweredEjects({
+  ejects,
+  cabinet,
+  settle,
+}: {
+  ejects: Unanswered[];
+  cabinet: (id: string) => string;
+  settle: (e: Unanswered, finding: Finding) => Promise<void>;
+}) {
+  return (
+    <Panel title={t.rentals.unanswered}>
+      <p>{t.rentals.unansweredHelp}</p>
+      <ul data-testid="unanswered-ejects">
+        {ejects.map((e) => {
+          const label = e.assetLabel ?? '—';
+          return (
+            <li key={e.commandId}>
+              {t.rentals.unansweredLine(label, cabinet(e.stationId), e.slot, when(e.takenAt))}{' '}
+              <button type="button" onClick={() => void settle(e, 'EJECTED')}>{t.rentals.gone(label)}</button>{' '}
+              <button type="button" onClick={() => void settle(e, 'NOT_EJECTED')}>{t.rentals.stillThere(label)}</button>
+            </li>
+          );
+        })}
+      </ul>
+    </Panel>
   );
 }
 

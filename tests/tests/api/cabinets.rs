@@ -994,3 +994,250 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
     pass().await;
     assert_eq!(rental(&app, c, manual).await["status"], "ACTIVE");
 }
+
+/// An eject a tunnel took and its bridge never answered (the API process died with it, say) is not guessed at: past
+/// its deadline it waits for staff, who look at the cabinet and settle it — the powerbank still in its slot voids the
+/// rental (everything given back), gone keeps it running. A retry, two managers at once, staff without the
+/// manager role, a manager of another venue and another tenant each get what they should; the bridge's own report, should it come later,
+/// still counts.
+#[tokio::test]
+async fn an_eject_taken_and_never_answered_waits_for_staff_who_settle_it_by_what_the_cabinet_shows()
+{
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    let before = wallet(&app, c).await;
+    let mut ws = tunnel(&app, &s.token).await;
+    let (kept, kept_powerbank) = rent(&app, c, c.a, "unanswered-1").await;
+    let (voided, voided_powerbank) = rent(&app, c, c.a, "unanswered-2").await;
+    assert_eq!(
+        (kept_powerbank.as_str(), voided_powerbank.as_str()),
+        ("pb-001", "pb-002")
+    );
+    let ejects = [
+        eject_command(&app, c.t.id, kept).await,
+        eject_command(&app, c.t.id, voided).await,
+    ];
+    let mut taken = vec![];
+    while taken.len() < 2 {
+        if let Down::Command { id, .. } = next_down(&mut ws).await {
+            taken.push(id);
+        }
+    }
+    taken.sort();
+    let mut expected = ejects.to_vec();
+    expected.sort();
+    assert_eq!(taken, expected);
+    // The tunnel goes with both ejects unanswered.
+    drop(ws);
+    wait_until("the tunnel is seen gone", || async {
+        let online: bool =
+            sqlx::query_scalar("select online from bridge where tenant_id = $1 and id = $2")
+                .bind(c.t.id)
+                .bind(s.bridge)
+                .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+                .await
+                .unwrap();
+        !online
+    })
+    .await;
+
+    const LIST: &str =
+        "query($v: UUID) { unansweredEjects(venueId: $v) { commandId rentalId stationId venueId
+        patronId slot assetLabel createdAt takenAt deadlineAt } }";
+    const SETTLE: &str =
+        "mutation($c: UUID!, $f: EjectFinding!) { settleEject(commandId: $c, finding: $f) {
+        id status } }";
+    let list = |token: &str| {
+        let (app, token) = (&app, token.to_owned());
+        async move {
+            app.gql_ok(&token, LIST, json!({"v": null})).await["unansweredEjects"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let settle = |token: &str, command: Uuid, finding: &str| {
+        let (app, token) = (&app, token.to_owned());
+        let finding = finding.to_owned();
+        async move {
+            app.gql(Some(&token), SETTLE, json!({"c": command, "f": finding}))
+                .await
+        }
+    };
+
+    // Within the deadline the bridge may still answer: nothing waits for staff, and nothing can be settled.
+    assert_eq!(list(&c.t.access).await, Vec::<Value>::new());
+    let early = settle(&c.t.access, ejects[1], "NOT_EJECTED").await;
+    assert_eq!(switchyard_tests::gql_code(&early), "conflict", "{early}");
+    let message = early["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("within the deadline"), "{message}");
+    assert_eq!(rental(&app, c, voided).await["status"], "ACTIVE");
+
+    // Past the deadline (as the clock would have it two minutes on).
+    let mut tx = app.tenant_tx(c.t.id).await;
+    sqlx::query(
+        "update device_command set deadline_at = now() - interval '1 second' where tenant_id = $1 and id = any($2)",
+    )
+    .bind(c.t.id)
+    .bind(&ejects[..])
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let waiting = list(&c.t.access).await;
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
+    let first = waiting
+        .iter()
+        .find(|e| e["commandId"] == json!(ejects[1]))
+        .unwrap();
+    assert_eq!(first["rentalId"], json!(voided));
+    assert_eq!(first["stationId"], json!(c.a));
+    assert_eq!(first["venueId"], json!(c.venue));
+    assert_eq!(first["patronId"], json!(c.patron));
+    assert_eq!(
+        (first["slot"].clone(), first["assetLabel"].clone()),
+        (json!(2), json!("pb-002"))
+    );
+    for at in ["createdAt", "takenAt", "deadlineAt"] {
+        assert!(first[at].is_string(), "{at}: {first}");
+    }
+    let one_venue = app
+        .gql_ok(&c.t.access, LIST, json!({"v": Uuid::new_v4()}))
+        .await;
+    assert_eq!(one_venue["unansweredEjects"], json!([]));
+
+    // Another tenant sees none of it; staff without the manager role cannot settle.
+    let other = app.signup().await;
+    assert_eq!(list(&other.access).await, Vec::<Value>::new());
+    let foreign = settle(&other.access, ejects[1], "NOT_EJECTED").await;
+    assert_eq!(
+        switchyard_tests::gql_code(&foreign),
+        "not_found",
+        "{foreign}"
+    );
+    let (_, staff) = app.add_member(&c.t, "STAFF").await;
+    assert_eq!(list(&staff).await.len(), 2);
+    let refused = settle(&staff, ejects[1], "NOT_EJECTED").await;
+    assert_eq!(
+        switchyard_tests::gql_code(&refused),
+        "forbidden",
+        "{refused}"
+    );
+    // A manager of another of the tenant's venues neither sees nor settles them.
+    let hall = app.create_venue(&c.t.access, "Hall").await;
+    let (manager, elsewhere) = app.add_member(&c.t, "MANAGER").await;
+    app.gql_ok(
+        &c.t.access,
+        "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
+        json!({"u": manager, "v": [hall]}),
+    )
+    .await;
+    assert_eq!(list(&elsewhere).await, Vec::<Value>::new());
+    let scoped = settle(&elsewhere, ejects[1], "NOT_EJECTED").await;
+    assert_eq!(switchyard_tests::gql_code(&scoped), "not_found", "{scoped}");
+    assert_eq!(rental(&app, c, voided).await["status"], "ACTIVE");
+
+    // Still in its slot: two managers settle it at once; the rental is voided once and both see it so.
+    let (a, b) = tokio::join!(
+        settle(&c.t.access, ejects[1], "NOT_EJECTED"),
+        settle(&c.t.access, ejects[1], "NOT_EJECTED")
+    );
+    for answer in [&a, &b] {
+        assert!(answer.get("errors").is_none(), "{answer}");
+        assert_eq!(
+            answer["data"]["settleEject"],
+            json!({"id": voided, "status": "FAILED"})
+        );
+    }
+    let after_void = (wallet(&app, c).await, footprint(&app, c.t.id).await);
+    let retried = settle(&c.t.access, ejects[1], "NOT_EJECTED").await;
+    assert_eq!(
+        retried["data"]["settleEject"]["status"], "FAILED",
+        "{retried}"
+    );
+    assert_eq!(
+        (wallet(&app, c).await, footprint(&app, c.t.id).await),
+        after_void
+    );
+    let contrary = settle(&c.t.access, ejects[1], "EJECTED").await;
+    assert_eq!(
+        switchyard_tests::gql_code(&contrary),
+        "conflict",
+        "{contrary}"
+    );
+    assert!(
+        contrary["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already answered (staff_not_ejected)"),
+        "{contrary}"
+    );
+    // The powerbank is docked where it was, the voided rental's deposit is back; the other rental still holds one.
+    assert_eq!(docked(&app, c, c.a).await, [("pb-002".to_owned(), 2)]);
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 1_000 - 500, "depositHeld": 500, "debt": 0})
+    );
+
+    // Gone from its slot: the rental goes on.
+    let answer = settle(&c.t.access, ejects[0], "EJECTED").await;
+    assert_eq!(
+        answer["data"]["settleEject"],
+        json!({"id": kept, "status": "ACTIVE"}),
+        "{answer}"
+    );
+    assert_eq!(list(&c.t.access).await, Vec::<Value>::new());
+    let commands = app
+        .gql_ok(
+            &c.t.access,
+            "query($s: UUID!) { session(id: $s) { deviceCommands { id command deliveredAt acknowledgedAt result deadlineAt } } }",
+            json!({"s": kept}),
+        )
+        .await["session"]["deviceCommands"]
+        .clone();
+    let eject = commands
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|cmd| cmd["id"] == json!(ejects[0]))
+        .unwrap();
+    assert_eq!(eject["command"], "eject");
+    assert_eq!(eject["result"], "staff_ejected");
+    for at in ["deliveredAt", "acknowledgedAt", "deadlineAt"] {
+        assert!(eject[at].is_string(), "{at}: {eject}");
+    }
+    let settled: i64 = count(
+        &app,
+        c.t.id,
+        "select count(*) from audit_log where tenant_id = $1 and action = 'rental.eject_settled' and object_id = $2",
+        voided,
+    )
+    .await;
+    assert_eq!(settled, 1);
+
+    // The bridge comes back with its journal: the cabinet says the eject it was thought to have made failed — the
+    // cabinet's word counts, and that rental is voided too. Everything is back as it was before the two rentals.
+    let mut ws = tunnel(&app, &s.token).await;
+    let failed = report(
+        &mut ws,
+        1,
+        c.a,
+        chrono::Utc::now(),
+        Event::CabinetEjected {
+            request_id: ejects[0],
+            ok: false,
+            slot: 1,
+            asset: Some("pb-001".into()),
+            reason: Some("jammed".into()),
+        },
+    )
+    .await;
+    assert_eq!(failed, Ok(()));
+    assert_eq!(rental(&app, c, kept).await["status"], "FAILED");
+    assert_eq!(wallet(&app, c).await, before);
+    assert_eq!(
+        docked(&app, c, c.a).await,
+        [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
+    );
+}
