@@ -225,6 +225,8 @@ struct State {
     ejects_sent: std::collections::HashSet<Uuid>,
     ejects_answered: std::collections::HashSet<Uuid>,
     unrouted: Vec<(String, DateTime<Utc>, Event)>,
+    /// Whether a schedule has come from the cloud since the bridge started (until then it knows no station).
+    scheduled: bool,
 }
 
 /// How long a peer on the LAN (a charger, an agent, a scraper) has to finish its WebSocket or HTTP request.
@@ -290,6 +292,7 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
             ejects_sent: Default::default(),
             ejects_answered: Default::default(),
             unrouted: Vec::new(),
+            scheduled: false,
         }),
         agents: agents::Agents::default(),
         ocpp: {
@@ -579,6 +582,7 @@ struct Link {
 /// forgotten, and the scheduler looks again.
 async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
     let mut state = shared.state.lock().await;
+    state.scheduled = true;
     let mut next = HashMap::new();
     for plan in stations {
         let known = state.stations.get(&plan.station_id);
@@ -1778,6 +1782,7 @@ mod tests {
                 ejects_sent: Default::default(),
                 ejects_answered: Default::default(),
                 unrouted: Vec::new(),
+                scheduled: true,
             }),
             counters: metrics::Counters::default(),
             agents: agents::Agents::default(),
@@ -1882,6 +1887,52 @@ mod tests {
             received_until_marker(&shared, station, &mut ws).await?,
             ["session_start"]
         );
+        server.abort();
+        let _ = std::fs::remove_file(&journal);
+        Ok(())
+    }
+
+    /// A bridge that has just started knows no station until the cloud's schedule comes: an agent connecting then is
+    /// told to retry, not that its station does not exist; once the schedule has come, an unknown station is named as
+    /// such and the agent's own station is served.
+    #[tokio::test]
+    async fn an_agent_connecting_before_the_first_schedule_is_told_to_retry() -> anyhow::Result<()>
+    {
+        let journal =
+            std::env::temp_dir().join(format!("bridge-agent-{}.jsonl", Uuid::new_v4().simple()));
+        let (shared, station, key) = agent_bridge(&journal)?;
+        let plan = {
+            let mut state = shared.state.lock().await;
+            state.scheduled = false;
+            state.stations.remove(&station).context("the station")?.plan
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(agents::serve(listener, shared.clone()));
+        let refusal = |id: Uuid| async move {
+            let mut request = format!("ws://{addr}/ws/agent/{id}").into_client_request()?;
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {key}").parse()?);
+            let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+            loop {
+                let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                    .await?
+                    .context("the agent socket ended without a close frame")??;
+                if let Message::Close(Some(close)) = frame {
+                    return anyhow::Ok(close.reason.to_string());
+                }
+            }
+        };
+        let early = refusal(station).await?;
+        assert!(early.contains("no schedule from the cloud yet"), "{early}");
+        apply_schedule(&shared, vec![plan]).await;
+        let unknown = refusal(Uuid::new_v4()).await?;
+        assert!(
+            unknown.contains("no agent station with this id"),
+            "{unknown}"
+        );
+        connect_agent(&shared, addr, station, key).await?;
         server.abort();
         let _ = std::fs::remove_file(&journal);
         Ok(())
