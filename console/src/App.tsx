@@ -110,7 +110,7 @@ export function App() {
         ) : page === 'staff' && me.role !== 'STAFF' ? (
           <StaffPage />
         ) : page === 'rentals' ? (
-          <RentalsPage />
+          <RentalsPage canSettle={me.role !== 'STAFF'} />
         ) : page === 'work' ? (
           <WorkPage />
         ) : page === 'chargers' ? (

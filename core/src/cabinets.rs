@@ -78,16 +78,21 @@ async fn ejected(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<A
         )]);
     };
     let ok = body.get("ok").and_then(Value::as_bool).unwrap_or(false);
-    let status: Option<String> =
-        sqlx::query_scalar("select status::text from session where tenant_id = $1 and id = $2")
-            .bind(tx.tenant())
-            .bind(rental)
-            .fetch_optional(tx.conn())
-            .await?;
+    // Locked, as staff settling the same eject lock it: the report is judged against the rental as it is after them.
+    let status = crate::sessions::lock(tx, rental).await?.status;
+    // The cabinet's word is the eject's answer, whatever was assumed before (staff who found the slot empty, say).
+    sqlx::query(
+        "update device_command set answered_at = now(), outcome = $3 where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(request)
+    .bind(if ok { "ejected" } else { "not_ejected" })
+    .execute(tx.conn())
+    .await?;
     if ok {
         // The start already took the powerbank out of its slot; a success only confirms it. One that comes after
         // the rental was voided means a powerbank is out with nobody paying for it.
-        if status.as_deref() == Some("failed") {
+        if status == crate::sessions::SessionStatus::Failed {
             return Ok(vec![(
                 "eject_after_void",
                 Some(rental),

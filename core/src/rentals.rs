@@ -320,7 +320,8 @@ pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uui
     };
     let session = sessions::lock(tx, rental).await?;
     let closed = sqlx::query(
-        "update device_command set delivered_at = now(), acked_at = now(), result = 'expired'
+        "update device_command set delivered_at = now(), acked_at = now(), result = 'expired',
+                answered_at = now(), outcome = 'expired'
          where tenant_id = $1 and id = $2 and delivered_at is null and deadline_at <= now()",
     )
     .bind(tx.tenant())
@@ -335,10 +336,11 @@ pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uui
     Ok(Some(rental))
 }
 
-/// An eject a tunnel took but whose bridge never acknowledged it, now past its deadline, while its rental still runs.
-/// The API process that took it may have died before the frame left it (the patron got nothing), or after (the
-/// cabinet ejected and the acknowledgement was lost). The bridge's own report settles it when it comes; until then
-/// staff look at the cabinet and settle it ([`settle_eject`]).
+/// An eject a tunnel took that nothing has answered (no report of its cabinet, nor of the bridge on its behalf),
+/// now past its deadline, while its rental still runs. The API process that took it may have died before the frame
+/// left it (the bridge never had it), or the bridge may have published it and gone down before the cabinet's answer
+/// (the powerbank may be out). A report that comes later still settles it; until then staff look at the cabinet and
+/// settle it ([`settle_eject`]).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UnansweredEject {
     pub command_id: Uuid,
@@ -367,8 +369,8 @@ pub async fn unanswered_ejects(
                 c.delivered_at as taken_at, c.deadline_at
            from device_command c
            join session s on s.tenant_id = c.tenant_id and s.id = c.session_id
-          where c.tenant_id = $1 and c.command = 'eject' and c.acked_at is null and c.delivered_at is not null
-            and c.deadline_at <= now() and s.status in ('active', 'paused')
+          where c.tenant_id = $1 and c.command = 'eject' and c.answered_at is null and c.deadline_at <= now()
+            and c.delivered_at is not null and s.status in ('active', 'paused')
             and ($2::uuid[] is null or s.venue_id = any($2)) and ($3::uuid is null or s.venue_id = $3)
           order by c.created_at, c.id limit $4",
     )
@@ -391,7 +393,7 @@ pub enum EjectFinding {
 }
 
 impl EjectFinding {
-    fn result(self) -> &'static str {
+    fn outcome(self) -> &'static str {
         match self {
             Self::Ejected => "staff_ejected",
             Self::NotEjected => "staff_not_ejected",
@@ -399,13 +401,29 @@ impl EjectFinding {
     }
 }
 
-/// Settles an unanswered eject ([`UnansweredEject`]) by what staff found at the cabinet: the command is closed with
-/// `result` `staff_ejected` or `staff_not_ejected` and, for the latter, the rental voided. The same finding again
-/// (a retry, a second member at the same time: the rental is locked first) returns the rental unchanged. A conflict
-/// when the eject is still within its deadline or was answered otherwise (by the bridge, the workers or another
-/// finding); not found for an unknown command, one that is not a rental's eject, or one of a venue the member does
-/// not see. A bridge's report that comes later still counts: a failure voids a rental staff thought ejected, and an
-/// eject reported after a void is kept as an anomaly.
+/// An eject's answer (`device_command.outcome`) in words, for a person.
+fn outcome_in_words(outcome: &str) -> &'static str {
+    match outcome {
+        "ejected" => "the cabinet reported the powerbank ejected",
+        "not_ejected" => {
+            "the cabinet (or its bridge) reported the eject failed, and the rental was voided"
+        }
+        "expired" => "no bridge took it in time, and the rental was voided",
+        "staff_ejected" => "staff found the powerbank gone",
+        "staff_not_ejected" => {
+            "staff found the powerbank still in its slot, and the rental was voided"
+        }
+        _ => "it was answered",
+    }
+}
+
+/// Settles an unanswered eject ([`UnansweredEject`]) by what staff found at the cabinet: the eject's answer is
+/// recorded (`outcome` `staff_ejected` or `staff_not_ejected`, audit `rental.eject_settled`) and, for the latter, the
+/// rental voided. The same finding again (a retry, a second member at the same time: the rental is locked first, as
+/// a cabinet's report locks it) returns the rental as it is. A conflict, saying why, for an eject answered otherwise,
+/// still within its deadline, never taken by a bridge (the workers void those), of a manual cabinet, or whose rental
+/// has ended; not found for an unknown command, one that is not a rental's eject, or one of a venue the member does
+/// not see. A cabinet's report that comes later still counts ([`crate::cabinets`]).
 pub async fn settle_eject(
     tx: &mut TenantTx,
     actor: &Actor,
@@ -425,29 +443,41 @@ pub async fn settle_eject(
     };
     let session = sessions::lock(tx, rental).await?;
     actor.check_venue(session.venue_id, "eject")?;
-    // Under the rental's lock: whoever settles it first decides, the other sees the outcome.
-    let (taken, answered, result, overdue): (bool, bool, Option<String>, bool) = sqlx::query_as(
-        "select delivered_at is not null, acked_at is not null, result, coalesce(deadline_at <= now(), false)
-         from device_command where tenant_id = $1 and id = $2 for update",
+    // Under the rental's lock: whoever answers it first decides, the other sees the answer.
+    let (taken, outcome, deadline): (bool, Option<String>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "select delivered_at is not null, outcome, deadline_at from device_command
+         where tenant_id = $1 and id = $2 for update",
     )
     .bind(tx.tenant())
     .bind(command)
     .fetch_one(tx.conn())
     .await?;
-    if answered {
-        return if result.as_deref() == Some(finding.result()) {
+    if let Some(outcome) = outcome {
+        return if outcome == finding.outcome() {
             Ok(session)
         } else {
             Err(Error::Conflict(format!(
-                "this eject was already answered ({}); reload the rental to see its outcome",
-                result.as_deref().unwrap_or("by the bridge")
+                "this eject is already settled: {}",
+                outcome_in_words(&outcome)
             )))
         };
     }
-    if !taken || !overdue {
+    let Some(deadline) = deadline else {
         return Err(Error::Conflict(
-            "this eject is not waiting for staff: only an eject its bridge took and never answered within the \
-             deadline can be settled by hand; wait for the cabinet's answer"
+            "this eject was made at a cabinet run by hand, where it is only a record: there is nothing to settle"
+                .into(),
+        ));
+    };
+    if deadline > Utc::now() {
+        return Err(Error::Conflict(format!(
+            "the cabinet may still answer this eject: it can be settled by hand once its deadline ({}) has passed",
+            deadline.format("%H:%M:%S UTC")
+        )));
+    }
+    if !taken {
+        return Err(Error::Conflict(
+            "no bridge ever took this eject, so the powerbank is still in its slot: the workers void the rental by \
+             themselves"
                 .into(),
         ));
     }
@@ -457,11 +487,11 @@ pub async fn settle_eject(
         ));
     }
     sqlx::query(
-        "update device_command set acked_at = now(), result = $3 where tenant_id = $1 and id = $2",
+        "update device_command set answered_at = now(), outcome = $3 where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
     .bind(command)
-    .bind(finding.result())
+    .bind(finding.outcome())
     .execute(tx.conn())
     .await?;
     audit::record(
@@ -471,7 +501,7 @@ pub async fn settle_eject(
             action: "rental.eject_settled",
             object_type: "session",
             object_id: Some(rental),
-            detail: serde_json::json!({ "command_id": command, "finding": finding.result() }),
+            detail: serde_json::json!({ "command_id": command, "finding": finding.outcome() }),
         },
     )
     .await?;

@@ -297,7 +297,8 @@ pub async fn payment_method(tx: &mut TenantTx, id: Uuid) -> Result<String> {
 /// The commands written for a session's station on its behalf (switch on, extend, switch off), oldest first.
 pub async fn commands_of(tx: &mut TenantTx, session: Uuid) -> Result<Vec<DeviceCommand>> {
     Ok(sqlx::query_as(
-        "select id, session_id, command, payload, created_at, delivered_at, acked_at, result, deadline_at from device_command
+        "select id, session_id, command, payload, created_at, delivered_at, acked_at, result, deadline_at,
+                  answered_at, outcome from device_command
          where tenant_id = $1 and session_id = $2 order by created_at, id limit 500",
     )
     .bind(tx.tenant())
@@ -1683,13 +1684,16 @@ pub struct DeviceCommand {
     pub created_at: DateTime<Utc>,
     /// When a tunnel took it to send it to the venue's bridge (or when the workers closed it unsent).
     pub delivered_at: Option<DateTime<Utc>>,
-    /// When the bridge acknowledged it (or it was closed otherwise: `result` says how).
+    /// When the bridge acknowledged it (an eject: when it passed it on to the cabinet), or the workers closed it.
     pub acked_at: Option<DateTime<Utc>>,
-    /// `ok`, the bridge's error, `expired` (closed unsent past its deadline), `staff_ejected` /
-    /// `staff_not_ejected` (an eject settled by hand).
+    /// `ok`, the bridge's error, or `expired` (closed unsent past its deadline).
     pub result: Option<String>,
     /// For a bridge-driven cabinet's eject: when its answer is due.
     pub deadline_at: Option<DateTime<Utc>>,
+    /// An eject's answer: when, and what became of the powerbank — `ejected` / `not_ejected` (the cabinet's report,
+    /// or the bridge's after a timeout), `expired` (never taken in time), `staff_ejected` / `staff_not_ejected`.
+    pub answered_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
 }
 
 /// The station's latest `limit` (1–500) commands, oldest first.
@@ -1700,7 +1704,8 @@ pub async fn device_commands(
 ) -> Result<Vec<DeviceCommand>> {
     Ok(sqlx::query_as(
         "select * from (
-           select id, session_id, command, payload, created_at, delivered_at, acked_at, result, deadline_at from device_command
+           select id, session_id, command, payload, created_at, delivered_at, acked_at, result, deadline_at,
+                  answered_at, outcome from device_command
            where tenant_id = $1 and station_id = $2 order by created_at desc, id desc limit $3
          ) latest order by created_at, id",
     )

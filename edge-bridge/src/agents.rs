@@ -143,7 +143,7 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
         let state = shared.state.lock().await;
         match station.and_then(|id| state.stations.get(&id)) {
             // Just started, the tunnel not up yet: no station is known, and saying "no such station" would mislead.
-            None if !state.scheduled => Err(
+            None if station.is_some() && !state.scheduled => Err(
                 "the bridge has no schedule from the cloud yet (it is still connecting); retry in a few seconds",
             ),
             None => Err(

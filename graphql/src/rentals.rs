@@ -46,8 +46,9 @@ pub struct RentalQuote {
     pub expires_at: DateTime<Utc>,
 }
 
-/// An eject its venue's bridge took and never answered, past its deadline, while the rental still runs: the
-/// powerbank may be out or still in its slot. Staff look at the cabinet and settle it with `settleEject`.
+/// An eject a bridge took that no report has answered (neither the cabinet nor the bridge on its behalf), past its
+/// deadline, while the rental still runs: the powerbank may be out or still in its slot. Staff look at the cabinet
+/// and settle it with `settleEject`.
 #[derive(SimpleObject)]
 pub struct UnansweredEject {
     /// The eject command (`settleEject`'s `commandId`).

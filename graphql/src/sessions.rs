@@ -319,13 +319,17 @@ pub struct DeviceCommand {
     /// When a tunnel took it to send it to the venue's bridge (or the workers closed it unsent); none while it
     /// waits.
     pub delivered_at: Option<DateTime<Utc>>,
-    /// When the bridge acknowledged it, or it was closed otherwise (`result` says how).
+    /// When the bridge acknowledged it (an eject: when it passed it on to the cabinet), or the workers closed it.
     pub acknowledged_at: Option<DateTime<Utc>>,
-    /// `ok`, the bridge's error text, `expired` (closed unsent past its deadline), `staff_ejected` or
-    /// `staff_not_ejected` (an eject settled by hand).
+    /// `ok`, the bridge's error text, or `expired` (closed unsent past its deadline).
     pub result: Option<String>,
     /// A bridge-driven cabinet's eject: when the cabinet's answer is due.
     pub deadline_at: Option<DateTime<Utc>>,
+    /// An eject's answer: when it came ...
+    pub answered_at: Option<DateTime<Utc>>,
+    /// ... and what became of the powerbank: `ejected` or `not_ejected` (the cabinet's report, or the bridge's after
+    /// its timeout), `expired` (no bridge took it in time), `staff_ejected` or `staff_not_ejected` (settled by hand).
+    pub outcome: Option<String>,
 }
 
 impl From<sessions::DeviceCommand> for DeviceCommand {
@@ -340,6 +344,8 @@ impl From<sessions::DeviceCommand> for DeviceCommand {
             acknowledged_at: c.acked_at,
             result: c.result,
             deadline_at: c.deadline_at,
+            answered_at: c.answered_at,
+            outcome: c.outcome,
         }
     }
 }

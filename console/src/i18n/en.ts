@@ -262,6 +262,8 @@ export const en = {
     unanswered: 'Ejects waiting for you',
     unansweredHelp:
       'The cabinet never answered these ejects. Look at the slot: if the powerbank is gone the patron has it and the rental goes on; if it is still there the rental is voided and the patron pays nothing.',
+    unansweredForStaff:
+      'The cabinet never answered these ejects. Look at the slot and tell an owner or manager whether the powerbank is gone or still there: they settle it here.',
     unansweredLine: (label: string, cabinet: string, slot: number | null | undefined, since: string) =>
       `${label} from ${cabinet}${slot != null ? `, slot ${slot}` : ''}, asked ${since}`,
     gone: (label: string) => `${label} is gone`,

@@ -29,8 +29,9 @@ type Assets = Record<string, CabinetAssetsResult['assets']>;
 const when = (iso: string) => new Date(iso).toLocaleString('en-GB');
 
 /** Powerbank cabinets and rentals: each cabinet's slots (what it reports, what is docked), docking a powerbank,
- * renting one to a patron from a quote, and the running rentals, returned to any cabinet. Reloaded on live events. */
-export function RentalsPage() {
+ * renting one to a patron from a quote, and the running rentals, returned to any cabinet; above them the ejects waiting
+ * for staff, which owners and managers settle. Reloaded on live events. */
+export function RentalsPage({ canSettle }: { canSettle: boolean }) {
   const [data, setData] = useState<CabinetsResult | null>(null);
   const [assets, setAssets] = useState<Assets>({});
   const [error, setError] = useState<string | null>(null);
@@ -68,6 +69,7 @@ export function RentalsPage() {
         <UnansweredEjects
           ejects={data.unansweredEjects}
           cabinet={name}
+          canSettle={canSettle}
           settle={async (e, finding) => {
             setError(null);
             setNote(null);
@@ -184,23 +186,31 @@ function CabinetCard({ cabinet: c, assets, reload }: { cabinet: Cabinet; assets:
 export function UnansweredEjects({
   ejects,
   cabinet,
+  canSettle,
   settle,
 }: {
   ejects: Unanswered[];
   cabinet: (id: string) => string;
+  /** Owners and managers settle them; staff see them and fetch one. */
+  canSettle: boolean;
   settle: (e: Unanswered, finding: Finding) => Promise<void>;
 }) {
   return (
     <Panel title={t.rentals.unanswered}>
-      <p>{t.rentals.unansweredHelp}</p>
+      <p>{canSettle ? t.rentals.unansweredHelp : t.rentals.unansweredForStaff}</p>
       <ul data-testid="unanswered-ejects">
         {ejects.map((e) => {
           const label = e.assetLabel ?? '—';
           return (
             <li key={e.commandId}>
-              {t.rentals.unansweredLine(label, cabinet(e.stationId), e.slot, when(e.takenAt))}{' '}
-              <button type="button" onClick={() => void settle(e, 'EJECTED')}>{t.rentals.gone(label)}</button>{' '}
-              <button type="button" onClick={() => void settle(e, 'NOT_EJECTED')}>{t.rentals.stillThere(label)}</button>
+              {t.rentals.unansweredLine(label, cabinet(e.stationId), e.slot, when(e.takenAt))}
+              {canSettle && (
+                <>
+                  {' '}
+                  <button type="button" onClick={() => void settle(e, 'EJECTED')}>{t.rentals.gone(label)}</button>{' '}
+                  <button type="button" onClick={() => void settle(e, 'NOT_EJECTED')}>{t.rentals.stillThere(label)}</button>
+                </>
+              )}
             </li>
           );
         })}

@@ -20,6 +20,7 @@ describe('ejects waiting for staff', () => {
       <UnansweredEjects
         ejects={[eject('c1', 'pb-001', 1), eject('c2', 'pb-002', 2)]}
         cabinet={(id) => (id === 'cab-a' ? 'Cabinet A' : '?')}
+        canSettle
         settle={settle}
       />,
     );
@@ -32,5 +33,12 @@ describe('ejects waiting for staff', () => {
     expect(settle).toHaveBeenCalledWith(expect.objectContaining({ commandId: 'c2' }), 'NOT_EJECTED');
     fireEvent.click(screen.getByRole('button', { name: 'pb-001 is gone' }));
     expect(settle).toHaveBeenLastCalledWith(expect.objectContaining({ commandId: 'c1' }), 'EJECTED');
+  });
+
+  it('shows staff without the manager role what waits, without the buttons they may not use', () => {
+    render(<UnansweredEjects ejects={[eject('c1', 'pb-001', 1)]} cabinet={() => 'Cabinet A'} canSettle={false} settle={vi.fn()} />);
+    expect(screen.getByTestId('unanswered-ejects').textContent).toContain('pb-001 from Cabinet A, slot 1');
+    expect(screen.queryAllByRole('button')).toHaveLength(0);
+    expect(screen.getByText(/tell an owner or manager/)).toBeTruthy();
   });
 });
