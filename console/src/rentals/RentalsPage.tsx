@@ -47,7 +47,13 @@ export function RentalsPage({ canSettle }: { canSettle: boolean }) {
   };
   useEffect(() => {
     void load();
-    return subscribe(LiveEvents, {}, { next: () => void load() });
+    const unsubscribe = subscribe(LiveEvents, {}, { next: () => void load() });
+    // An eject comes to wait for staff when its deadline passes, which no event announces: look again now and then.
+    const timer = setInterval(() => void load(), 30_000);
+    return () => {
+      clearInterval(timer);
+      unsubscribe();
+    };
   }, []);
   if (!data) return null;
   const cabinets = data.stations;
