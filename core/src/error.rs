@@ -46,7 +46,8 @@ pub enum ErrorCode {
     IdempotencyKeyRequired,
     /// The request took longer than the configured timeout.
     Timeout,
-    /// Not yet possible (a webhook naming a payment whose record is still being written); send it again later.
+    /// Not yet possible (a webhook naming a payment whose record is still being written), or the request ran into
+    /// another change made at the same moment and was undone (nothing of it was kept); send it again.
     RetryLater,
     /// The GraphQL document is invalid or exceeds a limit (depth, complexity, aliases, batch size).
     InvalidQuery,
@@ -192,6 +193,10 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     RetryLater(&'static str),
+    /// The database undid the transaction because it collided with another (a deadlock, a serialization failure):
+    /// nothing of it was kept, and the same request sent again normally goes through.
+    #[error("this request ran into another change made at the same moment and was undone; send it again")]
+    Collided(#[source] anyhow::Error),
     /// `rate_limited` for a held limit that is not about sign-ins (live subscriptions, say).
     #[error("{0}")]
     TooMany(&'static str),
@@ -210,9 +215,10 @@ impl Error {
     /// The cause to log (never shown to a client), for errors whose message hides it.
     pub fn hidden_cause(&self) -> Option<&anyhow::Error> {
         match self {
-            Self::Internal(cause) | Self::ProviderUnavailable(cause) | Self::Unavailable(cause) => {
-                Some(cause)
-            }
+            Self::Internal(cause)
+            | Self::ProviderUnavailable(cause)
+            | Self::Unavailable(cause)
+            | Self::Collided(cause) => Some(cause),
             _ => None,
         }
     }
@@ -234,7 +240,7 @@ impl Error {
             Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::RateLimited { .. } | Self::TooMany(_) => ErrorCode::RateLimited,
-            Self::RetryLater(_) => ErrorCode::RetryLater,
+            Self::RetryLater(_) | Self::Collided(_) => ErrorCode::RetryLater,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -291,6 +297,10 @@ impl From<sqlx::Error> for Error {
             }
             if db.is_foreign_key_violation() {
                 return Self::NotFound("referenced object");
+            }
+            // 40P01 deadlock detected, 40001 serialization failure: Postgres rolled the transaction back.
+            if matches!(db.code().as_deref(), Some("40P01" | "40001")) {
+                return Self::Collided(e.into());
             }
         }
         if is_outage(&e) {

@@ -468,3 +468,51 @@ async fn device_commands_are_a_bounded_list_of_the_latest() {
         .await;
     assert_eq!(capped["deviceCommands"].as_array().unwrap().len(), 6);
 }
+
+/// Two tenant transactions that wait for each other (each holds a lock the other wants): Postgres breaks the
+/// deadlock by undoing one, and that one is told to send the request again (`retry_later`, 503), not `internal`;
+/// the other goes through.
+#[tokio::test]
+async fn a_transaction_undone_by_a_deadlock_is_a_retry_not_an_internal_error() {
+    let app = spawn_app().await;
+    let t = app.signup().await;
+    let db = switchyard_tests::app_db(4);
+    let tenant = switchyard_core::TenantId(t.id);
+    let (first, second) = (rand_key(), rand_key());
+    let mut a = db.begin_tenant(tenant).await.unwrap();
+    let mut b = db.begin_tenant(tenant).await.unwrap();
+    let lock = "select pg_advisory_xact_lock($1)";
+    sqlx::query(lock)
+        .bind(first)
+        .execute(a.conn())
+        .await
+        .unwrap();
+    sqlx::query(lock)
+        .bind(second)
+        .execute(b.conn())
+        .await
+        .unwrap();
+    let (from_a, from_b) = tokio::join!(
+        sqlx::query(lock).bind(second).execute(a.conn()),
+        sqlx::query(lock).bind(first).execute(b.conn()),
+    );
+    let (undone, went_through) = match (from_a, from_b) {
+        (Err(e), Ok(_)) => (e, b),
+        (Ok(_), Err(e)) => (e, a),
+        other => panic!("expected exactly one side undone: {other:?}"),
+    };
+    let error = switchyard_core::Error::from(undone);
+    assert_eq!(error.code(), switchyard_core::ErrorCode::RetryLater);
+    assert_eq!(error.code().http_status(), 503);
+    assert_eq!(
+        error.to_string(),
+        "this request ran into another change made at the same moment and was undone; send it again"
+    );
+    let cause = format!("{:?}", error.hidden_cause().expect("the cause is logged"));
+    assert!(cause.contains("deadlock"), "{cause}");
+    went_through.commit().await.unwrap();
+}
+
+fn rand_key() -> i64 {
+    i64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap())
+}
