@@ -604,6 +604,8 @@ pub struct PlatformGauges {
     pub bridges_offline: i64,
     pub chargers_offline: i64,
     pub agents_offline: i64,
+    /// Powerbank ejects a bridge took that nothing answered, past their deadline: they wait for staff.
+    pub ejects_unanswered: i64,
 }
 
 impl SystemDb {

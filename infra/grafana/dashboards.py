@@ -200,6 +200,7 @@ DASHBOARDS = {
             stat("Tunnels open", "sum(edge_tunnels_open)"),
             stat("Bridges offline > 5 min", "max(edge_bridges_offline)"),
             stat("PC agents offline > 5 min", "max(agents_offline)"),
+            stat("Ejects waiting for staff", "max(edge_ejects_unanswered)"),
             stat("Anomalies (24 h)", "sum(increase(edge_anomalies_total[24h]))"),
             panel("Tunnels and offline devices", [
                 ("sum(edge_tunnels_open)", "tunnels open"),

@@ -276,7 +276,7 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
 }
 
 /// Reads the platform-wide gauges (sessions and rentals running, the billing backlog's age, bridges, chargers and
-/// PC agents offline) and this process's pool usage into `/metrics`. Every worker exports the same platform
+/// PC agents offline, ejects waiting for staff) and this process's pool usage into `/metrics`. Every worker exports the same platform
 /// figures; dashboards and alert rules take their `max`.
 async fn sample(db: &Db) {
     match db.system().platform_gauges(chrono::Utc::now()).await {
@@ -288,6 +288,7 @@ async fn sample(db: &Db) {
             metrics::gauge!("edge_bridges_offline").set(g.bridges_offline as f64);
             metrics::gauge!("ocpp_chargers_offline").set(g.chargers_offline as f64);
             metrics::gauge!("agents_offline").set(g.agents_offline as f64);
+            metrics::gauge!("edge_ejects_unanswered").set(g.ejects_unanswered as f64);
         }
         Err(e) => tracing::warn!(error = %e, "could not read the platform gauges"),
     }

@@ -82,6 +82,33 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
         .unwrap();
     }
 
+    // Ejects of a running session: one taken, unanswered and past its deadline (waiting for staff), one answered,
+    // one still within its deadline, and one no bridge took (the workers void that rental).
+    for (taken, answered, overdue) in [
+        (true, false, true),
+        (true, true, true),
+        (true, false, false),
+        (false, false, true),
+    ] {
+        sqlx::query(
+            "insert into device_command (tenant_id, id, station_id, session_id, command, delivered_at, deadline_at,
+                                         answered_at, outcome)
+             select $1, $2, s.station_id, s.id, 'eject', case when $3 then now() end,
+                    now() + case when $5 then interval '-1 minute' else interval '1 minute' end,
+                    case when $4 then now() end, case when $4 then 'ejected' end
+               from session s where s.tenant_id = $1 and s.station_id = $6",
+        )
+        .bind(tenant)
+        .bind(Uuid::new_v4())
+        .bind(taken)
+        .bind(answered)
+        .bind(overdue)
+        .bind(station)
+        .execute(&owner)
+        .await
+        .unwrap();
+    }
+
     // What the app role reads across tenants (counts only).
     let db = switchyard_core::Db::connect_lazy(&database.app_url, 2).unwrap();
     let gauges = db
@@ -95,9 +122,10 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
             gauges.rentals_active,
             gauges.bridges_offline,
             gauges.chargers_offline,
-            gauges.agents_offline
+            gauges.agents_offline,
+            gauges.ejects_unanswered
         ),
-        (6, 0, 1, 0, 1)
+        (6, 0, 1, 0, 1, 1)
     );
     assert!(
         (3500.0..3700.0).contains(&gauges.billing_oldest_due_seconds),
@@ -125,6 +153,7 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
         ("edge_bridges_offline", 1.0),
         ("ocpp_chargers_offline", 0.0),
         ("agents_offline", 1.0),
+        ("edge_ejects_unanswered", 1.0),
         ("billing_oldest_due_seconds", 0.0),
         ("debt_collection_success_rate", 1.0),
     ];
