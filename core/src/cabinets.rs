@@ -125,6 +125,20 @@ async fn returned(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<
             json!({ "why": "a return needs a slot and an asset", "report": body }),
         )]);
     };
+    // The powerbank's running rental first, then the slot and the powerbank: the order a stop, a failed eject and a
+    // settle by staff take them in, so a return reported while one of those runs waits for it instead of deadlocking.
+    let renting: Option<Uuid> = sqlx::query_scalar(
+        "select s.id from session s join asset a on a.tenant_id = s.tenant_id and a.id = s.asset_id
+         where s.tenant_id = $1 and lower(a.label) = lower($2) and s.status in ('active', 'paused')
+         order by s.started_at desc limit 1",
+    )
+    .bind(tx.tenant())
+    .bind(&label)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(rental) = renting {
+        crate::sessions::lock(tx, rental).await?;
+    }
     let slot: Option<Uuid> = sqlx::query_scalar(
         "select id from connector where tenant_id = $1 and station_id = $2 and number = $3 for update",
     )
