@@ -1410,3 +1410,70 @@ async fn an_eject_is_settled_by_hand_only_when_nothing_else_can_settle_it() {
     assert!(message.contains("run by hand"), "{message}");
     assert_eq!(rental(&app, c, manual).await["status"], "ACTIVE");
 }
+
+/// A return reported while something else holds the rental (a staff settle or stop in progress, which go on to take
+/// a slot) waits for it rather than taking the slot first: the other transaction gets the slot, and the return goes
+/// through after it. Taking the slot first deadlocked the two, and Postgres undid one of them.
+#[tokio::test]
+async fn a_return_reported_while_the_rental_is_held_waits_instead_of_deadlocking() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    let mut ws = tunnel(&app, &s.token).await;
+    let (rented, powerbank) = rent(&app, c, c.a, "held-1").await;
+    assert_eq!(powerbank, "pb-001");
+
+    // Another transaction holds the rental, as a settle or a stop does before it takes a slot.
+    let mut holder = app.tenant_tx(c.t.id).await;
+    let holder_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query("select id from session where tenant_id = $1 and id = $2 for update")
+        .bind(c.t.id)
+        .bind(rented)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    // The powerbank is reported put into cabinet B's slot 1 meanwhile; that report waits for the holder.
+    let station_b = c.b;
+    let returned = tokio::spawn(async move {
+        let back = Event::CabinetReturned {
+            slot: 1,
+            asset: "pb-001".into(),
+        };
+        let answer = report(&mut ws, 1, station_b, chrono::Utc::now(), back).await;
+        (answer, ws)
+    });
+    wait_until("the return report waits for the holder", || async {
+        sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid)))",
+        )
+        .bind(holder_pid)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap()
+    })
+    .await;
+    // The holder now takes that slot, as a failed eject or a stop would: it is free to take.
+    let slot: Uuid = sqlx::query_scalar(
+        "select id from connector where tenant_id = $1 and station_id = $2 and number = 1 for update",
+    )
+    .bind(c.t.id)
+    .bind(c.b)
+    .fetch_one(&mut *holder)
+    .await
+    .unwrap();
+    holder.commit().await.unwrap();
+    let (answer, _ws) = returned.await.unwrap();
+    assert_eq!(answer, Ok(()));
+    assert_eq!(rental(&app, c, rented).await["status"], "FINISHED");
+    let docked_at: Option<Uuid> = sqlx::query_scalar(
+        "select connector_id from asset where tenant_id = $1 and lower(label) = 'pb-001'",
+    )
+    .bind(c.t.id)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(docked_at, Some(slot));
+}
