@@ -197,7 +197,7 @@ export function UnansweredEjects({
 }: {
   ejects: Unanswered[];
   cabinet: (id: string) => string;
-  /** Owners and managers settle them; staff see them and fetch one. */
+  /** Owners and managers settle them; staff only see them. */
   canSettle: boolean;
   settle: (e: Unanswered, finding: Finding) => Promise<void>;
 }) {
