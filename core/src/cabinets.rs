@@ -56,9 +56,9 @@ async fn ejected(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<A
         .get("request_id")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok());
-    let command: Option<Option<Uuid>> = match request {
+    let command: Option<(Uuid, Option<Uuid>)> = match request {
         Some(request) => {
-            sqlx::query_scalar(
+            let rental: Option<Option<Uuid>> = sqlx::query_scalar(
                 "select session_id from device_command
                  where tenant_id = $1 and id = $2 and station_id = $3 and command = 'eject'",
             )
@@ -66,11 +66,12 @@ async fn ejected(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<A
             .bind(request)
             .bind(station)
             .fetch_optional(tx.conn())
-            .await?
+            .await?;
+            rental.map(|rental| (request, rental))
         }
         None => None,
     };
-    let Some(Some(rental)) = command else {
+    let Some((request, Some(rental))) = command else {
         return Ok(vec![(
             "unknown_eject",
             None,
@@ -81,14 +82,7 @@ async fn ejected(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<A
     // Locked, as staff settling the same eject lock it: the report is judged against the rental as it is after them.
     let status = crate::sessions::lock(tx, rental).await?.status;
     // The cabinet's word is the eject's answer, whatever was assumed before (staff who found the slot empty, say).
-    sqlx::query(
-        "update device_command set answered_at = now(), outcome = $3 where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(request)
-    .bind(if ok { "ejected" } else { "not_ejected" })
-    .execute(tx.conn())
-    .await?;
+    rentals::answer_eject(tx, request, if ok { "ejected" } else { "not_ejected" }).await?;
     if ok {
         // The start already took the powerbank out of its slot; a success only confirms it. One that comes after
         // the rental was voided means a powerbank is out with nobody paying for it.

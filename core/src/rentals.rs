@@ -302,11 +302,12 @@ pub async fn start(
 /// with [`expire_eject`].
 pub const EJECT_DEADLINE_SECS: i64 = 120;
 
-/// Closes an overdue eject unsent (`result` `expired`) and voids its rental as for an eject the cabinet refused:
-/// the deposit released, whatever was billed given back, the powerbank left docked. The rental is locked first, as a
-/// billing tick or a stop locks it. The rental voided, or none when the eject was taken or closed meanwhile, is not
-/// past its deadline, or its rental had already ended (the eject is closed then all the same).
-pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uuid>> {
+/// A rental's eject command: (the rental, the cabinet, the slot asked for); none for an unknown command or one that is
+/// not a rental's eject.
+async fn rental_eject(
+    tx: &mut TenantTx,
+    command: Uuid,
+) -> Result<Option<(Uuid, Uuid, Option<i32>)>> {
     let found: Option<(Option<Uuid>, Uuid, Option<i32>)> = sqlx::query_as(
         "select session_id, station_id, (payload->>'slot')::int from device_command
          where tenant_id = $1 and id = $2 and command = 'eject'",
@@ -315,7 +316,26 @@ pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uui
     .bind(command)
     .fetch_optional(tx.conn())
     .await?;
-    let Some((Some(rental), station, slot)) = found else {
+    Ok(found.and_then(|(rental, station, slot)| Some((rental?, station, slot))))
+}
+
+/// Records an eject's answer (`device_command.answered_at`, `outcome`), replacing any before it.
+pub(crate) async fn answer_eject(tx: &mut TenantTx, command: Uuid, outcome: &str) -> Result<()> {
+    sqlx::query("update device_command set answered_at = now(), outcome = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(command)
+        .bind(outcome)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Closes an overdue eject unsent (`result` `expired`) and voids its rental as for an eject the cabinet refused:
+/// the deposit released, whatever was billed given back, the powerbank left docked. The rental is locked first, as a
+/// billing tick or a stop locks it. The rental voided, or none when the eject was taken or closed meanwhile, is not
+/// past its deadline, or its rental had already ended (the eject is closed then all the same).
+pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uuid>> {
+    let Some((rental, station, slot)) = rental_eject(tx, command).await? else {
         return Ok(None);
     };
     let session = sessions::lock(tx, rental).await?;
@@ -430,15 +450,7 @@ pub async fn settle_eject(
     command: Uuid,
     finding: EjectFinding,
 ) -> Result<Session> {
-    let found: Option<(Option<Uuid>, Uuid, Option<i32>)> = sqlx::query_as(
-        "select session_id, station_id, (payload->>'slot')::int from device_command
-         where tenant_id = $1 and id = $2 and command = 'eject'",
-    )
-    .bind(tx.tenant())
-    .bind(command)
-    .fetch_optional(tx.conn())
-    .await?;
-    let Some((Some(rental), station, slot)) = found else {
+    let Some((rental, station, slot)) = rental_eject(tx, command).await? else {
         return Err(Error::NotFound("eject"));
     };
     let session = sessions::lock(tx, rental).await?;
@@ -486,14 +498,7 @@ pub async fn settle_eject(
             "this rental has already ended; there is nothing to settle".into(),
         ));
     }
-    sqlx::query(
-        "update device_command set answered_at = now(), outcome = $3 where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(command)
-    .bind(finding.outcome())
-    .execute(tx.conn())
-    .await?;
+    answer_eject(tx, command, finding.outcome()).await?;
     audit::record(
         tx,
         actor,

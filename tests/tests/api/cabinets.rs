@@ -860,17 +860,7 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
     }
     drop(ws);
     // Once the server has seen that tunnel end, nothing else can take the eject behind the test's back.
-    let offline = || async {
-        let online: bool =
-            sqlx::query_scalar("select online from bridge where tenant_id = $1 and id = $2")
-                .bind(c.t.id)
-                .bind(s.bridge)
-                .fetch_one(&mut *app.tenant_tx(c.t.id).await)
-                .await
-                .unwrap();
-        !online
-    };
-    wait_until("the dropped tunnel is seen gone", offline).await;
+    tunnel_gone(&app, &s).await;
     // Written at a bridge-driven cabinet, the eject has its deadline.
     let deadline = |command: Uuid| {
         let app = &app;
@@ -929,14 +919,14 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
     pass().await;
     assert_eq!(rental(&app, c, rented).await["status"], "ACTIVE");
     drop(ws);
-    wait_until("the second tunnel is seen gone", offline).await;
+    tunnel_gone(&app, &s).await;
     // As if the bridge had dropped before taking it: past the deadline no tunnel takes it (the rental still
     // running until the workers look) ...
     age(false).await;
     let ws = quiet(tunnel(&app, &s.token).await).await;
     assert_eq!(rental(&app, c, rented).await["status"], "ACTIVE");
     drop(ws);
-    wait_until("the third tunnel is seen gone", offline).await;
+    tunnel_gone(&app, &s).await;
     // ... and the workers' pass voids the rental, whatever the bridge does.
     pass().await;
     assert_eq!(rental(&app, c, rented).await["status"], "FAILED");
@@ -1074,16 +1064,18 @@ async fn tunnel_gone(app: &TestApp, s: &Site) {
     .await;
 }
 
-/// Takes the next `n` commands from a tunnel: their ids, sorted.
-async fn take(ws: &mut Socket, n: usize) -> Vec<Uuid> {
+/// Takes commands from a tunnel until it has as many as `expected`, and checks they are those (in any order).
+async fn assert_taken(ws: &mut Socket, expected: &[Uuid]) {
     let mut taken = vec![];
-    while taken.len() < n {
+    while taken.len() < expected.len() {
         if let Down::Command { id, .. } = next_down(ws).await {
             taken.push(id);
         }
     }
     taken.sort();
-    taken
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(taken, expected);
 }
 
 /// An eject a tunnel took that nothing answered — the API process died with it, or the bridge passed it on and went
@@ -1109,9 +1101,7 @@ async fn an_eject_taken_and_never_answered_waits_for_staff_who_settle_it_by_what
         eject_command(&app, c.t.id, kept).await,
         eject_command(&app, c.t.id, voided).await,
     ];
-    let mut sorted = ejects.to_vec();
-    sorted.sort();
-    assert_eq!(take(&mut ws, 2).await, sorted);
+    assert_taken(&mut ws, &ejects).await;
     // The bridge passes the first on to its cabinet (and says so); then the tunnel goes, no answer having come.
     ws.send(Message::text(encode(&Up::CommandDone {
         id: ejects[0],
@@ -1269,35 +1259,19 @@ async fn an_eject_taken_and_never_answered_waits_for_staff_who_settle_it_by_what
     // nobody paying: an anomaly for staff to follow up). Both ejects now show the cabinet's answer.
     let mut ws = tunnel(&app, &s.token).await;
     let now = chrono::Utc::now();
-    let cabinet_says = |request_id: Uuid, ok: bool, slot: i32, asset: &str| Event::CabinetEjected {
-        request_id,
-        ok,
-        slot,
-        asset: Some(asset.to_owned()),
-        reason: (!ok).then(|| "jammed".to_owned()),
-    };
-    assert_eq!(
-        report(
-            &mut ws,
-            1,
-            c.a,
-            now,
-            cabinet_says(ejects[0], false, 1, "pb-001")
-        )
-        .await,
-        Ok(())
-    );
-    assert_eq!(
-        report(
-            &mut ws,
-            2,
-            c.a,
-            now,
-            cabinet_says(ejects[1], true, 2, "pb-002")
-        )
-        .await,
-        Ok(())
-    );
+    for (seq, request_id, ok, slot, asset) in [
+        (1, ejects[0], false, 1, "pb-001"),
+        (2, ejects[1], true, 2, "pb-002"),
+    ] {
+        let says = Event::CabinetEjected {
+            request_id,
+            ok,
+            slot,
+            asset: Some(asset.to_owned()),
+            reason: (!ok).then(|| "jammed".to_owned()),
+        };
+        assert_eq!(report(&mut ws, seq, c.a, now, says).await, Ok(()));
+    }
     assert_eq!(rental(&app, c, kept).await["status"], "FAILED");
     assert_eq!(rental(&app, c, voided).await["status"], "FAILED");
     assert_eq!(eject_shown(&app, c, kept).await["outcome"], "not_ejected");
@@ -1336,9 +1310,7 @@ async fn an_eject_is_settled_by_hand_only_when_nothing_else_can_settle_it() {
         eject_command(&app, c.t.id, answered).await,
         eject_command(&app, c.t.id, returned).await,
     ];
-    let mut sorted = ejects.to_vec();
-    sorted.sort();
-    assert_eq!(take(&mut ws, 2).await, sorted);
+    assert_taken(&mut ws, &ejects).await;
     // The cabinet answers the first; the second's powerbank comes back to cabinet B while nobody answered its eject.
     let now = chrono::Utc::now();
     let ejected = Event::CabinetEjected {
