@@ -185,21 +185,20 @@ impl Db {
                 })
             }
         };
-        // One round trip: the transaction begins and is confined in the same simple query. The tenant id is a
-        // UUID (hex digits and dashes), so writing it into the text cannot change the statement.
-        let settings = match pace {
-            Pace::Normal => "",
+        // The tenant is bound, never written into the statement's text (DESIGN.md, tenancy rule 4). The hot pace's
+        // settings ride the same statement.
+        let confine = match pace {
+            Pace::Normal => "select set_config('app.tenant_id', $1, true)",
             Pace::Hot => {
-                ", set_config('synchronous_commit', 'off', true), \
+                "select set_config('app.tenant_id', $1, true), \
+                 set_config('synchronous_commit', 'off', true), \
                  set_config('plan_cache_mode', 'force_generic_plan', true)"
             }
         };
-        let tx = self
-            .pool
-            .begin_with(format!(
-                "begin; select set_config('app.tenant_id', '{}', true){settings}",
-                tenant.0
-            ))
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(confine)
+            .bind(tenant.0.to_string())
+            .execute(&mut *tx)
             .await?;
         Ok(TenantTx {
             tx,
@@ -573,6 +572,18 @@ impl SystemDb {
             sqlx::query_as("select tenant_id, command_id from sys_overdue_ejects($1, $2)")
                 .bind(limit)
                 .bind(skip)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Ejects that have come to wait for staff (taken, unanswered, past their deadline, the rental still running)
+    /// and were not announced yet, the longest overdue first, at most `limit`, as (tenant, command); each goes to
+    /// [`crate::rentals::alert_unanswered`] in a transaction of its own tenant.
+    pub async fn unalerted_ejects(&self, limit: i32) -> Result<Vec<(TenantId, Uuid)>> {
+        Ok(
+            sqlx::query_as("select tenant_id, command_id from sys_unalerted_ejects($1)")
+                .bind(limit)
                 .fetch_all(&self.pool)
                 .await?,
         )
