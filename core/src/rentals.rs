@@ -402,6 +402,45 @@ pub async fn unanswered_ejects(
     .await?)
 }
 
+/// Announces an eject that has come to wait for staff ([`UnansweredEject`]), once: `alerted_at` is set, the live
+/// event `rental.eject_unanswered` goes to the venue's members, and the venue's owners and managers get a message
+/// (topic `equipment`). The eject, or none when it was announced already, was answered meanwhile, is not past its
+/// deadline, was never taken, or its rental has ended. Two workers announcing the same eject at once announce it
+/// once: the second waits on the first's row lock and then finds it announced.
+pub async fn alert_unanswered(tx: &mut TenantTx, command: Uuid) -> Result<Option<UnansweredEject>> {
+    let eject: Option<UnansweredEject> = sqlx::query_as(
+        "update device_command c set alerted_at = now()
+           from session s
+          where c.tenant_id = $1 and c.id = $2 and c.command = 'eject' and c.answered_at is null
+            and c.alerted_at is null and c.delivered_at is not null and c.deadline_at <= now()
+            and s.tenant_id = c.tenant_id and s.id = c.session_id and s.status in ('active', 'paused')
+         returning c.id as command_id, s.id as rental_id, c.station_id, s.venue_id, s.patron_id,
+                   (c.payload->>'slot')::int as slot, c.payload->>'asset' as asset_label, c.created_at,
+                   c.delivered_at as taken_at, c.deadline_at",
+    )
+    .bind(tx.tenant())
+    .bind(command)
+    .fetch_optional(tx.conn())
+    .await?;
+    let Some(eject) = eject else {
+        return Ok(None);
+    };
+    tx.emit(
+        crate::events::NewEvent::new(
+            "rental.eject_unanswered",
+            serde_json::json!({
+                "command_id": eject.command_id, "rental_id": eject.rental_id, "slot": eject.slot,
+                "asset": eject.asset_label, "taken_at": eject.taken_at, "deadline_at": eject.deadline_at,
+            }),
+        )
+        .venue(eject.venue_id)
+        .station(eject.station_id)
+        .subject(eject.rental_id),
+    );
+    crate::notify::flows::eject_unanswered(tx, &eject).await?;
+    Ok(Some(eject))
+}
+
 /// What staff found at the cabinet for an unanswered eject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EjectFinding {

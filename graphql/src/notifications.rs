@@ -275,6 +275,8 @@ pub enum NotificationTopic {
     Reports,
     /// Owners: each venue's figures of the day before, once a venue-local day (no channels until chosen).
     DailySummary,
+    /// Owners and managers: the venue's equipment needs someone (an eject nobody answered).
+    Equipment,
 }
 
 impl From<NotificationTopic> for Topic {
@@ -286,6 +288,7 @@ impl From<NotificationTopic> for Topic {
             NotificationTopic::Sos => Topic::Sos,
             NotificationTopic::Reports => Topic::Reports,
             NotificationTopic::DailySummary => Topic::DailySummary,
+            NotificationTopic::Equipment => Topic::Equipment,
         }
     }
 }
@@ -299,6 +302,7 @@ impl From<Topic> for NotificationTopic {
             Topic::Sos => NotificationTopic::Sos,
             Topic::Reports => NotificationTopic::Reports,
             Topic::DailySummary => NotificationTopic::DailySummary,
+            Topic::Equipment => NotificationTopic::Equipment,
         }
     }
 }

@@ -4,6 +4,10 @@
 //! voids its rental like a failed eject — charges given back, deposit released, the powerbank still docked — one
 //! rental per tenant transaction, the rental locked first as a billing tick locks it. Voiding is idempotent (an
 //! eject already closed is left alone), so workers running the pass at once, or a pass retried, void a rental once.
+//!
+//! A second pass announces the ejects a tunnel did take that nothing has answered by their deadline while the rental
+//! runs (they wait for staff to look at the cabinet): once each, as a live event and a message to the venue's owners
+//! and managers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -63,4 +67,36 @@ pub async fn run_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
         }
     }
     Ok(overdue.len() == limit as usize && failures == 0)
+}
+
+/// Announces at most `limit` ejects that have come to wait for staff — taken by a tunnel, unanswered, past their
+/// deadline, the rental still running ([`rentals::alert_unanswered`]): a live event and a message to the venue's
+/// owners and managers, once per eject. Returns whether a full batch was read (more may wait). An eject that fails
+/// is logged and tried again on the next pass; a pass is cheap (it reads only the ejects in flight).
+pub async fn alert_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
+    let waiting = db.system().unalerted_ejects(limit).await?;
+    let mut failures = 0;
+    for (tenant, command) in &waiting {
+        let alerted = async {
+            let mut tx = db.begin_tenant(*tenant).await?;
+            let alerted = rentals::alert_unanswered(&mut tx, *command).await?;
+            tx.commit().await?;
+            Ok::<_, switchyard_core::Error>(alerted)
+        }
+        .await;
+        match alerted {
+            Ok(Some(eject)) => {
+                tracing::warn!(tenant.id = %tenant, rental.id = %eject.rental_id, command.id = %command,
+                    venue.id = %eject.venue_id, "an eject nothing answered waits for staff: owners and managers told");
+                metrics::counter!("edge_ejects_alerted_total").increment(1);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failures += 1;
+                tracing::error!(tenant.id = %tenant, command.id = %command, error = ?e,
+                    "an unanswered eject could not be announced; tried again on the next pass")
+            }
+        }
+    }
+    Ok(waiting.len() == limit as usize && failures == 0)
 }

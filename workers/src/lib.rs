@@ -346,7 +346,8 @@ pub fn transports(config: &WorkerConfig) -> anyhow::Result<Transports> {
 const EJECT_BATCH: i32 = 100;
 
 /// One wake-up: drain what is due, batch by batch — billing, then debt collection, then rentals whose eject no
-/// bridge took in time, then the analytics rollups and the daily summaries they feed, then notifications.
+/// bridge took in time, then ejects that came to wait for staff (announced), then the analytics rollups and the
+/// daily summaries they feed, then notifications.
 async fn drain(
     db: &Db,
     providers: &switchyard_core::payments::accounts::Providers,
@@ -381,6 +382,16 @@ async fn drain(
             Ok(_) => break,
             Err(e) => {
                 tracing::error!(error = ?e, "overdue eject pass failed");
+                break;
+            }
+        }
+    }
+    loop {
+        match ejects::alert_once(db, EJECT_BATCH).await {
+            Ok(more) if more && !*stopping.borrow() => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(error = ?e, "unanswered eject pass failed");
                 break;
             }
         }

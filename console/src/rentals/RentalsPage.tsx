@@ -47,13 +47,8 @@ export function RentalsPage({ canSettle }: { canSettle: boolean }) {
   };
   useEffect(() => {
     void load();
-    const unsubscribe = subscribe(LiveEvents, {}, { next: () => void load() });
-    // An eject comes to wait for staff when its deadline passes, which no event announces: look again now and then.
-    const timer = setInterval(() => void load(), 30_000);
-    return () => {
-      clearInterval(timer);
-      unsubscribe();
-    };
+    // An eject that comes to wait for staff is announced too (`rental.eject_unanswered`, by the workers).
+    return subscribe(LiveEvents, {}, { next: () => void load() });
   }, []);
   if (!data) return null;
   const cabinets = data.stations;

@@ -222,24 +222,8 @@ pub async fn receipt(tx: &mut TenantTx, session: &crate::sessions::Session) -> R
 /// Queues an SOS to every owner and every manager who sees its venue, on the channels each chose for SOS (email,
 /// SMS and push by default), each in the member's language.
 pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> {
-    let recipients: Vec<Uuid> = sqlx::query_scalar(
-        "select m.user_id from membership m
-         where m.tenant_id = $1 and (m.role = 'owner' or (m.role = 'manager' and (
-           not exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id)
-           or exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id
-                      and mv.venue_id = $2))))
-         order by m.user_id",
-    )
-    .bind(tx.tenant())
-    .bind(sos.venue_id)
-    .fetch_all(tx.conn())
-    .await?;
-    let (venue, timezone): (String, String) =
-        sqlx::query_as("select name, timezone from venue where tenant_id = $1 and id = $2")
-            .bind(tx.tenant())
-            .bind(sos.venue_id)
-            .fetch_one(tx.conn())
-            .await?;
+    let recipients = venue_managers(tx, sos.venue_id).await?;
+    let (venue, timezone) = venue_name(tx, sos.venue_id).await?;
     let station: Option<String> = match sos.station_id {
         Some(id) => {
             sqlx::query_scalar("select name from station where tenant_id = $1 and id = $2")
@@ -271,6 +255,70 @@ pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> 
         .await?;
     }
     Ok(())
+}
+
+/// Queues the alert of an eject that has come to wait for staff to the venue's owners and managers, on the channels
+/// each chose for equipment alerts (email and push by default). Once per eject and channel
+/// (`eject:<id>:unanswered`).
+pub async fn eject_unanswered(
+    tx: &mut TenantTx,
+    eject: &crate::rentals::UnansweredEject,
+) -> Result<()> {
+    let recipients = venue_managers(tx, eject.venue_id).await?;
+    let (venue, timezone) = venue_name(tx, eject.venue_id).await?;
+    let cabinet: String =
+        sqlx::query_scalar("select name from station where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(eject.station_id)
+            .fetch_one(tx.conn())
+            .await?;
+    let data = json!({
+        "venue": venue,
+        "cabinet": cabinet,
+        "slot": eject.slot,
+        "powerbank": eject.asset_label,
+        "taken_at": when(eject.taken_at, &timezone),
+        "command_id": eject.command_id,
+    });
+    for user in recipients {
+        subjects::to_subject(
+            tx,
+            Subject::Member(user),
+            Topic::Equipment,
+            Kind::EjectUnanswered,
+            &format!("eject:{}:unanswered", eject.command_id),
+            data.clone(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The owners, and the managers of `venue` (those scoped to it and those scoped to no venue), by id.
+async fn venue_managers(tx: &mut TenantTx, venue: Uuid) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "select m.user_id from membership m
+         where m.tenant_id = $1 and (m.role = 'owner' or (m.role = 'manager' and (
+           not exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id)
+           or exists (select 1 from member_venue mv where mv.tenant_id = m.tenant_id and mv.user_id = m.user_id
+                      and mv.venue_id = $2))))
+         order by m.user_id",
+    )
+    .bind(tx.tenant())
+    .bind(venue)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+/// A venue's name and time zone.
+async fn venue_name(tx: &mut TenantTx, venue: Uuid) -> Result<(String, String)> {
+    Ok(
+        sqlx::query_as("select name, timezone from venue where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(venue)
+            .fetch_one(tx.conn())
+            .await?,
+    )
 }
 
 /// A wallet that falls below this (minor units of its currency: 5.00) gets a low-balance notice.

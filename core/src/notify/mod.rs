@@ -39,10 +39,12 @@ pub enum Kind {
     DailySummary,
     /// A kiosk report (seed 003): the PDF attached to an email, or a link to it by SMS.
     Report,
+    /// An eject nobody answered, to the venue's owners and managers (see [`crate::rentals::alert_unanswered`]).
+    EjectUnanswered,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Invitation,
         Kind::VerifyEmail,
         Kind::PasswordReset,
@@ -53,6 +55,7 @@ impl Kind {
         Kind::SessionWarning,
         Kind::DailySummary,
         Kind::Report,
+        Kind::EjectUnanswered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Kind {
             Kind::SessionWarning => "session_warning",
             Kind::DailySummary => "daily_summary",
             Kind::Report => "report",
+            Kind::EjectUnanswered => "eject_unanswered",
         }
     }
 
@@ -87,7 +91,8 @@ impl Kind {
             | Kind::Debt
             | Kind::SessionWarning
             | Kind::DailySummary
-            | Kind::Report => None,
+            | Kind::Report
+            | Kind::EjectUnanswered => None,
         }
     }
 }

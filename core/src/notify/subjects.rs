@@ -33,16 +33,19 @@ pub enum Topic {
     Reports,
     /// The daily summary of each venue, for owners; nobody gets it until they choose a channel (opt-in).
     DailySummary,
+    /// The venue's equipment needs someone (an eject nobody answered), for owners and managers.
+    Equipment,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::Receipts,
         Topic::LowBalance,
         Topic::SessionWarnings,
         Topic::Sos,
         Topic::Reports,
         Topic::DailySummary,
+        Topic::Equipment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Topic {
             Topic::Sos => "sos",
             Topic::Reports => "reports",
             Topic::DailySummary => "daily_summary",
+            Topic::Equipment => "equipment",
         }
     }
 
@@ -63,6 +67,7 @@ impl Topic {
             Topic::SessionWarnings => &[Channel::Push],
             Topic::Sos => &[Channel::Email, Channel::Sms, Channel::Push],
             Topic::DailySummary => &[],
+            Topic::Equipment => &[Channel::Email, Channel::Push],
         }
     }
 }

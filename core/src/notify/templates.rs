@@ -46,6 +46,8 @@ const FILES: &[(&str, &str)] = templates!(
     "de" / "daily_summary",
     "en" / "report",
     "de" / "report",
+    "en" / "eject_unanswered",
+    "de" / "eject_unanswered",
 );
 
 const LAYOUT: &str = include_str!("../../templates/notify/layout.html");
@@ -161,6 +163,8 @@ mod tests {
                     "total": "1.20 EUR", "lines": [{"description": "10 min", "amount": "1.20 EUR"}],
                     "severity": "high", "sos_id": "x", "balance": "1.00 EUR", "threshold": "5.00 EUR",
                     "debt": "2.00 EUR", "minutes": 5, "title": "Diagnostics", "report_id": "r1",
+                    "cabinet": "Cabinet A", "slot": 3, "powerbank": "PB-7", "taken_at": "2026-12-05 21:00 CET",
+                    "command_id": "c1",
                 });
                 let r = render(
                     kind,

@@ -1280,6 +1280,200 @@ async fn an_eject_taken_and_never_answered_waits_for_staff_who_settle_it_by_what
     assert_eq!(wallet(&app, c).await, before);
 }
 
+/// What the tenant's announcements of unanswered ejects left: the live events as (subject, command, slot,
+/// powerbank) in order, and the messages as (event key, channel, recipient, cabinet, slot, powerbank) by recipient.
+#[allow(clippy::type_complexity)]
+async fn announcements(
+    app: &TestApp,
+    tenant: Uuid,
+) -> (
+    Vec<(Uuid, Value, Value, Value)>,
+    Vec<(String, String, String, Value, Value, Value)>,
+) {
+    let mut tx = app.tenant_tx(tenant).await;
+    let events: Vec<(Uuid, Value)> = sqlx::query_as(
+        "select subject_id, data from live_event where tenant_id = $1 and kind = 'rental.eject_unanswered'
+          order by seq",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let mut messages: Vec<(String, String, String, Value)> = sqlx::query_as(
+        "select event_key, channel, recipient, data from notification
+          where tenant_id = $1 and kind = 'eject_unanswered'",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    messages.sort_by(|a, b| (&a.2, &a.1).cmp(&(&b.2, &b.1)));
+    (
+        events
+            .into_iter()
+            .map(|(s, d)| {
+                (
+                    s,
+                    d["command_id"].clone(),
+                    d["slot"].clone(),
+                    d["asset"].clone(),
+                )
+            })
+            .collect(),
+        messages
+            .into_iter()
+            .map(|(k, c, r, d)| {
+                (
+                    k,
+                    c,
+                    r,
+                    d["cabinet"].clone(),
+                    d["slot"].clone(),
+                    d["powerbank"].clone(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// An eject that comes to wait for staff is announced by the workers once its deadline passes: a live event for the
+/// venue's members (the console's rentals screen reloads on it) and a message to the venue's owners and managers —
+/// not to staff, nor to a manager of another venue. Once: two workers at once and a later pass add nothing; an eject
+/// the cabinet answered, one still within its deadline and one settled are never announced; each tenant's
+/// announcement stays in that tenant.
+#[tokio::test]
+async fn an_eject_that_comes_to_wait_for_staff_is_announced_once_to_the_venues_owners_and_managers()
+{
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    let (_, manager, _) = app.add_member_login(&c.t, "MANAGER").await;
+    app.add_member(&c.t, "STAFF").await;
+    let hall = app.create_venue(&c.t.access, "Hall").await;
+    let (elsewhere, _, _) = app.add_member_login(&c.t, "MANAGER").await;
+    app.gql_ok(
+        &c.t.access,
+        "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
+        json!({"u": elsewhere, "v": [hall]}),
+    )
+    .await;
+    // Two ejects taken: the cabinet answers the second (the powerbank came out), then the tunnel goes.
+    let mut ws = tunnel(&app, &s.token).await;
+    let (waiting, _) = rent(&app, c, c.a, "alert-1").await;
+    let (answered, _) = rent(&app, c, c.a, "alert-2").await;
+    let (eject, answered_eject) = (
+        eject_command(&app, c.t.id, waiting).await,
+        eject_command(&app, c.t.id, answered).await,
+    );
+    assert_taken(&mut ws, &[eject, answered_eject]).await;
+    let says = Event::CabinetEjected {
+        request_id: answered_eject,
+        ok: true,
+        slot: 2,
+        asset: Some("pb-002".to_owned()),
+        reason: None,
+    };
+    assert_eq!(
+        report(&mut ws, 1, c.a, chrono::Utc::now(), says).await,
+        Ok(())
+    );
+    drop(ws);
+    tunnel_gone(&app, &s).await;
+    // Another tenant has one waiting too.
+    let other = site(&app).await;
+    let mut ws = tunnel(&app, &other.token).await;
+    let (other_rental, _) = rent(&app, &other.c, other.c.a, "alert-other").await;
+    let other_eject = eject_command(&app, other.c.t.id, other_rental).await;
+    assert_taken(&mut ws, &[other_eject]).await;
+    drop(ws);
+    tunnel_gone(&app, &other).await;
+
+    let db = switchyard_tests::app_db(4);
+    let pass = || async {
+        switchyard_workers::ejects::alert_once(&db, 100)
+            .await
+            .unwrap()
+    };
+    pass().await;
+    let nothing = (vec![], vec![]);
+    assert_eq!(announcements(&app, c.t.id).await, nothing);
+
+    overdue(&app, c.t.id, &[eject, answered_eject]).await;
+    overdue(&app, other.c.t.id, &[other_eject]).await;
+    tokio::join!(pass(), pass());
+    pass().await;
+
+    let key = format!("eject:{eject}:unanswered");
+    let mut told = vec![
+        (
+            key.clone(),
+            "email".to_owned(),
+            c.t.email.clone(),
+            json!("Cabinet A"),
+            json!(1),
+            json!("pb-001"),
+        ),
+        (
+            key.clone(),
+            "email".to_owned(),
+            // Logins' emails are kept in lower case.
+            manager.to_lowercase(),
+            json!("Cabinet A"),
+            json!(1),
+            json!("pb-001"),
+        ),
+    ];
+    told.sort_by(|a, b| a.2.cmp(&b.2));
+    assert_eq!(
+        announcements(&app, c.t.id).await,
+        (
+            vec![(waiting, json!(eject), json!(1), json!("pb-001"))],
+            told.clone()
+        )
+    );
+    let alerted: Vec<(Uuid, bool)> = sqlx::query_as(
+        "select id, alerted_at is not null from device_command where tenant_id = $1 and id = any($2) order by id",
+    )
+    .bind(c.t.id)
+    .bind([eject, answered_eject])
+    .fetch_all(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    let mut expected = vec![(eject, true), (answered_eject, false)];
+    expected.sort();
+    assert_eq!(alerted, expected);
+    // The other tenant's eject was announced in that tenant, to its owner alone.
+    let other_key = format!("eject:{other_eject}:unanswered");
+    assert_eq!(
+        announcements(&app, other.c.t.id).await,
+        (
+            vec![(other_rental, json!(other_eject), json!(1), json!("pb-001"))],
+            vec![(
+                other_key,
+                "email".to_owned(),
+                other.c.t.email.clone(),
+                json!("Cabinet A"),
+                json!(1),
+                json!("pb-001")
+            )]
+        )
+    );
+    // Settled by staff, it is no longer waiting: passes after it add nothing.
+    let answer = settle(&app, &c.t.access, eject, "EJECTED").await;
+    assert_eq!(
+        answer["data"]["settleEject"]["status"], "ACTIVE",
+        "{answer}"
+    );
+    pass().await;
+    assert_eq!(
+        announcements(&app, c.t.id).await,
+        (
+            vec![(waiting, json!(eject), json!(1), json!("pb-001"))],
+            told
+        )
+    );
+}
+
 /// Only an eject nothing else can settle is settled by hand: one the cabinet answered, one no bridge took (the
 /// workers void those), one of a manual cabinet and one whose rental has ended are neither listed nor settled, each
 /// refusal saying why.
