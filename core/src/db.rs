@@ -578,12 +578,17 @@ impl SystemDb {
     }
 
     /// Ejects that have come to wait for staff (taken, unanswered, past their deadline, the rental still running)
-    /// and were not announced yet, the longest overdue first, at most `limit`, as (tenant, command); each goes to
-    /// [`crate::rentals::alert_unanswered`] in a transaction of its own tenant.
-    pub async fn unalerted_ejects(&self, limit: i32) -> Result<Vec<(TenantId, Uuid)>> {
+    /// and were not announced yet, the longest overdue first, at most `limit`, none of `skip`, as (tenant, command);
+    /// each goes to [`crate::rentals::alert_unanswered`] in a transaction of its own tenant.
+    pub async fn unalerted_ejects(
+        &self,
+        limit: i32,
+        skip: &[Uuid],
+    ) -> Result<Vec<(TenantId, Uuid)>> {
         Ok(
-            sqlx::query_as("select tenant_id, command_id from sys_unalerted_ejects($1)")
+            sqlx::query_as("select tenant_id, command_id from sys_unalerted_ejects($1, $2)")
                 .bind(limit)
+                .bind(skip)
                 .fetch_all(&self.pool)
                 .await?,
         )

@@ -405,9 +405,13 @@ pub async fn unanswered_ejects(
 /// Announces an eject that has come to wait for staff ([`UnansweredEject`]), once: `alerted_at` is set, the live
 /// event `rental.eject_unanswered` goes to the venue's members, and the venue's owners and managers get a message
 /// (topic `equipment`). The eject, or none when it was announced already, was answered meanwhile, is not past its
-/// deadline, was never taken, or its rental has ended. Two workers announcing the same eject at once announce it
-/// once: the second waits on the first's row lock and then finds it announced.
+/// deadline, was never taken, or its rental has ended. The rental is locked first, as a stop, a return or a settle
+/// locks it, so that one ending it meanwhile is seen; two workers announcing the same eject at once announce it once.
 pub async fn alert_unanswered(tx: &mut TenantTx, command: Uuid) -> Result<Option<UnansweredEject>> {
+    let Some((rental, _, _)) = rental_eject(tx, command).await? else {
+        return Ok(None);
+    };
+    sessions::lock(tx, rental).await?;
     let eject: Option<UnansweredEject> = sqlx::query_as(
         "update device_command c set alerted_at = now()
            from session s

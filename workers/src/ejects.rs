@@ -17,11 +17,11 @@ use switchyard_core::rentals;
 use switchyard_core::Db;
 use uuid::Uuid;
 
-/// How long an eject this process failed to void is left out of its passes, so that a few that keep failing do
+/// How long an eject this process failed to void (or announce) is left out of its passes, so that a few that keep failing do
 /// not hold up the ones behind them.
 const RETRY_FAILED: Duration = Duration::from_secs(60);
 
-/// The ejects this process failed to void, and when.
+/// The ejects this process failed to void or announce, and when.
 static FAILED: Mutex<Option<HashMap<Uuid, Instant>>> = Mutex::new(None);
 
 fn failed() -> std::sync::MutexGuard<'static, Option<HashMap<Uuid, Instant>>> {
@@ -30,16 +30,18 @@ fn failed() -> std::sync::MutexGuard<'static, Option<HashMap<Uuid, Instant>>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The ejects this process failed to void or announce within the last [`RETRY_FAILED`].
+fn skipped() -> Vec<Uuid> {
+    let mut failed = failed();
+    let failed = failed.get_or_insert_with(HashMap::new);
+    failed.retain(|_, at| at.elapsed() < RETRY_FAILED);
+    failed.keys().copied().collect()
+}
+
 /// Voids the rentals of at most `limit` overdue ejects; returns whether a full batch was closed (more may wait).
 /// An eject that cannot be voided now is logged and tried again after [`RETRY_FAILED`].
 pub async fn run_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
-    let skip: Vec<Uuid> = {
-        let mut failed = failed();
-        let failed = failed.get_or_insert_with(HashMap::new);
-        failed.retain(|_, at| at.elapsed() < RETRY_FAILED);
-        failed.keys().copied().collect()
-    };
-    let overdue = db.system().overdue_ejects(limit, &skip).await?;
+    let overdue = db.system().overdue_ejects(limit, &skipped()).await?;
     let mut failures = 0;
     for (tenant, command) in &overdue {
         let voided = async {
@@ -71,10 +73,10 @@ pub async fn run_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
 
 /// Announces at most `limit` ejects that have come to wait for staff — taken by a tunnel, unanswered, past their
 /// deadline, the rental still running ([`rentals::alert_unanswered`]): a live event and a message to the venue's
-/// owners and managers, once per eject. Returns whether a full batch was read (more may wait). An eject that fails
-/// is logged and tried again on the next pass; a pass is cheap (it reads only the ejects in flight).
+/// owners and managers, once per eject. Returns whether a full batch was announced (more may wait). An eject that
+/// cannot be announced now is logged and left out for [`RETRY_FAILED`], as in [`run_once`].
 pub async fn alert_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
-    let waiting = db.system().unalerted_ejects(limit).await?;
+    let waiting = db.system().unalerted_ejects(limit, &skipped()).await?;
     let mut failures = 0;
     for (tenant, command) in &waiting {
         let alerted = async {
@@ -93,8 +95,11 @@ pub async fn alert_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
             Ok(None) => {}
             Err(e) => {
                 failures += 1;
+                failed()
+                    .get_or_insert_with(HashMap::new)
+                    .insert(*command, Instant::now());
                 tracing::error!(tenant.id = %tenant, command.id = %command, error = ?e,
-                    "an unanswered eject could not be announced; tried again on the next pass")
+                    "an unanswered eject could not be announced; tried again in a minute")
             }
         }
     }

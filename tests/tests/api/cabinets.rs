@@ -1338,9 +1338,9 @@ async fn announcements(
 
 /// An eject that comes to wait for staff is announced by the workers once its deadline passes: a live event for the
 /// venue's members (the console's rentals screen reloads on it) and a message to the venue's owners and managers —
-/// not to staff, nor to a manager of another venue. Once: two workers at once and a later pass add nothing; an eject
-/// the cabinet answered, one still within its deadline and one settled are never announced; each tenant's
-/// announcement stays in that tenant.
+/// not to staff, nor to a manager of another venue. Once: two workers at once, a later pass and a pass after staff
+/// settled it add nothing; an eject the cabinet answered and one still within its deadline are not announced (nor, in
+/// the test after this one, those nothing else may settle); each tenant's announcement stays in that tenant.
 #[tokio::test]
 async fn an_eject_that_comes_to_wait_for_staff_is_announced_once_to_the_venues_owners_and_managers()
 {
@@ -1475,8 +1475,8 @@ async fn an_eject_that_comes_to_wait_for_staff_is_announced_once_to_the_venues_o
 }
 
 /// Only an eject nothing else can settle is settled by hand: one the cabinet answered, one no bridge took (the
-/// workers void those), one of a manual cabinet and one whose rental has ended are neither listed nor settled, each
-/// refusal saying why.
+/// workers void those), one of a manual cabinet and one whose rental has ended are neither listed, settled nor
+/// announced, each refusal saying why.
 #[tokio::test]
 async fn an_eject_is_settled_by_hand_only_when_nothing_else_can_settle_it() {
     let app = spawn_app().await;
@@ -1575,6 +1575,13 @@ async fn an_eject_is_settled_by_hand_only_when_nothing_else_can_settle_it() {
     assert_eq!(code, "conflict");
     assert!(message.contains("run by hand"), "{message}");
     assert_eq!(rental(&app, c, manual).await["status"], "ACTIVE");
+
+    // Nor is any of them announced as waiting for staff.
+    let db = switchyard_tests::app_db(2);
+    switchyard_workers::ejects::alert_once(&db, 100)
+        .await
+        .unwrap();
+    assert_eq!(announcements(&app, c.t.id).await, (vec![], vec![]));
 }
 
 /// A return reported while something else holds the rental (a staff settle or stop in progress, which go on to take
