@@ -17,8 +17,8 @@ use switchyard_core::rentals;
 use switchyard_core::Db;
 use uuid::Uuid;
 
-/// How long an eject this process failed to void (or announce) is left out of its passes, so that a few that keep failing do
-/// not hold up the ones behind them.
+/// How long an eject this process failed to void (or announce) is left out of its passes, so that a few that keep
+/// failing do not hold up the ones behind them.
 const RETRY_FAILED: Duration = Duration::from_secs(60);
 
 /// The ejects this process failed to void or announce, and when.
