@@ -429,19 +429,21 @@ pub async fn alert_unanswered(tx: &mut TenantTx, command: Uuid) -> Result<Option
     let Some(eject) = eject else {
         return Ok(None);
     };
+    let cabinet = stations::get(tx, eject.station_id).await?.name;
     tx.emit(
         crate::events::NewEvent::new(
             "rental.eject_unanswered",
             serde_json::json!({
-                "command_id": eject.command_id, "rental_id": eject.rental_id, "slot": eject.slot,
-                "asset": eject.asset_label, "taken_at": eject.taken_at, "deadline_at": eject.deadline_at,
+                "command_id": eject.command_id, "rental_id": eject.rental_id, "cabinet": cabinet,
+                "slot": eject.slot, "asset": eject.asset_label, "taken_at": eject.taken_at,
+                "deadline_at": eject.deadline_at,
             }),
         )
         .venue(eject.venue_id)
         .station(eject.station_id)
         .subject(eject.rental_id),
     );
-    crate::notify::flows::eject_unanswered(tx, &eject).await?;
+    crate::notify::flows::eject_unanswered(tx, &eject, &cabinet).await?;
     Ok(Some(eject))
 }
 

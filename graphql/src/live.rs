@@ -128,6 +128,9 @@ pub fn visible(principal: &Principal, event: &Event) -> bool {
     }
 }
 
+/// The topics of `staffAlerts`: SOS, tasks, safety flags and ejects waiting for staff.
+const STAFF_ALERTS: &[&str] = &["sos", "task", "safety", "rental"];
+
 /// Which events a field carries, besides confinement.
 struct Filter {
     topics: &'static [&'static str],
@@ -371,9 +374,10 @@ impl SubscriptionRoot {
             .boxed())
     }
 
-    /// Staff alerts: SOS (`sos.raised`, `sos.acknowledged`, `sos.responded`, `sos.resolved`) and tasks
-    /// (`task.created`, `task.assigned`, `task.completed`, `task.cancelled`), optionally of one venue, within the
-    /// member's venue scope. Every member of the venue hears them (on shift or not: a client that wants only its
+    /// Staff alerts: SOS (`sos.raised`, `sos.acknowledged`, `sos.responded`, `sos.resolved`), tasks
+    /// (`task.created`, `task.assigned`, `task.completed`, `task.cancelled`), safety flags (`safety.*`) and ejects
+    /// that came to wait for staff (`rental.eject_unanswered`), optionally of one venue, within the member's venue
+    /// scope. Every member of the venue hears them (on shift or not: a client that wants only its
     /// shift's alerts filters on its own clock-in).
     async fn staff_alerts(
         &self,
@@ -383,7 +387,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
         members_only(ctx)?;
         let filter = Filter {
-            topics: &["sos", "task", "safety"],
+            topics: STAFF_ALERTS,
             venue: parse_venue(venue_id)?,
         };
         open(ctx, filter, after).await
@@ -464,14 +468,15 @@ mod tests {
     }
 
     #[test]
-    fn staff_alerts_carry_sos_and_task_events_of_the_chosen_venue() {
+    fn staff_alerts_carry_sos_task_and_eject_events_of_the_chosen_venue() {
         let venue = Uuid::now_v7();
         let filter = Filter {
-            topics: &["sos", "task"],
+            topics: STAFF_ALERTS,
             venue: Some(venue),
         };
         assert!(filter.passes(&event("sos.raised", Some(venue))));
         assert!(filter.passes(&event("task.assigned", Some(venue))));
+        assert!(filter.passes(&event("rental.eject_unanswered", Some(venue))));
         assert!(!filter.passes(&event("session.started", Some(venue))));
         assert!(!filter.passes(&event("sos.raised", Some(Uuid::now_v7()))));
     }

@@ -3,7 +3,7 @@ import { request } from '../api/client';
 import { AcknowledgeSos, ResolveSos, StaffAlerts } from '../api/generated';
 import { subscribe } from '../api/live';
 import { t } from '../i18n';
-import { openSos, type SosAlert } from './model';
+import { dismissEject, openEjects, openSos, type EjectAlert, type SosAlert } from './model';
 
 /** Sounds an alarm: three short tones (browsers may keep it silent until the page has been clicked once). */
 function alarm() {
@@ -23,9 +23,10 @@ function alarm() {
 }
 
 /** Open SOS alerts of the member's venues, shown (and sounded) the moment they are raised, with acknowledge and
- * resolve. */
+ * resolve; and ejects that came to wait for staff, shown until dismissed. */
 export function SosAlerts() {
   const [alerts, setAlerts] = useState<SosAlert[]>([]);
+  const [ejects, setEjects] = useState<EjectAlert[]>([]);
   useEffect(
     () =>
       subscribe(StaffAlerts, {}, {
@@ -36,11 +37,34 @@ export function SosAlerts() {
             if (e.kind === 'sos.raised' && next.length > current.length) alarm();
             return next;
           });
+          setEjects((current) => openEjects(current, e));
         },
       }),
     [],
   );
-  if (alerts.length === 0) return null;
+  if (alerts.length === 0 && ejects.length === 0) return null;
+  return (
+    <>
+      {ejects.length > 0 && (
+        <section className="sos" aria-label={t.ejectAlert.title}>
+          {ejects.map((a) => (
+            <div key={a.id} role="alert" className="sos-alert eject">
+              {t.ejectAlert.needsLook(a.cabinet, a.slot, a.asset)}
+              <span className="actions">
+                <button type="button" onClick={() => setEjects((current) => dismissEject(current, a.id))}>
+                  {t.ejectAlert.dismiss}
+                </button>
+              </span>
+            </div>
+          ))}
+        </section>
+      )}
+      {alerts.length > 0 && <SosList alerts={alerts} />}
+    </>
+  );
+}
+
+function SosList({ alerts }: { alerts: SosAlert[] }) {
   return (
     <section className="sos" aria-label={t.sos.title}>
       {alerts.map((a) => (

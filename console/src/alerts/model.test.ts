@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { openSos } from './model';
+import { dismissEject, openEjects, openSos } from './model';
 
 describe('open SOS alerts', () => {
   it('join when raised, change when acknowledged and go when resolved', () => {
@@ -10,5 +10,26 @@ describe('open SOS alerts', () => {
     expect(open[0].status).toBe('acknowledged');
     expect(openSos(open, { kind: 'task.created', subjectId: 't', data: {} })).toBe(open);
     expect(openSos(open, { kind: 'sos.resolved', subjectId: 'a', data: {} })).toEqual([]);
+  });
+});
+
+describe('eject alerts', () => {
+  const announced = {
+    kind: 'rental.eject_unanswered',
+    subjectId: 'rental-1',
+    data: { command_id: 'c1', rental_id: 'rental-1', cabinet: 'Cabinet A', slot: 2, asset: 'pb-002' },
+  };
+  it('join once when an eject is announced, ignore other events and go when dismissed', () => {
+    const open = openEjects([], announced);
+    expect(open).toEqual([{ id: 'c1', cabinet: 'Cabinet A', slot: 2, asset: 'pb-002' }]);
+    expect(openEjects(open, announced)).toBe(open);
+    expect(openEjects(open, { kind: 'sos.raised', subjectId: 'a', data: {} })).toBe(open);
+    expect(openEjects(open, { kind: 'rental.eject_unanswered', subjectId: 'r', data: {} })).toBe(open);
+    expect(dismissEject(open, 'c1')).toEqual([]);
+  });
+  it('keep an eject without slot or powerbank', () => {
+    expect(openEjects([], { ...announced, data: { command_id: 'c2', cabinet: 'B' } })).toEqual([
+      { id: 'c2', cabinet: 'B', slot: null, asset: null },
+    ]);
   });
 });

@@ -21,3 +21,19 @@ export function openSos(current: SosAlert[], e: LiveEvent): SosAlert[] {
       return current;
   }
 }
+
+/** An eject that came to wait for staff (`rental.eject_unanswered`): a bridge took it and nothing answered. */
+export type EjectAlert = { id: string; cabinet: string; slot: number | null; asset: string | null };
+
+/** The eject alerts after one staff-alert event: an announced eject joins (once); other events change nothing. They
+ * go when dismissed ([dismissEject]); the rentals screen is where they are settled. */
+export function openEjects(current: EjectAlert[], e: LiveEvent): EjectAlert[] {
+  if (e.kind !== 'rental.eject_unanswered') return current;
+  const d = (e.data ?? {}) as { command_id?: string; cabinet?: string; slot?: number | null; asset?: string | null };
+  if (!d.command_id || current.some((a) => a.id === d.command_id)) return current;
+  return [...current, { id: d.command_id, cabinet: d.cabinet ?? '', slot: d.slot ?? null, asset: d.asset ?? null }];
+}
+
+export function dismissEject(current: EjectAlert[], id: string): EjectAlert[] {
+  return current.filter((a) => a.id !== id);
+}

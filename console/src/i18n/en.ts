@@ -346,6 +346,12 @@ export const en = {
     acknowledged: 'Acknowledged',
     at: 'at',
   },
+  ejectAlert: {
+    title: 'Ejects waiting for staff',
+    needsLook: (cabinet: string, slot: number | null, asset: string | null) =>
+      `A powerbank eject got no answer: ${cabinet}${slot === null ? '' : `, slot ${slot}`}${asset ? ` (${asset})` : ''}. Look at the slot; an owner or manager settles it under Rentals.`,
+    dismiss: 'Dismiss',
+  },
   setup: {
     title: 'Set-up',
     venue: 'Venue',

@@ -263,15 +263,10 @@ pub async fn sos(tx: &mut TenantTx, sos: &crate::staff::sos::Sos) -> Result<()> 
 pub async fn eject_unanswered(
     tx: &mut TenantTx,
     eject: &crate::rentals::UnansweredEject,
+    cabinet: &str,
 ) -> Result<()> {
     let recipients = venue_managers(tx, eject.venue_id).await?;
     let (venue, timezone) = venue_name(tx, eject.venue_id).await?;
-    let cabinet: String =
-        sqlx::query_scalar("select name from station where tenant_id = $1 and id = $2")
-            .bind(tx.tenant())
-            .bind(eject.station_id)
-            .fetch_one(tx.conn())
-            .await?;
     let data = json!({
         "venue": venue,
         "cabinet": cabinet,

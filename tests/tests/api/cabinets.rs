@@ -1280,14 +1280,14 @@ async fn an_eject_taken_and_never_answered_waits_for_staff_who_settle_it_by_what
     assert_eq!(wallet(&app, c).await, before);
 }
 
-/// What the tenant's announcements of unanswered ejects left: the live events as (subject, command, slot,
+/// What the tenant's announcements of unanswered ejects left: the live events as (subject, command, cabinet, slot,
 /// powerbank) in order, and the messages as (event key, channel, recipient, cabinet, slot, powerbank) by recipient.
 #[allow(clippy::type_complexity)]
 async fn announcements(
     app: &TestApp,
     tenant: Uuid,
 ) -> (
-    Vec<(Uuid, Value, Value, Value)>,
+    Vec<(Uuid, Value, Value, Value, Value)>,
     Vec<(String, String, String, Value, Value, Value)>,
 ) {
     let mut tx = app.tenant_tx(tenant).await;
@@ -1315,6 +1315,7 @@ async fn announcements(
                 (
                     s,
                     d["command_id"].clone(),
+                    d["cabinet"].clone(),
                     d["slot"].clone(),
                     d["asset"].clone(),
                 )
@@ -1427,7 +1428,13 @@ async fn an_eject_that_comes_to_wait_for_staff_is_announced_once_to_the_venues_o
     assert_eq!(
         announcements(&app, c.t.id).await,
         (
-            vec![(waiting, json!(eject), json!(1), json!("pb-001"))],
+            vec![(
+                waiting,
+                json!(eject),
+                json!("Cabinet A"),
+                json!(1),
+                json!("pb-001")
+            )],
             told.clone()
         )
     );
@@ -1447,7 +1454,13 @@ async fn an_eject_that_comes_to_wait_for_staff_is_announced_once_to_the_venues_o
     assert_eq!(
         announcements(&app, other.c.t.id).await,
         (
-            vec![(other_rental, json!(other_eject), json!(1), json!("pb-001"))],
+            vec![(
+                other_rental,
+                json!(other_eject),
+                json!("Cabinet A"),
+                json!(1),
+                json!("pb-001")
+            )],
             vec![(
                 other_key,
                 "email".to_owned(),
@@ -1468,7 +1481,13 @@ async fn an_eject_that_comes_to_wait_for_staff_is_announced_once_to_the_venues_o
     assert_eq!(
         announcements(&app, c.t.id).await,
         (
-            vec![(waiting, json!(eject), json!(1), json!("pb-001"))],
+            vec![(
+                waiting,
+                json!(eject),
+                json!("Cabinet A"),
+                json!(1),
+                json!("pb-001")
+            )],
             told
         )
     );
