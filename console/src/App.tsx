@@ -3,7 +3,7 @@ import { auth } from './api/auth';
 import { request } from './api/client';
 import { Me, SignOutEverywhere, type MeResult } from './api/generated';
 import { closeLive } from './api/live';
-import { SosAlerts } from './alerts/SosAlerts';
+import { StaffAlertBanner } from './alerts/StaffAlerts';
 import { applyBranding, onLogo } from './brand/apply';
 import { AcceptInvitationPage, ForgotPage, LoginPage, ResetPasswordPage, SignupPage, VerifyEmailPage } from './auth/pages';
 import { ChargersPage } from './chargers/ChargersPage';
@@ -99,7 +99,7 @@ export function App() {
           {t.nav.signOutEverywhere}
         </button>
       </header>
-      <SosAlerts />
+      <StaffAlertBanner />
       <main>
         {page === 'setup' && me.role !== 'STAFF' ? (
           <SetupPage />

@@ -24,7 +24,7 @@ function alarm() {
 
 /** Open SOS alerts of the member's venues, shown (and sounded) the moment they are raised, with acknowledge and
  * resolve; and ejects that came to wait for staff, shown until dismissed. */
-export function SosAlerts() {
+export function StaffAlertBanner() {
   const [alerts, setAlerts] = useState<SosAlert[]>([]);
   const [ejects, setEjects] = useState<EjectAlert[]>([]);
   useEffect(
