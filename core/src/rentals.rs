@@ -319,14 +319,37 @@ async fn rental_eject(
     Ok(found.and_then(|(rental, station, slot)| Some((rental?, station, slot))))
 }
 
-/// Records an eject's answer (`device_command.answered_at`, `outcome`), replacing any before it.
+/// Records an eject's answer (`device_command.answered_at`, `outcome`), replacing any before it. An eject that was
+/// announced as waiting for staff ([`alert_unanswered`]) announces its answer too (`rental.eject_answered`), so that
+/// the alerts of it go.
 pub(crate) async fn answer_eject(tx: &mut TenantTx, command: Uuid, outcome: &str) -> Result<()> {
-    sqlx::query("update device_command set answered_at = now(), outcome = $3 where tenant_id = $1 and id = $2")
-        .bind(tx.tenant())
-        .bind(command)
-        .bind(outcome)
-        .execute(tx.conn())
-        .await?;
+    let alerted: Option<(Uuid, Uuid, Uuid)> = sqlx::query_as(
+        "update device_command c set answered_at = now(), outcome = $3
+           from session s
+          where c.tenant_id = $1 and c.id = $2 and s.tenant_id = c.tenant_id and s.id = c.session_id
+         returning s.venue_id, c.station_id, s.id, c.alerted_at is not null",
+    )
+    .bind(tx.tenant())
+    .bind(command)
+    .bind(outcome)
+    .fetch_optional(tx.conn())
+    .await?
+    .and_then(
+        |(venue, station, rental, alerted): (Uuid, Uuid, Uuid, bool)| {
+            alerted.then_some((venue, station, rental))
+        },
+    );
+    if let Some((venue, station, rental)) = alerted {
+        tx.emit(
+            crate::events::NewEvent::new(
+                "rental.eject_answered",
+                serde_json::json!({ "command_id": command, "rental_id": rental, "outcome": outcome }),
+            )
+            .venue(venue)
+            .station(station)
+            .subject(rental),
+        );
+    }
     Ok(())
 }
 

@@ -23,7 +23,7 @@ function alarm() {
 }
 
 /** Open SOS alerts of the member's venues, shown (and sounded) the moment they are raised, with acknowledge and
- * resolve; and ejects that came to wait for staff, shown until dismissed. */
+ * resolve; and ejects that came to wait for staff, shown until their answer comes or they are dismissed. */
 export function StaffAlertBanner() {
   const [alerts, setAlerts] = useState<SosAlert[]>([]);
   const [ejects, setEjects] = useState<EjectAlert[]>([]);

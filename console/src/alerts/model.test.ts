@@ -27,6 +27,13 @@ describe('eject alerts', () => {
     expect(openEjects(open, { kind: 'rental.eject_unanswered', subjectId: 'r', data: {} })).toBe(open);
     expect(dismissEject(open, 'c1')).toEqual([]);
   });
+  it('go when the answer is announced, whoever gave it', () => {
+    const open = openEjects([], announced);
+    const other = { kind: 'rental.eject_answered', subjectId: 'rental-9', data: { command_id: 'c9', outcome: 'ejected' } };
+    expect(openEjects(open, other)).toBe(open);
+    const answered = { kind: 'rental.eject_answered', subjectId: 'rental-1', data: { command_id: 'c1', outcome: 'staff_ejected' } };
+    expect(openEjects(open, answered)).toEqual([]);
+  });
   it('keep an eject without slot or powerbank', () => {
     expect(openEjects([], { ...announced, data: { command_id: 'c2', cabinet: 'B' } })).toEqual([
       { id: 'c2', cabinet: 'B', slot: null, asset: null },

@@ -25,13 +25,22 @@ export function openSos(current: SosAlert[], e: LiveEvent): SosAlert[] {
 /** An eject that came to wait for staff (`rental.eject_unanswered`): a bridge took it and nothing answered. */
 export type EjectAlert = { id: string; cabinet: string; slot: number | null; asset: string | null };
 
-/** The eject alerts after one staff-alert event: an announced eject joins (once); other events change nothing. They
- * go when dismissed ([dismissEject]); the rentals screen is where they are settled. */
+/** The eject alerts after one staff-alert event: an announced eject joins (once) and goes when its answer is
+ * announced (`rental.eject_answered`: settled on the rentals screen, or the cabinet answered after all); other
+ * events change nothing. One may also be dismissed ([dismissEject]). */
 export function openEjects(current: EjectAlert[], e: LiveEvent): EjectAlert[] {
-  if (e.kind !== 'rental.eject_unanswered') return current;
   const d = (e.data ?? {}) as { command_id?: string; cabinet?: string; slot?: number | null; asset?: string | null };
-  if (!d.command_id || current.some((a) => a.id === d.command_id)) return current;
-  return [...current, { id: d.command_id, cabinet: d.cabinet ?? '', slot: d.slot ?? null, asset: d.asset ?? null }];
+  if (!d.command_id) return current;
+  const id = d.command_id;
+  switch (e.kind) {
+    case 'rental.eject_unanswered':
+      if (current.some((a) => a.id === id)) return current;
+      return [...current, { id, cabinet: d.cabinet ?? '', slot: d.slot ?? null, asset: d.asset ?? null }];
+    case 'rental.eject_answered':
+      return current.some((a) => a.id === id) ? dismissEject(current, id) : current;
+    default:
+      return current;
+  }
 }
 
 export function dismissEject(current: EjectAlert[], id: string): EjectAlert[] {

@@ -1338,7 +1338,8 @@ async fn announcements(
 }
 
 /// An eject that comes to wait for staff is announced by the workers once its deadline passes: a live event for the
-/// venue's members (the console's rentals screen reloads on it) and a message to the venue's owners and managers —
+/// venue's members (the console's rentals screen reloads on it, staff apps hear it on `staffAlerts`; its answer is
+/// announced when it comes) and a message to the venue's owners and managers —
 /// not to staff, nor to a manager of another venue. Once: two workers at once, a later pass and a pass after staff
 /// settled it add nothing; an eject the cabinet answered and one still within its deadline are not announced (nor, in
 /// the test after this one, those nothing else may settle); each tenant's announcement stays in that tenant.
@@ -1471,11 +1472,26 @@ async fn an_eject_that_comes_to_wait_for_staff_is_announced_once_to_the_venues_o
             )]
         )
     );
-    // Settled by staff, it is no longer waiting: passes after it add nothing.
+    // Settled by staff, it is no longer waiting: its answer is announced (the alerts of it go), and passes after it
+    // add nothing. The eject the cabinet answered before any alert announced no answer.
     let answer = settle(&app, &c.t.access, eject, "EJECTED").await;
     assert_eq!(
         answer["data"]["settleEject"]["status"], "ACTIVE",
         "{answer}"
+    );
+    let answers: Vec<(Uuid, Value)> = sqlx::query_as(
+        "select subject_id, data from live_event where tenant_id = $1 and kind = 'rental.eject_answered'",
+    )
+    .bind(c.t.id)
+    .fetch_all(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        answers,
+        [(
+            waiting,
+            json!({"command_id": eject, "rental_id": waiting, "outcome": "staff_ejected"})
+        )]
     );
     pass().await;
     assert_eq!(
