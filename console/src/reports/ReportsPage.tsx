@@ -1,6 +1,7 @@
-import { useEffect, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { ApiError } from '../api/auth';
 import { request } from '../api/client';
+import { newest } from '../api/newest';
 import { Analytics, Debts, ExportCsv, Outlook, type AnalyticsResult, type DebtsResult, type Export, type OutlookResult } from '../api/generated';
 import { clock, money } from '../floor/model';
 import { t } from '../i18n';
@@ -24,11 +25,18 @@ export function ReportsPage() {
       () => setDebts(null),
     );
   }, []);
+  // Each change of a date asks again; an answer for an earlier period that comes after a later one is dropped.
+  const order = useRef(newest()).current;
   useEffect(() => {
     setError(null);
+    const n = order.ask();
     request(Analytics, { from, to })
-      .then((r) => setData(r.analytics))
-      .catch((e) => setError(e instanceof ApiError ? e.message : t.errors.generic));
+      .then((r) => {
+        if (order.fresher(n)) setData(r.analytics);
+      })
+      .catch((e) => {
+        if (order.fresher(n)) setError(e instanceof ApiError ? e.message : t.errors.generic);
+      });
   }, [from, to]);
   const download = async (what: Export) => {
     setError(null);
