@@ -383,18 +383,23 @@ pub async fn expire_eject(tx: &mut TenantTx, command: Uuid) -> Result<Option<Uui
 /// now past its deadline, while its rental still runs. The API process that took it may have died before the frame
 /// left it (the bridge never had it), or the bridge may have published it and gone down before the cabinet's answer
 /// (the powerbank may be out). A report that comes later still settles it; until then staff look at the cabinet and
-/// settle it ([`settle_eject`]).
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// settle it (`settleEject`, `settle_eject` here).
+#[derive(Debug, Clone, sqlx::FromRow, async_graphql::SimpleObject)]
 pub struct UnansweredEject {
+    /// The eject command (`settleEject`'s `commandId`).
     pub command_id: Uuid,
     pub rental_id: Uuid,
     pub station_id: Uuid,
     pub venue_id: Uuid,
     pub patron_id: Uuid,
     pub slot: Option<i32>,
+    /// The powerbank the rental was for.
     pub asset_label: Option<String>,
+    /// When the rental asked for the eject.
     pub created_at: DateTime<Utc>,
+    /// When a tunnel took it to send it to the bridge.
     pub taken_at: DateTime<Utc>,
+    /// When the cabinet's answer was due.
     pub deadline_at: DateTime<Utc>,
 }
 

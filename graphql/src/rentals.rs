@@ -46,45 +46,6 @@ pub struct RentalQuote {
     pub expires_at: DateTime<Utc>,
 }
 
-/// An eject a bridge took that no report has answered (neither the cabinet nor the bridge on its behalf), past its
-/// deadline, while the rental still runs: the powerbank may be out or still in its slot. Staff look at the cabinet
-/// and settle it with `settleEject`.
-#[derive(SimpleObject)]
-pub struct UnansweredEject {
-    /// The eject command (`settleEject`'s `commandId`).
-    pub command_id: Uuid,
-    pub rental_id: Uuid,
-    pub station_id: Uuid,
-    pub venue_id: Uuid,
-    pub patron_id: Uuid,
-    pub slot: Option<i32>,
-    /// The powerbank the rental was for.
-    pub asset_label: Option<String>,
-    /// When the rental asked for the eject.
-    pub created_at: DateTime<Utc>,
-    /// When a tunnel took it to send it to the bridge.
-    pub taken_at: DateTime<Utc>,
-    /// When the cabinet's answer was due.
-    pub deadline_at: DateTime<Utc>,
-}
-
-impl From<rentals::UnansweredEject> for UnansweredEject {
-    fn from(e: rentals::UnansweredEject) -> Self {
-        Self {
-            command_id: e.command_id,
-            rental_id: e.rental_id,
-            station_id: e.station_id,
-            venue_id: e.venue_id,
-            patron_id: e.patron_id,
-            slot: e.slot,
-            asset_label: e.asset_label,
-            created_at: e.created_at,
-            taken_at: e.taken_at,
-            deadline_at: e.deadline_at,
-        }
-    }
-}
-
 /// What staff found at the cabinet for an unanswered eject.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 pub enum EjectFinding {
@@ -121,7 +82,7 @@ impl RentalQuery {
             .collect())
     }
 
-    /// Ejects waiting for staff ([`UnansweredEject`]), oldest first: of one venue, or of every venue the member
+    /// Ejects waiting for staff (`UnansweredEject`), oldest first: of one venue, or of every venue the member
     /// sees; at most `limit` (1–500).
     #[graphql(complexity = "crate::rows(limit, child_complexity)")]
     async fn unanswered_ejects(
@@ -129,16 +90,11 @@ impl RentalQuery {
         ctx: &Context<'_>,
         venue_id: Option<Uuid>,
         #[graphql(default = 100)] limit: i64,
-    ) -> async_graphql::Result<Vec<UnansweredEject>> {
+    ) -> async_graphql::Result<Vec<rentals::UnansweredEject>> {
         let (actor, mut tx) = begin(ctx).await?;
-        Ok(
-            rentals::unanswered_ejects(&mut tx, actor.venue_filter(), venue_id, limit)
-                .await
-                .gql()?
-                .into_iter()
-                .map(UnansweredEject::from)
-                .collect(),
-        )
+        rentals::unanswered_ejects(&mut tx, actor.venue_filter(), venue_id, limit)
+            .await
+            .gql()
     }
 }
 
