@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use switchyard_core::rentals;
-use switchyard_core::Db;
+use switchyard_core::{Db, TenantId, TenantTx};
 use uuid::Uuid;
 
 /// How long an eject this process failed to void (or announce) is left out of its passes, so that a few that keep
@@ -42,31 +42,17 @@ fn skipped() -> Vec<Uuid> {
 /// An eject that cannot be voided now is logged and tried again after [`RETRY_FAILED`].
 pub async fn run_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
     let overdue = db.system().overdue_ejects(limit, &skipped()).await?;
-    let mut failures = 0;
-    for (tenant, command) in &overdue {
-        let voided = async {
-            let mut tx = db.begin_tenant(*tenant).await?;
-            let voided = rentals::expire_eject(&mut tx, *command).await?;
-            tx.commit().await?;
-            Ok::<_, switchyard_core::Error>(voided)
-        }
-        .await;
-        match voided {
-            Ok(Some(rental)) => {
-                tracing::warn!(tenant.id = %tenant, rental.id = %rental, command.id = %command,
-                    "an eject no bridge took in time: rental voided");
-                metrics::counter!("edge_ejects_expired_total").increment(1);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                failures += 1;
-                failed()
-                    .get_or_insert_with(HashMap::new)
-                    .insert(*command, Instant::now());
-                tracing::error!(tenant.id = %tenant, command.id = %command, error = ?e,
-                    "an overdue eject could not be expired; tried again in a minute")
-            }
-        }
+    let (voided, failures) = each_in_its_tenant(
+        db,
+        &overdue,
+        rentals::expire_eject,
+        "an overdue eject could not be expired; tried again in a minute",
+    )
+    .await;
+    for (tenant, command, rental) in voided {
+        tracing::warn!(tenant.id = %tenant, rental.id = %rental, command.id = %command,
+            "an eject no bridge took in time: rental voided");
+        metrics::counter!("edge_ejects_expired_total").increment(1);
     }
     Ok(overdue.len() == limit as usize && failures == 0)
 }
@@ -77,31 +63,50 @@ pub async fn run_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
 /// cannot be announced now is logged and left out for [`RETRY_FAILED`], as in [`run_once`].
 pub async fn alert_once(db: &Db, limit: i32) -> anyhow::Result<bool> {
     let waiting = db.system().unalerted_ejects(limit, &skipped()).await?;
-    let mut failures = 0;
-    for (tenant, command) in &waiting {
-        let alerted = async {
-            let mut tx = db.begin_tenant(*tenant).await?;
-            let alerted = rentals::alert_unanswered(&mut tx, *command).await?;
+    let (alerted, failures) = each_in_its_tenant(
+        db,
+        &waiting,
+        rentals::alert_unanswered,
+        "an unanswered eject could not be announced; tried again in a minute",
+    )
+    .await;
+    for (tenant, command, eject) in alerted {
+        tracing::warn!(tenant.id = %tenant, rental.id = %eject.rental_id, command.id = %command,
+            venue.id = %eject.venue_id, "an eject nothing answered waits for staff: owners and managers told");
+        metrics::counter!("edge_ejects_alerted_total").increment(1);
+    }
+    Ok(waiting.len() == limit as usize && failures == 0)
+}
+
+/// Runs `step` on each eject in a transaction of its own tenant, committed when the step succeeds. What the steps
+/// did (those that did something), and how many failed: each failure is logged with `failure` and the eject left
+/// out of this process's passes for [`RETRY_FAILED`].
+async fn each_in_its_tenant<T>(
+    db: &Db,
+    ejects: &[(TenantId, Uuid)],
+    step: impl AsyncFn(&mut TenantTx, Uuid) -> switchyard_core::Result<Option<T>>,
+    failure: &str,
+) -> (Vec<(TenantId, Uuid, T)>, usize) {
+    let (mut done, mut failures) = (Vec::new(), 0);
+    for &(tenant, command) in ejects {
+        let outcome = async {
+            let mut tx = db.begin_tenant(tenant).await?;
+            let outcome = step(&mut tx, command).await?;
             tx.commit().await?;
-            Ok::<_, switchyard_core::Error>(alerted)
+            Ok::<_, switchyard_core::Error>(outcome)
         }
         .await;
-        match alerted {
-            Ok(Some(eject)) => {
-                tracing::warn!(tenant.id = %tenant, rental.id = %eject.rental_id, command.id = %command,
-                    venue.id = %eject.venue_id, "an eject nothing answered waits for staff: owners and managers told");
-                metrics::counter!("edge_ejects_alerted_total").increment(1);
-            }
+        match outcome {
+            Ok(Some(t)) => done.push((tenant, command, t)),
             Ok(None) => {}
             Err(e) => {
                 failures += 1;
                 failed()
                     .get_or_insert_with(HashMap::new)
-                    .insert(*command, Instant::now());
-                tracing::error!(tenant.id = %tenant, command.id = %command, error = ?e,
-                    "an unanswered eject could not be announced; tried again in a minute")
+                    .insert(command, Instant::now());
+                tracing::error!(tenant.id = %tenant, command.id = %command, error = ?e, "{failure}");
             }
         }
     }
-    Ok(waiting.len() == limit as usize && failures == 0)
+    (done, failures)
 }
