@@ -48,16 +48,15 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Bridge> {
 }
 
 pub async fn list(tx: &mut TenantTx, venue: Option<Uuid>) -> Result<Vec<Bridge>> {
-    let sql = format!(
-        "select {COLUMNS} from bridge where tenant_id = $1 and ($2::uuid is null or venue_id = $2)
-         order by created_at limit {}",
+    let mut query =
+        sqlx::QueryBuilder::new(format!("select {COLUMNS} from bridge where tenant_id = "));
+    query.push_bind(tx.tenant());
+    crate::db::filter(&mut query, "venue_id = $", venue);
+    query.push(format_args!(
+        " order by created_at limit {}",
         crate::validate::LIST_CAP
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(venue)
-        .fetch_all(tx.conn())
-        .await?)
+    ));
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }
 
 /// Registers a bridge for a venue; returns it and its token (shown this once).

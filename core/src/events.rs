@@ -551,23 +551,33 @@ impl EventHub {
         }
     }
 
+    /// Reads the new events in pages: bounded, the statement keeps one plan on its connection (without a limit
+    /// `seq > $2` was planned again on every call, as the kept plan could not know how few rows follow).
     async fn deliver(&self, tenant: Uuid, feed: &Feed, seen: &mut i64) -> Result<()> {
+        const PAGE: usize = 500;
         let mut tx = self.db.begin_tenant(TenantId(tenant)).await?;
-        let events: Vec<Event> = sqlx::query_as(
-            "select tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data, created_at
-             from live_event where tenant_id = $1 and seq > $2 order by seq",
-        )
-        .bind(tenant)
-        .bind(*seen)
-        .fetch_all(tx.conn())
-        .await?;
-        tx.rollback().await?;
-        for event in events {
-            *seen = event.seq;
-            metrics::counter!("live_events_delivered_total").increment(1);
-            // No receivers is fine: the last subscriber may just have left.
-            let _ = feed.sender.send(Arc::new(event));
+        loop {
+            let events: Vec<Event> = sqlx::query_as(
+                "select tenant_id, seq, kind, venue_id, station_id, subject_id, patron_id, user_id, data, created_at
+                 from live_event where tenant_id = $1 and seq > $2 order by seq limit $3",
+            )
+            .bind(tenant)
+            .bind(*seen)
+            .bind(PAGE as i64)
+            .fetch_all(tx.conn())
+            .await?;
+            let more = events.len() == PAGE;
+            for event in events {
+                *seen = event.seq;
+                metrics::counter!("live_events_delivered_total").increment(1);
+                // No receivers is fine: the last subscriber may just have left.
+                let _ = feed.sender.send(Arc::new(event));
+            }
+            if !more {
+                break;
+            }
         }
+        tx.rollback().await?;
         Ok(())
     }
 

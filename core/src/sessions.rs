@@ -4,10 +4,11 @@
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use crate::audit::{self, By, Entry};
-use crate::db::TenantTx;
+use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::ledger::{self, Journal, Owner, Posted, Purpose};
 use crate::model::{Actor, StationControl, StationStatus};
@@ -36,6 +37,20 @@ pub enum SessionStatus {
     Expired,
     BoughtOut,
     Failed,
+}
+
+impl SessionStatus {
+    /// Its name in Postgres (`session_status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Ended => "ended",
+            Self::Expired => "expired",
+            Self::BoughtOut => "bought_out",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// How a session is paid.
@@ -244,31 +259,30 @@ pub struct SessionFilter {
     pub started_before: Option<DateTime<Utc>>,
 }
 
+/// A tenant's sessions, newest first; the statement names only the filters given ([`db::filter`]).
 pub async fn list(tx: &mut TenantTx, filter: &SessionFilter, limit: i64) -> Result<Vec<Session>> {
-    let sql = format!(
-        "select {COLUMNS} from session where tenant_id = $1 and ($2::session_status is null or status = $2)
-           and ($3::uuid is null or station_id = $3) and ($4::uuid is null or patron_id = $4)
-           and ($6::uuid[] is null or venue_id = any($6)) and ($7::uuid is null or venue_id = $7)
-           and ($8::timestamptz is null or started_at >= $8) and ($9::timestamptz is null or started_at < $9)
-         order by started_at desc, id desc limit $5"
-    );
     if let (Some(from), Some(before)) = (filter.started_from, filter.started_before) {
         if before <= from {
             return Err(Error::validation("to", "must be later than from"));
         }
     }
-    Ok(sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(filter.status)
-        .bind(filter.station_id)
-        .bind(filter.patron_id)
-        .bind(limit.clamp(1, 500))
-        .bind(&filter.venues)
-        .bind(filter.venue_id)
-        .bind(filter.started_from)
-        .bind(filter.started_before)
-        .fetch_all(tx.conn())
-        .await?)
+    let mut query = QueryBuilder::new(format!("select {COLUMNS} from session where tenant_id = "));
+    query.push_bind(tx.tenant());
+    db::filter_fixed(
+        &mut query,
+        "status",
+        filter.status.map(SessionStatus::as_str),
+    );
+    db::filter(&mut query, "station_id = $", filter.station_id);
+    db::filter(&mut query, "patron_id = $", filter.patron_id);
+    db::filter(&mut query, "venue_id = any($)", filter.venues.as_deref());
+    db::filter(&mut query, "venue_id = $", filter.venue_id);
+    db::filter(&mut query, "started_at >= $", filter.started_from);
+    db::filter(&mut query, "started_at < $", filter.started_before);
+    query
+        .push(" order by started_at desc, id desc limit ")
+        .push_bind(limit.clamp(1, 500));
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }
 
 /// A patron's name as sessions show it: `None` for an anonymous walk-in.

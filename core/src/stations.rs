@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use crate::audit::{self, Entry};
-use crate::db::TenantTx;
+use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::model::{Actor, StationControl, StationKind, StationStatus};
 use crate::validate;
@@ -89,22 +90,25 @@ const COLUMNS: &str =
     "id, venue_id, name, kind, control, status, control_settings, location, self_service,
     archived_at, created_at, updated_at";
 
+/// A tenant's stations by name; the statement names only the filters given ([`crate::db::filter`]).
 pub async fn list(tx: &mut TenantTx, filter: &StationFilter) -> Result<Vec<Station>> {
-    let sql = format!(
-        "select {COLUMNS} from station
-         where tenant_id = $1 and ($2::uuid is null or venue_id = $2) and ($3::station_kind is null or kind = $3)
-           and ($4::station_status is null or status = $4) and ($5 or archived_at is null)
-         order by lower(name), id limit {}",
-        crate::validate::LIST_CAP
+    let mut query = QueryBuilder::new(format!("select {COLUMNS} from station where tenant_id = "));
+    query.push_bind(tx.tenant());
+    db::filter(&mut query, "venue_id = $", filter.venue_id);
+    db::filter_fixed(&mut query, "kind", filter.kind.map(StationKind::as_str));
+    db::filter_fixed(
+        &mut query,
+        "status",
+        filter.status.map(StationStatus::as_str),
     );
-    Ok(sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(filter.venue_id)
-        .bind(filter.kind)
-        .bind(filter.status)
-        .bind(filter.include_archived)
-        .fetch_all(tx.conn())
-        .await?)
+    if !filter.include_archived {
+        query.push(" and archived_at is null");
+    }
+    query.push(format_args!(
+        " order by lower(name), id limit {}",
+        validate::LIST_CAP
+    ));
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }
 
 /// The unarchived stations of several venues (one query for a whole list of venues).

@@ -259,18 +259,16 @@ pub async fn list(
             return Err(Error::validation("status", "one of pending, sent, dead"));
         }
     }
-    let sql = format!(
-        "select {COLUMNS} from notification
-         where tenant_id = $1 and ($2::text is null or status = $2) and ($3::uuid is null or id < $3)
-         order by id desc limit $4"
-    );
-    let rows: Vec<Notification> = sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(status)
-        .bind(after)
-        .bind(limit.clamp(1, 500))
-        .fetch_all(tx.conn())
-        .await?;
+    let mut query = sqlx::QueryBuilder::new(format!(
+        "select {COLUMNS} from notification where tenant_id = "
+    ));
+    query.push_bind(tx.tenant());
+    crate::db::filter(&mut query, "status = $", status);
+    crate::db::filter(&mut query, "id < $", after);
+    query
+        .push(" order by id desc limit ")
+        .push_bind(limit.clamp(1, 500));
+    let rows: Vec<Notification> = query.build_query_as().fetch_all(tx.conn()).await?;
     Ok(rows.into_iter().map(Notification::shown).collect())
 }
 

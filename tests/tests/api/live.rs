@@ -1189,6 +1189,46 @@ async fn pending(app: &TestApp, tenant: Uuid) -> i64 {
 }
 
 #[tokio::test]
+async fn one_announcement_of_more_events_than_a_page_delivers_them_all_in_order() {
+    let app = switchyard_tests::spawn_app().await;
+    let t = app.signup().await;
+    let db = switchyard_tests::app_db(2);
+    let limits = switchyard_core::events::HubLimits {
+        queue: 2_000,
+        ..Default::default()
+    };
+    let hub = switchyard_core::events::EventHub::new(db.clone(), limits);
+    let tenant = switchyard_core::TenantId(t.id);
+    let mut sub = hub.subscribe(tenant).await.unwrap();
+    let mut tx = db.begin_tenant(tenant).await.unwrap();
+    // The hub reads new events 500 at a time: 1,234 are three pages, the last one short.
+    for n in 0..1_234 {
+        tx.emit(switchyard_core::events::NewEvent::new(
+            "test.burst",
+            json!({ "n": n }),
+        ));
+    }
+    tx.commit().await.unwrap();
+    hub.announce(t.id, i64::MAX).await;
+    let mut seq = None;
+    for n in 0..1_234 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(60), sub.receiver.recv())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} was not delivered"))
+            .unwrap();
+        assert_eq!(event.data["n"], n);
+        if let Some(before) = seq {
+            assert_eq!(event.seq, before + 1, "numbers follow each other");
+        }
+        seq = Some(event.seq);
+    }
+    assert!(
+        sub.receiver.try_recv().is_err(),
+        "each event is delivered once"
+    );
+}
+
+#[tokio::test]
 async fn events_committed_side_by_side_are_numbered_without_gaps_by_the_time_each_commit_returns() {
     let app = switchyard_tests::spawn_app().await;
     let t = app.signup().await;
