@@ -301,12 +301,13 @@ impl Readiness {
 }
 
 /// Adds ` and {condition}` to a list's statement when the filter `value` is given, `$` in `condition` standing for
-/// the bound value (at the end when there is none): `filter(&mut query, "venue_id = $", venue)`. A list then names only the filters it was given,
-/// and each shape of it keeps one plan on its connection; a statement with `($2 is null or venue_id = $2)` is
-/// planned again on every call, since the plan that fits every value cannot use the column's index (for a station
-/// list of 30, planning took longer than running it). A status, a column of a few values spread unevenly, is
-/// written into the statement instead ([`filter_fixed`]): a kept plan for `status = $2` would have to suit `ended`
-/// as well as `active`, and could not use an index made for `status = 'active'`.
+/// the bound value (at the end when there is none): `filter(&mut query, "venue_id = $", venue)`. A list then names
+/// only the filters it was given, and each shape of it keeps one plan on its connection; a statement with
+/// `($2 is null or venue_id = $2)` is planned again on every call, since the plan that fits every value cannot use
+/// the column's index (for a station list of 30, planning took longer than running it). A status, a column of a
+/// few values spread unevenly, is written into the statement instead ([`filter_fixed`]): a kept plan for
+/// `status = $2` would have to suit `ended` as well as `active`, and could not use an index made for
+/// `status = 'active'`.
 pub fn filter<'a, T>(
     query: &mut sqlx::QueryBuilder<'a, Postgres>,
     condition: &str,
