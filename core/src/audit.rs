@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::db::TenantTx;
+use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::model::{Actor, PatronActor, RequestClient};
 
@@ -186,26 +186,21 @@ pub async fn list(tx: &mut TenantTx, actor: &Actor, filter: &AuditFilter) -> Res
     if !(1..=500).contains(&filter.limit) {
         return Err(Error::validation("limit", "must be between 1 and 500"));
     }
-    Ok(sqlx::query_as(
+    let mut query = sqlx::QueryBuilder::new(
         "select id, actor_user_id, action, object_type, object_id, venue_id, request_id, host(ip) as ip,
                 user_agent, detail, created_at
-         from audit_log
-         where tenant_id = $1 and ($2::uuid is null or actor_user_id = $2)
-           and ($3::text is null or object_type = $3) and ($4::uuid is null or object_id = $4)
-           and ($5::text is null or action = $5) and ($6::timestamptz is null or created_at >= $6)
-           and ($7::timestamptz is null or created_at < $7)
-           and ($8::uuid[] is null or venue_id = any($8))
-         order by created_at desc, id desc limit $9",
-    )
-    .bind(tx.tenant())
-    .bind(filter.actor_user_id)
-    .bind(&filter.object_type)
-    .bind(filter.object_id)
-    .bind(&filter.action)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(actor.venue_filter())
-    .bind(filter.limit)
-    .fetch_all(tx.conn())
-    .await?)
+         from audit_log where tenant_id = ",
+    );
+    query.push_bind(tx.tenant());
+    db::filter(&mut query, "actor_user_id = $", filter.actor_user_id);
+    db::filter(&mut query, "object_type = $", filter.object_type.as_deref());
+    db::filter(&mut query, "object_id = $", filter.object_id);
+    db::filter(&mut query, "action = $", filter.action.as_deref());
+    db::filter(&mut query, "created_at >= $", filter.from);
+    db::filter(&mut query, "created_at < $", filter.to);
+    db::filter(&mut query, "venue_id = any($)", actor.venue_filter());
+    query
+        .push(" order by created_at desc, id desc limit ")
+        .push_bind(filter.limit);
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }

@@ -68,17 +68,21 @@ pub async fn get_with_flag(
 }
 
 pub async fn list(tx: &mut TenantTx, search: Option<&str>, limit: i64) -> Result<Vec<Patron>> {
-    let sql = format!(
-        "select {COLUMNS} from patron where tenant_id = $1
-           and ($2::text is null or display_name ilike '%' || $2 || '%' or email ilike '%' || $2 || '%')
-         order by lower(display_name), id limit $3"
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(search)
-        .bind(limit.clamp(1, 500))
-        .fetch_all(tx.conn())
-        .await?)
+    let mut query =
+        sqlx::QueryBuilder::new(format!("select {COLUMNS} from patron where tenant_id = "));
+    query.push_bind(tx.tenant());
+    if let Some(search) = search {
+        query
+            .push(" and (display_name ilike '%' || ")
+            .push_bind(search)
+            .push(" || '%' or email ilike '%' || ")
+            .push_bind(search)
+            .push(" || '%')");
+    }
+    query
+        .push(" order by lower(display_name), id limit ")
+        .push_bind(limit.clamp(1, 500));
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }
 
 /// Staff create patrons: regulars with contact details, or anonymous walk-ins.

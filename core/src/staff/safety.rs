@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{check_limit, check_station, check_venue, optional_text, Severity};
 use crate::audit::{self, Entry};
-use crate::db::TenantTx;
+use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::Actor;
@@ -136,21 +136,18 @@ pub async fn list(
     filter: &SafetyFilter,
 ) -> Result<Vec<SafetyEntry>> {
     let limit = check_limit(filter.limit)?;
-    let sql = format!(
-        "select {COLUMNS} from safety_entry
-         where tenant_id = $1 and ($2::uuid is null or venue_id = $2) and ($3::uuid is null or patron_id = $3)
-           and ($4::uuid is null or station_id = $4) and ($5::uuid[] is null or venue_id = any($5))
-         order by created_at desc, id desc limit $6"
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(filter.venue_id)
-        .bind(filter.patron_id)
-        .bind(filter.station_id)
-        .bind(actor.venue_filter())
-        .bind(limit)
-        .fetch_all(tx.conn())
-        .await?)
+    let mut query = sqlx::QueryBuilder::new(format!(
+        "select {COLUMNS} from safety_entry where tenant_id = "
+    ));
+    query.push_bind(tx.tenant());
+    db::filter(&mut query, "venue_id = $", filter.venue_id);
+    db::filter(&mut query, "patron_id = $", filter.patron_id);
+    db::filter(&mut query, "station_id = $", filter.station_id);
+    db::filter(&mut query, "venue_id = any($)", actor.venue_filter());
+    query
+        .push(" order by created_at desc, id desc limit ")
+        .push_bind(limit);
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }
 
 /// A patron's flag, when flagged.

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{check_range, check_venue};
 use crate::audit::{self, Entry};
-use crate::db::TenantTx;
+use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::Actor;
@@ -129,18 +129,15 @@ pub async fn on_shift(tx: &mut TenantTx, actor: &Actor, venue: Option<Uuid>) -> 
     if let Some(venue) = venue {
         actor.check_venue(venue, "venue")?;
     }
-    let sql = format!(
-        "{SELECT} where s.tenant_id = $1 and s.ended_at is null and ($2::uuid is null or s.venue_id = $2)
-           and ($3::uuid[] is null or s.venue_id = any($3))
-         order by s.venue_id, s.started_at limit {}",
+    let mut query = sqlx::QueryBuilder::new(format!("{SELECT} where s.tenant_id = "));
+    query.push_bind(tx.tenant()).push(" and s.ended_at is null");
+    db::filter(&mut query, "s.venue_id = $", venue);
+    db::filter(&mut query, "s.venue_id = any($)", actor.venue_filter());
+    query.push(format_args!(
+        " order by s.venue_id, s.started_at limit {}",
         crate::validate::LIST_CAP
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(venue)
-        .bind(actor.venue_filter())
-        .fetch_all(tx.conn())
-        .await?)
+    ));
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }
 
 /// A member's time on shift within a period.

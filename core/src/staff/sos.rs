@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{check_limit, check_range, check_station, check_venue, optional_text, Severity};
 use crate::audit::{self, Entry};
-use crate::db::TenantTx;
+use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::{Actor, PatronActor};
@@ -286,23 +286,18 @@ pub async fn incidents(
     actor.require_manager()?;
     check_range(filter.from, filter.to)?;
     let limit = check_limit(filter.limit)?;
-    let sql = format!(
-        "select {COLUMNS} from sos
-         where tenant_id = $1 and ($2::uuid is null or venue_id = $2) and ($3::sos_status is null or status = $3)
-           and ($4::timestamptz is null or raised_at >= $4) and ($5::timestamptz is null or raised_at < $5)
-           and ($6::uuid[] is null or venue_id = any($6))
-         order by raised_at desc, id desc limit $7"
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(filter.venue_id)
-        .bind(filter.status)
-        .bind(filter.from)
-        .bind(filter.to)
-        .bind(actor.venue_filter())
-        .bind(limit)
-        .fetch_all(tx.conn())
-        .await?)
+    let mut query =
+        sqlx::QueryBuilder::new(format!("select {COLUMNS} from sos where tenant_id = "));
+    query.push_bind(tx.tenant());
+    db::filter(&mut query, "venue_id = $", filter.venue_id);
+    db::filter(&mut query, "status = $", filter.status);
+    db::filter(&mut query, "raised_at >= $", filter.from);
+    db::filter(&mut query, "raised_at < $", filter.to);
+    db::filter(&mut query, "venue_id = any($)", actor.venue_filter());
+    query
+        .push(" order by raised_at desc, id desc limit ")
+        .push_bind(limit);
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }
 
 /// The incident log as CSV (RFC 4180; a header line, then one line per SOS). Text that a spreadsheet would take

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{check_limit, check_station, check_venue, optional_text};
 use crate::audit::{self, Entry};
-use crate::db::TenantTx;
+use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::{Actor, Role};
@@ -265,30 +265,26 @@ pub struct TaskFilter {
 /// Tasks the member may see, soonest due first (undated last), then newest.
 pub async fn list(tx: &mut TenantTx, actor: &Actor, filter: &TaskFilter) -> Result<Vec<Task>> {
     let limit = check_limit(filter.limit)?;
-    let state = filter.state.map(|s| match s {
-        TaskState::Open => "open",
-        TaskState::Overdue => "overdue",
-        TaskState::Done => "done",
-        TaskState::Cancelled => "cancelled",
-    });
-    let sql = format!(
-        "select {COLUMNS} from staff_task
-         where tenant_id = $1 and ($2::uuid is null or assignee_user_id = $2)
-           and ($3::uuid is null or venue_id = $3) and ($4::uuid[] is null or venue_id = any($4))
-           and (case $5::text when 'overdue' then status = 'open' and due_at < now()
-                              when 'open' then status = 'open'
-                              when 'done' then status = 'done'
-                              when 'cancelled' then status = 'cancelled'
-                              else true end)
-         order by due_at nulls last, created_at desc limit $6"
+    let mut query = sqlx::QueryBuilder::new(format!(
+        "select {COLUMNS} from staff_task where tenant_id = "
+    ));
+    query.push_bind(tx.tenant());
+    db::filter(
+        &mut query,
+        "assignee_user_id = $",
+        filter.mine.then_some(actor.user_id),
     );
-    Ok(sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(filter.mine.then_some(actor.user_id))
-        .bind(filter.venue_id)
-        .bind(actor.venue_filter())
-        .bind(state)
-        .bind(limit)
-        .fetch_all(tx.conn())
-        .await?)
+    db::filter(&mut query, "venue_id = $", filter.venue_id);
+    db::filter(&mut query, "venue_id = any($)", actor.venue_filter());
+    query.push(match filter.state {
+        None => "",
+        Some(TaskState::Overdue) => " and status = 'open' and due_at < now()",
+        Some(TaskState::Open) => " and status = 'open'",
+        Some(TaskState::Done) => " and status = 'done'",
+        Some(TaskState::Cancelled) => " and status = 'cancelled'",
+    });
+    query
+        .push(" order by due_at nulls last, created_at desc limit ")
+        .push_bind(limit);
+    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
 }

@@ -561,3 +561,39 @@ async fn production_mode_turns_off_introspection_and_graphiql() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"]["code"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn the_patron_list_finds_names_and_emails_in_any_case_and_only_in_its_own_tenant() {
+    let app = spawn_app().await;
+    let (a, b) = (app.signup().await, app.signup().await);
+    let create = "mutation($n: String!, $e: String) { createPatron(input: {displayName: $n, email: $e}) { id } }";
+    let max_email = switchyard_tests::unique_email("mia.max");
+    for (tenant, name, email) in [
+        (&a, "Mia Wong", None),
+        (&a, "Max", Some(max_email.as_str())),
+        (&a, "Otto", None),
+        (&b, "Mia Other", None),
+    ] {
+        app.gql_ok(&tenant.access, create, json!({"n": name, "e": email}))
+            .await;
+    }
+    let names = |body: Value| -> Vec<String> {
+        body["patrons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["displayName"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = "query($s: String) { patrons(search: $s) { displayName } }";
+    // By name or by email, in any case, ordered by name.
+    let found = app.gql_ok(&a.access, list, json!({"s": "mIA"})).await;
+    assert_eq!(names(found), ["Max", "Mia Wong"]);
+    let all = app.gql_ok(&a.access, list, json!({"s": null})).await;
+    assert_eq!(names(all), ["Max", "Mia Wong", "Otto"]);
+    let none = app.gql_ok(&a.access, list, json!({"s": "zzz"})).await;
+    assert_eq!(names(none), Vec::<String>::new());
+    // The other tenant's Mia is its own.
+    let theirs = app.gql_ok(&b.access, list, json!({"s": "mia"})).await;
+    assert_eq!(names(theirs), ["Mia Other"]);
+}
