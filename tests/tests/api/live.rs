@@ -861,28 +861,43 @@ async fn a_connection_runs_at_most_its_share_of_subscriptions() {
     assert_eq!(heard.len(), 2);
 }
 
-#[tokio::test]
-async fn a_subscriber_that_falls_behind_its_queue_is_told_to_resync() {
+/// A hub whose subscribers' queues hold `queue` events, one subscriber of a new tenant, and `count` events
+/// (`{"n": 0..count}`) of one commit announced to it once, before it reads any. The app and the hub are returned to
+/// keep them alive.
+async fn one_burst(
+    queue: usize,
+    count: usize,
+) -> (
+    TestApp,
+    std::sync::Arc<switchyard_core::events::EventHub>,
+    switchyard_core::events::Subscription,
+) {
     let app = switchyard_tests::spawn_app().await;
     let t = app.signup().await;
     let db = switchyard_tests::app_db(2);
     let limits = switchyard_core::events::HubLimits {
-        queue: 16,
+        queue,
         ..Default::default()
     };
     let hub = switchyard_core::events::EventHub::new(db.clone(), limits);
     let tenant = switchyard_core::TenantId(t.id);
-    let mut slow = hub.subscribe(tenant).await.unwrap();
+    let subscription = hub.subscribe(tenant).await.unwrap();
     let mut tx = db.begin_tenant(tenant).await.unwrap();
-    for n in 0..40 {
+    for n in 0..count {
         tx.emit(switchyard_core::events::NewEvent::new(
             "test.burst",
             json!({ "n": n }),
         ));
     }
     tx.commit().await.unwrap();
-    // Delivered to the queue before the subscriber reads anything: it is 24 behind a queue of 16.
     hub.announce(t.id, i64::MAX).await;
+    (app, hub, subscription)
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_its_queue_is_told_to_resync() {
+    // Delivered to the queue before the subscriber reads anything: it is 24 behind a queue of 16.
+    let (_app, _hub, mut slow) = one_burst(16, 40).await;
     let lagged = slow.receiver.recv().await;
     assert!(
         matches!(
@@ -1190,26 +1205,8 @@ async fn pending(app: &TestApp, tenant: Uuid) -> i64 {
 
 #[tokio::test]
 async fn one_announcement_of_more_events_than_a_page_delivers_them_all_in_order() {
-    let app = switchyard_tests::spawn_app().await;
-    let t = app.signup().await;
-    let db = switchyard_tests::app_db(2);
-    let limits = switchyard_core::events::HubLimits {
-        queue: 2_000,
-        ..Default::default()
-    };
-    let hub = switchyard_core::events::EventHub::new(db.clone(), limits);
-    let tenant = switchyard_core::TenantId(t.id);
-    let mut sub = hub.subscribe(tenant).await.unwrap();
-    let mut tx = db.begin_tenant(tenant).await.unwrap();
     // The hub reads new events 500 at a time: 1,234 are three pages, the last one short.
-    for n in 0..1_234 {
-        tx.emit(switchyard_core::events::NewEvent::new(
-            "test.burst",
-            json!({ "n": n }),
-        ));
-    }
-    tx.commit().await.unwrap();
-    hub.announce(t.id, i64::MAX).await;
+    let (_app, _hub, mut sub) = one_burst(2_000, 1_234).await;
     let mut seq = None;
     for n in 0..1_234 {
         let event = tokio::time::timeout(std::time::Duration::from_secs(60), sub.receiver.recv())
