@@ -63,6 +63,75 @@ impl Timings {
     }
 }
 
+/// `--statements N`: where Postgres spends a phase, from `pg_stat_statements` (the server must load it:
+/// `PG_EXTRA_OPTS="-c shared_preload_libraries=pg_stat_statements"` when `dev.sh` starts its cluster). Each phase
+/// starts from zero and ends with its `N` costliest statements (execution and planning), per unit of the phase's work.
+struct Statements {
+    db: sqlx::PgPool,
+    top: i64,
+}
+
+impl Statements {
+    async fn new(db: &sqlx::PgPool, top: i64) -> anyhow::Result<Option<Self>> {
+        if top <= 0 {
+            return Ok(None);
+        }
+        sqlx::query("create extension if not exists pg_stat_statements")
+            .execute(db)
+            .await?;
+        sqlx::query("select 1 from pg_stat_statements limit 1")
+            .execute(db)
+            .await
+            .context("--statements needs Postgres started with shared_preload_libraries=pg_stat_statements")?;
+        Ok(Some(Self {
+            db: db.clone(),
+            top,
+        }))
+    }
+
+    async fn reset(this: &Option<Self>) -> anyhow::Result<()> {
+        if let Some(s) = this {
+            sqlx::query("select pg_stat_statements_reset()")
+                .execute(&s.db)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The phase's statements: all of them, then the costliest, each per `unit` (`units` of them were done).
+    async fn print(this: &Option<Self>, units: usize, unit: &str) -> anyhow::Result<()> {
+        let Some(s) = this else { return Ok(()) };
+        let per = units.max(1) as f64;
+        let rows: Vec<(i64, f64, f64, String)> = sqlx::query_as(
+            "select calls, total_exec_time, total_plan_time,
+                    left(regexp_replace(query, '\\s+', ' ', 'g'), 150)
+             from pg_stat_statements
+             where dbid = (select oid from pg_database where datname = current_database())
+             order by total_exec_time + total_plan_time desc",
+        )
+        .fetch_all(&s.db)
+        .await?;
+        let calls: i64 = rows.iter().map(|r| r.0).sum();
+        let exec: f64 = rows.iter().map(|r| r.1).sum();
+        let plan: f64 = rows.iter().map(|r| r.2).sum();
+        println!(
+            "  statements       {:.1} a {unit}, {:.2} ms executing and {:.2} ms planning a {unit}; the costliest:",
+            calls as f64 / per,
+            exec / per,
+            plan / per
+        );
+        for (calls, exec, plan, query) in rows.iter().take(s.top as usize) {
+            println!(
+                "    {:>6.2}/{unit} {:>7.3} ms a call {:>6.3} ms a {unit}  {query}",
+                *calls as f64 / per,
+                (exec + plan) / (*calls).max(1) as f64,
+                (exec + plan) / per
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The binaries next to this one (`cargo build --release --bins` puts them together).
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?
@@ -501,6 +570,7 @@ async fn main() -> anyhow::Result<()> {
     let seconds = arg("seconds", 15);
     let warmup = arg("warmup", 3);
     let subscribers = arg("subscribers", 20) as usize;
+    let top_statements = arg("statements", 0) as i64;
     let owner_url = with_database(&std::env::var("DATABASE_URL")?, DB);
     let app_url = with_database(&std::env::var("APP_DATABASE_URL")?, DB);
     let redis =
@@ -511,6 +581,7 @@ async fn main() -> anyhow::Result<()> {
     sqlx::Postgres::create_database(&owner_url).await?;
     let db = sqlx::PgPool::connect(&owner_url).await?;
     switchyard_core::db::MIGRATOR.run(&db).await?;
+    let statements = Statements::new(&db, top_statements).await?;
     // `--generic-plans 1`: an experiment, every statement of the app role on its connection's kept plan (as the
     // charger path does per transaction), to see what planning costs.
     if arg("generic-plans", 0) == 1 {
@@ -659,6 +730,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Reads through the stack.
     let expected: Arc<HashSet<Uuid>> = Arc::new(arcade.iter().copied().collect());
+    Statements::reset(&statements).await?;
     let cpu = cpu::by_process();
     let (lists, took) = for_a_while(readers, seconds, |_, deadline| {
         let (api, token, venue, expected) = (
@@ -682,6 +754,7 @@ async fn main() -> anyhow::Result<()> {
     let read_rate = reads.0.len() as f64 / took;
     println!("{}", reads.line("reads (station list)", took));
     println!("  CPU              {}", cpu::since(&cpu));
+    Statements::print(&statements, reads.0.len(), "read").await?;
 
     // 3. Start+stop pairs, each client on its own station.
     let all: Vec<Uuid> = f.stations.iter().flatten().copied().collect();
@@ -718,6 +791,7 @@ async fn main() -> anyhow::Result<()> {
         warm_sessions = warm.iter().map(|p| p.1 .0.len()).sum::<usize>();
         println!("warm-up            {warm_sessions} start+stop pairs in {warmup} s, then ANALYZE");
     }
+    Statements::reset(&statements).await?;
     let cpu = cpu::by_process();
     let (pairs, took) = for_a_while(pairs_clients, seconds, pairs_of).await?;
     for (c, p) in pairs.iter().enumerate() {
@@ -736,6 +810,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", stops.line("session stops", took));
     println!("{}", pair_times.line("start+stop pairs", took));
     println!("  CPU              {}", cpu::since(&cpu));
+    Statements::print(&statements, stops.0.len(), "pair").await?;
     // Every command of those sessions reaches its plug through a bridge.
     let drained = Instant::now();
     let (commands, undelivered) = loop {

@@ -661,6 +661,109 @@ async fn starting_needs_a_tariff_money_and_a_free_station() {
     assert_eq!(count, 0, "nothing started");
 }
 
+/// The tariff a start applies: the station's own, else its kind's at the venue, else the venue's; an archived one
+/// gives way to the next.
+#[tokio::test]
+async fn the_most_specific_tariff_applies_and_an_archived_one_gives_way() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let pc2 = app.create_station(&f.t.access, f.venue, "PC-2").await;
+    let console = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($v: UUID!) { createStation(input: {venueId: $v, name: \"PS5\", kind: CONSOLE, control: AGENT}) { id } }",
+            json!({"v": f.venue}),
+        )
+        .await["createStation"]["id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    let tariff = |name: &'static str, per_minute: i64| {
+        let app = &app;
+        let token = f.t.access.clone();
+        async move {
+            app.gql_ok(
+                &token,
+                "mutation($n: String!, $m: Int!) { createTariff(name: $n, terms: {currency: \"EUR\", perMinute: $m}) { id } }",
+                json!({"n": name, "m": per_minute}),
+            )
+            .await["createTariff"]["id"]
+                .as_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap()
+        }
+    };
+    let pcs = tariff("PCs", 20).await;
+    let own = tariff("PC-1 alone", 30).await;
+    for input in [
+        json!({"tariffId": pcs, "venueId": f.venue, "stationKind": "PC"}),
+        json!({"tariffId": own, "venueId": f.venue, "stationId": f.station}),
+    ] {
+        app.gql_ok(
+            &f.t.access,
+            "mutation($i: AssignTariffInput!) { assignTariff(input: $i) { id } }",
+            json!({"i": input}),
+        )
+        .await;
+    }
+    let patron = patron_with_cash(&app, &f, 10_000).await;
+    // Each start's tariff, and what its stop a moment later charged (the first minute, by that tariff).
+    let started = |station: Uuid| {
+        let app = &app;
+        let token = f.t.access.clone();
+        async move {
+            let s = app
+                .gql_ok(
+                    &token,
+                    "mutation($s: UUID!, $p: UUID!) {
+                       startSession(input: {stationId: $s, patronId: $p, durationMinutes: 10, payment: WALLET}) {
+                         id tariffId } }",
+                    json!({"s": station, "p": patron}),
+                )
+                .await["startSession"]
+                .clone();
+            let stopped = app
+                .gql_ok(
+                    &token,
+                    "mutation($id: UUID!) { stopSession(id: $id) { chargedAmount } }",
+                    json!({"id": s["id"]}),
+                )
+                .await;
+            (
+                s["tariffId"].as_str().unwrap().parse::<Uuid>().unwrap(),
+                stopped["stopSession"]["chargedAmount"].clone(),
+            )
+        }
+    };
+    assert_eq!(
+        started(f.station).await,
+        (own, json!(30)),
+        "the station's own"
+    );
+    assert_eq!(
+        started(pc2).await,
+        (pcs, json!(20)),
+        "its kind's at the venue"
+    );
+    assert_eq!(started(console).await, (f.tariff, json!(10)), "the venue's");
+    // Archived (no API archives a tariff yet; its column is what the rule reads): the next one applies.
+    let mut tx = app.tenant_tx(f.t.id).await;
+    sqlx::query("update tariff set archived_at = now() where tenant_id = $1 and id = $2")
+        .bind(f.t.id)
+        .bind(own)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        started(f.station).await,
+        (pcs, json!(20)),
+        "the kind's, once the station's own is archived"
+    );
+}
+
 #[tokio::test]
 async fn cash_top_ups_count_once_per_key() {
     let app = spawn_app().await;
