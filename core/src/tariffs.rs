@@ -217,17 +217,18 @@ pub async fn resolve(tx: &mut TenantTx, station: &crate::stations::Station) -> R
         "select t.id, t.name, t.current_version as version, v.terms, t.archived_at, t.created_at
          from tariff_assignment a
          join tariff t on t.tenant_id = a.tenant_id and t.id = a.tariff_id
-         join tariff_version v on v.tenant_id = t.tenant_id and v.tariff_id = t.id and v.version = t.current_version
+         join tariff_version v
+           on v.tenant_id = t.tenant_id and v.tariff_id = t.id and v.version = t.current_version
          where a.tenant_id = $1 and a.venue_id = $2 and t.archived_at is null
            and (a.station_id = $3 or (a.station_id is null and (a.station_kind = $4 or a.station_kind is null)))
          order by (a.station_id is not null) desc, (a.station_kind is not null) desc limit 1",
     )
-        .bind(tx.tenant())
-        .bind(station.venue_id)
-        .bind(station.id)
-        .bind(station.kind)
-        .fetch_optional(tx.conn())
-        .await?;
+    .bind(tx.tenant())
+    .bind(station.venue_id)
+    .bind(station.id)
+    .bind(station.kind)
+    .fetch_optional(tx.conn())
+    .await?;
     row.map(Tariff::from).ok_or_else(|| {
         Error::Conflict(
             "no tariff applies to this station; assign one to it, its kind or its venue".into(),
