@@ -679,24 +679,16 @@ async fn the_most_specific_tariff_applies_and_an_archived_one_gives_way() {
         .unwrap()
         .parse::<Uuid>()
         .unwrap();
-    let tariff = |name: &'static str, per_minute: i64| {
-        let app = &app;
-        let token = f.t.access.clone();
-        async move {
-            app.gql_ok(
-                &token,
-                "mutation($n: String!, $m: Int!) { createTariff(name: $n, terms: {currency: \"EUR\", perMinute: $m}) { id } }",
-                json!({"n": name, "m": per_minute}),
-            )
-            .await["createTariff"]["id"]
-                .as_str()
-                .unwrap()
-                .parse::<Uuid>()
-                .unwrap()
-        }
-    };
-    let pcs = tariff("PCs", 20).await;
-    let own = tariff("PC-1 alone", 30).await;
+    let pcs = app
+        .create_tariff(&f.t.access, "PCs", "currency: \"EUR\", perMinute: 20")
+        .await;
+    let own = app
+        .create_tariff(
+            &f.t.access,
+            "PC-1 alone",
+            "currency: \"EUR\", perMinute: 30",
+        )
+        .await;
     for input in [
         json!({"tariffId": pcs, "venueId": f.venue, "stationKind": "PC"}),
         json!({"tariffId": own, "venueId": f.venue, "stationId": f.station}),
@@ -711,28 +703,22 @@ async fn the_most_specific_tariff_applies_and_an_archived_one_gives_way() {
     let patron = patron_with_cash(&app, &f, 10_000).await;
     // Each start's tariff, and what its stop a moment later charged (the first minute, by that tariff).
     let started = |station: Uuid| {
-        let app = &app;
-        let token = f.t.access.clone();
+        let (app, token) = (&app, f.t.access.clone());
         async move {
-            let s = app
-                .gql_ok(
-                    &token,
-                    "mutation($s: UUID!, $p: UUID!) {
-                       startSession(input: {stationId: $s, patronId: $p, durationMinutes: 10, payment: WALLET}) {
-                         id tariffId } }",
-                    json!({"s": station, "p": patron}),
-                )
-                .await["startSession"]
-                .clone();
+            let id = wallet_session(app, &token, station, patron, Some(10)).await;
             let stopped = app
                 .gql_ok(
                     &token,
-                    "mutation($id: UUID!) { stopSession(id: $id) { chargedAmount } }",
-                    json!({"id": s["id"]}),
+                    "mutation($id: UUID!) { stopSession(id: $id) { tariffId chargedAmount } }",
+                    json!({"id": id}),
                 )
                 .await;
             (
-                s["tariffId"].as_str().unwrap().parse::<Uuid>().unwrap(),
+                stopped["stopSession"]["tariffId"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<Uuid>()
+                    .unwrap(),
                 stopped["stopSession"]["chargedAmount"].clone(),
             )
         }
