@@ -406,9 +406,10 @@ impl TenantTx {
     }
 
     /// Numbers this transaction's events as its last step before the commit, holding the tenant's numbering until
-    /// then, instead of right after it. For a batch that is its tenant's only writer for the moment (the billing
-    /// tick, under its tenant's billing lock): it saves a commit of its own per batch, but any other writer of the
-    /// tenant that commits meanwhile waits for this one's commit before its events are numbered.
+    /// then, instead of right after it. For a batch that is its tenant's only writer of its kind for the moment (the
+    /// billing tick, under its tenant's billing lock; a flush of chargers' meter values): it saves a transaction of
+    /// its own per batch, but any other writer of the tenant that commits meanwhile waits for this one's commit
+    /// before its events are numbered.
     pub fn number_events_before_commit(&mut self) {
         self.number_before_commit = true;
     }

@@ -730,31 +730,60 @@ pub async fn meter(
     register_wh: i64,
     power_w: Option<i32>,
 ) -> Result<Session> {
-    let register_wh = register_wh.max(0);
-    let updated: Option<Uuid> = sqlx::query_scalar(
+    match meter_many(tx, &[(id, register_wh, power_w)]).await?.pop() {
+        Some(session) => Ok(session),
+        // Not running: the reading is not taken.
+        None => get(tx, id).await,
+    }
+}
+
+/// Readings for several sessions in one statement (a batch of chargers' MeterValues), each as [`meter`] takes it:
+/// (session, register in Wh, power in W). Returns the running sessions that took theirs; a session named twice
+/// takes the higher register and the last power given.
+pub async fn meter_many(
+    tx: &mut TenantTx,
+    readings: &[(Uuid, i64, Option<i32>)],
+) -> Result<Vec<Session>> {
+    let mut merged: Vec<(Uuid, i64, Option<i32>)> = Vec::with_capacity(readings.len());
+    for &(id, register_wh, power_w) in readings {
+        let register_wh = register_wh.max(0);
+        match merged.iter_mut().find(|m| m.0 == id) {
+            Some(m) => *m = (id, m.1.max(register_wh), power_w.or(m.2)),
+            None => merged.push((id, register_wh, power_w)),
+        }
+    }
+    if merged.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = merged.iter().map(|m| m.0).collect();
+    let registers: Vec<i64> = merged.iter().map(|m| m.1).collect();
+    let powers: Vec<Option<i32>> = merged.iter().map(|m| m.2).collect();
+    let sql = format!(
         "update session set
-           meter_start_wh = coalesce(meter_start_wh, $3),
-           meter_last_wh = greatest(coalesce(meter_last_wh, $3), $3),
-           energy_wh = greatest(energy_wh, $3 - coalesce(meter_start_wh, $3)),
-           power_w = coalesce($4, power_w)
-         where tenant_id = $1 and id = $2 and status in ('active', 'paused') returning id",
-    )
-    .bind(tx.tenant())
-    .bind(id)
-    .bind(register_wh)
-    .bind(power_w)
-    .fetch_optional(tx.conn())
-    .await?;
-    let session = get(tx, id).await?;
-    if updated.is_some() {
+           meter_start_wh = coalesce(meter_start_wh, m.wh),
+           meter_last_wh = greatest(coalesce(meter_last_wh, m.wh), m.wh),
+           energy_wh = greatest(energy_wh, m.wh - coalesce(meter_start_wh, m.wh)),
+           power_w = coalesce(m.pw, power_w)
+         from unnest($2::uuid[], $3::int8[], $4::int4[]) as m(sid, wh, pw)
+         where tenant_id = $1 and id = m.sid and status in ('active', 'paused')
+         returning {COLUMNS}"
+    );
+    let sessions: Vec<Session> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(&ids)
+        .bind(&registers)
+        .bind(&powers)
+        .fetch_all(tx.conn())
+        .await?;
+    for session in &sessions {
         announce(
             tx,
-            &session,
+            session,
             "session.metered",
             serde_json::json!({ "energyWh": session.energy_wh, "powerW": session.power_w }),
         );
     }
-    Ok(session)
+    Ok(sessions)
 }
 
 /// Fails a session whose device never started (a charger refused the remote start): it is voided ([`void`]:

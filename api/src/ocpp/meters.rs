@@ -9,8 +9,8 @@
 //!
 //! Each tenant has a queue. The first message into an idle queue starts a flush for that tenant: it waits for one
 //! of a few database slots, takes everything queued by then (up to [`MAX_BATCH`]) and writes it in one tenant
-//! transaction — one statement for all the readings, one for the seen marks — then goes again while the queue is
-//! not empty. Under light load a batch is one message (no added wait); under heavy load the messages that arrive
+//! transaction — one statement for all the readings, one for the sessions they bill, one for the seen marks, and
+//! the billed sessions' live events numbered as its last statement — then goes again while the queue is not empty. Under light load a batch is one message (no added wait); under heavy load the messages that arrive
 //! while a flush runs share the next one, so the transactions per second stay near what the database does best
 //! and the messages per second grow with the batch. A batch that fails is retried one message at a time, so one
 //! bad message fails alone.
@@ -167,8 +167,12 @@ impl Meters {
         let checks: Vec<(Uuid, Uuid)> = items.iter().filter_map(|i| i.check).collect();
         let result: switchyard_core::Result<Vec<Answer>> = async {
             // Kept plans, and a commit that does not wait for the disk: each reading is a register the next one
-            // states again, and a check reads only.
+            // states again, and a check reads only. The live events of billed readings (`session.metered`) are
+            // numbered in this transaction rather than in one of their own after it: this flush is its tenant's only
+            // one in this process, and what it holds the numbering for is its last statement and a commit that does
+            // not wait for the disk.
             let mut tx = self.db.begin_tenant_hot(tenant).await?;
+            tx.number_events_before_commit();
             charging::transactions::record(&mut tx, &readings).await?;
             charging::seen(&mut tx, &seen).await?;
             let mut standing = charging::standing(&mut tx, &checks).await?.into_iter();

@@ -369,11 +369,11 @@ pub async fn record(tx: &mut TenantTx, readings: &[Reading]) -> Result<()> {
     .bind(&power)
     .fetch_all(tx.conn())
     .await?;
-    for (session, energy, power) in metered {
-        if let (Some(session), Some(energy)) = (session, energy) {
-            sessions::meter(tx, session, energy, power).await?;
-        }
-    }
+    let billed: Vec<(Uuid, i64, Option<i32>)> = metered
+        .into_iter()
+        .filter_map(|(session, energy, power)| Some((session?, energy?, power)))
+        .collect();
+    sessions::meter_many(tx, &billed).await?;
     Ok(())
 }
 

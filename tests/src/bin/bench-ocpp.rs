@@ -16,6 +16,11 @@
 //!    the lowest that failed. The highest rate that passed, the fixed load included, is the server's sustainable
 //!    rate at that p99 (none when no step held the bound).
 //!
+//! By default the transactions' tags are unknown, so the transactions are kept but bill nothing. With `--billed 1`
+//! each venue also has an energy tariff and each of those tags belongs to a patron with money in the wallet: the
+//! transactions are accepted and every reading meters a session, as a real charging network's do; at the end the
+//! program checks that every one of those sessions took its readings.
+//!
 //! Then it does the same against the Python central system of `tests/ocpp/central_system.py` (the `ocpp` package's
 //! server example; `SWITCHYARD_OCPP_PYTHON`), unless `--python 0`. A charger sends one CALL at a time and waits for
 //! its answer, as OCPP asks.
@@ -142,6 +147,8 @@ struct Charger {
     /// `Basic …`, or none (the Python server asks for none).
     authorization: Option<String>,
     in_transaction: bool,
+    /// Its transaction must be accepted (a billed one, `--billed 1`), not merely kept.
+    billed: bool,
 }
 
 async fn connect(charger: &Charger) -> anyhow::Result<Socket> {
@@ -224,13 +231,18 @@ async fn run_charger(
     let mut transaction = None;
     if charger.in_transaction {
         let start = json!({
-            "connectorId": 1, "idTag": format!("BENCH{}", charger.index), "meterStart": 0, "timestamp": now(),
+            "connectorId": 1, "idTag": tag(charger.index), "meterStart": 0, "timestamp": now(),
         });
         let answer = call(&mut ws, "start", "StartTransaction", start)
             .await?
             .context("StartTransaction refused")?;
         transaction = answer.get("transactionId").and_then(Value::as_i64);
         anyhow::ensure!(transaction.is_some(), "no transactionId in {answer}");
+        let status = answer.pointer("/idTagInfo/status").and_then(Value::as_str);
+        anyhow::ensure!(
+            !charger.billed || status == Some("Accepted"),
+            "the driver's tag was not accepted: {answer}"
+        );
     }
     drop(permit);
     ready.add_permits(1);
@@ -318,6 +330,8 @@ struct Server {
     pid: u32,
     /// HTTP Basic per charger index (Switchyard), or none.
     passwords: bool,
+    /// The transactions bill sessions (`--billed 1`): each StartTransaction must be accepted.
+    billed: bool,
 }
 
 struct Outcome {
@@ -357,6 +371,7 @@ async fn load(
                 )
             }),
             in_transaction: index % 4 == 0,
+            billed: server.billed,
         };
         let (connecting, ready, stats, period, failures) = (
             connecting.clone(),
@@ -504,8 +519,10 @@ fn password(index: usize) -> String {
     format!("bench-password-{index:08}")
 }
 
-/// The database: 100 tenants with a venue each; per charger a station and a charger with its directory entry.
-async fn seed(owner_url: &str, chargers: usize) -> anyhow::Result<()> {
+/// The database: 100 tenants with a venue each; per charger a station and a charger with its directory entry. With
+/// `billed`, each venue's chargers also have an energy tariff, and each charger that starts a transaction has a
+/// driver: a patron with its tag and money in the wallet, so its transaction meters a session.
+async fn seed(owner_url: &str, app_url: &str, chargers: usize, billed: bool) -> anyhow::Result<()> {
     if sqlx::Postgres::database_exists(owner_url).await? {
         sqlx::Postgres::drop_database(owner_url).await?;
     }
@@ -571,7 +588,95 @@ async fn seed(owner_url: &str, chargers: usize) -> anyhow::Result<()> {
     .execute(&owner)
     .await?;
     owner.close().await;
+    if billed {
+        drivers(app_url, chargers, &tenants, &venues).await?;
+    }
     Ok(())
+}
+
+/// Through the product's own functions, as the app role: per tenant an energy tariff (0.40 EUR a kWh) for its venue,
+/// and per charger that starts a transaction a patron holding the tag it sends, with 1,000.00 EUR in the wallet.
+async fn drivers(
+    app_url: &str,
+    chargers: usize,
+    tenants: &[Uuid],
+    venues: &[Uuid],
+) -> anyhow::Result<()> {
+    use switchyard_core::{patrons, pricing::Terms, tariffs, Actor, Role, TenantId};
+    let db = switchyard_core::Db::connect_lazy(app_url, 4)?;
+    for (k, (&tenant, &venue)) in tenants.iter().zip(venues).enumerate() {
+        let tenant = TenantId(tenant);
+        let owner = Actor {
+            tenant,
+            user_id: Uuid::now_v7(),
+            role: Role::Owner,
+            request_id: None,
+            venues: None,
+            client: Default::default(),
+        };
+        let mut tx = db.begin_tenant(tenant).await?;
+        let terms = Terms {
+            currency: "EUR".into(),
+            per_minute: 0,
+            per_kwh: 40,
+            free_minutes: 0,
+            billing_step_secs: 60,
+            minimum_charge: 0,
+            daily_cap: None,
+            deposit: 0,
+            buyout_threshold: None,
+            tier_discounts_bp: Default::default(),
+            bands: vec![],
+            pausable: true,
+        };
+        let tariff = tariffs::create(&mut tx, &owner, "Bench energy", terms).await?;
+        let scope = tariffs::Scope {
+            venue_id: venue,
+            station_kind: None,
+            station_id: None,
+        };
+        tariffs::assign(&mut tx, &owner, tariff.id, scope).await?;
+        for index in (k..chargers).step_by(tenants.len()).filter(|i| i % 4 == 0) {
+            let patron = patrons::NewPatron {
+                display_name: format!("Driver {index}"),
+                email: None,
+                phone: None,
+                tier: None,
+            };
+            let patron = patrons::create(&mut tx, &owner, patron, false).await?;
+            patrons::add_rfid_tag(&mut tx, &owner, patron.id, &tag(index)).await?;
+            let key = format!("bench-{index}");
+            patrons::top_up_cash(&mut tx, &owner, patron.id, venue, 100_000, &key).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// With `--billed 1`: every transaction's session took the readings (its energy grew) and its live cost follows.
+async fn metered(owner_url: &str, transactions: usize) -> anyhow::Result<()> {
+    let owner = sqlx::PgPool::connect(owner_url).await?;
+    let (sessions, metered, wh): (i64, i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where energy_wh > 0), coalesce(sum(energy_wh), 0)::int8
+         from session where status = 'active'",
+    )
+    .fetch_one(&owner)
+    .await?;
+    owner.close().await;
+    println!(
+        "billed: {sessions} sessions running, {metered} of them metered, {:.1} kWh in all",
+        wh as f64 / 1000.0
+    );
+    anyhow::ensure!(
+        sessions == transactions as i64 && metered == sessions,
+        "expected {transactions} running sessions, every one metered"
+    );
+    Ok(())
+}
+
+/// The tag a charger's transaction starts with (the patron holding it, with `--billed 1`).
+fn tag(index: usize) -> String {
+    format!("BENCH{index}")
 }
 
 #[tokio::main]
@@ -582,15 +687,17 @@ async fn main() -> anyhow::Result<()> {
     let p99_ms = arg("p99-ms", 50) as f64;
     let python = arg("python", 1) != 0;
     let refine = arg("refine", 3) as usize;
+    let billed = arg("billed", 0) != 0;
     println!(
         "bench-ocpp: {chargers} chargers, {seconds} s fixed load, ramp steps of {step_seconds} s, p99 bound \
-         {p99_ms} ms; {} cores; load average {}",
+         {p99_ms} ms, transactions {}; {} cores; load average {}",
+        if billed { "billed" } else { "kept, not billed" },
         std::thread::available_parallelism().map_or(0, usize::from),
         loadavg()
     );
     let owner_url = with_database(&std::env::var("DATABASE_URL")?, "switchyard_bench_ocpp");
     let app_url = with_database(&std::env::var("APP_DATABASE_URL")?, "switchyard_bench_ocpp");
-    seed(&owner_url, chargers).await?;
+    seed(&owner_url, &app_url, chargers, billed).await?;
 
     let exe = std::env::current_exe()?;
     let mut api = tokio::process::Command::new(exe.with_file_name("switchyard"))
@@ -625,6 +732,7 @@ async fn main() -> anyhow::Result<()> {
             path_prefix: "/ocpp/",
             pid,
             passwords: true,
+            billed,
         },
         chargers,
         seconds,
@@ -634,6 +742,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     api.kill().await?;
+    if billed {
+        metered(&owner_url, chargers.div_ceil(4)).await?;
+    }
     if !python {
         return Ok(());
     }
@@ -667,6 +778,7 @@ async fn main() -> anyhow::Result<()> {
             path_prefix: "/",
             pid,
             passwords: false,
+            billed,
         },
         chargers,
         seconds,

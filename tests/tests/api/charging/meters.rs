@@ -8,7 +8,7 @@ use switchyard_tests::ocpp_peer::{ocpp_url, ChargePoint, OcppVersion};
 use switchyard_tests::spawn_app;
 use uuid::Uuid;
 
-use super::{boot, charger, charger_station, session, site, uuid};
+use super::{boot, charger, charger_station, session, site, top_up, uuid};
 
 fn meter_values(transaction: Option<i64>, wh: i64) -> Value {
     let mut payload = json!({"connectorId": 1, "meterValue": [{
@@ -28,8 +28,8 @@ fn meter_values(transaction: Option<i64>, wh: i64) -> Value {
 async fn meter_values_from_many_chargers_at_once_are_each_stored_when_answered() {
     let app = spawn_app().await;
     let s = site(&app).await;
-    // The site's charger bills its patron; five more of the tenant's chargers run transactions with tags nobody
-    // registered (kept, not billed).
+    // The site's charger bills its patron; five more of the tenant's chargers run transactions: two of them bill
+    // patrons of their own, three have tags nobody registered (kept, not billed).
     let mut chargers: Vec<(Uuid, ChargePoint, String)> = vec![(
         s.charger,
         boot(&app, &s, OcppVersion::V16).await,
@@ -54,8 +54,26 @@ async fn meter_values_from_many_chargers_at_once_are_each_stored_when_answered()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(answer["status"], "Accepted", "{answer}");
-        chargers.push((id, cp, format!("STRANGER{i}")));
+        let tag = if i == 0 || i == 4 {
+            let tag = format!("DRIVER{i}{}", &s.tag[3..]);
+            let patron = app
+                .create_patron(&s.t.access, &format!("Driver {i}"), None)
+                .await;
+            app.gql_ok(
+                &s.t.access,
+                "mutation($p: UUID!, $u: String!) { addRfidTag(patronId: $p, uid: $u) { id } }",
+                json!({"p": patron, "u": tag}),
+            )
+            .await;
+            top_up(&app, &s.t, s.venue, patron, 1000).await;
+            tag
+        } else {
+            format!("STRANGER{i}")
+        };
+        chargers.push((id, cp, tag));
     }
+    // The chargers whose readings bill a session: the site's, and the first and last of the five.
+    let billed = [0, 1, 5];
     let mut transactions = Vec::new();
     for (_, cp, tag) in chargers.iter_mut() {
         let start = cp
@@ -72,6 +90,20 @@ async fn meter_values_from_many_chargers_at_once_are_each_stored_when_answered()
         );
     }
 
+    // How many `session.metered` events each billed charger's session has had.
+    let mut heard_before = [0usize; 6];
+    for &i in &billed {
+        let c = charger(&app, &s.t, chargers[i].0).await;
+        let id = uuid(&c["transactions"][0]["sessionId"]);
+        heard_before[i] = sqlx::query_scalar::<_, i64>(
+            "select count(*) from live_event where tenant_id = $1 and subject_id = $2 and kind = 'session.metered'",
+        )
+        .bind(s.t.id)
+        .bind(id)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap() as usize;
+    }
     for round in 1..=4i64 {
         // All at once; the second charger names no transaction (the one on its connector takes the reading).
         let answers = join_all(chargers.iter_mut().enumerate().map(|(i, (_, cp, _))| {
@@ -95,12 +127,52 @@ async fn meter_values_from_many_chargers_at_once_are_each_stored_when_answered()
                 "round {round}, charger {i}: {c}"
             );
         }
-        let billed = charger(&app, &s.t, s.charger).await;
-        let running = session(&app, &s.t, uuid(&billed["transactions"][0]["sessionId"])).await;
-        assert_eq!(running["energyWh"], round * 1000, "{running}");
-        // 0.30 EUR per kWh.
-        assert_eq!(running["liveCost"]["amount"], round * 30, "{running}");
+        for &i in &billed {
+            let c = charger(&app, &s.t, chargers[i].0).await;
+            let id = uuid(&c["transactions"][0]["sessionId"]);
+            let running = session(&app, &s.t, id).await;
+            let energy = round * 1000 + i as i64 * 10;
+            assert_eq!(
+                running["energyWh"], energy,
+                "round {round}, charger {i}: {running}"
+            );
+            // 0.30 EUR per kWh (to within the pricing's rounding of a part of a cent).
+            let cost = running["liveCost"]["amount"].as_i64().unwrap_or_default();
+            let exact = energy * 30;
+            assert!(
+                (exact / 1000..=(exact + 999) / 1000).contains(&cost),
+                "round {round}, charger {i}: {running}"
+            );
+            // Answered means announced: the reading's live event is numbered by then.
+            let heard: Vec<Value> = sqlx::query_scalar(
+                "select data from live_event where tenant_id = $1 and subject_id = $2 and kind = 'session.metered'
+                 order by seq",
+            )
+            .bind(s.t.id)
+            .bind(id)
+            .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+            assert_eq!(
+                heard.len(),
+                heard_before[i] + 1,
+                "round {round}, charger {i}: {heard:?}"
+            );
+            heard_before[i] = heard.len();
+            assert_eq!(
+                heard.last().map(|d| d["energyWh"].clone()),
+                Some(json!(energy))
+            );
+        }
     }
+    // Numbered without gaps, whatever batches the readings shared.
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("select seq from live_event where tenant_id = $1 order by seq")
+            .bind(s.t.id)
+            .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
 
     // A stopped transaction takes no more readings.
     let (id, cp, _) = &mut chargers[2];
