@@ -10,10 +10,11 @@
 //! Each tenant has a queue. The first message into an idle queue starts a flush for that tenant: it waits for one
 //! of a few database slots, takes everything queued by then (up to [`MAX_BATCH`]) and writes it in one tenant
 //! transaction — one statement for all the readings, one for the sessions they bill, one for the seen marks, and
-//! the billed sessions' live events numbered as its last statement — then goes again while the queue is not empty. Under light load a batch is one message (no added wait); under heavy load the messages that arrive
-//! while a flush runs share the next one, so the transactions per second stay near what the database does best
-//! and the messages per second grow with the batch. A batch that fails is retried one message at a time, so one
-//! bad message fails alone.
+//! the billed sessions' live events numbered as its last statement — then goes again while the queue is not empty.
+//! Under light load a batch is one message (no added wait); under heavy load the messages that arrive while a flush
+//! runs share the next one, so the transactions per second stay near what the database does best and the messages
+//! per second grow with the batch. A batch that fails is retried one message at a time, so one bad message fails
+//! alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
