@@ -334,24 +334,29 @@ async fn number_once(
     }
 }
 
-/// How long a numbering after a commit waits for the tenant's numbering held by another (a stalled billing
-/// transaction, say) before it leaves its events to the periodic look.
+/// How long a numbering waits for the tenant's numbering held by another (a stalled billing transaction, say):
+/// after a commit it then leaves its events to the periodic look; inside a transaction the transaction fails.
 pub const NUMBERING_WAIT_MS: i32 = 5_000;
 
 /// Numbers the tenant's committed pending events and then `events` (this transaction's own, not appended) inside
 /// the transaction: the tenant's numbering is held until it commits (see
-/// [`crate::TenantTx::number_events_before_commit`]). Returns the new last number for the caller to publish after
-/// the commit when the database does not announce it.
+/// [`crate::TenantTx::number_events_before_commit`]). Waits at most [`NUMBERING_WAIT_MS`] for the numbering, then
+/// fails the transaction (its writer tries again: the next tick, the charger's next send) rather than hang. Returns
+/// the new last number for the caller to publish after the commit when the database does not announce it.
 pub(crate) async fn number_in_transaction(
     conn: &mut sqlx::PgConnection,
     signals: &crate::signals::Signals,
     tenant: TenantId,
     events: &[NewEvent],
 ) -> Result<Option<i64>> {
-    let query = sqlx::query("select sys_number_live_events($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-        .bind(tenant.0)
-        .bind(signals.in_database());
-    let row = bind_events(query, events).fetch_one(conn).await?;
+    let query =
+        sqlx::query("select sys_number_live_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(tenant.0)
+            .bind(signals.in_database());
+    let row = bind_events(query, events)
+        .bind(NUMBERING_WAIT_MS)
+        .fetch_one(conn)
+        .await?;
     Ok(sqlx::Row::try_get(&row, 0)?)
 }
 

@@ -213,3 +213,54 @@ async fn meter_values_from_many_chargers_at_once_are_each_stored_when_answered()
     let c = charger(&app, &s.t, *id).await;
     assert_eq!(c["transactions"][0]["meterLastWh"], 5000, "{c}");
 }
+
+/// A reading whose live event cannot be numbered (another transaction holds the tenant's numbering and does not let
+/// go) is refused after the numbering's bounded wait, not left hanging; stored nothing, it is stored when sent again.
+#[tokio::test]
+async fn a_reading_whose_event_cannot_be_numbered_is_refused_in_bounded_time_and_stored_when_sent_again(
+) {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 0, "timestamp": chrono::Utc::now()}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let transaction = start["transactionId"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{start}"));
+    assert_eq!(start["idTagInfo"]["status"], "Accepted", "{start}");
+
+    // Another transaction takes the tenant's numbering and holds it.
+    let mut holder = app.tenant_tx(s.t.id).await;
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('switchyard.live_event:' || $1::text, 0))",
+    )
+    .bind(s.t.id)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let refused = cp
+        .call("MeterValues", meter_values(Some(transaction), 2000))
+        .await;
+    assert_eq!(
+        refused.err().map(|e| e.code),
+        Some("InternalError".into()),
+        "the charger is told to send it again"
+    );
+    let c = charger(&app, &s.t, s.charger).await;
+    assert_eq!(c["transactions"][0]["meterLastWh"], 0, "{c}");
+
+    holder.rollback().await.unwrap();
+    let stored = cp
+        .call("MeterValues", meter_values(Some(transaction), 2000))
+        .await;
+    assert_eq!(stored.unwrap_or_else(|e| panic!("{e}")), json!({}));
+    let c = charger(&app, &s.t, s.charger).await;
+    assert_eq!(c["transactions"][0]["meterLastWh"], 2000, "{c}");
+    let running = session(&app, &s.t, uuid(&c["transactions"][0]["sessionId"])).await;
+    assert_eq!(running["energyWh"], 2000, "{running}");
+}
