@@ -653,7 +653,7 @@ async fn drivers(
     Ok(())
 }
 
-/// With `--billed 1`: every transaction's session took the readings (its energy grew) and its live cost follows.
+/// With `--billed 1`: every transaction's session is still running and took readings (its energy grew).
 async fn metered(owner_url: &str, transactions: usize) -> anyhow::Result<()> {
     let owner = sqlx::PgPool::connect(owner_url).await?;
     let (sessions, metered, wh): (i64, i64, i64) = sqlx::query_as(
