@@ -31,20 +31,7 @@ pub const DEMO_PATRON: &str = "Dana Demo";
 pub const DEMO_PATRON_LOGIN: (&str, &str) = ("patron@demo.switchyard.test", "Golden-Ticket-42");
 
 fn terms() -> Terms {
-    Terms {
-        currency: "EUR".into(),
-        per_minute: 0,
-        per_kwh: 0,
-        free_minutes: 0,
-        billing_step_secs: 60,
-        minimum_charge: 0,
-        daily_cap: None,
-        deposit: 0,
-        buyout_threshold: None,
-        tier_discounts_bp: Default::default(),
-        bands: vec![],
-        pausable: true,
-    }
+    Terms::base("EUR")
 }
 
 /// Seeds the demo tenant unless its owner exists; returns the tenant id either way.

@@ -76,6 +76,26 @@ fn allowed() -> bool {
 }
 
 impl Terms {
+    /// Terms in `currency` that charge nothing yet: no rate, free period, minimum, cap, deposit, buyout, discount or
+    /// band, a 60-second billing step, pausable. Set what the tariff charges on top
+    /// (`Terms { per_kwh: 30, ..Terms::base("EUR") }`).
+    pub fn base(currency: &str) -> Self {
+        Self {
+            currency: currency.into(),
+            per_minute: 0,
+            per_kwh: 0,
+            free_minutes: 0,
+            billing_step_secs: 60,
+            minimum_charge: 0,
+            daily_cap: None,
+            deposit: 0,
+            buyout_threshold: None,
+            tier_discounts_bp: BTreeMap::new(),
+            bands: vec![],
+            pausable: true,
+        }
+    }
+
     /// Checks the terms are coherent; the error names the field.
     pub fn validate(&self) -> Result<()> {
         if crate::money::minor_units(&self.currency).is_none() {
@@ -452,18 +472,8 @@ mod tests {
 
     fn terms() -> Terms {
         Terms {
-            currency: "EUR".into(),
             per_minute: 10,
-            per_kwh: 0,
-            free_minutes: 0,
-            billing_step_secs: 60,
-            minimum_charge: 0,
-            daily_cap: None,
-            deposit: 0,
-            buyout_threshold: None,
-            tier_discounts_bp: BTreeMap::new(),
-            bands: vec![],
-            pausable: true,
+            ..Terms::base("EUR")
         }
     }
 

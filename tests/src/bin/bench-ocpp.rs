@@ -616,18 +616,8 @@ async fn drivers(
         };
         let mut tx = db.begin_tenant(tenant).await?;
         let terms = Terms {
-            currency: "EUR".into(),
-            per_minute: 0,
             per_kwh: 40,
-            free_minutes: 0,
-            billing_step_secs: 60,
-            minimum_charge: 0,
-            daily_cap: None,
-            deposit: 0,
-            buyout_threshold: None,
-            tier_discounts_bp: Default::default(),
-            bands: vec![],
-            pausable: true,
+            ..Terms::base("EUR")
         };
         let tariff = tariffs::create(&mut tx, &owner, "Bench energy", terms).await?;
         let scope = tariffs::Scope {

@@ -5,7 +5,7 @@
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use switchyard_tests::ocpp_peer::{ocpp_url, ChargePoint, OcppVersion};
-use switchyard_tests::spawn_app;
+use switchyard_tests::{spawn_app, TestApp};
 use uuid::Uuid;
 
 use super::{boot, charger, charger_station, session, site, top_up, uuid};
@@ -22,6 +22,19 @@ fn meter_values(transaction: Option<i64>, wh: i64) -> Value {
         payload["transactionId"] = json!(id);
     }
     payload
+}
+
+/// The data of the session's numbered `session.metered` live events, in order.
+async fn metered_events(app: &TestApp, tenant: Uuid, session: Uuid) -> Vec<Value> {
+    sqlx::query_scalar(
+        "select data from live_event where tenant_id = $1 and subject_id = $2 and kind = 'session.metered'
+         order by seq",
+    )
+    .bind(tenant)
+    .bind(session)
+    .fetch_all(&mut *app.tenant_tx(tenant).await)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -90,19 +103,14 @@ async fn meter_values_from_many_chargers_at_once_are_each_stored_when_answered()
         );
     }
 
-    // How many `session.metered` events each billed charger's session has had.
+    // Each billed charger's session, and how many `session.metered` events it has had.
+    let mut sessions = [None; 6];
     let mut heard_before = [0usize; 6];
     for &i in &billed {
         let c = charger(&app, &s.t, chargers[i].0).await;
         let id = uuid(&c["transactions"][0]["sessionId"]);
-        heard_before[i] = sqlx::query_scalar::<_, i64>(
-            "select count(*) from live_event where tenant_id = $1 and subject_id = $2 and kind = 'session.metered'",
-        )
-        .bind(s.t.id)
-        .bind(id)
-        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-        .await
-        .unwrap() as usize;
+        sessions[i] = Some(id);
+        heard_before[i] = metered_events(&app, s.t.id, id).await.len();
     }
     for round in 1..=4i64 {
         // All at once; the second charger names no transaction (the one on its connector takes the reading).
@@ -128,8 +136,7 @@ async fn meter_values_from_many_chargers_at_once_are_each_stored_when_answered()
             );
         }
         for &i in &billed {
-            let c = charger(&app, &s.t, chargers[i].0).await;
-            let id = uuid(&c["transactions"][0]["sessionId"]);
+            let id = sessions[i].unwrap_or_else(|| panic!("charger {i} has no session"));
             let running = session(&app, &s.t, id).await;
             let energy = round * 1000 + i as i64 * 10;
             assert_eq!(
@@ -144,15 +151,7 @@ async fn meter_values_from_many_chargers_at_once_are_each_stored_when_answered()
                 "round {round}, charger {i}: {running}"
             );
             // Answered means announced: the reading's live event is numbered by then.
-            let heard: Vec<Value> = sqlx::query_scalar(
-                "select data from live_event where tenant_id = $1 and subject_id = $2 and kind = 'session.metered'
-                 order by seq",
-            )
-            .bind(s.t.id)
-            .bind(id)
-            .fetch_all(&mut *app.tenant_tx(s.t.id).await)
-            .await
-            .unwrap();
+            let heard = metered_events(&app, s.t.id, id).await;
             assert_eq!(
                 heard.len(),
                 heard_before[i] + 1,
