@@ -744,14 +744,20 @@ pub async fn meter_many(
     tx: &mut TenantTx,
     readings: &[(Uuid, i64, Option<i32>)],
 ) -> Result<Vec<Session>> {
-    let mut merged: Vec<(Uuid, i64, Option<i32>)> = Vec::with_capacity(readings.len());
+    // One row a session (a batch holds up to hundreds of readings): the higher register, the last power given.
+    let mut by_session: std::collections::HashMap<Uuid, (i64, Option<i32>)> =
+        std::collections::HashMap::with_capacity(readings.len());
     for &(id, register_wh, power_w) in readings {
         let register_wh = register_wh.max(0);
-        match merged.iter_mut().find(|m| m.0 == id) {
-            Some(m) => *m = (id, m.1.max(register_wh), power_w.or(m.2)),
-            None => merged.push((id, register_wh, power_w)),
-        }
+        by_session
+            .entry(id)
+            .and_modify(|m| *m = (m.0.max(register_wh), power_w.or(m.1)))
+            .or_insert((register_wh, power_w));
     }
+    let merged: Vec<(Uuid, i64, Option<i32>)> = by_session
+        .into_iter()
+        .map(|(id, (register_wh, power_w))| (id, register_wh, power_w))
+        .collect();
     if merged.is_empty() {
         return Ok(Vec::new());
     }
