@@ -599,7 +599,10 @@ pub async fn record_event(
         inserted,
         station_id,
         kind,
-        body.get("energy_wh").and_then(serde_json::Value::as_i64),
+        // A register beyond a terawatt-hour is a broken meter, not a reading: left out, as from a charger.
+        body.get("energy_wh")
+            .and_then(serde_json::Value::as_i64)
+            .filter(|wh| (0..=crate::sessions::MAX_REGISTER_WH).contains(wh)),
     ) {
         let power = body
             .get("power_w")

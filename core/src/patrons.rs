@@ -160,7 +160,9 @@ pub async fn set_tier(tx: &mut TenantTx, actor: &Actor, id: Uuid, tier: &str) ->
 /// Links an RFID tag to a patron. A tag belongs to one patron per tenant.
 pub async fn add_rfid_tag(tx: &mut TenantTx, actor: &Actor, id: Uuid, uid: &str) -> Result<()> {
     get(tx, id).await?;
-    let uid = validate::text("uid", uid, 4, 64)?.to_uppercase();
+    // Upper-cased before it is measured: some letters grow ("ß" is "SS").
+    let upper = uid.to_uppercase();
+    let uid = validate::text("uid", &upper, crate::charging::tags::MIN_UID, 64)?;
     let version = crate::charging::tags::next_version(tx).await?;
     // A tag kept blocked and unowned (first seen in a charger's offline transaction) can be given to a patron.
     let linked = sqlx::query(
@@ -170,7 +172,7 @@ pub async fn add_rfid_tag(tx: &mut TenantTx, actor: &Actor, id: Uuid, uid: &str)
          where rfid_tag.patron_id is null",
     )
     .bind(tx.tenant())
-    .bind(&uid)
+    .bind(uid)
     .bind(id)
     .bind(version)
     .execute(tx.conn())

@@ -143,6 +143,19 @@ impl Terms {
                 return Err(Error::validation("buyoutThreshold", "must be positive"));
             }
         }
+        // Every price and every tick reads all of them: a day of quarter-hour bands, a hundred tiers at most.
+        if self.bands.len() > MAX_BANDS {
+            return Err(Error::validation(
+                "bands",
+                format!("at most {MAX_BANDS} bands (a day in quarter hours)"),
+            ));
+        }
+        if self.tier_discounts_bp.len() > MAX_TIER_DISCOUNTS {
+            return Err(Error::validation(
+                "tierDiscounts",
+                format!("at most {MAX_TIER_DISCOUNTS} tiers"),
+            ));
+        }
         if self.tier_discounts_bp.values().any(|bp| *bp > 10_000) {
             return Err(Error::validation(
                 "tierDiscounts",
@@ -169,6 +182,12 @@ impl Terms {
         Ok(())
     }
 }
+
+/// The most time-of-day bands a tariff may have.
+pub const MAX_BANDS: usize = 96;
+
+/// The most tiers a tariff may discount.
+pub const MAX_TIER_DISCOUNTS: usize = 100;
 
 /// The largest single amount accepted anywhere (10^12 minor units); keeps every product within `i64`/`i128`.
 pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
@@ -714,6 +733,38 @@ mod tests {
         };
         assert!(bad.validate().is_err());
         assert!(terms().validate().is_ok());
+        // Bounded lists: a day in quarter hours of bands, a hundred tiers.
+        let band = |i: usize| Band {
+            from_minute: (i * 15) as u16,
+            to_minute: (i * 15 + 15) as u16 % 1440,
+            per_minute: 1,
+        };
+        let day = Terms {
+            bands: (0..MAX_BANDS).map(band).collect(),
+            ..terms()
+        };
+        assert!(day.validate().is_ok());
+        let bad = Terms {
+            bands: (0..=MAX_BANDS).map(|i| band(i % MAX_BANDS)).collect(),
+            ..terms()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Validation { field: "bands", .. })
+        ));
+        let bad = Terms {
+            tier_discounts_bp: (0..=MAX_TIER_DISCOUNTS)
+                .map(|i| (format!("tier{i}"), 100))
+                .collect(),
+            ..terms()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Validation {
+                field: "tierDiscounts",
+                ..
+            })
+        ));
     }
 
     fn arb_terms() -> impl Strategy<Value = Terms> {

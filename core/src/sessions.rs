@@ -720,6 +720,10 @@ pub async fn attach_meter(
     Ok(())
 }
 
+/// The largest energy register taken, in Wh: a terawatt-hour, more than a 350 kW charger delivers in 300 years. A
+/// larger one is a broken meter or a made-up number, and would price a session at the limit of the money type.
+pub const MAX_REGISTER_WH: i64 = 1_000_000_000_000;
+
 /// A meter reading for a running session: `register_wh` is the meter's energy register (a charger's
 /// `Energy.Active.Import.Register`, a plug's total), `power_w` the power now. The first reading is the session's
 /// baseline; its energy is the register's rise since then (a register that goes back — a meter reset — is not

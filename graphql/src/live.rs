@@ -153,6 +153,29 @@ fn parse_venue(venue_id: Option<ID>) -> async_graphql::Result<Option<Uuid>> {
         .transpose()
 }
 
+/// A field's venue filter, checked before anything streams: another tenant's venue, an unknown one, or one outside
+/// a member's venue scope is `not_found`, as in queries — never a stream that stays silent.
+async fn venue_filter(
+    ctx: &Context<'_>,
+    venue_id: Option<ID>,
+) -> async_graphql::Result<Option<Uuid>> {
+    let venue = parse_venue(venue_id)?;
+    // Without a principal, `open` answers `unauthenticated`.
+    if let (Some(v), Some(principal)) = (venue, ctx.data_opt::<Principal>()) {
+        if let Principal::Member(actor) = principal {
+            actor.check_venue(v, "venue").gql()?;
+        }
+        let mut tx = ctx
+            .data::<Db>()?
+            .begin_tenant(principal.tenant())
+            .await
+            .gql()?;
+        switchyard_core::venues::get(&mut tx, v).await.gql()?;
+        tx.rollback().await.gql()?;
+    }
+    Ok(venue)
+}
+
 struct State {
     principal: Principal,
     filter: Filter,
@@ -285,7 +308,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
         let filter = Filter {
             topics: &[],
-            venue: parse_venue(venue_id)?,
+            venue: venue_filter(ctx, venue_id).await?,
         };
         open(ctx, filter, after).await
     }
@@ -301,7 +324,7 @@ impl SubscriptionRoot {
         members_only(ctx)?;
         let filter = Filter {
             topics: &["station", "bridge"],
-            venue: parse_venue(venue_id)?,
+            venue: venue_filter(ctx, venue_id).await?,
         };
         open(ctx, filter, after).await
     }
@@ -316,7 +339,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = LiveEvent>> {
         let filter = Filter {
             topics: &["session", "rental"],
-            venue: parse_venue(venue_id)?,
+            venue: venue_filter(ctx, venue_id).await?,
         };
         open(ctx, filter, after).await
     }
@@ -388,7 +411,7 @@ impl SubscriptionRoot {
         members_only(ctx)?;
         let filter = Filter {
             topics: STAFF_ALERTS,
-            venue: parse_venue(venue_id)?,
+            venue: venue_filter(ctx, venue_id).await?,
         };
         open(ctx, filter, after).await
     }

@@ -188,9 +188,7 @@ pub fn decode<T: DeserializeOwned>(payload: Value) -> Result<T, RpcError> {
     })
 }
 
-/// The largest energy register taken, in Wh: a terawatt-hour, more than a 350 kW charger delivers in 300 years. A
-/// larger one is a broken meter or a made-up number, and would price a session at the limit of the money type.
-pub const MAX_REGISTER_WH: i64 = 1_000_000_000_000;
+pub use switchyard_core::sessions::MAX_REGISTER_WH;
 
 /// A starting meter register (`meterStart`): at most [`MAX_REGISTER_WH`]; a negative one counts as 0.
 pub fn register(field: &str, wh: i64) -> Result<i64, RpcError> {
@@ -204,16 +202,32 @@ pub fn register(field: &str, wh: i64) -> Result<i64, RpcError> {
     }
 }
 
-/// A string property of at most `max` characters (OCPP's CiString limits).
+/// A string property of at most `max` characters (OCPP's CiString limits) and no control characters.
 pub fn limit(field: &str, value: &str, max: usize) -> Result<(), RpcError> {
     if value.chars().count() > max {
         Err(RpcError::new(
             ErrorKind::PropertyConstraintViolation,
             format!("{field} is longer than {max} characters"),
         ))
+    } else if value.chars().any(char::is_control) {
+        Err(RpcError::new(
+            ErrorKind::PropertyConstraintViolation,
+            format!("{field} holds a control character"),
+        ))
     } else {
         Ok(())
     }
+}
+
+/// A string that names something (a tag, a transaction): as [`limit`], and not empty.
+pub fn identifier(field: &str, value: &str, max: usize) -> Result<(), RpcError> {
+    if value.is_empty() {
+        return Err(RpcError::new(
+            ErrorKind::PropertyConstraintViolation,
+            format!("{field} must not be empty"),
+        ));
+    }
+    limit(field, value, max)
 }
 
 #[cfg(test)]

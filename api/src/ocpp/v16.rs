@@ -8,7 +8,7 @@ use switchyard_core::charging::transactions::{self, Reading, Start, Stop, Stoppe
 use switchyard_core::charging::{self, Boot};
 use uuid::Uuid;
 
-use super::rpc::{self, decode, limit, ErrorKind, RpcError};
+use super::rpc::{self, decode, identifier, limit, ErrorKind, RpcError};
 use super::{boot_answer, readings, Cx, Fail};
 
 /// A transaction whose start is older than this when it arrives was kept by the charger while it was offline.
@@ -204,13 +204,13 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
         }
         "Authorize" => {
             let authorize: Authorize = decode(payload)?;
-            limit("idTag", &authorize.id_tag, 20)?;
+            identifier("idTag", &authorize.id_tag, 20)?;
             let verdict = transactions::authorize(cx.tx, cx.charger, &authorize.id_tag).await?;
             json!({ "idTagInfo": id_tag_info(&verdict) })
         }
         "StartTransaction" => {
             let start: StartTransaction = decode(payload)?;
-            limit("idTag", &start.id_tag, 20)?;
+            identifier("idTag", &start.id_tag, 20)?;
             let number = connector(start.connector_id)?;
             if number == 0 {
                 return Err(RpcError::new(
@@ -245,7 +245,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 one_of("reason", reason, &STOP_REASONS)?;
             }
             if let Some(tag) = &stop.id_tag {
-                limit("idTag", tag, 20)?;
+                identifier("idTag", tag, 20)?;
             }
             let meter_stop = stop
                 .transaction_data

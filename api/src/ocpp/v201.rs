@@ -9,7 +9,7 @@ use switchyard_core::charging::tags::Verdict;
 use switchyard_core::charging::transactions::{self, Start, Stop};
 use switchyard_core::charging::{self, Boot};
 
-use super::rpc::{decode, limit, ErrorKind, RpcError};
+use super::rpc::{decode, identifier, limit, ErrorKind, RpcError};
 use super::{boot_answer, readings, running_on, Cx, Fail};
 
 const CONNECTOR_STATUSES: [&str; 5] = [
@@ -126,9 +126,16 @@ fn evse(id: u32) -> Result<i32, RpcError> {
 }
 
 fn token(id_token: &IdToken) -> Result<(), RpcError> {
-    limit("idToken", &id_token.id_token, 36)?;
-    limit("type", &id_token.kind, 20)
+    limit("type", &id_token.kind, 20)?;
+    if id_token.kind == NO_AUTHORIZATION {
+        limit("idToken", &id_token.id_token, 36)
+    } else {
+        identifier("idToken", &id_token.id_token, 36)
+    }
 }
+
+/// The token type of a transaction no one authorized (free vend); its `idToken` is empty and names no one.
+const NO_AUTHORIZATION: &str = "NoAuthorization";
 
 /// A cost in minor units as the charger's display shows it, in the currency's major units: OCPP's `totalCost` is
 /// a JSON number, so the exact decimal text (`money::format`) is read as the nearest double — for display only, the
@@ -255,10 +262,15 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         )
         .into());
     }
-    limit("transactionId", &event.transaction_info.transaction_id, 36)?;
+    identifier("transactionId", &event.transaction_info.transaction_id, 36)?;
     if let Some(t) = &event.id_token {
         token(t)?;
     }
+    // A free-vend transaction's token names no one: it is one without a token.
+    let id_token = event
+        .id_token
+        .as_ref()
+        .filter(|t| t.kind != NO_AUTHORIZATION);
     let ocpp_id = event.transaction_info.transaction_id.clone();
     let (energy, power) = readings(event.meter_value.as_deref().unwrap_or_default());
     let mut existing = transactions::by_ocpp_id(cx.tx, cx.charger.id, &ocpp_id).await?;
@@ -266,7 +278,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
     // A transaction becomes a billed one once a token is known (it may start before authorization, when the cable
     // is plugged in).
     if existing.is_none() && event.event_type != "Ended" {
-        let Some(id_token) = &event.id_token else {
+        let Some(id_token) = id_token else {
             return Ok(answer);
         };
         let connector = match &event.evse {
@@ -310,7 +322,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         // Seen before (its answer was lost): answered again, not applied again.
         return Ok(answer);
     }
-    if let Some(id_token) = &event.id_token {
+    if let Some(id_token) = id_token {
         let verdict = transactions::authorize(cx.tx, cx.charger, &id_token.id_token).await?;
         answer["idTokenInfo"] = id_token_info(&verdict);
     }

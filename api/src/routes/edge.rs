@@ -526,6 +526,35 @@ async fn push(
     Ok(Some(sent))
 }
 
+/// Replaces every NUL in `value`'s texts and keys with U+FFFD; true when there was one. Postgres cannot store a NUL
+/// in `jsonb` (or `text`), and an event refused for it would be sent again on every tunnel: a plug's or cabinet's
+/// report with a stray NUL is kept, with the character marked, rather than lost or refused for ever.
+fn without_nul(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', "\u{FFFD}");
+            true
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |found, v| without_nul(v) | found),
+        Value::Object(map) => {
+            let mut found = false;
+            if map.keys().any(|k| k.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v))
+                    .collect();
+                found = true;
+            }
+            map.values_mut()
+                .fold(found, |found, v| without_nul(v) | found)
+        }
+        _ => false,
+    }
+}
+
 /// The `seq` of a frame that reads as an event but not as one this cloud takes (a field it does not know, another
 /// protocol version): its `malformed_frame` error answers that event.
 fn malformed_event_seq(text: &str) -> Option<u64> {
@@ -583,9 +612,14 @@ async fn answer(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> {
                 if seq < 1 {
                     return Ok(Some(error("bad_sequence", "seq starts at 1")));
                 }
-                let body = serde_json::to_value(&event).unwrap_or_default();
+                let mut body = serde_json::to_value(&event).unwrap_or_default();
+                if without_nul(&mut body) {
+                    tracing::warn!(seq, "a bridge event held NUL characters; kept with U+FFFD in their place");
+                }
                 let journaled = match event {
-                    Event::Ocpp { charge_point_id, subprotocol, action, payload, transaction_id } => {
+                    Event::Ocpp { charge_point_id, subprotocol, action, mut payload, transaction_id } => {
+                        without_nul(&mut payload);
+                        let charge_point_id = charge_point_id.replace('\0', "\u{FFFD}");
                         Some(super::edge_ocpp::Journaled { charge_point_id, subprotocol, action, payload, transaction_id })
                     }
                     _ => None,

@@ -106,6 +106,7 @@ pub async fn create(
     ApiPath(kind): ApiPath<String>,
     ApiJson(body): ApiJson<CreateReport>,
 ) -> ApiResult<Response> {
+    reports::check_kind_key(&kind)?;
     let value = json(&body)?;
     let store = state.documents.clone();
     let outcome = idempotent::run_value(

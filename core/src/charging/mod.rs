@@ -348,6 +348,10 @@ pub async fn login(
     identity: &str,
     password: Option<&str>,
 ) -> Result<Option<(TenantId, Uuid)>> {
+    // An identity no charger can have is unknown, before it reaches a query.
+    let Ok(identity) = check_identity(identity) else {
+        return Ok(None);
+    };
     let presented = password.map(crate::auth::token_hash);
     if let Some((tenant, charger, hash)) = system.charger_identity(identity).await? {
         let ok = match (&hash, &presented) {
@@ -356,7 +360,7 @@ pub async fn login(
         };
         return Ok(ok.then_some((tenant, charger)));
     }
-    let (Some(given), Ok(identity)) = (presented, check_identity(identity)) else {
+    let Some(given) = presented else {
         return Ok(None);
     };
     let Some(tenant) = system.tenant_by_onboarding_key(&given).await? else {

@@ -68,6 +68,9 @@ pub struct Tag {
     pub version: i64,
 }
 
+/// The shortest uid a tag may have.
+pub const MIN_UID: usize = 4;
+
 const TAG_COLUMNS: &str = "uid, patron_id, blocked, expires_at, parent_uid, version";
 
 async fn find(tx: &mut TenantTx, uid: &str) -> Result<Option<Tag>> {
@@ -132,8 +135,12 @@ pub async fn judge(
 }
 
 /// Keeps a tag first seen in a transaction a charger ran while offline: blocked and without a patron, until an
-/// operator gives it to one (the transaction itself is kept, unbilled).
+/// operator gives it to one (the transaction itself is kept, unbilled). A uid shorter than a tag may be (4
+/// characters) is not kept: no one could be given it.
 pub async fn keep_unknown(tx: &mut TenantTx, uid: &str) -> Result<()> {
+    if uid.chars().count() < MIN_UID {
+        return Ok(());
+    }
     let version = next_version(tx).await?;
     sqlx::query(
         "insert into rfid_tag (tenant_id, uid, patron_id, blocked, version) values ($1, upper($2), null, true, $3)

@@ -629,8 +629,17 @@ pub async fn reserve(
     if !(0..=64).contains(&connector) {
         return Err(Error::validation("connector", "must be between 0 and 64"));
     }
-    if expires_at <= Utc::now() {
+    let now = Utc::now();
+    if expires_at <= now {
         return Err(Error::validation("expiresAt", "must be in the future"));
+    }
+    // A reservation holds a connector others could charge at: a day at most (the console offers up to 1,440
+    // minutes; a minute more for the clocks of the caller and this server).
+    if expires_at > now + chrono::Duration::minutes(24 * 60 + 1) {
+        return Err(Error::validation(
+            "expiresAt",
+            "must be within 24 hours from now",
+        ));
     }
     crate::patrons::get(tx, patron_id).await?;
     let tag: String = sqlx::query_scalar(

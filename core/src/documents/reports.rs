@@ -297,12 +297,7 @@ pub async fn define_kind(
 ) -> Result<ReportKind> {
     actor.require_manager()?;
     let key = key.trim();
-    if !(1..=40).contains(&key.len())
-        || !key.starts_with(|c: char| c.is_ascii_lowercase())
-        || !key
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-    {
+    if !is_kind_key(key) {
         return Err(Error::validation(
             "key",
             "must be 1 to 40 lowercase letters, digits, `_` or `-`, starting with a letter",
@@ -347,7 +342,26 @@ pub async fn kinds(tx: &mut TenantTx) -> Result<Vec<ReportKind>> {
         .await?)
 }
 
+/// Whether `key` could name a report kind: 1 to 40 lowercase letters, digits, `_` or `-`, starting with a letter.
+fn is_kind_key(key: &str) -> bool {
+    (1..=40).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// `not_found` for a key no report kind can have (checked before it is used, e.g. in an idempotency scope).
+pub fn check_kind_key(key: &str) -> Result<()> {
+    if is_kind_key(key) {
+        Ok(())
+    } else {
+        Err(Error::NotFound("report kind"))
+    }
+}
+
 pub async fn kind(tx: &mut TenantTx, key: &str) -> Result<ReportKind> {
+    check_kind_key(key)?;
     let sql = format!("select {KIND_COLUMNS} from report_kind where tenant_id = $1 and key = $2");
     let kind: Option<ReportKind> = sqlx::query_as(&sql)
         .bind(tx.tenant())

@@ -169,14 +169,15 @@ pub async fn register_device(
 ) -> Result<Device> {
     let token = token.trim();
     if token.len() < 8
-        || token.len() > 4096
+        // A message's recipient is the platform's prefix and the token, at most 320 characters.
+        || token.len() > 300
         || !token
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c))
     {
         return Err(Error::validation(
             "token",
-            "a push token is 8 to 4096 letters, digits and - _ : . as the platform gave it",
+            "a push token is 8 to 300 letters, digits and - _ : . as the platform gave it",
         ));
     }
     Ok(sqlx::query_as(

@@ -204,6 +204,21 @@ fn owner_only(actor: &Actor) -> Result<()> {
     }
 }
 
+/// A publishable key: `pk_test_` or `pk_live_` and 1 to 200 letters and digits (as Stripe issues them, and as the
+/// column's check wants).
+fn publishable(value: &str) -> Result<&str> {
+    let value = stripe_key("publishableKey", value, &["pk_test_", "pk_live_"])?;
+    let rest = &value[8..];
+    if rest.len() <= 200 && rest.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(value)
+    } else {
+        Err(Error::validation(
+            "publishableKey",
+            "must be pk_test_ or pk_live_ followed by letters and digits only (copy it from the Stripe dashboard)",
+        ))
+    }
+}
+
 /// A Stripe key of `prefixes` (`sk_`, `rk_`, `pk_`, `whsec_`): its shape checked, nothing more (Stripe says
 /// whether it works, on the first payment).
 fn stripe_key<'a>(field: &'static str, value: &'a str, prefixes: &[&str]) -> Result<&'a str> {
@@ -258,7 +273,7 @@ pub async fn set(
     let publishable_key = publishable_key
         .map(str::trim)
         .filter(|k| !k.is_empty())
-        .map(|k| stripe_key("publishableKey", k, &["pk_test_", "pk_live_"]))
+        .map(publishable)
         .transpose()?;
     let webhook_secret = webhook_secret
         .map(str::trim)
@@ -334,6 +349,10 @@ mod tests {
                 stripe_key("secretKey", bad, &["sk_test_", "sk_live_"]).is_err(),
                 "{bad}"
             );
+        }
+        assert!(publishable("pk_live_51Habc123").is_ok());
+        for bad in ["pk_test_51H_abc123", "sk_test_51Habc123", "pk_test_"] {
+            assert!(publishable(bad).is_err(), "{bad}");
         }
     }
 }

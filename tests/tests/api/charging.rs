@@ -355,6 +355,21 @@ async fn tags_are_judged_blocked_expired_by_parent_and_by_the_patrons_money() {
         "Invalid"
     );
 
+    // A uid is measured as stored, upper-cased: 33 "ß" are 66 characters ("SS" each), more than a tag may have.
+    let long = app
+        .gql(
+            Some(&s.t.access),
+            "mutation($p: UUID!, $u: String!) { addRfidTag(patronId: $p, uid: $u) { id } }",
+            json!({"p": s.patron, "u": "ß".repeat(33)}),
+        )
+        .await;
+    assert_eq!(
+        switchyard_tests::gql_code(&long),
+        "validation_failed",
+        "{long}"
+    );
+    assert_eq!(long["errors"][0]["extensions"]["field"], "uid", "{long}");
+
     // A second tag of the patron under the first as parent; the parent blocked blocks it.
     let child = format!("{}C", s.tag);
     app.gql_ok(
@@ -483,6 +498,22 @@ async fn a_transaction_run_offline_with_an_unknown_tag_is_kept_and_the_tag_store
         auth.unwrap_or_else(|e| panic!("{e}"))["idTagInfo"]["status"],
         "Accepted"
     );
+    // A tag too short to be one of the tenant's (under 4 characters) is not kept, but its transaction is: answered
+    // at once, not refused and sent again for ever.
+    let short = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 2, "idTag": "AB", "meterStart": 0, "timestamp": an_hour_ago}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(short["idTagInfo"]["status"], "Invalid", "{short}");
+    let c = charger(&app, &s.t, s.charger).await;
+    assert_eq!(c["transactions"].as_array().map(Vec::len), Some(2), "{c}");
+    let tags = app
+        .gql_ok(&s.t.access, "{ rfidTags { uid } }", json!({}))
+        .await;
+    assert!(!tags.to_string().contains("\"AB\""), "{tags}");
 }
 
 #[tokio::test]

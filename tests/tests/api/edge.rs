@@ -2498,6 +2498,11 @@ async fn a_plugs_energy_counter_bills_the_session_on_its_station_by_the_kwh() {
         .await
         .unwrap();
     assert!(acked(next_answer(&mut ws).await, 3));
+    // A counter beyond a terawatt-hour is a broken meter: the event is kept, the reading is not taken.
+    ws.send(reading(4, 5_000_000_000_000_000_000, chrono::Utc::now()))
+        .await
+        .unwrap();
+    assert!(acked(next_answer(&mut ws).await, 4));
     let stopped = app
         .gql_ok(
             &s.t.access,
@@ -2511,6 +2516,30 @@ async fn a_plugs_energy_counter_bills_the_session_on_its_station_by_the_kwh() {
     );
     let wallet = crate::sessions::wallet(&app, &s.t.access, patron).await;
     assert_eq!(wallet["balance"], 800);
+
+    // A report with a NUL in its text (Postgres stores none) is kept with U+FFFD in its place and acknowledged,
+    // not refused and sent again on every tunnel.
+    ws.send(Message::text(encode(&Up::Event {
+        seq: 5,
+        occurred_at: chrono::Utc::now(),
+        station_id: Some(s.station),
+        event: Event::Switched {
+            on: false,
+            reason: "button\0pressed".into(),
+            session_id: None,
+        },
+    })))
+    .await
+    .unwrap();
+    assert!(acked(next_answer(&mut ws).await, 5));
+    let reason: String = sqlx::query_scalar(
+        "select body->>'reason' from bridge_event where tenant_id = $1 and seq = 5",
+    )
+    .bind(s.t.id)
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(reason, "button\u{FFFD}pressed");
 }
 
 /// A load balancer in front of two replicas, reduced to what matters here: each new connection goes to the first

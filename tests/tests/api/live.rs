@@ -955,6 +955,28 @@ async fn the_venue_dashboard_streams_a_fresh_grid_after_every_change_and_is_conf
         refused["errors"][0]["extensions"]["code"], "not_found",
         "{refused}"
     );
+    // So is it for every field that takes a venue: an answer, not a stream that stays silent.
+    for field in [
+        "liveEvents",
+        "stationChanges",
+        "sessionEvents",
+        "staffAlerts",
+    ] {
+        let q = format!("subscription($v: ID) {{ {field}(venueId: $v) {{ seq }} }}");
+        let mut theirs = app
+            .subscribe(&f.t.access, &q, json!({"v": other.venue}))
+            .await
+            .unwrap();
+        let refused = next_response(&mut theirs).await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "not_found",
+            "{field}: {refused}"
+        );
+        assert_eq!(
+            refused["errors"][0]["message"], "venue not found",
+            "{field}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -994,6 +1016,20 @@ async fn an_sos_reaches_the_staff_of_its_venue_at_once_and_no_one_scoped_elsewhe
                 .to_owned()
         }
     };
+    // A venue outside the member's scope is not found, as in queries.
+    let mut outside = app
+        .subscribe(
+            &staff_token,
+            "subscription($v: ID) { staffAlerts(venueId: $v) { seq } }",
+            json!({"v": f.venue}),
+        )
+        .await
+        .unwrap();
+    let refused = next_response(&mut outside).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "not_found",
+        "{refused}"
+    );
     let in_arcade = raise(f.venue, "a fall by PC-1").await;
     let heard = next(&mut owner, "staffAlerts").await;
     assert_eq!(heard["kind"], "sos.raised", "{heard}");

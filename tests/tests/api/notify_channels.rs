@@ -112,6 +112,17 @@ async fn sms_and_push_go_through_the_providers_http_apis_on_each_persons_chosen_
         .gql(Some(&manager), register, json!({"p": "APNS", "t": "short"}))
         .await;
     assert_eq!(gql_code(&bad), "validation_failed", "{bad}");
+    // A token is at most 300 characters: its messages' recipient (the platform and the token) must fit the outbox.
+    // The owner's first device below has the longest, and its SOS is stored and pushed like any other.
+    let owner_token = format!("fcm-owner-{}", "t".repeat(290));
+    let too_long = app
+        .gql(
+            Some(&manager),
+            register,
+            json!({"p": "FCM", "t": format!("{owner_token}x")}),
+        )
+        .await;
+    assert_eq!(gql_code(&too_long), "validation_failed", "{too_long}");
     let apns_device = gql_ok(
         &app,
         &manager,
@@ -128,7 +139,7 @@ async fn sms_and_push_go_through_the_providers_http_apis_on_each_persons_chosen_
         &app,
         &f.t.access,
         register,
-        json!({"p": "FCM", "t": "fcm-owner-token-1"}),
+        json!({"p": "FCM", "t": owner_token}),
     )
     .await;
     gql_ok(
@@ -388,7 +399,7 @@ async fn sms_and_push_go_through_the_providers_http_apis_on_each_persons_chosen_
         .filter_map(|m| m["message"]["token"].as_str())
         .collect();
     assert!(
-        tokens.contains(&"fcm-owner-token-1") && tokens.contains(&"fcm-gone-token-2"),
+        tokens.contains(&owner_token.as_str()) && tokens.contains(&"fcm-gone-token-2"),
         "{tokens:?}"
     );
     assert_eq!(
@@ -464,8 +475,8 @@ async fn sms_and_push_go_through_the_providers_http_apis_on_each_persons_chosen_
     )
     .await;
     let text = log.to_string();
-    assert!(text.contains("fcm:…oken-1"), "{text}");
-    assert!(!text.contains("fcm-owner-token-1"), "{text}");
+    assert!(text.contains("fcm:…tttt"), "{text}");
+    assert!(!text.contains(&owner_token), "{text}");
 
     // A second SOS: the SMS service is down now (503): a retry later, not a loss.
     gql_ok(

@@ -343,6 +343,20 @@ async fn reports_refuse_bad_input_and_other_tenants_clearly() {
         }
         assert!(!answer.to_string().contains("sqlx") && !answer.to_string().contains("constraint"));
     }
+    // A kind no report kind can be named (a NUL, thousands of characters) is not found, with or without a key.
+    let long = "k".repeat(3_000);
+    for (kind, key) in [("diag%00", None), (long.as_str(), Some("long-kind"))] {
+        let (status, answer) = post_report(
+            &app,
+            &f.t.access,
+            kind,
+            key,
+            json!({"session_id": session, "data": diagnostics()}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        assert_eq!(answer["error"]["code"], "not_found", "{answer}");
+    }
     // A session on a PC is not a kiosk session.
     let patron = app.create_patron(&f.t.access, "Ada", None).await;
     top_up(&app, &f, patron, 1_000, "pc-cash").await;

@@ -80,7 +80,7 @@ pub(crate) async fn start(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn patron_with_cash(app: &TestApp, f: &Floor, amount: i64) -> Uuid {
+pub(crate) async fn patron_with_cash(app: &TestApp, f: &Floor, amount: i64) -> Uuid {
     let data = app
         .gql_ok(
             &f.t.access,

@@ -266,6 +266,24 @@ async fn reservations_are_made_used_and_cancelled() {
     let s = site(&app).await;
     let mut cp = boot(&app, &s, OcppVersion::V16).await;
     cp.next_received("SendLocalList").await;
+    // A connector is held a day at most; nothing is sent to the charger for a longer hold.
+    let far = app
+        .gql(
+            Some(&s.t.access),
+            "mutation($c: UUID!, $p: UUID!, $e: DateTime!) {
+               reserveCharger(id: $c, connector: 1, patronId: $p, expiresAt: $e) { id } }",
+            json!({"c": s.charger, "p": s.patron, "e": chrono::Utc::now() + chrono::Duration::days(2)}),
+        )
+        .await;
+    assert_eq!(
+        switchyard_tests::gql_code(&far),
+        "validation_failed",
+        "{far}"
+    );
+    assert_eq!(
+        far["errors"][0]["extensions"]["field"], "expiresAt",
+        "{far}"
+    );
     let until = chrono::Utc::now() + chrono::Duration::minutes(30);
     let data = app
         .gql_ok(

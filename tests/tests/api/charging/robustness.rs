@@ -32,6 +32,15 @@ async fn handshakes_without_a_known_identity_password_or_subprotocol_are_refused
     )
     .await;
     assert_eq!(unknown.err().and_then(|e| e.status), Some(401));
+    // An identity no charger may have (here with a NUL) is unknown too, not a failure of the server.
+    let nul = ChargePoint::connect(
+        &ocpp_url(app.addr, "CP%00"),
+        "CP%00",
+        Some(&s.password),
+        OcppVersion::V16,
+    )
+    .await;
+    assert_eq!(nul.err().and_then(|e| e.status), Some(401));
     let other = ChargePoint::connect_offering(
         &url,
         &s.identity,
@@ -95,6 +104,19 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
             r#"[2,"m7","RemoteStartTransaction",{"idTag":"X"}]"#,
             "NotSupported",
         ),
+        // A tag names someone: never empty, never a control character (NUL cannot even be stored).
+        (
+            r#"[2,"m8","Authorize",{"idTag":""}]"#,
+            "PropertyConstraintViolation",
+        ),
+        (
+            r#"[2,"m9","Authorize",{"idTag":"AB\u0000CD"}]"#,
+            "PropertyConstraintViolation",
+        ),
+        (
+            r#"[2,"m10","StartTransaction",{"connectorId":1,"idTag":"","meterStart":0,"timestamp":"2026-01-01T00:00:00Z"}]"#,
+            "PropertyConstraintViolation",
+        ),
     ];
     for (frame, code) in cases {
         let (id, got) = error_code(&cp.raw(frame).await);
@@ -120,6 +142,47 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         error_code(&cp2.raw(r#"[2,"n2","Heartbeat",7]"#).await).1,
         "FormatViolation"
     );
+    let event = |kind: &str, seq: i32, transaction: &str, token: Value| {
+        json!({
+            "eventType": kind, "timestamp": chrono::Utc::now(), "triggerReason": "Authorized", "seqNo": seq,
+            "transactionInfo": {"transactionId": transaction}, "idToken": token, "evse": {"id": 1}
+        })
+    };
+    let empty_id = format!(
+        r#"[2,"n3","TransactionEvent",{}]"#,
+        event(
+            "Started",
+            0,
+            "",
+            json!({"idToken": s2.tag, "type": "ISO14443"})
+        )
+    );
+    assert_eq!(
+        error_code(&cp2.raw(&empty_id).await).1,
+        "PropertyConstraintViolation"
+    );
+    let empty_token = format!(
+        r#"[2,"n4","TransactionEvent",{}]"#,
+        event(
+            "Started",
+            0,
+            "T-1",
+            json!({"idToken": "", "type": "ISO14443"})
+        )
+    );
+    assert_eq!(
+        error_code(&cp2.raw(&empty_token).await).1,
+        "PropertyConstraintViolation"
+    );
+    // Free vend: a `NoAuthorization` token is empty by the specification and names no one; its events are answered.
+    let free = json!({"idToken": "", "type": "NoAuthorization"});
+    for (kind, seq) in [("Started", 0), ("Ended", 1)] {
+        let answer = cp2
+            .call("TransactionEvent", event(kind, seq, "FREE-1", free.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(answer, json!({}), "{kind}");
+    }
 }
 
 #[tokio::test]
