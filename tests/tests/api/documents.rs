@@ -295,6 +295,12 @@ async fn a_receipt_is_handed_only_to_its_tenant_and_to_its_own_patron() {
         .gql(Some(&stranger.access), RECEIPT, json!({"s": session}))
         .await;
     assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
+    let (_, their_patron) = patron_login(&app, stranger.id, "eve").await;
+    let theirs = app
+        .gql(Some(&their_patron), MINE, json!({"s": session}))
+        .await;
+    assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
+    assert!(!theirs.to_string().contains("X-Amz"), "{theirs}");
     assert!(!theirs.to_string().contains("X-Amz"), "{theirs}");
     let (status, body) = app
         .get(
@@ -548,11 +554,29 @@ async fn an_invoice_goes_from_draft_to_issued_to_paid_and_its_pdf_lists_its_sess
         .await;
     assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
     assert!(!theirs.to_string().contains("X-Amz"));
-    let theirs = invoice_op(&app, &stranger.access, "voidInvoice", &inv["id"]).await;
-    assert_eq!(gql_code(&theirs), "not_found", "{theirs}");
+    let before = invoice_status(&app, &f.t.access, &inv["id"]).await;
+    for op in ["voidInvoice", "issueInvoice", "markInvoicePaid"] {
+        let theirs = invoice_op(&app, &stranger.access, op, &inv["id"]).await;
+        assert_eq!(gql_code(&theirs), "not_found", "{op}: {theirs}");
+    }
+    assert_eq!(
+        invoice_status(&app, &f.t.access, &inv["id"]).await,
+        before,
+        "the invoice is unchanged"
+    );
     let (_, staff) = app.add_member(&f.t, "STAFF").await;
     let denied = invoice_op(&app, &staff, "issueInvoice", &inv["id"]).await;
     assert_eq!(gql_code(&denied), "forbidden", "{denied}");
+}
+
+async fn invoice_status(app: &TestApp, token: &str, id: &Value) -> Value {
+    app.gql_ok(
+        token,
+        "query($i: UUID!) { invoice(id: $i) { status } }",
+        json!({"i": id}),
+    )
+    .await["invoice"]["status"]
+        .clone()
 }
 
 /// The acting owner as the core library sees it.

@@ -720,6 +720,32 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
     .await;
     assert_eq!(closed, Ok(true));
 
+    // Another tenant can neither rotate nor revoke this bridge, nor list it.
+    let other = app.signup().await;
+    for query in [
+        "mutation($b: UUID!) { rotateBridgeToken(id: $b) { token } }",
+        "mutation($b: UUID!) { revokeBridge(id: $b) { id } }",
+    ] {
+        let body = app
+            .gql(Some(&other.access), query, json!({"b": s.bridge}))
+            .await;
+        assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
+    }
+    let listed = app
+        .gql_ok(
+            &other.access,
+            "query($v: UUID) { bridges(venueId: $v) { id } }",
+            json!({"v": s.venue}),
+        )
+        .await;
+    assert_eq!(listed["bridges"], json!([]), "{listed}");
+    // The bridge's token was neither rotated nor revoked: it still opens a tunnel.
+    let mut again = connect(&app, &s.token).await.unwrap();
+    again
+        .send(Message::text(encode(Up::hello("test"))))
+        .await
+        .unwrap();
+    assert!(matches!(next_down(&mut again).await, Down::Welcome { .. }));
     // A rotated token replaces the old one; a revoked bridge cannot connect.
     let rotated = app
         .gql_ok(
@@ -761,7 +787,6 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
     assert_eq!(closed, Ok(true));
 
     // Another tenant's bridge is not found; staff cannot register bridges.
-    let other = app.signup().await;
     let body = app
         .gql(
             Some(&other.access),
@@ -2155,6 +2180,22 @@ async fn a_bridge_can_acknowledge_only_its_own_venues_commands() {
     };
     // It answers no event, so it names none.
     assert_eq!((code.as_str(), seq), ("unknown_command", None));
+    // Nor can another tenant's bridge.
+    let o = site(&app, &plug.host(), 1).await;
+    let mut theirs = connect(&app, &o.token).await.unwrap();
+    hello(&mut theirs).await;
+    theirs
+        .send(Message::text(encode(&Up::CommandDone {
+            id: command,
+            ok: true,
+            detail: None,
+        })))
+        .await
+        .unwrap();
+    let Down::Error { code, .. } = next_answer(&mut theirs).await else {
+        panic!("an error frame")
+    };
+    assert_eq!(code, "unknown_command");
     let (acked, result): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) = sqlx::query_as(
         "select acked_at, result from device_command where tenant_id = $1 and id = $2",
     )

@@ -366,6 +366,21 @@ async fn another_tenants_payments_are_not_found() {
     };
     let (code, _) = intent(&app, &stolen, 100, "y").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+    // B's own patron, paying at A's venue.
+    let elsewhere = Shop {
+        t: b.t.clone(),
+        venue: a.venue,
+        patron: b.patron,
+    };
+    let (code, body) = intent(&app, &elsewhere, 100, "z").await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let payments: i64 = sqlx::query_scalar("select count(*) from payment where tenant_id = $1")
+        .bind(b.t.id)
+        .fetch_one(&mut *app.tenant_tx(b.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(payments, 0, "B made no payment");
     let (_, still) = app
         .get(&format!("/api/v1/payments/intent/{id}"), &a.t.access)
         .await;

@@ -641,10 +641,20 @@ async fn another_tenants_quotes_rentals_and_assets_are_not_found() {
             "mutation($p: UUID!, $s: UUID!) { quote(patronId: $p, stationId: $s) { id } }",
             json!({"p": a.patron, "s": a.a}),
         ),
+        (
+            "mutation($q: UUID!) { startRental(quoteId: $q, idempotencyKey: \"b-gql\") { id } }",
+            json!({"q": q2["quote_id"]}),
+        ),
+        (
+            "mutation($r: UUID!, $s: UUID!) { stopRental(rentalId: $r, stationId: $s) { id } }",
+            json!({"r": rental, "s": b.b}),
+        ),
     ] {
         let body = app.gql(Some(&b.t.access), query, variables).await;
         assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
     }
+    // A's second quote is still good: B's tries used nothing of it.
+    assert_eq!(docked(&app, &a, a.a).await.len(), 1);
     let (_, still) = app
         .get(&format!("/api/v1/rentals/{rental}"), &a.t.access)
         .await;

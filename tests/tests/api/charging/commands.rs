@@ -390,6 +390,36 @@ async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopt
         (json!("pending"), Value::Null)
     );
 
+    // Another tenant: its station is not one to adopt onto, and its charger's identity with this tenant's key is
+    // neither that charger nor a new pending one.
+    let other = site(&app).await;
+    let onto_theirs = app
+        .gql(
+            Some(&s.t.access),
+            "mutation($c: UUID!, $s: UUID!) { adoptCharger(id: $c, stationId: $s) { password } }",
+            json!({"c": listed["id"], "s": other.station}),
+        )
+        .await;
+    assert_eq!(
+        switchyard_tests::gql_code(&onto_theirs),
+        "not_found",
+        "{onto_theirs}"
+    );
+    let theirs = ChargePoint::connect(
+        &ocpp_url(app.addr, &other.identity),
+        &other.identity,
+        Some(&key),
+        OcppVersion::V16,
+    )
+    .await;
+    assert_eq!(theirs.err().and_then(|e| e.status), Some(401));
+    let mine = app
+        .gql_ok(&s.t.access, "{ chargers { chargePointId } }", json!({}))
+        .await;
+    assert!(!mine.to_string().contains(&other.identity), "{mine}");
+    let still = charger(&app, &other.t, other.charger).await;
+    assert_eq!(still["id"], other.charger.to_string(), "{still}");
+
     let station = app
         .gql_ok(
             &s.t.access,

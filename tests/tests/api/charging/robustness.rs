@@ -434,10 +434,56 @@ async fn tenants_never_see_each_others_chargers_calls_or_tags() {
             "mutation($u: String!) { updateRfidTag(uid: $u, patch: {blocked: true}) { uid } }",
             json!({"u": a.tag}),
         ),
+        (
+            "mutation($u: String!, $p: UUID!) { updateRfidTag(uid: $u, patch: {patronId: $p}) { uid } }",
+            json!({"u": b.tag, "p": a.patron}),
+        ),
+        (
+            "mutation($c: UUID!, $p: UUID!, $e: DateTime!) { reserveCharger(id: $c, patronId: $p, expiresAt: $e) { id } }",
+            json!({"c": a.charger, "p": b.patron, "e": chrono::Utc::now() + chrono::Duration::hours(1)}),
+        ),
+        (
+            "mutation($c: UUID!, $p: UUID!, $e: DateTime!) { reserveCharger(id: $c, patronId: $p, expiresAt: $e) { id } }",
+            json!({"c": b.charger, "p": a.patron, "e": chrono::Utc::now() + chrono::Duration::hours(1)}),
+        ),
+        (
+            "query($v: UUID) { chargers(venueId: $v) { id } }",
+            json!({"v": a.venue}),
+        ),
     ] {
         let body = app.gql(Some(&b.t.access), query, vars).await;
-        assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
+        if body["errors"].is_null() {
+            assert_eq!(body["data"]["chargers"], json!([]), "{query}: {body}");
+        } else {
+            assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
+        }
     }
+    // Reservation ids are numbers counted per tenant (OCPP's reservationId), so B's call names a number A uses.
+    let reserved = app
+        .gql_ok(
+            &a.t.access,
+            "mutation($c: UUID!, $p: UUID!, $e: DateTime!) { reserveCharger(id: $c, patronId: $p, expiresAt: $e) { id } }",
+            json!({"c": a.charger, "p": a.patron, "e": chrono::Utc::now() + chrono::Duration::hours(1)}),
+        )
+        .await["reserveCharger"]["id"]
+        .clone();
+    cp_a.next_received("ReserveNow").await;
+    let cancel = app
+        .gql(
+            Some(&b.t.access),
+            "mutation($r: Int!) { cancelChargerReservation(reservationId: $r) { id } }",
+            json!({"r": reserved}),
+        )
+        .await;
+    assert_eq!(gql_code(&cancel), "not_found", "{cancel}");
+    let reservations: Vec<String> =
+        sqlx::query_scalar("select status from charging_reservation where tenant_id = $1")
+            .bind(a.t.id)
+            .fetch_all(&mut *app.tenant_tx(a.t.id).await)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reservations.len(), 1);
+    assert_ne!(reservations[0], "cancelled", "A's reservation stands");
     let listed = app
         .gql_ok(
             &b.t.access,
