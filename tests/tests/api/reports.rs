@@ -416,6 +416,18 @@ async fn reports_refuse_bad_input_and_other_tenants_clearly() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let contact: Option<String> =
+        sqlx::query_scalar("select contact_email from session where tenant_id = $1 and id = $2")
+            .bind(f.t.id)
+            .bind(session)
+            .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+            .await
+            .unwrap();
+    assert_ne!(
+        contact.as_deref(),
+        Some("x@example.com"),
+        "the contact is unchanged"
+    );
     // Even with the same kind defined, the stranger cannot report on this tenant's session.
     app.gql_ok(
         &stranger.access,

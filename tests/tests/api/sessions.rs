@@ -865,6 +865,18 @@ async fn another_tenants_tariffs_patrons_and_sessions_are_not_found() {
         .get(&format!("/api/v1/sessions/{a_session}"), &a.t.access)
         .await;
     assert_eq!(still["status"], "active");
+    // A's tariff, tier and tags are as A left them.
+    let a_view = app
+        .gql_ok(
+            &a.t.access,
+            "query($t: UUID!, $p: UUID!) { tariff(id: $t) { name } patron(id: $p) { tier rfidTags } }",
+            json!({"t": a.tariff, "p": a_patron}),
+        )
+        .await;
+    assert_eq!(
+        a_view,
+        json!({"tariff": {"name": "Standard"}, "patron": {"tier": "gold", "rfidTags": []}})
+    );
 }
 
 #[tokio::test]

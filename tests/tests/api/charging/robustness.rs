@@ -511,7 +511,15 @@ async fn tenants_never_see_each_others_chargers_calls_or_tags() {
         )
         .await;
     assert_eq!(gql_code(&taken), "conflict", "{taken}");
-    // A's charger is untouched and still A's.
+    // A's charger is untouched and still A's, and its password was not changed by B's try: it still connects.
     let c = charger(&app, &a.t, a.charger).await;
     assert_eq!(c["online"], true);
+    let again = ChargePoint::connect(
+        &ocpp_url(app.addr, &a.identity),
+        &a.identity,
+        Some(&a.password),
+        OcppVersion::V16,
+    )
+    .await;
+    assert!(again.is_ok(), "A's password still opens A's charger");
 }
