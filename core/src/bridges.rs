@@ -599,7 +599,8 @@ pub async fn record_event(
         inserted,
         station_id,
         kind,
-        // A register beyond a terawatt-hour is a broken meter, not a reading: left out, as from a charger.
+        // A register beyond a terawatt-hour (or below zero) is a broken meter, not a reading: left out. (Taken as
+        // 0 it would become the session's baseline, and the next true reading would bill the whole counter.)
         body.get("energy_wh")
             .and_then(serde_json::Value::as_i64)
             .filter(|wh| (0..=crate::sessions::MAX_REGISTER_WH).contains(wh)),

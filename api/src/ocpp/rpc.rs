@@ -202,14 +202,18 @@ pub fn register(field: &str, wh: i64) -> Result<i64, RpcError> {
     }
 }
 
-/// A string property of at most `max` characters (OCPP's CiString limits) and no control characters.
+/// A string property of at most `max` characters (OCPP's CiString limits) and no control characters but tabs and line
+/// breaks (which a vendor's free text may hold; NUL cannot even be stored).
 pub fn limit(field: &str, value: &str, max: usize) -> Result<(), RpcError> {
     if value.chars().count() > max {
         Err(RpcError::new(
             ErrorKind::PropertyConstraintViolation,
             format!("{field} is longer than {max} characters"),
         ))
-    } else if value.chars().any(char::is_control) {
+    } else if value
+        .chars()
+        .any(switchyard_core::validate::is_forbidden_char)
+    {
         Err(RpcError::new(
             ErrorKind::PropertyConstraintViolation,
             format!("{field} holds a control character"),
@@ -219,12 +223,18 @@ pub fn limit(field: &str, value: &str, max: usize) -> Result<(), RpcError> {
     }
 }
 
-/// A string that names something (a tag, a transaction): as [`limit`], and not empty.
+/// A string that names something (a tag, a transaction): as [`limit`], not empty, and no control character at all.
 pub fn identifier(field: &str, value: &str, max: usize) -> Result<(), RpcError> {
     if value.is_empty() {
         return Err(RpcError::new(
             ErrorKind::PropertyConstraintViolation,
             format!("{field} must not be empty"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(RpcError::new(
+            ErrorKind::PropertyConstraintViolation,
+            format!("{field} holds a control character"),
         ));
     }
     limit(field, value, max)

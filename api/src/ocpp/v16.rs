@@ -244,9 +244,12 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
             if let Some(reason) = &stop.reason {
                 one_of("reason", reason, &STOP_REASONS)?;
             }
-            if let Some(tag) = &stop.id_tag {
-                identifier("idTag", tag, 20)?;
-            }
+            // A stop is never refused for its tag (the transaction would run on): one that is empty, too long or
+            // holds a control character is taken as no tag.
+            let id_tag = stop
+                .id_tag
+                .as_deref()
+                .filter(|tag| identifier("idTag", tag, 20).is_ok());
             let meter_stop = stop
                 .transaction_data
                 .as_deref()
@@ -271,7 +274,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 tracing::info!(charger.id = %cx.charger.id, transaction = stop.transaction_id,
                     "stop for an unknown transaction: answered and recorded");
             }
-            match &stop.id_tag {
+            match id_tag {
                 Some(tag) => {
                     let verdict = transactions::authorize(cx.tx, cx.charger, tag).await?;
                     json!({ "idTagInfo": id_tag_info(&verdict) })

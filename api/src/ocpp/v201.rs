@@ -263,14 +263,17 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         .into());
     }
     identifier("transactionId", &event.transaction_info.transaction_id, 36)?;
-    if let Some(t) = &event.id_token {
-        token(t)?;
+    // A bad token is refused, except in an `Ended` event: an end is never refused (the transaction would run on),
+    // its token is taken as none.
+    let bad_token = event.id_token.as_ref().and_then(|t| token(t).err());
+    if let (Some(e), false) = (&bad_token, event.event_type == "Ended") {
+        return Err(e.clone().into());
     }
     // A free-vend transaction's token names no one: it is one without a token.
     let id_token = event
         .id_token
         .as_ref()
-        .filter(|t| t.kind != NO_AUTHORIZATION);
+        .filter(|t| t.kind != NO_AUTHORIZATION && bad_token.is_none());
     let ocpp_id = event.transaction_info.transaction_id.clone();
     let (energy, power) = readings(event.meter_value.as_deref().unwrap_or_default());
     let mut existing = transactions::by_ocpp_id(cx.tx, cx.charger.id, &ocpp_id).await?;

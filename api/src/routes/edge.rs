@@ -613,13 +613,15 @@ async fn answer(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> {
                     return Ok(Some(error("bad_sequence", "seq starts at 1")));
                 }
                 let mut body = serde_json::to_value(&event).unwrap_or_default();
-                if without_nul(&mut body) {
+                // Everything the event says is taken from its cleaned form, journaled charger messages included.
+                let event = if without_nul(&mut body) {
                     tracing::warn!(seq, "a bridge event held NUL characters; kept with U+FFFD in their place");
-                }
+                    serde_json::from_value(body.clone()).unwrap_or(event)
+                } else {
+                    event
+                };
                 let journaled = match event {
-                    Event::Ocpp { charge_point_id, subprotocol, action, mut payload, transaction_id } => {
-                        without_nul(&mut payload);
-                        let charge_point_id = charge_point_id.replace('\0', "\u{FFFD}");
+                    Event::Ocpp { charge_point_id, subprotocol, action, payload, transaction_id } => {
                         Some(super::edge_ocpp::Journaled { charge_point_id, subprotocol, action, payload, transaction_id })
                     }
                     _ => None,

@@ -752,6 +752,10 @@ pub async fn relay_login(
     identity: &str,
     password: Option<&str>,
 ) -> Result<Option<Uuid>> {
+    // An identity no charger can have is unknown, before it reaches a query.
+    if check_identity(identity).is_err() {
+        return Ok(None);
+    }
     let found: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
         "select c.id, c.password_hash from charger c
            join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
@@ -772,6 +776,9 @@ pub async fn relay_login(
 
 /// The charger under `identity` at `venue` in this tenant, if any (for messages a bridge journaled for it).
 pub async fn at_venue(tx: &mut TenantTx, venue: Uuid, identity: &str) -> Result<Option<Uuid>> {
+    if check_identity(identity).is_err() {
+        return Ok(None);
+    }
     Ok(sqlx::query_scalar(
         "select c.id from charger c
            join station s on s.tenant_id = c.tenant_id and s.id = c.station_id

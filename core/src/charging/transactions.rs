@@ -634,8 +634,8 @@ pub async fn reserve(
         return Err(Error::validation("expiresAt", "must be in the future"));
     }
     // A reservation holds a connector others could charge at: a day at most (the console offers up to 1,440
-    // minutes; a minute more for the clocks of the caller and this server).
-    if expires_at > now + chrono::Duration::minutes(24 * 60 + 1) {
+    // minutes from the browser's clock; ten minutes more for that clock running ahead of this server's).
+    if expires_at > now + chrono::Duration::minutes(24 * 60 + 10) {
         return Err(Error::validation(
             "expiresAt",
             "must be within 24 hours from now",

@@ -284,7 +284,8 @@ async fn reservations_are_made_used_and_cancelled() {
         far["errors"][0]["extensions"]["field"], "expiresAt",
         "{far}"
     );
-    let until = chrono::Utc::now() + chrono::Duration::minutes(30);
+    // The longest hold the console offers (1,440 minutes) is taken.
+    let until = chrono::Utc::now() + chrono::Duration::minutes(1440);
     let data = app
         .gql_ok(
             &s.t.access,

@@ -130,6 +130,34 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(beat["currentTime"].is_string(), "{beat}");
+    // A vendor's free text may hold a tab; a stop is never refused for its tag (an empty one is no tag).
+    let booted = cp
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Acme\tCorp", "chargePointModel": "Wallbox"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(booted["status"], "Accepted", "{booted}");
+    let now = chrono::Utc::now();
+    let started = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 0, "timestamp": now}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stop = cp
+        .call(
+            "StopTransaction",
+            json!({"transactionId": started["transactionId"], "idTag": "", "meterStop": 1000, "timestamp": now}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stop, json!({}));
+    let c = charger(&app, &s.t, s.charger).await;
+    assert!(c["transactions"][0]["stoppedAt"].is_string(), "{c}");
+    assert_eq!(c["transactions"][0]["energyWh"], 1000, "{c}");
     // The 2.0.1 spelling of the same errors.
     let s2 = site(&app).await;
     let mut cp2 = boot(&app, &s2, OcppVersion::V201).await;
@@ -174,6 +202,38 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         error_code(&cp2.raw(&empty_token).await).1,
         "PropertyConstraintViolation"
     );
+    // A transaction with a real token: an update naming no one (`NoAuthorization`) is answered, and its end is never
+    // refused for a bad token.
+    let real = json!({"idToken": s2.tag, "type": "ISO14443"});
+    cp2.call("TransactionEvent", event("Started", 0, "T-2", real))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let no_one = json!({"idToken": "", "type": "NoAuthorization"});
+    cp2.call("TransactionEvent", event("Updated", 1, "T-2", no_one))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ended = cp2
+        .call(
+            "TransactionEvent",
+            event(
+                "Ended",
+                2,
+                "T-2",
+                json!({"idToken": "", "type": "ISO14443"}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ended.is_object() && ended.get("idTokenInfo").is_none(),
+        "{ended}"
+    );
+    let c = charger(&app, &s2.t, s2.charger).await;
+    let t2 = c["transactions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["ocppId"] == "T-2").cloned())
+        .unwrap_or_else(|| panic!("{c}"));
+    assert!(t2["stoppedAt"].is_string(), "{t2}");
     // Free vend: a `NoAuthorization` token is empty by the specification and names no one; its events are answered.
     let free = json!({"idToken": "", "type": "NoAuthorization"});
     for (kind, seq) in [("Started", 0), ("Ended", 1)] {
