@@ -413,3 +413,39 @@ async fn a_card_stripe_declines_fails_the_hold_and_collection_records_the_declin
             .unwrap();
     assert_eq!(docked, 2, "no powerbank left the cabinet");
 }
+
+/// Collectors running at once (several worker replicas): a debt is charged to the card once, by one of them.
+#[tokio::test]
+async fn collectors_running_at_once_charge_a_debt_once() {
+    let w = world(&[]).await;
+    let c = setup(&w.app, 0).await;
+    w.save_card(&c, "pm_card_visa").await;
+    let (status, r) = w.start(&c, "with-card").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
+    // 175 due with an empty wallet: a debt, of which one pass collects 100.
+    w.bill(&c, rental, Duration::hours(3)).await;
+    let now = Utc::now();
+    let (a, b, d) = tokio::join!(w.collect(now), w.collect(now), w.collect(now));
+    assert_eq!(
+        a + b + d,
+        1,
+        "one pass claims the debt, the others find it taken"
+    );
+    assert_eq!(wallet(&w.app, &c).await["debt"], 75);
+    let payments = w.patron(&c).await["payments"].clone();
+    let debts: Vec<&Value> = payments
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "debt")
+        .collect();
+    assert_eq!(
+        debts,
+        [
+            &json!({"kind": "debt", "status": "confirmed", "amount": 100, "capturedAmount": 0, "failureReason": null})
+        ],
+        "{payments}"
+    );
+    assert_eq!(w.unbalanced_journals().await, 0);
+}

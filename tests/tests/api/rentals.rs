@@ -765,3 +765,76 @@ async fn a_member_confined_to_another_venue_cannot_start_a_rental_from_this_ones
     assert!(!replay.to_string().contains(rental));
     assert_eq!(docked(&app, &c, c.a).await.len(), 0);
 }
+
+/// A powerbank returned by several requests at once (a retried app call, staff at the desk, GraphQL): every one is
+/// answered with the same ended rental, the deposit is released and the rental charged once.
+#[tokio::test]
+async fn a_rental_stopped_by_several_requests_at_once_is_charged_once() {
+    let app = spawn_app().await;
+    let c = setup(&app, 1_000).await;
+    let (rental, _) = rent(&app, &c, c.a, "rent-race").await;
+    let held = wallet(&app, &c).await;
+    assert_eq!(held["depositHeld"], 500, "{held}");
+    let rest = (0..4).map(|i| {
+        let app = &app;
+        let token = c.t.access.clone();
+        Box::pin(async move {
+            let (status, body) = post(
+                app,
+                &token,
+                "/api/v1/rentals/stop",
+                Some(&format!("stop-{}", i % 2)),
+                json!({"rental_id": rental, "station_id": c.b}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["total_amount"].clone()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Value> + '_>>
+    });
+    let graphql = (0..2).map(|_| {
+        let app = &app;
+        let token = c.t.access.clone();
+        Box::pin(async move {
+            let body = app
+                .gql(
+                    Some(&token),
+                    "mutation($r: UUID!, $s: UUID!) { stopRental(rentalId: $r, stationId: $s) { chargedAmount } }",
+                    json!({"r": rental, "s": c.b}),
+                )
+                .await;
+            assert!(body["errors"].is_null(), "{body}");
+            body["data"]["stopRental"]["chargedAmount"].clone()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Value> + '_>>
+    });
+    let charged = switchyard_tests::join_all(rest.chain(graphql).collect()).await;
+    assert!(charged.iter().all(|a| *a == charged[0]), "{charged:?}");
+    let journals: Vec<(String,)> = sqlx::query_as(
+        "select idempotency_key from journal where tenant_id = $1 and session_id = $2 order by 1",
+    )
+    .bind(c.t.id)
+    .bind(rental)
+    .fetch_all(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    let keys: Vec<String> = journals
+        .into_iter()
+        .map(|(k,)| k.replace(&rental.to_string(), "R"))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        keys.iter().collect::<std::collections::HashSet<_>>().len()
+    );
+    assert!(
+        keys.iter().filter(|k| k.ends_with(":final")).count() <= 1
+            && keys
+                .iter()
+                .filter(|k| k.ends_with(":deposit_release"))
+                .count()
+                == 1,
+        "{keys:?}"
+    );
+    let after = wallet(&app, &c).await;
+    assert_eq!(after["depositHeld"], 0, "{after}");
+    let charge = charged[0].as_i64().unwrap_or_default();
+    assert_eq!(after["balance"], 1_000 - charge, "{after}");
+}

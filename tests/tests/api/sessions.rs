@@ -1268,3 +1268,118 @@ async fn a_sessions_detail_shows_its_payment_ledger_and_device_commands_and_list
     let theirs = app.gql_ok(&other.access, LIST, json!({"v": f.venue})).await;
     assert_eq!(theirs["sessions"], json!([]));
 }
+
+/// The count of the tenant's journals of `kind`.
+async fn journals_of(app: &TestApp, tenant: Uuid, kind: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from journal where tenant_id = $1 and kind = $2")
+        .bind(tenant)
+        .bind(kind)
+        .fetch_one(&mut *app.tenant_tx(tenant).await)
+        .await
+        .unwrap()
+}
+
+/// Money moved by requests that arrive together: a cash top-up sent ten times at once with one key, a cash start
+/// sent ten times at once with one key, and a session stopped over REST and GraphQL at once, five times each. Each
+/// moves its money once, every request gets an answer that says so, and the ledger balances.
+#[tokio::test]
+async fn top_ups_cash_starts_and_stops_sent_together_move_money_once() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = app.create_patron(&f.t.access, "Ada", None).await;
+
+    // Ten cash top-ups of 500 with one key: one journal, 500 in the wallet, ten answers of 500.
+    let answers = join_all(
+        (0..10)
+            .map(|_| top_up(&app, &f, patron, 500, "drawer-1"))
+            .collect(),
+    )
+    .await;
+    for answer in &answers {
+        assert_eq!(answer["topUpCash"]["wallet"]["balance"], 500, "{answer}");
+    }
+    assert_eq!(journals_of(&app, f.t.id, "top_up_cash").await, 1);
+
+    // Ten cash starts of 10 minutes (100) with one key for a walk-in: one session, one cash journal.
+    let second = app.create_station(&f.t.access, f.venue, "PC-2").await;
+    let body = json!({"station_id": second, "duration_minutes": 10, "payment": "cash"});
+    let starts = join_all(
+        (0..10)
+            .map(|_| start(&app, &f.t.access, Some("walk-in"), body.clone()))
+            .collect(),
+    )
+    .await;
+    let first = starts[0].1["session_id"].clone();
+    for (status, answer) in &starts {
+        assert_eq!(*status, StatusCode::CREATED, "{answer}");
+        assert_eq!(answer["session_id"], first, "{answer}");
+    }
+    assert_eq!(journals_of(&app, f.t.id, "top_up_cash").await, 2);
+    let sessions: i64 =
+        sqlx::query_scalar("select count(*) from session where tenant_id = $1 and station_id = $2")
+            .bind(f.t.id)
+            .bind(second)
+            .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(sessions, 1);
+
+    // A wallet session that ran 4.5 minutes (five 1-minute steps), stopped ten times at once: one charge of 50.
+    let session = wallet_session(&app, &f.t.access, f.station, patron, Some(30)).await;
+    let mut tx = app.tenant_tx(f.t.id).await;
+    sqlx::query(
+        "update session set started_at = started_at - interval '4 minutes 30 seconds' where tenant_id = $1 and id = $2",
+    )
+    .bind(f.t.id)
+    .bind(session)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let rest = (0..5).map(|_| {
+        let app = &app;
+        let token = f.t.access.clone();
+        Box::pin(async move {
+            let (status, body) = app
+                .send(
+                    Method::DELETE,
+                    &format!("/api/v1/sessions/{session}"),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["charged_amount"].clone()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Value> + '_>>
+    });
+    let graphql = (0..5).map(|_| {
+        let app = &app;
+        let token = f.t.access.clone();
+        Box::pin(async move {
+            let body = app
+                .gql(
+                    Some(&token),
+                    "mutation($s: UUID!) { stopSession(id: $s) { chargedAmount } }",
+                    json!({"s": session}),
+                )
+                .await;
+            assert!(body["errors"].is_null(), "{body}");
+            body["data"]["stopSession"]["chargedAmount"].clone()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Value> + '_>>
+    });
+    let charged = join_all(rest.chain(graphql).collect()).await;
+    for amount in &charged {
+        assert_eq!(*amount, json!(50), "{charged:?}");
+    }
+    let finals: i64 = sqlx::query_scalar(
+        "select count(*) from journal where tenant_id = $1 and session_id = $2 and idempotency_key like '%:final'",
+    )
+    .bind(f.t.id)
+    .bind(session)
+    .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(finals, 1);
+    assert_eq!(wallet(&app, &f.t.access, patron).await["balance"], 450);
+    assert_ledger_balances(&app, f.t.id).await;
+}

@@ -442,3 +442,101 @@ async fn a_tenants_own_stripe_keys_are_sealed_take_its_new_payments_and_its_webh
         bearer("sk_test_switchyard")
     );
 }
+
+/// Stripe's webhooks (the same event delivered several times, and a second event for the same success) and the
+/// app's status polls arriving together credit the wallet once; two refunds sent at once with one key refund once.
+#[tokio::test]
+async fn webhooks_and_polls_arriving_together_credit_once_and_same_key_refunds_refund_once() {
+    let fake = StripeFake::start().await;
+    let app = stripe_app(&fake).await;
+    let s = shop(&app).await;
+    let (status, p) = intent(&app, &s, 1_000, "race").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let id: Uuid = p["intent_id"].as_str().unwrap().parse().unwrap();
+    let pi: String =
+        sqlx::query_scalar("select provider_ref from payment where tenant_id = $1 and id = $2")
+            .bind(s.t.id)
+            .bind(id)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+    let object = fake.pay(&pi);
+
+    let webhook = |event_id: &'static str| {
+        let app = &app;
+        let event = serde_json::to_vec(&json!({"id": event_id, "object": "event",
+            "type": "payment_intent.succeeded", "data": {"object": object}}))
+        .unwrap();
+        async move {
+            let signature = webhook::sign(&event, SECRET, chrono::Utc::now().timestamp());
+            app.client
+                .post(app.url("/webhooks/stripe"))
+                .header("stripe-signature", signature)
+                .body(event)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let poll = || {
+        let app = &app;
+        let token = s.t.access.clone();
+        async move {
+            app.get(&format!("/api/v1/payments/status/{id}"), &token)
+                .await
+                .1["status"]
+                .clone()
+        }
+    };
+    let (hooks, polls) = tokio::join!(
+        switchyard_tests::join_all(
+            (0..8)
+                .map(|i| webhook(if i % 2 == 0 {
+                    "evt_race_a"
+                } else {
+                    "evt_race_b"
+                }))
+                .collect()
+        ),
+        switchyard_tests::join_all((0..5).map(|_| poll()).collect()),
+    );
+    assert!(hooks.iter().all(|s| *s == StatusCode::OK), "{hooks:?}");
+    assert!(polls.iter().all(|s| *s == "confirmed"), "{polls:?}");
+    assert_eq!(balance(&app, &s).await, 1_000);
+    let credits: i64 = sqlx::query_scalar(
+        "select count(*) from journal where tenant_id = $1 and idempotency_key = $2",
+    )
+    .bind(s.t.id)
+    .bind(format!("payment:{id}:confirmed"))
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(credits, 1);
+
+    // Two refunds of 300 at once under one key: one refund at Stripe, one in the books, the same answer twice.
+    let refund = || {
+        let app = &app;
+        let token = s.t.access.clone();
+        async move {
+            app.gql_ok(
+                &token,
+                REFUND,
+                json!({"p": id, "a": 300, "k": "race-refund"}),
+            )
+            .await["refundPayment"]
+                .clone()
+        }
+    };
+    let (first, second) = tokio::join!(refund(), refund());
+    assert_eq!(first, second);
+    assert_eq!(first["amount"], 300);
+    assert_eq!(fake.requests_to("POST", "/v1/refunds").len(), 1);
+    assert_eq!(balance(&app, &s).await, 700);
+    let refunds: i64 = sqlx::query_scalar("select count(*) from refund where tenant_id = $1")
+        .bind(s.t.id)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(refunds, 1);
+}
