@@ -24,7 +24,8 @@ pub struct Recorded {
 struct State {
     next: u64,
     intents: HashMap<String, Value>,
-    replies: HashMap<String, (u16, Value)>,
+    /// Per idempotency key: the request's method, path and form, and the reply, as Stripe keeps them.
+    replies: HashMap<String, (Recorded, (u16, Value))>,
     requests: Vec<Recorded>,
 }
 
@@ -266,11 +267,27 @@ impl Respond for Handler {
             .as_ref()
             .and_then(|k| state.replies.get(k).cloned());
         let (status, body) = match replay {
-            Some(reply) => reply,
+            // Stripe answers a key used again with the first reply, but only for the same request: other
+            // parameters are an `idempotency_error`.
+            Some((first, reply)) => {
+                let same = (&first.method, &first.path, &first.form)
+                    == (&recorded.method, &recorded.path, &recorded.form);
+                if same {
+                    reply
+                } else {
+                    (
+                        400,
+                        json!({"error": {"type": "idempotency_error", "message":
+                            "Keys for idempotent requests can only be used with the same parameters they were first used with."}}),
+                    )
+                }
+            }
             None => {
                 let reply = state.handle(&recorded.method, &recorded.path, &recorded.form);
                 if let Some(key) = &recorded.idempotency_key {
-                    state.replies.insert(key.clone(), reply.clone());
+                    state
+                        .replies
+                        .insert(key.clone(), (recorded.clone(), reply.clone()));
                 }
                 reply
             }

@@ -157,19 +157,20 @@ pub async fn charge_to_wallet(
             "no card is saved for this patron; save one first (saveMyCard)",
         )
     })?;
-    let id = Uuid::now_v7();
+    // Hashed: our key may be longer than a provider accepts (Stripe: 255 characters).
+    let provider_key = format!(
+        "{}:card:{}",
+        tx.tenant(),
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    );
+    let id = super::payment_id_for(&provider_key);
     let intent = provider
         .create_intent(IntentRequest {
             payment_id: id,
             tenant_id: tx.tenant().0,
             amount,
             currency: &venue.currency,
-            // Hashed: our key may be longer than a provider accepts (Stripe: 255 characters).
-            idempotency_key: &format!(
-                "{}:card:{}",
-                tx.tenant(),
-                hex::encode(sha2::Sha256::digest(key.as_bytes()))
-            ),
+            idempotency_key: &provider_key,
             off_session: Some(card.on_file()),
             manual_capture: false,
         })

@@ -118,13 +118,13 @@ pub(crate) async fn hold_deposit(
     card: &cards::Card,
     rental: &Session,
 ) -> Result<Payment> {
-    let id = Uuid::now_v7();
     // Keyed by the quote (used once), so a start retried after a failure finds the same hold at the provider.
     let key = format!(
         "{} deposit {}",
         tx.tenant(),
         rental.quote_id.unwrap_or(rental.id)
     );
+    let id = super::payment_id_for(&key);
     let intent = provider
         .create_intent(IntentRequest {
             payment_id: id,
@@ -274,8 +274,9 @@ pub async fn collect(
     };
 
     let amount = owed.min(policy.step.max(1));
-    let id = Uuid::now_v7();
+    // The key counts the charges committed; a pass undone after the provider's answer tries the same one again.
     let key = format!("{} debt {patron} {currency} {}", tx.tenant(), row.charges);
+    let id = super::payment_id_for(&key);
     let intent = provider
         .create_intent(IntentRequest {
             payment_id: id,

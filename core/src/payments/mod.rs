@@ -39,6 +39,17 @@ pub struct CardOnFile<'a> {
     pub payment_method_ref: &'a str,
 }
 
+/// The id of the payment made under the provider idempotency key `key`: the same for every try. A try whose
+/// transaction was undone after the provider took the request (a crash, a lost connection) is sent again with the
+/// same key, and a provider that compares a retried request's parameters (Stripe does, `metadata[payment_id]`
+/// among them) then answers it as the first try instead of refusing it, so the money it took is recorded.
+pub(crate) fn payment_id_for(key: &str) -> Uuid {
+    Uuid::new_v5(&PAYMENT_IDS, key.as_bytes())
+}
+
+/// The namespace of [`payment_id_for`]'s name-based ids.
+const PAYMENT_IDS: Uuid = Uuid::from_u128(0x5e1f_0c1d_7a3b_4c8e_9d2f_6b1a_0e4c_7d3a);
+
 /// A new payment at the provider.
 #[derive(Debug, Clone)]
 pub struct IntentRequest<'a> {
@@ -271,14 +282,15 @@ pub async fn create_intent(
     }
     patrons::get(tx, patron_id).await?;
     let venue = venues::get(tx, venue_id).await?;
-    let id = Uuid::now_v7();
+    let provider_key = format!("{}:{key}", tx.tenant());
+    let id = payment_id_for(&provider_key);
     let intent = provider
         .create_intent(IntentRequest {
             payment_id: id,
             tenant_id: tx.tenant().0,
             amount,
             currency: &venue.currency,
-            idempotency_key: &format!("{}:{key}", tx.tenant()),
+            idempotency_key: &provider_key,
             off_session: None,
             manual_capture: false,
         })

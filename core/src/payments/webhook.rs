@@ -136,8 +136,8 @@ impl Outcome {
 
 /// How long an event may name a payment we have not recorded before it is ignored rather than retried. Stripe
 /// can announce an intent (an off-session charge succeeds at once) before the transaction that creates it
-/// commits; answering `503` makes Stripe deliver it again. A payment id is a UUIDv7, so its age is known: one that
-/// is still missing an hour after it was made belongs to a transaction that rolled back and will never exist.
+/// commits; answering `503` makes Stripe deliver it again. A UUIDv7 payment id tells its age: one that is still
+/// missing an hour after it was made belongs to a transaction that rolled back and will never exist.
 pub const UNKNOWN_PAYMENT_RETRY_SECS: u64 = 3600;
 
 /// The first field in which `object` differs from the stored payment, if any.
@@ -157,9 +157,14 @@ fn mismatch(object: &EventObject, payment: &super::Payment) -> Option<&'static s
     }
 }
 
-/// Whether a payment id was made recently enough that its row may still be on its way (see
-/// [`UNKNOWN_PAYMENT_RETRY_SECS`]). Ids that are not UUIDv7 are never ours.
+/// Whether a payment's row may still be on its way (see [`UNKNOWN_PAYMENT_RETRY_SECS`]). A UUIDv7 id made within
+/// that time may. A name-based id ([`super::payment_id_for`]: the payments made under a provider idempotency key)
+/// always may: the try that made it was undone, and the next try makes the same payment under the same id, so
+/// Stripe's redeliveries (for up to three days) find it. Other ids are never ours.
 fn may_still_appear(payment: Uuid) -> bool {
+    if payment.get_version() == Some(uuid::Version::Sha1) {
+        return true;
+    }
     let Some(made) = payment.get_timestamp() else {
         return false;
     };

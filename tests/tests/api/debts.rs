@@ -449,3 +449,84 @@ async fn collectors_running_at_once_charge_a_debt_once() {
     );
     assert_eq!(w.unbalanced_journals().await, 0);
 }
+
+/// A collection pass undone after Stripe took the charge (the worker crashed, or its connection broke, before the
+/// commit): the next pass sends the very same request under the same key, gets Stripe's first answer back (not an
+/// `idempotency_error`, which Stripe gives a key used again with other parameters) and records the money once.
+#[tokio::test]
+async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_next_pass() {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    let c = setup(&w.app, 0).await;
+    w.save_card(&c, "pm_card_visa").await;
+    let (status, r) = w.start(&c, "with-card").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
+    w.bill(&c, rental, Duration::hours(3)).await;
+    let now = Utc::now();
+
+    let mut tx = w.db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+    let undone = switchyard_core::payments::collect::collect(
+        &mut tx,
+        w.provider.as_ref(),
+        POLICY,
+        c.patron,
+        "EUR",
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            undone,
+            switchyard_core::payments::collect::Outcome::Collected(100)
+        ),
+        "{undone:?}"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        wallet(&w.app, &c).await["debt"],
+        175,
+        "nothing of it was kept"
+    );
+
+    assert_eq!(w.collect(now).await, 1);
+    assert_eq!(wallet(&w.app, &c).await["debt"], 75);
+    let debts: Vec<_> = fake
+        .requests_to("POST", "/v1/payment_intents")
+        .into_iter()
+        .filter(|r| {
+            r.idempotency_key
+                .as_deref()
+                .is_some_and(|k| k.contains(" debt "))
+        })
+        .collect();
+    assert_eq!(
+        debts.len(),
+        2,
+        "the charge, and the same charge asked again"
+    );
+    assert_eq!(debts[0].idempotency_key, debts[1].idempotency_key);
+    assert_eq!(debts[0].form, debts[1].form, "the very same request");
+    let payments = w.patron(&c).await["payments"].clone();
+    let recorded: Vec<&Value> = payments
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "debt")
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            &json!({"kind": "debt", "status": "confirmed", "amount": 100, "capturedAmount": 0, "failureReason": null})
+        ],
+        "{payments}"
+    );
+    assert_eq!(w.unbalanced_journals().await, 0);
+}
