@@ -871,6 +871,7 @@ async fn one_burst(
     TestApp,
     std::sync::Arc<switchyard_core::events::EventHub>,
     switchyard_core::events::Subscription,
+    switchyard_core::TenantId,
 ) {
     let app = switchyard_tests::spawn_app().await;
     let t = app.signup().await;
@@ -891,13 +892,13 @@ async fn one_burst(
     }
     tx.commit().await.unwrap();
     hub.announce(t.id, i64::MAX).await;
-    (app, hub, subscription)
+    (app, hub, subscription, tenant)
 }
 
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_its_queue_is_told_to_resync() {
     // Delivered to the queue before the subscriber reads anything: it is 24 behind a queue of 16.
-    let (_app, _hub, mut slow) = one_burst(16, 40).await;
+    let (_app, _hub, mut slow, _) = one_burst(16, 40).await;
     let lagged = slow.receiver.recv().await;
     assert!(
         matches!(
@@ -1242,7 +1243,7 @@ async fn pending(app: &TestApp, tenant: Uuid) -> i64 {
 #[tokio::test]
 async fn one_announcement_of_more_events_than_a_page_delivers_them_all_in_order() {
     // The hub reads new events 500 at a time: 1,234 are three pages, the last one short.
-    let (_app, _hub, mut sub) = one_burst(2_000, 1_234).await;
+    let (_app, hub, mut sub, tenant) = one_burst(2_000, 1_234).await;
     let mut seq = None;
     for n in 0..1_234 {
         let event = tokio::time::timeout(std::time::Duration::from_secs(60), sub.receiver.recv())
@@ -1255,10 +1256,21 @@ async fn one_announcement_of_more_events_than_a_page_delivers_them_all_in_order(
         }
         seq = Some(event.seq);
     }
-    assert!(
-        sub.receiver.try_recv().is_err(),
-        "each event is delivered once"
-    );
+    // Each event is delivered once: a marker committed after them is the very next one delivered.
+    let db = switchyard_tests::app_db(1);
+    let mut tx = db.begin_tenant(tenant).await.unwrap();
+    tx.emit(switchyard_core::events::NewEvent::new(
+        "test.marker",
+        json!({}),
+    ));
+    tx.commit().await.unwrap();
+    hub.announce(tenant.0, i64::MAX).await;
+    let marker = tokio::time::timeout(std::time::Duration::from_secs(60), sub.receiver.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the marker was not delivered"))
+        .unwrap();
+    assert_eq!(marker.kind, "test.marker", "each event is delivered once");
+    assert_eq!(Some(marker.seq), seq.map(|s| s + 1));
 }
 
 #[tokio::test]
