@@ -414,6 +414,24 @@ async fn a_card_stripe_declines_fails_the_hold_and_collection_records_the_declin
     assert_eq!(docked, 2, "no powerbank left the cabinet");
 }
 
+/// The patron's debt payments are one, of 100, confirmed.
+async fn assert_one_debt_payment_of_100(w: &World, c: &Cabinets) {
+    let payments = w.patron(c).await["payments"].clone();
+    let debts: Vec<&Value> = payments
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "debt")
+        .collect();
+    assert_eq!(
+        debts,
+        [
+            &json!({"kind": "debt", "status": "confirmed", "amount": 100, "capturedAmount": 0, "failureReason": null})
+        ],
+        "{payments}"
+    );
+}
+
 /// Collectors running at once (several worker replicas): a debt is charged to the card once, by one of them.
 #[tokio::test]
 async fn collectors_running_at_once_charge_a_debt_once() {
@@ -433,20 +451,7 @@ async fn collectors_running_at_once_charge_a_debt_once() {
         "one pass claims the debt, the others find it taken"
     );
     assert_eq!(wallet(&w.app, &c).await["debt"], 75);
-    let payments = w.patron(&c).await["payments"].clone();
-    let debts: Vec<&Value> = payments
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["kind"] == "debt")
-        .collect();
-    assert_eq!(
-        debts,
-        [
-            &json!({"kind": "debt", "status": "confirmed", "amount": 100, "capturedAmount": 0, "failureReason": null})
-        ],
-        "{payments}"
-    );
+    assert_one_debt_payment_of_100(&w, &c).await;
     assert_eq!(w.unbalanced_journals().await, 0);
 }
 
@@ -514,19 +519,6 @@ async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_ne
     );
     assert_eq!(debts[0].idempotency_key, debts[1].idempotency_key);
     assert_eq!(debts[0].form, debts[1].form, "the very same request");
-    let payments = w.patron(&c).await["payments"].clone();
-    let recorded: Vec<&Value> = payments
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["kind"] == "debt")
-        .collect();
-    assert_eq!(
-        recorded,
-        [
-            &json!({"kind": "debt", "status": "confirmed", "amount": 100, "capturedAmount": 0, "failureReason": null})
-        ],
-        "{payments}"
-    );
+    assert_one_debt_payment_of_100(&w, &c).await;
     assert_eq!(w.unbalanced_journals().await, 0);
 }
