@@ -432,29 +432,6 @@ async fn assert_one_debt_payment_of_100(w: &World, c: &Cabinets) {
     );
 }
 
-/// Collectors running at once (several worker replicas): a debt is charged to the card once, by one of them.
-#[tokio::test]
-async fn collectors_running_at_once_charge_a_debt_once() {
-    let w = world(&[]).await;
-    let c = setup(&w.app, 0).await;
-    w.save_card(&c, "pm_card_visa").await;
-    let (status, r) = w.start(&c, "with-card").await;
-    assert_eq!(status, StatusCode::OK, "{r}");
-    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
-    // 175 due with an empty wallet: a debt, of which one pass collects 100.
-    w.bill(&c, rental, Duration::hours(3)).await;
-    let now = Utc::now();
-    let (a, b, d) = tokio::join!(w.collect(now), w.collect(now), w.collect(now));
-    assert_eq!(
-        a + b + d,
-        1,
-        "one pass claims the debt, the others find it taken"
-    );
-    assert_eq!(wallet(&w.app, &c).await["debt"], 75);
-    assert_one_debt_payment_of_100(&w, &c).await;
-    assert_eq!(w.unbalanced_journals().await, 0);
-}
-
 /// A collection pass undone after Stripe took the charge (the worker crashed, or its connection broke, before the
 /// commit): the next pass sends the very same request under the same key, gets Stripe's first answer back (not an
 /// `idempotency_error`, which Stripe gives a key used again with other parameters) and records the money once.
