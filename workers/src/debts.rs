@@ -1,14 +1,15 @@
 //! Debt collection: claim due (patron, currency) pairs across tenants, then run one collection pass for each in
 //! its own tenant transaction (see `switchyard_core::payments::collect`). Claims are leased like the billing
 //! tick's, so any number of workers can run it; provider calls carry idempotency keys, so a pass retried after a
-//! crash makes no second charge.
+//! crash makes no second charge. A pass is two transactions: the charge is written down and committed, sent, and
+//! its answer recorded.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use switchyard_core::payments::accounts::Providers;
-use switchyard_core::payments::collect::{self, Outcome, Policy};
+use switchyard_core::payments::collect::{self, Outcome, Policy, Step};
 use switchyard_core::Db;
 
 /// Settings of the job.
@@ -61,12 +62,33 @@ pub async fn run_once(
             let mut tx = db.begin_tenant(*tenant).await?;
             // Through the tenant's own account when it has one: its patrons' cards were saved there.
             let provider = providers.current(&mut tx).await?;
-            let outcome = collect::collect(
+            let step = collect::prepare(
                 &mut tx,
                 provider.as_ref(),
                 debts.policy,
                 *patron,
                 currency,
+                now,
+            )
+            .await?;
+            // The charge is written down before it is sent (see `collect`).
+            tx.commit().await?;
+            let charge = match step {
+                Step::Done(outcome) => return Ok(outcome),
+                Step::Send(charge) => charge,
+            };
+            let answer = match collect::send(provider.as_ref(), *tenant, &charge).await {
+                Ok(intent) => Ok(intent),
+                Err(switchyard_core::Error::CardDeclined(reason)) => Err(reason),
+                Err(e) => return Err(e),
+            };
+            let mut tx = db.begin_tenant(*tenant).await?;
+            let outcome = collect::record(
+                &mut tx,
+                provider.as_ref(),
+                debts.policy,
+                &charge,
+                answer,
                 now,
             )
             .await?;

@@ -6,12 +6,17 @@
 //! declined charge is retried after `retry_base`, doubling each time, until `max_attempts` declines in a row
 //! mark the debt `exhausted` (saving a new card starts over). Every provider call carries an idempotency key
 //! derived from the row's charge counter, so a collector that dies mid-call and is retried makes no second charge.
+//!
+//! A charge is written down on the row (amount and card) and committed before it is sent ([`prepare`], [`send`],
+//! [`record`]): a pass undone after the provider took the money sends the very same request again, whatever the
+//! patron owes or which card is saved by then, and the provider's first answer is recorded.
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::{
-    apply, cards, insert, IntentRequest, NewPayment, Payment, PaymentProvider, ProviderStatus,
+    apply, cards, insert, IntentRequest, NewPayment, Payment, PaymentProvider, ProviderIntent,
+    ProviderStatus,
 };
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
@@ -45,6 +50,8 @@ pub enum Outcome {
     Waiting,
     /// The patron has no saved card: nothing to charge until one is saved.
     NoCard,
+    /// Another pass recorded this charge first (its lease had run out): nothing was changed.
+    Recorded,
 }
 
 impl Outcome {
@@ -56,6 +63,7 @@ impl Outcome {
             Self::Exhausted => "exhausted",
             Self::Waiting => "waiting",
             Self::NoCard => "no_card",
+            Self::Recorded => "recorded",
         }
     }
 }
@@ -202,29 +210,81 @@ struct Row {
     attempts: i32,
     charges: i32,
     venue_id: Uuid,
+    sending_amount: Option<i64>,
+    sending_customer: Option<String>,
+    sending_method: Option<String>,
 }
 
-/// One collection pass for (patron, currency); see the module documentation.
-pub async fn collect(
+async fn lock_row(tx: &mut TenantTx, patron: Uuid, currency: &str) -> Result<Option<Row>> {
+    Ok(sqlx::query_as(
+        "select status, attempts, charges, venue_id, sending_amount, sending_customer, sending_method
+         from debt_collection where tenant_id = $1 and patron_id = $2 and currency = $3 for update",
+    )
+    .bind(tx.tenant())
+    .bind(patron)
+    .bind(currency)
+    .fetch_optional(tx.conn())
+    .await?)
+}
+
+/// What the first part of a pass ([`prepare`]) leaves to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The pass is over.
+    Done(Outcome),
+    /// A charge is written down: commit, [`send`] it, then [`record`] the answer in a new transaction.
+    Send(Charge),
+}
+
+/// A debt charge, written down on the collection's row before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub patron: Uuid,
+    pub currency: String,
+    /// Numbers the charges of the row (`charges`); part of the idempotency key.
+    pub number: i32,
+    pub amount: i64,
+    customer_ref: String,
+    payment_method_ref: String,
+}
+
+impl Charge {
+    fn key(&self, tenant: crate::TenantId) -> String {
+        format!(
+            "{tenant} debt {} {} {}",
+            self.patron, self.currency, self.number
+        )
+    }
+}
+
+/// The first part of a collection pass for (patron, currency); see the module documentation. Settles card holds,
+/// refreshes pending charges, then either ends the pass or writes down the charge to send, which the caller
+/// commits before it is sent: a charge written down earlier and never recorded is sent again as it was.
+pub async fn prepare(
     tx: &mut TenantTx,
     provider: &dyn PaymentProvider,
     policy: Policy,
     patron: Uuid,
     currency: &str,
     now: DateTime<Utc>,
-) -> Result<Outcome> {
-    let row: Option<Row> = sqlx::query_as(
-        "select status, attempts, charges, venue_id from debt_collection
-         where tenant_id = $1 and patron_id = $2 and currency = $3 for update",
-    )
-    .bind(tx.tenant())
-    .bind(patron)
-    .bind(currency)
-    .fetch_optional(tx.conn())
-    .await?;
-    let Some(row) = row else {
-        return Ok(Outcome::Settled);
+) -> Result<Step> {
+    let Some(row) = lock_row(tx, patron, currency).await? else {
+        return Ok(Step::Done(Outcome::Settled));
     };
+    if let (Some(amount), Some(customer_ref), Some(payment_method_ref)) =
+        (row.sending_amount, row.sending_customer, row.sending_method)
+    {
+        // A pass was undone after writing it down: the provider may have taken it. The same request again (same
+        // key, amount and card) gets the provider's first answer, or makes the charge if it never arrived.
+        return Ok(Step::Send(Charge {
+            patron,
+            currency: currency.to_owned(),
+            number: row.charges,
+            amount,
+            customer_ref,
+            payment_method_ref,
+        }));
+    }
     settle_holds(tx, provider, patron, currency).await?;
 
     let pending: Vec<Uuid> = sqlx::query_scalar(
@@ -250,15 +310,15 @@ pub async fn collect(
         .bind(currency)
         .execute(tx.conn())
         .await?;
-        return Ok(Outcome::Settled);
+        return Ok(Step::Done(Outcome::Settled));
     }
     if waiting {
         schedule(tx, patron, currency, Some(now + policy.retry_base)).await?;
-        return Ok(Outcome::Waiting);
+        return Ok(Step::Done(Outcome::Waiting));
     }
     if row.status == "exhausted" {
         schedule(tx, patron, currency, None).await?;
-        return Ok(Outcome::Exhausted);
+        return Ok(Step::Done(Outcome::Exhausted));
     }
     let Some(card) = cards::get(tx, patron, provider.name()).await? else {
         sqlx::query(
@@ -270,46 +330,112 @@ pub async fn collect(
         .bind(currency)
         .execute(tx.conn())
         .await?;
-        return Ok(Outcome::NoCard);
+        return Ok(Step::Done(Outcome::NoCard));
     };
 
-    let amount = owed.min(policy.step.max(1));
-    // The key counts the charges committed; a pass undone after the provider's answer tries the same one again.
-    let key = format!("{} debt {patron} {currency} {}", tx.tenant(), row.charges);
-    let id = super::payment_id_for(&key);
-    let intent = provider
+    let charge = Charge {
+        patron,
+        currency: currency.to_owned(),
+        number: row.charges,
+        amount: owed.min(policy.step.max(1)),
+        customer_ref: card.customer_ref,
+        payment_method_ref: card.payment_method_ref,
+    };
+    sqlx::query(
+        "update debt_collection set sending_amount = $4, sending_customer = $5, sending_method = $6
+         where tenant_id = $1 and patron_id = $2 and currency = $3",
+    )
+    .bind(tx.tenant())
+    .bind(patron)
+    .bind(currency)
+    .bind(charge.amount)
+    .bind(&charge.customer_ref)
+    .bind(&charge.payment_method_ref)
+    .execute(tx.conn())
+    .await?;
+    Ok(Step::Send(charge))
+}
+
+/// Asks the provider for a charge [`prepare`] wrote down (and its caller committed); no transaction is open.
+pub async fn send(
+    provider: &dyn PaymentProvider,
+    tenant: crate::TenantId,
+    charge: &Charge,
+) -> Result<ProviderIntent> {
+    let key = charge.key(tenant);
+    provider
         .create_intent(IntentRequest {
-            payment_id: id,
-            tenant_id: tx.tenant().0,
-            amount,
-            currency,
+            payment_id: super::payment_id_for(&key),
+            tenant_id: tenant.0,
+            amount: charge.amount,
+            currency: &charge.currency,
             idempotency_key: &key,
-            off_session: Some(card.on_file()),
+            off_session: Some(super::CardOnFile {
+                customer_ref: &charge.customer_ref,
+                payment_method_ref: &charge.payment_method_ref,
+            }),
             manual_capture: false,
         })
-        .await?;
-    insert(
-        tx,
-        NewPayment {
-            id,
-            kind: "debt",
-            patron_id: patron,
-            venue_id: row.venue_id,
-            session_id: None,
-            amount,
-            currency,
-            provider: provider.name(),
-            reference: &intent.reference,
-            key: &key,
-        },
-    )
-    .await?;
-    let payment = apply(tx, id, intent.status).await?;
-    let (outcome, attempts, status, next, error) = match payment.status.as_str() {
-        "confirmed" => (Outcome::Collected(amount), 0, "due", Some(now), None),
-        "failed" => {
+        .await
+}
+
+/// Records the provider's answer to a charge [`send`] sent: the payment (once), the collection's next attempt.
+/// `Err(reason)`: the card was declined without an intent to show for it. A pass that finds the charge recorded
+/// already (another collector's, after the lease ran out) changes nothing.
+pub async fn record(
+    tx: &mut TenantTx,
+    provider: &dyn PaymentProvider,
+    policy: Policy,
+    charge: &Charge,
+    answer: std::result::Result<ProviderIntent, String>,
+    now: DateTime<Utc>,
+) -> Result<Outcome> {
+    let row = lock_row(tx, charge.patron, &charge.currency).await?;
+    let Some(row) = row.filter(|r| r.charges == charge.number && r.sending_amount.is_some()) else {
+        return Ok(Outcome::Recorded);
+    };
+    let (patron, currency, amount) = (charge.patron, charge.currency.as_str(), charge.amount);
+    let taken = match answer {
+        Ok(intent) => {
+            let key = charge.key(tx.tenant());
+            let id = super::payment_id_for(&key);
+            insert(
+                tx,
+                NewPayment {
+                    id,
+                    kind: "debt",
+                    patron_id: patron,
+                    venue_id: row.venue_id,
+                    session_id: None,
+                    amount,
+                    currency,
+                    provider: provider.name(),
+                    reference: &intent.reference,
+                    key: &key,
+                },
+            )
+            .await?;
+            let payment = apply(tx, id, intent.status).await?;
+            match payment.status.as_str() {
+                "confirmed" => Ok(true),
+                "failed" => Err(payment.failure_reason.unwrap_or_else(|| "declined".into())),
+                // Neither taken nor refused yet.
+                _ => Ok(false),
+            }
+        }
+        Err(reason) => Err(reason),
+    };
+    let (outcome, attempts, status, next, error) = match taken {
+        Ok(true) => (Outcome::Collected(amount), 0, "due", Some(now), None),
+        Ok(false) => (
+            Outcome::Waiting,
+            row.attempts,
+            "due",
+            Some(now + policy.retry_base),
+            None,
+        ),
+        Err(reason) => {
             let attempts = row.attempts + 1;
-            let reason = payment.failure_reason.unwrap_or_else(|| "declined".into());
             if attempts >= policy.max_attempts {
                 (
                     Outcome::Exhausted,
@@ -327,17 +453,10 @@ pub async fn collect(
                 (outcome, attempts, "due", Some(now + wait), Some(reason))
             }
         }
-        _ => (
-            Outcome::Waiting,
-            row.attempts,
-            "due",
-            Some(now + policy.retry_base),
-            None,
-        ),
     };
     sqlx::query(
         "update debt_collection set charges = charges + 1, attempts = $4, status = $5, next_attempt_at = $6,
-           last_error = $7
+           last_error = $7, sending_amount = null, sending_customer = null, sending_method = null
          where tenant_id = $1 and patron_id = $2 and currency = $3",
     )
     .bind(tx.tenant())

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_core::payments::collect::Policy;
-use switchyard_core::payments::{PaymentProvider, ProviderSettings};
+use switchyard_core::payments::collect::{self, Policy, Step};
+use switchyard_core::payments::{PaymentProvider, ProviderSettings, ProviderStatus};
 use switchyard_core::{sessions, Db, TenantId};
 use switchyard_tests::stripe_fake::StripeFake;
-use switchyard_tests::{fresh_database, spawn_app_with, TestApp, TestDatabase};
+use switchyard_tests::{fresh_database, join_all, spawn_app_with, TestApp, TestDatabase};
 use switchyard_workers::debts::{self, Debts};
 use uuid::Uuid;
 
@@ -433,8 +433,9 @@ async fn assert_one_debt_payment_of_100(w: &World, c: &Cabinets) {
 }
 
 /// A collection pass undone after Stripe took the charge (the worker crashed, or its connection broke, before the
-/// commit): the next pass sends the very same request under the same key, gets Stripe's first answer back (not an
-/// `idempotency_error`, which Stripe gives a key used again with other parameters) and records the money once.
+/// answer was recorded), and meanwhile the patron owes more and saves another card: the next pass sends the very
+/// same request (the charge was written down first: same key, amount and card), gets Stripe's first answer back
+/// (not an `idempotency_error`, which Stripe gives a key used again with other parameters) and records it once.
 #[tokio::test]
 async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_next_pass() {
     let fake = StripeFake::start().await;
@@ -453,33 +454,34 @@ async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_ne
     w.bill(&c, rental, Duration::hours(3)).await;
     let now = Utc::now();
 
-    let mut tx = w.db.begin_tenant(TenantId(c.t.id)).await.unwrap();
-    let undone = switchyard_core::payments::collect::collect(
-        &mut tx,
-        w.provider.as_ref(),
-        POLICY,
-        c.patron,
-        "EUR",
-        now,
-    )
-    .await
-    .unwrap();
-    assert!(
-        matches!(
-            undone,
-            switchyard_core::payments::collect::Outcome::Collected(100)
-        ),
-        "{undone:?}"
-    );
-    tx.rollback().await.unwrap();
+    let tenant = TenantId(c.t.id);
+    let mut tx = w.db.begin_tenant(tenant).await.unwrap();
+    let step = collect::prepare(&mut tx, w.provider.as_ref(), POLICY, c.patron, "EUR", now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let Step::Send(charge) = step else {
+        panic!("a charge is due: {step:?}")
+    };
+    assert_eq!(charge.amount, 100);
+    let taken = collect::send(w.provider.as_ref(), tenant, &charge)
+        .await
+        .unwrap();
+    assert_eq!(taken.status, ProviderStatus::Succeeded);
+    // The pass ends here, its answer never recorded.
     assert_eq!(
         wallet(&w.app, &c).await["debt"],
         175,
-        "nothing of it was kept"
+        "nothing of it was recorded"
     );
+    w.bill(&c, rental, Duration::hours(4)).await;
+    let owed = wallet(&w.app, &c).await["debt"].as_i64().unwrap();
+    assert!(owed > 175, "the patron owes more: {owed}");
+    w.save_card(&c, "pm_card_mastercard").await;
 
-    assert_eq!(w.collect(now).await, 1);
-    assert_eq!(wallet(&w.app, &c).await["debt"], 75);
+    // Saving a card makes collection due at once (`now` is earlier).
+    assert_eq!(w.collect(Utc::now()).await, 1);
+    assert_eq!(wallet(&w.app, &c).await["debt"], owed - 100);
     let debts: Vec<_> = fake
         .requests_to("POST", "/v1/payment_intents")
         .into_iter()
@@ -496,6 +498,73 @@ async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_ne
     );
     assert_eq!(debts[0].idempotency_key, debts[1].idempotency_key);
     assert_eq!(debts[0].form, debts[1].form, "the very same request");
+    assert_eq!(
+        debts[1].form.get("payment_method").map(String::as_str),
+        Some("pm_card_visa"),
+        "the card it was first sent with"
+    );
     assert_one_debt_payment_of_100(&w, &c).await;
+    assert_eq!(w.unbalanced_journals().await, 0);
+}
+
+/// Collectors running at once, each pass at the same instant (a pass that collects leaves the debt due at once, so
+/// one that claims it after another committed collects the next step): the debt is collected exactly, each step
+/// once, under its own key, and none is left written down.
+#[tokio::test]
+async fn collectors_running_at_once_collect_each_step_once() {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    let c = setup(&w.app, 0).await;
+    w.save_card(&c, "pm_card_visa").await;
+    let (status, r) = w.start(&c, "with-card").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
+    w.bill(&c, rental, Duration::hours(3)).await;
+    assert_eq!(wallet(&w.app, &c).await["debt"], 175);
+    let now = Utc::now();
+
+    let claimed: usize = join_all((0..4).map(|_| w.collect(now)).collect())
+        .await
+        .into_iter()
+        .sum();
+    assert!(claimed >= 1, "one of them claimed it");
+    // Then one collector until nothing is due at `now`: a step, the rest, and the pass that finds it settled.
+    let mut passes = 0;
+    while w.collect(now).await > 0 {
+        passes += 1;
+        assert!(passes <= 3, "the debt stays due");
+    }
+
+    assert_eq!(wallet(&w.app, &c).await["debt"], 0);
+    let payments = w.patron(&c).await["payments"].clone();
+    let mut debts: Vec<(i64, &str)> = payments
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "debt")
+        .map(|p| (p["amount"].as_i64().unwrap(), p["status"].as_str().unwrap()))
+        .collect();
+    debts.sort();
+    assert_eq!(debts, [(75, "confirmed"), (100, "confirmed")], "{payments}");
+    let keys: Vec<String> = fake
+        .requests_to("POST", "/v1/payment_intents")
+        .into_iter()
+        .filter_map(|r| r.idempotency_key)
+        .filter(|k| k.contains(" debt "))
+        .collect();
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), 2, "two charges asked for: {keys:?}");
+    let written: i64 =
+        sqlx::query_scalar("select count(*) from debt_collection where sending_amount is not null")
+            .fetch_one(&w.app.owner)
+            .await
+            .unwrap();
+    assert_eq!(written, 0);
     assert_eq!(w.unbalanced_journals().await, 0);
 }
