@@ -274,21 +274,74 @@ async fn a_worker_killed_mid_tick_leaves_no_duplicate_and_no_gap() {
         .unwrap();
     assert_eq!(total, 2_000);
 
+    // A gate that makes the kill land mid-tick whatever the machine's speed: the session halfway along the order
+    // the workers bill in (`sys_due_sessions`) is held locked, so the worker bills the first half, then its
+    // transaction for the gate's tenant waits on it, with the second half still due.
+    let gated: uuid::Uuid = sqlx::query_scalar(
+        "select id from session order by next_tick_at, tenant_id, id offset $1 limit 1",
+    )
+    .bind(total / 2)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    // Locked by itself (`for update` with `offset` would lock the rows it skips too).
+    let mut gate = owner.begin().await.unwrap();
+    sqlx::query("select 1 from session where id = $1 for update")
+        .bind(gated)
+        .execute(&mut *gate)
+        .await
+        .unwrap();
+    let gate_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut *gate)
+        .await
+        .unwrap();
     let mut first = spawn_worker(&database.app_url);
     let metrics = wait_for_line(&mut first, "metrics on ").await;
     let billed = "billing_sessions_total{outcome=\"billed\"}";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while counter(&metrics, billed).await < 100.0 {
+    // Bounded by progress: the worker bills on, or waits on the gate.
+    let mut progress = (-1.0, std::time::Instant::now());
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where $1 = any(pg_blocking_pids(pid))",
+        )
+        .bind(gate_pid)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        let done = counter(&metrics, billed).await;
+        if done > progress.0 {
+            progress = (done, std::time::Instant::now());
+        }
         assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never billed"
+            progress.1.elapsed() < std::time::Duration::from_secs(120),
+            "the worker stopped at {done} sessions billed, before the gate"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // Mid-tick: it has billed some batches and is working through the rest.
+    // Mid-tick: a worker transaction waits on the gate, sessions before it billed, the rest not.
     first.start_kill().unwrap();
     let status = first.wait().await.unwrap();
     assert!(!status.success(), "killed");
+    gate.rollback().await.unwrap();
+    let (before, after): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where ticks >= 1), count(*) filter (where ticks = 0) from session",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert!(
+        before >= 1 && after > 1,
+        "killed with {before} sessions billed and {after} not"
+    );
+    let ticked: i64 = sqlx::query_scalar("select ticks::bigint from session where id = $1")
+        .bind(gated)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!(ticked, 0, "the gated session was not billed");
 
     let mut second = spawn_worker(&database.app_url);
     wait_for_line(&mut second, "metrics on ").await;
