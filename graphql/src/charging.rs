@@ -127,8 +127,10 @@ pub struct ChargingTransaction {
     pub connector: i32,
     /// Its id in OCPP (1.6: the integer handed out; 2.0.1: the charger's).
     pub ocpp_id: String,
-    pub id_tag: String,
-    /// How the tag was judged at its start (`Accepted`, `Invalid`, `Blocked`, `NoCredit` ...).
+    /// The tag presented; none for free vend.
+    pub id_tag: Option<String>,
+    /// How the tag was judged at its start (`Accepted`, `Invalid`, `Blocked`, `NoCredit` ...), or `FreeVend` (a
+    /// 2.0.1 charger charging without asking anyone: kept, billed to no one).
     pub auth_status: String,
     /// The session that bills it (none when its tag was not accepted: kept, not billed).
     pub session_id: Option<Uuid>,

@@ -269,11 +269,15 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
     if let (Some(e), false) = (&bad_token, event.event_type == "Ended") {
         return Err(e.clone().into());
     }
-    // A free-vend transaction's token names no one: it is one without a token.
+    // A free-vend transaction's token names no one: it is one without a token, kept and billed to no one.
+    let free_vend = event
+        .id_token
+        .as_ref()
+        .is_some_and(|t| t.kind == NO_AUTHORIZATION);
     let id_token = event
         .id_token
         .as_ref()
-        .filter(|t| t.kind != NO_AUTHORIZATION && bad_token.is_none());
+        .filter(|_| !free_vend && bad_token.is_none());
     let ocpp_id = event.transaction_info.transaction_id.clone();
     let (energy, power) = readings(event.meter_value.as_deref().unwrap_or_default());
     let mut existing = transactions::by_ocpp_id(cx.tx, cx.charger.id, &ocpp_id).await?;
@@ -281,12 +285,27 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
     // A transaction becomes a billed one once a token is known (it may start before authorization, when the cable
     // is plugged in).
     if existing.is_none() && event.event_type != "Ended" {
-        let Some(id_token) = id_token else {
-            return Ok(answer);
-        };
         let connector = match &event.evse {
             Some(e) => evse(e.id)?,
             None => 1,
+        };
+        let offline = event.offline.unwrap_or(false) || cx.replay.is_some();
+        let Some(id_token) = id_token else {
+            if free_vend {
+                let transaction = transactions::start_free(
+                    cx.tx,
+                    cx.charger,
+                    connector,
+                    &ocpp_id,
+                    energy.unwrap_or(0),
+                    event.timestamp,
+                    offline,
+                )
+                .await?;
+                transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type)
+                    .await?;
+            }
+            return Ok(answer);
         };
         let (transaction, verdict) = transactions::start(
             cx.tx,
@@ -298,7 +317,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
                 at: event.timestamp,
                 ocpp_id: Some(ocpp_id.clone()),
                 reservation_id: event.reservation_id,
-                offline: event.offline.unwrap_or(false) || cx.replay.is_some(),
+                offline,
             },
         )
         .await?;

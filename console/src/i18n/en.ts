@@ -336,6 +336,7 @@ export const en = {
     cancelReservation: (id: number) => `Cancel reservation ${id}`,
     transactions: 'Latest transactions',
     running: 'charging',
+    freeVend: 'free vend',
     answered: (action: string, status: string) => `${action}: ${status}`,
   },
   sos: {

@@ -30,7 +30,9 @@ pub struct Transaction {
     pub station_id: Uuid,
     pub connector: i32,
     pub ocpp_id: String,
-    pub id_tag: String,
+    /// None for free vend (no tag was presented).
+    pub id_tag: Option<String>,
+    /// What the tag was judged at the start, or `FreeVend`.
     pub auth_status: String,
     pub session_id: Option<Uuid>,
     pub meter_start_wh: i64,
@@ -197,7 +199,8 @@ pub async fn start(
         (None, None) => None,
     };
     if let Some(t) = again {
-        let verdict = tags::judge(tx, &t.id_tag, Some(station_id), t.started_at).await?;
+        let tag = t.id_tag.as_deref().unwrap_or(&start.id_tag);
+        let verdict = tags::judge(tx, tag, Some(station_id), t.started_at).await?;
         let status = if t.session_id.is_some() {
             TagStatus::Accepted
         } else {
@@ -312,6 +315,59 @@ pub async fn start(
     metrics::counter!("ocpp_transactions_started_total", "auth" => verdict.status.as_str())
         .increment(1);
     Ok((transaction, verdict))
+}
+
+/// Starts a free-vend transaction (2.0.1 `NoAuthorization`: the charger charges without asking anyone), once per
+/// transaction id: kept with its energy and time, billed to no one, and audited like every unbilled transaction.
+pub async fn start_free(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    connector: i32,
+    ocpp_id: &str,
+    meter_start_wh: i64,
+    at: DateTime<Utc>,
+    offline: bool,
+) -> Result<Transaction> {
+    let station_id = charger
+        .station_id
+        .ok_or(Error::Conflict("this charger is not adopted yet".into()))?;
+    if let Some(t) = by_ocpp_id(tx, charger.id, ocpp_id).await? {
+        return Ok(t);
+    }
+    let sql = format!(
+        "insert into charging_transaction (tenant_id, id, charger_id, station_id, connector, ocpp_id, auth_status,
+           meter_start_wh, meter_last_wh, started_at, offline)
+         values ($1, $2, $3, $4, $5, $6, 'FreeVend', $7, $7, $8, $9) returning {COLUMNS}"
+    );
+    let transaction: Transaction = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(Uuid::now_v7())
+        .bind(charger.id)
+        .bind(station_id)
+        .bind(connector.clamp(1, 64))
+        .bind(ocpp_id)
+        .bind(meter_start_wh.max(0))
+        .bind(at)
+        .bind(offline)
+        .fetch_one(tx.conn())
+        .await?;
+    audit::record_as(
+        tx,
+        None,
+        None,
+        Entry {
+            action: "charging.unbilled_transaction",
+            object_type: "charger",
+            object_id: Some(charger.id),
+            detail: json!({
+                "transaction": transaction.ocpp_id, "id_tag": null, "auth_status": "FreeVend",
+                "offline": transaction.offline,
+            }),
+        },
+    )
+    .await?;
+    metrics::counter!("ocpp_transactions_started_total", "auth" => "FreeVend").increment(1);
+    Ok(transaction)
 }
 
 /// A meter reading a charger sent: for a transaction by its OCPP id, or (none given) for whatever runs on the

@@ -234,15 +234,61 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         .and_then(|l| l.iter().find(|t| t["ocppId"] == "T-2").cloned())
         .unwrap_or_else(|| panic!("{c}"));
     assert!(t2["stoppedAt"].is_string(), "{t2}");
-    // Free vend: a `NoAuthorization` token is empty by the specification and names no one; its events are answered.
+    // Free vend: a `NoAuthorization` token is empty by the specification and names no one. Its events are answered,
+    // and its transaction kept with its energy, billed to no one.
     let free = json!({"idToken": "", "type": "NoAuthorization"});
-    for (kind, seq) in [("Started", 0), ("Ended", 1)] {
+    for (kind, seq, wh) in [
+        ("Started", 0, 5_000),
+        ("Updated", 1, 5_800),
+        ("Ended", 2, 6_200),
+    ] {
+        let mut e = event(kind, seq, "FREE-1", free.clone());
+        e["meterValue"] = json!([{ "timestamp": chrono::Utc::now(), "sampledValue": [
+            { "value": wh, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "Wh" } },
+        ]}]);
         let answer = cp2
-            .call("TransactionEvent", event(kind, seq, "FREE-1", free.clone()))
+            .call("TransactionEvent", e)
             .await
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_eq!(answer, json!({}), "{kind}");
     }
+    let c = charger(&app, &s2.t, s2.charger).await;
+    let free = c["transactions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["ocppId"] == "FREE-1").cloned())
+        .unwrap_or_else(|| panic!("{c}"));
+    assert!(free["stoppedAt"].is_string(), "{free}");
+    assert_eq!(
+        (
+            &free["idTag"],
+            &free["authStatus"],
+            &free["sessionId"],
+            &free["energyWh"]
+        ),
+        (
+            &json!(null),
+            &json!("FreeVend"),
+            &json!(null),
+            &json!(1_200)
+        ),
+        "{free}"
+    );
+    let mut tx = app.tenant_tx(s2.t.id).await;
+    let (sessions, audited): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from session where station_id = $1),
+                (select count(*) from audit_log where action = 'charging.unbilled_transaction' and object_id = $2
+                   and detail->>'transaction' = 'FREE-1' and detail->>'auth_status' = 'FreeVend')",
+    )
+    .bind(s2.station)
+    .bind(s2.charger)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (sessions, audited),
+        (1, 1),
+        "only T-2 made a session; the free vend is audited once"
+    );
 }
 
 #[tokio::test]
