@@ -71,12 +71,21 @@ pub async fn run_once(
                 now,
             )
             .await?;
-            // The charge is written down before it is sent (see `collect`).
-            tx.commit().await?;
             let charge = match step {
-                Step::Done(outcome) => return Ok(outcome),
+                Step::Done(outcome) => {
+                    tx.commit().await?;
+                    return Ok(outcome);
+                }
                 Step::Send(charge) => charge,
             };
+            // Through the account it was written down for (a resend after the tenant's keys changed).
+            let provider = if charge.provider == provider.name() {
+                provider
+            } else {
+                providers.named(&mut tx, &charge.provider).await?
+            };
+            // The charge is written down before it is sent (see `collect`).
+            tx.commit().await?;
             let answer = match collect::send(provider.as_ref(), *tenant, &charge).await {
                 Ok(intent) => Ok(intent),
                 Err(switchyard_core::Error::CardDeclined(reason)) => Err(reason),

@@ -151,9 +151,19 @@ impl Providers {
                 .bind(id)
                 .fetch_optional(tx.conn())
                 .await?;
-        match made_by.as_deref() {
-            Some(TENANT_PROVIDER) | None => self.current(tx).await,
-            Some(_) => Ok(self.platform.clone()),
+        match made_by {
+            Some(name) => self.named(tx, &name).await,
+            None => self.current(tx).await,
+        }
+    }
+
+    /// The provider recorded by that [`PaymentProvider::name`]: the tenant's account (as it is now) or the
+    /// platform's.
+    pub async fn named(&self, tx: &mut TenantTx, name: &str) -> Result<Arc<dyn PaymentProvider>> {
+        if name == TENANT_PROVIDER {
+            self.current(tx).await
+        } else {
+            Ok(self.platform.clone())
         }
     }
 

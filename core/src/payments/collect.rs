@@ -210,14 +210,17 @@ struct Row {
     attempts: i32,
     charges: i32,
     venue_id: Uuid,
+    next_attempt_at: Option<DateTime<Utc>>,
     sending_amount: Option<i64>,
     sending_customer: Option<String>,
     sending_method: Option<String>,
+    sending_provider: Option<String>,
 }
 
 async fn lock_row(tx: &mut TenantTx, patron: Uuid, currency: &str) -> Result<Option<Row>> {
     Ok(sqlx::query_as(
-        "select status, attempts, charges, venue_id, sending_amount, sending_customer, sending_method
+        "select status, attempts, charges, venue_id, next_attempt_at, sending_amount, sending_customer,
+           sending_method, sending_provider
          from debt_collection where tenant_id = $1 and patron_id = $2 and currency = $3 for update",
     )
     .bind(tx.tenant())
@@ -244,8 +247,13 @@ pub struct Charge {
     /// Numbers the charges of the row (`charges`); part of the idempotency key.
     pub number: i32,
     pub amount: i64,
+    /// The provider (account) it goes through: [`PaymentProvider::name`].
+    pub provider: String,
     customer_ref: String,
     payment_method_ref: String,
+    /// When the row was due again as the pass began (its lease): a different time at [`record`] means something
+    /// made it due meanwhile (a rental's card hold to settle, a new card), which the recorded answer must not undo.
+    due_at: Option<DateTime<Utc>>,
 }
 
 impl Charge {
@@ -271,18 +279,24 @@ pub async fn prepare(
     let Some(row) = lock_row(tx, patron, currency).await? else {
         return Ok(Step::Done(Outcome::Settled));
     };
-    if let (Some(amount), Some(customer_ref), Some(payment_method_ref)) =
-        (row.sending_amount, row.sending_customer, row.sending_method)
-    {
+    if let (Some(amount), Some(customer_ref), Some(payment_method_ref), Some(provider)) = (
+        row.sending_amount,
+        row.sending_customer,
+        row.sending_method,
+        row.sending_provider,
+    ) {
         // A pass was undone after writing it down: the provider may have taken it. The same request again (same
-        // key, amount and card) gets the provider's first answer, or makes the charge if it never arrived.
+        // key, amount, card and account) gets the provider's first answer, or makes the charge if it never
+        // arrived.
         return Ok(Step::Send(Charge {
             patron,
             currency: currency.to_owned(),
             number: row.charges,
             amount,
+            provider,
             customer_ref,
             payment_method_ref,
+            due_at: row.next_attempt_at,
         }));
     }
     settle_holds(tx, provider, patron, currency).await?;
@@ -338,11 +352,14 @@ pub async fn prepare(
         currency: currency.to_owned(),
         number: row.charges,
         amount: owed.min(policy.step.max(1)),
+        provider: provider.name().to_owned(),
         customer_ref: card.customer_ref,
         payment_method_ref: card.payment_method_ref,
+        due_at: row.next_attempt_at,
     };
     sqlx::query(
-        "update debt_collection set sending_amount = $4, sending_customer = $5, sending_method = $6
+        "update debt_collection set sending_amount = $4, sending_customer = $5, sending_method = $6,
+           sending_provider = $7
          where tenant_id = $1 and patron_id = $2 and currency = $3",
     )
     .bind(tx.tenant())
@@ -351,6 +368,7 @@ pub async fn prepare(
     .bind(charge.amount)
     .bind(&charge.customer_ref)
     .bind(&charge.payment_method_ref)
+    .bind(&charge.provider)
     .execute(tx.conn())
     .await?;
     Ok(Step::Send(charge))
@@ -454,9 +472,16 @@ pub async fn record(
             }
         }
     };
+    // Made due meanwhile (a rental's card hold to settle, a new card saved): it stays due then, whatever this
+    // answer says; a pass that finds it exhausted settles the holds first, then stops.
+    let next = match (row.next_attempt_at, next) {
+        (Some(due), next) if Some(due) != charge.due_at => Some(next.map_or(due, |n| n.min(due))),
+        (_, next) => next,
+    };
     sqlx::query(
         "update debt_collection set charges = charges + 1, attempts = $4, status = $5, next_attempt_at = $6,
-           last_error = $7, sending_amount = null, sending_customer = null, sending_method = null
+           last_error = $7, sending_amount = null, sending_customer = null, sending_method = null,
+           sending_provider = null
          where tenant_id = $1 and patron_id = $2 and currency = $3",
     )
     .bind(tx.tenant())

@@ -11,7 +11,7 @@ use switchyard_core::payments::collect::{self, Policy, Step};
 use switchyard_core::payments::{PaymentProvider, ProviderSettings, ProviderStatus};
 use switchyard_core::{sessions, Db, TenantId};
 use switchyard_tests::stripe_fake::StripeFake;
-use switchyard_tests::{fresh_database, join_all, spawn_app_with, TestApp, TestDatabase};
+use switchyard_tests::{fresh_database, spawn_app_with, TestApp, TestDatabase};
 use switchyard_workers::debts::{self, Debts};
 use uuid::Uuid;
 
@@ -507,12 +507,8 @@ async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_ne
     assert_eq!(w.unbalanced_journals().await, 0);
 }
 
-/// Collectors running at once, each pass at the same instant (a pass that collects leaves the debt due at once, so
-/// one that claims it after another committed collects the next step): the debt is collected exactly, each step
-/// once, under its own key, and none is left written down.
-#[tokio::test]
-async fn collectors_running_at_once_collect_each_step_once() {
-    let fake = StripeFake::start().await;
+/// A Stripe world with a patron owing 175 on a rental whose deposit is held on the card.
+async fn owing_on_a_held_rental(fake: &StripeFake) -> (World, Cabinets, Uuid) {
     let base = fake.url();
     let w = world(&[
         ("PAYMENT_PROVIDER", "stripe"),
@@ -527,44 +523,129 @@ async fn collectors_running_at_once_collect_each_step_once() {
     let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
     w.bill(&c, rental, Duration::hours(3)).await;
     assert_eq!(wallet(&w.app, &c).await["debt"], 175);
-    let now = Utc::now();
+    (w, c, rental)
+}
 
-    let claimed: usize = join_all((0..4).map(|_| w.collect(now)).collect())
+impl World {
+    /// The first part of a pass, committed, for a charge to send.
+    async fn prepare(&self, c: &Cabinets, now: DateTime<Utc>) -> collect::Charge {
+        let mut tx = self.db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+        let step = collect::prepare(
+            &mut tx,
+            self.provider.as_ref(),
+            POLICY,
+            c.patron,
+            "EUR",
+            now,
+        )
         .await
-        .into_iter()
-        .sum();
-    assert!(claimed >= 1, "one of them claimed it");
-    // Then one collector until nothing is due at `now`: a step, the rest, and the pass that finds it settled.
-    let mut passes = 0;
-    while w.collect(now).await > 0 {
-        passes += 1;
-        assert!(passes <= 3, "the debt stays due");
+        .unwrap();
+        tx.commit().await.unwrap();
+        match step {
+            Step::Send(charge) => charge,
+            other => panic!("a charge is due: {other:?}"),
+        }
     }
 
-    assert_eq!(wallet(&w.app, &c).await["debt"], 0);
-    let payments = w.patron(&c).await["payments"].clone();
-    let mut debts: Vec<(i64, &str)> = payments
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["kind"] == "debt")
-        .map(|p| (p["amount"].as_i64().unwrap(), p["status"].as_str().unwrap()))
-        .collect();
-    debts.sort();
-    assert_eq!(debts, [(75, "confirmed"), (100, "confirmed")], "{payments}");
-    let keys: Vec<String> = fake
-        .requests_to("POST", "/v1/payment_intents")
-        .into_iter()
-        .filter_map(|r| r.idempotency_key)
-        .filter(|k| k.contains(" debt "))
-        .collect();
-    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
-    assert_eq!(distinct.len(), 2, "two charges asked for: {keys:?}");
-    let written: i64 =
-        sqlx::query_scalar("select count(*) from debt_collection where sending_amount is not null")
+    async fn record(
+        &self,
+        c: &Cabinets,
+        charge: &collect::Charge,
+        answer: Result<switchyard_core::payments::ProviderIntent, String>,
+        now: DateTime<Utc>,
+    ) -> collect::Outcome {
+        let mut tx = self.db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+        let outcome = collect::record(&mut tx, self.provider.as_ref(), POLICY, charge, answer, now)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        outcome
+    }
+}
+
+/// A collector slower than its lease: another claims the debt, sends the written-down charge again (Stripe
+/// replays it) and records it; the slow one's answer then changes nothing. One payment, collected once.
+#[tokio::test]
+async fn a_collector_that_outlives_its_lease_finds_its_charge_recorded_by_the_next() {
+    let fake = StripeFake::start().await;
+    let (w, c, _) = owing_on_a_held_rental(&fake).await;
+    let now = Utc::now();
+    let slow = w.prepare(&c, now).await;
+    let answer = collect::send(w.provider.as_ref(), TenantId(c.t.id), &slow)
+        .await
+        .unwrap();
+
+    assert_eq!(w.collect(now + Duration::minutes(5)).await, 1);
+    assert_eq!(wallet(&w.app, &c).await["debt"], 75);
+    let late = w.record(&c, &slow, Ok(answer), now).await;
+    assert_eq!(late, collect::Outcome::Recorded);
+
+    assert_eq!(wallet(&w.app, &c).await["debt"], 75);
+    assert_one_debt_payment_of_100(&w, &c).await;
+    let row: (i32, i32, Option<i64>) =
+        sqlx::query_as("select charges, attempts, sending_amount from debt_collection")
             .fetch_one(&w.app.owner)
             .await
             .unwrap();
-    assert_eq!(written, 0);
+    assert_eq!(row, (1, 0, None), "one charge counted, none written down");
+    let keys: Vec<Option<String>> = fake
+        .requests_to("POST", "/v1/payment_intents")
+        .into_iter()
+        .map(|r| r.idempotency_key)
+        .filter(|k| k.as_deref().is_some_and(|k| k.contains(" debt ")))
+        .collect();
+    assert_eq!(keys.len(), 2, "sent, and sent again");
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(w.unbalanced_journals().await, 0);
+}
+
+/// The rental ends while a charge is out (its card hold now to be settled) and the card declines for the last
+/// time: collection is exhausted but stays due, so the next pass settles the hold, which pays the debt.
+#[tokio::test]
+async fn a_hold_to_settle_that_arrives_while_a_charge_is_out_is_settled_even_if_the_charge_exhausts(
+) {
+    let fake = StripeFake::start().await;
+    let (w, c, rental) = owing_on_a_held_rental(&fake).await;
+    sqlx::query("update debt_collection set attempts = $1")
+        .bind(POLICY.max_attempts - 1)
+        .execute(&w.app.owner)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let charge = w.prepare(&c, now).await;
+    let (status, stopped) = post(
+        &w.app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("stop-while-charging"),
+        json!({"rental_id": rental, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    let owed = wallet(&w.app, &c).await["debt"].as_i64().unwrap();
+    let outcome = w
+        .record(&c, &charge, Err("card_declined".into()), now)
+        .await;
+    assert_eq!(outcome, collect::Outcome::Exhausted);
+    let debt = &w.patron(&c).await["debtCollection"][0];
+    assert_eq!(
+        (&debt["status"], &debt["lastError"]),
+        (&json!("exhausted"), &json!("card_declined"))
+    );
+
+    assert_eq!(w.collect(Utc::now()).await, 1, "still due");
+    let payments = w.patron(&c).await["payments"].clone();
+    let deposit = payments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "deposit")
+        .unwrap_or_else(|| panic!("{payments}"));
+    assert_eq!(
+        (&deposit["status"], &deposit["capturedAmount"]),
+        (&json!("confirmed"), &json!(owed.min(500))),
+        "{payments}"
+    );
+    assert_eq!(wallet(&w.app, &c).await["debt"], (owed - 500).max(0));
     assert_eq!(w.unbalanced_journals().await, 0);
 }
