@@ -590,9 +590,12 @@ async fn local_answer(
             transaction_id = Some(id.to_string());
             json!({ "idTagInfo": { "status": shared.ocpp.verdict(&uid) }, "transactionId": id })
         }
+        // A free-vend token (2.0.1 `NoAuthorization`) names no one: nothing to judge, as the cloud answers it.
         "StopTransaction" | "TransactionEvent" => match tag_of(&payload) {
-            Some(uid) => info(shared.ocpp.verdict(&uid)),
-            None => json!({}),
+            Some(uid) if payload["idToken"]["type"] != "NoAuthorization" => {
+                info(shared.ocpp.verdict(&uid))
+            }
+            _ => json!({}),
         },
         "MeterValues"
         | "StatusNotification"

@@ -325,7 +325,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type).await?;
         return Ok(answer);
     }
-    let Some(transaction) = existing.take() else {
+    let Some(mut transaction) = existing.take() else {
         // Ended for a transaction never heard of: answered and recorded.
         transactions::stop(
             cx.tx,
@@ -345,7 +345,26 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         return Ok(answer);
     }
     if let Some(id_token) = id_token {
-        let verdict = transactions::authorize(cx.tx, cx.charger, &id_token.id_token).await?;
+        let verdict = if transaction.id_tag.is_none() && event.event_type != "Ended" {
+            // A free-vend transaction given a token (a cloud-started session's, a tap): billed from here on.
+            let offline = event.offline.unwrap_or(false) || cx.replay.is_some();
+            let verdict = transactions::present_token(
+                cx.tx,
+                cx.charger,
+                &transaction,
+                &id_token.id_token,
+                event.timestamp,
+                energy,
+                offline,
+            )
+            .await?;
+            if let Some(t) = transactions::by_ocpp_id(cx.tx, cx.charger.id, &ocpp_id).await? {
+                transaction = t;
+            }
+            verdict
+        } else {
+            transactions::authorize(cx.tx, cx.charger, &id_token.id_token).await?
+        };
         answer["idTokenInfo"] = id_token_info(&verdict);
     }
     match event.event_type.as_str() {

@@ -209,53 +209,17 @@ pub async fn start(
         return Ok((t, Verdict { status, ..verdict }));
     }
 
-    let waiting = waiting_session(tx, charger, &start.id_tag, Some(connector)).await?;
-    let mut verdict = match &waiting {
-        Some(s) => Verdict {
-            status: TagStatus::Accepted,
-            expires_at: None,
-            parent: None,
-            patron_id: Some(s.patron_id),
-        },
-        None => tags::judge(tx, &start.id_tag, Some(station_id), start.at).await?,
-    };
-    if waiting.is_none() && verdict.status == TagStatus::Accepted {
-        let busy: bool = sqlx::query_scalar(
-            "select exists (select 1 from session where tenant_id = $1 and station_id = $2
-                              and coalesce(connector, 0) = $3 and status in ('active', 'paused'))",
-        )
-        .bind(tx.tenant())
-        .bind(station_id)
-        .bind(connector)
-        .fetch_one(tx.conn())
-        .await?;
-        if busy {
-            verdict.status = TagStatus::ConcurrentTx;
-        }
-    }
-    if verdict.status == TagStatus::Invalid && start.offline {
-        tags::keep_unknown(tx, &start.id_tag).await?;
-    }
-    let session = match (waiting, verdict.status, verdict.patron_id) {
-        (Some(s), _, _) => {
-            sessions::attach_meter(tx, s.id, connector, start.meter_start_wh).await?;
-            Some(s.id)
-        }
-        (None, TagStatus::Accepted, Some(patron)) => {
-            let station = crate::stations::get(tx, station_id).await?;
-            let s = sessions::start_from_device(
-                tx,
-                &station,
-                connector,
-                patron,
-                start.at,
-                start.meter_start_wh,
-            )
-            .await?;
-            Some(s.id)
-        }
-        _ => None,
-    };
+    let (session, verdict) = open_session(
+        tx,
+        charger,
+        station_id,
+        connector,
+        &start.id_tag,
+        start.at,
+        start.meter_start_wh,
+        start.offline,
+    )
+    .await?;
     let ocpp_id = match start.ocpp_id {
         Some(id) => id,
         None => sqlx::query_scalar::<_, i32>("select nextval('ocpp_transaction_id_seq')::int")
@@ -315,6 +279,101 @@ pub async fn start(
     metrics::counter!("ocpp_transactions_started_total", "auth" => verdict.status.as_str())
         .increment(1);
     Ok((transaction, verdict))
+}
+
+/// Judges a tag presented at a start and opens the session it bills, if any: the cloud-started session that handed
+/// the charger this tag, or a new one for an accepted patron's tag on a free connector.
+#[allow(clippy::too_many_arguments)]
+async fn open_session(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    station_id: Uuid,
+    connector: i32,
+    tag: &str,
+    at: DateTime<Utc>,
+    meter_start_wh: i64,
+    offline: bool,
+) -> Result<(Option<Uuid>, Verdict)> {
+    let waiting = waiting_session(tx, charger, tag, Some(connector)).await?;
+    let mut verdict = match &waiting {
+        Some(s) => Verdict {
+            status: TagStatus::Accepted,
+            expires_at: None,
+            parent: None,
+            patron_id: Some(s.patron_id),
+        },
+        None => tags::judge(tx, tag, Some(station_id), at).await?,
+    };
+    if waiting.is_none() && verdict.status == TagStatus::Accepted {
+        let busy: bool = sqlx::query_scalar(
+            "select exists (select 1 from session where tenant_id = $1 and station_id = $2
+                              and coalesce(connector, 0) = $3 and status in ('active', 'paused'))",
+        )
+        .bind(tx.tenant())
+        .bind(station_id)
+        .bind(connector)
+        .fetch_one(tx.conn())
+        .await?;
+        if busy {
+            verdict.status = TagStatus::ConcurrentTx;
+        }
+    }
+    if verdict.status == TagStatus::Invalid && offline {
+        tags::keep_unknown(tx, tag).await?;
+    }
+    let session = match (waiting, verdict.status, verdict.patron_id) {
+        (Some(s), _, _) => {
+            sessions::attach_meter(tx, s.id, connector, meter_start_wh).await?;
+            Some(s.id)
+        }
+        (None, TagStatus::Accepted, Some(patron)) => {
+            let station = crate::stations::get(tx, station_id).await?;
+            let s =
+                sessions::start_from_device(tx, &station, connector, patron, at, meter_start_wh)
+                    .await?;
+            Some(s.id)
+        }
+        _ => None,
+    };
+    Ok((session, verdict))
+}
+
+/// A token presented during a free-vend transaction (a 2.0.1 charger that began without asking, then was given
+/// one: a cloud-started session's, or a patron's tap): the transaction becomes that tag's and is billed from the
+/// register `meter_wh` on (what ran before was free). Returns the tag's verdict.
+pub async fn present_token(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    transaction: &Transaction,
+    tag: &str,
+    at: DateTime<Utc>,
+    meter_wh: Option<i64>,
+    offline: bool,
+) -> Result<Verdict> {
+    let meter = meter_wh.unwrap_or(0).max(transaction.meter_last_wh);
+    let (session, verdict) = open_session(
+        tx,
+        charger,
+        transaction.station_id,
+        transaction.connector,
+        tag,
+        at,
+        meter,
+        offline,
+    )
+    .await?;
+    sqlx::query(
+        "update charging_transaction set id_tag = $3, auth_status = $4, session_id = $5
+         where tenant_id = $1 and id = $2 and id_tag is null",
+    )
+    .bind(tx.tenant())
+    .bind(transaction.id)
+    .bind(tag)
+    .bind(verdict.status.as_str())
+    .bind(session)
+    .execute(tx.conn())
+    .await?;
+    Ok(verdict)
 }
 
 /// Starts a free-vend transaction (2.0.1 `NoAuthorization`: the charger charges without asking anyone), once per

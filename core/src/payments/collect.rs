@@ -296,7 +296,9 @@ pub async fn prepare(
             provider,
             customer_ref,
             payment_method_ref,
-            due_at: row.next_attempt_at,
+            // Whatever made it due since it was written down (a hold to settle, a new card) is not known here:
+            // it stays due after this answer (a pass settles holds before it stops).
+            due_at: None,
         }));
     }
     settle_holds(tx, provider, patron, currency).await?;

@@ -518,8 +518,17 @@ async fn a_v201_charger_behind_the_bridge_runs_a_transaction_offline_that_is_bil
     let started = call(&mut cp, "TransactionEvent", event("Started", 0, 40_000)).await;
     assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
     call(&mut cp, "TransactionEvent", event("Ended", 1, 50_000)).await;
+    // Free vend on the other connector: its token names no one, so there is nothing to judge (the cloud's answer).
+    for (kind, seq, wh) in [("Started", 0, 7_000), ("Ended", 1, 7_500)] {
+        let mut free = event(kind, seq, wh);
+        free["transactionInfo"]["transactionId"] = json!("FREE-OFF-1");
+        free["idToken"] = json!({"idToken": "", "type": "NoAuthorization"});
+        free["evse"] = json!({"id": 2, "connectorId": 1});
+        let answer = call(&mut cp, "TransactionEvent", free).await;
+        assert_eq!(answer, json!({}), "{kind}");
+    }
     running
-        .until_metric("edge_bridge_journal_pending", |v| v == 2.0)
+        .until_metric("edge_bridge_journal_pending", |v| v == 4.0)
         .await;
 
     proxy.restore();
@@ -527,16 +536,39 @@ async fn a_v201_charger_behind_the_bridge_runs_a_transaction_offline_that_is_bil
         &app,
         &s.t,
         s.charger,
-        "the offline transaction replayed",
+        "the offline transactions replayed",
         |c| {
             c["transactions"]
                 .as_array()
-                .is_some_and(|ts| ts.iter().any(|t| !t["stoppedAt"].is_null()))
+                .is_some_and(|ts| ts.len() == 2 && ts.iter().all(|t| !t["stoppedAt"].is_null()))
         },
     )
     .await;
-    let t = &c["transactions"][0];
-    assert_eq!(c["transactions"].as_array().map(Vec::len), Some(1), "{c}");
+    let of = |id: &str| {
+        c["transactions"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["ocppId"] == id).cloned())
+            .unwrap_or_else(|| panic!("{id}: {c}"))
+    };
+    let free = of("FREE-OFF-1");
+    assert_eq!(
+        (
+            &free["authStatus"],
+            &free["idTag"],
+            &free["sessionId"],
+            &free["energyWh"],
+            &free["offline"]
+        ),
+        (
+            &json!("FreeVend"),
+            &json!(null),
+            &json!(null),
+            &json!(500),
+            &json!(true)
+        ),
+        "{c}"
+    );
+    let t = &of("TX-OFF-1");
     assert_eq!(
         (&t["ocppId"], &t["offline"], &t["energyWh"]),
         (&json!("TX-OFF-1"), &json!(true), &json!(10_000)),

@@ -273,6 +273,52 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         ),
         "{free}"
     );
+    // Free vend given a token later (a tap, a cloud-started session's tag): billed from that reading on.
+    let free = json!({"idToken": "", "type": "NoAuthorization"});
+    let steps = [
+        ("Started", 0, 10_000, free.clone()),
+        (
+            "Updated",
+            1,
+            10_400,
+            json!({"idToken": s2.tag, "type": "ISO14443"}),
+        ),
+        ("Ended", 2, 11_400, free.clone()),
+    ];
+    let mut answers = Vec::new();
+    for (kind, seq, wh, token) in steps {
+        let mut e = event(kind, seq, "FREE-2", token);
+        e["meterValue"] = json!([{ "timestamp": chrono::Utc::now(), "sampledValue": [
+            { "value": wh, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "Wh" } },
+        ]}]);
+        answers.push(
+            cp2.call("TransactionEvent", e)
+                .await
+                .unwrap_or_else(|e| panic!("{kind}: {e}")),
+        );
+    }
+    assert_eq!(
+        answers[1]["idTokenInfo"]["status"], "Accepted",
+        "{answers:?}"
+    );
+    assert!(answers[2]["totalCost"].is_number(), "{answers:?}");
+    let c = charger(&app, &s2.t, s2.charger).await;
+    let paid = c["transactions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["ocppId"] == "FREE-2").cloned())
+        .unwrap_or_else(|| panic!("{c}"));
+    assert_eq!(
+        (&paid["idTag"], &paid["authStatus"], &paid["energyWh"]),
+        (&json!(s2.tag), &json!("Accepted"), &json!(1_400)),
+        "{paid}"
+    );
+    let billed = super::session(&app, &s2.t, super::uuid(&paid["sessionId"])).await;
+    assert_eq!(
+        (&billed["status"], &billed["energyWh"]),
+        (&json!("ENDED"), &json!(1_000)),
+        "billed from the token's reading: {billed}"
+    );
+
     let mut tx = app.tenant_tx(s2.t.id).await;
     let (sessions, audited): (i64, i64) = sqlx::query_as(
         "select (select count(*) from session where station_id = $1),
@@ -286,8 +332,8 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (sessions, audited),
-        (1, 1),
-        "only T-2 made a session; the free vend is audited once"
+        (2, 1),
+        "T-2 and FREE-2 made sessions; the free vend is audited once"
     );
 }
 
