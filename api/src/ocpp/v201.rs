@@ -79,7 +79,6 @@ struct Evse {
 struct TransactionEvent {
     event_type: String,
     timestamp: DateTime<Utc>,
-    #[allow(dead_code)]
     trigger_reason: String,
     seq_no: i32,
     offline: Option<bool>,
@@ -345,8 +344,10 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         return Ok(answer);
     }
     if let Some(id_token) = id_token {
-        let verdict = if transaction.id_tag.is_none() && event.event_type != "Ended" {
-            // A free-vend transaction given a token (a cloud-started session's, a tap): billed from here on.
+        // A free-vend transaction given a token to start by (a tap, a cloud-started session's tag; not a tap to
+        // stop it): billed from here on.
+        let starts = matches!(event.trigger_reason.as_str(), "Authorized" | "RemoteStart");
+        let verdict = if transaction.id_tag.is_none() && event.event_type != "Ended" && starts {
             let offline = event.offline.unwrap_or(false) || cx.replay.is_some();
             let verdict = transactions::present_token(
                 cx.tx,

@@ -339,8 +339,9 @@ async fn open_session(
 }
 
 /// A token presented during a free-vend transaction (a 2.0.1 charger that began without asking, then was given
-/// one: a cloud-started session's, or a patron's tap): the transaction becomes that tag's and is billed from the
-/// register `meter_wh` on (what ran before was free). Returns the tag's verdict.
+/// one: a cloud-started session's, or a patron's tap): when it opens a session, the transaction becomes that tag's
+/// and is billed from the register `meter_wh` (else the last reading) on; what ran before was free. Returns the
+/// tag's verdict.
 pub async fn present_token(
     tx: &mut TenantTx,
     charger: &Charger,
@@ -362,6 +363,11 @@ pub async fn present_token(
         offline,
     )
     .await?;
+    if session.is_none() {
+        // Not one to bill (an unknown tag, no funds, ...): the transaction stays free vend, and a later token
+        // (after a top-up, a session started in the cloud) may still take it.
+        return Ok(verdict);
+    }
     sqlx::query(
         "update charging_transaction set id_tag = $3, auth_status = $4, session_id = $5
          where tenant_id = $1 and id = $2 and id_tag is null",

@@ -275,15 +275,18 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
     );
     // Free vend given a token later (a tap, a cloud-started session's tag): billed from that reading on.
     let free = json!({"idToken": "", "type": "NoAuthorization"});
+    // A tag that is not accepted first leaves it free vend, for the next one to take.
+    let unknown = json!({"idToken": "NOBODY99", "type": "ISO14443"});
     let steps = [
         ("Started", 0, 10_000, free.clone()),
+        ("Updated", 1, 10_200, unknown),
         (
             "Updated",
-            1,
+            2,
             10_400,
             json!({"idToken": s2.tag, "type": "ISO14443"}),
         ),
-        ("Ended", 2, 11_400, free.clone()),
+        ("Ended", 3, 11_400, free.clone()),
     ];
     let mut answers = Vec::new();
     for (kind, seq, wh, token) in steps {
@@ -298,10 +301,14 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
         );
     }
     assert_eq!(
-        answers[1]["idTokenInfo"]["status"], "Accepted",
+        answers[2]["idTokenInfo"]["status"], "Accepted",
         "{answers:?}"
     );
-    assert!(answers[2]["totalCost"].is_number(), "{answers:?}");
+    assert_eq!(
+        answers[1]["idTokenInfo"]["status"], "Invalid",
+        "{answers:?}"
+    );
+    assert!(answers[3]["totalCost"].is_number(), "{answers:?}");
     let c = charger(&app, &s2.t, s2.charger).await;
     let paid = c["transactions"]
         .as_array()
