@@ -260,21 +260,7 @@ pub async fn start(
         .await?;
     }
     if transaction.session_id.is_none() {
-        audit::record_as(
-            tx,
-            None,
-            None,
-            Entry {
-                action: "charging.unbilled_transaction",
-                object_type: "charger",
-                object_id: Some(charger.id),
-                detail: json!({
-                    "transaction": transaction.ocpp_id, "id_tag": transaction.id_tag,
-                    "auth_status": transaction.auth_status, "offline": transaction.offline,
-                }),
-            },
-        )
-        .await?;
+        audit_unbilled(tx, charger, &transaction).await?;
     }
     metrics::counter!("ocpp_transactions_started_total", "auth" => verdict.status.as_str())
         .increment(1);
@@ -416,6 +402,13 @@ pub async fn start_free(
         .bind(offline)
         .fetch_one(tx.conn())
         .await?;
+    audit_unbilled(tx, charger, &transaction).await?;
+    metrics::counter!("ocpp_transactions_started_total", "auth" => "FreeVend").increment(1);
+    Ok(transaction)
+}
+
+/// A transaction kept without a session to bill (a tag not accepted, free vend): in the audit log for operators.
+async fn audit_unbilled(tx: &mut TenantTx, charger: &Charger, t: &Transaction) -> Result<()> {
     audit::record_as(
         tx,
         None,
@@ -425,14 +418,12 @@ pub async fn start_free(
             object_type: "charger",
             object_id: Some(charger.id),
             detail: json!({
-                "transaction": transaction.ocpp_id, "id_tag": null, "auth_status": "FreeVend",
-                "offline": transaction.offline,
+                "transaction": t.ocpp_id, "id_tag": t.id_tag,
+                "auth_status": t.auth_status, "offline": t.offline,
             }),
         },
     )
-    .await?;
-    metrics::counter!("ocpp_transactions_started_total", "auth" => "FreeVend").increment(1);
-    Ok(transaction)
+    .await
 }
 
 /// A meter reading a charger sent: for a transaction by its OCPP id, or (none given) for whatever runs on the

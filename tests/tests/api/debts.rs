@@ -439,30 +439,11 @@ async fn assert_one_debt_payment_of_100(w: &World, c: &Cabinets) {
 #[tokio::test]
 async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_next_pass() {
     let fake = StripeFake::start().await;
-    let base = fake.url();
-    let w = world(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
-    ])
-    .await;
-    let c = setup(&w.app, 0).await;
-    w.save_card(&c, "pm_card_visa").await;
-    let (status, r) = w.start(&c, "with-card").await;
-    assert_eq!(status, StatusCode::OK, "{r}");
-    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
-    w.bill(&c, rental, Duration::hours(3)).await;
+    let (w, c, rental) = owing_on_a_held_rental(&fake).await;
     let now = Utc::now();
 
     let tenant = TenantId(c.t.id);
-    let mut tx = w.db.begin_tenant(tenant).await.unwrap();
-    let step = collect::prepare(&mut tx, w.provider.as_ref(), POLICY, c.patron, "EUR", now)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let Step::Send(charge) = step else {
-        panic!("a charge is due: {step:?}")
-    };
+    let charge = w.prepare(&c, now).await;
     assert_eq!(charge.amount, 100);
     let taken = collect::send(w.provider.as_ref(), tenant, &charge)
         .await
