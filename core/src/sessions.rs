@@ -628,15 +628,15 @@ pub const DEVICE_START_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(366)
 
 /// A session a device started itself — a charger's transaction on `connector`, for the patron whose tag it
 /// was, from `started_at` (the charger's time, no later than now and no earlier than [`DEVICE_START_MAX_AGE`] ago:
-/// a charger whose clock was reset says 1970) and meter reading `meter_start_wh`: open-ended, billed by the tick,
-/// no command sent (the device is already on).
+/// a charger whose clock was reset says 1970) and meter reading `meter_start_wh` (none: the first reading to come
+/// is the baseline): open-ended, billed by the tick, no command sent (the device is already on).
 pub async fn start_from_device(
     tx: &mut TenantTx,
     station: &stations::Station,
     connector: i32,
     patron_id: Uuid,
     started_at: DateTime<Utc>,
-    meter_start_wh: i64,
+    meter_start_wh: Option<i64>,
 ) -> Result<Session> {
     let venue = venues::get(tx, station.venue_id).await?;
     let tariff = tariffs::resolve(tx, station).await?;
@@ -700,12 +700,13 @@ pub async fn start_from_device(
     Ok(session)
 }
 
-/// A session's device started metering on `connector` at reading `meter_start_wh`.
+/// A session's device started metering on `connector` at reading `meter_start_wh` (none: its first reading to come
+/// is the baseline, never 0 Wh, which would bill a meter's lifetime register).
 pub async fn attach_meter(
     tx: &mut TenantTx,
     id: Uuid,
     connector: i32,
-    meter_start_wh: i64,
+    meter_start_wh: Option<i64>,
 ) -> Result<()> {
     sqlx::query(
         "update session set connector = $3, meter_start_wh = $4, meter_last_wh = $4
@@ -714,7 +715,7 @@ pub async fn attach_meter(
     .bind(tx.tenant())
     .bind(id)
     .bind(connector)
-    .bind(meter_start_wh.max(0))
+    .bind(meter_start_wh.map(|m| m.max(0)))
     .execute(tx.conn())
     .await?;
     Ok(())

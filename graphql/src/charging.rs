@@ -134,8 +134,10 @@ pub struct ChargingTransaction {
     pub auth_status: String,
     /// The session that bills it (none when its tag was not accepted: kept, not billed).
     pub session_id: Option<Uuid>,
-    pub meter_start_wh: i64,
-    pub meter_last_wh: i64,
+    /// The energy register (Wh) at the start and at the last reading; none until the charger's first reading (a
+    /// 2.0.1 start may carry none: the first reading is then the baseline).
+    pub meter_start_wh: Option<i64>,
+    pub meter_last_wh: Option<i64>,
     pub energy_wh: i64,
     pub power_w: Option<i32>,
     pub started_at: DateTime<Utc>,

@@ -841,11 +841,21 @@ pub(crate) async fn running_on(
     Ok(charging::transactions::running_on(cx.tx, cx.charger.id, connector).await?)
 }
 
+/// What OCPP sampled values read: the energy register in Wh and the power in W (the last given), and the register
+/// sampled at the transaction's start (context `Transaction.Begin`: an `Ended` event carries it when the charger
+/// sends its transaction's readings at the end only).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Readings {
+    pub energy: Option<i64>,
+    pub power: Option<i32>,
+    pub begin: Option<i64>,
+}
+
 /// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with
-/// `unitOfMeasure`): the energy register in Wh and the power in W, where present. Phase values are skipped (only
-/// totals count); a measurand left out is the energy register, as both versions define.
-pub(crate) fn readings(meter_values: &[Value]) -> (Option<i64>, Option<i32>) {
-    let (mut energy, mut power) = (None, None);
+/// `unitOfMeasure`), where present. Phase values are skipped (only totals count); a measurand left out is the
+/// energy register, as both versions define.
+pub(crate) fn readings(meter_values: &[Value]) -> Readings {
+    let mut read = Readings::default();
     for meter_value in meter_values {
         let Some(samples) = meter_value.get("sampledValue").and_then(Value::as_array) else {
             continue;
@@ -880,17 +890,22 @@ pub(crate) fn readings(meter_values: &[Value]) -> (Option<i64>, Option<i32>) {
                 "Energy.Active.Import.Register" => {
                     let wh = (value * scale).round();
                     if (0.0..=rpc::MAX_REGISTER_WH as f64).contains(&wh) {
-                        energy = Some(wh as i64);
+                        read.energy = Some(wh as i64);
+                        if sample.get("context").and_then(Value::as_str)
+                            == Some("Transaction.Begin")
+                        {
+                            read.begin = read.begin.or(Some(wh as i64));
+                        }
                     }
                 }
                 "Power.Active.Import" => {
-                    power = Some((value * scale).round().clamp(0.0, i32::MAX as f64) as i32)
+                    read.power = Some((value * scale).round().clamp(0.0, i32::MAX as f64) as i32)
                 }
                 _ => {}
             }
         }
     }
-    (energy, power)
+    read
 }
 
 #[cfg(test)]
@@ -907,14 +922,22 @@ mod tests {
         ]}]);
         assert_eq!(
             readings(v16.as_array().map(Vec::as_slice).unwrap_or_default()),
-            (Some(12_500), Some(7_200))
+            Readings {
+                energy: Some(12_500),
+                power: Some(7_200),
+                begin: None
+            }
         );
         let v201 = json!([{ "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
             { "value": 3.2, "unitOfMeasure": { "unit": "Wh", "multiplier": 3 } },
         ]}]);
         assert_eq!(
             readings(v201.as_array().map(Vec::as_slice).unwrap_or_default()),
-            (Some(3_200), None)
+            Readings {
+                energy: Some(3_200),
+                power: None,
+                begin: None
+            }
         );
     }
 
@@ -926,12 +949,40 @@ mod tests {
         ]}]);
         assert_eq!(
             readings(absurd.as_array().map(Vec::as_slice).unwrap_or_default()),
-            (None, Some(7_200))
+            Readings {
+                energy: None,
+                power: Some(7_200),
+                begin: None
+            }
         );
         let largest = json!([{ "sampledValue": [{ "value": "1000000000", "unit": "kWh" }] }]);
         assert_eq!(
             readings(largest.as_array().map(Vec::as_slice).unwrap_or_default()),
-            (Some(rpc::MAX_REGISTER_WH), None)
+            Readings {
+                energy: Some(rpc::MAX_REGISTER_WH),
+                power: None,
+                begin: None
+            }
+        );
+    }
+
+    #[test]
+    fn an_ended_events_readings_give_the_register_at_the_transactions_begin() {
+        let ended = json!([
+            { "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
+                { "value": 52_000, "context": "Transaction.Begin" },
+            ]},
+            { "timestamp": "2026-01-01T01:00:00Z", "sampledValue": [
+                { "value": 59_500, "context": "Transaction.End" },
+            ]},
+        ]);
+        assert_eq!(
+            readings(ended.as_array().map(Vec::as_slice).unwrap_or_default()),
+            Readings {
+                energy: Some(59_500),
+                power: None,
+                begin: Some(52_000)
+            }
         );
     }
 }

@@ -154,13 +154,13 @@ fn id_tag_info(verdict: &Verdict) -> Value {
 /// A MeterValues CALL as the reading it gives (the CALLERROR to answer if it breaks the schema).
 pub(super) fn meter_reading(charger: Uuid, payload: Value) -> Result<Reading, RpcError> {
     let values: MeterValues = decode(payload)?;
-    let (energy_wh, power_w) = readings(&values.meter_value);
+    let read = readings(&values.meter_value);
     Ok(Reading {
         charger,
         transaction: values.transaction_id.map(|id| id.to_string()),
         connector: connector(values.connector_id)?,
-        energy_wh,
-        power_w,
+        energy_wh: read.energy,
+        power_w: read.power,
     })
 }
 
@@ -228,7 +228,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 Start {
                     connector: number,
                     id_tag: start.id_tag,
-                    meter_start_wh: rpc::register("meterStart", start.meter_start)?,
+                    meter_start_wh: Some(rpc::register("meterStart", start.meter_start)?),
                     at: start.timestamp,
                     ocpp_id: replay.and_then(|r| r.transaction_id),
                     reservation_id: start.reservation_id,
@@ -254,7 +254,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                 .transaction_data
                 .as_deref()
                 .map(readings)
-                .and_then(|(energy, _)| energy)
+                .and_then(|read| read.energy)
                 .map_or(stop.meter_stop, |e| e.max(stop.meter_stop));
             let stopped = transactions::stop(
                 cx.tx,

@@ -201,9 +201,10 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
         "MeterValues" => {
             let values: MeterValues = decode(payload)?;
             let number = evse(values.evse_id)?;
-            let (energy, power) = readings(&values.meter_value);
+            let read = readings(&values.meter_value);
             if let Some(t) = running_on(cx, number).await? {
-                if let Some(cost) = transactions::meter(cx.tx, &t, energy, power).await? {
+                let t = baseline(cx, t, read.begin).await?;
+                if let Some(cost) = transactions::meter(cx.tx, &t, read.energy, read.power).await? {
                     // The running cost on the charger's display.
                     let currency = session_currency(cx, &t).await?;
                     let request = Request::cost_updated(major_units(cost, &currency), &t.ocpp_id);
@@ -278,7 +279,8 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         .as_ref()
         .filter(|_| !free_vend && bad_token.is_none());
     let ocpp_id = event.transaction_info.transaction_id.clone();
-    let (energy, power) = readings(event.meter_value.as_deref().unwrap_or_default());
+    let read = readings(event.meter_value.as_deref().unwrap_or_default());
+    let (energy, power) = (read.energy, read.power);
     let mut existing = transactions::by_ocpp_id(cx.tx, cx.charger.id, &ocpp_id).await?;
     let mut answer = json!({});
     // A transaction becomes a billed one once a token is known (it may start before authorization, when the cable
@@ -296,7 +298,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
                     cx.charger,
                     connector,
                     &ocpp_id,
-                    energy.unwrap_or(0),
+                    read.begin.or(energy),
                     event.timestamp,
                     offline,
                 )
@@ -312,7 +314,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
             Start {
                 connector,
                 id_tag: id_token.id_token.clone(),
-                meter_start_wh: energy.unwrap_or(0),
+                meter_start_wh: read.begin.or(energy),
                 at: event.timestamp,
                 ocpp_id: Some(ocpp_id.clone()),
                 reservation_id: event.reservation_id,
@@ -341,8 +343,15 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
     };
     if !transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type).await? {
         // Seen before (its answer was lost): answered again, not applied again.
+        if let Some(id_token) = id_token {
+            let verdict =
+                transactions::verdict_again(cx.tx, cx.charger, &transaction, &id_token.id_token)
+                    .await?;
+            answer["idTokenInfo"] = id_token_info(&verdict);
+        }
         return Ok(answer);
     }
+    transaction = baseline(cx, transaction, read.begin).await?;
     if let Some(id_token) = id_token {
         // A free-vend transaction given a token to start by (a tap, a cloud-started session's tag; not a tap to
         // stop it): billed from here on.
@@ -394,6 +403,24 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         }
     }
     Ok(answer)
+}
+
+/// A transaction that began without a reading takes the register sampled at its begin (context
+/// `Transaction.Begin`, sent later, as with the end's readings) as its baseline; one with a baseline is unchanged.
+async fn baseline(
+    cx: &mut Cx<'_>,
+    transaction: transactions::Transaction,
+    begin: Option<i64>,
+) -> Result<transactions::Transaction, Fail> {
+    if transaction.meter_start_wh.is_some() || begin.is_none() {
+        return Ok(transaction);
+    }
+    transactions::meter(cx.tx, &transaction, begin, None).await?;
+    Ok(
+        transactions::by_ocpp_id(cx.tx, cx.charger.id, &transaction.ocpp_id)
+            .await?
+            .unwrap_or(transaction),
+    )
 }
 
 async fn session_currency(cx: &mut Cx<'_>, t: &transactions::Transaction) -> Result<String, Fail> {

@@ -35,8 +35,10 @@ pub struct Transaction {
     /// What the tag was judged at the start, or `FreeVend`.
     pub auth_status: String,
     pub session_id: Option<Uuid>,
-    pub meter_start_wh: i64,
-    pub meter_last_wh: i64,
+    /// The energy register (Wh) at the start and at the last reading: None until the charger's first reading (a
+    /// 2.0.1 start may carry none), which then becomes the baseline.
+    pub meter_start_wh: Option<i64>,
+    pub meter_last_wh: Option<i64>,
     pub power_w: Option<i32>,
     pub started_at: DateTime<Utc>,
     pub stopped_at: Option<DateTime<Utc>>,
@@ -46,7 +48,10 @@ pub struct Transaction {
 
 impl Transaction {
     pub fn energy_wh(&self) -> i64 {
-        (self.meter_last_wh - self.meter_start_wh).max(0)
+        match (self.meter_start_wh, self.meter_last_wh) {
+            (Some(start), Some(last)) => (last - start).max(0),
+            _ => 0,
+        }
     }
 }
 
@@ -159,7 +164,8 @@ async fn waiting_session(
 pub struct Start {
     pub connector: i32,
     pub id_tag: String,
-    pub meter_start_wh: i64,
+    /// The energy register at the start (Wh), where the charger reported one.
+    pub meter_start_wh: Option<i64>,
     pub at: DateTime<Utc>,
     /// 2.0.1: the charger's transaction id; 1.6: none (the central system hands one out).
     pub ocpp_id: Option<String>,
@@ -182,7 +188,7 @@ pub async fn start(
     let sql = format!(
         "select {COLUMNS} from charging_transaction
          where tenant_id = $1 and charger_id = $2 and connector = $3 and id_tag = $4 and started_at = $5
-           and meter_start_wh = $6"
+           and meter_start_wh is not distinct from $6"
     );
     let again: Option<Transaction> = sqlx::query_as(&sql)
         .bind(tx.tenant())
@@ -199,14 +205,8 @@ pub async fn start(
         (None, None) => None,
     };
     if let Some(t) = again {
-        let tag = t.id_tag.as_deref().unwrap_or(&start.id_tag);
-        let verdict = tags::judge(tx, tag, Some(station_id), t.started_at).await?;
-        let status = if t.session_id.is_some() {
-            TagStatus::Accepted
-        } else {
-            verdict.status
-        };
-        return Ok((t, Verdict { status, ..verdict }));
+        let verdict = verdict_again(tx, charger, &t, &start.id_tag).await?;
+        return Ok((t, verdict));
     }
 
     let (session, verdict) = open_session(
@@ -242,7 +242,7 @@ pub async fn start(
         .bind(&start.id_tag)
         .bind(verdict.status.as_str())
         .bind(session)
-        .bind(start.meter_start_wh.max(0))
+        .bind(start.meter_start_wh.map(|m| m.max(0)))
         .bind(start.at)
         .bind(start.offline)
         .bind(start.reservation_id)
@@ -267,6 +267,27 @@ pub async fn start(
     Ok((transaction, verdict))
 }
 
+/// The verdict on `tag` for a message about transaction `t` that came again (its answer was lost): as it was
+/// answered the first time where the transaction is that tag's (accepted when it bills a session), else the tag
+/// judged now.
+pub async fn verdict_again(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    t: &Transaction,
+    tag: &str,
+) -> Result<Verdict> {
+    if t.id_tag.as_deref() != Some(tag) {
+        return authorize(tx, charger, tag).await;
+    }
+    let verdict = tags::judge(tx, tag, Some(t.station_id), t.started_at).await?;
+    let status = if t.session_id.is_some() {
+        TagStatus::Accepted
+    } else {
+        verdict.status
+    };
+    Ok(Verdict { status, ..verdict })
+}
+
 /// Judges a tag presented at a start and opens the session it bills, if any: the cloud-started session that handed
 /// the charger this tag, or a new one for an accepted patron's tag on a free connector.
 #[allow(clippy::too_many_arguments)]
@@ -277,7 +298,7 @@ async fn open_session(
     connector: i32,
     tag: &str,
     at: DateTime<Utc>,
-    meter_start_wh: i64,
+    meter_start_wh: Option<i64>,
     offline: bool,
 ) -> Result<(Option<Uuid>, Verdict)> {
     let waiting = waiting_session(tx, charger, tag, Some(connector)).await?;
@@ -326,8 +347,8 @@ async fn open_session(
 
 /// A token presented during a free-vend transaction (a 2.0.1 charger that began without asking, then was given
 /// one: a cloud-started session's, or a patron's tap): when it opens a session, the transaction becomes that tag's
-/// and is billed from the register `meter_wh` (else the last reading) on; what ran before was free. Returns the
-/// tag's verdict.
+/// and is billed from the register `meter_wh` (else the last reading; with none yet, from the first to come) on;
+/// what ran before was free. Returns the tag's verdict.
 pub async fn present_token(
     tx: &mut TenantTx,
     charger: &Charger,
@@ -337,7 +358,10 @@ pub async fn present_token(
     meter_wh: Option<i64>,
     offline: bool,
 ) -> Result<Verdict> {
-    let meter = meter_wh.unwrap_or(0).max(transaction.meter_last_wh);
+    let meter = match (meter_wh, transaction.meter_last_wh) {
+        (Some(m), last) => Some(m.max(last.unwrap_or(0))),
+        (None, last) => last,
+    };
     let (session, verdict) = open_session(
         tx,
         charger,
@@ -375,7 +399,7 @@ pub async fn start_free(
     charger: &Charger,
     connector: i32,
     ocpp_id: &str,
-    meter_start_wh: i64,
+    meter_start_wh: Option<i64>,
     at: DateTime<Utc>,
     offline: bool,
 ) -> Result<Transaction> {
@@ -397,7 +421,7 @@ pub async fn start_free(
         .bind(station_id)
         .bind(connector.clamp(1, 64))
         .bind(ocpp_id)
-        .bind(meter_start_wh.max(0))
+        .bind(meter_start_wh.map(|m| m.max(0)))
         .bind(at)
         .bind(offline)
         .fetch_one(tx.conn())
@@ -468,7 +492,8 @@ pub async fn record(tx: &mut TenantTx, readings: &[Reading]) -> Result<()> {
            ) t on true
          )
          update charging_transaction t
-           set meter_last_wh = greatest(t.meter_last_wh, coalesce(m.energy, t.meter_last_wh)),
+           set meter_start_wh = coalesce(t.meter_start_wh, m.energy),
+               meter_last_wh = greatest(t.meter_last_wh, m.energy),
                power_w = coalesce(m.power, t.power_w)
          from m where t.tenant_id = $1 and t.id = m.id
          returning t.session_id, m.energy, m.power",
@@ -498,8 +523,8 @@ pub async fn meter(
     power_w: Option<i32>,
 ) -> Result<Option<i64>> {
     sqlx::query(
-        "update charging_transaction set meter_last_wh = greatest(meter_last_wh, coalesce($3, meter_last_wh)),
-           power_w = coalesce($4, power_w)
+        "update charging_transaction set meter_start_wh = coalesce(meter_start_wh, $3),
+           meter_last_wh = greatest(meter_last_wh, $3), power_w = coalesce($4, power_w)
          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
@@ -568,7 +593,7 @@ pub async fn stop(
     let at = stop.at.min(Utc::now()).max(transaction.started_at);
     let sql = format!(
         "update charging_transaction set stopped_at = $3, stop_reason = $4,
-           meter_last_wh = greatest(meter_last_wh, coalesce($5, meter_last_wh))
+           meter_start_wh = coalesce(meter_start_wh, $5), meter_last_wh = greatest(meter_last_wh, $5)
          where tenant_id = $1 and id = $2 returning {COLUMNS}"
     );
     let transaction: Transaction = sqlx::query_as(&sql)

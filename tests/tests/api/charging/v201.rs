@@ -122,6 +122,147 @@ async fn a_v201_transaction_event_stream_is_billed_once_with_its_running_cost() 
     );
 }
 
+/// A charger not set to send readings at the start: its first reading (the meter's lifetime register) is the
+/// baseline, never 0 Wh, whether that reading comes in an update or as the `Transaction.Begin` sample an `Ended`
+/// event carries; a free-vend transaction given a token before any reading likewise.
+#[tokio::test]
+async fn a_v201_transaction_begun_without_a_reading_is_billed_from_its_first_reading() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V201).await;
+    let tag = json!({"idToken": s.tag, "type": "ISO14443"});
+    let free = json!({"idToken": "", "type": "NoAuthorization"});
+    let event = |kind: &str,
+                 seq: i64,
+                 id: &str,
+                 token: &serde_json::Value,
+                 meter: Option<serde_json::Value>| {
+        let mut e = json!({
+            "eventType": kind, "timestamp": chrono::Utc::now(), "triggerReason": "Authorized", "seqNo": seq,
+            "transactionInfo": {"transactionId": id}, "idToken": token, "evse": {"id": 1, "connectorId": 1},
+        });
+        if let Some(m) = meter {
+            e["meterValue"] = m;
+        }
+        e
+    };
+    let transaction = |c: &serde_json::Value, id: &str| {
+        c["transactions"]
+            .as_array()
+            .and_then(|l| l.iter().find(|t| t["ocppId"] == id).cloned())
+            .unwrap_or_else(|| panic!("{c}"))
+    };
+    let mut send = async |e: serde_json::Value| {
+        cp.call("TransactionEvent", e)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    // Readings in updates: the first (1,250 kWh on the meter's register) is the baseline.
+    let started = send(event("Started", 0, "TX-NOREAD", &tag, None)).await;
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
+    // The same start again (its answer was lost): answered as it was the first time, verdict included.
+    let again = send(event("Started", 0, "TX-NOREAD", &tag, None)).await;
+    assert_eq!(again["idTokenInfo"]["status"], "Accepted", "{again}");
+    let t = transaction(&charger(&app, &s.t, s.charger).await, "TX-NOREAD");
+    assert_eq!(
+        (&t["meterStartWh"], &t["meterLastWh"], &t["energyWh"]),
+        (&json!(null), &json!(null), &json!(0)),
+        "{t}"
+    );
+    let session_id = uuid(&t["sessionId"]);
+    let first = send(event(
+        "Updated",
+        1,
+        "TX-NOREAD",
+        &tag,
+        Some(energy(1_250_000)),
+    ))
+    .await;
+    assert_eq!(first["totalCost"], 0.0, "{first}");
+    assert_eq!(session(&app, &s.t, session_id).await["energyWh"], 0);
+    let updated = send(event(
+        "Updated",
+        2,
+        "TX-NOREAD",
+        &tag,
+        Some(energy(1_251_000)),
+    ))
+    .await;
+    assert_eq!(updated["totalCost"], 0.3, "{updated}");
+    let ended = send(event(
+        "Ended",
+        3,
+        "TX-NOREAD",
+        &tag,
+        Some(energy(1_252_000)),
+    ))
+    .await;
+    assert_eq!(ended["totalCost"], 0.6, "{ended}");
+    let done = session(&app, &s.t, session_id).await;
+    assert_eq!(
+        (&done["status"], &done["energyWh"]),
+        (&json!("ENDED"), &json!(2_000)),
+        "{done}"
+    );
+    let t = transaction(&charger(&app, &s.t, s.charger).await, "TX-NOREAD");
+    assert_eq!(
+        (&t["meterStartWh"], &t["meterLastWh"], &t["energyWh"]),
+        (&json!(1_250_000), &json!(1_252_000), &json!(2_000)),
+        "{t}"
+    );
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (940, 0));
+
+    // Readings at the end only: the `Ended` event's `Transaction.Begin` sample is the baseline.
+    send(event("Started", 0, "TX-ENDONLY", &tag, None)).await;
+    let at_end = json!([
+        { "timestamp": chrono::Utc::now(), "sampledValue": [
+            { "value": 1_260_000, "context": "Transaction.Begin", "unitOfMeasure": { "unit": "Wh" } },
+        ]},
+        { "timestamp": chrono::Utc::now(), "sampledValue": [
+            { "value": 1_263_000, "context": "Transaction.End", "unitOfMeasure": { "unit": "Wh" } },
+        ]},
+    ]);
+    let ended = send(event("Ended", 1, "TX-ENDONLY", &tag, Some(at_end))).await;
+    assert_eq!(ended["totalCost"], 0.9, "{ended}");
+    let t = transaction(&charger(&app, &s.t, s.charger).await, "TX-ENDONLY");
+    assert_eq!(
+        (&t["meterStartWh"], &t["energyWh"]),
+        (&json!(1_260_000), &json!(3_000)),
+        "{t}"
+    );
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (850, 0));
+
+    // Free vend given a token before any reading: billed from the first reading after.
+    send(event("Started", 0, "FREE-NOREAD", &free, None)).await;
+    let token = send(event("Updated", 1, "FREE-NOREAD", &tag, None)).await;
+    assert_eq!(token["idTokenInfo"]["status"], "Accepted", "{token}");
+    send(event(
+        "Updated",
+        2,
+        "FREE-NOREAD",
+        &free,
+        Some(energy(1_270_000)),
+    ))
+    .await;
+    let ended = send(event(
+        "Ended",
+        3,
+        "FREE-NOREAD",
+        &free,
+        Some(energy(1_270_500)),
+    ))
+    .await;
+    assert_eq!(ended["totalCost"], 0.15, "{ended}");
+    let t = transaction(&charger(&app, &s.t, s.charger).await, "FREE-NOREAD");
+    assert_eq!(
+        (&t["idTag"], &t["meterStartWh"], &t["energyWh"]),
+        (&json!(s.tag), &json!(1_270_000), &json!(500)),
+        "{t}"
+    );
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (835, 0));
+}
+
 #[tokio::test]
 async fn v201_chargers_hear_no_credit_and_are_started_and_stopped_by_request() {
     let app = spawn_app().await;
