@@ -1,6 +1,7 @@
 //! A local HTTP fake of the parts of the Stripe API the provider uses, so the real provider code (async-stripe,
 //! form encoding, idempotency headers, error bodies) runs in tests. It keeps intents, honours `Idempotency-Key`
-//! (a repeated key replays the first answer), records every request, and behaves like Stripe's test cards:
+//! (a repeated key replays the first answer, until [`StripeFake::forget_keys`], as Stripe forgets them after 24
+//! hours), lists a customer's intents newest first, records every request, and behaves like Stripe's test cards:
 //! `pm_card_chargeDeclined` attaches but every confirmed charge or hold on it fails with a 402 `card_error`.
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ pub struct Recorded {
     pub path: String,
     pub idempotency_key: Option<String>,
     pub authorization: Option<String>,
+    /// The form body's fields, or a GET's query parameters.
     pub form: HashMap<String, String>,
 }
 
@@ -66,6 +68,24 @@ impl StripeFake {
             .into_iter()
             .filter(|r| r.method == method && r.path == path)
             .collect()
+    }
+
+    /// Forgets every idempotency key, as Stripe does 24 hours after a key's first use: a request sent again now
+    /// is made again.
+    pub fn forget_keys(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replies
+            .clear();
+    }
+
+    /// Every intent made, oldest first.
+    pub fn intents(&self) -> Vec<Value> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut intents: Vec<Value> = state.intents.values().cloned().collect();
+        intents.sort_by_key(|i| i["id"].as_str().map(str::to_owned));
+        intents
     }
 
     pub fn intent(&self, id: &str) -> Option<Value> {
@@ -160,7 +180,7 @@ impl State {
                     "amount_capturable": if status == "requires_capture" { amount } else { 0 },
                     "amount_received": if status == "succeeded" { amount } else { 0 },
                     "capture_method": if manual { "manual" } else { "automatic" },
-                    "confirmation_method": "automatic", "created": 1_700_000_000,
+                    "confirmation_method": "automatic", "created": chrono::Utc::now().timestamp(),
                     "currency": f.get("currency"), "livemode": false, "metadata": metadata(f),
                     "payment_method_types": ["card"], "status": status,
                     "customer": f.get("customer"), "payment_method": f.get("payment_method"),
@@ -174,6 +194,36 @@ impl State {
                 }
                 self.intents.insert(id, intent.clone());
                 (200, intent)
+            }
+            ("GET", ["v1", "payment_intents"]) => {
+                // Newest first (ids grow), filtered as Stripe does: by customer, by `created[gte]`, a page of
+                // `limit` after `starting_after`.
+                let since: i64 = f
+                    .get("created[gte]")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let limit: usize = f.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
+                let mut matching: Vec<&Value> = self
+                    .intents
+                    .values()
+                    .filter(|i| {
+                        f.get("customer")
+                            .is_none_or(|c| i["customer"] == c.as_str())
+                    })
+                    .filter(|i| i["created"].as_i64().unwrap_or(0) >= since)
+                    .collect();
+                matching.sort_by_key(|i| std::cmp::Reverse(i["id"].as_str().map(str::to_owned)));
+                if let Some(after) = f.get("starting_after") {
+                    let at = matching.iter().position(|i| i["id"] == after.as_str());
+                    matching.drain(..at.map_or(0, |p| p + 1));
+                }
+                let has_more = matching.len() > limit;
+                matching.truncate(limit);
+                (
+                    200,
+                    json!({"object": "list", "url": "/v1/payment_intents", "has_more": has_more,
+                        "data": matching}),
+                )
             }
             ("GET", ["v1", "payment_intents", id]) => match self.intents.get(*id) {
                 Some(intent) => (200, intent.clone()),
@@ -259,7 +309,10 @@ impl Respond for Handler {
             path: request.url.path().to_owned(),
             idempotency_key: header("idempotency-key"),
             authorization: header("authorization"),
-            form: form(&request.body),
+            form: match request.url.query() {
+                Some(query) if request.method.as_str() == "GET" => form(query.as_bytes()),
+                _ => form(&request.body),
+            },
         };
         state.requests.push(recorded.clone());
         let replay = recorded

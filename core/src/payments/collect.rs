@@ -7,9 +7,10 @@
 //! mark the debt `exhausted` (saving a new card starts over). Every provider call carries an idempotency key
 //! derived from the row's charge counter, so a collector that dies mid-call and is retried makes no second charge.
 //!
-//! A charge is written down on the row (amount and card) and committed before it is sent ([`prepare`], [`send`],
-//! [`record`]): a pass undone after the provider took the money sends the very same request again, whatever the
-//! patron owes or which card is saved by then, and the provider's first answer is recorded.
+//! A charge is written down on the row (amount, card, account, time) and committed before it is sent ([`prepare`],
+//! [`send`], [`record`]): a pass undone after that first looks for the charge at the provider (the customer's
+//! intents since then, by the payment id in their metadata) and records what it finds; only one that never
+//! arrived is sent again, as the very same request, whatever the patron owes or which card is saved by then.
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
@@ -215,12 +216,13 @@ struct Row {
     sending_customer: Option<String>,
     sending_method: Option<String>,
     sending_provider: Option<String>,
+    sending_at: Option<DateTime<Utc>>,
 }
 
 async fn lock_row(tx: &mut TenantTx, patron: Uuid, currency: &str) -> Result<Option<Row>> {
     Ok(sqlx::query_as(
         "select status, attempts, charges, venue_id, next_attempt_at, sending_amount, sending_customer,
-           sending_method, sending_provider
+           sending_method, sending_provider, sending_at
          from debt_collection where tenant_id = $1 and patron_id = $2 and currency = $3 for update",
     )
     .bind(tx.tenant())
@@ -254,6 +256,9 @@ pub struct Charge {
     /// When the row was due again as the pass began (its lease): a different time at [`record`] means something
     /// made it due meanwhile (a rental's card hold to settle, a new card), which the recorded answer must not undo.
     due_at: Option<DateTime<Utc>>,
+    /// Written down by an earlier pass (undone before its answer was recorded), at this time if known: the
+    /// provider may have it already.
+    again: Option<Option<DateTime<Utc>>>,
 }
 
 impl Charge {
@@ -285,9 +290,8 @@ pub async fn prepare(
         row.sending_method,
         row.sending_provider,
     ) {
-        // A pass was undone after writing it down: the provider may have taken it. The same request again (same
-        // key, amount, card and account) gets the provider's first answer, or makes the charge if it never
-        // arrived.
+        // A pass was undone after writing it down: the provider may have taken it. [`send`] looks for it there
+        // first; the same request again (same key, amount, card and account) makes it if it never arrived.
         return Ok(Step::Send(Charge {
             patron,
             currency: currency.to_owned(),
@@ -299,6 +303,7 @@ pub async fn prepare(
             // Whatever made it due since it was written down (a hold to settle, a new card) is not known here:
             // it stays due after this answer (a pass settles holds before it stops).
             due_at: None,
+            again: Some(row.sending_at),
         }));
     }
     settle_holds(tx, provider, patron, currency).await?;
@@ -358,10 +363,11 @@ pub async fn prepare(
         customer_ref: card.customer_ref,
         payment_method_ref: card.payment_method_ref,
         due_at: row.next_attempt_at,
+        again: None,
     };
     sqlx::query(
         "update debt_collection set sending_amount = $4, sending_customer = $5, sending_method = $6,
-           sending_provider = $7
+           sending_provider = $7, sending_at = now()
          where tenant_id = $1 and patron_id = $2 and currency = $3",
     )
     .bind(tx.tenant())
@@ -376,13 +382,28 @@ pub async fn prepare(
     Ok(Step::Send(charge))
 }
 
-/// Asks the provider for a charge [`prepare`] wrote down (and its caller committed); no transaction is open.
+/// How long before a charge was written down the search for it at the provider begins: clocks differ.
+const WRITTEN_DOWN_SLACK: Duration = Duration::hours(1);
+
+/// Asks the provider for a charge [`prepare`] wrote down (and its caller committed); no transaction is open. One
+/// written down by an undone pass is looked for first (an idempotency key alone does not do: Stripe forgets keys
+/// after 24 hours), and what the provider has is the answer.
 pub async fn send(
     provider: &dyn PaymentProvider,
     tenant: crate::TenantId,
     charge: &Charge,
 ) -> Result<ProviderIntent> {
     let key = charge.key(tenant);
+    if let Some(written_at) = charge.again {
+        let since = written_at.map(|at| at - WRITTEN_DOWN_SLACK);
+        let found = provider
+            .find_intent(&charge.customer_ref, super::payment_id_for(&key), since)
+            .await?;
+        if let Some(intent) = found {
+            metrics::counter!("debt_charges_found_total").increment(1);
+            return Ok(intent);
+        }
+    }
     provider
         .create_intent(IntentRequest {
             payment_id: super::payment_id_for(&key),
@@ -483,7 +504,7 @@ pub async fn record(
     sqlx::query(
         "update debt_collection set charges = charges + 1, attempts = $4, status = $5, next_attempt_at = $6,
            last_error = $7, sending_amount = null, sending_customer = null, sending_method = null,
-           sending_provider = null
+           sending_provider = null, sending_at = null
          where tenant_id = $1 and patron_id = $2 and currency = $3",
     )
     .bind(tx.tenant())

@@ -79,6 +79,16 @@ impl PaymentProvider for DevProvider {
         })
     }
 
+    /// The emulator keeps no intents: a charge sent again is made again (as its amount says).
+    async fn find_intent(
+        &self,
+        _customer_ref: &str,
+        _payment_id: Uuid,
+        _created_since: Option<DateTime<Utc>>,
+    ) -> Result<Option<ProviderIntent>> {
+        Ok(None)
+    }
+
     async fn status(
         &self,
         _reference: &str,

@@ -10,11 +10,13 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::{
     CancelPaymentIntent, CapturePaymentIntent, CreatePaymentIntent, CreatePaymentIntentOffSession,
-    RetrievePaymentIntent,
+    ListPaymentIntent, RetrievePaymentIntent,
 };
 use stripe_core::refund::CreateRefund;
 use stripe_core::{PaymentIntent, PaymentIntentCaptureMethod, PaymentIntentStatus};
 use stripe_payment::payment_method::AttachPaymentMethod;
+use stripe_types::RangeQueryTs;
+use uuid::Uuid;
 
 use super::{
     IntentRequest, PaymentProvider, ProviderIntent, ProviderStatus, SaveCardRequest, SavedCard,
@@ -183,6 +185,38 @@ impl PaymentProvider for StripeProvider {
             }
             Err(other) => Err(failure(other)),
         }
+    }
+
+    async fn find_intent(
+        &self,
+        customer_ref: &str,
+        payment_id: Uuid,
+        created_since: Option<DateTime<Utc>>,
+    ) -> Result<Option<ProviderIntent>> {
+        let payment_id = payment_id.to_string();
+        let mut list = ListPaymentIntent::new().customer(customer_ref).limit(100);
+        if let Some(since) = created_since {
+            list = list.created(RangeQueryTs::gte(since.timestamp()));
+        }
+        // Newest first; a customer's intents since one charge are a page or a few (at most 10 are read).
+        for _ in 0..10 {
+            let page = list.send(&self.client).await.map_err(failure)?;
+            let found = page
+                .data
+                .iter()
+                .find(|i| i.metadata.get("payment_id") == Some(&payment_id));
+            if let Some(intent) = found {
+                return Ok(Some(ProviderIntent {
+                    reference: intent.id.to_string(),
+                    status: status_of(intent),
+                }));
+            }
+            match page.data.last() {
+                Some(last) if page.has_more => list = list.starting_after(last.id.to_string()),
+                _ => break,
+            }
+        }
+        Ok(None)
     }
 
     async fn status(

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use switchyard_core::payments::collect::{self, Policy, Step};
 use switchyard_core::payments::{PaymentProvider, ProviderSettings, ProviderStatus};
 use switchyard_core::{sessions, Db, TenantId};
-use switchyard_tests::stripe_fake::StripeFake;
+use switchyard_tests::stripe_fake::{Recorded, StripeFake};
 use switchyard_tests::{fresh_database, spawn_app_with, TestApp, TestDatabase};
 use switchyard_workers::debts::{self, Debts};
 use uuid::Uuid;
@@ -432,12 +432,25 @@ async fn assert_one_debt_payment_of_100(w: &World, c: &Cabinets) {
     );
 }
 
+/// The debt charges Stripe was asked to make (POST /v1/payment_intents with a debt's idempotency key).
+fn debt_charges_sent(fake: &StripeFake) -> Vec<Recorded> {
+    fake.requests_to("POST", "/v1/payment_intents")
+        .into_iter()
+        .filter(|r| {
+            r.idempotency_key
+                .as_deref()
+                .is_some_and(|k| k.contains(" debt "))
+        })
+        .collect()
+}
+
 /// A collection pass undone after Stripe took the charge (the worker crashed, or its connection broke, before the
-/// answer was recorded), and meanwhile the patron owes more and saves another card: the next pass sends the very
-/// same request (the charge was written down first: same key, amount and card), gets Stripe's first answer back
-/// (not an `idempotency_error`, which Stripe gives a key used again with other parameters) and records it once.
+/// answer was recorded), and meanwhile the patron owes more, saves another card, and a day passes (Stripe forgets
+/// idempotency keys after 24 hours): the next pass finds the charge among the customer's intents (the charge was
+/// written down first) and records it once; it does not charge the card again.
 #[tokio::test]
-async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_next_pass() {
+async fn a_collection_undone_after_stripe_charged_the_card_is_found_and_recorded_by_the_next_pass()
+{
     let fake = StripeFake::start().await;
     let (w, c, rental) = owing_on_a_held_rental(&fake).await;
     let now = Utc::now();
@@ -459,30 +472,62 @@ async fn a_collection_undone_after_stripe_charged_the_card_is_recorded_by_the_ne
     let owed = wallet(&w.app, &c).await["debt"].as_i64().unwrap();
     assert!(owed > 175, "the patron owes more: {owed}");
     w.save_card(&c, "pm_card_mastercard").await;
+    fake.forget_keys();
 
     // Saving a card makes collection due at once (`now` is earlier).
     assert_eq!(w.collect(Utc::now()).await, 1);
     assert_eq!(wallet(&w.app, &c).await["debt"], owed - 100);
-    let debts: Vec<_> = fake
-        .requests_to("POST", "/v1/payment_intents")
-        .into_iter()
-        .filter(|r| {
-            r.idempotency_key
-                .as_deref()
-                .is_some_and(|k| k.contains(" debt "))
-        })
-        .collect();
     assert_eq!(
-        debts.len(),
-        2,
-        "the charge, and the same charge asked again"
+        debt_charges_sent(&fake).len(),
+        1,
+        "the charge was not made again"
     );
-    assert_eq!(debts[0].idempotency_key, debts[1].idempotency_key);
-    assert_eq!(debts[0].form, debts[1].form, "the very same request");
+    let searches = fake.requests_to("GET", "/v1/payment_intents");
+    assert_eq!(searches.len(), 1, "{searches:?}");
+    let first = &debt_charges_sent(&fake)[0];
+    assert_eq!(searches[0].form.get("customer"), first.form.get("customer"));
+    assert!(
+        searches[0].form.contains_key("created[gte]"),
+        "{searches:?}"
+    );
+    assert_one_debt_payment_of_100(&w, &c).await;
+    let reference: String =
+        sqlx::query_scalar("select provider_ref from payment where kind = 'debt'")
+            .fetch_one(&w.app.owner)
+            .await
+            .unwrap();
     assert_eq!(
-        debts[1].form.get("payment_method").map(String::as_str),
-        Some("pm_card_visa"),
-        "the card it was first sent with"
+        reference, taken.reference,
+        "the intent Stripe made is the one recorded"
+    );
+    assert_eq!(w.unbalanced_journals().await, 0);
+}
+
+/// A charge written down by a pass undone before Stripe heard of it: the next pass finds nothing at Stripe and
+/// sends the very same request (amount and card as written down), though the patron owes more and saved another
+/// card meanwhile.
+#[tokio::test]
+async fn a_charge_written_down_that_never_reached_stripe_is_sent_as_written_by_the_next_pass() {
+    let fake = StripeFake::start().await;
+    let (w, c, rental) = owing_on_a_held_rental(&fake).await;
+    let charge = w.prepare(&c, Utc::now()).await;
+    assert_eq!(charge.amount, 100);
+    w.bill(&c, rental, Duration::hours(4)).await;
+    let owed = wallet(&w.app, &c).await["debt"].as_i64().unwrap();
+    w.save_card(&c, "pm_card_mastercard").await;
+
+    assert_eq!(w.collect(Utc::now()).await, 1);
+    assert_eq!(wallet(&w.app, &c).await["debt"], owed - 100);
+    assert_eq!(fake.requests_to("GET", "/v1/payment_intents").len(), 1);
+    let sent = debt_charges_sent(&fake);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (
+            sent[0].form.get("amount").map(String::as_str),
+            sent[0].form.get("payment_method").map(String::as_str)
+        ),
+        (Some("100"), Some("pm_card_visa")),
+        "the charge as it was written down"
     );
     assert_one_debt_payment_of_100(&w, &c).await;
     assert_eq!(w.unbalanced_journals().await, 0);
@@ -569,14 +614,11 @@ async fn a_collector_that_outlives_its_lease_finds_its_charge_recorded_by_the_ne
             .await
             .unwrap();
     assert_eq!(row, (1, 0, None), "one charge counted, none written down");
-    let keys: Vec<Option<String>> = fake
-        .requests_to("POST", "/v1/payment_intents")
-        .into_iter()
-        .map(|r| r.idempotency_key)
-        .filter(|k| k.as_deref().is_some_and(|k| k.contains(" debt ")))
-        .collect();
-    assert_eq!(keys.len(), 2, "sent, and sent again");
-    assert_eq!(keys[0], keys[1]);
+    assert_eq!(
+        debt_charges_sent(&fake).len(),
+        1,
+        "sent once, found by the next pass"
+    );
     assert_eq!(w.unbalanced_journals().await, 0);
 }
 
