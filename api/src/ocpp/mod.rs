@@ -841,9 +841,10 @@ pub(crate) async fn running_on(
     Ok(charging::transactions::running_on(cx.tx, cx.charger.id, connector).await?)
 }
 
-/// What OCPP sampled values read: the energy register in Wh and the power in W (the last given), and the register
-/// sampled at the transaction's start (context `Transaction.Begin`: an `Ended` event carries it when the charger
-/// sends its transaction's readings at the end only).
+/// What OCPP sampled values read: the energy register in Wh (the highest given: a register only climbs, and a
+/// transaction's samples may come in any order) and the power in W (the last given), and the register sampled at
+/// the transaction's start (context `Transaction.Begin`: an `Ended` event carries it when the charger sends its
+/// transaction's readings at the end only).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Readings {
     pub energy: Option<i64>,
@@ -890,7 +891,7 @@ pub(crate) fn readings(meter_values: &[Value]) -> Readings {
                 "Energy.Active.Import.Register" => {
                     let wh = (value * scale).round();
                     if (0.0..=rpc::MAX_REGISTER_WH as f64).contains(&wh) {
-                        read.energy = Some(wh as i64);
+                        read.energy = read.energy.max(Some(wh as i64));
                         if sample.get("context").and_then(Value::as_str)
                             == Some("Transaction.Begin")
                         {
@@ -968,12 +969,13 @@ mod tests {
 
     #[test]
     fn an_ended_events_readings_give_the_register_at_the_transactions_begin() {
+        // In any order: the end's register is the highest.
         let ended = json!([
-            { "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
-                { "value": 52_000, "context": "Transaction.Begin" },
-            ]},
             { "timestamp": "2026-01-01T01:00:00Z", "sampledValue": [
                 { "value": 59_500, "context": "Transaction.End" },
+            ]},
+            { "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
+                { "value": 52_000, "context": "Transaction.Begin" },
             ]},
         ]);
         assert_eq!(

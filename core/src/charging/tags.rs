@@ -39,6 +39,20 @@ impl TagStatus {
         }
     }
 
+    /// A status stored as [`Self::as_str`] wrote it (a free vend's `FreeVend` is none).
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Accepted,
+            Self::Blocked,
+            Self::Expired,
+            Self::Invalid,
+            Self::NoCredit,
+            Self::ConcurrentTx,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
     /// The 1.6 word for it.
     pub fn v16(self) -> &'static str {
         match self {

@@ -35,8 +35,8 @@ pub struct Transaction {
     /// What the tag was judged at the start, or `FreeVend`.
     pub auth_status: String,
     pub session_id: Option<Uuid>,
-    /// The energy register (Wh) at the start and at the last reading: None until the charger's first reading (a
-    /// 2.0.1 start may carry none), which then becomes the baseline.
+    /// The energy register (Wh) at the start (the baseline) and at the last reading: None until the charger's
+    /// first reading (a 2.0.1 start may carry none), which then becomes the baseline.
     pub meter_start_wh: Option<i64>,
     pub meter_last_wh: Option<i64>,
     pub power_w: Option<i32>,
@@ -55,9 +55,11 @@ impl Transaction {
     }
 }
 
+/// The baseline is the start's reading, else the first one taken (`meter_first_wh`): the start's own column never
+/// changes, as it is part of the start's key.
 const COLUMNS: &str =
     "id, charger_id, station_id, connector, ocpp_id, id_tag, auth_status, session_id,
-    meter_start_wh, meter_last_wh, power_w, started_at, stopped_at, stop_reason, offline";
+    coalesce(meter_start_wh, meter_first_wh) as meter_start_wh, meter_last_wh, power_w, started_at, stopped_at, stop_reason, offline";
 
 /// A station's transactions, newest first.
 pub async fn list(tx: &mut TenantTx, station: Uuid, limit: i64) -> Result<Vec<Transaction>> {
@@ -267,9 +269,10 @@ pub async fn start(
     Ok((transaction, verdict))
 }
 
-/// The verdict on `tag` for a message about transaction `t` that came again (its answer was lost): as it was
-/// answered the first time where the transaction is that tag's (accepted when it bills a session), else the tag
-/// judged now.
+/// The verdict on `tag` for a message about transaction `t` that came again (its answer was lost): where the
+/// transaction is that tag's, the status it was answered the first time (`Accepted` once it bills a session: a
+/// refusal is not turned into an acceptance the charger would act on, nor an acceptance into a refusal), with the
+/// tag's expiry and parent as they are now; else the tag judged now.
 pub async fn verdict_again(
     tx: &mut TenantTx,
     charger: &Charger,
@@ -280,10 +283,9 @@ pub async fn verdict_again(
         return authorize(tx, charger, tag).await;
     }
     let verdict = tags::judge(tx, tag, Some(t.station_id), t.started_at).await?;
-    let status = if t.session_id.is_some() {
-        TagStatus::Accepted
-    } else {
-        verdict.status
+    let status = match t.session_id {
+        Some(_) => TagStatus::Accepted,
+        None => TagStatus::parse(&t.auth_status).unwrap_or(verdict.status),
     };
     Ok(Verdict { status, ..verdict })
 }
@@ -492,7 +494,7 @@ pub async fn record(tx: &mut TenantTx, readings: &[Reading]) -> Result<()> {
            ) t on true
          )
          update charging_transaction t
-           set meter_start_wh = coalesce(t.meter_start_wh, m.energy),
+           set meter_first_wh = coalesce(t.meter_first_wh, m.energy),
                meter_last_wh = greatest(t.meter_last_wh, m.energy),
                power_w = coalesce(m.power, t.power_w)
          from m where t.tenant_id = $1 and t.id = m.id
@@ -523,7 +525,7 @@ pub async fn meter(
     power_w: Option<i32>,
 ) -> Result<Option<i64>> {
     sqlx::query(
-        "update charging_transaction set meter_start_wh = coalesce(meter_start_wh, $3),
+        "update charging_transaction set meter_first_wh = coalesce(meter_first_wh, $3),
            meter_last_wh = greatest(meter_last_wh, $3), power_w = coalesce($4, power_w)
          where tenant_id = $1 and id = $2",
     )
@@ -593,7 +595,7 @@ pub async fn stop(
     let at = stop.at.min(Utc::now()).max(transaction.started_at);
     let sql = format!(
         "update charging_transaction set stopped_at = $3, stop_reason = $4,
-           meter_start_wh = coalesce(meter_start_wh, $5), meter_last_wh = greatest(meter_last_wh, $5)
+           meter_first_wh = coalesce(meter_first_wh, $5), meter_last_wh = greatest(meter_last_wh, $5)
          where tenant_id = $1 and id = $2 returning {COLUMNS}"
     );
     let transaction: Transaction = sqlx::query_as(&sql)

@@ -217,12 +217,13 @@ struct Row {
     sending_method: Option<String>,
     sending_provider: Option<String>,
     sending_at: Option<DateTime<Utc>>,
+    series: Option<Uuid>,
 }
 
 async fn lock_row(tx: &mut TenantTx, patron: Uuid, currency: &str) -> Result<Option<Row>> {
     Ok(sqlx::query_as(
         "select status, attempts, charges, venue_id, next_attempt_at, sending_amount, sending_customer,
-           sending_method, sending_provider, sending_at
+           sending_method, sending_provider, sending_at, series
          from debt_collection where tenant_id = $1 and patron_id = $2 and currency = $3 for update",
     )
     .bind(tx.tenant())
@@ -246,7 +247,9 @@ pub enum Step {
 pub struct Charge {
     pub patron: Uuid,
     pub currency: String,
-    /// Numbers the charges of the row (`charges`); part of the idempotency key.
+    /// The row's series (a new row's charges are counted from 0 again) and the charge's number in it
+    /// (`charges`): the idempotency key.
+    series: Option<Uuid>,
     pub number: i32,
     pub amount: i64,
     /// The provider (account) it goes through: [`PaymentProvider::name`].
@@ -256,17 +259,24 @@ pub struct Charge {
     /// When the row was due again as the pass began (its lease): a different time at [`record`] means something
     /// made it due meanwhile (a rental's card hold to settle, a new card), which the recorded answer must not undo.
     due_at: Option<DateTime<Utc>>,
-    /// Written down by an earlier pass (undone before its answer was recorded), at this time if known: the
-    /// provider may have it already.
-    again: Option<Option<DateTime<Utc>>>,
+    /// Written down at this time by an earlier pass, undone before its answer was recorded: the provider may have
+    /// it already.
+    again: Option<DateTime<Utc>>,
 }
 
 impl Charge {
     fn key(&self, tenant: crate::TenantId) -> String {
-        format!(
-            "{tenant} debt {} {} {}",
-            self.patron, self.currency, self.number
-        )
+        match self.series {
+            Some(series) => format!(
+                "{tenant} debt {} {} {series} {}",
+                self.patron, self.currency, self.number
+            ),
+            // A row from before series (migration 0052): its keys as they were.
+            None => format!(
+                "{tenant} debt {} {} {}",
+                self.patron, self.currency, self.number
+            ),
+        }
     }
 }
 
@@ -284,17 +294,19 @@ pub async fn prepare(
     let Some(row) = lock_row(tx, patron, currency).await? else {
         return Ok(Step::Done(Outcome::Settled));
     };
-    if let (Some(amount), Some(customer_ref), Some(payment_method_ref), Some(provider)) = (
+    if let (Some(amount), Some(customer_ref), Some(payment_method_ref), Some(provider), Some(at)) = (
         row.sending_amount,
         row.sending_customer,
         row.sending_method,
         row.sending_provider,
+        row.sending_at,
     ) {
         // A pass was undone after writing it down: the provider may have taken it. [`send`] looks for it there
         // first; the same request again (same key, amount, card and account) makes it if it never arrived.
         return Ok(Step::Send(Charge {
             patron,
             currency: currency.to_owned(),
+            series: row.series,
             number: row.charges,
             amount,
             provider,
@@ -303,7 +315,7 @@ pub async fn prepare(
             // Whatever made it due since it was written down (a hold to settle, a new card) is not known here:
             // it stays due after this answer (a pass settles holds before it stops).
             due_at: None,
-            again: Some(row.sending_at),
+            again: Some(at),
         }));
     }
     settle_holds(tx, provider, patron, currency).await?;
@@ -357,6 +369,7 @@ pub async fn prepare(
     let charge = Charge {
         patron,
         currency: currency.to_owned(),
+        series: row.series,
         number: row.charges,
         amount: owed.min(policy.step.max(1)),
         provider: provider.name().to_owned(),
@@ -395,7 +408,7 @@ pub async fn send(
 ) -> Result<ProviderIntent> {
     let key = charge.key(tenant);
     if let Some(written_at) = charge.again {
-        let since = written_at.map(|at| at - WRITTEN_DOWN_SLACK);
+        let since = written_at - WRITTEN_DOWN_SLACK;
         let found = provider
             .find_intent(&charge.customer_ref, super::payment_id_for(&key), since)
             .await?;

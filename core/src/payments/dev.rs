@@ -84,7 +84,7 @@ impl PaymentProvider for DevProvider {
         &self,
         _customer_ref: &str,
         _payment_id: Uuid,
-        _created_since: Option<DateTime<Utc>>,
+        _created_since: DateTime<Utc>,
     ) -> Result<Option<ProviderIntent>> {
         Ok(None)
     }

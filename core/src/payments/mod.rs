@@ -102,13 +102,13 @@ pub trait PaymentProvider: Send + Sync {
     /// Creates an intent. A declined off-session charge is not an error: it comes back `Failed`.
     async fn create_intent(&self, request: IntentRequest<'_>) -> Result<ProviderIntent>;
     /// The off-session intent made for `payment_id` (in its metadata) on the customer's card, created at or after
-    /// `created_since` (none: among the customer's latest), if the provider has one: a charge whose answer was
-    /// lost is found rather than made again.
+    /// `created_since`, if the provider has one: a charge whose answer was lost is found rather than made again.
+    /// An error when it cannot tell (never "none" for a search it did not finish).
     async fn find_intent(
         &self,
         customer_ref: &str,
         payment_id: Uuid,
-        created_since: Option<DateTime<Utc>>,
+        created_since: DateTime<Utc>,
     ) -> Result<Option<ProviderIntent>>;
     /// The provider's current status of an intent created at `created_at`.
     async fn status(

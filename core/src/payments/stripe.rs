@@ -52,6 +52,9 @@ impl StripeProvider {
     }
 }
 
+/// Pages of 100 intents [`PaymentProvider::find_intent`] reads at most before it gives up (an error, not "none").
+const PAGES_SEARCHED: usize = 50;
+
 fn key(value: &str) -> Result<RequestStrategy> {
     IdempotencyKey::new(value)
         .map(RequestStrategy::Idempotent)
@@ -191,15 +194,16 @@ impl PaymentProvider for StripeProvider {
         &self,
         customer_ref: &str,
         payment_id: Uuid,
-        created_since: Option<DateTime<Utc>>,
+        created_since: DateTime<Utc>,
     ) -> Result<Option<ProviderIntent>> {
         let payment_id = payment_id.to_string();
-        let mut list = ListPaymentIntent::new().customer(customer_ref).limit(100);
-        if let Some(since) = created_since {
-            list = list.created(RangeQueryTs::gte(since.timestamp()));
-        }
-        // Newest first; a customer's intents since one charge are a page or a few (at most 10 are read).
-        for _ in 0..10 {
+        let mut list = ListPaymentIntent::new()
+            .customer(customer_ref)
+            .created(RangeQueryTs::gte(created_since.timestamp()))
+            .limit(100);
+        // Newest first; a customer's intents since one charge are a page or a few. Never "none" for a search not
+        // finished: that would send the charge again.
+        for _ in 0..PAGES_SEARCHED {
             let page = list.send(&self.client).await.map_err(failure)?;
             let found = page
                 .data
@@ -213,10 +217,13 @@ impl PaymentProvider for StripeProvider {
             }
             match page.data.last() {
                 Some(last) if page.has_more => list = list.starting_after(last.id.to_string()),
-                _ => break,
+                _ => return Ok(None),
             }
         }
-        Ok(None)
+        Err(Error::ProviderUnavailable(anyhow::anyhow!(
+            "stripe: more than {} intents of customer {customer_ref} to search for payment {payment_id}",
+            PAGES_SEARCHED * 100
+        )))
     }
 
     async fn status(

@@ -533,6 +533,56 @@ async fn a_charge_written_down_that_never_reached_stripe_is_sent_as_written_by_t
     assert_eq!(w.unbalanced_journals().await, 0);
 }
 
+/// A debt paid in full (its collection's row goes) and a later one charged to the card: the later charges are keyed
+/// apart from the first debt's (each collection has a series of its own), so the new charge is made and recorded.
+/// Before, its key repeated the first debt's first charge: Stripe answered with that old intent, which the payment
+/// table refused as recorded already, and the debt was never collected.
+#[tokio::test]
+async fn a_debt_after_one_paid_in_full_is_charged_under_keys_of_its_own() {
+    let fake = StripeFake::start().await;
+    let (w, c, rental) = owing_on_a_held_rental(&fake).await;
+    let now = Utc::now();
+    assert_eq!(w.collect(now).await, 1);
+    assert_eq!(w.collect(now).await, 1);
+    assert_eq!(w.collect(now).await, 1, "finds nothing owed and ends");
+    assert_eq!(wallet(&w.app, &c).await["debt"], 0);
+    assert_eq!(w.patron(&c).await["debtCollection"], json!([]));
+
+    w.bill(&c, rental, Duration::hours(5)).await;
+    assert_eq!(wallet(&w.app, &c).await["debt"], 120);
+    assert_eq!(w.collect(Utc::now()).await, 1);
+    assert_eq!(wallet(&w.app, &c).await["debt"], 20);
+    let sent = debt_charges_sent(&fake);
+    let keys: std::collections::BTreeSet<_> =
+        sent.iter().map(|r| r.idempotency_key.clone()).collect();
+    assert_eq!(
+        (sent.len(), keys.len()),
+        (3, 3),
+        "three charges, three keys: {sent:?}"
+    );
+    let payments = w.patron(&c).await["payments"].clone();
+    let mut debts: Vec<(i64, String)> = payments
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "debt")
+        .map(|p| {
+            (
+                p["amount"].as_i64().unwrap(),
+                p["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    debts.sort();
+    let confirmed = |amount: i64| (amount, "confirmed".to_owned());
+    assert_eq!(
+        debts,
+        [confirmed(75), confirmed(100), confirmed(100)],
+        "{payments}"
+    );
+    assert_eq!(w.unbalanced_journals().await, 0);
+}
+
 /// A Stripe world with a patron owing 175 on a rental whose deposit is held on the card.
 async fn owing_on_a_held_rental(fake: &StripeFake) -> (World, Cabinets, Uuid) {
     let base = fake.url();

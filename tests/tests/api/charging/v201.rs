@@ -171,6 +171,12 @@ async fn a_v201_transaction_begun_without_a_reading_is_billed_from_its_first_rea
         "{t}"
     );
     let session_id = uuid(&t["sessionId"]);
+    // A second start on the busy connector is refused, and refused again when repeated (never turned into an
+    // acceptance the charger would charge on, billed to no one).
+    for _ in 0..2 {
+        let busy = send(event("Started", 0, "TX-BUSY", &tag, None)).await;
+        assert_eq!(busy["idTokenInfo"]["status"], "ConcurrentTx", "{busy}");
+    }
     let first = send(event(
         "Updated",
         1,
