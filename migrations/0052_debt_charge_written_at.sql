@@ -15,3 +15,14 @@ alter table debt_collection add constraint debt_collection_sending_at
 -- written down under one is sent and found under the same).
 alter table debt_collection add column series uuid;
 alter table debt_collection alter column series set default gen_random_uuid();
+-- Rows with no charge out take a series now (their next charge is keyed apart from any earlier debt's); one with
+-- a charge out takes one when that charge is recorded. A charge out whose key an earlier debt's payment already
+-- holds (the repeated key) can never be recorded: it is cleared, and left for an operator to reconcile with
+-- Stripe (`last_error`; the collection is due again and charges under its new series).
+update debt_collection set series = gen_random_uuid() where sending_amount is null;
+update debt_collection d set sending_amount = null, sending_customer = null, sending_method = null,
+    sending_provider = null, sending_at = null, series = gen_random_uuid(), next_attempt_at = now(),
+    last_error = 'a charge sent under a key an earlier debt had used: reconcile it with the provider'
+  where sending_amount is not null
+    and exists (select 1 from payment p where p.tenant_id = d.tenant_id
+                  and p.idempotency_key = d.tenant_id || ' debt ' || d.patron_id || ' ' || d.currency || ' ' || d.charges);

@@ -842,14 +842,23 @@ pub(crate) async fn running_on(
 }
 
 /// What OCPP sampled values read: the energy register in Wh (the highest given: a register only climbs, and a
-/// transaction's samples may come in any order) and the power in W (the last given), and the register sampled at
-/// the transaction's start (context `Transaction.Begin`: an `Ended` event carries it when the charger sends its
-/// transaction's readings at the end only).
+/// transaction's samples may come in any order) and the lowest, the power in W (the last given), and the register
+/// sampled at the transaction's start (context `Transaction.Begin`: an `Ended` event carries it when the charger
+/// sends its transaction's readings at the end only).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Readings {
     pub energy: Option<i64>,
+    pub lowest: Option<i64>,
     pub power: Option<i32>,
     pub begin: Option<i64>,
+}
+
+impl Readings {
+    /// The register to take as a transaction's baseline when it has none: the one sampled at its begin, else the
+    /// lowest given.
+    pub fn baseline(&self) -> Option<i64> {
+        self.begin.or(self.lowest)
+    }
 }
 
 /// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with
@@ -862,7 +871,13 @@ pub(crate) fn readings(meter_values: &[Value]) -> Readings {
             continue;
         };
         for sample in samples {
-            if sample.get("phase").is_some() {
+            // Totals at the outlet only (the default location): a phase's share or another meter (the inlet's)
+            // is not the register the transaction is measured by.
+            let outlet = sample
+                .get("location")
+                .and_then(Value::as_str)
+                .is_none_or(|l| l == "Outlet");
+            if sample.get("phase").is_some() || !outlet {
                 continue;
             }
             let measurand = sample
@@ -891,11 +906,13 @@ pub(crate) fn readings(meter_values: &[Value]) -> Readings {
                 "Energy.Active.Import.Register" => {
                     let wh = (value * scale).round();
                     if (0.0..=rpc::MAX_REGISTER_WH as f64).contains(&wh) {
-                        read.energy = read.energy.max(Some(wh as i64));
+                        let wh = wh as i64;
+                        read.energy = read.energy.max(Some(wh));
+                        read.lowest = Some(read.lowest.map_or(wh, |l| l.min(wh)));
                         if sample.get("context").and_then(Value::as_str)
                             == Some("Transaction.Begin")
                         {
-                            read.begin = read.begin.or(Some(wh as i64));
+                            read.begin = read.begin.or(Some(wh));
                         }
                     }
                 }
@@ -925,6 +942,7 @@ mod tests {
             readings(v16.as_array().map(Vec::as_slice).unwrap_or_default()),
             Readings {
                 energy: Some(12_500),
+                lowest: Some(12_500),
                 power: Some(7_200),
                 begin: None
             }
@@ -936,6 +954,7 @@ mod tests {
             readings(v201.as_array().map(Vec::as_slice).unwrap_or_default()),
             Readings {
                 energy: Some(3_200),
+                lowest: Some(3_200),
                 power: None,
                 begin: None
             }
@@ -952,6 +971,7 @@ mod tests {
             readings(absurd.as_array().map(Vec::as_slice).unwrap_or_default()),
             Readings {
                 energy: None,
+                lowest: None,
                 power: Some(7_200),
                 begin: None
             }
@@ -961,6 +981,7 @@ mod tests {
             readings(largest.as_array().map(Vec::as_slice).unwrap_or_default()),
             Readings {
                 energy: Some(rpc::MAX_REGISTER_WH),
+                lowest: Some(rpc::MAX_REGISTER_WH),
                 power: None,
                 begin: None
             }
@@ -982,9 +1003,25 @@ mod tests {
             readings(ended.as_array().map(Vec::as_slice).unwrap_or_default()),
             Readings {
                 energy: Some(59_500),
+                lowest: Some(52_000),
                 power: None,
                 begin: Some(52_000)
             }
+        );
+    }
+
+    #[test]
+    fn only_the_outlets_totals_count_and_the_lowest_is_the_baseline_without_a_begin() {
+        let values = json!([{ "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
+            { "value": 9_000_000, "location": "Inlet" },
+            { "value": 41_000, "location": "Outlet" },
+            { "value": 40_000 },
+            { "value": 41_500, "phase": "L1" },
+        ]}]);
+        let read = readings(values.as_array().map(Vec::as_slice).unwrap_or_default());
+        assert_eq!(
+            (read.energy, read.lowest, read.baseline()),
+            (Some(41_000), Some(40_000), Some(40_000))
         );
     }
 }

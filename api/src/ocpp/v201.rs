@@ -203,7 +203,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
             let number = evse(values.evse_id)?;
             let read = readings(&values.meter_value);
             if let Some(t) = running_on(cx, number).await? {
-                let t = baseline(cx, t, read.begin).await?;
+                let t = baseline(cx, t, read.baseline()).await?;
                 if let Some(cost) = transactions::meter(cx.tx, &t, read.energy, read.power).await? {
                     // The running cost on the charger's display.
                     let currency = session_currency(cx, &t).await?;
@@ -298,13 +298,14 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
                     cx.charger,
                     connector,
                     &ocpp_id,
-                    read.begin.or(energy),
+                    read.baseline(),
                     event.timestamp,
                     offline,
                 )
                 .await?;
                 transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type)
                     .await?;
+                transactions::answered(cx.tx, transaction.id, event.seq_no, &answer).await?;
             }
             return Ok(answer);
         };
@@ -314,7 +315,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
             Start {
                 connector,
                 id_tag: id_token.id_token.clone(),
-                meter_start_wh: read.begin.or(energy),
+                meter_start_wh: read.baseline(),
                 at: event.timestamp,
                 ocpp_id: Some(ocpp_id.clone()),
                 reservation_id: event.reservation_id,
@@ -323,7 +324,9 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         )
         .await?;
         answer["idTokenInfo"] = id_token_info(&verdict);
-        transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type).await?;
+        if transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type).await? {
+            transactions::answered(cx.tx, transaction.id, event.seq_no, &answer).await?;
+        }
         return Ok(answer);
     }
     let Some(mut transaction) = existing.take() else {
@@ -342,16 +345,11 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         return Ok(answer);
     };
     if !transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type).await? {
-        // Seen before (its answer was lost): answered again, not applied again.
-        if let Some(id_token) = id_token {
-            let verdict =
-                transactions::verdict_again(cx.tx, cx.charger, &transaction, &id_token.id_token)
-                    .await?;
-            answer["idTokenInfo"] = id_token_info(&verdict);
-        }
-        return Ok(answer);
+        // Seen before (its answer was lost): answered as it was the first time, not applied again.
+        let first = transactions::answer_of(cx.tx, transaction.id, event.seq_no).await?;
+        return Ok(first.unwrap_or(answer));
     }
-    transaction = baseline(cx, transaction, read.begin).await?;
+    transaction = baseline(cx, transaction, read.baseline()).await?;
     if let Some(id_token) = id_token {
         // A free-vend transaction given a token to start by (a tap, a cloud-started session's tag; not a tap to
         // stop it): billed from here on.
@@ -402,11 +400,13 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
             }
         }
     }
+    transactions::answered(cx.tx, transaction.id, event.seq_no, &answer).await?;
     Ok(answer)
 }
 
-/// A transaction that began without a reading takes the register sampled at its begin (context
-/// `Transaction.Begin`, sent later, as with the end's readings) as its baseline; one with a baseline is unchanged.
+/// A transaction that began without a reading takes the first reading that comes as its baseline (the register
+/// sampled at its begin, context `Transaction.Begin`, where the message has one, else its lowest); one with a
+/// baseline is unchanged.
 async fn baseline(
     cx: &mut Cx<'_>,
     transaction: transactions::Transaction,

@@ -190,7 +190,7 @@ pub async fn start(
     let sql = format!(
         "select {COLUMNS} from charging_transaction
          where tenant_id = $1 and charger_id = $2 and connector = $3 and id_tag = $4 and started_at = $5
-           and meter_start_wh is not distinct from $6"
+           and meter_start_wh = $6"
     );
     let again: Option<Transaction> = sqlx::query_as(&sql)
         .bind(tx.tenant())
@@ -273,7 +273,7 @@ pub async fn start(
 /// transaction is that tag's, the status it was answered the first time (`Accepted` once it bills a session: a
 /// refusal is not turned into an acceptance the charger would act on, nor an acceptance into a refusal), with the
 /// tag's expiry and parent as they are now; else the tag judged now.
-pub async fn verdict_again(
+async fn verdict_again(
     tx: &mut TenantTx,
     charger: &Charger,
     t: &Transaction,
@@ -659,6 +659,44 @@ pub async fn first_seen(
     .await?
     .rows_affected();
     Ok(inserted == 1)
+}
+
+/// 2.0.1: keeps the answer given to event `seq_no` of a transaction, for a repeat of it.
+pub async fn answered(
+    tx: &mut TenantTx,
+    transaction: Uuid,
+    seq_no: i32,
+    answer: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query(
+        "update charging_transaction_event set answer = $4
+         where tenant_id = $1 and transaction_id = $2 and seq_no = $3",
+    )
+    .bind(tx.tenant())
+    .bind(transaction)
+    .bind(seq_no)
+    .bind(answer)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// 2.0.1: the answer event `seq_no` of a transaction got the first time (none for one kept before answers were).
+pub async fn answer_of(
+    tx: &mut TenantTx,
+    transaction: Uuid,
+    seq_no: i32,
+) -> Result<Option<serde_json::Value>> {
+    Ok(sqlx::query_scalar(
+        "select answer from charging_transaction_event
+         where tenant_id = $1 and transaction_id = $2 and seq_no = $3",
+    )
+    .bind(tx.tenant())
+    .bind(transaction)
+    .bind(seq_no)
+    .fetch_optional(tx.conn())
+    .await?
+    .flatten())
 }
 
 /// A session's command for its station's charger (from `sessions`): switching on asks the charger to start with

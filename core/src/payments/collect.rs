@@ -445,7 +445,9 @@ pub async fn record(
     now: DateTime<Utc>,
 ) -> Result<Outcome> {
     let row = lock_row(tx, charge.patron, &charge.currency).await?;
-    let Some(row) = row.filter(|r| r.charges == charge.number && r.sending_amount.is_some()) else {
+    let Some(row) = row.filter(|r| {
+        r.charges == charge.number && r.series == charge.series && r.sending_amount.is_some()
+    }) else {
         return Ok(Outcome::Recorded);
     };
     let (patron, currency, amount) = (charge.patron, charge.currency.as_str(), charge.amount);
@@ -517,7 +519,7 @@ pub async fn record(
     sqlx::query(
         "update debt_collection set charges = charges + 1, attempts = $4, status = $5, next_attempt_at = $6,
            last_error = $7, sending_amount = null, sending_customer = null, sending_method = null,
-           sending_provider = null, sending_at = null
+           sending_provider = null, sending_at = null, series = coalesce(series, gen_random_uuid())
          where tenant_id = $1 and patron_id = $2 and currency = $3",
     )
     .bind(tx.tenant())
