@@ -863,23 +863,25 @@ impl Readings {
 
 /// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with
 /// `unitOfMeasure`), where present. Phase values are skipped (only totals count); a measurand left out is the
-/// energy register, as both versions define.
+/// energy register, as both versions define. The outlet's values (the default location: what the vehicle took)
+/// are taken where the message has them; another location's (a charger that meters only at its inlet) otherwise,
+/// never the two mixed: they are different meters.
 pub(crate) fn readings(meter_values: &[Value]) -> Readings {
-    let mut read = Readings::default();
+    // [at the outlet, elsewhere]
+    let mut at = [Readings::default(); 2];
     for meter_value in meter_values {
         let Some(samples) = meter_value.get("sampledValue").and_then(Value::as_array) else {
             continue;
         };
         for sample in samples {
-            // Totals at the outlet only (the default location): a phase's share or another meter (the inlet's)
-            // is not the register the transaction is measured by.
+            if sample.get("phase").is_some() {
+                continue;
+            }
             let outlet = sample
                 .get("location")
                 .and_then(Value::as_str)
                 .is_none_or(|l| l == "Outlet");
-            if sample.get("phase").is_some() || !outlet {
-                continue;
-            }
+            let read = &mut at[usize::from(!outlet)];
             let measurand = sample
                 .get("measurand")
                 .and_then(Value::as_str)
@@ -923,7 +925,16 @@ pub(crate) fn readings(meter_values: &[Value]) -> Readings {
             }
         }
     }
-    read
+    let [outlet, elsewhere] = at;
+    let energy = if outlet.energy.is_some() {
+        outlet
+    } else {
+        elsewhere
+    };
+    Readings {
+        power: outlet.power.or(elsewhere.power),
+        ..energy
+    }
 }
 
 #[cfg(test)]
@@ -1011,7 +1022,8 @@ mod tests {
     }
 
     #[test]
-    fn only_the_outlets_totals_count_and_the_lowest_is_the_baseline_without_a_begin() {
+    fn the_outlets_totals_count_before_another_meters_and_the_lowest_is_the_baseline_without_a_begin(
+    ) {
         let values = json!([{ "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
             { "value": 9_000_000, "location": "Inlet" },
             { "value": 41_000, "location": "Outlet" },
@@ -1023,5 +1035,12 @@ mod tests {
             (read.energy, read.lowest, read.baseline()),
             (Some(41_000), Some(40_000), Some(40_000))
         );
+        // A charger that meters only at its inlet: that meter's register, not none.
+        let inlet = json!([{ "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
+            { "value": 9_000_000, "location": "Inlet" },
+            { "value": 7_200, "measurand": "Power.Active.Import", "location": "Outlet" },
+        ]}]);
+        let read = readings(inlet.as_array().map(Vec::as_slice).unwrap_or_default());
+        assert_eq!((read.energy, read.power), (Some(9_000_000), Some(7_200)));
     }
 }
