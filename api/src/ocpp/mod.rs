@@ -863,12 +863,12 @@ impl Readings {
 
 /// Energy and power read from OCPP sampled values (1.6 `sampledValue`, 2.0.1 `sampledValue` with
 /// `unitOfMeasure`), where present. Phase values are skipped (only totals count); a measurand left out is the
-/// energy register, as both versions define. The outlet's values (the default location: what the vehicle took)
-/// are taken where the message has them; another location's (a charger that meters only at its inlet) otherwise,
-/// never the two mixed: they are different meters.
+/// energy register, as both versions define. The outlet's energy (the default location: what the vehicle took) is
+/// taken where the message has it, else the charger's body's, else its inlet's (a charger with one meter there),
+/// never two mixed: they are different meters. The EV's and the cable's are not the charger's meters.
 pub(crate) fn readings(meter_values: &[Value]) -> Readings {
-    // [at the outlet, elsewhere]
-    let mut at = [Readings::default(); 2];
+    // At the outlet, the body, the inlet.
+    let mut at = [Readings::default(); 3];
     for meter_value in meter_values {
         let Some(samples) = meter_value.get("sampledValue").and_then(Value::as_array) else {
             continue;
@@ -877,11 +877,12 @@ pub(crate) fn readings(meter_values: &[Value]) -> Readings {
             if sample.get("phase").is_some() {
                 continue;
             }
-            let outlet = sample
-                .get("location")
-                .and_then(Value::as_str)
-                .is_none_or(|l| l == "Outlet");
-            let read = &mut at[usize::from(!outlet)];
+            let read = match sample.get("location").and_then(Value::as_str) {
+                None | Some("Outlet") => &mut at[0],
+                Some("Body") => &mut at[1],
+                Some("Inlet") => &mut at[2],
+                Some(_) => continue,
+            };
             let measurand = sample
                 .get("measurand")
                 .and_then(Value::as_str)
@@ -925,14 +926,13 @@ pub(crate) fn readings(meter_values: &[Value]) -> Readings {
             }
         }
     }
-    let [outlet, elsewhere] = at;
-    let energy = if outlet.energy.is_some() {
-        outlet
-    } else {
-        elsewhere
-    };
+    let energy = at
+        .iter()
+        .find(|r| r.energy.is_some())
+        .copied()
+        .unwrap_or_default();
     Readings {
-        power: outlet.power.or(elsewhere.power),
+        power: at.iter().find_map(|r| r.power),
         ..energy
     }
 }
@@ -1038,6 +1038,7 @@ mod tests {
         // A charger that meters only at its inlet: that meter's register, not none.
         let inlet = json!([{ "timestamp": "2026-01-01T00:00:00Z", "sampledValue": [
             { "value": 9_000_000, "location": "Inlet" },
+            { "value": 9_500_000, "location": "EV" },
             { "value": 7_200, "measurand": "Power.Active.Import", "location": "Outlet" },
         ]}]);
         let read = readings(inlet.as_array().map(Vec::as_slice).unwrap_or_default());

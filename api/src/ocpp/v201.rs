@@ -346,8 +346,17 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
     };
     if !transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type).await? {
         // Seen before (its answer was lost): answered as it was the first time, not applied again.
-        let first = transactions::answer_of(cx.tx, transaction.id, event.seq_no).await?;
-        return Ok(first.unwrap_or(answer));
+        if let Some(first) = transactions::answer_of(cx.tx, transaction.id, event.seq_no).await? {
+            return Ok(first);
+        }
+        // Seen before its answers were kept (migration 0053): the token's status as the transaction has it.
+        if let Some(id_token) = id_token {
+            let verdict =
+                transactions::verdict_again(cx.tx, cx.charger, &transaction, &id_token.id_token)
+                    .await?;
+            answer["idTokenInfo"] = id_token_info(&verdict);
+        }
+        return Ok(answer);
     }
     transaction = baseline(cx, transaction, read.baseline()).await?;
     if let Some(id_token) = id_token {

@@ -273,7 +273,7 @@ pub async fn start(
 /// transaction is that tag's, the status it was answered the first time (`Accepted` once it bills a session: a
 /// refusal is not turned into an acceptance the charger would act on, nor an acceptance into a refusal), with the
 /// tag's expiry and parent as they are now; else the tag judged now.
-async fn verdict_again(
+pub async fn verdict_again(
     tx: &mut TenantTx,
     charger: &Charger,
     t: &Transaction,
