@@ -418,18 +418,17 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
 /// baseline is unchanged.
 async fn baseline(
     cx: &mut Cx<'_>,
-    transaction: transactions::Transaction,
-    begin: Option<i64>,
+    mut transaction: transactions::Transaction,
+    reading: Option<i64>,
 ) -> Result<transactions::Transaction, Fail> {
-    if transaction.meter_start_wh.is_some() || begin.is_none() {
+    let (None, Some(wh)) = (transaction.meter_start_wh, reading) else {
         return Ok(transaction);
-    }
-    transactions::meter(cx.tx, &transaction, begin, None).await?;
-    Ok(
-        transactions::by_ocpp_id(cx.tx, cx.charger.id, &transaction.ocpp_id)
-            .await?
-            .unwrap_or(transaction),
-    )
+    };
+    transactions::meter(cx.tx, &transaction, Some(wh), None).await?;
+    // As the row now is: that reading its baseline, and its last unless a higher one came before.
+    transaction.meter_start_wh = Some(wh);
+    transaction.meter_last_wh = transaction.meter_last_wh.max(Some(wh));
+    Ok(transaction)
 }
 
 async fn session_currency(cx: &mut Cx<'_>, t: &transactions::Transaction) -> Result<String, Fail> {

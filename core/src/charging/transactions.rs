@@ -59,7 +59,8 @@ impl Transaction {
 /// changes, as it is part of the start's key.
 const COLUMNS: &str =
     "id, charger_id, station_id, connector, ocpp_id, id_tag, auth_status, session_id,
-    coalesce(meter_start_wh, meter_first_wh) as meter_start_wh, meter_last_wh, power_w, started_at, stopped_at, stop_reason, offline";
+    coalesce(meter_start_wh, meter_first_wh) as meter_start_wh, meter_last_wh, power_w, started_at, stopped_at,
+    stop_reason, offline";
 
 /// A station's transactions, newest first.
 pub async fn list(tx: &mut TenantTx, station: Uuid, limit: i64) -> Result<Vec<Transaction>> {

@@ -407,10 +407,11 @@ pub async fn send(
     charge: &Charge,
 ) -> Result<ProviderIntent> {
     let key = charge.key(tenant);
+    let payment_id = super::payment_id_for(&key);
     if let Some(written_at) = charge.again {
         let since = written_at - WRITTEN_DOWN_SLACK;
         let found = provider
-            .find_intent(&charge.customer_ref, super::payment_id_for(&key), since)
+            .find_intent(&charge.customer_ref, payment_id, since)
             .await?;
         if let Some(intent) = found {
             metrics::counter!("debt_charges_found_total").increment(1);
@@ -419,7 +420,7 @@ pub async fn send(
     }
     provider
         .create_intent(IntentRequest {
-            payment_id: super::payment_id_for(&key),
+            payment_id,
             tenant_id: tenant.0,
             amount: charge.amount,
             currency: &charge.currency,

@@ -146,6 +146,10 @@ async fn a_v201_transaction_begun_without_a_reading_is_billed_from_its_first_rea
         }
         e
     };
+    // An event carrying a reading of the register.
+    let reading = |kind: &str, seq: i64, id: &str, token: &serde_json::Value, wh: i64| {
+        event(kind, seq, id, token, Some(energy(wh)))
+    };
     let transaction = |c: &serde_json::Value, id: &str| {
         c["transactions"]
             .as_array()
@@ -183,33 +187,12 @@ async fn a_v201_transaction_begun_without_a_reading_is_billed_from_its_first_rea
         let busy = send(event("Updated", 1, "FREE-BUSY", &tag, None)).await;
         assert_eq!(busy["idTokenInfo"]["status"], "ConcurrentTx", "{busy}");
     }
-    let first = send(event(
-        "Updated",
-        1,
-        "TX-NOREAD",
-        &tag,
-        Some(energy(1_250_000)),
-    ))
-    .await;
+    let first = send(reading("Updated", 1, "TX-NOREAD", &tag, 1_250_000)).await;
     assert_eq!(first["totalCost"], 0.0, "{first}");
     assert_eq!(session(&app, &s.t, session_id).await["energyWh"], 0);
-    let updated = send(event(
-        "Updated",
-        2,
-        "TX-NOREAD",
-        &tag,
-        Some(energy(1_251_000)),
-    ))
-    .await;
+    let updated = send(reading("Updated", 2, "TX-NOREAD", &tag, 1_251_000)).await;
     assert_eq!(updated["totalCost"], 0.3, "{updated}");
-    let ended = send(event(
-        "Ended",
-        3,
-        "TX-NOREAD",
-        &tag,
-        Some(energy(1_252_000)),
-    ))
-    .await;
+    let ended = send(reading("Ended", 3, "TX-NOREAD", &tag, 1_252_000)).await;
     assert_eq!(ended["totalCost"], 0.6, "{ended}");
     let done = session(&app, &s.t, session_id).await;
     assert_eq!(
@@ -249,22 +232,8 @@ async fn a_v201_transaction_begun_without_a_reading_is_billed_from_its_first_rea
     send(event("Started", 0, "FREE-NOREAD", &free, None)).await;
     let token = send(event("Updated", 1, "FREE-NOREAD", &tag, None)).await;
     assert_eq!(token["idTokenInfo"]["status"], "Accepted", "{token}");
-    send(event(
-        "Updated",
-        2,
-        "FREE-NOREAD",
-        &free,
-        Some(energy(1_270_000)),
-    ))
-    .await;
-    let ended = send(event(
-        "Ended",
-        3,
-        "FREE-NOREAD",
-        &free,
-        Some(energy(1_270_500)),
-    ))
-    .await;
+    send(reading("Updated", 2, "FREE-NOREAD", &free, 1_270_000)).await;
+    let ended = send(reading("Ended", 3, "FREE-NOREAD", &free, 1_270_500)).await;
     assert_eq!(ended["totalCost"], 0.15, "{ended}");
     let t = transaction(&charger(&app, &s.t, s.charger).await, "FREE-NOREAD");
     assert_eq!(
