@@ -73,10 +73,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = sqlx::PgPool::connect(&url)
                 .await
                 .context("while connecting as the owner role")?;
-            switchyard_core::db::MIGRATOR
-                .run(&pool)
-                .await
-                .context("while applying migrations")?;
+            switchyard_core::db::migrate(&pool).await?;
             // Containers and Kubernetes Jobs have no psql: the app role's password can be set here.
             if let Some(password) = std::env::var("APP_ROLE_PASSWORD")
                 .ok()

@@ -32,8 +32,123 @@ impl fmt::Display for TenantId {
     }
 }
 
-/// The migrations in `migrations/`, embedded in every binary.
+/// The migrations in `migrations/`, embedded in every binary. Apply them with [`migrate`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Before each pending migration: the two roles exist (as migration 0001 makes them), and a migrating role that is not a
+/// superuser — the owner on a managed Postgres — may hand functions to `switchyard_system` as the migrations do
+/// (Postgres wants the giver to be a member of the new owner, and the new owner to be allowed to create in the
+/// schema). The membership gives the owner nothing it lacks: it owns every table.
+const BEFORE_MIGRATIONS: &str = "
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'switchyard_app') then
+    create role switchyard_app login nobypassrls nosuperuser nocreatedb nocreaterole;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'switchyard_system') then
+    create role switchyard_system nologin nobypassrls nosuperuser nocreatedb nocreaterole;
+  end if;
+  if not (select rolsuper from pg_roles where rolname = current_user) then
+    if not pg_has_role(current_user, 'switchyard_system', 'member') then
+      execute format('grant switchyard_system to %I', current_user);
+    end if;
+    grant create on schema public to switchyard_system;
+  end if;
+end
+$$";
+
+/// After every run, pending migrations or not: the roles' attributes and the schema's `create` right as migration
+/// 0020 first set them (an app role someone made a superuser, gave `BYPASSRLS` or let create objects would quietly
+/// lift row-level security). Only a wrong attribute is altered, so an owner that is no superuser can put right what
+/// `CREATEROLE` allows, and fails here, loudly, on what only a superuser may change.
+const AFTER_MIGRATIONS: &str = "
+do $$
+declare
+  r record;
+  fix text;
+begin
+  for r in select * from pg_roles where rolname in ('switchyard_app', 'switchyard_system') loop
+    fix := concat_ws(' ',
+      case when r.rolsuper then 'nosuperuser' end,
+      case when r.rolbypassrls then 'nobypassrls' end,
+      case when r.rolcreatedb then 'nocreatedb' end,
+      case when r.rolcreaterole then 'nocreaterole' end,
+      case when r.rolname = 'switchyard_app' and not r.rolcanlogin then 'login'
+           when r.rolname = 'switchyard_system' and r.rolcanlogin then 'nologin' end);
+    if fix <> '' then
+      execute format('alter role %I %s', r.rolname, fix);
+    end if;
+  end loop;
+end
+$$;
+revoke create on schema public from public;
+revoke create on schema public from switchyard_app, switchyard_system";
+
+/// Applies the pending migrations as `owner` (the role that owns the tables: a superuser, or on a managed Postgres
+/// a role with `CREATEROLE` that owns the database), and puts the roles right, as `switchyard migrate` does. One
+/// run at a time per database (sqlx's migration lock); the roles are put right even when a migration fails.
+pub async fn migrate(owner: &PgPool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use sqlx::migrate::Migrate;
+    let mut conn = owner
+        .acquire()
+        .await
+        .context("while connecting as the owner role")?;
+    conn.lock()
+        .await
+        .context("while waiting for another migration run")?;
+    let applied = apply_pending(&mut conn).await;
+    let put_right = sqlx::raw_sql(AFTER_MIGRATIONS)
+        .execute(&mut *conn)
+        .await
+        .context("while putting the roles' attributes right");
+    let unlocked = conn.unlock().await;
+    applied?;
+    put_right?;
+    unlocked?;
+    Ok(())
+}
+
+/// sqlx's own loop (`Migrator::run`), with the roles prepared before each pending migration: migration 0020 takes
+/// back the right to create that the ones after it need from a migrating role that is no superuser.
+async fn apply_pending(conn: &mut PgConnection) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use sqlx::migrate::{Migrate, MigrateError};
+    conn.ensure_migrations_table().await?;
+    if let Some(version) = conn.dirty_version().await? {
+        return Err(MigrateError::Dirty(version).into());
+    }
+    let applied: std::collections::HashMap<i64, _> = conn
+        .list_applied_migrations()
+        .await?
+        .into_iter()
+        .map(|m| (m.version, m.checksum))
+        .collect();
+    if let Some(unknown) = applied.keys().find(|v| !MIGRATOR.version_exists(**v)) {
+        return Err(MigrateError::VersionMissing(*unknown).into());
+    }
+    for migration in MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+    {
+        match applied.get(&migration.version) {
+            Some(checksum) if *checksum != migration.checksum => {
+                return Err(MigrateError::VersionMismatch(migration.version).into())
+            }
+            Some(_) => {}
+            None => {
+                sqlx::raw_sql(BEFORE_MIGRATIONS)
+                    .execute(&mut *conn)
+                    .await
+                    .context("while preparing the roles")?;
+                conn.apply(migration)
+                    .await
+                    .with_context(|| format!("while applying migration {}", migration.version))?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The app-role connection pool.
 #[derive(Clone, Debug)]

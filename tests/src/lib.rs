@@ -88,10 +88,7 @@ pub async fn fresh_database() -> TestDatabase {
     let owner = sqlx::PgPool::connect(&owner_url)
         .await
         .expect("owner connection");
-    switchyard_core::db::MIGRATOR
-        .run(&owner)
-        .await
-        .expect("migrate");
+    switchyard_core::db::migrate(&owner).await.expect("migrate");
     owner.close().await;
     TestDatabase {
         app_url: with_database(&env_url("TEST_APP_DATABASE_URL"), &name),

@@ -46,7 +46,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     sqlx::Postgres::create_database(&owner_url).await?;
     let owner = PgPool::connect(&owner_url).await?;
-    switchyard_core::db::MIGRATOR.run(&owner).await?;
+    switchyard_core::db::migrate(&owner).await?;
     let t0: DateTime<Utc> = "2030-01-01T00:00:00Z".parse()?;
     let now = t0 + Duration::seconds(30);
     let per_tenant = (args.sessions / args.tenants).max(1);

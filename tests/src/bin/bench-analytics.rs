@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(2)
         .connect(&owner_url)
         .await?;
-    switchyard_core::db::MIGRATOR.run(&owner).await?;
+    switchyard_core::db::migrate(&owner).await?;
 
     let tenant = Uuid::now_v7();
     println!(

@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     }
     sqlx::Postgres::create_database(&owner).await?;
     let pool = sqlx::PgPool::connect(&owner).await?;
-    switchyard_core::db::MIGRATOR.run(&pool).await?;
+    switchyard_core::db::migrate(&pool).await?;
     pool.close().await;
 
     let vars = [

@@ -172,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     }
     sqlx::Postgres::create_database(&owner_url).await?;
     let owner = sqlx::PgPool::connect(&owner_url).await?;
-    switchyard_core::db::MIGRATOR.run(&owner).await?;
+    switchyard_core::db::migrate(&owner).await?;
     let (tenant, user) = (Uuid::now_v7(), Uuid::now_v7());
     sqlx::query("insert into tenant (id, name) values ($1, 'bench')")
         .bind(tenant)

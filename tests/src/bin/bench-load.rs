@@ -580,7 +580,7 @@ async fn main() -> anyhow::Result<()> {
     }
     sqlx::Postgres::create_database(&owner_url).await?;
     let db = sqlx::PgPool::connect(&owner_url).await?;
-    switchyard_core::db::MIGRATOR.run(&db).await?;
+    switchyard_core::db::migrate(&db).await?;
     let statements = Statements::new(&db, top_statements).await?;
     // `--generic-plans 1`: an experiment, every statement of the app role on its connection's kept plan (as the
     // charger path does per transaction), to see what planning costs.

@@ -528,7 +528,7 @@ async fn seed(owner_url: &str, app_url: &str, chargers: usize, billed: bool) -> 
     }
     sqlx::Postgres::create_database(owner_url).await?;
     let owner = sqlx::PgPool::connect(owner_url).await?;
-    switchyard_core::db::MIGRATOR.run(&owner).await?;
+    switchyard_core::db::migrate(&owner).await?;
     let tenants: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
     let venues: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
     sqlx::query(

@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     }
     sqlx::Postgres::create_database(&owner).await?;
     let pool = sqlx::PgPool::connect(&owner).await?;
-    switchyard_core::db::MIGRATOR.run(&pool).await?;
+    switchyard_core::db::migrate(&pool).await?;
 
     // Queue the messages: `count` session warnings (a short template) to distinct recipients, spread over tenants.
     let db = Db::connect_lazy(&app_url, (loops * (concurrency + 1)).max(4) as u32)?;

@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     }
     sqlx::Postgres::create_database(&owner_url).await?;
     let owner = sqlx::PgPool::connect(&owner_url).await?;
-    switchyard_core::db::MIGRATOR.run(&owner).await?;
+    switchyard_core::db::migrate(&owner).await?;
 
     // 100 tenants, tunnels / 100 venues each; a Shelly station and a bridge (token `bench-<i>`) per venue.
     let venues: Vec<(Uuid, Uuid, Uuid)> = (0..tunnels)

@@ -586,6 +586,136 @@ async fn migrate_sets_the_app_roles_password_when_given_one() {
     assert_eq!(roles, 2, "the quote was data, not SQL");
 }
 
+/// On a managed Postgres the owner is no superuser: a role with `CREATEROLE` that owns the database. `migrate`
+/// applies the whole ladder as such a role (the functions go to `switchyard_system`, which is left unable to create
+/// in the schema), the app serves money from it, and a second run with nothing pending still puts a role's wrong
+/// attribute right.
+#[tokio::test]
+async fn migrate_runs_as_an_owner_that_is_no_superuser_and_puts_the_roles_right_on_every_run() {
+    let admin = sqlx::PgPool::connect(&env_url("TEST_DATABASE_URL"))
+        .await
+        .unwrap();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    // Not named `switchyard…`: another test counts the roles so named.
+    let role = format!("owner_test_{suffix}");
+    let name = format!("switchyard_test_{suffix}");
+    for statement in [
+        format!("create role {role} login createrole nosuperuser nobypassrls"),
+        format!("create database {name} owner {role}"),
+    ] {
+        sqlx::query(&statement).execute(&admin).await.unwrap();
+    }
+    let mut owner_url = url::Url::parse(&env_url("TEST_DATABASE_URL")).unwrap();
+    owner_url.set_username(&role).unwrap();
+    owner_url.set_password(None).unwrap();
+    owner_url.set_path(&name);
+    let migrate = || {
+        Command::new(binary("switchyard"))
+            .arg("migrate")
+            .env("DATABASE_URL", owner_url.as_str())
+            .output()
+    };
+    let out = migrate().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let latest = switchyard_core::db::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("latest {latest}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let database = sqlx::PgPool::connect(&with_database(&env_url("TEST_DATABASE_URL"), &name))
+        .await
+        .unwrap();
+    let (applied, foreign_tables, definers, misowned, system_creates): (i64, i64, i64, i64, bool) =
+        sqlx::query_as(
+            "select (select count(*) from _sqlx_migrations where success),
+                    (select count(*) from pg_tables where schemaname = 'public' and tableowner <> $1),
+                    (select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                     where n.nspname = 'public' and p.prosecdef),
+                    (select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                     where n.nspname = 'public' and p.prosecdef
+                       and p.proowner <> 'switchyard_system'::regrole),
+                    has_schema_privilege('switchyard_system', 'public', 'create')",
+        )
+        .bind(&role)
+        .fetch_one(&database)
+        .await
+        .unwrap();
+    assert_eq!(applied, switchyard_core::db::MIGRATOR.iter().count() as i64);
+    assert_eq!(foreign_tables, 0, "every table is the owner's");
+    assert!(definers >= 20, "{definers} security-definer functions");
+    assert_eq!(
+        misowned, 0,
+        "every security-definer function is switchyard_system's"
+    );
+    assert!(!system_creates, "switchyard_system cannot create in public");
+
+    // The app serves from it: sign-up and sign-in (cross-tenant lookups), a top-up and a session charged.
+    let app = switchyard_tests::spawn_app_in(&switchyard_tests::TestDatabase {
+        owner_url: owner_url.to_string(),
+        app_url: with_database(&env_url("TEST_APP_DATABASE_URL"), &name),
+    })
+    .await;
+    let f = crate::sessions::floor(&app).await;
+    let patron = app.create_patron(&f.t.access, "Managed Mo", None).await;
+    crate::sessions::top_up(&app, &f, patron, 1_000, "managed-1").await;
+    let session =
+        crate::sessions::wallet_session(&app, &f.t.access, f.station, patron, Some(30)).await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($id: UUID!) { stopSession(id: $id) { status } }",
+        json!({"id": session}),
+    )
+    .await;
+    let balance = crate::sessions::wallet(&app, &f.t.access, patron).await["balance"]
+        .as_i64()
+        .unwrap();
+    let charged: i64 = sqlx::query_scalar("select charged_amount from session where id = $1")
+        .bind(session)
+        .fetch_one(&database)
+        .await
+        .unwrap();
+    assert!(charged > 0, "the session was charged");
+    assert_eq!(balance, 1_000 - charged);
+    drop(app);
+
+    // Nothing pending, an attribute wrong: the next run still puts it right (a cluster-wide role, so only on the
+    // test command's own cluster).
+    if std::env::var("TEST_PRIVATE_CLUSTER").as_deref() == Ok("1") {
+        sqlx::query("alter role switchyard_app createdb")
+            .execute(&admin)
+            .await
+            .unwrap();
+        let out = migrate().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let createdb: bool =
+            sqlx::query_scalar("select rolcreatedb from pg_roles where rolname = 'switchyard_app'")
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+        assert!(!createdb, "the second run put the app role right");
+    }
+    database.close().await;
+    for statement in [
+        format!("drop database {name} with (force)"),
+        format!("drop role {role}"),
+    ] {
+        sqlx::query(&statement).execute(&admin).await.unwrap();
+    }
+}
+
 /// Issue 14's failover: six clients start and stop sessions through replica A, each request with its own
 /// idempotency key; A is killed (SIGKILL) in the middle, and every client carries on through replica B, sending the
 /// request that was in flight again with the same key. Nothing committed is lost or doubled: every start a client
