@@ -571,19 +571,33 @@ pub async fn stop(
     stop: Stop,
 ) -> Result<Stopped> {
     let Some(transaction) = by_ocpp_id(tx, charger.id, ocpp_id).await? else {
-        audit::record_as(
-            tx,
-            None,
-            None,
-            Entry {
-                action: "charging.unknown_transaction_stop",
-                object_type: "charger",
-                object_id: Some(charger.id),
-                detail: json!({ "transaction": ocpp_id, "meter_stop_wh": stop.meter_stop_wh, "at": stop.at }),
-            },
+        // Recorded once: a charger that lost the answer sends the same stop again.
+        let detail = json!({ "transaction": ocpp_id, "meter_stop_wh": stop.meter_stop_wh, "at": stop.at });
+        let recorded: bool = sqlx::query_scalar(
+            "select exists (select 1 from audit_log where tenant_id = $1 and object_type = 'charger'
+                              and object_id = $2 and action = 'charging.unknown_transaction_stop'
+                              and detail = $3)",
         )
+        .bind(tx.tenant())
+        .bind(charger.id)
+        .bind(&detail)
+        .fetch_one(tx.conn())
         .await?;
-        metrics::counter!("ocpp_unknown_transaction_stops_total").increment(1);
+        if !recorded {
+            audit::record_as(
+                tx,
+                None,
+                None,
+                Entry {
+                    action: "charging.unknown_transaction_stop",
+                    object_type: "charger",
+                    object_id: Some(charger.id),
+                    detail,
+                },
+            )
+            .await?;
+            metrics::counter!("ocpp_unknown_transaction_stops_total").increment(1);
+        }
         return Ok(Stopped::Unknown);
     };
     if transaction.stopped_at.is_some() {
