@@ -35,10 +35,12 @@ impl fmt::Display for TenantId {
 /// The migrations in `migrations/`, embedded in every binary. Apply them with [`migrate`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Before each pending migration: the two roles exist (as migration 0001 makes them), and a migrating role that is not a
-/// superuser — the owner on a managed Postgres — may hand functions to `switchyard_system` as the migrations do
-/// (Postgres wants the giver to be a member of the new owner, and the new owner to be allowed to create in the
-/// schema). The membership gives the owner nothing it lacks: it owns every table.
+/// Before the migrations and before each pending one: the two roles exist (as migration 0001 makes them), and a
+/// migrating role that is not a superuser — the owner on a managed Postgres — may hand functions to
+/// `switchyard_system` as the migrations do. Postgres wants the giver to be a member of the new owner (from 16 on,
+/// one allowed to `SET ROLE` to it; the grant here inherits nothing), and the new owner to be allowed to create in
+/// the schema; migration 0020 takes that right back, so it is given again before each migration. The membership
+/// gives the owner nothing it lacks: it owns every table.
 const BEFORE_MIGRATIONS: &str = "
 do $$
 begin
@@ -49,7 +51,11 @@ begin
     create role switchyard_system nologin nobypassrls nosuperuser nocreatedb nocreaterole;
   end if;
   if not (select rolsuper from pg_roles where rolname = current_user) then
-    if not pg_has_role(current_user, 'switchyard_system', 'member') then
+    if current_setting('server_version_num')::int >= 160000 then
+      if not pg_has_role(current_user, 'switchyard_system', 'SET') then
+        execute format('grant switchyard_system to %I with set true, inherit false', current_user);
+      end if;
+    elsif not pg_has_role(current_user, 'switchyard_system', 'member') then
       execute format('grant switchyard_system to %I', current_user);
     end if;
     grant create on schema public to switchyard_system;
@@ -109,12 +115,16 @@ pub async fn migrate(owner: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// sqlx's own loop (`Migrator::run`), with the roles prepared before each pending migration: migration 0020 takes
-/// back the right to create that the ones after it need from a migrating role that is no superuser.
+/// sqlx's own loop (`Migrator::run`), with the roles prepared first and again before each pending migration.
 async fn apply_pending(conn: &mut PgConnection) -> anyhow::Result<()> {
     use anyhow::Context;
     use sqlx::migrate::{Migrate, MigrateError};
     conn.ensure_migrations_table().await?;
+    // The roles, even with nothing pending (a database restored into a new cluster has none).
+    sqlx::raw_sql(BEFORE_MIGRATIONS)
+        .execute(&mut *conn)
+        .await
+        .context("while preparing the roles")?;
     if let Some(version) = conn.dirty_version().await? {
         return Err(MigrateError::Dirty(version).into());
     }

@@ -572,7 +572,8 @@ pub async fn stop(
 ) -> Result<Stopped> {
     let Some(transaction) = by_ocpp_id(tx, charger.id, ocpp_id).await? else {
         // Recorded once: a charger that lost the answer sends the same stop again.
-        let detail = json!({ "transaction": ocpp_id, "meter_stop_wh": stop.meter_stop_wh, "at": stop.at });
+        let detail =
+            json!({ "transaction": ocpp_id, "meter_stop_wh": stop.meter_stop_wh, "at": stop.at });
         let recorded: bool = sqlx::query_scalar(
             "select exists (select 1 from audit_log where tenant_id = $1 and object_type = 'charger'
                               and object_id = $2 and action = 'charging.unknown_transaction_stop'

@@ -592,6 +592,7 @@ async fn migrate_sets_the_app_roles_password_when_given_one() {
 /// attribute right.
 #[tokio::test]
 async fn migrate_runs_as_an_owner_that_is_no_superuser_and_puts_the_roles_right_on_every_run() {
+    use futures_util::FutureExt;
     let admin = sqlx::PgPool::connect(&env_url("TEST_DATABASE_URL"))
         .await
         .unwrap();
@@ -600,19 +601,45 @@ async fn migrate_runs_as_an_owner_that_is_no_superuser_and_puts_the_roles_right_
     let role = format!("owner_test_{suffix}");
     let name = format!("switchyard_test_{suffix}");
     for statement in [
-        format!("create role {role} login createrole nosuperuser nobypassrls"),
+        format!("create role {role} login createrole nosuperuser nobypassrls password '{suffix}'"),
         format!("create database {name} owner {role}"),
     ] {
         sqlx::query(&statement).execute(&admin).await.unwrap();
     }
     let mut owner_url = url::Url::parse(&env_url("TEST_DATABASE_URL")).unwrap();
     owner_url.set_username(&role).unwrap();
-    owner_url.set_password(None).unwrap();
+    owner_url.set_password(Some(&suffix)).unwrap();
     owner_url.set_path(&name);
+    let outcome = std::panic::AssertUnwindSafe(as_an_owner_that_is_no_superuser(
+        &admin,
+        owner_url.as_str(),
+        &role,
+        &name,
+    ))
+    .catch_unwind()
+    .await;
+    // The role is cluster-wide (and a member of switchyard_system): gone, whatever the outcome.
+    for statement in [
+        format!("drop database if exists {name} with (force)"),
+        format!("drop role if exists {role}"),
+    ] {
+        sqlx::query(&statement).execute(&admin).await.unwrap();
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn as_an_owner_that_is_no_superuser(
+    admin: &sqlx::PgPool,
+    owner_url: &str,
+    role: &str,
+    name: &str,
+) {
     let migrate = || {
         Command::new(binary("switchyard"))
             .arg("migrate")
-            .env("DATABASE_URL", owner_url.as_str())
+            .env("DATABASE_URL", owner_url)
             .output()
     };
     let out = migrate().await.unwrap();
@@ -631,7 +658,7 @@ async fn migrate_runs_as_an_owner_that_is_no_superuser_and_puts_the_roles_right_
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let database = sqlx::PgPool::connect(&with_database(&env_url("TEST_DATABASE_URL"), &name))
+    let database = sqlx::PgPool::connect(&with_database(&env_url("TEST_DATABASE_URL"), name))
         .await
         .unwrap();
     let (applied, foreign_tables, definers, misowned, system_creates): (i64, i64, i64, i64, bool) =
@@ -645,7 +672,7 @@ async fn migrate_runs_as_an_owner_that_is_no_superuser_and_puts_the_roles_right_
                        and p.proowner <> 'switchyard_system'::regrole),
                     has_schema_privilege('switchyard_system', 'public', 'create')",
         )
-        .bind(&role)
+        .bind(role)
         .fetch_one(&database)
         .await
         .unwrap();
@@ -660,8 +687,8 @@ async fn migrate_runs_as_an_owner_that_is_no_superuser_and_puts_the_roles_right_
 
     // The app serves from it: sign-up and sign-in (cross-tenant lookups), a top-up and a session charged.
     let app = switchyard_tests::spawn_app_in(&switchyard_tests::TestDatabase {
-        owner_url: owner_url.to_string(),
-        app_url: with_database(&env_url("TEST_APP_DATABASE_URL"), &name),
+        owner_url: owner_url.to_owned(),
+        app_url: with_database(&env_url("TEST_APP_DATABASE_URL"), name),
     })
     .await;
     let f = crate::sessions::floor(&app).await;
@@ -690,8 +717,9 @@ async fn migrate_runs_as_an_owner_that_is_no_superuser_and_puts_the_roles_right_
     // Nothing pending, an attribute wrong: the next run still puts it right (a cluster-wide role, so only on the
     // test command's own cluster).
     if std::env::var("TEST_PRIVATE_CLUSTER").as_deref() == Ok("1") {
+        let _held = switchyard_tests::ROLE_ATTRIBUTES.lock().await;
         sqlx::query("alter role switchyard_app createdb")
-            .execute(&admin)
+            .execute(admin)
             .await
             .unwrap();
         let out = migrate().await.unwrap();
@@ -702,18 +730,12 @@ async fn migrate_runs_as_an_owner_that_is_no_superuser_and_puts_the_roles_right_
         );
         let createdb: bool =
             sqlx::query_scalar("select rolcreatedb from pg_roles where rolname = 'switchyard_app'")
-                .fetch_one(&admin)
+                .fetch_one(admin)
                 .await
                 .unwrap();
         assert!(!createdb, "the second run put the app role right");
     }
     database.close().await;
-    for statement in [
-        format!("drop database {name} with (force)"),
-        format!("drop role {role}"),
-    ] {
-        sqlx::query(&statement).execute(&admin).await.unwrap();
-    }
 }
 
 /// Issue 14's failover: six clients start and stop sessions through replica A, each request with its own

@@ -89,6 +89,7 @@ async fn migrations_put_the_roles_right_even_when_they_already_exist() {
         .await
         .unwrap();
     // An attribute the app role must not have (harmless to the tests running beside this one).
+    let _held = switchyard_tests::ROLE_ATTRIBUTES.lock().await;
     sqlx::query("alter role switchyard_app createdb")
         .execute(&owner)
         .await
