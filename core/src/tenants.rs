@@ -15,15 +15,19 @@ pub struct Tenant {
     pub billing_tick_sec: Option<i32>,
     /// The most a STAFF member may top up in cash at once (minor units).
     pub staff_cash_top_up_cap: i64,
+    /// Whether each accepted boot of a charger sets it to send the energy readings billing needs.
+    pub charger_meter_setup: bool,
     pub created_at: DateTime<Utc>,
 }
 
 pub async fn current(tx: &mut TenantTx) -> Result<Tenant> {
-    let tenant: Option<Tenant> =
-        sqlx::query_as("select id, name, billing_tick_sec, staff_cash_top_up_cap, created_at from tenant where id = $1")
-            .bind(tx.tenant())
-            .fetch_optional(tx.conn())
-            .await?;
+    let tenant: Option<Tenant> = sqlx::query_as(
+        "select id, name, billing_tick_sec, staff_cash_top_up_cap, charger_meter_setup, created_at
+             from tenant where id = $1",
+    )
+    .bind(tx.tenant())
+    .fetch_optional(tx.conn())
+    .await?;
     tenant.ok_or(Error::NotFound("tenant"))
 }
 
@@ -108,6 +112,33 @@ pub async fn set_staff_cash_top_up_cap(
         actor,
         "tenant.set_staff_cash_top_up_cap",
         serde_json::json!({ "staff_cash_top_up_cap": amount }),
+    )
+    .await?;
+    current(tx).await
+}
+
+/// Whether each accepted boot of the tenant's chargers sets them to send the energy readings billing needs
+/// (`charging::calls::set_up_meters`). Owners only.
+pub async fn set_charger_meter_setup(
+    tx: &mut TenantTx,
+    actor: &crate::Actor,
+    enabled: bool,
+) -> Result<Tenant> {
+    if actor.role != crate::Role::Owner {
+        return Err(Error::Forbidden(
+            "only an owner can change how chargers are set up",
+        ));
+    }
+    sqlx::query("update tenant set charger_meter_setup = $2 where id = $1")
+        .bind(tx.tenant())
+        .bind(enabled)
+        .execute(tx.conn())
+        .await?;
+    record_change(
+        tx,
+        actor,
+        "tenant.set_charger_meter_setup",
+        serde_json::json!({ "charger_meter_setup": enabled }),
     )
     .await?;
     current(tx).await

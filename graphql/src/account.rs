@@ -27,6 +27,10 @@ pub struct Tenant {
     /// The most a STAFF member may top up in cash at once (minor units of the venue's currency); more needs a
     /// manager or an owner.
     pub staff_cash_top_up_cap: i64,
+    /// Whether each accepted boot of a charger sets it to send the energy readings billing needs: 1.6
+    /// `MeterValuesSampledData`, 2.0.1 `SampledDataCtrlr.TxStartedMeasurands`, `TxUpdatedMeasurands` and
+    /// `TxEndedMeasurands` (the charger's own lists are replaced). Off by default.
+    pub charger_meter_setup: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -37,6 +41,7 @@ impl From<tenants::Tenant> for Tenant {
             name: t.name,
             billing_tick_sec: t.billing_tick_sec,
             staff_cash_top_up_cap: t.staff_cash_top_up_cap,
+            charger_meter_setup: t.charger_meter_setup,
             created_at: t.created_at,
         }
     }
@@ -154,6 +159,21 @@ impl AccountMutation {
     ) -> async_graphql::Result<Tenant> {
         let (actor, mut tx) = begin(ctx).await?;
         let tenant = tenants::set_billing_tick(&mut tx, actor, seconds)
+            .await
+            .gql()?;
+        tx.commit().await.gql()?;
+        Ok(tenant.into())
+    }
+
+    /// Turns on or off the set-up of chargers' meter readings at each accepted boot (`Tenant.chargerMeterSetup`).
+    /// Owners only.
+    async fn set_charger_meter_setup(
+        &self,
+        ctx: &Context<'_>,
+        enabled: bool,
+    ) -> async_graphql::Result<Tenant> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let tenant = tenants::set_charger_meter_setup(&mut tx, actor, enabled)
             .await
             .gql()?;
         tx.commit().await.gql()?;

@@ -449,6 +449,40 @@ pub(super) async fn send_password(
     Ok(())
 }
 
+/// Sets a charger to send the energy readings billing needs (the tenant's `charger_meter_setup`, at each accepted
+/// boot): 1.6 `MeterValuesSampledData` (its start and stop readings are part of those messages), 2.0.1 the
+/// `SampledDataCtrlr` lists — the start reading, which a 2.0.1 charger sends only when told, energy and power in
+/// every update, and the energy at the end. The lists are replaced, not merged.
+pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
+    const ENERGY: &str = "Energy.Active.Import.Register";
+    const ENERGY_AND_POWER: &str = "Energy.Active.Import.Register,Power.Active.Import";
+    let request = match charger.protocol() {
+        Protocol::V16 => Request::new(
+            "ChangeConfiguration",
+            json!({ "key": "MeterValuesSampledData", "value": ENERGY_AND_POWER }),
+        ),
+        Protocol::V201 => {
+            let set = |variable: &str, value: &str| {
+                json!({
+                    "attributeValue": value,
+                    "component": { "name": "SampledDataCtrlr" },
+                    "variable": { "name": variable },
+                })
+            };
+            Request::new(
+                "SetVariables",
+                json!({ "setVariableData": [
+                    set("TxStartedMeasurands", ENERGY),
+                    set("TxUpdatedMeasurands", ENERGY_AND_POWER),
+                    set("TxEndedMeasurands", ENERGY),
+                ]}),
+            )
+        }
+    };
+    enqueue(tx, charger, request, None, None).await?;
+    Ok(())
+}
+
 /// What an operator can ask of a charger (GraphQL `chargerCommand`, REST); each becomes the call of the charger's
 /// version.
 #[derive(Debug, Clone)]

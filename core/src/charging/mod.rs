@@ -655,6 +655,14 @@ pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Re
     .await?;
     if charger.registration == Registration::Accepted {
         tags::sync_local_list(tx, charger).await?;
+        let meter_setup: bool =
+            sqlx::query_scalar("select charger_meter_setup from tenant where id = $1")
+                .bind(tx.tenant())
+                .fetch_one(tx.conn())
+                .await?;
+        if meter_setup {
+            calls::set_up_meters(tx, charger).await?;
+        }
     }
     if let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) {
         tx.emit(

@@ -533,3 +533,143 @@ async fn a_remote_start_that_waits_past_its_time_to_live_expires_and_fails_its_s
         "Full"
     );
 }
+
+/// The calls that set a charger's meter readings up, as written to its outbox: (action, payload, status, answer).
+async fn meter_setup_calls(
+    app: &switchyard_tests::TestApp,
+    tenant: Uuid,
+    charger: Uuid,
+) -> Vec<(String, Value, String, Option<Value>)> {
+    let mut tx = app.tenant_tx(tenant).await;
+    sqlx::query_as(
+        "select action, payload, status, response from ocpp_call
+         where charger_id = $1 and action in ('ChangeConfiguration', 'SetVariables') order by created_at",
+    )
+    .bind(charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits (bounded) until the charger has answered its meter set-up calls.
+async fn meter_setup_answered(
+    app: &switchyard_tests::TestApp,
+    tenant: Uuid,
+    charger: Uuid,
+) -> Vec<(String, Value, String, Option<Value>)> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let calls = meter_setup_calls(app, tenant, charger).await;
+        if !calls.is_empty() && calls.iter().all(|c| c.2 == "answered") {
+            return calls;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the meter set-up to be answered: {calls:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// With the tenant's `chargerMeterSetup` on, each accepted boot sets the charger to send the readings billing
+/// needs (a 2.0.1 charger sends no start reading unless told); off, the default, a boot asks nothing of the kind.
+/// Only an owner changes it, and it is the tenant's own.
+#[tokio::test]
+async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let setting = "{ me { tenant { chargerMeterSetup } } }";
+    assert_eq!(
+        app.gql_ok(&s.t.access, setting, json!({})).await["me"]["tenant"]["chargerMeterSetup"],
+        false
+    );
+    // Off: the boot (its calls are written with it, before it is answered) asks for no meter set-up.
+    let cp = boot(&app, &s, OcppVersion::V16).await;
+    assert_eq!(meter_setup_calls(&app, s.t.id, s.charger).await, vec![]);
+    cp.close().await;
+
+    let (_, manager) = app.add_member(&s.t, "MANAGER").await;
+    let turn_on = "mutation { setChargerMeterSetup(enabled: true) { chargerMeterSetup } }";
+    let refused = app.gql(Some(&manager), turn_on, json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "forbidden",
+        "{refused}"
+    );
+    let on = app.gql_ok(&s.t.access, turn_on, json!({})).await;
+    assert_eq!(on["setChargerMeterSetup"]["chargerMeterSetup"], true);
+
+    // On, 1.6: energy and power in every MeterValues (start and stop readings are in their own messages).
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let asked = cp.next_received("ChangeConfiguration").await;
+    let wanted = json!({"key": "MeterValuesSampledData", "value": "Energy.Active.Import.Register,Power.Active.Import"});
+    assert_eq!(asked, wanted);
+    let calls = meter_setup_answered(&app, s.t.id, s.charger).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1, wanted);
+    assert_eq!(calls[0].3, Some(json!({"status": "Accepted"})));
+    cp.close().await;
+
+    // Another tenant's setting is its own (off), and its boot asks nothing.
+    let other = site(&app).await;
+    assert_eq!(
+        app.gql_ok(&other.t.access, setting, json!({})).await["me"]["tenant"]["chargerMeterSetup"],
+        false
+    );
+    let other_cp = boot(&app, &other, OcppVersion::V201).await;
+    assert_eq!(
+        meter_setup_calls(&app, other.t.id, other.charger).await,
+        vec![]
+    );
+    other_cp.close().await;
+
+    // On, 2.0.1: the start reading, energy and power in updates, the energy at the end.
+    app.gql_ok(&other.t.access, turn_on, json!({})).await;
+    let mut cp = boot(&app, &other, OcppVersion::V201).await;
+    let asked = cp.next_received("SetVariables").await;
+    let variables: Vec<(String, String, String)> = asked["setVariableData"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{asked}"))
+        .iter()
+        .map(|v| {
+            (
+                v["component"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                v["variable"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                v["attributeValue"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let energy = "Energy.Active.Import.Register".to_owned();
+    let sampled = |variable: &str, value: &str| {
+        (
+            "SampledDataCtrlr".to_owned(),
+            variable.to_owned(),
+            value.to_owned(),
+        )
+    };
+    assert_eq!(
+        variables,
+        vec![
+            sampled("TxStartedMeasurands", &energy),
+            sampled(
+                "TxUpdatedMeasurands",
+                "Energy.Active.Import.Register,Power.Active.Import"
+            ),
+            sampled("TxEndedMeasurands", &energy),
+        ]
+    );
+    let calls = meter_setup_answered(&app, other.t.id, other.charger).await;
+    let results = calls[0].3.as_ref().map(|r| r["setVariableResult"].clone());
+    let statuses: Vec<Value> = results
+        .as_ref()
+        .and_then(Value::as_array)
+        .map(|r| r.iter().map(|x| x["attributeStatus"].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, vec![json!("Accepted"); 3], "{calls:?}");
+    cp.close().await;
+}
