@@ -291,6 +291,9 @@ pub async fn finished(
             let charger = super::get(tx, charger.id).await?;
             super::tags::sync_local_list(tx, &charger).await?;
         }
+        "ChangeConfiguration" | "SetVariables" => {
+            configuration_refused(tx, charger, &call, accepted).await?;
+        }
         "GetConfiguration" | "GetVariables" => {
             if let Some(r) = &response {
                 sqlx::query(
@@ -449,37 +452,144 @@ pub(super) async fn send_password(
     Ok(())
 }
 
-/// Sets a charger to send the energy readings billing needs (the tenant's `charger_meter_setup`, at each accepted
-/// boot): 1.6 `MeterValuesSampledData` (its start and stop readings are part of those messages), 2.0.1 the
-/// `SampledDataCtrlr` lists — the start reading, which a 2.0.1 charger sends only when told, energy and power in
-/// every update, and the energy at the end. The lists are replaced, not merged.
+const ENERGY: &str = "Energy.Active.Import.Register";
+const ENERGY_AND_POWER: &str = "Energy.Active.Import.Register,Power.Active.Import";
+
+/// Sets a charger to send the energy readings billing needs (the tenant's `charger_meter_setup`, at each boot the
+/// central system accepts): 1.6 `MeterValuesSampledData` (its start and stop readings are part of those messages),
+/// 2.0.1 the `SampledDataCtrlr` lists — the start reading, which a 2.0.1 charger may leave out unless told, energy
+/// and power in every update, and the energy at the end — one variable a call, since a charger may take no more
+/// at once. The lists are replaced, not merged; the sampling interval is left as it is. A call still waiting from
+/// an earlier boot is not written again.
 pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
-    const ENERGY: &str = "Energy.Active.Import.Register";
-    const ENERGY_AND_POWER: &str = "Energy.Active.Import.Register,Power.Active.Import";
-    let request = match charger.protocol() {
-        Protocol::V16 => Request::new(
+    let requests = match charger.protocol() {
+        Protocol::V16 => vec![Request::new(
             "ChangeConfiguration",
             json!({ "key": "MeterValuesSampledData", "value": ENERGY_AND_POWER }),
-        ),
-        Protocol::V201 => {
-            let set = |variable: &str, value: &str| {
-                json!({
+        )],
+        Protocol::V201 => [
+            ("TxStartedMeasurands", ENERGY),
+            ("TxUpdatedMeasurands", ENERGY_AND_POWER),
+            ("TxEndedMeasurands", ENERGY),
+        ]
+        .into_iter()
+        .map(|(variable, value)| {
+            Request::new(
+                "SetVariables",
+                json!({ "setVariableData": [{
                     "attributeValue": value,
                     "component": { "name": "SampledDataCtrlr" },
                     "variable": { "name": variable },
-                })
-            };
-            Request::new(
-                "SetVariables",
-                json!({ "setVariableData": [
-                    set("TxStartedMeasurands", ENERGY),
-                    set("TxUpdatedMeasurands", ENERGY_AND_POWER),
-                    set("TxEndedMeasurands", ENERGY),
-                ]}),
+                }]}),
             )
-        }
+        })
+        .collect(),
     };
-    enqueue(tx, charger, request, None, None).await?;
+    for request in requests {
+        let waiting: bool = sqlx::query_scalar(
+            "select exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
+                              and status in ('pending', 'sent') and action = $3 and payload = $4)",
+        )
+        .bind(tx.tenant())
+        .bind(charger.id)
+        .bind(request.action)
+        .bind(&request.payload)
+        .fetch_one(tx.conn())
+        .await?;
+        if !waiting {
+            enqueue(tx, charger, request, None, None).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A configuration change the charger did not accept (answered other than `Accepted`, or not at all): in the audit
+/// log for operators, since a setting the charger kept (a password, the readings it sends) may matter. A 1.6
+/// charger that refused energy and power together (a list of one measurand at most) is asked for energy alone.
+async fn configuration_refused(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    call: &Call,
+    accepted: bool,
+) -> Result<()> {
+    let statuses: Vec<&str> = match &call.response {
+        Some(r) if call.action == "SetVariables" => r
+            .get("setVariableResult")
+            .and_then(Value::as_array)
+            .map(|results| {
+                results
+                    .iter()
+                    .map(|x| {
+                        x.get("attributeStatus")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Some(_) => vec![if accepted { "Accepted" } else { "" }],
+        None => vec![],
+    };
+    if !statuses.is_empty() && statuses.iter().all(|s| *s == "Accepted") {
+        return Ok(());
+    }
+    // A password is never written to the audit log: only which setting it was.
+    let setting = match call.payload.get("setVariableData") {
+        Some(data) => data
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .map(|x| {
+                        format!(
+                            "{}.{}",
+                            x["component"]["name"].as_str().unwrap_or(""),
+                            x["variable"]["name"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default(),
+        None => call.payload["key"].as_str().unwrap_or("").to_owned(),
+    };
+    audit::record_as(
+        tx,
+        None,
+        None,
+        Entry {
+            action: "charging.configuration_refused",
+            object_type: "charger",
+            object_id: Some(charger.id),
+            detail: json!({
+                "call": call.id, "action": call.action, "setting": setting,
+                "status": call.status, "answer": call.response, "error": call.error,
+            }),
+        },
+    )
+    .await?;
+    let rejected = call
+        .response
+        .as_ref()
+        .and_then(|r| r.get("status"))
+        .and_then(Value::as_str)
+        == Some("Rejected");
+    if call.action == "ChangeConfiguration"
+        && rejected
+        && call.payload["key"] == "MeterValuesSampledData"
+        && call.payload["value"] == ENERGY_AND_POWER
+    {
+        enqueue(
+            tx,
+            charger,
+            Request::new(
+                "ChangeConfiguration",
+                json!({ "key": "MeterValuesSampledData", "value": ENERGY }),
+            ),
+            None,
+            None,
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -572,8 +572,10 @@ async fn meter_setup_answered(
 }
 
 /// With the tenant's `chargerMeterSetup` on, each accepted boot sets the charger to send the readings billing
-/// needs (a 2.0.1 charger sends no start reading unless told); off, the default, a boot asks nothing of the kind.
-/// Only an owner changes it, and it is the tenant's own.
+/// needs (a 2.0.1 charger may send no start reading unless told); off, the default, a boot asks nothing of the
+/// kind. Only an owner changes it (audited), and it is the tenant's own. A call still out is not written again on
+/// the next boot; a refusal is audited, and a 1.6 charger that refuses energy and power together is asked for
+/// energy alone.
 #[tokio::test]
 async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs() {
     let app = spawn_app().await;
@@ -607,6 +609,57 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].1, wanted);
     assert_eq!(calls[0].3, Some(json!({"status": "Accepted"})));
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let audited: Vec<Value> = sqlx::query_scalar(
+        "select detail from audit_log where action = 'tenant.set_charger_meter_setup'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(audited, vec![json!({"charger_meter_setup": true})]);
+
+    // Booted again while the call is out: it is not written twice. The charger then refuses energy and power
+    // together (its list takes one measurand): refused calls are audited, and it is asked for energy alone.
+    let boot_again = json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"});
+    cp.reply_silent("ChangeConfiguration").await;
+    cp.call("BootNotification", boot_again.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = cp.next_received_full("ChangeConfiguration").await;
+    assert_eq!(out.payload, wanted);
+    cp.call("BootNotification", boot_again)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(meter_setup_calls(&app, s.t.id, s.charger).await.len(), 2);
+    cp.reply_default("ChangeConfiguration").await;
+    cp.send_raw(&format!(
+        r#"[3,"{}",{{"status":"Rejected"}}]"#,
+        out.unique_id
+    ))
+    .await;
+    let energy_alone =
+        json!({"key": "MeterValuesSampledData", "value": "Energy.Active.Import.Register"});
+    assert_eq!(cp.next_received("ChangeConfiguration").await, energy_alone);
+    let calls = meter_setup_answered(&app, s.t.id, s.charger).await;
+    let answers: Vec<(Value, Option<Value>)> = calls.into_iter().map(|c| (c.1, c.3)).collect();
+    assert_eq!(
+        answers,
+        vec![
+            (wanted.clone(), Some(json!({"status": "Accepted"}))),
+            (wanted.clone(), Some(json!({"status": "Rejected"}))),
+            (energy_alone, Some(json!({"status": "Accepted"}))),
+        ]
+    );
+    let refused: Vec<Value> = sqlx::query_scalar(
+        "select detail->'setting' from audit_log where action = 'charging.configuration_refused'
+         and object_id = $1",
+    )
+    .bind(s.charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused, vec![json!("MeterValuesSampledData")]);
+    drop(tx);
     cp.close().await;
 
     // Another tenant's setting is its own (off), and its boot asks nothing.
@@ -625,25 +678,27 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
     // On, 2.0.1: the start reading, energy and power in updates, the energy at the end.
     app.gql_ok(&other.t.access, turn_on, json!({})).await;
     let mut cp = boot(&app, &other, OcppVersion::V201).await;
-    let asked = cp.next_received("SetVariables").await;
-    let variables: Vec<(String, String, String)> = asked["setVariableData"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{asked}"))
-        .iter()
-        .map(|v| {
-            (
-                v["component"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                v["variable"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                v["attributeValue"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
+    let mut variables = Vec::new();
+    for _ in 0..3 {
+        let asked = cp.next_received("SetVariables").await;
+        let data = asked["setVariableData"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("{asked}"));
+        assert_eq!(data.len(), 1, "one variable a call: {asked}");
+        let v = &data[0];
+        variables.push((
+            v["component"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            v["variable"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            v["attributeValue"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
     let energy = "Energy.Active.Import.Register".to_owned();
     let sampled = |variable: &str, value: &str| {
         (
@@ -664,12 +719,14 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
         ]
     );
     let calls = meter_setup_answered(&app, other.t.id, other.charger).await;
-    let results = calls[0].3.as_ref().map(|r| r["setVariableResult"].clone());
-    let statuses: Vec<Value> = results
-        .as_ref()
-        .and_then(Value::as_array)
-        .map(|r| r.iter().map(|x| x["attributeStatus"].clone()).collect())
-        .unwrap_or_default();
+    let statuses: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            c.3.as_ref().map_or(Value::Null, |r| {
+                r["setVariableResult"][0]["attributeStatus"].clone()
+            })
+        })
+        .collect();
     assert_eq!(statuses, vec![json!("Accepted"); 3], "{calls:?}");
     cp.close().await;
 }
