@@ -73,6 +73,22 @@ pub async fn record_in(
     insert(tx, Some(actor.user_id), source, entry).await
 }
 
+/// Records `entry` as done by the system (no user, no request) about something in `venue`: managers scoped to
+/// venues read the entries of theirs.
+pub async fn record_system_in(
+    tx: &mut TenantTx,
+    venue: Option<Uuid>,
+    entry: Entry<'_>,
+) -> Result<()> {
+    let client = RequestClient::default();
+    let source = Source {
+        request_id: None,
+        client: &client,
+        venue,
+    };
+    insert(tx, None, source, entry).await
+}
+
 /// Records `entry` as done by `by`. A patron has no login row to point at, so its id goes into the detail
 /// (`by_patron`) with its request id.
 pub async fn record_by(tx: &mut TenantTx, by: By<'_>, mut entry: Entry<'_>) -> Result<()> {

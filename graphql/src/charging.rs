@@ -191,11 +191,13 @@ pub struct ChargerCall {
 
 impl From<calls::Call> for ChargerCall {
     fn from(c: calls::Call) -> Self {
+        // A password on its way to the charger is shown to no one.
+        let payload = calls::without_secrets(&c.action, &c.payload).unwrap_or(c.payload);
         Self {
             id: c.id,
             charger_id: c.charger_id,
             action: c.action,
-            payload: async_graphql::Json(c.payload),
+            payload: async_graphql::Json(payload),
             status: c.status,
             response: c.response.map(async_graphql::Json),
             error: c.error,

@@ -15,11 +15,11 @@ use serde_json::{json, Value};
 use switchyard_api::{Config, Server};
 use uuid::Uuid;
 
-/// The secret the test apps sign with; tests forge tokens with it to check expiry and audience handling.
 /// Held by a test that gives a cluster-wide role a wrong attribute and then checks that a migration put it right,
 /// so that another such test's change cannot land between its migration and its check.
 pub static ROLE_ATTRIBUTES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The secret the test apps sign with; tests forge tokens with it to check expiry and audience handling.
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 pub fn env_url(key: &str) -> String {

@@ -192,17 +192,22 @@ pub async fn take_next(
     connection: Uuid,
     ttl: chrono::Duration,
 ) -> Result<Option<Call>> {
-    let expired: Vec<(String, Option<Uuid>)> = sqlx::query_as(
+    let expired: Vec<(Uuid, String, Value, Option<Uuid>)> = sqlx::query_as(
         "update ocpp_call set status = 'expired', error = 'the charger was not connected in time'
          where tenant_id = $1 and charger_id = $2 and status = 'pending' and created_at < $3
-         returning action, session_id",
+         returning id, action, payload, session_id",
     )
     .bind(tx.tenant())
     .bind(charger)
     .bind(Utc::now() - ttl)
     .fetch_all(tx.conn())
     .await?;
-    unstarted(tx, &expired).await?;
+    let unsent: Vec<(String, Option<Uuid>)> =
+        expired.iter().map(|(_, a, _, s)| (a.clone(), *s)).collect();
+    unstarted(tx, &unsent).await?;
+    let kept: Vec<(Uuid, String, Value)> =
+        expired.into_iter().map(|(i, a, p, _)| (i, a, p)).collect();
+    forget_secrets(tx, &kept).await?;
     let sql = format!(
         "update ocpp_call set status = 'sent', sent_at = now(), connection_id = $3
          where tenant_id = $1 and id = (
@@ -210,12 +215,17 @@ pub async fn take_next(
            order by created_at, id limit 1 for update skip locked)
          returning {COLUMNS}"
     );
-    Ok(sqlx::query_as(&sql)
+    let call: Option<Call> = sqlx::query_as(&sql)
         .bind(tx.tenant())
         .bind(charger)
         .bind(connection)
         .fetch_optional(tx.conn())
-        .await?)
+        .await?;
+    // Sent once this commits, never again: a secret in it is not kept.
+    if let Some(c) = &call {
+        forget_secrets(tx, &[(c.id, c.action.clone(), c.payload.clone())]).await?;
+    }
+    Ok(call)
 }
 
 /// How a call ended.
@@ -460,7 +470,7 @@ const ENERGY_AND_POWER: &str = "Energy.Active.Import.Register,Power.Active.Impor
 /// 2.0.1 the `SampledDataCtrlr` lists — the start reading, which a 2.0.1 charger may leave out unless told, energy
 /// and power in every update, and the energy at the end — one variable a call, since a charger may take no more
 /// at once. The lists are replaced, not merged; the sampling interval is left as it is. A call still waiting from
-/// an earlier boot is not written again.
+/// an earlier boot (within the hour: an older one has long expired or timed out) is not written again.
 pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
     let requests = match charger.protocol() {
         Protocol::V16 => vec![Request::new(
@@ -488,6 +498,7 @@ pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Resul
     for request in requests {
         let waiting: bool = sqlx::query_scalar(
             "select exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
+                              and created_at > now() - interval '1 hour'
                               and status in ('pending', 'sent') and action = $3 and payload = $4)",
         )
         .bind(tx.tenant())
@@ -503,9 +514,11 @@ pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Resul
     Ok(())
 }
 
-/// A configuration change the charger did not accept (answered other than `Accepted`, or not at all): in the audit
-/// log for operators, since a setting the charger kept (a password, the readings it sends) may matter. A 1.6
-/// charger that refused energy and power together (a list of one measurand at most) is asked for energy alone.
+/// A configuration change the charger did not accept (answered other than `Accepted`, or not in time): in the
+/// audit log for operators, since a setting the charger kept (a password, the readings it sends) may matter; one
+/// it accepted for after a reboot (`RebootRequired`) is audited as such. The entry names the setting, never its
+/// value. With the tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one
+/// measurand at most) is asked for energy alone.
 async fn configuration_refused(
     tx: &mut TenantTx,
     charger: &Charger,
@@ -527,13 +540,22 @@ async fn configuration_refused(
                     .collect()
             })
             .unwrap_or_default(),
-        Some(_) => vec![if accepted { "Accepted" } else { "" }],
+        Some(r) if !accepted => vec![r.get("status").and_then(Value::as_str).unwrap_or("")],
+        Some(_) => vec!["Accepted"],
         None => vec![],
     };
-    if !statuses.is_empty() && statuses.iter().all(|s| *s == "Accepted") {
+    let action = if statuses.is_empty() {
+        "charging.configuration_refused"
+    } else if statuses.iter().all(|s| *s == "Accepted") {
         return Ok(());
-    }
-    // A password is never written to the audit log: only which setting it was.
+    } else if statuses
+        .iter()
+        .all(|s| *s == "Accepted" || *s == "RebootRequired")
+    {
+        "charging.configuration_needs_reboot"
+    } else {
+        "charging.configuration_refused"
+    };
     let setting = match call.payload.get("setVariableData") {
         Some(data) => data
             .as_array()
@@ -552,12 +574,11 @@ async fn configuration_refused(
             .unwrap_or_default(),
         None => call.payload["key"].as_str().unwrap_or("").to_owned(),
     };
-    audit::record_as(
+    audit::record_system_in(
         tx,
-        None,
-        None,
+        charger.venue_id,
         Entry {
-            action: "charging.configuration_refused",
+            action,
             object_type: "charger",
             object_id: Some(charger.id),
             detail: json!({
@@ -567,28 +588,79 @@ async fn configuration_refused(
         },
     )
     .await?;
-    let rejected = call
-        .response
-        .as_ref()
-        .and_then(|r| r.get("status"))
-        .and_then(Value::as_str)
-        == Some("Rejected");
+    let rejected = statuses == ["Rejected"];
     if call.action == "ChangeConfiguration"
         && rejected
         && call.payload["key"] == "MeterValuesSampledData"
         && call.payload["value"] == ENERGY_AND_POWER
     {
-        enqueue(
-            tx,
-            charger,
-            Request::new(
-                "ChangeConfiguration",
-                json!({ "key": "MeterValuesSampledData", "value": ENERGY }),
-            ),
-            None,
-            None,
-        )
-        .await?;
+        let meter_setup: bool =
+            sqlx::query_scalar("select charger_meter_setup from tenant where id = $1")
+                .bind(tx.tenant())
+                .fetch_one(tx.conn())
+                .await?;
+        if meter_setup {
+            enqueue(
+                tx,
+                charger,
+                Request::new(
+                    "ChangeConfiguration",
+                    json!({ "key": "MeterValuesSampledData", "value": ENERGY }),
+                ),
+                None,
+                None,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// What stands in for a secret in a call as stored once sent, and as shown.
+const HIDDEN: &str = "(hidden)";
+
+/// The payload with the secret a call may carry hidden (a charger's password: 1.6 `AuthorizationKey`, 2.0.1
+/// `SecurityCtrlr.BasicAuthPassword`); `None` when it carries none. Only a password's hash is kept: the call keeps
+/// the password only until it is sent, and shows it to no one.
+pub fn without_secrets(action: &str, payload: &Value) -> Option<Value> {
+    match action {
+        "ChangeConfiguration" if payload["key"] == "AuthorizationKey" => {
+            let mut hidden = payload.clone();
+            hidden["value"] = HIDDEN.into();
+            Some(hidden)
+        }
+        "SetVariables" => {
+            let data = payload.get("setVariableData")?.as_array()?;
+            let secret: Vec<usize> = data
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| item["variable"]["name"] == "BasicAuthPassword")
+                .map(|(i, _)| i)
+                .collect();
+            if secret.is_empty() {
+                return None;
+            }
+            let mut hidden = payload.clone();
+            for i in secret {
+                hidden["setVariableData"][i]["attributeValue"] = HIDDEN.into();
+            }
+            Some(hidden)
+        }
+        _ => None,
+    }
+}
+
+/// Replaces the stored payload of calls that carry a secret by the payload without it.
+async fn forget_secrets(tx: &mut TenantTx, calls: &[(Uuid, String, Value)]) -> Result<()> {
+    for (id, action, payload) in calls {
+        if let Some(hidden) = without_secrets(action, payload) {
+            sqlx::query("update ocpp_call set payload = $3 where tenant_id = $1 and id = $2")
+                .bind(tx.tenant())
+                .bind(id)
+                .bind(hidden)
+                .execute(tx.conn())
+                .await?;
+        }
     }
     Ok(())
 }

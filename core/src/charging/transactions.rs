@@ -585,10 +585,9 @@ pub async fn stop(
         .fetch_one(tx.conn())
         .await?;
         if !recorded {
-            audit::record_as(
+            audit::record_system_in(
                 tx,
-                None,
-                None,
+                charger.venue_id,
                 Entry {
                     action: "charging.unknown_transaction_stop",
                     object_type: "charger",

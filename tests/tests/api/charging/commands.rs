@@ -450,6 +450,37 @@ async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopt
         change,
         json!({"key": "AuthorizationKey", "value": password})
     );
+    // Sent, the password is kept nowhere but in the charger: the call shows and stores it hidden.
+    let shown = app
+        .gql_ok(
+            &s.t.access,
+            "query($c: UUID!) { charger(id: $c) { calls { action payload } } }",
+            json!({"c": listed["id"]}),
+        )
+        .await;
+    let sent: Vec<&Value> = shown["charger"]["calls"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter(|c| c["action"] == "ChangeConfiguration")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        sent,
+        vec![
+            &json!({"action": "ChangeConfiguration", "payload": {"key": "AuthorizationKey", "value": "(hidden)"}})
+        ]
+    );
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from ocpp_call where strpos(payload::text, $1) > 0")
+            .bind(&password)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stored, 0, "the password is not stored with its call");
+    drop(tx);
     let trigger = cp.next_received("TriggerMessage").await;
     assert_eq!(trigger, json!({"requestedMessage": "BootNotification"}));
     let boot = cp
@@ -650,15 +681,19 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
             (energy_alone, Some(json!({"status": "Accepted"}))),
         ]
     );
-    let refused: Vec<Value> = sqlx::query_scalar(
-        "select detail->'setting' from audit_log where action = 'charging.configuration_refused'
+    let refused: Vec<(Value, Option<Uuid>)> = sqlx::query_as(
+        "select detail->'setting', venue_id from audit_log where action = 'charging.configuration_refused'
          and object_id = $1",
     )
     .bind(s.charger)
     .fetch_all(&mut *tx)
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(refused, vec![json!("MeterValuesSampledData")]);
+    assert_eq!(
+        refused,
+        vec![(json!("MeterValuesSampledData"), Some(s.venue))],
+        "the venue's managers see it"
+    );
     drop(tx);
     cp.close().await;
 
@@ -675,9 +710,31 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
     );
     other_cp.close().await;
 
-    // On, 2.0.1: the start reading, energy and power in updates, the energy at the end.
+    // On, 2.0.1: the start reading, energy and power in updates, the energy at the end. This charger takes each
+    // after a reboot, which is audited as such.
     app.gql_ok(&other.t.access, turn_on, json!({})).await;
-    let mut cp = boot(&app, &other, OcppVersion::V201).await;
+    let mut cp = ChargePoint::connect(
+        &ocpp_url(app.addr, &other.identity),
+        &other.identity,
+        Some(&other.password),
+        OcppVersion::V201,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let after_reboot = json!({"setVariableResult": [{
+        "attributeStatus": "RebootRequired",
+        "component": {"name": "SampledDataCtrlr"},
+        "variable": {"name": "TxStartedMeasurands"},
+    }]});
+    cp.reply("SetVariables", after_reboot.clone()).await;
+    let booted = cp
+        .call(
+            "BootNotification",
+            json!({"reason": "PowerUp", "chargingStation": {"vendorName": "Acme", "model": "DC50"}}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(booted["status"], "Accepted");
     let mut variables = Vec::new();
     for _ in 0..3 {
         let asked = cp.next_received("SetVariables").await;
@@ -719,14 +776,119 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
         ]
     );
     let calls = meter_setup_answered(&app, other.t.id, other.charger).await;
-    let statuses: Vec<Value> = calls
-        .iter()
-        .map(|c| {
-            c.3.as_ref().map_or(Value::Null, |r| {
-                r["setVariableResult"][0]["attributeStatus"].clone()
-            })
-        })
-        .collect();
-    assert_eq!(statuses, vec![json!("Accepted"); 3], "{calls:?}");
+    let answers: Vec<Option<Value>> = calls.iter().map(|c| c.3.clone()).collect();
+    assert_eq!(answers, vec![Some(after_reboot); 3]);
+    let mut tx = app.tenant_tx(other.t.id).await;
+    let audited: Vec<(String, Value)> = sqlx::query_as(
+        "select action, detail->'setting' from audit_log where object_id = $1
+         and action like 'charging.configuration%' order by created_at",
+    )
+    .bind(other.charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let needs_reboot = |variable: &str| {
+        (
+            "charging.configuration_needs_reboot".to_owned(),
+            json!(format!("SampledDataCtrlr.{variable}")),
+        )
+    };
+    assert_eq!(
+        audited,
+        vec![
+            needs_reboot("TxStartedMeasurands"),
+            needs_reboot("TxUpdatedMeasurands"),
+            needs_reboot("TxEndedMeasurands"),
+        ]
+    );
     cp.close().await;
+}
+
+/// Migration 0055 hides the passwords that calls sent before it kept (run again here over calls written as they
+/// were then; it changes nothing else): a sent 1.6 `AuthorizationKey`, a sent 2.0.1 `BasicAuthPassword` among other
+/// variables; a pending call keeps its password until it is sent, and other calls are left as they are.
+#[tokio::test]
+async fn migration_0055_hides_the_passwords_calls_kept_after_sending_them() {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let s = site(&app).await;
+    let secret = "s3cret-s3cret-s3cret-s3cret-s3cr";
+    let mixed = json!({"setVariableData": [
+        {"attributeValue": "60", "component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
+        {"attributeValue": secret, "component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"}},
+    ]});
+    let rows = [
+        (
+            "ChangeConfiguration",
+            json!({"key": "AuthorizationKey", "value": secret}),
+            "answered",
+        ),
+        ("SetVariables", mixed.clone(), "timeout"),
+        (
+            "ChangeConfiguration",
+            json!({"key": "AuthorizationKey", "value": secret}),
+            "pending",
+        ),
+        (
+            "ChangeConfiguration",
+            json!({"key": "HeartbeatInterval", "value": "60"}),
+            "answered",
+        ),
+    ];
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let mut ids = Vec::new();
+    for (action, payload, status) in &rows {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "insert into ocpp_call (tenant_id, id, charger_id, action, payload, status)
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(s.t.id)
+        .bind(id)
+        .bind(s.charger)
+        .bind(action)
+        .bind(payload)
+        .bind(status)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        ids.push(id);
+    }
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let owner = sqlx::PgPool::connect(&database.owner_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::raw_sql(include_str!(
+        "../../../../migrations/0055_charger_call_secrets_hidden.sql"
+    ))
+    .execute(&owner)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let mut after = Vec::new();
+    for id in &ids {
+        let payload: Value = sqlx::query_scalar("select payload from ocpp_call where id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        after.push(payload);
+    }
+    let mut mixed_hidden = mixed;
+    mixed_hidden["setVariableData"][1]["attributeValue"] = json!("(hidden)");
+    assert_eq!(
+        after,
+        vec![
+            json!({"key": "AuthorizationKey", "value": "(hidden)"}),
+            mixed_hidden,
+            json!({"key": "AuthorizationKey", "value": secret}),
+            json!({"key": "HeartbeatInterval", "value": "60"}),
+        ]
+    );
+    let forced: bool =
+        sqlx::query_scalar("select relforcerowsecurity from pg_class where relname = 'ocpp_call'")
+            .fetch_one(&owner)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(forced, "row-level security is forced again");
 }

@@ -1,0 +1,22 @@
+-- A call that carried a charger's password to it (1.6 ChangeConfiguration AuthorizationKey, 2.0.1 SetVariables
+-- SecurityCtrlr.BasicAuthPassword) kept the password in its payload after it was sent, and showed it: only a hash
+-- is meant to be kept. Calls are now written without it once sent (or expired); this hides it in the calls kept
+-- before. A call still pending keeps it until it is sent.
+
+-- The rows of every tenant: the owner running this migration is confined like everyone else (row-level security
+-- is forced), so the table lets its owner through for these statements, inside the migration's transaction.
+alter table ocpp_call no force row level security;
+
+update ocpp_call set payload = jsonb_set(payload, '{value}', '"(hidden)"')
+  where action = 'ChangeConfiguration' and status <> 'pending' and payload->>'key' = 'AuthorizationKey';
+
+update ocpp_call set payload = jsonb_set(payload, '{setVariableData}', (
+    select jsonb_agg(case when e->'variable'->>'name' = 'BasicAuthPassword'
+                          then jsonb_set(e, '{attributeValue}', '"(hidden)"') else e end order by n)
+    from jsonb_array_elements(payload->'setVariableData') with ordinality as x(e, n)))
+  where action = 'SetVariables' and status <> 'pending'
+    and jsonb_typeof(payload->'setVariableData') = 'array'
+    and exists (select 1 from jsonb_array_elements(payload->'setVariableData') e
+                where e->'variable'->>'name' = 'BasicAuthPassword');
+
+alter table ocpp_call force row level security;
