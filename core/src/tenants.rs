@@ -74,6 +74,16 @@ pub async fn billing_tick(
     Ok(own.map_or(default, |s| chrono::Duration::seconds(i64::from(s))))
 }
 
+/// Whether the tenant's chargers are set up at each accepted boot to send the readings billing needs.
+pub async fn charger_meter_setup(tx: &mut TenantTx) -> Result<bool> {
+    let on: Option<bool> =
+        sqlx::query_scalar("select charger_meter_setup from tenant where id = $1")
+            .bind(tx.tenant())
+            .fetch_optional(tx.conn())
+            .await?;
+    on.ok_or(Error::NotFound("tenant"))
+}
+
 /// The most a STAFF member may top up in cash at once (minor units; default 20000).
 pub async fn staff_cash_top_up_cap(tx: &mut TenantTx) -> Result<i64> {
     let cap: Option<i64> =

@@ -593,25 +593,19 @@ async fn configuration_refused(
         && rejected
         && call.payload["key"] == "MeterValuesSampledData"
         && call.payload["value"] == ENERGY_AND_POWER
+        && crate::tenants::charger_meter_setup(tx).await?
     {
-        let meter_setup: bool =
-            sqlx::query_scalar("select charger_meter_setup from tenant where id = $1")
-                .bind(tx.tenant())
-                .fetch_one(tx.conn())
-                .await?;
-        if meter_setup {
-            enqueue(
-                tx,
-                charger,
-                Request::new(
-                    "ChangeConfiguration",
-                    json!({ "key": "MeterValuesSampledData", "value": ENERGY }),
-                ),
-                None,
-                None,
-            )
-            .await?;
-        }
+        enqueue(
+            tx,
+            charger,
+            Request::new(
+                "ChangeConfiguration",
+                json!({ "key": "MeterValuesSampledData", "value": ENERGY }),
+            ),
+            None,
+            None,
+        )
+        .await?;
     }
     Ok(())
 }

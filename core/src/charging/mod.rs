@@ -655,12 +655,7 @@ pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Re
     .await?;
     if charger.registration == Registration::Accepted {
         tags::sync_local_list(tx, charger).await?;
-        let meter_setup: bool =
-            sqlx::query_scalar("select charger_meter_setup from tenant where id = $1")
-                .bind(tx.tenant())
-                .fetch_one(tx.conn())
-                .await?;
-        if meter_setup {
+        if crate::tenants::charger_meter_setup(tx).await? {
             calls::set_up_meters(tx, charger).await?;
         }
     }
