@@ -7,16 +7,18 @@
 -- is forced), so the table lets its owner through for these statements, inside the migration's transaction.
 alter table ocpp_call no force row level security;
 
+-- Names are not case-sensitive in OCPP.
 update ocpp_call set payload = jsonb_set(payload, '{value}', '"(hidden)"')
-  where action = 'ChangeConfiguration' and status <> 'pending' and payload->>'key' = 'AuthorizationKey';
+  where action = 'ChangeConfiguration' and status <> 'pending' and lower(payload->>'key') = 'authorizationkey';
 
 update ocpp_call set payload = jsonb_set(payload, '{setVariableData}', (
-    select jsonb_agg(case when e->'variable'->>'name' = 'BasicAuthPassword'
+    select jsonb_agg(case when lower(e->'variable'->>'name') = 'basicauthpassword'
                           then jsonb_set(e, '{attributeValue}', '"(hidden)"') else e end order by n)
     from jsonb_array_elements(payload->'setVariableData') with ordinality as x(e, n)))
   where action = 'SetVariables' and status <> 'pending'
-    and jsonb_typeof(payload->'setVariableData') = 'array'
-    and exists (select 1 from jsonb_array_elements(payload->'setVariableData') e
-                where e->'variable'->>'name' = 'BasicAuthPassword');
+    and case when jsonb_typeof(payload->'setVariableData') = 'array'
+             then exists (select 1 from jsonb_array_elements(payload->'setVariableData') e
+                          where lower(e->'variable'->>'name') = 'basicauthpassword')
+             else false end;
 
 alter table ocpp_call force row level security;

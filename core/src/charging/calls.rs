@@ -421,7 +421,36 @@ pub async fn lost(tx: &mut TenantTx, charger: Uuid, keep: Option<Uuid>) -> Resul
     .bind(keep)
     .fetch_all(tx.conn())
     .await?;
-    unstarted(tx, &lost).await
+    unstarted(tx, &lost).await?;
+    if keep.is_none() {
+        // A new password not yet sent never will be: the charger can only come back with the old one, which its
+        // hash no longer matches. The call ends, and the password with it.
+        let pending: Vec<(Uuid, String, Value)> = sqlx::query_as(
+            "select id, action, payload from ocpp_call
+             where tenant_id = $1 and charger_id = $2 and status = 'pending'
+               and action in ('ChangeConfiguration', 'SetVariables')",
+        )
+        .bind(tx.tenant())
+        .bind(charger)
+        .fetch_all(tx.conn())
+        .await?;
+        let secret: Vec<(Uuid, String, Value)> = pending
+            .into_iter()
+            .filter(|(_, action, payload)| without_secrets(action, payload).is_some())
+            .collect();
+        for (id, _, _) in &secret {
+            sqlx::query(
+                "update ocpp_call set status = 'expired', error = 'the charger went away before its new password was sent'
+                 where tenant_id = $1 and id = $2",
+            )
+            .bind(tx.tenant())
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        }
+        forget_secrets(tx, &secret).await?;
+    }
+    Ok(())
 }
 
 /// Remote starts that will never be answered (expired, or their connection lost) fail the sessions waiting for
@@ -618,7 +647,7 @@ const HIDDEN: &str = "(hidden)";
 /// the password only until it is sent, and shows it to no one.
 pub fn without_secrets(action: &str, payload: &Value) -> Option<Value> {
     match action {
-        "ChangeConfiguration" if payload["key"] == "AuthorizationKey" => {
+        "ChangeConfiguration" if is_password_key(payload["key"].as_str().unwrap_or("")) => {
             let mut hidden = payload.clone();
             hidden["value"] = HIDDEN.into();
             Some(hidden)
@@ -628,7 +657,9 @@ pub fn without_secrets(action: &str, payload: &Value) -> Option<Value> {
             let secret: Vec<usize> = data
                 .iter()
                 .enumerate()
-                .filter(|(_, item)| item["variable"]["name"] == "BasicAuthPassword")
+                .filter(|(_, item)| {
+                    is_password_variable(item["variable"]["name"].as_str().unwrap_or(""))
+                })
                 .map(|(i, _)| i)
                 .collect();
             if secret.is_empty() {
@@ -642,6 +673,16 @@ pub fn without_secrets(action: &str, payload: &Value) -> Option<Value> {
         }
         _ => None,
     }
+}
+
+/// A 1.6 configuration key that is the charger's password (keys are not case-sensitive).
+fn is_password_key(key: &str) -> bool {
+    key.eq_ignore_ascii_case("AuthorizationKey")
+}
+
+/// A 2.0.1 variable that is the charger's password (names are not case-sensitive).
+fn is_password_variable(variable: &str) -> bool {
+    variable.eq_ignore_ascii_case("BasicAuthPassword")
 }
 
 /// Replaces the stored payload of calls that carry a secret by the payload without it.
@@ -818,6 +859,13 @@ pub async fn command(tx: &mut TenantTx, actor: &Actor, id: Uuid, command: Comman
                 return Err(Error::validation(
                     "key",
                     "a key of 1 to 50 characters and a value of at most 500",
+                ));
+            }
+            let variable = key.rsplit_once('.').map_or(key.as_str(), |(_, v)| v);
+            if is_password_key(key) || is_password_variable(variable) {
+                return Err(Error::validation(
+                    "key",
+                    "a charger's password is set with setChargerPassword, which keeps its hash for the charger's login",
                 ));
             }
             if v16 {

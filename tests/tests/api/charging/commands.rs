@@ -805,8 +805,10 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
 }
 
 /// Migration 0055 hides the passwords that calls sent before it kept (run again here over calls written as they
-/// were then; it changes nothing else): a sent 1.6 `AuthorizationKey`, a sent 2.0.1 `BasicAuthPassword` among other
-/// variables; a pending call keeps its password until it is sent, and other calls are left as they are.
+/// were then; it changes nothing else): a sent 1.6 `AuthorizationKey` (in any case), a sent 2.0.1
+/// `BasicAuthPassword` among other variables; a pending call keeps its password until it is sent (shown hidden),
+/// and other calls are left as they are. A password typed into a command is refused; one still waiting when its
+/// charger goes away is not kept.
 #[tokio::test]
 async fn migration_0055_hides_the_passwords_calls_kept_after_sending_them() {
     let database = switchyard_tests::fresh_database().await;
@@ -833,6 +835,11 @@ async fn migration_0055_hides_the_passwords_calls_kept_after_sending_them() {
             "ChangeConfiguration",
             json!({"key": "HeartbeatInterval", "value": "60"}),
             "answered",
+        ),
+        (
+            "ChangeConfiguration",
+            json!({"key": "authorizationKEY", "value": secret}),
+            "error",
         ),
     ];
     let mut tx = app.tenant_tx(s.t.id).await;
@@ -883,8 +890,92 @@ async fn migration_0055_hides_the_passwords_calls_kept_after_sending_them() {
             mixed_hidden,
             json!({"key": "AuthorizationKey", "value": secret}),
             json!({"key": "HeartbeatInterval", "value": "60"}),
+            json!({"key": "authorizationKEY", "value": "(hidden)"}),
         ]
     );
+    // The pending call keeps its password for the charger, but shows it to no one.
+    let shown = app
+        .gql_ok(
+            &s.t.access,
+            "query($c: UUID!) { charger(id: $c) { calls { id payload } } }",
+            json!({"c": s.charger}),
+        )
+        .await;
+    let pending = shown["charger"]["calls"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == json!(ids[2])))
+        .map(|c| c["payload"].clone());
+    assert_eq!(
+        pending,
+        Some(json!({"key": "AuthorizationKey", "value": "(hidden)"}))
+    );
+    drop(tx);
+
+    // A password typed into a command is refused, whatever its case: it is set with setChargerPassword.
+    for key in ["authorizationkey", "SecurityCtrlr.basicAuthPassword"] {
+        let typed = app
+            .gql(
+                Some(&s.t.access),
+                "mutation($c: UUID!, $k: ChargerCommandInput!) { chargerCommand(id: $c, command: $k) { id } }",
+                json!({"c": s.charger, "k": {"kind": "CHANGE_CONFIGURATION", "key": key, "value": secret}}),
+            )
+            .await;
+        assert_eq!(
+            typed["errors"][0]["extensions"]["code"], "validation_failed",
+            "{typed}"
+        );
+    }
+
+    // A new password still waiting when the charger goes away never reaches it (it could only come back with the
+    // old one): the call ends, and the password is not kept.
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let _ = cp.next_received("ChangeConfiguration").await; // the pending one above, sent on connecting
+    cp.reply_silent("Reset").await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: SOFT_RESET}) { id } }",
+        json!({"c": s.charger}),
+    )
+    .await;
+    let _ = cp.next_received("Reset").await; // in flight, unanswered: the next call waits behind it
+    let waiting = Uuid::now_v7();
+    let mut tx = app.tenant_tx(s.t.id).await;
+    sqlx::query(
+        "insert into ocpp_call (tenant_id, id, charger_id, action, payload)
+         values ($1, $2, $3, 'ChangeConfiguration', $4)",
+    )
+    .bind(s.t.id)
+    .bind(waiting)
+    .bind(s.charger)
+    .bind(json!({"key": "AuthorizationKey", "value": secret}))
+    .execute(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    cp.close().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut tx = app.tenant_tx(s.t.id).await;
+        let (status, payload): (String, Value) =
+            sqlx::query_as("select status, payload from ocpp_call where id = $1")
+                .bind(waiting)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        if status != "pending" {
+            assert_eq!(status, "expired");
+            assert_eq!(
+                payload,
+                json!({"key": "AuthorizationKey", "value": "(hidden)"})
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the charger's disconnection to end the call"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let forced: bool =
         sqlx::query_scalar("select relforcerowsecurity from pg_class where relname = 'ocpp_call'")
             .fetch_one(&owner)
