@@ -23,7 +23,7 @@ pub struct Tenant {
 pub async fn current(tx: &mut TenantTx) -> Result<Tenant> {
     let tenant: Option<Tenant> = sqlx::query_as(
         "select id, name, billing_tick_sec, staff_cash_top_up_cap, charger_meter_setup, created_at
-             from tenant where id = $1",
+         from tenant where id = $1",
     )
     .bind(tx.tenant())
     .fetch_optional(tx.conn())
