@@ -434,21 +434,21 @@ pub async fn lost(tx: &mut TenantTx, charger: Uuid, keep: Option<Uuid>) -> Resul
         .bind(charger)
         .fetch_all(tx.conn())
         .await?;
-        let secret: Vec<(Uuid, String, Value)> = pending
-            .into_iter()
-            .filter(|(_, action, payload)| without_secrets(action, payload).is_some())
-            .collect();
-        for (id, _, _) in &secret {
+        for (id, action, payload) in pending {
+            let Some(hidden) = without_secrets(&action, &payload) else {
+                continue;
+            };
             sqlx::query(
-                "update ocpp_call set status = 'expired', error = 'the charger went away before its new password was sent'
+                "update ocpp_call set status = 'expired', payload = $3,
+                   error = 'the charger went away before its new password was sent'
                  where tenant_id = $1 and id = $2",
             )
             .bind(tx.tenant())
             .bind(id)
+            .bind(hidden)
             .execute(tx.conn())
             .await?;
         }
-        forget_secrets(tx, &secret).await?;
     }
     Ok(())
 }
