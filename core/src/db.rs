@@ -810,13 +810,10 @@ impl SystemDb {
 }
 
 impl SystemDb {
-    /// A connecting charger: the tenant and charger holding an OCPP identity, and its password's hash.
-    pub async fn charger_identity(
-        &self,
-        charge_point_id: &str,
-    ) -> Result<Option<(TenantId, Uuid, Option<Vec<u8>>)>> {
+    /// A connecting charger: the tenant and charger holding an OCPP identity, and its passwords' hashes.
+    pub async fn charger_identity(&self, charge_point_id: &str) -> Result<Option<ChargerIdentity>> {
         Ok(sqlx::query_as(
-            "select tenant_id, charger_id, password_hash from sys_charger_identity($1)",
+            "select tenant_id, charger_id, password_hash, previous_password_hash from sys_charger_identity($1)",
         )
         .bind(charge_point_id)
         .fetch_optional(&self.pool)
@@ -833,6 +830,17 @@ impl SystemDb {
                 .await?,
         )
     }
+}
+
+/// The charger holding an OCPP identity, as its login sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChargerIdentity {
+    pub tenant_id: TenantId,
+    pub charger_id: Uuid,
+    /// The SHA-256 of its password.
+    pub password_hash: Option<Vec<u8>>,
+    /// The SHA-256 of the password it used before, valid while the current one is on its way to it.
+    pub previous_password_hash: Option<Vec<u8>>,
 }
 
 /// A point inside a [`TenantTx`] (see [`TenantTx::savepoint`]).

@@ -41,6 +41,9 @@ pub struct Charger {
     /// The configuration it last reported (GetConfiguration / GetVariables answer).
     pub configuration: async_graphql::Json<serde_json::Value>,
     pub has_password: bool,
+    /// A new password is on its way to the charger (sent at its next connection, or sent and not yet accepted):
+    /// until it is known to use it, the password it had before still lets it in.
+    pub password_pending: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -65,6 +68,7 @@ impl From<charging::Charger> for Charger {
             power_limit_w: c.power_limit_w,
             configuration: async_graphql::Json(c.configuration),
             has_password: c.has_password,
+            password_pending: c.password_pending,
             created_at: c.created_at,
         }
     }

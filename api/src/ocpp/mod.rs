@@ -133,6 +133,7 @@ pub async fn connect(
         &state.db,
         &identity,
         password.as_deref(),
+        state.config.ocpp.call_ttl,
     )
     .await;
     let (tenant, charger_id) = match login {

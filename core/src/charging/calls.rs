@@ -302,7 +302,9 @@ pub async fn finished(
             super::tags::sync_local_list(tx, &charger).await?;
         }
         "ChangeConfiguration" | "SetVariables" => {
-            configuration_refused(tx, charger, &call, accepted).await?;
+            let statuses = configuration_statuses(&call);
+            configuration_refused(tx, charger, &call, &statuses).await?;
+            password_answered(tx, charger, &call, &statuses).await?;
         }
         "GetConfiguration" | "GetVariables" => {
             if let Some(r) = &response {
@@ -408,48 +410,24 @@ fn power_limit_of(payload: &Value) -> Option<i32> {
     Some(watts.round().clamp(1.0, i32::MAX as f64) as i32)
 }
 
-/// Calls sent on a connection that is gone (all but `keep`) will never be answered: they fail.
+/// Why a call sent on a connection that went away failed.
+const LOST: &str = "the connection to the charger was lost before it answered";
+
+/// Calls sent on a connection that is gone (all but `keep`) will never be answered: they fail. Calls still pending
+/// wait for the charger's next connection (a new password among them: its previous one stays valid meanwhile).
 pub async fn lost(tx: &mut TenantTx, charger: Uuid, keep: Option<Uuid>) -> Result<()> {
     let lost: Vec<(String, Option<Uuid>)> = sqlx::query_as(
-        "update ocpp_call set status = 'error', error = 'the connection to the charger was lost before it answered',
-           answered_at = now()
+        "update ocpp_call set status = 'error', error = $4, answered_at = now()
          where tenant_id = $1 and charger_id = $2 and status = 'sent' and connection_id is distinct from $3
          returning action, session_id",
     )
     .bind(tx.tenant())
     .bind(charger)
     .bind(keep)
+    .bind(LOST)
     .fetch_all(tx.conn())
     .await?;
     unstarted(tx, &lost).await?;
-    if keep.is_none() {
-        // A new password not yet sent never will be: the charger can only come back with the old one, which its
-        // hash no longer matches. The call ends, and the password with it.
-        let pending: Vec<(Uuid, String, Value)> = sqlx::query_as(
-            "select id, action, payload from ocpp_call
-             where tenant_id = $1 and charger_id = $2 and status = 'pending'
-               and action in ('ChangeConfiguration', 'SetVariables')",
-        )
-        .bind(tx.tenant())
-        .bind(charger)
-        .fetch_all(tx.conn())
-        .await?;
-        for (id, action, payload) in pending {
-            let Some(hidden) = without_secrets(&action, &payload) else {
-                continue;
-            };
-            sqlx::query(
-                "update ocpp_call set status = 'expired', payload = $3,
-                   error = 'the charger went away before its new password was sent'
-                 where tenant_id = $1 and id = $2",
-            )
-            .bind(tx.tenant())
-            .bind(id)
-            .bind(hidden)
-            .execute(tx.conn())
-            .await?;
-        }
-    }
     Ok(())
 }
 
@@ -466,11 +444,12 @@ async fn unstarted(tx: &mut TenantTx, calls: &[(String, Option<Uuid>)]) -> Resul
     Ok(())
 }
 
-/// Sends a charger its new Basic auth password.
+/// Sends a charger its new Basic auth password (`hash` its SHA-256, kept with the call once the password is not).
 pub(super) async fn send_password(
     tx: &mut TenantTx,
     charger: &Charger,
     password: &str,
+    hash: &[u8],
     by: Option<Uuid>,
 ) -> Result<()> {
     let request = match charger.protocol() {
@@ -487,7 +466,76 @@ pub(super) async fn send_password(
             }]}),
         ),
     };
-    enqueue(tx, charger, request, None, by).await?;
+    let call = enqueue(tx, charger, request, None, by).await?;
+    sqlx::query("update ocpp_call set password_hash = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(call.id)
+        .bind(hash)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Ends a charger's password calls not yet sent (a newer password replaces them), without their passwords.
+pub(super) async fn drop_unsent_passwords(tx: &mut TenantTx, charger: Uuid) -> Result<()> {
+    let dropped: Vec<(Uuid, String, Value)> = sqlx::query_as(
+        "update ocpp_call set status = 'expired', error = 'a newer password replaced it before it was sent'
+         where tenant_id = $1 and charger_id = $2 and status = 'pending' and password_hash is not null
+         returning id, action, payload",
+    )
+    .bind(tx.tenant())
+    .bind(charger)
+    .fetch_all(tx.conn())
+    .await?;
+    forget_secrets(tx, &dropped).await
+}
+
+/// Whether the charger's current password never reached it: no call sending it waits (pending, younger than
+/// `ttl`), and the charger answered none (a call lost with its connection, timed out or expired is no answer).
+pub(super) async fn password_undelivered(
+    tx: &mut TenantTx,
+    charger: Uuid,
+    ttl: chrono::Duration,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select not exists (
+           select 1 from ocpp_call o join charger c on c.tenant_id = o.tenant_id and c.id = o.charger_id
+            where o.tenant_id = $1 and o.charger_id = $2 and o.password_hash = c.password_hash
+              and ((o.status = 'pending' and o.created_at >= $3)
+                   or o.status = 'answered' or (o.status = 'error' and o.error is distinct from $4)))",
+    )
+    .bind(tx.tenant())
+    .bind(charger)
+    .bind(Utc::now() - ttl)
+    .bind(LOST)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
+/// A password call answered: once the charger accepted it, the password it sets is the one it uses — the
+/// previous one stops working (or, when a newer password is on its way, this one takes the previous one's place).
+/// A refusal or `RebootRequired` changes nothing: the previous password stays valid until the charger logs in with
+/// the new one.
+async fn password_answered(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    call: &Call,
+    statuses: &[&str],
+) -> Result<()> {
+    if statuses.is_empty() || statuses.iter().any(|s| *s != "Accepted") {
+        return Ok(());
+    }
+    sqlx::query(
+        "update charger c set previous_password_hash =
+           case when c.password_hash = o.password_hash then null else o.password_hash end
+           from ocpp_call o
+         where c.tenant_id = $1 and c.id = $2 and o.tenant_id = $1 and o.id = $3 and o.password_hash is not null",
+    )
+    .bind(tx.tenant())
+    .bind(charger.id)
+    .bind(call.id)
+    .execute(tx.conn())
+    .await?;
     Ok(())
 }
 
@@ -543,20 +591,14 @@ pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Resul
     Ok(())
 }
 
-/// A configuration change the charger did not accept (answered other than `Accepted`, or not in time): in the
-/// audit log for operators, since a setting the charger kept (a password, the readings it sends) may matter; one
-/// it accepted for after a reboot (`RebootRequired`) is audited as such. The entry names the setting, never its
-/// value. With the tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one
-/// measurand at most) is asked for energy alone.
-async fn configuration_refused(
-    tx: &mut TenantTx,
-    charger: &Charger,
-    call: &Call,
-    accepted: bool,
-) -> Result<()> {
-    let statuses: Vec<&str> = match &call.response {
-        Some(r) if call.action == "SetVariables" => r
-            .get("setVariableResult")
+/// The statuses a ChangeConfiguration (one) or SetVariables (one a variable) was answered with; none for a
+/// CALLERROR or no answer.
+fn configuration_statuses(call: &Call) -> Vec<&str> {
+    let Some(r) = &call.response else {
+        return vec![];
+    };
+    if call.action == "SetVariables" {
+        r.get("setVariableResult")
             .and_then(Value::as_array)
             .map(|results| {
                 results
@@ -568,11 +610,23 @@ async fn configuration_refused(
                     })
                     .collect()
             })
-            .unwrap_or_default(),
-        Some(r) if !accepted => vec![r.get("status").and_then(Value::as_str).unwrap_or("")],
-        Some(_) => vec!["Accepted"],
-        None => vec![],
-    };
+            .unwrap_or_default()
+    } else {
+        vec![r.get("status").and_then(Value::as_str).unwrap_or("")]
+    }
+}
+
+/// A configuration change the charger did not accept (answered other than `Accepted`, or not in time): in the
+/// audit log for operators, since a setting the charger kept (a password, the readings it sends) may matter; one
+/// it accepted for after a reboot (`RebootRequired`) is audited as such. The entry names the setting, never its
+/// value. With the tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one
+/// measurand at most) is asked for energy alone.
+async fn configuration_refused(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    call: &Call,
+    statuses: &[&str],
+) -> Result<()> {
     let action = if statuses.is_empty() {
         "charging.configuration_refused"
     } else if statuses.iter().all(|s| *s == "Accepted") {

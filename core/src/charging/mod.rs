@@ -87,6 +87,8 @@ pub struct Charger {
     pub configuration: serde_json::Value,
     /// Whether a password is set (the password itself is shown once, when set).
     pub has_password: bool,
+    /// A new password is on its way to the charger: the one it had before still lets it in.
+    pub password_pending: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -111,7 +113,8 @@ impl Charger {
 const COLUMNS: &str = "c.id, c.station_id, s.venue_id, c.charge_point_id, c.registration, c.protocol, c.vendor,
     c.model, c.serial_number, c.firmware_version, c.boot_at, c.last_seen_at, c.online, c.connection_id,
     c.via_bridge, c.heartbeat_secs, c.local_list_version, c.power_limit_w, c.configuration,
-    c.password_hash is not null as has_password, c.created_at";
+    c.password_hash is not null as has_password, c.previous_password_hash is not null as password_pending,
+    c.created_at";
 
 fn select(filter: &str) -> String {
     format!(
@@ -246,7 +249,8 @@ pub async fn follow_station(tx: &mut TenantTx, station: &Station) -> Result<()> 
             claim(tx, new, id).await?;
             // A new identity is a new charger as far as the wire goes: it needs a new password too.
             sqlx::query(
-                "update charger set charge_point_id = $3, password_hash = null where tenant_id = $1 and id = $2",
+                "update charger set charge_point_id = $3, password_hash = null, previous_password_hash = null
+                 where tenant_id = $1 and id = $2",
             )
             .bind(tx.tenant())
             .bind(id)
@@ -274,7 +278,7 @@ pub async fn set_password(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<
     actor.require_manager()?;
     let charger = get(tx, id).await?;
     charger.check_scope(actor, "charger")?;
-    let password = give_password(tx, &charger, actor).await?;
+    let password = give_password(tx, &charger, Some(actor.user_id)).await?;
     record(
         tx,
         actor,
@@ -286,19 +290,102 @@ pub async fn set_password(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<
     Ok((get(tx, id).await?, password))
 }
 
-/// Stores a new password's hash for a charger and returns the password; a connected charger is sent it at once.
-async fn give_password(tx: &mut TenantTx, charger: &Charger, actor: &Actor) -> Result<String> {
+/// Stores a new password's hash for a charger and returns the password. A connected charger is sent it at once, and
+/// the password it uses stays valid until it is known to have the new one (it accepts the call, or logs in with
+/// it): a charger that drops before the call reaches it, or whose answer is lost, is not locked out. An offline
+/// charger is given the password by hand, and its old one stops working at once. A new password still waiting to be
+/// sent is replaced by this one, never sent after it.
+async fn give_password(tx: &mut TenantTx, charger: &Charger, by: Option<Uuid>) -> Result<String> {
     let password = new_password();
-    sqlx::query("update charger set password_hash = $3 where tenant_id = $1 and id = $2")
-        .bind(tx.tenant())
-        .bind(charger.id)
-        .bind(crate::auth::token_hash(&password))
-        .execute(tx.conn())
-        .await?;
+    let hash = crate::auth::token_hash(&password);
+    calls::drop_unsent_passwords(tx, charger.id).await?;
+    let previous = if charger.online {
+        "coalesce(previous_password_hash, password_hash)"
+    } else {
+        "null"
+    };
+    sqlx::query(&format!(
+        "update charger set previous_password_hash = {previous}, password_hash = $3
+         where tenant_id = $1 and id = $2"
+    ))
+    .bind(tx.tenant())
+    .bind(charger.id)
+    .bind(&hash)
+    .execute(tx.conn())
+    .await?;
     if charger.online {
-        calls::send_password(tx, charger, &password, Some(actor.user_id)).await?;
+        calls::send_password(tx, charger, &password, &hash, by).await?;
     }
     Ok(password)
+}
+
+/// A charger logged in while a new password was on its way to it (its previous one still valid). With the new
+/// one, the previous one stops working. With the previous one, the new one did not reach it: if its call still
+/// waits, it goes out on this connection; if the charger answered it (a refusal, audited as
+/// `charging.configuration_refused`), both stay valid until the charger uses the new one or an operator sets
+/// another; otherwise (the call was lost with a connection, timed out or expired) a fresh password is sent in its
+/// place, audited as `charger.password_reissued`.
+async fn rotation_at_login(
+    tx: &mut TenantTx,
+    id: Uuid,
+    used_new: bool,
+    call_ttl: std::time::Duration,
+) -> Result<()> {
+    if used_new {
+        sqlx::query(
+            "update charger set previous_password_hash = null where tenant_id = $1 and id = $2",
+        )
+        .bind(tx.tenant())
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+        return Ok(());
+    }
+    let ttl = chrono::Duration::from_std(call_ttl).unwrap_or(chrono::Duration::minutes(10));
+    if !calls::password_undelivered(tx, id, ttl).await? {
+        return Ok(());
+    }
+    let charger = get(tx, id).await?;
+    // It is connecting now: the fresh password goes out on this connection, the previous one staying valid.
+    let connecting = Charger {
+        online: true,
+        ..charger
+    };
+    give_password(tx, &connecting, None).await?;
+    audit::record_system_in(
+        tx,
+        connecting.venue_id,
+        Entry {
+            action: "charger.password_reissued",
+            object_type: "charger",
+            object_id: Some(id),
+            detail: serde_json::json!({
+                "reason": "the charger came back with its previous password: the new one never reached it",
+            }),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A password's SHA-256, as stored.
+type Hash = Vec<u8>;
+
+/// Which of a charger's stored passwords `presented` is: `Some(true)` the current one, `Some(false)` the previous
+/// one (kept while the current one is on its way), `None` neither.
+fn password_matches(
+    current: Option<&[u8]>,
+    previous: Option<&[u8]>,
+    presented: Option<&[u8]>,
+) -> Option<bool> {
+    let presented = presented?;
+    if current.is_some_and(|c| constant_time_eq(c, presented)) {
+        Some(true)
+    } else if previous.is_some_and(|p| constant_time_eq(p, presented)) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// What happens to a charger whose identity nobody registered: `refuse` (the default), or `pending` — a charger
@@ -347,18 +434,27 @@ pub async fn login(
     db: &crate::Db,
     identity: &str,
     password: Option<&str>,
+    call_ttl: std::time::Duration,
 ) -> Result<Option<(TenantId, Uuid)>> {
     // An identity no charger can have is unknown, before it reaches a query.
     let Ok(identity) = check_identity(identity) else {
         return Ok(None);
     };
     let presented = password.map(crate::auth::token_hash);
-    if let Some((tenant, charger, hash)) = system.charger_identity(identity).await? {
-        let ok = match (&hash, &presented) {
-            (Some(stored), Some(given)) => constant_time_eq(stored, given),
-            _ => false,
+    if let Some(found) = system.charger_identity(identity).await? {
+        let Some(used_new) = password_matches(
+            found.password_hash.as_deref(),
+            found.previous_password_hash.as_deref(),
+            presented.as_deref(),
+        ) else {
+            return Ok(None);
         };
-        return Ok(ok.then_some((tenant, charger)));
+        if found.previous_password_hash.is_some() {
+            let mut tx = db.begin_tenant(found.tenant_id).await?;
+            rotation_at_login(&mut tx, found.charger_id, used_new, call_ttl).await?;
+            tx.commit().await?;
+        }
+        return Ok(Some((found.tenant_id, found.charger_id)));
     }
     let Some(given) = presented else {
         return Ok(None);
@@ -461,7 +557,7 @@ pub async fn adopt(
     .execute(tx.conn())
     .await?;
     let adopted = get(tx, id).await?;
-    let password = give_password(tx, &adopted, actor).await?;
+    let password = give_password(tx, &adopted, Some(actor.user_id)).await?;
     if adopted.online {
         calls::enqueue(
             tx,
@@ -754,13 +850,14 @@ pub async fn relay_login(
     venue: Uuid,
     identity: &str,
     password: Option<&str>,
+    call_ttl: std::time::Duration,
 ) -> Result<Option<Uuid>> {
     // An identity no charger can have is unknown, before it reaches a query.
     if check_identity(identity).is_err() {
         return Ok(None);
     }
-    let found: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
-        "select c.id, c.password_hash from charger c
+    let found: Option<(Uuid, Option<Hash>, Option<Hash>)> = sqlx::query_as(
+        "select c.id, c.password_hash, c.previous_password_hash from charger c
            join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
          where c.tenant_id = $1 and c.charge_point_id = $2 and s.venue_id = $3 and s.control = 'ocpp'
            and s.archived_at is null",
@@ -770,11 +867,21 @@ pub async fn relay_login(
     .bind(venue)
     .fetch_optional(tx.conn())
     .await?;
+    let Some((id, current, previous)) = found else {
+        return Ok(None);
+    };
     let presented = password.map(crate::auth::token_hash);
-    Ok(match (found, presented) {
-        (Some((id, Some(stored))), Some(given)) if constant_time_eq(&stored, &given) => Some(id),
-        _ => None,
-    })
+    let Some(used_new) = password_matches(
+        current.as_deref(),
+        previous.as_deref(),
+        presented.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    if previous.is_some() {
+        rotation_at_login(tx, id, used_new, call_ttl).await?;
+    }
+    Ok(Some(id))
 }
 
 /// The charger under `identity` at `venue` in this tenant, if any (for messages a bridge journaled for it).

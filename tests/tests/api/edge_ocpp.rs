@@ -132,6 +132,20 @@ async fn connect(url: &str, identity: &str, password: &str) -> ChargePoint {
         .unwrap_or_else(|e| panic!("the charger could not connect to the bridge: {e:?}"))
 }
 
+/// Whether GraphQL shows a new password on its way to the charger.
+async fn password_pending(app: &TestApp, t: &Tenant, charger: Uuid) -> bool {
+    let data = app
+        .gql_ok(
+            &t.access,
+            "query($c: UUID!) { charger(id: $c) { passwordPending } }",
+            json!({"c": charger}),
+        )
+        .await;
+    data["charger"]["passwordPending"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("{data}"))
+}
+
 async fn call(cp: &mut ChargePoint, action: &str, payload: Value) -> Value {
     cp.call(action, payload)
         .await
@@ -454,6 +468,78 @@ async fn a_bridge_of_another_tenant_cannot_open_a_chargers_connection() {
     assert_eq!(charger(&app, &a.t, a.charger).await["online"], false);
     running.stop().await;
     annex.stop().await;
+}
+
+#[tokio::test]
+async fn a_charger_behind_the_bridge_keeps_its_previous_password_until_the_new_one_reaches_it() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let (_, token) = bridge(&app, &s.t, s.venue).await;
+    let running = RunningBridge::start(
+        &format!("ws://{}/edge/v1/tunnel", app.addr),
+        &token,
+        &journal_path(),
+        free_port(),
+    );
+    running
+        .until_metric("edge_bridge_tunnel_up", |v| v == 1.0)
+        .await;
+    let url = running.url(&s.identity);
+    let mut cp = connect(&url, &s.identity, &s.password).await;
+    let boot = call(
+        &mut cp,
+        "BootNotification",
+        json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"}),
+    )
+    .await;
+    assert_eq!(boot["status"], "Accepted", "{boot}");
+    until_charger(&app, &s.t, s.charger, "the relayed charger online", |c| {
+        c["online"] == true
+    })
+    .await;
+    // A new password reaches the charger through the tunnel, which drops before the charger answers.
+    cp.reply_silent("ChangeConfiguration").await;
+    let lost = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!) { setChargerPassword(id: $c) { password } }",
+            json!({"c": s.charger}),
+        )
+        .await["setChargerPassword"]["password"]
+        .clone();
+    let sent = cp.next_received("ChangeConfiguration").await;
+    assert_eq!(sent, json!({"key": "AuthorizationKey", "value": lost}));
+    assert!(password_pending(&app, &s.t, s.charger).await);
+    cp.close().await;
+    // It comes back with its old password, which still opens it through the bridge, and is sent a fresh one.
+    let mut cp = connect(&url, &s.identity, &s.password).await;
+    let hb = call(&mut cp, "Heartbeat", json!({})).await;
+    assert!(hb["currentTime"].is_string(), "{hb}");
+    let sent = cp.next_received("ChangeConfiguration").await;
+    let fresh = sent["value"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(fresh.len(), 32, "{sent}");
+    assert_ne!(json!(fresh), lost);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while password_pending(&app, &s.t, s.charger).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accepted password still shows as pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cp.close().await;
+    // Accepted: the old password no longer opens it, the fresh one does.
+    let mut old = connect(&url, &s.identity, &s.password).await;
+    let (code, reason) = old.closed().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "unknown charge point or wrong password")
+    );
+    let mut cp = connect(&url, &s.identity, &fresh).await;
+    let hb = call(&mut cp, "Heartbeat", json!({})).await;
+    assert!(hb["currentTime"].is_string(), "{hb}");
+    cp.close().await;
+    running.stop().await;
 }
 
 #[tokio::test]

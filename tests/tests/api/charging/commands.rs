@@ -513,6 +513,238 @@ async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopt
     );
 }
 
+/// Whether GraphQL shows a new password on its way to the charger.
+async fn password_pending(app: &switchyard_tests::TestApp, s: &super::Site) -> bool {
+    let data = app
+        .gql_ok(
+            &s.t.access,
+            "query($c: UUID!) { charger(id: $c) { passwordPending } }",
+            json!({"c": s.charger}),
+        )
+        .await;
+    data["charger"]["passwordPending"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("{data}"))
+}
+
+/// Connects the site's charger with `password`: the HTTP status it was refused with, or the charge point.
+async fn login(
+    app: &switchyard_tests::TestApp,
+    s: &super::Site,
+    password: &str,
+    version: OcppVersion,
+) -> Result<ChargePoint, Option<u16>> {
+    ChargePoint::connect(
+        &ocpp_url(app.addr, &s.identity),
+        &s.identity,
+        Some(password),
+        version,
+    )
+    .await
+    .map_err(|e| e.status)
+}
+
+/// Waits until the site's charger shows online (a password set before goes to it by hand, not over the wire).
+async fn until_online(app: &switchyard_tests::TestApp, s: &super::Site) {
+    until_charger(app, &s.t, s.charger, "the charger to be online", |c| {
+        c["online"] == true
+    })
+    .await;
+}
+
+/// Sets a new password for the site's charger and returns it.
+async fn new_password(app: &switchyard_tests::TestApp, s: &super::Site) -> String {
+    let data = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!) { setChargerPassword(id: $c) { password } }",
+            json!({"c": s.charger}),
+        )
+        .await;
+    data["setChargerPassword"]["password"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{data}"))
+        .to_owned()
+}
+
+/// The charger's password calls as stored: (status, payload), oldest first.
+async fn password_calls(app: &switchyard_tests::TestApp, s: &super::Site) -> Vec<(String, Value)> {
+    let mut tx = app.tenant_tx(s.t.id).await;
+    sqlx::query_as(
+        "select status, payload from ocpp_call where charger_id = $1 and password_hash is not null
+         order by created_at, id",
+    )
+    .bind(s.charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_one() {
+    let app = spawn_app().await;
+    let mut s = site(&app).await;
+    let first = s.password.clone();
+    // Offline, a new password is given by hand: the old one stops working at once.
+    s.password = new_password(&app, &s).await;
+    assert!(!password_pending(&app, &s).await);
+    assert_eq!(
+        login(&app, &s, &first, OcppVersion::V16).await.err(),
+        Some(Some(401))
+    );
+
+    // A new password whose call waits behind an unanswered Reset when the charger drops: the call waits for the
+    // next connection, and the charger comes back with its old password, which still lets it in.
+    let p0 = s.password.clone();
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.reply_silent("Reset").await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: SOFT_RESET}) { id } }",
+        json!({"c": s.charger}),
+    )
+    .await;
+    let _ = cp.next_received("Reset").await;
+    let p1 = new_password(&app, &s).await;
+    assert!(password_pending(&app, &s).await);
+    cp.close().await;
+    until_charger(&app, &s.t, s.charger, "the charger to go offline", |c| {
+        c["online"] == false
+    })
+    .await;
+    let calls = password_calls(&app, &s).await;
+    assert_eq!(
+        calls.last().map(|(status, _)| status.as_str()),
+        Some("pending"),
+        "{calls:?}"
+    );
+    let mut cp = login(&app, &s, &p0, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the previous password is refused: {e:?}"));
+    let sent = cp.next_received("ChangeConfiguration").await;
+    assert_eq!(sent, json!({"key": "AuthorizationKey", "value": p1}));
+    // Accepted (the peer's default answer): the previous password stops working.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while password_pending(&app, &s).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accepted password still shows as pending"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    cp.close().await;
+    assert_eq!(
+        login(&app, &s, &p0, OcppVersion::V16).await.err(),
+        Some(Some(401))
+    );
+
+    // A new password sent, but the charger drops before answering: it comes back with the old one, and a fresh
+    // password is sent in place of the one that never reached it.
+    let mut cp = login(&app, &s, &p1, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the accepted password is refused: {e:?}"));
+    until_online(&app, &s).await;
+    cp.reply_silent("ChangeConfiguration").await;
+    let p2 = new_password(&app, &s).await;
+    let sent = cp.next_received("ChangeConfiguration").await;
+    assert_eq!(sent, json!({"key": "AuthorizationKey", "value": p2}));
+    cp.close().await;
+    let mut cp = login(&app, &s, &p1, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the previous password is refused: {e:?}"));
+    let sent = cp.next_received("ChangeConfiguration").await;
+    let p3 = sent["value"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(p3.len(), 32, "{sent}");
+    assert_ne!(p3, p2);
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let (reissued, venue): (i64, Option<Uuid>) = sqlx::query_as(
+        "select count(*), max(venue_id::text)::uuid from audit_log
+          where action = 'charger.password_reissued' and object_id = $1",
+    )
+    .bind(s.charger)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((reissued, venue), (1, Some(s.venue)));
+    drop(tx);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while password_pending(&app, &s).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accepted password still shows as pending"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    cp.close().await;
+    for refused in [&p1, &p2] {
+        assert_eq!(
+            login(&app, &s, refused, OcppVersion::V16).await.err(),
+            Some(Some(401))
+        );
+    }
+    // Every password call is kept without its password.
+    let calls = password_calls(&app, &s).await;
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    for (_, payload) in &calls {
+        assert_eq!(payload["value"], "(hidden)", "{calls:?}");
+    }
+
+    // A charger that refuses its new password keeps the one it has, and nothing is sent again at its next login:
+    // both stay valid until it uses the new one.
+    let mut cp = login(&app, &s, &p3, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the reissued password is refused: {e:?}"));
+    until_online(&app, &s).await;
+    cp.reply("ChangeConfiguration", json!({"status": "Rejected"}))
+        .await;
+    let p4 = new_password(&app, &s).await;
+    let _ = cp.next_received("ChangeConfiguration").await;
+    super::until_call(&app, &s.t, s.charger, "ChangeConfiguration", |c| {
+        c["status"] == "answered"
+    })
+    .await;
+    assert!(password_pending(&app, &s).await);
+    cp.close().await;
+    let cp = login(&app, &s, &p3, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the kept password is refused: {e:?}"));
+    assert_eq!(password_calls(&app, &s).await.len(), 4);
+    cp.close().await;
+    let cp = login(&app, &s, &p4, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the password set by hand is refused: {e:?}"));
+    assert!(!password_pending(&app, &s).await);
+    cp.close().await;
+    assert_eq!(
+        login(&app, &s, &p3, OcppVersion::V16).await.err(),
+        Some(Some(401))
+    );
+
+    // 2.0.1: the password goes in SetVariables; once accepted, only the new one lets the charger in.
+    s.password = p4.clone();
+    let mut cp = boot(&app, &s, OcppVersion::V201).await;
+    let p5 = new_password(&app, &s).await;
+    let sent = cp.next_received("SetVariables").await;
+    assert_eq!(sent["setVariableData"][0]["attributeValue"], p5, "{sent}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while password_pending(&app, &s).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the accepted password still shows as pending"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    cp.close().await;
+    assert_eq!(
+        login(&app, &s, &p4, OcppVersion::V201).await.err(),
+        Some(Some(401))
+    );
+    let cp = login(&app, &s, &p5, OcppVersion::V201)
+        .await
+        .unwrap_or_else(|e| panic!("the new password is refused: {e:?}"));
+    cp.close().await;
+}
+
 #[tokio::test]
 async fn a_remote_start_that_waits_past_its_time_to_live_expires_and_fails_its_session() {
     let app = switchyard_tests::spawn_app_with(&[("OCPP_CALL_TTL_SECS", "1")]).await;
@@ -926,56 +1158,6 @@ async fn migration_0055_hides_the_passwords_calls_kept_after_sending_them() {
         );
     }
 
-    // A new password still waiting when the charger goes away never reaches it (it could only come back with the
-    // old one): the call ends, and the password is not kept.
-    let mut cp = boot(&app, &s, OcppVersion::V16).await;
-    let _ = cp.next_received("ChangeConfiguration").await; // the pending one above, sent on connecting
-    cp.reply_silent("Reset").await;
-    app.gql_ok(
-        &s.t.access,
-        "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: SOFT_RESET}) { id } }",
-        json!({"c": s.charger}),
-    )
-    .await;
-    let _ = cp.next_received("Reset").await; // in flight, unanswered: the next call waits behind it
-    let waiting = Uuid::now_v7();
-    let mut tx = app.tenant_tx(s.t.id).await;
-    sqlx::query(
-        "insert into ocpp_call (tenant_id, id, charger_id, action, payload)
-         values ($1, $2, $3, 'ChangeConfiguration', $4)",
-    )
-    .bind(s.t.id)
-    .bind(waiting)
-    .bind(s.charger)
-    .bind(json!({"key": "AuthorizationKey", "value": secret}))
-    .execute(&mut *tx)
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
-    cp.close().await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let mut tx = app.tenant_tx(s.t.id).await;
-        let (status, payload): (String, Value) =
-            sqlx::query_as("select status, payload from ocpp_call where id = $1")
-                .bind(waiting)
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        if status != "pending" {
-            assert_eq!(status, "expired");
-            assert_eq!(
-                payload,
-                json!({"key": "AuthorizationKey", "value": "(hidden)"})
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for the charger's disconnection to end the call"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     let forced: bool =
         sqlx::query_scalar("select relforcerowsecurity from pg_class where relname = 'ocpp_call'")
             .fetch_one(&owner)
