@@ -410,7 +410,7 @@ async fn demo_charger(
         .find(|c| c.charge_point_id == "CP-001")
         .ok_or_else(|| anyhow::anyhow!("the demo charger CP-001 is missing"))?;
     let (charger, password) =
-        switchyard_core::charging::set_password(tx, owner, charger.id).await?;
+        switchyard_core::charging::set_password(tx, owner, charger.id, false).await?;
     Ok((charger.charge_point_id, password))
 }
 

@@ -37,10 +37,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Before the migrations and before each pending one: the two roles exist (as migration 0001 makes them), and a
 /// migrating role that is not a superuser — the owner on a managed Postgres — may hand functions to
-/// `switchyard_system` as the migrations do. Postgres wants the giver to be a member of the new owner (from 16 on,
-/// one allowed to `SET ROLE` to it; the grant here inherits nothing), and the new owner to be allowed to create in
-/// the schema; migration 0020 takes that right back, so it is given again before each migration. The membership
-/// gives the owner nothing it lacks: it owns every table.
+/// `switchyard_system` as the migrations do, and replace them. Postgres wants the giver to be a member of the new
+/// owner (from 16 on, one allowed to `SET ROLE` to it, and one that inherits its rights to drop a function it owns,
+/// as on 15, where every membership inherits), and the new owner to be allowed to create in the schema; migration
+/// 0020 takes that right back, so it is given again before each migration. The membership gives the owner nothing it
+/// lacks: it owns every table.
 const BEFORE_MIGRATIONS: &str = "
 do $$
 begin
@@ -52,8 +53,9 @@ begin
   end if;
   if not (select rolsuper from pg_roles where rolname = current_user) then
     if current_setting('server_version_num')::int >= 160000 then
-      if not pg_has_role(current_user, 'switchyard_system', 'SET') then
-        execute format('grant switchyard_system to %I with set true, inherit false', current_user);
+      if not (pg_has_role(current_user, 'switchyard_system', 'SET')
+              and pg_has_role(current_user, 'switchyard_system', 'USAGE')) then
+        execute format('grant switchyard_system to %I with set true, inherit true', current_user);
       end if;
     elsif not pg_has_role(current_user, 'switchyard_system', 'member') then
       execute format('grant switchyard_system to %I', current_user);
@@ -813,7 +815,7 @@ impl SystemDb {
     /// A connecting charger: the tenant and charger holding an OCPP identity, and its passwords' hashes.
     pub async fn charger_identity(&self, charge_point_id: &str) -> Result<Option<ChargerIdentity>> {
         Ok(sqlx::query_as(
-            "select tenant_id, charger_id, password_hash, previous_password_hash from sys_charger_identity($1)",
+            "select tenant_id, charger_id, password_hash, previous_password_hashes from sys_charger_identity($1)",
         )
         .bind(charge_point_id)
         .fetch_optional(&self.pool)
@@ -839,8 +841,8 @@ pub struct ChargerIdentity {
     pub charger_id: Uuid,
     /// The SHA-256 of its password.
     pub password_hash: Option<Vec<u8>>,
-    /// The SHA-256 of the password it used before, valid while the current one is on its way to it.
-    pub previous_password_hash: Option<Vec<u8>>,
+    /// The SHA-256s of the passwords it may still be using, valid while the current one is on its way to it.
+    pub previous_password_hashes: Vec<Vec<u8>>,
 }
 
 /// A point inside a [`TenantTx`] (see [`TenantTx::savepoint`]).

@@ -74,6 +74,9 @@ struct Conn {
     relayed: bool,
     /// Authorize calls relayed and not answered yet (message id → tag): their answers fill the local list.
     authorizing: HashMap<String, String>,
+    /// The cloud's calls giving the charger a new password, not answered yet (message id → the password): once
+    /// the charger accepts one, it is the password the bridge knows it by.
+    new_passwords: HashMap<String, String>,
 }
 
 /// The local controller's state, shared by the tunnel and the chargers' connections.
@@ -147,6 +150,7 @@ impl Ocpp {
         for (id, conn) in conns.iter_mut() {
             conn.relayed = true;
             conn.authorizing.clear();
+            conn.new_passwords.clear();
             let _ = self.up.send(open_frame(*id, conn));
         }
     }
@@ -163,6 +167,7 @@ impl Ocpp {
         for conn in lock(&self.conns).values_mut() {
             conn.relayed = false;
             conn.authorizing.clear();
+            conn.new_passwords.clear();
         }
     }
 
@@ -229,6 +234,7 @@ impl Ocpp {
             to_charger,
             relayed,
             authorizing: HashMap::new(),
+            new_passwords: HashMap::new(),
         };
         if relayed {
             let _ = self.up.send(open_frame(id, &conn));
@@ -271,8 +277,12 @@ impl Ocpp {
                         reason,
                         "the cloud refused a charger"
                     );
+                    // The password it knew the charger by is no longer good; a wrong one tried by someone else
+                    // leaves it be.
+                    let hash = c.password.as_deref().map(crate::agents::sha256_hex);
                     let mut store = lock(&self.store);
-                    if store.logins.remove(&c.charge_point_id).is_some() {
+                    if hash.is_some() && store.logins.get(&c.charge_point_id) == hash.as_ref() {
+                        store.logins.remove(&c.charge_point_id);
                         self.save(&store);
                     }
                     c.relayed = false;
@@ -330,6 +340,13 @@ impl Ocpp {
                 }
                 self.save(&store);
             }
+            (Some(2), Some(Value::String(id))) => {
+                let action = frame.get(2).and_then(Value::as_str).unwrap_or_default();
+                let payload = frame.get(3).cloned().unwrap_or_default();
+                if let Some(password) = password_sent(action, &payload) {
+                    conn.new_passwords.insert(id.clone(), password);
+                }
+            }
             (Some(3), Some(Value::String(id))) => {
                 let Some(uid) = conn.authorizing.remove(id) else {
                     return;
@@ -364,6 +381,24 @@ impl Ocpp {
                 let payload = frame.get(3).cloned().unwrap_or_default();
                 if let Some(uid) = tag_of(&payload) {
                     conn.authorizing.insert(msg.to_owned(), uid);
+                }
+            }
+            // The charger's answer to a new password: accepted, it is the password the cloud now knows it by,
+            // for the bridge's offline logins and for opening it again on the next tunnel.
+            if let (Some(3), Some(msg)) = (
+                frame.first().and_then(Value::as_i64),
+                frame.get(1).and_then(Value::as_str),
+            ) {
+                if let Some(password) = conn.new_passwords.remove(msg) {
+                    if password_accepted(frame.get(2).unwrap_or(&Value::Null)) {
+                        let mut store = lock(&self.store);
+                        store.logins.insert(
+                            conn.charge_point_id.clone(),
+                            crate::agents::sha256_hex(&password),
+                        );
+                        self.save(&store);
+                        conn.password = Some(password);
+                    }
                 }
             }
         }
@@ -435,6 +470,42 @@ fn local_tag(info: &Value) -> LocalTag {
             .get("expiryDate")
             .or_else(|| info.get("cacheExpiryDateTime"))
             .and_then(|v| serde_json::from_value(v.clone()).ok()),
+    }
+}
+
+/// The password a call from the cloud gives the charger (1.6 `ChangeConfiguration AuthorizationKey`, 2.0.1
+/// `SetVariables SecurityCtrlr.BasicAuthPassword`; names are not case-sensitive), if any.
+fn password_sent(action: &str, payload: &Value) -> Option<String> {
+    match action {
+        "ChangeConfiguration"
+            if payload["key"]
+                .as_str()
+                .is_some_and(|k| k.eq_ignore_ascii_case("AuthorizationKey")) =>
+        {
+            payload["value"].as_str().map(str::to_owned)
+        }
+        "SetVariables" => payload["setVariableData"]
+            .as_array()?
+            .iter()
+            .find(|d| {
+                d["variable"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("BasicAuthPassword"))
+            })
+            .and_then(|d| d["attributeValue"].as_str())
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Whether a charger's answer accepts the configuration it was sent: 1.6 `status`, 2.0.1 every
+/// `setVariableResult`.
+fn password_accepted(answer: &Value) -> bool {
+    match answer["setVariableResult"].as_array() {
+        Some(results) => {
+            !results.is_empty() && results.iter().all(|r| r["attributeStatus"] == "Accepted")
+        }
+        None => answer["status"] == "Accepted",
     }
 }
 

@@ -41,8 +41,8 @@ pub struct Charger {
     /// The configuration it last reported (GetConfiguration / GetVariables answer).
     pub configuration: async_graphql::Json<serde_json::Value>,
     pub has_password: bool,
-    /// A new password is on its way to the charger (sent at its next connection, or sent and not yet accepted):
-    /// until it is known to use it, the password it had before still lets it in.
+    /// A new password is on its way to the charger (or it refused it): until the charger is known to use it, the
+    /// password it had before still lets it in.
     pub password_pending: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -449,16 +449,21 @@ pub struct ChargingMutation;
 
 #[Object]
 impl ChargingMutation {
-    /// A new HTTP Basic password for a charger (shown once). A connected charger is sent it at once, for its next
-    /// connection.
+    /// A new HTTP Basic password for a charger (shown once). An offline charger's old password stops working at
+    /// once (configure the new one on the charger by hand). A connected charger is sent the new one, and its old
+    /// one still lets it in until it is known to use the new one (`passwordPending`), unless `revokeOld` — for a
+    /// password that leaked: it stops working at once, and a charger that does not get the new one is locked out.
     #[graphql(guard = "ManagerGuard")]
     async fn set_charger_password(
         &self,
         ctx: &Context<'_>,
         id: Uuid,
+        #[graphql(default = false)] revoke_old: bool,
     ) -> async_graphql::Result<ChargerWithPassword> {
         let (actor, mut tx) = begin(ctx).await?;
-        let (charger, password) = charging::set_password(&mut tx, actor, id).await.gql()?;
+        let (charger, password) = charging::set_password(&mut tx, actor, id, revoke_old)
+            .await
+            .gql()?;
         tx.commit().await.gql()?;
         Ok(ChargerWithPassword {
             charger: charger.into(),

@@ -413,8 +413,9 @@ fn power_limit_of(payload: &Value) -> Option<i32> {
 /// Why a call sent on a connection that went away failed.
 const LOST: &str = "the connection to the charger was lost before it answered";
 
-/// Calls sent on a connection that is gone (all but `keep`) will never be answered: they fail. Calls still pending
-/// wait for the charger's next connection (a new password among them: its previous one stays valid meanwhile).
+/// Calls sent on a connection that is gone (all but `keep`) will never be answered: they fail. When the charger has
+/// gone (`keep` none), a new password still waiting ends too, and is not kept: the charger comes back with a
+/// password it had, which still lets it in, and is sent a fresh one then.
 pub async fn lost(tx: &mut TenantTx, charger: Uuid, keep: Option<Uuid>) -> Result<()> {
     let lost: Vec<(String, Option<Uuid>)> = sqlx::query_as(
         "update ocpp_call set status = 'error', error = $4, answered_at = now()
@@ -428,6 +429,18 @@ pub async fn lost(tx: &mut TenantTx, charger: Uuid, keep: Option<Uuid>) -> Resul
     .fetch_all(tx.conn())
     .await?;
     unstarted(tx, &lost).await?;
+    if keep.is_none() {
+        let dropped: Vec<(Uuid, String, Value)> = sqlx::query_as(
+            "update ocpp_call set status = 'expired', error = 'the charger went away before its new password was sent'
+             where tenant_id = $1 and charger_id = $2 and status = 'pending' and password_hash is not null
+             returning id, action, payload",
+        )
+        .bind(tx.tenant())
+        .bind(charger)
+        .fetch_all(tx.conn())
+        .await?;
+        forget_secrets(tx, &dropped).await?;
+    }
     Ok(())
 }
 
@@ -491,7 +504,8 @@ pub(super) async fn drop_unsent_passwords(tx: &mut TenantTx, charger: Uuid) -> R
 }
 
 /// Whether the charger's current password never reached it: no call sending it waits (pending, younger than
-/// `ttl`), and the charger answered none (a call lost with its connection, timed out or expired is no answer).
+/// `ttl`), and the charger refused none — a call lost with its connection, timed out or expired, or answered by a
+/// CALLERROR that may pass (`InternalError`, `GenericError`) is no refusal.
 pub(super) async fn password_undelivered(
     tx: &mut TenantTx,
     charger: Uuid,
@@ -502,7 +516,9 @@ pub(super) async fn password_undelivered(
            select 1 from ocpp_call o join charger c on c.tenant_id = o.tenant_id and c.id = o.charger_id
             where o.tenant_id = $1 and o.charger_id = $2 and o.password_hash = c.password_hash
               and ((o.status = 'pending' and o.created_at >= $3)
-                   or o.status = 'answered' or (o.status = 'error' and o.error is distinct from $4)))",
+                   or o.status = 'answered'
+                   or (o.status = 'error' and o.error is distinct from $4
+                       and o.error not like 'InternalError:%' and o.error not like 'GenericError:%')))",
     )
     .bind(tx.tenant())
     .bind(charger)
@@ -512,10 +528,10 @@ pub(super) async fn password_undelivered(
     .await?)
 }
 
-/// A password call answered: once the charger accepted it, the password it sets is the one it uses — the
-/// previous one stops working (or, when a newer password is on its way, this one takes the previous one's place).
-/// A refusal or `RebootRequired` changes nothing: the previous password stays valid until the charger logs in with
-/// the new one.
+/// A password call answered: once the charger accepted it, the password it sets is the one it uses — the others
+/// stop working (when a newer password is on its way, this one stays valid beside it). A refusal or
+/// `RebootRequired` changes nothing: the passwords kept stay valid until the charger logs in with the new one. A
+/// password the charger can no longer be given (set again by hand, or a new identity) is not brought back.
 async fn password_answered(
     tx: &mut TenantTx,
     charger: &Charger,
@@ -526,10 +542,11 @@ async fn password_answered(
         return Ok(());
     }
     sqlx::query(
-        "update charger c set previous_password_hash =
-           case when c.password_hash = o.password_hash then null else o.password_hash end
+        "update charger c set previous_password_hashes =
+           case when c.password_hash = o.password_hash then '{}' else array[o.password_hash] end
            from ocpp_call o
-         where c.tenant_id = $1 and c.id = $2 and o.tenant_id = $1 and o.id = $3 and o.password_hash is not null",
+         where c.tenant_id = $1 and c.id = $2 and o.tenant_id = $1 and o.id = $3 and o.password_hash is not null
+           and (c.password_hash = o.password_hash or o.password_hash = any(c.previous_password_hashes))",
     )
     .bind(tx.tenant())
     .bind(charger.id)

@@ -113,7 +113,7 @@ impl Charger {
 const COLUMNS: &str = "c.id, c.station_id, s.venue_id, c.charge_point_id, c.registration, c.protocol, c.vendor,
     c.model, c.serial_number, c.firmware_version, c.boot_at, c.last_seen_at, c.online, c.connection_id,
     c.via_bridge, c.heartbeat_secs, c.local_list_version, c.power_limit_w, c.configuration,
-    c.password_hash is not null as has_password, c.previous_password_hash is not null as password_pending,
+    c.password_hash is not null as has_password, cardinality(c.previous_password_hashes) > 0 as password_pending,
     c.created_at";
 
 fn select(filter: &str) -> String {
@@ -247,9 +247,11 @@ pub async fn follow_station(tx: &mut TenantTx, station: &Station) -> Result<()> 
             let new = check_identity(new)?;
             release(tx, &old).await?;
             claim(tx, new, id).await?;
-            // A new identity is a new charger as far as the wire goes: it needs a new password too.
+            // A new identity is a new charger as far as the wire goes: it needs a new password too, and no password
+            // still on its way to the old one may open it.
+            calls::drop_unsent_passwords(tx, id).await?;
             sqlx::query(
-                "update charger set charge_point_id = $3, password_hash = null, previous_password_hash = null
+                "update charger set charge_point_id = $3, password_hash = null, previous_password_hashes = '{}'
                  where tenant_id = $1 and id = $2",
             )
             .bind(tx.tenant())
@@ -274,87 +276,166 @@ fn new_password() -> String {
 /// Sets a new HTTP Basic password for a charger and returns it (shown once; only its hash is kept). A connected
 /// charger is sent the new password at once (1.6 `ChangeConfiguration AuthorizationKey`, 2.0.1 `SetVariables
 /// SecurityCtrlr.BasicAuthPassword`), so that it uses it when it next connects; its current connection goes on.
-pub async fn set_password(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<(Charger, String)> {
+pub async fn set_password(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    id: Uuid,
+    revoke_old: bool,
+) -> Result<(Charger, String)> {
     actor.require_manager()?;
     let charger = get(tx, id).await?;
     charger.check_scope(actor, "charger")?;
-    let password = give_password(tx, &charger, Some(actor.user_id)).await?;
+    let password =
+        give_password(tx, charger.id, Some(actor.user_id), Keep::from(revoke_old)).await?;
     record(
         tx,
         actor,
         "charger.set_password",
         &charger,
-        serde_json::json!({}),
+        serde_json::json!({ "revoke_old": revoke_old }),
     )
     .await?;
     Ok((get(tx, id).await?, password))
 }
 
+/// Which passwords a charger keeps while a new one is on its way to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Online, the ones it may be using stay valid until it is known to use the new one; offline, none.
+    WhileOnline,
+    /// It is connecting now with one of them, the only one kept (the new one goes out on this connection).
+    Connecting,
+    /// None: the old password stops working at once (a leaked one), even for a charger that never gets the new.
+    Nothing,
+}
+
+impl From<bool> for Keep {
+    fn from(revoke_old: bool) -> Self {
+        if revoke_old {
+            Keep::Nothing
+        } else {
+            Keep::WhileOnline
+        }
+    }
+}
+
+/// How many unconfirmed passwords a charger may still be using are kept valid at most.
+const PASSWORDS_KEPT: usize = 4;
+
 /// Stores a new password's hash for a charger and returns the password. A connected charger is sent it at once, and
-/// the password it uses stays valid until it is known to have the new one (it accepts the call, or logs in with
-/// it): a charger that drops before the call reaches it, or whose answer is lost, is not locked out. An offline
+/// the passwords it may be using stay valid until it is known to have the new one (it accepts the call, or logs in
+/// with it): a charger that drops before the call reaches it, or whose answer is lost, is not locked out. An offline
 /// charger is given the password by hand, and its old one stops working at once. A new password still waiting to be
 /// sent is replaced by this one, never sent after it.
-async fn give_password(tx: &mut TenantTx, charger: &Charger, by: Option<Uuid>) -> Result<String> {
+async fn give_password(
+    tx: &mut TenantTx,
+    id: Uuid,
+    by: Option<Uuid>,
+    keep: Keep,
+) -> Result<String> {
+    // The charger's row is held to the end of the transaction: rotations and logins of one charger take turns.
+    let (online, current, mut previous): (bool, Option<Hash>, Vec<Hash>) = sqlx::query_as(
+        "select online, password_hash, previous_password_hashes from charger
+          where tenant_id = $1 and id = $2 for update",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(Error::NotFound("charger"))?;
+    let send = online || keep == Keep::Connecting;
+    match (keep, current) {
+        (Keep::WhileOnline, Some(current)) if online => {
+            // The current password joins the ones kept if the charger may have it: it is known to use it (nothing
+            // else is kept), or it was sent to it. One replaced before it was sent never reached it.
+            let sent: bool = sqlx::query_scalar(
+                "select exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
+                                  and password_hash = $3 and status not in ('pending', 'expired'))",
+            )
+            .bind(tx.tenant())
+            .bind(id)
+            .bind(&current)
+            .fetch_one(tx.conn())
+            .await?;
+            if previous.is_empty() || sent {
+                previous.retain(|p| *p != current);
+                previous.push(current);
+                let excess = previous.len().saturating_sub(PASSWORDS_KEPT);
+                previous.drain(..excess);
+            }
+        }
+        (Keep::Connecting, _) => {}
+        _ => previous.clear(),
+    }
+    calls::drop_unsent_passwords(tx, id).await?;
     let password = new_password();
     let hash = crate::auth::token_hash(&password);
-    calls::drop_unsent_passwords(tx, charger.id).await?;
-    let previous = if charger.online {
-        "coalesce(previous_password_hash, password_hash)"
-    } else {
-        "null"
-    };
-    sqlx::query(&format!(
-        "update charger set previous_password_hash = {previous}, password_hash = $3
-         where tenant_id = $1 and id = $2"
-    ))
+    sqlx::query(
+        "update charger set password_hash = $3, previous_password_hashes = $4 where tenant_id = $1 and id = $2",
+    )
     .bind(tx.tenant())
-    .bind(charger.id)
+    .bind(id)
     .bind(&hash)
+    .bind(&previous)
     .execute(tx.conn())
     .await?;
-    if charger.online {
-        calls::send_password(tx, charger, &password, &hash, by).await?;
+    if send {
+        let charger = get(tx, id).await?;
+        calls::send_password(tx, &charger, &password, &hash, by).await?;
     }
     Ok(password)
 }
 
-/// A charger logged in while a new password was on its way to it (its previous one still valid). With the new
-/// one, the previous one stops working. With the previous one, the new one did not reach it: if its call still
-/// waits, it goes out on this connection; if the charger answered it (a refusal, audited as
-/// `charging.configuration_refused`), both stay valid until the charger uses the new one or an operator sets
+/// A charger logs in while passwords it may still be using are kept (a new one on its way to it): `presented` (its
+/// SHA-256) is checked again with the charger's row held, since a rotation may have come between. With the new
+/// one, the others stop working. With an older one, that is the one it has (the others stop working); if the new
+/// one's call still waits, it goes out on this connection; if the charger answered it (a refusal, audited as
+/// `charging.configuration_refused`), the two stay valid until the charger uses the new one or an operator sets
 /// another; otherwise (the call was lost with a connection, timed out or expired) a fresh password is sent in its
-/// place, audited as `charger.password_reissued`.
+/// place, audited as `charger.password_reissued`. Whether the password still lets the charger in.
 async fn rotation_at_login(
     tx: &mut TenantTx,
     id: Uuid,
-    used_new: bool,
+    presented: &[u8],
     call_ttl: std::time::Duration,
-) -> Result<()> {
-    if used_new {
-        sqlx::query(
-            "update charger set previous_password_hash = null where tenant_id = $1 and id = $2",
-        )
-        .bind(tx.tenant())
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
-        return Ok(());
+) -> Result<bool> {
+    let Some((current, previous)): Option<(Option<Hash>, Vec<Hash>)> = sqlx::query_as(
+        "select password_hash, previous_password_hashes from charger
+          where tenant_id = $1 and id = $2 for update",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    else {
+        return Ok(false);
+    };
+    let kept = match password_matches(current.as_deref(), &previous, Some(presented)) {
+        None => return Ok(false),
+        Some(true) if previous.is_empty() => return Ok(true),
+        Some(true) => vec![],
+        Some(false) => vec![presented.to_vec()],
+    };
+    sqlx::query(
+        "update charger set previous_password_hashes = $3 where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(&kept)
+    .execute(tx.conn())
+    .await?;
+    if kept.is_empty() {
+        return Ok(true);
     }
     let ttl = chrono::Duration::from_std(call_ttl).unwrap_or(chrono::Duration::minutes(10));
     if !calls::password_undelivered(tx, id, ttl).await? {
-        return Ok(());
+        return Ok(true);
     }
+    give_password(tx, id, None, Keep::Connecting).await?;
     let charger = get(tx, id).await?;
-    // It is connecting now: the fresh password goes out on this connection, the previous one staying valid.
-    let connecting = Charger {
-        online: true,
-        ..charger
-    };
-    give_password(tx, &connecting, None).await?;
     audit::record_system_in(
         tx,
-        connecting.venue_id,
+        charger.venue_id,
         Entry {
             action: "charger.password_reissued",
             object_type: "charger",
@@ -365,23 +446,23 @@ async fn rotation_at_login(
         },
     )
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// A password's SHA-256, as stored.
 type Hash = Vec<u8>;
 
-/// Which of a charger's stored passwords `presented` is: `Some(true)` the current one, `Some(false)` the previous
-/// one (kept while the current one is on its way), `None` neither.
+/// Which of a charger's stored passwords `presented` is: `Some(true)` the current one, `Some(false)` one it may
+/// still be using while the current one is on its way (only while there is a current one), `None` neither.
 fn password_matches(
     current: Option<&[u8]>,
-    previous: Option<&[u8]>,
+    previous: &[Hash],
     presented: Option<&[u8]>,
 ) -> Option<bool> {
-    let presented = presented?;
-    if current.is_some_and(|c| constant_time_eq(c, presented)) {
+    let (current, presented) = (current?, presented?);
+    if constant_time_eq(current, presented) {
         Some(true)
-    } else if previous.is_some_and(|p| constant_time_eq(p, presented)) {
+    } else if previous.iter().any(|p| constant_time_eq(p, presented)) {
         Some(false)
     } else {
         None
@@ -403,6 +484,23 @@ pub async fn set_onboarding(
         ));
     }
     let key = new_key.then(new_password);
+    // An adopted charger may still be let in with the key while its own password is on its way to it; a key
+    // replaced, or onboarding closed, lets no one in any more.
+    let old_key: Option<Hash> =
+        sqlx::query_scalar("select charger_onboarding_key_hash from tenant where id = $1")
+            .bind(tx.tenant())
+            .fetch_one(tx.conn())
+            .await?;
+    if let (Some(old_key), true) = (old_key, new_key || !accept_pending) {
+        sqlx::query(
+            "update charger set previous_password_hashes = array_remove(previous_password_hashes, $2)
+              where tenant_id = $1 and $2 = any(previous_password_hashes)",
+        )
+        .bind(tx.tenant())
+        .bind(old_key)
+        .execute(tx.conn())
+        .await?;
+    }
     sqlx::query(
         "update tenant set unknown_chargers = $2,
            charger_onboarding_key_hash = coalesce($3, charger_onboarding_key_hash)
@@ -442,17 +540,21 @@ pub async fn login(
     };
     let presented = password.map(crate::auth::token_hash);
     if let Some(found) = system.charger_identity(identity).await? {
-        let Some(used_new) = password_matches(
+        let matched = password_matches(
             found.password_hash.as_deref(),
-            found.previous_password_hash.as_deref(),
+            &found.previous_password_hashes,
             presented.as_deref(),
-        ) else {
+        );
+        let (Some(_), Some(presented)) = (matched, presented) else {
             return Ok(None);
         };
-        if found.previous_password_hash.is_some() {
+        if !found.previous_password_hashes.is_empty() {
             let mut tx = db.begin_tenant(found.tenant_id).await?;
-            rotation_at_login(&mut tx, found.charger_id, used_new, call_ttl).await?;
+            let still = rotation_at_login(&mut tx, found.charger_id, &presented, call_ttl).await?;
             tx.commit().await?;
+            if !still {
+                return Ok(None);
+            }
         }
         return Ok(Some((found.tenant_id, found.charger_id)));
     }
@@ -557,7 +659,7 @@ pub async fn adopt(
     .execute(tx.conn())
     .await?;
     let adopted = get(tx, id).await?;
-    let password = give_password(tx, &adopted, Some(actor.user_id)).await?;
+    let password = give_password(tx, adopted.id, Some(actor.user_id), Keep::WhileOnline).await?;
     if adopted.online {
         calls::enqueue(
             tx,
@@ -856,8 +958,8 @@ pub async fn relay_login(
     if check_identity(identity).is_err() {
         return Ok(None);
     }
-    let found: Option<(Uuid, Option<Hash>, Option<Hash>)> = sqlx::query_as(
-        "select c.id, c.password_hash, c.previous_password_hash from charger c
+    let found: Option<(Uuid, Option<Hash>, Vec<Hash>)> = sqlx::query_as(
+        "select c.id, c.password_hash, c.previous_password_hashes from charger c
            join station s on s.tenant_id = c.tenant_id and s.id = c.station_id
          where c.tenant_id = $1 and c.charge_point_id = $2 and s.venue_id = $3 and s.control = 'ocpp'
            and s.archived_at is null",
@@ -871,15 +973,12 @@ pub async fn relay_login(
         return Ok(None);
     };
     let presented = password.map(crate::auth::token_hash);
-    let Some(used_new) = password_matches(
-        current.as_deref(),
-        previous.as_deref(),
-        presented.as_deref(),
-    ) else {
+    let matched = password_matches(current.as_deref(), &previous, presented.as_deref());
+    let (Some(_), Some(presented)) = (matched, presented) else {
         return Ok(None);
     };
-    if previous.is_some() {
-        rotation_at_login(tx, id, used_new, call_ttl).await?;
+    if !previous.is_empty() && !rotation_at_login(tx, id, &presented, call_ttl).await? {
+        return Ok(None);
     }
     Ok(Some(id))
 }

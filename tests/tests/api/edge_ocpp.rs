@@ -475,8 +475,9 @@ async fn a_charger_behind_the_bridge_keeps_its_previous_password_until_the_new_o
     let app = spawn_app().await;
     let s = site(&app).await;
     let (_, token) = bridge(&app, &s.t, s.venue).await;
+    let proxy = Proxy::start(app.addr).await;
     let running = RunningBridge::start(
-        &format!("ws://{}/edge/v1/tunnel", app.addr),
+        &format!("ws://{}/edge/v1/tunnel", proxy.addr),
         &token,
         &journal_path(),
         free_port(),
@@ -527,14 +528,46 @@ async fn a_charger_behind_the_bridge_keeps_its_previous_password_until_the_new_o
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The bridge saw the charger accept it: when the tunnel comes back, the charger (still on the connection it
+    // opened with its old password) is opened again with the fresh one, which the cloud takes.
+    proxy.cut();
+    running
+        .until_metric("edge_bridge_tunnel_up", |v| v == 0.0)
+        .await;
+    until_charger(
+        &app,
+        &s.t,
+        s.charger,
+        "the charger offline with the tunnel",
+        |c| c["online"] == false,
+    )
+    .await;
+    proxy.restore();
+    until_charger(&app, &s.t, s.charger, "the charger opened again", |c| {
+        c["online"] == true
+    })
+    .await;
+    let hb = call(&mut cp, "Heartbeat", json!({})).await;
+    assert!(hb["currentTime"].is_string(), "{hb}");
     cp.close().await;
-    // Accepted: the old password no longer opens it, the fresh one does.
+    // Online, the old password no longer opens it, the fresh one does.
     let mut old = connect(&url, &s.identity, &s.password).await;
     let (code, reason) = old.closed().await;
     assert_eq!(
         (code, reason.as_str()),
         (1008, "unknown charge point or wrong password")
     );
+    let mut cp = connect(&url, &s.identity, &fresh).await;
+    let hb = call(&mut cp, "Heartbeat", json!({})).await;
+    assert!(hb["currentTime"].is_string(), "{hb}");
+    cp.close().await;
+    // Offline, the bridge knows it by the fresh one (a wrong password tried online did not make it forget).
+    proxy.cut();
+    running
+        .until_metric("edge_bridge_tunnel_up", |v| v == 0.0)
+        .await;
+    let old = ChargePoint::connect(&url, &s.identity, Some(&s.password), OcppVersion::V16).await;
+    assert_eq!(old.err().and_then(|e| e.status), Some(401));
     let mut cp = connect(&url, &s.identity, &fresh).await;
     let hb = call(&mut cp, "Heartbeat", json!({})).await;
     assert!(hb["currentTime"].is_string(), "{hb}");

@@ -552,13 +552,17 @@ async fn until_online(app: &switchyard_tests::TestApp, s: &super::Site) {
     .await;
 }
 
-/// Sets a new password for the site's charger and returns it.
-async fn new_password(app: &switchyard_tests::TestApp, s: &super::Site) -> String {
+/// Sets a new password for the site's charger (revoking the old one at once, or not) and returns it.
+async fn new_password(
+    app: &switchyard_tests::TestApp,
+    s: &super::Site,
+    revoke_old: bool,
+) -> String {
     let data = app
         .gql_ok(
             &s.t.access,
-            "mutation($c: UUID!) { setChargerPassword(id: $c) { password } }",
-            json!({"c": s.charger}),
+            "mutation($c: UUID!, $r: Boolean!) { setChargerPassword(id: $c, revokeOld: $r) { password } }",
+            json!({"c": s.charger, "r": revoke_old}),
         )
         .await;
     data["setChargerPassword"]["password"]
@@ -586,15 +590,16 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     let mut s = site(&app).await;
     let first = s.password.clone();
     // Offline, a new password is given by hand: the old one stops working at once.
-    s.password = new_password(&app, &s).await;
+    s.password = new_password(&app, &s, false).await;
     assert!(!password_pending(&app, &s).await);
     assert_eq!(
         login(&app, &s, &first, OcppVersion::V16).await.err(),
         Some(Some(401))
     );
 
-    // A new password whose call waits behind an unanswered Reset when the charger drops: the call waits for the
-    // next connection, and the charger comes back with its old password, which still lets it in.
+    // Two new passwords while an unanswered Reset holds the line: the second replaces the first, unsent. The
+    // charger drops before either goes out; the waiting one ends with the connection, kept by no one, and the
+    // charger comes back with its old password, which still lets it in, and is sent a fresh one.
     let p0 = s.password.clone();
     let mut cp = boot(&app, &s, OcppVersion::V16).await;
     cp.reply_silent("Reset").await;
@@ -605,8 +610,23 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     )
     .await;
     let _ = cp.next_received("Reset").await;
-    let p1 = new_password(&app, &s).await;
+    let replaced = new_password(&app, &s, false).await;
+    let p1 = new_password(&app, &s, false).await;
     assert!(password_pending(&app, &s).await);
+    let calls = password_calls(&app, &s).await;
+    assert_eq!(
+        calls,
+        vec![
+            (
+                "expired".to_owned(),
+                json!({"key": "AuthorizationKey", "value": "(hidden)"})
+            ),
+            (
+                "pending".to_owned(),
+                json!({"key": "AuthorizationKey", "value": p1})
+            ),
+        ]
+    );
     cp.close().await;
     until_charger(&app, &s.t, s.charger, "the charger to go offline", |c| {
         c["online"] == false
@@ -614,48 +634,32 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     .await;
     let calls = password_calls(&app, &s).await;
     assert_eq!(
-        calls.last().map(|(status, _)| status.as_str()),
-        Some("pending"),
-        "{calls:?}"
+        calls[1],
+        (
+            "expired".to_owned(),
+            json!({"key": "AuthorizationKey", "value": "(hidden)"})
+        )
+    );
+    // The replaced password was never sent: nothing can log in with it. (The current one, p1, would let in a
+    // charger it was configured on by hand.)
+    assert_eq!(
+        login(&app, &s, &replaced, OcppVersion::V16).await.err(),
+        Some(Some(401))
     );
     let mut cp = login(&app, &s, &p0, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("the previous password is refused: {e:?}"));
     let sent = cp.next_received("ChangeConfiguration").await;
-    assert_eq!(sent, json!({"key": "AuthorizationKey", "value": p1}));
+    let p2 = sent["value"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(p2.len(), 32, "{sent}");
+    assert_ne!(p2, p1);
     // Accepted (the peer's default answer): the previous password stops working.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while password_pending(&app, &s).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the accepted password still shows as pending"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_settled(&app, &s).await;
     cp.close().await;
     assert_eq!(
         login(&app, &s, &p0, OcppVersion::V16).await.err(),
         Some(Some(401))
     );
-
-    // A new password sent, but the charger drops before answering: it comes back with the old one, and a fresh
-    // password is sent in place of the one that never reached it.
-    let mut cp = login(&app, &s, &p1, OcppVersion::V16)
-        .await
-        .unwrap_or_else(|e| panic!("the accepted password is refused: {e:?}"));
-    until_online(&app, &s).await;
-    cp.reply_silent("ChangeConfiguration").await;
-    let p2 = new_password(&app, &s).await;
-    let sent = cp.next_received("ChangeConfiguration").await;
-    assert_eq!(sent, json!({"key": "AuthorizationKey", "value": p2}));
-    cp.close().await;
-    let mut cp = login(&app, &s, &p1, OcppVersion::V16)
-        .await
-        .unwrap_or_else(|e| panic!("the previous password is refused: {e:?}"));
-    let sent = cp.next_received("ChangeConfiguration").await;
-    let p3 = sent["value"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(p3.len(), 32, "{sent}");
-    assert_ne!(p3, p2);
     let mut tx = app.tenant_tx(s.t.id).await;
     let (reissued, venue): (i64, Option<Uuid>) = sqlx::query_as(
         "select count(*), max(venue_id::text)::uuid from audit_log
@@ -667,37 +671,48 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((reissued, venue), (1, Some(s.venue)));
     drop(tx);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while password_pending(&app, &s).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the accepted password still shows as pending"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+
+    // A new password sent and applied, its answer lost, and another sent behind it: the charger drops and comes back
+    // with the first, which lets it in (it may be using either), and is sent a fresh one.
+    let mut cp = login(&app, &s, &p2, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the accepted password is refused: {e:?}"));
+    until_online(&app, &s).await;
+    cp.reply_silent("ChangeConfiguration").await;
+    let p3 = new_password(&app, &s, false).await;
+    let sent = cp.next_received("ChangeConfiguration").await;
+    assert_eq!(sent, json!({"key": "AuthorizationKey", "value": p3}));
+    let p4 = new_password(&app, &s, false).await;
     cp.close().await;
-    for refused in [&p1, &p2] {
+    let mut cp = login(&app, &s, &p3, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("a password sent and unconfirmed is refused: {e:?}"));
+    let sent = cp.next_received("ChangeConfiguration").await;
+    let p5 = sent["value"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(p5.len(), 32, "{sent}");
+    assert_ne!(p5, p4);
+    until_settled(&app, &s).await;
+    cp.close().await;
+    for refused in [&p2, &p3, &p4] {
         assert_eq!(
             login(&app, &s, refused, OcppVersion::V16).await.err(),
             Some(Some(401))
         );
     }
     // Every password call is kept without its password.
-    let calls = password_calls(&app, &s).await;
-    assert_eq!(calls.len(), 3, "{calls:?}");
-    for (_, payload) in &calls {
-        assert_eq!(payload["value"], "(hidden)", "{calls:?}");
+    for (_, payload) in password_calls(&app, &s).await {
+        assert_eq!(payload["value"], "(hidden)");
     }
 
     // A charger that refuses its new password keeps the one it has, and nothing is sent again at its next login:
     // both stay valid until it uses the new one.
-    let mut cp = login(&app, &s, &p3, OcppVersion::V16)
+    let mut cp = login(&app, &s, &p5, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("the reissued password is refused: {e:?}"));
     until_online(&app, &s).await;
     cp.reply("ChangeConfiguration", json!({"status": "Rejected"}))
         .await;
-    let p4 = new_password(&app, &s).await;
+    let p6 = new_password(&app, &s, false).await;
     let _ = cp.next_received("ChangeConfiguration").await;
     super::until_call(&app, &s.t, s.charger, "ChangeConfiguration", |c| {
         c["status"] == "answered"
@@ -705,44 +720,133 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     .await;
     assert!(password_pending(&app, &s).await);
     cp.close().await;
-    let cp = login(&app, &s, &p3, OcppVersion::V16)
+    let before = password_calls(&app, &s).await.len();
+    let cp = login(&app, &s, &p5, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("the kept password is refused: {e:?}"));
-    assert_eq!(password_calls(&app, &s).await.len(), 4);
+    assert_eq!(password_calls(&app, &s).await.len(), before);
     cp.close().await;
-    let cp = login(&app, &s, &p4, OcppVersion::V16)
+    let cp = login(&app, &s, &p6, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("the password set by hand is refused: {e:?}"));
     assert!(!password_pending(&app, &s).await);
     cp.close().await;
     assert_eq!(
-        login(&app, &s, &p3, OcppVersion::V16).await.err(),
+        login(&app, &s, &p5, OcppVersion::V16).await.err(),
         Some(Some(401))
     );
 
+    // A password that leaked is changed with revokeOld: the old one stops working at once, charger online or not.
+    let cp = login(&app, &s, &p6, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    until_online(&app, &s).await;
+    let p7 = new_password(&app, &s, true).await;
+    assert!(!password_pending(&app, &s).await);
+    assert_eq!(
+        login(&app, &s, &p6, OcppVersion::V16).await.err(),
+        Some(Some(401))
+    );
+    cp.close().await;
+
     // 2.0.1: the password goes in SetVariables; once accepted, only the new one lets the charger in.
-    s.password = p4.clone();
+    s.password = p7.clone();
     let mut cp = boot(&app, &s, OcppVersion::V201).await;
-    let p5 = new_password(&app, &s).await;
+    let p8 = new_password(&app, &s, false).await;
     let sent = cp.next_received("SetVariables").await;
-    assert_eq!(sent["setVariableData"][0]["attributeValue"], p5, "{sent}");
+    assert_eq!(sent["setVariableData"][0]["attributeValue"], p8, "{sent}");
+    until_settled(&app, &s).await;
+    cp.close().await;
+    assert_eq!(
+        login(&app, &s, &p7, OcppVersion::V201).await.err(),
+        Some(Some(401))
+    );
+    let cp = login(&app, &s, &p8, OcppVersion::V201)
+        .await
+        .unwrap_or_else(|e| panic!("the new password is refused: {e:?}"));
+    cp.close().await;
+}
+
+/// Waits (bounded) until no new password is on its way to the site's charger.
+async fn until_settled(app: &switchyard_tests::TestApp, s: &super::Site) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while password_pending(&app, &s).await {
+    while password_pending(app, s).await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the accepted password still shows as pending"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    cp.close().await;
-    assert_eq!(
-        login(&app, &s, &p4, OcppVersion::V201).await.err(),
-        Some(Some(401))
-    );
-    let cp = login(&app, &s, &p5, OcppVersion::V201)
+}
+
+#[tokio::test]
+async fn an_adopted_charger_gets_in_with_the_onboarding_key_only_until_its_password_reaches_it_or_the_key_changes(
+) {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let key = app
+        .gql_ok(
+            &s.t.access,
+            "mutation { setChargerOnboarding(acceptPending: true, newKey: true) }",
+            json!({}),
+        )
+        .await["setChargerOnboarding"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key"))
+        .to_owned();
+    let id = format!("NEW-{}", &Uuid::new_v4().simple().to_string()[..10]);
+    let url = ocpp_url(app.addr, &id);
+    let mut cp = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16)
         .await
-        .unwrap_or_else(|e| panic!("the new password is refused: {e:?}"));
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let boot = cp
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Pending");
+    let pending = app
+        .gql_ok(&s.t.access, "{ chargers { id chargePointId } }", json!({}))
+        .await;
+    let charger = pending["chargers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["chargePointId"] == id.as_str()))
+        .map(|c| c["id"].clone())
+        .unwrap_or_else(|| panic!("{pending}"));
+    let station = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": s.venue, "name": "Bay 7", "kind": "EV_CHARGER", "control": "MANUAL"}}),
+        )
+        .await;
+    // Its password is sent, and the charger drops before answering.
+    cp.reply_silent("ChangeConfiguration").await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($c: UUID!, $s: UUID!) { adoptCharger(id: $c, stationId: $s) { password } }",
+        json!({"c": charger, "s": station["createStation"]["id"]}),
+    )
+    .await;
+    let _ = cp.next_received("ChangeConfiguration").await;
     cp.close().await;
+    // The key still lets it in (it is all the charger has); then the owner replaces the key, and it no longer does.
+    let again = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the onboarding key is refused before its password arrived: {e:?}")
+        });
+    again.close().await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation { setChargerOnboarding(acceptPending: true, newKey: true) }",
+        json!({}),
+    )
+    .await;
+    let refused = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16).await;
+    assert_eq!(refused.err().and_then(|e| e.status), Some(401));
 }
 
 #[tokio::test]
@@ -1039,8 +1143,7 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
 /// Migration 0055 hides the passwords that calls sent before it kept (run again here over calls written as they
 /// were then; it changes nothing else): a sent 1.6 `AuthorizationKey` (in any case), a sent 2.0.1
 /// `BasicAuthPassword` among other variables; a pending call keeps its password until it is sent (shown hidden),
-/// and other calls are left as they are. A password typed into a command is refused; one still waiting when its
-/// charger goes away is not kept.
+/// and other calls are left as they are. A password typed into a command is refused.
 #[tokio::test]
 async fn migration_0055_hides_the_passwords_calls_kept_after_sending_them() {
     let database = switchyard_tests::fresh_database().await;
