@@ -40,8 +40,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// `switchyard_system` as the migrations do, and replace them. Postgres wants the giver to be a member of the new
 /// owner (from 16 on, one allowed to `SET ROLE` to it, and one that inherits its rights to drop a function it owns,
 /// as on 15, where every membership inherits), and the new owner to be allowed to create in the schema; migration
-/// 0020 takes that right back, so it is given again before each migration. The membership gives the owner nothing it
-/// lacks: it owns every table.
+/// 0020 takes that right back, so it is given again before each migration. The membership lets the owner's own
+/// sessions through the system role's cross-tenant policies, as any membership does on 15; it owns every table and
+/// may lift their row-level security anyway.
 const BEFORE_MIGRATIONS: &str = "
 do $$
 begin

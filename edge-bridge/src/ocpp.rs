@@ -52,6 +52,9 @@ struct LocalTag {
     expires_at: Option<DateTime<Utc>>,
 }
 
+/// How the cloud (and the bridge, offline) refuses a charger it does not know by that identity and password.
+const WRONG_PASSWORD: &str = "unknown charge point or wrong password";
+
 /// What the local controller keeps on disk, beside the journal.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Store {
@@ -75,7 +78,8 @@ struct Conn {
     /// Authorize calls relayed and not answered yet (message id → tag): their answers fill the local list.
     authorizing: HashMap<String, String>,
     /// The cloud's calls giving the charger a new password, not answered yet (message id → the password): once
-    /// the charger accepts one, it is the password the bridge knows it by.
+    /// the charger accepts one, it is the password the bridge knows it by — even when the answer comes while the
+    /// tunnel is down, since the cloud keeps a password it may have applied. Freed with the connection.
     new_passwords: HashMap<String, String>,
 }
 
@@ -150,7 +154,6 @@ impl Ocpp {
         for (id, conn) in conns.iter_mut() {
             conn.relayed = true;
             conn.authorizing.clear();
-            conn.new_passwords.clear();
             let _ = self.up.send(open_frame(*id, conn));
         }
     }
@@ -167,7 +170,6 @@ impl Ocpp {
         for conn in lock(&self.conns).values_mut() {
             conn.relayed = false;
             conn.authorizing.clear();
-            conn.new_passwords.clear();
         }
     }
 
@@ -214,7 +216,7 @@ impl Ocpp {
             let known = lock(&self.store).logins.get(&identity).cloned();
             let given = password.as_deref().map(crate::agents::sha256_hex);
             if known.is_none() || known != given {
-                return Err(refuse(401, "unknown charge point or wrong password"));
+                return Err(refuse(401, WRONG_PASSWORD));
             }
         }
         Ok(Hello {
@@ -277,11 +279,14 @@ impl Ocpp {
                         reason,
                         "the cloud refused a charger"
                     );
-                    // The password it knew the charger by is no longer good; a wrong one tried by someone else
-                    // leaves it be.
+                    // The password it knew the charger by is no longer good. A wrong one tried by someone else, or
+                    // a refusal that is not about the password ("retry later"), leaves it be.
                     let hash = c.password.as_deref().map(crate::agents::sha256_hex);
                     let mut store = lock(&self.store);
-                    if hash.is_some() && store.logins.get(&c.charge_point_id) == hash.as_ref() {
+                    if reason == WRONG_PASSWORD
+                        && hash.is_some()
+                        && store.logins.get(&c.charge_point_id) == hash.as_ref()
+                    {
                         store.logins.remove(&c.charge_point_id);
                         self.save(&store);
                     }
@@ -369,6 +374,7 @@ impl Ocpp {
     fn route(&self, id: Uuid, text: &str) -> Option<(String, String)> {
         let mut conns = lock(&self.conns);
         let conn = conns.get_mut(&id)?;
+        self.password_answer(conn, text);
         if !conn.relayed {
             return Some((conn.charge_point_id.clone(), conn.subprotocol.clone()));
         }
@@ -381,24 +387,6 @@ impl Ocpp {
                 let payload = frame.get(3).cloned().unwrap_or_default();
                 if let Some(uid) = tag_of(&payload) {
                     conn.authorizing.insert(msg.to_owned(), uid);
-                }
-            }
-            // The charger's answer to a new password: accepted, it is the password the cloud now knows it by,
-            // for the bridge's offline logins and for opening it again on the next tunnel.
-            if let (Some(3), Some(msg)) = (
-                frame.first().and_then(Value::as_i64),
-                frame.get(1).and_then(Value::as_str),
-            ) {
-                if let Some(password) = conn.new_passwords.remove(msg) {
-                    if password_accepted(frame.get(2).unwrap_or(&Value::Null)) {
-                        let mut store = lock(&self.store);
-                        store.logins.insert(
-                            conn.charge_point_id.clone(),
-                            crate::agents::sha256_hex(&password),
-                        );
-                        self.save(&store);
-                        conn.password = Some(password);
-                    }
                 }
             }
         }
@@ -415,6 +403,35 @@ impl Ocpp {
             let _ = self.up.send(up);
         }
         None
+    }
+
+    /// The charger's answer (CALLRESULT or CALLERROR) to a call that gave it a new password: accepted, that is the
+    /// password the cloud knows it by, for the bridge's offline logins and for opening it again on the next tunnel.
+    fn password_answer(&self, conn: &mut Conn, text: &str) {
+        if conn.new_passwords.is_empty() {
+            return;
+        }
+        let Ok(Value::Array(frame)) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        let (Some(3 | 4), Some(msg)) = (
+            frame.first().and_then(Value::as_i64),
+            frame.get(1).and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let Some(password) = conn.new_passwords.remove(msg) else {
+            return;
+        };
+        if frame[0] == 3 && password_accepted(frame.get(2).unwrap_or(&Value::Null)) {
+            let mut store = lock(&self.store);
+            store.logins.insert(
+                conn.charge_point_id.clone(),
+                crate::agents::sha256_hex(&password),
+            );
+            self.save(&store);
+            conn.password = Some(password);
+        }
     }
 
     /// The local list's verdict on a tag.

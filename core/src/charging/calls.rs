@@ -246,6 +246,12 @@ pub async fn finished(
     id: Uuid,
     outcome: Outcome,
 ) -> Result<()> {
+    // The charger's row first, as every writer of both takes them (connecting, rotating a password).
+    sqlx::query("select 1 from charger where tenant_id = $1 and id = $2 for update")
+        .bind(tx.tenant())
+        .bind(charger.id)
+        .execute(tx.conn())
+        .await?;
     let (status, response, error) = match &outcome {
         Outcome::Answered(p) => ("answered", Some(p.clone()), None),
         Outcome::Error(code, text) => ("error", None, Some(format!("{code}: {text}"))),
@@ -487,6 +493,37 @@ pub(super) async fn send_password(
         .execute(tx.conn())
         .await?;
     Ok(())
+}
+
+/// Of these password hashes, those the charger may have applied: a call sent it, and no answer says the charger
+/// refused it (the call was lost with its connection, timed out, or answered by a CALLERROR that may pass).
+pub(super) async fn maybe_applied(
+    tx: &mut TenantTx,
+    charger: Uuid,
+    hashes: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>> {
+    if hashes.is_empty() {
+        return Ok(vec![]);
+    }
+    let found: Vec<Vec<u8>> = sqlx::query_scalar(
+        "select distinct password_hash from ocpp_call
+          where tenant_id = $1 and charger_id = $2 and password_hash = any($3)
+            and (status in ('sent', 'timeout')
+                 or (status = 'error' and (error = $4 or error like 'InternalError:%'
+                                           or error like 'GenericError:%')))",
+    )
+    .bind(tx.tenant())
+    .bind(charger)
+    .bind(hashes)
+    .bind(LOST)
+    .fetch_all(tx.conn())
+    .await?;
+    // In the order given.
+    Ok(hashes
+        .iter()
+        .filter(|h| found.contains(h))
+        .cloned()
+        .collect())
 }
 
 /// Ends a charger's password calls not yet sent (a newer password replaces them), without their passwords.

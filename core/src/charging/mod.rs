@@ -249,7 +249,6 @@ pub async fn follow_station(tx: &mut TenantTx, station: &Station) -> Result<()> 
             claim(tx, new, id).await?;
             // A new identity is a new charger as far as the wire goes: it needs a new password too, and no password
             // still on its way to the old one may open it.
-            calls::drop_unsent_passwords(tx, id).await?;
             sqlx::query(
                 "update charger set charge_point_id = $3, password_hash = null, previous_password_hashes = '{}'
                  where tenant_id = $1 and id = $2",
@@ -259,6 +258,7 @@ pub async fn follow_station(tx: &mut TenantTx, station: &Station) -> Result<()> 
             .bind(new)
             .execute(tx.conn())
             .await?;
+            calls::drop_unsent_passwords(tx, id).await?;
         }
         (Some((_, old)), None) => release(tx, &old).await?,
     }
@@ -276,6 +276,8 @@ fn new_password() -> String {
 /// Sets a new HTTP Basic password for a charger and returns it (shown once; only its hash is kept). A connected
 /// charger is sent the new password at once (1.6 `ChangeConfiguration AuthorizationKey`, 2.0.1 `SetVariables
 /// SecurityCtrlr.BasicAuthPassword`), so that it uses it when it next connects; its current connection goes on.
+/// With `revoke_old` (a password that leaked) the old one stops working at once, and a connected charger is
+/// disconnected rather than sent the new one, which is configured on it by hand.
 pub async fn set_password(
     tx: &mut TenantTx,
     actor: &Actor,
@@ -285,8 +287,12 @@ pub async fn set_password(
     actor.require_manager()?;
     let charger = get(tx, id).await?;
     charger.check_scope(actor, "charger")?;
-    let password =
-        give_password(tx, charger.id, Some(actor.user_id), Keep::from(revoke_old)).await?;
+    let keep = if revoke_old {
+        Keep::Nothing { send: false }
+    } else {
+        Keep::WhileOnline
+    };
+    let password = give_password(tx, charger.id, Some(actor.user_id), keep).await?;
     record(
         tx,
         actor,
@@ -303,30 +309,24 @@ pub async fn set_password(
 enum Keep {
     /// Online, the ones it may be using stay valid until it is known to use the new one; offline, none.
     WhileOnline,
-    /// It is connecting now with one of them, the only one kept (the new one goes out on this connection).
+    /// It is connecting now with one of them (the ones kept are already those it may be using); the new one goes
+    /// out on this connection.
     Connecting,
-    /// None: the old password stops working at once (a leaked one), even for a charger that never gets the new.
-    Nothing,
+    /// None: the old passwords stop working at once. A connected charger is sent the new one (adoption), or not and
+    /// disconnected (`revoke`: a password that leaked, whose connection may be an impostor's).
+    Nothing { send: bool },
 }
 
-impl From<bool> for Keep {
-    fn from(revoke_old: bool) -> Self {
-        if revoke_old {
-            Keep::Nothing
-        } else {
-            Keep::WhileOnline
-        }
-    }
-}
-
-/// How many unconfirmed passwords a charger may still be using are kept valid at most.
+/// How many passwords a charger may still be using are kept valid at most: the one it is known to use, and those
+/// sent to it since that it may have applied.
 const PASSWORDS_KEPT: usize = 4;
 
 /// Stores a new password's hash for a charger and returns the password. A connected charger is sent it at once, and
 /// the passwords it may be using stay valid until it is known to have the new one (it accepts the call, or logs in
-/// with it): a charger that drops before the call reaches it, or whose answer is lost, is not locked out. An offline
-/// charger is given the password by hand, and its old one stops working at once. A new password still waiting to be
-/// sent is replaced by this one, never sent after it.
+/// with it): the one it is known to use, and any sent since that it may have applied (no answer said it refused).
+/// A charger that drops before the call reaches it, or whose answer is lost, is not locked out. An offline charger
+/// is given the password by hand, and its old one stops working at once. A new password still waiting to be sent is
+/// replaced by this one, never sent after it, and never valid.
 async fn give_password(
     tx: &mut TenantTx,
     id: Uuid,
@@ -334,37 +334,40 @@ async fn give_password(
     keep: Keep,
 ) -> Result<String> {
     // The charger's row is held to the end of the transaction: rotations and logins of one charger take turns.
-    let (online, current, mut previous): (bool, Option<Hash>, Vec<Hash>) = sqlx::query_as(
-        "select online, password_hash, previous_password_hashes from charger
-          where tenant_id = $1 and id = $2 for update",
-    )
-    .bind(tx.tenant())
-    .bind(id)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or(Error::NotFound("charger"))?;
-    let send = online || keep == Keep::Connecting;
+    let (online, connection, current, mut previous): (bool, Option<Uuid>, Option<Hash>, Vec<Hash>) =
+        sqlx::query_as(
+            "select online, connection_id, password_hash, previous_password_hashes from charger
+              where tenant_id = $1 and id = $2 for update",
+        )
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(Error::NotFound("charger"))?;
+    let send = match keep {
+        Keep::WhileOnline | Keep::Nothing { send: true } => online,
+        Keep::Connecting => true,
+        Keep::Nothing { send: false } => false,
+    };
     match (keep, current) {
-        (Keep::WhileOnline, Some(current)) if online => {
-            // The current password joins the ones kept if the charger may have it: it is known to use it (nothing
-            // else is kept), or it was sent to it. One replaced before it was sent never reached it.
-            let sent: bool = sqlx::query_scalar(
-                "select exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
-                                  and password_hash = $3 and status not in ('pending', 'expired'))",
-            )
-            .bind(tx.tenant())
-            .bind(id)
-            .bind(&current)
-            .fetch_one(tx.conn())
-            .await?;
-            if previous.is_empty() || sent {
-                previous.retain(|p| *p != current);
+        (Keep::WhileOnline | Keep::Connecting, Some(current)) if send => {
+            // Online with nothing kept, the charger is known to use its current password; else the current one is
+            // kept if the charger may have applied it.
+            let known = previous.is_empty() && keep == Keep::WhileOnline;
+            if !previous.contains(&current)
+                && (known
+                    || !calls::maybe_applied(tx, id, std::slice::from_ref(&current))
+                        .await?
+                        .is_empty())
+            {
                 previous.push(current);
-                let excess = previous.len().saturating_sub(PASSWORDS_KEPT);
-                previous.drain(..excess);
+                if previous.len() > PASSWORDS_KEPT {
+                    // The oldest of those it may have applied goes; never the one it is known to use.
+                    previous.remove(1);
+                }
             }
         }
-        (Keep::Connecting, _) => {}
+        (Keep::Connecting, None) => {}
         _ => previous.clear(),
     }
     calls::drop_unsent_passwords(tx, id).await?;
@@ -382,17 +385,25 @@ async fn give_password(
     if send {
         let charger = get(tx, id).await?;
         calls::send_password(tx, &charger, &password, &hash, by).await?;
+    } else if let (Keep::Nothing { send: false }, true, Some(connection)) =
+        (keep, online, connection)
+    {
+        // Its connection opened with a password that no longer holds: it ends (its loop sees it replaced).
+        disconnected(tx, id, connection).await?;
+        let charger = get(tx, id).await?;
+        wake(tx, &charger).await?;
     }
     Ok(password)
 }
 
 /// A charger logs in while passwords it may still be using are kept (a new one on its way to it): `presented` (its
 /// SHA-256) is checked again with the charger's row held, since a rotation may have come between. With the new
-/// one, the others stop working. With an older one, that is the one it has (the others stop working); if the new
-/// one's call still waits, it goes out on this connection; if the charger answered it (a refusal, audited as
-/// `charging.configuration_refused`), the two stay valid until the charger uses the new one or an operator sets
-/// another; otherwise (the call was lost with a connection, timed out or expired) a fresh password is sent in its
-/// place, audited as `charger.password_reissued`. Whether the password still lets the charger in.
+/// one, the others stop working. With an older one, the charger has that one: the others stop working but those it
+/// may still apply (sent, no refusal heard). If the new one's call still waits, it goes out on this connection; if
+/// the charger answered it (a refusal, audited as `charging.configuration_refused`), the two stay valid until the
+/// charger uses the new one or an operator sets another; otherwise (the call was lost with a connection, timed out
+/// or expired) a fresh password is sent in its place, audited as `charger.password_reissued`. Whether the password
+/// still lets the charger in.
 async fn rotation_at_login(
     tx: &mut TenantTx,
     id: Uuid,
@@ -414,7 +425,16 @@ async fn rotation_at_login(
         None => return Ok(false),
         Some(true) if previous.is_empty() => return Ok(true),
         Some(true) => vec![],
-        Some(false) => vec![presented.to_vec()],
+        Some(false) => {
+            let others: Vec<Hash> = previous
+                .iter()
+                .filter(|p| p.as_slice() != presented)
+                .cloned()
+                .collect();
+            let mut kept = vec![presented.to_vec()];
+            kept.extend(calls::maybe_applied(tx, id, &others).await?);
+            kept
+        }
     };
     sqlx::query(
         "update charger set previous_password_hashes = $3 where tenant_id = $1 and id = $2",
@@ -484,23 +504,6 @@ pub async fn set_onboarding(
         ));
     }
     let key = new_key.then(new_password);
-    // An adopted charger may still be let in with the key while its own password is on its way to it; a key
-    // replaced, or onboarding closed, lets no one in any more.
-    let old_key: Option<Hash> =
-        sqlx::query_scalar("select charger_onboarding_key_hash from tenant where id = $1")
-            .bind(tx.tenant())
-            .fetch_one(tx.conn())
-            .await?;
-    if let (Some(old_key), true) = (old_key, new_key || !accept_pending) {
-        sqlx::query(
-            "update charger set previous_password_hashes = array_remove(previous_password_hashes, $2)
-              where tenant_id = $1 and $2 = any(previous_password_hashes)",
-        )
-        .bind(tx.tenant())
-        .bind(old_key)
-        .execute(tx.conn())
-        .await?;
-    }
     sqlx::query(
         "update tenant set unknown_chargers = $2,
            charger_onboarding_key_hash = coalesce($3, charger_onboarding_key_hash)
@@ -659,7 +662,14 @@ pub async fn adopt(
     .execute(tx.conn())
     .await?;
     let adopted = get(tx, id).await?;
-    let password = give_password(tx, adopted.id, Some(actor.user_id), Keep::WhileOnline).await?;
+    // The onboarding key is the tenant's, not this charger's: it stops opening it at once.
+    let password = give_password(
+        tx,
+        adopted.id,
+        Some(actor.user_id),
+        Keep::Nothing { send: true },
+    )
+    .await?;
     if adopted.online {
         calls::enqueue(
             tx,

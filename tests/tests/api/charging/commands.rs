@@ -627,7 +627,7 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
             ),
         ]
     );
-    cp.close().await;
+    gone(&app, &s, cp).await;
     until_charger(&app, &s.t, s.charger, "the charger to go offline", |c| {
         c["online"] == false
     })
@@ -655,7 +655,7 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     assert_ne!(p2, p1);
     // Accepted (the peer's default answer): the previous password stops working.
     until_settled(&app, &s).await;
-    cp.close().await;
+    gone(&app, &s, cp).await;
     assert_eq!(
         login(&app, &s, &p0, OcppVersion::V16).await.err(),
         Some(Some(401))
@@ -683,7 +683,12 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     let sent = cp.next_received("ChangeConfiguration").await;
     assert_eq!(sent, json!({"key": "AuthorizationKey", "value": p3}));
     let p4 = new_password(&app, &s, false).await;
-    cp.close().await;
+    gone(&app, &s, cp).await;
+    // Gone (p4, still waiting behind p3, ends with the connection) before it comes back.
+    until_charger(&app, &s.t, s.charger, "the charger to go offline", |c| {
+        c["online"] == false
+    })
+    .await;
     let mut cp = login(&app, &s, &p3, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("a password sent and unconfirmed is refused: {e:?}"));
@@ -692,7 +697,7 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     assert_eq!(p5.len(), 32, "{sent}");
     assert_ne!(p5, p4);
     until_settled(&app, &s).await;
-    cp.close().await;
+    gone(&app, &s, cp).await;
     for refused in [&p2, &p3, &p4] {
         assert_eq!(
             login(&app, &s, refused, OcppVersion::V16).await.err(),
@@ -719,35 +724,45 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     })
     .await;
     assert!(password_pending(&app, &s).await);
-    cp.close().await;
+    gone(&app, &s, cp).await;
     let before = password_calls(&app, &s).await.len();
     let cp = login(&app, &s, &p5, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("the kept password is refused: {e:?}"));
     assert_eq!(password_calls(&app, &s).await.len(), before);
-    cp.close().await;
+    gone(&app, &s, cp).await;
     let cp = login(&app, &s, &p6, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("the password set by hand is refused: {e:?}"));
     assert!(!password_pending(&app, &s).await);
-    cp.close().await;
+    gone(&app, &s, cp).await;
     assert_eq!(
         login(&app, &s, &p5, OcppVersion::V16).await.err(),
         Some(Some(401))
     );
 
-    // A password that leaked is changed with revokeOld: the old one stops working at once, charger online or not.
-    let cp = login(&app, &s, &p6, OcppVersion::V16)
+    // A password that leaked is changed with revokeOld: the old one stops working at once, and the connection it
+    // opened (maybe an impostor's) is closed, not sent the new password.
+    let mut cp = login(&app, &s, &p6, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
     until_online(&app, &s).await;
+    let before = password_calls(&app, &s).await.len();
     let p7 = new_password(&app, &s, true).await;
+    // Closed by the central system (the connection is no longer the charger's).
+    let (code, _) = cp.closed().await;
+    assert_eq!(code, 1000);
+    let c = until_charger(&app, &s.t, s.charger, "the charger to go offline", |c| {
+        c["online"] == false
+    })
+    .await;
+    assert_eq!(c["online"], false);
     assert!(!password_pending(&app, &s).await);
+    assert_eq!(password_calls(&app, &s).await.len(), before);
     assert_eq!(
         login(&app, &s, &p6, OcppVersion::V16).await.err(),
         Some(Some(401))
     );
-    cp.close().await;
 
     // 2.0.1: the password goes in SetVariables; once accepted, only the new one lets the charger in.
     s.password = p7.clone();
@@ -756,7 +771,7 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     let sent = cp.next_received("SetVariables").await;
     assert_eq!(sent["setVariableData"][0]["attributeValue"], p8, "{sent}");
     until_settled(&app, &s).await;
-    cp.close().await;
+    gone(&app, &s, cp).await;
     assert_eq!(
         login(&app, &s, &p7, OcppVersion::V201).await.err(),
         Some(Some(401))
@@ -764,7 +779,16 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     let cp = login(&app, &s, &p8, OcppVersion::V201)
         .await
         .unwrap_or_else(|e| panic!("the new password is refused: {e:?}"));
+    gone(&app, &s, cp).await;
+}
+
+/// Closes the site's charger's connection and waits (bounded) until the central system has seen it go.
+async fn gone(app: &switchyard_tests::TestApp, s: &super::Site, cp: ChargePoint) {
     cp.close().await;
+    until_charger(app, &s.t, s.charger, "the charger to go offline", |c| {
+        c["online"] == false
+    })
+    .await;
 }
 
 /// Waits (bounded) until no new password is on its way to the site's charger.
@@ -780,7 +804,7 @@ async fn until_settled(app: &switchyard_tests::TestApp, s: &super::Site) {
 }
 
 #[tokio::test]
-async fn an_adopted_charger_gets_in_with_the_onboarding_key_only_until_its_password_reaches_it_or_the_key_changes(
+async fn an_adopted_charger_is_no_longer_let_in_with_the_onboarding_key_even_before_its_password_reaches_it(
 ) {
     let app = spawn_app().await;
     let s = site(&app).await;
@@ -832,19 +856,21 @@ async fn an_adopted_charger_gets_in_with_the_onboarding_key_only_until_its_passw
     .await;
     let _ = cp.next_received("ChangeConfiguration").await;
     cp.close().await;
-    // The key still lets it in (it is all the charger has); then the owner replaces the key, and it no longer does.
-    let again = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("the onboarding key is refused before its password arrived: {e:?}")
-        });
-    again.close().await;
-    app.gql_ok(
-        &s.t.access,
-        "mutation { setChargerOnboarding(acceptPending: true, newKey: true) }",
-        json!({}),
-    )
+    let charger = super::uuid(&charger);
+    until_charger(&app, &s.t, charger, "the charger to go offline", |c| {
+        c["online"] == false
+    })
     .await;
+    // The key is the tenant's: it no longer opens this charger, whose own password is kept alone.
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let kept: Vec<Vec<u8>> =
+        sqlx::query_scalar("select previous_password_hashes from charger where id = $1")
+            .bind(charger)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(kept, Vec::<Vec<u8>>::new());
+    drop(tx);
     let refused = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16).await;
     assert_eq!(refused.err().and_then(|e| e.status), Some(401));
 }
