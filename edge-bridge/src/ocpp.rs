@@ -52,6 +52,9 @@ struct LocalTag {
     expires_at: Option<DateTime<Utc>>,
 }
 
+/// How many password calls to a charger the bridge watches for their answers at most (the newest).
+const PASSWORDS_WATCHED: usize = 4;
+
 /// How the cloud (and the bridge, offline) refuses a charger it does not know by that identity and password.
 const WRONG_PASSWORD: &str = "unknown charge point or wrong password";
 
@@ -80,7 +83,7 @@ struct Conn {
     /// The cloud's calls giving the charger a new password, not answered yet (message id → the password): once
     /// the charger accepts one, it is the password the bridge knows it by — even when the answer comes while the
     /// tunnel is down, since the cloud keeps a password it may have applied. Freed with the connection.
-    new_passwords: HashMap<String, String>,
+    new_passwords: std::collections::VecDeque<(String, String)>,
 }
 
 /// The local controller's state, shared by the tunnel and the chargers' connections.
@@ -236,7 +239,7 @@ impl Ocpp {
             to_charger,
             relayed,
             authorizing: HashMap::new(),
-            new_passwords: HashMap::new(),
+            new_passwords: std::collections::VecDeque::new(),
         };
         if relayed {
             let _ = self.up.send(open_frame(id, &conn));
@@ -349,7 +352,11 @@ impl Ocpp {
                 let action = frame.get(2).and_then(Value::as_str).unwrap_or_default();
                 let payload = frame.get(3).cloned().unwrap_or_default();
                 if let Some(password) = password_sent(action, &payload) {
-                    conn.new_passwords.insert(id.clone(), password);
+                    conn.new_passwords.push_back((id.clone(), password));
+                    // The cloud keeps no more passwords a charger may be using; neither does the bridge.
+                    if conn.new_passwords.len() > PASSWORDS_WATCHED {
+                        conn.new_passwords.pop_front();
+                    }
                 }
             }
             (Some(3), Some(Value::String(id))) => {
@@ -420,7 +427,10 @@ impl Ocpp {
         ) else {
             return;
         };
-        let Some(password) = conn.new_passwords.remove(msg) else {
+        let Some(at) = conn.new_passwords.iter().position(|(id, _)| id == msg) else {
+            return;
+        };
+        let Some((_, password)) = conn.new_passwords.remove(at) else {
             return;
         };
         if frame[0] == 3 && password_accepted(frame.get(2).unwrap_or(&Value::Null)) {

@@ -451,8 +451,9 @@ pub struct ChargingMutation;
 impl ChargingMutation {
     /// A new HTTP Basic password for a charger (shown once). An offline charger's old password stops working at
     /// once (configure the new one on the charger by hand). A connected charger is sent the new one, and its old
-    /// one still lets it in until it is known to use the new one (`passwordPending`), unless `revokeOld` — for a
-    /// password that leaked: it stops working at once, and a charger that does not get the new one is locked out.
+    /// one still lets it in until it is known to use the new one (`passwordPending`). With `revokeOld` (a password
+    /// that leaked) the old one stops working at once and a connected charger is disconnected, not sent the new
+    /// one: configure it on the charger by hand.
     #[graphql(guard = "ManagerGuard")]
     async fn set_charger_password(
         &self,

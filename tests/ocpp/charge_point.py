@@ -1,6 +1,7 @@
 """A charge point for the integration tests, played by the `ocpp` package and scripted line by line.
 
     charge_point.py --url ws://127.0.0.1:PORT/ocpp/CP1 --version 1.6|2.0.1 [--user CP1 --password SECRET]
+                    [--silent ACTION ...]
     charge_point.py --check-defaults
 
 It connects (subprotocol `ocpp1.6` or `ocpp2.0.1`, HTTP Basic auth when a password is given), prints
@@ -21,7 +22,8 @@ echoed in the events that answer it.
 Every CALL from the central system is printed once answered: "received" {action, payload, unique_id, answer (the
 frame sent back, or null)}, with "refused" {code, description} when the library itself refused it (a
 schema-invalid or unknown CALL). When the central system closes the socket: "closed" {code, reason, by:"server"},
-then exit. Anything that goes wrong is an "error" event, never a silent crash.
+then exit. Anything that goes wrong is an "error" event, never a silent crash. `--silent ACTION` leaves CALLs of
+that action unanswered from the first frame on (as the "reply" command's "silent" does later).
 
 --check-defaults builds the default answer to every central-system action of both versions and validates each
 against its schema, printing "defaults_ok" or "error" events.
@@ -631,6 +633,8 @@ async def run(args):
 
     charge_point_id = args.url.rstrip("/").rsplit("/", 1)[-1]
     peer = PEERS[version](charge_point_id, connection, version)
+    for action in args.silent or []:
+        peer.replies[action] = ("silent",)
     stdin = asyncio.StreamReader(limit=2**24)
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     receiving = asyncio.create_task(peer.start())
@@ -661,6 +665,8 @@ def main():
     parser.add_argument("--password", help="Basic auth password; no Authorization header without it")
     parser.add_argument("--subprotocols", help="comma-separated subprotocols to offer instead of the version's own "
                         "(empty: none)")
+    parser.add_argument("--silent", action="append", metavar="ACTION",
+                        help="leave the central system's CALLs of this action unanswered from the start")
     parser.add_argument("--check-defaults", action="store_true", help="validate the default answers and exit")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,

@@ -343,6 +343,29 @@ impl ChargePoint {
         version: OcppVersion,
         subprotocols: &[&str],
     ) -> Result<ChargePoint, ConnectFailure> {
+        ChargePoint::spawn(url, id, password, version, subprotocols, &[]).await
+    }
+
+    /// As [`ChargePoint::connect`], leaving the central system's CALLs of these actions unanswered from its first
+    /// frame on (a call sent at once on connecting, before [`ChargePoint::reply_silent`] could be set).
+    pub async fn connect_silent_to(
+        url: &str,
+        id: &str,
+        password: Option<&str>,
+        version: OcppVersion,
+        silent: &[&str],
+    ) -> Result<ChargePoint, ConnectFailure> {
+        ChargePoint::spawn(url, id, password, version, &[version.subprotocol()], silent).await
+    }
+
+    async fn spawn(
+        url: &str,
+        id: &str,
+        password: Option<&str>,
+        version: OcppVersion,
+        subprotocols: &[&str],
+        silent: &[&str],
+    ) -> Result<ChargePoint, ConnectFailure> {
         let mut args = vec![
             "--url".to_owned(),
             url.to_owned(),
@@ -354,6 +377,9 @@ impl ChargePoint {
         ];
         if let Some(password) = password {
             args.push(format!("--password={password}"));
+        }
+        for action in silent {
+            args.push(format!("--silent={action}"));
         }
         let mut process = PeerProcess::spawn(
             format!("the OCPP charge point {id}"),

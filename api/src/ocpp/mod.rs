@@ -133,7 +133,6 @@ pub async fn connect(
         &state.db,
         &identity,
         password.as_deref(),
-        state.config.ocpp.call_ttl,
     )
     .await;
     let (tenant, charger_id) = match login {
@@ -179,6 +178,7 @@ pub async fn connect(
                 protocol,
                 via_bridge: None,
                 settings,
+                password: password.as_deref().map(switchyard_core::auth::token_hash),
             };
             // The socket's pump and the connection loop share one task: a frame handed from one to the other wakes
             // no other task.
@@ -319,6 +319,8 @@ pub struct Link {
     pub protocol: Protocol,
     pub via_bridge: Option<Uuid>,
     pub settings: OcppSettings,
+    /// The SHA-256 of the password the charger logged in with, checked again when the connection goes live.
+    pub password: Option<Vec<u8>>,
 }
 
 /// A call of ours waiting for the charger's answer.
@@ -341,7 +343,14 @@ pub async fn run(
         .wakes
         .register(link.tenant.0, link.charger_id, connection);
     let registration = match opened(&link, connection).await {
-        Ok(registration) => registration,
+        Ok(Some(registration)) => registration,
+        Ok(None) => {
+            tracing::info!(charger.id = %link.charger_id, "charger refused: its password changed as it connected");
+            let _ = outgoing
+                .send(Out::Close(1008, "unknown charge point or wrong password"))
+                .await;
+            return;
+        }
         Err(e) => {
             tracing::warn!(charger.id = %link.charger_id, error = %e, "charger connection could not start");
             let _ = outgoing.send(Out::Close(1011, "try again")).await;
@@ -424,8 +433,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Marks the connection live; the charger's registration.
-async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Registration> {
+/// Marks the connection live; the charger's registration (`None`: its password no longer holds).
+async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Option<Registration>> {
     let mut tx = link.db.begin_tenant(link.tenant).await?;
     let charger = charging::connected(
         &mut tx,
@@ -433,10 +442,12 @@ async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Registration> {
         connection,
         link.protocol,
         link.via_bridge,
+        link.password.as_deref(),
+        link.settings.call_ttl,
     )
     .await?;
     tx.commit().await?;
-    Ok(charger.registration)
+    Ok(charger.map(|c| c.registration))
 }
 
 /// How many answers to the charger's CALLs are kept to answer a repeated CALL id (a charger repeats the one it
@@ -471,11 +482,9 @@ impl Conn<'_> {
             .map_err(|_| anyhow::anyhow!("the socket is gone"))
     }
 
-    /// Sends the next call from the outbox unless one is in flight. False when this connection was replaced.
+    /// Sends the next call from the outbox unless one is in flight. False when this connection is no longer the
+    /// charger's (a newer one took over, or its password was revoked), checked even with a call in flight.
     async fn send_next(&mut self) -> anyhow::Result<bool> {
-        if self.in_flight.is_some() {
-            return Ok(true);
-        }
         // A hot path, read only: every connection runs it every 30 seconds, so it shares the group commit's
         // transactions with the tenant's other chargers (one query for all of them).
         let standing = self
@@ -484,14 +493,15 @@ impl Conn<'_> {
             .standing(self.link.tenant, self.link.charger_id, self.connection)
             .await?;
         let Some(pending) = standing else {
-            tracing::info!(charger.id = %self.link.charger_id, "a newer connection of the charger took over");
+            tracing::info!(charger.id = %self.link.charger_id,
+                "this connection is no longer the charger's: a newer one took over, or its password was revoked");
             let _ = self
                 .outgoing
                 .send(Out::Close(1000, "replaced by a newer connection"))
                 .await;
             return Ok(false);
         };
-        if !pending {
+        if !pending || self.in_flight.is_some() {
             return Ok(true);
         }
         // Taking a call is written durably: a call taken is a call sent, never sent twice.

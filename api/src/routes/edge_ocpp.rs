@@ -82,11 +82,9 @@ impl Relays {
             return refused("offer the subprotocol ocpp1.6 or ocpp2.0.1");
         };
         let (db, tenant, bridge) = (&self.db, self.tenant, &self.bridge);
-        let ttl = self.settings.call_ttl;
         let login = async {
             let mut tx = db.begin_tenant(tenant).await?;
-            let found =
-                charging::relay_login(&mut tx, bridge.venue_id, identity, password, ttl).await?;
+            let found = charging::relay_login(&mut tx, bridge.venue_id, identity, password).await?;
             tx.commit().await?;
             Ok::<_, switchyard_core::Error>(found)
         }
@@ -114,6 +112,7 @@ impl Relays {
             protocol,
             via_bridge: Some(bridge.id),
             settings: self.settings,
+            password: password.map(switchyard_core::auth::token_hash),
         };
         let back = self.back.clone();
         let chargers = self.chargers.clone();

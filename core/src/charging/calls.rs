@@ -247,7 +247,7 @@ pub async fn finished(
     outcome: Outcome,
 ) -> Result<()> {
     // The charger's row first, as every writer of both takes them (connecting, rotating a password).
-    sqlx::query("select 1 from charger where tenant_id = $1 and id = $2 for update")
+    sqlx::query("select 1 from charger where tenant_id = $1 and id = $2 for no key update")
         .bind(tx.tenant())
         .bind(charger.id)
         .execute(tx.conn())
@@ -496,7 +496,8 @@ pub(super) async fn send_password(
 }
 
 /// Of these password hashes, those the charger may have applied: a call sent it, and no answer says the charger
-/// refused it (the call was lost with its connection, timed out, or answered by a CALLERROR that may pass).
+/// refused it (the call was lost with its connection, timed out, answered by a CALLERROR that may pass, or taken
+/// for after a reboot: `RebootRequired`).
 pub(super) async fn maybe_applied(
     tx: &mut TenantTx,
     charger: Uuid,
@@ -510,7 +511,12 @@ pub(super) async fn maybe_applied(
           where tenant_id = $1 and charger_id = $2 and password_hash = any($3)
             and (status in ('sent', 'timeout')
                  or (status = 'error' and (error = $4 or error like 'InternalError:%'
-                                           or error like 'GenericError:%')))",
+                                           or error like 'GenericError:%'))
+                 or (status = 'answered' and (response->>'status' = 'RebootRequired'
+                     or exists (select 1 from jsonb_array_elements(
+                                  case when jsonb_typeof(response->'setVariableResult') = 'array'
+                                       then response->'setVariableResult' else '[]' end) r
+                                 where r->>'attributeStatus' = 'RebootRequired'))))",
     )
     .bind(tx.tenant())
     .bind(charger)
@@ -524,6 +530,29 @@ pub(super) async fn maybe_applied(
         .filter(|h| found.contains(h))
         .cloned()
         .collect())
+}
+
+/// Whether a call sending this password (its SHA-256) has not been accepted: waiting, sent, unanswered, refused or
+/// ended. A password no call sent (set by hand) is not.
+pub(super) async fn password_unconfirmed(
+    tx: &mut TenantTx,
+    charger: Uuid,
+    hash: &[u8],
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from ocpp_call
+          where tenant_id = $1 and charger_id = $2 and password_hash = $3
+            and not (status = 'answered' and (response->>'status' = 'Accepted'
+                 or (jsonb_typeof(response->'setVariableResult') = 'array'
+                     and jsonb_array_length(response->'setVariableResult') > 0
+                     and not exists (select 1 from jsonb_array_elements(response->'setVariableResult') r
+                                      where r->>'attributeStatus' is distinct from 'Accepted')))))",
+    )
+    .bind(tx.tenant())
+    .bind(charger)
+    .bind(hash)
+    .fetch_one(tx.conn())
+    .await?)
 }
 
 /// Ends a charger's password calls not yet sent (a newer password replaces them), without their passwords.

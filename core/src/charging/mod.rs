@@ -87,7 +87,8 @@ pub struct Charger {
     pub configuration: serde_json::Value,
     /// Whether a password is set (the password itself is shown once, when set).
     pub has_password: bool,
-    /// A new password is on its way to the charger: the one it had before still lets it in.
+    /// A new password is on its way to the charger (or it refused it): until it is known to use it, the ones it may
+    /// be using still let it in.
     pub password_pending: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -113,7 +114,10 @@ impl Charger {
 const COLUMNS: &str = "c.id, c.station_id, s.venue_id, c.charge_point_id, c.registration, c.protocol, c.vendor,
     c.model, c.serial_number, c.firmware_version, c.boot_at, c.last_seen_at, c.online, c.connection_id,
     c.via_bridge, c.heartbeat_secs, c.local_list_version, c.power_limit_w, c.configuration,
-    c.password_hash is not null as has_password, cardinality(c.previous_password_hashes) > 0 as password_pending,
+    c.password_hash is not null as has_password,
+    (cardinality(c.previous_password_hashes) > 0
+     or exists (select 1 from ocpp_call o where o.tenant_id = c.tenant_id and o.charger_id = c.id
+                  and o.password_hash = c.password_hash and o.status in ('pending', 'sent'))) as password_pending,
     c.created_at";
 
 fn select(filter: &str) -> String {
@@ -337,7 +341,7 @@ async fn give_password(
     let (online, connection, current, mut previous): (bool, Option<Uuid>, Option<Hash>, Vec<Hash>) =
         sqlx::query_as(
             "select online, connection_id, password_hash, previous_password_hashes from charger
-              where tenant_id = $1 and id = $2 for update",
+              where tenant_id = $1 and id = $2 for no key update",
         )
         .bind(tx.tenant())
         .bind(id)
@@ -351,9 +355,12 @@ async fn give_password(
     };
     match (keep, current) {
         (Keep::WhileOnline | Keep::Connecting, Some(current)) if send => {
-            // Online with nothing kept, the charger is known to use its current password; else the current one is
-            // kept if the charger may have applied it.
-            let known = previous.is_empty() && keep == Keep::WhileOnline;
+            // Online with nothing kept, the charger is known to use its current password unless a call sending it
+            // is still unconfirmed (just after adoption); else the current one is kept if the charger may have
+            // applied it.
+            let known = previous.is_empty()
+                && keep == Keep::WhileOnline
+                && !calls::password_unconfirmed(tx, id, &current).await?;
             if !previous.contains(&current)
                 && (known
                     || !calls::maybe_applied(tx, id, std::slice::from_ref(&current))
@@ -396,45 +403,35 @@ async fn give_password(
     Ok(password)
 }
 
-/// A charger logs in while passwords it may still be using are kept (a new one on its way to it): `presented` (its
-/// SHA-256) is checked again with the charger's row held, since a rotation may have come between. With the new
+/// A charger's connection goes live while passwords it may still be using are kept (a new one on its way to it):
+/// `presented` (the SHA-256 it logged in with) is one of them, checked with the charger's row held. With the new
 /// one, the others stop working. With an older one, the charger has that one: the others stop working but those it
-/// may still apply (sent, no refusal heard). If the new one's call still waits, it goes out on this connection; if
-/// the charger answered it (a refusal, audited as `charging.configuration_refused`), the two stay valid until the
-/// charger uses the new one or an operator sets another; otherwise (the call was lost with a connection, timed out
-/// or expired) a fresh password is sent in its place, audited as `charger.password_reissued`. Whether the password
-/// still lets the charger in.
-async fn rotation_at_login(
+/// may still apply (sent after it, no refusal heard). If the new one's call still waits, it goes out on this
+/// connection; if the charger answered it (a refusal, audited as `charging.configuration_refused`), the two stay
+/// valid until the charger uses the new one or an operator sets another; otherwise (the call was lost with a
+/// connection, timed out or expired) a fresh password is sent in its place, audited as `charger.password_reissued`.
+async fn settle_passwords(
     tx: &mut TenantTx,
     id: Uuid,
+    presented_is_current: bool,
     presented: &[u8],
+    previous: &[Hash],
     call_ttl: std::time::Duration,
-) -> Result<bool> {
-    let Some((current, previous)): Option<(Option<Hash>, Vec<Hash>)> = sqlx::query_as(
-        "select password_hash, previous_password_hashes from charger
-          where tenant_id = $1 and id = $2 for update",
-    )
-    .bind(tx.tenant())
-    .bind(id)
-    .fetch_optional(tx.conn())
-    .await?
-    else {
-        return Ok(false);
-    };
-    let kept = match password_matches(current.as_deref(), &previous, Some(presented)) {
-        None => return Ok(false),
-        Some(true) if previous.is_empty() => return Ok(true),
-        Some(true) => vec![],
-        Some(false) => {
-            let others: Vec<Hash> = previous
-                .iter()
-                .filter(|p| p.as_slice() != presented)
-                .cloned()
-                .collect();
-            let mut kept = vec![presented.to_vec()];
-            kept.extend(calls::maybe_applied(tx, id, &others).await?);
-            kept
-        }
+) -> Result<()> {
+    let kept = if presented_is_current {
+        vec![]
+    } else {
+        // The list is in the order the passwords were sent: the charger may still apply only those sent after the
+        // one it presents.
+        let after: Vec<Hash> = previous
+            .iter()
+            .skip_while(|p| p.as_slice() != presented)
+            .skip(1)
+            .cloned()
+            .collect();
+        let mut kept = vec![presented.to_vec()];
+        kept.extend(calls::maybe_applied(tx, id, &after).await?);
+        kept
     };
     sqlx::query(
         "update charger set previous_password_hashes = $3 where tenant_id = $1 and id = $2",
@@ -445,11 +442,11 @@ async fn rotation_at_login(
     .execute(tx.conn())
     .await?;
     if kept.is_empty() {
-        return Ok(true);
+        return Ok(());
     }
     let ttl = chrono::Duration::from_std(call_ttl).unwrap_or(chrono::Duration::minutes(10));
     if !calls::password_undelivered(tx, id, ttl).await? {
-        return Ok(true);
+        return Ok(());
     }
     give_password(tx, id, None, Keep::Connecting).await?;
     let charger = get(tx, id).await?;
@@ -466,7 +463,7 @@ async fn rotation_at_login(
         },
     )
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// A password's SHA-256, as stored.
@@ -535,7 +532,6 @@ pub async fn login(
     db: &crate::Db,
     identity: &str,
     password: Option<&str>,
-    call_ttl: std::time::Duration,
 ) -> Result<Option<(TenantId, Uuid)>> {
     // An identity no charger can have is unknown, before it reaches a query.
     let Ok(identity) = check_identity(identity) else {
@@ -548,18 +544,9 @@ pub async fn login(
             &found.previous_password_hashes,
             presented.as_deref(),
         );
-        let (Some(_), Some(presented)) = (matched, presented) else {
-            return Ok(None);
-        };
-        if !found.previous_password_hashes.is_empty() {
-            let mut tx = db.begin_tenant(found.tenant_id).await?;
-            let still = rotation_at_login(&mut tx, found.charger_id, &presented, call_ttl).await?;
-            tx.commit().await?;
-            if !still {
-                return Ok(None);
-            }
-        }
-        return Ok(Some((found.tenant_id, found.charger_id)));
+        // Checked again, and what it means for a new password settled, when the connection goes live
+        // ([`connected`]).
+        return Ok(matched.map(|_| (found.tenant_id, found.charger_id)));
     }
     let Some(given) = presented else {
         return Ok(None);
@@ -692,15 +679,37 @@ pub async fn adopt(
     Ok((get(tx, id).await?, password))
 }
 
-/// A connection of the charger opened (directly, or through a bridge): it becomes the live one (an older one sees
-/// that it was replaced and closes), and the charger is online.
+/// A connection of the charger opened (directly, or through a bridge) with the password whose SHA-256 is
+/// `presented`: it becomes the live one (an older one sees that it was replaced and closes), and the charger is
+/// online. `None` when that password no longer lets the charger in (changed or revoked since the login): the
+/// connection is refused. With passwords kept while a new one is on its way, what the one presented says is settled
+/// here, with the charger's row held (see [`settle_passwords`]).
 pub async fn connected(
     tx: &mut TenantTx,
     id: Uuid,
     connection: Uuid,
     protocol: Protocol,
     via_bridge: Option<Uuid>,
-) -> Result<Charger> {
+    presented: Option<&[u8]>,
+    call_ttl: std::time::Duration,
+) -> Result<Option<Charger>> {
+    let Some((current, previous)): Option<(Option<Hash>, Vec<Hash>)> = sqlx::query_as(
+        "select password_hash, previous_password_hashes from charger
+          where tenant_id = $1 and id = $2 for no key update",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    else {
+        return Ok(None);
+    };
+    let (Some(is_current), Some(presented)) = (
+        password_matches(current.as_deref(), &previous, presented),
+        presented,
+    ) else {
+        return Ok(None);
+    };
     sqlx::query(
         "update charger set online = true, connection_id = $3, protocol = $4, via_bridge = $5, last_seen_at = now()
          where tenant_id = $1 and id = $2",
@@ -712,12 +721,15 @@ pub async fn connected(
     .bind(via_bridge)
     .execute(tx.conn())
     .await?;
-    let charger = get(tx, id).await?;
     // Calls sent on an older connection and never answered will not be answered now.
     calls::lost(tx, id, Some(connection)).await?;
+    if !previous.is_empty() {
+        settle_passwords(tx, id, is_current, presented, &previous, call_ttl).await?;
+    }
+    let charger = get(tx, id).await?;
     station_presence(tx, &charger, true).await?;
     wake(tx, &charger).await?;
-    Ok(charger)
+    Ok(Some(charger))
 }
 
 /// What connections look up when they have nothing in flight, for several of a tenant's chargers in one query: for
@@ -962,7 +974,6 @@ pub async fn relay_login(
     venue: Uuid,
     identity: &str,
     password: Option<&str>,
-    call_ttl: std::time::Duration,
 ) -> Result<Option<Uuid>> {
     // An identity no charger can have is unknown, before it reaches a query.
     if check_identity(identity).is_err() {
@@ -983,14 +994,9 @@ pub async fn relay_login(
         return Ok(None);
     };
     let presented = password.map(crate::auth::token_hash);
+    // Checked again, and what it means for a new password settled, when the connection goes live ([`connected`]).
     let matched = password_matches(current.as_deref(), &previous, presented.as_deref());
-    let (Some(_), Some(presented)) = (matched, presented) else {
-        return Ok(None);
-    };
-    if !previous.is_empty() && !rotation_at_login(tx, id, &presented, call_ttl).await? {
-        return Ok(None);
-    }
-    Ok(Some(id))
+    Ok(matched.map(|_| id))
 }
 
 /// The charger under `identity` at `venue` in this tenant, if any (for messages a bridge journaled for it).

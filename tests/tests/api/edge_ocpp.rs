@@ -498,7 +498,7 @@ async fn a_charger_behind_the_bridge_keeps_its_previous_password_until_the_new_o
         c["online"] == true
     })
     .await;
-    // A new password reaches the charger through the tunnel, which drops before the charger answers.
+    // A new password reaches the charger through the tunnel, and the charger drops before it answers.
     cp.reply_silent("ChangeConfiguration").await;
     let lost = app
         .gql_ok(

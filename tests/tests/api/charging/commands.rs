@@ -729,11 +729,14 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     let cp = login(&app, &s, &p5, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("the kept password is refused: {e:?}"));
+    // Live (and what the login meant settled, in the same transaction): nothing more was sent.
+    until_online(&app, &s).await;
     assert_eq!(password_calls(&app, &s).await.len(), before);
     gone(&app, &s, cp).await;
     let cp = login(&app, &s, &p6, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("the password set by hand is refused: {e:?}"));
+    until_online(&app, &s).await;
     assert!(!password_pending(&app, &s).await);
     gone(&app, &s, cp).await;
     assert_eq!(
@@ -741,9 +744,50 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
         Some(Some(401))
     );
 
+    // A new password sent and not answered, another waiting behind it, and the charger drops: it comes back with
+    // the one it had before both, and the first stays valid beside it (the charger may yet apply it) while a fresh
+    // one goes out — here unanswered too. Then it comes back with that first one, which still lets it in.
+    let mut cp = login(&app, &s, &p6, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    until_online(&app, &s).await;
+    cp.reply_silent("ChangeConfiguration").await;
+    let maybe = new_password(&app, &s, false).await;
+    let sent = cp.next_received("ChangeConfiguration").await;
+    assert_eq!(sent, json!({"key": "AuthorizationKey", "value": maybe}));
+    let waiting = new_password(&app, &s, false).await;
+    gone(&app, &s, cp).await;
+    let mut cp = ChargePoint::connect_silent_to(
+        &ocpp_url(app.addr, &s.identity),
+        &s.identity,
+        Some(&p6),
+        OcppVersion::V16,
+        &["ChangeConfiguration"],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the known password is refused: {e:?}"));
+    let sent = cp.next_received("ChangeConfiguration").await;
+    assert_ne!(sent["value"], json!(waiting), "{sent}");
+    gone(&app, &s, cp).await;
+    let mut cp = login(&app, &s, &maybe, OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("a password sent and maybe applied is refused: {e:?}"));
+    // The fresh one it never answered is sent again, freshly, and accepted this time.
+    let sent = cp.next_received("ChangeConfiguration").await;
+    let p6b = sent["value"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(p6b.len(), 32, "{sent}");
+    until_settled(&app, &s).await;
+    gone(&app, &s, cp).await;
+    for refused in [&p6, &waiting, &maybe] {
+        assert_eq!(
+            login(&app, &s, refused, OcppVersion::V16).await.err(),
+            Some(Some(401))
+        );
+    }
+
     // A password that leaked is changed with revokeOld: the old one stops working at once, and the connection it
     // opened (maybe an impostor's) is closed, not sent the new password.
-    let mut cp = login(&app, &s, &p6, OcppVersion::V16)
+    let mut cp = login(&app, &s, &p6b, OcppVersion::V16)
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
     until_online(&app, &s).await;
@@ -760,7 +804,7 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     assert!(!password_pending(&app, &s).await);
     assert_eq!(password_calls(&app, &s).await.len(), before);
     assert_eq!(
-        login(&app, &s, &p6, OcppVersion::V16).await.err(),
+        login(&app, &s, &p6b, OcppVersion::V16).await.err(),
         Some(Some(401))
     );
 
@@ -782,8 +826,10 @@ async fn a_charger_keeps_its_previous_password_until_it_is_known_to_use_the_new_
     gone(&app, &s, cp).await;
 }
 
-/// Closes the site's charger's connection and waits (bounded) until the central system has seen it go.
+/// Closes the site's charger's connection once the central system has it online, and waits (bounded) until it has
+/// seen it go.
 async fn gone(app: &switchyard_tests::TestApp, s: &super::Site, cp: ChargePoint) {
+    until_online(app, s).await;
     cp.close().await;
     until_charger(app, &s.t, s.charger, "the charger to go offline", |c| {
         c["online"] == false
