@@ -146,7 +146,7 @@ pub async fn connect(
                     axum::http::header::WWW_AUTHENTICATE,
                     "Basic realm=\"switchyard-ocpp\"",
                 )],
-                "unknown charge point or wrong password",
+                WRONG_PASSWORD,
             )
                 .into_response();
         }
@@ -311,6 +311,10 @@ impl Shared {
     }
 }
 
+/// How a charger with an unknown identity or a wrong password is refused (HTTP 401's body, the close reason of a
+/// connection whose password changed as it went live, a relayed charger's refusal).
+pub const WRONG_PASSWORD: &str = "unknown charge point or wrong password";
+
 /// One charger connection's fixed facts.
 pub struct Link {
     pub db: Db,
@@ -345,10 +349,9 @@ pub async fn run(
     let registration = match opened(&link, connection).await {
         Ok(Some(registration)) => registration,
         Ok(None) => {
+            metrics::counter!("ocpp_connections_refused_total", "reason" => "auth").increment(1);
             tracing::info!(charger.id = %link.charger_id, "charger refused: its password changed as it connected");
-            let _ = outgoing
-                .send(Out::Close(1008, "unknown charge point or wrong password"))
-                .await;
+            let _ = outgoing.send(Out::Close(1008, WRONG_PASSWORD)).await;
             return;
         }
         Err(e) => {

@@ -94,7 +94,7 @@ impl Relays {
             Ok(None) => {
                 tracing::info!(bridge.id = %bridge.id, charge_point_id = identity,
                     "relayed charger refused: unknown here or wrong password");
-                return refused("unknown charge point or wrong password");
+                return refused(crate::ocpp::WRONG_PASSWORD);
             }
             Err(e) => {
                 if let Some(cause) = e.hidden_cause() {
@@ -152,6 +152,14 @@ impl Relays {
     pub fn out(&mut self, conn: Uuid, out: Option<Out>) -> Option<Down> {
         match out {
             Some(Out::Text(text)) => Some(Down::OcppFrame { conn, text }),
+            // A password that no longer held as the connection went live: refused, so that the bridge forgets it.
+            Some(Out::Close(1008, reason)) if reason == crate::ocpp::WRONG_PASSWORD => {
+                self.conns.remove(&conn);
+                Some(Down::OcppRefused {
+                    conn,
+                    reason: reason.into(),
+                })
+            }
             Some(Out::Close(code, reason)) => {
                 self.conns.remove(&conn);
                 Some(Down::OcppClose {
