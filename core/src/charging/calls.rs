@@ -436,16 +436,12 @@ pub async fn lost(tx: &mut TenantTx, charger: Uuid, keep: Option<Uuid>) -> Resul
     .await?;
     unstarted(tx, &lost).await?;
     if keep.is_none() {
-        let dropped: Vec<(Uuid, String, Value)> = sqlx::query_as(
-            "update ocpp_call set status = 'expired', error = 'the charger went away before its new password was sent'
-             where tenant_id = $1 and charger_id = $2 and status = 'pending' and password_hash is not null
-             returning id, action, payload",
+        end_unsent_passwords(
+            tx,
+            charger,
+            "the charger went away before its new password was sent",
         )
-        .bind(tx.tenant())
-        .bind(charger)
-        .fetch_all(tx.conn())
         .await?;
-        forget_secrets(tx, &dropped).await?;
     }
     Ok(())
 }
@@ -557,16 +553,27 @@ pub(super) async fn password_unconfirmed(
 
 /// Ends a charger's password calls not yet sent (a newer password replaces them), without their passwords.
 pub(super) async fn drop_unsent_passwords(tx: &mut TenantTx, charger: Uuid) -> Result<()> {
-    let dropped: Vec<(Uuid, String, Value)> = sqlx::query_as(
-        "update ocpp_call set status = 'expired', error = 'a newer password replaced it before it was sent'
+    end_unsent_passwords(
+        tx,
+        charger,
+        "a newer password replaced it before it was sent",
+    )
+    .await
+}
+
+/// Expires a charger's password calls not yet sent, for `why`, and forgets their passwords.
+async fn end_unsent_passwords(tx: &mut TenantTx, charger: Uuid, why: &str) -> Result<()> {
+    let ended: Vec<(Uuid, String, Value)> = sqlx::query_as(
+        "update ocpp_call set status = 'expired', error = $3
          where tenant_id = $1 and charger_id = $2 and status = 'pending' and password_hash is not null
          returning id, action, payload",
     )
     .bind(tx.tenant())
     .bind(charger)
+    .bind(why)
     .fetch_all(tx.conn())
     .await?;
-    forget_secrets(tx, &dropped).await
+    forget_secrets(tx, &ended).await
 }
 
 /// Whether the charger's current password never reached it: no call sending it waits (pending, younger than
