@@ -38,7 +38,8 @@ pub struct Charger {
     pub local_list_version: i64,
     /// The power limit a charging profile set (W).
     pub power_limit_w: Option<i32>,
-    /// The configuration it last reported (GetConfiguration / GetVariables answer).
+    /// The configuration it reported (GetConfiguration / GetVariables answers: each read replaces the keys or
+    /// variables it names, a 1.6 read of every key replaces it all), with the values it has since accepted.
     pub configuration: async_graphql::Json<serde_json::Value>,
     pub has_password: bool,
     /// A new password is on its way to the charger (or it refused it): until the charger is known to use it, the

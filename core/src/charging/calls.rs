@@ -3,7 +3,7 @@
 //! connection is woken (the venue wake-up the bridges use) and sends the calls in order, one in flight at a time;
 //! the answer, a CALLERROR or a timeout is written back, and what the answer means is applied (a refused remote
 //! start fails its session, an accepted local list moves the charger's version, a reported configuration is
-//! kept).
+//! merged into what was known, an accepted change replaces the value reported).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -311,17 +311,11 @@ pub async fn finished(
             let statuses = configuration_statuses(&call);
             configuration_refused(tx, charger, &call, &statuses).await?;
             password_answered(tx, charger, &call, &statuses).await?;
+            configuration_changed(tx, charger, &call).await?;
         }
         "GetConfiguration" | "GetVariables" => {
             if let Some(r) = &response {
-                sqlx::query(
-                    "update charger set configuration = $3 where tenant_id = $1 and id = $2",
-                )
-                .bind(tx.tenant())
-                .bind(charger.id)
-                .bind(r)
-                .execute(tx.conn())
-                .await?;
+                configuration_read(tx, charger, &call, r).await?;
             }
         }
         "SetChargingProfile" if accepted => {
@@ -636,10 +630,11 @@ const ENERGY_AND_POWER: &str = "Energy.Active.Import.Register,Power.Active.Impor
 /// central system accepts): 1.6 `MeterValuesSampledData` (its start and stop readings are part of those messages),
 /// 2.0.1 the `SampledDataCtrlr` lists — the start reading, which a 2.0.1 charger may leave out unless told, energy
 /// and power in every update, and the energy at the end — one variable a call, since a charger may take no more
-/// at once. The lists are replaced, not merged; the sampling interval is left as it is. A call still waiting from
-/// an earlier boot (within the hour: an older one has long expired or timed out) is not written again.
+/// at once. The lists are replaced, not merged. Then the sampling interval is read, and set to
+/// [`METER_INTERVAL_SECS`] only if it is 0 (no readings between start and stop): an interval the operator chose is
+/// left alone.
 pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
-    let requests = match charger.protocol() {
+    let mut requests = match charger.protocol() {
         Protocol::V16 => vec![Request::new(
             "ChangeConfiguration",
             json!({ "key": "MeterValuesSampledData", "value": ENERGY_AND_POWER }),
@@ -650,35 +645,278 @@ pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Resul
             ("TxEndedMeasurands", ENERGY),
         ]
         .into_iter()
-        .map(|(variable, value)| {
-            Request::new(
-                "SetVariables",
-                json!({ "setVariableData": [{
-                    "attributeValue": value,
-                    "component": { "name": "SampledDataCtrlr" },
-                    "variable": { "name": variable },
-                }]}),
-            )
-        })
+        .map(|(variable, value)| sampled_data(variable, value))
         .collect(),
     };
+    requests.push(interval_read(charger.protocol()));
     for request in requests {
-        let waiting: bool = sqlx::query_scalar(
-            "select exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
-                              and created_at > now() - interval '1 hour'
-                              and status in ('pending', 'sent') and action = $3 and payload = $4)",
-        )
-        .bind(tx.tenant())
-        .bind(charger.id)
-        .bind(request.action)
-        .bind(&request.payload)
-        .fetch_one(tx.conn())
-        .await?;
-        if !waiting {
-            enqueue(tx, charger, request, None, None).await?;
-        }
+        enqueue_unless_waiting(tx, charger, request).await?;
     }
     Ok(())
+}
+
+/// The sampling interval (s) the meter set-up gives a charger that samples nothing during a transaction.
+pub const METER_INTERVAL_SECS: i64 = 60;
+/// The 1.6 key of the sampling interval during a transaction.
+const INTERVAL_KEY: &str = "MeterValueSampleInterval";
+/// The 2.0.1 variable (of `SampledDataCtrlr`) of the sampling interval during a transaction.
+const INTERVAL_VARIABLE: &str = "TxUpdatedInterval";
+
+/// 2.0.1 SetVariables of one `SampledDataCtrlr` variable.
+fn sampled_data(variable: &str, value: &str) -> Request {
+    Request::new(
+        "SetVariables",
+        json!({ "setVariableData": [{
+            "attributeValue": value,
+            "component": { "name": "SampledDataCtrlr" },
+            "variable": { "name": variable },
+        }]}),
+    )
+}
+
+/// The meter set-up's read of the sampling interval during a transaction.
+fn interval_read(protocol: Protocol) -> Request {
+    match protocol {
+        Protocol::V16 => Request::new("GetConfiguration", json!({ "key": [INTERVAL_KEY] })),
+        Protocol::V201 => Request::new(
+            "GetVariables",
+            json!({ "getVariableData": [{
+                "component": { "name": "SampledDataCtrlr" },
+                "variable": { "name": INTERVAL_VARIABLE },
+            }]}),
+        ),
+    }
+}
+
+/// Whether a configuration read reports the sampling interval during a transaction as 0, writable: such a charger
+/// sends no readings between a transaction's start and its end.
+fn samples_nothing(answer: &Value) -> bool {
+    let zero = |v: &Value| v.as_str().is_some_and(|v| v.trim().parse::<i64>() == Ok(0));
+    let keys = answer["configurationKey"].as_array().into_iter().flatten();
+    let variables = answer["getVariableResult"].as_array().into_iter().flatten();
+    keys.filter(|k| {
+        k["key"]
+            .as_str()
+            .is_some_and(|k| k.eq_ignore_ascii_case(INTERVAL_KEY))
+    })
+    .any(|k| k["readonly"] != true && zero(&k["value"]))
+        || variables
+            .filter(|v| {
+                v["component"]["name"] == "SampledDataCtrlr"
+                    && v["variable"]["name"] == INTERVAL_VARIABLE
+                    && v["attributeStatus"] == "Accepted"
+                    && v["attributeType"].as_str().unwrap_or("Actual") == "Actual"
+            })
+            .any(|v| zero(&v["attributeValue"]))
+}
+
+/// Writes a call unless the same one is still waiting from an earlier boot (within the hour: an older one has long
+/// expired or timed out).
+async fn enqueue_unless_waiting(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    request: Request,
+) -> Result<()> {
+    let waiting: bool = sqlx::query_scalar(
+        "select exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
+                          and created_at > now() - interval '1 hour'
+                          and status in ('pending', 'sent') and action = $3 and payload = $4)",
+    )
+    .bind(tx.tenant())
+    .bind(charger.id)
+    .bind(request.action)
+    .bind(&request.payload)
+    .fetch_one(tx.conn())
+    .await?;
+    if !waiting {
+        enqueue(tx, charger, request, None, None).await?;
+    }
+    Ok(())
+}
+
+/// A configuration read answered: what it reports is merged into what the charger reported before (the keys or
+/// variables read replace theirs; a 1.6 read of every key replaces it all). When the read was the meter set-up's
+/// and the charger samples nothing during a transaction, it is set to sample every [`METER_INTERVAL_SECS`].
+async fn configuration_read(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    call: &Call,
+    answer: &Value,
+) -> Result<()> {
+    let before: Value =
+        sqlx::query_scalar("select configuration from charger where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(charger.id)
+            .fetch_one(tx.conn())
+            .await?;
+    sqlx::query("update charger set configuration = $3 where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(charger.id)
+        .bind(merged_configuration(&before, &call.payload, answer))
+        .execute(tx.conn())
+        .await?;
+    let protocol = charger.protocol();
+    if call.payload == interval_read(protocol).payload
+        && samples_nothing(answer)
+        && crate::tenants::charger_meter_setup(tx).await?
+    {
+        let every = METER_INTERVAL_SECS.to_string();
+        let set = match protocol {
+            Protocol::V16 => Request::new(
+                "ChangeConfiguration",
+                json!({ "key": INTERVAL_KEY, "value": every }),
+            ),
+            Protocol::V201 => sampled_data(INTERVAL_VARIABLE, &every),
+        };
+        enqueue_unless_waiting(tx, charger, set).await?;
+    }
+    Ok(())
+}
+
+/// A configuration change answered: the values the charger accepted replace those of the configuration it reported
+/// (a key or variable it never reported is left for the next read; a password is never kept).
+async fn configuration_changed(tx: &mut TenantTx, charger: &Charger, call: &Call) -> Result<()> {
+    let Some(answer) = &call.response else {
+        return Ok(());
+    };
+    let before: Value =
+        sqlx::query_scalar("select configuration from charger where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(charger.id)
+            .fetch_one(tx.conn())
+            .await?;
+    let after = changed_configuration(&before, &call.payload, answer);
+    if after != before {
+        sqlx::query("update charger set configuration = $3 where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(charger.id)
+            .bind(after)
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
+}
+
+/// A 2.0.1 variable's identity in reads and changes: component, variable, their instances, the EVSE, the
+/// attribute type (`Actual` when left out).
+fn variable_id(r: &Value) -> (Value, Value, Value, Value, Value, String) {
+    (
+        r["component"]["name"].clone(),
+        r["component"]["instance"].clone(),
+        r["component"]["evse"].clone(),
+        r["variable"]["name"].clone(),
+        r["variable"]["instance"].clone(),
+        r["attributeType"].as_str().unwrap_or("Actual").to_owned(),
+    )
+}
+
+/// The configuration known after a change (`asked` the ChangeConfiguration or SetVariables payload) was answered
+/// `answer`, given what was known `before`: each value accepted replaces the one reported, if one was.
+fn changed_configuration(before: &Value, asked: &Value, answer: &Value) -> Value {
+    let mut after = before.clone();
+    if let Some(data) = asked["setVariableData"].as_array() {
+        let results = answer["setVariableResult"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (item, result) in data.iter().zip(&results) {
+            let name = item["variable"]["name"].as_str().unwrap_or("");
+            if result["attributeStatus"] != "Accepted" || is_password_variable(name) {
+                continue;
+            }
+            let reported = after["getVariableResult"]
+                .as_array_mut()
+                .into_iter()
+                .flatten();
+            for r in reported.filter(|r| r["attributeStatus"] == "Accepted") {
+                if variable_id(r) == variable_id(item) {
+                    r["attributeValue"] = item["attributeValue"].clone();
+                }
+            }
+        }
+    } else if answer["status"] == "Accepted" {
+        let key = asked["key"].as_str().unwrap_or("");
+        if is_password_key(key) {
+            return after;
+        }
+        let reported = after["configurationKey"]
+            .as_array_mut()
+            .into_iter()
+            .flatten();
+        for k in reported.filter(|k| {
+            k["key"]
+                .as_str()
+                .is_some_and(|k| k.eq_ignore_ascii_case(key))
+        }) {
+            k["value"] = asked["value"].clone();
+        }
+    }
+    after
+}
+
+/// The configuration known after a read (`asked` the read's payload) answered `answer`, given what was known
+/// `before`. 1.6: a read of every key (no `key`) replaces it all; a read of some keys replaces those keys (keys
+/// are not case-sensitive), and a key the charger now calls unknown leaves the known ones. 2.0.1: each variable
+/// read (component, variable, their instances, the EVSE, the attribute type) replaces its earlier result.
+fn merged_configuration(before: &Value, asked: &Value, answer: &Value) -> Value {
+    let listed = |v: &Value, field: &str| v[field].as_array().cloned().unwrap_or_default();
+    if let Some(results) = answer.get("getVariableResult") {
+        let new = results.as_array().cloned().unwrap_or_default();
+        let merged = merged_in_place(
+            listed(before, "getVariableResult"),
+            new,
+            |a, b| variable_id(a) == variable_id(b),
+            |_| false,
+        );
+        return json!({ "getVariableResult": merged });
+    }
+    if asked["key"].as_array().is_none_or(Vec::is_empty) {
+        return answer.clone();
+    }
+    let lower = |v: &Value| v.as_str().unwrap_or("").to_ascii_lowercase();
+    let unknown = listed(answer, "unknownKey");
+    let now_unknown: Vec<String> = unknown.iter().map(lower).collect();
+    let keys = merged_in_place(
+        listed(before, "configurationKey"),
+        listed(answer, "configurationKey"),
+        |a, b| lower(&a["key"]) == lower(&b["key"]),
+        |old| now_unknown.contains(&lower(&old["key"])),
+    );
+    let unknowns = merged_in_place(
+        listed(before, "unknownKey"),
+        unknown,
+        |a, b| lower(a) == lower(b),
+        |old| keys.iter().any(|k| lower(&k["key"]) == lower(old)),
+    );
+    let mut merged = json!({ "configurationKey": keys });
+    if !unknowns.is_empty() {
+        merged["unknownKey"] = json!(unknowns);
+    }
+    merged
+}
+
+/// `before` with each entry `same` as a `new` one replaced by it where it stands, those `gone` left out, and the
+/// new entries that replaced none appended in their order.
+fn merged_in_place(
+    before: Vec<Value>,
+    new: Vec<Value>,
+    same: impl Fn(&Value, &Value) -> bool,
+    gone: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut merged: Vec<Value> = before
+        .into_iter()
+        .filter_map(|old| match new.iter().find(|n| same(n, &old)) {
+            Some(n) => Some(n.clone()),
+            None if gone(&old) => None,
+            None => Some(old),
+        })
+        .collect();
+    for n in new {
+        if !merged.iter().any(|m| same(m, &n)) {
+            merged.push(n);
+        }
+    }
+    merged
 }
 
 /// The statuses a ChangeConfiguration (one) or SetVariables (one a variable) was answered with; none for a
@@ -1119,4 +1357,142 @@ async fn record(tx: &mut TenantTx, actor: &Actor, charger: &Charger, action: &st
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str, v: &str) -> Value {
+        json!({ "key": k, "readonly": false, "value": v })
+    }
+
+    #[test]
+    fn a_read_of_some_keys_replaces_those_and_keeps_the_rest() {
+        let before = json!({
+            "configurationKey": [key("HeartbeatInterval", "60"), key("MeterValueSampleInterval", "0")],
+            "unknownKey": ["Gone"],
+        });
+        let asked = json!({ "key": ["metervaluesampleinterval", "gone", "NoSuchKey"] });
+        let answer = json!({
+            "configurationKey": [key("MeterValueSampleInterval", "60"), key("Gone", "1")],
+            "unknownKey": ["NoSuchKey"],
+        });
+        assert_eq!(
+            merged_configuration(&before, &asked, &answer),
+            json!({
+                "configurationKey": [
+                    key("HeartbeatInterval", "60"), key("MeterValueSampleInterval", "60"), key("Gone", "1"),
+                ],
+                "unknownKey": ["NoSuchKey"],
+            })
+        );
+        // A read of every key replaces it all.
+        let all = json!({ "configurationKey": [key("HeartbeatInterval", "30")] });
+        assert_eq!(merged_configuration(&before, &json!({}), &all), all);
+        assert_eq!(
+            merged_configuration(&before, &json!({ "key": [] }), &all),
+            all
+        );
+    }
+
+    #[test]
+    fn a_variable_read_replaces_that_variable_only() {
+        let result = |c: &str, v: &str, value: &str| {
+            json!({ "attributeStatus": "Accepted", "component": { "name": c }, "variable": { "name": v },
+                    "attributeValue": value })
+        };
+        let before = json!({ "getVariableResult": [
+            result("OCPPCommCtrlr", "HeartbeatInterval", "60"),
+            result("SampledDataCtrlr", "TxUpdatedInterval", "0"),
+        ]});
+        let mut target = result("SampledDataCtrlr", "TxUpdatedInterval", "1");
+        target["attributeType"] = json!("Target");
+        let answer = json!({ "getVariableResult": [result("SampledDataCtrlr", "TxUpdatedInterval", "30"), target] });
+        assert_eq!(
+            merged_configuration(&before, &json!({}), &answer),
+            json!({ "getVariableResult": [
+                result("OCPPCommCtrlr", "HeartbeatInterval", "60"),
+                result("SampledDataCtrlr", "TxUpdatedInterval", "30"),
+                target,
+            ]})
+        );
+    }
+
+    #[test]
+    fn an_accepted_change_replaces_the_value_reported() {
+        let before = json!({ "configurationKey": [key("HeartbeatInterval", "60")] });
+        let changed = |asked: Value, status: &str| {
+            changed_configuration(&before, &asked, &json!({ "status": status }))
+        };
+        assert_eq!(
+            changed(
+                json!({ "key": "heartbeatinterval", "value": "90" }),
+                "Accepted"
+            ),
+            json!({ "configurationKey": [key("HeartbeatInterval", "90")] })
+        );
+        for (asked, status) in [
+            (
+                json!({ "key": "HeartbeatInterval", "value": "90" }),
+                "Rejected",
+            ),
+            (
+                json!({ "key": "HeartbeatInterval", "value": "90" }),
+                "RebootRequired",
+            ),
+            (json!({ "key": "Unreported", "value": "1" }), "Accepted"),
+        ] {
+            assert_eq!(changed(asked, status), before);
+        }
+        let variable = |v: &str, value: &str| json!({ "attributeValue": value, "component": { "name": "SecurityCtrlr" }, "variable": { "name": v } });
+        let mut reported = variable("BasicAuthPassword", "old");
+        reported["attributeStatus"] = json!("Accepted");
+        let mut level = variable("SecurityProfile", "1");
+        level["attributeStatus"] = json!("Accepted");
+        let before = json!({ "getVariableResult": [reported, level] });
+        let asked = json!({ "setVariableData": [variable("BasicAuthPassword", "new"), variable("SecurityProfile", "2")] });
+        let answer = json!({ "setVariableResult": [{ "attributeStatus": "Accepted" }, { "attributeStatus": "Accepted" }] });
+        let after = changed_configuration(&before, &asked, &answer);
+        assert_eq!(
+            after["getVariableResult"][0]["attributeValue"], "old",
+            "a password is never kept"
+        );
+        assert_eq!(after["getVariableResult"][1]["attributeValue"], "2");
+    }
+
+    #[test]
+    fn only_a_writable_interval_of_0_samples_nothing() {
+        let read = |k: Value| json!({ "configurationKey": [k] });
+        assert!(samples_nothing(&read(key("MeterValueSampleInterval", "0"))));
+        assert!(samples_nothing(&read(key(
+            "metervaluesampleinterval",
+            " 0"
+        ))));
+        assert!(!samples_nothing(&read(key(
+            "MeterValueSampleInterval",
+            "30"
+        ))));
+        assert!(!samples_nothing(&read(key(
+            "MeterValueSampleInterval",
+            "off"
+        ))));
+        assert!(!samples_nothing(&read(
+            json!({ "key": "MeterValueSampleInterval", "readonly": true, "value": "0" })
+        )));
+        assert!(!samples_nothing(&read(key(
+            "ClockAlignedDataInterval",
+            "0"
+        ))));
+        assert!(!samples_nothing(
+            &json!({ "unknownKey": ["MeterValueSampleInterval"] })
+        ));
+        let variable = |status: &str, value: &str| {
+            json!({ "getVariableResult": [{ "attributeStatus": status, "attributeValue": value,
+                    "component": { "name": "SampledDataCtrlr" }, "variable": { "name": "TxUpdatedInterval" } }] })
+        };
+        assert!(samples_nothing(&variable("Accepted", "0")));
+        assert!(!samples_nothing(&variable("Accepted", "60")));
+        assert!(!samples_nothing(&variable("UnknownVariable", "0")));
+    }
 }

@@ -6,7 +6,7 @@ use switchyard_tests::ocpp_peer::{ocpp_url, ChargePoint, OcppVersion};
 use switchyard_tests::spawn_app;
 use uuid::Uuid;
 
-use super::{boot, charger, site, until_charger, uuid};
+use super::{boot, charger, site, until_call, until_charger, uuid};
 
 pub(super) async fn command(
     app: &switchyard_tests::TestApp,
@@ -1208,6 +1208,200 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
             needs_reboot("TxUpdatedMeasurands"),
             needs_reboot("TxEndedMeasurands"),
         ]
+    );
+    cp.close().await;
+}
+
+/// With the meter set-up on, a charger that samples nothing during a transaction (an interval of 0: no readings
+/// between start and stop, so no live energy or cost) is set at its boot to sample every minute; an interval it
+/// already has is left alone. What a read reports is merged into the charger's configuration, and a value the
+/// charger accepts replaces the one it reported.
+#[tokio::test]
+async fn the_meter_set_up_gives_a_charger_that_samples_nothing_an_interval_and_leaves_others_alone()
+{
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let turn_on = "mutation { setChargerMeterSetup(enabled: true) { chargerMeterSetup } }";
+    app.gql_ok(&s.t.access, turn_on, json!({})).await;
+    let key = |k: &str, v: &str| json!({"key": k, "readonly": false, "value": v});
+    let interval = |v: &str| key("MeterValueSampleInterval", v);
+
+    // 1.6: the set-up reads the interval; the charger's 60 is left alone.
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let read = until_call(&app, &s.t, s.charger, "GetConfiguration", |c| {
+        c["status"] == "answered"
+    })
+    .await;
+    assert_eq!(
+        read["payload"],
+        json!({"key": ["MeterValueSampleInterval"]})
+    );
+    assert_eq!(
+        read["response"],
+        json!({"configurationKey": [interval("60")]})
+    );
+    assert_eq!(
+        charger(&app, &s.t, s.charger).await["configuration"],
+        json!({"configurationKey": [interval("60")]})
+    );
+    // An operator reads every key, then sets the interval to 0: the configuration follows.
+    let all = command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "GET_CONFIGURATION"}),
+    )
+    .await;
+    let every_key = json!({"configurationKey": [
+        key("HeartbeatInterval", "60"), interval("60"),
+        {"key": "NumberOfConnectors", "readonly": true, "value": "2"},
+        key("MeterValuesSampledData", "Energy.Active.Import.Register,Power.Active.Import"),
+    ]});
+    assert_eq!(
+        all["response"], every_key,
+        "with the readings the set-up chose"
+    );
+    let zero =
+        json!({"kind": "CHANGE_CONFIGURATION", "key": "MeterValueSampleInterval", "value": "0"});
+    let changed = command(&app, &s.t.access, s.charger, zero).await;
+    assert_eq!(
+        changed["response"],
+        json!({"status": "Accepted"}),
+        "{changed}"
+    );
+    let mut known = every_key.clone();
+    known["configurationKey"][1] = interval("0");
+    assert_eq!(charger(&app, &s.t, s.charger).await["configuration"], known);
+
+    // Booted again, the charger reports 0 and is set to 60, which it accepts; the configuration keeps every key.
+    let boot_again = json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"});
+    cp.call("BootNotification", boot_again.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let every_minute = json!({"key": "MeterValueSampleInterval", "value": "60"});
+    let set = until_call(&app, &s.t, s.charger, "ChangeConfiguration", |c| {
+        c["payload"] == every_minute && c["status"] != "pending" && c["status"] != "sent"
+    })
+    .await;
+    assert_eq!(set["response"], json!({"status": "Accepted"}), "{set}");
+    assert_eq!(
+        charger(&app, &s.t, s.charger).await["configuration"],
+        every_key
+    );
+    let read = command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "GET_CONFIGURATION", "keys": ["MeterValueSampleInterval"]}),
+    )
+    .await;
+    assert_eq!(
+        read["response"],
+        json!({"configurationKey": [interval("60")]}),
+        "the charger itself holds the new interval"
+    );
+
+    // Booted a third time, it reports 60: nothing more is sent.
+    cp.call("BootNotification", boot_again)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let setup_reads = "select count(*) from ocpp_call where charger_id = $1 and action = 'GetConfiguration'
+                         and payload = '{\"key\": [\"MeterValueSampleInterval\"]}' and status = 'answered'";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut tx = app.tenant_tx(s.t.id).await;
+        let n: i64 = sqlx::query_scalar(setup_reads)
+            .bind(s.charger)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if n == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the third boot's read ({n} answered)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let sets: Vec<(Value, Option<Uuid>)> = sqlx::query_as(
+        "select payload, requested_by from ocpp_call where charger_id = $1 and action = 'ChangeConfiguration'
+           and payload->>'key' = 'MeterValueSampleInterval' order by created_at",
+    )
+    .bind(s.charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(tx);
+    assert_eq!(
+        sets.iter()
+            .map(|(p, by)| (p["value"].clone(), by.is_some()))
+            .collect::<Vec<_>>(),
+        vec![(json!("0"), true), (json!("60"), false)],
+        "the operator's 0, then the set-up's 60 once"
+    );
+    cp.close().await;
+
+    // 2.0.1 (another tenant's charger): the update interval, read with the set-up and merged with what an operator
+    // reads; set to 0, it is set to 60 at the next boot.
+    let other = site(&app).await;
+    app.gql_ok(&other.t.access, turn_on, json!({})).await;
+    let mut cp = boot(&app, &other, OcppVersion::V201).await;
+    let variable = |c: &str, v: &str, value: &str| {
+        json!({"attributeStatus": "Accepted", "attributeValue": value, "component": {"name": c},
+               "variable": {"name": v}})
+    };
+    let read = until_call(&app, &other.t, other.charger, "GetVariables", |c| {
+        c["status"] == "answered"
+    })
+    .await;
+    assert_eq!(
+        read["response"],
+        json!({"getVariableResult": [variable("SampledDataCtrlr", "TxUpdatedInterval", "60")]})
+    );
+    let heartbeat =
+        json!({"kind": "GET_CONFIGURATION", "keys": ["OCPPCommCtrlr.HeartbeatInterval"]});
+    command(&app, &other.t.access, other.charger, heartbeat).await;
+    let zero = json!({"kind": "CHANGE_CONFIGURATION", "key": "SampledDataCtrlr.TxUpdatedInterval", "value": "0"});
+    let changed = command(&app, &other.t.access, other.charger, zero).await;
+    assert_eq!(changed["status"], "answered", "{changed}");
+    let known = |v: &str| {
+        json!({"getVariableResult": [
+            variable("SampledDataCtrlr", "TxUpdatedInterval", v),
+            variable("OCPPCommCtrlr", "HeartbeatInterval", "60"),
+        ]})
+    };
+    assert_eq!(
+        charger(&app, &other.t, other.charger).await["configuration"],
+        known("0")
+    );
+    cp.call(
+        "BootNotification",
+        json!({"reason": "PowerUp", "chargingStation": {"vendorName": "Acme", "model": "DC50"}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let every_minute = json!({"setVariableData": [{"attributeValue": "60",
+        "component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}}]});
+    let set = until_call(&app, &other.t, other.charger, "SetVariables", |c| {
+        c["payload"] == every_minute && c["status"] == "answered"
+    })
+    .await;
+    assert_eq!(
+        set["response"]["setVariableResult"][0]["attributeStatus"],
+        "Accepted"
+    );
+    assert_eq!(
+        charger(&app, &other.t, other.charger).await["configuration"],
+        known("60")
+    );
+    let asked =
+        json!({"kind": "GET_CONFIGURATION", "keys": ["SampledDataCtrlr.TxUpdatedInterval"]});
+    let read = command(&app, &other.t.access, other.charger, asked).await;
+    assert_eq!(
+        read["response"]["getVariableResult"][0]["attributeValue"], "60",
+        "{read}"
     );
     cp.close().await;
 }
