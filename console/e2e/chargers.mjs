@@ -2,6 +2,7 @@
 // drives the charge point (the `ocpp` package's, over the real OCPP endpoint) and answers on stdin:
 //   → {"event":"start_clicked"}  ← {}   the charger took the remote start, started and metered 5 kWh
 //   → {"event":"stop_clicked"}   ← {}   the charger took the remote stop and stopped
+//   → {"event":"password_set","password":P}  ← {}   the charger was sent P and accepted it
 //   → {"event":"done"}
 // Settings (environment): CONSOLE_URL, OWNER_EMAIL, OWNER_PASSWORD, CHARGER, PATRON, SCREENSHOT_DIR, CHROMIUM.
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -71,6 +72,16 @@ try {
   await card.getByRole('button', { name: `Cancel reservation ${reservation}` }).click();
   await card.getByRole('status').getByText('CancelReservation: Accepted', { exact: true }).waitFor();
   await card.getByTestId('calls').getByText(/ReserveNow: Accepted$/).waitFor();
+
+  // A new password for the charger: shown once, sent to it, pending until the charger takes it.
+  await card.getByRole('button', { name: 'New password' }).click();
+  const shown = await card.getByRole('status').getByText(/^New password \(shown once\): \S+ — sent to the charger/).textContent();
+  const password = /: (\S+) —/.exec(shown)[1];
+  await card.getByText('new password on its way to the charger').waitFor();
+  say({ event: 'password_set', password });
+  await hear();
+  await card.getByTestId('calls').getByText(/ChangeConfiguration: Accepted$/).waitFor();
+  await card.getByText('new password on its way to the charger').waitFor({ state: 'detached' });
 
   await page.evaluate(axeSource);
   const bad = await page.evaluate(async () => {

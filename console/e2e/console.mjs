@@ -145,7 +145,7 @@ try {
   check(token && command.startsWith('BRIDGE_CLOUD_URL=ws://') && command.includes('/edge/v1/tunnel'), `the install command reads ${command}`);
   await page.getByText('Front desk · offline').waitFor();
 
-  // Settings: the billing tick, the staff cash cap and the legal details on documents.
+  // Settings: the billing tick, the staff cash cap, the legal details on documents and the chargers' meter set-up.
   await page.getByRole('link', { name: 'Settings' }).click();
   await page.getByLabel('Billing tick (seconds; empty for the default)').fill('15');
   await page.getByLabel('Most a staff member may top up in cash at once (EUR)').fill('150');
@@ -156,6 +156,9 @@ try {
   await page.getByLabel('Tax id').fill('DE123456789');
   await page.getByRole('button', { name: 'Save legal details' }).click();
   await page.getByText('Legal details on receipts and invoices saved.').waitFor();
+  await page.getByLabel(/^At each boot, set chargers up/).check();
+  await page.getByRole('button', { name: 'Save charger settings' }).click();
+  await page.getByText('Chargers saved.').waitFor();
   // Branding: a light brand colour is kept for emails but darkened for the console so white text on it stays
   // readable; the whole console takes the accent at once.
   // The logo's host is the tenant's own; here the browser is answered a 1×1 PNG instead of going out.

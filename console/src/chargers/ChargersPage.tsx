@@ -8,6 +8,7 @@ import {
   Chargers,
   LiveEvents,
   ReserveCharger,
+  SetChargerPassword,
   StartSession,
   StopSession,
   type ChargerCommandKind,
@@ -81,6 +82,7 @@ function ChargerCard({ charger: c, station, reload }: { charger: Charger; statio
         <span>{c.online ? t.chargers.online : t.chargers.offline}</span>
         {' · '}
         {t.chargers.limit}: {c.powerLimitW ? `${(c.powerLimitW / 1000).toFixed(1)} kW` : t.chargers.noLimit}
+        {c.passwordPending && <> · {t.chargers.passwordPending}</>}
       </p>
       <ul className="connectors">
         {(station?.connectors ?? []).map((k) => (
@@ -150,8 +152,8 @@ export function said(call: { status: string; response?: unknown }): string {
   return typeof r?.status === 'string' ? r.status : call.status;
 }
 
-/** The less frequent commands: a power limit, a connector's availability, a local list sync, a hard reset, and a
- * reservation for a patron (cancelled from here too). */
+/** The less frequent commands: a power limit, a connector's availability, a local list sync, a hard reset, a
+ * reservation for a patron (cancelled from here too), and a new password for the charger. */
 function Commands({ charger: c, act }: { charger: Charger; act: (f: () => Promise<string | void>) => Promise<void> }) {
   const [kw, setKw] = useState(c.powerLimitW ? String(c.powerLimitW / 1000) : '');
   const [search, setSearch] = useState('');
@@ -159,6 +161,7 @@ function Commands({ charger: c, act }: { charger: Charger; act: (f: () => Promis
   const { found, chosen } = usePatronSearch(search, patron);
   const [minutes, setMinutes] = useState('30');
   const [reservation, setReservation] = useState<number | null>(null);
+  const [revokeOld, setRevokeOld] = useState(false);
   const run = (kind: ChargerCommandKind, extra: { connector?: number; operative?: boolean; watts?: number } = {}) =>
     act(async () => {
       const r = await request(ChargerCommand, { id: c.id, command: { kind, keys: [], ...extra } });
@@ -228,6 +231,26 @@ function Commands({ charger: c, act }: { charger: Charger; act: (f: () => Promis
             {t.chargers.cancelReservation(reservation)}
           </button>
         )}
+      </form>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          // Sent to a connected charger unless the old password is ended: then it is set on the charger by hand.
+          const sent = c.online && !revokeOld;
+          void act(async () => {
+            const r = await request(SetChargerPassword, { id: c.id, revokeOld });
+            setRevokeOld(false);
+            const password = r.setChargerPassword.password;
+            return sent ? t.chargers.passwordSent(password) : t.chargers.passwordByHand(password);
+          });
+        }}
+      >
+        <h3>{t.chargers.password}</h3>
+        <label className="inline">
+          <input type="checkbox" checked={revokeOld} onChange={(e) => setRevokeOld(e.target.checked)} />
+          {t.chargers.revokeOld}
+        </label>
+        <button type="submit">{t.chargers.newPassword}</button>
       </form>
     </div>
   );

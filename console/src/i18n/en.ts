@@ -217,6 +217,9 @@ export const en = {
     useColor: 'Use an accent colour',
     consoleAccent: (c: string) => `The console shows it as ${c} so that text on it stays readable.`,
     saveBranding: 'Save branding',
+    chargers: 'Chargers',
+    meterSetup: 'At each boot, set chargers up to send the readings billing needs (energy and power, and a reading a minute where they send none)',
+    saveChargers: 'Save charger settings',
     payments: 'Payment provider',
     paymentsPlatform: "Your patrons pay through Switchyard's payment account. To take their card payments into your own Stripe account, enter its keys: they are kept on the server, sealed, and never shown again.",
     paymentsOwn: (hint: string, when: string) => `Your own Stripe account (${hint}) takes your patrons' payments since ${when}.`,
@@ -338,6 +341,13 @@ export const en = {
     running: 'charging',
     freeVend: 'free vend',
     answered: (action: string, status: string) => `${action}: ${status}`,
+    passwordPending: 'new password on its way to the charger',
+    password: 'Charger password',
+    revokeOld: 'End the old password now (it leaked): the charger is disconnected until its password is set by hand',
+    newPassword: 'New password',
+    // Shown once: the server keeps only its hash.
+    passwordSent: (p: string) => `New password (shown once): ${p} — sent to the charger; the old one works until the charger takes it.`,
+    passwordByHand: (p: string) => `New password (shown once): ${p} — set it on the charger by hand; the old one no longer works.`,
   },
   sos: {
     title: 'SOS',

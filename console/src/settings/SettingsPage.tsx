@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
 import { request } from '../api/client';
-import { PaymentAccount, RemovePaymentAccount, SetBillingTick, SetBranding, SetLegalDetails, SetPaymentAccount, Settings, type PaymentAccountResult, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
+import { PaymentAccount, RemovePaymentAccount, SetBillingTick, SetBranding, SetChargerMeterSetup, SetLegalDetails, SetPaymentAccount, Settings, type PaymentAccountResult, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
 import { accentFor } from '../brand/accent';
 import { applyBranding } from '../brand/apply';
 import { minorDigits } from '../floor/model';
@@ -8,8 +8,8 @@ import { t } from '../i18n';
 import { toMinor } from '../setup/money';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 
-/** The tenant's settings (owners): the billing tick, the staff cash top-up cap, the legal details on documents, and
- * the branding of emails and the console, and the tenant's own payment provider keys. */
+/** The tenant's settings (owners): the billing tick, the staff cash top-up cap, the legal details on documents, the
+ * branding of emails and the console, the chargers' meter set-up, and the tenant's own payment provider keys. */
 export function SettingsPage() {
   const [data, setData] = useState<SettingsResult | null>(null);
   // Amounts are minor units of the venues' currency (the first venue's; EUR before there is one). Until the venues
@@ -26,6 +26,7 @@ export function SettingsPage() {
       <Billing key={currency} data={data} currency={currency} />
       <Legal data={data} />
       <Brand data={data} />
+      <Chargers data={data} />
       <Payments />
     </section>
   );
@@ -107,6 +108,24 @@ function Brand({ data }: { data: SettingsResult }) {
           <p>{t.settings.noColor}</p>
         )}
         <button type="submit">{t.settings.saveBranding}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}
+
+/** Chargers' meter set-up at boot: the readings billing needs, and a sampling interval where a charger has none. */
+function Chargers({ data }: { data: SettingsResult }) {
+  const [setUp, setSetUp] = useState(data.tenant.chargerMeterSetup);
+  const [error, saved, submit] = useSubmit();
+  return (
+    <Panel title={t.settings.chargers}>
+      <form onSubmit={submit(t.settings.chargers, () => request(SetChargerMeterSetup, { enabled: setUp }))}>
+        <label className="inline">
+          <input type="checkbox" checked={setUp} onChange={(e) => setSetUp(e.target.checked)} />
+          {t.settings.meterSetup}
+        </label>
+        <button type="submit">{t.settings.saveChargers}</button>
         <Outcome error={error} saved={saved} />
       </form>
     </Panel>

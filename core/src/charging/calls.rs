@@ -253,7 +253,7 @@ pub async fn finished(
         .execute(tx.conn())
         .await?;
     let (status, response, error) = match &outcome {
-        Outcome::Answered(p) => ("answered", Some(p.clone()), None),
+        Outcome::Answered(p) => ("answered", Some(reported_without_secrets(p)), None),
         Outcome::Error(code, text) => ("error", None, Some(format!("{code}: {text}"))),
         Outcome::TimedOut => (
             "timeout",
@@ -702,8 +702,11 @@ fn samples_nothing(answer: &Value) -> bool {
     .any(|k| k["readonly"] != true && zero(&k["value"]))
         || variables
             .filter(|v| {
-                v["component"]["name"] == "SampledDataCtrlr"
-                    && v["variable"]["name"] == INTERVAL_VARIABLE
+                let named = |n: &Value, want: &str| {
+                    n.as_str().is_some_and(|n| n.eq_ignore_ascii_case(want))
+                };
+                named(&v["component"]["name"], "SampledDataCtrlr")
+                    && named(&v["variable"]["name"], INTERVAL_VARIABLE)
                     && v["attributeStatus"] == "Accepted"
                     && v["attributeType"].as_str().unwrap_or("Actual") == "Actual"
             })
@@ -756,10 +759,30 @@ async fn configuration_read(
         .execute(tx.conn())
         .await?;
     let protocol = charger.protocol();
-    if call.payload == interval_read(protocol).payload
-        && samples_nothing(answer)
-        && crate::tenants::charger_meter_setup(tx).await?
-    {
+    if call.payload != interval_read(protocol).payload || !samples_nothing(answer) {
+        return Ok(());
+    }
+    // The set-up's own read (an operator's read of the same key sets nothing), with the set-up still on, and no
+    // change of the interval on its way to the charger (an operator's newer choice wins over the 0 read before it).
+    let (by_setup, interval_changing): (bool, bool) = sqlx::query_as(
+        "select coalesce((select requested_by is null from ocpp_call where tenant_id = $1 and id = $3), false),
+                exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
+                          and status in ('pending', 'sent')
+                          and (lower(payload->>'key') = lower($4)
+                               or exists (select 1 from jsonb_array_elements(
+                                            case when jsonb_typeof(payload->'setVariableData') = 'array'
+                                                 then payload->'setVariableData' else '[]' end) d
+                                          where lower(d->'component'->>'name') = 'sampleddatactrlr'
+                                            and lower(d->'variable'->>'name') = lower($5))))",
+    )
+    .bind(tx.tenant())
+    .bind(charger.id)
+    .bind(call.id)
+    .bind(INTERVAL_KEY)
+    .bind(INTERVAL_VARIABLE)
+    .fetch_one(tx.conn())
+    .await?;
+    if by_setup && !interval_changing && crate::tenants::charger_meter_setup(tx).await? {
         let every = METER_INTERVAL_SECS.to_string();
         let set = match protocol {
             Protocol::V16 => Request::new(
@@ -771,6 +794,38 @@ async fn configuration_read(
         enqueue_unless_waiting(tx, charger, set).await?;
     }
     Ok(())
+}
+
+/// A configuration read's answer with any password it reports hidden (a 1.6 charger may report `AuthorizationKey`,
+/// which the specification makes write-only; a 2.0.1 charger asked for `SecurityCtrlr.BasicAuthPassword` may answer
+/// it): neither the call nor the charger's configuration keeps it. Other answers are returned as they are.
+fn reported_without_secrets(answer: &Value) -> Value {
+    let mut hidden = answer.clone();
+    for k in hidden
+        .get_mut("configurationKey")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if k["key"].as_str().is_some_and(is_password_key) && k.get("value").is_some() {
+            k["value"] = HIDDEN.into();
+        }
+    }
+    for v in hidden
+        .get_mut("getVariableResult")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if v["variable"]["name"]
+            .as_str()
+            .is_some_and(is_password_variable)
+            && v.get("attributeValue").is_some()
+        {
+            v["attributeValue"] = HIDDEN.into();
+        }
+    }
+    hidden
 }
 
 /// A configuration change answered: the values the charger accepted replace those of the configuration it reported
@@ -797,15 +852,16 @@ async fn configuration_changed(tx: &mut TenantTx, charger: &Charger, call: &Call
     Ok(())
 }
 
-/// A 2.0.1 variable's identity in reads and changes: component, variable, their instances, the EVSE, the
-/// attribute type (`Actual` when left out).
-fn variable_id(r: &Value) -> (Value, Value, Value, Value, Value, String) {
+/// A 2.0.1 variable's identity in reads and changes: component, variable, their instances (names are not
+/// case-sensitive), the EVSE, the attribute type (`Actual` when left out).
+fn variable_id(r: &Value) -> (String, String, Value, String, String, String) {
+    let name = |v: &Value| v.as_str().unwrap_or("").to_ascii_lowercase();
     (
-        r["component"]["name"].clone(),
-        r["component"]["instance"].clone(),
+        name(&r["component"]["name"]),
+        name(&r["component"]["instance"]),
         r["component"]["evse"].clone(),
-        r["variable"]["name"].clone(),
-        r["variable"]["instance"].clone(),
+        name(&r["variable"]["name"]),
+        name(&r["variable"]["instance"]),
         r["attributeType"].as_str().unwrap_or("Actual").to_owned(),
     )
 }
@@ -819,13 +875,18 @@ fn changed_configuration(before: &Value, asked: &Value, answer: &Value) -> Value
             .as_array()
             .cloned()
             .unwrap_or_default();
-        for (item, result) in data.iter().zip(&results) {
+        for item in data {
             let name = item["variable"]["name"].as_str().unwrap_or("");
-            if result["attributeStatus"] != "Accepted" || is_password_variable(name) {
+            // Each result names its variable; the specification promises no order.
+            let accepted = results
+                .iter()
+                .any(|r| variable_id(r) == variable_id(item) && r["attributeStatus"] == "Accepted");
+            if !accepted || is_password_variable(name) {
                 continue;
             }
-            let reported = after["getVariableResult"]
-                .as_array_mut()
+            let reported = after
+                .get_mut("getVariableResult")
+                .and_then(Value::as_array_mut)
                 .into_iter()
                 .flatten();
             for r in reported.filter(|r| r["attributeStatus"] == "Accepted") {
@@ -839,8 +900,9 @@ fn changed_configuration(before: &Value, asked: &Value, answer: &Value) -> Value
         if is_password_key(key) {
             return after;
         }
-        let reported = after["configurationKey"]
-            .as_array_mut()
+        let reported = after
+            .get_mut("configurationKey")
+            .and_then(Value::as_array_mut)
             .into_iter()
             .flatten();
         for k in reported.filter(|k| {
@@ -1408,12 +1470,12 @@ mod tests {
         ]});
         let mut target = result("SampledDataCtrlr", "TxUpdatedInterval", "1");
         target["attributeType"] = json!("Target");
-        let answer = json!({ "getVariableResult": [result("SampledDataCtrlr", "TxUpdatedInterval", "30"), target] });
+        let answer = json!({ "getVariableResult": [result("sampleddatactrlr", "TxUpdatedInterval", "30"), target] });
         assert_eq!(
             merged_configuration(&before, &json!({}), &answer),
             json!({ "getVariableResult": [
                 result("OCPPCommCtrlr", "HeartbeatInterval", "60"),
-                result("SampledDataCtrlr", "TxUpdatedInterval", "30"),
+                result("sampleddatactrlr", "TxUpdatedInterval", "30"),
                 target,
             ]})
         );
@@ -1452,13 +1514,44 @@ mod tests {
         level["attributeStatus"] = json!("Accepted");
         let before = json!({ "getVariableResult": [reported, level] });
         let asked = json!({ "setVariableData": [variable("BasicAuthPassword", "new"), variable("SecurityProfile", "2")] });
-        let answer = json!({ "setVariableResult": [{ "attributeStatus": "Accepted" }, { "attributeStatus": "Accepted" }] });
+        // Results name their variables, in any order.
+        let result = |v: &str| json!({ "attributeStatus": "Accepted", "component": { "name": "securityctrlr" }, "variable": { "name": v } });
+        let answer = json!({ "setVariableResult": [result("SecurityProfile"), result("BasicAuthPassword")] });
         let after = changed_configuration(&before, &asked, &answer);
         assert_eq!(
             after["getVariableResult"][0]["attributeValue"], "old",
             "a password is never kept"
         );
         assert_eq!(after["getVariableResult"][1]["attributeValue"], "2");
+    }
+
+    #[test]
+    fn a_password_a_charger_reports_is_hidden() {
+        let read = json!({
+            "configurationKey": [key("authorizationkey", "s3cret"), key("HeartbeatInterval", "60")],
+            "unknownKey": ["AuthorizationKey"],
+        });
+        let hidden = reported_without_secrets(&read);
+        assert_eq!(hidden["configurationKey"][0]["value"], HIDDEN);
+        assert_eq!(
+            hidden["configurationKey"][1],
+            key("HeartbeatInterval", "60")
+        );
+        assert_eq!(hidden["unknownKey"], read["unknownKey"]);
+        let variables = json!({ "getVariableResult": [
+            { "attributeStatus": "Accepted", "attributeValue": "s3cret", "component": { "name": "SecurityCtrlr" },
+              "variable": { "name": "BasicAuthPassword" } },
+            { "attributeStatus": "UnknownVariable", "component": { "name": "SecurityCtrlr" },
+              "variable": { "name": "basicauthpassword" } },
+        ]});
+        let hidden = reported_without_secrets(&variables);
+        assert_eq!(hidden["getVariableResult"][0]["attributeValue"], HIDDEN);
+        assert_eq!(
+            hidden["getVariableResult"][1],
+            variables["getVariableResult"][1]
+        );
+        let other = json!({ "status": "Accepted" });
+        assert_eq!(reported_without_secrets(&other), other);
     }
 
     #[test]
@@ -1492,6 +1585,9 @@ mod tests {
                     "component": { "name": "SampledDataCtrlr" }, "variable": { "name": "TxUpdatedInterval" } }] })
         };
         assert!(samples_nothing(&variable("Accepted", "0")));
+        let mut lower = variable("Accepted", "0");
+        lower["getVariableResult"][0]["variable"]["name"] = json!("txupdatedinterval");
+        assert!(samples_nothing(&lower), "names are not case-sensitive");
         assert!(!samples_nothing(&variable("Accepted", "60")));
         assert!(!samples_nothing(&variable("UnknownVariable", "0")));
     }

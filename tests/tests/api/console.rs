@@ -448,14 +448,14 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     let settings = app
         .gql_ok(
             &owner.access,
-            "{ tenant { billingTickSec staffCashTopUpCap } legalDetails { legalName legalAddress taxId } branding { logoUrl color } paymentAccount { publishableKey secretKeyHint webhookSecretSet } bridges { name venueId online } }",
+            "{ tenant { billingTickSec staffCashTopUpCap chargerMeterSetup } legalDetails { legalName legalAddress taxId } branding { logoUrl color } paymentAccount { publishableKey secretKeyHint webhookSecretSet } bridges { name venueId online } }",
             json!({}),
         )
         .await;
     assert_eq!(
         settings,
         json!({
-            "tenant": {"billingTickSec": 15, "staffCashTopUpCap": 15000},
+            "tenant": {"billingTickSec": 15, "staffCashTopUpCap": 15000, "chargerMeterSetup": true},
             "legalDetails": {"legalName": "Harbour Arcade GmbH", "legalAddress": "Quay 1, 20457 Hamburg", "taxId": "DE123456789"},
             // The brand colour is stored as chosen (emails use it); only the console darkens it.
             "branding": {"logoUrl": "https://cdn.example.test/harbour.png", "color": "#ffd700"},
@@ -659,11 +659,13 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
 
 #[tokio::test]
 async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_transaction() {
-    use switchyard_tests::ocpp_peer::OcppVersion;
+    use switchyard_tests::ocpp_peer::{ChargePoint, OcppVersion};
     let root = console_root();
     let app = spawn_app_with(&[("CONSOLE_DIR", root.join("dist").to_str().unwrap())]).await;
     let s = super::charging::site(&app).await;
     let mut cp = super::charging::boot(&app, &s, OcppVersion::V16).await;
+    // The password call is answered by hand, once the browser has shown it pending.
+    cp.reply_silent("ChangeConfiguration").await;
     let shots = std::env::var("TEST_SCREENSHOT_DIR").unwrap_or_default();
     let mut child = tokio::process::Command::new("node")
         .arg(root.join("e2e/chargers.mjs"))
@@ -718,6 +720,23 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     stdin.write_all(b"{}\n").await.unwrap();
+
+    // A new password, shown once in the browser, reaches the charger; the card shows it pending until the charger
+    // answers.
+    let e = next_event(&mut lines, "the owner set a new password").await;
+    assert_eq!(e["event"], "password_set", "{e}");
+    let password = e["password"].as_str().unwrap_or_default().to_owned();
+    let sent = cp.next_received_full("ChangeConfiguration").await;
+    assert_eq!(
+        sent.payload,
+        json!({"key": "AuthorizationKey", "value": password})
+    );
+    cp.send_raw(&format!(
+        r#"[3,"{}",{{"status":"Accepted"}}]"#,
+        sent.unique_id
+    ))
+    .await;
+    stdin.write_all(b"{}\n").await.unwrap();
     drop(stdin);
 
     let e = next_event(&mut lines, "the commands and the accessibility check").await;
@@ -754,6 +773,24 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         (json!(5000), json!("Remote"))
     );
     assert_eq!(c["powerLimitW"], 7400, "{c}");
+    // The charger took the new password: only it opens the charger now.
+    let pending = app
+        .gql_ok(
+            &s.t.access,
+            "query($c: UUID!) { charger(id: $c) { passwordPending } }",
+            json!({"c": s.charger}),
+        )
+        .await;
+    assert_eq!(pending["charger"]["passwordPending"], false, "{pending}");
+    cp.close().await;
+    let url = switchyard_tests::ocpp_peer::ocpp_url(app.addr, &s.identity);
+    let old = ChargePoint::connect(&url, &s.identity, Some(&s.password), OcppVersion::V16).await;
+    assert_eq!(old.err().and_then(|e| e.status), Some(401));
+    ChargePoint::connect(&url, &s.identity, Some(&password), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the new password does not open the charger: {e:?}"))
+        .close()
+        .await;
 }
 
 #[tokio::test]

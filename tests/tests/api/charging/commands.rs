@@ -1272,6 +1272,23 @@ async fn the_meter_set_up_gives_a_charger_that_samples_nothing_an_interval_and_l
     let mut known = every_key.clone();
     known["configurationKey"][1] = interval("0");
     assert_eq!(charger(&app, &s.t, s.charger).await["configuration"], known);
+    // The operator's own read of that key reports the 0 and sets nothing: only the set-up's read at a boot does.
+    let asked = json!({"kind": "GET_CONFIGURATION", "keys": ["MeterValueSampleInterval"]});
+    let read = command(&app, &s.t.access, s.charger, asked.clone()).await;
+    assert_eq!(
+        read["response"],
+        json!({"configurationKey": [interval("0")]})
+    );
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let written: i64 = sqlx::query_scalar(
+        "select count(*) from ocpp_call where charger_id = $1 and payload->>'value' = '60'",
+    )
+    .bind(s.charger)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(tx);
+    assert_eq!(written, 0);
 
     // Booted again, the charger reports 0 and is set to 60, which it accepts; the configuration keeps every key.
     let boot_again = json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"});
@@ -1288,13 +1305,7 @@ async fn the_meter_set_up_gives_a_charger_that_samples_nothing_an_interval_and_l
         charger(&app, &s.t, s.charger).await["configuration"],
         every_key
     );
-    let read = command(
-        &app,
-        &s.t.access,
-        s.charger,
-        json!({"kind": "GET_CONFIGURATION", "keys": ["MeterValueSampleInterval"]}),
-    )
-    .await;
+    let read = command(&app, &s.t.access, s.charger, asked).await;
     assert_eq!(
         read["response"],
         json!({"configurationKey": [interval("60")]}),
@@ -1306,7 +1317,8 @@ async fn the_meter_set_up_gives_a_charger_that_samples_nothing_an_interval_and_l
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let setup_reads = "select count(*) from ocpp_call where charger_id = $1 and action = 'GetConfiguration'
-                         and payload = '{\"key\": [\"MeterValueSampleInterval\"]}' and status = 'answered'";
+                         and payload = '{\"key\": [\"MeterValueSampleInterval\"]}' and status = 'answered'
+                         and requested_by is null";
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let mut tx = app.tenant_tx(s.t.id).await;
