@@ -75,13 +75,14 @@ try {
 
   // A new password for the charger: shown once, sent to it, pending until the charger takes it.
   await card.getByRole('button', { name: 'New password' }).click();
-  const shown = await card.getByRole('status').getByText(/^New password \(shown once\): \S+ — sent to the charger/).textContent();
-  const password = /: (\S+) —/.exec(shown)[1];
-  await card.getByText('new password on its way to the charger').waitFor();
+  const shown = await card.getByTestId('new-password').textContent();
+  const password = /^New password \(shown once\): (\S+) — sent to the charger;/.exec(shown)?.[1];
+  if (!password) throw new Error(`the new password reads ${shown}`);
+  await card.getByText('new password not yet confirmed by the charger').waitFor();
   say({ event: 'password_set', password });
   await hear();
   await card.getByTestId('calls').getByText(/ChangeConfiguration: Accepted$/).waitFor();
-  await card.getByText('new password on its way to the charger').waitFor({ state: 'detached' });
+  await card.getByText('new password not yet confirmed by the charger').waitFor({ state: 'detached' });
 
   await page.evaluate(axeSource);
   const bad = await page.evaluate(async () => {

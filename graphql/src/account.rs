@@ -29,8 +29,9 @@ pub struct Tenant {
     pub staff_cash_top_up_cap: i64,
     /// Whether each accepted boot of a charger sets it to send the energy readings billing needs: 1.6
     /// `MeterValuesSampledData`, 2.0.1 `SampledDataCtrlr.TxStartedMeasurands`, `TxUpdatedMeasurands` and
-    /// `TxEndedMeasurands` (the charger's own lists are replaced), and a sampling interval of 60 s where the charger
-    /// reports 0 (1.6 `MeterValueSampleInterval`, 2.0.1 `SampledDataCtrlr.TxUpdatedInterval`). Off by default.
+    /// `TxEndedMeasurands` (the charger's own lists are replaced), and a sampling interval of 60 s where the boot's
+    /// read finds it 0 and writable (1.6 `MeterValueSampleInterval`, 2.0.1 `SampledDataCtrlr.TxUpdatedInterval`)
+    /// and no operator's change of it is on its way. Off by default.
     pub charger_meter_setup: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }

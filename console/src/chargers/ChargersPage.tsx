@@ -161,7 +161,6 @@ function Commands({ charger: c, act }: { charger: Charger; act: (f: () => Promis
   const { found, chosen } = usePatronSearch(search, patron);
   const [minutes, setMinutes] = useState('30');
   const [reservation, setReservation] = useState<number | null>(null);
-  const [revokeOld, setRevokeOld] = useState(false);
   const run = (kind: ChargerCommandKind, extra: { connector?: number; operative?: boolean; watts?: number } = {}) =>
     act(async () => {
       const r = await request(ChargerCommand, { id: c.id, command: { kind, keys: [], ...extra } });
@@ -232,26 +231,43 @@ function Commands({ charger: c, act }: { charger: Charger; act: (f: () => Promis
           </button>
         )}
       </form>
-      <form
-        onSubmit={(e) => {
-          e.preventDefault();
-          // Sent to a connected charger unless the old password is ended: then it is set on the charger by hand.
-          const sent = c.online && !revokeOld;
-          void act(async () => {
-            const r = await request(SetChargerPassword, { id: c.id, revokeOld });
-            setRevokeOld(false);
-            const password = r.setChargerPassword.password;
-            return sent ? t.chargers.passwordSent(password) : t.chargers.passwordByHand(password);
-          });
-        }}
-      >
-        <h3>{t.chargers.password}</h3>
-        <label className="inline">
-          <input type="checkbox" checked={revokeOld} onChange={(e) => setRevokeOld(e.target.checked)} />
-          {t.chargers.revokeOld}
-        </label>
-        <button type="submit">{t.chargers.newPassword}</button>
-      </form>
+      <NewPassword charger={c} act={act} />
     </div>
+  );
+}
+
+/** A new password for the charger, shown once (kept here until dismissed, whatever else the card does). The server
+ * sends it to a connected charger and keeps the old one until the charger takes it; offline, or with the old one
+ * ended because it leaked, the old one stops at once and the new one is set on the charger by hand. */
+function NewPassword({ charger: c, act }: { charger: Charger; act: (f: () => Promise<string | void>) => Promise<void> }) {
+  const [revokeOld, setRevokeOld] = useState(false);
+  const [shown, setShown] = useState<string | null>(null);
+  return (
+    <form
+      onSubmit={(e) => {
+        e.preventDefault();
+        void act(async () => {
+          const r = await request(SetChargerPassword, { id: c.id, revokeOld });
+          setRevokeOld(false);
+          const { password, charger } = r.setChargerPassword;
+          // Pending right after the change exactly when the server sent it to the charger.
+          setShown(charger.passwordPending ? t.chargers.passwordSent(password) : t.chargers.passwordByHand(password));
+        });
+      }}
+    >
+      <h3>{t.chargers.password}</h3>
+      <label className="inline">
+        <input type="checkbox" checked={revokeOld} onChange={(e) => setRevokeOld(e.target.checked)} />
+        {t.chargers.revokeOld}
+      </label>
+      {(!c.online || revokeOld) && <p>{t.chargers.byHandWarning}</p>}
+      <button type="submit">{t.chargers.newPassword}</button>
+      {shown && (
+        <p role="status">
+          <span data-testid="new-password">{shown}</span>{' '}
+          <button type="button" onClick={() => setShown(null)}>{t.chargers.passwordNoted}</button>
+        </p>
+      )}
+    </form>
   );
 }

@@ -341,9 +341,11 @@ export const en = {
     running: 'charging',
     freeVend: 'free vend',
     answered: (action: string, status: string) => `${action}: ${status}`,
-    passwordPending: 'new password on its way to the charger',
+    passwordPending: 'new password not yet confirmed by the charger',
     password: 'Charger password',
-    revokeOld: 'End the old password now (it leaked): the charger is disconnected until its password is set by hand',
+    revokeOld: 'End the old password now (it leaked): a connected charger is disconnected',
+    byHandWarning: 'The old password stops working at once: set the new one on the charger by hand.',
+    passwordNoted: 'Hide it',
     newPassword: 'New password',
     // Shown once: the server keeps only its hash.
     passwordSent: (p: string) => `New password (shown once): ${p} — sent to the charger; the old one works until the charger takes it.`,

@@ -713,8 +713,9 @@ fn samples_nothing(answer: &Value) -> bool {
             .any(|v| zero(&v["attributeValue"]))
 }
 
-/// Writes a call unless the same one is still waiting from an earlier boot (within the hour: an older one has long
-/// expired or timed out).
+/// Writes a call of the set-up unless the set-up's same call is still waiting from an earlier boot (within the
+/// hour: an older one has long expired or timed out). An operator's call alike does not count: only the set-up's own
+/// read sets the interval.
 async fn enqueue_unless_waiting(
     tx: &mut TenantTx,
     charger: &Charger,
@@ -723,7 +724,8 @@ async fn enqueue_unless_waiting(
     let waiting: bool = sqlx::query_scalar(
         "select exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
                           and created_at > now() - interval '1 hour'
-                          and status in ('pending', 'sent') and action = $3 and payload = $4)",
+                          and status in ('pending', 'sent') and action = $3 and payload = $4
+                          and requested_by is null)",
     )
     .bind(tx.tenant())
     .bind(charger.id)

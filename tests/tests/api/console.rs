@@ -661,10 +661,15 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
 async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_transaction() {
     use switchyard_tests::ocpp_peer::{ChargePoint, OcppVersion};
     let root = console_root();
-    let app = spawn_app_with(&[("CONSOLE_DIR", root.join("dist").to_str().unwrap())]).await;
+    // The password call is answered by hand once the browser has shown it pending: its timeout leaves the browser
+    // all the time its steps may take.
+    let app = spawn_app_with(&[
+        ("CONSOLE_DIR", root.join("dist").to_str().unwrap()),
+        ("OCPP_CALL_TIMEOUT_SECS", "300"),
+    ])
+    .await;
     let s = super::charging::site(&app).await;
     let mut cp = super::charging::boot(&app, &s, OcppVersion::V16).await;
-    // The password call is answered by hand, once the browser has shown it pending.
     cp.reply_silent("ChangeConfiguration").await;
     let shots = std::env::var("TEST_SCREENSHOT_DIR").unwrap_or_default();
     let mut child = tokio::process::Command::new("node")

@@ -1418,6 +1418,121 @@ async fn the_meter_set_up_gives_a_charger_that_samples_nothing_an_interval_and_l
     cp.close().await;
 }
 
+/// A password a charger reports in a configuration read (a 1.6 charger may answer `AuthorizationKey`, which the
+/// specification makes write-only) is kept hidden, in the call's answer and in the charger's configuration; migration
+/// 0057 hides those kept before it (run again here over rows written as they were then), and leaves the rest.
+#[tokio::test]
+async fn a_password_a_charger_reports_is_kept_hidden_and_migration_0057_hides_those_kept_before() {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let s = site(&app).await;
+    let secret = "r3ported-r3ported-r3ported-r3po";
+    let key = |k: &str, v: &str| json!({"key": k, "readonly": false, "value": v});
+    let reported = json!({"configurationKey": [key("AuthorizationKey", secret), key("HeartbeatInterval", "60")]});
+    let hidden = json!({"configurationKey": [key("AuthorizationKey", "(hidden)"), key("HeartbeatInterval", "60")]});
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.reply("GetConfiguration", reported.clone()).await;
+    let read = command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "GET_CONFIGURATION"}),
+    )
+    .await;
+    assert_eq!(read["response"], hidden, "{read}");
+    assert_eq!(
+        charger(&app, &s.t, s.charger).await["configuration"],
+        hidden
+    );
+    cp.close().await;
+    let stored = "select (select count(*) from ocpp_call where response::text like '%' || $1 || '%')
+                       + (select count(*) from charger where configuration::text like '%' || $1 || '%')";
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let found: i64 = sqlx::query_scalar(stored)
+        .bind(secret)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found, 0, "the password is stored nowhere");
+
+    // As kept before 0057: the 1.6 answer and configuration as reported, and a 2.0.1 answer with the password.
+    let variable = |c: &str, v: &str, value: &str| {
+        json!({"attributeStatus": "Accepted", "attributeValue": value, "component": {"name": c},
+               "variable": {"name": v}})
+    };
+    let v201 = json!({"getVariableResult": [
+        variable("SecurityCtrlr", "basicAuthPassword", secret),
+        variable("OCPPCommCtrlr", "HeartbeatInterval", "60"),
+    ]});
+    let read_id = uuid(&read["id"]);
+    sqlx::query("update ocpp_call set response = $2 where id = $1")
+        .bind(read_id)
+        .bind(&reported)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query("update charger set configuration = $2 where id = $1")
+        .bind(s.charger)
+        .bind(&reported)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v201_id = Uuid::now_v7();
+    sqlx::query(
+        "insert into ocpp_call (tenant_id, id, charger_id, action, payload, status, response)
+         values ($1, $2, $3, 'GetVariables', '{}', 'answered', $4)",
+    )
+    .bind(s.t.id)
+    .bind(v201_id)
+    .bind(s.charger)
+    .bind(&v201)
+    .execute(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let owner = sqlx::PgPool::connect(&database.owner_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::raw_sql(include_str!(
+        "../../../../migrations/0057_charger_reported_secrets_hidden.sql"
+    ))
+    .execute(&owner)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let answers: Vec<(Uuid, Value)> =
+        sqlx::query_as("select id, response from ocpp_call where id = any($1) order by id")
+            .bind(vec![read_id, v201_id])
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut v201_hidden = v201;
+    v201_hidden["getVariableResult"][0]["attributeValue"] = json!("(hidden)");
+    let mut expected = vec![(read_id, hidden.clone()), (v201_id, v201_hidden)];
+    expected.sort_by_key(|(id, _)| *id);
+    assert_eq!(answers, expected);
+    let found: i64 = sqlx::query_scalar(stored)
+        .bind(secret)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found, 0, "the password is stored nowhere");
+    drop(tx);
+    assert_eq!(
+        charger(&app, &s.t, s.charger).await["configuration"],
+        hidden
+    );
+    for table in ["ocpp_call", "charger"] {
+        let forced: bool =
+            sqlx::query_scalar("select relforcerowsecurity from pg_class where relname = $1")
+                .bind(table)
+                .fetch_one(&owner)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(forced, "row-level security is forced again on {table}");
+    }
+}
+
 /// Migration 0055 hides the passwords that calls sent before it kept (run again here over calls written as they
 /// were then; it changes nothing else): a sent 1.6 `AuthorizationKey` (in any case), a sent 2.0.1
 /// `BasicAuthPassword` among other variables; a pending call keeps its password until it is sent (shown hidden),
