@@ -3,6 +3,11 @@
 -- it. Answers are now kept with it hidden, in the call and in the charger's configuration; this hides it in those
 -- kept before. Names are not case-sensitive in OCPP.
 
+-- Both tables locked first, in the order the central system takes them (a charger, then its calls), so that a
+-- charger's answer arriving meanwhile waits instead of deadlocking. A `charger.call` live event kept from before
+-- (within its window) is not rewritten: it expires with its window.
+lock table charger, ocpp_call in access exclusive mode;
+
 -- The rows of every tenant: the owner running this migration is confined like everyone else (row-level security
 -- is forced), so the tables let their owner through for these statements, inside the migration's transaction.
 alter table ocpp_call no force row level security;

@@ -1471,12 +1471,33 @@ async fn a_password_a_charger_reports_is_kept_hidden_and_migration_0057_hides_th
         .execute(&mut *tx)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // A configuration holding both shapes, a key in another case, one reported without a value and an entry that
+    // is not an object: each shape's password hidden, the rest as it was.
+    let configuration = json!({
+        "configurationKey": [
+            key("authorizationKEY", secret), {"key": "AuthorizationKey", "readonly": false}, "odd",
+            key("HeartbeatInterval", "60"),
+        ],
+        "getVariableResult": v201["getVariableResult"],
+    });
     sqlx::query("update charger set configuration = $2 where id = $1")
         .bind(s.charger)
-        .bind(&reported)
+        .bind(&configuration)
         .execute(&mut *tx)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // A read never answered stays as it is.
+    let unanswered = Uuid::now_v7();
+    sqlx::query(
+        "insert into ocpp_call (tenant_id, id, charger_id, action, payload, status, error)
+         values ($1, $2, $3, 'GetConfiguration', '{}', 'timeout', 'the charger did not answer in time')",
+    )
+    .bind(s.t.id)
+    .bind(unanswered)
+    .bind(s.charger)
+    .execute(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let v201_id = Uuid::now_v7();
     sqlx::query(
         "insert into ocpp_call (tenant_id, id, charger_id, action, payload, status, response)
@@ -1500,15 +1521,19 @@ async fn a_password_a_charger_reports_is_kept_hidden_and_migration_0057_hides_th
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let mut tx = app.tenant_tx(s.t.id).await;
-    let answers: Vec<(Uuid, Value)> =
+    let answers: Vec<(Uuid, Option<Value>)> =
         sqlx::query_as("select id, response from ocpp_call where id = any($1) order by id")
-            .bind(vec![read_id, v201_id])
+            .bind(vec![read_id, v201_id, unanswered])
             .fetch_all(&mut *tx)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     let mut v201_hidden = v201;
     v201_hidden["getVariableResult"][0]["attributeValue"] = json!("(hidden)");
-    let mut expected = vec![(read_id, hidden.clone()), (v201_id, v201_hidden)];
+    let mut expected = vec![
+        (read_id, Some(hidden.clone())),
+        (v201_id, Some(v201_hidden.clone())),
+        (unanswered, None),
+    ];
     expected.sort_by_key(|(id, _)| *id);
     assert_eq!(answers, expected);
     let found: i64 = sqlx::query_scalar(stored)
@@ -1520,7 +1545,13 @@ async fn a_password_a_charger_reports_is_kept_hidden_and_migration_0057_hides_th
     drop(tx);
     assert_eq!(
         charger(&app, &s.t, s.charger).await["configuration"],
-        hidden
+        json!({
+            "configurationKey": [
+                key("authorizationKEY", "(hidden)"), {"key": "AuthorizationKey", "readonly": false}, "odd",
+                key("HeartbeatInterval", "60"),
+            ],
+            "getVariableResult": v201_hidden["getVariableResult"],
+        })
     );
     for table in ["ocpp_call", "charger"] {
         let forced: bool =
