@@ -1313,7 +1313,7 @@ async fn the_meter_set_up_gives_a_charger_that_samples_nothing_an_interval_and_l
     );
 
     // Booted a third time, it reports 60: nothing more is sent.
-    cp.call("BootNotification", boot_again)
+    cp.call("BootNotification", boot_again.clone())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let setup_reads = "select count(*) from ocpp_call where charger_id = $1 and action = 'GetConfiguration'
@@ -1353,6 +1353,59 @@ async fn the_meter_set_up_gives_a_charger_that_samples_nothing_an_interval_and_l
         vec![(json!("0"), true), (json!("60"), false)],
         "the operator's 0, then the set-up's 60 once"
     );
+
+    // A boot's read that answers 0 while an operator's change of the interval waits behind it: the operator's newer
+    // choice wins, and no 60 is written after it. (A call's OCPP message id is its id.)
+    cp.reply_silent("GetConfiguration").await;
+    cp.call("BootNotification", boot_again)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sent_read = "select id from ocpp_call where charger_id = $1 and action = 'GetConfiguration'
+                       and requested_by is null and status = 'sent'";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let read_id: Uuid = loop {
+        let mut tx = app.tenant_tx(s.t.id).await;
+        let id: Option<Uuid> = sqlx::query_scalar(sent_read)
+            .bind(s.charger)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(id) = id {
+            break id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the fourth boot's read to be sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let thirty = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!, $k: ChargerCommandInput!) { chargerCommand(id: $c, command: $k) { status } }",
+            json!({"c": s.charger, "k": {"kind": "CHANGE_CONFIGURATION", "key": "MeterValueSampleInterval", "value": "30"}}),
+        )
+        .await;
+    assert_eq!(thirty["chargerCommand"]["status"], "pending", "{thirty}");
+    cp.send_raw(&format!(
+        r#"[3,"{read_id}",{{"configurationKey":[{{"key":"MeterValueSampleInterval","readonly":false,"value":"0"}}]}}]"#
+    ))
+    .await;
+    until_call(&app, &s.t, s.charger, "ChangeConfiguration", |c| {
+        c["payload"]["value"] == "30" && c["status"] == "answered"
+    })
+    .await;
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let values: Vec<Value> = sqlx::query_scalar(
+        "select payload->'value' from ocpp_call where charger_id = $1 and action = 'ChangeConfiguration'
+           and payload->>'key' = 'MeterValueSampleInterval' order by created_at",
+    )
+    .bind(s.charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(tx);
+    assert_eq!(values, vec![json!("0"), json!("60"), json!("30")]);
     cp.close().await;
 
     // 2.0.1 (another tenant's charger): the update interval, read with the set-up and merged with what an operator
