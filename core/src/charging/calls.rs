@@ -748,18 +748,10 @@ async fn configuration_read(
     call: &Call,
     answer: &Value,
 ) -> Result<()> {
-    let before: Value =
-        sqlx::query_scalar("select configuration from charger where tenant_id = $1 and id = $2")
-            .bind(tx.tenant())
-            .bind(charger.id)
-            .fetch_one(tx.conn())
-            .await?;
-    sqlx::query("update charger set configuration = $3 where tenant_id = $1 and id = $2")
-        .bind(tx.tenant())
-        .bind(charger.id)
-        .bind(merged_configuration(&before, &call.payload, answer))
-        .execute(tx.conn())
-        .await?;
+    update_configuration(tx, charger.id, |before| {
+        merged_configuration(before, &call.payload, answer)
+    })
+    .await?;
     let protocol = charger.protocol();
     if call.payload != interval_read(protocol).payload || !samples_nothing(answer) {
         return Ok(());
@@ -836,17 +828,29 @@ async fn configuration_changed(tx: &mut TenantTx, charger: &Charger, call: &Call
     let Some(answer) = &call.response else {
         return Ok(());
     };
+    update_configuration(tx, charger.id, |before| {
+        changed_configuration(before, &call.payload, answer)
+    })
+    .await
+}
+
+/// Replaces the charger's known configuration by `next` of it (written only when it changes).
+async fn update_configuration(
+    tx: &mut TenantTx,
+    charger: Uuid,
+    next: impl FnOnce(&Value) -> Value,
+) -> Result<()> {
     let before: Value =
         sqlx::query_scalar("select configuration from charger where tenant_id = $1 and id = $2")
             .bind(tx.tenant())
-            .bind(charger.id)
+            .bind(charger)
             .fetch_one(tx.conn())
             .await?;
-    let after = changed_configuration(&before, &call.payload, answer);
+    let after = next(&before);
     if after != before {
         sqlx::query("update charger set configuration = $3 where tenant_id = $1 and id = $2")
             .bind(tx.tenant())
-            .bind(charger.id)
+            .bind(charger)
             .bind(after)
             .execute(tx.conn())
             .await?;

@@ -1564,15 +1564,11 @@ async fn a_password_a_charger_reports_is_kept_hidden_and_migration_0057_hides_th
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
-    let owner = sqlx::PgPool::connect(&database.owner_url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    sqlx::raw_sql(include_str!(
-        "../../../../migrations/0057_charger_reported_secrets_hidden.sql"
-    ))
-    .execute(&owner)
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let owner = rerun_migration(
+        &database,
+        include_str!("../../../../migrations/0057_charger_reported_secrets_hidden.sql"),
+    )
+    .await;
     let mut tx = app.tenant_tx(s.t.id).await;
     let answers: Vec<(Uuid, Option<Value>)> =
         sqlx::query_as("select id, response from ocpp_call where id = any($1) order by id")
@@ -1607,13 +1603,10 @@ async fn a_password_a_charger_reports_is_kept_hidden_and_migration_0057_hides_th
         })
     );
     for table in ["ocpp_call", "charger"] {
-        let forced: bool =
-            sqlx::query_scalar("select relforcerowsecurity from pg_class where relname = $1")
-                .bind(table)
-                .fetch_one(&owner)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        assert!(forced, "row-level security is forced again on {table}");
+        assert!(
+            rls_forced(&owner, table).await,
+            "row-level security is forced again on {table}"
+        );
     }
 }
 
@@ -1674,15 +1667,11 @@ async fn migration_0055_hides_the_passwords_calls_kept_after_sending_them() {
         ids.push(id);
     }
     tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
-    let owner = sqlx::PgPool::connect(&database.owner_url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    sqlx::raw_sql(include_str!(
-        "../../../../migrations/0055_charger_call_secrets_hidden.sql"
-    ))
-    .execute(&owner)
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let owner = rerun_migration(
+        &database,
+        include_str!("../../../../migrations/0055_charger_call_secrets_hidden.sql"),
+    )
+    .await;
     let mut tx = app.tenant_tx(s.t.id).await;
     let mut after = Vec::new();
     for id in &ids {
@@ -1738,10 +1727,29 @@ async fn migration_0055_hides_the_passwords_calls_kept_after_sending_them() {
         );
     }
 
-    let forced: bool =
-        sqlx::query_scalar("select relforcerowsecurity from pg_class where relname = 'ocpp_call'")
-            .fetch_one(&owner)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    assert!(forced, "row-level security is forced again");
+    assert!(
+        rls_forced(&owner, "ocpp_call").await,
+        "row-level security is forced again"
+    );
+}
+
+/// Runs a migration's SQL again as the database's owner (the role migrations run as); returns the owner's pool.
+async fn rerun_migration(database: &switchyard_tests::TestDatabase, sql: &str) -> sqlx::PgPool {
+    let owner = sqlx::PgPool::connect(&database.owner_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::raw_sql(sql)
+        .execute(&owner)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    owner
+}
+
+/// Whether row-level security is forced on `table` (its owner confined too).
+async fn rls_forced(owner: &sqlx::PgPool, table: &str) -> bool {
+    sqlx::query_scalar("select relforcerowsecurity from pg_class where relname = $1")
+        .bind(table)
+        .fetch_one(owner)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
