@@ -3,8 +3,11 @@
 //   → {"event":"start_clicked"}  ← {}   the charger took the remote start, started and metered 5 kWh
 //   → {"event":"stop_clicked"}   ← {}   the charger took the remote stop and stopped
 //   → {"event":"password_set","password":P}  ← {}   the charger was sent P and accepted it
+//   → {"event":"onboarding_key","key":K}  ← {}   two new chargers (NEW_CHARGER, STRANGER) joined with K, pending
+//   → {"event":"adopted","password":P}  ← {}   NEW_CHARGER was sent P, accepted it and booted accepted
 //   → {"event":"done"}
-// Settings (environment): CONSOLE_URL, OWNER_EMAIL, OWNER_PASSWORD, CHARGER, PATRON, SCREENSHOT_DIR, CHROMIUM.
+// Settings (environment): CONSOLE_URL, OWNER_EMAIL, OWNER_PASSWORD, CHARGER, PATRON, NEW_CHARGER, STRANGER, FREE_STATION,
+// SCREENSHOT_DIR, CHROMIUM.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -83,6 +86,40 @@ try {
   await hear();
   await card.getByTestId('calls').getByText(/ChangeConfiguration: Accepted$/).waitFor();
   await card.getByText('new password not yet confirmed by the charger').waitFor({ state: 'detached' });
+
+  // Chargers nobody registered may join with the onboarding key (Settings), shown once.
+  await page.getByRole('link', { name: 'Settings' }).click();
+  await page.getByLabel('Let chargers nobody registered join with the onboarding key', { exact: false }).check();
+  await page.getByRole('button', { name: 'Save charger settings' }).click();
+  await page.getByText('Chargers saved.').waitFor();
+  const keyText = await page.getByTestId('onboarding-key').textContent();
+  const key = /^Onboarding key \(shown once\): (\S+) — give a new charger the address wss?:\/\/[^/]+\/ocpp\/<its id>/.exec(keyText)?.[1];
+  if (!key) throw new Error(`the onboarding key reads ${keyText}`);
+  say({ event: 'onboarding_key', key });
+  await hear();
+
+  // Both wait under Chargers: one is refused, the other adopted onto the free station, its password shown once.
+  await page.getByRole('link', { name: 'Chargers' }).click();
+  const fresh = page.getByRole('region', { name: 'New chargers' });
+  const stranger = fresh.locator('li.tile', { hasText: process.env.STRANGER });
+  const newcomer = fresh.locator('li.tile', { hasText: process.env.NEW_CHARGER });
+  await stranger.getByText('online', { exact: true }).waitFor();
+  await newcomer.getByText('Wallbox').waitFor();
+  await stranger.getByRole('button', { name: 'Refuse' }).click();
+  await stranger.getByText('refused', { exact: true }).waitFor();
+  await newcomer.getByRole('combobox', { name: 'Adopt onto station' }).selectOption({ label: process.env.FREE_STATION });
+  await newcomer.getByRole('button', { name: 'Adopt' }).click();
+  const adoptedText = await page.getByTestId('adopted-password').textContent();
+  const adopted = /Its own password \(shown once\): (\S+) — sent to the charger/.exec(adoptedText)?.[1];
+  if (!adopted || !adoptedText.startsWith(`${process.env.NEW_CHARGER} is now ${process.env.FREE_STATION}.`)) {
+    throw new Error(`the adoption reads ${adoptedText}`);
+  }
+  await newcomer.waitFor({ state: 'detached' });
+  say({ event: 'adopted', password: adopted });
+  await hear();
+  const bay = page.locator('li.tile', { has: page.getByRole('heading', { name: process.env.FREE_STATION, exact: true }) });
+  await bay.getByText('Acme Wallbox').waitFor();
+  await bay.getByText('online', { exact: true }).first().waitFor();
 
   await page.evaluate(axeSource);
   const bad = await page.evaluate(async () => {

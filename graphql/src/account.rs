@@ -33,6 +33,11 @@ pub struct Tenant {
     /// read finds it 0 and writable (1.6 `MeterValueSampleInterval`, 2.0.1 `SampledDataCtrlr.TxUpdatedInterval`)
     /// and no operator's change of it is on its way. Off by default.
     pub charger_meter_setup: bool,
+    /// Whether a charger with an identity nobody registered may join as pending (for an operator to adopt) by
+    /// presenting the onboarding key as its password (`setChargerOnboarding`).
+    pub accept_pending_chargers: bool,
+    /// Whether the tenant has an onboarding key (it is shown once, when made; only its SHA-256 is kept).
+    pub charger_onboarding_key: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -44,6 +49,8 @@ impl From<tenants::Tenant> for Tenant {
             billing_tick_sec: t.billing_tick_sec,
             staff_cash_top_up_cap: t.staff_cash_top_up_cap,
             charger_meter_setup: t.charger_meter_setup,
+            accept_pending_chargers: t.accept_pending_chargers,
+            charger_onboarding_key: t.charger_onboarding_key,
             created_at: t.created_at,
         }
     }

@@ -473,8 +473,8 @@ impl ChargingMutation {
         })
     }
 
-    /// Adopts a pending charger onto an `ev_charger` station: it is accepted, gets a new password (sent to it and
-    /// shown once) and is asked to boot again.
+    /// Adopts a pending (or refused) charger onto an `ev_charger` station: it is accepted, gets a new password
+    /// (shown once; sent to it when connected) and is asked to boot again.
     #[graphql(guard = "ManagerGuard")]
     async fn adopt_charger(
         &self,
@@ -491,6 +491,17 @@ impl ChargingMutation {
             charger: charger.into(),
             password,
         })
+    }
+
+    /// Refuses a pending charger: it is rejected, the onboarding key no longer opens it, and a connected one is
+    /// disconnected. Its identity stays taken (it cannot join as pending again); `adoptCharger` may still adopt it,
+    /// then its new password is set on it by hand.
+    #[graphql(guard = "ManagerGuard")]
+    async fn reject_charger(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Charger> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let charger = charging::reject(&mut tx, actor, id).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(charger.into())
     }
 
     /// Owners: whether a charger with an unregistered identity may join as pending by presenting the onboarding

@@ -3,10 +3,12 @@ import { ApiError } from '../api/auth';
 import { request } from '../api/client';
 import { newest } from '../api/newest';
 import {
+  AdoptCharger,
   CancelChargerReservation,
   ChargerCommand,
   Chargers,
   LiveEvents,
+  RejectCharger,
   ReserveCharger,
   SetChargerPassword,
   StartSession,
@@ -23,9 +25,11 @@ type Charger = ChargersResult['chargers'][number];
 type Station = ChargersResult['stations'][number];
 
 /** The tenant's chargers: online state, connectors as the charger reports them (pushed), the latest transactions,
- * remote start and stop, and a few commands. */
+ * remote start and stop, and a few commands; above them, new chargers waiting to be adopted onto a station. */
 export function ChargersPage() {
   const [data, setData] = useState<ChargersResult | null>(null);
+  // The password of a charger just adopted, shown once (its card moves from the new chargers to the others).
+  const [adopted, setAdopted] = useState<string | null>(null);
   const order = useRef(newest()).current;
   const load = async () => {
     const n = order.ask();
@@ -39,16 +43,104 @@ export function ChargersPage() {
     return stop1;
   }, []);
   if (!data) return null;
+  const waiting = data.chargers.filter((c) => c.registration !== 'accepted');
+  const accepted = data.chargers.filter((c) => c.registration === 'accepted');
+  // Stations a charger may be adopted onto: EV charger stations that have none.
+  const free = data.stations.filter((s) => !data.chargers.some((c) => c.stationId === s.id));
   return (
     <section aria-labelledby="chargers-title">
       <h1 id="chargers-title">{t.chargers.title}</h1>
-      {data.chargers.length === 0 && <p>{t.chargers.none}</p>}
+      {adopted && (
+        <p role="status">
+          <span data-testid="adopted-password">{adopted}</span>{' '}
+          <button type="button" onClick={() => setAdopted(null)}>{t.chargers.passwordNoted}</button>
+        </p>
+      )}
+      {waiting.length > 0 && (
+        <section aria-labelledby="new-chargers-title">
+          <h2 id="new-chargers-title">{t.chargers.waiting}</h2>
+          <p>{t.chargers.waitingHelp}</p>
+          <ul className="tiles">
+            {waiting.map((c) => (
+              <NewCharger key={c.id} charger={c} stations={free} reload={load} adopted={setAdopted} />
+            ))}
+          </ul>
+        </section>
+      )}
+      {accepted.length === 0 && <p>{t.chargers.none}</p>}
       <ul className="tiles">
-        {data.chargers.map((c) => (
+        {accepted.map((c) => (
           <ChargerCard key={c.id} charger={c} station={data.stations.find((s) => s.id === c.stationId)} reload={load} />
         ))}
       </ul>
     </section>
+  );
+}
+
+/** A charger that joined with the tenant's onboarding key (or was refused before): adopted onto a free EV charger
+ * station, or refused (the key no longer opens it). */
+function NewCharger({ charger: c, stations, reload, adopted }: { charger: Charger; stations: Station[]; reload: () => Promise<void>; adopted: (said: string) => void }) {
+  const [station, setStation] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const chosen = stations.some((s) => s.id === station) ? station : (stations[0]?.id ?? '');
+  const refused = c.registration === 'rejected';
+  const act = async (f: () => Promise<void>) => {
+    setError(null);
+    try {
+      await f();
+    } catch (e) {
+      setError(e instanceof ApiError ? e.message : t.errors.generic);
+    }
+    await reload();
+  };
+  const name = `${c.chargePointId}: ${refused ? t.chargers.refused : c.online ? t.chargers.online : t.chargers.offline}`;
+  return (
+    <li className={`tile ${c.online ? 'online' : 'offline'}`} aria-label={name}>
+      <h3>{c.chargePointId}</h3>
+      <p className="kind">
+        {[c.vendor, c.model, c.firmwareVersion].filter(Boolean).join(' ') || t.chargers.noBoot}
+        {c.serialNumber && <> · {t.chargers.serial} {c.serialNumber}</>} · OCPP {c.protocol?.replace(/^ocpp/i, '') ?? '—'}
+      </p>
+      <p className="state">
+        <span className={`dot ${c.online ? 'online' : 'offline'}`} aria-hidden="true" />{' '}
+        <span>{refused ? t.chargers.refused : c.online ? t.chargers.online : t.chargers.offline}</span>
+        {' · '}
+        {t.chargers.joined(new Date(c.createdAt).toLocaleString('en-GB'))}
+      </p>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          void act(async () => {
+            const r = await request(AdoptCharger, { id: c.id, stationId: chosen });
+            const onto = stations.find((s) => s.id === chosen)?.name ?? '';
+            const { password, charger } = r.adoptCharger;
+            adopted(charger.online ? t.chargers.adoptedSent(c.chargePointId, onto, password) : t.chargers.adoptedByHand(c.chargePointId, onto, password));
+          });
+        }}
+      >
+        {stations.length === 0 ? (
+          <p>{t.chargers.noFreeStation}</p>
+        ) : (
+          <label>
+            {t.chargers.adoptOnto}
+            <select value={chosen} onChange={(e) => setStation(e.target.value)} required>
+              {stations.map((s) => (
+                <option key={s.id} value={s.id}>{s.name}</option>
+              ))}
+            </select>
+          </label>
+        )}
+        <div className="actions">
+          <button type="submit" disabled={!chosen}>{t.chargers.adopt}</button>
+          {!refused && (
+            <button type="button" className="danger" onClick={() => void act(() => request(RejectCharger, { id: c.id }).then(() => undefined))}>
+              {t.chargers.refuse}
+            </button>
+          )}
+        </div>
+        {error && <p role="alert" className="error">{error}</p>}
+      </form>
+    </li>
   );
 }
 

@@ -220,6 +220,14 @@ export const en = {
     chargers: 'Chargers',
     meterSetup: 'At each boot, set chargers up to send the readings billing needs (energy and power, and a reading a minute where they send none)',
     saveChargers: 'Save charger settings',
+    acceptPending: 'Let chargers nobody registered join with the onboarding key, to wait under Chargers until adopted or refused',
+    noKey: 'No onboarding key yet: saving with joining on makes one.',
+    keyExists: 'An onboarding key exists (it was shown once, when made). A new key replaces it: chargers that joined keep waiting.',
+    onboardingKey: 'Onboarding key',
+    newKey: 'New onboarding key',
+    // Shown once: the server keeps only its hash.
+    keyShown: (key: string, address: string) =>
+      `Onboarding key (shown once): ${key} — give a new charger the address ${address}<its id> and this key as its password (HTTP Basic); it then waits under Chargers.`,
     payments: 'Payment provider',
     paymentsPlatform: "Your patrons pay through Switchyard's payment account. To take their card payments into your own Stripe account, enter its keys: they are kept on the server, sealed, and never shown again.",
     paymentsOwn: (hint: string, when: string) => `Your own Stripe account (${hint}) takes your patrons' payments since ${when}.`,
@@ -350,6 +358,21 @@ export const en = {
     // Shown once: the server keeps only its hash.
     passwordSent: (p: string) => `New password (shown once): ${p} — sent to the charger; the old one works until the charger takes it.`,
     passwordByHand: (p: string) => `New password (shown once): ${p} — set it on the charger by hand; the old one no longer works.`,
+    waiting: 'New chargers',
+    waitingHelp: 'These chargers joined with your onboarding key (Settings, Chargers). Adopt one onto an EV charger station to bill its sessions, or refuse it.',
+    refused: 'refused',
+    noBoot: 'not booted yet',
+    serial: 'serial',
+    joined: (when: string) => `joined ${when}`,
+    adoptOnto: 'Adopt onto station',
+    adopt: 'Adopt',
+    refuse: 'Refuse',
+    noFreeStation: 'Every EV charger station has a charger: add one under Set-up (kind EV charger) to adopt this charger onto.',
+    // Shown once: the server keeps only its hash.
+    adoptedSent: (id: string, station: string, p: string) =>
+      `${id} is now ${station}. Its own password (shown once): ${p} — sent to the charger, which is asked to boot again; the onboarding key no longer opens it.`,
+    adoptedByHand: (id: string, station: string, p: string) =>
+      `${id} is now ${station}. Its own password (shown once): ${p} — set it on the charger by hand; the onboarding key no longer opens it.`,
   },
   sos: {
     title: 'SOS',

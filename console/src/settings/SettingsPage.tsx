@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
 import { request } from '../api/client';
-import { PaymentAccount, RemovePaymentAccount, SetBillingTick, SetBranding, SetChargerMeterSetup, SetLegalDetails, SetPaymentAccount, Settings, type PaymentAccountResult, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
+import { PaymentAccount, RemovePaymentAccount, SetBillingTick, SetBranding, SetChargerMeterSetup, SetChargerOnboarding, SetLegalDetails, SetPaymentAccount, Settings, type PaymentAccountResult, SetStaffCashTopUpCap, Venues, type SettingsResult } from '../api/generated';
 import { accentFor } from '../brand/accent';
 import { applyBranding } from '../brand/apply';
 import { minorDigits } from '../floor/model';
@@ -114,18 +114,50 @@ function Brand({ data }: { data: SettingsResult }) {
   );
 }
 
-/** Chargers' meter set-up at boot: the readings billing needs, and a sampling interval where a charger has none. */
+/** Chargers: the meter set-up at boot (the readings billing needs, and a sampling interval where a charger has
+ * none), and whether chargers nobody registered may join with the onboarding key, to wait for adoption. The key is
+ * shown once, when made (saving with joining on and no key yet makes one). */
 function Chargers({ data }: { data: SettingsResult }) {
   const [setUp, setSetUp] = useState(data.tenant.chargerMeterSetup);
+  const [join, setJoin] = useState(data.tenant.acceptPendingChargers);
+  const [hasKey, setHasKey] = useState(data.tenant.chargerOnboardingKey);
+  const [key, setKey] = useState<string | null>(null);
   const [error, saved, submit] = useSubmit();
+  const onboarding = async (newKey: boolean) => {
+    const r = await request(SetChargerOnboarding, { acceptPending: join, newKey });
+    if (r.setChargerOnboarding) {
+      setKey(r.setChargerOnboarding);
+      setHasKey(true);
+    }
+  };
+  const address = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ocpp/`;
   return (
     <Panel title={t.settings.chargers}>
-      <form onSubmit={submit(t.settings.chargers, () => request(SetChargerMeterSetup, { enabled: setUp }))}>
+      <form
+        onSubmit={submit(t.settings.chargers, async () => {
+          await request(SetChargerMeterSetup, { enabled: setUp });
+          await onboarding(join && !hasKey);
+        })}
+      >
         <label className="inline">
           <input type="checkbox" checked={setUp} onChange={(e) => setSetUp(e.target.checked)} />
           {t.settings.meterSetup}
         </label>
-        <button type="submit">{t.settings.saveChargers}</button>
+        <label className="inline">
+          <input type="checkbox" checked={join} onChange={(e) => setJoin(e.target.checked)} />
+          {t.settings.acceptPending}
+        </label>
+        <p>{hasKey ? t.settings.keyExists : t.settings.noKey}</p>
+        <button type="submit">{t.settings.saveChargers}</button>{' '}
+        <button type="button" onClick={submit(t.settings.onboardingKey, () => onboarding(true))}>
+          {t.settings.newKey}
+        </button>
+        {key && (
+          <p role="status">
+            <span data-testid="onboarding-key">{t.settings.keyShown(key, address)}</span>{' '}
+            <button type="button" onClick={() => setKey(null)}>{t.chargers.passwordNoted}</button>
+          </p>
+        )}
         <Outcome error={error} saved={saved} />
       </form>
     </Panel>

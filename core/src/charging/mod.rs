@@ -4,9 +4,9 @@
 //! OCPP-J 1.6 and 2.0.1 on top of it.
 //!
 //! A charger belongs to one station (kind `ev_charger`, control `ocpp`, `control_settings.charge_point_id`), or,
-//! while an operator has not adopted it yet, to no station (`registration = pending`). Its identity is unique
-//! across the platform (a directory only listed functions reach), its HTTP Basic password is stored as a SHA-256.
-//! Its state lives in the database, never only in the process that holds its connection: `connection_id` names the
+//! while an operator has not adopted it yet, to no station (`registration = pending`, or `rejected` once refused,
+//! until adopted after all). Its identity is unique across the platform (a directory only listed functions reach),
+//! its HTTP Basic password is stored as a SHA-256. Its state lives in the database, never only in the process that holds its connection: `connection_id` names the
 //! live connection (a newer one replaces it), and calls to it are rows any replica can write.
 
 pub mod calls;
@@ -591,9 +591,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Adopts a pending charger onto a station (kind `ev_charger`, without a charger): it becomes accepted, gets the
-/// station's control and a new password, which it is sent at once; then it is asked to boot again. Returns the
-/// password (shown once).
+/// Adopts a pending (or refused) charger onto a station (kind `ev_charger`, without a charger): it becomes
+/// accepted, gets the station's control and a new password, which it is sent at once when connected (a refused one
+/// is not: it is set on the charger by hand); then it is asked to boot again. Returns the password (shown once).
 pub async fn adopt(
     tx: &mut TenantTx,
     actor: &Actor,
@@ -602,7 +602,7 @@ pub async fn adopt(
 ) -> Result<(Charger, String)> {
     actor.require_manager()?;
     let charger = get(tx, id).await?;
-    if charger.registration != Registration::Pending {
+    if charger.registration == Registration::Accepted {
         return Err(Error::Conflict(
             "this charger is not waiting to be adopted".into(),
         ));
@@ -677,6 +677,52 @@ pub async fn adopt(
     )
     .await?;
     Ok((get(tx, id).await?, password))
+}
+
+/// Refuses a pending charger (one that joined with the onboarding key and is not wanted): it is rejected, the
+/// onboarding key no longer opens it (it has no password at all), and a connected one is disconnected. Its identity
+/// stays taken, so it cannot join again as pending; an operator may still adopt it later, then sets the password on
+/// it by hand.
+pub async fn reject(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Charger> {
+    actor.require_manager()?;
+    // The row is held like a login holds it: a connection going live now sees the password gone.
+    let (registration, online, connection): (Registration, bool, Option<Uuid>) = sqlx::query_as(
+        "select registration, online, connection_id from charger
+          where tenant_id = $1 and id = $2 for no key update",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(Error::NotFound("charger"))?;
+    if registration != Registration::Pending {
+        return Err(Error::Conflict(
+            "this charger is not waiting to be adopted".into(),
+        ));
+    }
+    calls::drop_unsent_passwords(tx, id).await?;
+    sqlx::query(
+        "update charger set registration = 'rejected', password_hash = null, previous_password_hashes = '{}'
+          where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .execute(tx.conn())
+    .await?;
+    if let (true, Some(connection)) = (online, connection) {
+        disconnected(tx, id, connection).await?;
+    }
+    let rejected = get(tx, id).await?;
+    wake(tx, &rejected).await?;
+    record(
+        tx,
+        actor,
+        "charger.reject",
+        &rejected,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(rejected)
 }
 
 /// A connection of the charger opened (directly, or through a bridge) with the password whose SHA-256 is

@@ -671,6 +671,17 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
     let s = super::charging::site(&app).await;
     let mut cp = super::charging::boot(&app, &s, OcppVersion::V16).await;
     cp.reply_silent("ChangeConfiguration").await;
+    // A station with no charger yet, for one that joins with the onboarding key.
+    let free = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": s.venue, "name": "Bay 2", "kind": "EV_CHARGER", "control": "MANUAL"}}),
+        )
+        .await["createStation"]["id"]
+        .clone();
+    let suffix = &Uuid::new_v4().simple().to_string()[..8];
+    let (newcomer, stranger) = (format!("NEW-{suffix}"), format!("ODD-{suffix}"));
     let shots = std::env::var("TEST_SCREENSHOT_DIR").unwrap_or_default();
     let mut child = tokio::process::Command::new("node")
         .arg(root.join("e2e/chargers.mjs"))
@@ -680,6 +691,9 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         .env("OWNER_PASSWORD", &s.t.password)
         .env("CHARGER", &s.identity)
         .env("PATRON", "Driver")
+        .env("NEW_CHARGER", &newcomer)
+        .env("STRANGER", &stranger)
+        .env("FREE_STATION", "Bay 2")
         .env("SCREENSHOT_DIR", &shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -742,6 +756,56 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
     ))
     .await;
     stdin.write_all(b"{}\n").await.unwrap();
+
+    // The owner lets new chargers join with the onboarding key shown in the browser: two join, pending.
+    let e = next_event(&mut lines, "the owner made an onboarding key").await;
+    assert_eq!(e["event"], "onboarding_key", "{e}");
+    let key = e["key"].as_str().unwrap_or_default().to_owned();
+    let join = |id: String| {
+        let (app, key) = (&app, &key);
+        async move {
+            let url = switchyard_tests::ocpp_peer::ocpp_url(app.addr, &id);
+            let mut cp = ChargePoint::connect(&url, &id, Some(key), OcppVersion::V16)
+                .await
+                .unwrap_or_else(|e| panic!("the onboarding key does not let {id} in: {e:?}"));
+            let boot = cp
+                .call(
+                    "BootNotification",
+                    json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(boot["status"], "Pending", "{boot}");
+            cp
+        }
+    };
+    let mut new_cp = join(newcomer.clone()).await;
+    let mut odd_cp = join(stranger.clone()).await;
+    stdin.write_all(b"{}\n").await.unwrap();
+
+    // One is refused in the browser: its connection ends. The other, adopted onto Bay 2, hears the password the
+    // browser showed and is asked to boot again.
+    let e = next_event(&mut lines, "the owner adopted the new charger").await;
+    assert_eq!(e["event"], "adopted", "{e}");
+    assert_eq!(odd_cp.closed().await.0, 1000);
+    let adopted = e["password"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        new_cp.next_received("ChangeConfiguration").await,
+        json!({"key": "AuthorizationKey", "value": adopted})
+    );
+    assert_eq!(
+        new_cp.next_received("TriggerMessage").await,
+        json!({"requestedMessage": "BootNotification"})
+    );
+    let boot = new_cp
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Accepted", "{boot}");
+    stdin.write_all(b"{}\n").await.unwrap();
     drop(stdin);
 
     let e = next_event(&mut lines, "the commands and the accessibility check").await;
@@ -796,6 +860,50 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         .unwrap_or_else(|e| panic!("the new password does not open the charger: {e:?}"))
         .close()
         .await;
+
+    // What the browser did with the new chargers is what the database holds: the adopted one is Bay 2's and opens
+    // with its own password only, the refused one with nothing.
+    new_cp.close().await;
+    let chargers = app
+        .gql_ok(
+            &s.t.access,
+            "{ chargers { chargePointId registration stationId hasPassword } tenant { acceptPendingChargers chargerOnboardingKey } }",
+            json!({}),
+        )
+        .await;
+    let of = |id: &str| {
+        chargers["chargers"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["chargePointId"] == id).cloned())
+            .unwrap_or_else(|| panic!("{id} is not listed: {chargers}"))
+    };
+    assert_eq!(
+        of(&newcomer),
+        json!({"chargePointId": newcomer, "registration": "accepted", "stationId": free, "hasPassword": true})
+    );
+    assert_eq!(
+        of(&stranger),
+        json!({"chargePointId": stranger, "registration": "rejected", "stationId": null, "hasPassword": false})
+    );
+    assert_eq!(
+        chargers["tenant"],
+        json!({"acceptPendingChargers": true, "chargerOnboardingKey": true})
+    );
+    for (id, password, status) in [
+        (&newcomer, &key, Some(401)),
+        (&stranger, &key, Some(401)),
+        (&newcomer, &adopted, None),
+    ] {
+        let url = switchyard_tests::ocpp_peer::ocpp_url(app.addr, id);
+        let got = ChargePoint::connect(&url, id, Some(password), OcppVersion::V16).await;
+        match got {
+            Ok(cp) => {
+                assert_eq!(status, None, "{id} opened with {password}");
+                cp.close().await;
+            }
+            Err(e) => assert_eq!(e.status, status, "{id}: {e:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -922,6 +922,132 @@ async fn an_adopted_charger_is_no_longer_let_in_with_the_onboarding_key_even_bef
 }
 
 #[tokio::test]
+async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_adopted() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let settings = "{ tenant { acceptPendingChargers chargerOnboardingKey } }";
+    assert_eq!(
+        app.gql_ok(&s.t.access, settings, json!({})).await,
+        json!({"tenant": {"acceptPendingChargers": false, "chargerOnboardingKey": false}})
+    );
+    let key = app
+        .gql_ok(
+            &s.t.access,
+            "mutation { setChargerOnboarding(acceptPending: true, newKey: true) }",
+            json!({}),
+        )
+        .await["setChargerOnboarding"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key"))
+        .to_owned();
+    assert_eq!(
+        app.gql_ok(&s.t.access, settings, json!({})).await,
+        json!({"tenant": {"acceptPendingChargers": true, "chargerOnboardingKey": true}})
+    );
+    let id = format!("NEW-{}", &Uuid::new_v4().simple().to_string()[..10]);
+    let url = ocpp_url(app.addr, &id);
+    let mut cp = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let boot = cp
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Stranger", "chargePointModel": "X"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Pending");
+    let listed = app
+        .gql_ok(&s.t.access, "{ chargers { id chargePointId } }", json!({}))
+        .await;
+    let charger = listed["chargers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["chargePointId"] == id.as_str()))
+        .map(|c| uuid(&c["id"]))
+        .unwrap_or_else(|| panic!("{listed}"));
+    until_charger(&app, &s.t, charger, "the pending charger online", |c| {
+        c["online"] == true
+    })
+    .await;
+
+    let reject = "mutation($c: UUID!) { rejectCharger(id: $c) { id registration online hasPassword stationId } }";
+    // Another tenant cannot refuse it (nor can this one refuse the other's), and an accepted charger is not one to
+    // refuse.
+    let other = site(&app).await;
+    for (token, c) in [(&other.t.access, charger), (&s.t.access, other.charger)] {
+        let body = app.gql(Some(token), reject, json!({"c": c})).await;
+        assert_eq!(switchyard_tests::gql_code(&body), "not_found", "{body}");
+    }
+    let body = app
+        .gql(Some(&s.t.access), reject, json!({"c": s.charger}))
+        .await;
+    assert_eq!(switchyard_tests::gql_code(&body), "conflict", "{body}");
+
+    let refused = app.gql_ok(&s.t.access, reject, json!({"c": charger})).await;
+    assert_eq!(
+        refused["rejectCharger"],
+        json!({"id": charger, "registration": "rejected", "online": false, "hasPassword": false, "stationId": null})
+    );
+    // Its connection is closed, and the key opens neither it nor a new pending charger under its identity.
+    let (code, _) = cp.closed().await;
+    assert_eq!(code, 1000);
+    let again = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16).await;
+    assert_eq!(again.err().and_then(|e| e.status), Some(401));
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let (chargers, audited): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from charger where charge_point_id = $1),
+                (select count(*) from audit_log where action = 'charger.reject' and object_id = $2)",
+    )
+    .bind(&id)
+    .bind(charger)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((chargers, audited), (1, 1));
+    drop(tx);
+    let twice = app
+        .gql(Some(&s.t.access), reject, json!({"c": charger}))
+        .await;
+    assert_eq!(switchyard_tests::gql_code(&twice), "conflict", "{twice}");
+
+    // Adopted later after all, it gets a password to set on it by hand, and boots accepted with it.
+    let station = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": s.venue, "name": "Bay 8", "kind": "EV_CHARGER", "control": "MANUAL"}}),
+        )
+        .await;
+    let adopted = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!, $s: UUID!) { adoptCharger(id: $c, stationId: $s) { password charger { registration passwordPending } } }",
+            json!({"c": charger, "s": station["createStation"]["id"]}),
+        )
+        .await;
+    assert_eq!(
+        adopted["adoptCharger"]["charger"],
+        json!({"registration": "accepted", "passwordPending": false})
+    );
+    let password = adopted["adoptCharger"]["password"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut cp = ChargePoint::connect(&url, &id, Some(&password), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let boot = cp
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Stranger", "chargePointModel": "X"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Accepted");
+    cp.close().await;
+}
+
+#[tokio::test]
 async fn a_remote_start_that_waits_past_its_time_to_live_expires_and_fails_its_session() {
     let app = switchyard_tests::spawn_app_with(&[("OCPP_CALL_TTL_SECS", "1")]).await;
     let s = site(&app).await;

@@ -1,0 +1,6 @@
+-- A pending charger an operator refuses (`rejectCharger`) becomes `rejected` and, like a pending one, has no
+-- station; only an accepted charger has one. (Before, `rejected` was allowed only with a station, and nothing set
+-- it, so no row changes.)
+alter table charger drop constraint charger_check;
+alter table charger add constraint charger_station_when_accepted
+  check ((station_id is null) = (registration <> 'accepted'));
