@@ -20,7 +20,7 @@ pub struct Tenant {
     /// Whether a charger nobody registered joins as pending when it presents the onboarding key.
     pub accept_pending_chargers: bool,
     /// Whether the tenant has an onboarding key (only its hash is kept).
-    pub charger_onboarding_key: bool,
+    pub has_charger_onboarding_key: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -28,7 +28,7 @@ pub async fn current(tx: &mut TenantTx) -> Result<Tenant> {
     let tenant: Option<Tenant> = sqlx::query_as(
         "select id, name, billing_tick_sec, staff_cash_top_up_cap, charger_meter_setup,
                 unknown_chargers = 'pending' as accept_pending_chargers,
-                charger_onboarding_key_hash is not null as charger_onboarding_key, created_at
+                charger_onboarding_key_hash is not null as has_charger_onboarding_key, created_at
          from tenant where id = $1",
     )
     .bind(tx.tenant())

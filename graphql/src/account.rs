@@ -37,7 +37,7 @@ pub struct Tenant {
     /// presenting the onboarding key as its password (`setChargerOnboarding`).
     pub accept_pending_chargers: bool,
     /// Whether the tenant has an onboarding key (it is shown once, when made; only its SHA-256 is kept).
-    pub charger_onboarding_key: bool,
+    pub has_charger_onboarding_key: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -50,7 +50,7 @@ impl From<tenants::Tenant> for Tenant {
             staff_cash_top_up_cap: t.staff_cash_top_up_cap,
             charger_meter_setup: t.charger_meter_setup,
             accept_pending_chargers: t.accept_pending_chargers,
-            charger_onboarding_key: t.charger_onboarding_key,
+            has_charger_onboarding_key: t.has_charger_onboarding_key,
             created_at: t.created_at,
         }
     }

@@ -15,7 +15,7 @@ use crate::{begin, GqlResult, ManagerGuard};
 #[graphql(complex)]
 pub struct Charger {
     pub id: Uuid,
-    /// None while the charger waits for an operator to adopt it.
+    /// None until an operator adopts the charger (while it is pending or refused).
     pub station_id: Option<Uuid>,
     pub venue_id: Option<Uuid>,
     /// The identity in its URL: `/ocpp/{chargePointId}`.
@@ -45,6 +45,10 @@ pub struct Charger {
     /// A new password is on its way to the charger (or it refused it): until the charger is known to use it, the
     /// password it had before still lets it in.
     pub password_pending: bool,
+    /// It accepted a configuration change (`ChangeConfiguration` or `SetVariables`, an operator's or the meter
+    /// set-up's) that takes effect only after a reboot, and has not booted since (a 2.0.1 boot the central system
+    /// triggered does not count; a 1.6 charger's every boot does). A soft reset applies it.
+    pub reboot_required: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -70,6 +74,7 @@ impl From<charging::Charger> for Charger {
             configuration: async_graphql::Json(c.configuration),
             has_password: c.has_password,
             password_pending: c.password_pending,
+            reboot_required: c.reboot_required,
             created_at: c.created_at,
         }
     }

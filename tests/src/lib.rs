@@ -33,7 +33,9 @@ pub struct TestApp {
     /// `/metrics` apart from the API, when `METRICS_LISTEN_ADDR` is set.
     pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
-    /// Owner-role pool, for inspecting stored state (bypasses nothing: owner is subject to forced RLS too).
+    /// Owner-role pool, for inspecting stored state. The test command connects it as the cluster's superuser, which
+    /// row-level security does not confine: a query here sees every tenant's rows, other tests' included, so it
+    /// filters by the tenant or by ids of its own.
     pub owner: sqlx::PgPool,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -254,7 +256,7 @@ impl TestApp {
     }
 
     /// An owner-role transaction scoped to `tenant`, for asserting stored state. (The owner is subject to the forced
-    /// row-level security too, unless it is a superuser.)
+    /// row-level security too, unless it is a superuser — as the test command's is: filter by the tenant anyway.)
     pub async fn tenant_tx(&self, tenant: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
         let mut tx = self.owner.begin().await.expect("begin");
         sqlx::query("select set_config('app.tenant_id', $1, true)")

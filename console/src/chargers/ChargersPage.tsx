@@ -45,8 +45,8 @@ export function ChargersPage() {
   if (!data) return null;
   const waiting = data.chargers.filter((c) => c.registration !== 'accepted');
   const accepted = data.chargers.filter((c) => c.registration === 'accepted');
-  // Stations a charger may be adopted onto: EV charger stations that have none.
-  const free = data.stations.filter((s) => !data.chargers.some((c) => c.stationId === s.id));
+  // Stations a charger may be adopted onto: EV charger stations that have none, with no session running.
+  const free = data.stations.filter((s) => s.status !== 'IN_SESSION' && !data.chargers.some((c) => c.stationId === s.id));
   return (
     <section aria-labelledby="chargers-title">
       <h1 id="chargers-title">{t.chargers.title}</h1>
@@ -175,6 +175,7 @@ function ChargerCard({ charger: c, station, reload }: { charger: Charger; statio
         {' · '}
         {t.chargers.limit}: {c.powerLimitW ? `${(c.powerLimitW / 1000).toFixed(1)} kW` : t.chargers.noLimit}
         {c.passwordPending && <> · {t.chargers.passwordPending}</>}
+        {c.rebootRequired && <> · {t.chargers.rebootRequired}</>}
       </p>
       <ul className="connectors">
         {(station?.connectors ?? []).map((k) => (

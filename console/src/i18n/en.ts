@@ -350,6 +350,7 @@ export const en = {
     freeVend: 'free vend',
     answered: (action: string, status: string) => `${action}: ${status}`,
     passwordPending: 'new password not yet confirmed by the charger',
+    rebootRequired: 'a setting it accepted waits for a reboot (soft reset)',
     password: 'Charger password',
     revokeOld: 'End the old password now (it leaked): a connected charger is disconnected',
     byHandWarning: 'The old password stops working at once: set the new one on the charger by hand.',

@@ -120,11 +120,14 @@ function Brand({ data }: { data: SettingsResult }) {
 function Chargers({ data }: { data: SettingsResult }) {
   const [setUp, setSetUp] = useState(data.tenant.chargerMeterSetup);
   const [join, setJoin] = useState(data.tenant.acceptPendingChargers);
-  const [hasKey, setHasKey] = useState(data.tenant.chargerOnboardingKey);
+  // What the server holds: joining is sent only when changed, or a key when joining is on without one.
+  const [joining, setJoining] = useState(data.tenant.acceptPendingChargers);
+  const [hasKey, setHasKey] = useState(data.tenant.hasChargerOnboardingKey);
   const [key, setKey] = useState<string | null>(null);
   const [error, saved, submit] = useSubmit();
-  const onboarding = async (newKey: boolean) => {
-    const r = await request(SetChargerOnboarding, { acceptPending: join, newKey });
+  const onboarding = async (acceptPending: boolean, newKey: boolean) => {
+    const r = await request(SetChargerOnboarding, { acceptPending, newKey });
+    setJoining(acceptPending);
     if (r.setChargerOnboarding) {
       setKey(r.setChargerOnboarding);
       setHasKey(true);
@@ -136,7 +139,7 @@ function Chargers({ data }: { data: SettingsResult }) {
       <form
         onSubmit={submit(t.settings.chargers, async () => {
           await request(SetChargerMeterSetup, { enabled: setUp });
-          await onboarding(join && !hasKey);
+          if (join !== joining || (join && !hasKey)) await onboarding(join, join && !hasKey);
         })}
       >
         <label className="inline">
@@ -149,9 +152,12 @@ function Chargers({ data }: { data: SettingsResult }) {
         </label>
         <p>{hasKey ? t.settings.keyExists : t.settings.noKey}</p>
         <button type="submit">{t.settings.saveChargers}</button>{' '}
-        <button type="button" onClick={submit(t.settings.onboardingKey, () => onboarding(true))}>
-          {t.settings.newKey}
-        </button>
+        {joining && (
+          // A new key for chargers to join with (it replaces the one before); shown while joining is on.
+          <button type="button" onClick={submit(t.settings.onboardingKey, () => onboarding(true, true))}>
+            {t.settings.newKey}
+          </button>
+        )}
         {key && (
           <p role="status">
             <span data-testid="onboarding-key">{t.settings.keyShown(key, address)}</span>{' '}

@@ -192,22 +192,13 @@ pub async fn take_next(
     connection: Uuid,
     ttl: chrono::Duration,
 ) -> Result<Option<Call>> {
-    let expired: Vec<(Uuid, String, Value, Option<Uuid>)> = sqlx::query_as(
-        "update ocpp_call set status = 'expired', error = 'the charger was not connected in time'
-         where tenant_id = $1 and charger_id = $2 and status = 'pending' and created_at < $3
-         returning id, action, payload, session_id",
+    expire_unsent(
+        tx,
+        charger,
+        Some(Utc::now() - ttl),
+        "the charger was not connected in time",
     )
-    .bind(tx.tenant())
-    .bind(charger)
-    .bind(Utc::now() - ttl)
-    .fetch_all(tx.conn())
     .await?;
-    let unsent: Vec<(String, Option<Uuid>)> =
-        expired.iter().map(|(_, a, _, s)| (a.clone(), *s)).collect();
-    unstarted(tx, &unsent).await?;
-    let kept: Vec<(Uuid, String, Value)> =
-        expired.into_iter().map(|(i, a, p, _)| (i, a, p)).collect();
-    forget_secrets(tx, &kept).await?;
     let sql = format!(
         "update ocpp_call set status = 'sent', sent_at = now(), connection_id = $3
          where tenant_id = $1 and id = (
@@ -543,6 +534,34 @@ pub(super) async fn password_unconfirmed(
     .bind(hash)
     .fetch_one(tx.conn())
     .await?)
+}
+
+/// Expires a charger's calls not yet sent (those created before `before`, or all), for `why`: a session waiting for
+/// a remote start fails, a password is forgotten.
+pub(super) async fn expire_unsent(
+    tx: &mut TenantTx,
+    charger: Uuid,
+    before: Option<DateTime<Utc>>,
+    why: &str,
+) -> Result<()> {
+    let expired: Vec<(Uuid, String, Value, Option<Uuid>)> = sqlx::query_as(
+        "update ocpp_call set status = 'expired', error = $4
+         where tenant_id = $1 and charger_id = $2 and status = 'pending'
+           and ($3::timestamptz is null or created_at < $3)
+         returning id, action, payload, session_id",
+    )
+    .bind(tx.tenant())
+    .bind(charger)
+    .bind(before)
+    .bind(why)
+    .fetch_all(tx.conn())
+    .await?;
+    let unsent: Vec<(String, Option<Uuid>)> =
+        expired.iter().map(|(_, a, _, s)| (a.clone(), *s)).collect();
+    unstarted(tx, &unsent).await?;
+    let kept: Vec<(Uuid, String, Value)> =
+        expired.into_iter().map(|(i, a, p, _)| (i, a, p)).collect();
+    forget_secrets(tx, &kept).await
 }
 
 /// Ends a charger's password calls not yet sent (a newer password replaces them), without their passwords.
@@ -1014,8 +1033,8 @@ fn configuration_statuses(call: &Call) -> Vec<&str> {
 
 /// A configuration change the charger did not accept (answered other than `Accepted`, or not in time): in the
 /// audit log for operators, since a setting the charger kept (a password, the readings it sends) may matter; one
-/// it accepted for after a reboot (`RebootRequired`) is audited as such. The entry names the setting, never its
-/// value. With the tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one
+/// it accepted for after a reboot (`RebootRequired`) is audited as such, and the charger shows it until it boots
+/// again (`reboot_required`). The entry names the setting, never its value. With the tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one
 /// measurand at most) is asked for energy alone.
 async fn configuration_refused(
     tx: &mut TenantTx,
@@ -1067,6 +1086,13 @@ async fn configuration_refused(
         },
     )
     .await?;
+    if statuses.contains(&"RebootRequired") {
+        sqlx::query("update charger set reboot_required = true where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(charger.id)
+            .execute(tx.conn())
+            .await?;
+    }
     let rejected = statuses == ["Rejected"];
     if call.action == "ChangeConfiguration"
         && rejected

@@ -65,7 +65,7 @@ impl Protocol {
 pub struct Charger {
     pub id: Uuid,
     pub station_id: Option<Uuid>,
-    /// The station's venue (none while pending).
+    /// The station's venue (none until adopted: pending or refused).
     pub venue_id: Option<Uuid>,
     pub charge_point_id: String,
     pub registration: Registration,
@@ -90,11 +90,13 @@ pub struct Charger {
     /// A new password is on its way to the charger (or it refused it): until it is known to use it, the ones it may
     /// be using still let it in.
     pub password_pending: bool,
+    /// It accepted a configuration change for after a reboot (`RebootRequired`) since its last boot.
+    pub reboot_required: bool,
     pub created_at: DateTime<Utc>,
 }
 
 impl Charger {
-    /// A member scoped to venues reaches a charger of one of them (a pending charger, at no venue yet, any manager).
+    /// A member scoped to venues reaches a charger of one of them (one not adopted yet, at no venue, any manager).
     pub fn check_scope(&self, actor: &Actor, what: &'static str) -> Result<()> {
         match self.venue_id {
             Some(venue) => actor.check_venue(venue, what),
@@ -114,7 +116,7 @@ impl Charger {
 const COLUMNS: &str = "c.id, c.station_id, s.venue_id, c.charge_point_id, c.registration, c.protocol, c.vendor,
     c.model, c.serial_number, c.firmware_version, c.boot_at, c.last_seen_at, c.online, c.connection_id,
     c.via_bridge, c.heartbeat_secs, c.local_list_version, c.power_limit_w, c.configuration,
-    c.password_hash is not null as has_password,
+    c.password_hash is not null as has_password, c.reboot_required,
     (cardinality(c.previous_password_hashes) > 0
      or exists (select 1 from ocpp_call o where o.tenant_id = c.tenant_id and o.charger_id = c.id
                   and o.password_hash = c.password_hash and o.status in ('pending', 'sent'))) as password_pending,
@@ -146,7 +148,7 @@ pub async fn of_station(tx: &mut TenantTx, station: Uuid) -> Result<Charger> {
         .ok_or(Error::NotFound("charger"))
 }
 
-/// Chargers, at one venue or all; pending chargers (no venue yet) with `pending`.
+/// Chargers, at one venue or all (those not adopted yet, at no venue, only with all).
 pub async fn list(
     tx: &mut TenantTx,
     venue: Option<Uuid>,
@@ -291,6 +293,11 @@ pub async fn set_password(
     actor.require_manager()?;
     let charger = get(tx, id).await?;
     charger.check_scope(actor, "charger")?;
+    if charger.registration == Registration::Rejected {
+        return Err(Error::Conflict(
+            "this charger was refused: adopt it to give it a password".into(),
+        ));
+    }
     let keep = if revoke_old {
         Keep::Nothing { send: false }
     } else {
@@ -601,6 +608,8 @@ pub async fn adopt(
     station_id: Uuid,
 ) -> Result<(Charger, String)> {
     actor.require_manager()?;
+    // The row is held first: two operators adopting it at once take turns, the second finding it accepted.
+    lock(tx, id).await?;
     let charger = get(tx, id).await?;
     if charger.registration == Registration::Accepted {
         return Err(Error::Conflict(
@@ -613,6 +622,14 @@ pub async fn adopt(
         return Err(Error::validation(
             "stationId",
             "a charger goes on an ev_charger station",
+        ));
+    }
+    if station.archived_at.is_some() {
+        return Err(Error::Conflict("this station is archived".into()));
+    }
+    if station.status == crate::model::StationStatus::InSession {
+        return Err(Error::Conflict(
+            "this station has a session running: adopt the charger once it ends".into(),
         ));
     }
     let taken: bool = sqlx::query_scalar(
@@ -679,13 +696,25 @@ pub async fn adopt(
     Ok((get(tx, id).await?, password))
 }
 
+/// Holds the charger's row to the end of the transaction: its adoption, refusal, new passwords and connections
+/// going live take turns.
+async fn lock(tx: &mut TenantTx, id: Uuid) -> Result<()> {
+    sqlx::query("select 1 from charger where tenant_id = $1 and id = $2 for no key update")
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(Error::NotFound("charger"))?;
+    Ok(())
+}
+
 /// Refuses a pending charger (one that joined with the onboarding key and is not wanted): it is rejected, the
 /// onboarding key no longer opens it (it has no password at all), and a connected one is disconnected. Its identity
 /// stays taken, so it cannot join again as pending; an operator may still adopt it later, then sets the password on
 /// it by hand.
 pub async fn reject(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Charger> {
     actor.require_manager()?;
-    // The row is held like a login holds it: a connection going live now sees the password gone.
+    // The row is held as a connection going live holds it: one going live after this sees the password gone.
     let (registration, online, connection): (Registration, bool, Option<Uuid>) = sqlx::query_as(
         "select registration, online, connection_id from charger
           where tenant_id = $1 and id = $2 for no key update",
@@ -700,7 +729,8 @@ pub async fn reject(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Charge
             "this charger is not waiting to be adopted".into(),
         ));
     }
-    calls::drop_unsent_passwords(tx, id).await?;
+    // Nothing waiting for it goes out, should it be adopted later.
+    calls::expire_unsent(tx, id, None, "the charger was refused").await?;
     sqlx::query(
         "update charger set registration = 'rejected', password_hash = null, previous_password_hashes = '{}'
           where tenant_id = $1 and id = $2",
@@ -900,15 +930,19 @@ pub struct Boot {
     pub model: String,
     pub serial_number: Option<String>,
     pub firmware_version: Option<String>,
+    /// Sent because the central system asked for it (2.0.1 reason `Triggered`), not a reboot. A 1.6 charger does
+    /// not say: each of its boots counts as a reboot.
+    pub triggered: bool,
 }
 
 /// A BootNotification: the charger's facts are kept; the answer is its registration. An accepted charger whose
-/// local authorization list is behind gets the list.
+/// local authorization list is behind gets the list. A reboot clears `reboot_required`: changes that waited for
+/// it are in effect.
 pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Registration> {
     let cut = |s: &str| s.chars().take(50).collect::<String>();
     sqlx::query(
         "update charger set vendor = $3, model = $4, serial_number = $5, firmware_version = $6, boot_at = now(),
-           last_seen_at = now()
+           last_seen_at = now(), reboot_required = reboot_required and $7
          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
@@ -917,6 +951,7 @@ pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Re
     .bind(cut(&boot.model))
     .bind(cut(boot.serial_number.as_deref().unwrap_or("")))
     .bind(cut(boot.firmware_version.as_deref().unwrap_or("")))
+    .bind(boot.triggered)
     .execute(tx.conn())
     .await?;
     if charger.registration == Registration::Accepted {

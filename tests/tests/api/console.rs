@@ -867,7 +867,7 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
     let chargers = app
         .gql_ok(
             &s.t.access,
-            "{ chargers { chargePointId registration stationId hasPassword } tenant { acceptPendingChargers chargerOnboardingKey } }",
+            "{ chargers { chargePointId registration stationId hasPassword } tenant { acceptPendingChargers hasChargerOnboardingKey } }",
             json!({}),
         )
         .await;
@@ -887,7 +887,7 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
     );
     assert_eq!(
         chargers["tenant"],
-        json!({"acceptPendingChargers": true, "chargerOnboardingKey": true})
+        json!({"acceptPendingChargers": true, "hasChargerOnboardingKey": true})
     );
     for (id, password, status) in [
         (&newcomer, &key, Some(401)),

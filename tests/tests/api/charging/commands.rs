@@ -925,10 +925,10 @@ async fn an_adopted_charger_is_no_longer_let_in_with_the_onboarding_key_even_bef
 async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_adopted() {
     let app = spawn_app().await;
     let s = site(&app).await;
-    let settings = "{ tenant { acceptPendingChargers chargerOnboardingKey } }";
+    let settings = "{ tenant { acceptPendingChargers hasChargerOnboardingKey } }";
     assert_eq!(
         app.gql_ok(&s.t.access, settings, json!({})).await,
-        json!({"tenant": {"acceptPendingChargers": false, "chargerOnboardingKey": false}})
+        json!({"tenant": {"acceptPendingChargers": false, "hasChargerOnboardingKey": false}})
     );
     let key = app
         .gql_ok(
@@ -942,7 +942,7 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
         .to_owned();
     assert_eq!(
         app.gql_ok(&s.t.access, settings, json!({})).await,
-        json!({"tenant": {"acceptPendingChargers": true, "chargerOnboardingKey": true}})
+        json!({"tenant": {"acceptPendingChargers": true, "hasChargerOnboardingKey": true}})
     );
     let id = format!("NEW-{}", &Uuid::new_v4().simple().to_string()[..10]);
     let url = ocpp_url(app.addr, &id);
@@ -983,6 +983,18 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
         .await;
     assert_eq!(switchyard_tests::gql_code(&body), "conflict", "{body}");
 
+    // An operator's command is in flight (the charger does not answer) and a second waits behind it.
+    cp.reply_silent("Reset").await;
+    for _ in 0..2 {
+        app.gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: SOFT_RESET}) { id } }",
+            json!({"c": charger}),
+        )
+        .await;
+    }
+    cp.next_received("Reset").await;
+
     let refused = app.gql_ok(&s.t.access, reject, json!({"c": charger})).await;
     assert_eq!(
         refused["rejectCharger"],
@@ -1005,16 +1017,75 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((chargers, audited), (1, 1));
     drop(tx);
+    // The command in flight failed with the connection; the one waiting is never sent, should it be adopted.
+    let calls = app
+        .gql_ok(
+            &s.t.access,
+            "query($c: UUID!) { charger(id: $c) { calls { action status error } } }",
+            json!({"c": charger}),
+        )
+        .await;
+    let resets: Vec<(Value, Value)> = calls["charger"]["calls"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|c| c["action"] == "Reset")
+                .map(|c| (c["status"].clone(), c["error"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(resets.len(), 2, "{calls}");
+    assert_eq!(
+        resets[0],
+        (json!("expired"), json!("the charger was refused")),
+        "newest first: {calls}"
+    );
+    assert_eq!(resets[1].0, "error", "{calls}");
+    // A refused charger gets no password but by adoption.
+    let body = app
+        .gql(
+            Some(&s.t.access),
+            "mutation($c: UUID!) { setChargerPassword(id: $c) { password } }",
+            json!({"c": charger}),
+        )
+        .await;
+    assert_eq!(switchyard_tests::gql_code(&body), "conflict", "{body}");
     let twice = app
         .gql(Some(&s.t.access), reject, json!({"c": charger}))
         .await;
     assert_eq!(switchyard_tests::gql_code(&twice), "conflict", "{twice}");
 
-    // Adopted later after all, it gets a password to set on it by hand, and boots accepted with it.
+    // Adopted later after all (not onto an archived station), it gets a password to set on it by hand, and boots
+    // accepted with it.
+    let create = "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }";
+    let archived = app
+        .gql_ok(
+            &s.t.access,
+            create,
+            json!({"i": {"venueId": s.venue, "name": "Bay 0", "kind": "EV_CHARGER", "control": "MANUAL"}}),
+        )
+        .await["createStation"]["id"]
+        .clone();
+    app.gql_ok(
+        &s.t.access,
+        "mutation($s: UUID!) { archiveStation(id: $s) { id } }",
+        json!({"s": archived}),
+    )
+    .await;
+    let adopt =
+        "mutation($c: UUID!, $s: UUID!) { adoptCharger(id: $c, stationId: $s) { password } }";
+    let body = app
+        .gql(
+            Some(&s.t.access),
+            adopt,
+            json!({"c": charger, "s": archived}),
+        )
+        .await;
+    assert_eq!(switchyard_tests::gql_code(&body), "conflict", "{body}");
     let station = app
         .gql_ok(
             &s.t.access,
-            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            create,
             json!({"i": {"venueId": s.venue, "name": "Bay 8", "kind": "EV_CHARGER", "control": "MANUAL"}}),
         )
         .await;
@@ -1176,8 +1247,9 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
     assert_eq!(calls[0].3, Some(json!({"status": "Accepted"})));
     let mut tx = app.tenant_tx(s.t.id).await;
     let audited: Vec<Value> = sqlx::query_scalar(
-        "select detail from audit_log where action = 'tenant.set_charger_meter_setup'",
+        "select detail from audit_log where action = 'tenant.set_charger_meter_setup' and object_id = $1",
     )
+    .bind(s.t.id)
     .fetch_all(&mut *tx)
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -1335,6 +1407,67 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
             needs_reboot("TxEndedMeasurands"),
         ]
     );
+    drop(tx);
+    // The charger shows that its settings wait for a reboot: a boot the central system triggered is none, a reboot
+    // is, after which (the set-up now accepted at once) nothing waits.
+    let reboot_required = || async {
+        let c = app
+            .gql_ok(
+                &other.t.access,
+                "query($c: UUID!) { charger(id: $c) { rebootRequired } }",
+                json!({"c": other.charger}),
+            )
+            .await;
+        c["charger"]["rebootRequired"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{c}"))
+    };
+    // Waits (bounded) until the set-up's calls of `boots` boots are all answered.
+    let (app, other) = (&app, &other);
+    let answered = |boots: usize| async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let calls = meter_setup_answered(app, other.t.id, other.charger).await;
+            if calls.len() == 3 * boots {
+                return calls;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the set-up of boot {boots} was not answered: {calls:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert!(reboot_required().await);
+    let boot_again = |reason: &'static str| json!({"reason": reason, "chargingStation": {"vendorName": "Acme", "model": "DC50"}});
+    let booted = cp
+        .call("BootNotification", boot_again("Triggered"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(booted["status"], "Accepted");
+    answered(2).await;
+    assert!(reboot_required().await);
+    cp.reply(
+        "SetVariables",
+        json!({"setVariableResult": [{
+            "attributeStatus": "Accepted",
+            "component": {"name": "SampledDataCtrlr"},
+            "variable": {"name": "TxStartedMeasurands"},
+        }]}),
+    )
+    .await;
+    let booted = cp
+        .call("BootNotification", boot_again("RemoteReset"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(booted["status"], "Accepted");
+    let calls = answered(3).await;
+    let last: Vec<Value> = calls[6..]
+        .iter()
+        .map(|c| c.3.clone().unwrap_or_default()["setVariableResult"][0]["attributeStatus"].clone())
+        .collect();
+    assert_eq!(last, vec![json!("Accepted"); 3], "{calls:?}");
+    assert!(!reboot_required().await);
     cp.close().await;
 }
 
