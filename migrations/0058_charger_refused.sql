@@ -4,3 +4,7 @@
 alter table charger drop constraint charger_check;
 alter table charger add constraint charger_station_when_accepted
   check ((station_id is null) = (registration <> 'accepted'));
+
+-- A refused charger may be forgotten (`forgetCharger`): its row goes, with the calls made to it (never on a
+-- station, it has no transactions nor reservations).
+grant delete on ocpp_call to switchyard_app;

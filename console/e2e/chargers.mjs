@@ -4,7 +4,8 @@
 //   → {"event":"stop_clicked"}   ← {}   the charger took the remote stop and stopped
 //   → {"event":"password_set","password":P}  ← {}   the charger was sent P and accepted it
 //   → {"event":"onboarding_key","key":K}  ← {}   two new chargers (NEW_CHARGER, STRANGER) joined with K, pending
-//   → {"event":"adopted","password":P}  ← {}   NEW_CHARGER was sent P, accepted it and booted accepted
+//   → {"event":"adopted","password":P}  ← {}   NEW_CHARGER was sent P, accepted it and booted accepted (STRANGER
+//                                              was refused; the page then forgets it)
 //   → {"event":"done"}
 // Settings (environment): CONSOLE_URL, OWNER_EMAIL, OWNER_PASSWORD, CHARGER, PATRON, NEW_CHARGER, STRANGER, FREE_STATION,
 // SCREENSHOT_DIR, CHROMIUM.
@@ -117,6 +118,9 @@ try {
   await newcomer.waitFor({ state: 'detached' });
   say({ event: 'adopted', password: adopted });
   await hear();
+  // The refused one is forgotten: its identity is free again.
+  await stranger.getByRole('button', { name: 'Forget' }).click();
+  await stranger.waitFor({ state: 'detached' });
   const bay = page.locator('li.tile', { has: page.getByRole('heading', { name: process.env.FREE_STATION, exact: true }) });
   await bay.getByText('Acme Wallbox').waitFor();
   await bay.getByText('online', { exact: true }).first().waitFor();

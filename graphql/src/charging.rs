@@ -509,6 +509,17 @@ impl ChargingMutation {
         Ok(charger.into())
     }
 
+    /// Forgets a refused charger: it and the calls made to it are deleted, and its identity is free again (with the
+    /// onboarding key it may join as pending anew). Answers the identity forgotten; `conflict` for a charger not
+    /// refused.
+    #[graphql(guard = "ManagerGuard")]
+    async fn forget_charger(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<String> {
+        let (actor, mut tx) = begin(ctx).await?;
+        let identity = charging::forget(&mut tx, actor, id).await.gql()?;
+        tx.commit().await.gql()?;
+        Ok(identity)
+    }
+
     /// Owners: whether a charger with an unregistered identity may join as pending by presenting the onboarding
     /// key as its password; `newKey` returns a new key (shown once).
     #[graphql(guard = "ManagerGuard")]

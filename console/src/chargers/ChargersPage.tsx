@@ -7,6 +7,7 @@ import {
   CancelChargerReservation,
   ChargerCommand,
   Chargers,
+  ForgetCharger,
   LiveEvents,
   RejectCharger,
   ReserveCharger,
@@ -78,7 +79,7 @@ export function ChargersPage() {
 }
 
 /** A charger that joined with the tenant's onboarding key (or was refused before): adopted onto a free EV charger
- * station, or refused (the key no longer opens it). */
+ * station, or refused (the key no longer opens it); a refused one may be forgotten (its identity is free again). */
 function NewCharger({ charger: c, stations, reload, adopted }: { charger: Charger; stations: Station[]; reload: () => Promise<void>; adopted: (said: string) => void }) {
   const [station, setStation] = useState('');
   const [error, setError] = useState<string | null>(null);
@@ -132,7 +133,11 @@ function NewCharger({ charger: c, stations, reload, adopted }: { charger: Charge
         )}
         <div className="actions">
           <button type="submit" disabled={!chosen}>{t.chargers.adopt}</button>
-          {!refused && (
+          {refused ? (
+            <button type="button" className="danger" onClick={() => void act(() => request(ForgetCharger, { id: c.id }).then(() => undefined))}>
+              {t.chargers.forget}
+            </button>
+          ) : (
             <button type="button" className="danger" onClick={() => void act(() => request(RejectCharger, { id: c.id }).then(() => undefined))}>
               {t.chargers.refuse}
             </button>

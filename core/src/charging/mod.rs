@@ -755,6 +755,40 @@ pub async fn reject(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Charge
     Ok(rejected)
 }
 
+/// Forgets a refused charger: its row and the calls made to it go, and its identity is free again (a charger
+/// presenting it with the onboarding key joins as pending anew). Only a refused charger is forgotten: refuse a
+/// pending one first. Returns its identity.
+pub async fn forget(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<String> {
+    actor.require_manager()?;
+    lock(tx, id).await?;
+    let charger = get(tx, id).await?;
+    if charger.registration != Registration::Rejected {
+        return Err(Error::Conflict(
+            "only a refused charger is forgotten: refuse it first".into(),
+        ));
+    }
+    sqlx::query("delete from ocpp_call where tenant_id = $1 and charger_id = $2")
+        .bind(tx.tenant())
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+    sqlx::query("delete from charger where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+    release(tx, &charger.charge_point_id).await?;
+    record(
+        tx,
+        actor,
+        "charger.forget",
+        &charger,
+        serde_json::json!({ "charge_point_id": charger.charge_point_id }),
+    )
+    .await?;
+    Ok(charger.charge_point_id)
+}
+
 /// A connection of the charger opened (directly, or through a bridge) with the password whose SHA-256 is
 /// `presented`: it becomes the live one (an older one sees that it was replaced and closes), and the charger is
 /// online. `None` when that password no longer lets the charger in (changed or revoked since the login): the

@@ -1116,6 +1116,77 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(boot["status"], "Accepted");
     cp.close().await;
+
+    // Another is refused and then forgotten: it and its calls are gone, and its identity joins anew as pending.
+    let odd = format!("ODD-{}", &Uuid::new_v4().simple().to_string()[..10]);
+    let odd_url = ocpp_url(app.addr, &odd);
+    let mut cp = ChargePoint::connect(&odd_url, &odd, Some(&key), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let boot = cp
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Stranger", "chargePointModel": "Y"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Pending");
+    let odd_id = |listed: &Value| {
+        listed["chargers"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["chargePointId"] == odd.as_str()))
+            .map(|c| uuid(&c["id"]))
+    };
+    let list = "{ chargers { id chargePointId } }";
+    let first = odd_id(&app.gql_ok(&s.t.access, list, json!({})).await)
+        .unwrap_or_else(|| panic!("{odd} is not listed"));
+    let forget = "mutation($c: UUID!) { forgetCharger(id: $c) }";
+    // Only a refused charger is forgotten; another tenant's is not found.
+    for (token, c, code) in [
+        (&s.t.access, first, "conflict"),
+        (&s.t.access, charger, "conflict"),
+        (&other.t.access, first, "not_found"),
+    ] {
+        let body = app.gql(Some(token), forget, json!({"c": c})).await;
+        assert_eq!(switchyard_tests::gql_code(&body), code, "{body}");
+    }
+    // A call made to it, answered, is kept until it is forgotten.
+    let answered = command(&app, &s.t.access, first, json!({"kind": "SOFT_RESET"})).await;
+    assert_eq!(answered["status"], "answered", "{answered}");
+    app.gql_ok(&s.t.access, reject, json!({"c": first})).await;
+    assert_eq!(cp.closed().await.0, 1000);
+    let forgotten = app.gql_ok(&s.t.access, forget, json!({"c": first})).await;
+    assert_eq!(forgotten["forgetCharger"], odd.as_str());
+    assert_eq!(
+        odd_id(&app.gql_ok(&s.t.access, list, json!({})).await),
+        None
+    );
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let (rows, calls, audited): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from charger where id = $1),
+                (select count(*) from ocpp_call where charger_id = $1),
+                (select count(*) from audit_log where action = 'charger.forget' and object_id = $1)",
+    )
+    .bind(first)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((rows, calls, audited), (0, 0, 1));
+    drop(tx);
+    let mut cp = ChargePoint::connect(&odd_url, &odd, Some(&key), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the forgotten identity does not join again: {e:?}"));
+    let boot = cp
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": "Stranger", "chargePointModel": "Y"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Pending");
+    let again = odd_id(&app.gql_ok(&s.t.access, list, json!({})).await);
+    assert!(again.is_some_and(|c| c != first), "{again:?}");
+    cp.close().await;
 }
 
 #[tokio::test]
