@@ -7,8 +7,8 @@
 //   → {"event":"adopted","password":P}  ← {}   NEW_CHARGER was sent P, accepted it and booted accepted (STRANGER
 //                                              was refused; the page then forgets it)
 //   → {"event":"done"}
-// Settings (environment): CONSOLE_URL, OWNER_EMAIL, OWNER_PASSWORD, CHARGER, PATRON, NEW_CHARGER, STRANGER, FREE_STATION,
-// SCREENSHOT_DIR, CHROMIUM.
+// Settings (environment): CONSOLE_URL, OWNER_EMAIL, OWNER_PASSWORD, STAFF_EMAIL, STAFF_PASSWORD, CHARGER, PATRON,
+// NEW_CHARGER, STRANGER, FREE_STATION, SCREENSHOT_DIR, CHROMIUM.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -124,6 +124,22 @@ try {
   const bay = page.locator('li.tile', { has: page.getByRole('heading', { name: process.env.FREE_STATION, exact: true }) });
   await bay.getByText('Acme Wallbox').waitFor();
   await bay.getByText('online', { exact: true }).first().waitFor();
+
+  // Chargers are for owners and managers: a staff member's console has no chargers screen, even by its address
+  // (the floor shows instead, where staff start and stop charging sessions).
+  const staffContext = await browser.newContext({ viewport: { width: 1024, height: 1366 } });
+  const staffPage = await staffContext.newPage();
+  staffPage.setDefaultTimeout(WAIT);
+  await staffPage.goto(`${base}/console/login`);
+  await staffPage.getByLabel('Email').fill(process.env.STAFF_EMAIL);
+  await staffPage.getByLabel('Password').fill(process.env.STAFF_PASSWORD);
+  await staffPage.getByRole('button', { name: 'Sign in' }).click();
+  await staffPage.getByRole('heading', { name: 'Live floor' }).waitFor();
+  await staffPage.getByRole('link', { name: 'Shifts & tasks' }).waitFor();
+  if ((await staffPage.getByRole('link', { name: 'Chargers' }).count()) !== 0) throw new Error('staff are offered the chargers screen');
+  await staffPage.goto(`${base}/console/chargers`);
+  await staffPage.getByRole('heading', { name: 'Live floor' }).waitFor();
+  await staffContext.close();
 
   await page.evaluate(axeSource);
   const bad = await page.evaluate(async () => {

@@ -73,7 +73,8 @@ export function App() {
           <a href="/console/floor" aria-current={page === 'floor' ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go('floor'); }}>
             {t.nav.floor}
           </a>
-          {(['sessions', 'patrons', 'rentals', 'chargers', 'work'] as const).map((p) => (
+          {/* Chargers are for owners and managers (the API keeps chargers and their commands to them). */}
+          {(me.role === 'STAFF' ? (['sessions', 'patrons', 'rentals', 'work'] as const) : (['sessions', 'patrons', 'rentals', 'chargers', 'work'] as const)).map((p) => (
             <a key={p} href={`/console/${p}`} aria-current={page === p ? 'page' : undefined} onClick={(e) => { e.preventDefault(); go(p); }}>
               {t.nav[p]}
             </a>
@@ -113,7 +114,7 @@ export function App() {
           <RentalsPage canSettle={me.role !== 'STAFF'} />
         ) : page === 'work' ? (
           <WorkPage />
-        ) : page === 'chargers' ? (
+        ) : page === 'chargers' && me.role !== 'STAFF' ? (
           <ChargersPage />
         ) : page === 'sessions' ? (
           <SessionsPage />

@@ -682,6 +682,7 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         .clone();
     let suffix = &Uuid::new_v4().simple().to_string()[..8];
     let (newcomer, stranger) = (format!("NEW-{suffix}"), format!("ODD-{suffix}"));
+    let (_, staff, _) = app.add_member_login(&s.t, "STAFF").await;
     let shots = std::env::var("TEST_SCREENSHOT_DIR").unwrap_or_default();
     let mut child = tokio::process::Command::new("node")
         .arg(root.join("e2e/chargers.mjs"))
@@ -691,6 +692,8 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         .env("OWNER_PASSWORD", &s.t.password)
         .env("CHARGER", &s.identity)
         .env("PATRON", "Driver")
+        .env("STAFF_EMAIL", &staff)
+        .env("STAFF_PASSWORD", MEMBER_PASSWORD)
         .env("NEW_CHARGER", &newcomer)
         .env("STRANGER", &stranger)
         .env("FREE_STATION", "Bay 2")
