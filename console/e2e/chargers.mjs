@@ -106,10 +106,10 @@ try {
   const newcomer = fresh.locator('li.tile', { hasText: process.env.NEW_CHARGER });
   await stranger.getByText('online', { exact: true }).waitFor();
   await newcomer.getByText('Wallbox').waitFor();
-  await stranger.getByRole('button', { name: 'Refuse' }).click();
+  await stranger.getByRole('button', { name: `Refuse ${process.env.STRANGER}`, exact: true }).click();
   await stranger.getByText('refused', { exact: true }).waitFor();
   await newcomer.getByRole('combobox', { name: 'Adopt onto station' }).selectOption({ label: process.env.FREE_STATION });
-  await newcomer.getByRole('button', { name: 'Adopt' }).click();
+  await newcomer.getByRole('button', { name: `Adopt ${process.env.NEW_CHARGER}`, exact: true }).click();
   const adoptedText = await page.getByTestId('adopted-password').textContent();
   const adopted = /Its own password \(shown once\): (\S+) — sent to the charger/.exec(adoptedText)?.[1];
   if (!adopted || !adoptedText.startsWith(`${process.env.NEW_CHARGER} is now ${process.env.FREE_STATION}.`)) {
@@ -119,7 +119,7 @@ try {
   say({ event: 'adopted', password: adopted });
   await hear();
   // The refused one is forgotten: its identity is free again.
-  await stranger.getByRole('button', { name: 'Forget' }).click();
+  await stranger.getByRole('button', { name: `Forget ${process.env.STRANGER}`, exact: true }).click();
   await stranger.waitFor({ state: 'detached' });
   const bay = page.locator('li.tile', { has: page.getByRole('heading', { name: process.env.FREE_STATION, exact: true }) });
   await bay.getByText('Acme Wallbox').waitFor();

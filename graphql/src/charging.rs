@@ -46,8 +46,9 @@ pub struct Charger {
     /// password it had before still lets it in.
     pub password_pending: bool,
     /// It accepted a configuration change (`ChangeConfiguration` or `SetVariables`, an operator's or the meter
-    /// set-up's) that takes effect only after a reboot, and has not booted since (a 2.0.1 boot the central system
-    /// triggered does not count; a 1.6 charger's every boot does). A soft reset applies it.
+    /// set-up's) that takes effect only after a reboot, and has not rebooted since: it has not booted on another
+    /// connection than the one it answered on (a reboot drops the connection; a boot the central system triggered
+    /// does not). A soft reset applies it.
     pub reboot_required: bool,
     pub created_at: DateTime<Utc>,
 }

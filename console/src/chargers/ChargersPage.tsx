@@ -83,7 +83,8 @@ export function ChargersPage() {
 function NewCharger({ charger: c, stations, reload, adopted }: { charger: Charger; stations: Station[]; reload: () => Promise<void>; adopted: (said: string) => void }) {
   const [station, setStation] = useState('');
   const [error, setError] = useState<string | null>(null);
-  const chosen = stations.some((s) => s.id === station) ? station : (stations[0]?.id ?? '');
+  // Only a station the operator picked, and only while it is still free (a reload may take it away).
+  const chosen = stations.some((s) => s.id === station) ? station : '';
   const refused = c.registration === 'rejected';
   const act = async (f: () => Promise<void>) => {
     setError(null);
@@ -125,6 +126,7 @@ function NewCharger({ charger: c, stations, reload, adopted }: { charger: Charge
           <label>
             {t.chargers.adoptOnto}
             <select value={chosen} onChange={(e) => setStation(e.target.value)} required>
+              <option value="">{t.chargers.pickStation}</option>
               {stations.map((s) => (
                 <option key={s.id} value={s.id}>{s.name}</option>
               ))}
@@ -132,13 +134,13 @@ function NewCharger({ charger: c, stations, reload, adopted }: { charger: Charge
           </label>
         )}
         <div className="actions">
-          <button type="submit" disabled={!chosen}>{t.chargers.adopt}</button>
+          <button type="submit" disabled={!chosen} aria-label={t.chargers.adoptNamed(c.chargePointId)}>{t.chargers.adopt}</button>
           {refused ? (
-            <button type="button" className="danger" onClick={() => void act(() => request(ForgetCharger, { id: c.id }).then(() => undefined))}>
+            <button type="button" className="danger" aria-label={t.chargers.forgetNamed(c.chargePointId)} onClick={() => void act(() => request(ForgetCharger, { id: c.id }).then(() => undefined))}>
               {t.chargers.forget}
             </button>
           ) : (
-            <button type="button" className="danger" onClick={() => void act(() => request(RejectCharger, { id: c.id }).then(() => undefined))}>
+            <button type="button" className="danger" aria-label={t.chargers.refuseNamed(c.chargePointId)} onClick={() => void act(() => request(RejectCharger, { id: c.id }).then(() => undefined))}>
               {t.chargers.refuse}
             </button>
           )}

@@ -360,7 +360,7 @@ export const en = {
     passwordSent: (p: string) => `New password (shown once): ${p} — sent to the charger; the old one works until the charger takes it.`,
     passwordByHand: (p: string) => `New password (shown once): ${p} — set it on the charger by hand; the old one no longer works.`,
     waiting: 'New chargers',
-    waitingHelp: 'These chargers joined with your onboarding key (Settings, Chargers). Adopt one onto an EV charger station to bill its sessions, or refuse it: a refused charger cannot join again until you forget it.',
+    waitingHelp: "These chargers joined with the tenant's onboarding key (an owner makes it under Settings, Chargers). Adopt one onto an EV charger station to bill its sessions (the station's control becomes OCPP), or refuse it: a refused charger cannot join again until you forget it.",
     refused: 'refused',
     noBoot: 'not booted yet',
     serial: 'serial',
@@ -369,6 +369,10 @@ export const en = {
     adopt: 'Adopt',
     refuse: 'Refuse',
     forget: 'Forget',
+    pickStation: 'Choose a station',
+    adoptNamed: (id: string) => `Adopt ${id}`,
+    refuseNamed: (id: string) => `Refuse ${id}`,
+    forgetNamed: (id: string) => `Forget ${id}`,
     noFreeStation: 'Every EV charger station has a charger: add one under Set-up (kind EV charger) to adopt this charger onto.',
     // Shown once: the server keeps only its hash.
     adoptedSent: (id: string, station: string, p: string) =>

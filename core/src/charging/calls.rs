@@ -1034,7 +1034,7 @@ fn configuration_statuses(call: &Call) -> Vec<&str> {
 /// A configuration change the charger did not accept (answered other than `Accepted`, or not in time): in the
 /// audit log for operators, since a setting the charger kept (a password, the readings it sends) may matter; one
 /// it accepted for after a reboot (`RebootRequired`) is audited as such, and the charger shows it until it boots
-/// again (`reboot_required`). The entry names the setting, never its value. With the tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one
+/// on another connection (`reboot_required`). The entry names the setting, never its value. With the tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one
 /// measurand at most) is asked for energy alone.
 async fn configuration_refused(
     tx: &mut TenantTx,
@@ -1087,11 +1087,15 @@ async fn configuration_refused(
     )
     .await?;
     if statuses.contains(&"RebootRequired") {
-        sqlx::query("update charger set reboot_required = true where tenant_id = $1 and id = $2")
-            .bind(tx.tenant())
-            .bind(charger.id)
-            .execute(tx.conn())
-            .await?;
+        // On the connection it answered on (its live one): a boot on it is no reboot.
+        sqlx::query(
+            "update charger set reboot_required_on = coalesce(connection_id, gen_random_uuid())
+              where tenant_id = $1 and id = $2",
+        )
+        .bind(tx.tenant())
+        .bind(charger.id)
+        .execute(tx.conn())
+        .await?;
     }
     let rejected = statuses == ["Rejected"];
     if call.action == "ChangeConfiguration"
@@ -1221,6 +1225,11 @@ pub async fn command(tx: &mut TenantTx, actor: &Actor, id: Uuid, command: Comman
     actor.require_manager()?;
     let charger = super::get(tx, id).await?;
     charger.check_scope(actor, "charger")?;
+    if charger.registration == super::Registration::Rejected {
+        return Err(Error::Conflict(
+            "this charger was refused: it is sent nothing unless adopted".into(),
+        ));
+    }
     let v16 = charger.protocol() == Protocol::V16;
     let request = match &command {
         Command::Reset { hard } => {

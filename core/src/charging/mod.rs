@@ -90,7 +90,8 @@ pub struct Charger {
     /// A new password is on its way to the charger (or it refused it): until it is known to use it, the ones it may
     /// be using still let it in.
     pub password_pending: bool,
-    /// It accepted a configuration change for after a reboot (`RebootRequired`) since its last boot.
+    /// It accepted a configuration change for after a reboot (`RebootRequired`) and has not booted on another
+    /// connection since.
     pub reboot_required: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -116,7 +117,7 @@ impl Charger {
 const COLUMNS: &str = "c.id, c.station_id, s.venue_id, c.charge_point_id, c.registration, c.protocol, c.vendor,
     c.model, c.serial_number, c.firmware_version, c.boot_at, c.last_seen_at, c.online, c.connection_id,
     c.via_bridge, c.heartbeat_secs, c.local_list_version, c.power_limit_w, c.configuration,
-    c.password_hash is not null as has_password, c.reboot_required,
+    c.password_hash is not null as has_password, c.reboot_required_on is not null as reboot_required,
     (cardinality(c.previous_password_hashes) > 0
      or exists (select 1 from ocpp_call o where o.tenant_id = c.tenant_id and o.charger_id = c.id
                   and o.password_hash = c.password_hash and o.status in ('pending', 'sent'))) as password_pending,
@@ -256,7 +257,8 @@ pub async fn follow_station(tx: &mut TenantTx, station: &Station) -> Result<()> 
             // A new identity is a new charger as far as the wire goes: it needs a new password too, and no password
             // still on its way to the old one may open it.
             sqlx::query(
-                "update charger set charge_point_id = $3, password_hash = null, previous_password_hashes = '{}'
+                "update charger set charge_point_id = $3, password_hash = null, previous_password_hashes = '{}',
+                   reboot_required_on = null
                  where tenant_id = $1 and id = $2",
             )
             .bind(tx.tenant())
@@ -291,6 +293,8 @@ pub async fn set_password(
     revoke_old: bool,
 ) -> Result<(Charger, String)> {
     actor.require_manager()?;
+    // Held before it is read: a refusal landing meanwhile is seen.
+    lock(tx, id).await?;
     let charger = get(tx, id).await?;
     charger.check_scope(actor, "charger")?;
     if charger.registration == Registration::Rejected {
@@ -616,6 +620,14 @@ pub async fn adopt(
             "this charger is not waiting to be adopted".into(),
         ));
     }
+    // The station's row is held too, and read under the lock: an edit, an archiving or another adoption of it waits,
+    // and so does a session starting on it (its row references the station's, which `for update` holds).
+    sqlx::query("select 1 from station where tenant_id = $1 and id = $2 for update")
+        .bind(tx.tenant())
+        .bind(station_id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(Error::NotFound("station"))?;
     let station = crate::stations::get(tx, station_id).await?;
     actor.check_venue(station.venue_id, "station")?;
     if station.kind != StationKind::EvCharger {
@@ -627,13 +639,10 @@ pub async fn adopt(
     if station.archived_at.is_some() {
         return Err(Error::Conflict("this station is archived".into()));
     }
-    if station.status == crate::model::StationStatus::InSession {
-        return Err(Error::Conflict(
-            "this station has a session running: adopt the charger once it ends".into(),
-        ));
-    }
-    let taken: bool = sqlx::query_scalar(
-        "select exists (select 1 from charger where tenant_id = $1 and station_id = $2)",
+    let (taken, running): (bool, bool) = sqlx::query_as(
+        "select exists (select 1 from charger where tenant_id = $1 and station_id = $2),
+                exists (select 1 from session where tenant_id = $1 and station_id = $2
+                          and status in ('active', 'paused'))",
     )
     .bind(tx.tenant())
     .bind(station.id)
@@ -641,6 +650,11 @@ pub async fn adopt(
     .await?;
     if taken {
         return Err(Error::Conflict("this station already has a charger".into()));
+    }
+    if running {
+        return Err(Error::Conflict(
+            "this station has a session running (or paused): adopt the charger once it ends".into(),
+        ));
     }
     let mut settings = station.control_settings.clone();
     if let Some(map) = settings.as_object_mut() {
@@ -657,6 +671,10 @@ pub async fn adopt(
     .bind(&settings)
     .execute(tx.conn())
     .await?;
+    if charger.registration == Registration::Rejected {
+        // Nothing asked of it while refused goes out now.
+        calls::expire_unsent(tx, id, None, "the charger was refused").await?;
+    }
     sqlx::query(
         "update charger set station_id = $3, registration = 'accepted' where tenant_id = $1 and id = $2",
     )
@@ -964,19 +982,17 @@ pub struct Boot {
     pub model: String,
     pub serial_number: Option<String>,
     pub firmware_version: Option<String>,
-    /// Sent because the central system asked for it (2.0.1 reason `Triggered`), not a reboot. A 1.6 charger does
-    /// not say: each of its boots counts as a reboot.
-    pub triggered: bool,
 }
 
 /// A BootNotification: the charger's facts are kept; the answer is its registration. An accepted charger whose
-/// local authorization list is behind gets the list. A reboot clears `reboot_required`: changes that waited for
-/// it are in effect.
+/// local authorization list is behind gets the list. A boot on another connection than the one a `RebootRequired`
+/// answer came on is a reboot (a reboot drops the connection): the changes that waited for it are in effect.
 pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Registration> {
     let cut = |s: &str| s.chars().take(50).collect::<String>();
     sqlx::query(
         "update charger set vendor = $3, model = $4, serial_number = $5, firmware_version = $6, boot_at = now(),
-           last_seen_at = now(), reboot_required = reboot_required and $7
+           last_seen_at = now(),
+           reboot_required_on = case when reboot_required_on = connection_id then reboot_required_on end
          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
@@ -985,7 +1001,6 @@ pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Re
     .bind(cut(&boot.model))
     .bind(cut(boot.serial_number.as_deref().unwrap_or("")))
     .bind(cut(boot.firmware_version.as_deref().unwrap_or("")))
-    .bind(boot.triggered)
     .execute(tx.conn())
     .await?;
     if charger.registration == Registration::Accepted {

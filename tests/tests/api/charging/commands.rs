@@ -1050,6 +1050,14 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
         )
         .await;
     assert_eq!(switchyard_tests::gql_code(&body), "conflict", "{body}");
+    let body = app
+        .gql(
+            Some(&s.t.access),
+            "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: SOFT_RESET}) { id } }",
+            json!({"c": charger}),
+        )
+        .await;
+    assert_eq!(switchyard_tests::gql_code(&body), "conflict", "{body}");
     let twice = app
         .gql(Some(&s.t.access), reject, json!({"c": charger}))
         .await;
@@ -1479,8 +1487,9 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
         ]
     );
     drop(tx);
-    // The charger shows that its settings wait for a reboot: a boot the central system triggered is none, a reboot
-    // is, after which (the set-up now accepted at once) nothing waits.
+    // The charger shows that its settings wait for a reboot. A boot on the same connection (one the central system
+    // triggered) is none, even with the set-up now accepted at once; a boot on a new connection is, after which
+    // nothing waits.
     let reboot_required = || async {
         let c = app
             .gql_ok(
@@ -1509,35 +1518,38 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
-    assert!(reboot_required().await);
+    let accepted = json!({"setVariableResult": [{
+        "attributeStatus": "Accepted",
+        "component": {"name": "SampledDataCtrlr"},
+        "variable": {"name": "TxStartedMeasurands"},
+    }]});
     let boot_again = |reason: &'static str| json!({"reason": reason, "chargingStation": {"vendorName": "Acme", "model": "DC50"}});
+    assert!(reboot_required().await);
+    cp.reply("SetVariables", accepted.clone()).await;
     let booted = cp
         .call("BootNotification", boot_again("Triggered"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(booted["status"], "Accepted");
-    answered(2).await;
+    let calls = answered(2).await;
+    assert_eq!(calls[5].3, Some(accepted.clone()), "{calls:?}");
     assert!(reboot_required().await);
-    cp.reply(
-        "SetVariables",
-        json!({"setVariableResult": [{
-            "attributeStatus": "Accepted",
-            "component": {"name": "SampledDataCtrlr"},
-            "variable": {"name": "TxStartedMeasurands"},
-        }]}),
+    cp.close().await;
+    let mut cp = ChargePoint::connect(
+        &ocpp_url(app.addr, &other.identity),
+        &other.identity,
+        Some(&other.password),
+        OcppVersion::V201,
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    cp.reply("SetVariables", accepted.clone()).await;
     let booted = cp
         .call("BootNotification", boot_again("RemoteReset"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(booted["status"], "Accepted");
-    let calls = answered(3).await;
-    let last: Vec<Value> = calls[6..]
-        .iter()
-        .map(|c| c.3.clone().unwrap_or_default()["setVariableResult"][0]["attributeStatus"].clone())
-        .collect();
-    assert_eq!(last, vec![json!("Accepted"); 3], "{calls:?}");
+    answered(3).await;
     assert!(!reboot_required().await);
     cp.close().await;
 }
