@@ -222,6 +222,13 @@ pub async fn update(
     patch: StationPatch,
 ) -> Result<Station> {
     actor.require_manager()?;
+    // Held before it is read: every field is written back, so a change landing between the read and the write
+    // (an adoption making the station OCPP, a device's status) would be undone.
+    sqlx::query("select 1 from station where tenant_id = $1 and id = $2 for no key update")
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
     let current = get(tx, id).await?;
     if current.archived_at.is_some() {
         return Err(Error::Conflict("this station is archived".into()));

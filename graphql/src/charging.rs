@@ -46,9 +46,11 @@ pub struct Charger {
     /// password it had before still lets it in.
     pub password_pending: bool,
     /// It accepted a configuration change (`ChangeConfiguration` or `SetVariables`, an operator's or the meter
-    /// set-up's) that takes effect only after a reboot, and has not rebooted since: it has not booted on another
-    /// connection than the one it answered on (a reboot drops the connection; a boot the central system triggered
-    /// does not). A soft reset applies it.
+    /// set-up's) that takes effect only after a reboot, and no boot since was taken for one. A boot is, unless a
+    /// 2.0.1 charger says the central system triggered it or it came on the connection that answered (a reboot drops
+    /// the connection). A 1.6 charger does not say why it booted: one that sends a boot after a mere reconnection
+    /// is taken as rebooted. A reboot while its edge bridge's tunnel is down is not heard (the bridge answers the
+    /// boot). A soft reset applies it.
     pub reboot_required: bool,
     pub created_at: DateTime<Utc>,
 }

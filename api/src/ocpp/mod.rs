@@ -648,7 +648,7 @@ impl Conn<'_> {
                 &self.link.settings,
                 action,
                 payload,
-                None,
+                Source::Connection(self.connection),
             )
             .await?;
             tx.commit().await?;
@@ -673,7 +673,16 @@ pub async fn apply(
     action: &str,
     payload: Value,
 ) -> Result<Value, Fail> {
-    let (answer, _) = apply_with(tx, charger_id, protocol, settings, action, payload, None).await?;
+    let (answer, _) = apply_with(
+        tx,
+        charger_id,
+        protocol,
+        settings,
+        action,
+        payload,
+        Source::Other,
+    )
+    .await?;
     Ok(answer)
 }
 
@@ -697,7 +706,7 @@ pub async fn apply_journaled(
         settings,
         action,
         payload,
-        Some(replay),
+        Source::Journal(replay),
     )
     .await?;
     Ok(answer)
@@ -710,8 +719,13 @@ async fn apply_with(
     settings: &OcppSettings,
     action: &str,
     payload: Value,
-    replay: Option<Replay>,
+    source: Source,
 ) -> Result<(Value, Registration), Fail> {
+    let (connection, replay) = match source {
+        Source::Connection(c) => (Some(c), None),
+        Source::Journal(r) => (None, Some(r)),
+        Source::Other => (None, None),
+    };
     let charger = charging::get(tx, charger_id).await?;
     if charger.registration != Registration::Accepted
         && !matches!(action, "BootNotification" | "Heartbeat")
@@ -726,6 +740,7 @@ async fn apply_with(
         tx,
         charger: &charger,
         settings,
+        connection,
         replay,
     };
     let answer = match protocol {
@@ -822,8 +837,20 @@ pub(crate) struct Cx<'a> {
     pub tx: &'a mut TenantTx,
     pub charger: &'a Charger,
     pub settings: &'a OcppSettings,
+    /// The connection the message came on (none from a bridge's journal, or through [`apply`]).
+    pub connection: Option<Uuid>,
     /// Set when the message comes from a bridge's journal (see [`apply_journaled`]).
     pub replay: Option<Replay>,
+}
+
+/// Where a message to apply comes from.
+enum Source {
+    /// A live connection (its id).
+    Connection(Uuid),
+    /// An edge bridge's journal.
+    Journal(Replay),
+    /// Elsewhere ([`apply`]).
+    Other,
 }
 
 /// A journaled message's facts beyond its payload.

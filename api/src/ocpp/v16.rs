@@ -179,6 +179,8 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                     model: boot.charge_point_model,
                     serial_number: boot.charge_point_serial_number,
                     firmware_version: boot.firmware_version,
+                    triggered: false,
+                    connection: cx.connection,
                 },
             )
             .await?;

@@ -160,6 +160,8 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                     model: boot.charging_station.model,
                     serial_number: boot.charging_station.serial_number,
                     firmware_version: boot.charging_station.firmware_version,
+                    triggered: boot.reason == "Triggered",
+                    connection: cx.connection,
                 },
             )
             .await?;

@@ -982,17 +982,23 @@ pub struct Boot {
     pub model: String,
     pub serial_number: Option<String>,
     pub firmware_version: Option<String>,
+    /// Sent because the central system asked for it (2.0.1 reason `Triggered`): no reboot.
+    pub triggered: bool,
+    /// The connection it came on (none when replayed from an edge bridge's journal).
+    pub connection: Option<Uuid>,
 }
 
 /// A BootNotification: the charger's facts are kept; the answer is its registration. An accepted charger whose
-/// local authorization list is behind gets the list. A boot on another connection than the one a `RebootRequired`
-/// answer came on is a reboot (a reboot drops the connection): the changes that waited for it are in effect.
+/// local authorization list is behind gets the list. A boot is taken for a reboot, after which changes that waited
+/// for one (`RebootRequired`) are in effect, unless a 2.0.1 charger says the central system triggered it or it came
+/// on the connection that answered `RebootRequired` (a reboot drops the connection). A 1.6 charger does not say why
+/// it booted, so one that sends a boot again after a mere reconnection is taken as rebooted.
 pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Registration> {
     let cut = |s: &str| s.chars().take(50).collect::<String>();
     sqlx::query(
         "update charger set vendor = $3, model = $4, serial_number = $5, firmware_version = $6, boot_at = now(),
            last_seen_at = now(),
-           reboot_required_on = case when reboot_required_on = connection_id then reboot_required_on end
+           reboot_required_on = case when $7 or reboot_required_on = $8 then reboot_required_on end
          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())
@@ -1001,6 +1007,8 @@ pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Re
     .bind(cut(&boot.model))
     .bind(cut(boot.serial_number.as_deref().unwrap_or("")))
     .bind(cut(boot.firmware_version.as_deref().unwrap_or("")))
+    .bind(boot.triggered)
+    .bind(boot.connection)
     .execute(tx.conn())
     .await?;
     if charger.registration == Registration::Accepted {

@@ -1487,9 +1487,9 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
         ]
     );
     drop(tx);
-    // The charger shows that its settings wait for a reboot. A boot on the same connection (one the central system
-    // triggered) is none, even with the set-up now accepted at once; a boot on a new connection is, after which
-    // nothing waits.
+    // The charger shows that its settings wait for a reboot. A boot it says the central system triggered is none,
+    // even on a new connection and with the set-up now accepted at once; another boot on a new connection is, after
+    // which nothing waits.
     let reboot_required = || async {
         let c = app
             .gql_ok(
@@ -1525,15 +1525,6 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
     }]});
     let boot_again = |reason: &'static str| json!({"reason": reason, "chargingStation": {"vendorName": "Acme", "model": "DC50"}});
     assert!(reboot_required().await);
-    cp.reply("SetVariables", accepted.clone()).await;
-    let booted = cp
-        .call("BootNotification", boot_again("Triggered"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(booted["status"], "Accepted");
-    let calls = answered(2).await;
-    assert_eq!(calls[5].3, Some(accepted.clone()), "{calls:?}");
-    assert!(reboot_required().await);
     cp.close().await;
     let mut cp = ChargePoint::connect(
         &ocpp_url(app.addr, &other.identity),
@@ -1545,12 +1536,80 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
     .unwrap_or_else(|e| panic!("{e:?}"));
     cp.reply("SetVariables", accepted.clone()).await;
     let booted = cp
+        .call("BootNotification", boot_again("Triggered"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(booted["status"], "Accepted");
+    let calls = answered(2).await;
+    assert_eq!(calls[5].3, Some(accepted.clone()), "{calls:?}");
+    assert!(reboot_required().await);
+    let booted = cp
         .call("BootNotification", boot_again("RemoteReset"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(booted["status"], "Accepted");
     answered(3).await;
     assert!(!reboot_required().await);
+    cp.close().await;
+}
+
+/// A 1.6 charger does not say why it booted: a boot on the connection that answered `RebootRequired` is no reboot,
+/// one on a new connection is. Until then the charger shows `rebootRequired`.
+#[tokio::test]
+async fn a_change_a_charger_takes_for_after_a_reboot_shows_until_it_boots_on_a_new_connection() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let reboot_required = || async {
+        let c = app
+            .gql_ok(
+                &s.t.access,
+                "query($c: UUID!) { charger(id: $c) { rebootRequired } }",
+                json!({"c": s.charger}),
+            )
+            .await;
+        c["charger"]["rebootRequired"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{c}"))
+    };
+    assert!(!reboot_required().await);
+    cp.reply("ChangeConfiguration", json!({"status": "RebootRequired"}))
+        .await;
+    let changed = command(
+        &app,
+        &s.t.access,
+        s.charger,
+        json!({"kind": "CHANGE_CONFIGURATION", "key": "HeartbeatInterval", "value": "120"}),
+    )
+    .await;
+    assert_eq!(
+        changed["response"],
+        json!({"status": "RebootRequired"}),
+        "{changed}"
+    );
+    assert!(reboot_required().await);
+    let boot_again = json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"});
+    let booted = cp
+        .call("BootNotification", boot_again.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(booted["status"], "Accepted");
+    assert!(reboot_required().await, "a boot on the same connection");
+    cp.close().await;
+    let mut cp = ChargePoint::connect(
+        &ocpp_url(app.addr, &s.identity),
+        &s.identity,
+        Some(&s.password),
+        OcppVersion::V16,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let booted = cp
+        .call("BootNotification", boot_again)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(booted["status"], "Accepted");
+    assert!(!reboot_required().await, "a boot on a new connection");
     cp.close().await;
 }
 
