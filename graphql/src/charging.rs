@@ -253,7 +253,8 @@ pub struct ChargingQuery;
 
 #[Object]
 impl ChargingQuery {
-    /// The tenant's chargers (of one venue when `venueId` is given); pending ones too (they have no venue yet).
+    /// The tenant's chargers (of one venue when `venueId` is given); without `venueId`, those not adopted yet too
+    /// (pending or refused: they have no venue), for any manager.
     #[graphql(guard = "ManagerGuard")]
     async fn chargers(
         &self,

@@ -662,31 +662,8 @@ impl Conn<'_> {
     }
 }
 
-/// Applies one CALL of a charger in `tx` and returns its CALLRESULT payload (the caller commits). Used for live
-/// frames and for messages a bridge kept in its journal while its tunnel was down (applied in the transaction that
-/// records the journal event, so exactly once).
-pub async fn apply(
-    tx: &mut TenantTx,
-    charger_id: Uuid,
-    protocol: Protocol,
-    settings: &OcppSettings,
-    action: &str,
-    payload: Value,
-) -> Result<Value, Fail> {
-    let (answer, _) = apply_with(
-        tx,
-        charger_id,
-        protocol,
-        settings,
-        action,
-        payload,
-        Source::Other,
-    )
-    .await?;
-    Ok(answer)
-}
-
-/// As [`apply`], for a message an edge bridge answered itself while its tunnel was down and kept in its journal:
+/// Applies a message an edge bridge answered itself while its tunnel was down and kept in its journal (in `tx`,
+/// which records the journal event, so exactly once; the caller commits), and returns its CALLRESULT payload:
 /// a transaction it reports started offline, and a 1.6 start keeps the transaction id the bridge handed out
 /// (`transaction_id`; the charger knows the transaction by it).
 pub async fn apply_journaled(
@@ -724,7 +701,6 @@ async fn apply_with(
     let (connection, replay) = match source {
         Source::Connection(c) => (Some(c), None),
         Source::Journal(r) => (None, Some(r)),
-        Source::Other => (None, None),
     };
     let charger = charging::get(tx, charger_id).await?;
     if charger.registration != Registration::Accepted
@@ -837,7 +813,7 @@ pub(crate) struct Cx<'a> {
     pub tx: &'a mut TenantTx,
     pub charger: &'a Charger,
     pub settings: &'a OcppSettings,
-    /// The connection the message came on (none from a bridge's journal, or through [`apply`]).
+    /// The connection the message came on (none from a bridge's journal).
     pub connection: Option<Uuid>,
     /// Set when the message comes from a bridge's journal (see [`apply_journaled`]).
     pub replay: Option<Replay>,
@@ -849,8 +825,6 @@ enum Source {
     Connection(Uuid),
     /// An edge bridge's journal.
     Journal(Replay),
-    /// Elsewhere ([`apply`]).
-    Other,
 }
 
 /// A journaled message's facts beyond its payload.

@@ -149,14 +149,15 @@ pub async fn of_station(tx: &mut TenantTx, station: Uuid) -> Result<Charger> {
         .ok_or(Error::NotFound("charger"))
 }
 
-/// Chargers, at one venue or all (those not adopted yet, at no venue, only with all).
+/// Chargers, at one venue or all; those not adopted yet (at no venue) with all, for any manager.
 pub async fn list(
     tx: &mut TenantTx,
     venue: Option<Uuid>,
     venues: Option<&[Uuid]>,
 ) -> Result<Vec<Charger>> {
     let sql = select(
-        "($2::uuid is null or s.venue_id = $2) and ($3::uuid[] is null or s.venue_id = any($3))
+        "($2::uuid is null or s.venue_id = $2)
+         and ($3::uuid[] is null or s.venue_id = any($3) or ($2::uuid is null and c.station_id is null))
          order by c.charge_point_id limit 1000",
     );
     Ok(sqlx::query_as(&sql)
@@ -620,8 +621,9 @@ pub async fn adopt(
             "this charger is not waiting to be adopted".into(),
         ));
     }
-    // The station's row is held too, and read under the lock: an edit, an archiving or another adoption of it waits,
-    // and so does a session starting on it (its row references the station's, which `for update` holds).
+    // The station's row is held too, and read under the lock: an edit, an archiving or another adoption of it waits.
+    // A session starting on it meanwhile waits too (its row references the station's, which `for update` holds):
+    // one found here is refused; one whose start began before goes ahead once this commits, on the adopted charger.
     sqlx::query("select 1 from station where tenant_id = $1 and id = $2 for update")
         .bind(tx.tenant())
         .bind(station_id)
@@ -778,7 +780,13 @@ pub async fn reject(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Charge
 /// pending one first. Returns its identity.
 pub async fn forget(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<String> {
     actor.require_manager()?;
-    lock(tx, id).await?;
+    // Held `for update`: a call being written for it (whose row references the charger's) waits, then fails.
+    sqlx::query("select 1 from charger where tenant_id = $1 and id = $2 for update")
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(Error::NotFound("charger"))?;
     let charger = get(tx, id).await?;
     if charger.registration != Registration::Rejected {
         return Err(Error::Conflict(

@@ -969,6 +969,20 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
         c["online"] == true
     })
     .await;
+    // A manager of another venue sees it too (it has no venue yet), but not the venue's own charger.
+    let hall = app.create_venue(&s.t.access, "Hall").await;
+    let (scoped, elsewhere) = app.add_member(&s.t, "MANAGER").await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
+        json!({"u": scoped, "v": [hall]}),
+    )
+    .await;
+    assert_eq!(
+        app.gql_ok(&elsewhere, "{ chargers { id } }", json!({}))
+            .await,
+        json!({"chargers": [{"id": charger}]})
+    );
 
     let reject = "mutation($c: UUID!) { rejectCharger(id: $c) { id registration online hasPassword stationId } }";
     // Another tenant cannot refuse it (nor can this one refuse the other's), and an accepted charger is not one to
