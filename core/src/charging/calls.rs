@@ -1033,9 +1033,10 @@ fn configuration_statuses(call: &Call) -> Vec<&str> {
 
 /// A configuration change the charger did not accept (answered other than `Accepted`, or not in time): in the
 /// audit log for operators, since a setting the charger kept (a password, the readings it sends) may matter; one
-/// it accepted for after a reboot (`RebootRequired`) is audited as such, and the charger shows it until it boots
-/// on another connection (`reboot_required`). The entry names the setting, never its value. With the tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one
-/// measurand at most) is asked for energy alone.
+/// it accepted for after a reboot (`RebootRequired`) is audited as such, and the charger shows it until a boot taken
+/// for a reboot (`reboot_required`; see [`super::boot`]). The entry names the setting, never its value. With the
+/// tenant's meter set-up on, a 1.6 charger that rejected energy and power together (a list of one measurand at most)
+/// is asked for energy alone.
 async fn configuration_refused(
     tx: &mut TenantTx,
     charger: &Charger,

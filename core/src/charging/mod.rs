@@ -6,8 +6,9 @@
 //! A charger belongs to one station (kind `ev_charger`, control `ocpp`, `control_settings.charge_point_id`), or,
 //! while an operator has not adopted it yet, to no station (`registration = pending`, or `rejected` once refused,
 //! until adopted after all). Its identity is unique across the platform (a directory only listed functions reach),
-//! its HTTP Basic password is stored as a SHA-256. Its state lives in the database, never only in the process that holds its connection: `connection_id` names the
-//! live connection (a newer one replaces it), and calls to it are rows any replica can write.
+//! its HTTP Basic password is stored as a SHA-256. Its state lives in the database, never only in the process that
+//! holds its connection: `connection_id` names the live connection (a newer one replaces it), and calls to it are
+//! rows any replica can write.
 
 pub mod calls;
 pub mod tags;
@@ -90,8 +91,8 @@ pub struct Charger {
     /// A new password is on its way to the charger (or it refused it): until it is known to use it, the ones it may
     /// be using still let it in.
     pub password_pending: bool,
-    /// It accepted a configuration change for after a reboot (`RebootRequired`) and has not booted on another
-    /// connection since.
+    /// It accepted a configuration change for after a reboot (`RebootRequired`), and no boot since was taken for a
+    /// reboot (see [`boot`]).
     pub reboot_required: bool,
     pub created_at: DateTime<Utc>,
 }
