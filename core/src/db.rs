@@ -465,6 +465,24 @@ pub fn filter_fixed(
     }
 }
 
+/// How strongly a row is held to the end of its transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum RowLock {
+    /// Against other writers of the row; rows referencing it may still be written.
+    NoKeyUpdate,
+    /// Also against rows being written that reference it (their foreign-key check waits).
+    Update,
+}
+
+impl RowLock {
+    pub fn clause(self) -> &'static str {
+        match self {
+            RowLock::NoKeyUpdate => "for no key update",
+            RowLock::Update => "for update",
+        }
+    }
+}
+
 /// A transaction confined to one tenant. Dropping it without [`TenantTx::commit`] rolls back.
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,

@@ -7,7 +7,7 @@ use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use crate::audit::{self, Entry};
-use crate::db::{self, TenantTx};
+use crate::db::{self, RowLock, TenantTx};
 use crate::error::{Error, Result};
 use crate::model::{Actor, StationControl, StationKind, StationStatus};
 use crate::validate;
@@ -215,6 +215,21 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Resu
     Ok(station)
 }
 
+/// Holds the station's row to the end of the transaction (`NotFound` when there is none).
+pub async fn lock(tx: &mut TenantTx, id: Uuid, how: RowLock) -> Result<()> {
+    let sql = format!(
+        "select 1 from station where tenant_id = $1 and id = $2 {}",
+        how.clause()
+    );
+    sqlx::query(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(Error::NotFound("station"))?;
+    Ok(())
+}
+
 pub async fn update(
     tx: &mut TenantTx,
     actor: &Actor,
@@ -224,11 +239,7 @@ pub async fn update(
     actor.require_manager()?;
     // Held before it is read: every field is written back, so a change landing between the read and the write
     // (an adoption making the station OCPP, a device's status) would be undone.
-    sqlx::query("select 1 from station where tenant_id = $1 and id = $2 for no key update")
-        .bind(tx.tenant())
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?;
+    lock(tx, id, RowLock::NoKeyUpdate).await?;
     let current = get(tx, id).await?;
     if current.archived_at.is_some() {
         return Err(Error::Conflict("this station is archived".into()));

@@ -20,7 +20,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::audit::{self, Entry};
-use crate::db::{SystemDb, TenantId, TenantTx};
+use crate::db::{RowLock, SystemDb, TenantId, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::{Actor, StationControl, StationKind};
@@ -296,7 +296,7 @@ pub async fn set_password(
 ) -> Result<(Charger, String)> {
     actor.require_manager()?;
     // Held before it is read: a refusal landing meanwhile is seen.
-    lock(tx, id).await?;
+    lock(tx, id, RowLock::NoKeyUpdate).await?;
     let charger = get(tx, id).await?;
     charger.check_scope(actor, "charger")?;
     if charger.registration == Registration::Rejected {
@@ -615,7 +615,7 @@ pub async fn adopt(
 ) -> Result<(Charger, String)> {
     actor.require_manager()?;
     // The row is held first: two operators adopting it at once take turns, the second finding it accepted.
-    lock(tx, id).await?;
+    lock(tx, id, RowLock::NoKeyUpdate).await?;
     let charger = get(tx, id).await?;
     if charger.registration == Registration::Accepted {
         return Err(Error::Conflict(
@@ -625,12 +625,7 @@ pub async fn adopt(
     // The station's row is held too, and read under the lock: an edit, an archiving or another adoption of it waits.
     // A session starting on it meanwhile waits too (its row references the station's, which `for update` holds):
     // one found here is refused; one whose start began before goes ahead once this commits, on the adopted charger.
-    sqlx::query("select 1 from station where tenant_id = $1 and id = $2 for update")
-        .bind(tx.tenant())
-        .bind(station_id)
-        .fetch_optional(tx.conn())
-        .await?
-        .ok_or(Error::NotFound("station"))?;
+    crate::stations::lock(tx, station_id, RowLock::Update).await?;
     let station = crate::stations::get(tx, station_id).await?;
     actor.check_venue(station.venue_id, "station")?;
     if station.kind != StationKind::EvCharger {
@@ -717,10 +712,14 @@ pub async fn adopt(
     Ok((get(tx, id).await?, password))
 }
 
-/// Holds the charger's row to the end of the transaction: its adoption, refusal, new passwords and connections
-/// going live take turns.
-async fn lock(tx: &mut TenantTx, id: Uuid) -> Result<()> {
-    sqlx::query("select 1 from charger where tenant_id = $1 and id = $2 for no key update")
+/// Holds the charger's row to the end of the transaction: its adoption, refusal, forgetting, new passwords and
+/// connections going live take turns.
+async fn lock(tx: &mut TenantTx, id: Uuid, how: RowLock) -> Result<()> {
+    let sql = format!(
+        "select 1 from charger where tenant_id = $1 and id = $2 {}",
+        how.clause()
+    );
+    sqlx::query(&sql)
         .bind(tx.tenant())
         .bind(id)
         .fetch_optional(tx.conn())
@@ -782,12 +781,7 @@ pub async fn reject(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Charge
 pub async fn forget(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<String> {
     actor.require_manager()?;
     // Held `for update`: a call being written for it (whose row references the charger's) waits, then fails.
-    sqlx::query("select 1 from charger where tenant_id = $1 and id = $2 for update")
-        .bind(tx.tenant())
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?
-        .ok_or(Error::NotFound("charger"))?;
+    lock(tx, id, RowLock::Update).await?;
     let charger = get(tx, id).await?;
     if charger.registration != Registration::Rejected {
         return Err(Error::Conflict(

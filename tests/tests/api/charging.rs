@@ -1,7 +1,7 @@
 //! The OCPP central system, driven by a real charge point: the Python `ocpp` package (which checks every message
 //! both ways against the official JSON schemas), scripted through `switchyard_tests::ocpp_peer`.
 
-mod commands;
+pub(crate) mod commands;
 mod meters;
 mod replicas;
 mod robustness;

@@ -764,26 +764,10 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
     let e = next_event(&mut lines, "the owner made an onboarding key").await;
     assert_eq!(e["event"], "onboarding_key", "{e}");
     let key = e["key"].as_str().unwrap_or_default().to_owned();
-    let join = |id: String| {
-        let (app, key) = (&app, &key);
-        async move {
-            let url = switchyard_tests::ocpp_peer::ocpp_url(app.addr, &id);
-            let mut cp = ChargePoint::connect(&url, &id, Some(key), OcppVersion::V16)
-                .await
-                .unwrap_or_else(|e| panic!("the onboarding key does not let {id} in: {e:?}"));
-            let boot = cp
-                .call(
-                    "BootNotification",
-                    json!({"chargePointVendor": "Acme", "chargePointModel": "Wallbox"}),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(boot["status"], "Pending", "{boot}");
-            cp
-        }
-    };
-    let mut new_cp = join(newcomer.clone()).await;
-    let mut odd_cp = join(stranger.clone()).await;
+    use super::charging::commands::join_pending;
+    let wallbox = ("Acme", "Wallbox");
+    let (mut new_cp, _) = join_pending(&app, &s.t, &key, &newcomer, wallbox).await;
+    let (mut odd_cp, _) = join_pending(&app, &s.t, &key, &stranger, wallbox).await;
     stdin.write_all(b"{}\n").await.unwrap();
 
     // One is refused in the browser: its connection ends. The other, adopted onto Bay 2, hears the password the
@@ -904,7 +888,11 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         }
     }
     // Forgotten, the refused charger's identity joins with the key as a new pending charger.
-    join(stranger.clone()).await.close().await;
+    join_pending(&app, &s.t, &key, &stranger, wallbox)
+        .await
+        .0
+        .close()
+        .await;
 }
 
 #[tokio::test]

@@ -513,6 +513,56 @@ async fn an_unknown_charger_with_the_onboarding_key_waits_as_pending_until_adopt
     );
 }
 
+/// A charger with an identity nobody registered joins with the onboarding `key`: connected, its boot (from
+/// `vendor`, `model`) answered `Pending`. Returns it and its id as the tenant's charger list shows it.
+pub(crate) async fn join_pending(
+    app: &switchyard_tests::TestApp,
+    t: &switchyard_tests::Tenant,
+    key: &str,
+    identity: &str,
+    (vendor, model): (&str, &str),
+) -> (ChargePoint, Uuid) {
+    let url = ocpp_url(app.addr, identity);
+    let mut cp = ChargePoint::connect(&url, identity, Some(key), OcppVersion::V16)
+        .await
+        .unwrap_or_else(|e| panic!("the onboarding key does not let {identity} in: {e:?}"));
+    let boot = cp
+        .call(
+            "BootNotification",
+            json!({"chargePointVendor": vendor, "chargePointModel": model}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(boot["status"], "Pending", "{boot}");
+    let listed = app
+        .gql_ok(&t.access, "{ chargers { id chargePointId } }", json!({}))
+        .await;
+    let id = listed["chargers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["chargePointId"] == identity))
+        .map(|c| uuid(&c["id"]))
+        .unwrap_or_else(|| panic!("{identity} is not listed: {listed}"));
+    (cp, id)
+}
+
+/// Whether GraphQL shows the charger waiting for a reboot to apply a change it accepted.
+async fn reboot_required(
+    app: &switchyard_tests::TestApp,
+    t: &switchyard_tests::Tenant,
+    charger: Uuid,
+) -> bool {
+    let c = app
+        .gql_ok(
+            &t.access,
+            "query($c: UUID!) { charger(id: $c) { rebootRequired } }",
+            json!({"c": charger}),
+        )
+        .await;
+    c["charger"]["rebootRequired"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("{c}"))
+}
+
 /// Whether GraphQL shows a new password on its way to the charger.
 async fn password_pending(app: &switchyard_tests::TestApp, s: &super::Site) -> bool {
     let data = app
@@ -946,25 +996,7 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
     );
     let id = format!("NEW-{}", &Uuid::new_v4().simple().to_string()[..10]);
     let url = ocpp_url(app.addr, &id);
-    let mut cp = ChargePoint::connect(&url, &id, Some(&key), OcppVersion::V16)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    let boot = cp
-        .call(
-            "BootNotification",
-            json!({"chargePointVendor": "Stranger", "chargePointModel": "X"}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(boot["status"], "Pending");
-    let listed = app
-        .gql_ok(&s.t.access, "{ chargers { id chargePointId } }", json!({}))
-        .await;
-    let charger = listed["chargers"]
-        .as_array()
-        .and_then(|l| l.iter().find(|c| c["chargePointId"] == id.as_str()))
-        .map(|c| uuid(&c["id"]))
-        .unwrap_or_else(|| panic!("{listed}"));
+    let (mut cp, charger) = join_pending(&app, &s.t, &key, &id, ("Stranger", "X")).await;
     until_charger(&app, &s.t, charger, "the pending charger online", |c| {
         c["online"] == true
     })
@@ -1141,27 +1173,7 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
 
     // Another is refused and then forgotten: it and its calls are gone, and its identity joins anew as pending.
     let odd = format!("ODD-{}", &Uuid::new_v4().simple().to_string()[..10]);
-    let odd_url = ocpp_url(app.addr, &odd);
-    let mut cp = ChargePoint::connect(&odd_url, &odd, Some(&key), OcppVersion::V16)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    let boot = cp
-        .call(
-            "BootNotification",
-            json!({"chargePointVendor": "Stranger", "chargePointModel": "Y"}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(boot["status"], "Pending");
-    let odd_id = |listed: &Value| {
-        listed["chargers"]
-            .as_array()
-            .and_then(|l| l.iter().find(|c| c["chargePointId"] == odd.as_str()))
-            .map(|c| uuid(&c["id"]))
-    };
-    let list = "{ chargers { id chargePointId } }";
-    let first = odd_id(&app.gql_ok(&s.t.access, list, json!({})).await)
-        .unwrap_or_else(|| panic!("{odd} is not listed"));
+    let (mut cp, first) = join_pending(&app, &s.t, &key, &odd, ("Stranger", "Y")).await;
     let forget = "mutation($c: UUID!) { forgetCharger(id: $c) }";
     // Only a refused charger is forgotten; another tenant's is not found.
     for (token, c, code) in [
@@ -1179,10 +1191,10 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
     assert_eq!(cp.closed().await.0, 1000);
     let forgotten = app.gql_ok(&s.t.access, forget, json!({"c": first})).await;
     assert_eq!(forgotten["forgetCharger"], odd.as_str());
-    assert_eq!(
-        odd_id(&app.gql_ok(&s.t.access, list, json!({})).await),
-        None
-    );
+    let listed = app
+        .gql_ok(&s.t.access, "{ chargers { chargePointId } }", json!({}))
+        .await;
+    assert!(!listed.to_string().contains(&odd), "{listed}");
     let mut tx = app.tenant_tx(s.t.id).await;
     let (rows, calls, audited): (i64, i64, i64) = sqlx::query_as(
         "select (select count(*) from charger where id = $1),
@@ -1195,19 +1207,9 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((rows, calls, audited), (0, 0, 1));
     drop(tx);
-    let mut cp = ChargePoint::connect(&odd_url, &odd, Some(&key), OcppVersion::V16)
-        .await
-        .unwrap_or_else(|e| panic!("the forgotten identity does not join again: {e:?}"));
-    let boot = cp
-        .call(
-            "BootNotification",
-            json!({"chargePointVendor": "Stranger", "chargePointModel": "Y"}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(boot["status"], "Pending");
-    let again = odd_id(&app.gql_ok(&s.t.access, list, json!({})).await);
-    assert!(again.is_some_and(|c| c != first), "{again:?}");
+    // The forgotten identity joins again, as a new charger.
+    let (cp, again) = join_pending(&app, &s.t, &key, &odd, ("Stranger", "Y")).await;
+    assert_ne!(again, first);
     cp.close().await;
 }
 
@@ -1504,18 +1506,7 @@ async fn an_owner_has_chargers_set_up_at_boot_to_send_the_readings_billing_needs
     // The charger shows that its settings wait for a reboot. A boot it says the central system triggered is none,
     // even on a new connection and with the set-up now accepted at once; another boot on a new connection is, after
     // which nothing waits.
-    let reboot_required = || async {
-        let c = app
-            .gql_ok(
-                &other.t.access,
-                "query($c: UUID!) { charger(id: $c) { rebootRequired } }",
-                json!({"c": other.charger}),
-            )
-            .await;
-        c["charger"]["rebootRequired"]
-            .as_bool()
-            .unwrap_or_else(|| panic!("{c}"))
-    };
+    let reboot_required = || reboot_required(&app, &other.t, other.charger);
     // Waits (bounded) until the set-up's calls of `boots` boots are all answered.
     let (app, other) = (&app, &other);
     let answered = |boots: usize| async move {
@@ -1574,18 +1565,7 @@ async fn a_change_a_charger_takes_for_after_a_reboot_shows_until_it_boots_on_a_n
     let app = spawn_app().await;
     let s = site(&app).await;
     let mut cp = boot(&app, &s, OcppVersion::V16).await;
-    let reboot_required = || async {
-        let c = app
-            .gql_ok(
-                &s.t.access,
-                "query($c: UUID!) { charger(id: $c) { rebootRequired } }",
-                json!({"c": s.charger}),
-            )
-            .await;
-        c["charger"]["rebootRequired"]
-            .as_bool()
-            .unwrap_or_else(|| panic!("{c}"))
-    };
+    let reboot_required = || reboot_required(&app, &s.t, s.charger);
     assert!(!reboot_required().await);
     cp.reply("ChangeConfiguration", json!({"status": "RebootRequired"}))
         .await;
