@@ -507,6 +507,22 @@ impl TenantTx {
         self.tenant
     }
 
+    /// Holds the row `id` of `table` (a table keyed by tenant and id) to the end of the transaction; `NotFound`
+    /// (named after the table) when the tenant has no such row.
+    pub async fn lock_row(&mut self, table: &'static str, id: Uuid, how: RowLock) -> Result<()> {
+        let sql = format!(
+            "select 1 from {table} where tenant_id = $1 and id = $2 {}",
+            how.clause()
+        );
+        sqlx::query(&sql)
+            .bind(self.tenant)
+            .bind(id)
+            .fetch_optional(self.conn())
+            .await?
+            .ok_or(crate::error::Error::NotFound(table))?;
+        Ok(())
+    }
+
     /// The connection, to run queries on.
     pub fn conn(&mut self) -> &mut PgConnection {
         &mut self.tx

@@ -215,21 +215,6 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Resu
     Ok(station)
 }
 
-/// Holds the station's row to the end of the transaction (`NotFound` when there is none).
-pub async fn lock(tx: &mut TenantTx, id: Uuid, how: RowLock) -> Result<()> {
-    let sql = format!(
-        "select 1 from station where tenant_id = $1 and id = $2 {}",
-        how.clause()
-    );
-    sqlx::query(&sql)
-        .bind(tx.tenant())
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?
-        .ok_or(Error::NotFound("station"))?;
-    Ok(())
-}
-
 pub async fn update(
     tx: &mut TenantTx,
     actor: &Actor,
@@ -239,7 +224,7 @@ pub async fn update(
     actor.require_manager()?;
     // Held before it is read: every field is written back, so a change landing between the read and the write
     // (an adoption making the station OCPP, a device's status) would be undone.
-    lock(tx, id, RowLock::NoKeyUpdate).await?;
+    tx.lock_row("station", id, RowLock::NoKeyUpdate).await?;
     let current = get(tx, id).await?;
     if current.archived_at.is_some() {
         return Err(Error::Conflict("this station is archived".into()));

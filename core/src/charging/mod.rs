@@ -625,7 +625,7 @@ pub async fn adopt(
     // The station's row is held too, and read under the lock: an edit, an archiving or another adoption of it waits.
     // A session starting on it meanwhile waits too (its row references the station's, which `for update` holds):
     // one found here is refused; one whose start began before goes ahead once this commits, on the adopted charger.
-    crate::stations::lock(tx, station_id, RowLock::Update).await?;
+    tx.lock_row("station", station_id, RowLock::Update).await?;
     let station = crate::stations::get(tx, station_id).await?;
     actor.check_venue(station.venue_id, "station")?;
     if station.kind != StationKind::EvCharger {
@@ -715,17 +715,7 @@ pub async fn adopt(
 /// Holds the charger's row to the end of the transaction: its adoption, refusal, forgetting, new passwords and
 /// connections going live take turns.
 async fn lock(tx: &mut TenantTx, id: Uuid, how: RowLock) -> Result<()> {
-    let sql = format!(
-        "select 1 from charger where tenant_id = $1 and id = $2 {}",
-        how.clause()
-    );
-    sqlx::query(&sql)
-        .bind(tx.tenant())
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?
-        .ok_or(Error::NotFound("charger"))?;
-    Ok(())
+    tx.lock_row("charger", id, how).await
 }
 
 /// Refuses a pending charger (one that joined with the onboarding key and is not wanted): it is rejected, the
