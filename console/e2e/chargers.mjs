@@ -8,7 +8,7 @@
 //                                              was refused; the page then forgets it)
 //   → {"event":"done"}
 // Settings (environment): CONSOLE_URL, OWNER_EMAIL, OWNER_PASSWORD, STAFF_EMAIL, STAFF_PASSWORD, CHARGER, PATRON,
-// NEW_CHARGER, STRANGER, FREE_STATION, SCREENSHOT_DIR, CHROMIUM.
+// NEW_CHARGER, STRANGER, FREE_STATION, PAUSED_STATION (one whose session is paused), SCREENSHOT_DIR, CHROMIUM.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -108,7 +108,13 @@ try {
   await newcomer.getByText('Wallbox').waitFor();
   await stranger.getByRole('button', { name: `Refuse ${process.env.STRANGER}`, exact: true }).click();
   await stranger.getByText('refused', { exact: true }).waitFor();
-  await newcomer.getByRole('combobox', { name: 'Adopt onto station' }).selectOption({ label: process.env.FREE_STATION });
+  const onto = newcomer.getByRole('combobox', { name: 'Adopt onto station' });
+  // Offered: the station with no charger and no session; not the one whose session is paused.
+  const offered = await onto.locator('option').allTextContents();
+  if (!offered.includes(process.env.FREE_STATION) || offered.includes(process.env.PAUSED_STATION)) {
+    throw new Error(`the stations offered are ${offered.join(', ')}`);
+  }
+  await onto.selectOption({ label: process.env.FREE_STATION });
   await newcomer.getByRole('button', { name: `Adopt ${process.env.NEW_CHARGER}`, exact: true }).click();
   const adoptedText = await page.getByTestId('adopted-password').textContent();
   const adopted = /Its own password \(shown once\): (\S+) — sent to the charger/.exec(adoptedText)?.[1];

@@ -46,9 +46,13 @@ export function ChargersPage() {
   if (!data) return null;
   const waiting = data.chargers.filter((c) => c.registration !== 'accepted');
   const accepted = data.chargers.filter((c) => c.registration === 'accepted');
-  // Stations a charger may be adopted onto: EV charger stations that have none and are not in a session (one whose
-  // session is paused shows as online: the server refuses it).
-  const free = data.stations.filter((s) => s.status !== 'IN_SESSION' && !data.chargers.some((c) => c.stationId === s.id));
+  // Stations a charger may be adopted onto: EV charger stations that have none and no session, running or paused.
+  const free = data.stations.filter(
+    (s) =>
+      s.status !== 'IN_SESSION' &&
+      !data.paused.some((p) => p.stationId === s.id) &&
+      !data.chargers.some((c) => c.stationId === s.id),
+  );
   return (
     <section aria-labelledby="chargers-title">
       <h1 id="chargers-title">{t.chargers.title}</h1>

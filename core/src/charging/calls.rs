@@ -15,7 +15,6 @@ use super::{Charger, Protocol};
 use crate::audit::{self, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
-use crate::events::NewEvent;
 use crate::model::Actor;
 
 /// A call as written: the OCPP action and its payload, for the charger's version.
@@ -356,19 +355,11 @@ pub async fn finished(
     }
     metrics::counter!("ocpp_calls_total", "action" => call.action.clone(), "outcome" => status)
         .increment(1);
-    if let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) {
-        tx.emit(
-            NewEvent::new(
-                "charger.call",
-                json!({
-                    "callId": call.id, "chargerId": charger.id, "action": call.action, "status": call.status,
-                    "response": call.response, "error": call.error,
-                }),
-            )
-            .venue(venue)
-            .station(station),
-        );
-    }
+    let data = json!({
+        "callId": call.id, "chargerId": charger.id, "action": call.action, "status": call.status,
+        "response": call.response, "error": call.error,
+    });
+    tx.emit(super::event("charger.call", charger, data));
     Ok(())
 }
 

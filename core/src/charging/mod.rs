@@ -580,10 +580,8 @@ pub async fn login(
     .execute(tx.conn())
     .await?;
     claim(&mut tx, identity, id).await?;
-    tx.emit(NewEvent::new(
-        "charger.pending",
-        serde_json::json!({ "chargerId": id, "chargePointId": identity }),
-    ));
+    let joined = get(&mut tx, id).await?;
+    announce(&mut tx, "charger.pending", &joined);
     audit::record_as(
         &mut tx,
         None,
@@ -701,6 +699,7 @@ pub async fn adopt(
         .await?;
     }
     wake(tx, &adopted).await?;
+    announce(tx, "charger.adopted", &adopted);
     record(
         tx,
         actor,
@@ -710,6 +709,26 @@ pub async fn adopt(
     )
     .await?;
     Ok((get(tx, id).await?, password))
+}
+
+/// An event about `charger`: heard by the members of its station's venue, or by every member while it has no
+/// station (waiting to be adopted, refused, forgotten).
+pub(crate) fn event(kind: &'static str, charger: &Charger, data: serde_json::Value) -> NewEvent {
+    let event = NewEvent::new(kind, data).subject(charger.id);
+    match (charger.venue_id, charger.station_id) {
+        (Some(venue), Some(station)) => event.venue(venue).station(station),
+        _ => event,
+    }
+}
+
+/// Tells every open console that a charger joined, was adopted, refused or forgotten (`kind`).
+fn announce(tx: &mut TenantTx, kind: &'static str, charger: &Charger) {
+    let data = serde_json::json!({
+        "chargerId": charger.id,
+        "chargePointId": charger.charge_point_id,
+        "stationId": charger.station_id,
+    });
+    tx.emit(event(kind, charger, data));
 }
 
 /// Holds the charger's row to the end of the transaction: its adoption, refusal, forgetting, new passwords and
@@ -754,6 +773,7 @@ pub async fn reject(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Charge
     }
     let rejected = get(tx, id).await?;
     wake(tx, &rejected).await?;
+    announce(tx, "charger.rejected", &rejected);
     record(
         tx,
         actor,
@@ -789,6 +809,7 @@ pub async fn forget(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<String
         .execute(tx.conn())
         .await?;
     release(tx, &charger.charge_point_id).await?;
+    announce(tx, "charger.forgotten", &charger);
     record(
         tx,
         actor,
@@ -911,37 +932,31 @@ pub async fn disconnected(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Resu
 /// The station of a charger that came online or went offline follows (a station in a session or in maintenance
 /// keeps that status), and the change is heard live.
 async fn station_presence(tx: &mut TenantTx, charger: &Charger, online: bool) -> Result<()> {
-    let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) else {
-        return Ok(());
-    };
-    let (from, to) = if online {
-        ("offline", "online")
-    } else {
-        ("online", "offline")
-    };
-    sqlx::query(
-        "update station set status = $4::station_status
-         where tenant_id = $1 and id = $2 and status = $3::station_status",
-    )
-    .bind(tx.tenant())
-    .bind(station)
-    .bind(from)
-    .bind(to)
-    .execute(tx.conn())
-    .await?;
+    if let Some(station) = charger.station_id {
+        let (from, to) = if online {
+            ("offline", "online")
+        } else {
+            ("online", "offline")
+        };
+        sqlx::query(
+            "update station set status = $4::station_status
+             where tenant_id = $1 and id = $2 and status = $3::station_status",
+        )
+        .bind(tx.tenant())
+        .bind(station)
+        .bind(from)
+        .bind(to)
+        .execute(tx.conn())
+        .await?;
+    }
     let kind = if online {
         "charger.online"
     } else {
         "charger.offline"
     };
-    tx.emit(
-        NewEvent::new(
-            kind,
-            serde_json::json!({ "chargerId": charger.id, "chargePointId": charger.charge_point_id }),
-        )
-        .venue(venue)
-        .station(station),
-    );
+    let data =
+        serde_json::json!({ "chargerId": charger.id, "chargePointId": charger.charge_point_id });
+    tx.emit(event(kind, charger, data));
     Ok(())
 }
 
@@ -1010,19 +1025,11 @@ pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Re
             calls::set_up_meters(tx, charger).await?;
         }
     }
-    if let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) {
-        tx.emit(
-            NewEvent::new(
-                "charger.boot",
-                serde_json::json!({
-                    "chargerId": charger.id, "vendor": boot.vendor, "model": boot.model,
-                    "firmwareVersion": boot.firmware_version,
-                }),
-            )
-            .venue(venue)
-            .station(station),
-        );
-    }
+    let data = serde_json::json!({
+        "chargerId": charger.id, "vendor": boot.vendor, "model": boot.model,
+        "firmwareVersion": boot.firmware_version,
+    });
+    tx.emit(event("charger.boot", charger, data));
     Ok(charger.registration)
 }
 

@@ -637,20 +637,11 @@ pub async fn stop(
     };
     metrics::counter!("ocpp_transactions_stopped_total").increment(1);
     // Staff screens hear it (a cloud stop ended the session already; the charger's stop comes later).
-    if let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) {
-        tx.emit(
-            crate::events::NewEvent::new(
-                "charger.transaction_stopped",
-                json!({
-                    "chargerId": charger.id, "transactionId": transaction.ocpp_id,
-                    "energyWh": transaction.energy_wh(),
-                    "reason": transaction.stop_reason,
-                }),
-            )
-            .venue(venue)
-            .station(station),
-        );
-    }
+    let data = json!({
+        "chargerId": charger.id, "transactionId": transaction.ocpp_id,
+        "energyWh": transaction.energy_wh(), "reason": transaction.stop_reason,
+    });
+    tx.emit(super::event("charger.transaction_stopped", charger, data));
     Ok(Stopped::Known(Box::new(transaction), cost))
 }
 

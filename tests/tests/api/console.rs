@@ -680,6 +680,31 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         )
         .await["createStation"]["id"]
         .clone();
+    // And one with no charger whose session is paused: a charger is not adopted onto it, so it is not offered.
+    let paused = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { id } }",
+            json!({"i": {"venueId": s.venue, "name": "Bay 3", "kind": "EV_CHARGER", "control": "MANUAL"}}),
+        )
+        .await["createStation"]["id"]
+        .clone();
+    let session = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
+            json!({"s": paused, "p": s.patron}),
+        )
+        .await["startSession"]["id"]
+        .clone();
+    let held = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($s: UUID!) { pauseSession(id: $s) { status } }",
+            json!({"s": session}),
+        )
+        .await;
+    assert_eq!(held["pauseSession"]["status"], "PAUSED", "{held}");
     let suffix = &Uuid::new_v4().simple().to_string()[..8];
     let (newcomer, stranger) = (format!("NEW-{suffix}"), format!("ODD-{suffix}"));
     let (_, staff, _) = app.add_member_login(&s.t, "STAFF").await;
@@ -697,6 +722,7 @@ async fn in_chromium_an_owner_starts_and_stops_a_charger_remotely_and_sees_its_t
         .env("NEW_CHARGER", &newcomer)
         .env("STRANGER", &stranger)
         .env("FREE_STATION", "Bay 2")
+        .env("PAUSED_STATION", "Bay 3")
         .env("SCREENSHOT_DIR", &shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

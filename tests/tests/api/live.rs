@@ -22,7 +22,11 @@ async fn next(sub: &mut switchyard_tests::Subscription, field: &str) -> Value {
 }
 
 /// Events of `sub` until one of `kind` (the ones before it are returned too, in order).
-async fn until(sub: &mut switchyard_tests::Subscription, field: &str, kind: &str) -> Vec<Value> {
+pub(crate) async fn until(
+    sub: &mut switchyard_tests::Subscription,
+    field: &str,
+    kind: &str,
+) -> Vec<Value> {
     let mut seen = Vec::new();
     loop {
         let event = next(sub, field).await;
@@ -36,7 +40,7 @@ async fn until(sub: &mut switchyard_tests::Subscription, field: &str, kind: &str
 
 /// The tenant's last event number now: subscribing with `after` set to it hears everything from here on, however
 /// long the server takes to open the subscription.
-async fn from_now(app: &TestApp, tenant: Uuid) -> i64 {
+pub(crate) async fn from_now(app: &TestApp, tenant: Uuid) -> i64 {
     sqlx::query_scalar(
         "select coalesce((select last_seq from live_event_counter where tenant_id = $1), 0)",
     )

@@ -1015,6 +1015,15 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
             .await,
         json!({"chargers": [{"id": charger}]})
     );
+    // That manager hears the chargers with no venue joining, refused and forgotten, not those adopted elsewhere.
+    let mut heard = app
+        .subscribe(
+            &elsewhere,
+            "subscription($a: Int) { liveEvents(after: $a) { kind venueId stationId subjectId data } }",
+            json!({"a": crate::live::from_now(&app, s.t.id).await}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let reject = "mutation($c: UUID!) { rejectCharger(id: $c) { id registration online hasPassword stationId } }";
     // Another tenant cannot refuse it (nor can this one refuse the other's), and an accepted charger is not one to
@@ -1063,6 +1072,12 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((chargers, audited), (1, 1));
     drop(tx);
+    let events = crate::live::until(&mut heard, "liveEvents", "charger.rejected").await;
+    assert_eq!(
+        events.last().cloned().unwrap_or_default(),
+        json!({"kind": "charger.rejected", "venueId": null, "stationId": null, "subjectId": charger,
+               "data": {"chargerId": charger, "chargePointId": id, "stationId": null}})
+    );
     // The command in flight failed with the connection; the one waiting is never sent, should it be adopted.
     let calls = app
         .gql_ok(
@@ -1206,7 +1221,40 @@ async fn a_pending_charger_nobody_wants_is_refused_and_cannot_join_again_until_a
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((rows, calls, audited), (0, 0, 1));
+    // The adoption was announced to the members of the station's venue, whom the other venue's manager is not.
+    let adopted_at: (Option<Uuid>, Option<Uuid>) = sqlx::query_as(
+        "select venue_id, station_id from live_event where kind = 'charger.adopted' and subject_id = $1",
+    )
+    .bind(charger)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        adopted_at,
+        (Some(s.venue), Some(uuid(&station["createStation"]["id"])))
+    );
     drop(tx);
+    let events = crate::live::until(&mut heard, "liveEvents", "charger.forgotten").await;
+    let of = |c: Uuid| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["subjectId"] == json!(c) && e["kind"] != "charger.call")
+            .map(|e| &e["kind"])
+            .collect()
+    };
+    assert_eq!(
+        of(first),
+        [
+            "charger.pending",
+            "charger.online",
+            "charger.boot",
+            "charger.offline",
+            "charger.rejected",
+            "charger.forgotten"
+        ],
+        "{events:?}"
+    );
+    assert_eq!(of(charger), Vec::<&Value>::new(), "{events:?}");
     // The forgotten identity joins again, as a new charger.
     let (cp, again) = join_pending(&app, &s.t, &key, &odd, ("Stranger", "Y")).await;
     assert_ne!(again, first);
