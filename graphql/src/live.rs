@@ -120,10 +120,13 @@ pub fn visible(principal: &Principal, event: &Event) -> bool {
         // A patron hears only what is its own: its sessions, rentals, wallet, payments and alerts.
         Principal::Patron(patron) => event.patron_id == Some(patron.patron_id),
         // A member scoped to some venues hears nothing of the others; events of no venue (bridges of the tenant,
-        // a patron flagged without a venue) reach every member.
-        Principal::Member(actor) => match actor.role {
-            Role::Owner => true,
-            Role::Manager | Role::Staff => event.venue_id.is_none_or(|v| actor.sees_venue(v)),
+        // a patron flagged without a venue) reach every member, but those of chargers on no station (waiting for
+        // adoption, refused, forgotten) only the owners and managers, who alone manage chargers.
+        Principal::Member(actor) => match (actor.role, event.venue_id) {
+            (Role::Owner, _) => true,
+            (Role::Manager, None) => true,
+            (Role::Staff, None) => event.topic() != "charger",
+            (Role::Manager | Role::Staff, Some(v)) => actor.sees_venue(v),
         },
     }
 }

@@ -721,14 +721,12 @@ pub(crate) fn event(kind: &'static str, charger: &Charger, data: serde_json::Val
     }
 }
 
-/// Tells every open console that a charger joined, was adopted, refused or forgotten (`kind`).
+/// Tells the owners and managers that a charger joined, was adopted, refused or forgotten (`kind`): every one of
+/// them lists the chargers waiting for adoption, so the event names no venue (nor the station it was adopted onto).
 fn announce(tx: &mut TenantTx, kind: &'static str, charger: &Charger) {
-    let data = serde_json::json!({
-        "chargerId": charger.id,
-        "chargePointId": charger.charge_point_id,
-        "stationId": charger.station_id,
-    });
-    tx.emit(event(kind, charger, data));
+    let data =
+        serde_json::json!({ "chargerId": charger.id, "chargePointId": charger.charge_point_id });
+    tx.emit(NewEvent::new(kind, data).subject(charger.id));
 }
 
 /// Holds the charger's row to the end of the transaction: its adoption, refusal, forgetting, new passwords and
@@ -1025,11 +1023,27 @@ pub async fn boot(tx: &mut TenantTx, charger: &Charger, boot: Boot) -> Result<Re
             calls::set_up_meters(tx, charger).await?;
         }
     }
-    let data = serde_json::json!({
-        "chargerId": charger.id, "vendor": boot.vendor, "model": boot.model,
-        "firmwareVersion": boot.firmware_version,
-    });
-    tx.emit(event("charger.boot", charger, data));
+    // A charger waiting to be adopted boots again every minute: only a first boot, or one saying something new, is
+    // news to every console.
+    let said = [
+        cut(&boot.vendor),
+        cut(&boot.model),
+        cut(boot.serial_number.as_deref().unwrap_or("")),
+        cut(boot.firmware_version.as_deref().unwrap_or("")),
+    ];
+    let known = [
+        &charger.vendor,
+        &charger.model,
+        &charger.serial_number,
+        &charger.firmware_version,
+    ];
+    if charger.station_id.is_some() || charger.boot_at.is_none() || said.iter().ne(known) {
+        let data = serde_json::json!({
+            "chargerId": charger.id, "vendor": boot.vendor, "model": boot.model,
+            "firmwareVersion": boot.firmware_version,
+        });
+        tx.emit(event("charger.boot", charger, data));
+    }
     Ok(charger.registration)
 }
 
