@@ -119,7 +119,7 @@ pub async fn revoke(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Bridge
     .await?;
     record(tx, actor, "bridge.revoke", id).await?;
     if bridge.online {
-        announce(tx, id, bridge.venue_id, false);
+        announce(tx, id, bridge.venue_id, false).await?;
     }
     // Its open tunnels hear of it and close at once.
     tx.wake_venue(bridge.venue_id).await?;
@@ -165,14 +165,14 @@ pub async fn seen(
     .await?;
     if let Some((venue, was)) = changed {
         if was != online {
-            announce(tx, id, venue, online);
+            announce(tx, id, venue, online).await?;
         }
     }
     Ok(())
 }
 
-/// Tells live subscribers that a bridge went online or offline.
-fn announce(tx: &mut TenantTx, bridge: Uuid, venue: Uuid, online: bool) {
+/// Tells live subscribers that a bridge went online or offline; the stations of its venue behind a bridge follow.
+async fn announce(tx: &mut TenantTx, bridge: Uuid, venue: Uuid, online: bool) -> Result<()> {
     let kind = if online {
         "bridge.online"
     } else {
@@ -183,6 +183,7 @@ fn announce(tx: &mut TenantTx, bridge: Uuid, venue: Uuid, online: bool) {
             .venue(venue)
             .subject(bridge),
     );
+    crate::stations::follow_presence(tx, venue, None).await
 }
 
 /// A new tunnel of the bridge said hello: it becomes the live one (an older tunnel of the same bridge is woken,
@@ -248,7 +249,7 @@ pub async fn tunnel_closed(tx: &mut TenantTx, id: Uuid, tunnel: Uuid) -> Result<
     .fetch_optional(tx.conn())
     .await?;
     if let Some((venue, true)) = closed {
-        announce(tx, id, venue, false);
+        announce(tx, id, venue, false).await?;
     }
     Ok(())
 }
@@ -584,6 +585,16 @@ pub async fn record_event(
     .execute(tx.conn())
     .await?;
     if let (true, Some(station)) = (inserted, station_id) {
+        // Whether the device answers: the station's status follows.
+        let reachable = match kind {
+            "device_state" => body.get("reachable").and_then(serde_json::Value::as_bool),
+            "agent_state" => body.get("connected").and_then(serde_json::Value::as_bool),
+            "cabinet_state" => Some(true),
+            _ => None,
+        };
+        if let Some(reachable) = reachable {
+            crate::stations::device_reachable(tx, station, reachable).await?;
+        }
         // Device state and agent liveness, as the bridge saw them.
         tx.emit(
             crate::events::NewEvent::new(

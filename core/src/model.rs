@@ -85,9 +85,13 @@ domain_enum!(
 domain_enum!(
     /// A station's (or connector's) last known state.
     StationStatus, "station_status" {
+        /// Out of a session and cannot be reached: its bridge or its charger is offline, or its device did not
+        /// answer the bridge's last reading.
         Offline => "offline",
+        /// Out of a session and can be reached (a manual station always can).
         Online => "online",
         InSession => "in_session",
+        /// Taken out of use by staff.
         Maintenance => "maintenance",
     }
 );

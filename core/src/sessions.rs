@@ -804,15 +804,17 @@ pub async fn fail_unstarted(tx: &mut TenantTx, id: Uuid, reason: &str) -> Result
         return get(tx, id).await;
     }
     let session = void(tx, id, reason).await?;
-    sqlx::query(
+    let sql = format!(
         "update station set expected_on = false, expected_until = null,
-           status = case when status = 'in_session' then 'online' else status end
+           status = case when status = 'in_session' then {} else status end
          where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(session.station_id)
-    .execute(tx.conn())
-    .await?;
+        crate::stations::IDLE_STATUS
+    );
+    sqlx::query(&sql)
+        .bind(tx.tenant())
+        .bind(session.station_id)
+        .execute(tx.conn())
+        .await?;
     Ok(session)
 }
 
@@ -1438,23 +1440,22 @@ async fn post_charges(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Result<Vec<i
 
 /// The station's expected state follows the session, and a command for its control goes to the outbox.
 async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &str) -> Result<()> {
-    let (status, until) = if on {
-        (StationStatus::InSession, session.planned_end_at)
-    } else {
-        (StationStatus::Online, None)
-    };
-    let (status, control, venue): (StationStatus, StationControl, Uuid) = sqlx::query_as(
+    let until = if on { session.planned_end_at } else { None };
+    // Switched off, it is online or offline as it can be reached.
+    let sql = format!(
         "update station set expected_on = $3, expected_until = $4,
-           status = case when status = 'maintenance' then status else $5 end
+           status = case when status = 'maintenance' then status when $3 then 'in_session'
+                         else {} end
          where tenant_id = $1 and id = $2 returning status, control, venue_id",
-    )
-    .bind(tx.tenant())
-    .bind(session.station_id)
-    .bind(on)
-    .bind(until)
-    .bind(status)
-    .fetch_one(tx.conn())
-    .await?;
+        crate::stations::IDLE_STATUS
+    );
+    let (status, control, venue): (StationStatus, StationControl, Uuid) = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(session.station_id)
+        .bind(on)
+        .bind(until)
+        .fetch_one(tx.conn())
+        .await?;
     tx.emit(
         crate::events::NewEvent::new(
             "station.status",

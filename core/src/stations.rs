@@ -210,9 +210,87 @@ pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Resu
     });
     audit::record(tx, actor, entry("station.create", id, detail)).await?;
     crate::charging::follow_station(tx, &station).await?;
+    // A manual station is online from the start; one behind a bridge as soon as the bridge is.
+    follow_presence(tx, station.venue_id, Some(id)).await?;
     // The venue's bridge gets a schedule with the new station (and its control settings).
     tx.wake_venue(station.venue_id).await?;
-    Ok(station)
+    get(tx, id).await
+}
+
+/// The status of a station out of a session and out of maintenance, as SQL over a row of `station`: `online` when
+/// it can be reached, else `offline`. A manual station always can (staff switch it); an OCPP station while its
+/// charger is connected; a station behind the venue's edge bridge (plug, router, PC agent, cabinet) while a bridge
+/// of its venue is online and its device answered the bridge's last reading (not read yet counts as answering).
+pub(crate) const IDLE_STATUS: &str = "(case when case station.control
+        when 'manual' then true
+        when 'ocpp' then exists (select 1 from charger c
+                                  where c.tenant_id = station.tenant_id and c.station_id = station.id and c.online)
+        else coalesce(station.device_reachable, true)
+             and exists (select 1 from bridge b
+                          where b.tenant_id = station.tenant_id and b.venue_id = station.venue_id and b.online
+                            and b.revoked_at is null)
+      end
+    then 'online' else 'offline' end)::station_status";
+
+/// Brings `online`/`offline` of the venue's stations (or of one of them) in line with [`IDLE_STATUS`]: after a
+/// bridge, a charger or a device came or went, or a station's control changed. A station in a session or in
+/// maintenance keeps that status. Each change is heard live (`station.status`, `by` `presence`).
+pub(crate) async fn follow_presence(
+    tx: &mut TenantTx,
+    venue: Uuid,
+    station: Option<Uuid>,
+) -> Result<()> {
+    let one = if station.is_some() {
+        " and id = $3"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "update station set status = {IDLE_STATUS}
+          where tenant_id = $1 and venue_id = $2{one} and archived_at is null
+            and status in ('online', 'offline') and status <> {IDLE_STATUS}
+          returning id, status"
+    );
+    let mut query = sqlx::query_as::<_, (Uuid, StationStatus)>(&sql)
+        .bind(tx.tenant())
+        .bind(venue);
+    if let Some(station) = station {
+        query = query.bind(station);
+    }
+    for (id, status) in query.fetch_all(tx.conn()).await? {
+        tx.emit(
+            crate::events::NewEvent::new(
+                "station.status",
+                serde_json::json!({ "status": status, "by": "presence" }),
+            )
+            .venue(venue)
+            .station(id),
+        );
+    }
+    Ok(())
+}
+
+/// The device of a station behind an edge bridge answered the bridge's reading or not (a PC agent connected or
+/// not): the station's status follows when that changed.
+pub(crate) async fn device_reachable(
+    tx: &mut TenantTx,
+    station: Uuid,
+    reachable: bool,
+) -> Result<()> {
+    let venue: Option<Uuid> = sqlx::query_scalar(
+        "update station set device_reachable = $3
+          where tenant_id = $1 and id = $2 and device_reachable is distinct from $3
+          returning venue_id",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .bind(reachable)
+    .fetch_optional(tx.conn())
+    .await?;
+    match venue {
+        Some(venue) => follow_presence(tx, venue, Some(station)).await,
+        None => Ok(()),
+    }
 }
 
 pub async fn update(
@@ -294,8 +372,10 @@ pub async fn update(
             .station(station.id),
         );
     }
+    // A new control (or maintenance ended) may change whether it can be reached.
+    follow_presence(tx, station.venue_id, Some(id)).await?;
     tx.wake_venue(station.venue_id).await?;
-    Ok(station)
+    get(tx, id).await
 }
 
 pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Station> {

@@ -25,6 +25,8 @@ struct State {
     switches: Vec<Switch>,
     /// Someone presses the button right after the next switching request: the relay ends up so.
     pressed_after_next_switch: Option<bool>,
+    /// Pulled out of the wall: every request fails (503) until it is plugged in again.
+    unplugged: bool,
 }
 
 impl State {
@@ -90,6 +92,14 @@ impl ShellyFake {
             .pressed_after_next_switch = Some(on);
     }
 
+    /// Pulls the plug out of the wall (`true`) or puts it back: meanwhile it answers nothing but 503.
+    pub fn unplug(&self, out: bool) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unplugged = out;
+    }
+
     pub fn is_on(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.settle();
@@ -100,6 +110,9 @@ impl ShellyFake {
 impl Respond for Handler {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if state.unplugged {
+            return ResponseTemplate::new(503);
+        }
         state.settle();
         let query: std::collections::HashMap<String, String> =
             request.url.query_pairs().into_owned().collect();

@@ -680,6 +680,8 @@ pub async fn adopt(
     .execute(tx.conn())
     .await?;
     let adopted = get(tx, id).await?;
+    // Its station is online while it is connected.
+    crate::stations::follow_presence(tx, station.venue_id, Some(station.id)).await?;
     // The onboarding key is the tenant's, not this charger's: it stops opening it at once.
     let password = give_password(
         tx,
@@ -930,22 +932,8 @@ pub async fn disconnected(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Resu
 /// The station of a charger that came online or went offline follows (a station in a session or in maintenance
 /// keeps that status), and the change is heard live.
 async fn station_presence(tx: &mut TenantTx, charger: &Charger, online: bool) -> Result<()> {
-    if let Some(station) = charger.station_id {
-        let (from, to) = if online {
-            ("offline", "online")
-        } else {
-            ("online", "offline")
-        };
-        sqlx::query(
-            "update station set status = $4::station_status
-             where tenant_id = $1 and id = $2 and status = $3::station_status",
-        )
-        .bind(tx.tenant())
-        .bind(station)
-        .bind(from)
-        .bind(to)
-        .execute(tx.conn())
-        .await?;
+    if let (Some(station), Some(venue)) = (charger.station_id, charger.venue_id) {
+        crate::stations::follow_presence(tx, venue, Some(station)).await?;
     }
     let kind = if online {
         "charger.online"

@@ -1385,6 +1385,133 @@ async fn sessions_started_through_graphql_end_at_their_planned_end_on_the_plug_a
 }
 
 #[tokio::test]
+async fn a_station_is_online_while_its_device_answers_through_an_online_bridge() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 2).await;
+    let status = |station: Uuid| {
+        let app = &app;
+        let token = s.t.access.clone();
+        async move {
+            app.gql_ok(
+                &token,
+                "query($s: UUID!) { station(id: $s) { status } }",
+                json!({"s": station}),
+            )
+            .await["station"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    // No bridge yet: the plug's station cannot be reached. A manual station always can.
+    assert_eq!(status(s.station).await, "OFFLINE");
+    let manual = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($i: CreateStationInput!) { createStation(input: $i) { status } }",
+            json!({"i": {"venueId": s.venue, "name": "Desk", "kind": "KIOSK", "control": "MANUAL"}}),
+        )
+        .await;
+    assert_eq!(manual["createStation"]["status"], "ONLINE", "{manual}");
+
+    let proxy = switchyard_tests::proxy::Proxy::start(app.addr).await;
+    let journal = journal_path();
+    let _bridge = start_bridge(edge_bridge::Config {
+        readings: Some(Duration::from_millis(100)),
+        ..bridge_config(
+            format!("ws://{}/edge/v1/tunnel", proxy.addr),
+            &s.token,
+            &journal,
+        )
+    });
+    let until_status = |want: &'static str, what: &'static str| {
+        let status = &status;
+        let station = s.station;
+        async move {
+            wait_until(what, || async { status(station).await == want }).await;
+        }
+    };
+    until_status("ONLINE", "the plug answers through the bridge").await;
+    plug.unplug(true);
+    until_status("OFFLINE", "the unplugged plug is offline").await;
+    plug.unplug(false);
+    until_status("ONLINE", "the plug is back").await;
+    // Each change was heard live, said to come from the station's presence.
+    let heard: Vec<Value> = sqlx::query_scalar(
+        "select data->'status' from live_event where tenant_id = $1 and station_id = $2 and kind = 'station.status'
+          and data->>'by' = 'presence' order by seq",
+    )
+    .bind(s.t.id)
+    .bind(s.station)
+    .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(heard, [json!("online"), json!("offline"), json!("online")]);
+
+    // In a session it is in session, and when the session stops it is online again (it still answers).
+    // (Each switching waits until the plug's reading shows it: nothing changes on the plug after the last one.)
+    let last_on = || async {
+        sqlx::query_scalar::<_, Option<Value>>(
+            "select body->'on' from bridge_event where tenant_id = $1 and station_id = $2
+               and kind = 'device_state' order by seq desc limit 1",
+        )
+        .bind(s.t.id)
+        .bind(s.station)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let session = paid_session(&app, &s.t, s.venue, s.station, 30, "presence").await;
+    assert_eq!(status(s.station).await, "IN_SESSION");
+    wait_until("the plug is read on", || async {
+        last_on().await == Some(json!(true))
+    })
+    .await;
+    let stopped = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($id: UUID!) { stopSession(id: $id) { status } }",
+            json!({"id": session["session_id"]}),
+        )
+        .await;
+    assert_eq!(stopped["stopSession"]["status"], "ENDED", "{stopped}");
+    assert_eq!(status(s.station).await, "ONLINE");
+    wait_until("the plug is read off", || async {
+        last_on().await == Some(json!(false))
+    })
+    .await;
+
+    // The tunnel cut: with the bridge offline the plug cannot be reached. Back, the station is online again from
+    // what the plug said last, though it says nothing new.
+    let reports = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'device_state'",
+        )
+        .bind(s.t.id)
+        .bind(s.station)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let before = reports().await;
+    proxy.cut();
+    wait_until("the bridge is seen offline", || async {
+        !bridge_online(&app, s.t.id).await
+    })
+    .await;
+    assert_eq!(status(s.station).await, "OFFLINE");
+    proxy.restore();
+    wait_until("the bridge is back", || async {
+        bridge_online(&app, s.t.id).await
+    })
+    .await;
+    assert_eq!(status(s.station).await, "ONLINE");
+    assert_eq!(reports().await, before);
+    let _ = std::fs::remove_file(&journal);
+}
+
+#[tokio::test]
 async fn a_plug_switched_by_hand_during_a_session_is_reported_and_set_right() {
     let app = spawn_app().await;
     let plug = ShellyFake::start().await;

@@ -316,7 +316,8 @@ async fn a_walk_in_cash_session_is_prepaid_extended_stopped_and_leaves_a_balance
             json!({"s": f.station}),
         )
         .await;
-    assert_eq!(station["station"]["status"], "ONLINE");
+    // Out of its session it is offline: no bridge reaches its PC agent.
+    assert_eq!(station["station"]["status"], "OFFLINE");
 }
 
 #[tokio::test]

@@ -1,0 +1,31 @@
+-- A station out of a session and out of maintenance is `online` when it can be reached and `offline` when not; it
+-- used to stay as created (`offline`) until its first session ended, and `online` ever after. Reachable means: a
+-- manual station always (staff switch it); an OCPP station while its charger is connected; a station behind the
+-- venue's edge bridge (plug, router, PC agent, cabinet) while a bridge of its venue is online and its device
+-- answered its last reading. That answer is kept here (null: not read yet, taken as answering).
+alter table station add column device_reachable boolean;
+
+-- Every tenant's idle stations follow the rule from now: the owner running this migration is confined like
+-- everyone else (row-level security is forced), so the tables it reads and writes let it through for these
+-- statements, inside the migration's transaction. Locked in the order the application takes them (a charger or a
+-- bridge, then the station).
+lock table charger, bridge, station in access exclusive mode;
+alter table charger no force row level security;
+alter table bridge no force row level security;
+alter table station no force row level security;
+
+update station set status = case
+    when case control
+           when 'manual' then true
+           when 'ocpp' then exists (select 1 from charger c
+                                     where c.tenant_id = station.tenant_id and c.station_id = station.id and c.online)
+           else exists (select 1 from bridge b
+                         where b.tenant_id = station.tenant_id and b.venue_id = station.venue_id and b.online
+                           and b.revoked_at is null)
+         end
+    then 'online' else 'offline' end::station_status
+  where status in ('online', 'offline') and archived_at is null;
+
+alter table charger force row level security;
+alter table bridge force row level security;
+alter table station force row level security;
