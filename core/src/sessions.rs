@@ -1441,12 +1441,14 @@ async fn post_charges(tx: &mut TenantTx, charges: &[Charge<'_>]) -> Result<Vec<i
 /// The station's expected state follows the session, and a command for its control goes to the outbox.
 async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &str) -> Result<()> {
     let until = if on { session.planned_end_at } else { None };
-    // Switched off, it is online or offline as it can be reached.
+    // Switched off, it is online or offline as it can be reached. Never switched on once archived (an archiving
+    // that committed while this session was starting: the start fails whole).
     let sql = format!(
         "update station set expected_on = $3, expected_until = $4,
            status = case when status = 'maintenance' then status when $3 then 'in_session'
                          else {} end
-         where tenant_id = $1 and id = $2 returning status, control, venue_id",
+         where tenant_id = $1 and id = $2 and (not $3 or archived_at is null)
+         returning status, control, venue_id",
         crate::stations::IDLE_STATUS
     );
     let (status, control, venue): (StationStatus, StationControl, Uuid) = sqlx::query_as(&sql)
@@ -1454,8 +1456,9 @@ async fn switch(tx: &mut TenantTx, session: &Session, on: bool, command_name: &s
         .bind(session.station_id)
         .bind(on)
         .bind(until)
-        .fetch_one(tx.conn())
-        .await?;
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| Error::Conflict("this station is archived".into()))?;
     tx.emit(
         crate::events::NewEvent::new(
             "station.status",

@@ -378,9 +378,30 @@ pub async fn update(
     get(tx, id).await
 }
 
+/// Archives a station: it leaves the floor, the lists and its bridge's schedule (its history stays). One with a
+/// session running or paused is refused: its device would be left as the session set it.
 pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Station> {
     actor.require_manager()?;
-    get(tx, id).await?;
+    // Held first: a session starting on it meanwhile waits, then finds it archived.
+    tx.lock_row("station", id, RowLock::Update).await?;
+    let current = get(tx, id).await?;
+    if current.archived_at.is_some() {
+        return Ok(current);
+    }
+    let running: bool = sqlx::query_scalar(
+        "select exists (select 1 from session where tenant_id = $1 and station_id = $2
+                          and status in ('active', 'paused'))",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_one(tx.conn())
+    .await?;
+    if running {
+        return Err(Error::Conflict(
+            "this station has a session running (or paused): stop it before archiving the station"
+                .into(),
+        ));
+    }
     let sql = format!(
         "update station set archived_at = coalesce(archived_at, now()) where tenant_id = $1 and id = $2
          returning {COLUMNS}"
@@ -397,6 +418,15 @@ pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Stati
     )
     .await?;
     crate::charging::follow_station(tx, &station).await?;
+    // Floors and dashboards drop it at once.
+    tx.emit(
+        crate::events::NewEvent::new(
+            "station.archived",
+            serde_json::json!({ "name": station.name }),
+        )
+        .venue(station.venue_id)
+        .station(station.id),
+    );
     tx.wake_venue(station.venue_id).await?;
     Ok(station)
 }

@@ -159,6 +159,71 @@ async fn assert_ledger_balances(app: &TestApp, tenant: Uuid) {
 }
 
 #[tokio::test]
+async fn a_station_with_a_session_running_or_paused_is_not_archived_and_an_archived_one_starts_none(
+) {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = app.create_patron(&f.t.access, "Ada", None).await;
+    top_up(&app, &f, patron, 5_000, "archive-1").await;
+    let archive = "mutation($s: UUID!) { archiveStation(id: $s) { id archivedAt } }";
+    let session = wallet_session(&app, &f.t.access, f.station, patron, Some(30)).await;
+    let refused = app
+        .gql(Some(&f.t.access), archive, json!({"s": f.station}))
+        .await;
+    assert_eq!(gql_code(&refused), "conflict", "{refused}");
+    app.gql_ok(
+        &f.t.access,
+        "mutation($s: UUID!) { pauseSession(id: $s) { status } }",
+        json!({"s": session}),
+    )
+    .await;
+    let refused = app
+        .gql(Some(&f.t.access), archive, json!({"s": f.station}))
+        .await;
+    assert_eq!(gql_code(&refused), "conflict", "paused: {refused}");
+    app.gql_ok(
+        &f.t.access,
+        "mutation($s: UUID!) { stopSession(id: $s) { status } }",
+        json!({"s": session}),
+    )
+    .await;
+    let archived = app
+        .gql_ok(&f.t.access, archive, json!({"s": f.station}))
+        .await;
+    assert!(
+        archived["archiveStation"]["archivedAt"].is_string(),
+        "{archived}"
+    );
+    // Again: the same answer, archived once.
+    let again = app
+        .gql_ok(&f.t.access, archive, json!({"s": f.station}))
+        .await;
+    assert_eq!(again, archived);
+    let mut tx = app.tenant_tx(f.t.id).await;
+    let (audited, heard): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from audit_log where action = 'station.archive' and object_id = $1),
+                (select count(*) from live_event where kind = 'station.archived' and station_id = $1)",
+    )
+    .bind(f.station)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((audited, heard), (1, 1));
+    drop(tx);
+    // No session starts on it, and its floor drops it.
+    let body = app
+        .gql(
+            Some(&f.t.access),
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, payment: WALLET}) { id } }",
+            json!({"s": f.station, "p": patron}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "conflict", "{body}");
+    let (_, dashboard) = app.get("/api/v1/dashboard", &f.t.access).await;
+    assert_eq!(dashboard["venues"][0]["stations"], json!([]), "{dashboard}");
+}
+
+#[tokio::test]
 async fn a_walk_in_cash_session_is_prepaid_extended_stopped_and_leaves_a_balanced_ledger() {
     let app = spawn_app().await;
     let f = floor(&app).await;
