@@ -124,6 +124,35 @@ try {
   await page.getByLabel('Patrons may start it themselves (app, QR code)').check();
   await page.getByRole('button', { name: 'Add station' }).click();
   await page.getByText('Station PS5-01 saved.').waitFor();
+  // The stations here as they are: the manual PC can be reached, the plug cannot (no bridge yet). A third is added,
+  // taken out of use and back, moved onto a Tasmota plug with a new name, and archived.
+  const here = page.getByRole('region', { name: 'Stations here' });
+  const stationRow = (name) => here.getByRole('listitem', { name, exact: true });
+  const status = (name, text) => stationRow(name).getByTestId('station-status').filter({ hasText: text }).waitFor();
+  await status('PC-01', /^online$/);
+  await status('PS5-01', /^offline$/);
+  const add = page.getByRole('region', { name: 'Station', exact: true });
+  await add.getByLabel('Station name').fill('Karaoke 1');
+  await add.getByLabel('Kind').selectOption('KARAOKE_ROOM');
+  await add.getByLabel('Control').selectOption('MANUAL');
+  await add.getByRole('button', { name: 'Add station' }).click();
+  await page.getByText('Station Karaoke 1 saved.').waitFor();
+  await status('Karaoke 1', /^online$/);
+  await stationRow('Karaoke 1').getByRole('button', { name: 'Take out of use Karaoke 1', exact: true }).click();
+  await status('Karaoke 1', /^out of use/);
+  await stationRow('Karaoke 1').getByRole('button', { name: 'Back in use Karaoke 1', exact: true }).click();
+  await status('Karaoke 1', /^online$/);
+  await stationRow('Karaoke 1').getByRole('button', { name: 'Edit Karaoke 1', exact: true }).click();
+  const edit = stationRow('Karaoke 1').getByRole('form', { name: 'Edit Karaoke 1' });
+  await edit.getByLabel('Station name').fill('Karaoke A');
+  await edit.getByLabel('Where in the venue (optional)').fill('Upstairs');
+  await edit.getByLabel('Control').selectOption('TASMOTA');
+  await edit.getByLabel('Tasmota MQTT topic').fill('karaoke-a');
+  await edit.getByRole('button', { name: 'Save station' }).click();
+  await stationRow('Karaoke A').getByText(/· tasmota · offline · Upstairs$/).waitFor();
+  await stationRow('Karaoke A').getByRole('button', { name: 'Archive Karaoke A', exact: true }).click();
+  await stationRow('Karaoke A').getByRole('button', { name: 'Archive Karaoke A now', exact: true }).click();
+  await stationRow('Karaoke A').waitFor({ state: 'detached' });
   await page.getByLabel('Tariff name').fill('Evening');
   await page.getByLabel('Price per hour (EUR)').fill('60');
   await page.getByLabel('For a session of (Minutes)').fill('90');

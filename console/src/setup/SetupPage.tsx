@@ -25,13 +25,17 @@ import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 import { controlFields, controlSettings, hasConnectors } from './control';
 import { toMinor } from './money';
+import { StationList } from './StationList';
 
 type Venue = VenuesResult['venues'][number];
 
-/** First-run set-up: a venue, its stations, and a tariff with a live price preview. */
+/** Set-up: a venue, its stations (added, edited, taken out of use, archived), and a tariff with a live price
+ * preview. */
 export function SetupPage() {
   const [venues, setVenues] = useState<Venue[]>([]);
   const [venueId, setVenueId] = useState('');
+  // Moves when a station is added, so the list shows it.
+  const [added, setAdded] = useState(0);
   const reload = async () => {
     const v = (await request(Venues, {})).venues;
     setVenues(v);
@@ -56,7 +60,8 @@ export function SetupPage() {
         </label>
       )}
       {venue && <LocationForm key={venue.id} venue={venue} onSaved={reload} />}
-      {venue && <StationForm venue={venue} />}
+      {venue && <StationForm venue={venue} onCreated={() => setAdded((n) => n + 1)} />}
+      {venue && <StationList venueId={venue.id} version={added} />}
       {venue && <TariffForm venue={venue} />}
       {venue && <BridgeForm venue={venue} />}
     </div>
@@ -115,7 +120,7 @@ function LocationForm({ venue, onSaved }: { venue: Venue; onSaved: () => Promise
   );
 }
 
-function StationForm({ venue }: { venue: Venue }) {
+function StationForm({ venue, onCreated }: { venue: Venue; onCreated: () => void }) {
   const [name, setName] = useState('');
   const [kind, setKind] = useState<StationKind>('PC');
   const [control, setControl] = useState<StationControl>('MANUAL');
@@ -138,8 +143,11 @@ function StationForm({ venue }: { venue: Venue }) {
             },
           });
           if (selfService) await request(UpdateStation, { id: created.createStation.id, input: { selfService: true } });
+          // Kind and control stay for the next one of the same sort; letting patrons start it is asked each time.
           setName('');
           setValues({});
+          setSelfService(false);
+          onCreated();
         })}
       >
         <Text label={t.setup.stationName} value={name} set={setName} />

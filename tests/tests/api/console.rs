@@ -436,6 +436,41 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
              "controlSettings": {"host": "10.0.0.7", "generation": 2}, "selfService": true},
         ])
     );
+    // The third station, taken out of use and back, edited and archived in the browser, is kept archived as edited.
+    let venue_id: Uuid = venue["id"].as_str().unwrap().parse().unwrap();
+    let (tenant, archived): (Uuid, serde_json::Value) = sqlx::query_as(
+        "select tenant_id, jsonb_build_object('name', name, 'kind', kind, 'control', control,
+                  'settings', control_settings, 'location', location, 'status', status,
+                  'archived', archived_at is not null)
+           from station where venue_id = $1 and archived_at is not null",
+    )
+    .bind(venue_id)
+    .fetch_one(&app.owner)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        archived,
+        json!({"name": "Karaoke A", "kind": "karaoke_room", "control": "tasmota",
+               "settings": {"topic": "karaoke-a"}, "location": "Upstairs", "status": "offline", "archived": true})
+    );
+    let actions: Vec<String> = sqlx::query_scalar(
+        "select a.action from audit_log a join station s on s.tenant_id = a.tenant_id and s.id = a.object_id
+          where a.tenant_id = $1 and s.archived_at is not null order by a.created_at, a.id",
+    )
+    .bind(tenant)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        actions,
+        [
+            "station.create",
+            "station.update",
+            "station.update",
+            "station.update",
+            "station.archive"
+        ]
+    );
     assert_eq!(
         (&venue["latitude"], &venue["longitude"], &venue["geofenceM"]),
         (&json!(53.5413), &json!(9.9843), &json!(150))
@@ -444,7 +479,6 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         venues["tariffs"],
         json!([{"name": "Evening", "terms": {"perMinute": 100}}])
     );
-    let venue_id: Uuid = venue["id"].as_str().unwrap().parse().unwrap();
     let settings = app
         .gql_ok(
             &owner.access,

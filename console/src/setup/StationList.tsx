@@ -1,0 +1,141 @@
+import { useEffect, useRef, useState } from 'react';
+import { request } from '../api/client';
+import { newest } from '../api/newest';
+import {
+  ArchiveStation,
+  LiveEvents,
+  StationControlValues,
+  UpdateStation,
+  VenueStations,
+  type StationControl,
+  type VenueStationsResult,
+} from '../api/generated';
+import { subscribe } from '../api/live';
+import { t } from '../i18n';
+import { Outcome, Panel, Text, useSubmit } from '../ui';
+import { controlFields, controlSettings } from './control';
+
+type Station = VenueStationsResult['stations'][number];
+
+/** The venue's stations as they are now (reloaded on every live event and after `version` moves): each edited in
+ * place, taken out of use and back, or archived. */
+export function StationList({ venueId, version }: { venueId: string; version: number }) {
+  const [stations, setStations] = useState<Station[] | null>(null);
+  const order = useRef(newest()).current;
+  const load = async () => {
+    const n = order.ask();
+    const result = await request(VenueStations, { venueId });
+    if (order.fresher(n)) setStations(result.stations);
+  };
+  useEffect(() => {
+    void load();
+    // A station's status follows its device, its sessions and other consoles: any event reloads the list.
+    return subscribe(LiveEvents, {}, { next: () => void load() });
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [venueId, version]);
+  if (!stations) return null;
+  return (
+    <Panel title={t.setup.stationsHere}>
+      {stations.length === 0 && <p>{t.setup.noStations}</p>}
+      <ul className="tasks">
+        {stations.map((s) => (
+          <StationRow key={s.id} station={s} reload={load} />
+        ))}
+      </ul>
+    </Panel>
+  );
+}
+
+function StationRow({ station, reload }: { station: Station; reload: () => Promise<void> }) {
+  const [editing, setEditing] = useState(false);
+  const [asking, setAsking] = useState(false);
+  const [error, saved, submit] = useSubmit();
+  const act = (what: string, f: () => Promise<unknown>) =>
+    submit(what, async () => {
+      await f();
+      await reload();
+    });
+  const inMaintenance = station.status === 'MAINTENANCE';
+  return (
+    <li aria-label={station.name}>
+      <p>
+        <strong>{station.name}</strong> · {station.kind.replace(/_/g, ' ').toLowerCase()} ·{' '}
+        {station.control.toLowerCase()} · <span data-testid="station-status">{t.setup.statuses[station.status]}</span>
+        {station.location && ` · ${station.location}`}
+      </p>
+      <form
+        className="actions"
+        onSubmit={act(station.name, () =>
+          request(UpdateStation, { id: station.id, input: { status: inMaintenance ? 'OFFLINE' : 'MAINTENANCE' } }),
+        )}
+      >
+        <button type="button" aria-expanded={editing} aria-label={`${t.setup.edit} ${station.name}`} onClick={() => setEditing(!editing)}>
+          {t.setup.edit}
+        </button>
+        <button type="submit" aria-label={`${inMaintenance ? t.setup.backInUse : t.setup.outOfUse} ${station.name}`}>
+          {inMaintenance ? t.setup.backInUse : t.setup.outOfUse}
+        </button>
+        <button type="button" className="danger" aria-label={`${t.setup.archive} ${station.name}`} onClick={() => setAsking(true)}>
+          {t.setup.archive}
+        </button>
+      </form>
+      {asking && (
+        <form className="actions" onSubmit={act(station.name, () => request(ArchiveStation, { id: station.id }))}>
+          <p>{t.setup.archiveAsk(station.name)}</p>
+          <button type="submit" className="danger">{t.setup.archiveNow(station.name)}</button>
+          <button type="button" onClick={() => setAsking(false)}>{t.setup.keep}</button>
+        </form>
+      )}
+      {editing && <StationEdit station={station} done={async () => { setEditing(false); await reload(); }} />}
+      <Outcome error={error} saved={saved} />
+    </li>
+  );
+}
+
+function StationEdit({ station, done }: { station: Station; done: () => Promise<void> }) {
+  const initial = () =>
+    Object.fromEntries(Object.entries((station.controlSettings ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+  const [name, setName] = useState(station.name);
+  const [location, setLocation] = useState(station.location);
+  const [control, setControl] = useState<StationControl>(station.control);
+  const [values, setValues] = useState<Record<string, string>>(initial);
+  const [selfService, setSelfService] = useState(station.selfService);
+  const [error, saved, submit] = useSubmit();
+  return (
+    <form
+      aria-label={`${t.setup.edit} ${station.name}`}
+      onSubmit={submit(name, async () => {
+        await request(UpdateStation, {
+          id: station.id,
+          input: { name, location, control, controlSettings: controlSettings(control, values), selfService },
+        });
+        await done();
+      })}
+    >
+      <Text label={t.setup.stationName} value={name} set={setName} />
+      <Text label={t.setup.whereInVenue} value={location} set={setLocation} required={false} />
+      <label>
+        {t.setup.control}
+        <select value={control} onChange={(e) => setControl(e.target.value as StationControl)}>
+          {StationControlValues.map((c) => <option key={c} value={c}>{c.toLowerCase()}</option>)}
+        </select>
+      </label>
+      {controlFields(control).map((f) => (
+        <Text
+          key={`${control}-${f.key}`}
+          label={f.label}
+          value={values[f.key] ?? ''}
+          set={(v) => setValues((old) => ({ ...old, [f.key]: v }))}
+          type={f.numeric ? 'number' : 'text'}
+          required={f.required}
+        />
+      ))}
+      <label className="inline">
+        <input type="checkbox" checked={selfService} onChange={(e) => setSelfService(e.target.checked)} />
+        {t.setup.selfService}
+      </label>
+      <button type="submit">{t.setup.saveStation}</button>
+      <Outcome error={error} saved={saved} />
+    </form>
+  );
+}
