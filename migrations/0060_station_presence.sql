@@ -3,13 +3,16 @@
 -- manual station always (staff switch it); an OCPP station while its charger is connected; a station behind the
 -- venue's edge bridge (plug, router, PC agent, cabinet) while a bridge of its venue is online and its device
 -- answered its last reading. That answer is kept here (null: not read yet, taken as answering).
+
+-- Locked first, before anything here takes a lock of its own: a charger or a bridge, then the station, as a
+-- charger connecting or a bridge going offline takes them.
+lock table charger, bridge, station in access exclusive mode;
+
 alter table station add column device_reachable boolean;
 
 -- Every tenant's idle stations follow the rule from now: the owner running this migration is confined like
 -- everyone else (row-level security is forced), so the tables it reads and writes let it through for these
--- statements, inside the migration's transaction. Locked in the order the application takes them (a charger or a
--- bridge, then the station).
-lock table charger, bridge, station in access exclusive mode;
+-- statements, inside the migration's transaction.
 alter table charger no force row level security;
 alter table bridge no force row level security;
 alter table station no force row level security;

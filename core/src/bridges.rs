@@ -120,6 +120,9 @@ pub async fn revoke(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Bridge
     record(tx, actor, "bridge.revoke", id).await?;
     if bridge.online {
         announce(tx, id, bridge.venue_id, false).await?;
+    } else {
+        // (It may have come online since it was read.)
+        crate::stations::follow_presence(tx, bridge.venue_id, None).await?;
     }
     // Its open tunnels hear of it and close at once.
     tx.wake_venue(bridge.venue_id).await?;
@@ -166,6 +169,10 @@ pub async fn seen(
     if let Some((venue, was)) = changed {
         if was != online {
             announce(tx, id, venue, online).await?;
+        } else {
+            // Each hello and heartbeat also sets right what a race left behind (a bridge that went offline while a
+            // session of its venue was stopping); a no-op when nothing is off.
+            crate::stations::follow_presence(tx, venue, None).await?;
         }
     }
     Ok(())
@@ -593,7 +600,7 @@ pub async fn record_event(
             _ => None,
         };
         if let Some(reachable) = reachable {
-            crate::stations::device_reachable(tx, station, reachable).await?;
+            crate::stations::device_reachable(tx, station, reachable, occurred_at).await?;
         }
         // Device state and agent liveness, as the bridge saw them.
         tx.emit(

@@ -270,21 +270,27 @@ pub(crate) async fn follow_presence(
     Ok(())
 }
 
-/// The device of a station behind an edge bridge answered the bridge's reading or not (a PC agent connected or
-/// not): the station's status follows when that changed.
+/// The device of a station behind an edge bridge answered the bridge's reading at `at` or not (a PC agent
+/// connected or not): the station's status follows when that changed. A report older than one already recorded
+/// (sent again after a failure, after newer ones) changes nothing.
 pub(crate) async fn device_reachable(
     tx: &mut TenantTx,
     station: Uuid,
     reachable: bool,
+    at: DateTime<Utc>,
 ) -> Result<()> {
     let venue: Option<Uuid> = sqlx::query_scalar(
         "update station set device_reachable = $3
           where tenant_id = $1 and id = $2 and device_reachable is distinct from $3
+            and not exists (select 1 from bridge_event e
+                             where e.tenant_id = $1 and e.station_id = $2 and e.occurred_at > $4
+                               and e.kind in ('device_state', 'agent_state', 'cabinet_state'))
           returning venue_id",
     )
     .bind(tx.tenant())
     .bind(station)
     .bind(reachable)
+    .bind(at)
     .fetch_optional(tx.conn())
     .await?;
     match venue {
@@ -356,6 +362,14 @@ pub async fn update(
         .bind(self_service)
         .fetch_one(tx.conn())
         .await?;
+    if station.control != current.control || station.control_settings != current.control_settings {
+        // Another device (or the same one elsewhere): what the old one answered says nothing of it.
+        sqlx::query("update station set device_reachable = null where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+    }
     let detail = serde_json::json!({
         "name": station.name, "control": station.control, "status": station.status, "location": station.location,
         "self_service": station.self_service,

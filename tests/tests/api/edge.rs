@@ -1432,6 +1432,24 @@ async fn a_station_is_online_while_its_device_answers_through_an_online_bridge()
             wait_until(what, || async { status(station).await == want }).await;
         }
     };
+    // (Each step waits until the plug's reading shows it.)
+    let last_report = || async {
+        sqlx::query_scalar::<_, Option<Value>>(
+            "select body from bridge_event where tenant_id = $1 and station_id = $2
+               and kind = 'device_state' order by seq desc limit 1",
+        )
+        .bind(s.t.id)
+        .bind(s.station)
+        .fetch_optional(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .unwrap_or_default()
+    };
+    wait_until("the plug is read", || async {
+        last_report().await["reachable"] == true
+    })
+    .await;
     until_status("ONLINE", "the plug answers through the bridge").await;
     plug.unplug(true);
     until_status("OFFLINE", "the unplugged plug is offline").await;
@@ -1449,25 +1467,20 @@ async fn a_station_is_online_while_its_device_answers_through_an_online_bridge()
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(heard, [json!("online"), json!("offline"), json!("online")]);
 
-    // In a session it is in session, and when the session stops it is online again (it still answers).
-    // (Each switching waits until the plug's reading shows it: nothing changes on the plug after the last one.)
-    let last_on = || async {
-        sqlx::query_scalar::<_, Option<Value>>(
-            "select body->'on' from bridge_event where tenant_id = $1 and station_id = $2
-               and kind = 'device_state' order by seq desc limit 1",
-        )
-        .bind(s.t.id)
-        .bind(s.station)
-        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
+    // In a session it is in session.
     let session = paid_session(&app, &s.t, s.venue, s.station, 30, "presence").await;
     assert_eq!(status(s.station).await, "IN_SESSION");
     wait_until("the plug is read on", || async {
-        last_on().await == Some(json!(true))
+        last_report().await["on"] == true
     })
     .await;
+    // Pulled out during the session: when the session stops, the station cannot be reached.
+    plug.unplug(true);
+    wait_until("the unplugged plug is read", || async {
+        last_report().await["reachable"] == false
+    })
+    .await;
+    assert_eq!(status(s.station).await, "IN_SESSION");
     let stopped = app
         .gql_ok(
             &s.t.access,
@@ -1476,9 +1489,13 @@ async fn a_station_is_online_while_its_device_answers_through_an_online_bridge()
         )
         .await;
     assert_eq!(stopped["stopSession"]["status"], "ENDED", "{stopped}");
-    assert_eq!(status(s.station).await, "ONLINE");
+    assert_eq!(status(s.station).await, "OFFLINE");
+    // Back in: online, and switched off as the session's end asked.
+    plug.unplug(false);
+    until_status("ONLINE", "the plug is back after the session").await;
     wait_until("the plug is read off", || async {
-        last_on().await == Some(json!(false))
+        let report = last_report().await;
+        report["reachable"] == true && report["on"] == false
     })
     .await;
 
