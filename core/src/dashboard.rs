@@ -48,7 +48,7 @@ pub struct StationTile {
 pub struct DeviceReport {
     /// The event: `device_state` (a reading), `switched`, or another bridge event kind.
     kind: String,
-    /// Whether the bridge reached the device (readings only).
+    /// Whether the bridge reached the device (readings), or the PC agent is connected to it (`agent_state`).
     reachable: Option<bool>,
     /// Whether its power is on (plugs).
     on: Option<bool>,
@@ -77,7 +77,10 @@ async fn device_reports(
         .map(|(station, kind, body, reported_at)| {
             let report = DeviceReport {
                 kind,
-                reachable: body.get("reachable").and_then(serde_json::Value::as_bool),
+                reachable: body
+                    .get("reachable")
+                    .or_else(|| body.get("connected"))
+                    .and_then(serde_json::Value::as_bool),
                 on: body.get("on").and_then(serde_json::Value::as_bool),
                 power_w: body.get("power_w").and_then(serde_json::Value::as_f64),
                 reported_at,

@@ -66,6 +66,10 @@ describe('deviceLine', () => {
   it('marks an unreachable device as a problem', () => {
     expect(deviceLine({ kind: 'device_state', reachable: false, on: null, power_w: null, reported_at: at }).problem).toBe(true);
   });
+  it('says whether a PC agent is connected', () => {
+    expect(deviceLine({ kind: 'agent_state', reachable: true, on: null, power_w: null, reported_at: at })).toEqual({ text: 'PC agent connected', problem: false });
+    expect(deviceLine({ kind: 'agent_state', reachable: false, on: null, power_w: null, reported_at: at })).toEqual({ text: 'PC agent not connected', problem: true });
+  });
   it('names other events by their kind', () => {
     expect(deviceLine({ kind: 'agent_hello', reachable: null, on: null, power_w: null, reported_at: at }).text).toBe('device: agent hello');
   });

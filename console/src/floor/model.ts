@@ -34,8 +34,12 @@ export type DeviceReport = {
   reported_at: string;
 };
 
-/** A device's latest report in a few words: unreachable, on or off, the power drawn; other events by their kind. */
+/** A device's latest report in a few words: unreachable, on or off, the power drawn; a PC agent connected or not;
+ * other events by their kind. */
 export function deviceLine(d: DeviceReport): { text: string; problem: boolean } {
+  if (d.kind === 'agent_state') {
+    return d.reachable === false ? { text: t.floor.agentGone, problem: true } : { text: t.floor.agentConnected, problem: false };
+  }
   if (d.reachable === false) return { text: t.floor.deviceUnreachable, problem: true };
   const parts: string[] = [];
   if (d.on !== null) parts.push(d.on ? t.floor.powerOn : t.floor.powerOff);

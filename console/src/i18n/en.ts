@@ -42,6 +42,8 @@ export const en = {
   },
   floor: {
     deviceUnreachable: 'device unreachable',
+    agentConnected: 'PC agent connected',
+    agentGone: 'PC agent not connected',
     powerOn: 'power on',
     powerOff: 'power off',
     device: (what: string) => `device: ${what}`,

@@ -1249,6 +1249,18 @@ async fn a_pc_agent_is_warned_on_time_with_the_tunnel_cut_and_its_heartbeats_rea
                 .is_some_and(|r| r > 1700)
     })
     .await;
+    // The floor's tile says the agent is connected.
+    let (_, d) = app.get("/api/v1/dashboard", &f.t.access).await;
+    let tile = d["venues"][0]["stations"]
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["station_id"] == json!(f.station)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no tile for the station: {d}"));
+    assert_eq!(
+        (&tile["device"]["kind"], &tile["device"]["reachable"]),
+        (&json!("agent_state"), &json!(true)),
+        "{tile}"
+    );
 
     // The end comes in 62 seconds: the 5-minute warning is due at once (the link is still up).
     let until = chrono::Utc::now() + chrono::Duration::seconds(62);
