@@ -164,8 +164,27 @@ try {
   await page.getByTestId('preview-total').filter({ hasText: '€90.00' }).waitFor();
   await accessible(page, 'set-up');
   await shot(page, 'set-up');
-  await page.getByRole('button', { name: 'Create tariff and apply it to the venue' }).click();
+  const prices = page.getByRole('region', { name: 'Prices here' });
+  await prices.getByText('No tariff applies here yet: sessions cannot start until one does.').waitFor();
+  await page.getByRole('button', { name: 'Create tariff and apply it' }).click();
   await page.getByText('Tariff saved.').waitFor();
+  const price = (name) => prices.getByRole('listitem', { name, exact: true });
+  await price('The whole venue: Evening').getByTestId('price-summary').filter({ hasText: /^€60\.00 an hour$/ }).waitFor();
+  // Consoles cost more: a tariff of their own, for every console here (the most specific applies).
+  await page.getByLabel('Tariff name').fill('Consoles');
+  await page.getByLabel('Price per hour (EUR)').fill('90');
+  await page.getByLabel('Free minutes').fill('10');
+  await page.getByLabel('Applies to').selectOption({ label: 'Every console here' });
+  await page.getByRole('button', { name: 'Create tariff and apply it' }).click();
+  await price('Every console here: Consoles').getByTestId('price-summary').filter({ hasText: /^€90\.00 an hour, first 10 min free$/ }).waitFor();
+  // The evening price goes up: a new version, edited in place.
+  await price('The whole venue: Evening').getByRole('button', { name: 'Edit The whole venue: Evening', exact: true }).click();
+  const editPrice = price('The whole venue: Evening').getByRole('form', { name: 'Edit The whole venue: Evening' });
+  await editPrice.getByLabel('Price per hour (EUR)').fill('66');
+  await editPrice.getByLabel('Most a patron pays a day (EUR; empty for no cap)').fill('40');
+  await editPrice.getByRole('button', { name: 'Save tariff' }).click();
+  await price('The whole venue: Evening').getByText('(version 2)').waitFor();
+  await price('The whole venue: Evening').getByTestId('price-summary').filter({ hasText: /^€66\.00 an hour, at most €40\.00 a day$/ }).waitFor();
   // The venue's edge bridge: registered, and its install command with the token shown once.
   await page.getByLabel('Bridge name').fill('Front desk');
   await page.getByRole('button', { name: 'Register bridge' }).click();

@@ -210,6 +210,48 @@ pub async fn assign(tx: &mut TenantTx, actor: &Actor, tariff: Uuid, scope: Scope
     audit::record(tx, actor, entry("tariff.assign", tariff, detail)).await
 }
 
+/// One place a tariff applies at a venue: the whole venue, one kind of station, or one station.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub tariff: Tariff,
+    pub station_kind: Option<StationKind>,
+    pub station_id: Option<Uuid>,
+}
+
+/// The tariffs assigned at `venue` (archived tariffs left out: they no longer price anything), the whole venue's
+/// first, then each kind's, then each station's.
+pub async fn assignments(tx: &mut TenantTx, venue: Uuid) -> Result<Vec<Assignment>> {
+    #[derive(sqlx::FromRow)]
+    struct Assigned {
+        #[sqlx(flatten)]
+        tariff: Row,
+        station_kind: Option<StationKind>,
+        station_id: Option<Uuid>,
+    }
+    let rows: Vec<Assigned> = sqlx::query_as(
+        "select t.id, t.name, t.current_version as version, v.terms, t.archived_at, t.created_at,
+                a.station_kind, a.station_id
+         from tariff_assignment a
+         join tariff t on t.tenant_id = a.tenant_id and t.id = a.tariff_id
+         join tariff_version v
+           on v.tenant_id = t.tenant_id and v.tariff_id = t.id and v.version = t.current_version
+         where a.tenant_id = $1 and a.venue_id = $2 and t.archived_at is null
+         order by (a.station_id is not null), (a.station_kind is not null), a.station_kind, a.created_at",
+    )
+    .bind(tx.tenant())
+    .bind(venue)
+    .fetch_all(tx.conn())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Assignment {
+            tariff: r.tariff.into(),
+            station_kind: r.station_kind,
+            station_id: r.station_id,
+        })
+        .collect())
+}
+
 /// The tariff in force for a station: its own assignment, else its kind's at the venue, else the venue's.
 pub async fn resolve(tx: &mut TenantTx, station: &crate::stations::Station) -> Result<Tariff> {
     // The most specific assignment with its tariff's current terms, in one statement (every start reads it).

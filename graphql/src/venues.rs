@@ -12,6 +12,14 @@ use crate::{begin, GqlResult, ManagerGuard};
 
 pub struct Venue(pub venues::Venue);
 
+/// A tariff assigned at a venue: to the whole venue (no kind, no station), to one kind of station, or to one station.
+#[derive(async_graphql::SimpleObject)]
+pub struct VenuePrice {
+    pub tariff: crate::tariffs::Tariff,
+    pub station_kind: Option<switchyard_core::StationKind>,
+    pub station_id: Option<Uuid>,
+}
+
 /// A venue's ledger balances (minor units).
 #[derive(async_graphql::SimpleObject)]
 pub struct VenueBooks {
@@ -85,6 +93,21 @@ impl Venue {
             cash_drawer,
             card_clearing,
         })
+    }
+    /// Where each tariff applies at the venue: the whole venue, a kind of station, or one station (the most
+    /// specific wins for a station). The whole venue's first.
+    async fn prices(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<VenuePrice>> {
+        let (_, mut tx) = begin(ctx).await?;
+        Ok(switchyard_core::tariffs::assignments(&mut tx, self.0.id)
+            .await
+            .gql()?
+            .into_iter()
+            .map(|a| VenuePrice {
+                tariff: a.tariff.into(),
+                station_kind: a.station_kind,
+                station_id: a.station_id,
+            })
+            .collect())
     }
     /// The venue's unarchived stations.
     async fn stations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Station>> {

@@ -1,30 +1,24 @@
 import { useEffect, useState } from 'react';
-import { ApiError } from '../api/auth';
 import { request } from '../api/client';
 import {
-  AssignTariff,
   Bridges,
   CreateBridge,
   CreateStation,
-  CreateTariff,
   CreateVenue,
-  PricePreview,
   SetVenueGeofence,
   StationControlValues,
   UpdateStation,
   StationKindValues,
   Venues,
   type BridgesResult,
-  type PricePreviewResult,
   type StationControl,
   type StationKind,
   type VenuesResult,
 } from '../api/generated';
-import { money } from '../floor/model';
 import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 import { controlFields, controlSettings, hasConnectors } from './control';
-import { toMinor } from './money';
+import { Prices } from './Prices';
 import { StationList } from './StationList';
 
 type Venue = VenuesResult['venues'][number];
@@ -62,7 +56,7 @@ export function SetupPage() {
       {venue && <LocationForm key={venue.id} venue={venue} onSaved={reload} />}
       {venue && <StationForm venue={venue} onCreated={() => setAdded((n) => n + 1)} />}
       {venue && <StationList venueId={venue.id} version={added} />}
-      {venue && <TariffForm venue={venue} />}
+      {venue && <Prices venue={venue} />}
       {venue && <BridgeForm venue={venue} />}
     </div>
   );
@@ -181,84 +175,6 @@ function StationForm({ venue, onCreated }: { venue: Venue; onCreated: () => void
           {t.setup.selfService}
         </label>
         <button type="submit">{t.setup.createStation}</button>
-        <Outcome error={error} saved={saved} />
-      </form>
-    </Panel>
-  );
-}
-
-function TariffForm({ venue }: { venue: Venue }) {
-  const [name, setName] = useState('Standard');
-  const [perHour, setPerHour] = useState('6.00');
-  const [freeMinutes, setFreeMinutes] = useState('0');
-  const [minimum, setMinimum] = useState('0');
-  const [minutes, setMinutes] = useState('90');
-  const [startAt, setStartAt] = useState(() => new Date().toISOString().slice(0, 16));
-  const [preview, setPreview] = useState<PricePreviewResult['pricePreview'] | null>(null);
-  const [previewError, setPreviewError] = useState<string | null>(null);
-  const [error, saved, submit] = useSubmit();
-  const terms = () => ({
-    currency: venue.currency,
-    perMinute: Math.round(toMinor(perHour, venue.currency) / 60),
-    freeMinutes: Number.parseInt(freeMinutes, 10) || 0,
-    minimumCharge: toMinor(minimum, venue.currency),
-  });
-  useEffect(() => {
-    const timer = setTimeout(async () => {
-      try {
-        const r = await request(PricePreview, {
-          terms: terms(),
-          timezone: venue.timezone,
-          startAt: new Date(startAt).toISOString(),
-          minutes: Number.parseInt(minutes, 10) || 0,
-        });
-        setPreview(r.pricePreview);
-        setPreviewError(null);
-      } catch (e) {
-        setPreview(null);
-        setPreviewError(e instanceof ApiError ? e.message : t.errors.generic);
-      }
-    }, 200);
-    return () => clearTimeout(timer);
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [perHour, freeMinutes, minimum, minutes, startAt, venue.id]);
-  return (
-    <Panel title={t.setup.tariff}>
-      <form
-        onSubmit={submit(t.setup.tariff, async () => {
-          const created = await request(CreateTariff, { name, terms: terms() });
-          await request(AssignTariff, { input: { tariffId: created.createTariff.id, venueId: venue.id } });
-        })}
-      >
-        <Text label={t.setup.tariffName} value={name} set={setName} />
-        <Text label={`${t.setup.perHour} (${venue.currency})`} value={perHour} set={setPerHour} type="number" step="0.01" min={0} />
-        <Text label={t.setup.freeMinutes} value={freeMinutes} set={setFreeMinutes} type="number" min={0} />
-        <Text label={`${t.setup.minimumCharge} (${venue.currency})`} value={minimum} set={setMinimum} type="number" step="0.01" min={0} />
-        <fieldset className="preview">
-          <legend>{t.setup.preview}</legend>
-          <Text label={`${t.setup.previewFor} (${t.floor.minutes})`} value={minutes} set={setMinutes} type="number" min={1} />
-          <Text label={t.setup.previewAt} value={startAt} set={setStartAt} type="datetime-local" />
-          <div aria-live="polite" className="preview-result">
-            {preview && (
-              <table>
-                <tbody>
-                  {preview.lines.map((l, i) => (
-                    <tr key={i}>
-                      <td>{l.description}</td>
-                      <td className="num">{money(l.amount, preview.currency)}</td>
-                    </tr>
-                  ))}
-                  <tr className="total">
-                    <th scope="row">{t.setup.total}</th>
-                    <td className="num" data-testid="preview-total">{money(preview.amount, preview.currency)}</td>
-                  </tr>
-                </tbody>
-              </table>
-            )}
-            {previewError && <p className="error">{previewError}</p>}
-          </div>
-        </fieldset>
-        <button type="submit">{t.setup.createTariff}</button>
         <Outcome error={error} saved={saved} />
       </form>
     </Panel>

@@ -413,7 +413,7 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     // What the browser made is in the database: the owner's tenant, its venue, station and tariff.
     let owner = app.login(&email, password).await;
     let venues = app
-        .gql_ok(&owner.access, "{ venues { id name timezone currency latitude longitude geofenceM stations { name kind control controlSettings selfService } } tariffs { name terms { perMinute } } }", json!({}))
+        .gql_ok(&owner.access, "{ venues { id name timezone currency latitude longitude geofenceM stations { name kind control controlSettings selfService } prices { stationKind stationId tariff { name } } } tariffs { name version terms { perMinute freeMinutes dailyCap } } }", json!({}))
         .await;
     let venue = &venues["venues"][0];
     assert_eq!(
@@ -475,9 +475,21 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         (&venue["latitude"], &venue["longitude"], &venue["geofenceM"]),
         (&json!(53.5413), &json!(9.9843), &json!(150))
     );
+    // Two tariffs: the evening one for the venue, edited once (66.00 an hour, at most 40.00 a day), and one for its
+    // consoles (90.00 an hour, the first 10 minutes free).
     assert_eq!(
         venues["tariffs"],
-        json!([{"name": "Evening", "terms": {"perMinute": 100}}])
+        json!([
+            {"name": "Consoles", "version": 1, "terms": {"perMinute": 150, "freeMinutes": 10, "dailyCap": null}},
+            {"name": "Evening", "version": 2, "terms": {"perMinute": 110, "freeMinutes": 0, "dailyCap": 4000}},
+        ])
+    );
+    assert_eq!(
+        venue["prices"],
+        json!([
+            {"stationKind": null, "stationId": null, "tariff": {"name": "Evening"}},
+            {"stationKind": "CONSOLE", "stationId": null, "tariff": {"name": "Consoles"}},
+        ])
     );
     let settings = app
         .gql_ok(

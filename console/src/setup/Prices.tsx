@@ -1,0 +1,220 @@
+import { useEffect, useRef, useState } from 'react';
+import { ApiError } from '../api/auth';
+import { request } from '../api/client';
+import { newest } from '../api/newest';
+import {
+  AssignTariff,
+  CreateTariff,
+  PricePreview,
+  StationKindValues,
+  UpdateTariff,
+  VenuePrices,
+  type PricePreviewResult,
+  type StationKind,
+  type VenuePricesResult,
+} from '../api/generated';
+import { money } from '../floor/model';
+import { t } from '../i18n';
+import { Outcome, Panel, Text, useSubmit } from '../ui';
+import { draftOf, NEW, termsOf, type Draft, type Terms } from './terms';
+
+type Venue = { id: string; currency: string; timezone: string };
+type Price = NonNullable<VenuePricesResult['venue']>['prices'][number];
+
+function TermsFields({ draft, set, currency }: { draft: Draft; set: (d: Draft) => void; currency: string }) {
+  const field = (key: keyof Omit<Draft, 'pausable'>) => (v: string) => set({ ...draft, [key]: v });
+  return (
+    <>
+      <Text label={`${t.setup.perHour} (${currency})`} value={draft.perHour} set={field('perHour')} type="number" step="0.01" min={0} />
+      <Text label={`${t.setup.perKwh} (${currency})`} value={draft.perKwh} set={field('perKwh')} type="number" step="0.01" min={0} />
+      <Text label={t.setup.freeMinutes} value={draft.freeMinutes} set={field('freeMinutes')} type="number" min={0} />
+      <Text label={t.setup.billingStep} value={draft.billingStep} set={field('billingStep')} type="number" min={1} />
+      <Text label={`${t.setup.minimumCharge} (${currency})`} value={draft.minimum} set={field('minimum')} type="number" step="0.01" min={0} />
+      <Text label={t.setup.dailyCap(currency)} value={draft.dailyCap} set={field('dailyCap')} type="number" step="0.01" min={0} required={false} />
+      <label className="inline">
+        <input type="checkbox" checked={draft.pausable} onChange={(e) => set({ ...draft, pausable: e.target.checked })} />
+        {t.setup.pausable}
+      </label>
+    </>
+  );
+}
+
+/** The venue's prices: where each tariff applies, each edited in place, and a new tariff with a live price preview
+ * applied to the venue, a kind of station or one station. */
+export function Prices({ venue }: { venue: Venue }) {
+  const [data, setData] = useState<VenuePricesResult['venue'] | null>(null);
+  const order = useRef(newest()).current;
+  const load = async () => {
+    const n = order.ask();
+    const result = await request(VenuePrices, { venueId: venue.id });
+    if (order.fresher(n)) setData(result.venue);
+  };
+  useEffect(() => {
+    setData(null);
+    void load();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [venue.id]);
+  const stations = data?.stations ?? [];
+  const scope = (p: Price) => {
+    if (p.stationId) return t.setup.forStation(stations.find((s) => s.id === p.stationId)?.name ?? '');
+    if (p.stationKind) return t.setup.forKind(p.stationKind.replace(/_/g, ' ').toLowerCase());
+    return t.setup.forVenue;
+  };
+  return (
+    <>
+      <Panel title={t.setup.prices}>
+        {data && data.prices.length === 0 && <p>{t.setup.noPrices}</p>}
+        <ul className="tasks">
+          {data?.prices.map((p) => (
+            <PriceRow key={`${p.stationKind}-${p.stationId}-${p.tariff.id}`} price={p} scope={scope(p)} reload={load} />
+          ))}
+        </ul>
+      </Panel>
+      <TariffForm venue={venue} stations={stations} onCreated={load} />
+    </>
+  );
+}
+
+function summary(terms: Terms): string {
+  const parts: string[] = [];
+  if (terms.perMinute) parts.push(t.setup.anHour(money(terms.perMinute * 60, terms.currency)));
+  if (terms.perKwh) parts.push(t.setup.aKwh(money(terms.perKwh, terms.currency)));
+  if (terms.freeMinutes) parts.push(t.setup.freeFirst(terms.freeMinutes));
+  if (terms.minimumCharge) parts.push(t.setup.atLeast(money(terms.minimumCharge, terms.currency)));
+  if (terms.dailyCap !== null && terms.dailyCap !== undefined) parts.push(t.setup.atMostADay(money(terms.dailyCap, terms.currency)));
+  if (parts.length === 0) parts.push(t.setup.free);
+  return parts.join(', ');
+}
+
+function PriceRow({ price, scope, reload }: { price: Price; scope: string; reload: () => Promise<void> }) {
+  const [editing, setEditing] = useState(false);
+  const tariff = price.tariff;
+  const label = `${scope}: ${tariff.name}`;
+  return (
+    <li aria-label={label}>
+      <p>
+        <strong>{scope}</strong>: {tariff.name} ({t.setup.version(tariff.version)}) — <span data-testid="price-summary">{summary(tariff.terms)}</span>
+      </p>
+      <button type="button" aria-expanded={editing} aria-label={`${t.setup.edit} ${label}`} onClick={() => setEditing(!editing)}>
+        {t.setup.edit}
+      </button>
+      {editing && <TariffEdit price={price} label={label} done={async () => { setEditing(false); await reload(); }} />}
+    </li>
+  );
+}
+
+function TariffEdit({ price, label, done }: { price: Price; label: string; done: () => Promise<void> }) {
+  const tariff = price.tariff;
+  const [name, setName] = useState(tariff.name);
+  const [draft, setDraft] = useState(() => draftOf(tariff.terms));
+  const [error, saved, submit] = useSubmit();
+  return (
+    <form
+      aria-label={`${t.setup.edit} ${label}`}
+      onSubmit={submit(t.setup.tariff, async () => {
+        await request(UpdateTariff, { id: tariff.id, name, terms: termsOf(draft, tariff.terms.currency, tariff.terms) });
+        await done();
+      })}
+    >
+      <p className="note">{t.setup.newVersion}</p>
+      <Text label={t.setup.tariffName} value={name} set={setName} />
+      <TermsFields draft={draft} set={setDraft} currency={tariff.terms.currency} />
+      <button type="submit">{t.setup.saveTariff}</button>
+      <Outcome error={error} saved={saved} />
+    </form>
+  );
+}
+
+function TariffForm({ venue, stations, onCreated }: { venue: Venue; stations: { id: string; name: string }[]; onCreated: () => Promise<void> }) {
+  const [name, setName] = useState('Standard');
+  const [draft, setDraft] = useState<Draft>(NEW);
+  const [appliesTo, setAppliesTo] = useState('venue');
+  const [minutes, setMinutes] = useState('90');
+  const [kwh, setKwh] = useState('0');
+  const [startAt, setStartAt] = useState(() => new Date().toISOString().slice(0, 16));
+  const [preview, setPreview] = useState<PricePreviewResult['pricePreview'] | null>(null);
+  const [previewError, setPreviewError] = useState<string | null>(null);
+  const [error, saved, submit] = useSubmit();
+  const terms = () => termsOf(draft, venue.currency);
+  useEffect(() => {
+    const timer = setTimeout(async () => {
+      try {
+        const r = await request(PricePreview, {
+          terms: terms(),
+          timezone: venue.timezone,
+          startAt: new Date(startAt).toISOString(),
+          minutes: Number.parseInt(minutes, 10) || 0,
+          energyWh: Math.round((Number.parseFloat(kwh.replace(',', '.')) || 0) * 1000),
+        });
+        setPreview(r.pricePreview);
+        setPreviewError(null);
+      } catch (e) {
+        setPreview(null);
+        setPreviewError(e instanceof ApiError ? e.message : t.errors.generic);
+      }
+    }, 200);
+    return () => clearTimeout(timer);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [draft, minutes, kwh, startAt, venue.id]);
+  return (
+    <Panel title={t.setup.tariff}>
+      <form
+        onSubmit={submit(t.setup.tariff, async () => {
+          const created = await request(CreateTariff, { name, terms: terms() });
+          const [what, id] = appliesTo.split(':');
+          await request(AssignTariff, {
+            input: {
+              tariffId: created.createTariff.id,
+              venueId: venue.id,
+              stationKind: what === 'kind' ? (id as StationKind) : null,
+              stationId: what === 'station' ? id : null,
+            },
+          });
+          await onCreated();
+        })}
+      >
+        <Text label={t.setup.tariffName} value={name} set={setName} />
+        <TermsFields draft={draft} set={setDraft} currency={venue.currency} />
+        <label>
+          {t.setup.appliesTo}
+          <select value={appliesTo} onChange={(e) => setAppliesTo(e.target.value)}>
+            <option value="venue">{t.setup.forVenue}</option>
+            {StationKindValues.map((k) => (
+              <option key={k} value={`kind:${k}`}>{t.setup.forKind(k.replace(/_/g, ' ').toLowerCase())}</option>
+            ))}
+            {stations.map((s) => (
+              <option key={s.id} value={`station:${s.id}`}>{t.setup.forStation(s.name)}</option>
+            ))}
+          </select>
+        </label>
+        <fieldset className="preview">
+          <legend>{t.setup.preview}</legend>
+          <Text label={`${t.setup.previewFor} (${t.floor.minutes})`} value={minutes} set={setMinutes} type="number" min={1} />
+          <Text label={t.setup.previewEnergy} value={kwh} set={setKwh} type="number" step="0.1" min={0} />
+          <Text label={t.setup.previewAt} value={startAt} set={setStartAt} type="datetime-local" />
+          <div aria-live="polite" className="preview-result">
+            {preview && (
+              <table>
+                <tbody>
+                  {preview.lines.map((l, i) => (
+                    <tr key={i}>
+                      <td>{l.description}</td>
+                      <td className="num">{money(l.amount, preview.currency)}</td>
+                    </tr>
+                  ))}
+                  <tr className="total">
+                    <th scope="row">{t.setup.total}</th>
+                    <td className="num" data-testid="preview-total">{money(preview.amount, preview.currency)}</td>
+                  </tr>
+                </tbody>
+              </table>
+            )}
+            {previewError && <p className="error">{previewError}</p>}
+          </div>
+        </fieldset>
+        <button type="submit">{t.setup.createTariff}</button>
+        <Outcome error={error} saved={saved} />
+      </form>
+    </Panel>
+  );
+}

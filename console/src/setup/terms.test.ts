@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { draftOf, termsOf, type Terms } from './terms';
+
+const stored: Terms = {
+  currency: 'EUR',
+  perMinute: 100,
+  perKwh: 35,
+  freeMinutes: 15,
+  billingStepSecs: 60,
+  minimumCharge: 200,
+  dailyCap: 2500,
+  deposit: 500,
+  buyoutThreshold: null,
+  tierDiscounts: [{ tier: 'vip', basisPoints: 1000 }],
+  bands: [{ fromMinute: 1080, toMinute: 120, perMinute: 150 }],
+  pausable: false,
+};
+
+describe('tariff terms in the set-up forms', () => {
+  it('show stored terms in major units, an hourly price for the per-minute rate', () => {
+    expect(draftOf(stored)).toEqual({
+      perHour: '60.00', perKwh: '0.35', freeMinutes: '15', billingStep: '60', minimum: '2.00', dailyCap: '25.00', pausable: false,
+    });
+  });
+  it('send back what was typed and keep the terms the form does not show', () => {
+    const sent = termsOf({ ...draftOf(stored), perHour: '66', dailyCap: '' }, 'EUR', stored);
+    expect(sent).toEqual({ ...stored, perMinute: 110, dailyCap: null });
+  });
+  it('read what is not a number as nothing', () => {
+    const sent = termsOf({ perHour: 'x', perKwh: '', freeMinutes: '-3', billingStep: 'y', minimum: '', dailyCap: ' ', pausable: true }, 'EUR');
+    expect(sent).toEqual({
+      currency: 'EUR', perMinute: 0, perKwh: 0, freeMinutes: 0, billingStepSecs: 60, minimumCharge: 0, dailyCap: null, pausable: true,
+    });
+  });
+});
