@@ -1,14 +1,19 @@
-import { useState, type FormEvent, type ReactNode } from 'react';
+import { useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { ApiError } from './api/auth';
 import { t } from './i18n';
 
 // Form pieces every console page uses.
 
+/** A form's submit handler with its outcome. A submit while the form's last one is still on its way is ignored (a
+ * double click sends once). */
 export function useSubmit(): [string | null, string | null, (what: string, f: () => Promise<unknown>) => (e: FormEvent) => Promise<void>] {
   const [error, setError] = useState<string | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
+  const sending = useRef(false);
   const submit = (what: string, f: () => Promise<unknown>) => async (e: FormEvent) => {
     e.preventDefault();
+    if (sending.current) return;
+    sending.current = true;
     setError(null);
     setSaved(null);
     try {
@@ -16,6 +21,8 @@ export function useSubmit(): [string | null, string | null, (what: string, f: ()
       setSaved(t.setup.saved(what));
     } catch (err) {
       setError(err instanceof ApiError ? (err.field ? `${err.field}: ${err.message}` : err.message) : t.errors.generic);
+    } finally {
+      sending.current = false;
     }
   };
   return [error, saved, submit];

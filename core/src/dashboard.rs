@@ -75,12 +75,14 @@ async fn device_reports(
     Ok(rows
         .into_iter()
         .map(|(station, kind, body, reported_at)| {
+            let answered = if kind == "agent_state" {
+                "connected"
+            } else {
+                "reachable"
+            };
             let report = DeviceReport {
+                reachable: body.get(answered).and_then(serde_json::Value::as_bool),
                 kind,
-                reachable: body
-                    .get("reachable")
-                    .or_else(|| body.get("connected"))
-                    .and_then(serde_json::Value::as_bool),
                 on: body.get("on").and_then(serde_json::Value::as_bool),
                 power_w: body.get("power_w").and_then(serde_json::Value::as_f64),
                 reported_at,

@@ -364,7 +364,9 @@ pub async fn start_by(
     card: Option<CardPrepay<'_>>,
     tick: Duration,
 ) -> Result<Session> {
-    let station = stations::get(tx, input.station_id).await?;
+    // The station is held from here: an archiving waits for this start, and nothing is charged for a station
+    // archived meanwhile.
+    let station = stations::get_held(tx, input.station_id).await?;
     if let By::Patron(me) = by {
         if input.patron_id != Some(me.patron_id) {
             return Err(Error::NotFound("patron"));
@@ -669,15 +671,17 @@ pub async fn start_from_device(
     insert(tx, row).await?;
     attach_meter(tx, id, connector, meter_start_wh).await?;
     let session = get(tx, id).await?;
+    // (Not once archived: an archiving that committed meanwhile fails this start whole.)
     let status: StationStatus = sqlx::query_scalar(
         "update station set expected_on = true, expected_until = null,
            status = case when status = 'maintenance' then status else 'in_session' end
-         where tenant_id = $1 and id = $2 returning status",
+         where tenant_id = $1 and id = $2 and archived_at is null returning status",
     )
     .bind(tx.tenant())
     .bind(station.id)
-    .fetch_one(tx.conn())
-    .await?;
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(|| Error::Conflict("this station is archived".into()))?;
     tx.emit(
         crate::events::NewEvent::new(
             "station.status",

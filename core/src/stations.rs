@@ -134,6 +134,19 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
     station.ok_or(Error::NotFound("station"))
 }
 
+/// As [`get`], keeping the row from being archived to the end of the transaction (`for key share`, the lock a
+/// session's reference to it takes anyway): an archiving waits, while edits, other starts and stops go on.
+pub(crate) async fn get_held(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
+    let sql =
+        format!("select {COLUMNS} from station where tenant_id = $1 and id = $2 for key share");
+    let station: Option<Station> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    station.ok_or(Error::NotFound("station"))
+}
+
 /// Connectors of several stations at once (one query for a whole list).
 pub async fn connectors(tx: &mut TenantTx, station_ids: &[Uuid]) -> Result<Vec<Connector>> {
     Ok(sqlx::query_as(
@@ -338,6 +351,8 @@ pub async fn update(
         None => current.status,
         Some(StationStatus::Maintenance) => StationStatus::Maintenance,
         Some(StationStatus::Offline) if current.status == StationStatus::Maintenance => StationStatus::Offline,
+        // Maintenance already ended (asked twice): nothing to do.
+        Some(StationStatus::Offline) => current.status,
         Some(_) => {
             return Err(Error::validation(
                 "status",
@@ -347,7 +362,8 @@ pub async fn update(
     };
     let self_service = patch.self_service.unwrap_or(current.self_service);
     let sql = format!(
-        "update station set name = $3, control = $4, control_settings = $5, location = $6, status = $7,
+        "update station set name = $3, control = $4, control_settings = $5, location = $6,
+           status = case when $7 = 'offline' and expected_on then 'in_session' else $7 end,
            self_service = $8
          where tenant_id = $1 and id = $2 returning {COLUMNS}"
     );
@@ -376,6 +392,15 @@ pub async fn update(
     });
     audit::record(tx, actor, entry("station.update", id, detail)).await?;
     crate::charging::follow_station(tx, &station).await?;
+    // Other consoles show the station as it now is.
+    tx.emit(
+        crate::events::NewEvent::new(
+            "station.updated",
+            serde_json::json!({ "name": station.name }),
+        )
+        .venue(station.venue_id)
+        .station(station.id),
+    );
     if station.status != current.status {
         tx.emit(
             crate::events::NewEvent::new(

@@ -161,9 +161,28 @@ pub async fn update(
 }
 
 /// Archives a venue and its stations. Archived objects stay readable by id and drop out of lists.
+/// Archives a venue and its stations (each as [`crate::stations::archive`] does: out of the floor and its bridge's
+/// schedule). Refused while a session runs or is paused on one of them.
 pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Venue> {
     actor.require_manager()?;
     get(tx, id).await?;
+    let stations: Vec<Uuid> = sqlx::query_scalar(
+        "select id from station where tenant_id = $1 and venue_id = $2 and archived_at is null order by id",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_all(tx.conn())
+    .await?;
+    for station in stations {
+        crate::stations::archive(tx, actor, station)
+            .await
+            .map_err(|e| match e {
+                Error::Conflict(_) => Error::Conflict(
+                    "a station here has a session running (or paused): stop it before archiving the venue".into(),
+                ),
+                other => other,
+            })?;
+    }
     let sql = format!(
         "update venue set archived_at = coalesce(archived_at, now()) where tenant_id = $1 and id = $2
          returning {COLUMNS}"
@@ -173,13 +192,6 @@ pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Venue
         .bind(id)
         .fetch_one(tx.conn())
         .await?;
-    sqlx::query(
-        "update station set archived_at = now() where tenant_id = $1 and venue_id = $2 and archived_at is null",
-    )
-    .bind(tx.tenant())
-    .bind(id)
-    .execute(tx.conn())
-    .await?;
     audit::record(tx, actor, entry("venue.archive", id, serde_json::json!({}))).await?;
     Ok(venue)
 }

@@ -37,8 +37,8 @@ export type DeviceReport = {
 /** A device's latest report in a few words: unreachable, on or off, the power drawn; a PC agent connected or not;
  * other events by their kind. */
 export function deviceLine(d: DeviceReport): { text: string; problem: boolean } {
-  if (d.kind === 'agent_state') {
-    return d.reachable === false ? { text: t.floor.agentGone, problem: true } : { text: t.floor.agentConnected, problem: false };
+  if (d.kind === 'agent_state' && d.reachable !== null) {
+    return d.reachable ? { text: t.floor.agentConnected, problem: false } : { text: t.floor.agentGone, problem: true };
   }
   if (d.reachable === false) return { text: t.floor.deviceUnreachable, problem: true };
   const parts: string[] = [];

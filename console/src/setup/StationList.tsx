@@ -3,7 +3,7 @@ import { request } from '../api/client';
 import { newest } from '../api/newest';
 import {
   ArchiveStation,
-  LiveEvents,
+  StationChanges,
   StationControlValues,
   UpdateStation,
   VenueStations,
@@ -13,7 +13,7 @@ import {
 import { subscribe } from '../api/live';
 import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
-import { controlFields, controlSettings } from './control';
+import { changedSettings, controlFields, controlSettings } from './control';
 
 type Station = VenueStationsResult['stations'][number];
 
@@ -28,9 +28,13 @@ export function StationList({ venueId, version }: { venueId: string; version: nu
     if (order.fresher(n)) setStations(result.stations);
   };
   useEffect(() => {
+    // A station's status follows its device, its sessions and other consoles: each change of the venue's stations
+    // reloads the list, and so does a reconnection (what happened meanwhile).
+    return subscribe(StationChanges, { venueId }, { next: () => void load(), status: (up) => up && void load() });
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [venueId]);
+  useEffect(() => {
     void load();
-    // A station's status follows its device, its sessions and other consoles: any event reloads the list.
-    return subscribe(LiveEvents, {}, { next: () => void load() });
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [venueId, version]);
   if (!stations) return null;
@@ -49,9 +53,11 @@ export function StationList({ venueId, version }: { venueId: string; version: nu
 function StationRow({ station, reload }: { station: Station; reload: () => Promise<void> }) {
   const [editing, setEditing] = useState(false);
   const [asking, setAsking] = useState(false);
+  const [edited, setEdited] = useState<string | null>(null);
   const [error, saved, submit] = useSubmit();
   const act = (what: string, f: () => Promise<unknown>) =>
     submit(what, async () => {
+      setEdited(null);
       await f();
       await reload();
     });
@@ -75,26 +81,45 @@ function StationRow({ station, reload }: { station: Station; reload: () => Promi
         <button type="submit" aria-label={`${inMaintenance ? t.setup.backInUse : t.setup.outOfUse} ${station.name}`}>
           {inMaintenance ? t.setup.backInUse : t.setup.outOfUse}
         </button>
-        <button type="button" className="danger" aria-label={`${t.setup.archive} ${station.name}`} onClick={() => setAsking(true)}>
+        <button
+          type="button"
+          className="danger"
+          aria-expanded={asking}
+          aria-label={`${t.setup.archive} ${station.name}`}
+          onClick={() => setAsking(true)}
+        >
           {t.setup.archive}
         </button>
       </form>
+      {station.status === 'IN_SESSION' && <p className="note">{t.setup.inSessionNote}</p>}
       {asking && (
         <form className="actions" onSubmit={act(station.name, () => request(ArchiveStation, { id: station.id }))}>
           <p>{t.setup.archiveAsk(station.name)}</p>
-          <button type="submit" className="danger">{t.setup.archiveNow(station.name)}</button>
+          {/* The question takes the focus: its answer is the next thing to do. */}
+          <button type="submit" className="danger" autoFocus>{t.setup.archiveNow(station.name)}</button>
           <button type="button" onClick={() => setAsking(false)}>{t.setup.keep}</button>
         </form>
       )}
-      {editing && <StationEdit station={station} done={async () => { setEditing(false); await reload(); }} />}
-      <Outcome error={error} saved={saved} />
+      {editing && (
+        <StationEdit
+          station={station}
+          done={async (name) => {
+            setEditing(false);
+            setEdited(t.setup.saved(name));
+            await reload();
+          }}
+        />
+      )}
+      <Outcome error={error} saved={saved ?? edited} />
     </li>
   );
 }
 
-function StationEdit({ station, done }: { station: Station; done: () => Promise<void> }) {
-  const initial = () =>
-    Object.fromEntries(Object.entries((station.controlSettings ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+/** Edits a station as it was when the form opened: only the fields changed here are sent, so a change made
+ * meanwhile elsewhere to another field stands, and settings the form does not show are kept. */
+function StationEdit({ station, done }: { station: Station; done: (name: string) => Promise<void> }) {
+  const existing = (station.controlSettings ?? {}) as Record<string, unknown>;
+  const initial = () => Object.fromEntries(Object.entries(existing).map(([k, v]) => [k, String(v)]));
   const [name, setName] = useState(station.name);
   const [location, setLocation] = useState(station.location);
   const [control, setControl] = useState<StationControl>(station.control);
@@ -105,11 +130,18 @@ function StationEdit({ station, done }: { station: Station; done: () => Promise<
     <form
       aria-label={`${t.setup.edit} ${station.name}`}
       onSubmit={submit(name, async () => {
+        const settings = control === station.control ? changedSettings(control, existing, values) : controlSettings(control, values);
         await request(UpdateStation, {
           id: station.id,
-          input: { name, location, control, controlSettings: controlSettings(control, values), selfService },
+          input: {
+            name: name === station.name ? null : name,
+            location: location === station.location ? null : location,
+            control: control === station.control ? null : control,
+            controlSettings: settings,
+            selfService: selfService === station.selfService ? null : selfService,
+          },
         });
-        await done();
+        await done(name);
       })}
     >
       <Text label={t.setup.stationName} value={name} set={setName} />

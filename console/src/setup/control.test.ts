@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { controlFields, controlSettings, hasConnectors } from './control';
+import { changedSettings, controlFields, controlSettings, hasConnectors } from './control';
 
 describe('control settings', () => {
   it('asks each control for what reaches its device', () => {
@@ -17,5 +17,17 @@ describe('control settings', () => {
     expect(hasConnectors('EV_CHARGER')).toBe(true);
     expect(hasConnectors('POWERBANK_CABINET')).toBe(true);
     expect(hasConnectors('PC')).toBe(false);
+  });
+});
+
+describe('changedSettings', () => {
+  it('keeps what the form does not show and sends nothing when nothing changed', () => {
+    const existing = { host: '10.0.0.1', mac: 'AA:BB:CC:DD:EE:FF', credentials_ref: 'router', note: 'rack 2' };
+    const values = { host: '10.0.0.1', mac: 'AA:BB:CC:DD:EE:FF', credentials_ref: 'router' };
+    expect(changedSettings('MIKROTIK', existing, values)).toBeNull();
+    expect(changedSettings('MIKROTIK', existing, { ...values, host: '10.0.0.2' })).toEqual({ ...existing, host: '10.0.0.2' });
+  });
+  it('removes a field the form emptied', () => {
+    expect(changedSettings('MIKROTIK', { host: 'h', mac: 'm', interface: 'ether2' }, { host: 'h', mac: 'm', interface: '' })).toEqual({ host: 'h', mac: 'm' });
   });
 });

@@ -20,6 +20,7 @@ export function controlFields(control: StationControl): ControlField[] {
         { key: 'host', label: f.host, required: true, hint: f.hostHint },
         { key: 'mac', label: f.mac, required: false },
         { key: 'interface', label: f.iface, required: false },
+        { key: 'credentials_ref', label: f.credentialsRef, required: false },
       ];
     case 'OCPP':
       return [{ key: 'charge_point_id', label: f.chargePointId, required: true }];
@@ -39,6 +40,23 @@ export function controlSettings(control: StationControl, values: Record<string, 
     out[field.key] = field.numeric && /^\d+$/.test(v) ? Number(v) : v;
   }
   return out;
+}
+
+/** The settings to save for a station whose control stays `control`: what it has, with the fields the form shows
+ * as typed (an emptied one removed); keys the form does not show are kept. `null` when nothing changed. */
+export function changedSettings(
+  control: StationControl,
+  existing: Record<string, unknown>,
+  values: Record<string, string>,
+): Record<string, unknown> | null {
+  const merged: Record<string, unknown> = { ...existing };
+  const typed = controlSettings(control, values);
+  for (const field of controlFields(control)) {
+    if (field.key in typed) merged[field.key] = typed[field.key];
+    else delete merged[field.key];
+  }
+  const same = Object.keys(merged).length === Object.keys(existing).length && Object.keys(merged).every((k) => merged[k] === existing[k]);
+  return same ? null : merged;
 }
 
 /** Stations whose kind has connectors (EV chargers) or slots (powerbank cabinets) ask how many. */

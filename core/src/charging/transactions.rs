@@ -338,10 +338,21 @@ async fn open_session(
         }
         (None, TagStatus::Accepted, Some(patron)) => {
             let station = crate::stations::get(tx, station_id).await?;
-            let s =
-                sessions::start_from_device(tx, &station, connector, patron, at, meter_start_wh)
-                    .await?;
-            Some(s.id)
+            // An archived station bills nothing: its charger's transaction is kept, as an unknown tag's is.
+            if station.archived_at.is_some() {
+                None
+            } else {
+                let s = sessions::start_from_device(
+                    tx,
+                    &station,
+                    connector,
+                    patron,
+                    at,
+                    meter_start_wh,
+                )
+                .await?;
+                Some(s.id)
+            }
         }
         _ => None,
     };

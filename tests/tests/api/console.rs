@@ -441,7 +441,7 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     let (tenant, archived): (Uuid, serde_json::Value) = sqlx::query_as(
         "select tenant_id, jsonb_build_object('name', name, 'kind', kind, 'control', control,
                   'settings', control_settings, 'location', location, 'status', status,
-                  'archived', archived_at is not null)
+                  'self_service', self_service, 'archived', archived_at is not null)
            from station where venue_id = $1 and archived_at is not null",
     )
     .bind(venue_id)
@@ -451,7 +451,8 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
     assert_eq!(
         archived,
         json!({"name": "Karaoke A", "kind": "karaoke_room", "control": "tasmota",
-               "settings": {"topic": "karaoke-a"}, "location": "Upstairs", "status": "offline", "archived": true})
+               "settings": {"topic": "karaoke-a"}, "location": "Upstairs", "status": "offline",
+               "self_service": false, "archived": true})
     );
     let actions: Vec<String> = sqlx::query_scalar(
         "select a.action from audit_log a join station s on s.tenant_id = a.tenant_id and s.id = a.object_id

@@ -171,6 +171,27 @@ async fn a_station_with_a_session_running_or_paused_is_not_archived_and_an_archi
         .gql(Some(&f.t.access), archive, json!({"s": f.station}))
         .await;
     assert_eq!(gql_code(&refused), "conflict", "{refused}");
+    // Nor its venue.
+    let refused = app
+        .gql(
+            Some(&f.t.access),
+            "mutation($v: UUID!) { archiveVenue(id: $v) { id } }",
+            json!({"v": f.venue}),
+        )
+        .await;
+    assert_eq!(gql_code(&refused), "conflict", "{refused}");
+    // Out of use while the session runs (no new one may start), and back in use: in session again, asked twice.
+    let set = "mutation($s: UUID!, $st: StationStatus!) { updateStation(id: $s, input: {status: $st}) { status } }";
+    for (to, shown) in [
+        ("MAINTENANCE", "MAINTENANCE"),
+        ("OFFLINE", "IN_SESSION"),
+        ("OFFLINE", "IN_SESSION"),
+    ] {
+        let changed = app
+            .gql_ok(&f.t.access, set, json!({"s": f.station, "st": to}))
+            .await;
+        assert_eq!(changed["updateStation"]["status"], shown, "{to}: {changed}");
+    }
     app.gql_ok(
         &f.t.access,
         "mutation($s: UUID!) { pauseSession(id: $s) { status } }",
@@ -221,6 +242,25 @@ async fn a_station_with_a_session_running_or_paused_is_not_archived_and_an_archi
     assert_eq!(gql_code(&body), "conflict", "{body}");
     let (_, dashboard) = app.get("/api/v1/dashboard", &f.t.access).await;
     assert_eq!(dashboard["venues"][0]["stations"], json!([]), "{dashboard}");
+    // A venue archived archives its stations each as one is archived: heard, audited.
+    let other = app.create_station(&f.t.access, f.venue, "PC-2").await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($v: UUID!) { archiveVenue(id: $v) { id } }",
+        json!({"v": f.venue}),
+    )
+    .await;
+    let mut tx = app.tenant_tx(f.t.id).await;
+    let (archived, audited, heard): (bool, i64, i64) = sqlx::query_as(
+        "select (select archived_at is not null from station where id = $1),
+                (select count(*) from audit_log where action = 'station.archive' and object_id = $1),
+                (select count(*) from live_event where kind = 'station.archived' and station_id = $1)",
+    )
+    .bind(other)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((archived, audited, heard), (true, 1, 1));
 }
 
 #[tokio::test]
