@@ -151,6 +151,10 @@ try {
   await edit.getByRole('button', { name: 'Save station' }).click();
   await stationRow('Karaoke A').getByText(/· tasmota · offline · Upstairs$/).waitFor();
   await stationRow('Karaoke A').getByRole('button', { name: 'Archive Karaoke A', exact: true }).click();
+  // (With a station's edit form open and the archiving question asked.)
+  await stationRow('PC-01').getByRole('button', { name: 'Edit PC-01', exact: true }).click();
+  await accessible(page, 'set-up (editing a station, archiving one)');
+  await stationRow('PC-01').getByRole('button', { name: 'Edit PC-01', exact: true }).click();
   await stationRow('Karaoke A').getByRole('button', { name: 'Archive Karaoke A now', exact: true }).click();
   await stationRow('Karaoke A').waitFor({ state: 'detached' });
   await page.getByLabel('Tariff name').fill('Evening');

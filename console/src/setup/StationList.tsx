@@ -78,7 +78,7 @@ function StationRow({ station, reload }: { station: Station; reload: () => Promi
         <button type="button" aria-expanded={editing} aria-label={`${t.setup.edit} ${station.name}`} onClick={() => setEditing(!editing)}>
           {t.setup.edit}
         </button>
-        <button type="submit" aria-label={`${inMaintenance ? t.setup.backInUse : t.setup.outOfUse} ${station.name}`}>
+        <button type="submit" className="secondary" aria-label={`${inMaintenance ? t.setup.backInUse : t.setup.outOfUse} ${station.name}`}>
           {inMaintenance ? t.setup.backInUse : t.setup.outOfUse}
         </button>
         <button

@@ -604,6 +604,7 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
             "sign-up",
             "verify-email",
             "sign-in",
+            "set-up (editing a station, archiving one)",
             "set-up",
             "settings",
             "floor",
