@@ -54,8 +54,9 @@ pub struct Asset {
 const ASSET_COLUMNS: &str = "a.id, a.label, a.status, a.station_id,
     (select c.number from connector c where c.tenant_id = a.tenant_id and c.id = a.connector_id) as slot, a.patron_id";
 
+/// The cabinet, held from here (an archiving waits for the rental, or the rental sees it archived).
 async fn cabinet(tx: &mut TenantTx, id: Uuid) -> Result<stations::Station> {
-    let station = stations::get(tx, id).await?;
+    let station = stations::get_held(tx, id).await?;
     if station.kind != StationKind::PowerbankCabinet {
         return Err(Error::validation(
             "station_id",

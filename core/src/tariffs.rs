@@ -121,6 +121,24 @@ pub async fn update(
 ) -> Result<Tariff> {
     actor.require_manager()?;
     let current = get(tx, id).await?;
+    if actor.venues.is_some() {
+        // A tariff is the tenant's and may price several venues: a manager of some venues changes only one that
+        // prices none of the others.
+        let elsewhere: bool = sqlx::query_scalar(
+            "select exists (select 1 from tariff_assignment where tenant_id = $1 and tariff_id = $2
+                              and not (venue_id = any($3)))",
+        )
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(actor.venues.as_deref().unwrap_or_default())
+        .fetch_one(tx.conn())
+        .await?;
+        if elsewhere {
+            return Err(Error::Forbidden(
+                "this tariff also prices venues you do not manage: create a tariff for your venue instead",
+            ));
+        }
+    }
     if let Some(name) = name {
         let name = validate::text("name", name, 1, 100)?;
         sqlx::query("update tariff set name = $3 where tenant_id = $1 and id = $2")

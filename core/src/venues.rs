@@ -160,7 +160,6 @@ pub async fn update(
     Ok(venue)
 }
 
-/// Archives a venue and its stations. Archived objects stay readable by id and drop out of lists.
 /// Archives a venue and its stations (each as [`crate::stations::archive`] does: out of the floor and its bridge's
 /// schedule). Refused while a session runs or is paused on one of them.
 pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Venue> {

@@ -416,6 +416,7 @@ export const en = {
     minimumCharge: 'Minimum charge',
     createTariff: 'Create tariff and apply it',
     perKwh: 'Price per kWh',
+    chargedAs: (hourly: string) => `Time is billed by the minute: this is charged as ${hourly} an hour.`,
     billingStep: 'Billing step (seconds)',
     dailyCap: (currency: string) => `Most a patron pays a day (${currency}; empty for no cap)`,
     pausable: 'Patrons may pause their own sessions (staff always may)',

@@ -16,6 +16,7 @@ import {
 import { money } from '../floor/model';
 import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
+import { toMinor } from './money';
 import { draftOf, NEW, termsOf, type Draft, type Terms } from './terms';
 
 type Venue = { id: string; currency: string; timezone: string };
@@ -23,9 +24,14 @@ type Price = NonNullable<VenuePricesResult['venue']>['prices'][number];
 
 function TermsFields({ draft, set, currency }: { draft: Draft; set: (d: Draft) => void; currency: string }) {
   const field = (key: keyof Omit<Draft, 'pausable'>) => (v: string) => set({ ...draft, [key]: v });
+  // Time is billed by the minute: an hourly price that is no whole number of minor units a minute is charged as the
+  // nearest that is, and the form says so.
+  const typed = toMinor(draft.perHour, currency);
+  const charged = Math.round(typed / 60) * 60;
   return (
     <>
       <Text label={`${t.setup.perHour} (${currency})`} value={draft.perHour} set={field('perHour')} type="number" step="0.01" min={0} />
+      {charged !== typed && <p className="note" role="status">{t.setup.chargedAs(money(charged, currency))}</p>}
       <Text label={`${t.setup.perKwh} (${currency})`} value={draft.perKwh} set={field('perKwh')} type="number" step="0.01" min={0} />
       <Text label={t.setup.freeMinutes} value={draft.freeMinutes} set={field('freeMinutes')} type="number" min={0} />
       <Text label={t.setup.billingStep} value={draft.billingStep} set={field('billingStep')} type="number" min={1} />
@@ -41,7 +47,7 @@ function TermsFields({ draft, set, currency }: { draft: Draft; set: (d: Draft) =
 
 /** The venue's prices: where each tariff applies, each edited in place, and a new tariff with a live price preview
  * applied to the venue, a kind of station or one station. */
-export function Prices({ venue }: { venue: Venue }) {
+export function Prices({ venue, version }: { venue: Venue; version: number }) {
   const [data, setData] = useState<VenuePricesResult['venue'] | null>(null);
   const order = useRef(newest()).current;
   const load = async () => {
@@ -50,10 +56,9 @@ export function Prices({ venue }: { venue: Venue }) {
     if (order.fresher(n)) setData(result.venue);
   };
   useEffect(() => {
-    setData(null);
     void load();
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [venue.id]);
+  }, [venue.id, version]);
   const stations = data?.stations ?? [];
   const scope = (p: Price) => {
     if (p.stationId) return t.setup.forStation(stations.find((s) => s.id === p.stationId)?.name ?? '');

@@ -56,7 +56,7 @@ export function SetupPage() {
       {venue && <LocationForm key={venue.id} venue={venue} onSaved={reload} />}
       {venue && <StationForm venue={venue} onCreated={() => setAdded((n) => n + 1)} />}
       {venue && <StationList venueId={venue.id} version={added} />}
-      {venue && <Prices venue={venue} />}
+      {venue && <Prices venue={venue} version={added} />}
       {venue && <BridgeForm venue={venue} />}
     </div>
   );

@@ -117,7 +117,9 @@ function StationRow({ station, reload }: { station: Station; reload: () => Promi
 
 /** Edits a station as it was when the form opened: only the fields changed here are sent, so a change made
  * meanwhile elsewhere to another field stands, and settings the form does not show are kept. */
-function StationEdit({ station, done }: { station: Station; done: (name: string) => Promise<void> }) {
+function StationEdit({ station: live, done }: { station: Station; done: (name: string) => Promise<void> }) {
+  // The station as the form opened on it: what is compared and kept, whatever the live list shows meanwhile.
+  const [station] = useState(live);
   const existing = (station.controlSettings ?? {}) as Record<string, unknown>;
   const initial = () => Object.fromEntries(Object.entries(existing).map(([k, v]) => [k, String(v)]));
   const [name, setName] = useState(station.name);

@@ -621,8 +621,8 @@ pub async fn adopt(
         ));
     }
     // The station's row is held too, and read under the lock: an edit, an archiving or another adoption of it waits.
-    // A session starting on it meanwhile waits too (its row references the station's, which `for update` holds):
-    // one found here is refused; one whose start began before goes ahead once this commits, on the adopted charger.
+    // So does a session starting on it meanwhile (a start holds the station from its first read): one that began
+    // first is found here and the adoption refused; one that begins after goes ahead on the adopted charger.
     tx.lock_row("station", station_id, RowLock::Update).await?;
     let station = crate::stations::get(tx, station_id).await?;
     actor.check_venue(station.venue_id, "station")?;

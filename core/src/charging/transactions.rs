@@ -337,9 +337,14 @@ async fn open_session(
             Some(s.id)
         }
         (None, TagStatus::Accepted, Some(patron)) => {
-            let station = crate::stations::get(tx, station_id).await?;
-            // An archived station bills nothing: its charger's transaction is kept, as an unknown tag's is.
+            // Held: an archiving waits for this start, or this start sees it archived.
+            let station = crate::stations::get_held(tx, station_id).await?;
+            // An archived station bills nothing: a charger asking is told the tag is blocked there; a transaction it
+            // began offline is kept, as an unknown tag's is.
             if station.archived_at.is_some() {
+                if !offline {
+                    verdict.status = TagStatus::Blocked;
+                }
                 None
             } else {
                 let s = sessions::start_from_device(

@@ -210,6 +210,39 @@ pub(crate) async fn session(app: &TestApp, t: &Tenant, id: Uuid) -> Value {
 }
 
 #[tokio::test]
+async fn a_charger_still_connected_to_an_archived_station_bills_no_one_and_is_told_the_tag_is_blocked(
+) {
+    let app = switchyard_tests::spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.next_received("SendLocalList").await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($s: UUID!) { archiveStation(id: $s) { id } }",
+        json!({"s": s.station}),
+    )
+    .await;
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 0, "timestamp": chrono::Utc::now()}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(start["idTagInfo"]["status"], "Blocked", "{start}");
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let (transactions, sessions): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from charging_transaction where station_id = $1 and session_id is null),
+                (select count(*) from session where station_id = $1)",
+    )
+    .bind(s.station)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((transactions, sessions), (1, 0));
+}
+
+#[tokio::test]
 async fn a_v16_charger_boots_reports_and_bills_a_transaction_by_energy_from_the_wallet() {
     let app = switchyard_tests::spawn_app().await;
     let s = site(&app).await;

@@ -591,6 +591,61 @@ async fn a_session_keeps_its_tariff_version_and_charges_beyond_the_wallet_become
 }
 
 #[tokio::test]
+async fn a_manager_of_one_venue_changes_only_a_tariff_that_prices_no_other_venue() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let hall = app.create_venue(&f.t.access, "Hall").await;
+    let (user, manager) = app.add_member(&f.t, "MANAGER").await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }",
+        json!({"u": user, "v": [hall]}),
+    )
+    .await;
+    let update = "mutation($t: UUID!) { updateTariff(id: $t, terms: {currency: \"EUR\", perMinute: 12}) { version } }";
+    // The floor's tariff prices the Arcade, which this manager does not manage, even once it prices the Hall too.
+    app.gql_ok(
+        &f.t.access,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+        json!({"t": f.tariff, "v": hall}),
+    )
+    .await;
+    let refused = app
+        .gql(Some(&manager), update, json!({"t": f.tariff}))
+        .await;
+    assert_eq!(gql_code(&refused), "forbidden", "{refused}");
+    let kept = app
+        .gql_ok(
+            &f.t.access,
+            "query($t: UUID!) { tariff(id: $t) { version } }",
+            json!({"t": f.tariff}),
+        )
+        .await;
+    assert_eq!(kept["tariff"]["version"], 1);
+    // A tariff of the Hall's alone is the manager's to change; the owner changes any.
+    let own = app
+        .gql_ok(
+            &manager,
+            "mutation { createTariff(name: \"Hall\", terms: {currency: \"EUR\", perMinute: 10}) { id } }",
+            json!({}),
+        )
+        .await["createTariff"]["id"]
+        .clone();
+    app.gql_ok(
+        &manager,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+        json!({"t": own, "v": hall}),
+    )
+    .await;
+    let changed = app.gql_ok(&manager, update, json!({"t": own})).await;
+    assert_eq!(changed["updateTariff"]["version"], 2);
+    let changed = app
+        .gql_ok(&f.t.access, update, json!({"t": f.tariff}))
+        .await;
+    assert_eq!(changed["updateTariff"]["version"], 2);
+}
+
+#[tokio::test]
 async fn a_bridge_reported_end_gives_back_what_was_charged_past_it_once_under_retries_and_concurrency(
 ) {
     let app = spawn_app().await;
