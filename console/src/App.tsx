@@ -8,6 +8,7 @@ import { applyBranding, onLogo } from './brand/apply';
 import { AcceptInvitationPage, ForgotPage, LoginPage, ResetPasswordPage, SignupPage, VerifyEmailPage } from './auth/pages';
 import { ChargersPage } from './chargers/ChargersPage';
 import { FloorPage } from './floor/FloorPage';
+import { knowCurrencies } from './floor/model';
 import { PatronsPage } from './patrons/PatronsPage';
 import { SessionsPage } from './sessions/SessionsPage';
 import { t } from './i18n';
@@ -37,6 +38,7 @@ export function App() {
       }
       try {
         const r = await request(Me, {});
+        knowCurrencies(r.currencies);
         setMe(r.me);
         applyBranding(r.branding);
       } catch {

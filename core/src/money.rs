@@ -24,6 +24,11 @@ const CURRENCIES: &[(&str, u8)] = &[
     ("ZWG", 2),
 ];
 
+/// Every currency this platform knows, with its number of minor-unit digits (by code).
+pub fn all() -> impl Iterator<Item = (&'static str, u8)> {
+    CURRENCIES.iter().copied()
+}
+
 /// The number of minor-unit digits of an ISO 4217 code (upper case), or `None` for an unknown code.
 pub fn minor_units(code: &str) -> Option<u8> {
     CURRENCIES.iter().find(|(c, _)| *c == code).map(|(_, d)| *d)

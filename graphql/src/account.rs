@@ -113,8 +113,25 @@ impl From<tenants::Branding> for Branding {
     }
 }
 
+/// A currency amounts may be in, and how many of its minor units make one (10 to the power `minorUnits`).
+#[derive(async_graphql::SimpleObject)]
+pub struct Currency {
+    /// ISO 4217 code, e.g. `EUR`.
+    pub code: &'static str,
+    /// Digits after the decimal point: 2 for EUR (amounts in cents), 0 for JPY, 3 for KWD. Clients convert with
+    /// these, not with their own locale data, which differs for some currencies (HUF, IDR, COP …).
+    pub minor_units: u8,
+}
+
 #[Object]
 impl AccountQuery {
+    /// Every currency amounts may be in, by code.
+    async fn currencies(&self) -> Vec<Currency> {
+        switchyard_core::money::all()
+            .map(|(code, minor_units)| Currency { code, minor_units })
+            .collect()
+    }
+
     /// Who is signed in, in which tenant, with which role.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let (actor, mut tx) = begin(ctx).await?;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clock, costAt, deviceLine, money, remainingAt, warning, type RunningSession } from './model';
+import { clock, costAt, deviceLine, knowCurrencies, minorDigits, money, remainingAt, warning, type RunningSession } from './model';
 
 const session = (over: Partial<RunningSession> = {}): RunningSession => ({
   session_id: 's',
@@ -72,5 +72,15 @@ describe('deviceLine', () => {
   });
   it('names other events by their kind', () => {
     expect(deviceLine({ kind: 'agent_hello', reachable: null, on: null, power_w: null, reported_at: at }).text).toBe('device: agent hello');
+  });
+});
+
+describe('minorDigits', () => {
+  it("takes the server's minor units over the browser's", () => {
+    knowCurrencies([{ code: 'HUF', minorUnits: 2 }, { code: 'JPY', minorUnits: 0 }]);
+    expect(minorDigits('HUF')).toBe(2);
+    expect(minorDigits('JPY')).toBe(0);
+    // 600.00 HUF in the ledger's minor units reads as 600 forint, not 60,000.
+    expect(money(60000, 'HUF')).toMatch(/600(\.00)?/);
   });
 });

@@ -83,8 +83,19 @@ export function warning(remaining: number | null): 'warn1' | 'warn5' | null {
   return null;
 }
 
-/** How many decimal places a currency's minor unit has (EUR 2, JPY 0, KWD 3). */
+// The server's minor units per currency (its ledger's), once signed in: the browser's locale data disagrees for some
+// currencies (HUF, IDR, COP … have 2 in ISO 4217 and the server's ledger, 0 in many browsers).
+const known = new Map<string, number>();
+
+/** Takes the server's minor units per currency (from `currencies`). */
+export function knowCurrencies(list: { code: string; minorUnits: number }[]) {
+  for (const c of list) known.set(c.code, c.minorUnits);
+}
+
+/** How many decimal places a currency's minor unit has (EUR 2, JPY 0, KWD 3): the server's, else the browser's. */
 export function minorDigits(currency: string): number {
+  const digits = known.get(currency);
+  if (digits !== undefined) return digits;
   try {
     return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
   } catch {

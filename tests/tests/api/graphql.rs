@@ -7,6 +7,33 @@ const VENUE_FIELDS: &str = "id name timezone currency address archivedAt";
 const STATION_FIELDS: &str = "id venueId name kind control status controlSettings location archivedAt connectors { number status }";
 
 #[tokio::test]
+async fn currencies_are_listed_with_the_minor_units_of_the_ledger() {
+    let app = spawn_app().await;
+    let t = app.signup().await;
+    let data = app
+        .gql_ok(&t.access, "{ currencies { code minorUnits } }", json!({}))
+        .await;
+    let list = data["currencies"].as_array().cloned().unwrap_or_default();
+    let of = |code: &str| {
+        list.iter()
+            .find(|c| c["code"] == code)
+            .map(|c| c["minorUnits"].clone())
+    };
+    // Forint and rupiah have 2 in ISO 4217 (as in the ledger), whatever a browser's locale data says.
+    assert_eq!(
+        [of("EUR"), of("HUF"), of("IDR"), of("JPY"), of("KWD")],
+        [
+            Some(json!(2)),
+            Some(json!(2)),
+            Some(json!(2)),
+            Some(json!(0)),
+            Some(json!(3))
+        ]
+    );
+    assert!(list.len() > 150, "{}", list.len());
+}
+
+#[tokio::test]
 async fn venues_are_created_updated_listed_and_archived_with_an_audit_trail() {
     let app = spawn_app().await;
     let t = app.signup().await;
