@@ -17,7 +17,7 @@ import { money } from '../floor/model';
 import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 import { toMinor } from './money';
-import { draftOf, NEW, termsOf, type Draft, type Terms } from './terms';
+import { draftOf, NEW, summary, termsOf, type Draft } from './terms';
 
 type Venue = { id: string; currency: string; timezone: string };
 type Price = NonNullable<VenuePricesResult['venue']>['prices'][number];
@@ -78,17 +78,6 @@ export function Prices({ venue, version }: { venue: Venue; version: number }) {
       <TariffForm venue={venue} stations={stations} onCreated={load} />
     </>
   );
-}
-
-function summary(terms: Terms): string {
-  const parts: string[] = [];
-  if (terms.perMinute) parts.push(t.setup.anHour(money(terms.perMinute * 60, terms.currency)));
-  if (terms.perKwh) parts.push(t.setup.aKwh(money(terms.perKwh, terms.currency)));
-  if (terms.freeMinutes) parts.push(t.setup.freeFirst(terms.freeMinutes));
-  if (terms.minimumCharge) parts.push(t.setup.atLeast(money(terms.minimumCharge, terms.currency)));
-  if (terms.dailyCap !== null && terms.dailyCap !== undefined) parts.push(t.setup.atMostADay(money(terms.dailyCap, terms.currency)));
-  if (parts.length === 0) parts.push(t.setup.free);
-  return parts.join(', ');
 }
 
 function PriceRow({ price, scope, reload }: { price: Price; scope: string; reload: () => Promise<void> }) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { draftOf, termsOf, type Terms } from './terms';
+import { draftOf, summary, termsOf, type Terms } from './terms';
 
 const stored: Terms = {
   currency: 'EUR',
@@ -31,5 +31,14 @@ describe('tariff terms in the set-up forms', () => {
     expect(sent).toEqual({
       currency: 'EUR', perMinute: 0, perKwh: 0, freeMinutes: 0, billingStepSecs: 60, minimumCharge: 0, dailyCap: null, pausable: true,
     });
+  });
+});
+
+describe('a tariff in a few words', () => {
+  it('names every term that prices something', () => {
+    expect(summary(stored)).toBe('€60.00 an hour, €0.35 a kWh, first 15 min free, at least €2.00, at most €25.00 a day, a time-of-day rate, a discount for one tier, deposit €5.00');
+  });
+  it('says free when nothing is charged', () => {
+    expect(summary({ ...stored, perMinute: 0, perKwh: 0, freeMinutes: 0, minimumCharge: 0, dailyCap: null, bands: [], tierDiscounts: [], deposit: 0 })).toBe('free');
   });
 });

@@ -1,6 +1,7 @@
 // A tariff's terms as the set-up forms type them, and back.
 import type { TariffTermsInput, VenuePricesResult } from '../api/generated';
-import { minorDigits } from '../floor/model';
+import { minorDigits, money } from '../floor/model';
+import { t } from '../i18n';
 import { toMinor } from './money';
 
 export type Terms = NonNullable<VenuePricesResult['venue']>['prices'][number]['tariff']['terms'];
@@ -50,5 +51,21 @@ export function termsOf(d: Draft, currency: string, base?: Terms): TariffTermsIn
     dailyCap: d.dailyCap.trim() ? toMinor(d.dailyCap, currency) : null,
     pausable: d.pausable,
   };
+}
+
+
+/** A tariff's terms in a few words: "€6.00 an hour, first 10 min free". */
+export function summary(terms: Terms): string {
+  const parts: string[] = [];
+  if (terms.perMinute) parts.push(t.setup.anHour(money(terms.perMinute * 60, terms.currency)));
+  if (terms.perKwh) parts.push(t.setup.aKwh(money(terms.perKwh, terms.currency)));
+  if (terms.freeMinutes) parts.push(t.setup.freeFirst(terms.freeMinutes));
+  if (terms.minimumCharge) parts.push(t.setup.atLeast(money(terms.minimumCharge, terms.currency)));
+  if (terms.dailyCap !== null && terms.dailyCap !== undefined) parts.push(t.setup.atMostADay(money(terms.dailyCap, terms.currency)));
+  if (terms.bands.length > 0) parts.push(t.setup.bands(terms.bands.length));
+  if (terms.tierDiscounts.length > 0) parts.push(t.setup.tierDiscounts(terms.tierDiscounts.length));
+  if (terms.deposit) parts.push(t.setup.depositOf(money(terms.deposit, terms.currency)));
+  if (parts.length === 0) parts.push(t.setup.free);
+  return parts.join(', ');
 }
 
