@@ -204,11 +204,26 @@ impl TariffMutation {
         ctx: &Context<'_>,
         name: String,
         terms: TariffTerms,
+        #[graphql(
+            desc = "Applies it at once, as `assignTariff` does, in the same transaction: a refused assignment creates nothing."
+        )]
+        apply_to: Option<TariffScopeInput>,
     ) -> async_graphql::Result<Tariff> {
         let (actor, mut tx) = begin(ctx).await?;
         let tariff = tariffs::create(&mut tx, actor, &name, terms.into())
             .await
             .gql()?;
+        if let Some(scope) = apply_to {
+            actor.check_venue(scope.venue_id, "venue").gql()?;
+            let scope = Scope {
+                venue_id: scope.venue_id,
+                station_kind: scope.station_kind,
+                station_id: scope.station_id,
+            };
+            tariffs::assign(&mut tx, actor, tariff.id, scope)
+                .await
+                .gql()?;
+        }
         tx.commit().await.gql()?;
         Ok(tariff.into())
     }
@@ -251,6 +266,14 @@ impl TariffMutation {
         tx.commit().await.gql()?;
         Ok(tariff.into())
     }
+}
+
+/// Where a new tariff applies: a venue, one kind of station at it, or one of its stations.
+#[derive(InputObject)]
+pub struct TariffScopeInput {
+    pub venue_id: Uuid,
+    pub station_kind: Option<StationKind>,
+    pub station_id: Option<Uuid>,
 }
 
 #[derive(InputObject)]

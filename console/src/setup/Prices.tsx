@@ -3,7 +3,6 @@ import { ApiError } from '../api/auth';
 import { request } from '../api/client';
 import { newest } from '../api/newest';
 import {
-  AssignTariff,
   CreateTariff,
   PricePreview,
   StationKindValues,
@@ -154,11 +153,12 @@ function TariffForm({ venue, stations, onCreated }: { venue: Venue; stations: { 
     <Panel title={t.setup.tariff}>
       <form
         onSubmit={submit(t.setup.tariff, async () => {
-          const created = await request(CreateTariff, { name, terms: terms() });
+          // Created and applied in one request: a refused assignment leaves no tariff behind.
           const [what, id] = appliesTo.split(':');
-          await request(AssignTariff, {
-            input: {
-              tariffId: created.createTariff.id,
+          await request(CreateTariff, {
+            name,
+            terms: terms(),
+            applyTo: {
               venueId: venue.id,
               stationKind: what === 'kind' ? (id as StationKind) : null,
               stationId: what === 'station' ? id : null,

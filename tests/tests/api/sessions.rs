@@ -639,6 +639,32 @@ async fn a_manager_of_one_venue_changes_only_a_tariff_that_prices_no_other_venue
     .await;
     let changed = app.gql_ok(&manager, update, json!({"t": own})).await;
     assert_eq!(changed["updateTariff"]["version"], 2);
+    // A tariff created and applied in one request: applied to a venue the manager does not manage, nothing is
+    // created; applied to the Hall's PCs, it prices them.
+    let create = "mutation($v: UUID!) { createTariff(name: \"PCs\", terms: {currency: \"EUR\", perMinute: 7},
+                    applyTo: {venueId: $v, stationKind: PC}) { id } }";
+    let refused = app.gql(Some(&manager), create, json!({"v": f.venue})).await;
+    assert_eq!(gql_code(&refused), "not_found", "{refused}");
+    let names = app
+        .gql_ok(&f.t.access, "{ tariffs { name } }", json!({}))
+        .await;
+    assert!(!names.to_string().contains("\"PCs\""), "{names}");
+    app.gql_ok(&manager, create, json!({"v": hall})).await;
+    let prices = app
+        .gql_ok(
+            &manager,
+            "query($v: UUID!) { venue(id: $v) { prices { stationKind tariff { name } } } }",
+            json!({"v": hall}),
+        )
+        .await;
+    assert_eq!(
+        prices["venue"]["prices"],
+        json!([
+            {"stationKind": null, "tariff": {"name": "Hall"}},
+            {"stationKind": "PC", "tariff": {"name": "PCs"}},
+        ]),
+        "{prices}"
+    );
     let changed = app
         .gql_ok(&f.t.access, update, json!({"t": f.tariff}))
         .await;
