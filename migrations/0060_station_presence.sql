@@ -27,7 +27,11 @@ update station set status = case
                            and b.revoked_at is null)
          end
     then 'online' else 'offline' end::station_status
-  where status in ('online', 'offline') and archived_at is null;
+  where status in ('online', 'offline') and archived_at is null and not expected_on;
+
+-- A station whose session still runs is in session (ending maintenance during a session used to leave it offline).
+update station set status = 'in_session'
+  where status in ('online', 'offline') and archived_at is null and expected_on;
 
 alter table charger force row level security;
 alter table bridge force row level security;

@@ -468,6 +468,8 @@ pub fn filter_fixed(
 /// How strongly a row is held to the end of its transaction.
 #[derive(Debug, Clone, Copy)]
 pub enum RowLock {
+    /// Only against the row being deleted or taken `for update` (an archiving): what a reference to it takes.
+    KeyShare,
     /// Against other writers of the row; rows referencing it may still be written.
     NoKeyUpdate,
     /// Also against rows being written that reference it (their foreign-key check waits).
@@ -477,6 +479,7 @@ pub enum RowLock {
 impl RowLock {
     pub fn clause(self) -> &'static str {
         match self {
+            RowLock::KeyShare => "for key share",
             RowLock::NoKeyUpdate => "for no key update",
             RowLock::Update => "for update",
         }

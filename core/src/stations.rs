@@ -161,6 +161,9 @@ pub async fn connectors(tx: &mut TenantTx, station_ids: &[Uuid]) -> Result<Vec<C
 
 pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Result<Station> {
     actor.require_manager()?;
+    // Kept from being archived until this commits (an archiving waits, or this sees it archived).
+    tx.lock_row("venue", input.venue_id, RowLock::KeyShare)
+        .await?;
     let venue = crate::venues::get(tx, input.venue_id).await?;
     if venue.archived_at.is_some() {
         return Err(Error::Conflict(
@@ -260,7 +263,7 @@ pub(crate) async fn follow_presence(
     };
     let sql = format!(
         "update station set status = {IDLE_STATUS}
-          where tenant_id = $1 and venue_id = $2{one} and archived_at is null
+          where tenant_id = $1 and venue_id = $2{one} and archived_at is null and not expected_on
             and status in ('online', 'offline') and status <> {IDLE_STATUS}
           returning id, status"
     );

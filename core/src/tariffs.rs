@@ -5,7 +5,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::audit::{self, Entry};
-use crate::db::TenantTx;
+use crate::db::{RowLock, TenantTx};
 use crate::error::{Error, Result};
 use crate::model::{Actor, StationKind};
 use crate::pricing::Terms;
@@ -120,6 +120,8 @@ pub async fn update(
     terms: Option<Terms>,
 ) -> Result<Tariff> {
     actor.require_manager()?;
+    // Held: an assignment made meanwhile (its reference to the tariff waits) is seen below, and two edits take turns.
+    tx.lock_row("tariff", id, RowLock::Update).await?;
     let current = get(tx, id).await?;
     if actor.venues.is_some() {
         // A tariff is the tenant's and may price several venues: a manager of some venues changes only one that

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::audit::{self, Entry};
-use crate::db::TenantTx;
+use crate::db::{RowLock, TenantTx};
 use crate::error::{Error, Result};
 use crate::model::Actor;
 use crate::validate;
@@ -164,6 +164,8 @@ pub async fn update(
 /// schedule). Refused while a session runs or is paused on one of them.
 pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Venue> {
     actor.require_manager()?;
+    // Held: a station being added meanwhile waits, then finds the venue archived.
+    tx.lock_row("venue", id, RowLock::Update).await?;
     get(tx, id).await?;
     let stations: Vec<Uuid> = sqlx::query_scalar(
         "select id from station where tenant_id = $1 and venue_id = $2 and archived_at is null order by id",
