@@ -261,6 +261,30 @@ pub async fn tunnel_closed(tx: &mut TenantTx, id: Uuid, tunnel: Uuid) -> Result<
     Ok(())
 }
 
+/// The bridge has not been heard from since before `stale_before` though still marked online (the API process that
+/// held its tunnel stopped without closing it): offline from when it was last heard, as a closed tunnel makes it.
+/// Returns whether it was. A live tunnel that was merely slow finds itself replaced at its next message and the
+/// bridge connects again, online.
+pub async fn silent(tx: &mut TenantTx, id: Uuid, stale_before: DateTime<Utc>) -> Result<bool> {
+    let venue: Option<Uuid> = sqlx::query_scalar(
+        "update bridge set online = false, tunnel_down_at = last_seen_at, tunnel_id = null
+          where tenant_id = $1 and id = $2 and online and last_seen_at < $3
+          returning venue_id",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .bind(stale_before)
+    .fetch_optional(tx.conn())
+    .await?;
+    match venue {
+        Some(venue) => {
+            announce(tx, id, venue, false).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// The schedule just sent to the bridge, as (session, planned end) pairs: remembers each session's planned end as
 /// delivered, when it changed (what
 /// the bridge knew is what it may later say it acted on).

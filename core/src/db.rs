@@ -840,6 +840,22 @@ impl SystemDb {
 }
 
 impl SystemDb {
+    /// Bridges still marked online but silent for two minutes (their API process stopped without closing the
+    /// tunnel), oldest first, at most `limit`: (tenant, bridge) ids, for [`crate::bridges::silent`].
+    pub async fn silent_bridges(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, Uuid)>> {
+        Ok(
+            sqlx::query_as("select tenant_id, bridge_id from sys_silent_bridges($1, $2)")
+                .bind(now)
+                .bind(limit as i32)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Housekeeping: deletes live events created before `before` (past the resume window). Returns how many.
     pub async fn purge_live_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<i64> {
         Ok(sqlx::query_scalar("select sys_purge_live_events($1)")

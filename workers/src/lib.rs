@@ -257,7 +257,10 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
                     Err(e) => tracing::error!(error = ?e, "live event housekeeping failed"),
                 }
             }
-            _ = sampling.tick() => sample(&db).await,
+            _ = sampling.tick() => {
+                sample(&db).await;
+                settle_silent_bridges(&db).await;
+            }
             _ = interval.tick() => drain(&db, &providers, &transports, &config, &stopping).await,
             woken = next_notification(&mut listener) => {
                 if let Err(e) = woken {
@@ -273,6 +276,41 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     tracing::info!("workers stopped");
     println!("switchyard-workers stopped");
     Ok(())
+}
+
+/// Bridges left online by an API process that stopped without closing their tunnels are set offline (their venues'
+/// stations follow): otherwise the "bridge offline" alert would never fire for them.
+async fn settle_silent_bridges(db: &Db) {
+    let now = chrono::Utc::now();
+    let silent = match db.system().silent_bridges(now, 100).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for silent bridges");
+            return;
+        }
+    };
+    for (tenant, bridge) in silent {
+        let settled = async {
+            let mut tx = db.begin_tenant(switchyard_core::TenantId(tenant)).await?;
+            let was = switchyard_core::bridges::silent(
+                &mut tx,
+                bridge,
+                now - chrono::Duration::minutes(2),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<_, switchyard_core::Error>(was)
+        };
+        match settled.await {
+            Ok(true) => {
+                tracing::info!(tenant.id = %tenant, bridge.id = %bridge, "a silent bridge is offline")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, bridge.id = %bridge, "could not set a silent bridge offline")
+            }
+        }
+    }
 }
 
 /// Reads the platform-wide gauges (sessions and rentals running, the billing backlog's age, bridges, chargers and

@@ -43,6 +43,20 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
         .await
         .unwrap();
     }
+    // A third still marked online though silent for ten minutes: the API process holding its tunnel stopped without
+    // closing it. Not counted yet; the workers set it offline.
+    let cellar = Uuid::new_v4();
+    sqlx::query(
+        "insert into bridge (tenant_id, id, venue_id, name, token_hash, online, last_seen_at)
+         values ($1, $2, $3, 'Cellar', $4, true, now() - interval '10 minutes')",
+    )
+    .bind(tenant)
+    .bind(cellar)
+    .bind(venue)
+    .bind(Uuid::new_v4().as_bytes().to_vec())
+    .execute(&owner)
+    .await
+    .unwrap();
     // Two PC-agent stations: one agent reported disconnected ten minutes ago, the other reconnected since.
     let bridge: Uuid = sqlx::query_scalar("select id from bridge where name = 'Back room'")
         .fetch_one(&owner)
@@ -150,7 +164,7 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
         ("sessions_active{kind=\"session\"}", 6.0),
         ("sessions_active{kind=\"rental\"}", 0.0),
         ("active_rentals_total", 0.0),
-        ("edge_bridges_offline", 1.0),
+        ("edge_bridges_offline", 2.0),
         ("ocpp_chargers_offline", 0.0),
         ("agents_offline", 1.0),
         ("edge_ejects_unanswered", 1.0),
@@ -177,6 +191,18 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
             .await
             .unwrap();
     assert_eq!(charged, 6, "one charge journal per counted charge");
+    // The silent bridge is offline since it was last heard, and its venue heard so.
+    let (online, down_at_last_seen, heard): (bool, bool, i64) = sqlx::query_as(
+        "select online, tunnel_down_at = last_seen_at,
+                (select count(*) from live_event_pending p where p.subject_id = b.id and p.kind = 'bridge.offline')
+                + (select count(*) from live_event e where e.subject_id = b.id and e.kind = 'bridge.offline')
+           from bridge b where id = $1",
+    )
+    .bind(cellar)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!((online, down_at_last_seen, heard), (false, true, 1));
 }
 
 /// The API counts session starts, ends by outcome and durations when their transaction commits.
