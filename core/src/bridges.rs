@@ -261,19 +261,18 @@ pub async fn tunnel_closed(tx: &mut TenantTx, id: Uuid, tunnel: Uuid) -> Result<
     Ok(())
 }
 
-/// The bridge has not been heard from since before `stale_before` though still marked online (the API process that
-/// held its tunnel stopped without closing it): offline from when it was last heard, as a closed tunnel makes it.
-/// Returns whether it was. A live tunnel that was merely slow finds itself replaced at its next message and the
-/// bridge connects again, online.
-pub async fn silent(tx: &mut TenantTx, id: Uuid, stale_before: DateTime<Utc>) -> Result<bool> {
+/// The bridge has not been heard from for two minutes (by the database's clock) though still marked online: the
+/// API process that held its tunnel stopped without closing it. It is offline from when it was last heard, as a
+/// closed tunnel makes it. Returns whether it was. A live tunnel that was merely slow finds itself replaced at its
+/// next message and the bridge connects again, online.
+pub async fn silent(tx: &mut TenantTx, id: Uuid) -> Result<bool> {
     let venue: Option<Uuid> = sqlx::query_scalar(
         "update bridge set online = false, tunnel_down_at = last_seen_at, tunnel_id = null
-          where tenant_id = $1 and id = $2 and online and last_seen_at < $3
+          where tenant_id = $1 and id = $2 and online and last_seen_at < now() - interval '2 minutes'
           returning venue_id",
     )
     .bind(tx.tenant())
     .bind(id)
-    .bind(stale_before)
     .fetch_optional(tx.conn())
     .await?;
     match venue {

@@ -470,6 +470,8 @@ pub fn filter_fixed(
 pub enum RowLock {
     /// Only against the row being deleted or taken `for update` (an archiving): what a reference to it takes.
     KeyShare,
+    /// Against any writer of the row (`for no key update` too), not against rows referencing it.
+    Share,
     /// Against other writers of the row; rows referencing it may still be written.
     NoKeyUpdate,
     /// Also against rows being written that reference it (their foreign-key check waits).
@@ -480,6 +482,7 @@ impl RowLock {
     pub fn clause(self) -> &'static str {
         match self {
             RowLock::KeyShare => "for key share",
+            RowLock::Share => "for share",
             RowLock::NoKeyUpdate => "for no key update",
             RowLock::Update => "for update",
         }
@@ -842,15 +845,10 @@ impl SystemDb {
 impl SystemDb {
     /// Bridges still marked online but silent for two minutes (their API process stopped without closing the
     /// tunnel), oldest first, at most `limit`: (tenant, bridge) ids, for [`crate::bridges::silent`].
-    pub async fn silent_bridges(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-        limit: i64,
-    ) -> Result<Vec<(Uuid, Uuid)>> {
+    pub async fn silent_bridges(&self, limit: i32) -> Result<Vec<(Uuid, Uuid)>> {
         Ok(
-            sqlx::query_as("select tenant_id, bridge_id from sys_silent_bridges($1, $2)")
-                .bind(now)
-                .bind(limit as i32)
+            sqlx::query_as("select tenant_id, bridge_id from sys_silent_bridges($1)")
+                .bind(limit)
                 .fetch_all(&self.pool)
                 .await?,
         )

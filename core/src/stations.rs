@@ -162,8 +162,7 @@ pub async fn connectors(tx: &mut TenantTx, station_ids: &[Uuid]) -> Result<Vec<C
 pub async fn create(tx: &mut TenantTx, actor: &Actor, input: NewStation) -> Result<Station> {
     actor.require_manager()?;
     // Kept from being archived until this commits (an archiving waits, or this sees it archived).
-    tx.lock_row("venue", input.venue_id, RowLock::KeyShare)
-        .await?;
+    tx.lock_row("venue", input.venue_id, RowLock::Share).await?;
     let venue = crate::venues::get(tx, input.venue_id).await?;
     if venue.archived_at.is_some() {
         return Err(Error::Conflict(

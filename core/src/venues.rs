@@ -164,8 +164,10 @@ pub async fn update(
 /// schedule). Refused while a session runs or is paused on one of them.
 pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Venue> {
     actor.require_manager()?;
-    // Held: a station being added meanwhile waits, then finds the venue archived.
-    tx.lock_row("venue", id, RowLock::Update).await?;
+    // Held: a station being added meanwhile (it holds the venue `for share`) waits, then finds the venue archived.
+    // Not `for update`: a session starting at the venue references it (`for key share`) while holding its station,
+    // which the archiving then waits for.
+    tx.lock_row("venue", id, RowLock::NoKeyUpdate).await?;
     get(tx, id).await?;
     let stations: Vec<Uuid> = sqlx::query_scalar(
         "select id from station where tenant_id = $1 and venue_id = $2 and archived_at is null order by id",

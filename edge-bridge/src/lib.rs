@@ -112,7 +112,9 @@ impl Config {
             journal_path: var("BRIDGE_JOURNAL")
                 .unwrap_or_else(|| "edge-bridge-journal.jsonl".into())
                 .into(),
-            heartbeat: millis("BRIDGE_HEARTBEAT_MS", 15_000)?.max(Duration::from_millis(50)),
+            // At most a minute: the cloud takes a bridge silent for two minutes as gone.
+            heartbeat: millis("BRIDGE_HEARTBEAT_MS", 15_000)?
+                .clamp(Duration::from_millis(50), Duration::from_secs(60)),
             reconnect_max: millis("BRIDGE_RECONNECT_MAX_MS", 30_000)?
                 .max(Duration::from_millis(100)),
             agent_listen: var("BRIDGE_AGENT_LISTEN")

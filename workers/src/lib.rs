@@ -281,8 +281,7 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
 /// Bridges left online by an API process that stopped without closing their tunnels are set offline (their venues'
 /// stations follow): otherwise the "bridge offline" alert would never fire for them.
 async fn settle_silent_bridges(db: &Db) {
-    let now = chrono::Utc::now();
-    let silent = match db.system().silent_bridges(now, 100).await {
+    let silent = match db.system().silent_bridges(100).await {
         Ok(list) => list,
         Err(e) => {
             tracing::warn!(error = %e, "could not look for silent bridges");
@@ -292,12 +291,7 @@ async fn settle_silent_bridges(db: &Db) {
     for (tenant, bridge) in silent {
         let settled = async {
             let mut tx = db.begin_tenant(switchyard_core::TenantId(tenant)).await?;
-            let was = switchyard_core::bridges::silent(
-                &mut tx,
-                bridge,
-                now - chrono::Duration::minutes(2),
-            )
-            .await?;
+            let was = switchyard_core::bridges::silent(&mut tx, bridge).await?;
             tx.commit().await?;
             Ok::<_, switchyard_core::Error>(was)
         };

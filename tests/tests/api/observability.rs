@@ -57,6 +57,31 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
     .execute(&owner)
     .await
     .unwrap();
+    // Behind it, an idle plug's station shown online; and another tenant's bridge heard 30 seconds ago, online with
+    // its tunnel, which stays so.
+    let plug = Uuid::new_v4();
+    sqlx::query(
+        "insert into station (tenant_id, id, venue_id, name, kind, control, control_settings, status)
+         values ($1, $2, $3, 'Plug', 'pc', 'shelly', '{\"host\": \"10.0.0.9\"}', 'online')",
+    )
+    .bind(tenant)
+    .bind(plug)
+    .bind(venue)
+    .execute(&owner)
+    .await
+    .unwrap();
+    let lobby = Uuid::new_v4();
+    sqlx::query(
+        "insert into bridge (tenant_id, id, venue_id, name, token_hash, online, last_seen_at, tunnel_id)
+         select tenant_id, $2, id, 'Lobby', $3, true, now() - interval '30 seconds', gen_random_uuid()
+           from venue where tenant_id <> $1 order by id limit 1",
+    )
+    .bind(tenant)
+    .bind(lobby)
+    .bind(Uuid::new_v4().as_bytes().to_vec())
+    .execute(&owner)
+    .await
+    .unwrap();
     // Two PC-agent stations: one agent reported disconnected ten minutes ago, the other reconnected since.
     let bridge: Uuid = sqlx::query_scalar("select id from bridge where name = 'Back room'")
         .fetch_one(&owner)
@@ -203,6 +228,20 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
     .await
     .unwrap();
     assert_eq!((online, down_at_last_seen, heard), (false, true, 1));
+    let (plug_status, lobby_online, lobby_tunnel): (String, bool, bool) = sqlx::query_as(
+        "select (select status::text from station where id = $1),
+                (select online from bridge where id = $2),
+                (select tunnel_id is not null from bridge where id = $2)",
+    )
+    .bind(plug)
+    .bind(lobby)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (plug_status.as_str(), lobby_online, lobby_tunnel),
+        ("offline", true, true)
+    );
 }
 
 /// The API counts session starts, ends by outcome and durations when their transaction commits.
