@@ -273,14 +273,8 @@ pub(crate) async fn follow_presence(
         query = query.bind(station);
     }
     for (id, status) in query.fetch_all(tx.conn()).await? {
-        tx.emit(
-            crate::events::NewEvent::new(
-                "station.status",
-                serde_json::json!({ "status": status, "by": "presence" }),
-            )
-            .venue(venue)
-            .station(id),
-        );
+        let data = serde_json::json!({ "status": status, "by": "presence" });
+        tx.emit(event("station.status", venue, id, data));
     }
     Ok(())
 }
@@ -395,28 +389,28 @@ pub async fn update(
     audit::record(tx, actor, entry("station.update", id, detail)).await?;
     crate::charging::follow_station(tx, &station).await?;
     // Other consoles show the station as it now is.
-    tx.emit(
-        crate::events::NewEvent::new(
-            "station.updated",
-            serde_json::json!({ "name": station.name }),
-        )
-        .venue(station.venue_id)
-        .station(station.id),
-    );
+    let named = serde_json::json!({ "name": station.name });
+    tx.emit(event("station.updated", station.venue_id, id, named));
     if station.status != current.status {
-        tx.emit(
-            crate::events::NewEvent::new(
-                "station.status",
-                serde_json::json!({ "status": station.status, "by": "staff" }),
-            )
-            .venue(station.venue_id)
-            .station(station.id),
-        );
+        let data = serde_json::json!({ "status": station.status, "by": "staff" });
+        tx.emit(event("station.status", station.venue_id, id, data));
     }
     // A new control (or maintenance ended) may change whether it can be reached.
     follow_presence(tx, station.venue_id, Some(id)).await?;
     tx.wake_venue(station.venue_id).await?;
     get(tx, id).await
+}
+
+/// A live event of the station `id` at `venue` (`station.status`, `station.updated`, `station.archived`).
+fn event(
+    kind: &'static str,
+    venue: Uuid,
+    id: Uuid,
+    data: serde_json::Value,
+) -> crate::events::NewEvent {
+    crate::events::NewEvent::new(kind, data)
+        .venue(venue)
+        .station(id)
 }
 
 /// Archives a station: it leaves the floor, the lists and its bridge's schedule (its history stays). One with a
@@ -460,14 +454,8 @@ pub async fn archive(tx: &mut TenantTx, actor: &Actor, id: Uuid) -> Result<Stati
     .await?;
     crate::charging::follow_station(tx, &station).await?;
     // Floors and dashboards drop it at once.
-    tx.emit(
-        crate::events::NewEvent::new(
-            "station.archived",
-            serde_json::json!({ "name": station.name }),
-        )
-        .venue(station.venue_id)
-        .station(station.id),
-    );
+    let named = serde_json::json!({ "name": station.name });
+    tx.emit(event("station.archived", station.venue_id, id, named));
     tx.wake_venue(station.venue_id).await?;
     Ok(station)
 }

@@ -214,15 +214,8 @@ impl TariffMutation {
             .await
             .gql()?;
         if let Some(scope) = apply_to {
-            actor.check_venue(scope.venue_id, "venue").gql()?;
-            let scope = Scope {
-                venue_id: scope.venue_id,
-                station_kind: scope.station_kind,
-                station_id: scope.station_id,
-            };
-            tariffs::assign(&mut tx, actor, tariff.id, scope)
-                .await
-                .gql()?;
+            let (venue, kind, station) = (scope.venue_id, scope.station_kind, scope.station_id);
+            apply(&mut tx, actor, tariff.id, venue, kind, station).await?;
         }
         tx.commit().await.gql()?;
         Ok(tariff.into())
@@ -253,19 +246,30 @@ impl TariffMutation {
         input: AssignTariffInput,
     ) -> async_graphql::Result<Tariff> {
         let (actor, mut tx) = begin(ctx).await?;
-        actor.check_venue(input.venue_id, "venue").gql()?;
-        let scope = Scope {
-            venue_id: input.venue_id,
-            station_kind: input.station_kind,
-            station_id: input.station_id,
-        };
-        tariffs::assign(&mut tx, actor, input.tariff_id, scope)
-            .await
-            .gql()?;
+        let (venue, kind, station) = (input.venue_id, input.station_kind, input.station_id);
+        apply(&mut tx, actor, input.tariff_id, venue, kind, station).await?;
         let tariff = tariffs::get(&mut tx, input.tariff_id).await.gql()?;
         tx.commit().await.gql()?;
         Ok(tariff.into())
     }
+}
+
+/// Assigns `tariff` at a venue the member may see: to it, to one kind of station there, or to one station.
+async fn apply(
+    tx: &mut switchyard_core::db::TenantTx,
+    actor: &switchyard_core::Actor,
+    tariff: Uuid,
+    venue_id: Uuid,
+    station_kind: Option<StationKind>,
+    station_id: Option<Uuid>,
+) -> async_graphql::Result<()> {
+    actor.check_venue(venue_id, "venue").gql()?;
+    let scope = Scope {
+        venue_id,
+        station_kind,
+        station_id,
+    };
+    tariffs::assign(tx, actor, tariff, scope).await.gql()
 }
 
 /// Where a new tariff applies: a venue, one kind of station at it, or one of its stations.

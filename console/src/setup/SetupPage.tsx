@@ -6,7 +6,6 @@ import {
   CreateStation,
   CreateVenue,
   SetVenueGeofence,
-  StationControlValues,
   UpdateStation,
   StationKindValues,
   Venues,
@@ -17,7 +16,8 @@ import {
 } from '../api/generated';
 import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
-import { controlFields, controlSettings, hasConnectors } from './control';
+import { controlSettings, hasConnectors } from './control';
+import { ControlFields } from './ControlFields';
 import { Prices } from './Prices';
 import { StationList } from './StationList';
 
@@ -151,22 +151,7 @@ function StationForm({ venue, onCreated }: { venue: Venue; onCreated: () => void
             {StationKindValues.map((k) => <option key={k} value={k}>{k.replace(/_/g, ' ').toLowerCase()}</option>)}
           </select>
         </label>
-        <label>
-          {t.setup.control}
-          <select value={control} onChange={(e) => setControl(e.target.value as StationControl)}>
-            {StationControlValues.map((c) => <option key={c} value={c}>{c.toLowerCase()}</option>)}
-          </select>
-        </label>
-        {controlFields(control).map((f) => (
-          <Text
-            key={`${control}-${f.key}`}
-            label={f.label}
-            value={values[f.key] ?? ''}
-            set={(v) => setValues((old) => ({ ...old, [f.key]: v }))}
-            type={f.numeric ? 'number' : 'text'}
-            required={f.required}
-          />
-        ))}
+        <ControlFields control={control} setControl={setControl} values={values} setValues={setValues} />
         {hasConnectors(kind) && (
           <Text label={t.setup.connectors} value={connectors} set={setConnectors} type="number" min={kind === 'EV_CHARGER' ? 1 : 0} />
         )}

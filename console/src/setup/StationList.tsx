@@ -4,7 +4,6 @@ import { newest } from '../api/newest';
 import {
   ArchiveStation,
   StationChanges,
-  StationControlValues,
   UpdateStation,
   VenueStations,
   type StationControl,
@@ -13,7 +12,8 @@ import {
 import { subscribe } from '../api/live';
 import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
-import { changedSettings, controlFields, controlSettings } from './control';
+import { changedSettings, controlSettings } from './control';
+import { ControlFields } from './ControlFields';
 
 type Station = VenueStationsResult['stations'][number];
 
@@ -148,22 +148,7 @@ function StationEdit({ station: live, done }: { station: Station; done: (name: s
     >
       <Text label={t.setup.stationName} value={name} set={setName} />
       <Text label={t.setup.whereInVenue} value={location} set={setLocation} required={false} />
-      <label>
-        {t.setup.control}
-        <select value={control} onChange={(e) => setControl(e.target.value as StationControl)}>
-          {StationControlValues.map((c) => <option key={c} value={c}>{c.toLowerCase()}</option>)}
-        </select>
-      </label>
-      {controlFields(control).map((f) => (
-        <Text
-          key={`${control}-${f.key}`}
-          label={f.label}
-          value={values[f.key] ?? ''}
-          set={(v) => setValues((old) => ({ ...old, [f.key]: v }))}
-          type={f.numeric ? 'number' : 'text'}
-          required={f.required}
-        />
-      ))}
+      <ControlFields control={control} setControl={setControl} values={values} setValues={setValues} />
       <label className="inline">
         <input type="checkbox" checked={selfService} onChange={(e) => setSelfService(e.target.checked)} />
         {t.setup.selfService}
