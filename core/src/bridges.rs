@@ -144,38 +144,42 @@ async fn record(tx: &mut TenantTx, actor: &Actor, action: &'static str, id: Uuid
     .await
 }
 
-/// The bridge connected (or said something): online, seen now, with its version.
+/// The bridge said something: online, seen now, with its version. `tunnel`: the tunnel it came on, once that tunnel
+/// is open; then only while it is the bridge's live one, so a heartbeat racing the workers' setting a silent bridge
+/// offline ([`silent`]) does not bring back online a bridge whose tunnel the cloud no longer holds (that tunnel
+/// closes at its next check and the bridge connects again). Returns whether the bridge was marked seen.
 pub async fn seen(
     tx: &mut TenantTx,
     id: Uuid,
-    online: bool,
+    tunnel: Option<Uuid>,
     version: Option<&str>,
     clock_offset_ms: Option<i64>,
-) -> Result<()> {
+) -> Result<bool> {
     let changed: Option<(Uuid, bool)> = sqlx::query_as(
-        "update bridge b set online = $3, last_seen_at = now(), version = coalesce($4, b.version),
+        "update bridge b set online = true, last_seen_at = now(), version = coalesce($4, b.version),
            clock_offset_ms = coalesce($5, b.clock_offset_ms)
          from (select online from bridge where tenant_id = $1 and id = $2) before
-         where b.tenant_id = $1 and b.id = $2
+         where b.tenant_id = $1 and b.id = $2 and ($3::uuid is null or b.tunnel_id = $3)
          returning b.venue_id, before.online",
     )
     .bind(tx.tenant())
     .bind(id)
-    .bind(online)
+    .bind(tunnel)
     .bind(version)
     .bind(clock_offset_ms)
     .fetch_optional(tx.conn())
     .await?;
-    if let Some((venue, was)) = changed {
-        if was != online {
-            announce(tx, id, venue, online).await?;
-        } else {
-            // Each hello and heartbeat also sets right what a race left behind (a bridge that went offline while a
-            // session of its venue was stopping); a no-op when nothing is off.
-            crate::stations::follow_presence(tx, venue, None).await?;
-        }
+    let Some((venue, was)) = changed else {
+        return Ok(false);
+    };
+    if !was {
+        announce(tx, id, venue, true).await?;
+    } else {
+        // Each hello and heartbeat also sets right what a race left behind (a bridge that went offline while a
+        // session of its venue was stopping); a no-op when nothing is off.
+        crate::stations::follow_presence(tx, venue, None).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Tells live subscribers that a bridge went online or offline; the stations of its venue behind a bridge follow.

@@ -854,6 +854,17 @@ impl SystemDb {
         )
     }
 
+    /// Chargers still marked online but silent for three minutes (their API process stopped without closing the
+    /// connection), oldest first, at most `limit`: (tenant, charger) ids, for [`crate::charging::silent`].
+    pub async fn silent_chargers(&self, limit: i32) -> Result<Vec<(Uuid, Uuid)>> {
+        Ok(
+            sqlx::query_as("select tenant_id, charger_id from sys_silent_chargers($1)")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Housekeeping: deletes live events created before `before` (past the resume window). Returns how many.
     pub async fn purge_live_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<i64> {
         Ok(sqlx::query_scalar("select sys_purge_live_events($1)")

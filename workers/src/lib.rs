@@ -259,7 +259,7 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
             }
             _ = sampling.tick() => {
                 sample(&db).await;
-                settle_silent_bridges(&db).await;
+                settle_silent(&db).await;
             }
             _ = interval.tick() => drain(&db, &providers, &transports, &config, &stopping).await,
             woken = next_notification(&mut listener) => {
@@ -278,30 +278,47 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
     Ok(())
 }
 
-/// Bridges left online by an API process that stopped without closing their tunnels are set offline (their venues'
-/// stations follow): otherwise the "bridge offline" alert would never fire for them.
-async fn settle_silent_bridges(db: &Db) {
-    let silent = match db.system().silent_bridges(100).await {
-        Ok(list) => list,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look for silent bridges");
-            return;
-        }
-    };
-    for (tenant, bridge) in silent {
-        let settled = async {
-            let mut tx = db.begin_tenant(switchyard_core::TenantId(tenant)).await?;
-            let was = switchyard_core::bridges::silent(&mut tx, bridge).await?;
-            tx.commit().await?;
-            Ok::<_, switchyard_core::Error>(was)
+/// What the workers set offline when it is left online by an API process that stopped without closing its
+/// connection: otherwise its "offline" alert would never fire and its stations would show as reachable.
+#[derive(Clone, Copy)]
+enum Silent {
+    /// An edge bridge's tunnel (its venue's stations follow).
+    Bridge,
+    /// A charger's OCPP connection (its station follows; its calls in flight fail).
+    Charger,
+}
+
+async fn settle_silent(db: &Db) {
+    for what in [Silent::Bridge, Silent::Charger] {
+        let (name, found) = match what {
+            Silent::Bridge => ("bridge", db.system().silent_bridges(100).await),
+            Silent::Charger => ("charger", db.system().silent_chargers(100).await),
         };
-        match settled.await {
-            Ok(true) => {
-                tracing::info!(tenant.id = %tenant, bridge.id = %bridge, "a silent bridge is offline")
-            }
-            Ok(false) => {}
+        let silent = match found {
+            Ok(list) => list,
             Err(e) => {
-                tracing::warn!(error = %e, bridge.id = %bridge, "could not set a silent bridge offline")
+                tracing::warn!(error = %e, kind = name, "could not look for silent connections");
+                continue;
+            }
+        };
+        for (tenant, id) in silent {
+            let settled = async {
+                let mut tx = db.begin_tenant(switchyard_core::TenantId(tenant)).await?;
+                let was = match what {
+                    Silent::Bridge => switchyard_core::bridges::silent(&mut tx, id).await?,
+                    Silent::Charger => switchyard_core::charging::silent(&mut tx, id).await?,
+                };
+                tx.commit().await?;
+                Ok::<_, switchyard_core::Error>(was)
+            };
+            match settled.await {
+                Ok(true) => {
+                    tracing::info!(tenant.id = %tenant, id = %id, kind = name, "a silent connection is offline")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %id, kind = name, "could not set a silent connection offline")
+                }
             }
         }
     }

@@ -66,15 +66,17 @@ impl Meters {
         self.queue(tenant, reading, seen, None).await.is_some()
     }
 
-    /// A connection's check ([`charging::standing`]): `None` when it is no longer the charger's live connection,
-    /// else whether a call waits for it; an error when the database could not answer.
+    /// A connection's check ([`charging::standing`]), with the charger's seen mark when it is due: `None` when it
+    /// is no longer the charger's live connection, else whether a call waits for it; an error when the database
+    /// could not answer.
     pub async fn standing(
         self: &Arc<Self>,
         tenant: TenantId,
         charger: Uuid,
         connection: Uuid,
+        seen: Option<Uuid>,
     ) -> anyhow::Result<Option<bool>> {
-        self.queue(tenant, None, None, Some((charger, connection)))
+        self.queue(tenant, None, seen, Some((charger, connection)))
             .await
             .ok_or_else(|| anyhow::anyhow!("the charger's check could not be read"))
     }

@@ -12,8 +12,9 @@
 //! from memory) and 1.6 meter values (stored by the group commit of [`meters`]) — and a CALL id seen again is
 //! answered again, not applied again; and it sends the central system's calls from the outbox one at a time, each
 //! answered or timed out (`OCPP_CALL_TIMEOUT_SECS`) before the next. A wake-up for the charger's venue (the signals the bridges use)
-//! makes it look for calls at once; a 30-second check makes up for a lost wake-up and notices a newer connection
-//! of the same charger, which replaces this one.
+//! makes it look for calls at once; a check every `OCPP_CHECK_SECS` makes up for a lost wake-up, notices a newer
+//! connection of the same charger, which replaces this one, and every other time marks the charger seen (the workers
+//! take a charger silent for three minutes as one whose process stopped).
 
 pub mod meters;
 pub mod rpc;
@@ -50,6 +51,10 @@ pub struct OcppSettings {
     pub ping_interval: Duration,
     /// ... and the silence after which it is taken for dead.
     pub dead_after: Duration,
+    /// How often a connection looks for calls on its own (making up for a lost wake-up) and whether it was
+    /// replaced; every other check marks its charger seen, so that a live connection is never taken for one whose
+    /// process stopped (the workers' three minutes).
+    pub check_every: Duration,
     /// How long a frame may wait for the charger to take it (`WS_WRITE_TIMEOUT_MS`).
     pub write_timeout: Duration,
     /// How many tenants' meter-value flushes may hold a database connection at once (`None`: half the pool).
@@ -80,6 +85,7 @@ impl OcppSettings {
             call_ttl: secs("OCPP_CALL_TTL_SECS", 600, 7 * 86_400)?,
             ping_interval: secs("OCPP_PING_SECS", 20, 3600)?,
             dead_after: secs("OCPP_DEAD_AFTER_SECS", 50, 7200)?,
+            check_every: secs("OCPP_CHECK_SECS", 30, 30)?,
             write_timeout: crate::ws::write_timeout(&var)?,
             meter_flushes: match var("OCPP_METER_FLUSHES") {
                 None => None,
@@ -372,13 +378,11 @@ pub async fn run(
         answered: VecDeque::new(),
         outgoing: &outgoing,
     };
-    // Each connection's check at its own moment in the 30 seconds (from its id's random bits), so that thousands of
+    // Each connection's check at its own moment in the interval (from its id's random bits), so that thousands of
     // chargers connecting at once do not check at once ever after.
-    let offset = Duration::from_millis(u64::from(connection.as_bytes()[15]) * 30_000 / 256);
-    let mut check = tokio::time::interval_at(
-        tokio::time::Instant::now() + CHECK_EVERY + offset,
-        CHECK_EVERY,
-    );
+    let every = link.settings.check_every;
+    let offset = every * u32::from(connection.as_bytes()[15]) / 256;
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + every + offset, every);
     let ended: anyhow::Result<()> = async {
         if !conn.send_next().await? {
             return Ok(());
@@ -457,12 +461,6 @@ async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Option<Registra
 /// had no answer to).
 const ANSWERS_KEPT: usize = 8;
 
-/// How often a connection looks for calls on its own (making up for a lost wake-up) and whether it was replaced.
-const CHECK_EVERY: Duration = Duration::from_secs(30);
-
-/// How often a charger's seen mark is written at most (as [`charging::seen`] keeps it).
-const SEEN_EVERY: Duration = Duration::from_secs(60);
-
 struct Conn<'a> {
     link: &'a Link,
     shared: &'a Shared,
@@ -470,7 +468,8 @@ struct Conn<'a> {
     /// Whether the charger is accepted (it never goes back): then heartbeats and 1.6 meter values take the short
     /// way ([`Conn::handle`]).
     accepted: bool,
-    /// When the charger's seen mark was last written.
+    /// When the charger's seen mark was last written (at most every other check, as [`charging::seen`] keeps it
+    /// at most once a minute).
     seen_at: tokio::time::Instant,
     in_flight: Option<InFlight>,
     answered: VecDeque<(String, String)>,
@@ -478,6 +477,12 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
+    /// Whether the charger's seen mark is due: the connection is alive (the socket's pump closes a charger that
+    /// answers nothing, not even pings), so it is written even when the charger says nothing.
+    fn seen_due(&self) -> bool {
+        self.seen_at.elapsed() >= self.link.settings.check_every * 2
+    }
+
     async fn send(&self, text: String) -> anyhow::Result<()> {
         self.outgoing
             .send(Out::Text(text))
@@ -488,13 +493,22 @@ impl Conn<'_> {
     /// Sends the next call from the outbox unless one is in flight. False when this connection is no longer the
     /// charger's (a newer one took over, or its password was revoked), checked even with a call in flight.
     async fn send_next(&mut self) -> anyhow::Result<bool> {
-        // A hot path, read only: every connection runs it every 30 seconds, so it shares the group commit's
+        // A hot path: every connection runs it every `OCPP_CHECK_SECS`, so it shares the group commit's
         // transactions with the tenant's other chargers (one query for all of them).
+        let seen = self.seen_due().then_some(self.link.charger_id);
         let standing = self
             .shared
             .meters
-            .standing(self.link.tenant, self.link.charger_id, self.connection)
+            .standing(
+                self.link.tenant,
+                self.link.charger_id,
+                self.connection,
+                seen,
+            )
             .await?;
+        if seen.is_some() {
+            self.seen_at = tokio::time::Instant::now();
+        }
         let Some(pending) = standing else {
             tracing::info!(charger.id = %self.link.charger_id,
                 "this connection is no longer the charger's: a newer one took over, or its password was revoked");
@@ -605,7 +619,7 @@ impl Conn<'_> {
     /// goes to the group commit) and its 1.6 meter values are stored by the group commit ([`meters`]); every other
     /// CALL runs in its own transaction: committed with a result, rolled back with an error.
     async fn handle(&mut self, action: &str, payload: Value) -> Result<Value, RpcError> {
-        let seen_due = self.seen_at.elapsed() >= SEEN_EVERY;
+        let seen_due = self.seen_due();
         if self.accepted {
             let reading = match (self.link.protocol, action) {
                 (_, "Heartbeat") if !seen_due => {

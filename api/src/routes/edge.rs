@@ -278,7 +278,7 @@ async fn serve(
     };
     let (bridge, tunnel) = {
         let mut tx = db.begin_tenant(tenant).await?;
-        bridges::seen(&mut tx, me.bridge_id, true, Some(&version), None).await?;
+        bridges::seen(&mut tx, me.bridge_id, None, Some(&version), None).await?;
         let bridge = bridges::get(&mut tx, me.bridge_id).await?;
         let tunnel = bridges::open_tunnel(&mut tx, &bridge).await?;
         tx.commit().await?;
@@ -352,7 +352,7 @@ async fn serve(
                         relays.closed(conn);
                         None
                     }
-                    Ok(message) => receive(me, &bridge, message).await,
+                    Ok(message) => receive(me, &bridge, tunnel, message).await,
                     Err(e) => Some(Down::Error {
                         code: "malformed_frame".into(),
                         message: e.to_string(),
@@ -566,25 +566,25 @@ fn malformed_event_seq(text: &str) -> Option<u64> {
 
 /// Handles one frame from the bridge; returns the answer, if any. An error that answers an event names its `seq`
 /// ([`switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS`]): the bridge counts its events awaiting an answer by it.
-async fn receive(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> {
+async fn receive(me: &Tunnel<'_>, bridge: &Bridge, tunnel: Uuid, message: Up) -> Option<Down> {
     let event = match &message {
         Up::Event { seq, .. } => Some(*seq),
         _ => None,
     };
-    let mut reply = answer(me, bridge, message).await;
+    let mut reply = answer(me, bridge, tunnel, message).await;
     if let Some(Down::Error { seq, .. }) = &mut reply {
         *seq = event;
     }
     reply
 }
 
-async fn answer(me: &Tunnel<'_>, bridge: &Bridge, message: Up) -> Option<Down> {
+async fn answer(me: &Tunnel<'_>, bridge: &Bridge, tunnel: Uuid, message: Up) -> Option<Down> {
     let result: Result<Option<Down>, switchyard_core::Error> = async {
         let mut tx = me.db.begin_tenant(me.tenant).await?;
         let reply = match message {
             Up::Hello { .. } | Up::OcppOpen { .. } | Up::OcppFrame { .. } | Up::OcppClosed { .. } => None,
             Up::Heartbeat { sent_at, clock_offset_ms } => {
-                bridges::seen(&mut tx, bridge.id, true, None, clock_offset_ms).await?;
+                bridges::seen(&mut tx, bridge.id, Some(tunnel), None, clock_offset_ms).await?;
                 Some(Down::HeartbeatAck {
                     sent_at,
                     server_time: Utc::now(),

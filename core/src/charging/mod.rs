@@ -922,11 +922,38 @@ pub async fn disconnected(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Resu
     .await?
     .unwrap_or(false);
     if was_live {
-        calls::lost(tx, id, None).await?;
-        let charger = get(tx, id).await?;
-        station_presence(tx, &charger, false).await?;
+        went_offline(tx, id).await?;
     }
     Ok(())
+}
+
+/// The charger has not been heard from for three minutes (by the database's clock) though still marked online: the
+/// API process that held its connection stopped without closing it (a live connection marks its charger seen at
+/// least every 90 seconds, pings answered count). It is offline as a closed connection makes it, its last heard
+/// time kept. Returns whether it was. A live connection that was merely slow finds itself replaced at its next
+/// check and closes; the charger connects again, online.
+pub async fn silent(tx: &mut TenantTx, id: Uuid) -> Result<bool> {
+    let was_live: bool = sqlx::query_scalar(
+        "update charger set online = false, connection_id = null
+         where tenant_id = $1 and id = $2 and online and last_seen_at < now() - interval '3 minutes'
+         returning true",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .unwrap_or(false);
+    if was_live {
+        went_offline(tx, id).await?;
+    }
+    Ok(was_live)
+}
+
+/// Calls left unanswered fail, and the charger's station follows.
+async fn went_offline(tx: &mut TenantTx, id: Uuid) -> Result<()> {
+    calls::lost(tx, id, None).await?;
+    let charger = get(tx, id).await?;
+    station_presence(tx, &charger, false).await
 }
 
 /// The station of a charger that came online or went offline follows (a station in a session or in maintenance

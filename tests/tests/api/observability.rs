@@ -82,6 +82,54 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
     .execute(&owner)
     .await
     .unwrap();
+    // A charger still marked online though silent for ten minutes (its API process stopped without closing the
+    // connection), with a command sent and unanswered, its station shown online: the workers set it offline. Another
+    // tenant's charger heard 30 seconds ago stays online with its connection.
+    let (bay, charger) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "insert into station (tenant_id, id, venue_id, name, kind, control, status)
+         values ($1, $2, $3, 'Bay', 'ev_charger', 'ocpp', 'online')",
+    )
+    .bind(tenant)
+    .bind(bay)
+    .bind(venue)
+    .execute(&owner)
+    .await
+    .unwrap();
+    let call = Uuid::new_v4();
+    for (who, id, station, identity, minutes) in [
+        (Some(tenant), charger, Some(bay), "BAY-1", 10),
+        (None, Uuid::new_v4(), None, "LOBBY-1", 0),
+    ] {
+        sqlx::query(
+            "insert into charger (tenant_id, id, station_id, charge_point_id, registration, online, connection_id,
+                                  last_seen_at)
+             select t.id, $2, $3, $4, case when $3 is null then 'pending' else 'accepted' end::charger_registration,
+                    true, gen_random_uuid(), now() - make_interval(mins => $5) - interval '30 seconds'
+               from tenant t where t.id = $1 or ($1 is null and t.id in (select tenant_id from venue) and t.id <> $6)
+              order by t.id limit 1",
+        )
+        .bind(who)
+        .bind(id)
+        .bind(station)
+        .bind(identity)
+        .bind(minutes)
+        .bind(tenant)
+        .execute(&owner)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "insert into ocpp_call (tenant_id, id, charger_id, action, payload, status, connection_id, sent_at)
+         select tenant_id, $2, id, 'UnlockConnector', '{\"connectorId\": 1}', 'sent', connection_id, now()
+           from charger where id = $1",
+    )
+    .bind(charger)
+    .bind(call)
+    .execute(&owner)
+    .await
+    .unwrap();
+
     // Two PC-agent stations: one agent reported disconnected ten minutes ago, the other reconnected since.
     let bridge: Uuid = sqlx::query_scalar("select id from bridge where name = 'Back room'")
         .fetch_one(&owner)
@@ -190,7 +238,7 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
         ("sessions_active{kind=\"rental\"}", 0.0),
         ("active_rentals_total", 0.0),
         ("edge_bridges_offline", 2.0),
-        ("ocpp_chargers_offline", 0.0),
+        ("ocpp_chargers_offline", 1.0),
         ("agents_offline", 1.0),
         ("edge_ejects_unanswered", 1.0),
         ("billing_oldest_due_seconds", 0.0),
@@ -242,6 +290,62 @@ async fn the_workers_export_platform_gauges_that_count_what_the_database_holds()
         (plug_status.as_str(), lobby_online, lobby_tunnel),
         ("offline", true, true)
     );
+    // A heartbeat on a tunnel the cloud no longer holds (it raced the workers) leaves the bridge offline.
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(tenant))
+        .await
+        .unwrap();
+    let marked = switchyard_core::bridges::seen(&mut tx, cellar, Some(Uuid::new_v4()), None, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let online: bool = sqlx::query_scalar("select online from bridge where id = $1")
+        .bind(cellar)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!((marked, online), (false, false));
+
+    // The silent charger is offline, its last heard time kept; its station followed, its command failed, and its
+    // venue heard so. The other tenant's charger is untouched.
+    let (online, connection, last_seen_old, bay_status, call_status, heard): (
+        bool,
+        Option<Uuid>,
+        bool,
+        String,
+        String,
+        i64,
+    ) = sqlx::query_as(
+        "select c.online, c.connection_id, c.last_seen_at < now() - interval '10 minutes',
+                (select status::text from station where id = c.station_id),
+                (select status from ocpp_call where id = $2),
+                (select count(*) from live_event_pending p where p.subject_id = c.id and p.kind = 'charger.offline')
+                + (select count(*) from live_event e where e.subject_id = c.id and e.kind = 'charger.offline')
+           from charger c where c.id = $1",
+    )
+    .bind(charger)
+    .bind(call)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            online,
+            connection,
+            last_seen_old,
+            bay_status.as_str(),
+            call_status.as_str(),
+            heard
+        ),
+        (false, None, true, "offline", "error", 1)
+    );
+    let (lobby_online, lobby_connected): (bool, bool) = sqlx::query_as(
+        "select online, connection_id is not null from charger where charge_point_id = 'LOBBY-1'",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!((lobby_online, lobby_connected), (true, true));
 }
 
 /// The API counts session starts, ends by outcome and durations when their transaction commits.

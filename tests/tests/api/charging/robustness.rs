@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use switchyard_tests::ocpp_peer::{ocpp_url, ChargePoint, OcppVersion};
 use switchyard_tests::{gql_code, spawn_app, spawn_app_with};
+use uuid::Uuid;
 
 use super::{boot, charger, site, until_charger};
 
@@ -549,6 +550,75 @@ async fn a_new_connection_replaces_the_old_and_a_silent_charger_is_found_dead() 
     })
     .await;
     drop(silent);
+}
+
+/// The workers set offline a charger silent for three minutes (its API process stopped without closing the
+/// connection; `observability` has that side). A live connection is never taken for one: it marks its charger seen
+/// on its own checks, though the charger says nothing between heartbeats five minutes apart.
+#[tokio::test]
+async fn a_connected_charger_that_says_nothing_is_still_marked_seen_and_never_set_offline_as_silent(
+) {
+    let app = spawn_app_with(&[("OCPP_CHECK_SECS", "1")]).await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let connection: Option<Uuid> =
+        sqlx::query_scalar("select connection_id from charger where id = $1")
+            .bind(s.charger)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(connection.is_some());
+    // As if last heard ten minutes ago; from now on the charger sends nothing (it only answers pings).
+    sqlx::query("update charger set last_seen_at = now() - interval '10 minutes' where id = $1")
+        .bind(s.charger)
+        .execute(&app.owner)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let fresh: bool = sqlx::query_scalar(
+            "select last_seen_at > now() - interval '1 minute' from charger where id = $1",
+        )
+        .bind(s.charger)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        if fresh {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection's checks never marked its charger seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The workers' sweep does not list it, and setting it offline as silent changes nothing.
+    let db = switchyard_tests::app_db(2);
+    let silent = db
+        .system()
+        .silent_chargers(1000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!silent.contains(&(s.t.id, s.charger)), "{silent:?}");
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(s.t.id))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let was = switchyard_core::charging::silent(&mut tx, s.charger)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!was);
+    let (online, still): (bool, Option<Uuid>) =
+        sqlx::query_as("select online, connection_id from charger where id = $1")
+            .bind(s.charger)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((online, still), (true, connection));
+    // And the charger is still served on that connection.
+    let beat = cp.call("Heartbeat", json!({})).await;
+    assert!(beat.is_ok(), "{beat:?}");
 }
 
 #[tokio::test]
