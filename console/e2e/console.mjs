@@ -189,6 +189,32 @@ try {
   await editPrice.getByRole('button', { name: 'Save tariff' }).click();
   await price('The whole venue: Evening').getByText('(version 2)').waitFor();
   await price('The whole venue: Evening').getByTestId('price-summary').filter({ hasText: /^€66\.00 an hour, at most €40\.00 a day$/ }).waitFor();
+  // Someone else raises it while it is being edited again: the save, made from version 2, is refused; the row shows
+  // their version 3, the form keeps what was typed, and saving again makes it version 4.
+  await price('The whole venue: Evening').getByRole('button', { name: 'Edit The whole venue: Evening', exact: true }).click();
+  await editPrice.getByLabel('Price per hour (EUR)').fill('78');
+  const elsewhere = await fetch(`${base}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: owner.email, password: owner.password }),
+  }).then((r) => r.json());
+  const asOwner = (query, variables) =>
+    fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${elsewhere.access_token}` },
+      body: JSON.stringify({ query, variables }),
+    }).then((r) => r.json());
+  const evening = (await asOwner('{ tariffs { id name } }', {})).data?.tariffs?.find((x) => x.name === 'Evening');
+  const raisedElsewhere = await asOwner('mutation($t: UUID!) { updateTariff(id: $t, terms: {currency: "EUR", perMinute: 120}) { version } }', { t: evening?.id });
+  check(raisedElsewhere.data?.updateTariff?.version === 3, `the edit elsewhere: ${JSON.stringify(raisedElsewhere)}`);
+  await editPrice.getByRole('button', { name: 'Save tariff' }).click();
+  await editPrice.getByRole('alert').filter({ hasText: 'Someone changed this tariff while you were editing it' }).waitFor();
+  await price('The whole venue: Evening').getByText('(version 3)').waitFor();
+  await price('The whole venue: Evening').getByTestId('price-summary').filter({ hasText: /^€72\.00 an hour$/ }).waitFor();
+  check((await editPrice.getByLabel('Price per hour (EUR)').inputValue()) === '78', 'the refused form kept what was typed');
+  await editPrice.getByRole('button', { name: 'Save tariff' }).click();
+  await price('The whole venue: Evening').getByText('(version 4)').waitFor();
+  await price('The whole venue: Evening').getByTestId('price-summary').filter({ hasText: /^€78\.00 an hour, at most €40\.00 a day$/ }).waitFor();
   // The venue's edge bridge: registered, and its install command with the token shown once.
   await page.getByLabel('Bridge name').fill('Front desk');
   await page.getByRole('button', { name: 'Register bridge' }).click();

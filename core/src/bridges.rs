@@ -267,8 +267,9 @@ pub async fn tunnel_closed(tx: &mut TenantTx, id: Uuid, tunnel: Uuid) -> Result<
 
 /// The bridge has not been heard from for two minutes (by the database's clock) though still marked online: the
 /// API process that held its tunnel stopped without closing it. It is offline from when it was last heard, as a
-/// closed tunnel makes it. Returns whether it was. A live tunnel that was merely slow finds itself replaced at its
-/// next message and the bridge connects again, online.
+/// closed tunnel makes it. Returns whether it was. The venue is woken: a tunnel task still running somewhere on a
+/// link that died without a close finds itself replaced and closes, ending the chargers it relays. A live tunnel
+/// that was merely slow does the same, and the bridge connects again, online.
 pub async fn silent(tx: &mut TenantTx, id: Uuid) -> Result<bool> {
     let venue: Option<Uuid> = sqlx::query_scalar(
         "update bridge set online = false, tunnel_down_at = last_seen_at, tunnel_id = null
@@ -282,6 +283,7 @@ pub async fn silent(tx: &mut TenantTx, id: Uuid) -> Result<bool> {
     match venue {
         Some(venue) => {
             announce(tx, id, venue, false).await?;
+            tx.wake_venue(venue).await?;
             Ok(true)
         }
         None => Ok(false),

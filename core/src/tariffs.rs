@@ -118,11 +118,20 @@ pub async fn update(
     id: Uuid,
     name: Option<&str>,
     terms: Option<Terms>,
+    expected_version: Option<i32>,
 ) -> Result<Tariff> {
     actor.require_manager()?;
     // Held: an assignment made meanwhile (its reference to the tariff waits) is seen below, and two edits take turns.
     tx.lock_row("tariff", id, RowLock::Update).await?;
     let current = get(tx, id).await?;
+    // An edit made from what a form showed: terms it did not show (changed by someone else meanwhile) would be lost.
+    if let Some(expected) = expected_version.filter(|v| *v != current.version) {
+        return Err(Error::Conflict(format!(
+            "this tariff was changed meanwhile: it is at version {}, not {expected}; reload it and make your change \
+             again",
+            current.version
+        )));
+    }
     if actor.venues.is_some() {
         // A tariff is the tenant's and may price several venues: a manager of some venues changes only one that
         // prices none of the others.

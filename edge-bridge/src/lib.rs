@@ -55,6 +55,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where the venue's chargers connect (`ws://<this>/ocpp/<chargePointId>`); none: no OCPP server.
     pub ocpp_listen: Option<std::net::SocketAddr>,
+    /// WebSocket pings to the venue's chargers, and the silence after which one is taken for dead.
+    pub ocpp_keepalive: ocpp::Keepalive,
 }
 
 impl Config {
@@ -135,6 +137,11 @@ impl Config {
                     })
                 })
                 .transpose()?,
+            ocpp_keepalive: ocpp::Keepalive {
+                ping: millis("BRIDGE_OCPP_PING_MS", 20_000)?.max(Duration::from_millis(100)),
+                dead_after: millis("BRIDGE_OCPP_DEAD_AFTER_MS", 50_000)?
+                    .max(Duration::from_millis(200)),
+            },
             mqtt_url: var("BRIDGE_MQTT_URL"),
             credentials_file: var("BRIDGE_CREDENTIALS").map(PathBuf::from),
             readings: Some(millis("BRIDGE_READINGS_MS", 60_000)?)
@@ -347,7 +354,7 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         .map(|listener| tokio::spawn(agents::serve(listener, shared.clone())));
     let ocpp_server = bind(config.ocpp_listen, "the OCPP server")
         .await?
-        .map(|listener| tokio::spawn(ocpp::serve(listener, shared.clone())));
+        .map(|listener| tokio::spawn(ocpp::serve(listener, shared.clone(), config.ocpp_keepalive)));
     let mut backoff = Duration::from_millis(250);
     loop {
         let began = tokio::time::Instant::now();
@@ -1723,7 +1730,11 @@ mod tests {
             let addr = listener.local_addr()?;
             servers.push(match serve {
                 0 => tokio::spawn(agents::serve(listener, shared.clone())),
-                1 => tokio::spawn(ocpp::serve(listener, shared.clone())),
+                1 => tokio::spawn(ocpp::serve(
+                    listener,
+                    shared.clone(),
+                    ocpp::Keepalive::default(),
+                )),
                 _ => tokio::spawn(metrics::serve(listener, shared.clone())),
             });
             silent.push((addr, tokio::net::TcpStream::connect(addr).await?));

@@ -66,7 +66,7 @@ async fn render(shared: &Shared) -> String {
             state.offset_ms,
         )
     };
-    let metrics: [(&str, &str, &str, String); 12] = [
+    let metrics: [(&str, &str, &str, String); 14] = [
         (
             "edge_bridge_tunnel_up",
             "gauge",
@@ -126,6 +126,18 @@ async fn render(shared: &Shared) -> String {
             "gauge",
             "chargers connected to the local OCPP server",
             shared.ocpp.connected().to_string(),
+        ),
+        (
+            "edge_bridge_ocpp_pings_total",
+            "counter",
+            "WebSocket pings sent to the venue's chargers",
+            shared.ocpp.pings.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "edge_bridge_ocpp_chargers_dead_total",
+            "counter",
+            "chargers closed for answering no ping (gone without closing their connection)",
+            shared.ocpp.dead.load(Ordering::Relaxed).to_string(),
         ),
         (
             "edge_bridge_ocpp_offline_messages_total",

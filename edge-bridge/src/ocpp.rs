@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -98,6 +99,9 @@ pub struct Ocpp {
     online: std::sync::atomic::AtomicBool,
     /// Messages the bridge answered itself.
     pub offline_messages: AtomicU64,
+    /// WebSocket pings sent to chargers, and chargers closed for answering none.
+    pub pings: AtomicU64,
+    pub dead: AtomicU64,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -128,6 +132,8 @@ impl Ocpp {
             up_rx: tokio::sync::Mutex::new(up_rx),
             online: Default::default(),
             offline_messages: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
         })
     }
 
@@ -557,15 +563,34 @@ fn basic_password(request: &Request, identity: &str) -> Option<String> {
     (user == identity).then(|| password.to_owned())
 }
 
+/// How the bridge finds a charger dead that went away without closing (power cut, cable pulled): the cloud only
+/// sees the bridge, so without this such a charger would stay online, its commands timing out one by one.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// A WebSocket ping this often (`BRIDGE_OCPP_PING_MS`) ...
+    pub ping: Duration,
+    /// ... and a charger that sent nothing, not even a pong, for this long is closed (`BRIDGE_OCPP_DEAD_AFTER_MS`).
+    pub dead_after: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            ping: Duration::from_secs(20),
+            dead_after: Duration::from_secs(50),
+        }
+    }
+}
+
 /// Accepts chargers until the task is dropped (which closes their connections too).
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, keepalive: Keepalive) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = crate::next_connection(&listener, "ocpp").await;
         while connections.try_join_next().is_some() {}
         let shared = shared.clone();
         connections.spawn(async move {
-            if let Err(e) = charger(stream, &shared).await {
+            if let Err(e) = charger(stream, &shared, keepalive).await {
                 tracing::info!(%peer, error = %e, "charger connection ended");
             }
         });
@@ -576,7 +601,11 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     clippy::result_large_err,
     reason = "the handshake callback's error type is tungstenite's"
 )]
-async fn charger(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result<()> {
+async fn charger(
+    stream: tokio::net::TcpStream,
+    shared: &Shared,
+    keepalive: Keepalive,
+) -> anyhow::Result<()> {
     let mut hello = None;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_CHARGER_FRAME))
@@ -604,17 +633,32 @@ async fn charger(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Resu
     let (to_charger, mut outbox) = mpsc::unbounded_channel::<Message>();
     shared.ocpp.register(id, hello, to_charger);
     let (mut sink, mut stream) = ws.split();
+    let mut ping = tokio::time::interval(keepalive.ping);
+    ping.tick().await;
+    let mut heard = tokio::time::Instant::now();
     let ended: anyhow::Result<()> = async {
         loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    if heard.elapsed() >= keepalive.dead_after {
+                        tracing::info!(connection = %id, "charger answered no ping: taken for dead");
+                        shared.ocpp.dead.fetch_add(1, Ordering::Relaxed);
+                        let _ = crate::write(&mut sink, close(1001, "no answer to pings".into()), crate::LAN_WRITE_TIMEOUT)
+                            .await;
+                        return Ok(());
+                    }
+                    crate::write(&mut sink, Message::Ping(Default::default()), crate::LAN_WRITE_TIMEOUT).await?;
+                    shared.ocpp.pings.fetch_add(1, Ordering::Relaxed);
+                }
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
+                        heard = tokio::time::Instant::now();
                         if let Some(answer) = from_charger(shared, id, text.as_str()).await {
                             crate::write(&mut sink, Message::text(answer), crate::LAN_WRITE_TIMEOUT).await?;
                         }
                     }
                     Some(Ok(Message::Close(_))) | None => return Ok(()),
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => heard = tokio::time::Instant::now(),
                     Some(Err(e)) => return Err(e.into()),
                 },
                 out = outbox.recv() => match out {

@@ -221,7 +221,8 @@ impl TariffMutation {
         Ok(tariff.into())
     }
 
-    /// Renames the tariff and/or replaces its terms (a new version).
+    /// Renames the tariff and/or replaces its terms (a new version). With `expectedVersion` (the version the edit
+    /// was made from), refused with `conflict` when the tariff has changed since, so that nobody's change is lost.
     #[graphql(guard = "ManagerGuard")]
     async fn update_tariff(
         &self,
@@ -229,9 +230,11 @@ impl TariffMutation {
         id: Uuid,
         name: Option<String>,
         terms: Option<TariffTerms>,
+        expected_version: Option<i32>,
     ) -> async_graphql::Result<Tariff> {
         let (actor, mut tx) = begin(ctx).await?;
-        let tariff = tariffs::update(&mut tx, actor, id, name.as_deref(), terms.map(Into::into))
+        let terms = terms.map(Into::into);
+        let tariff = tariffs::update(&mut tx, actor, id, name.as_deref(), terms, expected_version)
             .await
             .gql()?;
         tx.commit().await.gql()?;

@@ -128,6 +128,34 @@ pub fn ocpp_url(addr: impl fmt::Display, id: &str) -> String {
     format!("ws://{addr}/ocpp/{id}")
 }
 
+/// A charger that connects (`ocpp1.6`, HTTP Basic) and then never reads its socket: it answers no ping, as a
+/// charger whose power was cut without the connection closing. Dropping it closes the TCP connection.
+pub async fn unanswering_socket(
+    url: &str,
+    id: &str,
+    password: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use base64::Engine;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap_or_else(|e| panic!("{e}"));
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{password}"));
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Basic {auth}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    headers.insert(
+        "sec-websocket-protocol",
+        "ocpp1.6".parse().unwrap_or_else(|e| panic!("{e}")),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .unwrap_or_else(|e| panic!("the unanswering charger could not connect: {e}"))
+        .0
+}
+
 /// A running peer script: its stdin for commands, its stdout's JSON lines, its stderr kept for panics.
 struct PeerProcess {
     name: String,

@@ -170,7 +170,7 @@ impl Meters {
         let checks: Vec<(Uuid, Uuid)> = items.iter().filter_map(|i| i.check).collect();
         let result: switchyard_core::Result<Vec<Answer>> = async {
             // Kept plans, and a commit that does not wait for the disk: each reading is a register the next one
-            // states again, and a check reads only. The live events of billed readings (`session.metered`) are
+            // states again, and a check reads (and marks its charger seen). The live events of billed readings (`session.metered`) are
             // numbered in this transaction rather than in one of their own after it: this flush is its tenant's only
             // one in this process, and what it holds the numbering for is its last statement and a commit that does
             // not wait for the disk.

@@ -468,8 +468,8 @@ struct Conn<'a> {
     /// Whether the charger is accepted (it never goes back): then heartbeats and 1.6 meter values take the short
     /// way ([`Conn::handle`]).
     accepted: bool,
-    /// When the charger's seen mark was last written (at most every other check, as [`charging::seen`] keeps it
-    /// at most once a minute).
+    /// When the charger's seen mark was last asked for through the group commit (CALLs applied on their own also
+    /// mark it, but may find it fresh and write nothing, so they leave this as it is).
     seen_at: tokio::time::Instant,
     in_flight: Option<InFlight>,
     answered: VecDeque<(String, String)>,
@@ -477,10 +477,11 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    /// Whether the charger's seen mark is due: the connection is alive (the socket's pump closes a charger that
-    /// answers nothing, not even pings), so it is written even when the charger says nothing.
+    /// Whether the charger's seen mark is due (every other check, see [`charging::seen`]): the connection is alive
+    /// (the socket's pump, or the bridge relaying it, closes a charger that answers nothing, not even pings), so it
+    /// is written even when the charger says nothing.
     fn seen_due(&self) -> bool {
-        self.seen_at.elapsed() >= self.link.settings.check_every * 2
+        self.seen_at.elapsed() >= self.link.settings.check_every * 3 / 2
     }
 
     async fn send(&self, text: String) -> anyhow::Result<()> {
@@ -670,7 +671,6 @@ impl Conn<'_> {
         }
         .await;
         let (answer, registration) = result.map_err(Fail::into_rpc)?;
-        self.seen_at = tokio::time::Instant::now();
         self.accepted = registration == Registration::Accepted;
         Ok(answer)
     }

@@ -429,6 +429,8 @@ export const en = {
     version: (n: number) => `version ${n}`,
     saveTariff: 'Save tariff',
     newVersion: 'Saving makes a new version wherever this tariff applies; running sessions keep the one they started with.',
+    changedMeanwhile:
+      'Someone changed this tariff while you were editing it: its terms as they are now are shown above. Saving again replaces them with yours.',
     previewEnergy: 'with energy (kWh)',
     anHour: (price: string) => `${price} an hour`,
     aKwh: (price: string) => `${price} a kWh`,

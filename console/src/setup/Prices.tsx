@@ -91,12 +91,12 @@ function PriceRow({ price, scope, reload }: { price: Price; scope: string; reloa
       <button type="button" aria-expanded={editing} aria-label={`${t.setup.edit} ${label}`} onClick={() => setEditing(!editing)}>
         {t.setup.edit}
       </button>
-      {editing && <TariffEdit price={price} label={label} done={async () => { setEditing(false); await reload(); }} />}
+      {editing && <TariffEdit price={price} label={label} refresh={reload} done={async () => { setEditing(false); await reload(); }} />}
     </li>
   );
 }
 
-function TariffEdit({ price, label, done }: { price: Price; label: string; done: () => Promise<void> }) {
+function TariffEdit({ price, label, refresh, done }: { price: Price; label: string; refresh: () => Promise<void>; done: () => Promise<void> }) {
   const tariff = price.tariff;
   const [name, setName] = useState(tariff.name);
   const [draft, setDraft] = useState(() => draftOf(tariff.terms));
@@ -105,7 +105,21 @@ function TariffEdit({ price, label, done }: { price: Price; label: string; done:
     <form
       aria-label={`${t.setup.edit} ${label}`}
       onSubmit={submit(t.setup.tariff, async () => {
-        await request(UpdateTariff, { id: tariff.id, name, terms: termsOf(draft, tariff.terms.currency, tariff.terms) });
+        try {
+          await request(UpdateTariff, {
+            id: tariff.id,
+            name,
+            terms: termsOf(draft, tariff.terms.currency, tariff.terms),
+            expectedVersion: tariff.version,
+          });
+        } catch (err) {
+          // Someone else saved it since this form opened: the row shows their version, the form keeps this draft.
+          if (err instanceof ApiError && err.code === 'conflict') {
+            await refresh();
+            throw new ApiError(t.setup.changedMeanwhile, err.code);
+          }
+          throw err;
+        }
         await done();
       })}
     >

@@ -137,6 +137,7 @@ fn bridge_config(cloud_url: String, token: &str, journal: &std::path::Path) -> e
         readings: None,
         metrics_listen: None,
         ocpp_listen: None,
+        ocpp_keepalive: Default::default(),
     }
 }
 

@@ -48,6 +48,17 @@ struct RunningBridge {
 
 impl RunningBridge {
     fn start(cloud: &str, token: &str, journal: &std::path::Path, ocpp_port: u16) -> Self {
+        Self::start_with(cloud, token, journal, ocpp_port, Default::default())
+    }
+
+    /// As [`RunningBridge::start`], pinging its chargers as `keepalive` says.
+    fn start_with(
+        cloud: &str,
+        token: &str,
+        journal: &std::path::Path,
+        ocpp_port: u16,
+        keepalive: edge_bridge::ocpp::Keepalive,
+    ) -> Self {
         let metrics_port = free_port();
         let config = edge_bridge::Config {
             cloud_url: cloud.to_owned(),
@@ -69,6 +80,7 @@ impl RunningBridge {
                     .parse()
                     .unwrap_or_else(|e| panic!("{e}")),
             ),
+            ocpp_keepalive: keepalive,
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(edge_bridge::run(config, stopped));
@@ -423,6 +435,81 @@ async fn a_charger_behind_the_bridge_is_relayed_runs_offline_and_its_offline_tra
     assert_eq!(wallet(&app, &s.t, s.patron).await, (580, 0));
     let c = charger(&app, &s.t, s.charger).await;
     assert_eq!(c["transactions"].as_array().map(Vec::len), Some(2), "{c}");
+    running.stop().await;
+}
+
+/// A charger behind the bridge that goes away without closing its connection (power cut) is taken for dead by the
+/// bridge's pings, and the cloud shows it offline; one that answers them stays connected.
+#[tokio::test]
+async fn a_charger_behind_the_bridge_that_answers_no_ping_is_found_dead_and_shown_offline() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let (_, token) = bridge(&app, &s.t, s.venue).await;
+    let keepalive = edge_bridge::ocpp::Keepalive {
+        ping: Duration::from_millis(200),
+        dead_after: Duration::from_millis(1000),
+    };
+    let running = RunningBridge::start_with(
+        &format!("ws://{}/edge/v1/tunnel", app.addr),
+        &token,
+        &journal_path(),
+        free_port(),
+        keepalive,
+    );
+    running
+        .until_metric("edge_bridge_tunnel_up", |v| v == 1.0)
+        .await;
+    // One that answers pings (the Python peer's library does) stays connected through several dead-after spans.
+    let mut cp = connect(&running.url(&s.identity), &s.identity, &s.password).await;
+    let boot = call(
+        &mut cp,
+        "BootNotification",
+        json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"}),
+    )
+    .await;
+    assert_eq!(boot["status"], "Accepted", "{boot}");
+    until_charger(&app, &s.t, s.charger, "online through the bridge", |c| {
+        c["online"] == true
+    })
+    .await;
+    let pinged = running.metric("edge_bridge_ocpp_pings_total").await;
+    running
+        .until_metric("edge_bridge_ocpp_pings_total", |v| {
+            v >= pinged.unwrap_or(0.0) + 10.0
+        })
+        .await;
+    let beat = call(&mut cp, "Heartbeat", json!({})).await;
+    assert!(beat["currentTime"].is_string(), "{beat}");
+    assert_eq!(charger(&app, &s.t, s.charger).await["online"], true);
+    cp.close().await;
+    until_charger(&app, &s.t, s.charger, "offline once closed", |c| {
+        c["online"] == false
+    })
+    .await;
+
+    // One that never reads its socket again: the bridge closes it, and the cloud hears so.
+    let silent = switchyard_tests::ocpp_peer::unanswering_socket(
+        &running.url(&s.identity),
+        &s.identity,
+        &s.password,
+    )
+    .await;
+    until_charger(
+        &app,
+        &s.t,
+        s.charger,
+        "online through the unanswering socket",
+        |c| c["online"] == true,
+    )
+    .await;
+    until_charger(&app, &s.t, s.charger, "found dead by the bridge", |c| {
+        c["online"] == false
+    })
+    .await;
+    running
+        .until_metric("edge_bridge_ocpp_chargers_connected", |v| v == 0.0)
+        .await;
+    drop(silent);
     running.stop().await;
 }
 

@@ -590,6 +590,107 @@ async fn a_session_keeps_its_tariff_version_and_charges_beyond_the_wallet_become
     assert_ledger_balances(&app, f.t.id).await;
 }
 
+/// Two managers edit the same tariff from what their forms showed: the second, made from a version that is no longer
+/// current, is refused and changes nothing, so the first one's terms are not lost; at once, exactly one wins.
+#[tokio::test]
+async fn an_edit_made_from_an_older_version_of_a_tariff_is_refused_and_loses_no_change() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let update = "mutation($t: UUID!, $m: Int!, $v: Int) {
+        updateTariff(id: $t, terms: {currency: \"EUR\", perMinute: $m}, expectedVersion: $v) { version terms { perMinute } } }";
+    let first = app
+        .gql_ok(&f.t.access, update, json!({"t": f.tariff, "m": 12, "v": 1}))
+        .await;
+    assert_eq!(
+        first["updateTariff"],
+        json!({"version": 2, "terms": {"perMinute": 12}})
+    );
+    let late = app
+        .gql(
+            Some(&f.t.access),
+            update,
+            json!({"t": f.tariff, "m": 15, "v": 1}),
+        )
+        .await;
+    assert_eq!(gql_code(&late), "conflict", "{late}");
+    let message = late["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("changed meanwhile") && message.contains("version 2"),
+        "{message}"
+    );
+    // A rename made from the old version is refused too; nothing was written by either.
+    let renamed = app
+        .gql(
+            Some(&f.t.access),
+            "mutation($t: UUID!) { updateTariff(id: $t, name: \"Late\", expectedVersion: 1) { name } }",
+            json!({"t": f.tariff}),
+        )
+        .await;
+    assert_eq!(gql_code(&renamed), "conflict", "{renamed}");
+    let (name, version, versions, audited): (String, i32, i64, i64) = sqlx::query_as(
+        "select t.name, t.current_version,
+                (select count(*) from tariff_version v where v.tenant_id = t.tenant_id and v.tariff_id = t.id),
+                (select count(*) from audit_log a where a.tenant_id = t.tenant_id and a.object_id = t.id
+                   and a.action = 'tariff.update')
+           from tariff t where t.tenant_id = $1 and t.id = $2",
+    )
+    .bind(f.t.id)
+    .bind(f.tariff)
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        (name.as_str(), version, versions, audited),
+        ("Standard", 2, 2, 1)
+    );
+
+    // Made from the current version, it goes through; without an expected version, as before, it always does.
+    let current = app
+        .gql_ok(&f.t.access, update, json!({"t": f.tariff, "m": 15, "v": 2}))
+        .await;
+    assert_eq!(current["updateTariff"]["version"], 3);
+    let blind = app
+        .gql_ok(
+            &f.t.access,
+            update,
+            json!({"t": f.tariff, "m": 16, "v": null}),
+        )
+        .await;
+    assert_eq!(blind["updateTariff"]["version"], 4);
+
+    // Two edits from version 4 at once: one is version 5, the other refused.
+    let (a, b) = tokio::join!(
+        app.gql(
+            Some(&f.t.access),
+            update,
+            json!({"t": f.tariff, "m": 20, "v": 4})
+        ),
+        app.gql(
+            Some(&f.t.access),
+            update,
+            json!({"t": f.tariff, "m": 21, "v": 4})
+        ),
+    );
+    let mut outcomes = [a, b]
+        .iter()
+        .map(|r| match r["data"]["updateTariff"]["version"].as_i64() {
+            Some(v) => format!("version {v}"),
+            None => gql_code(r).to_owned(),
+        })
+        .collect::<Vec<_>>();
+    outcomes.sort();
+    assert_eq!(outcomes, ["conflict", "version 5"]);
+    let versions: i64 = sqlx::query_scalar(
+        "select count(*) from tariff_version where tenant_id = $1 and tariff_id = $2",
+    )
+    .bind(f.t.id)
+    .bind(f.tariff)
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(versions, 5);
+}
+
 #[tokio::test]
 async fn a_manager_of_one_venue_changes_only_a_tariff_that_prices_no_other_venue() {
     let app = spawn_app().await;
