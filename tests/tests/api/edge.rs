@@ -1301,6 +1301,92 @@ async fn a_pc_agent_is_warned_on_time_with_the_tunnel_cut_and_its_heartbeats_rea
     let _ = std::fs::remove_file(&journal);
 }
 
+/// An idle PC's station is online while its agent is connected to the venue's bridge, offline once the agent is
+/// gone, and online again when it comes back; each change heard live.
+#[tokio::test]
+async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
+    let app = spawn_app().await;
+    let f = crate::sessions::floor(&app).await;
+    let (key, token) = agent_station(&app, &f).await;
+    let agent_port = free_port();
+    let journal = journal_path();
+    let config = edge_bridge::Config {
+        agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
+        readings: Some(Duration::from_millis(100)),
+        ..bridge_config(
+            format!("ws://{}/edge/v1/tunnel", app.addr),
+            &token,
+            &journal,
+        )
+    };
+    let _stop = start_bridge(config);
+    wait_until("the bridge is online", || bridge_online(&app, f.t.id)).await;
+    let url = format!("ws://127.0.0.1:{agent_port}/ws/agent/{}", f.station);
+    let seen = |connected: bool, status: &'static str| {
+        let (app, token, station) = (&app, f.t.access.clone(), f.station);
+        async move {
+            let data = app
+                .gql_ok(
+                    &token,
+                    "query($s: UUID!) { station(id: $s) { status deviceState { kind report } } }",
+                    json!({"s": station}),
+                )
+                .await;
+            let s = &data["station"];
+            s["status"] == status
+                && s["deviceState"]["kind"] == "agent_state"
+                && s["deviceState"]["report"]["connected"] == connected
+        }
+    };
+    // The agent is refused until the bridge has the schedule with its station (the simulator then exits); once in,
+    // the cloud hears it connected and the station is online.
+    let connect = || async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (mut sim, lines) = agent_sim(&url, &key);
+            loop {
+                if seen(true, "ONLINE").await {
+                    return (sim, lines);
+                }
+                if sim.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the agent never showed as connected"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (mut sim, _lines) = connect().await;
+    // Gone (its PC switched off): offline.
+    sim.kill().await.unwrap();
+    wait_until("the station is offline without its agent", || {
+        seen(false, "OFFLINE")
+    })
+    .await;
+    // Back: online again.
+    let (_sim, _lines) = connect().await;
+    let heard: Vec<String> = sqlx::query_scalar(
+        "select e.data ->> 'status' from (
+           select data, created_at from live_event where tenant_id = $1 and station_id = $2 and kind = 'station.status'
+           union all
+           select data, created_at from live_event_pending where tenant_id = $1 and station_id = $2
+             and kind = 'station.status') e
+          order by e.created_at",
+    )
+    .bind(f.t.id)
+    .bind(f.station)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert!(
+        heard.ends_with(&["offline".to_owned(), "online".to_owned()]),
+        "the station's status as heard live: {heard:?}"
+    );
+}
+
 #[tokio::test]
 async fn sessions_started_through_graphql_end_at_their_planned_end_on_the_plug_and_the_agent() {
     let app = spawn_app().await;

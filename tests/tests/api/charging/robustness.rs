@@ -511,8 +511,20 @@ async fn a_new_connection_replaces_the_old_and_a_silent_charger_is_found_dead() 
     assert!(beat.is_ok(), "{beat:?}");
     let c = until_charger(&app, &s.t, s.charger, "online", |c| c["online"] == true).await;
     assert_eq!(c["online"], true);
+    // Its station can be reached while it is connected, and not once it is gone.
+    let station_status = || async {
+        app.gql_ok(
+            &s.t.access,
+            "query($s: UUID!) { station(id: $s) { status } }",
+            json!({"s": s.station}),
+        )
+        .await["station"]["status"]
+            .clone()
+    };
+    assert_eq!(station_status().await, "ONLINE");
     new.close().await;
     until_charger(&app, &s.t, s.charger, "offline", |c| c["online"] == false).await;
+    assert_eq!(station_status().await, "OFFLINE");
 
     // A charger that stops answering (power cut: no close, no pongs) is taken for dead within the setting.
     let silent =
@@ -525,11 +537,13 @@ async fn a_new_connection_replaces_the_old_and_a_silent_charger_is_found_dead() 
         |c| c["online"] == true,
     )
     .await;
+    assert_eq!(station_status().await, "ONLINE");
     // Never read from: pings go unanswered.
     until_charger(&app, &s.t, s.charger, "found dead", |c| {
         c["online"] == false
     })
     .await;
+    assert_eq!(station_status().await, "OFFLINE");
     drop(silent);
 }
 
