@@ -1,6 +1,6 @@
 -- A charger whose API process stopped without closing its connection (killed, its machine lost) stayed `online` for
 -- good: its station showed as reachable, the "charger offline" alert never fired and commands waited for a
--- connection that was gone. A live connection keeps its charger's seen mark at most about 90 seconds old (its own
+-- connection that was gone. A live connection keeps its charger's seen mark at most about 105 seconds old (its own
 -- checks, even when the charger only answers pings), so the workers take a charger silent for three minutes as offline; this
 -- lists them across tenants, (tenant, charger) ids only, oldest first. Each is then set offline inside its own
 -- tenant. Silence is measured by the database's clock, which stamped `last_seen_at`.

@@ -137,10 +137,18 @@ impl Config {
                     })
                 })
                 .transpose()?,
-            ocpp_keepalive: ocpp::Keepalive {
-                ping: millis("BRIDGE_OCPP_PING_MS", 20_000)?.max(Duration::from_millis(100)),
-                dead_after: millis("BRIDGE_OCPP_DEAD_AFTER_MS", 50_000)?
-                    .max(Duration::from_millis(200)),
+            ocpp_keepalive: {
+                let ping = millis("BRIDGE_OCPP_PING_MS", 20_000)?;
+                let dead_after = millis("BRIDGE_OCPP_DEAD_AFTER_MS", 50_000)?;
+                // A pong answers the ping before: a charger is heard at most one ping apart.
+                anyhow::ensure!(
+                    ping >= Duration::from_millis(100) && dead_after >= ping * 2,
+                    "BRIDGE_OCPP_PING_MS must be at least 100 and BRIDGE_OCPP_DEAD_AFTER_MS at least twice it \
+                     (a charger answers a ping only by the next one), not {} and {}",
+                    ping.as_millis(),
+                    dead_after.as_millis()
+                );
+                ocpp::Keepalive { ping, dead_after }
             },
             mqtt_url: var("BRIDGE_MQTT_URL"),
             credentials_file: var("BRIDGE_CREDENTIALS").map(PathBuf::from),

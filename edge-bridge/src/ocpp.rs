@@ -634,6 +634,8 @@ async fn charger(
     shared.ocpp.register(id, hello, to_charger);
     let (mut sink, mut stream) = ws.split();
     let mut ping = tokio::time::interval(keepalive.ping);
+    // After a slow write, no burst of late ticks that could judge a charger before its waiting pong is read.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut heard = tokio::time::Instant::now();
     let ended: anyhow::Result<()> = async {
@@ -643,7 +645,9 @@ async fn charger(
                     if heard.elapsed() >= keepalive.dead_after {
                         tracing::info!(connection = %id, "charger answered no ping: taken for dead");
                         shared.ocpp.dead.fetch_add(1, Ordering::Relaxed);
-                        let _ = crate::write(&mut sink, close(1001, "no answer to pings".into()), crate::LAN_WRITE_TIMEOUT)
+                        // The cloud hears at once; the close frame is a courtesy a dead charger will not read.
+                        shared.ocpp.unregister(id);
+                        let _ = crate::write(&mut sink, close(1001, "no answer to pings".into()), Duration::from_secs(1))
                             .await;
                         return Ok(());
                     }

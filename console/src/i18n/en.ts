@@ -430,7 +430,7 @@ export const en = {
     saveTariff: 'Save tariff',
     newVersion: 'Saving makes a new version wherever this tariff applies; running sessions keep the one they started with.',
     changedMeanwhile:
-      'Someone changed this tariff while you were editing it: its terms as they are now are shown above. Saving again replaces them with yours.',
+      'Someone changed this tariff while you were editing it. The form now shows their version wherever you had changed nothing; saving again puts your changes over it.',
     previewEnergy: 'with energy (kWh)',
     anHour: (price: string) => `${price} an hour`,
     aKwh: (price: string) => `${price} a kWh`,

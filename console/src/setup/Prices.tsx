@@ -16,7 +16,7 @@ import { money } from '../floor/model';
 import { t } from '../i18n';
 import { Outcome, Panel, Text, useSubmit } from '../ui';
 import { toMinor } from './money';
-import { draftOf, NEW, summary, termsOf, type Draft } from './terms';
+import { draftOf, NEW, rebase, summary, termsOf, type Draft } from './terms';
 
 type Venue = { id: string; currency: string; timezone: string };
 type Price = NonNullable<VenuePricesResult['venue']>['prices'][number];
@@ -100,6 +100,16 @@ function TariffEdit({ price, label, refresh, done }: { price: Price; label: stri
   const tariff = price.tariff;
   const [name, setName] = useState(tariff.name);
   const [draft, setDraft] = useState(() => draftOf(tariff.terms));
+  // What the form was opened from (name and terms): when someone else saves the tariff meanwhile, the fields not
+  // touched here take their values, so a second save undoes nothing of theirs that was not changed here.
+  const [base, setBase] = useState(() => ({ version: tariff.version, name: tariff.name, draft: draftOf(tariff.terms) }));
+  useEffect(() => {
+    if (tariff.version === base.version && tariff.name === base.name) return;
+    const now = draftOf(tariff.terms);
+    setDraft((d) => rebase(d, base.draft, now));
+    setName((n) => (n === base.name ? tariff.name : n));
+    setBase({ version: tariff.version, name: tariff.name, draft: now });
+  }, [tariff, base]);
   const [error, saved, submit] = useSubmit();
   return (
     <form
@@ -108,7 +118,8 @@ function TariffEdit({ price, label, refresh, done }: { price: Price; label: stri
         try {
           await request(UpdateTariff, {
             id: tariff.id,
-            name,
+            // Sent only when changed here, so a rename made elsewhere meanwhile stands.
+            name: name === base.name ? undefined : name,
             terms: termsOf(draft, tariff.terms.currency, tariff.terms),
             expectedVersion: tariff.version,
           });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { draftOf, summary, termsOf, type Terms } from './terms';
+import { draftOf, rebase, summary, termsOf, type Terms } from './terms';
 
 const stored: Terms = {
   currency: 'EUR',
@@ -25,6 +25,12 @@ describe('tariff terms in the set-up forms', () => {
   it('send back what was typed and keep the terms the form does not show', () => {
     const sent = termsOf({ ...draftOf(stored), perHour: '66', dailyCap: '' }, 'EUR', stored);
     expect(sent).toEqual({ ...stored, perMinute: 110, dailyCap: null });
+  });
+  it('take what someone else saved meanwhile wherever nothing was typed', () => {
+    const opened = draftOf(stored);
+    const typed = { ...opened, perHour: '78', pausable: true };
+    const theirs = { ...opened, perHour: '72.00', dailyCap: '', freeMinutes: '0' };
+    expect(rebase(typed, opened, theirs)).toEqual({ ...theirs, perHour: '78', pausable: true });
   });
   it('read what is not a number as nothing', () => {
     const sent = termsOf({ perHour: 'x', perKwh: '', freeMinutes: '-3', billingStep: 'y', minimum: '', dailyCap: ' ', pausable: true }, 'EUR');

@@ -33,6 +33,13 @@ export function draftOf(terms: Terms): Draft {
   };
 }
 
+/** A draft made from `from` brought onto `to` (someone else saved the tariff meanwhile): each field still as it was in
+ * `from` takes its value in `to`, and each field typed since keeps what was typed. */
+export function rebase(draft: Draft, from: Draft, to: Draft): Draft {
+  const keys = Object.keys(draft) as (keyof Draft)[];
+  return Object.fromEntries(keys.map((k) => [k, draft[k] === from[k] ? to[k] : draft[k]])) as Draft;
+}
+
 /** The terms to send: what the form shows over `base` (a tariff's other terms — deposit, bands, tier discounts —
  * are kept as they are). */
 export function termsOf(d: Draft, currency: string, base?: Terms): TariffTermsInput {

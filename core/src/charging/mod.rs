@@ -929,7 +929,7 @@ pub async fn disconnected(tx: &mut TenantTx, id: Uuid, connection: Uuid) -> Resu
 
 /// The charger has not been heard from for three minutes (by the database's clock) though still marked online: the
 /// API process that held its connection stopped without closing it (a live connection keeps its charger's seen mark
-/// at most about 90 seconds old, see [`seen`]). It is offline as a closed connection makes it, its last heard
+/// at most about 105 seconds old, see [`seen`]). It is offline as a closed connection makes it, its last heard
 /// time kept. Returns whether it was. A live connection that was merely slow finds itself replaced at its next
 /// check and closes; the charger connects again, online.
 pub async fn silent(tx: &mut TenantTx, id: Uuid) -> Result<bool> {
@@ -980,9 +980,10 @@ pub(crate) async fn wake(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
 }
 
 /// These chargers said something, or their live connection is checked: they are alive. Written only when the mark
-/// is 30 seconds old or more, to spare writes. A connection asks for it every other check (at most 30 seconds
-/// apart), so after each ask the mark is at most 30 seconds old and the next ask comes within a minute: a live
-/// charger's mark is never more than about 90 seconds old, well within the workers' three minutes ([`silent`]).
+/// is 30 seconds old or more, to spare writes. A connection asks for it once 1.5 checks have passed since it last
+/// asked (checks at most 30 seconds apart), so the next ask comes within 75 seconds, and after each ask the mark is
+/// at most 30 seconds old: a live charger's mark is never more than about 105 seconds old, well within the workers'
+/// three minutes ([`silent`]).
 pub async fn seen(tx: &mut TenantTx, ids: &[Uuid]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());

@@ -477,13 +477,13 @@ async fn in_chromium_an_owner_signs_up_sets_up_and_runs_the_floor_while_staff_st
         (&json!(53.5413), &json!(9.9843), &json!(150))
     );
     // Two tariffs: the evening one for the venue, edited three times (66.00 an hour, at most 40.00 a day; 72.00 an
-    // hour by someone else meanwhile; then 78.00 an hour, the cap kept, once the console had refused the save made from
-    // version 2), and one for its consoles (90.00 an hour, the first 10 minutes free).
+    // hour with no cap by someone else meanwhile; then 78.00 an hour once the console had refused the save made from
+    // version 2, their lifted cap kept), and one for its consoles (90.00 an hour, the first 10 minutes free).
     assert_eq!(
         venues["tariffs"],
         json!([
             {"name": "Consoles", "version": 1, "terms": {"perMinute": 150, "freeMinutes": 10, "dailyCap": null}},
-            {"name": "Evening", "version": 4, "terms": {"perMinute": 130, "freeMinutes": 0, "dailyCap": 4000}},
+            {"name": "Evening", "version": 4, "terms": {"perMinute": 130, "freeMinutes": 0, "dailyCap": null}},
         ])
     );
     assert_eq!(
