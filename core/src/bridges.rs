@@ -625,7 +625,8 @@ pub async fn record_event(
         let reachable = match kind {
             "device_state" => body.get("reachable").and_then(serde_json::Value::as_bool),
             "agent_state" => body.get("connected").and_then(serde_json::Value::as_bool),
-            "cabinet_state" => Some(true),
+            // A cabinet's slots say nothing of whether it is there now (the broker keeps them): its `status`, reported
+            // as `device_state`, does.
             _ => None,
         };
         if let Some(reachable) = reachable {

@@ -181,6 +181,12 @@ pub async fn start(
             "this cabinet is offline (its venue's edge bridge is not connected), so it cannot eject a powerbank now: try again shortly or ask staff".into(),
         ));
     }
+    // Nor while the cabinet itself is gone (its status, by the broker's last will): the eject would only time out.
+    if station.control == StationControl::Cabinet && stations::unreachable(tx, station.id).await? {
+        return Err(Error::Conflict(
+            "this cabinet is not answering (switched off or off the network), so it cannot eject a powerbank now: try again shortly or ask staff".into(),
+        ));
+    }
     let patron = patrons::get(tx, patron_id).await?;
     let venue = venues::get(tx, station.venue_id).await?;
     let tariff = tariffs::version(tx, tariff_id, version).await?;

@@ -279,6 +279,18 @@ pub(crate) async fn follow_presence(
     Ok(())
 }
 
+/// Whether the station's device said it cannot be reached (its last report through the bridge).
+pub(crate) async fn unreachable(tx: &mut TenantTx, station: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select device_reachable is false from station where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(station)
+    .fetch_optional(tx.conn())
+    .await?
+    .unwrap_or(false))
+}
+
 /// The device of a station behind an edge bridge answered the bridge's reading at `at` or not (a PC agent
 /// connected or not): the station's status follows when that changed. A report older than one already recorded
 /// (sent again after a failure, after newer ones) changes nothing.
@@ -293,7 +305,7 @@ pub(crate) async fn device_reachable(
           where tenant_id = $1 and id = $2 and device_reachable is distinct from $3
             and not exists (select 1 from bridge_event e
                              where e.tenant_id = $1 and e.station_id = $2 and e.occurred_at > $4
-                               and e.kind in ('device_state', 'agent_state', 'cabinet_state'))
+                               and e.kind in ('device_state', 'agent_state'))
           returning venue_id",
     )
     .bind(tx.tenant())

@@ -8,13 +8,15 @@
 //! change, and charges its powerbanks by 1 % every `charge_every`. Two more topics stand in for a person at the
 //! cabinet: `cabinet/<id>/sim/insert` `{"slot", "asset", "battery"}` puts a powerbank into a slot (reported as
 //! `evt/returned`), and `cabinet/<id>/sim/jam` `{"slot", "jammed"}` jams or frees a slot. Every action is printed
-//! as a JSON line.
+//! as a JSON line. Each cabinet also holds a connection of its own to the broker, as a real cabinet's controller
+//! would, that says `status` `{"online": true}` and leaves `{"online": false}` as its last will: when the simulator
+//! stops without a goodbye (killed, dropped), the broker tells the bridge every cabinet is gone.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -207,6 +209,39 @@ fn print(cabinet: &str, what: &str, body: &Value) {
     );
 }
 
+/// Keeps a cabinet's own connection to the broker: `status` online once connected (again), offline by its last will.
+async fn announce_presence(id: String, host: String, port: u16) {
+    let topic = crate::cabinets::status_topic(&id);
+    let mut options = MqttOptions::new(
+        format!("switchyard-cabinet-{}", Uuid::new_v4().simple()),
+        host,
+        port,
+    );
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_last_will(LastWill::new(
+        topic.clone(),
+        json!({"online": false}).to_string(),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (client, mut events) = AsyncClient::new(options, 8);
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                let online = json!({"online": true}).to_string();
+                if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, online) {
+                    tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: cannot say it is online");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: presence connection lost; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// A running simulator; dropping it stops it.
 pub struct Sim {
     task: tokio::task::JoinHandle<()>,
@@ -275,10 +310,16 @@ pub async fn start(config: SimConfig) -> anyhow::Result<Sim> {
     );
     options.set_keep_alive(Duration::from_secs(15));
     let (client, mut events) = AsyncClient::new(options, 256);
+    // Dropped with the task: their sockets close without a goodbye, and the broker publishes their wills.
+    let mut presence = tokio::task::JoinSet::new();
+    for id in cabinets.keys() {
+        presence.spawn(announce_presence(id.clone(), host.to_owned(), port));
+    }
     let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();
     let fail_rate = config.fail_rate.clamp(0.0, 1.0);
     let charge_every = config.charge_every;
     let task = tokio::spawn(async move {
+        let _presence = presence;
         let mut ready_tx = Some(ready_tx);
         let mut waiting_subacks = 0usize;
         let mut charging = charge_every.map(|every| {

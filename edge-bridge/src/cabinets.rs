@@ -7,6 +7,9 @@
 //! - cabinet → bridge `cabinet/<id>/evt/returned` `{"slot", "asset"}`: a powerbank was put into a slot.
 //! - cabinet → bridge `cabinet/<id>/state` (retained) `{"slots": [{"slot", "asset", "battery", "charging",
 //!   "fault"}]}`: every slot, published on every change.
+//! - cabinet → bridge `cabinet/<id>/status` (retained) `{"online": true}` once connected to the broker; the cabinet
+//!   sets its MQTT last will to `{"online": false}` (retained) on the same topic, so the broker says so when the
+//!   cabinet is gone (power cut, network lost). The bridge reports it as the station's device state (`reachable`).
 //!
 //! A station with control `cabinet` names its cabinet in `control_settings.cabinet_id`; `eject_timeout_secs`
 //! (default 30) is how long the bridge waits for an answer before it reports the eject failed (`timeout`).
@@ -44,6 +47,10 @@ pub fn eject_topic(cabinet: &str) -> String {
     format!("cabinet/{cabinet}/cmd/eject")
 }
 
+pub fn status_topic(cabinet: &str) -> String {
+    format!("cabinet/{cabinet}/status")
+}
+
 fn slot(body: &Value) -> Option<i32> {
     body.get("slot")
         .and_then(Value::as_i64)
@@ -67,6 +74,12 @@ pub fn event_of(what: &str, body: &Value) -> Option<Event> {
         "evt/returned" => Some(Event::CabinetReturned {
             slot: slot(body)?,
             asset: text(body, "asset")?,
+        }),
+        "status" => Some(Event::DeviceState {
+            reachable: body.get("online")?.as_bool()?,
+            on: None,
+            power_w: None,
+            energy_wh: None,
         }),
         _ => None,
     }
@@ -123,6 +136,16 @@ mod tests {
         assert_eq!(event_of("evt/returned", &json!({"slot": 1})), None);
         assert_eq!(event_of("evt/ejected", &json!({"ok": true})), None);
         assert_eq!(event_of("evt/other", &json!({})), None);
+        assert_eq!(
+            event_of("status", &json!({"online": false})),
+            Some(Event::DeviceState {
+                reachable: false,
+                on: None,
+                power_w: None,
+                energy_wh: None
+            })
+        );
+        assert_eq!(event_of("status", &json!({"online": "yes"})), None);
         let state = json!({"slots": [{"slot": 1, "asset": "pb-1", "battery": 140, "charging": true},
                                      {"slot": 2, "asset": null, "fault": "jammed"}, {"nonsense": 1}]});
         assert_eq!(

@@ -114,6 +114,7 @@ impl Mqtt {
                             "tele/+/STATE",
                             "cabinet/+/evt/+",
                             "cabinet/+/state",
+                            "cabinet/+/status",
                         ] {
                             let _ = subscriber.subscribe(filter, QoS::AtLeastOnce).await;
                         }

@@ -44,6 +44,8 @@ export function deviceLine(d: DeviceReport): { text: string; problem: boolean } 
   const parts: string[] = [];
   if (d.on !== null) parts.push(d.on ? t.floor.powerOn : t.floor.powerOff);
   if (d.power_w !== null) parts.push(`${d.power_w} W`);
+  // A report that says only that the device answers (a cabinet's status).
+  if (parts.length === 0 && d.reachable === true) return { text: t.floor.deviceAnswering, problem: false };
   if (parts.length === 0) parts.push(d.kind.replace(/_/g, ' '));
   return { text: t.floor.device(parts.join(', ')), problem: false };
 }

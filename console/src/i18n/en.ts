@@ -42,6 +42,7 @@ export const en = {
   },
   floor: {
     deviceUnreachable: 'device unreachable',
+    deviceAnswering: 'device answering',
     agentConnected: 'PC agent connected',
     agentGone: 'PC agent not connected',
     powerOn: 'power on',

@@ -800,6 +800,94 @@ async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_re
 /// act on, and nothing is taken (the quote stays usable). An eject the bridge never took (it dropped right after
 /// the start and came back later) is not sent once its deadline has passed: the rental is voided, the powerbank
 /// stays docked and everything the patron paid comes back.
+/// A cabinet that goes away (its controller killed: the broker publishes its last will) shows offline and rents
+/// nothing, a quote kept; back, it is online and the same quote rents.
+#[tokio::test]
+async fn a_cabinet_that_goes_away_shows_offline_and_rents_nothing_until_it_is_back() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    let sim = simulator(&s, 0.0).await;
+    let (_bridge, journal) = bridge(&app, &s);
+    let presence = |want: (&'static str, Option<bool>)| {
+        let app = &app;
+        let station = c.a;
+        async move {
+            let got: (String, Option<bool>) =
+                sqlx::query_as("select status::text, device_reachable from station where id = $1")
+                    .bind(station)
+                    .fetch_one(&app.owner)
+                    .await
+                    .unwrap();
+            (got.0.as_str(), got.1) == want
+        }
+    };
+    wait_until("cabinet A says it is online", || {
+        presence(("online", Some(true)))
+    })
+    .await;
+
+    // Killed without a goodbye: offline, heard as the station's device state.
+    drop(sim);
+    wait_until("cabinet A is gone", || presence(("offline", Some(false)))).await;
+    let status = app
+        .gql_ok(
+            &c.t.access,
+            "query($s: UUID!) { station(id: $s) { status } }",
+            json!({"s": c.a}),
+        )
+        .await;
+    assert_eq!(status["station"]["status"], "OFFLINE", "{status}");
+    let before = (wallet(&app, c).await, footprint(&app, c.t.id).await);
+    let (code, quote) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{quote}");
+    let start = json!({"quote_id": quote["quote_id"]});
+    let (code, refused) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("gone-1"),
+        start.clone(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cabinet is not answering") && message.contains("try again"),
+        "{message}"
+    );
+    assert_eq!(
+        (wallet(&app, c).await, footprint(&app, c.t.id).await),
+        before
+    );
+    assert_eq!(ejects(&app, c, c.a).await, 0);
+
+    // Back: online, and the same quote rents its powerbank.
+    let _sim = simulator(&s, 0.0).await;
+    wait_until("cabinet A is back", || presence(("online", Some(true)))).await;
+    let (code, started) = post(
+        &app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some("gone-2"),
+        start,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{started}");
+    wait_until("the cabinet ejects it", || async {
+        ejects(&app, c, c.a).await == 1
+    })
+    .await;
+    let _ = std::fs::remove_file(&journal);
+}
+
 #[tokio::test]
 async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_deadline_voids_the_rental_unsent(
 ) {
