@@ -15,11 +15,13 @@ export function useSubmit(): [string | null, string | null, (what: string, f: ()
     if (sending.current) return;
     sending.current = true;
     setError(null);
-    setSaved(null);
+    // Said while the request is on its way (at most the request timeout), so a slow save is not taken for none.
+    setSaved(t.setup.saving);
     try {
       await f();
       setSaved(t.setup.saved(what));
     } catch (err) {
+      setSaved(null);
       setError(err instanceof ApiError ? (err.field ? `${err.field}: ${err.message}` : err.message) : t.errors.generic);
     } finally {
       sending.current = false;

@@ -212,11 +212,9 @@ fn print(cabinet: &str, what: &str, body: &Value) {
 /// Keeps a cabinet's own connection to the broker: `status` online once connected (again), offline by its last will.
 async fn announce_presence(id: String, host: String, port: u16) {
     let topic = crate::cabinets::status_topic(&id);
-    let mut options = MqttOptions::new(
-        format!("switchyard-cabinet-{}", Uuid::new_v4().simple()),
-        host,
-        port,
-    );
+    // A stable client id, as the protocol asks: a cabinet back before the broker noticed its old connection died takes
+    // that connection over, whose will then comes before the new `online`, never after it.
+    let mut options = MqttOptions::new(format!("switchyard-cabinet-{id}"), host, port);
     options.set_keep_alive(Duration::from_secs(15));
     options.set_last_will(LastWill::new(
         topic.clone(),

@@ -75,13 +75,22 @@ pub fn event_of(what: &str, body: &Value) -> Option<Event> {
             slot: slot(body)?,
             asset: text(body, "asset")?,
         }),
-        "status" => Some(Event::DeviceState {
-            reachable: body.get("online")?.as_bool()?,
-            on: None,
-            power_w: None,
-            energy_wh: None,
-        }),
         _ => None,
+    }
+}
+
+/// Whether a cabinet's `status` says it is online.
+pub fn status_of(body: &Value) -> Option<bool> {
+    body.get("online")?.as_bool()
+}
+
+/// What the bridge reports of a cabinet's `status`: whether its station's device can be reached.
+pub fn status_event(online: bool) -> Event {
+    Event::DeviceState {
+        reachable: online,
+        on: None,
+        power_w: None,
+        energy_wh: None,
     }
 }
 
@@ -136,16 +145,9 @@ mod tests {
         assert_eq!(event_of("evt/returned", &json!({"slot": 1})), None);
         assert_eq!(event_of("evt/ejected", &json!({"ok": true})), None);
         assert_eq!(event_of("evt/other", &json!({})), None);
-        assert_eq!(
-            event_of("status", &json!({"online": false})),
-            Some(Event::DeviceState {
-                reachable: false,
-                on: None,
-                power_w: None,
-                energy_wh: None
-            })
-        );
-        assert_eq!(event_of("status", &json!({"online": "yes"})), None);
+        assert_eq!(status_of(&json!({"online": false})), Some(false));
+        assert_eq!(status_of(&json!({"online": "yes"})), None);
+        assert_eq!(event_of("status", &json!({"online": true})), None);
         let state = json!({"slots": [{"slot": 1, "asset": "pb-1", "battery": 140, "charging": true},
                                      {"slot": 2, "asset": null, "fault": "jammed"}, {"nonsense": 1}]});
         assert_eq!(

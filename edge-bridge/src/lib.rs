@@ -217,6 +217,9 @@ struct Station {
     unreachable: bool,
     /// The last reading reported (device or agent state).
     reported: Option<Event>,
+    /// A cabinet's last `status` reported (online or not); forgotten when the station's control settings change, as
+    /// the cloud then forgets what the device answered.
+    status_reported: Option<bool>,
     /// The session this bridge ended at its planned end: never switched on again, even by a schedule that still
     /// has it running (one sent before the cloud learnt of the end, or an extension that came too late).
     ended: Option<Uuid>,
@@ -612,6 +615,9 @@ async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
             .or_else(|| state.journal.ended_unacknowledged(plan.station_id))
             .filter(|ended| plan.session_id == Some(*ended));
         let driver = Driver::for_plan(&plan);
+        let status_reported = known
+            .filter(|s| s.plan.control == plan.control && s.plan.settings == plan.settings)
+            .and_then(|s| s.status_reported);
         next.insert(
             plan.station_id,
             Station {
@@ -623,6 +629,7 @@ async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
                 warned,
                 unreachable: known.is_some_and(|s| s.unreachable),
                 reported: known.and_then(|s| s.reported.clone()),
+                status_reported,
                 ended,
             },
         );
@@ -1099,7 +1106,8 @@ async fn cabinet_loop(
         };
         let appended = {
             let mut state = shared.state.lock().await;
-            if message.what != "state" {
+            // A state or status is read from the broker's last word when routed (below), not from this message.
+            if message.what != "state" && message.what != "status" {
                 match cabinets::event_of(&message.what, &message.payload) {
                     Some(event) => {
                         if let Event::CabinetEjected { request_id, .. } = &event {
@@ -1157,6 +1165,18 @@ fn route_cabinets(
     *unrouted = kept;
     let Some(mqtt) = mqtt else { return appended };
     for (cabinet, id) in by_cabinet {
+        // Whether it is there: reported when it differs from what was last reported for the station, stamped now (a
+        // status waiting for the schedule is no older than the slots it said).
+        if let (Some(online), Some(station)) =
+            (mqtt.cabinet_status(&cabinet), stations.get_mut(&id))
+        {
+            if station.status_reported != Some(online) {
+                station.status_reported = Some(online);
+                station.unreachable = !online;
+                appended |=
+                    journal_event(journal, counters, id, now, cabinets::status_event(online));
+            }
+        }
         let Some(event) = mqtt
             .cabinet_state(&cabinet)
             .and_then(|body| cabinets::state_event(&body))
@@ -1793,6 +1813,7 @@ mod tests {
             warned: 0,
             unreachable: false,
             reported: None,
+            status_reported: None,
             ended: None,
         };
         let shared = Arc::new(Shared {

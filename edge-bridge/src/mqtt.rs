@@ -81,6 +81,8 @@ pub struct Mqtt {
     cabinets: broadcast::Sender<CabinetMessage>,
     /// Each cabinet's last `state` (retained on the broker, so known soon after connecting).
     cabinet_states: Arc<Mutex<Recent<serde_json::Value>>>,
+    /// Each cabinet's last `status`: online or not.
+    cabinet_statuses: Arc<Mutex<Recent<bool>>>,
 }
 
 impl Mqtt {
@@ -103,7 +105,12 @@ impl Mqtt {
         let (subscriber, store, notify) = (client.clone(), seen.clone(), changed.clone());
         let (cabinets, _) = broadcast::channel(1024);
         let cabinet_states = Arc::new(Mutex::new(Recent::<serde_json::Value>::new(MAX_TOPICS)));
-        let (to_cabinets, states) = (cabinets.clone(), cabinet_states.clone());
+        let cabinet_statuses = Arc::new(Mutex::new(Recent::<bool>::new(MAX_TOPICS)));
+        let (to_cabinets, states, statuses) = (
+            cabinets.clone(),
+            cabinet_states.clone(),
+            cabinet_statuses.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 match events.poll().await {
@@ -134,6 +141,16 @@ impl Mqtt {
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .heard(cabinet) = payload.clone();
+                        }
+                        if what == "status" {
+                            let Some(online) = crate::cabinets::status_of(&payload) else {
+                                tracing::warn!(topic = %p.topic, "a cabinet status without a true or false `online`");
+                                continue;
+                            };
+                            *statuses
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .heard(cabinet) = online;
                         }
                         let _ = to_cabinets.send(CabinetMessage {
                             cabinet: cabinet.to_owned(),
@@ -189,6 +206,7 @@ impl Mqtt {
             changed,
             cabinets,
             cabinet_states,
+            cabinet_statuses,
         })
     }
 
@@ -204,6 +222,15 @@ impl Mqtt {
             .unwrap_or_else(|e| e.into_inner())
             .get(cabinet)
             .cloned()
+    }
+
+    /// Whether the cabinet last said it is online (its `status`), if it has said.
+    pub fn cabinet_status(&self, cabinet: &str) -> Option<bool> {
+        self.cabinet_statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(cabinet)
+            .copied()
     }
 
     /// Publishes a JSON message (QoS 1, not retained).

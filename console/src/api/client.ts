@@ -1,13 +1,23 @@
+import { t } from '../i18n';
 import { auth, ApiError } from './auth';
 import type { Operation } from './operation';
 
 type GqlError = { message: string; extensions?: { code?: string; field?: string } };
 
-/** Runs a query or mutation as the signed-in member; a refused access token is renewed once and the call repeated. */
-export async function request<R, V>(op: Operation<R, V>, variables: V): Promise<R> {
+/** How long a query or mutation may take before the console gives up on it and says so (a stalled connection would
+ * otherwise leave a form waiting for good). */
+export const REQUEST_TIMEOUT_MS = 45_000;
+
+/** Runs a query or mutation as the signed-in member; a refused access token is renewed once and the call repeated.
+ * Failures are `ApiError`s whose message a person can act on: the server's own, or the console's when the server could
+ * not be reached (`network`), took too long (`timeout`) or answered with no GraphQL result (`unavailable`). */
+export async function request<R, V>(op: Operation<R, V>, variables: V, timeoutMs = REQUEST_TIMEOUT_MS): Promise<R> {
   for (let attempt = 0; ; attempt++) {
     const token = await auth.accessToken();
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
     let response: Response;
+    let body: { data?: R; errors?: GqlError[] } | null;
     try {
       response = await fetch('/graphql', {
         method: 'POST',
@@ -16,11 +26,15 @@ export async function request<R, V>(op: Operation<R, V>, variables: V): Promise<
           ...(token ? { authorization: `Bearer ${token}` } : {}),
         },
         body: JSON.stringify({ query: op.text, operationName: op.name, variables }),
+        signal: controller.signal,
       });
+      body = (await response.json().catch(() => null)) as typeof body;
     } catch {
-      throw new ApiError('network', 'network');
+      throw controller.signal.aborted ? new ApiError(t.errors.timeout, 'timeout') : new ApiError(t.errors.network, 'network');
+    } finally {
+      clearTimeout(timer);
     }
-    const body = (await response.json().catch(() => null)) as { data?: R; errors?: GqlError[] } | null;
+    if (controller.signal.aborted) throw new ApiError(t.errors.timeout, 'timeout');
     const error = body?.errors?.[0];
     if (error) {
       const code = (error.extensions?.code ?? 'error').toLowerCase();
@@ -28,7 +42,10 @@ export async function request<R, V>(op: Operation<R, V>, variables: V): Promise<
       if (code === 'unauthenticated') auth.dropped();
       throw new ApiError(error.message, code, error.extensions?.field);
     }
-    if (!response.ok || !body?.data) throw new ApiError(response.statusText, 'error', undefined, response.status);
+    if (!response.ok || !body?.data) {
+      // A proxy's page or an empty answer (the server restarting, a gateway timing out): nothing to show as is.
+      throw new ApiError(response.status >= 500 ? t.errors.unavailable : t.errors.generic, 'unavailable', undefined, response.status);
+    }
     return body.data;
   }
 }

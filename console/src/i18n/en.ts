@@ -447,6 +447,7 @@ export const en = {
     previewAt: 'starting',
     total: 'Total',
     saved: (what: string) => `${what} saved.`,
+    saving: 'Saving…',
     bridge: 'Edge bridge',
     bridgeName: 'Bridge name',
     createBridge: 'Register bridge',
@@ -491,6 +492,8 @@ export const en = {
   errors: {
     generic: 'Something went wrong. Try again.',
     network: 'The server cannot be reached. Check the connection and try again.',
+    timeout: 'The server did not answer in time. Check the connection, then look whether the change was made before trying again.',
+    unavailable: 'The server is not answering right now (it may be restarting). Try again in a moment.',
   },
 };
 

@@ -796,10 +796,6 @@ async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_re
     let _ = std::fs::remove_file(&journal);
 }
 
-/// A cabinet whose venue's bridge is not connected cannot eject: renting there is refused with a reason a patron can
-/// act on, and nothing is taken (the quote stays usable). An eject the bridge never took (it dropped right after
-/// the start and came back later) is not sent once its deadline has passed: the rental is voided, the powerbank
-/// stays docked and everything the patron paid comes back.
 /// A cabinet that goes away (its controller killed: the broker publishes its last will) shows offline and rents
 /// nothing, a quote kept; back, it is online and the same quote rents.
 #[tokio::test]
@@ -888,6 +884,10 @@ async fn a_cabinet_that_goes_away_shows_offline_and_rents_nothing_until_it_is_ba
     let _ = std::fs::remove_file(&journal);
 }
 
+/// A cabinet whose venue's bridge is not connected cannot eject: renting there is refused with a reason a patron can
+/// act on, and nothing is taken (the quote stays usable). An eject the bridge never took (it dropped right after
+/// the start and came back later) is not sent once its deadline has passed: the rental is voided, the powerbank
+/// stays docked and everything the patron paid comes back.
 #[tokio::test]
 async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_deadline_voids_the_rental_unsent(
 ) {
