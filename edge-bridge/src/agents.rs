@@ -90,12 +90,12 @@ pub fn stop_message(session: Option<Uuid>, action: &str) -> Value {
 }
 
 /// Accepts agents until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, keepalive: crate::Keepalive) {
     loop {
         let (stream, peer) = crate::next_connection(&listener, "agents").await;
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = agent(stream, &shared).await {
+            if let Err(e) = agent(stream, &shared, keepalive).await {
                 tracing::info!(%peer, error = %e, "agent connection ended");
             }
         });
@@ -111,7 +111,11 @@ pub(crate) fn sha256_hex(text: &str) -> String {
     clippy::result_large_err,
     reason = "the handshake callback's error type is tungstenite's"
 )]
-async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result<()> {
+async fn agent(
+    stream: tokio::net::TcpStream,
+    shared: &Shared,
+    keepalive: crate::Keepalive,
+) -> anyhow::Result<()> {
     let mut seen: Option<(String, Option<String>)> = None;
     let handshake =
         tokio_tungstenite::accept_hdr_async(stream, |request: &Request, response: Response| {
@@ -193,14 +197,33 @@ async fn agent(stream: tokio::net::TcpStream, shared: &Shared) -> anyhow::Result
         return Ok(());
     };
     tracing::info!(%station, "agent connected");
+    // A PC switched off at the wall closes nothing: without pings its agent would stay connected for hours.
+    let mut liveness = crate::Liveness::new(keepalive);
     let result = async {
         loop {
             tokio::select! {
+                alive = liveness.due() => {
+                    if !alive {
+                        tracing::info!(%station, "agent answered no ping: taken for dead");
+                        crate::metrics::Counters::add(&shared.counters.agents_dead, 1);
+                        let close = Message::Close(Some(CloseFrame {
+                            code: CloseCode::Away,
+                            reason: "no answer to pings".into(),
+                        }));
+                        let _ = crate::write(&mut ws, close, crate::DEAD_CLOSE_TIMEOUT).await;
+                        return Ok(());
+                    }
+                    crate::write(&mut ws, Message::Ping(Default::default()), crate::LAN_WRITE_TIMEOUT).await?;
+                    crate::metrics::Counters::add(&shared.counters.pings, 1);
+                }
                 outgoing = rx.recv() => {
                     let Some(text) = outgoing else { return Ok(()) };
                     crate::write(&mut ws, Message::text(text), crate::LAN_WRITE_TIMEOUT).await?;
                 }
                 incoming = ws.next() => {
+                    if matches!(incoming, Some(Ok(_))) {
+                        liveness.heard();
+                    }
                     match incoming {
                         None | Some(Ok(Message::Close(_))) => return Ok(()),
                         Some(Err(e)) => return Err(anyhow::Error::from(e)),

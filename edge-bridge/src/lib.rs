@@ -55,9 +55,65 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where the venue's chargers connect (`ws://<this>/ocpp/<chargePointId>`); none: no OCPP server.
     pub ocpp_listen: Option<std::net::SocketAddr>,
-    /// WebSocket pings to the venue's chargers, and the silence after which one is taken for dead.
-    pub ocpp_keepalive: ocpp::Keepalive,
+    /// WebSocket pings to the chargers and PC agents connected to the bridge, and the silence after which one is
+    /// taken for dead.
+    pub local_keepalive: Keepalive,
 }
+
+/// How the bridge finds a charger or a PC agent dead that went away without closing its connection (power cut, cable
+/// pulled): the cloud only hears of it through the bridge, so without this it would stay connected for hours (until
+/// the operating system gives up on the socket), its commands timing out one by one.
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// A WebSocket ping this often (`BRIDGE_LOCAL_PING_MS`) ...
+    pub ping: Duration,
+    /// ... and a peer that sent nothing, not even a pong, for this long is closed (`BRIDGE_LOCAL_DEAD_AFTER_MS`).
+    pub dead_after: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Self {
+            ping: Duration::from_secs(20),
+            dead_after: Duration::from_secs(50),
+        }
+    }
+}
+
+/// One connection's [`Keepalive`]: when it was last heard, and when to ping it next.
+pub(crate) struct Liveness {
+    interval: tokio::time::Interval,
+    heard: tokio::time::Instant,
+    dead_after: Duration,
+}
+
+impl Liveness {
+    pub(crate) fn new(keepalive: Keepalive) -> Self {
+        let start = tokio::time::Instant::now();
+        let mut interval = tokio::time::interval_at(start + keepalive.ping, keepalive.ping);
+        // After a slow write, no burst of late ticks that could judge a peer before its waiting pong is read.
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            interval,
+            heard: start,
+            dead_after: keepalive.dead_after,
+        }
+    }
+
+    /// The peer sent something (a frame, a pong).
+    pub(crate) fn heard(&mut self) {
+        self.heard = tokio::time::Instant::now();
+    }
+
+    /// Waits for the next ping: true when it is to be sent, false when the peer has been silent too long.
+    pub(crate) async fn due(&mut self) -> bool {
+        self.interval.tick().await;
+        self.heard.elapsed() < self.dead_after
+    }
+}
+
+/// How long the close frame to a peer found dead may wait: it will most likely never be read.
+pub(crate) const DEAD_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Config {
     /// The settings from `file` (`KEY=value` lines, the format of systemd's `EnvironmentFile`), each overridden by
@@ -137,18 +193,18 @@ impl Config {
                     })
                 })
                 .transpose()?,
-            ocpp_keepalive: {
-                let ping = millis("BRIDGE_OCPP_PING_MS", 20_000)?;
-                let dead_after = millis("BRIDGE_OCPP_DEAD_AFTER_MS", 50_000)?;
-                // A pong answers the ping before: a charger is heard at most one ping apart.
+            local_keepalive: {
+                let ping = millis("BRIDGE_LOCAL_PING_MS", 20_000)?;
+                let dead_after = millis("BRIDGE_LOCAL_DEAD_AFTER_MS", 50_000)?;
+                // A pong answers the ping before: a peer is heard at most one ping apart.
                 anyhow::ensure!(
                     ping >= Duration::from_millis(100) && dead_after >= ping * 2,
-                    "BRIDGE_OCPP_PING_MS must be at least 100 and BRIDGE_OCPP_DEAD_AFTER_MS at least twice it \
-                     (a charger answers a ping only by the next one), not {} and {}",
+                    "BRIDGE_LOCAL_PING_MS must be at least 100 and BRIDGE_LOCAL_DEAD_AFTER_MS at least twice it \
+                     (a peer answers a ping only by the next one), not {} and {}",
                     ping.as_millis(),
                     dead_after.as_millis()
                 );
-                ocpp::Keepalive { ping, dead_after }
+                Keepalive { ping, dead_after }
             },
             mqtt_url: var("BRIDGE_MQTT_URL"),
             credentials_file: var("BRIDGE_CREDENTIALS").map(PathBuf::from),
@@ -362,10 +418,22 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
         .map(|listener| tokio::spawn(metrics::serve(listener, shared.clone())));
     let agent_server = bind(config.agent_listen, "the agent server")
         .await?
-        .map(|listener| tokio::spawn(agents::serve(listener, shared.clone())));
+        .map(|listener| {
+            tokio::spawn(agents::serve(
+                listener,
+                shared.clone(),
+                config.local_keepalive,
+            ))
+        });
     let ocpp_server = bind(config.ocpp_listen, "the OCPP server")
         .await?
-        .map(|listener| tokio::spawn(ocpp::serve(listener, shared.clone(), config.ocpp_keepalive)));
+        .map(|listener| {
+            tokio::spawn(ocpp::serve(
+                listener,
+                shared.clone(),
+                config.local_keepalive,
+            ))
+        });
     let mut backoff = Duration::from_millis(250);
     loop {
         let began = tokio::time::Instant::now();
@@ -1757,12 +1825,12 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             servers.push(match serve {
-                0 => tokio::spawn(agents::serve(listener, shared.clone())),
-                1 => tokio::spawn(ocpp::serve(
+                0 => tokio::spawn(agents::serve(
                     listener,
                     shared.clone(),
-                    ocpp::Keepalive::default(),
+                    Keepalive::default(),
                 )),
+                1 => tokio::spawn(ocpp::serve(listener, shared.clone(), Keepalive::default())),
                 _ => tokio::spawn(metrics::serve(listener, shared.clone())),
             });
             silent.push((addr, tokio::net::TcpStream::connect(addr).await?));
@@ -1903,7 +1971,11 @@ mod tests {
         let (shared, station, key) = agent_bridge(&journal)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(agents::serve(listener, shared.clone()));
+        let server = tokio::spawn(agents::serve(
+            listener,
+            shared.clone(),
+            Keepalive::default(),
+        ));
 
         // Connected before the scheduler looks: the scheduler's pass starts the session, once.
         let mut ws = connect_agent(&shared, addr, station, key).await?;
@@ -1950,7 +2022,11 @@ mod tests {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(agents::serve(listener, shared.clone()));
+        let server = tokio::spawn(agents::serve(
+            listener,
+            shared.clone(),
+            Keepalive::default(),
+        ));
         let refusal = |id: Uuid| async move {
             let mut request = format!("ws://{addr}/ws/agent/{id}").into_client_request()?;
             request

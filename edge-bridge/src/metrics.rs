@@ -19,6 +19,10 @@ pub struct Counters {
     pub half_open: AtomicU64,
     pub events: AtomicU64,
     pub commands: AtomicU64,
+    /// WebSocket pings sent to the chargers and PC agents connected to the bridge.
+    pub pings: AtomicU64,
+    /// PC agents closed for answering no ping (chargers: `ocpp::Ocpp::dead`).
+    pub agents_dead: AtomicU64,
 }
 
 impl Counters {
@@ -66,7 +70,7 @@ async fn render(shared: &Shared) -> String {
             state.offset_ms,
         )
     };
-    let metrics: [(&str, &str, &str, String); 14] = [
+    let metrics: [(&str, &str, &str, String); 15] = [
         (
             "edge_bridge_tunnel_up",
             "gauge",
@@ -128,10 +132,20 @@ async fn render(shared: &Shared) -> String {
             shared.ocpp.connected().to_string(),
         ),
         (
-            "edge_bridge_ocpp_pings_total",
+            "edge_bridge_pings_total",
             "counter",
-            "WebSocket pings sent to the venue's chargers",
-            shared.ocpp.pings.load(Ordering::Relaxed).to_string(),
+            "WebSocket pings sent to the chargers and PC agents connected to the bridge",
+            shared.counters.pings.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "edge_bridge_agents_dead_total",
+            "counter",
+            "PC agents closed for answering no ping (gone without closing their connection)",
+            shared
+                .counters
+                .agents_dead
+                .load(Ordering::Relaxed)
+                .to_string(),
         ),
         (
             "edge_bridge_ocpp_chargers_dead_total",

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -99,8 +98,7 @@ pub struct Ocpp {
     online: std::sync::atomic::AtomicBool,
     /// Messages the bridge answered itself.
     pub offline_messages: AtomicU64,
-    /// WebSocket pings sent to chargers, and chargers closed for answering none.
-    pub pings: AtomicU64,
+    /// Chargers closed for answering no ping.
     pub dead: AtomicU64,
 }
 
@@ -132,7 +130,6 @@ impl Ocpp {
             up_rx: tokio::sync::Mutex::new(up_rx),
             online: Default::default(),
             offline_messages: AtomicU64::new(0),
-            pings: AtomicU64::new(0),
             dead: AtomicU64::new(0),
         })
     }
@@ -563,27 +560,8 @@ fn basic_password(request: &Request, identity: &str) -> Option<String> {
     (user == identity).then(|| password.to_owned())
 }
 
-/// How the bridge finds a charger dead that went away without closing (power cut, cable pulled): the cloud only
-/// sees the bridge, so without this such a charger would stay online, its commands timing out one by one.
-#[derive(Debug, Clone, Copy)]
-pub struct Keepalive {
-    /// A WebSocket ping this often (`BRIDGE_OCPP_PING_MS`) ...
-    pub ping: Duration,
-    /// ... and a charger that sent nothing, not even a pong, for this long is closed (`BRIDGE_OCPP_DEAD_AFTER_MS`).
-    pub dead_after: Duration,
-}
-
-impl Default for Keepalive {
-    fn default() -> Self {
-        Self {
-            ping: Duration::from_secs(20),
-            dead_after: Duration::from_secs(50),
-        }
-    }
-}
-
 /// Accepts chargers until the task is dropped (which closes their connections too).
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, keepalive: Keepalive) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, keepalive: crate::Keepalive) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = crate::next_connection(&listener, "ocpp").await;
@@ -604,7 +582,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, keepalive:
 async fn charger(
     stream: tokio::net::TcpStream,
     shared: &Shared,
-    keepalive: Keepalive,
+    keepalive: crate::Keepalive,
 ) -> anyhow::Result<()> {
     let mut hello = None;
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -633,36 +611,32 @@ async fn charger(
     let (to_charger, mut outbox) = mpsc::unbounded_channel::<Message>();
     shared.ocpp.register(id, hello, to_charger);
     let (mut sink, mut stream) = ws.split();
-    let mut ping = tokio::time::interval(keepalive.ping);
-    // After a slow write, no burst of late ticks that could judge a charger before its waiting pong is read.
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    let mut heard = tokio::time::Instant::now();
+    let mut liveness = crate::Liveness::new(keepalive);
     let ended: anyhow::Result<()> = async {
         loop {
             tokio::select! {
-                _ = ping.tick() => {
-                    if heard.elapsed() >= keepalive.dead_after {
+                alive = liveness.due() => {
+                    if !alive {
                         tracing::info!(connection = %id, "charger answered no ping: taken for dead");
                         shared.ocpp.dead.fetch_add(1, Ordering::Relaxed);
                         // The cloud hears at once; the close frame is a courtesy a dead charger will not read.
                         shared.ocpp.unregister(id);
-                        let _ = crate::write(&mut sink, close(1001, "no answer to pings".into()), Duration::from_secs(1))
+                        let _ = crate::write(&mut sink, close(1001, "no answer to pings".into()), crate::DEAD_CLOSE_TIMEOUT)
                             .await;
                         return Ok(());
                     }
                     crate::write(&mut sink, Message::Ping(Default::default()), crate::LAN_WRITE_TIMEOUT).await?;
-                    shared.ocpp.pings.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::Counters::add(&shared.counters.pings, 1);
                 }
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
-                        heard = tokio::time::Instant::now();
+                        liveness.heard();
                         if let Some(answer) = from_charger(shared, id, text.as_str()).await {
                             crate::write(&mut sink, Message::text(answer), crate::LAN_WRITE_TIMEOUT).await?;
                         }
                     }
                     Some(Ok(Message::Close(_))) | None => return Ok(()),
-                    Some(Ok(_)) => heard = tokio::time::Instant::now(),
+                    Some(Ok(_)) => liveness.heard(),
                     Some(Err(e)) => return Err(e.into()),
                 },
                 out = outbox.recv() => match out {

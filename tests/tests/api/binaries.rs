@@ -804,7 +804,7 @@ async fn an_api_killed_mid_load_loses_no_committed_write_and_no_device_command()
             readings: None,
             metrics_listen: None,
             ocpp_listen: None,
-            ocpp_keepalive: Default::default(),
+            local_keepalive: Default::default(),
         },
         stopped,
     ));

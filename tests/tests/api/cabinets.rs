@@ -84,7 +84,7 @@ fn bridge(app: &TestApp, s: &Site) -> (tokio::sync::watch::Sender<bool>, std::pa
         reconnect_max: Duration::from_millis(300),
         agent_listen: None,
         ocpp_listen: None,
-        ocpp_keepalive: Default::default(),
+        local_keepalive: Default::default(),
         mqtt_url: Some(env_url("TEST_MQTT_URL")),
         credentials_file: None,
         readings: None,

@@ -137,7 +137,7 @@ fn bridge_config(cloud_url: String, token: &str, journal: &std::path::Path) -> e
         readings: None,
         metrics_listen: None,
         ocpp_listen: None,
-        ocpp_keepalive: Default::default(),
+        local_keepalive: Default::default(),
     }
 }
 
@@ -1302,7 +1302,8 @@ async fn a_pc_agent_is_warned_on_time_with_the_tunnel_cut_and_its_heartbeats_rea
 }
 
 /// An idle PC's station is online while its agent is connected to the venue's bridge, offline once the agent is
-/// gone, and online again when it comes back; each change heard live.
+/// gone, and online again when it comes back; each change heard live. An agent whose PC was switched off at the wall
+/// (its socket answers no ping) is found dead by the bridge's pings.
 #[tokio::test]
 async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
     let app = spawn_app().await;
@@ -1313,6 +1314,10 @@ async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
     let config = edge_bridge::Config {
         agent_listen: Some(format!("127.0.0.1:{agent_port}").parse().unwrap()),
         readings: Some(Duration::from_millis(100)),
+        local_keepalive: edge_bridge::Keepalive {
+            ping: Duration::from_millis(200),
+            dead_after: Duration::from_millis(3000),
+        },
         ..bridge_config(
             format!("ws://{}/edge/v1/tunnel", app.addr),
             &token,
@@ -1367,6 +1372,29 @@ async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
     })
     .await;
     // Back: online again.
+    let (mut sim, _lines) = connect().await;
+    sim.kill().await.unwrap();
+    wait_until("the station is offline again", || seen(false, "OFFLINE")).await;
+
+    // A PC switched off at the wall: its agent's socket stays open but answers no ping. Connected at first, then
+    // closed by the bridge and disconnected.
+    let silent = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    };
+    wait_until("the unanswering agent is connected", || {
+        seen(true, "ONLINE")
+    })
+    .await;
+    wait_until("the unanswering agent is found dead", || {
+        seen(false, "OFFLINE")
+    })
+    .await;
+    drop(silent);
     let (_sim, _lines) = connect().await;
     let heard: Vec<String> = sqlx::query_scalar(
         "select e.data ->> 'status' from (

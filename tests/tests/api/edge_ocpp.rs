@@ -57,7 +57,7 @@ impl RunningBridge {
         token: &str,
         journal: &std::path::Path,
         ocpp_port: u16,
-        keepalive: edge_bridge::ocpp::Keepalive,
+        keepalive: edge_bridge::Keepalive,
     ) -> Self {
         let metrics_port = free_port();
         let config = edge_bridge::Config {
@@ -80,7 +80,7 @@ impl RunningBridge {
                     .parse()
                     .unwrap_or_else(|e| panic!("{e}")),
             ),
-            ocpp_keepalive: keepalive,
+            local_keepalive: keepalive,
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(edge_bridge::run(config, stopped));
@@ -445,7 +445,7 @@ async fn a_charger_behind_the_bridge_that_answers_no_ping_is_found_dead_and_show
     let app = spawn_app().await;
     let s = site(&app).await;
     let (_, token) = bridge(&app, &s.t, s.venue).await;
-    let keepalive = edge_bridge::ocpp::Keepalive {
+    let keepalive = edge_bridge::Keepalive {
         ping: Duration::from_millis(200),
         dead_after: Duration::from_millis(3000),
     };
@@ -472,9 +472,9 @@ async fn a_charger_behind_the_bridge_that_answers_no_ping_is_found_dead_and_show
         c["online"] == true
     })
     .await;
-    let pinged = running.metric("edge_bridge_ocpp_pings_total").await;
+    let pinged = running.metric("edge_bridge_pings_total").await;
     running
-        .until_metric("edge_bridge_ocpp_pings_total", |v| {
+        .until_metric("edge_bridge_pings_total", |v| {
             v >= pinged.unwrap_or(0.0) + 20.0
         })
         .await;
