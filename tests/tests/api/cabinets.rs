@@ -796,6 +796,38 @@ async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_re
     let _ = std::fs::remove_file(&journal);
 }
 
+/// A rental quoted at cabinet A whose start is refused (`409`, a message saying `why` and to try again) with nothing
+/// taken: the start's body, for the same quote to be tried again.
+async fn start_refused(app: &TestApp, c: &Cabinets, key: &str, why: &str) -> Value {
+    let before = (wallet(app, c).await, footprint(app, c.t.id).await);
+    let (status, quote) = post(
+        app,
+        &c.t.access,
+        "/api/v1/rentals/quote",
+        None,
+        json!({"user_id": c.patron, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    let start = json!({"quote_id": quote["quote_id"]});
+    let (status, refused) = post(
+        app,
+        &c.t.access,
+        "/api/v1/rentals/start",
+        Some(key),
+        start.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(why) && message.contains("try again"),
+        "{message}"
+    );
+    assert_eq!((wallet(app, c).await, footprint(app, c.t.id).await), before);
+    start
+}
+
 /// A cabinet that goes away (its controller killed: the broker publishes its last will) shows offline and rents
 /// nothing, a quote kept; back, it is online and the same quote rents.
 #[tokio::test]
@@ -834,35 +866,7 @@ async fn a_cabinet_that_goes_away_shows_offline_and_rents_nothing_until_it_is_ba
         )
         .await;
     assert_eq!(status["station"]["status"], "OFFLINE", "{status}");
-    let before = (wallet(&app, c).await, footprint(&app, c.t.id).await);
-    let (code, quote) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": c.a}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK, "{quote}");
-    let start = json!({"quote_id": quote["quote_id"]});
-    let (code, refused) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/start",
-        Some("gone-1"),
-        start.clone(),
-    )
-    .await;
-    assert_eq!(code, StatusCode::CONFLICT, "{refused}");
-    let message = refused["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("cabinet is not answering") && message.contains("try again"),
-        "{message}"
-    );
-    assert_eq!(
-        (wallet(&app, c).await, footprint(&app, c.t.id).await),
-        before
-    );
+    let start = start_refused(&app, c, "gone-1", "cabinet is not answering").await;
     assert_eq!(ejects(&app, c, c.a).await, 0);
 
     // Back: online, and the same quote rents its powerbank.
@@ -894,35 +898,7 @@ async fn a_cabinet_whose_bridge_is_away_rents_nothing_and_an_eject_past_its_dead
     let app = spawn_app().await;
     let s = site(&app).await;
     let c = &s.c;
-    let before = (wallet(&app, c).await, footprint(&app, c.t.id).await);
-    let (status, quote) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": c.a}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{quote}");
-    let start = json!({"quote_id": quote["quote_id"]});
-    let (status, refused) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/start",
-        Some("away-1"),
-        start.clone(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
-    let message = refused["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("cabinet is offline") && message.contains("try again"),
-        "{message}"
-    );
-    assert_eq!(
-        (wallet(&app, c).await, footprint(&app, c.t.id).await),
-        before
-    );
+    let start = start_refused(&app, c, "away-1", "cabinet is offline").await;
     assert_eq!(
         docked(&app, c, c.a).await,
         [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]

@@ -164,6 +164,23 @@ async fn call(cp: &mut ChargePoint, action: &str, payload: Value) -> Value {
         .unwrap_or_else(|e| panic!("{action} failed: {e}"))
 }
 
+/// The site's 1.6 charger connected at the bridge's `url`, booted (accepted by the cloud) and online.
+async fn boot_relayed(app: &TestApp, s: &crate::charging::Site, url: &str) -> ChargePoint {
+    let mut cp = connect(url, &s.identity, &s.password).await;
+    let boot = call(
+        &mut cp,
+        "BootNotification",
+        json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"}),
+    )
+    .await;
+    assert_eq!(boot["status"], "Accepted", "{boot}");
+    until_charger(app, &s.t, s.charger, "the relayed charger online", |c| {
+        c["online"] == true
+    })
+    .await;
+    cp
+}
+
 fn journal_path() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("edge-ocpp-test-{}.jsonl", Uuid::new_v4().simple()))
 }
@@ -460,18 +477,7 @@ async fn a_charger_behind_the_bridge_that_answers_no_ping_is_found_dead_and_show
         .until_metric("edge_bridge_tunnel_up", |v| v == 1.0)
         .await;
     // One that answers pings (the Python peer's library does) stays connected longer than the silence that ends one.
-    let mut cp = connect(&running.url(&s.identity), &s.identity, &s.password).await;
-    let boot = call(
-        &mut cp,
-        "BootNotification",
-        json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"}),
-    )
-    .await;
-    assert_eq!(boot["status"], "Accepted", "{boot}");
-    until_charger(&app, &s.t, s.charger, "online through the bridge", |c| {
-        c["online"] == true
-    })
-    .await;
+    let mut cp = boot_relayed(&app, &s, &running.url(&s.identity)).await;
     let pinged = running.metric("edge_bridge_pings_total").await;
     running
         .until_metric("edge_bridge_pings_total", |v| {
@@ -573,18 +579,7 @@ async fn a_charger_behind_the_bridge_keeps_its_previous_password_until_the_new_o
         .until_metric("edge_bridge_tunnel_up", |v| v == 1.0)
         .await;
     let url = running.url(&s.identity);
-    let mut cp = connect(&url, &s.identity, &s.password).await;
-    let boot = call(
-        &mut cp,
-        "BootNotification",
-        json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"}),
-    )
-    .await;
-    assert_eq!(boot["status"], "Accepted", "{boot}");
-    until_charger(&app, &s.t, s.charger, "the relayed charger online", |c| {
-        c["online"] == true
-    })
-    .await;
+    let mut cp = boot_relayed(&app, &s, &url).await;
     // A new password reaches the charger through the tunnel, and the charger drops before it answers.
     cp.reply_silent("ChangeConfiguration").await;
     let lost = app
