@@ -66,6 +66,7 @@ describe('deviceLine', () => {
   it('marks an unreachable device as a problem', () => {
     expect(deviceLine({ kind: 'device_state', reachable: false, on: null, power_w: null, reported_at: at }).problem).toBe(true);
     expect(deviceLine({ kind: 'device_state', reachable: true, on: null, power_w: null, reported_at: at })).toEqual({ text: 'device answering', problem: false });
+    expect(deviceLine({ kind: 'cabinet_state', reachable: null, on: null, power_w: null, reported_at: at })).toEqual({ text: 'cabinet: slots reported', problem: false });
   });
   it('says whether a PC agent is connected', () => {
     expect(deviceLine({ kind: 'agent_state', reachable: true, on: null, power_w: null, reported_at: at })).toEqual({ text: 'PC agent connected', problem: false });

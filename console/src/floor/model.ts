@@ -41,6 +41,7 @@ export function deviceLine(d: DeviceReport): { text: string; problem: boolean } 
     return d.reachable ? { text: t.floor.agentConnected, problem: false } : { text: t.floor.agentGone, problem: true };
   }
   if (d.reachable === false) return { text: t.floor.deviceUnreachable, problem: true };
+  if (d.kind === 'cabinet_state') return { text: t.floor.cabinetReported, problem: false };
   const parts: string[] = [];
   if (d.on !== null) parts.push(d.on ? t.floor.powerOn : t.floor.powerOff);
   if (d.power_w !== null) parts.push(`${d.power_w} W`);

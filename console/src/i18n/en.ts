@@ -43,6 +43,7 @@ export const en = {
   floor: {
     deviceUnreachable: 'device unreachable',
     deviceAnswering: 'device answering',
+    cabinetReported: 'cabinet: slots reported',
     agentConnected: 'PC agent connected',
     agentGone: 'PC agent not connected',
     powerOn: 'power on',
