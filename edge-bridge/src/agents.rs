@@ -33,8 +33,11 @@ use crate::Shared;
 /// Connected agents by station, and their last heartbeat.
 #[derive(Default)]
 pub struct Agents {
-    connected: std::sync::Mutex<HashMap<Uuid, mpsc::UnboundedSender<String>>>,
+    /// By station: the connection's number and its sender. A new connection of the station's agent replaces the old
+    /// one (whose loop then ends); an ending connection removes only its own entry.
+    connected: std::sync::Mutex<HashMap<Uuid, (u64, mpsc::UnboundedSender<String>)>>,
     heartbeats: std::sync::Mutex<HashMap<Uuid, Value>>,
+    numbered: std::sync::atomic::AtomicU64,
 }
 
 impl Agents {
@@ -43,7 +46,7 @@ impl Agents {
         let connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
         connected
             .get(&station)
-            .is_some_and(|tx| tx.send(message.to_string()).is_ok())
+            .is_some_and(|(_, tx)| tx.send(message.to_string()).is_ok())
     }
 
     /// How many agents are connected.
@@ -140,6 +143,10 @@ async fn agent(
         .strip_prefix("/ws/agent/")
         .and_then(|id| id.parse::<Uuid>().ok());
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let number = shared
+        .agents
+        .numbered
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Under the state lock, which the scheduler holds while it tells agents: either the scheduler already started
     // the session (told no one, the agent was not here) and the start is queued here, or it has not and will send it
     // to the agent registered here. Never both: an agent gets exactly one `session_start`.
@@ -174,7 +181,7 @@ async fn agent(
                             .connected
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(s.plan.station_id, tx);
+                            .insert(s.plan.station_id, (number, tx));
                         Ok(())
                     }
                     _ => Err("the agent key is missing or wrong for this station"),
@@ -246,18 +253,22 @@ async fn agent(
         }
     }
     .await;
-    shared
+    // Unless a newer connection of the agent took the station's place meanwhile.
+    let mut connected = shared
         .agents
         .connected
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&station);
-    shared
-        .agents
-        .heartbeats
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&station);
+        .unwrap_or_else(|e| e.into_inner());
+    if connected.get(&station).is_some_and(|(n, _)| *n == number) {
+        connected.remove(&station);
+        shared
+            .agents
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&station);
+    }
+    drop(connected);
     tracing::info!(%station, "agent disconnected");
     result
 }

@@ -198,9 +198,10 @@ impl Config {
                 let dead_after = millis("BRIDGE_LOCAL_DEAD_AFTER_MS", 50_000)?;
                 // A pong answers the ping before: a peer is heard at most one ping apart.
                 anyhow::ensure!(
-                    ping >= Duration::from_millis(100) && dead_after >= ping * 2,
-                    "BRIDGE_LOCAL_PING_MS must be at least 100 and BRIDGE_LOCAL_DEAD_AFTER_MS at least twice it \
-                     (a peer answers a ping only by the next one), not {} and {}",
+                    (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&ping)
+                        && (ping * 2..=Duration::from_secs(7200)).contains(&dead_after),
+                    "BRIDGE_LOCAL_PING_MS must be from 100 to 3600000 and BRIDGE_LOCAL_DEAD_AFTER_MS from twice it to \
+                     7200000 (a peer answers a ping only by the next one), not {} and {}",
                     ping.as_millis(),
                     dead_after.as_millis()
                 );
@@ -683,9 +684,11 @@ async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
             .or_else(|| state.journal.ended_unacknowledged(plan.station_id))
             .filter(|ended| plan.session_id == Some(*ended));
         let driver = Driver::for_plan(&plan);
-        let status_reported = known
-            .filter(|s| s.plan.control == plan.control && s.plan.settings == plan.settings)
-            .and_then(|s| s.status_reported);
+        // What was reported of the device stands only while it is the same device: with a new control or new
+        // settings the cloud forgets what the old one answered, so the new one's first answer is reported.
+        let same_device =
+            known.filter(|s| s.plan.control == plan.control && s.plan.settings == plan.settings);
+        let status_reported = same_device.and_then(|s| s.status_reported);
         next.insert(
             plan.station_id,
             Station {
@@ -695,8 +698,8 @@ async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
                 told_until,
                 told_session,
                 warned,
-                unreachable: known.is_some_and(|s| s.unreachable),
-                reported: known.and_then(|s| s.reported.clone()),
+                unreachable: same_device.is_some_and(|s| s.unreachable),
+                reported: same_device.and_then(|s| s.reported.clone()),
                 status_reported,
                 ended,
             },

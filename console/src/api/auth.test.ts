@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { Auth } from './auth';
+import { Auth, AUTH_TIMEOUT_MS } from './auth';
 
 function pair(token: string) {
   return new Response(JSON.stringify({ access_token: token, refresh_token: '', expires_in: 900, tenant_id: 't' }), { status: 200 });
@@ -39,6 +39,28 @@ describe('the console sign-in', () => {
     expect(await auth.refresh()).toBeNull();
     expect(auth.signedIn).toBe(false);
     expect(seen).toEqual([false]);
+  });
+
+  it('gives up on a refresh that gets no answer, so the next one asks again', async () => {
+    vi.useFakeTimers();
+    try {
+      let calls = 0;
+      const fetcher = vi.fn((_: string, init: RequestInit) => {
+        calls += 1;
+        if (calls > 1) return Promise.resolve(pair('A2'));
+        return new Promise<Response>((_resolve, reject) =>
+          init.signal?.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))),
+        );
+      });
+      const auth = new Auth(fetcher as unknown as typeof fetch);
+      const stalled = auth.refresh();
+      const failed = expect(stalled).rejects.toMatchObject({ name: 'AbortError' });
+      await vi.advanceTimersByTimeAsync(AUTH_TIMEOUT_MS);
+      await failed;
+      expect((await auth.refresh())?.accessToken).toBe('A2');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('reports a refused login with the server message', async () => {

@@ -17,6 +17,9 @@ export class ApiError extends Error {
 
 type Listener = (signedIn: boolean) => void;
 
+/** How long a sign-in, refresh or sign-out request may take. */
+export const AUTH_TIMEOUT_MS = 30_000;
+
 const COOKIE_MODE = { 'x-switchyard-refresh': 'cookie', 'content-type': 'application/json' };
 
 /** Reads an error answer of the REST API (`{ error: { code, message, field } }`) into an ApiError. */
@@ -61,13 +64,22 @@ export class Auth {
     this.listeners.forEach((l) => l(tokens !== null));
   }
 
+  /** Gives up after `AUTH_TIMEOUT_MS` (an `AbortError`): a stalled refresh would otherwise hold every request that
+   * waits for it. */
   private async post(path: string, body: unknown): Promise<Response> {
-    return this.fetcher(path, {
-      method: 'POST',
-      headers: COOKIE_MODE,
-      credentials: 'same-origin',
-      body: JSON.stringify(body),
-    });
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), AUTH_TIMEOUT_MS);
+    try {
+      return await this.fetcher(path, {
+        method: 'POST',
+        headers: COOKIE_MODE,
+        credentials: 'same-origin',
+        body: JSON.stringify(body),
+        signal: controller.signal,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private accept(pair: { access_token: string; expires_in: number; tenant_id: string }): Tokens {

@@ -3,10 +3,11 @@ import { ApiError } from './auth';
 import { request } from './client';
 import type { Operation } from './operation';
 
-// Signed out: no token to renew, so each test's fetch sees only the request itself.
+// Signed out: no token to renew, so each test's fetch sees only the request itself (unless a test renews).
+const renewal = vi.hoisted(() => ({ accessToken: async (): Promise<string | null> => null }));
 vi.mock('./auth', async (original) => ({
   ...(await original<typeof import('./auth')>()),
-  auth: { accessToken: async () => null, refresh: async () => null, dropped: () => undefined },
+  auth: { accessToken: () => renewal.accessToken(), refresh: async () => null, dropped: () => undefined },
 }));
 
 const Ping: Operation<{ ping: string }, Record<string, never>> = { name: 'Ping', kind: 'query', text: 'query Ping { ping }' };
@@ -47,6 +48,18 @@ describe('a console request', () => {
     const e = await failure(request(Ping, {}));
     expect(e.code).toBe('unavailable');
     expect(e.message).toMatch(/not answering right now/);
+  });
+
+  it('says so when renewing the sign-in fails on the way, rather than leaking the browser error', async () => {
+    renewal.accessToken = async () => {
+      throw new TypeError('Failed to fetch');
+    };
+    try {
+      const e = await failure(request(Ping, {}));
+      expect([e.code, e.message]).toEqual(['network', 'The server cannot be reached. Check the connection and try again.']);
+    } finally {
+      renewal.accessToken = async () => null;
+    }
   });
 
   it('passes the server own error on', async () => {

@@ -13,7 +13,7 @@ export const REQUEST_TIMEOUT_MS = 45_000;
  * not be reached (`network`), took too long (`timeout`) or answered with no GraphQL result (`unavailable`). */
 export async function request<R, V>(op: Operation<R, V>, variables: V, timeoutMs = REQUEST_TIMEOUT_MS): Promise<R> {
   for (let attempt = 0; ; attempt++) {
-    const token = await auth.accessToken();
+    const token = await unfailing(auth.accessToken());
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeoutMs);
     let response: Response;
@@ -38,14 +38,26 @@ export async function request<R, V>(op: Operation<R, V>, variables: V, timeoutMs
     const error = body?.errors?.[0];
     if (error) {
       const code = (error.extensions?.code ?? 'error').toLowerCase();
-      if (code === 'unauthenticated' && attempt === 0 && (await auth.refresh())) continue;
+      if (code === 'unauthenticated' && attempt === 0 && (await unfailing(auth.refresh()))) continue;
       if (code === 'unauthenticated') auth.dropped();
       throw new ApiError(error.message, code, error.extensions?.field);
     }
     if (!response.ok || !body?.data) {
       // A proxy's page or an empty answer (the server restarting, a gateway timing out): nothing to show as is.
-      throw new ApiError(response.status >= 500 ? t.errors.unavailable : t.errors.generic, 'unavailable', undefined, response.status);
+      if (response.status >= 500) throw new ApiError(t.errors.unavailable, 'unavailable', undefined, response.status);
+      throw new ApiError(t.errors.generic, 'error', undefined, response.status);
     }
     return body.data;
+  }
+}
+
+/** A token renewal that failed on the way (no answer in time, no connection) as an `ApiError` a person can act on. */
+async function unfailing<T>(renewal: Promise<T>): Promise<T> {
+  try {
+    return await renewal;
+  } catch (e) {
+    if (e instanceof ApiError) throw e;
+    const timedOut = e instanceof DOMException && e.name === 'AbortError';
+    throw timedOut ? new ApiError(t.errors.timeout, 'timeout') : new ApiError(t.errors.network, 'network');
   }
 }

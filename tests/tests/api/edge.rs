@@ -1378,7 +1378,7 @@ async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
 
     // A PC switched off at the wall: its agent's socket stays open but answers no ping. Connected at first, then
     // closed by the bridge and disconnected.
-    let silent = {
+    let unanswering = || async {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = url.as_str().into_client_request().unwrap();
         request
@@ -1386,6 +1386,7 @@ async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
             .insert("authorization", format!("Bearer {key}").parse().unwrap());
         tokio_tungstenite::connect_async(request).await.unwrap().0
     };
+    let silent = unanswering().await;
     wait_until("the unanswering agent is connected", || {
         seen(true, "ONLINE")
     })
@@ -1395,7 +1396,22 @@ async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
     })
     .await;
     drop(silent);
-    let (_sim, _lines) = connect().await;
+
+    // The PC back on before the bridge noticed the old socket died: the new agent takes the station's place, the old
+    // connection ends, and the new one stays (the old one's end does not take the new one with it).
+    let mut old = unanswering().await;
+    wait_until("the old socket is connected", || seen(true, "ONLINE")).await;
+    let (mut sim, mut lines) = agent_sim(&url, &key);
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match old.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the replaced connection never ended");
     let heard: Vec<String> = sqlx::query_scalar(
         "select e.data ->> 'status' from (
            select data, created_at from live_event where tenant_id = $1 and station_id = $2 and kind = 'station.status'
@@ -1412,6 +1428,23 @@ async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
     assert!(
         heard.ends_with(&["offline".to_owned(), "online".to_owned()]),
         "the station's status as heard live: {heard:?}"
+    );
+    // The new agent is the station's: a session started now reaches it.
+    let session = paid_session(&app, &f.t, f.venue, f.station, 30, "after-replace").await;
+    let start = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let m = next(&mut lines).await;
+            if m["type"] == "session_start" {
+                break m;
+            }
+        }
+    })
+    .await
+    .expect("the new agent never got the session: it was taken with the old connection");
+    assert_eq!(start["session_id"], session["session_id"]);
+    assert!(
+        sim.try_wait().unwrap().is_none(),
+        "the new agent's connection was closed"
     );
 }
 
