@@ -48,7 +48,10 @@ export function App() {
     const off = auth.onChange((s) => void load(s));
     const offLogo = onLogo(setLogo);
     // A reload: the cookie may still hold a sign-in.
-    void auth.refresh().finally(() => setChecked(true));
+    void auth
+      .refresh()
+      .catch(() => null)
+      .finally(() => setChecked(true));
     return () => {
       off();
       offLogo();
@@ -89,7 +92,7 @@ export function App() {
             ))}
         </nav>
         <span className="who">{me.email}</span>
-        <button type="button" onClick={() => void auth.logout()}>
+        <button type="button" onClick={() => void auth.logout().catch(() => undefined)}>
           {t.nav.signOut}
         </button>
         <button

@@ -65,6 +65,17 @@ impl Agents {
             .contains_key(&station)
     }
 
+    /// Keeps a heartbeat of connection `number` of the station's agent, unless a newer connection replaced it.
+    fn heard(&self, station: Uuid, number: u64, heartbeat: Value) {
+        let connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        if connected.get(&station).is_some_and(|(n, _)| *n == number) {
+            self.heartbeats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(station, heartbeat);
+        }
+    }
+
     /// The station's agent's last heartbeat (while connected).
     pub fn heartbeat(&self, station: Uuid) -> Option<Value> {
         self.heartbeats
@@ -176,12 +187,21 @@ async fn agent(
                             let start = start_message(s.plan.session_id, s.plan.until, now);
                             let _ = tx.send(start.to_string());
                         }
-                        shared
+                        let replaced = shared
                             .agents
                             .connected
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .insert(s.plan.station_id, (number, tx));
+                        if replaced.is_some() {
+                            // The old connection's last heartbeat is not this agent's.
+                            shared
+                                .agents
+                                .heartbeats
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&s.plan.station_id);
+                        }
                         Ok(())
                     }
                     _ => Err("the agent key is missing or wrong for this station"),
@@ -224,7 +244,15 @@ async fn agent(
                     crate::metrics::Counters::add(&shared.counters.pings, 1);
                 }
                 outgoing = rx.recv() => {
-                    let Some(text) = outgoing else { return Ok(()) };
+                    let Some(text) = outgoing else {
+                        // A newer connection of the agent took the station's place (dropping this one's sender).
+                        let close = Message::Close(Some(CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "replaced by a newer connection".into(),
+                        }));
+                        let _ = crate::write(&mut ws, close, crate::DEAD_CLOSE_TIMEOUT).await;
+                        return Ok(());
+                    };
                     crate::write(&mut ws, Message::text(text), crate::LAN_WRITE_TIMEOUT).await?;
                 }
                 incoming = ws.next() => {
@@ -236,9 +264,7 @@ async fn agent(
                         Some(Err(e)) => return Err(anyhow::Error::from(e)),
                         Some(Ok(Message::Text(text))) => {
                             match serde_json::from_str::<Value>(&text) {
-                                Ok(v) if v["type"] == "heartbeat" => {
-                                    shared.agents.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).insert(station, v);
-                                }
+                                Ok(v) if v["type"] == "heartbeat" => shared.agents.heard(station, number, v),
                                 _ => {
                                     let error = json!({"type": "error", "message": "expected a heartbeat"});
                                     let error = Message::text(error.to_string());
@@ -267,9 +293,11 @@ async fn agent(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&station);
+        tracing::info!(%station, "agent disconnected");
+    } else {
+        tracing::info!(%station, "an agent connection replaced by a newer one ended");
     }
     drop(connected);
-    tracing::info!(%station, "agent disconnected");
     result
 }
 

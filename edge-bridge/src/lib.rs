@@ -675,7 +675,14 @@ async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
     let mut next = HashMap::new();
     for plan in stations {
         let known = state.stations.get(&plan.station_id);
-        let applied = known.and_then(|s| s.applied);
+        // A new device (control or settings changed) has not been switched yet: it is brought to the plan. An agent
+        // keeps what it was told (its key is among its settings).
+        let applied = known
+            .filter(|s| {
+                plan.control == "agent"
+                    || (s.plan.control == plan.control && s.plan.settings == plan.settings)
+            })
+            .and_then(|s| s.applied);
         let told_until = known.and_then(|s| s.told_until);
         let told_session = known.and_then(|s| s.told_session);
         let warned = known.map_or(0, |s| s.warned);

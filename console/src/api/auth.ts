@@ -59,7 +59,8 @@ export class Auth {
     this.timer = null;
     if (tokens) {
       const inMs = Math.max(5_000, tokens.expiresAt - this.now() - 60_000);
-      this.timer = setTimeout(() => void this.refresh(), inMs);
+      // A renewal that fails on the way is tried again by the next request that needs a token.
+      this.timer = setTimeout(() => void this.refresh().catch(() => undefined), inMs);
     }
     this.listeners.forEach((l) => l(tokens !== null));
   }
@@ -70,13 +71,16 @@ export class Auth {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), AUTH_TIMEOUT_MS);
     try {
-      return await this.fetcher(path, {
+      const response = await this.fetcher(path, {
         method: 'POST',
         headers: COOKIE_MODE,
         credentials: 'same-origin',
         body: JSON.stringify(body),
         signal: controller.signal,
       });
+      // The body too is read within the time allowed: a stalled one would hold a shared refresh for good.
+      const text = await response.text();
+      return new Response(text === '' ? null : text, { status: response.status, statusText: response.statusText, headers: response.headers });
     } finally {
       clearTimeout(timer);
     }

@@ -57,7 +57,7 @@ async function unfailing<T>(renewal: Promise<T>): Promise<T> {
     return await renewal;
   } catch (e) {
     if (e instanceof ApiError) throw e;
-    const timedOut = e instanceof DOMException && e.name === 'AbortError';
+    const timedOut = (e as { name?: unknown } | null)?.name === 'AbortError';
     throw timedOut ? new ApiError(t.errors.timeout, 'timeout') : new ApiError(t.errors.network, 'network');
   }
 }

@@ -5,6 +5,7 @@ import { go, takeToken } from '../router';
 
 function errorText(e: unknown): string {
   if (e instanceof ApiError) return e.code === 'network' ? t.errors.network : e.message;
+  if ((e as { name?: unknown } | null)?.name === 'AbortError') return t.errors.timeout;
   return t.errors.generic;
 }
 

@@ -1399,19 +1399,28 @@ async fn an_idle_pc_station_is_online_while_its_agent_is_connected() {
 
     // The PC back on before the bridge noticed the old socket died: the new agent takes the station's place, the old
     // connection ends, and the new one stays (the old one's end does not take the new one with it).
+    // The old one keeps reading (so it answers pings, and only a replacement ends it) and tells how it ended.
     let mut old = unanswering().await;
-    wait_until("the old socket is connected", || seen(true, "ONLINE")).await;
-    let (mut sim, mut lines) = agent_sim(&url, &key);
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let reason = loop {
             match old.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(Message::Close(frame))) => {
+                    break frame.map(|f| f.reason.to_string()).unwrap_or_default()
+                }
+                None | Some(Err(_)) => break String::new(),
                 Some(Ok(_)) => {}
             }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the replaced connection never ended");
+        };
+        let _ = ended_tx.send(reason);
+    });
+    wait_until("the old socket is connected", || seen(true, "ONLINE")).await;
+    let (mut sim, mut lines) = agent_sim(&url, &key);
+    let reason = tokio::time::timeout(Duration::from_secs(20), ended)
+        .await
+        .expect("the replaced connection never ended")
+        .unwrap();
+    assert_eq!(reason, "replaced by a newer connection");
     let heard: Vec<String> = sqlx::query_scalar(
         "select e.data ->> 'status' from (
            select data, created_at from live_event where tenant_id = $1 and station_id = $2 and kind = 'station.status'
