@@ -125,20 +125,18 @@ pub async fn list_for_venues(tx: &mut TenantTx, venue_ids: &[Uuid]) -> Result<Ve
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
-    let sql = format!("select {COLUMNS} from station where tenant_id = $1 and id = $2");
-    let station: Option<Station> = sqlx::query_as(&sql)
-        .bind(tx.tenant())
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?;
-    station.ok_or(Error::NotFound("station"))
+    read(tx, id, "").await
 }
 
 /// As [`get`], keeping the row from being archived to the end of the transaction (`for key share`, the lock a
 /// session's reference to it takes anyway): an archiving waits, while edits, other starts and stops go on.
 pub(crate) async fn get_held(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
-    let sql =
-        format!("select {COLUMNS} from station where tenant_id = $1 and id = $2 for key share");
+    read(tx, id, " for key share").await
+}
+
+/// One station, with `lock` (a row-locking clause, or nothing) appended to its query.
+async fn read(tx: &mut TenantTx, id: Uuid, lock: &'static str) -> Result<Station> {
+    let sql = format!("select {COLUMNS} from station where tenant_id = $1 and id = $2{lock}");
     let station: Option<Station> = sqlx::query_as(&sql)
         .bind(tx.tenant())
         .bind(id)
