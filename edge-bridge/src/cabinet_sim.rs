@@ -8,9 +8,10 @@
 //! change, and charges its powerbanks by 1 % every `charge_every`. Two more topics stand in for a person at the
 //! cabinet: `cabinet/<id>/sim/insert` `{"slot", "asset", "battery"}` puts a powerbank into a slot (reported as
 //! `evt/returned`), and `cabinet/<id>/sim/jam` `{"slot", "jammed"}` jams or frees a slot. Every action is printed
-//! as a JSON line. Each cabinet also holds a connection of its own to the broker, as a real cabinet's controller
-//! would, that says `status` `{"online": true}` and leaves `{"online": false}` as its last will: when the simulator
-//! stops without a goodbye (killed, dropped), the broker tells the bridge every cabinet is gone.
+//! as a JSON line. Each cabinet holds one connection of its own to the broker, as a real cabinet's controller does,
+//! for its commands, its state and its `status`: `{"online": true}` once connected, `{"online": false}` as its last
+//! will. When the simulator stops without a goodbye (killed, dropped), the broker tells the bridge every cabinet is
+//! gone; a cabinet whose link is down is gone, and not answering, at once.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -209,32 +210,130 @@ fn print(cabinet: &str, what: &str, body: &Value) {
     );
 }
 
-/// Keeps a cabinet's own connection to the broker: `status` online once connected (again), offline by its last will.
-async fn announce_presence(id: String, host: String, port: u16) {
-    let topic = crate::cabinets::status_topic(&id);
-    // A stable client id, as the protocol asks: a cabinet back before the broker noticed its old connection died takes
-    // that connection over, whose will then comes before the new `online`, never after it.
+/// How each cabinet behaves, the same for all of them.
+#[derive(Clone, Copy)]
+struct Behaviour {
+    fail_rate: f64,
+    charge_every: Option<Duration>,
+}
+
+/// One cabinet's controller: its own connection to the broker, as a real cabinet has. With a stable client id, as
+/// the protocol asks (a cabinet back before the broker noticed its old connection died takes that connection over,
+/// whose will then comes before the new `online`, never after it), `status` `{"online": true}` once connected and
+/// `{"online": false}` as its last will, its commands and its state on the same connection. `ready` is told once it
+/// has subscribed and published its state.
+async fn run_cabinet(
+    id: String,
+    mut cabinet: Cabinet,
+    (host, port): (String, u16),
+    behaviour: Behaviour,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let status = crate::cabinets::status_topic(&id);
     let mut options = MqttOptions::new(format!("switchyard-cabinet-{id}"), host, port);
     options.set_keep_alive(Duration::from_secs(15));
     options.set_last_will(LastWill::new(
-        topic.clone(),
+        status.clone(),
         json!({"online": false}).to_string(),
         QoS::AtLeastOnce,
         true,
     ));
-    let (client, mut events) = AsyncClient::new(options, 8);
+    let (client, mut events) = AsyncClient::new(options, 64);
+    let mut ready = Some(ready);
+    let mut waiting_subacks = 0usize;
+    let mut charging = behaviour.charge_every.map(|every| {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
+    let state_topic = format!("cabinet/{id}/state");
     loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let online = json!({"online": true}).to_string();
-                if let Err(e) = client.try_publish(topic.clone(), QoS::AtLeastOnce, true, online) {
-                    tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: cannot say it is online");
+        let next = tokio::select! {
+            event = events.poll() => Some(event),
+            _ = async {
+                match charging.as_mut() {
+                    Some(tick) => { tick.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => None,
+        };
+        let mut publish: Vec<(String, Value, bool)> = Vec::new();
+        let mut subscribed = false;
+        match next {
+            None => {
+                if cabinet.charge() {
+                    publish.push((state_topic.clone(), cabinet.state(), true));
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: presence connection lost; reconnecting");
+            Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                publish.push((status.clone(), json!({"online": true}), true));
+                waiting_subacks = 0;
+                for filter in [format!("cabinet/{id}/cmd/+"), format!("cabinet/{id}/sim/+")] {
+                    if client.subscribe(filter, QoS::AtLeastOnce).await.is_ok() {
+                        waiting_subacks += 1;
+                    }
+                }
+            }
+            Some(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                waiting_subacks = waiting_subacks.saturating_sub(1);
+                if waiting_subacks == 0 {
+                    subscribed = true;
+                    // Subscribed (again): the cabinet says how it is.
+                    print(&id, "state", &cabinet.state());
+                    publish.push((state_topic.clone(), cabinet.state(), true));
+                }
+            }
+            Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let what = p.topic.splitn(3, '/').nth(2).unwrap_or_default();
+                let body: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                match what {
+                    "cmd/eject" => {
+                        let answer = cabinet.eject(&body, behaviour.fail_rate);
+                        print(&id, "ejected", &answer);
+                        publish.push((format!("cabinet/{id}/evt/ejected"), answer, false));
+                    }
+                    "sim/insert" => match cabinet.insert(&body) {
+                        Ok(returned) => {
+                            print(&id, "returned", &returned);
+                            publish.push((format!("cabinet/{id}/evt/returned"), returned, false));
+                        }
+                        Err(why) => print(
+                            &id,
+                            "insert_refused",
+                            &json!({ "why": why, "request": body }),
+                        ),
+                    },
+                    "sim/jam" => {
+                        let jammed = body.get("jammed").and_then(Value::as_bool).unwrap_or(true);
+                        match cabinet.slot_mut(&body) {
+                            Some((n, slot)) => {
+                                slot.jammed = jammed;
+                                print(&id, "jam", &json!({ "slot": n, "jammed": jammed }));
+                            }
+                            None => print(&id, "jam_refused", &json!({ "why": "no such slot" })),
+                        }
+                    }
+                    _ => continue,
+                }
+                publish.push((state_topic.clone(), cabinet.state(), true));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: MQTT connection lost; reconnecting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        for (topic, body, retain) in publish {
+            if let Err(e) = client
+                .publish(topic, QoS::AtLeastOnce, retain, body.to_string())
+                .await
+            {
+                tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: cannot publish");
+            }
+        }
+        if subscribed {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
             }
         }
     }
@@ -258,8 +357,8 @@ impl Sim {
     }
 }
 
-/// Starts the simulator; returns once it has subscribed to its topics and published every cabinet's state, so a
-/// test may publish to it right away.
+/// Starts the simulator; returns once every cabinet has subscribed to its topics and published its state, so a test
+/// may publish to it right away.
 pub async fn start(config: SimConfig) -> anyhow::Result<Sim> {
     let rest = config.mqtt_url.strip_prefix("mqtt://").with_context(|| {
         format!(
@@ -301,142 +400,35 @@ pub async fn start(config: SimConfig) -> anyhow::Result<Sim> {
             .with_context(|| format!("--jammed {id}:{n}: no such cabinet or slot"))?;
         slot.jammed = true;
     }
-    let mut options = MqttOptions::new(
-        format!("switchyard-cabinet-sim-{}", Uuid::new_v4().simple()),
-        host,
-        port,
-    );
-    options.set_keep_alive(Duration::from_secs(15));
-    let (client, mut events) = AsyncClient::new(options, 256);
-    // Dropped with the task: their sockets close without a goodbye, and the broker publishes their wills.
-    let mut presence = tokio::task::JoinSet::new();
-    for id in cabinets.keys() {
-        presence.spawn(announce_presence(id.clone(), host.to_owned(), port));
+    let behaviour = Behaviour {
+        fail_rate: config.fail_rate.clamp(0.0, 1.0),
+        charge_every: config.charge_every,
+    };
+    // Dropped with the task: the cabinets' sockets close without a goodbye, and the broker publishes their wills.
+    let mut running = tokio::task::JoinSet::new();
+    let mut ready = Vec::new();
+    for (id, cabinet) in cabinets {
+        let (told, heard) = tokio::sync::oneshot::channel::<()>();
+        ready.push(heard);
+        running.spawn(run_cabinet(
+            id,
+            cabinet,
+            (host.to_owned(), port),
+            behaviour,
+            told,
+        ));
     }
-    let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();
-    let fail_rate = config.fail_rate.clamp(0.0, 1.0);
-    let charge_every = config.charge_every;
     let task = tokio::spawn(async move {
-        let _presence = presence;
-        let mut ready_tx = Some(ready_tx);
-        let mut waiting_subacks = 0usize;
-        let mut charging = charge_every.map(|every| {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick
-        });
-        loop {
-            let next = tokio::select! {
-                event = events.poll() => Some(event),
-                _ = async {
-                    match charging.as_mut() {
-                        Some(tick) => { tick.tick().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                } => None,
-            };
-            let mut publish: Vec<(String, Value, bool)> = Vec::new();
-            let mut subscribed = false;
-            match next {
-                None => {
-                    for (id, cabinet) in cabinets.iter_mut() {
-                        if cabinet.charge() {
-                            publish.push((format!("cabinet/{id}/state"), cabinet.state(), true));
-                        }
-                    }
-                }
-                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                    waiting_subacks = 0;
-                    for id in cabinets.keys() {
-                        for filter in [format!("cabinet/{id}/cmd/+"), format!("cabinet/{id}/sim/+")]
-                        {
-                            if client.subscribe(filter, QoS::AtLeastOnce).await.is_ok() {
-                                waiting_subacks += 1;
-                            }
-                        }
-                    }
-                }
-                Some(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                    waiting_subacks = waiting_subacks.saturating_sub(1);
-                    if waiting_subacks == 0 {
-                        subscribed = true;
-                        // Subscribed (again): every cabinet says how it is.
-                        for (id, cabinet) in &cabinets {
-                            print(id, "state", &cabinet.state());
-                            publish.push((format!("cabinet/{id}/state"), cabinet.state(), true));
-                        }
-                    }
-                }
-                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    let mut parts = p.topic.splitn(3, '/').skip(1);
-                    let (Some(id), Some(what)) = (parts.next(), parts.next()) else {
-                        continue;
-                    };
-                    let Some(cabinet) = cabinets.get_mut(id) else {
-                        continue;
-                    };
-                    let body: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    match what {
-                        "cmd/eject" => {
-                            let answer = cabinet.eject(&body, fail_rate);
-                            print(id, "ejected", &answer);
-                            publish.push((format!("cabinet/{id}/evt/ejected"), answer, false));
-                        }
-                        "sim/insert" => match cabinet.insert(&body) {
-                            Ok(returned) => {
-                                print(id, "returned", &returned);
-                                publish.push((
-                                    format!("cabinet/{id}/evt/returned"),
-                                    returned,
-                                    false,
-                                ));
-                            }
-                            Err(why) => print(
-                                id,
-                                "insert_refused",
-                                &json!({ "why": why, "request": body }),
-                            ),
-                        },
-                        "sim/jam" => {
-                            let jammed =
-                                body.get("jammed").and_then(Value::as_bool).unwrap_or(true);
-                            match cabinet.slot_mut(&body) {
-                                Some((n, slot)) => {
-                                    slot.jammed = jammed;
-                                    print(id, "jam", &json!({ "slot": n, "jammed": jammed }));
-                                }
-                                None => print(id, "jam_refused", &json!({ "why": "no such slot" })),
-                            }
-                        }
-                        _ => continue,
-                    }
-                    publish.push((format!("cabinet/{id}/state"), cabinet.state(), true));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "cabinet simulator: MQTT connection lost; reconnecting");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            for (topic, body, retain) in publish {
-                if let Err(e) = client
-                    .publish(topic, QoS::AtLeastOnce, retain, body.to_string())
-                    .await
-                {
-                    tracing::warn!(error = %e, "cabinet simulator: cannot publish");
-                }
-            }
-            if subscribed {
-                if let Some(ready) = ready_tx.take() {
-                    let _ = ready.send(());
-                }
-            }
-        }
+        // A cabinet's controller runs until the simulator stops.
+        while running.join_next().await.is_some() {}
     });
-    tokio::time::timeout(Duration::from_secs(20), ready)
-        .await
-        .context("the cabinet simulator could not reach the MQTT broker")?
-        .context("the cabinet simulator stopped")?;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::future::try_join_all(ready),
+    )
+    .await
+    .context("the cabinet simulator could not reach the MQTT broker")?
+    .context("the cabinet simulator stopped")?;
     Ok(Sim { task })
 }
 

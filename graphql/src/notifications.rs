@@ -57,7 +57,8 @@ pub struct NotificationQuery;
 #[Object]
 impl NotificationQuery {
     /// The tenant's messages and their delivery status, newest first: `first` (default 50, at most 500) after the
-    /// cursor `after`, optionally of one `status` (`pending`, `sent`, `dead`).
+    /// cursor `after` (the `endCursor` of the page before; another tenant's id answers `not_found`), optionally of
+    /// one `status` (`pending`, `sent`, `dead`).
     #[graphql(
         guard = "ManagerGuard",
         complexity = "rows(first.unwrap_or(50), child_complexity)"

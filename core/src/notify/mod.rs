@@ -247,7 +247,8 @@ const COLUMNS: &str =
                        next_attempt_at, last_attempt_at, sent_at, created_at";
 
 /// The tenant's messages, newest first, `limit` at a time after the cursor `after` (the last id of the previous
-/// page), optionally of one status (`pending`, `sent`, `dead`).
+/// page; messages are never deleted, so a cursor stays good, and another tenant's id or one never shown answers
+/// `not_found`), optionally of one status (`pending`, `sent`, `dead`).
 pub async fn list(
     tx: &mut TenantTx,
     status: Option<&str>,
@@ -258,6 +259,9 @@ pub async fn list(
         if !["pending", "sent", "dead"].contains(&s) {
             return Err(Error::validation("status", "one of pending, sent, dead"));
         }
+    }
+    if let Some(cursor) = after {
+        get(tx, cursor).await?;
     }
     let mut query = sqlx::QueryBuilder::new(format!(
         "select {COLUMNS} from notification where tenant_id = "

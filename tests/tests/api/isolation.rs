@@ -271,6 +271,23 @@ async fn another_tenants_ids_as_arguments_and_filters_are_not_found_and_change_n
         ),
         ("mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }", json!({"u": am, "v": [bv]})),
         ("mutation($u: UUID!, $v: [UUID!]) { setMemberVenues(userId: $u, venueIds: $v) { userId } }", json!({"u": b_member, "v": [av]})),
+        (
+            "mutation($v: UUID!) { createTariff(name: \"stray\", terms: {currency: \"EUR\", perMinute: 10}, applyTo: {venueId: $v}) { id } }",
+            json!({"v": av}),
+        ),
+        (
+            "mutation($v: UUID!, $s: UUID!) { createTariff(name: \"stray\", terms: {currency: \"EUR\", perMinute: 10}, applyTo: {venueId: $v, stationId: $s}) { id } }",
+            json!({"v": bv, "s": ast}),
+        ),
+        ("query($v: UUID!) { venueFloor(venueId: $v) { count } }", json!({"v": av})),
+        (
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, durationMinutes: 5, payment: WALLET}) { id } }",
+            json!({"s": ast, "p": bp}),
+        ),
+        (
+            "mutation($s: UUID!, $p: UUID!) { startSession(input: {stationId: $s, patronId: $p, durationMinutes: 5, payment: WALLET}) { id } }",
+            json!({"s": bst, "p": ap}),
+        ),
     ];
     let mut wrong = vec![];
     for (query, variables) in not_found {
@@ -329,6 +346,7 @@ async fn another_tenants_ids_as_arguments_and_filters_are_not_found_and_change_n
         ("invoices", "query($x: UUID) { invoices(patronId: $x) { id } }", json!({"x": ap})),
         ("bridges", "query($x: UUID) { bridges(venueId: $x) { id } }", json!({"x": av})),
         ("chargers", "query($x: UUID) { chargers(venueId: $x) { id } }", json!({"x": av})),
+        ("stations", "query($x: UUID) { stations(venueId: $x) { id } }", json!({"x": av})),
     ];
     for (field, query, variables) in lists {
         let body = app.gql(Some(&b.t.access), query, variables).await;
@@ -354,6 +372,31 @@ async fn another_tenants_ids_as_arguments_and_filters_are_not_found_and_change_n
     for field in ["tasks", "incidents", "onShift", "safetyLog"] {
         assert_eq!(own[field].as_array().unwrap().len(), 1, "{field}: {own}");
     }
+    // The incidents' CSV: B's own incident under the header, and only the header for A's venue.
+    let csv = |v: Option<uuid::Uuid>| {
+        let app = &app;
+        let token = b.t.access.clone();
+        async move {
+            let data = app
+                .gql_ok(
+                    &token,
+                    "query($v: UUID) { incidentsCsv(venueId: $v) }",
+                    json!({"v": v}),
+                )
+                .await;
+            data["incidentsCsv"].as_str().unwrap().lines().count()
+        }
+    };
+    assert_eq!(csv(None).await, 2, "B's header and incident");
+    assert_eq!(csv(Some(av)).await, 1, "the header alone");
+    // Nothing was left of the refused tariffs in B either (each was refused whole, not created and left unapplied).
+    let stray: i64 =
+        sqlx::query_scalar("select count(*) from tariff where tenant_id = $1 and name = 'stray'")
+            .bind(b.t.id)
+            .fetch_one(&mut *app.tenant_tx(b.t.id).await)
+            .await
+            .unwrap();
+    assert_eq!(stray, 0);
 
     // REST: the dashboard of A's venue, a start for A's patron on B's station.
     let (status, body) = app

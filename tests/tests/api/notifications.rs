@@ -971,6 +971,15 @@ async fn the_message_log_is_paginated_for_owners_and_managers_and_another_tenant
     );
     let listed = app.gql_ok(&b.access, LIST, json!({})).await;
     assert!(!listed.to_string().contains(id));
+    // A's message as B's cursor: not found, as an id never shown is (not a page of B's messages after it).
+    for cursor in [json!(id), json!(Uuid::now_v7())] {
+        let paged = app.gql(Some(&b.access), LIST, json!({"a": cursor})).await;
+        assert_eq!(gql_code(&paged), "not_found", "{paged}");
+        assert_eq!(
+            paged["errors"][0]["message"],
+            theirs["errors"][0]["message"]
+        );
+    }
 
     // Bad input, and staff, are refused.
     let bad = app.gql(Some(&a.access), LIST, json!({"f": 0})).await;

@@ -649,6 +649,19 @@ async fn another_tenants_quotes_rentals_and_assets_are_not_found() {
             "mutation($r: UUID!, $s: UUID!) { stopRental(rentalId: $r, stationId: $s) { id } }",
             json!({"r": rental, "s": b.b}),
         ),
+        // One of the two ids its own each time: the other alone is not found.
+        (
+            "mutation($p: UUID!, $s: UUID!) { quote(patronId: $p, stationId: $s) { id } }",
+            json!({"p": a.patron, "s": b.a}),
+        ),
+        (
+            "mutation($p: UUID!, $s: UUID!) { quote(patronId: $p, stationId: $s) { id } }",
+            json!({"p": b.patron, "s": a.a}),
+        ),
+        (
+            "mutation($r: UUID!, $s: UUID!) { stopRental(rentalId: $r, stationId: $s) { id } }",
+            json!({"r": rental, "s": a.b}),
+        ),
     ] {
         let body = app.gql(Some(&b.t.access), query, variables).await;
         assert_eq!(gql_code(&body), "not_found", "{query}: {body}");

@@ -428,6 +428,17 @@ async fn reports_refuse_bad_input_and_other_tenants_clearly() {
         Some("x@example.com"),
         "the contact is unchanged"
     );
+    // A kind only this tenant defined is not found for the stranger.
+    let (status, answer) = post_report(
+        &app,
+        &stranger.access,
+        "diagnostics",
+        None,
+        json!({"session_id": session, "data": diagnostics()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["error"]["code"], "not_found", "{answer}");
     // Even with the same kind defined, the stranger cannot report on this tenant's session.
     app.gql_ok(
         &stranger.access,

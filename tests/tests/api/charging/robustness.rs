@@ -660,6 +660,10 @@ async fn tenants_never_see_each_others_chargers_calls_or_tags() {
             json!({"u": b.tag, "p": a.patron}),
         ),
         (
+            "mutation($u: String!, $p: String!) { updateRfidTag(uid: $u, patch: {parentUid: $p}) { uid } }",
+            json!({"u": b.tag, "p": a.tag}),
+        ),
+        (
             "mutation($c: UUID!, $p: UUID!, $e: DateTime!) { reserveCharger(id: $c, patronId: $p, expiresAt: $e) { id } }",
             json!({"c": a.charger, "p": b.patron, "e": chrono::Utc::now() + chrono::Duration::hours(1)}),
         ),

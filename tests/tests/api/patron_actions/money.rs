@@ -285,6 +285,20 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
         let body = app.gql(Some(&outsider.token), query, vars).await;
         assert_eq!(gql_code(&body), "not_found", "{body}");
     }
+    // This patron's own rental put into another operator's cabinet, named by id or by its code: not found, and the
+    // powerbank stays rented (it is returned below).
+    let other = crate::rentals::setup(&app, 0).await;
+    let other_code = qr_payload(&app, &other.t.access, "stations", other.b).await;
+    for (query, vars) in [
+        (RETURN, json!({"r": rental, "s": other.b})),
+        (
+            "mutation($r: UUID!, $qr: String!) { returnMyPowerbank(rentalId: $r, qr: $qr) { id } }",
+            json!({"r": rental, "qr": other_code}),
+        ),
+    ] {
+        let body = app.gql(Some(&me.token), query, vars).await;
+        assert_eq!(gql_code(&body), "not_found", "{body}");
+    }
 
     let returned = app
         .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.b}))

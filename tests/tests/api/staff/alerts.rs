@@ -142,6 +142,28 @@ async fn a_signed_in_patron_raises_an_sos_and_hears_of_it_but_never_of_its_flag(
         .await;
     let patron_id = id(&data["raiseSos"]["raisedByPatron"]);
     assert_eq!(data["raiseSos"]["raisedByUser"], Value::Null);
+    // Another operator's venue or station is not found, and raises nothing there.
+    let other = floor(&app).await;
+    for (query, variables) in [
+        (
+            "mutation($v: UUID!) { raiseSos(input: {venueId: $v, severity: HIGH}) { id } }",
+            json!({"v": other.venue}),
+        ),
+        (
+            "mutation($v: UUID!, $s: UUID!) { raiseSos(input: {venueId: $v, stationId: $s, severity: HIGH}) { id } }",
+            json!({"v": f.venue, "s": other.station}),
+        ),
+    ] {
+        let body = app.gql(Some(patron), query, variables).await;
+        assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
+    }
+    let raised: Vec<(Uuid,)> =
+        sqlx::query_as("select tenant_id from sos where tenant_id = any($1)")
+            .bind([f.t.id, other.t.id])
+            .fetch_all(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(raised, [(f.t.id,)], "only the patron's own SOS");
     let stored: Option<Uuid> = sqlx::query_scalar(
         "select patron_id from live_event where tenant_id = $1 and kind = 'sos.raised'",
     )
