@@ -50,6 +50,54 @@ const METER_EVERY: Duration = Duration::from_secs(10);
 /// A CALL not answered within this is counted as failed.
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
+/// Every CALL any charger sent, and every answer (or CALLERROR) it got, over the whole run: what the watchdog
+/// reports.
+static CALLS_SENT: AtomicU64 = AtomicU64::new(0);
+static CALLS_ANSWERED: AtomicU64 = AtomicU64::new(0);
+/// The phase the run is in, when it began, and how long it may take.
+static PHASE: Mutex<Option<(String, Instant, Duration)>> = Mutex::new(None);
+
+/// Enters a phase that should be over within `expected` (the watchdog allows three times that and two minutes).
+fn phase(name: impl Into<String>, expected: Duration) {
+    let name = name.into();
+    if let Ok(mut p) = PHASE.lock() {
+        *p = Some((name, Instant::now(), expected));
+    }
+}
+
+/// A thread of its own, outside the async runtime: when a phase runs far past its time, it says where the run
+/// stands (the phase, whether the chargers still send and hear anything) and ends the program, so that a run
+/// that stops making progress fails with a diagnosis instead of waiting for ever.
+fn watchdog() {
+    std::thread::spawn(|| {
+        let mut last = (0, 0);
+        loop {
+            std::thread::sleep(Duration::from_secs(10));
+            let calls = (
+                CALLS_SENT.load(Ordering::Relaxed),
+                CALLS_ANSWERED.load(Ordering::Relaxed),
+            );
+            let Some((name, since, expected)) = PHASE.lock().ok().and_then(|p| p.clone()) else {
+                continue;
+            };
+            if since.elapsed() > expected * 3 + Duration::from_secs(120) {
+                eprintln!(
+                    "bench-ocpp: no progress: {name} has run {:.0?} (expected {expected:.0?}); calls sent {} and \
+                     answered {} in all ({} and {} in the last 10 s); load average {}",
+                    since.elapsed(),
+                    calls.0,
+                    calls.1,
+                    calls.0 - last.0,
+                    calls.1 - last.1,
+                    loadavg()
+                );
+                std::process::exit(3);
+            }
+            last = calls;
+        }
+    });
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -182,6 +230,7 @@ async fn call(
 ) -> anyhow::Result<Option<Value>> {
     let frame = json!([2, id, action, payload]).to_string();
     ws.send(Message::text(frame)).await?;
+    CALLS_SENT.fetch_add(1, Ordering::Relaxed);
     let wait = tokio::time::timeout(ANSWER_WAIT, async {
         while let Some(frame) = ws.next().await {
             let Message::Text(text) = frame? else {
@@ -191,8 +240,14 @@ async fn call(
             let kind = value.get(0).and_then(Value::as_u64);
             let same = value.get(1).and_then(Value::as_str) == Some(id);
             match kind {
-                Some(3) if same => return Ok(Some(value.get(2).cloned().unwrap_or(Value::Null))),
-                Some(4) if same => return Ok(None),
+                Some(3) if same => {
+                    CALLS_ANSWERED.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(value.get(2).cloned().unwrap_or(Value::Null)));
+                }
+                Some(4) if same => {
+                    CALLS_ANSWERED.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
                 _ => {}
             }
         }
@@ -349,6 +404,10 @@ async fn load(
 ) -> anyhow::Result<Outcome> {
     use base64::Engine;
     println!("\n== {} ({chargers} chargers) ==", server.name);
+    phase(
+        format!("{}: connecting", server.name),
+        Duration::from_secs(120),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(server.pid);
     let stats = Arc::new(Stats::default());
@@ -417,6 +476,10 @@ async fn load(
         loadavg()
     );
     // One full MeterValues interval first, so that every charger is on its schedule.
+    phase(
+        format!("{}: the fixed load", server.name),
+        METER_EVERY + Duration::from_secs(seconds),
+    );
     tokio::time::sleep(METER_EVERY).await;
     stats.start();
     let t = Instant::now();
@@ -448,6 +511,10 @@ async fn load(
             break;
         }
         period_tx.send(every)?;
+        phase(
+            format!("{}: the ramp at {target:.0} messages/s", server.name),
+            Duration::from_secs(2 + step_seconds),
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         stats.start();
         let t = Instant::now();
@@ -505,6 +572,10 @@ async fn load(
         sustained.0,
         sustained.1,
         loadavg()
+    );
+    phase(
+        format!("{}: stopping", server.name),
+        Duration::from_secs(30),
     );
     for task in &tasks {
         task.abort();
@@ -687,6 +758,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let owner_url = with_database(&std::env::var("DATABASE_URL")?, "switchyard_bench_ocpp");
     let app_url = with_database(&std::env::var("APP_DATABASE_URL")?, "switchyard_bench_ocpp");
+    watchdog();
+    phase("seeding the database", Duration::from_secs(300));
     seed(&owner_url, &app_url, chargers, billed).await?;
 
     let exe = std::env::current_exe()?;
@@ -733,6 +806,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     api.kill().await?;
     if billed {
+        phase("checking the billed sessions", Duration::from_secs(60));
         metered(&owner_url, chargers.div_ceil(4)).await?;
     }
     if !python {
@@ -741,6 +815,7 @@ async fn main() -> anyhow::Result<()> {
 
     let python = std::env::var("SWITCHYARD_OCPP_PYTHON")
         .context("SWITCHYARD_OCPP_PYTHON is not set (./infra/dev.sh bench ocpp sets it)")?;
+    phase("starting the Python server", Duration::from_secs(60));
     let mut central = tokio::process::Command::new(python)
         .arg(switchyard_tests::ocpp_peer::peer_script(
             "central_system.py",
