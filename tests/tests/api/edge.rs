@@ -2519,6 +2519,43 @@ async fn a_bridge_can_acknowledge_only_its_own_venues_commands() {
     .await
     .unwrap();
     assert_eq!((acked, result), (None, None));
+
+    // Nor can another tenant's bridge end this tenant's session: naming the station is `unknown_station`, and naming
+    // the session on its own station ends nothing.
+    let started = paid_session(&app, &s.t, s.venue, s.station, 30, "theirs-off").await;
+    let session: Uuid = started["session_id"].as_str().unwrap().parse().unwrap();
+    let off = |seq: u64, station: Uuid| Up::Event {
+        seq,
+        occurred_at: chrono::Utc::now(),
+        station_id: Some(station),
+        event: Event::Switched {
+            on: false,
+            reason: "planned_end".into(),
+            session_id: Some(session),
+        },
+    };
+    theirs
+        .send(Message::text(encode(off(1, s.station))))
+        .await
+        .unwrap();
+    let Down::Error { code, seq, .. } = next_answer(&mut theirs).await else {
+        panic!("an error frame")
+    };
+    assert_eq!((code.as_str(), seq), ("unknown_station", Some(1)));
+    theirs
+        .send(Message::text(encode(off(2, o.station))))
+        .await
+        .unwrap();
+    assert_eq!(next_answer(&mut theirs).await, Down::Ack { seq: 2 });
+    let (status, ended): (String, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+        "select status::text, ended_at from session where tenant_id = $1 and id = $2",
+    )
+    .bind(s.t.id)
+    .bind(session)
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), ended), ("active", None));
 }
 
 /// The commands a tunnel sends before the first heartbeat is answered (a tunnel's commands follow its hello).
