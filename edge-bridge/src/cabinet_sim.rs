@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -266,21 +266,30 @@ async fn run_cabinet(
                 }
             }
             Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                publish.push((status.clone(), json!({"online": true}), true));
                 waiting_subacks = 0;
                 for filter in [format!("cabinet/{id}/cmd/+"), format!("cabinet/{id}/sim/+")] {
-                    if client.subscribe(filter, QoS::AtLeastOnce).await.is_ok() {
-                        waiting_subacks += 1;
+                    match client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        Ok(()) => waiting_subacks += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: cannot subscribe")
+                        }
                     }
                 }
             }
-            Some(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+            Some(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+                    // Refused (the broker's access rules): such a cabinet would never hear a command, so it does
+                    // not say it is there, and the simulator is not reported ready.
+                    tracing::error!(cabinet = %id, "cabinet simulator: the broker refused a subscription");
+                    continue;
+                }
                 waiting_subacks = waiting_subacks.saturating_sub(1);
                 if waiting_subacks == 0 {
                     subscribed = true;
-                    // Subscribed (again): the cabinet says how it is.
+                    // Subscribed (again): the cabinet says how it is, then that it is there.
                     print(&id, "state", &cabinet.state());
                     publish.push((state_topic.clone(), cabinet.state(), true));
+                    publish.push((status.clone(), json!({"online": true}), true));
                 }
             }
             Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
@@ -323,11 +332,10 @@ async fn run_cabinet(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+        // Never waiting here: this task also drives the connection, which alone empties the client's queue (a full
+        // queue, while the broker is away, drops the message; a reconnection publishes the whole state again).
         for (topic, body, retain) in publish {
-            if let Err(e) = client
-                .publish(topic, QoS::AtLeastOnce, retain, body.to_string())
-                .await
-            {
+            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, retain, body.to_string()) {
                 tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: cannot publish");
             }
         }
@@ -353,7 +361,10 @@ impl Drop for Sim {
 impl Sim {
     /// Runs until stopped or the process ends.
     pub async fn wait(mut self) -> anyhow::Result<()> {
-        (&mut self.task).await.context("the cabinet simulator died")
+        (&mut self.task)
+            .await
+            .context("the cabinet simulator died")?;
+        anyhow::bail!("the cabinet simulator stopped")
     }
 }
 
@@ -419,15 +430,22 @@ pub async fn start(config: SimConfig) -> anyhow::Result<Sim> {
         ));
     }
     let task = tokio::spawn(async move {
-        // A cabinet's controller runs until the simulator stops.
-        while running.join_next().await.is_some() {}
+        // Each cabinet runs until the simulator stops; one that ends (a panic) ends the simulator, and `wait` says so.
+        if let Some(Err(e)) = running.join_next().await {
+            if let Ok(reason) = e.try_into_panic() {
+                std::panic::resume_unwind(reason);
+            }
+        }
     });
     tokio::time::timeout(
         Duration::from_secs(20),
         futures_util::future::try_join_all(ready),
     )
     .await
-    .context("the cabinet simulator could not reach the MQTT broker")?
+    .context(
+        "the cabinet simulator's cabinets did not all subscribe within 20 s: is the MQTT broker reachable, and does it \
+         let them subscribe to cabinet/<id>/cmd/+ and cabinet/<id>/sim/+?",
+    )?
     .context("the cabinet simulator stopped")?;
     Ok(Sim { task })
 }

@@ -642,7 +642,7 @@ const ENERGY_AND_POWER: &str = "Energy.Active.Import.Register,Power.Active.Impor
 /// and power in every update, and the energy at the end — one variable a call, since a charger may take no more
 /// at once. The lists are replaced, not merged. Then the sampling interval is read, and set to
 /// [`METER_INTERVAL_SECS`] only if it is 0 (no readings between start and stop): an interval the operator chose is
-/// left alone.
+/// left alone, and one the charger refused to change is not asked for again at every boot (see [`refused_lately`]).
 pub(super) async fn set_up_meters(tx: &mut TenantTx, charger: &Charger) -> Result<()> {
     let mut requests = match charger.protocol() {
         Protocol::V16 => vec![Request::new(
@@ -795,9 +795,37 @@ async fn configuration_read(
             ),
             Protocol::V201 => sampled_data(INTERVAL_VARIABLE, &every),
         };
-        enqueue_unless_waiting(tx, charger, set).await?;
+        if !refused_lately(tx, charger.id, &set).await? {
+            enqueue_unless_waiting(tx, charger, set).await?;
+        }
     }
     Ok(())
+}
+
+/// How long a charger's refusal of the set-up's interval stands: a charger whose interval is fixed at 0 (read-only,
+/// or refused for its own reasons) is not asked again at every boot, but is after this long, when a firmware update
+/// may have changed its mind.
+const REFUSAL_STANDS: &str = "30 days";
+
+/// Whether the charger refused this same set-up call within [`REFUSAL_STANDS`]: 1.6 `Rejected` or `NotSupported`,
+/// 2.0.1 an attribute status that is not `Accepted` or `RebootRequired`, or a CALLERROR saying it is not supported.
+async fn refused_lately(tx: &mut TenantTx, charger: Uuid, request: &Request) -> Result<bool> {
+    Ok(sqlx::query_scalar(&format!(
+        "select exists (select 1 from ocpp_call
+          where tenant_id = $1 and charger_id = $2 and action = $3 and payload = $4 and requested_by is null
+            and created_at > now() - interval '{REFUSAL_STANDS}'
+            and ((status = 'answered'
+                  and (response->>'status' in ('Rejected', 'NotSupported')
+                       or response #>> '{{setVariableResult,0,attributeStatus}}'
+                          in ('Rejected', 'UnknownComponent', 'UnknownVariable', 'NotSupportedAttributeType')))
+                 or (status = 'error' and (error like 'NotImplemented:%' or error like 'NotSupported:%'))))"
+    ))
+    .bind(tx.tenant())
+    .bind(charger)
+    .bind(request.action)
+    .bind(&request.payload)
+    .fetch_one(tx.conn())
+    .await?)
 }
 
 /// A configuration read's answer with any password it reports hidden (a 1.6 charger may report `AuthorizationKey`,

@@ -247,8 +247,8 @@ const COLUMNS: &str =
                        next_attempt_at, last_attempt_at, sent_at, created_at";
 
 /// The tenant's messages, newest first, `limit` at a time after the cursor `after` (the last id of the previous
-/// page; messages are never deleted, so a cursor stays good, and another tenant's id or one never shown answers
-/// `not_found`), optionally of one status (`pending`, `sent`, `dead`).
+/// page; messages are never deleted, so a cursor stays good, and an id that is not one of the tenant's messages —
+/// another tenant's — answers `not_found`), optionally of one status (`pending`, `sent`, `dead`).
 pub async fn list(
     tx: &mut TenantTx,
     status: Option<&str>,

@@ -56,6 +56,15 @@ static CALLS_SENT: AtomicU64 = AtomicU64::new(0);
 static CALLS_ANSWERED: AtomicU64 = AtomicU64::new(0);
 /// The phase the run is in, when it began, and how long it may take.
 static PHASE: Mutex<Option<(String, Instant, Duration)>> = Mutex::new(None);
+/// The servers this program started: a watchdog's exit runs no destructors, so it stops them itself.
+static SERVERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Remembers a server's process for the watchdog.
+fn started(pid: u32) {
+    if let Ok(mut s) = SERVERS.lock() {
+        s.push(pid);
+    }
+}
 
 /// Enters a phase that should be over within `expected` (the watchdog allows three times that and two minutes).
 fn phase(name: impl Into<String>, expected: Duration) {
@@ -91,6 +100,11 @@ fn watchdog() {
                     calls.1 - last.1,
                     loadavg()
                 );
+                for pid in SERVERS.lock().map(|s| s.clone()).unwrap_or_default() {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
                 std::process::exit(3);
             }
             last = calls;
@@ -406,7 +420,7 @@ async fn load(
     println!("\n== {} ({chargers} chargers) ==", server.name);
     phase(
         format!("{}: connecting", server.name),
-        Duration::from_secs(120),
+        Duration::from_secs(60 + chargers as u64 / 100),
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(server.pid);
@@ -762,6 +776,7 @@ async fn main() -> anyhow::Result<()> {
     phase("seeding the database", Duration::from_secs(300));
     seed(&owner_url, &app_url, chargers, billed).await?;
 
+    phase("starting the API", Duration::from_secs(60));
     let exe = std::env::current_exe()?;
     let mut api = tokio::process::Command::new(exe.with_file_name("switchyard"))
         .arg("serve")
@@ -778,6 +793,7 @@ async fn main() -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let pid = api.id().context("the API's pid")?;
+    started(pid);
     let mut lines = tokio::io::BufReader::new(api.stdout.take().context("stdout")?).lines();
     let addr = loop {
         let line = lines
@@ -825,6 +841,7 @@ async fn main() -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let pid = central.id().context("the Python server's pid")?;
+    started(pid);
     let mut lines = tokio::io::BufReader::new(central.stdout.take().context("stdout")?).lines();
     let port = loop {
         let line = lines

@@ -658,14 +658,19 @@ async fn another_tenants_quotes_rentals_and_assets_are_not_found() {
             "mutation($p: UUID!, $s: UUID!) { quote(patronId: $p, stationId: $s) { id } }",
             json!({"p": b.patron, "s": a.a}),
         ),
-        (
-            "mutation($r: UUID!, $s: UUID!) { stopRental(rentalId: $r, stationId: $s) { id } }",
-            json!({"r": rental, "s": a.b}),
-        ),
     ] {
         let body = app.gql(Some(&b.t.access), query, variables).await;
         assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
     }
+    // A's own rental returned into B's cabinet over GraphQL too: not found (it stays rented, checked below).
+    let body = app
+        .gql(
+            Some(&a.t.access),
+            "mutation($r: UUID!, $s: UUID!) { stopRental(rentalId: $r, stationId: $s) { id } }",
+            json!({"r": rental, "s": b.b}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "not_found", "{body}");
     // A's second quote is still good: B's tries used nothing of it.
     assert_eq!(docked(&app, &a, a.a).await.len(), 1);
     let (_, still) = app

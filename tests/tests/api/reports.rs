@@ -428,7 +428,7 @@ async fn reports_refuse_bad_input_and_other_tenants_clearly() {
         Some("x@example.com"),
         "the contact is unchanged"
     );
-    // A kind only this tenant defined is not found for the stranger.
+    // A kind only this tenant defined is not found for the stranger (the kind is looked up before the session).
     let (status, answer) = post_report(
         &app,
         &stranger.access,
@@ -439,6 +439,12 @@ async fn reports_refuse_bad_input_and_other_tenants_clearly() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     assert_eq!(answer["error"]["code"], "not_found", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("report kind")),
+        "{answer}"
+    );
     // Even with the same kind defined, the stranger cannot report on this tenant's session.
     app.gql_ok(
         &stranger.access,

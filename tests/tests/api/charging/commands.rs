@@ -1946,6 +1946,66 @@ async fn the_meter_set_up_gives_a_charger_that_samples_nothing_an_interval_and_l
     cp.close().await;
 }
 
+/// A 2.0.1 charger whose update interval is 0 and that refuses to change it is asked once, not at every boot.
+#[tokio::test]
+async fn a_charger_that_refuses_the_meter_set_ups_interval_is_not_asked_again_at_its_next_boot() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let turn_on = "mutation { setChargerMeterSetup(enabled: true) { chargerMeterSetup } }";
+    app.gql_ok(&s.t.access, turn_on, json!({})).await;
+    let mut cp = boot(&app, &s, OcppVersion::V201).await;
+    let first = until_call(&app, &s.t, s.charger, "GetVariables", |c| {
+        c["status"] == "answered"
+    })
+    .await;
+    let zero = json!({"kind": "CHANGE_CONFIGURATION", "key": "SampledDataCtrlr.TxUpdatedInterval", "value": "0"});
+    let changed = command(&app, &s.t.access, s.charger, zero).await;
+    assert_eq!(changed["status"], "answered", "{changed}");
+    let refusal = json!({"setVariableResult": [{"attributeStatus": "Rejected",
+        "component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}}]});
+    cp.reply("SetVariables", refusal.clone()).await;
+    let every_minute = json!({"setVariableData": [{"attributeValue": "60",
+        "component": {"name": "SampledDataCtrlr"}, "variable": {"name": "TxUpdatedInterval"}}]});
+    let boot_again =
+        json!({"reason": "PowerUp", "chargingStation": {"vendorName": "Acme", "model": "DC50"}});
+    let mut reads = vec![first["id"].clone()];
+    for _ in 0..2 {
+        cp.call("BootNotification", boot_again.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The boot's read of the interval, answered: what it sets follows in the same transaction.
+        let read = until_call(&app, &s.t, s.charger, "GetVariables", |c| {
+            c["status"] == "answered" && !reads.contains(&c["id"])
+        })
+        .await;
+        reads.push(read["id"].clone());
+        if reads.len() == 2 {
+            let set = until_call(&app, &s.t, s.charger, "SetVariables", |c| {
+                c["payload"] == every_minute && c["status"] == "answered"
+            })
+            .await;
+            assert_eq!(set["response"], refusal);
+        }
+    }
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let asked: i64 = sqlx::query_scalar(
+        "select count(*) from ocpp_call where tenant_id = $1 and charger_id = $2 and action = 'SetVariables'
+           and payload = $3",
+    )
+    .bind(s.t.id)
+    .bind(s.charger)
+    .bind(&every_minute)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        asked, 1,
+        "asked once, at the boot after the interval became 0"
+    );
+    drop(tx);
+    cp.close().await;
+}
+
 /// A password a charger reports in a configuration read (a 1.6 charger may answer `AuthorizationKey`, which the
 /// specification makes write-only) is kept hidden, in the call's answer and in the charger's configuration; migration
 /// 0057 hides those kept before it (run again here over rows written as they were then), and leaves the rest.
