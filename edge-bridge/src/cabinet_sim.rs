@@ -241,6 +241,11 @@ async fn run_cabinet(
     let (client, mut events) = AsyncClient::new(options, 64);
     let mut ready = Some(ready);
     let mut waiting_subacks = 0usize;
+    // Subscriptions to send on this connection: one the client's queue had no room for is tried again next turn.
+    let mut to_subscribe: Vec<String> = Vec::new();
+    // While the broker is away nothing is queued for it (the client's queue would fill up with stale states); the
+    // whole state is published again once subscribed.
+    let mut connected = false;
     let mut charging = behaviour.charge_every.map(|every| {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -261,20 +266,14 @@ async fn run_cabinet(
         let mut subscribed = false;
         match next {
             None => {
-                if cabinet.charge() {
+                if cabinet.charge() && connected {
                     publish.push((state_topic.clone(), cabinet.state(), true));
                 }
             }
             Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                connected = true;
                 waiting_subacks = 0;
-                for filter in [format!("cabinet/{id}/cmd/+"), format!("cabinet/{id}/sim/+")] {
-                    match client.try_subscribe(filter, QoS::AtLeastOnce) {
-                        Ok(()) => waiting_subacks += 1,
-                        Err(e) => {
-                            tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: cannot subscribe")
-                        }
-                    }
-                }
+                to_subscribe = vec![format!("cabinet/{id}/cmd/+"), format!("cabinet/{id}/sim/+")];
             }
             Some(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
                 if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
@@ -284,7 +283,7 @@ async fn run_cabinet(
                     continue;
                 }
                 waiting_subacks = waiting_subacks.saturating_sub(1);
-                if waiting_subacks == 0 {
+                if waiting_subacks == 0 && to_subscribe.is_empty() {
                     subscribed = true;
                     // Subscribed (again): the cabinet says how it is, then that it is there.
                     print(&id, "state", &cabinet.state());
@@ -328,9 +327,22 @@ async fn run_cabinet(
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => {
+                connected = false;
                 tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: MQTT connection lost; reconnecting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+        if connected {
+            to_subscribe.retain(|filter| match client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                Ok(()) => {
+                    waiting_subacks += 1;
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, cabinet = %id, "cabinet simulator: cannot subscribe yet");
+                    true
+                }
+            });
         }
         // Never waiting here: this task also drives the connection, which alone empties the client's queue (a full
         // queue, while the broker is away, drops the message; a reconnection publishes the whole state again).
@@ -359,7 +371,8 @@ impl Drop for Sim {
 }
 
 impl Sim {
-    /// Runs until stopped or the process ends.
+    /// Runs until stopped or the process ends; it returns only with the error that ended it (a cabinet that
+    /// panicked).
     pub async fn wait(mut self) -> anyhow::Result<()> {
         (&mut self.task)
             .await
@@ -429,14 +442,17 @@ pub async fn start(config: SimConfig) -> anyhow::Result<Sim> {
             told,
         ));
     }
-    let task = tokio::spawn(async move {
-        // Each cabinet runs until the simulator stops; one that ends (a panic) ends the simulator, and `wait` says so.
-        if let Some(Err(e)) = running.join_next().await {
-            if let Ok(reason) = e.try_into_panic() {
-                std::panic::resume_unwind(reason);
+    // Built before waiting: should the cabinets not get ready, dropping it stops them all.
+    let sim = Sim {
+        task: tokio::spawn(async move {
+            // Each cabinet runs until the simulator stops; one that ends (a panic) ends the simulator, and `wait` says so.
+            if let Some(Err(e)) = running.join_next().await {
+                if let Ok(reason) = e.try_into_panic() {
+                    std::panic::resume_unwind(reason);
+                }
             }
-        }
-    });
+        }),
+    };
     tokio::time::timeout(
         Duration::from_secs(20),
         futures_util::future::try_join_all(ready),
@@ -446,8 +462,8 @@ pub async fn start(config: SimConfig) -> anyhow::Result<Sim> {
         "the cabinet simulator's cabinets did not all subscribe within 20 s: is the MQTT broker reachable, and does it \
          let them subscribe to cabinet/<id>/cmd/+ and cabinet/<id>/sim/+?",
     )?
-    .context("the cabinet simulator stopped")?;
-    Ok(Sim { task })
+    .context("the cabinet simulator stopped (a cabinet ended: see its panic above)")?;
+    Ok(sim)
 }
 
 #[cfg(test)]

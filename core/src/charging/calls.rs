@@ -769,15 +769,11 @@ async fn configuration_read(
     // The set-up's own read (an operator's read of the same key sets nothing), with the set-up still on, and no
     // change of the interval on its way to the charger (an operator's newer choice wins over the 0 read before it).
     let (by_setup, interval_changing): (bool, bool) = sqlx::query_as(
-        "select coalesce((select requested_by is null from ocpp_call where tenant_id = $1 and id = $3), false),
-                exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
-                          and status in ('pending', 'sent')
-                          and (lower(payload->>'key') = lower($4)
-                               or exists (select 1 from jsonb_array_elements(
-                                            case when jsonb_typeof(payload->'setVariableData') = 'array'
-                                                 then payload->'setVariableData' else '[]' end) d
-                                          where lower(d->'component'->>'name') = 'sampleddatactrlr'
-                                            and lower(d->'variable'->>'name') = lower($5))))",
+        &format!(
+            "select coalesce((select requested_by is null from ocpp_call where tenant_id = $1 and id = $3), false),
+                    exists (select 1 from ocpp_call where tenant_id = $1 and charger_id = $2
+                              and status in ('pending', 'sent') and {INTERVAL_CHANGE})"
+        ),
     )
     .bind(tx.tenant())
     .bind(charger.id)
@@ -802,28 +798,44 @@ async fn configuration_read(
     Ok(())
 }
 
+/// A call's condition (SQL, on `ocpp_call`'s columns) that it changes the sampling interval: a 1.6
+/// `ChangeConfiguration` of [`INTERVAL_KEY`] (`$4`) or a 2.0.1 `SetVariables` of `SampledDataCtrlr`'s
+/// [`INTERVAL_VARIABLE`] (`$5`), by anyone.
+const INTERVAL_CHANGE: &str = "(lower(payload->>'key') = lower($4)
+     or exists (select 1 from jsonb_array_elements(
+                  case when jsonb_typeof(payload->'setVariableData') = 'array'
+                       then payload->'setVariableData' else '[]' end) d
+                where lower(d->'component'->>'name') = 'sampleddatactrlr'
+                  and lower(d->'variable'->>'name') = lower($5)))";
+
 /// How long a charger's refusal of the set-up's interval stands: a charger whose interval is fixed at 0 (read-only,
 /// or refused for its own reasons) is not asked again at every boot, but is after this long, when a firmware update
 /// may have changed its mind.
 const REFUSAL_STANDS: &str = "30 days";
 
-/// Whether the charger refused this same set-up call within [`REFUSAL_STANDS`]: 1.6 `Rejected` or `NotSupported`,
-/// 2.0.1 an attribute status that is not `Accepted` or `RebootRequired`, or a CALLERROR saying it is not supported.
+/// Whether the last change of the interval the charger answered (by anyone, within [`REFUSAL_STANDS`]) was this same
+/// set-up call, refused: 1.6 `Rejected` or `NotSupported`, 2.0.1 an attribute status that is not `Accepted` or
+/// `RebootRequired`, or a CALLERROR saying it is not supported. A change it took since (an operator's), or one it
+/// never answered, lets the set-up ask again.
 async fn refused_lately(tx: &mut TenantTx, charger: Uuid, request: &Request) -> Result<bool> {
     Ok(sqlx::query_scalar(&format!(
-        "select exists (select 1 from ocpp_call
-          where tenant_id = $1 and charger_id = $2 and action = $3 and payload = $4 and requested_by is null
-            and created_at > now() - interval '{REFUSAL_STANDS}'
-            and ((status = 'answered'
-                  and (response->>'status' in ('Rejected', 'NotSupported')
-                       or response #>> '{{setVariableResult,0,attributeStatus}}'
-                          in ('Rejected', 'UnknownComponent', 'UnknownVariable', 'NotSupportedAttributeType')))
-                 or (status = 'error' and (error like 'NotImplemented:%' or error like 'NotSupported:%'))))"
+        "select coalesce((
+           select requested_by is null and payload = $3
+                  and ((status = 'answered'
+                        and (response->>'status' in ('Rejected', 'NotSupported')
+                             or response #>> '{{setVariableResult,0,attributeStatus}}'
+                                in ('Rejected', 'UnknownComponent', 'UnknownVariable', 'NotSupportedAttributeType')))
+                       or (status = 'error' and (error like 'NotImplemented:%' or error like 'NotSupported:%')))
+             from ocpp_call
+            where tenant_id = $1 and charger_id = $2 and status in ('answered', 'error', 'timeout')
+              and created_at > now() - interval '{REFUSAL_STANDS}' and {INTERVAL_CHANGE}
+            order by created_at desc, id desc limit 1), false)"
     ))
     .bind(tx.tenant())
     .bind(charger)
-    .bind(request.action)
     .bind(&request.payload)
+    .bind(INTERVAL_KEY)
+    .bind(INTERVAL_VARIABLE)
     .fetch_one(tx.conn())
     .await?)
 }

@@ -66,6 +66,13 @@ fn started(pid: u32) {
     }
 }
 
+/// Forgets a server's process once it is stopped (its pid may be given to another process).
+fn stopped(pid: u32) {
+    if let Ok(mut s) = SERVERS.lock() {
+        s.retain(|p| *p != pid);
+    }
+}
+
 /// Enters a phase that should be over within `expected` (the watchdog allows three times that and two minutes).
 fn phase(name: impl Into<String>, expected: Duration) {
     let name = name.into();
@@ -91,7 +98,7 @@ fn watchdog() {
             };
             if since.elapsed() > expected * 3 + Duration::from_secs(120) {
                 eprintln!(
-                    "bench-ocpp: no progress: {name} has run {:.0?} (expected {expected:.0?}); calls sent {} and \
+                    "bench-ocpp: stalled: {name} has run {:.0?} (expected {expected:.0?}); calls sent {} and \
                      answered {} in all ({} and {} in the last 10 s); load average {}",
                     since.elapsed(),
                     calls.0,
@@ -821,6 +828,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     api.kill().await?;
+    stopped(pid);
     if billed {
         phase("checking the billed sessions", Duration::from_secs(60));
         metered(&owner_url, chargers.div_ceil(4)).await?;
@@ -870,6 +878,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     central.kill().await?;
+    stopped(pid);
     println!(
         "\nsustained at MeterValues p99 ≤ {p99_ms} ms: Switchyard {:.0} messages/s (p99 {:.1} ms), Python {:.0} \
          messages/s (p99 {:.1} ms): {}",

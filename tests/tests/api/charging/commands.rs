@@ -2003,6 +2003,23 @@ async fn a_charger_that_refuses_the_meter_set_ups_interval_is_not_asked_again_at
         "asked once, at the boot after the interval became 0"
     );
     drop(tx);
+
+    // A change of the interval the charger took since (an operator's) lets the set-up ask again at the next boot.
+    cp.reply_default("SetVariables").await;
+    let zero = json!({"kind": "CHANGE_CONFIGURATION", "key": "SampledDataCtrlr.TxUpdatedInterval", "value": "0"});
+    let changed = command(&app, &s.t.access, s.charger, zero).await;
+    assert_eq!(changed["status"], "answered", "{changed}");
+    cp.call("BootNotification", boot_again)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let set = until_call(&app, &s.t, s.charger, "SetVariables", |c| {
+        c["payload"] == every_minute && c["status"] == "answered"
+    })
+    .await;
+    assert_eq!(
+        set["response"]["setVariableResult"][0]["attributeStatus"],
+        "Accepted"
+    );
     cp.close().await;
 }
 
