@@ -815,8 +815,8 @@ const REFUSAL_STANDS: &str = "30 days";
 
 /// Whether the last change of the interval the charger answered (by anyone, within [`REFUSAL_STANDS`]) was this same
 /// set-up call, refused: 1.6 `Rejected` or `NotSupported`, 2.0.1 an attribute status that is not `Accepted` or
-/// `RebootRequired`, or a CALLERROR saying it is not supported. A change it took since (an operator's), or one it
-/// never answered, lets the set-up ask again.
+/// `RebootRequired`, or a CALLERROR saying it is not supported. An operator's change answered since (taken or not),
+/// or one the charger never answered, lets the set-up ask again.
 async fn refused_lately(tx: &mut TenantTx, charger: Uuid, request: &Request) -> Result<bool> {
     Ok(sqlx::query_scalar(&format!(
         "select coalesce((
