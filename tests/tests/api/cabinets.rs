@@ -800,15 +800,7 @@ async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_re
 /// taken: the start's body, for the same quote to be tried again.
 async fn start_refused(app: &TestApp, c: &Cabinets, key: &str, why: &str) -> Value {
     let before = (wallet(app, c).await, footprint(app, c.t.id).await);
-    let (status, quote) = post(
-        app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": c.a}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{quote}");
+    let quote = crate::rentals::quote(app, c, c.a).await;
     let start = json!({"quote_id": quote["quote_id"]});
     let (status, refused) = post(
         app,

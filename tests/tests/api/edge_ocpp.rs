@@ -201,15 +201,8 @@ async fn a_charger_behind_the_bridge_is_relayed_runs_offline_and_its_offline_tra
         .await;
 
     // Online through the bridge: the cloud answers the boot and sends the local list, through the tunnel.
-    let mut cp = connect(&running.url(&s.identity), &s.identity, &s.password).await;
+    let mut cp = boot_relayed(&app, &s, &running.url(&s.identity)).await;
     assert_eq!(cp.subprotocol.as_deref(), Some("ocpp1.6"));
-    let boot = call(
-        &mut cp,
-        "BootNotification",
-        json!({"chargePointVendor": "Acme", "chargePointModel": "AC22"}),
-    )
-    .await;
-    assert_eq!(boot["status"], "Accepted", "{boot}");
     let list = cp.next_received("SendLocalList").await;
     assert_eq!(list["updateType"], "Full", "{list}");
     let c = until_charger(&app, &s.t, s.charger, "the relayed charger online", |c| {

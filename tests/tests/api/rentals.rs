@@ -105,7 +105,8 @@ pub(crate) async fn post(
 }
 
 /// Quotes and starts a rental at `station`: its id and the powerbank it got.
-pub(crate) async fn rent(app: &TestApp, c: &Cabinets, station: Uuid, key: &str) -> (Uuid, String) {
+/// A quote for the site's patron at `station`, which must be given.
+pub(crate) async fn quote(app: &TestApp, c: &Cabinets, station: Uuid) -> Value {
     let (status, quote) = post(
         app,
         &c.t.access,
@@ -115,6 +116,11 @@ pub(crate) async fn rent(app: &TestApp, c: &Cabinets, station: Uuid, key: &str) 
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{quote}");
+    quote
+}
+
+pub(crate) async fn rent(app: &TestApp, c: &Cabinets, station: Uuid, key: &str) -> (Uuid, String) {
+    let quote = quote(app, c, station).await;
     let (status, started) = post(
         app,
         &c.t.access,
@@ -165,15 +171,7 @@ async fn docked(app: &TestApp, c: &Cabinets, station: Uuid) -> Vec<(String, i64)
 async fn a_powerbank_is_quoted_rented_and_returned_to_another_cabinet() {
     let app = spawn_app().await;
     let c = setup(&app, 1_000).await;
-    let (status, quote) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": c.a}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{quote}");
+    let quote = quote(&app, &c, c.a).await;
     let quote_id = quote["quote_id"].as_str().unwrap().to_owned();
     assert_eq!(
         quote,
@@ -455,14 +453,7 @@ async fn every_seed_004_error_case_answers_in_the_catalogue_shape() {
 async fn a_long_rental_runs_into_debt_and_is_bought_out_at_the_threshold() {
     let app = spawn_app().await;
     let c = setup(&app, 600).await;
-    let (_, q) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": c.a}),
-    )
-    .await;
+    let q = quote(&app, &c, c.a).await;
     let (_, r) = post(
         &app,
         &c.t.access,
@@ -547,22 +538,8 @@ async fn another_tenants_quotes_rentals_and_assets_are_not_found() {
     let app = spawn_app().await;
     let a = setup(&app, 1_000).await;
     let b = setup(&app, 1_000).await;
-    let (_, q) = post(
-        &app,
-        &a.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": a.patron, "station_id": a.a}),
-    )
-    .await;
-    let (_, q2) = post(
-        &app,
-        &a.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": a.patron, "station_id": a.a}),
-    )
-    .await;
+    let q = quote(&app, &a, a.a).await;
+    let q2 = quote(&app, &a, a.a).await;
     let (_, r) = post(
         &app,
         &a.t.access,
@@ -704,15 +681,7 @@ async fn a_member_confined_to_another_venue_cannot_start_a_rental_from_this_ones
     let c = setup(&app, 10_000).await;
     let elsewhere = app.create_venue(&c.t.access, "Elsewhere").await;
     let (_, manager) = crate::staff::add_scoped(&app, &c.t.access, "MANAGER", &[elsewhere]).await;
-    let (status, quote) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": c.a}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{quote}");
+    let quote = quote(&app, &c, c.a).await;
     let (status, refused) = post(
         &app,
         &manager,
@@ -762,14 +731,7 @@ async fn a_member_confined_to_another_venue_cannot_start_a_rental_from_this_ones
     assert_eq!((status, &again), (StatusCode::OK, &started));
 
     // Likewise over GraphQL: the second powerbank, started by the owner with a key the member then sends.
-    let (_, quote) = post(
-        &app,
-        &c.t.access,
-        "/api/v1/rentals/quote",
-        None,
-        json!({"user_id": c.patron, "station_id": c.a}),
-    )
-    .await;
+    let quote = self::quote(&app, &c, c.a).await;
     let start =
         "mutation($q: UUID!) { startRental(quoteId: $q, idempotencyKey: \"gql-owner\") { id } }";
     let owned = app
