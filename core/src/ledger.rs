@@ -163,6 +163,25 @@ pub async fn lock(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<()> {
     Ok(())
 }
 
+/// How much of `amount` paid towards a patron's debt the debt takes: what is still owed, at most `amount` (the rest
+/// belongs in the wallet). Locks the patron's wallet, then its debt (see [`lock`]), so that two payments of one debt
+/// cannot both see it unpaid; always in that order, as a debit of the wallet that then pays debt takes them, so
+/// that the two cannot deadlock. Returns the share with the debt and wallet accounts.
+pub async fn debt_share(
+    tx: &mut TenantTx,
+    patron: Uuid,
+    currency: &str,
+    amount: i64,
+) -> Result<(i64, Uuid, Uuid)> {
+    let owner = Owner::Patron(patron);
+    let debt = account(tx, owner, Purpose::Debt, currency).await?;
+    let wallet = account(tx, owner, Purpose::Wallet, currency).await?;
+    lock(tx, &[wallet]).await?;
+    lock(tx, &[debt]).await?;
+    let owed = -balance(tx, owner, Purpose::Debt, currency).await?;
+    Ok((amount.min(owed).max(0), debt, wallet))
+}
+
 /// The balances of many patron accounts at once (kept per account, migration 0040); an account without a movement
 /// yet is missing (zero).
 pub async fn patron_balances(tx: &mut TenantTx, accounts: &[Uuid]) -> Result<HashMap<Uuid, i64>> {

@@ -162,7 +162,18 @@ pub async fn add_rfid_tag(tx: &mut TenantTx, actor: &Actor, id: Uuid, uid: &str)
     get(tx, id).await?;
     // Upper-cased before it is measured: some letters grow ("ß" is "SS").
     let upper = uid.to_uppercase();
-    let uid = validate::text("uid", &upper, crate::charging::tags::MIN_UID, 64)?;
+    let uid = validate::text(
+        "uid",
+        &upper,
+        crate::charging::tags::MIN_UID,
+        crate::charging::tags::MAX_UID,
+    )?;
+    if uid.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::validation(
+            "uid",
+            "a tag's uid holds no spaces or control characters",
+        ));
+    }
     let version = crate::charging::tags::next_version(tx).await?;
     // A tag kept blocked and unowned (first seen in a charger's offline transaction) can be given to a patron.
     let linked = sqlx::query(

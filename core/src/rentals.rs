@@ -825,12 +825,14 @@ async fn release_deposit(tx: &mut TenantTx, session: &Session) -> Result<()> {
         session.id,
     )
     .await?;
-    let patron = Owner::Patron(session.patron_id);
-    let owed = -ledger::balance(tx, patron, Purpose::Debt, &session.currency).await?;
-    let pay = owed.min(session.deposit_amount);
+    let (pay, debt, wallet) = ledger::debt_share(
+        tx,
+        session.patron_id,
+        &session.currency,
+        session.deposit_amount,
+    )
+    .await?;
     if pay > 0 {
-        let wallet = ledger::account(tx, patron, Purpose::Wallet, &session.currency).await?;
-        let debt = ledger::account(tx, patron, Purpose::Debt, &session.currency).await?;
         ledger::post(
             tx,
             Journal {

@@ -58,3 +58,43 @@ pub fn require_all_venues(actor: &Actor) -> Result<()> {
     }
     Ok(())
 }
+
+/// An object a list is filtered by, when the filter was given.
+#[derive(Clone, Copy, Debug)]
+pub enum Named {
+    Venue(Option<Uuid>),
+    Station(Option<Uuid>),
+    Patron(Option<Uuid>),
+}
+
+/// A list's rows; when there are none, `not_found` if one of the objects it was filtered by is not one the actor
+/// sees (another tenant's, a venue outside the actor's scope, a mistyped id), so that such a filter is told apart
+/// from an object with nothing to list, as an id passed anywhere else is. A list with rows has matched its filters
+/// against the tenant's own objects already and pays nothing.
+pub async fn listed<T>(
+    tx: &mut TenantTx,
+    actor: &Actor,
+    rows: Vec<T>,
+    filters: &[Named],
+) -> Result<Vec<T>> {
+    if !rows.is_empty() {
+        return Ok(rows);
+    }
+    for filter in filters {
+        match *filter {
+            Named::Venue(Some(id)) => {
+                crate::venues::get(tx, id).await?;
+                actor.check_venue(id, "venue")?;
+            }
+            Named::Station(Some(id)) => {
+                let station = crate::stations::get(tx, id).await?;
+                actor.check_venue(station.venue_id, "station")?;
+            }
+            Named::Patron(Some(id)) => {
+                crate::patrons::get(tx, id).await?;
+            }
+            Named::Venue(None) | Named::Station(None) | Named::Patron(None) => {}
+        }
+    }
+    Ok(rows)
+}

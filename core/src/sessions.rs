@@ -364,9 +364,10 @@ pub async fn start_by(
     card: Option<CardPrepay<'_>>,
     tick: Duration,
 ) -> Result<Session> {
-    // The station is held from here: an archiving waits for this start, and nothing is charged for a station
-    // archived meanwhile.
-    let station = stations::get_held(tx, input.station_id).await?;
+    // The station is claimed from here: an archiving and other starts of it wait for this one, so nothing is
+    // charged for a station archived meanwhile, and the look for a running session below sees the session of a
+    // start that went first.
+    let station = stations::get_claimed(tx, input.station_id).await?;
     if let By::Patron(me) = by {
         if input.patron_id != Some(me.patron_id) {
             return Err(Error::NotFound("patron"));
@@ -440,6 +441,22 @@ pub async fn start_by(
     });
     let currency = venue.currency.as_str();
 
+    // Money moves below (cash, a card charged at the provider) before the row that would find the station busy:
+    // look first, so that a busy station costs nothing, and no card is charged for a start that then fails. The
+    // claim above makes the look reliable: a start going on at the same time has committed or rolled back.
+    let busy: bool = sqlx::query_scalar(
+        "select exists (select 1 from session where tenant_id = $1 and station_id = $2
+                          and status in ('active', 'paused'))",
+    )
+    .bind(tx.tenant())
+    .bind(station.id)
+    .fetch_one(tx.conn())
+    .await?;
+    if busy {
+        return Err(Error::Conflict(
+            "this station already has a running session".into(),
+        ));
+    }
     if let (Payment::Cash, By::Member(actor)) = (input.payment, by) {
         let price = planned_price.as_ref().ok_or_else(|| {
             Error::validation(
@@ -466,21 +483,6 @@ pub async fn start_by(
                 "a session paid by card is prepaid: give its duration",
             )
         })?;
-        // The card is charged before the row that would find the station busy: look first, so that a busy
-        // station costs the patron nothing.
-        let busy: bool = sqlx::query_scalar(
-            "select exists (select 1 from session where tenant_id = $1 and station_id = $2
-                              and status in ('active', 'paused'))",
-        )
-        .bind(tx.tenant())
-        .bind(station.id)
-        .fetch_one(tx.conn())
-        .await?;
-        if busy {
-            return Err(Error::Conflict(
-                "this station already has a running session".into(),
-            ));
-        }
         if price.amount > 0 {
             crate::payments::cards::charge_to_wallet(
                 tx,
@@ -1236,10 +1238,9 @@ async fn give_back(
     label: &str,
     memo: &str,
 ) -> Result<()> {
-    let patron = Owner::Patron(session.patron_id);
     let currency = session.currency.as_str();
-    let owed = -ledger::balance(tx, patron, Purpose::Debt, currency).await?;
-    let to_debt = amount.min(owed.max(0));
+    let (to_debt, debt, wallet) =
+        ledger::debt_share(tx, session.patron_id, currency, amount).await?;
     let journal = Journal {
         key: format!("session:{}:{label}", session.id),
         kind: "session_correction",
@@ -1247,14 +1248,8 @@ async fn give_back(
         session_id: Some(session.id),
         currency,
         entries: vec![
-            (
-                ledger::account(tx, patron, Purpose::Debt, currency).await?,
-                to_debt,
-            ),
-            (
-                ledger::account(tx, patron, Purpose::Wallet, currency).await?,
-                amount - to_debt,
-            ),
+            (debt, to_debt),
+            (wallet, amount - to_debt),
             (
                 ledger::account(
                     tx,

@@ -134,6 +134,13 @@ pub(crate) async fn get_held(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
     read(tx, id, " for key share").await
 }
 
+/// As [`get`], taking the row's update lock to the end of the transaction (`for no key update`, which a start takes
+/// anyway when it switches the station on): starts of one station take turns, so a start sees the session of one
+/// that went before it, while sessions' references to the row (`for key share`) and other stations go on.
+pub(crate) async fn get_claimed(tx: &mut TenantTx, id: Uuid) -> Result<Station> {
+    read(tx, id, " for no key update").await
+}
+
 /// One station, with `lock` (a row-locking clause, or nothing) appended to its query.
 async fn read(tx: &mut TenantTx, id: Uuid, lock: &'static str) -> Result<Station> {
     let sql = format!("select {COLUMNS} from station where tenant_id = $1 and id = $2{lock}");

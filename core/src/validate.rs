@@ -35,6 +35,36 @@ pub fn text<'a>(field: &'static str, value: &'a str, min: usize, max: usize) -> 
     Ok(value)
 }
 
+/// Replaces every NUL in `value`'s texts and keys with U+FFFD; true when there was one. Postgres cannot store a NUL
+/// in `jsonb` (or `text`), and what a device reports is kept with the character marked rather than lost or refused
+/// for ever (an event refused for it would be sent again on every tunnel; a charger's answer would end its
+/// connection each time).
+pub fn without_nul(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            *s = s.replace('\0', "\u{FFFD}");
+            true
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |found, v| without_nul(v) | found),
+        Value::Object(map) => {
+            let mut found = false;
+            if map.keys().any(|k| k.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v))
+                    .collect();
+                found = true;
+            }
+            map.values_mut()
+                .fold(found, |found, v| without_nul(v) | found)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

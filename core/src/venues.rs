@@ -208,7 +208,9 @@ fn entry(action: &'static str, id: Uuid, detail: serde_json::Value) -> Entry<'st
     }
 }
 
-/// Postgres knows the IANA zone database; asking it keeps one source of truth for zone names.
+/// A zone both zone databases know: pricing's (chrono-tz, built in) and Postgres's (reports and analytics convert
+/// times in SQL). Postgres on Debian reads the system's zone files, which also name aliases such as
+/// `posix/Europe/Berlin` that chrono-tz does not know: a venue in one would be priced in UTC without a word.
 async fn check_timezone(tx: &mut TenantTx, timezone: &str) -> Result<String> {
     let timezone = timezone.trim();
     let known: bool =
@@ -216,7 +218,8 @@ async fn check_timezone(tx: &mut TenantTx, timezone: &str) -> Result<String> {
             .bind(timezone)
             .fetch_one(tx.conn())
             .await?;
-    if !known || !timezone.contains('/') && timezone != "UTC" {
+    let priced = timezone.parse::<chrono_tz::Tz>().is_ok();
+    if !known || !priced || !timezone.contains('/') && timezone != "UTC" {
         return Err(Error::validation(
             "timezone",
             "must be an IANA time zone name, like Europe/Berlin or UTC",

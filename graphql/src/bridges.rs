@@ -2,7 +2,8 @@
 
 use async_graphql::{ComplexObject, Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use switchyard_core::{bridges, scope};
+use switchyard_core::bridges;
+use switchyard_core::scope::{self, Named};
 use uuid::Uuid;
 
 use crate::{begin, GqlResult, ManagerGuard};
@@ -109,13 +110,16 @@ impl BridgeQuery {
         venue_id: Option<Uuid>,
     ) -> async_graphql::Result<Vec<Bridge>> {
         let (actor, mut tx) = begin(ctx).await?;
-        Ok(bridges::list(&mut tx, venue_id)
+        let rows = bridges::list(&mut tx, venue_id)
             .await
             .gql()?
             .into_iter()
             .filter(|b| actor.sees_venue(b.venue_id))
             .map(Bridge::from)
-            .collect())
+            .collect();
+        scope::listed(&mut tx, actor, rows, &[Named::Venue(venue_id)])
+            .await
+            .gql()
     }
 
     async fn bridge(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Bridge> {

@@ -6,6 +6,7 @@
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use switchyard_core::charging::{self, calls, tags, transactions};
+use switchyard_core::scope::{self, Named};
 use switchyard_core::Db;
 use uuid::Uuid;
 
@@ -262,12 +263,15 @@ impl ChargingQuery {
         venue_id: Option<Uuid>,
     ) -> async_graphql::Result<Vec<Charger>> {
         let (actor, mut tx) = begin(ctx).await?;
-        Ok(charging::list(&mut tx, venue_id, actor.venues.as_deref())
+        let rows = charging::list(&mut tx, venue_id, actor.venues.as_deref())
             .await
             .gql()?
             .into_iter()
             .map(Charger::from)
-            .collect())
+            .collect();
+        scope::listed(&mut tx, actor, rows, &[Named::Venue(venue_id)])
+            .await
+            .gql()
     }
 
     /// A charger by its id, or the charger of a station.

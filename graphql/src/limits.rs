@@ -160,9 +160,17 @@ fn control_character(value: &async_graphql::Value, path: String) -> Option<Strin
             .iter()
             .enumerate()
             .find_map(|(i, item)| control_character(item, format!("{path}[{i}]"))),
-        Value::Object(map) => map
-            .iter()
-            .find_map(|(key, item)| control_character(item, format!("{path}.{key}"))),
+        // A key is text too, stored as it is in JSON columns (where Postgres refuses a NUL).
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key
+                .chars()
+                .any(switchyard_core::validate::is_forbidden_char)
+            {
+                Some(format!("{path}.{}", key.escape_debug()))
+            } else {
+                control_character(item, format!("{path}.{key}"))
+            }
+        }),
         _ => None,
     }
 }

@@ -3,6 +3,7 @@
 use async_graphql::{Context, Enum, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use switchyard_core::rentals;
+use switchyard_core::scope::{self, Named};
 use uuid::Uuid;
 
 use crate::sessions::{once, BillingTick, Session};
@@ -92,7 +93,10 @@ impl RentalQuery {
         #[graphql(default = 100)] limit: i64,
     ) -> async_graphql::Result<Vec<rentals::UnansweredEject>> {
         let (actor, mut tx) = begin(ctx).await?;
-        rentals::unanswered_ejects(&mut tx, actor.venue_filter(), venue_id, limit)
+        let rows = rentals::unanswered_ejects(&mut tx, actor.venue_filter(), venue_id, limit)
+            .await
+            .gql()?;
+        scope::listed(&mut tx, actor, rows, &[Named::Venue(venue_id)])
             .await
             .gql()
     }

@@ -3,8 +3,9 @@
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Duration, Utc};
 use switchyard_core::idempotency::{self, Begin};
+use switchyard_core::scope::{self, Named};
 use switchyard_core::sessions::{self, Payment, SessionFilter, SessionStatus, StartSession};
-use switchyard_core::{scope, Actor, TenantTx};
+use switchyard_core::{Actor, TenantTx};
 use uuid::Uuid;
 
 use crate::{begin, GqlResult};
@@ -279,12 +280,18 @@ impl SessionQuery {
             started_from: from,
             started_before: to,
         };
-        Ok(sessions::list(&mut tx, &filter, limit)
+        let rows = sessions::list(&mut tx, &filter, limit)
             .await
             .gql()?
             .into_iter()
             .map(Session)
-            .collect())
+            .collect();
+        let named = [
+            Named::Station(station_id),
+            Named::Patron(patron_id),
+            Named::Venue(venue_id),
+        ];
+        scope::listed(&mut tx, actor, rows, &named).await.gql()
     }
 
     /// The latest `limit` (at most 500) commands written for a station's control, oldest first (the edge bridge
@@ -429,18 +436,30 @@ impl SessionMutation {
         .await
     }
 
-    /// Adds minutes to a timed session.
+    /// Adds minutes to a timed session (and bills them). With `idempotencyKey`, a retried extension (its answer
+    /// lost) returns the session instead of adding the minutes again.
     async fn extend_session(
         &self,
         ctx: &Context<'_>,
         id: Uuid,
         minutes: i64,
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<Session> {
         let (actor, mut tx) = begin(ctx).await?;
         scope::session(&mut tx, actor, id).await.gql()?;
-        let session = sessions::extend(&mut tx, actor, id, minutes).await.gql()?;
-        tx.commit().await.gql()?;
-        Ok(Session(session))
+        let request = serde_json::json!({ "session_id": id, "minutes": minutes });
+        once(
+            tx,
+            actor,
+            "graphql.extendSession",
+            idempotency_key,
+            &request,
+            |mut tx| async move {
+                let session = sessions::extend(&mut tx, actor, id, minutes).await?;
+                Ok((tx, session))
+            },
+        )
+        .await
     }
 
     /// Pauses a running session: the station switches off, the time is not billed and the remaining time freezes.

@@ -2,8 +2,9 @@
 
 use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use switchyard_core::scope::{self, Named};
 use switchyard_core::stations::{self, NewStation, StationFilter, StationPatch};
-use switchyard_core::{scope, StationControl, StationKind, StationStatus};
+use switchyard_core::{StationControl, StationKind, StationStatus};
 use uuid::Uuid;
 
 use crate::loaders::Loaders;
@@ -170,13 +171,16 @@ impl StationQuery {
             status,
             include_archived,
         };
-        Ok(stations::list(&mut tx, &filter)
+        let rows = stations::list(&mut tx, &filter)
             .await
             .gql()?
             .into_iter()
             .filter(|s| actor.sees_venue(s.venue_id))
             .map(Station)
-            .collect())
+            .collect();
+        scope::listed(&mut tx, actor, rows, &[Named::Venue(venue_id)])
+            .await
+            .gql()
     }
 
     /// One station (archived ones too); `not_found` for unknown ids and other tenants' stations.

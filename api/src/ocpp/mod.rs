@@ -461,6 +461,11 @@ async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Option<Registra
 /// had no answer to).
 const ANSWERS_KEPT: usize = 8;
 
+/// The largest call sent to a charger behind an edge bridge: the bridge takes frames of at most 64 KiB through its
+/// tunnel, and a call travels in one escaped inside its envelope (the bridge holds its chargers' frames to the same
+/// half, `MAX_CHARGER_FRAME`).
+const RELAYED_CALL_BYTES: usize = 32 * 1024;
+
 struct Conn<'a> {
     link: &'a Link,
     shared: &'a Shared,
@@ -529,8 +534,19 @@ impl Conn<'_> {
         let call = calls::take_next(&mut tx, self.link.charger_id, self.connection, ttl).await?;
         tx.commit().await?;
         if let Some(call) = call {
-            self.send(rpc::call(&call.id.to_string(), &call.action, &call.payload))
-                .await?;
+            let text = rpc::call(&call.id.to_string(), &call.action, &call.payload);
+            if self.link.via_bridge.is_some() && text.len() > RELAYED_CALL_BYTES {
+                // The bridge would refuse the tunnel frame and redial, taking the whole venue offline each time:
+                // the call ends here as an error its caller can read.
+                let why = format!(
+                    "the call is {} bytes; a charger behind an edge bridge takes at most {RELAYED_CALL_BYTES}: send less at once",
+                    text.len()
+                );
+                self.finish(call.id, calls::Outcome::Error("FrameTooLarge".into(), why))
+                    .await?;
+                return Ok(true);
+            }
+            self.send(text).await?;
             self.in_flight = Some(InFlight {
                 call: call.id,
                 deadline: tokio::time::Instant::now() + self.link.settings.call_timeout,

@@ -171,6 +171,12 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
             let boot: BootNotification = decode(payload)?;
             limit("chargePointVendor", &boot.charge_point_vendor, 20)?;
             limit("chargePointModel", &boot.charge_point_model, 20)?;
+            if let Some(serial) = &boot.charge_point_serial_number {
+                limit("chargePointSerialNumber", serial, 25)?;
+            }
+            if let Some(firmware) = &boot.firmware_version {
+                limit("firmwareVersion", firmware, 50)?;
+            }
             let status = charging::boot(
                 cx.tx,
                 cx.charger,

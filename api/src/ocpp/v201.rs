@@ -152,6 +152,12 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
             limit("vendorName", &boot.charging_station.vendor_name, 50)?;
             limit("model", &boot.charging_station.model, 20)?;
             limit("reason", &boot.reason, 30)?;
+            if let Some(serial) = &boot.charging_station.serial_number {
+                limit("serialNumber", serial, 25)?;
+            }
+            if let Some(firmware) = &boot.charging_station.firmware_version {
+                limit("firmwareVersion", firmware, 50)?;
+            }
             let status = charging::boot(
                 cx.tx,
                 cx.charger,
@@ -256,6 +262,14 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
     })
 }
 
+/// The reason an `Ended` event gives, if it is one a person can read: a stop is never refused, so a reason too long
+/// or holding a control character counts as none, as a bad tag does.
+fn stopped_reason(event: &TransactionEvent) -> Option<String> {
+    let reason = event.transaction_info.stopped_reason.as_deref()?;
+    limit("stoppedReason", reason, 30).ok()?;
+    Some(reason.to_owned())
+}
+
 async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<Value, Fail> {
     if !EVENT_TYPES.contains(&event.event_type.as_str()) {
         return Err(RpcError::new(
@@ -340,7 +354,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
             Stop {
                 meter_stop_wh: energy,
                 at: event.timestamp,
-                reason: event.transaction_info.stopped_reason.clone(),
+                reason: stopped_reason(&event),
             },
         )
         .await?;
@@ -395,7 +409,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
                 Stop {
                     meter_stop_wh: energy,
                     at: event.timestamp,
-                    reason: event.transaction_info.stopped_reason.clone(),
+                    reason: stopped_reason(&event),
                 },
             )
             .await?;

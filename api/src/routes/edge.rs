@@ -526,35 +526,6 @@ async fn push(
     Ok(Some(sent))
 }
 
-/// Replaces every NUL in `value`'s texts and keys with U+FFFD; true when there was one. Postgres cannot store a NUL
-/// in `jsonb` (or `text`), and an event refused for it would be sent again on every tunnel: a plug's or cabinet's
-/// report with a stray NUL is kept, with the character marked, rather than lost or refused for ever.
-fn without_nul(value: &mut serde_json::Value) -> bool {
-    use serde_json::Value;
-    match value {
-        Value::String(s) if s.contains('\0') => {
-            *s = s.replace('\0', "\u{FFFD}");
-            true
-        }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |found, v| without_nul(v) | found),
-        Value::Object(map) => {
-            let mut found = false;
-            if map.keys().any(|k| k.contains('\0')) {
-                *map = std::mem::take(map)
-                    .into_iter()
-                    .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v))
-                    .collect();
-                found = true;
-            }
-            map.values_mut()
-                .fold(found, |found, v| without_nul(v) | found)
-        }
-        _ => false,
-    }
-}
-
 /// The `seq` of a frame that reads as an event but not as one this cloud takes (a field it does not know, another
 /// protocol version): its `malformed_frame` error answers that event.
 fn malformed_event_seq(text: &str) -> Option<u64> {
@@ -614,7 +585,7 @@ async fn answer(me: &Tunnel<'_>, bridge: &Bridge, tunnel: Uuid, message: Up) -> 
                 }
                 let mut body = serde_json::to_value(&event).unwrap_or_default();
                 // Everything the event says is taken from its cleaned form, journaled charger messages included.
-                let event = if without_nul(&mut body) {
+                let event = if switchyard_core::validate::without_nul(&mut body) {
                     tracing::warn!(seq, "a bridge event held NUL characters; kept with U+FFFD in their place");
                     serde_json::from_value(body.clone()).unwrap_or(event)
                 } else {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use switchyard_core::scope::{self, Named};
 use switchyard_core::stations::{self, Connector, Station, StationFilter};
 use switchyard_core::{StationKind, StationStatus};
 use uuid::Uuid;
@@ -36,9 +37,10 @@ pub struct StationList {
     stations: Vec<StationView>,
 }
 
-/// The tenant's stations, by name, optionally of one venue, kind or status.
+/// The tenant's stations, by name, optionally of one venue, kind or status; `404 not_found` for a `venue_id` that
+/// is not one of the caller's venues.
 #[utoipa::path(get, path = "/api/v1/stations", tag = "stations", params(StationQuery),
-    security(("bearer" = [])), responses((status = 200, body = StationList), (status = 401)))]
+    security(("bearer" = [])), responses((status = 200, body = StationList), (status = 404), (status = 401)))]
 pub async fn list(
     State(state): State<AppState>,
     AuthActor(actor): AuthActor,
@@ -53,6 +55,7 @@ pub async fn list(
     };
     let mut list = stations::list(&mut tx, &filter).await?;
     list.retain(|s| actor.sees_venue(s.venue_id));
+    let list = scope::listed(&mut tx, &actor, list, &[Named::Venue(query.venue_id)]).await?;
     let ids: Vec<Uuid> = list.iter().map(|s| s.id).collect();
     let mut connectors: HashMap<Uuid, Vec<Connector>> = HashMap::new();
     for c in stations::connectors(&mut tx, &ids).await? {

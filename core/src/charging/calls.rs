@@ -68,14 +68,16 @@ impl Request {
         let version = i32::try_from(version).unwrap_or(i32::MAX);
         match protocol {
             Protocol::V16 => {
+                let fits = |uid: &str| uid.chars().count() <= super::tags::MAX_UID_V16;
                 let list: Vec<Value> = entries
                     .iter()
+                    .filter(|e| fits(&e.uid))
                     .map(|e| {
                         let mut info = json!({ "status": e.status.v16() });
                         if let Some(x) = e.expires_at {
                             info["expiryDate"] = json!(x);
                         }
-                        if let Some(p) = &e.parent {
+                        if let Some(p) = e.parent.as_deref().filter(|p| fits(p)) {
                             info["parentIdTag"] = json!(p);
                         }
                         json!({ "idTag": e.uid, "idTagInfo": info })
@@ -242,9 +244,18 @@ pub async fn finished(
         .bind(charger.id)
         .execute(tx.conn())
         .await?;
+    // What a charger answers is stored as it came, but for a NUL, which Postgres cannot hold (see `without_nul`).
     let (status, response, error) = match &outcome {
-        Outcome::Answered(p) => ("answered", Some(reported_without_secrets(p)), None),
-        Outcome::Error(code, text) => ("error", None, Some(format!("{code}: {text}"))),
+        Outcome::Answered(p) => {
+            let mut response = reported_without_secrets(p);
+            crate::validate::without_nul(&mut response);
+            ("answered", Some(response), None)
+        }
+        Outcome::Error(code, text) => (
+            "error",
+            None,
+            Some(format!("{code}: {text}").replace('\0', "\u{FFFD}")),
+        ),
         Outcome::TimedOut => (
             "timeout",
             None,

@@ -85,6 +85,14 @@ pub struct Tag {
 /// The shortest uid a tag may have.
 pub const MIN_UID: usize = 4;
 
+/// The longest uid a tag may have: OCPP 2.0.1's `idToken` (36). A 1.6 `idTag` holds 20 (every ISO 14443 card's
+/// UID fits, 10 bytes in hex), so longer tags are left out of 1.6 chargers' local lists: none could be presented to
+/// one, and a charger that checks the schema would refuse the whole update for it.
+pub const MAX_UID: usize = 36;
+
+/// The longest uid a 1.6 charger takes (`idTag`, `parentIdTag`).
+pub const MAX_UID_V16: usize = 20;
+
 const TAG_COLUMNS: &str = "uid, patron_id, blocked, expires_at, parent_uid, version";
 
 async fn find(tx: &mut TenantTx, uid: &str) -> Result<Option<Tag>> {
@@ -269,8 +277,10 @@ pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<Tag>> {
         .await?)
 }
 
-/// The most entries one SendLocalList carries; a larger list goes in several differential updates.
-pub const LIST_CHUNK: i64 = 500;
+/// The most entries one SendLocalList carries; a larger list goes in several differential updates. A hundred
+/// entries of the longest tags and parents (about 200 bytes each in 2.0.1) fit the 32 KiB frame an edge bridge
+/// relays with room to spare; 500 did not, and a call too large for the tunnel is never sent.
+pub const LIST_CHUNK: i64 = 100;
 
 /// Queues the local list update a charger needs, if it is behind the tenant's version and no update is already
 /// waiting: the whole list (`Full`) for a charger that has none, else the tags changed since its version

@@ -22,6 +22,7 @@ use crate::audit::{self, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::model::Actor;
+use crate::scope::Named;
 use crate::sessions::{self, SessionStatus};
 use crate::{money, patrons};
 
@@ -109,14 +110,15 @@ pub async fn list(
                    where i.tenant_id = v.tenant_id and i.invoice_id = v.id and s.venue_id <> all($5)))
           order by created_at desc limit $4"
     );
-    Ok(sqlx::query_as(&sql)
+    let rows = sqlx::query_as(&sql)
         .bind(tx.tenant())
         .bind(patron)
         .bind(status)
         .bind(limit.clamp(1, 500))
         .bind(actor.venues.as_deref())
         .fetch_all(tx.conn())
-        .await?)
+        .await?;
+    crate::scope::listed(tx, actor, rows, &[Named::Patron(patron)]).await
 }
 
 /// The sessions on an invoice.

@@ -271,7 +271,8 @@ pub async fn list(
     crate::db::filter(&mut query, "id < $", after);
     query
         .push(" order by id desc limit ")
-        .push_bind(limit.clamp(1, 500));
+        // A page holds at most 500; one more row tells the caller whether another page follows.
+        .push_bind(limit.clamp(1, 501));
     let rows: Vec<Notification> = query.build_query_as().fetch_all(tx.conn()).await?;
     Ok(rows.into_iter().map(Notification::shown).collect())
 }

@@ -451,13 +451,7 @@ pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Resul
                 // A hold succeeds only through our capture, which sets the amount first.
                 return Ok(payment);
             }
-            let target = ledger::account(
-                tx,
-                Owner::Patron(payment.patron_id),
-                purpose,
-                &payment.currency,
-            )
-            .await?;
+            let patron = Owner::Patron(payment.patron_id);
             let clearing = ledger::account(
                 tx,
                 Owner::Venue(payment.venue_id),
@@ -465,6 +459,19 @@ pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Resul
                 &payment.currency,
             )
             .await?;
+            let mut entries = vec![(clearing, -amount)];
+            if purpose == Purpose::Wallet {
+                let wallet = ledger::account(tx, patron, purpose, &payment.currency).await?;
+                entries.push((wallet, amount));
+            } else {
+                // The debt may have been paid since this charge was written (a released deposit, a give-back, a
+                // hold captured meanwhile): it pays what is still owed, and the rest goes to the wallet rather
+                // than leave the debt above zero, where nothing would ever spend it.
+                let (to_debt, debt, wallet) =
+                    ledger::debt_share(tx, payment.patron_id, &payment.currency, amount).await?;
+                entries.push((debt, to_debt));
+                entries.push((wallet, amount - to_debt));
+            }
             ledger::post(
                 tx,
                 Journal {
@@ -473,7 +480,7 @@ pub async fn apply(tx: &mut TenantTx, id: Uuid, status: ProviderStatus) -> Resul
                     memo: format!("{memo} ({})", payment.provider),
                     session_id: payment.session_id,
                     currency: &payment.currency,
-                    entries: vec![(target, amount), (clearing, -amount)],
+                    entries,
                 },
             )
             .await?;

@@ -12,6 +12,7 @@ use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::Actor;
+use crate::scope::Named;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, async_graphql::SimpleObject)]
 pub struct SafetyEntry {
@@ -147,7 +148,13 @@ pub async fn list(
     query
         .push(" order by created_at desc, id desc limit ")
         .push_bind(limit);
-    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
+    let rows = query.build_query_as().fetch_all(tx.conn()).await?;
+    let named = [
+        Named::Venue(filter.venue_id),
+        Named::Patron(filter.patron_id),
+        Named::Station(filter.station_id),
+    ];
+    crate::scope::listed(tx, actor, rows, &named).await
 }
 
 /// A patron's flag, when flagged.

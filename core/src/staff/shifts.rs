@@ -12,6 +12,7 @@ use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::Actor;
+use crate::scope::Named;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, async_graphql::SimpleObject)]
 pub struct Shift {
@@ -126,9 +127,6 @@ async fn finish(
 
 /// Who is on shift now, at one venue or every venue the member sees.
 pub async fn on_shift(tx: &mut TenantTx, actor: &Actor, venue: Option<Uuid>) -> Result<Vec<Shift>> {
-    if let Some(venue) = venue {
-        actor.check_venue(venue, "venue")?;
-    }
     let mut query = sqlx::QueryBuilder::new(format!("{SELECT} where s.tenant_id = "));
     query.push_bind(tx.tenant()).push(" and s.ended_at is null");
     db::filter(&mut query, "s.venue_id = $", venue);
@@ -137,7 +135,8 @@ pub async fn on_shift(tx: &mut TenantTx, actor: &Actor, venue: Option<Uuid>) -> 
         " order by s.venue_id, s.started_at limit {}",
         crate::validate::LIST_CAP
     ));
-    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
+    let rows = query.build_query_as().fetch_all(tx.conn()).await?;
+    crate::scope::listed(tx, actor, rows, &[Named::Venue(venue)]).await
 }
 
 /// A member's time on shift within a period.
@@ -166,11 +165,8 @@ pub async fn hours(
     if to - from > chrono::Duration::days(400) {
         return Err(Error::validation("to", "a period is at most 400 days"));
     }
-    if let Some(venue) = venue {
-        actor.check_venue(venue, "venue")?;
-    }
     let only = (!actor.role.can_manage()).then_some(actor.user_id);
-    Ok(sqlx::query_as(
+    let rows = sqlx::query_as(
         "select s.user_id, coalesce(min(u.email), '') as email,
                 floor(sum(extract(epoch from least(coalesce(s.ended_at, now()), $3) - greatest(s.started_at, $2))))::bigint
                   as seconds,
@@ -190,5 +186,6 @@ pub async fn hours(
     .bind(actor.venue_filter())
     .bind(only)
     .fetch_all(tx.conn())
-    .await?)
+    .await?;
+    crate::scope::listed(tx, actor, rows, &[Named::Venue(venue)]).await
 }

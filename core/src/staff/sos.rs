@@ -12,6 +12,7 @@ use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::{Actor, PatronActor};
+use crate::scope::Named;
 
 /// Where an SOS stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, async_graphql::Enum)]
@@ -297,7 +298,8 @@ pub async fn incidents(
     query
         .push(" order by raised_at desc, id desc limit ")
         .push_bind(limit);
-    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
+    let rows = query.build_query_as().fetch_all(tx.conn()).await?;
+    crate::scope::listed(tx, actor, rows, &[Named::Venue(filter.venue_id)]).await
 }
 
 /// The incident log as CSV (RFC 4180; a header line, then one line per SOS). Text that a spreadsheet would take

@@ -12,6 +12,7 @@ use crate::db::{self, TenantTx};
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
 use crate::model::{Actor, Role};
+use crate::scope::Named;
 
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, async_graphql::Enum)]
@@ -286,5 +287,6 @@ pub async fn list(tx: &mut TenantTx, actor: &Actor, filter: &TaskFilter) -> Resu
     query
         .push(" order by due_at nulls last, created_at desc limit ")
         .push_bind(limit);
-    Ok(query.build_query_as().fetch_all(tx.conn()).await?)
+    let rows = query.build_query_as().fetch_all(tx.conn()).await?;
+    crate::scope::listed(tx, actor, rows, &[Named::Venue(filter.venue_id)]).await
 }

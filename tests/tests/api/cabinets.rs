@@ -1207,9 +1207,17 @@ async fn an_eject_taken_and_never_answered_waits_for_staff_who_settle_it_by_what
         assert!(second[at].is_string(), "{at}: {second}");
     }
     assert_eq!(unanswered(&app, &c.t.access, Some(c.venue)).await, waiting);
+    let unknown = app
+        .gql(
+            Some(&c.t.access),
+            UNANSWERED,
+            json!({ "v": Uuid::new_v4() }),
+        )
+        .await;
     assert_eq!(
-        unanswered(&app, &c.t.access, Some(Uuid::new_v4())).await,
-        Vec::<Value>::new()
+        switchyard_tests::gql_code(&unknown),
+        "not_found",
+        "{unknown}"
     );
 
     // Another tenant sees none of it, and its settle is answered as for an id nobody has.

@@ -722,3 +722,57 @@ async fn a_hold_to_settle_that_arrives_while_a_charge_is_out_is_settled_even_if_
     assert_eq!(wallet(&w.app, &c).await["debt"], (owed - 500).max(0));
     assert_eq!(w.unbalanced_journals().await, 0);
 }
+
+/// A debt charge the card paid after the debt was paid another way (here the deposit of a second rental, released
+/// when it came back, paid it while the charge was out): the charge pays what is still owed — nothing — and the
+/// rest goes to the wallet. Before, it was credited to the debt whatever it owed, leaving the debt above zero where
+/// nothing would ever spend it: the patron had paid twice.
+#[tokio::test]
+async fn a_debt_charge_confirmed_after_the_debt_was_paid_otherwise_goes_to_the_wallet() {
+    let fake = StripeFake::start().await;
+    let (w, c, _rental) = owing_on_a_held_rental(&fake).await;
+    let now = Utc::now();
+    let charge = w.prepare(&c, now).await;
+    assert_eq!(charge.amount, 100);
+    let taken = collect::send(w.provider.as_ref(), TenantId(c.t.id), &charge)
+        .await
+        .unwrap();
+    assert_eq!(taken.status, ProviderStatus::Succeeded);
+
+    // Meanwhile: 500 in cash, a second rental whose deposit comes from the wallet, and its return to cabinet B.
+    w.app
+        .gql_ok(
+            &c.t.access,
+            "mutation($p: UUID!, $v: UUID!) { topUpCash(patronId: $p, venueId: $v, amount: 500, idempotencyKey: \"cash\") { id } }",
+            json!({"p": c.patron, "v": c.venue}),
+        )
+        .await;
+    let (status, second) = w.start(&c, "from-the-wallet").await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(wallet(&w.app, &c).await["depositHeld"], 500);
+    let (status, stopped) = post(
+        &w.app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("second-back"),
+        json!({"rental_id": second["rental_id"], "station_id": c.b}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    let paid = wallet(&w.app, &c).await;
+    assert_eq!(
+        (&paid["debt"], &paid["balance"]),
+        (&json!(0), &json!(325)),
+        "the released deposit paid the debt: {paid}"
+    );
+
+    let outcome = w.record(&c, &charge, Ok(taken), now).await;
+    assert_eq!(outcome, collect::Outcome::Collected(100));
+    let after = wallet(&w.app, &c).await;
+    assert_eq!(
+        (&after["debt"], &after["balance"]),
+        (&json!(0), &json!(425)),
+        "the charge went to the wallet: {after}"
+    );
+    assert_eq!(w.unbalanced_journals().await, 0);
+}

@@ -733,13 +733,17 @@ async fn the_tunnel_refuses_bad_tokens_and_frames_clearly_and_drops_duplicate_ev
         assert_eq!(gql_code(&body), "not_found", "{query}: {body}");
     }
     let listed = app
-        .gql_ok(
-            &other.access,
+        .gql_ok(&other.access, "{ bridges { id } }", json!({}))
+        .await;
+    assert_eq!(listed["bridges"], json!([]), "{listed}");
+    let filtered = app
+        .gql(
+            Some(&other.access),
             "query($v: UUID) { bridges(venueId: $v) { id } }",
             json!({"v": s.venue}),
         )
         .await;
-    assert_eq!(listed["bridges"], json!([]), "{listed}");
+    assert_eq!(gql_code(&filtered), "not_found", "{filtered}");
     // The bridge's token was neither rotated nor revoked: it still opens a tunnel.
     let mut again = connect(&app, &s.token).await.unwrap();
     again

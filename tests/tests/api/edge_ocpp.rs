@@ -284,6 +284,39 @@ async fn a_charger_behind_the_bridge_is_relayed_runs_offline_and_its_offline_tra
         (Some("GetConfiguration"), Some("answered")),
         "{got}"
     );
+    // A call too large for the tunnel's frames ends as an error the operator can read; it is never sent, so the
+    // bridge does not drop the tunnel (and the venue with it) over it, and the next command goes through.
+    let lost = running.metric("edge_bridge_tunnels_lost_total").await;
+    let big = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!, $d: String!) { chargerCommand(id: $c,
+               command: {kind: DATA_TRANSFER, vendorId: \"acme\", data: $d}, waitSeconds: 20) { action status error } }",
+            json!({"c": s.charger, "d": "x".repeat(40_000)}),
+        )
+        .await;
+    assert_eq!(big["chargerCommand"]["status"], "error", "{big}");
+    assert!(
+        big["chargerCommand"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("FrameTooLarge:")),
+        "{big}"
+    );
+    let got = app
+        .gql_ok(
+            &s.t.access,
+            "mutation($c: UUID!) { chargerCommand(id: $c, command: {kind: GET_CONFIGURATION}, waitSeconds: 20) {
+               status } }",
+            json!({"c": s.charger}),
+        )
+        .await;
+    assert_eq!(got["chargerCommand"]["status"], "answered", "{got}");
+    assert_eq!(running.metric("edge_bridge_tunnel_up").await, Some(1.0));
+    assert_eq!(
+        running.metric("edge_bridge_tunnels_lost_total").await,
+        lost,
+        "the tunnel held"
+    );
 
     // The tunnel is cut: offline in the cloud, still connected to the bridge, which answers it.
     proxy.cut();

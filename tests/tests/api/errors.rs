@@ -369,6 +369,23 @@ async fn control_characters_in_any_text_input_are_refused_with_422_naming_the_fi
         patron["errors"][0]["extensions"]["field"],
         "input.displayName"
     );
+    // ... and in a JSON value's key (a NUL there used to reach Postgres's jsonb and answer `internal`).
+    let kind = app
+        .gql(
+            Some(&t.access),
+            "mutation($t: JSON!) { defineReportKind(key: \"nul\", title: \"Nul\", template: $t) { key } }",
+            json!({"t": {"fields": [], "a\u{0}b": 1}}),
+        )
+        .await;
+    assert_eq!(
+        switchyard_tests::gql_code(&kind),
+        "validation_failed",
+        "{kind}"
+    );
+    assert_eq!(
+        kind["errors"][0]["extensions"]["field"], "t.a\\0b",
+        "{kind}"
+    );
     // Nothing was stored; tabs and line breaks are still fine.
     let venues = app
         .gql_ok(&t.access, "{ venues { name } }", json!({}))

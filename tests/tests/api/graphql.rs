@@ -146,6 +146,13 @@ async fn venue_input_errors_name_the_field_and_change_nothing() {
             "validation_failed",
             Some("timezone"),
         ),
+        // Postgres on Debian knows this alias of Europe/Berlin; pricing does not, and would have priced the venue
+        // in UTC.
+        (
+            json!({"name": "A", "timezone": "posix/Europe/Berlin", "currency": "EUR"}),
+            "validation_failed",
+            Some("timezone"),
+        ),
         (
             json!({"name": "A", "timezone": "UTC", "currency": "eur"}),
             "validation_failed",

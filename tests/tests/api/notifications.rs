@@ -981,6 +981,40 @@ async fn the_message_log_is_paginated_for_owners_and_managers_and_another_tenant
         );
     }
 
+    // A page of the most a page holds (500) still says whether more follow: B has its verification and 500 more.
+    sqlx::query(
+        "insert into notification (tenant_id, id, event_key, channel, recipient, kind, status)
+         select $1, gen_random_uuid(), 'filler:' || n, 'email', 'filler@example.com', 'invitation', 'dead'
+           from generate_series(1, 500) n",
+    )
+    .bind(b.id)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    // (Only the ids: 500 messages of every field is more than the query complexity allows.)
+    const IDS: &str = "query($f: Int, $a: UUID) { notifications(first: $f, after: $a) { items { id } endCursor hasMore } }";
+    let full = app.gql_ok(&b.access, IDS, json!({"f": 500})).await;
+    assert_eq!(
+        full["notifications"]["items"].as_array().map(Vec::len),
+        Some(500)
+    );
+    assert_eq!(
+        full["notifications"]["hasMore"], true,
+        "a 501st message follows"
+    );
+    let rest = app
+        .gql_ok(
+            &b.access,
+            IDS,
+            json!({"f": 500, "a": full["notifications"]["endCursor"]}),
+        )
+        .await;
+    assert_eq!(
+        rest["notifications"]["items"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(rest["notifications"]["hasMore"], false);
+
     // Bad input, and staff, are refused.
     let bad = app.gql(Some(&a.access), LIST, json!({"f": 0})).await;
     assert_eq!(gql_code(&bad), "validation_failed", "{bad}");

@@ -1553,8 +1553,12 @@ async fn a_sessions_detail_shows_its_payment_ledger_and_device_commands_and_list
         .gql(Some(&other.access), DETAIL, json!({"id": ids[0]}))
         .await;
     assert_eq!(gql_code(&body), "not_found", "{body}");
-    let theirs = app.gql_ok(&other.access, LIST, json!({"v": f.venue})).await;
+    let theirs = app.gql_ok(&other.access, LIST, json!({})).await;
     assert_eq!(theirs["sessions"], json!([]));
+    let filtered = app
+        .gql(Some(&other.access), LIST, json!({"v": f.venue}))
+        .await;
+    assert_eq!(gql_code(&filtered), "not_found", "{filtered}");
 }
 
 /// The count of the tenant's journals of `kind`.
@@ -1670,4 +1674,48 @@ async fn top_ups_cash_starts_and_stops_sent_together_move_money_once() {
     assert_eq!(finals, 1);
     assert_eq!(wallet(&app, &f.t.access, patron).await["balance"], 450);
     assert_ledger_balances(&app, f.t.id).await;
+}
+
+/// An extension retried with its key (its answer lost, or sent twice at once) adds its minutes once; without a key,
+/// the same call again is a second extension.
+#[tokio::test]
+async fn an_extension_retried_with_its_key_adds_its_minutes_once() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (status, started) = start(
+        &app,
+        &f.t.access,
+        Some("extend-me"),
+        json!({"station_id": f.station, "duration_minutes": 60, "payment": "cash"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let id = started["session_id"].as_str().unwrap().to_owned();
+    let patron: Uuid = started["patron_id"].as_str().unwrap().parse().unwrap();
+    top_up(&app, &f, patron, 600, "for-an-hour-more").await;
+    let extend = "mutation($id: UUID!, $k: String) {
+        extendSession(id: $id, minutes: 30, idempotencyKey: $k) { plannedEndAt } }";
+    let keyed = json!({"id": id, "k": "thirty-more"});
+    let (a, b) = tokio::join!(
+        app.gql(Some(&f.t.access), extend, keyed.clone()),
+        app.gql(Some(&f.t.access), extend, keyed.clone())
+    );
+    let retry = app.gql(Some(&f.t.access), extend, keyed).await;
+    let end = &a["data"]["extendSession"]["plannedEndAt"];
+    assert!(end.is_string(), "{a}");
+    assert_eq!(&b["data"]["extendSession"]["plannedEndAt"], end, "{b}");
+    assert_eq!(
+        &retry["data"]["extendSession"]["plannedEndAt"], end,
+        "{retry}"
+    );
+    let minutes = || async {
+        let (status, body) = app
+            .get(&format!("/api/v1/sessions/{id}"), &f.t.access)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["duration_minutes"].clone()
+    };
+    assert_eq!(minutes().await, 90);
+    app.gql_ok(&f.t.access, extend, json!({"id": id})).await;
+    assert_eq!(minutes().await, 120, "no key: a second extension");
 }

@@ -234,6 +234,30 @@ async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
         json!([{"idTag": "NEWTAG01", "idTagInfo": {"status": "Blocked"}}])
     );
 
+    // A tag longer than a 1.6 idTag (20) is a 2.0.1 charger's only: a 1.6 charger's list leaves it out, where it
+    // would have made the charger refuse the whole update. Longer than a 2.0.1 idToken (36), it is refused.
+    let too_long = app
+        .gql(
+            Some(&s.t.access),
+            "mutation($p: UUID!) { addRfidTag(patronId: $p, uid: \"TAG4567890123456789012345678901234567\") { id } }",
+            json!({"p": other}),
+        )
+        .await;
+    assert_eq!(
+        switchyard_tests::gql_code(&too_long),
+        "validation_failed",
+        "{too_long}"
+    );
+    app.gql_ok(
+        &s.t.access,
+        "mutation($p: UUID!) { addRfidTag(patronId: $p, uid: \"EMAID0123456789ABCDEF\") { id } }",
+        json!({"p": other}),
+    )
+    .await;
+    let long = cp.next_received("SendLocalList").await;
+    assert_eq!(long["updateType"], "Differential");
+    assert_eq!(long["localAuthorizationList"], json!([]), "{long}");
+
     // Asked for, the whole list again.
     command(
         &app,
@@ -247,7 +271,7 @@ async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
     assert_eq!(
         again["localAuthorizationList"].as_array().map(Vec::len),
         Some(2),
-        "{again}"
+        "the site's tag and NEWTAG01, not the 21-character one: {again}"
     );
 }
 

@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 use switchyard_tests::{gql_code, TestApp};
 use uuid::Uuid;
 
+use switchyard_tests::stripe_fake::StripeFake;
+
 use super::{patron, qr_payload, self_service, shop, START};
 
 const SAVE_CARD: &str = "mutation($pm: String!) { saveMyCard(paymentMethod: $pm) { brand last4 } }";
@@ -107,6 +109,89 @@ async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent
     let body = app.gql(Some(&declined.token), START, vars).await;
     assert_eq!(gql_code(&body), "card_declined", "{body}");
     assert_eq!(books(&app, f.t.id, declined.id).await, (vec![], vec![]));
+}
+
+/// Two patrons start card-paid sessions on one station at the same moment, each under a key of its own: one
+/// starts and pays; the other is told the station is busy before its card is charged (before, both cards were
+/// charged, and the loser's charge was recorded nowhere: its start rolled back on the running-session index). The
+/// test holds new sessions back with a table lock until both starts wait on a lock, so the two meet whatever the
+/// machine's speed, and Stripe is a local fake that counts the charges made.
+#[tokio::test]
+async fn two_card_starts_on_one_station_at_once_charge_only_the_card_of_the_one_that_starts() {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = crate::debts::world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    let app = &w.app;
+    let (f, ana) = shop(app, 0).await;
+    let bea = patron(app, f.t.id, "bea").await;
+    for p in [&ana, &bea] {
+        app.gql_ok(&p.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+            .await;
+    }
+    let mut hold = app.owner.begin().await.unwrap();
+    sqlx::query("lock table session in share mode")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let start = |token: String, key: &'static str| {
+        let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": key});
+        async move { app.gql(Some(&token), START, vars).await }
+    };
+    let release = async {
+        let waiting = || async {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from pg_stat_activity
+                  where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()",
+            )
+            .fetch_one(&app.owner)
+            .await
+            .unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while waiting().await < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the two starts never both waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        hold.rollback().await.unwrap();
+    };
+    let ((a, b), ()) = tokio::join!(
+        async {
+            tokio::join!(
+                start(ana.token.clone(), "ana"),
+                start(bea.token.clone(), "bea")
+            )
+        },
+        release
+    );
+    let mut answers = [(&ana, a), (&bea, b)];
+    answers.sort_by_key(|(_, body)| body["errors"].is_null());
+    let [(loser, busy), (winner, started)] = answers;
+    assert!(
+        started["data"]["startMySession"]["id"].is_string(),
+        "{started}"
+    );
+    assert_eq!(gql_code(&busy), "conflict", "{busy}");
+    assert_eq!(
+        fake.requests_to("POST", "/v1/payment_intents").len(),
+        1,
+        "one card charged"
+    );
+    assert_eq!(
+        books(app, f.t.id, winner.id).await,
+        (
+            vec![("top_up_card".into(), 300)],
+            vec![("confirmed".into(), 300)]
+        )
+    );
+    assert_eq!(books(app, f.t.id, loser.id).await, (vec![], vec![]));
 }
 
 #[tokio::test]
