@@ -814,6 +814,14 @@ async fn release_deposit(tx: &mut TenantTx, session: &Session) -> Result<()> {
         )
         .await;
     }
+    // The patron's wallet and debt locks first, as every movement of the wallet takes them before it writes.
+    let (pay, debt, wallet) = ledger::debt_share(
+        tx,
+        session.patron_id,
+        &session.currency,
+        session.deposit_amount,
+    )
+    .await?;
     let key = format!("rental:{}:deposit_release", session.id);
     move_deposit(
         tx,
@@ -823,13 +831,6 @@ async fn release_deposit(tx: &mut TenantTx, session: &Session) -> Result<()> {
         &key,
         false,
         session.id,
-    )
-    .await?;
-    let (pay, debt, wallet) = ledger::debt_share(
-        tx,
-        session.patron_id,
-        &session.currency,
-        session.deposit_amount,
     )
     .await?;
     if pay > 0 {

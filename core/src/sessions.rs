@@ -441,12 +441,13 @@ pub async fn start_by(
     });
     let currency = venue.currency.as_str();
 
-    // Money moves below (cash, a card charged at the provider) before the row that would find the station busy:
-    // look first, so that a busy station costs nothing, and no card is charged for a start that then fails. The
-    // claim above makes the look reliable: a start going on at the same time has committed or rolled back.
+    // Cash moves below before the row that would find the station busy: look first, so that a busy station costs
+    // nothing. The claim above makes the look reliable: a start going on at the same time has committed or rolled
+    // back. (The look is the running-session index's: one session a connector, rentals apart; a cloud start takes
+    // the station's connector-less slot.)
     let busy: bool = sqlx::query_scalar(
         "select exists (select 1 from session where tenant_id = $1 and station_id = $2
-                          and status in ('active', 'paused'))",
+                          and status in ('active', 'paused') and coalesce(connector, 0) = 0 and asset_id is null)",
     )
     .bind(tx.tenant())
     .bind(station.id)
@@ -476,29 +477,25 @@ pub async fn start_by(
             .await?;
         }
     }
-    if let Some(card) = card {
-        let price = planned_price.as_ref().ok_or_else(|| {
-            Error::validation(
-                "minutes",
-                "a session paid by card is prepaid: give its duration",
-            )
-        })?;
-        if price.amount > 0 {
-            crate::payments::cards::charge_to_wallet(
-                tx,
-                by,
-                card.provider,
-                patron.id,
-                venue.id,
-                price.amount,
-                &format!("session-start:{}", card.key),
-            )
-            .await?;
-        }
-    }
+    // A card pays the planned price itself. It is charged last, once everything else of the start is written and
+    // every lock it needs is held, so that nothing after the provider's charge can fail but the commit.
+    let card_price = match card {
+        Some(_) => Some(
+            planned_price
+                .as_ref()
+                .ok_or_else(|| {
+                    Error::validation(
+                        "minutes",
+                        "a session paid by card is prepaid: give its duration",
+                    )
+                })?
+                .amount,
+        ),
+        None => None,
+    };
     let wallet = ledger::balance(tx, Owner::Patron(patron.id), Purpose::Wallet, currency).await?;
     let needed = planned_price.as_ref().map_or(1, |p| p.amount);
-    if wallet < needed {
+    if card_price.is_none() && wallet < needed {
         let what = match &planned_price {
             Some(p) => format!(
                 "{} for the planned time",
@@ -568,6 +565,20 @@ pub async fn start_by(
         "card": card.is_some(),
     });
     audit::record_by(tx, by, entry("session.start", id, detail)).await?;
+    if let (Some(card), Some(amount)) = (card, card_price) {
+        if amount > 0 {
+            crate::payments::cards::charge_to_wallet(
+                tx,
+                by,
+                card.provider,
+                patron.id,
+                venue.id,
+                amount,
+                &format!("session-start:{}", card.key),
+            )
+            .await?;
+        }
+    }
     Ok(session)
 }
 
@@ -1039,6 +1050,75 @@ pub async fn stop_by(
         SessionStatus::Ended
     };
     finish(tx, by, &session, session.usage_until(now), status).await
+}
+
+/// A device reports the end of its session itself, at its own time `at` (by the cloud's clock), with its final
+/// meter register when it has one: a charger's `StopTransaction` or 2.0.1 `Ended`. Returns the session.
+///
+/// - Running: the reading is taken, the session ends at `at`, and what the billing ticks charged past `at` (the
+///   report came late: the charger stopped while its bridge's tunnel was down) goes back under
+///   `session:<id>:ended_by_device`, to the patron's debt first, then the wallet.
+/// - Ended already (the cloud stopped it first, and the charger's stop follows): energy the final register shows
+///   beyond the last reading was delivered before the charger stopped, and is charged under
+///   `session:<id>:meter_stop` (once: a stop is applied once per transaction).
+pub(crate) async fn end_reported(
+    tx: &mut TenantTx,
+    id: Uuid,
+    at: DateTime<Utc>,
+    register_wh: Option<i64>,
+) -> Result<Session> {
+    let session = lock(tx, id).await?;
+    if session.is_running() {
+        if let Some(register) = register_wh {
+            meter(tx, id, register, Some(0)).await?;
+        }
+        let ended = stop_by(tx, By::System, id, at).await?;
+        let over = ended.charged_amount - ended.chargeable_at(at);
+        if over > 0 {
+            give_back(
+                tx,
+                &ended,
+                over,
+                "ended_by_device",
+                "charged past the device's own stop, given back",
+            )
+            .await?;
+            return get(tx, id).await;
+        }
+        return Ok(ended);
+    }
+    let (Some(register), Some(end)) = (register_wh, session.ended_at) else {
+        return Ok(session);
+    };
+    // Only a rise over the session's baseline beyond the energy taken so far (a register that went back, or a
+    // session with no baseline, changes nothing).
+    let register = register.clamp(0, MAX_REGISTER_WH);
+    let sql = format!(
+        "update session set energy_wh = $3 - meter_start_wh, meter_last_wh = greatest(meter_last_wh, $3)
+         where tenant_id = $1 and id = $2 and meter_start_wh is not null and $3 - meter_start_wh > energy_wh
+         returning {COLUMNS}"
+    );
+    let metered: Option<Session> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(register)
+        .fetch_optional(tx.conn())
+        .await?;
+    let Some(metered) = metered else {
+        return Ok(session);
+    };
+    let energy = metered.energy_wh;
+    let due = metered.chargeable_at(end) - metered.charged_amount;
+    let charge = Charge {
+        session: &metered,
+        due,
+        label: "meter_stop".to_owned(),
+    };
+    charge_many(tx, &[charge]).await?;
+    let detail =
+        serde_json::json!({ "energy_wh": energy, "register_wh": register, "charged": due.max(0) });
+    audit::record_as(tx, None, None, entry("session.final_meter", id, detail)).await?;
+    get(tx, id).await
 }
 
 /// Ends a running session at `end` with `status`: settles, switches the station off, audits.

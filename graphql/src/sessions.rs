@@ -436,8 +436,8 @@ impl SessionMutation {
         .await
     }
 
-    /// Adds minutes to a timed session (and bills them). With `idempotencyKey`, a retried extension (its answer
-    /// lost) returns the session instead of adding the minutes again.
+    /// Adds minutes to a timed session (the wallet must cover the longer plan). With `idempotencyKey`, a retried
+    /// extension (its answer lost) returns the session instead of adding the minutes again.
     async fn extend_session(
         &self,
         ctx: &Context<'_>,

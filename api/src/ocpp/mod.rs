@@ -461,10 +461,9 @@ async fn opened(link: &Link, connection: Uuid) -> anyhow::Result<Option<Registra
 /// had no answer to).
 const ANSWERS_KEPT: usize = 8;
 
-/// The largest call sent to a charger behind an edge bridge: the bridge takes frames of at most 64 KiB through its
-/// tunnel, and a call travels in one escaped inside its envelope (the bridge holds its chargers' frames to the same
-/// half, `MAX_CHARGER_FRAME`).
-const RELAYED_CALL_BYTES: usize = 32 * 1024;
+/// The largest call, escaped as a JSON string, sent to a charger behind an edge bridge: the bridge takes frames of
+/// at most 64 KiB through its tunnel, and a call travels escaped inside one, with the envelope's few fields.
+const RELAYED_CALL_BYTES: usize = 63 * 1024;
 
 struct Conn<'a> {
     link: &'a Link,
@@ -530,29 +529,37 @@ impl Conn<'_> {
         // Taking a call is written durably: a call taken is a call sent, never sent twice.
         let ttl = chrono::Duration::from_std(self.link.settings.call_ttl)
             .unwrap_or(chrono::Duration::minutes(10));
-        let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
-        let call = calls::take_next(&mut tx, self.link.charger_id, self.connection, ttl).await?;
-        tx.commit().await?;
-        if let Some(call) = call {
-            let text = rpc::call(&call.id.to_string(), &call.action, &call.payload);
-            if self.link.via_bridge.is_some() && text.len() > RELAYED_CALL_BYTES {
-                // The bridge would refuse the tunnel frame and redial, taking the whole venue offline each time:
-                // the call ends here as an error its caller can read.
-                let why = format!(
-                    "the call is {} bytes; a charger behind an edge bridge takes at most {RELAYED_CALL_BYTES}: send less at once",
-                    text.len()
-                );
-                self.finish(call.id, calls::Outcome::Error("FrameTooLarge".into(), why))
-                    .await?;
+        loop {
+            let mut tx = self.link.db.begin_tenant(self.link.tenant).await?;
+            let call =
+                calls::take_next(&mut tx, self.link.charger_id, self.connection, ttl).await?;
+            tx.commit().await?;
+            let Some(call) = call else {
                 return Ok(true);
+            };
+            let text = rpc::call(&call.id.to_string(), &call.action, &call.payload);
+            if self.link.via_bridge.is_some() {
+                // The frame travels escaped inside the tunnel's envelope, which the bridge refuses past 64 KiB (and
+                // redials, taking the whole venue offline each time): a call that would not fit ends here as an
+                // error its caller can read, and the next call goes.
+                let escaped = serde_json::to_string(&text).map_or(usize::MAX, |t| t.len());
+                if escaped > RELAYED_CALL_BYTES {
+                    let why = format!(
+                        "the call is {escaped} bytes as the tunnel carries it; a charger behind an edge bridge takes \
+                         at most {RELAYED_CALL_BYTES}: send less at once"
+                    );
+                    self.finish(call.id, calls::Outcome::Error("FrameTooLarge".into(), why))
+                        .await?;
+                    continue;
+                }
             }
             self.send(text).await?;
             self.in_flight = Some(InFlight {
                 call: call.id,
                 deadline: tokio::time::Instant::now() + self.link.settings.call_timeout,
             });
+            return Ok(true);
         }
-        Ok(true)
     }
 
     async fn finish(&mut self, call: Uuid, outcome: calls::Outcome) -> anyhow::Result<()> {

@@ -89,14 +89,17 @@ impl Request {
                 )
             }
             Protocol::V201 => {
+                // Tags from before uids were held to 36 characters may be longer: no 2.0.1 charger takes them.
+                let fits = |uid: &str| uid.chars().count() <= super::tags::MAX_UID;
                 let list: Vec<Value> = entries
                     .iter()
+                    .filter(|e| fits(&e.uid))
                     .map(|e| {
                         let mut info = json!({ "status": e.status.as_str() });
                         if let Some(x) = e.expires_at {
                             info["cacheExpiryDateTime"] = json!(x);
                         }
-                        if let Some(p) = &e.parent {
+                        if let Some(p) = e.parent.as_deref().filter(|p| fits(p)) {
                             info["groupIdToken"] = json!({ "idToken": p, "type": "ISO14443" });
                         }
                         json!({

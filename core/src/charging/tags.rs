@@ -278,8 +278,8 @@ pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<Tag>> {
 }
 
 /// The most entries one SendLocalList carries; a larger list goes in several differential updates. A hundred
-/// entries of the longest tags and parents (about 200 bytes each in 2.0.1) fit the 32 KiB frame an edge bridge
-/// relays with room to spare; 500 did not, and a call too large for the tunnel is never sent.
+/// entries of the longest tags and parents (about 250 bytes each in 2.0.1, escaped) fit the 64 KiB frame of an edge
+/// bridge's tunnel with room to spare; 500 did not, and a call too large for the tunnel is never sent.
 pub const LIST_CHUNK: i64 = 100;
 
 /// Queues the local list update a charger needs, if it is behind the tenant's version and no update is already

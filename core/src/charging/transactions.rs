@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::calls::{self, Request};
 use super::tags::{self, TagStatus, Verdict};
 use super::{Charger, Protocol};
-use crate::audit::{self, By, Entry};
+use crate::audit::{self, Entry};
 use crate::db::TenantTx;
 use crate::error::{Error, Result};
 use crate::model::Actor;
@@ -643,10 +643,7 @@ pub async fn stop(
         .await?;
     let cost = match transaction.session_id {
         Some(session) => {
-            if let Some(m) = stop.meter_stop_wh {
-                sessions::meter(tx, session, m, Some(0)).await?;
-            }
-            let ended = sessions::stop_by(tx, By::System, session, at).await?;
+            let ended = sessions::end_reported(tx, session, at, stop.meter_stop_wh).await?;
             Some(ended.charged_amount)
         }
         None => None,

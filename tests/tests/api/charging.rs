@@ -615,6 +615,102 @@ async fn sessions_started_and_stopped_in_the_cloud_drive_the_charger_remotely() 
         c["status"] == "answered" && c["response"] == json!({"status": "Accepted"})
     })
     .await;
+    // The charger's own stop follows with its final register: the energy delivered since the last reading, up to
+    // its stop, is billed too (1 kWh more at 30), once however often the stop is sent.
+    for _ in 0..2 {
+        let stopped = cp
+            .call(
+                "StopTransaction",
+                json!({"transactionId": transaction_id, "meterStop": 23000, "timestamp": chrono::Utc::now()}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stopped, json!({}));
+    }
+    let settled = session(&app, &s.t, session_id).await;
+    assert_eq!(
+        (
+            &settled["status"],
+            &settled["energyWh"],
+            &settled["chargedAmount"]
+        ),
+        (&json!("ENDED"), &json!(3000), &json!(90)),
+        "{settled}"
+    );
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (910, 0));
+}
+
+/// A charger that stopped while its reports were held up (its bridge's tunnel down, say) reports the stop late,
+/// stamped with its own time: the session ends then, and what the billing ticks charged past that moment goes back
+/// (journal `session:<id>:ended_by_device`), once however often the stop is sent.
+#[tokio::test]
+async fn a_stop_reported_late_gives_back_what_ticks_charged_past_the_chargers_own_stop() {
+    let app = switchyard_tests::spawn_app().await;
+    let s = site(&app).await;
+    let by_time = app
+        .create_tariff(&s.t.access, "By time", "currency: \"EUR\", perMinute: 10")
+        .await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($t: UUID!, $v: UUID!, $s: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v, stationId: $s}) { id } }",
+        json!({"t": by_time, "v": s.venue, "s": s.station}),
+    )
+    .await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let stopped_at = chrono::Utc::now();
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 0,
+                   "timestamp": stopped_at - chrono::Duration::seconds(30)}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let transaction_id = start["transactionId"].clone();
+    let c = charger(&app, &s.t, s.charger).await;
+    let session_id = uuid(&c["transactions"][0]["sessionId"]);
+    // The cloud, not hearing of the stop, bills on: six started minutes.
+    let db = switchyard_tests::app_db(1);
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(s.t.id))
+        .await
+        .unwrap();
+    let billed = switchyard_core::sessions::bill_tick(
+        &mut tx,
+        session_id,
+        chrono::Utc::now() + chrono::Duration::minutes(5),
+        chrono::Duration::seconds(30),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(billed, 60);
+    for _ in 0..2 {
+        let stopped = cp
+            .call(
+                "StopTransaction",
+                json!({"transactionId": transaction_id, "meterStop": 0, "timestamp": stopped_at}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stopped, json!({}));
+    }
+    let ended = session(&app, &s.t, session_id).await;
+    assert_eq!(
+        (&ended["status"], &ended["chargedAmount"]),
+        (&json!("ENDED"), &json!(10)),
+        "the one started minute: {ended}"
+    );
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (990, 0));
+    let given_back: i64 = sqlx::query_scalar(
+        "select count(*) from journal where tenant_id = $1 and idempotency_key = $2",
+    )
+    .bind(s.t.id)
+    .bind(format!("session:{session_id}:ended_by_device"))
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(given_back, 1);
 }
 
 /// Waits (bounded) until the charger's latest call of `action` satisfies `check`; returns it.

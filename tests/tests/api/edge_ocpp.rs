@@ -292,7 +292,7 @@ async fn a_charger_behind_the_bridge_is_relayed_runs_offline_and_its_offline_tra
             &s.t.access,
             "mutation($c: UUID!, $d: String!) { chargerCommand(id: $c,
                command: {kind: DATA_TRANSFER, vendorId: \"acme\", data: $d}, waitSeconds: 20) { action status error } }",
-            json!({"c": s.charger, "d": "x".repeat(40_000)}),
+            json!({"c": s.charger, "d": "x".repeat(70_000)}),
         )
         .await;
     assert_eq!(big["chargerCommand"]["status"], "error", "{big}");
