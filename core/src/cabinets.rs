@@ -27,7 +27,7 @@ pub async fn apply(
 ) -> Result<Vec<Anomaly>> {
     match kind {
         "cabinet_ejected" => ejected(tx, station, body).await,
-        "cabinet_returned" => returned(tx, station, body).await,
+        "cabinet_returned" => returned(tx, station, body, occurred_at).await,
         "cabinet_state" => {
             state(tx, venue, station, body, occurred_at).await?;
             Ok(vec![])
@@ -108,7 +108,12 @@ async fn ejected(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<A
 
 /// A powerbank was put into a slot: its running rental ends there; an unknown powerbank is docked and kept as an
 /// anomaly; one the cloud has elsewhere is moved there (an anomaly too). The same report again changes nothing.
-async fn returned(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<Anomaly>> {
+async fn returned(
+    tx: &mut TenantTx,
+    station: Uuid,
+    body: &Value,
+    occurred_at: DateTime<Utc>,
+) -> Result<Vec<Anomaly>> {
     let (Some(number), Some(label)) = (
         slot_of(body),
         label(body.get("asset").and_then(Value::as_str)),
@@ -200,7 +205,7 @@ async fn returned(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<
     .fetch_optional(tx.conn())
     .await?;
     if let Some(rental) = rental {
-        rentals::returned_in_slot(tx, rental, station, slot).await?;
+        rentals::returned_in_slot(tx, rental, station, slot, occurred_at).await?;
         return Ok(vec![]);
     }
     // Docked elsewhere, bought out, or rented without a running rental: it is here now.

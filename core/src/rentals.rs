@@ -628,7 +628,7 @@ pub async fn stop(
     let (slot_id, slot) = slot.ok_or_else(|| {
         Error::Conflict("this cabinet has no free slot; return it to another".into())
     })?;
-    let ended = end_in_slot(tx, by.into(), &session, asset_id, station.id, slot_id).await?;
+    let ended = end_in_slot(tx, by.into(), &session, asset_id, station.id, slot_id, None).await?;
     sessions::command(
         tx,
         station.id,
@@ -640,7 +640,8 @@ pub async fn stop(
     Ok(ended)
 }
 
-/// Docks the rental's powerbank in the slot `slot_id` of cabinet `station`, releases the deposit and settles.
+/// Docks the rental's powerbank in the slot `slot_id` of cabinet `station`, releases the deposit and settles: now,
+/// or at `returned_at` as the cabinet reported it (see [`sessions::end_reported`]).
 async fn end_in_slot(
     tx: &mut TenantTx,
     by: By<'_>,
@@ -648,6 +649,7 @@ async fn end_in_slot(
     asset_id: Uuid,
     station: Uuid,
     slot_id: Uuid,
+    returned_at: Option<DateTime<Utc>>,
 ) -> Result<Session> {
     dock_asset(tx, asset_id, station, slot_id).await?;
     sqlx::query("update session set return_station_id = $3 where tenant_id = $1 and id = $2")
@@ -657,7 +659,10 @@ async fn end_in_slot(
         .execute(tx.conn())
         .await?;
     release_deposit(tx, session).await?;
-    sessions::stop_by(tx, by, session.id, Utc::now()).await
+    match returned_at {
+        None => sessions::stop_by(tx, by, session.id, Utc::now()).await,
+        Some(at) => sessions::end_reported(tx, session.id, at, None).await,
+    }
 }
 
 async fn dock_asset(tx: &mut TenantTx, asset_id: Uuid, station: Uuid, slot_id: Uuid) -> Result<()> {
@@ -682,12 +687,25 @@ pub(crate) async fn returned_in_slot(
     rental_id: Uuid,
     station: Uuid,
     slot_id: Uuid,
+    returned_at: DateTime<Utc>,
 ) -> Result<Session> {
     let session = sessions::lock(tx, rental_id).await?;
     let Some(asset_id) = session.asset_id.filter(|_| session.is_running()) else {
         return Ok(session);
     };
-    let ended = end_in_slot(tx, By::System, &session, asset_id, station, slot_id).await?;
+    // The rental ends when the powerbank went in, as the cabinet reported it (a report held up while the bridge's
+    // tunnel was down comes late): not billed for the outage.
+    let at = returned_at.min(Utc::now()).max(session.started_at);
+    let ended = end_in_slot(
+        tx,
+        By::System,
+        &session,
+        asset_id,
+        station,
+        slot_id,
+        Some(at),
+    )
+    .await?;
     let detail =
         serde_json::json!({ "asset_id": asset_id, "station_id": station, "by": "cabinet" });
     audit::record_as(

@@ -818,3 +818,55 @@ async fn a_rental_stopped_by_several_requests_at_once_is_charged_once() {
     let charge = charged[0].as_i64().unwrap_or_default();
     assert_eq!(after["balance"], 1_000 - charge, "{after}");
 }
+
+/// A cabinet's return report held up (its bridge's tunnel was down) arrives after the billing ticks ran on: the
+/// rental ends when the powerbank went in, as the cabinet stamped it, and what the ticks charged past that goes
+/// back (`session:<id>:ended_by_device`). Before, it ended when the report arrived, billing the patron for the
+/// outage.
+#[tokio::test]
+async fn a_return_reported_late_ends_the_rental_when_the_powerbank_went_in() {
+    let app = spawn_app().await;
+    let c = setup(&app, 1000).await;
+    let (rental, label) = rent(&app, &c, c.a, "late-return").await;
+    // Rented three hours ago (a report is never stamped later than it arrives).
+    sqlx::query("update session set started_at = started_at - interval '3 hours' where tenant_id = $1 and id = $2")
+        .bind(c.t.id)
+        .bind(rental)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let mut tx = db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+    let started = sessions::get(&mut tx, rental).await.unwrap().started_at;
+    // Two hours billed: 115 minutes after the 5 free ones.
+    let billed = sessions::bill_tick(
+        &mut tx,
+        rental,
+        started + Duration::hours(2),
+        Duration::seconds(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(billed, 115);
+    // It went into cabinet B twenty minutes in; the report says so now.
+    let anomalies = switchyard_core::cabinets::apply(
+        &mut tx,
+        c.venue,
+        c.b,
+        "cabinet_returned",
+        &json!({"slot": 1, "asset": label}),
+        started + Duration::minutes(20),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(anomalies.is_empty(), "{anomalies:?}");
+    let mut tx = db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+    let ended = sessions::get(&mut tx, rental).await.unwrap();
+    assert_eq!(ended.ended_at, Some(started + Duration::minutes(20)));
+    assert_eq!(ended.charged_amount, 15, "twenty minutes, five free");
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 985, "depositHeld": 0, "debt": 0})
+    );
+}
