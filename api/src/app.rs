@@ -389,17 +389,19 @@ async fn catalogue_errors(request: Request, next: Next) -> Response {
 /// then its right-most address that is not itself a trusted proxy is the client.
 #[derive(Clone)]
 struct ClientIp {
-    trusted: Arc<Vec<IpAddr>>,
+    trusted: Arc<Vec<ipnet::IpNet>>,
 }
 
 /// The client's key from the connection's peer and the headers (its address; an IPv6 client's /64): the one rule
 /// for the rate limiters and the password-check throttle.
 pub(crate) fn client_ip(
-    trusted: &[IpAddr],
+    trusted: &[ipnet::IpNet],
     peer: IpAddr,
     headers: &axum::http::HeaderMap,
 ) -> IpAddr {
-    if !trusted.contains(&peer) {
+    // An IPv4 peer may arrive mapped into IPv6 (`::ffff:10.0.0.2`) on a dual-stack socket.
+    let is_proxy = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&ip.to_canonical()));
+    if !is_proxy(&peer) {
         return limit_key(peer);
     }
     let forwarded = headers
@@ -410,7 +412,7 @@ pub(crate) fn client_ip(
         .split(',')
         .rev()
         .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .find(|ip| !trusted.contains(ip))
+        .find(|ip| !is_proxy(ip))
         .unwrap_or(peer);
     limit_key(client)
 }
@@ -689,7 +691,10 @@ mod tests {
         );
 
         let lb = ClientIp {
-            trusted: Arc::new(vec![ip("10.0.0.2"), ip("10.0.0.3")]),
+            trusted: Arc::new(vec![
+                "10.0.0.2/32".parse().unwrap(),
+                "10.0.0.3/32".parse().unwrap(),
+            ]),
         };
         // From the load balancer: the right-most address that is not itself a proxy. A client cannot spoof its way
         // past that by prepending addresses.
@@ -704,6 +709,28 @@ mod tests {
             lb.extract(&request("203.0.113.9", Some("1.2.3.4")))
                 .unwrap(),
             ip("203.0.113.9")
+        );
+
+        // A range: an ingress controller whose pods come and go within the cluster's pod network, reached over a
+        // dual-stack socket as a mapped address.
+        let ingress = ClientIp {
+            trusted: Arc::new(vec!["10.42.0.0/16".parse().unwrap()]),
+        };
+        for peer in ["10.42.7.19", "[::ffff:10.42.3.4]"] {
+            assert_eq!(
+                ingress
+                    .extract(&request(peer, Some("198.51.100.7, 10.42.0.5")))
+                    .unwrap(),
+                ip("198.51.100.7"),
+                "{peer}"
+            );
+        }
+        assert_eq!(
+            ingress
+                .extract(&request("10.43.0.1", Some("198.51.100.7")))
+                .unwrap(),
+            ip("10.43.0.1"),
+            "outside the range"
         );
     }
 }

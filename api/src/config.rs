@@ -37,7 +37,7 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub cors_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` is believed (a load balancer). Empty: the socket peer is the client.
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Requests a client address may make to `/api/v1/auth/*` in a burst ...
     pub auth_rate_burst: u32,
     /// ... and the interval after which one more is allowed.
@@ -144,11 +144,16 @@ impl Config {
                 })
                 .unwrap_or_default()
         };
+        // An address (`10.0.0.2`) or a range (`10.42.0.0/16`): an ingress controller's pods change address.
         let trusted_proxies = list("TRUSTED_PROXIES")
             .iter()
             .map(|p| {
-                p.parse()
-                    .with_context(|| format!("TRUSTED_PROXIES: {p:?} is not an IP address"))
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .with_context(|| {
+                        format!("TRUSTED_PROXIES: {p:?} is not an IP address or a range like 10.0.0.0/8")
+                    })
             })
             .collect::<anyhow::Result<_>>()?;
         if environment == Environment::Production {
