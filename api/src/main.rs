@@ -58,7 +58,12 @@ async fn main() -> anyhow::Result<()> {
             served?;
         }
         Command::Migrate => {
-            telemetry::init(LogFormat::Text, None)?;
+            // As `serve` logs (the migration Job's lines are collected with the API's), without the rest of its
+            // configuration, which migrating does not need.
+            let production = std::env::var("APP_ENV").is_ok_and(|v| v == "production");
+            let format =
+                LogFormat::from_setting(std::env::var("LOG_FORMAT").ok().as_deref(), production)?;
+            telemetry::init(format, None)?;
             let url = std::env::var("DATABASE_URL")
                 .context("DATABASE_URL (the owner role's URL) is required")?;
             if !sqlx::Postgres::database_exists(&url)

@@ -57,13 +57,18 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // `LOG_FORMAT=json` for a log collector (one object per line); text, which journald keeps, by default.
+    match std::env::var("LOG_FORMAT").ok().as_deref() {
+        None | Some("text") => logs.init(),
+        Some("json") => logs.json().flatten_event(true).init(),
+        Some(other) => anyhow::bail!("LOG_FORMAT must be text or json, not {other:?}"),
+    }
     let cli = Cli::parse();
     if let Some(Command::CabinetSim {
         mqtt,
