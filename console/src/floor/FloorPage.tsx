@@ -133,7 +133,7 @@ export function Tile({ station, venue, at, now }: { station: StationTile; venue:
       <div className="actions">
         {s ? (
           <>
-            <button type="button" disabled={busy} onClick={() => act(() => request(ExtendSession, { id: s.session_id, minutes: 15 }))}>
+            <button type="button" disabled={busy} onClick={() => act(() => request(ExtendSession, { id: s.session_id, minutes: 15, idempotencyKey: crypto.randomUUID() }))}>
               {t.floor.extend} +15
             </button>
             {s.status === 'paused' ? (
