@@ -148,12 +148,21 @@ impl Config {
         let trusted_proxies = list("TRUSTED_PROXIES")
             .iter()
             .map(|p| {
-                p.parse::<ipnet::IpNet>()
+                let net = p
+                    .parse::<ipnet::IpNet>()
                     .or_else(|_| p.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map(|net| net.trunc())
                     .with_context(|| {
                         format!("TRUSTED_PROXIES: {p:?} is not an IP address or a range like 10.0.0.0/8")
-                    })
+                    })?;
+                // `10.0.0.5/8` is an interface's address pasted from `ip addr`, most likely meant as one host, and
+                // would trust the whole /8; `0.0.0.0/0` would let anyone name any client address.
+                if net != net.trunc() {
+                    bail!("TRUSTED_PROXIES: {p:?} has host bits set: write the address alone, or the range as {}", net.trunc());
+                }
+                if net.prefix_len() == 0 {
+                    bail!("TRUSTED_PROXIES: {p:?} trusts every address");
+                }
+                Ok(net)
             })
             .collect::<anyhow::Result<_>>()?;
         if environment == Environment::Production {
@@ -448,6 +457,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("TRUSTED_PROXIES"), "{err}");
+        // An address with its interface's prefix, and a range of everything, are refused; ranges and addresses
+        // are taken.
+        for (value, says) in [("10.0.0.5/8", "10.0.0.0/8"), ("0.0.0.0/0", "every address")] {
+            let err = config(&[BASE[0], BASE[1], ("TRUSTED_PROXIES", value)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("TRUSTED_PROXIES") && err.contains(says),
+                "{err}"
+            );
+        }
+        let c = config(&[
+            BASE[0],
+            BASE[1],
+            ("TRUSTED_PROXIES", "10.42.0.0/16, 172.28.0.10, fd00::/8"),
+        ])
+        .unwrap();
+        let listed: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(listed, ["10.42.0.0/16", "172.28.0.10/32", "fd00::/8"]);
         let err = config(&[BASE[1]]).unwrap_err().to_string();
         assert!(err.contains("APP_DATABASE_URL"), "{err}");
     }

@@ -60,9 +60,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             // As `serve` logs (the migration Job's lines are collected with the API's), without the rest of its
             // configuration, which migrating does not need.
-            let production = std::env::var("APP_ENV").is_ok_and(|v| v == "production");
-            let format =
-                LogFormat::from_setting(std::env::var("LOG_FORMAT").ok().as_deref(), production)?;
+            let var = |k: &str| {
+                std::env::var(k)
+                    .ok()
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+            };
+            let production = var("APP_ENV").is_some_and(|v| v == "production");
+            let format = LogFormat::from_setting(var("LOG_FORMAT").as_deref(), production)?;
             telemetry::init(format, None)?;
             let url = std::env::var("DATABASE_URL")
                 .context("DATABASE_URL (the owner role's URL) is required")?;

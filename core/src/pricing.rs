@@ -162,6 +162,15 @@ impl Terms {
                 "a discount is at most 10000 basis points (100 %)",
             ));
         }
+        // Named as a patron's tier is (1–32 characters, nothing around them), or it could never match one.
+        for tier in self.tier_discounts_bp.keys() {
+            if crate::validate::text("tierDiscounts", tier, 1, 32)? != tier {
+                return Err(Error::validation(
+                    "tierDiscounts",
+                    "a tier's name has no spaces around it",
+                ));
+            }
+        }
         for band in &self.bands {
             if band.from_minute >= 1440
                 || band.to_minute >= 1440

@@ -364,6 +364,14 @@ pub async fn start_by(
     card: Option<CardPrepay<'_>>,
     tick: Duration,
 ) -> Result<Session> {
+    // A card start moves money into the wallet: its lock comes first, before the station's, the order a stop or a
+    // billing tick takes them in (the wallet, then the station it switches off).
+    if let (Some(_), Some(patron)) = (&card, input.patron_id) {
+        let unclaimed = stations::get(tx, input.station_id).await?;
+        let currency = venues::get(tx, unclaimed.venue_id).await?.currency;
+        let wallet = ledger::account(tx, Owner::Patron(patron), Purpose::Wallet, &currency).await?;
+        ledger::lock(tx, &[wallet]).await?;
+    }
     // The station is claimed from here: an archiving and other starts of it wait for this one, so nothing is
     // charged for a station archived meanwhile, and the look for a running session below sees the session of a
     // start that went first.
@@ -443,11 +451,11 @@ pub async fn start_by(
 
     // Cash moves below before the row that would find the station busy: look first, so that a busy station costs
     // nothing. The claim above makes the look reliable: a start going on at the same time has committed or rolled
-    // back. (The look is the running-session index's: one session a connector, rentals apart; a cloud start takes
-    // the station's connector-less slot.)
+    // back. Busy is a running session (rentals apart) that has no connector yet or runs on connector 1, the one a
+    // cloud start asks a charger for: a charger's other connectors may charge meanwhile.
     let busy: bool = sqlx::query_scalar(
         "select exists (select 1 from session where tenant_id = $1 and station_id = $2
-                          and status in ('active', 'paused') and coalesce(connector, 0) = 0 and asset_id is null)",
+                          and status in ('active', 'paused') and coalesce(connector, 1) = 1 and asset_id is null)",
     )
     .bind(tx.tenant())
     .bind(station.id)
@@ -1058,7 +1066,8 @@ pub async fn stop_by(
 /// - Running: the reading is taken, the session ends at `at`, and what the billing ticks charged past `at` (the
 ///   report came late: the charger stopped while its bridge's tunnel was down) goes back under
 ///   `session:<id>:ended_by_device`, to the patron's debt first, then the wallet.
-/// - Ended already (the cloud stopped it first, and the charger's stop follows): energy the final register shows
+/// - Ended or expired already (the cloud stopped it first, and the charger's stop follows; a voided one is left
+///   alone): energy the final register shows
 ///   beyond the last reading was delivered before the charger stopped, and is charged under
 ///   `session:<id>:meter_stop` (once: a stop is applied once per transaction).
 pub(crate) async fn end_reported(
@@ -1095,7 +1104,8 @@ pub(crate) async fn end_reported(
     let register = register.clamp(0, MAX_REGISTER_WH);
     let sql = format!(
         "update session set energy_wh = $3 - meter_start_wh, meter_last_wh = greatest(meter_last_wh, $3)
-         where tenant_id = $1 and id = $2 and meter_start_wh is not null and $3 - meter_start_wh > energy_wh
+         where tenant_id = $1 and id = $2 and status in ('ended', 'expired') and meter_start_wh is not null
+           and $3 - meter_start_wh > energy_wh
          returning {COLUMNS}"
     );
     let metered: Option<Session> = sqlx::query_as(&sql)
@@ -1118,7 +1128,14 @@ pub(crate) async fn end_reported(
     let detail =
         serde_json::json!({ "energy_wh": energy, "register_wh": register, "charged": due.max(0) });
     audit::record_as(tx, None, None, entry("session.final_meter", id, detail)).await?;
-    get(tx, id).await
+    let session = get(tx, id).await?;
+    announce(
+        tx,
+        &session,
+        "session.metered",
+        serde_json::json!({ "energyWh": session.energy_wh, "powerW": session.power_w }),
+    );
+    Ok(session)
 }
 
 /// Ends a running session at `end` with `status`: settles, switches the station off, audits.

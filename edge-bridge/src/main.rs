@@ -64,10 +64,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr);
     // `LOG_FORMAT=json` for a log collector (one object per line); text, which journald keeps, by default.
-    match std::env::var("LOG_FORMAT").ok().as_deref() {
-        None | Some("text") => logs.init(),
-        Some("json") => logs.json().flatten_event(true).init(),
-        Some(other) => anyhow::bail!("LOG_FORMAT must be text or json, not {other:?}"),
+    // Anything else is text too, with a warning: a bad value must not keep a venue's bridge from starting.
+    let format = std::env::var("LOG_FORMAT").unwrap_or_default();
+    match format.trim() {
+        "json" => logs.json().flatten_event(true).init(),
+        "" | "text" => logs.init(),
+        other => {
+            logs.init();
+            tracing::warn!(value = other, "LOG_FORMAT is text or json; writing text");
+        }
     }
     let cli = Cli::parse();
     if let Some(Command::CabinetSim {

@@ -56,6 +56,25 @@ pub struct Band {
     pub per_minute: i64,
 }
 
+impl TariffTerms {
+    /// The terms as pricing takes them; a tier named twice is refused (one of its discounts would be lost).
+    fn checked(self) -> async_graphql::Result<Terms> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = self
+            .tier_discounts
+            .iter()
+            .find(|d| !seen.insert(d.tier.as_str()))
+        {
+            return Err(switchyard_core::Error::validation(
+                "tierDiscounts",
+                format!("the tier {:?} is named twice", twice.tier),
+            ))
+            .gql();
+        }
+        Ok(self.into())
+    }
+}
+
 impl From<TariffTerms> for Terms {
     fn from(t: TariffTerms) -> Self {
         Terms {
@@ -179,7 +198,7 @@ impl TariffQuery {
         #[graphql(default)] energy_wh: i64,
     ) -> async_graphql::Result<crate::sessions::Cost> {
         crate::actor(ctx)?;
-        let terms: Terms = terms.into();
+        let terms = terms.checked()?;
         Ok(switchyard_core::pricing::preview(
             &terms,
             &timezone,
@@ -210,7 +229,7 @@ impl TariffMutation {
         apply_to: Option<TariffScopeInput>,
     ) -> async_graphql::Result<Tariff> {
         let (actor, mut tx) = begin(ctx).await?;
-        let tariff = tariffs::create(&mut tx, actor, &name, terms.into())
+        let tariff = tariffs::create(&mut tx, actor, &name, terms.checked()?)
             .await
             .gql()?;
         if let Some(scope) = apply_to {
@@ -233,7 +252,7 @@ impl TariffMutation {
         expected_version: Option<i32>,
     ) -> async_graphql::Result<Tariff> {
         let (actor, mut tx) = begin(ctx).await?;
-        let terms = terms.map(Into::into);
+        let terms = terms.map(TariffTerms::checked).transpose()?;
         let tariff = tariffs::update(&mut tx, actor, id, name.as_deref(), terms, expected_version)
             .await
             .gql()?;

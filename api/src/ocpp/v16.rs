@@ -275,6 +275,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                         .then_some(meter_stop.max(0)),
                     at: stop.timestamp,
                     reason: stop.reason,
+                    journaled: cx.replay.is_some(),
                 },
             )
             .await?;

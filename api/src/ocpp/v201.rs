@@ -355,6 +355,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
                 meter_stop_wh: energy,
                 at: event.timestamp,
                 reason: stopped_reason(&event),
+                journaled: cx.replay.is_some(),
             },
         )
         .await?;
@@ -410,6 +411,7 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
                     meter_stop_wh: energy,
                     at: event.timestamp,
                     reason: stopped_reason(&event),
+                    journaled: cx.replay.is_some(),
                 },
             )
             .await?;

@@ -568,6 +568,8 @@ pub struct Stop {
     pub meter_stop_wh: Option<i64>,
     pub at: DateTime<Utc>,
     pub reason: Option<String>,
+    /// Replayed from a bridge's journal: held up while its tunnel was down, so `at` is when it happened.
+    pub journaled: bool,
 }
 
 /// What a stop found.
@@ -643,7 +645,16 @@ pub async fn stop(
         .await?;
     let cost = match transaction.session_id {
         Some(session) => {
-            let ended = sessions::end_reported(tx, session, at, stop.meter_stop_wh).await?;
+            // The session ends at the charger's time, but not before the cloud last heard from the charger (before
+            // this message): a live stop from a charger whose clock runs slow gives back nothing it owed, while a
+            // stop held up offline (the charger unheard meanwhile), or in a bridge's journal, counts from when it
+            // happened.
+            let heard = match stop.journaled {
+                true => at,
+                false => charger.last_seen_at.unwrap_or(at).min(Utc::now()),
+            };
+            let ended =
+                sessions::end_reported(tx, session, at.max(heard), stop.meter_stop_wh).await?;
             Some(ended.charged_amount)
         }
         None => None,

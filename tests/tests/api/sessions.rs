@@ -1719,3 +1719,38 @@ async fn an_extension_retried_with_its_key_adds_its_minutes_once() {
     app.gql_ok(&f.t.access, extend, json!({"id": id})).await;
     assert_eq!(minutes().await, 120, "no key: a second extension");
 }
+
+/// A tariff's tier discounts name tiers as patrons' tiers are named: a tier named twice (one discount would have
+/// been dropped without a word), an empty name or one with spaces around it (it could never match a patron's) is
+/// refused with the field named, and nothing is created.
+#[tokio::test]
+async fn tier_discounts_name_each_tier_once_as_patrons_tiers_are_named() {
+    let app = spawn_app().await;
+    let t = app.signup().await;
+    let create = "mutation($d: [TierDiscountInput!]!) { createTariff(name: \"Tiers\",
+        terms: {currency: \"EUR\", perMinute: 10, tierDiscounts: $d}) { id terms { tierDiscounts { tier basisPoints } } } }";
+    for discounts in [
+        json!([{"tier": "gold", "basisPoints": 1000}, {"tier": "gold", "basisPoints": 2000}]),
+        json!([{"tier": "", "basisPoints": 1000}]),
+        json!([{"tier": " gold ", "basisPoints": 1000}]),
+    ] {
+        let body = app
+            .gql(Some(&t.access), create, json!({"d": discounts}))
+            .await;
+        assert_eq!(gql_code(&body), "validation_failed", "{discounts}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], "tierDiscounts");
+    }
+    let tariffs = app.gql_ok(&t.access, "{ tariffs { id } }", json!({})).await;
+    assert_eq!(tariffs["tariffs"], json!([]));
+    let made = app
+        .gql_ok(
+            &t.access,
+            create,
+            json!({"d": [{"tier": "gold", "basisPoints": 1000}, {"tier": "silver", "basisPoints": 500}]}),
+        )
+        .await;
+    assert_eq!(
+        made["createTariff"]["terms"]["tierDiscounts"],
+        json!([{"tier": "gold", "basisPoints": 1000}, {"tier": "silver", "basisPoints": 500}])
+    );
+}
