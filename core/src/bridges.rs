@@ -155,6 +155,7 @@ pub async fn seen(
     version: Option<&str>,
     clock_offset_ms: Option<i64>,
 ) -> Result<bool> {
+    let version = version.map(|v| reported_text(v, 64));
     let changed: Option<(Uuid, bool)> = sqlx::query_as(
         "update bridge b set online = true, last_seen_at = now(), version = coalesce($4, b.version),
            clock_offset_ms = coalesce($5, b.clock_offset_ms)
@@ -512,6 +513,7 @@ pub async fn has_pending_commands(tx: &mut TenantTx, venue_id: Uuid) -> Result<b
 /// The bridge applied a command (or could not). Only a command for a station of the bridge's own venue; another
 /// venue's command is not found.
 pub async fn command_done(tx: &mut TenantTx, venue_id: Uuid, id: Uuid, result: &str) -> Result<()> {
+    let result = reported_text(result, 500);
     let done = sqlx::query(
         "update device_command c set acked_at = coalesce(c.acked_at, now()), result = coalesce(c.result, $4)
          from station s
@@ -529,6 +531,15 @@ pub async fn command_done(tx: &mut TenantTx, venue_id: Uuid, id: Uuid, result: &
         return Err(Error::NotFound("command"));
     }
     Ok(())
+}
+
+/// A bridge's free text as kept: at most `max` characters, a NUL (which Postgres cannot store, and which would fail
+/// the whole frame) marked as U+FFFD.
+fn reported_text(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// What became of an upstream event.

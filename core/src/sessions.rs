@@ -1067,9 +1067,8 @@ pub async fn stop_by(
 ///   report came late: the charger stopped while its bridge's tunnel was down) goes back under
 ///   `session:<id>:ended_by_device`, to the patron's debt first, then the wallet.
 /// - Ended or expired already (the cloud stopped it first, and the charger's stop follows; a voided one is left
-///   alone): energy the final register shows
-///   beyond the last reading was delivered before the charger stopped, and is charged under
-///   `session:<id>:meter_stop` (once: a stop is applied once per transaction).
+///   alone): energy the final register shows beyond the last reading was delivered before the charger stopped, and
+///   is charged under `session:<id>:meter_stop` (once: a stop is applied once per transaction).
 pub(crate) async fn end_reported(
     tx: &mut TenantTx,
     id: Uuid,

@@ -3059,3 +3059,60 @@ async fn a_stopping_replica_closes_its_websockets_and_the_bridge_carries_on_with
     wait_until("the plug is on", || async { plug.is_on() }).await;
     let _ = std::fs::remove_file(&journal);
 }
+
+/// A bridge's free texts — its version in hello, a command's failure detail — are kept with a NUL marked (U+FFFD)
+/// and cut to size, where a NUL used to fail the tunnel's opening, or the frame with `internal`.
+#[tokio::test]
+async fn a_bridges_version_and_command_details_are_kept_whatever_characters_they_hold() {
+    let app = spawn_app().await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let command: Uuid = sqlx::query_scalar(
+        "insert into device_command (tenant_id, id, station_id, command, payload)
+         values ($1, gen_random_uuid(), $2, 'switch_on', '{}') returning id",
+    )
+    .bind(s.t.id)
+    .bind(s.station)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    ws.send(Message::text(encode(Up::hello("1.0\u{0}-rc"))))
+        .await
+        .unwrap();
+    let Down::Welcome { .. } = next_down(&mut ws).await else {
+        panic!("welcome first");
+    };
+    let detail = format!("jam\u{0}med{}", "!".repeat(600));
+    ws.send(Message::text(encode(&Up::CommandDone {
+        id: command,
+        ok: false,
+        detail: Some(detail),
+    })))
+    .await
+    .unwrap();
+    let stored = || async {
+        sqlx::query_as::<_, (Option<String>, Option<String>)>(
+            "select b.version, c.result from bridge b, device_command c
+              where b.tenant_id = $1 and b.id = $2 and c.tenant_id = $1 and c.id = $3",
+        )
+        .bind(s.t.id)
+        .bind(s.bridge)
+        .bind(command)
+        .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+        .await
+        .unwrap()
+    };
+    wait_until("the command's result is kept", || async {
+        stored().await.1.is_some()
+    })
+    .await;
+    let (version, result) = stored().await;
+    assert_eq!(version.as_deref(), Some("1.0\u{FFFD}-rc"));
+    let result = result.unwrap();
+    assert!(result.starts_with("jam\u{FFFD}med!"), "{result}");
+    assert_eq!(result.chars().count(), 500);
+}
