@@ -63,6 +63,21 @@ pub fn app_db(max_connections: u32) -> switchyard_core::Db {
         .with_signals(signals)
 }
 
+/// One billing tick of `session` as the workers run it (30-second ticks), at `at`, committed: what it charged.
+pub async fn bill_tick(tenant: Uuid, session: Uuid, at: chrono::DateTime<chrono::Utc>) -> i64 {
+    let db = app_db(1);
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(tenant))
+        .await
+        .expect("a tenant transaction");
+    let billed =
+        switchyard_core::sessions::bill_tick(&mut tx, session, at, chrono::Duration::seconds(30))
+            .await
+            .expect("the tick");
+    tx.commit().await.expect("the tick's commit");
+    billed
+}
+
 /// `url` with its database name replaced by `db`.
 pub fn with_database(url: &str, db: &str) -> String {
     format!(
