@@ -106,8 +106,9 @@ async fn ejected(tx: &mut TenantTx, station: Uuid, body: &Value) -> Result<Vec<A
     Ok(vec![])
 }
 
-/// A powerbank was put into a slot: its running rental ends there; an unknown powerbank is docked and kept as an
-/// anomaly; one the cloud has elsewhere is moved there (an anomaly too). The same report again changes nothing.
+/// A powerbank was put into a slot: its running rental ends there (a rental bought out after the powerbank went in
+/// is undone and ends there too); an unknown powerbank is docked and kept as an anomaly; one the cloud has elsewhere
+/// is moved there (an anomaly too). The same report again changes nothing.
 async fn returned(
     tx: &mut TenantTx,
     station: Uuid,
@@ -124,15 +125,18 @@ async fn returned(
             json!({ "why": "a return needs a slot and an asset", "report": body }),
         )]);
     };
-    // The powerbank's running rental first, then the slot and the powerbank: the order a stop, a failed eject and a
-    // settle by staff take them in, so a return reported while one of those runs waits for it instead of deadlocking.
+    // The powerbank's rental first (running, or bought out after the powerbank went in), then the slot and the
+    // powerbank: the order a stop, a failed eject and a settle by staff take them in, so a return reported while one
+    // of those runs waits for it instead of deadlocking.
     let renting: Option<Uuid> = sqlx::query_scalar(
         "select s.id from session s join asset a on a.tenant_id = s.tenant_id and a.id = s.asset_id
-         where s.tenant_id = $1 and lower(a.label) = lower($2) and s.status in ('active', 'paused')
+         where s.tenant_id = $1 and lower(a.label) = lower($2)
+           and (s.status in ('active', 'paused') or s.status = 'bought_out' and s.ended_at > $3)
          order by s.started_at desc limit 1",
     )
     .bind(tx.tenant())
     .bind(&label)
+    .bind(occurred_at)
     .fetch_optional(tx.conn())
     .await?;
     if let Some(rental) = renting {
@@ -196,17 +200,29 @@ async fn returned(
             json!({ "why": "a powerbank the tenant does not know was put in; it is docked", "report": body }),
         )]);
     };
-    let rental: Option<Uuid> = sqlx::query_scalar(
-        "select id from session where tenant_id = $1 and asset_id = $2 and status in ('active', 'paused')
+    let rental: Option<(Uuid, bool)> = sqlx::query_as(
+        "select id, status = 'bought_out' from session
+         where tenant_id = $1 and asset_id = $2
+           and (status in ('active', 'paused') or status = 'bought_out' and ended_at > $3)
          order by started_at desc limit 1",
     )
     .bind(tx.tenant())
     .bind(asset)
+    .bind(occurred_at)
     .fetch_optional(tx.conn())
     .await?;
-    if let Some(rental) = rental {
-        rentals::returned_in_slot(tx, rental, station, slot, occurred_at).await?;
-        return Ok(vec![]);
+    match rental {
+        Some((rental, false)) => {
+            rentals::returned_in_slot(tx, rental, station, slot, occurred_at).await?;
+            return Ok(vec![]);
+        }
+        // Put in before its buyout, reported after it: the buyout is undone.
+        Some((rental, true)) => {
+            if rentals::returned_before_buyout(tx, rental, station, slot, occurred_at).await? {
+                return Ok(vec![]);
+            }
+        }
+        None => {}
     }
     // Docked elsewhere, bought out, or rented without a running rental: it is here now.
     sqlx::query(

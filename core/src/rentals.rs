@@ -723,6 +723,77 @@ pub(crate) async fn returned_in_slot(
     Ok(ended)
 }
 
+/// A cabinet reports a bought-out rental's powerbank put into its slot `slot_id` at `returned_at`, before the buyout
+/// (the report came late: the bridge's tunnel was down while the billing ticks ran on to the threshold). The patron
+/// gave the powerbank back, so there was no purchase: the rental ends when it went in, as `ended`, what the ticks
+/// charged past that goes back under `session:<id>:returned_before_buyout` (to the patron's debt first, then the
+/// wallet), the powerbank is docked and the receipt queued. A return at or after the buyout leaves the buyout as it
+/// is (false); so does a rental that was not bought out.
+pub(crate) async fn returned_before_buyout(
+    tx: &mut TenantTx,
+    rental_id: Uuid,
+    station: Uuid,
+    slot_id: Uuid,
+    returned_at: DateTime<Utc>,
+) -> Result<bool> {
+    let session = sessions::lock(tx, rental_id).await?;
+    let at = returned_at.max(session.started_at);
+    let (Some(asset_id), Some(bought_at)) = (
+        session.asset_id,
+        session
+            .ended_at
+            .filter(|_| session.status == SessionStatus::BoughtOut),
+    ) else {
+        return Ok(false);
+    };
+    if at >= bought_at {
+        return Ok(false);
+    }
+    dock_asset(tx, asset_id, station, slot_id).await?;
+    sqlx::query(
+        "update session set status = 'ended', ended_at = $3, return_station_id = $4
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tx.tenant())
+    .bind(rental_id)
+    .bind(at)
+    .bind(station)
+    .execute(tx.conn())
+    .await?;
+    let ended = sessions::get(tx, rental_id).await?;
+    let over = ended.charged_amount - ended.chargeable_at(at);
+    if over > 0 {
+        sessions::give_back(
+            tx,
+            &ended,
+            over,
+            "returned_before_buyout",
+            "charged past the powerbank's return, reported after its buyout; given back",
+        )
+        .await?;
+    }
+    let ended = sessions::get(tx, rental_id).await?;
+    sessions::announce(tx, &ended, "session.stopped", serde_json::json!({}));
+    let detail = serde_json::json!({
+        "asset_id": asset_id, "station_id": station, "returned_at": at, "bought_out_at": bought_at,
+        "given_back": over.max(0), "charged_amount": ended.charged_amount,
+    });
+    audit::record_as(
+        tx,
+        None,
+        None,
+        Entry {
+            action: "rental.buyout_reversed",
+            object_type: "session",
+            object_id: Some(rental_id),
+            detail,
+        },
+    )
+    .await?;
+    crate::notify::flows::receipt(tx, &ended).await?;
+    Ok(true)
+}
+
 /// The cabinet could not eject the rental's powerbank: the rental is voided (`failed`, nothing charged, the deposit
 /// released) and the powerbank stays docked in slot `slot` of `station` (or the first free slot, should another
 /// powerbank have been docked there meanwhile). Idempotent: a rental that is no longer running is returned unchanged.

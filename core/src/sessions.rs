@@ -1327,7 +1327,7 @@ pub async fn switched_off_session(
 /// Returns `amount` charged to a session beyond its real end (or to a voided one) under the key
 /// `session:<id>:<label>`: the venue's revenue gives it back, to the patron's debt as far as there is debt, the rest
 /// to the wallet. Posted once per (session, label).
-async fn give_back(
+pub(crate) async fn give_back(
     tx: &mut TenantTx,
     session: &Session,
     amount: i64,

@@ -870,3 +870,132 @@ async fn a_return_reported_late_ends_the_rental_when_the_powerbank_went_in() {
         json!({"balance": 985, "depositHeld": 0, "debt": 0})
     );
 }
+
+/// A cabinet's return report held up for days (its bridge's tunnel was down) arrives after the billing ticks ran
+/// the rental on to its buyout: the patron had given the powerbank back before, so there was no purchase. The
+/// rental ends when the powerbank went in, the ticks' charges past that go back (debt first), the powerbank is
+/// docked, not written off. A powerbank that went in after its buyout leaves the buyout as it was. Before, every
+/// late return kept the buyout.
+#[tokio::test]
+async fn a_return_made_before_the_buyout_but_reported_after_it_undoes_the_buyout() {
+    let app = spawn_app().await;
+    let c = setup(&app, 1_100).await;
+    let (early, early_label) = rent(&app, &c, c.a, "early").await;
+    let (late, late_label) = rent(&app, &c, c.a, "late").await;
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 100, "depositHeld": 1000, "debt": 0})
+    );
+    let db = Db::connect_lazy(&env_url("TEST_APP_DATABASE_URL"), 1).unwrap();
+    let tick = Duration::seconds(30);
+    let mut tx = db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+    let mut started = vec![];
+    for rental in [early, late] {
+        let at = sessions::get(&mut tx, rental).await.unwrap().started_at;
+        assert_eq!(
+            sessions::bill_tick(&mut tx, rental, at + Duration::minutes(65), tick)
+                .await
+                .unwrap(),
+            60
+        );
+        // The report stays away for three and a half days: the ticks reach the buyout.
+        assert_eq!(
+            sessions::bill_tick(&mut tx, rental, at + Duration::hours(84), tick)
+                .await
+                .unwrap(),
+            4940
+        );
+        assert_eq!(
+            sessions::get(&mut tx, rental).await.unwrap().status,
+            sessions::SessionStatus::BoughtOut
+        );
+        started.push(at);
+    }
+    tx.commit().await.unwrap();
+    // 10,000 charged, 1,100 paid: both deposits paid debt at the buyouts.
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 0, "depositHeld": 0, "debt": 8900})
+    );
+
+    // The first went into cabinet B sixty-five minutes in; the second into A's first slot a day after its buyout.
+    let mut tx = db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+    for _ in 0..2 {
+        let anomalies = switchyard_core::cabinets::apply(
+            &mut tx,
+            c.venue,
+            c.b,
+            "cabinet_returned",
+            &json!({"slot": 1, "asset": early_label}),
+            started[0] + Duration::minutes(65),
+        )
+        .await
+        .unwrap();
+        assert!(anomalies.is_empty(), "{anomalies:?}");
+    }
+    let anomalies = switchyard_core::cabinets::apply(
+        &mut tx,
+        c.venue,
+        c.a,
+        "cabinet_returned",
+        &json!({"slot": 1, "asset": late_label}),
+        started[1] + Duration::hours(108),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        anomalies.iter().map(|a| a.0).collect::<Vec<_>>(),
+        ["asset_out_of_place"],
+        "{anomalies:?}"
+    );
+    tx.commit().await.unwrap();
+
+    let (_, got) = app
+        .get(&format!("/api/v1/rentals/{early}"), &c.t.access)
+        .await;
+    assert_eq!(got["status"], "FINISHED", "{got}");
+    assert_eq!(got["total_amount"], 60, "{got}");
+    let (_, got) = app
+        .get(&format!("/api/v1/rentals/{late}"), &c.t.access)
+        .await;
+    assert_eq!(got["status"], "BOUGHT_OUT", "{got}");
+    assert_eq!(got["total_amount"], 5000, "{got}");
+    // 5,060 charged, 1,100 paid.
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 0, "depositHeld": 0, "debt": 3960})
+    );
+    let mut tx = db.begin_tenant(TenantId(c.t.id)).await.unwrap();
+    let ended = sessions::get(&mut tx, early).await.unwrap();
+    assert_eq!(ended.ended_at, Some(started[0] + Duration::minutes(65)));
+    assert_eq!(ended.charged_amount, 60);
+    assert_eq!(ended.return_station_id, Some(c.b));
+    drop(tx);
+    assert_eq!(
+        docked(&app, &c, c.b).await,
+        [(early_label.clone(), 1)],
+        "the returned powerbank is docked, not written off"
+    );
+    assert_eq!(docked(&app, &c, c.a).await, [(late_label.clone(), 1)]);
+    let mut owner = app.tenant_tx(c.t.id).await;
+    let keys: Vec<String> = sqlx::query_scalar(
+        "select idempotency_key from journal where tenant_id = $1 and session_id = $2
+           and idempotency_key like '%returned_before_buyout' order by idempotency_key",
+    )
+    .bind(c.t.id)
+    .bind(early)
+    .fetch_all(&mut *owner)
+    .await
+    .unwrap();
+    assert_eq!(keys, [format!("session:{early}:returned_before_buyout")]);
+    let audited: Vec<Value> = sqlx::query_scalar(
+        "select detail from audit_log where tenant_id = $1 and object_id = $2 and action = 'rental.buyout_reversed'",
+    )
+    .bind(c.t.id)
+    .bind(early)
+    .fetch_all(&mut *owner)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["given_back"], 4940);
+}
