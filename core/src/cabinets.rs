@@ -211,18 +211,17 @@ async fn returned(
     .bind(occurred_at)
     .fetch_optional(tx.conn())
     .await?;
-    match rental {
-        Some((rental, false)) => {
+    if let Some((rental, bought_out)) = rental {
+        // Put in before its buyout, reported after it: the buyout is undone.
+        let ended = if bought_out {
+            rentals::returned_before_buyout(tx, rental, station, slot, occurred_at).await?
+        } else {
             rentals::returned_in_slot(tx, rental, station, slot, occurred_at).await?;
+            true
+        };
+        if ended {
             return Ok(vec![]);
         }
-        // Put in before its buyout, reported after it: the buyout is undone.
-        Some((rental, true)) => {
-            if rentals::returned_before_buyout(tx, rental, station, slot, occurred_at).await? {
-                return Ok(vec![]);
-            }
-        }
-        None => {}
     }
     // Docked elsewhere, bought out, or rented without a running rental: it is here now.
     sqlx::query(
