@@ -268,9 +268,10 @@ ensure_promtool() {
 }
 
 # The production files, checked as they would be deployed: the Prometheus rules (promtool check and unit tests),
-# the Prometheus configuration, the Grafana dashboards (exactly what infra/grafana/dashboards.py writes), the
-# compose file (docker-compose config, with every required value given), and the Kubernetes manifests (rendered
-# by kubectl's kustomize, validated strictly against the Kubernetes schemas by kubernetes-validate).
+# the Prometheus configurations, the Grafana dashboards (exactly what infra/grafana/dashboards.py writes), the
+# compose file (docker-compose config, with every required value given), the Kubernetes manifests (rendered
+# by kubectl's kustomize, validated strictly against the Kubernetes schemas by kubernetes-validate), and what
+# tests/deploy/check.py checks across them (fixed compose addresses, the jobs the rules select, Secrets, probes).
 check_deploy() {
   local infra="$ROOT/infra" work="$DATA/deploy-check"
   python_venv deploy "the deployment checks' tools (kubectl, kubernetes-validate)" kubectl
@@ -281,17 +282,25 @@ check_deploy() {
   "$PROMTOOL" test rules "$infra/prometheus/tests/rules.test.yml" || die "the alert rules' unit tests failed"
   sed "s|/etc/prometheus/rules.yml|$infra/prometheus/rules.yml|" "$infra/prometheus/prometheus.yml" > "$work/prometheus.yml"
   "$PROMTOOL" check config "$work/prometheus.yml" >/dev/null || die "infra/prometheus/prometheus.yml is invalid"
+  # Debian's promtool is built without Kubernetes discovery: an empty static list stands in for the pod discovery,
+  # and the rest (the relabelling) is checked; check.py below runs the relabelling on the rendered pods.
+  sed -e "s|/etc/prometheus/rules.yml|$infra/prometheus/rules.yml|" -e 's/kubernetes_sd_configs:/static_configs:/' \
+    -e 's/- role: pod$/- targets: []/' "$infra/prometheus/kubernetes.yml" > "$work/kubernetes.yml"
+  "$PROMTOOL" check config "$work/kubernetes.yml" >/dev/null || die "infra/prometheus/kubernetes.yml is invalid"
   /usr/bin/python3 "$infra/grafana/dashboards.py" --check || die "the dashboards differ from infra/grafana/dashboards.py"
   sed -n 's/^\([A-Z0-9_]*\)=$/\1=check-value-0123456789/p; s/^\([A-Z0-9_]*=..*\)$/\1/p' "$infra/compose/env.example" > "$work/compose.env"
   docker-compose -f "$infra/compose/compose.yml" --env-file "$work/compose.env" config -q \
     || die "infra/compose/compose.yml is invalid"
-  local overlay
+  local overlay rendered=()
   for overlay in "$infra"/k8s/overlays/*/; do
     "$DATA/deploy-venv/bin/kubectl" kustomize "$overlay" > "$work/$(basename "$overlay").yaml" \
       || die "kustomize could not render $overlay"
     "$DATA/deploy-venv/bin/kubernetes-validate" --strict --quiet "$work/$(basename "$overlay").yaml" \
       || die "the manifests of $overlay do not validate"
+    rendered+=("$work/$(basename "$overlay").yaml")
   done
+  "$DATA/deploy-venv/bin/python" "$ROOT/tests/deploy/check.py" "$infra" "${rendered[@]}" \
+    || die "the production files are inconsistent (tests/deploy/check.py, above)"
 }
 
 # The manual (docs/) with mdBook from crates.io (installed once into $DATA/tools), built in a copy beside the

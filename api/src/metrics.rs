@@ -8,7 +8,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Session durations: 1 minute to a day (a rental may run that long).
+/// Session durations: 1 minute to a day (a rental may run that long). The workers' recorder has the same
+/// (`switchyard_workers::SESSION_BUCKETS`, checked equal by `deploy::the_workers_time_sessions_in_the_api_s_buckets`).
 pub const SESSION_BUCKETS: &[f64] = &[
     60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
 ];

@@ -19,6 +19,13 @@ use switchyard_core::notify::{self, deliver::Transports, smtp::SmtpTransport};
 use switchyard_core::Db;
 use tokio::sync::watch;
 
+/// Session durations (`sessions_duration_seconds`), the buckets of the API's recorder
+/// (`switchyard_api::metrics::SESSION_BUCKETS`; the workers do not depend on the API, so the list is repeated here,
+/// and `deploy::the_workers_time_sessions_in_the_api_s_buckets` checks that the two agree).
+pub const SESSION_BUCKETS: &[f64] = &[
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+];
+
 /// Worker settings, from the environment.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -191,7 +198,15 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
         db.check_app_role().await?;
     }
 
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    // The sessions the workers end (expired, bought out) are timed in buckets, as the API's: without them the
+    // histogram would be exported as a summary, which the dashboards' histogram_quantile cannot read.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("sessions_duration_seconds".into()),
+            SESSION_BUCKETS,
+        )
+        .map_err(|e| anyhow::anyhow!("while setting the histogram buckets: {e}"))?
+        .build_recorder();
     let handle = recorder.handle();
     let _ = metrics::set_global_recorder(recorder);
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)

@@ -265,6 +265,16 @@ fn dashboards_and_rules_name_only_metrics_the_services_export() {
     );
 }
 
+/// The workers end sessions too (expired, bought out) and time them in their own recorder, in the API's buckets:
+/// the dashboards' `histogram_quantile` reads `sessions_duration_seconds_bucket` from both.
+#[test]
+fn the_workers_time_sessions_in_the_api_s_buckets() {
+    assert_eq!(
+        switchyard_workers::SESSION_BUCKETS,
+        switchyard_api::metrics::SESSION_BUCKETS
+    );
+}
+
 /// The edge bridge's Debian package (infra/edge/build-deb.sh) holds the binary, its systemd unit and a private
 /// settings file, and its install script fills the settings given on the install command line, once.
 #[tokio::test]
