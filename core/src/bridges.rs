@@ -367,6 +367,37 @@ pub async fn anomaly(
     Ok(())
 }
 
+/// An event of the bridge's that failed inside the cloud, kept as an `event_failed` anomaly with its `frame`: which
+/// attempt this is within a day (1 the first time), out of `attempts` (the last is marked given up).
+pub async fn event_failed(
+    tx: &mut TenantTx,
+    bridge_id: Uuid,
+    seq: i64,
+    frame: &str,
+    attempts: i64,
+) -> Result<i64> {
+    let before: i64 = sqlx::query_scalar(
+        "select count(*) from bridge_anomaly
+         where tenant_id = $1 and bridge_id = $2 and kind = 'event_failed' and seq = $3
+           and created_at > now() - interval '1 day'",
+    )
+    .bind(tx.tenant())
+    .bind(bridge_id)
+    .bind(seq)
+    .fetch_one(tx.conn())
+    .await?;
+    let attempt = before + 1;
+    // As JSON, with any NUL marked (jsonb cannot hold one).
+    let mut frame =
+        serde_json::from_str(frame).unwrap_or_else(|_| serde_json::Value::String(frame.to_owned()));
+    crate::validate::without_nul(&mut frame);
+    let detail = serde_json::json!({
+        "attempt": attempt, "attempts": attempts, "given_up": attempt >= attempts, "frame": frame,
+    });
+    anomaly(tx, bridge_id, "event_failed", None, None, Some(seq), detail).await?;
+    Ok(attempt)
+}
+
 /// The bridge's anomalies, newest first.
 pub async fn anomalies(tx: &mut TenantTx, bridge_id: Uuid, limit: i64) -> Result<Vec<Anomaly>> {
     Ok(sqlx::query_as(

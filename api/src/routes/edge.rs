@@ -359,6 +359,19 @@ async fn serve(
                         seq: malformed_event_seq(&text),
                     }),
                 };
+                let reply = match reply {
+                    Some(Down::Error { code, message, seq: Some(seq) }) if code == "internal" => {
+                        match event_failed(me, seq, &text).await {
+                            Some(ack) => Some(ack),
+                            None => {
+                                let _ = send(&mut socket, me, &Down::Error { code, message, seq: Some(seq) }).await;
+                                close(&mut socket, me, 1011, "an event could not be applied; send it again").await;
+                                return Ok(());
+                            }
+                        }
+                    }
+                    other => other,
+                };
                 if let Some(reply) = reply {
                     send(&mut socket, me, &reply).await?;
                     // A heartbeat is also when a lost wake-up is made good.
@@ -388,6 +401,48 @@ async fn serve(
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
             }
+        }
+    }
+}
+
+/// How often an event that fails inside the cloud is tried before it is given up (see [`event_failed`]).
+const EVENT_ATTEMPTS: i64 = 5;
+
+/// An event failed inside the cloud (the database went away, a replayed charger message could not be applied): it
+/// is not acknowledged, and the tunnel closes (1011) rather than reading on, so that no later event is recorded past
+/// it; the bridge dials again and sends its journal from the last recorded event, this one first. Each failure is
+/// kept as an `event_failed` anomaly with the frame. The last of [`EVENT_ATTEMPTS`] failures of the same event
+/// within a day is acknowledged instead (returned), so that one event the cloud cannot apply does not hold the
+/// venue's tunnel for ever; its frame stays in the anomalies for an operator. When not even the anomaly can be
+/// written (the database is down), the tunnel closes uncounted.
+async fn event_failed(me: &Tunnel<'_>, seq: u64, frame: &str) -> Option<Down> {
+    metrics::counter!("edge_events_failed_total").increment(1);
+    let counted: anyhow::Result<i64> = async {
+        let mut tx = me.db.begin_tenant(me.tenant).await?;
+        let attempt = bridges::event_failed(
+            &mut tx,
+            me.bridge_id,
+            i64::try_from(seq)?,
+            frame,
+            EVENT_ATTEMPTS,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(attempt)
+    }
+    .await;
+    match counted {
+        Ok(attempt) if attempt >= EVENT_ATTEMPTS => {
+            tracing::error!(bridge.id = %me.bridge_id, seq, attempt, "a bridge event failed every attempt; acknowledged, its frame kept as an anomaly");
+            Some(Down::Ack { seq })
+        }
+        Ok(attempt) => {
+            tracing::warn!(bridge.id = %me.bridge_id, seq, attempt, "a bridge event failed; the tunnel closes for the bridge to send it again");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(bridge.id = %me.bridge_id, seq, error = %e, "a bridge event failed and its failure could not be kept; the tunnel closes");
+            None
         }
     }
 }

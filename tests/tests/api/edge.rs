@@ -3107,3 +3107,148 @@ async fn a_bridges_version_and_command_details_are_kept_whatever_characters_they
     assert!(result.starts_with("jam\u{FFFD}med!"), "{result}");
     assert_eq!(result.chars().count(), 500);
 }
+
+/// A switch-on report of the plug, numbered `seq`.
+fn switched_on(seq: u64, station: Uuid) -> Message {
+    Message::text(encode(&Up::Event {
+        seq,
+        occurred_at: chrono::Utc::now(),
+        station_id: Some(station),
+        event: Event::Switched {
+            on: true,
+            reason: "test".into(),
+            session_id: None,
+        },
+    }))
+}
+
+/// An event the cloud fails to apply (here the database refuses it) is not acknowledged, and the tunnel closes rather
+/// than reading on, so that no later event is recorded past it: the bridge dials again and sends its journal from the
+/// last recorded event, this one first. Each failure is an `event_failed` anomaly holding the frame; the fifth of the
+/// same event is acknowledged, so that an event the cloud can never apply does not hold the venue's tunnel for ever.
+/// Before, the error answered the event and the tunnel read on: the next event's acknowledgement dropped the failed
+/// one from the bridge's journal.
+#[tokio::test]
+async fn an_event_the_cloud_fails_to_apply_is_sent_again_and_one_that_always_fails_is_kept_as_an_anomaly(
+) {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let plug = ShellyFake::start().await;
+    let s = site(&app, &plug.host(), 1).await;
+    let fail = |seq: i64| {
+        let owner = app.owner.clone();
+        async move {
+            sqlx::query(&format!(
+                "create or replace function refuse_event_for_test() returns trigger language plpgsql as $$
+                 begin
+                   if new.seq = {seq} then raise exception 'refused for the test'; end if;
+                   return new;
+                 end $$"
+            ))
+            .execute(&owner)
+            .await
+            .unwrap();
+        }
+    };
+    sqlx::query("create or replace function refuse_event_for_test() returns trigger language plpgsql as $$ begin return new; end $$")
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    sqlx::query(
+        "create trigger refuse_event_for_test before insert on bridge_event
+         for each row execute function refuse_event_for_test()",
+    )
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let mut ws = connect(&app, &s.token).await.unwrap();
+    assert_eq!(hello(&mut ws).await, 0);
+    ws.send(switched_on(1, s.station)).await.unwrap();
+    assert_eq!(next_answer(&mut ws).await, Down::Ack { seq: 1 });
+
+    // Seq 2 fails twice, then goes through.
+    fail(2).await;
+    for _ in 0..2 {
+        ws.send(switched_on(2, s.station)).await.unwrap();
+        let Down::Error { code, seq, .. } = next_answer(&mut ws).await else {
+            panic!("an error frame")
+        };
+        assert_eq!((code.as_str(), seq), ("internal", Some(2)));
+        assert_eq!(
+            closed_with(&mut ws, Duration::from_secs(10)).await,
+            Some(1011)
+        );
+        ws = connect(&app, &s.token).await.unwrap();
+        assert_eq!(hello(&mut ws).await, 1, "seq 2 was not recorded");
+    }
+    fail(0).await;
+    ws.send(switched_on(2, s.station)).await.unwrap();
+    assert_eq!(next_answer(&mut ws).await, Down::Ack { seq: 2 });
+
+    // Seq 3 always fails: the fifth try is acknowledged, and seq 4 goes on.
+    fail(3).await;
+    for attempt in 1..=5 {
+        ws.send(switched_on(3, s.station)).await.unwrap();
+        if attempt == 5 {
+            assert_eq!(next_answer(&mut ws).await, Down::Ack { seq: 3 });
+            break;
+        }
+        assert!(matches!(
+            next_answer(&mut ws).await,
+            Down::Error { seq: Some(3), .. }
+        ));
+        assert_eq!(
+            closed_with(&mut ws, Duration::from_secs(10)).await,
+            Some(1011)
+        );
+        ws = connect(&app, &s.token).await.unwrap();
+        assert_eq!(hello(&mut ws).await, 2);
+    }
+    ws.send(switched_on(4, s.station)).await.unwrap();
+    assert_eq!(next_answer(&mut ws).await, Down::Ack { seq: 4 });
+
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "select seq from bridge_event where tenant_id = $1 and bridge_id = $2 order by seq",
+    )
+    .bind(s.t.id)
+    .bind(s.bridge)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(seqs, [1, 2, 4]);
+    let failed: Vec<(i64, Value)> = sqlx::query_as(
+        "select seq, detail from bridge_anomaly where tenant_id = $1 and bridge_id = $2 and kind = 'event_failed'
+         order by created_at, id",
+    )
+    .bind(s.t.id)
+    .bind(s.bridge)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(
+        failed
+            .iter()
+            .map(|(seq, d)| (
+                *seq,
+                d["attempt"].as_i64().unwrap(),
+                d["given_up"].as_bool().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (2, 1, false),
+            (2, 2, false),
+            (3, 1, false),
+            (3, 2, false),
+            (3, 3, false),
+            (3, 4, false),
+            (3, 5, true)
+        ]
+    );
+    assert_eq!(failed[6].1["frame"]["seq"], 3, "the frame is kept");
+    assert_eq!(failed[6].1["frame"]["event"]["on"], true, "{}", failed[6].1);
+    let bridge = app
+        .gql_ok(&s.t.access, ANOMALIES, json!({"b": s.bridge}))
+        .await["bridge"]
+        .clone();
+    assert_eq!(bridge["lastSeq"], 4, "{bridge}");
+}
