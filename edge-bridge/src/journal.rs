@@ -69,12 +69,23 @@ impl Journal {
                     let header: Header = serde_json::from_str(header)?;
                     journal.next_seq = header.next_seq;
                 }
+                let mut unreadable = 0;
                 for line in lines.filter(|l| !l.trim().is_empty()) {
-                    // A torn last line (power cut mid-write) is dropped; every complete line is kept.
-                    if let Ok(entry) = serde_json::from_str::<Entry>(line) {
-                        journal.next_seq = journal.next_seq.max(entry.seq + 1);
-                        journal.pending.push(entry);
+                    match serde_json::from_str::<Entry>(line) {
+                        Ok(entry) => {
+                            journal.next_seq = journal.next_seq.max(entry.seq + 1);
+                            journal.pending.push(entry);
+                        }
+                        Err(_) => unreadable += 1,
                     }
+                }
+                journal.mend_tail(&text)?;
+                if unreadable > 0 {
+                    tracing::warn!(
+                        lines = unreadable,
+                        path = %path.display(),
+                        "journal lines that cannot be read were left out (a torn last line, or damage)"
+                    );
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => journal.rewrite()?,
@@ -100,12 +111,44 @@ impl Journal {
         if encode(entry.frame()).len() > MAX_FRAME_BYTES {
             anyhow::bail!("the event is larger than a tunnel frame ({MAX_FRAME_BYTES} bytes)");
         }
-        self.next_seq += 1;
+        let mut line = serde_json::to_string(&entry)?;
+        line.push('\n');
         let mut file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        writeln!(file, "{}", serde_json::to_string(&entry)?)?;
-        file.sync_data()?;
+        let length = file.metadata()?.len();
+        // The line in one write; should it fail part way (a full disk), the file is cut back to where it was, so
+        // that the next line does not join a torn one.
+        if let Err(e) = file
+            .write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+        {
+            let _ = file.set_len(length);
+            return Err(e.into());
+        }
+        self.next_seq += 1;
         self.pending.push(entry.clone());
         Ok(entry)
+    }
+
+    /// A last line without its newline (the power went mid-write): a complete event is kept and its newline
+    /// written; a torn one is cut off. Either way the next line appended starts a line of its own (before, it
+    /// joined the torn one and both were lost at the next start).
+    fn mend_tail(&self, text: &str) -> anyhow::Result<()> {
+        if text.is_empty() || text.ends_with('\n') {
+            return Ok(());
+        }
+        let start = text.rfind('\n').map_or(0, |i| i + 1);
+        let tail = &text[start..];
+        let file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        if start > 0 && serde_json::from_str::<Entry>(tail).is_ok() {
+            (&file).write_all(b"\n")?;
+        } else if start > 0 {
+            file.set_len(start as u64)?;
+        } else {
+            // The header itself is unterminated (it was read above, so it is whole).
+            (&file).write_all(b"\n")?;
+        }
+        file.sync_data()?;
+        Ok(())
     }
 
     /// The cloud has every event up to `seq`: forget them.
@@ -217,10 +260,33 @@ mod tests {
         drop(journal);
         let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
         write!(file, "{{\"seq\": 12, \"occ")?;
-        let journal = Journal::open(&path)?;
+        let mut journal = Journal::open(&path)?;
         assert_eq!(
             journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
             [4, 11]
+        );
+        // The torn line is cut off: the next event is a line of its own and survives the next start.
+        assert_eq!(journal.append(None, Utc::now(), switched(true))?.seq, 12);
+        drop(journal);
+        let journal = Journal::open(&path)?;
+        assert_eq!(
+            journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 11, 12]
+        );
+        drop(journal);
+        // A complete last line whose newline never made it to the disk is kept.
+        let text = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, text.trim_end_matches('\n'))?;
+        let mut journal = Journal::open(&path)?;
+        assert_eq!(journal.append(None, Utc::now(), switched(false))?.seq, 13);
+        drop(journal);
+        assert_eq!(
+            Journal::open(&path)?
+                .pending()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [4, 11, 12, 13]
         );
         std::fs::remove_dir_all(&dir)?;
         Ok(())
