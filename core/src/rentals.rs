@@ -134,13 +134,16 @@ pub async fn quote(
 }
 
 /// Starts a rental from a quote: holds the deposit (from the wallet when it covers it, else on the patron's saved
-/// card), ejects a powerbank, starts billing.
+/// card), ejects a powerbank, starts billing. `hold_key`, the caller's idempotency key where the quote is made
+/// afresh on each try (the patron app's one-step rental), keys the card hold at the provider, so that a retry after
+/// a failure finds the hold the first try placed; without one the quote keys it.
 pub async fn start(
     tx: &mut TenantTx,
     by: impl Into<By<'_>>,
     provider: &dyn PaymentProvider,
     quote_id: Uuid,
     tick: Duration,
+    hold_key: Option<&str>,
 ) -> Result<(Session, Asset)> {
     let by: By<'_> = by.into();
     let quote: Option<QuoteRow> = sqlx::query_as(
@@ -275,9 +278,6 @@ pub async fn start(
         )
         .await?;
     }
-    if let (Some(card), true) = (&card, deposit > 0) {
-        payments::collect::hold_deposit(tx, provider, card, &session).await?;
-    }
     sessions::command(
         tx,
         station.id,
@@ -299,6 +299,11 @@ pub async fn start(
         },
     )
     .await?;
+    // The card last, once everything else of the start is written: the less can fail after the provider placed
+    // the hold, the fewer holds a rolled-back start leaves behind.
+    if let (Some(card), true) = (&card, deposit > 0) {
+        payments::collect::hold_deposit(tx, provider, card, &session, hold_key).await?;
+    }
     Ok((session, asset))
 }
 

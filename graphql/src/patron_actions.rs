@@ -239,7 +239,7 @@ impl PatronActionMutation {
             return Ok(Session(sessions::get(&mut tx, id).await.gql()?));
         }
         let provider = provider(ctx, &mut tx).await?;
-        let (rental, _) = patron_app::rent(&mut tx, me, provider.as_ref(), &cabinet, tick)
+        let (rental, _) = patron_app::rent(&mut tx, me, provider.as_ref(), &cabinet, tick, key)
             .await
             .gql()?;
         remember(&mut tx, &scope, key, rental.id).await?;

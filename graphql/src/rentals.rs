@@ -171,7 +171,7 @@ impl RentalMutation {
             &request,
             |mut tx| async move {
                 let (session, _) =
-                    rentals::start(&mut tx, actor, provider.as_ref(), quote_id, tick).await?;
+                    rentals::start(&mut tx, actor, provider.as_ref(), quote_id, tick, None).await?;
                 Ok((tx, session))
             },
         )

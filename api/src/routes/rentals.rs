@@ -184,8 +184,15 @@ pub async fn start(
         &value,
         |mut tx| async {
             let provider = providers.current(&mut tx).await?;
-            let (session, asset) =
-                rentals::start(&mut tx, &actor, provider.as_ref(), body.quote_id, tick).await?;
+            let (session, asset) = rentals::start(
+                &mut tx,
+                &actor,
+                provider.as_ref(),
+                body.quote_id,
+                tick,
+                None,
+            )
+            .await?;
             let response = StartResponse {
                 rental_id: session.id,
                 powerbank_id: asset.label,

@@ -139,13 +139,14 @@ pub async fn act(
 }
 
 /// Rents a powerbank from a self-service cabinet: a quote used at once, then the seed 004 start (deposit from the
-/// wallet, or held on the saved card).
+/// wallet, or held on the saved card, the hold keyed by the patron's idempotency `key`).
 pub async fn rent(
     tx: &mut TenantTx,
     me: &PatronActor,
     provider: &dyn PaymentProvider,
     cabinet: &Station,
     tick: Duration,
+    key: &str,
 ) -> Result<(Session, Asset)> {
     if !cabinet.self_service {
         return Err(Error::Forbidden(
@@ -153,7 +154,7 @@ pub async fn rent(
         ));
     }
     let quote = rentals::quote(tx, me, me.patron_id, cabinet.id, QUOTE_TTL_SECS).await?;
-    rentals::start(tx, me, provider, quote.id, tick).await
+    rentals::start(tx, me, provider, quote.id, tick, Some(key)).await
 }
 
 /// Returns the patron's own rental at a cabinet (any cabinet of the operator).

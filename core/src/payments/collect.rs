@@ -13,6 +13,7 @@
 //! arrived is sent again, as the very same request, whatever the patron owes or which card is saved by then.
 
 use chrono::{DateTime, Duration, Utc};
+use sha2::Digest;
 use uuid::Uuid;
 
 use super::{
@@ -126,13 +127,23 @@ pub(crate) async fn hold_deposit(
     provider: &dyn PaymentProvider,
     card: &cards::Card,
     rental: &Session,
+    hold_key: Option<&str>,
 ) -> Result<Payment> {
-    // Keyed by the quote (used once), so a start retried after a failure finds the same hold at the provider.
-    let key = format!(
-        "{} deposit {}",
-        tx.tenant(),
-        rental.quote_id.unwrap_or(rental.id)
-    );
+    // Keyed by the caller's idempotency key where it gives one (the patron's, whose every try makes a new quote),
+    // else by the quote (used once), so a start retried after a failure finds the same hold at the provider.
+    let key = match hold_key {
+        Some(k) => format!(
+            "{} deposit patron:{}:{}",
+            tx.tenant(),
+            rental.patron_id,
+            hex::encode(sha2::Sha256::digest(k.as_bytes()))
+        ),
+        None => format!(
+            "{} deposit {}",
+            tx.tenant(),
+            rental.quote_id.unwrap_or(rental.id)
+        ),
+    };
     let id = super::payment_id_for(&key);
     let intent = provider
         .create_intent(IntentRequest {

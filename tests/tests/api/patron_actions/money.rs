@@ -415,3 +415,69 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
         "returning twice changes nothing"
     );
 }
+
+/// A patron's rental whose deposit is held on the saved card, retried under its key after a failure that came after
+/// the provider placed the hold (here the database refuses the deposit's payment row once): the retry finds the hold
+/// the first try placed, and one hold is recorded. Before, each try made a quote of its own and so a hold of its
+/// own at the provider: the first try's hold was recorded nowhere and kept the patron's money blocked.
+#[tokio::test]
+async fn a_rental_retried_after_a_failure_past_its_card_hold_holds_the_deposit_once() {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = crate::debts::world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    let app = &w.app;
+    let c = crate::rentals::setup(app, 0).await;
+    self_service(app, &c.t.access, c.a).await;
+    let me = patron(app, c.t.id, "rita").await;
+    app.gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
+    for ddl in [
+        "create sequence refuse_once_for_test",
+        "create function refuse_once_for_test() returns trigger language plpgsql security definer as $$
+         begin
+           if new.kind = 'deposit' and nextval('refuse_once_for_test') = 1 then
+             raise exception 'refused once for the test';
+           end if;
+           return new;
+         end $$",
+        "create trigger refuse_once_for_test before insert on payment
+         for each row execute function refuse_once_for_test()",
+    ] {
+        sqlx::query(ddl).execute(&app.owner).await.unwrap();
+    }
+    let vars = json!({"s": c.a, "k": "r1"});
+    let first = app.gql(Some(&me.token), RENT, vars.clone()).await;
+    assert_eq!(gql_code(&first), "internal", "{first}");
+    let second = app.gql(Some(&me.token), RENT, vars).await;
+    assert_eq!(
+        second["data"]["rentMyPowerbank"]["status"], "ACTIVE",
+        "{second}"
+    );
+    let asked = fake.requests_to("POST", "/v1/payment_intents");
+    assert_eq!(asked.len(), 2, "each try asked for the hold");
+    assert_eq!(
+        asked
+            .iter()
+            .map(|r| r.idempotency_key.clone())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1,
+        "under one key: {asked:?}"
+    );
+    assert_eq!(fake.intents().len(), 1, "one hold at the provider");
+    let holds: Vec<(String, i64)> = sqlx::query_as(
+        "select status, amount from payment where tenant_id = $1 and patron_id = $2 and kind = 'deposit'",
+    )
+    .bind(c.t.id)
+    .bind(me.id)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(holds[0].1, 500, "{holds:?}");
+}
