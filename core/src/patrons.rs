@@ -104,6 +104,10 @@ pub async fn create(
         .map(|p| validate::text("phone", p, 3, 32))
         .transpose()?;
     let tier = validate::text("tier", input.tier.as_deref().unwrap_or("standard"), 1, 32)?;
+    // A tier is a discount: staff create standard patrons, as only a manager may change a tier afterwards.
+    if tier != "standard" {
+        actor.require_manager()?;
+    }
     let sql = format!(
         "insert into patron (tenant_id, id, display_name, email, phone, tier, walk_in) values ($1, $2, $3, $4, $5, $6, $7)
          returning {COLUMNS}"

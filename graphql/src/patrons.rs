@@ -167,12 +167,19 @@ impl Patron {
         #[graphql(default = 50)] limit: i64,
     ) -> async_graphql::Result<Vec<CardPayment>> {
         let mut tx = begin_for_patron(ctx, self.id).await?;
-        Ok(payments::list_for_patron(&mut tx, self.id, limit)
-            .await
-            .gql()?
-            .into_iter()
-            .map(CardPayment::from)
-            .collect())
+        // A member confined to some venues sees the payments made at those; the patron sees all of its own.
+        let venues = match ctx.data_opt::<switchyard_core::model::PatronActor>() {
+            Some(_) => None,
+            None => crate::actor(ctx)?.venue_filter().map(<[Uuid]>::to_vec),
+        };
+        Ok(
+            payments::list_for_patron(&mut tx, self.id, venues.as_deref(), limit)
+                .await
+                .gql()?
+                .into_iter()
+                .map(CardPayment::from)
+                .collect(),
+        )
     }
 
     /// Debts being collected (empty when the patron owes nothing).

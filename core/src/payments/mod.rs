@@ -729,19 +729,23 @@ pub async fn refund(
     .map_err(Into::into)
 }
 
-/// The patron's payments, newest first.
+/// The patron's payments, newest first: those made at `venues` when given (a member confined to some venues).
 pub async fn list_for_patron(
     tx: &mut TenantTx,
     patron_id: Uuid,
+    venues: Option<&[Uuid]>,
     limit: i64,
 ) -> Result<Vec<Payment>> {
     let sql = format!(
-        "select {COLUMNS} from payment where tenant_id = $1 and patron_id = $2 order by created_at desc, id desc limit $3"
+        "select {COLUMNS} from payment where tenant_id = $1 and patron_id = $2
+           and ($4::uuid[] is null or venue_id = any($4))
+         order by created_at desc, id desc limit $3"
     );
     Ok(sqlx::query_as(&sql)
         .bind(tx.tenant())
         .bind(patron_id)
         .bind(limit.clamp(1, 500))
+        .bind(venues)
         .fetch_all(tx.conn())
         .await?)
 }

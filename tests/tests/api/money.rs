@@ -779,6 +779,22 @@ async fn a_manager_confined_to_another_venue_finds_no_payment_of_this_one_to_rea
         "{paid}"
     );
     let id = paid["intent_id"].as_str().unwrap();
+    // The patron's payments list leaves out what was paid at venues the member cannot see (it listed them all).
+    let listed = |token: String| {
+        let app = &app;
+        let patron = s.patron;
+        async move {
+            app.gql_ok(
+                &token,
+                "query($p: UUID!) { patron(id: $p) { payments { amount } } }",
+                json!({"p": patron}),
+            )
+            .await["patron"]["payments"]
+                .clone()
+        }
+    };
+    assert_eq!(listed(manager.clone()).await, json!([]));
+    assert_eq!(listed(s.t.access.clone()).await, json!([{"amount": 1_000}]));
 
     for path in [
         format!("/api/v1/payments/status/{id}"),

@@ -111,6 +111,33 @@ async fn a_staff_member_scoped_to_one_venue_sees_only_that_venue_and_not_found_f
         .collect();
     assert_eq!(venues, [&json!(f.venue)]);
 
+    // A tier is a discount, which only a manager gives: staff create standard patrons (before, createPatron took
+    // any tier from staff, though setPatronTier needs a manager).
+    let body = app
+        .gql(
+            Some(&staff),
+            "mutation { createPatron(input: {displayName: \"Friend\", tier: \"vip\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "forbidden", "{body}");
+    let data = app
+        .gql_ok(
+            &staff,
+            "mutation { createPatron(input: {displayName: \"Walk-in\"}) { tier } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["createPatron"]["tier"], "standard");
+    let patrons: i64 = sqlx::query_scalar(
+        "select count(*) from patron where tenant_id = $1 and display_name = 'Friend'",
+    )
+    .bind(f.t.id)
+    .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(patrons, 0);
+
     // Widened by the owner, the member sees both at its next request.
     let data = app
         .gql_ok(
