@@ -61,11 +61,18 @@ fn key(value: &str) -> Result<RequestStrategy> {
         .map_err(|e| Error::Internal(anyhow::anyhow!("idempotency key: {e}")))
 }
 
-/// A card error is the card network's answer; anything else means Stripe could not do it now.
+/// A card error is the card network's answer; an idempotency error says the key was used before for another
+/// request (a declined top-up tried again with the same key after the patron saved another card: Stripe keeps the
+/// key with its first answer, so the retry needs a new key, as `idempotency_key_reused` tells the client); anything
+/// else means Stripe could not do it now.
 fn failure(e: StripeError) -> Error {
     match e {
         StripeError::Stripe(api, _) if api.type_.as_str() == "card_error" => {
             Error::CardDeclined(decline_reason(&api))
+        }
+        StripeError::Stripe(api, _) if api.type_.as_str() == "idempotency_error" => {
+            tracing::warn!(message = ?api.message, "stripe refused a key used before with other parameters");
+            Error::IdempotencyKeyReused
         }
         other => Error::ProviderUnavailable(anyhow::anyhow!("stripe: {other}")),
     }

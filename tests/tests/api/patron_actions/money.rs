@@ -481,3 +481,49 @@ async fn a_rental_retried_after_a_failure_past_its_card_hold_holds_the_deposit_o
     assert_eq!(holds.len(), 1, "{holds:?}");
     assert_eq!(holds[0].1, 500, "{holds:?}");
 }
+
+/// A declined card top-up tried again with the same key after the patron saved another card: Stripe keeps the key
+/// with its first answer and refuses it for the new card (`idempotency_error`), so the app is told to use a new key
+/// (`idempotency_key_reused`, 422) rather than that the provider is down (it was told 502
+/// `payment_provider_unavailable`, which reads as "try again later", and trying again never helped).
+#[tokio::test]
+async fn a_declined_top_up_retried_with_its_key_on_another_card_is_told_to_use_a_new_key() {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = crate::debts::world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    let app = &w.app;
+    let (f, me) = shop(app, 0).await;
+    app.gql_ok(
+        &me.token,
+        SAVE_CARD,
+        json!({"pm": "pm_card_chargeDeclined"}),
+    )
+    .await;
+    let vars = json!({"v": f.venue, "a": 1_500, "k": "top-1"});
+    let body = app.gql(Some(&me.token), TOP_UP, vars.clone()).await;
+    assert_eq!(gql_code(&body), "card_declined", "{body}");
+    app.gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
+    let body = app.gql(Some(&me.token), TOP_UP, vars).await;
+    assert_eq!(gql_code(&body), "idempotency_key_reused", "{body}");
+    let body = app
+        .gql_ok(
+            &me.token,
+            TOP_UP,
+            json!({"v": f.venue, "a": 1_500, "k": "top-2"}),
+        )
+        .await;
+    assert_eq!(body["topUpMyWallet"]["status"], "confirmed", "{body}");
+    assert_eq!(
+        books(app, f.t.id, me.id).await,
+        (
+            vec![("top_up_card".into(), 1_500)],
+            vec![("confirmed".into(), 1_500)]
+        )
+    );
+}
