@@ -324,15 +324,15 @@ impl Ocpp {
         match (frame.first().and_then(Value::as_i64), frame.get(1)) {
             (Some(2), _) if frame.get(2).and_then(Value::as_str) == Some("SendLocalList") => {
                 let payload = frame.get(3).cloned().unwrap_or_default();
-                let full = payload["updateType"] == "Full";
+                // A `Full` list is not a reason to forget tags: the cloud sends the whole list in chunks (the first
+                // `Full`, the rest differential, each after the charger took the last), a 1.6 list leaves out the
+                // longer uids of 2.0.1 chargers, and this copy is the whole venue's. The cloud never deletes a tag;
+                // one taken away arrives as blocked.
                 let entries = payload["localAuthorizationList"]
                     .as_array()
                     .cloned()
                     .unwrap_or_default();
                 let mut store = lock(&self.store);
-                if full {
-                    store.tags.clear();
-                }
                 for entry in entries {
                     let uid = entry["idTag"]
                         .as_str()
@@ -760,4 +760,54 @@ async fn local_answer(
         shared.outbox.notify_one();
     }
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        let (to_charger, _) = mpsc::unbounded_channel();
+        Conn {
+            charge_point_id: "CP-1".into(),
+            subprotocol: "ocpp1.6".into(),
+            password: None,
+            to_charger,
+            relayed: true,
+            authorizing: HashMap::new(),
+            new_passwords: Default::default(),
+        }
+    }
+
+    /// The second chunk of a list never reaching the charger (it refused the first, or the tunnel fell) leaves the
+    /// bridge with every tag it knew, not only the first chunk's: a `Full` list used to empty the venue's copy.
+    #[test]
+    fn a_full_list_adds_to_the_venues_tags_and_forgets_none() -> anyhow::Result<()> {
+        let path = std::env::temp_dir().join(format!("edge-ocpp-{}.json", Uuid::new_v4().simple()));
+        let ocpp = Ocpp::open(&path)?;
+        let mut c = conn();
+        let list = |kind: &str, tags: &[&str]| {
+            let entries: Vec<Value> = tags
+                .iter()
+                .map(|t| serde_json::json!({"idTag": t, "idTagInfo": {"status": "Accepted"}}))
+                .collect();
+            serde_json::json!([2, "m1", "SendLocalList",
+                {"listVersion": 1, "updateType": kind, "localAuthorizationList": entries}])
+            .to_string()
+        };
+        ocpp.learn(
+            &mut c,
+            &list("Differential", &["AAAA0001", "LONG-2.0.1-TAG-0000000001"]),
+        );
+        ocpp.learn(&mut c, &list("Full", &["AAAA0002"]));
+        let mut known: Vec<String> = lock(&ocpp.store).tags.keys().cloned().collect();
+        known.sort();
+        assert_eq!(known, ["AAAA0001", "AAAA0002", "LONG-2.0.1-TAG-0000000001"]);
+        // Kept on disk as well.
+        drop(ocpp);
+        let again = Ocpp::open(&path)?;
+        assert_eq!(lock(&again.store).tags.len(), 3);
+        std::fs::remove_file(&path)?;
+        Ok(())
+    }
 }
