@@ -140,7 +140,7 @@ impl Accounts {
     ) -> Result<TokenPair> {
         let email = auth::normalize_email("email", email)?;
         let attempt = Attempt::member(&email, client);
-        self.throttle.check(&attempt)?;
+        self.throttle.begin(&attempt)?;
         let system = self.db.system();
         let user = system.user_by_email(&email).await?;
         let (user_id, stored, confined) = match user {
@@ -148,7 +148,6 @@ impl Accounts {
             None => (None, None, None),
         };
         if !auth::verify_password(&self.throttle, password.to_owned(), stored).await? {
-            self.throttle.failed(&attempt);
             return Err(Error::InvalidCredentials);
         }
         self.throttle.succeeded(&attempt);
@@ -480,11 +479,10 @@ impl Accounts {
             .await?
             .ok_or(Error::Unauthenticated("this login no longer exists"))?;
         let attempt = Attempt::member(&user.email, client);
-        self.throttle.check(&attempt)?;
+        self.throttle.begin(&attempt)?;
         if !auth::verify_password(&self.throttle, current.to_owned(), Some(user.password_hash))
             .await?
         {
-            self.throttle.failed(&attempt);
             return Err(Error::validation(
                 "currentPassword",
                 "the current password is not right",
@@ -610,7 +608,7 @@ impl Accounts {
     ) -> Result<TokenPair> {
         let email = auth::normalize_email("email", email)?;
         let attempt = Attempt::patron(tenant_id, &email, client);
-        self.throttle.check(&attempt)?;
+        self.throttle.begin(&attempt)?;
         let mut tx = self.db.begin_tenant(TenantId(tenant_id)).await?;
         let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
             "select id, password_hash from patron where tenant_id = $1 and email = $2",
@@ -625,7 +623,6 @@ impl Accounts {
         };
         // Verified even when there is no such login, so the answer takes the same time.
         if !auth::verify_password(&self.throttle, password.to_owned(), stored).await? {
-            self.throttle.failed(&attempt);
             return Err(Error::InvalidCredentials);
         }
         self.throttle.succeeded(&attempt);

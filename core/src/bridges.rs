@@ -327,7 +327,8 @@ pub async fn delivered(
 pub struct Anomaly {
     pub id: Uuid,
     pub bridge_id: Uuid,
-    /// `end_refused` (a switch-off the bridge could not have made), `seq_out_of_window`, `flood`; from cabinets
+    /// `end_refused` (a switch-off the bridge could not have made), `seq_out_of_window`, `flood`, `event_failed` (an
+    /// event the cloud failed to apply, with its frame); from cabinets
     /// (see [`crate::cabinets`]): `unknown_asset`, `asset_out_of_place`, `slot_occupied`, `unknown_slot`,
     /// `unknown_eject`, `eject_after_void`, `bad_report`.
     pub kind: String,
@@ -367,17 +368,20 @@ pub async fn anomaly(
     Ok(())
 }
 
-/// An event of the bridge's that failed inside the cloud, kept as an `event_failed` anomaly with its `frame`: which
-/// attempt this is within a day (1 the first time), out of `attempts` (the last is marked given up).
+/// An event of the bridge's that failed inside the cloud, kept as an `event_failed` anomaly with its `frame`: whether
+/// to give it up now, which is when this is at least the `attempts`-th failure of the event within a day and the
+/// first of them is at least `patience` old (a bridge dials again within seconds, so a count alone would give up an
+/// event on a hiccup of the database of a few seconds).
 pub async fn event_failed(
     tx: &mut TenantTx,
     bridge_id: Uuid,
     seq: i64,
     frame: &str,
     attempts: i64,
-) -> Result<i64> {
-    let before: i64 = sqlx::query_scalar(
-        "select count(*) from bridge_anomaly
+    patience: chrono::Duration,
+) -> Result<bool> {
+    let (before, first): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "select count(*), min(created_at) from bridge_anomaly
          where tenant_id = $1 and bridge_id = $2 and kind = 'event_failed' and seq = $3
            and created_at > now() - interval '1 day'",
     )
@@ -387,15 +391,16 @@ pub async fn event_failed(
     .fetch_one(tx.conn())
     .await?;
     let attempt = before + 1;
+    let given_up = attempt >= attempts && first.is_some_and(|f| Utc::now() - f >= patience);
     // As JSON, with any NUL marked (jsonb cannot hold one).
     let mut frame =
         serde_json::from_str(frame).unwrap_or_else(|_| serde_json::Value::String(frame.to_owned()));
     crate::validate::without_nul(&mut frame);
     let detail = serde_json::json!({
-        "attempt": attempt, "attempts": attempts, "given_up": attempt >= attempts, "frame": frame,
+        "attempt": attempt, "given_up": given_up, "frame": frame,
     });
     anomaly(tx, bridge_id, "event_failed", None, None, Some(seq), detail).await?;
-    Ok(attempt)
+    Ok(given_up)
 }
 
 /// The bridge's anomalies, newest first.

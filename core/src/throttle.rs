@@ -1,7 +1,8 @@
 //! The guards around password checks: a per-account and per-address failure throttle, and a cap on how many
 //! Argon2 computations run at once.
 //!
-//! Every password check (member login, patron login) asks [`Throttle::check`] first and reports the outcome. Keys
+//! Every password check (member login, patron login, a password change) asks [`Throttle::begin`] first, which counts it
+//! as a failure until [`Throttle::succeeded`] takes it back; sign-ups and reset requests only [`Throttle::check`]. Keys
 //! are the email as typed (normalised), never whether an account exists, so a locked unknown email answers exactly
 //! like a locked real one.
 
@@ -133,10 +134,19 @@ impl Throttle {
         (until > now).then(|| until - now)
     }
 
-    /// Refuses with `429 rate_limited` while any key of the attempt is backing off or locked.
+    /// Refuses with `429 rate_limited` while any key of the attempt is backing off or locked (a sign-up or a reset
+    /// request, which checks no password).
     pub fn check(&self, attempt: &Attempt) -> Result<()> {
-        let now = Instant::now();
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        self.refused(&failures, attempt, Instant::now())
+    }
+
+    fn refused(
+        &self,
+        failures: &HashMap<Key, Failures>,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> Result<()> {
         let wait = attempt
             .keys
             .iter()
@@ -153,13 +163,23 @@ impl Throttle {
         }
     }
 
-    /// Counts a wrong password (or an unknown email: the same) against every key of the attempt.
-    pub fn failed(&self, attempt: &Attempt) {
+    /// Before a password check: refused as [`Throttle::check`] refuses, else the attempt is counted as a failure
+    /// against every key at once, under the same lock, and only [`Throttle::succeeded`] takes it back. Counted
+    /// after the check instead, attempts sent together all passed while the first was still being hashed, and an
+    /// account's five tries became as many as the hashing queue let through.
+    pub fn begin(&self, attempt: &Attempt) -> Result<()> {
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        self.refused(&failures, attempt, now)?;
+        self.count(&mut failures, attempt, now);
+        Ok(())
+    }
+
+    /// Counts a failure against every key of the attempt.
+    fn count(&self, failures: &mut HashMap<Key, Failures>, attempt: &Attempt, now: Instant) {
         for key in &attempt.keys {
             if !failures.contains_key(key) && failures.len() >= self.limits.max_keys {
-                self.make_room(&mut failures, now);
+                self.make_room(failures, now);
             }
             let entry = failures.entry(key.clone()).or_insert(Failures {
                 count: 0,
@@ -174,13 +194,21 @@ impl Throttle {
         }
     }
 
-    /// A right password clears the account's failures (not the address's: one good login must not buy an
-    /// address a fresh budget for guessing other accounts).
+    /// A right password clears the account's failures and takes back the address's count of this attempt (not
+    /// the address's earlier failures: one good login must not buy an address a fresh budget for guessing other
+    /// accounts).
     pub fn succeeded(&self, attempt: &Attempt) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         for key in &attempt.keys {
-            if matches!(key, Key::Account { .. }) {
-                failures.remove(key);
+            match key {
+                Key::Account { .. } => {
+                    failures.remove(key);
+                }
+                Key::Ip(_) => {
+                    if let Some(f) = failures.get_mut(key) {
+                        f.count = f.count.saturating_sub(1);
+                    }
+                }
             }
         }
     }
@@ -245,8 +273,7 @@ mod tests {
         let ip: IpAddr = [203, 0, 113, 9].into();
         let a = Attempt::member("who@example.com", Some(ip));
         for _ in 0..3 {
-            assert!(t.check(&a).is_ok());
-            t.failed(&a);
+            assert!(t.begin(&a).is_ok());
         }
         let Err(Error::RateLimited { retry_after_secs }) = t.check(&a) else {
             panic!("not locked");
@@ -254,9 +281,8 @@ mod tests {
         assert_eq!(retry_after_secs, 60);
         // Another account from the same address is not locked yet (the address allows 5) ...
         let b = Attempt::member("other@example.com", Some(ip));
-        assert!(t.check(&b).is_ok());
-        t.failed(&b);
-        t.failed(&b);
+        assert!(t.begin(&b).is_ok());
+        assert!(t.begin(&b).is_ok());
         // ... but the address is now: 5 failures.
         assert!(t
             .check(&Attempt::member("third@example.com", Some(ip)))
@@ -274,14 +300,19 @@ mod tests {
             ..limits()
         });
         let a = Attempt::member("who@example.com", None);
-        t.failed(&a);
+        t.begin(&a).unwrap();
         assert!(matches!(
             t.check(&a),
             Err(Error::RateLimited {
                 retry_after_secs: 2
             })
         ));
-        t.failed(&a);
+        t.failures
+            .lock()
+            .unwrap()
+            .get_mut(&a.keys[0])
+            .unwrap()
+            .count += 1;
         assert!(matches!(
             t.check(&a),
             Err(Error::RateLimited {
@@ -289,8 +320,37 @@ mod tests {
             })
         ));
         for i in 0..10 {
-            t.failed(&Attempt::member(&format!("{i}@example.com"), None));
+            t.begin(&Attempt::member(&format!("{i}@example.com"), None))
+                .unwrap();
         }
         assert!(t.failures.lock().unwrap().len() <= 4);
+    }
+
+    /// Twenty password checks for one account sent together: the first is counted before it is hashed, so the
+    /// rest wait for its back-off, and once it succeeds the address has used none of its budget.
+    #[test]
+    fn attempts_sent_together_are_counted_before_they_are_checked() {
+        let t = Throttle::new(AuthLimits {
+            backoff_base: Duration::from_secs(1),
+            ..limits()
+        });
+        let ip: IpAddr = [203, 0, 113, 7].into();
+        let a = Attempt::member("who@example.com", Some(ip));
+        let passed = (0..20).filter(|_| t.begin(&a).is_ok()).count();
+        assert_eq!(passed, 1, "one check at a time for an account");
+        t.succeeded(&a);
+        assert!(t.begin(&a).is_ok(), "a right password clears the account");
+        t.succeeded(&a);
+        let ip_count = t
+            .failures
+            .lock()
+            .unwrap()
+            .get(&Key::Ip(ip))
+            .map(|f| f.count);
+        assert_eq!(
+            ip_count,
+            Some(0),
+            "right passwords cost the address nothing"
+        );
     }
 }

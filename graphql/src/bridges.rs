@@ -30,7 +30,9 @@ pub struct Bridge {
 }
 
 /// Something the bridge sent that the cloud refused: a switch-off it could not have made (`end_refused`), an event
-/// sequence beyond the window (`seq_out_of_window`), a flood of frames (`flood`).
+/// sequence beyond the window (`seq_out_of_window`), a flood of frames (`flood`), an event the cloud failed to apply
+/// (`event_failed`, with its frame in `detail`; `detail.given_up` once it was acknowledged without being applied);
+/// and a cabinet's reports it could not take.
 #[derive(SimpleObject)]
 pub struct BridgeAnomaly {
     pub id: Uuid,

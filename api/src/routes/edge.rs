@@ -405,39 +405,42 @@ async fn serve(
     }
 }
 
-/// How often an event that fails inside the cloud is tried before it is given up (see [`event_failed`]).
+/// An event that fails inside the cloud is given up once it failed this often ...
 const EVENT_ATTEMPTS: i64 = 5;
+/// ... and its first failure is this old (see [`event_failed`]).
+const EVENT_PATIENCE_SECS: i64 = 15 * 60;
 
 /// An event failed inside the cloud (the database went away, a replayed charger message could not be applied): it
 /// is not acknowledged, and the tunnel closes (1011) rather than reading on, so that no later event is recorded past
 /// it; the bridge dials again and sends its journal from the last recorded event, this one first. Each failure is
-/// kept as an `event_failed` anomaly with the frame. The last of [`EVENT_ATTEMPTS`] failures of the same event
-/// within a day is acknowledged instead (returned), so that one event the cloud cannot apply does not hold the
-/// venue's tunnel for ever; its frame stays in the anomalies for an operator. When not even the anomaly can be
-/// written (the database is down), the tunnel closes uncounted.
+/// kept as an `event_failed` anomaly with the frame. Once the same event failed [`EVENT_ATTEMPTS`] times and its first
+/// failure is [`EVENT_PATIENCE_SECS`] old, it is acknowledged instead (returned), so that one event the cloud cannot
+/// apply does not hold the venue's tunnel for ever; its frame stays in the anomalies for an operator. When not even
+/// the anomaly can be written (the database is down), the tunnel closes uncounted.
 async fn event_failed(me: &Tunnel<'_>, seq: u64, frame: &str) -> Option<Down> {
     metrics::counter!("edge_events_failed_total").increment(1);
-    let counted: anyhow::Result<i64> = async {
+    let given_up: anyhow::Result<bool> = async {
         let mut tx = me.db.begin_tenant(me.tenant).await?;
-        let attempt = bridges::event_failed(
+        let given_up = bridges::event_failed(
             &mut tx,
             me.bridge_id,
             i64::try_from(seq)?,
             frame,
             EVENT_ATTEMPTS,
+            chrono::Duration::seconds(EVENT_PATIENCE_SECS),
         )
         .await?;
         tx.commit().await?;
-        Ok(attempt)
+        Ok(given_up)
     }
     .await;
-    match counted {
-        Ok(attempt) if attempt >= EVENT_ATTEMPTS => {
-            tracing::error!(bridge.id = %me.bridge_id, seq, attempt, "a bridge event failed every attempt; acknowledged, its frame kept as an anomaly");
+    match given_up {
+        Ok(true) => {
+            tracing::error!(bridge.id = %me.bridge_id, seq, "a bridge event failed every attempt; acknowledged, its frame kept as an anomaly");
             Some(Down::Ack { seq })
         }
-        Ok(attempt) => {
-            tracing::warn!(bridge.id = %me.bridge_id, seq, attempt, "a bridge event failed; the tunnel closes for the bridge to send it again");
+        Ok(false) => {
+            tracing::warn!(bridge.id = %me.bridge_id, seq, "a bridge event failed; the tunnel closes for the bridge to send it again");
             None
         }
         Err(e) => {
