@@ -732,8 +732,11 @@ pub(crate) async fn returned_in_slot(
 /// (the report came late: the bridge's tunnel was down while the billing ticks ran on to the threshold). The patron
 /// gave the powerbank back, so there was no purchase: the rental ends when it went in, as `ended`, what the ticks
 /// charged past that goes back under `session:<id>:returned_before_buyout` (to the patron's debt first, then the
-/// wallet), the powerbank is docked and the receipt queued. A return at or after the buyout leaves the buyout as it
-/// is (false); so does a rental that was not bought out.
+/// wallet; money a card paid towards the buyout comes back as wallet credit, not to the card), the powerbank is
+/// docked and the receipt queued. The time is the bridge's word, so it is taken only for a report an outage held
+/// up: the last time a bridge of the cabinet's venue lost its tunnel is before the reported return (give or take
+/// the clock tolerance), so the bridge could not have reported it until now. Otherwise (a return at or after the
+/// buyout, one stamped before the bridge's last outage, a rental not bought out) the buyout stands (false).
 pub(crate) async fn returned_before_buyout(
     tx: &mut TenantTx,
     rental_id: Uuid,
@@ -752,6 +755,19 @@ pub(crate) async fn returned_before_buyout(
         return Ok(false);
     };
     if at >= bought_at {
+        return Ok(false);
+    }
+    // The latest outage of one of the venue's bridges began before the return: the report was held up by it.
+    let held_up: bool = sqlx::query_scalar(
+        "select exists (select 1 from bridge where tenant_id = $1 and venue_id = $2
+                          and tunnel_down_at is not null and tunnel_down_at <= $3)",
+    )
+    .bind(tx.tenant())
+    .bind(session.venue_id)
+    .bind(at + crate::bridges::CLOCK_TOLERANCE)
+    .fetch_one(tx.conn())
+    .await?;
+    if !held_up {
         return Ok(false);
     }
     dock_asset(tx, asset_id, station, slot_id).await?;
@@ -778,7 +794,7 @@ pub(crate) async fn returned_before_buyout(
         .await?;
     }
     let ended = sessions::get(tx, rental_id).await?;
-    sessions::announce(tx, &ended, "session.stopped", serde_json::json!({}));
+    sessions::announce(tx, &ended, "session.buyout_undone", serde_json::json!({}));
     let detail = serde_json::json!({
         "asset_id": asset_id, "station_id": station, "returned_at": at, "bought_out_at": bought_at,
         "given_back": over.max(0), "charged_amount": ended.charged_amount,

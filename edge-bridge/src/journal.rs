@@ -47,6 +47,8 @@ pub struct Journal {
     stale: usize,
     /// Times the file was rewritten (for the tests).
     rewrites: usize,
+    /// A write failed part way and could not be cut back: the next line starts with a newline.
+    torn: bool,
 }
 
 /// Fewest acknowledged lines worth a rewrite while events are pending.
@@ -61,17 +63,19 @@ impl Journal {
             pending: Vec::new(),
             stale: 0,
             rewrites: 0,
+            torn: false,
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let mut lines = text.lines();
+        // Bytes, not text: a line torn inside a character is not valid UTF-8, and must not stop the bridge.
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let mut lines = bytes.split(|b| *b == b'\n');
                 if let Some(header) = lines.next() {
-                    let header: Header = serde_json::from_str(header)?;
+                    let header: Header = serde_json::from_slice(header)?;
                     journal.next_seq = header.next_seq;
                 }
                 let mut unreadable = 0;
-                for line in lines.filter(|l| !l.trim().is_empty()) {
-                    match serde_json::from_str::<Entry>(line) {
+                for line in lines.filter(|l| !l.trim_ascii().is_empty()) {
+                    match serde_json::from_slice::<Entry>(line) {
                         Ok(entry) => {
                             journal.next_seq = journal.next_seq.max(entry.seq + 1);
                             journal.pending.push(entry);
@@ -79,7 +83,7 @@ impl Journal {
                         Err(_) => unreadable += 1,
                     }
                 }
-                journal.mend_tail(&text)?;
+                journal.mend_tail(&bytes)?;
                 if unreadable > 0 {
                     tracing::warn!(
                         lines = unreadable,
@@ -116,14 +120,18 @@ impl Journal {
         let mut file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
         let length = file.metadata()?.len();
         // The line in one write; should it fail part way (a full disk), the file is cut back to where it was, so
-        // that the next line does not join a torn one.
+        // that the next line does not join a torn one; if even that fails, the next line starts with a newline.
+        if self.torn {
+            line.insert(0, '\n');
+        }
         if let Err(e) = file
             .write_all(line.as_bytes())
             .and_then(|()| file.sync_data())
         {
-            let _ = file.set_len(length);
+            self.torn = file.set_len(length).is_err() || self.torn;
             return Err(e.into());
         }
+        self.torn = false;
         self.next_seq += 1;
         self.pending.push(entry.clone());
         Ok(entry)
@@ -132,14 +140,14 @@ impl Journal {
     /// A last line without its newline (the power went mid-write): a complete event is kept and its newline
     /// written; a torn one is cut off. Either way the next line appended starts a line of its own (before, it
     /// joined the torn one and both were lost at the next start).
-    fn mend_tail(&self, text: &str) -> anyhow::Result<()> {
-        if text.is_empty() || text.ends_with('\n') {
+    fn mend_tail(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        if bytes.is_empty() || bytes.ends_with(b"\n") {
             return Ok(());
         }
-        let start = text.rfind('\n').map_or(0, |i| i + 1);
-        let tail = &text[start..];
+        let start = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let tail = &bytes[start..];
         let file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        if start > 0 && serde_json::from_str::<Entry>(tail).is_ok() {
+        if start > 0 && serde_json::from_slice::<Entry>(tail).is_ok() {
             (&file).write_all(b"\n")?;
         } else if start > 0 {
             file.set_len(start as u64)?;
@@ -268,6 +276,16 @@ mod tests {
         // The torn line is cut off: the next event is a line of its own and survives the next start.
         assert_eq!(journal.append(None, Utc::now(), switched(true))?.seq, 12);
         drop(journal);
+        let journal = Journal::open(&path)?;
+        assert_eq!(
+            journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 11, 12]
+        );
+        drop(journal);
+        // A line torn inside a character (not valid UTF-8) is cut off as well, and the bridge starts.
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        file.write_all(b"{\"seq\": 13, \"reason\": \"caf\xc3")?;
+        drop(file);
         let journal = Journal::open(&path)?;
         assert_eq!(
             journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),

@@ -130,21 +130,36 @@ pub(crate) async fn hold_deposit(
     hold_key: Option<&str>,
 ) -> Result<Payment> {
     // Keyed by the caller's idempotency key where it gives one (the patron's, whose every try makes a new quote),
-    // else by the quote (used once), so a start retried after a failure finds the same hold at the provider.
+    // else by the quote (used once), so a start retried after a failure finds the same hold at the provider; and by
+    // the card, so a start tried again after a declined hold with another card saved asks that card.
     let key = match hold_key {
         Some(k) => format!(
-            "{} deposit patron:{}:{}",
+            "{} deposit patron:{}:{} {}",
             tx.tenant(),
             rental.patron_id,
-            hex::encode(sha2::Sha256::digest(k.as_bytes()))
+            hex::encode(sha2::Sha256::digest(k.as_bytes())),
+            card.payment_method_ref
         ),
         None => format!(
-            "{} deposit {}",
+            "{} deposit {} {}",
             tx.tenant(),
-            rental.quote_id.unwrap_or(rental.id)
+            rental.quote_id.unwrap_or(rental.id),
+            card.payment_method_ref
         ),
     };
     let id = super::payment_id_for(&key);
+    // A patron's key used again for another rental once its answer was forgotten (24 h): its hold is recorded
+    // already, and Stripe, which forgets keys as well, would place a second one.
+    let held: bool = sqlx::query_scalar(
+        "select exists (select 1 from payment where tenant_id = $1 and id = $2)",
+    )
+    .bind(tx.tenant())
+    .bind(id)
+    .fetch_one(tx.conn())
+    .await?;
+    if held {
+        return Err(Error::IdempotencyKeyReused);
+    }
     let intent = provider
         .create_intent(IntentRequest {
             payment_id: id,

@@ -874,8 +874,8 @@ async fn a_return_reported_late_ends_the_rental_when_the_powerbank_went_in() {
 /// A cabinet's return report held up for days (its bridge's tunnel was down) arrives after the billing ticks ran
 /// the rental on to its buyout: the patron had given the powerbank back before, so there was no purchase. The
 /// rental ends when the powerbank went in, the ticks' charges past that go back (debt first), the powerbank is
-/// docked, not written off. A powerbank that went in after its buyout leaves the buyout as it was. Before, every
-/// late return kept the buyout.
+/// docked, not written off. A return stamped before the bridge's outage began (a clock gone wrong: the bridge
+/// would have reported it live) leaves the buyout as it was. Before, every late return kept the buyout.
 #[tokio::test]
 async fn a_return_made_before_the_buyout_but_reported_after_it_undoes_the_buyout() {
     let app = spawn_app().await;
@@ -918,7 +918,26 @@ async fn a_return_made_before_the_buyout_but_reported_after_it_undoes_the_buyout
         json!({"balance": 0, "depositHeld": 0, "debt": 8900})
     );
 
-    // The first went into cabinet B sixty-five minutes in; the second into A's first slot a day after its buyout.
+    // The venue's bridge lost its tunnel an hour in. The first went into cabinet B sixty-five minutes in; the second,
+    // by its stamp, into A's first slot half an hour in, before the outage.
+    let bridge: Uuid = app
+        .gql_ok(
+            &c.t.access,
+            "mutation($v: UUID!) { createBridge(venueId: $v, name: \"Desk\") { bridge { id } } }",
+            json!({"v": c.venue}),
+        )
+        .await["createBridge"]["bridge"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    sqlx::query("update bridge set tunnel_down_at = $3 where tenant_id = $1 and id = $2")
+        .bind(c.t.id)
+        .bind(bridge)
+        .bind(started[0] + Duration::minutes(60))
+        .execute(&app.owner)
+        .await
+        .unwrap();
     let mut tx = db.begin_tenant(TenantId(c.t.id)).await.unwrap();
     for _ in 0..2 {
         let anomalies = switchyard_core::cabinets::apply(
@@ -939,7 +958,7 @@ async fn a_return_made_before_the_buyout_but_reported_after_it_undoes_the_buyout
         c.a,
         "cabinet_returned",
         &json!({"slot": 1, "asset": late_label}),
-        started[1] + Duration::hours(108),
+        started[1] + Duration::minutes(30),
     )
     .await
     .unwrap();
