@@ -188,10 +188,13 @@ pub async fn change_role(
         .bind(role)
         .execute(tx.conn())
         .await?;
+    let mut withdrawn = 0;
     if target.role != role {
         changed(tx, user_id);
+        withdrawn = withdraw_invitations(tx, user_id).await?;
     }
-    let detail = serde_json::json!({ "from": target.role, "to": role });
+    let detail =
+        serde_json::json!({ "from": target.role, "to": role, "invitations_withdrawn": withdrawn });
     audit::record(
         tx,
         actor,
@@ -210,6 +213,21 @@ pub async fn change_role(
 /// member connects again with the new role or venues). Membership events are not news: no subscriber hears them.
 fn changed(tx: &mut TenantTx, user_id: Uuid) {
     tx.emit(crate::events::NewEvent::new("member.changed", serde_json::json!({})).user(user_id));
+}
+
+/// Withdraws the invitations `user_id` sent that are still pending: its role or venues changed, or it left, and what
+/// it granted then may be more than it may grant now (a dismissed manager's invitation would bring a manager back).
+/// Returns how many.
+async fn withdraw_invitations(tx: &mut TenantTx, user_id: Uuid) -> Result<u64> {
+    Ok(sqlx::query(
+        "update invitation set revoked_at = now(), updated_at = now()
+         where tenant_id = $1 and invited_by = $2 and accepted_at is null and revoked_at is null",
+    )
+    .bind(tx.tenant())
+    .bind(user_id)
+    .execute(tx.conn())
+    .await?
+    .rows_affected())
 }
 
 /// Removes a member; their refresh tokens go with the membership and their access tokens stop working at once.
@@ -237,7 +255,10 @@ pub async fn remove(tx: &mut TenantTx, actor: &Actor, user_id: Uuid) -> Result<M
         crate::events::NewEvent::new("member.removed", serde_json::json!({ "role": target.role }))
             .user(user_id),
     );
-    let detail = serde_json::json!({ "email": target.email, "role": target.role });
+    let withdrawn = withdraw_invitations(tx, user_id).await?;
+    let detail = serde_json::json!({
+        "email": target.email, "role": target.role, "invitations_withdrawn": withdrawn,
+    });
     audit::record(
         tx,
         actor,
@@ -406,6 +427,11 @@ pub async fn set_venues(
     let venues = grantable_scope(tx, actor, venues).await?;
     write_scope(tx, user_id, venues.as_deref()).await?;
     changed(tx, user_id);
+    let withdrawn = if venues != target.venue_ids {
+        withdraw_invitations(tx, user_id).await?
+    } else {
+        0
+    };
     audit::record(
         tx,
         actor,
@@ -413,7 +439,9 @@ pub async fn set_venues(
             action: "member.set_venues",
             object_type: "member",
             object_id: Some(user_id),
-            detail: serde_json::json!({ "from": target.venue_ids, "to": venues }),
+            detail: serde_json::json!({
+                "from": target.venue_ids, "to": venues, "invitations_withdrawn": withdrawn,
+            }),
         },
     )
     .await?;

@@ -191,3 +191,74 @@ async fn a_scoped_manager_grants_only_its_own_venues() {
     .unwrap();
     assert_eq!(stored, [f.venue], "the staff member's venues are unchanged");
 }
+
+/// What a manager granted by invitation goes when the manager does: a dismissed manager's pending invitation is
+/// withdrawn (before, the invitee could accept it for seven days and be let in on the dismissed manager's word),
+/// and so is one of a manager whose role changes; an invitation of a member who stays as they were still holds.
+#[tokio::test]
+async fn a_members_pending_invitations_are_withdrawn_when_it_leaves_or_its_role_changes() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (leaving_id, leaving) = add_scoped(&app, &f.t.access, "MANAGER", &[f.venue]).await;
+    let (demoted_id, demoted) = add_scoped(&app, &f.t.access, "MANAGER", &[f.venue]).await;
+    let (_, staying) = add_scoped(&app, &f.t.access, "MANAGER", &[f.venue]).await;
+    let mut tokens = vec![];
+    for (by, who) in [
+        (&leaving, "friend"),
+        (&demoted, "pal"),
+        (&staying, "colleague"),
+    ] {
+        let email = switchyard_tests::unique_email(who);
+        app.gql_ok(
+            by,
+            "mutation($e: String!, $v: [UUID!]) { inviteMember(email: $e, role: MANAGER, venueIds: $v) { invitation { id } } }",
+            json!({"e": email, "v": [f.venue]}),
+        )
+        .await;
+        tokens.push(switchyard_tests::mail::wait_for(&email, 1).await.token());
+    }
+    app.gql_ok(
+        &f.t.access,
+        "mutation($u: UUID!) { removeMember(userId: $u) { userId } }",
+        json!({"u": leaving_id}),
+    )
+    .await;
+    app.gql_ok(
+        &f.t.access,
+        "mutation($u: UUID!) { changeMemberRole(userId: $u, role: STAFF) { role } }",
+        json!({"u": demoted_id}),
+    )
+    .await;
+    let accept = "mutation($t: String!) { acceptInvitation(token: $t, password: \"another-good-password\") { accessToken } }";
+    for token in &tokens[..2] {
+        let body = app.gql(None, accept, json!({"t": token})).await;
+        assert_eq!(gql_code(&body), "conflict", "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("withdrawn"),
+            "{body}"
+        );
+    }
+    let body = app.gql(None, accept, json!({"t": tokens[2]})).await;
+    assert!(
+        body["data"]["acceptInvitation"]["accessToken"].is_string(),
+        "{body}"
+    );
+    let withdrawn: Vec<(String, Value)> = sqlx::query_as(
+        "select action, detail from audit_log where tenant_id = $1 and action in ('member.remove', 'member.change_role')
+         order by created_at",
+    )
+    .bind(f.t.id)
+    .fetch_all(&mut *app.tenant_tx(f.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        withdrawn
+            .iter()
+            .map(|(a, d)| (a.as_str(), d["invitations_withdrawn"].as_i64()))
+            .collect::<Vec<_>>(),
+        [("member.remove", Some(1)), ("member.change_role", Some(1))]
+    );
+}
