@@ -162,6 +162,41 @@ async fn waiting_session(
     Ok(None)
 }
 
+/// The transaction `t` known from now on by `ocpp_id` (the id an edge bridge gave its charger for the same start);
+/// unchanged when another transaction of the charger has that id.
+async fn take_id(tx: &mut TenantTx, t: Transaction, ocpp_id: &str) -> Result<Transaction> {
+    let sql = format!(
+        "update charging_transaction t set ocpp_id = $3
+         where t.tenant_id = $1 and t.id = $2
+           and not exists (select 1 from charging_transaction o
+                           where o.tenant_id = t.tenant_id and o.charger_id = t.charger_id and o.ocpp_id = $3)
+         returning {COLUMNS}"
+    );
+    let renamed: Option<Transaction> = sqlx::query_as(&sql)
+        .bind(tx.tenant())
+        .bind(t.id)
+        .bind(ocpp_id)
+        .fetch_optional(tx.conn())
+        .await?;
+    let Some(renamed) = renamed else {
+        return Ok(t);
+    };
+    let detail = json!({ "from": t.ocpp_id, "to": renamed.ocpp_id, "transaction_id": t.id });
+    audit::record_as(
+        tx,
+        None,
+        None,
+        Entry {
+            action: "charging.transaction_id_taken",
+            object_type: "charger",
+            object_id: Some(t.charger_id),
+            detail,
+        },
+    )
+    .await?;
+    Ok(renamed)
+}
+
 /// A transaction's start as a charger reports it.
 #[derive(Debug, Clone)]
 pub struct Start {
@@ -203,6 +238,13 @@ pub async fn start(
         .fetch_optional(tx.conn())
         .await?;
     let again = match (again, &start.ocpp_id) {
+        // The same start, recorded live under the cloud's id, now replayed from a bridge's journal under the
+        // bridge's: the answer to the live one was lost with the tunnel, the charger asked again, and the bridge
+        // gave it its own id, which is the one its later messages carry. The transaction takes that id (unless
+        // another of the charger's has it).
+        (Some(t), Some(ocpp_id)) if start.offline && t.ocpp_id != *ocpp_id => {
+            Some(take_id(tx, t, ocpp_id).await?)
+        }
         (Some(t), _) => Some(t),
         (None, Some(ocpp_id)) => by_ocpp_id(tx, charger.id, ocpp_id).await?,
         (None, None) => None,

@@ -314,7 +314,7 @@ async fn a_session_switches_a_shelly_plug_on_through_the_bridge_and_off_when_it_
     let _ = std::fs::remove_file(&journal);
 }
 
-async fn connect(
+pub(crate) async fn connect(
     app: &TestApp,
     token: &str,
 ) -> Result<
@@ -347,7 +347,7 @@ where
 }
 
 /// Skips schedules and commands until a frame of another kind arrives.
-async fn next_answer<S>(ws: &mut S) -> Down
+pub(crate) async fn next_answer<S>(ws: &mut S) -> Down
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -1980,7 +1980,7 @@ async fn with_wake_ups_lost_commands_and_schedule_changes_reach_the_bridge_at_it
 }
 
 /// Says hello on a raw tunnel and reads the welcome and the first schedule: the welcome's `last_seq`.
-async fn hello<S>(ws: &mut S) -> u64
+pub(crate) async fn hello<S>(ws: &mut S) -> u64
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
         + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>

@@ -810,3 +810,103 @@ async fn a_v201_charger_behind_the_bridge_runs_a_transaction_offline_that_is_bil
     assert_eq!(wallet(&app, &s.t, s.patron).await, (700, 0));
     running.stop().await;
 }
+
+/// A 1.6 StartTransaction the cloud recorded live under its own id, whose answer was lost with the tunnel: the
+/// charger asked again, the bridge (offline by then) gave it an id of its own, and that is the id the charger's
+/// later messages carry. The journaled start makes the transaction take the bridge's id, so the journaled stop
+/// ends it. Before, the stop named an id the cloud did not know, and the session ran on.
+#[tokio::test]
+async fn a_start_recorded_live_and_repeated_offline_takes_the_bridges_id_so_its_offline_stop_ends_it(
+) {
+    use futures_util::SinkExt;
+    use switchyard_core::charging::{self, transactions};
+    use switchyard_edge_protocol::{encode, Down, Event, Up};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let (_, token) = bridge(&app, &s.t, s.venue).await;
+    // Whole seconds, as a charger's clock writes them.
+    let at: chrono::DateTime<chrono::Utc> = (chrono::Utc::now() - chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+        .parse()
+        .unwrap();
+    let db =
+        switchyard_core::Db::connect_lazy(&switchyard_tests::env_url("TEST_APP_DATABASE_URL"), 1)
+            .unwrap();
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(s.t.id))
+        .await
+        .unwrap();
+    let point = charging::get(&mut tx, s.charger).await.unwrap();
+    let (live, _) = transactions::start(
+        &mut tx,
+        &point,
+        transactions::Start {
+            connector: 1,
+            id_tag: s.tag.clone(),
+            meter_start_wh: Some(1_000),
+            at,
+            ocpp_id: None,
+            reservation_id: None,
+            offline: false,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let session_id = live.session_id.expect("a billed session");
+    assert!(live.ocpp_id.parse::<i64>().unwrap() < 1_500_000_000);
+
+    let mut ws = crate::edge::connect(&app, &token).await.unwrap();
+    crate::edge::hello(&mut ws).await;
+    let journaled = [
+        (
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 1000, "timestamp": at}),
+            Some("1500000001".to_owned()),
+        ),
+        (
+            "StopTransaction",
+            json!({"transactionId": 1_500_000_001i64, "meterStop": 6000, "timestamp": at + chrono::Duration::minutes(4),
+                   "reason": "EVDisconnected"}),
+            None,
+        ),
+    ];
+    for (seq, (action, payload, transaction_id)) in (1u64..).zip(journaled) {
+        ws.send(Message::text(encode(&Up::Event {
+            seq,
+            occurred_at: at,
+            station_id: None,
+            event: Event::Ocpp {
+                charge_point_id: s.identity.clone(),
+                subprotocol: "ocpp1.6".into(),
+                action: action.into(),
+                payload,
+                transaction_id,
+            },
+        })))
+        .await
+        .unwrap();
+        assert_eq!(crate::edge::next_answer(&mut ws).await, Down::Ack { seq });
+    }
+    let ended = session(&app, &s.t, session_id).await;
+    assert_eq!(
+        (&ended["status"], &ended["energyWh"]),
+        (&json!("ENDED"), &json!(5_000)),
+        "{ended}"
+    );
+    let c = charger(&app, &s.t, s.charger).await;
+    let transactions = c["transactions"].as_array().unwrap();
+    assert_eq!(transactions.len(), 1, "one transaction: {c}");
+    let ids: Vec<(String, Value)> = sqlx::query_as(
+        "select action, detail from audit_log where tenant_id = $1 and action = 'charging.transaction_id_taken'",
+    )
+    .bind(s.t.id)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(ids[0].1["to"], "1500000001");
+}
