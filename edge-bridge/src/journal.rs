@@ -172,13 +172,29 @@ impl Journal {
         Ok(())
     }
 
-    /// The cloud recorded up to `seq` already (its Welcome): never number below it.
-    pub fn at_least(&mut self, seq: u64) -> anyhow::Result<()> {
-        if self.next_seq <= seq {
-            self.next_seq = seq + 1;
-            self.rewrite()?;
+    /// The cloud's welcome: it has recorded every event up to `last_seq`. Normally the journal numbers above that
+    /// already, and the events up to it are acknowledged. A journal whose next number is at or below it lost its
+    /// numbering (a box re-imaged with the same token, the file deleted): none of its events reached the cloud
+    /// (they were numbered afresh), so they are numbered again from `last_seq + 1`, in order, rather than taken for
+    /// recorded and forgotten. Returns whether it was renumbered.
+    pub fn welcome(&mut self, last_seq: u64) -> anyhow::Result<bool> {
+        if self.next_seq > last_seq {
+            self.ack(last_seq)?;
+            return Ok(false);
         }
-        Ok(())
+        if !self.pending.is_empty() {
+            tracing::warn!(
+                events = self.pending.len(),
+                from = last_seq + 1,
+                "the journal numbered below what the cloud has recorded (it was reset): its events are numbered again"
+            );
+        }
+        for (entry, seq) in self.pending.iter_mut().zip(last_seq + 1..) {
+            entry.seq = seq;
+        }
+        self.next_seq = last_seq + 1 + self.pending.len() as u64;
+        self.rewrite()?;
+        Ok(true)
     }
 
     /// The session the bridge ended at its planned end on `station` and has not yet told the cloud about.
@@ -262,7 +278,9 @@ mod tests {
             4,
             "not reused after a full ack"
         );
-        journal.at_least(10)?;
+        // A welcome at or above the journal's numbering (it was reset): its event is numbered above the cloud's.
+        assert!(journal.welcome(9)?);
+        assert_eq!(journal.pending()[0].seq, 10);
         assert_eq!(journal.append(None, Utc::now(), switched(false))?.seq, 11);
         // A torn last line is dropped, the rest kept.
         drop(journal);
@@ -271,7 +289,7 @@ mod tests {
         let mut journal = Journal::open(&path)?;
         assert_eq!(
             journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [4, 11]
+            [10, 11]
         );
         // The torn line is cut off: the next event is a line of its own and survives the next start.
         assert_eq!(journal.append(None, Utc::now(), switched(true))?.seq, 12);
@@ -279,7 +297,7 @@ mod tests {
         let journal = Journal::open(&path)?;
         assert_eq!(
             journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [4, 11, 12]
+            [10, 11, 12]
         );
         drop(journal);
         // A line torn inside a character (not valid UTF-8) is cut off as well, and the bridge starts.
@@ -289,7 +307,7 @@ mod tests {
         let journal = Journal::open(&path)?;
         assert_eq!(
             journal.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [4, 11, 12]
+            [10, 11, 12]
         );
         drop(journal);
         // A complete last line whose newline never made it to the disk is kept.
@@ -304,7 +322,7 @@ mod tests {
                 .iter()
                 .map(|e| e.seq)
                 .collect::<Vec<_>>(),
-            [4, 11, 12, 13]
+            [10, 11, 12, 13]
         );
         std::fs::remove_dir_all(&dir)?;
         Ok(())
@@ -368,6 +386,31 @@ mod tests {
                 .seq,
             5_001
         );
+        std::fs::remove_file(&path)?;
+        Ok(())
+    }
+
+    /// A journal that lost its numbering (re-imaged with the same token) numbers from 1 again while the cloud has
+    /// recorded up to 100: at the welcome its events are numbered from 101, not acknowledged away; a journal that
+    /// numbers above what the cloud has is acknowledged as before.
+    #[test]
+    fn a_journal_that_lost_its_numbering_numbers_its_events_above_the_clouds() -> anyhow::Result<()>
+    {
+        let path =
+            std::env::temp_dir().join(format!("edge-journal-{}.jsonl", Uuid::new_v4().simple()));
+        let mut journal = Journal::open(&path)?;
+        for on in [true, false, true] {
+            journal.append(None, Utc::now(), switched(on))?;
+        }
+        assert!(journal.welcome(100)?);
+        let seqs = |j: &Journal| j.pending().iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&journal), [101, 102, 103]);
+        assert_eq!(journal.append(None, Utc::now(), switched(false))?.seq, 104);
+        drop(journal);
+        let mut journal = Journal::open(&path)?;
+        assert_eq!(seqs(&journal), [101, 102, 103, 104], "kept on disk");
+        assert!(!journal.welcome(102)?);
+        assert_eq!(seqs(&journal), [103, 104]);
         std::fs::remove_file(&path)?;
         Ok(())
     }

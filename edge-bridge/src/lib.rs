@@ -724,9 +724,10 @@ async fn handle(shared: &Arc<Shared>, message: Down, link: &mut Link) -> anyhow:
             last_seq, features, ..
         } => {
             let mut state = shared.state.lock().await;
-            // What the cloud has is acknowledged; numbering continues above it.
-            state.journal.ack(last_seq)?;
-            state.journal.at_least(last_seq)?;
+            // What the cloud has is acknowledged; numbering continues above it. A journal numbering at or below
+            // what the cloud has recorded lost its numbering (a box re-imaged with the same token, a journal file
+            // deleted): nothing in it reached the cloud, so it is numbered above, not acknowledged away.
+            state.journal.welcome(last_seq)?;
             link.welcomed = true;
             link.numbered_errors = features
                 .iter()
