@@ -568,9 +568,10 @@ async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
             _ = shared.outbox.notified(), if link.welcomed => {
                 more = send_pending(shared, &mut sink, &mut link, silence_limit).await?;
             }
-            // A backlog goes a batch at a time, with the cloud's frames read between batches; with
-            // [`IN_FLIGHT`] events unanswered it waits for the cloud's answers (read above) instead.
-            _ = std::future::ready(()), if more && link.welcomed && link.in_flight < IN_FLIGHT => {
+            // A backlog goes a batch at a time, at most [`EVENTS_PER_SEC`], with the cloud's frames read between
+            // batches; with [`IN_FLIGHT`] events unanswered it waits for the cloud's answers (read above) instead.
+            _ = tokio::time::sleep_until(link.paced_until.unwrap_or_else(tokio::time::Instant::now)),
+                if more && link.welcomed && link.in_flight < IN_FLIGHT => {
                 more = send_pending(shared, &mut sink, &mut link, silence_limit).await?;
             }
             _ = heartbeat.tick() => {
@@ -618,6 +619,12 @@ const SEND_BATCH: usize = 64;
 /// up unread in the buffers of a link that is slower than the cloud.
 const IN_FLIGHT: u64 = 256;
 
+/// Journaled events sent per second at most, when the cloud does not say its flood limit (an older cloud; its
+/// default `EDGE_MAX_FRAMES_PER_SEC` is 200). A cloud that says it is sent half of it, leaving room for heartbeats,
+/// relayed chargers' frames and commands' answers. A long backlog sent as fast as a nearby cloud answered it was
+/// closed as a flood, again at every reconnection.
+const EVENTS_PER_SEC: u32 = 100;
+
 /// Sends the next journaled events this connection has not sent: at most [`SEND_BATCH`], and no more than leaves
 /// [`IN_FLIGHT`] unanswered. True when more remain to send.
 async fn send_pending<S>(
@@ -629,9 +636,16 @@ async fn send_pending<S>(
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
+    let now = tokio::time::Instant::now();
+    if link.paced_until.is_some_and(|until| until > now) {
+        // Sent by the paced branch of the tunnel's loop when the time comes.
+        return Ok(true);
+    }
+    let rate = link.events_per_sec.unwrap_or(EVENTS_PER_SEC).max(1);
     let room = usize::try_from(IN_FLIGHT.saturating_sub(link.in_flight))
         .unwrap_or(0)
-        .min(SEND_BATCH);
+        .min(SEND_BATCH)
+        .min(rate as usize);
     let frames: Vec<(u64, Up)> = {
         let state = shared.state.lock().await;
         // Pending events are in sequence order: skip what this connection sent without looking at it.
@@ -644,10 +658,15 @@ where
             .collect()
     };
     let more = frames.len() > room;
+    let mut sent = 0u32;
     for (seq, frame) in frames.into_iter().take(room) {
         write(sink, Message::text(encode(&frame)), within).await?;
         link.sent_up_to = seq;
         link.in_flight += 1;
+        sent += 1;
+    }
+    if sent > 0 {
+        link.paced_until = Some(now + Duration::from_secs(1) * sent / rate);
     }
     Ok(more)
 }
@@ -662,6 +681,10 @@ struct Link {
     sent_up_to: u64,
     /// Events sent on this connection that the cloud has not answered yet.
     in_flight: u64,
+    /// No journaled event goes before this ([`EVENTS_PER_SEC`]).
+    paced_until: Option<tokio::time::Instant>,
+    /// Journaled events a second on this connection: half the cloud's flood limit, as its welcome said.
+    events_per_sec: Option<u32>,
     /// The cloud names the event an error answers ([`switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS`]), so an
     /// error without one answers no event.
     numbered_errors: bool,
@@ -721,8 +744,12 @@ async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
 async fn handle(shared: &Arc<Shared>, message: Down, link: &mut Link) -> anyhow::Result<Vec<Up>> {
     match message {
         Down::Welcome {
-            last_seq, features, ..
+            last_seq,
+            features,
+            max_frames_per_sec,
+            ..
         } => {
+            link.events_per_sec = max_frames_per_sec.map(|m| (m / 2).max(1));
             let mut state = shared.state.lock().await;
             // What the cloud has is acknowledged; numbering continues above it. A journal numbering at or below
             // what the cloud has recorded lost its numbering (a box re-imaged with the same token, a journal file
@@ -1455,6 +1482,8 @@ mod tests {
                 server_time: Utc::now(),
                 last_seq: 0,
                 features: vec![],
+                // Unpaced, so that the backlog fills the socket at once.
+                max_frames_per_sec: Some(100_000),
             };
             ws.send(Message::text(encode(&welcome))).await?;
             std::future::pending::<()>().await;
@@ -1502,6 +1531,7 @@ mod tests {
                 server_time: Utc::now(),
                 last_seq: 0,
                 features: vec![],
+                max_frames_per_sec: Some(100_000),
             };
             ws.send(Message::text(encode(&welcome))).await?;
             let command = Uuid::new_v4();
@@ -1594,6 +1624,66 @@ mod tests {
         Ok(())
     }
 
+    /// A cloud that says it closes a tunnel sending more than 100 frames a second, and answers every event at once:
+    /// the bridge's backlog comes at half that, never more than the limit in any second, and all of it arrives.
+    /// Before, a backlog went as fast as the cloud answered, and a nearby cloud closed it as a flood.
+    #[tokio::test]
+    async fn a_backlog_goes_below_the_flood_limit_the_cloud_states() -> anyhow::Result<()> {
+        const BACKLOG: u64 = 150;
+        let journal = journal_of("paced", BACKLOG)?;
+        let (shared, _, _) = agent_bridge(&journal)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cloud = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await?;
+            let mut ws = tokio_tungstenite::accept_async(stream).await?;
+            let welcome = Down::Welcome {
+                bridge_id: Uuid::nil(),
+                venue_id: Uuid::nil(),
+                server_time: Utc::now(),
+                last_seq: 0,
+                features: vec![],
+                max_frames_per_sec: Some(100),
+            };
+            ws.send(Message::text(encode(&welcome))).await?;
+            let start = tokio::time::Instant::now();
+            let mut per_second: Vec<u64> = vec![];
+            let mut events = 0;
+            while let Some(frame) = ws.next().await {
+                let Message::Text(text) = frame? else {
+                    continue;
+                };
+                if let Ok(Up::Event { seq, .. }) = decode::<Up>(&text) {
+                    let second = start.elapsed().as_secs() as usize;
+                    if per_second.len() <= second {
+                        per_second.resize(second + 1, 0);
+                    }
+                    per_second[second] += 1;
+                    events += 1;
+                    ws.send(Message::text(encode(&Down::Ack { seq }))).await?;
+                    if events == BACKLOG {
+                        return anyhow::Ok(per_second);
+                    }
+                }
+            }
+            anyhow::bail!("the tunnel ended before the backlog arrived")
+        });
+        let config = cloud_at(addr, 1000)?;
+        let bridge = tokio::spawn({
+            let shared = shared.clone();
+            async move { tunnel(&config, &shared).await }
+        });
+        let per_second = tokio::time::timeout(Duration::from_secs(120), cloud).await???;
+        assert!(
+            per_second.iter().all(|n| *n <= 100),
+            "events in each second: {per_second:?}"
+        );
+        assert!(per_second.len() >= 2, "paced: {per_second:?}");
+        bridge.abort();
+        let _ = std::fs::remove_file(&journal);
+        Ok(())
+    }
+
     /// A bridge's settings for a stand-in cloud listening at `addr`, heartbeats every `heartbeat_ms`.
     fn cloud_at(addr: std::net::SocketAddr, heartbeat_ms: u64) -> anyhow::Result<Config> {
         Config::from_lookup(|key| match key {
@@ -1652,6 +1742,7 @@ mod tests {
                     server_time: Utc::now(),
                     last_seq: 0,
                     features,
+                    max_frames_per_sec: None,
                 };
                 ws.send(Message::text(encode(&welcome))).await?;
                 let error = |seq| {

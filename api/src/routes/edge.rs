@@ -298,6 +298,7 @@ async fn serve(
             server_time: Utc::now(),
             last_seq: u64::try_from(bridge.last_seq).unwrap_or(0),
             features: vec![switchyard_edge_protocol::FEATURE_NUMBERED_ERRORS.into()],
+            max_frames_per_sec: Some(me.limits.max_frames_per_sec),
         },
     )
     .await?;

@@ -196,6 +196,10 @@ pub enum Down {
         /// none from an older cloud.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         features: Vec<String>,
+        /// The most frames a second the cloud takes from this tunnel before it closes it as a flood: the bridge
+        /// sends its journal well below it. None from an older cloud.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_frames_per_sec: Option<u32>,
     },
     /// The desired state of every controlled station of the venue.
     Schedule { stations: Vec<StationPlan> },

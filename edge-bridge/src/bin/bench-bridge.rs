@@ -113,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
                                 server_time: chrono::Utc::now(),
                                 last_seq: 0,
                                 features: vec![],
+                                max_frames_per_sec: None,
                             };
                             if ws.send(Message::text(encode(&welcome))).await.is_err() {
                                 return;
