@@ -456,6 +456,18 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>) -> anyhow::Res
                 backoff = Duration::from_millis(250);
             }
             Ok(()) => tracing::warn!("tunnel closed by the cloud right after it opened"),
+            Err(e) if refused_token(&e) => {
+                // Not a passing fault: it holds until an operator gives the bridge a new token. Said loudly, and
+                // asked again only at the slowest pace.
+                metrics::Counters::add(&shared.counters.refused, 1);
+                tracing::error!(error = %e, "the cloud refused this bridge's token (revoked or rotated?): set BRIDGE_TOKEN to the bridge's current token");
+                backoff = config.reconnect_max;
+            }
+            // A tunnel that ran for a while and then failed is dialled again at once, as one the cloud closed.
+            Err(e) if began.elapsed() >= TUNNEL_SETTLED => {
+                tracing::warn!(error = %e, "tunnel down");
+                backoff = Duration::from_millis(250);
+            }
             Err(e) => tracing::warn!(error = %e, "tunnel down"),
         }
         let jitter = rand::random::<f64>() * backoff.as_secs_f64() / 2.0;
@@ -500,6 +512,15 @@ async fn bind(
 pub const HALF_OPEN_HEARTBEATS: u32 = 3;
 
 /// One connection: hello, then frames both ways until either side closes.
+/// Whether the cloud refused the tunnel's opening for the token (HTTP 401 or 403).
+fn refused_token(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        .is_some_and(|e| {
+            matches!(e, tokio_tungstenite::tungstenite::Error::Http(r)
+                if matches!(r.status().as_u16(), 401 | 403))
+        })
+}
+
 async fn tunnel(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let mut request = config.cloud_url.as_str().into_client_request()?;
     request

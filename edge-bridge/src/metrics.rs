@@ -17,6 +17,8 @@ pub struct Counters {
     pub tunnels_lost: AtomicU64,
     /// Tunnels given up because the cloud stopped answering (half-open).
     pub half_open: AtomicU64,
+    /// Connections the cloud refused for the bridge's token (revoked, rotated, mistyped).
+    pub refused: AtomicU64,
     pub events: AtomicU64,
     pub commands: AtomicU64,
     /// WebSocket pings sent to the chargers and PC agents connected to the bridge.
@@ -70,7 +72,7 @@ async fn render(shared: &Shared) -> String {
             state.offset_ms,
         )
     };
-    let metrics: [(&str, &str, &str, String); 15] = [
+    let metrics: [(&str, &str, &str, String); 16] = [
         (
             "edge_bridge_tunnel_up",
             "gauge",
@@ -88,6 +90,12 @@ async fn render(shared: &Shared) -> String {
             "counter",
             "tunnels given up because heartbeats went unanswered",
             c.half_open.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "edge_bridge_token_refused_total",
+            "counter",
+            "connections the cloud refused for the bridge's token",
+            c.refused.load(Ordering::Relaxed).to_string(),
         ),
         (
             "edge_bridge_journal_pending",

@@ -910,3 +910,21 @@ async fn a_start_recorded_live_and_repeated_offline_takes_the_bridges_id_so_its_
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(ids[0].1["to"], "1500000001");
 }
+
+/// A bridge whose token the cloud refuses (revoked, rotated, mistyped) says so in its metrics and its log, and asks
+/// again only at its slowest pace; before, it was an ordinary "tunnel down", retried as any passing fault.
+#[tokio::test]
+async fn a_bridge_whose_token_is_refused_counts_it() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let (_, token) = bridge(&app, &s.t, s.venue).await;
+    let cloud = format!("ws://{}/edge/v1/tunnel", app.addr);
+    let journal = journal_path();
+    let running = RunningBridge::start(&cloud, &format!("{token}x"), &journal, free_port());
+    running
+        .until_metric("edge_bridge_token_refused_total", |v| v >= 1.0)
+        .await;
+    assert_eq!(running.metric("edge_bridge_tunnel_up").await, Some(0.0));
+    drop(running);
+    let _ = std::fs::remove_file(&journal);
+}
