@@ -257,7 +257,7 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<TenantId> {
     let (email, password) = DEMO_PATRON_LOGIN;
     state
         .accounts
-        .patron_signup(tenant.0, DEMO_PATRON, email, password)
+        .patron_signup(tenant.0, DEMO_PATRON, email, password, None)
         .await?;
     let mut tx = state.db.begin_tenant(tenant).await?;
     let patron = patrons::list(&mut tx, Some(email), 1)

@@ -140,7 +140,7 @@ impl Accounts {
     ) -> Result<TokenPair> {
         let email = auth::normalize_email("email", email)?;
         let attempt = Attempt::member(&email, client);
-        self.throttle.begin(&attempt)?;
+        let checking = self.throttle.begin(&attempt)?;
         let system = self.db.system();
         let user = system.user_by_email(&email).await?;
         let (user_id, stored, confined) = match user {
@@ -148,9 +148,10 @@ impl Accounts {
             None => (None, None, None),
         };
         if !auth::verify_password(&self.throttle, password.to_owned(), stored).await? {
+            checking.failed();
             return Err(Error::InvalidCredentials);
         }
-        self.throttle.succeeded(&attempt);
+        checking.succeeded();
         let user_id = user_id.ok_or(Error::InvalidCredentials)?;
         let mut memberships = system.user_memberships(user_id).await?;
         // An unverified login (created by an invitation) reaches only the tenant that invited it.
@@ -479,16 +480,17 @@ impl Accounts {
             .await?
             .ok_or(Error::Unauthenticated("this login no longer exists"))?;
         let attempt = Attempt::member(&user.email, client);
-        self.throttle.begin(&attempt)?;
+        let checking = self.throttle.begin(&attempt)?;
         if !auth::verify_password(&self.throttle, current.to_owned(), Some(user.password_hash))
             .await?
         {
+            checking.failed();
             return Err(Error::validation(
                 "currentPassword",
                 "the current password is not right",
             ));
         }
-        self.throttle.succeeded(&attempt);
+        checking.succeeded();
         auth::check_password(new, &user.email).map_err(|e| match e {
             Error::Validation { message, .. } => Error::Validation {
                 field: "newPassword",
@@ -546,7 +548,8 @@ impl Accounts {
         Ok((principal, claims.exp))
     }
 
-    /// A patron signs up with the operator `tenant_id` (from the operator's app or QR code).
+    /// A patron signs up with the operator `tenant_id` (from the operator's app or QR code); asks the throttle first,
+    /// as a member's sign-up does, so a locked login or address cannot probe which emails have an account there.
     #[tracing::instrument(skip_all)]
     pub async fn patron_signup(
         &self,
@@ -554,9 +557,12 @@ impl Accounts {
         display_name: &str,
         email: &str,
         password: &str,
+        client: Option<IpAddr>,
     ) -> Result<TokenPair> {
         let display_name = validate::text("display_name", display_name, 1, 100)?;
         let email = auth::normalize_email("email", email)?;
+        self.throttle
+            .check(&Attempt::patron(tenant_id, &email, client))?;
         auth::check_password(password, &email)?;
         let hash = auth::hash_password(&self.throttle, password.to_owned()).await?;
         let mut tx = self.db.begin_tenant(TenantId(tenant_id)).await?;
@@ -608,7 +614,7 @@ impl Accounts {
     ) -> Result<TokenPair> {
         let email = auth::normalize_email("email", email)?;
         let attempt = Attempt::patron(tenant_id, &email, client);
-        self.throttle.begin(&attempt)?;
+        let checking = self.throttle.begin(&attempt)?;
         let mut tx = self.db.begin_tenant(TenantId(tenant_id)).await?;
         let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
             "select id, password_hash from patron where tenant_id = $1 and email = $2",
@@ -623,9 +629,10 @@ impl Accounts {
         };
         // Verified even when there is no such login, so the answer takes the same time.
         if !auth::verify_password(&self.throttle, password.to_owned(), stored).await? {
+            checking.failed();
             return Err(Error::InvalidCredentials);
         }
-        self.throttle.succeeded(&attempt);
+        checking.succeeded();
         let id = id.ok_or(Error::InvalidCredentials)?;
         let pair = self
             .issue_pair(&mut tx, id, PatronRole::Patron, None)

@@ -163,16 +163,31 @@ impl Throttle {
         }
     }
 
-    /// Before a password check: refused as [`Throttle::check`] refuses, else the attempt is counted as a failure
-    /// against every key at once, under the same lock, and only [`Throttle::succeeded`] takes it back. Counted
-    /// after the check instead, attempts sent together all passed while the first was still being hashed, and an
-    /// account's five tries became as many as the hashing queue let through.
-    pub fn begin(&self, attempt: &Attempt) -> Result<()> {
+    /// Before a password check: refused as [`Throttle::check`] refuses, else the attempt is counted as a failure of
+    /// the login at once, under the same lock, and the check goes on under the returned [`Checking`]: a wrong
+    /// password keeps that count ([`Checking::failed`], which also counts it against the address), a right one
+    /// clears the login's ([`Checking::succeeded`]), and a check that ends any other way (the database, the hashing
+    /// queue, the client gone) takes it back. Counted after the check instead, attempts sent together all passed
+    /// while the first was still being hashed, and a login's five tries became as many as the hashing queue let
+    /// through. The address is counted only for wrong passwords: many people behind one NAT sign in at once.
+    pub fn begin(&self, attempt: &Attempt) -> Result<Checking> {
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         self.refused(&failures, attempt, now)?;
-        self.count(&mut failures, attempt, now);
-        Ok(())
+        let login = Attempt {
+            keys: attempt
+                .keys
+                .iter()
+                .filter(|k| matches!(k, Key::Account { .. }))
+                .cloned()
+                .collect(),
+        };
+        self.count(&mut failures, &login, now);
+        Ok(Checking {
+            throttle: self.clone(),
+            attempt: attempt.clone(),
+            settled: false,
+        })
     }
 
     /// Counts a failure against every key of the attempt.
@@ -194,20 +209,25 @@ impl Throttle {
         }
     }
 
-    /// A right password clears the account's failures and takes back the address's count of this attempt (not
-    /// the address's earlier failures: one good login must not buy an address a fresh budget for guessing other
-    /// accounts).
-    pub fn succeeded(&self, attempt: &Attempt) {
+    /// A right password clears the account's failures (not the address's: one good login must not buy an address
+    /// a fresh budget for guessing other accounts).
+    fn succeeded(&self, attempt: &Attempt) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         for key in &attempt.keys {
-            match key {
-                Key::Account { .. } => {
+            if matches!(key, Key::Account { .. }) {
+                failures.remove(key);
+            }
+        }
+    }
+
+    /// Takes back the count [`Throttle::begin`] made for a check that ended without an answer.
+    fn take_back(&self, attempt: &Attempt) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &attempt.keys {
+            if let (Key::Account { .. }, Some(f)) = (key, failures.get_mut(key)) {
+                f.count = f.count.saturating_sub(1);
+                if f.count == 0 {
                     failures.remove(key);
-                }
-                Key::Ip(_) => {
-                    if let Some(f) = failures.get_mut(key) {
-                        f.count = f.count.saturating_sub(1);
-                    }
                 }
             }
         }
@@ -252,6 +272,49 @@ impl Throttle {
     }
 }
 
+/// A password check under way ([`Throttle::begin`]); dropped without an answer, it takes its count back.
+pub struct Checking {
+    throttle: Throttle,
+    attempt: Attempt,
+    settled: bool,
+}
+
+impl Checking {
+    /// A wrong password (or an unknown email: the same): the login's count stays, and the address's grows.
+    pub fn failed(mut self) {
+        self.settled = true;
+        let ip = Attempt {
+            keys: self
+                .attempt
+                .keys
+                .iter()
+                .filter(|k| matches!(k, Key::Ip(_)))
+                .cloned()
+                .collect(),
+        };
+        let mut failures = self
+            .throttle
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.throttle.count(&mut failures, &ip, Instant::now());
+    }
+
+    /// The right password: the login's failures are cleared.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.throttle.succeeded(&self.attempt);
+    }
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle.take_back(&self.attempt);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,7 +336,7 @@ mod tests {
         let ip: IpAddr = [203, 0, 113, 9].into();
         let a = Attempt::member("who@example.com", Some(ip));
         for _ in 0..3 {
-            assert!(t.begin(&a).is_ok());
+            t.begin(&a).unwrap().failed();
         }
         let Err(Error::RateLimited { retry_after_secs }) = t.check(&a) else {
             panic!("not locked");
@@ -281,8 +344,8 @@ mod tests {
         assert_eq!(retry_after_secs, 60);
         // Another account from the same address is not locked yet (the address allows 5) ...
         let b = Attempt::member("other@example.com", Some(ip));
-        assert!(t.begin(&b).is_ok());
-        assert!(t.begin(&b).is_ok());
+        t.begin(&b).unwrap().failed();
+        t.begin(&b).unwrap().failed();
         // ... but the address is now: 5 failures.
         assert!(t
             .check(&Attempt::member("third@example.com", Some(ip)))
@@ -300,7 +363,7 @@ mod tests {
             ..limits()
         });
         let a = Attempt::member("who@example.com", None);
-        t.begin(&a).unwrap();
+        t.begin(&a).unwrap().failed();
         assert!(matches!(
             t.check(&a),
             Err(Error::RateLimited {
@@ -321,13 +384,15 @@ mod tests {
         ));
         for i in 0..10 {
             t.begin(&Attempt::member(&format!("{i}@example.com"), None))
-                .unwrap();
+                .unwrap()
+                .failed();
         }
         assert!(t.failures.lock().unwrap().len() <= 4);
     }
 
-    /// Twenty password checks for one account sent together: the first is counted before it is hashed, so the
-    /// rest wait for its back-off, and once it succeeds the address has used none of its budget.
+    /// Twenty password checks for one login sent together: the first is counted before it is hashed, so the rest
+    /// wait for its back-off; a right password clears it, and costs the address nothing; a check that ends without
+    /// an answer (the database, the hashing queue) takes its count back.
     #[test]
     fn attempts_sent_together_are_counted_before_they_are_checked() {
         let t = Throttle::new(AuthLimits {
@@ -336,21 +401,15 @@ mod tests {
         });
         let ip: IpAddr = [203, 0, 113, 7].into();
         let a = Attempt::member("who@example.com", Some(ip));
-        let passed = (0..20).filter(|_| t.begin(&a).is_ok()).count();
-        assert_eq!(passed, 1, "one check at a time for an account");
-        t.succeeded(&a);
-        assert!(t.begin(&a).is_ok(), "a right password clears the account");
-        t.succeeded(&a);
-        let ip_count = t
-            .failures
-            .lock()
-            .unwrap()
-            .get(&Key::Ip(ip))
-            .map(|f| f.count);
-        assert_eq!(
-            ip_count,
-            Some(0),
-            "right passwords cost the address nothing"
-        );
+        let first = t.begin(&a).unwrap();
+        let passed = (0..19).filter(|_| t.begin(&a).is_ok()).count();
+        assert_eq!(passed, 0, "one check at a time for a login");
+        first.succeeded();
+        t.begin(&a).unwrap().succeeded();
+        assert!(!t.failures.lock().unwrap().contains_key(&Key::Ip(ip)));
+        drop(t.begin(&a).unwrap());
+        let count = |k: &Key| t.failures.lock().unwrap().get(k).map(|f| f.count);
+        assert_eq!(count(&a.keys[0]), None, "taken back");
+        assert!(t.check(&a).is_ok());
     }
 }

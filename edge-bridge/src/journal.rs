@@ -37,6 +37,10 @@ impl Entry {
 #[derive(Serialize, Deserialize)]
 struct Header {
     next_seq: u64,
+    /// Made here and never welcomed by the cloud yet: none of its events can have reached it. A header from before
+    /// this field, or a journal restored from a copy, reads as not fresh.
+    #[serde(default)]
+    fresh: bool,
 }
 
 pub struct Journal {
@@ -49,6 +53,8 @@ pub struct Journal {
     rewrites: usize,
     /// A write failed part way and could not be cut back: the next line starts with a newline.
     torn: bool,
+    /// See [`Header`]'s `fresh`.
+    fresh: bool,
 }
 
 /// Fewest acknowledged lines worth a rewrite while events are pending.
@@ -64,6 +70,7 @@ impl Journal {
             stale: 0,
             rewrites: 0,
             torn: false,
+            fresh: false,
         };
         // Bytes, not text: a line torn inside a character is not valid UTF-8, and must not stop the bridge.
         match std::fs::read(path) {
@@ -72,6 +79,7 @@ impl Journal {
                 if let Some(header) = lines.next() {
                     let header: Header = serde_json::from_slice(header)?;
                     journal.next_seq = header.next_seq;
+                    journal.fresh = header.fresh;
                 }
                 let mut unreadable = 0;
                 for line in lines.filter(|l| !l.trim_ascii().is_empty()) {
@@ -92,7 +100,10 @@ impl Journal {
                     );
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => journal.rewrite()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                journal.fresh = true;
+                journal.rewrite()?;
+            }
             Err(e) => return Err(e.into()),
         }
         Ok(journal)
@@ -172,27 +183,33 @@ impl Journal {
         Ok(())
     }
 
-    /// The cloud's welcome: it has recorded every event up to `last_seq`. Normally the journal numbers above that
-    /// already, and the events up to it are acknowledged. A journal whose next number is at or below it lost its
-    /// numbering (a box re-imaged with the same token, the file deleted): none of its events reached the cloud
-    /// (they were numbered afresh), so they are numbered again from `last_seq + 1`, in order, rather than taken for
-    /// recorded and forgotten. Returns whether it was renumbered.
+    /// The cloud's welcome: it has recorded every event up to `last_seq`, which are acknowledged, and numbering
+    /// goes on above it. A journal made here and never welcomed before (a box re-imaged with the same token, the
+    /// file deleted) cannot have sent any of its events: they are numbered again from `last_seq + 1`, in order,
+    /// rather than taken for recorded and forgotten. A journal that was welcomed before, or restored from a copy,
+    /// is acknowledged as the cloud says (its events may have been recorded without the acknowledgement arriving,
+    /// and numbered again they would be applied twice). Returns whether it was renumbered.
     pub fn welcome(&mut self, last_seq: u64) -> anyhow::Result<bool> {
-        if self.next_seq > last_seq {
+        if !self.fresh {
             self.ack(last_seq)?;
+            if self.next_seq <= last_seq {
+                self.next_seq = last_seq + 1;
+                self.rewrite()?;
+            }
             return Ok(false);
         }
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() && last_seq > 0 {
             tracing::warn!(
                 events = self.pending.len(),
                 from = last_seq + 1,
-                "the journal numbered below what the cloud has recorded (it was reset): its events are numbered again"
+                "a new journal meets a cloud that has recorded this bridge's events before (re-imaged?): its events are numbered above them"
             );
         }
         for (entry, seq) in self.pending.iter_mut().zip(last_seq + 1..) {
             entry.seq = seq;
         }
-        self.next_seq = last_seq + 1 + self.pending.len() as u64;
+        self.next_seq = self.next_seq.max(last_seq + 1 + self.pending.len() as u64);
+        self.fresh = false;
         self.rewrite()?;
         Ok(true)
     }
@@ -222,7 +239,8 @@ impl Journal {
             file,
             "{}",
             serde_json::to_string(&Header {
-                next_seq: self.next_seq
+                next_seq: self.next_seq,
+                fresh: self.fresh,
             })?
         )?;
         for entry in &self.pending {
@@ -278,7 +296,7 @@ mod tests {
             4,
             "not reused after a full ack"
         );
-        // A welcome at or above the journal's numbering (it was reset): its event is numbered above the cloud's.
+        // The first welcome of a journal made here: its event is numbered above what the cloud has.
         assert!(journal.welcome(9)?);
         assert_eq!(journal.pending()[0].seq, 10);
         assert_eq!(journal.append(None, Utc::now(), switched(false))?.seq, 11);
@@ -390,9 +408,9 @@ mod tests {
         Ok(())
     }
 
-    /// A journal that lost its numbering (re-imaged with the same token) numbers from 1 again while the cloud has
-    /// recorded up to 100: at the welcome its events are numbered from 101, not acknowledged away; a journal that
-    /// numbers above what the cloud has is acknowledged as before.
+    /// A new journal (a box re-imaged with the same token) numbers from 1 while the cloud has recorded up to 100:
+    /// at its first welcome its events are numbered from 101, not acknowledged away; a journal welcomed before is
+    /// acknowledged as the cloud says.
     #[test]
     fn a_journal_that_lost_its_numbering_numbers_its_events_above_the_clouds() -> anyhow::Result<()>
     {
@@ -411,6 +429,11 @@ mod tests {
         assert_eq!(seqs(&journal), [101, 102, 103, 104], "kept on disk");
         assert!(!journal.welcome(102)?);
         assert_eq!(seqs(&journal), [103, 104]);
+        // Welcomed before (or restored from a copy, or from before the flag): what the cloud says it has is
+        // acknowledged, never sent again under new numbers.
+        assert!(!journal.welcome(200)?);
+        assert!(journal.pending().is_empty());
+        assert_eq!(journal.append(None, Utc::now(), switched(true))?.seq, 201);
         std::fs::remove_file(&path)?;
         Ok(())
     }

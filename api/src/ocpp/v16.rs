@@ -238,6 +238,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                     id_tag: start.id_tag,
                     meter_start_wh: Some(rpc::register("meterStart", start.meter_start)?),
                     at: start.timestamp,
+                    journaled: replay.is_some(),
                     ocpp_id: replay.and_then(|r| r.transaction_id),
                     reservation_id: start.reservation_id,
                     offline,

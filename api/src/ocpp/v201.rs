@@ -336,6 +336,8 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
                 ocpp_id: Some(ocpp_id.clone()),
                 reservation_id: event.reservation_id,
                 offline,
+                // 2.0.1 ids are the charger's own, journaled or not.
+                journaled: false,
             },
         )
         .await?;

@@ -134,9 +134,11 @@ pub struct PatronLoginRequest {
 #[utoipa::path(post, path = "/api/v1/auth/patron/signup", tag = "auth", request_body = PatronSignupRequest,
     responses((status = 201, body = TokenPair), (status = 404, description = "unknown operator"),
               (status = 409, description = "a patron with this email exists"),
-              (status = 422, description = "weak password or malformed email; `field` names it")))]
+              (status = 422, description = "weak password or malformed email; `field` names it"),
+              (status = 429, description = "rate_limited: this login or address is locked; `Retry-After`")))]
 pub async fn patron_signup(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<PatronSignupRequest>,
 ) -> ApiResult<(StatusCode, Json<TokenPair>)> {
     let pair = state
@@ -146,6 +148,7 @@ pub async fn patron_signup(
             &body.display_name,
             &body.email,
             &body.password,
+            client,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(pair)))

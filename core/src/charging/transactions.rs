@@ -179,8 +179,21 @@ async fn take_id(tx: &mut TenantTx, t: Transaction, ocpp_id: &str) -> Result<Tra
         .fetch_optional(tx.conn())
         .await?;
     let Some(renamed) = renamed else {
+        tracing::warn!(transaction.id = %t.id, ocpp_id, "a replayed start's id is another transaction's; the transaction keeps its own");
         return Ok(t);
     };
+    // A remote stop queued for the charger under the old id (while the tunnel was down) asks by the new one.
+    sqlx::query(
+        "update ocpp_call set payload = jsonb_set(payload, '{transactionId}', to_jsonb($4::bigint))
+         where tenant_id = $1 and charger_id = $2 and status = 'pending' and action = 'RemoteStopTransaction'
+           and payload->>'transactionId' = $3",
+    )
+    .bind(tx.tenant())
+    .bind(t.charger_id)
+    .bind(&t.ocpp_id)
+    .bind(renamed.ocpp_id.parse::<i64>().unwrap_or(-1))
+    .execute(tx.conn())
+    .await?;
     let detail = json!({ "from": t.ocpp_id, "to": renamed.ocpp_id, "transaction_id": t.id });
     audit::record_as(
         tx,
@@ -209,6 +222,8 @@ pub struct Start {
     pub ocpp_id: Option<String>,
     pub reservation_id: Option<i32>,
     pub offline: bool,
+    /// 1.6, replayed from an edge bridge's journal: `ocpp_id` is the id the bridge gave the charger.
+    pub journaled: bool,
 }
 
 /// Starts a transaction (once: the same start reported again gets the same transaction). Returns it with the tag's
@@ -242,7 +257,7 @@ pub async fn start(
         // bridge's: the answer to the live one was lost with the tunnel, the charger asked again, and the bridge
         // gave it its own id, which is the one its later messages carry. The transaction takes that id (unless
         // another of the charger's has it).
-        (Some(t), Some(ocpp_id)) if start.offline && t.ocpp_id != *ocpp_id => {
+        (Some(t), Some(ocpp_id)) if start.journaled && t.ocpp_id != *ocpp_id => {
             Some(take_id(tx, t, ocpp_id).await?)
         }
         (Some(t), _) => Some(t),

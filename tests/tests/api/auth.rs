@@ -667,6 +667,16 @@ async fn failed_passwords_lock_an_account_with_retry_after_the_same_for_unknown_
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
     assert!(retry.is_some());
+    // A patron sign-up asks the same throttle: a locked login cannot probe whether the email has an account (it
+    // answered 409 "exists").
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/patron/signup",
+            json!({"tenant_id": tenant.id, "display_name": "Pat", "email": patron_email, "password": "patron-secret-78"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
 }
 
 #[tokio::test]

@@ -851,6 +851,7 @@ async fn a_start_recorded_live_and_repeated_offline_takes_the_bridges_id_so_its_
             ocpp_id: None,
             reservation_id: None,
             offline: false,
+            journaled: false,
         },
     )
     .await
