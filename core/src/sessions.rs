@@ -16,7 +16,7 @@ use crate::pricing::{self, Price, Terms, Usage};
 use crate::{patrons, stations, tariffs, venues};
 
 /// A session's state. `active` → `ended` | `expired` | `bought_out` | `failed`; `bought_out` → `ended` when a
-/// return made before the buyout is reported after it ([`crate::rentals`]).
+/// return made before the buyout is reported after it.
 #[derive(
     Debug,
     Clone,

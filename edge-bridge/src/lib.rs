@@ -1498,15 +1498,8 @@ mod tests {
         let cloud = tokio::spawn(async move {
             let (stream, _) = listener.accept().await?;
             let mut ws = tokio_tungstenite::accept_async(stream).await?;
-            let welcome = Down::Welcome {
-                bridge_id: Uuid::nil(),
-                venue_id: Uuid::nil(),
-                server_time: Utc::now(),
-                last_seq: 0,
-                features: vec![],
-                // Unpaced, so that the backlog fills the socket at once.
-                max_frames_per_sec: Some(100_000),
-            };
+            // Unpaced, so that the backlog fills the socket at once.
+            let welcome = test_welcome(vec![], Some(100_000));
             ws.send(Message::text(encode(&welcome))).await?;
             std::future::pending::<()>().await;
             drop(ws);
@@ -1547,14 +1540,7 @@ mod tests {
             let shared = seen_by_cloud;
             let (stream, _) = listener.accept().await?;
             let mut ws = tokio_tungstenite::accept_async(stream).await?;
-            let welcome = Down::Welcome {
-                bridge_id: Uuid::nil(),
-                venue_id: Uuid::nil(),
-                server_time: Utc::now(),
-                last_seq: 0,
-                features: vec![],
-                max_frames_per_sec: Some(100_000),
-            };
+            let welcome = test_welcome(vec![], Some(100_000));
             ws.send(Message::text(encode(&welcome))).await?;
             let command = Uuid::new_v4();
             ws.send(Message::text(encode(&Down::Command {
@@ -1659,14 +1645,7 @@ mod tests {
         let cloud = tokio::spawn(async move {
             let (stream, _) = listener.accept().await?;
             let mut ws = tokio_tungstenite::accept_async(stream).await?;
-            let welcome = Down::Welcome {
-                bridge_id: Uuid::nil(),
-                venue_id: Uuid::nil(),
-                server_time: Utc::now(),
-                last_seq: 0,
-                features: vec![],
-                max_frames_per_sec: Some(100),
-            };
+            let welcome = test_welcome(vec![], Some(100));
             ws.send(Message::text(encode(&welcome))).await?;
             let start = tokio::time::Instant::now();
             let mut per_second: Vec<u64> = vec![];
@@ -1704,6 +1683,18 @@ mod tests {
         bridge.abort();
         let _ = std::fs::remove_file(&journal);
         Ok(())
+    }
+
+    /// A stand-in cloud's welcome: nothing recorded yet, with these features and this flood limit.
+    fn test_welcome(features: Vec<String>, max_frames_per_sec: Option<u32>) -> Down {
+        Down::Welcome {
+            bridge_id: Uuid::nil(),
+            venue_id: Uuid::nil(),
+            server_time: Utc::now(),
+            last_seq: 0,
+            features,
+            max_frames_per_sec,
+        }
     }
 
     /// A bridge's settings for a stand-in cloud listening at `addr`, heartbeats every `heartbeat_ms`.
@@ -1758,14 +1749,7 @@ mod tests {
                 } else {
                     vec![]
                 };
-                let welcome = Down::Welcome {
-                    bridge_id: Uuid::nil(),
-                    venue_id: Uuid::nil(),
-                    server_time: Utc::now(),
-                    last_seq: 0,
-                    features,
-                    max_frames_per_sec: None,
-                };
+                let welcome = test_welcome(features, None);
                 ws.send(Message::text(encode(&welcome))).await?;
                 let error = |seq| {
                     Message::text(encode(&Down::Error {

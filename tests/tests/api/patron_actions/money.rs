@@ -42,6 +42,19 @@ async fn books(
     (wallet, payments)
 }
 
+/// A fresh database and an app whose payments go to a local Stripe fake.
+async fn stripe_world() -> (StripeFake, crate::debts::World) {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = crate::debts::world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    (fake, w)
+}
+
 #[tokio::test]
 async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent_duplicates() {
     let app = switchyard_tests::spawn_app().await;
@@ -118,14 +131,7 @@ async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent
 /// machine's speed, and Stripe is a local fake that counts the charges made.
 #[tokio::test]
 async fn two_card_starts_on_one_station_at_once_charge_only_the_card_of_the_one_that_starts() {
-    let fake = StripeFake::start().await;
-    let base = fake.url();
-    let w = crate::debts::world(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
-    ])
-    .await;
+    let (fake, w) = stripe_world().await;
     let app = &w.app;
     let (f, ana) = shop(app, 0).await;
     let bea = patron(app, f.t.id, "bea").await;
@@ -422,14 +428,7 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
 /// own at the provider: the first try's hold was recorded nowhere and kept the patron's money blocked.
 #[tokio::test]
 async fn a_rental_retried_after_a_failure_past_its_card_hold_holds_the_deposit_once() {
-    let fake = StripeFake::start().await;
-    let base = fake.url();
-    let w = crate::debts::world(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
-    ])
-    .await;
+    let (fake, w) = stripe_world().await;
     let app = &w.app;
     let c = crate::rentals::setup(app, 0).await;
     self_service(app, &c.t.access, c.a).await;
@@ -488,14 +487,7 @@ async fn a_rental_retried_after_a_failure_past_its_card_hold_holds_the_deposit_o
 /// `payment_provider_unavailable`, which reads as "try again later", and trying again never helped).
 #[tokio::test]
 async fn a_declined_top_up_retried_with_its_key_on_another_card_is_told_to_use_a_new_key() {
-    let fake = StripeFake::start().await;
-    let base = fake.url();
-    let w = crate::debts::world(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
-    ])
-    .await;
+    let (_fake, w) = stripe_world().await;
     let app = &w.app;
     let (f, me) = shop(app, 0).await;
     app.gql_ok(
