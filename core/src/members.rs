@@ -90,6 +90,21 @@ pub async fn invite_scoped(
     locale: crate::notify::Locale,
 ) -> Result<(Invitation, String)> {
     actor.require_manager()?;
+    // The inviter's membership as it stands, share-locked: a removal or a role change under way is waited for, so an
+    // invitation is never sent on authority its sender has just lost (the withdrawal of its invitations could not
+    // see one not committed yet).
+    let standing: Option<Role> = sqlx::query_scalar(
+        "select role from membership where tenant_id = $1 and user_id = $2 for share",
+    )
+    .bind(tx.tenant())
+    .bind(actor.user_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    if standing != Some(actor.role) {
+        return Err(Error::Forbidden(
+            "your membership changed while you invited; sign in again",
+        ));
+    }
     if role == Role::Owner && actor.role != Role::Owner {
         return Err(Error::Forbidden("only an owner can invite another owner"));
     }

@@ -262,3 +262,60 @@ async fn a_members_pending_invitations_are_withdrawn_when_it_leaves_or_its_role_
         [("member.remove", Some(1)), ("member.change_role", Some(1))]
     );
 }
+
+/// An invitation sent while its sender is being removed waits for the removal and is refused: the withdrawal of a
+/// removed member's invitations cannot see one not committed yet, so the invitation itself must not outlive the
+/// authority it was sent on. The removal is held open in a transaction until the invitation waits on it (its
+/// look at the inviter's membership, found by its text among the database's lock waits), so the two meet whatever
+/// the machine's speed.
+#[tokio::test]
+async fn an_invitation_sent_while_its_sender_is_removed_waits_for_the_removal_and_is_refused() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let (manager_id, manager) = add_scoped(&app, &f.t.access, "MANAGER", &[f.venue]).await;
+    let mut removal = app.owner.begin().await.unwrap();
+    sqlx::query("delete from membership where tenant_id = $1 and user_id = $2")
+        .bind(f.t.id)
+        .bind(manager_id)
+        .execute(&mut *removal)
+        .await
+        .unwrap();
+    let email = switchyard_tests::unique_email("late");
+    let invite = app.gql(
+        Some(&manager),
+        "mutation($e: String!, $v: [UUID!]) { inviteMember(email: $e, role: MANAGER, venueIds: $v) { invitation { id } } }",
+        json!({"e": email, "v": [f.venue]}),
+    );
+    let release = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity
+                  where datname = current_database() and wait_event_type = 'Lock'
+                    and query like '%from membership%for share%'",
+            )
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+            if waiting >= 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the invitation never waited for the removal"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        removal.commit().await.unwrap();
+    };
+    let (body, ()) = tokio::join!(invite, release);
+    assert_eq!(gql_code(&body), "forbidden", "{body}");
+    let invited: i64 =
+        sqlx::query_scalar("select count(*) from invitation where tenant_id = $1 and email = $2")
+            .bind(f.t.id)
+            .bind(&email)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert_eq!(invited, 0);
+}
