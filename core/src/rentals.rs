@@ -734,7 +734,7 @@ pub(crate) async fn returned_in_slot(
 /// charged past that goes back under `session:<id>:returned_before_buyout` (to the patron's debt first, then the
 /// wallet; money a card paid towards the buyout comes back as wallet credit, not to the card), the powerbank is
 /// docked and the receipt queued. The time is the bridge's word, so it is taken only for a report an outage held
-/// up: the last time a bridge of the cabinet's venue lost its tunnel is before the reported return (give or take
+/// up: the last time a bridge of the return cabinet's venue lost its tunnel is before the reported return (give or take
 /// the clock tolerance), so the bridge could not have reported it until now. Otherwise (a return at or after the
 /// buyout, one stamped before the bridge's last outage, a rental not bought out) the buyout stands (false).
 pub(crate) async fn returned_before_buyout(
@@ -757,13 +757,15 @@ pub(crate) async fn returned_before_buyout(
     if at >= bought_at {
         return Ok(false);
     }
-    // The latest outage of one of the venue's bridges began before the return: the report was held up by it.
+    // The latest outage of one of the bridges of the cabinet it went into (any venue of the tenant's) began before
+    // the return: the report was held up by it.
     let held_up: bool = sqlx::query_scalar(
-        "select exists (select 1 from bridge where tenant_id = $1 and venue_id = $2
-                          and tunnel_down_at is not null and tunnel_down_at <= $3)",
+        "select exists (select 1 from bridge b join station s on s.tenant_id = b.tenant_id and s.venue_id = b.venue_id
+                        where b.tenant_id = $1 and s.id = $2
+                          and b.tunnel_down_at is not null and b.tunnel_down_at <= $3)",
     )
     .bind(tx.tenant())
-    .bind(session.venue_id)
+    .bind(station)
     .bind(at + crate::bridges::CLOCK_TOLERANCE)
     .fetch_one(tx.conn())
     .await?;
