@@ -100,7 +100,15 @@ pub async fn invite_scoped(
     .bind(actor.user_id)
     .fetch_optional(tx.conn())
     .await?;
-    if standing != Some(actor.role) {
+    let sorted = |v: Option<Vec<Uuid>>| {
+        v.map(|mut v| {
+            v.sort();
+            v
+        })
+    };
+    if standing != Some(actor.role)
+        || sorted(venue_scope(tx, actor.user_id, actor.role).await?) != sorted(actor.venues.clone())
+    {
         return Err(Error::Forbidden(
             "your membership changed while you invited; sign in again",
         ));

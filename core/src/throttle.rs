@@ -2,7 +2,7 @@
 //! Argon2 computations run at once.
 //!
 //! Every password check (member login, patron login, a password change) asks [`Throttle::begin`] first, which counts it
-//! as a failure until [`Throttle::succeeded`] takes it back; sign-ups and reset requests only [`Throttle::check`]. Keys
+//! against the login until its [`Checking`] says how it ended; sign-ups and reset requests only [`Throttle::check`]. Keys
 //! are the email as typed (normalised), never whether an account exists, so a locked unknown email answers exactly
 //! like a locked real one.
 
@@ -61,6 +61,9 @@ enum Key {
 struct Failures {
     count: u32,
     last: Instant,
+    /// An address's password checks under way ([`Throttle::begin`]): they count towards its limit until they end,
+    /// so a burst of checks for many logins from one address cannot all pass while none has failed yet.
+    in_flight: u32,
 }
 
 /// Who is trying to sign in: the account (whether or not it exists) and the client address, when known.
@@ -119,7 +122,9 @@ impl Throttle {
         let blocked_for = if f.count >= threshold {
             self.limits.lock
         } else if !backs_off {
-            return None;
+            // Checks under way fill an address's limit for as long as they run: a second is enough to wait.
+            return (f.count.saturating_add(f.in_flight) >= threshold)
+                .then_some(Duration::from_secs(1));
         } else {
             // Exponential, and never longer than the lock itself.
             let factor = 2u32
@@ -183,6 +188,16 @@ impl Throttle {
                 .collect(),
         };
         self.count(&mut failures, &login, now);
+        for key in attempt.keys.iter().filter(|k| matches!(k, Key::Ip(_))) {
+            failures
+                .entry(key.clone())
+                .or_insert(Failures {
+                    count: 0,
+                    last: now,
+                    in_flight: 0,
+                })
+                .in_flight += 1;
+        }
         Ok(Checking {
             throttle: self.clone(),
             attempt: attempt.clone(),
@@ -199,6 +214,7 @@ impl Throttle {
             let entry = failures.entry(key.clone()).or_insert(Failures {
                 count: 0,
                 last: now,
+                in_flight: 0,
             });
             // Failures older than the lock are forgiven: the count starts again.
             if now.duration_since(entry.last) >= self.limits.lock {
@@ -216,6 +232,19 @@ impl Throttle {
         for key in &attempt.keys {
             if matches!(key, Key::Account { .. }) {
                 failures.remove(key);
+            }
+        }
+    }
+
+    /// A check of `attempt` has ended: its addresses' checks under way are one fewer.
+    fn ended(&self, attempt: &Attempt) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for key in attempt.keys.iter().filter(|k| matches!(k, Key::Ip(_))) {
+            if let Some(f) = failures.get_mut(key) {
+                f.in_flight = f.in_flight.saturating_sub(1);
+                if f.count == 0 && f.in_flight == 0 {
+                    failures.remove(key);
+                }
             }
         }
     }
@@ -273,6 +302,7 @@ impl Throttle {
 }
 
 /// A password check under way ([`Throttle::begin`]); dropped without an answer, it takes its count back.
+#[must_use = "a check counts until it is answered: keep it, and say failed or succeeded"]
 pub struct Checking {
     throttle: Throttle,
     attempt: Attempt,
@@ -283,6 +313,7 @@ impl Checking {
     /// A wrong password (or an unknown email: the same): the login's count stays, and the address's grows.
     pub fn failed(mut self) {
         self.settled = true;
+        self.throttle.ended(&self.attempt);
         let ip = Attempt {
             keys: self
                 .attempt
@@ -303,6 +334,7 @@ impl Checking {
     /// The right password: the login's failures are cleared.
     pub fn succeeded(mut self) {
         self.settled = true;
+        self.throttle.ended(&self.attempt);
         self.throttle.succeeded(&self.attempt);
     }
 }
@@ -310,6 +342,7 @@ impl Checking {
 impl Drop for Checking {
     fn drop(&mut self) {
         if !self.settled {
+            self.throttle.ended(&self.attempt);
             self.throttle.take_back(&self.attempt);
         }
     }
@@ -397,6 +430,7 @@ mod tests {
     fn attempts_sent_together_are_counted_before_they_are_checked() {
         let t = Throttle::new(AuthLimits {
             backoff_base: Duration::from_secs(1),
+            max_keys: 100,
             ..limits()
         });
         let ip: IpAddr = [203, 0, 113, 7].into();
@@ -411,5 +445,15 @@ mod tests {
         let count = |k: &Key| t.failures.lock().unwrap().get(k).map(|f| f.count);
         assert_eq!(count(&a.keys[0]), None, "taken back");
         assert!(t.check(&a).is_ok());
+        // Checks for many logins from one address: those under way fill its limit (5) until they end.
+        let under_way: Vec<Checking> = (0..8)
+            .filter_map(|i| {
+                t.begin(&Attempt::member(&format!("{i}@example.com"), Some(ip)))
+                    .ok()
+            })
+            .collect();
+        assert_eq!(under_way.len(), 5);
+        drop(under_way);
+        assert!(t.begin(&a).is_ok(), "ended checks free the address");
     }
 }

@@ -38,7 +38,7 @@ impl Entry {
 struct Header {
     next_seq: u64,
     /// Made here and never welcomed by the cloud yet: none of its events can have reached it. A header from before
-    /// this field, or a journal restored from a copy, reads as not fresh.
+    /// this field, or a copy of a journal that was welcomed, reads as not fresh.
     #[serde(default)]
     fresh: bool,
 }
@@ -191,6 +191,16 @@ impl Journal {
     /// and numbered again they would be applied twice). Returns whether it was renumbered.
     pub fn welcome(&mut self, last_seq: u64) -> anyhow::Result<bool> {
         if !self.fresh {
+            if self.next_seq <= last_seq {
+                let dropped = self.pending.iter().filter(|e| e.seq <= last_seq).count();
+                if dropped > 0 {
+                    tracing::warn!(
+                        events = dropped,
+                        last_seq,
+                        "the cloud has recorded this bridge's events beyond this journal's numbering (a journal from another box or an old copy?): its events up to there are taken for recorded"
+                    );
+                }
+            }
             self.ack(last_seq)?;
             if self.next_seq <= last_seq {
                 self.next_seq = last_seq + 1;
@@ -205,12 +215,19 @@ impl Journal {
                 "a new journal meets a cloud that has recorded this bridge's events before (re-imaged?): its events are numbered above them"
             );
         }
+        let before = (self.pending.clone(), self.next_seq);
         for (entry, seq) in self.pending.iter_mut().zip(last_seq + 1..) {
             entry.seq = seq;
         }
         self.next_seq = self.next_seq.max(last_seq + 1 + self.pending.len() as u64);
         self.fresh = false;
-        self.rewrite()?;
+        // On disk first: should the write fail, nothing changed, and the journal is still fresh with its old numbers
+        // (sent under the new ones and renumbered again after a restart, its events would be applied twice).
+        if let Err(e) = self.rewrite() {
+            (self.pending, self.next_seq) = before;
+            self.fresh = true;
+            return Err(e);
+        }
         Ok(true)
     }
 

@@ -773,9 +773,9 @@ async fn handle(shared: &Arc<Shared>, message: Down, link: &mut Link) -> anyhow:
         } => {
             link.events_per_sec = max_frames_per_sec.map(|m| (m / 2).max(1));
             let mut state = shared.state.lock().await;
-            // What the cloud has is acknowledged; numbering continues above it. A journal numbering at or below
-            // what the cloud has recorded lost its numbering (a box re-imaged with the same token, a journal file
-            // deleted): nothing in it reached the cloud, so it is numbered above, not acknowledged away.
+            // What the cloud has is acknowledged; numbering continues above it. A journal made here and never
+            // welcomed (a box re-imaged with the same token) has sent nothing: it is numbered above, not
+            // acknowledged away (see `Journal::welcome`).
             state.journal.welcome(last_seq)?;
             link.welcomed = true;
             link.numbered_errors = features
