@@ -911,7 +911,7 @@ pub async fn issue_agent_key(tx: &mut TenantTx, actor: &Actor, station_id: Uuid)
         ));
     }
     let key = format!("syag_{}", auth::random_token());
-    let hash = hex_sha256(&key);
+    let hash = crate::idempotency::hex_sha256(&key);
     sqlx::query(
         "update station set control_settings = control_settings || jsonb_build_object('agent_key_sha256', $3::text)
          where tenant_id = $1 and id = $2",
@@ -924,9 +924,4 @@ pub async fn issue_agent_key(tx: &mut TenantTx, actor: &Actor, station_id: Uuid)
     record(tx, actor, "station.issue_agent_key", station_id).await?;
     tx.wake_venue(station.venue_id).await?;
     Ok(key)
-}
-
-fn hex_sha256(text: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }

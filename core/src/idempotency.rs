@@ -104,3 +104,9 @@ pub async fn finish(
         .await?;
     Ok(())
 }
+
+/// The SHA-256 of `text`, in hex: how a key too long for where it goes (a provider's idempotency key, a journal's
+/// key) is carried, fixed by the key it stands for.
+pub fn hex_sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}

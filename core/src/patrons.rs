@@ -258,11 +258,7 @@ pub async fn top_up_cash(
     let journal_key = if key.len() <= 189 {
         format!("topup:cash:{key}")
     } else {
-        use sha2::Digest;
-        format!(
-            "topup:cash:sha256:{}",
-            hex::encode(sha2::Sha256::digest(key.as_bytes()))
-        )
+        format!("topup:cash:sha256:{}", crate::idempotency::hex_sha256(key))
     };
     let posted = ledger::post(
         tx,

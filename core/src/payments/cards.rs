@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sha2::Digest;
 use uuid::Uuid;
 
 use super::{
@@ -161,7 +160,7 @@ pub async fn charge_to_wallet(
     let provider_key = format!(
         "{}:card:{}",
         tx.tenant(),
-        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+        crate::idempotency::hex_sha256(&key)
     );
     let id = super::payment_id_for(&provider_key);
     let intent = provider

@@ -13,7 +13,6 @@
 //! arrived is sent again, as the very same request, whatever the patron owes or which card is saved by then.
 
 use chrono::{DateTime, Duration, Utc};
-use sha2::Digest;
 use uuid::Uuid;
 
 use super::{
@@ -137,7 +136,7 @@ pub(crate) async fn hold_deposit(
             "{} deposit patron:{}:{} {}",
             tx.tenant(),
             rental.patron_id,
-            hex::encode(sha2::Sha256::digest(k.as_bytes())),
+            crate::idempotency::hex_sha256(k),
             card.payment_method_ref
         ),
         None => format!(
