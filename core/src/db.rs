@@ -865,6 +865,17 @@ impl SystemDb {
         )
     }
 
+    /// Tenants with chargers where some unblocked tag's credit is not what their local lists last said (migration
+    /// 0063): at most `limit` tenant ids.
+    pub async fn tag_credit_stale(&self, limit: i32) -> Result<Vec<Uuid>> {
+        Ok(
+            sqlx::query_scalar("select tenant_id from sys_tag_credit_stale($1)")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Housekeeping: deletes live events created before `before` (past the resume window). Returns how many.
     pub async fn purge_live_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<i64> {
         Ok(sqlx::query_scalar("select sys_purge_live_events($1)")

@@ -181,9 +181,10 @@ pub async fn add_rfid_tag(tx: &mut TenantTx, actor: &Actor, id: Uuid, uid: &str)
     let version = crate::charging::tags::next_version(tx).await?;
     // A tag kept blocked and unowned (first seen in a charger's offline transaction) can be given to a patron.
     let linked = sqlx::query(
-        "insert into rfid_tag (tenant_id, uid, patron_id, version) values ($1, $2, $3, $4)
+        "insert into rfid_tag (tenant_id, uid, patron_id, version, no_credit)
+         values ($1, $2, $3, $4, coalesce(patron_lacks_credit($1, $3), false))
          on conflict (tenant_id, uid) do update set patron_id = excluded.patron_id, blocked = false,
-           version = excluded.version, updated_at = now()
+           version = excluded.version, no_credit = excluded.no_credit, updated_at = now()
          where rfid_tag.patron_id is null",
     )
     .bind(tx.tenant())

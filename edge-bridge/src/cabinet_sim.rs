@@ -3,8 +3,9 @@
 //!
 //! Each cabinet has numbered slots holding powerbanks (a label and a charge). It answers `cmd/eject`: the slot's
 //! powerbank leaves, or the eject fails (`jammed` for a jammed slot, `empty`, `mismatch` when the slot holds another
-//! powerbank than the one named, `no_such_slot`, or `motor_error` at the configured failure rate); a request id it
-//! answered before gets the same answer again and ejects nothing. It publishes its `state` (retained) on every
+//! powerbank than the one named, `no_such_slot`, `expired` for a request received past its `expires_at`, or
+//! `motor_error` at the configured failure rate); a request id it answered before gets the same answer again and
+//! ejects nothing. It publishes its `state` (retained) on every
 //! change, and charges its powerbanks by 1 % every `charge_every`. Two more topics stand in for a person at the
 //! cabinet: `cabinet/<id>/sim/insert` `{"slot", "asset", "battery"}` puts a powerbank into a slot (reported as
 //! `evt/returned`), and `cabinet/<id>/sim/jam` `{"slot", "jammed"}` jams or frees a slot. Every action is printed
@@ -133,8 +134,8 @@ impl Cabinet {
         Some((i32::try_from(n).ok()?, slot))
     }
 
-    /// Answers an eject request.
-    fn eject(&mut self, body: &Value, fail_rate: f64) -> Value {
+    /// Answers an eject request received at `now`.
+    fn eject(&mut self, body: &Value, fail_rate: f64, now: chrono::DateTime<chrono::Utc>) -> Value {
         let request = body.get("request_id").cloned().unwrap_or(Value::Null);
         let key: Option<Uuid> = request.as_str().and_then(|s| s.parse().ok());
         if let Some(answer) = key.and_then(|k| self.answered.get(&k)) {
@@ -142,9 +143,20 @@ impl Cabinet {
         }
         let named = body.get("asset").and_then(Value::as_str).map(str::to_owned);
         let slot_number = body.get("slot").cloned().unwrap_or(Value::Null);
+        let expired = body
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|deadline| now > deadline);
         let answer = match self.slot_mut(body) {
             None => json!({"request_id": request, "ok": false, "slot": slot_number, "asset": named,
                            "reason": "no_such_slot"}),
+            // Held up on the way (the broker or the link was down): the bridge has given up on it, and the cloud
+            // voided the rental. Ejecting now would hand a powerbank to nobody.
+            Some((n, _)) if expired => {
+                json!({"request_id": request, "ok": false, "slot": n, "asset": named,
+                                               "reason": "expired"})
+            }
             Some((n, slot)) => {
                 let held = slot.powerbank.as_ref().map(|(label, _)| label.clone());
                 let reason = if slot.jammed {
@@ -296,7 +308,7 @@ async fn run_cabinet(
                 let body: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
                 match what {
                     "cmd/eject" => {
-                        let answer = cabinet.eject(&body, behaviour.fail_rate);
+                        let answer = cabinet.eject(&body, behaviour.fail_rate, chrono::Utc::now());
                         print(&id, "ejected", &answer);
                         publish.push((format!("cabinet/{id}/evt/ejected"), answer, false));
                     }
@@ -507,19 +519,35 @@ mod tests {
             ],
             answered: HashMap::new(),
         };
-        let request = Uuid::new_v4();
-        let first = cabinet.eject(
-            &json!({"request_id": request, "slot": 1, "asset": "pb-1"}),
+        let now = chrono::Utc::now();
+        // Received after its deadline: nothing leaves the slot, and the answer says why.
+        let late = Uuid::new_v4();
+        let past = (now - chrono::Duration::seconds(1)).to_rfc3339();
+        let expired = cabinet.eject(
+            &json!({"request_id": late, "slot": 1, "asset": "pb-1", "expires_at": past}),
             0.0,
+            now,
+        );
+        assert_eq!(
+            expired,
+            json!({"request_id": late, "ok": false, "slot": 1, "asset": "pb-1", "reason": "expired"})
+        );
+        assert!(cabinet.slots[0].powerbank.is_some());
+        let request = Uuid::new_v4();
+        let soon = (now + chrono::Duration::seconds(15)).to_rfc3339();
+        let first = cabinet.eject(
+            &json!({"request_id": request, "slot": 1, "asset": "pb-1", "expires_at": soon}),
+            0.0,
+            now,
         );
         assert_eq!(first["ok"], true);
         assert!(cabinet.slots[0].powerbank.is_none());
         // Retried: the same answer, nothing ejected again (the slot is empty now, which would fail).
         assert_eq!(
-            cabinet.eject(&json!({"request_id": request, "slot": 1}), 0.0),
+            cabinet.eject(&json!({"request_id": request, "slot": 1}), 0.0, now),
             first
         );
-        let jammed = cabinet.eject(&json!({"request_id": Uuid::new_v4(), "slot": 2}), 0.0);
+        let jammed = cabinet.eject(&json!({"request_id": Uuid::new_v4(), "slot": 2}), 0.0, now);
         assert_eq!(
             (jammed["ok"].clone(), jammed["reason"].clone()),
             (json!(false), json!("jammed"))

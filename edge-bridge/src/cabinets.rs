@@ -1,8 +1,10 @@
 //! Powerbank cabinets: the open cabinet protocol, JSON over the venue's MQTT broker (see the manual).
 //!
-//! - bridge → cabinet `cabinet/<id>/cmd/eject` `{"request_id", "slot", "asset"}` (QoS 1): eject the powerbank in
-//!   that slot. `request_id` is the cloud's command id; a cabinet answers a request id it has answered before with
-//!   the same answer, and ejects nothing again.
+//! - bridge → cabinet `cabinet/<id>/cmd/eject` `{"request_id", "slot", "asset", "expires_at"}` (QoS 1): eject the
+//!   powerbank in that slot. `request_id` is the cloud's command id; a cabinet answers a request id it has answered
+//!   before with the same answer, and ejects nothing again. A request received after `expires_at` (RFC 3339, half
+//!   the bridge's wait for the answer) is answered `{"ok": false, "reason": "expired"}` and ejects nothing: it was
+//!   held up on the way, the bridge has reported the eject failed and the cloud voided the rental.
 //! - cabinet → bridge `cabinet/<id>/evt/ejected` `{"request_id", "ok", "slot", "asset", "reason"}`.
 //! - cabinet → bridge `cabinet/<id>/evt/returned` `{"slot", "asset"}`: a powerbank was put into a slot.
 //! - cabinet → bridge `cabinet/<id>/state` (retained) `{"slots": [{"slot", "asset", "battery", "charging",

@@ -1170,8 +1170,19 @@ async fn eject(shared: &Arc<Shared>, id: Uuid, station: Uuid, payload: &serde_js
         .get("asset")
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned);
-    let body = serde_json::json!({ "request_id": id, "slot": slot, "asset": asset });
+    // Half the wait: a cabinet whose clock is a little off still cannot eject after the bridge has given up.
+    let expires_at = shared.state.lock().await.cloud_now()
+        + chrono::Duration::from_std(timeout / 2).unwrap_or_default();
+    let body = serde_json::json!({
+        "request_id": id, "slot": slot, "asset": asset,
+        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
     let sent = match &shared.io.mqtt {
+        // Not queued in the client while the broker is away: it would go out whenever the broker is back, maybe
+        // after the rental was voided.
+        Some(mqtt) if !mqtt.is_connected() => {
+            Err(anyhow::anyhow!("the venue's MQTT broker is not connected"))
+        }
         Some(mqtt) => {
             mqtt.publish_json(cabinets::eject_topic(&cabinet), &body)
                 .await

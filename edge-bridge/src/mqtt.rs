@@ -83,6 +83,8 @@ pub struct Mqtt {
     cabinet_states: Arc<Mutex<Recent<serde_json::Value>>>,
     /// Each cabinet's last `status`: online or not.
     cabinet_statuses: Arc<Mutex<Recent<bool>>>,
+    /// Whether the broker has taken the connection (its `CONNACK`) and it has not failed since.
+    connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Mqtt {
@@ -106,15 +108,18 @@ impl Mqtt {
         let (cabinets, _) = broadcast::channel(1024);
         let cabinet_states = Arc::new(Mutex::new(Recent::<serde_json::Value>::new(MAX_TOPICS)));
         let cabinet_statuses = Arc::new(Mutex::new(Recent::<bool>::new(MAX_TOPICS)));
-        let (to_cabinets, states, statuses) = (
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (to_cabinets, states, statuses, up) = (
             cabinets.clone(),
             cabinet_states.clone(),
             cabinet_statuses.clone(),
+            connected.clone(),
         );
         tokio::spawn(async move {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        up.store(true, std::sync::atomic::Ordering::SeqCst);
                         for filter in [
                             "stat/+/POWER",
                             "tele/+/SENSOR",
@@ -194,6 +199,7 @@ impl Mqtt {
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        up.store(false, std::sync::atomic::Ordering::SeqCst);
                         tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
@@ -207,7 +213,14 @@ impl Mqtt {
             cabinets,
             cabinet_states,
             cabinet_statuses,
+            connected,
         })
+    }
+
+    /// Whether the broker connection is up. A message published while it is down waits in the client and goes out
+    /// when it is back, which a command with a deadline must not count on.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// What cabinets publish from now on.

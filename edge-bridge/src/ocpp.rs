@@ -539,6 +539,16 @@ fn password_accepted(answer: &Value) -> bool {
     }
 }
 
+/// A verdict in 1.6's words. The venue's copy of the list is learned from 1.6 and 2.0.1 chargers alike, so it may
+/// hold 2.0.1's statuses (`NoCredit`, `Unknown`, ...), which a 1.6 charger would take as a malformed answer.
+fn v16_status(status: String) -> String {
+    match status.as_str() {
+        "Accepted" | "Blocked" | "Expired" | "Invalid" | "ConcurrentTx" => status,
+        "Unknown" => "Invalid".into(),
+        _ => "Blocked".into(),
+    }
+}
+
 /// The tag of an Authorize (1.6 `idTag`, 2.0.1 `idToken.idToken`).
 fn tag_of(payload: &Value) -> Option<String> {
     payload["idTag"]
@@ -691,7 +701,7 @@ async fn local_answer(
     let now = Utc::now();
     let info = |status: String| {
         if v16 {
-            json!({ "idTagInfo": { "status": status } })
+            json!({ "idTagInfo": { "status": v16_status(status) } })
         } else {
             json!({ "idTokenInfo": { "status": status } })
         }
@@ -708,7 +718,7 @@ async fn local_answer(
             let uid = tag_of(&payload).ok_or(("FormationViolation", "no idTag".to_owned()))?;
             let id = shared.ocpp.next_transaction_id();
             transaction_id = Some(id.to_string());
-            json!({ "idTagInfo": { "status": shared.ocpp.verdict(&uid) }, "transactionId": id })
+            json!({ "idTagInfo": { "status": v16_status(shared.ocpp.verdict(&uid)) }, "transactionId": id })
         }
         // A free-vend token (2.0.1 `NoAuthorization`) names no one: nothing to judge, as the cloud answers it.
         "StopTransaction" | "TransactionEvent" => match tag_of(&payload) {
@@ -807,6 +817,27 @@ mod tests {
         drop(ocpp);
         let again = Ocpp::open(&path)?;
         assert_eq!(lock(&again.store).tags.len(), 3);
+        std::fs::remove_file(&path)?;
+        Ok(())
+    }
+
+    /// A tag a 2.0.1 charger's list gave as `NoCredit` (its patron in debt) is refused offline to a 1.6 charger of
+    /// the same venue too, in 1.6's words (`Blocked`), not with a status its schema lacks.
+    #[test]
+    fn a_tag_without_credit_is_refused_in_each_protocols_words() -> anyhow::Result<()> {
+        let path = std::env::temp_dir().join(format!("edge-ocpp-{}.json", Uuid::new_v4().simple()));
+        let ocpp = Ocpp::open(&path)?;
+        let mut c = conn();
+        c.subprotocol = "ocpp2.0.1".into();
+        let entry = |uid: &str, status: &str| serde_json::json!({"idToken": {"idToken": uid, "type": "ISO14443"}, "idTokenInfo": {"status": status}});
+        let list = serde_json::json!([2, "m1", "SendLocalList", {"versionNumber": 3, "updateType": "Differential",
+            "localAuthorizationList": [entry("BROKE001", "NoCredit"), entry("FUNDED01", "Accepted")]}]);
+        ocpp.learn(&mut c, &list.to_string());
+        assert_eq!(ocpp.verdict("BROKE001"), "NoCredit");
+        assert_eq!(v16_status(ocpp.verdict("BROKE001")), "Blocked");
+        assert_eq!(v16_status(ocpp.verdict("FUNDED01")), "Accepted");
+        assert_eq!(v16_status(ocpp.verdict("NOBODY01")), "Invalid");
+        assert_eq!(v16_status("Unknown".into()), "Invalid");
         std::fs::remove_file(&path)?;
         Ok(())
     }

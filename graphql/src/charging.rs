@@ -234,6 +234,9 @@ pub struct RfidTag {
     pub parent_uid: Option<String>,
     /// The local-list version of its last change.
     pub version: i64,
+    /// Its patron owed a debt or held no funds when the chargers' local lists last heard of the tag: a charger or a
+    /// bridge that cannot reach the cloud refuses it (`NoCredit`). The workers follow the patron's money.
+    pub no_credit: bool,
 }
 
 impl From<tags::Tag> for RfidTag {
@@ -245,6 +248,7 @@ impl From<tags::Tag> for RfidTag {
             expires_at: t.expires_at,
             parent_uid: t.parent_uid,
             version: t.version,
+            no_credit: t.no_credit,
         }
     }
 }

@@ -275,6 +275,7 @@ pub async fn run(config: WorkerConfig, mut stop: watch::Receiver<bool>) -> anyho
             _ = sampling.tick() => {
                 sample(&db).await;
                 settle_silent(&db).await;
+                follow_tag_credit(&db).await;
             }
             _ = interval.tick() => drain(&db, &providers, &transports, &config, &stopping).await,
             woken = next_notification(&mut listener) => {
@@ -334,6 +335,36 @@ async fn settle_silent(db: &Db) {
                 Err(e) => {
                     tracing::warn!(error = %e, id = %id, kind = name, "could not set a silent connection offline")
                 }
+            }
+        }
+    }
+}
+
+/// Brings the credit of the tags in chargers' local lists up to date (`charging::tags::follow_credit`), for every
+/// tenant where a patron's money moved across zero since its tags last changed. Run every `METRICS_SAMPLE_MS`.
+pub async fn follow_tag_credit(db: &Db) {
+    let tenants = match db.system().tag_credit_stale(100).await {
+        Ok(tenants) => tenants,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for tags whose credit changed");
+            return;
+        }
+    };
+    for tenant in tenants {
+        let followed = async {
+            let mut tx = db.begin_tenant(switchyard_core::TenantId(tenant)).await?;
+            let changed = switchyard_core::charging::tags::follow_credit(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<_, switchyard_core::Error>(changed)
+        };
+        match followed.await {
+            Ok(0) => {}
+            Ok(tags) => {
+                metrics::counter!("rfid_tag_credit_changes_total").increment(tags);
+                tracing::info!(tenant.id = %tenant, tags, "tags' credit changed in the local lists")
+            }
+            Err(e) => {
+                tracing::warn!(tenant.id = %tenant, error = %e, "could not bring tags' credit up to date")
             }
         }
     }

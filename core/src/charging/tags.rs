@@ -80,6 +80,8 @@ pub struct Tag {
     pub expires_at: Option<DateTime<Utc>>,
     pub parent_uid: Option<String>,
     pub version: i64,
+    /// Its patron owed a debt or held no funds when the tag last changed: local lists give it as `NoCredit`.
+    pub no_credit: bool,
 }
 
 /// The shortest uid a tag may have.
@@ -93,7 +95,11 @@ pub const MAX_UID: usize = 36;
 /// The longest uid a 1.6 charger takes (`idTag`, `parentIdTag`).
 pub const MAX_UID_V16: usize = 20;
 
-const TAG_COLUMNS: &str = "uid, patron_id, blocked, expires_at, parent_uid, version";
+const TAG_COLUMNS: &str = "uid, patron_id, blocked, expires_at, parent_uid, version, no_credit";
+
+/// Whether the tag's patron lacks credit for the local lists (migration 0063): a debt in any currency, or no wallet
+/// with funds in any.
+pub(crate) const LACKS_CREDIT: &str = "coalesce(patron_lacks_credit(tenant_id, patron_id), false)";
 
 async fn find(tx: &mut TenantTx, uid: &str) -> Result<Option<Tag>> {
     let sql =
@@ -218,7 +224,7 @@ pub async fn update(tx: &mut TenantTx, actor: &Actor, uid: &str, patch: TagPatch
     let version = next_version(tx).await?;
     let sql = format!(
         "update rfid_tag set blocked = $3, expires_at = $4, parent_uid = $5, patron_id = $6, version = $7,
-           updated_at = now()
+           no_credit = coalesce(patron_lacks_credit($1, $6), false), updated_at = now()
          where tenant_id = $1 and uid = upper($2) returning {TAG_COLUMNS}"
     );
     let blocked = patch.blocked.unwrap_or(tag.blocked);
@@ -264,6 +270,40 @@ pub async fn tags_changed(tx: &mut TenantTx) -> Result<()> {
         sync_local_list(tx, charger).await?;
     }
     Ok(())
+}
+
+/// Brings the tenant's tags' credit up to date in its chargers' local lists: a tag whose patron fell into debt or
+/// ran out of funds is given as `NoCredit` (`Blocked` to a 1.6 charger), and back as `Accepted` once the patron has
+/// credit again, in a differential update to every online charger. The workers run this for the tenants
+/// `sys_tag_credit_stale` names. Returns how many tags changed.
+pub async fn follow_credit(tx: &mut TenantTx) -> Result<u64> {
+    let stale_sql = format!(
+        "select exists (select 1 from rfid_tag where tenant_id = $1 and patron_id is not null and not blocked
+                          and no_credit <> {LACKS_CREDIT})"
+    );
+    let stale: bool = sqlx::query_scalar(&stale_sql)
+        .bind(tx.tenant())
+        .fetch_one(tx.conn())
+        .await?;
+    if !stale {
+        return Ok(0);
+    }
+    // The version first, as every change of a tag takes it: the tenant's row, then the tags.
+    let version = next_version(tx).await?;
+    let sql = format!(
+        "update rfid_tag set no_credit = not no_credit, version = $2, updated_at = now()
+         where tenant_id = $1 and patron_id is not null and not blocked and no_credit <> {LACKS_CREDIT}"
+    );
+    let changed = sqlx::query(&sql)
+        .bind(tx.tenant())
+        .bind(version)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+    if changed > 0 {
+        tags_changed(tx).await?;
+    }
+    Ok(changed)
 }
 
 /// Tags of the tenant, for the console.
@@ -347,6 +387,8 @@ async fn queue_list(
         .map(|t| ListEntry {
             status: if t.blocked || t.patron_id.is_none() {
                 TagStatus::Blocked
+            } else if t.no_credit {
+                TagStatus::NoCredit
             } else {
                 TagStatus::Accepted
             },

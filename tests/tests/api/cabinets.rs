@@ -74,6 +74,15 @@ async fn simulator(s: &Site, fail_rate: f64) -> edge_bridge::cabinet_sim::Sim {
 
 /// The real bridge (library) for the site, on the test broker; dropping the sender stops it.
 fn bridge(app: &TestApp, s: &Site) -> (tokio::sync::watch::Sender<bool>, std::path::PathBuf) {
+    bridge_on(app, s, env_url("TEST_MQTT_URL"))
+}
+
+/// The real bridge for the site, on the MQTT broker at `mqtt_url`.
+fn bridge_on(
+    app: &TestApp,
+    s: &Site,
+    mqtt_url: String,
+) -> (tokio::sync::watch::Sender<bool>, std::path::PathBuf) {
     let journal =
         std::env::temp_dir().join(format!("cabinet-test-{}.jsonl", Uuid::new_v4().simple()));
     let config = edge_bridge::Config {
@@ -85,7 +94,7 @@ fn bridge(app: &TestApp, s: &Site) -> (tokio::sync::watch::Sender<bool>, std::pa
         agent_listen: None,
         ocpp_listen: None,
         local_keepalive: Default::default(),
-        mqtt_url: Some(env_url("TEST_MQTT_URL")),
+        mqtt_url: Some(mqtt_url),
         credentials_file: None,
         readings: None,
         metrics_listen: None,
@@ -792,6 +801,54 @@ async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_re
     assert_eq!(
         docked(&app, c, c.a).await,
         [("pb-001".to_owned(), 1), ("pb-002".to_owned(), 2)]
+    );
+    let _ = std::fs::remove_file(&journal);
+}
+
+/// An eject asked for while the venue's MQTT broker is away fails at once (`unreachable`), however long the cabinet's
+/// wait: it is not left in the bridge's MQTT client to go out whenever the broker is back, maybe after the rental
+/// was voided, handing a powerbank to nobody.
+#[tokio::test]
+async fn an_eject_while_the_broker_is_away_fails_at_once_and_is_never_sent_later() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let c = &s.c;
+    app.gql_ok(
+        &c.t.access,
+        "mutation($s: UUID!, $i: UpdateStationInput!) { updateStation(id: $s, input: $i) { control } }",
+        json!({"s": c.a, "i": {"controlSettings": {"cabinet_id": s.cabinet_a, "eject_timeout_secs": 600}}}),
+    )
+    .await;
+    // A port nothing listens on: the broker is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_bridge, journal) = bridge_on(&app, &s, format!("mqtt://127.0.0.1:{port}"));
+    wait_until("the bridge is online", || async {
+        let data = app
+            .gql_ok(&c.t.access, "{ bridges { online } }", json!({}))
+            .await;
+        data["bridges"][0]["online"] == true
+    })
+    .await;
+    let (id, _) = rent(&app, c, c.a, "eject-no-broker").await;
+    wait_until("the rental is voided", || async {
+        rental(&app, c, id).await["status"] == "FAILED"
+    })
+    .await;
+    let reason: Value = sqlx::query_scalar(
+        "select body->'reason' from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'cabinet_ejected'",
+    )
+    .bind(c.t.id)
+    .bind(c.a)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(reason, "unreachable");
+    assert_eq!(
+        wallet(&app, c).await,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
     );
     let _ = std::fs::remove_file(&journal);
 }

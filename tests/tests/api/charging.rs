@@ -47,6 +47,8 @@ pub(crate) async fn site(app: &TestApp) -> Site {
     let identity = format!("CP-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let (station, charger, password) = charger_station(app, &t, venue, &identity).await;
     let patron = app.create_patron(&t.access, "Driver", None).await;
+    // Funded first: a tag takes its patron's credit when it is added (the workers follow later changes).
+    top_up(app, &t, venue, patron, 1000).await;
     let tag = format!("TAG{}", &Uuid::new_v4().simple().to_string()[..8]).to_uppercase();
     app.gql_ok(
         &t.access,
@@ -54,7 +56,6 @@ pub(crate) async fn site(app: &TestApp) -> Site {
         json!({"p": patron, "u": tag}),
     )
     .await;
-    top_up(app, &t, venue, patron, 1000).await;
     Site {
         t,
         venue,

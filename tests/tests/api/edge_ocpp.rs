@@ -222,6 +222,25 @@ async fn a_charger_behind_the_bridge_is_relayed_runs_offline_and_its_offline_tra
         .until_metric("edge_bridge_ocpp_chargers_connected", |v| v == 1.0)
         .await;
 
+    // A patron without funds: the list refuses the tag (1.6's `Blocked`), and so will the bridge offline.
+    let v1 = list["listVersion"].as_i64();
+    until_charger(&app, &s.t, s.charger, "the full list taken", |c| {
+        c["localListVersion"].as_i64() == v1
+    })
+    .await;
+    let broke = app.create_patron(&s.t.access, "Broke", None).await;
+    app.gql_ok(
+        &s.t.access,
+        "mutation($p: UUID!) { addRfidTag(patronId: $p, uid: \"BROKE042\") { id } }",
+        json!({"p": broke}),
+    )
+    .await;
+    let refused = cp.next_received("SendLocalList").await;
+    assert_eq!(
+        refused["localAuthorizationList"],
+        json!([{"idTag": "BROKE042", "idTagInfo": {"status": "Blocked"}}])
+    );
+
     // A transaction billed from the wallet: 10 kWh at 0.30 EUR.
     let auth = call(&mut cp, "Authorize", json!({"idTag": s.tag})).await;
     assert_eq!(auth, json!({"idTagInfo": {"status": "Accepted"}}));
@@ -337,6 +356,8 @@ async fn a_charger_behind_the_bridge_is_relayed_runs_offline_and_its_offline_tra
     assert_eq!(listed, json!({"idTagInfo": {"status": "Accepted"}}));
     let unknown = call(&mut cp, "Authorize", json!({"idTag": "NOBODY42"})).await;
     assert_eq!(unknown, json!({"idTagInfo": {"status": "Invalid"}}));
+    let broke = call(&mut cp, "Authorize", json!({"idTag": "BROKE042"})).await;
+    assert_eq!(broke, json!({"idTagInfo": {"status": "Blocked"}}));
     // A whole transaction offline: 4 kWh, under the bridge's own transaction id.
     let started_at = chrono::Utc::now();
     let start = call(
@@ -368,7 +389,7 @@ async fn a_charger_behind_the_bridge_is_relayed_runs_offline_and_its_offline_tra
     .await;
     assert_eq!(stop["idTagInfo"]["status"], "Accepted", "{stop}");
     running
-        .until_metric("edge_bridge_ocpp_offline_messages_total", |v| v == 6.0)
+        .until_metric("edge_bridge_ocpp_offline_messages_total", |v| v == 7.0)
         .await;
     running
         .until_metric("edge_bridge_journal_pending", |v| v == 3.0)

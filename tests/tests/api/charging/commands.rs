@@ -6,7 +6,7 @@ use switchyard_tests::ocpp_peer::{ocpp_url, ChargePoint, OcppVersion};
 use switchyard_tests::spawn_app;
 use uuid::Uuid;
 
-use super::{boot, charger, site, until_call, until_charger, uuid};
+use super::{boot, charger, site, top_up, until_call, until_charger, uuid};
 
 pub(super) async fn command(
     app: &switchyard_tests::TestApp,
@@ -209,15 +209,56 @@ async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
         json!({"p": other}),
     )
     .await;
+    // The second driver has no money yet: the list refuses the tag (1.6 says `Blocked` for 2.0.1's `NoCredit`),
+    // so a charger that cannot ask the cloud refuses it as Authorize would.
     let diff = cp.next_received("SendLocalList").await;
     assert_eq!(diff["updateType"], "Differential");
     assert_eq!(
         diff["localAuthorizationList"],
-        json!([{"idTag": "NEWTAG01", "idTagInfo": {"status": "Accepted"}}])
+        json!([{"idTag": "NEWTAG01", "idTagInfo": {"status": "Blocked"}}])
     );
     let v2 = diff["listVersion"].as_i64().unwrap_or_default();
     assert!(v2 > v1);
     until_charger(&app, &s.t, s.charger, "list v2", |c| {
+        c["localListVersion"].as_i64() == Some(v2)
+    })
+    .await;
+    let tag_credit = || async {
+        let listed = app
+            .gql_ok(&s.t.access, "{ rfidTags { uid noCredit } }", json!({}))
+            .await;
+        listed["rfidTags"]
+            .as_array()
+            .and_then(|tags| tags.iter().find(|t| t["uid"] == "NEWTAG01"))
+            .map(|t| t["noCredit"].clone())
+    };
+    assert_eq!(tag_credit().await, Some(json!(true)));
+
+    // Funded at the counter: the workers' pass over the tenant's tags gives it back as accepted.
+    top_up(&app, &s.t, s.venue, other, 500).await;
+    let follow = || async {
+        let db = switchyard_tests::app_db(1);
+        let mut tx = db
+            .begin_tenant(switchyard_core::TenantId(s.t.id))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let changed = switchyard_core::charging::tags::follow_credit(&mut tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        changed
+    };
+    assert_eq!(follow().await, 1);
+    assert_eq!(follow().await, 0, "nothing changed since");
+    let funded = cp.next_received("SendLocalList").await;
+    assert_eq!(funded["updateType"], "Differential");
+    assert_eq!(
+        funded["localAuthorizationList"],
+        json!([{"idTag": "NEWTAG01", "idTagInfo": {"status": "Accepted"}}])
+    );
+    assert_eq!(tag_credit().await, Some(json!(false)));
+    let v2 = funded["listVersion"].as_i64().unwrap_or_default();
+    until_charger(&app, &s.t, s.charger, "list v3", |c| {
         c["localListVersion"].as_i64() == Some(v2)
     })
     .await;
@@ -2045,6 +2086,89 @@ async fn a_charger_that_refuses_the_meter_set_ups_interval_is_not_asked_again_at
         "Accepted"
     );
     cp.close().await;
+}
+
+/// The workers find the tenants whose patrons' money moved across zero since their tags last changed, each in its
+/// own tenant transaction, and bring their chargers' local lists up to date; a pass with nothing changed finds none.
+#[tokio::test]
+async fn the_workers_follow_patrons_money_into_every_tenants_local_lists() {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let (a, b) = (site(&app).await, site(&app).await);
+    let mut cp = boot(&app, &a, OcppVersion::V16).await;
+    let full = cp.next_received("SendLocalList").await;
+    assert_eq!(
+        full["localAuthorizationList"],
+        json!([{"idTag": a.tag, "idTagInfo": {"status": "Accepted"}}])
+    );
+    let v1 = full["listVersion"].as_i64();
+    until_charger(&app, &a.t, a.charger, "the full list taken", |c| {
+        c["localListVersion"].as_i64() == v1
+    })
+    .await;
+    for (s, uid) in [(&a, "LATEPAY1"), (&b, "LATEPAY2")] {
+        let patron = app.create_patron(&s.t.access, "Pays later", None).await;
+        app.gql_ok(
+            &s.t.access,
+            "mutation($p: UUID!, $u: String!) { addRfidTag(patronId: $p, uid: $u) { id } }",
+            json!({"p": patron, "u": uid}),
+        )
+        .await;
+        top_up(&app, &s.t, s.venue, patron, 100).await;
+    }
+    let refused = cp.next_received("SendLocalList").await;
+    assert_eq!(
+        refused["localAuthorizationList"],
+        json!([{"idTag": "LATEPAY1", "idTagInfo": {"status": "Blocked"}}])
+    );
+    let v2 = refused["listVersion"].as_i64();
+    until_charger(&app, &a.t, a.charger, "the refusal taken", |c| {
+        c["localListVersion"].as_i64() == v2
+    })
+    .await;
+
+    // Woken as the test apps wake their chargers' connections (the suite's Redis).
+    let signals = switchyard_core::signals::Signals::from_url(
+        std::env::var("TEST_REDIS_URL").ok().as_deref(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let db = switchyard_core::Db::connect_lazy(&database.app_url, 2)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_signals(signals);
+    let mut stale = db
+        .system()
+        .tag_credit_stale(100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    stale.sort();
+    let mut both = vec![a.t.id, b.t.id];
+    both.sort();
+    assert_eq!(stale, both);
+    switchyard_workers::follow_tag_credit(&db).await;
+    let accepted = cp.next_received("SendLocalList").await;
+    assert_eq!(
+        accepted["localAuthorizationList"],
+        json!([{"idTag": "LATEPAY1", "idTagInfo": {"status": "Accepted"}}])
+    );
+    for (s, uid) in [(&a, "LATEPAY1"), (&b, "LATEPAY2")] {
+        let listed = app
+            .gql_ok(&s.t.access, "{ rfidTags { uid noCredit } }", json!({}))
+            .await;
+        let tag = listed["rfidTags"]
+            .as_array()
+            .and_then(|tags| tags.iter().find(|t| t["uid"] == uid).cloned());
+        assert_eq!(
+            tag.map(|t| t["noCredit"].clone()),
+            Some(json!(false)),
+            "{listed}"
+        );
+    }
+    let none = db
+        .system()
+        .tag_credit_stale(100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(none.is_empty(), "{none:?}");
 }
 
 /// A password a charger reports in a configuration read (a 1.6 charger may answer `AuthorizationKey`, which the

@@ -257,7 +257,13 @@ async fn v201_chargers_hear_no_credit_and_are_started_and_stopped_by_request() {
         json!({"p": broke}),
     )
     .await;
-    cp.next_received("SendLocalList").await;
+    // The local list refuses the tag too, for a charger that cannot ask.
+    let listed = cp.next_received("SendLocalList").await;
+    assert_eq!(
+        listed["localAuthorizationList"],
+        json!([{"idToken": {"idToken": "NOMONEY1", "type": "ISO14443"}, "idTokenInfo": {"status": "NoCredit"}}]),
+        "{listed}"
+    );
     let auth = cp
         .call(
             "Authorize",
