@@ -33,11 +33,22 @@ use crate::Shared;
 /// Connected agents by station, and their last heartbeat.
 #[derive(Default)]
 pub struct Agents {
-    /// By station: the connection's number and its sender. A new connection of the station's agent replaces the old
-    /// one (whose loop then ends); an ending connection removes only its own entry.
-    connected: std::sync::Mutex<HashMap<Uuid, (u64, mpsc::UnboundedSender<String>)>>,
+    /// By station. A new connection of the station's agent replaces the old one (whose loop then ends); an ending
+    /// connection removes only its own entry.
+    connected: std::sync::Mutex<HashMap<Uuid, Connection>>,
     heartbeats: std::sync::Mutex<HashMap<Uuid, Value>>,
     numbered: std::sync::atomic::AtomicU64,
+    /// Connections ended because the schedule no longer admits them (by number): why, for their close frame.
+    dismissed: std::sync::Mutex<HashMap<u64, &'static str>>,
+}
+
+/// A connected agent.
+struct Connection {
+    /// Its number among the bridge's agent connections.
+    number: u64,
+    sender: mpsc::UnboundedSender<String>,
+    /// The SHA-256 of the key it presented.
+    key_sha256: String,
 }
 
 impl Agents {
@@ -46,7 +57,32 @@ impl Agents {
         let connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
         connected
             .get(&station)
-            .is_some_and(|(_, tx)| tx.send(message.to_string()).is_ok())
+            .is_some_and(|c| c.sender.send(message.to_string()).is_ok())
+    }
+
+    /// Ends the connections a new schedule no longer admits: `expected` gives each station's agent key (its
+    /// SHA-256) as the schedule now has it, none for a station that is gone or no longer agent-controlled. A key
+    /// issued again (the old one lost or leaked) so ends the agent still connected with the old one, which would
+    /// otherwise keep the station until it disconnected by itself.
+    pub fn follow_schedule(&self, expected: impl Fn(Uuid) -> Option<String>) {
+        let mut connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dismissed = self.dismissed.lock().unwrap_or_else(|e| e.into_inner());
+        connected.retain(|station, c| {
+            let why = match expected(*station) {
+                Some(now) if now == c.key_sha256 => return true,
+                Some(_) => "the station's agent key was issued again; connect with the new key",
+                None => "this station is no longer controlled by a PC agent at this venue",
+            };
+            tracing::warn!(%station, reason = why, "an agent connection is ended");
+            dismissed.insert(c.number, why);
+            false
+        });
+        drop(dismissed);
+        // Their heartbeats went with them.
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|station, _| connected.contains_key(station));
     }
 
     /// How many agents are connected.
@@ -68,7 +104,7 @@ impl Agents {
     /// Keeps a heartbeat of connection `number` of the station's agent, unless a newer connection replaced it.
     fn heard(&self, station: Uuid, number: u64, heartbeat: Value) {
         let connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
-        if connected.get(&station).is_some_and(|(n, _)| *n == number) {
+        if connected.get(&station).is_some_and(|c| c.number == number) {
             self.heartbeats
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -192,7 +228,14 @@ async fn agent(
                             .connected
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert(s.plan.station_id, (number, tx));
+                            .insert(
+                                s.plan.station_id,
+                                Connection {
+                                    number,
+                                    sender: tx,
+                                    key_sha256: expected.to_owned(),
+                                },
+                            );
                         if replaced.is_some() {
                             // The old connection's last heartbeat is not this agent's.
                             shared
@@ -245,10 +288,15 @@ async fn agent(
                 }
                 outgoing = rx.recv() => {
                     let Some(text) = outgoing else {
-                        // A newer connection of the agent took the station's place (dropping this one's sender).
-                        let close = Message::Close(Some(CloseFrame {
-                            code: CloseCode::Normal,
-                            reason: "replaced by a newer connection".into(),
+                        // A newer connection of the agent took the station's place (dropping this one's sender), or
+                        // the schedule no longer admits it (a new key).
+                        let dismissed = shared.agents.dismissed.lock().unwrap_or_else(|e| e.into_inner()).remove(&number);
+                        let close = Message::Close(Some(match dismissed {
+                            Some(why) => CloseFrame { code: CloseCode::Policy, reason: why.into() },
+                            None => CloseFrame {
+                                code: CloseCode::Normal,
+                                reason: "replaced by a newer connection".into(),
+                            },
                         }));
                         let _ = crate::write(&mut ws, close, crate::DEAD_CLOSE_TIMEOUT).await;
                         return Ok(());
@@ -285,7 +333,7 @@ async fn agent(
         .connected
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if connected.get(&station).is_some_and(|(n, _)| *n == number) {
+    if connected.get(&station).is_some_and(|c| c.number == number) {
         connected.remove(&station);
         shared
             .agents
@@ -298,6 +346,12 @@ async fn agent(
         tracing::info!(%station, "an agent connection replaced by a newer one ended");
     }
     drop(connected);
+    shared
+        .agents
+        .dismissed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&number);
     result
 }
 

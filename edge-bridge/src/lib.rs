@@ -757,6 +757,13 @@ async fn apply_schedule(shared: &Arc<Shared>, stations: Vec<StationPlan>) {
             },
         );
     }
+    shared.agents.follow_schedule(|station| {
+        next.get(&station)
+            .filter(|s| s.plan.control == "agent")
+            .and_then(|s| s.plan.settings.get("agent_key_sha256"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    });
     state.stations = next;
     drop(state);
     shared.replan.notify_one();

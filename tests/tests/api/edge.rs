@@ -1071,7 +1071,7 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
     let url = format!("ws://127.0.0.1:{agent_port}/ws/agent/{}", f.station);
 
     // A wrong key is refused with a reason (once the bridge has the schedule, the reason is about the key).
-    let refusal = |key: &'static str| {
+    let refusal = |key: String| {
         let url = url.clone();
         async move {
             let mut request = url.into_client_request().unwrap();
@@ -1088,7 +1088,7 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
         }
     };
     wait_until("the bridge knows the agent station", || async {
-        refusal("syag_wrong")
+        refusal("syag_wrong".into())
             .await
             .contains("key is missing or wrong")
     })
@@ -1130,6 +1130,33 @@ async fn a_pc_agent_gets_session_start_extend_and_stop_and_a_wrong_key_is_refuse
     assert_eq!(
         stopped,
         json!({"type": "session_stop", "session_id": session["session_id"], "action": "lock"})
+    );
+
+    // A key issued again (the old one lost or leaked) ends the agent still connected with the old one, which opens
+    // nothing any more; the new key's agent gets the next session.
+    let new_key = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($s: UUID!) { issueAgentKey(stationId: $s) }",
+            json!({"s": f.station}),
+        )
+        .await["issueAgentKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        next(&mut lines).await,
+        json!({"type": "closed", "reason": "the station's agent key was issued again; connect with the new key"})
+    );
+    assert!(refusal(key.clone())
+        .await
+        .contains("key is missing or wrong"));
+    let (_new_sim, mut new_lines) = agent_sim(&url, &new_key);
+    let session = paid_session(&app, &f.t, f.venue, f.station, 30, "agent-2").await;
+    let started = next(&mut new_lines).await;
+    assert_eq!(
+        (started["type"].clone(), started["session_id"].clone()),
+        (json!("session_start"), session["session_id"].clone())
     );
     let _ = std::fs::remove_file(&journal);
 }
