@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::audit::{self, Entry};
@@ -400,32 +401,27 @@ impl Accounts {
     }
 
     /// Sends a password-reset code to `email` if it has a login. The caller learns nothing: the answer is the same
-    /// whether or not the email exists. The message goes through the outbox of the login's home tenant — the tenant
-    /// it is confined to while unverified, else the one it joined first — whose name it carries.
+    /// whether or not the email exists, and takes as long — one lookup of the email either way; the code is issued
+    /// and queued after the answer, in a task of its own (see [`send_password_reset`]).
     #[tracing::instrument(skip_all)]
     pub async fn request_password_reset(&self, email: &str, client: Option<IpAddr>) -> Result<()> {
         let email = auth::normalize_email("email", email)?;
         // Keyed like a sign-in, so one address cannot be flooded with resets through this route either.
         self.throttle.check(&Attempt::member(&email, client))?;
-        let system = self.db.system();
-        let Some(user) = system.user_by_email(&email).await? else {
+        let Some(user) = self.db.system().user_by_email(&email).await? else {
             tracing::info!("password reset asked for an email without a login; nothing sent");
             return Ok(());
         };
-        // The outbox is per tenant: the message goes through the login's home tenant (see `SystemDb::user_home_tenant`),
-        // a stable choice no other tenant can move by renaming itself. A login in no tenant has nothing to sign in to.
-        let Some(home) = system.user_home_tenant(user.id).await? else {
-            tracing::info!("password reset asked for a login in no tenant; nothing sent");
-            return Ok(());
-        };
-        let mut tx = self.db.begin_tenant(home).await?;
-        let locale: String = sqlx::query_scalar("select locale from app_user where id = $1")
-            .bind(user.id)
-            .fetch_one(tx.conn())
-            .await?;
-        notify::flows::password_reset(&mut tx, user.id, &email, Locale::from_stored(&locale))
-            .await?;
-        tx.commit().await
+        let db = self.db.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = send_password_reset(&db, user.id, &email).await {
+                    tracing::error!(error = %e, "could not issue a password reset code; the user may ask again");
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        Ok(())
     }
 
     /// Completes a password reset: the code works once, within 30 minutes; the new password must pass the usual
@@ -779,4 +775,22 @@ pub async fn current_role(tx: &mut TenantTx, user_id: Uuid) -> Result<Option<Rol
             .fetch_optional(tx.conn())
             .await?,
     )
+}
+
+/// Issues a password-reset code to a login and queues it to `email`, through the outbox of the login's home tenant —
+/// the tenant it is confined to while unverified, else the one it joined first — whose name it carries: a stable
+/// choice no other tenant can move by renaming itself (see `SystemDb::user_home_tenant`). A login in no tenant has
+/// nothing to sign in to, and is sent nothing.
+async fn send_password_reset(db: &Db, user: Uuid, email: &str) -> Result<()> {
+    let Some(home) = db.system().user_home_tenant(user).await? else {
+        tracing::info!("password reset asked for a login in no tenant; nothing sent");
+        return Ok(());
+    };
+    let mut tx = db.begin_tenant(home).await?;
+    let locale: String = sqlx::query_scalar("select locale from app_user where id = $1")
+        .bind(user)
+        .fetch_one(tx.conn())
+        .await?;
+    notify::flows::password_reset(&mut tx, user, email, Locale::from_stored(&locale)).await?;
+    tx.commit().await
 }
