@@ -9,9 +9,9 @@ alter table rfid_tag add column no_credit boolean not null default false;
 
 -- Whether a patron lacks credit for the local lists: owes a debt in any currency, or holds no wallet with a positive
 -- balance in any. (An online Authorize judges in the currency of the charger's venue; a tenant's list is one for all
--- its venues.) Run as its caller, under the caller's row-level security.
+-- its venues.) Run as its caller, under the caller's row-level security; plain SQL, so the planner inlines it.
 create function patron_lacks_credit(p_tenant uuid, p_patron uuid) returns boolean
-language sql stable set search_path = public, pg_temp as $$
+language sql stable as $$
   select exists (select 1 from ledger_account a
                    join ledger_balance b on b.tenant_id = a.tenant_id and b.account_id = a.id
                   where a.tenant_id = p_tenant and a.owner_kind = 'patron' and a.owner_id = p_patron
@@ -22,15 +22,8 @@ language sql stable set search_path = public, pg_temp as $$
                         and a.purpose = 'wallet' and b.balance > 0)
 $$;
 
--- Tags start with the credit their patron has now.
-alter table rfid_tag no force row level security;
-alter table ledger_account no force row level security;
-alter table ledger_balance no force row level security;
-update rfid_tag t set no_credit = true
- where t.patron_id is not null and patron_lacks_credit(t.tenant_id, t.patron_id);
-alter table rfid_tag force row level security;
-alter table ledger_account force row level security;
-alter table ledger_balance force row level security;
+-- Existing tags start as the lists have them (credit); the workers' first pass finds those whose patron lacks it and
+-- gives each a new list version, so chargers that hold the current list hear the change.
 
 -- The tenants, among those with chargers, where some unblocked tag's credit is not what the list last said: the
 -- workers bring each up to date inside its own tenant. Tenant ids only.

@@ -98,8 +98,8 @@ pub const MAX_UID_V16: usize = 20;
 const TAG_COLUMNS: &str = "uid, patron_id, blocked, expires_at, parent_uid, version, no_credit";
 
 /// Whether the tag's patron lacks credit for the local lists (migration 0063): a debt in any currency, or no wallet
-/// with funds in any.
-pub(crate) const LACKS_CREDIT: &str = "coalesce(patron_lacks_credit(tenant_id, patron_id), false)";
+/// with funds in any. A tag without a patron is listed `Blocked` whatever this says.
+const LACKS_CREDIT: &str = "coalesce(patron_lacks_credit(tenant_id, patron_id), false)";
 
 async fn find(tx: &mut TenantTx, uid: &str) -> Result<Option<Tag>> {
     let sql =
@@ -224,7 +224,7 @@ pub async fn update(tx: &mut TenantTx, actor: &Actor, uid: &str, patch: TagPatch
     let version = next_version(tx).await?;
     let sql = format!(
         "update rfid_tag set blocked = $3, expires_at = $4, parent_uid = $5, patron_id = $6, version = $7,
-           no_credit = coalesce(patron_lacks_credit($1, $6), false), updated_at = now()
+           no_credit = coalesce($6::uuid is not null and patron_lacks_credit($1, $6), false), updated_at = now()
          where tenant_id = $1 and uid = upper($2) returning {TAG_COLUMNS}"
     );
     let blocked = patch.blocked.unwrap_or(tag.blocked);
@@ -274,35 +274,53 @@ pub async fn tags_changed(tx: &mut TenantTx) -> Result<()> {
 
 /// Brings the tenant's tags' credit up to date in its chargers' local lists: a tag whose patron fell into debt or
 /// ran out of funds is given as `NoCredit` (`Blocked` to a 1.6 charger), and back as `Accepted` once the patron has
-/// credit again, in a differential update to every online charger. The workers run this for the tenants
-/// `sys_tag_credit_stale` names. Returns how many tags changed.
+/// credit again, in a differential update to every online charger. Each changed tag takes a version of its own, as
+/// any change of a tag does, so a list cut into chunks of [`LIST_CHUNK`] still carries them all. The workers run
+/// this for the tenants `sys_tag_credit_stale` names; a worker that finds another on the same tenant leaves it.
+/// Returns how many tags changed.
 pub async fn follow_credit(tx: &mut TenantTx) -> Result<u64> {
-    let stale_sql = format!(
-        "select exists (select 1 from rfid_tag where tenant_id = $1 and patron_id is not null and not blocked
-                          and no_credit <> {LACKS_CREDIT})"
-    );
-    let stale: bool = sqlx::query_scalar(&stale_sql)
-        .bind(tx.tenant())
-        .fetch_one(tx.conn())
-        .await?;
-    if !stale {
+    let ours: bool = sqlx::query_scalar(
+        "select pg_try_advisory_xact_lock(hashtextextended('tag_credit:' || $1::text, 0))",
+    )
+    .bind(tx.tenant())
+    .fetch_one(tx.conn())
+    .await?;
+    if !ours {
         return Ok(0);
     }
-    // The version first, as every change of a tag takes it: the tenant's row, then the tags.
-    let version = next_version(tx).await?;
+    let stale_sql = format!(
+        "select uid from rfid_tag where tenant_id = $1 and patron_id is not null and not blocked
+           and no_credit <> {LACKS_CREDIT} order by uid"
+    );
+    let stale: Vec<String> = sqlx::query_scalar(&stale_sql)
+        .bind(tx.tenant())
+        .fetch_all(tx.conn())
+        .await?;
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    // The versions first, as every change of a tag takes them: the tenant's row, then the tags.
+    let last: i64 = sqlx::query_scalar(
+        "update tenant set tag_list_version = tag_list_version + $2 where id = $1 returning tag_list_version",
+    )
+    .bind(tx.tenant())
+    .bind(stale.len() as i64)
+    .fetch_one(tx.conn())
+    .await?;
     let sql = format!(
-        "update rfid_tag set no_credit = not no_credit, version = $2, updated_at = now()
-         where tenant_id = $1 and patron_id is not null and not blocked and no_credit <> {LACKS_CREDIT}"
+        "update rfid_tag t set no_credit = {LACKS_CREDIT}, version = $2 - $3 + u.n, updated_at = now()
+         from unnest($4::text[]) with ordinality u(uid, n)
+         where t.tenant_id = $1 and t.uid = u.uid"
     );
     let changed = sqlx::query(&sql)
         .bind(tx.tenant())
-        .bind(version)
+        .bind(last)
+        .bind(stale.len() as i64)
+        .bind(&stale)
         .execute(tx.conn())
         .await?
         .rows_affected();
-    if changed > 0 {
-        tags_changed(tx).await?;
-    }
+    tags_changed(tx).await?;
     Ok(changed)
 }
 

@@ -809,7 +809,7 @@ async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_re
 /// wait: it is not left in the bridge's MQTT client to go out whenever the broker is back, maybe after the rental
 /// was voided, handing a powerbank to nobody.
 #[tokio::test]
-async fn an_eject_while_the_broker_is_away_fails_at_once_and_is_never_sent_later() {
+async fn an_eject_while_the_broker_is_away_fails_at_once_instead_of_waiting_in_the_client() {
     let app = spawn_app().await;
     let s = site(&app).await;
     let c = &s.c;

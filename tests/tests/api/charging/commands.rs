@@ -236,20 +236,8 @@ async fn the_local_list_follows_the_tenants_tags_by_differential_updates() {
 
     // Funded at the counter: the workers' pass over the tenant's tags gives it back as accepted.
     top_up(&app, &s.t, s.venue, other, 500).await;
-    let follow = || async {
-        let db = switchyard_tests::app_db(1);
-        let mut tx = db
-            .begin_tenant(switchyard_core::TenantId(s.t.id))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let changed = switchyard_core::charging::tags::follow_credit(&mut tx)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
-        changed
-    };
-    assert_eq!(follow().await, 1);
-    assert_eq!(follow().await, 0, "nothing changed since");
+    assert_eq!(follow_credit(s.t.id).await, 1);
+    assert_eq!(follow_credit(s.t.id).await, 0, "nothing changed since");
     let funded = cp.next_received("SendLocalList").await;
     assert_eq!(funded["updateType"], "Differential");
     assert_eq!(
@@ -2086,6 +2074,65 @@ async fn a_charger_that_refuses_the_meter_set_ups_interval_is_not_asked_again_at
         "Accepted"
     );
     cp.close().await;
+}
+
+/// The workers' pass over one tenant's tags' credit, committed: how many tags changed.
+async fn follow_credit(tenant: Uuid) -> u64 {
+    let db = switchyard_tests::app_db(1);
+    let mut tx = db
+        .begin_tenant(switchyard_core::TenantId(tenant))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let changed = switchyard_core::charging::tags::follow_credit(&mut tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    changed
+}
+
+/// Tags whose credit changes together (a patron with many cards, or tags written before migration 0063, all listed
+/// with credit) each take a list version of their own: a list cut into chunks of 100 at a version would otherwise
+/// leave out the rest of those sharing it.
+#[tokio::test]
+async fn tags_whose_credit_changes_together_take_a_list_version_each() {
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let broke = app.create_patron(&s.t.access, "Many cards", None).await;
+    sqlx::query(
+        "insert into rfid_tag (tenant_id, uid, patron_id, version)
+         select $1, 'BULK' || lpad(g::text, 4, '0'), $2, 0 from generate_series(1, 120) g",
+    )
+    .bind(s.t.id)
+    .bind(broke)
+    .execute(&app.owner)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(follow_credit(s.t.id).await, 120);
+    assert_eq!(follow_credit(s.t.id).await, 0);
+    let tags: Vec<(i64, bool)> = sqlx::query_as(
+        "select version, no_credit from rfid_tag where tenant_id = $1 and uid like 'BULK%' order by version",
+    )
+    .bind(s.t.id)
+    .fetch_all(&app.owner)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let top: i64 = sqlx::query_scalar("select tag_list_version from tenant where id = $1")
+        .bind(s.t.id)
+        .fetch_one(&app.owner)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let versions: Vec<i64> = tags.iter().map(|t| t.0).collect();
+    assert_eq!(versions, ((top - 119)..=top).collect::<Vec<i64>>());
+    assert!(tags.iter().all(|t| t.1), "all listed without credit");
+    // The site's funded driver keeps its credit.
+    let funded: bool =
+        sqlx::query_scalar("select no_credit from rfid_tag where tenant_id = $1 and uid = $2")
+            .bind(s.t.id)
+            .bind(&s.tag)
+            .fetch_one(&app.owner)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!funded);
 }
 
 /// The workers find the tenants whose patrons' money moved across zero since their tags last changed, each in its
