@@ -298,6 +298,14 @@ impl From<sqlx::Error> for Error {
             if db.is_foreign_key_violation() {
                 return Self::NotFound("referenced object");
             }
+            // 22008 datetime field overflow: a date the client gave (a `from` in the year -9999, say) that Postgres
+            // cannot hold. The client's input, not our failure.
+            if db.code().as_deref() == Some("22008") {
+                return Self::validation(
+                    "date",
+                    "a date or time is out of the range this service can keep; use a year between 1 and 9999",
+                );
+            }
             // 40P01 deadlock detected, 40001 serialization failure: Postgres rolled the transaction back.
             if matches!(db.code().as_deref(), Some("40P01" | "40001")) {
                 return Self::Collided(e.into());

@@ -575,6 +575,12 @@ pub async fn start_by(
     });
     audit::record_by(tx, by, entry("session.start", id, detail)).await?;
     if let (Some(card), Some(amount)) = (card, card_price) {
+        let key = format!("session-start:{}", card.key);
+        // A start that charged this key committed with its session: the same key again (after the request store
+        // forgot it, a day later) is another start under a spent key, and must not take the old charge for paid.
+        if crate::payments::cards::charged(tx, &key).await? {
+            return Err(Error::IdempotencyKeyReused);
+        }
         if amount > 0 {
             crate::payments::cards::charge_to_wallet(
                 tx,
@@ -583,7 +589,7 @@ pub async fn start_by(
                 patron.id,
                 venue.id,
                 amount,
-                &format!("session-start:{}", card.key),
+                &key,
             )
             .await?;
         }
@@ -1039,6 +1045,13 @@ pub async fn stop(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Session> {
+    // A rental ends where its powerbank goes back (its deposit released, the powerbank docked): `rentals::stop`.
+    if actor.is_some() && lock(tx, id).await?.asset_id.is_some() {
+        return Err(Error::Conflict(
+            "this is a powerbank rental: it ends when its powerbank is returned (stopRental with the cabinet it went into)"
+                .into(),
+        ));
+    }
     stop_by(tx, actor.map_or(By::System, By::Member), id, now).await
 }
 

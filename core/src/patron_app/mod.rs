@@ -171,6 +171,13 @@ pub async fn return_powerbank(
     if rental.asset_id.is_none() {
         return Err(Error::NotFound("rental"));
     }
+    // A cabinet the bridge drives reports each powerbank put into it; the patron's word ends nothing there (it would
+    // release the deposit for a powerbank still in the patron's pocket, and send the next renter to an empty slot).
+    if cabinet.control == crate::model::StationControl::Cabinet {
+        return Err(Error::Conflict(
+            "this cabinet reports returns itself: put the powerbank into a free slot and the rental ends there".into(),
+        ));
+    }
     rentals::stop(tx, me, rental_id, cabinet.id).await
 }
 

@@ -116,6 +116,21 @@ pub async fn save(
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("saved card not found")))
 }
 
+fn charge_key(key: &str) -> String {
+    format!("card-charge:{key}")
+}
+
+/// Whether a card charge under `key` (as given to [`charge_to_wallet`]) is recorded.
+pub(crate) async fn charged(tx: &mut TenantTx, key: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from payment where tenant_id = $1 and idempotency_key = $2)",
+    )
+    .bind(tx.tenant())
+    .bind(charge_key(key))
+    .fetch_one(tx.conn())
+    .await?)
+}
+
 /// Charges `amount` to the patron's saved card now (off-session) and credits it to the wallet at `venue`: a card
 /// top-up that needs no confirmation from the app. `key` names the charge at the provider and here, so a retry
 /// makes no second charge and finds the same payment; the same key with another patron, venue or amount is
@@ -135,7 +150,7 @@ pub async fn charge_to_wallet(
             "must be a positive amount in minor units",
         ));
     }
-    let key = format!("card-charge:{key}");
+    let key = charge_key(key);
     let existing: Option<Uuid> =
         sqlx::query_scalar("select id from payment where tenant_id = $1 and idempotency_key = $2")
             .bind(tx.tenant())

@@ -533,3 +533,29 @@ async fn a_transaction_undone_by_a_deadlock_is_a_retry_not_an_internal_error() {
 fn rand_key() -> i64 {
     i64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap())
 }
+
+/// A date Postgres cannot hold (a signed year the JSON scalar accepts) is the client's input: `validation_failed`,
+/// not `internal`.
+#[tokio::test]
+async fn a_date_out_of_the_databases_range_is_a_validation_error() {
+    let app = spawn_app().await;
+    let t = app.signup().await;
+    for query in [
+        "{ sessions(from: \"-9999-01-01T00:00:00Z\") { id } }",
+        "{ incidents(to: \"-9999-01-01T00:00:00Z\") { id } }",
+        "{ auditLog(from: \"-9999-01-01T00:00:00Z\") { id } }",
+    ] {
+        let body = app.gql(Some(&t.access), query, serde_json::json!({})).await;
+        assert_eq!(
+            switchyard_tests::gql_code(&body),
+            "validation_failed",
+            "{query}: {body}"
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("out of the range")),
+            "{body}"
+        );
+    }
+}

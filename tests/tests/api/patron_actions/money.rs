@@ -68,6 +68,7 @@ async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent
     );
 
     let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": "card-1"});
+    let first = vars.clone();
     let (a, b) = tokio::join!(
         app.gql(Some(&me.token), START, vars.clone()),
         app.gql(Some(&me.token), START, vars.clone())
@@ -103,6 +104,34 @@ async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent
     let body = app.gql(Some(&next.token), START, vars).await;
     assert_eq!(gql_code(&body), "conflict", "{body}");
     assert_eq!(books(&app, f.t.id, next.id).await, (vec![], vec![]));
+    // A day later the request store has forgotten the key, and the session has ended: the same start again must not
+    // take the first start's charge for its own payment (it would start unpaid, its cost becoming debt).
+    app.gql_ok(
+        &f.t.access,
+        "mutation($id: UUID!) { stopSession(id: $id) { id } }",
+        json!({"id": id}),
+    )
+    .await;
+    sqlx::query(
+        "update idempotency_key set expires_at = now() - interval '1 second' where tenant_id = $1",
+    )
+    .bind(f.t.id)
+    .execute(&app.owner)
+    .await
+    .unwrap();
+    let body = app.gql(Some(&me.token), START, first.clone()).await;
+    assert_eq!(gql_code(&body), "idempotency_key_reused", "{body}");
+    let sessions: i64 = sqlx::query_scalar("select count(*) from session where tenant_id = $1")
+        .bind(f.t.id)
+        .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 1, "no second session");
+    assert_eq!(
+        books(&app, f.t.id, me.id).await.1,
+        vec![("confirmed".to_owned(), 300)],
+        "one charge"
+    );
 
     // A declined card starts nothing and books nothing.
     let declined = patron(&app, f.t.id, "dee").await;
@@ -110,12 +139,6 @@ async fn paying_by_card_charges_the_saved_card_once_under_retries_and_concurrent
         &declined.token,
         SAVE_CARD,
         json!({"pm": "pm_card_chargeDeclined"}),
-    )
-    .await;
-    app.gql_ok(
-        &f.t.access,
-        "mutation($id: UUID!) { stopSession(id: $id) { id } }",
-        json!({"id": id}),
     )
     .await;
     let vars = json!({"s": f.station, "m": 30, "pay": "CARD", "k": "card-2"});
@@ -356,6 +379,21 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
         let body = super::on_session(&app, &me.token, mutation, &rental).await;
         assert_eq!(gql_code(&body), "conflict", "{mutation}: {body}");
     }
+    // Nor by staff as a session: its deposit would stay held and its powerbank out with nobody renting it.
+    let body = app
+        .gql(
+            Some(&c.t.access),
+            "mutation($id: UUID!) { stopSession(id: $id) { id } }",
+            json!({"id": rental}),
+        )
+        .await;
+    assert_eq!(gql_code(&body), "conflict", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stopRental")),
+        "{body}"
+    );
     let neighbour = patron(&app, c.t.id, "sly").await;
     let body = app
         .gql(
@@ -391,6 +429,29 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
         assert_eq!(gql_code(&body), "not_found", "{body}");
     }
 
+    // A cabinet the bridge drives reports the powerbanks put into it: the patron's word ends nothing there, and the
+    // deposit stays held.
+    app.gql_ok(
+        &c.t.access,
+        "mutation($s: UUID!, $i: UpdateStationInput!) { updateStation(id: $s, input: $i) { control } }",
+        json!({"s": c.a, "i": {"control": "CABINET", "controlSettings": {"cabinet_id": format!("cab-{}", c.t.id)}}}),
+    )
+    .await;
+    let body = app
+        .gql(Some(&me.token), RETURN, json!({"r": rental, "s": c.a}))
+        .await;
+    assert_eq!(gql_code(&body), "conflict", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reports returns itself")),
+        "{body}"
+    );
+    assert_eq!(
+        wallet(&me.token).await,
+        json!({"balance": 500, "depositHeld": 500})
+    );
+
     let returned = app
         .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.b}))
         .await;
@@ -414,7 +475,7 @@ async fn a_patron_rents_a_powerbank_from_a_self_service_cabinet_by_qr_and_return
         json!({"balance": 1000, "depositHeld": 0})
     );
     let again: Value = app
-        .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.a}))
+        .gql_ok(&me.token, RETURN, json!({"r": rental, "s": c.b}))
         .await;
     assert_eq!(
         again["returnMyPowerbank"]["status"], "ENDED",
