@@ -9,9 +9,9 @@ alter table rfid_tag add column no_credit boolean not null default false;
 
 -- Whether a patron lacks credit for the local lists: owes a debt in any currency, or holds no wallet with a positive
 -- balance in any. (An online Authorize judges in the currency of the charger's venue; a tenant's list is one for all
--- its venues.) Run as its caller, under the caller's row-level security; plain SQL, so the planner inlines it.
+-- its venues.) Run as its caller, under the caller's row-level security.
 create function patron_lacks_credit(p_tenant uuid, p_patron uuid) returns boolean
-language sql stable as $$
+language sql stable set search_path = public, pg_temp as $$
   select exists (select 1 from ledger_account a
                    join ledger_balance b on b.tenant_id = a.tenant_id and b.account_id = a.id
                   where a.tenant_id = p_tenant and a.owner_kind = 'patron' and a.owner_id = p_patron

@@ -413,13 +413,17 @@ impl Accounts {
             return Ok(());
         };
         let db = self.db.clone();
+        // A span of its own (following the request's): the request's span, and the request duration traces show,
+        // end with the answer, whether or not a code is being issued.
+        let span = tracing::info_span!(parent: None, "password_reset");
+        span.follows_from(tracing::Span::current());
         tokio::spawn(
             async move {
                 if let Err(e) = send_password_reset(&db, user.id, &email).await {
                     tracing::error!(error = %e, "could not issue a password reset code; the user may ask again");
                 }
             }
-            .instrument(tracing::Span::current()),
+            .instrument(span),
         );
         Ok(())
     }

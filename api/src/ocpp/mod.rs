@@ -594,17 +594,25 @@ impl Conn<'_> {
                     return Ok(true);
                 }
                 let started = std::time::Instant::now();
-                let (answer, outcome) = match self.handle(&action, payload).await {
-                    Ok(result) => (rpc::result(&id, &result), "ok"),
-                    Err(error) => (rpc::error(&id, protocol, &error), "error"),
+                let (answer, outcome, kept) = match self.handle(&action, payload).await {
+                    Ok(result) => (rpc::result(&id, &result), "ok", true),
+                    // "Send it again" must mean it: a message not stored for an internal reason (the database
+                    // away a moment) is handled afresh when it comes again under the same id, not answered from
+                    // memory with the same error until the charger gives up on it.
+                    Err(error) => {
+                        let kept = error.kind != rpc::ErrorKind::InternalError;
+                        (rpc::error(&id, protocol, &error), "error", kept)
+                    }
                 };
                 metrics::histogram!("ocpp_message_seconds").record(started.elapsed().as_secs_f64());
                 metrics::counter!("ocpp_messages_total", "action" => known_action(&action), "outcome" => outcome)
                     .increment(1);
-                if self.answered.len() == ANSWERS_KEPT {
-                    self.answered.pop_front();
+                if kept {
+                    if self.answered.len() == ANSWERS_KEPT {
+                        self.answered.pop_front();
+                    }
+                    self.answered.push_back((id, answer.clone()));
                 }
-                self.answered.push_back((id, answer.clone()));
                 self.send(answer).await?;
             }
             Frame::Result { id, payload } => {

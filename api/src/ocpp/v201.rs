@@ -208,6 +208,10 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
         "TransactionEvent" => transaction_event(cx, decode(payload)?).await?,
         "MeterValues" => {
             let values: MeterValues = decode(payload)?;
+            // EVSE 0 is the charging station's main meter: no transaction runs on it.
+            if values.evse_id == 0 {
+                return Ok(json!({}));
+            }
             let number = evse(values.evse_id)?;
             let read = readings(&values.meter_value);
             if let Some(t) = running_on(cx, number).await? {
@@ -216,7 +220,7 @@ pub(super) async fn handle(cx: &mut Cx<'_>, action: &str, payload: Value) -> Res
                     // The running cost on the charger's display.
                     let currency = session_currency(cx, &t).await?;
                     let request = Request::cost_updated(major_units(cost, &currency), &t.ocpp_id);
-                    calls::enqueue(cx.tx, cx.charger, request, t.session_id, None).await?;
+                    calls::cost_updated(cx.tx, cx.charger, request, t.session_id).await?;
                 }
             }
             json!({})

@@ -164,6 +164,33 @@ pub async fn enqueue(
     Ok(call)
 }
 
+/// Queues a transaction's running cost for the charger's display (2.0.1 `CostUpdated`): a cost still waiting to go
+/// out for the same transaction takes the new figure instead, so a charger slow to answer (or never answering)
+/// gets one update per transaction in the queue, the latest, rather than one per reading, each ahead of the calls
+/// queued after it (a stop, say).
+pub async fn cost_updated(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    request: Request,
+    session: Option<Uuid>,
+) -> Result<()> {
+    let replaced = sqlx::query(
+        "update ocpp_call set payload = $3
+         where tenant_id = $1 and charger_id = $2 and action = 'CostUpdated' and status = 'pending'
+           and payload->'transactionId' = $3->'transactionId'",
+    )
+    .bind(tx.tenant())
+    .bind(charger.id)
+    .bind(&request.payload)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if replaced == 0 {
+        enqueue(tx, charger, request, session, None).await?;
+    }
+    Ok(())
+}
+
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Call> {
     let sql = format!("select {COLUMNS} from ocpp_call where tenant_id = $1 and id = $2");
     sqlx::query_as(&sql)

@@ -119,18 +119,24 @@ pub async fn verification(
 }
 
 /// Issues a password-reset code for `user` (voiding any earlier unused one) and queues it to `email`. A code
-/// issued less than a minute ago and still unused is left alone, so repeated requests cannot flood a mailbox; requests
-/// for one login take their turn (a transaction-scoped advisory lock), so two at once issue one code.
+/// issued less than a minute ago and still unused is left alone, so repeated requests cannot flood a mailbox; of
+/// requests for one login at once, one issues the code (a transaction-scoped advisory lock, not waited for: the others
+/// leave at once rather than hold a connection each).
 pub async fn password_reset(
     tx: &mut TenantTx,
     user: Uuid,
     email: &str,
     locale: Locale,
 ) -> Result<()> {
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended('password_reset:' || $1::text, 0))")
-        .bind(user)
-        .execute(tx.conn())
-        .await?;
+    let ours: bool = sqlx::query_scalar(
+        "select pg_try_advisory_xact_lock(hashtextextended('password_reset:' || $1::text, 0))",
+    )
+    .bind(user)
+    .fetch_one(tx.conn())
+    .await?;
+    if !ours {
+        return Ok(());
+    }
     let recent: bool = sqlx::query_scalar(
         "select exists (select 1 from login_token where user_id = $1 and purpose = 'password_reset'
                         and used_at is null and created_at > now() - interval '1 minute')",

@@ -362,6 +362,55 @@ async fn bad_frames_get_the_matching_callerror_and_the_connection_goes_on() {
     );
 }
 
+/// A message the central system could not store for an internal reason is answered `InternalError` ("send it
+/// again"), and sent again under the same message id it is handled afresh, not answered from memory with the same
+/// error until the charger gives up (the stop of a session that would then bill on). The database refuses the
+/// first start once here (a database of its own, for its trigger).
+#[tokio::test]
+async fn a_call_refused_for_an_internal_reason_is_handled_afresh_when_sent_again() {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    for ddl in [
+        "create sequence refuse_once_for_test",
+        "create function refuse_once_for_test() returns trigger language plpgsql security definer as $$
+         begin
+           if nextval('refuse_once_for_test') = 1 then
+             raise exception 'refused once for the test';
+           end if;
+           return new;
+         end $$",
+        "create trigger refuse_once_for_test before insert on charging_transaction
+         for each row execute function refuse_once_for_test()",
+    ] {
+        sqlx::query(ddl)
+            .execute(&app.owner)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let frame = format!(
+        r#"[2,"again-1","StartTransaction",{{"connectorId":1,"idTag":"{}","meterStart":100,"timestamp":"{at}"}}]"#,
+        s.tag
+    );
+    let refused: Value = serde_json::from_str(&cp.raw(&frame).await).unwrap_or_default();
+    assert_eq!(
+        (refused[0].clone(), refused[2].clone()),
+        (json!(4), json!("InternalError")),
+        "{refused}"
+    );
+    assert!(
+        !refused.to_string().contains("refused once"),
+        "no internal text: {refused}"
+    );
+    let answer: Value = serde_json::from_str(&cp.raw(&frame).await).unwrap_or_default();
+    assert_eq!(answer[0], 3, "{answer}");
+    assert_eq!(answer[2]["idTagInfo"]["status"], "Accepted", "{answer}");
+    let c = charger(&app, &s.t, s.charger).await;
+    assert_eq!(c["transactions"].as_array().map(Vec::len), Some(1), "{c}");
+}
+
 #[tokio::test]
 async fn repeated_call_ids_and_repeated_starts_are_answered_the_same_and_applied_once() {
     let app = spawn_app().await;

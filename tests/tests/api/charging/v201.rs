@@ -1,7 +1,7 @@
 //! OCPP 2.0.1: TransactionEvent with sequence numbers (repeats answered, not applied), offline events, the running
 //! cost on the charger's display, NoCredit, and RequestStart/RequestStop from the cloud.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use switchyard_tests::ocpp_peer::OcppVersion;
 use switchyard_tests::spawn_app;
 
@@ -80,6 +80,40 @@ async fn a_v201_transaction_event_stream_is_billed_once_with_its_running_cost() 
     .unwrap_or_else(|e| panic!("{e}"));
     let cost = cp.next_received("CostUpdated").await;
     assert_eq!(cost, json!({"totalCost": 1.5, "transactionId": tx_id}));
+    // The main meter (EVSE 0) reports too: answered, no transaction runs on it.
+    let main = cp
+        .call(
+            "MeterValues",
+            json!({"evseId": 0, "meterValue": energy(9_000_000)}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(main, json!({}));
+    // Readings faster than the display's answers (here it answers none): one cost waits in the queue per
+    // transaction, the latest, not one per reading ahead of everything queued after them.
+    cp.reply_silent("CostUpdated").await;
+    for wh in [46_000, 47_000, 48_000] {
+        cp.call(
+            "MeterValues",
+            json!({"evseId": 1, "meterValue": energy(wh)}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let costs: Vec<Value> = sqlx::query_scalar(
+        "select payload->'totalCost' from ocpp_call where charger_id = $1 and action = 'CostUpdated'
+         order by created_at, id",
+    )
+    .bind(s.charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(tx);
+    assert!(
+        costs.len() <= 3 && costs.last() == Some(&json!(2.4)),
+        "the first, then one on its way and the latest: {costs:?}"
+    );
 
     let ended = cp
         .call("TransactionEvent", {
