@@ -78,6 +78,12 @@ pub struct Charger {
     pub firmware_version: String,
     pub boot_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// When its current (or last) connection began.
+    #[serde(skip)]
+    pub connected_at: Option<DateTime<Utc>>,
+    /// When it was last heard before that connection (migration 0064).
+    #[serde(skip)]
+    pub seen_before_connect_at: Option<DateTime<Utc>>,
     pub online: bool,
     #[serde(skip)]
     pub connection_id: Option<Uuid>,
@@ -116,7 +122,8 @@ impl Charger {
 }
 
 const COLUMNS: &str = "c.id, c.station_id, s.venue_id, c.charge_point_id, c.registration, c.protocol, c.vendor,
-    c.model, c.serial_number, c.firmware_version, c.boot_at, c.last_seen_at, c.online, c.connection_id,
+    c.model, c.serial_number, c.firmware_version, c.boot_at, c.last_seen_at, c.connected_at,
+    c.seen_before_connect_at, c.online, c.connection_id,
     c.via_bridge, c.heartbeat_secs, c.local_list_version, c.power_limit_w, c.configuration,
     c.password_hash is not null as has_password, c.reboot_required_on is not null as reboot_required,
     (cardinality(c.previous_password_hashes) > 0
@@ -853,7 +860,8 @@ pub async fn connected(
         return Ok(None);
     };
     sqlx::query(
-        "update charger set online = true, connection_id = $3, protocol = $4, via_bridge = $5, last_seen_at = now()
+        "update charger set online = true, connection_id = $3, protocol = $4, via_bridge = $5,
+           seen_before_connect_at = last_seen_at, connected_at = now(), last_seen_at = now()
          where tenant_id = $1 and id = $2",
     )
     .bind(tx.tenant())

@@ -704,12 +704,16 @@ pub async fn stop(
         Some(session) => {
             // The session ends at the charger's time, but not before the cloud last heard from the charger (before
             // this message): a live stop from a charger whose clock runs slow gives back nothing it owed, while a
-            // stop held up offline (the charger unheard meanwhile), or in a bridge's journal, counts from when it
-            // happened.
-            let heard = match stop.journaled {
-                true => at,
-                false => charger.last_seen_at.unwrap_or(at).min(Utc::now()),
-            };
+            // stop held up offline, or in a bridge's journal, counts from when it happened. A stop stamped before
+            // the charger's connection began was held up offline: the charger was last heard before its outage.
+            let heard = if stop.journaled {
+                at
+            } else if charger.connected_at.is_some_and(|connected| at < connected) {
+                charger.seen_before_connect_at.unwrap_or(at)
+            } else {
+                charger.last_seen_at.unwrap_or(at)
+            }
+            .min(Utc::now());
             let ended =
                 sessions::end_reported(tx, session, at.max(heard), stop.meter_stop_wh).await?;
             Some(ended.charged_amount)

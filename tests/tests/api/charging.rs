@@ -210,6 +210,67 @@ pub(crate) async fn session(app: &TestApp, t: &Tenant, id: Uuid) -> Value {
         .clone()
 }
 
+/// A charger connected directly (no bridge) loses its link, out of coverage, and the driver unplugs meanwhile: the
+/// stop it held comes once it is back, and the session ends at the stop's own time. Before, the reconnection had just
+/// set when the charger was last heard, and the session was taken as ended no earlier: the patron paid for the
+/// outage. A stop stamped before the connection began still never ends a session before the charger was last heard.
+#[tokio::test]
+async fn a_stop_a_direct_charger_held_while_offline_ends_the_session_at_its_own_time() {
+    let app = switchyard_tests::spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 1000, "timestamp": chrono::Utc::now()}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let transaction = start["transactionId"].clone();
+    let c = charger(&app, &s.t, s.charger).await;
+    let session_id = uuid(&c["transactions"][0]["sessionId"]);
+    cp.close().await;
+    until_charger(&app, &s.t, s.charger, "the charger offline", |c| {
+        c["online"] == false
+    })
+    .await;
+    // The outage, moved into the past: the transaction began two hours ago, the charger was last heard 115 minutes
+    // ago, and the driver unplugged 110 minutes ago.
+    for sql in [
+        "update charging_transaction set started_at = started_at - interval '2 hours'
+          where tenant_id = $1 and station_id = $2",
+        "update session set started_at = started_at - interval '2 hours' where tenant_id = $1 and station_id = $2",
+        "update charger set last_seen_at = now() - interval '115 minutes' where tenant_id = $1 and station_id = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(s.t.id)
+            .bind(s.station)
+            .execute(&app.owner)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    let unplugged = chrono::Utc::now() - chrono::Duration::minutes(110);
+    let stop = cp
+        .call(
+            "StopTransaction",
+            json!({"transactionId": transaction, "meterStop": 3000, "timestamp": unplugged, "reason": "EVDisconnected"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stop, json!({}), "no tag, no verdict");
+    let done = session(&app, &s.t, session_id).await;
+    assert_eq!(done["status"], "ENDED", "{done}");
+    let ended: chrono::DateTime<chrono::Utc> = done["endedAt"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{done}"));
+    assert!(
+        (ended - unplugged).num_seconds().abs() <= 1,
+        "ended at the unplugging ({unplugged}), not at the reconnection: {done}"
+    );
+}
+
 #[tokio::test]
 async fn a_charger_still_connected_to_an_archived_station_bills_no_one_and_is_told_the_tag_is_blocked(
 ) {
