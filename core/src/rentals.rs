@@ -869,6 +869,41 @@ pub(crate) async fn eject_failed(
     Ok(voided)
 }
 
+/// Ends a running rental whose powerbank will not come back (lost, or kept by the patron where the tariff has no
+/// buyout price): staff stop it. It is charged to `now`, the powerbank is written off, and the deposit is released
+/// as a stop releases it (the patron's debt first). A tariff whose buyout threshold should be the price of a lost
+/// powerbank charges it through the billing ticks instead.
+pub(crate) async fn end_as_lost(
+    tx: &mut TenantTx,
+    actor: &crate::model::Actor,
+    session: &Session,
+    now: DateTime<Utc>,
+) -> Result<Session> {
+    if let Some(asset) = session.asset_id {
+        sqlx::query("update asset set status = 'written_off' where tenant_id = $1 and id = $2")
+            .bind(tx.tenant())
+            .bind(asset)
+            .execute(tx.conn())
+            .await?;
+    }
+    release_deposit(tx, session).await?;
+    let ended = sessions::stop_by(tx, By::Member(actor), session.id, now).await?;
+    let detail =
+        serde_json::json!({ "charged_amount": ended.charged_amount, "asset_id": session.asset_id });
+    audit::record(
+        tx,
+        actor,
+        Entry {
+            action: "rental.ended_as_lost",
+            object_type: "session",
+            object_id: Some(session.id),
+            detail,
+        },
+    )
+    .await?;
+    Ok(ended)
+}
+
 /// Charges reached the buyout threshold: the patron keeps the powerbank, the rental ends as `bought_out`, and the
 /// deposit goes back to the wallet (the threshold was the price).
 pub async fn buy_out(tx: &mut TenantTx, id: Uuid, now: DateTime<Utc>) -> Result<Session> {

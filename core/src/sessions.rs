@@ -1045,12 +1045,13 @@ pub async fn stop(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Session> {
-    // A rental ends where its powerbank goes back (its deposit released, the powerbank docked): `rentals::stop`.
-    if actor.is_some() && lock(tx, id).await?.asset_id.is_some() {
-        return Err(Error::Conflict(
-            "this is a powerbank rental: it ends when its powerbank is returned (stopRental with the cabinet it went into)"
-                .into(),
-        ));
+    // A running rental stopped by a member is a powerbank that will not come back (`stopRental` docks one that
+    // does): it ends as lost, the powerbank written off and the deposit released as a stop would release it.
+    if let Some(actor) = actor {
+        let session = lock(tx, id).await?;
+        if session.asset_id.is_some() && session.is_running() {
+            return crate::rentals::end_as_lost(tx, actor, &session, now).await;
+        }
     }
     stop_by(tx, actor.map_or(By::System, By::Member), id, now).await
 }

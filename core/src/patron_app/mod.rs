@@ -173,7 +173,7 @@ pub async fn return_powerbank(
     }
     // A cabinet the bridge drives reports each powerbank put into it; the patron's word ends nothing there (it would
     // release the deposit for a powerbank still in the patron's pocket, and send the next renter to an empty slot).
-    if cabinet.control == crate::model::StationControl::Cabinet {
+    if cabinet.control == crate::model::StationControl::Cabinet && rental.is_running() {
         return Err(Error::Conflict(
             "this cabinet reports returns itself: put the powerbank into a free slot and the rental ends there".into(),
         ));

@@ -449,6 +449,57 @@ async fn every_seed_004_error_case_answers_in_the_catalogue_shape() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// Staff stop a running rental whose powerbank will not come back (lost; no buyout reached): it ends charged to now,
+/// the powerbank is written off rather than docked in a slot it is not in, and the deposit is released — before,
+/// stopping a rental as a session left its deposit held for good and its powerbank `rented`. Stopped again, it is
+/// unchanged.
+#[tokio::test]
+async fn a_rental_staff_stop_as_a_session_ends_as_lost_with_its_deposit_released() {
+    let app = spawn_app().await;
+    let c = setup(&app, 1_000).await;
+    let (id, label) = rent(&app, &c, c.a, "lost-1").await;
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 500, "depositHeld": 500, "debt": 0})
+    );
+    for _ in 0..2 {
+        let stopped = app
+            .gql_ok(
+                &c.t.access,
+                "mutation($id: UUID!) { stopSession(id: $id) { status chargedAmount } }",
+                json!({"id": id}),
+            )
+            .await;
+        assert_eq!(
+            stopped["stopSession"],
+            json!({"status": "ENDED", "chargedAmount": 0}),
+            "within the five free minutes"
+        );
+    }
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
+    );
+    let (status, slot): (String, Option<Uuid>) = sqlx::query_as(
+        "select status, connector_id from asset where tenant_id = $1 and label = $2",
+    )
+    .bind(c.t.id)
+    .bind(&label)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((status.as_str(), slot), ("written_off", None));
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where tenant_id = $1 and object_id = $2 and action = 'rental.ended_as_lost'",
+    )
+    .bind(c.t.id)
+    .bind(id)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(audited, 1);
+}
+
 #[tokio::test]
 async fn a_long_rental_runs_into_debt_and_is_bought_out_at_the_threshold() {
     let app = spawn_app().await;
