@@ -872,13 +872,18 @@ pub(crate) async fn eject_failed(
 /// Ends a running rental whose powerbank will not come back (lost, or kept by the patron where the tariff has no
 /// buyout price): staff stop it. It is charged to `now`, the powerbank is written off, and the deposit is released
 /// as a stop releases it (the patron's debt first). A tariff whose buyout threshold should be the price of a lost
-/// powerbank charges it through the billing ticks instead.
+/// powerbank charges it through the billing ticks instead. Writing a powerbank off is an owner's or manager's call.
 pub(crate) async fn end_as_lost(
     tx: &mut TenantTx,
     actor: &crate::model::Actor,
     session: &Session,
     now: DateTime<Utc>,
 ) -> Result<Session> {
+    actor.require_manager().map_err(|_| {
+        Error::Forbidden(
+            "ending a running rental writes its powerbank off, which needs the owner or manager role; a powerbank that came back is returned with stopRental",
+        )
+    })?;
     if let Some(asset) = session.asset_id {
         sqlx::query("update asset set status = 'written_off' where tenant_id = $1 and id = $2")
             .bind(tx.tenant())

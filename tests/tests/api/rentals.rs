@@ -462,6 +462,20 @@ async fn a_rental_staff_stop_as_a_session_ends_as_lost_with_its_deposit_released
         wallet(&app, &c).await,
         json!({"balance": 500, "depositHeld": 500, "debt": 0})
     );
+    // Writing a powerbank off is a manager's call: staff are refused and nothing changes.
+    let (_, staff) = app.add_member(&c.t, "STAFF").await;
+    let refused = app
+        .gql(
+            Some(&staff),
+            "mutation($id: UUID!) { stopSession(id: $id) { status } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(gql_code(&refused), "forbidden", "{refused}");
+    assert_eq!(
+        wallet(&app, &c).await,
+        json!({"balance": 500, "depositHeld": 500, "debt": 0})
+    );
     for _ in 0..2 {
         let stopped = app
             .gql_ok(
