@@ -885,11 +885,7 @@ pub(crate) async fn end_as_lost(
         )
     })?;
     if let Some(asset) = session.asset_id {
-        sqlx::query("update asset set status = 'written_off' where tenant_id = $1 and id = $2")
-            .bind(tx.tenant())
-            .bind(asset)
-            .execute(tx.conn())
-            .await?;
+        write_off(tx, asset).await?;
     }
     release_deposit(tx, session).await?;
     let ended = sessions::stop_by(tx, By::Member(actor), session.id, now).await?;
@@ -909,6 +905,16 @@ pub(crate) async fn end_as_lost(
     Ok(ended)
 }
 
+/// A powerbank that will not come back to a cabinet (bought out, or lost).
+async fn write_off(tx: &mut TenantTx, asset: Uuid) -> Result<()> {
+    sqlx::query("update asset set status = 'written_off' where tenant_id = $1 and id = $2")
+        .bind(tx.tenant())
+        .bind(asset)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
 /// Charges reached the buyout threshold: the patron keeps the powerbank, the rental ends as `bought_out`, and the
 /// deposit goes back to the wallet (the threshold was the price).
 pub async fn buy_out(tx: &mut TenantTx, id: Uuid, now: DateTime<Utc>) -> Result<Session> {
@@ -923,11 +929,7 @@ pub async fn buy_out(tx: &mut TenantTx, id: Uuid, now: DateTime<Utc>) -> Result<
     .execute(tx.conn())
     .await?;
     if let Some(asset) = session.asset_id {
-        sqlx::query("update asset set status = 'written_off' where tenant_id = $1 and id = $2")
-            .bind(tx.tenant())
-            .bind(asset)
-            .execute(tx.conn())
-            .await?;
+        write_off(tx, asset).await?;
     }
     release_deposit(tx, &session).await?;
     let bought = sessions::get(tx, id).await?;

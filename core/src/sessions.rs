@@ -1047,13 +1047,13 @@ pub async fn stop(
 ) -> Result<Session> {
     // A running rental stopped by a member is a powerbank that will not come back (`stopRental` docks one that
     // does): it ends as lost, the powerbank written off and the deposit released as a stop would release it.
+    let session = lock(tx, id).await?;
     if let Some(actor) = actor {
-        let session = lock(tx, id).await?;
         if session.asset_id.is_some() && session.is_running() {
             return crate::rentals::end_as_lost(tx, actor, &session, now).await;
         }
     }
-    stop_by(tx, actor.map_or(By::System, By::Member), id, now).await
+    stop_locked(tx, actor.map_or(By::System, By::Member), session, now).await
 }
 
 /// [`stop`], by anyone (a patron stopping its own session, say).
@@ -1064,6 +1064,16 @@ pub async fn stop_by(
     now: DateTime<Utc>,
 ) -> Result<Session> {
     let session = lock(tx, id).await?;
+    stop_locked(tx, by, session, now).await
+}
+
+/// [`stop_by`] for a session its caller has locked.
+async fn stop_locked(
+    tx: &mut TenantTx,
+    by: By<'_>,
+    session: Session,
+    now: DateTime<Utc>,
+) -> Result<Session> {
     if !session.is_running() {
         return Ok(session);
     }

@@ -780,19 +780,7 @@ async fn an_eject_no_cabinet_answers_is_reported_failed_by_the_bridge_and_the_re
         data["bridges"][0]["online"] == true
     })
     .await;
-    let (id, _) = rent(&app, c, c.a, "eject-unanswered").await;
-    wait_until("the rental is voided", || async {
-        rental(&app, c, id).await["status"] == "FAILED"
-    })
-    .await;
-    let reason: Value = sqlx::query_scalar(
-        "select body->'reason' from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'cabinet_ejected'",
-    )
-    .bind(c.t.id)
-    .bind(c.a)
-    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
-    .await
-    .unwrap();
+    let reason = voided_eject_reason(&app, c, "eject-unanswered").await;
     assert_eq!(reason, "timeout");
     assert_eq!(
         wallet(&app, c).await,
@@ -832,25 +820,31 @@ async fn an_eject_while_the_broker_is_away_fails_at_once_instead_of_waiting_in_t
         data["bridges"][0]["online"] == true
     })
     .await;
-    let (id, _) = rent(&app, c, c.a, "eject-no-broker").await;
-    wait_until("the rental is voided", || async {
-        rental(&app, c, id).await["status"] == "FAILED"
-    })
-    .await;
-    let reason: Value = sqlx::query_scalar(
-        "select body->'reason' from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'cabinet_ejected'",
-    )
-    .bind(c.t.id)
-    .bind(c.a)
-    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
-    .await
-    .unwrap();
+    let reason = voided_eject_reason(&app, c, "eject-no-broker").await;
     assert_eq!(reason, "unreachable");
     assert_eq!(
         wallet(&app, c).await,
         json!({"balance": 1_000, "depositHeld": 0, "debt": 0})
     );
     let _ = std::fs::remove_file(&journal);
+}
+
+/// Rents from cabinet A under `key`, waits until the rental is voided by a failed eject, and returns the reason the
+/// bridge reported (`cabinet_ejected`).
+async fn voided_eject_reason(app: &TestApp, c: &Cabinets, key: &str) -> Value {
+    let (id, _) = rent(app, c, c.a, key).await;
+    wait_until("the rental is voided", || async {
+        rental(app, c, id).await["status"] == "FAILED"
+    })
+    .await;
+    sqlx::query_scalar(
+        "select body->'reason' from bridge_event where tenant_id = $1 and station_id = $2 and kind = 'cabinet_ejected'",
+    )
+    .bind(c.t.id)
+    .bind(c.a)
+    .fetch_one(&mut *app.tenant_tx(c.t.id).await)
+    .await
+    .unwrap()
 }
 
 /// A rental quoted at cabinet A whose start is refused (`409`, a message saying `why` and to try again) with nothing
