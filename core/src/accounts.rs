@@ -76,7 +76,7 @@ impl Accounts {
         client: Option<IpAddr>,
         request_id: Option<&str>,
     ) -> Result<SignupOutcome> {
-        let organization = validate::text("organization", organization, 1, 200)?;
+        let organization = validate::line("organization", organization, 1, 200)?;
         let email = auth::normalize_email("email", email)?;
         auth::check_password(password, &email)?;
         // A locked email or address cannot sign up either; the lock is keyed by the email as typed, so this says

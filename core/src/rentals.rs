@@ -80,6 +80,7 @@ pub async fn quote(
     let patron = patrons::get(tx, patron_id).await?;
     let station = cabinet(tx, station_id).await?;
     let tariff = tariffs::resolve(tx, &station).await?;
+    tariffs::check_currency(&tariff, &venues::get(tx, station.venue_id).await?)?;
     let available: i64 = sqlx::query_scalar(
         "select count(*) from asset a where a.tenant_id = $1 and a.station_id = $2 and a.status = 'docked'
            and not exists (select 1 from connector c where c.tenant_id = a.tenant_id and c.id = a.connector_id
@@ -193,6 +194,7 @@ pub async fn start(
     let patron = patrons::get(tx, patron_id).await?;
     let venue = venues::get(tx, station.venue_id).await?;
     let tariff = tariffs::version(tx, tariff_id, version).await?;
+    tariffs::check_currency(&tariff, &venue)?;
     let deposit = tariff.terms.deposit;
     let currency = venue.currency.as_str();
     let id = Uuid::now_v7();

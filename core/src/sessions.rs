@@ -401,12 +401,7 @@ pub async fn start_by(
     }
     let venue = venues::get(tx, station.venue_id).await?;
     let tariff = tariffs::resolve(tx, &station).await?;
-    if tariff.terms.currency != venue.currency {
-        return Err(Error::Conflict(format!(
-            "the tariff is in {} but the venue bills in {}; fix the tariff",
-            tariff.terms.currency, venue.currency
-        )));
-    }
+    tariffs::check_currency(&tariff, &venue)?;
     if let Some(m) = input.duration_minutes {
         if !(1..=MAX_MINUTES).contains(&m) {
             return Err(Error::validation(
@@ -659,7 +654,9 @@ pub const DEVICE_START_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(366)
 /// A session a device started itself — a charger's transaction on `connector`, for the patron whose tag it
 /// was, from `started_at` (the charger's time, no later than now and no earlier than [`DEVICE_START_MAX_AGE`] ago:
 /// a charger whose clock was reset says 1970) and meter reading `meter_start_wh` (none: the first reading to come
-/// is the baseline): open-ended, billed by the tick, no command sent (the device is already on).
+/// is the baseline): open-ended, billed by the tick, no command sent (the device is already on). A station it cannot
+/// bill (no tariff applies, or the tariff's currency is not the venue's) starts nothing and says why: the device's
+/// transaction is kept unbilled rather than refused and lost.
 pub async fn start_from_device(
     tx: &mut TenantTx,
     station: &stations::Station,
@@ -667,15 +664,17 @@ pub async fn start_from_device(
     patron_id: Uuid,
     started_at: DateTime<Utc>,
     meter_start_wh: Option<i64>,
-) -> Result<Session> {
+) -> Result<DeviceStart> {
     let venue = venues::get(tx, station.venue_id).await?;
-    let tariff = tariffs::resolve(tx, station).await?;
-    if tariff.terms.currency != venue.currency {
-        return Err(Error::Conflict(format!(
-            "the tariff is in {} but the venue bills in {}; fix the tariff",
-            tariff.terms.currency, venue.currency
-        )));
-    }
+    // Nothing is written before these checks: a start that cannot bill leaves the transaction as it was.
+    let tariff = match tariffs::resolve(tx, station)
+        .await
+        .and_then(|t| tariffs::check_currency(&t, &venue).map(|()| t))
+    {
+        Ok(t) => t,
+        Err(Error::Conflict(why)) => return Ok(DeviceStart::Unbillable(why)),
+        Err(e) => return Err(e),
+    };
     let patron = patrons::get(tx, patron_id).await?;
     let now = Utc::now();
     let started_at = started_at.clamp(now - DEVICE_START_MAX_AGE, now);
@@ -729,7 +728,16 @@ pub async fn start_from_device(
         "meter_start_wh": meter_start_wh, "tariff_id": tariff.id, "tariff_version": tariff.version,
     });
     audit::record_by(tx, By::System, entry("session.start", id, detail)).await?;
-    Ok(session)
+    Ok(DeviceStart::Started(session.id))
+}
+
+/// What [`start_from_device`] did.
+#[derive(Debug)]
+pub enum DeviceStart {
+    /// The session opened.
+    Started(Uuid),
+    /// Nothing: the station cannot bill now, for this reason (one an operator can act on).
+    Unbillable(String),
 }
 
 /// A session's device started metering on `connector` at reading `meter_start_wh` (none: its first reading to come

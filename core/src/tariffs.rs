@@ -161,6 +161,23 @@ pub async fn update(
     }
     if let Some(terms) = terms.filter(|t| *t != current.terms) {
         terms.validate()?;
+        // A venue bills in its own currency: a tariff that prices one keeps it.
+        let other: Option<String> = sqlx::query_scalar(
+            "select v.currency::text from tariff_assignment a
+             join venue v on v.tenant_id = a.tenant_id and v.id = a.venue_id
+             where a.tenant_id = $1 and a.tariff_id = $2 and v.currency::text <> $3 limit 1",
+        )
+        .bind(tx.tenant())
+        .bind(id)
+        .bind(&terms.currency)
+        .fetch_optional(tx.conn())
+        .await?;
+        if let Some(other) = other {
+            return Err(Error::validation(
+                "currency",
+                format!("this tariff prices a venue that bills in {other}: keep {other}, or create a tariff"),
+            ));
+        }
         let version = current.version + 1;
         insert_version(tx, id, version, &terms).await?;
         sqlx::query("update tariff set current_version = $3 where tenant_id = $1 and id = $2")
@@ -200,8 +217,17 @@ pub struct Scope {
 /// Assigns `tariff` to `scope`, replacing whatever was assigned to exactly that scope.
 pub async fn assign(tx: &mut TenantTx, actor: &Actor, tariff: Uuid, scope: Scope) -> Result<()> {
     actor.require_manager()?;
-    get(tx, tariff).await?;
-    crate::venues::get(tx, scope.venue_id).await?;
+    let priced = get(tx, tariff).await?;
+    let venue = crate::venues::get(tx, scope.venue_id).await?;
+    if priced.terms.currency != venue.currency {
+        return Err(Error::validation(
+            "tariffId",
+            format!(
+                "this tariff bills in {} but the venue bills in {}: assign a tariff in {}",
+                priced.terms.currency, venue.currency, venue.currency
+            ),
+        ));
+    }
     if let Some(station) = scope.station_id {
         let station = crate::stations::get(tx, station).await?;
         // At a venue the member may not see: no such station, as for any other of its ids.
@@ -305,6 +331,18 @@ pub async fn resolve(tx: &mut TenantTx, station: &crate::stations::Station) -> R
             "no tariff applies to this station; assign one to it, its kind or its venue".into(),
         )
     })
+}
+
+/// Refused unless `tariff` bills in the venue's currency (a tariff changed since it was assigned, by a release
+/// before assignments were checked): every amount a venue records is in its currency.
+pub fn check_currency(tariff: &Tariff, venue: &crate::venues::Venue) -> Result<()> {
+    if tariff.terms.currency != venue.currency {
+        return Err(Error::Conflict(format!(
+            "the tariff is in {} but the venue bills in {}; fix the tariff",
+            tariff.terms.currency, venue.currency
+        )));
+    }
+    Ok(())
 }
 
 fn entry(action: &'static str, id: Uuid, detail: serde_json::Value) -> Entry<'static> {

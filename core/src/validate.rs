@@ -35,6 +35,18 @@ pub fn text<'a>(field: &'static str, value: &'a str, min: usize, max: usize) -> 
     Ok(value)
 }
 
+/// As [`text`], for a value that must be one line: a name that goes into a mail header (an organization's, in every
+/// message's sender) is refused with a line break in it.
+pub fn line<'a>(field: &'static str, value: &'a str, min: usize, max: usize) -> Result<&'a str> {
+    if value.trim().contains(['\n', '\r']) {
+        return Err(Error::validation(
+            field,
+            "must be one line, without line breaks",
+        ));
+    }
+    text(field, value, min, max)
+}
+
 /// Replaces every NUL in `value`'s texts and keys with U+FFFD; true when there was one. Postgres cannot store a NUL
 /// in `jsonb` (or `text`), and what a device reports is kept with the character marked rather than lost or refused
 /// for ever (an event refused for it would be sent again on every tunnel; a charger's answer would end its

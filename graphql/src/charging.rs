@@ -143,8 +143,9 @@ pub struct ChargingTransaction {
     pub ocpp_id: String,
     /// The tag presented; none for free vend.
     pub id_tag: Option<String>,
-    /// How the tag was judged at its start (`Accepted`, `Invalid`, `Blocked`, `NoCredit` ...), or `FreeVend` (a
-    /// 2.0.1 charger charging without asking anyone: kept, billed to no one).
+    /// How the tag was judged at its start (`Accepted`, `Invalid`, `Blocked`, `NoCredit` ...), or, with no tag,
+    /// `FreeVend` (a 2.0.1 charger charging without asking anyone: kept, billed to no one) or `Pending` (a 2.0.1
+    /// transaction begun before a token, such as at the cable plugged in: billed once an accepted token comes).
     pub auth_status: String,
     /// The session that bills it (none when its tag was not accepted: kept, not billed).
     pub session_id: Option<Uuid>,

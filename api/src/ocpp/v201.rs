@@ -312,21 +312,25 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
         };
         let offline = event.offline.unwrap_or(false) || cx.replay.is_some();
         let Some(id_token) = id_token else {
-            if free_vend {
-                let transaction = transactions::start_free(
-                    cx.tx,
-                    cx.charger,
-                    connector,
-                    &ocpp_id,
-                    read.baseline(),
-                    event.timestamp,
-                    offline,
-                )
+            // Kept at once with its EVSE and start, billed by no one until a token comes (if one does).
+            let kind = match free_vend {
+                true => transactions::Untagged::FreeVend,
+                false => transactions::Untagged::Pending,
+            };
+            let transaction = transactions::start_untagged(
+                cx.tx,
+                cx.charger,
+                kind,
+                connector,
+                &ocpp_id,
+                read.baseline(),
+                event.timestamp,
+                offline,
+            )
+            .await?;
+            transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type)
                 .await?;
-                transactions::first_seen(cx.tx, transaction.id, event.seq_no, &event.event_type)
-                    .await?;
-                transactions::answered(cx.tx, transaction.id, event.seq_no, &answer).await?;
-            }
+            transactions::answered(cx.tx, transaction.id, event.seq_no, &answer).await?;
             return Ok(answer);
         };
         let (transaction, verdict) = transactions::start(

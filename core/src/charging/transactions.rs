@@ -32,7 +32,7 @@ pub struct Transaction {
     pub ocpp_id: String,
     /// None for free vend (no tag was presented).
     pub id_tag: Option<String>,
-    /// What the tag was judged at the start, or `FreeVend`.
+    /// What the tag was judged at the start, or `FreeVend` / `Pending` (no tag: see [`Untagged`]).
     pub auth_status: String,
     pub session_id: Option<Uuid>,
     /// The energy register (Wh) at the start (the baseline) and at the last reading: None until the charger's
@@ -269,7 +269,7 @@ pub async fn start(
         return Ok((t, verdict));
     }
 
-    let (session, verdict) = open_session(
+    let (session, verdict, unbillable) = open_session(
         tx,
         charger,
         station_id,
@@ -320,7 +320,7 @@ pub async fn start(
         .await?;
     }
     if transaction.session_id.is_none() {
-        audit_unbilled(tx, charger, &transaction).await?;
+        audit_unbilled(tx, charger, &transaction, unbillable.as_deref()).await?;
     }
     metrics::counter!("ocpp_transactions_started_total", "auth" => verdict.status.as_str())
         .increment(1);
@@ -349,7 +349,9 @@ pub async fn verdict_again(
 }
 
 /// Judges a tag presented at a start and opens the session it bills, if any: the cloud-started session that handed
-/// the charger this tag, or a new one for an accepted patron's tag on a free connector.
+/// the charger this tag, or a new one for an accepted patron's tag on a free connector. An accepted tag at a station
+/// that cannot bill (archived, no tariff) opens none: the charger is told `Blocked` (one that began offline is not
+/// told anything new), and the reason comes back for the audit log.
 #[allow(clippy::too_many_arguments)]
 async fn open_session(
     tx: &mut TenantTx,
@@ -360,7 +362,7 @@ async fn open_session(
     at: DateTime<Utc>,
     meter_start_wh: Option<i64>,
     offline: bool,
-) -> Result<(Option<Uuid>, Verdict)> {
+) -> Result<(Option<Uuid>, Verdict, Option<String>)> {
     let waiting = waiting_session(tx, charger, tag, Some(connector)).await?;
     let mut verdict = match &waiting {
         Some(s) => Verdict {
@@ -388,6 +390,7 @@ async fn open_session(
     if verdict.status == TagStatus::Invalid && offline {
         tags::keep_unknown(tx, tag).await?;
     }
+    let mut unbillable = None;
     let session = match (waiting, verdict.status, verdict.patron_id) {
         (Some(s), _, _) => {
             sessions::attach_meter(tx, s.id, connector, meter_start_wh).await?;
@@ -396,29 +399,29 @@ async fn open_session(
         (None, TagStatus::Accepted, Some(patron)) => {
             // Held: an archiving waits for this start, or this start sees it archived.
             let station = crate::stations::get_held(tx, station_id).await?;
-            // An archived station bills nothing: a charger asking is told the tag is blocked there; a transaction it
-            // began offline is kept, as an unknown tag's is.
-            if station.archived_at.is_some() {
-                if !offline {
-                    verdict.status = TagStatus::Blocked;
-                }
-                None
+            // A station that bills nothing (archived, no tariff): a charger asking is told the tag is blocked there;
+            // a transaction it began offline is kept, as an unknown tag's is.
+            let started = if station.archived_at.is_some() {
+                sessions::DeviceStart::Unbillable("the station is archived".into())
             } else {
-                let s = sessions::start_from_device(
-                    tx,
-                    &station,
-                    connector,
-                    patron,
-                    at,
-                    meter_start_wh,
-                )
-                .await?;
-                Some(s.id)
+                sessions::start_from_device(tx, &station, connector, patron, at, meter_start_wh)
+                    .await?
+            };
+            match started {
+                sessions::DeviceStart::Started(s) => Some(s),
+                sessions::DeviceStart::Unbillable(why) => {
+                    if !offline {
+                        verdict.status = TagStatus::Blocked;
+                    }
+                    tracing::warn!(station = %station.id, reason = %why, "charging transaction kept unbilled");
+                    unbillable = Some(why);
+                    None
+                }
             }
         }
         _ => None,
     };
-    Ok((session, verdict))
+    Ok((session, verdict, unbillable))
 }
 
 /// A token presented during a free-vend transaction (a 2.0.1 charger that began without asking, then was given
@@ -438,7 +441,7 @@ pub async fn present_token(
         (Some(m), last) => Some(m.max(last.unwrap_or(0))),
         (None, last) => last,
     };
-    let (session, verdict) = open_session(
+    let (session, verdict, _) = open_session(
         tx,
         charger,
         transaction.station_id,
@@ -468,11 +471,32 @@ pub async fn present_token(
     Ok(verdict)
 }
 
-/// Starts a free-vend transaction (2.0.1 `NoAuthorization`: the charger charges without asking anyone), once per
-/// transaction id: kept with its energy and time, billed to no one, and audited like every unbilled transaction.
-pub async fn start_free(
+/// How a 2.0.1 transaction that began without a tag to bill began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Untagged {
+    /// `NoAuthorization`: the charger charges without asking anyone; billed to no one, and audited like every
+    /// unbilled transaction.
+    FreeVend,
+    /// No token yet (the cable was plugged in first): a token in a later event starts billing it.
+    Pending,
+}
+
+impl Untagged {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FreeVend => "FreeVend",
+            Self::Pending => "Pending",
+        }
+    }
+}
+
+/// Starts a 2.0.1 transaction without a tag (free vend, or waiting for a token), once per transaction id: kept with
+/// its connector, energy and time, and no session. A token given later may still open one (`present_token`).
+#[allow(clippy::too_many_arguments)]
+pub async fn start_untagged(
     tx: &mut TenantTx,
     charger: &Charger,
+    kind: Untagged,
     connector: i32,
     ocpp_id: &str,
     meter_start_wh: Option<i64>,
@@ -488,7 +512,7 @@ pub async fn start_free(
     let sql = format!(
         "insert into charging_transaction (tenant_id, id, charger_id, station_id, connector, ocpp_id, auth_status,
            meter_start_wh, meter_last_wh, started_at, offline)
-         values ($1, $2, $3, $4, $5, $6, 'FreeVend', $7, $7, $8, $9) returning {COLUMNS}"
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10) returning {COLUMNS}"
     );
     let transaction: Transaction = sqlx::query_as(&sql)
         .bind(tx.tenant())
@@ -497,18 +521,27 @@ pub async fn start_free(
         .bind(station_id)
         .bind(connector.clamp(1, 64))
         .bind(ocpp_id)
+        .bind(kind.as_str())
         .bind(meter_start_wh.map(|m| m.max(0)))
         .bind(at)
         .bind(offline)
         .fetch_one(tx.conn())
         .await?;
-    audit_unbilled(tx, charger, &transaction).await?;
-    metrics::counter!("ocpp_transactions_started_total", "auth" => "FreeVend").increment(1);
+    if kind == Untagged::FreeVend {
+        audit_unbilled(tx, charger, &transaction, None).await?;
+    }
+    metrics::counter!("ocpp_transactions_started_total", "auth" => kind.as_str()).increment(1);
     Ok(transaction)
 }
 
-/// A transaction kept without a session to bill (a tag not accepted, free vend): in the audit log for operators.
-async fn audit_unbilled(tx: &mut TenantTx, charger: &Charger, t: &Transaction) -> Result<()> {
+/// A transaction kept without a session to bill (a tag not accepted, free vend, a station that cannot bill — then
+/// `reason` says why): in the audit log for operators.
+async fn audit_unbilled(
+    tx: &mut TenantTx,
+    charger: &Charger,
+    t: &Transaction,
+    reason: Option<&str>,
+) -> Result<()> {
     audit::record_as(
         tx,
         None,
@@ -519,7 +552,7 @@ async fn audit_unbilled(tx: &mut TenantTx, charger: &Charger, t: &Transaction) -
             object_id: Some(charger.id),
             detail: json!({
                 "transaction": t.ocpp_id, "id_tag": t.id_tag,
-                "auth_status": t.auth_status, "offline": t.offline,
+                "auth_status": t.auth_status, "offline": t.offline, "reason": reason,
             }),
         },
     )

@@ -58,14 +58,8 @@ pub async fn generate(
     }
     let venue = venues::get(tx, venue_id).await?;
     let tz: chrono_tz::Tz = venue.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
-    let local_start = |y: i32, m: u32| -> Result<chrono::DateTime<chrono::Utc>> {
-        let day = NaiveDate::from_ymd_opt(y, m, 1)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .ok_or_else(|| Error::validation("month", "no such month"))?;
-        tz.from_local_datetime(&day)
-            .earliest()
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .ok_or_else(|| Error::validation("month", "no such month"))
+    let local_start = |y: i32, m: u32| {
+        month_start(tz, y, m).ok_or_else(|| Error::validation("month", "no such month"))
     };
     let from = local_start(year, month)?;
     let (ny, nm) = if month == 12 {
@@ -181,4 +175,42 @@ pub async fn generate(
         split,
         object_key: key,
     })
+}
+
+/// When month `m` of year `y` begins in `tz`: its first day's midnight, or, where the clocks skip midnight that day
+/// (a daylight-saving change at 00:00, as in Paraguay or Chile), the first local time after the gap.
+fn month_start(tz: chrono_tz::Tz, y: i32, m: u32) -> Option<chrono::DateTime<chrono::Utc>> {
+    let midnight = NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)?;
+    // Gaps are at most an hour or two; minute steps find the first time past one wherever it ends.
+    (0..=180).find_map(|minutes| {
+        tz.from_local_datetime(&(midnight + chrono::Duration::minutes(minutes)))
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_month_whose_first_midnight_the_clocks_skip_begins_when_the_day_does() {
+        // Paraguay moved its clocks from 00:00 to 01:00 on 2023-10-01 (UTC-4 to UTC-3).
+        let asuncion: chrono_tz::Tz = "America/Asuncion".parse().unwrap_or(chrono_tz::Tz::UTC);
+        assert_eq!(
+            month_start(asuncion, 2023, 10).map(|t| t.to_rfc3339()),
+            Some("2023-10-01T04:00:00+00:00".to_owned())
+        );
+        // September ends where October begins; an ordinary month begins at midnight.
+        assert_eq!(
+            month_start(asuncion, 2023, 9).map(|t| t.to_rfc3339()),
+            Some("2023-09-01T04:00:00+00:00".to_owned())
+        );
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap_or(chrono_tz::Tz::UTC);
+        assert_eq!(
+            month_start(berlin, 2026, 3).map(|t| t.to_rfc3339()),
+            Some("2026-02-28T23:00:00+00:00".to_owned())
+        );
+        assert_eq!(month_start(berlin, 2026, 13), None);
+    }
 }

@@ -251,28 +251,38 @@ impl Doc {
     }
 }
 
-/// Splits text into lines of at most `width` characters at spaces (a longer word is cut).
+/// Splits text into lines of at most `width` characters at spaces (a longer word is cut). Each character is looked
+/// at once: a long value without spaces takes time in proportion to its length.
 fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
     let mut lines = Vec::new();
     for paragraph in text.split('\n') {
-        let mut line = String::new();
+        // The line being filled and its length in characters.
+        let (mut line, mut len) = (String::new(), 0);
         for word in paragraph.split_whitespace() {
-            let mut word = word.to_owned();
-            while word.chars().count() > width {
-                let head: String = word.chars().take(width).collect();
-                word = word.chars().skip(width).collect();
-                if !line.is_empty() {
-                    lines.push(std::mem::take(&mut line));
-                }
-                lines.push(head);
-            }
-            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            let word_len = word.chars().count();
+            if len > 0 && len + 1 + word_len > width {
                 lines.push(std::mem::take(&mut line));
+                len = 0;
             }
-            if !line.is_empty() {
+            if word_len > width {
+                // Cut into lines of `width`; the rest begins the next line.
+                for c in word.chars() {
+                    if len == width {
+                        lines.push(std::mem::take(&mut line));
+                        len = 0;
+                    }
+                    line.push(c);
+                    len += 1;
+                }
+                continue;
+            }
+            if len > 0 {
                 line.push(' ');
+                len += 1;
             }
-            line.push_str(&word);
+            line.push_str(word);
+            len += word_len;
         }
         lines.push(line);
     }
@@ -343,6 +353,16 @@ mod tests {
     fn wrapping_keeps_words_and_cuts_only_overlong_ones() {
         assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
         assert_eq!(wrap("abcdefgh", 3), vec!["abc", "def", "gh"]);
+        assert_eq!(wrap("a abcdef b", 3), vec!["a", "abc", "def", "b"]);
+        assert_eq!(wrap("ab abcd", 5), vec!["ab", "abcd"]);
+        assert_eq!(wrap("ab abcdefg", 5), vec!["ab", "abcde", "fg"]);
+        assert_eq!(wrap("x\n\ny", 5), vec!["x", "", "y"]);
+        // A quarter of a mebibyte without a space: in lines of 90, each character looked at once.
+        let long = "é".repeat(256 * 1024);
+        let lines = wrap(&long, 90);
+        assert_eq!(lines.len(), (256 * 1024usize).div_ceil(90));
+        assert!(lines.iter().all(|l| l.chars().count() <= 90));
+        assert_eq!(lines.concat(), long);
         assert_eq!(win_ansi("Жx"), b"?x");
     }
 }

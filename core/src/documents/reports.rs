@@ -515,14 +515,18 @@ pub async fn create(
         ended: session.ended_at.map(|e| local_time(e, &session.timezone)),
     };
     let legal = legal(tx).await?;
-    let bytes = render(
-        legal.issuer(),
-        &kind.title,
-        &kind.template,
-        &data,
-        &facts,
-        id,
+    // Rendered off the async threads: a long report takes its time without holding up other requests.
+    let (issuer, title, template, values) = (
+        legal.issuer().to_owned(),
+        kind.title.clone(),
+        kind.template.clone(),
+        data.clone(),
     );
+    let bytes = tokio::task::spawn_blocking(move || {
+        render(&issuer, &title, &template, &values, &facts, id)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))?;
     let key = store::key(tx.tenant(), "reports", id);
     let size = i32::try_from(bytes.len()).map_err(|e| Error::Internal(e.into()))?;
     sqlx::query(

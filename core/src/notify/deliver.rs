@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::templates::{self, Rendered};
 use super::{Kind, Locale};
@@ -485,7 +485,17 @@ async fn deliver_one(
         Ok(Begin::Send(mut message)) => {
             let result = match transports.for_channel(&message.channel) {
                 Some(transport) => match prepare(db, &transports.documents, &mut message).await {
-                    Ok(()) => transport.send(&message).await,
+                    // A transport that panics on a message (a library's bug met by odd content) fails that
+                    // message for good; it does not end the process, which every replica's next claim would repeat.
+                    Ok(()) => std::panic::AssertUnwindSafe(transport.send(&message))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(SendError {
+                                permanent: true,
+                                safe: "the message could not be written".into(),
+                            })
+                        }),
                     Err(e) => Err(e),
                 },
                 None => Err(SendError {

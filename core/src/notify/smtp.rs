@@ -151,15 +151,19 @@ impl SmtpTransport {
             .recipient
             .parse()
             .map_err(|_| permanent("the recipient is not an email address"))?;
-        // The sender's display name says whose message it is: "<tenant> via Switchyard".
+        // The sender's display name says whose message it is: "<tenant> via Switchyard". Header texts are one line:
+        // a line break in a name stored before names were checked for them would make the message unwritable.
         let from = Mailbox::new(
-            Some(format!("{} via {}", m.tenant_name, self.from_name)),
+            Some(one_line(&format!(
+                "{} via {}",
+                m.tenant_name, self.from_name
+            ))),
             self.from_address.clone(),
         );
         Message::builder()
             .from(from)
             .to(Mailbox::new(None, to))
-            .subject(m.rendered.subject.clone())
+            .subject(one_line(&m.rendered.subject))
             .message_id(Some(format!("<{}@switchyard>", m.id)))
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("Content-Language"),
@@ -168,6 +172,13 @@ impl SmtpTransport {
             .multipart(body(m))
             .map_err(|_| permanent("the message could not be built"))
     }
+}
+
+/// `text` with every control character (line breaks, tabs) made a space: fit for a header.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Plain text and HTML as alternatives; with attachments (a receipt's or report's PDF), that pair and the files in a

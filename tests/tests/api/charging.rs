@@ -170,7 +170,7 @@ pub(crate) async fn charger(app: &TestApp, t: &Tenant, id: Uuid) -> Value {
     app.gql_ok(
         &t.access,
         "query($c: UUID!) { charger(id: $c) { id online vendor model firmwareVersion protocol localListVersion
-           powerLimitW configuration transactions { ocppId idTag authStatus sessionId meterStartWh meterLastWh
+           powerLimitW configuration transactions { ocppId connector idTag authStatus sessionId meterStartWh meterLastWh
            energyWh stoppedAt stopReason offline } } }",
         json!({"c": id}),
     )
@@ -302,6 +302,83 @@ async fn a_charger_still_connected_to_an_archived_station_bills_no_one_and_is_to
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((transactions, sessions), (1, 0));
+}
+
+#[tokio::test]
+async fn a_start_at_a_station_that_cannot_bill_is_kept_unbilled_and_the_tag_told_it_is_blocked() {
+    let app = switchyard_tests::spawn_app().await;
+    let s = site(&app).await;
+    // A second venue that no tariff applies to, with a charger of its own: no session can open there.
+    let bare = app.create_venue(&s.t.access, "No tariff yet").await;
+    let identity = format!("CP-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let (station, charger_id, password) = charger_station(&app, &s.t, bare, &identity).await;
+    let s = Site {
+        venue: bare,
+        station,
+        charger: charger_id,
+        identity,
+        password,
+        ..s
+    };
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.next_received("SendLocalList").await;
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 2, "idTag": s.tag, "meterStart": 1_000, "timestamp": chrono::Utc::now()}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a start must be answered, not refused and lost: {e}"));
+    assert_eq!(start["idTagInfo"]["status"], "Blocked", "{start}");
+    let id = start["transactionId"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{start}"));
+    // The charger stops it; the stop is answered and the transaction ends, billed to no one.
+    cp.call(
+        "StopTransaction",
+        json!({"transactionId": id, "meterStop": 1_400, "timestamp": chrono::Utc::now(), "reason": "DeAuthorized"}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = charger(&app, &s.t, s.charger).await;
+    let t = &c["transactions"][0];
+    assert_eq!(
+        (
+            &t["ocppId"],
+            &t["connector"],
+            &t["authStatus"],
+            &t["sessionId"],
+            &t["energyWh"]
+        ),
+        (
+            &json!(id.to_string()),
+            &json!(2),
+            &json!("Blocked"),
+            &json!(null),
+            &json!(400)
+        ),
+        "{c}"
+    );
+    assert!(t["stoppedAt"].is_string(), "{t}");
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let (sessions, reason): (i64, Option<String>) = sqlx::query_as(
+        "select (select count(*) from session where station_id = $1),
+                (select detail->>'reason' from audit_log where action = 'charging.unbilled_transaction'
+                   and object_id = $2 and detail->>'transaction' = $3)",
+    )
+    .bind(s.station)
+    .bind(s.charger)
+    .bind(id.to_string())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sessions, 0);
+    // The operator reads why, in words to act on.
+    assert_eq!(
+        reason.as_deref(),
+        Some("no tariff applies to this station; assign one to it, its kind or its venue")
+    );
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (1000, 0));
 }
 
 #[tokio::test]

@@ -44,6 +44,53 @@ async fn rows(
 }
 
 #[tokio::test]
+async fn a_line_break_in_an_organizations_name_is_refused_and_never_breaks_its_messages() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/signup",
+            json!({"organization": "Acme\r\nBcc: x@evil.test", "email": unique_email("nl"),
+                   "password": "a-long-enough-secret"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        (&body["error"]["field"], &body["error"]["message"]),
+        (
+            &json!("organization"),
+            &json!("organization: must be one line, without line breaks")
+        ),
+        "{body}"
+    );
+    // A name stored before names were checked (an older release): its messages still go out, to their recipient
+    // only, the name on one line. It used to panic the worker that wrote the message, on every replica in turn.
+    let t = app.signup_named("Acme Arcade").await;
+    let mut tx = app.tenant_tx(t.id).await;
+    sqlx::query("update tenant set name = $2 where id = $1")
+        .bind(t.id)
+        .bind("Acme\r\nBcc: x@evil.test")
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let email = unique_email("nl");
+    let body = invite(&app, &t.access, &email, None).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let m = mail::wait_for_link(&email, "/invitations/accept", 1).await;
+    assert_eq!(m.rcpt_tos, vec![email.clone()]);
+    // The name stays inside the sender's display name (no header of its own), and so in the subject.
+    assert!(
+        m.from.starts_with("\"Acme")
+            && m.from.contains("Bcc: x@evil.test via")
+            && m.from.ends_with("<noreply@switchyard.test>"),
+        "{}",
+        m.from
+    );
+    assert!(m.subject.contains("Bcc: x@evil.test"), "{}", m.subject);
+    assert_eq!(rows(&app, t.id, &email).await[0].1, "sent");
+}
+
+#[tokio::test]
 async fn an_invitation_is_emailed_in_the_invitees_language_only_to_the_invitee_and_its_token_works()
 {
     let app = spawn_app().await;

@@ -691,6 +691,72 @@ async fn an_edit_made_from_an_older_version_of_a_tariff_is_refused_and_loses_no_
     assert_eq!(versions, 5);
 }
 
+/// A venue bills in its own currency: a tariff in another is not assigned to it, and an assigned tariff keeps the
+/// venue's currency. Before, both were taken and every start at the venue failed ("fix the tariff"); a rental was
+/// even priced in the tariff's currency and booked in the venue's.
+#[tokio::test]
+async fn a_tariff_in_another_currency_than_its_venues_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let usd = app
+        .create_tariff(&f.t.access, "Dollars", "currency: \"USD\", perMinute: 10")
+        .await;
+    let assign = app
+        .gql(
+            Some(&f.t.access),
+            "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+            json!({"t": usd, "v": f.venue}),
+        )
+        .await;
+    assert_eq!(gql_code(&assign), "validation_failed", "{assign}");
+    assert_eq!(
+        (
+            &assign["errors"][0]["extensions"]["field"],
+            &assign["errors"][0]["message"]
+        ),
+        (
+            &json!("tariffId"),
+            &json!("tariffId: this tariff bills in USD but the venue bills in EUR: assign a tariff in EUR")
+        ),
+        "{assign}"
+    );
+    let changed = app
+        .gql(
+            Some(&f.t.access),
+            "mutation($t: UUID!) { updateTariff(id: $t, terms: {currency: \"USD\", perMinute: 10}) { version } }",
+            json!({"t": f.tariff}),
+        )
+        .await;
+    assert_eq!(gql_code(&changed), "validation_failed", "{changed}");
+    assert_eq!(
+        changed["errors"][0]["extensions"]["field"], "currency",
+        "{changed}"
+    );
+    let (assigned, version, currency): (i64, i32, String) = sqlx::query_as(
+        "select (select count(*) from tariff_assignment where tenant_id = $1 and tariff_id = $2),
+                t.current_version, v.terms->>'currency'
+           from tariff t join tariff_version v on v.tenant_id = t.tenant_id and v.tariff_id = t.id
+                and v.version = t.current_version
+          where t.tenant_id = $1 and t.id = $3",
+    )
+    .bind(f.t.id)
+    .bind(usd)
+    .bind(f.tariff)
+    .fetch_one(&app.owner)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((assigned, version, currency.as_str()), (0, 1, "EUR"));
+    // The same tariff's other terms still change.
+    let fine = app
+        .gql_ok(
+            &f.t.access,
+            "mutation($t: UUID!) { updateTariff(id: $t, terms: {currency: \"EUR\", perMinute: 11}) { version } }",
+            json!({"t": f.tariff}),
+        )
+        .await;
+    assert_eq!(fine["updateTariff"]["version"], 2);
+}
+
 #[tokio::test]
 async fn a_manager_of_one_venue_changes_only_a_tariff_that_prices_no_other_venue() {
     let app = spawn_app().await;

@@ -279,6 +279,89 @@ async fn a_v201_transaction_begun_without_a_reading_is_billed_from_its_first_rea
 }
 
 #[tokio::test]
+async fn a_v201_transaction_begun_before_its_token_keeps_its_evse_and_is_billed_from_the_token_on()
+{
+    let app = spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V201).await;
+    let mut send = async |e: Value| {
+        cp.call("TransactionEvent", e)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let event = |kind: &str, seq: i64, trigger: &str, wh: i64| {
+        json!({
+            "eventType": kind, "timestamp": chrono::Utc::now(), "triggerReason": trigger, "seqNo": seq,
+            "transactionInfo": {"transactionId": "TX-PLUG"}, "meterValue": energy(wh),
+        })
+    };
+    // The cable plugged in on EVSE 2 starts the transaction; no one has shown a token yet. Later events name no EVSE
+    // (the specification asks for it in the first event only).
+    let mut started = event("Started", 0, "CablePluggedIn", 5_000);
+    started["evse"] = json!({"id": 2, "connectorId": 1});
+    assert_eq!(send(started).await, json!({}));
+    let pending = charger(&app, &s.t, s.charger).await["transactions"][0].clone();
+    assert_eq!(
+        (
+            &pending["ocppId"],
+            &pending["connector"],
+            &pending["authStatus"],
+            &pending["idTag"],
+            &pending["sessionId"],
+            &pending["meterStartWh"]
+        ),
+        (
+            &json!("TX-PLUG"),
+            &json!(2),
+            &json!("Pending"),
+            &json!(null),
+            &json!(null),
+            &json!(5_000)
+        ),
+        "kept at once, on its EVSE: {pending}"
+    );
+    assert_eq!(
+        send(event("Updated", 1, "MeterValuePeriodic", 5_000)).await,
+        json!({})
+    );
+    // The driver taps: billed from this event's reading on, on EVSE 2.
+    let mut tap = event("Updated", 2, "Authorized", 5_100);
+    tap["idToken"] = json!({"idToken": s.tag, "type": "ISO14443"});
+    let tapped = send(tap).await;
+    assert_eq!(tapped["idTokenInfo"]["status"], "Accepted", "{tapped}");
+    let updated = send(event("Updated", 3, "MeterValuePeriodic", 7_100)).await;
+    assert_eq!(updated["totalCost"], 0.6, "{updated}");
+    let ended = send(event("Ended", 4, "EVCommunicationLost", 7_100)).await;
+    assert_eq!(ended["totalCost"], 0.6, "{ended}");
+    let t = charger(&app, &s.t, s.charger).await["transactions"][0].clone();
+    assert_eq!(
+        (
+            &t["connector"],
+            &t["authStatus"],
+            &t["idTag"],
+            &t["energyWh"]
+        ),
+        (&json!(2), &json!("Accepted"), &json!(s.tag), &json!(2_100)),
+        "{t}"
+    );
+    assert!(t["stoppedAt"].is_string(), "{t}");
+    let billed = session(&app, &s.t, uuid(&t["sessionId"])).await;
+    assert_eq!(
+        (&billed["status"], &billed["energyWh"]),
+        (&json!("ENDED"), &json!(2_000)),
+        "{billed}"
+    );
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let connector: Option<i32> = sqlx::query_scalar("select connector from session where id = $1")
+        .bind(uuid(&t["sessionId"]))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(connector, Some(2));
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (940, 0));
+}
+
+#[tokio::test]
 async fn v201_chargers_hear_no_credit_and_are_started_and_stopped_by_request() {
     let app = spawn_app().await;
     let s = site(&app).await;
