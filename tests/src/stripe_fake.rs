@@ -253,6 +253,13 @@ impl State {
                 let Some(intent) = self.intents.get_mut(*id) else {
                     return not_found("payment_intent");
                 };
+                if intent["status"] == "succeeded" {
+                    return (
+                        400,
+                        json!({"error": {"type": "invalid_request_error",
+                        "code": "payment_intent_unexpected_state", "message": "a succeeded intent cannot be canceled"}}),
+                    );
+                }
                 intent["status"] = json!("canceled");
                 intent["amount_capturable"] = json!(0);
                 (200, intent.clone())

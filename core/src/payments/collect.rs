@@ -601,22 +601,39 @@ async fn settle_holds(
     for (id, reference, amount) in holds {
         let owed = -ledger::balance(tx, Owner::Patron(patron), Purpose::Debt, currency).await?;
         let capture = owed.clamp(0, amount);
-        if capture > 0 {
+        // The key names the amount: a pass undone after its capture went out, retried owing more, is not refused
+        // as a key reused with other parameters.
+        let key = format!("{} capture {id} {capture}", tx.tenant());
+        let settled = match capture {
+            0 => provider.cancel(&reference).await.map(|()| 0),
+            _ => provider.capture(&reference, capture, &key).await,
+        };
+        // The provider refuses to settle a hold settled before: a pass that captured it and was undone before it
+        // recorded so (its webhook found nothing to book). What the provider received is what was taken.
+        let captured = match settled {
+            Ok(captured) => captured,
+            Err(e) => match provider.received(&reference).await {
+                Ok(Some(received)) => {
+                    tracing::warn!(tenant.id = %tx.tenant(), payment = %id, received,
+                        "a deposit hold was captured by an earlier pass that did not record it; recorded now");
+                    received
+                }
+                _ => return Err(e),
+            },
+        };
+        if captured > 0 {
             sqlx::query("update payment set captured_amount = $3 where tenant_id = $1 and id = $2")
                 .bind(tx.tenant())
                 .bind(id)
-                .bind(capture)
+                .bind(captured)
                 .execute(tx.conn())
                 .await?;
-            let key = format!("{} capture {id}", tx.tenant());
-            provider.capture(&reference, capture, &key).await?;
             apply(tx, id, ProviderStatus::Succeeded).await?;
         } else {
-            provider.cancel(&reference).await?;
             apply(tx, id, ProviderStatus::Canceled).await?;
         }
         metrics::counter!("payments_deposit_holds_settled_total",
-            "outcome" => if capture > 0 { "captured" } else { "released" })
+            "outcome" => if captured > 0 { "captured" } else { "released" })
         .increment(1);
     }
     Ok(())

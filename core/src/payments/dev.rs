@@ -102,8 +102,13 @@ impl PaymentProvider for DevProvider {
         })
     }
 
-    async fn capture(&self, _reference: &str, _amount: i64, _key: &str) -> Result<()> {
-        Ok(())
+    async fn capture(&self, _reference: &str, amount: i64, _key: &str) -> Result<i64> {
+        Ok(amount)
+    }
+
+    async fn received(&self, _reference: &str) -> Result<Option<i64>> {
+        // The emulator keeps no intents: a capture it was asked for is the one the database records.
+        Ok(None)
     }
 
     async fn cancel(&self, _reference: &str) -> Result<()> {

@@ -117,8 +117,11 @@ pub trait PaymentProvider: Send + Sync {
         amount: i64,
         created_at: DateTime<Utc>,
     ) -> Result<ProviderStatus>;
-    /// Captures `amount` of an authorized intent and releases the rest.
-    async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<()>;
+    /// Captures `amount` of an authorized intent and releases the rest; returns the amount the intent now holds as
+    /// received.
+    async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<i64>;
+    /// The amount an intent has received, if it has succeeded (a hold captured already); none otherwise.
+    async fn received(&self, reference: &str) -> Result<Option<i64>>;
     /// Cancels a pending or authorized intent (releasing a hold).
     async fn cancel(&self, reference: &str) -> Result<()>;
     /// Refunds `amount` of a succeeded intent; returns the refund's reference.

@@ -246,15 +246,23 @@ impl PaymentProvider for StripeProvider {
         Ok(status_of(&intent))
     }
 
-    async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<()> {
-        CapturePaymentIntent::new(reference)
+    async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<i64> {
+        let intent = CapturePaymentIntent::new(reference)
             .amount_to_capture(amount)
             .customize()
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await
             .map_err(failure)?;
-        Ok(())
+        Ok(intent.amount_received)
+    }
+
+    async fn received(&self, reference: &str) -> Result<Option<i64>> {
+        let intent = RetrievePaymentIntent::new(reference)
+            .send(&self.client)
+            .await
+            .map_err(failure)?;
+        Ok((intent.status == PaymentIntentStatus::Succeeded).then_some(intent.amount_received))
     }
 
     async fn cancel(&self, reference: &str) -> Result<()> {

@@ -381,6 +381,96 @@ async fn the_stripe_provider_holds_captures_and_charges_off_session_with_idempot
     assert_eq!(fake.intent(&hold_id).unwrap()["amount_received"], 120);
 }
 
+/// A pass that captured a hold at Stripe and was undone before it recorded so (a later statement failed, the worker
+/// stopped): Stripe's webhook finds nothing to book, and the next pass, owing a different amount (or nothing), is
+/// refused by Stripe (the hold is captured already). It books what Stripe received. Before, that refusal failed every
+/// pass for good and the money taken from the card never reached the ledger.
+#[tokio::test]
+async fn a_hold_captured_by_a_pass_that_was_undone_is_booked_by_the_next_as_stripe_received_it() {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    let c = setup(&w.app, 0).await;
+    w.save_card(&c, "pm_card_visa").await;
+    let capture_at_stripe = async |amount: i64| {
+        let hold = fake
+            .intents()
+            .into_iter()
+            .rev()
+            .find(|i| i["status"] == "requires_capture")
+            .unwrap_or_else(|| panic!("no hold: {:?}", fake.intents()));
+        let id = hold["id"].as_str().unwrap_or_default().to_owned();
+        let answer = reqwest::Client::new()
+            .post(format!("{base}/v1/payment_intents/{id}/capture"))
+            .bearer_auth("sk_test_switchyard")
+            .form(&[("amount_to_capture", amount.to_string())])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(answer.status().is_success(), "{answer:?}");
+    };
+
+    // A rental ends owing 295 (five hours, an empty wallet); an undone pass had captured 300 of its 500 hold.
+    let (status, r) = w.start(&c, "captured").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let rental: Uuid = r["rental_id"].as_str().unwrap_or_default().parse().unwrap();
+    w.bill(&c, rental, Duration::hours(5)).await;
+    let (status, stopped) = post(
+        &w.app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("stop-captured"),
+        json!({"rental_id": rental, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(wallet(&w.app, &c).await["debt"], 295);
+    capture_at_stripe(300).await;
+    assert_eq!(w.collect(Utc::now()).await, 1);
+    let p = w.patron(&c).await;
+    assert_eq!(p["debtCollection"], json!([]), "{p}");
+    assert_eq!(
+        p["payments"],
+        json!([{"kind": "deposit", "status": "confirmed", "amount": 500, "capturedAmount": 300, "failureReason": null}])
+    );
+    // What the card paid beyond the debt is the patron's.
+    assert_eq!(
+        wallet(&w.app, &c).await,
+        json!({"balance": 5, "depositHeld": 0, "debt": 0})
+    );
+
+    // A rental that ends owing nothing, its hold captured (50) by an undone pass: the release Stripe refuses; the
+    // 50 it received is booked, to the wallet.
+    let (_, r) = w.start(&c, "owes-nothing").await;
+    post(
+        &w.app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("stop-nothing"),
+        json!({"rental_id": r["rental_id"], "station_id": c.a}),
+    )
+    .await;
+    capture_at_stripe(50).await;
+    assert_eq!(w.collect(Utc::now()).await, 1);
+    let p = w.patron(&c).await;
+    assert_eq!(
+        p["payments"][0],
+        json!({"kind": "deposit", "status": "confirmed", "amount": 500, "capturedAmount": 50, "failureReason": null}),
+        "{p}"
+    );
+    assert_eq!(
+        wallet(&w.app, &c).await,
+        json!({"balance": 55, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(w.collect(Utc::now()).await, 0, "nothing left to do");
+    assert_eq!(w.unbalanced_journals().await, 0);
+}
+
 #[tokio::test]
 async fn a_card_stripe_declines_fails_the_hold_and_collection_records_the_decline() {
     let fake = StripeFake::start().await;
