@@ -465,7 +465,9 @@ impl Accounts {
         Ok(revoked)
     }
 
-    /// Changes a member's password: the current one must be right (checked through the throttle).
+    /// Changes a member's password: the current one must be right (checked through the throttle). Every session of
+    /// the login ends (its refresh tokens are revoked: someone who knew the old password may hold one), and reset
+    /// codes sent before are void.
     #[tracing::instrument(skip_all)]
     pub async fn change_password(
         &self,
@@ -499,7 +501,9 @@ impl Accounts {
             other => other,
         })?;
         let hash = auth::hash_password(&self.throttle, new.to_owned()).await?;
-        system.set_password(user_id, &hash).await
+        let revoked = system.change_password(user_id, &hash).await?;
+        tracing::info!(user = %user_id, revoked, "password changed");
+        Ok(())
     }
 
     /// Turns a bearer token into the acting member. The role comes from the database, not the token, so a removed

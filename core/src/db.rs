@@ -960,14 +960,29 @@ impl SystemDb {
         .await?)
     }
 
-    /// Sets a login's password hash.
-    pub async fn set_password(&self, id: Uuid, password_hash: &str) -> Result<()> {
+    /// A member's new password, in one transaction with what must end with the old one: every refresh-token family
+    /// of the login (in every tenant) is revoked, and every reset code not used yet is void. Returns how many
+    /// refresh tokens were revoked.
+    pub async fn change_password(&self, id: Uuid, password_hash: &str) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("update app_user set password_hash = $2 where id = $1")
             .bind(id)
             .bind(password_hash)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        sqlx::query(
+            "update login_token set used_at = now()
+             where user_id = $1 and purpose = 'password_reset' and used_at is null",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let revoked: i64 = sqlx::query_scalar("select sys_revoke_user_refresh_tokens($1)")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// Signs a login out everywhere: every refresh-token family of it, in every tenant, is revoked (the reviewed

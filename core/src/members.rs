@@ -133,6 +133,27 @@ pub async fn invite_scoped(
     if already {
         return Err(Error::Conflict("this email is already a member".into()));
     }
+    // Inviting again replaces the email's pending invitation: only one the inviter could have made itself. A
+    // manager does not withdraw an owner's invitation of a new owner, nor one to venues the manager does not manage.
+    if actor.role != Role::Owner {
+        let above: bool = sqlx::query_scalar(
+            "select exists (select 1 from invitation where tenant_id = $1 and email = $2 and accepted_at is null
+                              and revoked_at is null and expires_at > now()
+                              and (role = 'owner' or ($3::uuid[] is not null
+                                                      and (venue_ids is null or not venue_ids <@ $3))))",
+        )
+        .bind(tx.tenant())
+        .bind(&email)
+        .bind(actor.venues.as_deref())
+        .fetch_one(tx.conn())
+        .await?;
+        if above {
+            return Err(Error::Forbidden(
+                "this email has a pending invitation that you could not have made (an owner's, or to venues you \
+                 do not manage); ask an owner to change it",
+            ));
+        }
+    }
     sqlx::query(
         "update invitation set revoked_at = now()
          where tenant_id = $1 and email = $2 and accepted_at is null and revoked_at is null",

@@ -106,8 +106,9 @@ pub struct NotificationMutation;
 
 #[Object]
 impl NotificationMutation {
-    /// Changes the signed-in member's password; the current one must be given. Other sessions stay signed in
-    /// (a password reset by email signs out everywhere).
+    /// Changes the signed-in member's password; the current one must be given. It signs the login out everywhere,
+    /// as a reset does: every refresh token stops working at once (this device's too: sign in again with the new
+    /// password; access tokens end within their lifetime), and reset codes sent before are void.
     async fn change_password(
         &self,
         ctx: &Context<'_>,

@@ -170,6 +170,55 @@ async fn the_last_owner_stays_and_only_owners_touch_the_owner_role() {
     assert_eq!(me["me"]["role"], "STAFF");
 }
 
+/// Inviting an email again withdraws its pending invitation: a manager may not withdraw (or so downgrade) one it
+/// could not have made, an owner's invitation of a new owner.
+#[tokio::test]
+async fn a_manager_cannot_replace_an_owners_invitation_of_a_new_owner() {
+    let app = spawn_app().await;
+    let t = app.signup().await;
+    let (_, manager) = app.add_member(&t, "MANAGER").await;
+    let cfo = switchyard_tests::unique_email("cfo");
+    let invite_as = async |token: &str, role: &str| {
+        app.gql(
+            Some(token),
+            &format!("mutation($e: String!) {{ inviteMember(email: $e, role: {role}) {{ invitation {{ id }} }} }}"),
+            json!({"e": cfo}),
+        )
+        .await
+    };
+    let owners = invite_as(&t.access, "OWNER").await;
+    assert!(owners.get("errors").is_none(), "{owners}");
+    let replaced = invite_as(&manager, "STAFF").await;
+    assert_eq!(gql_code(&replaced), "forbidden", "{replaced}");
+    let pending: Vec<(String, bool)> = sqlx::query_as(
+        "select role::text, revoked_at is null from invitation where tenant_id = $1 and email = $2 order by id",
+    )
+    .bind(t.id)
+    .bind(&cfo)
+    .fetch_all(&mut *app.tenant_tx(t.id).await)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        pending,
+        [("owner".to_owned(), true)],
+        "the owner's invitation stands"
+    );
+    // The owner may replace it; then the manager may replace the staff invitation, as one it could have made.
+    let staff = invite_as(&t.access, "STAFF").await;
+    assert!(staff.get("errors").is_none(), "{staff}");
+    let again = invite_as(&manager, "STAFF").await;
+    assert!(again.get("errors").is_none(), "{again}");
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from invitation where tenant_id = $1 and email = $2 and revoked_at is null",
+    )
+    .bind(t.id)
+    .bind(&cfo)
+    .fetch_one(&mut *app.tenant_tx(t.id).await)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(live, 1);
+}
+
 #[tokio::test]
 async fn a_removed_member_loses_access_at_once() {
     let app = spawn_app().await;

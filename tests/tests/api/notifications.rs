@@ -526,6 +526,15 @@ async fn changing_a_password_needs_the_current_one() {
         )
         .await;
     assert_eq!(gql_code(&anonymous), "unauthenticated", "{anonymous}");
+    // A second device signed in, and a reset code asked for, before the change.
+    let other = app.login(&t.email, &t.password).await;
+    let (status, _) = app
+        .post("/api/v1/auth/password/forgot", json!({"email": t.email}))
+        .await;
+    assert!(status.is_success(), "{status}");
+    let reset = mail::wait_for_link(&t.email, "/reset-password", 1)
+        .await
+        .token();
     let ok = app
         .gql_ok(
             &t.access,
@@ -534,6 +543,20 @@ async fn changing_a_password_needs_the_current_one() {
         )
         .await;
     assert_eq!(ok["changePassword"], true);
+    // Every session ends (someone who knew the old password may hold one), this device's too; the code is void.
+    for refresh in [&t.refresh, &other.refresh] {
+        let (status, body) = app
+            .post("/api/v1/auth/refresh", json!({"refresh_token": refresh}))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/password/reset",
+            json!({"token": reset, "password": "an-attackers-passphrase"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (status, _) = app
         .post(
             "/api/v1/auth/login",
