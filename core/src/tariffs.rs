@@ -217,6 +217,8 @@ pub struct Scope {
 /// Assigns `tariff` to `scope`, replacing whatever was assigned to exactly that scope.
 pub async fn assign(tx: &mut TenantTx, actor: &Actor, tariff: Uuid, scope: Scope) -> Result<()> {
     actor.require_manager()?;
+    // Held against an edit of its terms: the currency read here is the one it keeps until this commits.
+    tx.lock_row("tariff", tariff, RowLock::Share).await?;
     let priced = get(tx, tariff).await?;
     let venue = crate::venues::get(tx, scope.venue_id).await?;
     if priced.terms.currency != venue.currency {

@@ -141,13 +141,15 @@ pub struct ChargingTransaction {
     pub connector: i32,
     /// Its id in OCPP (1.6: the integer handed out; 2.0.1: the charger's).
     pub ocpp_id: String,
-    /// The tag presented; none for free vend.
+    /// The tag presented; none for free vend, and none while pending (a refused tag leaves it pending: see the
+    /// audit log's `charging.unbilled_transaction`).
     pub id_tag: Option<String>,
     /// How the tag was judged at its start (`Accepted`, `Invalid`, `Blocked`, `NoCredit` ...), or, with no tag,
     /// `FreeVend` (a 2.0.1 charger charging without asking anyone: kept, billed to no one) or `Pending` (a 2.0.1
     /// transaction begun before a token, such as at the cable plugged in: billed once an accepted token comes).
     pub auth_status: String,
-    /// The session that bills it (none when its tag was not accepted: kept, not billed).
+    /// The session that bills it (none when its tag was not accepted, or its station could not bill: kept, not
+    /// billed).
     pub session_id: Option<Uuid>,
     /// The energy register (Wh) at the start and at the last reading; none until the charger's first reading (a
     /// 2.0.1 start may carry none: the first reading is then the baseline).

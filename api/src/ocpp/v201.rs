@@ -389,8 +389,16 @@ async fn transaction_event(cx: &mut Cx<'_>, event: TransactionEvent) -> Result<V
     if let Some(id_token) = id_token {
         // A free-vend transaction given a token to start by (a tap, a cloud-started session's tag; not a tap to
         // stop it): billed from here on.
-        let starts = matches!(event.trigger_reason.as_str(), "Authorized" | "RemoteStart");
-        let verdict = if transaction.id_tag.is_none() && event.event_type != "Ended" && starts {
+        // A pending transaction (begun before any token) takes the first token it is given however the event was
+        // triggered (some chargers send it in every event), except a tap to stop it.
+        let starts = matches!(event.trigger_reason.as_str(), "Authorized" | "RemoteStart")
+            || (transaction.auth_status == transactions::Untagged::Pending.as_str()
+                && event.trigger_reason != "StopAuthorized");
+        let verdict = if transaction.id_tag.is_none()
+            && transaction.stopped_at.is_none()
+            && event.event_type != "Ended"
+            && starts
+        {
             let offline = event.offline.unwrap_or(false) || cx.replay.is_some();
             let verdict = transactions::present_token(
                 cx.tx,

@@ -202,7 +202,7 @@ function ChargerCard({ charger: c, station, reload }: { charger: Charger; statio
           <ul className="transactions">
             {c.transactions.map((x) => (
               <li key={x.ocppId}>
-                {x.ocppId} · {x.idTag ?? t.chargers.freeVend} · {(x.energyWh / 1000).toFixed(2)} kWh · {x.stoppedAt ? x.stopReason ?? '' : t.chargers.running}
+                {x.ocppId} · {x.idTag ?? (x.authStatus === 'Pending' ? t.chargers.pendingToken : t.chargers.freeVend)} · {(x.energyWh / 1000).toFixed(2)} kWh · {x.stoppedAt ? x.stopReason ?? '' : t.chargers.running}
               </li>
             ))}
           </ul>

@@ -352,6 +352,7 @@ export const en = {
     transactions: 'Latest transactions',
     running: 'charging',
     freeVend: 'free vend',
+    pendingToken: 'waiting for a tag',
     answered: (action: string, status: string) => `${action}: ${status}`,
     passwordPending: 'new password not yet confirmed by the charger',
     rebootRequired: 'a setting it accepted waits for a reboot (soft reset)',

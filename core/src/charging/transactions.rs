@@ -424,8 +424,8 @@ async fn open_session(
     Ok((session, verdict, unbillable))
 }
 
-/// A token presented during a free-vend transaction (a 2.0.1 charger that began without asking, then was given
-/// one: a cloud-started session's, or a patron's tap): when it opens a session, the transaction becomes that tag's
+/// A token presented during a transaction without a tag (a 2.0.1 charger that began without asking, or before
+/// anyone was authorized, then was given one: a cloud-started session's, or a patron's tap): when it opens a session, the transaction becomes that tag's
 /// and is billed from the register `meter_wh` (else the last reading; with none yet, from the first to come) on;
 /// what ran before was free. Returns the tag's verdict.
 pub async fn present_token(
@@ -441,7 +441,7 @@ pub async fn present_token(
         (Some(m), last) => Some(m.max(last.unwrap_or(0))),
         (None, last) => last,
     };
-    let (session, verdict, _) = open_session(
+    let (session, verdict, unbillable) = open_session(
         tx,
         charger,
         transaction.station_id,
@@ -453,8 +453,15 @@ pub async fn present_token(
     )
     .await?;
     if session.is_none() {
-        // Not one to bill (an unknown tag, no funds, ...): the transaction stays free vend, and a later token
-        // (after a top-up, a session started in the cloud) may still take it.
+        // Not one to bill (an unknown tag, no funds, a station that cannot bill ...): the transaction stays without
+        // a tag (free vend, or pending), and a later token (after a top-up, a session started in the cloud) may
+        // still take it. The refusal is in the audit log, with its tag.
+        let refused = Transaction {
+            id_tag: Some(tag.to_owned()),
+            auth_status: verdict.status.as_str().to_owned(),
+            ..transaction.clone()
+        };
+        audit_unbilled(tx, charger, &refused, unbillable.as_deref()).await?;
         return Ok(verdict);
     }
     sqlx::query(

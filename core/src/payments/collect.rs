@@ -608,14 +608,15 @@ async fn settle_holds(
             0 => provider.cancel(&reference).await.map(|()| 0),
             _ => provider.capture(&reference, capture, &key).await,
         };
-        // The provider refuses to settle a hold settled before: a pass that captured it and was undone before it
-        // recorded so (its webhook found nothing to book). What the provider received is what was taken.
+        // The provider refuses to settle a hold settled before: by a pass that captured or released it and was
+        // undone before it recorded so (a capture's webhook finds nothing to book), or by the provider itself (an
+        // authorization expires uncaptured after some days). What the provider received is what was taken.
         let captured = match settled {
             Ok(captured) => captured,
             Err(e) => match provider.received(&reference).await {
                 Ok(Some(received)) => {
                     tracing::warn!(tenant.id = %tx.tenant(), payment = %id, received,
-                        "a deposit hold was captured by an earlier pass that did not record it; recorded now");
+                        "a deposit hold was settled at the provider before; recorded as it received it");
                     received
                 }
                 _ => return Err(e),

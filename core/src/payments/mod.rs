@@ -120,7 +120,8 @@ pub trait PaymentProvider: Send + Sync {
     /// Captures `amount` of an authorized intent and releases the rest; returns the amount the intent now holds as
     /// received.
     async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<i64>;
-    /// The amount an intent has received, if it has succeeded (a hold captured already); none otherwise.
+    /// What a settled intent received: the amount, if it succeeded (a hold captured already), or 0 if it was
+    /// canceled (a hold released, or expired uncaptured); none while it is not settled.
     async fn received(&self, reference: &str) -> Result<Option<i64>>;
     /// Cancels a pending or authorized intent (releasing a hold).
     async fn cancel(&self, reference: &str) -> Result<()>;

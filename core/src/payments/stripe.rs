@@ -262,7 +262,11 @@ impl PaymentProvider for StripeProvider {
             .send(&self.client)
             .await
             .map_err(failure)?;
-        Ok((intent.status == PaymentIntentStatus::Succeeded).then_some(intent.amount_received))
+        Ok(match intent.status {
+            PaymentIntentStatus::Succeeded => Some(intent.amount_received),
+            PaymentIntentStatus::Canceled => Some(0),
+            _ => None,
+        })
     }
 
     async fn cancel(&self, reference: &str) -> Result<()> {

@@ -397,7 +397,8 @@ async fn a_hold_captured_by_a_pass_that_was_undone_is_booked_by_the_next_as_stri
     .await;
     let c = setup(&w.app, 0).await;
     w.save_card(&c, "pm_card_visa").await;
-    let capture_at_stripe = async |amount: i64| {
+    // Captures (`Some(amount)`) or releases (`None`) the newest hold at Stripe, as an undone pass (or Stripe) did.
+    let settle_at_stripe = async |amount: Option<i64>| {
         let hold = fake
             .intents()
             .into_iter()
@@ -405,10 +406,14 @@ async fn a_hold_captured_by_a_pass_that_was_undone_is_booked_by_the_next_as_stri
             .find(|i| i["status"] == "requires_capture")
             .unwrap_or_else(|| panic!("no hold: {:?}", fake.intents()));
         let id = hold["id"].as_str().unwrap_or_default().to_owned();
+        let (action, form) = match amount {
+            Some(a) => ("capture", vec![("amount_to_capture", a.to_string())]),
+            None => ("cancel", vec![]),
+        };
         let answer = reqwest::Client::new()
-            .post(format!("{base}/v1/payment_intents/{id}/capture"))
+            .post(format!("{base}/v1/payment_intents/{id}/{action}"))
             .bearer_auth("sk_test_switchyard")
-            .form(&[("amount_to_capture", amount.to_string())])
+            .form(&form)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -430,7 +435,7 @@ async fn a_hold_captured_by_a_pass_that_was_undone_is_booked_by_the_next_as_stri
     .await;
     assert_eq!(status, StatusCode::OK, "{stopped}");
     assert_eq!(wallet(&w.app, &c).await["debt"], 295);
-    capture_at_stripe(300).await;
+    settle_at_stripe(Some(300)).await;
     assert_eq!(w.collect(Utc::now()).await, 1);
     let p = w.patron(&c).await;
     assert_eq!(p["debtCollection"], json!([]), "{p}");
@@ -455,7 +460,7 @@ async fn a_hold_captured_by_a_pass_that_was_undone_is_booked_by_the_next_as_stri
         json!({"rental_id": r["rental_id"], "station_id": c.a}),
     )
     .await;
-    capture_at_stripe(50).await;
+    settle_at_stripe(Some(50)).await;
     assert_eq!(w.collect(Utc::now()).await, 1);
     let p = w.patron(&c).await;
     assert_eq!(
@@ -468,6 +473,37 @@ async fn a_hold_captured_by_a_pass_that_was_undone_is_booked_by_the_next_as_stri
         json!({"balance": 55, "depositHeld": 0, "debt": 0})
     );
     assert_eq!(w.collect(Utc::now()).await, 0, "nothing left to do");
+
+    // A hold Stripe released itself (an authorization expires uncaptured) under a rental that ran long: recorded
+    // as released, and the debt is charged to the card like any other, rather than every pass failing on it.
+    let (_, r) = w.start(&c, "expired").await;
+    let rental: Uuid = r["rental_id"].as_str().unwrap_or_default().parse().unwrap();
+    w.bill(&c, rental, Duration::hours(5)).await;
+    post(
+        &w.app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("stop-expired"),
+        json!({"rental_id": rental, "station_id": c.a}),
+    )
+    .await;
+    settle_at_stripe(None).await;
+    let mut passes = 0;
+    while w.collect(Utc::now()).await > 0 {
+        passes += 1;
+        assert!(passes < 10, "collection goes on: {}", w.patron(&c).await);
+    }
+    let p = w.patron(&c).await;
+    let deposits: Vec<&Value> = p["payments"]
+        .as_array()
+        .map(|l| l.iter().filter(|x| x["kind"] == "deposit").collect())
+        .unwrap_or_default();
+    assert_eq!(
+        deposits[0],
+        &json!({"kind": "deposit", "status": "canceled", "amount": 500, "capturedAmount": 0, "failureReason": null}),
+        "{p}"
+    );
+    assert_eq!(wallet(&w.app, &c).await["debt"], 0, "{p}");
     assert_eq!(w.unbalanced_journals().await, 0);
 }
 

@@ -359,6 +359,74 @@ async fn a_v201_transaction_begun_before_its_token_keeps_its_evse_and_is_billed_
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(connector, Some(2));
     assert_eq!(wallet(&app, &s.t, s.patron).await, (940, 0));
+
+    // A tag refused on a pending transaction leaves it pending (for a later tag), in the audit log with the tag;
+    // the patron's tag then takes it even in an event not triggered by a tap (some chargers send it in every one).
+    let plug = |kind: &str, seq: i64, trigger: &str, wh: i64, tag: Option<&str>| {
+        let mut e = json!({
+            "eventType": kind, "timestamp": chrono::Utc::now(), "triggerReason": trigger, "seqNo": seq,
+            "transactionInfo": {"transactionId": "TX-PLUG-2"}, "meterValue": energy(wh),
+            "evse": {"id": 1, "connectorId": 1},
+        });
+        if let Some(tag) = tag {
+            e["idToken"] = json!({"idToken": tag, "type": "ISO14443"});
+        }
+        e
+    };
+    let mut send = async |e: Value| {
+        cp.call("TransactionEvent", e)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    send(plug("Started", 0, "CablePluggedIn", 9_000, None)).await;
+    let refused = send(plug("Updated", 1, "Authorized", 9_000, Some("NOBODY99"))).await;
+    assert_eq!(refused["idTokenInfo"]["status"], "Invalid", "{refused}");
+    let c = charger(&app, &s.t, s.charger).await;
+    let pending = c["transactions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["ocppId"] == "TX-PLUG-2").cloned())
+        .unwrap_or_else(|| panic!("{c}"));
+    assert_eq!(
+        (
+            &pending["authStatus"],
+            &pending["idTag"],
+            &pending["sessionId"]
+        ),
+        (&json!("Pending"), &json!(null), &json!(null)),
+        "{pending}"
+    );
+    let taken = send(plug(
+        "Updated",
+        2,
+        "MeterValuePeriodic",
+        9_000,
+        Some(&s.tag),
+    ))
+    .await;
+    assert_eq!(taken["idTokenInfo"]["status"], "Accepted", "{taken}");
+    let ended = send(plug(
+        "Ended",
+        3,
+        "EVCommunicationLost",
+        10_000,
+        Some(&s.tag),
+    ))
+    .await;
+    assert_eq!(ended["totalCost"], 0.3, "{ended}");
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let audited: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "select detail->>'id_tag', detail->>'auth_status' from audit_log
+         where action = 'charging.unbilled_transaction' and object_id = $1 and detail->>'transaction' = 'TX-PLUG-2'",
+    )
+    .bind(s.charger)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        audited,
+        [(Some("NOBODY99".to_owned()), Some("Invalid".to_owned()))]
+    );
+    assert_eq!(wallet(&app, &s.t, s.patron).await, (910, 0));
 }
 
 #[tokio::test]
