@@ -290,6 +290,14 @@ pub async fn set(
         .filter(|k| !k.is_empty())
         .map(|k| stripe_key("webhookSecret", k, &["whsec_"]))
         .transpose()?;
+    let had_account: bool =
+        sqlx::query_scalar("select exists (select 1 from payment_account where tenant_id = $1)")
+            .bind(tx.tenant())
+            .fetch_one(tx.conn())
+            .await?;
+    if !had_account {
+        still_open(tx, false).await?;
+    }
     let tenant = tx.tenant().0;
     let sealed_key = sealer.seal(tenant, secret_key)?;
     let sealed_webhook = webhook_secret.map(|w| sealer.seal(tenant, w)).transpose()?;
@@ -309,7 +317,6 @@ pub async fn set(
     .execute(tx.conn())
     .await?;
     // Never the keys: which kind, and whether a webhook secret came with it.
-    // Never the keys: which kind, and whether a webhook secret came with it.
     let detail = serde_json::json!({
         "secret_key": hint(secret_key),
         "webhook_secret": webhook_secret.is_some(),
@@ -322,6 +329,7 @@ pub async fn set(
 /// were keys. Owners only.
 pub async fn remove(tx: &mut TenantTx, actor: &Actor) -> Result<bool> {
     owner_only(actor)?;
+    still_open(tx, true).await?;
     let removed = sqlx::query("delete from payment_account where tenant_id = $1")
         .bind(tx.tenant())
         .execute(tx.conn())
@@ -338,6 +346,29 @@ pub async fn remove(tx: &mut TenantTx, actor: &Actor) -> Result<bool> {
         .await?;
     }
     Ok(removed)
+}
+
+/// Refused while card holds or debt charges are open on the account about to stop being the tenant's (its own,
+/// `own`, or the platform's): only that account can capture, release or answer them, and a hold left behind would
+/// be neither captured for what its rental owes nor released. Replacing the tenant's keys (a rotated key of the
+/// same account) is not checked.
+async fn still_open(tx: &mut TenantTx, own: bool) -> Result<()> {
+    let open: i64 = sqlx::query_scalar(
+        "select count(*) from payment where tenant_id = $1 and (provider = $2) = $3
+           and ((kind = 'deposit' and status = 'authorized') or (kind = 'debt' and status = 'pending'))",
+    )
+    .bind(tx.tenant())
+    .bind(TENANT_PROVIDER)
+    .bind(own)
+    .fetch_one(tx.conn())
+    .await?;
+    if open > 0 {
+        return Err(Error::Conflict(format!(
+            "{open} card deposit hold(s) or debt charge(s) are still open on the current payment account, and only \
+             it can settle them: change the account once their rentals have ended and they are settled"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

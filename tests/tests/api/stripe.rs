@@ -428,6 +428,53 @@ async fn a_tenants_own_stripe_keys_are_sealed_take_its_new_payments_and_its_webh
     );
     assert_eq!(balance(&app, &s).await, 1_900);
 
+    // Not while a debt charge (or a card hold) is open on the tenant's account: only that account can settle it.
+    let mut tx = app.tenant_tx(s.t.id).await;
+    sqlx::query(
+        "insert into payment (tenant_id, id, patron_id, venue_id, amount, currency, status, provider, provider_ref,
+                              idempotency_key, kind)
+         select tenant_id, gen_random_uuid(), patron_id, venue_id, 100, currency, 'pending', provider, 'pi_open',
+                'open-debt-charge', 'debt'
+         from payment where tenant_id = $1 and provider = 'stripe:tenant' limit 1",
+    )
+    .bind(s.t.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let refused = app
+        .gql(
+            Some(&s.t.access),
+            "mutation { removePaymentAccount }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(gql_code(&refused), "conflict", "{refused}");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("1 card deposit hold(s) or debt charge(s) are still open"),
+        "{refused}"
+    );
+    assert!(app
+        .gql_ok(
+            &s.t.access,
+            "{ paymentAccount { secretKeyHint } }",
+            json!({})
+        )
+        .await["paymentAccount"]
+        .is_object());
+    let mut tx = app.tenant_tx(s.t.id).await;
+    sqlx::query(
+        "update payment set status = 'failed' where tenant_id = $1 and provider_ref = 'pi_open'",
+    )
+    .bind(s.t.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+
     // Removed: payments go through the platform's account again.
     let removed = app
         .gql_ok(&s.t.access, "mutation { removePaymentAccount }", json!({}))
