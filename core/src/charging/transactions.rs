@@ -275,7 +275,7 @@ pub async fn start(
         station_id,
         connector,
         &start.id_tag,
-        start.at,
+        billable_from(charger, start.at, start.journaled),
         start.meter_start_wh,
         start.offline,
     )
@@ -539,6 +539,25 @@ pub async fn start_untagged(
     }
     metrics::counter!("ocpp_transactions_started_total", "auth" => kind.as_str()).increment(1);
     Ok(transaction)
+}
+
+/// The time a session opened by a start the charger stamped `at` is billed from: `at`, but not before the cloud last
+/// heard from the charger (before this message), with a minute's grace for the messages that come just before a
+/// start. A charger whose clock runs slow (or was reset) is not billed for hours before the start; a start held up
+/// offline, or in a bridge's journal, counts from when it happened. A start stamped before the charger's connection
+/// began was held up offline: the charger was last heard before its outage (never heard before: from the
+/// connection, as no start could have been authorized for a patron before it).
+fn billable_from(charger: &Charger, at: DateTime<Utc>, journaled: bool) -> DateTime<Utc> {
+    if journaled {
+        return at;
+    }
+    let heard = if let Some(connected) = charger.connected_at.filter(|c| at < *c) {
+        Some(charger.seen_before_connect_at.unwrap_or(connected))
+    } else {
+        let grace = Utc::now() - chrono::Duration::minutes(1);
+        Some(charger.last_seen_at.map_or(grace, |l| l.min(grace)))
+    };
+    heard.map_or(at, |h| at.max(h))
 }
 
 /// A transaction kept without a session to bill (a tag not accepted, free vend, a station that cannot bill — then

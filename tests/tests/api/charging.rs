@@ -381,6 +381,44 @@ async fn a_start_at_a_station_that_cannot_bill_is_kept_unbilled_and_the_tag_told
     assert_eq!(wallet(&app, &s.t, s.patron).await, (1000, 0));
 }
 
+/// A connected charger whose clock runs three hours slow starts a transaction: the session is billed from about now
+/// (not before the cloud last heard from it), while the transaction keeps the charger's own time.
+#[tokio::test]
+async fn a_live_start_from_a_charger_whose_clock_runs_slow_is_not_billed_for_the_hours_before() {
+    let app = switchyard_tests::spawn_app().await;
+    let s = site(&app).await;
+    let mut cp = boot(&app, &s, OcppVersion::V16).await;
+    cp.next_received("SendLocalList").await;
+    let before = chrono::Utc::now();
+    let stamped = before - chrono::Duration::hours(3);
+    let start = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": s.tag, "meterStart": 0, "timestamp": stamped}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(start["idTagInfo"]["status"], "Accepted", "{start}");
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let (transaction_at, session_at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "select t.started_at, s.started_at from charging_transaction t join session s on s.id = t.session_id
+             where t.station_id = $1",
+        )
+        .bind(s.station)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        transaction_at.timestamp_millis(),
+        stamped.timestamp_millis()
+    );
+    assert!(
+        session_at >= before - chrono::Duration::minutes(2) && session_at <= chrono::Utc::now(),
+        "billed from {session_at}, the start came at {before}"
+    );
+}
+
 #[tokio::test]
 async fn a_v16_charger_boots_reports_and_bills_a_transaction_by_energy_from_the_wallet() {
     let app = switchyard_tests::spawn_app().await;
