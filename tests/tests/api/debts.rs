@@ -38,6 +38,19 @@ pub(crate) struct World {
     pub database: TestDatabase,
 }
 
+/// A world whose payments go through the Stripe provider, against a fake Stripe.
+async fn stripe_world() -> (StripeFake, World) {
+    let fake = StripeFake::start().await;
+    let base = fake.url();
+    let w = world(&[
+        ("PAYMENT_PROVIDER", "stripe"),
+        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
+        ("STRIPE_API_BASE", &base),
+    ])
+    .await;
+    (fake, w)
+}
+
 pub(crate) async fn world(vars: &[(&str, &str)]) -> World {
     let database = fresh_database().await;
     let mut all = vec![("APP_DATABASE_URL", database.app_url.as_str())];
@@ -319,14 +332,7 @@ async fn a_deposit_held_on_the_card_pays_the_debt_and_the_rest_is_released() {
 
 #[tokio::test]
 async fn the_stripe_provider_holds_captures_and_charges_off_session_with_idempotency_keys() {
-    let fake = StripeFake::start().await;
-    let base = fake.url();
-    let w = world(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
-    ])
-    .await;
+    let (fake, w) = stripe_world().await;
     let c = setup(&w.app, 0).await;
     card_hold_flow(&w, &c).await;
 
@@ -387,14 +393,8 @@ async fn the_stripe_provider_holds_captures_and_charges_off_session_with_idempot
 /// pass for good and the money taken from the card never reached the ledger.
 #[tokio::test]
 async fn a_hold_captured_by_a_pass_that_was_undone_is_booked_by_the_next_as_stripe_received_it() {
-    let fake = StripeFake::start().await;
+    let (fake, w) = stripe_world().await;
     let base = fake.url();
-    let w = world(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
-    ])
-    .await;
     let c = setup(&w.app, 0).await;
     w.save_card(&c, "pm_card_visa").await;
     // Captures (`Some(amount)`) or releases (`None`) the newest hold at Stripe, as an undone pass (or Stripe) did.
@@ -509,14 +509,7 @@ async fn a_hold_captured_by_a_pass_that_was_undone_is_booked_by_the_next_as_stri
 
 #[tokio::test]
 async fn a_card_stripe_declines_fails_the_hold_and_collection_records_the_decline() {
-    let fake = StripeFake::start().await;
-    let base = fake.url();
-    let w = world(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
-    ])
-    .await;
+    let (_fake, w) = stripe_world().await;
     let c = setup(&w.app, 0).await;
     w.save_card(&c, "pm_card_chargeDeclined").await;
     let (status, body) = w.start(&c, "declined").await;
