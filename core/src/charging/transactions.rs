@@ -425,9 +425,10 @@ async fn open_session(
 }
 
 /// A token presented during a transaction without a tag (a 2.0.1 charger that began without asking, or before
-/// anyone was authorized, then was given one: a cloud-started session's, or a patron's tap): when it opens a session, the transaction becomes that tag's
-/// and is billed from the register `meter_wh` (else the last reading; with none yet, from the first to come) on;
-/// what ran before was free. Returns the tag's verdict.
+/// anyone was authorized, then was given one: a cloud-started session's, or a patron's tap): when it opens a
+/// session, the transaction becomes that tag's and is billed from the register `meter_wh` (else the last reading;
+/// with none yet, from the first to come) on, and from `at` (see [`billable_from`]); what ran before was free.
+/// Returns the tag's verdict.
 pub async fn present_token(
     tx: &mut TenantTx,
     charger: &Charger,
@@ -447,7 +448,7 @@ pub async fn present_token(
         transaction.station_id,
         transaction.connector,
         tag,
-        at,
+        billable_from(charger, at, false),
         meter,
         offline,
     )
