@@ -41,14 +41,18 @@ pub(crate) struct World {
 /// A world whose payments go through the Stripe provider, against a fake Stripe.
 async fn stripe_world() -> (StripeFake, World) {
     let fake = StripeFake::start().await;
-    let base = fake.url();
-    let w = world(&[
+    let w = world_on(&fake).await;
+    (fake, w)
+}
+
+/// A world whose payments go through the Stripe provider, against `fake`.
+async fn world_on(fake: &StripeFake) -> World {
+    world(&[
         ("PAYMENT_PROVIDER", "stripe"),
         ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
+        ("STRIPE_API_BASE", &fake.url()),
     ])
-    .await;
-    (fake, w)
+    .await
 }
 
 pub(crate) async fn world(vars: &[(&str, &str)]) -> World {
@@ -704,13 +708,7 @@ async fn a_debt_after_one_paid_in_full_is_charged_under_keys_of_its_own() {
 
 /// A Stripe world with a patron owing 175 on a rental whose deposit is held on the card.
 async fn owing_on_a_held_rental(fake: &StripeFake) -> (World, Cabinets, Uuid) {
-    let base = fake.url();
-    let w = world(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", "sk_test_switchyard"),
-        ("STRIPE_API_BASE", &base),
-    ])
-    .await;
+    let w = world_on(fake).await;
     let c = setup(&w.app, 0).await;
     w.save_card(&c, "pm_card_visa").await;
     let (status, r) = w.start(&c, "with-card").await;
