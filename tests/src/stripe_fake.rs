@@ -2,7 +2,9 @@
 //! form encoding, idempotency headers, error bodies) runs in tests. It keeps intents, honours `Idempotency-Key`
 //! (a repeated key replays the first answer, until [`StripeFake::forget_keys`], as Stripe forgets them after 24
 //! hours), lists a customer's intents newest first, records every request, and behaves like Stripe's test cards:
-//! `pm_card_chargeDeclined` attaches but every confirmed charge or hold on it fails with a 402 `card_error`.
+//! `pm_card_chargeDeclined` attaches but every confirmed charge or hold on it fails with a 402 `card_error`. It
+//! refuses amounts as Stripe does: ISK only in whole krona (multiples of 100, Stripe keeping two decimals), the
+//! three-decimal currencies only in tens.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -127,6 +129,22 @@ fn card_error(intent: Option<&Value>) -> (u16, Value) {
     (402, json!({ "error": error }))
 }
 
+/// Stripe's answer to an amount it does not take in `currency` (lowercase), if it does not.
+fn refused_amount(currency: &str, amount: i64) -> Option<(u16, Value)> {
+    let (step, code) = match currency {
+        "isk" => (100, "invalid_charge_amount_no_decimal_compatible"),
+        "bhd" | "jod" | "kwd" | "omr" | "tnd" => (10, "invalid_charge_amount"),
+        _ => return None,
+    };
+    (amount % step != 0).then(|| {
+        (
+            400,
+            json!({"error": {"type": "invalid_request_error", "code": code,
+                "message": format!("Invalid amount: {currency} amounts must be evenly divisible by {step}.")}}),
+        )
+    })
+}
+
 fn not_found(what: &str) -> (u16, Value) {
     (
         404,
@@ -165,6 +183,11 @@ impl State {
             ("POST", ["v1", "payment_intents"]) => {
                 let id = self.id("pi");
                 let amount: i64 = f.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+                if let Some(refused) =
+                    refused_amount(f.get("currency").map_or("", String::as_str), amount)
+                {
+                    return refused;
+                }
                 let manual = f.get("capture_method").map(String::as_str) == Some("manual");
                 let confirm = f.get("confirm").map(String::as_str) == Some("true");
                 let declines =
@@ -244,6 +267,11 @@ impl State {
                     .get("amount_to_capture")
                     .and_then(|a| a.parse::<i64>().ok())
                     .unwrap_or_else(|| intent["amount"].as_i64().unwrap_or(0));
+                if let Some(refused) =
+                    refused_amount(intent["currency"].as_str().unwrap_or_default(), amount)
+                {
+                    return refused;
+                }
                 intent["status"] = json!("succeeded");
                 intent["amount_received"] = json!(amount);
                 intent["amount_capturable"] = json!(0);
@@ -276,8 +304,12 @@ impl State {
                     );
                 }
                 let currency = paid["currency"].clone();
-                let id = self.id("re");
                 let amount: i64 = f.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+                if let Some(refused) = refused_amount(currency.as_str().unwrap_or_default(), amount)
+                {
+                    return refused;
+                }
+                let id = self.id("re");
                 (
                     200,
                     json!({"id": id, "object": "refund", "amount": amount, "created": 1_700_000_000,

@@ -165,6 +165,7 @@ pub async fn charge_to_wallet(
         return settled(payment);
     }
     let venue = venues::get(tx, venue_id).await?;
+    super::check_step(provider, amount, &venue.currency)?;
     let card = get(tx, patron_id, provider.name()).await?.ok_or_else(|| {
         Error::validation(
             "payWith",

@@ -159,11 +159,14 @@ pub(crate) async fn hold_deposit(
     if held {
         return Err(Error::IdempotencyKeyReused);
     }
+    // Rounded up to what the provider takes (KWD in tens): the hold covers the deposit, and a capture takes only
+    // what is owed.
+    let amount = super::round_up(provider, rental.deposit_amount, &rental.currency);
     let intent = provider
         .create_intent(IntentRequest {
             payment_id: id,
             tenant_id: tx.tenant().0,
-            amount: rental.deposit_amount,
+            amount,
             currency: &rental.currency,
             idempotency_key: &key,
             off_session: Some(card.on_file()),
@@ -178,7 +181,7 @@ pub(crate) async fn hold_deposit(
             patron_id: card.patron_id,
             venue_id: rental.venue_id,
             session_id: Some(rental.id),
-            amount: rental.deposit_amount,
+            amount,
             currency: &rental.currency,
             provider: provider.name(),
             reference: &intent.reference,
@@ -396,7 +399,9 @@ pub async fn prepare(
         currency: currency.to_owned(),
         series: row.series,
         number: row.charges,
-        amount: owed.min(policy.step.max(1)),
+        // Rounded up to what the provider takes (KWD in tens): what a charge takes beyond the debt goes to the
+        // wallet.
+        amount: super::round_up(provider, owed.min(policy.step.max(1)), currency),
         provider: provider.name().to_owned(),
         customer_ref: card.customer_ref,
         payment_method_ref: card.payment_method_ref,
@@ -600,13 +605,14 @@ async fn settle_holds(
     .await?;
     for (id, reference, amount) in holds {
         let owed = -ledger::balance(tx, Owner::Patron(patron), Purpose::Debt, currency).await?;
-        let capture = owed.clamp(0, amount);
+        // Rounded up to what the provider takes, within the hold (a multiple itself): the wallet gets the rest.
+        let capture = super::round_up(provider, owed.clamp(0, amount), currency).min(amount);
         // The key names the amount: a pass undone after its capture went out, retried owing more, is not refused
         // as a key reused with other parameters.
         let key = format!("{} capture {id} {capture}", tx.tenant());
         let settled = match capture {
             0 => provider.cancel(&reference).await.map(|()| 0),
-            _ => provider.capture(&reference, capture, &key).await,
+            _ => provider.capture(&reference, capture, currency, &key).await,
         };
         // The provider refuses to settle a hold settled before: by a pass that captured or released it and was
         // undone before it recorded so (a capture's webhook finds nothing to book), or by the provider itself (an

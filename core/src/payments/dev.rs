@@ -102,7 +102,13 @@ impl PaymentProvider for DevProvider {
         })
     }
 
-    async fn capture(&self, _reference: &str, amount: i64, _key: &str) -> Result<i64> {
+    async fn capture(
+        &self,
+        _reference: &str,
+        amount: i64,
+        _currency: &str,
+        _key: &str,
+    ) -> Result<i64> {
         Ok(amount)
     }
 
@@ -115,7 +121,13 @@ impl PaymentProvider for DevProvider {
         Ok(())
     }
 
-    async fn refund(&self, _reference: &str, _amount: i64, _key: &str) -> Result<String> {
+    async fn refund(
+        &self,
+        _reference: &str,
+        _amount: i64,
+        _currency: &str,
+        _key: &str,
+    ) -> Result<String> {
         Ok(format!("dev_re_{}", Uuid::new_v4().simple()))
     }
 }

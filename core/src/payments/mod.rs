@@ -117,16 +117,62 @@ pub trait PaymentProvider: Send + Sync {
         amount: i64,
         created_at: DateTime<Utc>,
     ) -> Result<ProviderStatus>;
+    /// The smallest amount, in minor units of `currency`, the provider takes: every amount it is asked to charge,
+    /// hold, capture or refund is a multiple (Stripe takes three-decimal currencies only in tens).
+    fn step(&self, _currency: &str) -> i64 {
+        1
+    }
     /// Captures `amount` of an authorized intent and releases the rest; returns the amount the intent now holds as
     /// received.
-    async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<i64>;
+    async fn capture(
+        &self,
+        reference: &str,
+        amount: i64,
+        currency: &str,
+        idempotency_key: &str,
+    ) -> Result<i64>;
     /// What a settled intent received: the amount, if it succeeded (a hold captured already), or 0 if it was
     /// canceled (a hold released, or expired uncaptured); none while it is not settled.
     async fn received(&self, reference: &str) -> Result<Option<i64>>;
     /// Cancels a pending or authorized intent (releasing a hold).
     async fn cancel(&self, reference: &str) -> Result<()>;
     /// Refunds `amount` of a succeeded intent; returns the refund's reference.
-    async fn refund(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<String>;
+    async fn refund(
+        &self,
+        reference: &str,
+        amount: i64,
+        currency: &str,
+        idempotency_key: &str,
+    ) -> Result<String>;
+}
+
+/// Refuses an amount `provider` cannot take in `currency` (see [`PaymentProvider::step`]), naming the step.
+pub(crate) fn check_step(
+    provider: &dyn PaymentProvider,
+    amount: i64,
+    currency: &str,
+) -> Result<()> {
+    multiple_of(provider.step(currency), amount, currency)
+}
+
+/// Refuses an amount that is not a multiple of `step` (minor units of `currency`), naming the step.
+pub(crate) fn multiple_of(step: i64, amount: i64, currency: &str) -> Result<()> {
+    if amount % step != 0 {
+        return Err(Error::validation(
+            "amount",
+            format!(
+                "must be a multiple of {} {currency}: the card processor takes {currency} only in such steps",
+                crate::money::format(step, currency)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `amount` (not negative) rounded up to what `provider` can take in `currency`.
+pub(crate) fn round_up(provider: &dyn PaymentProvider, amount: i64, currency: &str) -> i64 {
+    let step = provider.step(currency);
+    (amount + step - 1) / step * step
 }
 
 /// Which provider the API and the workers use: `PAYMENT_PROVIDER=dev` (the default) with `DEV_PAYMENT_CONFIRM_MS`,
@@ -295,6 +341,7 @@ pub async fn create_intent(
     }
     patrons::get(tx, patron_id).await?;
     let venue = venues::get(tx, venue_id).await?;
+    check_step(provider, amount, &venue.currency)?;
     let provider_key = format!("{}:{key}", tx.tenant());
     let id = payment_id_for(&provider_key);
     let intent = provider
@@ -645,6 +692,7 @@ pub async fn refund(
             ),
         ));
     }
+    check_step(provider, amount, &payment.currency)?;
     let owner = Owner::Patron(payment.patron_id);
     let wallet = ledger::account(tx, owner, Purpose::Wallet, &payment.currency).await?;
     // Two refunds of two top-ups share the wallet: without the lock both could read the same balance and take it
@@ -668,6 +716,7 @@ pub async fn refund(
         .refund(
             &payment.provider_ref,
             amount,
+            &payment.currency,
             &format!("{}:refund:{key}", tx.tenant()),
         )
         .await?;

@@ -99,6 +99,62 @@ fn status_of(intent: &PaymentIntent) -> ProviderStatus {
     }
 }
 
+/// Currencies Stripe writes in whole units, whatever ISO 4217 says (it gives MGA two minor digits).
+const WHOLE_UNITS: &[&str] = &[
+    "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV",
+    "XAF", "XOF", "XPF",
+];
+
+/// How Stripe writes amounts of a currency: its number of decimals, and the step its amounts must be multiples
+/// of. Stripe keeps two decimals for ISK (ISO has none) but takes only whole krona, and takes three-decimal
+/// currencies only in tens.
+fn stripe_units(code: &str) -> (u32, i64) {
+    if WHOLE_UNITS.contains(&code) {
+        (0, 1)
+    } else if code == "ISK" {
+        (2, 100)
+    } else if crate::money::minor_units(code) == Some(3) {
+        (3, 10)
+    } else {
+        (2, 1)
+    }
+}
+
+/// The platform's minor-unit digits of a currency (ISO 4217).
+fn iso_digits(code: &str) -> u32 {
+    u32::from(crate::money::minor_units(code).unwrap_or(2))
+}
+
+/// The smallest amount, in the platform's minor units of `code`, that Stripe charges, holds, captures or refunds:
+/// every amount sent is a multiple (100 for MGA, 10 for KWD, 1 for EUR, JPY or ISK).
+pub(crate) fn step(code: &str) -> i64 {
+    let (digits, step) = stripe_units(code);
+    (step * 10i64.pow(iso_digits(code)) / 10i64.pow(digits)).max(1)
+}
+
+/// An amount in the platform's minor units (ISO 4217) as Stripe writes it: `1500` ISK is `150000`, `100000` MGA
+/// (1,000.00 ariary) is `1000`. An amount that is not a multiple of [`step`] is refused.
+pub(crate) fn to_stripe(amount: i64, code: &str) -> Result<i64> {
+    super::multiple_of(step(code), amount, code)?;
+    let (digits, iso) = (stripe_units(code).0, iso_digits(code));
+    Ok(if digits >= iso {
+        amount * 10i64.pow(digits - iso)
+    } else {
+        amount / 10i64.pow(iso - digits)
+    })
+}
+
+/// An amount as Stripe writes it (`code` in either case), in the platform's minor units.
+pub(crate) fn from_stripe(amount: i64, code: &str) -> i64 {
+    let code = code.to_ascii_uppercase();
+    let (digits, iso) = (stripe_units(&code).0, iso_digits(&code));
+    if digits >= iso {
+        amount / 10i64.pow(digits - iso)
+    } else {
+        amount * 10i64.pow(iso - digits)
+    }
+}
+
 fn currency(code: &str) -> Result<stripe_types::Currency> {
     code.to_ascii_lowercase()
         .parse()
@@ -160,8 +216,9 @@ impl PaymentProvider for StripeProvider {
             ("tenant_id".to_owned(), request.tenant_id.to_string()),
             ("payment_id".to_owned(), request.payment_id.to_string()),
         ]);
-        let mut create = CreatePaymentIntent::new(request.amount, currency(request.currency)?)
-            .metadata(metadata);
+        let amount = to_stripe(request.amount, request.currency)?;
+        let mut create =
+            CreatePaymentIntent::new(amount, currency(request.currency)?).metadata(metadata);
         if request.manual_capture {
             create = create.capture_method(PaymentIntentCaptureMethod::Manual);
         }
@@ -246,15 +303,28 @@ impl PaymentProvider for StripeProvider {
         Ok(status_of(&intent))
     }
 
-    async fn capture(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<i64> {
+    fn step(&self, currency: &str) -> i64 {
+        step(currency)
+    }
+
+    async fn capture(
+        &self,
+        reference: &str,
+        amount: i64,
+        currency: &str,
+        idempotency_key: &str,
+    ) -> Result<i64> {
         let intent = CapturePaymentIntent::new(reference)
-            .amount_to_capture(amount)
+            .amount_to_capture(to_stripe(amount, currency)?)
             .customize()
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await
             .map_err(failure)?;
-        Ok(intent.amount_received)
+        Ok(from_stripe(
+            intent.amount_received,
+            &intent.currency.to_string(),
+        ))
     }
 
     async fn received(&self, reference: &str) -> Result<Option<i64>> {
@@ -263,7 +333,10 @@ impl PaymentProvider for StripeProvider {
             .await
             .map_err(failure)?;
         Ok(match intent.status {
-            PaymentIntentStatus::Succeeded => Some(intent.amount_received),
+            PaymentIntentStatus::Succeeded => Some(from_stripe(
+                intent.amount_received,
+                &intent.currency.to_string(),
+            )),
             PaymentIntentStatus::Canceled => Some(0),
             _ => None,
         })
@@ -277,15 +350,59 @@ impl PaymentProvider for StripeProvider {
         Ok(())
     }
 
-    async fn refund(&self, reference: &str, amount: i64, idempotency_key: &str) -> Result<String> {
+    async fn refund(
+        &self,
+        reference: &str,
+        amount: i64,
+        currency: &str,
+        idempotency_key: &str,
+    ) -> Result<String> {
         let refund = CreateRefund::new()
             .payment_intent(reference)
-            .amount(amount)
+            .amount(to_stripe(amount, currency)?)
             .customize()
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await
             .map_err(failure)?;
         Ok(refund.id.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_written_as_stripe_writes_them() {
+        assert_eq!(to_stripe(1250, "EUR").ok(), Some(1250));
+        assert_eq!(to_stripe(500, "JPY").ok(), Some(500));
+        // ISK: no minor unit in ISO, two decimals at Stripe.
+        assert_eq!(to_stripe(1500, "ISK").ok(), Some(150_000));
+        assert_eq!(from_stripe(150_000, "isk"), 1500);
+        // MGA: two minor digits in ISO, whole ariary at Stripe.
+        assert_eq!(to_stripe(100_000, "MGA").ok(), Some(1000));
+        assert_eq!(from_stripe(1000, "mga"), 100_000);
+        assert!(to_stripe(100_050, "MGA").is_err());
+        // Three decimals, in tens.
+        assert_eq!(to_stripe(1240, "KWD").ok(), Some(1240));
+        assert!(to_stripe(1235, "KWD").is_err());
+        assert_eq!(from_stripe(1240, "kwd"), 1240);
+    }
+
+    #[test]
+    fn steps_are_in_the_platforms_minor_units() {
+        assert_eq!(step("EUR"), 1);
+        assert_eq!(step("ISK"), 1);
+        assert_eq!(step("JPY"), 1);
+        assert_eq!(step("MGA"), 100);
+        assert_eq!(step("KWD"), 10);
+        assert_eq!(step("BHD"), 10);
+    }
+
+    #[test]
+    fn a_refused_step_names_the_step() {
+        let e = to_stripe(1235, "KWD").unwrap_err().to_string();
+        assert!(e.contains("0.010 KWD"), "{e}");
     }
 }

@@ -94,7 +94,7 @@ pub struct EventObject {
     /// The intent's id at Stripe (`pi_…`), compared with the payment's stored reference.
     #[serde(default)]
     pub id: Option<String>,
-    /// Minor units and a lowercase ISO code, compared with the stored payment.
+    /// Stripe's units and a lowercase ISO code, compared with the stored payment.
     #[serde(default)]
     pub amount: Option<i64>,
     #[serde(default)]
@@ -144,7 +144,11 @@ pub const UNKNOWN_PAYMENT_RETRY_SECS: u64 = 3600;
 fn mismatch(object: &EventObject, payment: &super::Payment) -> Option<&'static str> {
     if object.id.as_deref() != Some(payment.provider_ref.as_str()) {
         Some("id")
-    } else if object.amount != Some(payment.amount) {
+    } else if object
+        .amount
+        .map(|a| super::stripe::from_stripe(a, object.currency.as_deref().unwrap_or_default()))
+        != Some(payment.amount)
+    {
         Some("amount")
     } else if !object
         .currency

@@ -15,7 +15,7 @@ use switchyard_tests::{fresh_database, spawn_app_with, TestApp, TestDatabase};
 use switchyard_workers::debts::{self, Debts};
 use uuid::Uuid;
 
-use crate::rentals::{post, setup, wallet, Cabinets};
+use crate::rentals::{post, setup, setup_in, wallet, Cabinets};
 
 const POLICY: Policy = Policy {
     step: 100,
@@ -892,4 +892,73 @@ async fn a_debt_charge_confirmed_after_the_debt_was_paid_otherwise_goes_to_the_w
         "the charge went to the wallet: {after}"
     );
     assert_eq!(w.unbalanced_journals().await, 0);
+}
+
+/// Stripe takes Kuwaiti dinars (three decimals) only in tens of fils, and refuses other amounts. A deposit of 0.505
+/// KWD is held as 0.510, a debt of 0.075 charged as 0.080, and a hold captured for 0.115 owed takes 0.120: each
+/// ten's rest goes to the wallet. Before, Stripe refused the hold, and a rental could not start.
+#[tokio::test]
+async fn kuwaiti_dinars_are_held_charged_and_captured_in_tens_and_each_tens_rest_goes_to_the_wallet(
+) {
+    let (fake, w) = stripe_world().await;
+    let c = setup_in(&w.app, 0, "KWD", 505).await;
+    w.save_card(&c, "pm_card_visa").await;
+    let (status, r) = w.start(&c, "kwd").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
+
+    // 175 fils due with an empty wallet: charged 100, then 80 for the 75 left.
+    w.bill(&c, rental, Duration::hours(3)).await;
+    let now = Utc::now();
+    assert_eq!(w.collect(now).await, 1);
+    assert_eq!(w.collect(now).await, 1);
+    assert_eq!(
+        wallet(&w.app, &c).await,
+        json!({"balance": 5, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(w.collect(now).await, 1, "finds nothing owed and ends");
+
+    // 120 more: the wallet's 5 pays first, and the hold is captured for the 115 owed, in tens.
+    w.bill(&c, rental, Duration::hours(5)).await;
+    assert_eq!(wallet(&w.app, &c).await["debt"], 115);
+    let (status, stopped) = post(
+        &w.app,
+        &c.t.access,
+        "/api/v1/rentals/stop",
+        Some("stop"),
+        json!({"rental_id": rental, "station_id": c.a}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(w.collect(Utc::now()).await, 1);
+    let p = w.patron(&c).await;
+    assert_eq!(p["debtCollection"], json!([]));
+    assert_eq!(
+        p["payments"],
+        json!([
+            {"kind": "debt", "status": "confirmed", "amount": 80, "capturedAmount": 0, "failureReason": null},
+            {"kind": "debt", "status": "confirmed", "amount": 100, "capturedAmount": 0, "failureReason": null},
+            {"kind": "deposit", "status": "confirmed", "amount": 510, "capturedAmount": 120, "failureReason": null}
+        ])
+    );
+    assert_eq!(
+        wallet(&w.app, &c).await,
+        json!({"balance": 5, "depositHeld": 0, "debt": 0})
+    );
+    assert_eq!(w.unbalanced_journals().await, 0);
+
+    let sent: Vec<(String, String)> = fake
+        .requests_to("POST", "/v1/payment_intents")
+        .iter()
+        .map(|r| (r.form["amount"].clone(), r.form["currency"].clone()))
+        .collect();
+    let kwd = |a: &str| (a.to_owned(), "kwd".to_owned());
+    assert_eq!(sent, [kwd("510"), kwd("100"), kwd("80")]);
+    let captures: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/capture"))
+        .map(|r| r.form["amount_to_capture"].clone())
+        .collect();
+    assert_eq!(captures, ["120"]);
 }

@@ -13,6 +13,7 @@ pub(crate) struct Cabinets {
     pub a: Uuid,
     pub b: Uuid,
     pub patron: Uuid,
+    pub currency: &'static str,
 }
 
 async fn cabinet(app: &TestApp, t: &Tenant, venue: Uuid, name: &str, slots: i32) -> Uuid {
@@ -34,16 +35,36 @@ async fn cabinet(app: &TestApp, t: &Tenant, venue: Uuid, name: &str, slots: i32)
 /// Two cabinets (A with powerbanks pb-001 and pb-002, B empty), 60/hour after 5 free minutes, deposit 500,
 /// buyout at 5000, and a patron with `cash` in the wallet.
 pub(crate) async fn setup(app: &TestApp, cash: i64) -> Cabinets {
+    setup_in(app, cash, "EUR", 500).await
+}
+
+/// The same at a venue whose currency is `currency`, with a deposit of `deposit`.
+pub(crate) async fn setup_in(
+    app: &TestApp,
+    cash: i64,
+    currency: &'static str,
+    deposit: i64,
+) -> Cabinets {
     let t = app.signup().await;
-    let venue = app.create_venue(&t.access, "Mall").await;
+    let venue: Uuid = app
+        .gql_ok(
+            &t.access,
+            "mutation($i: CreateVenueInput!) { createVenue(input: $i) { id } }",
+            json!({"i": {"name": "Mall", "timezone": "Europe/Berlin", "currency": currency}}),
+        )
+        .await["createVenue"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let a = cabinet(app, &t, venue, "Cabinet A", 4).await;
     let b = cabinet(app, &t, venue, "Cabinet B", 1).await;
     let tariff = app
         .gql_ok(
             &t.access,
-            "mutation { createTariff(name: \"Powerbank\", terms: {currency: \"EUR\", perMinute: 1, freeMinutes: 5,
-               deposit: 500, buyoutThreshold: 5000}) { id } }",
-            json!({}),
+            "mutation($c: String!, $d: Int!) { createTariff(name: \"Powerbank\", terms: {currency: $c, perMinute: 1,
+               freeMinutes: 5, deposit: $d, buyoutThreshold: 5000}) { id } }",
+            json!({"c": currency, "d": deposit}),
         )
         .await["createTariff"]["id"]
         .clone();
@@ -81,6 +102,7 @@ pub(crate) async fn setup(app: &TestApp, cash: i64) -> Cabinets {
         a,
         b,
         patron,
+        currency,
     }
 }
 
@@ -139,8 +161,8 @@ pub(crate) async fn rent(app: &TestApp, c: &Cabinets, station: Uuid, key: &str) 
 pub(crate) async fn wallet(app: &TestApp, c: &Cabinets) -> Value {
     app.gql_ok(
         &c.t.access,
-        "query($p: UUID!) { patron(id: $p) { wallet(currency: \"EUR\") { balance depositHeld debt } } }",
-        json!({"p": c.patron}),
+        "query($p: UUID!, $c: String!) { patron(id: $p) { wallet(currency: $c) { balance depositHeld debt } } }",
+        json!({"p": c.patron, "c": c.currency}),
     )
     .await["patron"]["wallet"]
         .clone()

@@ -587,3 +587,127 @@ async fn webhooks_and_polls_arriving_together_credit_once_and_same_key_refunds_r
         .unwrap();
     assert_eq!(refunds, 1);
 }
+
+/// Stripe writes ISK with two decimals (ISO has none) and MGA in whole ariary (ISO has two decimals): amounts go to
+/// Stripe, and come back from its webhooks, in its units, and an amount it cannot take is refused with the step to
+/// use. Before, a krona top-up reached Stripe a hundred times too small (and was refused), and an ariary top-up a
+/// hundred times too large.
+#[tokio::test]
+async fn top_ups_and_refunds_reach_stripe_in_its_units_for_krona_and_ariary() {
+    let fake = StripeFake::start().await;
+    let app = stripe_app(&fake).await;
+    let s = shop(&app).await;
+    let venue_in = |currency: &'static str| {
+        let app = &app;
+        let token = s.t.access.clone();
+        async move {
+            app.gql_ok(
+                &token,
+                "mutation($i: CreateVenueInput!) { createVenue(input: $i) { id } }",
+                json!({"i": {"name": currency, "timezone": "Atlantic/Reykjavik", "currency": currency}}),
+            )
+            .await["createVenue"]["id"]
+                .clone()
+        }
+    };
+    let top_up = |venue: Value, amount: i64, key: &'static str| {
+        let app = &app;
+        let s = &s;
+        async move {
+            let response = app
+                .client
+                .post(app.url("/api/v1/payments/intent"))
+                .bearer_auth(&s.t.access)
+                .header("idempotency-key", key)
+                .json(&json!({"patron_id": s.patron, "venue_id": venue, "amount": amount}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    // Pays the intent of `payment` at Stripe and delivers Stripe's webhook; the wallet's balance in `currency`.
+    let paid = |payment: Value, event: &'static str, currency: &'static str| {
+        let (app, s, fake) = (&app, &s, &fake);
+        async move {
+            let (_, pi) = provider_of(app, s.t.id, payment.as_str().unwrap()).await;
+            let object = fake.pay(&pi);
+            let (status, body) = deliver(app, "/webhooks/stripe", SECRET, event, &object).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            app.gql_ok(
+                &s.t.access,
+                "query($p: UUID!, $c: String!) { patron(id: $p) { wallet(currency: $c) { balance } } }",
+                json!({"p": s.patron, "c": currency}),
+            )
+            .await["patron"]["wallet"]["balance"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    let sent = |path: &str| -> Vec<(String, String)> {
+        fake.requests_to("POST", path)
+            .iter()
+            .map(|r| {
+                let currency = r.form.get("currency").cloned().unwrap_or_default();
+                (r.form["amount"].clone(), currency)
+            })
+            .collect()
+    };
+
+    // 1,500 krona: 150000 at Stripe; its webhook credits 1,500; a refund of 400 krona is 40000.
+    let isk = venue_in("ISK").await;
+    let (status, p) = top_up(isk, 1_500, "isk").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(
+        sent("/v1/payment_intents"),
+        [("150000".into(), "isk".into())]
+    );
+    assert_eq!(paid(p["intent_id"].clone(), "evt_isk", "ISK").await, 1_500);
+    let refund = app
+        .gql_ok(
+            &s.t.access,
+            REFUND,
+            json!({"p": p["intent_id"], "a": 400, "k": "isk-refund"}),
+        )
+        .await;
+    assert_eq!(refund["refundPayment"]["amount"], 400);
+    assert_eq!(sent("/v1/refunds"), [("40000".into(), String::new())]);
+
+    // Ariary: whole ones only, so 1,000.50 is refused with the step; 1,000.00 is 1000 at Stripe.
+    let mga = venue_in("MGA").await;
+    let (status, body) = top_up(mga.clone(), 100_050, "mga-cents").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "validation_failed");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("amount: must be a multiple of 1.00 MGA"),
+        "{message}"
+    );
+    assert_eq!(sent("/v1/payment_intents").len(), 1, "nothing sent");
+    let (status, p) = top_up(mga, 100_000, "mga").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(
+        sent("/v1/payment_intents")[1],
+        ("1000".into(), "mga".into())
+    );
+    assert_eq!(
+        paid(p["intent_id"].clone(), "evt_mga", "MGA").await,
+        100_000
+    );
+    let cents = app
+        .gql(
+            Some(&s.t.access),
+            REFUND,
+            json!({"p": p["intent_id"], "a": 50, "k": "mga-refund-cents"}),
+        )
+        .await;
+    assert_eq!(gql_code(&cents), "validation_failed", "{cents}");
+    app.gql_ok(
+        &s.t.access,
+        REFUND,
+        json!({"p": p["intent_id"], "a": 5_000, "k": "mga-refund"}),
+    )
+    .await;
+    assert_eq!(sent("/v1/refunds")[1], ("50".into(), String::new()));
+}
