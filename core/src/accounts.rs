@@ -148,7 +148,7 @@ impl Accounts {
             Some(u) => (Some(u.id), Some(u.password_hash), u.unverified_tenant_id),
             None => (None, None, None),
         };
-        if !auth::verify_password(&self.throttle, password.to_owned(), stored).await? {
+        if !auth::verify_password(&self.throttle, password.to_owned(), stored.clone()).await? {
             checking.failed();
             return Err(Error::InvalidCredentials);
         }
@@ -181,6 +181,11 @@ impl Accounts {
             },
         };
         let mut tx = self.db.begin_tenant(chosen.tenant_id).await?;
+        // The password checked may have been changed (or reset) since: then the change revoked every session, and
+        // this one, made after it, would have outlived it. Held until commit, so a change waits for this one.
+        if lock_login(&mut tx, user_id).await? != stored {
+            return Err(Error::InvalidCredentials);
+        }
         let pair = self.issue_pair(&mut tx, user_id, chosen.role, None).await?;
         tx.commit().await?;
         Ok(pair)
@@ -645,6 +650,10 @@ impl Accounts {
         Ok(pair)
     }
 
+    /// The refresh token's row, locked, in a transaction of its tenant. A member's login row is locked (shared)
+    /// first, in the order a password change, reset or sign-out-everywhere locks them: one of those under way
+    /// finishes first (and this token is revoked), or waits for this transaction and then revokes the token it
+    /// issues too.
     async fn find_refresh_token(&self, token: &str) -> Result<(TenantTx, RefreshRow)> {
         let invalid = Error::Unauthenticated("the refresh token is not valid; log in again");
         let hash = auth::token_hash(token);
@@ -652,6 +661,16 @@ impl Accounts {
             return Err(invalid);
         };
         let mut tx = self.db.begin_tenant(tenant).await?;
+        let member: Option<Uuid> = sqlx::query_scalar(
+            "select user_id from refresh_token where tenant_id = $1 and token_hash = $2 and user_id is not null",
+        )
+        .bind(tenant)
+        .bind(&hash)
+        .fetch_optional(tx.conn())
+        .await?;
+        if let Some(user) = member {
+            lock_login(&mut tx, user).await?;
+        }
         let row: Option<RefreshRow> = sqlx::query_as(
             "select id, coalesce(user_id, patron_id) as subject, patron_id is not null as patron, family_id,
                expires_at, family_expires_at, spent_at, revoked_at
@@ -772,6 +791,18 @@ async fn current_token_role(
     .fetch_one(tx.conn())
     .await?;
     Ok(exists.then_some(TokenRole::Patron(PatronRole::Patron)))
+}
+
+/// Locks a member's login row (shared, until the transaction ends) and returns its password hash, `None` for a
+/// login that is gone. A password change, a reset and a sign-out-everywhere lock it exclusively before they revoke
+/// refresh tokens, so a session issued under this lock is either refused or revoked by them.
+async fn lock_login(tx: &mut TenantTx, user_id: Uuid) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("select password_hash from app_user where id = $1 for share")
+            .bind(user_id)
+            .fetch_optional(tx.conn())
+            .await?,
+    )
 }
 
 /// The user's role in the transaction's tenant, if still a member.

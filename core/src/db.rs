@@ -986,14 +986,21 @@ impl SystemDb {
     }
 
     /// Signs a login out everywhere: every refresh-token family of it, in every tenant, is revoked (the reviewed
-    /// function a password reset uses). Returns how many refresh tokens were revoked.
+    /// function a password reset uses). Returns how many refresh tokens were revoked. The login's row is locked
+    /// first, as a password change does by changing it: a refresh under way (which holds it shared, see
+    /// [`crate::accounts`]) finishes first, and its new token is revoked with the rest.
     pub async fn revoke_refresh_tokens(&self, user: Uuid) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("select sys_revoke_user_refresh_tokens($1)")
-                .bind(user)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select 1 from app_user where id = $1 for update")
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        let revoked = sqlx::query_scalar("select sys_revoke_user_refresh_tokens($1)")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// Spends a verification code (by its SHA-256): the login's email is verified and it is no longer confined to

@@ -577,6 +577,8 @@ pub async fn start_by(
             return Err(Error::IdempotencyKeyReused);
         }
         if amount > 0 {
+            // Rounded up to what the provider takes (KWD in tens): the rest stays in the wallet.
+            let amount = crate::payments::round_up(card.provider, amount, &venue.currency);
             crate::payments::cards::charge_to_wallet(
                 tx,
                 by,

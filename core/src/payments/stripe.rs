@@ -109,6 +109,8 @@ const WHOLE_UNITS: &[&str] = &[
 /// of. Stripe keeps two decimals for ISK (ISO has none) but takes only whole krona, and takes three-decimal
 /// currencies only in tens.
 fn stripe_units(code: &str) -> (u32, i64) {
+    let code = code.to_ascii_uppercase();
+    let code = code.as_str();
     if WHOLE_UNITS.contains(&code) {
         (0, 1)
     } else if code == "ISK" {
@@ -120,9 +122,9 @@ fn stripe_units(code: &str) -> (u32, i64) {
     }
 }
 
-/// The platform's minor-unit digits of a currency (ISO 4217).
+/// The platform's minor-unit digits of a currency (ISO 4217; `code` in either case).
 fn iso_digits(code: &str) -> u32 {
-    u32::from(crate::money::minor_units(code).unwrap_or(2))
+    u32::from(crate::money::minor_units(&code.to_ascii_uppercase()).unwrap_or(2))
 }
 
 /// The smallest amount, in the platform's minor units of `code`, that Stripe charges, holds, captures or refunds:
@@ -132,7 +134,7 @@ pub(crate) fn step(code: &str) -> i64 {
     (step * 10i64.pow(iso_digits(code)) / 10i64.pow(digits)).max(1)
 }
 
-/// An amount in the platform's minor units (ISO 4217) as Stripe writes it: `1500` ISK is `150000`, `100000` MGA
+/// An amount in the platform's minor units (ISO 4217; `code` in either case) as Stripe writes it: `1500` ISK is `150000`, `100000` MGA
 /// (1,000.00 ariary) is `1000`. An amount that is not a multiple of [`step`] is refused.
 pub(crate) fn to_stripe(amount: i64, code: &str) -> Result<i64> {
     super::multiple_of(step(code), amount, code)?;
@@ -144,14 +146,14 @@ pub(crate) fn to_stripe(amount: i64, code: &str) -> Result<i64> {
     })
 }
 
-/// An amount as Stripe writes it (`code` in either case), in the platform's minor units.
+/// An amount as Stripe writes it, in the platform's minor units (a fraction of a minor unit, which Stripe does not
+/// take, is dropped; an amount beyond `i64` is the largest one).
 pub(crate) fn from_stripe(amount: i64, code: &str) -> i64 {
-    let code = code.to_ascii_uppercase();
-    let (digits, iso) = (stripe_units(&code).0, iso_digits(&code));
+    let (digits, iso) = (stripe_units(code).0, iso_digits(code));
     if digits >= iso {
         amount / 10i64.pow(digits - iso)
     } else {
-        amount * 10i64.pow(iso - digits)
+        amount.saturating_mul(10i64.pow(iso - digits))
     }
 }
 
@@ -388,6 +390,8 @@ mod tests {
         assert_eq!(to_stripe(1240, "KWD").ok(), Some(1240));
         assert!(to_stripe(1235, "KWD").is_err());
         assert_eq!(from_stripe(1240, "kwd"), 1240);
+        assert_eq!(to_stripe(1500, "isk").ok(), Some(150_000));
+        assert_eq!(step("kwd"), 10);
     }
 
     #[test]

@@ -144,11 +144,7 @@ pub const UNKNOWN_PAYMENT_RETRY_SECS: u64 = 3600;
 fn mismatch(object: &EventObject, payment: &super::Payment) -> Option<&'static str> {
     if object.id.as_deref() != Some(payment.provider_ref.as_str()) {
         Some("id")
-    } else if object
-        .amount
-        .map(|a| super::stripe::from_stripe(a, object.currency.as_deref().unwrap_or_default()))
-        != Some(payment.amount)
-    {
+    } else if object.amount != super::stripe::to_stripe(payment.amount, &payment.currency).ok() {
         Some("amount")
     } else if !object
         .currency

@@ -837,3 +837,125 @@ async fn a_refresh_token_family_ends_at_its_absolute_lifetime_however_often_it_i
     let (_, _, new_family) = deadline(body["refresh_token"].as_str().unwrap().to_owned()).await;
     assert_ne!(new_family, family);
 }
+
+/// Waits (bounded) until `n` backends of the test database wait for a lock.
+async fn lock_waiters(owner: &sqlx::PgPool, n: i64) {
+    for _ in 0..600 {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(owner)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{n} backends never came to wait for a lock");
+}
+
+async fn live_refresh_tokens(owner: &sqlx::PgPool, user: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from refresh_token where user_id = $1 and revoked_at is null",
+    )
+    .bind(user)
+    .fetch_one(owner)
+    .await
+    .unwrap()
+}
+
+/// A sign-in that checked the old password while the password changed (a reset, a change) must not get a session
+/// that outlives the change. The sign-in is held (by a lock on the memberships it reads next) right after its
+/// password check; the password changes and every session is revoked; then it goes on. Before, it issued a refresh
+/// token after the revocation, and the old password kept a session.
+#[tokio::test]
+async fn a_login_whose_password_changed_while_it_signed_in_gets_no_session() {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let t = app.signup().await;
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    let user: Uuid = sqlx::query_scalar("select id from app_user where email = $1")
+        .bind(&t.email)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+
+    let mut hold = owner.begin().await.unwrap();
+    sqlx::query("lock table membership in access exclusive mode")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let login = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url("/api/v1/auth/login"));
+        let body = json!({"email": t.email, "password": t.password});
+        async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    });
+    lock_waiters(&owner, 1).await;
+    let db = switchyard_core::Db::connect_lazy(&database.app_url, 2).unwrap();
+    let revoked = db
+        .system()
+        .change_password(user, "$argon2id$v=19$m=19456,t=2,p=1$changed$changed")
+        .await
+        .unwrap();
+    assert_eq!(revoked, 1, "the sign-up's session");
+    hold.commit().await.unwrap();
+
+    let (status, body) = login.await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_credentials");
+    assert_eq!(live_refresh_tokens(&owner, user).await, 0);
+}
+
+/// A refresh under way when the login signs out everywhere: it finishes first and its new token is revoked with
+/// the rest (or it waits and finds its token revoked). The refresh is held, with its token row, by a lock on the
+/// memberships it reads; the sign-out starts and waits too; then both go on. Before, the sign-out revoked only the
+/// tokens it saw when it began, and the refresh's new one kept working.
+#[tokio::test]
+async fn a_refresh_under_way_when_the_login_signs_out_everywhere_is_signed_out_too() {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let t = app.signup().await;
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    let user: Uuid = sqlx::query_scalar("select id from app_user where email = $1")
+        .bind(&t.email)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+
+    let mut hold = owner.begin().await.unwrap();
+    sqlx::query("lock table membership in access exclusive mode")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let refresh = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url("/api/v1/auth/refresh"));
+        let body = json!({"refresh_token": t.refresh});
+        async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    });
+    lock_waiters(&owner, 1).await;
+    let db = switchyard_core::Db::connect_lazy(&database.app_url, 2).unwrap();
+    let sign_out = tokio::spawn(async move { db.system().revoke_refresh_tokens(user).await });
+    lock_waiters(&owner, 2).await;
+    hold.commit().await.unwrap();
+
+    let (status, second) = refresh.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{second}");
+    sign_out.await.unwrap().unwrap();
+    assert_eq!(live_refresh_tokens(&owner, user).await, 0);
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": second["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}

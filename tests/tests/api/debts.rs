@@ -894,33 +894,40 @@ async fn a_debt_charge_confirmed_after_the_debt_was_paid_otherwise_goes_to_the_w
     assert_eq!(w.unbalanced_journals().await, 0);
 }
 
-/// Stripe takes Kuwaiti dinars (three decimals) only in tens of fils, and refuses other amounts. A deposit of 0.505
-/// KWD is held as 0.510, a debt of 0.075 charged as 0.080, and a hold captured for 0.115 owed takes 0.120: each
-/// ten's rest goes to the wallet. Before, Stripe refused the hold, and a rental could not start.
-#[tokio::test]
-async fn kuwaiti_dinars_are_held_charged_and_captured_in_tens_and_each_tens_rest_goes_to_the_wallet(
-) {
+/// What one currency's card-hold flow holds, charges and captures: (our amount, Stripe's) each.
+struct InSteps {
+    currency: &'static str,
+    hold: (i64, &'static str),
+    charges: [(i64, &'static str); 2],
+    /// The wallet once the charges paid the debt, and the debt two hours later.
+    wallet: i64,
+    owed: i64,
+    capture: (i64, &'static str),
+}
+
+/// A deposit of 505 minor units on the card, 175 owed and charged in steps of 100, 120 more and the hold captured:
+/// every amount rounded up to what Stripe takes, sent in Stripe's units, and each step's rest in the wallet.
+async fn in_steps(case: InSteps) {
     let (fake, w) = stripe_world().await;
-    let c = setup_in(&w.app, 0, "KWD", 505).await;
+    let c = setup_in(&w.app, 0, case.currency, 505).await;
     w.save_card(&c, "pm_card_visa").await;
-    let (status, r) = w.start(&c, "kwd").await;
+    let (status, r) = w.start(&c, "in-steps").await;
     assert_eq!(status, StatusCode::OK, "{r}");
     let rental: Uuid = r["rental_id"].as_str().unwrap().parse().unwrap();
 
-    // 175 fils due with an empty wallet: charged 100, then 80 for the 75 left.
     w.bill(&c, rental, Duration::hours(3)).await;
     let now = Utc::now();
     assert_eq!(w.collect(now).await, 1);
     assert_eq!(w.collect(now).await, 1);
     assert_eq!(
         wallet(&w.app, &c).await,
-        json!({"balance": 5, "depositHeld": 0, "debt": 0})
+        json!({"balance": case.wallet, "depositHeld": 0, "debt": 0})
     );
     assert_eq!(w.collect(now).await, 1, "finds nothing owed and ends");
 
-    // 120 more: the wallet's 5 pays first, and the hold is captured for the 115 owed, in tens.
+    // 120 more: the wallet pays first, and the hold is captured for what is still owed, rounded up.
     w.bill(&c, rental, Duration::hours(5)).await;
-    assert_eq!(wallet(&w.app, &c).await["debt"], 115);
+    assert_eq!(wallet(&w.app, &c).await["debt"], case.owed);
     let (status, stopped) = post(
         &w.app,
         &c.t.access,
@@ -936,14 +943,17 @@ async fn kuwaiti_dinars_are_held_charged_and_captured_in_tens_and_each_tens_rest
     assert_eq!(
         p["payments"],
         json!([
-            {"kind": "debt", "status": "confirmed", "amount": 80, "capturedAmount": 0, "failureReason": null},
-            {"kind": "debt", "status": "confirmed", "amount": 100, "capturedAmount": 0, "failureReason": null},
-            {"kind": "deposit", "status": "confirmed", "amount": 510, "capturedAmount": 120, "failureReason": null}
+            {"kind": "debt", "status": "confirmed", "amount": case.charges[1].0, "capturedAmount": 0, "failureReason": null},
+            {"kind": "debt", "status": "confirmed", "amount": case.charges[0].0, "capturedAmount": 0, "failureReason": null},
+            {"kind": "deposit", "status": "confirmed", "amount": case.hold.0, "capturedAmount": case.capture.0,
+             "failureReason": null}
         ])
     );
+    // 175 + 120 owed in all; what the steps took beyond it is in the wallet.
+    let taken = case.charges[0].0 + case.charges[1].0 + case.capture.0;
     assert_eq!(
         wallet(&w.app, &c).await,
-        json!({"balance": 5, "depositHeld": 0, "debt": 0})
+        json!({"balance": taken - 295, "depositHeld": 0, "debt": 0})
     );
     assert_eq!(w.unbalanced_journals().await, 0);
 
@@ -952,13 +962,54 @@ async fn kuwaiti_dinars_are_held_charged_and_captured_in_tens_and_each_tens_rest
         .iter()
         .map(|r| (r.form["amount"].clone(), r.form["currency"].clone()))
         .collect();
-    let kwd = |a: &str| (a.to_owned(), "kwd".to_owned());
-    assert_eq!(sent, [kwd("510"), kwd("100"), kwd("80")]);
+    let code = case.currency.to_ascii_lowercase();
+    let at_stripe = |a: &str| (a.to_owned(), code.clone());
+    assert_eq!(
+        sent,
+        [
+            at_stripe(case.hold.1),
+            at_stripe(case.charges[0].1),
+            at_stripe(case.charges[1].1)
+        ]
+    );
     let captures: Vec<String> = fake
         .requests()
         .iter()
         .filter(|r| r.path.ends_with("/capture"))
         .map(|r| r.form["amount_to_capture"].clone())
         .collect();
-    assert_eq!(captures, ["120"]);
+    assert_eq!(captures, [case.capture.1]);
+}
+
+/// Stripe takes Kuwaiti dinars (three decimals) only in tens of fils, and refuses other amounts: a deposit of 0.505
+/// is held as 0.510, a debt of 0.075 charged as 0.080, and a hold captured for 0.115 owed takes 0.120. Before,
+/// Stripe refused the hold, and a rental could not start.
+#[tokio::test]
+async fn kuwaiti_dinars_are_held_charged_and_captured_in_tens_and_each_tens_rest_goes_to_the_wallet(
+) {
+    in_steps(InSteps {
+        currency: "KWD",
+        hold: (510, "510"),
+        charges: [(100, "100"), (80, "80")],
+        wallet: 5,
+        owed: 115,
+        capture: (120, "120"),
+    })
+    .await;
+}
+
+/// Stripe writes Malagasy ariary in whole ariary (ISO gives it two decimals): a deposit of 5.05 is held as 6 (`6`
+/// at Stripe), the 1.75 owed is charged as 1 and 1, and the 0.95 still owed captures 1. Before, every amount went to
+/// Stripe a hundred times too large.
+#[tokio::test]
+async fn malagasy_ariary_reach_stripe_whole_and_each_ariarys_rest_goes_to_the_wallet() {
+    in_steps(InSteps {
+        currency: "MGA",
+        hold: (600, "6"),
+        charges: [(100, "1"), (100, "1")],
+        wallet: 25,
+        owed: 95,
+        capture: (100, "1"),
+    })
+    .await;
 }

@@ -673,6 +673,24 @@ async fn top_ups_and_refunds_reach_stripe_in_its_units_for_krona_and_ariary() {
         .await;
     assert_eq!(refund["refundPayment"]["amount"], 400);
     assert_eq!(sent("/v1/refunds"), [("40000".into(), String::new())]);
+    let (_, pi) = provider_of(&app, s.t.id, p["intent_id"].as_str().unwrap()).await;
+    let refunded: i64 = sqlx::query_scalar(
+        "select refunded_amount from payment where tenant_id = $1 and provider_ref = $2",
+    )
+    .bind(s.t.id)
+    .bind(&pi)
+    .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(refunded, 400);
+    let left = app
+        .gql_ok(
+            &s.t.access,
+            "query($p: UUID!) { patron(id: $p) { wallet(currency: \"ISK\") { balance } } }",
+            json!({"p": s.patron}),
+        )
+        .await;
+    assert_eq!(left["patron"]["wallet"]["balance"], 1_100);
 
     // Ariary: whole ones only, so 1,000.50 is refused with the step; 1,000.00 is 1000 at Stripe.
     let mga = venue_in("MGA").await;

@@ -566,3 +566,67 @@ async fn a_declined_top_up_retried_with_its_key_on_another_card_is_told_to_use_a
         )
     );
 }
+
+/// A session paid by card in Kuwaiti dinars: Stripe takes them only in tens of fils, so five minutes at 7 fils (35)
+/// are charged as 40, and the 5 over stay in the wallet. Before, the start asked Stripe for 35 and was refused.
+#[tokio::test]
+async fn a_card_paid_session_in_dinars_is_charged_in_tens_and_the_rest_stays_in_the_wallet() {
+    let (fake, w) = stripe_world().await;
+    let app = &w.app;
+    let t = app.signup().await;
+    let venue = app
+        .gql_ok(
+            &t.access,
+            "mutation { createVenue(input: {name: \"Diwan\", timezone: \"Asia/Kuwait\", currency: \"KWD\"}) { id } }",
+            json!({}),
+        )
+        .await["createVenue"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let station = app.create_station(&t.access, venue, "PC-1").await;
+    let tariff = app
+        .gql_ok(
+            &t.access,
+            "mutation { createTariff(name: \"Dinar\", terms: {currency: \"KWD\", perMinute: 7}) { id } }",
+            json!({}),
+        )
+        .await["createTariff"]["id"]
+        .clone();
+    app.gql_ok(
+        &t.access,
+        "mutation($t: UUID!, $v: UUID!) { assignTariff(input: {tariffId: $t, venueId: $v}) { id } }",
+        json!({"t": tariff, "v": venue}),
+    )
+    .await;
+    self_service(app, &t.access, station).await;
+    let me = patron(app, t.id, "noor").await;
+    app.gql_ok(&me.token, SAVE_CARD, json!({"pm": "pm_card_visa"}))
+        .await;
+
+    let started = app
+        .gql(
+            Some(&me.token),
+            START,
+            json!({"s": station, "m": 5, "pay": "CARD", "k": "kwd"}),
+        )
+        .await;
+    assert!(
+        started["data"]["startMySession"]["id"].is_string(),
+        "{started}"
+    );
+    assert_eq!(
+        books(app, t.id, me.id).await,
+        (
+            vec![("top_up_card".into(), 40)],
+            vec![("confirmed".into(), 40)]
+        )
+    );
+    let sent: Vec<(String, String)> = fake
+        .requests_to("POST", "/v1/payment_intents")
+        .iter()
+        .map(|r| (r.form["amount"].clone(), r.form["currency"].clone()))
+        .collect();
+    assert_eq!(sent, [("40".to_owned(), "kwd".to_owned())]);
+}
