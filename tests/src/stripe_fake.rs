@@ -28,6 +28,8 @@ pub struct Recorded {
 struct State {
     next: u64,
     intents: HashMap<String, Value>,
+    /// Per intent: everything refunded of its charge, through the API or the dashboard.
+    refunded: HashMap<String, i64>,
     /// Per idempotency key: the request's method, path and form, and the reply, as Stripe keeps them.
     replies: HashMap<String, (Recorded, (u16, Value))>,
     requests: Vec<Recorded>,
@@ -112,6 +114,25 @@ impl StripeFake {
     }
 }
 
+impl StripeFake {
+    /// Someone refunds `amount` of a paid intent in Stripe's dashboard. Returns the intent's charge, as the
+    /// `charge.refunded` webhook's `data.object` carries it.
+    pub fn refund_in_dashboard(&self, intent: &str, amount: i64) -> Value {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state.refunded.entry(intent.to_owned()).or_default() += amount;
+        state.charge(intent)
+    }
+
+    /// The charge of a paid intent, as the `charge.refunded` webhook's `data.object` carries it: with everything
+    /// refunded so far and the intent's metadata (Stripe copies it onto the charge).
+    pub fn charge(&self, intent: &str) -> Value {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .charge(intent)
+    }
+}
+
 fn form(body: &[u8]) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
@@ -153,6 +174,19 @@ fn not_found(what: &str) -> (u16, Value) {
 }
 
 impl State {
+    fn charge(&self, intent: &str) -> Value {
+        let Some(paid) = self.intents.get(intent) else {
+            return Value::Null;
+        };
+        let refunded = self.refunded.get(intent).copied().unwrap_or(0);
+        json!({
+            "id": format!("ch_{}", intent.trim_start_matches("pi_")), "object": "charge",
+            "amount": paid["amount"], "amount_captured": paid["amount_received"], "amount_refunded": refunded,
+            "refunded": Some(refunded) == paid["amount_received"].as_i64(), "currency": paid["currency"],
+            "payment_intent": intent, "metadata": paid["metadata"], "livemode": false,
+        })
+    }
+
     fn id(&mut self, prefix: &str) -> String {
         self.next += 1;
         format!("{prefix}_fake{:06}", self.next)
@@ -310,6 +344,7 @@ impl State {
                     return refused;
                 }
                 let id = self.id("re");
+                *self.refunded.entry(intent.clone()).or_default() += amount;
                 (
                     200,
                     json!({"id": id, "object": "refund", "amount": amount, "created": 1_700_000_000,

@@ -91,7 +91,10 @@ pub struct EventData {
 
 #[derive(Debug, Deserialize)]
 pub struct EventObject {
-    /// The intent's id at Stripe (`pi_…`), compared with the payment's stored reference.
+    /// `payment_intent` or `charge`.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// The intent's id at Stripe (`pi_…`), compared with the payment's stored reference (a charge's `ch_…`).
     #[serde(default)]
     pub id: Option<String>,
     /// Stripe's units and a lowercase ISO code, compared with the stored payment.
@@ -103,6 +106,12 @@ pub struct EventObject {
     pub metadata: std::collections::HashMap<String, String>,
     #[serde(default)]
     pub last_payment_error: Option<PaymentError>,
+    /// A charge's intent (`charge.refunded`: the object is the charge, its metadata copied from the intent).
+    #[serde(default)]
+    pub payment_intent: Option<String>,
+    /// All that was refunded of a charge so far, in Stripe's units.
+    #[serde(default)]
+    pub amount_refunded: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,7 +151,12 @@ pub const UNKNOWN_PAYMENT_RETRY_SECS: u64 = 3600;
 
 /// The first field in which `object` differs from the stored payment, if any.
 fn mismatch(object: &EventObject, payment: &super::Payment) -> Option<&'static str> {
-    if object.id.as_deref() != Some(payment.provider_ref.as_str()) {
+    // A charge names its intent; an intent is one.
+    let intent = match object.object.as_deref() {
+        Some("charge") => object.payment_intent.as_deref(),
+        _ => object.id.as_deref(),
+    };
+    if intent != Some(payment.provider_ref.as_str()) {
         Some("id")
     } else if object.amount != super::stripe::to_stripe(payment.amount, &payment.currency).ok() {
         Some("amount")
@@ -186,9 +200,10 @@ pub enum Sender {
 /// that tenant's `stripe:tenant` ones — so a tenant holding its own signing secret cannot confirm a payment the
 /// platform's account was to take, nor another tenant's.
 pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
+    // An intent's new status, or `None` for a refund (ours, or one made in Stripe's dashboard).
     let status = match event.kind.as_str() {
-        "payment_intent.succeeded" => ProviderStatus::Succeeded,
-        "payment_intent.payment_failed" => ProviderStatus::Failed(
+        "payment_intent.succeeded" => Some(ProviderStatus::Succeeded),
+        "payment_intent.payment_failed" => Some(ProviderStatus::Failed(
             event
                 .data
                 .object
@@ -196,9 +211,10 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
                 .as_ref()
                 .and_then(|e| e.code.clone())
                 .unwrap_or_else(|| "payment_failed".into()),
-        ),
-        "payment_intent.canceled" => ProviderStatus::Canceled,
-        "payment_intent.amount_capturable_updated" => ProviderStatus::Authorized,
+        )),
+        "payment_intent.canceled" => Some(ProviderStatus::Canceled),
+        "payment_intent.amount_capturable_updated" => Some(ProviderStatus::Authorized),
+        "charge.refunded" if event.data.object.object.as_deref() == Some("charge") => None,
         _ => return Ok(Outcome::Ignored),
     };
     let metadata = &event.data.object.metadata;
@@ -255,6 +271,12 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
         metrics::counter!("payments_webhook_mismatch_total", "field" => field).increment(1);
         return Ok(Outcome::Mismatch);
     }
+    if status.is_none() && stored.status != "confirmed" {
+        // Stripe refunds only what it took: this payment's success is on its way, in an event or a status poll.
+        return Err(Error::RetryLater(
+            "the payment this refund is of is not confirmed here yet; deliver it again later",
+        ));
+    }
     let recorded: Option<String> = sqlx::query_scalar(
         "insert into webhook_event (tenant_id, provider, event_id, event_type) values ($1, 'stripe', $2, $3)
          on conflict do nothing returning event_id",
@@ -267,7 +289,17 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
     if recorded.is_none() {
         return Ok(Outcome::Duplicate);
     }
-    super::apply(&mut tx, payment, status).await?;
+    if let Some(status) = status {
+        super::apply(&mut tx, payment, status).await?;
+    } else {
+        let object = &event.data.object;
+        let refunded =
+            super::stripe::from_stripe(object.amount_refunded.unwrap_or(0), &stored.currency);
+        let reference = object.id.as_deref().unwrap_or_default();
+        let booked =
+            super::refunded_at_provider(&mut tx, payment, refunded, reference, &event.id).await?;
+        tracing::info!(event = %event.id, %payment, booked, "stripe refunded a payment");
+    }
     tx.commit().await?;
     metrics::counter!("payments_webhook_received_total", "type" => event.kind).increment(1);
     Ok(Outcome::Applied)

@@ -248,8 +248,20 @@ async fn deliver(
     id: &str,
     object: &Value,
 ) -> (StatusCode, Value) {
+    deliver_event(app, path, secret, id, "payment_intent.succeeded", object).await
+}
+
+/// Posts a Stripe event of `kind` about `object` to `path`, signed with `secret`; (status, body).
+async fn deliver_event(
+    app: &TestApp,
+    path: &str,
+    secret: &str,
+    id: &str,
+    kind: &str,
+    object: &Value,
+) -> (StatusCode, Value) {
     let event = serde_json::to_vec(&json!({"id": id, "object": "event",
-        "type": "payment_intent.succeeded", "data": {"object": object}}))
+        "type": kind, "data": {"object": object}}))
     .unwrap();
     let signature = webhook::sign(&event, secret, chrono::Utc::now().timestamp());
     let response = app
@@ -728,4 +740,129 @@ async fn top_ups_and_refunds_reach_stripe_in_its_units_for_krona_and_ariary() {
     )
     .await;
     assert_eq!(sent("/v1/refunds")[1], ("50".into(), String::new()));
+}
+
+/// A refund made in Stripe's dashboard reaches the ledger once, from Stripe's `charge.refunded` event: the wallet
+/// gives back what it holds, and what the patron already spent comes out of the venue's revenue. A refund made
+/// through Switchyard, whose event arrives as well, is not booked twice. Before, a dashboard refund never reached the
+/// ledger: the patron kept the money in the wallet as well as on the card.
+#[tokio::test]
+async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are_not_booked_twice()
+{
+    let fake = StripeFake::start().await;
+    let app = stripe_app(&fake).await;
+    let f = crate::sessions::floor(&app).await;
+    let s = crate::payments::Shop {
+        t: f.t.clone(),
+        venue: f.venue,
+        patron: app.create_patron(&f.t.access, "Ines", None).await,
+    };
+    let (status, p) = intent(&app, &s, 1_000, "to-refund").await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    let payment = p["intent_id"].as_str().unwrap().to_owned();
+    let (_, pi) = provider_of(&app, s.t.id, &payment).await;
+    let paid = fake.pay(&pi);
+    deliver(&app, "/webhooks/stripe", SECRET, "evt_paid", &paid).await;
+    assert_eq!(balance(&app, &s).await, 1_000);
+    let refunded = |kind: &'static str, id: &'static str, charge: Value| {
+        let app = &app;
+        async move { deliver_event(app, "/webhooks/stripe", SECRET, id, kind, &charge).await }
+    };
+
+    // Our refund of 300, then Stripe's event about it: booked once.
+    app.gql_ok(
+        &s.t.access,
+        REFUND,
+        json!({"p": payment, "a": 300, "k": "ours"}),
+    )
+    .await;
+    let (status, body) = refunded("charge.refunded", "evt_ours", fake.charge(&pi)).await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (StatusCode::OK, &json!("applied")),
+        "{body}"
+    );
+    assert_eq!(balance(&app, &s).await, 700);
+
+    // 600 of it spent on an hour's session, then 400 refunded in the dashboard: 100 from the wallet, 300 from the
+    // venue's revenue.
+    let session =
+        crate::sessions::wallet_session(&app, &s.t.access, f.station, s.patron, None).await;
+    let started: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select started_at from session where tenant_id = $1 and id = $2")
+            .bind(s.t.id)
+            .bind(session)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+    switchyard_tests::bill_tick(s.t.id, session, started + chrono::Duration::minutes(60)).await;
+    assert_eq!(balance(&app, &s).await, 100);
+    let charge = fake.refund_in_dashboard(&pi, 400);
+    assert_eq!(charge["amount_refunded"], 700);
+    let (status, body) = refunded("charge.refunded", "evt_dashboard", charge.clone()).await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (StatusCode::OK, &json!("applied")),
+        "{body}"
+    );
+    assert_eq!(balance(&app, &s).await, 0);
+
+    // Delivered again, or told again in another event: nothing more.
+    let (_, again) = refunded("charge.refunded", "evt_dashboard", charge.clone()).await;
+    assert_eq!(again["outcome"], "duplicate");
+    let (_, told) = refunded("charge.refunded", "evt_told_again", charge).await;
+    assert_eq!(told["outcome"], "applied");
+
+    let mut tx = app.tenant_tx(s.t.id).await;
+    let refunds: Vec<(i64, bool)> = sqlx::query_as(
+        "select amount, created_by is null from refund where tenant_id = $1 order by created_at",
+    )
+    .bind(s.t.id)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        refunds,
+        [(300, false), (400, true)],
+        "ours by the owner, the dashboard's by no one"
+    );
+    let recorded: i64 = sqlx::query_scalar(
+        "select refunded_amount from payment where tenant_id = $1 and provider_ref = $2",
+    )
+    .bind(s.t.id)
+    .bind(&pi)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 700);
+    let mut entries: Vec<(String, i64)> = sqlx::query_as(
+        "select a.purpose, e.amount from journal_entry e
+           join journal j on j.tenant_id = e.tenant_id and j.id = e.journal_id
+           join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+         where e.tenant_id = $1 and j.kind = 'refund'
+           and j.id = (select id from journal where tenant_id = $1 and kind = 'refund' order by created_at desc, id desc limit 1)",
+    )
+    .bind(s.t.id)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            ("clearing".into(), 400),
+            ("revenue".into(), -300),
+            ("wallet".into(), -100)
+        ]
+    );
+    drop(tx);
+
+    // A refund of a payment not confirmed here yet: Stripe is asked to deliver it again later, nothing is booked.
+    let (_, pending) = intent(&app, &s, 500, "not-yet").await;
+    let (_, pending_pi) = provider_of(&app, s.t.id, pending["intent_id"].as_str().unwrap()).await;
+    let mut early = fake.charge(&pending_pi);
+    early["amount_refunded"] = json!(500);
+    let (status, body) = refunded("charge.refunded", "evt_early", early).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "retry_later");
 }
