@@ -683,6 +683,22 @@ impl SystemDb {
         )
     }
 
+    /// A card dispute's webhook: the (tenant, payment) a provider's reference (an intent) names, made through
+    /// `provider`. Disputes carry none of the metadata set on the intent.
+    pub async fn payment_by_reference(
+        &self,
+        provider: &str,
+        reference: &str,
+    ) -> Result<Option<(TenantId, Uuid)>> {
+        let found: Option<(Uuid, Uuid)> =
+            sqlx::query_as("select tenant_id, payment_id from sys_payment_by_reference($1, $2)")
+                .bind(provider)
+                .bind(reference)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.map(|(tenant, payment)| (TenantId(tenant), payment)))
+    }
+
     /// Refresh and logout: the tenant a refresh token (by its SHA-256) was issued in.
     pub async fn refresh_token_tenant(&self, token_hash: &[u8]) -> Result<Option<TenantId>> {
         Ok(sqlx::query_scalar("select sys_refresh_token_tenant($1)")

@@ -123,6 +123,22 @@ impl StripeFake {
         state.charge(intent)
     }
 
+    /// The cardholder disputes `amount` of a paid intent's charge: the dispute, as the `charge.dispute.*`
+    /// webhooks' `data.object` carries it (none of the intent's metadata).
+    pub fn dispute(&self, intent: &str, amount: i64, reason: &str) -> Value {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let id = state.id("du");
+        let currency = state
+            .intents
+            .get(intent)
+            .map_or(Value::Null, |i| i["currency"].clone());
+        json!({
+            "id": id, "object": "dispute", "amount": amount, "currency": currency, "reason": reason,
+            "status": "needs_response", "payment_intent": intent,
+            "charge": format!("ch_{}", intent.trim_start_matches("pi_")), "metadata": {}, "livemode": false,
+        })
+    }
+
     /// The charge of a paid intent, as the `charge.refunded` webhook's `data.object` carries it: with everything
     /// refunded so far and the intent's metadata (Stripe copies it onto the charge).
     pub fn charge(&self, intent: &str) -> Value {

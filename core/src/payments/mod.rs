@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod cards;
 pub mod collect;
 pub mod dev;
+pub mod outside;
 pub mod stripe;
 pub mod webhook;
 
@@ -295,7 +296,7 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Payment> {
     p.ok_or(Error::NotFound("payment"))
 }
 
-async fn lock(tx: &mut TenantTx, id: Uuid) -> Result<Payment> {
+pub(crate) async fn lock(tx: &mut TenantTx, id: Uuid) -> Result<Payment> {
     let sql = format!("select {COLUMNS} from payment where tenant_id = $1 and id = $2 for update");
     let p: Option<Payment> = sqlx::query_as(&sql)
         .bind(tx.tenant())
@@ -780,95 +781,6 @@ pub async fn refund(
     .fetch_one(tx.conn())
     .await
     .map_err(Into::into)
-}
-
-/// A refund the provider made that Switchyard did not ask for (in Stripe's dashboard, say); `refunded` is all the
-/// provider has refunded of the payment so far, `reference` names it there (the charge). What is beyond the refunds
-/// recorded is booked: the venue's clearing gives it back, taken from the patron's wallet as far as the wallet holds
-/// it, and beyond that from the venue's revenue (money already spent, which the venue chose to return). A refund
-/// Switchyard made is recorded with the payment locked, before the provider's event about it can be read here, so
-/// nothing is booked twice. Returns the amount booked.
-pub(crate) async fn refunded_at_provider(
-    tx: &mut TenantTx,
-    payment_id: Uuid,
-    refunded: i64,
-    reference: &str,
-    event_id: &str,
-) -> Result<i64> {
-    let payment = lock(tx, payment_id).await?;
-    let taken = match payment.kind.as_str() {
-        "top_up" | "debt" => payment.amount,
-        _ => payment.captured_amount,
-    };
-    let amount = refunded.min(taken) - payment.refunded_amount;
-    if amount <= 0 {
-        return Ok(0);
-    }
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "insert into refund (tenant_id, id, payment_id, amount, provider_ref, idempotency_key)
-         values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(tx.tenant())
-    .bind(id)
-    .bind(payment_id)
-    .bind(amount)
-    .bind(reference)
-    .bind(format!("provider-event:{event_id}"))
-    .execute(tx.conn())
-    .await?;
-    sqlx::query(
-        "update payment set refunded_amount = refunded_amount + $3 where tenant_id = $1 and id = $2",
-    )
-    .bind(tx.tenant())
-    .bind(payment_id)
-    .bind(amount)
-    .execute(tx.conn())
-    .await?;
-    let owner = Owner::Patron(payment.patron_id);
-    let wallet = ledger::account(tx, owner, Purpose::Wallet, &payment.currency).await?;
-    ledger::lock(tx, &[wallet]).await?;
-    let held = ledger::balance(tx, owner, Purpose::Wallet, &payment.currency).await?;
-    let from_wallet = amount.min(held.max(0));
-    let venue = Owner::Venue(payment.venue_id);
-    let clearing = ledger::account(tx, venue, Purpose::Clearing, &payment.currency).await?;
-    let mut entries = vec![(clearing, amount)];
-    if from_wallet > 0 {
-        entries.push((wallet, -from_wallet));
-    }
-    if amount > from_wallet {
-        let revenue = ledger::account(tx, venue, Purpose::Revenue, &payment.currency).await?;
-        entries.push((revenue, from_wallet - amount));
-    }
-    ledger::post(
-        tx,
-        Journal {
-            key: format!("refund:{id}"),
-            kind: "refund",
-            memo: format!("refund made at the provider ({})", payment.provider),
-            session_id: None,
-            currency: &payment.currency,
-            entries,
-        },
-    )
-    .await?;
-    audit::record_system_in(
-        tx,
-        Some(payment.venue_id),
-        Entry {
-            action: "payment.refunded_at_provider",
-            object_type: "payment",
-            object_id: Some(payment_id),
-            detail: serde_json::json!({
-                "refund_id": id, "amount": amount, "from_wallet": from_wallet,
-                "from_revenue": amount - from_wallet, "reference": reference,
-            }),
-        },
-    )
-    .await?;
-    metrics::counter!("payments_refunds_at_provider_total", "provider" => payment.provider)
-        .increment(1);
-    Ok(amount)
 }
 
 /// The patron's payments, newest first: those made at `venues` when given (a member confined to some venues).

@@ -112,6 +112,9 @@ pub struct EventObject {
     /// All that was refunded of a charge so far, in Stripe's units.
     #[serde(default)]
     pub amount_refunded: Option<i64>,
+    /// A dispute's reason (`fraudulent`, `product_not_received`, …).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +203,11 @@ pub enum Sender {
 /// that tenant's `stripe:tenant` ones — so a tenant holding its own signing secret cannot confirm a payment the
 /// platform's account was to take, nor another tenant's.
 pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
+    match event.kind.as_str() {
+        "charge.dispute.funds_withdrawn" => return disputed(db, event, sender, true).await,
+        "charge.dispute.funds_reinstated" => return disputed(db, event, sender, false).await,
+        _ => {}
+    }
     // An intent's new status, or `None` for a refund (ours, or one made in Stripe's dashboard).
     let status = match event.kind.as_str() {
         "payment_intent.succeeded" => Some(ProviderStatus::Succeeded),
@@ -297,10 +305,74 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
             super::stripe::from_stripe(object.amount_refunded.unwrap_or(0), &stored.currency);
         let reference = object.id.as_deref().unwrap_or_default();
         let booked =
-            super::refunded_at_provider(&mut tx, payment, refunded, reference, &event.id).await?;
+            super::outside::refunded(&mut tx, payment, refunded, reference, &event.id).await?;
         tracing::info!(event = %event.id, %payment, booked, "stripe refunded a payment");
     }
     tx.commit().await?;
+    metrics::counter!("payments_webhook_received_total", "type" => event.kind).increment(1);
+    Ok(Outcome::Applied)
+}
+
+/// A dispute's funds withdrawn (`withdrawn`) or reinstated. The dispute names the intent but carries none of our
+/// metadata: the payment is found by its reference among those the sender's account made (the platform's, or the
+/// sending tenant's own), then handled in its tenant like any event (recorded once, amounts in Stripe's units).
+async fn disputed(db: &Db, event: Event, sender: Sender, withdrawn: bool) -> Result<Outcome> {
+    let object = &event.data.object;
+    let (Some(reference), Some(intent)) = (object.id.as_deref(), object.payment_intent.as_deref())
+    else {
+        tracing::warn!(event = %event.id, "stripe dispute event without a dispute or intent id");
+        return Ok(Outcome::Ignored);
+    };
+    let provider = match sender {
+        Sender::Platform => "stripe",
+        Sender::Tenant(_) => super::accounts::TENANT_PROVIDER,
+    };
+    let Some((tenant, payment)) = db.system().payment_by_reference(provider, intent).await? else {
+        tracing::warn!(event = %event.id, intent, "stripe dispute of an intent that is not ours");
+        return Ok(Outcome::Ignored);
+    };
+    if matches!(sender, Sender::Tenant(own) if own != tenant.0) {
+        tracing::warn!(event = %event.id, "stripe dispute at a tenant's endpoint of another tenant's payment");
+        return Ok(Outcome::Ignored);
+    }
+    let mut tx = db.begin_tenant(tenant).await?;
+    let stored = super::get(&mut tx, payment).await?;
+    if !object
+        .currency
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case(&stored.currency))
+    {
+        tracing::error!(event = %event.id, %payment, "stripe dispute in another currency than its payment");
+        metrics::counter!("payments_webhook_mismatch_total", "field" => "currency").increment(1);
+        return Ok(Outcome::Mismatch);
+    }
+    let recorded: Option<String> = sqlx::query_scalar(
+        "insert into webhook_event (tenant_id, provider, event_id, event_type) values ($1, 'stripe', $2, $3)
+         on conflict do nothing returning event_id",
+    )
+    .bind(tenant.0)
+    .bind(&event.id)
+    .bind(&event.kind)
+    .fetch_optional(tx.conn())
+    .await?;
+    if recorded.is_none() {
+        return Ok(Outcome::Duplicate);
+    }
+    let booked = if withdrawn {
+        let amount = super::stripe::from_stripe(object.amount.unwrap_or(0), &stored.currency);
+        let reason: String = object
+            .reason
+            .as_deref()
+            .unwrap_or("unknown")
+            .chars()
+            .take(100)
+            .collect();
+        super::outside::dispute_withdrawn(&mut tx, payment, reference, amount, &reason).await?
+    } else {
+        super::outside::dispute_reinstated(&mut tx, payment, reference).await?
+    };
+    tx.commit().await?;
+    tracing::info!(event = %event.id, %payment, booked, withdrawn, "stripe dispute");
     metrics::counter!("payments_webhook_received_total", "type" => event.kind).increment(1);
     Ok(Outcome::Applied)
 }

@@ -866,3 +866,153 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "retry_later");
 }
+
+/// A card dispute: Stripe withdraws the disputed amount and, if the venue wins, reinstates it. Its events carry
+/// none of our metadata; the payment is found by its intent. The withdrawal takes what the wallet still holds and the
+/// rest out of the venue's revenue (the patron is not put in debt: collecting it would charge the disputed card);
+/// reinstated funds go back where they came from; each once. Before, disputes never reached the ledger.
+#[tokio::test]
+async fn a_card_dispute_takes_its_amount_back_once_and_a_won_one_returns_it_where_it_came_from() {
+    let fake = StripeFake::start().await;
+    let app = stripe_app(&fake).await;
+    let f = crate::sessions::floor(&app).await;
+    let s = crate::payments::Shop {
+        t: f.t.clone(),
+        venue: f.venue,
+        patron: app.create_patron(&f.t.access, "Ines", None).await,
+    };
+    let (_, p) = intent(&app, &s, 1_000, "disputed").await;
+    let payment: Uuid = p["intent_id"].as_str().unwrap().parse().unwrap();
+    let (_, pi) = provider_of(&app, s.t.id, &payment.to_string()).await;
+    let paid = fake.pay(&pi);
+    deliver(&app, "/webhooks/stripe", SECRET, "evt_paid", &paid).await;
+    let session =
+        crate::sessions::wallet_session(&app, &s.t.access, f.station, s.patron, None).await;
+    let started: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select started_at from session where tenant_id = $1 and id = $2")
+            .bind(s.t.id)
+            .bind(session)
+            .fetch_one(&mut *app.tenant_tx(s.t.id).await)
+            .await
+            .unwrap();
+    switchyard_tests::bill_tick(s.t.id, session, started + chrono::Duration::minutes(60)).await;
+    assert_eq!(balance(&app, &s).await, 400);
+    let event = |kind: &'static str, id: &'static str, object: Value| {
+        let app = &app;
+        async move { deliver_event(app, "/webhooks/stripe", SECRET, id, kind, &object).await }
+    };
+    let books = || {
+        let app = &app;
+        let tenant = s.t.id;
+        async move {
+            let mut tx = app.tenant_tx(tenant).await;
+            let mut sums: Vec<(String, i64)> = sqlx::query_as(
+                "select a.purpose, sum(e.amount)::bigint from journal_entry e
+                   join journal j on j.tenant_id = e.tenant_id and j.id = e.journal_id
+                   join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
+                 where e.tenant_id = $1 and j.kind = 'dispute' group by a.purpose",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+            sums.sort();
+            let disputes: Vec<(i64, i64, String, bool)> = sqlx::query_as(
+                "select amount, from_wallet, reason, reinstated_at is not null from payment_dispute
+                 where tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+            (sums, disputes)
+        }
+    };
+
+    let dispute = fake.dispute(&pi, 1_000, "fraudulent");
+    assert!(dispute.get("metadata").is_some_and(|m| m == &json!({})));
+    let (status, body) = event(
+        "charge.dispute.funds_withdrawn",
+        "evt_du_1",
+        dispute.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (StatusCode::OK, &json!("applied")),
+        "{body}"
+    );
+    assert_eq!(balance(&app, &s).await, 0);
+    let taken = (
+        vec![
+            ("clearing".to_owned(), 1_000),
+            ("revenue".to_owned(), -600),
+            ("wallet".to_owned(), -400),
+        ],
+        vec![(1_000, 400, "fraudulent".to_owned(), false)],
+    );
+    assert_eq!(books().await, taken);
+    // Delivered again, or withdrawn again in another event: nothing more.
+    let (_, again) = event(
+        "charge.dispute.funds_withdrawn",
+        "evt_du_1",
+        dispute.clone(),
+    )
+    .await;
+    assert_eq!(again["outcome"], "duplicate");
+    event(
+        "charge.dispute.funds_withdrawn",
+        "evt_du_1b",
+        dispute.clone(),
+    )
+    .await;
+    assert_eq!(books().await, taken);
+
+    // Won: the 400 go back to the wallet, the 600 to revenue; once.
+    let (status, body) = event(
+        "charge.dispute.funds_reinstated",
+        "evt_du_2",
+        dispute.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (StatusCode::OK, &json!("applied")),
+        "{body}"
+    );
+    event("charge.dispute.funds_reinstated", "evt_du_2b", dispute).await;
+    assert_eq!(balance(&app, &s).await, 400);
+    assert_eq!(
+        books().await,
+        (
+            vec![
+                ("clearing".to_owned(), 0),
+                ("revenue".to_owned(), 0),
+                ("wallet".to_owned(), 0)
+            ],
+            vec![(1_000, 400, "fraudulent".to_owned(), true)],
+        )
+    );
+    let audit: Vec<String> = sqlx::query_scalar(
+        "select action from audit_log where tenant_id = $1 and action like 'payment.dispute%' order by created_at",
+    )
+    .bind(s.t.id)
+    .fetch_all(&mut *app.tenant_tx(s.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        ["payment.dispute_withdrawn", "payment.dispute_reinstated"]
+    );
+
+    // A dispute of an intent that is not ours is acknowledged and moves nothing.
+    let mut stranger = fake.dispute(&pi, 1_000, "fraudulent");
+    stranger["payment_intent"] = json!("pi_not_ours");
+    let (status, body) = event("charge.dispute.funds_withdrawn", "evt_du_3", stranger).await;
+    assert_eq!(
+        (status, &body["outcome"]),
+        (StatusCode::OK, &json!("ignored")),
+        "{body}"
+    );
+    assert_eq!(balance(&app, &s).await, 400);
+}
