@@ -552,6 +552,7 @@ impl Accounts {
                 tenant,
                 patron_id: claims.sub,
                 request_id,
+                client: Default::default(),
             }),
         };
         Ok((principal, claims.exp))
@@ -612,6 +613,87 @@ impl Accounts {
         Ok(pair)
     }
 
+    /// Changes a patron's password; the current one must be right (checked through the sign-in throttle). Every
+    /// session of the patron ends (its refresh tokens are revoked). Returns how many were.
+    #[tracing::instrument(skip_all)]
+    pub async fn patron_change_password(
+        &self,
+        patron: &PatronActor,
+        current: &str,
+        new: &str,
+    ) -> Result<i64> {
+        let mut tx = self.db.begin_tenant(patron.tenant).await?;
+        // Locked first, as a sign-in and a refresh of this patron take it (shared): neither can slip a session in.
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "select email, password_hash from patron where tenant_id = $1 and id = $2 for no key update",
+        )
+        .bind(patron.tenant.0)
+        .bind(patron.patron_id)
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some((Some(email), stored @ Some(_))) = row else {
+            return Err(Error::Unauthenticated(
+                "this patron has no login; sign up first",
+            ));
+        };
+        let attempt = Attempt::patron(patron.tenant.0, &email, patron.client.ip);
+        let checking = self.throttle.begin(&attempt)?;
+        if !auth::verify_password(&self.throttle, current.to_owned(), stored).await? {
+            checking.failed();
+            return Err(Error::validation(
+                "currentPassword",
+                "the current password is not right",
+            ));
+        }
+        checking.succeeded();
+        auth::check_password(new, &email).map_err(|e| match e {
+            Error::Validation { message, .. } => Error::Validation {
+                field: "newPassword",
+                message,
+            },
+            other => other,
+        })?;
+        let hash = auth::hash_password(&self.throttle, new.to_owned()).await?;
+        sqlx::query("update patron set password_hash = $3 where tenant_id = $1 and id = $2")
+            .bind(patron.tenant.0)
+            .bind(patron.patron_id)
+            .bind(&hash)
+            .execute(tx.conn())
+            .await?;
+        let revoked = revoke_patron_tokens(&mut tx, patron.patron_id).await?;
+        audit::record_as(
+            &mut tx,
+            None,
+            None,
+            Entry {
+                action: "patron.password_changed",
+                object_type: "patron",
+                object_id: Some(patron.patron_id),
+                detail: serde_json::json!({ "sessions_ended": revoked }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(patron = %patron.patron_id, revoked, "patron password changed");
+        Ok(revoked)
+    }
+
+    /// Signs a patron out on every device: every refresh token stops working at once (access tokens within their
+    /// lifetime). Returns how many were revoked.
+    #[tracing::instrument(skip_all)]
+    pub async fn patron_sign_out_everywhere(&self, patron: &PatronActor) -> Result<i64> {
+        let mut tx = self.db.begin_tenant(patron.tenant).await?;
+        sqlx::query("select 1 from patron where tenant_id = $1 and id = $2 for no key update")
+            .bind(patron.tenant.0)
+            .bind(patron.patron_id)
+            .execute(tx.conn())
+            .await?;
+        let revoked = revoke_patron_tokens(&mut tx, patron.patron_id).await?;
+        tx.commit().await?;
+        tracing::info!(patron = %patron.patron_id, revoked, "patron signed out everywhere");
+        Ok(revoked)
+    }
+
     /// A patron logs in to its account at operator `tenant_id` (through the throttle).
     #[tracing::instrument(skip_all)]
     pub async fn patron_login(
@@ -625,8 +707,10 @@ impl Accounts {
         let attempt = Attempt::patron(tenant_id, &email, client);
         let checking = self.throttle.begin(&attempt)?;
         let mut tx = self.db.begin_tenant(TenantId(tenant_id)).await?;
+        // Shared until commit: a password change or sign-out-everywhere of this patron under way finishes first
+        // (and this reads the new password), or waits for this sign-in and then revokes its token too.
         let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
-            "select id, password_hash from patron where tenant_id = $1 and email = $2",
+            "select id, password_hash from patron where tenant_id = $1 and email = $2 for share",
         )
         .bind(tenant_id)
         .bind(&email)
@@ -661,15 +745,25 @@ impl Accounts {
             return Err(invalid);
         };
         let mut tx = self.db.begin_tenant(tenant).await?;
-        let member: Option<Uuid> = sqlx::query_scalar(
-            "select user_id from refresh_token where tenant_id = $1 and token_hash = $2 and user_id is not null",
+        let subject: Option<(Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
+            "select user_id, patron_id from refresh_token where tenant_id = $1 and token_hash = $2",
         )
         .bind(tenant)
         .bind(&hash)
         .fetch_optional(tx.conn())
         .await?;
-        if let Some(user) = member {
-            lock_login(&mut tx, user).await?;
+        match subject {
+            Some((Some(user), _)) => {
+                lock_login(&mut tx, user).await?;
+            }
+            Some((None, Some(patron))) => {
+                sqlx::query("select 1 from patron where tenant_id = $1 and id = $2 for share")
+                    .bind(tenant)
+                    .bind(patron)
+                    .execute(tx.conn())
+                    .await?;
+            }
+            _ => {}
         }
         let row: Option<RefreshRow> = sqlx::query_as(
             "select id, coalesce(user_id, patron_id) as subject, patron_id is not null as patron, family_id,
@@ -791,6 +885,20 @@ async fn current_token_role(
     .fetch_one(tx.conn())
     .await?;
     Ok(exists.then_some(TokenRole::Patron(PatronRole::Patron)))
+}
+
+/// Revokes every refresh token of a patron (its row locked by the caller first). Returns how many.
+async fn revoke_patron_tokens(tx: &mut TenantTx, patron: Uuid) -> Result<i64> {
+    let revoked = sqlx::query(
+        "update refresh_token set revoked_at = now()
+         where tenant_id = $1 and patron_id = $2 and revoked_at is null",
+    )
+    .bind(tx.tenant())
+    .bind(patron)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    Ok(revoked as i64)
 }
 
 /// Locks a member's login row (shared, until the transaction ends) and returns its password hash, `None` for a

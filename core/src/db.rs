@@ -1007,7 +1007,7 @@ impl SystemDb {
     /// [`crate::accounts`]) finishes first, and its new token is revoked with the rest.
     pub async fn revoke_refresh_tokens(&self, user: Uuid) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("select 1 from app_user where id = $1 for update")
+        sqlx::query("select 1 from app_user where id = $1 for no key update")
             .bind(user)
             .execute(&mut *tx)
             .await?;

@@ -109,6 +109,8 @@ pub struct PatronActor {
     pub tenant: TenantId,
     pub patron_id: Uuid,
     pub request_id: Option<String>,
+    /// Where the request came from (set by the API; `None` elsewhere): the sign-in throttle keys on it.
+    pub client: RequestClient,
 }
 
 /// Whoever a valid access token speaks for.

@@ -80,5 +80,7 @@ mod format_tests {
         assert_eq!(format(-5, "EUR"), "-0.05");
         assert_eq!(format(1250, "JPY"), "1250");
         assert_eq!(format(1250, "KWD"), "1.250");
+        assert_eq!(crate::notify::flows::money(-1250, "JPY"), "-1250 JPY");
+        assert_eq!(crate::notify::flows::money(1250, "EUR"), "12.50 EUR");
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use switchyard_core::accounts::Accounts;
 use switchyard_core::notify::subjects::{self, Platform, Subject, Topic};
 use switchyard_core::notify::{self, Channel, Locale};
-use switchyard_core::ErrorCode;
+use switchyard_core::{ErrorCode, PatronActor};
 use uuid::Uuid;
 
 use crate::{actor, begin, begin_patron, coded, rows, GqlResult, ManagerGuard};
@@ -106,15 +106,22 @@ pub struct NotificationMutation;
 
 #[Object]
 impl NotificationMutation {
-    /// Changes the signed-in member's password; the current one must be given. It signs the login out everywhere,
-    /// as a reset does: every refresh token stops working at once (this device's too: sign in again with the new
-    /// password; access tokens end within their lifetime), and reset codes sent before are void.
+    /// Changes the signed-in member's or patron's password; the current one must be given. It signs the login out
+    /// everywhere, as a reset does: every refresh token stops working at once (this device's too: sign in again with
+    /// the new password; access tokens end within their lifetime), and a member's reset codes sent before are void.
     async fn change_password(
         &self,
         ctx: &Context<'_>,
         current_password: String,
         new_password: String,
     ) -> async_graphql::Result<bool> {
+        if let Some(patron) = ctx.data_opt::<PatronActor>() {
+            ctx.data::<Accounts>()?
+                .patron_change_password(patron, &current_password, &new_password)
+                .await
+                .gql()?;
+            return Ok(true);
+        }
         let actor = actor(ctx)?;
         ctx.data::<Accounts>()?
             .change_password(
@@ -128,9 +135,16 @@ impl NotificationMutation {
         Ok(true)
     }
 
-    /// Signs the signed-in login out on every device and in every tenant: every refresh token stops working at
-    /// once (access tokens end within their lifetime). Returns how many refresh tokens were revoked.
+    /// Signs the signed-in login (a member's, in every tenant; or a patron's) out on every device: every refresh
+    /// token stops working at once (access tokens end within their lifetime). Returns how many were revoked.
     async fn sign_out_everywhere(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        if let Some(patron) = ctx.data_opt::<PatronActor>() {
+            return ctx
+                .data::<Accounts>()?
+                .patron_sign_out_everywhere(patron)
+                .await
+                .gql();
+        }
         let actor = actor(ctx)?;
         ctx.data::<Accounts>()?
             .sign_out_everywhere(actor.user_id)

@@ -88,8 +88,13 @@ pub async fn post(State(state): State<AppState>, request: axum::extract::Request
                 Ok(mut principal) => {
                     tracing::Span::current()
                         .record("tenant.id", tracing::field::display(principal.tenant()));
-                    if let switchyard_core::Principal::Member(actor) = &mut principal {
-                        actor.client = crate::extract::request_client(&parts, &state);
+                    match &mut principal {
+                        switchyard_core::Principal::Member(actor) => {
+                            actor.client = crate::extract::request_client(&parts, &state);
+                        }
+                        switchyard_core::Principal::Patron(patron) => {
+                            patron.client = crate::extract::request_client(&parts, &state);
+                        }
                     }
                     Some(principal)
                 }

@@ -157,11 +157,9 @@ pub async fn password_reset(
     issue_login_token(tx, LoginToken::PasswordReset, user, email, locale).await
 }
 
-/// A money amount for a message: `12.34 EUR` (two decimals; the currencies Switchyard runs in have two).
+/// A money amount for a message, with the currency's decimals: `12.34 EUR`, `1250 JPY`, `1.250 KWD`.
 pub fn money(amount: i64, currency: &str) -> String {
-    let sign = if amount < 0 { "-" } else { "" };
-    let a = amount.unsigned_abs();
-    format!("{sign}{}.{:02} {currency}", a / 100, a % 100)
+    format!("{} {currency}", crate::money::format(amount, currency))
 }
 
 fn when(at: DateTime<Utc>, timezone: &str) -> String {

@@ -280,3 +280,120 @@ async fn patron_sign_up_and_login_refuse_bad_input_clearly() {
     let (status, _) = login(f.t.id, f.t.email.clone(), "x").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+const CHANGE: &str =
+    "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
+
+async fn patron_login(
+    app: &TestApp,
+    tenant: Uuid,
+    email: &str,
+    password: &str,
+) -> (StatusCode, Value) {
+    app.post(
+        "/api/v1/auth/patron/login",
+        json!({"tenant_id": tenant, "email": email, "password": password}),
+    )
+    .await
+}
+
+/// A patron changes its password (the current one checked, the new one held to the usual rules) and every session
+/// of it ends; it signs out everywhere. Before, patrons could do neither: `changePassword` and `signOutEverywhere`
+/// were for staff, and a patron's lost phone stayed signed in for the refresh family's lifetime.
+#[tokio::test]
+async fn a_patron_changes_its_password_and_signs_out_everywhere() {
+    let app = switchyard_tests::spawn_app().await;
+    let f = floor(&app).await;
+    let email = unique_email("patron-password");
+    let (status, first) = patron_signup(&app, f.t.id, "Ines", &email).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, second) = patron_login(&app, f.t.id, &email, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let token = first["access_token"].as_str().unwrap();
+
+    let wrong = app
+        .gql(
+            Some(token),
+            CHANGE,
+            json!({"c": "not-it-at-all", "n": "Green-Lantern-88"}),
+        )
+        .await;
+    assert_eq!(gql_code(&wrong), "validation_failed", "{wrong}");
+    assert_eq!(wrong["errors"][0]["extensions"]["field"], "currentPassword");
+    let weak = app
+        .gql(Some(token), CHANGE, json!({"c": PASSWORD, "n": "short"}))
+        .await;
+    assert_eq!(gql_code(&weak), "validation_failed", "{weak}");
+    assert_eq!(weak["errors"][0]["extensions"]["field"], "newPassword");
+
+    let ok = app
+        .gql_ok(
+            token,
+            CHANGE,
+            json!({"c": PASSWORD, "n": "Green-Lantern-88"}),
+        )
+        .await;
+    assert_eq!(ok["changePassword"], true);
+    for pair in [&first, &second] {
+        let (status, body) = app
+            .post(
+                "/api/v1/auth/refresh",
+                json!({"refresh_token": pair["refresh_token"]}),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "every session ends: {body}"
+        );
+    }
+    let (status, _) = patron_login(&app, f.t.id, &email, PASSWORD).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old password no longer works"
+    );
+    let (status, third) = patron_login(&app, f.t.id, &email, "Green-Lantern-88").await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    let (status, fourth) = patron_login(&app, f.t.id, &email, "Green-Lantern-88").await;
+    assert_eq!(status, StatusCode::OK, "{fourth}");
+
+    // Signed out everywhere from the third device: both sessions end, and nobody else's.
+    let other = app.signup().await;
+    let signed_out = app
+        .gql_ok(
+            third["access_token"].as_str().unwrap(),
+            "mutation { signOutEverywhere }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(signed_out["signOutEverywhere"], 2);
+    for pair in [&third, &fourth] {
+        let (status, _) = app
+            .post(
+                "/api/v1/auth/refresh",
+                json!({"refresh_token": pair["refresh_token"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": other.refresh}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another tenant's owner stays signed in: {body}"
+    );
+    let audit: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where tenant_id = $1 and action = 'patron.password_changed'",
+    )
+    .bind(f.t.id)
+    .fetch_one(&mut *app.tenant_tx(f.t.id).await)
+    .await
+    .unwrap();
+    assert_eq!(audit, 1);
+}
