@@ -500,7 +500,9 @@ pub struct StatementLine {
     pub created_at: DateTime<Utc>,
 }
 
-/// The wallet's movements, newest first, with the running balance.
+/// The wallet's last `limit` movements, newest first (in the order they were posted), with the balance after each:
+/// the kept balance less the movements after it. It reads those movements only (from the account's index), never
+/// the wallet's whole history; one statement, so the balance and the movements are of one moment.
 pub async fn wallet_statement(
     tx: &mut TenantTx,
     patron: Uuid,
@@ -508,15 +510,23 @@ pub async fn wallet_statement(
     limit: i64,
 ) -> Result<Vec<StatementLine>> {
     Ok(sqlx::query_as(
-        "select * from (
-           select j.id as journal_id, j.kind, j.memo, j.session_id, e.amount,
-                  sum(e.amount) over (order by j.created_at, j.id)::bigint as balance, j.created_at
-           from journal_entry e
-           join ledger_account a on a.tenant_id = e.tenant_id and a.id = e.account_id
-           join journal j on j.tenant_id = e.tenant_id and j.id = e.journal_id
-           where a.tenant_id = $1 and a.owner_kind = 'patron' and a.owner_id = $2 and a.purpose = 'wallet'
-             and a.currency = $3
-         ) s order by created_at desc, journal_id desc limit $4",
+        "with wallet as (
+           select id from ledger_account
+           where tenant_id = $1 and owner_kind = 'patron' and owner_id = $2 and purpose = 'wallet' and currency = $3
+         ), last as (
+           select e.journal_id, e.line, e.amount from journal_entry e
+           where e.tenant_id = $1 and e.account_id = (select id from wallet)
+           order by e.journal_id desc, e.line desc limit $4
+         )
+         select l.journal_id, j.kind, j.memo, j.session_id, l.amount,
+                (coalesce((select b.balance from ledger_balance b
+                           where b.tenant_id = $1 and b.account_id = (select id from wallet)), 0)
+                 - coalesce(sum(l.amount) over (order by l.journal_id desc, l.line desc
+                                                rows between unbounded preceding and 1 preceding), 0))::bigint
+                  as balance,
+                j.created_at
+         from last l join journal j on j.tenant_id = $1 and j.id = l.journal_id
+         order by l.journal_id desc, l.line desc",
     )
     .bind(tx.tenant())
     .bind(patron)

@@ -214,6 +214,7 @@ impl Patron {
         #[graphql(default = 50)] limit: i64,
     ) -> async_graphql::Result<Wallet> {
         let mut tx = begin_for_patron(ctx, self.id).await?;
+        let limit = statement_rows(ctx, limit);
         wallet_of(&mut tx, self.id, currency, limit).await
     }
 }
@@ -290,6 +291,7 @@ impl PatronQuery {
         #[graphql(default = 50)] limit: i64,
     ) -> async_graphql::Result<Wallet> {
         let (me, mut tx) = begin_patron(ctx).await?;
+        let limit = statement_rows(ctx, limit);
         wallet_of(&mut tx, me.patron_id, currency, limit).await
     }
 }
@@ -442,7 +444,16 @@ impl PatronMutation {
     }
 }
 
-/// A patron's wallet in `currency` with its last `limit` movements, from the ledger.
+/// How many statement lines a wallet reads: none unless `statement` is selected, else `limit` (1 to 500).
+fn statement_rows(ctx: &Context<'_>, limit: i64) -> i64 {
+    if ctx.look_ahead().field("statement").exists() {
+        limit.clamp(1, 500)
+    } else {
+        0
+    }
+}
+
+/// A patron's wallet in `currency` with its last `limit` movements (none for 0), from the ledger.
 async fn wallet_of(
     tx: &mut switchyard_core::TenantTx,
     patron: Uuid,
@@ -459,9 +470,12 @@ async fn wallet_of(
     let debt = -ledger::balance(tx, owner, Purpose::Debt, &currency)
         .await
         .gql()?;
-    let statement = ledger::wallet_statement(tx, patron, &currency, limit.clamp(1, 500))
-        .await
-        .gql()?;
+    let statement = match limit {
+        0 => Vec::new(),
+        limit => ledger::wallet_statement(tx, patron, &currency, limit)
+            .await
+            .gql()?,
+    };
     Ok(Wallet {
         currency,
         balance,

@@ -1820,3 +1820,39 @@ async fn tier_discounts_name_each_tier_once_as_patrons_tiers_are_named() {
         json!([{"tier": "gold", "basisPoints": 1000}, {"tier": "silver", "basisPoints": 500}])
     );
 }
+
+/// A statement of the last movements only: each line's balance is the wallet's after it, worked back from the kept
+/// balance, so reading the last two of a long history reads two movements, not the history.
+#[tokio::test]
+async fn a_wallet_statement_of_the_last_movements_carries_the_balance_after_each() {
+    let app = spawn_app().await;
+    let f = floor(&app).await;
+    let patron = patron_with_cash(&app, &f, 100).await;
+    for (amount, key) in [(200, "two"), (300, "three"), (400, "four")] {
+        top_up(&app, &f, patron, amount, key).await;
+    }
+    let statement = |limit: i64| {
+        let (app, token) = (&app, f.t.access.clone());
+        async move {
+            app.gql_ok(
+                &token,
+                "query($p: UUID!, $l: Int!) { patron(id: $p) { wallet(currency: \"EUR\", limit: $l) {
+                   balance statement { amount balance } } } }",
+                json!({"p": patron, "l": limit}),
+            )
+            .await["patron"]["wallet"]
+                .clone()
+        }
+    };
+    assert_eq!(
+        statement(2).await,
+        json!({"balance": 1000, "statement": [{"amount": 400, "balance": 1000}, {"amount": 300, "balance": 600}]})
+    );
+    assert_eq!(
+        statement(10).await["statement"],
+        json!([
+            {"amount": 400, "balance": 1000}, {"amount": 300, "balance": 600},
+            {"amount": 200, "balance": 300}, {"amount": 100, "balance": 100}
+        ])
+    );
+}
