@@ -26,10 +26,13 @@ pub struct Recorded {
 
 #[derive(Default)]
 struct State {
+    /// Part of every id this fake makes, so that two fakes never make the same one (Stripe's ids are unique
+    /// across accounts; the dispute and refund webhooks find payments by them across tenants).
+    tag: String,
     next: u64,
     intents: HashMap<String, Value>,
-    /// Per intent: everything refunded of its charge, through the API or the dashboard.
-    refunded: HashMap<String, i64>,
+    /// Every refund made, through the API or the dashboard, oldest first.
+    refunds: Vec<Value>,
     /// Per idempotency key: the request's method, path and form, and the reply, as Stripe keeps them.
     replies: HashMap<String, (Recorded, (u16, Value))>,
     requests: Vec<Recorded>,
@@ -45,7 +48,10 @@ struct Handler(Arc<Mutex<State>>);
 impl StripeFake {
     pub async fn start() -> Self {
         let server = MockServer::start().await;
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            tag: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            ..State::default()
+        }));
         Mock::given(any())
             .respond_with(Handler(state.clone()))
             .mount(&server)
@@ -115,12 +121,24 @@ impl StripeFake {
 }
 
 impl StripeFake {
-    /// Someone refunds `amount` of a paid intent in Stripe's dashboard. Returns the intent's charge, as the
-    /// `charge.refunded` webhook's `data.object` carries it.
+    /// Someone refunds `amount` of a paid intent in Stripe's dashboard. Returns the refund, as the `refund.created`
+    /// webhook's `data.object` carries it (none of the intent's metadata).
     pub fn refund_in_dashboard(&self, intent: &str, amount: i64) -> Value {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        *state.refunded.entry(intent.to_owned()).or_default() += amount;
-        state.charge(intent)
+        let currency = state
+            .intents
+            .get(intent)
+            .map_or(Value::Null, |i| i["currency"].clone());
+        state.refund(intent, amount, currency)
+    }
+
+    /// Every refund made, oldest first, as the `refund.created` webhook's `data.object` carries each.
+    pub fn refunds(&self) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refunds
+            .clone()
     }
 
     /// The cardholder disputes `amount` of a paid intent's charge: the dispute, as the `charge.dispute.*`
@@ -137,15 +155,6 @@ impl StripeFake {
             "status": "needs_response", "payment_intent": intent,
             "charge": format!("ch_{}", intent.trim_start_matches("pi_")), "metadata": {}, "livemode": false,
         })
-    }
-
-    /// The charge of a paid intent, as the `charge.refunded` webhook's `data.object` carries it: with everything
-    /// refunded so far and the intent's metadata (Stripe copies it onto the charge).
-    pub fn charge(&self, intent: &str) -> Value {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .charge(intent)
     }
 }
 
@@ -190,22 +199,17 @@ fn not_found(what: &str) -> (u16, Value) {
 }
 
 impl State {
-    fn charge(&self, intent: &str) -> Value {
-        let Some(paid) = self.intents.get(intent) else {
-            return Value::Null;
-        };
-        let refunded = self.refunded.get(intent).copied().unwrap_or(0);
-        json!({
-            "id": format!("ch_{}", intent.trim_start_matches("pi_")), "object": "charge",
-            "amount": paid["amount"], "amount_captured": paid["amount_received"], "amount_refunded": refunded,
-            "refunded": Some(refunded) == paid["amount_received"].as_i64(), "currency": paid["currency"],
-            "payment_intent": intent, "metadata": paid["metadata"], "livemode": false,
-        })
+    fn refund(&mut self, intent: &str, amount: i64, currency: Value) -> Value {
+        let id = self.id("re");
+        let refund = json!({"id": id, "object": "refund", "amount": amount, "created": 1_700_000_000,
+            "currency": currency, "payment_intent": intent, "status": "succeeded", "metadata": {}});
+        self.refunds.push(refund.clone());
+        refund
     }
 
     fn id(&mut self, prefix: &str) -> String {
         self.next += 1;
-        format!("{prefix}_fake{:06}", self.next)
+        format!("{prefix}_fake{}{:06}", self.tag, self.next)
     }
 
     fn handle(&mut self, method: &str, path: &str, f: &HashMap<String, String>) -> (u16, Value) {
@@ -359,13 +363,7 @@ impl State {
                 {
                     return refused;
                 }
-                let id = self.id("re");
-                *self.refunded.entry(intent.clone()).or_default() += amount;
-                (
-                    200,
-                    json!({"id": id, "object": "refund", "amount": amount, "created": 1_700_000_000,
-                        "currency": currency, "payment_intent": intent, "status": "succeeded", "metadata": {}}),
-                )
+                (200, self.refund(&intent, amount, currency))
             }
             _ => not_found("route"),
         }

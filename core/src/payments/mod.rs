@@ -683,6 +683,19 @@ pub async fn refund(
             "only a confirmed card top-up can be refunded".into(),
         ));
     }
+    let disputed: bool = sqlx::query_scalar(
+        "select exists (select 1 from payment_dispute
+                        where tenant_id = $1 and payment_id = $2 and reinstated_at is null)",
+    )
+    .bind(tx.tenant())
+    .bind(payment_id)
+    .fetch_one(tx.conn())
+    .await?;
+    if disputed {
+        return Err(Error::Conflict(
+            "this payment is disputed: the card network returns the money, not a refund".into(),
+        ));
+    }
     let left = payment.amount - payment.refunded_amount;
     if !(1..=left).contains(&amount) {
         return Err(Error::validation(
@@ -721,6 +734,19 @@ pub async fn refund(
             &format!("{}:refund:{key}", tx.tenant()),
         )
         .await?;
+    // The provider answers a retry under the same key with the refund it made the first time. If that try was
+    // undone after the provider refunded, the refund's webhook may have booked it since: it is that refund.
+    let booked: Option<Refund> = sqlx::query_as(
+        "select id, payment_id, amount, provider_ref, created_at from refund
+         where tenant_id = $1 and provider_ref = $2",
+    )
+    .bind(tx.tenant())
+    .bind(&reference)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(booked) = booked {
+        return Ok(booked);
+    }
     sqlx::query(
         "insert into refund (tenant_id, id, payment_id, amount, provider_ref, idempotency_key, created_by)
          values ($1, $2, $3, $4, $5, $6, $7)",

@@ -79,20 +79,26 @@ async fn move_money(
     Ok(())
 }
 
-/// A refund the provider made that Switchyard did not ask for (in Stripe's dashboard, say); `refunded` is all the
-/// provider has refunded of the payment so far, `reference` names it there (the charge). What is beyond the refunds
-/// recorded is booked, as a refund no member made. A refund Switchyard made is recorded with the payment locked,
-/// before the provider's event about it can be read here, so nothing is booked twice. Returns the amount booked.
+/// A refund of `amount` the provider made, `reference` naming it there (`re_…`): ours (made by
+/// [`super::refund`], recorded under the same reference with the payment locked, before its event can be read here)
+/// books nothing; one made in Stripe's dashboard is booked once, as a refund no member made. Returns the amount
+/// booked.
 pub(crate) async fn refunded(
     tx: &mut TenantTx,
     payment_id: Uuid,
-    refunded: i64,
     reference: &str,
-    event_id: &str,
+    amount: i64,
 ) -> Result<i64> {
     let payment = super::lock(tx, payment_id).await?;
-    let amount = refunded.min(taken(&payment)) - payment.refunded_amount;
-    if amount <= 0 {
+    let known: bool = sqlx::query_scalar(
+        "select exists (select 1 from refund where tenant_id = $1 and provider_ref = $2)",
+    )
+    .bind(tx.tenant())
+    .bind(reference)
+    .fetch_one(tx.conn())
+    .await?;
+    let amount = amount.min(taken(&payment) - payment.refunded_amount);
+    if known || amount <= 0 {
         return Ok(0);
     }
     let id = Uuid::now_v7();
@@ -105,7 +111,7 @@ pub(crate) async fn refunded(
     .bind(payment_id)
     .bind(amount)
     .bind(reference)
-    .bind(format!("provider-event:{event_id}"))
+    .bind(format!("provider:{reference}"))
     .execute(tx.conn())
     .await?;
     sqlx::query(
@@ -202,12 +208,12 @@ pub(crate) async fn dispute_withdrawn(
 }
 
 /// The provider reinstated a dispute's funds (the venue won it): what was taken goes back where it came from, once.
-/// Returns the amount booked (0 for a dispute never withdrawn here, or reinstated before).
+/// Returns the amount booked (0 for a dispute reinstated before), `None` for a dispute not withdrawn here yet.
 pub(crate) async fn dispute_reinstated(
     tx: &mut TenantTx,
     payment_id: Uuid,
     reference: &str,
-) -> Result<i64> {
+) -> Result<Option<i64>> {
     let payment = super::lock(tx, payment_id).await?;
     let dispute: Option<(Uuid, i64, i64)> = sqlx::query_as(
         "update payment_dispute set reinstated_at = now()
@@ -220,7 +226,14 @@ pub(crate) async fn dispute_reinstated(
     .fetch_optional(tx.conn())
     .await?;
     let Some((id, amount, from_wallet)) = dispute else {
-        return Ok(0);
+        let withdrawn: bool = sqlx::query_scalar(
+            "select exists (select 1 from payment_dispute where tenant_id = $1 and provider_ref = $2)",
+        )
+        .bind(tx.tenant())
+        .bind(reference)
+        .fetch_one(tx.conn())
+        .await?;
+        return Ok(withdrawn.then_some(0));
     };
     let memo = format!("card dispute won ({})", payment.provider);
     move_money(
@@ -245,5 +258,5 @@ pub(crate) async fn dispute_reinstated(
     )
     .await?;
     metrics::counter!("payments_disputes_total", "outcome" => "reinstated").increment(1);
-    Ok(amount)
+    Ok(Some(amount))
 }

@@ -91,10 +91,8 @@ pub struct EventData {
 
 #[derive(Debug, Deserialize)]
 pub struct EventObject {
-    /// `payment_intent` or `charge`.
-    #[serde(default)]
-    pub object: Option<String>,
-    /// The intent's id at Stripe (`pi_…`), compared with the payment's stored reference (a charge's `ch_…`).
+    /// The intent's id at Stripe (`pi_…`), compared with the payment's stored reference (a refund's `re_…`, a
+    /// dispute's `du_…`).
     #[serde(default)]
     pub id: Option<String>,
     /// Stripe's units and a lowercase ISO code, compared with the stored payment.
@@ -106,12 +104,9 @@ pub struct EventObject {
     pub metadata: std::collections::HashMap<String, String>,
     #[serde(default)]
     pub last_payment_error: Option<PaymentError>,
-    /// A charge's intent (`charge.refunded`: the object is the charge, its metadata copied from the intent).
+    /// A refund's or a dispute's intent.
     #[serde(default)]
     pub payment_intent: Option<String>,
-    /// All that was refunded of a charge so far, in Stripe's units.
-    #[serde(default)]
-    pub amount_refunded: Option<i64>,
     /// A dispute's reason (`fraudulent`, `product_not_received`, …).
     #[serde(default)]
     pub reason: Option<String>,
@@ -154,12 +149,7 @@ pub const UNKNOWN_PAYMENT_RETRY_SECS: u64 = 3600;
 
 /// The first field in which `object` differs from the stored payment, if any.
 fn mismatch(object: &EventObject, payment: &super::Payment) -> Option<&'static str> {
-    // A charge names its intent; an intent is one.
-    let intent = match object.object.as_deref() {
-        Some("charge") => object.payment_intent.as_deref(),
-        _ => object.id.as_deref(),
-    };
-    if intent != Some(payment.provider_ref.as_str()) {
+    if object.id.as_deref() != Some(payment.provider_ref.as_str()) {
         Some("id")
     } else if object.amount != super::stripe::to_stripe(payment.amount, &payment.currency).ok() {
         Some("amount")
@@ -203,15 +193,18 @@ pub enum Sender {
 /// that tenant's `stripe:tenant` ones — so a tenant holding its own signing secret cannot confirm a payment the
 /// platform's account was to take, nor another tenant's.
 pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
-    match event.kind.as_str() {
-        "charge.dispute.funds_withdrawn" => return disputed(db, event, sender, true).await,
-        "charge.dispute.funds_reinstated" => return disputed(db, event, sender, false).await,
-        _ => {}
+    let outside = match event.kind.as_str() {
+        "refund.created" => Some(Outside::Refund),
+        "charge.dispute.funds_withdrawn" => Some(Outside::DisputeWithdrawn),
+        "charge.dispute.funds_reinstated" => Some(Outside::DisputeReinstated),
+        _ => None,
+    };
+    if let Some(change) = outside {
+        return by_intent(db, event, sender, change).await;
     }
-    // An intent's new status, or `None` for a refund (ours, or one made in Stripe's dashboard).
     let status = match event.kind.as_str() {
-        "payment_intent.succeeded" => Some(ProviderStatus::Succeeded),
-        "payment_intent.payment_failed" => Some(ProviderStatus::Failed(
+        "payment_intent.succeeded" => ProviderStatus::Succeeded,
+        "payment_intent.payment_failed" => ProviderStatus::Failed(
             event
                 .data
                 .object
@@ -219,10 +212,9 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
                 .as_ref()
                 .and_then(|e| e.code.clone())
                 .unwrap_or_else(|| "payment_failed".into()),
-        )),
-        "payment_intent.canceled" => Some(ProviderStatus::Canceled),
-        "payment_intent.amount_capturable_updated" => Some(ProviderStatus::Authorized),
-        "charge.refunded" if event.data.object.object.as_deref() == Some("charge") => None,
+        ),
+        "payment_intent.canceled" => ProviderStatus::Canceled,
+        "payment_intent.amount_capturable_updated" => ProviderStatus::Authorized,
         _ => return Ok(Outcome::Ignored),
     };
     let metadata = &event.data.object.metadata;
@@ -279,12 +271,6 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
         metrics::counter!("payments_webhook_mismatch_total", "field" => field).increment(1);
         return Ok(Outcome::Mismatch);
     }
-    if status.is_none() && stored.status != "confirmed" {
-        // Stripe refunds only what it took: this payment's success is on its way, in an event or a status poll.
-        return Err(Error::RetryLater(
-            "the payment this refund is of is not confirmed here yet; deliver it again later",
-        ));
-    }
     let recorded: Option<String> = sqlx::query_scalar(
         "insert into webhook_event (tenant_id, provider, event_id, event_type) values ($1, 'stripe', $2, $3)
          on conflict do nothing returning event_id",
@@ -297,30 +283,30 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
     if recorded.is_none() {
         return Ok(Outcome::Duplicate);
     }
-    if let Some(status) = status {
-        super::apply(&mut tx, payment, status).await?;
-    } else {
-        let object = &event.data.object;
-        let refunded =
-            super::stripe::from_stripe(object.amount_refunded.unwrap_or(0), &stored.currency);
-        let reference = object.id.as_deref().unwrap_or_default();
-        let booked =
-            super::outside::refunded(&mut tx, payment, refunded, reference, &event.id).await?;
-        tracing::info!(event = %event.id, %payment, booked, "stripe refunded a payment");
-    }
+    super::apply(&mut tx, payment, status).await?;
     tx.commit().await?;
     metrics::counter!("payments_webhook_received_total", "type" => event.kind).increment(1);
     Ok(Outcome::Applied)
 }
 
-/// A dispute's funds withdrawn (`withdrawn`) or reinstated. The dispute names the intent but carries none of our
-/// metadata: the payment is found by its reference among those the sender's account made (the platform's, or the
-/// sending tenant's own), then handled in its tenant like any event (recorded once, amounts in Stripe's units).
-async fn disputed(db: &Db, event: Event, sender: Sender, withdrawn: bool) -> Result<Outcome> {
+/// Money Stripe moved on a payment without an intent event: a refund (ours, or one made in Stripe's dashboard), a
+/// dispute's funds withdrawn or reinstated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outside {
+    Refund,
+    DisputeWithdrawn,
+    DisputeReinstated,
+}
+
+/// A refund or a dispute. It names the intent but carries none of our metadata: the payment is found by its
+/// reference among those the sender's account made (the platform's, or the sending tenant's own), then handled in
+/// its tenant like any event (recorded once, amounts in Stripe's units). An event about a payment not confirmed here
+/// yet, or a reinstatement before its withdrawal, asks Stripe to deliver it again later.
+async fn by_intent(db: &Db, event: Event, sender: Sender, change: Outside) -> Result<Outcome> {
     let object = &event.data.object;
     let (Some(reference), Some(intent)) = (object.id.as_deref(), object.payment_intent.as_deref())
     else {
-        tracing::warn!(event = %event.id, "stripe dispute event without a dispute or intent id");
+        tracing::warn!(event = %event.id, "stripe refund or dispute event without its id or intent");
         return Ok(Outcome::Ignored);
     };
     let provider = match sender {
@@ -328,11 +314,11 @@ async fn disputed(db: &Db, event: Event, sender: Sender, withdrawn: bool) -> Res
         Sender::Tenant(_) => super::accounts::TENANT_PROVIDER,
     };
     let Some((tenant, payment)) = db.system().payment_by_reference(provider, intent).await? else {
-        tracing::warn!(event = %event.id, intent, "stripe dispute of an intent that is not ours");
+        tracing::warn!(event = %event.id, intent, "stripe refund or dispute of an intent that is not ours");
         return Ok(Outcome::Ignored);
     };
     if matches!(sender, Sender::Tenant(own) if own != tenant.0) {
-        tracing::warn!(event = %event.id, "stripe dispute at a tenant's endpoint of another tenant's payment");
+        tracing::warn!(event = %event.id, "stripe event at a tenant's endpoint about another tenant's payment");
         return Ok(Outcome::Ignored);
     }
     let mut tx = db.begin_tenant(tenant).await?;
@@ -342,9 +328,20 @@ async fn disputed(db: &Db, event: Event, sender: Sender, withdrawn: bool) -> Res
         .as_deref()
         .is_some_and(|c| c.eq_ignore_ascii_case(&stored.currency))
     {
-        tracing::error!(event = %event.id, %payment, "stripe dispute in another currency than its payment");
+        tracing::error!(event = %event.id, %payment, "stripe refund or dispute in another currency than its payment");
         metrics::counter!("payments_webhook_mismatch_total", "field" => "currency").increment(1);
         return Ok(Outcome::Mismatch);
+    }
+    let amount = super::stripe::from_stripe(object.amount.unwrap_or(0), &stored.currency);
+    if change != Outside::DisputeReinstated && amount <= 0 {
+        tracing::warn!(event = %event.id, %payment, "stripe refund or dispute without an amount");
+        return Ok(Outcome::Ignored);
+    }
+    if stored.status != "confirmed" {
+        // Stripe refunds or disputes only what it took: the payment's success is on its way here.
+        return Err(Error::RetryLater(
+            "the payment this event is about is not confirmed here yet; deliver it again later",
+        ));
     }
     let recorded: Option<String> = sqlx::query_scalar(
         "insert into webhook_event (tenant_id, provider, event_id, event_type) values ($1, 'stripe', $2, $3)
@@ -358,21 +355,31 @@ async fn disputed(db: &Db, event: Event, sender: Sender, withdrawn: bool) -> Res
     if recorded.is_none() {
         return Ok(Outcome::Duplicate);
     }
-    let booked = if withdrawn {
-        let amount = super::stripe::from_stripe(object.amount.unwrap_or(0), &stored.currency);
-        let reason: String = object
-            .reason
-            .as_deref()
-            .unwrap_or("unknown")
-            .chars()
-            .take(100)
-            .collect();
-        super::outside::dispute_withdrawn(&mut tx, payment, reference, amount, &reason).await?
-    } else {
-        super::outside::dispute_reinstated(&mut tx, payment, reference).await?
+    let booked = match change {
+        Outside::Refund => super::outside::refunded(&mut tx, payment, reference, amount).await?,
+        Outside::DisputeWithdrawn => {
+            let reason: String = object
+                .reason
+                .as_deref()
+                .unwrap_or("unknown")
+                .chars()
+                .take(100)
+                .collect();
+            super::outside::dispute_withdrawn(&mut tx, payment, reference, amount, &reason).await?
+        }
+        Outside::DisputeReinstated => {
+            match super::outside::dispute_reinstated(&mut tx, payment, reference).await? {
+                Some(booked) => booked,
+                None => {
+                    return Err(Error::RetryLater(
+                        "the dispute whose funds were reinstated has no withdrawal here yet; deliver it again later",
+                    ))
+                }
+            }
+        }
     };
     tx.commit().await?;
-    tracing::info!(event = %event.id, %payment, booked, withdrawn, "stripe dispute");
+    tracing::info!(event = %event.id, %payment, booked, ?change, "stripe moved money on a payment");
     metrics::counter!("payments_webhook_received_total", "type" => event.kind).increment(1);
     Ok(Outcome::Applied)
 }

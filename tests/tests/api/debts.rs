@@ -352,7 +352,8 @@ async fn the_stripe_provider_holds_captures_and_charges_off_session_with_idempot
     );
     let attach = fake.requests_to("POST", "/v1/payment_methods/pm_card_visa/attach");
     assert_eq!(attach.len(), 1);
-    assert_eq!(attach[0].form["customer"], "cus_fake000001");
+    let customer = &attach[0].form["customer"];
+    assert!(customer.starts_with("cus_fake"), "{customer}");
 
     let intents = fake.requests_to("POST", "/v1/payment_intents");
     assert_eq!(intents.len(), 3, "one hold, two debt charges");
@@ -362,7 +363,7 @@ async fn the_stripe_provider_holds_captures_and_charges_off_session_with_idempot
     assert_eq!(hold["confirm"], "true");
     assert_eq!(hold["amount"], "500");
     assert_eq!(hold["currency"], "eur");
-    assert_eq!(hold["customer"], "cus_fake000001");
+    assert_eq!(&hold["customer"], customer);
     assert_eq!(hold["metadata[tenant_id]"], c.t.id.to_string());
     let charges: Vec<(&str, Option<&String>)> = intents[1..]
         .iter()

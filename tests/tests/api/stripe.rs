@@ -742,10 +742,11 @@ async fn top_ups_and_refunds_reach_stripe_in_its_units_for_krona_and_ariary() {
     assert_eq!(sent("/v1/refunds")[1], ("50".into(), String::new()));
 }
 
-/// A refund made in Stripe's dashboard reaches the ledger once, from Stripe's `charge.refunded` event: the wallet
-/// gives back what it holds, and what the patron already spent comes out of the venue's revenue. A refund made
-/// through Switchyard, whose event arrives as well, is not booked twice. Before, a dashboard refund never reached the
-/// ledger: the patron kept the money in the wallet as well as on the card.
+/// A refund made in Stripe's dashboard reaches the ledger once, from Stripe's `refund.created` event (found by its
+/// intent: a refund carries none of our metadata): the wallet gives back what it holds, and what the patron already
+/// spent comes out of the venue's revenue. A refund made through Switchyard, whose event arrives as well, is not
+/// booked twice, nor is one whose first try was undone after Stripe made it and whose event booked it meanwhile.
+/// Before, a dashboard refund never reached the ledger: the patron kept the money in the wallet and on the card.
 #[tokio::test]
 async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are_not_booked_twice()
 {
@@ -764,9 +765,19 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
     let paid = fake.pay(&pi);
     deliver(&app, "/webhooks/stripe", SECRET, "evt_paid", &paid).await;
     assert_eq!(balance(&app, &s).await, 1_000);
-    let refunded = |kind: &'static str, id: &'static str, charge: Value| {
+    let created = |id: &'static str, refund: Value| {
         let app = &app;
-        async move { deliver_event(app, "/webhooks/stripe", SECRET, id, kind, &charge).await }
+        async move {
+            deliver_event(
+                app,
+                "/webhooks/stripe",
+                SECRET,
+                id,
+                "refund.created",
+                &refund,
+            )
+            .await
+        }
     };
 
     // Our refund of 300, then Stripe's event about it: booked once.
@@ -776,7 +787,9 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
         json!({"p": payment, "a": 300, "k": "ours"}),
     )
     .await;
-    let (status, body) = refunded("charge.refunded", "evt_ours", fake.charge(&pi)).await;
+    let ours = fake.refunds()[0].clone();
+    assert_eq!(ours["metadata"], json!({}));
+    let (status, body) = created("evt_ours", ours).await;
     assert_eq!(
         (status, &body["outcome"]),
         (StatusCode::OK, &json!("applied")),
@@ -784,8 +797,37 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
     );
     assert_eq!(balance(&app, &s).await, 700);
 
-    // 600 of it spent on an hour's session, then 400 refunded in the dashboard: 100 from the wallet, 300 from the
-    // venue's revenue.
+    // A refund of 100 whose first try was undone after Stripe made it (the try is played here at the fake, under the
+    // key Switchyard sends), booked by its event meanwhile; the retry finds it rather than taking 100 again.
+    let undone = app
+        .client
+        .post(format!("{}v1/refunds", fake.url()))
+        .header("idempotency-key", format!("{}:refund:undone", s.t.id))
+        .form(&[("amount", "100"), ("payment_intent", pi.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(undone.status().is_success());
+    let undone: Value = undone.json().await.unwrap();
+    created("evt_undone", undone.clone()).await;
+    assert_eq!(balance(&app, &s).await, 600);
+    let retried = app
+        .gql_ok(
+            &s.t.access,
+            REFUND,
+            json!({"p": payment, "a": 100, "k": "undone"}),
+        )
+        .await;
+    assert_eq!(retried["refundPayment"]["amount"], 100);
+    assert_eq!(balance(&app, &s).await, 600, "taken once");
+    assert_eq!(
+        fake.refunds().len(),
+        2,
+        "Stripe answered the retry with the first refund"
+    );
+
+    // All of it spent on an hour's session, 100 in cash since, then 400 refunded in the dashboard: 100 from the
+    // wallet, 300 from the venue's revenue.
     let session =
         crate::sessions::wallet_session(&app, &s.t.access, f.station, s.patron, None).await;
     let started: chrono::DateTime<chrono::Utc> =
@@ -796,10 +838,11 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
             .await
             .unwrap();
     switchyard_tests::bill_tick(s.t.id, session, started + chrono::Duration::minutes(60)).await;
+    assert_eq!(balance(&app, &s).await, 0);
+    crate::sessions::top_up(&app, &f, s.patron, 100, "cash").await;
     assert_eq!(balance(&app, &s).await, 100);
-    let charge = fake.refund_in_dashboard(&pi, 400);
-    assert_eq!(charge["amount_refunded"], 700);
-    let (status, body) = refunded("charge.refunded", "evt_dashboard", charge.clone()).await;
+    let dashboard = fake.refund_in_dashboard(&pi, 400);
+    let (status, body) = created("evt_dashboard", dashboard.clone()).await;
     assert_eq!(
         (status, &body["outcome"]),
         (StatusCode::OK, &json!("applied")),
@@ -808,9 +851,9 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
     assert_eq!(balance(&app, &s).await, 0);
 
     // Delivered again, or told again in another event: nothing more.
-    let (_, again) = refunded("charge.refunded", "evt_dashboard", charge.clone()).await;
+    let (_, again) = created("evt_dashboard", dashboard.clone()).await;
     assert_eq!(again["outcome"], "duplicate");
-    let (_, told) = refunded("charge.refunded", "evt_told_again", charge).await;
+    let (_, told) = created("evt_told_again", dashboard).await;
     assert_eq!(told["outcome"], "applied");
 
     let mut tx = app.tenant_tx(s.t.id).await;
@@ -823,8 +866,8 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
     .unwrap();
     assert_eq!(
         refunds,
-        [(300, false), (400, true)],
-        "ours by the owner, the dashboard's by no one"
+        [(300, false), (100, true), (400, true)],
+        "ours by the owner; the undone one's and the dashboard's by no one"
     );
     let recorded: i64 = sqlx::query_scalar(
         "select refunded_amount from payment where tenant_id = $1 and provider_ref = $2",
@@ -834,7 +877,7 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
     .fetch_one(&mut *tx)
     .await
     .unwrap();
-    assert_eq!(recorded, 700);
+    assert_eq!(recorded, 800);
     let mut entries: Vec<(String, i64)> = sqlx::query_as(
         "select a.purpose, e.amount from journal_entry e
            join journal j on j.tenant_id = e.tenant_id and j.id = e.journal_id
@@ -860,9 +903,8 @@ async fn a_refund_made_in_stripes_dashboard_reaches_the_ledger_once_and_ours_are
     // A refund of a payment not confirmed here yet: Stripe is asked to deliver it again later, nothing is booked.
     let (_, pending) = intent(&app, &s, 500, "not-yet").await;
     let (_, pending_pi) = provider_of(&app, s.t.id, pending["intent_id"].as_str().unwrap()).await;
-    let mut early = fake.charge(&pending_pi);
-    early["amount_refunded"] = json!(500);
-    let (status, body) = refunded("charge.refunded", "evt_early", early).await;
+    let early = fake.refund_in_dashboard(&pending_pi, 500);
+    let (status, body) = created("evt_early", early).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "retry_later");
 }
@@ -931,6 +973,15 @@ async fn a_card_dispute_takes_its_amount_back_once_and_a_won_one_returns_it_wher
 
     let dispute = fake.dispute(&pi, 1_000, "fraudulent");
     assert!(dispute.get("metadata").is_some_and(|m| m == &json!({})));
+    // Reinstated before it was withdrawn (events can arrive in any order): asked again later, nothing booked.
+    let (status, body) = event(
+        "charge.dispute.funds_reinstated",
+        "evt_du_0",
+        dispute.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(books().await, (vec![], vec![]));
     let (status, body) = event(
         "charge.dispute.funds_withdrawn",
         "evt_du_1",
@@ -967,6 +1018,16 @@ async fn a_card_dispute_takes_its_amount_back_once_and_a_won_one_returns_it_wher
     )
     .await;
     assert_eq!(books().await, taken);
+    // A disputed payment is not refunded as well: the card network returns the money.
+    let refund = app
+        .gql(
+            Some(&s.t.access),
+            REFUND,
+            json!({"p": payment, "a": 100, "k": "while-disputed"}),
+        )
+        .await;
+    assert_eq!(gql_code(&refund), "conflict", "{refund}");
+    assert!(fake.refunds().is_empty());
 
     // Won: the 400 go back to the wallet, the 600 to revenue; once.
     let (status, body) = event(
@@ -1014,5 +1075,13 @@ async fn a_card_dispute_takes_its_amount_back_once_and_a_won_one_returns_it_wher
         (StatusCode::OK, &json!("ignored")),
         "{body}"
     );
+    assert_eq!(balance(&app, &s).await, 400);
+
+    // A dispute of a payment not confirmed here yet: asked again later, nothing booked.
+    let (_, pending) = intent(&app, &s, 500, "not-yet").await;
+    let (_, pending_pi) = provider_of(&app, s.t.id, pending["intent_id"].as_str().unwrap()).await;
+    let early = fake.dispute(&pending_pi, 500, "fraudulent");
+    let (status, body) = event("charge.dispute.funds_withdrawn", "evt_du_4", early).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(balance(&app, &s).await, 400);
 }
