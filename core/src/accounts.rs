@@ -381,6 +381,9 @@ impl Accounts {
             },
         )
         .await?;
+        // As a sign-in does: a password change, reset or sign-out-everywhere under way finishes first, or waits for
+        // this and revokes its token too.
+        lock_login(&mut tx, user_id).await?;
         let pair = self.issue_pair(&mut tx, user_id, role, None).await?;
         tx.commit().await?;
         Ok(pair)
@@ -846,15 +849,24 @@ struct RefreshRow {
     revoked_at: Option<DateTime<Utc>>,
 }
 
+/// Revokes a refresh-token family. A refresh of the family under way (its token locked) may commit a new token
+/// while this waits for that lock; the statement's snapshot, taken before, does not see it. So it runs again, with a
+/// snapshot taken after, until it finds nothing left to revoke.
 async fn revoke_family(tx: &mut TenantTx, family: Uuid) -> Result<()> {
-    sqlx::query(
-        "update refresh_token set revoked_at = now()
-         where tenant_id = $1 and family_id = $2 and revoked_at is null",
-    )
-    .bind(tx.tenant())
-    .bind(family)
-    .execute(tx.conn())
-    .await?;
+    for _ in 0..10 {
+        let revoked = sqlx::query(
+            "update refresh_token set revoked_at = now()
+             where tenant_id = $1 and family_id = $2 and revoked_at is null",
+        )
+        .bind(tx.tenant())
+        .bind(family)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        if revoked == 0 {
+            break;
+        }
+    }
     Ok(())
 }
 

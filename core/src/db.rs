@@ -1064,6 +1064,20 @@ impl SystemDb {
         password_hash: &str,
     ) -> Result<Option<(Uuid, i64)>> {
         let mut tx = self.pool.begin().await?;
+        // The login's row first, as a password change and a sign-out-everywhere lock it, so that they cannot wait
+        // on each other; then the code, spent once.
+        let owner: Option<Uuid> =
+            sqlx::query_scalar("select user_id from login_token where token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(owner) = owner else {
+            return Ok(None);
+        };
+        sqlx::query("select 1 from app_user where id = $1 for no key update")
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
         let user: Option<Uuid> = sqlx::query_scalar(
             "update login_token set used_at = now()
              where token_hash = $1 and purpose = 'password_reset' and used_at is null and expires_at > now()

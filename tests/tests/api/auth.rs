@@ -959,3 +959,67 @@ async fn a_refresh_under_way_when_the_login_signs_out_everywhere_is_signed_out_t
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
+
+/// A spent refresh token shown again revokes its family, even while a refresh of the family's live token is under
+/// way: the revocation waits for that refresh and then revokes the token it issued too. The live refresh is held (with
+/// its token) by a lock on the memberships it reads next; the spent token is shown and its revocation waits; then
+/// both go on. Before, the revocation saw only the tokens there when it began, and the new one kept working.
+#[tokio::test]
+async fn a_spent_token_shown_during_a_refresh_of_its_family_revokes_the_new_token_too() {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let t = app.signup().await;
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    let (status, second) = app
+        .post("/api/v1/auth/refresh", json!({"refresh_token": t.refresh}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+
+    let mut hold = owner.begin().await.unwrap();
+    sqlx::query("lock table membership in access exclusive mode")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let post = |token: Value| {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/auth/refresh"));
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .json(&json!({"refresh_token": token}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    };
+    let live = post(second["refresh_token"].clone());
+    lock_waiters(&owner, 1).await;
+    let reused = post(json!(t.refresh));
+    lock_waiters(&owner, 2).await;
+    hold.commit().await.unwrap();
+
+    let (status, third) = live.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{third}");
+    let (status, body) = reused.await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": third["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the family is revoked, the new token too: {body}"
+    );
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from refresh_token where tenant_id = $1 and revoked_at is null",
+    )
+    .bind(t.id)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(live, 0);
+}
