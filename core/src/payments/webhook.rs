@@ -271,22 +271,27 @@ pub async fn handle(db: &Db, event: Event, sender: Sender) -> Result<Outcome> {
         metrics::counter!("payments_webhook_mismatch_total", "field" => field).increment(1);
         return Ok(Outcome::Mismatch);
     }
-    let recorded: Option<String> = sqlx::query_scalar(
-        "insert into webhook_event (tenant_id, provider, event_id, event_type) values ($1, 'stripe', $2, $3)
-         on conflict do nothing returning event_id",
-    )
-    .bind(tenant)
-    .bind(&event.id)
-    .bind(&event.kind)
-    .fetch_optional(tx.conn())
-    .await?;
-    if recorded.is_none() {
+    if !first_delivery(&mut tx, &event).await? {
         return Ok(Outcome::Duplicate);
     }
     super::apply(&mut tx, payment, status).await?;
     tx.commit().await?;
     metrics::counter!("payments_webhook_received_total", "type" => event.kind).increment(1);
     Ok(Outcome::Applied)
+}
+
+/// Records the event's id in the transaction's tenant; false if it was recorded before (a redelivery).
+async fn first_delivery(tx: &mut crate::db::TenantTx, event: &Event) -> Result<bool> {
+    let recorded: Option<String> = sqlx::query_scalar(
+        "insert into webhook_event (tenant_id, provider, event_id, event_type) values ($1, 'stripe', $2, $3)
+         on conflict do nothing returning event_id",
+    )
+    .bind(tx.tenant())
+    .bind(&event.id)
+    .bind(&event.kind)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(recorded.is_some())
 }
 
 /// Money Stripe moved on a payment without an intent event: a refund (ours, or one made in Stripe's dashboard), a
@@ -343,16 +348,7 @@ async fn by_intent(db: &Db, event: Event, sender: Sender, change: Outside) -> Re
             "the payment this event is about is not confirmed here yet; deliver it again later",
         ));
     }
-    let recorded: Option<String> = sqlx::query_scalar(
-        "insert into webhook_event (tenant_id, provider, event_id, event_type) values ($1, 'stripe', $2, $3)
-         on conflict do nothing returning event_id",
-    )
-    .bind(tenant.0)
-    .bind(&event.id)
-    .bind(&event.kind)
-    .fetch_optional(tx.conn())
-    .await?;
-    if recorded.is_none() {
+    if !first_delivery(&mut tx, &event).await? {
         return Ok(Outcome::Duplicate);
     }
     let booked = match change {

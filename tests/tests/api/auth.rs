@@ -855,6 +855,37 @@ async fn lock_waiters(owner: &sqlx::PgPool, n: i64) {
     panic!("{n} backends never came to wait for a lock");
 }
 
+/// A fresh database with an app on it and one signed-up owner: the app, the owner, a pool as the database owner,
+/// and the owner's login id.
+async fn signed_up_alone() -> (
+    switchyard_tests::TestDatabase,
+    switchyard_tests::TestApp,
+    switchyard_tests::Tenant,
+    sqlx::PgPool,
+    Uuid,
+) {
+    let database = switchyard_tests::fresh_database().await;
+    let app = switchyard_tests::spawn_app_in(&database).await;
+    let t = app.signup().await;
+    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    let user: Uuid = sqlx::query_scalar("select id from app_user where email = $1")
+        .bind(&t.email)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    (database, app, t, owner, user)
+}
+
+/// A transaction holding the memberships table locked: a sign-in or refresh waits at its next read of it.
+async fn hold_memberships(owner: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut hold = owner.begin().await.unwrap();
+    sqlx::query("lock table membership in access exclusive mode")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    hold
+}
+
 async fn live_refresh_tokens(owner: &sqlx::PgPool, user: Uuid) -> i64 {
     sqlx::query_scalar(
         "select count(*) from refresh_token where user_id = $1 and revoked_at is null",
@@ -871,21 +902,8 @@ async fn live_refresh_tokens(owner: &sqlx::PgPool, user: Uuid) -> i64 {
 /// token after the revocation, and the old password kept a session.
 #[tokio::test]
 async fn a_login_whose_password_changed_while_it_signed_in_gets_no_session() {
-    let database = switchyard_tests::fresh_database().await;
-    let app = switchyard_tests::spawn_app_in(&database).await;
-    let t = app.signup().await;
-    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
-    let user: Uuid = sqlx::query_scalar("select id from app_user where email = $1")
-        .bind(&t.email)
-        .fetch_one(&owner)
-        .await
-        .unwrap();
-
-    let mut hold = owner.begin().await.unwrap();
-    sqlx::query("lock table membership in access exclusive mode")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let (database, app, t, owner, user) = signed_up_alone().await;
+    let hold = hold_memberships(&owner).await;
     let login = tokio::spawn({
         let (client, url) = (app.client.clone(), app.url("/api/v1/auth/login"));
         let body = json!({"email": t.email, "password": t.password});
@@ -917,21 +935,8 @@ async fn a_login_whose_password_changed_while_it_signed_in_gets_no_session() {
 /// tokens it saw when it began, and the refresh's new one kept working.
 #[tokio::test]
 async fn a_refresh_under_way_when_the_login_signs_out_everywhere_is_signed_out_too() {
-    let database = switchyard_tests::fresh_database().await;
-    let app = switchyard_tests::spawn_app_in(&database).await;
-    let t = app.signup().await;
-    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
-    let user: Uuid = sqlx::query_scalar("select id from app_user where email = $1")
-        .bind(&t.email)
-        .fetch_one(&owner)
-        .await
-        .unwrap();
-
-    let mut hold = owner.begin().await.unwrap();
-    sqlx::query("lock table membership in access exclusive mode")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let (database, app, t, owner, user) = signed_up_alone().await;
+    let hold = hold_memberships(&owner).await;
     let refresh = tokio::spawn({
         let (client, url) = (app.client.clone(), app.url("/api/v1/auth/refresh"));
         let body = json!({"refresh_token": t.refresh});
@@ -966,20 +971,13 @@ async fn a_refresh_under_way_when_the_login_signs_out_everywhere_is_signed_out_t
 /// both go on. Before, the revocation saw only the tokens there when it began, and the new one kept working.
 #[tokio::test]
 async fn a_spent_token_shown_during_a_refresh_of_its_family_revokes_the_new_token_too() {
-    let database = switchyard_tests::fresh_database().await;
-    let app = switchyard_tests::spawn_app_in(&database).await;
-    let t = app.signup().await;
-    let owner = sqlx::PgPool::connect(&database.owner_url).await.unwrap();
+    let (_database, app, t, owner, _) = signed_up_alone().await;
     let (status, second) = app
         .post("/api/v1/auth/refresh", json!({"refresh_token": t.refresh}))
         .await;
     assert_eq!(status, StatusCode::OK, "{second}");
 
-    let mut hold = owner.begin().await.unwrap();
-    sqlx::query("lock table membership in access exclusive mode")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let hold = hold_memberships(&owner).await;
     let post = |token: Value| {
         let (client, url) = (app.client.clone(), app.url("/api/v1/auth/refresh"));
         tokio::spawn(async move {
